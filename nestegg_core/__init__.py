@@ -1,0 +1,15 @@
+"""nestegg: an on-demand, lightweight, package-building PyPI mirror.
+
+The public face: build a :class:`Config` (or :func:`load_config`), then serve it with a
+:class:`Mirror` in-process, or mount :func:`create_app` in any WSGI server.
+"""
+
+from __future__ import annotations
+
+from ._version import __version__
+from .app import create_app
+from .config import Config, load_config
+from .errors import NesteggError
+from .server import Mirror
+
+__all__ = ["Config", "Mirror", "NesteggError", "__version__", "create_app", "load_config"]

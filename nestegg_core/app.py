@@ -1,0 +1,445 @@
+"""The WSGI application: routing, HTTP semantics of the Simple API and of files, errors to statuses."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from packaging.utils import NormalizedName, canonicalize_name
+
+from .config import Config
+from .downloads import Download
+from .errors import NesteggError, NotFound
+from .models import is_normalized, is_valid_name
+from .repository import Repository
+from .simple import negotiate
+
+logger = logging.getLogger(__name__)
+access_log = logging.getLogger("nestegg_core.access")
+
+StartResponse = Callable[..., Any]
+Environ = dict[str, Any]
+Headers = list[tuple[str, str]]
+Handler = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+_REASONS = {
+    200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified",
+    400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    406: "Not Acceptable", 413: "Content Too Large", 416: "Range Not Satisfiable",
+    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Gateway Timeout",
+}  # fmt: skip
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+FILE_CACHE_CONTROL = "max-age=31536000, immutable"
+PAGE_CACHE_CONTROL = "max-age=0, must-revalidate"
+BLOCK = 256 * 1024
+
+
+def status_line(code: int, reason: str | None = None) -> str:
+    return f"{code} {reason or _REASONS.get(code, 'Unknown')}"
+
+
+class NesteggApp:
+    """Routes requests to the :class:`Repository`; the only place errors become statuses."""
+
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+        #: POST handler for uploads (``/``, ``/legacy``, ``/legacy/``), set by the uploads module
+        self.upload: Handler | None = None
+        #: extra GET routes by first path segment (web pages, CI), set by their modules
+        self.routes: dict[str, Handler] = {}
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            return self._route(environ, start_response)
+        except NesteggError as exc:
+            return self._error(environ, start_response, exc.status, str(exc))
+        except Exception:
+            logger.exception("error answering %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            return self._error(environ, start_response, 500, "internal error; see the server log")
+
+    def _route(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = _path_info(environ)
+        parts = path.split("/")
+        if method == "POST":
+            if path in ("/", "/legacy", "/legacy/") and self.upload is not None:
+                return self.upload(environ, start_response)
+            return self._error(environ, start_response, 405, "only uploads are accepted by POST")
+        if method not in ("GET", "HEAD"):
+            return self._error(environ, start_response, 405, f"method {method!r} is not allowed")
+        if ".." in parts or "" in parts[1:-1]:
+            raise NotFound(f"no such path {path!r}")
+        head = parts[1] if len(parts) > 1 else ""
+        if head == "simple":
+            if len(parts) == 2:  # /simple
+                return self._redirect(environ, start_response, "/simple/")
+            if len(parts) == 3 and parts[2] == "":
+                return self._index(environ, start_response)
+            if len(parts) in (3, 4) and (len(parts) == 3 or parts[3] == ""):
+                return self._project(environ, start_response, parts[2], trailing=len(parts) == 4)
+        elif head == "files" and len(parts) == 4:
+            return self._file(environ, start_response, parts[2], parts[3])
+        elif head == "health" and len(parts) == 2:
+            return self._json(environ, start_response, {"status": "ok"})
+        elif head == "metrics" and len(parts) == 2:
+            metrics = self.repository.metrics()
+            return self._json(environ, start_response, metrics.__dict__)
+        elif head == "" and len(parts) == 2 and "" not in self.routes:
+            return self._home(environ, start_response)
+        handler = self.routes.get(head)
+        if handler is not None:
+            return handler(environ, start_response)
+        raise NotFound(f"no such path {path!r}")
+
+    # pages -------------------------------------------------------------------------------
+
+    def _index(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        content_type = negotiate(environ.get("HTTP_ACCEPT"))
+        if content_type is None:
+            return self._error(environ, start_response, 406, _NOT_ACCEPTABLE)
+        rendered = self.repository.index(content_type)
+        return self._page(environ, start_response, content_type, rendered.body, rendered.etag)
+
+    def _project(
+        self, environ: Environ, start_response: StartResponse, raw: str, *, trailing: bool
+    ) -> Iterable[bytes]:
+        if not is_valid_name(raw):
+            raise NotFound(f"{raw!r} is not a valid project name")
+        name = canonicalize_name(raw)
+        if raw != name or not trailing:
+            return self._redirect(environ, start_response, f"/simple/{name}/")
+        content_type = negotiate(environ.get("HTTP_ACCEPT"))
+        if content_type is None:
+            return self._error(environ, start_response, 406, _NOT_ACCEPTABLE)
+        rendered = self.repository.rendered(name, content_type)
+        return self._page(environ, start_response, content_type, rendered.body, rendered.etag)
+
+    def _page(
+        self, environ: Environ, start_response: StartResponse, content_type: str, body: bytes, etag: str
+    ) -> Iterable[bytes]:
+        headers = [
+            ("Vary", "Accept"),
+            ("ETag", etag),
+            ("Cache-Control", PAGE_CACHE_CONTROL),
+        ]
+        if _etag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
+            start_response(status_line(304), headers)
+            return []
+        media = content_type if content_type.endswith("json") else f"{content_type}; charset=utf-8"
+        headers += [("Content-Type", media), ("Content-Length", str(len(body)))]
+        start_response(status_line(200), headers)
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+
+    def _home(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        body = (
+            b"<!DOCTYPE html><html><head><title>nestegg</title></head><body>"
+            b'<h1>nestegg</h1><p>Use <a href="simple/">simple/</a> as the index URL.</p>'
+            b"</body></html>"
+        )
+        start_response(
+            status_line(200),
+            [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+
+    # files -------------------------------------------------------------------------------
+
+    def _file(
+        self, environ: Environ, start_response: StartResponse, raw: str, filename: str
+    ) -> Iterable[bytes]:
+        if not is_normalized(raw):
+            raise NotFound(f"no project {raw!r}")
+        name = NormalizedName(raw)
+        repo = self.repository
+        target: Path | Download
+        if filename.endswith(".metadata") and repo.project(name).file(filename) is None:
+            target = repo.open_metadata(name, filename[: -len(".metadata")])
+            content_type = "text/plain; charset=utf-8"
+        else:
+            target = repo.open_file(name, filename)
+            content_type = "application/octet-stream"
+        if isinstance(target, Download):
+            return self._stream(environ, start_response, target)
+        return self._send_file(environ, start_response, target, content_type)
+
+    def _send_file(
+        self, environ: Environ, start_response: StartResponse, path: Path, content_type: str
+    ) -> Iterable[bytes]:
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - handed to the server, which closes it
+        except FileNotFoundError:
+            raise NotFound(f"file {path.name!r} was removed") from None
+        try:
+            stat = os.fstat(handle.fileno())
+            size = stat.st_size
+            etag = f'"{int(stat.st_mtime_ns):x}-{size:x}"'
+            headers = [
+                ("Content-Type", content_type),
+                ("Accept-Ranges", "bytes"),
+                ("ETag", etag),
+                ("Last-Modified", _http_date(stat.st_mtime)),
+                ("Cache-Control", FILE_CACHE_CONTROL),
+            ]
+            if _etag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
+                handle.close()
+                start_response(status_line(304), headers)
+                return []
+            try:
+                wanted = _range(environ, size, etag)
+            except _Unsatisfiable:
+                handle.close()
+                return self._unsatisfiable(start_response, headers, size)
+            if environ["REQUEST_METHOD"] == "HEAD":
+                handle.close()
+                start, end = wanted or (0, size)
+                self._start_file(start_response, headers, start, end, size, partial=wanted is not None)
+                return []
+            if wanted is None:
+                self._start_file(start_response, headers, 0, size, size, partial=False)
+                wrapper = environ.get("wsgi.file_wrapper")
+                if wrapper is not None:
+                    return wrapper(handle, BLOCK)  # type: ignore[no-any-return]
+                return _read_file(handle, 0, size)
+            start, end = wanted
+            self._start_file(start_response, headers, start, end, size, partial=True)
+            return _read_file(handle, start, end)
+        except BaseException:
+            handle.close()
+            raise
+
+    def _stream(self, environ: Environ, start_response: StartResponse, download: Download) -> Iterable[bytes]:
+        download.wait_started()
+        size = download.size
+        headers = [
+            ("Content-Type", "application/octet-stream"),
+            ("Cache-Control", FILE_CACHE_CONTROL),
+        ]
+        if size is None:  # the upstream sent no length: no ranges until the file is whole
+            start_response(status_line(200), headers)
+            return [] if environ["REQUEST_METHOD"] == "HEAD" else download.read()
+        headers.append(("Accept-Ranges", "bytes"))
+        try:
+            wanted = _range(environ, size, None)
+        except _Unsatisfiable:
+            return self._unsatisfiable(start_response, headers, size)
+        start, end = wanted or (0, size)
+        self._start_file(start_response, headers, start, end, size, partial=wanted is not None)
+        if environ["REQUEST_METHOD"] == "HEAD":
+            return []
+        return download.read(start, end)
+
+    @staticmethod
+    def _start_file(
+        start_response: StartResponse, headers: Headers, start: int, end: int, size: int, *, partial: bool
+    ) -> None:
+        headers = [*headers, ("Content-Length", str(end - start))]
+        if partial:
+            headers.append(("Content-Range", f"bytes {start}-{end - 1}/{size}"))
+        start_response(status_line(206 if partial else 200), headers)
+
+    @staticmethod
+    def _unsatisfiable(start_response: StartResponse, headers: Headers, size: int) -> Iterable[bytes]:
+        body = b"range not satisfiable\n"
+        start_response(
+            status_line(416),
+            [
+                *[h for h in headers if h[0] != "Content-Type"],
+                ("Content-Range", f"bytes */{size}"),
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+            ],
+        )
+        return [body]
+
+    # small answers -----------------------------------------------------------------------
+
+    def _redirect(self, environ: Environ, start_response: StartResponse, path: str) -> Iterable[bytes]:
+        location = quote(environ.get("SCRIPT_NAME", "").rstrip("/") + path)
+        body = f"moved to {location}\n".encode()
+        start_response(
+            status_line(301),
+            [
+                ("Location", location),
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+            ],
+        )
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+    def _json(self, environ: Environ, start_response: StartResponse, data: object) -> Iterable[bytes]:
+        body = json.dumps(data).encode()
+        start_response(
+            status_line(200),
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+            ],
+        )
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+    @staticmethod
+    def _error(environ: Environ, start_response: StartResponse, status: int, message: str) -> Iterable[bytes]:
+        body = (message.replace("\n", " ") + "\n").encode()
+        start_response(
+            status_line(status),
+            [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+            ],
+        )
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+
+_NOT_ACCEPTABLE = (
+    "none of the accepted types is served; ask for application/vnd.pypi.simple.v1+json, "
+    "application/vnd.pypi.simple.v1+html or text/html"
+)
+
+
+def _path_info(environ: Environ) -> str:
+    # PEP 3333 hands PATH_INFO over as latin-1; undo that to get the UTF-8 the client sent
+    raw = environ.get("PATH_INFO", "") or "/"
+    try:
+        return str(raw.encode("latin-1").decode("utf-8"))
+    except UnicodeError:
+        raise NotFound("path is not valid UTF-8") from None
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
+
+
+class _Unsatisfiable(Exception):
+    """The range asked for lies wholly past the end of the file (416)."""
+
+
+def _range(environ: Environ, size: int, etag: str | None) -> tuple[int, int] | None:
+    """The one byte range asked for as (start, end-exclusive), None for the whole file.
+
+    Several ranges, or a header we do not understand, are answered with the whole file, which
+    RFC 9110 allows; a range wholly past the end raises :class:`_Unsatisfiable` (416).
+    """
+    header = environ.get("HTTP_RANGE")
+    if not header:
+        return None
+    if_range = environ.get("HTTP_IF_RANGE")
+    if if_range and if_range != etag:
+        return None
+    match = _RANGE.match(header.strip().replace(" ", ""))
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # a suffix: the last N bytes
+        length = int(last)
+        if length == 0:
+            raise _Unsatisfiable
+        return (max(size - length, 0), size)
+    start = int(first)
+    end = size if not last else min(int(last) + 1, size)
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        raise _Unsatisfiable
+    return (start, end)
+
+
+def _read_file(handle: Any, start: int, end: int) -> Iterator[bytes]:
+    try:
+        handle.seek(start)
+        remaining = end - start
+        while remaining > 0:
+            chunk = handle.read(min(BLOCK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        handle.close()
+
+
+def _http_date(timestamp: float) -> str:
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(timestamp))
+
+
+class AccessLog:
+    """WSGI middleware that logs one line per request (status, bytes, time)."""
+
+    def __init__(self, app: Handler) -> None:
+        self.app = app
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if not access_log.isEnabledFor(logging.INFO):
+            return self.app(environ, start_response)
+        started = time.perf_counter()
+        seen: list[str] = ["-", "0"]
+
+        def recording(status: str, headers: Headers, exc_info: Any = None) -> Any:
+            seen[0] = status.split(" ", 1)[0]
+            seen[1] = next((v for k, v in headers if k.lower() == "content-length"), "-")
+            if exc_info is not None:
+                return start_response(status, headers, exc_info)
+            return start_response(status, headers)
+
+        result = self.app(environ, recording)
+        if isinstance(result, list) or type(result) is environ.get("wsgi.file_wrapper"):
+            # a page, or a file the server sends itself (kept unwrapped for its fast path)
+            _log(environ, seen, started)
+            return result
+        return _Logged(result, environ, seen, started)
+
+
+class _Logged:
+    """Wraps a streamed body so that its request is logged when the server closes it."""
+
+    def __init__(self, result: Iterable[bytes], environ: Environ, seen: list[str], started: float) -> None:
+        self.result = result
+        self.environ = environ
+        self.seen = seen
+        self.started = started
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.result)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            _log(self.environ, self.seen, self.started)
+
+
+def _log(env: Environ, seen: list[str], started: float) -> None:
+    query = env.get("QUERY_STRING")
+    access_log.info(
+        '%s "%s %s%s" %s %s %.1fms',
+        env.get("REMOTE_ADDR", "-"),
+        env.get("REQUEST_METHOD"),
+        env.get("PATH_INFO"),
+        f"?{query}" if query else "",
+        seen[0],
+        seen[1],
+        (time.perf_counter() - started) * 1000,
+    )
+
+
+def create_app(config: Config, *, repository: Repository | None = None) -> Callable[..., Iterable[bytes]]:
+    """The WSGI application of a mirror for ``config``; nothing global, so many can coexist."""
+    app = NesteggApp(repository or Repository(config))
+    return AccessLog(app)

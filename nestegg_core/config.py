@@ -1,0 +1,373 @@
+"""Configuration: the seed's ``nestegg.yml`` format, its lookup, and the upstream pip would use.
+
+Nothing is read at import time; :func:`load_config` reads and validates, :class:`Config` is the value.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import platformdirs
+import yaml
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from .errors import ConfigError
+from .models import is_valid_name
+
+CONFIG_NAME = "nestegg.yml"
+DEFAULT_PORT = 7654
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_TTL = 600.0
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_UPLOAD = 200 * 1024 * 1024
+
+
+def default_cache_dir() -> Path:
+    """The one nestegg cache of this user, shared by every tool and process."""
+    return Path(platformdirs.user_cache_dir("nestegg", appauthor=False))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceVersion:
+    """One ``versions`` entry of a source build: build ``tag`` (a tag or branch) as ``version``."""
+
+    version: str
+    tag: str
+    dist_file: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceBuild:
+    """One ``source_builds`` entry: a git or hg repository whose tags are built into the store."""
+
+    name: NormalizedName
+    repo_type: str
+    repo_url: str
+    private: bool = True
+    versions: tuple[SourceVersion, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything a mirror needs; build one with :func:`load_config` or directly in tests."""
+
+    nestegg_dir: Path = field(default_factory=default_cache_dir)
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    #: the upstream Simple API root; None means "the index pip uses", resolved by ``upstream_url``
+    index_url: str | None = None
+    ttl: float = DEFAULT_TTL
+    timeout: float = DEFAULT_TIMEOUT
+    offline: bool = False
+    threads: int = 16
+    source_builds: tuple[SourceBuild, ...] = ()
+    #: names and fnmatch patterns that are private even before anything was uploaded
+    private_names: tuple[str, ...] = ()
+    #: a file of ``user:hash`` lines (see ``auth``); uploads need it
+    credentials_file: Path | None = None
+    #: whether reading private projects needs credentials too
+    private_read_auth: bool = False
+    max_upload_size: int = DEFAULT_MAX_UPLOAD
+    #: the file this came from, for messages; None for defaults
+    source: Path | None = None
+
+    def with_changes(self, **changes: Any) -> Config:
+        return replace(self, **changes)
+
+    @property
+    def upstream_url(self) -> str:
+        """The upstream index URL with a trailing slash: configured, else the one pip uses."""
+        url = self.index_url or pip_index_url()
+        return url.rstrip("/") + "/"
+
+
+def config_candidates(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """Where a config is looked for when none is named, first match wins."""
+    env = os.environ if environ is None else environ
+    found = []
+    if env.get("NESTEGG_CONFIG"):
+        found.append(Path(env["NESTEGG_CONFIG"]))
+    found.append(Path.cwd() / CONFIG_NAME)
+    found.append(Path.home() / CONFIG_NAME)
+    found.append(Path(platformdirs.user_config_dir("nestegg", appauthor=False)) / CONFIG_NAME)
+    return found
+
+
+def find_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Path | None:
+    """The config file to read: ``path`` (which must exist), else the first candidate that exists."""
+    if path is not None:
+        chosen = Path(path)
+        if not chosen.is_file():
+            raise ConfigError(f"config file {str(chosen)!r} does not exist")
+        return chosen
+    env = os.environ if environ is None else environ
+    for index, candidate in enumerate(config_candidates(env)):
+        if candidate.is_file():
+            return candidate
+        if index == 0 and env.get("NESTEGG_CONFIG"):
+            raise ConfigError(f"config file {str(candidate)!r} (from $NESTEGG_CONFIG) does not exist")
+    return None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Config:
+    """Read the config (named, or found by :func:`config_candidates`) and apply ``overrides``.
+
+    Overrides whose value is None are ignored, so CLI options can be passed through as they are.
+    """
+    found = find_config(path, environ)
+    config = Config() if found is None else parse_config_file(found)
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    unknown = set(changes) - {f.name for f in fields(Config)}
+    if unknown:
+        raise TypeError(f"unknown config override(s): {sorted(unknown)}")
+    if "nestegg_dir" in changes:
+        changes["nestegg_dir"] = Path(changes["nestegg_dir"]).expanduser()
+    if "index_url" in changes:
+        changes["index_url"] = check_index_url(changes["index_url"], "--index-url")
+    return replace(config, **changes)
+
+
+def parse_config_file(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}:{where}: {problem}") from None
+    return parse_config(data, source=path)
+
+
+def parse_config(data: Any, *, source: Path | None = None) -> Config:
+    """Validate the parsed YAML document (top key ``nestegg``) into a :class:`Config`."""
+    where = _Where(str(source) if source else "<config>")
+    if data is None:
+        data = {"nestegg": {}}
+    top = where.mapping(data, "")
+    where.only(top, "", {"nestegg"})
+    body = where.mapping(top.get("nestegg") or {}, "nestegg")
+    known = {
+        "nestegg_dir", "host", "port", "index_url", "ttl", "timeout", "offline", "threads",
+        "source_builds", "private_names", "credentials_file", "private_read_auth",
+        "max_upload_size",
+    }  # fmt: skip
+    where.only(body, "nestegg", known)
+    values: dict[str, Any] = {"source": source}
+    base = source.parent if source else Path.cwd()
+    for key, raw in body.items():
+        path = f"nestegg.{key}"
+        name = key.replace("-", "_")
+        if name in ("nestegg_dir", "credentials_file"):
+            values[name] = base / Path(os.path.expandvars(where.string(raw, path))).expanduser()
+        elif name == "host":
+            values[name] = where.string(raw, path)
+        elif name == "port":
+            port = where.integer(raw, path)
+            if not 0 <= port <= 65535:
+                raise where.error(path, f"expected a port number 0-65535, got {port!r}")
+            values[name] = port
+        elif name == "index_url":
+            values[name] = check_index_url(where.string(raw, path), f"{where.file}: {path}")
+        elif name in ("ttl", "timeout"):
+            values[name] = where.number(raw, path)
+        elif name in ("threads", "max_upload_size"):
+            values[name] = where.integer(raw, path, minimum=1)
+        elif name in ("offline", "private_read_auth"):
+            values[name] = where.boolean(raw, path)
+        elif name == "private_names":
+            values[name] = tuple(where.string(item, f"{path}[{i}]") for i, item in
+                                 enumerate(where.sequence(raw, path)))  # fmt: skip
+        elif name == "source_builds":
+            values[name] = tuple(
+                _source_build(where, item, f"{path}[{i}]") for i, item in enumerate(where.sequence(raw, path))
+            )
+    names = [build.name for build in values.get("source_builds", ())]
+    for name in names:
+        if names.count(name) > 1:
+            raise where.error("nestegg.source_builds", f"project {name!r} is listed twice")
+    return Config(**values)
+
+
+def _source_build(where: _Where, raw: Any, path: str) -> SourceBuild:
+    item = where.mapping(raw, path)
+    where.only(item, path, {"name", "repo_type", "repo_url", "private", "versions"})
+    for key in ("name", "repo_type", "repo_url"):
+        if key not in item:
+            raise where.error(f"{path}.{key}", "is required")
+    name = where.string(item["name"], f"{path}.name")
+    if not is_valid_name(name):
+        raise where.error(f"{path}.name", f"{name!r} is not a valid project name")
+    repo_type = where.string(item["repo_type"], f"{path}.repo_type").lower()
+    if repo_type not in ("git", "hg"):
+        raise where.error(f"{path}.repo_type", f"expected 'git' or 'hg', got {repo_type!r}")
+    versions = []
+    for i, entry in enumerate(where.sequence(item.get("versions") or [], f"{path}.versions")):
+        vpath = f"{path}.versions[{i}]"
+        mapping = where.mapping(entry, vpath)
+        where.only(mapping, vpath, {"version", "tag", "dist_file"})
+        if "version" not in mapping:
+            raise where.error(f"{vpath}.version", "is required")
+        version = where.string(mapping["version"], f"{vpath}.version")
+        try:
+            Version(version)
+        except InvalidVersion:
+            raise where.error(f"{vpath}.version", f"{version!r} is not a valid version") from None
+        tag = where.string(mapping.get("tag", version), f"{vpath}.tag")
+        dist_file = mapping.get("dist_file")
+        versions.append(
+            SourceVersion(
+                version=version,
+                tag=tag,
+                dist_file=None if dist_file is None else where.string(dist_file, f"{vpath}.dist_file"),
+            )
+        )
+    return SourceBuild(
+        name=canonicalize_name(name),
+        repo_type=repo_type,
+        repo_url=where.string(item["repo_url"], f"{path}.repo_url"),
+        private=where.boolean(item.get("private", True), f"{path}.private"),
+        versions=tuple(versions),
+    )
+
+
+def check_index_url(url: str, where: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{where}: {url!r} is not an http(s) URL of an index (like https://example.com/simple/)"
+        )
+    return url
+
+
+class _Where:
+    """Type checks that raise one-line errors naming the file and the dotted key path."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def error(self, path: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.file}: {path or 'top level'}: {message}")
+
+    def mapping(self, value: Any, path: str) -> dict[str, Any]:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise self.error(path, f"expected a mapping, got {_describe(value)}")
+        return value
+
+    def sequence(self, value: Any, path: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.error(path, f"expected a list, got {_describe(value)}")
+        return value
+
+    def only(self, value: dict[str, Any], path: str, allowed: set[str]) -> None:
+        for key in value:
+            if key.replace("-", "_") not in allowed:
+                choices = ", ".join(sorted(allowed))
+                where = f"{path}.{key}" if path else key
+                raise self.error(where, f"unknown key {key!r} (known: {choices})")
+
+    def string(self, value: Any, path: str) -> str:
+        # YAML reads a tag like 1.0 as a float: accept scalars, as the seed's configs rely on it
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value == "":
+            raise self.error(path, f"expected a non-empty string, got {_describe(value)}")
+        return str(value)
+
+    def integer(self, value: Any, path: str, minimum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(path, f"expected an integer, got {_describe(value)}")
+        if minimum is not None and value < minimum:
+            raise self.error(path, f"expected an integer >= {minimum}, got {value!r}")
+        return value
+
+    def number(self, value: Any, path: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise self.error(path, f"expected a number of seconds >= 0, got {_describe(value)}")
+        return float(value)
+
+    def boolean(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(path, f"expected yes/no (true/false), got {_describe(value)}")
+        return value
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return f"{type(value).__name__} {value!r}"
+
+
+def pip_index_url(environ: Mapping[str, str] | None = None) -> str:
+    """The index URL pip would use: ``PIP_INDEX_URL``, pip's config files, else pip's default.
+
+    The config files are read in pip's order (site-wide, user, the interpreter's, ``PIP_CONFIG_FILE``),
+    later ones winning and an ``[install]`` section over ``[global]``; ``PIP_CONFIG_FILE`` set to
+    the null device turns them all off, as in pip.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("PIP_INDEX_URL"):
+        return env["PIP_INDEX_URL"]
+    found = None
+    for path in _pip_config_files(env):
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError):
+            continue
+        for section in ("global", "install"):
+            if parser.has_section(section):
+                for key, value in parser.items(section):
+                    if key.replace("_", "-") == "index-url" and value.strip():
+                        found = value.strip()
+    if found:
+        return found
+    return _pip_default_index()
+
+
+def _pip_config_files(env: Mapping[str, str]) -> list[str]:
+    env_file = env.get("PIP_CONFIG_FILE")
+    if env_file == os.devnull:
+        return []
+    xdg_dirs = env.get("XDG_CONFIG_DIRS") or "/etc/xdg"
+    files = [os.path.join(d, "pip", "pip.conf") for d in xdg_dirs.split(os.pathsep) if d]
+    files.append("/etc/pip.conf")
+    home = Path(env.get("HOME") or Path.home())
+    files.append(str(home / ".pip" / "pip.conf"))
+    xdg_home = env.get("XDG_CONFIG_HOME") or str(home / ".config")
+    files.append(os.path.join(xdg_home, "pip", "pip.conf"))
+    files.append(os.path.join(sys.prefix, "pip.conf"))
+    if env_file:
+        files.append(env_file)
+    return [f for f in files if os.path.isfile(f)]
+
+
+def _pip_default_index() -> str:
+    # pip's own built-in default, read from pip so that no index host is written in nestegg
+    try:
+        from pip._internal.models.index import PyPI  # noqa: PLC0415
+    except ImportError:
+        raise ConfigError(
+            "no upstream index: set index-url in nestegg.yml, pass --index-url, or set PIP_INDEX_URL"
+        ) from None
+    return str(PyPI.simple_url)
+
+
+def source_build_names(config: Config, *, private_only: bool = False) -> Sequence[NormalizedName]:
+    return [b.name for b in config.source_builds if b.private or not private_only]

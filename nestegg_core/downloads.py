@@ -1,0 +1,262 @@
+"""Coordinated downloads into the cache: one upstream download per file, streamed to every reader.
+
+The first request for an uncached file starts a :class:`Download` in a worker thread that writes a
+partial file; every request for the same file (the first included) reads that partial file as it
+grows. When the upstream is done the size and hash are checked against the index page; only a match
+is renamed into place. Across processes a file lock makes one process download while the others wait
+and then read the finished file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+
+from filelock import Timeout as LockTimeout
+from packaging.utils import NormalizedName
+
+from .distmeta import wheel_metadata
+from .errors import IntegrityError, NesteggError, UpstreamError
+from .models import DistFile
+from .store import CacheStore, write_atomic
+from .upstream import Fetcher, mask_url
+
+logger = logging.getLogger(__name__)
+
+READ_CHUNK = 256 * 1024
+#: how long a process waits for another process's download of the same file
+LOCK_WAIT = 600.0
+
+_WAITING, _STREAMING, _DONE, _FAILED = range(4)
+
+
+class Download:
+    """One file being fetched; readers follow it with :meth:`read`."""
+
+    def __init__(self, name: NormalizedName, dist: DistFile) -> None:
+        self.name = name
+        self.dist = dist
+        self.size: int | None = dist.size
+        self.path: Path | None = None  # the partial file while streaming, the final one when done
+        self.written = 0
+        self.error: NesteggError | None = None
+        self._state = _WAITING
+        self._cond = threading.Condition()
+
+    # worker side -------------------------------------------------------------------------
+
+    def _stream(self, path: Path, size: int | None) -> None:
+        with self._cond:
+            self.path, self._state = path, _STREAMING
+            if size is not None:
+                self.size = size
+            self._cond.notify_all()
+
+    def _progress(self, written: int) -> None:
+        with self._cond:
+            self.written = written
+            self._cond.notify_all()
+
+    def _finish(self, final: Path) -> None:
+        with self._cond:
+            self.path, self._state = final, _DONE
+            self.size = self.written = final.stat().st_size
+            self._cond.notify_all()
+
+    def _fail(self, error: NesteggError) -> None:
+        with self._cond:
+            self.error, self._state = error, _FAILED
+            self._cond.notify_all()
+
+    # reader side -------------------------------------------------------------------------
+
+    def wait_started(self, timeout: float = LOCK_WAIT) -> None:
+        """Block until bytes flow (or the file is done); raise the download's error if it failed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._state != _WAITING, timeout=timeout)
+            if self._state == _FAILED:
+                assert self.error is not None
+                raise self.error
+            if self._state == _WAITING:
+                raise UpstreamError(f"timed out waiting for {self.dist.filename!r}")
+
+    def _beyond(self, position: int) -> bool:
+        return self.written > position or self._state != _STREAMING
+
+    @property
+    def done(self) -> bool:
+        return self._state == _DONE
+
+    def read(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Bytes ``start`` to ``end`` (exclusive; None: to the end), waiting for them as needed.
+
+        Raises the download's error if it fails midway: the server then aborts the response, so a
+        client never takes a truncated or corrupt file for a whole one.
+        """
+        self.wait_started()
+        with self._cond:
+            # opened under the lock: the worker renames the file under the same lock
+            assert self.path is not None
+            handle = open(self.path, "rb")  # noqa: SIM115 - closed in the finally below
+        try:
+            position = start
+            handle.seek(start)
+            while end is None or position < end:
+                with self._cond:
+                    self._cond.wait_for(partial(self._beyond, position), timeout=60)
+                    if self._state == _FAILED:
+                        assert self.error is not None
+                        raise self.error
+                    available = self.written
+                    finished = self._state == _DONE
+                if available <= position:
+                    if finished:
+                        return
+                    continue
+                limit = available if end is None else min(available, end)
+                while position < limit:
+                    chunk = handle.read(min(READ_CHUNK, limit - position))
+                    if not chunk:
+                        break
+                    position += len(chunk)
+                    yield chunk
+        finally:
+            handle.close()
+
+
+class Downloads:
+    """Downloads in progress in this process, keyed by file."""
+
+    def __init__(
+        self,
+        store: CacheStore,
+        fetcher: Fetcher,
+        on_cached: Callable[[NormalizedName, DistFile], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.fetcher = fetcher
+        self.on_cached = on_cached
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, str], Download] = {}
+        #: upstream downloads started by this process (for metrics and tests)
+        self.count = 0
+
+    def get(self, name: NormalizedName, dist: DistFile) -> Download:
+        """The download of ``dist``, started if no thread of this process is fetching it yet."""
+        key = (name, dist.filename)
+        with self._lock:
+            download = self._running.get(key)
+            if download is None:
+                download = Download(name, dist)
+                self._running[key] = download
+                thread = threading.Thread(
+                    target=self._run, args=(download,), name=f"nestegg-download-{dist.filename}"
+                )
+                thread.daemon = True
+                thread.start()
+        return download
+
+    def _run(self, download: Download) -> None:
+        name, dist = download.name, download.dist
+        final = self.store.file_path(name, dist.filename)
+        try:
+            with self.store.lock(name, dist.filename, timeout=LOCK_WAIT):
+                if final.is_file():  # another process finished it while we waited
+                    download._finish(final)
+                else:
+                    self.store.remove_parts(name, dist.filename)
+                    self._fetch(download, final)
+        except NesteggError as exc:
+            logger.warning("%s", exc)
+            download._fail(exc)
+        except LockTimeout:
+            download._fail(UpstreamError(f"timed out waiting for another download of {dist.filename!r}"))
+        except Exception as exc:
+            logger.exception("download of %s failed", dist.filename)
+            download._fail(UpstreamError(f"download of {dist.filename!r} failed: {exc}"))
+        finally:
+            with self._lock:
+                self._running.pop((name, dist.filename), None)
+
+    def _fetch(self, download: Download, final: Path) -> None:
+        name, dist = download.name, download.dist
+        started = time.monotonic()
+        self.count += 1
+        stream = self.fetcher.open(dist.url)
+        part = self.store.part_path(name, dist.filename)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        check = _other_check(dist)
+        written = 0
+        try:
+            with open(part, "wb") as handle:
+                download._stream(part, dist.size if dist.size is not None else stream.size)
+                for chunk in stream.chunks():
+                    handle.write(chunk)
+                    # flushed before readers are told: they read the file, not our buffer
+                    handle.flush()
+                    digest.update(chunk)
+                    if check is not None:
+                        check[1].update(chunk)
+                    written += len(chunk)
+                    download._progress(written)
+                os.fsync(handle.fileno())
+            sha256 = digest.hexdigest()
+            expected_size = dist.size if dist.size is not None else stream.size
+            if expected_size is not None and written != expected_size:
+                raise IntegrityError(
+                    f"{dist.filename!r} from {mask_url(dist.url)}: got {written} bytes, "
+                    f"the index says {expected_size}"
+                )
+            if dist.sha256 and dist.sha256 != sha256:
+                raise IntegrityError(
+                    f"{dist.filename!r} from {mask_url(dist.url)}: sha256 {sha256} does not "
+                    f"match the index's {dist.sha256}"
+                )
+            if check is not None and check[1].hexdigest() != check[2]:
+                raise IntegrityError(
+                    f"{dist.filename!r} from {mask_url(dist.url)}: {check[0]} does not match the index"
+                )
+            record = dist.with_changes(hashes={**dist.hashes, "sha256": sha256}, size=written)
+            record = self._with_metadata(name, record, part)
+            os.replace(part, final)
+            self.store.write_record(name, record)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise
+        finally:
+            stream.close()
+        download._finish(final)
+        logger.info(
+            "cached %s/%s (%d bytes, %.2fs)", name, dist.filename, written, time.monotonic() - started
+        )
+        if self.on_cached is not None:
+            self.on_cached(name, record)
+
+    def _with_metadata(self, name: NormalizedName, record: DistFile, path: Path) -> DistFile:
+        """The record with PEP 658 metadata taken from a wheel the upstream offered none for."""
+        if record.core_metadata is not None or not record.filename.endswith(".whl"):
+            return record
+        metadata = wheel_metadata(path)
+        if metadata is None:
+            return record
+        write_atomic(self.store.metadata_path(name, record.filename), metadata)
+        return record.with_changes(core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()})
+
+
+def _other_check(dist: DistFile) -> tuple[str, hashlib._Hash, str] | None:
+    # an index that gives no sha256 may give another hash; check the strongest it gives
+    if dist.sha256:
+        return None
+    for algorithm in ("sha512", "sha384", "sha224", "blake2b", "sha1", "md5"):
+        if algorithm in dist.hashes:
+            return algorithm, hashlib.new(algorithm), dist.hashes[algorithm]
+    return None

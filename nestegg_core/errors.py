@@ -1,0 +1,58 @@
+"""The one exception hierarchy of nestegg.
+
+Library code raises these; only the edges turn them into outcomes (the CLI into ``error: ...`` and an
+exit code, the WSGI app into an HTTP status, the tox plugin into tox's failure).
+"""
+
+from __future__ import annotations
+
+
+class NesteggError(Exception):
+    """Base of every error nestegg raises on purpose; its message is one line for a user."""
+
+    #: the HTTP status the WSGI layer answers with
+    status = 500
+
+
+class ConfigError(NesteggError):
+    """A configuration value is missing, of the wrong type or unknown; the message names file and key."""
+
+
+class NotFound(NesteggError):
+    """A project or file that neither the private store, the cache nor the upstream has."""
+
+    status = 404
+
+
+class UpstreamError(NesteggError):
+    """The upstream index could not be reached or answered with an error or garbage."""
+
+    status = 502
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream index did not answer in time."""
+
+    status = 504
+
+
+class IntegrityError(UpstreamError):
+    """A downloaded file does not match the size or hash its index page promised; never cached."""
+
+
+class UploadError(NesteggError):
+    """An upload was refused: the message says why (PyPI answers these with 400)."""
+
+    status = 400
+
+
+class AuthError(NesteggError):
+    """Missing or wrong credentials."""
+
+    status = 403
+
+
+class BuildError(NesteggError):
+    """A source build failed; the message gives the path of its log."""
+
+    status = 502

@@ -1,0 +1,213 @@
+"""The mirror of the upstream index: pages revalidated after a TTL, served stale when it fails."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from packaging.utils import NormalizedName
+
+from .errors import NotFound, UpstreamError
+from .models import DistFile, ProjectPage
+from .store import CacheStore, PageState
+from .upstream import Fetcher
+
+logger = logging.getLogger(__name__)
+
+#: after an upstream failure, how long a stale page is served before the upstream is asked again
+RETRY_AFTER = 30.0
+
+
+@dataclass
+class _Entry:
+    """What this process holds in memory for one project."""
+
+    state: PageState | None = None
+    page: ProjectPage | None = None  # upstream's files merged with the kept ones
+    fresh_until: float = 0.0
+    missing_until: float = 0.0  # the upstream said 404 and nothing is kept
+    mtime: float | None = None  # of the state file when read, to notice other processes' writes
+
+
+class MirrorIndex:
+    """Project pages and file descriptions of the upstream, as cached on disk."""
+
+    def __init__(
+        self,
+        store: CacheStore,
+        fetcher: Fetcher,
+        *,
+        ttl: float = 600.0,
+        offline: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.fetcher = fetcher
+        self.ttl = ttl
+        self.offline = offline
+        self.clock = clock
+        self._entries: dict[str, _Entry] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._refresh_before = 0.0
+
+    def refresh_all(self) -> None:
+        """Make every page revalidate on its next request (``--refresh``)."""
+        self._refresh_before = self.clock()
+        with self._guard:
+            for entry in self._entries.values():
+                entry.fresh_until = 0.0
+
+    def page(self, name: NormalizedName) -> ProjectPage:
+        """The project's page: upstream's files and, after them, every cached file it dropped."""
+        entry = self._entry(name)
+        now = self.clock()
+        if entry.page is not None and now < entry.fresh_until:
+            return entry.page
+        if entry.page is None and now < entry.missing_until:
+            raise NotFound(f"project {name!r} is not on the upstream index")
+        lock = self._lock(name)
+        if entry.page is not None and not lock.acquire(blocking=False):
+            return entry.page  # another thread is revalidating; this answer may lag by one fetch
+        if entry.page is None:
+            lock.acquire()
+        try:
+            if entry.page is not None and self.clock() < entry.fresh_until:
+                return entry.page  # revalidated while we waited for the lock
+            self._revalidate(name, entry)
+            if entry.page is None:
+                raise NotFound(f"project {name!r} is not on the upstream index")
+            return entry.page
+        finally:
+            lock.release()
+
+    def file(self, name: NormalizedName, filename: str) -> DistFile:
+        """The description of one file, from the page or, for a file upstream dropped, its record."""
+        page = self.page(name)
+        dist = page.file(filename)
+        if dist is None:
+            raise NotFound(f"project {name!r} has no file {filename!r}")
+        return dist
+
+    def cached(self, name: NormalizedName, record: DistFile) -> None:
+        """Note a newly cached file, so its page lists what was learned (metadata, hash)."""
+        with self._guard:
+            entry = self._entries.get(name)
+            if entry is None or entry.page is None:
+                return
+            files = tuple(record if d.filename == record.filename else d for d in entry.page.files)
+            if record.filename not in {d.filename for d in files}:
+                files += (record,)
+            entry.page = ProjectPage.build(name, files, entry.page.versions)
+
+    # internals ---------------------------------------------------------------------------
+
+    def _entry(self, name: str) -> _Entry:
+        entry = self._entries.get(name)
+        if entry is None:
+            with self._guard:
+                entry = self._entries.setdefault(name, _Entry())
+        return entry
+
+    def _lock(self, name: str) -> threading.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            with self._guard:
+                lock = self._locks.setdefault(name, threading.Lock())
+        return lock
+
+    def _revalidate(self, name: NormalizedName, entry: _Entry) -> None:
+        mtime = self.store.page_mtime(name)
+        if mtime is not None and mtime != entry.mtime:
+            # first use in this process, or another process wrote a newer state
+            state = self.store.read_page(name)
+            if state is not None:
+                self._use(name, entry, state, mtime)
+                if self.clock() < entry.fresh_until:
+                    return
+        state = entry.state
+        try:
+            fetched = self.fetcher.project(
+                name,
+                etag=state.etag if state else None,
+                last_modified=state.last_modified if state else None,
+            )
+        except NotFound:
+            kept = self.store.kept_files(name)
+            if kept:
+                logger.info("upstream has no project %r; serving its %d cached files", name, len(kept))
+                state = PageState(page=ProjectPage.build(name, ()), checked=self.clock())
+                self._use(name, entry, state, None, kept=kept)
+            else:
+                entry.page = entry.state = None
+                entry.missing_until = self.clock() + min(self.ttl, 60.0)
+            return
+        except UpstreamError as exc:
+            if entry.page is None:
+                kept = self.store.kept_files(name)
+                if not kept:
+                    if self.offline:
+                        raise NotFound(f"offline: project {name!r} is not in the cache") from None
+                    raise
+                entry.page = ProjectPage.build(name, kept)
+            if not self.offline:
+                logger.warning("%s; serving the cached page of %r", exc, name)
+            entry.fresh_until = self.clock() + min(self.ttl, RETRY_AFTER)
+            return
+        now = self.clock()
+        if fetched.page is None:  # 304: the page we hold is still right
+            assert state is not None
+            state = PageState(
+                page=state.page, etag=state.etag, last_modified=state.last_modified, checked=now
+            )
+            self._save(state)
+            self._use(name, entry, state, self.store.page_mtime(name), reuse=True)
+            return
+        state = PageState(
+            page=fetched.page, etag=fetched.etag, last_modified=fetched.last_modified, checked=now
+        )
+        self._save(state)
+        self._use(name, entry, state, self.store.page_mtime(name))
+
+    def _save(self, state: PageState) -> None:
+        try:
+            self.store.write_page(state)
+        except OSError as exc:
+            logger.warning("cannot write cache state of %r: %s", state.page.name, exc)
+
+    def _use(
+        self,
+        name: NormalizedName,
+        entry: _Entry,
+        state: PageState,
+        mtime: float | None,
+        *,
+        kept: list[DistFile] | None = None,
+        reuse: bool = False,
+    ) -> None:
+        if not (reuse and entry.page is not None):
+            entry.page = self._with_kept(state.page, self.store.kept_files(name) if kept is None else kept)
+        entry.state, entry.mtime = state, mtime
+        entry.missing_until = 0.0
+        fresh = state.checked + self.ttl
+        entry.fresh_until = 0.0 if state.checked < self._refresh_before else fresh
+
+    @staticmethod
+    def _with_kept(page: ProjectPage, kept: list[DistFile]) -> ProjectPage:
+        """Upstream's files, with what we learned of cached ones, then cached files it dropped."""
+        if not kept:
+            return page
+        records = {dist.filename: dist for dist in kept}
+        files = []
+        for dist in page.files:
+            record = records.pop(dist.filename, None)
+            if record is not None:
+                # the upstream's current yank state wins; the rest we verified ourselves
+                files.append(record.with_changes(yanked=dist.yanked, url=dist.url))
+            else:
+                files.append(dist)
+        files.extend(records.values())
+        return ProjectPage.build(page.name, files, page.versions)

@@ -1,0 +1,155 @@
+"""Typed values of the Simple Repository API: one distribution file, one project page."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    NormalizedName,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion
+
+# PEP 503's rule for what a normalized name looks like; anything else is redirected or refused.
+_NORMALIZED = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+_MAX_NAME = 200
+
+
+def is_valid_name(name: str) -> bool:
+    """True for a project name the core metadata spec allows (any spelling)."""
+    return len(name) <= _MAX_NAME and _VALID_NAME.match(name) is not None
+
+
+def is_normalized(name: str) -> bool:
+    return _NORMALIZED.match(name) is not None
+
+
+def version_of(filename: str) -> str | None:
+    """The version a wheel or sdist filename carries, or None for other (legacy) files."""
+    try:
+        if filename.endswith(".whl"):
+            return str(parse_wheel_filename(filename)[1])
+        return str(parse_sdist_filename(filename)[1])
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return None
+
+
+def project_of(filename: str) -> NormalizedName | None:
+    """The normalized project name a wheel or sdist filename carries, or None."""
+    try:
+        if filename.endswith(".whl"):
+            return parse_wheel_filename(filename)[0]
+        return parse_sdist_filename(filename)[0]
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return None
+
+
+def format_time(value: datetime) -> str:
+    """PEP 700's upload-time form: ISO 8601 in UTC with a ``Z``."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistFile:
+    """One file of a project page, as the index (upstream or private) describes it.
+
+    ``yanked`` is None when the file is not yanked and the reason (maybe empty) when it is;
+    ``core_metadata`` is None when no PEP 658 metadata file exists, else its hashes (maybe none).
+    ``origin`` says where the file comes from: ``"mirror"`` or ``"private"``.
+    """
+
+    filename: str
+    url: str = ""
+    hashes: Mapping[str, str] = field(default_factory=dict)
+    requires_python: str | None = None
+    yanked: str | None = None
+    size: int | None = None
+    upload_time: str | None = None
+    core_metadata: Mapping[str, str] | None = None
+    origin: str = "mirror"
+
+    @property
+    def sha256(self) -> str | None:
+        return self.hashes.get("sha256")
+
+    @property
+    def version(self) -> str | None:
+        return version_of(self.filename)
+
+    def with_changes(self, **changes: Any) -> DistFile:
+        return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain mapping for the on-disk state (not the PEP 691 form: see ``simple``)."""
+        data: dict[str, Any] = {"filename": self.filename, "hashes": dict(self.hashes)}
+        for key in ("url", "requires_python", "yanked", "size", "upload_time"):
+            value = getattr(self, key)
+            if (value is not None and value != "") or (key == "yanked" and value == ""):
+                data[key] = value
+        if self.core_metadata is not None:
+            data["core_metadata"] = dict(self.core_metadata)
+        if self.origin != "mirror":
+            data["origin"] = self.origin
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DistFile:
+        """The inverse of :meth:`to_json`; raises KeyError/TypeError/ValueError on a bad mapping."""
+        filename = data["filename"]
+        if not isinstance(filename, str) or not filename or "/" in filename:
+            raise ValueError(f"bad filename {filename!r}")
+        hashes = data.get("hashes", {})
+        metadata = data.get("core_metadata")
+        return cls(
+            filename=filename,
+            url=str(data.get("url", "")),
+            hashes={str(k): str(v) for k, v in hashes.items()},
+            requires_python=data.get("requires_python"),
+            yanked=data.get("yanked"),
+            size=None if data.get("size") is None else int(data["size"]),
+            upload_time=data.get("upload_time"),
+            core_metadata=None if metadata is None else {str(k): str(v) for k, v in metadata.items()},
+            origin=str(data.get("origin", "mirror")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProjectPage:
+    """A project's files and versions, in index order."""
+
+    name: NormalizedName
+    files: tuple[DistFile, ...] = ()
+    versions: tuple[str, ...] = ()
+
+    @classmethod
+    def build(cls, name: str, files: Iterable[DistFile], versions: Iterable[str] = ()) -> ProjectPage:
+        """A page whose ``versions`` also hold every version its files carry (PEP 700)."""
+        files = tuple(files)
+        seen = dict.fromkeys(versions)
+        for dist in files:
+            version = dist.version
+            if version is not None:
+                seen.setdefault(version)
+        return cls(name=canonicalize_name(name), files=files, versions=tuple(seen))
+
+    def file(self, filename: str) -> DistFile | None:
+        for dist in self.files:
+            if dist.filename == filename:
+                return dist
+        return None
+
+    def merged(self, first: Iterable[DistFile]) -> ProjectPage:
+        """This page with ``first`` in front; a file of ``first`` hides one of the same name here."""
+        first = tuple(first)
+        names = {dist.filename for dist in first}
+        rest = tuple(dist for dist in self.files if dist.filename not in names)
+        return ProjectPage.build(self.name, first + rest, self.versions)

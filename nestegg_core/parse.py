@@ -1,0 +1,138 @@
+"""Parsing of upstream Simple API pages (PEP 691 JSON and PEP 503 HTML) into models."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit
+
+from .errors import UpstreamError
+from .models import DistFile, ProjectPage
+
+_HASH_NAMES = ("sha256", "sha384", "sha512", "sha224", "sha1", "md5", "blake2b", "blake2s")
+
+
+def parse_project_page(name: str, body: bytes, content_type: str, base_url: str) -> ProjectPage:
+    """A page from an upstream answer; file URLs become absolute (resolved against ``base_url``).
+
+    Raises :class:`UpstreamError` for a body that is not a Simple API page.
+    """
+    media = content_type.split(";", maxsplit=1)[0].strip().lower()
+    if media.endswith("+json") or media == "application/json":
+        return parse_project_json(name, body, base_url)
+    if media.endswith("html") or media in ("", "text/plain"):
+        return parse_project_html(name, body, base_url)
+    raise UpstreamError(f"upstream answered {base_url} with unexpected content type {media!r}")
+
+
+def parse_project_json(name: str, body: bytes, base_url: str) -> ProjectPage:
+    try:
+        data = json.loads(body)
+        if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+            raise TypeError("no files list")
+        files = [_json_file(entry, base_url) for entry in data["files"]]
+        versions = data.get("versions") or []
+        if not isinstance(versions, list):
+            raise TypeError("versions is not a list")
+        return ProjectPage.build(name, files, (str(v) for v in versions))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise UpstreamError(f"upstream page {base_url} is not valid PEP 691 JSON: {exc}") from None
+
+
+def _json_file(entry: Mapping[str, Any], base_url: str) -> DistFile:
+    filename = entry["filename"]
+    url = entry["url"]
+    if not isinstance(filename, str) or not isinstance(url, str):
+        raise TypeError(f"bad file entry {entry!r}")
+    hashes = entry.get("hashes") or {}
+    if not isinstance(hashes, dict):
+        raise TypeError(f"bad hashes in {filename!r}")
+    yanked = entry.get("yanked", False)
+    metadata = entry.get("core-metadata", entry.get("dist-info-metadata", False))
+    size = entry.get("size")
+    upload_time = entry.get("upload-time")
+    requires_python = entry.get("requires-python")
+    return _file(
+        filename=filename,
+        url=urldefrag(urljoin(base_url, url))[0],
+        hashes={str(k).lower(): str(v).lower() for k, v in hashes.items() if v},
+        requires_python=requires_python if isinstance(requires_python, str) else None,
+        yanked=(yanked or "") if isinstance(yanked, str) else ("" if yanked else None),
+        size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
+        upload_time=upload_time if isinstance(upload_time, str) else None,
+        core_metadata=_metadata_value(metadata),
+    )
+
+
+def _metadata_value(value: Any) -> dict[str, str] | None:
+    if isinstance(value, dict):
+        return {str(k).lower(): str(v).lower() for k, v in value.items() if v}
+    return {} if value is True else None
+
+
+def _file(**values: Any) -> DistFile:
+    filename = values["filename"]
+    if not filename or "/" in filename or "\\" in filename or filename in (".", ".."):
+        raise ValueError(f"unsafe filename {filename!r}")
+    return DistFile(**values)
+
+
+class _LinkParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[dict[str, str | None]] = []
+        self.base: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.links.append(dict(attrs))
+        elif tag == "base" and self.base is None:
+            self.base = dict(attrs).get("href")
+
+
+def parse_project_html(name: str, body: bytes, base_url: str) -> ProjectPage:
+    parser = _LinkParser()
+    try:
+        parser.feed(body.decode("utf-8", errors="replace"))
+        parser.close()
+    except (ValueError, AssertionError) as exc:  # html.parser raises these on broken markup
+        raise UpstreamError(f"upstream page {base_url} is not valid HTML: {exc}") from None
+    base = urljoin(base_url, parser.base) if parser.base else base_url
+    files = []
+    for attrs in parser.links:
+        href = attrs.get("href")
+        if not href:
+            continue
+        url, fragment = urldefrag(urljoin(base, href))
+        filename = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+        hashes = {}
+        algorithm, _, digest = fragment.partition("=")
+        if algorithm.lower() in _HASH_NAMES and digest:
+            hashes[algorithm.lower()] = digest.lower()
+        metadata = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
+        try:
+            files.append(
+                _file(
+                    filename=filename,
+                    url=url,
+                    hashes=hashes,
+                    requires_python=attrs.get("data-requires-python") or None,
+                    yanked=(attrs["data-yanked"] or "") if "data-yanked" in attrs else None,
+                    core_metadata=None if metadata is None else _html_metadata(metadata),
+                )
+            )
+        except ValueError:
+            continue  # a link that names no file (navigation, a directory): not a distribution
+    return ProjectPage.build(name, files)
+
+
+def _html_metadata(value: str) -> dict[str, str] | None:
+    value = value.strip()
+    if value.lower() == "true" or value == "":
+        return {}
+    algorithm, _, digest = value.partition("=")
+    if algorithm.lower() in _HASH_NAMES and digest:
+        return {algorithm.lower(): digest.lower()}
+    return None

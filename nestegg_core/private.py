@@ -1,0 +1,264 @@
+"""The private store: files uploaded or built here, served under names the upstream never answers for.
+
+Layout under ``<nestegg dir>/private``::
+
+    <name>/<filename>            the distribution file
+    <name>/<filename>.json       its record (hashes, size, upload time, requires-python, yanked)
+    <name>/<filename>.metadata   its core metadata (wheels), served as PEP 658 metadata
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from filelock import FileLock
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import Version
+
+from .distmeta import metadata_fields, metadata_of, parse_dist_filename
+from .errors import NotFound, UploadError
+from .models import DistFile, ProjectPage, format_time, is_normalized
+from .store import check_filename, write_atomic
+
+logger = logging.getLogger(__name__)
+
+
+class PrivateStore:
+    """Private projects on disk, with their pages cached in memory until the directory changes."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        reserved: Iterable[str] = (),
+        merged: Iterable[str] = (),
+    ) -> None:
+        self.root = root
+        #: names and patterns that are private whatever is stored (config and private source builds)
+        self.reserved = tuple(canonicalize_name(p) if not _is_pattern(p) else p.lower()
+                              for p in reserved)  # fmt: skip
+        #: names whose private files are merged in front of upstream's (``private: no`` builds)
+        self.merged = frozenset(canonicalize_name(n) for n in merged)
+        self._pages: dict[str, tuple[int, ProjectPage]] = {}
+        self._lock = threading.Lock()
+
+    # questions ---------------------------------------------------------------------------
+
+    def is_private(self, name: NormalizedName) -> bool:
+        """Whether the upstream must never be asked for ``name``."""
+        if name in self.merged:
+            return False
+        if any(fnmatch.fnmatchcase(name, p) if _is_pattern(p) else name == p for p in self.reserved):
+            return True
+        return self._stamp(name) is not None
+
+    def is_merged(self, name: NormalizedName) -> bool:
+        return name in self.merged
+
+    def page(self, name: NormalizedName) -> ProjectPage | None:
+        """The page of the private files of ``name``, or None if there are none."""
+        stamp = self._stamp(name)
+        if stamp is None:
+            return None
+        cached = self._pages.get(name)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        files = [record for record in self._records(name) if (self.root / name / record.filename).is_file()]
+        if not files:
+            return None
+        files.sort(key=_sort_key)
+        page = ProjectPage.build(name, files)
+        with self._lock:
+            self._pages[name] = (stamp, page)
+        return page
+
+    def names(self) -> list[str]:
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(
+                entry.name for entry in os.scandir(self.root)
+                if entry.is_dir() and is_normalized(entry.name) and self.page(NormalizedName(entry.name))
+            )  # fmt: skip
+        return []
+
+    def file_path(self, name: NormalizedName, filename: str) -> Path:
+        path = self.root / name / check_filename(filename)
+        if not path.is_file():
+            raise NotFound(f"private project {name!r} has no file {filename!r}")
+        return path
+
+    def metadata_path(self, name: NormalizedName, filename: str) -> Path:
+        path = self.root / name / f"{check_filename(filename)}.metadata"
+        if not path.is_file():
+            raise NotFound(f"no metadata for {filename!r}")
+        return path
+
+    # changes -----------------------------------------------------------------------------
+
+    def add(self, path: Path, *, filename: str | None = None, move: bool = False) -> tuple[DistFile, bool]:
+        """Publish a file; returns its record and whether it is new.
+
+        The same bytes again change nothing; other bytes under an existing filename raise
+        :class:`UploadError` ("File already exists"), as PyPI answers.
+        """
+        filename = check_filename(filename or path.name)
+        name, version = parse_dist_filename(filename)
+        sha256 = _sha256(path)
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / filename
+        with self.lock(name):
+            existing = self._record(name, filename)
+            if target.is_file() and existing is not None:
+                if existing.sha256 == sha256:
+                    return existing, False
+                raise UploadError(
+                    f"File already exists ({filename!r}) with other contents; "
+                    "use a new version or remove the old file first"
+                )
+            metadata = metadata_of(path)
+            requires_python = None
+            if metadata is not None:
+                fields = metadata_fields(metadata)
+                meta_name = (fields.get("name") or [""])[0]
+                if meta_name and canonicalize_name(meta_name) != name:
+                    raise UploadError(f"{filename!r} holds metadata of project {meta_name!r}")
+                requires_python = next(iter(fields.get("requires-python", [])), None)
+                if requires_python is not None:
+                    try:
+                        SpecifierSet(requires_python)
+                    except InvalidSpecifier:
+                        raise UploadError(
+                            f"{filename!r} has an invalid Requires-Python {requires_python!r}"
+                        ) from None
+            elif filename.endswith(".whl"):
+                raise UploadError(f"{filename!r} is not a valid wheel (no .dist-info/METADATA)")
+            record = DistFile(
+                filename=filename,
+                hashes={"sha256": sha256},
+                requires_python=requires_python,
+                size=path.stat().st_size,
+                upload_time=format_time(datetime.now(timezone.utc)),
+                origin="private",
+            )
+            if metadata is not None and filename.endswith(".whl"):
+                write_atomic(folder / f"{filename}.metadata", metadata)
+                record = record.with_changes(core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()})
+            _place(path, target, move=move)
+            self._write_record(name, record)
+        logger.info("published %s/%s (version %s)", name, filename, version)
+        return record, True
+
+    def yank(self, name: NormalizedName, filename: str, reason: str | None) -> DistFile:
+        """Mark a file yanked (``reason`` may be empty) or, with ``reason=None``, not yanked."""
+        with self.lock(name):
+            record = self._record(name, filename)
+            if record is None:
+                raise NotFound(f"private project {name!r} has no file {filename!r}")
+            record = record.with_changes(yanked=reason)
+            self._write_record(name, record)
+        return record
+
+    def remove(self, name: NormalizedName, filename: str) -> None:
+        with self.lock(name):
+            folder = self.root / name
+            if not (folder / check_filename(filename)).is_file():
+                raise NotFound(f"private project {name!r} has no file {filename!r}")
+            # the record first: a crash in between leaves an unlisted file, never a listed ghost
+            for suffix in (".json", ".metadata", ""):
+                with contextlib.suppress(FileNotFoundError):
+                    (folder / f"{filename}{suffix}").unlink()
+            self._changed(name)
+
+    def lock(self, name: NormalizedName) -> FileLock:
+        path = self.root / ".locks" / f"{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(path)
+
+    # internals ---------------------------------------------------------------------------
+
+    def _stamp(self, name: str) -> int | None:
+        # a directory's mtime changes with every file renamed into or out of it
+        try:
+            return os.stat(self.root / name).st_mtime_ns
+        except OSError:
+            return None
+
+    def _records(self, name: str) -> list[DistFile]:
+        records = []
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.root / name):
+                if entry.name.endswith(".json") and not entry.name.startswith("."):
+                    record = self._record(name, entry.name[: -len(".json")])
+                    if record is not None:
+                        records.append(record)
+        return records
+
+    def _record(self, name: str, filename: str) -> DistFile | None:
+        path = self.root / name / f"{filename}.json"
+        try:
+            return DistFile.from_json(json.loads(path.read_bytes()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("ignoring damaged private record %s: %s", path, exc)
+            return None
+
+    def _write_record(self, name: str, record: DistFile) -> None:
+        data = json.dumps(record.to_json(), separators=(",", ":")).encode()
+        write_atomic(self.root / name / f"{record.filename}.json", data)
+        self._changed(name)
+
+    def _changed(self, name: str) -> None:
+        _touch(self.root / name)
+        with self._lock:
+            self._pages.pop(name, None)
+
+
+def _is_pattern(value: str) -> bool:
+    return any(c in value for c in "*?[")
+
+
+def _sort_key(dist: DistFile) -> tuple[int, object, str]:
+    version = dist.version
+    return (0, Version(version), dist.filename) if version else (1, "", dist.filename)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _place(source: Path, target: Path, *, move: bool) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if move:
+            shutil.move(str(source), tmp)
+        else:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _touch(folder: Path) -> None:
+    # a rename over an existing record does not always change the directory's mtime: make sure
+    with contextlib.suppress(OSError):
+        os.utime(folder)

@@ -1,0 +1,185 @@
+"""One index made of the private store and the mirror, with the rules that keep them apart.
+
+A private name is answered from the private store only; the upstream is never asked for it. A
+merged name (a ``private: no`` source build) lists private files in front of upstream's. Every
+other name is the mirror's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from packaging.utils import NormalizedName
+
+from .config import Config
+from .downloads import Download, Downloads
+from .errors import IntegrityError, NotFound, UpstreamError
+from .mirror import MirrorIndex
+from .models import DistFile, ProjectPage
+from .private import PrivateStore
+from .simple import render_index, render_project
+from .store import CacheStore, write_atomic
+from .upstream import Fetcher, HttpFetcher, OfflineFetcher, mask_url
+
+logger = logging.getLogger(__name__)
+
+_RENDER_CACHE = 2048
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A page rendered for one content type, with its strong ETag."""
+
+    page: ProjectPage | None
+    body: bytes
+    etag: str
+
+
+@dataclass(frozen=True)
+class Metrics:
+    cache_hits: int
+    cache_misses: int
+    upstream_downloads: int
+
+
+class Repository:
+    """The index the WSGI app serves."""
+
+    def __init__(self, config: Config, *, fetcher: Fetcher | None = None) -> None:
+        self.config = config
+        if fetcher is None:
+            fetcher = (
+                OfflineFetcher()
+                if config.offline
+                else HttpFetcher(config.upstream_url, timeout=config.timeout)
+            )
+        self.fetcher = fetcher
+        self.store = CacheStore(config.nestegg_dir)
+        self.mirror = MirrorIndex(self.store, fetcher, ttl=config.ttl, offline=config.offline)
+        reserved = list(config.private_names)
+        reserved += [b.name for b in config.source_builds if b.private]
+        merged = [b.name for b in config.source_builds if not b.private]
+        self.private = PrivateStore(config.nestegg_dir / "private", reserved=reserved, merged=merged)
+        self.downloads = Downloads(self.store, fetcher, on_cached=self.mirror.cached)
+        #: called with a name before its private page is read (on-demand source builds)
+        self.before_private: Callable[[NormalizedName], None] | None = None
+        self._rendered: OrderedDict[tuple[str, str], Rendered] = OrderedDict()
+        self._render_lock = threading.Lock()
+        self._metadata_locks: dict[str, threading.Lock] = {}
+        self.hits = 0
+        self.misses = 0
+
+    # pages -------------------------------------------------------------------------------
+
+    def project(self, name: NormalizedName) -> ProjectPage:
+        """The page clients see for ``name``; :class:`NotFound` if nobody has it."""
+        if self.before_private is not None and self._is_source_build(name):
+            self.before_private(name)
+        if self.private.is_private(name):
+            page = self.private.page(name)
+            if page is None:
+                raise NotFound(f"private project {name!r} has no files yet")
+            return page
+        if self.private.is_merged(name):
+            private = self.private.page(name)
+            try:
+                upstream = self.mirror.page(name)
+            except (NotFound, UpstreamError) as exc:
+                if private is None:
+                    raise
+                logger.debug("serving only the private files of %r: %s", name, exc)
+                return private
+            return upstream if private is None else upstream.merged(private.files)
+        return self.mirror.page(name)
+
+    def rendered(self, name: NormalizedName, content_type: str) -> Rendered:
+        """The page of ``name`` as bytes of ``content_type``, rendered once per change."""
+        page = self.project(name)
+        key = (name, content_type)
+        cached = self._rendered.get(key)
+        if cached is not None and cached.page is page:
+            return cached
+        prefix = f"../../files/{quote(name)}/"
+        body = render_project(page, content_type, lambda dist: prefix + quote(dist.filename))
+        result = Rendered(page, body, _etag(body))
+        with self._render_lock:
+            self._rendered[key] = result
+            self._rendered.move_to_end(key)
+            while len(self._rendered) > _RENDER_CACHE:
+                self._rendered.popitem(last=False)
+        return result
+
+    def index(self, content_type: str) -> Rendered:
+        """The root page: every project the mirror knows (cached or private), not upstream's."""
+        names = set(self.store.project_names())
+        names.update(self.private.names())
+        body = render_index(sorted(names), content_type)
+        return Rendered(None, body, _etag(body))
+
+    # files -------------------------------------------------------------------------------
+
+    def open_file(self, name: NormalizedName, filename: str) -> Path | Download:
+        """A complete file on disk, or the download that is fetching it."""
+        dist = self._find(name, filename)
+        if dist.origin == "private":
+            return self.private.file_path(name, filename)
+        path = self.store.file_path(name, filename)
+        if path.is_file():
+            self.hits += 1
+            return path
+        self.misses += 1
+        return self.downloads.get(name, dist)
+
+    def open_metadata(self, name: NormalizedName, filename: str) -> Path:
+        """The PEP 658 core metadata file of ``filename``, fetched and verified if need be."""
+        dist = self._find(name, filename)
+        if dist.core_metadata is None:
+            raise NotFound(f"no metadata for {filename!r}")
+        if dist.origin == "private":
+            return self.private.metadata_path(name, filename)
+        path = self.store.metadata_path(name, filename)
+        if path.is_file():
+            return path
+        lock = self._metadata_locks.setdefault(f"{name}/{filename}", threading.Lock())
+        with lock:
+            if not path.is_file():
+                self._fetch_metadata(dist, path)
+        return path
+
+    def _fetch_metadata(self, dist: DistFile, path: Path) -> None:
+        url = dist.url + ".metadata"
+        stream = self.fetcher.open(url)
+        try:
+            data = b"".join(stream.chunks())
+        finally:
+            stream.close()
+        expected = (dist.core_metadata or {}).get("sha256")
+        if expected and hashlib.sha256(data).hexdigest() != expected:
+            raise IntegrityError(
+                f"metadata of {dist.filename!r} from {mask_url(url)} does not match its hash"
+            )
+        write_atomic(path, data)
+
+    def _find(self, name: NormalizedName, filename: str) -> DistFile:
+        page = self.project(name)
+        dist = page.file(filename)
+        if dist is None:
+            raise NotFound(f"project {name!r} has no file {filename!r}")
+        return dist
+
+    def _is_source_build(self, name: str) -> bool:
+        return any(build.name == name for build in self.config.source_builds)
+
+    def metrics(self) -> Metrics:
+        return Metrics(self.hits, self.misses, self.downloads.count)
+
+
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'

@@ -1,0 +1,182 @@
+"""Running a mirror: waitress in a background thread (:class:`Mirror`) or in the foreground."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from types import FrameType, TracebackType
+from typing import Any
+
+from waitress.server import create_server
+
+from .app import NesteggApp, create_app
+from .config import Config
+from .errors import NesteggError
+from .repository import Repository
+from .upstream import Fetcher, mask_url
+
+logger = logging.getLogger(__name__)
+
+
+class Mirror:
+    """A mirror served by waitress on ``config.host:config.port`` (port 0 picks a free one).
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`::
+
+        with Mirror(Config(port=0)) as mirror:
+            pip_install("--index-url", mirror.index_url, ...)
+    """
+
+    def __init__(self, config: Config, *, fetcher: Fetcher | None = None) -> None:
+        self.config = config
+        self.repository = Repository(config, fetcher=fetcher)
+        self.app = create_app(config, repository=self.repository)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def nest(self) -> NesteggApp:
+        """The app under the access log, to add routes to."""
+        return self.app.app  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise NesteggError("the mirror is not started")
+        return int(self._server.effective_port)
+
+    @property
+    def url(self) -> str:
+        """The root URL, like ``http://127.0.0.1:7654``."""
+        host = self.config.host
+        if host in ("0.0.0.0", "", "::"):  # noqa: S104 - only naming what the user bound
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def index_url(self) -> str:
+        """The URL to give pip and uv: ``<url>/simple/``."""
+        return f"{self.url}/simple/"
+
+    def bind(self) -> Mirror:
+        """Open the listening socket (raises :class:`NesteggError` if it cannot) without serving."""
+        if self._server is None:
+            self._server = make_server(self.app, self.config)
+        return self
+
+    def start(self) -> Mirror:
+        """Bind and serve in a daemon thread; returns once the socket accepts connections."""
+        self.bind()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._server.run, name="nestegg-server", daemon=True)
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until SIGINT or SIGTERM."""
+        self.bind()
+        with _stop_on_signals():
+            try:
+                self._server.run()
+            finally:
+                self.stop()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving: close every connection (keep-alive ones too) and join the threads."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        thread, self._thread = self._thread, None
+        if thread is not None and thread.is_alive():
+            # close from inside the event loop: its map empties and run() returns
+            server.trigger.pull_trigger(lambda: _close_all(server))
+            thread.join(timeout)
+        else:
+            _close_all(server)
+        server.task_dispatcher.shutdown(timeout=timeout)
+
+    def __enter__(self) -> Mirror:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _close_all(server: Any) -> None:
+    for channel in list(server._map.values()):
+        with contextlib.suppress(OSError):
+            channel.close()
+
+
+def make_server(app: Callable[..., Iterable[bytes]], config: Config) -> Any:
+    """A waitress server bound to the configured address; warns when that is not loopback."""
+    if not _is_loopback(config.host):
+        logger.warning(
+            "listening on %s: every machine that reaches it can use this mirror%s",
+            config.host,
+            "" if config.credentials_file else " (and uploads are off without a credentials file)",
+        )
+    try:
+        return create_server(
+            app,
+            host=config.host,
+            port=config.port,
+            threads=config.threads,
+            ident="nestegg",
+            asyncore_use_poll=True,
+            # large wheels go out through the send buffer; flush it in big steps
+            send_bytes=256 * 1024,
+            outbuf_overflow=8 * 1024 * 1024,
+            channel_timeout=300,
+            connection_limit=1000,
+            clear_untrusted_proxy_headers=True,
+        )
+    except OSError as exc:
+        where = f"{config.host}:{config.port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise NesteggError(
+                f"cannot listen on {where}: the port is in use (choose another with --port)"
+            ) from None
+        raise NesteggError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _stop_on_signals:  # noqa: N801 - used like a function
+    """Turn SIGTERM into the KeyboardInterrupt that waitress stops cleanly on."""
+
+    def __enter__(self) -> None:
+        self._previous = signal.getsignal(signal.SIGTERM)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._raise)
+
+    @staticmethod
+    def _raise(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def describe(mirror: Mirror) -> str:
+    """One line saying where the mirror is and what it mirrors."""
+    config = mirror.config
+    upstream = "offline" if config.offline else f"upstream {mask_url(config.upstream_url)}"
+    return f"nestegg serving {mirror.index_url} ({upstream}; cache {config.nestegg_dir})"

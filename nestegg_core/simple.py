@@ -1,0 +1,197 @@
+"""Rendering of the Simple Repository API (PEP 503 HTML, PEP 691 JSON, api-version 1.1).
+
+Pure functions from models to bytes, and the content negotiation that picks between them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from html import escape
+from typing import Any
+
+from .models import DistFile, ProjectPage
+
+API_VERSION = "1.1"
+JSON_V1 = "application/vnd.pypi.simple.v1+json"
+HTML_V1 = "application/vnd.pypi.simple.v1+html"
+TEXT_HTML = "text/html"
+_ALIASES = {
+    "application/vnd.pypi.simple.latest+json": JSON_V1,
+    "application/vnd.pypi.simple.latest+html": HTML_V1,
+}
+# the server's preference between candidates a client values equally
+_PREFERENCE = (JSON_V1, HTML_V1, TEXT_HTML)
+
+UrlFor = Callable[[DistFile], str]
+
+
+def negotiate(accept: str | None) -> str | None:
+    """The content type to answer with for an ``Accept`` header, or None (406) if none fits.
+
+    Follows the q-value rules of RFC 9110: the most specific range that matches a type gives its
+    weight. A client that only says ``*/*`` (or nothing) gets ``text/html``, as PEP 691 advises.
+    """
+    ranges = _parse_accept(accept or "*/*")
+    if not ranges:
+        return TEXT_HTML
+    best: tuple[float, int, int] | None = None
+    chosen = None
+    for rank, candidate in enumerate(reversed(_PREFERENCE)):
+        q, specificity = _weight(candidate, ranges)
+        key = (q, specificity, rank)
+        if q > 0 and (best is None or key > best):
+            best, chosen = key, candidate
+    if best is not None and best[1] == 0:
+        return TEXT_HTML
+    return chosen
+
+
+def _parse_accept(header: str) -> list[tuple[str, float]]:
+    ranges = []
+    for part in header.split(","):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        media = media.lower()
+        if "/" not in media:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = min(max(float(value.strip()), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0
+        ranges.append((_ALIASES.get(media, media), q))
+    return ranges
+
+
+def _weight(candidate: str, ranges: list[tuple[str, float]]) -> tuple[float, int]:
+    major = candidate.split("/", maxsplit=1)[0]
+    found: tuple[float, int] = (0.0, -1)
+    for media, q in ranges:
+        if media == candidate:
+            specificity = 2
+        elif media == f"{major}/*":
+            specificity = 1
+        elif media == "*/*":
+            specificity = 0
+        else:
+            continue
+        if specificity > found[1]:
+            found = (q, specificity)
+    return found if found[1] >= 0 else (0.0, 0)
+
+
+def is_json(content_type: str) -> bool:
+    return content_type == JSON_V1
+
+
+def render_project(page: ProjectPage, content_type: str, url_for: UrlFor) -> bytes:
+    if is_json(content_type):
+        return render_project_json(page, url_for)
+    return render_project_html(page, url_for)
+
+
+def render_index(names: Iterable[str], content_type: str) -> bytes:
+    if is_json(content_type):
+        return render_index_json(names)
+    return render_index_html(names)
+
+
+def render_project_json(page: ProjectPage, url_for: UrlFor) -> bytes:
+    files = []
+    for dist in page.files:
+        entry: dict[str, Any] = {
+            "filename": dist.filename,
+            "url": url_for(dist),
+            "hashes": _sha256_only(dist),
+        }
+        if dist.requires_python is not None:
+            entry["requires-python"] = dist.requires_python
+        if dist.size is not None:
+            entry["size"] = dist.size
+        if dist.upload_time is not None:
+            entry["upload-time"] = dist.upload_time
+        if dist.yanked is not None:
+            entry["yanked"] = dist.yanked or True
+        if dist.core_metadata is not None:
+            entry["core-metadata"] = _sha256_only_map(dist.core_metadata) or True
+        files.append(entry)
+    document = {
+        "meta": {"api-version": API_VERSION},
+        "name": page.name,
+        "files": files,
+        "versions": list(page.versions),
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def render_project_html(page: ProjectPage, url_for: UrlFor) -> bytes:
+    name = escape(page.name)
+    lines = [
+        "<!DOCTYPE html>",
+        "<html>",
+        "<head>",
+        f'<meta name="pypi:repository-version" content="{API_VERSION}">',
+        f"<title>Links for {name}</title>",
+        "</head>",
+        "<body>",
+        f"<h1>Links for {name}</h1>",
+    ]
+    for dist in page.files:
+        href = url_for(dist)
+        sha256 = dist.sha256
+        if sha256:
+            href += f"#sha256={sha256}"
+        attributes = [f'href="{escape(href)}"']
+        if dist.requires_python is not None:
+            attributes.append(f'data-requires-python="{escape(dist.requires_python)}"')
+        if dist.yanked is not None:
+            attributes.append(f'data-yanked="{escape(dist.yanked)}"')
+        if dist.core_metadata is not None:
+            value = _metadata_attribute(dist.core_metadata)
+            # the old attribute too, for pip releases that predate PEP 714's rename
+            attributes.append(f'data-core-metadata="{value}"')
+            attributes.append(f'data-dist-info-metadata="{value}"')
+        lines.append(f"<a {' '.join(attributes)}>{escape(dist.filename)}</a><br>")
+    lines += ["</body>", "</html>", ""]
+    return "\n".join(lines).encode()
+
+
+def render_index_json(names: Iterable[str]) -> bytes:
+    document = {
+        "meta": {"api-version": API_VERSION},
+        "projects": [{"name": name} for name in names],
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def render_index_html(names: Iterable[str]) -> bytes:
+    lines = [
+        "<!DOCTYPE html>",
+        "<html>",
+        "<head>",
+        f'<meta name="pypi:repository-version" content="{API_VERSION}">',
+        "<title>Simple index</title>",
+        "</head>",
+        "<body>",
+    ]
+    lines += [f'<a href="{escape(name)}/">{escape(name)}</a><br>' for name in names]
+    lines += ["</body>", "</html>", ""]
+    return "\n".join(lines).encode()
+
+
+def _sha256_only(dist: DistFile) -> dict[str, str]:
+    return _sha256_only_map(dist.hashes)
+
+
+def _sha256_only_map(hashes: Any) -> dict[str, str]:
+    # only sha256 is advertised: every client checks it, and weaker ones invite downgrade
+    sha256 = hashes.get("sha256")
+    return {"sha256": sha256} if sha256 else {}
+
+
+def _metadata_attribute(hashes: Any) -> str:
+    sha256 = hashes.get("sha256")
+    return f"sha256={escape(sha256)}" if sha256 else "true"

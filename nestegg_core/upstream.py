@@ -1,0 +1,150 @@
+"""The client of the upstream index: project pages with revalidation, and file downloads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import requests
+import urllib3
+
+from ._version import __version__
+from .errors import NotFound, UpstreamError, UpstreamTimeout
+from .models import ProjectPage
+from .parse import parse_project_page
+
+logger = logging.getLogger(__name__)
+
+ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
+CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fetched:
+    """An upstream answer for a project page: a new page, or ``page=None`` for 304 Not Modified."""
+
+    page: ProjectPage | None
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+class FileStream(Protocol):
+    """An open upstream file download."""
+
+    size: int | None
+
+    def chunks(self) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class Fetcher(Protocol):
+    """The seam between the mirror and the network; tests and the offline mode swap it."""
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched: ...
+
+    def open(self, url: str) -> FileStream: ...
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, fit for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class _ResponseStream:
+    def __init__(self, response: requests.Response, url: str) -> None:
+        self._response = response
+        self._url = url
+        length = response.headers.get("Content-Length")
+        self.size = int(length) if length and length.isdigit() else None
+
+    def chunks(self) -> Iterator[bytes]:
+        try:
+            # decode_content=False: a file is stored byte for byte as the index hashed it
+            yield from self._response.raw.stream(CHUNK, decode_content=False)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise UpstreamError(f"download of {mask_url(self._url)} broke off: {exc}") from None
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class HttpFetcher:
+    """The upstream over HTTP(S), with one connection pool per thread (requests is not thread-safe)."""
+
+    def __init__(self, index_url: str, *, timeout: float = 30.0) -> None:
+        self.index_url = index_url.rstrip("/") + "/"
+        self.timeout = timeout
+        self._local = threading.local()
+
+    @property
+    def session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = f"nestegg/{__version__}"
+            # the index's own credentials come from its URL; .netrc stays the user's business
+            session.trust_env = True
+            self._local.session = session
+        return session
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:
+        url = f"{self.index_url}{quote(name)}/"
+        headers = {"Accept": ACCEPT}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        response = self._get(url, headers=headers)
+        with response:
+            if response.status_code == 304:
+                return Fetched(page=None, etag=etag, last_modified=last_modified)
+            if response.status_code in (404, 410):
+                raise NotFound(f"project {name!r} is not on the upstream index")
+            if response.status_code != 200:
+                raise UpstreamError(f"upstream answered {mask_url(url)} with HTTP {response.status_code}")
+            body = response.content
+            page = parse_project_page(name, body, response.headers.get("Content-Type", ""), response.url)
+            return Fetched(
+                page=page,
+                etag=response.headers.get("ETag"),
+                last_modified=response.headers.get("Last-Modified"),
+            )
+
+    def open(self, url: str) -> FileStream:
+        response = self._get(url, headers={"Accept-Encoding": "identity"}, stream=True)
+        if response.status_code != 200:
+            response.close()
+            if response.status_code in (404, 410):
+                raise NotFound(f"upstream has no file at {mask_url(url)}")
+            raise UpstreamError(f"upstream answered {mask_url(url)} with HTTP {response.status_code}")
+        return _ResponseStream(response, url)
+
+    def _get(self, url: str, *, headers: dict[str, str], stream: bool = False) -> requests.Response:
+        try:
+            return self.session.get(url, headers=headers, timeout=self.timeout, stream=stream)
+        except requests.Timeout:
+            raise UpstreamTimeout(f"upstream {mask_url(url)} did not answer in {self.timeout:g}s") from None
+        except requests.RequestException as exc:
+            reason = type(exc).__name__
+            raise UpstreamError(f"cannot reach upstream {mask_url(url)} ({reason})") from None
+
+
+class OfflineFetcher:
+    """The fetcher of an offline mirror: every upstream question fails at once."""
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+        raise NotFound(f"offline: project {name!r} is not in the cache")
+
+    def open(self, url: str) -> FileStream:
+        raise NotFound(f"offline: {mask_url(url)} is not in the cache")
