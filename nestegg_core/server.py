@@ -20,6 +20,8 @@ from .errors import NesteggError
 from .repository import Repository
 from .upstream import Fetcher, mask_url
 
+WSGIApp = Callable[..., Iterable[bytes]]
+
 logger = logging.getLogger(__name__)
 
 
@@ -32,10 +34,18 @@ class Mirror:
             pip_install("--index-url", mirror.index_url, ...)
     """
 
-    def __init__(self, config: Config, *, fetcher: Fetcher | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        fetcher: Fetcher | None = None,
+        middleware: Callable[[WSGIApp], WSGIApp] | None = None,
+    ) -> None:
         self.config = config
         self.repository = Repository(config, fetcher=fetcher)
         self.app = create_app(config, repository=self.repository)
+        #: what waitress serves: the app, wrapped by ``middleware`` (tests inject faults there)
+        self.served: WSGIApp = self.app if middleware is None else middleware(self.app)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -68,7 +78,7 @@ class Mirror:
     def bind(self) -> Mirror:
         """Open the listening socket (raises :class:`NesteggError` if it cannot) without serving."""
         if self._server is None:
-            self._server = make_server(self.app, self.config)
+            self._server = make_server(self.served, self.config)
         return self
 
     def start(self) -> Mirror:
@@ -133,8 +143,6 @@ def make_server(app: Callable[..., Iterable[bytes]], config: Config) -> Any:
             threads=config.threads,
             ident="nestegg",
             asyncore_use_poll=True,
-            # large wheels go out through the send buffer; flush it in big steps
-            send_bytes=256 * 1024,
             outbuf_overflow=8 * 1024 * 1024,
             channel_timeout=300,
             connection_limit=1000,

@@ -1,0 +1,150 @@
+"""Shared fixtures: a fake upstream index (a private nestegg index behind a fault injector) and mirrors."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from nestegg_core import Config, Mirror
+from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.server import WSGIApp
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+@dataclass
+class Faults:
+    """A WSGI middleware in front of the fake upstream that records requests and injects faults."""
+
+    seen: list[Seen] = field(default_factory=list)
+    #: answer every request with this status (e.g. 503) instead of the real page or file
+    status: int | None = None
+    #: paths (exact) answered with this status, the rest served normally
+    status_for: dict[str, int] = field(default_factory=dict)
+    #: serve HTML only (an old index), whatever the client accepts
+    html_only: bool = False
+    #: drop ETag/Last-Modified and ignore If-None-Match (an index without validators)
+    no_validators: bool = False
+    #: file paths whose bytes are altered (same length) on the way out
+    corrupt: set[str] = field(default_factory=set)
+    #: file paths cut in half on the way out (Content-Length kept: a broken-off transfer)
+    truncate: set[str] = field(default_factory=set)
+    #: seconds to sleep before answering file requests (to make downloads overlap)
+    file_delay: float = 0.0
+    #: when set, requests block until it is set (to hold a download open)
+    gate: threading.Event | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, path: str | None = None, *, prefix: str | None = None, method: str = "GET") -> int:
+        with self.lock:
+            return sum(
+                1
+                for s in self.seen
+                if s.method == method
+                and (path is None or s.path == path)
+                and (prefix is None or s.path.startswith(prefix))
+            )
+
+    def reset(self) -> None:
+        with self.lock:
+            self.seen.clear()
+
+    def __call__(self, app: WSGIApp) -> WSGIApp:
+        def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            headers = {
+                k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
+            }
+            with self.lock:
+                self.seen.append(Seen(environ["REQUEST_METHOD"], path, headers))
+            status = self.status_for.get(path, self.status)
+            if status is not None:
+                start_response(
+                    f"{status} Injected", [("Content-Type", "text/plain"), ("Content-Length", "9")]
+                )
+                return [b"injected\n"]
+            if self.gate is not None:
+                self.gate.wait(30)
+            if self.html_only:
+                environ["HTTP_ACCEPT"] = "text/html"
+            if self.no_validators:
+                environ.pop("HTTP_IF_NONE_MATCH", None)
+            if path.startswith("/files/") and self.file_delay:
+                time.sleep(self.file_delay)
+            mangle = path in self.corrupt or path in self.truncate
+
+            def starting(status_: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                if self.no_validators:
+                    response_headers = [h for h in response_headers if h[0] not in ("ETag", "Last-Modified")]
+                return start_response(status_, response_headers)
+
+            result = app(environ, starting)
+            if not mangle:
+                return result
+            body = b"".join(result)
+            with contextlib.suppress(Exception):
+                result.close()  # type: ignore[attr-defined]
+            if path in self.truncate:
+                return [body[: len(body) // 2]]
+            return [body[:-1] + bytes([body[-1] ^ 0xFF])]
+
+        return wrapped
+
+
+@pytest.fixture
+def faults() -> Faults:
+    return Faults()
+
+
+@pytest.fixture
+def upstream(tmp_path: Path, faults: Faults) -> Iterator[PrivateIndex]:
+    """The fake upstream index: add packages with ``upstream.add(name, version, ...)``."""
+    index = PrivateIndex(tmp_path / "upstream", middleware=faults).start()
+    try:
+        yield index
+    finally:
+        index.stop()
+
+
+MirrorFactory = Callable[..., Mirror]
+
+
+@pytest.fixture
+def make_mirror(tmp_path: Path, upstream: PrivateIndex) -> Iterator[MirrorFactory]:
+    """Starts mirrors of ``upstream`` (same cache dir unless told), all stopped after the test."""
+    started: list[Mirror] = []
+
+    def make(**changes: Any) -> Mirror:
+        config = Config(nestegg_dir=tmp_path / "nest", port=0, index_url=upstream.index_url)
+        mirror = Mirror(config.with_changes(**changes)).start()
+        started.append(mirror)
+        return mirror
+
+    yield make
+    for mirror in started:
+        mirror.stop()
+
+
+@pytest.fixture
+def mirror(make_mirror: MirrorFactory) -> Mirror:
+    return make_mirror()
+
+
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    with requests.Session() as session:
+        session.trust_env = False  # no proxies from the machine's environment
+        yield session

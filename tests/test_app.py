@@ -1,0 +1,172 @@
+"""HTTP behaviour of the Simple API and of files, against a real mirror of a fake upstream."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+
+import pytest
+import requests
+
+from nestegg_core import Mirror
+from nestegg_core.pytest_plugin import PrivateIndex
+
+JSON = "application/vnd.pypi.simple.v1+json"
+
+
+@pytest.fixture
+def pkg(upstream: PrivateIndex) -> list[str]:
+    records = upstream.add("My_Pkg", "1.0", requires_python=">=3.8", payload_size=300_000)
+    upstream.add("My_Pkg", "0.9", yanked="use 1.0")
+    return [r.filename for r in records]
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("/simple", "/simple/"),
+        ("/simple/My_Pkg/", "/simple/my-pkg/"),
+        ("/simple/my.pkg/", "/simple/my-pkg/"),
+        ("/simple/my-pkg", "/simple/my-pkg/"),
+        ("/simple/MY--PKG", "/simple/my-pkg/"),
+    ],
+)
+def test_canonical_redirects(mirror: Mirror, http: requests.Session, path: str, location: str) -> None:
+    response = http.get(mirror.url + path, allow_redirects=False)
+    assert response.status_code == 301
+    assert response.headers["Location"] == location
+
+
+@pytest.mark.usefixtures("pkg")
+def test_project_page_negotiation_and_caching_headers(mirror: Mirror, http: requests.Session) -> None:
+    url = mirror.index_url + "my-pkg/"
+    html = http.get(url)
+    assert html.status_code == 200
+    assert html.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert html.headers["Vary"] == "Accept"
+    assert "Cache-Control" in html.headers
+    etag = html.headers["ETag"]
+    assert etag.startswith('"')
+    assert not etag.startswith("W/")
+    data = http.get(url, headers={"Accept": JSON}).json()
+    assert data["meta"]["api-version"] == "1.1"
+    assert data["versions"] == ["0.9", "1.0"]
+    assert all(f["url"].startswith("../../files/my-pkg/") for f in data["files"])
+    assert all(f["url"].rsplit("/", 1)[1] == f["filename"] for f in data["files"])
+    assert {f["filename"]: f.get("yanked") for f in data["files"]}["my_pkg-0.9.tar.gz"] == "use 1.0"
+    again = http.get(url, headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert http.get(url, headers={"Accept": "image/png"}).status_code == 406
+    head = http.head(url)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert int(head.headers["Content-Length"]) == len(html.content)
+
+
+def test_unknown_project_is_404_not_an_empty_page(mirror: Mirror, http: requests.Session) -> None:
+    response = http.get(mirror.index_url + "no-such-thing/")
+    assert response.status_code == 404
+    assert "no-such-thing" in response.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/files/my-pkg/..%2F..%2Fetc%2Fpasswd",
+        "/files/my-pkg/../../pages/x",
+        "/files/../mirror/pages/my-pkg.json",
+        "/files/my-pkg/.hidden",
+        "/files/My_Pkg/my_pkg-1.0.tar.gz",
+        "/files/my-pkg//etc/passwd",
+        "/simple/../files/",
+        "/simple/%2e%2e/",
+        "/files/my-pkg/%00",
+        "/simple/" + "a" * 300 + "/",
+        "/simple/caf\u00e9/",  # the server refuses a raw non-ASCII URI (400)
+        "/simple/caf%C3%A9/",
+        "/nothing/here",
+    ],
+)
+@pytest.mark.usefixtures("pkg")
+def test_hostile_paths_are_404(mirror: Mirror, path: str) -> None:
+    # clients would normalize dots away and refuse raw UTF-8: send the bytes ourselves
+    status, body = raw_get(mirror.port, path.encode("utf-8"))
+    assert status in (400, 404, 301), body
+    assert b"root:" not in body
+
+
+def raw_get(port: int, path: bytes) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_files_head_range_and_hash(mirror: Mirror, http: requests.Session, pkg: list[str]) -> None:
+    wheel = pkg[0]
+    page = http.get(mirror.index_url + "my-pkg/", headers={"Accept": JSON}).json()
+    entry = next(f for f in page["files"] if f["filename"] == wheel)
+    url = mirror.index_url + "my-pkg/" + entry["url"]
+    # the first request is a range on an uncached file: served while it downloads
+    first = http.get(url, headers={"Range": "bytes=-100"})
+    assert first.status_code == 206
+    assert len(first.content) == 100
+    assert first.headers["Content-Range"].endswith(f"/{entry['size']}")
+    full = http.get(url)
+    assert full.status_code == 200
+    assert "Content-Encoding" not in full.headers
+    assert full.headers["Accept-Ranges"] == "bytes"
+    assert int(full.headers["Content-Length"]) == entry["size"] == len(full.content)
+    assert hashlib.sha256(full.content).hexdigest() == entry["hashes"]["sha256"]
+    assert first.content == full.content[-100:]
+    head = http.head(url)
+    assert head.status_code == 200
+    assert head.headers["Content-Length"] == str(entry["size"])
+    assert head.content == b""
+    for header, status, body in [
+        ("bytes=0-9", 206, full.content[:10]),
+        ("bytes=10-", 206, full.content[10:]),
+        ("bytes=5-5", 206, full.content[5:6]),
+        ("bytes=0-999999999", 206, full.content),
+        ("bytes=0-1,5-6", 200, full.content),  # several ranges: the whole file
+        ("lines=1-2", 200, full.content),
+        (f"bytes={entry['size']}-", 416, None),
+    ]:
+        response = http.get(url, headers={"Range": header})
+        assert response.status_code == status, header
+        if body is not None:
+            assert response.content == body, header
+        else:
+            assert response.headers["Content-Range"] == f"bytes */{entry['size']}"
+
+
+def test_metadata_file_is_the_wheels_metadata(mirror: Mirror, http: requests.Session, pkg: list[str]) -> None:
+    wheel = pkg[0]
+    page = http.get(mirror.index_url + "my-pkg/", headers={"Accept": JSON}).json()
+    entry = next(f for f in page["files"] if f["filename"] == wheel)
+    digest = entry["core-metadata"]["sha256"]
+    metadata = http.get(mirror.url + f"/files/my-pkg/{wheel}.metadata")
+    assert metadata.status_code == 200
+    assert "Content-Encoding" not in metadata.headers
+    assert hashlib.sha256(metadata.content).hexdigest() == digest
+    assert b"Name: My_Pkg" in metadata.content or b"Name: my-pkg" in metadata.content.lower()
+    sdist = pkg[1]
+    assert http.get(mirror.url + f"/files/my-pkg/{sdist}.metadata").status_code == 404
+
+
+@pytest.mark.usefixtures("pkg")
+def test_root_lists_known_projects_only(mirror: Mirror, http: requests.Session) -> None:
+    assert http.get(mirror.index_url, headers={"Accept": JSON}).json()["projects"] == []
+    http.get(mirror.index_url + "my-pkg/")
+    assert http.get(mirror.index_url, headers={"Accept": JSON}).json()["projects"] == [{"name": "my-pkg"}]
+    assert '<a href="my-pkg/">' in http.get(mirror.index_url).text
+
+
+def test_health_and_methods(mirror: Mirror, http: requests.Session) -> None:
+    assert http.get(mirror.url + "/health").json() == {"status": "ok"}
+    assert http.delete(mirror.index_url).status_code == 405
+    assert http.get(mirror.url + "/").status_code == 200

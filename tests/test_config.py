@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nestegg_core.config import Config, load_config, pip_index_url
+from nestegg_core.errors import ConfigError
+
+SEED = """\
+nestegg:
+  nestegg_dir: {nest}                                     # Where nestegg makes a nest
+  port: 7654                                              # Port to run on
+  index-url: https://example.com/simple                   # Pypi Index URL
+  source_builds:                                          # List of source builds
+    - name: my_package_name                               # package name
+      repo_type: git                                      # git and hg supported
+      repo_url: git@mygithost.com:myuserid/mypackage.git  # git url here
+      private: Yes                                        # private or public
+      versions:
+        - version: 1.0.0                                  # python version
+          tag: 1.0.0                                      # git/hg branch/tag name
+          dist_file: mypackage-1.0.0.tar.gz               # source dist file name
+"""
+
+
+def test_seed_config_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "nestegg.yml"
+    path.write_text(SEED.format(nest=tmp_path / "nest"))
+    config = load_config(path)
+    assert config.nestegg_dir == tmp_path / "nest"
+    assert config.port == 7654
+    assert config.upstream_url == "https://example.com/simple/"
+    (build,) = config.source_builds
+    assert build.name == "my-package-name"
+    assert build.repo_type == "git"
+    assert build.private is True
+    (version,) = build.versions
+    assert (version.version, version.tag, version.dist_file) == ("1.0.0", "1.0.0", "mypackage-1.0.0.tar.gz")
+
+
+def test_no_config_gives_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("NESTEGG_CONFIG", raising=False)
+    config = load_config()
+    assert config.source is None
+    assert (config.host, config.port, config.ttl) == ("127.0.0.1", 7654, 600.0)
+    assert config.nestegg_dir.name == "nestegg"
+
+
+def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("NESTEGG_CONFIG", raising=False)
+    (home / "nestegg.yml").write_text("nestegg: {port: 1}\n")
+    assert load_config().port == 1
+    (cwd / "nestegg.yml").write_text("nestegg: {port: 2}\n")
+    assert load_config().port == 2
+    (tmp_path / "env.yml").write_text("nestegg: {port: 3}\n")
+    monkeypatch.setenv("NESTEGG_CONFIG", str(tmp_path / "env.yml"))
+    assert load_config().port == 3
+    (tmp_path / "arg.yml").write_text("nestegg: {port: 4}\n")
+    assert load_config(tmp_path / "arg.yml").port == 4
+    assert load_config(tmp_path / "arg.yml", port=5).port == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nestegg: {port: abc}", "nestegg.port: expected an integer, got str 'abc'"),
+        ("nestegg: {port: 70000}", "nestegg.port: expected a port number 0-65535, got 70000"),
+        ("nestegg: {prot: 1}", "nestegg.prot: unknown key 'prot'"),
+        ("other: {}", "other: unknown key 'other'"),
+        ("nestegg: [1, 2]", "nestegg: expected a mapping, got list"),
+        ("nestegg: {index-url: 'ftp://example.com/x'}", "'ftp://example.com/x' is not an http(s) URL"),
+        ("nestegg: {index-url: 'example.com'}", "'example.com' is not an http(s) URL"),
+        ("nestegg: {offline: maybe}", "nestegg.offline: expected yes/no"),
+        ("nestegg: {ttl: -1}", "nestegg.ttl: expected a number of seconds >= 0"),
+        ("nestegg: {source_builds: {}}", "nestegg.source_builds: expected a list"),
+        (
+            "nestegg: {source_builds: [{name: a, repo_type: svn, repo_url: x}]}",
+            "nestegg.source_builds[0].repo_type: expected 'git' or 'hg', got 'svn'",
+        ),
+        ("nestegg: {source_builds: [{name: a, repo_type: git}]}", "source_builds[0].repo_url: is required"),
+        (
+            "nestegg: {source_builds: [{name: a, repo_type: git, repo_url: x,"
+            " versions: [{version: x.y.z}]}]}",
+            "versions[0].version: 'x.y.z' is not a valid version",
+        ),
+        (
+            "nestegg: {source_builds: [{name: a, repo_type: git, repo_url: x, colour: red}]}",
+            "source_builds[0].colour: unknown key",
+        ),
+        ("nestegg: {port: 1\n", "line"),
+    ],
+)
+def test_bad_config_is_one_line_naming_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "nestegg.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_named_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yml")
+
+
+def test_yaml_scalars_as_tags(tmp_path: Path) -> None:
+    # YAML reads an unquoted 1.0 as a float: the seed's configs rely on it being the string
+    path = tmp_path / "nestegg.yml"
+    path.write_text(
+        "nestegg:\n  source_builds:\n"
+        "  - {name: a, repo_type: hg, repo_url: x, versions: [{version: 1.0, tag: 1.0}]}\n"
+    )
+    assert load_config(path).source_builds[0].versions[0].tag == "1.0"
+
+
+def test_pip_index_url_order(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "XDG_CONFIG_DIRS": str(tmp_path / "none"), "PIP_CONFIG_FILE": os.devnull}
+    default = pip_index_url(env)
+    assert default.startswith("https://")  # pip's built-in default, read from pip
+    user = tmp_path / ".config" / "pip" / "pip.conf"
+    user.parent.mkdir(parents=True)
+    user.write_text("[global]\nindex-url = https://example.com/user/\n")
+    env.pop("PIP_CONFIG_FILE")
+    assert pip_index_url(env) == "https://example.com/user/"
+    named = tmp_path / "named.conf"
+    named.write_text(
+        "[global]\nindex_url = https://example.com/named/\n[install]\nindex-url = https://example.com/install/\n"
+    )
+    env["PIP_CONFIG_FILE"] = str(named)
+    assert pip_index_url(env) == "https://example.com/install/"
+    env["PIP_INDEX_URL"] = "https://example.com/env/"
+    assert pip_index_url(env) == "https://example.com/env/"
+
+
+def test_config_default_upstream_follows_pip(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIP_INDEX_URL", "https://example.com/from-pip")
+    assert Config().upstream_url == "https://example.com/from-pip/"

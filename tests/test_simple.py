@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nestegg_core.models import DistFile, ProjectPage
+from nestegg_core.simple import (
+    HTML_V1,
+    JSON_V1,
+    TEXT_HTML,
+    negotiate,
+    render_index_html,
+    render_index_json,
+    render_project_html,
+    render_project_json,
+)
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, TEXT_HTML),
+        ("", TEXT_HTML),
+        ("*/*", TEXT_HTML),
+        ("text/html", TEXT_HTML),
+        (JSON_V1, JSON_V1),
+        (HTML_V1, HTML_V1),
+        # what pip and uv send
+        (f"{JSON_V1}, {HTML_V1}; q=0.1, text/html; q=0.01", JSON_V1),
+        (f"{JSON_V1}, {HTML_V1};q=0.2, text/html;q=0.01", JSON_V1),
+        (f"{JSON_V1};q=0.1, {HTML_V1}", HTML_V1),
+        ("application/vnd.pypi.simple.latest+json", JSON_V1),
+        ("application/vnd.pypi.simple.latest+html", HTML_V1),
+        ("application/*", JSON_V1),
+        ("text/*", TEXT_HTML),
+        (f"{JSON_V1};q=0, */*;q=0.5", TEXT_HTML),
+        ("image/png", None),
+        ("application/vnd.pypi.simple.v2+json", None),
+        (f"{JSON_V1};q=0", None),
+        ("garbage", TEXT_HTML),
+        (f"{JSON_V1};q=abc, text/html;q=0.5", TEXT_HTML),
+    ],
+)
+def test_negotiate(accept: str | None, expected: str | None) -> None:
+    assert negotiate(accept) == expected
+
+
+def _page() -> ProjectPage:
+    return ProjectPage.build(
+        "my-pkg",
+        [
+            DistFile(
+                filename="my_pkg-1.0-py3-none-any.whl",
+                hashes={"sha256": "ab" * 32, "md5": "cd" * 16},
+                requires_python=">=3.8,<4",
+                size=123,
+                upload_time="2024-01-02T03:04:05.000000Z",
+                core_metadata={"sha256": "ef" * 32},
+            ),
+            DistFile(filename="my_pkg-0.9.tar.gz", hashes={}, yanked="broken <b>", size=7),
+            DistFile(filename="my_pkg-0.8.tar.gz", yanked="", core_metadata={}),
+        ],
+    )
+
+
+def _url(dist: DistFile) -> str:
+    return f"../../files/my-pkg/{dist.filename}"
+
+
+def test_json_page_follows_pep_691_and_700() -> None:
+    data = json.loads(render_project_json(_page(), _url))
+    assert data["meta"] == {"api-version": "1.1"}
+    assert data["name"] == "my-pkg"
+    assert data["versions"] == ["1.0", "0.9", "0.8"]
+    wheel, sdist, old = data["files"]
+    assert wheel == {
+        "filename": "my_pkg-1.0-py3-none-any.whl",
+        "url": "../../files/my-pkg/my_pkg-1.0-py3-none-any.whl",
+        "hashes": {"sha256": "ab" * 32},  # sha256 only
+        "requires-python": ">=3.8,<4",
+        "size": 123,
+        "upload-time": "2024-01-02T03:04:05.000000Z",
+        "core-metadata": {"sha256": "ef" * 32},
+    }
+    assert "dist-info-metadata" not in wheel
+    assert sdist["yanked"] == "broken <b>"
+    assert sdist["hashes"] == {}
+    assert old["yanked"] is True
+    assert old["core-metadata"] is True
+
+
+def test_html_page_escapes_and_marks_yanked_and_metadata() -> None:
+    html = render_project_html(_page(), _url).decode()
+    assert '<meta name="pypi:repository-version" content="1.1">' in html
+    assert (
+        '<a href="../../files/my-pkg/my_pkg-1.0-py3-none-any.whl#sha256=' + "ab" * 32 + '" '
+        'data-requires-python="&gt;=3.8,&lt;4" '
+        f'data-core-metadata="sha256={"ef" * 32}" data-dist-info-metadata="sha256={"ef" * 32}">'
+        "my_pkg-1.0-py3-none-any.whl</a>"
+    ) in html
+    assert 'data-yanked="broken &lt;b&gt;"' in html
+    # a yank without reason still carries a value: pip ignores a bare attribute
+    assert '<a href="../../files/my-pkg/my_pkg-0.8.tar.gz" data-yanked="" data-core-metadata="true"' in html
+    assert "md5" not in html
+
+
+def test_index_pages() -> None:
+    assert json.loads(render_index_json(["a", "b-c"])) == {
+        "meta": {"api-version": "1.1"},
+        "projects": [{"name": "a"}, {"name": "b-c"}],
+    }
+    html = render_index_html(["a", "b-c"]).decode()
+    assert '<a href="a/">a</a>' in html
+    assert '<a href="b-c/">b-c</a>' in html

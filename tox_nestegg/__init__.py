@@ -1,0 +1,1 @@
+"""tox-nestegg: with this installed, plain ``tox`` installs everything through a nestegg mirror."""
