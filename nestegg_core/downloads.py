@@ -64,8 +64,11 @@ class Download:
             self.written = written
             self._cond.notify_all()
 
-    def _finish(self, final: Path) -> None:
+    def _finish(self, final: Path, part: Path | None = None) -> None:
         with self._cond:
+            if part is not None:
+                # renamed under the lock readers open the file under: none finds it missing
+                os.replace(part, final)
             self.path, self._state = final, _DONE
             self.size = self.written = final.stat().st_size
             self._cond.notify_all()
@@ -88,7 +91,7 @@ class Download:
                 raise UpstreamError(f"timed out waiting for {self.dist.filename!r}")
 
     def _beyond(self, position: int) -> bool:
-        return self.written > position or self._state != _STREAMING
+        return self.written - 1 > position or self._state != _STREAMING
 
     @property
     def done(self) -> bool:
@@ -114,8 +117,10 @@ class Download:
                     if self._state == _FAILED:
                         assert self.error is not None
                         raise self.error
-                    available = self.written
                     finished = self._state == _DONE
+                    # the last byte waits for the hash check: a client whose file turns out
+                    # corrupt sees a broken-off response, never a complete wrong file
+                    available = self.written if finished else self.written - 1
                 if available <= position:
                     if finished:
                         return
@@ -226,15 +231,15 @@ class Downloads:
                 )
             record = dist.with_changes(hashes={**dist.hashes, "sha256": sha256}, size=written)
             record = self._with_metadata(name, record, part)
-            os.replace(part, final)
+            # the record first: a file on disk without one is ignored as unfinished
             self.store.write_record(name, record)
+            download._finish(final, part)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(part)
             raise
         finally:
             stream.close()
-        download._finish(final)
         logger.info(
             "cached %s/%s (%d bytes, %.2fs)", name, dist.filename, written, time.monotonic() - started
         )

@@ -1,0 +1,116 @@
+"""Real pip and uv installing through a mirror of the fake upstream, then again with it down."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nestegg_core import Mirror
+from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.testing import find_uv, installer_env, make_venv
+
+from .conftest import Faults, MirrorFactory
+
+pytestmark = pytest.mark.slow
+
+REQUIREMENTS = ["Top_Pkg[fancy]", "sdist.only", "py-filter"]
+
+
+@pytest.fixture
+def packages(upstream: PrivateIndex) -> None:
+    upstream.add("top-pkg", "1.0", requires_dist=["Dep.One>=1"], extras={"fancy": ["extra_dep"]})
+    upstream.add("dep-one", "1.0")
+    upstream.add("dep-one", "1.1", yanked="broken")
+    upstream.add("extra-dep", "0.5", sdist=False)
+    upstream.add("sdist-only", "1.0", wheel=False)
+    upstream.add("py-filter", "1.0", requires_python=">=3.8")
+    upstream.add("py-filter", "2.0", requires_python=">=4")
+
+
+def installed(python: Path) -> dict[str, str]:
+    script = (
+        "import importlib.metadata as m; "
+        "print('\\n'.join(f'{d.name}=={d.version}' for d in m.distributions()))"
+    )
+    out = subprocess.run([str(python), "-c", script], capture_output=True, text=True, check=True).stdout
+    return dict(line.lower().replace("_", "-").split("==") for line in out.split())
+
+
+EXPECTED = {
+    "top-pkg": "1.0",
+    "dep-one": "1.0",  # 1.1 is yanked
+    "extra-dep": "0.5",
+    "sdist-only": "1.0",
+    "py-filter": "1.0",  # 2.0 needs Python 4
+}
+
+
+def pip_install(python: Path, index_url: str) -> subprocess.CompletedProcess[str]:
+    command = [str(python), "-m", "pip", "install", "-v", "--no-cache-dir", *REQUIREMENTS]
+    return subprocess.run(command, env=installer_env(index_url), capture_output=True, text=True, check=False)
+
+
+def uv_install(python: Path, index_url: str) -> subprocess.CompletedProcess[str]:
+    uv = find_uv()
+    assert uv is not None
+    command = [uv, "pip", "install", "--no-cache", "--python", str(python), *REQUIREMENTS]
+    return subprocess.run(command, env=installer_env(index_url), capture_output=True, text=True, check=False)
+
+
+@pytest.mark.usefixtures("packages")
+def test_pip_and_uv_install_through_the_mirror_then_offline(
+    tmp_path: Path, make_mirror: MirrorFactory, faults: Faults, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="nestegg_core.access")
+    mirror = make_mirror(ttl=0)
+    for name, install in (("pip", pip_install), ("uv", uv_install)):
+        python = make_venv(tmp_path / f"venv-{name}")
+        result = install(python, mirror.index_url)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert EXPECTED.items() <= installed(python).items(), name
+    # both clients took metadata from the PEP 658 files, not from whole wheels
+    access = "\n".join(r.getMessage() for r in caplog.records)
+    assert '.whl.metadata" 200' in access
+    assert faults.count(prefix="/files/dep-one/dep_one-1.1") == 0  # the yanked release never fetched
+
+    # the upstream goes down: everything comes from the cache
+    faults.status = 503
+    faults.reset()
+    for name, install in (("pip", pip_install), ("uv", uv_install)):
+        python = make_venv(tmp_path / f"venv-{name}-offline")
+        result = install(python, mirror.index_url)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert EXPECTED.items() <= installed(python).items(), name
+    assert all(seen.path.startswith("/simple/") for seen in faults.seen)
+
+
+@pytest.mark.usefixtures("packages")
+def test_hash_checking_mode(tmp_path: Path, mirror: Mirror, upstream: PrivateIndex) -> None:
+    # pip's --require-hashes compares against what the mirror serves: it must be the upstream's hash
+    page = upstream.mirror.repository.private.page("dep-one")  # type: ignore[arg-type]
+    assert page is not None
+    wheel = next(d for d in page.files if d.filename.endswith(".whl") and d.version == "1.0")
+    requirements = tmp_path / "req.txt"
+    requirements.write_text(f"dep-one==1.0 --hash=sha256:{wheel.sha256}\n")
+    python = make_venv(tmp_path / "venv")
+    command = [
+        str(python),
+        "-m",
+        "pip",
+        "install",
+        "--no-cache-dir",
+        "--only-binary=:all:",
+        "-r",
+        str(requirements),
+    ]
+    result = subprocess.run(
+        command,
+        env=installer_env(mirror.index_url),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
