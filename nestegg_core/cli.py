@@ -1,8 +1,13 @@
-"""The ``nestegg`` command (also ``python -m nestegg_core``)."""
+"""The ``nestegg`` command (also ``python -m nestegg_core``).
+
+Each concern registers its sub-commands in :data:`COMMANDS` as a module path whose module has
+``add_commands(subparsers)``; a sub-command parser sets ``func`` (``(args) -> int``) as default.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -14,6 +19,9 @@ from .server import Mirror, describe
 
 logger = logging.getLogger(__name__)
 
+#: modules that add sub-commands (``serve`` is here)
+COMMANDS: list[str] = []
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -23,24 +31,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (twice: debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     parser.add_argument(
-        "--config", metavar="FILE",
+        "--config",
+        metavar="FILE",
         help="nestegg.yml to read (default: $NESTEGG_CONFIG, ./nestegg.yml, ~/nestegg.yml, "
         "then the user config dir)",
-    )  # fmt: skip
-    parser.add_argument("--cache-dir", metavar="DIR", help="the nest: cache and private store (nestegg_dir)")
-    parser.add_argument(
-        "--index-url", metavar="URL", help="upstream Simple API (default: the index pip uses)"
     )
+    parser.add_argument("--cache-dir", metavar="DIR", help="the nest: cache and private store (nestegg_dir)")
+    parser.add_argument("--index-url", metavar="URL", help="upstream Simple API (default: the index pip uses)")
     parser.add_argument("--offline", action="store_true", default=None, help="never ask the upstream")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the mirror (the default command)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, help="port to listen on (default 7654; 0 picks a free one)")
     serve.add_argument("--threads", type=int, help="worker threads (default 16)")
+    serve.set_defaults(func=_serve)
+    for module in COMMANDS:
+        importlib.import_module(module).add_commands(commands)
     return parser
 
 
 def config_from(args: argparse.Namespace) -> Config:
+    """The config the global options (and ``serve``'s) name."""
     return load_config(
         args.config,
         nestegg_dir=args.cache_dir,
@@ -53,25 +64,24 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (2 for errors a user can fix)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args([*argv, "serve"])
     _configure_logging(args.verbose, args.quiet)
     try:
-        if args.command in (None, "serve"):
-            if args.command is None:
-                args = parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "serve"])
-            return serve(config_from(args))
-        parser.error(f"unknown command {args.command!r}")  # argparse exits
+        return int(args.func(args))
     except NesteggError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return 0
 
 
-def serve(config: Config) -> int:
-    mirror = Mirror(config).bind()
+def _serve(args: argparse.Namespace) -> int:
+    mirror = Mirror(config_from(args)).bind()
     logger.info("%s", describe(mirror))
     mirror.serve_forever()
     logger.info("nestegg stopped")
