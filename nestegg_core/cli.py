@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         "then the user config dir)",
     )
     parser.add_argument("--cache-dir", metavar="DIR", help="the nest: cache and private store (nestegg_dir)")
-    parser.add_argument("--index-url", metavar="URL", help="upstream Simple API (default: the index pip uses)")
+    parser.add_argument(
+        "--index-url", metavar="URL", help="upstream Simple API (default: the index pip uses)"
+    )
     parser.add_argument("--offline", action="store_true", default=None, help="never ask the upstream")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the mirror (the default command)")
