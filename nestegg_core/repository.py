@@ -61,7 +61,7 @@ class Repository:
                 else HttpFetcher(config.upstream_url, timeout=config.timeout)
             )
         self.fetcher = fetcher
-        self.store = CacheStore(config.nestegg_dir)
+        self.store = CacheStore(config.nestegg_dir, config.upstream_url)
         self.mirror = MirrorIndex(self.store, fetcher, ttl=config.ttl, offline=config.offline)
         reserved = list(config.private_names)
         reserved += [b.name for b in config.source_builds if b.private]
@@ -70,6 +70,9 @@ class Repository:
         self.downloads = Downloads(self.store, fetcher, on_cached=self.mirror.cached)
         #: called with a name before its private page is read (on-demand source builds)
         self.before_private: Callable[[NormalizedName], None] | None = None
+        #: the URL clients reach this index at, once known (``Mirror.bind`` sets it); source builds
+        #: point their build environment at it
+        self.index_url: str | None = None
         self._rendered: OrderedDict[tuple[str, str], Rendered] = OrderedDict()
         self._render_lock = threading.Lock()
         self._metadata_locks: dict[str, threading.Lock] = {}

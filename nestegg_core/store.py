@@ -1,13 +1,14 @@
 """The on-disk cache: where pages, files and their records live, written so a crash loses nothing.
 
-Layout under the nestegg dir (one dir shared by every process of the user)::
+Layout under the nestegg dir (one dir shared by every process of the user), with one ``<upstream>``
+folder per upstream index (see :func:`upstream_key`), so that two indexes never mix::
 
-    mirror/pages/<name>.json            upstream page state (validators, time, files)
-    mirror/files/<name>/<filename>      cached distribution files, complete and verified
-    mirror/files/<name>/<filename>.json the record of a cached file (hashes, size, metadata hash)
-    mirror/files/<name>/<filename>.metadata   PEP 658 core metadata of a cached file
-    mirror/files/<name>/.<filename>.<pid>.<n>.part   a download in progress
-    locks/<name>/<filename>.lock        inter-process locks (filelock)
+    mirror/<upstream>/pages/<name>.json            page state (validators, time, files)
+    mirror/<upstream>/files/<name>/<filename>      cached distribution files, complete and verified
+    mirror/<upstream>/files/<name>/<filename>.json the record of a cached file (hashes, size, ...)
+    mirror/<upstream>/files/<name>/<filename>.metadata   PEP 658 core metadata of a cached file
+    mirror/<upstream>/files/<name>/.<filename>.<pid>.<n>.part   a download in progress
+    locks/<upstream>/<name>/<filename>.lock        inter-process locks (filelock)
 
 Every write goes to a temporary file in the same directory and is renamed into place.
 """
@@ -15,15 +16,18 @@ Every write goes to a temporary file in the same directory and is renamed into p
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from filelock import FileLock
 from packaging.utils import NormalizedName
@@ -107,14 +111,30 @@ class PageState:
         )
 
 
-class CacheStore:
-    """Paths and atomic reads and writes of the mirror cache."""
+def upstream_key(url: str) -> str:
+    """A folder name for an upstream index: readable, and unique by a hash of the URL.
 
-    def __init__(self, root: Path) -> None:
+    Credentials are left out, so a changed password keeps the cache.
+    """
+    parts = urlsplit(url)
+    netloc = parts.hostname or "local"
+    if parts.port:
+        netloc += f"_{parts.port}"
+    path = parts.path.rstrip("/")
+    readable = re.sub(r"[^A-Za-z0-9.]+", "-", f"{netloc}{path}").strip("-.")[:60]
+    digest = hashlib.sha256(f"{parts.scheme}://{netloc}{path}".encode()).hexdigest()[:8]
+    return f"{readable}-{digest}"
+
+
+class CacheStore:
+    """Paths and atomic reads and writes of the mirror cache of one upstream."""
+
+    def __init__(self, root: Path, upstream: str) -> None:
         self.root = root
-        self.pages = root / "mirror" / "pages"
-        self.files = root / "mirror" / "files"
-        self.locks = root / "locks"
+        self.key = upstream_key(upstream)
+        self.pages = root / "mirror" / self.key / "pages"
+        self.files = root / "mirror" / self.key / "files"
+        self.locks = root / "locks" / self.key
 
     # pages -------------------------------------------------------------------------------
 

@@ -30,8 +30,8 @@ def file_url(mirror: Mirror, filename: str) -> str:
     return f"{mirror.url}/files/pkg/{filename}"
 
 
-def cached(tmp_path: Path, filename: str) -> Path:
-    return tmp_path / "nest" / "mirror" / "files" / "pkg" / filename
+def cached(mirror: Mirror, filename: str) -> Path:
+    return mirror.repository.store.files / "pkg" / filename
 
 
 @pytest.mark.usefixtures("files")
@@ -110,19 +110,19 @@ def test_upstream_404_is_404(mirror: Mirror, http: requests.Session) -> None:
 
 @pytest.mark.parametrize("fault", ["corrupt", "truncate"])
 def test_bad_download_is_an_error_and_never_cached(
-    tmp_path: Path, mirror: Mirror, faults: Faults, files: dict[str, str], http: requests.Session, fault: str
+    mirror: Mirror, faults: Faults, files: dict[str, str], http: requests.Session, fault: str
 ) -> None:
     wheel = next(f for f in files if f.endswith(".whl") and "1.0" in f)
     getattr(faults, fault).add(f"/files/pkg/{wheel}")
     http.get(mirror.index_url + "pkg/")
     with pytest.raises(requests.exceptions.ChunkedEncodingError):  # broken off before the last byte
         http.get(file_url(mirror, wheel))
-    assert not cached(tmp_path, wheel).exists()
-    assert not list(cached(tmp_path, wheel).parent.glob(".*.part"))
+    assert not cached(mirror, wheel).exists()
+    assert not list(cached(mirror, wheel).parent.glob(".*.part"))
     getattr(faults, fault).clear()
     body = http.get(file_url(mirror, wheel)).content
     assert hashlib.sha256(body).hexdigest() == files[wheel]
-    assert cached(tmp_path, wheel).is_file()
+    assert cached(mirror, wheel).is_file()
 
 
 def test_concurrent_first_requests_make_one_download(
