@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any
 
 from packaging.utils import (
@@ -142,10 +143,12 @@ class ProjectPage:
         return cls(name=canonicalize_name(name), files=files, versions=tuple(seen))
 
     def file(self, filename: str) -> DistFile | None:
-        for dist in self.files:
-            if dist.filename == filename:
-                return dist
-        return None
+        return self._by_filename.get(filename)
+
+    @cached_property
+    def _by_filename(self) -> dict[str, DistFile]:
+        # pages with thousands of files are asked for one file per request
+        return {dist.filename: dist for dist in self.files}
 
     def merged(self, first: Iterable[DistFile]) -> ProjectPage:
         """This page with ``first`` in front; a file of ``first`` hides one of the same name here."""

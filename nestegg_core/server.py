@@ -79,6 +79,7 @@ class Mirror:
         """Open the listening socket (raises :class:`NesteggError` if it cannot) without serving."""
         if self._server is None:
             self._server = make_server(self.served, self.config)
+            self.repository.index_url = self.index_url
         return self
 
     def start(self) -> Mirror:
@@ -99,10 +100,14 @@ class Mirror:
                 self.stop()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving: close every connection (keep-alive ones too) and join the threads."""
+        """Stop serving: finish running requests, close every connection (idle keep-alive ones
+        too) and join the threads; returns within about ``2 * timeout``."""
         server, self._server = self._server, None
         if server is None:
             return
+        # the workers first: one that finishes a response pokes the event loop, which must
+        # still be there
+        server.task_dispatcher.shutdown(timeout=timeout)
         thread, self._thread = self._thread, None
         if thread is not None and thread.is_alive():
             # close from inside the event loop: its map empties and run() returns
@@ -110,7 +115,6 @@ class Mirror:
             thread.join(timeout)
         else:
             _close_all(server)
-        server.task_dispatcher.shutdown(timeout=timeout)
 
     def __enter__(self) -> Mirror:
         return self.start()

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
 import urllib3
@@ -86,6 +86,12 @@ class HttpFetcher:
         self.index_url = index_url.rstrip("/") + "/"
         self.timeout = timeout
         self._local = threading.local()
+        parts = urlsplit(self.index_url)
+        self._host = (parts.hostname, parts.port)
+        # files on the index's own host get the index's credentials, as pip gives them
+        self._auth = (
+            (unquote(parts.username), unquote(parts.password or "")) if parts.username is not None else None
+        )
 
     @property
     def session(self) -> requests.Session:
@@ -122,7 +128,9 @@ class HttpFetcher:
             )
 
     def open(self, url: str) -> FileStream:
-        response = self._get(url, headers={"Accept-Encoding": "identity"}, stream=True)
+        response = self._get(
+            url, headers={"Accept-Encoding": "identity"}, stream=True, auth=self._auth_for(url)
+        )
         if response.status_code != 200:
             response.close()
             if response.status_code in (404, 410):
@@ -130,9 +138,22 @@ class HttpFetcher:
             raise UpstreamError(f"upstream answered {mask_url(url)} with HTTP {response.status_code}")
         return _ResponseStream(response, url)
 
-    def _get(self, url: str, *, headers: dict[str, str], stream: bool = False) -> requests.Response:
+    def _auth_for(self, url: str) -> tuple[str, str] | None:
+        parts = urlsplit(url)
+        if self._auth is None or parts.username is not None or (parts.hostname, parts.port) != self._host:
+            return None
+        return self._auth
+
+    def _get(
+        self,
+        url: str,
+        *,
+        headers: dict[str, str],
+        stream: bool = False,
+        auth: tuple[str, str] | None = None,
+    ) -> requests.Response:
         try:
-            return self.session.get(url, headers=headers, timeout=self.timeout, stream=stream)
+            return self.session.get(url, headers=headers, timeout=self.timeout, stream=stream, auth=auth)
         except requests.Timeout:
             raise UpstreamTimeout(f"upstream {mask_url(url)} did not answer in {self.timeout:g}s") from None
         except requests.RequestException as exc:
