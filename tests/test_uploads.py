@@ -1,0 +1,290 @@
+"""Uploads: the legacy upload API as twine and uv publish use it, and every refusal PyPI would give."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from nestegg_core import Mirror
+from nestegg_core.auth import set_password
+from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.testing import find_uv, installer_env, make_venv
+
+from .conftest import MirrorFactory
+
+USER, PASSWORD = "alice", "correct horse"
+WRONG = "not the password"
+JSON = "application/vnd.pypi.simple.v1+json"
+
+
+def run(command: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture
+def users(tmp_path: Path) -> Path:
+    path = tmp_path / "users.txt"
+    set_password(path, USER, PASSWORD)
+    return path
+
+
+@pytest.fixture
+def server(make_mirror: MirrorFactory, users: Path) -> Mirror:
+    return make_mirror(credentials_file=users)
+
+
+@pytest.fixture
+def dists(tmp_path: Path) -> Path:
+    return tmp_path / "dists"
+
+
+def wheel(dists: Path, name: str = "up-pkg", version: str = "1.0", **spec: Any) -> Path:
+    return make_wheel(PackageSpec(name=name, version=version, **spec), dists)
+
+
+def form(path: Path, **changes: str | None) -> dict[str, str]:
+    """The fields twine sends for ``path``, with ``changes`` (None drops a field)."""
+    name, version = path.name.split("-")[:2]
+    version = version.removesuffix(".tar.gz")
+    fields: dict[str, str | None] = {
+        ":action": "file_upload",
+        "protocol_version": "1",
+        "metadata_version": "2.1",
+        "name": name.replace("_", "-"),
+        "version": version,
+        "filetype": "bdist_wheel" if path.name.endswith(".whl") else "sdist",
+        "pyversion": "py3" if path.name.endswith(".whl") else "source",
+        "sha256_digest": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "blake2_256_digest": hashlib.blake2b(path.read_bytes(), digest_size=32).hexdigest(),
+    }
+    fields.update(changes)
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def post(
+    server: Mirror,
+    path: Path,
+    *,
+    filename: str | None = None,
+    auth: tuple[str, str] | None = (USER, PASSWORD),
+    url: str = "/legacy/",
+    **changes: str | None,
+) -> requests.Response:
+    with requests.Session() as session:
+        session.trust_env = False
+        files = {"content": (filename or path.name, path.read_bytes(), "application/octet-stream")}
+        return session.post(
+            server.url + url, data=form(path, **changes), files=files, auth=auth, allow_redirects=False
+        )
+
+
+# the happy paths ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["/legacy/", "/legacy", "/"])
+def test_upload_at_every_endpoint_without_redirect(server: Mirror, dists: Path, url: str) -> None:
+    path = wheel(dists)
+    answer = post(server, path, url=url)
+    assert answer.status_code == 200, answer.text
+    assert answer.text == f"published {path.name}\n"
+    page = requests.get(server.url + "/simple/up-pkg/", headers={"Accept": JSON}, timeout=30)
+    files = page.json()["files"]
+    assert [f["filename"] for f in files] == [path.name]
+    assert files[0]["hashes"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert files[0]["core-metadata"]  # the wheel's METADATA is served (PEP 658)
+
+
+def test_same_bytes_again_change_nothing(server: Mirror, dists: Path) -> None:
+    path = wheel(dists)
+    assert post(server, path).status_code == 200
+    record = server.repository.private.page("up-pkg").files[0]
+    again = post(server, path)
+    assert again.status_code == 200
+    assert "nothing changed" in again.text
+    assert server.repository.private.page("up-pkg").files[0] == record
+
+
+def test_token_user_uploads(server: Mirror, dists: Path) -> None:
+    assert post(server, wheel(dists), auth=("__token__", PASSWORD)).status_code == 200
+
+
+# refusals -----------------------------------------------------------------------------------
+
+
+def test_other_bytes_under_a_known_filename(server: Mirror, dists: Path, tmp_path: Path) -> None:
+    assert post(server, wheel(dists)).status_code == 200
+    other = wheel(tmp_path / "other", summary="different bytes, same filename")
+    answer = post(server, other)
+    assert answer.status_code == 400
+    assert answer.reason.startswith("File already exists ('up_pkg-1.0-py3-none-any.whl')")
+    assert answer.text.startswith("File already exists")
+
+
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        (None, "uploads need credentials"),
+        ((USER, "wrong"), "invalid credentials for user 'alice'"),
+        (("mallory", PASSWORD), "invalid credentials for user 'mallory'"),
+        (("__token__", "wrong"), "invalid credentials for user '__token__'"),
+    ],
+)
+def test_credentials_are_required(
+    server: Mirror, dists: Path, auth: tuple[str, str] | None, message: str
+) -> None:
+    answer = post(server, wheel(dists), auth=auth)
+    assert answer.status_code == 403
+    assert answer.reason == message or answer.reason.startswith(message)
+    assert server.repository.private.page("up-pkg") is None
+
+
+def test_no_credentials_file_means_no_uploads(make_mirror: MirrorFactory, dists: Path) -> None:
+    answer = post(make_mirror(), wheel(dists))
+    assert answer.status_code == 403
+    assert "set credentials_file in nestegg.yml" in answer.reason
+    assert "nestegg passwd USER" in answer.text
+
+
+@pytest.mark.parametrize(
+    ("filename", "changes", "message"),
+    [
+        ("other_pkg-1.0-py3-none-any.whl", {}, "filename 'other_pkg-1.0-py3-none-any.whl' does not match"),
+        ("up_pkg-2.0-py3-none-any.whl", {}, "does not match project 'up-pkg' version '1.0'"),
+        ("up_pkg-1.0.exe", {}, "invalid distribution filename 'up_pkg-1.0.exe'"),
+        ("up-pkg-1.0-py3-none-any.whl", {}, "invalid distribution filename"),
+        (None, {"sha256_digest": "0" * 64}, "sha256_digest '000"),
+        (None, {"blake2_256_digest": "f" * 64}, "blake2_256_digest 'fff"),
+        (None, {"md5_digest": "abc"}, "md5_digest 'abc' does not match"),
+        (None, {"filetype": "sdist"}, "filetype 'sdist' does not match"),
+        (None, {":action": "submit"}, "unsupported :action 'submit'"),
+        (None, {"protocol_version": "2"}, "unsupported protocol_version '2'"),
+        (None, {"name": None}, "missing or invalid project name None"),
+        (None, {"name": "bad name!"}, "missing or invalid project name 'bad name!'"),
+        (None, {"version": "not a version"}, "missing or invalid version 'not a version'"),
+    ],
+)
+def test_bad_uploads_are_400(
+    server: Mirror, dists: Path, filename: str | None, changes: dict[str, str | None], message: str
+) -> None:
+    answer = post(server, wheel(dists), filename=filename, **changes)
+    assert answer.status_code == 400
+    assert message in answer.reason
+    assert message in answer.text
+    assert server.repository.private.names() == []
+
+
+def test_wheel_with_metadata_of_another_project(server: Mirror, dists: Path) -> None:
+    path = wheel(dists, name="real-name")
+    renamed = path.with_name("up_pkg-1.0-py3-none-any.whl")
+    path.rename(renamed)
+    answer = post(server, renamed, name="up-pkg")
+    assert answer.status_code == 400
+    assert "holds metadata of project 'real-name'" in answer.reason
+
+
+def test_too_large(make_mirror: MirrorFactory, users: Path, dists: Path) -> None:
+    server = make_mirror(credentials_file=users, max_upload_size=10_000)
+    answer = post(server, wheel(dists, payload_size=20_000))
+    assert answer.status_code == 413
+    assert "over the limit of 10000 bytes (max_upload_size)" in answer.reason
+    assert not list((server.config.nestegg_dir / "tmp" / "uploads").iterdir())
+    assert post(server, wheel(dists, name="small")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "message"),
+    [
+        ("application/json", b"{}", "expected a multipart/form-data body"),
+        ("multipart/form-data", b"", "expected a multipart/form-data body with a boundary"),
+        ("multipart/form-data; boundary=xyz", b"--xyz\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nb",
+         "malformed multipart/form-data body"),
+        ("multipart/form-data; boundary=xyz", b"garbage", "malformed multipart/form-data body"),
+        ("multipart/form-data; boundary=xyz", b"--xyz--\r\n", "unsupported :action None"),
+    ],
+)  # fmt: skip
+def test_malformed_bodies(server: Mirror, content_type: str, body: bytes, message: str) -> None:
+    answer = requests.post(
+        server.url + "/legacy/",
+        data=body,
+        headers={"Content-Type": content_type},
+        auth=(USER, PASSWORD),
+        timeout=30,
+    )
+    assert answer.status_code == 400
+    assert message in answer.reason
+
+
+# real clients -------------------------------------------------------------------------------
+
+
+def twine(server: Mirror, *paths: Path, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
+        "--repository-url", f"{server.url}/legacy/", "--username", USER, "--password", password,
+        *map(str, paths),
+    ]  # fmt: skip
+    env = installer_env(PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
+    env = {k: v for k, v in env.items() if not k.startswith("TWINE_")}
+    return run(command, env=env)
+
+
+def uv_publish(server: Mirror, *paths: Path, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
+    uv = find_uv()
+    assert uv is not None
+    command = [
+        uv, "publish", "--publish-url", f"{server.url}/legacy/", "--username", USER, "--password", password,
+        *map(str, paths),
+    ]  # fmt: skip
+    return run(command, env=installer_env())
+
+
+@pytest.mark.slow
+def test_twine_and_uv_publish_then_pip_and_uv_install(server: Mirror, dists: Path, tmp_path: Path) -> None:
+    twined = [
+        make_wheel(PackageSpec(name="Twined.Pkg", version="1.0", requires_dist=["uv-published>=2"]), dists),
+        make_sdist(PackageSpec(name="Twined.Pkg", version="1.0"), dists),
+    ]
+    published = [
+        make_wheel(PackageSpec(name="uv_published", version="2.0"), dists),
+        make_sdist(PackageSpec(name="uv_published", version="2.0"), dists),
+    ]
+    done = twine(server, *twined)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = uv_publish(server, *published)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    # the same files again: 200, nothing changes, both clients are content
+    assert twine(server, *twined).returncode == 0
+    assert uv_publish(server, *published).returncode == 0
+
+    # other bytes: twine shows the reason phrase, uv the body
+    other = make_wheel(PackageSpec(name="Twined.Pkg", version="1.0", summary="changed"), tmp_path / "o")
+    refused = twine(server, other)
+    assert refused.returncode != 0
+    assert "400" in refused.stderr + refused.stdout
+    assert "File already exists" in refused.stderr + refused.stdout
+    refused = twine(server, other, password=WRONG)
+    assert "403" in refused.stderr + refused.stdout
+    refused = uv_publish(server, other, password=WRONG)
+    assert refused.returncode != 0
+    assert "invalid credentials for user 'alice'" in refused.stderr
+
+    python = make_venv(tmp_path / "venv")
+    pip = [str(python), "-m", "pip", "install", "--no-cache-dir", "twined-pkg==1.0"]
+    done = run(pip, env=installer_env(server.index_url))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "uv_published-2.0-py3-none-any.whl" in done.stdout
+    uv = find_uv()
+    assert uv is not None
+    command = [uv, "pip", "install", "--no-cache", "--python", str(python), "--reinstall", "--no-binary",
+               "uv-published", "twined-pkg"]  # fmt: skip
+    done = run(command, env=installer_env(server.index_url))
+    assert done.returncode == 0, done.stdout + done.stderr
+    check = [str(python), "-c", "import twined_pkg, uv_published; print(uv_published.__version__)"]
+    assert run(check).stdout.strip() == "2.0"
