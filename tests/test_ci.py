@@ -1,0 +1,424 @@
+"""CI of source builds: settings, the run history, polling, runs, the trigger URL and ``nestegg ci``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from nestegg_core import Mirror
+from nestegg_core.ci import remote_head, tox_results
+from nestegg_core.cli import main
+from nestegg_core.config import CISettings, Config, SourceBuild, load_config, parse_config
+from nestegg_core.errors import BuildError, ConfigError
+from nestegg_core.runs import MAX_LOG, EnvResult, RunStore, cap_log
+from nestegg_core.vcs import find_hg
+
+TOKEN = "s3cret-token-for-tests"  # noqa: S105 - a test token
+GIT = [
+    "git",
+    "-c",
+    "user.name=nestegg",
+    "-c",
+    "user.email=nestegg@example.invalid",
+    "-c",
+    "init.defaultBranch=main",
+]
+TOX_INI = """\
+[tox]
+env_list = check
+[testenv:check]
+skip_install = true
+commands = python -c "import pathlib, sys; sys.exit(pathlib.Path('verdict').read_text().strip() != 'pass')"
+"""
+
+
+# settings -----------------------------------------------------------------------------------------
+
+
+def _build_config(ci: object, **top: object) -> dict[str, object]:
+    build = {"name": "demo", "repo_type": "git", "repo_url": "/nowhere", "ci": ci}
+    return {"nestegg": {"source_builds": [build], **top}}
+
+
+def test_ci_settings_parse() -> None:
+    config = parse_config(
+        _build_config({"command": "tox -e py", "watch": ["main", "1.0"], "interval": 60, "timeout": 10}),
+    )
+    assert config.source_builds[0].ci == CISettings(
+        command="tox -e py", watch=("main", "1.0"), interval=60.0, timeout=10.0
+    )
+    assert parse_config(_build_config(True)).source_builds[0].ci == CISettings()
+    assert parse_config(_build_config(False)).source_builds[0].ci is None
+    assert parse_config(_build_config({"watch": "main"})).source_builds[0].ci == CISettings(watch=("main",))
+    top = parse_config(_build_config(True, ci_token=TOKEN, ci_jobs=2))
+    assert (top.ci_token, top.ci_jobs) == (TOKEN, 2)
+
+
+@pytest.mark.parametrize(
+    ("ci", "top", "message"),
+    [
+        ({"command": "tox 'unclosed"}, {}, "nestegg.source_builds[0].ci.command: cannot split"),
+        ({"command": ""}, {}, "nestegg.source_builds[0].ci.command: expected a non-empty string"),
+        (
+            {"watch": ["ok", "-bad"]},
+            {},
+            "nestegg.source_builds[0].ci.watch[1]: '-bad' is not a branch or tag",
+        ),
+        ({"interval": "soon"}, {}, "nestegg.source_builds[0].ci.interval: expected a number of seconds"),
+        ({"timeout": 0}, {}, "nestegg.source_builds[0].ci.timeout: expected a number of seconds > 0"),
+        ({"when": "daily"}, {}, "nestegg.source_builds[0].ci.when: unknown key 'when'"),
+        ("often", {}, "nestegg.source_builds[0].ci: expected a mapping, got str 'often'"),
+        (True, {"ci_token": "short"}, "nestegg.ci_token: expected a token of at least 16 characters, got 5"),
+        (True, {"ci_jobs": 0}, "nestegg.ci_jobs: expected an integer >= 1, got 0"),
+    ],
+)
+def test_ci_settings_errors_name_file_key_and_value(
+    tmp_path: Path, ci: object, top: dict[str, object], message: str
+) -> None:
+    path = tmp_path / "nestegg.yml"
+    path.write_text(json.dumps(_build_config(ci, **top)))  # JSON is YAML
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: {message}")
+    assert "\n" not in text
+    assert "short" not in text  # a token is never shown
+
+
+# pure parts -----------------------------------------------------------------------------------------
+
+
+def test_tox_results(tmp_path: Path) -> None:
+    path = tmp_path / "result.json"
+    path.write_text(
+        json.dumps(
+            {
+                "testenvs": {
+                    ".pkg": {},
+                    "py": {"result": {"success": True, "exit_code": 0, "duration": 1.5}},
+                    "lint": {"result": {"success": False, "exit_code": 3, "duration": 0.25}},
+                    "old": {"result": {"success": True, "exit_code": 0, "skipped": True}},
+                }
+            }
+        )
+    )
+    assert tox_results(path) == (
+        EnvResult(name="py", outcome="passed", exit_code=0, duration=1.5),
+        EnvResult(name="lint", outcome="failed", exit_code=3, duration=0.25),
+        EnvResult(name="old", outcome="skipped", exit_code=0, duration=None),
+    )
+    path.write_text("not json")
+    assert tox_results(path) == ()
+    assert tox_results(tmp_path / "missing.json") == ()
+
+
+def test_cap_log_keeps_head_and_tail() -> None:
+    assert cap_log("short") == "short"
+    text = "a" * MAX_LOG + "b" * 1000
+    capped = cap_log(text)
+    assert len(capped) < len(text)
+    assert capped.startswith("a" * 1000)
+    assert capped.endswith("b" * 1000)
+    assert "characters cut" in capped
+
+
+def test_run_store_history_survives_reopening(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    first, new = store.queue("demo", "main", "a" * 40, "poll")
+    assert new
+    again, new = store.queue("demo", "main", "b" * 40, "poll")
+    assert (again.id, new) == (first.id, False)  # one queued run per project and ref
+    store.start(first.id)
+    store.finish(first.id, outcome="passed", log="all good\n", duration=1.0, exit_code=0,
+                 envs=[EnvResult(name="py", outcome="passed", exit_code=0)])  # fmt: skip
+    second, _ = store.queue("demo", "main", "b" * 40, "trigger")
+    store.start(second.id)
+    store.finish(second.id, outcome="failed", log="boom\n", duration=2.0, exit_code=1)
+    assert store.tested("demo", "main", "a" * 40)
+    # a second poller (another process) never queues a tested commit again
+    assert store.queue("demo", "main", "a" * 40, "poll", untested=True) == (store.get(first.id), False)
+    assert not store.tested("demo", "main", "c" * 40)
+    store.close()
+
+    reopened = RunStore(tmp_path)
+    assert reopened.count() == reopened.count("demo") == 2
+    assert [run.outcome for run in reopened.runs("demo")] == ["failed", "passed"]
+    assert reopened.latest(["demo", "other"])["demo"].id == second.id
+    assert reopened.log(first.id) == "all good\n"
+    assert reopened.get(first.id).envs == (EnvResult(name="py", outcome="passed", exit_code=0),)  # type: ignore[union-attr]
+    # a run left running by a process that is gone is interrupted when CI starts again
+    stale, _ = reopened.queue("demo", "main", "d" * 40, "poll")
+    with reopened._write() as db:
+        db.execute("UPDATE runs SET owner = '999999999:dead' WHERE id = ?", (stale.id,))
+    assert reopened.interrupt_unfinished() == 1
+    assert reopened.get(stale.id).outcome == "interrupted"  # type: ignore[union-attr]
+    assert not reopened.tested("demo", "main", "d" * 40)  # so that it is tested again
+    reopened.close()
+
+
+# a real repository ------------------------------------------------------------------------------------
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        [*GIT, "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _commit(repo: Path, verdict: str) -> str:
+    (repo / "verdict").write_text(verdict + "\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "--quiet", "-m", f"tests {verdict}")
+    return _git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    subprocess.run([*GIT, "init", "--quiet", str(repo)], check=True)
+    (repo / "tox.ini").write_text(TOX_INI)
+    return repo
+
+
+def _seed_config(tmp_path: Path, repo: Path, ci: str) -> Path:
+    """A config in the shape of the seed's README, with the CI keys added."""
+    path = tmp_path / "nestegg.yml"
+    path.write_text(
+        textwrap.dedent(f"""\
+            nestegg:
+              nestegg_dir: {tmp_path / "nest"}
+              port: 0
+              offline: yes
+              index-url: http://127.0.0.1:9/simple
+              ci_token: {TOKEN}
+              source_builds:
+                - name: My_Package
+                  repo_type: git
+                  repo_url: {repo}
+                  private: yes
+                  versions:
+                    - version: 1.0.0
+                      tag: 1.0.0
+                      dist_file: my_package-1.0.0.tar.gz
+                  ci: {ci}
+            """)
+    )
+    return path
+
+
+def _wait_for(predicate: Callable[[], object], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.1)
+
+
+def _runs(http: requests.Session, mirror: Mirror) -> list[dict[str, Any]]:
+    response = http.get(f"{mirror.url}/ui/ci/my-package?format=json")
+    assert response.status_code == 200
+    return response.json()["runs"]  # type: ignore[no-any-return]
+
+
+def _envs(run: dict[str, Any]) -> list[tuple[str, str, int]]:
+    return [(env["name"], env["outcome"], env["exit_code"]) for env in run["envs"]]
+
+
+def _finished(http: requests.Session, mirror: Mirror, count: int) -> Callable[[], bool]:
+    def check() -> bool:
+        runs = _runs(http, mirror)
+        return len(runs) >= count and all(run["outcome"] not in ("queued", "running") for run in runs)
+
+    return check
+
+
+@pytest.fixture
+def mirrors() -> Iterator[list[Mirror]]:
+    started: list[Mirror] = []
+    yield started
+    for mirror in started:
+        mirror.stop()
+
+
+@pytest.mark.slow
+def test_polled_commits_trigger_and_restart(
+    tmp_path: Path, git_repo: Path, http: requests.Session, mirrors: list[Mirror]
+) -> None:
+    passing = _commit(git_repo, "pass")
+    config_path = _seed_config(tmp_path, git_repo, '{command: "tox -e check", watch: [main], interval: 0.2}')
+    mirror = Mirror(load_config(config_path)).start()
+    mirrors.append(mirror)
+
+    _wait_for(_finished(http, mirror, 1))
+    failing = _commit(git_repo, "fail")
+    _wait_for(_finished(http, mirror, 2))
+    second, first = _runs(http, mirror)
+    assert (first["commit"], first["ref"], first["trigger"], first["outcome"]) == (
+        passing,
+        "main",
+        "poll",
+        "passed",
+    )
+    assert _envs(first) == [("check", "passed", 0)]
+    assert (second["commit"], second["outcome"], second["exit_code"]) == (failing, "failed", 1)
+    assert _envs(second) == [("check", "failed", 1)]
+    log = http.get(f"{mirror.url}/ui/ci/my-package/{second['id']}/log").text
+    assert f"# commit {failing}" in log
+    assert "check: FAIL" in log
+    assert f"installs from {mirror.index_url}" in log
+
+    # the trigger URL: a token is needed, and the name must be a source build
+    trigger = f"{mirror.url}/ci/trigger/My_Package"
+    assert http.post(trigger).status_code == 403
+    assert http.post(trigger, headers={"Authorization": "Bearer wrong-token-wrong-token"}).status_code == 403
+    assert http.post(f"{mirror.url}/ci/trigger/nope", headers={"X-Nestegg-Token": TOKEN}).status_code == 404
+    refused = http.post(trigger + "?ref=other", headers={"X-Nestegg-Token": TOKEN})
+    assert refused.status_code == 400
+    assert "'other' is not watched" in refused.text
+    answer = http.post(trigger, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 202
+    (queued,) = answer.json()["runs"]
+    assert queued["url"] == f"/ui/ci/my-package/{queued['id']}"
+    _wait_for(_finished(http, mirror, 3))
+    third = _runs(http, mirror)[0]
+    assert (third["id"], third["trigger"], third["commit"], third["outcome"]) == (
+        queued["id"],
+        "trigger",
+        failing,
+        "failed",
+    )
+
+    # a restart keeps the history, and tests nothing it tested before
+    mirror.stop()
+    again = Mirror(load_config(config_path)).start()
+    mirrors.append(again)
+    time.sleep(1.0)  # a few polls
+    runs = _runs(http, again)
+    assert [run["outcome"] for run in runs] == ["failed", "failed", "passed"]
+    badge = http.get(f"{again.url}/ui/badge/my-package.svg")
+    assert badge.headers["Content-Type"].startswith("image/svg+xml")
+    assert "failing" in badge.text
+
+
+@pytest.mark.slow
+def test_hanging_run_times_out_while_serving_goes_on(
+    tmp_path: Path, git_repo: Path, http: requests.Session, mirrors: list[Mirror]
+) -> None:
+    _commit(git_repo, "pass")
+    pid_file = tmp_path / "hanging.pid"
+    script = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    command = shlex.join([sys.executable, "-c", script])
+    config_path = _seed_config(
+        tmp_path, git_repo, json.dumps({"command": command, "timeout": 1.5, "interval": 0})
+    )
+    mirror = Mirror(load_config(config_path)).start()
+    mirrors.append(mirror)
+    assert (
+        http.post(f"{mirror.url}/ci/trigger/my-package", headers={"X-Nestegg-Token": TOKEN}).status_code
+        == 202
+    )
+    _wait_for(pid_file.exists, 30)
+    started = time.monotonic()
+    assert http.get(f"{mirror.url}/health").status_code == 200  # serving does not wait for the run
+    assert http.get(f"{mirror.url}/ui/").status_code == 200
+    assert time.monotonic() - started < 1.0
+    _wait_for(_finished(http, mirror, 1), 30)
+    (run,) = _runs(http, mirror)
+    assert run["outcome"] == "timeout"
+    assert run["message"] == "stopped after the time limit of 1.5s"
+    pid = int(pid_file.read_text())
+    _wait_for(lambda: not _alive(pid), 10)  # the whole process group was stopped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_cli_runs_and_records(
+    tmp_path: Path,
+    git_repo: Path,
+    capsys: pytest.CaptureFixture[str],
+    http: requests.Session,
+    mirrors: list[Mirror],
+) -> None:
+    commit = _commit(git_repo, "pass")
+    config_path = _seed_config(tmp_path, git_repo, "{command: tox -e check, interval: 0}")
+    assert main(["--config", str(config_path), "ci", "my_package"]) == 0
+    out = capsys.readouterr().out
+    assert f"my-package HEAD {commit[:12]}: passed" in out
+    assert "check:passed" in out
+    assert main(["--config", str(config_path), "ci", "--new"]) == 0
+    assert "tested before" in capsys.readouterr().out
+    _commit(git_repo, "fail")
+    assert main(["--config", str(config_path), "ci"]) == 1
+    assert ": failed" in capsys.readouterr().out
+    assert main(["--config", str(config_path), "ci", "unknown"]) == 2
+    assert "'unknown' is not a source build" in capsys.readouterr().err
+    # the server shows what the command line recorded
+    mirror = Mirror(load_config(config_path)).start()
+    mirrors.append(mirror)
+    assert [run["trigger"] for run in _runs(http, mirror)] == ["cli", "cli"]
+
+
+def test_checkout_failure_is_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config_path = _seed_config(tmp_path, tmp_path / "no-such-repo", "{interval: 0}")
+    assert main(["--config", str(config_path), "ci", "my-package"]) == 1
+    assert ": error" in capsys.readouterr().out
+    store = RunStore(tmp_path / "nest")
+    (run,) = store.runs()
+    assert run.outcome == "error"
+    assert "no-such-repo" in store.log(run.id)
+    store.close()
+
+
+# polling --------------------------------------------------------------------------------------------
+
+
+def test_remote_head_git(git_repo: Path) -> None:
+    first = _commit(git_repo, "pass")
+    _git(git_repo, "tag", "-a", "v1", "-m", "annotated")
+    second = _commit(git_repo, "fail")
+    build = SourceBuild(name="demo", repo_type="git", repo_url=str(git_repo))  # type: ignore[arg-type]
+    assert remote_head(build, "HEAD") == second
+    assert remote_head(build, "main") == second
+    assert remote_head(build, "v1") == first  # the commit, not the annotated tag object
+    with pytest.raises(BuildError, match="no branch or tag 'nope'"):
+        remote_head(build, "nope")
+
+
+@pytest.mark.slow
+def test_remote_head_hg(tmp_path: Path) -> None:
+    hg = [find_hg(), "--config", "ui.username=nestegg <nestegg@example.invalid>"]
+    repo = tmp_path / "hgrepo"
+    env = {**os.environ, "HGPLAIN": "1"}
+    subprocess.run([*hg, "init", str(repo)], check=True, env=env)
+    (repo / "verdict").write_text("pass\n")
+    subprocess.run([*hg, "-R", str(repo), "commit", "-A", "-q", "-m", "one"], check=True, env=env)
+    node = subprocess.run([*hg, "-R", str(repo), "log", "-r", ".", "-T", "{node}"], check=True, env=env,
+                          capture_output=True, text=True).stdout  # fmt: skip
+    build = SourceBuild(name="demo", repo_type="hg", repo_url=str(repo))  # type: ignore[arg-type]
+    assert remote_head(build, "default") == node
+    with pytest.raises(BuildError, match="unknown revision 'nope'"):
+        remote_head(build, "nope")
+
+
+def test_no_ci_no_service(tmp_path: Path) -> None:
+    mirror = Mirror(Config(nestegg_dir=tmp_path, port=0, offline=True))
+    assert mirror.nest.services == []
+    assert "ci" not in mirror.nest.post_routes
