@@ -1,0 +1,380 @@
+"""The tox plugin's logic without tox: commands, settings, ports, variables, and a run's mirror."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from nestegg_core.config import Config
+from nestegg_core.errors import ConfigError, NesteggError
+from nestegg_core.mounts import PREFIX, upstream_key
+from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.store import upstream_key as store_key
+from nestegg_core.toxrun import (
+    PORT_FILE,
+    STABLE_PORTS,
+    Found,
+    Settings,
+    ToxRun,
+    command_installs,
+    found_settings,
+    install_variables,
+    load_tox_config,
+    port_candidates,
+    read_port,
+    resolve_settings,
+)
+
+from .conftest import Faults
+
+MAIN = "http://127.0.0.1:2/simple/"
+
+
+def fake_route(url: str | None) -> str:
+    """The mirror's URL for an index, as the tests expect it: main, or mounted by name."""
+    return MAIN if url is None else f"http://127.0.0.1:2/{PREFIX}/{url.split('//')[1].split('/')[0]}/simple/"
+
+
+# commands ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "only_lists", "installs"),
+    [
+        ("legacy", False, True),  # plain `tox`, `tox -e x`, `tox -p`
+        ("le", False, True),
+        ("legacy", True, False),  # `tox -l`, `tox -a`, `tox --showconfig`
+        ("run", False, True),
+        ("r", False, True),
+        ("run-parallel", False, True),
+        ("p", False, True),
+        ("exec", False, True),
+        ("e", False, True),
+        ("devenv", False, True),
+        ("d", False, True),
+        ("list", False, False),
+        ("l", False, False),
+        ("config", False, False),
+        ("c", False, False),
+        ("depends", False, False),
+        ("de", False, False),
+        ("quickstart", False, False),
+        ("schema", False, False),
+    ],
+)
+def test_which_commands_start_the_mirror(command: str, only_lists: bool, installs: bool) -> None:
+    assert command_installs(command, only_lists=only_lists) is installs
+
+
+# settings ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "keys", "expected"),
+    [
+        ({}, {}, Settings()),
+        ({"no_nestegg": True}, {}, Settings(enabled=False)),
+        ({}, {"enabled": False}, Settings(enabled=False)),
+        ({"offline_option": True}, {}, Settings(offline=True)),
+        ({}, {"offline_key": True}, Settings(offline=True)),
+        ({"refresh_option": True}, {"refresh_key": False}, Settings(refresh=True)),
+        ({}, {"config_key": "ci/nestegg.yml"}, Settings(config_file=Path("/root/ci/nestegg.yml"))),
+        (
+            {"config_option": Path("/etc/n.yml")},
+            {"config_key": "ci/nestegg.yml"},
+            Settings(config_file=Path("/etc/n.yml")),
+        ),
+        ({}, {"config_key": "  "}, Settings()),
+    ],
+)
+def test_command_line_wins_over_tox_config(options: dict[str, object], keys: dict[str, object],
+                                          expected: Settings) -> None:  # fmt: skip
+    assert resolve_settings(**options, **keys, root=Path("/root")) == expected  # type: ignore[arg-type]
+
+
+def test_tox_config_of_a_missing_file_names_it(tmp_path: Path) -> None:
+    settings = resolve_settings(config_key="nope.yml", root=tmp_path)
+    with pytest.raises(ConfigError, match=r"nope\.yml"):
+        load_tox_config(settings, environ={})
+
+
+def test_the_mirror_of_a_tox_run_is_on_loopback_whatever_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "nestegg.yml"
+    path.write_text(f"nestegg:\n  host: 0.0.0.0\n  nestegg_dir: {tmp_path / 'nest'}\n")
+    config = load_tox_config(Settings(config_file=path, offline=True), environ={})
+    assert (config.host, config.offline, config.nestegg_dir) == ("127.0.0.1", True, tmp_path / "nest")
+
+
+# ports -------------------------------------------------------------------------------------
+
+
+def test_ports_are_derived_from_the_work_dir_and_end_with_any_port(tmp_path: Path) -> None:
+    first = port_candidates(tmp_path / "a" / ".tox")
+    assert first == port_candidates(tmp_path / "a" / ".tox")  # stable across runs
+    assert first != port_candidates(tmp_path / "b" / ".tox")  # projects do not share one
+    assert first[-1] == 0
+    assert all(port in STABLE_PORTS for port in first[:-1])
+    assert len(set(first)) == len(first)
+
+
+def test_the_kept_port_is_tried_first(tmp_path: Path) -> None:
+    derived = port_candidates(tmp_path)
+    assert port_candidates(tmp_path, 40123) == [40123, *derived]
+    assert port_candidates(tmp_path, derived[1]) == [derived[1], derived[0], *derived[2:]]
+
+
+@pytest.mark.parametrize(
+    ("text", "port"),
+    [("23456\n", 23456), ("1", 1), ("0", None), ("65536", None), ("-5", None), ("x", None), ("", None)],
+)
+def test_read_port(tmp_path: Path, text: str, port: int | None) -> None:
+    path = tmp_path / PORT_FILE
+    path.write_text(text)
+    assert read_port(path) == port
+
+
+def test_read_port_of_a_missing_file(tmp_path: Path) -> None:
+    assert read_port(tmp_path / PORT_FILE) is None
+
+
+# variables ---------------------------------------------------------------------------------
+
+BLANK = {
+    "PIP_INDEX_URL": MAIN,
+    "PIP_EXTRA_INDEX_URL": "",
+    "UV_DEFAULT_INDEX": MAIN,
+    "UV_INDEX_URL": MAIN,
+    "UV_INDEX": "",
+    "UV_EXTRA_INDEX_URL": "",
+}
+
+
+def variables(explicit: bool = False, **found: tuple[str, str]) -> dict[str, str]:
+    values = {name: Found(value, origin) for name, (value, origin) in found.items()}
+    return install_variables(values, fake_route, explicit_upstream=explicit).variables
+
+
+@pytest.mark.parametrize(
+    ("found", "explicit", "changed"),
+    [
+        # nothing configured: everything to the mirror, extra indexes blanked
+        ({}, False, {}),
+        # the project's own index becomes an upstream of the mirror, for pip and uv alike
+        ({"PIP_INDEX_URL": ("https://corp.example/simple", "set_env")}, False,
+         {"PIP_INDEX_URL": fake_route("https://corp.example/simple")}),
+        ({"PIP_INDEX_URL": ("https://corp.example/simple", "set_env")}, True,
+         {"PIP_INDEX_URL": fake_route("https://corp.example/simple")}),
+        # ...but an index from outside the project gives way to nestegg.yml's index_url
+        ({"PIP_INDEX_URL": ("https://corp.example/simple", "environment")}, True, {}),
+        ({"PIP_INDEX_URL": ("https://corp.example/simple", "pip config")}, False,
+         {"PIP_INDEX_URL": fake_route("https://corp.example/simple")}),
+        # an empty variable is no setting (pip and uv read it as unset)
+        ({"PIP_INDEX_URL": ("", "set_env")}, False, {}),
+        # uv: UV_DEFAULT_INDEX wins over UV_INDEX_URL, as in uv
+        ({"UV_INDEX_URL": ("https://a.example/simple", "set_env"),
+          "UV_DEFAULT_INDEX": ("https://b.example/simple", "environment")}, False,
+         {"UV_DEFAULT_INDEX": fake_route("https://b.example/"), "UV_INDEX_URL": fake_route("https://b.example/")}),
+        ({"UV_INDEX_URL": ("https://a.example/simple", "set_env")}, False,
+         {"UV_DEFAULT_INDEX": fake_route("https://a.example/"), "UV_INDEX_URL": fake_route("https://a.example/")}),
+        # extra indexes are mirrored too, each entry, names of uv indexes kept
+        ({"PIP_EXTRA_INDEX_URL": ("https://a.example/s https://b.example/s", "environment")}, True,
+         {"PIP_EXTRA_INDEX_URL": f"{fake_route('https://a.example/')} {fake_route('https://b.example/')}"}),
+        ({"UV_INDEX": ("corp=https://a.example/s /srv/local-index", "set_env")}, False,
+         {"UV_INDEX": f"corp={fake_route('https://a.example/')} /srv/local-index"}),
+        ({"UV_EXTRA_INDEX_URL": ("https://a.example/s", "environment")}, False,
+         {"UV_EXTRA_INDEX_URL": fake_route("https://a.example/")}),
+        # a local index is no network access: left as it is
+        ({"PIP_INDEX_URL": ("file:///srv/index", "set_env")}, False, {"PIP_INDEX_URL": "file:///srv/index"}),
+        # local find-links stay (nothing exported); remote ones are dropped
+        ({"PIP_FIND_LINKS": ("/opt/wheels", "environment")}, False, {}),
+        ({"PIP_FIND_LINKS": ("/opt/wheels https://a.example/links/", "environment")}, False,
+         {"PIP_FIND_LINKS": "/opt/wheels"}),
+        ({"UV_FIND_LINKS": ("https://a.example/links/,./wheels", "set_env")}, False,
+         {"UV_FIND_LINKS": "./wheels"}),
+        ({"UV_FIND_LINKS": ("./wheels", "set_env")}, False, {}),
+    ],
+)  # fmt: skip
+def test_install_variables(
+    found: dict[str, tuple[str, str]], explicit: bool, changed: dict[str, str]
+) -> None:
+    assert variables(explicit, **found) == {**BLANK, **changed}
+
+
+def test_dropped_find_links_are_warned_about() -> None:
+    found = {"PIP_FIND_LINKS": Found("https://u:secret@a.example/links/ /w", "environment")}
+    injection = install_variables(found, fake_route)
+    (warning,) = injection.warnings
+    assert "https://u:***@a.example/links/" in warning
+    assert "PIP_FIND_LINKS (environment)" in warning
+    assert "secret" not in warning
+
+
+@pytest.mark.parametrize(
+    ("set_env", "environ", "pip_config", "passes", "expected"),
+    [
+        ({"PIP_INDEX_URL": "a"}, {"PIP_INDEX_URL": "b"}, {"PIP_INDEX_URL": "c"}, True,
+         {"PIP_INDEX_URL": Found("a", "set_env")}),
+        ({}, {"PIP_INDEX_URL": "b"}, {"PIP_INDEX_URL": "c"}, True,
+         {"PIP_INDEX_URL": Found("b", "environment")}),
+        # not passed on by tox: pip in the environment reads its config files instead
+        ({}, {"PIP_INDEX_URL": "b"}, {"PIP_INDEX_URL": "c"}, False,
+         {"PIP_INDEX_URL": Found("c", "pip config")}),
+        ({}, {"UV_INDEX": "u", "HOME": "/h"}, {}, True, {"UV_INDEX": Found("u", "environment")}),
+        ({}, {"UV_INDEX": "u"}, {}, False, {}),
+    ],
+)  # fmt: skip
+def test_found_settings(set_env: dict[str, str], environ: dict[str, str], pip_config: dict[str, str],
+                        passes: bool, expected: dict[str, Found]) -> None:  # fmt: skip
+    assert found_settings(set_env, lambda _: passes, environ, pip_config) == expected
+
+
+# a run's mirror ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def start_run(tmp_path: Path, upstream: PrivateIndex) -> Callable[..., ToxRun]:
+    runs: list[ToxRun] = []
+
+    def start(**changes: object) -> ToxRun:
+        config = Config(nestegg_dir=tmp_path / "nest", index_url=upstream.index_url).with_changes(**changes)
+        run = ToxRun(config, work_dir=tmp_path / ".tox", environ={}).start()
+        runs.append(run)
+        return run
+
+    yield start  # type: ignore[misc]
+    for run in runs:
+        run.stop()
+
+
+def test_a_run_keeps_its_port_for_the_next(start_run: Callable[..., ToxRun], tmp_path: Path) -> None:
+    run = start_run()
+    port = run.mirror.port
+    assert read_port(tmp_path / ".tox" / PORT_FILE) == port
+    assert f"127.0.0.1:{port}" in run.describe()
+    assert str(tmp_path / "nest") in run.describe()
+    run.stop()
+    again = start_run()
+    assert again.mirror.port == port
+
+
+def test_a_busy_port_falls_back_and_is_kept(start_run: Callable[..., ToxRun], tmp_path: Path) -> None:
+    first = start_run()  # a second tox of the same project, still running
+    second = start_run()
+    assert second.mirror.port != first.mirror.port
+    assert read_port(tmp_path / ".tox" / PORT_FILE) == second.mirror.port
+
+
+def test_a_port_held_by_another_program_is_skipped(start_run: Callable[..., ToxRun], tmp_path: Path) -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        (tmp_path / ".tox").mkdir()
+        (tmp_path / ".tox" / PORT_FILE).write_text(str(other.getsockname()[1]))
+        run = start_run()
+        assert run.mirror.port == port_candidates(tmp_path / ".tox")[0]
+
+
+@pytest.mark.parametrize(
+    ("problem", "message"),
+    [
+        ("host", r"cannot listen on 192\.0\.2\.1"),
+        ("cache", r"cannot use '.*a-file/nest' as the nestegg dir"),
+    ],
+)
+def test_a_mirror_that_cannot_start_says_why(
+    tmp_path: Path, upstream: PrivateIndex, problem: str, message: str
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    config = Config(nestegg_dir=tmp_path / "nest", index_url=upstream.index_url)
+    if problem == "host":  # TEST-NET-1 (192.0.2.0/24) is never an address of this machine
+        config = config.with_changes(host="192.0.2.1")
+    else:
+        config = config.with_changes(nestegg_dir=tmp_path / "a-file" / "nest")
+    run = ToxRun(config, work_dir=tmp_path / ".tox", environ={})
+    with pytest.raises(NesteggError, match="cannot start the mirror: " + message):
+        run.start()
+    assert not (tmp_path / ".tox" / PORT_FILE).exists()
+
+
+def test_the_users_index_is_mirrored_under_its_own_route(
+    start_run: Callable[..., ToxRun], upstream: PrivateIndex, faults: Faults, tmp_path: Path,
+    http: requests.Session,
+) -> None:  # fmt: skip
+    upstream.add("shared", "1.0", sdist=False)
+    other = PrivateIndex(tmp_path / "other").start()
+    try:
+        other.add("elsewhere", "2.0", sdist=False)
+        run = start_run()
+        values = run.variables({"PIP_INDEX_URL": other.index_url, "UV_INDEX": f"corp={upstream.index_url}"})
+        mounted = values["PIP_INDEX_URL"]
+        assert mounted == f"{run.mirror.url}/{PREFIX}/{upstream_key(other.index_url)}/simple/"
+        # the mirror's own upstream keeps its main route
+        assert values["UV_INDEX"] == f"corp={run.mirror.index_url}"
+        assert values["UV_DEFAULT_INDEX"] == run.mirror.index_url
+        # the same index always gets the same URL
+        assert run.variables({"PIP_INDEX_URL": other.index_url + "/"})["PIP_INDEX_URL"] == mounted
+
+        page = http.get(mounted + "elsewhere/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        assert page.status_code == 200
+        (file,) = page.json()["files"]
+        wheel = http.get(requests.compat.urljoin(mounted + "elsewhere/", file["url"]))
+        assert wheel.status_code == 200
+        published = other.root / "nest" / "private" / "elsewhere" / file["filename"]
+        assert wheel.content == published.read_bytes()
+        assert http.get(mounted + "shared/").status_code == 404  # not on that index
+        redirect = http.get(mounted + "Elsewhere/", allow_redirects=False)
+        assert redirect.headers["Location"] == f"/{PREFIX}/{upstream_key(other.index_url)}/simple/elsewhere/"
+        assert http.get(f"{run.mirror.url}/{PREFIX}/nosuchkey/simple/").status_code == 404
+        # each upstream has its own cache
+        assert (tmp_path / "nest" / "mirror" / store_key(other.index_url) / "files" / "elsewhere").is_dir()
+        assert faults.count(prefix="/simple/elsewhere") == 0  # never asked the main upstream
+    finally:
+        other.stop()
+
+
+def test_private_projects_are_private_on_every_route(
+    start_run: Callable[..., ToxRun], tmp_path: Path, http: requests.Session
+) -> None:
+    other = PrivateIndex(tmp_path / "other").start()
+    try:
+        other.add("secret-lib", "9.0", sdist=False)
+        run = start_run(private_names=("secret-*",))
+        mounted = run.variables({"PIP_INDEX_URL": other.index_url})["PIP_INDEX_URL"]
+        # the name is private: the other index is never asked for it
+        assert http.get(mounted + "secret-lib/").status_code == 404
+    finally:
+        other.stop()
+
+
+def test_refresh_revalidates_pages_kept_from_an_earlier_run(
+    start_run: Callable[..., ToxRun], upstream: PrivateIndex, faults: Faults, http: requests.Session
+) -> None:
+    upstream.add("dep", "1.0", sdist=False)
+    run = start_run()
+    assert http.get(run.mirror.index_url + "dep/").status_code == 200
+    run.stop()
+    faults.reset()
+    quiet = start_run()
+    assert http.get(quiet.mirror.index_url + "dep/").status_code == 200
+    assert faults.count("/simple/dep/") == 0  # fresh within the ttl
+    quiet.stop()
+    loud = ToxRun(quiet.config, work_dir=quiet.work_dir, refresh=True, environ={}).start()
+    try:
+        assert http.get(loud.mirror.index_url + "dep/").status_code == 200
+        assert faults.count("/simple/dep/") == 1
+    finally:
+        loud.stop()
+
+
+def test_offline_runs_never_ask_the_upstream(
+    start_run: Callable[..., ToxRun], upstream: PrivateIndex, faults: Faults, http: requests.Session
+) -> None:
+    upstream.add("dep", "1.0", sdist=False)
+    run = start_run(offline=True)
+    assert "offline" in run.describe()
+    assert http.get(run.mirror.index_url + "dep/").status_code == 404
+    assert faults.seen == []
