@@ -1,0 +1,216 @@
+"""Misbehaving upstreams on 127.0.0.1 for the fault, race and hostile-input tests.
+
+- :func:`refused_url`: an index URL where nothing listens (connection refused);
+- :class:`RawUpstream`: a hand-written HTTP/1.1 server whose answers a test scripts byte for byte,
+  including never answering (a timeout) and stopping halfway through a body;
+- :class:`Trickle`: WSGI middleware that sends the first bytes of a file, then holds the rest
+  back until released, so that a download is reliably in flight;
+- :func:`verify_cache`: every cached file checked against its record and the expected hashes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+WSGIApp = Callable[..., Iterable[bytes]]
+
+
+def refused_url() -> str:
+    """An index URL on a loopback port with nothing listening: every connection is refused.
+
+    The port comes from a socket bound to port 0 and closed, so the kernel does not hand it out
+    again at once; nothing is ever bound to it again here.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/simple/"
+
+
+@dataclass
+class Answer:
+    """One scripted answer of :class:`RawUpstream`."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: send no answer at all and keep the connection open (the client times out)
+    hang: bool = False
+    #: send only this many bytes of the body, then keep the connection open without a word
+    stall_after: int | None = None
+    #: a Content-Length other than the body's (a lying upstream)
+    length: int | None = None
+
+
+Script = Callable[[str, str], Answer]
+
+
+class RawUpstream:
+    """A tiny threaded HTTP server on ``127.0.0.1:0`` answering what ``script(method, path)`` says."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.port: int = self._sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._clients: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept, name="raw-upstream", daemon=True)
+
+    @property
+    def index_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/simple/"
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self) -> RawUpstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        with self._lock:
+            for client in self._clients:
+                with contextlib.suppress(OSError):
+                    client.shutdown(socket.SHUT_RDWR)
+                client.close()
+        self._thread.join(5)
+
+    def count(self, path: str) -> int:
+        with self._lock:
+            return sum(1 for _, p, _ in self.seen if p == path)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._clients.append(client)
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        client.settimeout(30)
+        with contextlib.suppress(OSError), client:
+            self._exchange(client)
+
+    def _exchange(self, client: socket.socket) -> None:
+        buffer = b""
+        while not self._stop.is_set():
+            while b"\r\n\r\n" not in buffer:
+                chunk = client.recv(65536)
+                if not chunk:
+                    return
+                buffer += chunk
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, path = lines[0].split(" ")[:2]
+            headers = {}
+            for line in lines[1:]:
+                key, _, value = line.partition(":")
+                headers[key.strip().lower()] = value.strip()
+            with self._lock:
+                self.seen.append((method, path, headers))
+            answer = self.script(method, path)
+            if answer.hang:
+                self._stop.wait(60)
+                return
+            body = answer.body
+            length = len(body) if answer.length is None else answer.length
+            out = [f"HTTP/1.1 {answer.status} Scripted", f"Content-Length: {length}"]
+            out += [f"{k}: {v}" for k, v in answer.headers.items()]
+            client.sendall(("\r\n".join(out) + "\r\n\r\n").encode("latin-1"))
+            if method == "HEAD":
+                continue
+            if answer.stall_after is not None:
+                client.sendall(body[: answer.stall_after])
+                self._stop.wait(60)
+                return
+            client.sendall(body)
+            if answer.length is not None and answer.length != len(body):
+                return  # closed: the connection cannot be reused after a lying length
+
+
+class Trickle:
+    """WSGI middleware: file bodies of ``paths`` send ``first`` bytes, then wait for :attr:`release`."""
+
+    def __init__(self, paths: Iterable[str] = (), *, first: int = 64 * 1024) -> None:
+        self.paths = set(paths)
+        self.first = first
+        self.release = threading.Event()
+        #: set once a held-back body has sent its first bytes
+        self.holding = threading.Event()
+
+    def __call__(self, app: WSGIApp) -> WSGIApp:
+        def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            result = app(environ, start_response)
+            if environ.get("PATH_INFO") not in self.paths:
+                return result
+            return self._trickle(result)
+
+        return wrapped
+
+    def _trickle(self, result: Iterable[bytes]) -> Iterator[bytes]:
+        try:
+            body = b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        yield body[: self.first]
+        self.holding.set()
+        self.release.wait(60)
+        yield body[self.first :]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_cache(files: Path, expected: Mapping[str, str] | None = None) -> int:
+    """Check every file of a mirror cache's ``files`` dir; returns how many were checked.
+
+    Each cached distribution must have a record whose sha256 and size it matches (and, when
+    ``expected`` maps its filename, that hash too); no partial download may be left over.
+    """
+    checked = 0
+    if not files.is_dir():
+        return 0
+    for project in files.iterdir():
+        for path in project.iterdir():
+            name = path.name
+            assert not name.endswith(".part"), f"partial download left over: {path}"
+            if name.startswith(".") or name.endswith((".json", ".metadata")):
+                continue
+            record = json.loads((project / f"{name}.json").read_text())
+            digest = sha256_file(path)
+            assert digest == record["hashes"]["sha256"], f"{path} does not match its record"
+            assert path.stat().st_size == record["size"], f"{path} has the wrong size"
+            if expected is not None and name in expected:
+                assert digest == expected[name], f"{path} is not the upstream's file"
+            checked += 1
+    return checked

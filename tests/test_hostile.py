@@ -1,0 +1,555 @@
+"""Hostile input: crafted paths, headers, uploads and configs, and the defaults that keep a mirror safe.
+
+Each answer must be a deliberate one (a redirect, 4xx, or the right bytes): never a 500, never a
+file from outside the served trees, never a secret, never a name made private by a refused upload.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from nestegg_core import Config, Mirror
+from nestegg_core.auth import set_password
+from nestegg_core.cli import main
+from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.server import describe, make_server
+
+from .conftest import Faults, MirrorFactory
+from .loopback import Answer, RawUpstream, sha256
+
+JSON = "application/vnd.pypi.simple.v1+json"
+SENTINEL = b"sentinel: this file must never be served"
+USER, PASSWORD = "alice", "correct horse"
+
+
+def raw_request(
+    port: int, target: bytes, headers: bytes = b"", method: bytes = b"GET"
+) -> tuple[int, bytes, bytes]:
+    """Send a request line the way no polite client would; returns status, head and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(
+            method + b" " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + headers + b"\r\n"
+        )
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), head, body
+
+
+@pytest.fixture
+def pkg(upstream: PrivateIndex) -> dict[str, bytes]:
+    records = upstream.add("pkg", "1.0", payload_size=100_000)
+    root = upstream.mirror.repository.private.root / "pkg"
+    return {r.filename: (root / r.filename).read_bytes() for r in records}
+
+
+@pytest.fixture
+def sentinels(tmp_path: Path) -> None:
+    """Files a traversal would reach: in the nest, next to it, and in the upstream's store."""
+    for path in (
+        tmp_path / "nest" / "secret.txt",
+        tmp_path / "secret.txt",
+        tmp_path / "upstream" / "secret.txt",
+    ):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(SENTINEL)
+
+
+# paths -------------------------------------------------------------------------------------
+
+EVIL_SEGMENTS = [
+    b"..", b"%2e%2e", b"%2E%2e", b".%2e", b"...", b".", b"%2e",
+    b"..%2f..%2fsecret.txt", b"..%2F..%2F..%2Fsecret.txt", b"%2e%2e%2fsecret.txt",
+    b"..%5c..%5csecret.txt", b"..\\..\\secret.txt", b"%5c%5csecret.txt",
+    b"%252e%252e%252fsecret.txt",  # encoded twice
+    b"%2fetc%2fpasswd", b"/etc/passwd", b"C:\\secret.txt", b"file:%2f%2f%2fetc%2fpasswd",
+    b"%00", b"pkg%00.whl", b"%ff%fe", b"caf\xc3\xa9", b"caf%C3%A9", b"\xe2\x80\xae",
+    b"a" * 250, b"a" * 5000, b"-" * 300, b"%0d%0aX-Injected:%201", b"%3Cscript%3E", b"~root", b"*",
+    b".hidden", b".pkg-1.0.tar.gz.1.0.part", b"secret.txt",
+]  # fmt: skip
+TEMPLATES = [
+    b"/simple/{}/", b"/simple/{}", b"/simple/pkg/{}", b"/files/{}/pkg-1.0.tar.gz", b"/files/pkg/{}",
+    b"/files/pkg/{}.metadata", b"/{}/simple/pkg/", b"/upstreams/{}/simple/pkg/", b"/ui/{}",
+    b"/ui/project/{}",
+]  # fmt: skip
+
+
+@pytest.mark.usefixtures("pkg", "sentinels")
+def test_path_traversal_and_odd_names_in_every_segment(mirror: Mirror, faults: Faults) -> None:
+    answers: dict[int, int] = {}
+    for template in TEMPLATES:
+        for segment in EVIL_SEGMENTS:
+            target = template.replace(b"{}", segment)
+            status, head, body = raw_request(mirror.port, target)
+            answers[status] = answers.get(status, 0) + 1
+            assert status in (200, 301, 302, 400, 401, 404, 405, 414, 431), (target, status, body[:300])
+            assert SENTINEL not in body, target
+            assert b"root:" not in body, target
+            assert b"Traceback" not in body, target
+            assert b"X-Injected" not in head, target
+            if status == 200:  # only the harmless: an index page, the web UI's own pages
+                assert not target.startswith(b"/files/"), target
+            if status in (301, 302):
+                location = next(line for line in head.split(b"\r\n") if line.lower().startswith(b"location:"))
+                assert b".." not in location, target
+                assert location.split(b":", 1)[1].strip().startswith(b"/"), target
+    assert 404 in answers
+    # nothing of it was passed on to the upstream but plain project pages
+    for seen in faults.seen:
+        assert ".." not in seen.path, seen.path
+        assert "secret" not in seen.path, seen.path
+
+
+@pytest.mark.usefixtures("pkg")
+def test_absolute_form_and_odd_request_targets(mirror: Mirror) -> None:
+    for target in (
+        b"http://evil.invalid/simple/pkg/",
+        b"//simple/pkg/",
+        b"/simple//pkg/",
+        b"/./simple/pkg/",
+        b"/simple/pkg/?../../secret.txt",
+        b"/simple/pkg/#frag",
+        b"*",
+        b"/" + b"x/" * 2000,
+    ):
+        status, _, body = raw_request(mirror.port, target)
+        assert status in (200, 301, 302, 400, 404, 414), (target, status, body[:200])
+        assert b"Traceback" not in body
+
+
+@pytest.mark.usefixtures("pkg")
+def test_over_long_names_are_404_everywhere(mirror: Mirror, http: requests.Session) -> None:
+    for length in (201, 256, 300, 4000):
+        name = "a" * length
+        for path in (f"/simple/{name}/", f"/files/{name}/{name}-1.0.tar.gz", f"/files/pkg/{name}.whl"):
+            answer = http.get(mirror.url + path)
+            assert answer.status_code == 404, (path[:40], answer.status_code, answer.text[:200])
+
+
+# headers -----------------------------------------------------------------------------------
+
+BAD_ACCEPT = [
+    "", ",", ",,,;;;", "*", "/", "text/", "*/*;q=", "*/*;q=abc", "*/*;q=nan", "*/*;q=inf", "*/*;q=-1",
+    "*/*;q=1e999", "application/vnd.pypi.simple.v1+json;q=0", "text/html;level=1;q=0.5;q=0.9",
+    "application/vnd.pypi.simple.v999+json", "application/vnd.pypi.simple.latest+json",
+    "APPLICATION/VND.PYPI.SIMPLE.V1+JSON", "text/*;q=0, */*;q=0", "a/b," * 2000, "\u00e9/\u00e9",
+]  # fmt: skip
+PAGE_TYPES = {JSON, "application/vnd.pypi.simple.v1+html", "text/html"}
+
+
+@pytest.mark.usefixtures("pkg")
+def test_bad_accept_headers_get_a_page_or_406(mirror: Mirror) -> None:
+    for accept in BAD_ACCEPT:
+        for target in (b"/simple/", b"/simple/pkg/"):
+            status, head, body = raw_request(
+                mirror.port, target, b"Accept: " + accept.encode("latin-1") + b"\r\n"
+            )
+            assert status in (200, 406), (accept, status, body[:200])
+            content_type = next(
+                line.split(b":", 1)[1].strip().decode()
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-type:")
+            )
+            if status == 200:
+                assert content_type.split(";")[0] in PAGE_TYPES, accept
+
+
+BAD_RANGES = [
+    "bytes=0-0", "bytes=-1", "bytes=0-", "bytes=5-2", "bytes=-0", "bytes=0--1", "bytes=--1", "bytes=1-2,3-4",
+    "bytes=0-99999999999999999999999", "bytes=99999999999999999999-", "bytes=-99999999999999999999",
+    "bytes = 1 - 2", "bytes=1-2;", "items=0-1", "bytes=", "bytes=-", "=0-1", "bytes=0x10-0x20", "bytes=1e3-",
+    "bytes=\u0661-\u0662", "bytes=0-" + "9" * 5000,
+]  # fmt: skip
+
+
+def expect_range(full: bytes, status: int, head: bytes, body: bytes, header: str) -> None:
+    """The whole file (200), exactly the bytes Content-Range names (206), or 416 with none."""
+    assert status in (200, 206, 416), (header, status, body[:200])
+    if status == 200:
+        assert body == full, header
+        return
+    content_range = next(
+        line.split(b":", 1)[1].strip().decode()
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-range:")
+    )
+    if status == 416:
+        assert content_range == f"bytes */{len(full)}", header
+        return
+    first, last, size = (int(x) for x in content_range.removeprefix("bytes ").replace("/", "-").split("-"))
+    assert size == len(full), header
+    assert body == full[first : last + 1], header
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "downloading"])
+def test_bad_range_headers_never_get_wrong_bytes(
+    mirror: Mirror, upstream: PrivateIndex, http: requests.Session, cached: bool
+) -> None:
+    # one file per header, so that each request can be the first of an uncached file
+    files = {}
+    for i in range(len(BAD_RANGES)):
+        (record,) = upstream.add(f"r{i}", "1.0", sdist=False, payload_size=60_000)
+        files[i] = (f"{mirror.url}/files/r{i}/{record.filename}", record.hashes["sha256"])
+        http.get(f"{mirror.index_url}r{i}/").raise_for_status()
+    for i, header in enumerate(BAD_RANGES):
+        url, digest = files[i]
+        if cached:
+            http.get(url).raise_for_status()
+        target = url.split(str(mirror.port), 1)[1].encode()
+        status, head, body = raw_request(mirror.port, target, b"Range: " + header.encode() + b"\r\n")
+        full = http.get(url).content
+        assert sha256(full) == digest
+        expect_range(full, status, head, body, header)
+
+
+# uploads -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server(make_mirror: MirrorFactory, tmp_path: Path) -> Mirror:
+    users = tmp_path / "users.txt"
+    set_password(users, USER, PASSWORD)
+    return make_mirror(credentials_file=users, max_upload_size=200_000)
+
+
+def upload(
+    server: Mirror, path: Path, *, filename: str | None = None, name: str | None = None
+) -> requests.Response:
+    data = path.read_bytes()
+    project, version = path.name.split("-")[:2]
+    fields = {
+        ":action": "file_upload",
+        "protocol_version": "1",
+        "name": name or project.replace("_", "-"),
+        "version": version.removesuffix(".tar.gz"),
+        "filetype": "bdist_wheel" if path.name.endswith(".whl") else "sdist",
+        "sha256_digest": hashlib.sha256(data).hexdigest(),
+    }
+    with requests.Session() as session:
+        session.trust_env = False
+        return session.post(
+            server.url + "/legacy/",
+            data=fields,
+            files={"content": (filename or path.name, data, "application/octet-stream")},
+            auth=(USER, PASSWORD),
+            timeout=30,
+        )
+
+
+def every_file(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "../../../evil-1.0.tar.gz",
+        "/tmp/evil-1.0.tar.gz",  # noqa: S108 - a path a client must not choose
+        "..\\..\\evil-1.0.tar.gz",
+        "C:\\evil-1.0.tar.gz",
+        "private/../../evil-1.0.tar.gz",
+    ],
+)
+def test_upload_filenames_cannot_leave_the_private_store(
+    server: Mirror, tmp_path: Path, filename: str
+) -> None:
+    path = make_sdist(PackageSpec(name="evil", version="1.0"), tmp_path / "dists")
+    before = every_file(tmp_path)
+    answer = upload(server, path, filename=filename)
+    assert answer.status_code in (200, 400), answer.text
+    created = every_file(tmp_path) - before
+    private = server.repository.private.root.relative_to(tmp_path)
+    # a file, if any, lands in the store under its plain name (and a lock beside); nothing elsewhere
+    assert all(Path(p).parent in (private / "evil", private / ".locks") for p in created), created
+    if answer.status_code == 200:
+        assert (server.repository.private.root / "evil" / "evil-1.0.tar.gz").read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "alias",
+    ["PKG-1.0.tar.gz", "pkg-1.0.0.tar.gz", "pkg-01.0.tar.gz", "pkg-1.0.zip", "PKG-1.0-py3-none-any.whl"],
+)
+def test_a_respelled_filename_cannot_overwrite_a_release(
+    server: Mirror, http: requests.Session, tmp_path: Path, alias: str
+) -> None:
+    make = make_wheel if alias.endswith(".whl") else make_sdist
+    original = make(PackageSpec(name="pkg", version="1.0"), tmp_path / "original")
+    other = make(PackageSpec(name="pkg", version="1.0", summary="other bytes"), tmp_path / "other")
+    assert upload(server, original).status_code == 200
+    answer = upload(server, other, filename=alias)
+    assert answer.status_code == 400, answer.text
+    assert "File already exists" in answer.text
+    listed = http.get(server.index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
+    assert [f["filename"] for f in listed] == [original.name]
+    assert http.get(f"{server.url}/files/pkg/{original.name}").content == original.read_bytes()
+    # the very same bytes under another spelling change nothing either
+    assert upload(server, original, filename=alias).status_code == 200
+    assert len(http.get(server.index_url + "pkg/", headers={"Accept": JSON}).json()["files"]) == 1
+
+
+def test_refused_uploads_make_no_name_private(
+    server: Mirror, upstream: PrivateIndex, http: requests.Session, tmp_path: Path
+) -> None:
+    upstream.add("victim", "1.0")
+    dists = tmp_path / "dists"
+    # a wheel of another project under the victim's name, a file over the limit, a wrong digest
+    impostor = make_wheel(PackageSpec(name="evil", version="1.0"), dists)
+    renamed = impostor.rename(impostor.with_name("victim-1.0-py3-none-any.whl"))
+    large = make_sdist(PackageSpec(name="victim", version="2.0", payload_size=400_000), dists)
+    assert upload(server, renamed).status_code == 400
+    assert upload(server, large).status_code == 413
+    answer = http.get(server.index_url + "victim/", headers={"Accept": JSON})
+    assert answer.status_code == 200, answer.text
+    assert [f["filename"] for f in answer.json()["files"]] == [
+        "victim-1.0-py3-none-any.whl",
+        "victim-1.0.tar.gz",
+    ]
+    assert not list((server.config.nestegg_dir / "tmp" / "uploads").glob("*"))
+
+
+def test_an_upload_cut_off_midway_leaves_nothing(server: Mirror, tmp_path: Path) -> None:
+    path = make_sdist(PackageSpec(name="cut", version="1.0", payload_size=100_000), tmp_path / "dists")
+    boundary = b"xyzzy"
+    body = (
+        b'--xyzzy\r\nContent-Disposition: form-data; name=":action"\r\n\r\nfile_upload\r\n'
+        b'--xyzzy\r\nContent-Disposition: form-data; name="content"; filename="cut-1.0.tar.gz"\r\n\r\n'
+        + path.read_bytes()
+        + b"\r\n--xyzzy--\r\n"
+    )
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode())
+    head = (
+        b"POST /legacy/ HTTP/1.1\r\nHost: x\r\nAuthorization: Basic " + token + b"\r\n"
+        b"Content-Type: multipart/form-data; boundary=" + boundary + b"\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head + body[: len(body) // 2])
+    # the server notices the closed connection; give it a moment, then look
+    for _ in range(100):
+        if not list((server.config.nestegg_dir / "tmp" / "uploads").glob("*")):
+            break
+        time.sleep(0.05)
+    assert not list((server.config.nestegg_dir / "tmp" / "uploads").glob("*"))
+    assert not (server.repository.private.root / "cut").exists()
+
+
+def test_read_auth_hides_private_names_from_the_root_index(
+    make_mirror: MirrorFactory, http: requests.Session, tmp_path: Path
+) -> None:
+    users = tmp_path / "users.txt"
+    set_password(users, USER, PASSWORD)
+    mirror = make_mirror(credentials_file=users, private_read_auth=True)
+    mirror.repository.private.add(make_wheel(PackageSpec(name="hidden-thing", version="1.0"), tmp_path / "d"))
+    for accept in ("text/html", JSON):
+        anonymous = http.get(mirror.index_url, headers={"Accept": accept})
+        assert anonymous.status_code in (200, 401)
+        assert "hidden-thing" not in anonymous.text
+        known = http.get(mirror.index_url, headers={"Accept": accept}, auth=(USER, PASSWORD))
+        assert known.status_code == 200
+        assert "hidden-thing" in known.text
+
+
+# configuration and command line --------------------------------------------------------------
+
+BAD_CONFIGS = [
+    (b"nestegg: {port: '80'}", "nestegg.port"),
+    (b"nestegg: {port: 70000}", "nestegg.port"),
+    (b"nestegg: {port: true}", "nestegg.port"),
+    (b"nestegg: {port: 1.5}", "nestegg.port"),
+    (b"nestegg: {threads: 0}", "nestegg.threads"),
+    (b"nestegg: {ttl: .nan}", "nestegg.ttl"),
+    (b"nestegg: {ttl: -1}", "nestegg.ttl"),
+    (b"nestegg: {timeout: .nan}", "nestegg.timeout"),
+    (b"nestegg: {timeout: 0}", "nestegg.timeout"),
+    (b"nestegg: {timeout: .inf}", "nestegg.timeout"),
+    (b"nestegg: {unknown_key: 1}", "unknown key 'unknown_key'"),
+    (b"nestegg: {port: 1}\nother: 2", "unknown key 'other'"),
+    (b"nestegg: [1, 2]", "nestegg: expected a mapping"),
+    (b"nestegg: 0", "nestegg: expected a mapping"),
+    (b"nestegg: false", "nestegg: expected a mapping"),
+    (b"nestegg: ''", "nestegg: expected a mapping"),
+    (b"- nestegg", "expected a mapping"),
+    (b"just a string", "expected a mapping"),
+    (b"nestegg: {nestegg_dir: [a]}", "nestegg.nestegg_dir"),
+    (b"nestegg: {nestegg_dir: null}", "nestegg.nestegg_dir"),
+    (b"nestegg: {offline: 'yes please'}", "nestegg.offline"),
+    (b"nestegg: {private_names: abc}", "nestegg.private_names"),
+    (b"nestegg: {source_builds: {name: x}}", "nestegg.source_builds"),
+    (b"nestegg: {source_builds: [{name: '../evil', repo_type: git, repo_url: x}]}", "source_builds[0].name"),
+    (b"nestegg: {source_builds: [{name: x, repo_type: svn, repo_url: x}]}", "source_builds[0].repo_type"),
+    (b"nestegg: {index_url: 'file:///etc/passwd'}", "nestegg.index_url"),
+    (b"nestegg: {index_url: 'ftp://user:s3cr3t@host/simple/'}", "nestegg.index_url"),
+    (b"nestegg:\n\tport: 1", "line"),
+    (b"nestegg: {port: 1", "line"),
+    (b"!!python/object/apply:os.system ['echo owned']", "config"),
+    (b"nestegg: {port: \xff\xfe}", "UTF-8"),
+    (b"\x00\x01\x02", "config"),
+    (b"a: &a [x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b]", "unknown key"),
+]
+
+
+@pytest.mark.usefixtures("cli")
+@pytest.mark.parametrize(("text", "expected"), BAD_CONFIGS, ids=[str(i) for i in range(len(BAD_CONFIGS))])
+def test_bad_configs_are_one_line_errors(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    text: bytes,
+    expected: str,
+) -> None:
+    path = tmp_path / "nestegg.yml"
+    path.write_bytes(text)
+    assert main(["--config", str(path), "--cache-dir", str(tmp_path / "nest"), "serve", "--port", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("error: "), err
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert "s3cr3t" not in err
+    assert expected in err, err
+    assert not (tmp_path / "owned").exists()
+
+
+def _must_not_serve(self: Mirror) -> None:
+    raise AssertionError(f"a bad configuration got as far as serving: {self.config}")
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """For ``main()``: never serve, and undo its logging setup (its handler writes to a stream
+    that pytest closes after the test; later threads' log records would fail on it)."""
+    root, waitress = logging.getLogger(), logging.getLogger("waitress")
+    saved = (root.handlers[:], root.level, waitress.level)
+    yield
+    root.handlers[:], level, waitress_level = saved
+    root.setLevel(level)
+    waitress.setLevel(waitress_level)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["serve", "--port", "99999"], "port"),
+        (["serve", "--port", "-1"], "port"),
+        (["serve", "--threads", "0"], "threads"),
+        (["--index-url", "ftp://user:s3cr3t@host/simple/", "serve"], "--index-url"),
+        (["--index-url", "https://tok3n-s3cr3t@/simple/", "serve"], "--index-url"),
+        (["serve", "--host", "no such host.invalid", "--port", "0"], "cannot listen"),
+    ],
+)
+@pytest.mark.usefixtures("cli")
+def test_bad_command_lines_are_one_line_errors(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    expected: str,
+) -> None:
+    monkeypatch.delenv("NESTEGG_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert main(["--cache-dir", str(tmp_path / "nest"), *args]) == 2
+    err = capsys.readouterr().err
+    # log lines may come first (a warning for a public bind): the error is the last, and one line
+    assert err.splitlines()[-1].startswith("error: "), err
+    assert err.count("error: ") == 1, err
+    assert expected in err.splitlines()[-1]
+    assert "Traceback" not in err
+    assert "s3cr3t" not in err
+
+
+@pytest.mark.usefixtures("cli")
+def test_a_cache_dir_that_is_a_file_is_refused_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NESTEGG_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "plain-file").write_text("not a directory")
+    args = ["--cache-dir", str(tmp_path / "plain-file"), "--index-url", "http://127.0.0.1:9/simple/"]
+    assert main([*args, "serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "plain-file" in err
+
+
+# safe defaults ----------------------------------------------------------------------------------
+
+
+def test_loopback_unless_told_and_a_warning_for_a_public_bind(caplog: pytest.LogCaptureFixture) -> None:
+    assert Config().host == "127.0.0.1"
+    app = Mirror(Config(port=0, offline=True, index_url="http://127.0.0.1:9/")).app
+    caplog.set_level(logging.WARNING, logger="nestegg_core.server")
+    server = make_server(app, Config(port=0))
+    server.close()
+    assert not caplog.records
+    server = make_server(app, Config(host="0.0.0.0", port=0))  # noqa: S104 - the case under test
+    server.close()
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "0.0.0.0" in record.getMessage()  # noqa: S104 - a string, not a bind
+    assert "uploads are off" in record.getMessage()
+
+
+SECRET = "s3cr3t-Pa55"  # noqa: S105 - the secret a test makes sure never shows
+TOKEN = "tok3n-5ecret-XYZ"  # noqa: S105
+
+
+@pytest.mark.parametrize("userinfo", [f"user:{SECRET}", TOKEN], ids=["password", "token"])
+def test_upstream_credentials_never_reach_logs_pages_or_errors(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    userinfo: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    records = upstream.add("pkg", "1.0", payload_size=50_000) + upstream.add("pkg", "2.0")
+    index_url = upstream.index_url.replace("http://", f"http://{userinfo}@")
+    mirror = make_mirror(index_url=index_url, ttl=0, timeout=0.5)
+    shown = [describe(mirror)]
+    wheel, sdist, other, _ = (r.filename for r in records)
+    for accept in (JSON, "text/html"):
+        shown.append(http.get(mirror.index_url + "pkg/", headers={"Accept": accept}).text)
+    shown.append(http.get(mirror.index_url).text)
+    assert sha256(http.get(f"{mirror.url}/files/pkg/{wheel}").content) == records[0].hashes["sha256"]
+    shown.append(http.get(f"{mirror.url}/files/pkg/{wheel}.metadata").text)
+    shown.append(http.get(mirror.index_url + "nothing-here/").text)
+    faults.corrupt.add(f"/files/pkg/{sdist}")
+    with pytest.raises(requests.exceptions.RequestException):
+        http.get(f"{mirror.url}/files/pkg/{sdist}")
+    faults.status = 503
+    shown += [http.get(mirror.index_url + "other/").text, http.get(f"{mirror.url}/files/pkg/{other}").text]
+    faults.status = None
+    # garbage where a page should be, and an upstream that is gone
+    garbage_page = Answer(body=b'{"files": [{"filename": 1}]}', headers={"Content-Type": JSON})
+    with RawUpstream(lambda _method, _path: garbage_page) as garbage:
+        bad = make_mirror(index_url=garbage.index_url.replace("http://", f"http://{userinfo}@"))
+        shown.append(http.get(bad.index_url + "pkg/").text)
+    leaks = ("5ecret", SECRET, TOKEN)
+    for text in shown:
+        assert not [leak for leak in leaks if leak in text], text
+    for record in caplog.records:
+        logged = record.getMessage() + (record.exc_text or "")
+        assert not [leak for leak in leaks if leak in logged], logged
+    # nor in the cache's state files (an export or a support bundle would carry them along)
+    for path in mirror.repository.store.root.rglob("*.json"):
+        text = path.read_text()
+        assert not [leak for leak in leaks if leak in text], path
+
+
+def test_the_ci_token_stays_out_of_the_config_repr() -> None:
+    assert SECRET not in repr(Config(ci_token=f"token-{SECRET}"))
