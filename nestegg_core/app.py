@@ -6,17 +6,19 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from packaging.utils import NormalizedName, canonicalize_name
 
+from . import auth, builds, ci, metrics, uploads, web
 from .config import Config
 from .downloads import Download
-from .errors import NesteggError, NotFound
+from .errors import BuildError, NesteggError, NotFound
 from .models import is_normalized, is_valid_name
 from .repository import Repository
 from .simple import negotiate
@@ -36,14 +38,27 @@ _REASONS = {
     500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
     504: "Gateway Timeout",
 }  # fmt: skip
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# ASCII digits, and few: int() refuses over 4300 digits, and no file is that large anyway
+_RANGE = re.compile(r"^bytes=([0-9]{0,30})-([0-9]{0,30})$")
+_PLAIN_PATH = re.compile(r"^[A-Za-z0-9._+!~=/-]+$")
 FILE_CACHE_CONTROL = "max-age=31536000, immutable"
 PAGE_CACHE_CONTROL = "max-age=0, must-revalidate"
 BLOCK = 256 * 1024
 
 
 def status_line(code: int, reason: str | None = None) -> str:
+    if reason:  # one line of visible ASCII, short enough for any client
+        reason = " ".join(reason.split()).encode("ascii", "replace").decode("ascii")
+        reason = reason if len(reason) <= 300 else reason[:297] + "..."
     return f"{code} {reason or _REASONS.get(code, 'Unknown')}"
+
+
+class Service(Protocol):
+    """Background work of the app (CI polling and runs); must never block serving."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class NesteggApp:
@@ -55,15 +70,32 @@ class NesteggApp:
         self.upload: Handler | None = None
         #: extra GET routes by first path segment (web pages, CI), set by their modules
         self.routes: dict[str, Handler] = {}
+        #: extra POST routes by first path segment (the CI trigger), set by their modules
+        self.post_routes: dict[str, Handler] = {}
+        #: background work (CI polling), started once the server listens and stopped with it
+        self.services: list[Service] = []
+        #: called before every GET/HEAD; answers the requests it refuses (401), None lets them on
+        self.guard: Callable[[Environ, StartResponse], Iterable[bytes] | None] | None = None
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
             return self._route(environ, start_response)
         except NesteggError as exc:
-            return self._error(environ, start_response, exc.status, str(exc))
+            # pip shows the reason phrase of a failed page, not the body: put a build's log path there
+            reason = str(exc) if isinstance(exc, BuildError) else None
+            return self._error(environ, start_response, exc.status, str(exc), reason)
         except Exception:
             logger.exception("error answering %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             return self._error(environ, start_response, 500, "internal error; see the server log")
+
+    def start_services(self) -> None:
+        """Start the background services (the server calls this once it listens)."""
+        for service in self.services:
+            service.start()
+
+    def stop_services(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
 
     def _route(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -72,11 +104,18 @@ class NesteggApp:
         if method == "POST":
             if path in ("/", "/legacy", "/legacy/") and self.upload is not None:
                 return self.upload(environ, start_response)
+            post_handler = self.post_routes.get(parts[1] if len(parts) > 1 else "")
+            if post_handler is not None:
+                return post_handler(environ, start_response)
             return self._error(environ, start_response, 405, "only uploads are accepted by POST")
         if method not in ("GET", "HEAD"):
             return self._error(environ, start_response, 405, f"method {method!r} is not allowed")
         if ".." in parts or "" in parts[1:-1]:
             raise NotFound(f"no such path {path!r}")
+        if self.guard is not None:
+            refused = self.guard(environ, start_response)
+            if refused is not None:
+                return refused
         head = parts[1] if len(parts) > 1 else ""
         if head == "simple":
             if len(parts) == 2:  # /simple
@@ -90,8 +129,7 @@ class NesteggApp:
         elif head == "health" and len(parts) == 2:
             return self._json(environ, start_response, {"status": "ok"})
         elif head == "metrics" and len(parts) == 2:
-            metrics = self.repository.metrics()
-            return self._json(environ, start_response, metrics.__dict__)
+            return metrics.answer(environ, start_response, self.repository.counters)
         elif head == "" and len(parts) == 2 and "" not in self.routes:
             return self._home(environ, start_response)
         handler = self.routes.get(head)
@@ -105,7 +143,10 @@ class NesteggApp:
         content_type = negotiate(environ.get("HTTP_ACCEPT"))
         if content_type is None:
             return self._error(environ, start_response, 406, _NOT_ACCEPTABLE)
-        rendered = self.repository.index(content_type)
+        # with private_read_auth, the names of private projects are private too
+        guard = self.guard
+        visible = guard.visible(environ) if isinstance(guard, auth.ReadGuard) else None
+        rendered = self.repository.index(content_type, visible=visible)
         return self._page(environ, start_response, content_type, rendered.body, rendered.etag)
 
     def _project(
@@ -155,7 +196,7 @@ class NesteggApp:
     def _file(
         self, environ: Environ, start_response: StartResponse, raw: str, filename: str
     ) -> Iterable[bytes]:
-        if not is_normalized(raw):
+        if not is_normalized(raw) or not is_valid_name(raw):  # the latter bounds the length
             raise NotFound(f"no project {raw!r}")
         name = NormalizedName(raw)
         repo = self.repository
@@ -173,6 +214,10 @@ class NesteggApp:
     def _send_file(
         self, environ: Environ, start_response: StartResponse, path: Path, content_type: str
     ) -> Iterable[bytes]:
+        if self.repository.config.sendfile is not None:
+            handed = self._hand_over(start_response, path, content_type)
+            if handed is not None:
+                return handed
         try:
             handle = open(path, "rb")  # noqa: SIM115 - handed to the server, which closes it
         except FileNotFoundError:
@@ -215,6 +260,37 @@ class NesteggApp:
             handle.close()
             raise
 
+    def _hand_over(
+        self, start_response: StartResponse, path: Path, content_type: str
+    ) -> Iterable[bytes] | None:
+        """Let the front server send a complete file (config ``sendfile``); None: send it ourselves.
+
+        The front server then answers conditional and range requests itself, from the file.
+        """
+        config = self.repository.config
+        try:
+            size = path.stat().st_size
+            absolute = path.resolve()
+            relative = absolute.relative_to(config.nestegg_dir.resolve()).as_posix()
+        except FileNotFoundError:
+            raise NotFound(f"file {path.name!r} was removed") from None
+        except ValueError:
+            return None  # not under the nest, so not under the front server's alias either
+        if config.sendfile == "x-sendfile":
+            header = ("X-Sendfile", str(absolute))
+        else:
+            header = ("X-Accel-Redirect", config.sendfile_prefix + relative)
+        # the servers differ in whether they unescape the value: send only what needs no escaping
+        if not _PLAIN_PATH.match(header[1]):
+            return None
+        self.repository.counters.add("bytes_offloaded", size)
+        start_response(
+            status_line(200),
+            [header, ("Content-Type", content_type), ("Cache-Control", FILE_CACHE_CONTROL),
+             ("Content-Length", "0")],
+        )  # fmt: skip
+        return []
+
     def _stream(self, environ: Environ, start_response: StartResponse, download: Download) -> Iterable[bytes]:
         download.wait_started()
         size = download.size
@@ -224,7 +300,9 @@ class NesteggApp:
         ]
         if size is None:  # the upstream sent no length: no ranges until the file is whole
             start_response(status_line(200), headers)
-            return [] if environ["REQUEST_METHOD"] == "HEAD" else download.read()
+            if environ["REQUEST_METHOD"] == "HEAD":
+                return []
+            return self._until_first_byte(environ, start_response, download.read())
         headers.append(("Accept-Ranges", "bytes"))
         try:
             wanted = _range(environ, size, None)
@@ -234,7 +312,25 @@ class NesteggApp:
         self._start_file(start_response, headers, start, end, size, partial=wanted is not None)
         if environ["REQUEST_METHOD"] == "HEAD":
             return []
-        return download.read(start, end)
+        return self._until_first_byte(environ, start_response, download.read(start, end))
+
+    def _until_first_byte(
+        self, environ: Environ, start_response: StartResponse, body: Iterator[bytes]
+    ) -> Iterator[bytes]:
+        """``body``; a download that fails before its first byte is answered with the error's status.
+
+        Until a byte is written the server may still replace status and headers (PEP 3333's
+        ``exc_info``); without this waitress answers its own 500 when the upstream breaks off
+        early. Once bytes flow, an error breaks the response off instead.
+        """
+        try:
+            first = next(body, b"")
+        except NesteggError as exc:
+            yield from self._error(environ, start_response, exc.status, str(exc), exc_info=sys.exc_info())
+            return
+        if first:
+            yield first
+            yield from body
 
     @staticmethod
     def _start_file(
@@ -287,16 +383,25 @@ class NesteggApp:
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
     @staticmethod
-    def _error(environ: Environ, start_response: StartResponse, status: int, message: str) -> Iterable[bytes]:
+    def _error(
+        environ: Environ,
+        start_response: StartResponse,
+        status: int,
+        message: str,
+        reason: str | None = None,
+        *,
+        exc_info: Any = None,
+    ) -> Iterable[bytes]:
         body = (message.replace("\n", " ") + "\n").encode()
-        start_response(
-            status_line(status),
-            [
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "no-store"),
-            ],
-        )
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ]
+        if exc_info is None:
+            start_response(status_line(status, reason), headers)
+        else:  # replacing the headers of a response whose body has not started
+            start_response(status_line(status, reason), headers, exc_info)
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
 
@@ -441,5 +546,11 @@ def _log(env: Environ, seen: list[str], started: float) -> None:
 
 def create_app(config: Config, *, repository: Repository | None = None) -> Callable[..., Iterable[bytes]]:
     """The WSGI application of a mirror for ``config``; nothing global, so many can coexist."""
-    app = NesteggApp(repository or Repository(config))
-    return AccessLog(app)
+    repository = repository or Repository(config)
+    app = NesteggApp(repository)
+    uploads.install(app, config)
+    auth.install(app, config)
+    builds.install(repository, config)
+    ci.install(app, config)
+    web.install(app, config)
+    return AccessLog(metrics.CountBytes(app, repository.counters))

@@ -11,16 +11,18 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ._version import __version__
 from .config import Config, load_config
 from .errors import NesteggError
 from .server import Mirror, describe
+from .store import write_atomic
 
 logger = logging.getLogger(__name__)
 
 #: modules that add sub-commands (``serve`` is here)
-COMMANDS: list[str] = []
+COMMANDS: list[str] = ["nestegg_core.manage", "nestegg_core.upkeep", "nestegg_core.export", "nestegg_core.ci"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, help="port to listen on (default 7654; 0 picks a free one)")
     serve.add_argument("--threads", type=int, help="worker threads (default 16)")
+    serve.add_argument(
+        "--port-file",
+        metavar="FILE",
+        help="once listening, write the port to FILE (for scripts that start it with --port 0)",
+    )
     serve.set_defaults(func=_serve)
     for module in COMMANDS:
         importlib.import_module(module).add_commands(commands)
@@ -85,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     mirror = Mirror(config_from(args)).bind()
     logger.info("%s", describe(mirror))
+    if args.port_file:
+        # atomically: a reader polling for the file never sees it empty
+        write_atomic(Path(args.port_file).absolute(), f"{mirror.port}\n".encode())
     mirror.serve_forever()
     logger.info("nestegg stopped")
     return 0

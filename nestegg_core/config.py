@@ -6,7 +6,10 @@ Nothing is read at import time; :func:`load_config` reads and validates, :class:
 from __future__ import annotations
 
 import configparser
+import math
 import os
+import re
+import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -21,6 +24,7 @@ from packaging.version import InvalidVersion, Version
 
 from .errors import ConfigError
 from .models import is_valid_name
+from .upstream import mask_url
 
 CONFIG_NAME = "nestegg.yml"
 DEFAULT_PORT = 7654
@@ -28,6 +32,11 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_TTL = 600.0
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_UPLOAD = 200 * 1024 * 1024
+#: how a front server can be told to send a cached file itself (see ``Config.sendfile``)
+SENDFILE_MODES = ("x-accel-redirect", "x-sendfile")
+DEFAULT_SENDFILE_PREFIX = "/_nestegg/"
+DEFAULT_CI_INTERVAL = 300.0
+DEFAULT_CI_TIMEOUT = 3600.0
 
 
 def default_cache_dir() -> Path:
@@ -45,6 +54,20 @@ class SourceVersion:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CISettings:
+    """The ``ci`` entry of a source build: what to run on each new commit of which refs, how often."""
+
+    #: run in the checkout, split like a shell would (no shell runs it); ``tox`` is this Python's tox
+    command: str = "tox"
+    #: branches and tags to test; empty means the default branch (git ``HEAD``, hg ``default``)
+    watch: tuple[str, ...] = ()
+    #: seconds between polls of the repository while serving; 0 polls never (trigger URL, CLI)
+    interval: float = DEFAULT_CI_INTERVAL
+    #: seconds a run may take before it is stopped and recorded as timed out
+    timeout: float = DEFAULT_CI_TIMEOUT
+
+
+@dataclass(frozen=True, kw_only=True)
 class SourceBuild:
     """One ``source_builds`` entry: a git or hg repository whose tags are built into the store."""
 
@@ -53,6 +76,8 @@ class SourceBuild:
     repo_url: str
     private: bool = True
     versions: tuple[SourceVersion, ...] = ()
+    #: continuous integration of the repository; None: none
+    ci: CISettings | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +101,17 @@ class Config:
     #: whether reading private projects needs credentials too
     private_read_auth: bool = False
     max_upload_size: int = DEFAULT_MAX_UPLOAD
+    #: the token a POST to ``/ci/trigger/<name>`` must send; None turns the trigger URL off
+    ci_token: str | None = field(default=None, repr=False)  # a secret: kept out of reprs
+    #: CI runs at the same time (per process)
+    ci_jobs: int = 1
+    #: None: the app sends cached files; ``x-accel-redirect`` (nginx) or ``x-sendfile`` (Apache's
+    #: mod_xsendfile, lighttpd): it answers with a header and the front server sends the file
+    sendfile: str | None = None
+    #: the nginx ``internal`` location that aliases ``nestegg_dir`` (``x-accel-redirect`` only)
+    sendfile_prefix: str = DEFAULT_SENDFILE_PREFIX
+    #: bytes the mirror's cached files may take; past it the least recently used are pruned
+    max_cache_size: int | None = None
     #: the file this came from, for messages; None for defaults
     source: Path | None = None
 
@@ -139,6 +175,13 @@ def load_config(
         changes["nestegg_dir"] = Path(changes["nestegg_dir"]).expanduser()
     if "index_url" in changes:
         changes["index_url"] = check_index_url(changes["index_url"], "--index-url")
+    # the same bounds as in the file: waitress would take port 99999 modulo 65536, 0 threads hang
+    port = changes.get("port")
+    if port is not None and not (isinstance(port, int) and 0 <= port <= 65535):
+        raise ConfigError(f"port: expected a port number 0-65535, got {port!r}")
+    threads = changes.get("threads")
+    if threads is not None and not (isinstance(threads, int) and threads >= 1):
+        raise ConfigError(f"threads: expected an integer >= 1, got {threads!r}")
     return replace(config, **changes)
 
 
@@ -147,6 +190,8 @@ def parse_config_file(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -164,11 +209,12 @@ def parse_config(data: Any, *, source: Path | None = None) -> Config:
         data = {"nestegg": {}}
     top = where.mapping(data, "")
     where.only(top, "", {"nestegg"})
-    body = where.mapping(top.get("nestegg") or {}, "nestegg")
+    # an empty ``nestegg:`` is no settings; ``nestegg: 0`` or ``nestegg: []`` is a mistake
+    body = where.mapping({} if top.get("nestegg") is None else top["nestegg"], "nestegg")
     known = {
         "nestegg_dir", "host", "port", "index_url", "ttl", "timeout", "offline", "threads",
         "source_builds", "private_names", "credentials_file", "private_read_auth",
-        "max_upload_size",
+        "max_upload_size", "ci_token", "ci_jobs", "sendfile", "sendfile_prefix", "max_cache_size",
     }  # fmt: skip
     where.only(body, "nestegg", known)
     values: dict[str, Any] = {"source": source}
@@ -189,13 +235,19 @@ def parse_config(data: Any, *, source: Path | None = None) -> Config:
             values[name] = check_index_url(where.string(raw, path), f"{where.file}: {path}")
         elif name in ("ttl", "timeout"):
             values[name] = where.number(raw, path)
-        elif name in ("threads", "max_upload_size"):
+            if name == "timeout" and values[name] == 0:  # a socket timeout of 0 fails every request
+                raise where.error(path, "expected a number of seconds > 0, got 0")
+        elif name == "ci_token":
+            values[name] = _ci_token(where, raw, path)
+        elif name in ("threads", "max_upload_size", "ci_jobs"):
             values[name] = where.integer(raw, path, minimum=1)
         elif name in ("offline", "private_read_auth"):
             values[name] = where.boolean(raw, path)
         elif name == "private_names":
             values[name] = tuple(where.string(item, f"{path}[{i}]") for i, item in
                                  enumerate(where.sequence(raw, path)))  # fmt: skip
+        elif name in ("sendfile", "sendfile_prefix", "max_cache_size"):
+            values[name] = _deployment_value(where, name, raw, path)
         elif name == "source_builds":
             values[name] = tuple(
                 _source_build(where, item, f"{path}[{i}]") for i, item in enumerate(where.sequence(raw, path))
@@ -209,7 +261,7 @@ def parse_config(data: Any, *, source: Path | None = None) -> Config:
 
 def _source_build(where: _Where, raw: Any, path: str) -> SourceBuild:
     item = where.mapping(raw, path)
-    where.only(item, path, {"name", "repo_type", "repo_url", "private", "versions"})
+    where.only(item, path, {"name", "repo_type", "repo_url", "private", "versions", "ci"})
     for key in ("name", "repo_type", "repo_url"):
         if key not in item:
             raise where.error(f"{path}.{key}", "is required")
@@ -246,14 +298,95 @@ def _source_build(where: _Where, raw: Any, path: str) -> SourceBuild:
         repo_url=where.string(item["repo_url"], f"{path}.repo_url"),
         private=where.boolean(item.get("private", True), f"{path}.private"),
         versions=tuple(versions),
+        ci=_ci_settings(where, item["ci"], f"{path}.ci") if "ci" in item else None,
     )
+
+
+def _ci_token(where: _Where, raw: Any, path: str) -> str:
+    token = where.string(raw, path)
+    if len(token) < 16:  # the message never shows the secret
+        raise where.error(path, f"expected a token of at least 16 characters, got {len(token)}")
+    return token
+
+
+def _ci_settings(where: _Where, raw: Any, path: str) -> CISettings | None:
+    """``ci: yes`` (the defaults), ``ci: no``, or a mapping of :class:`CISettings` keys."""
+    if isinstance(raw, bool):
+        return CISettings() if raw else None
+    item = where.mapping(raw, path)
+    where.only(item, path, {"command", "watch", "interval", "timeout"})
+    values: dict[str, Any] = {}
+    if "command" in item:
+        command = where.string(item["command"], f"{path}.command")
+        try:
+            words = shlex.split(command)
+        except ValueError as exc:
+            raise where.error(f"{path}.command", f"cannot split {command!r}: {exc}") from None
+        if not words:
+            raise where.error(f"{path}.command", f"expected a command, got {command!r}")
+        values["command"] = command
+    if "watch" in item:
+        raw_watch = item["watch"]
+        single = isinstance(raw_watch, (str, int, float))
+        refs = [raw_watch] if single else where.sequence(raw_watch, f"{path}.watch")
+        watch = []
+        for i, ref in enumerate(refs):
+            value = where.string(ref, f"{path}.watch[{i}]")
+            if value.startswith("-") or any(c.isspace() or ord(c) < 32 for c in value):
+                raise where.error(f"{path}.watch[{i}]", f"{value!r} is not a branch or tag name")
+            watch.append(value)
+        values["watch"] = tuple(dict.fromkeys(watch))
+    if "interval" in item:
+        values["interval"] = where.number(item["interval"], f"{path}.interval")
+    if "timeout" in item:
+        timeout = where.number(item["timeout"], f"{path}.timeout")
+        if timeout == 0:
+            raise where.error(f"{path}.timeout", "expected a number of seconds > 0, got 0")
+        values["timeout"] = timeout
+    return CISettings(**values)
+
+
+def _deployment_value(where: _Where, name: str, raw: Any, path: str) -> Any:
+    """``sendfile``, ``sendfile_prefix`` and ``max_cache_size``: how a team's server runs."""
+    if name == "sendfile":
+        mode = None if raw is False else where.string(raw, path).lower()
+        if mode is not None and mode not in SENDFILE_MODES:
+            raise where.error(path, f"expected {' or '.join(SENDFILE_MODES)} (or no), got {mode!r}")
+        return mode
+    if name == "sendfile_prefix":
+        prefix = where.string(raw, path)
+        if not re.fullmatch(r"/[A-Za-z0-9._~!=+/-]*", prefix):
+            raise where.error(path, f"expected a URL path like '/_nestegg/', got {prefix!r}")
+        return prefix.rstrip("/") + "/"
+    try:
+        return parse_size(raw)
+    except ValueError as exc:
+        raise where.error(path, str(exc)) from None
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``500M``, ``10G``, ``1.5TiB``, ``200kb`` or a plain number of bytes.
+
+    Units are powers of 1024 whatever their spelling; raises :class:`ValueError` with a message.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _SIZE.match(value.strip()) if isinstance(value, str) else None
+    size = int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()]) if match else 0
+    if size <= 0:
+        raise ValueError(f"expected a size like 500M or 20G, got {_describe(value)}")
+    return size
 
 
 def check_index_url(url: str, where: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
-            f"{where}: {url!r} is not an http(s) URL of an index (like https://example.com/simple/)"
+            f"{where}: {mask_url(url)!r} is not an http(s) URL of an index (like https://example.com/simple/)"
         )
     return url
 
@@ -298,7 +431,7 @@ class _Where:
         return value
 
     def number(self, value: Any, path: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
             raise self.error(path, f"expected a number of seconds >= 0, got {_describe(value)}")
         return float(value)
 
@@ -324,6 +457,16 @@ def pip_index_url(environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
     if env.get("PIP_INDEX_URL"):
         return env["PIP_INDEX_URL"]
+    return pip_config_value("index-url", env) or _pip_default_index()
+
+
+def pip_config_value(option: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The value of ``option`` (like ``extra-index-url``) in pip's config files, or None.
+
+    Files and sections are read as :func:`pip_index_url` describes; environment variables are
+    not looked at.
+    """
+    env = os.environ if environ is None else environ
     found = None
     for path in _pip_config_files(env):
         parser = configparser.RawConfigParser()
@@ -334,11 +477,9 @@ def pip_index_url(environ: Mapping[str, str] | None = None) -> str:
         for section in ("global", "install"):
             if parser.has_section(section):
                 for key, value in parser.items(section):
-                    if key.replace("_", "-") == "index-url" and value.strip():
+                    if key.replace("_", "-") == option and value.strip():
                         found = value.strip()
-    if found:
-        return found
-    return _pip_default_index()
+    return found
 
 
 def _pip_config_files(env: Mapping[str, str]) -> list[str]:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 from filelock import Timeout as LockTimeout
 from packaging.utils import NormalizedName
@@ -90,6 +91,9 @@ class Download:
             if self._state == _WAITING:
                 raise UpstreamError(f"timed out waiting for {self.dist.filename!r}")
 
+    def _settled(self) -> bool:
+        return self._state != _STREAMING
+
     def _beyond(self, position: int) -> bool:
         return self.written - 1 > position or self._state != _STREAMING
 
@@ -97,30 +101,51 @@ class Download:
     def done(self) -> bool:
         return self._state == _DONE
 
+    def _open(self) -> BinaryIO:
+        with self._cond:
+            # opened under the lock: the worker renames the file under the same lock
+            assert self.path is not None
+            try:
+                return open(self.path, "rb")  # the reader closes it
+            except FileNotFoundError:
+                # a failing worker removes its partial file just before it says so: wait for that
+                self._cond.wait_for(lambda: self._state != _STREAMING, timeout=60)
+                if self._state == _FAILED:
+                    assert self.error is not None
+                    raise self.error from None
+                if self._state == _DONE:
+                    return open(self.path, "rb")
+                raise UpstreamError(f"the download of {self.dist.filename!r} lost its file") from None
+
     def read(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Bytes ``start`` to ``end`` (exclusive; None: to the end), waiting for them as needed.
 
         Raises the download's error if it fails midway: the server then aborts the response, so a
-        client never takes a truncated or corrupt file for a whole one.
+        client never takes a truncated or corrupt file for a whole one. A range that ends before
+        the last byte would be complete before the hash check: it waits for the whole file.
         """
         self.wait_started()
-        with self._cond:
-            # opened under the lock: the worker renames the file under the same lock
-            assert self.path is not None
-            handle = open(self.path, "rb")  # noqa: SIM115 - closed in the finally below
+        verified_only = end is not None and (self.size is None or end < self.size)
+        handle = self._open()
         try:
             position = start
             handle.seek(start)
             while end is None or position < end:
                 with self._cond:
-                    self._cond.wait_for(partial(self._beyond, position), timeout=60)
+                    ready = self._settled if verified_only else partial(self._beyond, position)
+                    self._cond.wait_for(ready, timeout=60)
                     if self._state == _FAILED:
                         assert self.error is not None
                         raise self.error
                     finished = self._state == _DONE
-                    # the last byte waits for the hash check: a client whose file turns out
-                    # corrupt sees a broken-off response, never a complete wrong file
-                    available = self.written if finished else self.written - 1
+                    if finished:
+                        available = self.written
+                    elif verified_only:
+                        available = position  # nothing before the check
+                    else:
+                        # the last byte waits for the hash check: a client whose file turns out
+                        # corrupt sees a broken-off response, never a complete wrong file
+                        available = self.written - 1
                 if available <= position:
                     if finished:
                         return

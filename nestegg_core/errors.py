@@ -46,10 +46,22 @@ class UploadError(NesteggError):
     status = 400
 
 
+class UploadTooLarge(UploadError):
+    """An upload over the configured ``max_upload_size``."""
+
+    status = 413
+
+
 class AuthError(NesteggError):
     """Missing or wrong credentials."""
 
     status = 403
+
+
+class BadRequest(NesteggError):
+    """A request the client must fix (a bad query parameter, a ref CI does not watch)."""
+
+    status = 400
 
 
 class BuildError(NesteggError):

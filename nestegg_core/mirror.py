@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +32,7 @@ class _Entry:
     fresh_until: float = 0.0
     missing_until: float = 0.0  # the upstream said 404 and nothing is kept
     mtime: float | None = None  # of the state file when read, to notice other processes' writes
+    kept: frozenset[str] = frozenset()  # the cached files on disk when ``page`` was made
 
 
 class MirrorIndex:
@@ -66,6 +69,7 @@ class MirrorIndex:
         entry = self._entry(name)
         now = self.clock()
         if entry.page is not None and now < entry.fresh_until:
+            self._catch_up(name, entry)
             return entry.page
         if entry.page is None and now < entry.missing_until:
             raise NotFound(f"project {name!r} is not on the upstream index")
@@ -98,6 +102,10 @@ class MirrorIndex:
             entry = self._entries.get(name)
             if entry is None or entry.page is None:
                 return
+            if entry.page.file(record.filename) == record:
+                # nothing learned (the index gave size, hash and metadata): the page, and so its
+                # rendered bytes, stay as they are instead of being rebuilt for every file cached
+                return
             files = tuple(record if d.filename == record.filename else d for d in entry.page.files)
             if record.filename not in {d.filename for d in files}:
                 files += (record,)
@@ -118,6 +126,37 @@ class MirrorIndex:
             with self._guard:
                 lock = self._locks.setdefault(name, threading.Lock())
         return lock
+
+    def _catch_up(self, name: NormalizedName, entry: _Entry) -> None:
+        """Take in what other processes wrote since the page was made: a newer state, other files.
+
+        A stat and a directory listing per request, so that every worker process of a pre-forking
+        server (gunicorn, mod_wsgi) answers from the state on disk: the same page, the same ETag.
+        """
+        lock = self._lock(name)
+        if not lock.acquire(blocking=False):
+            return  # another thread is revalidating or catching up; this answer may lag by one
+        try:
+            mtime = self.store.page_mtime(name)
+            if mtime is not None and mtime != entry.mtime:
+                state = self.store.read_page(name)
+                if state is not None:
+                    self._use(name, entry, state, mtime)
+                    return
+            kept = self._kept_names(name)
+            if kept != entry.kept:
+                base = entry.state.page if entry.state is not None else ProjectPage.build(name, ())
+                entry.kept = kept
+                entry.page = self._with_kept(base, self.store.kept_files(name))
+        finally:
+            lock.release()
+
+    def _kept_names(self, name: NormalizedName) -> frozenset[str]:
+        """The files of ``name`` that have a record beside them on disk (a cheap ``kept_files``)."""
+        with contextlib.suppress(FileNotFoundError):
+            names = {e.name for e in os.scandir(self.store.files / name) if not e.name.startswith(".")}
+            return frozenset(n[: -len(".json")] for n in names if n.endswith(".json") and n[:-5] in names)
+        return frozenset()
 
     def _revalidate(self, name: NormalizedName, entry: _Entry) -> None:
         mtime = self.store.page_mtime(name)
@@ -140,7 +179,8 @@ class MirrorIndex:
             if kept:
                 logger.info("upstream has no project %r; serving its %d cached files", name, len(kept))
                 state = PageState(page=ProjectPage.build(name, ()), checked=self.clock())
-                self._use(name, entry, state, None, kept=kept)
+                # the state on disk is not what is served: _catch_up must not take it in
+                self._use(name, entry, state, self.store.page_mtime(name), kept=kept)
             else:
                 entry.page = entry.state = None
                 entry.missing_until = self.clock() + min(self.ttl, 60.0)
@@ -189,6 +229,7 @@ class MirrorIndex:
         reuse: bool = False,
     ) -> None:
         if not (reuse and entry.page is not None):
+            entry.kept = self._kept_names(name)  # before the records are read: a later file is seen
             entry.page = self._with_kept(state.page, self.store.kept_files(name) if kept is None else kept)
         entry.state, entry.mtime = state, mtime
         entry.missing_until = 0.0

@@ -37,7 +37,8 @@ def parse_project_json(name: str, body: bytes, base_url: str) -> ProjectPage:
         if not isinstance(versions, list):
             raise TypeError("versions is not a list")
         return ProjectPage.build(name, files, (str(v) for v in versions))
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        # RecursionError: json.loads of a few kilobytes of "[[[[..." is not a page either
         raise UpstreamError(f"upstream page {base_url} is not valid PEP 691 JSON: {exc}") from None
 
 
@@ -99,14 +100,20 @@ def parse_project_html(name: str, body: bytes, base_url: str) -> ProjectPage:
         parser.close()
     except (ValueError, AssertionError) as exc:  # html.parser raises these on broken markup
         raise UpstreamError(f"upstream page {base_url} is not valid HTML: {exc}") from None
-    base = urljoin(base_url, parser.base) if parser.base else base_url
+    try:
+        base = urljoin(base_url, parser.base) if parser.base else base_url
+    except ValueError:  # an unparsable <base href>, like "http://[": the page's own URL instead
+        base = base_url
     files = []
     for attrs in parser.links:
         href = attrs.get("href")
         if not href:
             continue
-        url, fragment = urldefrag(urljoin(base, href))
-        filename = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+        try:
+            url, fragment = urldefrag(urljoin(base, href))
+            filename = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+        except ValueError:
+            continue  # an unparsable link (urllib refuses "http://[x"): no file of ours
         hashes = {}
         algorithm, _, digest = fragment.partition("=")
         if algorithm.lower() in _HASH_NAMES and digest:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from filelock import FileLock
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.utils import NormalizedName, canonicalize_name
+from packaging.utils import InvalidWheelFilename, NormalizedName, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 from .distmeta import metadata_fields, metadata_of, parse_dist_filename
@@ -106,27 +106,43 @@ class PrivateStore:
 
     # changes -----------------------------------------------------------------------------
 
-    def add(self, path: Path, *, filename: str | None = None, move: bool = False) -> tuple[DistFile, bool]:
+    def add(
+        self, path: Path, *, filename: str | None = None, move: bool = False, replace: bool = False
+    ) -> tuple[DistFile, bool]:
         """Publish a file; returns its record and whether it is new.
 
         The same bytes again change nothing; other bytes under an existing filename raise
-        :class:`UploadError` ("File already exists"), as PyPI answers.
+        :class:`UploadError` ("File already exists"), as PyPI answers, unless ``replace`` is true
+        (a source build of a branch that moved is a new build of the same version).
         """
         filename = check_filename(filename or path.name)
         name, version = parse_dist_filename(filename)
         sha256 = _sha256(path)
         folder = self.root / name
-        folder.mkdir(parents=True, exist_ok=True)
         target = folder / filename
         with self.lock(name):
             existing = self._record(name, filename)
             if target.is_file() and existing is not None:
                 if existing.sha256 == sha256:
                     return existing, False
-                raise UploadError(
-                    f"File already exists ({filename!r}) with other contents; "
-                    "use a new version or remove the old file first"
-                )
+                if replace:
+                    logger.info("replacing %s/%s with a new build", name, filename)
+                else:
+                    raise UploadError(
+                        f"File already exists ({filename!r}) with other contents; "
+                        "use a new version or remove the old file first"
+                    )
+            elif not replace:
+                # the same file spelled otherwise (PKG-1.0.tar.gz, pkg-1.0.0.tar.gz, a .zip sdist)
+                # would sit beside it as a second, different copy of one release: refused as PyPI does
+                twin = self._twin(name, filename)
+                if twin is not None:
+                    if twin.sha256 == sha256:
+                        return twin, False
+                    raise UploadError(
+                        f"File already exists: {filename!r} is the same distribution as {twin.filename!r}, "
+                        "with other contents; use a new version"
+                    )
             metadata = metadata_of(path)
             requires_python = None
             if metadata is not None:
@@ -152,6 +168,8 @@ class PrivateStore:
                 upload_time=format_time(datetime.now(timezone.utc)),
                 origin="private",
             )
+            # only now, every check passed: the folder's existence makes the name private for good
+            folder.mkdir(parents=True, exist_ok=True)
             if metadata is not None and filename.endswith(".whl"):
                 write_atomic(folder / f"{filename}.metadata", metadata)
                 record = record.with_changes(core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()})
@@ -195,6 +213,17 @@ class PrivateStore:
         except OSError:
             return None
 
+    def _twin(self, name: str, filename: str) -> DistFile | None:
+        """A stored file that is ``filename`` under another spelling: the sdist of its version,
+        or a wheel of its version, build and tags."""
+        identity = _identity(filename)
+        for record in self._records(name):
+            if record.filename != filename and (self.root / name / record.filename).is_file():
+                with contextlib.suppress(UploadError, InvalidWheelFilename):
+                    if _identity(record.filename) == identity:
+                        return record
+        return None
+
     def _records(self, name: str) -> list[DistFile]:
         records = []
         with contextlib.suppress(FileNotFoundError):
@@ -224,6 +253,14 @@ class PrivateStore:
         _touch(self.root / name)
         with self._lock:
             self._pages.pop(name, None)
+
+
+def _identity(filename: str) -> tuple[object, ...]:
+    """What makes two filenames the same distribution: one sdist per release, one wheel per tags."""
+    if filename.endswith(".whl"):
+        _, version, build, tags = parse_wheel_filename(filename)
+        return ("wheel", version, build, tags)
+    return ("sdist", parse_dist_filename(filename)[1])
 
 
 def _is_pattern(value: str) -> bool:

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from packaging.utils import NormalizedName
@@ -21,11 +22,13 @@ from packaging.utils import NormalizedName
 from .config import Config
 from .downloads import Download, Downloads
 from .errors import IntegrityError, NotFound, UpstreamError
+from .metrics import Counters, CountingFetcher
 from .mirror import MirrorIndex
 from .models import DistFile, ProjectPage
 from .private import PrivateStore
 from .simple import render_index, render_project
 from .store import CacheStore, write_atomic
+from .upkeep import SizeLimit, mark_used
 from .upstream import Fetcher, HttpFetcher, OfflineFetcher, mask_url
 
 logger = logging.getLogger(__name__)
@@ -42,13 +45,6 @@ class Rendered:
     etag: str
 
 
-@dataclass(frozen=True)
-class Metrics:
-    cache_hits: int
-    cache_misses: int
-    upstream_downloads: int
-
-
 class Repository:
     """The index the WSGI app serves."""
 
@@ -60,6 +56,9 @@ class Repository:
                 if config.offline
                 else HttpFetcher(config.upstream_url, timeout=config.timeout)
             )
+        #: counts of every process of the nest (``/metrics``)
+        self.counters = Counters(config.nestegg_dir)
+        fetcher = CountingFetcher(fetcher, self.counters)
         self.fetcher = fetcher
         self.store = CacheStore(config.nestegg_dir, config.upstream_url)
         self.mirror = MirrorIndex(self.store, fetcher, ttl=config.ttl, offline=config.offline)
@@ -67,7 +66,11 @@ class Repository:
         reserved += [b.name for b in config.source_builds if b.private]
         merged = [b.name for b in config.source_builds if not b.private]
         self.private = PrivateStore(config.nestegg_dir / "private", reserved=reserved, merged=merged)
-        self.downloads = Downloads(self.store, fetcher, on_cached=self.mirror.cached)
+        #: prunes in the background when a new file takes the cache over ``max_cache_size``
+        self.size_limit = (
+            SizeLimit(config.nestegg_dir, config.max_cache_size) if config.max_cache_size else None
+        )
+        self.downloads = Downloads(self.store, fetcher, on_cached=self._cached)
         #: called with a name before its private page is read (on-demand source builds)
         self.before_private: Callable[[NormalizedName], None] | None = None
         #: the URL clients reach this index at, once known (``Mirror.bind`` sets it); source builds
@@ -76,8 +79,6 @@ class Repository:
         self._rendered: OrderedDict[tuple[str, str], Rendered] = OrderedDict()
         self._render_lock = threading.Lock()
         self._metadata_locks: dict[str, threading.Lock] = {}
-        self.hits = 0
-        self.misses = 0
 
     # pages -------------------------------------------------------------------------------
 
@@ -119,11 +120,14 @@ class Repository:
                 self._rendered.popitem(last=False)
         return result
 
-    def index(self, content_type: str) -> Rendered:
-        """The root page: every project the mirror knows (cached or private), not upstream's."""
+    def index(self, content_type: str, *, visible: Callable[[str], bool] | None = None) -> Rendered:
+        """The root page: every project the mirror knows (cached or private), not upstream's.
+
+        ``visible``, if given, says which names the asker may see.
+        """
         names = set(self.store.project_names())
         names.update(self.private.names())
-        body = render_index(sorted(names), content_type)
+        body = render_index(sorted(filter(visible, names) if visible else names), content_type)
         return Rendered(None, body, _etag(body))
 
     # files -------------------------------------------------------------------------------
@@ -135,10 +139,16 @@ class Repository:
             return self.private.file_path(name, filename)
         path = self.store.file_path(name, filename)
         if path.is_file():
-            self.hits += 1
+            self.counters.add("cache_hits")
+            mark_used(self.store, name, filename)
             return path
-        self.misses += 1
+        self.counters.add("cache_misses")
         return self.downloads.get(name, dist)
+
+    def _cached(self, name: NormalizedName, record: DistFile) -> None:
+        self.mirror.cached(name, record)
+        if self.size_limit is not None:
+            self.size_limit.cached(record)
 
     def open_metadata(self, name: NormalizedName, filename: str) -> Path:
         """The PEP 658 core metadata file of ``filename``, fetched and verified if need be."""
@@ -180,8 +190,9 @@ class Repository:
     def _is_source_build(self, name: str) -> bool:
         return any(build.name == name for build in self.config.source_builds)
 
-    def metrics(self) -> Metrics:
-        return Metrics(self.hits, self.misses, self.downloads.count)
+    def metrics(self) -> dict[str, Any]:
+        """The counters of the nest (every process's), see :mod:`nestegg_core.metrics`."""
+        return self.counters.totals()
 
 
 def _etag(body: bytes) -> str:

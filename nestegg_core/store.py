@@ -30,9 +30,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from filelock import FileLock
+from filelock import Timeout as LockTimeout
 from packaging.utils import NormalizedName
 
-from .errors import NotFound
+from .errors import NesteggError, NotFound
 from .models import DistFile, ProjectPage, is_normalized
 
 logger = logging.getLogger(__name__)
@@ -126,12 +127,22 @@ def upstream_key(url: str) -> str:
     return f"{readable}-{digest}"
 
 
+def _part_of(entry: str) -> str | None:
+    """The filename a part file (``.<filename>.<pid>.<n>.part``) belongs to, or None."""
+    if not (entry.startswith(".") and entry.endswith(".part")):
+        return None
+    filename, _, rest = entry[1 : -len(".part")].rpartition(".")
+    filename, _, pid = filename.rpartition(".")
+    return filename if filename and pid.isdigit() and rest.isdigit() else None
+
+
 class CacheStore:
     """Paths and atomic reads and writes of the mirror cache of one upstream."""
 
-    def __init__(self, root: Path, upstream: str) -> None:
+    def __init__(self, root: Path, upstream: str = "", *, key: str | None = None) -> None:
         self.root = root
-        self.key = upstream_key(upstream)
+        #: the folder of this upstream; upkeep, which works on every upstream's cache, passes it
+        self.key = upstream_key(upstream) if key is None else key
         self.pages = root / "mirror" / self.key / "pages"
         self.files = root / "mirror" / self.key / "files"
         self.locks = root / "locks" / self.key
@@ -192,6 +203,52 @@ class CacheStore:
                     logger.info("removing partial download %s", entry.path)
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
+
+    def prepare(self) -> None:
+        """Check that the nest can be written and remove partial downloads a crash left behind.
+
+        Called when a server starts: it fails at once on an unusable nest rather than on every
+        request, and what a killed process was downloading is not left on disk until that file
+        is asked for again. Every upstream's cache is swept, not only this one's.
+        """
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise PermissionError(13, "not writable")
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise NesteggError(f"cannot use {str(self.root)!r} as the nestegg dir: {reason}") from None
+        removed = 0
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.root / "mirror"):
+                if entry.is_dir():
+                    removed += CacheStore(self.root, key=entry.name).sweep_parts()
+        if removed:
+            logger.info("removed %d partial downloads left by a crash", removed)
+
+    def sweep_parts(self) -> int:
+        """Remove the partial downloads no process is writing; returns how many.
+
+        A download holds its file's lock from its first byte until the rename, so a part file
+        whose lock is free is abandoned, however young.
+        """
+        removed = 0
+        with contextlib.suppress(FileNotFoundError):
+            for folder in os.scandir(self.files):
+                if not folder.is_dir() or not is_normalized(folder.name):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    for entry in os.scandir(folder.path):
+                        filename = _part_of(entry.name)
+                        if filename is None:
+                            continue
+                        try:
+                            with self.lock(NormalizedName(folder.name), filename, timeout=0):
+                                os.unlink(entry.path)
+                                removed += 1
+                        except (LockTimeout, NotFound, OSError):
+                            continue  # being downloaded, already gone, or not ours to judge
+        return removed
 
     def read_record(self, name: NormalizedName, filename: str) -> DistFile | None:
         try:

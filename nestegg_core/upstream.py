@@ -51,20 +51,32 @@ class Fetcher(Protocol):
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, fit for logs and messages."""
+    """The URL with its password replaced by ``***``, fit for logs and messages.
+
+    A user name without a password is masked too: it is how tokens are passed (``https://TOKEN@host``).
+    """
     parts = urlsplit(url)
-    if parts.password is None:
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
         return url
-    netloc = f"{parts.username}:***@{parts.hostname}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    user, colon, _ = userinfo.partition(":")
+    masked = f"{user}:***" if colon else "***"
+    return urlunsplit(parts._replace(netloc=f"{masked}@{host}"))
+
+
+def without_credentials(url: str) -> str:
+    """The URL without any user name or password (the fetcher adds the index's own to its host)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 class _ResponseStream:
-    def __init__(self, response: requests.Response, url: str) -> None:
+    def __init__(self, response: requests.Response, url: str, timeout: float) -> None:
         self._response = response
         self._url = url
+        self._timeout = timeout
         length = response.headers.get("Content-Length")
         self.size = int(length) if length and length.isdigit() else None
 
@@ -72,6 +84,10 @@ class _ResponseStream:
         try:
             # decode_content=False: a file is stored byte for byte as the index hashed it
             yield from self._response.raw.stream(CHUNK, decode_content=False)
+        except urllib3.exceptions.ReadTimeoutError:
+            raise UpstreamTimeout(
+                f"download of {mask_url(self._url)} stalled for {self._timeout:g}s"
+            ) from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise UpstreamError(f"download of {mask_url(self._url)} broke off: {exc}") from None
 
@@ -80,12 +96,16 @@ class _ResponseStream:
 
 
 class HttpFetcher:
-    """The upstream over HTTP(S), with one connection pool per thread (requests is not thread-safe)."""
+    """The upstream over HTTP(S): a session per thread (requests is not thread-safe) over one shared
+    connection pool, so that connections are reused whichever thread asks (downloads each get a thread
+    of their own): a new HTTPS connection costs round trips and loading the CA bundle again."""
 
     def __init__(self, index_url: str, *, timeout: float = 30.0) -> None:
         self.index_url = index_url.rstrip("/") + "/"
         self.timeout = timeout
         self._local = threading.local()
+        # urllib3's pools are thread-safe; sized for the server's threads plus downloads
+        self._adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=32)
         parts = urlsplit(self.index_url)
         self._host = (parts.hostname, parts.port)
         # files on the index's own host get the index's credentials, as pip gives them
@@ -101,6 +121,8 @@ class HttpFetcher:
             session.headers["User-Agent"] = f"nestegg/{__version__}"
             # the index's own credentials come from its URL; .netrc stays the user's business
             session.trust_env = True
+            session.mount("https://", self._adapter)
+            session.mount("http://", self._adapter)
             self._local.session = session
         return session
 
@@ -120,7 +142,9 @@ class HttpFetcher:
             if response.status_code != 200:
                 raise UpstreamError(f"upstream answered {mask_url(url)} with HTTP {response.status_code}")
             body = response.content
-            page = parse_project_page(name, body, response.headers.get("Content-Type", ""), response.url)
+            # file URLs and messages without the index's credentials: it gets them back in open()
+            base = without_credentials(response.url)
+            page = parse_project_page(name, body, response.headers.get("Content-Type", ""), base)
             return Fetched(
                 page=page,
                 etag=response.headers.get("ETag"),
@@ -136,7 +160,7 @@ class HttpFetcher:
             if response.status_code in (404, 410):
                 raise NotFound(f"upstream has no file at {mask_url(url)}")
             raise UpstreamError(f"upstream answered {mask_url(url)} with HTTP {response.status_code}")
-        return _ResponseStream(response, url)
+        return _ResponseStream(response, url, self.timeout)
 
     def _auth_for(self, url: str) -> tuple[str, str] | None:
         parts = urlsplit(url)
@@ -156,6 +180,11 @@ class HttpFetcher:
             return self.session.get(url, headers=headers, timeout=self.timeout, stream=stream, auth=auth)
         except requests.Timeout:
             raise UpstreamTimeout(f"upstream {mask_url(url)} did not answer in {self.timeout:g}s") from None
+        except requests.ConnectionError as exc:
+            # a body that stops coming is a timeout too; requests reports it as a ConnectionError
+            if any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args):
+                raise UpstreamTimeout(f"upstream {mask_url(url)} stalled for {self.timeout:g}s") from None
+            raise UpstreamError(f"cannot reach upstream {mask_url(url)} (ConnectionError)") from None
         except requests.RequestException as exc:
             reason = type(exc).__name__
             raise UpstreamError(f"cannot reach upstream {mask_url(url)} ({reason})") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -115,8 +116,9 @@ def test_bad_download_is_an_error_and_never_cached(
     wheel = next(f for f in files if f.endswith(".whl") and "1.0" in f)
     getattr(faults, fault).add(f"/files/pkg/{wheel}")
     http.get(mirror.index_url + "pkg/")
-    with pytest.raises(requests.exceptions.ChunkedEncodingError):  # broken off before the last byte
-        http.get(file_url(mirror, wheel))
+    # broken off before the last byte; or, if it failed before the first, a clean 502
+    with contextlib.suppress(requests.exceptions.ChunkedEncodingError):
+        assert http.get(file_url(mirror, wheel)).status_code == 502
     assert not cached(mirror, wheel).exists()
     assert not list(cached(mirror, wheel).parent.glob(".*.part"))
     getattr(faults, fault).clear()
