@@ -1,0 +1,377 @@
+"""Cache upkeep: last-use stamps, ``nestegg prune``, the size limit while serving, ``nestegg export``."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from nestegg_core import Mirror
+from nestegg_core.cli import main
+from nestegg_core.config import parse_size
+from nestegg_core.dists import PackageSpec, make_sdist
+from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.store import CacheStore
+from nestegg_core.testing import installer_env
+from nestegg_core.upkeep import USED_RESOLUTION, cached_files, mark_used, prune
+
+from .conftest import Faults, MirrorFactory
+
+DAY = 86400.0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1", 1),
+        (1234, 1234),
+        ("500", 500),
+        ("10b", 10),
+        ("1k", 1024),
+        ("2K", 2048),
+        ("1KB", 1024),
+        ("1KiB", 1024),
+        ("500M", 500 * 1024**2),
+        ("1.5G", int(1.5 * 1024**3)),
+        (" 20 GiB ", 20 * 1024**3),
+        ("1t", 1024**4),
+    ],
+)
+def test_parse_size(value: str | int, expected: int) -> None:
+    assert parse_size(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["", "0", "0.1", "-5M", "5X", "M", "lots", None, True, 0, -1, 1.5, "1.5.2G"]
+)
+def test_parse_size_refuses(value: object) -> None:
+    with pytest.raises(ValueError, match="expected a size like 500M or 20G"):
+        parse_size(value)
+
+
+# last use ------------------------------------------------------------------------------------------
+
+
+def test_a_hit_refreshes_an_old_stamp_only(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path, "http://127.0.0.1:9/simple/")
+    record = store.record_path("pkg", "pkg-1.0.tar.gz")
+    record.parent.mkdir(parents=True)
+    record.write_text("{}")
+    now = time.time()
+    os.utime(record, (now - 10, now - 10))
+    mark_used(store, "pkg", "pkg-1.0.tar.gz", now=now)
+    assert record.stat().st_mtime == pytest.approx(now - 10)  # recent enough: no write
+    os.utime(record, (now - USED_RESOLUTION - 1,) * 2)
+    mark_used(store, "pkg", "pkg-1.0.tar.gz", now=now)
+    assert record.stat().st_mtime == pytest.approx(now)
+    mark_used(store, "pkg", "gone-1.0.tar.gz", now=now)  # a pruned file: nothing to note, no error
+
+
+# prune ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def wheels(upstream: PrivateIndex) -> dict[str, str]:
+    """Four projects of one wheel each, by project name: the wheel's filename."""
+    found = {}
+    for name in ("alpha", "beta", "gamma", "delta"):
+        record = upstream.add(name, "1.0", sdist=False, payload_size=40_000)[0]
+        found[name] = record.filename
+    return found
+
+
+def fetch(mirror: Mirror, http: requests.Session, name: str, filename: str) -> bytes:
+    http.get(f"{mirror.index_url}{name}/").raise_for_status()
+    answer = http.get(f"{mirror.url}/files/{name}/{filename}")
+    answer.raise_for_status()
+    return answer.content
+
+
+def age(mirror: Mirror, name: str, filename: str, days: float) -> None:
+    """Make a cached file look last used ``days`` ago."""
+    when = time.time() - days * DAY
+    os.utime(mirror.repository.store.record_path(name, filename), (when, when))
+
+
+def cli(tmp_path: Path, upstream: PrivateIndex, *args: str) -> int:
+    config = tmp_path / "cli.yml"
+    if not config.exists():
+        config.write_text("nestegg: {}\n")
+    nest = str(tmp_path / "nest")
+    # main() points logging at this test's captured stderr: put it back, or later tests' threads
+    # would log into a closed stream
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return main(["--config", str(config), "--cache-dir", nest, "--index-url", upstream.index_url, *args])
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def test_prune_older_than_keeps_the_recently_used_and_private_files(
+    tmp_path: Path,
+    mirror: Mirror,
+    http: requests.Session,
+    upstream: PrivateIndex,
+    faults: Faults,
+    wheels: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, filename in wheels.items():
+        fetch(mirror, http, name, filename)
+        age(mirror, name, filename, days=10)
+    fetch(mirror, http, "gamma", wheels["gamma"])  # served again: used now
+    own = upstream.add("own-tool", "1.0", sdist=False)[0]
+    mirror.repository.private.add(upstream.root / "nest" / "private" / "own-tool" / own.filename)
+    private_file = tmp_path / "nest" / "private" / "own-tool" / own.filename
+    os.utime(private_file, (time.time() - 100 * DAY,) * 2)
+
+    assert cli(tmp_path, upstream, "prune", "--older-than", "7") == 0
+    assert "removed 3 files" in capsys.readouterr().out
+    store = mirror.repository.store
+    assert [f.name for f in cached_files(tmp_path / "nest")] == ["gamma"]
+    assert not store.file_path("alpha", wheels["alpha"]).exists()
+    assert not store.record_path("alpha", wheels["alpha"]).exists()
+    assert private_file.is_file()
+    # the page still lists the pruned file; asking for it fetches it again
+    assert fetch(mirror, http, "alpha", wheels["alpha"])
+    assert faults.count(f"/files/alpha/{wheels['alpha']}") == 2
+    assert faults.count(f"/files/gamma/{wheels['gamma']}") == 1
+
+
+def test_prune_to_a_size_removes_the_least_recently_used_first(
+    tmp_path: Path, mirror: Mirror, http: requests.Session, wheels: dict[str, str]
+) -> None:
+    for days, (name, filename) in zip((3, 1, 4, 2), wheels.items(), strict=True):
+        fetch(mirror, http, name, filename)
+        age(mirror, name, filename, days=days)
+    files = {f.name: f for f in cached_files(tmp_path / "nest")}
+    keep = files["beta"].size + files["delta"].size
+    dry = prune(tmp_path / "nest", max_size=keep, dry_run=True)
+    assert [f.name for f in dry.removed] == ["gamma", "alpha"]
+    assert len(cached_files(tmp_path / "nest")) == 4
+    result = prune(tmp_path / "nest", max_size=keep)
+    assert [f.name for f in result.removed] == ["gamma", "alpha"]
+    assert (result.kept, result.size) == (2, keep)
+    assert sorted(f.name for f in cached_files(tmp_path / "nest")) == ["beta", "delta"]
+
+
+def test_prune_leaves_a_file_being_downloaded_and_removes_old_leftovers(
+    tmp_path: Path, mirror: Mirror, http: requests.Session, wheels: dict[str, str]
+) -> None:
+    for name, filename in wheels.items():
+        fetch(mirror, http, name, filename)
+    store = mirror.repository.store
+    abandoned = store.files / "alpha" / f".{wheels['alpha']}.999.0.part"
+    in_progress = store.files / "beta" / f".{wheels['beta']}.999.0.part"
+    old_tmp = store.files / "alpha" / f".{wheels['alpha']}.json.abc.tmp"
+    new_tmp = store.files / "alpha" / f".{wheels['alpha']}.json.def.tmp"
+    for path in (abandoned, in_progress, old_tmp, new_tmp):
+        path.write_bytes(b"x")
+    os.utime(old_tmp, (time.time() - 2 * DAY,) * 2)
+    with store.lock("beta", wheels["beta"]):  # another process is downloading it
+        result = prune(tmp_path / "nest", max_size=1)
+    assert sorted(f.name for f in result.removed) == ["alpha", "delta", "gamma"]
+    assert [f.name for f in cached_files(tmp_path / "nest")] == ["beta"]
+    assert result.leftovers == 2
+    assert not abandoned.exists()
+    assert not old_tmp.exists()
+    assert in_progress.exists()
+    assert new_tmp.exists()
+
+
+def test_prune_command_line(
+    tmp_path: Path,
+    mirror: Mirror,
+    http: requests.Session,
+    upstream: PrivateIndex,
+    wheels: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fetch(mirror, http, "alpha", wheels["alpha"])
+    assert cli(tmp_path, upstream, "prune") == 2
+    assert "error: say what to prune: --max-size SIZE, --older-than DAYS" in capsys.readouterr().err
+    assert cli(tmp_path, upstream, "prune", "--max-size", "lots") == 2
+    assert "error: --max-size: expected a size like 500M or 20G, got str 'lots'" in capsys.readouterr().err
+    assert cli(tmp_path, upstream, "prune", "--older-than", "-1") == 2
+    capsys.readouterr()
+    assert cli(tmp_path, upstream, "prune", "--max-size", "1k", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"alpha/{wheels['alpha']} (")
+    assert "would remove 1 files" in out
+    assert len(cached_files(tmp_path / "nest")) == 1
+    (tmp_path / "cli.yml").write_text("nestegg:\n  max_cache_size: 1k\n")  # the config's limit
+    assert cli(tmp_path, upstream, "prune") == 0
+    assert "removed 1 files" in capsys.readouterr().out
+    assert cached_files(tmp_path / "nest") == []
+
+
+def test_size_limit_applied_while_serving(
+    tmp_path: Path, make_mirror: MirrorFactory, http: requests.Session, wheels: dict[str, str]
+) -> None:
+    limit = 100_000  # room for two of the ~40 kB wheels, with their records
+    mirror = make_mirror(max_cache_size=limit)
+    size_limit = mirror.repository.size_limit
+    assert size_limit is not None
+    for name, filename in wheels.items():
+        fetch(mirror, http, name, filename)
+        time.sleep(0.02)  # distinct last-use stamps
+    # the last file is noted once its download thread is done, maybe after the client got it all
+    deadline = time.monotonic() + 10
+    while sum(f.size for f in cached_files(tmp_path / "nest")) > limit and time.monotonic() < deadline:
+        size_limit.wait(1)
+        time.sleep(0.05)
+    left = cached_files(tmp_path / "nest")
+    assert sum(f.size for f in left) <= limit
+    assert len(left) < len(wheels)
+    assert "delta" in {f.name for f in left}  # the newest stays
+
+
+# export ----------------------------------------------------------------------------------------------
+
+
+def sdist_needing(upstream: PrivateIndex, tmp_path: Path, name: str, build_requires: str) -> None:
+    """Publish an sdist (only) whose build needs ``build_requires`` from the index."""
+    original = make_sdist(PackageSpec(name=name, version="1.0"), tmp_path / "generated")
+    target = tmp_path / "rewritten" / original.name
+    target.parent.mkdir(parents=True)
+    with tarfile.open(original) as source, tarfile.open(target, "w:gz") as out:
+        for member in source.getmembers():
+            data = source.extractfile(member) if member.isfile() else None
+            content = data.read() if data is not None else None
+            if content is not None and member.name.endswith("/pyproject.toml"):
+                content = content.replace(b"requires = []", f'requires = ["{build_requires}"]'.encode())
+                assert build_requires.encode() in content
+                member.size = len(content)
+            out.addfile(member, io.BytesIO(content) if content is not None else None)
+    upstream.publish(target)
+
+
+@pytest.fixture
+def team(upstream: PrivateIndex, tmp_path: Path) -> None:
+    upstream.add("exp-app", "1.0", requires_dist=["exp-lib>=2", "exp-tool"])
+    upstream.add("exp-lib", "1.0")
+    upstream.add("exp-lib", "2.0")
+    upstream.add("exp-helper", "3.0", sdist=False)
+    sdist_needing(upstream, tmp_path, "exp-tool", "exp-helper")
+
+
+def pip(*args: str, index_url: str | None = None) -> None:
+    command = [sys.executable, "-m", "pip", *args]
+    result = subprocess.run(
+        command, env=installer_env(index_url), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@contextlib.contextmanager
+def static_server(root: Path) -> Iterator[str]:
+    """A plain static file server (the standard library's) on 127.0.0.1:0."""
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@pytest.mark.usefixtures("team")
+def test_export_of_projects_writes_a_static_pep503_and_pep691_tree(
+    tmp_path: Path,
+    mirror: Mirror,
+    http: requests.Session,
+    upstream: PrivateIndex,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    page = http.get(f"{mirror.index_url}exp-lib/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    for entry in page.json()["files"]:
+        http.get(f"{mirror.url}/files/exp-lib/{entry['filename']}").raise_for_status()
+    own = upstream.add("own-tool", "1.0", sdist=False)[0]
+    mirror.repository.private.add(upstream.root / "nest" / "private" / "own-tool" / own.filename)
+    dest = tmp_path / "export"
+
+    projects = ("--project", "Exp_Lib>=2", "--project", "own-tool")
+    assert cli(tmp_path, upstream, "export", str(dest), *projects) == 0
+    assert "exported 3 files of 2 projects" in capsys.readouterr().out
+    files = sorted(p.name for p in (dest / "files").iterdir())
+    assert files == [
+        "exp_lib-2.0-py3-none-any.whl", "exp_lib-2.0-py3-none-any.whl.metadata", "exp_lib-2.0.tar.gz",
+        own.filename, f"{own.filename}.metadata",
+    ]  # fmt: skip
+    index = json.loads((dest / "simple" / "index.json").read_text())
+    assert [p["name"] for p in index["projects"]] == ["exp-lib", "own-tool"]
+    assert 'href="exp-lib/"' in (dest / "simple" / "index.html").read_text()
+    lib = json.loads((dest / "simple" / "exp-lib" / "index.json").read_text())
+    for entry in lib["files"]:
+        path = dest / "simple" / "exp-lib" / entry["url"]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["hashes"]["sha256"]
+        if entry["filename"].endswith(".whl"):
+            metadata = Path(f"{path}.metadata").read_bytes()
+            assert hashlib.sha256(metadata).hexdigest() == entry["core-metadata"]["sha256"]
+    html = (dest / "simple" / "exp-lib" / "index.html").read_text()
+    assert 'href="../../files/exp_lib-2.0.tar.gz#sha256=' in html
+    assert "data-dist-info-metadata" in html
+    # an unknown project is an error, not an empty export
+    assert cli(tmp_path, upstream, "export", str(dest), "--project", "exp-app") == 2
+    assert "nothing of 'exp-app' is in the cache or the private store" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("team")
+def test_export_of_requirements_installs_offline_and_from_a_static_server(
+    tmp_path: Path, upstream: PrivateIndex, faults: Faults, capsys: pytest.CaptureFixture[str]
+) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("exp-app\n")
+    dest = tmp_path / "air-gap"
+    # a team config as deployed: the export's own mirror must send files itself all the same
+    (tmp_path / "cli.yml").write_text("nestegg:\n  sendfile: x-accel-redirect\n  max_cache_size: 1k\n")
+
+    assert cli(tmp_path, upstream, "export", str(dest), "--requirements", str(requirements)) == 0
+    assert "exported 4 files of 4 projects" in capsys.readouterr().out
+    exported = sorted(p.name for p in (dest / "files").iterdir() if not p.name.endswith(".metadata"))
+    # exp-helper is no install requirement: only the build of exp-tool's sdist needs it
+    assert exported == [
+        "exp_app-1.0-py3-none-any.whl", "exp_helper-3.0-py3-none-any.whl",
+        "exp_lib-2.0-py3-none-any.whl", "exp_tool-1.0.tar.gz",
+    ]  # fmt: skip
+    upstream.stop()  # air-gapped from here on
+
+    offline = ("--no-index", "--find-links", str(dest / "files"))
+    pip("install", *offline, "--target", str(tmp_path / "a"), "exp-app")
+    assert (tmp_path / "a" / "exp_tool").is_dir()
+    pip("install", "--target", str(tmp_path / "b"), "exp-app", index_url=(dest / "simple").as_uri() + "/")
+    with static_server(dest) as url:
+        pip(
+            "install",
+            "--no-cache-dir",
+            "--target",
+            str(tmp_path / "c"),
+            "exp-app",
+            index_url=f"{url}/simple/",
+        )
+    assert (tmp_path / "c" / "exp_lib").is_dir()
