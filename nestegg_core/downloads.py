@@ -98,6 +98,10 @@ class Download:
         return self.written - 1 > position or self._state != _STREAMING
 
     @property
+    def failed(self) -> bool:
+        return self._state == _FAILED
+
+    @property
     def done(self) -> bool:
         return self._state == _DONE
 
@@ -183,7 +187,8 @@ class Downloads:
         key = (name, dist.filename)
         with self._lock:
             download = self._running.get(key)
-            if download is None:
+            # a failed one may linger a moment before its thread drops it: start afresh
+            if download is None or download.failed:
                 download = Download(name, dist)
                 self._running[key] = download
                 thread = threading.Thread(
@@ -213,7 +218,8 @@ class Downloads:
             download._fail(UpstreamError(f"download of {dist.filename!r} failed: {exc}"))
         finally:
             with self._lock:
-                self._running.pop((name, dist.filename), None)
+                if self._running.get((name, dist.filename)) is download:
+                    del self._running[(name, dist.filename)]
 
     def _fetch(self, download: Download, final: Path) -> None:
         name, dist = download.name, download.dist
