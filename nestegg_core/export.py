@@ -12,11 +12,9 @@ What a requirements file needs is resolved by pip itself, against the mirror ser
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,7 +37,7 @@ from .models import DistFile, ProjectPage
 from .repository import Repository
 from .server import Mirror
 from .simple import HTML_V1, JSON_V1, render_index, render_project
-from .store import check_filename, write_atomic
+from .store import check_filename, copy_atomic, sha256_file, write_atomic
 from .testing import installer_env
 
 logger = logging.getLogger(__name__)
@@ -157,9 +155,9 @@ def _source(repository: Repository, name: NormalizedName, filename: str) -> tupl
 def _export_file(dist: DistFile, path: Path, files_dir: Path) -> DistFile:
     """Copy one file (and its metadata) into ``files_dir``; the record the exported pages list."""
     target = files_dir / check_filename(dist.filename)
-    sha256 = dist.sha256 or _sha256(path)
-    if not (target.is_file() and _sha256(target) == sha256):
-        _copy(path, target)
+    sha256 = dist.sha256 or sha256_file(path)
+    if not (target.is_file() and sha256_file(target) == sha256):
+        copy_atomic(path, target)
     metadata_hashes = None
     if dist.filename.endswith(".whl"):
         source = path.with_name(f"{path.name}.metadata")
@@ -169,26 +167,6 @@ def _export_file(dist: DistFile, path: Path, files_dir: Path) -> DistFile:
             metadata_hashes = {"sha256": hashlib.sha256(metadata).hexdigest()}
     return dist.with_changes(url="", hashes={"sha256": sha256}, core_metadata=metadata_hashes,
                              origin="mirror")  # fmt: skip
-
-
-def _copy(source: Path, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _version_order(dist: DistFile) -> tuple[int, Version | str, str]:

@@ -15,8 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -30,7 +28,7 @@ from packaging.version import Version
 from .distmeta import metadata_fields, metadata_of, parse_dist_filename
 from .errors import NotFound, UploadError
 from .models import DistFile, ProjectPage, format_time, is_normalized
-from .store import check_filename, write_atomic
+from .store import check_filename, copy_atomic, sha256_file, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +115,7 @@ class PrivateStore:
         """
         filename = check_filename(filename or path.name)
         name, version = parse_dist_filename(filename)
-        sha256 = _sha256(path)
+        sha256 = sha256_file(path)
         folder = self.root / name
         target = folder / filename
         with self.lock(name):
@@ -173,7 +171,7 @@ class PrivateStore:
             if metadata is not None and filename.endswith(".whl"):
                 write_atomic(folder / f"{filename}.metadata", metadata)
                 record = record.with_changes(core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()})
-            _place(path, target, move=move)
+            copy_atomic(path, target, move=move)
             self._write_record(name, record)
         logger.info("published %s/%s (version %s)", name, filename, version)
         return record, True
@@ -270,29 +268,6 @@ def _is_pattern(value: str) -> bool:
 def _sort_key(dist: DistFile) -> tuple[int, object, str]:
     version = dist.version
     return (0, Version(version), dist.filename) if version else (1, "", dist.filename)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _place(source: Path, target: Path, *, move: bool) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if move:
-            shutil.move(str(source), tmp)
-        else:
-            shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _touch(folder: Path) -> None:
