@@ -33,6 +33,7 @@ class _Entry:
     missing_until: float = 0.0  # the upstream said 404 and nothing is kept
     mtime: float | None = None  # of the state file when read, to notice other processes' writes
     kept: frozenset[str] = frozenset()  # the cached files on disk when ``page`` was made
+    files_stamp: int | None = None  # mtime of the project's files folder when ``kept`` was listed
 
 
 class MirrorIndex:
@@ -143,13 +144,29 @@ class MirrorIndex:
                 if state is not None:
                     self._use(name, entry, state, mtime)
                     return
+            stamp = self._files_stamp(name)
+            if stamp is not None and stamp == entry.files_stamp:
+                return
             kept = self._kept_names(name)
+            entry.files_stamp = stamp
             if kept != entry.kept:
                 base = entry.state.page if entry.state is not None else ProjectPage.build(name, ())
                 entry.kept = kept
                 entry.page = self._with_kept(base, self.store.kept_files(name))
         finally:
             lock.release()
+
+    def _files_stamp(self, name: NormalizedName) -> int | None:
+        """The files folder's mtime, or None when it is too recent to trust (or missing).
+
+        A record renamed into the folder changes its mtime, so an unchanged mtime spares the
+        listing; one within the last second may yet hide a second change in the same tick.
+        """
+        try:
+            mtime = os.stat(self.store.files / name).st_mtime_ns
+        except OSError:
+            return None
+        return mtime if time.time_ns() - mtime > 1_000_000_000 else None
 
     def _kept_names(self, name: NormalizedName) -> frozenset[str]:
         """The files of ``name`` that have a record beside them on disk (a cheap ``kept_files``)."""
