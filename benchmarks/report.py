@@ -1,0 +1,338 @@
+"""Results: samples per metric and target, the table of medians and ratios, the targets, BENCHMARKS.rst."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVERS = ("nestegg", "devpi", "proxpi")
+BASELINES = ("direct", "find-links")
+COLUMNS = (*SERVERS, *BASELINES)
+_HEADERS = {
+    "nestegg": "nestegg",
+    "devpi": "devpi-server",
+    "proxpi": "proxpi",
+    "direct": "upstream direct",
+    "find-links": "--find-links (limit)",
+}
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str  # "s", "ms", "/s", "MB", "n"
+    #: for throughput rows: the keys of the p50 and p99 latencies shown beside the rate
+    latency: tuple[str, str] | None = None
+
+
+METRICS = (
+    Metric("startup", "start-up: launch to first 200 on a page", "ms"),
+    Metric("startup-inprocess", "start-up: in-process Mirror(...).start() to first 200", "ms"),
+    Metric("import", "  (import nestegg_core, before the above)", "ms"),
+    Metric("cold", "cold: pip download --no-deps, 34 packages", "s"),
+    Metric("warm", "warm: pip download again, fresh directory", "s"),
+    Metric("uv", "warm: uv pip install --no-cache, fresh venv", "s"),
+    Metric(
+        "pages-1-html", "pages/s, 1 client, HTML (p50/p99 ms)", "/s", ("pages-1-html:p50", "pages-1-html:p99")
+    ),
+    Metric(
+        "pages-8-html",
+        "pages/s, 8 clients, HTML (p50/p99 ms)",
+        "/s",
+        ("pages-8-html:p50", "pages-8-html:p99"),
+    ),
+    Metric(
+        "pages-1-json", "pages/s, 1 client, JSON (p50/p99 ms)", "/s", ("pages-1-json:p50", "pages-1-json:p99")
+    ),
+    Metric(
+        "pages-8-json",
+        "pages/s, 8 clients, JSON (p50/p99 ms)",
+        "/s",
+        ("pages-8-json:p50", "pages-8-json:p99"),
+    ),
+    Metric("bigpage-cold", "large page ({files} files): cold, JSON", "ms"),
+    Metric("bigpage-json", "large page: warm, JSON", "ms"),
+    Metric("bigpage-html", "large page: warm, HTML", "ms"),
+    Metric("concurrent", "16 concurrent cold GETs of a {mb} MB wheel", "s"),
+    Metric("concurrent-upstream", "  upstream downloads for those 16 (max)", "n"),
+    Metric("rss", "peak RSS of the server (max)", "MB"),
+    Metric("rss-local", "  of which synthetic workloads only (max)", "MB"),
+    Metric("tox-plugin", "tox -r, warm nestegg (plugin)", "s"),
+    Metric("tox-plain", "tox -r, no plugin (upstream, no installer cache)", "s"),
+)
+#: metrics whose summary is the maximum over rounds, not the median
+_MAX_OF = {"concurrent-upstream", "rss", "rss-local"}
+
+
+@dataclass
+class Results:
+    samples: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
+    notes: list[str] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)
+
+    def add(self, key: str, column: str, value: float) -> None:
+        self.samples[(key, column)].append(value)
+
+    def value(self, key: str, column: str) -> float | None:
+        values = self.samples.get((key, column))
+        if not values:
+            return None
+        return max(values) if key in _MAX_OF else statistics.median(values)
+
+    def ratio(self, key: str, column: str) -> float | None:
+        """``column``'s value divided by nestegg's (same metric)."""
+        mine, theirs = self.value(key, "nestegg"), self.value(key, column)
+        if mine is None or theirs is None or mine == 0:
+            return None
+        return theirs / mine
+
+
+def _format(value: float, unit: str) -> str:
+    if unit == "ms":
+        scaled = value * 1000
+        return f"{scaled:.0f} ms" if scaled >= 100 else f"{scaled:.1f} ms"
+    if unit == "s":
+        return f"{value:.2f} s"
+    if unit == "/s":
+        return f"{value:.0f}/s"
+    if unit == "MB":
+        return f"{value / 1e6:.0f} MB"
+    return f"{value:.0f}"
+
+
+def cells(results: Results, metric: Metric) -> list[str]:
+    row = []
+    for column in COLUMNS:
+        value = results.value(metric.key, column)
+        if value is None:
+            row.append("")
+            continue
+        text = _format(value, metric.unit)
+        if metric.latency is not None:
+            p50 = results.value(metric.latency[0], column)
+            p99 = results.value(metric.latency[1], column)
+            if p50 is not None and p99 is not None:
+                text += f" ({p50 * 1000:.1f}/{p99 * 1000:.1f})"
+        ratio = results.ratio(metric.key, column)
+        if column != "nestegg" and ratio is not None and metric.unit != "n":
+            text += f" x{ratio:.2f}"
+        row.append(text)
+    return row
+
+
+def table(results: Results) -> str:
+    """An RST simple table (also readable as plain text) of medians and ratios to nestegg."""
+    labels = {"files": results.facts.get("bigpage_files", "?"), "mb": results.facts.get("bigwheel_mb", "?")}
+    rows = [["workload", *(_HEADERS[c] for c in COLUMNS)]]
+    for metric in METRICS:
+        row = cells(results, metric)
+        if any(row):
+            rows.append([metric.label.format(**labels), *row])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    rule = "  ".join("=" * w for w in widths)
+
+    def line(row: Sequence[str]) -> str:
+        # a leading space keeps RST from reading an indented label as a continuation
+        return "  ".join(
+            (cell or "..").ljust(w) if i else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+
+    out = [rule, line(rows[0]), rule]
+    out += [line(row) for row in rows[1:]]
+    out.append(rule)
+    return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str
+    held: bool | None  # None: not measured
+    detail: str
+
+
+def targets(results: Results) -> list[Target]:
+    v, r = results.value, results.ratio
+    found: list[Target] = []
+
+    def add(text: str, check: Callable[[], tuple[bool, str] | None]) -> None:
+        outcome = check()
+        found.append(Target(text, None, "not measured") if outcome is None else Target(text, *outcome))
+
+    def startup_inprocess() -> tuple[bool, str] | None:
+        value = v("startup-inprocess", "nestegg")
+        return None if value is None else (value <= 0.050, f"{value * 1000:.1f} ms")
+
+    def startup_devpi() -> tuple[bool, str] | None:
+        ratio = r("startup", "devpi")
+        return (
+            None if ratio is None else (ratio >= 6, f"devpi-server takes {ratio:.1f}x nestegg's CLI start-up")
+        )
+
+    def warm_peer() -> tuple[bool, str] | None:
+        ratios = [x for x in (r("warm", "devpi"), r("warm", "proxpi")) if x is not None]
+        if not ratios:
+            return None
+        return min(ratios) >= 1.5, f"the fastest peer takes {min(ratios):.2f}x nestegg's time"
+
+    def warm_limit() -> tuple[bool, str] | None:
+        ratio = r("warm", "find-links")
+        if ratio is None:
+            return None
+        return 1 / ratio <= 1.15, f"nestegg takes {1 / ratio:.2f}x the --find-links time"
+
+    def pages_devpi() -> tuple[bool, str] | None:
+        ratios = [r(f"pages-8-{kind}", "devpi") for kind in ("html", "json")]
+        known = [x for x in ratios if x]
+        if not known:
+            return None
+        worst = min(1 / x for x in known)
+        return worst >= 3, f"nestegg serves {worst:.1f}x devpi-server's pages/s (worse of HTML, JSON)"
+
+    def pages_p99() -> tuple[bool, str] | None:
+        values = [v(f"pages-8-{kind}:p99", "nestegg") for kind in ("html", "json")]
+        known = [x for x in values if x is not None]
+        if not known:
+            return None
+        return max(known) <= 0.020, f"p99 {max(known) * 1000:.1f} ms (worse of HTML, JSON)"
+
+    def bigpage() -> tuple[bool, str] | None:
+        values = [v(f"bigpage-{kind}", "nestegg") for kind in ("html", "json")]
+        known = [x for x in values if x is not None]
+        if not known:
+            return None
+        return max(known) <= 0.020, f"{max(known) * 1000:.1f} ms (worse of HTML, JSON)"
+
+    def cold() -> tuple[bool, str] | None:
+        ratio = r("cold", "direct")
+        if ratio is None:
+            return None
+        return 1 / ratio <= 1.1, f"nestegg takes {1 / ratio:.2f}x the direct time"
+
+    def one_download() -> tuple[bool, str] | None:
+        value = v("concurrent-upstream", "nestegg")
+        return None if value is None else (value == 1, f"at most {value:.0f} upstream download(s)")
+
+    def rss() -> tuple[bool, str] | None:
+        value = v("rss", "nestegg")
+        return None if value is None else (value <= 60e6, f"{value / 1e6:.0f} MB")
+
+    add("start-up ≤ 50 ms in-process", startup_inprocess)
+    add("start-up ≥ 6x faster than devpi-server (its fastest settings)", startup_devpi)
+    add("warm pip download ≥ 1.5x faster than the fastest peer", warm_peer)
+    add("warm pip download ≤ 1.15x the --find-links limit", warm_limit)
+    add("warm pages/s at 8 clients ≥ 3x devpi-server", pages_devpi)
+    add("warm page p99 at 8 clients ≤ 20 ms", pages_p99)
+    add("large page ≤ 20 ms warm", bigpage)
+    add("cold downloads ≤ 1.1x direct", cold)
+    add("16 concurrent cold requests → one upstream download", one_download)
+    add("peak RSS ≤ 60 MB", rss)
+    return found
+
+
+def format_targets(found: Sequence[Target]) -> str:
+    marks = {True: "held", False: "MISSED", None: "n/a"}
+    return "\n".join(f"- **{marks[t.held]}** — {t.text}: {t.detail}" for t in found)
+
+
+def machine(versions: dict[str, str]) -> list[tuple[str, str]]:
+    """What the numbers were measured on."""
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = "?"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    described = [
+        ("date", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())),
+        ("system", platform.platform()),
+        ("CPU", f"{cpu}, {os.cpu_count()} logical cores"),
+        ("memory", memory),
+        ("Python", f"{platform.python_implementation()} {sys.version.split()[0]}"),
+    ]
+    described += list(versions.items())
+    return described
+
+
+def tool_version(command: Sequence[str]) -> str:
+    if shutil.which(command[0]) is None and not Path(command[0]).exists():
+        return "not installed"
+    result = subprocess.run(list(command), capture_output=True, text=True, check=False)
+    return (result.stdout or result.stderr).strip().splitlines()[0] if result.returncode == 0 else "?"
+
+
+def write_rst(
+    path: Path, results: Results, *, command: str, described: list[tuple[str, str]], method: str, closing: str
+) -> None:
+    title = "Benchmarks: nestegg beside devpi-server and proxpi"
+    found = targets(results)
+    facts = "\n".join(f"   * - {key}\n     - {value}" for key, value in described)
+    text = f"""{"=" * len(title)}
+{title}
+{"=" * len(title)}
+
+.. This file is written by ``{command}``; edit the script, not this file.
+
+Regenerate with::
+
+    {command}
+
+Machine
+=======
+
+.. list-table::
+   :widths: 20 80
+
+{facts}
+
+Results
+=======
+
+Medians over {results.facts.get("rounds", "?")} alternating rounds (every server, then the next, in
+a rotated order each round, so that drift of the machine or the network hits all alike). A cell
+reads ``value xratio``, the ratio being that column's value divided by nestegg's: above 1 nestegg
+is faster for times, below 1 nestegg serves more for pages/s. Empty cells (``..``) were not
+measured for that column.
+
+{table(results)}
+
+Targets
+=======
+
+{format_targets(found)}
+
+Method
+======
+
+{method}
+
+Notes
+=====
+
+{closing}
+"""
+    path.write_text(text, encoding="utf-8")
+
+
+def nan_to_none(value: float) -> float | None:
+    return None if math.isnan(value) else value

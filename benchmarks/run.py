@@ -1,0 +1,546 @@
+"""Benchmark nestegg side by side with devpi-server and proxpi, and write BENCHMARKS.rst.
+
+One command, from the repository root, with the dev environment's Python (nestegg installed)::
+
+    python benchmarks/run.py            # 3 rounds, about 10 minutes
+    python benchmarks/run.py --quick    # 1 round and shorter load loops, about 4 minutes
+
+It installs devpi-server and proxpi (with gunicorn) into virtualenvs of a temporary directory from
+the index pip uses (pip's and uv's settings of this machine are turned off, the index URL excepted),
+starts a local fake upstream (``upstream.py``) for the synthetic workloads, and then, round after
+round, starts every server on 127.0.0.1 with an empty cache and runs each workload against each
+server in turn (the order rotated every round). It prints the table and the targets and writes
+``BENCHMARKS.rst`` at the repository root (``--output``). Every process it starts is stopped by
+its PID at the end, every load loop is bounded in requests and seconds, and all traffic but the
+installers' cold downloads stays on loopback. Needs Linux (peak RSS is read from ``/proc``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import load
+import report
+import workloads
+from servers import Devpi, Instance, Nestegg, Proxpi, Server, stop_all
+
+from nestegg_core.config import pip_index_url
+from nestegg_core.testing import find_uv, installer_env
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CONCURRENT_CLIENTS = 16
+
+
+class Settings:
+    """How long each loop may run: full or ``--quick``."""
+
+    def __init__(self, quick: bool) -> None:
+        self.max_requests = 2000 if quick else 5000
+        self.max_seconds = 1.5 if quick else 3.0
+        self.page_requests = 15 if quick else 40
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="one round, shorter load loops")
+    parser.add_argument("--rounds", type=int, help="rounds of every workload (default 3, --quick 1)")
+    parser.add_argument("--servers", default="nestegg,devpi,proxpi", help="comma-separated subset to run")
+    parser.add_argument(
+        "--requirements",
+        type=Path,
+        default=HERE / "requirements.txt",
+        help="pinned packages for the pip and uv workloads (closed under dependencies)",
+    )
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.rst", help="the report to write")
+    parser.add_argument("--no-write", action="store_true", help="print the results, write no report")
+    parser.add_argument("--page-files", type=int, default=3000, help="files on the large page")
+    parser.add_argument("--wheel-mb", type=int, default=32, help="size of the wheel asked for concurrently")
+    parser.add_argument(
+        "--upstream-rate-mb",
+        type=float,
+        default=50.0,
+        help="MB/s per download from the local upstream, like a real link (0: unpaced)",
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=15.0,
+        help="start no new round that would end after this many minutes",
+    )
+    parser.add_argument("--no-tox", action="store_true", help="skip the tox workload")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, caches)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # the index pip would use with this machine's settings, read before anything is isolated
+    upstream = pip_index_url().rstrip("/") + "/"
+    rounds = args.rounds or (1 if args.quick else 3)
+    settings = Settings(args.quick)
+    wanted = [name.strip() for name in args.servers.split(",") if name.strip()]
+    results = report.Results()
+    began = time.monotonic()
+    results.facts["load_before"] = _loadavg()
+    work = Path(tempfile.mkdtemp(prefix="nestegg-bench-"))
+    results.facts.update(rounds=str(rounds), bigwheel_mb=str(args.wheel_mb))
+    local: subprocess.Popen[str] | None = None
+    try:
+        kinds = {"nestegg": Nestegg, "devpi": Devpi, "proxpi": Proxpi}
+        servers: list[Server] = [kinds[name](work) for name in wanted]
+        for server in servers:
+            _say(f"installing {server.name}")
+            server.install(upstream)
+        local, described = start_upstream(work, args)
+        results.facts["bigpage_files"] = str(described["bigpage"]["files"])
+        for server in servers:
+            server.prepare({"pypi": upstream, "local": described["index_url"]})
+        findlinks = work / "find-links"
+        spent: list[float] = []
+        for number in range(rounds):
+            elapsed = time.monotonic() - began
+            if spent and elapsed + max(spent) > args.max_minutes * 60:
+                results.notes.append(
+                    f"stopped after {number} round(s) to stay within {args.max_minutes:g} minutes"
+                )
+                break
+            round_began = time.monotonic()
+            order = servers[number % len(servers) :] + servers[: number % len(servers)]
+            _say(f"round {number + 1}/{rounds}: {' '.join(s.name for s in order)}")
+            local_round(order, described, results, settings=settings, work=work, number=number)
+            remote_round(
+                order,
+                upstream,
+                results,
+                requirements=args.requirements,
+                findlinks=findlinks,
+                settings=settings,
+                work=work,
+            )
+            spent.append(time.monotonic() - round_began)
+        if not args.no_tox and "nestegg" in wanted:
+            tox_workload(upstream, args.requirements, results, work, min(rounds, 2))
+    finally:
+        stop_all()
+        if local is not None:
+            stop_upstream(local)
+        if args.keep:
+            _say(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    results.facts["load_after"] = _loadavg()
+    versions = {s.name: s.version for s in servers}
+    finish(args, results, versions, time.monotonic() - began)
+    return 0
+
+
+# rounds ------------------------------------------------------------------------------------
+
+
+def local_round(
+    order: list[Server],
+    upstream: dict[str, Any],
+    results: report.Results,
+    *,
+    settings: Settings,
+    work: Path,
+    number: int,
+) -> None:
+    """Start-up, the large page and concurrent cold requests, against the local upstream."""
+    instances: dict[str, Instance] = {}
+    for server in order:
+        instance = _attempt(
+            results,
+            f"{server.name} start-up",
+            server.start,
+            upstream["index_url"],
+            "local",
+            probe=upstream["probe"],
+        )
+        if instance is not None:
+            instances[server.name] = instance
+            results.add("startup", server.name, instance.started_in)
+    devpi = next((s for s in order if isinstance(s, Devpi)), None)
+    if devpi is not None and number == 0:
+        devpi.default_settings = True
+        try:
+            instance = _attempt(
+                results,
+                "devpi start-up, default settings",
+                devpi.start,
+                upstream["index_url"],
+                "local",
+                probe=upstream["probe"],
+            )
+        finally:
+            devpi.default_settings = False
+        if instance is not None:
+            instance.process.stop()
+            results.notes.append(
+                f"devpi-server with its default argon2 settings took {instance.started_in:.1f} s to start "
+                f"and peaked at {instance.process.peak_rss / 1e6:.0f} MB (not in the table)"
+            )
+    if any(s.name == "nestegg" for s in order):
+        timing = _attempt(
+            results,
+            "nestegg in-process start-up",
+            workloads.startup_inprocess,
+            work / f"inprocess-{number}",
+            upstream["index_url"],
+            upstream["probe"],
+        )
+        if timing is not None:
+            results.add("startup-inprocess", "nestegg", timing["start"])
+            results.add("import", "nestegg", timing["import"])
+    for name, instance in instances.items():
+        times = _attempt(
+            results,
+            f"{name} large page",
+            workloads.large_page,
+            instance,
+            upstream["bigpage"]["name"],
+            warm_requests=settings.page_requests,
+            max_seconds=settings.max_seconds * 2,
+        )
+        if times is not None:
+            results.add("bigpage-cold", name, times.cold)
+            results.add("bigpage-json", name, times.warm_json)
+            results.add("bigpage-html", name, times.warm_html)
+    columns: list[Instance | None] = [*instances.values(), None]
+    for instance in _rotate(columns, number):
+        name = "direct" if instance is None else instance.server.name
+        outcome = _attempt(
+            results,
+            f"{name} concurrent cold",
+            workloads.concurrent_cold,
+            instance,
+            upstream,
+            clients=CONCURRENT_CLIENTS,
+        )
+        if outcome is not None:
+            results.add("concurrent", name, outcome.seconds)
+            results.add("concurrent-upstream", name, outcome.upstream_downloads)
+            if outcome.failed:
+                results.notes.append(
+                    f"{name}: {outcome.failed} of {CONCURRENT_CLIENTS} concurrent requests failed"
+                )
+    for name, instance in instances.items():
+        instance.process.stop()
+        results.add("rss", name, instance.process.peak_rss)
+        results.add("rss-local", name, instance.process.peak_rss)
+
+
+def remote_round(
+    order: list[Server],
+    upstream: str,
+    results: report.Results,
+    *,
+    requirements: Path,
+    findlinks: Path,
+    settings: Settings,
+    work: Path,
+) -> None:
+    """pip and uv against the real upstream through each server, then page throughput."""
+    instances: dict[str, Instance] = {}
+    for server in order:
+        instance = _attempt(results, f"{server.name} start", server.start, upstream, "pypi", probe=None)
+        if instance is not None:
+            instances[server.name] = instance
+    names = [s.name for s in order if s.name in instances]
+    dest = work / "download"
+    for column in [*names, "direct"]:
+        index = upstream if column == "direct" else instances[column].index_url
+        seconds = _attempt(
+            results,
+            f"{column} cold pip download",
+            workloads.pip_download,
+            requirements,
+            dest,
+            index_url=index,
+        )
+        if seconds is not None:
+            results.add("cold", column, seconds)
+            if column == "direct":
+                size = sum(p.stat().st_size for p in dest.iterdir())
+                results.add("direct-mb-per-s", column, size / seconds / 1e6)
+                results.facts["download_mb"] = f"{size / 1e6:.0f}"
+                if not findlinks.exists():
+                    shutil.copytree(dest, findlinks)
+    for column in [*names, "find-links"]:
+        if column == "find-links" and not findlinks.exists():
+            continue
+        source = (
+            {"find_links": findlinks}
+            if column == "find-links"
+            else {"index_url": instances[column].index_url}
+        )
+        seconds = _attempt(
+            results, f"{column} warm pip download", workloads.pip_download, requirements, dest, **source
+        )
+        if seconds is not None:
+            results.add("warm", column, seconds)
+        if find_uv() is not None:
+            seconds = _attempt(
+                results, f"{column} uv install", workloads.uv_install, requirements, work / "venv", **source
+            )
+            if seconds is not None:
+                results.add("uv", column, seconds)
+    projects = workloads.requirement_names(requirements)
+    for name in names:
+        for kind, accept in (("html", load.HTML), ("json", load.JSON)):
+            for clients in (1, 8):
+                outcome = _attempt(
+                    results,
+                    f"{name} pages {clients} {kind}",
+                    workloads.throughput,
+                    instances[name],
+                    projects,
+                    accept=accept,
+                    clients=clients,
+                    max_requests=settings.max_requests,
+                    max_seconds=settings.max_seconds,
+                )
+                if outcome is None:
+                    continue
+                key = f"pages-{clients}-{kind}"
+                if outcome.errors:
+                    results.notes.append(f"{name}: {outcome.errors} failed requests in {key}")
+                if outcome.latencies:
+                    results.add(key, name, outcome.rate)
+                    results.add(f"{key}:p50", name, outcome.percentile(0.50))
+                    results.add(f"{key}:p99", name, outcome.percentile(0.99))
+    for name, instance in instances.items():
+        instance.process.stop()
+        results.add("rss", name, instance.process.peak_rss)
+
+
+def tox_workload(
+    upstream: str, requirements: Path, results: report.Results, work: Path, repeats: int
+) -> None:
+    """A sample project's ``tox -r`` with the plugin (warm cache) and without it, alternately."""
+    outcome = _attempt(
+        results, "tox", workloads.tox_compare, upstream, requirements, work / "tox", repeats=repeats
+    )
+    if outcome is None:
+        return
+    if isinstance(outcome, str):
+        results.notes.append(f"tox workload pending: {outcome}")
+        return
+    for key, samples in outcome.items():
+        for seconds in samples:
+            results.add(key, "nestegg", seconds)
+
+
+# the local upstream -------------------------------------------------------------------------
+
+
+def start_upstream(work: Path, args: argparse.Namespace) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    _say("generating the local upstream")
+    command = [
+        sys.executable,
+        str(HERE / "upstream.py"),
+        str(work / "upstream"),
+        "--page-files",
+        str(args.page_files),
+        "--wheel-mb",
+        str(args.wheel_mb),
+        "--rate-mb",
+        str(args.upstream_rate_mb),
+    ]
+    log = open(work / "upstream.log", "w")  # noqa: SIM115 - the child holds it; closed on stop
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=installer_env()
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    log.close()
+    if not line:
+        process.wait(30)
+        raise RuntimeError(f"the local upstream failed; see {work / 'upstream.log'}")
+    return process, json.loads(line)
+
+
+def stop_upstream(process: subprocess.Popen[str]) -> None:
+    if process.stdin is not None:
+        process.stdin.close()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(15)
+
+
+# helpers ---------------------------------------------------------------------------------
+
+
+def _rotate(items: list[Any], by: int) -> list[Any]:
+    by %= len(items) or 1
+    return items[by:] + items[:by]
+
+
+def _attempt(results: report.Results, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run one measurement; a failure is noted in the report and the run goes on."""
+    _say(f"  {what}")
+    try:
+        return function(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a peer failing a workload is a result, not a crash
+        message = str(exc).strip().splitlines()
+        results.notes.append(f"{what} failed: {message[0] if message else type(exc).__name__}")
+        _say(f"  ! {what} failed:\n{exc}")
+        if os.environ.get("NESTEGG_BENCH_DEBUG"):
+            traceback.print_exc()
+        return None
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def finish(
+    args: argparse.Namespace, results: report.Results, versions: dict[str, str], seconds: float
+) -> None:
+    command = "python benchmarks/run.py" + (" --quick" if args.quick else "")
+    if args.rounds:
+        command += f" --rounds {args.rounds}"
+    described = report.machine(
+        {
+            "nestegg": f"{versions.get('nestegg', '?')} ({_git_revision()})",
+            "devpi-server": versions.get("devpi", "not run"),
+            "proxpi": f"{versions.get('proxpi', 'not run')} (gunicorn, 1 worker, 16 threads)",
+            "pip": report.tool_version([sys.executable, "-m", "pip", "--version"]).split(" from ")[0],
+            "uv": report.tool_version([find_uv() or "uv", "--version"]),
+            "upstream": f"the index pip uses; {results.facts.get('download_mb', '?')} MB of wheels at "
+            f"{_rate(results)} MB/s direct (host not recorded)",
+            "run": f"{seconds / 60:.1f} minutes; load average {results.facts['load_before']} before, "
+            f"{results.facts['load_after']} after (other work on the machine disturbs the numbers)",
+        }
+    )
+    table = report.table(results)
+    print()
+    print(table)
+    print()
+    print(report.format_targets(report.targets(results)))
+    for note in results.notes:
+        print(f"note: {note}")
+    if not args.no_write:
+        notes = "\n".join(f"- {note}" for note in results.notes) or "- every workload ran on every server."
+        report.write_rst(
+            args.output,
+            results,
+            command=command,
+            described=described,
+            method=METHOD,
+            closing=notes + "\n\n" + BOUNDS,
+        )
+        _say(f"wrote {args.output}")
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def _rate(results: report.Results) -> str:
+    value = results.value("direct-mb-per-s", "direct")
+    return "?" if value is None else f"{value:.0f}"
+
+
+def _git_revision() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "no git"
+    return f"{head}{' with local changes' if dirty else ''}"
+
+
+METHOD = f"""\
+- **Servers.** nestegg runs as its CLI (``python -m nestegg_core -q ... serve``); devpi-server with
+  ``devpi-init --no-root-pypi`` done beforehand and its mirror indexes created then with
+  ``mirror_no_project_list`` (its fastest start: start-up counts only ``devpi-server`` itself),
+  logging at WARNING; proxpi under gunicorn with one worker (its cache is per process) and 16
+  threads, logging at WARNING. Each starts with an empty cache on 127.0.0.1, twice a round: once
+  mirroring the local upstream, once the real one.
+- **Local upstream.** A nestegg ``PrivateIndex`` in a process of its own (``benchmarks/upstream.py``)
+  with a small project (the start-up probe), a project of thousands of wheels (the large page) and
+  a large wheel, whose downloads it counts and paces like a real link (``--upstream-rate-mb``).
+- **Start-up** is the time from launching the process to the first 200 on the probe's project page
+  (fetched from the local upstream on the way). In-process is ``Mirror(Config(...)).start()`` to
+  that first 200, in a fresh interpreter with nestegg already imported (the import is shown apart).
+- **pip and uv** run with ``installer_env`` (no setting of this machine), ``--only-binary=:all:``,
+  ``--no-cache-dir``/``--no-cache``, the requirements of ``benchmarks/requirements.txt``. Cold is
+  each server's first download (empty cache); warm repeats it into a fresh directory; uv installs
+  into a fresh virtualenv made beforehand (not timed). The find-links limit is ``pip download
+  --no-index --find-links`` (and the same for uv) on a directory holding the same files.
+- **Pages/s** come from a small keep-alive HTTP client in threads (``benchmarks/load.py``) cycling
+  over the warm project pages of the requirements, at most {Settings(False).max_requests} requests
+  or {Settings(False).max_seconds:g} s a run; p50/p99 are per-request latencies seen by the client.
+  Client and server share the machine's cores, so rates are relative, not absolute capacities.
+- **Large page**: the first request for it (cold: the server fetches and parses the upstream's page)
+  and the median of repeated requests (warm), one client.
+- **Concurrent cold**: {CONCURRENT_CLIENTS} clients released together ask a server (or the upstream
+  itself, "direct") for the large wheel it has not cached; time until the last has every byte; the
+  upstream counts its downloads; a further download checks the served sha256.
+- **Peak RSS** is the high-water mark (VmHWM) of the server process, children included, read before
+  each instance stops; the table shows the largest."""
+
+BOUNDS = """\
+Where a target is missed, what bounds it (profiles of the same workloads with py-spy and cProfile):
+
+- *Warm pip download vs --find-links, and vs the peers.* pip itself. Against a warm nestegg the
+  server spends about 0.1 s of CPU for the whole download, while pip parses and evaluates every file
+  entry of every project page: about 49,000 links for the pinned set (pydantic-core, numpy,
+  sqlalchemy and the like list thousands of wheels each), against one file per project for
+  ``--find-links``. In cProfile, ``Link.from_json`` and ``evaluate_links`` take most of pip's time,
+  and ``urljoin`` of the relative file URLs alone about 12%: absolute URLs (as PyPI serves) cut
+  pip's CPU by about 15% in a measurement, but relative ones are a deliberate choice (tests pin
+  them; they survive proxies that rewrite ``Host``), so that is left to a decision. Every index pays
+  this floor, so the ratio to the peers is bounded by it too: their extra time over nestegg is what
+  they add to pip's own work.
+- *Page p99 at 8 clients.* The largest pages (several MB of JSON) go through waitress's output
+  buffers, copied in 16 KiB sends (``FileBasedBuffer.get/append``, ``dispatcher.send`` lead the
+  profile: about 2.7 ms of CPU per 5 MB page); eight clients sharing two cores with the server then
+  queue behind them. Small pages cost about 0.25 ms of server CPU each. Compressing pages (proxpi
+  gzips them) would cut the copies but costs pip and uv more to inflate than it saves on loopback.
+- *Peak RSS.* What nestegg keeps in memory for the pages it serves: each cached file of each page
+  is a ``DistFile`` (about 1 KB with its hash, URL and metadata strings; tracemalloc: ~46 MB for
+  the 49,000 files of the pinned set) plus the rendered HTML and JSON bytes of each page (~27 MB),
+  over ~38 MB for the interpreter and imports. Holding that under 60 MB needs a smaller page model
+  (pages kept on disk or as rendered bytes, with a compact file index), not a tweak. The synthetic
+  workloads alone (a 3000-file page, one large wheel streamed to 16 readers) peak near 100 MB.
+- *Start-up* is the interpreter and the imports (requests, packaging, waitress, yaml: ~150-200 ms
+  of the CLI's start); devpi-server is compared with its argon2 key derivation made cheap, which
+  by default dominates its start.
+- *tox*: with an upstream this close and fast, tox's time is mostly creating the environment and
+  unpacking wheels, which the plugin does not change; the plugin pays off when the upstream is
+  slow, far, or down.
+- Load from other work on this machine (see the load average above) widens every spread; the
+  ratios within a round are the thing to read."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""The workloads, each a function of a running server (or a baseline) that returns measurements.
+
+Installers run with :func:`nestegg_core.testing.installer_env`, so no setting of this machine
+(a site-wide find-links, a cache dir, another index) leaks into what is timed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import load
+from servers import Instance
+
+from nestegg_core.testing import find_uv, installer_env
+
+_HREF = re.compile(r'href="([^"]+)"')
+#: loopback only: no proxy of this machine's environment in between
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def requirement_names(requirements: Path) -> list[str]:
+    """The normalized project names of a requirements file (``name==version`` lines)."""
+    names = []
+    for raw in requirements.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            name = re.split(r"[=<>!~\[; ]", line, maxsplit=1)[0]
+            names.append(re.sub(r"[-_.]+", "-", name).lower())
+    return names
+
+
+def _timed(command: Sequence[str], env: dict[str, str], what: str, timeout: float) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(
+        list(command), env=env, capture_output=True, text=True, check=False, timeout=timeout
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        raise RuntimeError(f"{what} failed ({result.returncode}):\n{tail}")
+    return elapsed
+
+
+def pip_download(
+    requirements: Path,
+    dest: Path,
+    *,
+    index_url: str | None = None,
+    find_links: Path | None = None,
+    timeout: float = 600,
+) -> float:
+    """Seconds for ``pip download --no-deps --no-cache-dir -r requirements`` into an empty ``dest``."""
+    shutil.rmtree(dest, ignore_errors=True)
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--no-cache-dir",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--dest",
+        str(dest),
+        "-r",
+        str(requirements),
+    ]
+    if find_links is not None:
+        command += ["--no-index", "--find-links", str(find_links)]
+    env = installer_env(index_url)
+    elapsed = _timed(command, env, f"pip download from {index_url or find_links}", timeout)
+    expected = len(requirement_names(requirements))
+    got = len(list(dest.iterdir()))
+    if got != expected:
+        raise RuntimeError(f"pip download from {index_url or find_links}: {got} files, expected {expected}")
+    return elapsed
+
+
+def uv_install(
+    requirements: Path,
+    venv: Path,
+    *,
+    index_url: str | None = None,
+    find_links: Path | None = None,
+    timeout: float = 600,
+) -> float:
+    """Seconds for ``uv pip install --no-cache -r requirements`` into a fresh virtualenv."""
+    uv = find_uv()
+    if uv is None:
+        raise RuntimeError("uv is not installed")
+    shutil.rmtree(venv, ignore_errors=True)
+    env = installer_env(index_url)
+    subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], env=env, check=True)
+    command = [
+        uv,
+        "pip",
+        "install",
+        "--quiet",
+        "--no-cache",
+        "--python",
+        str(venv / "bin" / "python"),
+        "-r",
+        str(requirements),
+    ]
+    if find_links is not None:
+        command += ["--no-index", "--find-links", str(find_links)]
+    elapsed = _timed(command, env, f"uv pip install from {index_url or find_links}", timeout)
+    shutil.rmtree(venv, ignore_errors=True)
+    return elapsed
+
+
+def startup_inprocess(cache: Path, upstream: str, project: str) -> dict[str, float]:
+    """nestegg's in-process start-up, timed inside a fresh interpreter (see ``inprocess.py``)."""
+    script = Path(__file__).with_name("inprocess.py")
+    result = subprocess.run(
+        [sys.executable, str(script), str(cache), upstream, project],
+        env=installer_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"in-process start-up failed:\n{result.stdout}\n{result.stderr}")
+    data: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    return data
+
+
+@dataclass
+class PageTimes:
+    cold: float
+    warm_json: float
+    warm_html: float
+    files: int
+
+
+def large_page(instance: Instance, project: str, *, warm_requests: int, max_seconds: float) -> PageTimes:
+    """The first request for a very large page (cold), then the median of repeated ones (warm)."""
+    url = instance.page_url(project)
+    started = time.perf_counter()
+    response = load.fetch(url, load.JSON)
+    cold = time.perf_counter() - started
+    if response.status != 200:
+        raise RuntimeError(f"{instance.server.name}: {url} answered {response.status}")
+    files = len(page_links(url))
+    warm = {}
+    for accept in (load.JSON, load.HTML):
+        result = load.load(
+            instance.base_url,
+            [urlsplit(url).path],
+            accept=accept,
+            clients=1,
+            max_requests=warm_requests,
+            max_seconds=max_seconds,
+        )
+        if result.errors or not result.latencies:
+            raise RuntimeError(f"{instance.server.name}: warm large page failed ({result.errors} errors)")
+        warm[accept] = load.median(result.latencies)
+    return PageTimes(cold, warm[load.JSON], warm[load.HTML], files)
+
+
+def page_links(url: str) -> dict[str, str]:
+    """Filename to absolute URL of every file on a project page (JSON if served, else HTML)."""
+    request = urllib.request.Request(url, headers={"Accept": f"{load.JSON}, {load.HTML};q=0.5"})
+    with _OPENER.open(request, timeout=120) as answer:
+        body = answer.read()
+        content_type = answer.headers.get("Content-Type", "")
+        final_url = answer.geturl()
+    links: dict[str, str] = {}
+    if "json" in content_type:
+        for entry in json.loads(body)["files"]:
+            links[entry["filename"]] = urljoin(final_url, entry["url"]).split("#", 1)[0]
+    else:
+        for href in _HREF.findall(body.decode("utf-8", "replace")):
+            absolute = urljoin(final_url, href.replace("&amp;", "&")).split("#", 1)[0]
+            links[absolute.rsplit("/", 1)[-1]] = absolute
+    return links
+
+
+@dataclass
+class Concurrent:
+    seconds: float
+    ok: int
+    failed: int
+    upstream_downloads: int
+
+
+def concurrent_cold(instance: Instance | None, upstream: dict[str, Any], *, clients: int) -> Concurrent:
+    """``clients`` simultaneous requests for one large uncached wheel, and the upstream's count.
+
+    ``instance`` None asks the upstream directly (the baseline). The project page is read first,
+    as an installer would, and is not timed.
+    """
+    wheel = upstream["bigwheel"]
+    if instance is None:
+        url = upstream["url"] + wheel["path"]
+    else:
+        links = page_links(instance.page_url(wheel["name"]))
+        if wheel["filename"] not in links:
+            raise RuntimeError(f"{instance.server.name}: the big wheel is not on its page")
+        url = links[wheel["filename"]]
+    load.fetch(upstream["url"] + "/_bench/reset")
+    result = load.concurrent_get(url, clients, wheel["size"])
+    counts = json.loads(_body(upstream["url"] + "/_bench/counts"))
+    check = load.fetch(url, digest=True, encoding="identity")
+    if check.sha256 != wheel["sha256"]:
+        raise RuntimeError(f"{url}: served bytes whose sha256 does not match the upstream's")
+    return Concurrent(result.seconds, result.ok, result.failed, int(counts.get(wheel["path"], 0)))
+
+
+def _body(url: str) -> bytes:
+    with _OPENER.open(url, timeout=30) as answer:
+        return bytes(answer.read())
+
+
+def throughput(
+    instance: Instance,
+    projects: Sequence[str],
+    *,
+    accept: str,
+    clients: int,
+    max_requests: int,
+    max_seconds: float,
+) -> load.LoadResult:
+    """Warm project pages, round-robin, from ``clients`` concurrent keep-alive connections."""
+    paths = [urlsplit(instance.page_url(project)).path for project in projects]
+    return load.load(
+        instance.base_url,
+        paths,
+        accept=accept,
+        clients=clients,
+        max_requests=max_requests,
+        max_seconds=max_seconds,
+    )
+
+
+TOX_INI = """\
+[tox]
+env_list = py
+skip_missing_interpreters = false
+
+[testenv]
+skip_install = true
+deps = -r {requirements}
+commands = python -c "import numpy, pandas, requests, yaml, pytest"
+"""
+
+
+def tox_compare(
+    upstream: str, requirements: Path, root: Path, *, repeats: int = 1
+) -> dict[str, list[float]] | str:
+    """``tox -r`` of a sample project with the plugin (warm cache) and without it (``--no-nestegg``).
+
+    Installers get no cache of their own either way (``PIP_NO_CACHE_DIR``, ``UV_NO_CACHE``), as on
+    a fresh CI machine: with the plugin the packages come from nestegg's warm cache, without it
+    from the upstream. Returns why not, as text, when the plugin is not there to measure.
+    """
+    tox = shutil.which("tox") or str(Path(sys.executable).with_name("tox"))
+    if not Path(tox).exists():
+        return "tox is not installed"
+    env = installer_env(upstream, PIP_NO_CACHE_DIR="1", UV_NO_CACHE="1")
+    probe = subprocess.run([tox, "--help"], env=env, capture_output=True, text=True, check=False)
+    if "--no-nestegg" not in probe.stdout:
+        return "the tox plugin (tox_nestegg) does not register its options yet"
+    project = root / "sample"
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "requirements.txt").write_text(requirements.read_text())
+    (project / "tox.ini").write_text(TOX_INI.format(requirements="requirements.txt"))
+    config = root / "nestegg.yml"
+    config.write_text(f"nestegg:\n  nestegg_dir: {root / 'nest'}\n  index_url: {upstream}\n")
+    env["NESTEGG_CONFIG"] = str(config)
+    run = [tox, "-c", str(project / "tox.ini"), "-r", "-e", "py", "--workdir", str(root / "work")]
+    _timed(run, env, "tox with the plugin (warming its cache)", 900)
+    timings: dict[str, list[float]] = {"tox-plugin": [], "tox-plain": []}
+    for _ in range(repeats):
+        timings["tox-plugin"].append(_timed(run, env, "tox with the plugin", 900))
+        timings["tox-plain"].append(_timed([*run, "--no-nestegg"], env, "tox without the plugin", 900))
+    return timings
