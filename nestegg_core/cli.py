@@ -10,7 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ._version import __version__
@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args([*argv, "serve"])
-    _configure_logging(args.verbose, args.quiet)
+    undo = _configure_logging(args.verbose, args.quiet)
     try:
         return int(args.func(args))
     except NesteggError as exc:
@@ -87,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        undo()
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -100,8 +102,25 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_logging(verbose: int, quiet: bool) -> None:
+def _configure_logging(verbose: int, quiet: bool) -> Callable[[], None]:
+    """Log to stderr for this command; returns what puts logging back as it was.
+
+    Undone at the end so that ``main()`` called in-process (tests, other tools) leaves no handler
+    on a stream that may be closed by then, and removes none of the caller's.
+    """
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    root, waitress = logging.getLogger(), logging.getLogger("waitress")
+    previous = root.level, waitress.level
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
     # waitress's own "Serving on" line repeats ours
-    logging.getLogger("waitress").setLevel(logging.WARNING if not verbose else level)
+    waitress.setLevel(logging.WARNING if not verbose else level)
+
+    def undo() -> None:
+        root.removeHandler(handler)
+        root.setLevel(previous[0])
+        waitress.setLevel(previous[1])
+
+    return undo

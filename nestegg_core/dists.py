@@ -63,7 +63,7 @@ _UNIX = 3  # ZipInfo.create_system; the default depends on the OS that writes th
 _CHUNK = 1 << 20
 
 # PEP 508 / core metadata name rule; packaging's own validator is newer than our minimum.
-_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE | re.ASCII)
 _TAG_PART = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 
 

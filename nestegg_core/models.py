@@ -21,7 +21,7 @@ from packaging.version import InvalidVersion
 
 # PEP 503's rule for what a normalized name looks like; anything else is redirected or refused.
 _NORMALIZED = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE | re.ASCII)
 _MAX_NAME = 200
 
 

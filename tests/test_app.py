@@ -85,6 +85,7 @@ def test_unknown_project_is_404_not_an_empty_page(mirror: Mirror, http: requests
         "/simple/" + "a" * 300 + "/",
         "/simple/caf\u00e9/",  # the server refuses a raw non-ASCII URI (400)
         "/simple/caf%C3%A9/",
+        "/simple/%C5%BF/",  # the long s: a letter to a case-blind regex, not to the name rules
         "/nothing/here",
     ],
 )
