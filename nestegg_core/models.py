@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from packaging.utils import (
@@ -17,7 +17,7 @@ from packaging.utils import (
     parse_sdist_filename,
     parse_wheel_filename,
 )
-from packaging.version import InvalidVersion
+from packaging.version import InvalidVersion, Version
 
 # PEP 503's rule for what a normalized name looks like; anything else is redirected or refused.
 _NORMALIZED = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -35,12 +35,26 @@ def is_normalized(name: str) -> bool:
 
 
 def version_of(filename: str) -> str | None:
-    """The version a wheel or sdist filename carries, or None for other (legacy) files."""
+    """The version a wheel or sdist filename carries, or None for other (legacy) files.
+
+    Split as packaging's filename parsers split, without their tag parsing: pages of thousands of
+    wheels ask this for every file, and most files share a few versions (hence the cache).
+    """
+    if filename.endswith(".whl"):
+        parts = filename[: -len(".whl")].split("-")
+        return _version(parts[1]) if len(parts) in (5, 6) and parts[0] else None
+    for suffix in (".tar.gz", ".zip"):
+        if filename.endswith(suffix):
+            name, dash, version = filename[: -len(suffix)].rpartition("-")
+            return _version(version) if dash and name else None
+    return None
+
+
+@lru_cache(maxsize=8192)
+def _version(text: str) -> str | None:
     try:
-        if filename.endswith(".whl"):
-            return str(parse_wheel_filename(filename)[1])
-        return str(parse_sdist_filename(filename)[1])
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return str(Version(text))
+    except InvalidVersion:
         return None
 
 
