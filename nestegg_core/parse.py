@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from html.parser import HTMLParser
 from typing import Any
@@ -59,7 +60,8 @@ def _json_file(entry: Mapping[str, Any], base_url: str) -> DistFile:
         filename=filename,
         url=_absolute(base_url, url),
         hashes={str(k).lower(): str(v).lower() for k, v in hashes.items() if v},
-        requires_python=requires_python if isinstance(requires_python, str) else None,
+        # shared by most files of a page: one copy each
+        requires_python=sys.intern(requires_python) if isinstance(requires_python, str) else None,
         yanked=(yanked or "") if isinstance(yanked, str) else ("" if yanked else None),
         size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
         upload_time=upload_time if isinstance(upload_time, str) else None,
