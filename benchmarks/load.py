@@ -9,7 +9,6 @@ answer. Every loop is bounded by a request count and a deadline, and talks to lo
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import socket
 import statistics
 import threading
@@ -18,21 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
+from nestegg_core.server import is_loopback
+
 HTML = "text/html"
 JSON = "application/vnd.pypi.simple.v1+json"
 #: what pip's (and uv's) requests for pages accept: a server may compress them
 PAGE_ENCODING = "gzip, deflate"
 #: what pip asks for: JSON preferred, HTML accepted
 PIP_ACCEPT = f"{JSON}, application/vnd.pypi.simple.v1+html; q=0.1, {HTML}; q=0.01"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class HttpError(Exception):

@@ -145,7 +145,7 @@ def _close_all(server: Any) -> None:
 
 def make_server(app: Callable[..., Iterable[bytes]], config: Config) -> Any:
     """A waitress server bound to the configured address; warns when that is not loopback."""
-    if not _is_loopback(config.host):
+    if not is_loopback(config.host):
         logger.warning(
             "listening on %s: every machine that reaches it can use this mirror%s",
             config.host,
@@ -186,7 +186,8 @@ def make_server(app: Callable[..., Iterable[bytes]], config: Config) -> Any:
         raise NesteggError(f"cannot listen on {where}: {exc.strerror or exc}") from None
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine only."""
     if host == "localhost":
         return True
     try:
