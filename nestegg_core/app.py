@@ -16,6 +16,7 @@ from urllib.parse import quote
 from packaging.utils import NormalizedName, canonicalize_name
 
 from . import auth, builds, ci, metrics, uploads, web
+from .clients import profile_from_user_agent
 from .config import Config
 from .downloads import Download
 from .errors import BuildError, NesteggError, NotFound
@@ -160,14 +161,27 @@ class NesteggApp:
         content_type = negotiate(environ.get("HTTP_ACCEPT"))
         if content_type is None:
             return self._error(environ, start_response, 406, _NOT_ACCEPTABLE)
-        rendered = self.repository.rendered(name, content_type)
-        return self._page(environ, start_response, content_type, rendered.body, rendered.etag)
+        if not self.repository.config.compatible_only:
+            rendered = self.repository.rendered(name, content_type)
+            return self._page(environ, start_response, content_type, rendered.body, rendered.etag)
+        client = profile_from_user_agent(environ.get("HTTP_USER_AGENT"))
+        rendered = self.repository.rendered(name, content_type, client)
+        return self._page(
+            environ, start_response, content_type, rendered.body, rendered.etag, vary="Accept, User-Agent"
+        )
 
     def _page(
-        self, environ: Environ, start_response: StartResponse, content_type: str, body: bytes, etag: str
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        content_type: str,
+        body: bytes,
+        etag: str,
+        *,
+        vary: str = "Accept",
     ) -> Iterable[bytes]:
         headers = [
-            ("Vary", "Accept"),
+            ("Vary", vary),
             ("ETag", etag),
             ("Cache-Control", PAGE_CACHE_CONTROL),
         ]

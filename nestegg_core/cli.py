@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default 7654; 0 picks a free one)")
     serve.add_argument("--threads", type=int, help="worker threads (default 16)")
     serve.add_argument(
+        "--compatible-only",
+        action="store_true",
+        default=None,
+        help="list to pip only the files that fit its interpreter and platform (compatible_only)",
+    )
+    serve.add_argument(
         "--port-file",
         metavar="FILE",
         help="once listening, write the port to FILE (for scripts that start it with --port 0)",
@@ -69,6 +75,7 @@ def config_from(args: argparse.Namespace) -> Config:
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
         threads=getattr(args, "threads", None),
+        compatible_only=getattr(args, "compatible_only", None),
     )
 
 

@@ -92,6 +92,9 @@ class Config:
     ttl: float = DEFAULT_TTL
     timeout: float = DEFAULT_TIMEOUT
     offline: bool = False
+    #: pages for pip list only the files that fit the interpreter its User-Agent describes
+    #: (see ``clients``); off by default, as pip's ``--platform`` cannot be seen
+    compatible_only: bool = False
     threads: int = 16
     source_builds: tuple[SourceBuild, ...] = ()
     #: names and fnmatch patterns that are private even before anything was uploaded
@@ -215,6 +218,7 @@ def parse_config(data: Any, *, source: Path | None = None) -> Config:
         "nestegg_dir", "host", "port", "index_url", "ttl", "timeout", "offline", "threads",
         "source_builds", "private_names", "credentials_file", "private_read_auth",
         "max_upload_size", "ci_token", "ci_jobs", "sendfile", "sendfile_prefix", "max_cache_size",
+        "compatible_only",
     }  # fmt: skip
     where.only(body, "nestegg", known)
     values: dict[str, Any] = {"source": source}
@@ -241,7 +245,7 @@ def parse_config(data: Any, *, source: Path | None = None) -> Config:
             values[name] = _ci_token(where, raw, path)
         elif name in ("threads", "max_upload_size", "ci_jobs"):
             values[name] = where.integer(raw, path, minimum=1)
-        elif name in ("offline", "private_read_auth"):
+        elif name in ("offline", "private_read_auth", "compatible_only"):
             values[name] = where.boolean(raw, path)
         elif name == "private_names":
             values[name] = tuple(where.string(item, f"{path}[{i}]") for i, item in

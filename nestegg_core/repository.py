@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from packaging.utils import NormalizedName
 
+from .clients import ClientProfile, for_client
 from .config import Config
 from .downloads import Download, Downloads
 from .errors import IntegrityError, NotFound, UpstreamError
@@ -76,7 +77,7 @@ class Repository:
         #: the URL clients reach this index at, once known (``Mirror.bind`` sets it); source builds
         #: point their build environment at it
         self.index_url: str | None = None
-        self._rendered: OrderedDict[tuple[str, str], Rendered] = OrderedDict()
+        self._rendered: OrderedDict[tuple[str, str, ClientProfile | None], Rendered] = OrderedDict()
         self._render_lock = threading.Lock()
         self._metadata_locks: dict[str, threading.Lock] = {}
 
@@ -103,15 +104,21 @@ class Repository:
             return upstream if private is None else upstream.merged(private.files)
         return self.mirror.page(name)
 
-    def rendered(self, name: NormalizedName, content_type: str) -> Rendered:
-        """The page of ``name`` as bytes of ``content_type``, rendered once per change."""
+    def rendered(
+        self, name: NormalizedName, content_type: str, client: ClientProfile | None = None
+    ) -> Rendered:
+        """The page of ``name`` as bytes of ``content_type``, rendered once per change.
+
+        With ``client``, only the files that may fit that installer are listed.
+        """
         page = self.project(name)
-        key = (name, content_type)
+        key = (name, content_type, client)
         cached = self._rendered.get(key)
         if cached is not None and cached.page is page:
             return cached
+        shown = page if client is None else for_client(page, client)
         prefix = f"../../files/{quote(name)}/"
-        body = render_project(page, content_type, lambda dist: prefix + quote(dist.filename))
+        body = render_project(shown, content_type, lambda dist: prefix + quote(dist.filename))
         result = Rendered(page, body, _etag(body))
         with self._render_lock:
             self._rendered[key] = result

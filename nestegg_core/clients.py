@@ -1,0 +1,209 @@
+"""Which files of a page can an installer use: read off pip's User-Agent (``compatible_only``).
+
+pip sends, in its User-Agent, a JSON document describing the interpreter it installs for (PEP-less
+but stable since pip 6: the "linehaul" data). From it this module derives a :class:`ClientProfile`
+and drops from a page the files pip would certainly reject for that interpreter: wheels for
+another Python, another operating system or processor, a newer glibc or musl on a glibc system,
+and files whose Requires-Python excludes the interpreter. pip's time on a warm index is mostly
+spent turning each link of a page into a candidate; a page of thousands of wheels shrinks to the
+few dozen that fit.
+
+Every rule keeps a file when in doubt: an unknown tag, operating system, processor or malformed
+Requires-Python never drops anything, and 32-bit interpreters on 64-bit systems (which report
+the 64-bit processor) keep their 32-bit wheels. What cannot be seen from the User-Agent is pip's
+``--platform``/``--python-version``/``--ignore-requires-python``: hence the filter is opt-in, and
+uv (which also resolves for other platforms: ``uv lock``) is never filtered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from .models import DistFile, ProjectPage
+
+__all__ = ["ClientProfile", "fits", "for_client", "profile_from_user_agent"]
+
+_MAX_USER_AGENT = 4096
+
+#: operating system of a wheel's platform tag, by prefix, as ``platform.system()`` names it
+_FAMILIES = (
+    ("manylinux", "Linux"),
+    ("musllinux", "Linux"),
+    ("linux", "Linux"),
+    ("macosx", "Darwin"),
+    ("win", "Windows"),
+    ("ios", "iOS"),
+    ("android", "Android"),
+)
+_KNOWN_SYSTEMS = frozenset(system for _, system in _FAMILIES)
+
+#: Linux processors, as ``platform.machine()`` reports them and platform tags end
+_LINUX_ARCHES = frozenset({"x86_64", "i686", "aarch64", "armv7l", "ppc64le", "s390x", "riscv64"})
+#: a 64-bit kernel may run a 32-bit interpreter, which needs the 32-bit wheels
+_LINUX_ALSO = {"x86_64": {"i686"}, "aarch64": {"armv7l"}}
+#: Windows processors (``platform.machine()``) and the platform tags their interpreters accept;
+#: a 32-bit interpreter on 64-bit Windows reports AMD64 and emulation blurs ARM64, hence the overlap
+_WINDOWS = {"AMD64": {"win_amd64", "win32"}, "x86": {"win32"}, "ARM64": {"win_arm64", "win_amd64", "win32"}}
+#: macOS processors and the architectures of the ``macosx_X_Y_<arch>`` tags their interpreters accept
+_MACOS = {
+    "arm64": {"arm64", "universal2"},
+    "x86_64": {"x86_64", "intel", "fat64", "fat32", "fat3", "universal", "universal2"},
+}
+_MACOS_ARCHES = frozenset({"arm64", "x86_64", "i386", "ppc", "ppc64", "intel", "fat", "fat3", "fat32",
+                           "fat64", "universal", "universal2"})  # fmt: skip
+
+_MANYLINUX_LEGACY = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+_GLIBC_TAG = re.compile(r"^manylinux_(\d+)_(\d+)_")
+_PYTHON_TAG = re.compile(r"^(cp|py|pp)(\d)(\d*)$")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClientProfile:
+    """The interpreter an installer installs for, as far as its User-Agent tells."""
+
+    implementation: str  # "CPython", "PyPy", ...
+    python: Version  # the full interpreter version, for Requires-Python
+    system: str | None = None  # platform.system(): "Linux", "Darwin", "Windows"
+    cpu: str | None = None  # platform.machine()
+    glibc: tuple[int, int] | None = None  # on Linux with glibc
+
+    @property
+    def major_minor(self) -> tuple[int, int]:
+        return self.python.major, self.python.minor
+
+
+@lru_cache(maxsize=256)
+def profile_from_user_agent(user_agent: str | None) -> ClientProfile | None:
+    """The profile pip's User-Agent describes, or None for any other client or an unreadable one."""
+    if not user_agent or len(user_agent) > _MAX_USER_AGENT or not user_agent.startswith("pip/"):
+        return None
+    _, _, document = user_agent.partition(" ")
+    try:
+        data = json.loads(document)
+        implementation = data["implementation"]["name"]
+        # pip compares Requires-Python with the release only (3.14.0 for 3.14.0rc1)
+        python = Version(".".join(str(part) for part in Version(data["python"]).release[:3]))
+    except (ValueError, KeyError, TypeError, InvalidVersion):
+        return None
+    if not isinstance(implementation, str) or python.major < 2:
+        return None
+    system = _text(data.get("system"), "name")
+    libc = _mapping(data.get("distro")).get("libc")
+    glibc = None
+    if system == "Linux" and _text(libc, "lib") == "glibc":
+        match = re.match(r"^(\d+)\.(\d+)", _text(libc, "version") or "")
+        glibc = (int(match.group(1)), int(match.group(2))) if match else None
+    cpu = data.get("cpu")
+    return ClientProfile(
+        implementation=implementation,
+        python=python,
+        system=system,
+        cpu=cpu if isinstance(cpu, str) and cpu else None,
+        glibc=glibc,
+    )
+
+
+def _mapping(value: object) -> dict[str, object]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: object, key: str) -> str | None:
+    found = _mapping(value).get(key)
+    return found if isinstance(found, str) and found else None
+
+
+def for_client(page: ProjectPage, profile: ClientProfile) -> ProjectPage:
+    """``page`` with only the files that may fit ``profile`` (all versions still listed)."""
+    return ProjectPage.build(page.name, [d for d in page.files if fits(d, profile)], page.versions)
+
+
+def fits(dist: DistFile, profile: ClientProfile) -> bool:
+    """False only when pip, installing for ``profile``, would certainly reject ``dist``."""
+    if dist.requires_python is not None and not _python_allowed(dist.requires_python, profile.python):
+        return False
+    if not dist.filename.endswith(".whl"):
+        return True
+    parts = dist.filename[: -len(".whl")].split("-")
+    if len(parts) not in (5, 6):
+        return True
+    pythons, abis, platforms = (part.split(".") for part in parts[-3:])
+    return any(_interpreter_fits(python, abi, profile) for python in pythons for abi in abis) and any(
+        _platform_fits(platform, profile) for platform in platforms
+    )
+
+
+@lru_cache(maxsize=4096)
+def _python_allowed(requires_python: str, python: Version) -> bool:
+    try:
+        specifier = SpecifierSet(requires_python)
+    except InvalidSpecifier:
+        return True  # pip ignores a Requires-Python it cannot parse, and so do we
+    return specifier.contains(python, prereleases=True)
+
+
+def _interpreter_fits(python: str, abi: str, profile: ClientProfile) -> bool:
+    match = _PYTHON_TAG.match(python)
+    if match is None:
+        return True  # an interpreter tag this module does not know: keep
+    kind, major_text, minor_text = match.groups()
+    major, minor = profile.major_minor
+    if int(major_text) != major:
+        return False
+    tag_minor = int(minor_text) if minor_text else None
+    if kind == "py":
+        return tag_minor is None or tag_minor <= minor
+    expected = {"cp": "CPython", "pp": "PyPy"}[kind]
+    if profile.implementation not in ("CPython", "PyPy"):
+        return True  # another interpreter's tags are its own business
+    if profile.implementation != expected:
+        return False
+    if kind == "pp" or tag_minor is None:
+        return True
+    if tag_minor == minor:
+        return True
+    # older CPython tags fit only through the stable ABI (or with no ABI at all)
+    return tag_minor < minor and abi in ("abi3", "none")
+
+
+def _platform_fits(platform: str, profile: ClientProfile) -> bool:
+    if platform == "any":
+        return True
+    family = next((system for prefix, system in _FAMILIES if platform.startswith(prefix)), None)
+    if family is None or profile.system not in _KNOWN_SYSTEMS:
+        return True
+    if family != profile.system:
+        return False
+    cpu = profile.cpu
+    if family == "Linux":
+        if platform.startswith("musllinux") and profile.glibc is not None:
+            return False  # pip on a glibc system never takes musllinux wheels
+        if not _glibc_allows(platform, profile.glibc):
+            return False
+        arch = next((a for a in _LINUX_ARCHES if platform.endswith("_" + a)), None)
+        if arch is None or cpu not in _LINUX_ARCHES:
+            return True
+        return arch == cpu or arch in _LINUX_ALSO.get(cpu, ())
+    if family == "Windows" and cpu in _WINDOWS:
+        return platform in _WINDOWS[cpu] or not platform.startswith(("win32", "win_amd64", "win_arm64"))
+    if family == "Darwin" and cpu in _MACOS:
+        arch = platform.split("_", 3)[-1] if platform.count("_") >= 3 else ""
+        return arch in _MACOS[cpu] or arch not in _MACOS_ARCHES
+    return True
+
+
+def _glibc_allows(platform: str, glibc: tuple[int, int] | None) -> bool:
+    if glibc is None:
+        return True
+    match = _GLIBC_TAG.match(platform)
+    if match is not None:
+        return (int(match.group(1)), int(match.group(2))) <= glibc
+    for legacy, needed in _MANYLINUX_LEGACY.items():
+        if platform.startswith(legacy + "_"):
+            return needed <= glibc
+    return True

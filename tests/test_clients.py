@@ -1,0 +1,304 @@
+"""Pages trimmed to the files pip can use (``compatible_only``): the rules, then real pip and uv."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from packaging import tags
+from packaging.utils import parse_wheel_filename
+from packaging.version import Version
+
+from nestegg_core.cli import build_parser, config_from
+from nestegg_core.clients import ClientProfile, fits, profile_from_user_agent
+from nestegg_core.config import load_config
+from nestegg_core.errors import ConfigError
+from nestegg_core.models import DistFile
+from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.simple import JSON_V1
+from nestegg_core.testing import find_uv, installer_env, make_venv
+
+from .conftest import MirrorFactory
+
+
+def pip_agent(**data: object) -> str:
+    base: dict[str, object] = {
+        "installer": {"name": "pip", "version": "26.0"},
+        "python": "3.11.7",
+        "implementation": {"name": "CPython", "version": "3.11.7"},
+        "distro": {"name": "Debian GNU/Linux", "libc": {"lib": "glibc", "version": "2.36"}},
+        "system": {"name": "Linux", "release": "6.1.0"},
+        "cpu": "x86_64",
+    }
+    base.update(data)
+    return "pip/26.0 " + json.dumps(base)
+
+
+LINUX = ClientProfile(implementation="CPython", python=Version("3.11.7"), system="Linux", cpu="x86_64",
+                      glibc=(2, 36))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("agent", "expected"),
+    [
+        (pip_agent(), LINUX),
+        (pip_agent(python="3.14.0rc1"), ClientProfile(implementation="CPython", python=Version("3.14.0"),
+                                                      system="Linux", cpu="x86_64", glibc=(2, 36))),
+        (pip_agent(distro={"name": "Alpine Linux"}), ClientProfile(implementation="CPython",
+                                                                   python=Version("3.11.7"), system="Linux",
+                                                                   cpu="x86_64")),
+        (pip_agent(system={"name": "Darwin"}, cpu="arm64", distro={"name": "macOS", "version": "14.5"}),
+         ClientProfile(implementation="CPython", python=Version("3.11.7"), system="Darwin", cpu="arm64")),
+        (pip_agent(implementation={"name": "PyPy", "version": "7.3.17"}, system=None, cpu=None,
+                   distro=None),
+         ClientProfile(implementation="PyPy", python=Version("3.11.7"))),
+        ("uv/0.9.0 " + json.dumps({"installer": {"name": "uv"}, "python": "3.11.7"}), None),
+        ("pip/26.0", None),
+        ("pip/26.0 {not json", None),
+        ("pip/26.0 " + json.dumps({"python": "3.11"}), None),  # no implementation
+        ("pip/26.0 " + json.dumps({"python": "three", "implementation": {"name": "CPython"}}), None),
+        ("pip/26.0 " + json.dumps(["a list"]), None),
+        ("pip/26.0 " + "x" * 5000, None),
+        ("curl/8.0", None),
+        (None, None),
+    ],
+)  # fmt: skip
+def test_profile_from_user_agent(agent: str | None, expected: ClientProfile | None) -> None:
+    assert profile_from_user_agent(agent) == expected
+
+
+def wheel(tag: str, requires_python: str | None = None) -> DistFile:
+    return DistFile(filename=f"demo-1.0-{tag}.whl", requires_python=requires_python)
+
+
+@pytest.mark.parametrize(
+    ("filename", "requires_python", "kept"),
+    [
+        ("demo-1.0-py3-none-any.whl", None, True),
+        ("demo-1.0-py2.py3-none-any.whl", None, True),
+        ("demo-1.0-py2-none-any.whl", None, False),
+        ("demo-1.0-py312-none-any.whl", None, False),
+        ("demo-1.0-py310-none-any.whl", None, True),
+        ("demo-1.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", None, True),
+        ("demo-1.0-cp311-cp311-manylinux_2_38_x86_64.whl", None, False),  # needs a newer glibc
+        ("demo-1.0-cp311-cp311-manylinux1_i686.whl", None, True),  # a 32-bit interpreter may ask
+        ("demo-1.0-cp311-cp311-manylinux2014_aarch64.whl", None, False),
+        ("demo-1.0-cp311-cp311-musllinux_1_1_x86_64.whl", None, False),  # glibc system
+        ("demo-1.0-cp311-cp311-linux_x86_64.whl", None, True),
+        ("demo-1.0-cp311-cp311-linux_riscv64.whl", None, False),
+        ("demo-1.0-cp311-cp311-linux_loongarch64.whl", None, True),  # unknown processor: kept
+        ("demo-1.0-cp311-cp311-win_amd64.whl", None, False),
+        ("demo-1.0-cp311-cp311-macosx_10_9_x86_64.whl", None, False),
+        ("demo-1.0-cp311-cp311-freebsd_14_0_amd64.whl", None, True),  # unknown system: kept
+        ("demo-1.0-cp310-cp310-manylinux_2_17_x86_64.whl", None, False),
+        ("demo-1.0-cp312-cp312-manylinux_2_17_x86_64.whl", None, False),
+        ("demo-1.0-cp38-abi3-manylinux_2_17_x86_64.whl", None, True),
+        ("demo-1.0-cp312-abi3-manylinux_2_17_x86_64.whl", None, False),
+        ("demo-1.0-cp27-cp27mu-manylinux1_x86_64.whl", None, False),
+        ("demo-1.0-pp310-pypy310_pp73-manylinux_2_17_x86_64.whl", None, False),
+        ("demo-1.0-graalpy311-graalpy242_311_native-manylinux_2_17_x86_64.whl", None, True),
+        ("demo-1.0-1build-py3-none-any.whl", None, True),
+        ("demo-1.0.tar.gz", None, True),
+        ("demo-1.0.tar.gz", ">=3.12", False),
+        ("demo-1.0.tar.gz", ">=3.8,<4", True),
+        ("demo-1.0.tar.gz", "not a specifier", True),  # pip ignores it: so do we
+        ("demo-1.0-py3-none-any.whl", "<3.11", False),
+        ("demo.egg", None, True),
+    ],
+)  # fmt: skip
+def test_fits_linux_cpython(filename: str, requires_python: str | None, kept: bool) -> None:
+    assert fits(DistFile(filename=filename, requires_python=requires_python), LINUX) is kept
+
+
+PYTHONS = ["py3", "py2.py3", "py2", "py39", "py313", "cp39", "cp311", "cp312", "cp313", "pp310", "pp311"]
+ABIS = ["none", "abi3", "cp39", "cp311", "cp312", "cp313", "cp313t", "pypy310_pp73"]
+PLATFORMS = [
+    "any", "linux_x86_64", "linux_i686", "linux_aarch64", "linux_armv7l",
+    "manylinux1_x86_64", "manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_39_x86_64",
+    "manylinux1_i686", "manylinux2014_aarch64", "manylinux_2_28_aarch64", "musllinux_1_2_x86_64",
+    "musllinux_1_2_aarch64", "win_amd64", "win32", "win_arm64", "macosx_10_9_x86_64", "macosx_11_0_arm64",
+    "macosx_10_9_universal2", "macosx_10_6_intel", "ios_13_0_arm64_iphoneos", "android_24_arm64_v8a",
+]  # fmt: skip
+
+
+def _linux_platforms(arch: str, glibc: tuple[int, int], *, musl: bool = False) -> list[str]:
+    if musl:
+        return [f"musllinux_1_{minor}_{arch}" for minor in range(2, -1, -1)] + [f"linux_{arch}"]
+    found = [f"manylinux_2_{minor}_{arch}" for minor in range(glibc[1], 4, -1)]
+    found += [legacy for legacy, needed in (("manylinux2014", 17), ("manylinux2010", 12), ("manylinux1", 5))
+              if needed <= glibc[1]]  # fmt: skip
+    return [p if p.startswith("manylinux_") else f"{p}_{arch}" for p in found] + [f"linux_{arch}"]
+
+
+def _accepted(python: tuple[int, int], platforms: list[str], *, pypy: bool = False) -> set[tags.Tag]:
+    """The tags pip would accept, from packaging's own rules for that interpreter and platform."""
+    if pypy:
+        interpreter = f"pp{python[0]}{python[1]}"
+        found = set(tags.generic_tags(interpreter, [f"pypy{python[0]}{python[1]}_pp73", "none"], platforms))
+    else:
+        found = set(tags.cpython_tags(python, platforms=platforms))
+        interpreter = f"cp{python[0]}{python[1]}"
+    return found | set(tags.compatible_tags(python, interpreter, platforms))
+
+
+# (profile, the platforms pip's tags would use on it): pip's User-Agent only tells the processor,
+# so a 32-bit interpreter on a 64-bit system is a second platform list for the same profile
+SYSTEMS = {
+    "linux-x86_64-glibc": (
+        ClientProfile(implementation="CPython", python=Version("3.11.2"), system="Linux", cpu="x86_64",
+                      glibc=(2, 31)),
+        [_linux_platforms("x86_64", (2, 31)), _linux_platforms("i686", (2, 31))],
+    ),
+    "linux-aarch64-musl": (
+        ClientProfile(implementation="CPython", python=Version("3.12.1"), system="Linux", cpu="aarch64"),
+        [_linux_platforms("aarch64", (0, 0), musl=True), _linux_platforms("armv7l", (0, 0), musl=True)],
+    ),
+    "macos-arm64": (
+        ClientProfile(implementation="CPython", python=Version("3.13.0"), system="Darwin", cpu="arm64"),
+        [list(tags.mac_platforms((14, 0), "arm64"))],
+    ),
+    "macos-x86_64": (
+        ClientProfile(implementation="CPython", python=Version("3.9.6"), system="Darwin", cpu="x86_64"),
+        [list(tags.mac_platforms((12, 0), "x86_64"))],
+    ),
+    "windows-amd64": (
+        ClientProfile(implementation="CPython", python=Version("3.11.9"), system="Windows", cpu="AMD64"),
+        [["win_amd64"], ["win32"]],
+    ),
+    "pypy-linux": (
+        ClientProfile(implementation="PyPy", python=Version("3.10.14"), system="Linux", cpu="x86_64",
+                      glibc=(2, 35)),
+        [_linux_platforms("x86_64", (2, 35))],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("system", sorted(SYSTEMS))
+def test_no_wheel_pip_accepts_is_dropped(system: str) -> None:
+    profile, platform_lists = SYSTEMS[system]
+    python = profile.major_minor
+    accepted: set[tags.Tag] = set()
+    for platforms in platform_lists:
+        accepted |= _accepted(python, platforms, pypy=profile.implementation == "PyPy")
+    kept = dropped = 0
+    for python_tag, abi, platform in itertools.product(PYTHONS, ABIS, PLATFORMS):
+        filename = f"demo-1.0-{python_tag}-{abi}-{platform}.whl"
+        usable = not parse_wheel_filename(filename)[3].isdisjoint(accepted)
+        keeps = fits(DistFile(filename=filename), profile)
+        assert keeps or not usable, f"{filename} dropped, but pip on {system} accepts it"
+        kept += keeps
+        dropped += not keeps
+    # and the filter is worth having: most of the grid does not fit any one system
+    assert dropped > 3 * kept
+
+
+def test_this_interpreter_and_its_pip() -> None:
+    """The profile of the pip in this environment keeps every wheel this interpreter accepts."""
+    from pip._internal.network.session import user_agent  # noqa: PLC0415
+
+    profile = profile_from_user_agent(user_agent())
+    assert profile is not None
+    assert profile.major_minor == sys.version_info[:2]
+    for tag in itertools.islice(tags.sys_tags(), 400):
+        filename = f"demo-1.0-{tag}.whl"
+        assert fits(DistFile(filename=filename), profile), filename
+
+
+@pytest.mark.parametrize(
+    ("yaml", "argv", "expected"),
+    [
+        ("nestegg: {}", [], False),
+        ("nestegg: {compatible_only: yes}", [], True),
+        ("nestegg: {compatible-only: no}", ["serve", "--compatible-only"], True),
+    ],
+)
+def test_switched_on_by_config_or_option(tmp_path: Path, yaml: str, argv: list[str], expected: bool) -> None:
+    path = tmp_path / "nestegg.yml"
+    path.write_text(yaml)
+    assert config_from(build_parser().parse_args(["--config", str(path), *argv])).compatible_only is expected
+
+
+def test_a_bad_value_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "nestegg.yml"
+    path.write_text("nestegg: {compatible_only: sometimes}")
+    with pytest.raises(ConfigError, match=r"nestegg\.compatible_only: expected yes/no"):
+        load_config(path)
+
+
+# end to end ---------------------------------------------------------------------------------
+
+OTHER_TAGS = ["cp27-cp27mu-manylinux1_x86_64", "cp311-cp311-win_amd64", "cp312-cp312-macosx_11_0_arm64",
+              "cp310-cp310-musllinux_1_1_aarch64", "py2-none-any"]  # fmt: skip
+
+
+@pytest.fixture
+def many_platforms(upstream: PrivateIndex) -> str:
+    """``plat-pkg`` 1.0 with a wheel for every other platform and one for this interpreter."""
+    for tag in OTHER_TAGS:
+        upstream.add("plat-pkg", "1.0", wheel_tag=tag, sdist=False)
+    upstream.add("plat-pkg", "0.9", requires_python=">=4", wheel=False)
+    this = next(iter(tags.sys_tags()))
+    upstream.add("plat-pkg", "1.0", wheel_tag=str(this))
+    return f"plat_pkg-1.0-{this}.whl"
+
+
+def _files(http: requests.Session, url: str, agent: str) -> list[str]:
+    response = http.get(url, headers={"Accept": JSON_V1, "User-Agent": agent})
+    response.raise_for_status()
+    assert response.headers["Vary"] == "Accept, User-Agent"
+    return [f["filename"] for f in response.json()["files"]]
+
+
+@pytest.mark.slow
+def test_pip_sees_only_what_fits_uv_sees_everything(
+    tmp_path: Path, make_mirror: MirrorFactory, many_platforms: str, http: requests.Session
+) -> None:
+    from pip._internal.network.session import user_agent  # noqa: PLC0415
+
+    mirror = make_mirror(compatible_only=True)
+    page = f"{mirror.url}/simple/plat-pkg/"
+    assert _files(http, page, user_agent()) == [many_platforms, "plat_pkg-1.0.tar.gz"]
+    assert len(_files(http, page, "uv/0.9.0 {}")) == len(OTHER_TAGS) + 3
+
+    # real pip downloads the wheel that fits, as it does from the whole page
+    chosen = {}
+    for name, url in (("trimmed", mirror.index_url), ("whole", make_mirror(port=0).index_url)):
+        dest = tmp_path / name
+        command = [sys.executable, "-m", "pip", "download", "--no-cache-dir", "-d", str(dest), "plat-pkg"]
+        result = subprocess.run(command, env=installer_env(url), capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        chosen[name] = sorted(p.name for p in dest.iterdir())
+    assert chosen["trimmed"] == chosen["whole"] == [many_platforms]
+
+    # real uv, resolving for another platform, still finds its wheel through the same mirror
+    uv = find_uv()
+    assert uv is not None
+    requirements = tmp_path / "req.in"
+    requirements.write_text("plat-pkg==1.0\n")
+    command = [uv, "pip", "compile", "--no-cache", "--python-platform", "windows", "--python-version", "3.11",
+               "--only-binary", ":all:", "--no-header", str(requirements)]  # fmt: skip
+    result = subprocess.run(
+        command, env=installer_env(mirror.index_url), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "plat-pkg==1.0" in result.stdout
+
+
+@pytest.mark.slow
+def test_pip_in_a_venv_installs_through_a_trimmed_mirror(
+    tmp_path: Path, make_mirror: MirrorFactory, many_platforms: str
+) -> None:
+    python = make_venv(tmp_path / "venv")
+    mirror = make_mirror(compatible_only=True)
+    command = [str(python), "-m", "pip", "install", "--no-cache-dir", "plat-pkg"]
+    result = subprocess.run(
+        command, env=installer_env(mirror.index_url), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Successfully installed plat-pkg-1.0" in result.stdout
+    assert many_platforms in result.stdout
