@@ -282,6 +282,16 @@ class Nestegg(Server):
         return "/health"
 
 
+class NesteggCompatible(Nestegg):
+    """nestegg with ``compatible_only``: pages for pip list only the files that fit its interpreter."""
+
+    name = "nestegg-compat"
+
+    def command(self, port: int, cache: Path, upstream: str, role: str) -> tuple[list[str], dict[str, str]]:
+        command, env = super().command(port, cache, upstream, role)
+        return [*command, "--compatible-only"], env
+
+
 class Devpi(Server):
     """devpi-server at its fastest: initialised beforehand, mirrors without the project list, and
     the argon2 cost of its login secret lowered (``default_settings`` turns that off)."""

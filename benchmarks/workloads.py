@@ -6,6 +6,7 @@ Installers run with :func:`nestegg_core.testing.installer_env`, so no setting of
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,13 +250,19 @@ def throughput(
 
 TOX_INI = """\
 [tox]
-env_list = py
+env_list = uv, pip
 skip_missing_interpreters = false
 
 [testenv]
 skip_install = true
 deps = -r {requirements}
 commands = python -c "import numpy, pandas, requests, yaml, pytest"
+
+[testenv:uv]
+runner = uv-venv-runner
+
+[testenv:pip]
+runner = virtualenv
 """
 
 
@@ -263,9 +271,10 @@ def tox_compare(
 ) -> dict[str, list[float]] | str:
     """``tox -r`` of a sample project with the plugin (warm cache) and without it (``--no-nestegg``).
 
-    Installers get no cache of their own either way (``PIP_NO_CACHE_DIR``, ``UV_NO_CACHE``), as on
-    a fresh CI machine: with the plugin the packages come from nestegg's warm cache, without it
-    from the upstream. Returns why not, as text, when the plugin is not there to measure.
+    Once with tox-uv's runner (uv installs), once with tox's own (pip installs), the latter also
+    with ``compatible_only``. Installers get no cache of their own (``PIP_NO_CACHE_DIR``,
+    ``UV_NO_CACHE``), as on a fresh CI machine: with the plugin the packages come from nestegg's
+    warm cache, without it from the upstream. Returns why not, as text, when it cannot be measured.
     """
     tox = shutil.which("tox") or str(Path(sys.executable).with_name("tox"))
     if not Path(tox).exists():
@@ -274,17 +283,33 @@ def tox_compare(
     probe = subprocess.run([tox, "--help"], env=env, capture_output=True, text=True, check=False)
     if "--no-nestegg" not in probe.stdout:
         return "the tox plugin (tox_nestegg) does not register its options yet"
+    if importlib.util.find_spec("tox_uv") is None:
+        return "tox-uv is not installed"
     project = root / "sample"
     project.mkdir(parents=True, exist_ok=True)
     (project / "requirements.txt").write_text(requirements.read_text())
     (project / "tox.ini").write_text(TOX_INI.format(requirements="requirements.txt"))
     config = root / "nestegg.yml"
     config.write_text(f"nestegg:\n  nestegg_dir: {root / 'nest'}\n  index_url: {upstream}\n")
+    # the same nest, with pages for pip trimmed to what fits its interpreter
+    compatible = root / "nestegg-compatible.yml"
+    compatible.write_text(config.read_text() + "  compatible_only: yes\n")
     env["NESTEGG_CONFIG"] = str(config)
-    run = [tox, "-c", str(project / "tox.ini"), "-r", "-e", "py", "--workdir", str(root / "work")]
-    _timed(run, env, "tox with the plugin (warming its cache)", 900)
-    timings: dict[str, list[float]] = {"tox-plugin": [], "tox-plain": []}
+    env_compatible = {**env, "NESTEGG_CONFIG": str(compatible)}
+
+    def run(name: str) -> list[str]:
+        return [tox, "-c", str(project / "tox.ini"), "-r", "-e", name, "--workdir", str(root / "work")]
+
+    _timed(run("uv,pip"), env, "tox with the plugin (warming its cache)", 900)
+    timings: dict[str, list[float]] = defaultdict(list)
     for _ in range(repeats):
-        timings["tox-plugin"].append(_timed(run, env, "tox with the plugin", 900))
-        timings["tox-plain"].append(_timed([*run, "--no-nestegg"], env, "tox without the plugin", 900))
-    return timings
+        for runner in ("uv", "pip"):
+            timings[f"tox-{runner}-plugin"].append(_timed(run(runner), env, f"tox -e {runner}, plugin", 900))
+            if runner == "pip":
+                timings["tox-pip-compat"].append(
+                    _timed(run(runner), env_compatible, "tox -e pip, plugin with compatible_only", 900)
+                )
+            timings[f"tox-{runner}-plain"].append(
+                _timed([*run(runner), "--no-nestegg"], env, f"tox -e {runner}, no plugin", 900)
+            )
+    return dict(timings)
