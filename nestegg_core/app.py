@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from urllib.parse import quote
 
 from packaging.utils import NormalizedName, canonicalize_name
 
-from . import auth, builds, ci, metrics, uploads, web
+from . import auth, metrics, uploads
 from .clients import profile_from_user_agent
 from .config import Config
 from .downloads import Download
@@ -564,7 +565,45 @@ def create_app(config: Config, *, repository: Repository | None = None) -> Calla
     app = NesteggApp(repository)
     uploads.install(app, config)
     auth.install(app, config)
-    builds.install(repository, config)
-    ci.install(app, config)
-    web.install(app, config)
+    if config.source_builds:
+        # imported only when needed: a mirror without source builds never loads them (nor git, CI
+        # and their sqlite run store), which keeps a serving process smaller
+        from . import builds, ci  # noqa: PLC0415
+
+        builds.install(repository, config)
+        ci.install(app, config)
+    ui = _WebUI(app, config)
+    app.routes[_WEB_PREFIX] = ui
+    app.routes[""] = ui.root
     return AccessLog(metrics.CountBytes(app, repository.counters))
+
+
+_WEB_PREFIX = "ui"  # web.PREFIX, without importing the module
+
+
+class _WebUI:
+    """The web interface (``nestegg_core.web``), imported on its first request.
+
+    A mirror that only installers talk to never loads its pages, templates and run history.
+    """
+
+    def __init__(self, app: NesteggApp, config: Config) -> None:
+        self._app = app
+        self._config = config
+        self._ui: Handler | None = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._ui is None:
+                from . import web  # noqa: PLC0415 - see the class docstring
+
+                self._ui = web.WebUI(self._app, self._config)
+            return self._ui
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        return self._load()(environ, start_response)  # type: ignore[no-any-return]
+
+    def root(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """``/``: to the project list."""
+        return self._load().root(environ, start_response)  # type: ignore[no-any-return]

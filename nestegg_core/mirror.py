@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 #: after an upstream failure, how long a stale page is served before the upstream is asked again
 RETRY_AFTER = 30.0
+#: files of the pages a process keeps parsed in memory (about 700 bytes each); past it the least
+#: recently used pages are dropped and read again from their state file when next asked for
+MAX_FILES = 5_000
 
 
 @dataclass
@@ -34,6 +38,7 @@ class _Entry:
     mtime: float | None = None  # of the state file when read, to notice other processes' writes
     kept: frozenset[str] = frozenset()  # the cached files on disk when ``page`` was made
     files_stamp: int | None = None  # mtime of the project's files folder when ``kept`` was listed
+    reloadable: bool = False  # ``page`` can be made again from the state on disk (see _evict)
 
 
 class MirrorIndex:
@@ -47,16 +52,21 @@ class MirrorIndex:
         ttl: float = 600.0,
         offline: bool = False,
         clock: Callable[[], float] = time.time,
+        max_files: int = MAX_FILES,
     ) -> None:
         self.store = store
         self.fetcher = fetcher
         self.ttl = ttl
         self.offline = offline
         self.clock = clock
+        self.max_files = max_files
         self._entries: dict[str, _Entry] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._refresh_before = 0.0
+        # the names whose page is in memory, least recently used first, with their file counts
+        self._loaded: OrderedDict[str, int] = OrderedDict()
+        self._loaded_files = 0
 
     def refresh_all(self) -> None:
         """Make every page revalidate on its next request (``--refresh``)."""
@@ -69,23 +79,24 @@ class MirrorIndex:
         """The project's page: upstream's files and, after them, every cached file it dropped."""
         entry = self._entry(name)
         now = self.clock()
-        if entry.page is not None and now < entry.fresh_until:
+        page = entry.page  # once: another thread may drop it from memory meanwhile (_evict)
+        if page is not None and now < entry.fresh_until:
             self._catch_up(name, entry)
-            return entry.page
-        if entry.page is None and now < entry.missing_until:
+            return self._remember(name, entry.page or page)
+        if page is None and now < entry.missing_until:
             raise NotFound(f"project {name!r} is not on the upstream index")
         lock = self._lock(name)
-        if entry.page is not None and not lock.acquire(blocking=False):
-            return entry.page  # another thread is revalidating; this answer may lag by one fetch
-        if entry.page is None:
+        if page is not None and not lock.acquire(blocking=False):
+            return page  # another thread is revalidating; this answer may lag by one fetch
+        if page is None:
             lock.acquire()
         try:
             if entry.page is not None and self.clock() < entry.fresh_until:
-                return entry.page  # revalidated while we waited for the lock
+                return self._remember(name, entry.page)  # revalidated while we waited for the lock
             self._revalidate(name, entry)
             if entry.page is None:
                 raise NotFound(f"project {name!r} is not on the upstream index")
-            return entry.page
+            return self._remember(name, entry.page)
         finally:
             lock.release()
 
@@ -103,6 +114,8 @@ class MirrorIndex:
             entry = self._entries.get(name)
             if entry is None or entry.page is None:
                 return
+            # the record is on disk now: _catch_up need not make the page again for it
+            entry.kept |= {record.filename}
             if entry.page.file(record.filename) == record:
                 # nothing learned (the index gave size, hash and metadata): the page, and so its
                 # rendered bytes, stay as they are instead of being rebuilt for every file cached
@@ -110,7 +123,49 @@ class MirrorIndex:
             files = tuple(record if d.filename == record.filename else d for d in entry.page.files)
             if record.filename not in {d.filename for d in files}:
                 files += (record,)
+                if name in self._loaded:
+                    self._loaded[name] += 1
+                    self._loaded_files += 1
             entry.page = ProjectPage.build(name, files, entry.page.versions)
+
+    # memory ------------------------------------------------------------------------------
+
+    def _remember(self, name: str, page: ProjectPage) -> ProjectPage:
+        """Note ``page`` as the most recently used, and drop the least recently used others while
+        the pages in memory hold more than ``max_files`` files."""
+        victims = []
+        with self._guard:
+            self._loaded_files += len(page.files) - self._loaded.pop(name, 0)
+            self._loaded[name] = len(page.files)
+            excess = self._loaded_files - self.max_files
+            for other, count in self._loaded.items():
+                if excess <= 0 or other == name:
+                    break
+                victims.append(other)
+                excess -= count
+        for victim in victims:
+            self._evict(victim)
+        return page
+
+    def _evict(self, name: str) -> None:
+        """Drop the page of ``name`` from memory; its next request reads the state file again."""
+        lock = self._lock(name)
+        if not lock.acquire(blocking=False):
+            return  # being revalidated or caught up: dropped another time
+        try:
+            with self._guard:
+                entry = self._entries.get(name)
+                count = self._loaded.pop(name, None)
+                if entry is None or count is None:
+                    return
+                self._loaded_files -= count
+                if not entry.reloadable:
+                    entry.fresh_until = 0.0  # made from what the disk does not hold: ask upstream
+                entry.page = entry.state = None
+                entry.mtime = entry.files_stamp = None
+                entry.kept = frozenset()
+        finally:
+            lock.release()
 
     # internals ---------------------------------------------------------------------------
 
@@ -138,6 +193,8 @@ class MirrorIndex:
         if not lock.acquire(blocking=False):
             return  # another thread is revalidating or catching up; this answer may lag by one
         try:
+            if entry.page is None:
+                return  # dropped from memory (_evict) since the caller looked: it has its page
             mtime = self.store.page_mtime(name)
             if mtime is not None and mtime != entry.mtime:
                 state = self.store.read_page(name)
@@ -201,6 +258,8 @@ class MirrorIndex:
             else:
                 entry.page = entry.state = None
                 entry.missing_until = self.clock() + min(self.ttl, 60.0)
+                with self._guard:
+                    self._loaded_files -= self._loaded.pop(name, 0)
             return
         except UpstreamError as exc:
             if entry.page is None:
@@ -210,6 +269,7 @@ class MirrorIndex:
                         raise NotFound(f"offline: project {name!r} is not in the cache") from None
                     raise
                 entry.page = ProjectPage.build(name, kept)
+                entry.reloadable = False
             if not self.offline:
                 logger.warning("%s; serving the cached page of %r", exc, name)
             entry.fresh_until = self.clock() + min(self.ttl, RETRY_AFTER)
@@ -249,6 +309,7 @@ class MirrorIndex:
             entry.kept = self._kept_names(name)  # before the records are read: a later file is seen
             entry.page = self._with_kept(state.page, self.store.kept_files(name) if kept is None else kept)
         entry.state, entry.mtime = state, mtime
+        entry.reloadable = kept is None
         entry.missing_until = 0.0
         fresh = state.checked + self.ttl
         entry.fresh_until = 0.0 if state.checked < self._refresh_before else fresh

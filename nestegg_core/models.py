@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import cached_property, lru_cache
 from typing import Any
@@ -73,6 +74,62 @@ def format_time(value: datetime) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class Hashes(Mapping[str, str]):
+    """A file's hashes when there is at most one (nearly always sha256), as a read-only mapping.
+
+    Pages of tens of thousands of files hold two of these per file (the file's, its metadata's):
+    two slots instead of a dict is a fifth of the memory. Compares equal to the same ``dict``.
+    """
+
+    __slots__ = ("_algorithm", "_digest")
+
+    def __init__(self, algorithm: str | None = None, digest: str = "") -> None:
+        # one copy of the algorithm's name however many files carry it
+        self._algorithm = None if algorithm is None else sys.intern(algorithm)
+        self._digest = digest
+
+    def __getitem__(self, key: str) -> str:
+        if key != self._algorithm or self._algorithm is None:
+            raise KeyError(key)
+        return self._digest
+
+    def get(self, key: str, default: Any = None) -> Any:
+        # the hot path of rendering: no exception for the usual miss
+        return self._digest if key == self._algorithm and self._algorithm is not None else default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(() if self._algorithm is None else (self._algorithm,))
+
+    def __len__(self) -> int:
+        return 0 if self._algorithm is None else 1
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Hashes):
+            return self._algorithm == other._algorithm and self._digest == other._digest
+        return super().__eq__(other)
+
+    def __hash__(self) -> int:  # immutable, so a default of a frozen dataclass
+        return hash((self._algorithm, self._digest))
+
+
+#: the hashes of a file that has none (or of core metadata the index says exists, without a hash)
+NO_HASHES = Hashes()
+
+
+def compact_hashes(hashes: Mapping[str, str]) -> Mapping[str, str]:
+    """``hashes`` as a :class:`Hashes` if it holds at most one, else as a dict of its own."""
+    if isinstance(hashes, Hashes):
+        return hashes
+    if not hashes:
+        return NO_HASHES
+    if len(hashes) == 1:
+        return Hashes(*next(iter(hashes.items())))
+    return dict(hashes)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DistFile:
     """One file of a project page, as the index (upstream or private) describes it.
@@ -84,7 +141,7 @@ class DistFile:
 
     filename: str
     url: str = ""
-    hashes: Mapping[str, str] = field(default_factory=dict)
+    hashes: Mapping[str, str] = NO_HASHES
     requires_python: str | None = None
     yanked: str | None = None
     size: int | None = None
@@ -127,12 +184,14 @@ class DistFile:
         return cls(
             filename=filename,
             url=str(data.get("url", "")),
-            hashes={str(k): str(v) for k, v in hashes.items()},
+            hashes=compact_hashes({str(k): str(v) for k, v in hashes.items()}),
             requires_python=data.get("requires_python"),
             yanked=data.get("yanked"),
             size=None if data.get("size") is None else int(data["size"]),
             upload_time=data.get("upload_time"),
-            core_metadata=None if metadata is None else {str(k): str(v) for k, v in metadata.items()},
+            core_metadata=(
+                None if metadata is None else compact_hashes({str(k): str(v) for k, v in metadata.items()})
+            ),
             origin=str(data.get("origin", "mirror")),
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,14 +28,15 @@ from .metrics import Counters, CountingFetcher
 from .mirror import MirrorIndex
 from .models import DistFile, ProjectPage
 from .private import PrivateStore
-from .simple import render_index, render_project
+from .simple import quote_filename, render_index, render_project
 from .store import CacheStore, write_atomic
 from .upkeep import SizeLimit, mark_used
 from .upstream import Fetcher, HttpFetcher, OfflineFetcher, mask_url
 
 logger = logging.getLogger(__name__)
 
-_RENDER_CACHE = 2048
+#: bytes of rendered pages kept; a rendered page also lives no longer than its page in memory
+_RENDER_CACHE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,15 @@ class Rendered:
     """A page rendered for one content type, with its strong ETag."""
 
     page: ProjectPage | None
+    body: bytes
+    etag: str
+
+
+@dataclass(frozen=True)
+class _Cached:
+    """A rendered page as the cache keeps it: not holding its page, which the mirror may drop."""
+
+    page: weakref.ref[ProjectPage]
     body: bytes
     etag: str
 
@@ -77,7 +88,8 @@ class Repository:
         #: the URL clients reach this index at, once known (``Mirror.bind`` sets it); source builds
         #: point their build environment at it
         self.index_url: str | None = None
-        self._rendered: OrderedDict[tuple[str, str, ClientProfile | None], Rendered] = OrderedDict()
+        self._rendered: OrderedDict[tuple[str, str, ClientProfile | None], _Cached] = OrderedDict()
+        self._rendered_bytes = 0
         self._render_lock = threading.Lock()
         self._metadata_locks: dict[str, threading.Lock] = {}
 
@@ -114,18 +126,26 @@ class Repository:
         page = self.project(name)
         key = (name, content_type, client)
         cached = self._rendered.get(key)
-        if cached is not None and cached.page is page:
-            return cached
+        if cached is not None and cached.page() is page:
+            return Rendered(page, cached.body, cached.etag)
         shown = page if client is None else for_client(page, client)
         prefix = f"../../files/{quote(name)}/"
-        body = render_project(shown, content_type, lambda dist: prefix + quote(dist.filename))
+        body = render_project(shown, content_type, lambda dist: prefix + quote_filename(dist.filename))
         result = Rendered(page, body, _etag(body))
-        with self._render_lock:
-            self._rendered[key] = result
-            self._rendered.move_to_end(key)
-            while len(self._rendered) > _RENDER_CACHE:
-                self._rendered.popitem(last=False)
+        self._remember(key, _Cached(weakref.ref(page), body, result.etag))
         return result
+
+    def _remember(self, key: tuple[str, str, ClientProfile | None], cached: _Cached) -> None:
+        with self._render_lock:
+            # what the mirror dropped from memory can never be served again: make room first
+            for dead in [k for k, v in self._rendered.items() if v.page() is None]:
+                self._rendered_bytes -= len(self._rendered.pop(dead).body)
+            old = self._rendered.pop(key, None)
+            self._rendered_bytes += len(cached.body) - (0 if old is None else len(old.body))
+            self._rendered[key] = cached
+            while self._rendered_bytes > _RENDER_CACHE_BYTES and len(self._rendered) > 1:
+                _, dropped = self._rendered.popitem(last=False)
+                self._rendered_bytes -= len(dropped.body)
 
     def index(self, content_type: str, *, visible: Callable[[str], bool] | None = None) -> Rendered:
         """The root page: every project the mirror knows (cached or private), not upstream's.

@@ -5,10 +5,13 @@ Pure functions from models to bytes, and the content negotiation that picks betw
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from collections.abc import Callable, Iterable
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from .models import DistFile, ProjectPage
 
@@ -24,6 +27,16 @@ _ALIASES = {
 _PREFERENCE = (JSON_V1, HTML_V1, TEXT_HTML)
 
 UrlFor = Callable[[DistFile], str]
+
+# a JSON string literal of a str, as json.dumps writes it (ASCII, escaped)
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
+# what urllib.parse.quote leaves as it is: most filenames, which need no call to it
+_URL_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def quote_filename(filename: str) -> str:
+    """``urllib.parse.quote(filename)``, quickly for the usual filename that needs no quoting."""
+    return filename if _URL_SAFE.fullmatch(filename) else quote(filename)
 
 
 def negotiate(accept: str | None) -> str | None:
@@ -100,36 +113,51 @@ def render_index(names: Iterable[str], content_type: str) -> bytes:
 
 
 def render_project_json(page: ProjectPage, url_for: UrlFor) -> bytes:
-    files = []
+    """The PEP 691 page, as ``json.dumps`` of the document would write it (compact, ASCII).
+
+    Written file by file into one buffer: a page of 15,000 files makes no dict per file, and its
+    text is never held twice (as a list of pieces and joined, or as a str and as bytes).
+    """
+    out = io.BytesIO()
+    write = out.write
+    write(b'{"meta":{"api-version":"' + API_VERSION.encode() + b'"},"name":')
+    write(_ascii(page.name) + b',"files":[')
+    first = True
     for dist in page.files:
-        entry: dict[str, Any] = {
-            "filename": dist.filename,
-            "url": url_for(dist),
-            "hashes": _sha256_only(dist),
-        }
+        # only sha256 is advertised: every client checks it, and weaker ones invite downgrade
+        sha256 = dist.hashes.get("sha256")
+        entry = (
+            ('{"filename":' if first else ',{"filename":')
+            + _quote(dist.filename)
+            + ',"url":'
+            + _quote(url_for(dist))
+            + (',"hashes":{"sha256":' + _quote(sha256) + "}" if sha256 else ',"hashes":{}')
+        )
+        first = False
         if dist.requires_python is not None:
-            entry["requires-python"] = dist.requires_python
+            entry += ',"requires-python":' + _quote(dist.requires_python)
         if dist.size is not None:
-            entry["size"] = dist.size
+            entry += ',"size":' + str(dist.size)
         if dist.upload_time is not None:
-            entry["upload-time"] = dist.upload_time
+            entry += ',"upload-time":' + _quote(dist.upload_time)
         if dist.yanked is not None:
-            entry["yanked"] = dist.yanked or True
+            entry += ',"yanked":' + (_quote(dist.yanked) if dist.yanked else "true")
         if dist.core_metadata is not None:
-            entry["core-metadata"] = _sha256_only_map(dist.core_metadata) or True
-        files.append(entry)
-    document = {
-        "meta": {"api-version": API_VERSION},
-        "name": page.name,
-        "files": files,
-        "versions": list(page.versions),
-    }
-    return json.dumps(document, separators=(",", ":")).encode()
+            metadata = dist.core_metadata.get("sha256")
+            entry += ',"core-metadata":' + ('{"sha256":' + _quote(metadata) + "}" if metadata else "true")
+        write((entry + "}").encode())
+    write(b'],"versions":' + json.dumps(list(page.versions), separators=(",", ":")).encode() + b"}")
+    return out.getvalue()
+
+
+def _ascii(text: str) -> bytes:
+    return _quote(text).encode()
 
 
 def render_project_html(page: ProjectPage, url_for: UrlFor) -> bytes:
     name = escape(page.name)
-    lines = [
+    out = io.BytesIO()
+    head = [
         "<!DOCTYPE html>",
         "<html>",
         "<head>",
@@ -139,24 +167,24 @@ def render_project_html(page: ProjectPage, url_for: UrlFor) -> bytes:
         "<body>",
         f"<h1>Links for {name}</h1>",
     ]
+    out.write("\n".join(head).encode())
     for dist in page.files:
         href = url_for(dist)
         sha256 = dist.sha256
         if sha256:
             href += f"#sha256={sha256}"
-        attributes = [f'href="{escape(href)}"']
+        line = f'\n<a href="{escape(href)}"'
         if dist.requires_python is not None:
-            attributes.append(f'data-requires-python="{escape(dist.requires_python)}"')
+            line += f' data-requires-python="{escape(dist.requires_python)}"'
         if dist.yanked is not None:
-            attributes.append(f'data-yanked="{escape(dist.yanked)}"')
+            line += f' data-yanked="{escape(dist.yanked)}"'
         if dist.core_metadata is not None:
             value = _metadata_attribute(dist.core_metadata)
             # the old attribute too, for pip releases that predate PEP 714's rename
-            attributes.append(f'data-core-metadata="{value}"')
-            attributes.append(f'data-dist-info-metadata="{value}"')
-        lines.append(f"<a {' '.join(attributes)}>{escape(dist.filename)}</a><br>")
-    lines += ["</body>", "</html>", ""]
-    return "\n".join(lines).encode()
+            line += f' data-core-metadata="{value}" data-dist-info-metadata="{value}"'
+        out.write(f"{line}>{escape(dist.filename)}</a><br>".encode())
+    out.write(b"\n</body>\n</html>\n")
+    return out.getvalue()
 
 
 def render_index_json(names: Iterable[str]) -> bytes:
@@ -180,16 +208,6 @@ def render_index_html(names: Iterable[str]) -> bytes:
     lines += [f'<a href="{escape(name)}/">{escape(name)}</a><br>' for name in names]
     lines += ["</body>", "</html>", ""]
     return "\n".join(lines).encode()
-
-
-def _sha256_only(dist: DistFile) -> dict[str, str]:
-    return _sha256_only_map(dist.hashes)
-
-
-def _sha256_only_map(hashes: Any) -> dict[str, str]:
-    # only sha256 is advertised: every client checks it, and weaker ones invite downgrade
-    sha256 = hashes.get("sha256")
-    return {"sha256": sha256} if sha256 else {}
 
 
 def _metadata_attribute(hashes: Any) -> str:

@@ -23,8 +23,9 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from filelock import Timeout as LockTimeout
 from packaging.utils import NormalizedName
 
 from .errors import NesteggError, NotFound
-from .models import DistFile, ProjectPage, is_normalized
+from .models import NO_HASHES, DistFile, Hashes, ProjectPage, compact_hashes, is_normalized
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +63,16 @@ def check_name(name: str) -> NormalizedName:
     return NormalizedName(name)
 
 
-def write_atomic(path: Path, data: bytes, *, durable: bool = False) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+def write_atomic(path: Path, data: bytes | Iterable[bytes], *, durable: bool = False) -> None:
+    """Write ``data`` (bytes, or pieces of them) to ``path`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if isinstance(data, bytes):
+                handle.write(data)
+            else:
+                handle.writelines(data)
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -105,7 +109,12 @@ def sha256_file(path: Path) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class PageState:
-    """What the cache knows of an upstream project page."""
+    """What the cache knows of an upstream project page.
+
+    On disk the files are stored by column (every filename, then every URL, ...): lists of strings
+    are quick to write and read, and reading makes no dict per file, which for a page of 15,000
+    files is most of the time and memory. The older form, a list of file mappings, is read too.
+    """
 
     page: ProjectPage
     etag: str | None = None
@@ -113,28 +122,116 @@ class PageState:
     checked: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
+        return {**self._header(), "columns": _columns(self.page.files)}
+
+    def _header(self) -> dict[str, Any]:
         return {
             "name": self.page.name,
             "etag": self.etag,
             "last_modified": self.last_modified,
             "checked": self.checked,
             "versions": list(self.page.versions),
-            "files": [dist.to_json() for dist in self.page.files],
         }
+
+    def to_bytes(self) -> Iterator[bytes]:
+        """The JSON of :meth:`to_json` in pieces, a column at a time (a large page is never whole)."""
+        header = json.dumps(self._header(), separators=(",", ":"))
+        yield header[:-1].encode() + b',"columns":{'
+        for index, (key, values) in enumerate(_columns(self.page.files).items()):
+            yield (b"," if index else b"") + json.dumps(key).encode() + b":["
+            # a slice at a time: the URLs of a large page are megabytes of text
+            for start in range(0, len(values), _SLICE):
+                part = json.dumps(values[start : start + _SLICE], separators=(",", ":"))
+                yield (b"," if start else b"") + part[1:-1].encode()
+            yield b"]"
+        yield b"}}"
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PageState:
-        page = ProjectPage.build(
-            data["name"],
-            (DistFile.from_json(entry) for entry in data["files"]),
-            (str(v) for v in data.get("versions", ())),
+        columns = data.get("columns")
+        files = (
+            _from_columns(columns)
+            if columns is not None
+            else [DistFile.from_json(entry) for entry in data["files"]]
         )
+        page = ProjectPage.build(data["name"], files, (str(v) for v in data.get("versions", ())))
         return cls(
             page=page,
             etag=data.get("etag"),
             last_modified=data.get("last_modified"),
             checked=float(data.get("checked", 0.0)),
         )
+
+
+# the columns of the state file, in order; a hash column holds a sha256 digest (a string), or a
+# mapping of several hashes; a core metadata column ``true`` for metadata without a hash
+_COLUMNS = (
+    "filename", "url", "hashes", "requires_python", "yanked", "size", "upload_time", "core_metadata",
+    "origin",
+)  # fmt: skip
+
+
+_SLICE = 2048
+
+
+def _columns(files: tuple[DistFile, ...]) -> dict[str, list[Any]]:
+    return {
+        "filename": [d.filename for d in files],
+        "url": [d.url for d in files],
+        "hashes": [_hash_value(d.hashes) for d in files],
+        "requires_python": [d.requires_python for d in files],
+        "yanked": [d.yanked for d in files],
+        "size": [d.size for d in files],
+        "upload_time": [d.upload_time for d in files],
+        "core_metadata": [
+            None if d.core_metadata is None else _hash_value(d.core_metadata) or True for d in files
+        ],
+        "origin": [d.origin for d in files],
+    }
+
+
+def _hash_value(hashes: Mapping[str, str]) -> str | dict[str, str] | None:
+    if not hashes:
+        return None
+    if len(hashes) == 1 and "sha256" in hashes:
+        return hashes["sha256"]
+    return dict(hashes)
+
+
+def _hashes_of(value: Any) -> Mapping[str, str]:
+    if value is None or value is True:
+        return NO_HASHES
+    if isinstance(value, str):
+        return Hashes("sha256", value)
+    if isinstance(value, dict):
+        return compact_hashes({str(k): str(v) for k, v in value.items()})
+    raise TypeError(f"bad hashes {value!r}")
+
+
+def _from_columns(columns: dict[str, list[Any]]) -> list[DistFile]:
+    """The files of a state file's columns; raises KeyError/TypeError/ValueError on bad ones."""
+    lists = [columns[key] for key in _COLUMNS]
+    if any(not isinstance(values, list) or len(values) != len(lists[0]) for values in lists):
+        raise ValueError("columns of different lengths")
+    files = []
+    for row in zip(*lists, strict=True):
+        filename, url, hashes, requires_python, yanked, size, upload_time, metadata, origin = row
+        if not isinstance(filename, str) or not filename or "/" in filename:
+            raise ValueError(f"bad filename {filename!r}")
+        files.append(
+            DistFile(
+                filename=filename,
+                url=str(url),
+                hashes=_hashes_of(hashes),
+                requires_python=None if requires_python is None else sys.intern(str(requires_python)),
+                yanked=None if yanked is None else str(yanked),
+                size=None if size is None else int(size),
+                upload_time=None if upload_time is None else str(upload_time),
+                core_metadata=None if metadata is None else _hashes_of(metadata),
+                origin=str(origin),
+            )
+        )
+    return files
 
 
 def upstream_key(url: str) -> str:
@@ -190,8 +287,7 @@ class CacheStore:
             return None
 
     def write_page(self, state: PageState) -> None:
-        data = json.dumps(state.to_json(), separators=(",", ":")).encode()
-        write_atomic(self.page_path(state.page.name), data)
+        write_atomic(self.page_path(state.page.name), state.to_bytes())
 
     def page_mtime(self, name: NormalizedName) -> float | None:
         try:

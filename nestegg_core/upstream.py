@@ -15,7 +15,7 @@ import urllib3
 from ._version import __version__
 from .errors import NotFound, UpstreamError, UpstreamTimeout
 from .models import ProjectPage
-from .parse import parse_project_page
+from .parse import page_text, parse_project_page
 
 logger = logging.getLogger(__name__)
 
@@ -141,15 +141,20 @@ class HttpFetcher:
                 raise NotFound(f"project {name!r} is not on the upstream index")
             if response.status_code != 200:
                 raise UpstreamError(f"upstream answered {mask_url(url)} with HTTP {response.status_code}")
-            body = response.content
             # file URLs and messages without the index's credentials: it gets them back in open()
             base = without_credentials(response.url)
-            page = parse_project_page(name, body, response.headers.get("Content-Type", ""), base)
-            return Fetched(
-                page=page,
-                etag=response.headers.get("ETag"),
-                last_modified=response.headers.get("Last-Modified"),
-            )
+            content_type = response.headers.get("Content-Type", "")
+            new_etag = response.headers.get("ETag")
+            new_last_modified = response.headers.get("Last-Modified")
+            text = page_text(response.content, content_type, base)
+        # the body goes with the response before the page is parsed: for a page of megabytes,
+        # body, text and page alive at once would be the largest moment of the process
+        del response
+        return Fetched(
+            page=parse_project_page(name, text, content_type, base),
+            etag=new_etag,
+            last_modified=new_last_modified,
+        )
 
     def open(self, url: str) -> FileStream:
         response = self._get(
