@@ -22,6 +22,7 @@ from .config import Config
 from .downloads import Download
 from .errors import BuildError, NesteggError, NotFound
 from .models import is_normalized, is_valid_name
+from .pagefiles import PageFile
 from .repository import Repository
 from .simple import negotiate
 
@@ -46,6 +47,8 @@ _PLAIN_PATH = re.compile(r"^[A-Za-z0-9._+!~=/-]+$")
 FILE_CACHE_CONTROL = "max-age=31536000, immutable"
 PAGE_CACHE_CONTROL = "max-age=0, must-revalidate"
 BLOCK = 256 * 1024
+#: rendered pages up to this size are read whole; larger ones are sent a block at a time
+_READ_WHOLE = 64 * 1024
 
 
 def status_line(code: int, reason: str | None = None) -> str:
@@ -162,37 +165,53 @@ class NesteggApp:
         content_type = negotiate(environ.get("HTTP_ACCEPT"))
         if content_type is None:
             return self._error(environ, start_response, 406, _NOT_ACCEPTABLE)
-        if not self.repository.config.compatible_only:
-            rendered = self.repository.rendered(name, content_type)
-            return self._page(environ, start_response, content_type, rendered.body, rendered.etag)
-        client = profile_from_user_agent(environ.get("HTTP_USER_AGENT"))
+        vary, client = "Accept", None
+        if self.repository.config.compatible_only:
+            vary, client = "Accept, User-Agent", profile_from_user_agent(environ.get("HTTP_USER_AGENT"))
         rendered = self.repository.rendered(name, content_type, client)
-        return self._page(
-            environ, start_response, content_type, rendered.body, rendered.etag, vary="Accept, User-Agent"
-        )
+        if rendered.file is None:
+            return self._page(environ, start_response, content_type, rendered.body, rendered.etag, vary=vary)
+        try:
+            return self._page(environ, start_response, content_type, rendered.file, rendered.etag, vary=vary)
+        except BaseException:
+            rendered.file.close()
+            raise
 
     def _page(
         self,
         environ: Environ,
         start_response: StartResponse,
         content_type: str,
-        body: bytes,
+        body: bytes | PageFile,
         etag: str,
         *,
         vary: str = "Accept",
     ) -> Iterable[bytes]:
+        """A page's answer; a body that is a rendered file is closed, or handed to the server."""
         headers = [
             ("Vary", vary),
             ("ETag", etag),
             ("Cache-Control", PAGE_CACHE_CONTROL),
         ]
         if _etag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
+            if isinstance(body, PageFile):
+                body.close()
             start_response(status_line(304), headers)
             return []
         media = content_type if content_type.endswith("json") else f"{content_type}; charset=utf-8"
-        headers += [("Content-Type", media), ("Content-Length", str(len(body)))]
+        size = body.size if isinstance(body, PageFile) else len(body)
+        headers += [("Content-Type", media), ("Content-Length", str(size))]
         start_response(status_line(200), headers)
-        return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+        if not isinstance(body, PageFile):
+            return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+        if environ["REQUEST_METHOD"] == "HEAD" or size <= _READ_WHOLE:
+            data = b"" if environ["REQUEST_METHOD"] == "HEAD" else body.handle.readall()
+            body.close()
+            return [data] if data else []
+        wrapper = environ.get("wsgi.file_wrapper")
+        if wrapper is not None:
+            return wrapper(body.handle, BLOCK)  # type: ignore[no-any-return]
+        return _read_file(body.handle, body.handle.tell(), body.handle.tell() + size)
 
     def _home(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         body = (
@@ -214,14 +233,8 @@ class NesteggApp:
         if not is_normalized(raw) or not is_valid_name(raw):  # the latter bounds the length
             raise NotFound(f"no project {raw!r}")
         name = NormalizedName(raw)
-        repo = self.repository
-        target: Path | Download
-        if filename.endswith(".metadata") and repo.project(name).file(filename) is None:
-            target = repo.open_metadata(name, filename[: -len(".metadata")])
-            content_type = "text/plain; charset=utf-8"
-        else:
-            target = repo.open_file(name, filename)
-            content_type = "application/octet-stream"
+        target, metadata = self.repository.open_any(name, filename)
+        content_type = "text/plain; charset=utf-8" if metadata else "application/octet-stream"
         if isinstance(target, Download):
             return self._stream(environ, start_response, target)
         return self._send_file(environ, start_response, target, content_type)

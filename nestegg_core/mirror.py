@@ -100,6 +100,21 @@ class MirrorIndex:
         finally:
             lock.release()
 
+    def fresh(self, checked: float) -> bool:
+        """Whether a page the upstream confirmed at ``checked`` may be served without asking again."""
+        return self.offline or (checked >= self._refresh_before and self.clock() < checked + self.ttl)
+
+    def checked(self, name: NormalizedName) -> float | None:
+        """When the upstream confirmed the page in memory, if that page is the one its state file
+        on disk (as it is now) and cached files make: not one made while the upstream failed or
+        said 404, nor one another process's newer state file has overtaken."""
+        entry = self._entries.get(name)
+        if entry is None or entry.page is None or entry.state is None or not entry.reloadable:
+            return None
+        if entry.mtime is None or entry.mtime != self.store.page_mtime(name):
+            return None
+        return entry.state.checked
+
     def file(self, name: NormalizedName, filename: str) -> DistFile:
         """The description of one file, from the page or, for a file upstream dropped, its record."""
         page = self.page(name)

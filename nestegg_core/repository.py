@@ -7,6 +7,7 @@ other name is the mirror's.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -27,8 +28,9 @@ from .errors import IntegrityError, NotFound, UpstreamError
 from .metrics import Counters, CountingFetcher
 from .mirror import MirrorIndex
 from .models import DistFile, ProjectPage
+from .pagefiles import PageFile, RenderedPages, disk_token
 from .private import PrivateStore
-from .simple import quote_filename, render_index, render_project
+from .simple import is_json, quote_filename, render_index, render_project
 from .store import CacheStore, write_atomic
 from .upkeep import SizeLimit, mark_used
 from .upstream import Fetcher, HttpFetcher, OfflineFetcher, mask_url
@@ -41,11 +43,15 @@ _RENDER_CACHE_BYTES = 4 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Rendered:
-    """A page rendered for one content type, with its strong ETag."""
+    """A page rendered for one content type, with its strong ETag.
+
+    The body is ``body``, or, for a page served from its rendered file, ``file``'s bytes.
+    """
 
     page: ProjectPage | None
     body: bytes
     etag: str
+    file: PageFile | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ class Repository:
         self.fetcher = fetcher
         self.store = CacheStore(config.nestegg_dir, config.upstream_url)
         self.mirror = MirrorIndex(self.store, fetcher, ttl=config.ttl, offline=config.offline)
+        #: the mirror's pages as last rendered, served while nothing they were made from changes
+        self.pages = RenderedPages(self.store.root / "mirror" / self.store.key / "rendered")
         reserved = list(config.private_names)
         reserved += [b.name for b in config.source_builds if b.private]
         merged = [b.name for b in config.source_builds if not b.private]
@@ -123,6 +131,14 @@ class Repository:
 
         With ``client``, only the files that may fit that installer are listed.
         """
+        token = self._disk_token(name)
+        kind = _kind(content_type, client)
+        if token is not None:
+            found = self.pages.open(name, kind, token)
+            if found is not None:
+                if self.mirror.fresh(found.checked):
+                    return Rendered(None, b"", found.etag, found)
+                found.close()  # the TTL has passed: the upstream is asked (below)
         page = self.project(name)
         key = (name, content_type, client)
         cached = self._rendered.get(key)
@@ -133,7 +149,34 @@ class Repository:
         body = render_project(shown, content_type, lambda dist: prefix + quote_filename(dist.filename))
         result = Rendered(page, body, _etag(body))
         self._remember(key, _Cached(weakref.ref(page), body, result.etag))
+        self._keep(name, kind, token, result)
         return result
+
+    def _keep(self, name: NormalizedName, kind: str, token: str | None, rendered: Rendered) -> None:
+        """Save a rendering of the mirror's page, if it is the page of what is on disk now.
+
+        ``token`` is the disk's before the page was made; without one (the page was fetched just
+        now) the page must be the mirror's of the state file as it is, and the disk must not change
+        while that is checked.
+        """
+        if token is None:
+            token = self._disk_token(name)
+        checked = self.mirror.checked(name) if token is not None else None
+        if checked is not None and token is not None and self._disk_token(name) == token:
+            self.pages.save(name, kind, token=token, checked=checked, etag=rendered.etag, body=rendered.body)
+
+    def _disk_token(self, name: NormalizedName) -> str | None:
+        """The token of the mirror's page of ``name`` on disk; None for private and merged names,
+        whose pages are made from more than the mirror's cache."""
+        if not self._plain_mirror(name):
+            return None
+        return disk_token(self.store.page_path(name), self.store.files / name)
+
+    def _plain_mirror(self, name: NormalizedName) -> bool:
+        """Whether ``name`` is the mirror's alone: not private, not merged, not a source build."""
+        return not (
+            self._is_source_build(name) or self.private.is_merged(name) or self.private.is_private(name)
+        )
 
     def _remember(self, key: tuple[str, str, ClientProfile | None], cached: _Cached) -> None:
         with self._render_lock:
@@ -161,6 +204,9 @@ class Repository:
 
     def open_file(self, name: NormalizedName, filename: str) -> Path | Download:
         """A complete file on disk, or the download that is fetching it."""
+        path = self._cached_file(name, filename)
+        if path is not None:
+            return path
         dist = self._find(name, filename)
         if dist.origin == "private":
             return self.private.file_path(name, filename)
@@ -176,6 +222,29 @@ class Repository:
         self.mirror.cached(name, record)
         if self.size_limit is not None:
             self.size_limit.cached(record)
+
+    def _cached_file(self, name: NormalizedName, filename: str) -> Path | None:
+        """A mirror's file complete on disk, found without the page: every cached file with its
+        record is listed on the page (upstream's or kept), so no page is needed to serve it."""
+        if not self._plain_mirror(name):
+            return None
+        path = self.store.file_path(name, filename)
+        if not (path.is_file() and self.store.record_path(name, filename).is_file()):
+            return None
+        self.counters.add("cache_hits")
+        mark_used(self.store, name, filename)
+        return path
+
+    def open_any(self, name: NormalizedName, filename: str) -> tuple[Path | Download, bool]:
+        """A file of the project or, for ``<file>.metadata``, its core metadata (then True)."""
+        if filename.endswith(".metadata") and self._plain_mirror(name):
+            with contextlib.suppress(NotFound):
+                path = self.store.metadata_path(name, filename[: -len(".metadata")])
+                if path.is_file():  # written only once verified against the page's hash
+                    return path, True
+        if filename.endswith(".metadata") and self.project(name).file(filename) is None:
+            return self.open_metadata(name, filename[: -len(".metadata")]), True
+        return self.open_file(name, filename), False
 
     def open_metadata(self, name: NormalizedName, filename: str) -> Path:
         """The PEP 658 core metadata file of ``filename``, fetched and verified if need be."""
@@ -220,6 +289,14 @@ class Repository:
     def metrics(self) -> dict[str, Any]:
         """The counters of the nest (every process's), see :mod:`nestegg_core.metrics`."""
         return self.counters.totals()
+
+
+def _kind(content_type: str, client: ClientProfile | None) -> str:
+    """The rendered file's suffix: the format (both HTML types are the same bytes) and client."""
+    kind = "json" if is_json(content_type) else "html"
+    if client is None:
+        return kind
+    return f"{kind}-{hashlib.sha256(repr(client).encode()).hexdigest()[:16]}"
 
 
 def _etag(body: bytes) -> str:

@@ -1,0 +1,125 @@
+"""Rendered mirror pages kept on disk: a warm page costs two stats and a read, in any process.
+
+A page of the mirror is made from what two places on disk hold: the state file of the upstream's
+page and the records of the cached files beside them. :func:`disk_token` names that pair (inode,
+mtime and size of the state file; mtime of the files folder), and a rendering saved under the
+token it was made from is the page any process would render while the token stays the same. So a
+process that has never parsed a page (a tox run's fresh mirror, a worker of a pre-forking server)
+serves it straight from its rendered file, and one that dropped the page's model to save memory
+does not make it again to answer a warm request.
+
+A rendered file starts with one line -- format, token, the state's check time (for the TTL), the
+ETag and the length of the body -- followed by the bytes as served. Files are replaced atomically;
+a damaged, cut short or foreign one is a miss. When the token cannot be trusted (the files folder
+changed within the last second, so a second change may hide in the same clock tick) nothing is
+read or saved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from io import FileIO
+from pathlib import Path
+
+from packaging.utils import NormalizedName
+
+from .store import write_atomic
+
+logger = logging.getLogger(__name__)
+
+_MAGIC = b"nestegg-page-1"
+_MAX_HEADER = 512
+#: a files folder changed more recently than this may change again unseen in the same mtime tick
+_SETTLE_NS = 1_000_000_000
+
+
+def disk_token(state_file: Path, files_folder: Path) -> str | None:
+    """What the page on disk is made from, or None when there is no state or it is unsettled."""
+    try:
+        state = os.stat(state_file)
+    except OSError:
+        return None
+    try:
+        folder = os.stat(files_folder).st_mtime_ns
+    except FileNotFoundError:
+        folder = 0
+    except OSError:
+        return None
+    if folder and time.time_ns() - folder < _SETTLE_NS:
+        return None
+    return f"{state.st_ino:x}.{state.st_mtime_ns:x}.{state.st_size:x}.{folder:x}"
+
+
+@dataclass(frozen=True, slots=True)
+class PageFile:
+    """An open rendered page: its body is ``size`` bytes of ``handle`` from the current position."""
+
+    handle: FileIO
+    size: int
+    etag: str
+    checked: float
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class RenderedPages:
+    """The rendered pages of one mirror, one file per project and kind (``json``, ``html``, ...)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path(self, name: NormalizedName, kind: str) -> Path:
+        return self.folder / f"{name}.{kind}"
+
+    def open(self, name: NormalizedName, kind: str, token: str) -> PageFile | None:
+        """The page rendered from ``token``'s state, or None (not saved, older, or damaged)."""
+        try:
+            # unbuffered: the position after the header is the file descriptor's own, which is
+            # where servers that send the file themselves (sendfile) start
+            handle = open(self.path(name, kind), "rb", buffering=0)  # noqa: SIM115 - caller closes it
+        except OSError:
+            return None
+        try:
+            head = handle.read(_MAX_HEADER)
+            end = head.find(b"\n") + 1
+            parts = head[:end].split()
+            if not end or len(parts) != 5 or parts[0] != _MAGIC:
+                handle.close()
+                return None
+            found, checked, etag = parts[1].decode(), float(parts[2]), parts[3].decode()
+            size = os.fstat(handle.fileno()).st_size - end
+            if size != int(parts[4]):  # cut short (or grown): not what was saved
+                handle.close()
+                return None
+            handle.seek(end)
+        except (OSError, ValueError, UnicodeDecodeError):
+            handle.close()
+            return None
+        if found != token:
+            handle.close()
+            return None
+        return PageFile(handle=handle, size=size, etag=etag, checked=checked)
+
+    def save(
+        self, name: NormalizedName, kind: str, *, token: str, checked: float, etag: str, body: bytes
+    ) -> None:
+        """Keep ``body`` as the page rendered from ``token``; a failure only costs a later render."""
+        fields = (_MAGIC, token.encode(), repr(checked).encode(), etag.encode(), b"%d" % len(body))
+        header = b" ".join(fields) + b"\n"
+        try:
+            write_atomic(self.path(name, kind), (header, body))
+        except OSError as exc:
+            logger.warning("cannot keep the rendered page of %r: %s", name, exc)
+
+    def remove(self, name: NormalizedName) -> None:
+        """Forget every rendering of ``name`` (its project was removed from the cache)."""
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.folder):
+                if entry.name.startswith(f"{name}."):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)

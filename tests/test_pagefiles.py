@@ -1,0 +1,208 @@
+"""Rendered pages on disk: served without the page's model while nothing they came from changes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from packaging.utils import NormalizedName
+
+from nestegg_core import Config, pagefiles
+from nestegg_core.pagefiles import RenderedPages, disk_token
+from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.repository import Rendered, Repository
+from nestegg_core.simple import HTML_V1, JSON_V1, TEXT_HTML
+from nestegg_core.store import CacheStore
+
+from .conftest import Faults, MirrorFactory
+
+NAME = NormalizedName("demo")
+SECRET = NormalizedName("secret")
+
+
+@pytest.fixture(autouse=True)
+def settled_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a files folder counts as settled at once (the 1 s rule has a test of its own)
+    monkeypatch.setattr(pagefiles, "_SETTLE_NS", 0)
+
+
+@pytest.fixture
+def published(upstream: PrivateIndex) -> None:
+    upstream.add("demo", "1.0")
+    upstream.add("demo", "1.1")
+
+
+def repository(tmp_path: Path, upstream: PrivateIndex, **changes: object) -> Repository:
+    config = Config(nestegg_dir=tmp_path / "nest", index_url=upstream.index_url).with_changes(**changes)
+    return Repository(config)
+
+
+def body(rendered: Rendered) -> bytes:
+    if rendered.file is None:
+        return rendered.body
+    try:
+        return rendered.file.handle.readall()
+    finally:
+        rendered.file.close()
+
+
+def no_state_reads(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(name: str) -> None:
+        raise AssertionError(f"the state of {name!r} was read")
+
+    monkeypatch.setattr(repo.store, "read_page", refuse)
+
+
+@pytest.mark.usefixtures("published")
+@pytest.mark.parametrize("content_type", [JSON_V1, HTML_V1, TEXT_HTML])
+def test_a_new_process_serves_the_rendered_page_without_reading_its_state(
+    tmp_path: Path, upstream: PrivateIndex, faults: Faults, monkeypatch: pytest.MonkeyPatch, content_type: str
+) -> None:
+    first = repository(tmp_path, upstream).rendered(NAME, content_type)
+    assert first.file is None
+    faults.reset()
+    later = repository(tmp_path, upstream)
+    no_state_reads(later, monkeypatch)
+    again = later.rendered(NAME, content_type)
+    assert again.file is not None
+    assert (body(again), again.etag) == (first.body, first.etag)
+    assert faults.count() == 0  # within the TTL: the upstream is not asked either
+
+
+@pytest.mark.usefixtures("published")
+def test_the_ttl_still_holds(tmp_path: Path, upstream: PrivateIndex, faults: Faults) -> None:
+    repository(tmp_path, upstream).rendered(NAME, JSON_V1)
+    faults.reset()
+    repository(tmp_path, upstream, ttl=0).rendered(NAME, JSON_V1)
+    assert faults.count(prefix="/simple/demo") == 1
+
+
+@pytest.mark.usefixtures("published")
+def test_a_new_upstream_file_makes_a_new_page(tmp_path: Path, upstream: PrivateIndex) -> None:
+    repository(tmp_path, upstream).rendered(NAME, JSON_V1)
+    upstream.add("demo", "2.0")
+    later = repository(tmp_path, upstream, ttl=0)
+    assert b"demo-2.0.tar.gz" in body(later.rendered(NAME, JSON_V1))
+    # and the next process takes that one from disk
+    assert b"demo-2.0.tar.gz" in body(repository(tmp_path, upstream).rendered(NAME, JSON_V1))
+
+
+@pytest.mark.usefixtures("published")
+def test_a_file_cached_by_another_process_shows_on_the_page(
+    tmp_path: Path, upstream: PrivateIndex, make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    repo = repository(tmp_path, upstream)
+    before = body(repo.rendered(NAME, JSON_V1))
+    upstream.add("dropped", "1.0")
+    mirror = make_mirror()
+    assert http.get(f"{mirror.url}/files/demo/demo-1.0.tar.gz").status_code == 200
+    # the cached sdist's record tells its size and hash; the folder's change says so to any process
+    after = repository(tmp_path, upstream).rendered(NAME, JSON_V1)
+    assert after.file is None  # made again from the state and the records, not the old rendering
+    assert body(after) == before  # the records agree with the upstream's page here
+    assert repository(tmp_path, upstream).rendered(NAME, JSON_V1).file is not None  # kept again
+
+
+@pytest.mark.usefixtures("published")
+def test_damaged_or_foreign_rendered_files_are_a_miss(tmp_path: Path, upstream: PrivateIndex) -> None:
+    first = repository(tmp_path, upstream).rendered(NAME, JSON_V1)
+    repo = repository(tmp_path, upstream)
+    path = repo.pages.path(NAME, "json")
+    for damaged in (b"", b"garbage", b"nestegg-page-1 a b\n{}", b"x" * 2000, path.read_bytes()[:-1]):
+        path.write_bytes(damaged)
+        again = repository(tmp_path, upstream).rendered(NAME, JSON_V1)
+        assert body(again) == first.body
+        assert again.etag == first.etag
+
+
+@pytest.mark.usefixtures("published")
+def test_cached_files_and_metadata_are_served_without_the_page(
+    tmp_path: Path, upstream: PrivateIndex, make_mirror: MirrorFactory, http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    mirror = make_mirror()
+    wheel = "demo-1.0-py3-none-any.whl"
+    expected = {}
+    for filename in (wheel, f"{wheel}.metadata"):
+        response = http.get(f"{mirror.url}/files/demo/{filename}")
+        assert response.status_code == 200
+        expected[filename] = response.content
+    later = repository(tmp_path, upstream)
+    no_state_reads(later, monkeypatch)
+    monkeypatch.setattr(later.mirror, "page", lambda name: pytest.fail(f"page of {name} made"))
+    path, metadata = later.open_any(NAME, wheel)
+    assert not metadata
+    assert isinstance(path, Path)
+    assert path.read_bytes() == expected[wheel]
+    path, metadata = later.open_any(NAME, f"{wheel}.metadata")
+    assert metadata
+    assert isinstance(path, Path)
+    assert path.read_bytes() == expected[f"{wheel}.metadata"]
+
+
+def test_private_names_never_use_the_mirrors_renderings(tmp_path: Path, upstream: PrivateIndex) -> None:
+    upstream.add("secret", "1.0")
+    public = repository(tmp_path, upstream)
+    public.rendered(SECRET, JSON_V1)
+    assert public.pages.path(SECRET, "json").exists()
+    private = repository(tmp_path, upstream, private_names=("secret",))
+    with pytest.raises(Exception, match="private project 'secret' has no files"):
+        private.rendered(SECRET, JSON_V1)
+
+
+def test_the_token_waits_for_the_files_folder_to_settle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pagefiles, "_SETTLE_NS", 1_000_000_000)
+    store = CacheStore(tmp_path, "http://example.com/simple/")
+    state = store.page_path(NAME)
+    assert disk_token(state, store.files / "demo") is None  # no state
+    state.parent.mkdir(parents=True)
+    state.write_text("{}")
+    settled = disk_token(state, store.files / "demo")
+    assert settled is not None  # no files folder: nothing to wait for
+    (store.files / "demo").mkdir(parents=True)
+    assert disk_token(state, store.files / "demo") is None  # just changed
+    old = time.time() - 5
+    os.utime(store.files / "demo", (old, old))
+    token = disk_token(state, store.files / "demo")
+    assert token not in (None, settled)
+    state.write_text("{} ")  # a new state: a new token
+    assert disk_token(state, store.files / "demo") not in (None, token)
+
+
+@pytest.mark.parametrize("token", ["a.b.c.d", "other"])
+def test_open_only_what_was_saved_for_the_token(tmp_path: Path, token: str) -> None:
+    pages = RenderedPages(tmp_path)
+    saved = "a.b.c.d"
+    pages.save(NAME, "json", token=saved, checked=12.5, etag='"e1"', body=b"{}")
+    found = pages.open(NAME, "json", token)
+    if token != saved:
+        assert found is None
+        return
+    assert found is not None
+    assert (found.size, found.etag, found.checked, found.handle.readall()) == (2, '"e1"', 12.5, b"{}")
+    found.close()
+    pages.remove(NAME)
+    assert pages.open(NAME, "json", token) is None
+
+
+@pytest.mark.usefixtures("published")
+def test_served_over_http_with_etag_and_head(
+    make_mirror: MirrorFactory, http: requests.Session, tmp_path: Path, upstream: PrivateIndex
+) -> None:
+    repository(tmp_path, upstream).rendered(NAME, JSON_V1)
+    mirror = make_mirror()
+    url = f"{mirror.url}/simple/demo/"
+    response = http.get(url, headers={"Accept": JSON_V1})
+    assert response.status_code == 200
+    assert response.json()["name"] == "demo"
+    assert int(response.headers["Content-Length"]) == len(response.content)
+    etag = response.headers["ETag"]
+    assert http.get(url, headers={"Accept": JSON_V1, "If-None-Match": etag}).status_code == 304
+    head = http.head(url, headers={"Accept": JSON_V1})
+    assert head.headers["Content-Length"] == response.headers["Content-Length"]
+    assert head.content == b""
