@@ -37,7 +37,7 @@ _MAX_HEADER = 512
 _SETTLE_NS = 1_000_000_000
 
 
-def disk_token(state_file: Path, files_folder: Path) -> str | None:
+def disk_token(state_file: str | Path, files_folder: str | Path) -> str | None:
     """What the page on disk is made from, or None when there is no state or it is unsettled."""
     try:
         state = os.stat(state_file)

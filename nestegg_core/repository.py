@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 #: bytes of rendered pages kept; a rendered page also lives no longer than its page in memory
 _RENDER_CACHE_BYTES = 4 * 1024 * 1024
+#: bytes of saved renderings held in memory: warm pages are answered without a read, and waitress
+#: sends bytes in memory faster than a file (a 5 MB page: 2.8 ms against 5 ms); a page over a
+#: quarter of it is sent from its file
+_WARM_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,9 @@ class Repository:
         self.mirror = MirrorIndex(self.store, fetcher, ttl=config.ttl, offline=config.offline)
         #: the mirror's pages as last rendered, served while nothing they were made from changes
         self.pages = RenderedPages(self.store.root / "mirror" / self.store.key / "rendered")
+        self._pages_dir = str(self.store.page_path(NormalizedName("x")).parent)
+        self._files_dir = str(self.store.files)
+        self._source_builds = frozenset(build.name for build in config.source_builds)
         reserved = list(config.private_names)
         reserved += [b.name for b in config.source_builds if b.private]
         merged = [b.name for b in config.source_builds if not b.private]
@@ -98,6 +105,9 @@ class Repository:
         self.index_url: str | None = None
         self._rendered: OrderedDict[tuple[str, str, ClientProfile | None], _Cached] = OrderedDict()
         self._rendered_bytes = 0
+        #: saved renderings read back, by name and kind: (token, checked, ETag, body)
+        self._warm: OrderedDict[tuple[str, str], tuple[str, float, str, bytes]] = OrderedDict()
+        self._warm_bytes = 0
         self._render_lock = threading.Lock()
         self._metadata_locks: dict[str, threading.Lock] = {}
 
@@ -134,11 +144,9 @@ class Repository:
         token = self._disk_token(name)
         kind = _kind(content_type, client)
         if token is not None:
-            found = self.pages.open(name, kind, token)
-            if found is not None:
-                if self.mirror.fresh(found.checked):
-                    return Rendered(None, b"", found.etag, found)
-                found.close()  # the TTL has passed: the upstream is asked (below)
+            warm = self._read_rendered(name, kind, token)
+            if warm is not None:
+                return warm
         page = self.project(name)
         key = (name, content_type, client)
         cached = self._rendered.get(key)
@@ -151,6 +159,37 @@ class Repository:
         self._remember(key, _Cached(weakref.ref(page), body, result.etag))
         self._keep(name, kind, token, result)
         return result
+
+    def _read_rendered(self, name: NormalizedName, kind: str, token: str) -> Rendered | None:
+        """The saved rendering for ``token`` if the TTL allows it: from memory, else from disk."""
+        held = self._warm.get((name, kind))
+        if held is not None and held[0] == token and self.mirror.fresh(held[1]):
+            with self._render_lock:
+                if (name, kind) in self._warm:
+                    self._warm.move_to_end((name, kind))
+            return Rendered(None, held[3], held[2])
+        found = self.pages.open(name, kind, token)
+        if found is None:
+            return None
+        if not self.mirror.fresh(found.checked):
+            found.close()  # the TTL has passed: the upstream is asked
+            return None
+        if found.size > _WARM_BYTES // 4:
+            return Rendered(None, b"", found.etag, found)  # sent from the file, a block at a time
+        try:
+            body = found.handle.readall()
+        finally:
+            found.close()
+        if len(body) != found.size:
+            return None
+        with self._render_lock:
+            old = self._warm.pop((name, kind), None)
+            self._warm_bytes += len(body) - (0 if old is None else len(old[3]))
+            self._warm[(name, kind)] = (token, found.checked, found.etag, body)
+            while self._warm_bytes > _WARM_BYTES:
+                _, dropped = self._warm.popitem(last=False)
+                self._warm_bytes -= len(dropped[3])
+        return Rendered(None, body, found.etag)
 
     def _keep(self, name: NormalizedName, kind: str, token: str | None, rendered: Rendered) -> None:
         """Save a rendering of the mirror's page, if it is the page of what is on disk now.
@@ -170,12 +209,13 @@ class Repository:
         whose pages are made from more than the mirror's cache."""
         if not self._plain_mirror(name):
             return None
-        return disk_token(self.store.page_path(name), self.store.files / name)
+        # plain strings: this runs for every page request, and pathlib's joins cost more than the stats
+        return disk_token(f"{self._pages_dir}/{name}.json", f"{self._files_dir}/{name}")
 
     def _plain_mirror(self, name: NormalizedName) -> bool:
         """Whether ``name`` is the mirror's alone: not private, not merged, not a source build."""
         return not (
-            self._is_source_build(name) or self.private.is_merged(name) or self.private.is_private(name)
+            name in self._source_builds or self.private.is_merged(name) or self.private.is_private(name)
         )
 
     def _remember(self, key: tuple[str, str, ClientProfile | None], cached: _Cached) -> None:
@@ -284,7 +324,7 @@ class Repository:
         return dist
 
     def _is_source_build(self, name: str) -> bool:
-        return any(build.name == name for build in self.config.source_builds)
+        return name in self._source_builds
 
     def metrics(self) -> dict[str, Any]:
         """The counters of the nest (every process's), see :mod:`nestegg_core.metrics`."""

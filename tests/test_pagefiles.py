@@ -11,6 +11,7 @@ import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core import Config, pagefiles
+from nestegg_core import repository as repository_module
 from nestegg_core.pagefiles import RenderedPages, disk_token
 from nestegg_core.pytest_plugin import PrivateIndex
 from nestegg_core.repository import Rendered, Repository
@@ -62,12 +63,12 @@ def test_a_new_process_serves_the_rendered_page_without_reading_its_state(
     tmp_path: Path, upstream: PrivateIndex, faults: Faults, monkeypatch: pytest.MonkeyPatch, content_type: str
 ) -> None:
     first = repository(tmp_path, upstream).rendered(NAME, content_type)
-    assert first.file is None
+    assert first.page is not None  # made from the page
     faults.reset()
     later = repository(tmp_path, upstream)
     no_state_reads(later, monkeypatch)
     again = later.rendered(NAME, content_type)
-    assert again.file is not None
+    assert again.page is None  # read back, the page never made
     assert (body(again), again.etag) == (first.body, first.etag)
     assert faults.count() == 0  # within the TTL: the upstream is not asked either
 
@@ -101,9 +102,9 @@ def test_a_file_cached_by_another_process_shows_on_the_page(
     assert http.get(f"{mirror.url}/files/demo/demo-1.0.tar.gz").status_code == 200
     # the cached sdist's record tells its size and hash; the folder's change says so to any process
     after = repository(tmp_path, upstream).rendered(NAME, JSON_V1)
-    assert after.file is None  # made again from the state and the records, not the old rendering
+    assert after.page is not None  # made again from the state and the records, not the old rendering
     assert body(after) == before  # the records agree with the upstream's page here
-    assert repository(tmp_path, upstream).rendered(NAME, JSON_V1).file is not None  # kept again
+    assert repository(tmp_path, upstream).rendered(NAME, JSON_V1).page is None  # kept again
 
 
 @pytest.mark.usefixtures("published")
@@ -206,3 +207,21 @@ def test_served_over_http_with_etag_and_head(
     head = http.head(url, headers={"Accept": JSON_V1})
     assert head.headers["Content-Length"] == response.headers["Content-Length"]
     assert head.content == b""
+
+
+@pytest.mark.usefixtures("published")
+def test_large_renderings_are_sent_from_their_file_small_ones_held(
+    tmp_path: Path, upstream: PrivateIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = repository(tmp_path, upstream).rendered(NAME, JSON_V1)
+    later = repository(tmp_path, upstream)
+    monkeypatch.setattr(repository_module, "_WARM_BYTES", 4 * len(first.body) - 4)
+    sent = later.rendered(NAME, JSON_V1)
+    assert sent.file is not None
+    assert body(sent) == first.body
+    monkeypatch.setattr(repository_module, "_WARM_BYTES", 4 * len(first.body))
+    held = later.rendered(NAME, JSON_V1)
+    assert (held.file, held.body) == (None, first.body)
+    no_state_reads(later, monkeypatch)
+    monkeypatch.setattr(later.pages, "open", lambda *_: pytest.fail("read again"))
+    assert later.rendered(NAME, JSON_V1).body == first.body  # from memory now
