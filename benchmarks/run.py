@@ -490,7 +490,9 @@ def _git_revision() -> str:
 
 
 METHOD = f"""\
-- **Servers.** nestegg runs as its CLI (``python -m nestegg_core -q ... serve``); devpi-server with
+- **Servers.** nestegg runs as its CLI (``python -m nestegg_core -q ... serve``), and again with
+  ``--compatible-only`` for the pip and uv workloads (its own column; the synthetic workloads send
+  no pip User-Agent, so they would measure the plain nestegg twice); devpi-server with
   ``devpi-init --no-root-pypi`` done beforehand and its mirror indexes created then with
   ``mirror_no_project_list`` (its fastest start: start-up counts only ``devpi-server`` itself),
   logging at WARNING; proxpi under gunicorn with one worker (its cache is per process) and 16
@@ -520,35 +522,39 @@ METHOD = f"""\
   each instance stops; the table shows the largest."""
 
 BOUNDS = """\
-Where a target is missed, what bounds it (profiles of the same workloads with py-spy and cProfile):
+Where a target is missed, what bounds it (profiles of the same workloads with cProfile, py-spy,
+strace and tracemalloc):
 
-- *Warm pip download vs --find-links, and vs the peers.* pip itself. Against a warm nestegg the
-  server spends about 0.1 s of CPU for the whole download, while pip parses and evaluates every file
-  entry of every project page: about 49,000 links for the pinned set (pydantic-core, numpy,
-  sqlalchemy and the like list thousands of wheels each), against one file per project for
-  ``--find-links``. In cProfile, ``Link.from_json`` and ``evaluate_links`` take most of pip's time,
-  and ``urljoin`` of the relative file URLs alone about 12%: absolute URLs (as PyPI serves) cut
-  pip's CPU by about 15% in a measurement, but relative ones are a deliberate choice (tests pin
-  them; they survive proxies that rewrite ``Host``), so that is left to a decision. Every index pays
-  this floor, so the ratio to the peers is bounded by it too: their extra time over nestegg is what
-  they add to pip's own work.
-- *Page p99 at 8 clients.* The largest pages (several MB of JSON) go through waitress's output
-  buffers, copied in 16 KiB sends (``FileBasedBuffer.get/append``, ``dispatcher.send`` lead the
-  profile: about 2.7 ms of CPU per 5 MB page); eight clients sharing two cores with the server then
-  queue behind them. Small pages cost about 0.25 ms of server CPU each. Compressing pages (proxpi
-  gzips them) would cut the copies but costs pip and uv more to inflate than it saves on loopback.
-- *Peak RSS.* What nestegg keeps in memory for the pages it serves: each cached file of each page
-  is a ``DistFile`` (about 1 KB with its hash, URL and metadata strings; tracemalloc: ~46 MB for
-  the 49,000 files of the pinned set) plus the rendered HTML and JSON bytes of each page (~27 MB),
-  over ~38 MB for the interpreter and imports. Holding that under 60 MB needs a smaller page model
-  (pages kept on disk or as rendered bytes, with a compact file index), not a tweak. The synthetic
-  workloads alone (a 3000-file page, one large wheel streamed to 16 readers) peak near 100 MB.
-- *Start-up* is the interpreter and the imports (requests, packaging, waitress, yaml: ~150-200 ms
-  of the CLI's start); devpi-server is compared with its argon2 key derivation made cheap, which
-  by default dominates its start.
-- *tox*: with an upstream this close and fast, tox's time is mostly creating the environment and
-  unpacking wheels, which the plugin does not change; the plugin pays off when the upstream is
-  slow, far, or down.
+- *Warm pip download, plain nestegg, vs the peers and --find-links.* pip itself. A warm nestegg
+  spends about 0.1 s of CPU on the whole download (pages are answered from renderings in memory
+  or on disk), while pip parses and evaluates every file entry of every project page: about
+  49,000 links for the pinned set (pydantic-core, numpy, sqlalchemy and the like list thousands
+  of wheels each), against one file per project for ``--find-links``. In cProfile,
+  ``Link.from_json`` and ``evaluate_links`` take three quarters of pip's time, ``urljoin`` of the
+  relative file URLs about a sixth (absolute URLs would save that, but relative ones survive proxies
+  that rewrite ``Host``, so they stay). Every index that lists the whole page pays this floor: the
+  peers' extra time over nestegg is what they add to pip's own work. ``compatible_only`` is the
+  way under it: pip then reads about 7,000 links (only the files that can fit its interpreter)
+  and the same download takes about half the time.
+- *Warm pip download with compatible_only vs --find-links.* Still pip: 102 HTTP requests (34
+  pages, 34 PEP 658 metadata files, 34 wheels) through pip's requests stack, about 3 ms of pip's
+  CPU each, and the ~7,000 remaining links (every sdist and every compatible wheel of every
+  version: the server cannot know the pins), against a directory listing of 34 files.
+- *Cold downloads, plain nestegg.* The same pip floor as direct, plus the server's work on the
+  critical path: fetching, parsing and storing each upstream page before the first byte of its
+  answer (the 15,000-file pydantic-core page alone is ~80 ms of parsing). With
+  ``compatible_only`` pip's share shrinks more than the server adds, hence below 1x direct.
+- *Peak RSS.* About 40 MB is the interpreter with its imports before any request (``requests``
+  and ``ssl`` alone ~16 MB). On that, the largest page being processed (pydantic-core: ~7 MB of
+  upstream JSON text, its ~10 MB model, ~5 MB rendered) sets the pip workload's peak near 80 MB;
+  page throughput at 8 clients adds the renderings held in memory (up to 32 MiB, which is what
+  keeps a 5 MB page at 2-3 ms: served from a file, or with malloc handing memory back after
+  each, it took 4-7 ms and cut throughput by a third) and waitress's copy of each large page per
+  connection. Under 60 MB would need a streaming parse of upstream pages and leaner imports.
+- *Start-up* is the interpreter and the imports (~140 ms of the CLI's start); devpi-server is
+  compared with its argon2 key derivation made cheap, which by default dominates its start.
+- *tox*: the time is mostly creating environments and unpacking wheels, which the plugin does not
+  change; with pip, ``compatible_only`` changes little here because installing dominates.
 - Load from other work on this machine (see the load average above) widens every spread; the
   ratios within a round are the thing to read."""
 
