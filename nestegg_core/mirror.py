@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from packaging.utils import NormalizedName
 
+from . import store as _store
 from .errors import NotFound, UpstreamError
 from .models import DistFile, ProjectPage
-from .store import CacheStore, PageState
+from .store import CacheStore, PageStamp, PageState
 from .upstream import Fetcher
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class _Entry:
     page: ProjectPage | None = None  # upstream's files merged with the kept ones
     fresh_until: float = 0.0
     missing_until: float = 0.0  # the upstream said 404 and nothing is kept
-    mtime: float | None = None  # of the state file when read, to notice other processes' writes
+    mtime: PageStamp | None = None  # of the state file read or written, to notice other writes
     kept: frozenset[str] = frozenset()  # the cached files on disk when ``page`` was made
     files_stamp: int | None = None  # mtime of the project's files folder when ``kept`` was listed
     reloadable: bool = False  # ``page`` can be made again from the state on disk (see _evict)
@@ -104,14 +105,17 @@ class MirrorIndex:
         """Whether a page the upstream confirmed at ``checked`` may be served without asking again."""
         return self.offline or (checked >= self._refresh_before and self.clock() < checked + self.ttl)
 
-    def checked(self, name: NormalizedName) -> float | None:
-        """When the upstream confirmed the page in memory, if that page is the one its state file
-        on disk (as it is now) and cached files make: not one made while the upstream failed or
-        said 404, nor one another process's newer state file has overtaken."""
+    def checked(self, name: NormalizedName, page: ProjectPage) -> float | None:
+        """When the upstream confirmed ``page``, if it is the page in memory and what the state
+        file and cached files on disk make now: not an older page answered while another thread
+        caught up, one made while the upstream failed or said 404, or one that another process's
+        state file or cached file has overtaken."""
         entry = self._entries.get(name)
-        if entry is None or entry.page is None or entry.state is None or not entry.reloadable:
+        if entry is None or entry.page is not page or entry.state is None or not entry.reloadable:
             return None
-        if entry.mtime is None or entry.mtime != self.store.page_mtime(name):
+        if entry.mtime is None or entry.mtime != self.store.page_stamp(name):
+            return None
+        if entry.files_stamp is None or entry.files_stamp != self._files_stamp(name):
             return None
         return entry.state.checked
 
@@ -210,7 +214,7 @@ class MirrorIndex:
         try:
             if entry.page is None:
                 return  # dropped from memory (_evict) since the caller looked: it has its page
-            mtime = self.store.page_mtime(name)
+            mtime = self.store.page_stamp(name)
             if mtime is not None and mtime != entry.mtime:
                 state = self.store.read_page(name)
                 if state is not None:
@@ -229,16 +233,18 @@ class MirrorIndex:
             lock.release()
 
     def _files_stamp(self, name: NormalizedName) -> int | None:
-        """The files folder's mtime, or None when it is too recent to trust (or missing).
+        """The files folder's mtime (0 when there is none), or None when it is too recent to trust.
 
         A record renamed into the folder changes its mtime, so an unchanged mtime spares the
         listing; one within the last second may yet hide a second change in the same tick.
         """
         try:
             mtime = os.stat(self.store.files / name).st_mtime_ns
+        except FileNotFoundError:
+            return 0
         except OSError:
             return None
-        return mtime if time.time_ns() - mtime > 1_000_000_000 else None
+        return mtime if time.time_ns() - mtime > _store.SETTLE_NS else None
 
     def _kept_names(self, name: NormalizedName) -> frozenset[str]:
         """The files of ``name`` that have a record beside them on disk (a cheap ``kept_files``)."""
@@ -248,7 +254,7 @@ class MirrorIndex:
         return frozenset()
 
     def _revalidate(self, name: NormalizedName, entry: _Entry) -> None:
-        mtime = self.store.page_mtime(name)
+        mtime = self.store.page_stamp(name)
         if mtime is not None and mtime != entry.mtime:
             # first use in this process, or another process wrote a newer state
             state = self.store.read_page(name)
@@ -269,7 +275,7 @@ class MirrorIndex:
                 logger.info("upstream has no project %r; serving its %d cached files", name, len(kept))
                 state = PageState(page=ProjectPage.build(name, ()), checked=self.clock())
                 # the state on disk is not what is served: _catch_up must not take it in
-                self._use(name, entry, state, self.store.page_mtime(name), kept=kept)
+                self._use(name, entry, state, self.store.page_stamp(name), kept=kept)
             else:
                 entry.page = entry.state = None
                 entry.missing_until = self.clock() + min(self.ttl, 60.0)
@@ -295,33 +301,35 @@ class MirrorIndex:
             state = PageState(
                 page=state.page, etag=state.etag, last_modified=state.last_modified, checked=now
             )
-            self._save(state)
-            self._use(name, entry, state, self.store.page_mtime(name), reuse=True)
+            self._use(name, entry, state, self._save(state), reuse=True)
             return
         state = PageState(
             page=fetched.page, etag=fetched.etag, last_modified=fetched.last_modified, checked=now
         )
-        self._save(state)
-        self._use(name, entry, state, self.store.page_mtime(name))
+        self._use(name, entry, state, self._save(state))
 
-    def _save(self, state: PageState) -> None:
+    def _save(self, state: PageState) -> PageStamp | None:
+        """Write the state; its file's stamp, or None when it could not be written."""
         try:
-            self.store.write_page(state)
+            return self.store.write_page(state)
         except OSError as exc:
             logger.warning("cannot write cache state of %r: %s", state.page.name, exc)
+            return None
 
     def _use(
         self,
         name: NormalizedName,
         entry: _Entry,
         state: PageState,
-        mtime: float | None,
+        mtime: PageStamp | None,
         *,
         kept: list[DistFile] | None = None,
         reuse: bool = False,
     ) -> None:
         if not (reuse and entry.page is not None):
-            entry.kept = self._kept_names(name)  # before the records are read: a later file is seen
+            # both before the records are read: a file cached meanwhile is seen next time
+            entry.files_stamp = self._files_stamp(name)
+            entry.kept = self._kept_names(name)
             entry.page = self._with_kept(state.page, self.store.kept_files(name) if kept is None else kept)
         entry.state, entry.mtime = state, mtime
         entry.reloadable = kept is None

@@ -27,14 +27,15 @@ from pathlib import Path
 
 from packaging.utils import NormalizedName
 
+from . import store as _store
+from ._version import __version__
 from .store import write_atomic
 
 logger = logging.getLogger(__name__)
 
-_MAGIC = b"nestegg-page-1"
+#: the format, and the release that rendered: another release may render differently
+_MAGIC = f"nestegg-page-1/{__version__}".encode()
 _MAX_HEADER = 512
-#: a files folder changed more recently than this may change again unseen in the same mtime tick
-_SETTLE_NS = 1_000_000_000
 
 
 def disk_token(state_file: str | Path, files_folder: str | Path) -> str | None:
@@ -49,7 +50,7 @@ def disk_token(state_file: str | Path, files_folder: str | Path) -> str | None:
         folder = 0
     except OSError:
         return None
-    if folder and time.time_ns() - folder < _SETTLE_NS:
+    if folder and time.time_ns() - folder < _store.SETTLE_NS:
         return None
     return f"{state.st_ino:x}.{state.st_mtime_ns:x}.{state.st_size:x}.{folder:x}"
 

@@ -157,7 +157,7 @@ class Repository:
         body = render_project(shown, content_type, lambda dist: prefix + quote_filename(dist.filename))
         result = Rendered(page, body, _etag(body))
         self._remember(key, _Cached(weakref.ref(page), body, result.etag))
-        self._keep(name, kind, token, result)
+        self._keep(name, kind, token, page, result)
         return result
 
     def _read_rendered(self, name: NormalizedName, kind: str, token: str) -> Rendered | None:
@@ -191,7 +191,9 @@ class Repository:
                 self._warm_bytes -= len(dropped[3])
         return Rendered(None, body, found.etag)
 
-    def _keep(self, name: NormalizedName, kind: str, token: str | None, rendered: Rendered) -> None:
+    def _keep(
+        self, name: NormalizedName, kind: str, token: str | None, page: ProjectPage, rendered: Rendered
+    ) -> None:
         """Save a rendering of the mirror's page, if it is the page of what is on disk now.
 
         ``token`` is the disk's before the page was made; without one (the page was fetched just
@@ -200,7 +202,7 @@ class Repository:
         """
         if token is None:
             token = self._disk_token(name)
-        checked = self.mirror.checked(name) if token is not None else None
+        checked = self.mirror.checked(name, page) if token is not None else None
         if checked is not None and token is not None and self._disk_token(name) == token:
             self.pages.save(name, kind, token=token, checked=checked, etag=rendered.etag, body=rendered.body)
 

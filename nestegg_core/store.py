@@ -63,8 +63,11 @@ def check_name(name: str) -> NormalizedName:
     return NormalizedName(name)
 
 
-def write_atomic(path: Path, data: bytes | Iterable[bytes], *, durable: bool = False) -> None:
-    """Write ``data`` (bytes, or pieces of them) to ``path`` through a temporary file and a rename."""
+def write_atomic(path: Path, data: bytes | Iterable[bytes], *, durable: bool = False) -> os.stat_result:
+    """Write ``data`` (bytes, or pieces of them) to ``path`` through a temporary file and a rename.
+
+    Returns the written file's status (inode, size, mtime), which the rename keeps.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -73,14 +76,16 @@ def write_atomic(path: Path, data: bytes | Iterable[bytes], *, durable: bool = F
                 handle.write(data)
             else:
                 handle.writelines(data)
+            handle.flush()
             if durable:
-                handle.flush()
                 os.fsync(handle.fileno())
+            written = os.fstat(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    return written
 
 
 def copy_atomic(source: Path, target: Path, *, move: bool = False) -> None:
@@ -234,6 +239,17 @@ def _from_columns(columns: dict[str, list[Any]]) -> list[DistFile]:
     return files
 
 
+#: a folder changed more recently than this may change again unseen within the same mtime tick
+SETTLE_NS = 1_000_000_000
+
+#: the identity of a state file on disk (see ``CacheStore.page_stamp``)
+PageStamp = tuple[int, int, int]
+
+
+def _stamp(status: os.stat_result) -> PageStamp:
+    return (status.st_ino, status.st_mtime_ns, status.st_size)
+
+
 def upstream_key(url: str) -> str:
     """A folder name for an upstream index: readable, and unique by a hash of the URL.
 
@@ -286,12 +302,17 @@ class CacheStore:
             logger.warning("ignoring damaged cache state %s: %s", path, exc)
             return None
 
-    def write_page(self, state: PageState) -> None:
-        write_atomic(self.page_path(state.page.name), state.to_bytes())
+    def write_page(self, state: PageState) -> PageStamp:
+        """Write the state; returns the stamp of the file written (see :meth:`page_stamp`)."""
+        return _stamp(write_atomic(self.page_path(state.page.name), state.to_bytes()))
 
-    def page_mtime(self, name: NormalizedName) -> float | None:
+    def page_stamp(self, name: NormalizedName) -> PageStamp | None:
+        """Which state file is on disk: inode, mtime (ns) and size; None when there is none.
+
+        Every write is a new file (a rename), so two writes within one mtime tick still differ.
+        """
         try:
-            return self.page_path(name).stat().st_mtime
+            return _stamp(os.stat(self.page_path(name)))
         except OSError:
             return None
 

@@ -12,11 +12,14 @@ from packaging.utils import NormalizedName
 
 from nestegg_core import Config, pagefiles
 from nestegg_core import repository as repository_module
+from nestegg_core import store as store_module
+from nestegg_core.models import DistFile, ProjectPage
 from nestegg_core.pagefiles import RenderedPages, disk_token
 from nestegg_core.pytest_plugin import PrivateIndex
 from nestegg_core.repository import Rendered, Repository
-from nestegg_core.simple import HTML_V1, JSON_V1, TEXT_HTML
+from nestegg_core.simple import HTML_V1, JSON_V1, TEXT_HTML, UrlFor, render_project
 from nestegg_core.store import CacheStore
+from nestegg_core.upstream import Fetched, FileStream
 
 from .conftest import Faults, MirrorFactory
 
@@ -27,7 +30,7 @@ SECRET = NormalizedName("secret")
 @pytest.fixture(autouse=True)
 def settled_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # a files folder counts as settled at once (the 1 s rule has a test of its own)
-    monkeypatch.setattr(pagefiles, "_SETTLE_NS", 0)
+    monkeypatch.setattr(store_module, "SETTLE_NS", 0)
 
 
 @pytest.fixture
@@ -157,7 +160,7 @@ def test_private_names_never_use_the_mirrors_renderings(tmp_path: Path, upstream
 def test_the_token_waits_for_the_files_folder_to_settle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pagefiles, "_SETTLE_NS", 1_000_000_000)
+    monkeypatch.setattr(store_module, "SETTLE_NS", 1_000_000_000)
     store = CacheStore(tmp_path, "http://example.com/simple/")
     state = store.page_path(NAME)
     assert disk_token(state, store.files / "demo") is None  # no state
@@ -225,3 +228,57 @@ def test_large_renderings_are_sent_from_their_file_small_ones_held(
     no_state_reads(later, monkeypatch)
     monkeypatch.setattr(later.pages, "open", lambda *_: pytest.fail("read again"))
     assert later.rendered(NAME, JSON_V1).body == first.body  # from memory now
+
+
+class _Upstream:
+    """A fetcher whose page of ``demo`` lists ``files``."""
+
+    def __init__(self) -> None:
+        self.files = ["demo-1.0.tar.gz"]
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+        files = [DistFile(filename=f, url=f"https://example.com/{f}") for f in self.files]
+        return Fetched(page=ProjectPage.build(name, files))
+
+    def open(self, url: str) -> FileStream:
+        raise NotImplementedError(url)
+
+
+def test_an_older_page_answered_during_a_catch_up_is_not_kept_under_the_new_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = Config(nestegg_dir=tmp_path / "nest", index_url="https://example.com/simple/")
+    first, second = _Upstream(), _Upstream()
+    a, b = Repository(config, fetcher=first), Repository(config, fetcher=second)
+    a.rendered(NAME, JSON_V1)  # process A holds the page of 1.0
+    time.sleep(0.01)
+    second.files.append("demo-1.1.tar.gz")
+    b.mirror.refresh_all()
+    b.mirror.page(NAME)  # process B writes the state with 1.1
+    # in A, one thread is catching up (it holds the name's lock) while another answers HTML:
+    # that one gets the page of 1.0, and the catch-up takes in 1.1 while it renders
+    lock = a.mirror._lock(NAME)
+    lock.acquire()
+
+    def catching_up(page: ProjectPage, content_type: str, url_for: UrlFor) -> bytes:
+        body = render_project(page, content_type, url_for)
+        if lock.locked():
+            lock.release()
+            a.mirror._catch_up(NAME, a.mirror._entries[NAME])
+        return body
+
+    monkeypatch.setattr(repository_module, "render_project", catching_up)
+    assert b"demo-1.1" not in a.rendered(NAME, TEXT_HTML).body  # answered from the older page
+    monkeypatch.setattr(repository_module, "render_project", render_project)
+    for process in (Repository(config, fetcher=_Upstream()), b, a):
+        assert b"demo-1.1" in body(process.rendered(NAME, TEXT_HTML))
+
+
+@pytest.mark.usefixtures("published")
+def test_a_rendering_by_another_release_is_a_miss(
+    tmp_path: Path, upstream: PrivateIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repository(tmp_path, upstream).rendered(NAME, JSON_V1)
+    monkeypatch.setattr(pagefiles, "_MAGIC", b"nestegg-page-1/0.0.0")
+    later = repository(tmp_path, upstream)
+    assert later.rendered(NAME, JSON_V1).page is not None  # made again, not read back
