@@ -211,7 +211,7 @@ class NesteggApp:
         wrapper = environ.get("wsgi.file_wrapper")
         if wrapper is not None:
             return wrapper(body.handle, BLOCK)  # type: ignore[no-any-return]
-        return _read_file(body.handle, body.handle.tell(), body.handle.tell() + size)
+        return _FileRange(body.handle, body.handle.tell(), body.handle.tell() + size)
 
     def _home(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         body = (
@@ -280,10 +280,10 @@ class NesteggApp:
                 wrapper = environ.get("wsgi.file_wrapper")
                 if wrapper is not None:
                     return wrapper(handle, BLOCK)  # type: ignore[no-any-return]
-                return _read_file(handle, 0, size)
+                return _FileRange(handle, 0, size)
             start, end = wanted
             self._start_file(start_response, headers, start, end, size, partial=True)
-            return _read_file(handle, start, end)
+            return _FileRange(handle, start, end)
         except BaseException:
             handle.close()
             raise
@@ -492,18 +492,28 @@ def _range(environ: Environ, size: int, etag: str | None) -> tuple[int, int] | N
     return (start, end)
 
 
-def _read_file(handle: Any, start: int, end: int) -> Iterator[bytes]:
-    try:
-        handle.seek(start)
-        remaining = end - start
-        while remaining > 0:
-            chunk = handle.read(min(BLOCK, remaining))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-            yield chunk
-    finally:
-        handle.close()
+class _FileRange:
+    """Bytes ``start`` to ``end`` of an open file, a block at a time; closing it closes the file,
+    also when the server closes the response before reading any of it (a generator would not)."""
+
+    def __init__(self, handle: Any, start: int, end: int) -> None:
+        self.handle, self.start, self.end = handle, start, end
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            self.handle.seek(self.start)
+            remaining = self.end - self.start
+            while remaining > 0:
+                chunk = self.handle.read(min(BLOCK, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            self.handle.close()
+
+    def close(self) -> None:
+        self.handle.close()
 
 
 def _http_date(timestamp: float) -> str:

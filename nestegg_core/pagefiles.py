@@ -17,7 +17,6 @@ read or saved.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -116,11 +115,3 @@ class RenderedPages:
             write_atomic(self.path(name, kind), (header, body))
         except OSError as exc:
             logger.warning("cannot keep the rendered page of %r: %s", name, exc)
-
-    def remove(self, name: NormalizedName) -> None:
-        """Forget every rendering of ``name`` (its project was removed from the cache)."""
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.folder):
-                if entry.name.startswith(f"{name}."):
-                    with contextlib.suppress(OSError):
-                        os.unlink(entry.path)

@@ -53,7 +53,7 @@ class Fetcher(Protocol):
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***``, fit for logs and messages.
 
-    A user name without a password is masked too: it is how tokens are passed (``https://TOKEN@host``).
+    A user name without a password is masked too: it is how tokens are passed (``https://TOKEN@example.com``).
     """
     parts = urlsplit(url)
     userinfo, at, host = parts.netloc.rpartition("@")

@@ -190,8 +190,6 @@ def test_open_only_what_was_saved_for_the_token(tmp_path: Path, token: str) -> N
     assert found is not None
     assert (found.size, found.etag, found.checked, found.handle.readall()) == (2, '"e1"', 12.5, b"{}")
     found.close()
-    pages.remove(NAME)
-    assert pages.open(NAME, "json", token) is None
 
 
 @pytest.mark.usefixtures("published")
