@@ -1,46 +1,67 @@
-"""Parsing of upstream Simple API pages (PEP 691 JSON and PEP 503 HTML) into models."""
+"""Parsing of upstream Simple API pages (PEP 691 JSON and PEP 503 HTML) into models.
+
+A page is parsed as its answer arrives: the largest pages (pydantic-core: 15,000 files, 7 MB of
+JSON) would otherwise be held whole, as bytes and as text, next to the model they become.
+"""
 
 from __future__ import annotations
 
+import codecs
 import json
+import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
 from html.parser import HTMLParser
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 from .errors import UpstreamError
 from .models import NO_HASHES, DistFile, Hashes, ProjectPage, compact_hashes
 
 _HASH_NAMES = ("sha256", "sha384", "sha512", "sha224", "sha1", "md5", "blake2b", "blake2s")
+#: what makes a decoded JSON document not a page; RecursionError: "[[[[..." of a few kilobytes
+_PAGE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RecursionError)
+_WHITESPACE = " \t\n\r"  # JSON's
+_NOT_WHITESPACE = re.compile(f"[^{_WHITESPACE}]")
+#: Python 3.13 names a trailing comma where earlier versions complain about what follows it
+_TRAILING_COMMA_NAMED = sys.version_info >= (3, 13)
 
 
 def parse_project_page(name: str, body: bytes | str, content_type: str, base_url: str) -> ProjectPage:
-    """A page from an upstream answer; file URLs become absolute (resolved against ``base_url``).
+    """A page from a whole upstream answer; file URLs become absolute (resolved against ``base_url``).
 
-    ``body`` is the answer's bytes, or its text as :func:`page_text` decodes them. Raises
-    :class:`UpstreamError` for a body that is not a Simple API page.
+    ``body`` is the answer's bytes, or its text. Raises :class:`UpstreamError` for a body that is not
+    a Simple API page.
+    """
+    if isinstance(body, bytes):
+        return parse_project_stream(name, (body,), content_type, base_url)
+    media = _media(content_type)
+    if _is_json(media) and body.startswith("\ufeff"):
+        # json.loads refuses a BOM at the start of text (in bytes, it goes with their encoding)
+        raise _not_json(base_url, "Unexpected UTF-8 BOM (decode using utf-8-sig): line 1 column 1 (char 0)")
+    return _parse(name, (body,), media, base_url)
+
+
+def parse_project_stream(name: str, chunks: Iterable[bytes], content_type: str, base_url: str) -> ProjectPage:
+    """The page of an upstream answer whose body comes in ``chunks``, as :func:`parse_project_page`
+    parses it whole; only the model and about a chunk of text are held at any time.
+
+    An exception raised by ``chunks`` (a broken connection) passes through unchanged. The page's
+    errors come once ``chunks`` is exhausted, as after a read of the whole body: which error a bad
+    body gives does not depend on how it is cut.
     """
     media = _media(content_type)
+    texts = _json_texts(chunks, base_url) if _is_json(media) else _html_texts(chunks)
+    return _parse(name, texts, media, base_url)
+
+
+def _parse(name: str, texts: Iterable[str], media: str, base_url: str) -> ProjectPage:
     if _is_json(media):
-        return parse_project_json(name, body, base_url)
+        return _parse_json(name, texts, base_url)
     if media.endswith("html") or media in ("", "text/plain"):
-        return parse_project_html(name, body, base_url)
+        return _parse_html(name, texts, base_url)
     raise UpstreamError(f"upstream answered {base_url} with unexpected content type {media!r}")
-
-
-def page_text(body: bytes, content_type: str, base_url: str) -> str:
-    """The text of an upstream answer, decoded as :func:`parse_project_page` decodes it.
-
-    Lets a caller drop the bytes of a large page before its parse starts.
-    """
-    if _is_json(_media(content_type)):
-        try:
-            return body.decode(json.detect_encoding(body), "surrogatepass")
-        except UnicodeDecodeError as exc:
-            raise UpstreamError(f"upstream page {base_url} is not valid PEP 691 JSON: {exc}") from None
-    return body.decode("utf-8", errors="replace")
 
 
 def _media(content_type: str) -> str:
@@ -51,23 +72,274 @@ def _is_json(media: str) -> bool:
     return media.endswith("+json") or media == "application/json"
 
 
-def parse_project_json(name: str, body: bytes | str, base_url: str) -> ProjectPage:
+def _json_texts(chunks: Iterable[bytes], base_url: str) -> Iterator[str]:
+    """The text of a JSON body, decoded as ``json.loads`` decodes bytes, piece by piece.
+
+    The encoding is the one ``json.detect_encoding`` sees in the first bytes; lone surrogates pass.
+    """
+    pieces = iter(chunks)
+    head = b""
+    for piece in pieces:
+        head += piece
+        if len(head) >= 4:  # all that detect_encoding looks at
+            break
+    encoding = json.detect_encoding(head)
+    if encoding == "utf-8-sig":
+        # bytes.decode("utf-8-sig") drops the BOM first: positions in its errors count after it
+        encoding, head = "utf-8", head.removeprefix(codecs.BOM_UTF8)
+    decoder = codecs.getincrementaldecoder(encoding)("surrogatepass")
+    given = len(head)
+    yield _decoded(decoder, head, 0, base_url)
+    del head  # not held while the rest arrives
+    for piece in pieces:
+        yield _decoded(decoder, piece, given, base_url)
+        given += len(piece)
+    yield _decoded(decoder, b"", given, base_url, final=True)
+
+
+def _decoded(
+    decoder: codecs.IncrementalDecoder, data: bytes, given: int, base_url: str, *, final: bool = False
+) -> str:
+    """``data`` decoded, after ``given`` bytes of the body; errors say where they are in the body."""
     try:
-        # each file entry becomes a DistFile as soon as the decoder has built it: the dicts of a
-        # page of 15,000 files are never all alive at once (they would take twice its model)
-        data = json.loads(body, object_hook=partial(_file_or_dict, base_url))
+        return decoder.decode(data, final)
+    except UnicodeDecodeError as exc:
+        # the decoder tried what it held back of the bytes before, then data
+        offset = given - len(decoder.getstate()[0])
+        raise UpstreamError(
+            f"upstream page {base_url} is not valid PEP 691 JSON: {_decode_message(exc, offset)}"
+        ) from None
+
+
+def _decode_message(exc: UnicodeDecodeError, offset: int) -> str:
+    """The message of ``exc`` as if its bytes began ``offset`` bytes later (UnicodeDecodeError's own)."""
+    start = offset + exc.start
+    if exc.end == exc.start + 1:
+        byte = exc.object[exc.start]
+        return f"'{exc.encoding}' codec can't decode byte 0x{byte:02x} in position {start}: {exc.reason}"
+    end = offset + exc.end - 1
+    return f"'{exc.encoding}' codec can't decode bytes in position {start}-{end}: {exc.reason}"
+
+
+def _html_texts(chunks: Iterable[bytes]) -> Iterator[str]:
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    for chunk in chunks:
+        yield decoder.decode(chunk)
+    yield decoder.decode(b"", final=True)
+
+
+def _not_json(base_url: str, exc: BaseException | str) -> UpstreamError:
+    return UpstreamError(f"upstream page {base_url} is not valid PEP 691 JSON: {exc}")
+
+
+def _parse_json(name: str, texts: Iterable[str], base_url: str) -> ProjectPage:
+    try:
+        data, error = _JsonReader(texts, base_url).document()
+    except _Invalid as exc:
+        raise _not_json(base_url, exc) from None
+    try:
         if not isinstance(data, dict) or not isinstance(data.get("files"), list):
             raise TypeError("no files list")
-        files = [
-            entry if isinstance(entry, DistFile) else _json_file(entry, base_url) for entry in data["files"]
-        ]
+        if error is not None:
+            raise error
         versions = data.get("versions") or []
         if not isinstance(versions, list):
             raise TypeError("versions is not a list")
-        return ProjectPage.build(name, files, (str(v) for v in versions))
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
-        # RecursionError: json.loads of a few kilobytes of "[[[[..." is not a page either
-        raise UpstreamError(f"upstream page {base_url} is not valid PEP 691 JSON: {exc}") from None
+        return ProjectPage.build(name, data["files"], (str(v) for v in versions))
+    except _PAGE_ERRORS as exc:
+        raise _not_json(base_url, exc) from None
+
+
+class _Invalid(Exception):
+    """The text is not JSON; the message is the one ``json.loads`` gives for the whole of it."""
+
+
+class _JsonReader:
+    """The top-level object of a JSON document that arrives in pieces of text.
+
+    Its "files" array is walked entry by entry: each entry becomes a DistFile as soon as it is
+    complete, and only that entry and the rest of the current piece are held as text. Every other
+    value is decoded whole (the name, meta, versions: small). Objects anywhere go through the same
+    hook as in a whole decode, so the result is what ``json.loads`` with that hook would give.
+    """
+
+    def __init__(self, texts: Iterable[str], base_url: str) -> None:
+        self._texts = iter(texts)
+        self._base_url = base_url
+        self._decoder = json.JSONDecoder(object_hook=partial(_file_or_dict, base_url))
+        self._text = ""
+        self._pos = 0  # in _text: what lies before is consumed
+        self._ended = False  # the last piece is in _text
+        # where _text starts in the document, for the positions in error messages
+        self._offset = 0
+        self._lines = 0
+        self._last_newline = -1
+
+    def document(self) -> tuple[Any, BaseException | None]:
+        """The decoded document, and the error of the first bad entry of its "files" array if any.
+
+        The files array holds only the DistFiles before that entry: the page fails anyway.
+        """
+        if self._peek() == "{":
+            data, error = self._object()
+        else:  # not a page: decoded whole, for the error json.loads gives
+            data, error = self._value(), None
+        if self._peek():
+            self._fail("Extra data", self._pos)
+        return data, error
+
+    def _object(self) -> tuple[Any, BaseException | None]:
+        members: dict[str, Any] = {}
+        error: BaseException | None = None
+        self._pos += 1
+        more = self._peek() != "}"
+        while more:
+            key = self._key()
+            if key == "files" and self._peek() == "[":
+                members[key], error = self._files()
+            else:
+                members[key] = self._value()
+                if key == "files":  # the last one counts, as in a dict
+                    error = None
+            more = self._next("}", "object")
+        self._pos += 1
+        # the hook sees the top-level object too: one that looks like a file entry is not a page
+        return _file_or_dict(self._base_url, members), error
+
+    def _files(self) -> tuple[list[DistFile], BaseException | None]:
+        files: list[DistFile] = []
+        error: BaseException | None = None
+        self._pos += 1
+        more = self._peek() != "]"
+        while more:
+            entry = self._value()
+            if error is None:
+                # as a whole decode would fail on it: after the whole document is known to be JSON
+                try:
+                    files.append(entry if isinstance(entry, DistFile) else _json_file(entry, self._base_url))
+                except _PAGE_ERRORS as exc:
+                    error = exc
+            more = self._next("]", "array")
+        self._pos += 1
+        return files, error
+
+    def _key(self) -> Any:
+        """The name of an object's member, and the ":" after it."""
+        if self._peek() != '"':
+            self._fail("Expecting property name enclosed in double quotes", self._pos)
+        key = self._value()
+        if self._peek() != ":":
+            self._fail("Expecting ':' delimiter", self._pos)
+        self._pos += 1
+        return key
+
+    def _next(self, end: str, kind: str) -> bool:
+        """After a member or an element: whether another follows (past the ","), else at ``end``."""
+        char = self._peek()
+        if char == end:
+            return False
+        if char != ",":
+            self._fail("Expecting ',' delimiter", self._pos)
+        comma = self._pos
+        self._pos += 1
+        if _TRAILING_COMMA_NAMED and self._peek() == end:
+            self._fail(f"Illegal trailing comma before end of {kind}", comma)
+        return True
+
+    def _value(self) -> Any:
+        """The JSON value after the position (and whitespace), decoded whole."""
+        self._peek()
+        while True:
+            ended = self._ended
+            try:
+                value, end = self._decoder.raw_decode(self._text, self._pos)
+            except (ValueError, RecursionError) as exc:
+                if ended:
+                    self._fail_with(exc)
+                # cut short, most likely: more text, and the value tried again
+                self._more()
+                continue
+            # a number near the end of the text may go on in the next piece ("1" + "2", "1." + "5",
+            # "1e+" + "5"): three characters after it show that it does not
+            if end + 3 <= len(self._text) or ended:
+                self._pos = end
+                return value
+            self._more()
+
+    def _more(self) -> None:
+        """More text after a value that did not decode yet: at least as much again as it has now.
+
+        Growing by a factor, not by a piece, keeps a value cut into many small pieces from being
+        decoded again once per piece (quadratic time).
+        """
+        self._fill(2 * (len(self._text) - self._pos) + 1)
+
+    def _peek(self) -> str:
+        """The next character after whitespace, at which the position stops ("" at the end)."""
+        if self._pos < len(self._text) and self._text[self._pos] not in _WHITESPACE:
+            return self._text[self._pos]  # the usual case, without a search
+        while True:
+            found = _NOT_WHITESPACE.search(self._text, self._pos)
+            if found:
+                self._pos = found.start()
+                return found.group()
+            self._pos = len(self._text)
+            if not self._fill(1):
+                return ""
+
+    def _fill(self, size: int) -> bool:
+        """At least ``size`` characters from the position on, unless the document ends first.
+
+        What lies before the position is dropped first: the text held is the value being read and
+        the rest of the last piece, whatever the size of the document.
+        """
+        if len(self._text) - self._pos >= size:
+            return True
+        if self._ended:
+            return False
+        self._drop()
+        parts = [self._text]
+        held = len(self._text)
+        while held < size:
+            piece = next(self._texts, None)
+            if piece is None:
+                self._ended = True
+                break
+            parts.append(piece)
+            held += len(piece)
+        self._text = "".join(parts)
+        return held >= size
+
+    def _drop(self) -> None:
+        consumed = self._pos
+        self._lines += self._text.count("\n", 0, consumed)
+        newline = self._text.rfind("\n", 0, consumed)
+        if newline >= 0:
+            self._last_newline = self._offset + newline
+        self._offset += consumed
+        self._text = self._text[consumed:]
+        self._pos = 0
+
+    def _fail_with(self, exc: ValueError | RecursionError) -> NoReturn:
+        if isinstance(exc, json.JSONDecodeError):
+            self._fail(exc.msg, exc.pos)
+        raise _Invalid(str(exc)) from None
+
+    def _fail(self, message: str, pos: int) -> NoReturn:
+        """Raises the error at ``pos`` in the text, as json.loads words it for the whole document.
+
+        The rest of the document is read first: bytes that do not decode, anywhere, are the error
+        of a whole decode, which decodes all before it parses.
+        """
+        offset = self._offset + pos
+        line = self._lines + self._text.count("\n", 0, pos) + 1
+        newline = self._text.rfind("\n", 0, pos)
+        column = offset - (self._offset + newline if newline >= 0 else self._last_newline)
+        self._text, self._pos = "", 0
+        for _ in self._texts:
+            pass
+        self._ended = True
+        raise _Invalid(f"{message}: line {line} column {column} (char {offset})")
 
 
 def _file_or_dict(base_url: str, entry: dict[str, Any]) -> Any:
@@ -160,13 +432,12 @@ class _LinkParser(HTMLParser):
             self.base = dict(attrs).get("href")
 
 
-def parse_project_html(name: str, body: bytes | str, base_url: str) -> ProjectPage:
+def _parse_html(name: str, texts: Iterable[str], base_url: str) -> ProjectPage:
     parser = _LinkParser()
-    try:
-        parser.feed(body if isinstance(body, str) else body.decode("utf-8", errors="replace"))
-        parser.close()
-    except (ValueError, AssertionError) as exc:  # html.parser raises these on broken markup
-        raise UpstreamError(f"upstream page {base_url} is not valid HTML: {exc}") from None
+    pieces = iter(texts)
+    for text in pieces:
+        _feed(parser, text, pieces, base_url)
+    _feed(parser, None, pieces, base_url)
     try:
         base = urljoin(base_url, parser.base) if parser.base else base_url
     except ValueError:  # an unparsable <base href>, like "http://[": the page's own URL instead
@@ -200,6 +471,19 @@ def parse_project_html(name: str, body: bytes | str, base_url: str) -> ProjectPa
         except ValueError:
             continue  # a link that names no file (navigation, a directory): not a distribution
     return ProjectPage.build(name, files)
+
+
+def _feed(parser: _LinkParser, text: str | None, rest: Iterator[str], base_url: str) -> None:
+    """One piece of the page into the parser, or its end (None)."""
+    try:
+        if text is None:
+            parser.close()
+        else:
+            parser.feed(text)
+    except (ValueError, AssertionError) as exc:  # html.parser raises these on broken markup
+        for _ in rest:  # the rest read first, as by a read of the whole body
+            pass
+        raise UpstreamError(f"upstream page {base_url} is not valid HTML: {exc}") from None
 
 
 def _html_metadata(value: str) -> Mapping[str, str] | None:

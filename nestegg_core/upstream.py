@@ -15,12 +15,16 @@ import urllib3
 from ._version import __version__
 from .errors import NotFound, UpstreamError, UpstreamTimeout
 from .models import ProjectPage
-from .parse import page_text, parse_project_page
+from .parse import parse_project_stream
 
 logger = logging.getLogger(__name__)
 
 ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 CHUNK = 256 * 1024
+#: the pieces in which a project page is read and parsed
+PAGE_CHUNK = 64 * 1024
+#: what reading an answer's body can raise (requests wraps most of urllib3's)
+_READ_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,25 +137,28 @@ class HttpFetcher:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        response = self._get(url, headers=headers)
+        response = self._get(url, headers=headers, stream=True)
         with response:
-            if response.status_code == 304:
-                return Fetched(page=None, etag=etag, last_modified=last_modified)
-            if response.status_code in (404, 410):
-                raise NotFound(f"project {name!r} is not on the upstream index")
             if response.status_code != 200:
+                self._drain(url, response)
+                if response.status_code == 304:
+                    return Fetched(page=None, etag=etag, last_modified=last_modified)
+                if response.status_code in (404, 410):
+                    raise NotFound(f"project {name!r} is not on the upstream index")
                 raise UpstreamError(f"upstream answered {mask_url(url)} with HTTP {response.status_code}")
             # file URLs and messages without the index's credentials: it gets them back in open()
             base = without_credentials(response.url)
             content_type = response.headers.get("Content-Type", "")
             new_etag = response.headers.get("ETag")
             new_last_modified = response.headers.get("Last-Modified")
-            text = page_text(response.content, content_type, base)
-        # the body goes with the response before the page is parsed: for a page of megabytes,
-        # body, text and page alive at once would be the largest moment of the process
-        del response
+            try:
+                # parsed as it arrives (content-encoding undone): a page of megabytes is never held
+                # whole, as bytes or as text, next to the model it becomes
+                page = parse_project_stream(name, response.iter_content(PAGE_CHUNK), content_type, base)
+            except _READ_ERRORS as exc:
+                raise self._failure(url, exc) from None
         return Fetched(
-            page=parse_project_page(name, text, content_type, base),
+            page=page,
             etag=new_etag,
             last_modified=new_last_modified,
         )
@@ -183,16 +190,31 @@ class HttpFetcher:
     ) -> requests.Response:
         try:
             return self.session.get(url, headers=headers, timeout=self.timeout, stream=stream, auth=auth)
-        except requests.Timeout:
-            raise UpstreamTimeout(f"upstream {mask_url(url)} did not answer in {self.timeout:g}s") from None
-        except requests.ConnectionError as exc:
-            # a body that stops coming is a timeout too; requests reports it as a ConnectionError
-            if any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args):
-                raise UpstreamTimeout(f"upstream {mask_url(url)} stalled for {self.timeout:g}s") from None
-            raise UpstreamError(f"cannot reach upstream {mask_url(url)} (ConnectionError)") from None
         except requests.RequestException as exc:
-            reason = type(exc).__name__
-            raise UpstreamError(f"cannot reach upstream {mask_url(url)} ({reason})") from None
+            raise self._failure(url, exc) from None
+
+    def _drain(self, url: str, response: requests.Response) -> None:
+        """Reads the body of an answer without a page: a connection read to the end goes back to
+        the pool (closed half-read, the next request would pay for a new one)."""
+        try:
+            for _ in response.iter_content(CHUNK):
+                pass
+        except _READ_ERRORS as exc:
+            raise self._failure(url, exc) from None
+
+    def _failure(self, url: str, exc: Exception) -> UpstreamError:
+        """Ours for a failure of requests (or urllib3 under it) to get an answer or read its body."""
+        if isinstance(exc, requests.Timeout):
+            return UpstreamTimeout(f"upstream {mask_url(url)} did not answer in {self.timeout:g}s")
+        # a body that stops coming is a timeout too; requests reports it as a ConnectionError
+        if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError)) or (
+            isinstance(exc, requests.ConnectionError)
+            and any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
+        ):
+            return UpstreamTimeout(f"upstream {mask_url(url)} stalled for {self.timeout:g}s")
+        if isinstance(exc, requests.ConnectionError):
+            return UpstreamError(f"cannot reach upstream {mask_url(url)} (ConnectionError)")
+        return UpstreamError(f"cannot reach upstream {mask_url(url)} ({type(exc).__name__})")
 
 
 class OfflineFetcher:

@@ -7,6 +7,7 @@ lengths and hashes, or answers garbage, and the uncached side must fail with a c
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 from collections.abc import Iterator
@@ -18,7 +19,9 @@ import requests
 
 from nestegg_core import Mirror
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.errors import UpstreamError, UpstreamTimeout
 from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.upstream import Fetched, HttpFetcher
 
 from .conftest import Faults, MirrorFactory
 from .loopback import Answer, RawUpstream, refused_url, sha256, verify_cache
@@ -308,3 +311,47 @@ def test_5xx_for_an_uncached_project_is_a_one_line_502(
     for accept in (JSON, "text/html"):
         message = assert_clear_error(http.get(mirror.index_url + "pkg/", headers={"Accept": accept}), 502)
         assert f"HTTP {status}" in message
+
+
+# the fetcher on its own --------------------------------------------------------------------
+
+
+def test_the_fetcher_parses_a_page_as_it_arrives_and_a_broken_one_fails_as_a_whole_read_did() -> None:
+    entries = [
+        {
+            "filename": f"pkg-{i}.0.tar.gz",
+            "url": f"../../files/pkg-{i}.0.tar.gz",
+            "hashes": {"sha256": sha256(b"%d" % i)},
+        }
+        for i in range(3000)
+    ]
+    body = json.dumps({"meta": {"api-version": "1.1"}, "name": "pkg", "files": entries}).encode()
+    headers = {"Content-Type": JSON}
+    answers = {
+        # a redirect: relative file URLs resolve against the page where the answer came from
+        "/simple/pkg/": Answer(status=301, headers={"Location": "/simple/v2/pkg/"}),
+        "/simple/v2/pkg/": Answer(
+            body=gzip.compress(body), headers={**headers, "Content-Encoding": "gzip", "ETag": '"e1"'}
+        ),
+        "/simple/cut/": Answer(body=body[: len(body) // 2], headers=headers, length=len(body)),
+        "/simple/stall/": Answer(body=body, headers=headers, stall_after=len(body) // 2),
+        "/simple/same/": Answer(status=304),
+    }
+    with RawUpstream(lambda _method, path: answers[path]) as server:
+        fetcher = HttpFetcher(f"http://user:secret@127.0.0.1:{server.port}/simple/", timeout=TIMEOUT)
+        fetched = fetcher.project("pkg", etag=None, last_modified=None)
+        assert fetched.etag == '"e1"'
+        assert fetched.page is not None
+        assert len(fetched.page.files) == 3000
+        assert fetched.page.files[7].url == f"http://127.0.0.1:{server.port}/simple/files/pkg-7.0.tar.gz"
+        assert fetched.page.files[7].sha256 == sha256(b"7")
+
+        with pytest.raises(UpstreamError) as cut:
+            fetcher.project("cut", etag=None, last_modified=None)
+        assert type(cut.value) is UpstreamError
+        masked = f"http://user:***@127.0.0.1:{server.port}/simple"
+        assert str(cut.value) == f"cannot reach upstream {masked}/cut/ (ChunkedEncodingError)"
+        with pytest.raises(UpstreamTimeout, match=f"/simple/stall/ stalled for {TIMEOUT:g}s") as stall:
+            fetcher.project("stall", etag=None, last_modified=None)
+        assert "secret" not in str(stall.value)
+        assert fetcher.project("same", etag='"e0"', last_modified=None) == Fetched(page=None, etag='"e0"')

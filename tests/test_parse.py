@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import gc
+import hashlib
 import json
+import tracemalloc
+from collections.abc import Iterator
 
 import pytest
 
 from nestegg_core.errors import UpstreamError
-from nestegg_core.parse import parse_project_page
+from nestegg_core.parse import parse_project_page, parse_project_stream
 
 BASE = "https://example.com/simple/pkg/"
 
@@ -88,3 +92,129 @@ def test_html_page() -> None:
 def test_garbage_is_an_upstream_error(body: bytes, content_type: str) -> None:
     with pytest.raises(UpstreamError, match="upstream"):
         parse_project_page("pkg", body, content_type, BASE)
+
+
+# streaming -----------------------------------------------------------------------------------
+
+JSON = "application/vnd.pypi.simple.v1+json"
+#: a page whose strings hold escapes (\u00e9, a surrogate pair), raw multi-byte UTF-8 and numbers
+#: of every form, so that cuts fall inside each of them
+TRICKY_JSON = (
+    '{"meta": {"api-version": "1.1", "x": [1.5e+3, -0.25, 0, 1E-2, 12345678901234567890]},\n'
+    ' "name": "caf\\u00e9 \\ud83d\\ude00 \\"q\\" \\\\ \\/",\n'
+    ' "files": [\n'
+    '  {"filename": "caf\u00e9_pkg-1.0-py3-none-any.whl",\n'
+    '   "url": "../f/caf\\u00e9_pkg-1.0-py3-none-any.whl",\n'
+    '   "hashes": {"sha256": "AB12"}, "requires-python": ">=3.8", "size": 1234,\n'
+    '   "yanked": "\u20ac \U0001f600 \\ud83d\\ude00", "core-metadata": {"sha256": "cd"}},\n'
+    '  {"filename": "pkg-2.0.tar.gz", "url": "https://example.com/f/pkg-2.0.tar.gz#sha256=00",\n'
+    '   "hashes": {}, "dist-info-metadata": true, "yanked": false, "upload-time": "2024-01-01T00:00:00Z"}\n'
+    ' ],\n'
+    ' "versions": ["1.0", "2.0", "3.0\u00e9"], "serial": 12.5e+3}\n'
+)  # fmt: skip
+TRICKY_HTML = (
+    '<!DOCTYPE html><html><head><base href="/simple/pkg/"><title>caf\u00e9 \U0001f600</title></head><body>\n'
+    '<!-- <a href="/c/pkg-9.whl"> --><script>var a = "<a href=/s/pkg-8.whl>";</script>\n'
+    '<a href="../../f/caf%C3%A9-1.0.tar.gz#sha256=AB"\n'
+    ' data-requires-python="&gt;=3.8">caf\u00e9-1.0.tar.gz</a>\n'
+    "<a href='/f/pkg-2.0.zip' data-yanked data-core-metadata=\"sha256=EF\">\u20ac</a>\n"
+    "<A HREF=/f/pkg-3.0.tar.gz>x</A></body></html>\n"
+)
+
+
+def chunks(body: bytes, size: int) -> Iterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (TRICKY_JSON.encode(), JSON),
+        (TRICKY_JSON.encode("utf-8-sig"), JSON),
+        (TRICKY_JSON.encode("utf-16"), JSON),
+        (TRICKY_HTML.encode(), "text/html"),
+    ],
+    ids=["json", "json-bom", "json-utf16", "html"],
+)
+def test_a_page_in_pieces_parses_as_the_whole(body: bytes, content_type: str) -> None:
+    whole = parse_project_page("pkg", body, content_type, BASE)
+    assert len(whole.files) in (2, 3)
+    for size in (1, 2, 3, 5, 7, 11, 64, 4096):
+        assert parse_project_stream("pkg", chunks(body, size), content_type, BASE) == whole, size
+    # every cut in two, so that one falls inside each string, escape and multi-byte character
+    for cut in range(len(body) + 1):
+        pieces = iter([body[:cut], b"", body[cut:]])
+        assert parse_project_stream("pkg", pieces, content_type, BASE) == whole, cut
+
+
+def test_a_pages_errors_do_not_depend_on_its_pieces() -> None:
+    good = TRICKY_JSON.encode()
+    bodies = [
+        b"",
+        b"{not json",
+        b'{"files": 3}',
+        b'{"files": [], "files": [{"url": "x"}]}',
+        b'{"files": [{"url": "x"}, 1], "versions": {}}',
+        b'{"files": [1e5, 01]}',
+        b'{"files": [], "versions": 3}',
+        b'{"files": []}\n\n  x',
+        b"[" * 50_000,
+        b'{"files": ' + b"[" * 50_000,
+        good.replace(b'"size": 1234', b'"size": 12.'),
+        good.replace(b"\xc3\xa9", b"\xc3", 1),  # a UTF-8 character cut short
+        good.replace(b'"yanked": false', b'"yanked": false,'),
+        # bytes that do not decode are the error, wherever they are: a whole decode comes first
+        b'{"files": 1 2, "x": "\xff"}',
+        b'{"files": [{"filename": 3,, "url": "x"}], "y": "\xff"}',
+        good.replace(b"AB12", b"AB12\xff"),
+    ]
+    for body in bodies:
+        with pytest.raises(UpstreamError, match="upstream") as whole:
+            parse_project_page("pkg", body, JSON, BASE)
+        for size in (1, 3, 7, 4096):
+            with pytest.raises(UpstreamError) as streamed:
+                parse_project_stream("pkg", chunks(body, size), JSON, BASE)
+            assert str(streamed.value) == str(whole.value), (body[:40], size)
+
+
+def test_a_json_page_cut_short_anywhere_is_an_upstream_error() -> None:
+    body = TRICKY_JSON.encode()
+    for cut in range(len(body.rstrip())):
+        with pytest.raises(UpstreamError, match="not valid PEP 691 JSON"):
+            parse_project_stream("pkg", chunks(body[:cut], 7), JSON, BASE)
+
+
+def large_page(files: int) -> bytes:
+    entries = []
+    for i in range(files):
+        digest = hashlib.sha256(str(i).encode()).hexdigest()
+        filename = f"pkg-{i // 50}.{i % 50}-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+        entries.append(
+            {
+                "filename": filename,
+                "url": f"https://files.example.com/packages/{digest[:2]}/{digest[2:4]}/{digest[4:]}/{filename}",
+                "hashes": {"sha256": digest},
+                "requires-python": ">=3.8",
+                "core-metadata": {"sha256": digest[::-1]},
+                "size": 1_000_000 + i,
+                "upload-time": "2024-09-17T19:13:57.254153Z",
+                "yanked": False,
+            }
+        )
+    return json.dumps({"meta": {"api-version": "1.1"}, "name": "pkg", "files": entries}).encode()
+
+
+def test_a_large_page_is_never_held_whole() -> None:
+    body = large_page(5_000)
+    assert len(body) > 2_000_000
+    gc.collect()
+    tracemalloc.start()
+    try:
+        page = parse_project_stream("pkg", chunks(body, 64 * 1024), JSON, BASE)
+        model, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(page.files) == 5_000
+    # beyond the model: a chunk, its text and an entry; the body whole, as bytes or text, is far more
+    assert peak - model < len(body) // 8, (peak, model, len(body))
