@@ -9,7 +9,8 @@ serves it straight from its rendered file, and one that dropped the page's model
 does not make it again to answer a warm request.
 
 A rendered file starts with one line -- format, token, the state's check time (for the TTL), the
-ETag and the length of the body -- followed by the bytes as served. Files are replaced atomically;
+ETag and the length of the body, padded with spaces when it was written before the body was
+known -- followed by the bytes as served. Files are replaced atomically;
 a damaged, cut short or foreign one is a miss. When the token cannot be trusted (the files folder
 changed within the last second, so a second change may hide in the same clock tick) nothing is
 read or saved.
@@ -17,9 +18,13 @@ read or saved.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
+import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from io import FileIO
 from pathlib import Path
@@ -35,6 +40,17 @@ logger = logging.getLogger(__name__)
 #: the format, and the release that rendered: another release may render differently
 _MAGIC = f"nestegg-page-1/{__version__}".encode()
 _MAX_HEADER = 512
+#: the room a page written a piece at a time keeps for its header, filled in once the body is known
+_HEADER_ROOM = 256
+
+
+def etag(body: bytes) -> str:
+    """The strong ETag of a page's bytes."""
+    return _etag(hashlib.sha256(body))
+
+
+def _etag(digest: hashlib._Hash) -> str:
+    return '"' + digest.hexdigest()[:32] + '"'
 
 
 def disk_token(state_file: str | Path, files_folder: str | Path) -> str | None:
@@ -62,6 +78,7 @@ class PageFile:
     size: int
     etag: str
     checked: float
+    token: str
 
     def close(self) -> None:
         self.handle.close()
@@ -103,15 +120,60 @@ class RenderedPages:
         if found != token:
             handle.close()
             return None
-        return PageFile(handle=handle, size=size, etag=etag, checked=checked)
+        return PageFile(handle=handle, size=size, etag=etag, checked=checked, token=token)
 
     def save(
         self, name: NormalizedName, kind: str, *, token: str, checked: float, etag: str, body: bytes
-    ) -> None:
-        """Keep ``body`` as the page rendered from ``token``; a failure only costs a later render."""
-        fields = (_MAGIC, token.encode(), repr(checked).encode(), etag.encode(), b"%d" % len(body))
-        header = b" ".join(fields) + b"\n"
+    ) -> bool:
+        """Keep ``body`` as the page rendered from ``token``; a failure (False) only costs a later
+        render."""
+        header = _header(token, checked, etag, len(body))
         try:
             write_atomic(self.path(name, kind), (header, body))
         except OSError as exc:
             logger.warning("cannot keep the rendered page of %r: %s", name, exc)
+            return False
+        return True
+
+    def write(
+        self, name: NormalizedName, kind: str, *, token: str, checked: float, pieces: Iterable[bytes]
+    ) -> PageFile | None:
+        """Keep the page of ``pieces`` as rendered from ``token``, written as they come (a large
+        page is never whole in memory), and open it; None when it could not be written.
+        """
+        path = self.path(name, kind)
+        digest, size = hashlib.sha256(), 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        except OSError as exc:
+            logger.warning("cannot keep the rendered page of %r: %s", name, exc)
+            return None
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(b" " * (_HEADER_ROOM - 1) + b"\n")
+                for piece in pieces:
+                    digest.update(piece)
+                    size += len(piece)
+                    handle.write(piece)
+                header = _header(token, checked, _etag(digest), size)
+                handle.seek(0)
+                handle.write(header[:-1].ljust(_HEADER_ROOM - 1) + b"\n")
+            if len(header) > _HEADER_ROOM:  # a token of another shape: never made by disk_token
+                raise OSError(f"header of {len(header)} bytes")
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            logger.warning("cannot keep the rendered page of %r: %s", name, exc)
+            return None
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return self.open(name, kind, token)
+
+
+def _header(token: str, checked: float, etag: str, size: int) -> bytes:
+    fields = (_MAGIC, token.encode(), repr(checked).encode(), etag.encode(), b"%d" % size)
+    return b" ".join(fields) + b"\n"

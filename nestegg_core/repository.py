@@ -13,7 +13,7 @@ import logging
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,9 @@ from .errors import IntegrityError, NotFound, UpstreamError
 from .metrics import Counters, CountingFetcher
 from .mirror import MirrorIndex
 from .models import DistFile, ProjectPage
-from .pagefiles import PageFile, RenderedPages, disk_token
+from .pagefiles import PageFile, RenderedPages, disk_token, etag
 from .private import PrivateStore
-from .simple import is_json, quote_filename, render_index, render_project
+from .simple import is_json, project_pieces, quote_filename, render_index, render_project
 from .store import CacheStore, write_atomic
 from .upkeep import SizeLimit, mark_used
 from .upstream import Fetcher, HttpFetcher, OfflineFetcher, mask_url
@@ -39,10 +39,13 @@ logger = logging.getLogger(__name__)
 
 #: bytes of rendered pages kept; a rendered page also lives no longer than its page in memory
 _RENDER_CACHE_BYTES = 4 * 1024 * 1024
-#: bytes of saved renderings held in memory: warm pages are answered without a read, and waitress
-#: sends bytes in memory faster than a file (a 5 MB page: 2.8 ms against 5 ms); a page over a
-#: quarter of it is sent from its file
-_WARM_BYTES = 32 * 1024 * 1024
+#: saved renderings of up to ``_WARM_PAGE`` bytes are held in memory, ``_WARM_BYTES`` in all: a
+#: small warm page is answered without opening its file. A larger one is sent from its file, a
+#: block at a time: read whole, sixteen threads sending the largest pages at once (as uv asks for
+#: them) held each page twice (read, and copied into waitress's buffer), and the process kept that
+#: memory afterwards
+_WARM_PAGE = 64 * 1024
+_WARM_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -154,10 +157,18 @@ class Repository:
             return Rendered(page, cached.body, cached.etag)
         shown = page if client is None else for_client(page, client)
         prefix = f"../../files/{quote(name)}/"
-        body = render_project(shown, content_type, lambda dist: prefix + quote_filename(dist.filename))
-        result = Rendered(page, body, _etag(body))
+
+        def url_for(dist: DistFile) -> str:
+            return prefix + quote_filename(dist.filename)
+
+        saved = self._write_rendered(name, kind, token, page, project_pieces(shown, content_type, url_for))
+        if saved is not None:
+            served = self._from_file(name, kind, saved)
+            if served is not None:
+                return Rendered(page, served.body, served.etag, served.file)
+        body = render_project(shown, content_type, url_for)
+        result = Rendered(page, body, etag(body))
         self._remember(key, _Cached(weakref.ref(page), body, result.etag))
-        self._keep(name, kind, token, page, result)
         return result
 
     def _read_rendered(self, name: NormalizedName, kind: str, token: str) -> Rendered | None:
@@ -174,8 +185,13 @@ class Repository:
         if not self.mirror.fresh(found.checked):
             found.close()  # the TTL has passed: the upstream is asked
             return None
-        if found.size > _WARM_BYTES // 4:
-            return Rendered(None, b"", found.etag, found)  # sent from the file, a block at a time
+        return self._from_file(name, kind, found)
+
+    def _from_file(self, name: NormalizedName, kind: str, found: PageFile) -> Rendered | None:
+        """A saved rendering as it is answered: a small one read and held, a larger one sent from
+        its file, a block at a time. None if the file was cut short meanwhile."""
+        if found.size > _WARM_PAGE:
+            return Rendered(None, b"", found.etag, found)
         try:
             body = found.handle.readall()
         finally:
@@ -185,16 +201,23 @@ class Repository:
         with self._render_lock:
             old = self._warm.pop((name, kind), None)
             self._warm_bytes += len(body) - (0 if old is None else len(old[3]))
-            self._warm[(name, kind)] = (token, found.checked, found.etag, body)
+            self._warm[(name, kind)] = (found.token, found.checked, found.etag, body)
             while self._warm_bytes > _WARM_BYTES:
                 _, dropped = self._warm.popitem(last=False)
                 self._warm_bytes -= len(dropped[3])
         return Rendered(None, body, found.etag)
 
-    def _keep(
-        self, name: NormalizedName, kind: str, token: str | None, page: ProjectPage, rendered: Rendered
-    ) -> None:
-        """Save a rendering of the mirror's page, if it is the page of what is on disk now.
+    def _write_rendered(
+        self,
+        name: NormalizedName,
+        kind: str,
+        token: str | None,
+        page: ProjectPage,
+        pieces: Iterable[bytes],
+    ) -> PageFile | None:
+        """Save the rendering of the mirror's page in ``pieces``, if it is the page of what is on
+        disk now, and open it; None when it is not (and ``pieces`` were not used), or could not be
+        saved.
 
         ``token`` is the disk's before the page was made; without one (the page was fetched just
         now) the page must be the mirror's of the state file as it is, and the disk must not change
@@ -203,8 +226,9 @@ class Repository:
         if token is None:
             token = self._disk_token(name)
         checked = self.mirror.checked(name, page) if token is not None else None
-        if checked is not None and token is not None and self._disk_token(name) == token:
-            self.pages.save(name, kind, token=token, checked=checked, etag=rendered.etag, body=rendered.body)
+        if checked is None or token is None or self._disk_token(name) != token:
+            return None
+        return self.pages.write(name, kind, token=token, checked=checked, pieces=pieces)
 
     def _disk_token(self, name: NormalizedName) -> str | None:
         """The token of the mirror's page of ``name`` on disk; None for private and merged names,
@@ -240,7 +264,7 @@ class Repository:
         names = set(self.store.project_names())
         names.update(self.private.names())
         body = render_index(sorted(filter(visible, names) if visible else names), content_type)
-        return Rendered(None, body, _etag(body))
+        return Rendered(None, body, etag(body))
 
     # files -------------------------------------------------------------------------------
 
@@ -339,7 +363,3 @@ def _kind(content_type: str, client: ClientProfile | None) -> str:
     if client is None:
         return kind
     return f"{kind}-{hashlib.sha256(repr(client).encode()).hexdigest()[:16]}"
-
-
-def _etag(body: bytes) -> str:
-    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from html import escape
 from typing import Any
 from urllib.parse import quote
@@ -101,9 +101,22 @@ def is_json(content_type: str) -> bool:
 
 
 def render_project(page: ProjectPage, content_type: str, url_for: UrlFor) -> bytes:
+    """The page as one body; :func:`project_pieces` for writing it out a piece at a time.
+
+    Written piece by piece into one buffer: the text of a page of 15,000 files is never held
+    twice (as a list of pieces and joined, or as a str and as bytes).
+    """
+    out = io.BytesIO()
+    for piece in project_pieces(page, content_type, url_for):
+        out.write(piece)
+    return out.getvalue()
+
+
+def project_pieces(page: ProjectPage, content_type: str, url_for: UrlFor) -> Iterator[bytes]:
+    """The bytes of the page in pieces, a file at a time; joined they are :func:`render_project`."""
     if is_json(content_type):
-        return render_project_json(page, url_for)
-    return render_project_html(page, url_for)
+        return _project_json(page, url_for)
+    return _project_html(page, url_for)
 
 
 def render_index(names: Iterable[str], content_type: str) -> bytes:
@@ -113,15 +126,14 @@ def render_index(names: Iterable[str], content_type: str) -> bytes:
 
 
 def render_project_json(page: ProjectPage, url_for: UrlFor) -> bytes:
-    """The PEP 691 page, as ``json.dumps`` of the document would write it (compact, ASCII).
+    """The PEP 691 page, as ``json.dumps`` of the document would write it (compact, ASCII)."""
+    return render_project(page, JSON_V1, url_for)
 
-    Written file by file into one buffer: a page of 15,000 files makes no dict per file, and its
-    text is never held twice (as a list of pieces and joined, or as a str and as bytes).
-    """
-    out = io.BytesIO()
-    write = out.write
-    write(b'{"meta":{"api-version":"' + API_VERSION.encode() + b'"},"name":')
-    write(_ascii(page.name) + b',"files":[')
+
+def _project_json(page: ProjectPage, url_for: UrlFor) -> Iterator[bytes]:
+    # no dict per file: for a page of 15,000 files that was most of the time
+    yield b'{"meta":{"api-version":"' + API_VERSION.encode() + b'"},"name":'
+    yield _ascii(page.name) + b',"files":['
     first = True
     for dist in page.files:
         # only sha256 is advertised: every client checks it, and weaker ones invite downgrade
@@ -145,9 +157,8 @@ def render_project_json(page: ProjectPage, url_for: UrlFor) -> bytes:
         if dist.core_metadata is not None:
             metadata = dist.core_metadata.get("sha256")
             entry += ',"core-metadata":' + ('{"sha256":' + _quote(metadata) + "}" if metadata else "true")
-        write((entry + "}").encode())
-    write(b'],"versions":' + json.dumps(list(page.versions), separators=(",", ":")).encode() + b"}")
-    return out.getvalue()
+        yield (entry + "}").encode()
+    yield b'],"versions":' + json.dumps(list(page.versions), separators=(",", ":")).encode() + b"}"
 
 
 def _ascii(text: str) -> bytes:
@@ -155,8 +166,11 @@ def _ascii(text: str) -> bytes:
 
 
 def render_project_html(page: ProjectPage, url_for: UrlFor) -> bytes:
+    return render_project(page, HTML_V1, url_for)
+
+
+def _project_html(page: ProjectPage, url_for: UrlFor) -> Iterator[bytes]:
     name = escape(page.name)
-    out = io.BytesIO()
     head = [
         "<!DOCTYPE html>",
         "<html>",
@@ -167,7 +181,7 @@ def render_project_html(page: ProjectPage, url_for: UrlFor) -> bytes:
         "<body>",
         f"<h1>Links for {name}</h1>",
     ]
-    out.write("\n".join(head).encode())
+    yield "\n".join(head).encode()
     for dist in page.files:
         href = url_for(dist)
         sha256 = dist.sha256
@@ -182,9 +196,8 @@ def render_project_html(page: ProjectPage, url_for: UrlFor) -> bytes:
             value = _metadata_attribute(dist.core_metadata)
             # the old attribute too, for pip releases that predate PEP 714's rename
             line += f' data-core-metadata="{value}" data-dist-info-metadata="{value}"'
-        out.write(f"{line}>{escape(dist.filename)}</a><br>".encode())
-    out.write(b"\n</body>\n</html>\n")
-    return out.getvalue()
+        yield f"{line}>{escape(dist.filename)}</a><br>".encode()
+    yield b"\n</body>\n</html>\n"
 
 
 def render_index_json(names: Iterable[str]) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,68 @@ def test_open_only_what_was_saved_for_the_token(tmp_path: Path, token: str) -> N
     found.close()
 
 
+@pytest.mark.parametrize("pieces", [[], [b"{}"], [b"{", b"", b'"a":', b"1}"], [b"x" * 70_000] * 3])
+def test_a_page_written_in_pieces_reads_back_whole(tmp_path: Path, pieces: list[bytes]) -> None:
+    pages, stamp = RenderedPages(tmp_path / "rendered"), "a.b.c.d"
+    written = pages.write(NAME, "json", token=stamp, checked=12.5, pieces=iter(pieces))
+    whole = b"".join(pieces)
+    assert written is not None
+    assert (written.size, written.etag, written.token, written.handle.readall()) == (
+        len(whole),
+        pagefiles.etag(whole),
+        stamp,
+        whole,
+    )
+    written.close()
+    again = pages.open(NAME, "json", stamp)
+    assert again is not None
+    assert (again.etag, again.checked, again.handle.readall()) == (pagefiles.etag(whole), 12.5, whole)
+    again.close()
+    assert os.listdir(tmp_path / "rendered") == ["demo.json"]  # no temporary file left
+
+
+def test_a_page_that_cannot_be_written_is_no_file_and_leaves_nothing(tmp_path: Path) -> None:
+    pages, stamp = RenderedPages(tmp_path / "rendered"), "a.b.c.d"
+    pages.path(NAME, "json").mkdir(parents=True)  # the rename onto it fails
+
+    def pieces() -> Iterator[bytes]:
+        yield b"{"
+        yield b"}"
+
+    assert pages.write(NAME, "json", token=stamp, checked=1.0, pieces=pieces()) is None
+    assert os.listdir(tmp_path / "rendered") == ["demo.json"]
+    with pytest.raises(KeyboardInterrupt):  # an interruption is not swallowed, and cleans up too
+        pages.write(NAME, "json", token=stamp, checked=1.0, pieces=_interrupted())
+    assert os.listdir(tmp_path / "rendered") == ["demo.json"]
+
+
+def _interrupted() -> Iterator[bytes]:
+    yield b"{"
+    raise KeyboardInterrupt
+
+
+@pytest.mark.usefixtures("published")
+def test_a_large_page_is_rendered_into_its_file_and_sent_from_it(
+    tmp_path: Path, upstream: PrivateIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(repository_module, "_WARM_PAGE", 10)
+    repo = repository(tmp_path, upstream)
+    page = repo.project(NAME)  # fetched first: the upstream renders its own pages in this process
+    joined: list[ProjectPage] = []
+
+    def counted(page: ProjectPage, content_type: str, url_for: UrlFor) -> bytes:
+        joined.append(page)
+        return render_project(page, content_type, url_for)
+
+    monkeypatch.setattr(repository_module, "render_project", counted)
+    cold = repo.rendered(NAME, JSON_V1)
+    assert cold.file is not None
+    assert joined == []  # never made whole
+    expected = render_project(page, JSON_V1, lambda d: f"../../files/demo/{d.filename}")
+    assert body(cold) == expected
+    assert cold.etag == pagefiles.etag(expected)
+
+
 @pytest.mark.usefixtures("published")
 def test_served_over_http_with_etag_and_head(
     make_mirror: MirrorFactory, http: requests.Session, tmp_path: Path, upstream: PrivateIndex
@@ -215,17 +278,18 @@ def test_large_renderings_are_sent_from_their_file_small_ones_held(
     tmp_path: Path, upstream: PrivateIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = repository(tmp_path, upstream).rendered(NAME, JSON_V1)
+    first_body = body(first)
     later = repository(tmp_path, upstream)
-    monkeypatch.setattr(repository_module, "_WARM_BYTES", 4 * len(first.body) - 4)
+    monkeypatch.setattr(repository_module, "_WARM_PAGE", len(first_body) - 1)
     sent = later.rendered(NAME, JSON_V1)
     assert sent.file is not None
-    assert body(sent) == first.body
-    monkeypatch.setattr(repository_module, "_WARM_BYTES", 4 * len(first.body))
+    assert body(sent) == first_body
+    monkeypatch.setattr(repository_module, "_WARM_PAGE", len(first_body))
     held = later.rendered(NAME, JSON_V1)
-    assert (held.file, held.body) == (None, first.body)
+    assert (held.file, held.body) == (None, first_body)
     no_state_reads(later, monkeypatch)
     monkeypatch.setattr(later.pages, "open", lambda *_: pytest.fail("read again"))
-    assert later.rendered(NAME, JSON_V1).body == first.body  # from memory now
+    assert later.rendered(NAME, JSON_V1).body == first_body  # from memory now
 
 
 class _Upstream:
