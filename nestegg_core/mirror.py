@@ -111,13 +111,18 @@ class MirrorIndex:
         caught up, one made while the upstream failed or said 404, or one that another process's
         state file or cached file has overtaken."""
         entry = self._entries.get(name)
-        if entry is None or entry.page is not page or entry.state is None or not entry.reloadable:
+        if entry is None:
             return None
-        if entry.mtime is None or entry.mtime != self.store.page_stamp(name):
+        # read once: another thread may evict the entry (and load it again) meanwhile, without
+        # this one's lock; the page read again last says the rest belongs to it
+        state, mtime, files_stamp = entry.state, entry.mtime, entry.files_stamp
+        if entry.page is not page or not entry.reloadable or state is None:
             return None
-        if entry.files_stamp is None or entry.files_stamp != self._files_stamp(name):
+        if mtime is None or mtime != self.store.page_stamp(name):
             return None
-        return entry.state.checked
+        if files_stamp is None or files_stamp != self._files_stamp(name):
+            return None
+        return state.checked if entry.page is page else None
 
     def file(self, name: NormalizedName, filename: str) -> DistFile:
         """The description of one file, from the page or, for a file upstream dropped, its record."""

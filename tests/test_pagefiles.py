@@ -256,6 +256,27 @@ def test_a_large_page_is_rendered_into_its_file_and_sent_from_it(
 
 
 @pytest.mark.usefixtures("published")
+def test_a_page_dropped_from_memory_while_it_is_checked_is_not_kept(
+    tmp_path: Path, upstream: PrivateIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 32 clients asking for cold pages at once: another thread's page evicted this one midway
+    repo = repository(tmp_path, upstream)
+    page = repo.project(NAME)
+    files_stamp = repo.mirror._files_stamp
+
+    def evicted_meanwhile(name: NormalizedName) -> int | None:
+        repo.mirror._evict(name)
+        return files_stamp(name)
+
+    monkeypatch.setattr(repo.mirror, "_files_stamp", evicted_meanwhile)
+    assert repo.mirror.checked(NAME, page) is None
+    monkeypatch.undo()
+    assert body(repo.rendered(NAME, JSON_V1)) == render_project(
+        repo.project(NAME), JSON_V1, lambda d: f"../../files/demo/{d.filename}"
+    )
+
+
+@pytest.mark.usefixtures("published")
 def test_served_over_http_with_etag_and_head(
     make_mirror: MirrorFactory, http: requests.Session, tmp_path: Path, upstream: PrivateIndex
 ) -> None:
