@@ -23,6 +23,8 @@ ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+ht
 CHUNK = 256 * 1024
 #: the pieces in which a project page is read and parsed
 PAGE_CHUNK = 64 * 1024
+#: the most of an answer without a page (an error page) read to keep its connection
+_DRAIN_LIMIT = 1024 * 1024
 #: what reading an answer's body can raise (requests wraps most of urllib3's)
 _READ_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 
@@ -195,10 +197,14 @@ class HttpFetcher:
 
     def _drain(self, url: str, response: requests.Response) -> None:
         """Reads the body of an answer without a page: a connection read to the end goes back to
-        the pool (closed half-read, the next request would pay for a new one)."""
+        the pool (closed half-read, the next request would pay for a new one). Past
+        ``_DRAIN_LIMIT`` the connection is closed instead: an error page is not worth megabytes."""
         try:
-            for _ in response.iter_content(CHUNK):
-                pass
+            read = 0
+            for piece in response.iter_content(CHUNK):
+                read += len(piece)
+                if read > _DRAIN_LIMIT:
+                    break
         except _READ_ERRORS as exc:
             raise self._failure(url, exc) from None
 

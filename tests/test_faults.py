@@ -19,7 +19,7 @@ import requests
 
 from nestegg_core import Mirror
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
-from nestegg_core.errors import UpstreamError, UpstreamTimeout
+from nestegg_core.errors import NotFound, UpstreamError, UpstreamTimeout
 from nestegg_core.pytest_plugin import PrivateIndex
 from nestegg_core.upstream import Fetched, HttpFetcher
 
@@ -355,3 +355,12 @@ def test_the_fetcher_parses_a_page_as_it_arrives_and_a_broken_one_fails_as_a_who
             fetcher.project("stall", etag=None, last_modified=None)
         assert "secret" not in str(stall.value)
         assert fetcher.project("same", etag='"e0"', last_modified=None) == Fetched(page=None, etag='"e0"')
+
+
+def test_an_error_page_is_read_to_keep_its_connection_but_not_past_a_megabyte() -> None:
+    # 2 MiB of a 404 page, then silence: read on, the fetcher would wait for the timeout
+    page = Answer(status=404, body=b"x" * (8 << 20), stall_after=2 << 20)
+    with RawUpstream(lambda _method, _path: page) as server:
+        fetcher = HttpFetcher(server.index_url, timeout=TIMEOUT)
+        with pytest.raises(NotFound, match="not on the upstream index"):
+            fetcher.project("pkg", etag=None, last_modified=None)
