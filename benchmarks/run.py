@@ -540,18 +540,22 @@ strace and tracemalloc):
   pages, 34 PEP 658 metadata files, 34 wheels) through pip's requests stack, about 3 ms of pip's
   CPU each, and the ~7,000 remaining links (every sdist and every compatible wheel of every
   version: the server cannot know the pins), against a directory listing of 34 files.
-- *Cold downloads, plain nestegg.* The same pip floor as direct, plus the server's work on the
-  critical path: fetching, parsing and storing each upstream page before the first byte of its
-  answer (the 15,000-file pydantic-core page alone is ~80 ms of parsing). With
+- *Cold downloads, plain nestegg.* The same pip floor as direct, plus pip's ``urljoin`` of the
+  relative file URLs (above), plus the server's work on the critical path: each upstream page is
+  parsed as it arrives, but its state and its rendering are written before the answer starts
+  (the 15,000-file pydantic-core page: ~0.25 s from request to answer). With
   ``compatible_only`` pip's share shrinks more than the server adds, hence below 1x direct.
-- *Peak RSS.* About 40 MB is the interpreter with its imports before any request (``requests``
-  and ``ssl`` alone ~16 MB). On that, the largest page being processed (pydantic-core: ~7 MB of
-  upstream JSON text, its ~10 MB model, ~5 MB rendered) sets the pip workload's peak near 80 MB;
-  page throughput at 8 clients adds the renderings held in memory (up to 32 MiB, which is what
-  keeps a 5 MB page at 2-3 ms: served from a file, or with malloc handing memory back after
-  each, it took 4-7 ms and cut throughput by a third) and waitress's copy of each large page per
-  connection. Under 60 MB would need a streaming parse of upstream pages and leaner imports.
-- *Start-up* is the interpreter and the imports (~140 ms of the CLI's start); devpi-server is
+- *Peak RSS.* About 38 MB is the interpreter with its imports before any request (``requests``,
+  ``urllib3`` and ``ssl`` alone ~16 MB). No page is whole in memory as bytes or text any more:
+  upstream pages are parsed as they arrive, rendered into their file a piece at a time and sent
+  from it; only pages up to 64 KiB are held in memory (4 MiB in all). What remains on top is the
+  model of the largest page being processed (pydantic-core, 15,000 files: ~11 MB) and the models
+  kept for the next requests (5,000 files), and, per connection sending a large page, waitress's
+  read of a socket send buffer (4 MiB on loopback) which malloc keeps for reuse: smaller reads,
+  or memory handed back after each, took the p99 of warm pages at 8 clients from 11-13 ms to
+  17-24 ms. Under 60 MB would need page models that are not whole in memory either (read from
+  the state file per request) and fewer imports.
+- *Start-up* is the interpreter and the imports (~150 ms of the CLI's start); devpi-server is
   compared with its argon2 key derivation made cheap, which by default dominates its start.
 - *tox*: the time is mostly creating environments and unpacking wheels, which the plugin does not
   change; with pip, ``compatible_only`` changes little here because installing dominates.
