@@ -490,10 +490,11 @@ def _git_revision() -> str:
 
 
 METHOD = f"""\
-- **Servers.** nestegg runs as its CLI (``python -m nestegg_core -q ... serve``), and again with
+- **Servers.** Each is installed into a virtualenv of its own (nestegg from this checkout, the peers
+  from the index). nestegg runs as its CLI (``python -m nestegg_core -q ... serve``), and again with
   ``--compatible-only`` for the pip and uv workloads (its own column; the synthetic workloads send
-  no pip User-Agent, so they would measure the plain nestegg twice); devpi-server with
-  ``devpi-init --no-root-pypi`` done beforehand and its mirror indexes created then with
+  no pip User-Agent, so they would measure the plain nestegg twice); devpi-server with ``devpi-init
+  --no-root-pypi`` done beforehand and its mirror indexes created then with
   ``mirror_no_project_list`` (its fastest start: start-up counts only ``devpi-server`` itself),
   logging at WARNING; proxpi under gunicorn with one worker (its cache is per process) and 16
   threads, logging at WARNING. Each starts with an empty cache on 127.0.0.1, twice a round: once

@@ -28,6 +28,8 @@ import requests
 
 from nestegg_core.testing import find_uv, installer_env, venv_python
 
+ROOT = Path(__file__).resolve().parents[1]
+
 _started: list[Process] = []
 
 
@@ -191,8 +193,8 @@ class Server(ABC):
         self.work.mkdir(parents=True, exist_ok=True)
         self.version = "?"
 
-    def install(self, index_url: str) -> None:  # noqa: B027 - nestegg needs no install
-        """Install into a virtualenv of our own (peers only)."""
+    def install(self, index_url: str) -> None:  # noqa: B027 - not every kind needs one
+        """Install into a virtualenv of our own."""
 
     def prepare(self, upstreams: Mapping[str, str]) -> None:  # noqa: B027 - only devpi needs it
         """One-time set-up not counted in start-up (devpi's init): ``upstreams`` by role."""
@@ -258,10 +260,16 @@ class Nestegg(Server):
         from nestegg_core import __version__  # noqa: PLC0415
 
         self.version = __version__
+        self.python = Path(sys.executable)
+
+    def install(self, index_url: str) -> None:
+        # from this checkout into a virtualenv of its own, as the peers are: not this interpreter,
+        # whose editable install adds its import hook to every start (12 ms here)
+        self.python = venv_python(self._venv(index_url, [str(ROOT)]))
 
     def command(self, port: int, cache: Path, upstream: str, role: str) -> tuple[list[str], dict[str, str]]:  # noqa: ARG002
         command = [
-            sys.executable,
+            str(self.python),
             "-m",
             "nestegg_core",
             "-q",
