@@ -237,7 +237,10 @@ class Server(ABC):
             else:
                 _run([sys.executable, "-m", "venv", str(venv)], env)
         if uv is not None:
-            _run([uv, "pip", "install", "--quiet", "--python", str(python), *packages], env)
+            # compiled as pip compiles at install: without it, a machine that sets
+            # PYTHONDONTWRITEBYTECODE (this one does) compiles every module at every start
+            install = [uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", str(python)]
+            _run([*install, *packages], env)
         else:
             _run([str(python), "-m", "pip", "install", "--quiet", *packages], env)
         return venv
