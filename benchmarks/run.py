@@ -556,8 +556,14 @@ strace and tracemalloc):
   or memory handed back after each, took the p99 of warm pages at 8 clients from 11-13 ms to
   17-24 ms. Under 60 MB would need page models that are not whole in memory either (read from
   the state file per request) and fewer imports.
-- *Start-up* is the interpreter and the imports (~150 ms of the CLI's start); devpi-server is
-  compared with its argon2 key derivation made cheap, which by default dominates its start.
+- *Start-up, CLI vs devpi-server.* Every server's virtualenv is compiled at install; runs
+  before that left the peers' modules uncompiled on this machine (it sets
+  PYTHONDONTWRITEBYTECODE), and devpi-server then took over 1.3 s, twice its time here. nestegg's
+  CLI start is the interpreter (~20 ms), its imports (~180 ms: requests and urllib3 with ssl ~70
+  ms, PyYAML, filelock and platformdirs ~25 ms) and the first page fetched from the upstream. 6x
+  devpi-server would need about 0.1 s: an upstream client on ``http.client`` alone and imports
+  deferred until used. devpi-server is compared with its argon2 key derivation made cheap, which
+  by default dominates its start.
 - *tox*: the time is mostly creating environments and unpacking wheels, which the plugin does not
   change; with pip, ``compatible_only`` changes little here because installing dominates.
 - Load from other work on this machine (see the load average above) widens every spread; the
