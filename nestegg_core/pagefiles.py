@@ -33,7 +33,6 @@ from packaging.utils import NormalizedName
 
 from . import store as _store
 from ._version import __version__
-from .store import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -121,19 +120,6 @@ class RenderedPages:
             handle.close()
             return None
         return PageFile(handle=handle, size=size, etag=etag, checked=checked, token=token)
-
-    def save(
-        self, name: NormalizedName, kind: str, *, token: str, checked: float, etag: str, body: bytes
-    ) -> bool:
-        """Keep ``body`` as the page rendered from ``token``; a failure (False) only costs a later
-        render."""
-        header = _header(token, checked, etag, len(body))
-        try:
-            write_atomic(self.path(name, kind), (header, body))
-        except OSError as exc:
-            logger.warning("cannot keep the rendered page of %r: %s", name, exc)
-            return False
-        return True
 
     def write(
         self, name: NormalizedName, kind: str, *, token: str, checked: float, pieces: Iterable[bytes]
