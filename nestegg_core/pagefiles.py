@@ -18,11 +18,9 @@ read or saved.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from packaging.utils import NormalizedName
 
 from . import store as _store
 from ._version import __version__
+from .store import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -127,36 +126,22 @@ class RenderedPages:
         """Keep the page of ``pieces`` as rendered from ``token``, written as they come (a large
         page is never whole in memory), and open it; None when it could not be written.
         """
-        path = self.path(name, kind)
         digest, size = hashlib.sha256(), 0
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        except OSError as exc:
-            logger.warning("cannot keep the rendered page of %r: %s", name, exc)
-            return None
-        try:
-            with os.fdopen(fd, "wb") as handle:
+            with atomic_file(self.path(name, kind)) as handle:
                 handle.write(b" " * (_HEADER_ROOM - 1) + b"\n")
                 for piece in pieces:
                     digest.update(piece)
                     size += len(piece)
                     handle.write(piece)
                 header = _header(token, checked, _etag(digest), size)
+                if len(header) > _HEADER_ROOM:  # a token of another shape: never made by disk_token
+                    raise OSError(f"header of {len(header)} bytes")
                 handle.seek(0)
                 handle.write(header[:-1].ljust(_HEADER_ROOM - 1) + b"\n")
-            if len(header) > _HEADER_ROOM:  # a token of another shape: never made by disk_token
-                raise OSError(f"header of {len(header)} bytes")
-            os.replace(tmp, path)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             logger.warning("cannot keep the rendered page of %r: %s", name, exc)
             return None
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
         return self.open(name, kind, token)
 
 

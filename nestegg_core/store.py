@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from filelock import FileLock
@@ -63,29 +63,39 @@ def check_name(name: str) -> NormalizedName:
     return NormalizedName(name)
 
 
-def write_atomic(path: Path, data: bytes | Iterable[bytes], *, durable: bool = False) -> os.stat_result:
-    """Write ``data`` (bytes, or pieces of them) to ``path`` through a temporary file and a rename.
-
-    Returns the written file's status (inode, size, mtime), which the rename keeps.
+@contextlib.contextmanager
+def atomic_file(path: Path, *, durable: bool = False) -> Iterator[BinaryIO]:
+    """A new file that replaces ``path`` when the block ends without an error, through a
+    temporary file and a rename; on any error the temporary file goes and ``path`` stays as it was.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            if isinstance(data, bytes):
-                handle.write(data)
-            else:
-                handle.writelines(data)
+            yield handle
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
-            written = os.fstat(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return written
+
+
+def write_atomic(path: Path, data: bytes | Iterable[bytes], *, durable: bool = False) -> os.stat_result:
+    """Write ``data`` (bytes, or pieces of them) to ``path`` through a temporary file and a rename.
+
+    Returns the written file's status (inode, size, mtime), which the rename keeps.
+    """
+    with atomic_file(path, durable=durable) as handle:
+        if isinstance(data, bytes):
+            handle.write(data)
+        else:
+            handle.writelines(data)
+        handle.flush()
+        # the rename on the way out keeps it
+        return os.fstat(handle.fileno())
 
 
 def copy_atomic(source: Path, target: Path, *, move: bool = False) -> None:
