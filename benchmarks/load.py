@@ -40,7 +40,7 @@ class Response:
 
 
 class Connection:
-    """One keep-alive connection to ``http://host:port``."""
+    """One keep-alive connection to an HTTP server (``http://127.0.0.1:PORT``)."""
 
     def __init__(self, url: str, timeout: float = 60.0) -> None:
         parts = urlsplit(url)

@@ -376,11 +376,14 @@ def test_check_outputs(dist_file: str | None, produced: list[str], error: str | 
 @pytest.mark.parametrize(
     ("text", "masked"),
     [
-        ("git clone https://user:token@host/repo.git x", "git clone https://user:***@host/repo.git x"),
+        (
+            "git clone https://user:token@git.example.com/repo.git x",
+            "git clone https://user:***@git.example.com/repo.git x",
+        ),
         ("no urls here", "no urls here"),
         (
-            "fetch https://TOKEN@host/r and 'http://u:p@h/x'",
-            "fetch https://***@host/r and 'http://u:***@h/x'",
+            "fetch https://TOKEN@example.com/r and 'http://u:p@example.org/x'",
+            "fetch https://***@example.com/r and 'http://u:***@example.org/x'",
         ),
     ],
 )
@@ -433,10 +436,12 @@ def test_build_env_points_at_the_mirror_only(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("PIP_FIND_LINKS", "/somewhere")
     monkeypatch.setenv("UV_EXTRA_INDEX_URL", "http://127.0.0.1:9/simple/")
     store = PrivateStore(tmp_path / "private")
-    builder = SourceBuilder(Config(nestegg_dir=tmp_path), store, index_url=lambda: "http://h:1/simple/")
+    builder = SourceBuilder(
+        Config(nestegg_dir=tmp_path), store, index_url=lambda: "http://127.0.0.1:1/simple/"
+    )
     env = builder.build_env()
-    assert env["PIP_INDEX_URL"] == env["UV_DEFAULT_INDEX"] == "http://h:1/simple/"
+    assert env["PIP_INDEX_URL"] == env["UV_DEFAULT_INDEX"] == "http://127.0.0.1:1/simple/"
     assert "PIP_FIND_LINKS" not in env
     assert "UV_EXTRA_INDEX_URL" not in env
     assert env["PIP_CONFIG_FILE"] == os.devnull
-    assert env["NO_PROXY"].split(",")[0] == "h"
+    assert env["NO_PROXY"].split(",")[0] == "127.0.0.1"

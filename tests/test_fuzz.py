@@ -79,7 +79,7 @@ URL_TEXT = st.one_of(
     st.text(max_size=40),
     st.sampled_from(
         ["http://[x/a.whl", "//[::1", "../../f/a-1.0.tar.gz", "a.whl#sha256=zz", "file:///etc/passwd",
-         "http://h/%00.whl", "..", ".", "/", "?q=1", "#", "javascript:alert(1)", "http://h:99999/a.whl"]
+         "http://example.com/%00.whl", "..", ".", "/", "?q=1", "#", "javascript:alert(1)", "http://example.com:99999/a.whl"]
     ),
 )  # fmt: skip
 FILE_ENTRIES = st.fixed_dictionaries(
