@@ -24,7 +24,7 @@ from .errors import BuildError, NesteggError, NotFound
 from .models import is_normalized, is_valid_name
 from .pagefiles import PageFile
 from .repository import Repository
-from .simple import negotiate
+from .simple import accepts_gzip, negotiate
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("nestegg_core.access")
@@ -165,16 +165,20 @@ class NesteggApp:
         content_type = negotiate(environ.get("HTTP_ACCEPT"))
         if content_type is None:
             return self._error(environ, start_response, 406, _NOT_ACCEPTABLE)
-        vary, client = "Accept", None
+        vary, client = "Accept, Accept-Encoding", None
         if self.repository.config.compatible_only:
-            vary, client = "Accept, User-Agent", profile_from_user_agent(environ.get("HTTP_USER_AGENT"))
-        rendered = self.repository.rendered(name, content_type, client)
-        if rendered.file is None:
-            return self._page(environ, start_response, content_type, rendered.body, rendered.etag, vary=vary)
+            vary += ", User-Agent"
+            client = profile_from_user_agent(environ.get("HTTP_USER_AGENT"))
+        gzip = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING"))
+        rendered = self.repository.rendered(name, content_type, client, gzip=gzip)
+        body = rendered.body if rendered.file is None else rendered.file
         try:
-            return self._page(environ, start_response, content_type, rendered.file, rendered.etag, vary=vary)
+            return self._page(
+                environ, start_response, content_type, body, rendered.etag, vary=vary, gzip=rendered.gzip
+            )
         except BaseException:
-            rendered.file.close()
+            if rendered.file is not None:
+                rendered.file.close()
             raise
 
     def _page(
@@ -186,13 +190,17 @@ class NesteggApp:
         etag: str,
         *,
         vary: str = "Accept",
+        gzip: bool = False,
     ) -> Iterable[bytes]:
-        """A page's answer; a body that is a rendered file is closed, or handed to the server."""
+        """A page's answer; a body that is a rendered file is closed, or handed to the server.
+        A ``gzip`` body is sent with that ``Content-Encoding``."""
         headers = [
             ("Vary", vary),
             ("ETag", etag),
             ("Cache-Control", PAGE_CACHE_CONTROL),
         ]
+        if gzip:
+            headers.append(("Content-Encoding", "gzip"))
         if _etag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
             if isinstance(body, PageFile):
                 body.close()

@@ -10,7 +10,9 @@ does not make it again to answer a warm request.
 
 A rendered file starts with one line -- format, token, the state's check time (for the TTL), the
 ETag and the length of the body, padded with spaces when it was written before the body was
-known -- followed by the bytes as served. Files are replaced atomically;
+known -- followed by the bytes as served. Beside each rendering lies its gzip encoding (``.gz``, a file of
+the same form, made in the same pass), for clients that accept it: the large pages of the index
+compress about five times. Files are replaced atomically;
 a damaged, cut short or foreign one is a miss. When the token cannot be trusted (the files folder
 changed within the last second, so a second change may hide in the same clock tick) nothing is
 read or saved.
@@ -22,10 +24,12 @@ import hashlib
 import logging
 import os
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from io import FileIO
 from pathlib import Path
+from typing import BinaryIO
 
 from packaging.utils import NormalizedName
 
@@ -40,6 +44,11 @@ _MAGIC = f"nestegg-page-1/{__version__}".encode()
 _MAX_HEADER = 512
 #: the room a page written a piece at a time keeps for its header, filled in once the body is known
 _HEADER_ROOM = 256
+#: zlib's fastest level: it runs while a cold page is answered, and level 6 makes files only an
+#: eighth smaller for twice the time (most of a page is sha256 digests, which do not compress)
+_GZIP_LEVEL = 1
+#: the suffix of a rendering's gzip encoding
+GZIP = ".gz"
 
 
 def etag(body: bytes) -> str:
@@ -49,6 +58,11 @@ def etag(body: bytes) -> str:
 
 def _etag(digest: hashlib._Hash) -> str:
     return '"' + digest.hexdigest()[:32] + '"'
+
+
+def compressor() -> zlib._Compress:
+    """A gzip encoder of rendered pages: the same bytes in, the same bytes out, in every process."""
+    return zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
 
 
 def disk_token(state_file: str | Path, files_folder: str | Path) -> str | None:
@@ -121,28 +135,59 @@ class RenderedPages:
         return PageFile(handle=handle, size=size, etag=etag, checked=checked, token=token)
 
     def write(
-        self, name: NormalizedName, kind: str, *, token: str, checked: float, pieces: Iterable[bytes]
+        self,
+        name: NormalizedName,
+        kind: str,
+        *,
+        token: str,
+        checked: float,
+        pieces: Iterable[bytes],
+        gzip: bool = False,
     ) -> PageFile | None:
-        """Keep the page of ``pieces`` as rendered from ``token``, written as they come (a large
-        page is never whole in memory), and open it; None when it could not be written.
+        """Keep the page of ``pieces`` as rendered from ``token``, and its gzip encoding, written
+        as they come (a large page is never whole in memory); open the one asked for (``gzip``).
+        None when they could not be written.
         """
-        digest, size = hashlib.sha256(), 0
+        packer = compressor()
         try:
-            with atomic_file(self.path(name, kind)) as handle:
-                handle.write(b" " * (_HEADER_ROOM - 1) + b"\n")
+            with (
+                atomic_file(self.path(name, kind)) as plain_file,
+                atomic_file(self.path(name, kind + GZIP)) as packed_file,
+            ):
+                plain, packed = _Body(plain_file), _Body(packed_file)
                 for piece in pieces:
-                    digest.update(piece)
-                    size += len(piece)
-                    handle.write(piece)
-                header = _header(token, checked, _etag(digest), size)
-                if len(header) > _HEADER_ROOM:  # a token of another shape: never made by disk_token
-                    raise OSError(f"header of {len(header)} bytes")
-                handle.seek(0)
-                handle.write(header[:-1].ljust(_HEADER_ROOM - 1) + b"\n")
+                    plain.add(piece)
+                    packed.add(packer.compress(piece))
+                packed.add(packer.flush())
+                plain.finish(token, checked)
+                packed.finish(token, checked)
         except OSError as exc:
             logger.warning("cannot keep the rendered page of %r: %s", name, exc)
             return None
-        return self.open(name, kind, token)
+        return self.open(name, kind + GZIP if gzip else kind, token)
+
+
+class _Body:
+    """A rendered file being written: room for the header, the body, then the header."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.handle = handle
+        handle.write(b" " * (_HEADER_ROOM - 1) + b"\n")
+
+    def add(self, data: bytes) -> None:
+        if data:
+            self.digest.update(data)
+            self.size += len(data)
+            self.handle.write(data)
+
+    def finish(self, token: str, checked: float) -> None:
+        header = _header(token, checked, _etag(self.digest), self.size)
+        if len(header) > _HEADER_ROOM:  # a token of another shape: never made by disk_token
+            raise OSError(f"header of {len(header)} bytes")
+        self.handle.seek(0)
+        self.handle.write(header[:-1].ljust(_HEADER_ROOM - 1) + b"\n")
 
 
 def _header(token: str, checked: float, etag: str, size: int) -> bytes:

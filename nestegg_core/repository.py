@@ -28,7 +28,7 @@ from .errors import IntegrityError, NotFound, UpstreamError
 from .metrics import Counters, CountingFetcher
 from .mirror import MirrorIndex
 from .models import DistFile, ProjectPage
-from .pagefiles import PageFile, RenderedPages, disk_token, etag
+from .pagefiles import GZIP, PageFile, RenderedPages, compressor, disk_token, etag
 from .private import PrivateStore
 from .simple import is_json, project_pieces, quote_filename, render_index, render_project
 from .store import CacheStore, write_atomic
@@ -52,13 +52,15 @@ _WARM_BYTES = 4 * 1024 * 1024
 class Rendered:
     """A page rendered for one content type, with its strong ETag.
 
-    The body is ``body``, or, for a page served from its rendered file, ``file``'s bytes.
+    The body is ``body``, or, for a page served from its rendered file, ``file``'s bytes; gzip
+    encoded if ``gzip``.
     """
 
     page: ProjectPage | None
     body: bytes
     etag: str
     file: PageFile | None = None
+    gzip: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ class Repository:
         #: the URL clients reach this index at, once known (``Mirror.bind`` sets it); source builds
         #: point their build environment at it
         self.index_url: str | None = None
-        self._rendered: OrderedDict[tuple[str, str, ClientProfile | None], _Cached] = OrderedDict()
+        #: renderings that have no file, by name, content type, client and encoding
+        self._rendered: OrderedDict[tuple[str, str, ClientProfile | None, bool], _Cached] = OrderedDict()
         self._rendered_bytes = 0
         #: saved renderings read back, by name and kind: (token, checked, ETag, body)
         self._warm: OrderedDict[tuple[str, str], tuple[str, float, str, bytes]] = OrderedDict()
@@ -138,36 +141,47 @@ class Repository:
         return self.mirror.page(name)
 
     def rendered(
-        self, name: NormalizedName, content_type: str, client: ClientProfile | None = None
+        self,
+        name: NormalizedName,
+        content_type: str,
+        client: ClientProfile | None = None,
+        *,
+        gzip: bool = False,
     ) -> Rendered:
         """The page of ``name`` as bytes of ``content_type``, rendered once per change.
 
-        With ``client``, only the files that may fit that installer are listed.
+        With ``client``, only the files that may fit that installer are listed. With ``gzip``, the
+        page comes gzip encoded when it has a rendering on disk (see ``Rendered.gzip``).
         """
         token = self._disk_token(name)
         kind = _kind(content_type, client)
+        wanted = kind + GZIP if gzip else kind
         if token is not None:
-            warm = self._read_rendered(name, kind, token)
+            warm = self._read_rendered(name, wanted, token)
             if warm is not None:
                 return warm
         page = self.project(name)
-        key = (name, content_type, client)
+        key = (name, content_type, client, gzip)
         cached = self._rendered.get(key)
         if cached is not None and cached.page() is page:
-            return Rendered(page, cached.body, cached.etag)
+            return Rendered(page, cached.body, cached.etag, gzip=gzip)
         shown = page if client is None else for_client(page, client)
         prefix = f"../../files/{quote(name)}/"
 
         def url_for(dist: DistFile) -> str:
             return prefix + quote_filename(dist.filename)
 
-        saved = self._write_rendered(name, kind, token, page, project_pieces(shown, content_type, url_for))
+        pieces = project_pieces(shown, content_type, url_for)
+        saved = self._write_rendered(name, kind, token, page, pieces, gzip=gzip)
         if saved is not None:
-            served = self._from_file(name, kind, saved)
+            served = self._from_file(name, wanted, saved)
             if served is not None:
-                return Rendered(page, served.body, served.etag, served.file)
+                return Rendered(page, served.body, served.etag, served.file, served.gzip)
         body = render_project(shown, content_type, url_for)
-        result = Rendered(page, body, etag(body))
+        if gzip:  # the same bytes as the rendering's file would hold: the same ETag in every process
+            packer = compressor()
+            body = packer.compress(body) + packer.flush()
+        result = Rendered(page, body, etag(body), gzip=gzip)
         self._remember(key, _Cached(weakref.ref(page), body, result.etag))
         return result
 
@@ -178,7 +192,7 @@ class Repository:
             with self._render_lock:
                 if (name, kind) in self._warm:
                     self._warm.move_to_end((name, kind))
-            return Rendered(None, held[3], held[2])
+            return Rendered(None, held[3], held[2], gzip=kind.endswith(GZIP))
         found = self.pages.open(name, kind, token)
         if found is None:
             return None
@@ -190,8 +204,9 @@ class Repository:
     def _from_file(self, name: NormalizedName, kind: str, found: PageFile) -> Rendered | None:
         """A saved rendering as it is answered: a small one read and held, a larger one sent from
         its file, a block at a time. None if the file was cut short meanwhile."""
+        gzip = kind.endswith(GZIP)
         if found.size > _WARM_PAGE:
-            return Rendered(None, b"", found.etag, found)
+            return Rendered(None, b"", found.etag, found, gzip)
         try:
             body = found.handle.readall()
         finally:
@@ -205,7 +220,7 @@ class Repository:
             while self._warm_bytes > _WARM_BYTES:
                 _, dropped = self._warm.popitem(last=False)
                 self._warm_bytes -= len(dropped[3])
-        return Rendered(None, body, found.etag)
+        return Rendered(None, body, found.etag, gzip=gzip)
 
     def _write_rendered(
         self,
@@ -214,10 +229,12 @@ class Repository:
         token: str | None,
         page: ProjectPage,
         pieces: Iterable[bytes],
+        *,
+        gzip: bool,
     ) -> PageFile | None:
-        """Save the rendering of the mirror's page in ``pieces``, if it is the page of what is on
-        disk now, and open it; None when it is not (and ``pieces`` were not used), or could not be
-        saved.
+        """Save the rendering of the mirror's page in ``pieces`` (and its gzip encoding), if it is
+        the page of what is on disk now, and open it (the encoded one if ``gzip``); None when it
+        is not (and ``pieces`` were not used), or could not be saved.
 
         ``token`` is the disk's before the page was made; without one (the page was fetched just
         now) the page must be the mirror's of the state file as it is, and the disk must not change
@@ -228,7 +245,7 @@ class Repository:
         checked = self.mirror.checked(name, page) if token is not None else None
         if checked is None or token is None or self._disk_token(name) != token:
             return None
-        return self.pages.write(name, kind, token=token, checked=checked, pieces=pieces)
+        return self.pages.write(name, kind, token=token, checked=checked, pieces=pieces, gzip=gzip)
 
     def _disk_token(self, name: NormalizedName) -> str | None:
         """The token of the mirror's page of ``name`` on disk; None for private and merged names,
@@ -244,7 +261,7 @@ class Repository:
             name in self._source_builds or self.private.is_merged(name) or self.private.is_private(name)
         )
 
-    def _remember(self, key: tuple[str, str, ClientProfile | None], cached: _Cached) -> None:
+    def _remember(self, key: tuple[str, str, ClientProfile | None, bool], cached: _Cached) -> None:
         with self._render_lock:
             # what the mirror dropped from memory can never be served again: make room first
             for dead in [k for k, v in self._rendered.items() if v.page() is None]:

@@ -60,6 +60,26 @@ def negotiate(accept: str | None) -> str | None:
     return chosen
 
 
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` header lets a page be sent gzip encoded (RFC 9110): ``gzip``
+    (or ``x-gzip``) with a weight above 0, or ``*`` while gzip has no weight of its own. Without
+    the header a page is sent as it is, as most servers do.
+    """
+    if not accept_encoding:
+        return False
+    named: float | None = None
+    anything = 0.0
+    for part in accept_encoding.split(","):
+        coding, *params = (piece.strip() for piece in part.split(";"))
+        q = _q(params)
+        coding = coding.lower()
+        if coding in ("gzip", "x-gzip"):
+            named = q if named is None else max(named, q)
+        elif coding == "*":
+            anything = q
+    return (named if named is not None else anything) > 0
+
+
 def _parse_accept(header: str) -> list[tuple[str, float]]:
     ranges = []
     for part in header.split(","):
@@ -67,16 +87,21 @@ def _parse_accept(header: str) -> list[tuple[str, float]]:
         media = media.lower()
         if "/" not in media:
             continue
-        q = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = min(max(float(value.strip()), 0.0), 1.0)
-                except ValueError:
-                    q = 0.0
-        ranges.append((_ALIASES.get(media, media), q))
+        ranges.append((_ALIASES.get(media, media), _q(params)))
     return ranges
+
+
+def _q(params: list[str]) -> float:
+    """The weight among a header element's parameters: 1 if none, 0 if unreadable."""
+    q = 1.0
+    for param in params:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "q":
+            try:
+                q = min(max(float(value.strip()), 0.0), 1.0)
+            except ValueError:
+                q = 0.0
+    return q
 
 
 def _weight(candidate: str, ranges: list[tuple[str, float]]) -> tuple[float, int]:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import socket
+from pathlib import Path
 
 import pytest
 import requests
 
 from nestegg_core import Mirror
+from nestegg_core.dists import PackageSpec, make_wheel
 from nestegg_core.pytest_plugin import PrivateIndex
+
+from .conftest import MirrorFactory
 
 JSON = "application/vnd.pypi.simple.v1+json"
 
@@ -43,7 +48,7 @@ def test_project_page_negotiation_and_caching_headers(mirror: Mirror, http: requ
     html = http.get(url)
     assert html.status_code == 200
     assert html.headers["Content-Type"] == "text/html; charset=utf-8"
-    assert html.headers["Vary"] == "Accept"
+    assert html.headers["Vary"] == "Accept, Accept-Encoding"
     assert "Cache-Control" in html.headers
     etag = html.headers["ETag"]
     assert etag.startswith('"')
@@ -58,10 +63,63 @@ def test_project_page_negotiation_and_caching_headers(mirror: Mirror, http: requ
     assert again.status_code == 304
     assert again.content == b""
     assert http.get(url, headers={"Accept": "image/png"}).status_code == 406
-    head = http.head(url)
+    head = http.head(url, headers={"Accept-Encoding": "identity"})
     assert head.status_code == 200
     assert head.content == b""
     assert int(head.headers["Content-Length"]) == len(html.content)
+
+
+@pytest.mark.usefixtures("pkg")
+@pytest.mark.parametrize(
+    ("accept_encoding", "encoded"),
+    [
+        ("gzip, deflate", True),  # pip's, through requests
+        ("gzip, deflate, br, zstd", True),  # uv's
+        ("x-gzip", True),
+        ("br, *;q=0.5", True),
+        ("identity", False),
+        ("deflate", False),
+        ("gzip;q=0, *", False),
+        ("GZIP;q=0.001", True),
+    ],
+)
+@pytest.mark.parametrize("private", [False, True])
+@pytest.mark.parametrize("accept", [JSON, "text/html"])
+def test_pages_are_gzip_encoded_for_clients_that_accept_it(
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    tmp_path: Path,
+    accept: str,
+    private: bool,
+    accept_encoding: str,
+    encoded: bool,
+) -> None:
+    mirror = make_mirror()
+    name = "my-pkg"
+    if private:  # its page is rendered in memory, never saved
+        name = "mine"
+        mirror.repository.private.add(make_wheel(PackageSpec(name=name, version="1.0"), tmp_path))
+    url = f"{mirror.index_url}{name}/"
+    plain = http.get(url, headers={"Accept": accept, "Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers
+    for _ in range(2):  # as rendered, then as kept
+        response = http.get(url, headers={"Accept": accept, "Accept-Encoding": accept_encoding}, stream=True)
+        raw = response.raw.read(decode_content=False)
+        assert response.headers.get("Content-Encoding") == ("gzip" if encoded else None)
+        assert response.headers["Vary"] == "Accept, Accept-Encoding"
+        assert int(response.headers["Content-Length"]) == len(raw)
+        assert (gzip.decompress(raw) if encoded else raw) == plain.content
+        # each encoding is a representation of its own, with its own validator
+        assert (response.headers["ETag"] == plain.headers["ETag"]) is not encoded
+        again = http.get(
+            url,
+            headers={
+                "Accept": accept,
+                "Accept-Encoding": accept_encoding,
+                "If-None-Match": response.headers["ETag"],
+            },
+        )
+        assert again.status_code == 304
 
 
 def test_unknown_project_is_404_not_an_empty_page(mirror: Mirror, http: requests.Session) -> None:

@@ -250,7 +250,7 @@ def many_platforms(upstream: PrivateIndex) -> str:
 def _files(http: requests.Session, url: str, agent: str) -> list[str]:
     response = http.get(url, headers={"Accept": JSON_V1, "User-Agent": agent})
     response.raise_for_status()
-    assert response.headers["Vary"] == "Accept, User-Agent"
+    assert response.headers["Vary"] == "Accept, Accept-Encoding, User-Agent"
     return [f["filename"] for f in response.json()["files"]]
 
 

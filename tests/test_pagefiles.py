@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import time
 from collections.abc import Iterator
@@ -212,7 +213,29 @@ def test_a_page_written_in_pieces_reads_back_whole(tmp_path: Path, pieces: list[
     assert again is not None
     assert (again.etag, again.checked, again.handle.readall()) == (pagefiles.etag(whole), 12.5, whole)
     again.close()
-    assert os.listdir(tmp_path / "rendered") == ["demo.json"]  # no temporary file left
+    packed = pages.open(NAME, "json.gz", stamp)
+    assert packed is not None
+    encoded = packed.handle.readall()
+    packed.close()
+    assert (packed.size, packed.etag, packed.checked) == (len(encoded), pagefiles.etag(encoded), 12.5)
+    assert gzip.decompress(encoded) == whole
+    # the same bytes as the whole page compressed at once (a page rendered in memory)
+    packer = pagefiles.compressor()
+    assert encoded == packer.compress(whole) + packer.flush()
+    # no temporary file left
+    assert sorted(os.listdir(tmp_path / "rendered")) == ["demo.json", "demo.json.gz"]
+
+
+@pytest.mark.parametrize("gzip_asked", [False, True])
+def test_write_opens_the_encoding_asked_for(tmp_path: Path, gzip_asked: bool) -> None:
+    stamp = "a.b.c.d"
+    written = RenderedPages(tmp_path).write(
+        NAME, "html", token=stamp, checked=1.0, pieces=[b"<html>", b"</html>"], gzip=gzip_asked
+    )
+    assert written is not None
+    data = written.handle.readall()
+    written.close()
+    assert (gzip.decompress(data) if gzip_asked else data) == b"<html></html>"
 
 
 def test_a_page_that_cannot_be_written_is_no_file_and_leaves_nothing(tmp_path: Path) -> None:
@@ -224,10 +247,12 @@ def test_a_page_that_cannot_be_written_is_no_file_and_leaves_nothing(tmp_path: P
         yield b"}"
 
     assert pages.write(NAME, "json", token=stamp, checked=1.0, pieces=pieces()) is None
-    assert os.listdir(tmp_path / "rendered") == ["demo.json"]
+    assert pages.open(NAME, "json", stamp) is None
+    # no temporary file left; the encoded page may be kept: it is whole, and valid for its token
+    assert set(os.listdir(tmp_path / "rendered")) <= {"demo.json", "demo.json.gz"}
     with pytest.raises(KeyboardInterrupt):  # an interruption is not swallowed, and cleans up too
-        pages.write(NAME, "json", token=stamp, checked=1.0, pieces=_interrupted())
-    assert os.listdir(tmp_path / "rendered") == ["demo.json"]
+        pages.write(NAME, "other", token=stamp, checked=1.0, pieces=_interrupted())
+    assert set(os.listdir(tmp_path / "rendered")) <= {"demo.json", "demo.json.gz"}
 
 
 def _interrupted() -> Iterator[bytes]:
@@ -285,6 +310,7 @@ def test_served_over_http_with_etag_and_head(
     repository(tmp_path, upstream).rendered(NAME, JSON_V1)
     mirror = make_mirror()
     url = f"{mirror.url}/simple/demo/"
+    http.headers["Accept-Encoding"] = "identity"  # the encoded page has a test in test_app
     response = http.get(url, headers={"Accept": JSON_V1})
     assert response.status_code == 200
     assert response.json()["name"] == "demo"

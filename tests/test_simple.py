@@ -9,6 +9,7 @@ from nestegg_core.simple import (
     HTML_V1,
     JSON_V1,
     TEXT_HTML,
+    accepts_gzip,
     negotiate,
     render_index_html,
     render_index_json,
@@ -44,6 +45,32 @@ from nestegg_core.simple import (
 )
 def test_negotiate(accept: str | None, expected: str | None) -> None:
     assert negotiate(accept) == expected
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "expected"),
+    [
+        (None, False),
+        ("", False),
+        ("identity", False),
+        ("gzip", True),
+        ("gzip, deflate", True),
+        ("GZip", True),
+        ("x-gzip", True),
+        ("deflate, br", False),
+        ("*", True),
+        ("*;q=0", False),
+        ("gzip;q=0", False),
+        ("gzip;q=0, *", False),  # a weight of its own beats the wildcard's
+        ("gzip;q=0, gzip", True),
+        ("gzip;q=0.5", True),
+        ("gzip;q=nonsense", False),
+        ("br;q=1, gzip ; q=0.1", True),
+        (",,gzip,,", True),
+    ],
+)
+def test_accepts_gzip(accept_encoding: str | None, expected: bool) -> None:
+    assert accepts_gzip(accept_encoding) is expected
 
 
 def _page() -> ProjectPage:
