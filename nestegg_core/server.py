@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable
 from types import FrameType, TracebackType
 from typing import Any
 
-from waitress.server import create_server
+from waitress.channel import HTTPChannel
+from waitress.server import MultiSocketServer, create_server
 from waitress.task import ThreadedTaskDispatcher
 
 from .app import NesteggApp, create_app
@@ -24,6 +25,9 @@ from .upstream import Fetcher, mask_url
 WSGIApp = Callable[..., Iterable[bytes]]
 
 logger = logging.getLogger(__name__)
+
+#: the most waitress reads of a file (and sends) at a time, per connection
+SEND_BLOCK = 256 * 1024
 
 
 class Mirror:
@@ -155,7 +159,7 @@ def make_server(app: Callable[..., Iterable[bytes]], config: Config) -> Any:
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(config.threads)
     try:
-        return create_server(
+        server = create_server(
             app,
             host=config.host,
             port=config.port,
@@ -184,6 +188,24 @@ def make_server(app: Callable[..., Iterable[bytes]], config: Config) -> Any:
                 f"cannot listen on {where}: the port is in use (choose another with --port)"
             ) from None
         raise NesteggError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    for listener in server.map.values() if isinstance(server, MultiSocketServer) else [server]:
+        listener.channel_class = _Channel
+    return server
+
+
+class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
+    """waitress's connection, reading what it sends (a file) at most ``SEND_BLOCK`` at a time.
+
+    waitress reads a file it sends (a cached wheel, a rendered page) in blocks of the socket's
+    send buffer, which Linux makes 4 MiB on loopback: every connection sending a file held a
+    4 MiB read. The kernel still sizes the buffer itself.
+    """
+
+    sendbuf_len: int
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sendbuf_len = min(self.sendbuf_len, SEND_BLOCK)
 
 
 def is_loopback(host: str) -> bool:

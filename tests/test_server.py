@@ -1,0 +1,48 @@
+"""The waitress server a mirror runs on: how it sends what it answers."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+import requests
+from waitress.buffers import ReadOnlyFileBasedBuffer
+
+from nestegg_core import server
+from nestegg_core.pytest_plugin import PrivateIndex
+
+from .conftest import MirrorFactory
+
+
+def _record_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes waitress reads from the files it sends, as they happen."""
+    reads: list[int] = []
+    original = ReadOnlyFileBasedBuffer.get
+
+    def get(self: ReadOnlyFileBasedBuffer, numbytes: int = -1, skip: bool = False) -> Any:
+        data = original(self, numbytes, skip)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(ReadOnlyFileBasedBuffer, "get", get)
+    return reads
+
+
+def test_a_file_is_sent_a_block_at_a_time(
+    make_mirror: MirrorFactory,
+    upstream: PrivateIndex,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    [wheel] = upstream.add("big", "1.0", sdist=False, payload_size=3_000_000)
+    mirror = make_mirror()
+    url = f"{mirror.url}/files/big/{wheel.filename}"
+    http.get(url).raise_for_status()  # cached: sent from disk from now on
+    reads = _record_reads(monkeypatch)
+    response = http.get(url)
+    response.raise_for_status()
+    assert hashlib.sha256(response.content).hexdigest() == wheel.sha256
+    assert sum(reads) == len(response.content) > 8 * server.SEND_BLOCK
+    # not in blocks of the socket's send buffer (4 MiB on Linux's loopback)
+    assert max(reads) <= server.SEND_BLOCK
