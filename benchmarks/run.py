@@ -513,6 +513,8 @@ METHOD = f"""\
 - **Pages/s** come from a small keep-alive HTTP client in threads (``benchmarks/load.py``) cycling
   over the warm project pages of the requirements, at most {Settings(False).max_requests} requests
   or {Settings(False).max_seconds:g} s a run; p50/p99 are per-request latencies seen by the client.
+  It asks as pip does (``Accept-Encoding: gzip, deflate``), so each server may compress pages;
+  nestegg does, from a gzip file written beside each rendering.
   Client and server share the machine's cores, so rates are relative, not absolute capacities.
 - **Large page**: the first request for it (cold: the server fetches and parses the upstream's page)
   and the median of repeated requests (warm), one client.
@@ -543,19 +545,23 @@ strace and tracemalloc):
   version: the server cannot know the pins), against a directory listing of 34 files.
 - *Cold downloads, plain nestegg.* The same pip floor as direct, plus pip's ``urljoin`` of the
   relative file URLs (above), plus the server's work on the critical path: each upstream page is
-  parsed as it arrives, but its state and its rendering are written before the answer starts
-  (the 15,000-file pydantic-core page: ~0.25 s from request to answer). With
+  parsed as it arrives, but its state and its rendering (and that rendering gzip encoded) are
+  written before the answer starts (the 15,000-file pydantic-core page: ~0.27 s from request to
+  answer; in cProfile, fetching and parsing are three fifths of it, rendering, compressing and
+  writing a quarter, the state file a tenth). With
   ``compatible_only`` pip's share shrinks more than the server adds, hence below 1x direct.
 - *Peak RSS.* About 38 MB is the interpreter with its imports before any request (``requests``,
-  ``urllib3`` and ``ssl`` alone ~16 MB). No page is whole in memory as bytes or text any more:
-  upstream pages are parsed as they arrive, rendered into their file a piece at a time and sent
-  from it; only pages up to 64 KiB are held in memory (4 MiB in all). What remains on top is the
-  model of the largest page being processed (pydantic-core, 15,000 files: ~11 MB) and the models
-  kept for the next requests (5,000 files), and, per connection sending a large page, waitress's
-  read of a socket send buffer (4 MiB on loopback) which malloc keeps for reuse: smaller reads,
-  or memory handed back after each, took the p99 of warm pages at 8 clients from 11-13 ms to
-  17-24 ms. Under 60 MB would need page models that are not whole in memory either (read from
-  the state file per request) and fewer imports.
+  ``urllib3`` and ``ssl`` alone ~16 MB). No page is whole in memory as bytes or text: upstream
+  pages are parsed as they arrive, rendered into their files a piece at a time and sent from
+  them, at most 256 KiB read at a time per connection (waitress read 4 MiB, the socket's send
+  buffer on loopback); only pages up to 64 KiB are held in memory (4 MiB in all). The peak is
+  the largest page being made: the model of pydantic-core's 15,000 files (11.6 MB in
+  tracemalloc) and the ~5 MB more it takes to build it from the state file, on top of what the
+  earlier pages left. The warm run makes it again: a rendering is valid while the state file and
+  the project's files folder are unchanged, and the cold run cached a file in every project.
+  That is live memory, not memory malloc kept: trimming the heap every 0.2 s did not lower the
+  peak. Under 60 MB would need page models that are never whole in memory (pages rendered from
+  the state file's columns) and fewer imports.
 - *Start-up, CLI vs devpi-server.* Every server's virtualenv is compiled at install; runs
   before that left the peers' modules uncompiled on this machine (it sets
   PYTHONDONTWRITEBYTECODE), and devpi-server then took over 1.3 s, twice its time here. nestegg's
