@@ -274,6 +274,13 @@ class Downloads:
         logger.info(
             "cached %s/%s (%d bytes, %.2fs)", name, dist.filename, written, time.monotonic() - started
         )
+        if record != dist:
+            # the page lists what was learned (size, hash, metadata): its renderings are stale. A
+            # file that is just as the index lists it leaves them be, in every process
+            try:
+                self.store.page_changed(name)
+            except OSError as exc:
+                logger.warning("cannot mark the page of %r changed: %s", name, exc)
         if self.on_cached is not None:
             self.on_cached(name, record)
 

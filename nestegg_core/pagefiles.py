@@ -2,8 +2,10 @@
 
 A page of the mirror is made from what two places on disk hold: the state file of the upstream's
 page and the records of the cached files beside them. :func:`disk_token` names that pair (inode,
-mtime and size of the state file; mtime of the files folder), and a rendering saved under the
-token it was made from is the page any process would render while the token stays the same. So a
+mtime and size of the state file; mtime of the project's change marker, which a process touches
+when a file it caches or removes changes the page: a file cached just as the index lists it does
+not), and a rendering saved under the token it was made from is the page any process would render
+while the token stays the same. So a
 process that has never parsed a page (a tox run's fresh mirror, a worker of a pre-forking server)
 serves it straight from its rendered file, and one that dropped the page's model to save memory
 does not make it again to answer a warm request.
@@ -13,7 +15,7 @@ ETag and the length of the body, padded with spaces when it was written before t
 known -- followed by the bytes as served. Beside each rendering lies its gzip encoding (``.gz``, a file of
 the same form, made in the same pass), for clients that accept it: the large pages of the index
 compress about five times. Files are replaced atomically;
-a damaged, cut short or foreign one is a miss. When the token cannot be trusted (the files folder
+a damaged, cut short or foreign one is a miss. When the token cannot be trusted (the marker
 changed within the last second, so a second change may hide in the same clock tick) nothing is
 read or saved.
 """
@@ -65,21 +67,21 @@ def compressor() -> zlib._Compress:
     return zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
 
 
-def disk_token(state_file: str | Path, files_folder: str | Path) -> str | None:
+def disk_token(state_file: str | Path, changed_marker: str | Path) -> str | None:
     """What the page on disk is made from, or None when there is no state or it is unsettled."""
     try:
         state = os.stat(state_file)
     except OSError:
         return None
     try:
-        folder = os.stat(files_folder).st_mtime_ns
+        changed = os.stat(changed_marker).st_mtime_ns
     except FileNotFoundError:
-        folder = 0
+        changed = 0
     except OSError:
         return None
-    if folder and time.time_ns() - folder < _store.SETTLE_NS:
+    if changed and time.time_ns() - changed < _store.SETTLE_NS:
         return None
-    return f"{state.st_ino:x}.{state.st_mtime_ns:x}.{state.st_size:x}.{folder:x}"
+    return f"{state.st_ino:x}.{state.st_mtime_ns:x}.{state.st_size:x}.{changed:x}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from .models import DistFile, ProjectPage
 from .pagefiles import GZIP, PageFile, RenderedPages, compressor, disk_token, etag
 from .private import PrivateStore
 from .simple import is_json, project_pieces, quote_filename, render_index, render_project
-from .store import CacheStore, write_atomic
+from .store import CHANGED, CacheStore, write_atomic
 from .upkeep import SizeLimit, mark_used
 from .upstream import Fetcher, HttpFetcher, OfflineFetcher, mask_url
 
@@ -253,7 +253,7 @@ class Repository:
         if not self._plain_mirror(name):
             return None
         # plain strings: this runs for every page request, and pathlib's joins cost more than the stats
-        return disk_token(f"{self._pages_dir}/{name}.json", f"{self._files_dir}/{name}")
+        return disk_token(f"{self._pages_dir}/{name}.json", f"{self._files_dir}/{name}/{CHANGED}")
 
     def _plain_mirror(self, name: NormalizedName) -> bool:
         """Whether ``name`` is the mirror's alone: not private, not merged, not a source build."""

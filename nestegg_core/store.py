@@ -252,6 +252,9 @@ def _from_columns(columns: dict[str, list[Any]]) -> list[DistFile]:
 #: a folder changed more recently than this may change again unseen within the same mtime tick
 SETTLE_NS = 1_000_000_000
 
+#: the file in a project's files folder whose mtime says when a cached file last changed its page
+CHANGED = ".changed"
+
 #: the identity of a state file on disk (see ``CacheStore.page_stamp``)
 PageStamp = tuple[int, int, int]
 
@@ -333,6 +336,13 @@ class CacheStore:
 
     def metadata_path(self, name: NormalizedName, filename: str) -> Path:
         return self.files / name / f"{check_filename(filename)}.metadata"
+
+    def page_changed(self, name: NormalizedName) -> None:
+        """Note that a cached file of ``name`` changed its page (a record that tells more than the
+        index, a file removed): the renderings of the page made before are stale (``pagefiles``)."""
+        path = self.files / name / CHANGED
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
 
     def record_path(self, name: NormalizedName, filename: str) -> Path:
         return self.files / name / f"{check_filename(filename)}.json"

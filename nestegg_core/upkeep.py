@@ -167,6 +167,10 @@ def _remove(cached: CachedFile) -> bool:
             ):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+            try:  # a file the upstream dropped leaves the page with it
+                store.page_changed(name)
+            except OSError as exc:
+                logger.warning("cannot mark the page of %r changed: %s", name, exc)
     except LockTimeout:
         logger.info("not pruning %s/%s: it is being downloaded", name, filename)
         return False

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from nestegg_core.pytest_plugin import PrivateIndex
 from nestegg_core.repository import Rendered, Repository
 from nestegg_core.simple import HTML_V1, JSON_V1, TEXT_HTML, UrlFor, render_project
 from nestegg_core.store import CacheStore
+from nestegg_core.upkeep import prune
 from nestegg_core.upstream import Fetched, FileStream
 
 from .conftest import Faults, MirrorFactory
@@ -97,19 +100,76 @@ def test_a_new_upstream_file_makes_a_new_page(tmp_path: Path, upstream: PrivateI
 
 
 @pytest.mark.usefixtures("published")
-def test_a_file_cached_by_another_process_shows_on_the_page(
-    tmp_path: Path, upstream: PrivateIndex, make_mirror: MirrorFactory, http: requests.Session
-) -> None:
-    repo = repository(tmp_path, upstream)
-    before = body(repo.rendered(NAME, JSON_V1))
-    upstream.add("dropped", "1.0")
+def test_a_file_cached_just_as_the_index_lists_it_leaves_the_rendering(
+    tmp_path: Path, upstream: PrivateIndex, make_mirror: MirrorFactory, http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    before = body(repository(tmp_path, upstream).rendered(NAME, JSON_V1))
     mirror = make_mirror()
-    assert http.get(f"{mirror.url}/files/demo/demo-1.0.tar.gz").status_code == 200
-    # the cached sdist's record tells its size and hash; the folder's change says so to any process
-    after = repository(tmp_path, upstream).rendered(NAME, JSON_V1)
-    assert after.page is not None  # made again from the state and the records, not the old rendering
-    assert body(after) == before  # the records agree with the upstream's page here
-    assert repository(tmp_path, upstream).rendered(NAME, JSON_V1).page is None  # kept again
+    for filename in ("demo-1.0.tar.gz", "demo-1.0-py3-none-any.whl"):
+        assert http.get(f"{mirror.url}/files/demo/{filename}").status_code == 200
+    # the records say what the upstream's page says (size, sha256, metadata): the page is the same,
+    # and a new process serves the rendering it has, without making the page again
+    later = repository(tmp_path, upstream)
+    no_state_reads(later, monkeypatch)
+    after = later.rendered(NAME, JSON_V1)
+    assert (after.page, body(after)) == (None, before)
+
+
+class _Served:
+    """A file download of ``data``."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size: int | None = len(data)
+
+    def chunks(self) -> Iterator[bytes]:
+        yield self.data
+
+    def close(self) -> None:
+        pass
+
+
+class _Bare:
+    """A fetcher whose page of ``demo`` lists its sdist without size or hash (as an old index
+    may), and serves it."""
+
+    def __init__(self) -> None:
+        self.data = b"not really a tarball"
+        self.listed = True
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+        files = [DistFile(filename="demo-1.0.tar.gz", url="https://example.com/demo-1.0.tar.gz")]
+        return Fetched(page=ProjectPage.build(name, files if self.listed else []))
+
+    def open(self, url: str) -> FileStream:  # noqa: ARG002
+        return _Served(self.data)
+
+
+def test_a_file_cached_with_more_than_the_index_says_makes_the_page_again(tmp_path: Path) -> None:
+    config = Config(nestegg_dir=tmp_path / "nest", index_url="https://example.com/simple/")
+    upstream = _Bare()
+    repo = Repository(config, fetcher=upstream)
+    assert b"sha256" not in body(repo.rendered(NAME, JSON_V1))
+    download = repo.open_file(NAME, "demo-1.0.tar.gz")
+    assert not isinstance(download, Path)
+    assert b"".join(download.read()) == upstream.data
+    for thread in threading.enumerate():  # the download's thread ends once all is written
+        if thread.name.startswith("nestegg-download-"):
+            thread.join(timeout=10)
+    # the record tells its size and hash: the page is made again (in a new process too), with them
+    digest = hashlib.sha256(upstream.data).hexdigest().encode()
+    after = Repository(config, fetcher=upstream).rendered(NAME, JSON_V1)
+    assert after.page is not None
+    assert digest in body(after)
+    assert digest in body(repo.rendered(NAME, JSON_V1))
+    assert Repository(config, fetcher=upstream).rendered(NAME, JSON_V1).page is None  # kept again
+    # the upstream drops the file: still listed, from its record, until it is pruned
+    upstream.listed = False
+    Repository(config.with_changes(ttl=0), fetcher=upstream).rendered(NAME, JSON_V1)
+    assert b"demo-1.0.tar.gz" in body(Repository(config, fetcher=upstream).rendered(NAME, JSON_V1))
+    assert len(prune(config.nestegg_dir, max_size=0).removed) == 1
+    assert b"demo-1.0.tar.gz" not in body(Repository(config, fetcher=upstream).rendered(NAME, JSON_V1))
 
 
 @pytest.mark.usefixtures("published")
@@ -159,25 +219,28 @@ def test_private_names_never_use_the_mirrors_renderings(tmp_path: Path, upstream
         private.rendered(SECRET, JSON_V1)
 
 
-def test_the_token_waits_for_the_files_folder_to_settle(
+def test_the_token_waits_for_the_change_marker_to_settle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store_module, "SETTLE_NS", 1_000_000_000)
     store = CacheStore(tmp_path, "http://example.com/simple/")
-    state = store.page_path(NAME)
-    assert disk_token(state, store.files / "demo") is None  # no state
+    state, marker = store.page_path(NAME), store.files / "demo" / store_module.CHANGED
+    assert disk_token(state, marker) is None  # no state
     state.parent.mkdir(parents=True)
     state.write_text("{}")
-    settled = disk_token(state, store.files / "demo")
-    assert settled is not None  # no files folder: nothing to wait for
+    settled = disk_token(state, marker)
+    assert settled is not None  # no marker: nothing to wait for
     (store.files / "demo").mkdir(parents=True)
-    assert disk_token(state, store.files / "demo") is None  # just changed
+    (store.files / "demo" / "demo-1.0.tar.gz").write_text("")  # files come and go: no matter
+    assert disk_token(state, marker) == settled
+    store.page_changed(NAME)
+    assert disk_token(state, marker) is None  # just changed: a second change may share its tick
     old = time.time() - 5
-    os.utime(store.files / "demo", (old, old))
-    token = disk_token(state, store.files / "demo")
+    os.utime(marker, (old, old))
+    token = disk_token(state, marker)
     assert token not in (None, settled)
     state.write_text("{} ")  # a new state: a new token
-    assert disk_token(state, store.files / "demo") not in (None, token)
+    assert disk_token(state, marker) not in (None, token)
 
 
 @pytest.mark.parametrize("token", ["a.b.c.d", "other"])
