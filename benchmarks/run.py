@@ -557,9 +557,10 @@ strace and tracemalloc):
   buffer on loopback); only pages up to 64 KiB are held in memory (4 MiB in all). The peak is
   the largest page being made: the model of pydantic-core's 15,000 files (11.6 MB in
   tracemalloc) and the ~5 MB more it takes to build it from the state file, on top of what the
-  earlier pages left. The warm run makes it again: a rendering is valid while the state file and
-  the project's files folder are unchanged, and the cold run cached a file in every project.
-  That is live memory, not memory malloc kept: trimming the heap every 0.2 s did not lower the
+  earlier pages left. The warm run makes it again: the index pip uses here lists no PEP 658
+  metadata, so every wheel the cold run cached taught the mirror its metadata, which the page
+  then advertises (a file cached just as the index lists it leaves the rendering be). That is
+  live memory, not memory malloc kept: trimming the heap every 0.2 s did not lower the
   peak. Under 60 MB would need page models that are never whole in memory (pages rendered from
   the state file's columns) and fewer imports.
 - *Start-up, CLI vs devpi-server.* Every server's virtualenv is compiled at install; runs
