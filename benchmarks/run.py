@@ -560,17 +560,20 @@ strace and tracemalloc):
   earlier pages left. The warm run makes it again: the index pip uses here lists no PEP 658
   metadata, so every wheel the cold run cached taught the mirror its metadata, which the page
   then advertises (a file cached just as the index lists it leaves the rendering be). That is
-  live memory, not memory malloc kept: trimming the heap every 0.2 s did not lower the
-  peak. Under 60 MB would need page models that are never whole in memory (pages rendered from
-  the state file's columns) and fewer imports.
+  live memory, not memory malloc kept: trimming the heap every 0.2 s did not lower the peak.
+  With ``compatible_only`` it is higher: pip's pages are rendered for its interpreter and uv's
+  for any, so the warm uv install after pip's runs makes every page anew, many at once (uv asks
+  in parallel), with several large models in memory together. Under 60 MB would need page
+  models that are never whole in memory (pages rendered from the state file's columns) and fewer
+  imports.
 - *Start-up, CLI vs devpi-server.* Every server's virtualenv is compiled at install; runs
   before that left the peers' modules uncompiled on this machine (it sets
   PYTHONDONTWRITEBYTECODE), and devpi-server then took over 1.3 s, twice its time here. nestegg's
-  CLI start is the interpreter (~20 ms), its imports (~180 ms: requests and urllib3 with ssl ~70
-  ms, PyYAML, filelock and platformdirs ~25 ms) and the first page fetched from the upstream. 6x
-  devpi-server would need about 0.1 s: an upstream client on ``http.client`` alone and imports
-  deferred until used. devpi-server is compared with its argon2 key derivation made cheap, which
-  by default dominates its start.
+  CLI start is the interpreter (~20 ms), its imports (150-180 ms; in ``-X importtime``, requests
+  with urllib3 and ssl ~55 ms, PyYAML ~12 ms, filelock ~10 ms) and the first page fetched from
+  the upstream. 6x devpi-server would need about 80 ms: an upstream client on ``http.client``
+  alone (requests is a dependency of the design) and imports deferred until used. devpi-server
+  is compared with its argon2 key derivation made cheap, which by default dominates its start.
 - *tox*: the time is mostly creating environments and unpacking wheels, which the plugin does not
   change; with pip, ``compatible_only`` changes little here because installing dominates.
 - Load from other work on this machine (see the load average above) widens every spread; the
