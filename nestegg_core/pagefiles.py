@@ -4,20 +4,18 @@ A page of the mirror is made from what two places on disk hold: the state file o
 page and the records of the cached files beside them. :func:`disk_token` names that pair (inode,
 mtime and size of the state file; mtime of the project's change marker, which a process touches
 when a file it caches or removes changes the page: a file cached just as the index lists it does
-not), and a rendering saved under the token it was made from is the page any process would render
-while the token stays the same. So a
-process that has never parsed a page (a tox run's fresh mirror, a worker of a pre-forking server)
-serves it straight from its rendered file, and one that dropped the page's model to save memory
-does not make it again to answer a warm request.
+not), and a rendering saved under the token it was made from is the page any process would
+render while the token stays the same. So a process that has never parsed a page (a tox run's
+fresh mirror, a worker of a pre-forking server) serves it straight from its rendered file, and
+one that dropped the page's model to save memory does not make it again to answer a warm request.
 
 A rendered file starts with one line -- format, token, the state's check time (for the TTL), the
 ETag and the length of the body, padded with spaces when it was written before the body was
-known -- followed by the bytes as served. Beside each rendering lies its gzip encoding (``.gz``, a file of
-the same form, made in the same pass), for clients that accept it: the large pages of the index
-compress about five times. Files are replaced atomically;
-a damaged, cut short or foreign one is a miss. When the token cannot be trusted (the marker
-changed within the last second, so a second change may hide in the same clock tick) nothing is
-read or saved.
+known -- followed by the bytes as served. Beside each rendering lies its gzip encoding (``.gz``,
+a file of the same form, made in the same pass) for clients that accept it: the large pages of
+the index compress about five times. Files are replaced atomically; a damaged, cut short or
+foreign one is a miss. When the token cannot be trusted (the marker changed within the last
+second, so a second change may hide in the same clock tick) nothing is read or saved.
 """
 
 from __future__ import annotations

@@ -151,7 +151,7 @@ class Repository:
         """The page of ``name`` as bytes of ``content_type``, rendered once per change.
 
         With ``client``, only the files that may fit that installer are listed. With ``gzip``, the
-        page comes gzip encoded when it has a rendering on disk (see ``Rendered.gzip``).
+        page comes gzip encoded.
         """
         token = self._disk_token(name)
         kind = _kind(content_type, client)

@@ -249,7 +249,7 @@ def _from_columns(columns: dict[str, list[Any]]) -> list[DistFile]:
     return files
 
 
-#: a folder changed more recently than this may change again unseen within the same mtime tick
+#: a folder or marker changed more recently than this may change again unseen in the same mtime tick
 SETTLE_NS = 1_000_000_000
 
 #: the file in a project's files folder whose mtime says when a cached file last changed its page
