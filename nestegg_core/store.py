@@ -25,7 +25,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -128,7 +128,9 @@ class PageState:
 
     On disk the files are stored by column (every filename, then every URL, ...): lists of strings
     are quick to write and read, and reading makes no dict per file, which for a page of 15,000
-    files is most of the time and memory. The older form, a list of file mappings, is read too.
+    files is most of the time and memory. Each column is a line of its own, so a reader takes one
+    at a time (see :func:`read_state`) and never holds the whole text. The older forms, one line,
+    or a list of file mappings, are read too.
     """
 
     page: ProjectPage
@@ -151,24 +153,28 @@ class PageState:
     def to_bytes(self) -> Iterator[bytes]:
         """The JSON of :meth:`to_json` in pieces, a column at a time (a large page is never whole)."""
         header = json.dumps(self._header(), separators=(",", ":"))
-        yield header[:-1].encode() + b',"columns":{'
+        yield header[:-1].encode() + _COLUMNS_START
         for index, (key, values) in enumerate(_columns(self.page.files).items()):
             yield (b"," if index else b"") + json.dumps(key).encode() + b":["
             # a slice at a time: the URLs of a large page are megabytes of text
             for start in range(0, len(values), _SLICE):
                 part = json.dumps(values[start : start + _SLICE], separators=(",", ":"))
                 yield (b"," if start else b"") + part[1:-1].encode()
-            yield b"]"
+            yield b"]\n"  # JSON allows the newline; json.dumps writes none inside a column
         yield b"}}"
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PageState:
         columns = data.get("columns")
         files = (
-            _from_columns(columns)
+            _from_columns({key: _column(key, columns[key]) for key in _COLUMNS})
             if columns is not None
             else [DistFile.from_json(entry) for entry in data["files"]]
         )
+        return cls._of(data, files)
+
+    @classmethod
+    def _of(cls, data: dict[str, Any], files: list[DistFile]) -> PageState:
         page = ProjectPage.build(data["name"], files, (str(v) for v in data.get("versions", ())))
         return cls(
             page=page,
@@ -187,6 +193,38 @@ _COLUMNS = (
 
 
 _SLICE = 2048
+
+#: what ends the first line of a state file, the one before its columns
+_COLUMNS_START = b',"columns":{\n'
+
+
+def read_state(handle: BinaryIO) -> PageState:
+    """The state in a file (see :meth:`PageState.to_bytes`) read a column at a time, each made
+    into its values before the next is read: the text of a 15,000-file page (5 MB) and its parsed
+    lists are never whole in memory beside the page made of them (a third less at the peak).
+
+    Raises ValueError (JSONDecodeError among them), KeyError or TypeError on a bad file.
+    """
+    first = handle.readline()
+    if not first.endswith(_COLUMNS_START):  # an older state file, one line
+        handle.seek(0)
+        return PageState.from_json(json.loads(handle.read()))
+    data = json.loads(first[: -len(_COLUMNS_START)] + b"}")
+    columns: dict[str, list[Any]] = {}
+    for line in handle:
+        if line == b"}}":
+            break
+        if not line.endswith(b"\n"):
+            raise ValueError("state file ends before its last column")
+        column = json.loads(b"{" + line.removeprefix(b",") + b"}")
+        if len(column) != 1:
+            raise ValueError(f"state file has a damaged column line {line[:40]!r}")
+        ((key, values),) = column.items()
+        if key in _CONVERT:
+            columns[key] = _column(key, values)
+    else:
+        raise ValueError("state file ends before its last column")
+    return PageState._of(data, _from_columns(columns))
 
 
 def _columns(files: tuple[DistFile, ...]) -> dict[str, list[Any]]:
@@ -223,30 +261,63 @@ def _hashes_of(value: Any) -> Mapping[str, str]:
     raise TypeError(f"bad hashes {value!r}")
 
 
+def _filename(value: Any) -> str:
+    if not isinstance(value, str) or not value or "/" in value:
+        raise ValueError(f"bad filename {value!r}")
+    return value
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _interned(value: Any) -> str | None:
+    # a handful of values shared by thousands of files
+    return None if value is None else sys.intern(str(value))
+
+
+#: how each column's JSON values become the fields of :class:`DistFile`
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "filename": _filename,
+    "url": str,
+    "hashes": _hashes_of,
+    "requires_python": _interned,
+    "yanked": _text,
+    "size": lambda value: None if value is None else int(value),
+    "upload_time": _text,
+    "core_metadata": lambda value: None if value is None else _hashes_of(value),
+    "origin": _interned,
+}
+
+
+def _column(key: str, values: Any) -> list[Any]:
+    if not isinstance(values, list):
+        raise TypeError(f"column {key!r} is not a list")
+    convert = _CONVERT[key]
+    return [convert(value) for value in values]
+
+
 def _from_columns(columns: dict[str, list[Any]]) -> list[DistFile]:
-    """The files of a state file's columns; raises KeyError/TypeError/ValueError on bad ones."""
+    """The files of a state file's columns, made by :func:`_column`; raises KeyError or ValueError."""
     lists = [columns[key] for key in _COLUMNS]
-    if any(not isinstance(values, list) or len(values) != len(lists[0]) for values in lists):
+    if any(len(values) != len(lists[0]) for values in lists):
         raise ValueError("columns of different lengths")
-    files = []
-    for row in zip(*lists, strict=True):
-        filename, url, hashes, requires_python, yanked, size, upload_time, metadata, origin = row
-        if not isinstance(filename, str) or not filename or "/" in filename:
-            raise ValueError(f"bad filename {filename!r}")
-        files.append(
-            DistFile(
-                filename=filename,
-                url=str(url),
-                hashes=_hashes_of(hashes),
-                requires_python=None if requires_python is None else sys.intern(str(requires_python)),
-                yanked=None if yanked is None else str(yanked),
-                size=None if size is None else int(size),
-                upload_time=None if upload_time is None else str(upload_time),
-                core_metadata=None if metadata is None else _hashes_of(metadata),
-                origin=str(origin),
-            )
+    return [
+        DistFile(
+            filename=filename,
+            url=url,
+            hashes=hashes,
+            requires_python=requires_python,
+            yanked=yanked,
+            size=size,
+            upload_time=upload_time,
+            core_metadata=metadata,
+            origin=origin,
         )
-    return files
+        for filename, url, hashes, requires_python, yanked, size, upload_time, metadata, origin in zip(
+            *lists, strict=True
+        )
+    ]
 
 
 #: a folder or marker changed more recently than this may change again unseen in the same mtime tick
@@ -306,8 +377,8 @@ class CacheStore:
     def read_page(self, name: NormalizedName) -> PageState | None:
         path = self.page_path(name)
         try:
-            data = json.loads(path.read_bytes())
-            return PageState.from_json(data)
+            with open(path, "rb") as handle:
+                return read_state(handle)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:

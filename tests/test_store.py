@@ -1,0 +1,127 @@
+"""State files of upstream pages: written a column per line, read a column at a time."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from packaging.utils import NormalizedName
+
+from nestegg_core.models import DistFile, Hashes, ProjectPage
+from nestegg_core.store import CacheStore, PageState
+
+NAME = NormalizedName("demo")
+DIGEST = "ab" * 32
+
+FILES = (
+    DistFile(
+        filename="demo-1.0-py3-none-any.whl",
+        url="https://files.example.com/demo-1.0-py3-none-any.whl",
+        hashes=Hashes("sha256", DIGEST),
+        requires_python=">=3.9",
+        size=1234,
+        upload_time="2024-01-02T03:04:05.000006Z",
+        core_metadata=Hashes("sha256", "cd" * 32),
+    ),
+    DistFile(
+        filename="demo-1.0.tar.gz",
+        url="https://files.example.com/demo-1.0.tar.gz",
+        hashes={"sha256": DIGEST, "md5": "ef" * 16},
+        requires_python=">=3.9",
+        yanked="",
+        core_metadata=Hashes(),
+    ),
+    DistFile(filename="demo-2.0.zip", yanked="broken: use 2.1", origin="private"),
+)
+STATE = PageState(
+    page=ProjectPage.build(NAME, FILES, ["0.9"]), etag='"v1"', last_modified="Tue, 01 Oct 2024", checked=12.5
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CacheStore:
+    return CacheStore(tmp_path, "https://example.com/simple/")
+
+
+def test_a_state_file_is_a_column_per_line_and_reads_back_whole(store: CacheStore) -> None:
+    store.write_page(STATE)
+    text = store.page_path(NAME).read_bytes()
+    lines = text.split(b"\n")
+    assert len(lines) == 2 + 9  # the header, each of the nine columns, the end
+    assert lines[-1] == b"}}"
+    assert json.loads(text)["columns"]["filename"] == [dist.filename for dist in FILES]  # still JSON
+    read = store.read_page(NAME)
+    assert read == STATE
+    assert read is not None
+    assert read.page.versions == ("0.9", "1.0", "2.0")
+
+
+def _files_form(state: PageState) -> bytes:
+    """The oldest form: a list of file mappings."""
+    data = json.loads(b"".join(state.to_bytes()))
+    del data["columns"]
+    data["files"] = [dist.to_json() for dist in state.page.files]
+    return json.dumps(data).encode()
+
+
+def _one_line_form(state: PageState) -> bytes:
+    """The form before columns had lines of their own."""
+    return json.dumps(json.loads(b"".join(state.to_bytes()))).encode()
+
+
+@pytest.mark.parametrize("older", [_one_line_form, _files_form], ids=["one-line", "file-mappings"])
+def test_older_forms_are_read(store: CacheStore, older: Callable[[PageState], bytes]) -> None:
+    store.page_path(NAME).parent.mkdir(parents=True)
+    store.page_path(NAME).write_bytes(older(STATE))
+    assert store.read_page(NAME) == STATE
+
+
+def _replace(old: bytes, new: bytes) -> Callable[[bytes], bytes]:
+    return lambda text: text.replace(old, new)
+
+
+DAMAGES = {
+    "empty": (lambda _: b"", "Expecting value"),
+    "cut": (lambda text: text[: text.index(b'"hashes"')], "ends before its last column"),
+    "no-end": (lambda text: text[:-2], "ends before its last column"),
+    "short-column": (_replace(b'"size":[1234,null,null]', b'"size":[1234,null]'), "different lengths"),
+    "not-a-list": (_replace(b'"size":[1234,null,null]', b'"size":{}'), "'size' is not a list"),
+    "bad-filename": (_replace(b'"demo-2.0.zip"', b'"../demo-2.0.zip"'), "bad filename"),
+    "missing-column": (_replace(b'"upload_time":', b'"uploaded":'), "upload_time"),
+    "split-line": (_replace(b'"url":["', b'"url":["\n'), "Invalid control character"),
+    "empty-line": (_replace(b'\n,"url"', b'\n,\n,"url"'), "damaged column line b',\\n'"),
+}
+
+
+@pytest.mark.parametrize(("damage", "reason"), DAMAGES.values(), ids=DAMAGES.keys())
+def test_a_damaged_state_file_is_a_miss_with_a_warning(
+    store: CacheStore, caplog: pytest.LogCaptureFixture, damage: Callable[[bytes], bytes], reason: str
+) -> None:
+    store.write_page(STATE)
+    path = store.page_path(NAME)
+    path.write_bytes(damage(path.read_bytes()))
+    with caplog.at_level(logging.WARNING, logger="nestegg_core.store"):
+        assert store.read_page(NAME) is None
+    (record,) = caplog.records
+    assert "ignoring damaged cache state" in record.getMessage()
+    assert reason in record.getMessage()
+
+
+def test_a_column_a_later_release_adds_is_left_aside(store: CacheStore) -> None:
+    store.write_page(STATE)
+    path = store.page_path(NAME)
+    text = path.read_bytes()
+    path.write_bytes(text.replace(b"\n}}", b'\n,"signature":[null,null,null]\n}}'))
+    assert store.read_page(NAME) == STATE
+
+
+def test_files_sharing_a_value_share_one_string(store: CacheStore) -> None:
+    store.write_page(STATE)
+    read = store.read_page(NAME)
+    assert read is not None
+    first, second, _ = read.page.files
+    assert first.requires_python is second.requires_python
+    assert first.origin is second.origin
