@@ -90,6 +90,7 @@ class MirrorIndex:
         if page is not None and not lock.acquire(blocking=False):
             return page  # another thread is revalidating; this answer may lag by one fetch
         if page is None:
+            self._make_room()
             lock.acquire()
         try:
             if entry.page is not None and self.clock() < entry.fresh_until:
@@ -157,19 +158,26 @@ class MirrorIndex:
     def _remember(self, name: str, page: ProjectPage) -> ProjectPage:
         """Note ``page`` as the most recently used, and drop the least recently used others while
         the pages in memory hold more than ``max_files`` files."""
-        victims = []
         with self._guard:
             self._loaded_files += len(page.files) - self._loaded.pop(name, 0)
             self._loaded[name] = len(page.files)
+        self._make_room(keep=name)
+        return page
+
+    def _make_room(self, keep: str | None = None) -> None:
+        """Drop the least recently used pages (but ``keep``'s) while those in memory hold more than
+        ``max_files`` files. Also done before a page is made: a page larger than that is held
+        while it is asked for (its page, then its file), not while the next one is made."""
+        victims = []
+        with self._guard:
             excess = self._loaded_files - self.max_files
             for other, count in self._loaded.items():
-                if excess <= 0 or other == name:
+                if excess <= 0 or other == keep:
                     break
                 victims.append(other)
                 excess -= count
         for victim in victims:
             self._evict(victim)
-        return page
 
     def _evict(self, name: str) -> None:
         """Drop the page of ``name`` from memory; its next request reads the state file again."""

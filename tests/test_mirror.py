@@ -10,9 +10,15 @@ from pathlib import Path
 
 import pytest
 import requests
+from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror
+from nestegg_core.errors import NotFound
+from nestegg_core.mirror import MirrorIndex
+from nestegg_core.models import DistFile, ProjectPage
 from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.store import CacheStore
+from nestegg_core.upstream import Fetched, FileStream
 
 from .conftest import Faults, MirrorFactory
 
@@ -210,3 +216,50 @@ def test_metadata_from_upstream_is_verified_and_kept(
     count = faults.count(f"/files/pkg/{wheel}.metadata")
     http.get(file_url(mirror, wheel + ".metadata"))
     assert faults.count(f"/files/pkg/{wheel}.metadata") == count
+
+
+class _MadeUp:
+    """A fetcher of made-up pages of ``sizes[name]`` files; notes which pages the index held in
+    memory as each was fetched, the moment its model is made."""
+
+    def __init__(self, sizes: dict[str, int]) -> None:
+        self.sizes = sizes
+        self.index: MirrorIndex | None = None
+        self.held: list[list[str]] = []
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+        assert self.index is not None
+        self.held.append(sorted(self.index._loaded))
+        files = [
+            DistFile(filename=f"{name}-{n}.tar.gz", url=f"https://example.com/{name}-{n}.tar.gz")
+            for n in range(self.sizes[name])
+        ]
+        return Fetched(page=ProjectPage.build(name, files))
+
+    def open(self, url: str) -> FileStream:
+        raise NotFound(url)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "asked", "held", "after"),
+    [
+        # a page past the budget stays while it is asked for, page then file, not while the next is made
+        ({"big": 20, "small": 3}, ["big", "big", "small"], [[], []], ["small"]),
+        # the least recently used go first, and only while the budget is exceeded
+        ({"a": 4, "b": 4, "c": 4}, ["a", "b", "c"], [[], ["a"], ["a", "b"]], ["b", "c"]),
+        ({"a": 4, "b": 4, "c": 4}, ["a", "b", "a", "c"], [[], ["a"], ["a", "b"]], ["a", "c"]),
+        ({"a": 4, "big": 20, "c": 4}, ["a", "big", "c"], [[], ["a"], []], ["c"]),
+    ],
+    ids=["large-page", "lru", "lru-reused", "large-between"],
+)
+def test_pages_in_memory_stay_within_the_budget(
+    tmp_path: Path, sizes: dict[str, int], asked: list[str], held: list[list[str]], after: list[str]
+) -> None:
+    fetcher = _MadeUp(sizes)
+    index = MirrorIndex(CacheStore(tmp_path, "https://example.com/simple/"), fetcher, max_files=10)
+    fetcher.index = index
+    for name in asked:
+        page = index.page(NormalizedName(name))
+        assert index.file(NormalizedName(name), page.files[0].filename) == page.files[0]
+    assert fetcher.held == held  # each page fetched once, holding then only these
+    assert sorted(index._loaded) == after
