@@ -24,8 +24,10 @@ logger = logging.getLogger(__name__)
 #: after an upstream failure, how long a stale page is served before the upstream is asked again
 RETRY_AFTER = 30.0
 #: files of the pages a process keeps parsed in memory (about 700 bytes each); past it the least
-#: recently used pages are dropped and read again from their state file when next asked for
-MAX_FILES = 5_000
+#: recently used pages are dropped and read again from their state file when next asked for. Warm
+#: pages and cached files are served without their page, so it is the last page asked for that
+#: matters (pip asks for a page, then its file), and that one is kept whatever its size
+MAX_FILES = 1_000
 
 
 @dataclass
