@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import platformdirs
-import yaml
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -195,6 +194,8 @@ def parse_config_file(path: Path) -> Config:
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    import yaml  # noqa: PLC0415 - 12 ms of every start, and only a config file needs it
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
