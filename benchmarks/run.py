@@ -551,29 +551,31 @@ strace and tracemalloc):
   writing a quarter, the state file a tenth). With
   ``compatible_only`` pip's share shrinks more than the server adds, hence below 1x direct.
 - *Peak RSS.* About 38 MB is the interpreter with its imports before any request (``requests``,
-  ``urllib3`` and ``ssl`` alone ~16 MB). No page is whole in memory as bytes or text: upstream
-  pages are parsed as they arrive, rendered into their files a piece at a time and sent from
-  them, at most 256 KiB read at a time per connection (waitress read 4 MiB, the socket's send
-  buffer on loopback); only pages up to 64 KiB are held in memory (4 MiB in all). The peak is
-  the largest page being made: the model of pydantic-core's 15,000 files (11.6 MB in
-  tracemalloc) and the ~5 MB more it takes to build it from the state file, on top of what the
-  earlier pages left. The warm run makes it again: the index pip uses here lists no PEP 658
-  metadata, so every wheel the cold run cached taught the mirror its metadata, which the page
-  then advertises (a file cached just as the index lists it leaves the rendering be). That is
-  live memory, not memory malloc kept: trimming the heap every 0.2 s did not lower the peak.
-  With ``compatible_only`` it is higher: pip's pages are rendered for its interpreter and uv's
-  for any, so the warm uv install after pip's runs makes every page anew, many at once (uv asks
-  in parallel), with several large models in memory together. Under 60 MB would need page
-  models that are never whole in memory (pages rendered from the state file's columns) and fewer
-  imports.
+  ``urllib3`` and ``ssl`` alone ~18 MB: requests is a dependency of the design). No page is whole
+  in memory as bytes or text: upstream pages are parsed as they arrive, rendered into their files
+  a piece at a time and sent from them, at most 256 KiB read at a time per connection (waitress
+  read 4 MiB, the socket's send buffer on loopback); only pages up to 64 KiB are held in memory
+  (4 MiB in all). What sets the peak is the largest page's model while it is made: pydantic-core's
+  15,000 files, 10.2 MB in tracemalloc. Its state file is read a column at a time (12.3 MB at the
+  peak; read whole, 15.8 MB), no other page's model is held beside it (pages past a budget of
+  1,000 files are dropped before the next page is made, not after), on top of what the heap kept
+  from earlier pages (a 38 MB process is at ~49 MB when that page comes). The warm run makes the
+  page again: the index pip uses here lists no PEP 658 metadata, so every wheel the cold run
+  cached taught the mirror its metadata, which the page then advertises (a file cached just as
+  the index lists it leaves the rendering be). Trimming the heap every 0.2 s did not lower the
+  peak. With ``compatible_only`` it is higher: pip's pages are rendered for its interpreter and
+  uv's for any, so the warm uv install after pip's makes every page anew, many at once (uv asks
+  in parallel), with several large models in memory together. Well under 60 MB would need page
+  models that are never whole in memory (pages rendered from the state file's columns).
 - *Start-up, CLI vs devpi-server.* Every server's virtualenv is compiled at install; runs
   before that left the peers' modules uncompiled on this machine (it sets
   PYTHONDONTWRITEBYTECODE), and devpi-server then took over 1.3 s, twice its time here. nestegg's
-  CLI start is the interpreter (~20 ms), its imports (150-180 ms; in ``-X importtime``, requests
-  with urllib3 and ssl ~55 ms, PyYAML ~12 ms, filelock ~10 ms) and the first page fetched from
-  the upstream. 6x devpi-server would need about 80 ms: an upstream client on ``http.client``
-  alone (requests is a dependency of the design) and imports deferred until used. devpi-server
-  is compared with its argon2 key derivation made cheap, which by default dominates its start.
+  CLI start is the interpreter (~20 ms), its imports (~140 ms; in ``-X importtime``, requests
+  with urllib3 and ssl ~50 ms, filelock ~10 ms; PyYAML only with a config file) and the first
+  page fetched from the upstream. 6x devpi-server would need about 80 ms: an upstream client
+  on ``http.client`` alone (requests is a dependency of the design) and imports deferred until
+  used. devpi-server is compared with its argon2 key derivation made cheap, which by default
+  dominates its start.
 - *tox*: the time is mostly creating environments and unpacking wheels, which the plugin does not
   change; with pip, ``compatible_only`` changes little here because installing dominates.
 - Load from other work on this machine (see the load average above) widens every spread; the
