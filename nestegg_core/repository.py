@@ -46,6 +46,12 @@ _RENDER_CACHE_BYTES = 4 * 1024 * 1024
 #: memory afterwards
 _WARM_PAGE = 64 * 1024
 _WARM_BYTES = 4 * 1024 * 1024
+#: pages whose state file is larger (about 700 files) are made one at a time: uv asks for every
+#: page at once, and a page's model (about 650 bytes a file) is held while it is rendered
+_LARGE_STATE = 256 * 1024
+#: how long such a page waits for another to be made, before it is made beside it: one that waits
+#: on a slow upstream (its TTL passed) holds the others back no longer than this
+_LARGE_WAIT = 2.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,7 @@ class Repository:
         self._warm: OrderedDict[tuple[str, str], tuple[str, float, str, bytes]] = OrderedDict()
         self._warm_bytes = 0
         self._render_lock = threading.Lock()
+        self._large_lock = threading.Lock()
         self._metadata_locks: dict[str, threading.Lock] = {}
 
     # pages -------------------------------------------------------------------------------
@@ -160,6 +167,35 @@ class Repository:
             warm = self._read_rendered(name, wanted, token)
             if warm is not None:
                 return warm
+            stamp = self.store.page_stamp(name)
+            if (
+                stamp is not None
+                and stamp[2] > _LARGE_STATE
+                and self._large_lock.acquire(timeout=_LARGE_WAIT)
+            ):
+                try:
+                    # another thread may have made it while this one waited
+                    token = self._disk_token(name)
+                    warm = None if token is None else self._read_rendered(name, wanted, token)
+                    if warm is not None:
+                        return warm
+                    return self._render(name, content_type, client, token, gzip=gzip)
+                finally:
+                    self._large_lock.release()
+        return self._render(name, content_type, client, token, gzip=gzip)
+
+    def _render(
+        self,
+        name: NormalizedName,
+        content_type: str,
+        client: ClientProfile | None,
+        token: str | None,
+        *,
+        gzip: bool,
+    ) -> Rendered:
+        """Make the rendering :meth:`rendered` did not find; ``token`` is the disk's before."""
+        kind = _kind(content_type, client)
+        wanted = kind + GZIP if gzip else kind
         page = self.project(name)
         key = (name, content_type, client, gzip)
         cached = self._rendered.get(key)

@@ -456,3 +456,70 @@ def test_a_rendering_by_another_release_is_a_miss(
     monkeypatch.setattr(pagefiles, "_MAGIC", b"nestegg-page-1/0.0.0")
     later = repository(tmp_path, upstream)
     assert later.rendered(NAME, JSON_V1).page is not None  # made again, not read back
+
+
+OTHER = NormalizedName("other")
+
+
+@pytest.mark.parametrize(
+    ("names", "large_state", "wait", "most_at_once", "made"),
+    [
+        ([NAME, OTHER], 0, 30.0, 1, 2),
+        ([NAME, OTHER], 1 << 40, 30.0, 2, 2),
+        ([NAME, NAME], 0, 30.0, 1, 1),  # the one that waited finds the rendering made meanwhile
+        ([NAME, OTHER], 0, 0.05, 2, 2),  # one slow to make (a slow upstream) holds the other back briefly
+    ],
+    ids=["large-pages", "small-pages", "same-large-page", "waited-long-enough"],
+)
+def test_large_pages_are_made_one_at_a_time(
+    tmp_path: Path,
+    upstream: PrivateIndex,
+    monkeypatch: pytest.MonkeyPatch,
+    names: list[NormalizedName],
+    large_state: int,
+    wait: float,
+    most_at_once: int,
+    made: int,
+) -> None:
+    # uv asks for every page at once; each page's model is held while it is made
+    upstream.add("demo", "1.0")
+    upstream.add("other", "1.0")
+    for name in set(names):
+        repository(tmp_path, upstream).rendered(name, JSON_V1)  # the state on disk, rendered as JSON
+    repo = repository(tmp_path, upstream)  # a new process, asked for HTML: made from the state
+    monkeypatch.setattr(repository_module, "_LARGE_STATE", large_state)
+    monkeypatch.setattr(repository_module, "_LARGE_WAIT", wait)
+    project = repo.project
+    guard = threading.Lock()
+    making: list[NormalizedName] = []
+    most: list[int] = []
+
+    def slow_project(name: NormalizedName) -> ProjectPage:
+        with guard:
+            making.append(name)
+            most.append(len(making))
+        time.sleep(0.2)
+        try:
+            return project(name)
+        finally:
+            with guard:
+                making.remove(name)
+
+    monkeypatch.setattr(repo, "project", slow_project)
+    bodies: dict[int, bytes] = {}
+
+    def ask(index: int) -> None:
+        bodies[index] = body(repo.rendered(names[index], HTML_V1))
+
+    threads = [threading.Thread(target=ask, args=(index,)) for index in range(len(names))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert max(most) == most_at_once
+    assert len(most) == made
+    assert [bodies[index] for index in range(len(names))] == [_html(project(name)) for name in names]
+
+
+def _html(page: ProjectPage) -> bytes:
+    return render_project(page, HTML_V1, lambda d: f"../../files/{page.name}/{d.filename}")
