@@ -172,7 +172,7 @@ class Downloads:
         self,
         store: CacheStore,
         fetcher: Fetcher,
-        on_cached: Callable[[NormalizedName, DistFile], None] | None = None,
+        on_cached: Callable[[NormalizedName, DistFile, bool], None] | None = None,
     ) -> None:
         self.store = store
         self.fetcher = fetcher
@@ -274,7 +274,8 @@ class Downloads:
         logger.info(
             "cached %s/%s (%d bytes, %.2fs)", name, dist.filename, written, time.monotonic() - started
         )
-        if record != dist:
+        changed = record != dist
+        if changed:
             # the page lists what was learned (size, hash, metadata): its renderings are stale. A
             # file that is just as the index lists it leaves them be, in every process
             try:
@@ -282,7 +283,7 @@ class Downloads:
             except OSError as exc:
                 logger.warning("cannot mark the page of %r changed: %s", name, exc)
         if self.on_cached is not None:
-            self.on_cached(name, record)
+            self.on_cached(name, record, changed)
 
     def _with_metadata(self, name: NormalizedName, record: DistFile, path: Path) -> DistFile:
         """The record with PEP 658 metadata taken from a wheel the upstream offered none for."""

@@ -11,16 +11,18 @@ import contextlib
 import hashlib
 import logging
 import threading
+import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from packaging.utils import NormalizedName
 
+from . import store as _store
 from .clients import ClientProfile, for_client
 from .config import Config
 from .downloads import Download, Downloads
@@ -30,6 +32,7 @@ from .mirror import MirrorIndex
 from .models import DistFile, ProjectPage
 from .pagefiles import GZIP, PageFile, RenderedPages, compressor, disk_token, etag
 from .private import PrivateStore
+from .refresh import Refresher
 from .simple import is_json, project_pieces, quote_filename, render_index, render_project
 from .store import CHANGED, CacheStore, write_atomic
 from .upkeep import SizeLimit, mark_used
@@ -52,6 +55,10 @@ _LARGE_STATE = 256 * 1024
 #: how long such a page waits for another to be made, before it is made beside it: one that waits
 #: on a slow upstream (its TTL passed) holds the others back no longer than this
 _LARGE_WAIT = 2.0
+#: seconds after its change settles that a page is made again in the background
+_REFRESH_AFTER = 0.1
+#: how long the background waits for pages being made by requests to be done, polling
+_QUIET_WAIT, _QUIET_POLL = 5.0, 0.02
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,10 @@ class Repository:
         self._warm_bytes = 0
         self._render_lock = threading.Lock()
         self._large_lock = threading.Lock()
+        #: pages being made now, by any thread (the refresher waits for none)
+        self._making = 0
+        #: makes again, in the background, the renderings a cached file made stale
+        self.refresher = Refresher(self._refresh, delay=lambda: _store.SETTLE_NS / 1e9 + _REFRESH_AFTER)
         self._metadata_locks: dict[str, threading.Lock] = {}
 
     # pages -------------------------------------------------------------------------------
@@ -163,6 +174,8 @@ class Repository:
         token = self._disk_token(name)
         kind = _kind(content_type, client)
         wanted = kind + GZIP if gzip else kind
+        if token is not None or self._plain_mirror(name):  # no token yet: the page is new
+            self.refresher.served(name, (content_type, client, gzip))
         if token is not None:
             warm = self._read_rendered(name, wanted, token)
             if warm is not None:
@@ -194,6 +207,23 @@ class Repository:
         gzip: bool,
     ) -> Rendered:
         """Make the rendering :meth:`rendered` did not find; ``token`` is the disk's before."""
+        with self._render_lock:
+            self._making += 1
+        try:
+            return self._make(name, content_type, client, token, gzip=gzip)
+        finally:
+            with self._render_lock:
+                self._making -= 1
+
+    def _make(
+        self,
+        name: NormalizedName,
+        content_type: str,
+        client: ClientProfile | None,
+        token: str | None,
+        *,
+        gzip: bool,
+    ) -> Rendered:
         kind = _kind(content_type, client)
         wanted = kind + GZIP if gzip else kind
         page = self.project(name)
@@ -283,6 +313,27 @@ class Repository:
             return None
         return self.pages.write(name, kind, token=token, checked=checked, pieces=pieces, gzip=gzip)
 
+    def _refresh(self, name: NormalizedName, kinds: tuple[Hashable, ...]) -> bool:
+        """Make again the renderings of ``kinds`` (as :meth:`rendered` took them) that a cached
+        file made stale; False while the change has not settled. Waits first for the pages that
+        requests are making, so that two large models are seldom in memory at once."""
+        if self._disk_token(name) is None:
+            return False
+        waited = 0.0
+        while self._making and waited < _QUIET_WAIT:
+            time.sleep(_QUIET_POLL)
+            waited += _QUIET_POLL
+        for kind in kinds:
+            content_type, client, gzip = cast(tuple[str, ClientProfile | None, bool], kind)
+            made = self.rendered(name, content_type, client, gzip=gzip)
+            if made.file is not None:
+                made.file.close()
+        return True
+
+    def close(self) -> None:
+        """Stop the background work (the server calls this when it stops)."""
+        self.refresher.stop()
+
     def _disk_token(self, name: NormalizedName) -> str | None:
         """The token of the mirror's page of ``name`` on disk; None for private and merged names,
         whose pages are made from more than the mirror's cache."""
@@ -337,8 +388,10 @@ class Repository:
         self.counters.add("cache_misses")
         return self.downloads.get(name, dist)
 
-    def _cached(self, name: NormalizedName, record: DistFile) -> None:
+    def _cached(self, name: NormalizedName, record: DistFile, changed: bool) -> None:
         self.mirror.cached(name, record)
+        if changed:
+            self.refresher.changed(name)
         if self.size_limit is not None:
             self.size_limit.cached(record)
 

@@ -119,6 +119,7 @@ class Mirror:
         # the workers first: one that finishes a response pokes the event loop, which must
         # still be there
         server.task_dispatcher.shutdown(timeout=timeout)
+        self.repository.close()
         thread, self._thread = self._thread, None
         if thread is not None and thread.is_alive():
             # close from inside the event loop: its map empties and run() returns

@@ -1,0 +1,248 @@
+"""Renderings made again in the background once a cached file made them stale."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Hashable, Iterator
+from pathlib import Path
+
+import pytest
+from packaging.utils import NormalizedName
+
+from nestegg_core import Config, Mirror
+from nestegg_core import store as store_module
+from nestegg_core.dists import PackageSpec, make_wheel
+from nestegg_core.errors import NotFound
+from nestegg_core.models import DistFile, ProjectPage
+from nestegg_core.refresh import TRIES, Refresher
+from nestegg_core.repository import Repository
+from nestegg_core.simple import HTML_V1, JSON_V1
+from nestegg_core.testing import installer_env
+from nestegg_core.upstream import Fetched, FileStream
+
+NAME = NormalizedName("demo")
+DELAY = 0.05
+
+
+class _Log:
+    """A render that notes what it was asked, answering from ``answers`` (then True)."""
+
+    def __init__(self, *answers: bool | Exception) -> None:
+        self.answers = list(answers)
+        self.calls: list[tuple[NormalizedName, tuple[Hashable, ...]]] = []
+        self.done = threading.Event()
+
+    def __call__(self, name: NormalizedName, kinds: tuple[Hashable, ...]) -> bool:
+        self.calls.append((name, kinds))
+        answer = self.answers.pop(0) if self.answers else True
+        if not self.answers:
+            self.done.set()
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def idle(refresher: Refresher) -> None:
+    """Wait until the refresher has nothing left and its thread has ended."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if refresher.pending() == 0 and not any(t.name == "nestegg-refresh" for t in threading.enumerate()):
+            return
+        time.sleep(0.01)
+    raise AssertionError("the refresher did not finish")
+
+
+@pytest.fixture
+def log() -> _Log:
+    return _Log()
+
+
+@pytest.fixture
+def refresher(log: _Log) -> Iterator[Refresher]:
+    made = Refresher(log, delay=lambda: DELAY)
+    yield made
+    made.stop()
+
+
+def test_a_changed_page_is_made_again_for_the_kinds_served_once_settled(
+    refresher: Refresher, log: _Log
+) -> None:
+    refresher.served(NAME, "json")
+    refresher.served(NAME, "html")
+    refresher.served(NAME, "json")
+    started = time.monotonic()
+    for _ in range(3):  # changes close together: made once
+        refresher.changed(NAME)
+    assert log.done.wait(10)
+    assert time.monotonic() - started >= DELAY
+    idle(refresher)
+    assert len(log.calls) == 1
+    name, kinds = log.calls[0]
+    assert (name, sorted(map(str, kinds))) == (NAME, ["html", "json"])
+
+
+def test_a_page_never_served_is_left_to_its_next_request(refresher: Refresher, log: _Log) -> None:
+    refresher.served(NormalizedName("other"), "json")
+    refresher.changed(NAME)
+    idle(refresher)
+    assert log.calls == []
+
+
+@pytest.mark.parametrize(
+    ("answers", "calls"),
+    [
+        ((False, True), 2),  # not settled yet: tried again
+        ((False,) * (TRIES + 2), TRIES),  # never settles: given up
+        ((RuntimeError("boom"), True), 1),  # an error: left to the next request, the thread lives on
+    ],
+    ids=["unsettled", "never-settled", "error"],
+)
+def test_tries(answers: tuple[bool | Exception, ...], calls: int) -> None:
+    log = _Log(*answers)
+    refresher = Refresher(log, delay=lambda: 0.01)
+    refresher.served(NAME, "json")
+    refresher.changed(NAME)
+    idle(refresher)
+    assert len(log.calls) == calls
+    refresher.served(NormalizedName("other"), "json")
+    refresher.changed(NormalizedName("other"))  # a new thread for new work
+    idle(refresher)
+    assert log.calls[-1][0] == "other"
+    refresher.stop()
+
+
+def test_stop_drops_what_is_pending(log: _Log) -> None:
+    refresher = Refresher(log, delay=lambda: 30.0)
+    refresher.served(NAME, "json")
+    refresher.changed(NAME)
+    assert refresher.pending() == 1
+    refresher.stop()
+    idle(refresher)
+    refresher.changed(NAME)
+    assert (refresher.pending(), log.calls) == (0, [])
+
+
+class _Served:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size: int | None = len(data)
+
+    def chunks(self) -> Iterator[bytes]:
+        yield self.data
+
+    def close(self) -> None:
+        pass
+
+
+class _Bare:
+    """A fetcher whose page lists ``demo``'s sdist without its size or hash, as an old index may."""
+
+    data = b"not really a tarball"
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+        files = [DistFile(filename="demo-1.0.tar.gz", url="https://example.com/demo-1.0.tar.gz")]
+        return Fetched(page=ProjectPage.build(name, files))
+
+    def open(self, url: str) -> FileStream:  # noqa: ARG002
+        return _Served(self.data)
+
+
+def body(repo: Repository, content_type: str) -> tuple[bool, bytes]:
+    """Whether the page was made (not read back), and its body."""
+    rendered = repo.rendered(NAME, content_type)
+    if rendered.file is None:
+        return rendered.page is not None, rendered.body
+    try:
+        return rendered.page is not None, rendered.file.handle.readall()
+    finally:
+        rendered.file.close()
+
+
+@pytest.mark.parametrize("background", [True, False], ids=["refreshed", "closed"])
+def test_the_renderings_a_download_made_stale_are_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: bool
+) -> None:
+    monkeypatch.setattr(store_module, "SETTLE_NS", 0)
+    config = Config(nestegg_dir=tmp_path / "nest", index_url="https://example.com/simple/")
+    repo = Repository(config, fetcher=_Bare())
+    if not background:
+        repo.close()
+    for content_type in (JSON_V1, HTML_V1):
+        assert body(repo, content_type)[0]  # made, then saved
+    download = repo.open_file(NAME, "demo-1.0.tar.gz")
+    assert not isinstance(download, Path)
+    assert b"".join(download.read()) == _Bare.data
+    for thread in threading.enumerate():  # the download's thread ends once all is written
+        if thread.name.startswith("nestegg-download-"):
+            thread.join(timeout=10)
+    idle(repo.refresher)
+    repo.close()
+    # another process: in the background, both renderings were made again with the file's hash
+    later = Repository(config, fetcher=_Bare())
+    for content_type in (JSON_V1, HTML_V1):
+        made, text = body(later, content_type)
+        assert made != background
+        assert b"sha256" in text
+    later.close()
+
+
+class _WheelsOnly:
+    """A fetcher whose pages list wheels without hash, size or PEP 658 metadata (as the index pip
+    uses on some machines does), and serves them from ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+        files = [
+            DistFile(filename=path.name, url=f"https://example.com/{path.name}")
+            for path in sorted(self.folder.glob(f"{name.replace('-', '_')}-*.whl"))
+        ]
+        if not files:
+            raise NotFound(f"no project {name!r}")
+        return Fetched(page=ProjectPage.build(name, files))
+
+    def open(self, url: str) -> FileStream:
+        return _Served((self.folder / url.rsplit("/", 1)[1]).read_bytes())
+
+
+@pytest.mark.slow
+def test_pip_finds_the_pages_made_again_on_its_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(store_module, "SETTLE_NS", 0)
+    wheels = tmp_path / "wheels"
+    for name in ("alpha", "beta-two"):
+        make_wheel(PackageSpec(name=name, version="1.0"), wheels)
+    config = Config(nestegg_dir=tmp_path / "nest", index_url="https://example.com/simple/", port=0)
+    caplog.set_level(logging.INFO, logger="nestegg_core.access")
+
+    def download(mirror: Mirror, dest: str) -> None:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--dest"]
+        result = subprocess.run(
+            [*command, str(tmp_path / dest), "alpha", "beta-two"],
+            env=installer_env(mirror.index_url),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    with Mirror(config, fetcher=_WheelsOnly(wheels)) as first:
+        download(first, "cold")  # the mirror learns each wheel's hash and metadata
+        idle(first.repository.refresher)
+    caplog.clear()
+    with Mirror(config, fetcher=_WheelsOnly(wheels)) as second:
+        second.repository.store.read_page = _refuse  # type: ignore[method-assign]
+        download(second, "warm")
+    access = "\n".join(record.getMessage() for record in caplog.records)
+    # the pages pip got advertise the learned metadata, which pip then took
+    assert access.count('.whl.metadata" 200') == 2, access
+
+
+def _refuse(name: str) -> None:
+    raise AssertionError(f"the state of {name!r} was read: its page was made again")
