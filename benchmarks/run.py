@@ -536,9 +536,14 @@ strace and tracemalloc):
   ``Link.from_json`` and ``evaluate_links`` take three quarters of pip's time, ``urljoin`` of the
   relative file URLs about a sixth (absolute URLs would save that, but relative ones survive proxies
   that rewrite ``Host``, so they stay). Every index that lists the whole page pays this floor: the
-  peers' extra time over nestegg is what they add to pip's own work. ``compatible_only`` is the
-  way under it: pip then reads about 7,000 links (only the files that can fit its interpreter)
-  and the same download takes about half the time.
+  peers' extra time over nestegg is what they add to pip's own work. On this machine nestegg's
+  pages also advertise the PEP 658 metadata it learned from the wheels of the cold run (the
+  index pip uses here lists none, nor do proxpi's pages), so pip asks for 34 ``.metadata`` files
+  before the wheels: about 0.2 s of pip's time, a cost of the feature. A page such a file
+  changed is made again in the background about a second later (``nestegg_core/refresh.py``),
+  so the warm run finds every page made. ``compatible_only`` is the way under the floor: pip
+  then reads about 7,000 links (only the files that can fit its interpreter) and the same
+  download takes about half the time.
 - *Warm pip download with compatible_only vs --find-links.* Still pip: 102 HTTP requests (34
   pages, 34 PEP 658 metadata files, 34 wheels) through pip's requests stack, about 3 ms of pip's
   CPU each, and the ~7,000 remaining links (every sdist and every compatible wheel of every
@@ -559,14 +564,15 @@ strace and tracemalloc):
   15,000 files, 10.2 MB in tracemalloc. Its state file is read a column at a time (12.3 MB at the
   peak; read whole, 15.8 MB), no other page's model is held beside it (pages past a budget of
   1,000 files are dropped before the next page is made, not after), on top of what the heap kept
-  from earlier pages (a 38 MB process is at ~49 MB when that page comes). The warm run makes the
-  page again: the index pip uses here lists no PEP 658 metadata, so every wheel the cold run
-  cached taught the mirror its metadata, which the page then advertises (a file cached just as
-  the index lists it leaves the rendering be). Trimming the heap every 0.2 s did not lower the
-  peak. With ``compatible_only`` it is higher: pip's pages are rendered for its interpreter and
-  uv's for any, so the warm uv install after pip's makes every page anew, many at once (uv asks
-  in parallel), with several large models in memory together. Well under 60 MB would need page
-  models that are never whole in memory (pages rendered from the state file's columns).
+  from earlier pages (a 38 MB process is at ~49 MB when that page comes). The cold run makes
+  the page twice: when pip asks for it, and again in the background once its wheel taught the
+  mirror its metadata, which the page then advertises (the index pip uses here lists no PEP 658
+  metadata; a file cached just as the index lists it leaves the page be). Trimming the heap
+  every 0.2 s did not lower the peak. With ``compatible_only`` pip's pages are rendered for its
+  interpreter and uv's for any, so the warm uv install after pip's makes every page anew, many
+  at once (uv asks in parallel): pages of over ~700 files are made one at a time. Well under
+  60 MB would need page models that are never whole in memory (pages rendered from the state
+  file's columns).
 - *Start-up, CLI vs devpi-server.* Every server's virtualenv is compiled at install; runs
   before that left the peers' modules uncompiled on this machine (it sets
   PYTHONDONTWRITEBYTECODE), and devpi-server then took over 1.3 s, twice its time here. nestegg's
