@@ -32,13 +32,17 @@ class Refresher:
     """Makes the renderings of changed pages again in a thread of its own, one page at a time.
 
     ``delay()`` is how long after a change its page is made again (a change must settle before a
-    rendering can be saved under it). The thread runs while there is work and ends when there is
-    none; :meth:`stop` drops what is pending and waits for the page being made.
+    rendering can be saved under it); ``busy()`` how long to wait before any page is made (0 when
+    the server is quiet). The thread runs while there is work and ends when there is none;
+    :meth:`stop` drops what is pending and waits for the page being made.
     """
 
-    def __init__(self, render: Render, *, delay: Callable[[], float]) -> None:
+    def __init__(
+        self, render: Render, *, delay: Callable[[], float], busy: Callable[[], float] = lambda: 0.0
+    ) -> None:
         self._render = render
         self._delay = delay
+        self._busy = busy
         self._kinds: OrderedDict[NormalizedName, frozenset[Hashable]] = OrderedDict()
         self._due: dict[NormalizedName, tuple[float, int]] = {}
         self._cond = threading.Condition()
@@ -90,7 +94,7 @@ class Refresher:
         with self._cond:
             while not self._stopped and self._due:
                 name, (when, tries) = min(self._due.items(), key=lambda item: item[1][0])
-                wait = when - time.monotonic()
+                wait = max(when - time.monotonic(), self._busy())
                 if wait <= 0:
                     del self._due[name]
                     return name, tuple(self._kinds.get(name, ())), tries

@@ -57,8 +57,9 @@ _LARGE_STATE = 256 * 1024
 _LARGE_WAIT = 2.0
 #: seconds after its change settles that a page is made again in the background
 _REFRESH_AFTER = 0.1
-#: how long the background waits for pages being made by requests to be done, polling
-_QUIET_WAIT, _QUIET_POLL = 5.0, 0.02
+#: seconds without a request that the background waits for before it makes a page: the pages of
+#: a running install are made by its requests, the background takes the quiet after it
+_IDLE = 1.0
 
 
 @dataclass(frozen=True)
@@ -129,10 +130,13 @@ class Repository:
         self._warm_bytes = 0
         self._render_lock = threading.Lock()
         self._large_lock = threading.Lock()
-        #: pages being made now, by any thread (the refresher waits for none)
+        #: pages being made now by requests, and when the last page or file was asked for
         self._making = 0
+        self._asked = 0.0
         #: makes again, in the background, the renderings a cached file made stale
-        self.refresher = Refresher(self._refresh, delay=lambda: _store.SETTLE_NS / 1e9 + _REFRESH_AFTER)
+        self.refresher = Refresher(
+            self._refresh, delay=lambda: _store.SETTLE_NS / 1e9 + _REFRESH_AFTER, busy=self._busy
+        )
         self._metadata_locks: dict[str, threading.Lock] = {}
 
     # pages -------------------------------------------------------------------------------
@@ -171,6 +175,13 @@ class Repository:
         With ``client``, only the files that may fit that installer are listed. With ``gzip``, the
         page comes gzip encoded.
         """
+        self._asked = time.monotonic()
+        return self._rendered_page(name, content_type, client, gzip=gzip)
+
+    def _rendered_page(
+        self, name: NormalizedName, content_type: str, client: ClientProfile | None, *, gzip: bool
+    ) -> Rendered:
+        """:meth:`rendered`, for a request or the background."""
         token = self._disk_token(name)
         kind = _kind(content_type, client)
         wanted = kind + GZIP if gzip else kind
@@ -315,24 +326,28 @@ class Repository:
 
     def _refresh(self, name: NormalizedName, kinds: tuple[Hashable, ...]) -> bool:
         """Make again the renderings of ``kinds`` (as :meth:`rendered` took them) that a cached
-        file made stale; False while the change has not settled. Waits first for the pages that
-        requests are making, so that two large models are seldom in memory at once."""
+        file made stale; False while the change has not settled."""
         if self._disk_token(name) is None:
             return False
-        waited = 0.0
-        while self._making and waited < _QUIET_WAIT:
-            time.sleep(_QUIET_POLL)
-            waited += _QUIET_POLL
         for kind in kinds:
             content_type, client, gzip = cast(tuple[str, ClientProfile | None, bool], kind)
-            made = self.rendered(name, content_type, client, gzip=gzip)
+            made = self._rendered_page(name, content_type, client, gzip=gzip)
             if made.file is not None:
                 made.file.close()
         return True
 
-    def close(self) -> None:
-        """Stop the background work (the server calls this when it stops)."""
-        self.refresher.stop()
+    def _busy(self) -> float:
+        """Seconds until the mirror counts as quiet: no page being made by a request, and none
+        asked for (nor a file) for ``_IDLE`` seconds. Background work waits for it, so that it
+        takes no time from an install, nor makes a second large page beside one of its."""
+        if self._making:
+            return _IDLE
+        return max(0.0, self._asked + _IDLE - time.monotonic())
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the background work, waiting up to ``timeout`` for a page being made (the server
+        calls this when it stops)."""
+        self.refresher.stop(timeout)
 
     def _disk_token(self, name: NormalizedName) -> str | None:
         """The token of the mirror's page of ``name`` on disk; None for private and merged names,
@@ -409,6 +424,7 @@ class Repository:
 
     def open_any(self, name: NormalizedName, filename: str) -> tuple[Path | Download, bool]:
         """A file of the project or, for ``<file>.metadata``, its core metadata (then True)."""
+        self._asked = time.monotonic()
         if filename.endswith(".metadata") and self._plain_mirror(name):
             with contextlib.suppress(NotFound):
                 path = self.store.metadata_path(name, filename[: -len(".metadata")])

@@ -14,6 +14,7 @@ import pytest
 from packaging.utils import NormalizedName
 
 from nestegg_core import Config, Mirror
+from nestegg_core import repository as repository_module
 from nestegg_core import store as store_module
 from nestegg_core.dists import PackageSpec, make_wheel
 from nestegg_core.errors import NotFound
@@ -115,6 +116,19 @@ def test_tries(answers: tuple[bool | Exception, ...], calls: int) -> None:
     refresher.stop()
 
 
+def test_nothing_is_made_while_the_server_is_busy(log: _Log) -> None:
+    quiet = threading.Event()
+    refresher = Refresher(log, delay=lambda: 0.01, busy=lambda: 0.0 if quiet.is_set() else 0.02)
+    refresher.served(NAME, "json")
+    refresher.changed(NAME)
+    time.sleep(0.3)
+    assert (log.calls, refresher.pending()) == ([], 1)
+    quiet.set()
+    idle(refresher)
+    assert len(log.calls) == 1
+    refresher.stop()
+
+
 def test_stop_drops_what_is_pending(log: _Log) -> None:
     refresher = Refresher(log, delay=lambda: 30.0)
     refresher.served(NAME, "json")
@@ -167,6 +181,7 @@ def test_the_renderings_a_download_made_stale_are_made_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: bool
 ) -> None:
     monkeypatch.setattr(store_module, "SETTLE_NS", 0)
+    monkeypatch.setattr(repository_module, "_IDLE", 0.05)
     config = Config(nestegg_dir=tmp_path / "nest", index_url="https://example.com/simple/")
     repo = Repository(config, fetcher=_Bare())
     if not background:
@@ -246,3 +261,18 @@ def test_pip_finds_the_pages_made_again_on_its_next_run(
 
 def _refuse(name: str) -> None:
     raise AssertionError(f"the state of {name!r} was read: its page was made again")
+
+
+def test_the_repository_is_busy_for_a_while_after_each_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(repository_module, "_IDLE", 0.5)
+    repo = Repository(
+        Config(nestegg_dir=tmp_path / "nest", index_url="https://example.com/simple/"), fetcher=_Bare()
+    )
+    repo.close()
+    assert repo._busy() == 0.0
+    body(repo, JSON_V1)
+    assert 0.3 < repo._busy() <= 0.5
+    time.sleep(0.6)
+    assert repo._busy() == 0.0
