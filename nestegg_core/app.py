@@ -594,6 +594,7 @@ def create_app(config: Config, *, repository: Repository | None = None) -> Calla
     """The WSGI application of a mirror for ``config``; nothing global, so many can coexist."""
     repository = repository or Repository(config)
     app = NesteggApp(repository)
+    app.services.append(repository.refresher)
     uploads.install(app, config)
     auth.install(app, config)
     if config.source_builds:

@@ -166,6 +166,15 @@ class MirrorIndex:
         self._make_room(keep=name)
         return page
 
+    def is_fresh(self, name: NormalizedName) -> bool:
+        """Whether the page of ``name`` may be answered now without asking the upstream."""
+        entry = self._entries.get(name)
+        return self.offline or (entry is not None and self.clock() < entry.fresh_until)
+
+    def trim(self) -> None:
+        """Drop pages from memory until those left hold at most ``max_files`` files."""
+        self._make_room()
+
     def _make_room(self, keep: str | None = None) -> None:
         """Drop the least recently used pages (but ``keep``'s) while those in memory hold more than
         ``max_files`` files. Also done before a page is made: a page larger than that is held

@@ -77,6 +77,8 @@ class UpstreamMounts:
         repository.before_private = lambda name: main.before_private(name) if main.before_private else None
         if self.refresh:
             repository.mirror.refresh_all()
+        # its pages made again in the background, stopped with the mirror
+        self.mirror.nest.services.append(repository.refresher)
         self._apps[key] = app
         logger.info("mirroring %s at %s/%s/%s/simple/", mask_url(url), self.mirror.url, PREFIX, key)
 

@@ -17,6 +17,8 @@ from collections.abc import Callable, Hashable
 
 from packaging.utils import NormalizedName
 
+from .errors import NesteggError
+
 logger = logging.getLogger(__name__)
 
 #: the pages whose served kinds are remembered, least recently served dropped first
@@ -50,7 +52,8 @@ class Refresher:
         self._stopped = False
 
     def served(self, name: NormalizedName, kind: Hashable) -> None:
-        """Note a kind of rendering served for ``name`` (called for every page answered)."""
+        """Note a kind of rendering served for ``name`` (called for every page answered); past
+        ``MAX_NAMES`` names, those first noted are forgotten first."""
         kinds = self._kinds.get(name)
         if kinds is not None and kind in kinds:
             return  # the usual case, without the lock
@@ -76,8 +79,14 @@ class Refresher:
         with self._cond:
             return len(self._due)
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
     def start(self) -> None:
-        """Nothing to do: the thread starts with the first change (the app's service protocol)."""
+        """Take changes again after :meth:`stop` (the thread starts with the first of them)."""
+        with self._cond:
+            self._stopped = False
 
     def stop(self, timeout: float = 5.0) -> None:
         """Drop what is pending and wait (up to ``timeout``) for the page being made."""
@@ -107,8 +116,11 @@ class Refresher:
             name, kinds, tries = due
             try:
                 done = self._render(name, kinds)
-            except Exception:  # only a head start: the page's next request makes it
-                logger.debug("cannot make the page of %r again", name, exc_info=True)
+            except NesteggError as exc:  # only a head start: the page's next request makes it
+                logger.debug("cannot make the page of %r again: %s", name, exc)
+                continue
+            except Exception:  # a bug: seen, and the thread lives on
+                logger.warning("cannot make the page of %r again", name, exc_info=True)
                 continue
             if not done and tries + 1 < TRIES:
                 with self._cond:

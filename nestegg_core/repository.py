@@ -329,11 +329,18 @@ class Repository:
         file made stale; False while the change has not settled."""
         if self._disk_token(name) is None:
             return False
-        for kind in kinds:
-            content_type, client, gzip = cast(tuple[str, ClientProfile | None, bool], kind)
-            made = self._rendered_page(name, content_type, client, gzip=gzip)
-            if made.file is not None:
-                made.file.close()
+        if not self.mirror.is_fresh(name):
+            return True  # the upstream is due to be asked: left to the page's next request
+        try:
+            for kind in kinds:
+                if self.refresher.stopped:
+                    break
+                content_type, client, gzip = cast(tuple[str, ClientProfile | None, bool], kind)
+                made = self._rendered_page(name, content_type, client, gzip=gzip)
+                if made.file is not None:
+                    made.file.close()
+        finally:
+            self.mirror.trim()  # the page made last is held for its requests; this one has none
         return True
 
     def _busy(self) -> float:

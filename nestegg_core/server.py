@@ -111,8 +111,8 @@ class Mirror:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving: finish running requests, close every connection (idle keep-alive ones
-        too) and join the threads (the page being made in the background too); returns within
-        about ``3 * timeout``."""
+        too) and join the threads; returns within about ``2 * timeout`` (and the page being made
+        in the background, if one is)."""
         server, self._server = self._server, None
         if server is None:
             return
@@ -120,7 +120,6 @@ class Mirror:
         # the workers first: one that finishes a response pokes the event loop, which must
         # still be there
         server.task_dispatcher.shutdown(timeout=timeout)
-        self.repository.close(timeout)
         thread, self._thread = self._thread, None
         if thread is not None and thread.is_alive():
             # close from inside the event loop: its map empties and run() returns

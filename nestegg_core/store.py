@@ -207,6 +207,7 @@ def read_state(handle: BinaryIO) -> PageState:
     """
     first = handle.readline()
     if not first.endswith(_COLUMNS_START):  # an older state file, one line
+        del first  # the whole text: not twice in memory
         handle.seek(0)
         return PageState.from_json(json.loads(handle.read()))
     data = json.loads(first[: -len(_COLUMNS_START)] + b"}")

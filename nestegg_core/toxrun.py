@@ -39,6 +39,7 @@ from .builds import BuildOutcome, SourceBuilder
 from .config import DEFAULT_HOST, Config, load_config, pip_config_value
 from .errors import NesteggError
 from .mounts import UpstreamMounts
+from .refresh import Refresher
 from .server import Mirror, WSGIApp, describe
 from .store import write_atomic
 from .upstream import mask_url
@@ -339,8 +340,9 @@ class ToxRun:
         error: NesteggError | None = None
         for port in port_candidates(self.work_dir, read_port(self.port_file)):
             mirror = Mirror(self.config.with_changes(port=port), middleware=self._middleware)
-            # no background services (CI polling, cache upkeep): this mirror lives for one tox run
-            mirror.nest.services.clear()
+            # no CI polling nor cache upkeep: this mirror lives for one tox run; pages a run's
+            # downloads made stale are still made again, for the next run
+            mirror.nest.services[:] = [s for s in mirror.nest.services if isinstance(s, Refresher)]
             try:
                 mirror.start()
             except NesteggError as exc:

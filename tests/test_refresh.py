@@ -51,10 +51,17 @@ def idle(refresher: Refresher) -> None:
     """Wait until the refresher has nothing left and its thread has ended."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if refresher.pending() == 0 and not any(t.name == "nestegg-refresh" for t in threading.enumerate()):
+        if refresher.pending() == 0 and refresher._thread is None:
             return
         time.sleep(0.01)
     raise AssertionError("the refresher did not finish")
+
+
+def downloaded() -> None:
+    """Wait for the download threads: they note the change once all is written."""
+    for thread in threading.enumerate():
+        if thread.name.startswith("nestegg-download-"):
+            thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -69,9 +76,8 @@ def refresher(log: _Log) -> Iterator[Refresher]:
     made.stop()
 
 
-def test_a_changed_page_is_made_again_for_the_kinds_served_once_settled(
-    refresher: Refresher, log: _Log
-) -> None:
+def test_a_changed_page_is_made_again_for_the_kinds_served_once_settled(log: _Log) -> None:
+    refresher = Refresher(log, delay=lambda: 0.3)  # long enough for the three changes to be one
     refresher.served(NAME, "json")
     refresher.served(NAME, "html")
     refresher.served(NAME, "json")
@@ -79,8 +85,9 @@ def test_a_changed_page_is_made_again_for_the_kinds_served_once_settled(
     for _ in range(3):  # changes close together: made once
         refresher.changed(NAME)
     assert log.done.wait(10)
-    assert time.monotonic() - started >= DELAY
+    assert time.monotonic() - started >= 0.3
     idle(refresher)
+    refresher.stop()
     assert len(log.calls) == 1
     name, kinds = log.calls[0]
     assert (name, sorted(map(str, kinds))) == (NAME, ["html", "json"])
@@ -157,7 +164,11 @@ class _Bare:
 
     data = b"not really a tarball"
 
+    def __init__(self) -> None:
+        self.asked = 0
+
     def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+        self.asked += 1
         files = [DistFile(filename="demo-1.0.tar.gz", url="https://example.com/demo-1.0.tar.gz")]
         return Fetched(page=ProjectPage.build(name, files))
 
@@ -176,14 +187,24 @@ def body(repo: Repository, content_type: str) -> tuple[bool, bytes]:
         rendered.file.close()
 
 
-@pytest.mark.parametrize("background", [True, False], ids=["refreshed", "closed"])
+@pytest.mark.parametrize(
+    ("background", "ttl", "made_again"),
+    [
+        (True, 600.0, False),
+        (False, 600.0, True),  # closed: the next request makes the page
+        (True, 0.0, True),  # the upstream is due to be asked: left to the next request
+    ],
+    ids=["refreshed", "closed", "ttl-passed"],
+)
 def test_the_renderings_a_download_made_stale_are_made_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: bool, ttl: float, made_again: bool
 ) -> None:
     monkeypatch.setattr(store_module, "SETTLE_NS", 0)
     monkeypatch.setattr(repository_module, "_IDLE", 0.05)
-    config = Config(nestegg_dir=tmp_path / "nest", index_url="https://example.com/simple/")
-    repo = Repository(config, fetcher=_Bare())
+    config = Config(nestegg_dir=tmp_path / "nest", index_url="https://example.com/simple/", ttl=ttl)
+    fetcher = _Bare()
+    repo = Repository(config, fetcher=fetcher)
+    repo.mirror.max_files = 0  # no page is kept once its requests are answered
     if not background:
         repo.close()
     for content_type in (JSON_V1, HTML_V1):
@@ -191,16 +212,18 @@ def test_the_renderings_a_download_made_stale_are_made_again(
     download = repo.open_file(NAME, "demo-1.0.tar.gz")
     assert not isinstance(download, Path)
     assert b"".join(download.read()) == _Bare.data
-    for thread in threading.enumerate():  # the download's thread ends once all is written
-        if thread.name.startswith("nestegg-download-"):
-            thread.join(timeout=10)
+    downloaded()
+    asked = fetcher.asked
     idle(repo.refresher)
+    assert fetcher.asked == asked  # the background never asks the upstream
+    # nor keeps a page it made in memory; one the requests made stays, the last they asked for
+    assert (NAME in repo.mirror._loaded) == made_again
     repo.close()
     # another process: in the background, both renderings were made again with the file's hash
-    later = Repository(config, fetcher=_Bare())
+    later = Repository(config.with_changes(ttl=600.0), fetcher=_Bare())
     for content_type in (JSON_V1, HTML_V1):
         made, text = body(later, content_type)
-        assert made != background
+        assert made == made_again
         assert b"sha256" in text
     later.close()
 
@@ -249,6 +272,7 @@ def test_pip_finds_the_pages_made_again_on_its_next_run(
 
     with Mirror(config, fetcher=_WheelsOnly(wheels)) as first:
         download(first, "cold")  # the mirror learns each wheel's hash and metadata
+        downloaded()
         idle(first.repository.refresher)
     caplog.clear()
     with Mirror(config, fetcher=_WheelsOnly(wheels)) as second:
@@ -272,7 +296,20 @@ def test_the_repository_is_busy_for_a_while_after_each_request(
     )
     repo.close()
     assert repo._busy() == 0.0
+    started = time.monotonic()
     body(repo, JSON_V1)
-    assert 0.3 < repo._busy() <= 0.5
-    time.sleep(0.6)
+    busy = repo._busy()
+    assert 0.5 - (time.monotonic() - started) <= busy <= 0.5
+    time.sleep(busy + 0.05)
     assert repo._busy() == 0.0
+
+
+def test_the_background_stops_and_starts_with_the_mirror(tmp_path: Path) -> None:
+    config = Config(nestegg_dir=tmp_path / "nest", index_url="https://example.com/simple/", port=0)
+    mirror = Mirror(config, fetcher=_Bare())
+    refresher = mirror.repository.refresher
+    assert refresher in mirror.nest.services
+    for _ in range(2):  # a mirror started again takes changes again
+        with mirror:
+            assert not refresher.stopped
+        assert refresher.stopped
