@@ -541,9 +541,10 @@ strace and tracemalloc):
   index pip uses here lists none, nor do proxpi's pages), so pip asks for 34 ``.metadata`` files
   before the wheels: about 0.2 s of pip's time, a cost of the feature. Those pages must be
   made again: in the background once the mirror has had a second without requests
-  (``nestegg_core/refresh.py``), but here the warm run follows the cold one at once, so its
-  requests make them (with five seconds between the runs, the warm download took 2.6 s instead
-  of 3.3 s in a separate measurement). ``compatible_only`` is the way under the floor: pip
+  (``nestegg_core/refresh.py``). Here that happens while the other servers do their cold runs
+  (each workload runs on every server in turn), about 1.5 s of CPU beside them; had the warm
+  run followed the cold one at once, its requests would have made the pages (3.3 s instead of
+  2.6 s in a separate measurement). ``compatible_only`` is the way under the floor: pip
   then reads about 7,000 links (only the files that can fit its interpreter) and the same
   download takes about half the time.
 - *Warm pip download with compatible_only vs --find-links.* Still pip: 102 HTTP requests (34
@@ -566,11 +567,11 @@ strace and tracemalloc):
   15,000 files, 10.2 MB in tracemalloc. Its state file is read a column at a time (12.3 MB at the
   peak; read whole, 15.8 MB), no other page's model is held beside it (pages past a budget of
   1,000 files are dropped before the next page is made, not after), on top of what the heap kept
-  from earlier pages (a 38 MB process is at ~49 MB when that page comes). The warm run makes
-  the page again, as it follows the cold run at once (see above): the index pip uses here lists
-  no PEP 658 metadata, so its wheel taught the mirror its metadata, which the page then
-  advertises (a file cached just as the index lists it leaves the page be). Trimming the heap
-  every 0.2 s did not lower the peak. With ``compatible_only`` pip's pages are rendered for its
+  from earlier pages (a 38 MB process is at ~49 MB when that page comes). The page is made
+  again after the cold run, in the background (see above): the index pip uses here lists no PEP
+  658 metadata, so its wheel taught the mirror its metadata, which the page then advertises (a
+  file cached just as the index lists it leaves the page be). Trimming the heap every 0.2 s did
+  not lower the peak. With ``compatible_only`` pip's pages are rendered for its
   interpreter and uv's for any, so the warm uv install after pip's makes every page anew, many
   at once (uv asks in parallel): pages of over ~700 files are made one at a time. Well under
   60 MB would need page models that are never whole in memory (pages rendered from the state
