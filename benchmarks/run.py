@@ -542,7 +542,7 @@ strace and tracemalloc):
   before the wheels: about 0.2 s of pip's time, a cost of the feature. Those pages must be
   made again: in the background once the mirror has had a second without requests
   (``nestegg_core/refresh.py``). Here that happens while the other servers do their cold runs
-  (each workload runs on every server in turn), about 1.5 s of CPU beside them; had the warm
+  (each workload runs on every server in turn), about 0.5 s of CPU beside them; had the warm
   run followed the cold one at once, its requests would have made the pages (3.3 s instead of
   2.6 s in a separate measurement). ``compatible_only`` is the way under the floor: pip
   then reads about 7,000 links (only the files that can fit its interpreter) and the same
