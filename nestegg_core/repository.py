@@ -221,46 +221,35 @@ class Repository:
         with self._render_lock:
             self._making += 1
         try:
-            return self._make(name, content_type, client, token, gzip=gzip)
+            kind = _kind(content_type, client)
+            wanted = kind + GZIP if gzip else kind
+            page = self.project(name)
+            key = (name, content_type, client, gzip)
+            cached = self._rendered.get(key)
+            if cached is not None and cached.page() is page:
+                return Rendered(page, cached.body, cached.etag, gzip=gzip)
+            shown = page if client is None else for_client(page, client)
+            prefix = f"../../files/{quote(name)}/"
+
+            def url_for(dist: DistFile) -> str:
+                return prefix + quote_filename(dist.filename)
+
+            pieces = project_pieces(shown, content_type, url_for)
+            saved = self._write_rendered(name, kind, token, page, pieces, gzip=gzip)
+            if saved is not None:
+                served = self._from_file(name, wanted, saved)
+                if served is not None:
+                    return Rendered(page, served.body, served.etag, served.file, served.gzip)
+            body = render_project(shown, content_type, url_for)
+            if gzip:  # the same bytes as the rendering's file would hold: the same ETag in every process
+                packer = compressor()
+                body = packer.compress(body) + packer.flush()
+            result = Rendered(page, body, etag(body), gzip=gzip)
+            self._remember(key, _Cached(weakref.ref(page), body, result.etag))
+            return result
         finally:
             with self._render_lock:
                 self._making -= 1
-
-    def _make(
-        self,
-        name: NormalizedName,
-        content_type: str,
-        client: ClientProfile | None,
-        token: str | None,
-        *,
-        gzip: bool,
-    ) -> Rendered:
-        kind = _kind(content_type, client)
-        wanted = kind + GZIP if gzip else kind
-        page = self.project(name)
-        key = (name, content_type, client, gzip)
-        cached = self._rendered.get(key)
-        if cached is not None and cached.page() is page:
-            return Rendered(page, cached.body, cached.etag, gzip=gzip)
-        shown = page if client is None else for_client(page, client)
-        prefix = f"../../files/{quote(name)}/"
-
-        def url_for(dist: DistFile) -> str:
-            return prefix + quote_filename(dist.filename)
-
-        pieces = project_pieces(shown, content_type, url_for)
-        saved = self._write_rendered(name, kind, token, page, pieces, gzip=gzip)
-        if saved is not None:
-            served = self._from_file(name, wanted, saved)
-            if served is not None:
-                return Rendered(page, served.body, served.etag, served.file, served.gzip)
-        body = render_project(shown, content_type, url_for)
-        if gzip:  # the same bytes as the rendering's file would hold: the same ETag in every process
-            packer = compressor()
-            body = packer.compress(body) + packer.flush()
-        result = Rendered(page, body, etag(body), gzip=gzip)
-        self._remember(key, _Cached(weakref.ref(page), body, result.etag))
-        return result
 
     def _read_rendered(self, name: NormalizedName, kind: str, token: str) -> Rendered | None:
         """The saved rendering for ``token`` if the TTL allows it: from memory, else from disk."""

@@ -148,3 +148,17 @@ def http() -> Iterator[requests.Session]:
     with requests.Session() as session:
         session.trust_env = False  # no proxies from the machine's environment
         yield session
+
+
+class Served:
+    """An upstream file download (a ``FileStream``) of ``data``, for fetchers made up in tests."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size: int | None = len(data)
+
+    def chunks(self) -> Iterator[bytes]:
+        yield self.data
+
+    def close(self) -> None:
+        pass

@@ -27,7 +27,7 @@ from nestegg_core.store import CacheStore
 from nestegg_core.upkeep import prune
 from nestegg_core.upstream import Fetched, FileStream
 
-from .conftest import Faults, MirrorFactory
+from .conftest import Faults, MirrorFactory, Served
 
 NAME = NormalizedName("demo")
 SECRET = NormalizedName("secret")
@@ -117,20 +117,6 @@ def test_a_file_cached_just_as_the_index_lists_it_leaves_the_rendering(
     assert (after.page, body(after)) == (None, before)
 
 
-class _Served:
-    """A file download of ``data``."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.size: int | None = len(data)
-
-    def chunks(self) -> Iterator[bytes]:
-        yield self.data
-
-    def close(self) -> None:
-        pass
-
-
 class _Bare:
     """A fetcher whose page of ``demo`` lists its sdist without size or hash (as an old index
     may), and serves it."""
@@ -144,7 +130,7 @@ class _Bare:
         return Fetched(page=ProjectPage.build(name, files if self.listed else []))
 
     def open(self, url: str) -> FileStream:  # noqa: ARG002
-        return _Served(self.data)
+        return Served(self.data)
 
 
 def test_a_file_cached_with_more_than_the_index_says_makes_the_page_again(tmp_path: Path) -> None:

@@ -25,6 +25,8 @@ from nestegg_core.simple import HTML_V1, JSON_V1
 from nestegg_core.testing import installer_env
 from nestegg_core.upstream import Fetched, FileStream
 
+from .conftest import Served
+
 NAME = NormalizedName("demo")
 DELAY = 0.05
 
@@ -147,18 +149,6 @@ def test_stop_drops_what_is_pending(log: _Log) -> None:
     assert (refresher.pending(), log.calls) == (0, [])
 
 
-class _Served:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.size: int | None = len(data)
-
-    def chunks(self) -> Iterator[bytes]:
-        yield self.data
-
-    def close(self) -> None:
-        pass
-
-
 class _Bare:
     """A fetcher whose page lists ``demo``'s sdist without its size or hash, as an old index may."""
 
@@ -173,7 +163,7 @@ class _Bare:
         return Fetched(page=ProjectPage.build(name, files))
 
     def open(self, url: str) -> FileStream:  # noqa: ARG002
-        return _Served(self.data)
+        return Served(self.data)
 
 
 def body(repo: Repository, content_type: str) -> tuple[bool, bytes]:
@@ -245,7 +235,7 @@ class _WheelsOnly:
         return Fetched(page=ProjectPage.build(name, files))
 
     def open(self, url: str) -> FileStream:
-        return _Served((self.folder / url.rsplit("/", 1)[1]).read_bytes())
+        return Served((self.folder / url.rsplit("/", 1)[1]).read_bytes())
 
 
 @pytest.mark.slow
