@@ -21,7 +21,7 @@ from .errors import NesteggError
 
 logger = logging.getLogger(__name__)
 
-#: the pages whose served kinds are remembered, least recently served dropped first
+#: the pages whose served kinds are remembered; past it, those noted longest ago are forgotten
 MAX_NAMES = 1024
 #: tries for a page whose change has not settled, before it is left to its next request
 TRIES = 3
