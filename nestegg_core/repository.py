@@ -130,7 +130,8 @@ class Repository:
         self._warm_bytes = 0
         self._render_lock = threading.Lock()
         self._large_lock = threading.Lock()
-        #: pages being made now by requests, and when the last page or file was asked for
+        #: pages being made now (by requests; the background's own is done when it looks), and
+        #: when the last page or file was asked for
         self._making = 0
         self._asked = 0.0
         #: makes again, in the background, the renderings a cached file made stale
@@ -321,10 +322,10 @@ class Repository:
         if not self.mirror.is_fresh(name):
             return True  # the upstream is due to be asked: left to the page's next request
         try:
-            for kind in kinds:
+            for served in kinds:
                 if self.refresher.stopped:
                     break
-                content_type, client, gzip = cast(tuple[str, ClientProfile | None, bool], kind)
+                content_type, client, gzip = cast(tuple[str, ClientProfile | None, bool], served)
                 made = self._rendered_page(name, content_type, client, gzip=gzip)
                 if made.file is not None:
                     made.file.close()
