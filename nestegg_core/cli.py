@@ -1,7 +1,9 @@
 """The ``nestegg`` command (also ``python -m nestegg_core``).
 
-Each concern registers its sub-commands in :data:`COMMANDS` as a module path whose module has
-``add_commands(subparsers)``; a sub-command parser sets ``func`` (``(args) -> int``) as default.
+Each concern registers its sub-commands in :data:`COMMANDS`: the command's name and the module
+whose ``add_commands(subparsers)`` adds it; a sub-command parser sets ``func`` (``(args) -> int``)
+as default. Only the module of the command given is imported: ``serve``, the command that must
+start fast and stay small, loads none of them (``ci`` alone would bring builds, git and sqlite).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 from ._version import __version__
 from .config import Config, load_config
@@ -22,13 +25,41 @@ from .store import write_atomic
 
 logger = logging.getLogger(__name__)
 
-#: modules that add sub-commands (``serve`` is here)
-COMMANDS: list[str] = ["nestegg_core.manage", "nestegg_core.upkeep", "nestegg_core.export", "nestegg_core.ci"]
+#: sub-commands by name, and the module that adds each (``serve`` is here)
+COMMANDS: dict[str, str] = {
+    "build": "nestegg_core.manage",
+    "list": "nestegg_core.manage",
+    "remove": "nestegg_core.manage",
+    "yank": "nestegg_core.manage",
+    "passwd": "nestegg_core.manage",
+    "prune": "nestegg_core.upkeep",
+    "export": "nestegg_core.export",
+    "ci": "nestegg_core.ci",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nestegg", description="On-demand, lightweight, package-building PyPI mirror."
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or, given a command's name, of that one alone."""
+    parser = _global_parser()
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the mirror (the default command)")
+    _add_serve_options(serve)
+    serve.set_defaults(func=_serve)
+    if command == "serve":
+        return parser
+    if command in COMMANDS:
+        importlib.import_module(COMMANDS[command]).add_commands(commands)
+    else:  # help, or an unknown command to report with the list of known ones
+        for module in dict.fromkeys(COMMANDS.values()):
+            importlib.import_module(module).add_commands(commands)
+    return parser
+
+
+def _global_parser(
+    kind: type[argparse.ArgumentParser] = argparse.ArgumentParser, **options: Any
+) -> argparse.ArgumentParser:
+    parser = kind(
+        prog="nestegg", description="On-demand, lightweight, package-building PyPI mirror.", **options
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (twice: debug)")
@@ -44,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--index-url", metavar="URL", help="upstream Simple API (default: the index pip uses)"
     )
     parser.add_argument("--offline", action="store_true", default=None, help="never ask the upstream")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = commands.add_parser("serve", help="run the mirror (the default command)")
+    return parser
+
+
+def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, help="port to listen on (default 7654; 0 picks a free one)")
     serve.add_argument("--threads", type=int, help="worker threads (default 16)")
@@ -60,10 +93,39 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="once listening, write the port to FILE (for scripts that start it with --port 0)",
     )
-    serve.set_defaults(func=_serve)
-    for module in COMMANDS:
-        importlib.import_module(module).add_commands(commands)
-    return parser
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names, read past the global options; None when it names none.
+
+    Also None when the global options are wrong, or ask for the version or help: the whole
+    parser then says so.
+    """
+    probe = _global_parser(_Probe, add_help=False)
+    # as a sub-command's parser takes them: the command, then all after it (its own --version too)
+    probe.add_argument("command", nargs=argparse.PARSER)
+    try:
+        args = probe.parse_args(argv)
+    except _NotParsed:
+        return None
+    return args.command[0]  # type: ignore[no-any-return]
+
+
+class _NotParsed(Exception):
+    pass
+
+
+class _Probe(argparse.ArgumentParser):
+    """A parser that neither prints nor exits: it raises :class:`_NotParsed` instead."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _NotParsed(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise _NotParsed(status, message)
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        pass
 
 
 def config_from(args: argparse.Namespace) -> Config:
@@ -82,8 +144,9 @@ def config_from(args: argparse.Namespace) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for errors a user can fix)."""
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    command = command_of(argv)
+    parser = build_parser("serve" if command is None and not _asks_help(argv) else command)
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args([*argv, "serve"])
@@ -97,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         undo()
+
+
+def _asks_help(argv: Sequence[str]) -> bool:
+    return any(arg in ("-h", "--help") for arg in argv)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -1,0 +1,137 @@
+"""The command line: which sub-command an argv names, and the modules each one loads."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from nestegg_core import cli
+from nestegg_core.pytest_plugin import PrivateIndex
+
+
+@pytest.mark.parametrize("module", sorted(set(cli.COMMANDS.values())))
+def test_the_table_names_what_each_module_adds(module: str) -> None:
+    commands = argparse.ArgumentParser().add_subparsers()
+    importlib.import_module(module).add_commands(commands)
+    assert sorted(commands.choices) == sorted(name for name, owner in cli.COMMANDS.items() if owner == module)
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        ([], None),
+        (["serve"], "serve"),
+        (["-q", "--cache-dir", "list", "serve", "--port", "0"], "serve"),
+        (["--config", "a.yml", "-vv", "list", "name"], "list"),
+        (["--offline", "prune", "--max-size", "1G"], "prune"),
+        (["yank", "--reason", "serve", "x", "1.0"], "yank"),
+        (["yank", "x", "--version", "1.0"], "yank"),
+        (["-q", "list", "--help"], "list"),
+        (["--index-url", "https://example.com/simple/"], None),
+        (["--version"], None),
+        (["--help"], None),
+        (["--cache-dir"], None),  # an error the whole parser reports
+        (["no-such-command"], "no-such-command"),
+    ],
+)
+def test_command_of(argv: list[str], command: str | None) -> None:
+    assert cli.command_of(argv) == command
+
+
+#: the modules of commands that a serving mirror does not use (it does use upkeep's size limit)
+NOT_SERVING = ("nestegg_core.manage", "nestegg_core.export", "nestegg_core.ci")
+
+
+@pytest.mark.parametrize(
+    ("command", "loaded"),
+    [
+        ("serve", set()),
+        ("list", {"nestegg_core.manage"}),
+        ("export", {"nestegg_core.export"}),
+        (None, set(NOT_SERVING)),
+    ],
+)
+def test_build_parser_loads_the_module_of_its_command_only(command: str | None, loaded: set[str]) -> None:
+    script = (
+        "import sys; from nestegg_core import cli; "
+        f"cli.build_parser({command!r}); "
+        f"print(sorted({{m for m in {NOT_SERVING!r} if m in sys.modules}}))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == repr(sorted(loaded))
+
+
+@pytest.mark.parametrize(
+    ("argv", "out"),
+    [
+        (["--help"], "\n    ci  "),
+        (["--help"], "\n    serve  "),
+        (["list", "--help"], "usage: nestegg list"),
+        (["serve", "--help"], "--port-file FILE"),
+        (["--version"], "nestegg "),
+    ],
+)
+def test_help_and_version(argv: list[str], out: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 0
+    printed = capsys.readouterr().out
+    assert out in printed
+    assert printed.count("nestegg ") == 1 if argv == ["--version"] else True
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["no-such-command"], "invalid choice: 'no-such-command' (choose from 'serve', 'build',"),
+        (["--cache-dir"], "argument --cache-dir: expected one argument"),
+        (["list", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+    ],
+)
+def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_serving_process_loads_no_other_command(tmp_path: Path, upstream: PrivateIndex) -> None:
+    """The real ``serve`` command, its imports listed by ``-X importtime``, after a cold page."""
+    upstream.add("demo", "1.0")
+    (tmp_path / "none.yml").write_text("nestegg: {}\n")
+    port_file = tmp_path / "port"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NESTEGG_", "PYTHON"))}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    command = [
+        sys.executable, "-X", "importtime", "-m", "nestegg_core", "--config", str(tmp_path / "none.yml"),
+        "--cache-dir", str(tmp_path / "nest"), "--index-url", upstream.index_url,
+        "serve", "--port", "0", "--port-file", str(port_file),
+    ]  # fmt: skip
+    with open(tmp_path / "log", "wb") as log:
+        process = subprocess.Popen(command, stderr=log, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert port_file.exists(), (tmp_path / "log").read_text()
+        with requests.Session() as session:
+            session.trust_env = False
+            page = session.get(f"http://127.0.0.1:{int(port_file.read_text())}/simple/demo/", timeout=30)
+        assert page.status_code == 200
+        assert "demo-1.0" in page.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    imported = set(re.findall(r"^import time:.*\|\s*([\w.]+)$", (tmp_path / "log").read_text(), re.MULTILINE))
+    assert {"nestegg_core.server", "nestegg_core.upstream"} <= imported  # the log lists the imports
+    assert imported.isdisjoint({*NOT_SERVING, "nestegg_core.builds", "sqlite3"})
