@@ -154,11 +154,14 @@ class PageState:
         """The JSON of :meth:`to_json` in pieces, a column at a time (a large page is never whole)."""
         header = json.dumps(self._header(), separators=(",", ":"))
         yield header[:-1].encode() + _COLUMNS_START
-        for index, (key, values) in enumerate(_columns(self.page.files).items()):
+        files = self.page.files
+        for index, key in enumerate(_COLUMNS):
             yield (b"," if index else b"") + json.dumps(key).encode() + b":["
-            # a slice at a time: the URLs of a large page are megabytes of text
-            for start in range(0, len(values), _SLICE):
-                part = json.dumps(values[start : start + _SLICE], separators=(",", ":"))
+            # a slice of a column at a time: a whole column of a large page is megabytes (its
+            # URLs, or its hashes as hex text), all of them together a third of its model
+            for start in range(0, len(files), _SLICE):
+                values = _column_of(key, files[start : start + _SLICE])
+                part = json.dumps(values, separators=(",", ":"))
                 yield (b"," if start else b"") + part[1:-1].encode()
             yield b"]\n"  # JSON allows the newline; json.dumps writes none inside a column
         yield b"}}"
@@ -229,19 +232,16 @@ def read_state(handle: BinaryIO) -> PageState:
 
 
 def _columns(files: tuple[DistFile, ...]) -> dict[str, list[Any]]:
-    return {
-        "filename": [d.filename for d in files],
-        "url": [d.url for d in files],
-        "hashes": [_hash_value(d.hashes) for d in files],
-        "requires_python": [d.requires_python for d in files],
-        "yanked": [d.yanked for d in files],
-        "size": [d.size for d in files],
-        "upload_time": [d.upload_time for d in files],
-        "core_metadata": [
-            None if d.core_metadata is None else _hash_value(d.core_metadata) or True for d in files
-        ],
-        "origin": [d.origin for d in files],
-    }
+    return {key: _column_of(key, files) for key in _COLUMNS}
+
+
+def _column_of(key: str, files: tuple[DistFile, ...]) -> list[Any]:
+    """The values of one column for ``files``, as the state file holds them."""
+    if key == "hashes":
+        return [_hash_value(d.hashes) for d in files]
+    if key == "core_metadata":
+        return [None if d.core_metadata is None else _hash_value(d.core_metadata) or True for d in files]
+    return [getattr(d, key) for d in files]
 
 
 def _hash_value(hashes: Mapping[str, str]) -> str | dict[str, str] | None:

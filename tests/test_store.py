@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -125,3 +126,31 @@ def test_files_sharing_a_value_share_one_string(store: CacheStore) -> None:
     first, second, _ = read.page.files
     assert first.requires_python is second.requires_python
     assert first.origin is second.origin
+
+
+@pytest.mark.parametrize("files", [1, 2047, 2048, 2049, 10_000])
+def test_a_large_state_is_written_a_slice_of_a_column_at_a_time(store: CacheStore, files: int) -> None:
+    """Writing holds one slice of one column beside the page: not its columns, as text, whole."""
+    page = ProjectPage.build(
+        NAME,
+        (
+            DistFile(
+                filename=f"demo-1.{n % 50}-{n}-py3-none-any.whl",  # 50 versions, as real pages have few
+                url=f"https://files.example.com/{n:064x}/demo-1.{n % 50}-{n}-py3-none-any.whl",
+                hashes=Hashes("sha256", f"{n:064x}"),
+                core_metadata=Hashes("sha256", f"{n + 1:064x}"),
+            )
+            for n in range(files)
+        ),
+    )
+    state = PageState(page=page, checked=1.0)
+    tracemalloc.start()
+    try:
+        store.write_page(state)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # a slice of 2,048 files: its URLs or hashes as text, then as JSON, are under 1 MB; the
+    # columns of 10,000 files were 3.9 MB
+    assert peak < 1_000_000
+    assert store.read_page(NAME) == state
