@@ -128,9 +128,10 @@ class PageState:
 
     On disk the files are stored by column (every filename, then every URL, ...): lists of strings
     are quick to write and read, and reading makes no dict per file, which for a page of 15,000
-    files is most of the time and memory. Each column is a line of its own, so a reader takes one
-    at a time (see :func:`read_state`) and never holds the whole text. The older forms, one line,
-    or a list of file mappings, are read too.
+    files is most of the time and memory. Each column starts a line, with at most 2,048 values a
+    line, so a reader takes a line at a time (see :func:`read_state`) and never holds the whole
+    text, nor a whole column. The older forms, a line per column, one line, or a list of file
+    mappings, are read too.
     """
 
     page: ProjectPage
@@ -162,8 +163,10 @@ class PageState:
             for start in range(0, len(files), _SLICE):
                 values = _column_of(key, files[start : start + _SLICE])
                 part = json.dumps(values, separators=(",", ":"))
-                yield (b"," if start else b"") + part[1:-1].encode()
-            yield b"]\n"  # JSON allows the newline; json.dumps writes none inside a column
+                # a line each, read a line at a time too (JSON allows newlines between values;
+                # json.dumps writes none inside one)
+                yield (b",\n" if start else b"") + part[1:-1].encode()
+            yield b"]\n"
         yield b"}}"
 
     @classmethod
@@ -199,12 +202,14 @@ _SLICE = 2048
 
 #: what ends the first line of a state file, the one before its columns
 _COLUMNS_START = b',"columns":{\n'
+#: what starts the first line of a column: its name, and the list of its values
+_COLUMN_START = re.compile(rb',?("[a-z_]+"):\[')
 
 
 def read_state(handle: BinaryIO) -> PageState:
-    """The state in a file (see :meth:`PageState.to_bytes`) read a column at a time, each made
-    into its values before the next is read: the text of a 15,000-file page (5 MB) and its parsed
-    lists are never whole in memory beside the page made of them (a third less at the peak).
+    """The state in a file (see :meth:`PageState.to_bytes`) read a line at a time, each made into
+    its values before the next is read: the text of a 15,000-file page (5 MB), and any of its
+    columns as text or parsed lists, are never whole in memory beside the page made of them.
 
     Raises ValueError (JSONDecodeError among them), KeyError or TypeError on a bad file.
     """
@@ -215,17 +220,27 @@ def read_state(handle: BinaryIO) -> PageState:
         return PageState.from_json(json.loads(handle.read()))
     data = json.loads(first[: -len(_COLUMNS_START)] + b"}")
     columns: dict[str, list[Any]] = {}
+    key: str | None = None  # of the column whose lines are being read
     for line in handle:
-        if line == b"}}":
+        if line == b"}}" and key is None:
             break
         if not line.endswith(b"\n"):
             raise ValueError("state file ends before its last column")
-        column = json.loads(b"{" + line.removeprefix(b",") + b"}")
-        if len(column) != 1:
+        part = line
+        if key is None:
+            start = _COLUMN_START.match(line)
+            if start is None:
+                raise ValueError(f"state file has a damaged column line {line[:40]!r}")
+            key, part = json.loads(start[1]), line[start.end() :]
+            columns[key] = []
+        if not part.endswith((b",\n", b"]\n")):
             raise ValueError(f"state file has a damaged column line {line[:40]!r}")
-        ((key, values),) = column.items()
-        if key in _CONVERT:
-            columns[key] = _column(key, values)
+        convert = _CONVERT.get(key)
+        values = json.loads(b"[" + part[:-2] + b"]")
+        if convert is not None:  # else a column a later release added: left aside
+            columns[key].extend(convert(value) for value in values)
+        if part.endswith(b"]\n"):
+            key = None
     else:
         raise ValueError("state file ends before its last column")
     return PageState._of(data, _from_columns(columns))
