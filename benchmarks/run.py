@@ -558,29 +558,36 @@ strace and tracemalloc):
   answer; in cProfile, fetching and parsing are three fifths of it, rendering, compressing and
   writing a quarter, the state file a tenth). With
   ``compatible_only`` pip's share shrinks more than the server adds, hence below 1x direct.
-- *Peak RSS.* About 38 MB is the interpreter with its imports before any request (``requests``,
-  ``urllib3`` and ``ssl`` alone ~18 MB: requests is a dependency of the design). No page is whole
+- *Peak RSS.* About 34 MB is the interpreter with its imports before any request (``requests``,
+  ``urllib3`` and ``ssl`` alone ~17 MB: requests is a dependency of the design; ``serve`` loads
+  none of the other commands' modules, which took 2 MB more). No page is whole
   in memory as bytes or text: upstream pages are parsed as they arrive, rendered into their files
   a piece at a time and sent from them, at most 256 KiB read at a time per connection (waitress
   read 4 MiB, the socket's send buffer on loopback); only pages up to 64 KiB are held in memory
   (4 MiB in all). What sets the peak is the largest page's model while it is made: pydantic-core's
-  15,000 files, 10.2 MB in tracemalloc. Its state file is read a column at a time (12.3 MB at the
-  peak; read whole, 15.8 MB), no other page's model is held beside it (pages past a budget of
-  1,000 files are dropped before the next page is made, not after), on top of what the heap kept
-  from earlier pages (a 38 MB process is at ~49 MB when that page comes). The page is made
+  15,000 files, 10.0 MB in tracemalloc. Its state file is written a slice of 2,048 values of a
+  column at a time (building its columns first took 4 MB more: pydantic-core's cold page alone
+  took a process to 50 MB, now 47) and read a line of at most 2,048 values at a time (11.3 MB at
+  the peak; a column at a time 12.3 MB, whole 15.8 MB). No other page's model is held beside it
+  (pages past a budget of 1,000 files are dropped before the next page is made, not after), on
+  top of what the heap kept from earlier pages: pymalloc keeps an arena while any object in it
+  lives, so after the 34 pages a process holds ~9 MB of empty pools in its arenas for 1 MB of
+  live objects (a 34 MB process is at ~44 MB when that page comes). The page is made
   again after the cold run, in the background (see above): the index pip uses here lists no PEP
   658 metadata, so its wheel taught the mirror its metadata, which the page then advertises (a
   file cached just as the index lists it leaves the page be). Trimming the heap every 0.2 s did
   not lower the peak. With ``compatible_only`` pip's pages are rendered for its
   interpreter and uv's for any, so the warm uv install after pip's makes every page anew, many
-  at once (uv asks in parallel): pages of over ~700 files are made one at a time. Well under
-  60 MB would need page models that are never whole in memory (pages rendered from the state
-  file's columns).
+  at once (uv asks in parallel): pages of over ~700 files are made one at a time. Lower still
+  would need page models that are never whole in memory (pages rendered from the state file's
+  columns), or models without the upstream URLs, which only a download needs (3 MB of that
+  model; 48 -> 45 MB when all 34 pages are made from their state).
 - *Start-up, CLI vs devpi-server.* Every server's virtualenv is compiled at install; runs
   before that left the peers' modules uncompiled on this machine (it sets
   PYTHONDONTWRITEBYTECODE), and devpi-server then took over 1.3 s, twice its time here. nestegg's
-  CLI start is the interpreter (~20 ms), its imports (~140 ms; in ``-X importtime``, requests
-  with urllib3 and ssl ~50 ms, filelock ~10 ms; PyYAML only with a config file) and the first
+  CLI start is the interpreter (~20 ms), its imports (~140-170 ms; in ``-X importtime``, requests
+  with urllib3 and ssl ~50 ms, filelock ~10 ms; PyYAML only with a config file; the modules of
+  the other commands, which ``serve`` no longer loads, took 15-20 ms more) and the first
   page fetched from the upstream. 6x devpi-server would need about 80 ms: an upstream client
   on ``http.client`` alone (requests is a dependency of the design) and imports deferred until
   used. devpi-server is compared with its argon2 key derivation made cheap, which by default
