@@ -70,7 +70,10 @@ def test_pbkdf2_lines_verify() -> None:
 
     salt = b"0123456789abcdef"
     digest = hashlib.pbkdf2_hmac("sha256", b"pw", salt, 1000)
-    b64 = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=").decode()  # noqa: E731
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
     encoded = f"pbkdf2_sha256$1000${b64(salt)}${b64(digest)}"
     assert verify_password("pw", encoded)
     assert not verify_password("other", encoded)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror, load_config
 from nestegg_core.builds import SourceBuilder, check_outputs
@@ -270,7 +271,10 @@ def test_a_broken_build_reports_its_log_and_keeps_what_was_built(
     git_repo.commit("2.0.0 without the helper")
     broken_tag = SourceVersion(version="3.0.0", tag="3.0.0")
     build = SourceBuild(
-        name="my-package", repo_type="git", repo_url=str(git_repo.path), versions=(broken_tag,)
+        name=NormalizedName("my-package"),
+        repo_type="git",
+        repo_url=str(git_repo.path),
+        versions=(broken_tag,),
     )
     config = Config(
         nestegg_dir=tmp_path / "nest", port=0, index_url=upstream.index_url, source_builds=(build,), ttl=0
@@ -342,7 +346,9 @@ def test_nestegg_build_names_only_source_builds(tmp_path: Path, capsys: pytest.C
 
 def source(dist_file: str | None = None) -> tuple[SourceBuild, SourceVersion]:
     version = SourceVersion(version="1.0.0", tag="v1", dist_file=dist_file)
-    return SourceBuild(name="my-package", repo_type="git", repo_url="x", versions=(version,)), version
+    return SourceBuild(
+        name=NormalizedName("my-package"), repo_type="git", repo_url="x", versions=(version,)
+    ), version
 
 
 BOTH = ["my_package-1.0.0-py3-none-any.whl", "my_package-1.0.0.tar.gz"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from packaging.utils import NormalizedName
 
 from nestegg_core.cli import main
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
@@ -51,14 +52,14 @@ def test_yank_and_undo(nest: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "yanked my_lib-1.0-py3-none-any.whl (broken)\nyanked my_lib-1.0.tar.gz (broken)\n"
     )
     store = PrivateStore(nest / "private")
-    page = store.page("my-lib")
+    page = store.page(NormalizedName("my-lib"))
     assert page is not None
     assert [d.yanked for d in page.files] == ["broken", "broken", None, None]
     assert nestegg(nest, "list", "my-lib") == 0
     assert "  yanked: broken" in capsys.readouterr().out
     assert nestegg(nest, "yank", "my-lib", "my_lib-1.0.tar.gz", "--undo") == 0
     assert capsys.readouterr().out == "un-yanked my_lib-1.0.tar.gz\n"
-    page = store.page("my-lib")
+    page = store.page(NormalizedName("my-lib"))
     assert page is not None
     assert [d.yanked for d in page.files] == ["broken", None, None, None]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror
 from nestegg_core.config import SourceBuild
@@ -80,7 +81,9 @@ def test_private_no_merges_private_files_first(
 ) -> None:
     upstream.add("forked-lib", "1.0", wheel=False)
     upstream.add("forked-lib", "2.0", wheel=False)
-    fork = SourceBuild(name="forked-lib", repo_type="git", repo_url=str(tmp_path / "none"), private=False)
+    fork = SourceBuild(
+        name=NormalizedName("forked-lib"), repo_type="git", repo_url=str(tmp_path / "none"), private=False
+    )
     mirror = make_mirror(source_builds=(fork,))
     assert filenames(http, mirror, "forked-lib") == ["forked_lib-1.0.tar.gz", "forked_lib-2.0.tar.gz"]
     dists = tmp_path / "dists"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -236,7 +236,7 @@ def test_found_settings(set_env: dict[str, str], environ: dict[str, str], pip_co
 
 
 @pytest.fixture
-def start_run(tmp_path: Path, upstream: PrivateIndex) -> Callable[..., ToxRun]:
+def start_run(tmp_path: Path, upstream: PrivateIndex) -> Iterator[Callable[..., ToxRun]]:
     runs: list[ToxRun] = []
 
     def start(**changes: object) -> ToxRun:
@@ -245,7 +245,7 @@ def start_run(tmp_path: Path, upstream: PrivateIndex) -> Callable[..., ToxRun]:
         runs.append(run)
         return run
 
-    yield start  # type: ignore[misc]
+    yield start
     for run in runs:
         run.stop()
 

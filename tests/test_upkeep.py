@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror
 from nestegg_core.cli import main
@@ -69,17 +70,18 @@ def test_parse_size_refuses(value: object) -> None:
 
 def test_a_hit_refreshes_an_old_stamp_only(tmp_path: Path) -> None:
     store = CacheStore(tmp_path, "http://127.0.0.1:9/simple/")
-    record = store.record_path("pkg", "pkg-1.0.tar.gz")
+    record = store.record_path(NormalizedName("pkg"), "pkg-1.0.tar.gz")
     record.parent.mkdir(parents=True)
     record.write_text("{}")
     now = time.time()
     os.utime(record, (now - 10, now - 10))
-    mark_used(store, "pkg", "pkg-1.0.tar.gz", now=now)
+    mark_used(store, NormalizedName("pkg"), "pkg-1.0.tar.gz", now=now)
     assert record.stat().st_mtime == pytest.approx(now - 10)  # recent enough: no write
     os.utime(record, (now - USED_RESOLUTION - 1,) * 2)
-    mark_used(store, "pkg", "pkg-1.0.tar.gz", now=now)
+    mark_used(store, NormalizedName("pkg"), "pkg-1.0.tar.gz", now=now)
     assert record.stat().st_mtime == pytest.approx(now)
-    mark_used(store, "pkg", "gone-1.0.tar.gz", now=now)  # a pruned file: nothing to note, no error
+    # a pruned file: nothing to note, no error
+    mark_used(store, NormalizedName("pkg"), "gone-1.0.tar.gz", now=now)
 
 
 # prune ---------------------------------------------------------------------------------------------
@@ -102,7 +104,7 @@ def fetch(mirror: Mirror, http: requests.Session, name: str, filename: str) -> b
     return answer.content
 
 
-def age(mirror: Mirror, name: str, filename: str, days: float) -> None:
+def age(mirror: Mirror, name: NormalizedName, filename: str, days: float) -> None:
     """Make a cached file look last used ``days`` ago."""
     when = time.time() - days * DAY
     os.utime(mirror.repository.store.record_path(name, filename), (when, when))
@@ -135,7 +137,7 @@ def test_prune_older_than_keeps_the_recently_used_and_private_files(
 ) -> None:
     for name, filename in wheels.items():
         fetch(mirror, http, name, filename)
-        age(mirror, name, filename, days=10)
+        age(mirror, NormalizedName(name), filename, days=10)
     fetch(mirror, http, "gamma", wheels["gamma"])  # served again: used now
     own = upstream.add("own-tool", "1.0", sdist=False)[0]
     mirror.repository.private.add(upstream.root / "nest" / "private" / "own-tool" / own.filename)
@@ -146,8 +148,8 @@ def test_prune_older_than_keeps_the_recently_used_and_private_files(
     assert "removed 3 files" in capsys.readouterr().out
     store = mirror.repository.store
     assert [f.name for f in cached_files(tmp_path / "nest")] == ["gamma"]
-    assert not store.file_path("alpha", wheels["alpha"]).exists()
-    assert not store.record_path("alpha", wheels["alpha"]).exists()
+    assert not store.file_path(NormalizedName("alpha"), wheels["alpha"]).exists()
+    assert not store.record_path(NormalizedName("alpha"), wheels["alpha"]).exists()
     assert private_file.is_file()
     # the page still lists the pruned file; asking for it fetches it again
     assert fetch(mirror, http, "alpha", wheels["alpha"])
@@ -160,9 +162,9 @@ def test_prune_to_a_size_removes_the_least_recently_used_first(
 ) -> None:
     for days, (name, filename) in zip((3, 1, 4, 2), wheels.items(), strict=True):
         fetch(mirror, http, name, filename)
-        age(mirror, name, filename, days=days)
+        age(mirror, NormalizedName(name), filename, days=days)
     files = {f.name: f for f in cached_files(tmp_path / "nest")}
-    keep = files["beta"].size + files["delta"].size
+    keep = files[NormalizedName("beta")].size + files[NormalizedName("delta")].size
     dry = prune(tmp_path / "nest", max_size=keep, dry_run=True)
     assert [f.name for f in dry.removed] == ["gamma", "alpha"]
     assert len(cached_files(tmp_path / "nest")) == 4
@@ -185,7 +187,7 @@ def test_prune_leaves_a_file_being_downloaded_and_removes_old_leftovers(
     for path in (abandoned, in_progress, old_tmp, new_tmp):
         path.write_bytes(b"x")
     os.utime(old_tmp, (time.time() - 2 * DAY,) * 2)
-    with store.lock("beta", wheels["beta"]):  # another process is downloading it
+    with store.lock(NormalizedName("beta"), wheels["beta"]):  # another process is downloading it
         result = prune(tmp_path / "nest", max_size=1)
     assert sorted(f.name for f in result.removed) == ["alpha", "delta", "gamma"]
     assert [f.name for f in cached_files(tmp_path / "nest")] == ["beta"]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import requests
+from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror
 from nestegg_core.auth import set_password
@@ -103,11 +104,15 @@ def test_upload_at_every_endpoint_without_redirect(server: Mirror, dists: Path, 
 def test_same_bytes_again_change_nothing(server: Mirror, dists: Path) -> None:
     path = wheel(dists)
     assert post(server, path).status_code == 200
-    record = server.repository.private.page("up-pkg").files[0]
+    page = server.repository.private.page(NormalizedName("up-pkg"))
+    assert page is not None
+    record = page.files[0]
     again = post(server, path)
     assert again.status_code == 200
     assert "nothing changed" in again.text
-    assert server.repository.private.page("up-pkg").files[0] == record
+    page = server.repository.private.page(NormalizedName("up-pkg"))
+    assert page is not None
+    assert page.files[0] == record
 
 
 def test_token_user_uploads(server: Mirror, dists: Path) -> None:
@@ -141,7 +146,7 @@ def test_credentials_are_required(
     answer = post(server, wheel(dists), auth=auth)
     assert answer.status_code == 403
     assert answer.reason == message or answer.reason.startswith(message)
-    assert server.repository.private.page("up-pkg") is None
+    assert server.repository.private.page(NormalizedName("up-pkg")) is None
 
 
 def test_no_credentials_file_means_no_uploads(make_mirror: MirrorFactory, dists: Path) -> None:
@@ -172,7 +177,7 @@ def test_no_credentials_file_means_no_uploads(make_mirror: MirrorFactory, dists:
 def test_bad_uploads_are_400(
     server: Mirror, dists: Path, filename: str | None, changes: dict[str, str | None], message: str
 ) -> None:
-    answer = post(server, wheel(dists), filename=filename, **changes)
+    answer = post(server, wheel(dists), filename=filename, auth=(USER, PASSWORD), url="/legacy/", **changes)
     assert answer.status_code == 400
     assert message in answer.reason
     assert message in answer.text
@@ -247,7 +252,7 @@ def uv_publish(server: Mirror, *paths: Path, password: str = PASSWORD) -> subpro
 @pytest.mark.slow
 def test_twine_and_uv_publish_then_pip_and_uv_install(server: Mirror, dists: Path, tmp_path: Path) -> None:
     twined = [
-        make_wheel(PackageSpec(name="Twined.Pkg", version="1.0", requires_dist=["uv-published>=2"]), dists),
+        make_wheel(PackageSpec(name="Twined.Pkg", version="1.0", requires_dist=("uv-published>=2",)), dists),
         make_sdist(PackageSpec(name="Twined.Pkg", version="1.0"), dists),
     ]
     published = [

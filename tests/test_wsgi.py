@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from packaging.utils import NormalizedName
 
 from nestegg_core import Config, Mirror
 from nestegg_core.config import parse_config
@@ -178,7 +179,7 @@ def test_x_accel_redirect_names_the_file_under_the_prefix(
     for method in ("GET", "HEAD"):
         answer = http.request(method, url)
         assert answer.status_code == 200
-        path = mirror.repository.store.file_path("front-pkg", wheel[0])
+        path = mirror.repository.store.file_path(NormalizedName("front-pkg"), wheel[0])
         relative = path.relative_to(mirror.config.nestegg_dir)
         assert answer.headers["X-Accel-Redirect"] == f"/internal/nest/{relative.as_posix()}"
         assert answer.headers["Content-Length"] == "0"
@@ -196,7 +197,9 @@ def test_x_sendfile_names_the_absolute_path_and_private_files_too(
     url = f"{mirror.url}/files/front-pkg/{wheel[0]}"
     http.get(url)
     answer = http.get(url)
-    assert answer.headers["X-Sendfile"] == str(mirror.repository.store.file_path("front-pkg", wheel[0]))
+    assert answer.headers["X-Sendfile"] == str(
+        mirror.repository.store.file_path(NormalizedName("front-pkg"), wheel[0])
+    )
     # a private file: from the private store, by the same header
     private = upstream.add("own-pkg", "2.0", sdist=False)[0]
     source = upstream.root / "nest" / "private" / "own-pkg" / private.filename
