@@ -310,6 +310,11 @@ def nginx(app_url: str, nest: Path, run: Path, *, prefix: str = "/_nestegg/") ->
     with socket.socket() as listener, open(run / "nginx.out", "wb") as log:
         listener.bind(("127.0.0.1", 0))
         listener.listen(128)
+        # non-blocking, as the sockets of a binary upgrade are: nginx takes inherited sockets as
+        # they are, and its two workers both wake for each connection; on a blocking socket the
+        # one that loses the race waited in accept() for the next connection, with the requests
+        # it had already taken unread (a page_etags request timed out now and then)
+        listener.setblocking(False)
         port = listener.getsockname()[1]
         # workers run as the master's user when that is root: the nest is root's alone
         user = "user root root;" if os.geteuid() == 0 else ""
