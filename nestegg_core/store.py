@@ -152,7 +152,8 @@ class PageState:
         }
 
     def to_bytes(self) -> Iterator[bytes]:
-        """The JSON of :meth:`to_json` in pieces, a column at a time (a large page is never whole)."""
+        """The JSON of :meth:`to_json` in pieces, a slice of a column at a time (a large page is
+        never whole)."""
         header = json.dumps(self._header(), separators=(",", ":"))
         yield header[:-1].encode() + _COLUMNS_START
         files = self.page.files
@@ -171,6 +172,8 @@ class PageState:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PageState:
+        if not isinstance(data, dict):
+            raise TypeError(f"state is a {type(data).__name__}, not an object")
         columns = data.get("columns")
         files = (
             _from_columns({key: _column(key, columns[key]) for key in _COLUMNS})
@@ -181,6 +184,8 @@ class PageState:
 
     @classmethod
     def _of(cls, data: dict[str, Any], files: list[DistFile]) -> PageState:
+        if not isinstance(data["name"], str):
+            raise TypeError(f"state names no project: {data['name']!r}")
         page = ProjectPage.build(data["name"], files, (str(v) for v in data.get("versions", ())))
         return cls(
             page=page,
@@ -202,8 +207,9 @@ _SLICE = 2048
 
 #: what ends the first line of a state file, the one before its columns
 _COLUMNS_START = b',"columns":{\n'
-#: what starts the first line of a column: its name, and the list of its values
-_COLUMN_START = re.compile(rb',?("[a-z_]+"):\[')
+#: what starts the first line of a column: its name (any JSON string: a later release may add
+#: columns), and the list of its values
+_COLUMN_START = re.compile(rb',?\s*("(?:[^"\\]|\\.)*")\s*:\s*\[')
 
 
 def read_state(handle: BinaryIO) -> PageState:
@@ -211,7 +217,8 @@ def read_state(handle: BinaryIO) -> PageState:
     its values before the next is read: the text of a 15,000-file page (5 MB), and any of its
     columns as text or parsed lists, are never whole in memory beside the page made of them.
 
-    Raises ValueError (JSONDecodeError among them), KeyError or TypeError on a bad file.
+    Raises ValueError (JSONDecodeError among them), KeyError, TypeError, OverflowError or
+    RecursionError on a bad file.
     """
     first = handle.readline()
     if not first.endswith(_COLUMNS_START):  # an older state file, one line
@@ -314,7 +321,8 @@ def _column(key: str, values: Any) -> list[Any]:
 
 
 def _from_columns(columns: dict[str, list[Any]]) -> list[DistFile]:
-    """The files of a state file's columns, made by :func:`_column`; raises KeyError or ValueError."""
+    """The files of a state file's columns, each converted by ``_CONVERT``; raises KeyError or
+    ValueError."""
     lists = [columns[key] for key in _COLUMNS]
     if any(len(values) != len(lists[0]) for values in lists):
         raise ValueError("columns of different lengths")
@@ -397,7 +405,7 @@ class CacheStore:
                 return read_state(handle)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
             # a damaged state file is a cache miss, never an outage; it is rewritten on next fetch
             logger.warning("ignoring damaged cache state %s: %s", path, exc)
             return None

@@ -1,4 +1,4 @@
-"""State files of upstream pages: written a column per line, read a column at a time."""
+"""State files of upstream pages: written and read a line (a slice of a column) at a time."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def _one_line_form(state: PageState) -> bytes:
 
 def _line_per_column_form(state: PageState) -> bytes:
     """The form before a column had a line per 2,048 values: a line each, however long."""
-    return b"".join(state.to_bytes()).replace(b",\n", b",").replace(b"\n]", b"]")
+    return b"".join(state.to_bytes()).replace(b",\n", b",")
 
 
 def _large_state(files: int) -> PageState:
@@ -138,6 +138,10 @@ DAMAGES = {
     "split-line": (_replace(b'"url":["', b'"url":["\n'), 'damaged column line b\',"url":["\\n\''),
     "unnamed-column": (_replace(b',"url":[', b',["'), 'damaged column line b\',[""https:'),
     "unended-column": (_replace(b']\n,"size"', b',\n,"size"'), "Expecting value"),
+    "not-an-object": (lambda _: b"[]", "state is a list, not an object"),
+    "unnamed": (_replace(b'"name":"demo"', b'"name":5'), "state names no project: 5"),
+    "huge-size": (_replace(b'"size":[1234,', b'"size":[1e999,'), "cannot convert float infinity"),
+    "deep": (_replace(b'"yanked":[null', b'"yanked":[' + b"[" * 100_000 + b"]" * 100_000), "recursion"),
     "empty-line": (_replace(b'\n,"url"', b'\n,\n,"url"'), "damaged column line b',\\n'"),
 }
 
@@ -156,11 +160,14 @@ def test_a_damaged_state_file_is_a_miss_with_a_warning(
     assert reason in record.getMessage()
 
 
-def test_a_column_a_later_release_adds_is_left_aside(store: CacheStore) -> None:
+@pytest.mark.parametrize(
+    "column", [b',"signature":[null,null,null]', b', "sha3_256" : [null,\nnull,null]', b',"\\"x\\"":[]']
+)
+def test_a_column_a_later_release_adds_is_left_aside(store: CacheStore, column: bytes) -> None:
     store.write_page(STATE)
     path = store.page_path(NAME)
     text = path.read_bytes()
-    path.write_bytes(text.replace(b"\n}}", b'\n,"signature":[null,null,null]\n}}'))
+    path.write_bytes(text.replace(b"\n}}", b"\n" + column + b"\n}}"))
     assert store.read_page(NAME) == STATE
 
 
@@ -177,7 +184,8 @@ def test_files_sharing_a_value_share_one_string(store: CacheStore) -> None:
 def test_a_large_state_is_written_and_read_a_slice_of_a_column_at_a_time(
     store: CacheStore, files: int
 ) -> None:
-    """Beside the page, a slice of one column at a time: not its columns, as text, whole."""
+    """Beside the page, a slice of one column at a time: not its columns, as text, whole (the
+    bounds tell the two apart from 2,047 files on for writing, at 10,000 for reading)."""
     state = _large_state(files)
     tracemalloc.start()
     try:
