@@ -3,7 +3,8 @@
 Each concern registers its sub-commands in :data:`COMMANDS`: the command's name and the module
 whose ``add_commands(subparsers)`` adds it; a sub-command parser sets ``func`` (``(args) -> int``)
 as default. Only the module of the command given is imported: ``serve``, the command that must
-start fast and stay small, loads none of them (``ci`` alone would bring builds, git and sqlite).
+start fast and stay small, loads none but upkeep, which the server itself uses (``ci`` alone
+would bring builds, git and sqlite).
 """
 
 from __future__ import annotations
@@ -96,19 +97,19 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
 
 
 def command_of(argv: Sequence[str]) -> str | None:
-    """The sub-command ``argv`` names, read past the global options; None when it names none.
+    """The sub-command ``argv`` names, read past the global options; ``""`` when it names none.
 
-    Also None when the global options are wrong, or ask for the version or help: the whole
-    parser then says so.
+    None when the global options are wrong, or ask for help or the version: the whole parser then
+    says so, with every command.
     """
     probe = _global_parser(_Probe, add_help=False)
     # as a sub-command's parser takes them: the command, then all after it (its own --version too)
-    probe.add_argument("command", nargs=argparse.PARSER)
+    probe.add_argument("command", nargs=argparse.REMAINDER)
     try:
         args = probe.parse_args(argv)
     except _NotParsed:
         return None
-    return args.command[0]  # type: ignore[no-any-return]
+    return args.command[0] if args.command else ""
 
 
 class _NotParsed(Exception):
@@ -146,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for errors a user can fix)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = command_of(argv)
-    parser = build_parser("serve" if command is None and not _asks_help(argv) else command)
+    parser = build_parser(command or ("serve" if command == "" else None))
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args([*argv, "serve"])
@@ -160,10 +161,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         undo()
-
-
-def _asks_help(argv: Sequence[str]) -> bool:
-    return any(arg in ("-h", "--help") for arg in argv)
 
 
 def _serve(args: argparse.Namespace) -> int:
