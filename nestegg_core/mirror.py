@@ -16,7 +16,8 @@ from packaging.utils import NormalizedName
 from . import store as _store
 from .errors import NotFound, UpstreamError
 from .models import DistFile, ProjectPage
-from .store import CacheStore, PageStamp, PageState
+from .pagestate import PageState
+from .store import CacheStore, PageStamp
 from .upstream import Fetcher
 
 logger = logging.getLogger(__name__)

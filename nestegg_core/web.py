@@ -42,8 +42,8 @@ from .auth import ReadGuard
 from .config import Config, SourceBuild
 from .errors import BadRequest, NotFound
 from .models import DistFile, format_time, is_valid_name
+from .pagestate import PageState
 from .runs import Run, RunStore
-from .store import PageState
 from .vcs import mask_text
 
 if TYPE_CHECKING:

@@ -14,9 +14,9 @@ from nestegg_core.auth import set_password
 from nestegg_core.config import CISettings, SourceBuild
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.models import DistFile, ProjectPage
+from nestegg_core.pagestate import PageState
 from nestegg_core.pytest_plugin import PrivateIndex
 from nestegg_core.runs import EnvResult, RunStore
-from nestegg_core.store import PageState
 
 from .conftest import Faults, MirrorFactory
 

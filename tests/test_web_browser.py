@@ -24,7 +24,7 @@ from nestegg_core.cli import main
 from nestegg_core.config import load_config
 from nestegg_core.dists import PackageSpec, make_wheel
 from nestegg_core.models import DistFile, ProjectPage
-from nestegg_core.store import PageState
+from nestegg_core.pagestate import PageState
 
 from .conftest import MirrorFactory
 from .test_ci import _commit, _seed_config, git_repo  # noqa: F401 - git_repo is a fixture

@@ -12,7 +12,8 @@ import pytest
 from packaging.utils import NormalizedName
 
 from nestegg_core.models import DistFile, Hashes, ProjectPage
-from nestegg_core.store import CacheStore, PageState
+from nestegg_core.pagestate import PageState
+from nestegg_core.store import CacheStore
 
 NAME = NormalizedName("demo")
 DIGEST = "ab" * 32
