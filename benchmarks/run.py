@@ -32,8 +32,22 @@ from typing import Any
 
 import load
 import report
+import static
 import workloads
-from servers import Devpi, Instance, Nestegg, NesteggCompatible, Proxpi, Server, stop_all
+from servers import (
+    Devpi,
+    Instance,
+    Nestegg,
+    NesteggCompatible,
+    Process,
+    Proxpi,
+    Server,
+    free_port,
+    launch,
+    server_env,
+    stop_all,
+    wait_for,
+)
 
 from nestegg_core.config import pip_index_url
 from nestegg_core.testing import find_uv, installer_env
@@ -181,6 +195,16 @@ def local_round(
         if instance is not None:
             instances[server.name] = instance
             results.add("startup", server.name, instance.started_in)
+    nestegg = next((s for s in order if isinstance(s, Nestegg)), None)
+    floor = _attempt(
+        results,
+        "start-up floor",
+        workloads.startup_floor,
+        nestegg.python if nestegg is not None else Path(sys.executable),
+        f"{upstream['index_url']}{upstream['probe']}/",
+    )
+    if floor is not None:
+        results.add("startup", "direct", floor)
     devpi = next((s for s in order if isinstance(s, Devpi)), None)
     if devpi is not None and number == 0:
         devpi.default_settings = True
@@ -287,14 +311,18 @@ def remote_round(
                 results.facts["download_mb"] = f"{size / 1e6:.0f}"
                 if not findlinks.exists():
                     shutil.copytree(dest, findlinks)
-    for column in [*names, "find-links"]:
-        if column == "find-links" and not findlinks.exists():
-            continue
-        source = (
-            {"find_links": findlinks}
-            if column == "find-links"
-            else {"index_url": instances[column].index_url}
-        )
+    projects = workloads.requirement_names(requirements)
+    served: Process | None = None
+    sources: dict[str, dict[str, Any]] = {name: {"index_url": instances[name].index_url} for name in names}
+    if findlinks.exists():
+        sources["find-links"] = {"find_links": findlinks}
+        if "nestegg" in instances:
+            started = _attempt(
+                results, "static pages", start_static, work, instances["nestegg"], projects, findlinks
+            )
+            if started is not None:
+                served, sources["static"] = started[0], {"index_url": started[1]}
+    for column, source in sources.items():
         seconds = _attempt(
             results, f"{column} warm pip download", workloads.pip_download, requirements, dest, **source
         )
@@ -306,7 +334,8 @@ def remote_round(
             )
             if seconds is not None:
                 results.add("uv", column, seconds)
-    projects = workloads.requirement_names(requirements)
+    if served is not None:
+        served.stop()
     for name in names:
         if name == "nestegg-compat":
             continue  # the load client is not pip: its pages are the plain nestegg's
@@ -335,6 +364,22 @@ def remote_round(
     for name, instance in instances.items():
         instance.process.stop()
         results.add("rss", name, instance.process.peak_rss)
+
+
+def start_static(work: Path, nestegg: Instance, projects: list[str], findlinks: Path) -> tuple[Process, str]:
+    """The static server of the warm nestegg's pages (saved the first time); its Simple API URL."""
+    root = work / "static"
+    if not root.exists():
+        staging = work / "static.part"
+        shutil.rmtree(staging, ignore_errors=True)
+        static.snapshot(nestegg.index_url, projects, findlinks, staging)
+        staging.rename(root)
+    port = free_port()
+    command = [sys.executable, str(HERE / "static.py"), str(root), "--port", str(port)]
+    process = launch("static", command, env=server_env(), log=work / "static.log")
+    index_url = f"http://127.0.0.1:{port}/simple/"
+    wait_for(f"{index_url}{projects[0]}/", timeout=30, process=process, accept=load.PIP_ACCEPT)
+    return process, index_url
 
 
 def tox_workload(
@@ -505,11 +550,16 @@ METHOD = f"""\
 - **Start-up** is the time from launching the process to the first 200 on the probe's project page
   (fetched from the local upstream on the way). In-process is ``Mirror(Config(...)).start()`` to
   that first 200, in a fresh interpreter with nestegg already imported (the import is shown apart).
+  Its "upstream direct" cell is the floor of a server in Python that uses requests: nestegg's
+  interpreter started afresh, importing requests and fetching that page itself (no server).
 - **pip and uv** run with ``installer_env`` (no setting of this machine), ``--only-binary=:all:``,
   ``--no-cache-dir``/``--no-cache``, the requirements of ``benchmarks/requirements.txt``. Cold is
   each server's first download (empty cache); warm repeats it into a fresh directory; uv installs
   into a fresh virtualenv made beforehand (not timed). The find-links limit is ``pip download
   --no-index --find-links`` (and the same for uv) on a directory holding the same files.
+  "Static pages" is the limit of any server of the whole index: the warm nestegg's JSON pages, the
+  same files and their ``.metadata``, saved once and served as files by ``benchmarks/static.py``
+  (``http.server``, keep-alive, no work per request), so the installer reads the very same links.
 - **Pages/s** come from a small keep-alive HTTP client in threads (``benchmarks/load.py``) cycling
   over the warm project pages of the requirements, at most {Settings(False).max_requests} requests
   or {Settings(False).max_seconds:g} s a run; p50/p99 are per-request latencies seen by the client.
@@ -528,9 +578,12 @@ BOUNDS = """\
 Where a target is missed, what bounds it (profiles of the same workloads with cProfile, py-spy,
 strace and tracemalloc):
 
-- *Warm pip download, plain nestegg, vs the peers and --find-links.* pip itself. A warm nestegg
-  spends about 0.1 s of CPU on the whole download (pages are answered from renderings in memory
-  or on disk), while pip parses and evaluates every file entry of every project page: about
+- *Warm pip download, plain nestegg, vs the peers and --find-links.* pip itself; the "static
+  pages" column measures it in every run: the same pages served as files take pip about as long
+  as nestegg does, so no server that lists the whole page can be 1.5x faster than the peers here.
+  A warm nestegg spends about 0.1 s of CPU on the whole download (pages are answered from
+  renderings in memory or on disk), while pip parses and evaluates every file entry of every
+  project page: about
   49,000 links for the pinned set (pydantic-core, numpy, sqlalchemy and the like list thousands
   of wheels each), against one file per project for ``--find-links``. In cProfile,
   ``Link.from_json`` and ``evaluate_links`` take three quarters of pip's time, ``urljoin`` of the
@@ -588,10 +641,13 @@ strace and tracemalloc):
   CLI start is the interpreter (~20 ms), its imports (~140-170 ms; in ``-X importtime``, requests
   with urllib3 and ssl ~50 ms, filelock ~10 ms; PyYAML only with a config file; the modules of
   the other commands, which ``serve`` no longer loads, took 15-20 ms more) and the first
-  page fetched from the upstream. 6x devpi-server would need about 80 ms: an upstream client
-  on ``http.client`` alone (requests is a dependency of the design) and imports deferred until
-  used. devpi-server is compared with its argon2 key derivation made cheap, which by default
-  dominates its start.
+  page fetched from the upstream. The "upstream direct" cell of the start-up row is the floor
+  with requests, measured in every run: an interpreter that only imports requests and fetches the
+  page. Here it takes about half of nestegg's time, and devpi-server about 5.5x it, so 6x
+  devpi-server is out of reach for a server that fetches with requests (a dependency of the
+  design); it would take an upstream client on ``http.client`` alone and every import deferred
+  until used. devpi-server is compared with its argon2 key derivation made cheap, which by
+  default dominates its start.
 - *tox*: the time is mostly creating environments and unpacking wheels, which the plugin does not
   change; with pip, ``compatible_only`` changes little here because installing dominates.
 - Load from other work on this machine (see the load average above) widens every spread; the

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import load
-from servers import Instance
+from servers import Instance, server_env
 
 from nestegg_core.testing import find_uv, installer_env
 
@@ -52,6 +52,21 @@ def _timed(command: Sequence[str], env: dict[str, str], what: str, timeout: floa
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
         raise RuntimeError(f"{what} failed ({result.returncode}):\n{tail}")
     return elapsed
+
+
+def startup_floor(python: Path, page_url: str, timeout: float = 60) -> float:
+    """Seconds for a fresh ``python`` to import requests and GET ``page_url`` (pip's ``Accept``).
+
+    The least a server in Python that fetches a page with requests can take from launch to
+    answering it: no server, no import of its own, no work on the page.
+    """
+    code = (
+        "import sys, requests; "
+        "requests.get(sys.argv[1], headers={'Accept': sys.argv[2]}, timeout=30).raise_for_status()"
+    )
+    return _timed(
+        [str(python), "-c", code, page_url, load.PIP_ACCEPT], server_env(), "start-up floor", timeout
+    )
 
 
 def pip_download(
