@@ -196,23 +196,22 @@ def targets(results: Results) -> list[Target]:
         peers = [x for x in (v("warm", "devpi"), v("warm", "proxpi")) if x is not None]
         if mine is None or not peers:
             return None
-        return min(
-            peers
-        ) / mine >= 1.5, f"the fastest peer takes {min(peers) / mine:.2f}x its time" + _static(
-            mine, "its time"
-        )
+        detail = f"the fastest peer takes {min(peers) / mine:.2f}x its time"
+        return min(peers) / mine >= 1.5, detail + _static(column, mine, "its time")
 
     def warm_limit(column: str) -> tuple[bool, str] | None:
         mine, limit = v("warm", column), v("warm", "find-links")
         if mine is None or limit is None:
             return None
-        return mine / limit <= 1.15, f"it takes {mine / limit:.2f}x the --find-links time" + _static(
-            limit, "the --find-links time"
-        )
+        detail = f"it takes {mine / limit:.2f}x the --find-links time"
+        return mine / limit <= 1.15, detail + _static(column, limit, "the --find-links time")
 
-    def _static(base: float, what: str) -> str:
+    def _static(column: str, base: float, what: str) -> str:
+        """The static copy of the plain nestegg's pages, beside the plain nestegg's figure."""
         static = v("warm", "static")
-        return "" if static is None else f"; static pages of nestegg's take {static / base:.2f}x {what}"
+        if column != "nestegg" or static is None:
+            return ""
+        return f"; its pages served as static files take {static / base:.2f}x {what}"
 
     def pages_devpi() -> tuple[bool, str] | None:
         ratios = [r(f"pages-8-{kind}", "devpi") for kind in ("html", "json")]

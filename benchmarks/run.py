@@ -638,16 +638,16 @@ strace and tracemalloc):
 - *Start-up, CLI vs devpi-server.* Every server's virtualenv is compiled at install; runs
   before that left the peers' modules uncompiled on this machine (it sets
   PYTHONDONTWRITEBYTECODE), and devpi-server then took over 1.3 s, twice its time here. nestegg's
-  CLI start is the interpreter (~20 ms), its imports (~140-170 ms; in ``-X importtime``, requests
+  CLI start is the interpreter (~20 ms), its imports (130-200 ms across runs; in ``-X importtime``, requests
   with urllib3 and ssl ~50 ms, filelock ~10 ms; PyYAML only with a config file; the modules of
   the other commands, which ``serve`` no longer loads, took 15-20 ms more) and the first
   page fetched from the upstream. The "upstream direct" cell of the start-up row is the floor
   with requests, measured in every run: an interpreter that only imports requests and fetches the
-  page. Here it takes about half of nestegg's time, and devpi-server about 5.5x it, so 6x
-  devpi-server is out of reach for a server that fetches with requests (a dependency of the
-  design); it would take an upstream client on ``http.client`` alone and every import deferred
-  until used. devpi-server is compared with its argon2 key derivation made cheap, which by
-  default dominates its start.
+  page, with no server and no import of its own. devpi-server takes less than 6x that floor
+  (the target's line gives this run's ratio), so 6x devpi-server is out of reach for a server
+  that fetches with requests (a dependency of the design); it would take an upstream client on
+  ``http.client`` alone and every import deferred until used. devpi-server is compared with its
+  argon2 key derivation made cheap, which by default dominates its start.
 - *tox*: the time is mostly creating environments and unpacking wheels, which the plugin does not
   change; with pip, ``compatible_only`` changes little here because installing dominates.
 - Load from other work on this machine (see the load average above) widens every spread; the
