@@ -151,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 findlinks=findlinks,
                 settings=settings,
                 work=work,
+                number=number,
             )
             spent.append(time.monotonic() - round_began)
         if not args.no_tox and "nestegg" in wanted:
@@ -195,16 +196,17 @@ def local_round(
         if instance is not None:
             instances[server.name] = instance
             results.add("startup", server.name, instance.started_in)
-    nestegg = next((s for s in order if isinstance(s, Nestegg)), None)
-    floor = _attempt(
-        results,
-        "start-up floor",
-        workloads.startup_floor,
-        nestegg.python if nestegg is not None else Path(sys.executable),
-        f"{upstream['index_url']}{upstream['probe']}/",
-    )
-    if floor is not None:
-        results.add("startup", "direct", floor)
+    nestegg = next((s for s in order if type(s) is Nestegg), None)
+    if nestegg is not None:  # on the interpreter of nestegg's virtualenv, as its start-up
+        floor = _attempt(
+            results,
+            "start-up floor",
+            workloads.startup_floor,
+            nestegg.python,
+            f"{upstream['index_url']}{upstream['probe']}/",
+        )
+        if floor is not None:
+            results.add("startup", "direct", floor)
     devpi = next((s for s in order if isinstance(s, Devpi)), None)
     if devpi is not None and number == 0:
         devpi.default_settings = True
@@ -284,6 +286,7 @@ def remote_round(
     findlinks: Path,
     settings: Settings,
     work: Path,
+    number: int,
 ) -> None:
     """pip and uv against the real upstream through each server, then page throughput."""
     instances: dict[str, Instance] = {}
@@ -312,30 +315,30 @@ def remote_round(
                 if not findlinks.exists():
                     shutil.copytree(dest, findlinks)
     projects = workloads.requirement_names(requirements)
-    served: Process | None = None
-    sources: dict[str, dict[str, Any]] = {name: {"index_url": instances[name].index_url} for name in names}
+    columns = list(names)
     if findlinks.exists():
-        sources["find-links"] = {"find_links": findlinks}
+        columns.append("find-links")
         if "nestegg" in instances:
+            columns.append("static")
+    # the baselines take their turn among the servers, rotated every round as they are
+    for column in _rotate(columns, number):
+        served: Process | None = None
+        if column == "find-links":
+            source: dict[str, Any] = {"find_links": findlinks}
+        elif column == "static":
             started = _attempt(
                 results, "static pages", start_static, work, instances["nestegg"], projects, findlinks
             )
-            if started is not None:
-                served, sources["static"] = started[0], {"index_url": started[1]}
-    for column, source in sources.items():
-        seconds = _attempt(
-            results, f"{column} warm pip download", workloads.pip_download, requirements, dest, **source
-        )
-        if seconds is not None:
-            results.add("warm", column, seconds)
-        if find_uv() is not None:
-            seconds = _attempt(
-                results, f"{column} uv install", workloads.uv_install, requirements, work / "venv", **source
-            )
-            if seconds is not None:
-                results.add("uv", column, seconds)
-    if served is not None:
-        served.stop()
+            if started is None:
+                continue
+            served, source = started[0], {"index_url": started[1]}
+        else:
+            source = {"index_url": instances[column].index_url}
+        try:
+            warm_runs(results, column, source, requirements=requirements, work=work)
+        finally:
+            if served is not None:
+                served.stop()
     for name in names:
         if name == "nestegg-compat":
             continue  # the load client is not pip: its pages are the plain nestegg's
@@ -366,8 +369,31 @@ def remote_round(
         results.add("rss", name, instance.process.peak_rss)
 
 
+def warm_runs(
+    results: report.Results, column: str, source: dict[str, Any], *, requirements: Path, work: Path
+) -> None:
+    """The warm pip download and uv install from ``source`` (an index URL or a find-links folder)."""
+    seconds = _attempt(
+        results,
+        f"{column} warm pip download",
+        workloads.pip_download,
+        requirements,
+        work / "download",
+        **source,
+    )
+    if seconds is not None:
+        results.add("warm", column, seconds)
+    if find_uv() is not None:
+        seconds = _attempt(
+            results, f"{column} uv install", workloads.uv_install, requirements, work / "venv", **source
+        )
+        if seconds is not None:
+            results.add("uv", column, seconds)
+
+
 def start_static(work: Path, nestegg: Instance, projects: list[str], findlinks: Path) -> tuple[Process, str]:
-    """The static server of the warm nestegg's pages (saved the first time); its Simple API URL."""
+    """The static server of the warm nestegg's pages (saved at its first turn, after nestegg's warm
+    runs in the first round); its Simple API URL."""
     root = work / "static"
     if not root.exists():
         staging = work / "static.part"
@@ -378,7 +404,11 @@ def start_static(work: Path, nestegg: Instance, projects: list[str], findlinks: 
     command = [sys.executable, str(HERE / "static.py"), str(root), "--port", str(port)]
     process = launch("static", command, env=server_env(), log=work / "static.log")
     index_url = f"http://127.0.0.1:{port}/simple/"
-    wait_for(f"{index_url}{projects[0]}/", timeout=30, process=process, accept=load.PIP_ACCEPT)
+    try:
+        wait_for(f"{index_url}{projects[0]}/", timeout=30, process=process, accept=load.PIP_ACCEPT)
+    except BaseException:
+        process.stop()
+        raise
     return process, index_url
 
 
@@ -557,9 +587,11 @@ METHOD = f"""\
   each server's first download (empty cache); warm repeats it into a fresh directory; uv installs
   into a fresh virtualenv made beforehand (not timed). The find-links limit is ``pip download
   --no-index --find-links`` (and the same for uv) on a directory holding the same files.
-  "Static pages" is the limit of any server of the whole index: the warm nestegg's JSON pages, the
-  same files and their ``.metadata``, saved once and served as files by ``benchmarks/static.py``
-  (``http.server``, keep-alive, no work per request), so the installer reads the very same links.
+  "Static pages" is the floor for nestegg's pages as they are (relative file URLs, PEP 658
+  metadata): the warm nestegg's JSON pages, the same files and their ``.metadata``, saved at its
+  first turn and served as files by ``benchmarks/static.py`` (``http.server``, keep-alive,
+  ``sendfile``, no work per request), so the installer reads the very same links. The baselines
+  take their turn among the servers, in the order rotated every round.
 - **Pages/s** come from a small keep-alive HTTP client in threads (``benchmarks/load.py``) cycling
   over the warm project pages of the requirements, at most {Settings(False).max_requests} requests
   or {Settings(False).max_seconds:g} s a run; p50/p99 are per-request latencies seen by the client.
@@ -580,7 +612,10 @@ strace and tracemalloc):
 
 - *Warm pip download, plain nestegg, vs the peers and --find-links.* pip itself; the "static
   pages" column measures it in every run: the same pages served as files take pip about as long
-  as nestegg does, so no server that lists the whole page can be 1.5x faster than the peers here.
+  as nestegg does. A server of the whole page could take off at most what these pages cost pip
+  beyond that: the ``urljoin`` of relative URLs (0.33 s for these 49,000 links, timed apart)
+  and the PEP 658 metadata requests (about 0.2 s, below); about 0.5 s of pip's 2.7-2.9 s, which
+  would leave the fastest peer at about 1.3x, still short of 1.5x.
   A warm nestegg spends about 0.1 s of CPU on the whole download (pages are answered from
   renderings in memory or on disk), while pip parses and evaluates every file entry of every
   project page: about
@@ -641,19 +676,21 @@ strace and tracemalloc):
   would need page models that are never whole in memory (pages rendered from the state file's
   columns), or models without the upstream URLs, which only a download needs (3 MB of that
   model; 48 -> 45 MB when all 34 pages are made from their state).
-- *Start-up, CLI vs devpi-server.* Every server's virtualenv is compiled at install; runs
-  before that left the peers' modules uncompiled on this machine (it sets
-  PYTHONDONTWRITEBYTECODE), and devpi-server then took over 1.3 s, twice its time here. nestegg's
-  CLI start is the interpreter (~20 ms), its imports (130-200 ms across runs; in ``-X importtime``, requests
-  with urllib3 and ssl ~50 ms, filelock ~10 ms; PyYAML only with a config file; the modules of
-  the other commands, which ``serve`` no longer loads, took 15-20 ms more) and the first
-  page fetched from the upstream. The "upstream direct" cell of the start-up row is the floor
-  with requests, measured in every run: an interpreter that only imports requests and fetches the
-  page, with no server and no import of its own. devpi-server takes less than 6x that floor
-  (the target's line gives this run's ratio), so 6x devpi-server is out of reach for a server
-  that fetches with requests (a dependency of the design); it would take an upstream client on
-  ``http.client`` alone and every import deferred until used. devpi-server is compared with its
-  argon2 key derivation made cheap, which by default dominates its start.
+- *Start-up, CLI vs devpi-server.* Every server's virtualenv is compiled at install; runs before
+  that left the peers' modules uncompiled on this machine (it sets PYTHONDONTWRITEBYTECODE), and
+  devpi-server then took over 1.3 s, twice its time here. nestegg's CLI start is the interpreter
+  (~20 ms), its imports (130-200 ms across runs; in ``-X importtime``, requests with urllib3 and
+  ssl ~50 ms, filelock ~10 ms; PyYAML only with a config file; the modules of the other commands,
+  which ``serve`` no longer loads, took 15-20 ms more) and the first page fetched from the
+  upstream. The "upstream direct" cell of the start-up row is the floor with requests, measured in
+  every run: the same interpreter importing only requests and fetching the page, with no server
+  and no import of its own, timed until it has the answer (its exit, which with requests loaded
+  takes ~40 ms more, is not counted). 6x devpi-server means a start within a few milliseconds of
+  that floor (the target's line gives this run's ratio of devpi-server to it): nestegg adds its
+  own imports (waitress, packaging, its modules) and the server's start to it. Getting there would
+  take every import deferred until used and an upstream client lighter than requests (a dependency
+  of the design). devpi-server is compared with its argon2 key derivation made cheap, which by
+  default dominates its start.
 - *tox*: the time is mostly creating environments and unpacking wheels, which the plugin does not
   change; with pip, ``compatible_only`` changes little here because installing dominates.
 - Load from other work on this machine (see the load average above) widens every spread; the

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import sys
@@ -35,7 +36,7 @@ def snapshot(index_url: str, names: list[str], downloaded: Path, root: Path) -> 
     """Save into ``root`` what the static server serves of the Simple API at ``index_url``.
 
     ``root/pages`` gets the JSON page of each of ``names``; ``root/files`` gets a copy of each file
-    in ``downloaded`` (what pip fetched) and, where the page says it has one, its ``.metadata``.
+    in ``downloaded`` (what pip fetched) and its PEP 658 ``.metadata``, which the page must list.
     """
     pages, files = root / "pages", root / "files"
     pages.mkdir(parents=True, exist_ok=True)
@@ -48,10 +49,12 @@ def snapshot(index_url: str, names: list[str], downloaded: Path, root: Path) -> 
         for entry in json.loads(body)["files"]:
             if entry["filename"] not in wanted:
                 continue
+            if not entry.get("core-metadata"):
+                # nestegg learns it from every wheel it caches: without it, not its warm page
+                raise RuntimeError(f"{page_url} lists no metadata for {entry['filename']}")
             shutil.copyfile(downloaded / entry["filename"], files / entry["filename"])
-            if entry.get("core-metadata"):
-                metadata = _get(urljoin(page_url, entry["url"]) + ".metadata", "*/*", None)
-                (files / f"{entry['filename']}.metadata").write_bytes(metadata)
+            metadata = _get(urljoin(page_url, entry["url"]) + ".metadata", "*/*", None)
+            (files / f"{entry['filename']}.metadata").write_bytes(metadata)
 
 
 def _get(url: str, accept: str, content_type: str | None) -> bytes:
@@ -79,15 +82,15 @@ def handler(pages: Path, files: Path) -> type[BaseHTTPRequestHandler]:
                 self._send(None, "")
 
         def _send(self, path: Path | None, content_type: str) -> None:
-            if path is None or "/" in path.name or not path.is_file():
+            if path is None or path.name in ("", ".", "..") or not path.is_file():
                 self.send_error(404)
                 return
             with open(path, "rb") as body:
                 self.send_response(200)
                 self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(path.stat().st_size))
-                self.end_headers()
-                shutil.copyfileobj(body, self.wfile, 1024 * 1024)
+                self.send_header("Content-Length", str(os.fstat(body.fileno()).st_size))
+                self.end_headers()  # written to the socket: wfile is not buffered
+                self.connection.sendfile(body)
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -95,13 +98,18 @@ def handler(pages: Path, files: Path) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    #: the listen backlog (5 by default): uv opens dozens of connections at once; waitress's is 1024
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("root", type=Path, help="a directory written by snapshot()")
     parser.add_argument("--port", type=int, required=True, help="port to listen on, on 127.0.0.1")
     args = parser.parse_args(argv)
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler(args.root / "pages", args.root / "files"))
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", args.port), handler(args.root / "pages", args.root / "files"))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.serve_forever()

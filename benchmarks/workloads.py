@@ -55,18 +55,34 @@ def _timed(command: Sequence[str], env: dict[str, str], what: str, timeout: floa
 
 
 def startup_floor(python: Path, page_url: str, timeout: float = 60) -> float:
-    """Seconds for a fresh ``python`` to import requests and GET ``page_url`` (pip's ``Accept``).
+    """Seconds from launching a fresh ``python`` that imports requests and GETs ``page_url`` (pip's
+    ``Accept``) to its having the answer: the clock stops at a line it prints then, not at its exit.
 
     The least a server in Python that fetches a page with requests can take from launch to
     answering it: no server, no import of its own, no work on the page.
     """
     code = (
         "import sys, requests; "
-        "requests.get(sys.argv[1], headers={'Accept': sys.argv[2]}, timeout=30).raise_for_status()"
+        "requests.get(sys.argv[1], headers={'Accept': sys.argv[2]}, timeout=30).raise_for_status(); "
+        "print('answered', flush=True)"
     )
-    return _timed(
-        [str(python), "-c", code, page_url, load.PIP_ACCEPT], server_env(), "start-up floor", timeout
+    command = [str(python), "-c", code, page_url, load.PIP_ACCEPT]
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        command, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()  # the answer is in: the exit that follows is not counted
+        elapsed = time.perf_counter() - started
+        _, errors = child.communicate(timeout=timeout)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    if line.strip() != "answered" or child.returncode != 0:
+        raise RuntimeError(f"start-up floor failed ({child.returncode}): {errors.strip()[-500:]}")
+    return elapsed
 
 
 def pip_download(
