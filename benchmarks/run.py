@@ -335,7 +335,7 @@ def remote_round(
         else:
             source = {"index_url": instances[column].index_url}
         try:
-            warm_runs(results, column, source, requirements=requirements, work=work)
+            warm_runs(results, column, source, requirements=requirements, dest=dest, venv=work / "venv")
         finally:
             if served is not None:
                 served.stop()
@@ -370,22 +370,29 @@ def remote_round(
 
 
 def warm_runs(
-    results: report.Results, column: str, source: dict[str, Any], *, requirements: Path, work: Path
+    results: report.Results,
+    column: str,
+    source: dict[str, Any],
+    *,
+    requirements: Path,
+    dest: Path,
+    venv: Path,
 ) -> None:
-    """The warm pip download and uv install from ``source`` (an index URL or a find-links folder)."""
+    """The warm pip download into ``dest`` and uv install into ``venv`` from ``source`` (an index
+    URL or a find-links folder)."""
     seconds = _attempt(
         results,
         f"{column} warm pip download",
         workloads.pip_download,
         requirements,
-        work / "download",
+        dest,
         **source,
     )
     if seconds is not None:
         results.add("warm", column, seconds)
     if find_uv() is not None:
         seconds = _attempt(
-            results, f"{column} uv install", workloads.uv_install, requirements, work / "venv", **source
+            results, f"{column} uv install", workloads.uv_install, requirements, venv, **source
         )
         if seconds is not None:
             results.add("uv", column, seconds)
