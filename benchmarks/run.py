@@ -611,7 +611,12 @@ METHOD = f"""\
   itself, "direct") for the large wheel it has not cached; time until the last has every byte; the
   upstream counts its downloads; a further download checks the served sha256.
 - **Peak RSS** is the high-water mark (VmHWM) of the server process, children included, read before
-  each instance stops; the table shows the largest."""
+  each instance stops; the table shows the largest.
+- **tox**: ``tox -r`` of a sample project whose environments install the requirements (one with
+  tox-uv's runner, one with tox's own, pip) and import a few of them, with the plugin against its
+  warm cache and with ``--no-nestegg``, in turn; installers keep no cache of their own. Beside each
+  run's time is tox's own figure for the environment's setup (making it and installing into it:
+  the part a mirror serves); the commands are the same with or without the plugin."""
 
 BOUNDS = """\
 Where a target is missed, what bounds it (profiles of the same workloads with cProfile, py-spy,
@@ -685,21 +690,28 @@ strace and tracemalloc):
   model; 48 -> 45 MB when all 34 pages are made from their state).
 - *Start-up, CLI vs devpi-server.* Every server's virtualenv is compiled at install; runs before
   that left the peers' modules uncompiled on this machine (it sets PYTHONDONTWRITEBYTECODE), and
-  devpi-server then took over 1.3 s, twice its time here. nestegg's CLI start is the interpreter
-  (~20 ms), its imports (130-200 ms across runs; in ``-X importtime``, requests with urllib3 and
-  ssl ~50 ms, filelock ~10 ms; PyYAML only with a config file; the modules of the other commands,
-  which ``serve`` no longer loads, took 15-20 ms more) and the first page fetched from the
-  upstream. The "upstream direct" cell of the start-up row is the floor with requests, measured in
-  every run: the same interpreter importing only requests and fetching the page, with no server
-  and no import of its own, timed until it has the answer (its exit, which with requests loaded
-  takes ~40 ms more, is not counted). 6x devpi-server means a start within a few milliseconds of
-  that floor (the target's line gives this run's ratio of devpi-server to it): nestegg adds its
-  own imports (waitress, packaging, its modules) and the server's start to it. Getting there would
-  take every import deferred until used and an upstream client lighter than requests (a dependency
-  of the design). devpi-server is compared with its argon2 key derivation made cheap, which by
-  default dominates its start.
-- *tox*: the time is mostly creating environments and unpacking wheels, which the plugin does not
-  change; with pip, ``compatible_only`` changes little here because installing dominates.
+  devpi-server then took over 1.3 s, twice its time here. The "upstream direct" cell of the
+  start-up row is the floor with requests, measured in every run: nestegg's interpreter importing
+  only requests and fetching the page, with no server and no import of its own, timed until it
+  has the answer (its exit, which with requests loaded takes ~40 ms more, is not counted). 6x
+  devpi-server lies below that floor (the target's line gives both for this run), so no server
+  that fetches its first page with requests, a dependency of the design, can reach it. Timed
+  inside the process (medians of 7-11 starts, compiled venv): the interpreter ~10 ms; importing
+  ``nestegg_core.cli`` ~150 ms, of which requests alone is 84 ms (urllib3, http.client, ssl,
+  charset_normalizer, ``importlib.metadata``), waitress, packaging, platformdirs and filelock
+  ~50 ms more, nestegg's own modules ~20 ms (``serve`` loads none of the other commands'; of
+  what it loads, the upload handler with multipart, tarfile and the email parser is ~4 ms); then
+  ~15 ms to bind and answer the first page (fetch, parse, render). devpi-server is compared with
+  its argon2 key derivation made cheap, which by default dominates its start.
+- *tox*: the setup is mostly installing: unpacking the wheels (and, for pip, compiling them),
+  which the plugin does not change; only the downloads move to the mirror. uv downloads in
+  parallel, and from this machine's fast upstream they are a small part of its install: ``uv pip
+  install`` of the requirements without a cache took 1.9-2.2 s from a warm standalone nestegg and
+  2.2-2.5 s from the upstream, alternately, within a spread as wide as the difference. With pip
+  the plugin saves the downloads' waiting; ``compatible_only`` changes little here because
+  installing dominates. The uv environment's command imports numpy and pandas from source (uv
+  does not compile at install, and this machine sets PYTHONDONTWRITEBYTECODE): ~2 s of each run,
+  with or without the plugin.
 - Load from other work on this machine (see the load average above) widens every spread; the
   ratios within a round are the thing to read."""
 

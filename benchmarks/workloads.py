@@ -43,6 +43,11 @@ def requirement_names(requirements: Path) -> list[str]:
 
 
 def _timed(command: Sequence[str], env: dict[str, str], what: str, timeout: float) -> float:
+    return _run_timed(command, env, what, timeout)[0]
+
+
+def _run_timed(command: Sequence[str], env: dict[str, str], what: str, timeout: float) -> tuple[float, str]:
+    """Seconds ``command`` took, and what it printed (raises if it failed)."""
     started = time.perf_counter()
     result = subprocess.run(
         list(command), env=env, capture_output=True, text=True, check=False, timeout=timeout
@@ -51,7 +56,7 @@ def _timed(command: Sequence[str], env: dict[str, str], what: str, timeout: floa
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
         raise RuntimeError(f"{what} failed ({result.returncode}):\n{tail}")
-    return elapsed
+    return elapsed, result.stdout + result.stderr
 
 
 def startup_floor(python: Path, page_url: str, timeout: float = 60) -> float:
@@ -331,16 +336,25 @@ def tox_compare(
     def run(name: str) -> list[str]:
         return [tox, "-c", str(project / "tox.ini"), "-r", "-e", name, "--workdir", str(root / "work")]
 
-    _timed(run("uv,pip"), env, "tox with the plugin (warming its cache)", 900)
     timings: dict[str, list[float]] = defaultdict(list)
+
+    def measure(key: str, command: list[str], env: dict[str, str], what: str) -> None:
+        elapsed, output = _run_timed(command, env, what, 900)
+        timings[key].append(elapsed)
+        setup = _TOX_SETUP.search(output)
+        if setup is not None:
+            timings[f"{key}:setup"].append(float(setup.group(1)))
+
+    _timed(run("uv,pip"), env, "tox with the plugin (warming its cache)", 900)
     for _ in range(repeats):
         for runner in ("uv", "pip"):
-            timings[f"tox-{runner}-plugin"].append(_timed(run(runner), env, f"tox -e {runner}, plugin", 900))
+            measure(f"tox-{runner}-plugin", run(runner), env, f"tox -e {runner}, plugin")
             if runner == "pip":
-                timings["tox-pip-compat"].append(
-                    _timed(run(runner), env_compatible, "tox -e pip, plugin with compatible_only", 900)
-                )
-            timings[f"tox-{runner}-plain"].append(
-                _timed([*run(runner), "--no-nestegg"], env, f"tox -e {runner}, no plugin", 900)
-            )
+                measure("tox-pip-compat", run(runner), env_compatible, "tox -e pip, plugin, compatible_only")
+            measure(f"tox-{runner}-plain", [*run(runner), "--no-nestegg"], env, f"tox -e {runner}, no plugin")
     return dict(timings)
+
+
+#: tox's report of an environment: ``uv: OK (4.13=setup[2.07]+cmd[2.06] seconds)``; the setup is
+#: making the environment and installing into it, the part a mirror serves
+_TOX_SETUP = re.compile(r"OK \([0-9.]+=setup\[([0-9.]+)\]")
