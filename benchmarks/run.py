@@ -319,15 +319,22 @@ def remote_round(
     if findlinks.exists():
         columns.append("find-links")
         if "nestegg" in instances:
-            columns.append("static")
+            columns += ["static", "static-absolute"]
     # the baselines take their turn among the servers, rotated every round as they are
     for column in _rotate(columns, number):
         served: Process | None = None
         if column == "find-links":
             source: dict[str, Any] = {"find_links": findlinks}
-        elif column == "static":
+        elif column in ("static", "static-absolute"):
             started = _attempt(
-                results, "static pages", start_static, work, instances["nestegg"], projects, findlinks
+                results,
+                "static pages" + (", absolute URLs" if column == "static-absolute" else ""),
+                start_static,
+                work,
+                instances["nestegg"],
+                projects,
+                findlinks,
+                absolute=column == "static-absolute",
             )
             if started is None:
                 continue
@@ -398,9 +405,12 @@ def warm_runs(
             results.add("uv", column, seconds)
 
 
-def start_static(work: Path, nestegg: Instance, projects: list[str], findlinks: Path) -> tuple[Process, str]:
-    """The static server of the warm nestegg's pages (saved at its first turn, after nestegg's warm
-    runs in the first round); its Simple API URL."""
+def start_static(
+    work: Path, nestegg: Instance, projects: list[str], findlinks: Path, *, absolute: bool = False
+) -> tuple[Process, str]:
+    """The static server of the warm nestegg's pages (saved at the first turn of either static
+    column, after nestegg's warm runs in the first round), with absolute file URLs if asked; its
+    Simple API URL."""
     root = work / "static"
     if not root.exists():
         staging = work / "static.part"
@@ -409,6 +419,8 @@ def start_static(work: Path, nestegg: Instance, projects: list[str], findlinks: 
         staging.rename(root)
     port = free_port()
     command = [sys.executable, str(HERE / "static.py"), str(root), "--port", str(port)]
+    if absolute:
+        command.append("--absolute")
     process = launch("static", command, env=server_env(), log=work / "static.log")
     index_url = f"http://127.0.0.1:{port}/simple/"
     try:
@@ -597,8 +609,10 @@ METHOD = f"""\
   "Static pages" is the floor for nestegg's pages as they are (relative file URLs, PEP 658
   metadata): the warm nestegg's JSON pages, the same files and their ``.metadata``, saved at its
   first turn and served as files by ``benchmarks/static.py`` (``http.server``, keep-alive,
-  ``sendfile``, no work per request), so the installer reads the very same links. The baselines
-  take their turn among the servers, in the order rotated every round.
+  ``sendfile``, no work per request), so the installer reads the very same links. "Static,
+  absolute URLs" serves the same pages with each file's URL given whole instead of relative to
+  the page: the difference between the two is what relative URLs cost the installer. The
+  baselines take their turn among the servers, in the order rotated every round.
 - **Pages/s** come from a small keep-alive HTTP client in threads (``benchmarks/load.py``) cycling
   over the warm project pages of the requirements, at most {Settings(False).max_requests} requests
   or {Settings(False).max_seconds:g} s a run; p50/p99 are per-request latencies seen by the client.
@@ -625,9 +639,10 @@ strace and tracemalloc):
 - *Warm pip download, plain nestegg, vs the peers and --find-links.* pip itself; the "static
   pages" column measures it in every run: the same pages served as files take pip about as long
   as nestegg does. A server of the whole page could take off at most what these pages cost pip
-  beyond that: the ``urljoin`` of relative URLs (0.33 s for these 49,000 links, timed apart)
-  and the PEP 658 metadata requests (about 0.2 s, below); about 0.5 s of pip's 2.7-2.9 s, which
-  would leave the fastest peer at about 1.3x, still short of 1.5x.
+  beyond that: the ``urljoin`` of relative URLs, which the "static, absolute URLs" column
+  measures (0.3-0.4 s for these 49,000 links; the target's line gives the fastest peer against
+  it) and the PEP 658 metadata requests (about 0.2 s, below): even with both gone the fastest peer
+  would be about 1.3x, short of 1.5x.
   A warm nestegg spends about 0.1 s of CPU on the whole download (pages are answered from
   renderings in memory or on disk), while pip parses and evaluates every file entry of every
   project page: about
@@ -651,19 +666,22 @@ strace and tracemalloc):
   pages, 34 PEP 658 metadata files, 34 wheels) through pip's requests stack, about 3 ms of pip's
   CPU each, and the ~7,000 remaining links (every sdist and every compatible wheel of every
   version: the server cannot know the pins), against a directory listing of 34 files.
-- *Cold downloads, plain nestegg.* The same pip floor as direct, plus three costs that add up to
-  the gap (measured apart, each page then its file as pip asks, one client): pip's ``urljoin`` of
-  the relative file URLs (above, about 0.3 s for the 49,000 links); the server's work on the 34
-  pages, about 1.0 s over fetching them directly; and about 9 ms a file, 0.3 s in all, over
-  fetching the files directly. Each upstream page is parsed as it arrives, but its state and its
-  rendering (and that rendering gzip encoded) are written before the answer starts (the
-  15,000-file pydantic-core page: ~0.27 s from request to answer; parsing 49,000 entries in Python
-  is about 0.33 s of the 34 pages, against 0.07 s for ``json.loads`` of the same bytes, which
-  would hold each page whole; rendering, compressing and writing a quarter, the state file a
-  tenth). A file's last byte waits until its sha256 is checked, the file is synced to disk (0.06
-  s for the 34) and its PEP 658 metadata taken out (0.03 s): a client never gets a file that the
-  cache does not hold whole. With ``compatible_only`` pip's share shrinks more than the server
-  adds, hence below 1x direct.
+- *Cold downloads, plain nestegg.* The same pip floor as direct, plus three costs that add up to the
+  gap (measured apart, each page then its file as pip asks, one client). First pip's ``urljoin`` of
+  the relative file URLs: the target's line gives it for this run, and on its own it takes more than
+  the 10% the target allows. Relative URLs stay: absolute ones would have to name the host the
+  client asked for, which a reverse proxy in front (nginx by default) replaces with its own upstream
+  address, so the pages would send clients to an address only the proxy can reach. Then the server's
+  work on the 34 pages, about 1.0 s over fetching them directly: each upstream page is parsed as it
+  arrives, but its state and its rendering (and that rendering gzip encoded) are written before the
+  answer starts (the 15,000-file pydantic-core page: ~0.27 s from request to answer; parsing 49,000
+  entries in Python is about 0.3 s of the 34 pages, against 0.08 s for ``json.loads`` of the same
+  bytes, which would hold each page whole; rendering, compressing and writing a quarter, the state
+  file a tenth). Last, about 9 ms a file, 0.3 s in all, over fetching the files directly: a file's
+  last byte waits until its sha256 is checked, the file is synced to disk (0.06 s for the 34) and
+  its PEP 658 metadata taken out (0.03 s), so a client never gets a file that the cache does not
+  hold whole. With ``compatible_only`` pip's share shrinks more than the server adds, hence below 1x
+  direct.
 - *Peak RSS.* About 34 MB is the interpreter with its imports before any request (``requests``,
   ``urllib3`` and ``ssl`` alone ~17 MB: requests is a dependency of the design; ``serve`` loads
   none of the other commands' modules, which took 2 MB more). No page is whole

@@ -10,6 +10,9 @@ nestegg, until it gets SIGTERM.
 
 pip reads the same links from it as from the mirror, and the server only reads files: the time an
 installer takes against it is the least any server of these pages can give (the "static" column).
+With ``--absolute`` the pages give each file's URL whole (``http://127.0.0.1:PORT/files/...``)
+instead of relative to the page, as the mirror gives it: the difference is what relative URLs
+cost the installer (the "static, absolute URLs" column).
 """
 
 from __future__ import annotations
@@ -104,17 +107,36 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
+def absolute_pages(pages: Path, target: Path, index_url: str) -> None:
+    """Each page of ``pages`` into ``target`` with its file URLs made absolute against the page's
+    URL under ``index_url``; nothing else changes."""
+    target.mkdir(parents=True, exist_ok=True)
+    for page in pages.glob("*.json"):
+        data = json.loads(page.read_bytes())
+        page_url = f"{index_url}{page.stem}/"
+        for entry in data["files"]:
+            entry["url"] = urljoin(page_url, entry["url"])
+        (target / page.name).write_text(json.dumps(data, separators=(",", ":")))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("root", type=Path, help="a directory written by snapshot()")
     parser.add_argument("--port", type=int, required=True, help="port to listen on, on 127.0.0.1")
+    parser.add_argument("--absolute", action="store_true", help="give file URLs whole, not relative")
     args = parser.parse_args(argv)
-    server = _Server(("127.0.0.1", args.port), handler(args.root / "pages", args.root / "files"))
+    pages = args.root / "pages"
+    if args.absolute:  # made before the socket listens: no request finds them missing
+        pages = args.root / f"pages-absolute-{args.port}"
+        absolute_pages(args.root / "pages", pages, f"http://127.0.0.1:{args.port}/simple/")
+    server = _Server(("127.0.0.1", args.port), handler(pages, args.root / "files"))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.serve_forever()
     finally:
         server.server_close()
+        if args.absolute:
+            shutil.rmtree(pages, ignore_errors=True)
     return 0
 
 
