@@ -2,7 +2,7 @@
 
 Run as a separate process, as the servers are::
 
-    python benchmarks/static.py ROOT --port PORT
+    python benchmarks/static.py ROOT --port PORT [--absolute]
 
 It answers ``/simple/<name>/`` with ``ROOT/pages/<name>.json`` and ``/files/<name>/<filename>``
 (and its ``.metadata``) with ``ROOT/files/<filename>``, as :func:`snapshot` saved them from a warm
@@ -12,7 +12,8 @@ pip reads the same links from it as from the mirror, and the server only reads f
 installer takes against it is the least any server of these pages can give (the "static" column).
 With ``--absolute`` the pages give each file's URL whole (``http://127.0.0.1:PORT/files/...``)
 instead of relative to the page, as the mirror gives it: the difference is what relative URLs
-cost the installer (the "static, absolute URLs" column).
+cost the installer (the "static, absolute URLs" column). Those pages are written to
+``ROOT/pages-absolute-PORT`` before the server listens, and removed when it stops.
 """
 
 from __future__ import annotations
@@ -125,16 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True, help="port to listen on, on 127.0.0.1")
     parser.add_argument("--absolute", action="store_true", help="give file URLs whole, not relative")
     args = parser.parse_args(argv)
-    pages = args.root / "pages"
-    if args.absolute:  # made before the socket listens: no request finds them missing
-        pages = args.root / f"pages-absolute-{args.port}"
-        absolute_pages(args.root / "pages", pages, f"http://127.0.0.1:{args.port}/simple/")
-    server = _Server(("127.0.0.1", args.port), handler(pages, args.root / "files"))
+    if args.absolute and args.port == 0:
+        parser.error("--absolute needs the port the URLs name: not 0")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    pages = args.root / ("pages" if not args.absolute else f"pages-absolute-{args.port}")
     try:
-        server.serve_forever()
+        if args.absolute:  # made before the socket listens: no request finds them missing
+            absolute_pages(args.root / "pages", pages, f"http://127.0.0.1:{args.port}/simple/")
+        server = _Server(("127.0.0.1", args.port), handler(pages, args.root / "files"))
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
     finally:
-        server.server_close()
         if args.absolute:
             shutil.rmtree(pages, ignore_errors=True)
     return 0

@@ -338,8 +338,8 @@ def tox_compare(
 
     timings: dict[str, list[float]] = defaultdict(list)
 
-    def measure(key: str, command: list[str], env: dict[str, str], what: str) -> None:
-        elapsed, output = _run_timed(command, env, what, 900)
+    def measure(key: str, command: list[str], environment: dict[str, str], what: str) -> None:
+        elapsed, output = _run_timed(command, environment, what, 900)
         timings[key].append(elapsed)
         setup = _TOX_SETUP.search(output)
         if setup is not None:
@@ -356,5 +356,6 @@ def tox_compare(
 
 
 #: tox's report of an environment: ``uv: OK (4.13=setup[2.07]+cmd[2.06] seconds)``; the setup is
-#: making the environment and installing into it, the part a mirror serves
+#: all but the commands (removing the old environment, making it, installing into it): the part
+#: the mirror takes part in
 _TOX_SETUP = re.compile(r"OK \([0-9.]+=setup\[([0-9.]+)\]")
