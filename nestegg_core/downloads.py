@@ -65,11 +65,15 @@ class Download:
             self.written = written
             self._cond.notify_all()
 
-    def _finish(self, final: Path, part: Path | None = None) -> None:
+    def _place(self, final: Path, part: Path) -> None:
+        """The checked file renamed into place; its readers still wait for :meth:`_finish`."""
         with self._cond:
-            if part is not None:
-                # renamed under the lock readers open the file under: none finds it missing
-                os.replace(part, final)
+            # renamed under the lock readers open the file under: none finds it missing
+            os.replace(part, final)
+            self.path = final
+
+    def _finish(self, final: Path) -> None:
+        with self._cond:
             self.path, self._state = final, _DONE
             self.size = self.written = final.stat().st_size
             self._cond.notify_all()
@@ -264,7 +268,7 @@ class Downloads:
             record = self._with_metadata(name, record, part)
             # the record first: a file on disk without one is ignored as unfinished
             self.store.write_record(name, record)
-            download._finish(final, part)
+            download._place(final, part)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(part)
@@ -274,16 +278,24 @@ class Downloads:
         logger.info(
             "cached %s/%s (%d bytes, %.2fs)", name, dist.filename, written, time.monotonic() - started
         )
-        changed = record != dist
-        if changed:
-            # the page lists what was learned (size, hash, metadata): its renderings are stale. A
-            # file that is just as the index lists it leaves them be, in every process
-            try:
-                self.store.page_changed(name)
-            except OSError as exc:
-                logger.warning("cannot mark the page of %r changed: %s", name, exc)
-        if self.on_cached is not None:
-            self.on_cached(name, record, changed)
+        self._announce(download, record, final)
+
+    def _announce(self, download: Download, record: DistFile, final: Path) -> None:
+        """Tell the page about the file now in place, then give its readers the last byte: a client
+        that asks for the page once it has the file sees what was learned, in any process."""
+        try:
+            changed = record != download.dist
+            if changed:
+                # the page lists what was learned (size, hash, metadata): its renderings are stale.
+                # A file that is just as the index lists it leaves them be, in every process
+                try:
+                    self.store.page_changed(download.name)
+                except OSError as exc:
+                    logger.warning("cannot mark the page of %r changed: %s", download.name, exc)
+            if self.on_cached is not None:
+                self.on_cached(download.name, record, changed)
+        finally:
+            download._finish(final)
 
     def _with_metadata(self, name: NormalizedName, record: DistFile, path: Path) -> DistFile:
         """The record with PEP 658 metadata taken from a wheel the upstream offered none for."""

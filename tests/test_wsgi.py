@@ -22,6 +22,7 @@ from nestegg_core.config import parse_config
 from nestegg_core.errors import ConfigError
 from nestegg_core.metrics import Counters, prometheus_text
 from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.store import CacheStore
 from nestegg_core.wsgi import LazyApplication, config_from_environ, make_application
 
 from .conftest import Faults, MirrorFactory
@@ -342,6 +343,33 @@ def test_workers_agree_on_a_page_once_another_cached_a_file(
     assert after[first].json()["files"][0]["size"] == record.size
     assert after[second].headers["ETag"] == after[first].headers["ETag"] != before[first].headers["ETag"]
     assert faults.count(prefix="/simple/shared/") == 1  # caught up from disk, not from the upstream
+
+
+def test_a_page_asked_once_a_file_is_served_lists_what_it_learned(
+    make_mirror: MirrorFactory,
+    upstream: PrivateIndex,
+    faults: Faults,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The file's last byte waits until its page knows it: slowed here, as under load."""
+    record = upstream.add("learned", "1.0", sdist=False)[0]
+    faults.html_only = True  # no sizes upstream: the download learns it
+    first, second = make_mirror(), make_mirror()
+    json_type = {"Accept": "application/vnd.pypi.simple.v1+json"}
+    for mirror in (first, second):
+        assert "size" not in http.get(f"{mirror.index_url}learned/", headers=json_type).json()["files"][0]
+    page_changed = CacheStore.page_changed
+
+    def slowly(store: CacheStore, name: NormalizedName) -> None:
+        time.sleep(0.5)
+        page_changed(store, name)
+
+    monkeypatch.setattr(CacheStore, "page_changed", slowly)
+    http.get(f"{first.url}/files/learned/{record.filename}").raise_for_status()
+    for mirror in (first, second):
+        files = http.get(f"{mirror.index_url}learned/", headers=json_type).json()["files"]
+        assert files[0]["size"] == record.size, mirror.url
 
 
 def test_workers_agree_on_a_page_another_revalidated(
