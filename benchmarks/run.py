@@ -731,15 +731,25 @@ strace and tracemalloc):
   would need page models that are never whole in memory (pages rendered from the state file's
   columns), or models without the upstream URLs, which only a download needs (3 MB of that
   model; 48 -> 45 MB when all 34 pages are made from their state).
+- *Page p99 at 8 clients.* 17-21 ms across the runs on this machine, held but for runs on a loaded
+  machine. The client's 8 threads and the server share the 2 cores, and at ~1,300 pages/s both
+  processes' GILs are busy: the median follows from the 8 requests in flight (8 / rate, ~6 ms) and
+  the p99 is 3-4 times it. A client of 8 processes instead of threads gave the same p99, and a GIL
+  switch interval of 1 ms instead of 5 did not lower it. In py-spy about two thirds of the server's
+  busy samples per warm request are waitress's (its main loop hands each request to a worker thread
+  and the answer back, then the send); a third is nestegg's three stats and one open per request,
+  which keep the answer right when another process changes the cache, and each of which gives up the
+  GIL and waits to take it back among 16 threads.
 - *Start-up, CLI vs devpi-server.* Every server's virtualenv is compiled at install; runs before
   that left the peers' modules uncompiled on this machine (it sets PYTHONDONTWRITEBYTECODE), and
   devpi-server then took over 1.3 s, twice its time here. The "upstream direct" cell of the
   start-up row is the floor with requests, measured in every run: nestegg's interpreter importing
   only requests and fetching the page, with no server and no import of its own, timed until it
-  has the answer (its exit, which with requests loaded takes ~40 ms more, is not counted). In
-  these runs a start 6x faster than devpi-server's lies below that floor (the target's line gives
-  both), out of reach for a server that fetches its first page with requests, a dependency of
-  the design. Timed
+  has the answer (its exit, which with requests loaded takes ~40 ms more, is not counted). A start
+  6x faster than devpi-server's is within a few milliseconds of that floor, and below it in most
+  runs (the target's line gives both): a server has to import more than requests (waitress,
+  packaging and its own modules, ~70 ms measured apart, below), so 6x is out of reach for a server
+  that fetches its first page with requests, a dependency of the design. Timed
   inside the process (medians of 7-11 starts, compiled venv): the interpreter ~10 ms; importing
   ``nestegg_core.cli`` ~150 ms, of which requests alone is 84 ms (urllib3, http.client, ssl,
   charset_normalizer, ``importlib.metadata``), waitress, packaging, platformdirs and filelock
