@@ -5,6 +5,7 @@ Layout under ``<nestegg dir>/private``::
     <name>/<filename>            the distribution file
     <name>/<filename>.json       its record (hashes, size, upload time, requires-python, yanked)
     <name>/<filename>.metadata   its core metadata (wheels), served as PEP 658 metadata
+    .generation                  new bytes after every change of a project (``generation``)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from packaging.version import Version
 
 from .distmeta import metadata_fields, metadata_of, parse_dist_filename
 from .errors import NotFound, UploadError
+from .generation import Generation
 from .models import DistFile, ProjectPage, format_time, is_normalized
 from .store import check_filename, copy_atomic, sha256_file, write_atomic
 
@@ -51,6 +53,9 @@ class PrivateStore:
         self.merged = frozenset(canonicalize_name(n) for n in merged)
         self._pages: dict[str, tuple[int, ProjectPage]] = {}
         self._lock = threading.Lock()
+        #: stamped after every change of a project's folder: its making (the name turns private)
+        #: and every file added, yanked or removed
+        self.generation = Generation(root / ".generation")
 
     # questions ---------------------------------------------------------------------------
 
@@ -168,6 +173,7 @@ class PrivateStore:
             )
             # only now, every check passed: the folder's existence makes the name private for good
             folder.mkdir(parents=True, exist_ok=True)
+            self.generation.advance()
             if metadata is not None and filename.endswith(".whl"):
                 write_atomic(folder / f"{filename}.metadata", metadata)
                 record = record.with_changes(core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()})
@@ -251,6 +257,7 @@ class PrivateStore:
         _touch(self.root / name)
         with self._lock:
             self._pages.pop(name, None)
+        self.generation.advance()
 
 
 def _identity(filename: str) -> tuple[object, ...]:

@@ -27,6 +27,7 @@ from .clients import ClientProfile, for_client
 from .config import Config
 from .downloads import Download, Downloads
 from .errors import IntegrityError, NotFound, UpstreamError
+from .generation import RECHECK
 from .metrics import Counters, CountingFetcher
 from .mirror import MirrorIndex
 from .models import DistFile, ProjectPage
@@ -55,6 +56,8 @@ _LARGE_STATE = 256 * 1024
 #: how long such a page waits for another to be made, before it is made beside it: one that waits
 #: on a slow upstream (its TTL passed) holds the others back no longer than this
 _LARGE_WAIT = 2.0
+#: names whose disk token is remembered (about 200 bytes each); past it, all are read again
+_MAX_TOKENS = 10_000
 #: seconds after its change settles that a page is made again in the background
 _REFRESH_AFTER = 0.1
 #: seconds without a request that the background waits for before it makes a page: the pages of
@@ -139,6 +142,8 @@ class Repository:
             self._refresh, delay=lambda: _store.SETTLE_NS / 1e9 + _REFRESH_AFTER, busy=self._busy
         )
         self._metadata_locks: dict[str, threading.Lock] = {}
+        #: disk tokens by name, with the generations they were read in and until when they hold
+        self._tokens: dict[str, tuple[tuple[bytes | None, bytes | None], str, float]] = {}
 
     # pages -------------------------------------------------------------------------------
 
@@ -183,7 +188,7 @@ class Repository:
         self, name: NormalizedName, content_type: str, client: ClientProfile | None, *, gzip: bool
     ) -> Rendered:
         """:meth:`rendered`, for a request or the background."""
-        token = self._disk_token(name)
+        token = self._known_token(name)
         kind = _kind(content_type, client)
         wanted = kind + GZIP if gzip else kind
         if token is not None or self._plain_mirror(name):  # no token yet: the page is new
@@ -353,6 +358,21 @@ class Repository:
             return None
         # plain strings: this runs for every page request, and pathlib's joins cost more than the stats
         return disk_token(f"{self._pages_dir}/{name}.json", f"{self._files_dir}/{name}/{CHANGED}")
+
+    def _known_token(self, name: NormalizedName) -> str | None:
+        """:meth:`_disk_token`, without a look at the disk while neither store's generation has
+        changed since it was last looked at (and not for longer than ``RECHECK``)."""
+        seen = (self.store.generation.current(), self.private.generation.current())
+        now = time.monotonic()
+        held = self._tokens.get(name)
+        if held is not None and held[0] == seen and now < held[2]:
+            return held[1]
+        token = self._disk_token(name)
+        if token is not None and None not in seen:
+            if len(self._tokens) >= _MAX_TOKENS:
+                self._tokens.clear()
+            self._tokens[name] = (seen, token, now + RECHECK)
+        return token
 
     def _plain_mirror(self, name: NormalizedName) -> bool:
         """Whether ``name`` is the mirror's alone: not private, not merged, not a source build."""

@@ -8,6 +8,7 @@ folder per upstream index (see :func:`upstream_key`), so that two indexes never 
     mirror/<upstream>/files/<name>/<filename>.json the record of a cached file (hashes, size, ...)
     mirror/<upstream>/files/<name>/<filename>.metadata   PEP 658 core metadata of a cached file
     mirror/<upstream>/files/<name>/.<filename>.<pid>.<n>.part   a download in progress
+    mirror/<upstream>/.generation                  new bytes after every page change (``generation``)
     locks/<upstream>/<name>/<filename>.lock        inter-process locks (filelock)
 
 Every write goes to a temporary file in the same directory and is renamed into place.
@@ -34,6 +35,7 @@ from filelock import Timeout as LockTimeout
 from packaging.utils import NormalizedName
 
 from .errors import NesteggError, NotFound
+from .generation import Generation
 from .models import DistFile, is_normalized
 from .pagestate import PageState, read_state
 
@@ -169,6 +171,8 @@ class CacheStore:
         self.pages = root / "mirror" / self.key / "pages"
         self.files = root / "mirror" / self.key / "files"
         self.locks = root / "locks" / self.key
+        #: stamped after every write that changes a page: a state file, a file's ``CHANGED`` marker
+        self.generation = Generation(root / "mirror" / self.key / ".generation")
 
     # pages -------------------------------------------------------------------------------
 
@@ -189,7 +193,9 @@ class CacheStore:
 
     def write_page(self, state: PageState) -> PageStamp:
         """Write the state; returns the stamp of the file written (see :meth:`page_stamp`)."""
-        return _stamp(write_atomic(self.page_path(state.page.name), state.to_bytes()))
+        written = write_atomic(self.page_path(state.page.name), state.to_bytes())
+        self.generation.advance()
+        return _stamp(written)
 
     def page_stamp(self, name: NormalizedName) -> PageStamp | None:
         """Which state file is on disk: inode, mtime (ns) and size; None when there is none.
@@ -215,6 +221,7 @@ class CacheStore:
         path = self.files / name / CHANGED
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
+        self.generation.advance()
 
     def record_path(self, name: NormalizedName, filename: str) -> Path:
         return self.files / name / f"{check_filename(filename)}.json"

@@ -19,6 +19,7 @@ from packaging.utils import NormalizedName
 
 from nestegg_core import Config, Mirror
 from nestegg_core.config import parse_config
+from nestegg_core.dists import PackageSpec, make_wheel
 from nestegg_core.errors import ConfigError
 from nestegg_core.metrics import Counters, prometheus_text
 from nestegg_core.pytest_plugin import PrivateIndex
@@ -372,15 +373,29 @@ def test_a_page_asked_once_a_file_is_served_lists_what_it_learned(
         assert files[0]["size"] == record.size, mirror.url
 
 
+def test_a_name_another_worker_made_private_is_never_served_from_the_mirror_again(
+    make_mirror: MirrorFactory, upstream: PrivateIndex, http: requests.Session, tmp_path: Path
+) -> None:
+    """A warm page is answered without a look at the disk while the nest's generations stay the
+    same: an upload in another worker changes the private store's at once."""
+    upstream.add("shifty", "1.0", sdist=False)
+    first, second = make_mirror(), make_mirror()
+    for _ in range(3):  # rendered, saved, then answered warm
+        assert "shifty-1.0" in http.get(f"{first.index_url}shifty/").text
+    second.repository.private.add(make_wheel(PackageSpec(name="shifty", version="9.0"), tmp_path))
+    page = http.get(f"{first.index_url}shifty/").text
+    assert "shifty-9.0" in page
+    assert "shifty-1.0" not in page
+
+
 def test_workers_agree_on_a_page_another_revalidated(
     make_mirror: MirrorFactory, upstream: PrivateIndex, faults: Faults, http: requests.Session
 ) -> None:
     upstream.add("moving", "1.0", sdist=False)
     eager, lazy = make_mirror(ttl=0), make_mirror(ttl=600)
-    assert (
-        http.get(f"{lazy.index_url}moving/").headers["ETag"]
-        == http.get(f"{eager.index_url}moving/").headers["ETag"]
-    )
+    for _ in range(3):  # rendered, saved, then answered warm
+        etag = http.get(f"{lazy.index_url}moving/").headers["ETag"]
+    assert etag == http.get(f"{eager.index_url}moving/").headers["ETag"]
     upstream.add("moving", "2.0", sdist=False)
     time.sleep(0.01)  # a state file of another mtime
     new = http.get(f"{eager.index_url}moving/")  # revalidates at once and saves the new state

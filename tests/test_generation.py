@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.utils import NormalizedName
+
+from nestegg_core import generation
+from nestegg_core.dists import PackageSpec, make_wheel
+from nestegg_core.generation import Generation
+from nestegg_core.models import ProjectPage
+from nestegg_core.pagestate import PageState
+from nestegg_core.private import PrivateStore
+from nestegg_core.store import CacheStore
+
+THING = NormalizedName("thing")
+
+
+def test_an_advance_is_seen_at_once_through_another_mapping(tmp_path: Path) -> None:
+    """Two Generation objects of one file stand for two processes: no look at the disk between."""
+    writer, reader = Generation(tmp_path / "g"), Generation(tmp_path / "g")
+    seen = {reader.current()}
+    for _ in range(20):
+        writer.advance()
+        now = reader.current()
+        assert now is not None
+        assert now not in seen
+        seen.add(now)
+
+
+def test_an_advance_in_another_process_is_seen(tmp_path: Path) -> None:
+    reader = Generation(tmp_path / "nest" / ".generation")
+    before = reader.current()
+    assert before is not None
+    assert (tmp_path / "nest" / ".generation").stat().st_size == 8
+    code = "import sys; from pathlib import Path; from nestegg_core.generation import Generation; "
+    code += "Generation(Path(sys.argv[1])).advance()"
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "nest" / ".generation")], check=True)
+    assert reader.current() != before
+
+
+def test_a_replaced_file_is_mapped_again_after_the_recheck(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(generation, "RECHECK", 0.0)
+    path = tmp_path / "g"
+    reader = Generation(path)
+    before = reader.current()
+    path.unlink()  # a cleaned cache: the next writer makes a new file
+    writer = Generation(path)
+    writer.advance()
+    assert path.exists()
+    assert reader.current() == writer.current() != before
+
+
+def test_an_unusable_file_means_no_generation_and_no_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    broken = Generation(tmp_path / "file" / ".generation")
+    broken.advance()
+    assert broken.current() is None
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads and writes anything")
+def test_a_read_only_nest_means_no_generation(tmp_path: Path) -> None:
+    tmp_path.chmod(0o500)
+    try:
+        assert Generation(tmp_path / ".generation").current() is None
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_a_file_grown_by_another_keeps_its_bytes(tmp_path: Path) -> None:
+    first = Generation(tmp_path / "g")
+    first.advance()
+    stamped = first.current()
+    assert Generation(tmp_path / "g").current() == stamped
+
+
+@pytest.mark.parametrize(
+    ("change", "store"),
+    [
+        ("write_page", "mirror"),
+        ("page_changed", "mirror"),
+        ("private_add", "private"),
+        ("private_yank", "private"),
+        ("private_remove", "private"),
+    ],
+)
+def test_every_change_a_page_is_made_from_advances_its_store(tmp_path: Path, change: str, store: str) -> None:
+    cache = CacheStore(tmp_path / "nest", "https://example.com/simple/")
+    private = PrivateStore(tmp_path / "nest" / "private")
+    wheel = make_wheel(PackageSpec(name="thing", version="1.0"), tmp_path)
+    if change in ("private_yank", "private_remove"):
+        private.add(wheel)
+    watched = (cache if store == "mirror" else private).generation
+    other = (private if store == "mirror" else cache).generation
+    before, untouched = watched.current(), other.current()
+    if change == "write_page":
+        cache.write_page(PageState(page=ProjectPage.build(THING, ()), checked=0.0))
+    elif change == "page_changed":
+        cache.page_changed(THING)
+    elif change == "private_add":
+        private.add(wheel)
+    elif change == "private_yank":
+        private.yank(THING, wheel.name, "bad")
+    else:
+        private.remove(THING, wheel.name)
+    assert watched.current() != before
+    assert other.current() == untouched
