@@ -26,6 +26,7 @@ from packaging.utils import NormalizedName
 from .distmeta import wheel_metadata
 from .errors import IntegrityError, NesteggError, UpstreamError
 from .models import DistFile
+from .pacing import blocking
 from .store import CacheStore, write_atomic
 from .upstream import Fetcher, mask_url
 
@@ -88,7 +89,9 @@ class Download:
     def wait_started(self, timeout: float = LOCK_WAIT) -> None:
         """Block until bytes flow (or the file is done); raise the download's error if it failed."""
         with self._cond:
-            self._cond.wait_for(lambda: self._state != _WAITING, timeout=timeout)
+            if self._state == _WAITING:
+                with blocking():
+                    self._cond.wait_for(lambda: self._state != _WAITING, timeout=timeout)
             if self._state == _FAILED:
                 assert self.error is not None
                 raise self.error
@@ -117,7 +120,8 @@ class Download:
                 return open(self.path, "rb")  # the reader closes it
             except FileNotFoundError:
                 # a failing worker removes its partial file just before it says so: wait for that
-                self._cond.wait_for(lambda: self._state != _STREAMING, timeout=60)
+                with blocking():
+                    self._cond.wait_for(lambda: self._state != _STREAMING, timeout=60)
                 if self._state == _FAILED:
                     assert self.error is not None
                     raise self.error from None
@@ -141,7 +145,9 @@ class Download:
             while end is None or position < end:
                 with self._cond:
                     ready = self._settled if verified_only else partial(self._beyond, position)
-                    self._cond.wait_for(ready, timeout=60)
+                    if not ready():
+                        with blocking():
+                            self._cond.wait_for(ready, timeout=60)
                     if self._state == _FAILED:
                         assert self.error is not None
                         raise self.error

@@ -16,6 +16,7 @@ from packaging.utils import NormalizedName
 from . import store as _store
 from .errors import NotFound, UpstreamError
 from .models import DistFile, ProjectPage
+from .pacing import blocking
 from .pagestate import PageState
 from .store import CacheStore, PageStamp
 from .upstream import Fetcher
@@ -94,7 +95,8 @@ class MirrorIndex:
             return page  # another thread is revalidating; this answer may lag by one fetch
         if page is None:
             self._make_room()
-            lock.acquire()
+            with blocking():  # another thread asks the upstream
+                lock.acquire()
         try:
             if entry.page is not None and self.clock() < entry.fresh_until:
                 return self._remember(name, entry.page)  # revalidated while we waited for the lock

@@ -14,11 +14,11 @@ from typing import Any
 
 from waitress.channel import HTTPChannel
 from waitress.server import MultiSocketServer, create_server
-from waitress.task import ThreadedTaskDispatcher
 
 from .app import NesteggApp, create_app
 from .config import Config
 from .errors import NesteggError
+from .pacing import PacedDispatcher, blocking
 from .repository import Repository
 from .upstream import Fetcher, mask_url
 
@@ -157,7 +157,7 @@ def make_server(app: Callable[..., Iterable[bytes]], config: Config) -> Any:
             "" if config.credentials_file else " (and uploads are off without a credentials file)",
         )
     # waitress starts its workers before it binds: made here, so that a failed bind can stop them
-    dispatcher = ThreadedTaskDispatcher()
+    dispatcher = PacedDispatcher()
     dispatcher.set_thread_count(config.threads)
     try:
         server = create_server(
@@ -207,6 +207,12 @@ class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sendbuf_len = min(self.sendbuf_len, SEND_BLOCK)
+
+    def _flush_outbufs_below_high_watermark(self) -> None:
+        # a worker that waits for a slow client to read lets another task run (``pacing``)
+        if self.total_outbufs_len > self.adj.outbuf_high_watermark:
+            with blocking():
+                super()._flush_outbufs_below_high_watermark()
 
 
 def is_loopback(host: str) -> bool:

@@ -15,6 +15,7 @@ import urllib3
 from ._version import __version__
 from .errors import NotFound, UpstreamError, UpstreamTimeout
 from .models import ProjectPage
+from .pacing import blocking
 from .parse import parse_project_stream
 
 logger = logging.getLogger(__name__)
@@ -139,6 +140,12 @@ class HttpFetcher:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
+        with blocking():
+            return self._project(url, name, headers, etag, last_modified)
+
+    def _project(
+        self, url: str, name: str, headers: dict[str, str], etag: str | None, last_modified: str | None
+    ) -> Fetched:
         response = self._get(url, headers=headers, stream=True)
         with response:
             if response.status_code != 200:
@@ -166,9 +173,10 @@ class HttpFetcher:
         )
 
     def open(self, url: str) -> FileStream:
-        response = self._get(
-            url, headers={"Accept-Encoding": "identity"}, stream=True, auth=self._auth_for(url)
-        )
+        with blocking():
+            response = self._get(
+                url, headers={"Accept-Encoding": "identity"}, stream=True, auth=self._auth_for(url)
+            )
         if response.status_code != 200:
             response.close()
             if response.status_code in (404, 410):

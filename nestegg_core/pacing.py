@@ -1,0 +1,175 @@
+"""waitress's worker threads, let loose a few at a time while the tasks they run keep finishing.
+
+waitress wakes an idle worker for every request. With sixteen workers (a cold install waits on
+the upstream in many requests at once) a warm load of 8 clients kept 8 threads running on 2
+cores, each taking the interpreter lock in turn, with the wake-up and hand-over of a thread for
+every request: at 8 clients, 2 workers answered 10% more requests per second than 16, with a p99
+latency of 13 ms instead of 20.
+
+So :class:`PacedDispatcher` keeps the threads but runs at most ``running`` tasks at a time while
+they make progress: a worker that finishes a task takes the next one queued without sleeping, and
+the queue is served in order. Tasks that wait rather than work do not hold the others back:
+
+- code that is about to wait on the network (the upstream, a download another thread makes)
+  says so with :func:`blocking`, and another queued task starts at once;
+- when tasks are queued and none has started or finished for ``stall`` seconds (a wait nobody
+  declared: a slow client, a lock, a build), one more worker is let loose, and again after each
+  ``stall``, up to every thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from waitress.task import ThreadedTaskDispatcher
+
+#: tasks run at a time while they make progress
+RUNNING = 2
+#: seconds without a task started or finished, while tasks wait, before one more may run
+STALL = 0.005
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def blocking() -> Iterator[None]:
+    """Mark a wait (on the network, on another thread's download): while it lasts, the worker
+    running this does not count against its dispatcher's ``running``. Outside a paced worker,
+    and when nested, it does nothing."""
+    dispatcher: PacedDispatcher | None = getattr(_local, "dispatcher", None)
+    if dispatcher is None or getattr(_local, "blocked", False):
+        yield
+        return
+    _local.blocked = True
+    dispatcher._block()
+    try:
+        yield
+    finally:
+        dispatcher._unblock()
+        _local.blocked = False
+
+
+class PacedDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress has no type hints
+    """A waitress task dispatcher that runs at most ``running`` tasks at a time while they make
+    progress (see the module's documentation)."""
+
+    def __init__(self, *, running: int = RUNNING, stall: float = STALL) -> None:
+        super().__init__()
+        self.running = running
+        self.stall = stall
+        #: tasks being served by a worker and not waiting in :func:`blocking`
+        self._serving = 0
+        #: workers the watchdog let loose beyond ``running``, not yet taken up
+        self._allowance = 0
+        self._progress_at = time.monotonic()
+        self._watch_cv = threading.Condition(self.lock)
+        self._watcher: threading.Thread | None = None
+        #: the watchdog sleeps until a task is queued (not merely until its next look)
+        self._watcher_idle = False
+        #: workers woken for a task that have not taken one yet
+        self._waking = 0
+        self._closing = False
+
+    # waitress's interface -----------------------------------------------------------------
+
+    def add_task(self, task: Any) -> None:
+        with self.lock:
+            self.queue.append(task)
+            if self._serving + self._waking < self.running:
+                self._wake()
+            elif self._watcher is None and not self._closing:
+                self._watcher = threading.Thread(target=self._watch, name="nestegg-pacing", daemon=True)
+                self._watcher.start()
+            elif self._watcher_idle:
+                self._watcher_idle = False
+                self._watch_cv.notify()
+
+    def handler_thread(self, thread_no: int) -> None:
+        _local.dispatcher = self
+        while True:
+            with self.lock:
+                while not self._may_take() and self.stop_count == 0:
+                    # idle while waiting, as waitress counts it
+                    self.active_count -= 1
+                    self.queue_cv.wait()
+                    self.active_count += 1
+                    self._waking = max(0, self._waking - 1)
+                if self.stop_count > 0:
+                    self.active_count -= 1
+                    self.stop_count -= 1
+                    self.threads.discard(thread_no)
+                    self.thread_exit_cv.notify()
+                    break
+                if self._serving >= self.running:
+                    self._allowance -= 1
+                task = self.queue.popleft()
+                if not self.queue:
+                    self._allowance = 0
+                self._serving += 1
+                self._progress_at = time.monotonic()
+            try:
+                task.service()
+            except BaseException:
+                self.logger.exception("Exception when servicing %r", task)
+            finally:
+                with self.lock:
+                    self._serving -= 1
+                    self._progress_at = time.monotonic()
+
+    def shutdown(self, cancel_pending: bool = True, timeout: float = 5) -> bool:
+        with self.lock:
+            self._closing = True
+            self._watch_cv.notify()
+        cancelled: bool = super().shutdown(cancel_pending=cancel_pending, timeout=timeout)
+        if self._watcher is not None:
+            self._watcher.join(timeout)
+        return cancelled
+
+    # internals ----------------------------------------------------------------------------
+
+    def _may_take(self) -> bool:
+        return bool(self.queue) and (self._serving < self.running or self._allowance > 0)
+
+    def _wake(self) -> None:
+        """Wake an idle worker for a queued task (call with the lock held)."""
+        if len(self.threads) - self.stop_count - self.active_count > self._waking:
+            self._waking += 1
+            self.queue_cv.notify()
+
+    def _block(self) -> None:
+        with self.lock:
+            self._serving -= 1
+            self._progress_at = time.monotonic()
+            if self.queue and self._serving + self._waking < self.running:
+                self._wake()
+
+    def _unblock(self) -> None:
+        with self.lock:
+            self._serving += 1
+            self._progress_at = time.monotonic()
+
+    def _watch(self) -> None:
+        """Let one more worker loose whenever tasks wait and none started or finished for
+        ``stall`` seconds."""
+        with self.lock:
+            while not self._closing:
+                if not self.queue:
+                    self._watcher_idle = True
+                    self._watch_cv.wait()  # until add_task queues a task it woke no worker for
+                    self._watcher_idle = False
+                    continue
+                late = self._progress_at + self.stall - time.monotonic()
+                if late > 0:
+                    self._watch_cv.wait(late)
+                    continue
+                idle = len(self.threads) - self.stop_count - self.active_count
+                if self._allowance < idle - self._waking:
+                    self._allowance += 1
+                    self._wake()
+                # counted as progress: the next worker is let loose a ``stall`` later
+                self._progress_at = time.monotonic()
+                self._watch_cv.wait(self.stall)

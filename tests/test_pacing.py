@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from nestegg_core.pacing import PacedDispatcher, blocking
+
+
+class Task:
+    """A waitress task: ``work`` runs in a worker; the dispatcher's peak of tasks running is noted."""
+
+    running = 0
+    peak = 0
+    guard = threading.Lock()
+
+    def __init__(self, work: Callable[[], object] = lambda: None) -> None:
+        self.work = work
+        self.started = threading.Event()
+        self.done = threading.Event()
+        self.cancelled = False
+
+    def service(self) -> None:
+        with Task.guard:
+            Task.running += 1
+            Task.peak = max(Task.peak, Task.running)
+        self.started.set()
+        try:
+            self.work()
+        finally:
+            with Task.guard:
+                Task.running -= 1
+            self.done.set()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@pytest.fixture
+def dispatch() -> Iterator[Callable[..., PacedDispatcher]]:
+    made: list[PacedDispatcher] = []
+
+    def make(threads: int = 8, **pacing: float) -> PacedDispatcher:
+        Task.running = Task.peak = 0
+        dispatcher = PacedDispatcher(**pacing)  # type: ignore[arg-type]
+        dispatcher.set_thread_count(threads)
+        made.append(dispatcher)
+        return dispatcher
+
+    yield make
+    for dispatcher in made:
+        dispatcher.shutdown(timeout=2)
+
+
+def test_tasks_that_keep_finishing_run_a_few_at_a_time_in_order(
+    dispatch: Callable[..., PacedDispatcher],
+) -> None:
+    dispatcher = dispatch(threads=8, running=1, stall=5.0)
+    order: list[int] = []
+
+    def work(n: int) -> Callable[[], None]:
+        def run() -> None:
+            time.sleep(0.002)
+            order.append(n)
+
+        return run
+
+    tasks = [Task(work(n)) for n in range(40)]
+    for task in tasks:
+        dispatcher.add_task(task)
+    assert all(task.done.wait(10) for task in tasks)
+    assert Task.peak == 1
+    assert order == list(range(40))
+
+
+def test_at_most_running_tasks_at_once_while_they_finish(dispatch: Callable[..., PacedDispatcher]) -> None:
+    dispatcher = dispatch(threads=8, running=2, stall=5.0)
+    tasks = [Task(lambda: time.sleep(0.003)) for _ in range(30)]
+    for task in tasks:
+        dispatcher.add_task(task)
+    assert all(task.done.wait(10) for task in tasks)
+    assert Task.peak == 2
+
+
+def test_a_task_stuck_without_saying_so_holds_the_queue_back_a_stall_at_most(
+    dispatch: Callable[..., PacedDispatcher],
+) -> None:
+    dispatcher = dispatch(threads=4, running=1, stall=0.05)
+    release = threading.Event()
+    stuck, waiting = Task(lambda: release.wait(10)), Task()
+    dispatcher.add_task(stuck)
+    assert stuck.started.wait(5)
+    queued = time.monotonic()
+    dispatcher.add_task(waiting)
+    try:
+        assert waiting.done.wait(5)
+        assert time.monotonic() - queued >= 0.04  # it waited for the stall ...
+    finally:
+        release.set()
+    assert Task.peak == 2  # ... then ran beside the stuck one
+
+
+def test_every_thread_is_let_loose_when_every_task_is_stuck(dispatch: Callable[..., PacedDispatcher]) -> None:
+    dispatcher = dispatch(threads=6, running=1, stall=0.01)
+    release = threading.Event()
+    tasks = [Task(lambda: release.wait(10)) for _ in range(6)]
+    for task in tasks:
+        dispatcher.add_task(task)
+    try:
+        assert all(task.started.wait(5) for task in tasks)
+    finally:
+        release.set()
+    assert Task.peak == 6
+
+
+def test_a_declared_wait_lets_the_next_task_run_at_once(dispatch: Callable[..., PacedDispatcher]) -> None:
+    dispatcher = dispatch(threads=4, running=1, stall=30.0)
+    release = threading.Event()
+
+    def wait() -> None:
+        with blocking():
+            release.wait(10)
+
+    waiter, next_one = Task(wait), Task()
+    dispatcher.add_task(waiter)
+    assert waiter.started.wait(5)
+    dispatcher.add_task(next_one)
+    try:
+        assert next_one.done.wait(5)  # long before the 30 s stall
+    finally:
+        release.set()
+    assert waiter.done.wait(5)
+
+
+def test_a_declared_wait_counts_again_once_over(dispatch: Callable[..., PacedDispatcher]) -> None:
+    dispatcher = dispatch(threads=4, running=1, stall=30.0)
+    over, release = threading.Event(), threading.Event()
+
+    def wait_then_work() -> None:
+        with blocking():
+            pass
+        over.set()
+        release.wait(10)  # working, as far as the dispatcher knows
+
+    first, second = Task(wait_then_work), Task()
+    dispatcher.add_task(first)
+    assert over.wait(5)
+    dispatcher.add_task(second)
+    try:
+        assert not second.started.wait(0.2)
+    finally:
+        release.set()
+    assert second.done.wait(5)
+
+
+def test_blocking_outside_a_worker_does_nothing() -> None:
+    with blocking(), blocking():
+        pass
+
+
+def test_shutdown_stops_the_threads_and_cancels_what_is_queued(
+    dispatch: Callable[..., PacedDispatcher],
+) -> None:
+    dispatcher = dispatch(threads=2, running=1, stall=30.0)
+    release = threading.Event()
+    busy, queued = Task(lambda: release.wait(10)), Task()
+    dispatcher.add_task(busy)
+    assert busy.started.wait(5)
+    dispatcher.add_task(queued)
+    release.set()
+    assert busy.done.wait(5)
+    dispatcher.shutdown(timeout=2)
+    assert not dispatcher.threads
+    watcher = dispatcher._watcher
+    assert watcher is None or not watcher.is_alive()
+    assert queued.done.is_set() or queued.cancelled
