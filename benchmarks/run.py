@@ -731,16 +731,22 @@ strace and tracemalloc):
   would need page models that are never whole in memory (pages rendered from the state file's
   columns), or models without the upstream URLs, which only a download needs (3 MB of that
   model; 48 -> 45 MB when all 34 pages are made from their state).
-- *Page p99 at 8 clients.* 17-23 ms across the runs on this machine, held in some and missed in
-  others with the machine's own speed (in the slowest runs the start-up floor, devpi-server's start
-  and pip's times were all about a fifth longer too). The client's 8 threads and the server share
-  the 2 cores, and at ~1,300 pages/s both processes' GILs are busy: the median follows from the 8
-  requests in flight (8 / rate, ~6 ms) and the p99 is 3-4 times it. A client of 8 processes instead
-  of threads gave the same p99, and a GIL switch interval of 1 ms instead of 5 did not lower it. In
-  py-spy about two thirds of the server's busy samples per warm request are waitress's (its main
-  loop hands each request to a worker thread and the answer back, then the send); a third is
-  nestegg's three stats and one open per request, which keep the answer right when another process
-  changes the cache, and each of which gives up the GIL and waits to take it back among 16 threads.
+- *Page p99 at 8 clients.* The client's 8 threads and the server share the 2 cores: the median
+  follows from the 8 requests in flight (8 / rate) and the p99 was 3-4 times it, 17-23 ms across
+  earlier runs on this machine. Two changes took it to ~16 ms in runs outside the benchmark (the
+  same load, 4 rounds each, alternating): (1) a warm request took three stats (the state file, the
+  change marker, the private folder), each giving up the GIL and waiting to take it back among
+  the threads; it now reads each store's generation, eight bytes every process maps from a file
+  that every write stamps, and takes the stats only when that changed or a second has passed:
+  ~1,000 -> ~1,400 pages/s, p99 ~24 -> ~20 ms. (2) waitress woke one of its 16 workers for every
+  request, so 8 ran at once; 2 workers served the same load with a p99 of 13 ms, but a cold
+  install needs many threads waiting on the upstream. Workers now run two tasks at a time while
+  tasks keep finishing, one more whenever a task waits on the network, a download or a slow client,
+  and one more after every 5 ms in which no task started or finished: p99 ~20 -> ~16 ms, for ~8%
+  fewer pages/s than 16 free workers (the hand-over of the dispatcher's own lock and its watchdog's
+  wake-ups). A client of 8 processes instead of threads gave the same p99, a GIL switch interval
+  of 1 ms or 20 ms instead of 5 did not change it, nor did a larger waitress ``send_bytes`` or the
+  cyclic GC switched off.
 - *Start-up, CLI vs devpi-server.* Every server's virtualenv is compiled at install; runs before
   that left the peers' modules uncompiled on this machine (it sets PYTHONDONTWRITEBYTECODE), and
   devpi-server then took over 1.3 s, twice its time here. The "upstream direct" cell of the
