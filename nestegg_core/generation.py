@@ -21,6 +21,7 @@ disk every time, as before.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import os
@@ -37,14 +38,22 @@ _SIZE = 8
 
 
 class Generation:
-    """The generation of one store, kept in the file at ``path`` (made when first used)."""
+    """The generation of one store, kept in the file at ``path`` (made when first used).
+
+    The file is mapped read-only and stamped with ``pwrite``: a write through a mapping that the
+    disk cannot back (a full disk, a copy-on-write file system) would kill the process instead of
+    failing. It is made whole (written aside and linked into place), never grown or truncated,
+    since a mapping of a file cut shorter than it faults on reading; nothing here shortens it.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._map: mmap.mmap | None = None
+        self._fd: int | None = None  # open for writing, when it could be
         self._identity: tuple[int, int] | None = None
         self._check_at = 0.0
         self._lock = threading.Lock()
+        self._warned = False
 
     def current(self) -> bytes | None:
         """The generation now, or None when there is none to trust (the disk must be checked)."""
@@ -55,17 +64,35 @@ class Generation:
     def advance(self) -> None:
         """Mark a change as made: call once it is on disk, so that readers who see the new
         generation see the change."""
-        # a writer that could not map the file tries again at once: readers rely on its stamp
-        self._check(force=self._map is None)
-        view = self._map
-        if view is not None:
-            view[:_SIZE] = random.getrandbits(8 * _SIZE).to_bytes(_SIZE, "little")
+        # a writer without the file tries again at once: readers rely on its stamp
+        self._check(force=self._fd is None)
+        fd = self._fd
+        try:
+            if fd is None:
+                raise OSError("the file cannot be opened for writing")
+            _write_at_start(fd, random.getrandbits(8 * _SIZE).to_bytes(_SIZE, "little"))
+        except OSError as exc:
+            if not self._warned:  # once: every write of the store would say it again
+                self._warned = True
+                logger.warning(
+                    "cannot stamp %s (%s): other processes of this nest see this one's changes "
+                    "up to %.0f s late",
+                    self.path,
+                    exc,
+                    RECHECK,
+                )
 
     def close(self) -> None:
+        """Let the file go (a later use maps it again)."""
         with self._lock:
-            if self._map is not None:
-                self._map.close()
-            self._map, self._identity = None, None
+            self._release()
+            self._check_at = 0.0
+
+    def _release(self) -> None:
+        # a mapping still read by another thread is closed once that thread is done with it
+        if self._fd is not None:
+            os.close(self._fd)
+        self._map, self._fd, self._identity = None, None, None
 
     def _check(self, *, force: bool = False) -> None:
         """Map the file if it is not mapped yet, or no longer the file at ``path``: at most once
@@ -82,29 +109,74 @@ class Generation:
             except FileNotFoundError:
                 status = None
             except OSError:
-                self._map, self._identity = None, None
+                self._release()
                 return
             if status is not None and (status.st_dev, status.st_ino) == self._identity:
                 return
-            # the old mapping is left to the threads still reading it; it closes when they are done
-            self._map, self._identity = self._open()
+            self._release()
+            self._open()
 
-    def _open(self) -> tuple[mmap.mmap | None, tuple[int, int] | None]:
+    def _open(self) -> None:
         try:
             # made by readers too: a folder that a writer makes later would be mapped a check late
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            _create(self.path)
         except OSError as exc:
             logger.debug("no generation file %s: %s", self.path, exc)
-            return None, None
+            return
+        fd: int | None = None
         try:
-            status = os.fstat(fd)
-            if status.st_size < _SIZE:
-                # two processes may both do this: growing a file to the same size keeps its bytes
-                os.ftruncate(fd, _SIZE)
-            return mmap.mmap(fd, _SIZE), (status.st_dev, status.st_ino)
+            try:
+                fd = os.open(self.path, os.O_RDWR)
+            except PermissionError:  # another user's nest: this process reads it only
+                fd = None
+            reader = os.open(self.path, os.O_RDONLY) if fd is None else fd
+            try:
+                status = os.fstat(reader)
+                if status.st_size < _SIZE:
+                    raise OSError(f"{status.st_size} bytes, not {_SIZE}")
+                self._map = mmap.mmap(reader, _SIZE, access=mmap.ACCESS_READ)
+            finally:
+                if reader != fd:
+                    os.close(reader)
+            self._fd, self._identity = fd, (status.st_dev, status.st_ino)
         except (OSError, ValueError) as exc:
             logger.warning("cannot map the generation file %s: %s", self.path, exc)
-            return None, None
-        finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
+            self._map, self._fd, self._identity = None, None, None
+
+
+def _create(path: Path) -> None:
+    """Make the file at ``path`` whole, unless there is one: written aside, then linked in."""
+    if path.exists():
+        return
+    stamp = random.getrandbits(8 * _SIZE).to_bytes(_SIZE, "little")
+    aside = path.with_name(f"{path.name}.{os.getpid()}.{random.getrandbits(32):x}.tmp")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask decides
+    try:
+        os.write(fd, stamp)
+    finally:
+        os.close(fd)
+    try:
+        os.link(aside, path)
+    except FileExistsError:
+        pass  # another process made it first
+    except OSError:  # no hard links here: made in place, read as unusable until it is whole
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            try:
+                os.write(fd, stamp)
+            finally:
+                os.close(fd)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(aside)
+
+
+def _write_at_start(fd: int, data: bytes) -> None:
+    if hasattr(os, "pwrite"):
+        os.pwrite(fd, data, 0)
+    else:  # Windows: the file's own position, which nothing else moves
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, data)

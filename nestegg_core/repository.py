@@ -31,6 +31,7 @@ from .generation import RECHECK
 from .metrics import Counters, CountingFetcher
 from .mirror import MirrorIndex
 from .models import DistFile, ProjectPage
+from .pacing import blocking
 from .pagefiles import GZIP, PageFile, RenderedPages, compressor, disk_token, etag
 from .private import PrivateStore
 from .refresh import Refresher
@@ -350,6 +351,8 @@ class Repository:
         """Stop the background work, waiting up to ``timeout`` for a page being made (the server
         calls this when it stops)."""
         self.refresher.stop(timeout)
+        self.store.generation.close()
+        self.private.generation.close()
 
     def _disk_token(self, name: NormalizedName) -> str | None:
         """The token of the mirror's page of ``name`` on disk; None for private and merged names,
@@ -462,7 +465,7 @@ class Repository:
         if path.is_file():
             return path
         lock = self._metadata_locks.setdefault(f"{name}/{filename}", threading.Lock())
-        with lock:
+        with blocking(), lock:  # on the upstream, or on another thread that asks it
             if not path.is_file():
                 self._fetch_metadata(dist, path)
         return path

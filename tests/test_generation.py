@@ -110,3 +110,42 @@ def test_every_change_a_page_is_made_from_advances_its_store(tmp_path: Path, cha
         private.remove(THING, wheel.name)
     assert watched.current() != before
     assert other.current() == untouched
+
+
+def test_a_stamp_that_cannot_be_written_warns_once_and_fails_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = Generation(tmp_path / "g")
+    before = writer.current()
+
+    def full(*_args: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    writer.advance()
+    writer.advance()
+    assert writer.current() == before
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "No space left on device" in warnings[0]
+
+
+@pytest.mark.parametrize("content", [b"", b"abc"])
+def test_a_file_too_short_to_map_means_no_generation(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "g").write_bytes(content)
+    assert Generation(tmp_path / "g").current() is None
+    assert (tmp_path / "g").read_bytes() == content  # never grown or cut: a mapping could fault
+
+
+def test_the_file_is_made_whole_and_nothing_is_left_beside_it(tmp_path: Path) -> None:
+    Generation(tmp_path / "nest" / "g").current()
+    assert [p.name for p in (tmp_path / "nest").iterdir()] == ["g"]
+    assert (tmp_path / "nest" / "g").stat().st_size == 8
+
+
+def test_a_closed_generation_maps_the_file_again_when_used(tmp_path: Path) -> None:
+    first, other = Generation(tmp_path / "g"), Generation(tmp_path / "g")
+    first.current()
+    first.close()
+    other.advance()
+    assert first.current() == other.current()

@@ -17,7 +17,7 @@ import requests
 import yaml
 from packaging.utils import NormalizedName
 
-from nestegg_core import Config, Mirror
+from nestegg_core import Config, Mirror, repository
 from nestegg_core.config import parse_config
 from nestegg_core.dists import PackageSpec, make_wheel
 from nestegg_core.errors import ConfigError
@@ -374,10 +374,15 @@ def test_a_page_asked_once_a_file_is_served_lists_what_it_learned(
 
 
 def test_a_name_another_worker_made_private_is_never_served_from_the_mirror_again(
-    make_mirror: MirrorFactory, upstream: PrivateIndex, http: requests.Session, tmp_path: Path
+    make_mirror: MirrorFactory,
+    upstream: PrivateIndex,
+    http: requests.Session,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A warm page is answered without a look at the disk while the nest's generations stay the
     same: an upload in another worker changes the private store's at once."""
+    monkeypatch.setattr(repository, "RECHECK", 600.0)  # not by the clock: by the generation
     upstream.add("shifty", "1.0", sdist=False)
     first, second = make_mirror(), make_mirror()
     for _ in range(3):  # rendered, saved, then answered warm
@@ -389,8 +394,13 @@ def test_a_name_another_worker_made_private_is_never_served_from_the_mirror_agai
 
 
 def test_workers_agree_on_a_page_another_revalidated(
-    make_mirror: MirrorFactory, upstream: PrivateIndex, faults: Faults, http: requests.Session
+    make_mirror: MirrorFactory,
+    upstream: PrivateIndex,
+    faults: Faults,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(repository, "RECHECK", 600.0)  # not by the clock: by the generation
     upstream.add("moving", "1.0", sdist=False)
     eager, lazy = make_mirror(ttl=0), make_mirror(ttl=600)
     for _ in range(3):  # rendered, saved, then answered warm
