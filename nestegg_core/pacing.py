@@ -81,18 +81,18 @@ class PacedDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress
             self.queue.append(task)
             if self._serving + self._waking < self.running:
                 self._wake()
-            elif self._watcher is None and not self._closing:
-                self._watcher = threading.Thread(target=self._watch, name="nestegg-pacing", daemon=True)
-                self._watcher.start()
-            elif self._watcher_idle:
-                self._watcher_idle = False
-                self._watch_cv.notify()
+            else:
+                self._watched()
 
     def handler_thread(self, thread_no: int) -> None:
         _local.dispatcher = self
         while True:
             with self.lock:
                 while not self._may_take() and self.stop_count == 0:
+                    if self.queue:
+                        # a task this worker may not take yet (it was woken for it, and a task
+                        # back from a wait took the place): the watchdog sees that it gets run
+                        self._watched()
                     # idle while waiting, as waitress counts it
                     self.active_count -= 1
                     self.queue_cv.wait()
@@ -134,23 +134,33 @@ class PacedDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress
     def _may_take(self) -> bool:
         return bool(self.queue) and (self._serving < self.running or self._allowance > 0)
 
+    def _watched(self) -> None:
+        """Make sure the watchdog looks at the queue: started, or woken if it sleeps until a task
+        comes (call with the lock held)."""
+        if self._watcher is None and not self._closing:
+            self._watcher = threading.Thread(target=self._watch, name="nestegg-pacing", daemon=True)
+            self._watcher.start()
+        elif self._watcher_idle:
+            self._watcher_idle = False
+            self._watch_cv.notify()
+
     def _wake(self) -> None:
         """Wake an idle worker for a queued task (call with the lock held)."""
         if len(self.threads) - self.stop_count - self.active_count > self._waking:
             self._waking += 1
             self.queue_cv.notify()
 
+    # a wait begun or over is no progress: a reader of a download toggles them for every block it
+    # sends, which would hide tasks stuck elsewhere from the watchdog
     def _block(self) -> None:
         with self.lock:
             self._serving -= 1
-            self._progress_at = time.monotonic()
             if self.queue and self._serving + self._waking < self.running:
                 self._wake()
 
     def _unblock(self) -> None:
         with self.lock:
             self._serving += 1
-            self._progress_at = time.monotonic()
 
     def _watch(self) -> None:
         """Let one more worker loose whenever tasks wait and none started or finished for
@@ -159,7 +169,7 @@ class PacedDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress
             while not self._closing:
                 if not self.queue:
                     self._watcher_idle = True
-                    self._watch_cv.wait()  # until add_task queues a task it woke no worker for
+                    self._watch_cv.wait()  # until a task is queued that no worker takes at once
                     self._watcher_idle = False
                     continue
                 late = self._progress_at + self.stall - time.monotonic()

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 import requests
 from waitress.buffers import ReadOnlyFileBasedBuffer
+from waitress.channel import HTTPChannel
 
 from nestegg_core import server
+from nestegg_core.pacing import PacedDispatcher
 from nestegg_core.pytest_plugin import PrivateIndex
 
 from .conftest import MirrorFactory
@@ -46,3 +48,13 @@ def test_a_file_is_sent_a_block_at_a_time(
     assert sum(reads) == len(response.content) > 8 * server.SEND_BLOCK
     # not in blocks of the socket's send buffer (4 MiB on Linux's loopback)
     assert max(reads) <= server.SEND_BLOCK
+
+
+def test_the_server_paces_its_workers_and_marks_slow_clients_as_waits(make_mirror: MirrorFactory) -> None:
+    mirror = make_mirror()
+    waitress_server: Any = mirror._server
+    assert isinstance(waitress_server.task_dispatcher, PacedDispatcher)
+    assert waitress_server.channel_class is server._Channel
+    # the method the channel wraps is waitress's own: a waitress that renamed it would leave a
+    # slow client's wait undeclared (the watchdog would still let another task run)
+    assert "_flush_outbufs_below_high_watermark" in vars(HTTPChannel)
