@@ -1,4 +1,4 @@
-"""Rendered mirror pages kept on disk: a warm page costs two stats and a read, in any process.
+"""Rendered mirror pages kept on disk: a warm page costs at most two stats and a read, in any process.
 
 A page of the mirror is made from what two places on disk hold: the state file of the upstream's
 page and the records of the cached files beside them. :func:`disk_token` names that pair (inode,
@@ -15,7 +15,8 @@ known -- followed by the bytes as served. Beside each rendering lies its gzip en
 a file of the same form, made in the same pass) for clients that accept it: the large pages of
 the index compress about five times. Files are replaced atomically; a damaged, cut short or
 foreign one is a miss. When the token cannot be trusted (the marker changed within the last
-second, so a second change may hide in the same clock tick) nothing is read or saved.
+second, so a second change may hide in the same clock tick) nothing is read or saved. The
+repository takes the token's stats only when its store's generation changed (``generation``).
 """
 
 from __future__ import annotations
