@@ -66,11 +66,14 @@ class Generation:
         generation see the change."""
         # a writer without the file tries again at once: readers rely on its stamp
         self._check(force=self._fd is None)
-        fd = self._fd
+        stamp = random.getrandbits(8 * _SIZE).to_bytes(_SIZE, "little")
         try:
-            if fd is None:
-                raise OSError("the file cannot be opened for writing")
-            _write_at_start(fd, random.getrandbits(8 * _SIZE).to_bytes(_SIZE, "little"))
+            # under the lock: another thread that maps the file again closes the descriptor, whose
+            # number the next file opened may take (a stamp would land in that file)
+            with self._lock:
+                if self._fd is None:
+                    raise OSError("the file cannot be opened for writing")
+                _write_at_start(self._fd, stamp)
         except OSError as exc:
             if not self._warned:  # once: every write of the store would say it again
                 self._warned = True
@@ -177,6 +180,6 @@ def _create(path: Path) -> None:
 def _write_at_start(fd: int, data: bytes) -> None:
     if hasattr(os, "pwrite"):
         os.pwrite(fd, data, 0)
-    else:  # Windows: the file's own position, which nothing else moves
+    else:  # Windows: the file's own position, moved by nothing else (the caller holds the lock)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, data)

@@ -3,6 +3,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,34 @@ def test_a_closed_generation_maps_the_file_again_when_used(tmp_path: Path) -> No
     first.close()
     other.advance()
     assert first.current() == other.current()
+
+
+def test_a_stamp_never_lands_in_a_file_opened_as_the_generation_is_let_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another thread lets the file go (maps it again, or the server stops) just as a stamp is
+    written: its descriptor's number, taken at once by the next file opened, must not get it."""
+    writer = Generation(tmp_path / "g")
+    writer.advance()
+    other = tmp_path / "other"
+    write = generation._write_at_start
+    racers: list[threading.Thread] = []
+
+    def let_go_and_open() -> None:
+        writer.close()
+        with open(other, "wb") as handle:
+            handle.write(b"x" * 16)
+            handle.flush()
+            time.sleep(0.3)
+
+    def racing(fd: int, data: bytes) -> None:
+        racer = threading.Thread(target=let_go_and_open)
+        racers.append(racer)
+        racer.start()
+        racer.join(0.2)  # it waits for the stamp, or has let the file go and opened another
+        write(fd, data)
+
+    monkeypatch.setattr(generation, "_write_at_start", racing)
+    writer.advance()
+    racers[0].join(5)
+    assert other.read_bytes() == b"x" * 16
