@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -197,11 +199,39 @@ def test_no_wheel_pip_accepts_is_dropped(system: str) -> None:
     assert dropped > 3 * kept
 
 
-def test_this_interpreter_and_its_pip() -> None:
-    """The profile of the pip in this environment keeps every wheel this interpreter accepts."""
-    from pip._internal.network.session import user_agent  # noqa: PLC0415
+@pytest.fixture(scope="session")
+def real_pip_agent(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The User-Agent this environment's pip sends, as a loopback index sees it (pip's own
+    function for it is private API, and importing pip's internals warns on some versions)."""
+    seen: list[str] = []
 
-    profile = profile_from_user_agent(user_agent())
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("User-Agent", ""))
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            index = f"http://127.0.0.1:{server.server_address[1]}/simple/"
+            dest = str(tmp_path_factory.mktemp("agent"))
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir",
+                       "--retries", "0", "-d", dest, "no-such-project"]  # fmt: skip
+            subprocess.run(command, env=installer_env(index), capture_output=True, check=False, timeout=120)
+        finally:
+            server.shutdown()
+            thread.join(5)
+    assert seen, "pip asked the loopback index nothing"
+    return seen[0]
+
+
+def test_this_interpreter_and_its_pip(real_pip_agent: str) -> None:
+    """The profile of the pip in this environment keeps every wheel this interpreter accepts."""
+    profile = profile_from_user_agent(real_pip_agent)
     assert profile is not None
     assert profile.major_minor == sys.version_info[:2]
     for tag in itertools.islice(tags.sys_tags(), 400):
@@ -256,13 +286,15 @@ def _files(http: requests.Session, url: str, agent: str) -> list[str]:
 
 @pytest.mark.slow
 def test_pip_sees_only_what_fits_uv_sees_everything(
-    tmp_path: Path, make_mirror: MirrorFactory, many_platforms: str, http: requests.Session
+    tmp_path: Path,
+    make_mirror: MirrorFactory,
+    many_platforms: str,
+    http: requests.Session,
+    real_pip_agent: str,
 ) -> None:
-    from pip._internal.network.session import user_agent  # noqa: PLC0415
-
     mirror = make_mirror(compatible_only=True)
     page = f"{mirror.url}/simple/plat-pkg/"
-    assert _files(http, page, user_agent()) == [many_platforms, "plat_pkg-1.0.tar.gz"]
+    assert _files(http, page, real_pip_agent) == [many_platforms, "plat_pkg-1.0.tar.gz"]
     assert len(_files(http, page, "uv/0.9.0 {}")) == len(OTHER_TAGS) + 3
 
     # real pip downloads the wheel that fits, as it does from the whole page
