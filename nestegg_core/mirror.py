@@ -15,7 +15,7 @@ from packaging.utils import NormalizedName
 
 from . import store as _store
 from .errors import NotFound, UpstreamError
-from .models import DistFile, ProjectPage
+from .models import DistFile, ProjectPage, is_dist_filename
 from .pacing import blocking
 from .pagestate import PageState
 from .store import CacheStore, PageStamp
@@ -277,7 +277,9 @@ class MirrorIndex:
         """The files of ``name`` that have a record beside them on disk (a cheap ``kept_files``)."""
         with contextlib.suppress(FileNotFoundError):
             names = {e.name for e in os.scandir(self.store.files / name) if not e.name.startswith(".")}
-            return frozenset(n[: -len(".json")] for n in names if n.endswith(".json") and n[:-5] in names)
+            return frozenset(
+                n[:-5] for n in names if n.endswith(".json") and n[:-5] in names and is_dist_filename(n[:-5])
+            )
         return frozenset()
 
     def _revalidate(self, name: NormalizedName, entry: _Entry) -> None:

@@ -29,7 +29,7 @@ from packaging.version import Version
 from .distmeta import metadata_fields, metadata_of, parse_dist_filename
 from .errors import NotFound, UploadError
 from .generation import Generation
-from .models import DistFile, ProjectPage, format_time, is_normalized
+from .models import DistFile, ProjectPage, format_time, is_dist_filename, is_normalized
 from .store import check_filename, copy_atomic, sha256_file, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -232,8 +232,9 @@ class PrivateStore:
         records = []
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.root / name):
-                if entry.name.endswith(".json") and not entry.name.startswith("."):
-                    record = self._record(name, entry.name[: -len(".json")])
+                filename = entry.name.removesuffix(".json")
+                if filename != entry.name and is_dist_filename(filename):
+                    record = self._record(name, filename)
                     if record is not None:
                         records.append(record)
         return records
@@ -241,12 +242,16 @@ class PrivateStore:
     def _record(self, name: str, filename: str) -> DistFile | None:
         path = self.root / name / f"{filename}.json"
         try:
-            return DistFile.from_json(json.loads(path.read_bytes()))
+            record = DistFile.from_json(json.loads(path.read_bytes()))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.warning("ignoring damaged private record %s: %s", path, exc)
             return None
+        if record.filename != filename:  # a record answers for its own file only
+            logger.warning("ignoring private record %s: it is %r's", path, record.filename)
+            return None
+        return record
 
     def _write_record(self, name: str, record: DistFile) -> None:
         data = json.dumps(record.to_json(), separators=(",", ":")).encode()

@@ -36,7 +36,7 @@ from packaging.utils import NormalizedName
 
 from .errors import NesteggError, NotFound
 from .generation import Generation
-from .models import DistFile, is_normalized
+from .models import DistFile, is_dist_filename, is_normalized
 from .pagestate import PageState, read_state
 
 logger = logging.getLogger(__name__)
@@ -45,15 +45,9 @@ _counter = itertools.count()
 
 
 def check_filename(filename: str) -> str:
-    """``filename`` if it is safe as one path component, else :class:`NotFound`."""
-    if (
-        not filename
-        or filename.startswith(".")
-        or "/" in filename
-        or "\\" in filename
-        or "\x00" in filename
-        or len(filename) > 255
-    ):
+    """``filename`` if it is a distribution's filename (see :func:`is_dist_filename`), else
+    :class:`NotFound`: no name of a store's own files (records, metadata, markers) gets through."""
+    if not is_dist_filename(filename):
         raise NotFound(f"no file {filename!r}")
     return filename
 
@@ -293,12 +287,16 @@ class CacheStore:
 
     def read_record(self, name: NormalizedName, filename: str) -> DistFile | None:
         try:
-            return DistFile.from_json(json.loads(self.record_path(name, filename).read_bytes()))
+            record = DistFile.from_json(json.loads(self.record_path(name, filename).read_bytes()))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.warning("ignoring damaged record of %s/%s: %s", name, filename, exc)
             return None
+        if record.filename != filename:  # a record answers for its own file only
+            logger.warning("ignoring the record of %s/%s: it is %r's", name, filename, record.filename)
+            return None
+        return record
 
     def write_record(self, name: NormalizedName, dist: DistFile) -> None:
         data = json.dumps(dist.to_json(), separators=(",", ":")).encode()
@@ -309,12 +307,15 @@ class CacheStore:
         kept = []
         with contextlib.suppress(FileNotFoundError):
             for entry in sorted(os.scandir(self.files / name), key=lambda e: e.name):
-                if entry.name.endswith(".json") and not entry.name.startswith("."):
-                    filename = entry.name[: -len(".json")]
-                    if (self.files / name / filename).is_file():
-                        record = self.read_record(name, filename)
-                        if record is not None:
-                            kept.append(record)
+                filename = entry.name.removesuffix(".json")
+                if (
+                    filename != entry.name
+                    and is_dist_filename(filename)
+                    and (self.files / name / filename).is_file()
+                ):
+                    record = self.read_record(name, filename)
+                    if record is not None:
+                        kept.append(record)
         return kept
 
     def project_names(self) -> Iterator[str]:

@@ -24,7 +24,7 @@ from packaging.utils import NormalizedName
 
 from .config import parse_size
 from .errors import NesteggError
-from .models import DistFile, is_normalized
+from .models import DistFile, is_dist_filename, is_normalized
 from .store import CacheStore
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def _project_files_on_disk(store: CacheStore, name: NormalizedName, folder: str)
     found = []
     for entry_name, record in stats.items():
         filename = entry_name.removesuffix(".json")
-        if filename == entry_name or filename not in stats:
+        if filename == entry_name or filename not in stats or not is_dist_filename(filename):
             continue
         metadata = stats.get(f"{filename}.metadata")
         size = stats[filename].st_size + record.st_size + (metadata.st_size if metadata else 0)

@@ -8,24 +8,30 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import pytest
 import requests
+from packaging.utils import NormalizedName
 
 from nestegg_core import Config, Mirror
 from nestegg_core.auth import set_password
 from nestegg_core.cli import main
+from nestegg_core.distmeta import wheel_metadata
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.mounts import UpstreamMounts
 from nestegg_core.pytest_plugin import PrivateIndex
 from nestegg_core.server import describe, make_server
+from nestegg_core.store import CacheStore
 
 from .conftest import Faults, MirrorFactory
-from .loopback import Answer, RawUpstream, sha256
+from .loopback import Answer, RawUpstream, sha256, verify_cache
 
 JSON = "application/vnd.pypi.simple.v1+json"
 SENTINEL = b"sentinel: this file must never be served"
@@ -211,6 +217,139 @@ def test_bad_range_headers_never_get_wrong_bytes(
         full = http.get(url).content
         assert sha256(full) == digest
         expect_range(full, status, head, body, header)
+
+
+# names of nestegg's own files -----------------------------------------------------------------
+
+WHEEL, SDIST = "pkg-1.0-py3-none-any.whl", "pkg-1.0.tar.gz"
+#: names an upstream page may list that are, or look like, the files a store keeps beside a cached
+#: file (records, metadata, markers, part and temporary files, locks)
+SIDECAR_NAMES = [
+    f"{SDIST}.json", f"{WHEEL}.json", f"{WHEEL}.metadata", f"{SDIST}.metadata", f"{SDIST}.json.json",
+    f".{SDIST}.1.2.part", f".{SDIST}.1.2.tmp", ".changed", ".generation", f"{SDIST}.lock", f"{SDIST}.JSON",
+    "pkg.json", "README", "pkg-1.0.tar.gz.part",
+]  # fmt: skip
+
+
+class SidecarUpstream:
+    """An upstream whose page of ``pkg`` lists a real wheel and sdist and every name of
+    ``SIDECAR_NAMES``, each a file of bytes that would pass for a record if taken for one."""
+
+    def __init__(self, tmp: Path, *, html: bool) -> None:
+        spec = PackageSpec(name="pkg", version="1.0")
+        wheel, sdist = make_wheel(spec, tmp), make_sdist(spec, tmp)
+        self.real = {WHEEL: wheel.read_bytes(), SDIST: sdist.read_bytes()}
+        self.metadata = wheel_metadata(wheel)
+        forged = {"filename": SDIST, "hashes": {"sha256": "0" * 64}, "url": "http://evil.invalid/x"}
+        self.hostile = {name: json.dumps({**forged, "name": name}).encode() for name in SIDECAR_NAMES}
+        self.html = html
+        self.server = RawUpstream(self.answer)
+
+    def answer(self, _method: str, path: str) -> Answer:
+        files = {**self.real, **self.hostile}
+        if path == "/simple/pkg/":
+            if self.html:
+                links = "".join(
+                    f'<a href="/files/{quote(n)}#sha256={sha256(d)}">{n}</a>' for n, d in files.items()
+                )
+                return Answer(
+                    body=f"<html><body>{links}</body></html>".encode(), headers={"Content-Type": "text/html"}
+                )
+            entries = [
+                {"filename": n, "url": f"/files/{quote(n)}", "hashes": {"sha256": sha256(d)}, "size": len(d)}
+                for n, d in files.items()
+            ]
+            body = json.dumps({"meta": {"api-version": "1.1"}, "name": "pkg", "files": entries}).encode()
+            return Answer(body=body, headers={"Content-Type": JSON})
+        name = unquote(path.removeprefix("/files/"))
+        if name in files:
+            return Answer(body=files[name], headers={"Content-Type": "application/octet-stream"})
+        return Answer(status=404, body=b"no such file\n")
+
+
+@pytest.mark.parametrize("html", [False, True], ids=["json", "html"])
+@pytest.mark.parametrize("route", ["mirror", "mount"])
+def test_upstream_names_of_sidecars_never_reach_nestegg_s_own_files(
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    route: str,
+    html: bool,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="nestegg_core.parse")
+    hostile = SidecarUpstream(tmp_path / "dists", html=html)
+    with hostile.server:
+        if route == "mirror":
+            mirror = make_mirror(index_url=hostile.server.index_url)
+            index_url, store = mirror.index_url, mirror.repository.store
+        else:
+            mirror = make_mirror()
+            index_url = UpstreamMounts(mirror).index_url(hostile.server.index_url)
+            store = CacheStore(mirror.config.nestegg_dir, hostile.server.index_url)
+        files_url = index_url.removesuffix("simple/") + "files/pkg/"
+
+        def ask_every_sidecar_name() -> None:
+            own = {p.name: p.read_bytes() for p in (store.files / "pkg").glob("*") if p.is_file()}
+            own.update({p.name: p.read_bytes() for p in (store.files / "pkg").glob(".*") if p.is_file()})
+            for name in SIDECAR_NAMES:
+                answer = http.get(files_url + quote(name))
+                if name == f"{WHEEL}.metadata" and answer.status_code == 200:
+                    # the PEP 658 metadata of the listed wheel, taken from it: never the upstream's file
+                    assert answer.content == hostile.metadata, name
+                    continue
+                assert answer.status_code == 404, (name, answer.status_code, answer.content[:200])
+                assert answer.content not in (hostile.hostile[name], *own.values()), name
+
+        ask_every_sidecar_name()  # before anything is cached
+        for name, data in hostile.real.items():
+            assert sha256(http.get(files_url + name).content) == sha256(data)
+        ask_every_sidecar_name()  # with records, metadata and the change marker on disk
+        for accept in (JSON, "text/html"):
+            page = http.get(index_url + "pkg/", headers={"Accept": accept})
+            assert page.status_code == 200
+            for name in SIDECAR_NAMES:
+                assert quote(name) not in page.text, (accept, name)
+                assert json.dumps(name) not in page.text, (accept, name)
+        listed = http.get(index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
+        assert {f["filename"]: f["hashes"]["sha256"] for f in listed} == {
+            name: sha256(data) for name, data in hostile.real.items()
+        }
+        # the upstream was never asked for one, and the page said why once, at debug level
+        assert not [path for _, path, _ in hostile.server.seen if "/files/" in path and
+                    unquote(path.rsplit("/", 1)[-1]) not in hostile.real]  # fmt: skip
+        left = [r for r in caplog.records if r.name == "nestegg_core.parse" and "left" in r.getMessage()]
+        assert len(left) == 1, [r.getMessage() for r in left]
+        assert left[0].levelno == logging.DEBUG
+        assert verify_cache(store.files) == 2
+
+
+def test_a_record_answers_only_for_its_own_file(tmp_path: Path) -> None:
+    # a record written by hand, by an older release for a name now refused, or planted
+    store = CacheStore(tmp_path / "nest", "http://upstream.invalid/simple/")
+    folder = store.files / "pkg"
+    folder.mkdir(parents=True)
+    (folder / SDIST).write_bytes(b"bytes")
+    (folder / f"{SDIST}.json").write_text(json.dumps({"filename": "other-1.0.tar.gz", "hashes": {}}))
+    (folder / f"{SDIST}.json.json").write_text(json.dumps({"filename": f"{SDIST}.json", "hashes": {}}))
+    assert store.read_record(NormalizedName("pkg"), SDIST) is None
+    assert store.kept_files(NormalizedName("pkg")) == []
+
+
+def test_a_request_for_a_private_file_s_sidecar_is_a_404(
+    mirror: Mirror, http: requests.Session, tmp_path: Path
+) -> None:
+    wheel = make_wheel(PackageSpec(name="secret-pkg", version="1.0"), tmp_path / "dists")
+    mirror.repository.private.add(wheel)
+    folder = mirror.repository.private.root / "secret-pkg"
+    base = f"{mirror.url}/files/secret-pkg/"
+    assert http.get(base + wheel.name).content == wheel.read_bytes()
+    assert http.get(base + wheel.name + ".metadata").content == wheel_metadata(wheel)
+    own = {p.read_bytes() for p in folder.iterdir()} - {wheel.read_bytes(), wheel_metadata(wheel)}
+    for name in (f"{wheel.name}.json", f"{wheel.name}.json.metadata", ".generation", ".locks"):
+        answer = http.get(base + quote(name))
+        assert answer.status_code == 404, name
+        assert answer.content not in own
 
 
 # uploads -----------------------------------------------------------------------------------
