@@ -255,7 +255,7 @@ class NesteggApp:
             if handed is not None:
                 return handed
         try:
-            handle = open(path, "rb")  # noqa: SIM115 - handed to the server, which closes it
+            handle = self.repository.open_served(path)  # handed to the server, which closes it
         except FileNotFoundError:
             raise NotFound(f"file {path.name!r} was removed") from None
         try:
@@ -305,7 +305,8 @@ class NesteggApp:
         """
         config = self.repository.config
         try:
-            size = path.stat().st_size
+            with self.repository.open_served(path) as handle:  # never a link in the nest
+                size = os.fstat(handle.fileno()).st_size
             absolute = path.resolve()
             relative = absolute.relative_to(config.nestegg_dir.resolve()).as_posix()
         except FileNotFoundError:

@@ -27,7 +27,7 @@ from .distmeta import wheel_metadata
 from .errors import IntegrityError, NesteggError, UpstreamError
 from .models import DistFile
 from .pacing import blocking
-from .store import CacheStore, write_atomic
+from .store import CacheStore, is_regular, write_atomic
 from .upstream import Fetcher, mask_url
 
 logger = logging.getLogger(__name__)
@@ -42,9 +42,12 @@ _WAITING, _STREAMING, _DONE, _FAILED = range(4)
 class Download:
     """One file being fetched; readers follow it with :meth:`read`."""
 
-    def __init__(self, name: NormalizedName, dist: DistFile) -> None:
+    def __init__(self, name: NormalizedName, dist: DistFile, store: CacheStore | None = None) -> None:
         self.name = name
         self.dist = dist
+        #: how its files are opened and renamed: by the store, which follows no link in the cache
+        self._opener: Callable[[Path], BinaryIO] = _open_plain if store is None else store.open_read
+        self._rename: Callable[[Path, Path], None] = os.replace if store is None else store.place
         self.size: int | None = dist.size
         self.path: Path | None = None  # the partial file while streaming, the final one when done
         self.written = 0
@@ -70,7 +73,7 @@ class Download:
         """The checked file renamed into place; its readers still wait for :meth:`_finish`."""
         with self._cond:
             # renamed under the lock readers open the file under: none finds it missing
-            os.replace(part, final)
+            self._rename(part, final)
             self.path = final
 
     def _finish(self, final: Path) -> None:
@@ -117,7 +120,7 @@ class Download:
             # opened under the lock: the worker renames the file under the same lock
             assert self.path is not None
             try:
-                return open(self.path, "rb")  # the reader closes it
+                return self._opener(self.path)  # the reader closes it
             except FileNotFoundError:
                 # a failing worker removes its partial file just before it says so: wait for that
                 with blocking():
@@ -126,7 +129,7 @@ class Download:
                     assert self.error is not None
                     raise self.error from None
                 if self._state == _DONE:
-                    return open(self.path, "rb")
+                    return self._opener(self.path)
                 raise UpstreamError(f"the download of {self.dist.filename!r} lost its file") from None
 
     def read(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
@@ -199,7 +202,7 @@ class Downloads:
             download = self._running.get(key)
             # a failed one may linger a moment before its thread drops it: start afresh
             if download is None or download.failed:
-                download = Download(name, dist)
+                download = Download(name, dist, self.store)
                 self._running[key] = download
                 thread = threading.Thread(
                     target=self._run, args=(download,), name=f"nestegg-download-{dist.filename}"
@@ -213,7 +216,7 @@ class Downloads:
         final = self.store.file_path(name, dist.filename)
         try:
             with self.store.lock(name, dist.filename, timeout=LOCK_WAIT):
-                if final.is_file():  # another process finished it while we waited
+                if is_regular(final):  # another process finished it while we waited
                     download._finish(final)
                 else:
                     self.store.remove_parts(name, dist.filename)
@@ -236,13 +239,12 @@ class Downloads:
         started = time.monotonic()
         self.count += 1
         stream = self.fetcher.open(dist.url)
-        part = self.store.part_path(name, dist.filename)
-        part.parent.mkdir(parents=True, exist_ok=True)
+        part, handle = self.store.create_part(name, dist.filename)  # no link followed on the way
         digest = hashlib.sha256()
         check = _other_check(dist)
         written = 0
         try:
-            with open(part, "wb") as handle:
+            with handle:
                 download._stream(part, dist.size if dist.size is not None else stream.size)
                 for chunk in stream.chunks():
                     handle.write(chunk)
@@ -310,8 +312,12 @@ class Downloads:
         metadata = wheel_metadata(path)
         if metadata is None:
             return record
-        write_atomic(self.store.metadata_path(name, record.filename), metadata)
+        write_atomic(self.store.metadata_path(name, record.filename), metadata, root=self.store.root)
         return record.with_changes(core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()})
+
+
+def _open_plain(path: Path) -> BinaryIO:
+    return open(path, "rb")  # the reader closes it
 
 
 def _other_check(dist: DistFile) -> tuple[str, hashlib._Hash, str] | None:

@@ -24,6 +24,14 @@ class NotFound(NesteggError):
     status = 404
 
 
+class UnsafePath(NesteggError):
+    """A symbolic link (or a file of another kind) where the nest keeps a folder or file of its own:
+    nestegg never follows a link below its dir, so another user of a shared cache cannot make it
+    read, write or remove anything elsewhere. Answered as a missing file."""
+
+    status = 404
+
+
 class UpstreamError(NesteggError):
     """The upstream index could not be reached or answered with an error or garbage."""
 
