@@ -39,7 +39,7 @@ _REASONS = {
     400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
     406: "Not Acceptable", 413: "Content Too Large", 416: "Range Not Satisfiable",
     500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-    504: "Gateway Timeout",
+    504: "Gateway Timeout", 507: "Insufficient Storage",
 }  # fmt: skip
 # ASCII digits, and few: int() refuses over 4300 digits, and no file is that large anyway
 _RANGE = re.compile(r"^bytes=([0-9]{0,30})-([0-9]{0,30})$")

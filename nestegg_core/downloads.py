@@ -24,7 +24,7 @@ from filelock import Timeout as LockTimeout
 from packaging.utils import NormalizedName
 
 from .distmeta import wheel_metadata
-from .errors import IntegrityError, NesteggError, UpstreamError
+from .errors import InsufficientStorage, IntegrityError, NesteggError, UpstreamError, disk_full
 from .models import DistFile
 from .pacing import blocking
 from .store import CacheStore, is_regular, write_atomic
@@ -194,6 +194,8 @@ class Downloads:
         self._running: dict[tuple[str, str], Download] = {}
         #: upstream downloads started by this process (for metrics and tests)
         self.count = 0
+        #: the last download failed on a full disk: said once, until a file is cached again
+        self._disk_full = False
 
     def get(self, name: NormalizedName, dist: DistFile) -> Download:
         """The download of ``dist``, started if no thread of this process is fetching it yet."""
@@ -221,18 +223,29 @@ class Downloads:
                 else:
                     self.store.remove_parts(name, dist.filename)
                     self._fetch(download, final)
+                    self._disk_full = False
         except NesteggError as exc:
             logger.warning("%s", exc)
             download._fail(exc)
         except LockTimeout:
             download._fail(UpstreamError(f"timed out waiting for another download of {dist.filename!r}"))
         except Exception as exc:
-            logger.exception("download of %s failed", dist.filename)
-            download._fail(UpstreamError(f"download of {dist.filename!r} failed: {exc}"))
+            if disk_full(exc):  # its part file is gone, nothing is cached: the client gets a 507
+                download._fail(self._full(name, dist, exc))
+            else:
+                logger.exception("download of %s failed", dist.filename)
+                download._fail(UpstreamError(f"download of {dist.filename!r} failed: {exc}"))
         finally:
             with self._lock:
                 if self._running.get((name, dist.filename)) is download:
                     del self._running[(name, dist.filename)]
+
+    def _full(self, name: NormalizedName, dist: DistFile, exc: Exception) -> InsufficientStorage:
+        error = InsufficientStorage(f"the disk is full: {name}/{dist.filename} was not cached ({exc})")
+        # once while it lasts: every download would say it again
+        logger.log(logging.DEBUG if self._disk_full else logging.WARNING, "%s", error)
+        self._disk_full = True
+        return error
 
     def _fetch(self, download: Download, final: Path) -> None:
         name, dist = download.name, download.dist

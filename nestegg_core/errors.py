@@ -6,6 +6,8 @@ exit code, the WSGI app into an HTTP status, the tox plugin into tox's failure).
 
 from __future__ import annotations
 
+import errno
+
 
 class NesteggError(Exception):
     """Base of every error nestegg raises on purpose; its message is one line for a user."""
@@ -58,6 +60,20 @@ class UploadTooLarge(UploadError):
     """An upload over the configured ``max_upload_size``."""
 
     status = 413
+
+
+class InsufficientStorage(NesteggError):
+    """The disk (or the user's quota) is full: what was being written is removed, nothing half
+    of it stays listed. Answered as RFC 4918's 507."""
+
+    status = 507
+    #: the reason phrase of the status
+    reason = "Insufficient Storage"
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says that the disk, or the user's quota on it, is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 class AuthError(NesteggError):

@@ -28,7 +28,7 @@ from packaging.utils import InvalidWheelFilename, NormalizedName, canonicalize_n
 from packaging.version import Version
 
 from .distmeta import metadata_fields, metadata_of, parse_dist_filename
-from .errors import NotFound, UnsafePath, UploadError
+from .errors import InsufficientStorage, NotFound, UnsafePath, UploadError, disk_full
 from .generation import Generation
 from .models import DistFile, ProjectPage, format_time, is_dist_filename, is_normalized
 from .store import (
@@ -131,9 +131,18 @@ class PrivateStore:
 
         The same bytes again change nothing; other bytes under an existing filename raise
         :class:`UploadError` ("File already exists"), as PyPI answers, unless ``replace`` is true
-        (a source build of a branch that moved is a new build of the same version).
+        (a source build of a branch that moved is a new build of the same version). A full disk
+        is :class:`InsufficientStorage`, with nothing of the file left behind.
         """
         filename = check_filename(filename or path.name)
+        try:
+            return self._add(path, filename, move=move, replace=replace)
+        except OSError as exc:
+            if disk_full(exc):
+                raise InsufficientStorage(f"the disk is full: {filename!r} was not published") from None
+            raise
+
+    def _add(self, path: Path, filename: str, *, move: bool, replace: bool) -> tuple[DistFile, bool]:
         name, version = parse_dist_filename(filename)
         sha256 = sha256_file(path)
         folder = self.root / name
@@ -187,13 +196,20 @@ class PrivateStore:
                 origin="private",
             )
             # only now, every check passed: the folder's existence makes the name private for good
-            make_folder(self.nest, folder)
-            self.generation.advance()
-            if metadata is not None and filename.endswith(".whl"):
-                write_atomic(folder / f"{filename}.metadata", metadata, root=self.nest)
-                record = record.with_changes(core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()})
-            copy_atomic(path, target, move=move, root=self.nest)
-            self._write_record(name, record)
+            made = not os.path.lexists(folder)
+            try:
+                make_folder(self.nest, folder)
+                self.generation.advance()
+                if metadata is not None and filename.endswith(".whl"):
+                    write_atomic(folder / f"{filename}.metadata", metadata, root=self.nest)
+                    record = record.with_changes(
+                        core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()}
+                    )
+                copy_atomic(path, target, move=move, root=self.nest)
+                self._write_record(name, record)
+            except (OSError, UnsafePath):
+                self._undo(name, filename, folder_made=made)
+                raise
         logger.info("published %s/%s (version %s)", name, filename, version)
         return record, True
 
@@ -216,6 +232,19 @@ class PrivateStore:
             for suffix in (".json", ".metadata", ""):
                 unlink_below(self.nest, folder / f"{filename}{suffix}")
             self._changed(name)
+
+    def _undo(self, name: str, filename: str, *, folder_made: bool) -> None:
+        """Take back what a failed :meth:`add` wrote: the file, its record and metadata (the file
+        it replaced is gone too: no record outlives its file), and the folder it made, which would
+        make the name private with no file."""
+        folder = self.root / name
+        for suffix in (".json", ".metadata", ""):
+            with contextlib.suppress(OSError, UnsafePath):
+                unlink_below(self.nest, folder / f"{filename}{suffix}")
+        if folder_made:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only if empty: another file may have come meanwhile
+        self._changed(name)
 
     def lock(self, name: NormalizedName) -> FileLock:
         path = self.root / ".locks" / f"{name}.lock"

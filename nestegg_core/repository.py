@@ -26,7 +26,7 @@ from . import store as _store
 from .clients import ClientProfile, for_client
 from .config import Config
 from .downloads import Download, Downloads
-from .errors import IntegrityError, NotFound, UnsafePath, UpstreamError
+from .errors import InsufficientStorage, IntegrityError, NotFound, UnsafePath, UpstreamError, disk_full
 from .generation import RECHECK
 from .metrics import Counters, CountingFetcher
 from .mirror import MirrorIndex
@@ -483,7 +483,14 @@ class Repository:
             raise IntegrityError(
                 f"metadata of {dist.filename!r} from {mask_url(url)} does not match its hash"
             )
-        write_atomic(path, data, root=self.store.root)
+        try:
+            write_atomic(path, data, root=self.store.root)
+        except OSError as exc:
+            if disk_full(exc):
+                raise InsufficientStorage(
+                    f"the disk is full: the metadata of {dist.filename!r} was not kept"
+                ) from None
+            raise
 
     def open_served(self, path: Path) -> BinaryIO:
         """A file :meth:`open_any` gave, open for reading: a link in the nest on the way to it (or

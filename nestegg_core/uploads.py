@@ -30,7 +30,7 @@ from packaging.version import InvalidVersion, Version
 from .auth import Credentials, require_upload_user
 from .config import Config
 from .distmeta import parse_dist_filename
-from .errors import NesteggError, UnsafePath, UploadError, UploadTooLarge
+from .errors import InsufficientStorage, NesteggError, UnsafePath, UploadError, UploadTooLarge, disk_full
 from .models import is_valid_name
 from .private import PrivateStore
 from .store import temp_file
@@ -105,8 +105,8 @@ class UploadHandler:
             message = self._publish(form, user)
             return _answer(environ, start_response, 200, "OK", message)
         except NesteggError as exc:
-            # a link planted in the nest is the server's to fix, not the client's: say so louder
-            level = logging.WARNING if isinstance(exc, UnsafePath) else logging.INFO
+            # a full disk, a link planted in the nest: the server's to fix, not the client's
+            level = logging.WARNING if isinstance(exc, (InsufficientStorage, UnsafePath)) else logging.INFO
             logger.log(level, "upload refused (%d): %s", exc.status, exc)
             return _answer(environ, start_response, exc.status, str(exc), str(exc))
         finally:
@@ -192,6 +192,13 @@ def parse_upload(environ: Environ, *, tmp_dir: Path, max_size: int, nest: Path |
     except multipart.MultipartError as exc:
         reader.discard()
         raise UploadError(f"malformed multipart/form-data body: {exc}") from None
+    except OSError as exc:
+        reader.discard()
+        if disk_full(exc):
+            raise InsufficientStorage(
+                f"the disk is full: the upload of {form.filename!r} was not kept"
+            ) from None
+        raise
     except BaseException:
         reader.discard()
         raise
@@ -238,14 +245,7 @@ class _FormReader:
                 raise UploadError("more than one 'content' file in the upload")
             # the store reads metadata by the kind of file its name says
             suffix = next((s for s in (".whl", ".zip") if segment.filename.endswith(s)), ".tar.gz")
-            if self.nest is None:
-                self.tmp_dir.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix=".upload-", suffix=suffix)
-                path = Path(tmp)
-            else:
-                fd, path = temp_file(self.nest, self.tmp_dir, prefix=".upload-", suffix=suffix)
-            self._file = os.fdopen(fd, "wb")
-            self.form.path = path
+            self._file, self.form.path = self._new_file(suffix)
             self.form.filename = segment.filename
             self._hashers = {
                 "sha256": hashlib.sha256(),
@@ -254,6 +254,15 @@ class _FormReader:
             }
         else:
             self._text = bytearray()
+
+    def _new_file(self, suffix: str) -> tuple[IO[bytes], Path]:
+        """A new temporary file for the upload's content, open for writing, and its path."""
+        if self.nest is None:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix=".upload-", suffix=suffix)
+            return os.fdopen(fd, "wb"), Path(tmp)
+        fd, path = temp_file(self.nest, self.tmp_dir, prefix=".upload-", suffix=suffix)
+        return os.fdopen(fd, "wb"), path
 
     def _end(self) -> None:
         if self._file is not None:
@@ -275,7 +284,8 @@ class _FormReader:
 
     def discard(self) -> None:
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):  # what it still held may not fit on the disk either
+                self._file.close()
             self._file = None
         if self.form.path is not None:
             with contextlib.suppress(FileNotFoundError):
