@@ -90,16 +90,24 @@ def open_folder(root: Path, folder: Path, *, create: bool = False) -> int:
     ``root`` without following a link; missing ones are made when ``create``. Raises
     :class:`UnsafePath` for a link or a file on the way, FileNotFoundError for a missing folder."""
     parts = folder.relative_to(root).parts
-    if create:
+    try:
+        fd = os.open(root, _FOLDER)  # followed: the nest itself may be a link
+    except FileNotFoundError:
+        if not create:
+            raise
         root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root, _FOLDER)  # followed: the nest itself may be a link
+        fd = os.open(root, _FOLDER)
     try:
         for depth, part in enumerate(parts):
-            if create:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, dir_fd=fd)
             try:
-                inner = os.open(part, _FOLDER | _NOFOLLOW, dir_fd=fd)
+                try:
+                    inner = os.open(part, _FOLDER | _NOFOLLOW, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    with contextlib.suppress(FileExistsError):  # made by another meanwhile
+                        os.mkdir(part, dir_fd=fd)
+                    inner = os.open(part, _FOLDER | _NOFOLLOW, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in _NOT_OURS:
                     raise _refused(root.joinpath(*parts[: depth + 1]), "folder") from None
