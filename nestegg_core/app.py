@@ -39,7 +39,7 @@ _REASONS = {
     400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
     406: "Not Acceptable", 413: "Content Too Large", 416: "Range Not Satisfiable",
     500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-    504: "Gateway Timeout",
+    504: "Gateway Timeout", 507: "Insufficient Storage",
 }  # fmt: skip
 # ASCII digits, and few: int() refuses over 4300 digits, and no file is that large anyway
 _RANGE = re.compile(r"^bytes=([0-9]{0,30})-([0-9]{0,30})$")
@@ -255,7 +255,7 @@ class NesteggApp:
             if handed is not None:
                 return handed
         try:
-            handle = open(path, "rb")  # noqa: SIM115 - handed to the server, which closes it
+            handle = self.repository.open_served(path)  # handed to the server, which closes it
         except FileNotFoundError:
             raise NotFound(f"file {path.name!r} was removed") from None
         try:
@@ -305,7 +305,8 @@ class NesteggApp:
         """
         config = self.repository.config
         try:
-            size = path.stat().st_size
+            with self.repository.open_served(path) as handle:  # never a link in the nest
+                size = os.fstat(handle.fileno()).st_size
             absolute = path.resolve()
             relative = absolute.relative_to(config.nestegg_dir.resolve()).as_posix()
         except FileNotFoundError:

@@ -7,6 +7,7 @@ import zipfile
 from email.parser import BytesParser
 from email.policy import compat32
 from pathlib import Path
+from typing import BinaryIO
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -37,8 +38,9 @@ def parse_dist_filename(filename: str) -> tuple[NormalizedName, Version]:
     )
 
 
-def wheel_metadata(path: Path) -> bytes | None:
-    """The ``*.dist-info/METADATA`` bytes of a wheel, or None if it has none or is no zip."""
+def wheel_metadata(path: Path | BinaryIO) -> bytes | None:
+    """The ``*.dist-info/METADATA`` bytes of a wheel (a path, or a file open for reading), or None
+    if it has none or is no zip."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = [

@@ -24,10 +24,10 @@ from filelock import Timeout as LockTimeout
 from packaging.utils import NormalizedName
 
 from .distmeta import wheel_metadata
-from .errors import IntegrityError, NesteggError, UpstreamError
+from .errors import InsufficientStorage, IntegrityError, NesteggError, UpstreamError, disk_full
 from .models import DistFile
 from .pacing import blocking
-from .store import CacheStore, write_atomic
+from .store import CacheStore, is_regular, write_atomic
 from .upstream import Fetcher, mask_url
 
 logger = logging.getLogger(__name__)
@@ -42,9 +42,12 @@ _WAITING, _STREAMING, _DONE, _FAILED = range(4)
 class Download:
     """One file being fetched; readers follow it with :meth:`read`."""
 
-    def __init__(self, name: NormalizedName, dist: DistFile) -> None:
+    def __init__(self, name: NormalizedName, dist: DistFile, store: CacheStore | None = None) -> None:
         self.name = name
         self.dist = dist
+        #: how its files are opened and renamed: by the store, which follows no link in the cache
+        self._opener: Callable[[Path], BinaryIO] = _open_plain if store is None else store.open_read
+        self._rename: Callable[[Path, Path], None] = os.replace if store is None else store.place
         self.size: int | None = dist.size
         self.path: Path | None = None  # the partial file while streaming, the final one when done
         self.written = 0
@@ -70,7 +73,7 @@ class Download:
         """The checked file renamed into place; its readers still wait for :meth:`_finish`."""
         with self._cond:
             # renamed under the lock readers open the file under: none finds it missing
-            os.replace(part, final)
+            self._rename(part, final)
             self.path = final
 
     def _finish(self, final: Path) -> None:
@@ -117,7 +120,7 @@ class Download:
             # opened under the lock: the worker renames the file under the same lock
             assert self.path is not None
             try:
-                return open(self.path, "rb")  # the reader closes it
+                return self._opener(self.path)  # the reader closes it
             except FileNotFoundError:
                 # a failing worker removes its partial file just before it says so: wait for that
                 with blocking():
@@ -126,7 +129,7 @@ class Download:
                     assert self.error is not None
                     raise self.error from None
                 if self._state == _DONE:
-                    return open(self.path, "rb")
+                    return self._opener(self.path)
                 raise UpstreamError(f"the download of {self.dist.filename!r} lost its file") from None
 
     def read(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
@@ -191,6 +194,8 @@ class Downloads:
         self._running: dict[tuple[str, str], Download] = {}
         #: upstream downloads started by this process (for metrics and tests)
         self.count = 0
+        #: the last download failed on a full disk: said once, until a file is cached again
+        self._disk_full = False
 
     def get(self, name: NormalizedName, dist: DistFile) -> Download:
         """The download of ``dist``, started if no thread of this process is fetching it yet."""
@@ -199,7 +204,7 @@ class Downloads:
             download = self._running.get(key)
             # a failed one may linger a moment before its thread drops it: start afresh
             if download is None or download.failed:
-                download = Download(name, dist)
+                download = Download(name, dist, self.store)
                 self._running[key] = download
                 thread = threading.Thread(
                     target=self._run, args=(download,), name=f"nestegg-download-{dist.filename}"
@@ -213,36 +218,46 @@ class Downloads:
         final = self.store.file_path(name, dist.filename)
         try:
             with self.store.lock(name, dist.filename, timeout=LOCK_WAIT):
-                if final.is_file():  # another process finished it while we waited
+                if is_regular(final):  # another process finished it while we waited
                     download._finish(final)
                 else:
                     self.store.remove_parts(name, dist.filename)
                     self._fetch(download, final)
+                    self._disk_full = False
         except NesteggError as exc:
             logger.warning("%s", exc)
             download._fail(exc)
         except LockTimeout:
             download._fail(UpstreamError(f"timed out waiting for another download of {dist.filename!r}"))
         except Exception as exc:
-            logger.exception("download of %s failed", dist.filename)
-            download._fail(UpstreamError(f"download of {dist.filename!r} failed: {exc}"))
+            if disk_full(exc):  # its part file is gone, nothing is cached: the client gets a 507
+                download._fail(self._full(name, dist, exc))
+            else:
+                logger.exception("download of %s failed", dist.filename)
+                download._fail(UpstreamError(f"download of {dist.filename!r} failed: {exc}"))
         finally:
             with self._lock:
                 if self._running.get((name, dist.filename)) is download:
                     del self._running[(name, dist.filename)]
+
+    def _full(self, name: NormalizedName, dist: DistFile, exc: Exception) -> InsufficientStorage:
+        error = InsufficientStorage(f"the disk is full: {name}/{dist.filename} was not cached ({exc})")
+        # once while it lasts: every download would say it again
+        logger.log(logging.DEBUG if self._disk_full else logging.WARNING, "%s", error)
+        self._disk_full = True
+        return error
 
     def _fetch(self, download: Download, final: Path) -> None:
         name, dist = download.name, download.dist
         started = time.monotonic()
         self.count += 1
         stream = self.fetcher.open(dist.url)
-        part = self.store.part_path(name, dist.filename)
-        part.parent.mkdir(parents=True, exist_ok=True)
+        part, handle = self.store.create_part(name, dist.filename)  # no link followed on the way
         digest = hashlib.sha256()
         check = _other_check(dist)
         written = 0
         try:
-            with open(part, "wb") as handle:
+            with handle:
                 download._stream(part, dist.size if dist.size is not None else stream.size)
                 for chunk in stream.chunks():
                     handle.write(chunk)
@@ -310,8 +325,12 @@ class Downloads:
         metadata = wheel_metadata(path)
         if metadata is None:
             return record
-        write_atomic(self.store.metadata_path(name, record.filename), metadata)
+        write_atomic(self.store.metadata_path(name, record.filename), metadata, root=self.store.root)
         return record.with_changes(core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()})
+
+
+def _open_plain(path: Path) -> BinaryIO:
+    return open(path, "rb")  # the reader closes it
 
 
 def _other_check(dist: DistFile) -> tuple[str, hashlib._Hash, str] | None:

@@ -6,6 +6,8 @@ exit code, the WSGI app into an HTTP status, the tox plugin into tox's failure).
 
 from __future__ import annotations
 
+import errno
+
 
 class NesteggError(Exception):
     """Base of every error nestegg raises on purpose; its message is one line for a user."""
@@ -20,6 +22,14 @@ class ConfigError(NesteggError):
 
 class NotFound(NesteggError):
     """A project or file that neither the private store, the cache nor the upstream has."""
+
+    status = 404
+
+
+class UnsafePath(NesteggError):
+    """A symbolic link (or a file of another kind) where the nest keeps a folder or file of its own:
+    nestegg never follows a link below its dir, so another user of a shared cache cannot make it
+    read, write or remove anything elsewhere. Answered as a missing file."""
 
     status = 404
 
@@ -50,6 +60,20 @@ class UploadTooLarge(UploadError):
     """An upload over the configured ``max_upload_size``."""
 
     status = 413
+
+
+class InsufficientStorage(NesteggError):
+    """The disk (or the user's quota) is full: what was being written is removed, nothing half
+    of it stays listed. Answered as RFC 4918's 507."""
+
+    status = 507
+    #: the reason phrase of the status
+    reason = "Insufficient Storage"
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says that the disk, or the user's quota on it, is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 class AuthError(NesteggError):

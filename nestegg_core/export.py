@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, unquote
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -32,12 +33,12 @@ from packaging.version import InvalidVersion, Version
 from .cli import config_from
 from .config import Config
 from .distmeta import wheel_metadata
-from .errors import NesteggError, NotFound
+from .errors import NesteggError, NotFound, UnsafePath
 from .models import DistFile, ProjectPage
 from .repository import Repository
 from .server import Mirror
 from .simple import HTML_V1, JSON_V1, render_index, render_project
-from .store import check_filename, copy_atomic, sha256_file, write_atomic
+from .store import atomic_file, check_filename, open_read, sha256_file, write_atomic
 from .testing import installer_env
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,12 @@ def export(
     for (name, filename), (dist, path) in sorted(chosen.items()):
         if owners.setdefault(filename, name) != name:
             raise NesteggError(f"projects {owners[filename]!r} and {name!r} both have a file {filename!r}")
-        by_project.setdefault(name, []).append(_export_file(dist, path, files_dir))
+        try:
+            exported = _export_file(dist, path, files_dir, config.nestegg_dir)
+        except UnsafePath as exc:  # planted in a shared nest: never copied through
+            logger.warning("not exporting %s/%s: %s", name, filename, exc)
+            continue
+        by_project.setdefault(name, []).append(exported)
     for name, files in by_project.items():
         files.sort(key=_version_order)
         page = ProjectPage.build(name, files)
@@ -108,7 +114,8 @@ def export(
     )  # fmt: skip
     for content_type, index in ((HTML_V1, "index.html"), (JSON_V1, "index.json")):
         write_atomic(dest / "simple" / index, render_index(listed, content_type))
-    logger.info("exported %d files of %d projects to %s", len(chosen), len(by_project), dest)
+    exported_files = sum(len(files) for files in by_project.values())
+    logger.info("exported %d files of %d projects to %s", exported_files, len(by_project), dest)
     return ExportResult(dest=dest, projects={n: tuple(f) for n, f in by_project.items()})
 
 
@@ -152,21 +159,37 @@ def _source(repository: Repository, name: NormalizedName, filename: str) -> tupl
     return record, path
 
 
-def _export_file(dist: DistFile, path: Path, files_dir: Path) -> DistFile:
-    """Copy one file (and its metadata) into ``files_dir``; the record the exported pages list."""
+def _export_file(dist: DistFile, path: Path, files_dir: Path, nest: Path) -> DistFile:
+    """Copy one file (and its metadata) of the ``nest`` into ``files_dir``; the record the exported
+    pages list. A link in the nest is not followed (:class:`UnsafePath`)."""
     target = files_dir / check_filename(dist.filename)
-    sha256 = dist.sha256 or sha256_file(path)
-    if not (target.is_file() and sha256_file(target) == sha256):
-        copy_atomic(path, target)
+    with open_read(nest, path) as source:
+        sha256 = dist.sha256 or _sha256(source)
+        if not (target.is_file() and sha256_file(target) == sha256):
+            source.seek(0)
+            with atomic_file(target) as handle:
+                shutil.copyfileobj(source, handle)
+        metadata: bytes | None = None
+        if dist.filename.endswith(".whl"):
+            try:
+                with open_read(nest, path.with_name(f"{path.name}.metadata")) as kept:
+                    metadata = kept.read()
+            except FileNotFoundError:
+                source.seek(0)
+                metadata = wheel_metadata(source)
     metadata_hashes = None
-    if dist.filename.endswith(".whl"):
-        source = path.with_name(f"{path.name}.metadata")
-        metadata = source.read_bytes() if source.is_file() else wheel_metadata(path)
-        if metadata is not None:
-            write_atomic(files_dir / f"{dist.filename}.metadata", metadata)
-            metadata_hashes = {"sha256": hashlib.sha256(metadata).hexdigest()}
+    if metadata is not None:
+        write_atomic(files_dir / f"{dist.filename}.metadata", metadata)
+        metadata_hashes = {"sha256": hashlib.sha256(metadata).hexdigest()}
     return dist.with_changes(url="", hashes={"sha256": sha256}, core_metadata=metadata_hashes,
                              origin="mirror")  # fmt: skip
+
+
+def _sha256(handle: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _version_order(dist: DistFile) -> tuple[int, Version | str, str]:

@@ -26,15 +26,21 @@ import logging
 import mmap
 import os
 import random
+import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from .errors import UnsafePath
 
 logger = logging.getLogger(__name__)
 
 #: seconds a reader trusts a generation before it checks the disk (and the file) again anyway
 RECHECK = 1.0
 _SIZE = 8
+#: a link where the file should be is never followed: stamps would land in its target
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class Generation:
@@ -46,8 +52,10 @@ class Generation:
     since a mapping of a file cut shorter than it faults on reading; nothing here shortens it.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, make_folder: Callable[[Path], None] | None = None) -> None:
         self.path = path
+        #: makes the file's folder (the store's, which follows no link on the way); else mkdir
+        self.make_folder = make_folder
         self._map: mmap.mmap | None = None
         self._fd: int | None = None  # open for writing, when it could be
         self._identity: tuple[int, int] | None = None
@@ -108,7 +116,7 @@ class Generation:
                 return  # another thread checked meanwhile
             self._check_at = now + RECHECK
             try:
-                status = os.stat(self.path)
+                status = os.lstat(self.path)
             except FileNotFoundError:
                 status = None
             except OSError:
@@ -122,21 +130,24 @@ class Generation:
     def _open(self) -> None:
         try:
             # made by readers too: a folder that a writer makes later would be mapped a check late
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.make_folder is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            else:
+                self.make_folder(self.path.parent)
             _create(self.path)
-        except OSError as exc:
+        except (OSError, UnsafePath) as exc:
             logger.debug("no generation file %s: %s", self.path, exc)
             return
         fd: int | None = None
         try:
             try:
-                fd = os.open(self.path, os.O_RDWR)
+                fd = os.open(self.path, os.O_RDWR | _NOFOLLOW)
             except PermissionError:  # another user's nest: this process reads it only
                 fd = None
-            reader = os.open(self.path, os.O_RDONLY) if fd is None else fd
+            reader = os.open(self.path, os.O_RDONLY | _NOFOLLOW) if fd is None else fd
             try:
                 status = os.fstat(reader)
-                if status.st_size < _SIZE:
+                if not stat.S_ISREG(status.st_mode) or status.st_size < _SIZE:
                     raise OSError(f"{status.st_size} bytes, not {_SIZE}")
                 self._map = mmap.mmap(reader, _SIZE, access=mmap.ACCESS_READ)
             finally:
@@ -152,11 +163,11 @@ class Generation:
 
 def _create(path: Path) -> None:
     """Make the file at ``path`` whole, unless there is one: written aside, then linked in."""
-    if path.exists():
+    if os.path.lexists(path):
         return
     stamp = random.getrandbits(8 * _SIZE).to_bytes(_SIZE, "little")
     aside = path.with_name(f"{path.name}.{os.getpid()}.{random.getrandbits(32):x}.tmp")
-    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask decides
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)  # the umask decides
     try:
         os.write(fd, stamp)
     finally:
@@ -167,7 +178,7 @@ def _create(path: Path) -> None:
         pass  # another process made it first
     except OSError:  # no hard links here: made in place, read as unusable until it is whole
         with contextlib.suppress(FileExistsError):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
             try:
                 os.write(fd, stamp)
             finally:

@@ -22,8 +22,8 @@ from typing import Any
 from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
-from .errors import UpstreamError
-from .store import write_atomic
+from .errors import UnsafePath, UpstreamError
+from .store import make_folder, open_read, write_atomic
 from .upstream import Fetched, Fetcher, FileStream
 
 logger = logging.getLogger(__name__)
@@ -75,14 +75,14 @@ class Counters:
             self._keep(pending)
             return
         try:
-            self._file_lock.parent.mkdir(exist_ok=True)
+            make_folder(self.path.parent, self._file_lock.parent)  # no link followed
             with FileLock(self._file_lock, timeout=5):
                 totals = self._read()
                 for name, amount in pending.items():
                     totals["counters"][name] = totals["counters"].get(name, 0) + amount
                 write_atomic(self.path, json.dumps(totals, separators=(",", ":")).encode())
             self._broken = False
-        except (OSError, LockTimeout) as exc:
+        except (OSError, LockTimeout, UnsafePath) as exc:
             if not self._broken:  # once per outage, not once a second
                 logger.warning("cannot write metrics to %s: %s", self.path, exc)
                 self._broken = True
@@ -103,8 +103,9 @@ class Counters:
 
     def _read(self) -> dict[str, Any]:
         if self.path is not None:
-            with contextlib.suppress(FileNotFoundError, ValueError, TypeError, KeyError):
-                data = json.loads(self.path.read_bytes())
+            with contextlib.suppress(FileNotFoundError, UnsafePath, ValueError, TypeError, KeyError):
+                with open_read(self.path.parent, self.path) as handle:
+                    data = json.loads(handle.read())
                 if isinstance(data.get("counters"), dict) and isinstance(data.get("since"), (int, float)):
                     return dict(data)
         return {"since": time.time(), "counters": {}}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -14,11 +13,11 @@ from dataclasses import dataclass
 from packaging.utils import NormalizedName
 
 from . import store as _store
-from .errors import NotFound, UpstreamError
-from .models import DistFile, ProjectPage
+from .errors import NotFound, UnsafePath, UpstreamError
+from .models import DistFile, ProjectPage, is_dist_filename
 from .pacing import blocking
 from .pagestate import PageState
-from .store import CacheStore, PageStamp
+from .store import CacheStore, PageStamp, scan_below
 from .upstream import Fetcher
 
 logger = logging.getLogger(__name__)
@@ -266,7 +265,7 @@ class MirrorIndex:
         listing; one within the last second may yet hide a second change in the same tick.
         """
         try:
-            mtime = os.stat(self.store.files / name).st_mtime_ns
+            mtime = os.lstat(self.store.files / name).st_mtime_ns
         except FileNotFoundError:
             return 0
         except OSError:
@@ -275,10 +274,13 @@ class MirrorIndex:
 
     def _kept_names(self, name: NormalizedName) -> frozenset[str]:
         """The files of ``name`` that have a record beside them on disk (a cheap ``kept_files``)."""
-        with contextlib.suppress(FileNotFoundError):
-            names = {e.name for e in os.scandir(self.store.files / name) if not e.name.startswith(".")}
-            return frozenset(n[: -len(".json")] for n in names if n.endswith(".json") and n[:-5] in names)
-        return frozenset()
+        with scan_below(self.store.root, self.store.files / name) as entries:
+            names = {
+                e.name for e in entries if not e.name.startswith(".") and e.is_file(follow_symlinks=False)
+            }
+        return frozenset(
+            n[:-5] for n in names if n.endswith(".json") and n[:-5] in names and is_dist_filename(n[:-5])
+        )
 
     def _revalidate(self, name: NormalizedName, entry: _Entry) -> None:
         mtime = self.store.page_stamp(name)
@@ -339,7 +341,7 @@ class MirrorIndex:
         """Write the state; its file's stamp, or None when it could not be written."""
         try:
             return self.store.write_page(state)
-        except OSError as exc:
+        except (OSError, UnsafePath) as exc:
             logger.warning("cannot write cache state of %r: %s", state.page.name, exc)
             return None
 

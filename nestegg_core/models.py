@@ -35,6 +35,30 @@ def is_normalized(name: str) -> bool:
     return _NORMALIZED.match(name) is not None
 
 
+#: how the names of distribution files end: wheels, sdists, and the older kinds that real indexes
+#: still list (installers' archives, eggs, installers of systems); lowercase. Nestegg's own files
+#: beside cached ones (``<file>.json``, ``<file>.metadata``, ``.changed``, part files) end otherwise
+DIST_SUFFIXES = (
+    ".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar.xz", ".tar", ".egg", ".exe", ".msi", ".rpm",
+    ".dmg", ".deb", ".tbz", ".txz", ".tlz", ".tar.lz", ".tar.lzma", ".tar.z",
+)  # fmt: skip
+_MAX_FILENAME = 255
+
+
+def is_dist_filename(filename: str) -> bool:
+    """Whether ``filename`` can be the name of a distribution file, and so of a file in a store: a
+    known distribution suffix (in any case), one path component, no leading dot. No name of a
+    sidecar file (records, metadata, markers, part and temporary files) passes."""
+    return (
+        0 < len(filename) <= _MAX_FILENAME
+        and (filename.endswith(DIST_SUFFIXES) or filename.lower().endswith(DIST_SUFFIXES))
+        and not filename.startswith(".")
+        and "/" not in filename
+        and "\\" not in filename
+        and "\x00" not in filename
+    )
+
+
 def version_of(filename: str) -> str | None:
     """The version a wheel or sdist filename carries, or None for other (legacy) files.
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -36,6 +37,7 @@ from packaging.utils import NormalizedName
 
 from . import store as _store
 from ._version import __version__
+from .errors import UnsafePath
 from .store import atomic_file
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,9 @@ _GZIP_LEVEL = 1
 GZIP = ".gz"
 #: a rendering is written (and compressed) in blocks of about this size
 _BLOCK = 64 * 1024
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 def etag(body: bytes) -> str:
@@ -71,11 +76,11 @@ def compressor() -> zlib._Compress:
 def disk_token(state_file: str | Path, changed_marker: str | Path) -> str | None:
     """What the page on disk is made from, or None when there is no state or it is unsettled."""
     try:
-        state = os.stat(state_file)
+        state = os.lstat(state_file)  # a link is not followed (and is read as no state: ``store``)
     except OSError:
         return None
     try:
-        changed = os.stat(changed_marker).st_mtime_ns
+        changed = os.lstat(changed_marker).st_mtime_ns
     except FileNotFoundError:
         changed = 0
     except OSError:
@@ -102,8 +107,10 @@ class PageFile:
 class RenderedPages:
     """The rendered pages of one mirror, one file per project and kind (``json``, ``html``, ...)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, root: Path | None = None) -> None:
         self.folder = folder
+        #: the nest, below which writes follow no link (``store.atomic_file``)
+        self.root = root
 
     def path(self, name: NormalizedName, kind: str) -> Path:
         return self.folder / f"{name}.{kind}"
@@ -112,9 +119,15 @@ class RenderedPages:
         """The page rendered from ``token``'s state, or None (not saved, older, or damaged)."""
         try:
             # unbuffered: the position after the header is the file descriptor's own, which is
-            # where servers that send the file themselves (sendfile) start
-            handle = open(self.path(name, kind), "rb", buffering=0)  # noqa: SIM115 - caller closes it
+            # where servers that send the file themselves (sendfile) start. A link is a miss, and
+            # a FIFO planted in its place does not block the thread
+            fd = os.open(self.path(name, kind), os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC)
         except OSError:
+            return None
+        try:
+            handle = FileIO(fd, "rb")
+        except OSError:  # a folder
+            os.close(fd)
             return None
         try:
             head = handle.read(_MAX_HEADER)
@@ -124,8 +137,10 @@ class RenderedPages:
                 handle.close()
                 return None
             found, checked, etag = parts[1].decode(), float(parts[2]), parts[3].decode()
-            size = os.fstat(handle.fileno()).st_size - end
-            if size != int(parts[4]):  # cut short (or grown): not what was saved
+            status = os.fstat(handle.fileno())
+            size = status.st_size - end
+            # cut short (or grown), or no file at all: not what was saved
+            if size != int(parts[4]) or not stat.S_ISREG(status.st_mode):
                 handle.close()
                 return None
             handle.seek(end)
@@ -154,8 +169,8 @@ class RenderedPages:
         packer = compressor()
         try:
             with (
-                atomic_file(self.path(name, kind)) as plain_file,
-                atomic_file(self.path(name, kind + GZIP)) as packed_file,
+                atomic_file(self.path(name, kind), root=self.root) as plain_file,
+                atomic_file(self.path(name, kind + GZIP), root=self.root) as packed_file,
             ):
                 plain, packed = _Body(plain_file), _Body(packed_file)
                 for block in _blocks(pieces):
@@ -164,7 +179,7 @@ class RenderedPages:
                 packed.add(packer.flush())
                 plain.finish(token, checked)
                 packed.finish(token, checked)
-        except OSError as exc:
+        except (OSError, UnsafePath) as exc:
             logger.warning("cannot keep the rendered page of %r: %s", name, exc)
             return None
         return self.open(name, kind + GZIP if gzip else kind, token)

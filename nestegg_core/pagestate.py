@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from .models import NO_HASHES, DistFile, Hashes, ProjectPage, compact_hashes
+from .models import NO_HASHES, DistFile, Hashes, ProjectPage, compact_hashes, is_dist_filename
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +82,8 @@ class PageState:
     def _of(cls, data: dict[str, Any], files: list[DistFile]) -> PageState:
         if not isinstance(data["name"], str):
             raise TypeError(f"state names no project: {data['name']!r}")
+        # a state written before such names were left off lists them: not any more
+        files = [dist for dist in files if is_dist_filename(dist.filename)]
         page = ProjectPage.build(data["name"], files, (str(v) for v in data.get("versions", ())))
         return cls(
             page=page,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import logging
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
@@ -17,7 +18,9 @@ from typing import Any, NoReturn
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 from .errors import UpstreamError
-from .models import NO_HASHES, DistFile, Hashes, ProjectPage, compact_hashes
+from .models import NO_HASHES, DistFile, Hashes, ProjectPage, compact_hashes, is_dist_filename
+
+logger = logging.getLogger(__name__)
 
 _HASH_NAMES = ("sha256", "sha384", "sha512", "sha224", "sha1", "md5", "blake2b", "blake2s")
 #: what makes a decoded JSON document not a page; RecursionError: "[[[[..." of a few kilobytes
@@ -145,7 +148,7 @@ def _parse_json(name: str, texts: Iterable[str], base_url: str) -> ProjectPage:
         versions = data.get("versions") or []
         if not isinstance(versions, list):
             raise TypeError("versions is not a list")
-        return ProjectPage.build(name, data["files"], (str(v) for v in versions))
+        return ProjectPage.build(name, _distributions(name, data["files"]), (str(v) for v in versions))
     except _PAGE_ERRORS as exc:
         raise _not_json(base_url, exc) from None
 
@@ -470,7 +473,20 @@ def _parse_html(name: str, texts: Iterable[str], base_url: str) -> ProjectPage:
             )
         except ValueError:
             continue  # a link that names no file (navigation, a directory): not a distribution
-    return ProjectPage.build(name, files)
+    return ProjectPage.build(name, _distributions(name, files))
+
+
+def _distributions(name: str, files: list[DistFile]) -> list[DistFile]:
+    """The files whose names are distributions' (see ``is_dist_filename``); the others, which a
+    store could take for its own files (``<file>.json``, ``<file>.metadata``), are left off."""
+    kept = [dist for dist in files if is_dist_filename(dist.filename)]
+    if len(kept) < len(files):
+        left = [dist.filename for dist in files if not is_dist_filename(dist.filename)]
+        logger.debug(
+            "left %d links off the page of %r, not named as a distribution is: %s",
+            len(left), name, ", ".join(repr(f[:100]) for f in left[:5]) + (", ..." if len(left) > 5 else ""),
+        )  # fmt: skip
+    return kept
 
 
 def _feed(parser: _LinkParser, text: str | None, rest: Iterator[str], base_url: str) -> None:

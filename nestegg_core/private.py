@@ -19,6 +19,7 @@ import os
 import threading
 from collections.abc import Iterable
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 from filelock import FileLock
@@ -27,10 +28,20 @@ from packaging.utils import InvalidWheelFilename, NormalizedName, canonicalize_n
 from packaging.version import Version
 
 from .distmeta import metadata_fields, metadata_of, parse_dist_filename
-from .errors import NotFound, UploadError
+from .errors import InsufficientStorage, NotFound, UnsafePath, UploadError, disk_full
 from .generation import Generation
-from .models import DistFile, ProjectPage, format_time, is_normalized
-from .store import check_filename, copy_atomic, sha256_file, write_atomic
+from .models import DistFile, ProjectPage, format_time, is_dist_filename, is_normalized
+from .store import (
+    check_filename,
+    copy_atomic,
+    is_regular,
+    make_folder,
+    open_read,
+    scan_below,
+    sha256_file,
+    unlink_below,
+    write_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +55,11 @@ class PrivateStore:
         *,
         reserved: Iterable[str] = (),
         merged: Iterable[str] = (),
+        nest: Path | None = None,
     ) -> None:
         self.root = root
+        #: the nestegg dir (by default the store's parent): no link below it is followed
+        self.nest = root.parent if nest is None else nest
         #: names and patterns that are private whatever is stored (config and private source builds)
         self.reserved = tuple(canonicalize_name(p) if not _is_pattern(p) else p.lower()
                               for p in reserved)  # fmt: skip
@@ -55,7 +69,7 @@ class PrivateStore:
         self._lock = threading.Lock()
         #: stamped after every change of a project's folder: its making (the name turns private)
         #: and every file added, yanked or removed
-        self.generation = Generation(root / ".generation")
+        self.generation = Generation(root / ".generation", make_folder=partial(make_folder, self.nest))
 
     # questions ---------------------------------------------------------------------------
 
@@ -78,7 +92,7 @@ class PrivateStore:
         cached = self._pages.get(name)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        files = [record for record in self._records(name) if (self.root / name / record.filename).is_file()]
+        files = self._records(name)
         if not files:
             return None
         files.sort(key=_sort_key)
@@ -91,7 +105,8 @@ class PrivateStore:
         with contextlib.suppress(FileNotFoundError):
             return sorted(
                 entry.name for entry in os.scandir(self.root)
-                if entry.is_dir() and is_normalized(entry.name) and self.page(NormalizedName(entry.name))
+                if entry.is_dir(follow_symlinks=False) and is_normalized(entry.name)
+                and self.page(NormalizedName(entry.name))
             )  # fmt: skip
         return []
 
@@ -116,9 +131,18 @@ class PrivateStore:
 
         The same bytes again change nothing; other bytes under an existing filename raise
         :class:`UploadError` ("File already exists"), as PyPI answers, unless ``replace`` is true
-        (a source build of a branch that moved is a new build of the same version).
+        (a source build of a branch that moved is a new build of the same version). A full disk
+        is :class:`InsufficientStorage`, with nothing of the file left behind.
         """
         filename = check_filename(filename or path.name)
+        try:
+            return self._add(path, filename, move=move, replace=replace)
+        except OSError as exc:
+            if disk_full(exc):
+                raise InsufficientStorage(f"the disk is full: {filename!r} was not published") from None
+            raise
+
+    def _add(self, path: Path, filename: str, *, move: bool, replace: bool) -> tuple[DistFile, bool]:
         name, version = parse_dist_filename(filename)
         sha256 = sha256_file(path)
         folder = self.root / name
@@ -172,13 +196,20 @@ class PrivateStore:
                 origin="private",
             )
             # only now, every check passed: the folder's existence makes the name private for good
-            folder.mkdir(parents=True, exist_ok=True)
-            self.generation.advance()
-            if metadata is not None and filename.endswith(".whl"):
-                write_atomic(folder / f"{filename}.metadata", metadata)
-                record = record.with_changes(core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()})
-            copy_atomic(path, target, move=move)
-            self._write_record(name, record)
+            made = not os.path.lexists(folder)
+            try:
+                make_folder(self.nest, folder)
+                self.generation.advance()
+                if metadata is not None and filename.endswith(".whl"):
+                    write_atomic(folder / f"{filename}.metadata", metadata, root=self.nest)
+                    record = record.with_changes(
+                        core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()}
+                    )
+                copy_atomic(path, target, move=move, root=self.nest)
+                self._write_record(name, record)
+            except (OSError, UnsafePath):
+                self._undo(name, filename, folder_made=made)
+                raise
         logger.info("published %s/%s (version %s)", name, filename, version)
         return record, True
 
@@ -195,17 +226,29 @@ class PrivateStore:
     def remove(self, name: NormalizedName, filename: str) -> None:
         with self.lock(name):
             folder = self.root / name
-            if not (folder / check_filename(filename)).is_file():
+            if not is_regular(folder / check_filename(filename)):
                 raise NotFound(f"private project {name!r} has no file {filename!r}")
             # the record first: a crash in between leaves an unlisted file, never a listed ghost
             for suffix in (".json", ".metadata", ""):
-                with contextlib.suppress(FileNotFoundError):
-                    (folder / f"{filename}{suffix}").unlink()
+                unlink_below(self.nest, folder / f"{filename}{suffix}")
             self._changed(name)
+
+    def _undo(self, name: str, filename: str, *, folder_made: bool) -> None:
+        """Take back what a failed :meth:`add` wrote: the file, its record and metadata (the file
+        it replaced is gone too: no record outlives its file), and the folder it made, which would
+        make the name private with no file."""
+        folder = self.root / name
+        for suffix in (".json", ".metadata", ""):
+            with contextlib.suppress(OSError, UnsafePath):
+                unlink_below(self.nest, folder / f"{filename}{suffix}")
+        if folder_made:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only if empty: another file may have come meanwhile
+        self._changed(name)
 
     def lock(self, name: NormalizedName) -> FileLock:
         path = self.root / ".locks" / f"{name}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.nest, path.parent)
         return FileLock(path)
 
     # internals ---------------------------------------------------------------------------
@@ -213,7 +256,7 @@ class PrivateStore:
     def _stamp(self, name: str) -> int | None:
         # a directory's mtime changes with every file renamed into or out of it
         try:
-            return os.stat(self.root / name).st_mtime_ns
+            return os.lstat(self.root / name).st_mtime_ns
         except OSError:
             return None
 
@@ -222,35 +265,45 @@ class PrivateStore:
         or a wheel of its version, build and tags."""
         identity = _identity(filename)
         for record in self._records(name):
-            if record.filename != filename and (self.root / name / record.filename).is_file():
+            if record.filename != filename:
                 with contextlib.suppress(UploadError, InvalidWheelFilename):
                     if _identity(record.filename) == identity:
                         return record
         return None
 
     def _records(self, name: str) -> list[DistFile]:
+        """The records of the files of ``name``, each beside its file (regular files: no link)."""
+        with scan_below(self.nest, self.root / name) as entries:
+            files = {e.name for e in entries if e.is_file(follow_symlinks=False)}
+            for link in (e.name for e in entries if e.is_symlink()):
+                logger.warning("ignoring %s: a symbolic link in the private store", self.root / name / link)
         records = []
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.root / name):
-                if entry.name.endswith(".json") and not entry.name.startswith("."):
-                    record = self._record(name, entry.name[: -len(".json")])
-                    if record is not None:
-                        records.append(record)
+        for entry in files:
+            filename = entry.removesuffix(".json")
+            if filename != entry and filename in files and is_dist_filename(filename):
+                record = self._record(name, filename)
+                if record is not None:
+                    records.append(record)
         return records
 
     def _record(self, name: str, filename: str) -> DistFile | None:
         path = self.root / name / f"{filename}.json"
         try:
-            return DistFile.from_json(json.loads(path.read_bytes()))
+            with open_read(self.nest, path) as handle:
+                record = DistFile.from_json(json.loads(handle.read()))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, UnsafePath, ValueError, KeyError, TypeError) as exc:
             logger.warning("ignoring damaged private record %s: %s", path, exc)
             return None
+        if record.filename != filename:  # a record answers for its own file only
+            logger.warning("ignoring private record %s: it is %r's", path, record.filename)
+            return None
+        return record
 
     def _write_record(self, name: str, record: DistFile) -> None:
         data = json.dumps(record.to_json(), separators=(",", ":")).encode()
-        write_atomic(self.root / name / f"{record.filename}.json", data)
+        write_atomic(self.root / name / f"{record.filename}.json", data, root=self.nest)
         self._changed(name)
 
     def _changed(self, name: str) -> None:
@@ -280,4 +333,4 @@ def _sort_key(dist: DistFile) -> tuple[int, object, str]:
 def _touch(folder: Path) -> None:
     # a rename over an existing record does not always change the directory's mtime: make sure
     with contextlib.suppress(OSError):
-        os.utime(folder)
+        os.utime(folder, follow_symlinks=False)

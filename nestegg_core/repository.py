@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 from urllib.parse import quote
 
 from packaging.utils import NormalizedName
@@ -26,7 +26,7 @@ from . import store as _store
 from .clients import ClientProfile, for_client
 from .config import Config
 from .downloads import Download, Downloads
-from .errors import IntegrityError, NotFound, UpstreamError
+from .errors import InsufficientStorage, IntegrityError, NotFound, UnsafePath, UpstreamError, disk_full
 from .generation import RECHECK
 from .metrics import Counters, CountingFetcher
 from .mirror import MirrorIndex
@@ -36,7 +36,7 @@ from .pagefiles import GZIP, PageFile, RenderedPages, compressor, disk_token, et
 from .private import PrivateStore
 from .refresh import Refresher
 from .simple import is_json, project_pieces, quote_filename, render_index, render_project
-from .store import CHANGED, CacheStore, write_atomic
+from .store import CHANGED, CacheStore, open_read, write_atomic
 from .upkeep import SizeLimit, mark_used
 from .upstream import Fetcher, HttpFetcher, OfflineFetcher, mask_url
 
@@ -108,7 +108,8 @@ class Repository:
         self.store = CacheStore(config.nestegg_dir, config.upstream_url)
         self.mirror = MirrorIndex(self.store, fetcher, ttl=config.ttl, offline=config.offline)
         #: the mirror's pages as last rendered, served while nothing they were made from changes
-        self.pages = RenderedPages(self.store.root / "mirror" / self.store.key / "rendered")
+        rendered = self.store.root / "mirror" / self.store.key / "rendered"
+        self.pages = RenderedPages(rendered, root=self.store.root)
         self._pages_dir = str(self.store.page_path(NormalizedName("x")).parent)
         self._files_dir = str(self.store.files)
         self._source_builds = frozenset(build.name for build in config.source_builds)
@@ -482,7 +483,23 @@ class Repository:
             raise IntegrityError(
                 f"metadata of {dist.filename!r} from {mask_url(url)} does not match its hash"
             )
-        write_atomic(path, data)
+        try:
+            write_atomic(path, data, root=self.store.root)
+        except OSError as exc:
+            if disk_full(exc):
+                raise InsufficientStorage(
+                    f"the disk is full: the metadata of {dist.filename!r} was not kept"
+                ) from None
+            raise
+
+    def open_served(self, path: Path) -> BinaryIO:
+        """A file :meth:`open_any` gave, open for reading: a link in the nest on the way to it (or
+        in its place) is never followed, but refused as a missing file with a warning naming it."""
+        try:
+            return open_read(self.config.nestegg_dir, path)
+        except UnsafePath as exc:
+            logger.warning("%s", exc)
+            raise NotFound(f"no file {path.name!r}") from None
 
     def _find(self, name: NormalizedName, filename: str) -> DistFile:
         page = self.project(name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -23,9 +24,9 @@ from filelock import Timeout as LockTimeout
 from packaging.utils import NormalizedName
 
 from .config import parse_size
-from .errors import NesteggError
-from .models import DistFile, is_normalized
-from .store import CacheStore
+from .errors import NesteggError, UnsafePath
+from .models import DistFile, is_dist_filename, is_normalized
+from .store import CacheStore, make_folder, scan_below, unlink_below
 
 if TYPE_CHECKING:
     import argparse
@@ -47,22 +48,24 @@ def mark_used(store: CacheStore, name: NormalizedName, filename: str, *, now: fl
     path = store.record_path(name, filename)
     now = time.time() if now is None else now
     with contextlib.suppress(OSError):  # a read-only cache or a pruned file: nothing to note
-        if now - path.stat().st_mtime > USED_RESOLUTION:
-            os.utime(path, (now, now))
+        # a link in its place is not followed (its own time changes, its target's never)
+        if now - os.lstat(path).st_mtime > USED_RESOLUTION:
+            os.utime(path, (now, now), follow_symlinks=False)
 
 
 # what is cached ---------------------------------------------------------------------------------
 
 
 def nest_stores(root: Path) -> list[CacheStore]:
-    """The mirror cache of every upstream the nest at ``root`` holds (upkeep works on all of them)."""
-    with contextlib.suppress(FileNotFoundError):
-        return [
-            CacheStore(root, key=entry.name)
-            for entry in sorted(os.scandir(root / "mirror"), key=lambda e: e.name)
-            if entry.is_dir() and not entry.name.startswith(".")
-        ]
-    return []
+    """The mirror cache of every upstream the nest at ``root`` holds (upkeep works on all of them).
+
+    Upkeep follows no link below ``root``: it never looks at, nor removes, anything elsewhere.
+    """
+    with scan_below(root, root / "mirror") as entries:
+        keys = sorted(
+            e.name for e in entries if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
+        )
+    return [CacheStore(root, key=key) for key in keys]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,24 +83,33 @@ def cached_files(root: Path) -> list[CachedFile]:
     """Every complete file (one with a record) of every mirror cache of the nest, in no order."""
     found = []
     for store in nest_stores(root):
-        with contextlib.suppress(FileNotFoundError):
-            for folder in os.scandir(store.files):
-                if folder.is_dir() and is_normalized(folder.name):
-                    found += _project_files_on_disk(store, NormalizedName(folder.name), folder.path)
+        for name in _project_folders(store):
+            found += _project_files_on_disk(store, name)
     return found
 
 
-def _project_files_on_disk(store: CacheStore, name: NormalizedName, folder: str) -> list[CachedFile]:
+def _project_folders(store: CacheStore) -> list[NormalizedName]:
+    with scan_below(store.root, store.files) as folders:
+        return [
+            NormalizedName(f.name)
+            for f in folders
+            if f.is_dir(follow_symlinks=False) and is_normalized(f.name)
+        ]
+
+
+def _project_files_on_disk(store: CacheStore, name: NormalizedName) -> list[CachedFile]:
     stats: dict[str, os.stat_result] = {}
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(folder):
+    with scan_below(store.root, store.files / name) as entries:
+        for entry in entries:
             if not entry.name.startswith("."):
                 with contextlib.suppress(FileNotFoundError):
-                    stats[entry.name] = entry.stat()
+                    status = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(status.st_mode):  # a link is neither counted nor followed
+                        stats[entry.name] = status
     found = []
     for entry_name, record in stats.items():
         filename = entry_name.removesuffix(".json")
-        if filename == entry_name or filename not in stats:
+        if filename == entry_name or filename not in stats or not is_dist_filename(filename):
             continue
         metadata = stats.get(f"{filename}.metadata")
         size = stats[filename].st_size + record.st_size + (metadata.st_size if metadata else 0)
@@ -165,8 +177,7 @@ def _remove(cached: CachedFile) -> bool:
                 store.file_path(name, filename),
                 store.metadata_path(name, filename),
             ):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+                unlink_below(store.root, path)  # a regular file; never through a link
             try:  # a file the upstream dropped leaves the page with it
                 store.page_changed(name)
             except OSError as exc:
@@ -174,7 +185,7 @@ def _remove(cached: CachedFile) -> bool:
     except LockTimeout:
         logger.info("not pruning %s/%s: it is being downloaded", name, filename)
         return False
-    except OSError as exc:
+    except (OSError, UnsafePath) as exc:
         logger.warning("cannot prune %s/%s: %s", name, filename, exc)
         return False
     return True
@@ -183,18 +194,20 @@ def _remove(cached: CachedFile) -> bool:
 def _remove_leftovers(store: CacheStore, now: float) -> int:
     """Partial downloads no process is writing, and temporary files of writes a crash cut short."""
     removed = store.sweep_parts()
-    with contextlib.suppress(FileNotFoundError):
-        for folder in os.scandir(store.files):
-            if not folder.is_dir():
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                for entry in os.scandir(folder.path):
+    for name in _project_folders(store):
+        folder = store.files / name
+        with scan_below(store.root, folder) as entries:
+            stale = []
+            for entry in entries:
+                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
                     with contextlib.suppress(OSError):
                         # a write in progress is a moment old; an abandoned one is old
-                        stale = entry.stat().st_mtime < now - STALE_AFTER
-                        if entry.name.startswith(".") and entry.name.endswith(".tmp") and stale:
-                            os.unlink(entry.path)
-                            removed += 1
+                        status = entry.stat(follow_symlinks=False)
+                        if stat.S_ISREG(status.st_mode) and status.st_mtime < now - STALE_AFTER:
+                            stale.append(entry.name)
+        for entry_name in stale:
+            with contextlib.suppress(OSError, UnsafePath):
+                removed += unlink_below(store.root, folder / entry_name)
     return removed
 
 
@@ -256,7 +269,7 @@ class SizeLimit:
 
     def _prune(self) -> None:
         lock = self.root / "locks" / "prune.lock"
-        lock.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.root, lock.parent)
         try:
             with FileLock(lock, timeout=0):
                 size = sum(f.size for f in cached_files(self.root))

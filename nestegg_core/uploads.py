@@ -30,9 +30,10 @@ from packaging.version import InvalidVersion, Version
 from .auth import Credentials, require_upload_user
 from .config import Config
 from .distmeta import parse_dist_filename
-from .errors import NesteggError, UploadError, UploadTooLarge
+from .errors import InsufficientStorage, NesteggError, UnsafePath, UploadError, UploadTooLarge, disk_full
 from .models import is_valid_name
 from .private import PrivateStore
+from .store import temp_file
 
 if TYPE_CHECKING:
     from .app import NesteggApp
@@ -57,6 +58,7 @@ def install(app: NesteggApp, config: Config) -> None:
         credentials=credentials,
         tmp_dir=config.nestegg_dir / "tmp" / "uploads",
         max_size=config.max_upload_size,
+        nest=config.nestegg_dir,
     )
 
 
@@ -80,22 +82,32 @@ class UploadHandler:
     """The WSGI handler of upload POSTs (``NesteggApp.upload``)."""
 
     def __init__(
-        self, store: PrivateStore, *, credentials: Credentials | None, tmp_dir: Path, max_size: int
+        self,
+        store: PrivateStore,
+        *,
+        credentials: Credentials | None,
+        tmp_dir: Path,
+        max_size: int,
+        nest: Path | None = None,
     ) -> None:
         self.store = store
         self.credentials = credentials
         self.tmp_dir = tmp_dir
         self.max_size = max_size
+        #: the nestegg dir, if ``tmp_dir`` is in it: no link below it is followed
+        self.nest = nest
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         form: UploadForm | None = None
         try:
             user = require_upload_user(self.credentials, environ)
-            form = parse_upload(environ, tmp_dir=self.tmp_dir, max_size=self.max_size)
+            form = parse_upload(environ, tmp_dir=self.tmp_dir, max_size=self.max_size, nest=self.nest)
             message = self._publish(form, user)
             return _answer(environ, start_response, 200, "OK", message)
         except NesteggError as exc:
-            logger.info("upload refused (%d): %s", exc.status, exc)
+            # a full disk, a link planted in the nest: the server's to fix, not the client's
+            level = logging.WARNING if isinstance(exc, (InsufficientStorage, UnsafePath)) else logging.INFO
+            logger.log(level, "upload refused (%d): %s", exc.status, exc)
             return _answer(environ, start_response, exc.status, str(exc), str(exc))
         finally:
             if form is not None and form.path is not None:
@@ -144,8 +156,9 @@ class UploadHandler:
         return f"{record.filename} was already published with these bytes; nothing changed"
 
 
-def parse_upload(environ: Environ, *, tmp_dir: Path, max_size: int) -> UploadForm:
-    """Read the multipart body: fields into memory, the ``content`` file into ``tmp_dir``."""
+def parse_upload(environ: Environ, *, tmp_dir: Path, max_size: int, nest: Path | None = None) -> UploadForm:
+    """Read the multipart body: fields into memory, the ``content`` file into ``tmp_dir`` (in
+    ``nest``, if given: reached without following a link)."""
     content_type, options = multipart.parse_options_header(environ.get("CONTENT_TYPE", ""))
     boundary = options.get("boundary")
     if content_type != "multipart/form-data" or not boundary:
@@ -158,7 +171,7 @@ def parse_upload(environ: Environ, *, tmp_dir: Path, max_size: int) -> UploadFor
         raise UploadTooLarge(_too_large(max_size, length))
     stream: IO[bytes] = environ["wsgi.input"]
     form = UploadForm()
-    reader = _FormReader(form, tmp_dir, max_size)
+    reader = _FormReader(form, tmp_dir, max_size, nest)
     try:
         parser = multipart.PushMultipartParser(
             boundary, content_length=-1 if length is None else length, max_segment_count=1000
@@ -179,6 +192,13 @@ def parse_upload(environ: Environ, *, tmp_dir: Path, max_size: int) -> UploadFor
     except multipart.MultipartError as exc:
         reader.discard()
         raise UploadError(f"malformed multipart/form-data body: {exc}") from None
+    except OSError as exc:
+        reader.discard()
+        if disk_full(exc):
+            raise InsufficientStorage(
+                f"the disk is full: the upload of {form.filename!r} was not kept"
+            ) from None
+        raise
     except BaseException:
         reader.discard()
         raise
@@ -189,9 +209,10 @@ def parse_upload(environ: Environ, *, tmp_dir: Path, max_size: int) -> UploadFor
 class _FormReader:
     """Consumes parser events: text fields into ``form.fields``, the file into a temporary file."""
 
-    def __init__(self, form: UploadForm, tmp_dir: Path, max_size: int) -> None:
+    def __init__(self, form: UploadForm, tmp_dir: Path, max_size: int, nest: Path | None = None) -> None:
         self.form = form
         self.tmp_dir = tmp_dir
+        self.nest = nest
         self.max_size = max_size
         self.field_bytes = 0
         self._name: str | None = None
@@ -222,12 +243,9 @@ class _FormReader:
         if self._name == "content" and segment.filename is not None:
             if self.form.path is not None:
                 raise UploadError("more than one 'content' file in the upload")
-            self.tmp_dir.mkdir(parents=True, exist_ok=True)
             # the store reads metadata by the kind of file its name says
             suffix = next((s for s in (".whl", ".zip") if segment.filename.endswith(s)), ".tar.gz")
-            fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix=".upload-", suffix=suffix)
-            self._file = os.fdopen(fd, "wb")
-            self.form.path = Path(tmp)
+            self._file, self.form.path = self._new_file(suffix)
             self.form.filename = segment.filename
             self._hashers = {
                 "sha256": hashlib.sha256(),
@@ -236,6 +254,15 @@ class _FormReader:
             }
         else:
             self._text = bytearray()
+
+    def _new_file(self, suffix: str) -> tuple[IO[bytes], Path]:
+        """A new temporary file for the upload's content, open for writing, and its path."""
+        if self.nest is None:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix=".upload-", suffix=suffix)
+            return os.fdopen(fd, "wb"), Path(tmp)
+        fd, path = temp_file(self.nest, self.tmp_dir, prefix=".upload-", suffix=suffix)
+        return os.fdopen(fd, "wb"), path
 
     def _end(self) -> None:
         if self._file is not None:
@@ -257,7 +284,8 @@ class _FormReader:
 
     def discard(self) -> None:
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):  # what it still held may not fit on the disk either
+                self._file.close()
             self._file = None
         if self.form.path is not None:
             with contextlib.suppress(FileNotFoundError):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import requests
@@ -162,3 +164,31 @@ class Served:
 
     def close(self) -> None:
         pass
+
+
+class FullDisk:
+    """A file open for writing whose disk is full (ENOSPC, as a write or flush fails when the file
+    system has no block left) once ``room`` bytes were written: the next write fails, after it
+    waits for ``hold`` if given (a client has its first bytes by then)."""
+
+    def __init__(self, handle: IO[bytes], room: int, *, hold: threading.Event | None = None) -> None:
+        self.handle = handle
+        self.room = room
+        self.hold = hold
+
+    def write(self, data: bytes) -> int:
+        if self.room <= 0:
+            if self.hold is not None:
+                self.hold.wait(30)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handle, name)
+
+    def __enter__(self) -> FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()

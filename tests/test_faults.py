@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,14 +17,16 @@ from typing import Any
 
 import pytest
 import requests
+from packaging.utils import NormalizedName
 
-from nestegg_core import Mirror
+from nestegg_core import Mirror, repository
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.errors import NotFound, UpstreamError, UpstreamTimeout
 from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.store import CacheStore, atomic_file
 from nestegg_core.upstream import Fetched, HttpFetcher
 
-from .conftest import Faults, MirrorFactory
+from .conftest import Faults, FullDisk, MirrorFactory
 from .loopback import Answer, RawUpstream, refused_url, sha256, verify_cache
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -364,3 +367,85 @@ def test_an_error_page_is_read_to_keep_its_connection_but_not_past_a_megabyte() 
         fetcher = HttpFetcher(server.index_url, timeout=TIMEOUT)
         with pytest.raises(NotFound, match="not on the upstream index"):
             fetcher.project("pkg", etag=None, last_modified=None)
+
+
+# a full disk ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("midway", [False, True], ids=["at-once", "midway"])
+def test_a_full_disk_while_caching_breaks_the_download_off_and_caches_nothing(
+    upstream: PrivateIndex,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    midway: bool,
+) -> None:
+    records = upstream.add("pkg", "1.0", payload_size=600_000)  # more than one piece of the upstream's
+    served = upstream.mirror.repository.private.root / "pkg"
+    mirror = make_mirror()
+    create_part = CacheStore.create_part
+    client_has_bytes = threading.Event()
+
+    def on_a_full_disk(self: CacheStore, name: NormalizedName, filename: str) -> tuple[Path, Any]:
+        path, handle = create_part(self, name, filename)
+        if midway:  # full after the first piece, once the client has its first bytes
+            return path, FullDisk(handle, 1, hold=client_has_bytes)
+        return path, FullDisk(handle, 0)
+
+    monkeypatch.setattr(CacheStore, "create_part", on_a_full_disk)
+    http.get(mirror.index_url + "pkg/").raise_for_status()
+    for record in records:  # two downloads while the disk stays full
+        url = f"{mirror.url}/files/pkg/{record.filename}"
+        with http.get(url, timeout=30, stream=True) as answer:
+            if not midway:  # failed at its first write: answered before its first byte
+                assert "disk is full" in assert_clear_error(answer, 507)
+                continue
+            assert answer.status_code == 200
+            pieces = answer.iter_content(16 * 1024)
+            assert next(pieces)
+            client_has_bytes.set()
+            with pytest.raises(BROKEN):  # broken off: never taken for a whole file
+                for _ in pieces:
+                    pass
+        client_has_bytes.clear()
+    # nothing cached, no part file left, and nestegg's log said so once, in a line (waitress logs
+    # a response broken off, whatever broke it)
+    assert verify_cache(cache(mirror)) == 0
+    assert [p.name for p in (cache(mirror) / "pkg").iterdir()] == []
+    said = [
+        r for r in caplog.records
+        if r.name.startswith("nestegg_core") and "disk is full" in r.getMessage()
+        and r.levelno >= logging.WARNING
+    ]  # fmt: skip
+    assert [r.name for r in said] == ["nestegg_core.downloads"], [r.getMessage() for r in said]
+    assert "\n" not in said[0].getMessage()
+    assert not said[0].exc_info
+    # room again: both are fetched and cached whole
+    monkeypatch.undo()
+    for record in records:
+        body = http.get(f"{mirror.url}/files/pkg/{record.filename}", timeout=30).content
+        assert body == (served / record.filename).read_bytes()
+    assert verify_cache(cache(mirror)) == 2
+
+
+def test_a_full_disk_while_keeping_metadata_is_a_507(
+    upstream: PrivateIndex,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (wheel,) = upstream.add("pkg", "1.0", sdist=False)
+    mirror = make_mirror()
+    http.get(mirror.index_url + "pkg/").raise_for_status()
+
+    def full(path: Path, *_args: Any, root: Path | None = None, **_kwargs: Any) -> None:
+        with atomic_file(path, root=root) as handle:
+            FullDisk(handle, 0).write(b"x")
+
+    monkeypatch.setattr(repository, "write_atomic", full)
+    url = f"{mirror.url}/files/pkg/{wheel.filename}.metadata"
+    assert "disk is full" in assert_clear_error(http.get(url, timeout=30), 507)
+    assert [p.name for p in (cache(mirror) / "pkg").iterdir()] == []
+    monkeypatch.undo()
+    assert http.get(url, timeout=30).content.startswith(b"Metadata-Version")

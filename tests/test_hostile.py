@@ -8,24 +8,34 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
+import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import pytest
 import requests
+from packaging.utils import NormalizedName
 
 from nestegg_core import Config, Mirror
 from nestegg_core.auth import set_password
 from nestegg_core.cli import main
+from nestegg_core.distmeta import wheel_metadata
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.export import export
+from nestegg_core.mounts import UpstreamMounts
 from nestegg_core.pytest_plugin import PrivateIndex
 from nestegg_core.server import describe, make_server
+from nestegg_core.store import CacheStore
+from nestegg_core.upkeep import SizeLimit, cached_files, prune
 
 from .conftest import Faults, MirrorFactory
-from .loopback import Answer, RawUpstream, sha256
+from .loopback import Answer, RawUpstream, sha256, verify_cache
 
 JSON = "application/vnd.pypi.simple.v1+json"
 SENTINEL = b"sentinel: this file must never be served"
@@ -211,6 +221,381 @@ def test_bad_range_headers_never_get_wrong_bytes(
         full = http.get(url).content
         assert sha256(full) == digest
         expect_range(full, status, head, body, header)
+
+
+# names of nestegg's own files -----------------------------------------------------------------
+
+WHEEL, SDIST = "pkg-1.0-py3-none-any.whl", "pkg-1.0.tar.gz"
+#: names an upstream page may list that are, or look like, the files a store keeps beside a cached
+#: file (records, metadata, markers, part and temporary files, locks)
+SIDECAR_NAMES = [
+    f"{SDIST}.json", f"{WHEEL}.json", f"{WHEEL}.metadata", f"{SDIST}.metadata", f"{SDIST}.json.json",
+    f".{SDIST}.1.2.part", f".{SDIST}.1.2.tmp", ".changed", ".generation", f"{SDIST}.lock", f"{SDIST}.JSON",
+    "pkg.json", "README", "pkg-1.0.tar.gz.part",
+]  # fmt: skip
+
+
+class SidecarUpstream:
+    """An upstream whose page of ``pkg`` lists a real wheel and sdist and every name of
+    ``SIDECAR_NAMES``, each a file of bytes that would pass for a record if taken for one."""
+
+    def __init__(self, tmp: Path, *, html: bool) -> None:
+        spec = PackageSpec(name="pkg", version="1.0")
+        wheel, sdist = make_wheel(spec, tmp), make_sdist(spec, tmp)
+        self.real = {WHEEL: wheel.read_bytes(), SDIST: sdist.read_bytes()}
+        self.metadata = wheel_metadata(wheel)
+        forged = {"filename": SDIST, "hashes": {"sha256": "0" * 64}, "url": "http://evil.invalid/x"}
+        self.hostile = {name: json.dumps({**forged, "name": name}).encode() for name in SIDECAR_NAMES}
+        self.html = html
+        self.server = RawUpstream(self.answer)
+
+    def answer(self, _method: str, path: str) -> Answer:
+        files = {**self.real, **self.hostile}
+        if path == "/simple/pkg/":
+            if self.html:
+                links = "".join(
+                    f'<a href="/files/{quote(n)}#sha256={sha256(d)}">{n}</a>' for n, d in files.items()
+                )
+                return Answer(
+                    body=f"<html><body>{links}</body></html>".encode(), headers={"Content-Type": "text/html"}
+                )
+            entries = [
+                {"filename": n, "url": f"/files/{quote(n)}", "hashes": {"sha256": sha256(d)}, "size": len(d)}
+                for n, d in files.items()
+            ]
+            body = json.dumps({"meta": {"api-version": "1.1"}, "name": "pkg", "files": entries}).encode()
+            return Answer(body=body, headers={"Content-Type": JSON})
+        name = unquote(path.removeprefix("/files/"))
+        if name in files:
+            return Answer(body=files[name], headers={"Content-Type": "application/octet-stream"})
+        return Answer(status=404, body=b"no such file\n")
+
+
+@pytest.mark.parametrize("html", [False, True], ids=["json", "html"])
+@pytest.mark.parametrize("route", ["mirror", "mount"])
+def test_upstream_names_of_sidecars_never_reach_nestegg_s_own_files(
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    route: str,
+    html: bool,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="nestegg_core.parse")
+    hostile = SidecarUpstream(tmp_path / "dists", html=html)
+    with hostile.server:
+        if route == "mirror":
+            mirror = make_mirror(index_url=hostile.server.index_url)
+            index_url, store = mirror.index_url, mirror.repository.store
+        else:
+            mirror = make_mirror()
+            index_url = UpstreamMounts(mirror).index_url(hostile.server.index_url)
+            store = CacheStore(mirror.config.nestegg_dir, hostile.server.index_url)
+        files_url = index_url.removesuffix("simple/") + "files/pkg/"
+
+        def ask_every_sidecar_name() -> None:
+            own = {p.name: p.read_bytes() for p in (store.files / "pkg").glob("*") if p.is_file()}
+            own.update({p.name: p.read_bytes() for p in (store.files / "pkg").glob(".*") if p.is_file()})
+            for name in SIDECAR_NAMES:
+                answer = http.get(files_url + quote(name))
+                if name == f"{WHEEL}.metadata" and answer.status_code == 200:
+                    # the PEP 658 metadata of the listed wheel, taken from it: never the upstream's file
+                    assert answer.content == hostile.metadata, name
+                    continue
+                assert answer.status_code == 404, (name, answer.status_code, answer.content[:200])
+                assert answer.content not in (hostile.hostile[name], *own.values()), name
+
+        ask_every_sidecar_name()  # before anything is cached
+        for name, data in hostile.real.items():
+            assert sha256(http.get(files_url + name).content) == sha256(data)
+        ask_every_sidecar_name()  # with records, metadata and the change marker on disk
+        for accept in (JSON, "text/html"):
+            page = http.get(index_url + "pkg/", headers={"Accept": accept})
+            assert page.status_code == 200
+            for name in SIDECAR_NAMES:
+                assert quote(name) not in page.text, (accept, name)
+                assert json.dumps(name) not in page.text, (accept, name)
+        listed = http.get(index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
+        assert {f["filename"]: f["hashes"]["sha256"] for f in listed} == {
+            name: sha256(data) for name, data in hostile.real.items()
+        }
+        # the upstream was never asked for one, and the page said why once, at debug level
+        assert not [path for _, path, _ in hostile.server.seen if "/files/" in path and
+                    unquote(path.rsplit("/", 1)[-1]) not in hostile.real]  # fmt: skip
+        left = [r for r in caplog.records if r.name == "nestegg_core.parse" and "left" in r.getMessage()]
+        assert len(left) == 1, [r.getMessage() for r in left]
+        assert left[0].levelno == logging.DEBUG
+        assert verify_cache(store.files) == 2
+
+
+def test_a_record_answers_only_for_its_own_file(tmp_path: Path) -> None:
+    # a record written by hand, by an older release for a name now refused, or planted
+    store = CacheStore(tmp_path / "nest", "http://upstream.invalid/simple/")
+    folder = store.files / "pkg"
+    folder.mkdir(parents=True)
+    (folder / SDIST).write_bytes(b"bytes")
+    (folder / f"{SDIST}.json").write_text(json.dumps({"filename": "other-1.0.tar.gz", "hashes": {}}))
+    (folder / f"{SDIST}.json.json").write_text(json.dumps({"filename": f"{SDIST}.json", "hashes": {}}))
+    assert store.read_record(NormalizedName("pkg"), SDIST) is None
+    assert store.kept_files(NormalizedName("pkg")) == []
+
+
+def test_a_request_for_a_private_file_s_sidecar_is_a_404(
+    mirror: Mirror, http: requests.Session, tmp_path: Path
+) -> None:
+    wheel = make_wheel(PackageSpec(name="secret-pkg", version="1.0"), tmp_path / "dists")
+    mirror.repository.private.add(wheel)
+    folder = mirror.repository.private.root / "secret-pkg"
+    base = f"{mirror.url}/files/secret-pkg/"
+    assert http.get(base + wheel.name).content == wheel.read_bytes()
+    assert http.get(base + wheel.name + ".metadata").content == wheel_metadata(wheel)
+    own = {p.read_bytes() for p in folder.iterdir()} - {wheel.read_bytes(), wheel_metadata(wheel)}
+    for name in (f"{wheel.name}.json", f"{wheel.name}.json.metadata", ".generation", ".locks"):
+        answer = http.get(base + quote(name))
+        assert answer.status_code == 404, name
+        assert answer.content not in own
+
+
+# links planted in a shared nest ---------------------------------------------------------------
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """What a link planted in the nest points at: a sentinel file, a folder, and in it what a cached
+    project's folder holds (a file and its record), so that a followed link would find work."""
+    folder = tmp_path / "outside"
+    (folder / "elsewhere").mkdir(parents=True)
+    (folder / "secret.txt").write_bytes(SENTINEL)
+    (folder / "elsewhere" / WHEEL).write_bytes(SENTINEL)
+    (folder / "elsewhere" / f"{WHEEL}.json").write_text(json.dumps({"filename": WHEEL, "hashes": {}}))
+    (folder / "elsewhere" / f"{WHEEL}.metadata").write_bytes(SENTINEL)
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file and folder under ``folder`` (itself too): bytes and mtime, to see any write."""
+    return {
+        str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"", p.stat().st_mtime_ns)
+        for p in sorted([folder, *folder.rglob("*")])
+    }
+
+
+def plant(link: Path, target: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_dir() and not link.is_symlink():
+        shutil.rmtree(link)
+    link.unlink(missing_ok=True)
+    link.symlink_to(target)
+
+
+def warned_about(caplog: pytest.LogCaptureFixture, path: Path) -> bool:
+    return any(r.levelno >= logging.WARNING and str(path) in r.getMessage() for r in caplog.records)
+
+
+#: where a link may be planted before a file is downloaded, relative to the mirror's cache of one
+#: upstream (``{key}`` is its folder), and what it points at
+DOWNLOAD_LINKS = {
+    "project folder": ("mirror/{key}/files/pkg", "elsewhere"),
+    "files folder": ("mirror/{key}/files", "elsewhere"),
+    "cache folder": ("mirror/{key}", "elsewhere"),
+    "lock folder": ("locks/{key}/pkg", "elsewhere"),
+    "part file": ("mirror/{key}/files/pkg/.{wheel}.planted.part", "secret.txt"),
+    "record": ("mirror/{key}/files/pkg/{wheel}.json", "secret.txt"),
+    "metadata": ("mirror/{key}/files/pkg/{wheel}.metadata", "secret.txt"),
+    "change marker": ("mirror/{key}/files/pkg/.changed", "secret.txt"),
+    "dangling file": ("mirror/{key}/files/pkg/{wheel}", "nothing-here"),
+}
+
+
+@pytest.mark.parametrize("where", list(DOWNLOAD_LINKS))
+def test_a_download_never_writes_through_a_link_in_the_nest(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    outside: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    wheel = upstream.add("pkg", "1.0", sdist=False)[0].filename
+    real = (upstream.mirror.repository.private.root / "pkg" / wheel).read_bytes()
+    metadata = wheel_metadata(upstream.mirror.repository.private.root / "pkg" / wheel)
+    faults.html_only = True  # no size on the page: the mirror learns it, and marks the page changed
+    mirror = make_mirror(ttl=0)
+    store = mirror.repository.store
+    assert http.get(mirror.index_url + "pkg/").status_code == 200
+    relative, target = DOWNLOAD_LINKS[where]
+    link = store.root / relative.format(key=store.key, wheel=wheel)
+    plant(link, outside / target)
+    if where == "part file":  # its name is known in advance (pid, a counter): as if guessed
+        monkeypatch.setattr(CacheStore, "part_path", lambda _self, _name, _filename: link)
+    before = snapshot(outside)
+    answer = http.get(f"{mirror.url}/files/pkg/{wheel}")
+    fetched = http.get(f"{mirror.url}/files/pkg/{wheel}.metadata")
+    assert snapshot(outside) == before  # nothing written, made, touched or removed there
+    assert SENTINEL not in answer.content
+    assert SENTINEL not in fetched.content
+    if where in ("project folder", "files folder", "cache folder", "lock folder", "part file"):
+        # refused: one line that names the link, in the log and to the client
+        assert answer.status_code == 404, answer.text
+        assert answer.text.count("\n") == 1
+        assert warned_about(caplog, link), [r.getMessage() for r in caplog.records]
+    elif where == "metadata":  # a linked file is never served, nor replaced by this download
+        assert answer.content == real
+        assert fetched.status_code == 404
+        assert warned_about(caplog, link), [r.getMessage() for r in caplog.records]
+    else:  # a link in the place of a file this download writes is replaced, never written through
+        assert answer.content == real
+        assert fetched.content == metadata
+        assert not link.is_symlink()
+
+
+@pytest.mark.parametrize("sendfile", [None, "x-accel-redirect"])
+def test_a_linked_file_or_folder_is_never_served(
+    upstream: PrivateIndex,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    outside: Path,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    sendfile: str | None,
+) -> None:
+    wheel = upstream.add("pkg", "1.0", sdist=False)[0].filename
+    upstream.add("other", "1.0", sdist=False)
+    mirror = make_mirror(sendfile=sendfile)
+    store, private = mirror.repository.store, mirror.repository.private
+    for name in ("pkg", "other"):
+        http.get(f"{mirror.index_url}{name}/").raise_for_status()
+    http.get(f"{mirror.url}/files/pkg/{wheel}").raise_for_status()
+    http.get(f"{mirror.url}/files/pkg/{wheel}.metadata").raise_for_status()
+    mine = make_wheel(PackageSpec(name="mine", version="1.0"), tmp_path / "dists")
+    private.add(mine)
+    theirs = make_wheel(PackageSpec(name="theirs", version="1.0"), tmp_path / "dists")
+    private.add(theirs)
+    # a cached file and its metadata, a private file, a cached project's and a private project's folder
+    other = "other-1.0-py3-none-any.whl"
+    (outside / "elsewhere" / other).write_bytes(SENTINEL)
+    (outside / "elsewhere" / f"{other}.json").write_text(json.dumps({"filename": other, "hashes": {}}))
+    links = {
+        f"pkg/{wheel}": (store.file_path(NormalizedName("pkg"), wheel), outside / "secret.txt"),
+        f"pkg/{wheel}.metadata": (store.metadata_path(NormalizedName("pkg"), wheel), outside / "secret.txt"),
+        f"mine/{mine.name}": (private.root / "mine" / mine.name, outside / "secret.txt"),
+        f"other/{other}": (store.files / "other", outside / "elsewhere"),
+        f"theirs/{theirs.name}": (private.root / "theirs", outside / "elsewhere"),
+    }
+    for link, target in links.values():
+        plant(link, target)
+    for path, (link, _) in links.items():
+        answer = http.get(f"{mirror.url}/files/{path}")
+        assert answer.status_code == 404, (path, answer.status_code, answer.headers)
+        assert SENTINEL not in answer.content
+        assert "X-Accel-Redirect" not in answer.headers
+        assert warned_about(caplog, link), (path, [r.getMessage() for r in caplog.records])
+
+
+@pytest.mark.parametrize("linked", ["state", "rendered"])
+def test_a_linked_state_file_or_rendered_page_is_a_cache_miss(
+    upstream: PrivateIndex, make_mirror: MirrorFactory, http: requests.Session, outside: Path, linked: str
+) -> None:
+    upstream.add("pkg", "1.0")
+    mirror = make_mirror()
+    store = mirror.repository.store
+    plain = {"Accept": JSON, "Accept-Encoding": "identity"}  # the rendering forged below, not its gzip
+    first = http.get(mirror.index_url + "pkg/", headers=plain)
+    assert first.status_code == 200
+    # copies of the state and its rendering, each changed to list another file, linked in their place
+    state = store.page_path(NormalizedName("pkg"))
+    forged_state = outside / "state.json"
+    forged_state.write_bytes(state.read_bytes().replace(b"pkg-1.0.tar.gz", b"pkg-6.6.tar.gz"))
+    rendered = mirror.repository.pages.path(NormalizedName("pkg"), "json")
+    forged_page = outside / "page.json"
+    forged_page.write_bytes(rendered.read_bytes().replace(b"pkg-1.0.tar.gz", b"pkg-6.6.tar.gz"))
+    before = snapshot(outside)
+    for link, forged in {"state": [(state, forged_state)], "rendered": [(rendered, forged_page)]}[linked]:
+        status = link.stat()
+        plant(link, forged)
+        # the link takes the real file's times, so that it looks unchanged to a stat
+        os.utime(link, ns=(status.st_atime_ns, status.st_mtime_ns), follow_symlinks=False)
+    # another process of the nest (nothing in memory) serves the page
+    again = make_mirror()
+    answer = http.get(again.index_url + "pkg/", headers=plain)
+    assert answer.status_code == 200
+    assert "pkg-6.6" not in answer.text
+    assert {f["filename"] for f in answer.json()["files"]} == {f["filename"] for f in first.json()["files"]}
+    assert snapshot(outside) == before
+
+
+def test_prune_and_the_size_limit_never_stat_nor_remove_through_a_link(
+    upstream: PrivateIndex, make_mirror: MirrorFactory, http: requests.Session, outside: Path, tmp_path: Path
+) -> None:
+    records = upstream.add("pkg", "1.0")
+    mirror = make_mirror()
+    store = mirror.repository.store
+    for record in records:
+        http.get(f"{mirror.url}/files/pkg/{record.filename}").raise_for_status()
+    big = outside / "big.bin"
+    big.write_bytes(b"x" * 3_000_000)
+    # a cached file whose record stays, a project folder, another upstream's cache, a stale temporary
+    linked = "linked-1.0.tar.gz"
+    plant(store.files / "pkg" / linked, big)
+    (store.files / "pkg" / f"{linked}.json").write_text(json.dumps({"filename": linked, "hashes": {}}))
+    plant(store.files / "evil", outside / "elsewhere")
+    plant(store.root / "mirror" / "evil-00000000", outside)
+    (outside / "files").mkdir()
+    plant(outside / "files" / "pkg", outside / "elsewhere")
+    stale = store.files / "pkg" / ".x.tmp"
+    plant(stale, outside / "secret.txt")
+    os.utime(stale, (0, 0), follow_symlinks=False)
+    before = snapshot(outside)
+    found = cached_files(store.root)
+    assert sorted(f.filename for f in found) == sorted(r.filename for r in records)
+    assert sum(f.size for f in found) < 1_000_000  # the linked big file is neither counted nor followed
+    limit = SizeLimit(store.root, 1)
+    limit.cached(records[0])
+    limit.wait(30)
+    assert cached_files(store.root) == []
+    result = prune(store.root, max_size=0, older_than=0)
+    assert result.removed == ()
+    assert snapshot(outside) == before
+    assert (store.files / "pkg" / linked).is_symlink()  # links are left alone, not removed
+
+
+def test_export_copies_nothing_through_a_link(
+    upstream: PrivateIndex, make_mirror: MirrorFactory, http: requests.Session, outside: Path, tmp_path: Path
+) -> None:
+    records = upstream.add("pkg", "1.0")
+    mirror = make_mirror()
+    store = mirror.repository.store
+    for record in records:
+        http.get(f"{mirror.url}/files/pkg/{record.filename}").raise_for_status()
+    wheel = records[0].filename
+    plant(store.file_path(NormalizedName("pkg"), wheel), outside / "secret.txt")
+    plant(store.metadata_path(NormalizedName("pkg"), wheel), outside / "secret.txt")
+    plant(store.files / "evil", outside / "elsewhere")
+    before = snapshot(outside)
+    result = export(mirror.config, tmp_path / "exported")
+    assert snapshot(outside) == before
+    assert sorted(result.projects) == ["pkg"]
+    assert [d.filename for d in result.projects[NormalizedName("pkg")]] == [records[1].filename]
+    for path in (tmp_path / "exported").rglob("*"):
+        assert path.is_dir() or SENTINEL not in path.read_bytes(), path
+
+
+def test_an_upload_never_writes_through_a_link_in_the_nest(
+    server: Mirror, outside: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    nest = server.config.nestegg_dir
+    plant(nest / "tmp" / "uploads", outside / "elsewhere")
+    plant(nest / "private" / "evil", outside / "elsewhere")
+    before = snapshot(outside)
+    for name in ("evil", "good"):
+        path = make_sdist(PackageSpec(name=name, version="1.0"), tmp_path / "dists")
+        answer = upload(server, path)
+        assert answer.status_code in (403, 404), answer.text  # refused, one line
+        assert answer.text.count("\n") == 1
+    assert snapshot(outside) == before
+    assert warned_about(caplog, nest / "tmp" / "uploads")
 
 
 # uploads -----------------------------------------------------------------------------------

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import requests
 from packaging.utils import NormalizedName
 
-from nestegg_core import Mirror
+from nestegg_core import Mirror, private, uploads
 from nestegg_core.auth import set_password
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.store import atomic_file
 from nestegg_core.testing import find_uv, installer_env, make_venv
 
-from .conftest import MirrorFactory
+from .conftest import FullDisk, MirrorFactory
 
 USER, PASSWORD = "alice", "correct horse"
 WRONG = "not the password"
@@ -223,6 +226,99 @@ def test_malformed_bodies(server: Mirror, content_type: str, body: bytes, messag
     )
     assert answer.status_code == 400
     assert message in answer.reason
+
+
+# a full disk --------------------------------------------------------------------------------
+
+
+def fill_the_disk(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """Make the disk full at one write of an upload: its body, or one of the files it publishes."""
+    if where == "body":
+        new_file = uploads._FormReader._new_file
+
+        def full(self: uploads._FormReader, suffix: str) -> tuple[IO[bytes], Path]:
+            handle, path = new_file(self, suffix)
+            return FullDisk(handle, 0), path
+
+        monkeypatch.setattr(uploads._FormReader, "_new_file", full)
+        return
+
+    def half_written(path: Path, *_args: Any, root: Path | None = None, **_kwargs: Any) -> None:
+        with atomic_file(path, root=root) as handle:
+            disk = FullDisk(handle, 10)
+            disk.write(b"x" * 10)
+            disk.write(b"x" * 10)
+
+    if where == "file":
+        monkeypatch.setattr(private, "copy_atomic", lambda _source, target, **kw: half_written(target, **kw))
+        return
+    write_atomic = private.write_atomic
+
+    def full_at(path: Path, data: bytes, **kwargs: Any) -> Any:
+        if path.name.endswith(f".{where}"):
+            half_written(path, **kwargs)
+        return write_atomic(path, data, **kwargs)
+
+    monkeypatch.setattr(private, "write_atomic", full_at)
+
+
+@pytest.mark.parametrize("where", ["body", "metadata", "file", "json"])
+@pytest.mark.parametrize("earlier", [False, True], ids=["new-name", "new-version"])
+def test_a_full_disk_is_a_507_and_leaves_nothing_listed(
+    make_mirror: MirrorFactory,
+    upstream: PrivateIndex,
+    users: Path,
+    dists: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    where: str,
+    earlier: bool,
+) -> None:
+    upstream.add("up-pkg", "0.1")  # the upstream's project of that name, until one is uploaded here
+    server = make_mirror(credentials_file=users)
+    store = server.repository.private
+    before = []
+    if earlier:
+        old = wheel(dists, version="0.9")
+        assert post(server, old).status_code == 200
+        before = [old.name]
+    shown = requests.get(server.url + "/simple/up-pkg/", headers={"Accept": JSON}, timeout=30).json()
+    path = wheel(dists, payload_size=50_000)
+    fill_the_disk(monkeypatch, where)
+    answer = post(server, path)
+    assert answer.status_code == 507, answer.text
+    assert "disk is full" in answer.reason
+    assert answer.text.count("\n") == 1
+    assert "disk is full" in answer.text
+    # nothing half-written: no file, record or metadata of it, no temporary file, no name made private
+    assert requests.get(server.url + "/simple/up-pkg/", headers={"Accept": JSON}, timeout=30).json() == shown
+    folder = store.root / "up-pkg"
+    if earlier:  # the earlier file as it was, and nothing else
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            n + s for n in before for s in ("", ".json", ".metadata")
+        )
+    else:
+        assert not folder.exists()
+    assert not [
+        p for p in server.config.nestegg_dir.rglob("*") if p.name.startswith((".upload-", f".{path.name}"))
+    ]
+    said = [r for r in caplog.records if "disk is full" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    assert said[0].levelno == logging.WARNING
+    # room again: the same upload goes through
+    monkeypatch.undo()
+    assert post(server, path).status_code == 200
+    assert store.page(NormalizedName("up-pkg")) is not None
+
+
+@pytest.mark.slow
+def test_twine_is_told_the_disk_is_full(server: Mirror, dists: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fill_the_disk(monkeypatch, "body")
+    done = twine(server, wheel(dists, payload_size=50_000))
+    assert done.returncode != 0
+    assert "507" in done.stdout + done.stderr
+    assert "disk is full" in done.stdout + done.stderr
+    assert not (server.repository.private.root / "up-pkg").exists()
 
 
 # real clients -------------------------------------------------------------------------------
