@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from .auth import check_user_name, set_password
 from .builds import SourceBuilder, find_source_build
 from .cli import config_from
 from .config import Config
 from .errors import ConfigError, NesteggError, NotFound
-from .models import DistFile
+from .models import DistFile, parse_version
 from .private import PrivateStore
 from .server import Mirror
 
@@ -151,11 +151,10 @@ def _targets(store: PrivateStore, name: str, filename: str | None, version: str 
         if dist is None:
             raise NotFound(f"private project {name!r} has no file {filename!r}")
         return [dist]
-    try:
-        wanted = Version(version or "")
-    except InvalidVersion:
-        raise NesteggError(f"invalid version {version!r}") from None
-    files = [d for d in page.files if d.version is not None and Version(d.version) == wanted]
+    wanted = parse_version(version or "")
+    if wanted is None:
+        raise NesteggError(f"invalid version {version!r}")
+    files = [d for d in page.files if d.version is not None and parse_version(d.version) == wanted]
     if not files:
         raise NotFound(f"private project {name!r} has no files of version {version!r}")
     return files

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from packaging.utils import NormalizedName
 
 from . import store as _store
-from .errors import NotFound, UnsafePath, UpstreamError
+from .errors import NesteggError, NotFound, UnsafePath, UpstreamError
 from .models import DistFile, ProjectPage, is_dist_filename
 from .pacing import blocking
 from .pagestate import PageState
 from .store import CacheStore, PageStamp, scan_below
-from .upstream import Fetcher
+from .upstream import Fetched, Fetcher
 
 logger = logging.getLogger(__name__)
 
@@ -293,11 +293,7 @@ class MirrorIndex:
                     return
         state = entry.state
         try:
-            fetched = self.fetcher.project(
-                name,
-                etag=state.etag if state else None,
-                last_modified=state.last_modified if state else None,
-            )
+            fetched = self._fetch(name, state)
         except NotFound:
             kept = self.store.kept_files(name)
             if kept:
@@ -336,6 +332,23 @@ class MirrorIndex:
             page=fetched.page, etag=fetched.etag, last_modified=fetched.last_modified, checked=now
         )
         self._use(name, entry, state, self._save(state))
+
+    def _fetch(self, name: NormalizedName, state: PageState | None) -> Fetched:
+        """The upstream's answer for ``name``; any failure to get or read it is an UpstreamError
+        (or NotFound), so that a page that cannot be read never replaces the one held."""
+        try:
+            return self.fetcher.project(
+                name,
+                etag=state.etag if state else None,
+                last_modified=state.last_modified if state else None,
+            )
+        except NesteggError:
+            raise
+        except Exception as exc:  # a page no parser foresaw: served stale like any upstream failure
+            logger.debug("cannot read the upstream page of %r", name, exc_info=True)
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+            reason = reason if len(reason) <= 200 else reason[:197] + "..."
+            raise UpstreamError(f"cannot read the upstream page of {name!r} ({reason})") from None
 
     def _save(self, state: PageState) -> PageStamp | None:
         """Write the state; its file's stamp, or None when it could not be written."""

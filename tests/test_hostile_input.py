@@ -1,0 +1,308 @@
+"""Hostile input that is well-formed: numbers too large to read, private names under a mounted
+upstream, a wheel whose metadata lies about its version, a flood of names asked once, token logins.
+
+Each answer must be a deliberate one (a page without the bad link, a 400, a 401, a 403): never a
+500, never a private name or file shown without credentials, never memory that grows with names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from nestegg_core import Mirror, web
+from nestegg_core.auth import set_password
+from nestegg_core.cli import main
+from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.models import ProjectPage
+from nestegg_core.pagestate import PageState
+from nestegg_core.private import PrivateStore
+
+from .conftest import MirrorFactory
+from .loopback import Answer, RawUpstream, sha256
+
+USER, PASSWORD = "alice", "correct horse"
+JSON = "application/vnd.pypi.simple.v1+json"
+HTML = "text/html"
+#: past Python's int-string limit (4300 digits): packaging raises ValueError, not InvalidVersion
+HUGE = "1" * 5000
+#: a version of 1000 digits: Python reads it, no real version is that long
+LONG = "1" * 1000
+#: what pip 24 on CPython 3.11, Linux with glibc 2.36, x86_64 sends (compatible_only reads it)
+PIP_AGENT = "pip/24.0 " + json.dumps(
+    {
+        "installer": {"name": "pip", "version": "24.0"},
+        "python": "3.11.7",
+        "implementation": {"name": "CPython", "version": "3.11.7"},
+        "distro": {"name": "Debian", "libc": {"lib": "glibc", "version": "2.36"}},
+        "system": {"name": "Linux", "release": "6.1.0"},
+        "cpu": "x86_64",
+    }
+)
+
+
+class Index:
+    """A fake upstream whose page of ``pkg`` the test writes: real files, plus any links it likes."""
+
+    def __init__(self, tmp: Path) -> None:
+        spec = PackageSpec(name="pkg", version="1.0")
+        self.files = {p.name: p.read_bytes() for p in (make_wheel(spec, tmp), make_sdist(spec, tmp))}
+        self.server = RawUpstream(self.answer)
+        #: extra file entries of the page (PEP 691 form), after the real files
+        self.extra: list[dict[str, Any]] = []
+        self.versions: list[str] | None = None
+        self.html = False
+
+    @property
+    def good(self) -> list[str]:
+        return sorted(self.files)
+
+    def entries(self) -> list[dict[str, Any]]:
+        real = [
+            {"filename": name, "url": self.server.url(f"/files/{name}"), "hashes": {"sha256": sha256(data)}}
+            for name, data in sorted(self.files.items())
+        ]
+        return real + self.extra
+
+    def page(self) -> Answer:
+        if self.html:
+            links = "".join(
+                f'<a href="{e["url"]}"'
+                + (f' data-requires-python="{e["requires-python"]}"' if "requires-python" in e else "")
+                + f">{e['filename'][:40]}</a>\n"
+                for e in self.entries()
+            )
+            body = f"<!DOCTYPE html><html><body>{links}</body></html>".encode()
+            return Answer(body=body, headers={"Content-Type": "text/html; charset=utf-8"})
+        document: dict[str, Any] = {"meta": {"api-version": "1.1"}, "name": "pkg", "files": self.entries()}
+        if self.versions is not None:
+            document["versions"] = self.versions
+        return Answer(body=json.dumps(document).encode(), headers={"Content-Type": JSON})
+
+    def answer(self, _method: str, path: str) -> Answer:
+        if path == "/simple/pkg/":
+            return self.page()
+        name = path.rsplit("/", 1)[-1]
+        if path.startswith("/files/") and name in self.files:
+            return Answer(body=self.files[name], headers={"Content-Type": "application/octet-stream"})
+        return Answer(status=404, body=b"not here\n")
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[Index]:
+    made = Index(tmp_path / "made")
+    with made.server:
+        yield made
+
+
+def get(mirror: Mirror, path: str, accept: str = HTML, agent: str | None = None) -> requests.Response:
+    headers = {"Accept": accept}
+    if agent is not None:
+        headers["User-Agent"] = agent
+    with requests.Session() as session:
+        session.trust_env = False
+        return session.get(mirror.url + path, headers=headers, timeout=30)
+
+
+def listed(mirror: Mirror, agent: str | None = None) -> tuple[list[str], list[str]]:
+    """The filenames of the mirror's page of pkg in both formats (equal), and its versions."""
+    answer = get(mirror, "/simple/pkg/", JSON, agent)
+    assert answer.status_code == 200, answer.text
+    page = answer.json()
+    html = get(mirror, "/simple/pkg/", HTML, agent)
+    assert html.status_code == 200, html.text
+    names = sorted(f["filename"] for f in page["files"])
+    assert sorted(re.findall(r'<a href="[^"]*/([^/"#]+)(?:#[^"]*)?"', html.text)) == names
+    return names, page["versions"]
+
+
+def assert_ui_answers(mirror: Mirror, latest: str | None) -> None:
+    for path in ("/ui/", "/ui/project/pkg"):
+        assert get(mirror, path).status_code == 200, path
+    listing = get(mirror, "/ui/?format=json")
+    assert listing.status_code == 200, listing.text
+    assert [p["latest"] for p in listing.json()["projects"]] == [latest]
+    project = get(mirror, "/ui/project/pkg?format=json")
+    assert project.status_code == 200, project.text
+    assert HUGE not in project.text
+
+
+# 9: numbers too large to read ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compatible", [False, True], ids=["all", "compatible_only"])
+@pytest.mark.parametrize(
+    ("html", "where"),
+    [(False, "versions"), (False, "filenames"), (True, "filenames")],
+    ids=["json-versions", "json-filenames", "html-filenames"],
+)
+def test_a_huge_version_is_ignored_and_the_page_keeps_answering(
+    make_mirror: MirrorFactory, index: Index, html: bool, where: str, compatible: bool
+) -> None:
+    agent = PIP_AGENT if compatible else None
+    mirror = make_mirror(index_url=index.server.index_url, ttl=0.0, compatible_only=compatible)
+    index.html = html
+    if where == "versions":
+        # a good page first; the TTL is over at once, and the next one lists huge versions
+        assert listed(mirror, agent) == (index.good, ["1.0"])
+        index.versions = ["1.0", HUGE, f"2.{HUGE}"]
+    else:  # the first page asked for: there is no good one to fall back on
+        for filename in (f"pkg-{HUGE}.tar.gz", f"pkg-{HUGE}-py3-none-any.whl", f"pkg-1.{HUGE}.zip"):
+            url = index.server.url(f"/files/{filename}")
+            index.extra.append({"filename": filename, "url": url, "hashes": {}})
+    assert listed(mirror, agent) == (index.good, ["1.0"])
+    assert_ui_answers(mirror, "1.0")
+    wheel = next(name for name in index.good if name.endswith(".whl"))
+    answer = get(mirror, f"/files/pkg/{wheel}", agent=agent)
+    assert answer.status_code == 200
+    assert answer.content == index.files[wheel]
+    for filename in (f"pkg-{HUGE}.tar.gz", f"pkg-1.{HUGE}.zip", f"pkg-1.{HUGE}.zip.metadata"):
+        assert get(mirror, f"/files/pkg/{filename}").status_code == 404
+
+
+def test_huge_numbers_in_requires_python_and_wheel_tags_under_compatible_only(
+    make_mirror: MirrorFactory, index: Index
+) -> None:
+    mirror = make_mirror(index_url=index.server.index_url, compatible_only=True)
+    # Requires-Python that cannot be read: kept, as pip ignores one it cannot parse
+    for spec in (f">=3.{HUGE}", f"<{HUGE}", f"==3.11.{HUGE}.*"):
+        filename = f"pkg-0.{len(index.extra)}.tar.gz"
+        url = index.server.url(f"/files/{filename}")
+        index.extra.append({"filename": filename, "url": url, "hashes": {}, "requires-python": spec})
+    unreadable = ["pkg-0.0.tar.gz", "pkg-0.1.tar.gz", "pkg-0.2.tar.gz"]
+    # numbers in tags as long as a filename allows (255 characters): no Python, no glibc has them
+    digits = "1" * 200
+    newer = [
+        f"pkg-1.0-cp3{digits}-none-any.whl",  # a Python minor
+        f"pkg-1.0-py3-none-manylinux_{digits}_17_x86_64.whl",  # a glibc major
+        f"pkg-1.0-py3-none-manylinux_2_{digits}_x86_64.whl",  # a glibc minor
+    ]
+    index.extra += [{"filename": f, "url": index.server.url(f"/files/{f}"), "hashes": {}} for f in newer]
+    for html in (False, True):
+        index.html = html
+        mirror.repository.mirror.refresh_all()
+        assert listed(mirror, PIP_AGENT)[0] == sorted(index.good + unreadable)
+        assert listed(mirror)[0] == sorted(index.good + unreadable + newer)  # another client: all
+
+
+def test_a_page_that_cannot_be_read_never_replaces_the_good_one(
+    make_mirror: MirrorFactory,
+    index: Index,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mirror = make_mirror(index_url=index.server.index_url, ttl=0.0)
+    assert listed(mirror) == (index.good, ["1.0"])
+
+    def unforeseen(*_args: object) -> ProjectPage:
+        raise RecursionError("a page no parser foresaw")
+
+    # any failure to read the page, not only those the parser names: the good page stays
+    monkeypatch.setattr("nestegg_core.upstream.parse_project_stream", unforeseen)
+    with caplog.at_level(logging.WARNING, logger="nestegg_core.mirror"):
+        assert listed(mirror) == (index.good, ["1.0"])
+    assert (
+        caplog.messages
+        == [
+            "cannot read the upstream page of 'pkg' (RecursionError: a page no parser foresaw); "
+            "serving the cached page of 'pkg'"
+        ]
+        * 2
+    )
+    # without a page to fall back on: a 502 that says why, not a 500
+    other = make_mirror(index_url=index.server.index_url, nestegg_dir=mirror.config.nestegg_dir / "other")
+    answer = get(other, "/simple/pkg/")
+    assert answer.status_code == 502
+    assert answer.text == (
+        "cannot read the upstream page of 'pkg' (RecursionError: a page no parser foresaw)\n"
+    )
+
+
+def test_the_ui_reads_huge_versions_an_older_cache_holds(make_mirror: MirrorFactory, index: Index) -> None:
+    """A page state written before versions were checked (or by a hostile hand) still shows."""
+    mirror = make_mirror(index_url=index.server.index_url)
+    store = mirror.repository.store
+    page = ProjectPage.build("pkg", (), ["1.0", HUGE])
+    store.write_page(PageState(page=page, checked=0.0))
+    assert_ui_answers(mirror, "1.0")
+
+
+def test_the_ui_orders_versions_it_cannot_read_as_other_text() -> None:
+    assert web._latest(["1.0", HUGE, "2.0rc1"]) == "1.0"
+    assert sorted(["1.0", HUGE, "2.0"], key=web._version_key) == [HUGE, "1.0", "2.0"]
+
+
+@pytest.fixture
+def server(make_mirror: MirrorFactory, tmp_path: Path) -> Mirror:
+    users = tmp_path / "users.txt"
+    set_password(users, USER, PASSWORD)
+    return make_mirror(credentials_file=users)
+
+
+def upload(server: Mirror, path: Path, *, filename: str | None = None, **fields: str) -> requests.Response:
+    """``path`` uploaded as twine sends it (as ``filename`` if given), with ``fields`` changed."""
+    sent = {":action": "file_upload", "protocol_version": "1", "name": "up-pkg", "version": "1.0", **fields}
+    with requests.Session() as session:
+        session.trust_env = False
+        files = {"content": (filename or path.name, path.read_bytes(), "application/octet-stream")}
+        return session.post(
+            f"{server.url}/legacy/", data=sent, files=files, auth=(USER, PASSWORD), timeout=30
+        )
+
+
+@pytest.mark.parametrize(
+    ("spec", "filename", "fields", "message"),
+    [
+        ({}, None, {"version": HUGE}, "missing or invalid version '" + "1" * 59 + "... (5000 characters)"),
+        # a filename of 5000 digits is over the form's header limit: long ones get to the version
+        ({}, f"up_pkg-{LONG}-py3-none-any.whl", {}, "its version is over 256 characters"),
+        ({}, f"up_pkg-{LONG}.tar.gz", {}, "its version is over 256 characters"),
+        ({"requires_python": f">=3.{HUGE}"}, None, {}, "has an invalid Requires-Python '>=3.111"),
+    ],
+    ids=["version-field", "wheel-filename", "sdist-filename", "requires-python"],
+)
+def test_uploads_with_huge_numbers_are_400(
+    server: Mirror,
+    tmp_path: Path,
+    spec: dict[str, Any],
+    filename: str | None,
+    fields: dict[str, str],
+    message: str,
+) -> None:
+    made = PackageSpec(name="up-pkg", version="1.0", **spec)
+    path = (make_sdist if filename and filename.endswith(".tar.gz") else make_wheel)(made, tmp_path / "dists")
+    answer = upload(server, path, filename=filename, **fields)
+    assert answer.status_code == 400, answer.text
+    assert message in answer.text
+    assert len(answer.text) < 400  # one line naming the value, not all its digits
+    assert get(server, "/simple/up-pkg/").status_code == 404  # nothing published, no name made private
+
+
+def test_commands_and_configs_with_huge_versions_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nest = tmp_path / "nest"
+    config = tmp_path / "nestegg.yml"
+    config.write_text("nestegg: {}\n")
+    base = ["--config", str(config), "--cache-dir", str(nest)]
+    assert main([*base, "yank", "pkg", "--version", HUGE]) == 2
+    assert capsys.readouterr().err.startswith("error: no private project 'pkg'")
+    PrivateStore(nest / "private").add(make_wheel(PackageSpec(name="pkg", version="1.0"), tmp_path / "d"))
+    assert main([*base, "yank", "pkg", "--version", HUGE]) == 2
+    assert capsys.readouterr().err == f"error: invalid version {HUGE!r}\n"
+    assert main([*base, "export", str(tmp_path / "out"), "--project", f"pkg>={HUGE}"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: 'pkg>={HUGE}' is not a project name or requirement")
+    config.write_text(
+        "nestegg: {source_builds: [{name: a, repo_type: git, repo_url: x, versions: [{version: '"
+        + HUGE
+        + "'}]}]}\n"
+    )
+    assert main([*base, "list"]) == 2
+    assert capsys.readouterr().err.endswith(f"versions[0].version: {HUGE!r} is not a valid version\n")
