@@ -183,6 +183,13 @@ class PrivateStore:
                 meta_name = (fields.get("name") or [""])[0]
                 if meta_name and canonicalize_name(meta_name) != name:
                     raise UploadError(f"{filename!r} holds metadata of project {meta_name!r}")
+                # compared as versions: 1.0 in the filename is the 1.0.0 of its metadata
+                meta_version = (fields.get("version") or [""])[0]
+                if meta_version and parse_version(meta_version) != version:
+                    raise UploadError(
+                        f"{filename!r} holds metadata of version {_cut(meta_version)!r}, "
+                        f"not {str(version)!r} as its filename says"
+                    )
                 requires_python = next(iter(fields.get("requires-python", [])), None)
                 if requires_python is not None and parse_specifier(requires_python) is None:
                     raise UploadError(

@@ -7,9 +7,14 @@ Each answer must be a deliberate one (a page without the bad link, a 400, a 401,
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
+import subprocess
+import sys
+import tarfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,7 @@ from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.models import ProjectPage
 from nestegg_core.pagestate import PageState
 from nestegg_core.private import PrivateStore
+from nestegg_core.testing import installer_env
 
 from .conftest import MirrorFactory
 from .loopback import Answer, RawUpstream, sha256
@@ -306,3 +312,64 @@ def test_commands_and_configs_with_huge_versions_are_one_line_errors(
     )
     assert main([*base, "list"]) == 2
     assert capsys.readouterr().err.endswith(f"versions[0].version: {HUGE!r} is not a valid version\n")
+
+
+# 11: a distribution whose metadata names another version ----------------------------------------
+
+
+def with_metadata_version(path: Path, version: str, dest: Path) -> Path:
+    """A copy of the wheel or sdist at ``path`` (same filename, in ``dest``) whose METADATA or
+    PKG-INFO says ``version``; nothing else changes."""
+
+    def edited(data: bytes) -> bytes:
+        return re.sub(rb"(?m)^Version: .*$", f"Version: {version}".encode(), data, count=1)
+
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / path.name
+    if path.name.endswith(".whl"):
+        with zipfile.ZipFile(path) as source, zipfile.ZipFile(target, "w") as copy:
+            for info in source.infolist():
+                data = source.read(info)
+                copy.writestr(info, edited(data) if info.filename.endswith("/METADATA") else data)
+        return target
+    with tarfile.open(path) as source, tarfile.open(target, "w:gz") as copy:
+        for member in source.getmembers():
+            handle = source.extractfile(member) if member.isfile() else None
+            data = b"" if handle is None else handle.read()
+            if member.name.count("/") == 1 and member.name.endswith("/PKG-INFO"):
+                data = edited(data)
+                member.size = len(data)
+            copy.addfile(member, io.BytesIO(data) if member.isfile() else None)
+    return target
+
+
+@pytest.mark.parametrize("make", [make_wheel, make_sdist], ids=["wheel", "sdist"])
+def test_metadata_of_another_version_is_refused(server: Mirror, tmp_path: Path, make: Any) -> None:
+    made = make(PackageSpec(name="up-pkg", version="1.0"), tmp_path / "dists")
+    crafted = with_metadata_version(made, "2.0", tmp_path / "crafted")
+    # the form names the filename's version, as a client that does not read the metadata sends it
+    answer = upload(server, crafted)
+    assert answer.status_code == 400, answer.text
+    assert answer.text == f"{made.name!r} holds metadata of version '2.0', not '1.0' as its filename says\n"
+    assert get(server, "/simple/up-pkg/").status_code == 404  # nothing published, no name made private
+    # the same version spelled otherwise is the same version (packaging's equality)
+    same = with_metadata_version(made, "1.0.0", tmp_path / "same")
+    answer = upload(server, same)
+    assert answer.status_code == 200, answer.text
+    assert get(server, "/simple/up-pkg/").status_code == 200
+
+
+@pytest.mark.slow
+def test_twine_upload_of_a_wheel_whose_metadata_names_another_version(server: Mirror, tmp_path: Path) -> None:
+    made = make_wheel(PackageSpec(name="up-pkg", version="1.0"), tmp_path / "dists")
+    crafted = with_metadata_version(made, "2.0", tmp_path / "crafted")
+    command = [
+        sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
+        "--repository-url", f"{server.url}/legacy/", "--username", USER, "--password", PASSWORD, str(crafted),
+    ]  # fmt: skip
+    env = installer_env(PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
+    env = {k: v for k, v in env.items() if not k.startswith("TWINE_")}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode != 0
+    assert "400" in done.stdout + done.stderr
+    assert get(server, "/simple/up-pkg/").status_code == 404
