@@ -27,8 +27,10 @@ from nestegg_core.auth import set_password
 from nestegg_core.cli import main
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.models import ProjectPage
+from nestegg_core.mounts import UpstreamMounts
 from nestegg_core.pagestate import PageState
 from nestegg_core.private import PrivateStore
+from nestegg_core.pytest_plugin import PrivateIndex
 from nestegg_core.testing import installer_env
 
 from .conftest import MirrorFactory
@@ -373,3 +375,61 @@ def test_twine_upload_of_a_wheel_whose_metadata_names_another_version(server: Mi
     assert done.returncode != 0
     assert "400" in done.stdout + done.stderr
     assert get(server, "/simple/up-pkg/").status_code == 404
+
+
+# 10: private_read_auth on mounted upstreams ---------------------------------------------------
+
+
+def test_read_auth_guards_private_names_under_mounted_upstreams(
+    make_mirror: MirrorFactory, upstream: PrivateIndex, index: Index, tmp_path: Path
+) -> None:
+    users = tmp_path / "users.txt"
+    set_password(users, USER, PASSWORD)
+    mirror = make_mirror(
+        index_url=index.server.index_url,
+        credentials_file=users,
+        private_read_auth=True,
+        private_names=["secret-*"],
+    )
+    wheel = make_wheel(PackageSpec(name="hidden-thing", version="1.0"), tmp_path / "d")
+    mirror.repository.private.add(wheel)
+    upstream.add("public-thing", "1.0")
+    # the upstream names the private project too: a mount must not answer for it anyway
+    upstream.add("hidden-thing", "6.6")
+    mounted = UpstreamMounts(mirror).index_url(upstream.index_url)
+    assert mounted.startswith(f"{mirror.url}/upstreams/")
+    metadata = f"{wheel.name}.metadata"
+    base = mounted.removesuffix("simple/")
+    with requests.Session() as session:
+        session.trust_env = False
+        for url in (
+            f"{mounted}hidden-thing/",
+            f"{mounted}Hidden.Thing/",  # redirected to the normalized name, once credentials are shown
+            f"{mounted}secret-anything/",  # private by pattern before anything is uploaded
+            f"{base}files/hidden-thing/{wheel.name}",
+            f"{base}files/hidden-thing/{metadata}",
+        ):
+            for accept in (HTML, JSON):
+                anonymous = session.get(url, headers={"Accept": accept}, allow_redirects=False, timeout=30)
+                assert anonymous.status_code == 401, url
+                assert anonymous.headers["WWW-Authenticate"].startswith("Basic")
+                wrong = session.get(url, headers={"Accept": accept}, auth=(USER, "wrong"), timeout=30)
+                assert wrong.status_code == 401, url
+        known = session.get(
+            f"{mounted}hidden-thing/", headers={"Accept": JSON}, auth=(USER, PASSWORD), timeout=30
+        )
+        assert known.status_code == 200
+        assert [f["filename"] for f in known.json()["files"]] == [wheel.name]  # the private file only
+        served = session.get(f"{base}files/hidden-thing/{wheel.name}", auth=(USER, PASSWORD), timeout=30)
+        assert served.content == wheel.read_bytes()
+        # the public name of the mounted index needs no credentials
+        public = session.get(f"{mounted}public-thing/", headers={"Accept": JSON}, timeout=30)
+        assert public.status_code == 200
+        # the mounted root index lists private names only to a client with credentials
+        for accept in (HTML, JSON):
+            anonymous = session.get(mounted, headers={"Accept": accept}, timeout=30)
+            assert anonymous.status_code == 200
+            assert "public-thing" in anonymous.text
+            assert "hidden-thing" not in anonymous.text
+            known = session.get(mounted, headers={"Accept": accept}, auth=(USER, PASSWORD), timeout=30)
+            assert "hidden-thing" in known.text
