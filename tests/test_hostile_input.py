@@ -7,6 +7,7 @@ Each answer must be a deliberate one (a page without the bad link, a 400, a 401,
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -14,26 +15,37 @@ import re
 import subprocess
 import sys
 import tarfile
+import threading
+import time
+import tracemalloc
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from packaging.utils import NormalizedName
 
-from nestegg_core import Mirror, web
+from nestegg_core import Config, Mirror, refresh, web
+from nestegg_core.app import create_app
 from nestegg_core.auth import set_password
 from nestegg_core.cli import main
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
-from nestegg_core.models import ProjectPage
+from nestegg_core.errors import NotFound
+from nestegg_core.mirror import MirrorIndex
+from nestegg_core.models import DistFile, ProjectPage
 from nestegg_core.mounts import UpstreamMounts
 from nestegg_core.pagestate import PageState
 from nestegg_core.private import PrivateStore
 from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.repository import Repository
+from nestegg_core.store import CacheStore
 from nestegg_core.testing import installer_env
+from nestegg_core.upstream import Fetched, FileStream
 
-from .conftest import MirrorFactory
+from .conftest import MirrorFactory, Served
 from .loopback import Answer, RawUpstream, sha256
 
 USER, PASSWORD = "alice", "correct horse"
@@ -433,3 +445,196 @@ def test_read_auth_guards_private_names_under_mounted_upstreams(
             assert "hidden-thing" not in anonymous.text
             known = session.get(mounted, headers={"Accept": accept}, auth=(USER, PASSWORD), timeout=30)
             assert "hidden-thing" in known.text
+
+
+# 14: memory for names asked once ----------------------------------------------------------------
+
+
+class _Nothing:
+    """An upstream that has no project at all, answered at once (no sockets: 40,000 names)."""
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+        raise NotFound(f"project {name!r} is not on the upstream index")
+
+    def open(self, url: str) -> FileStream:
+        raise NotFound(url)
+
+
+def test_names_asked_once_leave_memory_bounded_by_the_caps(tmp_path: Path) -> None:
+    config = Config(nestegg_dir=tmp_path / "nest", index_url="https://example.invalid/simple/")
+    repository = Repository(config, fetcher=_Nothing())
+    app = create_app(config, repository=repository)
+    mirror = repository.mirror
+    mirror.max_entries = 500  # a small cap: what it holds is far from what 40,000 names would
+
+    def ask(path: str) -> str:
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "HTTP_ACCEPT": HTML,
+            "wsgi.input": io.BytesIO(),
+        }
+        seen: list[str] = []
+        body = app(environ, lambda status, _headers, _exc_info=None: seen.append(status))
+        b"".join(body)
+        getattr(body, "close", lambda: None)()
+        return seen[0]
+
+    def names(start: int, count: int) -> None:
+        for i in range(start, start + count):
+            assert ask(f"/simple/unknown-{i}/").startswith("404")
+            if i % 100 == 0:  # files and metadata of names nobody has, too
+                assert ask(f"/files/unknown-{i}/unknown_{i}-1.0.tar.gz").startswith("404")
+                assert ask(f"/files/unknown-{i}/unknown_{i}-1.0-py3-none-any.whl.metadata").startswith("404")
+
+    names(0, 30_000)
+    assert len(mirror._entries) == 500
+    # traced from here on, so that a structure at its cap, churned, counts as what it holds
+    tracemalloc.start()
+    try:
+        names(30_000, 1_000)  # whatever is made once is made now
+        # CPython's table of interned strings (pathlib interns each name it joins) grows once
+        # under churn, to a size set by the strings alive: churned first, it is not measured
+        for i in range(300_000):
+            sys.intern(f"churn-{i}")
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        names(31_000, 9_000)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(mirror._entries) == 500
+    assert len(repository.refresher._kinds) <= refresh.MAX_NAMES
+    assert not repository._metadata_locks
+    # before the caps, about 250 bytes a name: 2 MB for these 9,000
+    assert grown < 100_000, grown
+
+
+class _Held:
+    """An upstream whose page of ``x`` is held until released; every other name is not there, or
+    (``empty``) an empty page. Counts the fetches of ``x`` and how many ran at once."""
+
+    def __init__(self, *, empty: bool = False) -> None:
+        self.empty = empty
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.fetches = 0
+        self.running = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+        if name != "x":
+            if self.empty:
+                return Fetched(page=ProjectPage.build(name, ()))
+            raise NotFound(f"project {name!r} is not on the upstream index")
+        with self.lock:
+            self.fetches += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+        self.started.set()
+        self.release.wait(30)
+        with self.lock:
+            self.running -= 1
+        return Fetched(
+            page=ProjectPage.build(name, [DistFile(filename="x-1.0.tar.gz", url="https://example.invalid/x")])
+        )
+
+    def open(self, url: str) -> FileStream:
+        raise NotFound(url)
+
+
+def test_a_name_being_fetched_or_waited_for_is_never_forgotten(tmp_path: Path) -> None:
+    fetcher = _Held()
+    index = MirrorIndex(CacheStore(tmp_path, "https://example.invalid/simple/"), fetcher, max_entries=2)
+    pages: list[ProjectPage] = []
+
+    def ask() -> None:
+        pages.append(index.page(NormalizedName("x")))
+
+    first = threading.Thread(target=ask)
+    first.start()
+    assert fetcher.started.wait(10)  # the first holds the lock of x, asking the upstream
+    second = threading.Thread(target=ask)
+    second.start()
+    deadline = time.monotonic() + 10
+    while index._entries["x"].users < 2:  # the second waits for that lock
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    for i in range(50):  # names past the cap, each remembered as a 404: the others are forgotten
+        with pytest.raises(NotFound):
+            index.page(NormalizedName(f"other-{i}"))
+    assert set(index._entries) == {"x", "other-49"}
+    third = threading.Thread(target=ask)  # it finds the same lock, not a new one
+    third.start()
+    fetcher.release.set()
+    for thread in (first, second, third):
+        thread.join(10)
+    assert len(pages) == 3
+    assert (fetcher.fetches, fetcher.most) == (1, 1)
+
+
+def test_empty_pages_count_against_the_pages_held(tmp_path: Path) -> None:
+    fetcher = _Held(empty=True)
+    index = MirrorIndex(CacheStore(tmp_path, "https://example.invalid/simple/"), fetcher, max_files=10)
+    for i in range(3_000):
+        assert index.page(NormalizedName(f"empty-{i}")).files == ()
+    assert len(index._loaded) <= 10
+    assert len(index._entries) <= index.max_entries
+
+
+class _WithMetadata:
+    """An upstream with one project of ``files`` wheels, each with its PEP 658 metadata."""
+
+    def __init__(self, files: int) -> None:
+        self.files = [f"meta-{n}.0-py3-none-any.whl" for n in range(files)]
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+        made = [
+            DistFile(
+                filename=f, url=f"https://example.invalid/{f}", core_metadata={"sha256": sha256(f.encode())}
+            )
+            for f in self.files
+        ]
+        return Fetched(page=ProjectPage.build(name, made))
+
+    def open(self, url: str) -> FileStream:
+        return Served(url.rsplit("/", 1)[-1].removesuffix(".metadata").encode())
+
+
+def test_metadata_fetched_once_leaves_no_lock_behind(tmp_path: Path) -> None:
+    fetcher = _WithMetadata(200)
+    config = Config(nestegg_dir=tmp_path / "nest", index_url="https://example.invalid/simple/")
+    repository = Repository(config, fetcher=fetcher)
+    for filename in fetcher.files:
+        path = repository.open_metadata(NormalizedName("meta"), filename)
+        assert path.read_bytes() == filename.encode()
+    assert repository._metadata_locks == {}
+
+
+def test_metadata_asked_by_many_at_once_is_fetched_once(tmp_path: Path) -> None:
+    fetcher = _WithMetadata(1)
+    opened: list[str] = []
+    release = threading.Event()
+    served = fetcher.open
+
+    def held(url: str) -> FileStream:
+        opened.append(url)
+        release.wait(30)
+        return served(url)
+
+    fetcher.open = held  # type: ignore[method-assign]
+    config = Config(nestegg_dir=tmp_path / "nest", index_url="https://example.invalid/simple/")
+    repository = Repository(config, fetcher=fetcher)
+    filename = fetcher.files[0]
+    with ThreadPoolExecutor(8) as pool:
+        paths = [pool.submit(repository.open_metadata, NormalizedName("meta"), filename) for _ in range(8)]
+        deadline = time.monotonic() + 10
+        while repository._metadata_locks.get(f"meta/{filename}", (None, 0))[1] < 8:  # all of them in
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        release.set()
+        assert {future.result(30).read_bytes() for future in paths} == {filename.encode()}
+    assert len(opened) == 1
+    assert repository._metadata_locks == {}
