@@ -5,8 +5,11 @@ The file (``credentials_file`` in the config) holds one line per user::
     alice:scrypt$16384$8$1$<salt>$<hash>
 
 Salt and hash are unpadded URL-safe base64. ``pbkdf2_sha256$<iterations>$<salt>$<hash>`` lines are
-accepted too. Tokens are just passwords: ``twine``/``uv publish`` send the user ``__token__`` with a
-token, which is checked against every user's hash. ``nestegg passwd USER`` writes the file.
+accepted too. ``nestegg passwd USER`` writes the file.
+
+A token is a password made by ``nestegg passwd USER --generate``: ``nestegg.<user>.<secret>``, the
+user in URL-safe base64. ``twine``/``uv publish`` send it with the user name ``__token__``; the user
+inside says whose hash to check, so a login costs one check however many users there are.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import tempfile
 import threading
@@ -48,6 +52,12 @@ _SCRYPT_P = 1
 _SALT_BYTES = 16
 _HASH_BYTES = 32
 _VERIFIED_CACHE = 1024
+#: a token: the prefix, the user in URL-safe base64, a dot, the secret (neither base64 part has a dot)
+_TOKEN = re.compile(r"^nestegg\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{16,})$")
+NOT_A_TOKEN = (
+    f"the password sent with {TOKEN_USER} is not a nestegg token: make one with "
+    "'nestegg passwd USER --generate', or log in with your user name"
+)
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -92,6 +102,26 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def make_token(user: str) -> str:
+    """A new random token for ``user`` (to store as its password): ``nestegg.<user>.<secret>``.
+
+    The user inside lets a ``__token__`` login check that user's hash alone. The dots set it apart
+    from an ordinary password, and from the tokens made before (URL-safe base64, which has none).
+    """
+    return f"nestegg.{_b64(user.encode('utf-8'))}.{secrets.token_urlsafe(32)}"
+
+
+def token_user(token: str) -> str | None:
+    """The user a token of :func:`make_token` names, or None for anything else."""
+    match = _TOKEN.match(token)
+    if match is None:
+        return None
+    try:
+        return _unb64(match.group(1)).decode("utf-8") or None
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
 def check_user_name(user: str) -> str:
     """``user`` if it can be a line of the file, else :class:`ConfigError` naming it."""
     if not user or ":" in user or user != user.strip() or any(c in user for c in "\r\n\x00"):
@@ -130,39 +160,52 @@ class Credentials:
             return self._users
 
     def check(self, user: str, password: str) -> bool:
-        """Whether ``user``/``password`` are valid (``__token__`` with any user's password is)."""
-        users = self.users()
+        """Whether ``user``/``password`` are valid (``__token__`` with a token of a user is)."""
+        return self.user_of(user, password) is not None
+
+    def user_of(self, user: str, password: str) -> str | None:
+        """The user whose password ``password`` is: ``user``, or for ``__token__`` the user the
+        token names; None when the credentials are wrong. One password check at most."""
         if user == TOKEN_USER:
-            candidates = list(users.values())
-        elif user in users:
-            candidates = [users[user]]
-        else:
+            owner = token_user(password)
+            if owner is None:
+                return None  # no token: refused without a check (see NOT_A_TOKEN)
+            user = owner
+        users = self.users()
+        encoded = users.get(user)
+        if encoded is None:
             # as slow as a real check, so that timing does not tell which users exist
             verify_password(password, _DUMMY_HASH)
-            return False
+            return None
         key = hmac.new(self._key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
-        known = self._verified.get(key)
-        if known is not None and known in candidates:
-            return True
-        for encoded in candidates:
-            if verify_password(password, encoded):
-                with self._lock:
-                    self._verified[key] = encoded
-                    while len(self._verified) > _VERIFIED_CACHE:
-                        self._verified.popitem(last=False)
-                return True
-        return False
+        if self._verified.get(key) == encoded:
+            return user
+        if not verify_password(password, encoded):
+            return None
+        with self._lock:
+            self._verified[key] = encoded
+            while len(self._verified) > _VERIFIED_CACHE:
+                self._verified.popitem(last=False)
+        return user
 
     def check_environ(self, environ: Environ) -> str | None:
-        """The user whose valid Basic credentials ``environ`` carries, else None."""
+        """The user whose valid Basic credentials ``environ`` carries (for a token, the user it
+        names), else None."""
         sent = basic_credentials(environ)
         if sent is None:
             return None
-        user, password = sent
-        return user if self.check(user, password) else None
+        return self.user_of(*sent)
 
 
 _DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+
+
+def refusal(sent: tuple[str, str]) -> str:
+    """Why the credentials ``sent`` (user, password) were refused, in one line."""
+    user, password = sent
+    if user == TOKEN_USER and token_user(password) is None:
+        return NOT_A_TOKEN
+    return f"invalid credentials for user {user!r}"
 
 
 def basic_credentials(environ: Environ) -> tuple[str, str] | None:
@@ -254,9 +297,9 @@ def require_upload_user(credentials: Credentials | None, environ: Environ) -> st
     sent = basic_credentials(environ)
     if sent is None:
         raise AuthError("uploads need credentials: send a user and password (or __token__ and a token)")
-    user = credentials.check_environ(environ)
+    user = credentials.user_of(*sent)
     if user is None:
-        raise AuthError(f"invalid credentials for user {sent[0]!r}")
+        raise AuthError(refusal(sent))
     return user
 
 
@@ -305,7 +348,7 @@ class ReadGuard:
         elif sent is None:
             message = f"project {name!r} is private: send credentials"
         else:
-            message = f"invalid credentials for user {sent[0]!r}"
+            message = refusal(sent)
         body = (message + "\n").encode()
         start_response(
             "401 Unauthorized",

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
-from .models import DistFile, ProjectPage
+from .models import DistFile, ProjectPage, parse_number, parse_specifier, parse_version
 
 __all__ = ["ClientProfile", "fits", "for_client", "profile_from_user_agent"]
 
@@ -87,18 +87,19 @@ def profile_from_user_agent(user_agent: str | None) -> ClientProfile | None:
     try:
         data = json.loads(document)
         implementation = data["implementation"]["name"]
-        # pip compares Requires-Python with the release only (3.14.0 for 3.14.0rc1)
-        python = Version(".".join(str(part) for part in Version(data["python"]).release[:3]))
-    except (ValueError, KeyError, TypeError, InvalidVersion):
+        full = parse_version(data["python"])
+    except (ValueError, KeyError, TypeError):
         return None
-    if not isinstance(implementation, str) or python.major < 2:
+    if full is None or not isinstance(implementation, str) or full.major < 2:
         return None
+    # pip compares Requires-Python with the release only (3.14.0 for 3.14.0rc1)
+    python = Version(".".join(str(part) for part in full.release[:3]))
     system = _text(data.get("system"), "name")
     libc = _mapping(data.get("distro")).get("libc")
     glibc = None
     if system == "Linux" and _text(libc, "lib") == "glibc":
         match = re.match(r"^(\d+)\.(\d+)", _text(libc, "version") or "")
-        glibc = (int(match.group(1)), int(match.group(2))) if match else None
+        glibc = _pair(match.group(1), match.group(2)) if match else None
     cpu = data.get("cpu")
     return ClientProfile(
         implementation=implementation,
@@ -140,9 +141,8 @@ def fits(dist: DistFile, profile: ClientProfile) -> bool:
 
 @lru_cache(maxsize=4096)
 def _python_allowed(requires_python: str, python: Version) -> bool:
-    try:
-        specifier = SpecifierSet(requires_python)
-    except InvalidSpecifier:
+    specifier = parse_specifier(requires_python)
+    if specifier is None:
         return True  # pip ignores a Requires-Python it cannot parse, and so do we
     return specifier.contains(python, prereleases=True)
 
@@ -155,7 +155,7 @@ def _interpreter_fits(python: str, abi: str, profile: ClientProfile) -> bool:
     major, minor = profile.major_minor
     if int(major_text) != major:
         return False
-    tag_minor = int(minor_text) if minor_text else None
+    tag_minor = _minor(minor_text) if minor_text else None
     if kind == "py":
         return tag_minor is None or tag_minor <= minor
     expected = {"cp": "CPython", "pp": "PyPy"}[kind]
@@ -202,8 +202,22 @@ def _glibc_allows(platform: str, glibc: tuple[int, int] | None) -> bool:
         return True
     match = _GLIBC_TAG.match(platform)
     if match is not None:
-        return (int(match.group(1)), int(match.group(2))) <= glibc
+        # a glibc too large to read is newer than any: no system has it
+        needed = _pair(match.group(1), match.group(2))
+        return needed is not None and needed <= glibc
     for legacy, needed in _MANYLINUX_LEGACY.items():
         if platform.startswith(legacy + "_"):
             return needed <= glibc
     return True
+
+
+def _minor(text: str) -> int:
+    """A tag's Python minor; one too large to read is newer than any Python (no interpreter fits)."""
+    number = parse_number(text)
+    return sys.maxsize if number is None else number
+
+
+def _pair(major: str, minor: str) -> tuple[int, int] | None:
+    """A glibc version from its two numbers, or None for numbers too large to read."""
+    first, second = parse_number(major), parse_number(minor)
+    return None if first is None or second is None else (first, second)

@@ -19,10 +19,9 @@ from urllib.parse import urlsplit
 
 import platformdirs
 from packaging.utils import NormalizedName, canonicalize_name
-from packaging.version import InvalidVersion, Version
 
 from .errors import ConfigError
-from .models import is_valid_name
+from .models import is_valid_name, parse_version
 from .upstream import mask_url
 
 CONFIG_NAME = "nestegg.yml"
@@ -284,10 +283,8 @@ def _source_build(where: _Where, raw: Any, path: str) -> SourceBuild:
         if "version" not in mapping:
             raise where.error(f"{vpath}.version", "is required")
         version = where.string(mapping["version"], f"{vpath}.version")
-        try:
-            Version(version)
-        except InvalidVersion:
-            raise where.error(f"{vpath}.version", f"{version!r} is not a valid version") from None
+        if parse_version(version) is None:
+            raise where.error(f"{vpath}.version", f"{version!r} is not a valid version")
         tag = where.string(mapping.get("tag", version), f"{vpath}.tag")
         dist_file = mapping.get("dist_file")
         versions.append(

@@ -9,33 +9,37 @@ from email.policy import compat32
 from pathlib import Path
 from typing import BinaryIO
 
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    NormalizedName,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
-from packaging.version import InvalidVersion, Version
+from packaging.utils import NormalizedName, parse_sdist_filename, parse_wheel_filename
+from packaging.version import Version
 
 from .errors import UploadError
+from .models import MAX_VERSION, has_unreadable_version
 
 _MAX_METADATA = 10 * 1024 * 1024
 
 
 def parse_dist_filename(filename: str) -> tuple[NormalizedName, Version]:
     """Project name and version of a wheel or sdist filename; :class:`UploadError` otherwise."""
+    if has_unreadable_version(filename):
+        raise UploadError(
+            f"invalid distribution filename {_cut(filename)!r}: its version is over {MAX_VERSION} characters"
+        )
     try:
         if filename.endswith(".whl"):
             name, version, _, _ = parse_wheel_filename(filename)
             return name, version
         if filename.endswith((".tar.gz", ".zip")):
             return parse_sdist_filename(filename)
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion) as exc:
-        raise UploadError(f"invalid distribution filename {filename!r}: {exc}") from None
+    except ValueError as exc:  # packaging's Invalid*Filename, InvalidVersion, a huge build number
+        raise UploadError(f"invalid distribution filename {_cut(filename)!r}: {_cut(str(exc))}") from None
     raise UploadError(
         f"invalid distribution filename {filename!r}: expected a wheel (.whl) or sdist (.tar.gz)"
     )
+
+
+def _cut(text: str) -> str:
+    # a message names the bad value, not all 5000 digits of it
+    return text if len(text) <= 200 else text[:180] + "..."
 
 
 def wheel_metadata(path: Path | BinaryIO) -> bytes | None:

@@ -28,13 +28,13 @@ from urllib.parse import quote, unquote
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from .cli import config_from
 from .config import Config
 from .distmeta import wheel_metadata
 from .errors import NesteggError, NotFound, UnsafePath
-from .models import DistFile, ProjectPage
+from .models import DistFile, ProjectPage, parse_specifier, parse_version
 from .repository import Repository
 from .server import Mirror
 from .simple import HTML_V1, JSON_V1, render_index, render_project
@@ -127,6 +127,8 @@ def _project_files(
         requirement = Requirement(spec)
     except InvalidRequirement as exc:
         raise NesteggError(f"{spec!r} is not a project name or requirement: {exc}") from None
+    if parse_specifier(str(requirement.specifier)) is None:  # packaging reads its versions only when used
+        raise NesteggError(f"{spec!r} is not a project name or requirement: unreadable version")
     name = canonicalize_name(requirement.name)
     store = repository.store
     found = {(name, d.filename): (d, store.file_path(name, d.filename)) for d in store.kept_files(name)}
@@ -140,10 +142,8 @@ def _project_files(
 
 
 def _allowed(requirement: Requirement, dist: DistFile) -> bool:
-    try:
-        return dist.version is not None and requirement.specifier.contains(dist.version, prereleases=True)
-    except InvalidVersion:
-        return False
+    version = parse_version(dist.version or "")
+    return version is not None and requirement.specifier.contains(version, prereleases=True)
 
 
 def _source(repository: Repository, name: NormalizedName, filename: str) -> tuple[DistFile, Path]:
@@ -193,10 +193,8 @@ def _sha256(handle: BinaryIO) -> str:
 
 
 def _version_order(dist: DistFile) -> tuple[int, Version | str, str]:
-    try:
-        return (0, Version(dist.version or ""), dist.filename)
-    except InvalidVersion:
-        return (1, "", dist.filename)
+    version = parse_version(dist.version or "")
+    return (1, "", dist.filename) if version is None else (0, version, dist.filename)
 
 
 def _resolve(config: Config, requirements: Path, pip_args: Sequence[str]) -> list[tuple[NormalizedName, str]]:

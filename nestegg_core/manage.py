@@ -9,20 +9,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import getpass
-import secrets
 import sys
 from pathlib import Path
 from typing import Any
 
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
-from .auth import check_user_name, set_password
+from .auth import check_user_name, make_token, set_password
 from .builds import SourceBuilder, find_source_build
 from .cli import config_from
 from .config import Config
 from .errors import ConfigError, NesteggError, NotFound
-from .models import DistFile
+from .models import DistFile, parse_version
 from .private import PrivateStore
 from .server import Mirror
 
@@ -50,11 +49,13 @@ def add_commands(commands: Any) -> None:
         help="add a user to the credentials file, or change their password",
         description="Reads the password from stdin when it is not a terminal, else asks for it.",
     )
-    passwd.add_argument("user", metavar="USER", help="the user name (clients may also send __token__)")
+    passwd.add_argument("user", metavar="USER", help="the user name")
     passwd.add_argument("--file", metavar="FILE", help="credentials file (default: credentials_file)")
     passwd.add_argument("--delete", action="store_true", help="remove the user instead")
     passwd.add_argument(
-        "--generate", action="store_true", help="make a random token as the password and print it"
+        "--generate",
+        action="store_true",
+        help="make a random token naming USER as the password and print it (sent as user __token__)",
     )
     passwd.set_defaults(func=_run)
 
@@ -151,11 +152,10 @@ def _targets(store: PrivateStore, name: str, filename: str | None, version: str 
         if dist is None:
             raise NotFound(f"private project {name!r} has no file {filename!r}")
         return [dist]
-    try:
-        wanted = Version(version or "")
-    except InvalidVersion:
-        raise NesteggError(f"invalid version {version!r}") from None
-    files = [d for d in page.files if d.version is not None and Version(d.version) == wanted]
+    wanted = parse_version(version or "")
+    if wanted is None:
+        raise NesteggError(f"invalid version {version!r}")
+    files = [d for d in page.files if d.version is not None and parse_version(d.version) == wanted]
     if not files:
         raise NotFound(f"private project {name!r} has no files of version {version!r}")
     return files
@@ -176,7 +176,7 @@ def passwd(config: Config, user: str, *, file: str | None, delete: bool, generat
         print(f"removed user {user!r} from {path}")
         return 0
     if generate:
-        password = secrets.token_urlsafe(32)
+        password = make_token(user)
     elif not sys.stdin.isatty():
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:

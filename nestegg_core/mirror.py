@@ -8,17 +8,17 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from packaging.utils import NormalizedName
 
 from . import store as _store
-from .errors import NotFound, UnsafePath, UpstreamError
+from .errors import NesteggError, NotFound, UnsafePath, UpstreamError
 from .models import DistFile, ProjectPage, is_dist_filename
 from .pacing import blocking
 from .pagestate import PageState
 from .store import CacheStore, PageStamp, scan_below
-from .upstream import Fetcher
+from .upstream import Fetched, Fetcher
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +29,13 @@ RETRY_AFTER = 30.0
 #: pages and cached files are served without their page, so it is the last page asked for that
 #: matters (pip asks for a page, then its file), and that one is kept whatever its size
 MAX_FILES = 1_000
+#: names this process remembers (about 300 bytes each, the pages in memory among them); past it,
+#: the least recently asked for that hold no page are forgotten: a 404 or a page dropped from
+#: memory, asked of the upstream or read from disk again when next asked for
+MAX_ENTRIES = 4_096
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     """What this process holds in memory for one project."""
 
@@ -43,6 +47,11 @@ class _Entry:
     kept: frozenset[str] = frozenset()  # the cached files on disk when ``page`` was made
     files_stamp: int | None = None  # mtime of the project's files folder when ``kept`` was listed
     reloadable: bool = False  # ``page`` can be made again from the state on disk (see _evict)
+    #: one upstream fetch (or catch-up) of the page at a time
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    #: threads in :meth:`MirrorIndex.page` with this entry: it is never forgotten while one is, so
+    #: that all of them take the same lock (see _forget)
+    users: int = 0
 
 
 class MirrorIndex:
@@ -57,6 +66,7 @@ class MirrorIndex:
         offline: bool = False,
         clock: Callable[[], float] = time.time,
         max_files: int = MAX_FILES,
+        max_entries: int = MAX_ENTRIES,
     ) -> None:
         self.store = store
         self.fetcher = fetcher
@@ -64,8 +74,9 @@ class MirrorIndex:
         self.offline = offline
         self.clock = clock
         self.max_files = max_files
-        self._entries: dict[str, _Entry] = {}
-        self._locks: dict[str, threading.Lock] = {}
+        self.max_entries = max_entries
+        #: least recently asked for first
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._guard = threading.Lock()
         self._refresh_before = 0.0
         # the names whose page is in memory, least recently used first, with their file counts
@@ -81,7 +92,14 @@ class MirrorIndex:
 
     def page(self, name: NormalizedName) -> ProjectPage:
         """The project's page: upstream's files and, after them, every cached file it dropped."""
-        entry = self._entry(name)
+        entry = self._hold(name)
+        try:
+            return self._page(name, entry)
+        finally:
+            with self._guard:
+                entry.users -= 1
+
+    def _page(self, name: NormalizedName, entry: _Entry) -> ProjectPage:
         now = self.clock()
         page = entry.page  # once: another thread may drop it from memory meanwhile (_evict)
         if page is not None and now < entry.fresh_until:
@@ -89,7 +107,7 @@ class MirrorIndex:
             return self._remember(name, entry.page or page)
         if page is None and now < entry.missing_until:
             raise NotFound(f"project {name!r} is not on the upstream index")
-        lock = self._lock(name)
+        lock = entry.lock
         if page is not None and not lock.acquire(blocking=False):
             return page  # another thread is revalidating; this answer may lag by one fetch
         if page is None:
@@ -153,8 +171,8 @@ class MirrorIndex:
             if record.filename not in {d.filename for d in files}:
                 files += (record,)
                 if name in self._loaded:
-                    self._loaded[name] += 1
-                    self._loaded_files += 1
+                    self._loaded_files += _weight(len(files)) - self._loaded[name]
+                    self._loaded[name] = _weight(len(files))
             entry.page = ProjectPage.build(name, files, entry.page.versions)
 
     # memory ------------------------------------------------------------------------------
@@ -163,8 +181,8 @@ class MirrorIndex:
         """Note ``page`` as the most recently used, and drop the least recently used others while
         the pages in memory hold more than ``max_files`` files."""
         with self._guard:
-            self._loaded_files += len(page.files) - self._loaded.pop(name, 0)
-            self._loaded[name] = len(page.files)
+            self._loaded_files += _weight(len(page.files)) - self._loaded.pop(name, 0)
+            self._loaded[name] = _weight(len(page.files))
         self._make_room(keep=name)
         return page
 
@@ -194,14 +212,18 @@ class MirrorIndex:
 
     def _evict(self, name: str) -> None:
         """Drop the page of ``name`` from memory; its next request reads the state file again."""
-        lock = self._lock(name)
+        entry = self._entries.get(name)
+        if entry is None:  # forgotten: nothing of it is held
+            with self._guard:
+                self._loaded_files -= self._loaded.pop(name, 0)
+            return
+        lock = entry.lock
         if not lock.acquire(blocking=False):
             return  # being revalidated or caught up: dropped another time
         try:
             with self._guard:
-                entry = self._entries.get(name)
                 count = self._loaded.pop(name, None)
-                if entry is None or count is None:
+                if count is None:
                     return
                 self._loaded_files -= count
                 if not entry.reloadable:
@@ -214,19 +236,31 @@ class MirrorIndex:
 
     # internals ---------------------------------------------------------------------------
 
-    def _entry(self, name: str) -> _Entry:
-        entry = self._entries.get(name)
-        if entry is None:
-            with self._guard:
-                entry = self._entries.setdefault(name, _Entry())
+    def _hold(self, name: str) -> _Entry:
+        """The entry of ``name``, made if need be, with one more user (the caller lets it go)."""
+        with self._guard:
+            entry = self._entries.get(name)
+            if entry is None:
+                entry = self._entries[name] = _Entry(users=1)
+                self._forget()
+            else:
+                self._entries.move_to_end(name)
+                entry.users += 1
         return entry
 
-    def _lock(self, name: str) -> threading.Lock:
-        lock = self._locks.get(name)
-        if lock is None:
-            with self._guard:
-                lock = self._locks.setdefault(name, threading.Lock())
-        return lock
+    def _forget(self) -> None:
+        """Under the guard: past ``max_entries`` names, forget the least recently asked for of
+        those that hold no page and that no thread uses (a 404 remembered, a page dropped from
+        memory). An entry in use is never forgotten: a thread that arrives meanwhile finds it,
+        so two threads never hold two locks of one name (and fetch its page twice at once)."""
+        looked = 0
+        while len(self._entries) > self.max_entries and looked < len(self._entries):
+            name, entry = next(iter(self._entries.items()))
+            if entry.users or entry.page is not None or name in self._loaded or entry.lock.locked():
+                self._entries.move_to_end(name)  # not looked at again before the others
+                looked += 1
+            else:
+                del self._entries[name]
 
     def _catch_up(self, name: NormalizedName, entry: _Entry) -> None:
         """Take in what other processes wrote since the page was made: a newer state, other files.
@@ -234,7 +268,7 @@ class MirrorIndex:
         A stat and a directory listing per request, so that every worker process of a pre-forking
         server (gunicorn, mod_wsgi) answers from the state on disk: the same page, the same ETag.
         """
-        lock = self._lock(name)
+        lock = entry.lock
         if not lock.acquire(blocking=False):
             return  # another thread is revalidating or catching up; this answer may lag by one
         try:
@@ -293,11 +327,7 @@ class MirrorIndex:
                     return
         state = entry.state
         try:
-            fetched = self.fetcher.project(
-                name,
-                etag=state.etag if state else None,
-                last_modified=state.last_modified if state else None,
-            )
+            fetched = self._fetch(name, state)
         except NotFound:
             kept = self.store.kept_files(name)
             if kept:
@@ -336,6 +366,23 @@ class MirrorIndex:
             page=fetched.page, etag=fetched.etag, last_modified=fetched.last_modified, checked=now
         )
         self._use(name, entry, state, self._save(state))
+
+    def _fetch(self, name: NormalizedName, state: PageState | None) -> Fetched:
+        """The upstream's answer for ``name``; any failure to get or read it is an UpstreamError
+        (or NotFound), so that a page that cannot be read never replaces the one held."""
+        try:
+            return self.fetcher.project(
+                name,
+                etag=state.etag if state else None,
+                last_modified=state.last_modified if state else None,
+            )
+        except NesteggError:
+            raise
+        except Exception as exc:  # a page no parser foresaw: served stale like any upstream failure
+            logger.debug("cannot read the upstream page of %r", name, exc_info=True)
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+            reason = reason if len(reason) <= 200 else reason[:197] + "..."
+            raise UpstreamError(f"cannot read the upstream page of {name!r} ({reason})") from None
 
     def _save(self, state: PageState) -> PageStamp | None:
         """Write the state; its file's stamp, or None when it could not be written."""
@@ -382,3 +429,8 @@ class MirrorIndex:
                 files.append(dist)
         files.extend(records.values())
         return ProjectPage.build(page.name, files, page.versions)
+
+
+def _weight(files: int) -> int:
+    """What a page counts against ``max_files``: its files, and at least one (an empty page too)."""
+    return max(files, 1)

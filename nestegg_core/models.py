@@ -10,20 +10,21 @@ from datetime import datetime, timezone
 from functools import cached_property, lru_cache
 from typing import Any
 
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    NormalizedName,
-    canonicalize_name,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
-from packaging.version import InvalidVersion, Version
+from packaging.specifiers import SpecifierSet
+from packaging.utils import NormalizedName, canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.version import Version
 
 # PEP 503's rule for what a normalized name looks like; anything else is redirected or refused.
 _NORMALIZED = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE | re.ASCII)
 _MAX_NAME = 200
+#: the longest version text read: far past any real one (a few dozen characters), and short
+#: enough that no number in it nears Python's int-string limit (``sys.get_int_max_str_digits``)
+MAX_VERSION = 256
+#: the longest Requires-Python (or other specifier set) read; real ones stay under a hundred
+MAX_SPECIFIER = 1024
+#: digits of the numbers of wheel tags and glibc versions (a Python minor, a glibc version)
+_MAX_DIGITS = 9
 
 
 def is_valid_name(name: str) -> bool:
@@ -59,37 +60,95 @@ def is_dist_filename(filename: str) -> bool:
     )
 
 
+def parse_version(text: str) -> Version | None:
+    """``text`` as a version, or None when it is none: not PEP 440, longer than ``MAX_VERSION``, or
+    (a lower int-string limit) with a number Python refuses to read.
+
+    Every version from outside (an index page, an upload, a command line, a config) is read
+    through this: packaging raises a bare ValueError, not InvalidVersion, for a 5000-digit number.
+    """
+    if len(text) > MAX_VERSION:
+        return None
+    try:
+        return Version(text)
+    except ValueError:  # InvalidVersion is one, and so is a number past the int-string limit
+        return None
+
+
+def parse_specifier(text: str) -> SpecifierSet | None:
+    """``text`` as a specifier set (a Requires-Python), or None when it is none (as
+    :func:`parse_version`, longer than ``MAX_SPECIFIER``).
+
+    packaging reads a specifier's version only when it is first compared: each is read here, so
+    that a comparison never raises later.
+    """
+    if len(text) > MAX_SPECIFIER:
+        return None
+    try:
+        specifier = SpecifierSet(text)
+        for spec in specifier:
+            if spec.operator != "===" and parse_version(spec.version.removesuffix(".*")) is None:
+                return None
+    except ValueError:  # InvalidSpecifier is one
+        return None
+    return specifier
+
+
+def parse_number(text: str) -> int | None:
+    """The number ``text`` holds in ASCII digits (a wheel tag's Python minor, a glibc version), or
+    None when it holds none or has more digits than any such number has."""
+    if not text.isascii() or not text.isdigit() or len(text) > _MAX_DIGITS:
+        return None
+    return int(text)
+
+
 def version_of(filename: str) -> str | None:
-    """The version a wheel or sdist filename carries, or None for other (legacy) files.
+    """The version a wheel or sdist filename carries, or None for other (legacy) files and for a
+    version that :func:`parse_version` refuses.
 
     Split as packaging's filename parsers split, without their tag parsing: pages of thousands of
     wheels ask this for every file, and most files share a few versions (hence the cache).
     """
+    text = _version_text(filename)
+    return None if text is None else _version(text)
+
+
+def has_unreadable_version(filename: str) -> bool:
+    """Whether ``filename`` is a wheel's or sdist's whose version is longer than any version read
+    (see :func:`parse_version`), which is no real file's; a legacy file without one is not."""
+    if len(filename) <= MAX_VERSION:  # the usual case, without a split
+        return False
+    text = _version_text(filename)
+    return text is not None and len(text) > MAX_VERSION
+
+
+def _version_text(filename: str) -> str | None:
+    """The version part of a wheel or sdist filename, unread; None for other files."""
     if filename.endswith(".whl"):
         parts = filename[: -len(".whl")].split("-")
-        return _version(parts[1]) if len(parts) in (5, 6) and parts[0] else None
+        return parts[1] if len(parts) in (5, 6) and parts[0] else None
     for suffix in (".tar.gz", ".zip"):
         if filename.endswith(suffix):
             name, dash, version = filename[: -len(suffix)].rpartition("-")
-            return _version(version) if dash and name else None
+            return version if dash and name else None
     return None
 
 
 @lru_cache(maxsize=8192)
 def _version(text: str) -> str | None:
-    try:
-        return str(Version(text))
-    except InvalidVersion:
-        return None
+    version = parse_version(text)
+    return None if version is None else str(version)
 
 
 def project_of(filename: str) -> NormalizedName | None:
     """The normalized project name a wheel or sdist filename carries, or None."""
+    if has_unreadable_version(filename):
+        return None
     try:
         if filename.endswith(".whl"):
             return parse_wheel_filename(filename)[0]
         return parse_sdist_filename(filename)[0]
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+    except ValueError:  # packaging's Invalid*Filename and InvalidVersion, a huge build number
         return None
 
 
@@ -244,9 +303,14 @@ class ProjectPage:
 
     @classmethod
     def build(cls, name: str, files: Iterable[DistFile], versions: Iterable[str] = ()) -> ProjectPage:
-        """A page whose ``versions`` also hold every version its files carry (PEP 700)."""
+        """A page whose ``versions`` also hold every version its files carry (PEP 700).
+
+        A version too long to read (a hostile index's, see :func:`parse_version`) is left out: a
+        client would choke on it, and so would every comparison. (A file whose name carries one is
+        not a distribution's, see :func:`is_dist_filename`.)
+        """
         files = tuple(files)
-        seen = dict.fromkeys(versions)
+        seen = dict.fromkeys(version for version in versions if len(version) <= MAX_VERSION)
         for dist in files:
             version = dist.version
             if version is not None:

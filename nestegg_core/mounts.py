@@ -69,10 +69,12 @@ class UpstreamMounts:
         main = self.mirror.repository
         config = main.config.with_changes(index_url=url)
         repository = Repository(config)
-        # the routes of a Simple API only: the mirror's app in front already logs, counts and
-        # checks credentials, and uploads, builds and web pages are the mirror's own. One
-        # private store and one builder for every route: a private name never reaches any upstream
+        # the routes of a Simple API only: the mirror's app in front already logs and counts, and
+        # uploads, builds and web pages are the mirror's own. One private store, one builder and
+        # one read guard for every route: a private name never reaches any upstream, and is read
+        # (or listed in the root index) under a mount only with the credentials it needs at /simple/
         app = NesteggApp(repository)
+        app.guard = self.mirror.nest.guard
         repository.private = main.private
         repository.before_private = lambda name: main.before_private(name) if main.before_private else None
         if self.refresh:

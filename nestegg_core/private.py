@@ -23,14 +23,20 @@ from functools import partial
 from pathlib import Path
 
 from filelock import FileLock
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.utils import InvalidWheelFilename, NormalizedName, canonicalize_name, parse_wheel_filename
-from packaging.version import Version
+from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
 
 from .distmeta import metadata_fields, metadata_of, parse_dist_filename
 from .errors import InsufficientStorage, NotFound, UnsafePath, UploadError, disk_full
 from .generation import Generation
-from .models import DistFile, ProjectPage, format_time, is_dist_filename, is_normalized
+from .models import (
+    DistFile,
+    ProjectPage,
+    format_time,
+    is_dist_filename,
+    is_normalized,
+    parse_specifier,
+    parse_version,
+)
 from .store import (
     check_filename,
     copy_atomic,
@@ -177,14 +183,18 @@ class PrivateStore:
                 meta_name = (fields.get("name") or [""])[0]
                 if meta_name and canonicalize_name(meta_name) != name:
                     raise UploadError(f"{filename!r} holds metadata of project {meta_name!r}")
+                # compared as versions: 1.0 in the filename is the 1.0.0 of its metadata
+                meta_version = (fields.get("version") or [""])[0]
+                if meta_version and parse_version(meta_version) != version:
+                    raise UploadError(
+                        f"{filename!r} holds metadata of version {_cut(meta_version)!r}, "
+                        f"not {str(version)!r} as its filename says"
+                    )
                 requires_python = next(iter(fields.get("requires-python", [])), None)
-                if requires_python is not None:
-                    try:
-                        SpecifierSet(requires_python)
-                    except InvalidSpecifier:
-                        raise UploadError(
-                            f"{filename!r} has an invalid Requires-Python {requires_python!r}"
-                        ) from None
+                if requires_python is not None and parse_specifier(requires_python) is None:
+                    raise UploadError(
+                        f"{filename!r} has an invalid Requires-Python {_cut(requires_python)!r}"
+                    )
             elif filename.endswith(".whl"):
                 raise UploadError(f"{filename!r} is not a valid wheel (no .dist-info/METADATA)")
             record = DistFile(
@@ -266,7 +276,7 @@ class PrivateStore:
         identity = _identity(filename)
         for record in self._records(name):
             if record.filename != filename:
-                with contextlib.suppress(UploadError, InvalidWheelFilename):
+                with contextlib.suppress(UploadError, ValueError):  # InvalidWheelFilename is one
                     if _identity(record.filename) == identity:
                         return record
         return None
@@ -326,8 +336,13 @@ def _is_pattern(value: str) -> bool:
 
 
 def _sort_key(dist: DistFile) -> tuple[int, object, str]:
-    version = dist.version
-    return (0, Version(version), dist.filename) if version else (1, "", dist.filename)
+    version = parse_version(dist.version or "")
+    return (0, version, dist.filename) if version is not None else (1, "", dist.filename)
+
+
+def _cut(text: str) -> str:
+    # a message names the bad value, not all 5000 digits of it
+    return text if len(text) <= 200 else text[:180] + "..."
 
 
 def _touch(folder: Path) -> None:

@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -143,7 +143,10 @@ class Repository:
         self.refresher = Refresher(
             self._refresh, delay=lambda: _store.SETTLE_NS / 1e9 + _REFRESH_AFTER, busy=self._busy
         )
-        self._metadata_locks: dict[str, threading.Lock] = {}
+        #: the lock of each metadata file being fetched, with how many threads want it: gone when
+        #: none does, so that files asked once leave nothing behind
+        self._metadata_locks: dict[str, tuple[threading.Lock, int]] = {}
+        self._metadata_guard = threading.Lock()
         #: disk tokens by name, with the generations they were read in and until when they hold
         self._tokens: dict[str, tuple[tuple[bytes | None, bytes | None], str, float]] = {}
 
@@ -465,11 +468,28 @@ class Repository:
         path = self.store.metadata_path(name, filename)
         if path.is_file():
             return path
-        lock = self._metadata_locks.setdefault(f"{name}/{filename}", threading.Lock())
-        with blocking(), lock:  # on the upstream, or on another thread that asks it
+        with self._metadata_lock(f"{name}/{filename}"):
             if not path.is_file():
                 self._fetch_metadata(dist, path)
         return path
+
+    @contextlib.contextmanager
+    def _metadata_lock(self, key: str) -> Iterator[None]:
+        """Held while one metadata file is fetched: a thread that asks for it meanwhile waits (on
+        the upstream, or on another thread that asks it) and then finds it on disk."""
+        with self._metadata_guard:
+            lock, users = self._metadata_locks.get(key) or (threading.Lock(), 0)
+            self._metadata_locks[key] = (lock, users + 1)
+        try:
+            with blocking(), lock:
+                yield
+        finally:
+            with self._metadata_guard:
+                users = self._metadata_locks[key][1] - 1
+                if users:
+                    self._metadata_locks[key] = (lock, users)
+                else:
+                    del self._metadata_locks[key]
 
     def _fetch_metadata(self, dist: DistFile, path: Path) -> None:
         url = dist.url + ".metadata"

@@ -25,13 +25,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 import multipart
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
 
 from .auth import Credentials, require_upload_user
 from .config import Config
 from .distmeta import parse_dist_filename
 from .errors import InsufficientStorage, NesteggError, UnsafePath, UploadError, UploadTooLarge, disk_full
-from .models import is_valid_name
+from .models import is_valid_name, parse_version
 from .private import PrivateStore
 from .store import temp_file
 
@@ -124,10 +123,9 @@ class UploadHandler:
         raw_name, raw_version = form.get("name"), form.get("version")
         if not raw_name or not is_valid_name(raw_name):
             raise UploadError(f"missing or invalid project name {raw_name!r}")
-        try:
-            version = Version(raw_version or "")
-        except InvalidVersion:
-            raise UploadError(f"missing or invalid version {raw_version!r}") from None
+        version = parse_version(raw_version or "")
+        if version is None:
+            raise UploadError(f"missing or invalid version {_shown(raw_version)}")
         if form.path is None or not form.filename:
             raise UploadError("no file: upload the distribution as the 'content' field")
         filename = os.path.basename(form.filename.replace("\\", "/"))
@@ -304,6 +302,12 @@ def _content_length(environ: Environ) -> int | None:
     if length < 0:
         raise UploadError(f"invalid Content-Length {raw!r}")
     return length
+
+
+def _shown(value: str | None) -> str:
+    """``value`` for a message: its repr, cut short (a 5000-digit version is not echoed whole)."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(value or '')} characters)"
 
 
 def _too_large(limit: int, size: int) -> str:

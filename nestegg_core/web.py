@@ -34,14 +34,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode
 
 from packaging.utils import NormalizedName, canonicalize_name
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from . import webpages
 from ._version import __version__
 from .auth import ReadGuard
 from .config import Config, SourceBuild
 from .errors import BadRequest, NotFound
-from .models import DistFile, format_time, is_valid_name
+from .models import DistFile, format_time, is_valid_name, parse_version
 from .pagestate import PageState
 from .runs import Run, RunStore
 from .vcs import mask_text
@@ -675,18 +675,13 @@ def _with_format_json(request: _Request) -> str:
 
 
 def _version_key(version: str) -> tuple[int, Version | str]:
-    try:
-        return (1, Version(version))
-    except InvalidVersion:
-        return (0, version)
+    parsed = parse_version(version)
+    return (0, version) if parsed is None else (1, parsed)
 
 
 def _latest(versions: Iterable[str]) -> str | None:
     """The highest final release, else the highest version at all."""
-    parsed = []
-    for version in versions:
-        with contextlib.suppress(InvalidVersion):
-            parsed.append((Version(version), version))
+    parsed = [(v, version) for version in versions if (v := parse_version(version)) is not None]
     if not parsed:
         return None
     final = [item for item in parsed if not item[0].is_prerelease]

@@ -12,13 +12,18 @@ from pathlib import Path
 import pytest
 import requests
 
+from nestegg_core import auth
 from nestegg_core.auth import (
+    NOT_A_TOKEN,
     Credentials,
     basic_credentials,
     check_user_name,
     hash_password,
+    make_token,
     read_credentials,
+    refusal,
     set_password,
+    token_user,
     verify_password,
 )
 from nestegg_core.cli import main
@@ -135,20 +140,84 @@ def test_malformed_file_names_the_line(tmp_path: Path) -> None:
 
 def test_credentials_check_users_tokens_and_reload(tmp_path: Path) -> None:
     path = tmp_path / "credentials"
-    path.write_text(f"alice:{hash_password('pw', **FAST)}\nci:{hash_password('tok', **FAST)}\n")
+    token = make_token("ci")
+    path.write_text(f"alice:{hash_password('pw', **FAST)}\nci:{hash_password(token, **FAST)}\n")
     credentials = Credentials(path)
     assert credentials.check("alice", "pw")
     assert credentials.check("alice", "pw")  # the second time from the verified cache
-    assert not credentials.check("alice", "tok")
-    assert credentials.check("__token__", "tok")
-    assert credentials.check("__token__", "pw")
+    assert not credentials.check("alice", token)
+    assert credentials.check("ci", token)  # a token is its user's password
+    assert credentials.user_of("__token__", token) == "ci"
+    assert not credentials.check("__token__", "pw")  # a password is no token, even a right one
     assert not credentials.check("__token__", "nope")
+    assert not credentials.check("__token__", make_token("alice"))
     assert not credentials.check("nobody", "pw")
     path.write_text(f"alice:{hash_password('new', **FAST)}\n")
     assert not credentials.check("alice", "pw")
     assert credentials.check("alice", "new")
     assert credentials.check_environ({"HTTP_AUTHORIZATION": basic("alice", "new")}) == "alice"
     assert credentials.check_environ({}) is None
+
+
+@pytest.mark.parametrize("user", ["ci", "alice@example.com", "ünïcode user", "a.b-c_d", "x" * 100])
+def test_a_token_names_its_user(user: str) -> None:
+    token = make_token(user)
+    assert token.startswith("nestegg.")
+    assert token_user(token) == user
+    assert make_token(user) != token
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "correct horse",
+        "kQ8sLx3Zc0f-Vw_1mN2bP4rT6yU8iO0aS2dF4gH6jK8",  # made by --generate before it named its user
+        "nestegg.",
+        "nestegg.Y2k.",
+        "nestegg.Y2k.short",
+        "nestegg..0123456789abcdefghij",
+        "nestegg.Y2k.0123456789abcdefghij.more",
+        "nestegg.Y2k=.0123456789abcdefghij",  # padding is not URL-safe base64 without it
+        "nestegg.Y.0123456789abcdefghij",  # not base64 at all
+        "nestegg./w.0123456789abcdefghij",  # not UTF-8
+        "Nestegg.Y2k.0123456789abcdefghij",
+        " nestegg.Y2k.0123456789abcdefghij",
+    ],
+)
+def test_anything_else_is_no_token(password: str) -> None:
+    assert token_user(password) is None
+    assert refusal(("__token__", password)) == NOT_A_TOKEN
+    assert refusal(("alice", password)) == "invalid credentials for user 'alice'"
+
+
+def test_a_token_login_costs_one_password_check_however_many_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "credentials"
+    tokens = {f"user{i}": make_token(f"user{i}") for i in range(30)}
+    path.write_text("".join(f"{user}:{hash_password(token, **FAST)}\n" for user, token in tokens.items()))
+    credentials = Credentials(path)
+    checks: list[bytes] = []
+    real = auth._scrypt
+
+    def counted(password: str, salt: bytes, *args: int, **kwargs: int) -> bytes:
+        checks.append(salt)
+        return real(password, salt, *args, **kwargs)
+
+    monkeypatch.setattr(auth, "_scrypt", counted)
+    attempts = [
+        ("a user's password", "not a token", 0),
+        ("another user's token", make_token("user7").replace("nestegg.dXNlcjc", "nestegg.dXNlcjg"), 1),
+        ("a wrong secret", make_token("user29"), 1),
+        ("a user nobody is", make_token("nobody"), 1),  # as slow as a real check
+        ("the right token", tokens["user29"], 1),
+        ("the right token again", tokens["user29"], 0),  # from the verified cache
+    ]
+    for what, password, cost in attempts:
+        checks.clear()
+        expected = "user29" if password == tokens["user29"] else None
+        assert credentials.user_of("__token__", password) == expected, what
+        assert len(checks) == cost, what
 
 
 def test_missing_file_has_no_users(tmp_path: Path) -> None:
@@ -181,7 +250,8 @@ def test_passwd_generates_a_token_and_deletes(config_file: Path, capsys: pytest.
     assert main(["--config", str(config_file), "passwd", "ci", "--generate"]) == 0
     out = capsys.readouterr().out
     token = out.split("token: ")[1].strip()
-    assert Credentials(config_file.parent / "users.txt").check("__token__", token)
+    assert token_user(token) == "ci"
+    assert Credentials(config_file.parent / "users.txt").user_of("__token__", token) == "ci"
     assert main(["--config", str(config_file), "passwd", "ci", "--delete"]) == 0
     assert main(["--config", str(config_file), "passwd", "ci", "--delete"]) == 2
     assert "error: no user 'ci'" in capsys.readouterr().err
@@ -237,7 +307,11 @@ def test_read_auth_guards_private_projects_only(
         assert answer.headers["WWW-Authenticate"].startswith('Basic realm="nestegg"')
     assert http.get(page, auth=("reader", "wrong")).status_code == 401
     assert http.get(page, auth=("reader", "pw")).status_code == 200
-    assert http.get(page, auth=("__token__", "pw")).status_code == 200
+    refused = http.get(page, auth=("__token__", "pw"))  # a password is no token
+    assert (refused.status_code, refused.text) == (401, NOT_A_TOKEN + "\n")
+    token = make_token("ci")
+    set_password(users, "ci", token)
+    assert http.get(page, auth=("__token__", token)).status_code == 200
     assert http.get(file, auth=("reader", "pw")).content == wheel.read_bytes()
     assert http.get(f"{mirror.url}/simple/reserved/", auth=("reader", "pw")).status_code == 404
     assert http.get(f"{mirror.url}/simple/public-pkg/").status_code == 200

@@ -1,4 +1,4 @@
-"""The page models: hashes held compactly, and read back exactly as given."""
+"""The page models: hashes held compactly, and read back exactly as given; versions read safely."""
 
 from __future__ import annotations
 
@@ -6,7 +6,22 @@ import sys
 
 import pytest
 
-from nestegg_core.models import Hashes, is_dist_filename
+from nestegg_core.models import (
+    MAX_VERSION,
+    DistFile,
+    Hashes,
+    ProjectPage,
+    has_unreadable_version,
+    is_dist_filename,
+    parse_number,
+    parse_specifier,
+    parse_version,
+    project_of,
+    version_of,
+)
+
+#: past Python's int-string limit (4300 digits): packaging raises ValueError, not InvalidVersion
+HUGE = "1" * 5000
 
 SHA256 = "0123456789abcdef" * 4
 
@@ -88,3 +103,91 @@ def test_no_hashes_is_empty() -> None:
 )
 def test_only_distribution_filenames_are_files_of_a_store(filename: str, dist: bool) -> None:
     assert is_dist_filename(filename) is dist
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1.0", "1.0"),
+        ("1.0.post1.dev2+local.7", "1.0.post1.dev2+local.7"),
+        ("9" * 250, "9" * 250),
+        ("not a version", None),
+        ("", None),
+        (HUGE, None),  # ValueError from int(), not InvalidVersion
+        ("1." + "1" * MAX_VERSION, None),  # readable, but longer than any real version
+    ],
+    ids=["plain", "every-part", "long-number", "invalid", "empty", "huge", "too-long"],
+)
+def test_parse_version(text: str, expected: str | None) -> None:
+    version = parse_version(text)
+    assert (None if version is None else str(version)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "readable"),
+    [
+        (">=3.8", True),
+        (">=2.7, !=3.0.*, <4", True),
+        ("===weird", True),
+        ("", True),
+        ("nonsense", False),
+        (f">={HUGE}", False),  # packaging reads the version only at the first comparison
+        (f"==3.{HUGE}.*", False),
+        (f">=3.8, <{HUGE}", False),
+        (", ".join([">=3.8"] * 200), False),
+    ],
+    ids=[
+        "plain",
+        "several",
+        "arbitrary",
+        "empty",
+        "invalid",
+        "huge",
+        "huge-wildcard",
+        "huge-second",
+        "too-long",
+    ],
+)
+def test_parse_specifier(text: str, readable: bool) -> None:
+    specifier = parse_specifier(text)
+    assert (specifier is not None) == readable
+    if specifier is not None:
+        specifier.contains("3.11", prereleases=True)  # never raises
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0", 0), ("17", 17), ("123456789", 123456789), ("1234567890", None), (HUGE, None), ("", None),
+     ("1a", None), ("\u0663", None), ("-1", None)],
+)  # fmt: skip
+def test_parse_number(text: str, expected: int | None) -> None:
+    assert parse_number(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("filename", "version", "unreadable"),
+    [
+        ("pkg-1.0.tar.gz", "1.0", False),
+        ("pkg-1.0-py3-none-any.whl", "1.0", False),
+        ("pkg-latest.tar.gz", None, False),  # a legacy file: listed, without a version
+        ("index.html", None, False),
+        (f"pkg-{HUGE}.tar.gz", None, True),
+        (f"pkg-{HUGE}.zip", None, True),
+        (f"pkg-{HUGE}-py3-none-any.whl", None, True),
+        (f"pkg-1.0-cp3{HUGE}-none-any.whl", "1.0", False),  # a tag: for compatible_only to judge
+        ("pkg-" + "1" * 300 + ".tar.gz", None, True),  # readable by Python, too long for a version
+    ],
+    ids=["sdist", "wheel", "legacy", "other", "huge-sdist", "huge-zip", "huge-wheel", "huge-tag", "long"],
+)
+def test_versions_of_filenames(filename: str, version: str | None, unreadable: bool) -> None:
+    assert version_of(filename) == version
+    assert has_unreadable_version(filename) is unreadable
+    if unreadable:
+        assert project_of(filename) is None
+
+
+def test_a_page_leaves_out_versions_it_cannot_read() -> None:
+    files = [DistFile(filename=f) for f in ("pkg-1.0.tar.gz", "pkg-legacy.zip")]
+    page = ProjectPage.build("pkg", files, ["0.9", HUGE, "legacy version text", "1." + "1" * MAX_VERSION])
+    assert [d.filename for d in page.files] == ["pkg-1.0.tar.gz", "pkg-legacy.zip"]
+    assert page.versions == ("0.9", "legacy version text", "1.0")

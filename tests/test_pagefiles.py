@@ -419,7 +419,7 @@ def test_an_older_page_answered_during_a_catch_up_is_not_kept_under_the_new_toke
     b.mirror.page(NAME)  # process B writes the state with 1.1
     # in A, one thread is catching up (it holds the name's lock) while another answers HTML:
     # that one gets the page of 1.0, and the catch-up takes in 1.1 while it renders
-    lock = a.mirror._lock(NAME)
+    lock = a.mirror._entries[NAME].lock
     lock.acquire()
 
     def catching_up(page: ProjectPage, content_type: str, url_for: UrlFor) -> bytes:

@@ -14,7 +14,8 @@ import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror, private, uploads
-from nestegg_core.auth import set_password
+from nestegg_core.auth import NOT_A_TOKEN, make_token, set_password
+from nestegg_core.cli import main
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.pytest_plugin import PrivateIndex
 from nestegg_core.store import atomic_file
@@ -118,8 +119,19 @@ def test_same_bytes_again_change_nothing(server: Mirror, dists: Path) -> None:
     assert page.files[0] == record
 
 
-def test_token_user_uploads(server: Mirror, dists: Path) -> None:
-    assert post(server, wheel(dists), auth=("__token__", PASSWORD)).status_code == 200
+def test_token_user_uploads(
+    server: Mirror, users: Path, dists: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = make_token("ci")
+    set_password(users, "ci", token)
+    with caplog.at_level(logging.INFO, logger="nestegg_core.uploads"):
+        assert post(server, wheel(dists), auth=("__token__", token)).status_code == 200
+    # the log names the user whose password matched, not the name the client sent
+    assert "upload of up-pkg/up_pkg-1.0-py3-none-any.whl by 'ci': published" in caplog.messages
+    # a password (even a right one) is no token: refused with what to do instead
+    refused = post(server, wheel(dists, version="2.0"), auth=("__token__", PASSWORD))
+    assert refused.status_code == 403
+    assert refused.text == NOT_A_TOKEN + "\n"
 
 
 # refusals -----------------------------------------------------------------------------------
@@ -140,7 +152,8 @@ def test_other_bytes_under_a_known_filename(server: Mirror, dists: Path, tmp_pat
         (None, "uploads need credentials"),
         ((USER, "wrong"), "invalid credentials for user 'alice'"),
         (("mallory", PASSWORD), "invalid credentials for user 'mallory'"),
-        (("__token__", "wrong"), "invalid credentials for user '__token__'"),
+        (("__token__", "wrong"), "the password sent with __token__ is not a nestegg token: make one with"),
+        (("__token__", make_token(USER)), "invalid credentials for user '__token__'"),
     ],
 )
 def test_credentials_are_required(
@@ -324,10 +337,12 @@ def test_twine_is_told_the_disk_is_full(server: Mirror, dists: Path, monkeypatch
 # real clients -------------------------------------------------------------------------------
 
 
-def twine(server: Mirror, *paths: Path, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
+def twine(
+    server: Mirror, *paths: Path, password: str = PASSWORD, user: str = USER
+) -> subprocess.CompletedProcess[str]:
     command = [
         sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
-        "--repository-url", f"{server.url}/legacy/", "--username", USER, "--password", password,
+        "--repository-url", f"{server.url}/legacy/", "--username", user, "--password", password,
         *map(str, paths),
     ]  # fmt: skip
     env = installer_env(PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
@@ -335,13 +350,13 @@ def twine(server: Mirror, *paths: Path, password: str = PASSWORD) -> subprocess.
     return run(command, env=env)
 
 
-def uv_publish(server: Mirror, *paths: Path, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
+def uv_publish(
+    server: Mirror, *paths: Path, password: str = PASSWORD, token: str | None = None
+) -> subprocess.CompletedProcess[str]:
     uv = find_uv()
     assert uv is not None
-    command = [
-        uv, "publish", "--publish-url", f"{server.url}/legacy/", "--username", USER, "--password", password,
-        *map(str, paths),
-    ]  # fmt: skip
+    login = ["--token", token] if token else ["--username", USER, "--password", password]
+    command = [uv, "publish", "--publish-url", f"{server.url}/legacy/", *login, *map(str, paths)]
     return run(command, env=installer_env())
 
 
@@ -389,3 +404,29 @@ def test_twine_and_uv_publish_then_pip_and_uv_install(server: Mirror, dists: Pat
     assert done.returncode == 0, done.stdout + done.stderr
     check = [str(python), "-c", "import twined_pkg, uv_published; print(uv_published.__version__)"]
     assert run(check).stdout.strip() == "2.0"
+
+
+@pytest.mark.slow
+def test_twine_and_uv_publish_with_a_generated_token(
+    server: Mirror,
+    users: Path,
+    dists: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = users.parent / "nestegg.yml"
+    config.write_text(f"nestegg: {{credentials_file: {users}}}\n")
+    assert main(["--config", str(config), "passwd", "ci", "--generate"]) == 0
+    token = capsys.readouterr().out.split("token: ")[1].strip()
+    done = twine(server, wheel(dists, name="by-twine"), user="__token__", password=token)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = uv_publish(server, wheel(dists, name="by-uv"), token=token)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in ("by-twine", "by-uv"):
+        assert requests.get(f"{server.url}/simple/{name}/", timeout=30).status_code == 200
+    # a user's password as a token: refused, and each client shows what to do
+    refused = twine(server, wheel(dists, name="by-twine", version="2.0"), user="__token__", password=PASSWORD)
+    assert refused.returncode != 0
+    assert "403" in refused.stdout + refused.stderr
+    refused = uv_publish(server, wheel(dists, name="by-uv", version="2.0"), token=PASSWORD)
+    assert refused.returncode != 0
+    assert NOT_A_TOKEN in refused.stderr
