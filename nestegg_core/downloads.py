@@ -104,8 +104,18 @@ class Download:
     def _settled(self) -> bool:
         return self._state != _STREAMING
 
+    def _available(self) -> int:
+        """How many bytes of the file a reader may have now: all of it once it is verified and in
+        place; before that never its last byte (with no size known, the last byte written), so that
+        a client whose file then fails sees a response broken off, never a complete wrong file."""
+        if self._state == _DONE:
+            return self.written
+        if self.size is None:
+            return self.written - 1
+        return min(self.written, self.size - 1)
+
     def _beyond(self, position: int) -> bool:
-        return self.written - 1 > position or self._state != _STREAMING
+        return self._available() > position or self._state != _STREAMING
 
     @property
     def failed(self) -> bool:
@@ -155,14 +165,8 @@ class Download:
                         assert self.error is not None
                         raise self.error
                     finished = self._state == _DONE
-                    if finished:
-                        available = self.written
-                    elif verified_only:
-                        available = position  # nothing before the check
-                    else:
-                        # the last byte waits for the hash check: a client whose file turns out
-                        # corrupt sees a broken-off response, never a complete wrong file
-                        available = self.written - 1
+                    # a range short of the end gets nothing before the check
+                    available = position if verified_only and not finished else self._available()
                 if available <= position:
                     if finished:
                         return
@@ -174,6 +178,17 @@ class Download:
                         break
                     position += len(chunk)
                     yield chunk
+            if self._state != _DONE:
+                # all that was asked for (an empty file, an empty range) is no answer before the check
+                with self._cond:
+                    if not self._settled():
+                        with blocking():
+                            self._cond.wait_for(self._settled, timeout=60)
+                if self._state == _FAILED:
+                    assert self.error is not None
+                    raise self.error
+                if self._state != _DONE:
+                    raise UpstreamError(f"timed out waiting for the check of {self.dist.filename!r}")
         finally:
             handle.close()
 
@@ -252,14 +267,21 @@ class Downloads:
         started = time.monotonic()
         self.count += 1
         stream = self.fetcher.open(dist.url)
-        part, handle = self.store.create_part(name, dist.filename)  # no link followed on the way
+        try:
+            expected = _expected_size(dist, stream.size)
+            part, handle = self.store.create_part(name, dist.filename)  # no link followed on the way
+        except BaseException:
+            stream.close()
+            raise
         digest = hashlib.sha256()
         check = _other_check(dist)
         written = 0
         try:
             with handle:
-                download._stream(part, dist.size if dist.size is not None else stream.size)
+                download._stream(part, expected)
                 for chunk in stream.chunks():
+                    if expected is not None and written + len(chunk) > expected:
+                        raise self._too_long(dist, expected, stream.size)
                     handle.write(chunk)
                     # flushed before readers are told: they read the file, not our buffer
                     handle.flush()
@@ -269,13 +291,12 @@ class Downloads:
                     written += len(chunk)
                     download._progress(written)
                 os.fsync(handle.fileno())
-            sha256 = digest.hexdigest()
-            expected_size = dist.size if dist.size is not None else stream.size
-            if expected_size is not None and written != expected_size:
+            if expected is not None and written != expected:
                 raise IntegrityError(
                     f"{dist.filename!r} from {mask_url(dist.url)}: got {written} bytes, "
-                    f"the index says {expected_size}"
+                    f"{'the index' if dist.size is not None else 'its Content-Length'} says {expected}"
                 )
+            sha256 = digest.hexdigest()
             if dist.sha256 and dist.sha256 != sha256:
                 raise IntegrityError(
                     f"{dist.filename!r} from {mask_url(dist.url)}: sha256 {sha256} does not "
@@ -300,6 +321,14 @@ class Downloads:
             "cached %s/%s (%d bytes, %.2fs)", name, dist.filename, written, time.monotonic() - started
         )
         self._announce(download, record, final)
+
+    @staticmethod
+    def _too_long(dist: DistFile, expected: int, length: int | None) -> IntegrityError:
+        where = f"{dist.filename!r} from {mask_url(dist.url)}"
+        said = "the index says" if dist.size is not None else "its Content-Length says"
+        if dist.size is not None and length is not None:
+            said = "the index and its Content-Length say"
+        return IntegrityError(f"{where}: the upstream sent more than the {expected} bytes {said}")
 
     def _announce(self, download: Download, record: DistFile, final: Path) -> None:
         """Tell the page about the file now in place, then give its readers the last byte: a client
@@ -331,6 +360,17 @@ class Downloads:
 
 def _open_plain(path: Path) -> BinaryIO:
     return open(path, "rb")  # the reader closes it
+
+
+def _expected_size(dist: DistFile, length: int | None) -> int | None:
+    """The size a download must have: the index's, else the answer's Content-Length; an answer
+    whose length is not the index's fails before a byte is read."""
+    if dist.size is not None and length is not None and length != dist.size:
+        raise IntegrityError(
+            f"{dist.filename!r} from {mask_url(dist.url)}: the answer's Content-Length is {length}, "
+            f"the index says {dist.size}"
+        )
+    return dist.size if dist.size is not None else length
 
 
 def _other_check(dist: DistFile) -> tuple[str, hashlib._Hash, str] | None:

@@ -8,9 +8,12 @@ lengths and hashes, or answers garbage, and the uncached side must fail with a c
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -449,3 +452,118 @@ def test_a_full_disk_while_keeping_metadata_is_a_507(
     assert [p.name for p in (cache(mirror) / "pkg").iterdir()] == []
     monkeypatch.undo()
     assert http.get(url, timeout=30).content.startswith(b"Metadata-Version")
+
+
+# the promise on files: over-long bodies (issue 20) --------------------------------
+
+PAYLOAD = bytes(range(256)) * 1200  # the file the page describes: 307,200 bytes
+EXTRA = b"\x00" * 50_000
+
+
+class OneFile:
+    """An index of one project, ``pkg``, with one file whose page entry and answer a test sets."""
+
+    def __init__(self, filename: str = "pkg-1.0.tar.gz", data: bytes = PAYLOAD) -> None:
+        self.filename = filename
+        self.data = data
+        #: the page's entry of the file, besides its name and URL (hashes, size, core-metadata)
+        self.entry: dict[str, Any] = {}
+        self.file = Answer(body=data)
+        self.server = RawUpstream(self.answer)
+
+    def answer(self, method: str, path: str) -> Answer:  # noqa: ARG002
+        url = self.server.url(f"/files/{self.filename}")
+        if path == "/simple/pkg/":
+            entry = {"filename": self.filename, "url": url, **self.entry}
+            page = {"meta": {"api-version": "1.1"}, "name": "pkg", "files": [entry]}
+            return Answer(body=json.dumps(page).encode(), headers={"Content-Type": JSON})
+        if path == f"/files/{self.filename}":
+            return self.file
+        return Answer(status=404, body=b"no such thing\n")
+
+
+@pytest.fixture
+def one_file() -> Iterator[OneFile]:
+    index = OneFile()
+    with index.server:
+        yield index
+
+
+def raw_get(
+    port: int, path: str, *, seconds: float = 20.0, limit: int = 16 << 20
+) -> tuple[int, dict[str, str], bytes]:
+    """A GET read off a socket until the server closes, ``seconds`` pass or ``limit`` bytes come:
+    the status, the header fields and the body (as sent: chunked, if it was)."""
+    deadline = time.monotonic() + seconds
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        while len(data) < limit and (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    fields = {key.strip().lower(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+    return int(status.split()[1]), fields, body
+
+
+def assert_never_whole(status: int, fields: dict[str, str], body: bytes) -> None:
+    """What a client got of a file that failed: an error before its first byte, or a 200 broken off
+    short of its Content-Length (or of its last chunk): never an answer that looks complete."""
+    if status != 200:
+        assert status in (502, 504), (status, body[:200])
+        return
+    if "content-length" in fields:
+        assert len(body) < int(fields["content-length"]), "a complete-looking answer of a file that failed"
+    else:
+        assert fields.get("transfer-encoding") == "chunked", fields
+        assert not body.endswith(b"0\r\n\r\n"), "a complete-looking answer of a file that failed"
+
+
+def digest_of(algorithm: str, data: bytes = PAYLOAD) -> str:
+    return hashlib.new(algorithm, data).hexdigest()
+
+
+#: a page's entry of PAYLOAD (its size or not), and an upstream answer longer than it says
+OVER_LONG = {
+    # a body delimited by closing the connection, past the page's size (held open after it)
+    "past-the-page-size": (True, Answer(pieces=lambda: [PAYLOAD + EXTRA], hold=True)),
+    "past-the-page-size-chunked": (True, Answer(pieces=lambda: [PAYLOAD, EXTRA], chunked=True, hold=True)),
+    # no size on the page: the answer says Content-Length: 10 and sends a longer chunked body
+    # (urllib3 and http.client follow the chunks and ignore the length)
+    "past-its-content-length": (
+        False,
+        Answer(pieces=lambda: [PAYLOAD + EXTRA], chunked=True, length=10, hold=True),
+    ),
+    # an honest Content-Length that is not the page's size (the answer stalls after the page's size)
+    "a-length-not-the-page-size": (True, Answer(body=PAYLOAD + EXTRA, stall_after=len(PAYLOAD) + 1000)),
+}
+
+
+@pytest.mark.parametrize("hashes", ["sha256", "md5", "none"])
+@pytest.mark.parametrize("case", list(OVER_LONG))
+def test_an_over_long_body_never_gives_a_client_a_complete_answer(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session, case: str, hashes: str
+) -> None:
+    sized, answer = OVER_LONG[case]
+    one_file.entry = {"hashes": {} if hashes == "none" else {hashes: digest_of(hashes)}}
+    if sized:
+        one_file.entry["size"] = len(PAYLOAD)
+    one_file.file = answer
+    mirror = make_mirror(index_url=one_file.server.index_url, ttl=0, timeout=TIMEOUT)
+    http.get(mirror.index_url + "pkg/").raise_for_status()
+    path = f"/files/pkg/{one_file.filename}"
+    assert_never_whole(*raw_get(mirror.port, path))
+    assert verify_cache(cache(mirror)) == 0
+    assert not list((cache(mirror) / "pkg").glob(".*part"))
+    # the same file sent as it should be is served whole, and cached
+    one_file.file = Answer(body=PAYLOAD)
+    status, _, body = raw_get(mirror.port, path)
+    assert (status, body) == (200, PAYLOAD)
+    assert verify_cache(cache(mirror), {one_file.filename: sha256(PAYLOAD)}) == 1
