@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
@@ -25,7 +25,7 @@ from packaging.utils import NormalizedName
 
 from .distmeta import wheel_metadata
 from .errors import InsufficientStorage, IntegrityError, NesteggError, UpstreamError, disk_full
-from .models import DistFile
+from .models import NO_HASHES, DistFile, can_check
 from .pacing import blocking
 from .store import CacheStore, is_regular, write_atomic
 from .upstream import Fetcher, mask_url
@@ -273,8 +273,8 @@ class Downloads:
         except BaseException:
             stream.close()
             raise
-        digest = hashlib.sha256()
-        check = _other_check(dist)
+        digests = _Digests(dist.hashes)
+        update = digests.update
         written = 0
         try:
             with handle:
@@ -285,9 +285,7 @@ class Downloads:
                     handle.write(chunk)
                     # flushed before readers are told: they read the file, not our buffer
                     handle.flush()
-                    digest.update(chunk)
-                    if check is not None:
-                        check[1].update(chunk)
+                    update(chunk)
                     written += len(chunk)
                     download._progress(written)
                 os.fsync(handle.fileno())
@@ -296,18 +294,12 @@ class Downloads:
                     f"{dist.filename!r} from {mask_url(dist.url)}: got {written} bytes, "
                     f"{'the index' if dist.size is not None else 'its Content-Length'} says {expected}"
                 )
-            sha256 = digest.hexdigest()
-            if dist.sha256 and dist.sha256 != sha256:
-                raise IntegrityError(
-                    f"{dist.filename!r} from {mask_url(dist.url)}: sha256 {sha256} does not "
-                    f"match the index's {dist.sha256}"
-                )
-            if check is not None and check[1].hexdigest() != check[2]:
-                raise IntegrityError(
-                    f"{dist.filename!r} from {mask_url(dist.url)}: {check[0]} does not match the index"
-                )
-            record = dist.with_changes(hashes={**dist.hashes, "sha256": sha256}, size=written)
-            record = self._with_metadata(name, record, part)
+            sha256 = digests.sha256.hexdigest()
+            vouched = digests.verify(dist)
+            # nestegg's own sha256 is listed only beside a digest of the index it checked
+            hashes = {**dist.hashes, "sha256": sha256} if vouched else dist.hashes
+            record = dist.with_changes(hashes=hashes, size=written, own_sha256=sha256)
+            record = self._with_metadata(name, record, part, vouched=vouched)
             # the record first: a file on disk without one is ignored as unfinished
             self.store.write_record(name, record)
             download._place(final, part)
@@ -347,15 +339,19 @@ class Downloads:
         finally:
             download._finish(final)
 
-    def _with_metadata(self, name: NormalizedName, record: DistFile, path: Path) -> DistFile:
-        """The record with PEP 658 metadata taken from a wheel the upstream offered none for."""
+    def _with_metadata(
+        self, name: NormalizedName, record: DistFile, path: Path, *, vouched: bool
+    ) -> DistFile:
+        """The record with PEP 658 metadata taken from a wheel the upstream offered none for; its
+        hash is listed only if the wheel's bytes were vouched for."""
         if record.core_metadata is not None or not record.filename.endswith(".whl"):
             return record
         metadata = wheel_metadata(path)
         if metadata is None:
             return record
         write_atomic(self.store.metadata_path(name, record.filename), metadata, root=self.store.root)
-        return record.with_changes(core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()})
+        hashes = {"sha256": hashlib.sha256(metadata).hexdigest()} if vouched else NO_HASHES
+        return record.with_changes(core_metadata=hashes)
 
 
 def _open_plain(path: Path) -> BinaryIO:
@@ -373,11 +369,40 @@ def _expected_size(dist: DistFile, length: int | None) -> int | None:
     return dist.size if dist.size is not None else length
 
 
-def _other_check(dist: DistFile) -> tuple[str, hashlib._Hash, str] | None:
-    # an index that gives no sha256 may give another hash; check the strongest it gives
-    if dist.sha256:
-        return None
-    for algorithm in ("sha512", "sha384", "sha224", "blake2b", "sha1", "md5"):
-        if algorithm in dist.hashes:
-            return algorithm, hashlib.new(algorithm), dist.hashes[algorithm]
-    return None
+class _Digests:
+    """The digests of one download, taken in one pass: nestegg's own sha256, and every other the
+    index gives that can be checked (see ``models.can_check``)."""
+
+    def __init__(self, hashes: Mapping[str, str]) -> None:
+        self.sha256 = hashlib.sha256()
+        self.others = [
+            (algorithm, hashlib.new(algorithm), digest)
+            for algorithm, digest in hashes.items()
+            if algorithm != "sha256" and can_check(algorithm)
+        ]
+        updates = [self.sha256.update] + [hasher.update for _, hasher, _ in self.others]
+        # nearly every page gives only a sha256: then a chunk costs one call, as before
+        self.update: Callable[[bytes], None] = updates[0] if len(updates) == 1 else partial(_update, updates)
+
+    def verify(self, dist: DistFile) -> bool:
+        """Raise IntegrityError if a digest the index gives does not match; whether one was checked."""
+        checked = [("sha256", self.sha256, dist.sha256)] if dist.sha256 is not None else []
+        for algorithm, hasher, expected in checked + self.others:
+            actual = hasher.hexdigest()
+            # a digest of another length or form than the algorithm's is a mismatch like any other
+            if actual != expected:
+                raise IntegrityError(
+                    f"{dist.filename!r} from {mask_url(dist.url)}: {algorithm} {actual} does not "
+                    f"match the index's {_shortened(expected)}"
+                )
+        return bool(checked or self.others)
+
+
+def _update(updates: Sequence[Callable[[bytes], None]], chunk: bytes) -> None:
+    for update in updates:
+        update(chunk)
+
+
+def _shortened(text: str, limit: int = 160) -> str:
+    # a hostile page's "digest" may be megabytes: a message stays one short line
+    return text if len(text) <= limit else text[:limit] + "..."

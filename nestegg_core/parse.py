@@ -18,11 +18,10 @@ from typing import Any, NoReturn
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 from .errors import UpstreamError
-from .models import NO_HASHES, DistFile, Hashes, ProjectPage, compact_hashes, is_dist_filename
+from .models import NO_HASHES, DistFile, Hashes, ProjectPage, can_check, compact_hashes, is_dist_filename
 
 logger = logging.getLogger(__name__)
 
-_HASH_NAMES = ("sha256", "sha384", "sha512", "sha224", "sha1", "md5", "blake2b", "blake2s")
 #: what makes a decoded JSON document not a page; RecursionError: "[[[[..." of a few kilobytes
 _PAGE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RecursionError)
 _WHITESPACE = " \t\n\r"  # JSON's
@@ -387,12 +386,24 @@ def _json_file(entry: Mapping[str, Any], base_url: str) -> DistFile:
 
 
 def _hashes(value: dict[Any, Any]) -> Mapping[str, str]:
+    """The hashes a file can be checked with (see ``models.can_check``); others are left out."""
     if len(value) == 1:
         # the usual entry, {"sha256": "<lowercase hex>"}: no new dict on the way
         ((algorithm, digest),) = value.items()
         if type(algorithm) is str and type(digest) is str and digest:
-            return Hashes(algorithm.lower(), digest.lower())
-    return compact_hashes({str(k).lower(): str(v).lower() for k, v in value.items() if v})
+            algorithm = algorithm.lower()
+            return Hashes(algorithm, digest.lower()) if _checkable(algorithm) else NO_HASHES
+    return compact_hashes(
+        {
+            sys.intern(algorithm): str(digest).lower()
+            for algorithm, digest in ((str(k).lower(), v) for k, v in value.items())
+            if digest and _checkable(algorithm)
+        }
+    )
+
+
+def _checkable(algorithm: str) -> bool:
+    return algorithm == "sha256" or can_check(algorithm)
 
 
 def _absolute(base_url: str, url: str) -> str:
@@ -457,7 +468,7 @@ def _parse_html(name: str, texts: Iterable[str], base_url: str) -> ProjectPage:
             continue  # an unparsable link (urllib refuses "http://[x"): no file of ours
         hashes = NO_HASHES
         algorithm, _, digest = fragment.partition("=")
-        if algorithm.lower() in _HASH_NAMES and digest:
+        if digest and _checkable(algorithm.lower()):
             hashes = Hashes(algorithm.lower(), digest.lower())
         metadata = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
         try:
@@ -507,6 +518,6 @@ def _html_metadata(value: str) -> Mapping[str, str] | None:
     if value.lower() == "true" or value == "":
         return NO_HASHES
     algorithm, _, digest = value.partition("=")
-    if algorithm.lower() in _HASH_NAMES and digest:
+    if digest and _checkable(algorithm.lower()):
         return Hashes(algorithm.lower(), digest.lower())
     return None

@@ -30,7 +30,7 @@ from .errors import InsufficientStorage, IntegrityError, NotFound, UnsafePath, U
 from .generation import RECHECK
 from .metrics import Counters, CountingFetcher
 from .mirror import MirrorIndex
-from .models import DistFile, ProjectPage
+from .models import DistFile, ProjectPage, can_check
 from .pacing import blocking
 from .pagefiles import GZIP, PageFile, RenderedPages, compressor, disk_token, etag
 from .private import PrivateStore
@@ -498,11 +498,12 @@ class Repository:
             data = b"".join(stream.chunks())
         finally:
             stream.close()
-        expected = (dist.core_metadata or {}).get("sha256")
-        if expected and hashlib.sha256(data).hexdigest() != expected:
-            raise IntegrityError(
-                f"metadata of {dist.filename!r} from {mask_url(url)} does not match its hash"
-            )
+        for algorithm, expected in (dist.core_metadata or {}).items():
+            # every hash the page gives that can be checked is (a wrong one of any form fails)
+            if can_check(algorithm) and hashlib.new(algorithm, data).hexdigest() != expected:
+                raise IntegrityError(
+                    f"metadata of {dist.filename!r} from {mask_url(url)} does not match its {algorithm}"
+                )
         try:
             write_atomic(path, data, root=self.store.root)
         except OSError as exc:

@@ -454,10 +454,11 @@ def test_a_full_disk_while_keeping_metadata_is_a_507(
     assert http.get(url, timeout=30).content.startswith(b"Metadata-Version")
 
 
-# the promise on files: over-long bodies (issue 20) --------------------------------
+# the promise on files: over-long bodies, every hash (issue 20) --------------------------------
 
 PAYLOAD = bytes(range(256)) * 1200  # the file the page describes: 307,200 bytes
 EXTRA = b"\x00" * 50_000
+TAMPERED = PAYLOAD[:-1] + b"\x00"
 
 
 class OneFile:
@@ -469,16 +470,24 @@ class OneFile:
         #: the page's entry of the file, besides its name and URL (hashes, size, core-metadata)
         self.entry: dict[str, Any] = {}
         self.file = Answer(body=data)
+        self.metadata = Answer(status=404)
+        #: an HTML page whose link to the file ends with this fragment, instead of the JSON page
+        self.fragment: str | None = None
         self.server = RawUpstream(self.answer)
 
     def answer(self, method: str, path: str) -> Answer:  # noqa: ARG002
         url = self.server.url(f"/files/{self.filename}")
         if path == "/simple/pkg/":
+            if self.fragment is not None:
+                html = f'<html><body><a href="{url}#{self.fragment}">{self.filename}</a></body></html>'
+                return Answer(body=html.encode(), headers={"Content-Type": "text/html"})
             entry = {"filename": self.filename, "url": url, **self.entry}
             page = {"meta": {"api-version": "1.1"}, "name": "pkg", "files": [entry]}
             return Answer(body=json.dumps(page).encode(), headers={"Content-Type": JSON})
         if path == f"/files/{self.filename}":
             return self.file
+        if path == f"/files/{self.filename}.metadata":
+            return self.metadata
         return Answer(status=404, body=b"no such thing\n")
 
 
@@ -567,3 +576,103 @@ def test_an_over_long_body_never_gives_a_client_a_complete_answer(
     status, _, body = raw_get(mirror.port, path)
     assert (status, body) == (200, PAYLOAD)
     assert verify_cache(cache(mirror), {one_file.filename: sha256(PAYLOAD)}) == 1
+
+
+@pytest.mark.parametrize(
+    "algorithm", ["blake2s", "blake2b", "sha3_256", "sha3_512", "sha512", "sha384", "sha224", "sha1", "md5"]
+)
+def test_a_file_is_checked_against_the_only_hash_its_page_gives(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session, algorithm: str
+) -> None:
+    one_file.entry = {"hashes": {algorithm: digest_of(algorithm)}, "size": len(PAYLOAD)}
+    one_file.file = Answer(body=TAMPERED)
+    mirror = make_mirror(index_url=one_file.server.index_url, ttl=0, timeout=TIMEOUT)
+    url = f"{mirror.url}/files/pkg/{one_file.filename}"
+    assert failed(http, url) in ("broken", 502)
+    assert verify_cache(cache(mirror)) == 0
+    # the right bytes: served, and their sha256 listed (the page vouched for them, by another hash)
+    one_file.file = Answer(body=PAYLOAD)
+    assert http.get(url).content == PAYLOAD
+    (entry,) = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
+    assert entry["hashes"] == {"sha256": sha256(PAYLOAD)}
+
+
+@pytest.mark.parametrize(
+    "hashes",
+    [
+        {"sha256": digest_of("sha256"), "blake2b": digest_of("blake2b", TAMPERED)},
+        {"sha512": digest_of("sha512"), "md5": digest_of("md5", TAMPERED)},
+        {"blake2b": hashlib.blake2b(PAYLOAD, digest_size=32).hexdigest()},  # not blake2b's own length
+        {"sha256": digest_of("sha256")[:-2]},
+        {"md5": digest_of("md5") + "00"},
+    ],
+    ids=["sha256-and-a-wrong-blake2b", "sha512-and-a-wrong-md5", "short-blake2b", "short-sha256", "long-md5"],
+)
+def test_every_digest_a_page_gives_must_match(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session, hashes: dict[str, str]
+) -> None:
+    one_file.entry = {"hashes": hashes, "size": len(PAYLOAD)}
+    mirror = make_mirror(index_url=one_file.server.index_url, ttl=0, timeout=TIMEOUT)
+    url = f"{mirror.url}/files/pkg/{one_file.filename}"
+    assert failed(http, url) in ("broken", 502)
+    assert verify_cache(cache(mirror)) == 0
+
+
+def test_a_hash_in_an_html_link_of_any_hashlib_algorithm_is_checked(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    one_file.fragment = f"sha3_256={digest_of('sha3_256')}"
+    one_file.file = Answer(body=TAMPERED)
+    mirror = make_mirror(index_url=one_file.server.index_url, ttl=0, timeout=TIMEOUT)
+    assert failed(http, f"{mirror.url}/files/pkg/{one_file.filename}") in ("broken", 502)
+    assert verify_cache(cache(mirror)) == 0
+
+
+@pytest.mark.parametrize(
+    "hashes",
+    [
+        {},
+        {"shake_256": hashlib.shake_256(PAYLOAD).hexdigest(32)},
+        {"whirlpool": "ab" * 64},
+        {"nonsense": "zz"},
+    ],
+    ids=["none", "shake", "unknown-to-hashlib", "nonsense"],
+)
+def test_a_file_no_hash_can_vouch_for_is_served_but_no_digest_is_claimed(
+    tmp_path: Path, make_mirror: MirrorFactory, http: requests.Session, hashes: dict[str, str]
+) -> None:
+    wheel = make_wheel(PackageSpec(name="pkg", version="1.0", payload_size=50_000), tmp_path / "dists")
+    index = OneFile(wheel.name, wheel.read_bytes())
+    index.entry = {"hashes": hashes}
+    with index.server:
+        mirror = make_mirror(index_url=index.server.index_url, ttl=0, timeout=TIMEOUT)
+        assert http.get(f"{mirror.url}/files/pkg/{wheel.name}").content == index.data
+        assert http.get(f"{mirror.url}/files/pkg/{wheel.name}.metadata").content.startswith(
+            b"Metadata-Version"
+        )
+        (entry,) = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
+        html = http.get(mirror.index_url + "pkg/", headers={"Accept": "text/html"}).text
+    # served and cached, and nestegg checks its cached bytes with its own sha256; the pages never
+    # claim a digest of the file or of its metadata: nobody vouched for the bytes they come from
+    assert verify_cache(cache(mirror), {wheel.name: sha256(index.data)}) == 1
+    assert entry["hashes"] == {}
+    assert entry["core-metadata"] is True
+    assert "sha256" not in html
+    assert 'data-core-metadata="true"' in html
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sha3_256", "blake2s"])
+def test_metadata_is_checked_against_every_hash_its_page_gives(
+    tmp_path: Path, make_mirror: MirrorFactory, http: requests.Session, algorithm: str
+) -> None:
+    wheel = make_wheel(PackageSpec(name="pkg", version="1.0"), tmp_path / "dists")
+    index = OneFile(wheel.name, wheel.read_bytes())
+    metadata = b"Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\n"
+    index.entry = {"core-metadata": {algorithm: digest_of(algorithm, metadata)}}
+    index.metadata = Answer(body=metadata.replace(b"1.0", b"6.6"))
+    url = f"/files/pkg/{wheel.name}.metadata"
+    with index.server:
+        mirror = make_mirror(index_url=index.server.index_url, timeout=TIMEOUT)
+        assert f"does not match its {algorithm}" in assert_clear_error(http.get(mirror.url + url), 502)
+        index.metadata = Answer(body=metadata)
+        assert http.get(mirror.url + url).content == metadata

@@ -218,3 +218,37 @@ def test_a_large_page_is_never_held_whole() -> None:
     assert len(page.files) == 5_000
     # beyond the model: a chunk, its text and an entry; the body whole, as bytes or text, is far more
     assert peak - model < len(body) // 8, (peak, model, len(body))
+
+
+# hashes -------------------------------------------------------------------------------
+
+
+def test_every_hash_a_page_gives_that_hashlib_computes_is_kept() -> None:
+    entry = {
+        "filename": "pkg-1.0.tar.gz",
+        "url": "/f/pkg-1.0.tar.gz",
+        "hashes": {
+            "SHA256": "AB",
+            "sha3_256": "cd",
+            "blake2s": "ef",
+            "md5": "01",
+            "shake_128": "23",
+            "foo": "45",
+        },
+    }
+    body = json.dumps({"files": [entry]}).encode()
+    (dist,) = parse_project_page("pkg", body, JSON, BASE).files
+    # the rest cannot be checked: kept, they would only take memory
+    assert dist.hashes == {"sha256": "ab", "sha3_256": "cd", "blake2s": "ef", "md5": "01"}
+    html = b"".join(
+        b'<a href="/f/pkg-%d.tar.gz#%s=AB" data-core-metadata="%s=cd">x</a>' % (i, algorithm, algorithm)
+        for i, algorithm in enumerate([b"sha3_256", b"blake2b", b"sha512", b"shake_256", b"foo"])
+    )
+    files = parse_project_page("pkg", html, "text/html", BASE).files
+    assert [(dict(d.hashes), d.core_metadata) for d in files] == [
+        ({"sha3_256": "ab"}, {"sha3_256": "cd"}),
+        ({"blake2b": "ab"}, {"blake2b": "cd"}),
+        ({"sha512": "ab"}, {"sha512": "cd"}),
+        ({}, None),
+        ({}, None),
+    ]
