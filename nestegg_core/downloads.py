@@ -24,17 +24,28 @@ from filelock import Timeout as LockTimeout
 from packaging.utils import NormalizedName
 
 from .distmeta import wheel_metadata
-from .errors import InsufficientStorage, IntegrityError, NesteggError, UpstreamError, disk_full
+from .errors import (
+    InsufficientStorage,
+    IntegrityError,
+    NesteggError,
+    UpstreamError,
+    UpstreamTimeout,
+    disk_full,
+)
 from .models import NO_HASHES, DistFile, can_check
 from .pacing import blocking
 from .store import CacheStore, is_regular, write_atomic
-from .upstream import Fetcher, mask_url
+from .upstream import MAX_FILE_SIZE, Fetcher, format_size, mask_url
 
 logger = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
 #: how long a process waits for another process's download of the same file
 LOCK_WAIT = 600.0
+#: a download that gets fewer bytes a second than this over a window of RATE_WINDOW seconds fails:
+#: an upstream that drips (each piece within the timeout) would hold a thread and a part file
+MIN_RATE = 1024
+RATE_WINDOW = 60.0
 
 _WAITING, _STREAMING, _DONE, _FAILED = range(4)
 
@@ -201,10 +212,16 @@ class Downloads:
         store: CacheStore,
         fetcher: Fetcher,
         on_cached: Callable[[NormalizedName, DistFile, bool], None] | None = None,
+        *,
+        max_file_size: int = MAX_FILE_SIZE,
     ) -> None:
         self.store = store
         self.fetcher = fetcher
         self.on_cached = on_cached
+        self.max_file_size = max_file_size
+        #: the least rate of a download, in bytes a second over ``rate_window`` seconds
+        self.min_rate = MIN_RATE
+        self.rate_window = RATE_WINDOW
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str], Download] = {}
         #: upstream downloads started by this process (for metrics and tests)
@@ -273,14 +290,17 @@ class Downloads:
         except BaseException:
             stream.close()
             raise
+        limit = self.max_file_size if expected is None else expected
         digests = _Digests(dist.hashes)
         update = digests.update
         written = 0
+        # the bytes of the current window of the rate check, and when it ends
+        window_written, window_end = 0, started + self.rate_window
         try:
             with handle:
                 download._stream(part, expected)
                 for chunk in stream.chunks():
-                    if expected is not None and written + len(chunk) > expected:
+                    if written + len(chunk) > limit:
                         raise self._too_long(dist, expected, stream.size)
                     handle.write(chunk)
                     # flushed before readers are told: they read the file, not our buffer
@@ -288,6 +308,10 @@ class Downloads:
                     update(chunk)
                     written += len(chunk)
                     download._progress(written)
+                    now = time.monotonic()
+                    if now >= window_end:
+                        self._check_rate(dist, written - window_written, now - window_end + self.rate_window)
+                        window_written, window_end = written, now + self.rate_window
                 os.fsync(handle.fileno())
             if expected is not None and written != expected:
                 raise IntegrityError(
@@ -314,13 +338,25 @@ class Downloads:
         )
         self._announce(download, record, final)
 
-    @staticmethod
-    def _too_long(dist: DistFile, expected: int, length: int | None) -> IntegrityError:
+    def _too_long(self, dist: DistFile, expected: int | None, length: int | None) -> UpstreamError:
         where = f"{dist.filename!r} from {mask_url(dist.url)}"
+        if expected is None:
+            return UpstreamError(
+                f"{where}: the upstream sent more than max_file_size ({format_size(self.max_file_size)}) "
+                "of a file whose size neither the index nor the answer gives; raise nestegg.max_file_size"
+            )
         said = "the index says" if dist.size is not None else "its Content-Length says"
         if dist.size is not None and length is not None:
             said = "the index and its Content-Length say"
         return IntegrityError(f"{where}: the upstream sent more than the {expected} bytes {said}")
+
+    def _check_rate(self, dist: DistFile, received: int, seconds: float) -> None:
+        """Fail a download that drips: every piece within the timeout, far too few in all."""
+        if received < self.min_rate * seconds:
+            raise UpstreamTimeout(
+                f"download of {mask_url(dist.url)} dripped: {received / seconds:.0f} bytes/s over "
+                f"{seconds:.0f}s, under the {self.min_rate} bytes/s a download must keep"
+            )
 
     def _announce(self, download: Download, record: DistFile, final: Path) -> None:
         """Tell the page about the file now in place, then give its readers the last byte: a client
