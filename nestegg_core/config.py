@@ -22,7 +22,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from .errors import ConfigError
 from .models import is_valid_name, parse_version
-from .upstream import mask_url
+from .upstream import MAX_FILE_SIZE, MAX_METADATA_SIZE, MAX_PAGE_SIZE, PAGE_DEADLINE, mask_url
 
 CONFIG_NAME = "nestegg.yml"
 DEFAULT_PORT = 7654
@@ -113,6 +113,14 @@ class Config:
     sendfile_prefix: str = DEFAULT_SENDFILE_PREFIX
     #: bytes the mirror's cached files may take; past it the least recently used are pruned
     max_cache_size: int | None = None
+    #: bytes of an upstream project page (decoded) and of a PEP 658 metadata file; an answer over
+    #: it fails (502) and the cached page, if any, is served
+    max_page_size: int = MAX_PAGE_SIZE
+    max_metadata_size: int = MAX_METADATA_SIZE
+    #: seconds an upstream page or metadata file may take in all (``timeout`` bounds each read)
+    page_deadline: float = PAGE_DEADLINE
+    #: bytes of an upstream file whose size neither its page nor its answer gives
+    max_file_size: int = MAX_FILE_SIZE
     #: the file this came from, for messages; None for defaults
     source: Path | None = None
 
@@ -218,7 +226,7 @@ def parse_config(data: Any, *, source: Path | None = None) -> Config:
         "nestegg_dir", "host", "port", "index_url", "ttl", "timeout", "offline", "threads",
         "source_builds", "private_names", "credentials_file", "private_read_auth",
         "max_upload_size", "ci_token", "ci_jobs", "sendfile", "sendfile_prefix", "max_cache_size",
-        "compatible_only",
+        "compatible_only", "max_page_size", "max_metadata_size", "page_deadline", "max_file_size",
     }  # fmt: skip
     where.only(body, "nestegg", known)
     values: dict[str, Any] = {"source": source}
@@ -237,10 +245,15 @@ def parse_config(data: Any, *, source: Path | None = None) -> Config:
             values[name] = port
         elif name == "index_url":
             values[name] = check_index_url(where.string(raw, path), f"{where.file}: {path}")
-        elif name in ("ttl", "timeout"):
+        elif name in ("ttl", "timeout", "page_deadline"):
             values[name] = where.number(raw, path)
-            if name == "timeout" and values[name] == 0:  # a socket timeout of 0 fails every request
+            if name != "ttl" and values[name] == 0:  # a socket timeout of 0 fails every request
                 raise where.error(path, "expected a number of seconds > 0, got 0")
+        elif name in ("max_page_size", "max_metadata_size", "max_file_size"):
+            try:
+                values[name] = parse_size(raw)
+            except ValueError as exc:
+                raise where.error(path, str(exc)) from None
         elif name == "ci_token":
             values[name] = _ci_token(where, raw, path)
         elif name in ("threads", "max_upload_size", "ci_jobs"):

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
@@ -24,17 +24,28 @@ from filelock import Timeout as LockTimeout
 from packaging.utils import NormalizedName
 
 from .distmeta import wheel_metadata
-from .errors import InsufficientStorage, IntegrityError, NesteggError, UpstreamError, disk_full
-from .models import DistFile
+from .errors import (
+    InsufficientStorage,
+    IntegrityError,
+    NesteggError,
+    UpstreamError,
+    UpstreamTimeout,
+    disk_full,
+)
+from .models import NO_HASHES, DistFile, can_check
 from .pacing import blocking
 from .store import CacheStore, is_regular, write_atomic
-from .upstream import Fetcher, mask_url
+from .upstream import MAX_FILE_SIZE, Fetcher, format_size, mask_url
 
 logger = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
 #: how long a process waits for another process's download of the same file
 LOCK_WAIT = 600.0
+#: a download that gets fewer bytes a second than this over a window of RATE_WINDOW seconds fails:
+#: an upstream that drips (each piece within the timeout) would hold a thread and a part file
+MIN_RATE = 1024
+RATE_WINDOW = 60.0
 
 _WAITING, _STREAMING, _DONE, _FAILED = range(4)
 
@@ -104,8 +115,18 @@ class Download:
     def _settled(self) -> bool:
         return self._state != _STREAMING
 
+    def _available(self) -> int:
+        """How many bytes of the file a reader may have now: all of it once it is verified and in
+        place; before that never its last byte (with no size known, the last byte written), so that
+        a client whose file then fails sees a response broken off, never a complete wrong file."""
+        if self._state == _DONE:
+            return self.written
+        if self.size is None:
+            return self.written - 1
+        return min(self.written, self.size - 1)
+
     def _beyond(self, position: int) -> bool:
-        return self.written - 1 > position or self._state != _STREAMING
+        return self._available() > position or self._state != _STREAMING
 
     @property
     def failed(self) -> bool:
@@ -155,14 +176,8 @@ class Download:
                         assert self.error is not None
                         raise self.error
                     finished = self._state == _DONE
-                    if finished:
-                        available = self.written
-                    elif verified_only:
-                        available = position  # nothing before the check
-                    else:
-                        # the last byte waits for the hash check: a client whose file turns out
-                        # corrupt sees a broken-off response, never a complete wrong file
-                        available = self.written - 1
+                    # a range short of the end gets nothing before the check
+                    available = position if verified_only and not finished else self._available()
                 if available <= position:
                     if finished:
                         return
@@ -174,6 +189,17 @@ class Download:
                         break
                     position += len(chunk)
                     yield chunk
+            if self._state != _DONE:
+                # all that was asked for (an empty file, an empty range) is no answer before the check
+                with self._cond:
+                    if not self._settled():
+                        with blocking():
+                            self._cond.wait_for(self._settled, timeout=60)
+                if self._state == _FAILED:
+                    assert self.error is not None
+                    raise self.error
+                if self._state != _DONE:
+                    raise UpstreamError(f"timed out waiting for the check of {self.dist.filename!r}")
         finally:
             handle.close()
 
@@ -186,10 +212,16 @@ class Downloads:
         store: CacheStore,
         fetcher: Fetcher,
         on_cached: Callable[[NormalizedName, DistFile, bool], None] | None = None,
+        *,
+        max_file_size: int = MAX_FILE_SIZE,
     ) -> None:
         self.store = store
         self.fetcher = fetcher
         self.on_cached = on_cached
+        self.max_file_size = max_file_size
+        #: the least rate of a download, in bytes a second over ``rate_window`` seconds
+        self.min_rate = MIN_RATE
+        self.rate_window = RATE_WINDOW
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str], Download] = {}
         #: upstream downloads started by this process (for metrics and tests)
@@ -252,41 +284,46 @@ class Downloads:
         started = time.monotonic()
         self.count += 1
         stream = self.fetcher.open(dist.url)
-        part, handle = self.store.create_part(name, dist.filename)  # no link followed on the way
-        digest = hashlib.sha256()
-        check = _other_check(dist)
+        try:
+            expected = _expected_size(dist, stream.size)
+            part, handle = self.store.create_part(name, dist.filename)  # no link followed on the way
+        except BaseException:
+            stream.close()
+            raise
+        limit = self.max_file_size if expected is None else expected
+        digests = _Digests(dist.hashes)
+        update = digests.update
         written = 0
+        # the bytes of the current window of the rate check, and when it ends
+        window_written, window_end = 0, started + self.rate_window
         try:
             with handle:
-                download._stream(part, dist.size if dist.size is not None else stream.size)
+                download._stream(part, expected)
                 for chunk in stream.chunks():
+                    if written + len(chunk) > limit:
+                        raise self._too_long(dist, expected, stream.size)
                     handle.write(chunk)
                     # flushed before readers are told: they read the file, not our buffer
                     handle.flush()
-                    digest.update(chunk)
-                    if check is not None:
-                        check[1].update(chunk)
+                    update(chunk)
                     written += len(chunk)
                     download._progress(written)
+                    now = time.monotonic()
+                    if now >= window_end:
+                        self._check_rate(dist, written - window_written, now - window_end + self.rate_window)
+                        window_written, window_end = written, now + self.rate_window
                 os.fsync(handle.fileno())
-            sha256 = digest.hexdigest()
-            expected_size = dist.size if dist.size is not None else stream.size
-            if expected_size is not None and written != expected_size:
+            if expected is not None and written != expected:
                 raise IntegrityError(
                     f"{dist.filename!r} from {mask_url(dist.url)}: got {written} bytes, "
-                    f"the index says {expected_size}"
+                    f"{'the index' if dist.size is not None else 'its Content-Length'} says {expected}"
                 )
-            if dist.sha256 and dist.sha256 != sha256:
-                raise IntegrityError(
-                    f"{dist.filename!r} from {mask_url(dist.url)}: sha256 {sha256} does not "
-                    f"match the index's {dist.sha256}"
-                )
-            if check is not None and check[1].hexdigest() != check[2]:
-                raise IntegrityError(
-                    f"{dist.filename!r} from {mask_url(dist.url)}: {check[0]} does not match the index"
-                )
-            record = dist.with_changes(hashes={**dist.hashes, "sha256": sha256}, size=written)
-            record = self._with_metadata(name, record, part)
+            sha256 = digests.sha256.hexdigest()
+            vouched = digests.verify(dist)
+            # nestegg's own sha256 is listed only beside a digest of the index it checked
+            hashes = {**dist.hashes, "sha256": sha256} if vouched else dist.hashes
+            record = dist.with_changes(hashes=hashes, size=written, own_sha256=sha256)
+            record = self._with_metadata(name, record, part, vouched=vouched)
             # the record first: a file on disk without one is ignored as unfinished
             self.store.write_record(name, record)
             download._place(final, part)
@@ -300,6 +337,26 @@ class Downloads:
             "cached %s/%s (%d bytes, %.2fs)", name, dist.filename, written, time.monotonic() - started
         )
         self._announce(download, record, final)
+
+    def _too_long(self, dist: DistFile, expected: int | None, length: int | None) -> UpstreamError:
+        where = f"{dist.filename!r} from {mask_url(dist.url)}"
+        if expected is None:
+            return UpstreamError(
+                f"{where}: the upstream sent more than max_file_size ({format_size(self.max_file_size)}) "
+                "of a file whose size neither the index nor the answer gives; raise nestegg.max_file_size"
+            )
+        said = "the index says" if dist.size is not None else "its Content-Length says"
+        if dist.size is not None and length is not None:
+            said = "the index and its Content-Length say"
+        return IntegrityError(f"{where}: the upstream sent more than the {expected} bytes {said}")
+
+    def _check_rate(self, dist: DistFile, received: int, seconds: float) -> None:
+        """Fail a download that drips: every piece within the timeout, far too few in all."""
+        if received < self.min_rate * seconds:
+            raise UpstreamTimeout(
+                f"download of {mask_url(dist.url)} dripped: {received / seconds:.0f} bytes/s over "
+                f"{seconds:.0f}s, under the {self.min_rate} bytes/s a download must keep"
+            )
 
     def _announce(self, download: Download, record: DistFile, final: Path) -> None:
         """Tell the page about the file now in place, then give its readers the last byte: a client
@@ -318,26 +375,70 @@ class Downloads:
         finally:
             download._finish(final)
 
-    def _with_metadata(self, name: NormalizedName, record: DistFile, path: Path) -> DistFile:
-        """The record with PEP 658 metadata taken from a wheel the upstream offered none for."""
+    def _with_metadata(
+        self, name: NormalizedName, record: DistFile, path: Path, *, vouched: bool
+    ) -> DistFile:
+        """The record with PEP 658 metadata taken from a wheel the upstream offered none for; its
+        hash is listed only if the wheel's bytes were vouched for."""
         if record.core_metadata is not None or not record.filename.endswith(".whl"):
             return record
         metadata = wheel_metadata(path)
         if metadata is None:
             return record
         write_atomic(self.store.metadata_path(name, record.filename), metadata, root=self.store.root)
-        return record.with_changes(core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()})
+        hashes = {"sha256": hashlib.sha256(metadata).hexdigest()} if vouched else NO_HASHES
+        return record.with_changes(core_metadata=hashes)
 
 
 def _open_plain(path: Path) -> BinaryIO:
     return open(path, "rb")  # the reader closes it
 
 
-def _other_check(dist: DistFile) -> tuple[str, hashlib._Hash, str] | None:
-    # an index that gives no sha256 may give another hash; check the strongest it gives
-    if dist.sha256:
-        return None
-    for algorithm in ("sha512", "sha384", "sha224", "blake2b", "sha1", "md5"):
-        if algorithm in dist.hashes:
-            return algorithm, hashlib.new(algorithm), dist.hashes[algorithm]
-    return None
+def _expected_size(dist: DistFile, length: int | None) -> int | None:
+    """The size a download must have: the index's, else the answer's Content-Length; an answer
+    whose length is not the index's fails before a byte is read."""
+    if dist.size is not None and length is not None and length != dist.size:
+        raise IntegrityError(
+            f"{dist.filename!r} from {mask_url(dist.url)}: the answer's Content-Length is {length}, "
+            f"the index says {dist.size}"
+        )
+    return dist.size if dist.size is not None else length
+
+
+class _Digests:
+    """The digests of one download, taken in one pass: nestegg's own sha256, and every other the
+    index gives that can be checked (see ``models.can_check``)."""
+
+    def __init__(self, hashes: Mapping[str, str]) -> None:
+        self.sha256 = hashlib.sha256()
+        self.others = [
+            (algorithm, hashlib.new(algorithm), digest)
+            for algorithm, digest in hashes.items()
+            if algorithm != "sha256" and can_check(algorithm)
+        ]
+        updates = [self.sha256.update] + [hasher.update for _, hasher, _ in self.others]
+        # nearly every page gives only a sha256: then a chunk costs one call, as before
+        self.update: Callable[[bytes], None] = updates[0] if len(updates) == 1 else partial(_update, updates)
+
+    def verify(self, dist: DistFile) -> bool:
+        """Raise IntegrityError if a digest the index gives does not match; whether one was checked."""
+        checked = [("sha256", self.sha256, dist.sha256)] if dist.sha256 is not None else []
+        for algorithm, hasher, expected in checked + self.others:
+            actual = hasher.hexdigest()
+            # a digest of another length or form than the algorithm's is a mismatch like any other
+            if actual != expected:
+                raise IntegrityError(
+                    f"{dist.filename!r} from {mask_url(dist.url)}: {algorithm} {actual} does not "
+                    f"match the index's {_shortened(expected)}"
+                )
+        return bool(checked or self.others)
+
+
+def _update(updates: Sequence[Callable[[bytes], None]], chunk: bytes) -> None:
+    for update in updates:
+        update(chunk)
+
+
+def _shortened(text: str, limit: int = 160) -> str:
+    # a hostile page's "digest" may be megabytes: a message stays one short line
+    return text if len(text) <= limit else text[:limit] + "..."

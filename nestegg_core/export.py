@@ -164,7 +164,7 @@ def _export_file(dist: DistFile, path: Path, files_dir: Path, nest: Path) -> Dis
     pages list. A link in the nest is not followed (:class:`UnsafePath`)."""
     target = files_dir / check_filename(dist.filename)
     with open_read(nest, path) as source:
-        sha256 = dist.sha256 or _sha256(source)
+        sha256 = dist.own_sha256 or dist.sha256 or _sha256(source)
         if not (target.is_file() and sha256_file(target) == sha256):
             source.seek(0)
             with atomic_file(target) as handle:
@@ -177,12 +177,14 @@ def _export_file(dist: DistFile, path: Path, files_dir: Path, nest: Path) -> Dis
             except FileNotFoundError:
                 source.seek(0)
                 metadata = wheel_metadata(source)
+    # listed as the mirror lists it: nestegg's own sha256 only where the upstream vouched for the bytes
+    vouched = dist.origin == "private" or dist.sha256 is not None
     metadata_hashes = None
     if metadata is not None:
         write_atomic(files_dir / f"{dist.filename}.metadata", metadata)
-        metadata_hashes = {"sha256": hashlib.sha256(metadata).hexdigest()}
-    return dist.with_changes(url="", hashes={"sha256": sha256}, core_metadata=metadata_hashes,
-                             origin="mirror")  # fmt: skip
+        metadata_hashes = {"sha256": hashlib.sha256(metadata).hexdigest()} if vouched else {}
+    return dist.with_changes(url="", hashes={"sha256": sha256} if vouched else {},
+                             core_metadata=metadata_hashes, origin="mirror")  # fmt: skip
 
 
 def _sha256(handle: BinaryIO) -> str:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property, lru_cache
 from typing import Any
@@ -216,6 +217,23 @@ def _packed(digest: str) -> str | bytes:
 NO_HASHES = Hashes()
 
 
+@lru_cache(maxsize=64)
+def can_check(algorithm: str) -> bool:
+    """Whether a file can be checked against a hash named ``algorithm`` (as PEP 503 names it, the
+    name of a hashlib algorithm): one this Python can compute, with a digest of fixed length.
+
+    The shake_* digests have no length of their own, so a page's digest cannot be checked; an
+    algorithm hashlib lists but OpenSSL refuses (a legacy one, or md5 in FIPS mode) neither.
+    """
+    if algorithm not in hashlib.algorithms_available or algorithm.startswith("shake_"):
+        return False
+    try:
+        hashlib.new(algorithm)
+    except ValueError:
+        return False
+    return True
+
+
 def compact_hashes(hashes: Mapping[str, str]) -> Mapping[str, str]:
     """``hashes`` as a :class:`Hashes` if it holds at most one, else as a dict of its own."""
     if isinstance(hashes, Hashes):
@@ -234,6 +252,11 @@ class DistFile:
     ``yanked`` is None when the file is not yanked and the reason (maybe empty) when it is;
     ``core_metadata`` is None when no PEP 658 metadata file exists, else its hashes (maybe none).
     ``origin`` says where the file comes from: ``"mirror"`` or ``"private"``.
+
+    ``hashes`` are the digests a page may list: the index's own and, once nestegg has checked the
+    bytes against at least one of them, their sha256. ``own_sha256`` (a cached file's record only)
+    is the sha256 nestegg took of the bytes it holds, whether or not the index vouched for them:
+    for nestegg's own checks, never listed.
     """
 
     filename: str
@@ -245,9 +268,12 @@ class DistFile:
     upload_time: str | None = None
     core_metadata: Mapping[str, str] | None = None
     origin: str = "mirror"
+    # not compared: a record is the page's entry when it lists the same (mirror.cached relies on it)
+    own_sha256: str | None = field(default=None, compare=False)
 
     @property
     def sha256(self) -> str | None:
+        """The sha256 a page may list (see ``hashes``); None when none was vouched for."""
         return self.hashes.get("sha256")
 
     @property
@@ -268,6 +294,9 @@ class DistFile:
             data["core_metadata"] = dict(self.core_metadata)
         if self.origin != "mirror":
             data["origin"] = self.origin
+        if self.own_sha256 is not None and self.own_sha256 != self.hashes.get("sha256"):
+            # else the listed sha256 is it, as in the records of earlier releases
+            data["own_sha256"] = self.own_sha256
         return data
 
     @classmethod
@@ -276,12 +305,13 @@ class DistFile:
         filename = data["filename"]
         if not isinstance(filename, str) or not filename or "/" in filename:
             raise ValueError(f"bad filename {filename!r}")
-        hashes = data.get("hashes", {})
+        hashes = compact_hashes({str(k): str(v) for k, v in data.get("hashes", {}).items()})
         metadata = data.get("core_metadata")
+        own = data.get("own_sha256")
         return cls(
             filename=filename,
             url=str(data.get("url", "")),
-            hashes=compact_hashes({str(k): str(v) for k, v in hashes.items()}),
+            hashes=hashes,
             requires_python=data.get("requires_python"),
             yanked=data.get("yanked"),
             size=None if data.get("size") is None else int(data["size"]),
@@ -290,6 +320,7 @@ class DistFile:
                 None if metadata is None else compact_hashes({str(k): str(v) for k, v in metadata.items()})
             ),
             origin=str(data.get("origin", "mirror")),
+            own_sha256=str(own) if own is not None else hashes.get("sha256"),
         )
 
 

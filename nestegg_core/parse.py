@@ -12,23 +12,34 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from functools import partial
 from html.parser import HTMLParser
 from typing import Any, NoReturn
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 from .errors import UpstreamError
-from .models import NO_HASHES, DistFile, Hashes, ProjectPage, compact_hashes, is_dist_filename
+from .models import NO_HASHES, DistFile, Hashes, ProjectPage, can_check, compact_hashes, is_dist_filename
 
 logger = logging.getLogger(__name__)
 
-_HASH_NAMES = ("sha256", "sha384", "sha512", "sha224", "sha1", "md5", "blake2b", "blake2s")
 #: what makes a decoded JSON document not a page; RecursionError: "[[[[..." of a few kilobytes
 _PAGE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RecursionError)
 _WHITESPACE = " \t\n\r"  # JSON's
 _NOT_WHITESPACE = re.compile(f"[^{_WHITESPACE}]")
 #: Python 3.13 names a trailing comma where earlier versions complain about what follows it
 _TRAILING_COMMA_NAMED = sys.version_info >= (3, 13)
+#: the members of a JSON page that are kept once read (the rest are read and dropped): the files,
+#: the versions, and what makes the page's object look like a file entry (not a page)
+_KEPT_MEMBERS = frozenset({"files", "versions", "filename", "url"})
+#: the attributes of a link that make a file of it
+_LINK_ATTRIBUTES = frozenset(
+    {"href", "data-requires-python", "data-yanked", "data-core-metadata", "data-dist-info-metadata"}
+)
+
+
+class PageTooLarge(Exception):
+    """A page over a limit its reader set (see :func:`parse_project_stream`); the message says which."""
 
 
 def parse_project_page(name: str, body: bytes | str, content_type: str, base_url: str) -> ProjectPage:
@@ -46,24 +57,64 @@ def parse_project_page(name: str, body: bytes | str, content_type: str, base_url
     return _parse(name, (body,), media, base_url)
 
 
-def parse_project_stream(name: str, chunks: Iterable[bytes], content_type: str, base_url: str) -> ProjectPage:
+def parse_project_stream(
+    name: str,
+    chunks: Iterable[bytes],
+    content_type: str,
+    base_url: str,
+    *,
+    max_files: int | None = None,
+    max_value: int | None = None,
+) -> ProjectPage:
     """The page of an upstream answer whose body comes in ``chunks``, as :func:`parse_project_page`
     parses it whole; only the model and about a chunk of text are held at any time.
 
     An exception raised by ``chunks`` (a broken connection) passes through unchanged. The page's
     errors come once ``chunks`` is exhausted, as after a read of the whole body: which error a bad
     body gives does not depend on how it is cut.
+
+    What a page costs in memory grows with its files and with the longest value held whole (a
+    file entry, the versions, an HTML tag), up to many times their text: past ``max_files`` files
+    (a file counting once for each of its hashes), a value of ``max_value`` characters or an HTML
+    tag of a sixteenth of that, :class:`PageTooLarge` is raised at once.
     """
     media = _media(content_type)
     texts = _json_texts(chunks, base_url) if _is_json(media) else _html_texts(chunks)
-    return _parse(name, texts, media, base_url)
+    return _parse(name, texts, media, base_url, _Limits(max_files, max_value))
 
 
-def _parse(name: str, texts: Iterable[str], media: str, base_url: str) -> ProjectPage:
+@dataclass(frozen=True)
+class _Limits:
+    max_files: int | None = None
+    max_value: int | None = None
+
+    def files(self, count: int) -> None:
+        if self.max_files is not None and count > self.max_files:
+            raise PageTooLarge(f"lists more than {self.max_files:,} files (counted once per hash)")
+
+    def value(self, length: int) -> None:
+        if self.max_value is not None and length > self.max_value:
+            raise PageTooLarge(
+                f"holds a value (a file entry, the versions) of more than {self.max_value:,} characters"
+            )
+
+    def tag(self, length: int) -> None:
+        # an unclosed tag is matched again with every piece, by regular expressions whose memory
+        # grows with it (a tag of 1 MiB of attributes took 250 MB): real tags are a few hundred bytes
+        if self.max_value is not None and length > self.max_value // 16:
+            raise PageTooLarge(f"holds a tag of more than {self.max_value // 16:,} characters")
+
+
+_NO_LIMITS = _Limits()
+
+
+def _parse(
+    name: str, texts: Iterable[str], media: str, base_url: str, limits: _Limits = _NO_LIMITS
+) -> ProjectPage:
     if _is_json(media):
-        return _parse_json(name, texts, base_url)
+        return _parse_json(name, texts, base_url, limits)
     if media.endswith("html") or media in ("", "text/plain"):
-        return _parse_html(name, texts, base_url)
+        return _parse_html(name, texts, base_url, limits)
     raise UpstreamError(f"upstream answered {base_url} with unexpected content type {media!r}")
 
 
@@ -135,9 +186,9 @@ def _not_json(base_url: str, exc: BaseException | str) -> UpstreamError:
     return UpstreamError(f"upstream page {base_url} is not valid PEP 691 JSON: {exc}")
 
 
-def _parse_json(name: str, texts: Iterable[str], base_url: str) -> ProjectPage:
+def _parse_json(name: str, texts: Iterable[str], base_url: str, limits: _Limits) -> ProjectPage:
     try:
-        data, error = _JsonReader(texts, base_url).document()
+        data, error = _JsonReader(texts, base_url, limits).document()
     except _Invalid as exc:
         raise _not_json(base_url, exc) from None
     try:
@@ -166,9 +217,10 @@ class _JsonReader:
     hook as in a whole decode, so the result is what ``json.loads`` with that hook would give.
     """
 
-    def __init__(self, texts: Iterable[str], base_url: str) -> None:
+    def __init__(self, texts: Iterable[str], base_url: str, limits: _Limits = _NO_LIMITS) -> None:
         self._texts = iter(texts)
         self._base_url = base_url
+        self._limits = limits
         self._decoder = json.JSONDecoder(object_hook=partial(_file_or_dict, base_url))
         self._text = ""
         self._pos = 0  # in _text: what lies before is consumed
@@ -201,7 +253,9 @@ class _JsonReader:
             if key == "files" and self._peek() == "[":
                 members[key], error = self._files()
             else:
-                members[key] = self._value()
+                value = self._value()
+                # another member is read (it must be JSON) but not held: many large ones would add up
+                members[key] = value if key in _KEPT_MEMBERS else None
                 if key == "files":  # the last one counts, as in a dict
                     error = None
             more = self._next("}", "object")
@@ -214,14 +268,17 @@ class _JsonReader:
         error: BaseException | None = None
         self._pos += 1
         more = self._peek() != "]"
+        counted = 0  # files, once for each hash: a file's hashes cost memory as files do
         while more:
             entry = self._value()
             if error is None:
                 # as a whole decode would fail on it: after the whole document is known to be JSON
                 try:
                     files.append(entry if isinstance(entry, DistFile) else _json_file(entry, self._base_url))
+                    counted += max(1, len(files[-1].hashes))
                 except _PAGE_ERRORS as exc:
                     error = exc
+            self._limits.files(counted)
             more = self._next("]", "array")
         self._pos += 1
         return files, error
@@ -260,6 +317,7 @@ class _JsonReader:
                 if ended:
                     self._fail_with(exc)
                 # cut short, most likely: more text, and the value tried again
+                self._limits.value(len(self._text) - self._pos)
                 self._more()
                 continue
             # a number near the end of the text may go on in the next piece ("1" + "2", "1." + "5",
@@ -387,12 +445,24 @@ def _json_file(entry: Mapping[str, Any], base_url: str) -> DistFile:
 
 
 def _hashes(value: dict[Any, Any]) -> Mapping[str, str]:
+    """The hashes a file can be checked with (see ``models.can_check``); others are left out."""
     if len(value) == 1:
         # the usual entry, {"sha256": "<lowercase hex>"}: no new dict on the way
         ((algorithm, digest),) = value.items()
         if type(algorithm) is str and type(digest) is str and digest:
-            return Hashes(algorithm.lower(), digest.lower())
-    return compact_hashes({str(k).lower(): str(v).lower() for k, v in value.items() if v})
+            algorithm = algorithm.lower()
+            return Hashes(algorithm, digest.lower()) if _checkable(algorithm) else NO_HASHES
+    return compact_hashes(
+        {
+            sys.intern(algorithm): str(digest).lower()
+            for algorithm, digest in ((str(k).lower(), v) for k, v in value.items())
+            if digest and _checkable(algorithm)
+        }
+    )
+
+
+def _checkable(algorithm: str) -> bool:
+    return algorithm == "sha256" or can_check(algorithm)
 
 
 def _absolute(base_url: str, url: str) -> str:
@@ -423,23 +493,28 @@ def _file(**values: Any) -> DistFile:
 
 
 class _LinkParser(HTMLParser):
-    def __init__(self) -> None:
+    def __init__(self, limits: _Limits = _NO_LIMITS) -> None:
         super().__init__(convert_charrefs=True)
         self.links: list[dict[str, str | None]] = []
         self.base: str | None = None
+        self.limits = limits
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
-            self.links.append(dict(attrs))
+            self.limits.files(len(self.links) + 1)
+            # a link of real pages has a few attributes; a hostile one thousands, each held
+            many = len(attrs) > len(_LINK_ATTRIBUTES)
+            self.links.append({k: v for k, v in attrs if k in _LINK_ATTRIBUTES} if many else dict(attrs))
         elif tag == "base" and self.base is None:
             self.base = dict(attrs).get("href")
 
 
-def _parse_html(name: str, texts: Iterable[str], base_url: str) -> ProjectPage:
-    parser = _LinkParser()
+def _parse_html(name: str, texts: Iterable[str], base_url: str, limits: _Limits = _NO_LIMITS) -> ProjectPage:
+    parser = _LinkParser(limits)
     pieces = iter(texts)
     for text in pieces:
         _feed(parser, text, pieces, base_url)
+        limits.tag(len(parser.rawdata))  # a tag not yet closed, held
     _feed(parser, None, pieces, base_url)
     try:
         base = urljoin(base_url, parser.base) if parser.base else base_url
@@ -457,7 +532,7 @@ def _parse_html(name: str, texts: Iterable[str], base_url: str) -> ProjectPage:
             continue  # an unparsable link (urllib refuses "http://[x"): no file of ours
         hashes = NO_HASHES
         algorithm, _, digest = fragment.partition("=")
-        if algorithm.lower() in _HASH_NAMES and digest:
+        if digest and _checkable(algorithm.lower()):
             hashes = Hashes(algorithm.lower(), digest.lower())
         metadata = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
         try:
@@ -507,6 +582,6 @@ def _html_metadata(value: str) -> Mapping[str, str] | None:
     if value.lower() == "true" or value == "":
         return NO_HASHES
     algorithm, _, digest = value.partition("=")
-    if algorithm.lower() in _HASH_NAMES and digest:
+    if digest and _checkable(algorithm.lower()):
         return Hashes(algorithm.lower(), digest.lower())
     return None

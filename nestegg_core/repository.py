@@ -26,11 +26,19 @@ from . import store as _store
 from .clients import ClientProfile, for_client
 from .config import Config
 from .downloads import Download, Downloads
-from .errors import InsufficientStorage, IntegrityError, NotFound, UnsafePath, UpstreamError, disk_full
+from .errors import (
+    InsufficientStorage,
+    IntegrityError,
+    NotFound,
+    UnsafePath,
+    UpstreamError,
+    UpstreamTimeout,
+    disk_full,
+)
 from .generation import RECHECK
 from .metrics import Counters, CountingFetcher
 from .mirror import MirrorIndex
-from .models import DistFile, ProjectPage
+from .models import DistFile, ProjectPage, can_check
 from .pacing import blocking
 from .pagefiles import GZIP, PageFile, RenderedPages, compressor, disk_token, etag
 from .private import PrivateStore
@@ -38,7 +46,7 @@ from .refresh import Refresher
 from .simple import is_json, project_pieces, quote_filename, render_index, render_project
 from .store import CHANGED, CacheStore, open_read, write_atomic
 from .upkeep import SizeLimit, mark_used
-from .upstream import Fetcher, HttpFetcher, OfflineFetcher, mask_url
+from .upstream import Fetcher, HttpFetcher, OfflineFetcher, format_size, mask_url
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +107,12 @@ class Repository:
             fetcher = (
                 OfflineFetcher()
                 if config.offline
-                else HttpFetcher(config.upstream_url, timeout=config.timeout)
+                else HttpFetcher(
+                    config.upstream_url,
+                    timeout=config.timeout,
+                    max_page_size=config.max_page_size,
+                    page_deadline=config.page_deadline,
+                )
             )
         #: counts of every process of the nest (``/metrics``)
         self.counters = Counters(config.nestegg_dir)
@@ -121,7 +134,9 @@ class Repository:
         self.size_limit = (
             SizeLimit(config.nestegg_dir, config.max_cache_size) if config.max_cache_size else None
         )
-        self.downloads = Downloads(self.store, fetcher, on_cached=self._cached)
+        self.downloads = Downloads(
+            self.store, fetcher, on_cached=self._cached, max_file_size=config.max_file_size
+        )
         #: called with a name before its private page is read (on-demand source builds)
         self.before_private: Callable[[NormalizedName], None] | None = None
         #: the URL clients reach this index at, once known (``Mirror.bind`` sets it); source builds
@@ -493,18 +508,33 @@ class Repository:
 
     def _fetch_metadata(self, dist: DistFile, path: Path) -> None:
         url = dist.url + ".metadata"
+        limit, seconds = self.config.max_metadata_size, self.config.page_deadline
+        deadline = time.monotonic() + seconds
         stream = self.fetcher.open(url)
+        data = bytearray()
         try:
-            data = b"".join(stream.chunks())
+            for chunk in stream.chunks():
+                data += chunk
+                if len(data) > limit:
+                    raise UpstreamError(
+                        f"upstream metadata {mask_url(url)} is larger than max_metadata_size "
+                        f"({format_size(limit)}); raise nestegg.max_metadata_size"
+                    )
+                if time.monotonic() > deadline:
+                    raise UpstreamTimeout(
+                        f"upstream {mask_url(url)} took longer than page_deadline ({seconds:g}s) to "
+                        "send its metadata; raise nestegg.page_deadline"
+                    )
         finally:
             stream.close()
-        expected = (dist.core_metadata or {}).get("sha256")
-        if expected and hashlib.sha256(data).hexdigest() != expected:
-            raise IntegrityError(
-                f"metadata of {dist.filename!r} from {mask_url(url)} does not match its hash"
-            )
+        for algorithm, expected in (dist.core_metadata or {}).items():
+            # every hash the page gives that can be checked is (a wrong one of any form fails)
+            if can_check(algorithm) and hashlib.new(algorithm, data).hexdigest() != expected:
+                raise IntegrityError(
+                    f"metadata of {dist.filename!r} from {mask_url(url)} does not match its {algorithm}"
+                )
         try:
-            write_atomic(path, data, root=self.store.root)
+            write_atomic(path, bytes(data), root=self.store.root)
         except OSError as exc:
             if disk_full(exc):
                 raise InsufficientStorage(

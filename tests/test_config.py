@@ -98,6 +98,14 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             "source_builds[0].colour: unknown key",
         ),
         ("nestegg: {port: 1\n", "line"),
+        (
+            "nestegg: {max_page_size: lots}",
+            "nestegg.max_page_size: expected a size like 500M or 20G, got str 'lots'",
+        ),
+        ("nestegg: {max_metadata_size: 0}", "nestegg.max_metadata_size: expected a size like 500M"),
+        ("nestegg: {max_file_size: [20G]}", "nestegg.max_file_size: expected a size like 500M"),
+        ("nestegg: {page_deadline: 0}", "nestegg.page_deadline: expected a number of seconds > 0, got 0"),
+        ("nestegg: {page_deadline: soon}", "nestegg.page_deadline: expected a number of seconds >= 0"),
     ],
 )
 def test_bad_config_is_one_line_naming_file_and_key(tmp_path: Path, text: str, message: str) -> None:
@@ -108,6 +116,19 @@ def test_bad_config_is_one_line_naming_file_and_key(tmp_path: Path, text: str, m
     assert message in str(info.value)
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_limits_of_upstream_answers(tmp_path: Path) -> None:
+    path = tmp_path / "nestegg.yml"
+    path.write_text(
+        "nestegg: {max_page_size: 8M, max-metadata-size: 100k, page_deadline: 2.5, max_file_size: 1G}"
+    )
+    config = load_config(path)
+    assert (config.max_page_size, config.max_metadata_size) == (8 * 1024**2, 100 * 1024)
+    assert (config.page_deadline, config.max_file_size) == (2.5, 1024**3)
+    defaults = Config()
+    assert (defaults.max_page_size, defaults.max_metadata_size) == (64 * 1024**2, 16 * 1024**2)
+    assert (defaults.page_deadline, defaults.max_file_size) == (120.0, 20 * 1024**3)
 
 
 def test_missing_named_config(tmp_path: Path) -> None:

@@ -8,10 +8,16 @@ lengths and hashes, or answers garbage, and the uncached side must fail with a c
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
+import os
+import re
+import socket
 import threading
-from collections.abc import Iterator
+import time
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -402,7 +408,8 @@ def test_a_full_disk_while_caching_breaks_the_download_off_and_caches_nothing(
                 assert "disk is full" in assert_clear_error(answer, 507)
                 continue
             assert answer.status_code == 200
-            pieces = answer.iter_content(16 * 1024)
+            # a byte at a time: the first piece the upstream gave may be small (what came with its head)
+            pieces = answer.iter_content(1)
             assert next(pieces)
             client_has_bytes.set()
             with pytest.raises(BROKEN):  # broken off: never taken for a whole file
@@ -449,3 +456,443 @@ def test_a_full_disk_while_keeping_metadata_is_a_507(
     assert [p.name for p in (cache(mirror) / "pkg").iterdir()] == []
     monkeypatch.undo()
     assert http.get(url, timeout=30).content.startswith(b"Metadata-Version")
+
+
+# the promise on files: over-long bodies, every hash (issue 20) --------------------------------
+
+PAYLOAD = bytes(range(256)) * 1200  # the file the page describes: 307,200 bytes
+EXTRA = b"\x00" * 50_000
+TAMPERED = PAYLOAD[:-1] + b"\x00"
+
+
+class OneFile:
+    """An index of one project, ``pkg``, with one file whose page entry and answer a test sets."""
+
+    def __init__(self, filename: str = "pkg-1.0.tar.gz", data: bytes = PAYLOAD) -> None:
+        self.filename = filename
+        self.data = data
+        #: the page's entry of the file, besides its name and URL (hashes, size, core-metadata)
+        self.entry: dict[str, Any] = {}
+        self.file = Answer(body=data)
+        self.metadata = Answer(status=404)
+        #: an HTML page whose link to the file ends with this fragment, instead of the JSON page
+        self.fragment: str | None = None
+        #: the page's answer, if not the one made of ``entry``
+        self.page: Answer | None = None
+        #: paths answered with a redirect to ``/moved<path>``, whose body never ends
+        self.moved: set[str] = set()
+        self.server = RawUpstream(self.answer)
+
+    def answer(self, method: str, path: str) -> Answer:  # noqa: ARG002
+        if path in self.moved:
+            location = {"Location": f"/moved{path}"}
+            return Answer(status=301, pieces=endless(b"", b"moved "), headers=location)
+        path = path.removeprefix("/moved")
+        url = self.server.url(f"/files/{self.filename}")
+        if path == "/simple/pkg/":
+            if self.page is not None:
+                return self.page
+            if self.fragment is not None:
+                html = f'<html><body><a href="{url}#{self.fragment}">{self.filename}</a></body></html>'
+                return Answer(body=html.encode(), headers={"Content-Type": "text/html"})
+            entry = {"filename": self.filename, "url": url, **self.entry}
+            page = {"meta": {"api-version": "1.1"}, "name": "pkg", "files": [entry]}
+            return Answer(body=json.dumps(page).encode(), headers={"Content-Type": JSON})
+        if path == f"/files/{self.filename}":
+            return self.file
+        if path == f"/files/{self.filename}.metadata":
+            return self.metadata
+        return Answer(status=404, body=b"no such thing\n")
+
+
+@pytest.fixture
+def one_file() -> Iterator[OneFile]:
+    index = OneFile()
+    with index.server:
+        yield index
+
+
+def raw_get(
+    port: int, path: str, *, seconds: float = 20.0, limit: int = 16 << 20
+) -> tuple[int, dict[str, str], bytes]:
+    """A GET read off a socket until the server closes, ``seconds`` pass or ``limit`` bytes come:
+    the status, the header fields and the body (as sent: chunked, if it was)."""
+    deadline = time.monotonic() + seconds
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        while len(data) < limit and (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    fields = {key.strip().lower(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+    return int(status.split()[1]), fields, body
+
+
+def assert_never_whole(status: int, fields: dict[str, str], body: bytes) -> None:
+    """What a client got of a file that failed: an error before its first byte, or a 200 broken off
+    short of its Content-Length (or of its last chunk): never an answer that looks complete."""
+    if status != 200:
+        assert status in (502, 504), (status, body[:200])
+        return
+    if "content-length" in fields:
+        assert len(body) < int(fields["content-length"]), "a complete-looking answer of a file that failed"
+    else:
+        assert fields.get("transfer-encoding") == "chunked", fields
+        assert not body.endswith(b"0\r\n\r\n"), "a complete-looking answer of a file that failed"
+
+
+def digest_of(algorithm: str, data: bytes = PAYLOAD) -> str:
+    return hashlib.new(algorithm, data).hexdigest()
+
+
+#: a page's entry of PAYLOAD (its size or not), and an upstream answer longer than it says
+OVER_LONG = {
+    # a body delimited by closing the connection, past the page's size (held open after it)
+    "past-the-page-size": (True, Answer(pieces=lambda: [PAYLOAD + EXTRA], hold=True)),
+    "past-the-page-size-chunked": (True, Answer(pieces=lambda: [PAYLOAD, EXTRA], chunked=True, hold=True)),
+    # no size on the page: the answer says Content-Length: 10 and sends a longer chunked body
+    # (urllib3 and http.client follow the chunks and ignore the length)
+    "past-its-content-length": (
+        False,
+        Answer(pieces=lambda: [PAYLOAD + EXTRA], chunked=True, length=10, hold=True),
+    ),
+    # an honest Content-Length that is not the page's size (the answer stalls after the page's size)
+    "a-length-not-the-page-size": (True, Answer(body=PAYLOAD + EXTRA, stall_after=len(PAYLOAD) + 1000)),
+}
+
+
+@pytest.mark.parametrize("hashes", ["sha256", "md5", "none"])
+@pytest.mark.parametrize("case", list(OVER_LONG))
+def test_an_over_long_body_never_gives_a_client_a_complete_answer(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session, case: str, hashes: str
+) -> None:
+    sized, answer = OVER_LONG[case]
+    one_file.entry = {"hashes": {} if hashes == "none" else {hashes: digest_of(hashes)}}
+    if sized:
+        one_file.entry["size"] = len(PAYLOAD)
+    one_file.file = answer
+    mirror = make_mirror(index_url=one_file.server.index_url, ttl=0, timeout=TIMEOUT)
+    http.get(mirror.index_url + "pkg/").raise_for_status()
+    path = f"/files/pkg/{one_file.filename}"
+    assert_never_whole(*raw_get(mirror.port, path))
+    assert verify_cache(cache(mirror)) == 0
+    assert not list((cache(mirror) / "pkg").glob(".*part"))
+    # the same file sent as it should be is served whole, and cached
+    one_file.file = Answer(body=PAYLOAD)
+    status, _, body = raw_get(mirror.port, path)
+    assert (status, body) == (200, PAYLOAD)
+    assert verify_cache(cache(mirror), {one_file.filename: sha256(PAYLOAD)}) == 1
+
+
+@pytest.mark.parametrize(
+    "algorithm", ["blake2s", "blake2b", "sha3_256", "sha3_512", "sha512", "sha384", "sha224", "sha1", "md5"]
+)
+def test_a_file_is_checked_against_the_only_hash_its_page_gives(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session, algorithm: str
+) -> None:
+    one_file.entry = {"hashes": {algorithm: digest_of(algorithm)}, "size": len(PAYLOAD)}
+    one_file.file = Answer(body=TAMPERED)
+    mirror = make_mirror(index_url=one_file.server.index_url, ttl=0, timeout=TIMEOUT)
+    url = f"{mirror.url}/files/pkg/{one_file.filename}"
+    assert failed(http, url) in ("broken", 502)
+    assert verify_cache(cache(mirror)) == 0
+    # the right bytes: served, and their sha256 listed (the page vouched for them, by another hash)
+    one_file.file = Answer(body=PAYLOAD)
+    assert http.get(url).content == PAYLOAD
+    (entry,) = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
+    assert entry["hashes"] == {"sha256": sha256(PAYLOAD)}
+
+
+@pytest.mark.parametrize(
+    "hashes",
+    [
+        {"sha256": digest_of("sha256"), "blake2b": digest_of("blake2b", TAMPERED)},
+        {"sha512": digest_of("sha512"), "md5": digest_of("md5", TAMPERED)},
+        {"blake2b": hashlib.blake2b(PAYLOAD, digest_size=32).hexdigest()},  # not blake2b's own length
+        {"sha256": digest_of("sha256")[:-2]},
+        {"md5": digest_of("md5") + "00"},
+    ],
+    ids=["sha256-and-a-wrong-blake2b", "sha512-and-a-wrong-md5", "short-blake2b", "short-sha256", "long-md5"],
+)
+def test_every_digest_a_page_gives_must_match(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session, hashes: dict[str, str]
+) -> None:
+    one_file.entry = {"hashes": hashes, "size": len(PAYLOAD)}
+    mirror = make_mirror(index_url=one_file.server.index_url, ttl=0, timeout=TIMEOUT)
+    url = f"{mirror.url}/files/pkg/{one_file.filename}"
+    assert failed(http, url) in ("broken", 502)
+    assert verify_cache(cache(mirror)) == 0
+
+
+def test_a_hash_in_an_html_link_of_any_hashlib_algorithm_is_checked(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    one_file.fragment = f"sha3_256={digest_of('sha3_256')}"
+    one_file.file = Answer(body=TAMPERED)
+    mirror = make_mirror(index_url=one_file.server.index_url, ttl=0, timeout=TIMEOUT)
+    assert failed(http, f"{mirror.url}/files/pkg/{one_file.filename}") in ("broken", 502)
+    assert verify_cache(cache(mirror)) == 0
+
+
+@pytest.mark.parametrize(
+    "hashes",
+    [
+        {},
+        {"shake_256": hashlib.shake_256(PAYLOAD).hexdigest(32)},
+        {"whirlpool": "ab" * 64},
+        {"nonsense": "zz"},
+    ],
+    ids=["none", "shake", "unknown-to-hashlib", "nonsense"],
+)
+def test_a_file_no_hash_can_vouch_for_is_served_but_no_digest_is_claimed(
+    tmp_path: Path, make_mirror: MirrorFactory, http: requests.Session, hashes: dict[str, str]
+) -> None:
+    wheel = make_wheel(PackageSpec(name="pkg", version="1.0", payload_size=50_000), tmp_path / "dists")
+    index = OneFile(wheel.name, wheel.read_bytes())
+    index.entry = {"hashes": hashes}
+    with index.server:
+        mirror = make_mirror(index_url=index.server.index_url, ttl=0, timeout=TIMEOUT)
+        assert http.get(f"{mirror.url}/files/pkg/{wheel.name}").content == index.data
+        assert http.get(f"{mirror.url}/files/pkg/{wheel.name}.metadata").content.startswith(
+            b"Metadata-Version"
+        )
+        (entry,) = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
+        html = http.get(mirror.index_url + "pkg/", headers={"Accept": "text/html"}).text
+    # served and cached, and nestegg checks its cached bytes with its own sha256; the pages never
+    # claim a digest of the file or of its metadata: nobody vouched for the bytes they come from
+    assert verify_cache(cache(mirror), {wheel.name: sha256(index.data)}) == 1
+    assert entry["hashes"] == {}
+    assert entry["core-metadata"] is True
+    assert "sha256" not in html
+    assert 'data-core-metadata="true"' in html
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sha3_256", "blake2s"])
+def test_metadata_is_checked_against_every_hash_its_page_gives(
+    tmp_path: Path, make_mirror: MirrorFactory, http: requests.Session, algorithm: str
+) -> None:
+    wheel = make_wheel(PackageSpec(name="pkg", version="1.0"), tmp_path / "dists")
+    index = OneFile(wheel.name, wheel.read_bytes())
+    metadata = b"Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\n"
+    index.entry = {"core-metadata": {algorithm: digest_of(algorithm, metadata)}}
+    index.metadata = Answer(body=metadata.replace(b"1.0", b"6.6"))
+    url = f"/files/pkg/{wheel.name}.metadata"
+    with index.server:
+        mirror = make_mirror(index_url=index.server.index_url, timeout=TIMEOUT)
+        assert f"does not match its {algorithm}" in assert_clear_error(http.get(mirror.url + url), 502)
+        index.metadata = Answer(body=metadata)
+        assert http.get(mirror.url + url).content == metadata
+
+
+# endless upstream answers (issue 20) ---------------------------------------------------------
+
+
+def peak_growth(action: Callable[[], Any]) -> tuple[Any, int]:
+    """``action()``, and how far this process's peak RSS rose above its RSS before it (Linux)."""
+    with open("/proc/self/statm") as statm:
+        before = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # the peak RSS (VmHWM) starts again from the RSS now
+    result = action()
+    with open("/proc/self/status") as status:
+        peak = int(re.search(r"VmHWM:\s+(\d+) kB", status.read()).group(1)) * 1024  # type: ignore[union-attr]
+    return result, peak - before
+
+
+def endless(head: bytes, piece: bytes) -> Callable[[], Iterator[bytes]]:
+    def pieces() -> Iterator[bytes]:
+        yield head
+        block = piece * max(1, 65536 // len(piece))
+        while True:
+            yield block
+
+    return pieces
+
+
+def dripping(head: bytes, every: float = 0.05) -> Callable[[], Iterator[bytes]]:
+    """A body that keeps coming, a byte every ``every`` seconds (well within the timeout)."""
+    stop = threading.Event()
+
+    def pieces() -> Iterator[bytes]:
+        yield head
+        while not stop.wait(every):
+            yield b" "
+
+    return pieces
+
+
+def gzip_bomb(size: int) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [packer.compress(b'{"files": [')]
+    block = b" " * (1 << 20)
+    parts += [packer.compress(block) for _ in range(size >> 20)]
+    return b"".join(parts) + packer.flush()
+
+
+ENDLESS_PAGES = {
+    "file-list": lambda: Answer(
+        pieces=endless(b'{"files": [', b'{"filename": "pkg-1.0.tar.gz", "url": "pkg-1.0.tar.gz"},'),
+        headers={"Content-Type": JSON},
+    ),
+    "html-links": lambda: Answer(
+        pieces=endless(b"<html><body>", b'<a href="pkg-1.0.tar.gz">x</a>'),
+        headers={"Content-Type": "text/html"},
+    ),
+    "one-string": lambda: Answer(
+        pieces=endless(b'{"files": [{"filename": "pkg-1.0.tar.gz", "url": "', b"a"),
+        headers={"Content-Type": JSON},
+    ),
+    # 64 MiB of JSON's whitespace in 64 kB of gzip: counted as what it expands to
+    "gzip-bomb": lambda: Answer(
+        body=gzip_bomb(64 << 20), headers={"Content-Type": JSON, "Content-Encoding": "gzip"}
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(ENDLESS_PAGES))
+def test_an_endless_page_is_a_prompt_502_that_names_its_limit(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session, kind: str
+) -> None:
+    one_file.page = ENDLESS_PAGES[kind]()
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=TIMEOUT, max_page_size=4 << 20)
+    started = time.monotonic()
+    response, grown = peak_growth(lambda: http.get(mirror.index_url + "pkg/", timeout=60))
+    message = assert_clear_error(response, 502)
+    assert time.monotonic() - started < 20
+    assert f"127.0.0.1:{one_file.server.port}/simple/pkg/" in message
+    assert "max_page_size (4 MiB)" in message
+    assert "raise nestegg.max_page_size" in message
+    assert grown < 100 << 20, grown
+
+
+def test_an_endless_file_list_at_the_default_limits_keeps_memory_bounded(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    # entries as real pages have them: the model of a page costs far more than its text
+    entry = json.dumps(
+        {
+            "filename": "pkg-1.0-cp312-cp312-manylinux_2_17_x86_64.whl",
+            "url": "https://example.invalid/packages/ab/cd/pkg-1.0-cp312-cp312-manylinux_2_17_x86_64.whl",
+            "hashes": {"sha256": "0" * 64},
+            "requires-python": ">=3.8",
+            "size": 123456,
+        }
+    ).encode()
+    one_file.page = Answer(pieces=endless(b'{"files": [', entry + b","), headers={"Content-Type": JSON})
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=TIMEOUT)
+    response, grown = peak_growth(lambda: http.get(mirror.index_url + "pkg/", timeout=120))
+    assert "max_page_size (64 MiB)" in assert_clear_error(response, 502)
+    # 64 MiB of such entries are about 250,000 files: a model of ~140 MB
+    assert grown < 400 << 20, grown
+
+
+def test_a_good_page_keeps_being_served_when_its_refetch_is_endless(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    one_file.entry = {"hashes": {"sha256": sha256(PAYLOAD)}, "size": len(PAYLOAD)}
+    mirror = make_mirror(index_url=one_file.server.index_url, ttl=0, timeout=TIMEOUT, max_page_size=1 << 20)
+    good = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()
+    for kind in ("file-list", "one-string"):
+        one_file.page = ENDLESS_PAGES[kind]()
+        again = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}, timeout=60)
+        assert again.status_code == 200
+        assert again.json() == good
+    assert http.get(f"{mirror.url}/files/pkg/{one_file.filename}").content == PAYLOAD
+
+
+def test_a_redirect_whose_body_never_ends_is_followed_unread(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    one_file.entry = {"hashes": {"sha256": sha256(PAYLOAD)}, "size": len(PAYLOAD)}
+    one_file.moved = {"/simple/pkg/", f"/files/{one_file.filename}"}
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=TIMEOUT)
+    page, grown = peak_growth(
+        lambda: http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}, timeout=60)
+    )
+    assert page.status_code == 200, page.text
+    assert [f["filename"] for f in page.json()["files"]] == [one_file.filename]
+    assert http.get(f"{mirror.url}/files/pkg/{one_file.filename}", timeout=60).content == PAYLOAD
+    assert grown < 100 << 20, grown
+
+
+def test_a_page_that_drips_is_cut_off_at_its_deadline(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    one_file.page = Answer(pieces=dripping(b'{"files": ['), headers={"Content-Type": JSON})
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=TIMEOUT, page_deadline=1.0)
+    started = time.monotonic()
+    message = assert_clear_error(http.get(mirror.index_url + "pkg/", timeout=60), 504)
+    assert time.monotonic() - started < 1.0 + 10 * TIMEOUT
+    assert f"127.0.0.1:{one_file.server.port}/simple/pkg/" in message
+    assert "page_deadline (1s)" in message
+
+
+@pytest.mark.parametrize("kind", ["endless", "drips"])
+def test_endless_or_dripping_metadata_is_a_clear_error(
+    tmp_path: Path, make_mirror: MirrorFactory, http: requests.Session, kind: str
+) -> None:
+    wheel = make_wheel(PackageSpec(name="pkg", version="1.0"), tmp_path / "dists")
+    index = OneFile(wheel.name, wheel.read_bytes())
+    index.entry = {"core-metadata": True}
+    if kind == "endless":
+        index.metadata = Answer(pieces=endless(b"Metadata-Version: 2.1\n", b"x"))
+    else:
+        index.metadata = Answer(pieces=dripping(b"Metadata-Version: 2.1\n"))
+    with index.server:
+        mirror = make_mirror(
+            index_url=index.server.index_url, timeout=TIMEOUT, max_metadata_size=1 << 20, page_deadline=1.0
+        )
+        started = time.monotonic()
+        response, grown = peak_growth(
+            lambda: http.get(f"{mirror.url}/files/pkg/{wheel.name}.metadata", timeout=60)
+        )
+        message = assert_clear_error(response, 502 if kind == "endless" else 504)
+        assert time.monotonic() - started < 1.0 + 10 * TIMEOUT
+        assert f"127.0.0.1:{index.server.port}/files/{wheel.name}.metadata" in message
+        if kind == "endless":
+            assert "max_metadata_size (1 MiB); raise nestegg.max_metadata_size" in message
+        else:
+            assert "page_deadline (1s)" in message
+        assert grown < 100 << 20, grown
+        assert not mirror.repository.store.metadata_path(NormalizedName("pkg"), wheel.name).exists()
+
+
+def test_a_download_that_drips_fails_naming_its_rate(
+    one_file: OneFile, make_mirror: MirrorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    one_file.entry = {"size": 10 << 20}  # at a byte every 50 ms: six years
+    one_file.file = Answer(pieces=dripping(PAYLOAD[:1000]))
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=TIMEOUT)
+    downloads = mirror.repository.downloads
+    downloads.min_rate, downloads.rate_window = 1024, 1.0
+    started = time.monotonic()
+    assert_never_whole(*raw_get(mirror.port, f"/files/pkg/{one_file.filename}"))
+    assert time.monotonic() - started < 1.0 + 10 * TIMEOUT
+    (dripped,) = [r.getMessage() for r in caplog.records if "dripped" in r.getMessage()]
+    assert f"127.0.0.1:{one_file.server.port}/files/{one_file.filename}" in dripped
+    assert "bytes/s over 1s, under the 1024 bytes/s a download must keep" in dripped
+    assert verify_cache(cache(mirror)) == 0
+    assert not list((cache(mirror) / "pkg").glob(".*part"))
+
+
+def test_a_file_of_no_declared_size_stops_at_max_file_size(
+    one_file: OneFile, make_mirror: MirrorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    one_file.file = Answer(pieces=endless(b"", b"x"))  # no size on the page, no Content-Length
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=TIMEOUT, max_file_size=1 << 20)
+    started = time.monotonic()
+    status, fields, body = raw_get(mirror.port, f"/files/pkg/{one_file.filename}", limit=8 << 20)
+    assert_never_whole(status, fields, body)
+    assert len(body) < 2 << 20
+    assert time.monotonic() - started < 10
+    assert any("more than max_file_size (1 MiB)" in r.getMessage() for r in caplog.records)
+    assert verify_cache(cache(mirror)) == 0
+    assert not list((cache(mirror) / "pkg").glob(".*part"))

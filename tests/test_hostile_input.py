@@ -221,7 +221,7 @@ def test_a_page_that_cannot_be_read_never_replaces_the_good_one(
     mirror = make_mirror(index_url=index.server.index_url, ttl=0.0)
     assert listed(mirror) == (index.good, ["1.0"])
 
-    def unforeseen(*_args: object) -> ProjectPage:
+    def unforeseen(*_args: object, **_kwargs: object) -> ProjectPage:
         raise RecursionError("a page no parser foresaw")
 
     # any failure to read the page, not only those the parser names: the good page stays

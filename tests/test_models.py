@@ -11,6 +11,7 @@ from nestegg_core.models import (
     DistFile,
     Hashes,
     ProjectPage,
+    can_check,
     has_unreadable_version,
     is_dist_filename,
     parse_number,
@@ -191,3 +192,45 @@ def test_a_page_leaves_out_versions_it_cannot_read() -> None:
     page = ProjectPage.build("pkg", files, ["0.9", HUGE, "legacy version text", "1." + "1" * MAX_VERSION])
     assert [d.filename for d in page.files] == ["pkg-1.0.tar.gz", "pkg-legacy.zip"]
     assert page.versions == ("0.9", "legacy version text", "1.0")
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "checked"),
+    [
+        ("sha256", True),
+        ("sha384", True),
+        ("sha512", True),
+        ("sha224", True),
+        ("sha3_256", True),
+        ("sha3_512", True),
+        ("blake2b", True),
+        ("blake2s", True),
+        ("md5", True),
+        ("sha1", True),
+        ("shake_128", False),  # no length of its own: a page's digest says nothing
+        ("shake_256", False),
+        ("whirlpool", False),
+        ("sha-256", False),  # OpenSSL takes it; PEP 503 names hashlib's algorithms
+        ("SHA256", False),  # pages' names are lowercased before they are asked about
+        ("", False),
+        ("x" * 300, False),
+    ],
+)
+def test_the_hashes_a_file_can_be_checked_with(algorithm: str, checked: bool) -> None:
+    assert can_check(algorithm) is checked
+
+
+def test_a_record_keeps_nestegg_s_own_sha256_apart_from_what_a_page_may_list() -> None:
+    unvouched = DistFile(filename="a-1.0.tar.gz", size=3, own_sha256=SHA256)
+    data = unvouched.to_json()
+    assert data["hashes"] == {}
+    assert data["own_sha256"] == SHA256
+    back = DistFile.from_json(data)
+    assert back.sha256 is None
+    assert back.own_sha256 == SHA256
+    # a vouched record lists it, and is written as before (a record of an earlier release)
+    vouched = DistFile(filename="a-1.0.tar.gz", hashes={"md5": "ab", "sha256": SHA256}, own_sha256=SHA256)
+    assert "own_sha256" not in vouched.to_json()
+    assert DistFile.from_json(vouched.to_json()).own_sha256 == SHA256
+    # the page's entry and the record of the same file are the same file (mirror.cached)
+    assert unvouched == DistFile(filename="a-1.0.tar.gz", size=3)

@@ -118,15 +118,16 @@ def test_a_file_cached_just_as_the_index_lists_it_leaves_the_rendering(
 
 
 class _Bare:
-    """A fetcher whose page of ``demo`` lists its sdist without size or hash (as an old index
-    may), and serves it."""
+    """A fetcher whose page of ``demo`` lists its sdist without size, with an md5 only (as an old
+    index may), and serves it."""
 
     def __init__(self) -> None:
         self.data = b"not really a tarball"
         self.listed = True
 
     def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
-        files = [DistFile(filename="demo-1.0.tar.gz", url="https://example.com/demo-1.0.tar.gz")]
+        md5 = {"md5": hashlib.md5(self.data).hexdigest()}  # noqa: S324 - an old index's hash
+        files = [DistFile(filename="demo-1.0.tar.gz", url="https://example.com/demo-1.0.tar.gz", hashes=md5)]
         return Fetched(page=ProjectPage.build(name, files if self.listed else []))
 
     def open(self, url: str) -> FileStream:  # noqa: ARG002
@@ -145,7 +146,8 @@ def test_a_file_cached_with_more_than_the_index_says_makes_the_page_again(tmp_pa
     for thread in threading.enumerate():  # the download's thread ends once all is written
         if thread.name.startswith("nestegg-download-"):
             thread.join(timeout=10)
-    # the record tells its size and hash: the page is made again (in a new process too), with them
+    # the record tells its size and sha256 (the md5 vouched for the bytes): the page is made again
+    # (in a new process too), with them
     digest = hashlib.sha256(upstream.data).hexdigest().encode()
     after = Repository(config, fetcher=upstream).rendered(NAME, JSON_V1)
     assert after.page is not None

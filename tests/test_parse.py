@@ -3,13 +3,14 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import re
 import tracemalloc
 from collections.abc import Iterator
 
 import pytest
 
 from nestegg_core.errors import UpstreamError
-from nestegg_core.parse import parse_project_page, parse_project_stream
+from nestegg_core.parse import PageTooLarge, parse_project_page, parse_project_stream
 
 BASE = "https://example.com/simple/pkg/"
 
@@ -218,3 +219,118 @@ def test_a_large_page_is_never_held_whole() -> None:
     assert len(page.files) == 5_000
     # beyond the model: a chunk, its text and an entry; the body whole, as bytes or text, is far more
     assert peak - model < len(body) // 8, (peak, model, len(body))
+
+
+# hashes and limits ---------------------------------------------------------------------------
+
+
+def test_every_hash_a_page_gives_that_hashlib_computes_is_kept() -> None:
+    entry = {
+        "filename": "pkg-1.0.tar.gz",
+        "url": "/f/pkg-1.0.tar.gz",
+        "hashes": {
+            "SHA256": "AB",
+            "sha3_256": "cd",
+            "blake2s": "ef",
+            "md5": "01",
+            "shake_128": "23",
+            "foo": "45",
+        },
+    }
+    body = json.dumps({"files": [entry]}).encode()
+    (dist,) = parse_project_page("pkg", body, JSON, BASE).files
+    # the rest cannot be checked: kept, they would only take memory
+    assert dist.hashes == {"sha256": "ab", "sha3_256": "cd", "blake2s": "ef", "md5": "01"}
+    html = b"".join(
+        b'<a href="/f/pkg-%d.tar.gz#%s=AB" data-core-metadata="%s=cd">x</a>' % (i, algorithm, algorithm)
+        for i, algorithm in enumerate([b"sha3_256", b"blake2b", b"sha512", b"shake_256", b"foo"])
+    )
+    files = parse_project_page("pkg", html, "text/html", BASE).files
+    assert [(dict(d.hashes), d.core_metadata) for d in files] == [
+        ({"sha3_256": "ab"}, {"sha3_256": "cd"}),
+        ({"blake2b": "ab"}, {"blake2b": "cd"}),
+        ({"sha512": "ab"}, {"sha512": "cd"}),
+        ({}, None),
+        ({}, None),
+    ]
+
+
+def endless(head: bytes, entry: bytes) -> Iterator[bytes]:
+    """A body that never ends: ``head``, then ``entry`` again and again."""
+    yield head
+    piece = entry * max(1, 8192 // len(entry))
+    while True:
+        yield piece
+
+
+@pytest.mark.parametrize(
+    ("head", "entry", "content_type", "message"),
+    [
+        (b'{"files": [', b'{"filename": "a-1.tar.gz", "url": "a"},', JSON, "lists more than 1,000 files"),
+        (b"<html><body>", b"<a href=a>a</a>", "text/html", "lists more than 1,000 files"),
+        # a file counts once for each of its hashes: they cost memory as files do
+        (
+            b'{"files": [',
+            b'{"filename": "a", "url": "a", '
+            b'"hashes": {"md5": "a", "sha1": "a", "sha256": "a", "sha224": "a"}},',
+            JSON,
+            "lists more than 1,000 files",
+        ),
+        (
+            b'{"files": [{"filename": "a", "url": "',
+            b"a",
+            JSON,
+            "a value (a file entry, the versions) of more than 65,536",
+        ),
+        (
+            b'{"files": [], "versions": [',
+            b'"1.0",',
+            JSON,
+            "a value (a file entry, the versions) of more than 65,536",
+        ),
+        (b'{"files": [], "x": [', b"[],", JSON, "a value (a file entry, the versions) of more than 65,536"),
+        (b"[", b"[],", JSON, "a value (a file entry, the versions) of more than 65,536"),
+        (b"<html><body><a ", b"x=1 ", "text/html", "a tag of more than 4,096 characters"),
+        (b'<html><body><a href="', b"a", "text/html", "a tag of more than 4,096 characters"),
+    ],
+    ids=[
+        "files",
+        "links",
+        "hashes",
+        "string",
+        "versions",
+        "other-member",
+        "not-a-page",
+        "attributes",
+        "href",
+    ],
+)
+def test_a_page_over_its_limits_stops_at_once(
+    head: bytes, entry: bytes, content_type: str, message: str
+) -> None:
+    with pytest.raises(PageTooLarge, match=re.escape(message)):
+        parse_project_stream(
+            "pkg", endless(head, entry), content_type, BASE, max_files=1_000, max_value=65_536
+        )
+
+
+def test_members_of_a_json_page_it_does_not_use_are_not_held() -> None:
+    member = b"[" + b"[]," * 20_000 + b"[]]"  # 60 kB of text, megabytes as lists
+    body = b'{"files": []' + b"".join(b', "m%d": %s' % (i, member) for i in range(40)) + b"}"
+    gc.collect()
+    tracemalloc.start()
+    try:
+        page = parse_project_stream("pkg", chunks(body, 64 * 1024), JSON, BASE, max_value=65_536)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert page.files == ()
+    # one member's lists at a time (a few MB), not forty of them
+    assert peak < 12 * 1024**2, peak
+
+
+def test_a_real_page_is_within_the_limits_of_its_size() -> None:
+    body = large_page(5_000)
+    # as the fetcher sets them for a max_page_size of the page's own size
+    limits = {"max_files": len(body) // 256, "max_value": len(body) // 64}
+    assert len(parse_project_stream("pkg", chunks(body, 64 * 1024), JSON, BASE, **limits).files) == 5_000

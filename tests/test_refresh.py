@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import subprocess
 import sys
@@ -150,7 +151,8 @@ def test_stop_drops_what_is_pending(log: _Log) -> None:
 
 
 class _Bare:
-    """A fetcher whose page lists ``demo``'s sdist without its size or hash, as an old index may."""
+    """A fetcher whose page lists ``demo``'s sdist without its size, with an md5 only, as an old
+    index may."""
 
     data = b"not really a tarball"
 
@@ -159,7 +161,8 @@ class _Bare:
 
     def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
         self.asked += 1
-        files = [DistFile(filename="demo-1.0.tar.gz", url="https://example.com/demo-1.0.tar.gz")]
+        md5 = {"md5": hashlib.md5(self.data).hexdigest()}  # noqa: S324 - an old index's hash
+        files = [DistFile(filename="demo-1.0.tar.gz", url="https://example.com/demo-1.0.tar.gz", hashes=md5)]
         return Fetched(page=ProjectPage.build(name, files))
 
     def open(self, url: str) -> FileStream:  # noqa: ARG002
