@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 #: the most waitress reads of a file (and sends) at a time, per connection
 SEND_BLOCK = 256 * 1024
+#: the most connections open at once; each may hold a thread while it waits (``pacing``), at
+#: some tens of KiB each, less than the 256 KiB a connection may have queued to send
+CONNECTION_LIMIT = 1000
 
 
 class Mirror:
@@ -157,7 +160,8 @@ def make_server(app: Callable[..., Iterable[bytes]], config: Config) -> Any:
             "" if config.credentials_file else " (and uploads are off without a credentials file)",
         )
     # waitress starts its workers before it binds: made here, so that a failed bind can stop them
-    dispatcher = PacedDispatcher()
+    # a thread for every connection at most, should each wait on a slow client or upstream
+    dispatcher = PacedDispatcher(extra=max(0, CONNECTION_LIMIT - config.threads))
     dispatcher.set_thread_count(config.threads)
     try:
         server = create_server(
@@ -174,7 +178,7 @@ def make_server(app: Callable[..., Iterable[bytes]], config: Config) -> Any:
             # 1 MiB and 57 MB with this, in the same 0.7 s. Pages are sent from their files.
             outbuf_high_watermark=256 * 1024,
             channel_timeout=300,
-            connection_limit=1000,
+            connection_limit=CONNECTION_LIMIT,
             clear_untrusted_proxy_headers=True,
             _dispatcher=dispatcher,
         )
