@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 from types import FrameType, TracebackType
 from typing import Any
@@ -28,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 #: the most waitress reads of a file (and sends) at a time, per connection
 SEND_BLOCK = 256 * 1024
+#: seconds a worker waits for a client that takes none of what it was sent before the connection
+#: is closed: twice the upstream's default ``timeout``; pip and uv read as fast as they can
+SEND_TIMEOUT = 60.0
 #: the most connections open at once; each may hold a thread while it waits (``pacing``), at
 #: some tens of KiB each, less than the 256 KiB a connection may have queued to send
 CONNECTION_LIMIT = 1000
@@ -199,24 +203,54 @@ def make_server(app: Callable[..., Iterable[bytes]], config: Config) -> Any:
 
 
 class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
-    """waitress's connection, reading what it sends (a file) at most ``SEND_BLOCK`` at a time.
+    """waitress's connection, with a deadline on a worker's wait for its client.
 
-    waitress reads a file it sends (a cached wheel, a rendered page) in blocks of the socket's
-    send buffer, which Linux makes 4 MiB on loopback: every connection sending a file held a
-    4 MiB read. The kernel still sizes the buffer itself.
+    - It reads what it sends (a file) at most ``SEND_BLOCK`` at a time: waitress reads a file in
+      blocks of the socket's send buffer, which Linux makes 4 MiB on loopback.
+    - A worker waiting for the client to read (a response over the high watermark) declares the
+      wait (``pacing``) and gives up after ``SEND_TIMEOUT`` seconds without a byte taken: the
+      connection is closed and the task ends. waitress waits without end, and its idle
+      connection clean-up spares a connection with a request.
     """
 
     sendbuf_len: int
+    connected: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sendbuf_len = min(self.sendbuf_len, SEND_BLOCK)
 
     def _flush_outbufs_below_high_watermark(self) -> None:
-        # a worker that waits for a slow client to read lets another task run (``pacing``)
-        if self.total_outbufs_len > self.adj.outbuf_high_watermark:
-            with blocking():
-                super()._flush_outbufs_below_high_watermark()
+        # waitress's own, with the wait declared and a deadline on it
+        high = self.adj.outbuf_high_watermark
+        if self.total_outbufs_len <= high:
+            return
+        with blocking(), self.outbuf_lock:
+            _, failed = self._flush_exception(self._flush_some, do_close=False)
+            if failed:  # the event loop closes it: wait for that, as waitress does
+                self.server.pull_trigger()
+                self.outbuf_lock.wait(SEND_TIMEOUT)
+                return
+            # the event loop sends the rest as the client reads, and wakes us below the watermark
+            self.server.pull_trigger()
+            left, since = self.total_outbufs_len, time.monotonic()
+            while self.connected and self.total_outbufs_len > high:
+                if self.total_outbufs_len < left:
+                    left, since = self.total_outbufs_len, time.monotonic()
+                waited = time.monotonic() - since
+                if waited >= SEND_TIMEOUT:
+                    logger.info(
+                        "closing the connection of %s:%s: it took nothing of its answer for %ds",
+                        *self.addr[:2],
+                        SEND_TIMEOUT,
+                    )
+                    # as waitress cancels a channel: the event loop closes it, writes raise
+                    # ClientDisconnected, and the task ends
+                    self.will_close = True
+                    self.connected = False
+                    self.server.pull_trigger()
+                    return
+                self.outbuf_lock.wait(min(1.0, SEND_TIMEOUT - waited))  # else look again in a second
 
 
 def is_loopback(host: str) -> bool:

@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from nestegg_core import Config, Mirror
+from nestegg_core import server as serving
 from nestegg_core.auth import set_password
 from nestegg_core.cli import main
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
@@ -25,7 +26,15 @@ from nestegg_core.pytest_plugin import PrivateIndex
 from nestegg_core.server import describe, make_server
 
 from .conftest import Faults, MirrorFactory
-from .loopback import Answer, RawUpstream, sha256
+from .loopback import (
+    Answer,
+    RawUpstream,
+    busy_workers,
+    health_ms,
+    never_reading,
+    sha256,
+    wait_until,
+)
 
 JSON = "application/vnd.pypi.simple.v1+json"
 SENTINEL = b"sentinel: this file must never be served"
@@ -211,6 +220,59 @@ def test_bad_range_headers_never_get_wrong_bytes(
         full = http.get(url).content
         assert sha256(full) == digest
         expect_range(full, status, head, body, header)
+
+
+# slow and vanishing clients -------------------------------------------------------------------
+
+#: what "answers in milliseconds" allows on a loaded machine; starved, it is never answered at all
+QUICK_MS = 1000
+
+
+@pytest.fixture
+def big_file(
+    make_mirror: MirrorFactory, upstream: PrivateIndex, http: requests.Session
+) -> tuple[Mirror, str]:
+    """A mirror and the path of a 5 MiB file it has cached."""
+    [wheel] = upstream.add("big", "1.0", sdist=False, payload_size=5 * 1024 * 1024)
+    mirror = make_mirror()
+    path = f"/files/big/{wheel.filename}"
+    http.get(mirror.url + path).raise_for_status()
+    return mirror, path
+
+
+def test_pipelined_slow_readers_are_cut_off_after_the_send_timeout(
+    big_file: tuple[Mirror, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker waits for a client to take the first answer before it starts the second; not
+    for ever."""
+    monkeypatch.setattr(serving, "SEND_TIMEOUT", 1.0)
+    mirror, path = big_file
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    clients = never_reading(mirror.port, request * 2, 20)
+    try:
+        wait_until(lambda: busy_workers(mirror._server) >= 20, "20 workers waiting on their clients")
+        assert health_ms(mirror.port) < QUICK_MS  # beside them
+        wait_until(lambda: busy_workers(mirror._server) == 0, "the workers let go", timeout=15)
+        assert all(closed_by_server(client) for client in clients)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def closed_by_server(client: socket.socket) -> bool:
+    """Whether the server closed ``client``'s connection (what it had sent is read first)."""
+    received = 0
+    try:
+        while received < 64 * 1024 * 1024:  # far more than any answer here
+            chunk = client.recv(1 << 20)
+            if not chunk:
+                return True
+            received += len(chunk)
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return False
 
 
 # uploads -----------------------------------------------------------------------------------
