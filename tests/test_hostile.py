@@ -240,6 +240,26 @@ def big_file(
     return mirror, path
 
 
+def test_slow_readers_of_ranges_hold_no_worker(big_file: tuple[Mirror, str]) -> None:
+    mirror, path = big_file
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-\r\n\r\n".encode()
+    clients = never_reading(mirror.port, request, 20)
+    try:
+        channels = mirror._server.active_channels
+        # every answer is queued, sent from the event loop as the client reads: no worker waits
+        wait_until(
+            lambda: (
+                sum(1 for c in list(channels.values()) if c.total_outbufs_len) == 20
+                and busy_workers(mirror._server) == 0
+            ),
+            "20 answers queued and no worker busy",
+        )
+        assert health_ms(mirror.port) < QUICK_MS
+    finally:
+        for client in clients:
+            client.close()
+
+
 def test_pipelined_slow_readers_are_cut_off_after_the_send_timeout(
     big_file: tuple[Mirror, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
