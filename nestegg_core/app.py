@@ -19,7 +19,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from . import auth, metrics, uploads
 from .clients import profile_from_user_agent
 from .config import Config
-from .downloads import Download
+from .downloads import ClientGone, Download
 from .errors import BuildError, NesteggError, NotFound
 from .models import is_normalized, is_valid_name
 from .pagefiles import PageFile
@@ -85,6 +85,8 @@ class NesteggApp:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
             return self._route(environ, start_response)
+        except ClientGone:
+            raise  # nobody to answer: the server ends the request
         except NesteggError as exc:
             # pip shows the reason phrase of a failed page, not the body: put a build's log path there
             reason = str(exc) if isinstance(exc, BuildError) else None
@@ -333,7 +335,9 @@ class NesteggApp:
         return []
 
     def _stream(self, environ: Environ, start_response: StartResponse, download: Download) -> Iterable[bytes]:
-        download.wait_started()
+        # waitress says whether the client is still there: its reader stops waiting once it is not
+        gone = environ.get("waitress.client_disconnected")
+        download.wait_started(gone=gone)
         size = download.size
         headers = [
             ("Content-Type", "application/octet-stream"),
@@ -343,7 +347,7 @@ class NesteggApp:
             start_response(status_line(200), headers)
             if environ["REQUEST_METHOD"] == "HEAD":
                 return []
-            return self._until_first_byte(environ, start_response, download.read())
+            return self._until_first_byte(environ, start_response, download.read(gone=gone))
         headers.append(("Accept-Ranges", "bytes"))
         try:
             wanted = _range(environ, size, None)
@@ -353,7 +357,7 @@ class NesteggApp:
         self._start_file(start_response, headers, start, end, size, partial=wanted is not None)
         if environ["REQUEST_METHOD"] == "HEAD":
             return []
-        return self._until_first_byte(environ, start_response, download.read(start, end))
+        return self._until_first_byte(environ, start_response, download.read(start, end, gone=gone))
 
     def _until_first_byte(
         self, environ: Environ, start_response: StartResponse, body: Iterator[bytes]

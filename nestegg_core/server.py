@@ -13,11 +13,13 @@ from collections.abc import Callable, Iterable
 from types import FrameType, TracebackType
 from typing import Any
 
-from waitress.channel import HTTPChannel
+from waitress.channel import ClientDisconnected, HTTPChannel
 from waitress.server import MultiSocketServer, create_server
+from waitress.task import WSGITask
 
 from .app import NesteggApp, create_app
 from .config import Config
+from .downloads import ClientGone
 from .errors import NesteggError
 from .pacing import PacedDispatcher, blocking
 from .repository import Repository
@@ -183,6 +185,9 @@ def make_server(app: Callable[..., Iterable[bytes]], config: Config) -> Any:
             outbuf_high_watermark=256 * 1024,
             channel_timeout=300,
             connection_limit=CONNECTION_LIMIT,
+            # a channel reads on while its request runs, so a client that went away is seen
+            # (``waitress.client_disconnected``): a reader of a download stops waiting for it
+            channel_request_lookahead=1,
             clear_untrusted_proxy_headers=True,
             _dispatcher=dispatcher,
         )
@@ -202,6 +207,16 @@ def make_server(app: Callable[..., Iterable[bytes]], config: Config) -> Any:
     return server
 
 
+class _Task(WSGITask):  # type: ignore[misc]  # waitress has no type hints
+    """waitress's task, ending quietly when the app finds its client gone (as a write would)."""
+
+    def execute(self) -> None:
+        try:
+            super().execute()
+        except ClientGone:
+            raise ClientDisconnected from None
+
+
 class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
     """waitress's connection, with a deadline on a worker's wait for its client.
 
@@ -213,6 +228,7 @@ class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
       connection clean-up spares a connection with a request.
     """
 
+    task_class = _Task
     sendbuf_len: int
     connected: bool
 

@@ -29,6 +29,7 @@ from .conftest import Faults, MirrorFactory
 from .loopback import (
     Answer,
     RawUpstream,
+    Trickle,
     busy_workers,
     health_ms,
     never_reading,
@@ -293,6 +294,29 @@ def closed_by_server(client: socket.socket) -> bool:
     except TimeoutError:
         return False
     return False
+
+
+def test_readers_of_a_download_stop_once_their_clients_went_away(
+    make_mirror: MirrorFactory, tmp_path: Path
+) -> None:
+    """300 requests for a file the upstream holds back, each connection closed once sent."""
+    trickle = Trickle()
+    with PrivateIndex(tmp_path / "slow", middleware=trickle) as slow:
+        [wheel] = slow.add("held", "1.0", sdist=False, payload_size=200_000)
+        path = f"/files/held/{wheel.filename}"
+        trickle.paths.add(path)
+        mirror = make_mirror(index_url=slow.index_url)
+        try:
+            request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            for _ in range(300):
+                with socket.create_connection(("127.0.0.1", mirror.port), timeout=10) as client:
+                    client.sendall(request)
+            assert trickle.holding.wait(10)
+            # each reader sees its client gone within about a second, long before the file comes
+            wait_until(lambda: busy_workers(mirror._server) == 0, "the readers to stop", timeout=10)
+            assert health_ms(mirror.port) < QUICK_MS
+        finally:
+            trickle.release.set()
 
 
 # uploads -----------------------------------------------------------------------------------
