@@ -14,6 +14,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from waitress.channel import ClientDisconnected, HTTPChannel
+from waitress.parser import HTTPRequestParser, ParsingError, TransferEncodingNotImplemented
 from waitress.server import MultiSocketServer, create_server
 from waitress.task import WSGITask
 
@@ -226,6 +227,7 @@ class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
       wait (``pacing``) and gives up after ``SEND_TIMEOUT`` seconds without a byte taken: the
       connection is closed and the task ends. waitress waits without end, and its idle
       connection clean-up spares a connection with a request.
+    - Requests are parsed by :class:`_Parser`.
     """
 
     task_class = _Task
@@ -233,6 +235,7 @@ class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
     connected: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.parser_class = _Parser
         super().__init__(*args, **kwargs)
         self.sendbuf_len = min(self.sendbuf_len, SEND_BLOCK)
 
@@ -267,6 +270,35 @@ class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
                     self.server.pull_trigger()
                     return
                 self.outbuf_lock.wait(min(1.0, SEND_TIMEOUT - waited))  # else look again in a second
+
+
+class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type hints
+    """waitress's request parser, refusing a request with both ``Content-Length`` and
+    ``Transfer-Encoding`` (RFC 9112, section 6.3: a front server may frame it otherwise, smuggling
+    a request past it) and a ``Content-Length`` too long to be a number, which waitress fails on.
+    """
+
+    def parse_header(self, header_plus: bytes) -> None:
+        both = b"transfer-encoding" in header_plus.lower() and _framed_twice(header_plus)
+        try:
+            super().parse_header(header_plus)
+        except TransferEncodingNotImplemented:
+            if not both:
+                raise
+        except ValueError:  # a number past Python's limit on digits
+            raise ParsingError("Content-Length is invalid") from None
+        if both:
+            raise ParsingError("a request with both Content-Length and Transfer-Encoding is refused")
+
+
+def _framed_twice(header_plus: bytes) -> bool:
+    """Whether a request's head has both a Content-Length and a Transfer-Encoding field."""
+    names = {
+        line.partition(b":")[0].lower()
+        for line in header_plus.split(b"\r\n")[1:]
+        if line[:1] not in (b" ", b"\t")  # a folded line goes on the field before
+    }
+    return b"content-length" in names and b"transfer-encoding" in names
 
 
 def is_loopback(host: str) -> bool:

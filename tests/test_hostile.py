@@ -452,6 +452,68 @@ def test_an_upload_cut_off_midway_leaves_nothing(server: Mirror, tmp_path: Path)
     assert not (server.repository.private.root / "cut").exists()
 
 
+# bodies, before a byte of them is read --------------------------------------------------------
+
+
+def head_only(port: int, head: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send only the head of a request; the answer, read until the server closes the connection
+    (a server waiting for the body never answers: the socket times out)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except ConnectionResetError:  # closed with a body left unread: after the answer
+            assert data, "reset before any answer"
+    first, _, rest = data.partition(b"\r\n")
+    lines, _, body = rest.partition(b"\r\n\r\n")
+    headers = {
+        k.decode().lower(): v.decode() for k, _, v in (line.partition(b": ") for line in lines.split(b"\r\n"))
+    }
+    return int(first.split()[1]), headers | {"reason": first.decode().split(" ", 2)[2]}, body
+
+
+SMUGGLED = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "fields", "body"),
+    [
+        ("POST /health HTTP/1.1", "Content-Length: 5\r\nTransfer-Encoding: chunked", "0\r\n\r\n"),
+        ("POST /health HTTP/1.1", "Transfer-Encoding: chunked\r\nContent-Length: 0", "0\r\n\r\n"),
+        ("POST /health HTTP/1.1", "content-length: 0\r\ntransfer-encoding: gzip, chunked", "0\r\n\r\n"),
+        (
+            "POST /health HTTP/1.0",
+            "Connection: keep-alive\r\nContent-Length: 0\r\nTransfer-Encoding: chunked",
+            "",
+        ),
+        ("GET /health HTTP/1.1", "Content-Length: 0\r\nTransfer-Encoding: chunked", "0\r\n\r\n"),
+    ],
+    ids=["cl-then-te", "te-then-cl", "lower-case-gzip", "http-1.0", "get"],
+)
+def test_content_length_with_transfer_encoding_is_refused_and_nothing_after_it_answered(
+    mirror: Mirror, line: str, fields: str, body: str
+) -> None:
+    """RFC 9112, section 6.3: a front server that frames the request by the other header would
+    pass the rest of it on as a request of its own."""
+    with socket.create_connection(("127.0.0.1", mirror.port), timeout=10) as sock:
+        sock.sendall(f"{line}\r\nHost: x\r\n{fields}\r\n\r\n{body}".encode() + SMUGGLED)
+        data = b""
+        while chunk := sock.recv(65536):  # until the server closes the connection
+            data += chunk
+    assert data.startswith((b"HTTP/1.1 400 ", b"HTTP/1.0 400 ")), data[:300]
+    assert data.count(b"HTTP/1.") == 1, data  # the request after it was never answered
+    assert b"Content-Length and Transfer-Encoding" in data
+
+
+def test_a_content_length_too_long_for_a_number_is_400(mirror: Mirror) -> None:
+    head = b"POST /legacy/ HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n"
+    status, _, body = head_only(mirror.port, head)
+    assert status == 400
+    assert b"Content-Length is invalid" in body
+
+
 def test_read_auth_hides_private_names_from_the_root_index(
     make_mirror: MirrorFactory, http: requests.Session, tmp_path: Path
 ) -> None:
