@@ -20,7 +20,7 @@ from . import auth, metrics, uploads
 from .clients import profile_from_user_agent
 from .config import Config
 from .downloads import ClientGone, Download
-from .errors import BuildError, NesteggError, NotFound
+from .errors import BodyTooLarge, BuildError, NesteggError, NotFound
 from .models import is_normalized, is_valid_name
 from .pagefiles import PageFile
 from .repository import Repository
@@ -47,6 +47,9 @@ _PLAIN_PATH = re.compile(r"^[A-Za-z0-9._+!~=/-]+$")
 FILE_CACHE_CONTROL = "max-age=31536000, immutable"
 PAGE_CACHE_CONTROL = "max-age=0, must-revalidate"
 BLOCK = 256 * 1024
+#: the most bytes of body a request other than an upload may send (the CI trigger sends none)
+SMALL_BODY = 64 * 1024
+_UPLOAD_PATHS = ("/", "/legacy", "/legacy/")
 #: rendered pages up to this size are read whole; larger ones are sent a block at a time
 _READ_WHOLE = 64 * 1024
 
@@ -95,6 +98,24 @@ class NesteggApp:
             logger.exception("error answering %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             return self._error(environ, start_response, 500, "internal error; see the server log")
 
+    def admit(self, environ: Environ) -> uploads.Admission:
+        """Whether to read the body of a request whose headers are all in (``environ`` has no
+        ``wsgi.input`` yet): for the server to ask before it reads, or spools, a byte of it."""
+        method = environ.get("REQUEST_METHOD")
+        path = environ.get("PATH_INFO", "")
+        if method == "POST" and path in _UPLOAD_PATHS and isinstance(self.upload, uploads.UploadHandler):
+            return self.upload.admit(environ)
+        length = str(environ.get("CONTENT_LENGTH") or "0")
+        if length.isdigit() and int(length) > SMALL_BODY:
+            return uploads.Admission(
+                SMALL_BODY,
+                refusal=BodyTooLarge(
+                    f"a request body of {int(length)} bytes is over the limit of {SMALL_BODY} bytes "
+                    f"for {method} {path!r}"
+                ),
+            )
+        return uploads.Admission(SMALL_BODY)
+
     def start_services(self) -> None:
         """Start the background services (the server calls this once it listens)."""
         for service in self.services:
@@ -109,7 +130,7 @@ class NesteggApp:
         path = _path_info(environ)
         parts = path.split("/")
         if method == "POST":
-            if path in ("/", "/legacy", "/legacy/") and self.upload is not None:
+            if path in _UPLOAD_PATHS and self.upload is not None:
                 return self.upload(environ, start_response)
             post_handler = self.post_routes.get(parts[1] if len(parts) > 1 else "")
             if post_handler is not None:

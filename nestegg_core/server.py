@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import ipaddress
 import logging
 import signal
@@ -17,16 +18,20 @@ from waitress.channel import ClientDisconnected, HTTPChannel
 from waitress.parser import HTTPRequestParser, ParsingError, TransferEncodingNotImplemented
 from waitress.server import MultiSocketServer, create_server
 from waitress.task import WSGITask
+from waitress.utilities import Error, RequestEntityTooLarge
 
-from .app import NesteggApp, create_app
+from .app import NesteggApp, create_app, status_line
 from .config import Config
 from .downloads import ClientGone
-from .errors import NesteggError
+from .errors import BodyTooLarge, NesteggError
 from .pacing import PacedDispatcher, blocking
 from .repository import Repository
+from .uploads import FIELDS_ALLOWANCE, Admission
 from .upstream import Fetcher, mask_url
 
 WSGIApp = Callable[..., Iterable[bytes]]
+#: asked once a request's headers are in, before a byte of its body is read (``NesteggApp.admit``)
+BodyGate = Callable[[dict[str, Any]], Admission]
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +102,7 @@ class Mirror:
         """Open the listening socket (raises :class:`NesteggError` if it cannot) without serving."""
         if self._server is None:
             self.repository.store.prepare()
-            self._server = make_server(self.served, self.config)
+            self._server = make_server(self.served, self.config, gate=self.nest.admit)
             self.repository.index_url = self.index_url
             self.nest.start_services()
         return self
@@ -158,8 +163,11 @@ def _close_all(server: Any) -> None:
             channel.close()
 
 
-def make_server(app: Callable[..., Iterable[bytes]], config: Config) -> Any:
-    """A waitress server bound to the configured address; warns when that is not loopback."""
+def make_server(app: Callable[..., Iterable[bytes]], config: Config, *, gate: BodyGate | None = None) -> Any:
+    """A waitress server bound to the configured address; warns when that is not loopback.
+
+    ``gate`` is asked before the body of each request is read: whether to read it, and how much.
+    """
     if not is_loopback(config.host):
         logger.warning(
             "listening on %s: every machine that reaches it can use this mirror%s",
@@ -189,6 +197,8 @@ def make_server(app: Callable[..., Iterable[bytes]], config: Config) -> Any:
             # a channel reads on while its request runs, so a client that went away is seen
             # (``waitress.client_disconnected``): a reader of a download stops waiting for it
             channel_request_lookahead=1,
+            # a backstop: ``gate`` bounds each body by its route; an upload's is the largest
+            max_request_body_size=config.max_upload_size + FIELDS_ALLOWANCE + 1,
             clear_untrusted_proxy_headers=True,
             _dispatcher=dispatcher,
         )
@@ -204,7 +214,7 @@ def make_server(app: Callable[..., Iterable[bytes]], config: Config) -> Any:
             ) from None
         raise NesteggError(f"cannot listen on {where}: {exc.strerror or exc}") from None
     for listener in server.map.values() if isinstance(server, MultiSocketServer) else [server]:
-        listener.channel_class = _Channel
+        listener.channel_class = functools.partial(_Channel, gate=gate)
     return server
 
 
@@ -219,7 +229,7 @@ class _Task(WSGITask):  # type: ignore[misc]  # waitress has no type hints
 
 
 class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
-    """waitress's connection, with a deadline on a worker's wait for its client.
+    """waitress's connection, with deadlines and a gate.
 
     - It reads what it sends (a file) at most ``SEND_BLOCK`` at a time: waitress reads a file in
       blocks of the socket's send buffer, which Linux makes 4 MiB on loopback.
@@ -227,17 +237,61 @@ class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
       wait (``pacing``) and gives up after ``SEND_TIMEOUT`` seconds without a byte taken: the
       connection is closed and the task ends. waitress waits without end, and its idle
       connection clean-up spares a connection with a request.
-    - Requests are parsed by :class:`_Parser`.
+    - Requests are parsed by :class:`_Parser`, which asks ``gate`` before reading a body; a
+      check it must make off the event loop (a password) is run on a worker meanwhile, and the
+      connection is not read until it is done.
     """
 
     task_class = _Task
     sendbuf_len: int
     connected: bool
+    request: Any
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.parser_class = _Parser
+    def __init__(self, *args: Any, gate: BodyGate | None = None, **kwargs: Any) -> None:
+        self.parser_class = functools.partial(_Parser, gate=gate)
+        #: a refusal is being answered: nothing more is read; the connection closes after it
+        self.refusing = False
         super().__init__(*args, **kwargs)
         self.sendbuf_len = min(self.sendbuf_len, SEND_BLOCK)
+
+    # event loop ----------------------------------------------------------------------------
+
+    def readable(self) -> bool:
+        request = self.request
+        if self.refusing or (request is not None and request.checking is not None):
+            return False
+        return bool(super().readable())
+
+    def received(self, data: bytes) -> bool:
+        done = bool(super().received(data))
+        with self.requests_lock:
+            if any(getattr(request, "refused", False) for request in self.requests):
+                self.refusing = True
+            request = self.request
+            if request is not None and request.checking is not None and not request.check_started:
+                request.check_started = True
+                self.server.add_task(_Check(self, request))
+        return done
+
+    def resume(self, request: _Parser, refusal: NesteggError | None) -> None:
+        """Go on with ``request`` once its gate's check is done (in the event loop)."""
+        if not self.connected or self.request is not request:
+            return  # closed meanwhile
+        held = request.resume(refusal)
+        if request.completed:  # refused: answered as a request read whole would be
+            self.refusing = True
+            with self.requests_lock:
+                self.requests.append(request)
+                if len(self.requests) == 1:
+                    self.server.add_task(self)
+                self.request = None
+            return
+        if request.expect_continue and not self.requests and not self.sent_continue:
+            self.send_continue()
+        if held:
+            self.received(held)
+
+    # worker ----------------------------------------------------------------------------
 
     def _flush_outbufs_below_high_watermark(self) -> None:
         # waitress's own, with the wait declared and a deadline on it
@@ -272,11 +326,56 @@ class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
                 self.outbuf_lock.wait(min(1.0, SEND_TIMEOUT - waited))  # else look again in a second
 
 
+class _Check:
+    """A waitress task that runs a gate's check for a request, then lets its channel go on."""
+
+    def __init__(self, channel: _Channel, request: _Parser) -> None:
+        self.channel = channel
+        self.request = request
+
+    def service(self) -> None:
+        check = self.request.checking
+        assert check is not None
+        try:
+            refusal = check()
+        except NesteggError as exc:
+            refusal = exc
+        except Exception:
+            logger.exception("checking a request before its body failed")
+            refusal = NesteggError("internal error; see the server log")
+        with contextlib.suppress(OSError):  # the server stopped meanwhile
+            self.channel.server.trigger.pull_trigger(
+                functools.partial(self.channel.resume, self.request, refusal)
+            )
+
+    def cancel(self) -> None:
+        self.channel.cancel()
+
+
 class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type hints
-    """waitress's request parser, refusing a request with both ``Content-Length`` and
-    ``Transfer-Encoding`` (RFC 9112, section 6.3: a front server may frame it otherwise, smuggling
-    a request past it) and a ``Content-Length`` too long to be a number, which waitress fails on.
+    """waitress's request parser, asking a gate before it reads a body.
+
+    It also refuses a request with both ``Content-Length`` and ``Transfer-Encoding`` (RFC 9112,
+    section 6.3: a front server may frame it otherwise, smuggling a request past it) and a
+    ``Content-Length`` too long to be a number, which waitress fails on.
     """
+
+    completed: bool
+    error: Any
+    expect_continue: bool
+
+    def __init__(self, adj: Any, gate: BodyGate | None = None) -> None:
+        super().__init__(adj)
+        self.gate = gate
+        #: the most bytes of body to read
+        self.limit: int | None = None
+        #: refused before its body was read
+        self.refused = False
+        #: the gate's check to run before the body is read
+        self.checking: Callable[[], NesteggError | None] | None = None
+        self.check_started = False
+        self._held = b""
+        self._continue = False
 
     def parse_header(self, header_plus: bytes) -> None:
         both = b"transfer-encoding" in header_plus.lower() and _framed_twice(header_plus)
@@ -290,6 +389,75 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
         if both:
             raise ParsingError("a request with both Content-Length and Transfer-Encoding is refused")
 
+    def received(self, data: bytes) -> int:
+        if self.checking is not None:  # kept until the check is done (a few KiB: one read)
+            self._held += data
+            return len(data)
+        if self.refused:
+            return len(data)  # the body of a refused request is never read
+        in_headers = not self.headers_finished
+        consumed: int = super().received(data)
+        if in_headers and self.headers_finished:
+            if (
+                self.gate is not None
+                and isinstance(self.error, RequestEntityTooLarge)
+                and self.body_rcv is not None
+            ):
+                # over waitress's own limit: the gate answers instead, credentials first as the
+                # app does (its limits are lower)
+                self.error, self.completed = None, False
+            if self.completed and self.error is not None:
+                # refused on its headers (waitress's own refusals too): the rest is not read,
+                # nor taken for another request
+                self.refused = True
+                return len(data)
+            if not self.completed and self.gate is not None:
+                self._admit()
+                if self.refused or self.checking is not None:
+                    self._held = data[consumed:]
+                    return len(data)
+        elif not in_headers and self.limit is not None and self.body_bytes_received > self.limit:
+            self._refuse(BodyTooLarge(f"the request body is over the limit of {self.limit} bytes"))
+            return len(data)
+        return consumed
+
+    def _admit(self) -> None:
+        assert self.gate is not None
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": self.path,
+            "QUERY_STRING": self.query,
+        }
+        for key, value in self.headers.items():
+            environ[key if key in ("CONTENT_LENGTH", "CONTENT_TYPE") else f"HTTP_{key}"] = value
+        admission = self.gate(environ)
+        self.limit = admission.limit
+        if admission.refusal is not None:
+            self._refuse(admission.refusal)
+        elif admission.check is None and not self.chunked and self.content_length > admission.limit:
+            self._refuse(BodyTooLarge(f"the request body is over the limit of {admission.limit} bytes"))
+        elif admission.check is not None:
+            self.checking = admission.check
+            # no "100 Continue" before the check says yes
+            self._continue, self.expect_continue = self.expect_continue, False
+
+    def _refuse(self, refusal: NesteggError) -> None:
+        self.error = _Refusal(refusal)
+        self.completed = True
+        self.refused = True
+        self.expect_continue = False
+        self.connection_close = True
+
+    def resume(self, refusal: NesteggError | None) -> bytes:
+        """The check is done: refused, or to read on; returns what was received meanwhile."""
+        self.checking = None
+        held, self._held = self._held, b""
+        if refusal is not None:
+            self._refuse(refusal)
+            return b""
+        self.expect_continue = self._continue
+        return held
+
 
 def _framed_twice(header_plus: bytes) -> bool:
     """Whether a request's head has both a Content-Length and a Transfer-Encoding field."""
@@ -299,6 +467,19 @@ def _framed_twice(header_plus: bytes) -> bool:
         if line[:1] not in (b" ", b"\t")  # a folded line goes on the field before
     }
     return b"content-length" in names and b"transfer-encoding" in names
+
+
+class _Refusal(Error):  # type: ignore[misc]  # waitress has no type hints
+    """A gate's refusal, answered as the app would answer it (the message as reason and body)."""
+
+    def __init__(self, error: NesteggError) -> None:
+        super().__init__(str(error))
+        self.code = error.status
+
+    def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:  # noqa: ARG002
+        body = (" ".join(self.body.split()) + "\n").encode()
+        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
+        return status_line(self.code, self.body), headers, body
 
 
 def is_loopback(host: str) -> bool:

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import requests
 
 from nestegg_core import Config, Mirror
 from nestegg_core import server as serving
-from nestegg_core.auth import set_password
+from nestegg_core.auth import Credentials, set_password
 from nestegg_core.cli import main
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.pytest_plugin import PrivateIndex
@@ -472,6 +473,139 @@ def head_only(port: int, head: bytes) -> tuple[int, dict[str, str], bytes]:
         k.decode().lower(): v.decode() for k, _, v in (line.partition(b": ") for line in lines.split(b"\r\n"))
     }
     return int(first.split()[1]), headers | {"reason": first.decode().split(" ", 2)[2]}, body
+
+
+HUGE = 300_000_000  # the Content-Length of a body that is never sent
+
+
+def upload_head(auth: str | None, *, length: int = HUGE, extra: str = "") -> bytes:
+    head = "POST /legacy/ HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=xyzzy\r\n"
+    if auth is not None:
+        head += f"Authorization: {auth}\r\n"
+    return f"{head}Content-Length: {length}\r\n{extra}\r\n".encode()
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        (None, "uploads need credentials: send a user and password (or __token__ and a token)"),
+        (
+            "Basic !!!not-base64",
+            "uploads need credentials: send a user and password (or __token__ and a token)",
+        ),
+        ("Bearer abc", "uploads need credentials: send a user and password (or __token__ and a token)"),
+        (basic(USER, "wrong"), "invalid credentials for user 'alice'"),
+        (basic("mallory", PASSWORD), "invalid credentials for user 'mallory'"),
+        (basic("__token__", "wrong"), "invalid credentials for user '__token__'"),
+    ],
+    ids=["none", "malformed", "not-basic", "wrong-password", "unknown-user", "wrong-token"],
+)
+def test_an_upload_without_good_credentials_is_refused_before_its_body(
+    server: Mirror, monkeypatch: pytest.MonkeyPatch, auth: str | None, message: str
+) -> None:
+    checked_on: list[str] = []
+    check = Credentials.check
+
+    def recording(self: Credentials, user: str, password: str) -> bool:
+        checked_on.append(threading.current_thread().name)
+        return check(self, user, password)
+
+    monkeypatch.setattr(Credentials, "check", recording)
+    status, headers, body = head_only(server.port, upload_head(auth))
+    assert status == 403
+    assert headers["reason"] == message  # as the upload handler says it (twine shows it)
+    assert body == (message + "\n").encode()  # uv shows this
+    assert headers["connection"] == "close"
+    # a password is checked on a worker, never on the thread that reads every connection
+    assert "nestegg-server" not in checked_on
+    assert not list((server.config.nestegg_dir / "tmp").rglob("*.*"))
+
+
+def test_a_chunked_upload_without_credentials_is_refused_before_its_body(server: Mirror) -> None:
+    head = (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=xyzzy\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n1000\r\n" + b"x" * 2000
+    )
+    status, headers, _ = head_only(server.port, head)
+    assert status == 403
+    assert headers["reason"].startswith("uploads need credentials")
+
+
+def test_uploads_off_are_refused_before_the_body(make_mirror: MirrorFactory) -> None:
+    status, headers, _ = head_only(make_mirror().port, upload_head(basic(USER, PASSWORD)))
+    assert status == 403
+    assert headers["reason"].startswith("uploads are disabled: set credentials_file")
+
+
+def test_an_upload_over_the_limit_is_refused_before_its_body(server: Mirror) -> None:
+    status, headers, _ = head_only(server.port, upload_head(basic(USER, PASSWORD)))
+    assert status == 413
+    assert headers["reason"] == (
+        f"upload too large: {HUGE} bytes is over the limit of 200000 bytes (max_upload_size)"
+    )
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /ci/trigger/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n",
+        b"POST /simple/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+    ],
+    ids=["ci-trigger", "post-elsewhere", "get"],
+)
+def test_other_requests_may_send_only_a_small_body(mirror: Mirror, head: bytes) -> None:
+    status, headers, body = head_only(mirror.port, head)
+    assert status == 413
+    assert "over the limit of 65536 bytes" in body.decode()
+    assert headers["connection"] == "close"
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(mirror: Mirror) -> None:
+    chunk = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
+    head = b"POST /ci/trigger/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 2
+    status, _, body = head_only(mirror.port, head)
+    assert status == 413
+    assert b"over the limit of 65536 bytes" in body
+
+
+@pytest.mark.parametrize("good", [True, False], ids=["good", "wrong"])
+def test_expect_continue_waits_for_the_credentials_check(server: Mirror, tmp_path: Path, good: bool) -> None:
+    path = make_sdist(PackageSpec(name="cont", version="1.0"), tmp_path / "dists")
+    data = path.read_bytes()
+    fields = {":action": "file_upload", "name": "cont", "version": "1.0", "filetype": "sdist"}
+    body = b"".join(
+        b'--xyzzy\r\nContent-Disposition: form-data; name="'
+        + k.encode()
+        + b'"\r\n\r\n'
+        + v.encode()
+        + b"\r\n"
+        for k, v in fields.items()
+    )
+    body += (
+        b'--xyzzy\r\nContent-Disposition: form-data; name="content"; filename="cont-1.0.tar.gz"\r\n\r\n'
+        + data
+        + b"\r\n--xyzzy--\r\n"
+    )
+    auth = basic(USER, PASSWORD if good else "wrong")
+    head = upload_head(auth, length=len(body), extra="Expect: 100-continue\r\nConnection: close\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head)
+        first = sock.recv(65536)
+        if good:
+            assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+            sock.sendall(body)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+            assert (server.repository.private.root / "cont" / path.name).read_bytes() == data
+        else:
+            assert first.startswith(b"HTTP/1.1 403 invalid credentials for user 'alice'"), first[:300]
 
 
 SMUGGLED = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"

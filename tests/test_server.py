@@ -54,7 +54,7 @@ def test_the_server_paces_its_workers_and_marks_slow_clients_as_waits(make_mirro
     mirror = make_mirror()
     waitress_server: Any = mirror._server
     assert isinstance(waitress_server.task_dispatcher, PacedDispatcher)
-    assert waitress_server.channel_class is server._Channel
+    assert waitress_server.channel_class.func is server._Channel
     # the method the channel wraps is waitress's own: a waitress that renamed it would leave a
     # slow client's wait undeclared (the watchdog would still let another task run)
     assert "_flush_outbufs_below_high_watermark" in vars(HTTPChannel)
