@@ -649,14 +649,32 @@ def _log(env: Environ, seen: list[str], started: float) -> None:
     query = env.get("QUERY_STRING")
     access_log.info(
         '%s "%s %s%s" %s %s %.1fms',
-        env.get("REMOTE_ADDR", "-"),
-        env.get("REQUEST_METHOD"),
-        env.get("PATH_INFO"),
-        f"?{query}" if query else "",
+        _loggable(env.get("REMOTE_ADDR", "-")),
+        _loggable(env.get("REQUEST_METHOD")),
+        _loggable(env.get("PATH_INFO")),
+        f"?{_loggable(query)}" if query else "",
         seen[0],
         seen[1],
         (time.perf_counter() - started) * 1000,
     )
+
+
+# what a client sent, as the access log shows it: printable ASCII, the rest escaped as nginx does,
+# so that no request starts a line of its own (%0a) or drives the terminal (\x1b), nor ends the
+# quoted request early
+_UNLOGGABLE = re.compile(r'[^\x20-\x7e]|["\\]')
+
+
+def _loggable(value: object) -> str:
+    return _UNLOGGABLE.sub(_escaped, str(value))
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in '"\\':
+        return "\\" + char
+    code = ord(char)  # PATH_INFO holds the bytes sent, one latin-1 character each
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def create_app(config: Config, *, repository: Repository | None = None) -> Callable[..., Iterable[bytes]]:

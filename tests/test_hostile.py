@@ -148,6 +148,39 @@ def test_over_long_names_are_404_everywhere(mirror: Mirror, http: requests.Sessi
             assert answer.status_code == 404, (path[:40], answer.status_code, answer.text[:200])
 
 
+FORGING_TARGETS = [
+    b"/simple/x%0a127.0.0.1%20%22GET%20/forged%20HTTP/1.1%22%20200%200%200.1ms",
+    b"/simple/x%0d%0aforged",
+    b"/\x1b[2J\x1b[31mred",
+    b"/files/a%1b%5b2Jb/c",
+    b"/health?a=%0a&b=\x1b[0m&c=%22",
+    b'/a"b\\c',
+    b"/caf%c3%a9%e2%80%ae",
+    b"/simple/%00%7f%85/",
+]
+
+
+def test_control_characters_cannot_forge_access_log_lines(
+    mirror: Mirror, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="nestegg_core.access")
+    for target in FORGING_TARGETS:
+        raw_request(mirror.port, target)
+    lines = [r.getMessage() for r in caplog.records if r.name == "nestegg_core.access"]
+    assert len(lines) == len(FORGING_TARGETS), lines
+    for line in lines:
+        # printable ASCII only, and the request (in quotes) is one field: no quote inside it
+        # unescaped
+        assert all(0x20 <= ord(c) <= 0x7E for c in line), repr(line)
+        request = line.split('"', 1)[1].rsplit('"', 1)[0]
+        assert '"' not in request.replace('\\"', ""), line
+    assert '/simple/x\\x0a127.0.0.1 \\"GET /forged HTTP/1.1\\" 200 0 0.1ms' in lines[0], lines[0]
+    assert "/simple/x\\x0d\\x0aforged" in lines[1]
+    assert "/\\x1b[2J\\x1b[31mred" in lines[2]
+    assert "?a=%0a&b=\\x1b[0m&c=%22" in lines[4]  # the query as sent, still escaped
+    assert "/caf\\xc3\\xa9\\xe2\\x80\\xae" in lines[6]
+
+
 # headers -----------------------------------------------------------------------------------
 
 BAD_ACCEPT = [
