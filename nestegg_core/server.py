@@ -8,6 +8,7 @@ import functools
 import ipaddress
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -194,9 +195,6 @@ def make_server(app: Callable[..., Iterable[bytes]], config: Config, *, gate: Bo
             outbuf_high_watermark=256 * 1024,
             channel_timeout=300,
             connection_limit=CONNECTION_LIMIT,
-            # a channel reads on while its request runs, so a client that went away is seen
-            # (``waitress.client_disconnected``): a reader of a download stops waiting for it
-            channel_request_lookahead=1,
             # a backstop: ``gate`` bounds each body by its route; an upload's is the largest
             max_request_body_size=config.max_upload_size + FIELDS_ALLOWANCE + 1,
             clear_untrusted_proxy_headers=True,
@@ -292,6 +290,20 @@ class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
             self.received(held)
 
     # worker ----------------------------------------------------------------------------
+
+    def check_client_disconnected(self) -> bool:
+        # environ["waitress.client_disconnected"], which a reader of a download asks while it
+        # waits: waitress sees a closed connection only if it reads on while a request runs
+        # (channel_request_lookahead), which cost a warm page a fifth of its rate; a look at the
+        # socket, without reading, tells as much when asked
+        if not self.connected:
+            return True
+        try:
+            return not self.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     def _flush_outbufs_below_high_watermark(self) -> None:
         # waitress's own, with the wait declared and a deadline on it

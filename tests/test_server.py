@@ -81,6 +81,7 @@ WAITRESS_INTERNALS = [
     (HTTPChannel, "readable"),
     (HTTPChannel, "send_continue"),
     (HTTPChannel, "cancel"),
+    (HTTPChannel, "check_client_disconnected"),  # what environ["waitress.client_disconnected"] calls
     (HTTPChannel, "request"),
     (HTTPChannel, "sent_continue"),
     (HTTPChannel, "total_outbufs_len"),
@@ -133,7 +134,9 @@ def test_waitress_still_has_the_instance_state_nestegg_uses(make_mirror: MirrorF
     dispatcher = waitress_server.task_dispatcher
     for name in ("lock", "queue", "queue_cv", "thread_exit_cv", "threads"):
         assert hasattr(dispatcher, name), f"waitress {waitress_version}: the dispatcher has no {name!r}"
-    # the public knobs nestegg sets, taken as waitress documents them
-    assert waitress_server.adj.channel_request_lookahead == 1
-    assert "waitress.client_disconnected" in inspect.getsource(WSGITask.get_environment)
+    assert hasattr(channel, "socket")
+    environ_source = inspect.getsource(WSGITask.get_environment)
+    assert (
+        'environ["waitress.client_disconnected"] = self.channel.check_client_disconnected' in environ_source
+    )
     assert "size" in inspect.signature(ReadOnlyFileBasedBuffer.prepare).parameters
