@@ -262,13 +262,14 @@ class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
 
     def received(self, data: bytes) -> bool:
         done = bool(super().received(data))
-        with self.requests_lock:
-            if any(getattr(request, "refused", False) for request in self.requests):
-                self.refusing = True
-            request = self.request
-            if request is not None and request.checking is not None and not request.check_started:
-                request.check_started = True
-                self.server.add_task(_Check(self, request))
+        # a refused request swallows what follows it: it is the last one (a slice: a worker may
+        # empty the list meanwhile)
+        if any(request.refused for request in self.requests[-1:]):
+            self.refusing = True
+        request = self.request
+        if request is not None and request.checking is not None and not request.check_started:
+            request.check_started = True
+            self.server.add_task(_Check(self, request))
         return done
 
     def resume(self, request: _Parser, refusal: NesteggError | None) -> None:
