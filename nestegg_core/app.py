@@ -19,8 +19,8 @@ from packaging.utils import NormalizedName, canonicalize_name
 from . import auth, metrics, uploads
 from .clients import profile_from_user_agent
 from .config import Config
-from .downloads import Download
-from .errors import BuildError, NesteggError, NotFound
+from .downloads import ClientGone, Download
+from .errors import BodyTooLarge, BuildError, NesteggError, NotFound
 from .models import is_normalized, is_valid_name
 from .pagefiles import PageFile
 from .repository import Repository
@@ -47,6 +47,9 @@ _PLAIN_PATH = re.compile(r"^[A-Za-z0-9._+!~=/-]+$")
 FILE_CACHE_CONTROL = "max-age=31536000, immutable"
 PAGE_CACHE_CONTROL = "max-age=0, must-revalidate"
 BLOCK = 256 * 1024
+#: the most bytes of body a request other than an upload may send (the CI trigger sends none)
+SMALL_BODY = 64 * 1024
+_UPLOAD_PATHS = ("/", "/legacy", "/legacy/")
 #: rendered pages up to this size are read whole; larger ones are sent a block at a time
 _READ_WHOLE = 64 * 1024
 
@@ -85,6 +88,8 @@ class NesteggApp:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
             return self._route(environ, start_response)
+        except ClientGone:
+            raise  # nobody to answer: the server ends the request
         except NesteggError as exc:
             # pip shows the reason phrase of a failed page, not the body: put a build's log path there
             reason = str(exc) if isinstance(exc, BuildError) else None
@@ -92,6 +97,24 @@ class NesteggApp:
         except Exception:
             logger.exception("error answering %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             return self._error(environ, start_response, 500, "internal error; see the server log")
+
+    def admit(self, environ: Environ) -> uploads.Admission:
+        """Whether to read the body of a request whose headers are all in (``environ`` has no
+        ``wsgi.input`` yet): for the server to ask before it reads, or spools, a byte of it."""
+        method = environ.get("REQUEST_METHOD")
+        path = environ.get("PATH_INFO", "")
+        if method == "POST" and path in _UPLOAD_PATHS and isinstance(self.upload, uploads.UploadHandler):
+            return self.upload.admit(environ)
+        length = str(environ.get("CONTENT_LENGTH") or "0")
+        if length.isdigit() and int(length) > SMALL_BODY:
+            return uploads.Admission(
+                SMALL_BODY,
+                refusal=BodyTooLarge(
+                    f"a request body of {int(length)} bytes is over the limit of {SMALL_BODY} bytes "
+                    f"for {method} {path!r}"
+                ),
+            )
+        return uploads.Admission(SMALL_BODY)
 
     def start_services(self) -> None:
         """Start the background services (the server calls this once it listens)."""
@@ -107,7 +130,7 @@ class NesteggApp:
         path = _path_info(environ)
         parts = path.split("/")
         if method == "POST":
-            if path in ("/", "/legacy", "/legacy/") and self.upload is not None:
+            if path in _UPLOAD_PATHS and self.upload is not None:
                 return self.upload(environ, start_response)
             post_handler = self.post_routes.get(parts[1] if len(parts) > 1 else "")
             if post_handler is not None:
@@ -291,6 +314,11 @@ class NesteggApp:
                 return _FileRange(handle, 0, size)
             start, end = wanted
             self._start_file(start_response, headers, start, end, size, partial=True)
+            wrapper = environ.get("wsgi.file_wrapper")
+            if wrapper is not None:
+                # sent by the server as a whole file is: waitress from its event loop, without a
+                # worker waiting on a client that reads slowly or not at all
+                return wrapper(_Slice(handle, start, end), BLOCK)  # type: ignore[no-any-return]
             return _FileRange(handle, start, end)
         except BaseException:
             handle.close()
@@ -329,7 +357,9 @@ class NesteggApp:
         return []
 
     def _stream(self, environ: Environ, start_response: StartResponse, download: Download) -> Iterable[bytes]:
-        download.wait_started()
+        # waitress says whether the client is still there: its reader stops waiting once it is not
+        gone = environ.get("waitress.client_disconnected")
+        download.wait_started(gone=gone)
         size = download.size
         headers = [
             ("Content-Type", "application/octet-stream"),
@@ -339,7 +369,7 @@ class NesteggApp:
             start_response(status_line(200), headers)
             if environ["REQUEST_METHOD"] == "HEAD":
                 return []
-            return self._until_first_byte(environ, start_response, download.read())
+            return self._until_first_byte(environ, start_response, download.read(gone=gone))
         headers.append(("Accept-Ranges", "bytes"))
         try:
             wanted = _range(environ, size, None)
@@ -349,7 +379,7 @@ class NesteggApp:
         self._start_file(start_response, headers, start, end, size, partial=wanted is not None)
         if environ["REQUEST_METHOD"] == "HEAD":
             return []
-        return self._until_first_byte(environ, start_response, download.read(start, end))
+        return self._until_first_byte(environ, start_response, download.read(start, end, gone=gone))
 
     def _until_first_byte(
         self, environ: Environ, start_response: StartResponse, body: Iterator[bytes]
@@ -525,6 +555,45 @@ class _FileRange:
         self.handle.close()
 
 
+class _Slice:
+    """Bytes ``start`` to ``end`` of an open file as a file of their own, for ``wsgi.file_wrapper``.
+
+    Without a ``fileno()``: a server that would send the file itself (sendfile) reads it instead,
+    and none can send past ``end``, whether or not it heeds Content-Length.
+    """
+
+    def __init__(self, handle: Any, start: int, end: int) -> None:
+        self.handle, self.start, self.end = handle, start, end
+        self.position = start
+
+    def read(self, size: int = -1) -> bytes:
+        left = self.end - self.position
+        size = left if size is None or size < 0 else min(size, left)
+        if size <= 0:
+            return b""
+        self.handle.seek(self.position)
+        data: bytes = self.handle.read(size)
+        self.position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: self.start, os.SEEK_CUR: self.position, os.SEEK_END: self.end}[whence]
+        self.position = min(max(base + offset, self.start), self.end)
+        return self.position - self.start
+
+    def tell(self) -> int:
+        return self.position - self.start
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.handle.close()
+
+
 def _http_date(timestamp: float) -> str:
     return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(timestamp))
 
@@ -581,14 +650,32 @@ def _log(env: Environ, seen: list[str], started: float) -> None:
     query = env.get("QUERY_STRING")
     access_log.info(
         '%s "%s %s%s" %s %s %.1fms',
-        env.get("REMOTE_ADDR", "-"),
-        env.get("REQUEST_METHOD"),
-        env.get("PATH_INFO"),
-        f"?{query}" if query else "",
+        _loggable(env.get("REMOTE_ADDR", "-")),
+        _loggable(env.get("REQUEST_METHOD")),
+        _loggable(env.get("PATH_INFO")),
+        f"?{_loggable(query)}" if query else "",
         seen[0],
         seen[1],
         (time.perf_counter() - started) * 1000,
     )
+
+
+# what a client sent, as the access log shows it: printable ASCII, the rest escaped as nginx does,
+# so that no request starts a line of its own (%0a) or drives the terminal (\x1b), nor ends the
+# quoted request early
+_UNLOGGABLE = re.compile(r'[^\x20-\x7e]|["\\]')
+
+
+def _loggable(value: object) -> str:
+    return _UNLOGGABLE.sub(_escaped, str(value))
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in '"\\':
+        return "\\" + char
+    code = ord(char)  # PATH_INFO holds the bytes sent, one latin-1 character each
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def create_app(config: Config, *, repository: Repository | None = None) -> Callable[..., Iterable[bytes]]:

@@ -289,6 +289,18 @@ def set_password(path: Path, user: str, password: str | None) -> bool:
 
 def require_upload_user(credentials: Credentials | None, environ: Environ) -> str:
     """The user allowed to upload by ``environ``'s credentials, else :class:`AuthError` (403)."""
+    credentials, sent = upload_credentials(credentials, environ)
+    user = credentials.user_of(*sent)
+    if user is None:
+        raise AuthError(refusal(sent))
+    return user
+
+
+def upload_credentials(
+    credentials: Credentials | None, environ: Environ
+) -> tuple[Credentials, tuple[str, str]]:
+    """The checks of :func:`require_upload_user` that cost nothing (no password check): the
+    credentials to check against and the user and password sent, else :class:`AuthError`."""
     if credentials is None:
         raise AuthError(
             "uploads are disabled: set credentials_file in nestegg.yml and add a user with "
@@ -297,10 +309,7 @@ def require_upload_user(credentials: Credentials | None, environ: Environ) -> st
     sent = basic_credentials(environ)
     if sent is None:
         raise AuthError("uploads need credentials: send a user and password (or __token__ and a token)")
-    user = credentials.user_of(*sent)
-    if user is None:
-        raise AuthError(refusal(sent))
-    return user
+    return credentials, sent
 
 
 def install(app: NesteggApp, config: Config) -> None:

@@ -206,6 +206,39 @@ _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
 
+class LogFormatter(logging.Formatter):
+    """Log lines with control characters escaped (``\\x0a``, ``\\x1b``): messages carry project
+    names, filenames, paths and reasons that clients and upstreams chose, which must not start a
+    line of their own nor drive the terminal. A traceback keeps its line breaks, each line indented:
+    only the first line of a record starts at the margin."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        # logging.Formatter.format, escaping; a traceback another handler formatted first (and
+        # cached on the record) is escaped too
+        record.message = _printable(record.getMessage())
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        text = self.formatMessage(record)
+        if record.exc_info:
+            text += "\n" + _printable(self.formatException(record.exc_info), keep="\n")
+        elif record.exc_text:
+            text += "\n" + _printable(record.exc_text, keep="\n")
+        if record.stack_info:
+            text += "\n" + _printable(self.formatStack(record.stack_info), keep="\n")
+        return text.rstrip("\n").replace("\n", "\n  ")
+
+
+def _printable(text: str, keep: str = "") -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in keep else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def _configure_logging(verbose: int, quiet: bool) -> Callable[[], None]:
     """Log to stderr for this command; returns what puts logging back as it was.
 
@@ -216,7 +249,7 @@ def _configure_logging(verbose: int, quiet: bool) -> Callable[[], None]:
     root, waitress = logging.getLogger(), logging.getLogger("waitress")
     previous = root.level, waitress.level
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
     # waitress's own "Serving on" line repeats ours

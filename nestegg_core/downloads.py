@@ -46,6 +46,13 @@ LOCK_WAIT = 600.0
 #: an upstream that drips (each piece within the timeout) would hold a thread and a part file
 MIN_RATE = 1024
 RATE_WINDOW = 60.0
+#: seconds between looks, while a reader waits, at whether its client is still there
+GONE_POLL = 0.5
+
+
+class ClientGone(Exception):
+    """The client of a reader went away while it waited for bytes."""
+
 
 _WAITING, _STREAMING, _DONE, _FAILED = range(4)
 
@@ -100,17 +107,31 @@ class Download:
 
     # reader side -------------------------------------------------------------------------
 
-    def wait_started(self, timeout: float = LOCK_WAIT) -> None:
-        """Block until bytes flow (or the file is done); raise the download's error if it failed."""
+    def wait_started(self, timeout: float = LOCK_WAIT, *, gone: Callable[[], bool] | None = None) -> None:
+        """Block until bytes flow (or the file is done); raise the download's error if it failed,
+        :class:`ClientGone` once ``gone()`` says the client went away."""
         with self._cond:
-            if self._state == _WAITING:
-                with blocking():
-                    self._cond.wait_for(lambda: self._state != _WAITING, timeout=timeout)
+            self._wait(lambda: self._state != _WAITING, timeout, gone)
             if self._state == _FAILED:
                 assert self.error is not None
                 raise self.error
             if self._state == _WAITING:
                 raise UpstreamError(f"timed out waiting for {self.dist.filename!r}")
+
+    def _wait(self, ready: Callable[[], bool], timeout: float, gone: Callable[[], bool] | None) -> None:
+        """Wait (holding ``_cond``) until ``ready()`` or ``timeout`` seconds passed; a declared
+        wait that looks at ``gone()`` every ``GONE_POLL`` seconds."""
+        if ready():
+            return
+        deadline = time.monotonic() + timeout
+        with blocking():
+            while not ready():
+                if gone is not None and gone():
+                    raise ClientGone
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left if gone is None else min(left, GONE_POLL))
 
     def _settled(self) -> bool:
         return self._state != _STREAMING
@@ -153,14 +174,17 @@ class Download:
                     return self._opener(self.path)
                 raise UpstreamError(f"the download of {self.dist.filename!r} lost its file") from None
 
-    def read(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    def read(
+        self, start: int = 0, end: int | None = None, *, gone: Callable[[], bool] | None = None
+    ) -> Iterator[bytes]:
         """Bytes ``start`` to ``end`` (exclusive; None: to the end), waiting for them as needed.
 
         Raises the download's error if it fails midway: the server then aborts the response, so a
         client never takes a truncated or corrupt file for a whole one. A range that ends before
         the last byte would be complete before the hash check: it waits for the whole file.
+        Raises :class:`ClientGone` if ``gone()`` says, while it waits, that the client went away.
         """
-        self.wait_started()
+        self.wait_started(gone=gone)
         verified_only = end is not None and (self.size is None or end < self.size)
         handle = self._open()
         try:
@@ -169,9 +193,7 @@ class Download:
             while end is None or position < end:
                 with self._cond:
                     ready = self._settled if verified_only else partial(self._beyond, position)
-                    if not ready():
-                        with blocking():
-                            self._cond.wait_for(ready, timeout=60)
+                    self._wait(ready, 60, gone)
                     if self._state == _FAILED:
                         assert self.error is not None
                         raise self.error
@@ -192,9 +214,7 @@ class Download:
             if self._state != _DONE:
                 # all that was asked for (an empty file, an empty range) is no answer before the check
                 with self._cond:
-                    if not self._settled():
-                        with blocking():
-                            self._cond.wait_for(self._settled, timeout=60)
+                    self._wait(self._settled, 60, gone)
                 if self._state == _FAILED:
                     assert self.error is not None
                     raise self.error

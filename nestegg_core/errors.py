@@ -88,6 +88,12 @@ class BadRequest(NesteggError):
     status = 400
 
 
+class BodyTooLarge(BadRequest):
+    """A request body over what its route accepts (uploads have their own, :class:`UploadTooLarge`)."""
+
+    status = 413
+
+
 class BuildError(NesteggError):
     """A source build failed; the message gives the path of its log."""
 

@@ -13,8 +13,11 @@ the queue is served in order. Tasks that wait rather than work do not hold the o
 - code that is about to wait on the network (the upstream, a download another thread makes)
   says so with :func:`blocking`, and another queued task starts at once;
 - when tasks are queued and none has started or finished for ``stall`` seconds (a wait nobody
-  declared: a slow client, a lock, a build), one more worker is let loose, and again after each
-  ``stall``, up to every thread.
+  declared: a lock, a build), one more worker is let loose, and again after each ``stall``, up to
+  every thread;
+- when a task could run but every thread is busy while some of them wait in :func:`blocking` (on
+  slow clients, on a slow upstream), an extra thread is started for it, up to ``extra`` of them;
+  an extra thread ends once it has had nothing to do for ``EXTRA_IDLE`` seconds.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from waitress.task import ThreadedTaskDispatcher
 RUNNING = 2
 #: seconds without a task started or finished, while tasks wait, before one more may run
 STALL = 0.005
+#: seconds an extra thread (started beside waiting workers) stays without a task before it ends
+EXTRA_IDLE = 10.0
 
 _local = threading.local()
 
@@ -57,10 +62,19 @@ class PacedDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress
     """A waitress task dispatcher that runs at most ``running`` tasks at a time while they make
     progress (see the module's documentation)."""
 
-    def __init__(self, *, running: int = RUNNING, stall: float = STALL) -> None:
+    def __init__(
+        self, *, running: int = RUNNING, stall: float = STALL, extra: int = 0, extra_idle: float = EXTRA_IDLE
+    ) -> None:
         super().__init__()
         self.running = running
         self.stall = stall
+        #: threads that may be started beyond :meth:`set_thread_count`'s while workers wait
+        self.extra = extra
+        self.extra_idle = extra_idle
+        #: workers inside :func:`blocking`
+        self._blocked = 0
+        #: extra threads alive
+        self._extras = 0
         #: tasks being served by a worker and not waiting in :func:`blocking`
         self._serving = 0
         #: workers the watchdog let loose beyond ``running``, not yet taken up
@@ -84,8 +98,11 @@ class PacedDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress
             else:
                 self._watched()
 
-    def handler_thread(self, thread_no: int) -> None:
+    def handler_thread(self, thread_no: int, extra: bool = False) -> None:
         _local.dispatcher = self
+        with self.lock:
+            if extra:  # started for a queued task: it was counted as a worker woken for it
+                self._waking = max(0, self._waking - 1)
         while True:
             with self.lock:
                 while not self._may_take() and self.stop_count == 0:
@@ -95,13 +112,19 @@ class PacedDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress
                         self._watched()
                     # idle while waiting, as waitress counts it
                     self.active_count -= 1
-                    self.queue_cv.wait()
+                    woken = self.queue_cv.wait(self.extra_idle if extra else None)
                     self.active_count += 1
-                    self._waking = max(0, self._waking - 1)
+                    if woken:
+                        self._waking = max(0, self._waking - 1)
+                    elif not self._may_take() and self.stop_count == 0:
+                        self._retire(thread_no)
+                        return
                 if self.stop_count > 0:
                     self.active_count -= 1
                     self.stop_count -= 1
                     self.threads.discard(thread_no)
+                    if extra:
+                        self._extras -= 1
                     self.thread_exit_cv.notify()
                     break
                 if self._serving >= self.running:
@@ -145,22 +168,45 @@ class PacedDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress
             self._watch_cv.notify()
 
     def _wake(self) -> None:
-        """Wake an idle worker for a queued task (call with the lock held)."""
+        """Wake an idle worker for a queued task, or start an extra thread when there is none and
+        workers wait in :func:`blocking` (call with the lock held)."""
         if len(self.threads) - self.stop_count - self.active_count > self._waking:
             self._waking += 1
             self.queue_cv.notify()
+        elif self._may_grow():
+            self._waking += 1
+            self._extras += 1
+            thread_no = max(self.threads, default=-1) + 1
+            self.threads.add(thread_no)
+            self.active_count += 1
+            thread = threading.Thread(
+                target=self.handler_thread, args=(thread_no, True), name=f"waitress-{thread_no}", daemon=True
+            )
+            thread.start()
+
+    def _may_grow(self) -> bool:
+        return bool(self._blocked) and self._extras < self.extra and not self._closing and not self.stop_count
+
+    def _retire(self, thread_no: int) -> None:
+        """An extra thread idle for ``extra_idle`` ends (call with the lock held)."""
+        self.active_count -= 1
+        self._extras -= 1
+        self.threads.discard(thread_no)
+        self.thread_exit_cv.notify()
 
     # a wait begun or over is no progress: a reader of a download toggles them for every block it
     # sends, which would hide tasks stuck elsewhere from the watchdog
     def _block(self) -> None:
         with self.lock:
             self._serving -= 1
+            self._blocked += 1
             if self.queue and self._serving + self._waking < self.running:
                 self._wake()
 
     def _unblock(self) -> None:
         with self.lock:
             self._serving += 1
+            self._blocked -= 1
 
     def _watch(self) -> None:
         """Let one more worker loose whenever tasks wait and none started or finished for
@@ -177,7 +223,9 @@ class PacedDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress
                     self._watch_cv.wait(late)
                     continue
                 idle = len(self.threads) - self.stop_count - self.active_count
-                if self._allowance < idle - self._waking:
+                free = idle - self._waking
+                if self._allowance < free or (free <= 0 and not self._waking and self._may_grow()):
+                    # an idle worker, or else an extra thread beside the workers that wait
                     self._allowance += 1
                     self._wake()
                 # counted as progress: the next worker is let loose a ``stall`` later

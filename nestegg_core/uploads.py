@@ -26,10 +26,18 @@ from typing import IO, TYPE_CHECKING, Any
 import multipart
 from packaging.utils import canonicalize_name
 
-from .auth import Credentials, require_upload_user
+from .auth import Credentials, refusal, require_upload_user, upload_credentials
 from .config import Config
 from .distmeta import parse_dist_filename
-from .errors import InsufficientStorage, NesteggError, UnsafePath, UploadError, UploadTooLarge, disk_full
+from .errors import (
+    AuthError,
+    InsufficientStorage,
+    NesteggError,
+    UnsafePath,
+    UploadError,
+    UploadTooLarge,
+    disk_full,
+)
 from .models import is_valid_name, parse_version
 from .private import PrivateStore
 from .store import temp_file
@@ -59,6 +67,20 @@ def install(app: NesteggApp, config: Config) -> None:
         max_size=config.max_upload_size,
         nest=config.nestegg_dir,
     )
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a server that asks before it reads a request's body (ours: ``server.make_server``'s
+    ``gate``) does with the body."""
+
+    #: the most bytes of body it may read
+    limit: int
+    #: the answer to give at once, without reading the body (the connection is closed after it)
+    refusal: NesteggError | None = None
+    #: a check too slow for the server's event loop (a password's): run on a worker first; it
+    #: returns the refusal, or None to read the body
+    check: Callable[[], NesteggError | None] | None = None
 
 
 @dataclass
@@ -112,6 +134,27 @@ class UploadHandler:
             if form is not None and form.path is not None:
                 with contextlib.suppress(FileNotFoundError):
                     form.path.unlink()
+
+    def admit(self, environ: Environ) -> Admission:
+        """Before the body is read: refused at once without credentials, after a password check
+        (on a worker) with wrong ones; over the size limit, refused without reading it."""
+        limit = self.max_size + FIELDS_ALLOWANCE
+        try:
+            credentials, sent = upload_credentials(self.credentials, environ)
+            length = _content_length(environ)
+        except NesteggError as exc:
+            return Admission(limit, refusal=exc)
+        too_large = None
+        if length is not None and length > limit:
+            too_large = UploadTooLarge(_too_large(self.max_size, length))
+
+        def check() -> NesteggError | None:
+            # an unknown user costs a check too (see Credentials.check): timing tells no names
+            if credentials.user_of(*sent) is None:
+                return AuthError(refusal(sent))
+            return too_large
+
+        return Admission(limit, check=check)
 
     def _publish(self, form: UploadForm, user: str) -> str:
         action = form.get(":action")

@@ -6,7 +6,9 @@
   that drip, and framing of its own (``Content-Length: 10`` with a longer chunked body);
 - :class:`Trickle`: WSGI middleware that sends the first bytes of a file, then holds the rest
   back until released, so that a download is reliably in flight;
-- :func:`verify_cache`: every cached file checked against its record and the expected hashes.
+- :func:`verify_cache`: every cached file checked against its record and the expected hashes;
+- :func:`health_ms`, :func:`never_reading`, :func:`busy_workers`: what a server does beside
+  clients that never read or that went away.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,3 +256,49 @@ def verify_cache(files: Path, expected: Mapping[str, str] | None = None) -> int:
                 assert digest == expected[name], f"{path} is not the upstream's file"
             checked += 1
     return checked
+
+
+def health_ms(port: int, timeout: float = 10.0) -> float:
+    """Milliseconds until ``/health`` on ``port`` is answered whole, on a new connection."""
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+    return (time.perf_counter() - started) * 1000
+
+
+def never_reading(port: int, request: bytes, count: int) -> list[socket.socket]:
+    """``count`` connections that send ``request`` and never read a byte of the answer (their
+    receive buffers small); the caller closes them."""
+    clients = []
+    try:
+        for _ in range(count):
+            client = socket.socket()
+            clients.append(client)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.settimeout(10)
+            client.connect(("127.0.0.1", port))
+            client.sendall(request)
+    except BaseException:
+        for client in clients:
+            client.close()
+        raise
+    return clients
+
+
+def busy_workers(server: Any) -> int:
+    """The worker threads of a mirror's waitress ``server`` running a task (waiting ones too)."""
+    dispatcher = server.task_dispatcher
+    with dispatcher.lock:
+        return int(dispatcher.active_count) + len(dispatcher.queue)
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)

@@ -149,3 +149,41 @@ def test_a_serving_process_loads_no_other_command(tmp_path: Path, upstream: Priv
     imported = set(re.findall(r"^import time:.*\|\s*([\w.]+)$", (tmp_path / "log").read_text(), re.MULTILINE))
     assert {"nestegg_core.server", "nestegg_core.upstream"} <= imported  # the log lists the imports
     assert imported.isdisjoint({*NOT_SERVING, "nestegg_core.builds", "sqlite3"})
+
+
+FORGED = "2024-01-01 00:00:00,000 INFO nestegg_core.access: forged line"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (f"pkg\n{FORGED}", "pkg\\x0a2024-01-01"),
+        (f"pkg\r{FORGED}", "pkg\\x0d2024-01-01"),
+        ("\x1b[2J\x1b[31mred", "\\x1b[2J\\x1b[31mred"),
+        ("a\x00b\x7fc\x85d", "a\\x00b\\x7fc\\x85d"),
+        ("line\u2028sep\u202eevil", "line\\u2028sep\\u202eevil"),
+        ("café-1.0.tar.gz", "café-1.0.tar.gz"),  # printable text is left alone
+    ],
+)
+def test_log_lines_escape_control_characters(
+    value: str, shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging  # noqa: PLC0415 - only this test needs it
+
+    undo = cli._configure_logging(0, False)
+    try:
+        logging.getLogger("nestegg_core.test").warning("refused %r and %s", "x", value)
+        try:
+            raise ValueError(f"bad\x1b[0m {value}")
+        except ValueError:
+            logging.getLogger("nestegg_core.test").exception("failed")
+    finally:
+        undo()
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert f"refused 'x' and {shown}" in lines[0], lines[0]
+    # only the records' own first lines start at the margin: two records, two such lines
+    assert len([line for line in lines if not line.startswith(" ")]) == 2, err
+    assert not [line for line in lines if line.startswith(FORGED[:10]) and "forged" in line]
+    assert not {"\x1b", "\r", "\u2028"} & set(err)
+    assert "  Traceback (most recent call last):" in lines  # a traceback keeps its lines

@@ -143,6 +143,24 @@ def wait_for_metrics(base: str, done: Callable[[dict[str, Any]], bool]) -> dict[
         time.sleep(0.2)
 
 
+def check_ranges(base: str, name: str) -> None:
+    """Byte ranges of a cached file are exactly its bytes (sent through the server's file wrapper)."""
+    page = requests.get(f"{base}/simple/{name}/", headers={"Accept": JSON_V1}, timeout=10).json()
+    url = urljoin(f"{base}/simple/{name}/", page["files"][0]["url"])
+    whole = requests.get(url, timeout=10).content
+    size = len(whole)
+    for header, first, last in [
+        ("bytes=10-99", 10, 99),
+        (f"bytes={size - 300}-", size - 300, size - 1),
+        ("bytes=-100", size - 100, size - 1),
+        ("bytes=0-0", 0, 0),
+    ]:
+        part = requests.get(url, headers={"Range": header}, timeout=10)
+        assert part.status_code == 206, (header, part.status_code)
+        assert part.headers["Content-Range"] == f"bytes {first}-{last}/{size}", header
+        assert part.content == whole[first : last + 1], header
+
+
 def pip_install(index_url: str, target: Path, *requirements: str) -> None:
     command = [sys.executable, "-m", "pip", "install", "--no-cache-dir", "--target", str(target)]
     result = subprocess.run(
@@ -249,6 +267,7 @@ def test_gunicorn_workers_share_one_cache(tmp_path: Path, upstream: PrivateIndex
                 m["cache_hits"] + m["cache_misses"] >= requests_made and m["upstream_downloads"] >= files
             ),
         )
+        check_ranges(url, "team-lib")
     logged, pids = gunicorn_etags(tmp_path / "logs" / "access.log")
     assert all(len(tags) == 1 for tags in logged.values()), logged
     assert len(pids) > 1, "the final round reached one worker only"
@@ -460,6 +479,7 @@ def test_mod_wsgi_express_daemons_share_one_cache(
         assert all(len(tags) == 1 for tags in etags.values()), etags
         pip_install(f"{url}/simple/", tmp_path / "pip-target", "team-app")
         metrics = wait_for_metrics(url, lambda m: m["upstream_downloads"] >= files)
+        check_ranges(url, "team-lib")
     assert (tmp_path / "pip-target" / "team_app").is_dir()
     check_one_download_each(faults, published)
     assert metrics["upstream_downloads"] >= files  # and the metadata pip asked for

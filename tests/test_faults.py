@@ -33,7 +33,17 @@ from nestegg_core.store import CacheStore, atomic_file
 from nestegg_core.upstream import Fetched, HttpFetcher
 
 from .conftest import Faults, FullDisk, MirrorFactory
-from .loopback import Answer, RawUpstream, refused_url, sha256, verify_cache
+from .loopback import (
+    Answer,
+    RawUpstream,
+    Trickle,
+    busy_workers,
+    health_ms,
+    refused_url,
+    sha256,
+    verify_cache,
+    wait_until,
+)
 
 JSON = "application/vnd.pypi.simple.v1+json"
 TIMEOUT = 0.5  # the mirror's upstream timeout in these tests
@@ -896,3 +906,35 @@ def test_a_file_of_no_declared_size_stops_at_max_file_size(
     assert any("more than max_file_size (1 MiB)" in r.getMessage() for r in caplog.records)
     assert verify_cache(cache(mirror)) == 0
     assert not list((cache(mirror) / "pkg").glob(".*part"))
+
+
+def test_clients_waiting_on_a_slow_upstream_file_do_not_starve_the_others(
+    make_mirror: MirrorFactory, tmp_path: Path
+) -> None:
+    """20 clients (more than the 16 workers) wait for a file the upstream holds back."""
+    trickle = Trickle()
+    with PrivateIndex(tmp_path / "slow", middleware=trickle) as slow:
+        [wheel] = slow.add("held", "1.0", sdist=False, payload_size=200_000)
+        path = f"/files/held/{wheel.filename}"
+        trickle.paths.add(path)
+        mirror = make_mirror(index_url=slow.index_url)
+        request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        clients: list[socket.socket] = []
+        try:
+            for _ in range(20):
+                clients.append(socket.create_connection(("127.0.0.1", mirror.port), timeout=30))
+                clients[-1].sendall(request)
+            assert trickle.holding.wait(10)
+            wait_until(lambda: busy_workers(mirror._server) >= 20, "20 readers waiting")
+            assert health_ms(mirror.port) < 1000  # starved, it would not be answered at all
+            assert requests.get(mirror.index_url + "held/", timeout=10).status_code == 200
+            trickle.release.set()
+            for client in clients:  # and each of them gets the whole file
+                data = b""
+                while chunk := client.recv(1 << 20):
+                    data += chunk
+                assert sha256(data.partition(b"\r\n\r\n")[2]) == wheel.hashes["sha256"]
+        finally:
+            trickle.release.set()
+            for client in clients:
+                client.close()

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,8 @@ import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core import Config, Mirror
-from nestegg_core.auth import set_password
+from nestegg_core import server as serving
+from nestegg_core.auth import NOT_A_TOKEN, Credentials, set_password
 from nestegg_core.cli import main
 from nestegg_core.distmeta import wheel_metadata
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
@@ -35,7 +37,17 @@ from nestegg_core.store import CacheStore
 from nestegg_core.upkeep import SizeLimit, cached_files, prune
 
 from .conftest import Faults, MirrorFactory
-from .loopback import Answer, RawUpstream, sha256, verify_cache
+from .loopback import (
+    Answer,
+    RawUpstream,
+    Trickle,
+    busy_workers,
+    health_ms,
+    never_reading,
+    sha256,
+    verify_cache,
+    wait_until,
+)
 
 JSON = "application/vnd.pypi.simple.v1+json"
 SENTINEL = b"sentinel: this file must never be served"
@@ -145,6 +157,39 @@ def test_over_long_names_are_404_everywhere(mirror: Mirror, http: requests.Sessi
         for path in (f"/simple/{name}/", f"/files/{name}/{name}-1.0.tar.gz", f"/files/pkg/{name}.whl"):
             answer = http.get(mirror.url + path)
             assert answer.status_code == 404, (path[:40], answer.status_code, answer.text[:200])
+
+
+FORGING_TARGETS = [
+    b"/simple/x%0a127.0.0.1%20%22GET%20/forged%20HTTP/1.1%22%20200%200%200.1ms",
+    b"/simple/x%0d%0aforged",
+    b"/\x1b[2J\x1b[31mred",
+    b"/files/a%1b%5b2Jb/c",
+    b"/health?a=%0a&b=\x1b[0m&c=%22",
+    b'/a"b\\c',
+    b"/caf%c3%a9%e2%80%ae",
+    b"/simple/%00%7f%85/",
+]
+
+
+def test_control_characters_cannot_forge_access_log_lines(
+    mirror: Mirror, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="nestegg_core.access")
+    for target in FORGING_TARGETS:
+        raw_request(mirror.port, target)
+    lines = [r.getMessage() for r in caplog.records if r.name == "nestegg_core.access"]
+    assert len(lines) == len(FORGING_TARGETS), lines
+    for line in lines:
+        # printable ASCII only, and the request (in quotes) is one field: no quote inside it
+        # unescaped
+        assert all(0x20 <= ord(c) <= 0x7E for c in line), repr(line)
+        request = line.split('"', 1)[1].rsplit('"', 1)[0]
+        assert '"' not in request.replace('\\"', ""), line
+    assert '/simple/x\\x0a127.0.0.1 \\"GET /forged HTTP/1.1\\" 200 0 0.1ms' in lines[0], lines[0]
+    assert "/simple/x\\x0d\\x0aforged" in lines[1]
+    assert "/\\x1b[2J\\x1b[31mred" in lines[2]
+    assert "?a=%0a&b=\\x1b[0m&c=%22" in lines[4]  # the query as sent, still escaped
+    assert "/caf\\xc3\\xa9\\xe2\\x80\\xae" in lines[6]
 
 
 # headers -----------------------------------------------------------------------------------
@@ -598,6 +643,102 @@ def test_an_upload_never_writes_through_a_link_in_the_nest(
     assert warned_about(caplog, nest / "tmp" / "uploads")
 
 
+# slow and vanishing clients -------------------------------------------------------------------
+
+#: what "answers in milliseconds" allows on a loaded machine; starved, it is never answered at all
+QUICK_MS = 1000
+
+
+@pytest.fixture
+def big_file(
+    make_mirror: MirrorFactory, upstream: PrivateIndex, http: requests.Session
+) -> tuple[Mirror, str]:
+    """A mirror and the path of a 5 MiB file it has cached."""
+    [wheel] = upstream.add("big", "1.0", sdist=False, payload_size=5 * 1024 * 1024)
+    mirror = make_mirror()
+    path = f"/files/big/{wheel.filename}"
+    http.get(mirror.url + path).raise_for_status()
+    return mirror, path
+
+
+def test_slow_readers_of_ranges_hold_no_worker(big_file: tuple[Mirror, str]) -> None:
+    mirror, path = big_file
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-\r\n\r\n".encode()
+    clients = never_reading(mirror.port, request, 20)
+    try:
+        channels = mirror._server.active_channels
+        # every answer is queued, sent from the event loop as the client reads: no worker waits
+        wait_until(
+            lambda: (
+                sum(1 for c in list(channels.values()) if c.total_outbufs_len) == 20
+                and busy_workers(mirror._server) == 0
+            ),
+            "20 answers queued and no worker busy",
+        )
+        assert health_ms(mirror.port) < QUICK_MS
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_pipelined_slow_readers_are_cut_off_after_the_send_timeout(
+    big_file: tuple[Mirror, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker waits for a client to take the first answer before it starts the second; not
+    for ever."""
+    monkeypatch.setattr(serving, "SEND_TIMEOUT", 1.0)
+    mirror, path = big_file
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    clients = never_reading(mirror.port, request * 2, 20)
+    try:
+        wait_until(lambda: busy_workers(mirror._server) >= 20, "20 workers waiting on their clients")
+        assert health_ms(mirror.port) < QUICK_MS  # beside them
+        wait_until(lambda: busy_workers(mirror._server) == 0, "the workers let go", timeout=15)
+        assert all(closed_by_server(client) for client in clients)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def closed_by_server(client: socket.socket) -> bool:
+    """Whether the server closed ``client``'s connection (what it had sent is read first)."""
+    received = 0
+    try:
+        while received < 64 * 1024 * 1024:  # far more than any answer here
+            chunk = client.recv(1 << 20)
+            if not chunk:
+                return True
+            received += len(chunk)
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+def test_readers_of_a_download_stop_once_their_clients_went_away(
+    make_mirror: MirrorFactory, tmp_path: Path
+) -> None:
+    """300 requests for a file the upstream holds back, each connection closed once sent."""
+    trickle = Trickle()
+    with PrivateIndex(tmp_path / "slow", middleware=trickle) as slow:
+        [wheel] = slow.add("held", "1.0", sdist=False, payload_size=200_000)
+        path = f"/files/held/{wheel.filename}"
+        trickle.paths.add(path)
+        mirror = make_mirror(index_url=slow.index_url)
+        try:
+            request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            for _ in range(300):
+                with socket.create_connection(("127.0.0.1", mirror.port), timeout=10) as client:
+                    client.sendall(request)
+            assert trickle.holding.wait(10)
+            # each reader sees its client gone within about a second, long before the file comes
+            wait_until(lambda: busy_workers(mirror._server) == 0, "the readers to stop", timeout=10)
+            assert health_ms(mirror.port) < QUICK_MS
+        finally:
+            trickle.release.set()
+
+
 # uploads -----------------------------------------------------------------------------------
 
 
@@ -729,6 +870,201 @@ def test_an_upload_cut_off_midway_leaves_nothing(server: Mirror, tmp_path: Path)
         time.sleep(0.05)
     assert not list((server.config.nestegg_dir / "tmp" / "uploads").glob("*"))
     assert not (server.repository.private.root / "cut").exists()
+
+
+# bodies, before a byte of them is read --------------------------------------------------------
+
+
+def head_only(port: int, head: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send only the head of a request; the answer, read until the server closes the connection
+    (a server waiting for the body never answers: the socket times out)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except ConnectionResetError:  # closed with a body left unread: after the answer
+            assert data, "reset before any answer"
+    first, _, rest = data.partition(b"\r\n")
+    lines, _, body = rest.partition(b"\r\n\r\n")
+    headers = {
+        k.decode().lower(): v.decode() for k, _, v in (line.partition(b": ") for line in lines.split(b"\r\n"))
+    }
+    return int(first.split()[1]), headers | {"reason": first.decode().split(" ", 2)[2]}, body
+
+
+HUGE = 300_000_000  # the Content-Length of a body that is never sent
+
+
+def upload_head(auth: str | None, *, length: int = HUGE, extra: str = "") -> bytes:
+    head = "POST /legacy/ HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=xyzzy\r\n"
+    if auth is not None:
+        head += f"Authorization: {auth}\r\n"
+    return f"{head}Content-Length: {length}\r\n{extra}\r\n".encode()
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        (None, "uploads need credentials: send a user and password (or __token__ and a token)"),
+        (
+            "Basic !!!not-base64",
+            "uploads need credentials: send a user and password (or __token__ and a token)",
+        ),
+        ("Bearer abc", "uploads need credentials: send a user and password (or __token__ and a token)"),
+        (basic(USER, "wrong"), "invalid credentials for user 'alice'"),
+        (basic("mallory", PASSWORD), "invalid credentials for user 'mallory'"),
+        (basic("__token__", "wrong"), NOT_A_TOKEN),
+    ],
+    ids=["none", "malformed", "not-basic", "wrong-password", "unknown-user", "wrong-token"],
+)
+def test_an_upload_without_good_credentials_is_refused_before_its_body(
+    server: Mirror, monkeypatch: pytest.MonkeyPatch, auth: str | None, message: str
+) -> None:
+    checked_on: list[str] = []
+    check = Credentials.user_of
+
+    def recording(self: Credentials, user: str, password: str) -> str | None:
+        checked_on.append(threading.current_thread().name)
+        return check(self, user, password)
+
+    monkeypatch.setattr(Credentials, "user_of", recording)
+    status, headers, body = head_only(server.port, upload_head(auth))
+    assert status == 403
+    assert headers["reason"] == message  # as the upload handler says it (twine shows it)
+    assert body == (message + "\n").encode()  # uv shows this
+    assert headers["connection"] == "close"
+    # a password is checked on a worker, never on the thread that reads every connection
+    assert "nestegg-server" not in checked_on
+    assert not list((server.config.nestegg_dir / "tmp").rglob("*.*"))
+
+
+def test_a_chunked_upload_without_credentials_is_refused_before_its_body(server: Mirror) -> None:
+    head = (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=xyzzy\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n1000\r\n" + b"x" * 2000
+    )
+    status, headers, _ = head_only(server.port, head)
+    assert status == 403
+    assert headers["reason"].startswith("uploads need credentials")
+
+
+def test_uploads_off_are_refused_before_the_body(make_mirror: MirrorFactory) -> None:
+    status, headers, _ = head_only(make_mirror().port, upload_head(basic(USER, PASSWORD)))
+    assert status == 403
+    assert headers["reason"].startswith("uploads are disabled: set credentials_file")
+
+
+def test_an_upload_over_the_limit_is_refused_before_its_body(server: Mirror) -> None:
+    status, headers, _ = head_only(server.port, upload_head(basic(USER, PASSWORD)))
+    assert status == 413
+    assert headers["reason"] == (
+        f"upload too large: {HUGE} bytes is over the limit of 200000 bytes (max_upload_size)"
+    )
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /ci/trigger/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n",
+        b"POST /simple/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+    ],
+    ids=["ci-trigger", "post-elsewhere", "get"],
+)
+def test_other_requests_may_send_only_a_small_body(mirror: Mirror, head: bytes) -> None:
+    status, headers, body = head_only(mirror.port, head)
+    assert status == 413
+    assert "over the limit of 65536 bytes" in body.decode()
+    assert headers["connection"] == "close"
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(mirror: Mirror) -> None:
+    chunk = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
+    head = b"POST /ci/trigger/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 2
+    status, _, body = head_only(mirror.port, head)
+    assert status == 413
+    assert b"over the limit of 65536 bytes" in body
+
+
+@pytest.mark.parametrize("good", [True, False], ids=["good", "wrong"])
+def test_expect_continue_waits_for_the_credentials_check(server: Mirror, tmp_path: Path, good: bool) -> None:
+    path = make_sdist(PackageSpec(name="cont", version="1.0"), tmp_path / "dists")
+    data = path.read_bytes()
+    fields = {":action": "file_upload", "name": "cont", "version": "1.0", "filetype": "sdist"}
+    body = b"".join(
+        b'--xyzzy\r\nContent-Disposition: form-data; name="'
+        + k.encode()
+        + b'"\r\n\r\n'
+        + v.encode()
+        + b"\r\n"
+        for k, v in fields.items()
+    )
+    body += (
+        b'--xyzzy\r\nContent-Disposition: form-data; name="content"; filename="cont-1.0.tar.gz"\r\n\r\n'
+        + data
+        + b"\r\n--xyzzy--\r\n"
+    )
+    auth = basic(USER, PASSWORD if good else "wrong")
+    head = upload_head(auth, length=len(body), extra="Expect: 100-continue\r\nConnection: close\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head)
+        first = sock.recv(65536)
+        if good:
+            assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+            sock.sendall(body)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+            assert (server.repository.private.root / "cont" / path.name).read_bytes() == data
+        else:
+            assert first.startswith(b"HTTP/1.1 403 invalid credentials for user 'alice'"), first[:300]
+
+
+SMUGGLED = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "fields", "body"),
+    [
+        ("POST /health HTTP/1.1", "Content-Length: 5\r\nTransfer-Encoding: chunked", "0\r\n\r\n"),
+        ("POST /health HTTP/1.1", "Transfer-Encoding: chunked\r\nContent-Length: 0", "0\r\n\r\n"),
+        ("POST /health HTTP/1.1", "content-length: 0\r\ntransfer-encoding: gzip, chunked", "0\r\n\r\n"),
+        (
+            "POST /health HTTP/1.0",
+            "Connection: keep-alive\r\nContent-Length: 0\r\nTransfer-Encoding: chunked",
+            "",
+        ),
+        ("GET /health HTTP/1.1", "Content-Length: 0\r\nTransfer-Encoding: chunked", "0\r\n\r\n"),
+    ],
+    ids=["cl-then-te", "te-then-cl", "lower-case-gzip", "http-1.0", "get"],
+)
+def test_content_length_with_transfer_encoding_is_refused_and_nothing_after_it_answered(
+    mirror: Mirror, line: str, fields: str, body: str
+) -> None:
+    """RFC 9112, section 6.3: a front server that frames the request by the other header would
+    pass the rest of it on as a request of its own."""
+    with socket.create_connection(("127.0.0.1", mirror.port), timeout=10) as sock:
+        sock.sendall(f"{line}\r\nHost: x\r\n{fields}\r\n\r\n{body}".encode() + SMUGGLED)
+        data = b""
+        while chunk := sock.recv(65536):  # until the server closes the connection
+            data += chunk
+    assert data.startswith((b"HTTP/1.1 400 ", b"HTTP/1.0 400 ")), data[:300]
+    assert data.count(b"HTTP/1.") == 1, data  # the request after it was never answered
+    assert b"Content-Length and Transfer-Encoding" in data
+
+
+def test_a_content_length_too_long_for_a_number_is_400(mirror: Mirror) -> None:
+    head = b"POST /legacy/ HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n"
+    status, _, body = head_only(mirror.port, head)
+    assert status == 400
+    assert b"Content-Length is invalid" in body
 
 
 def test_read_auth_hides_private_names_from_the_root_index(

@@ -222,3 +222,96 @@ def test_shutdown_stops_the_threads_and_cancels_what_is_queued(
     assert not dispatcher._watcher.is_alive()
     assert queued.cancelled
     assert not queued.started.is_set()
+
+
+def test_a_task_runs_at_once_on_an_extra_thread_while_every_worker_waits(
+    dispatch: Callable[..., PacedDispatcher],
+) -> None:
+    """Workers waiting on slow clients or a slow upstream (declared) never starve a quick task."""
+    dispatcher = dispatch(threads=2, running=1, stall=30.0, extra=3, extra_idle=0.2)
+    release = threading.Event()
+
+    def wait() -> None:
+        with blocking():
+            release.wait(10)
+
+    waiters = [Task(wait) for _ in range(5)]
+    try:
+        for waiter in waiters:
+            dispatcher.add_task(waiter)
+        # two workers and three extra threads, each in a declared wait: no more than that
+        assert all(waiter.started.wait(5) for waiter in waiters)
+        assert len(dispatcher.threads) == 5
+        quick = Task()
+        dispatcher.add_task(quick)
+        assert not quick.started.wait(0.3)  # every thread waits, and no more may be started
+    finally:
+        release.set()
+    assert quick.done.wait(5)
+    assert all(waiter.done.wait(5) for waiter in waiters)
+    # the extra threads end once idle; the workers stay
+    deadline = time.monotonic() + 5
+    while len(dispatcher.threads) > 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(dispatcher.threads) == 2
+    assert dispatcher._extras == 0
+
+
+def test_an_extra_thread_starts_only_beside_declared_waits(dispatch: Callable[..., PacedDispatcher]) -> None:
+    dispatcher = dispatch(threads=2, running=1, stall=0.01, extra=4)
+    release = threading.Event()
+    stuck = [Task(lambda: release.wait(10)) for _ in range(2)]
+    quick = Task()
+    try:
+        for task in stuck:
+            dispatcher.add_task(task)
+        assert all(task.started.wait(5) for task in stuck)
+        dispatcher.add_task(quick)
+        # a task stuck without saying so may hold a lock the others need: no thread is added
+        assert not quick.started.wait(0.3)
+        assert len(dispatcher.threads) == 2
+    finally:
+        release.set()
+    assert quick.done.wait(5)
+
+
+def test_a_quick_task_beside_waiting_workers_runs_at_once(dispatch: Callable[..., PacedDispatcher]) -> None:
+    dispatcher = dispatch(threads=4, running=2, stall=30.0, extra=40)
+    release = threading.Event()
+
+    def wait() -> None:
+        with blocking():
+            release.wait(10)
+
+    waiters = [Task(wait) for _ in range(20)]
+    try:
+        for waiter in waiters:
+            dispatcher.add_task(waiter)
+        assert all(waiter.started.wait(5) for waiter in waiters)
+        quick = Task()
+        queued = time.monotonic()
+        dispatcher.add_task(quick)
+        assert quick.done.wait(5)
+        assert time.monotonic() - queued < 1.0  # long before the 30 s stall
+    finally:
+        release.set()
+    assert all(waiter.done.wait(5) for waiter in waiters)
+
+
+def test_shutdown_stops_extra_threads_too(dispatch: Callable[..., PacedDispatcher]) -> None:
+    dispatcher = dispatch(threads=1, running=1, stall=30.0, extra=3)
+    release = threading.Event()
+
+    def wait() -> None:
+        with blocking():
+            release.wait(10)
+
+    waiters = [Task(wait) for _ in range(3)]
+    for waiter in waiters:
+        dispatcher.add_task(waiter)
+    assert all(waiter.started.wait(5) for waiter in waiters)
+    release.set()
+    assert all(waiter.done.wait(5) for waiter in waiters)
+    dispatcher.shutdown(timeout=5)
+    assert not dispatcher.threads
+    assert dispatcher._extras == 0
