@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import re
+import struct
 import subprocess
 import sys
 import tarfile
@@ -34,6 +35,7 @@ from nestegg_core.auth import set_password
 from nestegg_core.cli import main
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.errors import NotFound
+from nestegg_core.export import export
 from nestegg_core.mirror import MirrorIndex
 from nestegg_core.models import DistFile, ProjectPage
 from nestegg_core.mounts import UpstreamMounts
@@ -638,3 +640,68 @@ def test_metadata_asked_by_many_at_once_is_fetched_once(tmp_path: Path) -> None:
         assert {future.result(30).read_bytes() for future in paths} == {filename.encode()}
     assert len(opened) == 1
     assert repository._metadata_locks == {}
+
+
+# archives (attack round 2, finding 2) -------------------------------------------------------------
+
+
+def twine_upload(server: Mirror, path: Path) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
+        "--repository-url", f"{server.url}/legacy/", "--username", USER, "--password", PASSWORD, str(path),
+    ]  # fmt: skip
+    env = installer_env(PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
+    env = {k: v for k, v in env.items() if not k.startswith("TWINE_")}
+    return subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=120)
+
+
+def claiming_a_million_members(wheel: Path, dest: Path) -> Path:
+    """A copy of ``wheel`` whose end of central directory (Zip64) claims 1,000,000 members:
+    zipfile, and so pip and twine, read it as before (they go by the directory's size)."""
+    data = wheel.read_bytes()
+    at = data.rfind(b"PK\x05\x06")
+    _, _, _, _, _, size, offset, _ = struct.unpack_from("<4s4H2LH", data, at)
+    record = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, 10**6, 10**6, size, offset)
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, at, 1)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / wheel.name).write_bytes(data[:at] + record + locator + end)
+    with zipfile.ZipFile(dest / wheel.name) as archive:
+        assert archive.testzip() is None
+    return dest / wheel.name
+
+
+@pytest.mark.slow
+def test_twine_is_told_a_wheel_of_a_million_members_is_refused(server: Mirror, tmp_path: Path) -> None:
+    made = make_wheel(PackageSpec(name="up-pkg", version="1.0"), tmp_path / "dists")
+    crafted = claiming_a_million_members(made, tmp_path / "crafted")
+    done = twine_upload(server, crafted)
+    assert done.returncode != 0
+    output = " ".join((done.stdout + done.stderr).split())
+    assert "400" in output
+    assert "lists 1,000,000 members in a central directory" in output, output
+    assert get(server, "/simple/up-pkg/").status_code == 404
+
+
+def test_a_mirrored_wheel_past_the_bounds_is_served_without_metadata(
+    make_mirror: MirrorFactory, index: Index, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wheel = next(name for name in index.files if name.endswith(".whl"))
+    original = tmp_path / wheel
+    original.write_bytes(index.files[wheel])
+    crafted = claiming_a_million_members(original, tmp_path / "crafted").read_bytes()
+    index.files[wheel] = crafted
+    mirror = make_mirror(index_url=index.server.index_url)
+    with caplog.at_level(logging.WARNING):
+        answer = get(mirror, f"/files/pkg/{wheel}")
+        assert answer.status_code == 200
+        assert answer.content == crafted  # the wheel itself is served as the index has it
+        entries = {f["filename"]: f for f in get(mirror, "/simple/pkg/", JSON).json()["files"]}
+        assert entries[wheel].get("core-metadata", False) is False
+        assert get(mirror, f"/files/pkg/{wheel}.metadata").status_code == 404
+        result = export(mirror.config, tmp_path / "exported")
+    assert [d.filename for d in result.projects[NormalizedName("pkg")] if d.core_metadata] == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2, warnings  # the download's, then the export's
+    assert warnings[0].startswith(f"no PEP 658 metadata for pkg/{wheel}: '{wheel}' lists 1,000,000 members")
+    assert warnings[1].startswith(f"no PEP 658 metadata for {wheel}: '{wheel}' lists 1,000,000 members")
