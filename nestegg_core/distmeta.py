@@ -2,17 +2,19 @@
 
 The archives come from clients and upstreams, so each is read within fixed bounds that the
 largest real ones stay far below: a zip's central directory is sized up from its end record and
-then read a piece at a time, and only the metadata member is unpacked, up to its declared size.
-An archive past a bound raises :class:`ArchiveError` before the bytes are spent.
+then read a piece at a time, a tar's members one at a time without keeping them, and only the
+metadata member is unpacked, up to its declared size. An archive past a bound, or not of the kind
+its name says, raises :class:`ArchiveError` before the bytes are spent.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
+import io
 import os
 import struct
 import tarfile
-import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +35,14 @@ _MAX_METADATA = 10 * 1024 * 1024
 MAX_MEMBERS = 500_000
 #: the largest zip central directory read (a member takes 46 bytes there, and its name)
 MAX_CENTRAL_DIRECTORY = 64 * 1024 * 1024
+#: the most members of a .tar.gz looked at for its PKG-INFO (tarfile takes 15-40 us each)
+MAX_TAR_MEMBERS = 100_000
+#: the most bytes a .tar.gz is unpacked to while its PKG-INFO is looked for (3-6 s of inflating)
+MAX_UNPACKED = 2 * 1024 * 1024 * 1024
+#: the most bytes of headers one tar member may have (pax and GNU records, sparse maps)
+_MAX_TAR_HEADER = 1024 * 1024
 _PIECE = 1024 * 1024
+_MAX_FILENAME = 255
 
 
 def parse_dist_filename(filename: str) -> tuple[NormalizedName, Version]:
@@ -74,31 +83,35 @@ def wheel_metadata(path: Path | BinaryIO, filename: str | None = None) -> bytes 
         return zipped.read(found[0]) if found else None
 
 
-def sdist_metadata(path: Path) -> bytes | None:
-    """The top-level ``PKG-INFO`` of an sdist (.tar.gz or .zip), or None."""
+def sdist_metadata(path: Path, filename: str | None = None) -> bytes | None:
+    """The top-level ``PKG-INFO`` of an sdist (.tar.gz or .zip, as ``filename`` says), or None.
+
+    The sdist format puts it at ``<name>-<version>/PKG-INFO``: that one is taken, else the first
+    other top-level one. :class:`ArchiveError` if the archive is not of the kind its name says,
+    or past a bound."""
+    filename = filename or path.name
     try:
-        if path.name.endswith(".zip"):
-            with zipfile.ZipFile(path) as archive:
-                for info in archive.infolist():
-                    if info.filename.count("/") == 1 and info.filename.endswith("/PKG-INFO"):
-                        return None if info.file_size > _MAX_METADATA else archive.read(info)
-            return None
-        with tarfile.open(path, "r:*") as archive:
-            for member in archive:
-                if member.isfile() and member.name.count("/") == 1 and member.name.endswith("/PKG-INFO"):
-                    if member.size > _MAX_METADATA:
-                        return None
-                    handle = archive.extractfile(member)
-                    return None if handle is None else handle.read()
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, ValueError):
-        return None
-    return None
+        release: tuple[NormalizedName, Version] | None = parse_dist_filename(filename)
+    except UploadError:
+        release = None
+    with _opened(path) as handle:
+        if filename.endswith(".zip"):
+            zipped = _Zip(handle, filename)
+            chosen = None
+            for entry in zipped.entries(b"/PKG-INFO"):
+                chosen = chosen or entry
+                if _names(entry.name.partition("/")[0], release):
+                    chosen = entry
+                    break
+            return None if chosen is None else zipped.read(chosen)
+        return _tar_pkg_info(handle, filename, release)
 
 
-def metadata_of(path: Path) -> bytes | None:
-    if path.name.endswith(".whl"):
-        return wheel_metadata(path)
-    return sdist_metadata(path)
+def metadata_of(path: Path, filename: str | None = None) -> bytes | None:
+    """The metadata of the wheel or sdist at ``path`` (named ``filename``, if not as the path is)."""
+    if (filename or path.name).endswith(".whl"):
+        return wheel_metadata(path, filename)
+    return sdist_metadata(path, filename)
 
 
 def metadata_fields(data: bytes) -> dict[str, list[str]]:
@@ -118,6 +131,16 @@ def _opened(path: Path | BinaryIO) -> Iterator[BinaryIO]:
             yield handle
     else:
         yield path
+
+
+def _names(folder: str, release: tuple[NormalizedName, Version] | None) -> bool:
+    """Whether ``folder`` is the ``<name>-<version>`` of ``release`` (in any spelling)."""
+    if release is None or len(folder) > _MAX_FILENAME:
+        return False
+    try:
+        return parse_sdist_filename(f"{folder}.tar.gz") == release
+    except ValueError:
+        return False
 
 
 # zip -------------------------------------------------------------------------------------------
@@ -283,3 +306,105 @@ class _Zip:
         if len(out) != entry.size or zlib.crc32(out) != entry.crc:
             raise ArchiveError(f"{where} is damaged: its size or CRC does not match")
         return bytes(out)
+
+
+# tar -------------------------------------------------------------------------------------------
+
+
+def _tar_pkg_info(
+    handle: BinaryIO, filename: str, release: tuple[NormalizedName, Version] | None
+) -> bytes | None:
+    if handle.read(2) != b"\x1f\x8b":
+        raise ArchiveError(f"{filename!r} is not gzip-compressed, as a .tar.gz file must be")
+    handle.seek(0)
+    fallback = None
+    try:
+        with gzip.GzipFile(fileobj=handle, mode="rb") as unpacked:
+            stream = _Unpacked(unpacked, filename)
+            stream.allow(_MAX_TAR_HEADER)  # tarfile.open reads the first member
+            with tarfile.open(fileobj=stream, mode="r:") as archive:
+                for member in _tar_members(archive, stream, filename):
+                    top, _, rest = member.name.partition("/")
+                    if not member.isfile() or rest != "PKG-INFO":
+                        continue
+                    exact = _names(top, release)
+                    if exact or fallback is None:
+                        if member.size > _MAX_METADATA:
+                            raise ArchiveError(f"{member.name!r} in {filename!r} is {member.size:,} bytes: "
+                                               f"nestegg reads at most {_MAX_METADATA:,}")  # fmt: skip
+                        stream.allow(member.size)
+                        member_file = archive.extractfile(member)
+                        data = b"" if member_file is None else member_file.read()
+                        if exact:
+                            return data
+                        fallback = data
+    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, RecursionError) as exc:
+        # a damaged gzip or tar (a pax length of 5000 digits; a chain of pax headers nests as
+        # deep as it is long)
+        raise ArchiveError(f"{filename!r} is not a readable .tar.gz: {_cut(str(exc))}") from None
+    return fallback
+
+
+def _tar_members(archive: tarfile.TarFile, stream: _Unpacked, filename: str) -> Iterator[tarfile.TarInfo]:
+    """The archive's members in turn, none kept; at most ``MAX_TAR_MEMBERS``, each with at most
+    ``_MAX_TAR_HEADER`` bytes of headers."""
+    for count in range(MAX_TAR_MEMBERS + 1):
+        stream.allow(_MAX_TAR_HEADER)
+        member = archive.next()
+        # tarfile keeps every member it read in TarFile.members (not documented, ~450 bytes
+        # each): emptied as we go; test_distmeta checks that it still is where it was
+        archive.members.clear()  # type: ignore[attr-defined]
+        if member is None:
+            return
+        if count == MAX_TAR_MEMBERS:
+            raise ArchiveError(f"{filename!r} has over {MAX_TAR_MEMBERS:,} members: nestegg reads no more")
+        yield member
+
+
+class _Unpacked:
+    """The unpacked bytes of a .tar.gz as tarfile reads them: forward only, up to
+    ``MAX_UNPACKED`` in all, and between two calls of :meth:`allow`, at most the bytes it allows.
+    tarfile skips a member's data with a seek, but reads a pax or GNU header whole, however long
+    it says it is, and the blocks of a sparse file's map one by one, keeping each."""
+
+    def __init__(self, stream: gzip.GzipFile, filename: str) -> None:
+        self.stream = stream
+        self.filename = filename
+        self.position = 0
+        self.allowed = 0
+
+    def allow(self, size: int) -> None:
+        self.allowed = size
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > self.allowed:
+            raise ArchiveError(f"{self.filename!r} has a tar header over {_MAX_TAR_HEADER:,} bytes long")
+        self._reach(self.position + size)
+        data = self.stream.read(size)
+        self.allowed -= len(data)
+        self.position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        target = offset if whence == os.SEEK_SET else self.position + offset
+        if whence not in (os.SEEK_SET, os.SEEK_CUR) or target < self.position:
+            raise ArchiveError(f"{self.filename!r} is a damaged tar: a member's size points backwards")
+        self._reach(target)
+        self.stream.seek(target)
+        self.position = target
+        return target
+
+    def tell(self) -> int:
+        return self.position
+
+    def write(self, _data: bytes) -> int:
+        raise io.UnsupportedOperation("read only")
+
+    def close(self) -> None:
+        """Nothing: the unpacked stream is closed by its opener."""
+
+    def _reach(self, position: int) -> None:
+        if position > MAX_UNPACKED:
+            raise ArchiveError(
+                f"{self.filename!r} unpacks to over {MAX_UNPACKED:,} bytes: nestegg reads no more"
+            )

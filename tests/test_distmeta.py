@@ -1,11 +1,14 @@
-"""Metadata read from hostile archives: a wheel's METADATA is read within bounds, whatever the
-zip's central directory claims, and an archive past a bound is refused before its cost is paid
-(attack round 2, finding 2)."""
+"""Metadata read from hostile archives: a wheel's METADATA and an sdist's PKG-INFO are read
+within bounds, whatever the zip's central directory or the tar's headers claim, and an archive
+past a bound is refused before its cost is paid (attack round 2, findings 2 and 8)."""
 
 from __future__ import annotations
 
+import bz2
 import io
+import lzma
 import struct
+import tarfile
 import time
 import tracemalloc
 import zipfile
@@ -17,8 +20,10 @@ from typing import Any
 import pytest
 
 from nestegg_core import distmeta
-from nestegg_core.distmeta import wheel_metadata
+from nestegg_core.distmeta import sdist_metadata, wheel_metadata
 from nestegg_core.errors import ArchiveError
+
+from .test_faults import peak_growth
 
 METADATA = b"Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\n\n"
 WHEEL_METADATA = "pkg-1.0.dist-info/METADATA"
@@ -252,3 +257,179 @@ def test_an_encrypted_metadata_is_refused() -> None:
         struct.pack_into("<H", data, at + flags_at, 1)
     with pytest.raises(ArchiveError, match="is encrypted"):
         wheel_metadata(io.BytesIO(bytes(data)))
+
+
+# tar -------------------------------------------------------------------------------------------
+
+
+def member(name: str, data: bytes = b"", *, size: int | None = None, kind: bytes = tarfile.REGTYPE) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = len(data) if size is None else size
+    info.type = kind
+    return info.tobuf(format=tarfile.USTAR_FORMAT) + data + b"\0" * (-len(data) % 512)
+
+
+def gzipped(*pieces: bytes, repeat: int = 1) -> bytes:
+    """A .tar.gz of ``pieces`` (the first ``repeat`` times) and the end of the archive."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+    parts = []
+    for _ in range(repeat // 10_000):
+        parts.append(packer.compress(pieces[0] * 10_000))
+    parts.append(packer.compress(pieces[0] * (repeat % 10_000)))
+    parts += [packer.compress(piece) for piece in pieces[1:]]
+    return b"".join([*parts, packer.compress(b"\0" * 1024), packer.flush()])
+
+
+def sdist(tmp_path: Path, data: bytes, filename: str = "pkg-1.0.tar.gz") -> Path:
+    path = tmp_path / filename
+    path.write_bytes(data)
+    return path
+
+
+def test_tar_members_are_not_kept(tmp_path: Path) -> None:
+    # tarfile keeps a TarInfo of each member it read (450 bytes): 30,000 held 13 MB
+    path = sdist(tmp_path, gzipped(member("pkg-1.0/x"), member("pkg-1.0/PKG-INFO", METADATA), repeat=30_000))
+    result, peak, _ = traced(lambda: sdist_metadata(path))
+    assert result == METADATA
+    assert peak < 3 * 1024 * 1024, peak
+
+
+@pytest.mark.slow
+def test_the_attacks_sdist_costs_bounded_time_and_memory(tmp_path: Path) -> None:
+    # the attack's shape in gzip, at the default bound: 150,000 empty members and no PKG-INFO
+    # (330 KB) kept 70 MB of members before nothing was found; 2,000,000 kept 900 MB
+    path = sdist(tmp_path, gzipped(member("pkg-1.0/x"), repeat=150_000))
+    started = time.monotonic()
+    result, growth = peak_growth(lambda: attempt(lambda: sdist_metadata(path)))
+    assert str(result) == "'pkg-1.0.tar.gz' has over 100,000 members: nestegg reads no more"
+    assert growth < 20 * 1024 * 1024, growth
+    assert time.monotonic() - started < 30
+
+
+def test_the_members_looked_at_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(distmeta, "MAX_TAR_MEMBERS", 1000)
+    path = sdist(tmp_path, gzipped(member("pkg-1.0/x"), repeat=5000))
+    with pytest.raises(
+        ArchiveError, match=r"^'pkg-1.0.tar.gz' has over 1,000 members: nestegg reads no more$"
+    ):
+        sdist_metadata(path)
+    path = sdist(tmp_path, gzipped(member("pkg-1.0/x"), member("pkg-1.0/PKG-INFO", METADATA), repeat=999))
+    assert sdist_metadata(path) == METADATA
+
+
+def test_the_bytes_unpacked_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(distmeta, "MAX_UNPACKED", 8 * 1024 * 1024)
+    zeros = b"\0" * (16 * 1024 * 1024)  # a member's data is skipped, but still unpacked
+    path = sdist(tmp_path, gzipped(member("pkg-1.0/big", zeros), member("pkg-1.0/PKG-INFO", METADATA)))
+    with pytest.raises(ArchiveError, match=r"unpacks to over 8,388,608 bytes"):
+        sdist_metadata(path)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME],
+    ids=["pax", "pax-global", "gnu-longname"],
+)
+def test_a_huge_tar_header_is_refused_before_it_is_read(tmp_path: Path, kind: bytes) -> None:
+    # tarfile reads such a header whole into memory, whatever size it says
+    size = 64 * 1024 * 1024
+    path = sdist(tmp_path, gzipped(member("pkg-1.0/x", size=size, kind=kind), b"\0" * size, b"\0" * 512))
+    result, peak, _ = traced(lambda: sdist_metadata(path))
+    assert isinstance(result, ArchiveError)
+    assert str(result) == "'pkg-1.0.tar.gz' has a tar header over 1,048,576 bytes long"
+    assert peak < 4 * 1024 * 1024, peak
+
+
+@pytest.mark.parametrize(
+    ("compress", "message"),
+    [
+        (lambda data: lzma.compress(data, format=lzma.FORMAT_XZ), "is not gzip-compressed"),
+        (bz2.compress, "is not gzip-compressed"),
+        (lambda data: data, "is not gzip-compressed"),
+        (lambda _: zipped({"pkg-1.0/PKG-INFO": METADATA}), "is not gzip-compressed"),
+        (lambda data: gzipped(data)[:-40], "is not a readable .tar.gz"),
+        (lambda _: zlib.compress(b"not a tar" * 100, wbits=31), "is not a readable .tar.gz"),
+    ],
+    ids=["xz", "bzip2", "plain-tar", "zip", "cut-off", "gzip-of-no-tar"],
+)
+def test_a_tar_gz_must_be_a_gzip_compressed_tar(
+    tmp_path: Path, compress: Callable[[bytes], bytes], message: str
+) -> None:
+    tar = member("pkg-1.0/PKG-INFO", METADATA) + b"\0" * 1024
+    with pytest.raises(ArchiveError, match=message):
+        sdist_metadata(sdist(tmp_path, compress(tar)))
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [member("pax", b"9" * 5000 + b" path=x\n", kind=tarfile.XHDTYPE)],  # past int()'s digits
+        [member("pax", b"0 path=x\n", kind=tarfile.XHDTYPE)],
+        [member("pax", b"16 path=pkg-1.0\n", kind=tarfile.XGLTYPE)] * 2000,  # nested in tarfile
+    ],
+    ids=["huge-pax-length", "zero-pax-length", "pax-chain"],
+)
+def test_a_damaged_tar_is_refused(tmp_path: Path, pieces: list[bytes]) -> None:
+    path = sdist(tmp_path, gzipped(*pieces, member("pkg-1.0/PKG-INFO", METADATA)))
+    with pytest.raises(
+        ArchiveError, match=r"^'pkg-1.0.tar.gz' (is not a readable .tar.gz|has a tar header over)"
+    ):
+        sdist_metadata(path)
+
+
+def test_a_tar_that_points_backwards_is_refused(tmp_path: Path) -> None:
+    # a size of -1024 (in base-256) sends tarfile back to the member before: it read the two in
+    # turn for ever, keeping each (a 200-byte upload grew the server without end)
+    header = bytearray(member("pkg-1.0/c"))
+    header[124:136] = b"\xff" + (-1024).to_bytes(11, "big", signed=True)
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header[:512])
+    path = sdist(tmp_path, gzipped(member("pkg-1.0/a"), member("pkg-1.0/b"), bytes(header)))
+    with pytest.raises(ArchiveError, match="a member's size points backwards"):
+        sdist_metadata(path)
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".zip"])
+def test_pkg_info_is_looked_for_where_the_sdist_format_puts_it(tmp_path: Path, suffix: str) -> None:
+    other = METADATA.replace(b"pkg", b"other")
+    members = {
+        "other-9.9/PKG-INFO": other,
+        "pkg-1.0/src/PKG-INFO": b"",
+        "PKG-INFO": b"",
+        "pkg-1.0/PKG-INFO": METADATA,
+    }
+    if suffix == ".zip":
+        data = zipped(members)
+    else:
+        data = gzipped(*(member(name, value) for name, value in members.items()))
+    assert sdist_metadata(sdist(tmp_path, data, f"pkg-1.0{suffix}")) == METADATA
+    # the same folder spelled otherwise (an older setuptools' Pkg-1.0.0)
+    assert sdist_metadata(sdist(tmp_path, data, f"PKG-1.0.0{suffix}")) == METADATA
+    # none where the format puts it: the first other one at the top, whose name the caller checks
+    assert sdist_metadata(sdist(tmp_path, data, f"pkg-2.0{suffix}")) == other
+    del members["other-9.9/PKG-INFO"], members["pkg-1.0/PKG-INFO"]
+    if suffix == ".zip":
+        data = zipped(members)
+    else:
+        data = gzipped(*(member(name, value) for name, value in members.items()))
+    assert sdist_metadata(sdist(tmp_path, data, f"pkg-1.0{suffix}")) is None
+
+
+def test_a_pkg_info_over_the_cap_is_refused(tmp_path: Path) -> None:
+    path = sdist(tmp_path, gzipped(member("pkg-1.0/PKG-INFO", b"a" * (11 * 1024 * 1024))))
+    with pytest.raises(ArchiveError, match=r"'pkg-1.0/PKG-INFO' in 'pkg-1.0.tar.gz' is 11,534,336 bytes"):
+        sdist_metadata(path)
+
+
+def test_tarfile_keeps_its_members_where_they_are_emptied() -> None:
+    """_tar_members empties TarFile.members, an attribute tarfile does not document: if a Python
+    release moves it, this fails, and the members would be kept again."""
+    data = member("pkg-1.0/a") + member("pkg-1.0/b") + b"\0" * 1024
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+        first = archive.next()
+        assert archive.members == [first]  # type: ignore[attr-defined]
+        archive.members.clear()  # type: ignore[attr-defined]
+        second = archive.next()
+        assert second is not None
+        assert second.name == "pkg-1.0/b"
+        assert archive.members == [second]  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ import gc
 import io
 import json
 import logging
+import lzma
 import re
 import struct
 import subprocess
@@ -29,7 +30,7 @@ import pytest
 import requests
 from packaging.utils import NormalizedName
 
-from nestegg_core import Config, Mirror, refresh, web
+from nestegg_core import Config, Mirror, distmeta, refresh, web
 from nestegg_core.app import create_app
 from nestegg_core.auth import set_password
 from nestegg_core.cli import main
@@ -642,7 +643,18 @@ def test_metadata_asked_by_many_at_once_is_fetched_once(tmp_path: Path) -> None:
     assert repository._metadata_locks == {}
 
 
-# archives (attack round 2, finding 2) -------------------------------------------------------------
+# archives (attack round 2, findings 2 and 8) ------------------------------------------------------
+
+
+def tar_gz(members: dict[str, bytes], dest: Path, filename: str) -> Path:
+    """An sdist named ``filename`` in ``dest`` holding ``members`` (name: bytes), nothing else."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(dest / filename, "w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return dest / filename
 
 
 def twine_upload(server: Mirror, path: Path) -> subprocess.CompletedProcess[str]:
@@ -653,6 +665,66 @@ def twine_upload(server: Mirror, path: Path) -> subprocess.CompletedProcess[str]
     env = installer_env(PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
     env = {k: v for k, v in env.items() if not k.startswith("TWINE_")}
     return subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=120)
+
+
+PKG_INFO = b"Metadata-Version: 2.1\nName: up-pkg\nVersion: 1.0\n"
+NO_PKG_INFO = "has no metadata: no <name>-<version>/PKG-INFO in it"
+NO_VERSION = PKG_INFO.replace(b"Version: 1.0", b"")
+ANOTHER_FIRST = {"other-1.0/PKG-INFO": PKG_INFO, "up_pkg-1.0/PKG-INFO": PKG_INFO.replace(b"1.0", b"6.6")}
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ({"up_pkg-1.0/setup.py": b""}, NO_PKG_INFO),
+        ({"up_pkg-1.0/src/PKG-INFO": PKG_INFO}, NO_PKG_INFO),
+        ({"up_pkg-1.0/PKG-INFO": PKG_INFO.replace(b"up-pkg", b"other")}, "holds metadata of project 'other'"),
+        ({"up_pkg-1.0/PKG-INFO": NO_VERSION}, "holds metadata without a Name and a Version"),
+        # the one where the sdist format puts it is read, not the first in the archive
+        (ANOTHER_FIRST, "holds metadata of version '6.6', not '1.0' as its filename says"),
+    ],
+    ids=["no-pkg-info", "nested-only", "other-name", "no-version", "elsewhere-first"],
+)
+def test_an_sdist_without_its_pkg_info_is_refused(
+    server: Mirror, tmp_path: Path, members: dict[str, bytes], message: str
+) -> None:
+    path = tar_gz(members, tmp_path / "dists", "up_pkg-1.0.tar.gz")
+    answer = upload(server, path)
+    assert answer.status_code == 400, answer.text
+    assert answer.text == f"'up_pkg-1.0.tar.gz' {message}\n"
+    assert get(server, "/simple/up-pkg/").status_code == 404  # nothing published, no name made private
+
+
+def test_an_sdist_of_many_members_in_xz_is_refused_at_once(server: Mirror) -> None:
+    # the attack's upload: an xz stream under a .tar.gz name, of tar members and no PKG-INFO
+    # (2,000,000 members took 58 s and 897 MB before it was published; 20,000 here)
+    header = tarfile.TarInfo("up_pkg-1.0/x").tobuf(format=tarfile.USTAR_FORMAT)
+    blob = lzma.compress(header * 20_000 + b"\0" * 1024, format=lzma.FORMAT_XZ, preset=0)
+    started = time.monotonic()
+    with requests.Session() as session:
+        session.trust_env = False
+        answer = session.post(
+            f"{server.url}/legacy/",
+            data={":action": "file_upload", "protocol_version": "1", "name": "up-pkg", "version": "1.0"},
+            files={"content": ("up_pkg-1.0.tar.gz", blob, "application/octet-stream")},
+            auth=(USER, PASSWORD),
+            timeout=120,
+        )
+    assert answer.status_code == 400, answer.text
+    assert answer.text == "'up_pkg-1.0.tar.gz' is not gzip-compressed, as a .tar.gz file must be\n"
+    assert time.monotonic() - started < 5
+    assert get(server, "/simple/up-pkg/").status_code == 404
+
+
+def test_an_sdist_of_too_many_members_is_refused(
+    server: Mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(distmeta, "MAX_TAR_MEMBERS", 5000)
+    members = {f"up_pkg-1.0/{n}": b"" for n in range(6000)} | {"up_pkg-1.0/PKG-INFO": PKG_INFO}
+    answer = upload(server, tar_gz(members, tmp_path / "dists", "up_pkg-1.0.tar.gz"))
+    assert answer.status_code == 400, answer.text
+    assert answer.text == "'up_pkg-1.0.tar.gz' has over 5,000 members: nestegg reads no more\n"
+    assert get(server, "/simple/up-pkg/").status_code == 404
 
 
 def claiming_a_million_members(wheel: Path, dest: Path) -> Path:
