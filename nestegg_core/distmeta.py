@@ -47,6 +47,9 @@ _MAX_FILENAME = 255
 
 def parse_dist_filename(filename: str) -> tuple[NormalizedName, Version]:
     """Project name and version of a wheel or sdist filename; :class:`UploadError` otherwise."""
+    if not (filename.isascii() and filename.isprintable()):
+        # the filename specs allow ASCII only: K-1.0.tar.gz with a Kelvin sign is no name of k's
+        raise UploadError(f"invalid distribution filename {_cut(filename)!r}: not printable ASCII")
     if has_unreadable_version(filename):
         raise UploadError(
             f"invalid distribution filename {_cut(filename)!r}: its version is over {MAX_VERSION} characters"

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from nestegg_core import distmeta
-from nestegg_core.distmeta import sdist_metadata, wheel_metadata
-from nestegg_core.errors import ArchiveError
+from nestegg_core.distmeta import parse_dist_filename, sdist_metadata, wheel_metadata
+from nestegg_core.errors import ArchiveError, UploadError
 
 from .test_faults import peak_growth
 
@@ -433,3 +433,24 @@ def test_tarfile_keeps_its_members_where_they_are_emptied() -> None:
         assert second is not None
         assert second.name == "pkg-1.0/b"
         assert archive.members == [second]  # type: ignore[attr-defined]
+
+
+# filenames -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "\u212a-1.0.tar.gz",  # KELVIN SIGN: k once normalized
+        "\uff4b-1.0.tar.gz",  # FULLWIDTH LATIN SMALL LETTER K
+        "k-1.0-py3-none-any.wh\u2113",
+        "caf\u00e9-1.0.tar.gz",
+        "k\u0131-1.0.tar.gz",  # dotless i
+        "k-\uff11.0.tar.gz",  # a fullwidth digit
+        "k-1.0\n.tar.gz",
+        "k-1.0\x7f.tar.gz",
+    ],
+)
+def test_distribution_filenames_are_printable_ascii(filename: str) -> None:
+    with pytest.raises(UploadError, match=r"not printable ASCII$"):
+        parse_dist_filename(filename)

@@ -643,7 +643,7 @@ def test_metadata_asked_by_many_at_once_is_fetched_once(tmp_path: Path) -> None:
     assert repository._metadata_locks == {}
 
 
-# archives (attack round 2, findings 2 and 8) ------------------------------------------------------
+# archives (attack round 2, findings 2 and 8) and filenames that are not ASCII -------------------
 
 
 def tar_gz(members: dict[str, bytes], dest: Path, filename: str) -> Path:
@@ -777,3 +777,33 @@ def test_a_mirrored_wheel_past_the_bounds_is_served_without_metadata(
     assert len(warnings) == 2, warnings  # the download's, then the export's
     assert warnings[0].startswith(f"no PEP 658 metadata for pkg/{wheel}: '{wheel}' lists 1,000,000 members")
     assert warnings[1].startswith(f"no PEP 658 metadata for {wheel}: '{wheel}' lists 1,000,000 members")
+
+
+KELVIN_K, FULLWIDTH_K = "\u212a", "\uff4b"
+
+
+@pytest.mark.slow
+def test_a_filename_that_is_not_ascii_is_refused_at_upload(server: Mirror, tmp_path: Path) -> None:
+    made = make_sdist(PackageSpec(name="k", version="1.0"), tmp_path / "dists")
+    for letter in (KELVIN_K, FULLWIDTH_K):
+        renamed = tmp_path / letter / f"{letter}-1.0.tar.gz"  # k once normalized (NFKC)
+        renamed.parent.mkdir()
+        renamed.write_bytes(made.read_bytes())
+        answer = upload(server, renamed, name="k", version="1.0")
+        assert answer.status_code == 400, answer.text
+        assert answer.text == f"invalid distribution filename {renamed.name!r}: not printable ASCII\n"
+        done = twine_upload(server, renamed)  # twine sends the name its PKG-INFO gives: k
+        assert done.returncode != 0
+        assert "400" in done.stdout + done.stderr
+    assert get(server, "/simple/k/").status_code == 404
+    assert upload(server, made, name="k", version="1.0").status_code == 200  # the ASCII one is k's
+
+
+def test_an_upstream_filename_that_is_not_ascii_is_left_off(make_mirror: MirrorFactory, index: Index) -> None:
+    for name in (f"{KELVIN_K}-1.0.tar.gz", f"p{FULLWIDTH_K}g-1.0.tar.gz", "pkg-1.0\u2024tar.gz"):
+        index.extra.append({"filename": name, "url": index.server.url(f"/files/{name}"), "hashes": {}})
+    mirror = make_mirror(index_url=index.server.index_url)
+    for html in (False, True):
+        index.html = html
+        assert listed(mirror)[0] == index.good
+    assert get(mirror, f"/files/pkg/{KELVIN_K}-1.0.tar.gz").status_code == 404
