@@ -25,6 +25,7 @@ from packaging.utils import NormalizedName
 
 from .distmeta import wheel_metadata
 from .errors import (
+    ArchiveError,
     InsufficientStorage,
     IntegrityError,
     NesteggError,
@@ -402,7 +403,11 @@ class Downloads:
         hash is listed only if the wheel's bytes were vouched for."""
         if record.core_metadata is not None or not record.filename.endswith(".whl"):
             return record
-        metadata = wheel_metadata(path)
+        try:
+            metadata = wheel_metadata(path, record.filename)
+        except (ArchiveError, OSError) as exc:  # the wheel is served all the same, as the index has it
+            logger.warning("no PEP 658 metadata for %s/%s: %s", name, record.filename, exc)
+            return record
         if metadata is None:
             return record
         write_atomic(self.store.metadata_path(name, record.filename), metadata, root=self.store.root)

@@ -56,6 +56,12 @@ class UploadError(NesteggError):
     status = 400
 
 
+class ArchiveError(UploadError):
+    """A wheel or sdist whose metadata nestegg will not read: not the archive its name says, damaged,
+    or past a bound on its members, central directory or unpacked bytes (an upload is refused with
+    it; a mirrored wheel is served without PEP 658 metadata)."""
+
+
 class UploadTooLarge(UploadError):
     """An upload over the configured ``max_upload_size``."""
 

@@ -49,10 +49,14 @@ _MAX_FILENAME = 255
 
 def is_dist_filename(filename: str) -> bool:
     """Whether ``filename`` can be the name of a distribution file, and so of a file in a store: a
-    known distribution suffix (in any case), one path component, no leading dot. No name of a
-    sidecar file (records, metadata, markers, part and temporary files) passes."""
+    known distribution suffix (in any case), one path component, no leading dot, printable ASCII
+    only (as the filename specs say: a Kelvin sign or a fullwidth letter would alias an ASCII
+    name once normalized). No name of a sidecar file (records, metadata, markers, part and
+    temporary files) passes."""
     return (
         0 < len(filename) <= _MAX_FILENAME
+        and filename.isascii()
+        and filename.isprintable()
         and (filename.endswith(DIST_SUFFIXES) or filename.lower().endswith(DIST_SUFFIXES))
         and not filename.startswith(".")
         and "/" not in filename

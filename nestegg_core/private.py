@@ -176,27 +176,25 @@ class PrivateStore:
                         f"File already exists: {filename!r} is the same distribution as {twin.filename!r}, "
                         "with other contents; use a new version"
                     )
-            metadata = metadata_of(path)
-            requires_python = None
-            if metadata is not None:
-                fields = metadata_fields(metadata)
-                meta_name = (fields.get("name") or [""])[0]
-                if meta_name and canonicalize_name(meta_name) != name:
-                    raise UploadError(f"{filename!r} holds metadata of project {meta_name!r}")
-                # compared as versions: 1.0 in the filename is the 1.0.0 of its metadata
-                meta_version = (fields.get("version") or [""])[0]
-                if meta_version and parse_version(meta_version) != version:
-                    raise UploadError(
-                        f"{filename!r} holds metadata of version {_cut(meta_version)!r}, "
-                        f"not {str(version)!r} as its filename says"
-                    )
-                requires_python = next(iter(fields.get("requires-python", [])), None)
-                if requires_python is not None and parse_specifier(requires_python) is None:
-                    raise UploadError(
-                        f"{filename!r} has an invalid Requires-Python {_cut(requires_python)!r}"
-                    )
-            elif filename.endswith(".whl"):
-                raise UploadError(f"{filename!r} is not a valid wheel (no .dist-info/METADATA)")
+            metadata = metadata_of(path, filename)  # ArchiveError past a bound or of another kind
+            if metadata is None:  # the sdist format has PKG-INFO at <name>-<version>/PKG-INFO
+                where = "*.dist-info/METADATA" if filename.endswith(".whl") else "<name>-<version>/PKG-INFO"
+                raise UploadError(f"{filename!r} has no metadata: no {where} in it")
+            fields = metadata_fields(metadata)
+            meta_name, meta_version = ((fields.get(key) or [""])[0] for key in ("name", "version"))
+            if not (meta_name and meta_version):
+                raise UploadError(f"{filename!r} holds metadata without a Name and a Version")
+            if canonicalize_name(meta_name) != name:
+                raise UploadError(f"{filename!r} holds metadata of project {_cut(meta_name)!r}")
+            # compared as versions: 1.0 in the filename is the 1.0.0 of its metadata
+            if parse_version(meta_version) != version:
+                raise UploadError(
+                    f"{filename!r} holds metadata of version {_cut(meta_version)!r}, "
+                    f"not {str(version)!r} as its filename says"
+                )
+            requires_python = next(iter(fields.get("requires-python", [])), None)
+            if requires_python is not None and parse_specifier(requires_python) is None:
+                raise UploadError(f"{filename!r} has an invalid Requires-Python {_cut(requires_python)!r}")
             record = DistFile(
                 filename=filename,
                 hashes={"sha256": sha256},
@@ -210,7 +208,7 @@ class PrivateStore:
             try:
                 make_folder(self.nest, folder)
                 self.generation.advance()
-                if metadata is not None and filename.endswith(".whl"):
+                if filename.endswith(".whl"):
                     write_atomic(folder / f"{filename}.metadata", metadata, root=self.nest)
                     record = record.with_changes(
                         core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()}
