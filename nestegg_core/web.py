@@ -21,7 +21,6 @@ HTML is rendered by :mod:`nestegg_core.webpages`, which escapes every value it i
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import json
 import os
 import threading
@@ -191,14 +190,12 @@ class ProjectIndex:
         private = self.repository.private
         mirrored = set(self.repository.store.project_names())
         stored = set(private.names())
-        patterns = [p for p in private.reserved if any(c in p for c in "*?[")]
-        exact = {p for p in private.reserved if p not in patterns}
         names = mirrored | stored | set(self.builds)
         listed = []
         for name in sorted(names):
             if name in private.merged:
                 kind = MERGED
-            elif name in stored or name in exact or any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            elif name in stored or private.is_reserved(NormalizedName(name)):
                 kind = PRIVATE
             else:
                 kind = MIRROR
