@@ -40,7 +40,7 @@ from ._version import __version__
 from .auth import ReadGuard
 from .config import Config, SourceBuild
 from .errors import BadRequest, NotFound
-from .models import DistFile, format_time, is_valid_name, parse_version
+from .models import DistFile, format_time, is_valid_name, parse_number, parse_version
 from .pagestate import PageState
 from .runs import Run, RunStore
 from .vcs import mask_text
@@ -239,9 +239,9 @@ class _Request:
         raw = self.arg(key)
         if raw is None or raw == "":
             return default
-        if not raw.isdigit() or int(raw) < 1:
-            raise BadRequest(f"{key}: expected a whole number >= 1, got {raw!r}")
-        value = int(raw)
+        value = parse_number(raw)  # ASCII digits, few: "²".isdigit() is true, and int() has a limit
+        if value is None or value < 1:
+            raise BadRequest(f"{key}: expected a whole number >= 1, got {_cut(raw)!r}")
         return min(value, maximum) if maximum else value
 
 
@@ -278,11 +278,12 @@ class WebUI:
             return self.ci(request)
         if head == "ci" and len(rest) == 1:
             return self.ci_project(request, rest[0])
-        if head == "ci" and len(rest) in (2, 3) and rest[1].isdigit() and rest[2:] in ([], ["log"]):
-            return self.run(request, rest[0], int(rest[1]), log_only=bool(rest[2:]))
+        run_id = parse_number(rest[1]) if head == "ci" and len(rest) in (2, 3) else None
+        if run_id is not None and rest[2:] in ([], ["log"]):
+            return self.run(request, rest[0], run_id, log_only=bool(rest[2:]))
         if head == "badge" and len(rest) == 1 and rest[0].endswith(".svg"):
             return self.badge(request, rest[0][: -len(".svg")])
-        raise NotFound(f"no page {environ.get('PATH_INFO', '')!r}")
+        raise NotFound(f"no page {_cut(str(environ.get('PATH_INFO', '')))!r}")
 
     # pages --------------------------------------------------------------------------------------
 
@@ -638,6 +639,11 @@ class WebUI:
 
 
 # helpers ----------------------------------------------------------------------------------------
+
+
+def _cut(text: str) -> str:
+    # a message names the bad value, not all 5000 digits of it
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _everyone(_name: str) -> bool:
