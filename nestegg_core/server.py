@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -369,7 +370,8 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
     """waitress's request parser, asking a gate before it reads a body.
 
     It also refuses a request with both ``Content-Length`` and ``Transfer-Encoding`` (RFC 9112,
-    section 6.3: a front server may frame it otherwise, smuggling a request past it) and a
+    section 6.3: a front server may frame it otherwise, smuggling a request past it), with
+    ``chunked`` twice, an HTTP/1.0 one with ``Transfer-Encoding`` (section 6.1), and a
     ``Content-Length`` too long to be a number, which waitress fails on.
     """
 
@@ -391,7 +393,8 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
         self._continue = False
 
     def parse_header(self, header_plus: bytes) -> None:
-        both = b"transfer-encoding" in header_plus.lower() and _framed_twice(header_plus)
+        framing = _framing(header_plus) if b"transfer-encoding" in header_plus.lower() else _UNENCODED
+        both = framing.encoded and framing.length
         try:
             super().parse_header(header_plus)
         except TransferEncodingNotImplemented:
@@ -401,6 +404,14 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
             raise ParsingError("Content-Length is invalid") from None
         if both:
             raise ParsingError("a request with both Content-Length and Transfer-Encoding is refused")
+        if framing.codings.count(b"chunked") > 1:
+            # RFC 9112, section 6.1: chunked is applied once; a server in front may read the
+            # twice-chunked body otherwise (waitress took it as chunked once)
+            raise ParsingError("a request with Transfer-Encoding chunked more than once is refused")
+        if framing.encoded and self.version == "1.0":
+            # RFC 9112, section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing
+            # (waitress framed it by its Content-Length, none: what followed was another request)
+            raise ParsingError("an HTTP/1.0 request with Transfer-Encoding is refused")
 
     def received(self, data: bytes) -> int:
         if self.checking is not None:  # kept until the check is done (a few KiB: one read)
@@ -472,14 +483,38 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
         return held
 
 
-def _framed_twice(header_plus: bytes) -> bool:
-    """Whether a request's head has both a Content-Length and a Transfer-Encoding field."""
-    names = {
-        line.partition(b":")[0].lower()
-        for line in header_plus.split(b"\r\n")[1:]
-        if line[:1] not in (b" ", b"\t")  # a folded line goes on the field before
-    }
-    return b"content-length" in names and b"transfer-encoding" in names
+@dataclass(frozen=True)
+class _Framing:
+    #: the head has a Transfer-Encoding field
+    encoded: bool
+    #: the head has a Content-Length field
+    length: bool
+    #: the transfer codings its Transfer-Encoding fields name, in order, lower-cased
+    codings: tuple[bytes, ...]
+
+
+def _framing(header_plus: bytes) -> _Framing:
+    """The framing fields of a request's head (one with a Transfer-Encoding field), read as
+    waitress reads fields: a folded line goes on the field before, two fields of a name are one."""
+    lines: list[bytes] = []
+    for line in header_plus.split(b"\r\n")[1:]:
+        if line[:1] in (b" ", b"\t") and lines:
+            lines[-1] += line
+        elif line:
+            lines.append(line)
+    encoded = length = False
+    codings: list[bytes] = []
+    for line in lines:
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = True
+        elif name.lower() == b"transfer-encoding":
+            encoded = True
+            codings += [c.strip(b" \t").lower() for c in value.split(b",") if c.strip(b" \t")]
+    return _Framing(encoded=encoded, length=length, codings=tuple(codings))
+
+
+_UNENCODED = _Framing(encoded=False, length=False, codings=())
 
 
 class _Refusal(Error):  # type: ignore[misc]  # waitress has no type hints

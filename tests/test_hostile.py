@@ -1060,6 +1060,51 @@ def test_content_length_with_transfer_encoding_is_refused_and_nothing_after_it_a
     assert b"Content-Length and Transfer-Encoding" in data
 
 
+@pytest.mark.parametrize(
+    ("line", "fields", "body"),
+    [
+        ("POST /health HTTP/1.1", "Transfer-Encoding: chunked, chunked", "0\r\n\r\n0\r\n\r\n"),
+        ("POST /health HTTP/1.1", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked", "0\r\n\r\n"),
+        ("POST /health HTTP/1.1", "transfer-encoding: Chunked,\tCHUNKED", "0\r\n\r\n"),
+        ("POST /health HTTP/1.1", "Transfer-Encoding: chunked\r\n , chunked", "0\r\n\r\n"),  # folded
+        ("GET /health HTTP/1.1", "Transfer-Encoding: chunked,chunked", "0\r\n\r\n"),
+        ("POST /health HTTP/1.0", "Connection: keep-alive\r\nTransfer-Encoding: chunked", "0\r\n\r\n"),
+    ],
+    ids=["one-field", "two-fields", "case-and-tab", "folded", "get", "http-1.0"],
+)
+def test_a_body_chunked_twice_or_under_http_1_0_is_refused_and_nothing_after_it_answered(
+    mirror: Mirror, line: str, fields: str, body: str
+) -> None:
+    """RFC 9112, section 6.1: chunked is applied once, and an HTTP/1.0 message with
+    Transfer-Encoding has faulty framing; a front server may read either otherwise."""
+    with socket.create_connection(("127.0.0.1", mirror.port), timeout=10) as sock:
+        sock.sendall(f"{line}\r\nHost: x\r\n{fields}\r\n\r\n{body}".encode() + SMUGGLED)
+        data = b""
+        while chunk := sock.recv(65536):  # until the server closes the connection
+            data += chunk
+    assert data.startswith((b"HTTP/1.1 400 ", b"HTTP/1.0 400 ")), data[:300]
+    assert b'{"status": "ok"}' not in data, data  # the request after it was never answered
+    assert b"Transfer-Encoding" in data
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        "Transfer-Encoding: chunked",
+        "X-Note: transfer-encoding: chunked, chunked\r\nTransfer-Encoding: chunked",
+    ],
+)
+def test_a_body_chunked_once_is_read(mirror: Mirror, fields: str) -> None:
+    with socket.create_connection(("127.0.0.1", mirror.port), timeout=10) as sock:
+        sock.sendall(f"GET /health HTTP/1.1\r\nHost: x\r\n{fields}\r\n\r\n0\r\n\r\n".encode() + SMUGGLED)
+        data = b""
+        while data.count(b'{"status": "ok"}') < 2:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 "), data[:300]
+
+
 def test_a_content_length_too_long_for_a_number_is_400(mirror: Mirror) -> None:
     head = b"POST /legacy/ HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n"
     status, _, body = head_only(mirror.port, head)

@@ -129,7 +129,7 @@ def test_waitress_still_has_the_instance_state_nestegg_uses(make_mirror: MirrorF
         assert hasattr(waitress_server.trigger, "pull_trigger")
         assert "thunk" in inspect.signature(waitress_server.trigger.pull_trigger).parameters
         parser = channel.request  # the request whose body has not come yet
-        for name in ("command", "path", "query", "headers"):
+        for name in ("command", "path", "query", "headers", "version"):
             assert hasattr(parser, name), f"waitress {waitress_version}: a parsed request has no {name!r}"
     dispatcher = waitress_server.task_dispatcher
     for name in ("lock", "queue", "queue_cv", "thread_exit_cv", "threads"):
