@@ -195,8 +195,8 @@ class ProjectIndex:
         for name in sorted(names):
             if name in private.merged:
                 kind = MERGED
-            elif name in stored or private.is_reserved(NormalizedName(name)):
-                kind = PRIVATE
+            elif name in stored or private.is_private(NormalizedName(name)):
+                kind = PRIVATE  # a name whose private files were all removed stays private
             else:
                 kind = MIRROR
             listed.append((name, kind))
@@ -292,12 +292,14 @@ class WebUI:
         kind = request.arg("kind") or ""
         if kind not in ("", PRIVATE, MIRROR):
             raise BadRequest(f"kind: expected 'private' or 'mirror', got {kind!r}")
-        visible = self._visible(request.environ)
+        shows_private = self._shows_private(request.environ)
         needle = canonicalize_name(query) if query else ""
         rows = [
             (name, k)
             for name, k in self.index.listed()
-            if (not needle or needle in name) and (not kind or k in (kind, MERGED)) and visible(name)
+            if (not needle or needle in name)
+            and (not kind or k in (kind, MERGED))
+            and (k == MIRROR or shows_private())
         ]
         pages = Pages(
             page=request.number("page", 1),
@@ -554,13 +556,27 @@ class WebUI:
     # access -------------------------------------------------------------------------------------
 
     def _visible(self, environ: Environ) -> Callable[[str], bool]:
-        """Which names this request may see: with ``private_read_auth``, private ones need credentials."""
+        """Which names this request may see: with ``private_read_auth``, private ones need
+        credentials (checked when a private name is first asked about, if ever)."""
         guard = self.app.guard
         if not isinstance(guard, ReadGuard):
             return _everyone
-        if guard.credentials is not None and guard.credentials.check_environ(environ) is not None:
-            return _everyone
-        return lambda name: not guard.is_protected(name)
+        return guard.visible(environ)
+
+    def _shows_private(self, environ: Environ) -> Callable[[], bool]:
+        """Whether this request may see private names listed, asked only of a list that has
+        some: their kind says which they are, without a look at each."""
+        guard = self.app.guard
+        if not isinstance(guard, ReadGuard):
+            return lambda: True
+        allowed: list[bool] = []
+
+        def shows() -> bool:
+            if not allowed:
+                allowed.append(guard.allows(environ))
+            return allowed[0]
+
+        return shows
 
     def _refused(self, request: _Request, name: str) -> Iterable[bytes] | None:
         """The read guard's answer (401) when ``name`` is private and the request has no credentials."""

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -23,7 +24,7 @@ import pytest
 import requests
 from packaging.utils import NormalizedName
 
-from nestegg_core import Config, Mirror
+from nestegg_core import Config, Mirror, auth
 from nestegg_core import server as serving
 from nestegg_core.auth import NOT_A_TOKEN, Credentials, set_password
 from nestegg_core.cli import main
@@ -1126,6 +1127,128 @@ def test_read_auth_hides_private_names_from_the_root_index(
         known = http.get(mirror.index_url, headers={"Accept": accept}, auth=(USER, PASSWORD))
         assert known.status_code == 200
         assert "hidden-thing" in known.text
+
+
+@pytest.fixture
+def scrypt_calls(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The start of every password check (scrypt) made from now on."""
+    calls: list[float] = []
+    real = auth._scrypt
+
+    def counted(password: str, salt: bytes, *args: int, **kwargs: int) -> bytes:
+        calls.append(time.monotonic())
+        return real(password, salt, *args, **kwargs)
+
+    monkeypatch.setattr(auth, "_scrypt", counted)
+    return calls
+
+
+def test_wrong_credentials_sent_again_cost_no_second_check(tmp_path: Path, scrypt_calls: list[float]) -> None:
+    users = tmp_path / "users.txt"
+    set_password(users, USER, PASSWORD)
+    credentials = Credentials(users)
+    assert credentials.user_of(USER, PASSWORD) == USER
+    attempts = [
+        ("a wrong password", USER, "wrong", 1),
+        ("the same again", USER, "wrong", 0),
+        ("a user nobody is", "nobody", "pw", 1),  # as slow as a real check the first time
+        ("the same again", "nobody", "pw", 0),
+        ("the right one", USER, PASSWORD, 0),  # remembered before
+    ]
+    for what, user, password, cost in attempts:
+        scrypt_calls.clear()
+        assert credentials.user_of(user, password) == (USER if password == PASSWORD else None), what
+        assert len(scrypt_calls) == cost, what
+    for i in range(5000):  # made-up credentials never push out the right ones
+        credentials._refused[f"{i}".encode()] = ""
+    credentials.user_of("nobody", "another")
+    scrypt_calls.clear()
+    assert credentials.user_of(USER, PASSWORD) == USER
+    assert scrypt_calls == []
+    assert len(credentials._refused) <= 4096
+    set_password(users, "nobody", "pw")  # the user's line changed: what it refused is checked again
+    scrypt_calls.clear()
+    assert credentials.user_of("nobody", "pw") == "nobody"
+    assert len(scrypt_calls) == 1
+
+
+def test_password_checks_run_one_at_a_time_and_a_request_that_waits_too_long_is_503(
+    make_mirror: MirrorFactory, http: requests.Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = tmp_path / "users.txt"
+    set_password(users, USER, PASSWORD)
+    running, most = [0], [0]
+    lock = threading.Lock()
+    real = auth._scrypt
+
+    def watched(password: str, salt: bytes, *args: int, **kwargs: int) -> bytes:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return real(password, salt, *args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(auth, "_scrypt", watched)
+    monkeypatch.setattr(auth, "CHECK_WAIT", 60.0)  # eight checks in turn, on a loaded machine too
+    mirror = make_mirror(credentials_file=users, private_read_auth=True, threads=4)
+    mirror.repository.private.add(make_wheel(PackageSpec(name="hidden-thing", version="1.0"), tmp_path / "d"))
+    page = f"{mirror.url}/simple/hidden-thing/"
+
+    def ask(i: int) -> int:
+        with requests.Session() as session:
+            return session.get(page, auth=(f"made-up-{i}", "x"), timeout=60).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(ask, range(8))) == [401] * 8
+    assert most[0] == auth.CHECKS_AT_ONCE == 1
+    # a check that cannot have its turn in time is answered 503, which pip and uv retry
+    monkeypatch.setattr(auth, "CHECK_WAIT", 0.2)
+    assert auth._CHECKS.acquire(timeout=10)
+    try:
+        answer = http.get(page, auth=("made-up", "y"), timeout=10)
+        assert (answer.status_code, answer.headers.get("Retry-After")) == (503, "1")
+        assert "too many password checks" in answer.text
+        status, headers, _ = head_only(mirror.port, upload_head(basic("made-up", "w")))  # an upload too
+        assert (status, headers.get("retry-after")) == (503, "1")
+        assert http.get(f"{mirror.url}/health", auth=("made-up", "z"), timeout=10).status_code == 200
+    finally:
+        auth._CHECKS.release()
+    assert http.get(page, auth=(USER, PASSWORD), timeout=10).status_code == 200
+
+
+def test_credentials_are_checked_only_where_a_private_name_needs_them(
+    make_mirror: MirrorFactory,
+    upstream: PrivateIndex,
+    http: requests.Session,
+    tmp_path: Path,
+    scrypt_calls: list[float],
+) -> None:
+    upstream.add("public-pkg", "1.0")
+    users = tmp_path / "users.txt"
+    set_password(users, USER, PASSWORD)
+    mirror = make_mirror(credentials_file=users, private_read_auth=True)
+    bogus = ("made-up", "credentials")
+    scrypt_calls.clear()
+    for path in (
+        "/simple/",
+        "/simple/public-pkg/",
+        "/health",
+        "/ui/",
+        "/ui/?format=json",
+        "/ui/project/public-pkg",
+    ):
+        assert http.get(mirror.url + path, auth=bogus).status_code == 200, path
+    assert scrypt_calls == []  # nothing private to hide: no check
+    mirror.repository.private.add(make_wheel(PackageSpec(name="hidden-thing", version="1.0"), tmp_path / "d"))
+    assert "hidden-thing" not in http.get(mirror.index_url, auth=bogus).text
+    assert len(scrypt_calls) == 1
+    for path in ("/simple/", "/ui/", "/simple/hidden-thing/", "/health", "/simple/public-pkg/"):
+        assert http.get(mirror.url + path, auth=bogus).status_code in (200, 401), path
+    assert len(scrypt_calls) == 1  # the same wrong credentials are not checked again
+    assert "hidden-thing" in http.get(mirror.index_url, auth=(USER, PASSWORD)).text
 
 
 # configuration and command line --------------------------------------------------------------
