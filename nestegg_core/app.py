@@ -174,8 +174,8 @@ class NesteggApp:
             return self._error(environ, start_response, 406, _NOT_ACCEPTABLE)
         # with private_read_auth, the names of private projects are private too
         guard = self.guard
-        visible = guard.visible(environ) if isinstance(guard, auth.ReadGuard) else None
-        rendered = self.repository.index(content_type, visible=visible)
+        shows = (lambda: guard.allows(environ)) if isinstance(guard, auth.ReadGuard) else None
+        rendered = self.repository.index(content_type, shows_private=shows)
         return self._page(environ, start_response, content_type, rendered.body, rendered.etag)
 
     def _project(

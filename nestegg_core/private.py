@@ -98,6 +98,16 @@ class PrivateStore:
     def is_merged(self, name: NormalizedName) -> bool:
         return name in self.merged
 
+    def protected(self, names: Iterable[str]) -> frozenset[str]:
+        """Those of ``names`` that are private or merged, as :meth:`is_private` and
+        :meth:`is_merged` say, with one look at the store's folder instead of one per name."""
+        folders: set[str] = set()
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.root) as entries:
+            folders = {e.name for e in entries}
+        return frozenset(
+            n for n in names if n in self.merged or n in folders or self.is_reserved(NormalizedName(n))
+        )
+
     def page(self, name: NormalizedName) -> ProjectPage | None:
         """The page of the private files of ``name``, or None if there are none."""
         stamp = self._stamp(name)

@@ -24,14 +24,16 @@ import pytest
 import requests
 from packaging.utils import NormalizedName
 
-from nestegg_core import Config, Mirror, auth
+from nestegg_core import Config, Mirror, auth, repository
 from nestegg_core import server as serving
 from nestegg_core.auth import NOT_A_TOKEN, Credentials, set_password
 from nestegg_core.cli import main
 from nestegg_core.distmeta import wheel_metadata
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.export import export
+from nestegg_core.models import ProjectPage
 from nestegg_core.mounts import UpstreamMounts
+from nestegg_core.pagestate import PageState
 from nestegg_core.pytest_plugin import PrivateIndex
 from nestegg_core.server import describe, make_server
 from nestegg_core.store import CacheStore
@@ -1249,6 +1251,50 @@ def test_credentials_are_checked_only_where_a_private_name_needs_them(
         assert http.get(mirror.url + path, auth=bogus).status_code in (200, 401), path
     assert len(scrypt_calls) == 1  # the same wrong credentials are not checked again
     assert "hidden-thing" in http.get(mirror.index_url, auth=(USER, PASSWORD)).text
+
+
+def test_the_root_index_is_made_once_per_change_however_many_names_were_asked(
+    make_mirror: MirrorFactory, http: requests.Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every name asked of an upstream that has it leaves a state file: 5,000 of them here."""
+    mirror = make_mirror(offline=True)
+    store = mirror.repository.store
+    for i in range(5000):
+        store.write_page(PageState(page=ProjectPage.build(f"n{i}x", ()), checked=time.time()))
+    scans = [0]
+    real = CacheStore.project_names
+
+    def counted(self: CacheStore) -> Iterator[str]:
+        scans[0] += 1
+        return real(self)
+
+    monkeypatch.setattr(CacheStore, "project_names", counted)
+    first = http.get(mirror.index_url, headers={"Accept": JSON})
+    assert len(first.json()["projects"]) == 5000
+    assert scans[0] == 1
+    etag = first.headers["ETag"]
+    took = []
+    for i in range(20):
+        if i == 10:  # from now on past RECHECK every time: the folders are looked at, not scanned
+            monkeypatch.setattr(repository, "RECHECK", 0.0)
+        started = time.perf_counter()
+        again = http.get(mirror.index_url, headers={"Accept": JSON, "If-None-Match": etag})
+        took.append(time.perf_counter() - started)
+        assert again.status_code == 304
+        assert http.get(mirror.index_url, headers={"Accept": JSON}).content == first.content
+        assert http.get(mirror.index_url).status_code == 200  # the HTML one, made once too
+    assert scans[0] == 1  # a second within RECHECK and past it alike: nothing changed
+    assert sorted(took)[10] < 0.05, took  # no scan, no rendering: a few ms even on a loaded machine
+    # a change is seen at once: a page written (by any process of the nest), a private upload
+    CacheStore(store.root, key=store.key).write_page(PageState(page=ProjectPage.build("new-one", ())))
+    names = [p["name"] for p in http.get(mirror.index_url, headers={"Accept": JSON}).json()["projects"]]
+    assert "new-one" in names
+    assert scans[0] == 2
+    mirror.repository.private.add(make_wheel(PackageSpec(name="mine", version="1.0"), tmp_path / "d"))
+    assert "mine" in http.get(mirror.index_url).text
+    # and a folder made by hand, which stamps no generation, within RECHECK
+    (store.files / "by-hand").mkdir(parents=True)
+    wait_until(lambda: "by-hand" in http.get(mirror.index_url).text, "the hand-made project listed")
 
 
 # configuration and command line --------------------------------------------------------------
