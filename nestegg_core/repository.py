@@ -28,6 +28,7 @@ from .clients import ClientProfile, for_client
 from .config import Config
 from .downloads import Download, Downloads
 from .errors import (
+    Busy,
     InsufficientStorage,
     IntegrityError,
     NotFound,
@@ -296,6 +297,23 @@ class Repository:
         finally:
             with self._render_lock:
                 self._making -= 1
+
+    @contextlib.contextmanager
+    def large_page(self, name: NormalizedName, *, wait: float) -> Iterator[None]:
+        """Held while something is made of the page of ``name`` besides its rendering (the web
+        UI's view of it), if the page is large: one large page at a time, as they are rendered.
+        Waits up to ``wait`` seconds (a declared wait), then :class:`Busy`."""
+        stamp = self.store.page_stamp(name)
+        if stamp is None or stamp[2] <= _LARGE_STATE:
+            yield
+            return
+        with blocking():
+            if not self._large_lock.acquire(timeout=wait):
+                raise Busy(f"another large page is being made before {name!r}'s: try again in a moment")
+        try:
+            yield
+        finally:
+            self._large_lock.release()
 
     def _read_rendered(self, name: NormalizedName, kind: str, token: str) -> Rendered | None:
         """The saved rendering for ``token`` if the TTL allows it: from memory, else from disk."""
