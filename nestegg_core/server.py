@@ -45,6 +45,16 @@ SEND_TIMEOUT = 60.0
 #: the most connections open at once; each may hold a thread while it waits (``pacing``), at
 #: some tens of KiB each, less than the 256 KiB a connection may have queued to send
 CONNECTION_LIMIT = 1000
+#: seconds a connection may wait with no request before it is closed (pip and uv open another);
+#: 1000 connections that send nothing held every other client out for waitress's 300 before
+IDLE_TIMEOUT = 60
+#: seconds between looks at the connections (in the event loop, a look at each): past 90% of
+#: the limit open, those with no request are closed, longest idle first, down to 80%, so that a
+#: client finds a place within seconds, not ``IDLE_TIMEOUT``
+CLEANUP_INTERVAL = 2
+#: seconds a request's head may take to come whole (from its first byte): a client that sends it
+#: a byte at a time is never idle, and would hold its connection for ever
+HEAD_TIMEOUT = 30.0
 
 
 class Mirror:
@@ -194,7 +204,8 @@ def make_server(app: Callable[..., Iterable[bytes]], config: Config, *, gate: Bo
             # 16 readers of one cold 32 MB wheel peaked at 310 MB RSS with the default, 78 MB with
             # 1 MiB and 57 MB with this, in the same 0.7 s. Pages are sent from their files.
             outbuf_high_watermark=256 * 1024,
-            channel_timeout=300,
+            channel_timeout=IDLE_TIMEOUT,
+            cleanup_interval=CLEANUP_INTERVAL,
             connection_limit=CONNECTION_LIMIT,
             # a backstop: ``gate`` bounds each body by its route; an upload's is the largest
             max_request_body_size=config.max_upload_size + FIELDS_ALLOWANCE + 1,
@@ -214,7 +225,35 @@ def make_server(app: Callable[..., Iterable[bytes]], config: Config, *, gate: Bo
         raise NesteggError(f"cannot listen on {where}: {exc.strerror or exc}") from None
     for listener in server.map.values() if isinstance(server, MultiSocketServer) else [server]:
         listener.channel_class = functools.partial(_Channel, gate=gate)
+        listener.maintenance = functools.partial(_maintenance, listener)
     return server
+
+
+def _maintenance(listener: Any, now: float) -> None:
+    """waitress's clean-up of a listener's connections (run every ``CLEANUP_INTERVAL`` seconds in
+    the event loop): those idle for ``IDLE_TIMEOUT`` are closed; and more:
+
+    - a connection whose request's head has not come whole within ``HEAD_TIMEOUT`` is closed;
+    - past 90% of the connection limit open, those with no request in hand are closed, longest
+      idle first, down to 80%: waitress stops accepting at the limit, and idle connections held
+      every other client out until they timed out.
+    """
+    type(listener).maintenance(listener, now)
+    started_before = time.monotonic() - HEAD_TIMEOUT
+    idle = []
+    for channel in list(listener.active_channels.values()):
+        request = channel.request
+        if request is not None and not request.headers_finished and request.started < started_before:
+            channel.will_close = True
+        elif request is None and not channel.requests and not channel.total_outbufs_len:
+            idle.append(channel)
+    crowd, limit = len(listener._map), listener.adj.connection_limit
+    if crowd > limit * 9 // 10 and idle:
+        idle.sort(key=lambda channel: channel.last_activity)
+        closing = idle[: crowd - limit * 8 // 10]
+        for channel in closing:
+            channel.will_close = True
+        logger.warning("%d connections open: closing %d that have no request", crowd, len(closing))
 
 
 class _Task(WSGITask):  # type: ignore[misc]  # waitress has no type hints
@@ -391,6 +430,8 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
         self.check_started = False
         self._held = b""
         self._continue = False
+        #: when its first byte came (see HEAD_TIMEOUT)
+        self.started = time.monotonic()
 
     def parse_header(self, header_plus: bytes) -> None:
         framing = _framing(header_plus) if b"transfer-encoding" in header_plus.lower() else _UNENCODED

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import select
 import shutil
 import socket
 import threading
@@ -717,6 +718,63 @@ def closed_by_server(client: socket.socket) -> bool:
     except TimeoutError:
         return False
     return False
+
+
+def test_idle_connections_at_the_limit_make_room_for_a_new_client(
+    make_mirror: MirrorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections that send nothing, as many as the server takes: another client is answered
+    within seconds (waitress stopped accepting at the limit until they timed out, 300 s), and
+    the connections closed are those idle longest."""
+    monkeypatch.setattr(serving, "CONNECTION_LIMIT", 40)
+    monkeypatch.setattr(serving, "CLEANUP_INTERVAL", 1)
+    mirror = make_mirror()
+    server = mirror._server
+    idle = []
+    try:
+        for _ in range(37):  # with the listener and the trigger, 39 of its 40 places
+            idle.append(socket.create_connection(("127.0.0.1", mirror.port), timeout=10))
+        wait_until(lambda: len(server.active_channels) == 37, "the idle connections accepted")
+        recent = socket.create_connection(("127.0.0.1", mirror.port), timeout=10)
+        idle.append(recent)
+        recent.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert recent.recv(65536).startswith(b"HTTP/1.1 200 ")  # the last one asked something
+        for _ in range(10):  # more than its places: the server stops accepting
+            idle.append(socket.create_connection(("127.0.0.1", mirror.port), timeout=10))
+        started = time.monotonic()
+        assert health_ms(mirror.port, timeout=30) < 30_000
+        assert time.monotonic() - started < 10  # a look every second, not the idle timeout
+        recent.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert recent.recv(65536).startswith(b"HTTP/1.1 200 ")  # longest idle went first
+        assert sum(closed_by_server(client) for client in idle[:10]) == 10
+    finally:
+        for client in idle:
+            client.close()
+
+
+def test_a_request_head_sent_a_byte_at_a_time_is_cut_off(
+    make_mirror: MirrorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that is never idle, sending its head a byte at a time, would hold its connection
+    (and so a place of the connection limit) for ever."""
+    monkeypatch.setattr(serving, "HEAD_TIMEOUT", 1.0)
+    monkeypatch.setattr(serving, "CLEANUP_INTERVAL", 1)
+    mirror = make_mirror()
+    with socket.create_connection(("127.0.0.1", mirror.port), timeout=10) as client:
+        client.sendall(b"GET /health HTTP/1.1\r\n")
+        deadline = time.monotonic() + 15
+        closed = False
+        while not closed and time.monotonic() < deadline:
+            try:
+                client.sendall(b"X")
+            except OSError:  # reset: the server closed it
+                closed = True
+                break
+            readable, _, _ = select.select([client], [], [], 0.2)
+            if readable:
+                closed = closed_by_server(client)
+        assert closed, "the connection was held open"
+        assert time.monotonic() < deadline - 10  # within a few seconds of HEAD_TIMEOUT
 
 
 def test_readers_of_a_download_stop_once_their_clients_went_away(
