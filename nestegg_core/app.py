@@ -20,7 +20,7 @@ from . import auth, metrics, uploads
 from .clients import profile_from_user_agent
 from .config import Config
 from .downloads import ClientGone, Download
-from .errors import BodyTooLarge, BuildError, NesteggError, NotFound
+from .errors import BodyTooLarge, BuildError, Busy, NesteggError, NotFound
 from .models import is_normalized, is_valid_name
 from .pagefiles import PageFile
 from .repository import Repository
@@ -93,7 +93,8 @@ class NesteggApp:
         except NesteggError as exc:
             # pip shows the reason phrase of a failed page, not the body: put a build's log path there
             reason = str(exc) if isinstance(exc, BuildError) else None
-            return self._error(environ, start_response, exc.status, str(exc), reason)
+            later = exc.retry_after if isinstance(exc, Busy) else None
+            return self._error(environ, start_response, exc.status, str(exc), reason, retry_after=later)
         except Exception:
             logger.exception("error answering %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             return self._error(environ, start_response, 500, "internal error; see the server log")
@@ -173,8 +174,8 @@ class NesteggApp:
             return self._error(environ, start_response, 406, _NOT_ACCEPTABLE)
         # with private_read_auth, the names of private projects are private too
         guard = self.guard
-        visible = guard.visible(environ) if isinstance(guard, auth.ReadGuard) else None
-        rendered = self.repository.index(content_type, visible=visible)
+        shows = (lambda: guard.allows(environ)) if isinstance(guard, auth.ReadGuard) else None
+        rendered = self.repository.index(content_type, shows_private=shows)
         return self._page(environ, start_response, content_type, rendered.body, rendered.etag)
 
     def _project(
@@ -458,6 +459,7 @@ class NesteggApp:
         reason: str | None = None,
         *,
         exc_info: Any = None,
+        retry_after: int | None = None,
     ) -> Iterable[bytes]:
         body = (message.replace("\n", " ") + "\n").encode()
         headers = [
@@ -465,6 +467,8 @@ class NesteggApp:
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"),
         ]
+        if retry_after is not None:
+            headers.append(("Retry-After", str(retry_after)))
         if exc_info is None:
             start_response(status_line(status, reason), headers)
         else:  # replacing the headers of a response whose body has not started

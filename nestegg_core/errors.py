@@ -82,6 +82,15 @@ def disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
+class Busy(NesteggError):
+    """Too much of one kind of work is in hand to take more now (password checks): answered 503
+    with ``Retry-After``, which pip and uv wait for and retry."""
+
+    status = 503
+    #: seconds the client is asked to wait before it tries again
+    retry_after = 1
+
+
 class AuthError(NesteggError):
     """Missing or wrong credentials."""
 

@@ -124,6 +124,37 @@ class MirrorIndex:
         finally:
             lock.release()
 
+    def stored(self, name: NormalizedName) -> tuple[ProjectPage, frozenset[str]] | None:
+        """The page of ``name`` as this nest holds it, without asking the upstream, and the names
+        of its cached files: the page in memory (caught up with the disk), else the one its state
+        file and cached files make, then held as a page asked for is (the web UI shows what the
+        Simple API serves, from one model). None when the nest holds nothing of it."""
+        entry = self._hold(name)
+        try:
+            if entry.page is None:
+                self._make_room()
+                if entry.lock.acquire(blocking=False):  # else the upstream is being asked: not waited for
+                    try:
+                        mtime = self.store.page_stamp(name)
+                        state = self.store.read_page(name) if entry.page is None else None
+                        if state is not None:
+                            self._use(name, entry, state, mtime)
+                    finally:
+                        entry.lock.release()
+            page = entry.page
+            if page is not None:
+                self._catch_up(name, entry)
+                return self._remember(name, entry.page or page), entry.kept
+        finally:
+            with self._guard:
+                entry.users -= 1
+        state = self.store.read_page(name)  # being fetched, or no state: not held here
+        kept = self.store.kept_files(name)
+        if state is None and not kept:
+            return None
+        page = self._with_kept(state.page if state is not None else ProjectPage.build(name, ()), kept)
+        return page, frozenset(dist.filename for dist in kept)
+
     def fresh(self, checked: float) -> bool:
         """Whether a page the upstream confirmed at ``checked`` may be served without asking again."""
         return self.offline or (checked >= self._refresh_before and self.clock() < checked + self.ttl)

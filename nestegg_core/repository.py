@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import threading
 import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import quote
@@ -27,6 +28,7 @@ from .clients import ClientProfile, for_client
 from .config import Config
 from .downloads import Download, Downloads
 from .errors import (
+    Busy,
     InsufficientStorage,
     IntegrityError,
     NotFound,
@@ -87,6 +89,22 @@ class Rendered:
     etag: str
     file: PageFile | None = None
     gzip: bool = False
+
+
+@dataclass
+class _Listing:
+    """The names of the root index as the stores held them, and the renderings made of them."""
+
+    #: the stores' generations and the mtimes of their folders when they were scanned
+    seen: tuple[bytes | None, bytes | None]
+    folders: tuple[int, ...]
+    names: list[str]
+    #: those of them that are private or merged, once asked for (``Repository._private_of``)
+    private: frozenset[str] | None = None
+    #: by (JSON, private names left out)
+    renderings: dict[tuple[bool, bool], Rendered] = field(default_factory=dict)
+    #: until when it is trusted while the generations hold
+    until: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -164,6 +182,9 @@ class Repository:
         self._metadata_guard = threading.Lock()
         #: disk tokens by name, with the generations they were read in and until when they hold
         self._tokens: dict[str, tuple[tuple[bytes | None, bytes | None], str, float]] = {}
+        #: the root index, and the lock of its scans and renderings
+        self._index: _Listing | None = None
+        self._index_lock = threading.Lock()
 
     # pages -------------------------------------------------------------------------------
 
@@ -276,6 +297,23 @@ class Repository:
         finally:
             with self._render_lock:
                 self._making -= 1
+
+    @contextlib.contextmanager
+    def large_page(self, name: NormalizedName, *, wait: float) -> Iterator[None]:
+        """Held while something is made of the page of ``name`` besides its rendering (the web
+        UI's view of it), if the page is large: one large page at a time, as they are rendered.
+        Waits up to ``wait`` seconds (a declared wait), then :class:`Busy`."""
+        stamp = self.store.page_stamp(name)
+        if stamp is None or stamp[2] <= _LARGE_STATE:
+            yield
+            return
+        with blocking():
+            if not self._large_lock.acquire(timeout=wait):
+                raise Busy(f"another large page is being made before {name!r}'s: try again in a moment")
+        try:
+            yield
+        finally:
+            self._large_lock.release()
 
     def _read_rendered(self, name: NormalizedName, kind: str, token: str) -> Rendered | None:
         """The saved rendering for ``token`` if the TTL allows it: from memory, else from disk."""
@@ -414,15 +452,57 @@ class Repository:
                 _, dropped = self._rendered.popitem(last=False)
                 self._rendered_bytes -= len(dropped.body)
 
-    def index(self, content_type: str, *, visible: Callable[[str], bool] | None = None) -> Rendered:
+    def index(self, content_type: str, *, shows_private: Callable[[], bool] | None = None) -> Rendered:
         """The root page: every project the mirror knows (cached or private), not upstream's.
 
-        ``visible``, if given, says which names the asker may see.
+        ``shows_private``, if given, says whether the asker may see private (and merged) names;
+        it is asked only when the index has some. Made once per change of the stores, and kept.
         """
-        names = set(self.store.project_names())
-        names.update(self.private.names())
-        body = render_index(sorted(filter(visible, names) if visible else names), content_type)
-        return Rendered(None, body, etag(body))
+        listing = self._listing()
+        hide = shows_private is not None and bool(self._private_of(listing)) and not shows_private()
+        key = (is_json(content_type), hide)
+        rendered = listing.renderings.get(key)
+        if rendered is None:
+            with self._index_lock:
+                rendered = listing.renderings.get(key)
+                if rendered is None:
+                    if hide:
+                        hidden = self._private_of(listing)
+                        names = [n for n in listing.names if n not in hidden]
+                    else:
+                        names = listing.names
+                    body = render_index(names, content_type)
+                    rendered = listing.renderings[key] = Rendered(None, body, etag(body))
+        return rendered
+
+    def _listing(self) -> _Listing:
+        """The names of the root index, scanned again only when a store's generation or folders
+        changed (or, when a generation cannot be had, on every call)."""
+        held = self._index
+        seen = (self.store.generation.current(), self.private.generation.current())
+        if held is not None and held.seen == seen and None not in seen and time.monotonic() < held.until:
+            return held
+        with self._index_lock:  # one scan at a time: the others take what it made
+            # taken before the disk is looked at: a change made while it is leaves a generation unseen
+            seen = (self.store.generation.current(), self.private.generation.current())
+            folders = tuple(_mtime_ns(f) for f in (self.store.pages, self.store.files, self.private.root))
+            held = self._index
+            if held is not None and None not in seen and (held.seen, held.folders) == (seen, folders):
+                held.until = time.monotonic() + RECHECK  # nothing changed (checked every RECHECK)
+                return held
+            names = set(self.store.project_names())
+            names.update(self.private.names())
+            listing = _Listing(seen=seen, folders=folders, names=sorted(names))
+            listing.until = time.monotonic() + RECHECK
+            self._index = listing
+            return listing
+
+    def _private_of(self, listing: _Listing) -> frozenset[str]:
+        """The names of ``listing`` that are private or merged (what ``private_read_auth``
+        guards), found once per listing."""
+        if listing.private is None:
+            listing.private = self.private.protected(listing.names)
+        return listing.private
 
     # files -------------------------------------------------------------------------------
 
@@ -564,6 +644,13 @@ class Repository:
     def metrics(self) -> dict[str, Any]:
         """The counters of the nest (every process's), see :mod:`nestegg_core.metrics`."""
         return self.counters.totals()
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _kind(content_type: str, client: ClientProfile | None) -> str:

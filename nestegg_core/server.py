@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -24,7 +25,7 @@ from waitress.utilities import Error, RequestEntityTooLarge
 from .app import NesteggApp, create_app, status_line
 from .config import Config
 from .downloads import ClientGone
-from .errors import BodyTooLarge, NesteggError
+from .errors import BodyTooLarge, Busy, NesteggError
 from .pacing import PacedDispatcher, blocking
 from .repository import Repository
 from .uploads import FIELDS_ALLOWANCE, Admission
@@ -44,6 +45,16 @@ SEND_TIMEOUT = 60.0
 #: the most connections open at once; each may hold a thread while it waits (``pacing``), at
 #: some tens of KiB each, less than the 256 KiB a connection may have queued to send
 CONNECTION_LIMIT = 1000
+#: seconds a connection may wait with no request before it is closed (pip and uv open another);
+#: 1000 connections that send nothing held every other client out for waitress's 300 before
+IDLE_TIMEOUT = 60
+#: seconds between looks at the connections (in the event loop, a look at each): past 90% of
+#: the limit open, those with no request are closed, longest idle first, down to 80%, so that a
+#: client finds a place within seconds, not ``IDLE_TIMEOUT``
+CLEANUP_INTERVAL = 2
+#: seconds a request's head may take to come whole (from its first byte): a client that sends it
+#: a byte at a time is never idle, and would hold its connection for ever
+HEAD_TIMEOUT = 30.0
 
 
 class Mirror:
@@ -193,7 +204,8 @@ def make_server(app: Callable[..., Iterable[bytes]], config: Config, *, gate: Bo
             # 16 readers of one cold 32 MB wheel peaked at 310 MB RSS with the default, 78 MB with
             # 1 MiB and 57 MB with this, in the same 0.7 s. Pages are sent from their files.
             outbuf_high_watermark=256 * 1024,
-            channel_timeout=300,
+            channel_timeout=IDLE_TIMEOUT,
+            cleanup_interval=CLEANUP_INTERVAL,
             connection_limit=CONNECTION_LIMIT,
             # a backstop: ``gate`` bounds each body by its route; an upload's is the largest
             max_request_body_size=config.max_upload_size + FIELDS_ALLOWANCE + 1,
@@ -213,7 +225,35 @@ def make_server(app: Callable[..., Iterable[bytes]], config: Config, *, gate: Bo
         raise NesteggError(f"cannot listen on {where}: {exc.strerror or exc}") from None
     for listener in server.map.values() if isinstance(server, MultiSocketServer) else [server]:
         listener.channel_class = functools.partial(_Channel, gate=gate)
+        listener.maintenance = functools.partial(_maintenance, listener)
     return server
+
+
+def _maintenance(listener: Any, now: float) -> None:
+    """waitress's clean-up of a listener's connections (run every ``CLEANUP_INTERVAL`` seconds in
+    the event loop): those idle for ``IDLE_TIMEOUT`` are closed; and more:
+
+    - a connection whose request's head has not come whole within ``HEAD_TIMEOUT`` is closed;
+    - past 90% of the connection limit open, those with no request in hand are closed, longest
+      idle first, down to 80%: waitress stops accepting at the limit, and idle connections held
+      every other client out until they timed out.
+    """
+    type(listener).maintenance(listener, now)
+    started_before = time.monotonic() - HEAD_TIMEOUT
+    idle = []
+    for channel in list(listener.active_channels.values()):
+        request = channel.request
+        if request is not None and not request.headers_finished and request.started < started_before:
+            channel.will_close = True
+        elif request is None and not channel.requests and not channel.total_outbufs_len:
+            idle.append(channel)
+    crowd, limit = len(listener._map), listener.adj.connection_limit
+    if crowd > limit * 9 // 10 and idle:
+        idle.sort(key=lambda channel: channel.last_activity)
+        closing = idle[: crowd - limit * 8 // 10]
+        for channel in closing:
+            channel.will_close = True
+        logger.warning("%d connections open: closing %d that have no request", crowd, len(closing))
 
 
 class _Task(WSGITask):  # type: ignore[misc]  # waitress has no type hints
@@ -369,7 +409,8 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
     """waitress's request parser, asking a gate before it reads a body.
 
     It also refuses a request with both ``Content-Length`` and ``Transfer-Encoding`` (RFC 9112,
-    section 6.3: a front server may frame it otherwise, smuggling a request past it) and a
+    section 6.3: a front server may frame it otherwise, smuggling a request past it), with
+    ``chunked`` twice, an HTTP/1.0 one with ``Transfer-Encoding`` (section 6.1), and a
     ``Content-Length`` too long to be a number, which waitress fails on.
     """
 
@@ -389,9 +430,12 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
         self.check_started = False
         self._held = b""
         self._continue = False
+        #: when its first byte came (see HEAD_TIMEOUT)
+        self.started = time.monotonic()
 
     def parse_header(self, header_plus: bytes) -> None:
-        both = b"transfer-encoding" in header_plus.lower() and _framed_twice(header_plus)
+        framing = _framing(header_plus) if b"transfer-encoding" in header_plus.lower() else _UNENCODED
+        both = framing.encoded and framing.length
         try:
             super().parse_header(header_plus)
         except TransferEncodingNotImplemented:
@@ -401,6 +445,14 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
             raise ParsingError("Content-Length is invalid") from None
         if both:
             raise ParsingError("a request with both Content-Length and Transfer-Encoding is refused")
+        if framing.codings.count(b"chunked") > 1:
+            # RFC 9112, section 6.1: chunked is applied once; a server in front may read the
+            # twice-chunked body otherwise (waitress took it as chunked once)
+            raise ParsingError("a request with Transfer-Encoding chunked more than once is refused")
+        if framing.encoded and self.version == "1.0":
+            # RFC 9112, section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing
+            # (waitress framed it by its Content-Length, none: what followed was another request)
+            raise ParsingError("an HTTP/1.0 request with Transfer-Encoding is refused")
 
     def received(self, data: bytes) -> int:
         if self.checking is not None:  # kept until the check is done (a few KiB: one read)
@@ -472,14 +524,38 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
         return held
 
 
-def _framed_twice(header_plus: bytes) -> bool:
-    """Whether a request's head has both a Content-Length and a Transfer-Encoding field."""
-    names = {
-        line.partition(b":")[0].lower()
-        for line in header_plus.split(b"\r\n")[1:]
-        if line[:1] not in (b" ", b"\t")  # a folded line goes on the field before
-    }
-    return b"content-length" in names and b"transfer-encoding" in names
+@dataclass(frozen=True)
+class _Framing:
+    #: the head has a Transfer-Encoding field
+    encoded: bool
+    #: the head has a Content-Length field
+    length: bool
+    #: the transfer codings its Transfer-Encoding fields name, in order, lower-cased
+    codings: tuple[bytes, ...]
+
+
+def _framing(header_plus: bytes) -> _Framing:
+    """The framing fields of a request's head (one with a Transfer-Encoding field), read as
+    waitress reads fields: a folded line goes on the field before, two fields of a name are one."""
+    lines: list[bytes] = []
+    for line in header_plus.split(b"\r\n")[1:]:
+        if line[:1] in (b" ", b"\t") and lines:
+            lines[-1] += line
+        elif line:
+            lines.append(line)
+    encoded = length = False
+    codings: list[bytes] = []
+    for line in lines:
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = True
+        elif name.lower() == b"transfer-encoding":
+            encoded = True
+            codings += [c.strip(b" \t").lower() for c in value.split(b",") if c.strip(b" \t")]
+    return _Framing(encoded=encoded, length=length, codings=tuple(codings))
+
+
+_UNENCODED = _Framing(encoded=False, length=False, codings=())
 
 
 class _Refusal(Error):  # type: ignore[misc]  # waitress has no type hints
@@ -488,10 +564,13 @@ class _Refusal(Error):  # type: ignore[misc]  # waitress has no type hints
     def __init__(self, error: NesteggError) -> None:
         super().__init__(str(error))
         self.code = error.status
+        self.retry_after = error.retry_after if isinstance(error, Busy) else None
 
     def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:  # noqa: ARG002
         body = (" ".join(self.body.split()) + "\n").encode()
         headers = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
+        if self.retry_after is not None:
+            headers.append(("Retry-After", str(self.retry_after)))
         return status_line(self.code, self.body), headers, body
 
 

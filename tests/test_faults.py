@@ -28,6 +28,8 @@ from packaging.utils import NormalizedName
 from nestegg_core import Mirror, repository
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.errors import NotFound, UpstreamError, UpstreamTimeout
+from nestegg_core.models import DistFile, ProjectPage
+from nestegg_core.pagestate import PageState
 from nestegg_core.pytest_plugin import PrivateIndex
 from nestegg_core.store import CacheStore, atomic_file
 from nestegg_core.upstream import Fetched, HttpFetcher
@@ -938,3 +940,90 @@ def test_clients_waiting_on_a_slow_upstream_file_do_not_starve_the_others(
             trickle.release.set()
             for client in clients:
                 client.close()
+
+
+# the web UI of a large project (attack 2, finding 5) ------------------------------------------
+
+
+def big_page(files: int, *, one_version: int = 0) -> ProjectPage:
+    """A page of ``files`` files, each its own version, and ``one_version`` more of version 0.1."""
+    dists = [
+        DistFile(
+            filename=f"big-1.{i}-py3-none-any.whl",
+            url=f"https://example.invalid/f/big-1.{i}-py3-none-any.whl",
+            hashes={"sha256": f"{i:064x}"},
+        )
+        for i in range(files)
+    ]
+    dists += [
+        DistFile(
+            filename=f"big-0.1-{j}-py3-none-any.whl",
+            url=f"https://example.invalid/f/big-0.1-{j}-py3-none-any.whl",
+            hashes={"sha256": f"{j:064x}"},
+        )
+        for j in range(one_version)
+    ]
+    return ProjectPage.build("big", dists)
+
+
+def test_the_ui_page_of_a_large_project_costs_one_model_and_is_made_once(
+    make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    """50,000 files: two requests at once hold one model of the page between them (the mirror's,
+    made one at a time), /health answers beside them, and later pages of it cost milliseconds."""
+    mirror = make_mirror(offline=True)
+    mirror.repository.store.write_page(
+        PageState(page=big_page(48_800, one_version=1_200), checked=time.time())
+    )
+    health: list[float] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            health.append(health_ms(mirror.port))
+            done.wait(0.05)
+
+    def both() -> list[requests.Response]:
+        answers: list[requests.Response] = []
+
+        def ask(path: str) -> None:
+            with requests.Session() as session:
+                answers.append(session.get(mirror.url + path, timeout=120))
+
+        askers = [
+            threading.Thread(target=ask, args=(path,))
+            for path in ("/ui/project/big", "/ui/project/big?format=json")
+        ]
+        for asker in askers:
+            asker.start()
+        for asker in askers:
+            asker.join()
+        return answers
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        started = time.monotonic()
+        answers, grown = peak_growth(both)
+        took = time.monotonic() - started
+    finally:
+        done.set()
+        prober.join()
+    assert [a.status_code for a in answers] == [200, 200]
+    data = next(a for a in answers if a.headers["Content-Type"] == "application/json").json()
+    assert (data["total"], len(data["versions"])) == (48_801, 20)
+    assert data["versions"][0]["version"] == "1.48799"
+    # one model of the page (about 650 bytes a file) and the view: each request made its own before
+    assert grown < 80 << 20, grown
+    assert took < 60, took
+    assert sorted(health)[len(health) // 2] < 100, health
+    started = time.monotonic()
+    later = http.get(f"{mirror.url}/ui/project/big?format=json&per_page=500&page=3", timeout=60).json()
+    assert time.monotonic() - started < 2  # the view is made: no row per file, no version parsed
+    assert [v["version"] for v in later["versions"]][:2] == ["1.47799", "1.47798"]
+    # a version of 1,200 files shows 500 of them, and says how many more there are
+    last = http.get(f"{mirror.url}/ui/project/big?format=json&per_page=1&page=48801", timeout=60).json()
+    [version] = last["versions"]
+    assert (version["version"], len(version["files"]), version["more_files"]) == ("0.1", 500, 700)
+    html = http.get(f"{mirror.url}/ui/project/big?per_page=1&page=48801", timeout=60).text
+    assert "and 700 more files" in html

@@ -262,6 +262,32 @@ def test_the_ui_orders_versions_it_cannot_read_as_other_text() -> None:
     assert sorted(["1.0", HUGE, "2.0"], key=web._version_key) == [HUGE, "1.0", "2.0"]
 
 
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/ui/?page=\u00b2", 400),  # "²".isdigit() is true, int() refuses it
+        ("/ui/?per_page=\u00b3", 400),
+        (f"/ui/?page={HUGE}", 400),  # past int()'s limit on digits
+        ("/ui/?page=\u0661", 400),  # an Arabic-Indic one: int() reads it, no ASCII digit though
+        ("/ui/project/x?page=\u00b9", 400),
+        ("/ui/ci?page=\u00b2", 400),
+        (f"/ui/ci?per_page={HUGE}", 400),
+        ("/ui/ci/x/\u00b2", 404),  # a run id is a path: no such page
+        ("/ui/ci/x/\u00b2/log", 404),
+        (f"/ui/ci/x/{HUGE}", 404),
+    ],
+)
+def test_the_ui_answers_numbers_it_cannot_read_with_400_or_404(
+    make_mirror: MirrorFactory, upstream: PrivateIndex, http: requests.Session, path: str, status: int
+) -> None:
+    upstream.add("x", "1.0")
+    mirror = make_mirror()
+    assert http.get(f"{mirror.url}/simple/x/").status_code == 200
+    answer = http.get(mirror.url + path)
+    assert answer.status_code == status, answer.text
+    assert len(answer.text) < 300  # a line naming the value, cut short
+
+
 @pytest.fixture
 def server(make_mirror: MirrorFactory, tmp_path: Path) -> Mirror:
     users = tmp_path / "users.txt"

@@ -14,6 +14,7 @@ import requests
 from waitress.buffers import ReadOnlyFileBasedBuffer
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
+from waitress.server import BaseWSGIServer
 from waitress.task import ThreadedTaskDispatcher, WSGITask
 from waitress.utilities import Error
 
@@ -99,6 +100,8 @@ WAITRESS_INTERNALS = [
     (HTTPRequestParser, "connection_close"),
     (WSGITask, "execute"),
     (Error, "to_response"),
+    (BaseWSGIServer, "maintenance"),  # the clean-up of idle connections and slow heads
+    (HTTPChannel, "last_activity"),
     (ThreadedTaskDispatcher, "handler_thread"),  # the paced workers
     (ThreadedTaskDispatcher, "set_thread_count"),
     (ThreadedTaskDispatcher, "active_count"),
@@ -127,9 +130,11 @@ def test_waitress_still_has_the_instance_state_nestegg_uses(make_mirror: MirrorF
             assert hasattr(channel, name), f"waitress {waitress_version}: a channel has no {name!r}"
         assert hasattr(channel.outbuf_lock, "wait")
         assert hasattr(waitress_server.trigger, "pull_trigger")
+        for name in ("active_channels", "_map", "adj"):
+            assert hasattr(waitress_server, name), f"waitress {waitress_version}: the server has no {name!r}"
         assert "thunk" in inspect.signature(waitress_server.trigger.pull_trigger).parameters
         parser = channel.request  # the request whose body has not come yet
-        for name in ("command", "path", "query", "headers"):
+        for name in ("command", "path", "query", "headers", "version"):
             assert hasattr(parser, name), f"waitress {waitress_version}: a parsed request has no {name!r}"
     dispatcher = waitress_server.task_dispatcher
     for name in ("lock", "queue", "queue_cv", "thread_exit_cv", "threads"):
