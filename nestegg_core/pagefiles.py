@@ -17,10 +17,15 @@ the index compress about five times. Files are replaced atomically; a damaged, c
 foreign one is a miss. When the token cannot be trusted (the marker changed within the last
 second, so a second change may hide in the same clock tick) nothing is read or saved. The
 repository takes the token's stats only when its store's generation changed (``generation``).
+
+The renderings for one kind of installer (``compatible_only``: kinds ``json-<client>``) lie in a
+folder of their page, ``<name>.clients``, which keeps those of at most ``MAX_CLIENTS`` installers:
+each User-Agent may make one, and made-up ones must not fill the disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -38,7 +43,7 @@ from packaging.utils import NormalizedName
 from . import store as _store
 from ._version import __version__
 from .errors import UnsafePath
-from .store import atomic_file
+from .store import atomic_file, scan_below, unlink_below
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +62,10 @@ _BLOCK = 64 * 1024
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+#: the folder of a page's renderings for kinds of installer, beside its own (no name has a dot)
+CLIENTS = ".clients"
+#: the kinds of installer whose renderings a page keeps; past it, the oldest written go
+MAX_CLIENTS = 8
 
 
 def etag(body: bytes) -> str:
@@ -113,6 +122,8 @@ class RenderedPages:
         self.root = root
 
     def path(self, name: NormalizedName, kind: str) -> Path:
+        if "-" in kind:  # a kind of installer's: ``json-<client>``, ``html-<client>.gz``
+            return self.folder / f"{name}{CLIENTS}" / kind
         return self.folder / f"{name}.{kind}"
 
     def open(self, name: NormalizedName, kind: str, token: str) -> PageFile | None:
@@ -182,7 +193,47 @@ class RenderedPages:
         except (OSError, UnsafePath) as exc:
             logger.warning("cannot keep the rendered page of %r: %s", name, exc)
             return None
+        if "-" in kind:
+            self._bound_clients(name, kind.partition("-")[2])
         return self.open(name, kind + GZIP if gzip else kind, token)
+
+    def _bound_clients(self, name: NormalizedName, kept: str) -> None:
+        """Remove the renderings of the installers of ``name`` written longest ago while there are
+        more than ``MAX_CLIENTS``; never those of ``kept``, the one just written."""
+        folder = self.folder / f"{name}{CLIENTS}"
+        written: dict[str, float] = {}
+        files: dict[str, list[str]] = {}
+        with scan_below(self._root, folder) as entries:
+            for entry in entries:
+                client = _client_of(entry.name)
+                if client is None:
+                    continue
+                with contextlib.suppress(OSError):
+                    status = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(status.st_mode):
+                        written[client] = max(written.get(client, 0.0), status.st_mtime)
+                        files.setdefault(client, []).append(entry.name)
+        if len(written) <= MAX_CLIENTS:
+            return
+        oldest = sorted((when, client) for client, when in written.items() if client != kept)
+        for _, client in oldest[: len(written) - MAX_CLIENTS]:
+            for entry_name in files[client]:
+                with contextlib.suppress(OSError, UnsafePath):
+                    unlink_below(self._root, folder / entry_name)
+
+    @property
+    def _root(self) -> Path:
+        """Where reads and removals start, following no link below it: the nest, else the folder."""
+        return self.folder if self.root is None else self.root
+
+
+def _client_of(entry: str) -> str | None:
+    """The installer a rendering's file is for (``json-<client>.gz``: ``<client>``), or None."""
+    if entry.startswith("."):
+        return None  # a temporary file
+    kind = entry.removesuffix(GZIP)
+    _, dash, client = kind.partition("-")
+    return client if dash and client else None
 
 
 def _blocks(pieces: Iterable[bytes]) -> Iterator[bytes]:

@@ -121,8 +121,7 @@ class Repository:
         self.store = CacheStore(config.nestegg_dir, config.upstream_url)
         self.mirror = MirrorIndex(self.store, fetcher, ttl=config.ttl, offline=config.offline)
         #: the mirror's pages as last rendered, served while nothing they were made from changes
-        rendered = self.store.root / "mirror" / self.store.key / "rendered"
-        self.pages = RenderedPages(rendered, root=self.store.root)
+        self.pages = RenderedPages(self.store.rendered, root=self.store.root)
         self._pages_dir = str(self.store.page_path(NormalizedName("x")).parent)
         self._files_dir = str(self.store.files)
         self._source_builds = frozenset(build.name for build in config.source_builds)

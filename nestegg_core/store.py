@@ -8,6 +8,8 @@ folder per upstream index (see :func:`upstream_key`), so that two indexes never 
     mirror/<upstream>/files/<name>/<filename>.json the record of a cached file (hashes, size, ...)
     mirror/<upstream>/files/<name>/<filename>.metadata   PEP 658 core metadata of a cached file
     mirror/<upstream>/files/<name>/.<filename>.<pid>.<n>.part   a download in progress
+    mirror/<upstream>/rendered/<name>.<kind>       a page as served (``pagefiles``), and for kinds
+    mirror/<upstream>/rendered/<name>.clients/<kind>    of installer (``compatible_only``)
     mirror/<upstream>/.generation                  new bytes after every page change (``generation``)
     locks/<upstream>/<name>/<filename>.lock        inter-process locks (filelock)
 
@@ -400,6 +402,8 @@ class CacheStore:
         self.pages = root / "mirror" / self.key / "pages"
         self.files = root / "mirror" / self.key / "files"
         self.locks = root / "locks" / self.key
+        #: the mirror's pages as rendered for clients (``pagefiles``)
+        self.rendered = root / "mirror" / self.key / "rendered"
         #: stamped after every write that changes a page: a state file, a file's ``CHANGED`` marker
         self.generation = Generation(root / "mirror" / self.key / ".generation", make_folder=self.make_folder)
 
