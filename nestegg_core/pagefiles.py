@@ -20,7 +20,9 @@ repository takes the token's stats only when its store's generation changed (``g
 
 The renderings for one kind of installer (``compatible_only``: kinds ``json-<client>``) lie in a
 folder of their page, ``<name>.clients``, which keeps those of at most ``MAX_CLIENTS`` installers:
-each User-Agent may make one, and made-up ones must not fill the disk.
+each User-Agent may make one, and made-up ones must not fill the disk. :meth:`RenderedPages.sweep`
+(``nestegg prune``, the size limit) removes the renderings that can never be served again: those
+of a page whose state is gone, and those older than their page's state or change marker.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import os
 import stat
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from io import FileIO
 from pathlib import Path
@@ -43,6 +45,7 @@ from packaging.utils import NormalizedName
 from . import store as _store
 from ._version import __version__
 from .errors import UnsafePath
+from .models import is_normalized
 from .store import atomic_file, scan_below, unlink_below
 
 logger = logging.getLogger(__name__)
@@ -66,6 +69,8 @@ _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 CLIENTS = ".clients"
 #: the kinds of installer whose renderings a page keeps; past it, the oldest written go
 MAX_CLIENTS = 8
+#: a temporary file of a rendering older than this (seconds) was left by a crash
+_STALE_TEMP = 24 * 3600.0
 
 
 def etag(body: bytes) -> str:
@@ -226,6 +231,53 @@ class RenderedPages:
         """Where reads and removals start, following no link below it: the nest, else the folder."""
         return self.folder if self.root is None else self.root
 
+    def sweep(
+        self, state_of: Callable[[NormalizedName], tuple[Path, Path]], *, now: float | None = None
+    ) -> int:
+        """Remove the renderings that can never be served again, and temporary files a crash left;
+        returns how many files went. ``state_of(name)`` is the page's state file and change marker:
+        a rendering is stale once its page has no state, or one newer than it (or a newer marker).
+        """
+        abandoned = int(((time.time() if now is None else now) - _STALE_TEMP) * 1e9)
+        removed = 0
+        with scan_below(self._root, self.folder) as entries:
+            found = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+        for entry_name, is_folder in found:
+            name, dot, _ = entry_name.partition(".")
+            if not dot:
+                continue
+            if not name:  # ``.<file>.<random>.tmp``: a write, or one a crash cut short
+                removed += self._remove_older(self.folder / entry_name, abandoned)
+                continue
+            if not is_normalized(name):
+                continue
+            newest = _newest(*state_of(NormalizedName(name)))
+            if not is_folder:
+                removed += self._remove_older(self.folder / entry_name, newest)
+                continue
+            if entry_name != f"{name}{CLIENTS}":
+                continue
+            folder = self.folder / entry_name
+            with scan_below(self._root, folder) as inner:
+                names = [e.name for e in inner]
+            for inner_name in names:
+                before = abandoned if inner_name.startswith(".") else newest
+                removed += self._remove_older(folder / inner_name, before)
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # once empty; a link in its place is no folder, and stays
+        return removed
+
+    def _remove_older(self, path: Path, before: int | None) -> int:
+        """Remove the regular file ``path`` if it was written before ``before`` (ns; None: whenever);
+        1 if it went. A link or a folder is left alone."""
+        try:
+            status = os.lstat(path)
+            if not stat.S_ISREG(status.st_mode) or (before is not None and status.st_mtime_ns >= before):
+                return 0
+            return int(unlink_below(self._root, path))
+        except (OSError, UnsafePath):
+            return 0
+
 
 def _client_of(entry: str) -> str | None:
     """The installer a rendering's file is for (``json-<client>.gz``: ``<client>``), or None."""
@@ -234,6 +286,18 @@ def _client_of(entry: str) -> str | None:
     kind = entry.removesuffix(GZIP)
     _, dash, client = kind.partition("-")
     return client if dash and client else None
+
+
+def _newest(state: Path, marker: Path) -> int | None:
+    """The time (ns) of the latest change of a page, its state file's or its change marker's; None
+    without a state: every rendering of it is stale."""
+    try:
+        newest = os.lstat(state).st_mtime_ns
+    except OSError:
+        return None
+    with contextlib.suppress(OSError):
+        newest = max(newest, os.lstat(marker).st_mtime_ns)
+    return newest
 
 
 def _blocks(pieces: Iterable[bytes]) -> Iterator[bytes]:
