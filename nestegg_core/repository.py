@@ -29,6 +29,7 @@ from .downloads import Download, Downloads
 from .errors import (
     InsufficientStorage,
     IntegrityError,
+    NesteggError,
     NotFound,
     UnsafePath,
     UpstreamError,
@@ -507,25 +508,15 @@ class Repository:
 
     def _fetch_metadata(self, dist: DistFile, path: Path) -> None:
         url = dist.url + ".metadata"
-        limit, seconds = self.config.max_metadata_size, self.config.page_deadline
-        deadline = time.monotonic() + seconds
-        stream = self.fetcher.open(url)
-        data = bytearray()
         try:
-            for chunk in stream.chunks():
-                data += chunk
-                if len(data) > limit:
-                    raise UpstreamError(
-                        f"upstream metadata {mask_url(url)} is larger than max_metadata_size "
-                        f"({format_size(limit)}); raise nestegg.max_metadata_size"
-                    )
-                if time.monotonic() > deadline:
-                    raise UpstreamTimeout(
-                        f"upstream {mask_url(url)} took longer than page_deadline ({seconds:g}s) to "
-                        "send its metadata; raise nestegg.page_deadline"
-                    )
-        finally:
-            stream.close()
+            data = self._read_metadata(url)
+        except NesteggError:
+            raise
+        except Exception as exc:  # an answer no check foresaw: an upstream failure like any other
+            logger.debug("cannot fetch %s", mask_url(url), exc_info=True)
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+            reason = reason if len(reason) <= 200 else reason[:197] + "..."
+            raise UpstreamError(f"cannot fetch the metadata {mask_url(url)} ({reason})") from None
         for algorithm, expected in (dist.core_metadata or {}).items():
             # every hash the page gives that can be checked is (a wrong one of any form fails)
             if can_check(algorithm) and hashlib.new(algorithm, data).hexdigest() != expected:
@@ -540,6 +531,33 @@ class Repository:
                     f"the disk is full: the metadata of {dist.filename!r} was not kept"
                 ) from None
             raise
+
+    def _read_metadata(self, url: str) -> bytearray:
+        """The body of the upstream's metadata file at ``url``, within max_metadata_size and
+        page_deadline (:class:`UpstreamError`, :class:`UpstreamTimeout`)."""
+        limit, seconds = self.config.max_metadata_size, self.config.page_deadline
+        deadline = time.monotonic() + seconds
+        stream = self.fetcher.open(url)
+        data = bytearray()
+        too_large = UpstreamError(
+            f"upstream metadata {mask_url(url)} is larger than max_metadata_size "
+            f"({format_size(limit)}); raise nestegg.max_metadata_size"
+        )
+        try:
+            if stream.size is not None and stream.size > limit:
+                raise too_large  # said before a byte is read
+            for chunk in stream.chunks():
+                data += chunk
+                if len(data) > limit:
+                    raise too_large
+                if time.monotonic() > deadline:
+                    raise UpstreamTimeout(
+                        f"upstream {mask_url(url)} took longer than page_deadline ({seconds:g}s) to "
+                        "send its metadata; raise nestegg.page_deadline"
+                    )
+        finally:
+            stream.close()
+        return data
 
     def open_served(self, path: Path) -> BinaryIO:
         """A file :meth:`open_any` gave, open for reading: a link in the nest on the way to it (or

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import logging
 import os
@@ -25,12 +26,15 @@ import pytest
 import requests
 from packaging.utils import NormalizedName
 
-from nestegg_core import Mirror, repository
+from nestegg_core import Config, Mirror, repository
+from nestegg_core.app import create_app
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.errors import NotFound, UpstreamError, UpstreamTimeout
+from nestegg_core.models import DistFile, ProjectPage
 from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.repository import Repository
 from nestegg_core.store import CacheStore, atomic_file
-from nestegg_core.upstream import Fetched, HttpFetcher
+from nestegg_core.upstream import Fetched, FileStream, HttpFetcher, content_length
 
 from .conftest import Faults, FullDisk, MirrorFactory
 from .loopback import (
@@ -700,6 +704,185 @@ def test_metadata_is_checked_against_every_hash_its_page_gives(
         assert f"does not match its {algorithm}" in assert_clear_error(http.get(mirror.url + url), 502)
         index.metadata = Answer(body=metadata)
         assert http.get(mirror.url + url).content == metadata
+
+
+# answers no client library foresaw (attack round 2) -------------------------------------------
+
+
+def no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing was logged with a traceback (a bug's mark), nor at ERROR."""
+    assert [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize(
+    "length",
+    [b"\xb2", b"+10", b"-5", b"", b"10, 11", b"9" * 5000, b"1" * 19],
+    ids=["superscript-two", "plus", "negative", "empty", "two-lengths", "5000-digits", "19-digits"],
+)
+@pytest.mark.parametrize("what", ["file", "metadata"])
+def test_an_odd_content_length_is_a_one_line_502_for_files_and_metadata(
+    one_file: OneFile,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+    what: str,
+    length: bytes,
+) -> None:
+    metadata = b"Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\n"
+    one_file.entry = {"core-metadata": True}
+    odd = Answer(raw=b"Content-Length: " + length + b"\r\nConnection: close\r\n\r\n" + metadata)
+    if what == "file":
+        one_file.file = odd
+    else:
+        one_file.metadata = odd
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=TIMEOUT)
+    path = f"/files/pkg/{one_file.filename}" + (".metadata" if what == "metadata" else "")
+    with caplog.at_level(logging.INFO):
+        message = assert_clear_error(http.get(mirror.url + path), 502)
+    # urllib3 refuses two lengths itself (InvalidHeader): any other it reads as no length at all
+    assert ("Content-Length" if length != b"10, 11" else "InvalidHeader") in message
+    assert len(message) < 300
+    no_traceback(caplog)
+    assert verify_cache(cache(mirror)) == 0
+    assert not list((cache(mirror) / "pkg").glob("*.metadata"))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("0", 0),
+        ("307200", 307200),
+        ("007", 7),
+        ("12, 12", 12),
+        ("12,12 ,\t12", 12),
+        ("9" * 18, int("9" * 18)),
+        ("0" * 30 + "5", 5),  # leading zeros make no number larger
+        ("\xb2", "invalid Content-Length '\xb2'"),
+        ("\u0663", "invalid Content-Length"),  # an Arabic-Indic digit: isdigit(), not ASCII
+        ("+5", "invalid Content-Length '+5'"),
+        ("-5", "invalid"),
+        ("5 5", "invalid"),
+        ("", "invalid Content-Length ''"),
+        ("12, 13", "invalid"),
+        ("1" * 19, "a Content-Length of 19 digits, larger than any file"),
+        ("9" * 5000, "a Content-Length of 5000 digits"),
+        ("x" * 5000, "invalid Content-Length 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...'"),
+    ],
+)
+def test_content_length_is_ascii_digits_of_a_sane_size(value: str | None, expected: int | str | None) -> None:
+    if not isinstance(expected, str):
+        assert content_length(value, "http://example.invalid/f") == expected
+        return
+    with pytest.raises(UpstreamError, match=re.escape(expected)) as raised:
+        content_length(value, "http://user:secret@example.invalid/f")
+    assert "secret" not in str(raised.value)
+    assert len(str(raised.value)) < 200
+
+
+@pytest.mark.parametrize("what", ["file", "metadata"])
+def test_a_content_length_of_one_number_repeated_is_that_number(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session, what: str
+) -> None:
+    metadata = b"Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\n"
+    body = PAYLOAD if what == "file" else metadata
+    one_file.entry = {"core-metadata": {"sha256": sha256(metadata)}, "hashes": {"sha256": sha256(PAYLOAD)}}
+    answer = Answer(
+        raw=b"Content-Length: %d, %d\r\nConnection: close\r\n\r\n" % (len(body), len(body)) + body
+    )
+    if what == "file":
+        one_file.file = answer
+    else:
+        one_file.metadata = answer
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=TIMEOUT)
+    path = f"/files/pkg/{one_file.filename}" + (".metadata" if what == "metadata" else "")
+    assert http.get(mirror.url + path).content == body
+
+
+class _Unforeseen:
+    """A fetcher whose page lists a wheel with metadata, and whose metadata fails as no check
+    foresaw: the client library raising a ValueError (a redirect to ``http://[::1``), or the body
+    raising one midway."""
+
+    def __init__(self, when: str) -> None:
+        self.when = when
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+        dist = DistFile(
+            filename="pkg-1.0-py3-none-any.whl", url="https://example.invalid/pkg.whl", core_metadata={}
+        )
+        return Fetched(page=ProjectPage.build(name, [dist]))
+
+    def open(self, url: str) -> FileStream:  # noqa: ARG002
+        if self.when == "open":
+            raise ValueError("Invalid IPv6 URL")
+        return self
+
+    size = None
+
+    def chunks(self) -> Iterator[bytes]:
+        yield b"Metadata-Version: 2.1\n"
+        raise RecursionError("maximum recursion depth exceeded")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("when", ["open", "read"])
+def test_metadata_that_fails_as_nothing_foresaw_is_a_one_line_502(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, when: str
+) -> None:
+    config = Config(nestegg_dir=tmp_path / "nest", index_url="https://example.invalid/simple/")
+    app = create_app(config, repository=Repository(config, fetcher=_Unforeseen(when)))
+    seen: list[str] = []
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/files/pkg/pkg-1.0-py3-none-any.whl.metadata",
+        "wsgi.input": io.BytesIO(),
+    }
+    with caplog.at_level(logging.INFO):
+        body = b"".join(app(environ, lambda status, _headers, _exc_info=None: seen.append(status)))
+    assert seen[0].startswith("502 ")
+    assert body.count(b"\n") == 1
+    assert (b"ValueError: Invalid IPv6 URL" if when == "open" else b"RecursionError") in body
+    no_traceback(caplog)
+
+
+def test_metadata_longer_than_its_limit_by_its_length_is_refused_before_its_body(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    one_file.entry = {"core-metadata": True}
+    # a length over the limit, and a body that never comes: refused at once, not at the deadline
+    one_file.metadata = Answer(pieces=lambda: [b"Metadata-Version: 2.1\n"], length=2_000_000, hold=True)
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=30, max_metadata_size=1 << 20)
+    started = time.monotonic()
+    message = assert_clear_error(http.get(f"{mirror.url}/files/pkg/{one_file.filename}.metadata"), 502)
+    assert "larger than max_metadata_size (1 MiB)" in message
+    assert time.monotonic() - started < 10
+
+
+def test_an_unsolicited_304_is_an_upstream_error_and_a_held_page_stays(
+    one_file: OneFile,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    not_modified = Answer(status=304)
+    one_file.page = not_modified  # to the first request, which sent no validator
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=TIMEOUT, ttl=0)
+    with caplog.at_level(logging.INFO):
+        message = assert_clear_error(http.get(mirror.index_url + "pkg/"), 502)
+        assert "304 Not Modified" in message
+        assert_clear_error(http.get(f"{mirror.url}/files/pkg/{one_file.filename}"), 502)
+        # a page held (whose upstream gave no validators): served on, as on any upstream failure
+        one_file.page = None
+        page = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON})
+        assert page.status_code == 200
+        one_file.page = not_modified
+        again = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON})
+        assert (again.status_code, again.json()) == (200, page.json())
+    assert any("304 Not Modified" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    no_traceback(caplog)
 
 
 # endless upstream answers (issue 20) ---------------------------------------------------------
