@@ -147,6 +147,15 @@ class MirrorIndex:
             return None
         return state.checked if entry.page is page else None
 
+    def made_from(self, name: NormalizedName, page: ProjectPage) -> PageStamp | None:
+        """The stamp of the state file ``page`` was made from, if it is the page in memory of
+        ``name`` (and could be made again from that state); else None."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return None
+        mtime = entry.mtime  # read first: the page read again last says it belongs to it
+        return mtime if entry.page is page and entry.reloadable and entry.state is not None else None
+
     def file(self, name: NormalizedName, filename: str) -> DistFile:
         """The description of one file, from the page or, for a file upstream dropped, its record."""
         page = self.page(name)

@@ -78,7 +78,7 @@ class CachedFile:
     store: CacheStore
     name: NormalizedName
     filename: str
-    size: int  # the file, its record and its metadata file
+    size: int  # the file, its record, its metadata file and the note of its check
     used: float
 
 
@@ -114,8 +114,8 @@ def _project_files_on_disk(store: CacheStore, name: NormalizedName) -> list[Cach
         filename = entry_name.removesuffix(".json")
         if filename == entry_name or filename not in stats or not is_dist_filename(filename):
             continue
-        metadata = stats.get(f"{filename}.metadata")
-        size = stats[filename].st_size + record.st_size + (metadata.st_size if metadata else 0)
+        extras = (stats.get(f"{filename}{suffix}") for suffix in (".metadata", ".metadata.checked"))
+        size = stats[filename].st_size + record.st_size + sum(extra.st_size for extra in extras if extra)
         found.append(CachedFile(store=store, name=name, filename=filename, size=size, used=record.st_mtime))
     return found
 
@@ -194,6 +194,7 @@ def _remove(cached: CachedFile) -> bool:
             for path in (
                 store.record_path(name, filename),
                 store.file_path(name, filename),
+                store.metadata_check_path(name, filename),
                 store.metadata_path(name, filename),
             ):
                 unlink_below(store.root, path)  # a regular file; never through a link

@@ -28,6 +28,7 @@ from packaging.utils import NormalizedName
 
 from nestegg_core import Config, Mirror, repository
 from nestegg_core.app import create_app
+from nestegg_core.distmeta import wheel_metadata
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.errors import NotFound, UpstreamError, UpstreamTimeout
 from nestegg_core.models import DistFile, ProjectPage
@@ -324,6 +325,62 @@ def test_upstream_swapping_a_cached_files_bytes_changes_nothing_served(
     assert entry["hashes"]["sha256"] == sha256(served)
     assert entry["size"] == len(served)
     assert verify_cache(cache(mirror), {wheel: sha256(original)}) == 1
+
+
+@pytest.mark.parametrize("then", ["metadata", "wheel"])
+def test_metadata_kept_from_before_a_republish_is_never_served_for_the_new_page(
+    make_mirror: MirrorFactory,
+    upstream: PrivateIndex,
+    faults: Faults,
+    http: requests.Session,
+    tmp_path: Path,
+    then: str,
+) -> None:
+    (wheel,) = (r.filename for r in upstream.add("pkg", "1.0", sdist=False))
+    mirror = make_mirror()
+    http.get(mirror.index_url + "pkg/").raise_for_status()
+    url = f"{mirror.url}/files/pkg/{wheel}.metadata"
+    old = http.get(url).content  # its metadata only, as pip's resolver asks first
+    # the upstream now offers other bytes under the same filename, and their metadata
+    other = make_wheel(PackageSpec(name="pkg", version="1.0", summary="changed"), tmp_path / "other")
+    assert other.name == wheel
+    upstream.mirror.repository.private.add(other, replace=True)
+    new = wheel_metadata(other)
+    assert new is not None
+    assert new != old
+    mirror.repository.mirror.refresh_all()  # the TTL passed
+    (entry,) = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
+    assert entry["core-metadata"] == {"sha256": sha256(new)}
+    fetched = faults.count(prefix="/files/pkg/", method="GET")
+    if then == "wheel":  # the wheel's download replaces the metadata with its own, which matches
+        assert http.get(f"{mirror.url}/files/pkg/{wheel}").content == other.read_bytes()
+        fetched += 1
+    assert http.get(url).content == new
+    assert faults.count(prefix="/files/pkg/", method="GET") == fetched + (then == "metadata")
+    # and so in a process that never made the page, which the note of its check spares
+    later = Repository(mirror.config)
+    later.mirror.page = lambda name: pytest.fail(f"page of {name} made")  # type: ignore[method-assign]
+    path, _ = later.open_any(NormalizedName("pkg"), f"{wheel}.metadata")
+    assert isinstance(path, Path)
+    assert path.read_bytes() == new
+
+
+def test_metadata_served_without_the_page_is_checked_again_once_the_state_changes(
+    make_mirror: MirrorFactory, upstream: PrivateIndex, faults: Faults, http: requests.Session, tmp_path: Path
+) -> None:
+    (wheel,) = (r.filename for r in upstream.add("pkg", "1.0", sdist=False))
+    config = make_mirror().config
+    http.get(f"{make_mirror().index_url}pkg/").raise_for_status()
+    first = Repository(config)
+    path, _ = first.open_any(NormalizedName("pkg"), f"{wheel}.metadata")
+    assert isinstance(path, Path)
+    # another process revalidates the page: the upstream republished the file meanwhile
+    other = make_wheel(PackageSpec(name="pkg", version="1.0", summary="changed"), tmp_path / "other")
+    upstream.mirror.repository.private.add(other, replace=True)
+    Repository(config.with_changes(ttl=0)).project(NormalizedName("pkg"))
+    again, _ = Repository(config).open_any(NormalizedName("pkg"), f"{wheel}.metadata")
+    assert isinstance(again, Path)
+    assert again.read_bytes() == wheel_metadata(other)
 
 
 @pytest.mark.parametrize("status", [500, 503])
