@@ -487,8 +487,8 @@ def test_a_full_disk_while_caching_breaks_the_download_off_and_caches_nothing(
                 for _ in pieces:
                     pass
         client_has_bytes.clear()
-    # nothing cached, no part file left, and nestegg's log said so once, in a line (waitress logs
-    # a response broken off, whatever broke it)
+    # nothing cached, no part file left, and nestegg's log said so once, in a line (each response
+    # broken off is a line at INFO)
     assert verify_cache(cache(mirror)) == 0
     assert [p.name for p in (cache(mirror) / "pkg").iterdir()] == []
     said = [
@@ -661,6 +661,36 @@ def test_an_over_long_body_never_gives_a_client_a_complete_answer(
     status, _, body = raw_get(mirror.port, path)
     assert (status, body) == (200, PAYLOAD)
     assert verify_cache(cache(mirror), {one_file.filename: sha256(PAYLOAD)}) == 1
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["content-length", "chunked"])
+def test_a_response_broken_off_on_purpose_stays_broken_and_is_logged_in_one_line(
+    one_file: OneFile,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+    sized: bool,
+) -> None:
+    # the tampered bytes come, then the check fails: a client has had all but the last byte
+    one_file.entry = {"hashes": {"sha256": digest_of("sha256")}}
+    if sized:
+        one_file.entry["size"] = len(PAYLOAD)
+    one_file.file = Answer(pieces=lambda: [TAMPERED], chunked=not sized)
+    mirror = make_mirror(index_url=one_file.server.index_url, ttl=0, timeout=TIMEOUT)
+    http.get(mirror.index_url + "pkg/").raise_for_status()
+    path = f"/files/pkg/{one_file.filename}"
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            status, fields, body = raw_get(mirror.port, path)
+            assert status == 200
+            assert_never_whole(status, fields, body)
+            assert ("content-length" in fields) is sized
+    assert verify_cache(cache(mirror)) == 0
+    no_traceback(caplog)
+    broken = [r for r in caplog.records if f"broke off the answer to GET {path}" in r.getMessage()]
+    assert len(broken) == 3, [r.getMessage() for r in caplog.records]
+    assert all(r.levelno == logging.INFO and "\n" not in r.getMessage() for r in broken)
+    assert "does not match the index" in broken[0].getMessage()
 
 
 @pytest.mark.parametrize(

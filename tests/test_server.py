@@ -98,6 +98,7 @@ WAITRESS_INTERNALS = [
     (HTTPRequestParser, "expect_continue"),
     (HTTPRequestParser, "connection_close"),
     (WSGITask, "execute"),
+    (WSGITask, "wrote_header"),  # whether an error of the app breaks a response off (server._Task)
     (Error, "to_response"),
     (ThreadedTaskDispatcher, "handler_thread"),  # the paced workers
     (ThreadedTaskDispatcher, "set_thread_count"),
