@@ -137,7 +137,7 @@ class RenderedPages:
             # unbuffered: the position after the header is the file descriptor's own, which is
             # where servers that send the file themselves (sendfile) start. A link is a miss, and
             # a FIFO planted in its place does not block the thread
-            fd = os.open(self.path(name, kind), os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC)
+            fd = _open_file(self.path(name, kind), nested="-" in kind)
         except OSError:
             return None
         try:
@@ -277,6 +277,19 @@ class RenderedPages:
             return int(unlink_below(self._root, path))
         except (OSError, UnsafePath):
             return 0
+
+
+def _open_file(path: Path, *, nested: bool) -> int:
+    """A descriptor of the rendered file ``path``, a link at it refused; ``nested``: in a folder of
+    its page's, which must not be a link either (another user of a shared nest could plant one)."""
+    flags = os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC
+    if not nested or os.open not in os.supports_dir_fd:
+        return os.open(path, flags)
+    folder = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC)
+    try:
+        return os.open(path.name, flags, dir_fd=folder)
+    finally:
+        os.close(folder)
 
 
 def _client_of(entry: str) -> str | None:
