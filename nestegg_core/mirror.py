@@ -178,6 +178,15 @@ class MirrorIndex:
             return None
         return state.checked if entry.page is page else None
 
+    def made_from(self, name: NormalizedName, page: ProjectPage) -> PageStamp | None:
+        """The stamp of the state file ``page`` was made from, if it is the page in memory of
+        ``name`` (and could be made again from that state); else None."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return None
+        mtime = entry.mtime  # read first: the page read again last says it belongs to it
+        return mtime if entry.page is page and entry.reloadable and entry.state is not None else None
+
     def file(self, name: NormalizedName, filename: str) -> DistFile:
         """The description of one file, from the page or, for a file upstream dropped, its record."""
         page = self.page(name)
@@ -387,7 +396,7 @@ class MirrorIndex:
             return
         now = self.clock()
         if fetched.page is None:  # 304: the page we hold is still right
-            assert state is not None
+            assert state is not None  # a 304 to a request without validators failed in _fetch
             state = PageState(
                 page=state.page, etag=state.etag, last_modified=state.last_modified, checked=now
             )
@@ -401,12 +410,10 @@ class MirrorIndex:
     def _fetch(self, name: NormalizedName, state: PageState | None) -> Fetched:
         """The upstream's answer for ``name``; any failure to get or read it is an UpstreamError
         (or NotFound), so that a page that cannot be read never replaces the one held."""
+        etag = state.etag if state else None
+        last_modified = state.last_modified if state else None
         try:
-            return self.fetcher.project(
-                name,
-                etag=state.etag if state else None,
-                last_modified=state.last_modified if state else None,
-            )
+            fetched = self.fetcher.project(name, etag=etag, last_modified=last_modified)
         except NesteggError:
             raise
         except Exception as exc:  # a page no parser foresaw: served stale like any upstream failure
@@ -414,6 +421,12 @@ class MirrorIndex:
             reason = " ".join(f"{type(exc).__name__}: {exc}".split())
             reason = reason if len(reason) <= 200 else reason[:197] + "..."
             raise UpstreamError(f"cannot read the upstream page of {name!r} ({reason})") from None
+        if fetched.page is None and not (etag or last_modified):
+            # "not modified" since a version it was never told of: there is no page to keep
+            raise UpstreamError(
+                f"upstream answered 304 Not Modified for the page of {name!r}, asked without a validator"
+            )
+        return fetched
 
     def _save(self, state: PageState) -> PageStamp | None:
         """Write the state; its file's stamp, or None when it could not be written."""

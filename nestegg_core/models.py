@@ -238,6 +238,16 @@ def can_check(algorithm: str) -> bool:
     return True
 
 
+def mismatch(data: bytes, hashes: Mapping[str, str]) -> str | None:
+    """The first algorithm of ``hashes`` that can be checked (:func:`can_check`) and that ``data``
+    does not match, or None when every one matches (or none can be checked)."""
+    for algorithm, expected in hashes.items():
+        # a digest of another length or form than the algorithm's is a mismatch like any other
+        if can_check(algorithm) and hashlib.new(algorithm, data).hexdigest() != expected:
+            return algorithm
+    return None
+
+
 def compact_hashes(hashes: Mapping[str, str]) -> Mapping[str, str]:
     """``hashes`` as a :class:`Hashes` if it holds at most one, else as a dict of its own."""
     if isinstance(hashes, Hashes):

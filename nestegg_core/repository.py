@@ -31,6 +31,7 @@ from .errors import (
     Busy,
     InsufficientStorage,
     IntegrityError,
+    NesteggError,
     NotFound,
     UnsafePath,
     UpstreamError,
@@ -40,13 +41,13 @@ from .errors import (
 from .generation import RECHECK
 from .metrics import Counters, CountingFetcher
 from .mirror import MirrorIndex
-from .models import DistFile, ProjectPage, can_check
+from .models import DistFile, ProjectPage, mismatch
 from .pacing import blocking
 from .pagefiles import GZIP, PageFile, RenderedPages, compressor, disk_token, etag
 from .private import PrivateStore
 from .refresh import Refresher
 from .simple import is_json, project_pieces, quote_filename, render_index, render_project
-from .store import CHANGED, CacheStore, open_read, write_atomic
+from .store import CHANGED, CacheStore, PageStamp, check_filename, check_note, open_read, write_atomic
 from .upkeep import SizeLimit, mark_used
 from .upstream import Fetcher, HttpFetcher, OfflineFetcher, format_size, mask_url
 
@@ -69,6 +70,8 @@ _LARGE_STATE = 256 * 1024
 _LARGE_WAIT = 2.0
 #: names whose disk token is remembered (about 200 bytes each); past it, all are read again
 _MAX_TOKENS = 10_000
+#: metadata files whose note of their check is remembered (about 250 bytes each), likewise
+_MAX_CHECKED = 10_000
 #: seconds after its change settles that a page is made again in the background
 _REFRESH_AFTER = 0.1
 #: seconds without a request that the background waits for before it makes a page: the pages of
@@ -139,8 +142,7 @@ class Repository:
         self.store = CacheStore(config.nestegg_dir, config.upstream_url)
         self.mirror = MirrorIndex(self.store, fetcher, ttl=config.ttl, offline=config.offline)
         #: the mirror's pages as last rendered, served while nothing they were made from changes
-        rendered = self.store.root / "mirror" / self.store.key / "rendered"
-        self.pages = RenderedPages(rendered, root=self.store.root)
+        self.pages = RenderedPages(self.store.rendered, root=self.store.root)
         self._pages_dir = str(self.store.page_path(NormalizedName("x")).parent)
         self._files_dir = str(self.store.files)
         self._source_builds = frozenset(build.name for build in config.source_builds)
@@ -180,6 +182,8 @@ class Repository:
         #: none does, so that files asked once leave nothing behind
         self._metadata_locks: dict[str, tuple[threading.Lock, int]] = {}
         self._metadata_guard = threading.Lock()
+        #: the notes of metadata checks read or written (``_checked_metadata``), by name and file
+        self._checked: dict[tuple[str, str], bytes] = {}
         #: disk tokens by name, with the generations they were read in and until when they hold
         self._tokens: dict[str, tuple[tuple[bytes | None, bytes | None], str, float]] = {}
         #: the root index, and the lock of its scans and renderings
@@ -546,27 +550,110 @@ class Repository:
         self._asked = time.monotonic()
         if filename.endswith(".metadata") and self._plain_mirror(name):
             with contextlib.suppress(NotFound):
-                path = self.store.metadata_path(name, filename[: -len(".metadata")])
-                if path.is_file():  # written only once verified against the page's hash
+                path = self._checked_metadata(name, filename[: -len(".metadata")])
+                if path is not None:  # served without the page
                     return path, True
         if filename.endswith(".metadata") and self.project(name).file(filename) is None:
             return self.open_metadata(name, filename[: -len(".metadata")]), True
         return self.open_file(name, filename), False
 
     def open_metadata(self, name: NormalizedName, filename: str) -> Path:
-        """The PEP 658 core metadata file of ``filename``, fetched and verified if need be."""
-        dist = self._find(name, filename)
+        """The PEP 658 core metadata file of ``filename``, fetched and verified if need be: one
+        kept from before is served only if it matches what the page says of it now (the upstream
+        may have published other bytes under the same name since)."""
+        before = self.store.page_stamp(name)  # a change meanwhile is seen by the next request
+        page = self.project(name)
+        dist = page.file(filename)
+        if dist is None:
+            raise NotFound(f"project {name!r} has no file {filename!r}")
         if dist.core_metadata is None:
             raise NotFound(f"no metadata for {filename!r}")
         if dist.origin == "private":
             return self.private.metadata_path(name, filename)
         path = self.store.metadata_path(name, filename)
-        if path.is_file():
-            return path
-        with self._metadata_lock(f"{name}/{filename}"):
-            if not path.is_file():
-                self._fetch_metadata(dist, path)
+        status = self._matching_metadata(path, dist)
+        if status is None:
+            with self._metadata_lock(f"{name}/{filename}"):
+                status = self._matching_metadata(path, dist)  # another thread may have fetched it
+                if status is None:
+                    status = self._fetch_metadata(dist, path)
+        self._note_checked(name, filename, status, page, before)
         return path
+
+    def _matching_metadata(self, path: Path, dist: DistFile) -> os.stat_result | None:
+        """The status of the metadata file at ``path`` if it matches every hash the page gives of
+        it (``dist.core_metadata``); None if it does not, or is not there. A link in its place is
+        refused as a missing file, as :meth:`open_served` refuses it."""
+        limit = self.config.max_metadata_size
+        try:
+            with self.store.open_read(path) as handle:
+                data = handle.read(limit + 1)
+                status = os.fstat(handle.fileno())
+        except UnsafePath as exc:
+            logger.warning("%s", exc)
+            raise NotFound(f"no file {path.name!r}") from None
+        except OSError:
+            return None
+        if len(data) > limit or mismatch(data, dist.core_metadata or {}) is not None:
+            return None
+        return status
+
+    def _checked_metadata(self, name: NormalizedName, filename: str) -> Path | None:
+        """The metadata file of ``filename`` if it was found to match the page made from the state
+        on disk now (:meth:`_note_checked`), in this process or another; else None."""
+        identity = self._metadata_identity(name, filename)
+        if identity is None:
+            return None
+        key = (name, filename)
+        if self._checked.get(key) != identity:
+            # read once a process: finding the note costs a look at each folder on the way
+            if self.store.metadata_note(name, filename) != identity:
+                return None
+            self._remember_checked(key, identity)
+        return self.store.metadata_path(name, filename)
+
+    def _metadata_identity(self, name: NormalizedName, filename: str) -> bytes | None:
+        """The note a check of the metadata of ``filename`` against the page of the state on disk
+        now would leave (:func:`store.check_note`); None without a state or metadata file."""
+        base = check_filename(filename)
+        try:
+            # plain strings, as in _disk_token: pathlib's joins cost more than the stats
+            state = os.lstat(f"{self._pages_dir}/{name}.json")
+            metadata = os.lstat(f"{self._files_dir}/{name}/{base}.metadata")
+        except OSError:
+            return None
+        return check_note(state, metadata)
+
+    def _remember_checked(self, key: tuple[str, str], identity: bytes) -> None:
+        with self._render_lock:
+            if len(self._checked) >= _MAX_CHECKED:
+                self._checked.clear()
+            self._checked[key] = identity
+
+    def _note_checked(
+        self,
+        name: NormalizedName,
+        filename: str,
+        status: os.stat_result,
+        page: ProjectPage,
+        before: PageStamp | None,
+    ) -> None:
+        """Note that the metadata file of ``status`` matched ``page``, if ``page`` was made from
+        the state on disk, the same before and after (else the next request looks again)."""
+        if (
+            before is None
+            or self.mirror.made_from(name, page) != before
+            or self.store.page_stamp(name) != before
+        ):
+            return
+        try:
+            self.store.note_metadata_checked(name, filename, before, status)
+        except (OSError, UnsafePath) as exc:  # only a head start for the next request
+            logger.debug("cannot note the check of the metadata of %s: %s", filename, exc)
+            return
+        identity = self._metadata_identity(name, filename)
+        if identity is not None:
+            self._remember_checked((name, filename), identity)
 
     @contextlib.contextmanager
     def _metadata_lock(self, key: str) -> Iterator[None]:
@@ -586,20 +673,52 @@ class Repository:
                 else:
                     del self._metadata_locks[key]
 
-    def _fetch_metadata(self, dist: DistFile, path: Path) -> None:
+    def _fetch_metadata(self, dist: DistFile, path: Path) -> os.stat_result:
+        """Fetch the metadata of ``dist`` into ``path`` once it matches the page's hashes; the
+        status of the file written."""
         url = dist.url + ".metadata"
+        try:
+            data = bytes(self._read_metadata(url))
+        except NesteggError:
+            raise
+        except Exception as exc:  # an answer no check foresaw: an upstream failure like any other
+            logger.debug("cannot fetch %s", mask_url(url), exc_info=True)
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+            reason = reason if len(reason) <= 200 else reason[:197] + "..."
+            raise UpstreamError(f"cannot fetch the metadata {mask_url(url)} ({reason})") from None
+        # every hash the page gives that can be checked is (a wrong one of any form fails)
+        algorithm = mismatch(data, dist.core_metadata or {})
+        if algorithm is not None:
+            raise IntegrityError(
+                f"metadata of {dist.filename!r} from {mask_url(url)} does not match its {algorithm}"
+            )
+        try:
+            return write_atomic(path, data, root=self.store.root)
+        except OSError as exc:
+            if disk_full(exc):
+                raise InsufficientStorage(
+                    f"the disk is full: the metadata of {dist.filename!r} was not kept"
+                ) from None
+            raise
+
+    def _read_metadata(self, url: str) -> bytearray:
+        """The body of the upstream's metadata file at ``url``, within max_metadata_size and
+        page_deadline (:class:`UpstreamError`, :class:`UpstreamTimeout`)."""
         limit, seconds = self.config.max_metadata_size, self.config.page_deadline
         deadline = time.monotonic() + seconds
         stream = self.fetcher.open(url)
         data = bytearray()
+        too_large = UpstreamError(
+            f"upstream metadata {mask_url(url)} is larger than max_metadata_size "
+            f"({format_size(limit)}); raise nestegg.max_metadata_size"
+        )
         try:
+            if stream.size is not None and stream.size > limit:
+                raise too_large  # said before a byte is read
             for chunk in stream.chunks():
                 data += chunk
                 if len(data) > limit:
-                    raise UpstreamError(
-                        f"upstream metadata {mask_url(url)} is larger than max_metadata_size "
-                        f"({format_size(limit)}); raise nestegg.max_metadata_size"
-                    )
+                    raise too_large
                 if time.monotonic() > deadline:
                     raise UpstreamTimeout(
                         f"upstream {mask_url(url)} took longer than page_deadline ({seconds:g}s) to "
@@ -607,20 +726,7 @@ class Repository:
                     )
         finally:
             stream.close()
-        for algorithm, expected in (dist.core_metadata or {}).items():
-            # every hash the page gives that can be checked is (a wrong one of any form fails)
-            if can_check(algorithm) and hashlib.new(algorithm, data).hexdigest() != expected:
-                raise IntegrityError(
-                    f"metadata of {dist.filename!r} from {mask_url(url)} does not match its {algorithm}"
-                )
-        try:
-            write_atomic(path, bytes(data), root=self.store.root)
-        except OSError as exc:
-            if disk_full(exc):
-                raise InsufficientStorage(
-                    f"the disk is full: the metadata of {dist.filename!r} was not kept"
-                ) from None
-            raise
+        return data
 
     def open_served(self, path: Path) -> BinaryIO:
         """A file :meth:`open_any` gave, open for reading: a link in the nest on the way to it (or

@@ -257,12 +257,25 @@ def _maintenance(listener: Any, now: float) -> None:
 
 
 class _Task(WSGITask):  # type: ignore[misc]  # waitress has no type hints
-    """waitress's task, ending quietly when the app finds its client gone (as a write would)."""
+    """waitress's task, ending quietly when the app finds its client gone (as a write would), and
+    in one line when the app breaks a response off on purpose (a download that failed its check,
+    after bytes went out): waitress logs any other error with its traceback, at ERROR."""
+
+    request: Any
+    wrote_header: bool
 
     def execute(self) -> None:
         try:
             super().execute()
         except ClientGone:
+            raise ClientDisconnected from None
+        except NesteggError as exc:
+            if not self.wrote_header:
+                raise  # the app answers its errors before the first byte: this is a bug, seen as one
+            # the cause is the download's, which said it once (a warning); this is each client's
+            logger.info("broke off the answer to %s %s: %s", self.request.command, self.request.path, exc)
+            # ended as for a client gone: the connection closes without the response's end (no
+            # last chunk, short of its Content-Length), so no client takes it for a whole one
             raise ClientDisconnected from None
 
 

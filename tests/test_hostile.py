@@ -56,6 +56,10 @@ from .loopback import (
 JSON = "application/vnd.pypi.simple.v1+json"
 SENTINEL = b"sentinel: this file must never be served"
 USER, PASSWORD = "alice", "correct horse"
+#: what pip on CPython 3.11, Linux x86_64 sends (``compatible_only`` reads it)
+PIP_AGENT = "pip/24.0 " + json.dumps(
+    {"python": "3.11.7", "implementation": {"name": "CPython"}, "system": {"name": "Linux"}, "cpu": "x86_64"}
+)
 
 
 def raw_request(
@@ -573,6 +577,32 @@ def test_a_linked_state_file_or_rendered_page_is_a_cache_miss(
     assert "pkg-6.6" not in answer.text
     assert {f["filename"] for f in answer.json()["files"]} == {f["filename"] for f in first.json()["files"]}
     assert snapshot(outside) == before
+
+
+def test_a_linked_folder_of_renderings_for_installers_is_never_read_nor_written(
+    upstream: PrivateIndex, make_mirror: MirrorFactory, http: requests.Session, outside: Path
+) -> None:
+    upstream.add("pkg", "1.0")
+    mirror = make_mirror(compatible_only=True)
+    pip = {"Accept": JSON, "Accept-Encoding": "identity", "User-Agent": PIP_AGENT}
+    first = http.get(mirror.index_url + "pkg/", headers=pip)
+    assert first.status_code == 200
+    # a copy of the renderings for pip, changed to list another file, linked in their folder's place
+    folder = mirror.repository.pages.folder / "pkg.clients"
+    forged = outside / "clients"
+    shutil.copytree(folder, forged)
+    for path in forged.iterdir():
+        path.write_bytes(path.read_bytes().replace(b"pkg-1.0.tar.gz", b"pkg-6.6.tar.gz"))
+    before = snapshot(outside)
+    plant(folder, forged)
+    # another process of the nest (nothing in memory) serves the page to pip, and would save it
+    again = make_mirror(compatible_only=True)
+    answer = http.get(again.index_url + "pkg/", headers=pip)
+    assert answer.status_code == 200
+    assert "pkg-6.6" not in answer.text
+    assert answer.json() == first.json()
+    assert snapshot(outside) == before
+    assert folder.is_symlink()
 
 
 def test_prune_and_the_size_limit_never_stat_nor_remove_through_a_link(

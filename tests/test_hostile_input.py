@@ -30,7 +30,7 @@ import pytest
 import requests
 from packaging.utils import NormalizedName
 
-from nestegg_core import Config, Mirror, distmeta, refresh, web
+from nestegg_core import Config, Mirror, distmeta, pagefiles, refresh, web
 from nestegg_core.app import create_app
 from nestegg_core.auth import set_password
 from nestegg_core.cli import main
@@ -213,6 +213,58 @@ def test_huge_numbers_in_requires_python_and_wheel_tags_under_compatible_only(
         mirror.repository.mirror.refresh_all()
         assert listed(mirror, PIP_AGENT)[0] == sorted(index.good + unreadable)
         assert listed(mirror)[0] == sorted(index.good + unreadable + newer)  # another client: all
+
+
+def _agent(**changes: Any) -> str:
+    data = json.loads(PIP_AGENT.partition(" ")[2])
+    data.update(changes)
+    return "pip/24.0 " + json.dumps(data)
+
+
+def _rendered_files(mirror: Mirror) -> list[Path]:
+    return [path for path in mirror.repository.pages.folder.rglob("*") if path.is_file()]
+
+
+def test_made_up_user_agents_leave_the_rendered_pages_bounded(
+    make_mirror: MirrorFactory, index: Index
+) -> None:
+    mirror = make_mirror(index_url=index.server.index_url, compatible_only=True)
+    index.extra.append(
+        {
+            "filename": "pkg-0.9.tar.gz",
+            "url": index.server.url("/f"),
+            "hashes": {},
+            "requires-python": ">=3.11.5",
+        }
+    )
+    everything = sorted([*index.good, "pkg-0.9.tar.gz"])
+    assert listed(mirror, PIP_AGENT)[0] == everything  # pip on 3.11.9 takes it: kept for every 3.11
+    assert listed(mirror, _agent(python="3.10.12"))[0] == index.good
+    # values no wheel tag knows make the kind of page of unknown ones: one rendering for them all
+    for i in range(40):
+        agent = _agent(
+            cpu=f"cpu-{i}",
+            implementation={"name": f"Python-{i}"},
+            distro={"libc": {"lib": "glibc", "version": f"2.{1000 + i}"}},
+        )
+        assert listed(mirror, agent)[0] == everything
+    # JSON and HTML, each with its gzip encoding, for 3 kinds of installer (3.11, 3.10, unknown)
+    assert len(_rendered_files(mirror)) == 4 * 3
+    # a Python out of range is no installer the rules know: the page of every file, no new rendering
+    assert listed(mirror)[0] == everything
+    before = sorted(_rendered_files(mirror))
+    for python in ("3.100", "9.1", "1.0", "3.11.7" + "1" * 40):
+        assert listed(mirror, _agent(python=python))[0] == everything
+    assert sorted(_rendered_files(mirror)) == before
+    # every Python minor is a kind of installer: a page keeps the renderings of a few of them
+    for minor in range(60):
+        answer = get(mirror, "/simple/pkg/", JSON, _agent(python=f"3.{minor}.1"))
+        assert answer.status_code == 200, answer.text
+        assert get(mirror, "/simple/pkg/", HTML, _agent(python=f"3.{minor}.1")).status_code == 200
+    assert len(_rendered_files(mirror)) <= 4 * (1 + pagefiles.MAX_CLIENTS)
+    assert len(mirror.repository.refresher._kinds["pkg"]) <= refresh.MAX_KINDS
+    # and what is kept is still right
+    assert listed(mirror, PIP_AGENT)[0] == everything
 
 
 def test_a_page_that_cannot_be_read_never_replaces_the_good_one(

@@ -99,6 +99,7 @@ WAITRESS_INTERNALS = [
     (HTTPRequestParser, "expect_continue"),
     (HTTPRequestParser, "connection_close"),
     (WSGITask, "execute"),
+    (WSGITask, "wrote_header"),  # whether an error of the app breaks a response off (server._Task)
     (Error, "to_response"),
     (BaseWSGIServer, "maintenance"),  # the clean-up of idle connections and slow heads
     (HTTPChannel, "last_activity"),
