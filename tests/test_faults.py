@@ -938,3 +938,28 @@ def test_clients_waiting_on_a_slow_upstream_file_do_not_starve_the_others(
             trickle.release.set()
             for client in clients:
                 client.close()
+
+
+# the second attack round (issue 20) ---------------------------------------------------------------
+
+
+def test_a_filename_listed_twice_is_fetched_and_checked_as_its_first_entry(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    """Entry one has the right sha256, entry two no hash and other bytes: the page showed the
+    first, the download followed the second, unchecked (issue 20, second round, finding 6)."""
+    good = {"filename": one_file.filename, "url": one_file.server.url(f"/files/{one_file.filename}")}
+    evil = {"filename": one_file.filename, "url": one_file.server.url("/evil/pkg-1.0.tar.gz")}
+    page = {
+        "meta": {"api-version": "1.1"},
+        "name": "pkg",
+        "files": [{**good, "hashes": {"sha256": sha256(PAYLOAD)}}, evil],
+    }
+    one_file.page = Answer(body=json.dumps(page).encode(), headers={"Content-Type": JSON})
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=TIMEOUT)
+    (entry,) = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
+    assert entry["hashes"] == {"sha256": sha256(PAYLOAD)}
+    assert http.get(f"{mirror.url}/files/pkg/{one_file.filename}").content == PAYLOAD
+    assert one_file.server.count("/evil/pkg-1.0.tar.gz") == 0
+    (entry,) = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
+    assert entry["hashes"] == {"sha256": sha256(PAYLOAD)}
