@@ -271,6 +271,10 @@ class HttpFetcher:
             return self.session.get(url, headers=headers, timeout=self.timeout, stream=stream, auth=auth)
         except requests.RequestException as exc:
             raise self._failure(url, exc) from None
+        except ValueError as exc:  # a redirect to a URL urllib3 cannot read ("http://[::1")
+            raise UpstreamError(
+                f"upstream {mask_url(url)} redirected to a URL that cannot be read: {exc}"
+            ) from None
 
     def _page_body(self, url: str, response: requests.Response, deadline: float) -> Iterator[bytes]:
         """The page's body, decoded, in pieces of at least ``PAGE_CHUNK`` bytes (the last may be

@@ -963,3 +963,15 @@ def test_a_filename_listed_twice_is_fetched_and_checked_as_its_first_entry(
     assert one_file.server.count("/evil/pkg-1.0.tar.gz") == 0
     (entry,) = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
     assert entry["hashes"] == {"sha256": sha256(PAYLOAD)}
+
+
+def test_a_redirect_to_a_url_that_cannot_be_read_is_a_502(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    one_file.entry = {"core-metadata": True}
+    one_file.file = one_file.metadata = Answer(status=302, headers={"Location": "http://[::1"})
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=TIMEOUT)
+    for path in (one_file.filename, one_file.filename + ".metadata"):
+        message = assert_clear_error(http.get(f"{mirror.url}/files/pkg/{path}"), 502)
+        assert "redirected to a URL that cannot be read" in message
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
