@@ -20,11 +20,12 @@ from . import auth, metrics, uploads
 from .clients import profile_from_user_agent
 from .config import Config
 from .downloads import ClientGone, Download
-from .errors import BodyTooLarge, BuildError, NesteggError, NotFound
+from .errors import BodyTooLarge, BuildError, LoopDetected, NesteggError, NotFound
 from .models import is_normalized, is_valid_name
 from .pagefiles import PageFile
 from .repository import Repository
 from .simple import accepts_gzip, negotiate
+from .upstream import hops_of, loop_in
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("nestegg_core.access")
@@ -39,7 +40,7 @@ _REASONS = {
     400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
     406: "Not Acceptable", 413: "Content Too Large", 416: "Range Not Satisfiable",
     500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-    504: "Gateway Timeout", 507: "Insufficient Storage",
+    504: "Gateway Timeout", 507: "Insufficient Storage", 508: "Loop Detected",
 }  # fmt: skip
 # ASCII digits, and few: int() refuses over 4300 digits, and no file is that large anyway
 _RANGE = re.compile(r"^bytes=([0-9]{0,30})-([0-9]{0,30})$")
@@ -87,7 +88,13 @@ class NesteggApp:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
-            return self._route(environ, start_response)
+            via = environ.get("HTTP_VIA")
+            loop = loop_in(via, self.repository.via_token)
+            if loop is not None:
+                raise LoopDetected(f"refused: {loop}; an index's file URL may point back at a mirror")
+            # the upstream requests made for it (and the downloads it starts) carry its hops on
+            with hops_of(via):
+                return self._route(environ, start_response)
         except ClientGone:
             raise  # nobody to answer: the server ends the request
         except NesteggError as exc:

@@ -10,6 +10,7 @@ and then read the finished file.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import logging
 import os
@@ -258,8 +259,10 @@ class Downloads:
             if download is None or download.failed:
                 download = Download(name, dist, self.store)
                 self._running[key] = download
+                # its upstream requests say which mirrors the request that started it passed (Via)
+                context = contextvars.copy_context()
                 thread = threading.Thread(
-                    target=self._run, args=(download,), name=f"nestegg-download-{dist.filename}"
+                    target=context.run, args=(self._run, download), name=f"nestegg-download-{dist.filename}"
                 )
                 thread.daemon = True
                 thread.start()

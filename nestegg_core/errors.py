@@ -76,6 +76,12 @@ def disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
+class LoopDetected(NesteggError):
+    """A request that came round a loop of mirrors (its Via names this server): RFC 5842's 508."""
+
+    status = 508
+
+
 class AuthError(NesteggError):
     """Missing or wrong credentials."""
 

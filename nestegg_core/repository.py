@@ -46,7 +46,7 @@ from .refresh import Refresher
 from .simple import is_json, project_pieces, quote_filename, render_index, render_project
 from .store import CHANGED, CacheStore, open_read, write_atomic
 from .upkeep import SizeLimit, mark_used
-from .upstream import Fetcher, HttpFetcher, OfflineFetcher, format_size, mask_url
+from .upstream import Fetcher, HttpFetcher, OfflineFetcher, format_size, mask_url, new_via_token
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +103,9 @@ class Repository:
 
     def __init__(self, config: Config, *, fetcher: Fetcher | None = None) -> None:
         self.config = config
+        #: the mirror's name in the Via header of its upstream requests: a request that carries it
+        #: came round a loop (``NesteggApp`` refuses it)
+        self.via_token = new_via_token()
         if fetcher is None:
             fetcher = (
                 OfflineFetcher()
@@ -112,6 +115,7 @@ class Repository:
                     timeout=config.timeout,
                     max_page_size=config.max_page_size,
                     page_deadline=config.page_deadline,
+                    via_token=self.via_token,
                 )
             )
         #: counts of every process of the nest (``/metrics``)

@@ -25,7 +25,7 @@ import pytest
 import requests
 from packaging.utils import NormalizedName
 
-from nestegg_core import Mirror, repository
+from nestegg_core import Mirror, repository, upstream
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.errors import NotFound, UpstreamError, UpstreamTimeout
 from nestegg_core.pytest_plugin import PrivateIndex
@@ -975,3 +975,62 @@ def test_a_redirect_to_a_url_that_cannot_be_read_is_a_502(
         message = assert_clear_error(http.get(f"{mirror.url}/files/pkg/{path}"), 502)
         assert "redirected to a URL that cannot be read" in message
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def public_index(url: str) -> HttpFetcher:
+    """A fetcher of the index at ``url`` as if it were on a public address: no test reaches one."""
+    fetcher = HttpFetcher(url, timeout=TIMEOUT)
+    fetcher._internal = False
+    return fetcher
+
+
+def test_an_index_on_a_public_address_cannot_send_nestegg_to_an_internal_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An internal service (or the mirror itself) behind a file URL: refused, whatever the URL
+    names it, before a byte is sent to it (issue 20, second round, finding 11)."""
+    with RawUpstream(lambda method, path: Answer(body=b"secret")) as service:  # noqa: ARG005
+        fetcher = public_index("http://index.example.invalid/simple/")
+        port = service.port
+        for host in (
+            "127.0.0.1",
+            "127.1",
+            "2130706433",
+            "0x7f000001",
+            "[::1]",
+            "[::ffff:127.0.0.1]",
+            "localhost",
+            "0.0.0.0",  # noqa: S104 - a URL's host, which reaches this host
+        ):
+            with pytest.raises(UpstreamError, match="internal address"):
+                fetcher.open(f"http://{host}:{port}/files/pkg-1.0.tar.gz")
+        # a name the URL's text does not give away: the address is checked once connected
+        monkeypatch.setattr(upstream, "_literal_address", lambda host: None)  # noqa: ARG005
+        with pytest.raises(UpstreamError, match=r"localhost:\d+: it is at the internal address 127\.0\.0\.1"):
+            fetcher.open(f"http://localhost:{port}/files/pkg-1.0.tar.gz")
+        assert service.seen == []
+        # an index on an internal address may point at another (a company's file server)
+        assert HttpFetcher(service.index_url, timeout=TIMEOUT).open(service.url("/x")).size == 6
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.invalid/pkg-1.0.tar.gz", "gopher://x/"])
+def test_a_file_url_must_be_http(url: str) -> None:
+    with pytest.raises(UpstreamError, match="must be http:// or https://"):
+        HttpFetcher("http://127.0.0.1:9/simple/", timeout=TIMEOUT).open(url)
+
+
+@pytest.mark.parametrize(
+    ("index", "url", "sent"),
+    [
+        ("https://u:p@index.example.invalid/simple/", "https://index.example.invalid/files/x.whl", True),
+        ("https://u:p@index.example.invalid/simple/", "https://index.example.invalid:443/files/x.whl", True),
+        ("https://u:p@index.example.invalid/simple/", "http://index.example.invalid/files/x.whl", False),
+        ("https://u:p@index.example.invalid/simple/", "http://index.example.invalid:443/files/x.whl", False),
+        ("https://u:p@index.example.invalid/simple/", "https://index.example.invalid:8443/x.whl", False),
+        ("https://u:p@index.example.invalid/simple/", "https://files.example.invalid/x.whl", False),
+        ("http://u:p@index.example.invalid:8080/simple/", "http://index.example.invalid:8080/x.whl", True),
+        ("http://u:p@index.example.invalid:8080/simple/", "https://index.example.invalid:8080/x.whl", False),
+    ],
+)
+def test_the_index_credentials_go_only_to_its_own_origin(index: str, url: str, sent: bool) -> None:
+    assert (HttpFetcher(index)._auth_for(url) is not None) is sent

@@ -739,6 +739,60 @@ def test_readers_of_a_download_stop_once_their_clients_went_away(
             trickle.release.set()
 
 
+# loops of mirrors (issue 20, second round) --------------------------------------------------------
+
+
+def test_a_file_url_pointing_back_at_the_mirror_is_refused_not_followed(
+    make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    """pkg's file is at the mirror's /files/loop/..., loop's at its /files/pkg/...: one request
+    went round, a download, a thread and a connection each hop, until the upstream timeout."""
+    port = [0]
+
+    def answer(method: str, path: str) -> Answer:
+        name = path.split("/")[2] if path.startswith("/simple/") else ""
+        if name not in ("pkg", "loop"):
+            return Answer(status=404)
+        other = "loop" if name == "pkg" else "pkg"
+        url = f"http://127.0.0.1:{port[0]}/files/{other}/{other}-1.0.tar.gz"
+        page = {
+            "meta": {"api-version": "1.1"},
+            "name": name,
+            "files": [{"filename": f"{name}-1.0.tar.gz", "url": url}],
+        }
+        return Answer(body=json.dumps(page).encode(), headers={"Content-Type": JSON})
+
+    with RawUpstream(answer) as index:
+        mirror = make_mirror(index_url=index.index_url, timeout=5)
+        port[0] = mirror.port
+        started = time.monotonic()
+        answered = http.get(f"{mirror.url}/files/pkg/pkg-1.0.tar.gz", timeout=30)
+        assert answered.status_code == 502, answered.text
+        assert "/files/loop/loop-1.0.tar.gz with HTTP 508" in answered.text
+        assert time.monotonic() - started < 5
+        assert mirror.repository.downloads.count == 1  # the loop's file was never fetched
+
+
+def test_via_hops_are_passed_on_and_a_loop_of_mirrors_is_refused(mirror: Mirror, faults: Faults) -> None:
+    """Each mirror adds itself to the Via of its upstream requests: a request that names this one,
+    or more than eight mirrors, came round a loop (508)."""
+    upstream_hops = [f"1.1 nestegg-{i:016x}" for i in range(9)]
+    via = ", ".join(["1.0 proxy.example.invalid", *upstream_hops[:7]]).encode()
+    status, _, body = raw_request(mirror.port, b"/simple/pkg/", b"Via: " + via + b"\r\n")
+    assert status == 404, body  # asked of the upstream (a nestegg, which saw eight hops)
+    (seen,) = [s for s in faults.seen if s.path == "/simple/pkg/"]
+    assert seen.headers["via"] == ", ".join([*upstream_hops[:7], f"1.1 {mirror.repository.via_token}"])
+    eight = ", ".join(upstream_hops[:8]).encode()
+    assert raw_request(mirror.port, b"/health", b"Via: " + eight + b"\r\n")[0] == 200
+    for refused in (", ".join(upstream_hops), f"1.0 proxy, 1.1 {mirror.repository.via_token} (nestegg)"):
+        status, head, body = raw_request(mirror.port, b"/simple/pkg/", f"Via: {refused}\r\n".encode())
+        assert status == 508, body
+        assert head.startswith(b"HTTP/1.1 508 Loop Detected\r\n")
+        assert body.count(b"\n") == 1
+        assert b"loop" in body
+    assert len([s for s in faults.seen if s.path == "/simple/pkg/"]) == 1
+
+
 # uploads -----------------------------------------------------------------------------------
 
 
