@@ -139,7 +139,10 @@ class Repository:
             SizeLimit(config.nestegg_dir, config.max_cache_size) if config.max_cache_size else None
         )
         self.downloads = Downloads(
-            self.store, fetcher, on_cached=self._cached, max_file_size=config.max_file_size
+            self.store,
+            fetcher,
+            on_cached=self._cached,
+            max_file_size=config.max_file_size,
         )
         #: called with a name before its private page is read (on-demand source builds)
         self.before_private: Callable[[NormalizedName], None] | None = None
@@ -430,8 +433,11 @@ class Repository:
 
     # files -------------------------------------------------------------------------------
 
-    def open_file(self, name: NormalizedName, filename: str) -> Path | Download:
-        """A complete file on disk, or the download that is fetching it."""
+    def open_file(
+        self, name: NormalizedName, filename: str, *, fetch: bool = True
+    ) -> Path | Download | DistFile:
+        """A complete file on disk, or the download that is fetching it (with a reader counted,
+        see ``Download.attach``); without ``fetch``, the page's entry of a file not on disk."""
         path = self._cached_file(name, filename)
         if path is not None:
             return path
@@ -443,6 +449,8 @@ class Repository:
             self.counters.add("cache_hits")
             mark_used(self.store, name, filename)
             return path
+        if not fetch:
+            return dist
         self.counters.add("cache_misses")
         return self.downloads.get(name, dist)
 
@@ -465,8 +473,11 @@ class Repository:
         mark_used(self.store, name, filename)
         return path
 
-    def open_any(self, name: NormalizedName, filename: str) -> tuple[Path | Download, bool]:
-        """A file of the project or, for ``<file>.metadata``, its core metadata (then True)."""
+    def open_any(
+        self, name: NormalizedName, filename: str, *, fetch: bool = True
+    ) -> tuple[Path | Download | DistFile, bool]:
+        """A file of the project or, for ``<file>.metadata``, its core metadata (then True); see
+        :meth:`open_file` for ``fetch``."""
         self._asked = time.monotonic()
         if filename.endswith(".metadata") and self._plain_mirror(name):
             with contextlib.suppress(NotFound):
@@ -475,7 +486,7 @@ class Repository:
                     return path, True
         if filename.endswith(".metadata") and self.project(name).file(filename) is None:
             return self.open_metadata(name, filename[: -len(".metadata")]), True
-        return self.open_file(name, filename), False
+        return self.open_file(name, filename, fetch=fetch), False
 
     def open_metadata(self, name: NormalizedName, filename: str) -> Path:
         """The PEP 658 core metadata file of ``filename``, fetched and verified if need be."""

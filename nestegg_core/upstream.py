@@ -19,7 +19,7 @@ import requests
 import urllib3
 
 from ._version import __version__
-from .errors import NotFound, UpstreamError, UpstreamTimeout
+from .errors import NesteggError, NotFound, UpstreamError, UpstreamTimeout, no_files_left, out_of_files
 from .models import ProjectPage
 from .pacing import blocking
 from .parse import PageTooLarge, parse_project_stream
@@ -514,8 +514,10 @@ class HttpFetcher:
         except _READ_ERRORS as exc:
             raise self._failure(url, exc) from None
 
-    def _failure(self, url: str, exc: Exception) -> UpstreamError:
+    def _failure(self, url: str, exc: Exception) -> NesteggError:
         """Ours for a failure of requests (or urllib3 under it) to get an answer or read its body."""
+        if out_of_files(exc):
+            return no_files_left("reach the upstream")
         if isinstance(exc, requests.Timeout):
             return UpstreamTimeout(f"upstream {mask_url(url)} did not answer in {self.timeout:g}s")
         # a body that stops coming is a timeout too; requests reports it as a ConnectionError

@@ -245,9 +245,11 @@ def test_file_faults_before_any_byte_are_clear_errors(
         http.get(f"{scripted_mirror.url}/files/pkg/{wheel}"), 504 if fault == "hang" else 502
     )
     assert wheel in message or "127.0.0.1" in message
-    # HEAD of an uncached file starts the download too: the same clear answer, without a body
+    # HEAD of an uncached file is answered from its page: it starts no download (issue 20)
     head = http.head(f"{scripted_mirror.url}/files/pkg/{sdist}")
-    assert head.status_code == (504 if fault == "hang" else 502)
+    assert head.status_code == 200
+    assert head.headers["Content-Length"] == str(len(scripted.files[sdist]))
+    assert scripted.server.count(f"/files/{sdist}") == 0
     assert verify_cache(cache(scripted_mirror)) == 0
     scripted.file_fault.clear()
     for filename in (wheel, sdist):
