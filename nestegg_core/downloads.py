@@ -356,8 +356,10 @@ class Downloads:
         self.rate_window = RATE_WINDOW
         self.slot_wait = SLOT_WAIT
         self.abandon_after = ABANDON_AFTER
+        #: whether the page still lists a file as a download fetched it (not re-published since)
+        self.current: Callable[[NormalizedName, DistFile], bool] | None = None
         self._lock = threading.Lock()
-        self._running: dict[tuple[str, str], Download] = {}
+        self._running: dict[_Key, Download] = {}
         #: upstream downloads started by this process (for metrics and tests)
         self.count = 0
         #: the last download failed on a full disk: said once, until a file is cached again
@@ -368,7 +370,7 @@ class Downloads:
         the one a thread of this process runs, or a new one. With as many downloads running as
         may, a new one waits ``slot_wait`` seconds for one to end, then raises
         :class:`Unavailable`."""
-        key = (name, dist.filename)
+        key = _key(name, dist)
         deadline = time.monotonic() + self.slot_wait
         while True:
             with self._lock:
@@ -385,7 +387,7 @@ class Downloads:
                     "the most this server runs at once; try again shortly"
                 )
 
-    def _start(self, key: tuple[str, str], name: NormalizedName, dist: DistFile) -> Download:
+    def _start(self, key: _Key, name: NormalizedName, dist: DistFile) -> Download:
         """A new download with its first reader, in a thread of its own (under ``_lock``, with a slot)."""
         download = Download(name, dist, self.store)
         download.attach()
@@ -413,6 +415,7 @@ class Downloads:
             self._acquire(lock, download)
             try:
                 if is_regular(final):  # another process finished it while we waited
+                    self._check_cached(download)
                     download._finish(final)
                 else:
                     self.store.remove_parts(name, dist.filename)
@@ -441,7 +444,7 @@ class Downloads:
                 download._fail(UpstreamError(f"download of {dist.filename!r} failed: {exc}"))
         finally:
             self.slots.give()
-            key = (name, dist.filename)
+            key = _key(name, dist)
             with self._lock:
                 if self._running.get(key) is download:
                     del self._running[key]
@@ -510,6 +513,8 @@ class Downloads:
             # nestegg's own sha256 is listed only beside a digest of the index it checked
             hashes = {**dist.hashes, "sha256": sha256} if vouched else dist.hashes
             record = dist.with_changes(hashes=hashes, size=written, own_sha256=sha256)
+            if self.current is not None and not self.current(name, dist):
+                raise self._republished(dist)  # its readers break off; the new file is not this one
             record = self._with_metadata(name, record, part, vouched=vouched)
             # the record first: a file on disk without one is ignored as unfinished
             self.store.write_record(name, record)
@@ -524,6 +529,21 @@ class Downloads:
             "cached %s/%s (%d bytes, %.2fs)", name, dist.filename, written, time.monotonic() - started
         )
         self._announce(download, record, final)
+
+    def _check_cached(self, download: Download) -> None:
+        """Fail ``download`` if the file another download cached meanwhile is not the one it
+        was for (its hashes differ): the upstream re-published it, and the client is not handed the
+        other bytes."""
+        record = self.store.read_record(download.name, download.dist.filename)
+        if record is not None and _conflict(record.hashes, download.dist.hashes):
+            raise self._republished(download.dist)
+
+    @staticmethod
+    def _republished(dist: DistFile) -> UpstreamError:
+        return UpstreamError(
+            f"{dist.filename!r} was re-published by the upstream (another hash) while it was "
+            "downloaded; ask again"
+        )
 
     def _unless_unwanted(self, download: Download, written: int, size: int | None, seconds: float) -> None:
         """Raise :class:`_Abandoned` if nobody has waited for ``download`` for ``abandon_after``
@@ -592,6 +612,19 @@ def _near_end(written: int, size: int | None, seconds: float) -> bool:
         return False
     left = size - written
     return left <= NEAR_BYTES or (written > 0 and left * seconds <= NEAR_SECONDS * written)
+
+
+#: what a running download is found by: a request joins it only for the same URL and hashes
+_Key = tuple[str, str, str, tuple[tuple[str, str], ...]]
+
+
+def _key(name: NormalizedName, dist: DistFile) -> _Key:
+    return (name, dist.filename, dist.url, tuple(sorted(dist.hashes.items())))
+
+
+def _conflict(ours: Mapping[str, str], theirs: Mapping[str, str]) -> bool:
+    """Whether two sets of hashes tell different files: one algorithm, two digests."""
+    return any(theirs.get(algorithm, digest) != digest for algorithm, digest in ours.items())
 
 
 def _open_plain(path: Path) -> BinaryIO:

@@ -144,6 +144,7 @@ class Repository:
             on_cached=self._cached,
             max_file_size=config.max_file_size,
         )
+        self.downloads.current = self._current
         #: called with a name before its private page is read (on-demand source builds)
         self.before_private: Callable[[NormalizedName], None] | None = None
         #: the URL clients reach this index at, once known (``Mirror.bind`` sets it); source builds
@@ -460,6 +461,12 @@ class Repository:
             self.refresher.changed(name)
         if self.size_limit is not None:
             self.size_limit.cached(record)
+
+    def _current(self, name: NormalizedName, dist: DistFile) -> bool:
+        """Whether the page in memory lists ``dist`` as it is, or does not say: a file the
+        upstream re-published (other hashes) while it was downloaded is not cached."""
+        listed = self.mirror.listed(name, dist.filename)
+        return listed is None or all(listed.hashes.get(a, d) == d for a, d in dist.hashes.items())
 
     def _cached_file(self, name: NormalizedName, filename: str) -> Path | None:
         """A mirror's file complete on disk, found without the page: every cached file with its

@@ -943,6 +943,120 @@ def test_no_file_descriptor_left_is_a_503(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+class Republishing:
+    """An index of project ``flip``: one file, re-published (new bytes, new sha256) by
+    :meth:`republish`; the first publication's bytes are held after their first piece until
+    :attr:`release`."""
+
+    FILENAME = "flip-1.0.tar.gz"
+    OLD, NEW = b"A" * 300_000, b"B" * 300_000
+
+    def __init__(self) -> None:
+        self.generation = 1
+        self.release = threading.Event()
+        self.server = RawUpstream(self.answer)
+
+    def republish(self) -> None:
+        self.generation = 2
+
+    def answer(self, method: str, path: str) -> Answer:  # noqa: ARG002
+        if path == "/simple/flip/":
+            data = self.OLD if self.generation == 1 else self.NEW
+            entry = {
+                "filename": self.FILENAME,
+                "url": self.server.url(f"/f{self.generation}/{self.FILENAME}"),
+                "hashes": {"sha256": hashlib.sha256(data).hexdigest()},
+                "size": len(data),
+            }
+            page = {"meta": {"api-version": "1.1"}, "name": "flip", "files": [entry]}
+            return Answer(body=json.dumps(page).encode(), headers={"Content-Type": JSON})
+        if path.startswith("/f1/"):
+            return Answer(pieces=self._held, length=len(self.OLD))
+        return Answer(body=self.NEW)
+
+    def _held(self) -> Iterator[bytes]:
+        yield self.OLD[:1000]
+        self.release.wait(30)
+        yield self.OLD[1000:]
+
+
+def test_a_client_given_the_new_hash_never_gets_the_old_bytes(
+    make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    """The upstream re-published a file while its download ran: a client given the new page was
+    handed the old bytes (it joined the running download), and the old record then brought the
+    old hash back onto the page (finding 12)."""
+    index = Republishing()
+    with index.server:
+        mirror = make_mirror(index_url=index.server.index_url)
+        page_url = f"{mirror.url}/simple/flip/"
+        file_url = f"{mirror.url}/files/flip/{index.FILENAME}"
+        new_sha256 = hashlib.sha256(index.NEW).hexdigest()
+
+        def listed() -> str:
+            page = http.get(page_url, headers={"Accept": JSON}).json()
+            return str(page["files"][0]["hashes"]["sha256"])
+
+        assert listed() == hashlib.sha256(index.OLD).hexdigest()
+        old_reader = reading(mirror.port, f"/files/flip/{index.FILENAME}")
+        try:
+            index.republish()
+            mirror.repository.mirror.refresh_all()
+            assert listed() == new_sha256
+            answers: list[requests.Response] = []
+            asker = threading.Thread(target=lambda: answers.append(http.get(file_url, timeout=30)))
+            asker.start()
+            wait_until(lambda: len(mirror.repository.downloads._running) == 2, "a download of its own")
+            index.release.set()
+            asker.join(30)
+            (answer,) = answers
+            assert answer.status_code == 200
+            assert answer.content == index.NEW
+            # the old download, checked against the page it was started from, is not cached
+            received = b""
+            while chunk := old_reader.recv(65536):
+                received += chunk
+            assert index.OLD not in received
+        finally:
+            index.release.set()
+            old_reader.close()
+        assert listed() == new_sha256
+        mirror.repository.mirror.refresh_all()
+        assert listed() == new_sha256
+        assert http.get(file_url).content == index.NEW
+
+
+def test_a_file_another_download_cached_with_other_hashes_is_a_502(
+    make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    """As when another process, which does not know this page, cached the old publication: the
+    download for the new hashes finds the old file in place, and does not hand it out."""
+    index = Republishing()
+    with index.server:
+        mirror = make_mirror(index_url=index.server.index_url)
+        mirror.repository.downloads.current = None
+        file_url = f"{mirror.url}/files/flip/{index.FILENAME}"
+        http.get(f"{mirror.url}/simple/flip/").raise_for_status()
+        old_reader = reading(mirror.port, f"/files/flip/{index.FILENAME}")
+        try:
+            index.republish()
+            mirror.repository.mirror.refresh_all()
+            http.get(f"{mirror.url}/simple/flip/").raise_for_status()
+            answers: list[requests.Response] = []
+            asker = threading.Thread(target=lambda: answers.append(http.get(file_url, timeout=30)))
+            asker.start()
+            wait_until(lambda: len(mirror.repository.downloads._running) == 2, "a download of its own")
+            index.release.set()
+            asker.join(30)
+        finally:
+            index.release.set()
+            old_reader.close()
+        (answer,) = answers
+        assert answer.status_code == 502
+        assert answer.text.count("\n") == 1
+        assert "re-published" in answer.text
+
+
 def test_a_file_url_pointing_back_at_the_mirror_is_refused_not_followed(
     make_mirror: MirrorFactory, http: requests.Session
 ) -> None:
