@@ -67,6 +67,11 @@ SLOT_WAIT = 5.0
 ABANDON_AFTER = 5.0
 NEAR_BYTES = 1024 * 1024
 NEAR_SECONDS = 5.0
+#: a file whose bytes failed their hash check is not downloaded again from the same URL for the same
+#: hashes for this many seconds (each request for it is answered 502 at once); at most this many
+#: such files are remembered
+FAILED_CHECK_FOR = 60.0
+MAX_FAILED_CHECKS = 1024
 
 
 def download_limit() -> int:
@@ -112,6 +117,10 @@ class DownloadSlots:
                 return True
             with blocking():
                 return self._cond.wait_for(lambda: self.running < self.limit, timeout)
+
+
+class _HashMismatch(IntegrityError):
+    """The bytes of a whole download do not match a hash its index gives."""
 
 
 class _Abandoned(Exception):
@@ -356,6 +365,9 @@ class Downloads:
         self.rate_window = RATE_WINDOW
         self.slot_wait = SLOT_WAIT
         self.abandon_after = ABANDON_AFTER
+        self.failed_check_for = FAILED_CHECK_FOR
+        #: the files whose check failed lately, oldest first: when, and the error
+        self._failed_checks: dict[_Key, tuple[float, _HashMismatch]] = {}
         #: whether the page still lists a file as a download fetched it (not re-published since)
         self.current: Callable[[NormalizedName, DistFile], bool] | None = None
         self._lock = threading.Lock()
@@ -374,6 +386,7 @@ class Downloads:
         deadline = time.monotonic() + self.slot_wait
         while True:
             with self._lock:
+                self._unless_failed_lately(key)
                 download = self._running.get(key)
                 # one that failed may linger a moment before its thread drops it: start afresh
                 if download is not None and download.attach():
@@ -430,6 +443,8 @@ class Downloads:
             )  # fmt: skip
         except NesteggError as exc:
             logger.warning("%s", exc)
+            if isinstance(exc, _HashMismatch):  # not a break-off, which may be gone next time
+                self._failed_check(_key(name, dist), exc)
             download._fail(exc)
         except LockTimeout:
             download._fail(UpstreamError(f"timed out waiting for another download of {dist.filename!r}"))
@@ -448,6 +463,26 @@ class Downloads:
             with self._lock:
                 if self._running.get(key) is download:
                     del self._running[key]
+
+    def _unless_failed_lately(self, key: _Key) -> None:
+        """Raise the error of ``key``'s check if it failed within ``failed_check_for`` seconds
+        (under ``_lock``)."""
+        failed = self._failed_checks.get(key)
+        if failed is None:
+            return
+        when, error = failed
+        ago = time.monotonic() - when
+        if ago >= self.failed_check_for:
+            del self._failed_checks[key]
+            return
+        raise IntegrityError(f"{error} ({ago:.0f}s ago; not downloaded again for {self.failed_check_for:g}s)")
+
+    def _failed_check(self, key: _Key, error: _HashMismatch) -> None:
+        with self._lock:
+            self._failed_checks.pop(key, None)
+            self._failed_checks[key] = (time.monotonic(), error)
+            while len(self._failed_checks) > MAX_FAILED_CHECKS:
+                del self._failed_checks[next(iter(self._failed_checks))]
 
     def _acquire(self, lock: BaseFileLock, download: Download) -> None:
         """Take the file's lock, held by another download of it (in this process or another) for
@@ -672,7 +707,7 @@ class _Digests:
             actual = hasher.hexdigest()
             # a digest of another length or form than the algorithm's is a mismatch like any other
             if actual != expected:
-                raise IntegrityError(
+                raise _HashMismatch(
                     f"{dist.filename!r} from {mask_url(dist.url)}: {algorithm} {actual} does not "
                     f"match the index's {_shortened(expected)}"
                 )

@@ -26,6 +26,7 @@ import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror, repository, upstream
+from nestegg_core import downloads as downloads_module
 from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.errors import NotFound, UpstreamError, UpstreamTimeout
 from nestegg_core.pytest_plugin import PrivateIndex
@@ -616,8 +617,10 @@ def test_a_file_is_checked_against_the_only_hash_its_page_gives(
     url = f"{mirror.url}/files/pkg/{one_file.filename}"
     assert failed(http, url) in ("broken", 502)
     assert verify_cache(cache(mirror)) == 0
-    # the right bytes: served, and their sha256 listed (the page vouched for them, by another hash)
+    # the right bytes: served, and their sha256 listed (the page vouched for them, by another hash),
+    # once the while a hash mismatch is remembered for is over
     one_file.file = Answer(body=PAYLOAD)
+    mirror.repository.downloads.failed_check_for = 0.0
     assert http.get(url).content == PAYLOAD
     (entry,) = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
     assert entry["hashes"] == {"sha256": sha256(PAYLOAD)}
@@ -1036,3 +1039,46 @@ def test_a_file_url_must_be_http(url: str) -> None:
 )
 def test_the_index_credentials_go_only_to_its_own_origin(index: str, url: str, sent: bool) -> None:
     assert (HttpFetcher(index)._auth_for(url) is not None) is sent
+
+
+def test_a_file_that_failed_its_check_is_not_downloaded_again_at_once(
+    upstream: PrivateIndex,
+    make_mirror: MirrorFactory,
+    faults: Faults,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each request for a tampered file downloaded it again and logged it again: for a while it
+    is answered 502 at once, with one line, and logged once."""
+    wheel, sdist = (r.filename for r in upstream.add("pkg", "1.0", payload_size=20_000))
+    mirror = make_mirror()
+    downloads = mirror.repository.downloads
+    faults.corrupt.update({f"/files/pkg/{wheel}", f"/files/pkg/{sdist}"})
+    url = f"{mirror.url}/files/pkg/{sdist}"
+
+    def warnings() -> list[str]:
+        return [
+            r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and sdist in r.getMessage()
+        ]
+
+    with pytest.raises(requests.RequestException):  # broken off before its last byte, or a 502
+        http.get(url).raise_for_status()
+    logged = warnings()
+    assert [line for line in logged if "does not match" in line] == logged[:1]
+    for _ in range(5):
+        message = assert_clear_error(http.get(url), 502)
+        assert "not downloaded again for 60s" in message
+    assert faults.count(f"/files/pkg/{sdist}") == 1
+    assert warnings() == logged
+    # bounded: the last failed file pushes out the first
+    monkeypatch.setattr(downloads_module, "MAX_FAILED_CHECKS", 1)
+    with pytest.raises(requests.RequestException):
+        http.get(f"{mirror.url}/files/pkg/{wheel}").raise_for_status()
+    assert len(downloads._failed_checks) == 1
+    faults.corrupt.clear()
+    assert http.get(url).status_code == 200
+    assert faults.count(f"/files/pkg/{sdist}") == 2
+    # and it is downloaded again once the while is over
+    downloads.failed_check_for = 0.0
+    assert http.get(f"{mirror.url}/files/pkg/{wheel}").status_code == 200
