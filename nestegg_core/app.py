@@ -20,11 +20,21 @@ from . import auth, metrics, uploads
 from .clients import profile_from_user_agent
 from .config import Config
 from .downloads import ClientGone, Download
-from .errors import BodyTooLarge, BuildError, Busy, NesteggError, NotFound
-from .models import is_normalized, is_valid_name
+from .errors import (
+    BodyTooLarge,
+    BuildError,
+    LoopDetected,
+    NesteggError,
+    NotFound,
+    Unavailable,
+    no_files_left,
+    out_of_files,
+)
+from .models import DistFile, is_normalized, is_valid_name
 from .pagefiles import PageFile
 from .repository import Repository
 from .simple import accepts_gzip, negotiate
+from .upstream import hops_of, loop_in
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("nestegg_core.access")
@@ -39,7 +49,7 @@ _REASONS = {
     400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
     406: "Not Acceptable", 413: "Content Too Large", 416: "Range Not Satisfiable",
     500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-    504: "Gateway Timeout", 507: "Insufficient Storage",
+    504: "Gateway Timeout", 507: "Insufficient Storage", 508: "Loop Detected",
 }  # fmt: skip
 # ASCII digits, and few: int() refuses over 4300 digits, and no file is that large anyway
 _RANGE = re.compile(r"^bytes=([0-9]{0,30})-([0-9]{0,30})$")
@@ -87,17 +97,33 @@ class NesteggApp:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
-            return self._route(environ, start_response)
+            via = environ.get("HTTP_VIA")
+            loop = loop_in(via, self.repository.via_token)
+            if loop is not None:
+                raise LoopDetected(f"refused: {loop}; an index's file URL may point back at a mirror")
+            # the upstream requests made for it (and the downloads it starts) carry its hops on
+            with hops_of(via):
+                return self._route(environ, start_response)
         except ClientGone:
             raise  # nobody to answer: the server ends the request
         except NesteggError as exc:
-            # pip shows the reason phrase of a failed page, not the body: put a build's log path there
-            reason = str(exc) if isinstance(exc, BuildError) else None
-            later = exc.retry_after if isinstance(exc, Busy) else None
-            return self._error(environ, start_response, exc.status, str(exc), reason, retry_after=later)
-        except Exception:
+            return self._failed(environ, start_response, exc)
+        except Exception as exc:
+            if out_of_files(exc):  # a 503 the client may retry, not an error of ours
+                logger.warning("cannot answer %s: %s", _loggable(environ.get("PATH_INFO")), exc)
+                return self._failed(environ, start_response, no_files_left("answer"))
             logger.exception("error answering %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             return self._error(environ, start_response, 500, "internal error; see the server log")
+
+    def _failed(
+        self, environ: Environ, start_response: StartResponse, exc: NesteggError, *, exc_info: Any = None
+    ) -> Iterable[bytes]:
+        # pip shows the reason phrase of a failed page, not the body: put a build's log path there
+        reason = str(exc) if isinstance(exc, BuildError) else None
+        retry = exc.retry_after if isinstance(exc, Unavailable) else None
+        return self._error(
+            environ, start_response, exc.status, str(exc), reason, retry_after=retry, exc_info=exc_info
+        )
 
     def admit(self, environ: Environ) -> uploads.Admission:
         """Whether to read the body of a request whose headers are all in (``environ`` has no
@@ -265,10 +291,22 @@ class NesteggApp:
         if not is_normalized(raw) or not is_valid_name(raw):  # the latter bounds the length
             raise NotFound(f"no project {raw!r}")
         name = NormalizedName(raw)
-        target, metadata = self.repository.open_any(name, filename)
+        # a HEAD starts no download: it is answered from the page
+        head = environ["REQUEST_METHOD"] == "HEAD"
+        target, metadata = self.repository.open_any(name, filename, fetch=not head)
         content_type = "text/plain; charset=utf-8" if metadata else "application/octet-stream"
+        if isinstance(target, DistFile):
+            return self._describe(environ, start_response, target)
         if isinstance(target, Download):
-            return self._stream(environ, start_response, target)
+            try:
+                body = self._stream(environ, start_response, target)
+            except BaseException:
+                target.leave()
+                raise
+            if isinstance(body, list):
+                target.leave()  # answered
+                return body
+            return _Reading(body, target.leave)
         return self._send_file(environ, start_response, target, content_type)
 
     def _send_file(
@@ -362,15 +400,30 @@ class NesteggApp:
         gone = environ.get("waitress.client_disconnected")
         download.wait_started(gone=gone)
         size = download.size
+        wanted = self._start_download(environ, start_response, size)
+        if isinstance(wanted, list):
+            return wanted
+        if environ["REQUEST_METHOD"] == "HEAD":
+            return []
+        return self._until_first_byte(environ, start_response, download.read(*wanted, gone=gone))
+
+    def _describe(self, environ: Environ, start_response: StartResponse, dist: DistFile) -> Iterable[bytes]:
+        """The answer to a HEAD of a file not cached, from its page: no download is started."""
+        answer = self._start_download(environ, start_response, dist.size)
+        return answer if isinstance(answer, list) else []
+
+    def _start_download(
+        self, environ: Environ, start_response: StartResponse, size: int | None
+    ) -> tuple[int, int | None] | list[bytes]:
+        """Start the answer of a file being downloaded whose size is ``size``: the bytes to send
+        (start, end), or a whole answer (416)."""
         headers = [
             ("Content-Type", "application/octet-stream"),
             ("Cache-Control", FILE_CACHE_CONTROL),
         ]
         if size is None:  # the upstream sent no length: no ranges until the file is whole
             start_response(status_line(200), headers)
-            if environ["REQUEST_METHOD"] == "HEAD":
-                return []
-            return self._until_first_byte(environ, start_response, download.read(gone=gone))
+            return (0, None)
         headers.append(("Accept-Ranges", "bytes"))
         try:
             wanted = _range(environ, size, None)
@@ -378,9 +431,7 @@ class NesteggApp:
             return self._unsatisfiable(start_response, headers, size)
         start, end = wanted or (0, size)
         self._start_file(start_response, headers, start, end, size, partial=wanted is not None)
-        if environ["REQUEST_METHOD"] == "HEAD":
-            return []
-        return self._until_first_byte(environ, start_response, download.read(start, end, gone=gone))
+        return (start, end)
 
     def _until_first_byte(
         self, environ: Environ, start_response: StartResponse, body: Iterator[bytes]
@@ -394,7 +445,13 @@ class NesteggApp:
         try:
             first = next(body, b"")
         except NesteggError as exc:
-            yield from self._error(environ, start_response, exc.status, str(exc), exc_info=sys.exc_info())
+            yield from self._failed(environ, start_response, exc, exc_info=sys.exc_info())
+            return
+        except OSError as exc:
+            if not out_of_files(exc):
+                raise
+            error = no_files_left("answer")
+            yield from self._failed(environ, start_response, error, exc_info=sys.exc_info())
             return
         if first:
             yield first
@@ -410,7 +467,7 @@ class NesteggApp:
         start_response(status_line(206 if partial else 200), headers)
 
     @staticmethod
-    def _unsatisfiable(start_response: StartResponse, headers: Headers, size: int) -> Iterable[bytes]:
+    def _unsatisfiable(start_response: StartResponse, headers: Headers, size: int) -> list[bytes]:
         body = b"range not satisfiable\n"
         start_response(
             status_line(416),
@@ -458,8 +515,8 @@ class NesteggApp:
         message: str,
         reason: str | None = None,
         *,
-        exc_info: Any = None,
         retry_after: int | None = None,
+        exc_info: Any = None,
     ) -> Iterable[bytes]:
         body = (message.replace("\n", " ") + "\n").encode()
         headers = [
@@ -533,6 +590,28 @@ def _range(environ: Environ, size: int, etag: str | None) -> tuple[int, int] | N
     if start >= size:
         raise _Unsatisfiable
     return (start, end)
+
+
+class _Reading:
+    """The body of a download's answer; its reader leaves the download when the server closes it
+    (as a generator not started would not), so that a download nobody reads can be abandoned."""
+
+    def __init__(self, body: Iterable[bytes], leave: Callable[[], None]) -> None:
+        self.body = body
+        self._leave: Callable[[], None] | None = leave
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            leave, self._leave = self._leave, None
+            if leave is not None:
+                leave()
 
 
 class _FileRange:

@@ -25,7 +25,7 @@ from waitress.utilities import Error, RequestEntityTooLarge
 from .app import NesteggApp, create_app, status_line
 from .config import Config
 from .downloads import ClientGone
-from .errors import BodyTooLarge, Busy, NesteggError
+from .errors import BodyTooLarge, NesteggError, Unavailable
 from .pacing import PacedDispatcher, blocking
 from .repository import Repository
 from .uploads import FIELDS_ALLOWANCE, Admission
@@ -577,7 +577,7 @@ class _Refusal(Error):  # type: ignore[misc]  # waitress has no type hints
     def __init__(self, error: NesteggError) -> None:
         super().__init__(str(error))
         self.code = error.status
-        self.retry_after = error.retry_after if isinstance(error, Busy) else None
+        self.retry_after = error.retry_after if isinstance(error, Unavailable) else None
 
     def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:  # noqa: ARG002
         body = (" ".join(self.body.split()) + "\n").encode()
