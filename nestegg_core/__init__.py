@@ -7,9 +7,9 @@ The public face: build a :class:`Config` (or :func:`load_config`), then serve it
 from __future__ import annotations
 
 from ._version import __version__
-from .app import create_app
-from .config import Config, load_config
+from .config.config import Config, load_config
 from .errors import NesteggError
-from .server import Mirror
+from .http.app import create_app
+from .serve.server import Mirror
 
 __all__ = ["Config", "Mirror", "NesteggError", "__version__", "create_app", "load_config"]

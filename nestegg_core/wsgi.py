@@ -22,9 +22,9 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .app import NesteggApp, create_app
-from .config import Config, check_index_url, load_config
+from .config.config import Config, check_index_url, load_config
 from .errors import ConfigError, NesteggError
+from .http.app import NesteggApp, create_app
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from nestegg_core import auth
-from nestegg_core.auth import (
+from nestegg_core.cli import main
+from nestegg_core.config import credentials as auth
+from nestegg_core.config.credentials import (
     NOT_A_TOKEN,
     Credentials,
     basic_credentials,
@@ -26,11 +27,10 @@ from nestegg_core.auth import (
     token_user,
     verify_password,
 )
-from nestegg_core.cli import main
-from nestegg_core.dists import PackageSpec, make_wheel
 from nestegg_core.errors import ConfigError
-from nestegg_core.pytest_plugin import PrivateIndex
 from nestegg_core.testing import find_uv, installer_env, make_venv
+from nestegg_core.testing.dists import PackageSpec, make_wheel
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from nestegg_core import cli
-from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 
 @pytest.mark.parametrize("module", sorted(set(cli.COMMANDS.values())))
@@ -55,15 +55,15 @@ def test_command_of(argv: list[str], command: str | None) -> None:
 
 
 #: the modules of commands that a serving mirror does not use (it does use upkeep's size limit)
-NOT_SERVING = ("nestegg_core.manage", "nestegg_core.export", "nestegg_core.ci")
+NOT_SERVING = ("nestegg_core.cli.manage", "nestegg_core.cli.export", "nestegg_core.builds.ci")
 
 
 @pytest.mark.parametrize(
     ("command", "loaded"),
     [
         ("serve", set()),
-        ("list", {"nestegg_core.manage"}),
-        ("export", {"nestegg_core.export"}),
+        ("list", {"nestegg_core.cli.manage"}),
+        ("export", {"nestegg_core.cli.export"}),
         (None, set(NOT_SERVING)),
     ],
 )
@@ -147,8 +147,11 @@ def test_a_serving_process_loads_no_other_command(tmp_path: Path, upstream: Priv
         process.send_signal(signal.SIGTERM)
         process.wait(30)
     imported = set(re.findall(r"^import time:.*\|\s*([\w.]+)$", (tmp_path / "log").read_text(), re.MULTILINE))
-    assert {"nestegg_core.server", "nestegg_core.upstream"} <= imported  # the log lists the imports
-    assert imported.isdisjoint({*NOT_SERVING, "nestegg_core.builds", "sqlite3"})
+    assert {
+        "nestegg_core.serve.server",
+        "nestegg_core.index.upstream",
+    } <= imported  # the log lists the imports
+    assert imported.isdisjoint({*NOT_SERVING, "nestegg_core.builds.sources", "sqlite3"})
 
 
 FORGED = "2024-01-01 00:00:00,000 INFO nestegg_core.access: forged line"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nestegg_core.config import Config, load_config, pip_index_url
+from nestegg_core.config.config import Config, load_config, pip_index_url
 from nestegg_core.errors import ConfigError
 
 SEED = """\

@@ -24,7 +24,8 @@ from packaging.metadata import Metadata
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from packaging.version import Version
 
-from nestegg_core.dists import (
+from nestegg_core.testing import find_uv, installer_env, make_venv
+from nestegg_core.testing.dists import (
     PAYLOAD_NAME,
     PackageSpec,
     core_metadata,
@@ -33,7 +34,6 @@ from nestegg_core.dists import (
     sdist_filename,
     wheel_filename,
 )
-from nestegg_core.testing import find_uv, installer_env, make_venv
 
 Maker = Callable[[PackageSpec, Path], Path]
 

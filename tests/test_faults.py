@@ -25,12 +25,13 @@ import pytest
 import requests
 from packaging.utils import NormalizedName
 
-from nestegg_core import Mirror, repository
-from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core import Mirror
 from nestegg_core.errors import NotFound, UpstreamError, UpstreamTimeout
-from nestegg_core.pytest_plugin import PrivateIndex
-from nestegg_core.store import CacheStore, atomic_file
-from nestegg_core.upstream import Fetched, HttpFetcher
+from nestegg_core.index import repository
+from nestegg_core.index.upstream import Fetched, HttpFetcher
+from nestegg_core.storage.store import CacheStore, atomic_file
+from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, FullDisk, MirrorFactory
 from .loopback import (
@@ -435,7 +436,7 @@ def test_a_full_disk_while_caching_breaks_the_download_off_and_caches_nothing(
         if r.name.startswith("nestegg_core") and "disk is full" in r.getMessage()
         and r.levelno >= logging.WARNING
     ]  # fmt: skip
-    assert [r.name for r in said] == ["nestegg_core.downloads"], [r.getMessage() for r in said]
+    assert [r.name for r in said] == ["nestegg_core.index.downloads"], [r.getMessage() for r in said]
     assert "\n" not in said[0].getMessage()
     assert not said[0].exc_info
     # room again: both are fetched and cached whole

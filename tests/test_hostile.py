@@ -24,17 +24,17 @@ import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core import Config, Mirror
-from nestegg_core import server as serving
-from nestegg_core.auth import NOT_A_TOKEN, Credentials, set_password
 from nestegg_core.cli import main
-from nestegg_core.distmeta import wheel_metadata
-from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
-from nestegg_core.export import export
-from nestegg_core.mounts import UpstreamMounts
-from nestegg_core.pytest_plugin import PrivateIndex
-from nestegg_core.server import describe, make_server
-from nestegg_core.store import CacheStore
-from nestegg_core.upkeep import SizeLimit, cached_files, prune
+from nestegg_core.cli.export import export
+from nestegg_core.config.credentials import NOT_A_TOKEN, Credentials, set_password
+from nestegg_core.serve import server as serving
+from nestegg_core.serve.mounts import UpstreamMounts
+from nestegg_core.serve.server import describe, make_server
+from nestegg_core.simple.distmeta import wheel_metadata
+from nestegg_core.storage.store import CacheStore
+from nestegg_core.storage.usage import SizeLimit, cached_files, prune
+from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory
 from .loopback import (
@@ -326,7 +326,7 @@ def test_upstream_names_of_sidecars_never_reach_nestegg_s_own_files(
     route: str,
     html: bool,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="nestegg_core.parse")
+    caplog.set_level(logging.DEBUG, logger="nestegg_core.simple.parse")
     hostile = SidecarUpstream(tmp_path / "dists", html=html)
     with hostile.server:
         if route == "mirror":
@@ -367,7 +367,9 @@ def test_upstream_names_of_sidecars_never_reach_nestegg_s_own_files(
         # the upstream was never asked for one, and the page said why once, at debug level
         assert not [path for _, path, _ in hostile.server.seen if "/files/" in path and
                     unquote(path.rsplit("/", 1)[-1]) not in hostile.real]  # fmt: skip
-        left = [r for r in caplog.records if r.name == "nestegg_core.parse" and "left" in r.getMessage()]
+        left = [
+            r for r in caplog.records if r.name == "nestegg_core.simple.parse" and "left" in r.getMessage()
+        ]
         assert len(left) == 1, [r.getMessage() for r in left]
         assert left[0].levelno == logging.DEBUG
         assert verify_cache(store.files) == 2
@@ -1219,7 +1221,7 @@ def test_a_cache_dir_that_is_a_file_is_refused_at_start(
 def test_loopback_unless_told_and_a_warning_for_a_public_bind(caplog: pytest.LogCaptureFixture) -> None:
     assert Config().host == "127.0.0.1"
     app = Mirror(Config(port=0, offline=True, index_url="http://127.0.0.1:9/")).app
-    caplog.set_level(logging.WARNING, logger="nestegg_core.server")
+    caplog.set_level(logging.WARNING, logger="nestegg_core.serve.server")
     server = make_server(app, Config(port=0))
     server.close()
     assert not caplog.records

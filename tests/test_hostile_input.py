@@ -28,22 +28,24 @@ import pytest
 import requests
 from packaging.utils import NormalizedName
 
-from nestegg_core import Config, Mirror, refresh, web
-from nestegg_core.app import create_app
-from nestegg_core.auth import set_password
+from nestegg_core import Config, Mirror
 from nestegg_core.cli import main
-from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.config.credentials import set_password
 from nestegg_core.errors import NotFound
-from nestegg_core.mirror import MirrorIndex
-from nestegg_core.models import DistFile, ProjectPage
-from nestegg_core.mounts import UpstreamMounts
-from nestegg_core.pagestate import PageState
-from nestegg_core.private import PrivateStore
-from nestegg_core.pytest_plugin import PrivateIndex
-from nestegg_core.repository import Repository
-from nestegg_core.store import CacheStore
+from nestegg_core.http.app import create_app
+from nestegg_core.index import refresh
+from nestegg_core.index.mirror import MirrorIndex
+from nestegg_core.index.repository import Repository
+from nestegg_core.index.upstream import Fetched, FileStream
+from nestegg_core.serve.mounts import UpstreamMounts
+from nestegg_core.simple.models import DistFile, ProjectPage
+from nestegg_core.storage.pagestate import PageState
+from nestegg_core.storage.private import PrivateStore
+from nestegg_core.storage.store import CacheStore
 from nestegg_core.testing import installer_env
-from nestegg_core.upstream import Fetched, FileStream
+from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.testing.pytest_plugin import PrivateIndex
+from nestegg_core.ui import web
 
 from .conftest import MirrorFactory, Served
 from .loopback import Answer, RawUpstream, sha256
@@ -225,8 +227,8 @@ def test_a_page_that_cannot_be_read_never_replaces_the_good_one(
         raise RecursionError("a page no parser foresaw")
 
     # any failure to read the page, not only those the parser names: the good page stays
-    monkeypatch.setattr("nestegg_core.upstream.parse_project_stream", unforeseen)
-    with caplog.at_level(logging.WARNING, logger="nestegg_core.mirror"):
+    monkeypatch.setattr("nestegg_core.index.upstream.parse_project_stream", unforeseen)
+    with caplog.at_level(logging.WARNING, logger="nestegg_core.index.mirror"):
         assert listed(mirror) == (index.good, ["1.0"])
     assert (
         caplog.messages

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from nestegg_core.models import (
+from nestegg_core.simple.models import (
     MAX_VERSION,
     DistFile,
     Hashes,

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from nestegg_core.pacing import PacedDispatcher, blocking
+from nestegg_core.serve.pacing import PacedDispatcher, blocking
 
 
 class Task:

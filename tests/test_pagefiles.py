@@ -15,17 +15,18 @@ import pytest
 import requests
 from packaging.utils import NormalizedName
 
-from nestegg_core import Config, pagefiles
-from nestegg_core import repository as repository_module
-from nestegg_core import store as store_module
-from nestegg_core.models import DistFile, ProjectPage
-from nestegg_core.pagefiles import RenderedPages, disk_token
-from nestegg_core.pytest_plugin import PrivateIndex
-from nestegg_core.repository import Rendered, Repository
-from nestegg_core.simple import HTML_V1, JSON_V1, TEXT_HTML, UrlFor, render_project
-from nestegg_core.store import CacheStore
-from nestegg_core.upkeep import prune
-from nestegg_core.upstream import Fetched, FileStream
+from nestegg_core import Config
+from nestegg_core.index import repository as repository_module
+from nestegg_core.index.repository import Rendered, Repository
+from nestegg_core.index.upstream import Fetched, FileStream
+from nestegg_core.simple.models import DistFile, ProjectPage
+from nestegg_core.simple.render import HTML_V1, JSON_V1, TEXT_HTML, UrlFor, render_project
+from nestegg_core.storage import pagefiles
+from nestegg_core.storage import store as store_module
+from nestegg_core.storage.pagefiles import RenderedPages, disk_token
+from nestegg_core.storage.store import CacheStore
+from nestegg_core.storage.usage import prune
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory, Served
 

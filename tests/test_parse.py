@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from nestegg_core.errors import UpstreamError
-from nestegg_core.parse import PageTooLarge, parse_project_page, parse_project_stream
+from nestegg_core.simple.parse import PageTooLarge, parse_project_page, parse_project_stream
 
 BASE = "https://example.com/simple/pkg/"
 

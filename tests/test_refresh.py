@@ -15,16 +15,16 @@ import pytest
 from packaging.utils import NormalizedName
 
 from nestegg_core import Config, Mirror
-from nestegg_core import repository as repository_module
-from nestegg_core import store as store_module
-from nestegg_core.dists import PackageSpec, make_wheel
 from nestegg_core.errors import NotFound
-from nestegg_core.models import DistFile, ProjectPage
-from nestegg_core.refresh import TRIES, Refresher
-from nestegg_core.repository import Repository
-from nestegg_core.simple import HTML_V1, JSON_V1
+from nestegg_core.index import repository as repository_module
+from nestegg_core.index.refresh import TRIES, Refresher
+from nestegg_core.index.repository import Repository
+from nestegg_core.index.upstream import Fetched, FileStream
+from nestegg_core.simple.models import DistFile, ProjectPage
+from nestegg_core.simple.render import HTML_V1, JSON_V1
+from nestegg_core.storage import store as store_module
 from nestegg_core.testing import installer_env
-from nestegg_core.upstream import Fetched, FileStream
+from nestegg_core.testing.dists import PackageSpec, make_wheel
 
 from .conftest import Served
 

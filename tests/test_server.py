@@ -17,9 +17,9 @@ from waitress.parser import HTTPRequestParser
 from waitress.task import ThreadedTaskDispatcher, WSGITask
 from waitress.utilities import Error
 
-from nestegg_core import server
-from nestegg_core.pacing import PacedDispatcher
-from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.serve import server
+from nestegg_core.serve.pacing import PacedDispatcher
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import MirrorFactory
 
@@ -69,7 +69,7 @@ def test_the_server_paces_its_workers_and_marks_slow_clients_as_waits(make_mirro
     assert "_flush_outbufs_below_high_watermark" in vars(HTTPChannel)
 
 
-# what nestegg_core.server and nestegg_core.pacing take from waitress beyond its public API: a
+# what nestegg_core.serve.server and nestegg_core.serve.pacing take from waitress beyond its public API: a
 # waitress that renames or drops one of these must fail here, by name, not in production
 WAITRESS_INTERNALS = [
     (HTTPChannel, "_flush_outbufs_below_high_watermark"),  # a slow client's wait, and its deadline

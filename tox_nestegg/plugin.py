@@ -1,6 +1,6 @@
 """tox hooks of nestegg: every install of a tox run goes through an in-process nestegg mirror.
 
-Only the hooks live here; what they do is :mod:`nestegg_core.toxrun`. tox has no hook for the start
+Only the hooks live here; what they do is :mod:`nestegg_core.toxrun.run`. tox has no hook for the start
 and end of a session, so the mirror runs around the selected command's handler: environments are
 configured inside it (so they all see the running mirror) and it returns only after the last one,
 ``tox p`` included.
@@ -20,7 +20,7 @@ from tox.plugin import impl
 from tox.report import HandledError
 
 from nestegg_core.errors import NesteggError
-from nestegg_core.toxrun import (
+from nestegg_core.toxrun.run import (
     DISABLE_HINT,
     INDEX_VARIABLES,
     ToxRun,

@@ -1,0 +1,349 @@
+"""The client of the upstream index: project pages with revalidation, and file downloads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import requests
+import urllib3
+
+from nestegg_core._version import __version__
+from nestegg_core.errors import NotFound, UpstreamError, UpstreamTimeout
+from nestegg_core.serve.pacing import blocking
+from nestegg_core.simple.models import ProjectPage
+from nestegg_core.simple.parse import PageTooLarge, parse_project_stream
+
+logger = logging.getLogger(__name__)
+
+ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
+CHUNK = 256 * 1024
+#: the pieces in which a project page is read and parsed
+PAGE_CHUNK = 64 * 1024
+#: the most of an answer without a page (an error page) read to keep its connection
+_DRAIN_LIMIT = 1024 * 1024
+#: what reading an answer's body can raise (requests wraps most of urllib3's)
+_READ_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+
+# The limits of what is taken from the upstream (the defaults of the settings of the same names):
+# an endless or dripping answer must not grow the server or hold a thread without end.
+#: bytes of a project page, decoded (the largest real pages are about 20 MB)
+MAX_PAGE_SIZE = 64 * 1024**2
+#: bytes of a PEP 658 metadata file
+MAX_METADATA_SIZE = 16 * 1024**2
+#: seconds a page or a metadata file may take in all, however steadily it comes
+PAGE_DEADLINE = 120.0
+#: bytes of a file whose size neither the index nor the answer gives
+MAX_FILE_SIZE = 20 * 1024**3
+#: a page may list a file for every this many bytes of max_page_size, and hold no value (a file
+#: entry, the versions, a tag) over a this-th of it: a page's model costs far more than its text
+#: when it is made of tiny entries (an HTML link of 15 bytes is a DistFile of hundreds)
+_BYTES_PER_FILE = 256
+_VALUE_SHARE = 64
+
+
+def format_size(size: int) -> str:
+    """``size`` bytes as a person reads them: ``64 MiB``, ``1.5 GiB``, ``512 bytes``."""
+    for unit, scale in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f}".removesuffix(".0") + " " + unit
+    return f"{size} bytes"
+
+
+def _pieces(raw: urllib3.BaseHTTPResponse, size: int, *, decode: bool) -> Iterator[bytes]:
+    """An answer's body as it arrives: each piece is what one read of the socket gave (at most
+    ``size`` bytes, decoded if ``decode``), so that its reader sees it at once and can tell a body
+    that drips from one that comes. (``stream()`` waits for ``size`` bytes, however slowly they come.)
+    """
+    read1 = getattr(raw, "read1", None)
+    if read1 is None:  # urllib3 before 2.2
+        yield from raw.stream(size, decode_content=decode)
+        return
+    while piece := read1(size, decode_content=decode):
+        yield piece
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fetched:
+    """An upstream answer for a project page: a new page, or ``page=None`` for 304 Not Modified."""
+
+    page: ProjectPage | None
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+class FileStream(Protocol):
+    """An open upstream file download."""
+
+    size: int | None
+
+    def chunks(self) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class Fetcher(Protocol):
+    """The seam between the mirror and the network; tests and the offline mode swap it."""
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched: ...
+
+    def open(self, url: str) -> FileStream: ...
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, fit for logs and messages.
+
+    A user name without a password is masked too: it is how tokens are passed (``https://TOKEN@example.com``).
+    """
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    masked = f"{user}:***" if colon else "***"
+    return urlunsplit(parts._replace(netloc=f"{masked}@{host}"))
+
+
+def without_credentials(url: str) -> str:
+    """The URL without any user name or password (the fetcher adds the index's own to its host)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+class _ResponseStream:
+    def __init__(self, response: requests.Response, url: str, timeout: float) -> None:
+        self._response = response
+        self._url = url
+        self._timeout = timeout
+        length = response.headers.get("Content-Length")
+        self.size = int(length) if length and length.isdigit() else None
+
+    def chunks(self) -> Iterator[bytes]:
+        try:
+            # decode_content=False: a file is stored byte for byte as the index hashed it
+            yield from _pieces(self._response.raw, CHUNK, decode=False)
+        except urllib3.exceptions.ReadTimeoutError:
+            raise UpstreamTimeout(
+                f"download of {mask_url(self._url)} stalled for {self._timeout:g}s"
+            ) from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise UpstreamError(f"download of {mask_url(self._url)} broke off: {exc}") from None
+
+    def close(self) -> None:
+        self._response.close()
+
+
+def _without_redirect_body(response: requests.Response, **_: object) -> requests.Response:
+    """A redirect's connection closed unread: requests reads a redirect's body whole before it
+    follows it (``resolve_redirects``), however long it is, and at whatever pace it comes."""
+    if response.is_redirect:
+        response.close()
+    return response
+
+
+class HttpFetcher:
+    """The upstream over HTTP(S): a session per thread (requests is not thread-safe) over one shared
+    connection pool, so that connections are reused whichever thread asks (downloads each get a thread
+    of their own): a new HTTPS connection costs round trips and loading the CA bundle again."""
+
+    def __init__(
+        self,
+        index_url: str,
+        *,
+        timeout: float = 30.0,
+        max_page_size: int = MAX_PAGE_SIZE,
+        page_deadline: float = PAGE_DEADLINE,
+    ) -> None:
+        self.index_url = index_url.rstrip("/") + "/"
+        self.timeout = timeout
+        self.max_page_size = max_page_size
+        self.page_deadline = page_deadline
+        self._local = threading.local()
+        # urllib3's pools are thread-safe; sized for the server's threads plus downloads
+        self._adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=32)
+        parts = urlsplit(self.index_url)
+        self._host = (parts.hostname, parts.port)
+        # files on the index's own host get the index's credentials, as pip gives them
+        self._auth = (
+            (unquote(parts.username), unquote(parts.password or "")) if parts.username is not None else None
+        )
+
+    @property
+    def session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = f"nestegg/{__version__}"
+            # the index's own credentials come from its URL; .netrc stays the user's business
+            session.trust_env = True
+            session.mount("https://", self._adapter)
+            session.mount("http://", self._adapter)
+            session.hooks["response"].append(_without_redirect_body)
+            self._local.session = session
+        return session
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:
+        url = f"{self.index_url}{quote(name)}/"
+        headers = {"Accept": ACCEPT}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        with blocking():
+            return self._project(url, name, headers, etag, last_modified)
+
+    def _project(
+        self, url: str, name: str, headers: dict[str, str], etag: str | None, last_modified: str | None
+    ) -> Fetched:
+        deadline = time.monotonic() + self.page_deadline
+        response = self._get(url, headers=headers, stream=True)
+        with response:
+            if response.status_code != 200:
+                self._drain(url, response, deadline)
+                if response.status_code == 304:
+                    return Fetched(page=None, etag=etag, last_modified=last_modified)
+                if response.status_code in (404, 410):
+                    raise NotFound(f"project {name!r} is not on the upstream index")
+                raise UpstreamError(f"upstream answered {mask_url(url)} with HTTP {response.status_code}")
+            # file URLs and messages without the index's credentials: it gets them back in open()
+            base = without_credentials(response.url)
+            content_type = response.headers.get("Content-Type", "")
+            new_etag = response.headers.get("ETag")
+            new_last_modified = response.headers.get("Last-Modified")
+            try:
+                # parsed as it arrives (content-encoding undone): a page of megabytes is never held
+                # whole, as bytes or as text, next to the model it becomes
+                page = parse_project_stream(
+                    name,
+                    self._page_body(url, response, deadline),
+                    content_type,
+                    base,
+                    max_files=self.max_page_size // _BYTES_PER_FILE,
+                    max_value=self.max_page_size // _VALUE_SHARE,
+                )
+            except _READ_ERRORS as exc:
+                raise self._failure(url, exc) from None
+            except PageTooLarge as exc:
+                raise UpstreamError(
+                    f"upstream page {mask_url(url)} {exc}, over what max_page_size "
+                    f"({format_size(self.max_page_size)}) allows; raise nestegg.max_page_size"
+                ) from None
+        return Fetched(
+            page=page,
+            etag=new_etag,
+            last_modified=new_last_modified,
+        )
+
+    def open(self, url: str) -> FileStream:
+        with blocking():
+            response = self._get(
+                url, headers={"Accept-Encoding": "identity"}, stream=True, auth=self._auth_for(url)
+            )
+        if response.status_code != 200:
+            response.close()
+            if response.status_code in (404, 410):
+                raise NotFound(f"upstream has no file at {mask_url(url)}")
+            raise UpstreamError(f"upstream answered {mask_url(url)} with HTTP {response.status_code}")
+        return _ResponseStream(response, url, self.timeout)
+
+    def _auth_for(self, url: str) -> tuple[str, str] | None:
+        parts = urlsplit(url)
+        if self._auth is None or parts.username is not None or (parts.hostname, parts.port) != self._host:
+            return None
+        return self._auth
+
+    def _get(
+        self,
+        url: str,
+        *,
+        headers: dict[str, str],
+        stream: bool = False,
+        auth: tuple[str, str] | None = None,
+    ) -> requests.Response:
+        try:
+            return self.session.get(url, headers=headers, timeout=self.timeout, stream=stream, auth=auth)
+        except requests.RequestException as exc:
+            raise self._failure(url, exc) from None
+
+    def _page_body(self, url: str, response: requests.Response, deadline: float) -> Iterator[bytes]:
+        """The page's body, decoded, in pieces of at least ``PAGE_CHUNK`` bytes (the last may be
+        less): :class:`UpstreamError` past ``max_page_size`` (a gzip bomb counts as what it
+        expands to), :class:`UpstreamTimeout` past the deadline, however steadily it comes."""
+        read = 0
+        held: list[bytes] = []
+        held_size = 0
+        try:
+            for piece in _pieces(response.raw, PAGE_CHUNK, decode=True):
+                read += len(piece)
+                if read > self.max_page_size:
+                    raise UpstreamError(
+                        f"upstream page {mask_url(url)} is larger than max_page_size "
+                        f"({format_size(self.max_page_size)}); raise nestegg.max_page_size"
+                    )
+                if time.monotonic() > deadline:
+                    raise self._late(url, "page")
+                held.append(piece)
+                held_size += len(piece)
+                # whole pieces for the parser: an HTML tag not yet closed is looked through again
+                # with each piece it is given, however small
+                if held_size >= PAGE_CHUNK:
+                    yield b"".join(held)
+                    held.clear()
+                    held_size = 0
+        except urllib3.exceptions.ProtocolError as exc:  # as requests words them (iter_content)
+            raise requests.exceptions.ChunkedEncodingError(exc) from None
+        except urllib3.exceptions.DecodeError as exc:
+            raise requests.exceptions.ContentDecodingError(exc) from None
+        if held:
+            yield b"".join(held)
+
+    def _late(self, url: str, what: str) -> UpstreamTimeout:
+        return UpstreamTimeout(
+            f"upstream {mask_url(url)} took longer than page_deadline ({self.page_deadline:g}s) to send "
+            f"its {what}; raise nestegg.page_deadline"
+        )
+
+    def _drain(self, url: str, response: requests.Response, deadline: float) -> None:
+        """Reads the body of an answer without a page: a connection read to the end goes back to
+        the pool (closed half-read, the next request would pay for a new one). Past
+        ``_DRAIN_LIMIT`` or the deadline the connection is closed instead: an error page is not
+        worth megabytes, nor minutes."""
+        try:
+            read = 0
+            for piece in _pieces(response.raw, CHUNK, decode=False):
+                read += len(piece)
+                if read > _DRAIN_LIMIT or time.monotonic() > deadline:
+                    break
+        except _READ_ERRORS as exc:
+            raise self._failure(url, exc) from None
+
+    def _failure(self, url: str, exc: Exception) -> UpstreamError:
+        """Ours for a failure of requests (or urllib3 under it) to get an answer or read its body."""
+        if isinstance(exc, requests.Timeout):
+            return UpstreamTimeout(f"upstream {mask_url(url)} did not answer in {self.timeout:g}s")
+        # a body that stops coming is a timeout too; requests reports it as a ConnectionError
+        if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError)) or (
+            isinstance(exc, requests.ConnectionError)
+            and any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
+        ):
+            return UpstreamTimeout(f"upstream {mask_url(url)} stalled for {self.timeout:g}s")
+        if isinstance(exc, requests.ConnectionError):
+            return UpstreamError(f"cannot reach upstream {mask_url(url)} (ConnectionError)")
+        return UpstreamError(f"cannot reach upstream {mask_url(url)} ({type(exc).__name__})")
+
+
+class OfflineFetcher:
+    """The fetcher of an offline mirror: every upstream question fails at once."""
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+        raise NotFound(f"offline: project {name!r} is not in the cache")
+
+    def open(self, url: str) -> FileStream:
+        raise NotFound(f"offline: {mask_url(url)} is not in the cache")
