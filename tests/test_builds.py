@@ -19,7 +19,7 @@ from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror, load_config
 from nestegg_core.builds.sources import SourceBuilder, check_outputs
-from nestegg_core.builds.vcs import Git, Mercurial, Transcript, find_hg, mask_text
+from nestegg_core.builds.vcs import Git, Mercurial, Transcript, find_hg
 from nestegg_core.cli import main
 from nestegg_core.config.config import Config, SourceBuild, SourceVersion
 from nestegg_core.errors import BuildError
@@ -27,6 +27,7 @@ from nestegg_core.storage.private import PrivateStore
 from nestegg_core.testing import find_uv, installer_env, make_venv
 from nestegg_core.testing.dists import PackageSpec, make_sdist
 from nestegg_core.testing.pytest_plugin import PrivateIndex
+from nestegg_core.urls import mask_text
 
 from .conftest import Faults
 

@@ -44,10 +44,11 @@ from nestegg_core.config.config import CISettings, Config, SourceBuild
 from nestegg_core.errors import AuthError, BadRequest, BuildError, NotFound
 from nestegg_core.installers import installer_env
 from nestegg_core.simple.models import is_valid_name
+from nestegg_core.urls import mask_text
 
 from .runs import ERROR, FAILED, INTERRUPTED, PASSED, TIMEOUT, EnvResult, Run, RunStore
 from .sources import mirror_index_url
-from .vcs import VCS, Transcript, backend, find_hg, mask_text
+from .vcs import VCS, Transcript, backend, find_hg
 
 if TYPE_CHECKING:
     from nestegg_core.http.app import Environ, NesteggApp, StartResponse

@@ -40,8 +40,9 @@ from nestegg_core.simple.distmeta import parse_dist_filename
 from nestegg_core.simple.models import format_time
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.storage.store import write_atomic
+from nestegg_core.urls import mask_text
 
-from .vcs import VCS, Transcript, backend, mask_text
+from .vcs import VCS, Transcript, backend
 
 if TYPE_CHECKING:
     from nestegg_core.index.repository import Repository

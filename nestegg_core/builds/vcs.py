@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Protocol
 
 from nestegg_core.errors import BuildError
-from nestegg_core.index.upstream import mask_url
+from nestegg_core.urls import mask_text
 
 #: seconds a clone or fetch may take
 FETCH_TIMEOUT = 600.0
-_URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", re.IGNORECASE)
 
 
 class Transcript:
@@ -85,11 +84,6 @@ class Transcript:
 
     def text(self) -> str:
         return "".join(self.parts)
-
-
-def mask_text(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***``."""
-    return _URL_IN_TEXT.sub(lambda match: mask_url(match.group(0)), text)
 
 
 def _last_line(output: str) -> str:

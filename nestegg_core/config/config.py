@@ -26,9 +26,9 @@ from nestegg_core.index.upstream import (
     MAX_METADATA_SIZE,
     MAX_PAGE_SIZE,
     PAGE_DEADLINE,
-    mask_url,
 )
 from nestegg_core.simple.models import is_valid_name, parse_version
+from nestegg_core.urls import mask_url
 
 CONFIG_NAME = "nestegg.yml"
 DEFAULT_PORT = 7654

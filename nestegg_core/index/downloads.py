@@ -31,12 +31,13 @@ from nestegg_core.errors import (
     UpstreamTimeout,
     disk_full,
 )
-from nestegg_core.serve.pacing import blocking
 from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.simple.models import NO_HASHES, DistFile, can_check
 from nestegg_core.storage.store import CacheStore, is_regular, write_atomic
+from nestegg_core.urls import mask_url
+from nestegg_core.waits import blocking
 
-from .upstream import MAX_FILE_SIZE, Fetcher, format_size, mask_url
+from .upstream import MAX_FILE_SIZE, Fetcher, format_size
 
 logger = logging.getLogger(__name__)
 

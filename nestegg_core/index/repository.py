@@ -32,7 +32,6 @@ from nestegg_core.errors import (
     UpstreamTimeout,
     disk_full,
 )
-from nestegg_core.serve.pacing import blocking
 from nestegg_core.simple.clients import ClientProfile, for_client
 from nestegg_core.simple.models import DistFile, ProjectPage, can_check
 from nestegg_core.simple.render import is_json, project_pieces, quote_filename, render_index, render_project
@@ -43,11 +42,13 @@ from nestegg_core.storage.pagefiles import GZIP, PageFile, RenderedPages, compre
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.storage.store import CHANGED, CacheStore, open_read, write_atomic
 from nestegg_core.storage.usage import SizeLimit, mark_used
+from nestegg_core.urls import mask_url
+from nestegg_core.waits import blocking
 
 from .downloads import Download, Downloads
 from .mirror import MirrorIndex
 from .refresh import Refresher
-from .upstream import Fetcher, HttpFetcher, OfflineFetcher, format_size, mask_url
+from .upstream import Fetcher, HttpFetcher, OfflineFetcher, format_size
 
 logger = logging.getLogger(__name__)
 

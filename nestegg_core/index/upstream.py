@@ -8,16 +8,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import requests
 import urllib3
 
 from nestegg_core._version import __version__
 from nestegg_core.errors import NotFound, UpstreamError, UpstreamTimeout
-from nestegg_core.serve.pacing import blocking
 from nestegg_core.simple.models import ProjectPage
 from nestegg_core.simple.parse import PageTooLarge, parse_project_stream
+from nestegg_core.urls import mask_url, without_credentials
+from nestegg_core.waits import blocking
 
 logger = logging.getLogger(__name__)
 
@@ -93,28 +94,6 @@ class Fetcher(Protocol):
     def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched: ...
 
     def open(self, url: str) -> FileStream: ...
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, fit for logs and messages.
-
-    A user name without a password is masked too: it is how tokens are passed (``https://TOKEN@example.com``).
-    """
-    parts = urlsplit(url)
-    userinfo, at, host = parts.netloc.rpartition("@")
-    if not at:
-        return url
-    user, colon, _ = userinfo.partition(":")
-    masked = f"{user}:***" if colon else "***"
-    return urlunsplit(parts._replace(netloc=f"{masked}@{host}"))
-
-
-def without_credentials(url: str) -> str:
-    """The URL without any user name or password (the fetcher adds the index's own to its host)."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 class _ResponseStream:

@@ -21,7 +21,7 @@ from typing import Any
 from nestegg_core.errors import NotFound
 from nestegg_core.http.app import NesteggApp, StartResponse
 from nestegg_core.index.repository import Repository
-from nestegg_core.index.upstream import mask_url
+from nestegg_core.urls import mask_url, normalize_index_url
 
 from .server import Mirror
 
@@ -29,11 +29,6 @@ logger = logging.getLogger(__name__)
 
 #: first path segment of the mounted upstreams
 PREFIX = "upstreams"
-
-
-def normalize_index_url(url: str) -> str:
-    """The form index URLs are compared and keyed in: surrounding blanks gone, one trailing slash."""
-    return url.strip().rstrip("/") + "/"
 
 
 def upstream_key(url: str) -> str:

@@ -11,24 +11,25 @@ they make progress: a worker that finishes a task takes the next one queued with
 the queue is served in order. Tasks that wait rather than work do not hold the others back:
 
 - code that is about to wait on the network (the upstream, a download another thread makes)
-  says so with :func:`blocking`, and another queued task starts at once;
+  says so with :func:`nestegg_core.waits.blocking` (each worker registers its dispatcher as the
+  thread's :class:`~nestegg_core.waits.Waiter`), and another queued task starts at once;
 - when tasks are queued and none has started or finished for ``stall`` seconds (a wait nobody
   declared: a lock, a build), one more worker is let loose, and again after each ``stall``, up to
   every thread;
-- when a task could run but every thread is busy while some of them wait in :func:`blocking` (on
+- when a task could run but every thread is busy while some of them wait in ``blocking()`` (on
   slow clients, on a slow upstream), an extra thread is started for it, up to ``extra`` of them;
   an extra thread ends once it has had nothing to do for ``EXTRA_IDLE`` seconds.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from waitress.task import ThreadedTaskDispatcher
+
+from nestegg_core import waits
 
 #: tasks run at a time while they make progress
 RUNNING = 2
@@ -36,26 +37,6 @@ RUNNING = 2
 STALL = 0.005
 #: seconds an extra thread (started beside waiting workers) stays without a task before it ends
 EXTRA_IDLE = 10.0
-
-_local = threading.local()
-
-
-@contextlib.contextmanager
-def blocking() -> Iterator[None]:
-    """Mark a wait (on the network, on another thread's download): while it lasts, the worker
-    running this does not count against its dispatcher's ``running``. Outside a paced worker,
-    and when nested, it does nothing."""
-    dispatcher: PacedDispatcher | None = getattr(_local, "dispatcher", None)
-    if dispatcher is None or getattr(_local, "blocked", False):
-        yield
-        return
-    _local.blocked = True
-    dispatcher._block()
-    try:
-        yield
-    finally:
-        dispatcher._unblock()
-        _local.blocked = False
 
 
 class PacedDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress has no type hints
@@ -71,11 +52,11 @@ class PacedDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress
         #: threads that may be started beyond :meth:`set_thread_count`'s while workers wait
         self.extra = extra
         self.extra_idle = extra_idle
-        #: workers inside :func:`blocking`
+        #: workers inside ``blocking()``
         self._blocked = 0
         #: extra threads alive
         self._extras = 0
-        #: tasks being served by a worker and not waiting in :func:`blocking`
+        #: tasks being served by a worker and not waiting in ``blocking()``
         self._serving = 0
         #: workers the watchdog let loose beyond ``running``, not yet taken up
         self._allowance = 0
@@ -99,7 +80,7 @@ class PacedDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress
                 self._watched()
 
     def handler_thread(self, thread_no: int, extra: bool = False) -> None:
-        _local.dispatcher = self
+        waits.register(self)  # told of its waits (waits.blocking): another task may run
         with self.lock:
             if extra:  # started for a queued task: it was counted as a worker woken for it
                 self._waking = max(0, self._waking - 1)
@@ -169,7 +150,7 @@ class PacedDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress
 
     def _wake(self) -> None:
         """Wake an idle worker for a queued task, or start an extra thread when there is none and
-        workers wait in :func:`blocking` (call with the lock held)."""
+        workers wait in ``blocking()`` (call with the lock held)."""
         if len(self.threads) - self.stop_count - self.active_count > self._waking:
             self._waking += 1
             self.queue_cv.notify()
@@ -196,14 +177,14 @@ class PacedDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress
 
     # a wait begun or over is no progress: a reader of a download toggles them for every block it
     # sends, which would hide tasks stuck elsewhere from the watchdog
-    def _block(self) -> None:
+    def block(self) -> None:
         with self.lock:
             self._serving -= 1
             self._blocked += 1
             if self.queue and self._serving + self._waking < self.running:
                 self._wake()
 
-    def _unblock(self) -> None:
+    def unblock(self) -> None:
         with self.lock:
             self._serving += 1
             self._blocked -= 1

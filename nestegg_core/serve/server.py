@@ -27,9 +27,11 @@ from nestegg_core.http.app import NesteggApp, create_app, status_line
 from nestegg_core.http.uploads import FIELDS_ALLOWANCE, Admission
 from nestegg_core.index.downloads import ClientGone
 from nestegg_core.index.repository import Repository
-from nestegg_core.index.upstream import Fetcher, mask_url
+from nestegg_core.index.upstream import Fetcher
+from nestegg_core.urls import mask_url
+from nestegg_core.waits import blocking
 
-from .pacing import PacedDispatcher, blocking
+from .pacing import PacedDispatcher
 
 WSGIApp = Callable[..., Iterable[bytes]]
 #: asked once a request's headers are in, before a byte of its body is read (``NesteggApp.admit``)

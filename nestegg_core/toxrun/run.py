@@ -39,10 +39,10 @@ from nestegg_core.builds.sources import BuildOutcome, SourceBuilder
 from nestegg_core.config.config import DEFAULT_HOST, Config, load_config, pip_config_value
 from nestegg_core.errors import NesteggError
 from nestegg_core.index.refresh import Refresher
-from nestegg_core.index.upstream import mask_url
 from nestegg_core.serve.mounts import UpstreamMounts
 from nestegg_core.serve.server import Mirror, WSGIApp, describe
 from nestegg_core.storage.store import write_atomic
+from nestegg_core.urls import mask_url
 
 logger = logging.getLogger(__name__)
 

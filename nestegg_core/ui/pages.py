@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
-from nestegg_core.builds.vcs import mask_text
+from nestegg_core.urls import mask_text
 
 if TYPE_CHECKING:
     from nestegg_core.builds.runs import Run

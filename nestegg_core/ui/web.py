@@ -38,12 +38,12 @@ from packaging.version import Version
 
 from nestegg_core._version import __version__
 from nestegg_core.builds.runs import Run, RunStore
-from nestegg_core.builds.vcs import mask_text
 from nestegg_core.config.config import Config, SourceBuild
 from nestegg_core.config.credentials import ReadGuard
 from nestegg_core.errors import BadRequest, NotFound
 from nestegg_core.simple.models import DistFile, format_time, is_valid_name, parse_version
 from nestegg_core.storage.pagestate import PageState
+from nestegg_core.urls import mask_text
 
 from . import pages as webpages
 
