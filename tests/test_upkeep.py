@@ -24,7 +24,7 @@ from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror
 from nestegg_core.cli import main
-from nestegg_core.config.config import parse_size
+from nestegg_core.config.sizes import parse_size
 from nestegg_core.storage.store import CacheStore
 from nestegg_core.storage.usage import USED_RESOLUTION, cached_files, mark_used, prune
 from nestegg_core.testing import installer_env

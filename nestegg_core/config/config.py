@@ -21,14 +21,10 @@ import platformdirs
 from packaging.utils import NormalizedName, canonicalize_name
 
 from nestegg_core.errors import ConfigError
-from nestegg_core.index.upstream import (
-    MAX_FILE_SIZE,
-    MAX_METADATA_SIZE,
-    MAX_PAGE_SIZE,
-    PAGE_DEADLINE,
-)
 from nestegg_core.simple.models import is_valid_name, parse_version
 from nestegg_core.urls import mask_url
+
+from .sizes import parse_size
 
 CONFIG_NAME = "nestegg.yml"
 DEFAULT_PORT = 7654
@@ -41,6 +37,16 @@ SENDFILE_MODES = ("x-accel-redirect", "x-sendfile")
 DEFAULT_SENDFILE_PREFIX = "/_nestegg/"
 DEFAULT_CI_INTERVAL = 300.0
 DEFAULT_CI_TIMEOUT = 3600.0
+# The limits of what is taken from the upstream: an endless or dripping answer must not grow the
+# server or hold a thread without end.
+#: bytes of a project page, decoded (the largest real pages are about 20 MB)
+MAX_PAGE_SIZE = 64 * 1024**2
+#: bytes of a PEP 658 metadata file
+MAX_METADATA_SIZE = 16 * 1024**2
+#: seconds a page or a metadata file may take in all, however steadily it comes
+PAGE_DEADLINE = 120.0
+#: bytes of a file whose size neither the index nor the answer gives
+MAX_FILE_SIZE = 20 * 1024**3
 
 
 def default_cache_dir() -> Path:
@@ -383,24 +389,6 @@ def _deployment_value(where: _Where, name: str, raw: Any, path: str) -> Any:
         return parse_size(raw)
     except ValueError as exc:
         raise where.error(path, str(exc)) from None
-
-
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?$", re.IGNORECASE | re.ASCII)
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def parse_size(value: object) -> int:
-    """Bytes from ``500M``, ``10G``, ``1.5TiB``, ``200kb`` or a plain number of bytes.
-
-    Units are powers of 1024 whatever their spelling; raises :class:`ValueError` with a message.
-    """
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    match = _SIZE.match(value.strip()) if isinstance(value, str) else None
-    size = int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()]) if match else 0
-    if size <= 0:
-        raise ValueError(f"expected a size like 500M or 20G, got {_describe(value)}")
-    return size
 
 
 def check_index_url(url: str, where: str) -> str:

@@ -23,6 +23,8 @@ from typing import BinaryIO
 from filelock import Timeout as LockTimeout
 from packaging.utils import NormalizedName
 
+from nestegg_core.config.config import MAX_FILE_SIZE
+from nestegg_core.config.sizes import format_size
 from nestegg_core.errors import (
     InsufficientStorage,
     IntegrityError,
@@ -37,7 +39,7 @@ from nestegg_core.storage.store import CacheStore, is_regular, write_atomic
 from nestegg_core.urls import mask_url
 from nestegg_core.waits import blocking
 
-from .upstream import MAX_FILE_SIZE, Fetcher, format_size
+from .upstream import Fetcher
 
 logger = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from urllib.parse import quote
 from packaging.utils import NormalizedName
 
 from nestegg_core.config.config import Config
+from nestegg_core.config.sizes import format_size
 from nestegg_core.errors import (
     InsufficientStorage,
     IntegrityError,
@@ -48,7 +49,7 @@ from nestegg_core.waits import blocking
 from .downloads import Download, Downloads
 from .mirror import MirrorIndex
 from .refresh import Refresher
-from .upstream import Fetcher, HttpFetcher, OfflineFetcher, format_size
+from .upstream import Fetcher, HttpFetcher, OfflineFetcher
 
 logger = logging.getLogger(__name__)
 

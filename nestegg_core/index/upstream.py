@@ -14,6 +14,8 @@ import requests
 import urllib3
 
 from nestegg_core._version import __version__
+from nestegg_core.config.config import MAX_PAGE_SIZE, PAGE_DEADLINE
+from nestegg_core.config.sizes import format_size
 from nestegg_core.errors import NotFound, UpstreamError, UpstreamTimeout
 from nestegg_core.simple.models import ProjectPage
 from nestegg_core.simple.parse import PageTooLarge, parse_project_stream
@@ -31,29 +33,11 @@ _DRAIN_LIMIT = 1024 * 1024
 #: what reading an answer's body can raise (requests wraps most of urllib3's)
 _READ_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 
-# The limits of what is taken from the upstream (the defaults of the settings of the same names):
-# an endless or dripping answer must not grow the server or hold a thread without end.
-#: bytes of a project page, decoded (the largest real pages are about 20 MB)
-MAX_PAGE_SIZE = 64 * 1024**2
-#: bytes of a PEP 658 metadata file
-MAX_METADATA_SIZE = 16 * 1024**2
-#: seconds a page or a metadata file may take in all, however steadily it comes
-PAGE_DEADLINE = 120.0
-#: bytes of a file whose size neither the index nor the answer gives
-MAX_FILE_SIZE = 20 * 1024**3
 #: a page may list a file for every this many bytes of max_page_size, and hold no value (a file
 #: entry, the versions, a tag) over a this-th of it: a page's model costs far more than its text
 #: when it is made of tiny entries (an HTML link of 15 bytes is a DistFile of hundreds)
 _BYTES_PER_FILE = 256
 _VALUE_SHARE = 64
-
-
-def format_size(size: int) -> str:
-    """``size`` bytes as a person reads them: ``64 MiB``, ``1.5 GiB``, ``512 bytes``."""
-    for unit, scale in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if size >= scale:
-            return f"{size / scale:.1f}".removesuffix(".0") + " " + unit
-    return f"{size} bytes"
 
 
 def _pieces(raw: urllib3.BaseHTTPResponse, size: int, *, decode: bool) -> Iterator[bytes]:

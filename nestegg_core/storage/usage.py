@@ -23,7 +23,7 @@ from filelock import FileLock
 from filelock import Timeout as LockTimeout
 from packaging.utils import NormalizedName
 
-from nestegg_core.config.config import parse_size
+from nestegg_core.config.sizes import format_size, parse_size
 from nestegg_core.errors import NesteggError, UnsafePath
 from nestegg_core.simple.models import DistFile, is_dist_filename, is_normalized
 
@@ -322,21 +322,10 @@ def _prune_command(args: argparse.Namespace) -> int:
     result = prune(config.nestegg_dir, max_size=max_size, older_than=older_than, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for cached in result.removed if args.dry_run else ():
-        print(f"{cached.name}/{cached.filename} ({_human(cached.size)}, last used {_ago(cached.used)})")
-    print(f"{verb} {len(result.removed)} files ({_human(result.freed)}); "
-          f"kept {result.kept} files ({_human(result.size)})")  # fmt: skip
+        print(f"{cached.name}/{cached.filename} ({format_size(cached.size)}, last used {_ago(cached.used)})")
+    print(f"{verb} {len(result.removed)} files ({format_size(result.freed)}); "
+          f"kept {result.kept} files ({format_size(result.size)})")  # fmt: skip
     return 0
-
-
-def _human(size: int) -> str:
-    if size < 1024:
-        return f"{size} bytes"
-    value, unit = size / 1024, "KiB"
-    for bigger in ("MiB", "GiB", "TiB"):
-        if value < 1024:
-            break
-        value, unit = value / 1024, bigger
-    return f"{value:.1f} {unit}"
 
 
 def _ago(when: float) -> str:
