@@ -9,7 +9,7 @@ from __future__ import annotations
 from ._version import __version__
 from .config.config import Config, load_config
 from .errors import NesteggError
-from .http.app import create_app
+from .serve.compose import create_app
 from .serve.server import Mirror
 
 __all__ = ["Config", "Mirror", "NesteggError", "__version__", "create_app", "load_config"]

@@ -24,13 +24,11 @@ from typing import Any
 
 from .config.config import Config, check_index_url, load_config
 from .errors import ConfigError, NesteggError
-from .http.app import NesteggApp, create_app
+from .http.types import Environ, StartResponse, WSGIApp
+from .serve.compose import compose
 
 logger = logging.getLogger(__name__)
 
-Environ = dict[str, Any]
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 #: the variables read, and the config field each sets
 VARIABLES = {
@@ -66,13 +64,9 @@ def make_application(environ: Mapping[str, str] | None = None) -> WSGIApp:
 
     Background services of the app (CI polling) are started, as a server does once it listens.
     """
-    app = create_app(config_from_environ(environ))
-    nest = getattr(app, "app", None)
-    while nest is not None and not isinstance(nest, NesteggApp):
-        nest = getattr(nest, "app", None)  # under the access log and the byte counter
-    if nest is not None:
-        nest.start_services()
-    return app
+    composition = compose(config_from_environ(environ))
+    composition.app.start_services()
+    return composition.wsgi
 
 
 class LazyApplication:

@@ -17,7 +17,6 @@ from nestegg_core.config import credentials as auth
 from nestegg_core.config.credentials import (
     NOT_A_TOKEN,
     Credentials,
-    basic_credentials,
     check_user_name,
     hash_password,
     make_token,
@@ -28,6 +27,7 @@ from nestegg_core.config.credentials import (
     verify_password,
 )
 from nestegg_core.errors import ConfigError
+from nestegg_core.http.auth import basic_credentials, environ_user
 from nestegg_core.testing import find_uv, installer_env, make_venv
 from nestegg_core.testing.dists import PackageSpec, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex
@@ -155,8 +155,8 @@ def test_credentials_check_users_tokens_and_reload(tmp_path: Path) -> None:
     path.write_text(f"alice:{hash_password('new', **FAST)}\n")
     assert not credentials.check("alice", "pw")
     assert credentials.check("alice", "new")
-    assert credentials.check_environ({"HTTP_AUTHORIZATION": basic("alice", "new")}) == "alice"
-    assert credentials.check_environ({}) is None
+    assert environ_user(credentials, {"HTTP_AUTHORIZATION": basic("alice", "new")}) == "alice"
+    assert environ_user(credentials, {}) is None
 
 
 @pytest.mark.parametrize("user", ["ci", "alice@example.com", "ünïcode user", "a.b-c_d", "x" * 100])

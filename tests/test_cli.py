@@ -54,14 +54,20 @@ def test_command_of(argv: list[str], command: str | None) -> None:
     assert cli.command_of(argv) == command
 
 
-#: the modules of commands that a serving mirror does not use (it does use upkeep's size limit)
-NOT_SERVING = ("nestegg_core.cli.manage", "nestegg_core.cli.export", "nestegg_core.builds.ci")
+#: the modules of commands that a serving mirror does not use
+NOT_SERVING = (
+    "nestegg_core.cli.manage",
+    "nestegg_core.cli.export",
+    "nestegg_core.cli.ci",
+    "nestegg_core.cli.prune",
+)
 
 
 @pytest.mark.parametrize(
     ("command", "loaded"),
     [
         ("serve", set()),
+        ("prune", {"nestegg_core.cli.prune"}),
         ("list", {"nestegg_core.cli.manage"}),
         ("export", {"nestegg_core.cli.export"}),
         (None, set(NOT_SERVING)),
@@ -151,7 +157,9 @@ def test_a_serving_process_loads_no_other_command(tmp_path: Path, upstream: Priv
         "nestegg_core.serve.server",
         "nestegg_core.index.upstream",
     } <= imported  # the log lists the imports
-    assert imported.isdisjoint({*NOT_SERVING, "nestegg_core.builds.sources", "sqlite3"})
+    assert imported.isdisjoint(
+        {*NOT_SERVING, "nestegg_core.builds.sources", "nestegg_core.builds.ci", "sqlite3"}
+    )
 
 
 FORGED = "2024-01-01 00:00:00,000 INFO nestegg_core.access: forged line"

@@ -32,11 +32,11 @@ from nestegg_core import Config, Mirror
 from nestegg_core.cli import main
 from nestegg_core.config.credentials import set_password
 from nestegg_core.errors import NotFound
-from nestegg_core.http.app import create_app
 from nestegg_core.index import refresh
 from nestegg_core.index.mirror import MirrorIndex
 from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import Fetched, FileStream
+from nestegg_core.serve.compose import create_app
 from nestegg_core.serve.mounts import UpstreamMounts
 from nestegg_core.simple.models import DistFile, ProjectPage
 from nestegg_core.storage.pagestate import PageState

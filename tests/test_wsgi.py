@@ -20,8 +20,9 @@ from packaging.utils import NormalizedName
 from nestegg_core import Config, Mirror
 from nestegg_core.config.config import parse_config
 from nestegg_core.errors import ConfigError
+from nestegg_core.http.metrics import prometheus_text
 from nestegg_core.index import repository
-from nestegg_core.storage.counters import Counters, prometheus_text
+from nestegg_core.storage.counters import Counters
 from nestegg_core.storage.store import CacheStore
 from nestegg_core.testing.dists import PackageSpec, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex

@@ -16,9 +16,7 @@ build never wait for each other); checkouts are made in ``<nestegg dir>/tmp/ci``
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import hmac
 import json
 import logging
 import os
@@ -31,28 +29,25 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from filelock import FileLock
 from packaging.utils import canonicalize_name
 
 from nestegg_core.config.config import CISettings, Config, SourceBuild
-from nestegg_core.errors import AuthError, BadRequest, BuildError, NotFound
+from nestegg_core.errors import BadRequest, BuildError, NotFound
 from nestegg_core.installers import installer_env
 from nestegg_core.simple.models import is_valid_name
 from nestegg_core.urls import mask_text
 
 from .runs import ERROR, FAILED, INTERRUPTED, PASSED, TIMEOUT, EnvResult, Run, RunStore
-from .sources import mirror_index_url
 from .vcs import VCS, Transcript, backend, find_hg
 
 if TYPE_CHECKING:
-    from nestegg_core.http.app import Environ, NesteggApp, StartResponse
-    from nestegg_core.index.repository import Repository
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -540,167 +535,10 @@ class CIService:
                 logger.exception("CI run #%d could not be run", run_id)
 
 
-# the trigger URL --------------------------------------------------------------------------------
-
-
-class TriggerHandler:
-    """``POST /ci/trigger/<name>[?ref=REF]`` with ``Authorization: Bearer <ci_token>`` queues runs."""
-
-    def __init__(self, service: CIService, token: str | None) -> None:
-        self.service = service
-        self.token = token
-
-    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        parts = str(environ.get("PATH_INFO", "")).split("/")
-        if len(parts) != 4 or parts[2] != "trigger" or not parts[3]:
-            raise NotFound("no such path; trigger a CI run with POST /ci/trigger/<name>")
-        _drain(environ)
-        if self.token is None:
-            raise AuthError("the CI trigger is off: set ci_token in the config")
-        sent = _sent_token(environ)
-        if sent is None:
-            raise AuthError("send the CI token: 'Authorization: Bearer <ci_token>' or 'X-Nestegg-Token'")
-        if not hmac.compare_digest(sent.encode(), self.token.encode()):
-            raise AuthError("wrong CI token")
-        query = parse_qs(str(environ.get("QUERY_STRING", "")))
-        refs = query.get("ref")
-        runs = self.service.trigger(parts[3], refs[-1] if refs else None)
-        prefix = str(environ.get("SCRIPT_NAME", "")).rstrip("/")
-        body = json.dumps(
-            {
-                "project": runs[0].project if runs else canonicalize_name(parts[3]),
-                "runs": [
-                    {
-                        "id": run.id,
-                        "ref": run.ref,
-                        "outcome": run.outcome,
-                        "url": f"{prefix}/ui/ci/{run.project}/{run.id}",
-                    }
-                    for run in runs
-                ],
-            }
-        ).encode()
-        start_response(
-            "202 Accepted",
-            [
-                ("Content-Type", "application/json"),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "no-store"),
-            ],
-        )
-        return [body]
-
-
-def _sent_token(environ: Environ) -> str | None:
-    header = str(environ.get("HTTP_AUTHORIZATION", ""))
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    token = str(environ.get("HTTP_X_NESTEGG_TOKEN", "")).strip()
-    return token or None
-
-
-def _drain(environ: Environ, limit: int = 64 * 1024) -> None:
-    """Read (and ignore) a small request body, so that keep-alive connections stay in step."""
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    if 0 < length <= limit:
-        with contextlib.suppress(OSError):
-            environ["wsgi.input"].read(length)
-
-
-# wiring -----------------------------------------------------------------------------------------
-
-
-def install(app: NesteggApp, config: Config) -> CIService | None:
-    """Add CI to ``app``: the trigger URL, and polling and runs as a service of the server."""
+def service(config: Config, *, index_url: Callable[[], str]) -> CIService | None:
+    """CI of ``config``'s source builds, to run while the mirror serves (its URL: ``index_url()``);
+    None when no source build has a ``ci`` entry and no trigger token is set."""
     if not config.source_builds or not (config.ci_token or any(b.ci for b in config.source_builds)):
         return None
     store = RunStore(config.nestegg_dir)
-    runner = Runner(config, store, index_url=_index_url(app.repository, config))
-    service = CIService(config, store, runner)
-    app.services.append(service)
-    app.post_routes["ci"] = TriggerHandler(service, config.ci_token)
-    return service
-
-
-def _index_url(repository: Repository, config: Config) -> Callable[[], str]:
-    return lambda: mirror_index_url(repository, config)
-
-
-# the command line -------------------------------------------------------------------------------
-
-
-def add_commands(commands: Any) -> None:
-    parser = commands.add_parser(
-        "ci",
-        help="run the tests of source builds now and record the runs",
-        description="Run the tests of the named source builds (default: those with a 'ci' entry) at the "
-        "head of each watched branch or tag, through a mirror started for the purpose, and record the runs "
-        "in the history the web interface shows.",
-    )
-    parser.add_argument("names", nargs="*", metavar="NAME", help="source builds to test")
-    parser.add_argument("--ref", help="test this watched branch or tag only")
-    parser.add_argument(
-        "--new", action="store_true", help="only test commits that have no run yet (for cron jobs)"
-    )
-    parser.set_defaults(func=_ci_command)
-
-
-def _ci_command(args: argparse.Namespace) -> int:
-    from nestegg_core.cli import config_from  # noqa: PLC0415 - the cli imports the modules that add commands
-    from nestegg_core.serve.server import Mirror  # noqa: PLC0415 - the server imports the app, which imports this
-
-    config = config_from(args)
-    builds = {b.name: b for b in config.source_builds}
-    if args.names:
-        chosen = []
-        for name in args.names:
-            build = builds.get(canonicalize_name(name)) if is_valid_name(name) else None
-            if build is None:
-                raise NotFound(
-                    f"{name!r} is not a source build (source builds: {', '.join(builds) or 'none'})"
-                )
-            chosen.append(build)
-    else:
-        chosen = [b for b in config.source_builds if b.ci is not None]
-        if not chosen:
-            raise BadRequest("no source build has a 'ci' entry: name the builds to test")
-    # the mirror the runs install from; it neither polls nor offers the trigger
-    served = config.with_changes(
-        port=0,
-        host="127.0.0.1",
-        ci_token=None,
-        source_builds=tuple(replace(b, ci=None) for b in config.source_builds),
-    )
-    for build in chosen:
-        if args.ref and args.ref not in watched(build):
-            raise BadRequest(
-                f"ref {args.ref!r} is not watched by {build.name!r} (watched: {', '.join(watched(build))})"
-            )
-    store = RunStore(config.nestegg_dir)
-    failures = 0
-    with Mirror(served) as mirror:
-        runner = Runner(config, store, index_url=lambda: mirror.index_url)
-        try:
-            for build in chosen:
-                for ref in [args.ref] if args.ref else watched(build):
-                    commit = None
-                    if args.new:
-                        commit = remote_head(build, ref)
-                        if store.tested(build.name, ref, commit):
-                            print(f"{build.name} {ref} {commit[:12]}: tested before")
-                            continue
-                    run, _ = store.queue(build.name, ref, commit, "cli")
-                    done = runner.run(run, build)
-                    envs = " ".join(f"{env.name}:{env.outcome}" for env in done.envs)
-                    print(
-                        f"{build.name} {ref} {(done.commit or '?')[:12]}: {done.outcome} in "
-                        f"{done.duration or 0:.1f}s (run #{done.id}) {envs} {done.message}".rstrip()
-                    )
-                    failures += done.outcome != PASSED
-        finally:
-            store.close()
-    return 1 if failures else 0
+    return CIService(config, store, Runner(config, store, index_url=index_url))

@@ -45,7 +45,7 @@ from nestegg_core.urls import mask_text
 from .vcs import VCS, Transcript, backend
 
 if TYPE_CHECKING:
-    from nestegg_core.index.repository import Repository
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -82,16 +82,6 @@ class BuildOutcome:
         return f"{head}: {self.status}{log}: {self.message}"
 
 
-def install(repository: Repository, config: Config) -> None:
-    """Build ``config``'s source builds on demand, before their pages are read."""
-    if not config.source_builds:
-        return
-    builder = SourceBuilder(
-        config, repository.private, index_url=lambda: mirror_index_url(repository, config)
-    )
-    repository.before_private = builder.ensure
-
-
 def find_source_build(config: Config, name: str) -> SourceBuild:
     """The source build ``name`` (any spelling) of ``config``; :class:`NotFound` naming the known ones."""
     wanted = canonicalize_name(name)
@@ -101,17 +91,6 @@ def find_source_build(config: Config, name: str) -> SourceBuild:
     where = f" in {config.source}" if config.source else ""
     known = ", ".join(sorted(b.name for b in config.source_builds)) or "none"
     raise NotFound(f"{name!r} is not a source build{where} (source builds: {known})")
-
-
-def mirror_index_url(repository: Repository, config: Config) -> str:
-    """Where the build environment finds this mirror: as served (Mirror sets it), else as configured."""
-    if repository.index_url:
-        return repository.index_url
-    if config.port == 0:
-        raise BuildError("cannot build: the mirror's own URL is unknown (it listens on port 0)")
-    host = config.host if config.host not in ("", "0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{config.port}/simple/"
 
 
 class SourceBuilder:

@@ -1,41 +1,38 @@
 """The ``nestegg`` command (also ``python -m nestegg_core``).
 
 Each concern registers its sub-commands in :data:`COMMANDS`: the command's name and the module
-whose ``add_commands(subparsers)`` adds it; a sub-command parser sets ``func`` (``(args) -> int``)
-as default. Only the module of the command given is imported: ``serve``, the command that must
-start fast and stay small, loads none but upkeep, which the server itself uses (``ci`` alone
-would bring builds, git and sqlite).
+whose ``add_commands(subparsers)`` adds it; a sub-command parser sets ``func`` as default: called
+with the parsed arguments and the config they name, it returns the exit code. Only the module
+of the command given is imported: ``serve``, the command that must start fast and stay small,
+loads no other command's module (``ci`` alone would bring builds, git and sqlite).
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from nestegg_core._version import __version__
 from nestegg_core.config.config import Config, load_config
 from nestegg_core.errors import NesteggError
-from nestegg_core.serve.server import Mirror, describe
-from nestegg_core.storage.store import write_atomic
 
 logger = logging.getLogger(__name__)
 
-#: sub-commands by name, and the module that adds each (``serve`` is here)
+#: sub-commands by name, and the module that adds each
 COMMANDS: dict[str, str] = {
+    "serve": "nestegg_core.cli.serve",
     "build": "nestegg_core.cli.manage",
     "list": "nestegg_core.cli.manage",
     "remove": "nestegg_core.cli.manage",
     "yank": "nestegg_core.cli.manage",
     "passwd": "nestegg_core.cli.manage",
-    "prune": "nestegg_core.storage.usage",
+    "prune": "nestegg_core.cli.prune",
     "export": "nestegg_core.cli.export",
-    "ci": "nestegg_core.builds.ci",
+    "ci": "nestegg_core.cli.ci",
 }
 
 
@@ -43,11 +40,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or, given a command's name, of that one alone."""
     parser = _global_parser()
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = commands.add_parser("serve", help="run the mirror (the default command)")
-    _add_serve_options(serve)
-    serve.set_defaults(func=_serve)
-    if command == "serve":
-        return parser
     if command in COMMANDS:
         importlib.import_module(COMMANDS[command]).add_commands(commands)
     else:  # help, or an unknown command to report with the list of known ones
@@ -77,23 +69,6 @@ def _global_parser(
     )
     parser.add_argument("--offline", action="store_true", default=None, help="never ask the upstream")
     return parser
-
-
-def _add_serve_options(serve: argparse.ArgumentParser) -> None:
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 7654; 0 picks a free one)")
-    serve.add_argument("--threads", type=int, help="worker threads (default 16)")
-    serve.add_argument(
-        "--compatible-only",
-        action="store_true",
-        default=None,
-        help="list to pip only the files that fit its interpreter and platform (compatible_only)",
-    )
-    serve.add_argument(
-        "--port-file",
-        metavar="FILE",
-        help="once listening, write the port to FILE (for scripts that start it with --port 0)",
-    )
 
 
 def command_of(argv: Sequence[str]) -> str | None:
@@ -153,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args([*argv, "serve"])
     undo = _configure_logging(args.verbose, args.quiet)
     try:
-        return int(args.func(args))
+        return int(args.func(args, config_from(args)))
     except NesteggError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -161,49 +136,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         undo()
-
-
-def _serve(args: argparse.Namespace) -> int:
-    _tune_malloc()
-    mirror = Mirror(config_from(args)).bind()
-    logger.info("%s", describe(mirror))
-    if args.port_file:
-        # atomically: a reader polling for the file never sees it empty
-        write_atomic(Path(args.port_file).absolute(), f"{mirror.port}\n".encode())
-    mirror.serve_forever()
-    logger.info("nestegg stopped")
-    return 0
-
-
-def _tune_malloc() -> None:
-    """Set glibc's malloc for a server of 16 threads that moves pages of megabytes.
-
-    By default each thread may get a heap of its own, each keeping what was freed in it, so the
-    text and model of every large page parsed stay resident somewhere: two heaps take the
-    benchmark's pip workload from 131 to 78 MB at its peak. Blocks up to 32 MiB come from those
-    heaps rather than fresh mappings: a lower mmap threshold (256 KiB) made 16 concurrent
-    downloads of one wheel take 1.7 s instead of 0.7 s, and 1 MiB raised the p99 of warm pages
-    at 8 clients from 11-13 to 17-21 ms, when waitress still read 4 MiB at a time. Free memory
-    above 1 MiB at the top of a heap goes back to the system (glibc's default: 128 KiB; ours
-    had kept 32 MiB): the benchmark's peak fell from 74 to 70 MB with no change in the p99.
-    Done by the command, not the library: it is the whole process's setting.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return  # not glibc (musl has no arenas to tune)
-    mallopt(_M_ARENA_MAX, 2)
-    mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
-    mallopt(_M_TRIM_THRESHOLD, 1024 * 1024)
-
-
-# <malloc.h>
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-_M_ARENA_MAX = -8
 
 
 class LogFormatter(logging.Formatter):

@@ -40,8 +40,6 @@ from nestegg_core.simple.models import DistFile, ProjectPage, parse_specifier, p
 from nestegg_core.simple.render import HTML_V1, JSON_V1, render_index, render_project
 from nestegg_core.storage.store import atomic_file, check_filename, open_read, sha256_file, write_atomic
 
-from . import config_from
-
 logger = logging.getLogger(__name__)
 
 #: files to export: (project, filename) to the record to list and the file to copy
@@ -272,8 +270,7 @@ def add_commands(commands: Any) -> None:
     parser.set_defaults(func=_export_command)
 
 
-def _export_command(args: argparse.Namespace) -> int:
-    config = config_from(args)
+def _export_command(args: argparse.Namespace, config: Config) -> int:
     requirements = Path(args.requirements) if args.requirements else None
     result = export(config, Path(args.dest), projects=args.project, requirements=requirements,
                     pip_args=args.pip_arg)  # fmt: skip

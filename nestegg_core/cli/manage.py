@@ -24,18 +24,16 @@ from nestegg_core.serve.server import Mirror
 from nestegg_core.simple.models import DistFile, parse_version
 from nestegg_core.storage.private import PrivateStore
 
-from . import config_from
-
 
 def add_commands(commands: Any) -> None:
     """Add the subcommands to the ``nestegg`` parser's subparsers."""
     build = commands.add_parser("build", help="build source builds now (default: all of them)")
     build.add_argument("names", nargs="*", metavar="NAME", help="source build projects to build")
-    build.set_defaults(func=_run)
+    build.set_defaults(func=run)
 
     listing = commands.add_parser("list", help="list private projects, or the files of one")
     listing.add_argument("name", nargs="?", metavar="NAME", help="the project whose files to list")
-    listing.set_defaults(func=_run)
+    listing.set_defaults(func=run)
 
     remove = commands.add_parser("remove", help="remove a private file, or every file of a version")
     _add_target(remove)
@@ -58,18 +56,14 @@ def add_commands(commands: Any) -> None:
         action="store_true",
         help="make a random token naming USER as the password and print it (sent as user __token__)",
     )
-    passwd.set_defaults(func=_run)
+    passwd.set_defaults(func=run)
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", metavar="NAME", help="the private project")
     parser.add_argument("filename", nargs="?", metavar="FILENAME", help="one file of it")
     parser.add_argument("--version", dest="target_version", metavar="V", help="every file of version V")
-    parser.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    return run(args, config_from(args))
+    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:

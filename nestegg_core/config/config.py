@@ -139,6 +139,12 @@ class Config:
     def with_changes(self, **changes: Any) -> Config:
         return replace(self, **changes)
 
+    def without_ci(self) -> Config:
+        """This config with no CI (no polling, no trigger URL): for a mirror that serves one run."""
+        return replace(
+            self, ci_token=None, source_builds=tuple(replace(b, ci=None) for b in self.source_builds)
+        )
+
     @property
     def upstream_url(self) -> str:
         """The upstream index URL with a trailing slash: configured, else the one pip uses."""

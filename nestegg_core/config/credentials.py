@@ -1,4 +1,4 @@
-"""Credentials: a file of ``user:hash`` lines, Basic auth checks, and the read guard.
+"""Credentials: a file of ``user:hash`` lines, its password hashes, and tokens.
 
 The file (``credentials_file`` in the config) holds one line per user::
 
@@ -26,25 +26,14 @@ import secrets
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from packaging.utils import NormalizedName, canonicalize_name
-
-from nestegg_core.errors import AuthError, ConfigError
-from nestegg_core.simple.models import is_normalized
-
-from .config import Config
-
-if TYPE_CHECKING:
-    from nestegg_core.http.app import NesteggApp
+from nestegg_core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 #: the user name twine and uv send with an API token
 TOKEN_USER = "__token__"  # noqa: S105 - a user name, not a password
-REALM = "nestegg"
 
 # scrypt at n=2**14, r=8: about 16 MiB and some tens of milliseconds per check
 _SCRYPT_N = 2**14
@@ -59,9 +48,6 @@ NOT_A_TOKEN = (
     f"the password sent with {TOKEN_USER} is not a nestegg token: make one with "
     "'nestegg passwd USER --generate', or log in with your user name"
 )
-
-Environ = dict[str, Any]
-StartResponse = Callable[..., Any]
 
 
 def hash_password(password: str, *, n: int = _SCRYPT_N, r: int = _SCRYPT_R, p: int = _SCRYPT_P) -> str:
@@ -189,14 +175,6 @@ class Credentials:
                 self._verified.popitem(last=False)
         return user
 
-    def check_environ(self, environ: Environ) -> str | None:
-        """The user whose valid Basic credentials ``environ`` carries (for a token, the user it
-        names), else None."""
-        sent = basic_credentials(environ)
-        if sent is None:
-            return None
-        return self.user_of(*sent)
-
 
 _DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
@@ -207,22 +185,6 @@ def refusal(sent: tuple[str, str]) -> str:
     if user == TOKEN_USER and token_user(password) is None:
         return NOT_A_TOKEN
     return f"invalid credentials for user {user!r}"
-
-
-def basic_credentials(environ: Environ) -> tuple[str, str] | None:
-    """The user and password of an ``Authorization: Basic`` header, or None."""
-    header = environ.get("HTTP_AUTHORIZATION", "")
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "basic" or not value:
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    if not sep:
-        return None
-    return user, password
 
 
 def read_credentials(path: Path) -> dict[str, str]:
@@ -286,96 +248,3 @@ def set_password(path: Path, user: str, password: str | None) -> bool:
             os.unlink(tmp)
         raise
     return existed
-
-
-def require_upload_user(credentials: Credentials | None, environ: Environ) -> str:
-    """The user allowed to upload by ``environ``'s credentials, else :class:`AuthError` (403)."""
-    credentials, sent = upload_credentials(credentials, environ)
-    user = credentials.user_of(*sent)
-    if user is None:
-        raise AuthError(refusal(sent))
-    return user
-
-
-def upload_credentials(
-    credentials: Credentials | None, environ: Environ
-) -> tuple[Credentials, tuple[str, str]]:
-    """The checks of :func:`require_upload_user` that cost nothing (no password check): the
-    credentials to check against and the user and password sent, else :class:`AuthError`."""
-    if credentials is None:
-        raise AuthError(
-            "uploads are disabled: set credentials_file in nestegg.yml and add a user with "
-            "'nestegg passwd USER'"
-        )
-    sent = basic_credentials(environ)
-    if sent is None:
-        raise AuthError("uploads need credentials: send a user and password (or __token__ and a token)")
-    return credentials, sent
-
-
-def install(app: NesteggApp, config: Config) -> None:
-    """With ``private_read_auth``, make ``app`` ask for credentials before private projects."""
-    if not config.private_read_auth:
-        return
-    private = app.repository.private
-    credentials = None if config.credentials_file is None else Credentials(config.credentials_file)
-    if credentials is None:
-        logger.warning(
-            "private_read_auth is on but no credentials_file is set: private projects are unreadable"
-        )
-    app.guard = ReadGuard(
-        credentials,
-        lambda name: private.is_private(NormalizedName(name)) or private.is_merged(NormalizedName(name)),
-    )
-
-
-class ReadGuard:
-    """Asks for credentials (401) before private projects' pages and files are served.
-
-    Set as :attr:`NesteggApp.guard`: called with each GET/HEAD request, it answers those it
-    refuses and returns None for the rest.
-    """
-
-    def __init__(self, credentials: Credentials | None, is_protected: Callable[[str], bool]) -> None:
-        self.credentials = credentials
-        self.is_protected = is_protected
-
-    def visible(self, environ: Environ) -> Callable[[str], bool]:
-        """Which project names ``environ``'s request may see listed (the root index, the web UI)."""
-        if self.credentials is not None and self.credentials.check_environ(environ) is not None:
-            return lambda _name: True
-        return lambda name: not self.is_protected(name)
-
-    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes] | None:
-        name = _project_of_path(environ.get("PATH_INFO", ""))
-        if name is None or not self.is_protected(name):
-            return None
-        if self.credentials is not None and self.credentials.check_environ(environ) is not None:
-            return None
-        sent = basic_credentials(environ)
-        if self.credentials is None:
-            message = "private projects need credentials, but no credentials_file is configured"
-        elif sent is None:
-            message = f"project {name!r} is private: send credentials"
-        else:
-            message = refusal(sent)
-        body = (message + "\n").encode()
-        start_response(
-            "401 Unauthorized",
-            [
-                ("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "no-store"),
-            ],
-        )
-        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
-
-
-def _project_of_path(path: str) -> str | None:
-    """The normalized project a ``/simple/<name>/`` or ``/files/<name>/...`` path is about."""
-    parts = path.split("/")
-    if len(parts) >= 3 and parts[1] in ("simple", "files") and parts[2]:
-        name = parts[2] if is_normalized(parts[2]) else canonicalize_name(parts[2])
-        return name if is_normalized(name) else None
-    return None

@@ -18,16 +18,15 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import multipart
 from packaging.utils import canonicalize_name
 
-from nestegg_core.config.config import Config
-from nestegg_core.config.credentials import Credentials, refusal, require_upload_user, upload_credentials
+from nestegg_core.config.credentials import Credentials, refusal
 from nestegg_core.errors import (
     AuthError,
     InsufficientStorage,
@@ -42,45 +41,18 @@ from nestegg_core.simple.models import is_valid_name, parse_version
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.storage.store import temp_file
 
-if TYPE_CHECKING:
-    from .app import NesteggApp
+from .answers import status_line
+from .auth import require_upload_user, upload_credentials
+from .types import Admission, Environ, StartResponse
 
 logger = logging.getLogger(__name__)
 
-Environ = dict[str, Any]
-StartResponse = Callable[..., Any]
 
 #: room for the form fields (description, classifiers, ...) besides the file itself
 FIELDS_ALLOWANCE = 4 * 1024 * 1024
 _CHUNK = 64 * 1024
 _FILETYPES = {"sdist": "an sdist", "bdist_wheel": "a wheel"}
 _DIGESTS = {"sha256_digest": "sha256", "blake2_256_digest": "blake2_256", "md5_digest": "md5"}
-
-
-def install(app: NesteggApp, config: Config) -> None:
-    """Accept uploads into ``app``'s private store (with credentials from ``config``)."""
-    credentials = None if config.credentials_file is None else Credentials(config.credentials_file)
-    app.upload = UploadHandler(
-        app.repository.private,
-        credentials=credentials,
-        tmp_dir=config.nestegg_dir / "tmp" / "uploads",
-        max_size=config.max_upload_size,
-        nest=config.nestegg_dir,
-    )
-
-
-@dataclass(frozen=True)
-class Admission:
-    """What a server that asks before it reads a request's body (ours: ``server.make_server``'s
-    ``gate``) does with the body."""
-
-    #: the most bytes of body it may read
-    limit: int
-    #: the answer to give at once, without reading the body (the connection is closed after it)
-    refusal: NesteggError | None = None
-    #: a check too slow for the server's event loop (a password's): run on a worker first; it
-    #: returns the refusal, or None to read the body
-    check: Callable[[], NesteggError | None] | None = None
 
 
 @dataclass
@@ -357,19 +329,12 @@ def _too_large(limit: int, size: int) -> str:
     return f"upload too large: {size} bytes is over the limit of {limit} bytes (max_upload_size)"
 
 
-def _reason(message: str) -> str:
-    # a reason phrase is one line of visible ASCII; keep it short enough for every client
-    text = " ".join(message.split())
-    text = text.encode("ascii", "replace").decode("ascii")
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
 def _answer(
     environ: Environ, start_response: StartResponse, status: int, reason: str, message: str
 ) -> Iterable[bytes]:
     body = (" ".join(message.split()) + "\n").encode()
     start_response(
-        f"{status} {_reason(reason)}",
+        status_line(status, reason),
         [
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(body))),

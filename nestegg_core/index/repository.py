@@ -37,7 +37,7 @@ from nestegg_core.simple.clients import ClientProfile, for_client
 from nestegg_core.simple.models import DistFile, ProjectPage, can_check
 from nestegg_core.simple.render import is_json, project_pieces, quote_filename, render_index, render_project
 from nestegg_core.storage import store as _store
-from nestegg_core.storage.counters import Counters, CountingFetcher
+from nestegg_core.storage.counters import Counters
 from nestegg_core.storage.generation import RECHECK
 from nestegg_core.storage.pagefiles import GZIP, PageFile, RenderedPages, compressor, disk_token, etag
 from nestegg_core.storage.private import PrivateStore
@@ -46,6 +46,7 @@ from nestegg_core.storage.usage import SizeLimit, mark_used
 from nestegg_core.urls import mask_url
 from nestegg_core.waits import blocking
 
+from .counting import CountingFetcher
 from .downloads import Download, Downloads
 from .mirror import MirrorIndex
 from .refresh import Refresher

@@ -16,10 +16,10 @@ import hashlib
 import logging
 import threading
 from collections.abc import Iterable
-from typing import Any
 
 from nestegg_core.errors import NotFound
-from nestegg_core.http.app import NesteggApp, StartResponse
+from nestegg_core.http.app import NesteggApp
+from nestegg_core.http.types import Environ, StartResponse
 from nestegg_core.index.repository import Repository
 from nestegg_core.urls import mask_url, normalize_index_url
 
@@ -45,7 +45,7 @@ class UpstreamMounts:
         self.refresh = False
         self._apps: dict[str, NesteggApp] = {}
         self._lock = threading.Lock()
-        mirror.nest.routes[PREFIX] = self._dispatch
+        mirror.nest.add_route(PREFIX, self._dispatch)
 
     def index_url(self, url: str) -> str:
         """The URL on the mirror that serves the index at ``url``, mounted on first use.
@@ -69,18 +69,17 @@ class UpstreamMounts:
         # uploads, builds and web pages are the mirror's own. One private store, one builder and
         # one read guard for every route: a private name never reaches any upstream, and is read
         # (or listed in the root index) under a mount only with the credentials it needs at /simple/
-        app = NesteggApp(repository)
-        app.guard = self.mirror.nest.guard
+        app = NesteggApp(repository, guard=self.mirror.nest.guard)
         repository.private = main.private
         repository.before_private = lambda name: main.before_private(name) if main.before_private else None
         if self.refresh:
             repository.mirror.refresh_all()
         # its pages made again in the background, stopped with the mirror
-        self.mirror.nest.services.append(repository.refresher)
+        self.mirror.nest.add_service(repository.refresher)
         self._apps[key] = app
         logger.info("mirroring %s at %s/%s/%s/simple/", mask_url(url), self.mirror.url, PREFIX, key)
 
-    def _dispatch(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def _dispatch(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         # PATH_INFO is /upstreams/<key>/<rest>; the app of <key> sees /<rest> under a longer SCRIPT_NAME
         parts = environ.get("PATH_INFO", "").split("/", 3)
         key = parts[2] if len(parts) > 2 else ""

@@ -11,7 +11,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -23,19 +23,18 @@ from waitress.utilities import Error, RequestEntityTooLarge
 
 from nestegg_core.config.config import Config
 from nestegg_core.errors import BodyTooLarge, NesteggError
-from nestegg_core.http.app import NesteggApp, create_app, status_line
-from nestegg_core.http.uploads import FIELDS_ALLOWANCE, Admission
+from nestegg_core.http.answers import status_line
+from nestegg_core.http.app import NesteggApp
+from nestegg_core.http.types import BodyGate, WSGIApp
+from nestegg_core.http.uploads import FIELDS_ALLOWANCE
 from nestegg_core.index.downloads import ClientGone
 from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import Fetcher
 from nestegg_core.urls import mask_url
 from nestegg_core.waits import blocking
 
+from .compose import compose
 from .pacing import PacedDispatcher
-
-WSGIApp = Callable[..., Iterable[bytes]]
-#: asked once a request's headers are in, before a byte of its body is read (``NesteggApp.admit``)
-BodyGate = Callable[[dict[str, Any]], Admission]
 
 logger = logging.getLogger(__name__)
 
@@ -67,19 +66,16 @@ class Mirror:
     ) -> None:
         self.config = config
         self.repository = Repository(config, fetcher=fetcher)
-        self.app = create_app(config, repository=self.repository)
+        composition = compose(config, repository=self.repository)
+        #: the app under its middleware (access log, counters)
+        self.app = composition.wsgi
+        #: the app itself, to add routes and services to
+        self.nest: NesteggApp = composition.app
+        self._gate = composition.gate
         #: what waitress serves: the app, wrapped by ``middleware`` (tests inject faults there)
         self.served: WSGIApp = self.app if middleware is None else middleware(self.app)
         self._server: Any = None
         self._thread: threading.Thread | None = None
-
-    @property
-    def nest(self) -> NesteggApp:
-        """The app under its middleware (access log, counters), to add routes to."""
-        app: Any = self.app
-        while not isinstance(app, NesteggApp):
-            app = app.app
-        return app
 
     @property
     def port(self) -> int:
@@ -106,7 +102,7 @@ class Mirror:
         """Open the listening socket (raises :class:`NesteggError` if it cannot) without serving."""
         if self._server is None:
             self.repository.store.prepare()
-            self._server = make_server(self.served, self.config, gate=self.nest.admit)
+            self._server = make_server(self.served, self.config, gate=self._gate)
             self.repository.index_url = self.index_url
             self.nest.start_services()
         return self
@@ -167,7 +163,7 @@ def _close_all(server: Any) -> None:
             channel.close()
 
 
-def make_server(app: Callable[..., Iterable[bytes]], config: Config, *, gate: BodyGate | None = None) -> Any:
+def make_server(app: WSGIApp, config: Config, *, gate: BodyGate | None = None) -> Any:
     """A waitress server bound to the configured address; warns when that is not loopback.
 
     ``gate`` is asked before the body of each request is read: whether to read it, and how much.

@@ -11,19 +11,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
-from nestegg_core.errors import UnsafePath, UpstreamError
-from nestegg_core.index.upstream import Fetched, Fetcher, FileStream
+from nestegg_core.errors import UnsafePath
 
 from .store import make_folder, open_read, write_atomic
 
@@ -40,7 +37,6 @@ COUNTERS = {
 }
 #: seconds a process keeps counts in memory before adding them to the shared file
 FLUSH_AFTER = 1.0
-_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Counters:
@@ -110,133 +106,3 @@ class Counters:
                 if isinstance(data.get("counters"), dict) and isinstance(data.get("since"), (int, float)):
                     return dict(data)
         return {"since": time.time(), "counters": {}}
-
-
-# the WSGI side --------------------------------------------------------------------------------
-
-Environ = dict[str, Any]
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
-
-
-def answer(environ: Environ, start_response: StartResponse, counters: Counters) -> Iterable[bytes]:
-    """``/metrics``: JSON, or Prometheus' text format for ``?format=prometheus`` or a scraper."""
-    totals = counters.totals()
-    accept = environ.get("HTTP_ACCEPT", "")
-    query = environ.get("QUERY_STRING", "")
-    if "format=prometheus" in query.split("&") or "text/plain" in accept or "openmetrics" in accept:
-        body, media = prometheus_text(totals).encode(), _PROMETHEUS
-    else:
-        body, media = json.dumps({**totals, "pid": os.getpid()}).encode(), "application/json"
-    start_response(
-        "200 OK", [("Content-Type", media), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
-    )
-    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
-
-
-def prometheus_text(totals: dict[str, Any]) -> str:
-    """The counters in the Prometheus text exposition format (version 0.0.4)."""
-    lines = []
-    for name, description in COUNTERS.items():
-        metric = f"nestegg_{name}_total"
-        lines += [f"# HELP {metric} {description}", f"# TYPE {metric} counter", f"{metric} {totals[name]}"]
-    lines += [
-        "# HELP nestegg_metrics_since_seconds When the counters of this cache started (Unix time).",
-        "# TYPE nestegg_metrics_since_seconds gauge",
-        f"nestegg_metrics_since_seconds {totals['since']:.3f}",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-class CountBytes:
-    """WSGI middleware that adds the bytes of every response body to ``bytes_served``."""
-
-    def __init__(self, app: WSGIApp, counters: Counters) -> None:
-        self.app = app
-        self.counters = counters
-
-    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        length: list[int] = [0]
-
-        def recording(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            value = next((v for k, v in headers if k.lower() == "content-length"), "0")
-            length[0] = int(value) if value.isdigit() else 0
-            if exc_info is not None:
-                return start_response(status, headers, exc_info)
-            return start_response(status, headers)
-
-        result = self.app(environ, recording)
-        if isinstance(result, list):
-            self.counters.add("bytes_served", sum(len(chunk) for chunk in result))
-            return result
-        if type(result) is environ.get("wsgi.file_wrapper"):
-            # left whole for the server's sendfile path; it sends what Content-Length says
-            self.counters.add("bytes_served", length[0])
-            return result
-        return _Counted(result, self.counters)
-
-
-class _Counted:
-    """A streamed body whose bytes are counted as they go and added when the server closes it."""
-
-    def __init__(self, result: Iterable[bytes], counters: Counters) -> None:
-        self.result = result
-        self.counters = counters
-        self.sent = 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self.result:
-            self.sent += len(chunk)
-            yield chunk
-
-    def close(self) -> None:
-        try:
-            close = getattr(self.result, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self.counters.add("bytes_served", self.sent)
-
-
-# the upstream side ----------------------------------------------------------------------------
-
-
-class CountingFetcher:
-    """A :class:`Fetcher` that counts downloads and failures of the fetcher it wraps."""
-
-    def __init__(self, fetcher: Fetcher, counters: Counters) -> None:
-        self.fetcher = fetcher
-        self.counters = counters
-
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:
-        try:
-            return self.fetcher.project(name, etag=etag, last_modified=last_modified)
-        except UpstreamError:
-            self.counters.add("upstream_errors")
-            raise
-
-    def open(self, url: str) -> FileStream:
-        try:
-            stream = self.fetcher.open(url)
-        except UpstreamError:
-            self.counters.add("upstream_errors")
-            raise
-        self.counters.add("upstream_downloads")
-        return _CountingStream(stream, self.counters)
-
-
-class _CountingStream:
-    def __init__(self, stream: FileStream, counters: Counters) -> None:
-        self.stream = stream
-        self.size = stream.size
-        self.counters = counters
-
-    def chunks(self) -> Iterator[bytes]:
-        try:
-            yield from self.stream.chunks()
-        except UpstreamError:
-            self.counters.add("upstream_errors")
-            raise
-
-    def close(self) -> None:
-        self.stream.close()

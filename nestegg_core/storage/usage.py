@@ -1,4 +1,4 @@
-"""Cache upkeep: when cached files were last used, ``nestegg prune`` by age or size, the size limit.
+"""Cache upkeep: when cached files were last used, pruning by age or size, the size limit.
 
 A cached file's last use is the mtime of its record (``<filename>.json``), refreshed when the file is
 served and found older than :data:`USED_RESOLUTION` — one ``stat`` per hit and at most one ``utime``
@@ -17,20 +17,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 from filelock import Timeout as LockTimeout
 from packaging.utils import NormalizedName
 
-from nestegg_core.config.sizes import format_size, parse_size
-from nestegg_core.errors import NesteggError, UnsafePath
+from nestegg_core.errors import UnsafePath
 from nestegg_core.simple.models import DistFile, is_dist_filename, is_normalized
 
 from .store import CacheStore, make_folder, scan_below, unlink_below
-
-if TYPE_CHECKING:
-    import argparse
 
 logger = logging.getLogger(__name__)
 
@@ -280,54 +275,3 @@ class SizeLimit:
             return  # another process is pruning the nest right now
         with self._lock:
             self._estimate, self._measured = size, time.monotonic()
-
-
-# the command line ---------------------------------------------------------------------------------
-
-
-def add_commands(commands: Any) -> None:
-    """``nestegg prune``."""
-    prune_parser = commands.add_parser(
-        "prune", help="remove least recently used cached files (private files are never removed)"
-    )
-    prune_parser.add_argument(
-        "--max-size",
-        metavar="SIZE",
-        help="shrink the cache to SIZE (like 500M or 20G; default max_cache_size)",
-    )
-    prune_parser.add_argument(
-        "--older-than", metavar="DAYS", type=float, help="remove files not used for DAYS days"
-    )
-    prune_parser.add_argument("--dry-run", action="store_true", help="list what would go, remove nothing")
-    prune_parser.set_defaults(func=_prune_command)
-
-
-def _prune_command(args: argparse.Namespace) -> int:
-    from nestegg_core.cli import config_from  # noqa: PLC0415 - the CLI imports the commands' modules
-
-    config = config_from(args)
-    max_size = config.max_cache_size
-    if args.max_size is not None:
-        try:
-            max_size = parse_size(args.max_size)
-        except ValueError as exc:
-            raise NesteggError(f"--max-size: {exc}") from None
-    if args.older_than is not None and args.older_than < 0:
-        raise NesteggError(f"--older-than: expected a number of days >= 0, got {args.older_than!r}")
-    if max_size is None and args.older_than is None:
-        raise NesteggError(
-            "say what to prune: --max-size SIZE, --older-than DAYS, or max_cache_size in the config"
-        )
-    older_than = None if args.older_than is None else args.older_than * 86400
-    result = prune(config.nestegg_dir, max_size=max_size, older_than=older_than, dry_run=args.dry_run)
-    verb = "would remove" if args.dry_run else "removed"
-    for cached in result.removed if args.dry_run else ():
-        print(f"{cached.name}/{cached.filename} ({format_size(cached.size)}, last used {_ago(cached.used)})")
-    print(f"{verb} {len(result.removed)} files ({format_size(result.freed)}); "
-          f"kept {result.kept} files ({format_size(result.size)})")  # fmt: skip
-    return 0
-
-
-def _ago(when: float) -> str:
-    days = (time.time() - when) / 86400
-    return f"{days:.1f} days ago" if days >= 1 else f"{days * 24:.1f} hours ago"

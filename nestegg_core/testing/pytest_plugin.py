@@ -26,8 +26,9 @@ from typing import Any
 import pytest
 
 from nestegg_core.config.config import Config, load_config
+from nestegg_core.http.types import WSGIApp
 from nestegg_core.installers import installer_env
-from nestegg_core.serve.server import Mirror, WSGIApp
+from nestegg_core.serve.server import Mirror
 from nestegg_core.simple.models import DistFile
 
 from .dists import PackageSpec, make_sdist, make_wheel

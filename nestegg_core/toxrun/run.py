@@ -38,9 +38,9 @@ from pathlib import Path
 from nestegg_core.builds.sources import BuildOutcome, SourceBuilder
 from nestegg_core.config.config import DEFAULT_HOST, Config, load_config, pip_config_value
 from nestegg_core.errors import NesteggError
-from nestegg_core.index.refresh import Refresher
+from nestegg_core.http.types import WSGIApp
 from nestegg_core.serve.mounts import UpstreamMounts
-from nestegg_core.serve.server import Mirror, WSGIApp, describe
+from nestegg_core.serve.server import Mirror, describe
 from nestegg_core.storage.store import write_atomic
 from nestegg_core.urls import mask_url
 
@@ -339,10 +339,9 @@ class ToxRun:
             self._quiet("nestegg_core.access", logging.WARNING)
         error: NesteggError | None = None
         for port in port_candidates(self.work_dir, read_port(self.port_file)):
-            mirror = Mirror(self.config.with_changes(port=port), middleware=self._middleware)
-            # no CI polling nor cache upkeep: this mirror lives for one tox run; pages a run's
+            # no CI polling nor trigger: this mirror lives for one tox run; pages a run's
             # downloads made stale are still made again, for the next run
-            mirror.nest.services[:] = [s for s in mirror.nest.services if isinstance(s, Refresher)]
+            mirror = Mirror(self.config.without_ci().with_changes(port=port), middleware=self._middleware)
             try:
                 mirror.start()
             except NesteggError as exc:

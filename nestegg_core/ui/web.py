@@ -39,7 +39,6 @@ from packaging.version import Version
 from nestegg_core._version import __version__
 from nestegg_core.builds.runs import Run, RunStore
 from nestegg_core.config.config import Config, SourceBuild
-from nestegg_core.config.credentials import ReadGuard
 from nestegg_core.errors import BadRequest, NotFound
 from nestegg_core.simple.models import DistFile, format_time, is_valid_name, parse_version
 from nestegg_core.storage.pagestate import PageState
@@ -48,7 +47,7 @@ from nestegg_core.urls import mask_text
 from . import pages as webpages
 
 if TYPE_CHECKING:
-    from nestegg_core.http.app import Environ, NesteggApp, StartResponse
+    from nestegg_core.http.types import Environ, ReadGuard, StartResponse
     from nestegg_core.index.repository import Repository
 
 PREFIX = "ui"
@@ -58,14 +57,6 @@ MAX_PER_PAGE = 500
 _SUMMARY_CACHE = 8192
 #: what the kinds of project are called: only private files, private files over the mirror's, mirrored
 PRIVATE, MERGED, MIRROR = "private", "private+mirror", "mirror"
-
-
-def install(app: NesteggApp, config: Config) -> WebUI:
-    """Serve the web interface of ``app`` under ``/ui/``, with ``/`` redirecting there."""
-    ui = WebUI(app, config)
-    app.routes[PREFIX] = ui
-    app.routes[""] = ui.root
-    return ui
 
 
 # what the pages show ----------------------------------------------------------------------------
@@ -252,11 +243,12 @@ class _Request:
 class WebUI:
     """The WSGI handler of ``/ui/...`` (registered as the app's ``ui`` route)."""
 
-    def __init__(self, app: NesteggApp, config: Config) -> None:
-        self.app = app
+    def __init__(self, repository: Repository, config: Config, *, guard: ReadGuard | None = None) -> None:
         self.config = config
-        self.repository = app.repository
-        self.index = ProjectIndex(app.repository, config)
+        self.repository = repository
+        #: the app's read guard: private projects ask for credentials here too
+        self.guard = guard
+        self.index = ProjectIndex(repository, config)
         self.runs = RunStore(config.nestegg_dir)
         self.builds: dict[str, SourceBuild] = {build.name: build for build in config.source_builds}
         self._summaries: OrderedDict[str, tuple[tuple[int, ...], Summary]] = OrderedDict()
@@ -558,16 +550,11 @@ class WebUI:
 
     def _visible(self, environ: Environ) -> Callable[[str], bool]:
         """Which names this request may see: with ``private_read_auth``, private ones need credentials."""
-        guard = self.app.guard
-        if not isinstance(guard, ReadGuard):
-            return _everyone
-        if guard.credentials is not None and guard.credentials.check_environ(environ) is not None:
-            return _everyone
-        return lambda name: not guard.is_protected(name)
+        return _everyone if self.guard is None else self.guard.visible(environ)
 
     def _refused(self, request: _Request, name: str) -> Iterable[bytes] | None:
         """The read guard's answer (401) when ``name`` is private and the request has no credentials."""
-        guard = self.app.guard
+        guard = self.guard
         if guard is None:
             return None
         probe = dict(request.environ, PATH_INFO=f"/simple/{name}/")
