@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from nestegg_core import Config, Mirror
-from nestegg_core.serve.server import WSGIApp
+from nestegg_core.http.types import WSGIApp
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 

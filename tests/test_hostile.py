@@ -27,7 +27,7 @@ from nestegg_core import Config, Mirror
 from nestegg_core.cli import main
 from nestegg_core.cli.export import export
 from nestegg_core.config.credentials import NOT_A_TOKEN, Credentials, set_password
-from nestegg_core.serve import server as serving
+from nestegg_core.serve import _waitress as serving
 from nestegg_core.serve.mounts import UpstreamMounts
 from nestegg_core.serve.server import describe, make_server
 from nestegg_core.simple.distmeta import wheel_metadata

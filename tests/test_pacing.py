@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from nestegg_core.serve.pacing import PacedDispatcher
+from nestegg_core.serve._waitress import PacedDispatcher
 from nestegg_core.waits import blocking
 
 
