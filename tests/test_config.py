@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from nestegg_core.config.config import Config, load_config, pip_index_url
+from nestegg_core.config.config import Config, load_config
+from nestegg_core.config.pipindex import pip_index_url
 from nestegg_core.errors import ConfigError
 
 SEED = """\

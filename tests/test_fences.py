@@ -22,6 +22,8 @@ from waitress.server import create_server
 from waitress.task import ThreadedTaskDispatcher, WSGITask
 from waitress.utilities import Error
 
+from nestegg_core.config._pip import default_index
+
 from .conftest import MirrorFactory
 
 waitress_version = version("waitress")
@@ -112,3 +114,17 @@ def test_waitress_still_takes_a_dispatcher_and_has_the_server_state_nestegg_uses
     waitress_server: Any = make_mirror()._server
     for name in ("_map", "trigger", "task_dispatcher", "effective_port", "channel_class"):
         assert hasattr(waitress_server, name), f"waitress {waitress_version}: its server has no {name!r}"
+
+
+# pip ------------------------------------------------------------------------------------------
+
+
+def test_pip_still_has_its_default_index_where_nestegg_reads_it() -> None:
+    # nestegg_core.config._pip: the upstream when nothing names one
+    pip_version = version("pip")
+    try:
+        from pip._internal.models.index import PyPI  # noqa: PLC0415 - the fenced internal itself
+    except ImportError as exc:
+        pytest.fail(f"pip {pip_version}: pip._internal.models.index.PyPI is gone ({exc})")
+    assert str(PyPI.simple_url).startswith("https://"), f"pip {pip_version}: PyPI.simple_url changed"
+    assert default_index() == PyPI.simple_url

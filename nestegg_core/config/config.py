@@ -5,12 +5,10 @@ Nothing is read at import time; :func:`load_config` reads and validates, :class:
 
 from __future__ import annotations
 
-import configparser
 import math
 import os
 import re
 import shlex
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -24,6 +22,7 @@ from nestegg_core.errors import ConfigError
 from nestegg_core.simple.models import is_valid_name, parse_version
 from nestegg_core.urls import mask_url
 
+from .pipindex import pip_index_url
 from .sizes import parse_size
 
 CONFIG_NAME = "nestegg.yml"
@@ -460,69 +459,6 @@ def _describe(value: Any) -> str:
     if value is None:
         return "nothing"
     return f"{type(value).__name__} {value!r}"
-
-
-def pip_index_url(environ: Mapping[str, str] | None = None) -> str:
-    """The index URL pip would use: ``PIP_INDEX_URL``, pip's config files, else pip's default.
-
-    The config files are read in pip's order (site-wide, user, the interpreter's, ``PIP_CONFIG_FILE``),
-    later ones winning and an ``[install]`` section over ``[global]``; ``PIP_CONFIG_FILE`` set to
-    the null device turns them all off, as in pip.
-    """
-    env = os.environ if environ is None else environ
-    if env.get("PIP_INDEX_URL"):
-        return env["PIP_INDEX_URL"]
-    return pip_config_value("index-url", env) or _pip_default_index()
-
-
-def pip_config_value(option: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """The value of ``option`` (like ``extra-index-url``) in pip's config files, or None.
-
-    Files and sections are read as :func:`pip_index_url` describes; environment variables are
-    not looked at.
-    """
-    env = os.environ if environ is None else environ
-    found = None
-    for path in _pip_config_files(env):
-        parser = configparser.RawConfigParser()
-        try:
-            parser.read(path, encoding="utf-8")
-        except (configparser.Error, UnicodeDecodeError):
-            continue
-        for section in ("global", "install"):
-            if parser.has_section(section):
-                for key, value in parser.items(section):
-                    if key.replace("_", "-") == option and value.strip():
-                        found = value.strip()
-    return found
-
-
-def _pip_config_files(env: Mapping[str, str]) -> list[str]:
-    env_file = env.get("PIP_CONFIG_FILE")
-    if env_file == os.devnull:
-        return []
-    xdg_dirs = env.get("XDG_CONFIG_DIRS") or "/etc/xdg"
-    files = [os.path.join(d, "pip", "pip.conf") for d in xdg_dirs.split(os.pathsep) if d]
-    files.append("/etc/pip.conf")
-    home = Path(env.get("HOME") or Path.home())
-    files.append(str(home / ".pip" / "pip.conf"))
-    xdg_home = env.get("XDG_CONFIG_HOME") or str(home / ".config")
-    files.append(os.path.join(xdg_home, "pip", "pip.conf"))
-    files.append(os.path.join(sys.prefix, "pip.conf"))
-    if env_file:
-        files.append(env_file)
-    return [f for f in files if os.path.isfile(f)]
-
-
-def _pip_default_index() -> str:
-    # pip's own built-in default, read from pip so that no index host is written in nestegg
-    try:
-        from pip._internal.models.index import PyPI  # noqa: PLC0415
-    except ImportError:
-        raise ConfigError(
-            "no upstream index: set index-url in nestegg.yml, pass --index-url, or set PIP_INDEX_URL"
-        ) from None
-    return str(PyPI.simple_url)
 
 
 def source_build_names(config: Config, *, private_only: bool = False) -> Sequence[NormalizedName]:

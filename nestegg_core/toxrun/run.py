@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nestegg_core.builds.sources import BuildOutcome, SourceBuilder
-from nestegg_core.config.config import DEFAULT_HOST, Config, load_config, pip_config_value
+from nestegg_core.config.config import DEFAULT_HOST, Config, load_config
+from nestegg_core.config.pipindex import pip_config_value
 from nestegg_core.errors import NesteggError
 from nestegg_core.http.types import WSGIApp
 from nestegg_core.serve.mounts import UpstreamMounts
