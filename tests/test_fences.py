@@ -128,3 +128,22 @@ def test_pip_still_has_its_default_index_where_nestegg_reads_it() -> None:
         pytest.fail(f"pip {pip_version}: pip._internal.models.index.PyPI is gone ({exc})")
     assert str(PyPI.simple_url).startswith("https://"), f"pip {pip_version}: PyPI.simple_url changed"
     assert default_index() == PyPI.simple_url
+
+
+# tox ------------------------------------------------------------------------------------------
+
+
+def test_tox_still_runs_the_command_handler_the_plugin_wraps() -> None:
+    # nestegg_core.toxrun._tox: the mirror runs around state._options.cmd_handlers[command]
+    import tox.run  # noqa: PLC0415 - tox's own modules, read for what they do
+    from tox.config.cli.parse import Options  # noqa: PLC0415
+    from tox.session.state import State  # noqa: PLC0415
+
+    tox_version = version("tox")
+    assert "cmd_handlers" in Options.__annotations__, f"tox {tox_version}: Options has no cmd_handlers"
+    assert "self._options = options" in inspect.getsource(State.__init__), (
+        f"tox {tox_version}: State keeps its options elsewhere than _options"
+    )
+    assert "state._options.cmd_handlers[state.conf.options.command]" in inspect.getsource(tox.run), (
+        f"tox {tox_version}: tox.run no longer runs state._options.cmd_handlers[command]"
+    )

@@ -18,16 +18,14 @@ from nestegg_core.toxrun.run import (
     PORT_FILE,
     STABLE_PORTS,
     Found,
-    Settings,
     ToxRun,
-    command_installs,
     found_settings,
     install_variables,
     load_tox_config,
     port_candidates,
     read_port,
-    resolve_settings,
 )
+from nestegg_core.toxrun.settings import Settings, command_installs, resolve_settings
 
 from .conftest import Faults
 

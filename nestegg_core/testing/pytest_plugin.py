@@ -21,23 +21,28 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from nestegg_core.config.config import Config, load_config
-from nestegg_core.http.types import WSGIApp
 from nestegg_core.installers import installer_env
-from nestegg_core.serve.server import Mirror
-from nestegg_core.simple.models import DistFile
 
-from .dists import PackageSpec, make_sdist, make_wheel
+if TYPE_CHECKING:
+    from nestegg_core.http.types import WSGIApp
+    from nestegg_core.serve.server import Mirror
+    from nestegg_core.simple.models import DistFile
+
+# The mirror (waitress, requests, the cache) is imported when a fixture makes one: every pytest
+# session of a machine with nestegg installed loads this plugin.
 
 
 class PrivateIndex:
     """A nestegg that serves only what is published into it (no upstream), on 127.0.0.1:0."""
 
     def __init__(self, root: Path, *, middleware: Callable[[WSGIApp], WSGIApp] | None = None) -> None:
+        from nestegg_core.config.config import Config  # noqa: PLC0415 - see the imports
+        from nestegg_core.serve.server import Mirror  # noqa: PLC0415
+
         self.root = root
         self.mirror = Mirror(
             Config(nestegg_dir=root / "nest", port=0, offline=True, index_url="http://127.0.0.1:9/"),
@@ -85,6 +90,8 @@ class PrivateIndex:
         :class:`nestegg_core.testing.dists.PackageSpec` (``summary``, ``files``, ``payload_size``,
         ``wheel_tag``).
         """
+        from .dists import PackageSpec, make_sdist, make_wheel  # noqa: PLC0415 - see the imports
+
         package = PackageSpec(
             name=name,
             version=version,
@@ -156,6 +163,9 @@ def nestegg_mirror(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Mirror]:
     """A caching mirror of the upstream that nestegg's config (or pip's) names, for the session."""
+    from nestegg_core.config.config import load_config  # noqa: PLC0415 - see the imports
+    from nestegg_core.serve.server import Mirror  # noqa: PLC0415
+
     cache_dir = request.config.getoption("--nestegg-cache-dir")
     config = load_config(
         nestegg_dir=Path(cache_dir) if cache_dir else tmp_path_factory.mktemp("nestegg-mirror"),

@@ -45,31 +45,27 @@ from nestegg_core.serve.server import Mirror, describe
 from nestegg_core.storage.store import write_atomic
 from nestegg_core.urls import mask_url
 
+from .settings import (
+    INDEX_VARIABLES,
+    PIP_EXTRA_INDEX_URL,
+    PIP_FIND_LINKS,
+    PIP_INDEX_URL,
+    UV_DEFAULT_INDEX,
+    UV_EXTRA_INDEX_URL,
+    UV_FIND_LINKS,
+    UV_INDEX,
+    UV_INDEX_URL,
+    Settings,
+)
+
 logger = logging.getLogger(__name__)
 
-#: tox sub-commands that create environments, as typed (argparse keeps aliases as typed)
-INSTALLING_COMMANDS = frozenset({"legacy", "le", "run", "r", "run-parallel", "p", "exec", "e", "devenv", "d"})
-#: how to go without the mirror, for every message that stops a run
-DISABLE_HINT = "run with --no-nestegg or TOX_NO_NESTEGG=1 to install without it"
 PORT_FILE = ".nestegg-port"
 #: ports derived from the work dir: below the ephemeral ranges of Linux (32768+), macOS and
 #: Windows (49152+), so no outgoing connection holds one when the next run wants it
 STABLE_PORTS = range(20000, 30000)
 DERIVED_PORTS = 3
 
-PIP_INDEX_URL = "PIP_INDEX_URL"
-PIP_EXTRA_INDEX_URL = "PIP_EXTRA_INDEX_URL"
-PIP_FIND_LINKS = "PIP_FIND_LINKS"
-UV_DEFAULT_INDEX = "UV_DEFAULT_INDEX"
-UV_INDEX_URL = "UV_INDEX_URL"
-UV_INDEX = "UV_INDEX"
-UV_EXTRA_INDEX_URL = "UV_EXTRA_INDEX_URL"
-UV_FIND_LINKS = "UV_FIND_LINKS"
-#: every variable read from an environment (and possibly replaced in it)
-INDEX_VARIABLES = (
-    PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS,
-    UV_DEFAULT_INDEX, UV_INDEX_URL, UV_INDEX, UV_EXTRA_INDEX_URL, UV_FIND_LINKS,
-)  # fmt: skip
 #: pip reads these from its config files when the variable is not set
 _PIP_OPTIONS = {
     PIP_INDEX_URL: "index-url",
@@ -80,59 +76,7 @@ _PIP_OPTIONS = {
 _NAMED_INDEX = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)=(.+)$")
 
 
-def command_installs(command: str, *, only_lists: bool = False) -> bool:
-    """Whether the tox sub-command ``command`` creates environments and so needs the mirror.
-
-    ``only_lists`` is for the legacy command with ``-l``, ``-a`` or ``--showconfig``.
-    """
-    if command not in INSTALLING_COMMANDS:
-        return False
-    return not (command in ("legacy", "le") and only_lists)
-
-
-# settings ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class Settings:
-    """What the user asked of nestegg for this tox run."""
-
-    enabled: bool = True
-    #: the nestegg.yml to read; None means the core's lookup (``NESTEGG_CONFIG``, ./, ~, config dir)
-    config_file: Path | None = None
-    offline: bool = False
-    refresh: bool = False
-
-
-def resolve_settings(
-    *,
-    no_nestegg: bool = False,
-    config_option: Path | None = None,
-    offline_option: bool = False,
-    refresh_option: bool = False,
-    enabled: bool = True,
-    config_key: str = "",
-    offline_key: bool = False,
-    refresh_key: bool = False,
-    root: Path,
-) -> Settings:
-    """Command line (``--no-nestegg``, ``--nestegg-*``) over tox config keys (``nestegg*``).
-
-    A relative ``nestegg_config`` in tox's config is relative to the tox root, a relative
-    ``--nestegg-config`` to the current directory.
-    """
-    if config_option is not None:
-        config_file: Path | None = config_option.expanduser()
-    elif config_key.strip():
-        config_file = root / Path(config_key.strip()).expanduser()
-    else:
-        config_file = None
-    return Settings(
-        enabled=enabled and not no_nestegg,
-        config_file=config_file,
-        offline=offline_option or offline_key,
-        refresh=refresh_option or refresh_key,
-    )
+# the mirror's config ----------------------------------------------------------------------------------
 
 
 def load_tox_config(settings: Settings, environ: Mapping[str, str] | None = None) -> Config:
