@@ -5,28 +5,24 @@ build frontend. They serve as the projects of a fake upstream index in our own t
 fixtures for other projects through the pytest plugin, and as (optionally large) files for
 benchmarks. Output is byte-for-byte deterministic, so a spec always gives the same sha256.
 
-The sdist carries a tiny stdlib-only PEP 517 backend (:data:`BACKEND_SOURCE`), so pip and uv
-can build it with build isolation and no index at all; the wheel it builds has the same
-members, in the same order, with the same bytes as :func:`make_wheel`'s.
+The sdist carries a tiny stdlib-only PEP 517 backend (:mod:`nestegg_core.testing.sdist_backend`,
+whose file is copied in), so pip and uv can build it with build isolation and no index at all;
+the wheel it builds has the same members, in the same order, with the same bytes as
+:func:`make_wheel`'s: both are written by that module's helpers.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
-import gzip
 import hashlib
-import io
 import itertools
 import json
 import os
 import re
-import stat
-import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import IO
@@ -37,10 +33,12 @@ from packaging.tags import parse_tag
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from .sdist_backend import BUILD_INFO, write_record, write_sdist, zip_add
+
 __all__ = [
-    "BACKEND_SOURCE",
     "PAYLOAD_NAME",
     "PackageSpec",
+    "backend_source",
     "core_metadata",
     "make_sdist",
     "make_wheel",
@@ -54,12 +52,7 @@ PAYLOAD_NAME = "_nestegg_payload.bin"
 
 _BACKEND_DIR = "_nestegg_backend"
 _BACKEND_MODULE = "nestegg_inline_backend"
-_BUILD_INFO = "nestegg_build.json"
 
-# Zip cannot store dates before 1980; the tar mtime is the same instant so both formats agree.
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-_TAR_MTIME = 315532800
-_UNIX = 3  # ZipInfo.create_system; the default depends on the OS that writes the file
 _CHUNK = 1 << 20
 
 # PEP 508 / core metadata name rule; packaging's own validator is newer than our minimum.
@@ -298,25 +291,6 @@ def _package_members(spec: PackageSpec) -> list[_Member]:
     return [members[name] for name in sorted(members)]
 
 
-def _record_hash(digest: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def _zip_add(zf: zipfile.ZipFile, member: _Member) -> str:
-    info = zipfile.ZipInfo(member.arcname, date_time=_ZIP_EPOCH)
-    info.create_system = _UNIX
-    info.external_attr = (stat.S_IFREG | 0o644) << 16
-    info.compress_type = zipfile.ZIP_DEFLATED if member.compress else zipfile.ZIP_STORED
-    # Known up front so zipfile decides on zip64 from the size, not from a guess.
-    info.file_size = member.size
-    digest = hashlib.sha256()
-    with zf.open(info, "w") as out:
-        for chunk in member.chunks():
-            digest.update(chunk)
-            out.write(chunk)
-    return _record_hash(digest.digest())
-
-
 def _write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     # Parallel test workers may generate the same file into a shared directory: readers
     # must never see a half-written archive.
@@ -349,54 +323,12 @@ def make_wheel(spec: PackageSpec, dest: Path) -> Path:
     def write(out: IO[bytes]) -> None:
         rows: list[tuple[str, str, str]] = []
         with zipfile.ZipFile(out, "w") as zf:
-            for member in members:
-                rows.append((member.arcname, _zip_add(zf, member), str(member.size)))
-            record_name = f"{dist_info}/RECORD"
-            rows.append((record_name, "", ""))
-            text = io.StringIO()
-            csv.writer(text, lineterminator="\n").writerows(rows)
-            _zip_add(zf, _bytes_member(record_name, text.getvalue().encode("utf-8")))
+            for m in members:
+                rows.append((m.arcname, zip_add(zf, m.arcname, m.size, m.chunks(), m.compress), str(m.size)))
+            write_record(zf, f"{dist_info}/RECORD", rows)
 
     _write_atomically(path, write)
     return path
-
-
-class _ChunkReader:
-    """A read()-only file over an iterable of chunks, for tarfile.addfile."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks = iter(chunks)
-        self._current = b""
-        self._pos = 0
-
-    def read(self, size: int = -1) -> bytes:
-        # tarfile treats a short read as truncated data, so fill `size` unless at the end.
-        parts: list[bytes] = []
-        while size != 0:
-            if self._pos >= len(self._current):
-                nxt = next(self._chunks, None)
-                if nxt is None:
-                    break
-                self._current, self._pos = nxt, 0
-                continue
-            available = len(self._current) - self._pos
-            take = available if size < 0 else min(size, available)
-            parts.append(self._current[self._pos : self._pos + take])
-            self._pos += take
-            if size > 0:
-                size -= take
-        return b"".join(parts)
-
-
-def _tar_info(name: str, *, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = _TAR_MTIME
-    info.mode = 0o755 if directory else 0o644
-    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
 
 
 def _pyproject() -> bytes:
@@ -423,6 +355,11 @@ def _build_info(spec: PackageSpec) -> bytes:
     return (json.dumps(info, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
+def backend_source() -> bytes:
+    """The in-tree backend every sdist carries: :mod:`nestegg_core.testing.sdist_backend`'s file."""
+    return files(__package__).joinpath("sdist_backend.py").read_bytes()
+
+
 def make_sdist(spec: PackageSpec, dest: Path) -> Path:
     """Write the sdist of ``spec`` into directory ``dest`` (created if missing).
 
@@ -435,217 +372,14 @@ def make_sdist(spec: PackageSpec, dest: Path) -> Path:
     members = [
         _bytes_member("PKG-INFO", core_metadata(spec)),
         _bytes_member("pyproject.toml", _pyproject()),
-        _bytes_member(f"{_BACKEND_DIR}/{_BACKEND_MODULE}.py", BACKEND_SOURCE.encode("utf-8")),
-        _bytes_member(f"{_BACKEND_DIR}/{_BUILD_INFO}", _build_info(spec)),
+        _bytes_member(f"{_BACKEND_DIR}/{_BACKEND_MODULE}.py", backend_source()),
+        _bytes_member(f"{_BACKEND_DIR}/{BUILD_INFO}", _build_info(spec)),
         *_package_members(spec),
     ]
-    by_name: dict[str, _Member | None] = {}
+    by_name: dict[str, tuple[int, Iterable[bytes]] | None] = {}
     for member in members:
-        by_name[f"{root}/{member.arcname}"] = member
+        by_name[f"{root}/{member.arcname}"] = (member.size, member.chunks())
         for parent in PurePosixPath(member.arcname).parents:
             by_name.setdefault(root if parent.name == "" else f"{root}/{parent}", None)
-
-    def write(out: IO[bytes]) -> None:
-        # filename="" keeps the temporary file's name out of the gzip header.
-        with (
-            gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0) as gz,
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tf,
-        ):
-            for name in sorted(by_name):
-                entry = by_name[name]
-                if entry is None:
-                    tf.addfile(_tar_info(name, directory=True))
-                else:
-                    reader = _ChunkReader(entry.chunks())
-                    tf.addfile(_tar_info(name, size=entry.size), reader)
-
-    _write_atomically(path, write)
+    _write_atomically(path, lambda out: write_sdist(out, by_name))
     return path
-
-
-# The in-tree PEP 517 backend shipped in every sdist. It must run on the oldest Python an
-# installer may build with (3.8), with the stdlib only, and mirror make_wheel/make_sdist
-# exactly: same member order, zip/tar settings and RECORD format.
-BACKEND_SOURCE = '''\
-"""In-tree PEP 517 build backend written by nestegg (stdlib only, Python 3.8+).
-
-It packages the files of this source tree as they are; nothing is compiled or fetched.
-"""
-
-import base64
-import csv
-import gzip
-import hashlib
-import io
-import json
-import os
-import stat
-import tarfile
-import zipfile
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(_HERE)
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-_TAR_MTIME = 315532800
-_CHUNK = 1 << 20
-
-
-def _info():
-    with open(os.path.join(_HERE, "nestegg_build.json"), encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _walk(top):
-    """Files below top (relative to the tree root, "/"-separated), bytecode left out."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(os.path.join(_ROOT, top)):
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
-        for filename in filenames:
-            if not filename.endswith(".pyc"):
-                rel = os.path.relpath(os.path.join(dirpath, filename), _ROOT)
-                found.append(rel.replace(os.sep, "/"))
-    return found
-
-
-def _path(rel):
-    return os.path.join(_ROOT, *rel.split("/"))
-
-
-def _file_chunks(path):
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(_CHUNK)
-            if not chunk:
-                return
-            yield chunk
-
-
-def _read(rel):
-    with open(_path(rel), "rb") as f:
-        return f.read()
-
-
-def _zip_add(zf, arcname, size, chunks, compress):
-    info = zipfile.ZipInfo(arcname, date_time=_ZIP_EPOCH)
-    info.create_system = 3
-    info.external_attr = (stat.S_IFREG | 0o644) << 16
-    info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    info.file_size = size
-    digest = hashlib.sha256()
-    with zf.open(info, "w") as out:
-        for chunk in chunks:
-            digest.update(chunk)
-            out.write(chunk)
-    return "sha256=" + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
-
-
-def _dist_info_files(info):
-    return [
-        ("METADATA", _read("PKG-INFO")),
-        ("WHEEL", info["wheel"].encode("utf-8")),
-    ]
-
-
-def get_requires_for_build_wheel(config_settings=None):
-    return []
-
-
-def get_requires_for_build_sdist(config_settings=None):
-    return []
-
-
-def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
-    info = _info()
-    target = os.path.join(metadata_directory, info["dist_info"])
-    if not os.path.isdir(target):
-        os.makedirs(target)
-    for name, data in _dist_info_files(info):
-        with open(os.path.join(target, name), "wb") as f:
-            f.write(data)
-    return info["dist_info"]
-
-
-def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    info = _info()
-    stored = set(info["stored"])
-    dist_info = info["dist_info"]
-    rows = []
-    target = os.path.join(wheel_directory, info["wheel_filename"])
-    with zipfile.ZipFile(target, "w") as zf:
-        for rel in sorted(_walk(info["package_dir"])):
-            path = _path(rel)
-            size = os.path.getsize(path)
-            digest = _zip_add(zf, rel, size, _file_chunks(path), rel not in stored)
-            rows.append((rel, digest, str(size)))
-        for name, data in _dist_info_files(info):
-            arcname = dist_info + "/" + name
-            rows.append((arcname, _zip_add(zf, arcname, len(data), [data], True), str(len(data))))
-        record_name = dist_info + "/RECORD"
-        rows.append((record_name, "", ""))
-        text = io.StringIO()
-        csv.writer(text, lineterminator="\\n").writerows(rows)
-        record = text.getvalue().encode("utf-8")
-        _zip_add(zf, record_name, len(record), [record], True)
-    return info["wheel_filename"]
-
-
-class _ChunkReader(object):
-    def __init__(self, chunks):
-        self._chunks = iter(chunks)
-        self._current = b""
-        self._pos = 0
-
-    def read(self, size=-1):
-        parts = []
-        while size != 0:
-            if self._pos >= len(self._current):
-                nxt = next(self._chunks, None)
-                if nxt is None:
-                    break
-                self._current, self._pos = nxt, 0
-                continue
-            available = len(self._current) - self._pos
-            take = available if size < 0 else min(size, available)
-            parts.append(self._current[self._pos:self._pos + take])
-            self._pos += take
-            if size > 0:
-                size -= take
-        return b"".join(parts)
-
-
-def _tar_info(name, size=0, directory=False):
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = _TAR_MTIME
-    info.mode = 0o755 if directory else 0o644
-    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
-
-
-def build_sdist(sdist_directory, config_settings=None):
-    info = _info()
-    root = info["sdist_root"]
-    rels = ["PKG-INFO", "pyproject.toml"]
-    rels += _walk(os.path.basename(_HERE)) + _walk(info["package_dir"])
-    names = {}
-    for rel in rels:
-        names[root + "/" + rel] = rel
-        parts = rel.split("/")
-        for i in range(len(parts)):
-            names.setdefault("/".join([root] + parts[:i]), None)
-    target = os.path.join(sdist_directory, info["sdist_filename"])
-    with open(target, "wb") as out:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0) as gz:
-            with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tf:
-                for name in sorted(names):
-                    rel = names[name]
-                    if rel is None:
-                        tf.addfile(_tar_info(name, directory=True))
-                    else:
-                        path = _path(rel)
-                        reader = _ChunkReader(_file_chunks(path))
-                        tf.addfile(_tar_info(name, size=os.path.getsize(path)), reader)
-    return info["sdist_filename"]
-'''
