@@ -25,7 +25,6 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -44,7 +43,7 @@ from nestegg_core.simple.models import is_valid_name
 from nestegg_core.urls import mask_text
 
 from .runs import ERROR, FAILED, INTERRUPTED, PASSED, TIMEOUT, EnvResult, Run, RunStore
-from .vcs import VCS, Transcript, backend, find_hg
+from .vcs import CheckoutWork, Transcript, find_hg, run_unattended
 
 if TYPE_CHECKING:
     pass
@@ -110,19 +109,7 @@ def remote_head(build: SourceBuild, ref: str, *, timeout: float = POLL_TIMEOUT) 
 def _ask(command: list[str], env: Mapping[str, str], timeout: float) -> str:
     shown = mask_text(" ".join(command))
     try:
-        result = subprocess.run(
-            command,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-            check=False,
-            start_new_session=True,
-        )
-    except FileNotFoundError:
-        raise BuildError(f"cannot run {command[0]!r}: it is not installed (or not on PATH)") from None
+        result = run_unattended(command, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise BuildError(f"{shown!r} did not answer within {timeout:.0f}s") from None
     if result.returncode != 0:
@@ -134,23 +121,11 @@ def _ask(command: list[str], env: Mapping[str, str], timeout: float) -> str:
 # running ----------------------------------------------------------------------------------------
 
 
-class Runner:
+class Runner(CheckoutWork[RunStore]):
     """Runs the tests of one commit of a source build and records the run."""
 
-    def __init__(
-        self,
-        config: Config,
-        store: RunStore,
-        *,
-        index_url: Callable[[], str],
-        python: str = sys.executable,
-        backends: Mapping[str, VCS] | None = None,
-    ) -> None:
-        self.config = config
-        self.store = store
-        self.index_url = index_url
-        self.python = python
-        self.backends = dict(backends or {})
+    def __init__(self, config: Config, store: RunStore, **options: Any) -> None:
+        super().__init__(config, store, **options)
         self.root = config.nestegg_dir / "ci"
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -215,7 +190,7 @@ class Runner:
                 **values,
             )
 
-        vcs = self._vcs(build.repo_type)
+        vcs = self.backends(build.repo_type)
         clone = self.root / "repos" / build.name
         try:
             vcs.update(build.repo_url, clone, log)
@@ -317,12 +292,6 @@ class Runner:
             except BaseException:
                 _kill(process)
                 raise
-
-    def _vcs(self, kind: str) -> VCS:
-        with self._guard:
-            if kind not in self.backends:
-                self.backends[kind] = backend(kind)
-            return self.backends[kind]
 
     def _project_lock(self, name: str) -> threading.Lock:
         with self._guard:

@@ -42,7 +42,7 @@ from nestegg_core.storage.private import PrivateStore
 from nestegg_core.storage.store import write_atomic
 from nestegg_core.urls import mask_text
 
-from .vcs import VCS, Transcript, backend
+from .vcs import VCS, CheckoutWork, Transcript
 
 if TYPE_CHECKING:
     pass
@@ -93,7 +93,7 @@ def find_source_build(config: Config, name: str) -> SourceBuild:
     raise NotFound(f"{name!r} is not a source build{where} (source builds: {known})")
 
 
-class SourceBuilder:
+class SourceBuilder(CheckoutWork[PrivateStore]):
     """Builds the configured versions of source-build projects into the private store."""
 
     def __init__(
@@ -106,11 +106,7 @@ class SourceBuilder:
         backends: Mapping[str, VCS] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.config = config
-        self.store = store
-        self.index_url = index_url
-        self.python = python
-        self.backends = dict(backends or {})
+        super().__init__(config, store, index_url=index_url, python=python, backends=backends)
         self.clock = clock
         self.root = config.nestegg_dir
         self._builds = {build.name: build for build in config.source_builds}
@@ -196,7 +192,7 @@ class SourceBuilder:
             return False  # another process or thread fetched it just now
         logger.info("updating %s from %s", build.name, mask_text(build.repo_url))
         try:
-            self._vcs(build.repo_type).update(build.repo_url, repo, log)
+            self.backends(build.repo_type).update(build.repo_url, repo, log)
         except BuildError as exc:
             if repo.exists():
                 logger.warning("cannot update %s, building from the last fetch: %s", build.name, exc)
@@ -215,7 +211,7 @@ class SourceBuilder:
                 commits[version.version] = BuildError(f"no repository {mask_text(build.repo_url)!r}: {how}")
                 continue
             try:
-                commits[version.version] = self._vcs(build.repo_type).resolve(repo, version.tag, log)
+                commits[version.version] = self.backends(build.repo_type).resolve(repo, version.tag, log)
             except BuildError as exc:
                 commits[version.version] = exc
         return commits
@@ -293,7 +289,7 @@ class SourceBuilder:
         _remove_abandoned(work_root, build.name)
         with tempfile.TemporaryDirectory(dir=work_root, prefix=f"{build.name}-") as work:
             source, out = Path(work) / "source", Path(work) / "dist"
-            self._vcs(build.repo_type).checkout(self._repo_path(build.name), commit, source, log)
+            self.backends(build.repo_type).checkout(self._repo_path(build.name), commit, source, log)
             env = self.build_env()
             log.note(f"# build environment installs from {env['PIP_INDEX_URL']}")
             log.run(
@@ -326,11 +322,6 @@ class SourceBuilder:
         return env
 
     # helpers --------------------------------------------------------------------------------
-
-    def _vcs(self, kind: str) -> VCS:
-        if kind not in self.backends:
-            self.backends[kind] = backend(kind)
-        return self.backends[kind]
 
     def _repo_path(self, name: str) -> Path:
         return self.root / "repos" / name

@@ -15,13 +15,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from nestegg_core.errors import BuildError
 from nestegg_core.urls import mask_text
+
+if TYPE_CHECKING:
+    from nestegg_core.config.config import Config
+
+S = TypeVar("S")
 
 #: seconds a clone or fetch may take
 FETCH_TIMEOUT = 600.0
@@ -54,22 +60,7 @@ class Transcript:
         shown = label or " ".join([os.path.basename(command[0]), *command[1:]])
         started = time.monotonic()
         try:
-            result = subprocess.run(
-                list(command),
-                cwd=cwd,
-                env=dict(env) if env is not None else None,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                timeout=timeout,
-                check=False,
-                # no controlling terminal: ssh and credential helpers fail instead of prompting
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            raise BuildError(f"cannot run {command[0]!r}: it is not installed (or not on PATH)") from None
+            result = run_unattended(command, cwd=cwd, env=env, timeout=timeout, merge_output=True)
         except subprocess.TimeoutExpired:
             self.note(f"[timed out after {timeout:.0f}s]")
             raise BuildError(f"{mask_text(shown)!r} did not finish within {timeout:.0f}s") from None
@@ -84,6 +75,36 @@ class Transcript:
 
     def text(self) -> str:
         return "".join(self.parts)
+
+
+def run_unattended(
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str] | None,
+    timeout: float,
+    cwd: Path | None = None,
+    merge_output: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` with no input and no terminal, its output captured as text (stderr into
+    stdout with ``merge_output``); :class:`BuildError` if it is not installed. A time-out is
+    raised as :class:`subprocess.TimeoutExpired`, for the caller to word."""
+    try:
+        return subprocess.run(
+            list(command),
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            check=False,
+            # no controlling terminal: ssh and credential helpers fail instead of prompting
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise BuildError(f"cannot run {command[0]!r}: it is not installed (or not on PATH)") from None
 
 
 def _last_line(output: str) -> str:
@@ -214,6 +235,40 @@ def find_hg() -> str:
         return found
     beside = Path(sys.executable).parent / ("hg.exe" if sys.platform == "win32" else "hg")
     return str(beside) if beside.is_file() else "hg"
+
+
+class CheckoutWork(Generic[S]):
+    """What source builds and CI runs share: the config, the store they record into, where their
+    installers find this mirror (``index_url()``), the Python that builds or tests, and git and hg."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: S,
+        *,
+        index_url: Callable[[], str],
+        python: str = sys.executable,
+        backends: Mapping[str, VCS] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.index_url = index_url
+        self.python = python
+        self.backends = Backends(backends)
+
+
+class Backends:
+    """The :class:`VCS` of each ``repo_type``, made on first use (``given`` ones first: tests')."""
+
+    def __init__(self, given: Mapping[str, VCS] | None = None) -> None:
+        self._made = dict(given or {})
+        self._lock = threading.Lock()
+
+    def __call__(self, kind: str) -> VCS:
+        with self._lock:
+            if kind not in self._made:
+                self._made[kind] = backend(kind)
+            return self._made[kind]
 
 
 def backend(kind: str) -> VCS:

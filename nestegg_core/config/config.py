@@ -9,7 +9,7 @@ import math
 import os
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -459,7 +459,3 @@ def _describe(value: Any) -> str:
     if value is None:
         return "nothing"
     return f"{type(value).__name__} {value!r}"
-
-
-def source_build_names(config: Config, *, private_only: bool = False) -> Sequence[NormalizedName]:
-    return [b.name for b in config.source_builds if b.private or not private_only]

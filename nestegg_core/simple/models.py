@@ -12,7 +12,7 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 from packaging.specifiers import SpecifierSet
-from packaging.utils import NormalizedName, canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 # PEP 503's rule for what a normalized name looks like; anything else is redirected or refused.
@@ -139,18 +139,6 @@ def _version_text(filename: str) -> str | None:
 def _version(text: str) -> str | None:
     version = parse_version(text)
     return None if version is None else str(version)
-
-
-def project_of(filename: str) -> NormalizedName | None:
-    """The normalized project name a wheel or sdist filename carries, or None."""
-    if has_unreadable_version(filename):
-        return None
-    try:
-        if filename.endswith(".whl"):
-            return parse_wheel_filename(filename)[0]
-        return parse_sdist_filename(filename)[0]
-    except ValueError:  # packaging's Invalid*Filename and InvalidVersion, a huge build number
-        return None
 
 
 def format_time(value: datetime) -> str:

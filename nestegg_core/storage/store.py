@@ -58,12 +58,6 @@ def check_filename(filename: str) -> str:
     return filename
 
 
-def check_name(name: str) -> NormalizedName:
-    if not is_normalized(name) or len(name) > 200:
-        raise NotFound(f"no project {name!r}")
-    return NormalizedName(name)
-
-
 # paths below the nest ---------------------------------------------------------------------
 #
 # The nest's own folder may be a symbolic link (a cache on another disk): the user chose it. Below
@@ -259,6 +253,16 @@ def scan_below(root: Path, folder: Path) -> Iterator[list[os.DirEntry[str]]]:
 
 
 @contextlib.contextmanager
+def _filled(fd: int, *, durable: bool) -> Iterator[BinaryIO]:
+    """The new file ``fd`` to write, flushed (and synced, if ``durable``) once written."""
+    with os.fdopen(fd, "wb") as handle:
+        yield handle
+        handle.flush()
+        if durable:
+            os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
 def atomic_file(path: Path, *, durable: bool = False, root: Path | None = None) -> Iterator[BinaryIO]:
     """A new file that replaces ``path`` when the block ends without an error, through a
     temporary file and a rename; on any error the temporary file goes and ``path`` stays as it was.
@@ -270,11 +274,8 @@ def atomic_file(path: Path, *, durable: bool = False, root: Path | None = None) 
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with _filled(fd, durable=durable) as handle:
                 yield handle
-                handle.flush()
-                if durable:
-                    os.fsync(handle.fileno())
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -284,11 +285,8 @@ def atomic_file(path: Path, *, durable: bool = False, root: Path | None = None) 
     with folder_of(root, path, create=True) as folder:
         fd, name = _create_temp(folder, f".{path.name}.", ".tmp")
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with _filled(fd, durable=durable) as handle:
                 yield handle
-                handle.flush()
-                if durable:
-                    os.fsync(handle.fileno())
             os.replace(name, path.name, src_dir_fd=folder, dst_dir_fd=folder)
         except BaseException:
             with contextlib.suppress(OSError):

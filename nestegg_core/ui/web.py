@@ -324,11 +324,8 @@ class WebUI:
 
     def project(self, request: _Request, raw: str) -> Iterable[bytes]:
         name = self._name(request, raw, "project")
-        if isinstance(name, list):
+        if isinstance(name, list):  # a redirect, or the read guard's 401
             return name
-        refused = self._refused(request, name)
-        if refused is not None:
-            return refused
         kind = self.index.kind(name)
         if kind is None:
             raise NotFound(f"no project {name!r} in this nest")
@@ -397,11 +394,8 @@ class WebUI:
 
     def ci_project(self, request: _Request, raw: str) -> Iterable[bytes]:
         name = self._name(request, raw, "ci")
-        if isinstance(name, list):
+        if isinstance(name, list):  # a redirect, or the read guard's 401
             return name
-        refused = self._refused(request, name)
-        if refused is not None:
-            return refused
         total = self.runs.count(name) if self.runs.exists() else 0
         build = self.builds.get(name)
         if build is None and total == 0:
@@ -561,7 +555,8 @@ class WebUI:
         return guard(probe, request.start_response)
 
     def _name(self, request: _Request, raw: str, where: str) -> NormalizedName | list[bytes]:
-        """The normalized project name, or a redirect to the page under that name."""
+        """The normalized project name; else the answer: a redirect to the page under that name,
+        or the read guard's 401 for a private project without credentials."""
         if not is_valid_name(raw):
             raise NotFound(f"{raw!r} is not a project name")
         name = canonicalize_name(raw)
@@ -569,7 +564,8 @@ class WebUI:
             query = request.environ.get("QUERY_STRING")
             target = f"{PREFIX}/{where}/{name}" + (f"?{query}" if query else "")
             return self._redirect(request.environ, request.start_response, target)
-        return name
+        refused = self._refused(request, name)
+        return name if refused is None else list(refused)
 
     def _index_url(self, environ: Environ) -> str:
         host = (
