@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .config.config import Config, check_index_url, load_config
+from .config.settings import declared
 from .errors import ConfigError, NesteggError
 from .http.types import Environ, StartResponse, WSGIApp
 from .serve.compose import compose
@@ -30,11 +31,9 @@ from .serve.compose import compose
 logger = logging.getLogger(__name__)
 
 
-#: the variables read, and the config field each sets
+#: the variables read, and the setting each sets (as declared on the config's fields)
 VARIABLES = {
-    "NESTEGG_CACHE_DIR": "nestegg_dir",
-    "NESTEGG_INDEX_URL": "index_url",
-    "NESTEGG_OFFLINE": "offline",
+    declaration.variable: field.name for field, declaration in declared(Config) if declaration.variable
 }
 _TRUE = ("1", "yes", "true", "on")
 _FALSE = ("0", "no", "false", "off", "")

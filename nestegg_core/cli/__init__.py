@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from nestegg_core._version import __version__
 from nestegg_core.config.config import Config, load_config
+from nestegg_core.config.settings import add_options, option_values
 from nestegg_core.errors import NesteggError
 
 logger = logging.getLogger(__name__)
@@ -63,11 +64,7 @@ def _global_parser(
         help="nestegg.yml to read (default: $NESTEGG_CONFIG, ./nestegg.yml, ~/nestegg.yml, "
         "then the user config dir)",
     )
-    parser.add_argument("--cache-dir", metavar="DIR", help="the nest: cache and private store (nestegg_dir)")
-    parser.add_argument(
-        "--index-url", metavar="URL", help="upstream Simple API (default: the index pip uses)"
-    )
-    parser.add_argument("--offline", action="store_true", default=None, help="never ask the upstream")
+    add_options(parser, Config, None)  # --cache-dir, --index-url, --offline
     return parser
 
 
@@ -105,17 +102,8 @@ class _Probe(argparse.ArgumentParser):
 
 
 def config_from(args: argparse.Namespace) -> Config:
-    """The config the global options (and ``serve``'s) name."""
-    return load_config(
-        args.config,
-        nestegg_dir=args.cache_dir,
-        index_url=args.index_url,
-        offline=args.offline,
-        host=getattr(args, "host", None),
-        port=getattr(args, "port", None),
-        threads=getattr(args, "threads", None),
-        compatible_only=getattr(args, "compatible_only", None),
-    )
+    """The config the file and the options of ``args`` name (those of settings, each command's)."""
+    return load_config(args.config, **option_values(args, Config))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

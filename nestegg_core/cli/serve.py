@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nestegg_core.config.config import Config
+from nestegg_core.config.settings import add_options
 from nestegg_core.serve.server import Mirror, describe
 from nestegg_core.storage.store import write_atomic
 
@@ -24,15 +25,7 @@ def add_commands(commands: Any) -> None:
 
 
 def _add_serve_options(serve: argparse.ArgumentParser) -> None:
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 7654; 0 picks a free one)")
-    serve.add_argument("--threads", type=int, help="worker threads (default 16)")
-    serve.add_argument(
-        "--compatible-only",
-        action="store_true",
-        default=None,
-        help="list to pip only the files that fit its interpreter and platform (compatible_only)",
-    )
+    add_options(serve, Config, "serve")  # --host, --port, --threads, --compatible-only
     serve.add_argument(
         "--port-file",
         metavar="FILE",

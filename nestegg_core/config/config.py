@@ -5,12 +5,10 @@ Nothing is read at import time; :func:`load_config` reads and validates, :class:
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,7 +21,25 @@ from nestegg_core.simple.models import is_valid_name, parse_version
 from nestegg_core.urls import mask_url
 
 from .pipindex import pip_index_url
-from .sizes import parse_size
+from .settings import (
+    BOOLEAN,
+    COUNT,
+    NAMES,
+    PATH,
+    PORT,
+    SECONDS,
+    SENDFILE,
+    SIZE,
+    STRING,
+    TIMEOUT,
+    TOKEN,
+    URL_PATH,
+    Kind,
+    Reader,
+    declared,
+    keys,
+    setting,
+)
 
 CONFIG_NAME = "nestegg.yml"
 DEFAULT_PORT = 7654
@@ -31,8 +47,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_TTL = 600.0
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_UPLOAD = 200 * 1024 * 1024
-#: how a front server can be told to send a cached file itself (see ``Config.sendfile``)
-SENDFILE_MODES = ("x-accel-redirect", "x-sendfile")
 DEFAULT_SENDFILE_PREFIX = "/_nestegg/"
 DEFAULT_CI_INTERVAL = 300.0
 DEFAULT_CI_TIMEOUT = 3600.0
@@ -89,49 +103,143 @@ class SourceBuild:
     ci: CISettings | None = None
 
 
+def _index_url(reader: Reader, raw: Any, path: str) -> str:
+    return check_index_url(reader.string(raw, path), f"{reader.file}: {path}")
+
+
+def _source_builds(reader: Reader, raw: Any, path: str) -> tuple[SourceBuild, ...]:
+    return tuple(
+        _source_build(reader, item, f"{path}[{i}]") for i, item in enumerate(reader.sequence(raw, path))
+    )
+
+
+INDEX_URL = Kind("an http(s) URL", _index_url)
+SOURCE_BUILDS = Kind("a list of source builds, as above", _source_builds)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     """Everything a mirror needs; build one with :func:`load_config` or directly in tests."""
 
-    nestegg_dir: Path = field(default_factory=default_cache_dir)
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
+    nestegg_dir: Path = setting(
+        factory=default_cache_dir,
+        kind=PATH,
+        option="--cache-dir",
+        metavar="DIR",
+        variable="NESTEGG_CACHE_DIR",
+        description="the nest: the cache and the private store",
+        default_text="the user cache directory",
+    )
+    host: str = setting(
+        DEFAULT_HOST,
+        kind=STRING,
+        option="--host",
+        metavar="HOST",
+        commands=("serve",),
+        description="the address to listen on; any but loopback lets every machine that reaches it in",
+    )
+    port: int = setting(
+        DEFAULT_PORT,
+        kind=PORT,
+        option="--port",
+        metavar="PORT",
+        commands=("serve",),
+        description="the port to listen on; 0 picks a free one",
+    )
     #: the upstream Simple API root; None means "the index pip uses", resolved by ``upstream_url``
-    index_url: str | None = None
-    ttl: float = DEFAULT_TTL
-    timeout: float = DEFAULT_TIMEOUT
-    offline: bool = False
+    index_url: str | None = setting(
+        None,
+        kind=INDEX_URL,
+        aliases=("index-url",),
+        option="--index-url",
+        metavar="URL",
+        variable="NESTEGG_INDEX_URL",
+        description="the upstream Simple API",
+        default_text="the index pip uses: PIP_INDEX_URL, pip's configuration, else pip's default",
+    )
+    ttl: float = setting(
+        DEFAULT_TTL, kind=SECONDS, description="seconds before a page is revalidated with the upstream"
+    )
+    timeout: float = setting(
+        DEFAULT_TIMEOUT, kind=TIMEOUT, description="seconds each read from the upstream may take"
+    )
+    offline: bool = setting(
+        False,
+        kind=BOOLEAN,
+        option="--offline",
+        variable="NESTEGG_OFFLINE",
+        description="serve from the cache only, never ask the upstream",
+    )
     #: pages for pip list only the files that fit the interpreter its User-Agent describes
     #: (see ``clients``); off by default, as pip's ``--platform`` cannot be seen
-    compatible_only: bool = False
-    threads: int = 16
-    source_builds: tuple[SourceBuild, ...] = ()
+    compatible_only: bool = setting(
+        False,
+        kind=BOOLEAN,
+        option="--compatible-only",
+        commands=("serve",),
+        description="list to pip only the files that fit its interpreter and platform",
+    )
+    threads: int = setting(
+        16, kind=COUNT, option="--threads", metavar="N", commands=("serve",), description="worker threads"
+    )
+    source_builds: tuple[SourceBuild, ...] = setting(
+        (),
+        kind=SOURCE_BUILDS,
+        description="git and hg repositories whose tags are built into the private store",
+    )
     #: names and fnmatch patterns that are private even before anything was uploaded
-    private_names: tuple[str, ...] = ()
-    #: a file of ``user:hash`` lines (see ``auth``); uploads need it
-    credentials_file: Path | None = None
-    #: whether reading private projects needs credentials too
-    private_read_auth: bool = False
-    max_upload_size: int = DEFAULT_MAX_UPLOAD
+    private_names: tuple[str, ...] = setting(
+        (), kind=NAMES, description="names and glob patterns that are private before anything is uploaded"
+    )
+    #: a file of ``user:hash`` lines (see ``credentials``); uploads need it
+    credentials_file: Path | None = setting(
+        None,
+        kind=PATH,
+        description="the file of users and password hashes ('nestegg passwd'); uploads need it",
+    )
+    private_read_auth: bool = setting(
+        False, kind=BOOLEAN, description="reading private projects needs credentials too"
+    )
+    max_upload_size: int = setting(
+        DEFAULT_MAX_UPLOAD, kind=COUNT, description="bytes an uploaded file may have", default_text="200 MiB"
+    )
     #: the token a POST to ``/ci/trigger/<name>`` must send; None turns the trigger URL off
-    ci_token: str | None = field(default=None, repr=False)  # a secret: kept out of reprs
-    #: CI runs at the same time (per process)
-    ci_jobs: int = 1
+    ci_token: str | None = setting(
+        None, kind=TOKEN, secret=True, description="the token a POST to /ci/trigger/<name> must send"
+    )
+    ci_jobs: int = setting(1, kind=COUNT, description="CI runs at the same time (per process)")
     #: None: the app sends cached files; ``x-accel-redirect`` (nginx) or ``x-sendfile`` (Apache's
     #: mod_xsendfile, lighttpd): it answers with a header and the front server sends the file
-    sendfile: str | None = None
-    #: the nginx ``internal`` location that aliases ``nestegg_dir`` (``x-accel-redirect`` only)
-    sendfile_prefix: str = DEFAULT_SENDFILE_PREFIX
-    #: bytes the mirror's cached files may take; past it the least recently used are pruned
-    max_cache_size: int | None = None
+    sendfile: str | None = setting(
+        None, kind=SENDFILE, description="let the front server send cached files (nginx, Apache)"
+    )
+    sendfile_prefix: str = setting(
+        DEFAULT_SENDFILE_PREFIX,
+        kind=URL_PATH,
+        description="the nginx internal location that aliases nestegg_dir (x-accel-redirect)",
+    )
+    max_cache_size: int | None = setting(
+        None,
+        kind=SIZE,
+        description="the most the cached files may take; the least recently used are pruned",
+        default_text="no limit",
+    )
     #: bytes of an upstream project page (decoded) and of a PEP 658 metadata file; an answer over
     #: it fails (502) and the cached page, if any, is served
-    max_page_size: int = MAX_PAGE_SIZE
-    max_metadata_size: int = MAX_METADATA_SIZE
-    #: seconds an upstream page or metadata file may take in all (``timeout`` bounds each read)
-    page_deadline: float = PAGE_DEADLINE
-    #: bytes of an upstream file whose size neither its page nor its answer gives
-    max_file_size: int = MAX_FILE_SIZE
+    max_page_size: int = setting(
+        MAX_PAGE_SIZE, kind=SIZE, description="the most an upstream project page may have, decoded"
+    )
+    max_metadata_size: int = setting(
+        MAX_METADATA_SIZE, kind=SIZE, description="the most a PEP 658 metadata file of the upstream may have"
+    )
+    page_deadline: float = setting(
+        PAGE_DEADLINE, kind=TIMEOUT, description="seconds an upstream page or metadata file may take in all"
+    )
+    max_file_size: int = setting(
+        MAX_FILE_SIZE,
+        kind=SIZE,
+        description="the most an upstream file may have when neither its page nor its answer gives its size",
+    )
     #: the file this came from, for messages; None for defaults
     source: Path | None = None
 
@@ -232,60 +340,20 @@ def parse_config_file(path: Path) -> Config:
 
 def parse_config(data: Any, *, source: Path | None = None) -> Config:
     """Validate the parsed YAML document (top key ``nestegg``) into a :class:`Config`."""
-    where = _Where(str(source) if source else "<config>")
+    where = Reader(str(source) if source else "<config>", source.parent if source else None)
     if data is None:
         data = {"nestegg": {}}
     top = where.mapping(data, "")
     where.only(top, "", {"nestegg"})
     # an empty ``nestegg:`` is no settings; ``nestegg: 0`` or ``nestegg: []`` is a mistake
     body = where.mapping({} if top.get("nestegg") is None else top["nestegg"], "nestegg")
-    known = {
-        "nestegg_dir", "host", "port", "index_url", "ttl", "timeout", "offline", "threads",
-        "source_builds", "private_names", "credentials_file", "private_read_auth",
-        "max_upload_size", "ci_token", "ci_jobs", "sendfile", "sendfile_prefix", "max_cache_size",
-        "compatible_only", "max_page_size", "max_metadata_size", "page_deadline", "max_file_size",
-    }  # fmt: skip
-    where.only(body, "nestegg", known)
+    known = keys(Config)
+    where.only(body, "nestegg", set(known))
     values: dict[str, Any] = {"source": source}
-    base = source.parent if source else Path.cwd()
+    declarations = {field.name: declaration for field, declaration in declared(Config)}
     for key, raw in body.items():
-        path = f"nestegg.{key}"
-        name = key.replace("-", "_")
-        if name in ("nestegg_dir", "credentials_file"):
-            values[name] = base / Path(os.path.expandvars(where.string(raw, path))).expanduser()
-        elif name == "host":
-            values[name] = where.string(raw, path)
-        elif name == "port":
-            port = where.integer(raw, path)
-            if not 0 <= port <= 65535:
-                raise where.error(path, f"expected a port number 0-65535, got {port!r}")
-            values[name] = port
-        elif name == "index_url":
-            values[name] = check_index_url(where.string(raw, path), f"{where.file}: {path}")
-        elif name in ("ttl", "timeout", "page_deadline"):
-            values[name] = where.number(raw, path)
-            if name != "ttl" and values[name] == 0:  # a socket timeout of 0 fails every request
-                raise where.error(path, "expected a number of seconds > 0, got 0")
-        elif name in ("max_page_size", "max_metadata_size", "max_file_size"):
-            try:
-                values[name] = parse_size(raw)
-            except ValueError as exc:
-                raise where.error(path, str(exc)) from None
-        elif name == "ci_token":
-            values[name] = _ci_token(where, raw, path)
-        elif name in ("threads", "max_upload_size", "ci_jobs"):
-            values[name] = where.integer(raw, path, minimum=1)
-        elif name in ("offline", "private_read_auth", "compatible_only"):
-            values[name] = where.boolean(raw, path)
-        elif name == "private_names":
-            values[name] = tuple(where.string(item, f"{path}[{i}]") for i, item in
-                                 enumerate(where.sequence(raw, path)))  # fmt: skip
-        elif name in ("sendfile", "sendfile_prefix", "max_cache_size"):
-            values[name] = _deployment_value(where, name, raw, path)
-        elif name == "source_builds":
-            values[name] = tuple(
-                _source_build(where, item, f"{path}[{i}]") for i, item in enumerate(where.sequence(raw, path))
-            )
+        name = known[key.replace("-", "_")]
+        values[name] = declarations[name].kind.read(where, raw, f"nestegg.{key}")
     names = [build.name for build in values.get("source_builds", ())]
     for name in names:
         if names.count(name) > 1:
@@ -293,7 +361,7 @@ def parse_config(data: Any, *, source: Path | None = None) -> Config:
     return Config(**values)
 
 
-def _source_build(where: _Where, raw: Any, path: str) -> SourceBuild:
+def _source_build(where: Reader, raw: Any, path: str) -> SourceBuild:
     item = where.mapping(raw, path)
     where.only(item, path, {"name", "repo_type", "repo_url", "private", "versions", "ci"})
     for key in ("name", "repo_type", "repo_url"):
@@ -334,14 +402,7 @@ def _source_build(where: _Where, raw: Any, path: str) -> SourceBuild:
     )
 
 
-def _ci_token(where: _Where, raw: Any, path: str) -> str:
-    token = where.string(raw, path)
-    if len(token) < 16:  # the message never shows the secret
-        raise where.error(path, f"expected a token of at least 16 characters, got {len(token)}")
-    return token
-
-
-def _ci_settings(where: _Where, raw: Any, path: str) -> CISettings | None:
+def _ci_settings(where: Reader, raw: Any, path: str) -> CISettings | None:
     """``ci: yes`` (the defaults), ``ci: no``, or a mapping of :class:`CISettings` keys."""
     if isinstance(raw, bool):
         return CISettings() if raw else None
@@ -378,24 +439,6 @@ def _ci_settings(where: _Where, raw: Any, path: str) -> CISettings | None:
     return CISettings(**values)
 
 
-def _deployment_value(where: _Where, name: str, raw: Any, path: str) -> Any:
-    """``sendfile``, ``sendfile_prefix`` and ``max_cache_size``: how a team's server runs."""
-    if name == "sendfile":
-        mode = None if raw is False else where.string(raw, path).lower()
-        if mode is not None and mode not in SENDFILE_MODES:
-            raise where.error(path, f"expected {' or '.join(SENDFILE_MODES)} (or no), got {mode!r}")
-        return mode
-    if name == "sendfile_prefix":
-        prefix = where.string(raw, path)
-        if not re.fullmatch(r"/[A-Za-z0-9._~!=+/-]*", prefix):
-            raise where.error(path, f"expected a URL path like '/_nestegg/', got {prefix!r}")
-        return prefix.rstrip("/") + "/"
-    try:
-        return parse_size(raw)
-    except ValueError as exc:
-        raise where.error(path, str(exc)) from None
-
-
 def check_index_url(url: str, where: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -403,59 +446,3 @@ def check_index_url(url: str, where: str) -> str:
             f"{where}: {mask_url(url)!r} is not an http(s) URL of an index (like https://example.com/simple/)"
         )
     return url
-
-
-class _Where:
-    """Type checks that raise one-line errors naming the file and the dotted key path."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-
-    def error(self, path: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.file}: {path or 'top level'}: {message}")
-
-    def mapping(self, value: Any, path: str) -> dict[str, Any]:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise self.error(path, f"expected a mapping, got {_describe(value)}")
-        return value
-
-    def sequence(self, value: Any, path: str) -> list[Any]:
-        if not isinstance(value, list):
-            raise self.error(path, f"expected a list, got {_describe(value)}")
-        return value
-
-    def only(self, value: dict[str, Any], path: str, allowed: set[str]) -> None:
-        for key in value:
-            if key.replace("-", "_") not in allowed:
-                choices = ", ".join(sorted(allowed))
-                where = f"{path}.{key}" if path else key
-                raise self.error(where, f"unknown key {key!r} (known: {choices})")
-
-    def string(self, value: Any, path: str) -> str:
-        # YAML reads a tag like 1.0 as a float: accept scalars, as the seed's configs rely on it
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value == "":
-            raise self.error(path, f"expected a non-empty string, got {_describe(value)}")
-        return str(value)
-
-    def integer(self, value: Any, path: str, minimum: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(path, f"expected an integer, got {_describe(value)}")
-        if minimum is not None and value < minimum:
-            raise self.error(path, f"expected an integer >= {minimum}, got {value!r}")
-        return value
-
-    def number(self, value: Any, path: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-            raise self.error(path, f"expected a number of seconds >= 0, got {_describe(value)}")
-        return float(value)
-
-    def boolean(self, value: Any, path: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.error(path, f"expected yes/no (true/false), got {_describe(value)}")
-        return value
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return f"{type(value).__name__} {value!r}"
