@@ -348,14 +348,14 @@ def with_metadata_version(path: Path, version: str, dest: Path) -> Path:
                 data = source.read(info)
                 copy.writestr(info, edited(data) if info.filename.endswith("/METADATA") else data)
         return target
-    with tarfile.open(path) as source, tarfile.open(target, "w:gz") as copy:
-        for member in source.getmembers():
-            handle = source.extractfile(member) if member.isfile() else None
+    with tarfile.open(path) as original, tarfile.open(target, "w:gz") as tar_copy:
+        for member in original.getmembers():
+            handle = original.extractfile(member) if member.isfile() else None
             data = b"" if handle is None else handle.read()
             if member.name.count("/") == 1 and member.name.endswith("/PKG-INFO"):
                 data = edited(data)
                 member.size = len(data)
-            copy.addfile(member, io.BytesIO(data) if member.isfile() else None)
+            tar_copy.addfile(member, io.BytesIO(data) if member.isfile() else None)
     return target
 
 
