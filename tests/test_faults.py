@@ -29,7 +29,8 @@ from nestegg_core import Mirror
 from nestegg_core.errors import NotFound, UpstreamError, UpstreamTimeout
 from nestegg_core.index import repository
 from nestegg_core.index.upstream import Fetched, HttpFetcher
-from nestegg_core.storage.store import CacheStore, atomic_file
+from nestegg_core.storage.fs import atomic_file
+from nestegg_core.storage.store import CacheStore
 from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 

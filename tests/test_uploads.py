@@ -18,7 +18,7 @@ from nestegg_core.cli import main
 from nestegg_core.config.credentials import NOT_A_TOKEN, make_token, set_password
 from nestegg_core.http import uploads
 from nestegg_core.storage import private
-from nestegg_core.storage.store import atomic_file
+from nestegg_core.storage.fs import atomic_file
 from nestegg_core.testing import find_uv, installer_env, make_venv
 from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex

@@ -38,8 +38,8 @@ from nestegg_core.errors import BuildError, NesteggError, NotFound
 from nestegg_core.installers import installer_env
 from nestegg_core.simple.distmeta import parse_dist_filename
 from nestegg_core.simple.models import format_time
+from nestegg_core.storage.fs import write_atomic
 from nestegg_core.storage.private import PrivateStore
-from nestegg_core.storage.store import write_atomic
 from nestegg_core.urls import mask_text
 
 from .vcs import VCS, CheckoutWork, Transcript

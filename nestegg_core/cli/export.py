@@ -38,7 +38,8 @@ from nestegg_core.serve.server import Mirror
 from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.simple.models import DistFile, ProjectPage, parse_specifier, parse_version
 from nestegg_core.simple.render import HTML_V1, JSON_V1, render_index, render_project
-from nestegg_core.storage.store import atomic_file, check_filename, open_read, sha256_file, write_atomic
+from nestegg_core.storage.fs import atomic_file, open_read, sha256_file, write_atomic
+from nestegg_core.storage.store import check_filename
 
 logger = logging.getLogger(__name__)
 

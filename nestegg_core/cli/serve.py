@@ -12,7 +12,7 @@ from typing import Any
 from nestegg_core.config.config import Config
 from nestegg_core.config.settings import add_options
 from nestegg_core.serve.server import Mirror, describe
-from nestegg_core.storage.store import write_atomic
+from nestegg_core.storage.fs import write_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from nestegg_core.errors import (
 )
 from nestegg_core.simple.distmeta import parse_dist_filename
 from nestegg_core.simple.models import is_valid_name, parse_version
+from nestegg_core.storage.fs import temp_file
 from nestegg_core.storage.private import PrivateStore
-from nestegg_core.storage.store import temp_file
 
 from .answers import status_line
 from .auth import require_upload_user, upload_credentials

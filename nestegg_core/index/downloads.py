@@ -35,7 +35,8 @@ from nestegg_core.errors import (
 )
 from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.simple.models import NO_HASHES, DistFile, can_check
-from nestegg_core.storage.store import CacheStore, is_regular, write_atomic
+from nestegg_core.storage.fs import is_regular, write_atomic
+from nestegg_core.storage.store import CacheStore
 from nestegg_core.urls import mask_url
 from nestegg_core.waits import blocking
 

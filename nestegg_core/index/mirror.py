@@ -15,8 +15,9 @@ from packaging.utils import NormalizedName
 from nestegg_core.errors import NesteggError, NotFound, UnsafePath, UpstreamError
 from nestegg_core.simple.models import DistFile, ProjectPage, is_dist_filename
 from nestegg_core.storage import store as _store
+from nestegg_core.storage.fs import scan_below
 from nestegg_core.storage.pagestate import PageState
-from nestegg_core.storage.store import CacheStore, PageStamp, scan_below
+from nestegg_core.storage.store import CacheStore, PageStamp
 from nestegg_core.waits import blocking
 
 from .upstream import Fetched, Fetcher

@@ -38,10 +38,11 @@ from nestegg_core.simple.models import DistFile, ProjectPage, can_check
 from nestegg_core.simple.render import is_json, project_pieces, quote_filename, render_index, render_project
 from nestegg_core.storage import store as _store
 from nestegg_core.storage.counters import Counters
+from nestegg_core.storage.fs import open_read, write_atomic
 from nestegg_core.storage.generation import RECHECK
 from nestegg_core.storage.pagefiles import GZIP, PageFile, RenderedPages, compressor, disk_token, etag
 from nestegg_core.storage.private import PrivateStore
-from nestegg_core.storage.store import CHANGED, CacheStore, open_read, write_atomic
+from nestegg_core.storage.store import CHANGED, CacheStore
 from nestegg_core.storage.usage import SizeLimit, mark_used
 from nestegg_core.urls import mask_url
 from nestegg_core.waits import blocking

@@ -22,7 +22,7 @@ from filelock import Timeout as LockTimeout
 
 from nestegg_core.errors import UnsafePath
 
-from .store import make_folder, open_read, write_atomic
+from .fs import make_folder, open_read, write_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from nestegg_core._version import __version__
 from nestegg_core.errors import UnsafePath
 
 from . import store as _store
-from .store import atomic_file
+from .fs import atomic_file
 
 logger = logging.getLogger(__name__)
 

@@ -37,9 +37,7 @@ from nestegg_core.simple.models import (
     parse_version,
 )
 
-from .generation import Generation
-from .store import (
-    check_filename,
+from .fs import (
     copy_atomic,
     is_regular,
     make_folder,
@@ -49,6 +47,8 @@ from .store import (
     unlink_below,
     write_atomic,
 )
+from .generation import Generation
+from .store import check_filename
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from packaging.utils import NormalizedName
 from nestegg_core.errors import UnsafePath
 from nestegg_core.simple.models import DistFile, is_dist_filename, is_normalized
 
-from .store import CacheStore, make_folder, scan_below, unlink_below
+from .fs import make_folder, scan_below, unlink_below
+from .store import CacheStore
 
 logger = logging.getLogger(__name__)
 

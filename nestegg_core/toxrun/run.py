@@ -42,7 +42,7 @@ from nestegg_core.errors import NesteggError
 from nestegg_core.http.types import WSGIApp
 from nestegg_core.serve.mounts import UpstreamMounts
 from nestegg_core.serve.server import Mirror, describe
-from nestegg_core.storage.store import write_atomic
+from nestegg_core.storage.fs import write_atomic
 from nestegg_core.urls import mask_url
 
 from .settings import (
