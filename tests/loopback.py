@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-WSGIApp = Callable[..., Iterable[bytes]]
+from nestegg_core.http.types import WSGIApp
 
 
 def refused_url() -> str:
