@@ -56,6 +56,12 @@ class UploadError(NesteggError):
     status = 400
 
 
+class ArchiveError(UploadError):
+    """A wheel or sdist whose metadata nestegg will not read: not the archive its name says, damaged,
+    or past a bound on its members, central directory or unpacked bytes (an upload is refused with
+    it; a mirrored wheel is served without PEP 658 metadata)."""
+
+
 class UploadTooLarge(UploadError):
     """An upload over the configured ``max_upload_size``."""
 
@@ -74,6 +80,15 @@ class InsufficientStorage(NesteggError):
 def disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` says that the disk, or the user's quota on it, is full."""
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+class Busy(NesteggError):
+    """Too much of one kind of work is in hand to take more now (password checks): answered 503
+    with ``Retry-After``, which pip and uv wait for and retry."""
+
+    status = 503
+    #: seconds the client is asked to wait before it tries again
+    retry_after = 1
 
 
 class AuthError(NesteggError):

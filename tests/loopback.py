@@ -244,7 +244,7 @@ def verify_cache(files: Path, expected: Mapping[str, str] | None = None) -> int:
         for path in project.iterdir():
             name = path.name
             assert not name.endswith(".part"), f"partial download left over: {path}"
-            if name.startswith(".") or name.endswith((".json", ".metadata")):
+            if name.startswith(".") or name.endswith((".json", ".metadata", ".metadata.checked")):
                 continue
             record = json.loads((project / f"{name}.json").read_text())
             digest = sha256_file(path)

@@ -19,7 +19,7 @@ from packaging.version import Version
 from nestegg_core.cli import build_parser, config_from
 from nestegg_core.config.config import load_config
 from nestegg_core.errors import ConfigError
-from nestegg_core.simple.clients import ClientProfile, fits, profile_from_user_agent
+from nestegg_core.simple.clients import UNKNOWN, ClientProfile, fits, profile_from_user_agent
 from nestegg_core.simple.models import DistFile
 from nestegg_core.simple.render import JSON_V1
 from nestegg_core.testing import find_uv, installer_env, make_venv
@@ -41,7 +41,7 @@ def pip_agent(**data: object) -> str:
     return "pip/26.0 " + json.dumps(base)
 
 
-LINUX = ClientProfile(implementation="CPython", python=Version("3.11.7"), system="Linux", cpu="x86_64",
+LINUX = ClientProfile(implementation="CPython", python=Version("3.11"), system="Linux", cpu="x86_64",
                       glibc=(2, 36))  # fmt: skip
 
 
@@ -49,16 +49,37 @@ LINUX = ClientProfile(implementation="CPython", python=Version("3.11.7"), system
     ("agent", "expected"),
     [
         (pip_agent(), LINUX),
-        (pip_agent(python="3.14.0rc1"), ClientProfile(implementation="CPython", python=Version("3.14.0"),
+        (pip_agent(python="3.14.0rc1"), ClientProfile(implementation="CPython", python=Version("3.14"),
                                                       system="Linux", cpu="x86_64", glibc=(2, 36))),
         (pip_agent(distro={"name": "Alpine Linux"}), ClientProfile(implementation="CPython",
-                                                                   python=Version("3.11.7"), system="Linux",
+                                                                   python=Version("3.11"), system="Linux",
                                                                    cpu="x86_64")),
         (pip_agent(system={"name": "Darwin"}, cpu="arm64", distro={"name": "macOS", "version": "14.5"}),
-         ClientProfile(implementation="CPython", python=Version("3.11.7"), system="Darwin", cpu="arm64")),
+         ClientProfile(implementation="CPython", python=Version("3.11"), system="Darwin", cpu="arm64")),
         (pip_agent(implementation={"name": "PyPy", "version": "7.3.17"}, system=None, cpu=None,
                    distro=None),
-         ClientProfile(implementation="PyPy", python=Version("3.11.7"))),
+         ClientProfile(implementation="PyPy", python=Version("3.11"))),
+        # the bounded form: one profile for every value the rules do not know
+        (pip_agent(python="3.11.2"), LINUX),
+        (pip_agent(cpu="x" + "f" * 16), ClientProfile(implementation="CPython", python=Version("3.11"),
+                                                      system="Linux", glibc=(2, 36))),
+        (pip_agent(cpu=["x86_64"]), ClientProfile(implementation="CPython", python=Version("3.11"),
+                                                  system="Linux", glibc=(2, 36))),
+        (pip_agent(system={"name": "Darwin"}, cpu="AMD64", distro=None),  # Windows's name for it
+         ClientProfile(implementation="CPython", python=Version("3.11"), system="Darwin")),
+        (pip_agent(system={"name": "Plan 9"}),
+         ClientProfile(implementation="CPython", python=Version("3.11"))),
+        (pip_agent(implementation={"name": "GraalVM"}), ClientProfile(implementation=UNKNOWN,
+                                                                      python=Version("3.11"), system="Linux",
+                                                                      cpu="x86_64", glibc=(2, 36))),
+        (pip_agent(distro={"libc": {"lib": "glibc", "version": "2.1000"}}),
+         ClientProfile(implementation="CPython", python=Version("3.11"), system="Linux", cpu="x86_64")),
+        (pip_agent(distro={"libc": {"lib": "glibc", "version": "3.1"}}),
+         ClientProfile(implementation="CPython", python=Version("3.11"), system="Linux", cpu="x86_64")),
+        (pip_agent(python="3.100"), None),  # a Python out of range: no profile, every file
+        (pip_agent(python="9.0"), None),
+        (pip_agent(python="1.6"), None),
+        ("pip/26.0 " + "[" * 4000, None),
         ("uv/0.9.0 " + json.dumps({"installer": {"name": "uv"}, "python": "3.11.7"}), None),
         ("pip/26.0", None),
         ("pip/26.0 {not json", None),
@@ -110,6 +131,16 @@ def wheel(tag: str, requires_python: str | None = None) -> DistFile:
         ("demo-1.0.tar.gz", ">=3.8,<4", True),
         ("demo-1.0.tar.gz", "not a specifier", True),  # pip ignores it: so do we
         ("demo-1.0-py3-none-any.whl", "<3.11", False),
+        # a profile knows the minor only: dropped when no 3.11.x could take it
+        ("demo-1.0.tar.gz", ">=3.11.5", True),
+        ("demo-1.0.tar.gz", ">3.11.99", True),
+        ("demo-1.0.tar.gz", "==3.11.4", True),
+        ("demo-1.0.tar.gz", ">=3.11.1,!=3.11.1,!=3.11.2,<3.11.4", True),  # 3.11.3
+        ("demo-1.0.tar.gz", ">=3.11.1,!=3.11.1,!=3.11.2,<3.11.3", False),
+        ("demo-1.0.tar.gz", "<3.11.0", False),
+        ("demo-1.0.tar.gz", "!=3.11.*", False),
+        ("demo-1.0.tar.gz", "~=3.10.2", False),
+        ("demo-1.0.tar.gz", "~=3.11.2", True),
         ("demo.egg", None, True),
     ],
 )  # fmt: skip

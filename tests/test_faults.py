@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import logging
 import os
@@ -26,10 +27,16 @@ import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror
+from nestegg_core.config.config import Config
 from nestegg_core.errors import NotFound, UpstreamError, UpstreamTimeout
 from nestegg_core.index import repository
-from nestegg_core.index.upstream import Fetched, HttpFetcher
+from nestegg_core.index.repository import Repository
+from nestegg_core.index.upstream import Fetched, FileStream, HttpFetcher, content_length
+from nestegg_core.serve.compose import create_app
+from nestegg_core.simple.distmeta import wheel_metadata
+from nestegg_core.simple.models import DistFile, ProjectPage
 from nestegg_core.storage.fs import atomic_file
+from nestegg_core.storage.pagestate import PageState
 from nestegg_core.storage.store import CacheStore
 from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex
@@ -324,6 +331,62 @@ def test_upstream_swapping_a_cached_files_bytes_changes_nothing_served(
     assert verify_cache(cache(mirror), {wheel: sha256(original)}) == 1
 
 
+@pytest.mark.parametrize("then", ["metadata", "wheel"])
+def test_metadata_kept_from_before_a_republish_is_never_served_for_the_new_page(
+    make_mirror: MirrorFactory,
+    upstream: PrivateIndex,
+    faults: Faults,
+    http: requests.Session,
+    tmp_path: Path,
+    then: str,
+) -> None:
+    (wheel,) = (r.filename for r in upstream.add("pkg", "1.0", sdist=False))
+    mirror = make_mirror()
+    http.get(mirror.index_url + "pkg/").raise_for_status()
+    url = f"{mirror.url}/files/pkg/{wheel}.metadata"
+    old = http.get(url).content  # its metadata only, as pip's resolver asks first
+    # the upstream now offers other bytes under the same filename, and their metadata
+    other = make_wheel(PackageSpec(name="pkg", version="1.0", summary="changed"), tmp_path / "other")
+    assert other.name == wheel
+    upstream.mirror.repository.private.add(other, replace=True)
+    new = wheel_metadata(other)
+    assert new is not None
+    assert new != old
+    mirror.repository.mirror.refresh_all()  # the TTL passed
+    (entry,) = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
+    assert entry["core-metadata"] == {"sha256": sha256(new)}
+    fetched = faults.count(prefix="/files/pkg/", method="GET")
+    if then == "wheel":  # the wheel's download replaces the metadata with its own, which matches
+        assert http.get(f"{mirror.url}/files/pkg/{wheel}").content == other.read_bytes()
+        fetched += 1
+    assert http.get(url).content == new
+    assert faults.count(prefix="/files/pkg/", method="GET") == fetched + (then == "metadata")
+    # and so in a process that never made the page, which the note of its check spares
+    later = Repository(mirror.config)
+    later.mirror.page = lambda name: pytest.fail(f"page of {name} made")  # type: ignore[method-assign]
+    path, _ = later.open_any(NormalizedName("pkg"), f"{wheel}.metadata")
+    assert isinstance(path, Path)
+    assert path.read_bytes() == new
+
+
+def test_metadata_served_without_the_page_is_checked_again_once_the_state_changes(
+    make_mirror: MirrorFactory, upstream: PrivateIndex, faults: Faults, http: requests.Session, tmp_path: Path
+) -> None:
+    (wheel,) = (r.filename for r in upstream.add("pkg", "1.0", sdist=False))
+    config = make_mirror().config
+    http.get(f"{make_mirror().index_url}pkg/").raise_for_status()
+    first = Repository(config)
+    path, _ = first.open_any(NormalizedName("pkg"), f"{wheel}.metadata")
+    assert isinstance(path, Path)
+    # another process revalidates the page: the upstream republished the file meanwhile
+    other = make_wheel(PackageSpec(name="pkg", version="1.0", summary="changed"), tmp_path / "other")
+    upstream.mirror.repository.private.add(other, replace=True)
+    Repository(config.with_changes(ttl=0)).project(NormalizedName("pkg"))
+    again, _ = Repository(config).open_any(NormalizedName("pkg"), f"{wheel}.metadata")
+    assert isinstance(again, Path)
+    assert again.read_bytes() == wheel_metadata(other)
+
+
 @pytest.mark.parametrize("status", [500, 503])
 def test_5xx_for_an_uncached_project_is_a_one_line_502(
     mirror: Mirror, faults: Faults, http: requests.Session, status: int
@@ -428,8 +491,8 @@ def test_a_full_disk_while_caching_breaks_the_download_off_and_caches_nothing(
                 for _ in pieces:
                     pass
         client_has_bytes.clear()
-    # nothing cached, no part file left, and nestegg's log said so once, in a line (waitress logs
-    # a response broken off, whatever broke it)
+    # nothing cached, no part file left, and nestegg's log said so once, in a line (each response
+    # broken off is a line at INFO)
     assert verify_cache(cache(mirror)) == 0
     assert [p.name for p in (cache(mirror) / "pkg").iterdir()] == []
     said = [
@@ -604,6 +667,36 @@ def test_an_over_long_body_never_gives_a_client_a_complete_answer(
     assert verify_cache(cache(mirror), {one_file.filename: sha256(PAYLOAD)}) == 1
 
 
+@pytest.mark.parametrize("sized", [True, False], ids=["content-length", "chunked"])
+def test_a_response_broken_off_on_purpose_stays_broken_and_is_logged_in_one_line(
+    one_file: OneFile,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+    sized: bool,
+) -> None:
+    # the tampered bytes come, then the check fails: a client has had all but the last byte
+    one_file.entry = {"hashes": {"sha256": digest_of("sha256")}}
+    if sized:
+        one_file.entry["size"] = len(PAYLOAD)
+    one_file.file = Answer(pieces=lambda: [TAMPERED], chunked=not sized)
+    mirror = make_mirror(index_url=one_file.server.index_url, ttl=0, timeout=TIMEOUT)
+    http.get(mirror.index_url + "pkg/").raise_for_status()
+    path = f"/files/pkg/{one_file.filename}"
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            status, fields, body = raw_get(mirror.port, path)
+            assert status == 200
+            assert_never_whole(status, fields, body)
+            assert ("content-length" in fields) is sized
+    assert verify_cache(cache(mirror)) == 0
+    no_traceback(caplog)
+    broken = [r for r in caplog.records if f"broke off the answer to GET {path}" in r.getMessage()]
+    assert len(broken) == 3, [r.getMessage() for r in caplog.records]
+    assert all(r.levelno == logging.INFO and "\n" not in r.getMessage() for r in broken)
+    assert "does not match the index" in broken[0].getMessage()
+
+
 @pytest.mark.parametrize(
     "algorithm", ["blake2s", "blake2b", "sha3_256", "sha3_512", "sha512", "sha384", "sha224", "sha1", "md5"]
 )
@@ -702,6 +795,185 @@ def test_metadata_is_checked_against_every_hash_its_page_gives(
         assert f"does not match its {algorithm}" in assert_clear_error(http.get(mirror.url + url), 502)
         index.metadata = Answer(body=metadata)
         assert http.get(mirror.url + url).content == metadata
+
+
+# answers no client library foresaw (attack round 2) -------------------------------------------
+
+
+def no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing was logged with a traceback (a bug's mark), nor at ERROR."""
+    assert [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize(
+    "length",
+    [b"\xb2", b"+10", b"-5", b"", b"10, 11", b"9" * 5000, b"1" * 19],
+    ids=["superscript-two", "plus", "negative", "empty", "two-lengths", "5000-digits", "19-digits"],
+)
+@pytest.mark.parametrize("what", ["file", "metadata"])
+def test_an_odd_content_length_is_a_one_line_502_for_files_and_metadata(
+    one_file: OneFile,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+    what: str,
+    length: bytes,
+) -> None:
+    metadata = b"Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\n"
+    one_file.entry = {"core-metadata": True}
+    odd = Answer(raw=b"Content-Length: " + length + b"\r\nConnection: close\r\n\r\n" + metadata)
+    if what == "file":
+        one_file.file = odd
+    else:
+        one_file.metadata = odd
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=TIMEOUT)
+    path = f"/files/pkg/{one_file.filename}" + (".metadata" if what == "metadata" else "")
+    with caplog.at_level(logging.INFO):
+        message = assert_clear_error(http.get(mirror.url + path), 502)
+    # urllib3 refuses two lengths itself (InvalidHeader): any other it reads as no length at all
+    assert ("Content-Length" if length != b"10, 11" else "InvalidHeader") in message
+    assert len(message) < 300
+    no_traceback(caplog)
+    assert verify_cache(cache(mirror)) == 0
+    assert not list((cache(mirror) / "pkg").glob("*.metadata"))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("0", 0),
+        ("307200", 307200),
+        ("007", 7),
+        ("12, 12", 12),
+        ("12,12 ,\t12", 12),
+        ("9" * 18, int("9" * 18)),
+        ("0" * 30 + "5", 5),  # leading zeros make no number larger
+        ("\xb2", "invalid Content-Length '\xb2'"),
+        ("\u0663", "invalid Content-Length"),  # an Arabic-Indic digit: isdigit(), not ASCII
+        ("+5", "invalid Content-Length '+5'"),
+        ("-5", "invalid"),
+        ("5 5", "invalid"),
+        ("", "invalid Content-Length ''"),
+        ("12, 13", "invalid"),
+        ("1" * 19, "a Content-Length of 19 digits, larger than any file"),
+        ("9" * 5000, "a Content-Length of 5000 digits"),
+        ("x" * 5000, "invalid Content-Length 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...'"),
+    ],
+)
+def test_content_length_is_ascii_digits_of_a_sane_size(value: str | None, expected: int | str | None) -> None:
+    if not isinstance(expected, str):
+        assert content_length(value, "http://example.invalid/f") == expected
+        return
+    with pytest.raises(UpstreamError, match=re.escape(expected)) as raised:
+        content_length(value, "http://user:secret@example.invalid/f")
+    assert "secret" not in str(raised.value)
+    assert len(str(raised.value)) < 200
+
+
+@pytest.mark.parametrize("what", ["file", "metadata"])
+def test_a_content_length_of_one_number_repeated_is_that_number(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session, what: str
+) -> None:
+    metadata = b"Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\n"
+    body = PAYLOAD if what == "file" else metadata
+    one_file.entry = {"core-metadata": {"sha256": sha256(metadata)}, "hashes": {"sha256": sha256(PAYLOAD)}}
+    answer = Answer(
+        raw=b"Content-Length: %d, %d\r\nConnection: close\r\n\r\n" % (len(body), len(body)) + body
+    )
+    if what == "file":
+        one_file.file = answer
+    else:
+        one_file.metadata = answer
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=TIMEOUT)
+    path = f"/files/pkg/{one_file.filename}" + (".metadata" if what == "metadata" else "")
+    assert http.get(mirror.url + path).content == body
+
+
+class _Unforeseen:
+    """A fetcher whose page lists a wheel with metadata, and whose metadata fails as no check
+    foresaw: the client library raising a ValueError (a redirect to ``http://[::1``), or the body
+    raising one midway."""
+
+    def __init__(self, when: str) -> None:
+        self.when = when
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+        dist = DistFile(
+            filename="pkg-1.0-py3-none-any.whl", url="https://example.invalid/pkg.whl", core_metadata={}
+        )
+        return Fetched(page=ProjectPage.build(name, [dist]))
+
+    def open(self, url: str) -> FileStream:  # noqa: ARG002
+        if self.when == "open":
+            raise ValueError("Invalid IPv6 URL")
+        return self
+
+    size: int | None = None
+
+    def chunks(self) -> Iterator[bytes]:
+        yield b"Metadata-Version: 2.1\n"
+        raise RecursionError("maximum recursion depth exceeded")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("when", ["open", "read"])
+def test_metadata_that_fails_as_nothing_foresaw_is_a_one_line_502(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, when: str
+) -> None:
+    config = Config(nestegg_dir=tmp_path / "nest", index_url="https://example.invalid/simple/")
+    app = create_app(config, repository=Repository(config, fetcher=_Unforeseen(when)))
+    seen: list[str] = []
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/files/pkg/pkg-1.0-py3-none-any.whl.metadata",
+        "wsgi.input": io.BytesIO(),
+    }
+    with caplog.at_level(logging.INFO):
+        body = b"".join(app(environ, lambda status, _headers, _exc_info=None: seen.append(status)))
+    assert seen[0].startswith("502 ")
+    assert body.count(b"\n") == 1
+    assert (b"ValueError: Invalid IPv6 URL" if when == "open" else b"RecursionError") in body
+    no_traceback(caplog)
+
+
+def test_metadata_longer_than_its_limit_by_its_length_is_refused_before_its_body(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    one_file.entry = {"core-metadata": True}
+    # a length over the limit, and a body that never comes: refused at once, not at the deadline
+    one_file.metadata = Answer(pieces=lambda: [b"Metadata-Version: 2.1\n"], length=2_000_000, hold=True)
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=30, max_metadata_size=1 << 20)
+    started = time.monotonic()
+    message = assert_clear_error(http.get(f"{mirror.url}/files/pkg/{one_file.filename}.metadata"), 502)
+    assert "larger than max_metadata_size (1 MiB)" in message
+    assert time.monotonic() - started < 10
+
+
+def test_an_unsolicited_304_is_an_upstream_error_and_a_held_page_stays(
+    one_file: OneFile,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    not_modified = Answer(status=304)
+    one_file.page = not_modified  # to the first request, which sent no validator
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=TIMEOUT, ttl=0)
+    with caplog.at_level(logging.INFO):
+        message = assert_clear_error(http.get(mirror.index_url + "pkg/"), 502)
+        assert "304 Not Modified" in message
+        assert_clear_error(http.get(f"{mirror.url}/files/pkg/{one_file.filename}"), 502)
+        # a page held (whose upstream gave no validators): served on, as on any upstream failure
+        one_file.page = None
+        page = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON})
+        assert page.status_code == 200
+        one_file.page = not_modified
+        again = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON})
+        assert (again.status_code, again.json()) == (200, page.json())
+    assert any("304 Not Modified" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    no_traceback(caplog)
 
 
 # endless upstream answers (issue 20) ---------------------------------------------------------
@@ -940,3 +1212,90 @@ def test_clients_waiting_on_a_slow_upstream_file_do_not_starve_the_others(
             trickle.release.set()
             for client in clients:
                 client.close()
+
+
+# the web UI of a large project (attack 2, finding 5) ------------------------------------------
+
+
+def big_page(files: int, *, one_version: int = 0) -> ProjectPage:
+    """A page of ``files`` files, each its own version, and ``one_version`` more of version 0.1."""
+    dists = [
+        DistFile(
+            filename=f"big-1.{i}-py3-none-any.whl",
+            url=f"https://example.invalid/f/big-1.{i}-py3-none-any.whl",
+            hashes={"sha256": f"{i:064x}"},
+        )
+        for i in range(files)
+    ]
+    dists += [
+        DistFile(
+            filename=f"big-0.1-{j}-py3-none-any.whl",
+            url=f"https://example.invalid/f/big-0.1-{j}-py3-none-any.whl",
+            hashes={"sha256": f"{j:064x}"},
+        )
+        for j in range(one_version)
+    ]
+    return ProjectPage.build("big", dists)
+
+
+def test_the_ui_page_of_a_large_project_costs_one_model_and_is_made_once(
+    make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    """50,000 files: two requests at once hold one model of the page between them (the mirror's,
+    made one at a time), /health answers beside them, and later pages of it cost milliseconds."""
+    mirror = make_mirror(offline=True)
+    mirror.repository.store.write_page(
+        PageState(page=big_page(48_800, one_version=1_200), checked=time.time())
+    )
+    health: list[float] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            health.append(health_ms(mirror.port))
+            done.wait(0.05)
+
+    def both() -> list[requests.Response]:
+        answers: list[requests.Response] = []
+
+        def ask(path: str) -> None:
+            with requests.Session() as session:
+                answers.append(session.get(mirror.url + path, timeout=120))
+
+        askers = [
+            threading.Thread(target=ask, args=(path,))
+            for path in ("/ui/project/big", "/ui/project/big?format=json")
+        ]
+        for asker in askers:
+            asker.start()
+        for asker in askers:
+            asker.join()
+        return answers
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        started = time.monotonic()
+        answers, grown = peak_growth(both)
+        took = time.monotonic() - started
+    finally:
+        done.set()
+        prober.join()
+    assert [a.status_code for a in answers] == [200, 200]
+    data = next(a for a in answers if a.headers["Content-Type"] == "application/json").json()
+    assert (data["total"], len(data["versions"])) == (48_801, 20)
+    assert data["versions"][0]["version"] == "1.48799"
+    # one model of the page (about 650 bytes a file) and the view: each request made its own before
+    assert grown < 80 << 20, grown
+    assert took < 60, took
+    assert sorted(health)[len(health) // 2] < 100, health
+    started = time.monotonic()
+    later = http.get(f"{mirror.url}/ui/project/big?format=json&per_page=500&page=3", timeout=60).json()
+    assert time.monotonic() - started < 2  # the view is made: no row per file, no version parsed
+    assert [v["version"] for v in later["versions"]][:2] == ["1.47799", "1.47798"]
+    # a version of 1,200 files shows 500 of them, and says how many more there are
+    last = http.get(f"{mirror.url}/ui/project/big?format=json&per_page=1&page=48801", timeout=60).json()
+    [version] = last["versions"]
+    assert (version["version"], len(version["files"]), version["more_files"]) == ("0.1", 500, 700)
+    html = http.get(f"{mirror.url}/ui/project/big?per_page=1&page=48801", timeout=60).text
+    assert "and 700 more files" in html

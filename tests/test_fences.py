@@ -18,7 +18,7 @@ import pytest
 from waitress.buffers import ReadOnlyFileBasedBuffer
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
-from waitress.server import create_server
+from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ThreadedTaskDispatcher, WSGITask
 from waitress.utilities import Error
 
@@ -60,7 +60,10 @@ WAITRESS_INTERNALS = [
     (HTTPRequestParser, "expect_continue"),
     (HTTPRequestParser, "connection_close"),
     (WSGITask, "execute"),
+    (WSGITask, "wrote_header"),  # whether an error of the app breaks a response off (_waitress._Task)
     (Error, "to_response"),
+    (BaseWSGIServer, "maintenance"),  # the clean-up of idle connections and slow heads
+    (HTTPChannel, "last_activity"),
     (ThreadedTaskDispatcher, "handler_thread"),  # the paced workers
     (ThreadedTaskDispatcher, "set_thread_count"),
     (ThreadedTaskDispatcher, "active_count"),
@@ -89,9 +92,11 @@ def test_waitress_still_has_the_instance_state_nestegg_uses(make_mirror: MirrorF
             assert hasattr(channel, name), f"waitress {waitress_version}: a channel has no {name!r}"
         assert hasattr(channel.outbuf_lock, "wait")
         assert hasattr(waitress_server.trigger, "pull_trigger")
+        for name in ("active_channels", "_map", "adj"):
+            assert hasattr(waitress_server, name), f"waitress {waitress_version}: the server has no {name!r}"
         assert "thunk" in inspect.signature(waitress_server.trigger.pull_trigger).parameters
         parser = channel.request  # the request whose body has not come yet
-        for name in ("command", "path", "query", "headers"):
+        for name in ("command", "path", "query", "headers", "version"):
             assert hasattr(parser, name), f"waitress {waitress_version}: a parsed request has no {name!r}"
     dispatcher = waitress_server.task_dispatcher
     for name in ("lock", "queue", "queue_cv", "thread_exit_cv", "threads"):

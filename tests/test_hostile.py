@@ -11,11 +11,13 @@ import hashlib
 import json
 import logging
 import os
+import select
 import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -26,11 +28,16 @@ from packaging.utils import NormalizedName
 from nestegg_core import Config, Mirror
 from nestegg_core.cli import main
 from nestegg_core.cli.export import export
+from nestegg_core.config import credentials as credentials_module
 from nestegg_core.config.credentials import NOT_A_TOKEN, Credentials, set_password
-from nestegg_core.serve import _waitress as serving
+from nestegg_core.index import repository
+from nestegg_core.serve import _waitress
+from nestegg_core.serve import server as serving
 from nestegg_core.serve.mounts import UpstreamMounts
 from nestegg_core.serve.server import describe, make_server
 from nestegg_core.simple.distmeta import wheel_metadata
+from nestegg_core.simple.models import ProjectPage
+from nestegg_core.storage.pagestate import PageState
 from nestegg_core.storage.store import CacheStore
 from nestegg_core.storage.usage import SizeLimit, cached_files, prune
 from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
@@ -52,6 +59,10 @@ from .loopback import (
 JSON = "application/vnd.pypi.simple.v1+json"
 SENTINEL = b"sentinel: this file must never be served"
 USER, PASSWORD = "alice", "correct horse"
+#: what pip on CPython 3.11, Linux x86_64 sends (``compatible_only`` reads it)
+PIP_AGENT = "pip/24.0 " + json.dumps(
+    {"python": "3.11.7", "implementation": {"name": "CPython"}, "system": {"name": "Linux"}, "cpu": "x86_64"}
+)
 
 
 def raw_request(
@@ -573,6 +584,32 @@ def test_a_linked_state_file_or_rendered_page_is_a_cache_miss(
     assert snapshot(outside) == before
 
 
+def test_a_linked_folder_of_renderings_for_installers_is_never_read_nor_written(
+    upstream: PrivateIndex, make_mirror: MirrorFactory, http: requests.Session, outside: Path
+) -> None:
+    upstream.add("pkg", "1.0")
+    mirror = make_mirror(compatible_only=True)
+    pip = {"Accept": JSON, "Accept-Encoding": "identity", "User-Agent": PIP_AGENT}
+    first = http.get(mirror.index_url + "pkg/", headers=pip)
+    assert first.status_code == 200
+    # a copy of the renderings for pip, changed to list another file, linked in their folder's place
+    folder = mirror.repository.pages.folder / "pkg.clients"
+    forged = outside / "clients"
+    shutil.copytree(folder, forged)
+    for path in forged.iterdir():
+        path.write_bytes(path.read_bytes().replace(b"pkg-1.0.tar.gz", b"pkg-6.6.tar.gz"))
+    before = snapshot(outside)
+    plant(folder, forged)
+    # another process of the nest (nothing in memory) serves the page to pip, and would save it
+    again = make_mirror(compatible_only=True)
+    answer = http.get(again.index_url + "pkg/", headers=pip)
+    assert answer.status_code == 200
+    assert "pkg-6.6" not in answer.text
+    assert answer.json() == first.json()
+    assert snapshot(outside) == before
+    assert folder.is_symlink()
+
+
 def test_prune_and_the_size_limit_never_stat_nor_remove_through_a_link(
     upstream: PrivateIndex, make_mirror: MirrorFactory, http: requests.Session, outside: Path, tmp_path: Path
 ) -> None:
@@ -688,7 +725,7 @@ def test_pipelined_slow_readers_are_cut_off_after_the_send_timeout(
 ) -> None:
     """A worker waits for a client to take the first answer before it starts the second; not
     for ever."""
-    monkeypatch.setattr(serving, "SEND_TIMEOUT", 1.0)
+    monkeypatch.setattr(_waitress, "SEND_TIMEOUT", 1.0)
     mirror, path = big_file
     request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     clients = never_reading(mirror.port, request * 2, 20)
@@ -716,6 +753,63 @@ def closed_by_server(client: socket.socket) -> bool:
     except TimeoutError:
         return False
     return False
+
+
+def test_idle_connections_at_the_limit_make_room_for_a_new_client(
+    make_mirror: MirrorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections that send nothing, as many as the server takes: another client is answered
+    within seconds (waitress stopped accepting at the limit until they timed out, 300 s), and
+    the connections closed are those idle longest."""
+    monkeypatch.setattr(serving, "CONNECTION_LIMIT", 40)
+    monkeypatch.setattr(serving, "CLEANUP_INTERVAL", 1)
+    mirror = make_mirror()
+    server = mirror._server
+    idle = []
+    try:
+        for _ in range(37):  # with the listener and the trigger, 39 of its 40 places
+            idle.append(socket.create_connection(("127.0.0.1", mirror.port), timeout=10))
+        wait_until(lambda: len(server.active_channels) == 37, "the idle connections accepted")
+        recent = socket.create_connection(("127.0.0.1", mirror.port), timeout=10)
+        idle.append(recent)
+        recent.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert recent.recv(65536).startswith(b"HTTP/1.1 200 ")  # the last one asked something
+        for _ in range(10):  # more than its places: the server stops accepting
+            idle.append(socket.create_connection(("127.0.0.1", mirror.port), timeout=10))
+        started = time.monotonic()
+        assert health_ms(mirror.port, timeout=30) < 30_000
+        assert time.monotonic() - started < 10  # a look every second, not the idle timeout
+        recent.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert recent.recv(65536).startswith(b"HTTP/1.1 200 ")  # longest idle went first
+        assert sum(closed_by_server(client) for client in idle[:10]) == 10
+    finally:
+        for client in idle:
+            client.close()
+
+
+def test_a_request_head_sent_a_byte_at_a_time_is_cut_off(
+    make_mirror: MirrorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that is never idle, sending its head a byte at a time, would hold its connection
+    (and so a place of the connection limit) for ever."""
+    monkeypatch.setattr(serving, "HEAD_TIMEOUT", 1.0)
+    monkeypatch.setattr(serving, "CLEANUP_INTERVAL", 1)
+    mirror = make_mirror()
+    with socket.create_connection(("127.0.0.1", mirror.port), timeout=10) as client:
+        client.sendall(b"GET /health HTTP/1.1\r\n")
+        deadline = time.monotonic() + 15
+        closed = False
+        while not closed and time.monotonic() < deadline:
+            try:
+                client.sendall(b"X")
+            except OSError:  # reset: the server closed it
+                closed = True
+                break
+            readable, _, _ = select.select([client], [], [], 0.2)
+            if readable:
+                closed = closed_by_server(client)
+        assert closed, "the connection was held open"
+        assert time.monotonic() < deadline - 10  # within a few seconds of HEAD_TIMEOUT
 
 
 def test_readers_of_a_download_stop_once_their_clients_went_away(
@@ -1062,6 +1156,51 @@ def test_content_length_with_transfer_encoding_is_refused_and_nothing_after_it_a
     assert b"Content-Length and Transfer-Encoding" in data
 
 
+@pytest.mark.parametrize(
+    ("line", "fields", "body"),
+    [
+        ("POST /health HTTP/1.1", "Transfer-Encoding: chunked, chunked", "0\r\n\r\n0\r\n\r\n"),
+        ("POST /health HTTP/1.1", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked", "0\r\n\r\n"),
+        ("POST /health HTTP/1.1", "transfer-encoding: Chunked,\tCHUNKED", "0\r\n\r\n"),
+        ("POST /health HTTP/1.1", "Transfer-Encoding: chunked\r\n , chunked", "0\r\n\r\n"),  # folded
+        ("GET /health HTTP/1.1", "Transfer-Encoding: chunked,chunked", "0\r\n\r\n"),
+        ("POST /health HTTP/1.0", "Connection: keep-alive\r\nTransfer-Encoding: chunked", "0\r\n\r\n"),
+    ],
+    ids=["one-field", "two-fields", "case-and-tab", "folded", "get", "http-1.0"],
+)
+def test_a_body_chunked_twice_or_under_http_1_0_is_refused_and_nothing_after_it_answered(
+    mirror: Mirror, line: str, fields: str, body: str
+) -> None:
+    """RFC 9112, section 6.1: chunked is applied once, and an HTTP/1.0 message with
+    Transfer-Encoding has faulty framing; a front server may read either otherwise."""
+    with socket.create_connection(("127.0.0.1", mirror.port), timeout=10) as sock:
+        sock.sendall(f"{line}\r\nHost: x\r\n{fields}\r\n\r\n{body}".encode() + SMUGGLED)
+        data = b""
+        while chunk := sock.recv(65536):  # until the server closes the connection
+            data += chunk
+    assert data.startswith((b"HTTP/1.1 400 ", b"HTTP/1.0 400 ")), data[:300]
+    assert b'{"status": "ok"}' not in data, data  # the request after it was never answered
+    assert b"Transfer-Encoding" in data
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        "Transfer-Encoding: chunked",
+        "X-Note: transfer-encoding: chunked, chunked\r\nTransfer-Encoding: chunked",
+    ],
+)
+def test_a_body_chunked_once_is_read(mirror: Mirror, fields: str) -> None:
+    with socket.create_connection(("127.0.0.1", mirror.port), timeout=10) as sock:
+        sock.sendall(f"GET /health HTTP/1.1\r\nHost: x\r\n{fields}\r\n\r\n0\r\n\r\n".encode() + SMUGGLED)
+        data = b""
+        while data.count(b'{"status": "ok"}') < 2:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 "), data[:300]
+
+
 def test_a_content_length_too_long_for_a_number_is_400(mirror: Mirror) -> None:
     head = b"POST /legacy/ HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n"
     status, _, body = head_only(mirror.port, head)
@@ -1083,6 +1222,175 @@ def test_read_auth_hides_private_names_from_the_root_index(
         known = http.get(mirror.index_url, headers={"Accept": accept}, auth=(USER, PASSWORD))
         assert known.status_code == 200
         assert "hidden-thing" in known.text
+
+
+@pytest.fixture
+def scrypt_calls(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The start of every password check (scrypt) made from now on."""
+    calls: list[float] = []
+    real = credentials_module._scrypt
+
+    def counted(password: str, salt: bytes, *args: int, **kwargs: int) -> bytes:
+        calls.append(time.monotonic())
+        return real(password, salt, *args, **kwargs)
+
+    monkeypatch.setattr(credentials_module, "_scrypt", counted)
+    return calls
+
+
+def test_wrong_credentials_sent_again_cost_no_second_check(tmp_path: Path, scrypt_calls: list[float]) -> None:
+    users = tmp_path / "users.txt"
+    set_password(users, USER, PASSWORD)
+    credentials = Credentials(users)
+    assert credentials.user_of(USER, PASSWORD) == USER
+    attempts = [
+        ("a wrong password", USER, "wrong", 1),
+        ("the same again", USER, "wrong", 0),
+        ("a user nobody is", "nobody", "pw", 1),  # as slow as a real check the first time
+        ("the same again", "nobody", "pw", 0),
+        ("the right one", USER, PASSWORD, 0),  # remembered before
+    ]
+    for what, user, password, cost in attempts:
+        scrypt_calls.clear()
+        assert credentials.user_of(user, password) == (USER if password == PASSWORD else None), what
+        assert len(scrypt_calls) == cost, what
+    for i in range(5000):  # made-up credentials never push out the right ones
+        credentials._refused[f"{i}".encode()] = ""
+    credentials.user_of("nobody", "another")
+    scrypt_calls.clear()
+    assert credentials.user_of(USER, PASSWORD) == USER
+    assert scrypt_calls == []
+    assert len(credentials._refused) <= 4096
+    set_password(users, "nobody", "pw")  # the user's line changed: what it refused is checked again
+    scrypt_calls.clear()
+    assert credentials.user_of("nobody", "pw") == "nobody"
+    assert len(scrypt_calls) == 1
+
+
+def test_password_checks_run_one_at_a_time_and_a_request_that_waits_too_long_is_503(
+    make_mirror: MirrorFactory, http: requests.Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = tmp_path / "users.txt"
+    set_password(users, USER, PASSWORD)
+    running, most = [0], [0]
+    lock = threading.Lock()
+    real = credentials_module._scrypt
+
+    def watched(password: str, salt: bytes, *args: int, **kwargs: int) -> bytes:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return real(password, salt, *args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(credentials_module, "_scrypt", watched)
+    # eight checks in turn, on a loaded machine too
+    monkeypatch.setattr(
+        credentials_module, "CHECK_WAIT", 60.0
+    )  # eight checks in turn, on a loaded machine too
+    mirror = make_mirror(credentials_file=users, private_read_auth=True, threads=4)
+    mirror.repository.private.add(make_wheel(PackageSpec(name="hidden-thing", version="1.0"), tmp_path / "d"))
+    page = f"{mirror.url}/simple/hidden-thing/"
+
+    def ask(i: int) -> int:
+        with requests.Session() as session:
+            return session.get(page, auth=(f"made-up-{i}", "x"), timeout=60).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(ask, range(8))) == [401] * 8
+    assert most[0] == credentials_module.CHECKS_AT_ONCE == 1
+    # a check that cannot have its turn in time is answered 503, which pip and uv retry
+    monkeypatch.setattr(credentials_module, "CHECK_WAIT", 0.2)
+    assert credentials_module._CHECKS.acquire(timeout=10)
+    try:
+        answer = http.get(page, auth=("made-up", "y"), timeout=10)
+        assert (answer.status_code, answer.headers.get("Retry-After")) == (503, "1")
+        assert "too many password checks" in answer.text
+        status, headers, _ = head_only(mirror.port, upload_head(basic("made-up", "w")))  # an upload too
+        assert (status, headers.get("retry-after")) == (503, "1")
+        assert http.get(f"{mirror.url}/health", auth=("made-up", "z"), timeout=10).status_code == 200
+    finally:
+        credentials_module._CHECKS.release()
+    assert http.get(page, auth=(USER, PASSWORD), timeout=10).status_code == 200
+
+
+def test_credentials_are_checked_only_where_a_private_name_needs_them(
+    make_mirror: MirrorFactory,
+    upstream: PrivateIndex,
+    http: requests.Session,
+    tmp_path: Path,
+    scrypt_calls: list[float],
+) -> None:
+    upstream.add("public-pkg", "1.0")
+    users = tmp_path / "users.txt"
+    set_password(users, USER, PASSWORD)
+    mirror = make_mirror(credentials_file=users, private_read_auth=True)
+    bogus = ("made-up", "credentials")
+    scrypt_calls.clear()
+    for path in (
+        "/simple/",
+        "/simple/public-pkg/",
+        "/health",
+        "/ui/",
+        "/ui/?format=json",
+        "/ui/project/public-pkg",
+    ):
+        assert http.get(mirror.url + path, auth=bogus).status_code == 200, path
+    assert scrypt_calls == []  # nothing private to hide: no check
+    mirror.repository.private.add(make_wheel(PackageSpec(name="hidden-thing", version="1.0"), tmp_path / "d"))
+    assert "hidden-thing" not in http.get(mirror.index_url, auth=bogus).text
+    assert len(scrypt_calls) == 1
+    for path in ("/simple/", "/ui/", "/simple/hidden-thing/", "/health", "/simple/public-pkg/"):
+        assert http.get(mirror.url + path, auth=bogus).status_code in (200, 401), path
+    assert len(scrypt_calls) == 1  # the same wrong credentials are not checked again
+    assert "hidden-thing" in http.get(mirror.index_url, auth=(USER, PASSWORD)).text
+
+
+def test_the_root_index_is_made_once_per_change_however_many_names_were_asked(
+    make_mirror: MirrorFactory, http: requests.Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every name asked of an upstream that has it leaves a state file: 5,000 of them here."""
+    mirror = make_mirror(offline=True)
+    store = mirror.repository.store
+    for i in range(5000):
+        store.write_page(PageState(page=ProjectPage.build(f"n{i}x", ()), checked=time.time()))
+    scans = [0]
+    real = CacheStore.project_names
+
+    def counted(self: CacheStore) -> Iterator[str]:
+        scans[0] += 1
+        return real(self)
+
+    monkeypatch.setattr(CacheStore, "project_names", counted)
+    first = http.get(mirror.index_url, headers={"Accept": JSON})
+    assert len(first.json()["projects"]) == 5000
+    assert scans[0] == 1
+    etag = first.headers["ETag"]
+    took = []
+    for i in range(20):
+        if i == 10:  # from now on past RECHECK every time: the folders are looked at, not scanned
+            monkeypatch.setattr(repository, "RECHECK", 0.0)
+        started = time.perf_counter()
+        again = http.get(mirror.index_url, headers={"Accept": JSON, "If-None-Match": etag})
+        took.append(time.perf_counter() - started)
+        assert again.status_code == 304
+        assert http.get(mirror.index_url, headers={"Accept": JSON}).content == first.content
+        assert http.get(mirror.index_url).status_code == 200  # the HTML one, made once too
+    assert scans[0] == 1  # a second within RECHECK and past it alike: nothing changed
+    assert sorted(took)[10] < 0.05, took  # no scan, no rendering: a few ms even on a loaded machine
+    # a change is seen at once: a page written (by any process of the nest), a private upload
+    CacheStore(store.root, key=store.key).write_page(PageState(page=ProjectPage.build("new-one", ())))
+    names = [p["name"] for p in http.get(mirror.index_url, headers={"Accept": JSON}).json()["projects"]]
+    assert "new-one" in names
+    assert scans[0] == 2
+    mirror.repository.private.add(make_wheel(PackageSpec(name="mine", version="1.0"), tmp_path / "d"))
+    assert "mine" in http.get(mirror.index_url).text
+    # and a folder made by hand, which stamps no generation, within RECHECK
+    (store.files / "by-hand").mkdir(parents=True)
+    wait_until(lambda: "by-hand" in http.get(mirror.index_url).text, "the hand-made project listed")
 
 
 # configuration and command line --------------------------------------------------------------

@@ -11,7 +11,9 @@ import gc
 import io
 import json
 import logging
+import lzma
 import re
+import struct
 import subprocess
 import sys
 import tarfile
@@ -30,6 +32,7 @@ from packaging.utils import NormalizedName
 
 from nestegg_core import Config, Mirror
 from nestegg_core.cli import main
+from nestegg_core.cli.export import export
 from nestegg_core.config.credentials import set_password
 from nestegg_core.errors import NotFound
 from nestegg_core.index import refresh
@@ -38,7 +41,9 @@ from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import Fetched, FileStream
 from nestegg_core.serve.compose import create_app
 from nestegg_core.serve.mounts import UpstreamMounts
+from nestegg_core.simple import distmeta
 from nestegg_core.simple.models import DistFile, ProjectPage
+from nestegg_core.storage import pagefiles
 from nestegg_core.storage.pagestate import PageState
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.storage.store import CacheStore
@@ -214,6 +219,58 @@ def test_huge_numbers_in_requires_python_and_wheel_tags_under_compatible_only(
         assert listed(mirror)[0] == sorted(index.good + unreadable + newer)  # another client: all
 
 
+def _agent(**changes: Any) -> str:
+    data = json.loads(PIP_AGENT.partition(" ")[2])
+    data.update(changes)
+    return "pip/24.0 " + json.dumps(data)
+
+
+def _rendered_files(mirror: Mirror) -> list[Path]:
+    return [path for path in mirror.repository.pages.folder.rglob("*") if path.is_file()]
+
+
+def test_made_up_user_agents_leave_the_rendered_pages_bounded(
+    make_mirror: MirrorFactory, index: Index
+) -> None:
+    mirror = make_mirror(index_url=index.server.index_url, compatible_only=True)
+    index.extra.append(
+        {
+            "filename": "pkg-0.9.tar.gz",
+            "url": index.server.url("/f"),
+            "hashes": {},
+            "requires-python": ">=3.11.5",
+        }
+    )
+    everything = sorted([*index.good, "pkg-0.9.tar.gz"])
+    assert listed(mirror, PIP_AGENT)[0] == everything  # pip on 3.11.9 takes it: kept for every 3.11
+    assert listed(mirror, _agent(python="3.10.12"))[0] == index.good
+    # values no wheel tag knows make the kind of page of unknown ones: one rendering for them all
+    for i in range(40):
+        agent = _agent(
+            cpu=f"cpu-{i}",
+            implementation={"name": f"Python-{i}"},
+            distro={"libc": {"lib": "glibc", "version": f"2.{1000 + i}"}},
+        )
+        assert listed(mirror, agent)[0] == everything
+    # JSON and HTML, each with its gzip encoding, for 3 kinds of installer (3.11, 3.10, unknown)
+    assert len(_rendered_files(mirror)) == 4 * 3
+    # a Python out of range is no installer the rules know: the page of every file, no new rendering
+    assert listed(mirror)[0] == everything
+    before = sorted(_rendered_files(mirror))
+    for python in ("3.100", "9.1", "1.0", "3.11.7" + "1" * 40):
+        assert listed(mirror, _agent(python=python))[0] == everything
+    assert sorted(_rendered_files(mirror)) == before
+    # every Python minor is a kind of installer: a page keeps the renderings of a few of them
+    for minor in range(60):
+        answer = get(mirror, "/simple/pkg/", JSON, _agent(python=f"3.{minor}.1"))
+        assert answer.status_code == 200, answer.text
+        assert get(mirror, "/simple/pkg/", HTML, _agent(python=f"3.{minor}.1")).status_code == 200
+    assert len(_rendered_files(mirror)) <= 4 * (1 + pagefiles.MAX_CLIENTS)
+    assert len(mirror.repository.refresher._kinds[NormalizedName("pkg")]) <= refresh.MAX_KINDS
+    # and what is kept is still right
+    assert listed(mirror, PIP_AGENT)[0] == everything
+
+
 def test_a_page_that_cannot_be_read_never_replaces_the_good_one(
     make_mirror: MirrorFactory,
     index: Index,
@@ -259,6 +316,32 @@ def test_the_ui_reads_huge_versions_an_older_cache_holds(make_mirror: MirrorFact
 def test_the_ui_orders_versions_it_cannot_read_as_other_text() -> None:
     assert web._latest(["1.0", HUGE, "2.0rc1"]) == "1.0"
     assert sorted(["1.0", HUGE, "2.0"], key=web._version_key) == [HUGE, "1.0", "2.0"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/ui/?page=\u00b2", 400),  # "²".isdigit() is true, int() refuses it
+        ("/ui/?per_page=\u00b3", 400),
+        (f"/ui/?page={HUGE}", 400),  # past int()'s limit on digits
+        ("/ui/?page=\u0661", 400),  # an Arabic-Indic one: int() reads it, no ASCII digit though
+        ("/ui/project/x?page=\u00b9", 400),
+        ("/ui/ci?page=\u00b2", 400),
+        (f"/ui/ci?per_page={HUGE}", 400),
+        ("/ui/ci/x/\u00b2", 404),  # a run id is a path: no such page
+        ("/ui/ci/x/\u00b2/log", 404),
+        (f"/ui/ci/x/{HUGE}", 404),
+    ],
+)
+def test_the_ui_answers_numbers_it_cannot_read_with_400_or_404(
+    make_mirror: MirrorFactory, upstream: PrivateIndex, http: requests.Session, path: str, status: int
+) -> None:
+    upstream.add("x", "1.0")
+    mirror = make_mirror()
+    assert http.get(f"{mirror.url}/simple/x/").status_code == 200
+    answer = http.get(mirror.url + path)
+    assert answer.status_code == status, answer.text
+    assert len(answer.text) < 300  # a line naming the value, cut short
 
 
 @pytest.fixture
@@ -640,3 +723,169 @@ def test_metadata_asked_by_many_at_once_is_fetched_once(tmp_path: Path) -> None:
         assert {future.result(30).read_bytes() for future in paths} == {filename.encode()}
     assert len(opened) == 1
     assert repository._metadata_locks == {}
+
+
+# archives (attack round 2, findings 2 and 8) and filenames that are not ASCII -------------------
+
+
+def tar_gz(members: dict[str, bytes], dest: Path, filename: str) -> Path:
+    """An sdist named ``filename`` in ``dest`` holding ``members`` (name: bytes), nothing else."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(dest / filename, "w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return dest / filename
+
+
+def twine_upload(server: Mirror, path: Path) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
+        "--repository-url", f"{server.url}/legacy/", "--username", USER, "--password", PASSWORD, str(path),
+    ]  # fmt: skip
+    env = installer_env(PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
+    env = {k: v for k, v in env.items() if not k.startswith("TWINE_")}
+    return subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=120)
+
+
+PKG_INFO = b"Metadata-Version: 2.1\nName: up-pkg\nVersion: 1.0\n"
+NO_PKG_INFO = "has no metadata: no <name>-<version>/PKG-INFO in it"
+NO_VERSION = PKG_INFO.replace(b"Version: 1.0", b"")
+ANOTHER_FIRST = {"other-1.0/PKG-INFO": PKG_INFO, "up_pkg-1.0/PKG-INFO": PKG_INFO.replace(b"1.0", b"6.6")}
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ({"up_pkg-1.0/setup.py": b""}, NO_PKG_INFO),
+        ({"up_pkg-1.0/src/PKG-INFO": PKG_INFO}, NO_PKG_INFO),
+        ({"up_pkg-1.0/PKG-INFO": PKG_INFO.replace(b"up-pkg", b"other")}, "holds metadata of project 'other'"),
+        ({"up_pkg-1.0/PKG-INFO": NO_VERSION}, "holds metadata without a Name and a Version"),
+        # the one where the sdist format puts it is read, not the first in the archive
+        (ANOTHER_FIRST, "holds metadata of version '6.6', not '1.0' as its filename says"),
+    ],
+    ids=["no-pkg-info", "nested-only", "other-name", "no-version", "elsewhere-first"],
+)
+def test_an_sdist_without_its_pkg_info_is_refused(
+    server: Mirror, tmp_path: Path, members: dict[str, bytes], message: str
+) -> None:
+    path = tar_gz(members, tmp_path / "dists", "up_pkg-1.0.tar.gz")
+    answer = upload(server, path)
+    assert answer.status_code == 400, answer.text
+    assert answer.text == f"'up_pkg-1.0.tar.gz' {message}\n"
+    assert get(server, "/simple/up-pkg/").status_code == 404  # nothing published, no name made private
+
+
+def test_an_sdist_of_many_members_in_xz_is_refused_at_once(server: Mirror) -> None:
+    # the attack's upload: an xz stream under a .tar.gz name, of tar members and no PKG-INFO
+    # (2,000,000 members took 58 s and 897 MB before it was published; 20,000 here)
+    header = tarfile.TarInfo("up_pkg-1.0/x").tobuf(format=tarfile.USTAR_FORMAT)
+    blob = lzma.compress(header * 20_000 + b"\0" * 1024, format=lzma.FORMAT_XZ, preset=0)
+    started = time.monotonic()
+    with requests.Session() as session:
+        session.trust_env = False
+        answer = session.post(
+            f"{server.url}/legacy/",
+            data={":action": "file_upload", "protocol_version": "1", "name": "up-pkg", "version": "1.0"},
+            files={"content": ("up_pkg-1.0.tar.gz", blob, "application/octet-stream")},
+            auth=(USER, PASSWORD),
+            timeout=120,
+        )
+    assert answer.status_code == 400, answer.text
+    assert answer.text == "'up_pkg-1.0.tar.gz' is not gzip-compressed, as a .tar.gz file must be\n"
+    assert time.monotonic() - started < 5
+    assert get(server, "/simple/up-pkg/").status_code == 404
+
+
+def test_an_sdist_of_too_many_members_is_refused(
+    server: Mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(distmeta, "MAX_TAR_MEMBERS", 5000)
+    members = {f"up_pkg-1.0/{n}": b"" for n in range(6000)} | {"up_pkg-1.0/PKG-INFO": PKG_INFO}
+    answer = upload(server, tar_gz(members, tmp_path / "dists", "up_pkg-1.0.tar.gz"))
+    assert answer.status_code == 400, answer.text
+    assert answer.text == "'up_pkg-1.0.tar.gz' has over 5,000 members: nestegg reads no more\n"
+    assert get(server, "/simple/up-pkg/").status_code == 404
+
+
+def claiming_a_million_members(wheel: Path, dest: Path) -> Path:
+    """A copy of ``wheel`` whose end of central directory (Zip64) claims 1,000,000 members:
+    zipfile, and so pip and twine, read it as before (they go by the directory's size)."""
+    data = wheel.read_bytes()
+    at = data.rfind(b"PK\x05\x06")
+    _, _, _, _, _, size, offset, _ = struct.unpack_from("<4s4H2LH", data, at)
+    record = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, 10**6, 10**6, size, offset)
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, at, 1)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / wheel.name).write_bytes(data[:at] + record + locator + end)
+    with zipfile.ZipFile(dest / wheel.name) as archive:
+        assert archive.testzip() is None
+    return dest / wheel.name
+
+
+@pytest.mark.slow
+def test_twine_is_told_a_wheel_of_a_million_members_is_refused(server: Mirror, tmp_path: Path) -> None:
+    made = make_wheel(PackageSpec(name="up-pkg", version="1.0"), tmp_path / "dists")
+    crafted = claiming_a_million_members(made, tmp_path / "crafted")
+    done = twine_upload(server, crafted)
+    assert done.returncode != 0
+    output = " ".join((done.stdout + done.stderr).split())
+    assert "400" in output
+    assert "lists 1,000,000 members in a central directory" in output, output
+    assert get(server, "/simple/up-pkg/").status_code == 404
+
+
+def test_a_mirrored_wheel_past_the_bounds_is_served_without_metadata(
+    make_mirror: MirrorFactory, index: Index, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wheel = next(name for name in index.files if name.endswith(".whl"))
+    original = tmp_path / wheel
+    original.write_bytes(index.files[wheel])
+    crafted = claiming_a_million_members(original, tmp_path / "crafted").read_bytes()
+    index.files[wheel] = crafted
+    mirror = make_mirror(index_url=index.server.index_url)
+    with caplog.at_level(logging.WARNING):
+        answer = get(mirror, f"/files/pkg/{wheel}")
+        assert answer.status_code == 200
+        assert answer.content == crafted  # the wheel itself is served as the index has it
+        entries = {f["filename"]: f for f in get(mirror, "/simple/pkg/", JSON).json()["files"]}
+        assert entries[wheel].get("core-metadata", False) is False
+        assert get(mirror, f"/files/pkg/{wheel}.metadata").status_code == 404
+        result = export(mirror.config, tmp_path / "exported")
+    assert [d.filename for d in result.projects[NormalizedName("pkg")] if d.core_metadata] == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2, warnings  # the download's, then the export's
+    assert warnings[0].startswith(f"no PEP 658 metadata for pkg/{wheel}: '{wheel}' lists 1,000,000 members")
+    assert warnings[1].startswith(f"no PEP 658 metadata for {wheel}: '{wheel}' lists 1,000,000 members")
+
+
+KELVIN_K, FULLWIDTH_K = "\u212a", "\uff4b"
+
+
+@pytest.mark.slow
+def test_a_filename_that_is_not_ascii_is_refused_at_upload(server: Mirror, tmp_path: Path) -> None:
+    made = make_sdist(PackageSpec(name="k", version="1.0"), tmp_path / "dists")
+    for letter in (KELVIN_K, FULLWIDTH_K):
+        renamed = tmp_path / letter / f"{letter}-1.0.tar.gz"  # k once normalized (NFKC)
+        renamed.parent.mkdir()
+        renamed.write_bytes(made.read_bytes())
+        answer = upload(server, renamed, name="k", version="1.0")
+        assert answer.status_code == 400, answer.text
+        assert answer.text == f"invalid distribution filename {renamed.name!r}: not printable ASCII\n"
+        done = twine_upload(server, renamed)  # twine sends the name its PKG-INFO gives: k
+        assert done.returncode != 0
+        assert "400" in done.stdout + done.stderr
+    assert get(server, "/simple/k/").status_code == 404
+    assert upload(server, made, name="k", version="1.0").status_code == 200  # the ASCII one is k's
+
+
+def test_an_upstream_filename_that_is_not_ascii_is_left_off(make_mirror: MirrorFactory, index: Index) -> None:
+    for name in (f"{KELVIN_K}-1.0.tar.gz", f"p{FULLWIDTH_K}g-1.0.tar.gz", "pkg-1.0\u2024tar.gz"):
+        index.extra.append({"filename": name, "url": index.server.url(f"/files/{name}"), "hashes": {}})
+    mirror = make_mirror(index_url=index.server.index_url)
+    for html in (False, True):
+        index.html = html
+        assert listed(mirror)[0] == index.good
+    assert get(mirror, f"/files/pkg/{KELVIN_K}-1.0.tar.gz").status_code == 404

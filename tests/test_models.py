@@ -99,6 +99,11 @@ def test_no_hashes_is_empty() -> None:
         ("pkg\x00-1.0.tar.gz", False),
         ("p" * 250 + ".whl", True),
         ("p" * 252 + ".whl", False),  # over 255 bytes: no file system takes it
+        ("\u212a-1.0.tar.gz", False),  # KELVIN SIGN: k-1.0.tar.gz once normalized (NFKC)
+        ("\uff4b-1.0-py3-none-any.whl", False),  # FULLWIDTH LATIN SMALL LETTER K
+        ("caf\u00e9-1.0.tar.gz", False),  # the filename specs allow ASCII only
+        ("pkg-1.0\n.tar.gz", False),
+        ("pkg-1.0\x7f.tar.gz", False),
     ],
 )
 def test_only_distribution_filenames_are_files_of_a_store(filename: str, dist: bool) -> None:

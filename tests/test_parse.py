@@ -99,12 +99,13 @@ def test_garbage_is_an_upstream_error(body: bytes, content_type: str) -> None:
 
 JSON = "application/vnd.pypi.simple.v1+json"
 #: a page whose strings hold escapes (\u00e9, a surrogate pair), raw multi-byte UTF-8 and numbers
-#: of every form, so that cuts fall inside each of them
+#: of every form, so that cuts fall inside each of them (in what a page keeps: URLs, yank
+#: reasons; a filename is ASCII or its file is left off)
 TRICKY_JSON = (
     '{"meta": {"api-version": "1.1", "x": [1.5e+3, -0.25, 0, 1E-2, 12345678901234567890]},\n'
     ' "name": "caf\\u00e9 \\ud83d\\ude00 \\"q\\" \\\\ \\/",\n'
     ' "files": [\n'
-    '  {"filename": "caf\u00e9_pkg-1.0-py3-none-any.whl",\n'
+    '  {"filename": "cafe_pkg-1.0-py3-none-any.whl",\n'
     '   "url": "../f/caf\\u00e9_pkg-1.0-py3-none-any.whl",\n'
     '   "hashes": {"sha256": "AB12"}, "requires-python": ">=3.8", "size": 1234,\n'
     '   "yanked": "\u20ac \U0001f600 \\ud83d\\ude00", "core-metadata": {"sha256": "cd"}},\n'
@@ -116,7 +117,7 @@ TRICKY_JSON = (
 TRICKY_HTML = (
     '<!DOCTYPE html><html><head><base href="/simple/pkg/"><title>caf\u00e9 \U0001f600</title></head><body>\n'
     '<!-- <a href="/c/pkg-9.whl"> --><script>var a = "<a href=/s/pkg-8.whl>";</script>\n'
-    '<a href="../../f/caf%C3%A9-1.0.tar.gz#sha256=AB"\n'
+    '<a href="../../f/caf%C3%A9/cafe-1.0.tar.gz#sha256=AB"\n'
     ' data-requires-python="&gt;=3.8">caf\u00e9-1.0.tar.gz</a>\n'
     "<a href='/f/pkg-2.0.zip' data-yanked data-core-metadata=\"sha256=EF\">\u20ac</a>\n"
     "<A HREF=/f/pkg-3.0.tar.gz>x</A></body></html>\n"

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from packaging.utils import NormalizedName
+from packaging.utils import NormalizedName, canonicalize_name
 
 from nestegg_core import Mirror
 from nestegg_core.config.config import SourceBuild
+from nestegg_core.storage.private import PrivateStore, normalize_pattern
 from nestegg_core.testing import find_uv, installer_env, make_venv
 from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex
@@ -66,6 +67,69 @@ def test_reserved_names_are_404_without_asking_upstream(
     assert http.get(f"{mirror.url}/files/{name}/{name.replace('-', '_')}-1.0.tar.gz").status_code == 404
     assert faults.count(prefix=f"/simple/{name}") == 0
     assert faults.count(prefix="/files/") == 0
+
+
+@pytest.mark.parametrize(
+    ("pattern", "normalized"),
+    [
+        ("acme_*", "acme-*"),
+        ("corp.*", "corp-*"),
+        ("Intern_X", "intern-x"),
+        ("acme__.-x", "acme-x"),
+        ("Corp.[AB]*", "corp-[ab]*"),
+        ("team[._-]x", "team-x"),  # a class of separators is one
+        ("team_[._]x", "team-x"),  # and joins the run beside it
+        ("[A-C]_*", "[a-c]-*"),
+        ("x[!_]y", "x[!-]y"),
+        ("x[a_]y", "x[a-]y"),  # '-' last: a member, not a range
+        ("x[]_]y", "x[]-]y"),
+        ("plain-name", "plain-name"),
+        ("a[b", "a[b"),  # no class: a literal '[' (matches no name)
+    ],
+)
+def test_private_name_patterns_are_normalized_as_names_are(pattern: str, normalized: str) -> None:
+    assert normalize_pattern(pattern) == normalized
+
+
+@pytest.mark.parametrize(
+    ("name", "private"),
+    [
+        ("acme-tools", True),
+        ("acme-a", True),
+        ("acmetools", False),
+        ("corp-lib", True),
+        ("corp", False),
+        ("intern-x", True),
+        ("intern-xy", False),
+        ("team-b7", True),
+        ("team-bb", False),
+        ("teamb7", False),
+    ],
+)
+def test_private_name_patterns_protect_the_names_they_mean(tmp_path: Path, name: str, private: bool) -> None:
+    store = PrivateStore(tmp_path / "private", reserved=("acme_*", "Corp.*", "Intern_X", "Team.[A-C][0-9]"))
+    assert store.is_private(NormalizedName(name)) is private
+
+
+@pytest.mark.parametrize(
+    "asked", ["acme_tools", "acme-tools", "Acme.Tools", "corp.lib", "intern_x", "team.b7"]
+)
+def test_patterns_written_with_underscores_or_dots_keep_names_off_the_upstream(
+    make_mirror: MirrorFactory, upstream: PrivateIndex, faults: Faults, http: requests.Session, asked: str
+) -> None:
+    for name in ("acme-tools", "corp-lib", "intern-x", "team-b7"):
+        upstream.add(name, "9.9")
+    before = make_mirror()  # the name was mirrored before it was made private: the web UI says private now
+    assert http.get(f"{before.url}/simple/{asked}/", headers=JSON).status_code == 200
+    before.stop()
+    faults.reset()
+    mirror = make_mirror(private_names=("acme_*", "corp.*", "Intern_X", "team_[a-c][0-9]"))
+    answer = http.get(f"{mirror.url}/simple/{asked}/", headers=JSON)
+    assert answer.status_code == 404, answer.text
+    assert "has no files yet" in answer.text
+    assert faults.count(prefix="/simple/") == 0
+    listed = http.get(f"{mirror.url}/ui/?format=json").json()["projects"]
+    assert [(p["name"], p["kind"]) for p in listed] == [(canonicalize_name(asked), "private")]
 
 
 def test_other_names_still_come_from_upstream(

@@ -17,7 +17,7 @@ from packaging.utils import NormalizedName
 from nestegg_core import Config, Mirror
 from nestegg_core.errors import NotFound
 from nestegg_core.index import repository as repository_module
-from nestegg_core.index.refresh import TRIES, Refresher
+from nestegg_core.index.refresh import MAX_KINDS, TRIES, Refresher
 from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import Fetched, FileStream
 from nestegg_core.simple.models import DistFile, ProjectPage
@@ -101,6 +101,18 @@ def test_a_page_never_served_is_left_to_its_next_request(refresher: Refresher, l
     refresher.changed(NAME)
     idle(refresher)
     assert log.calls == []
+
+
+def test_the_kinds_of_a_page_are_bounded_the_first_noted_forgotten_first(
+    refresher: Refresher, log: _Log
+) -> None:
+    for i in range(3 * MAX_KINDS):  # a kind for each made-up installer
+        refresher.served(NAME, f"json-{i}")
+    refresher.changed(NAME)
+    assert log.done.wait(10)
+    idle(refresher)
+    [(name, kinds)] = log.calls
+    assert (name, kinds) == (NAME, tuple(f"json-{i}" for i in range(2 * MAX_KINDS, 3 * MAX_KINDS)))
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,9 @@ from packaging.utils import NormalizedName
 from nestegg_core import Mirror
 from nestegg_core.cli import main
 from nestegg_core.config.sizes import parse_size
+from nestegg_core.simple.models import DistFile
 from nestegg_core.storage.store import CacheStore
-from nestegg_core.storage.usage import USED_RESOLUTION, cached_files, mark_used, prune
+from nestegg_core.storage.usage import USED_RESOLUTION, SizeLimit, cached_files, mark_used, prune
 from nestegg_core.testing import installer_env
 from nestegg_core.testing.dists import PackageSpec, make_sdist
 from nestegg_core.testing.pytest_plugin import PrivateIndex
@@ -243,6 +244,60 @@ def test_size_limit_applied_while_serving(
     assert sum(f.size for f in left) <= limit
     assert len(left) < len(wheels)
     assert "delta" in {f.name for f in left}  # the newest stays
+
+
+PIP = "pip/24.0 " + json.dumps({"python": "3.11.7", "implementation": {"name": "CPython"}})
+
+
+@pytest.mark.parametrize("by", ["prune", "size limit"])
+def test_renderings_that_can_never_be_served_again_are_removed(
+    tmp_path: Path, make_mirror: MirrorFactory, http: requests.Session, wheels: dict[str, str], by: str
+) -> None:
+    mirror = make_mirror(compatible_only=True)
+    for name in wheels:
+        for agent in (None, PIP):
+            for accept in ("text/html", "application/vnd.pypi.simple.v1+json"):
+                headers = {"Accept": accept, **({"User-Agent": agent} if agent else {})}
+                http.get(f"{mirror.index_url}{name}/", headers=headers).raise_for_status()
+    store, rendered = mirror.repository.store, mirror.repository.pages.folder
+
+    def renderings(name: str) -> list[Path]:
+        own = [*rendered.glob(f"{name}.*"), *rendered.glob(f"{name}.clients/*")]
+        return sorted(p for p in own if p.is_file() and not p.is_symlink())
+
+    assert all(len(renderings(name)) == 8 for name in wheels)  # 2 formats, 2 encodings, 2 clients
+    store.page_path(NormalizedName("alpha")).unlink()  # its page is no longer cached
+    old = time.time() - 100
+    for path in renderings("beta"):  # made from an older state than the one on disk now
+        os.utime(path, (old, old))
+    crashed, writing = rendered / ".delta.json.abc.tmp", rendered / ".delta.json.def.tmp"
+    for path in (crashed, writing):
+        path.write_bytes(b"x")
+    os.utime(crashed, (time.time() - 2 * DAY,) * 2)
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not nestegg's")
+    (rendered / "gamma.linked").symlink_to(outside)
+    if by == "prune":
+        swept = prune(tmp_path / "nest", older_than=100 * DAY)
+    else:
+        limit = SizeLimit(tmp_path / "nest", 10**12)  # far from full: nothing else is pruned
+        limit.cached(DistFile(filename="x-1.0.tar.gz", size=1))
+        limit.wait(10)
+    assert renderings("alpha") == renderings("beta") == []
+    assert not (rendered / "alpha.clients").exists()
+    assert len(renderings("gamma")) == len(renderings("delta")) == 8
+    assert not crashed.exists()
+    assert writing.exists()
+    assert (rendered / "gamma.linked").is_symlink()
+    assert outside.read_bytes() == b"not nestegg's"
+    assert len(cached_files(tmp_path / "nest")) == 0
+    if by == "prune":
+        assert swept.renderings == 17
+    # the pages still answer, rendered again
+    for name in wheels:
+        for agent in (None, PIP):
+            headers = {"User-Agent": agent} if agent else {}
+            http.get(f"{mirror.index_url}{name}/", headers=headers).raise_for_status()
 
 
 # export ----------------------------------------------------------------------------------------------

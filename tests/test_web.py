@@ -117,6 +117,28 @@ def test_pagination(populated: Mirror, http: requests.Session) -> None:
     assert http.get(f"{populated.url}/ui/?format=json&page=9").json()["projects"] == []
 
 
+def test_project_page_follows_what_it_is_made_of(
+    populated: Mirror, http: requests.Session, tmp_path: Path
+) -> None:
+    """What the page shows is made once per change: a file cached, a private upload, a build."""
+
+    def here(name: str) -> dict[str, bool]:
+        data = http.get(f"{populated.url}/ui/project/{name}?format=json").json()
+        return {f["filename"]: f["here"] for v in data["versions"] for f in v["files"]}
+
+    assert here("my-pkg")["my_pkg-1.1-py3-none-any.whl"] is False
+    assert http.get(f"{populated.url}/files/my-pkg/my_pkg-1.1-py3-none-any.whl").status_code == 200
+    assert here("my-pkg")["my_pkg-1.1-py3-none-any.whl"] is True
+    assert set(here("secret-tool")) == {"secret_tool-0.1-py3-none-any.whl", "secret_tool-0.1.tar.gz"}
+    _publish_private(populated, tmp_path, "secret-tool", "0.2")
+    assert "secret_tool-0.2.tar.gz" in here("secret-tool")
+    origins = http.get(f"{populated.url}/ui/project/built-pkg?format=json").json()["versions"][0]["files"]
+    assert {f["origin"] for f in origins} == {"built"}
+    (populated.config.nestegg_dir / "builds" / "built-pkg.json").write_text('{"built": {}}')
+    origins = http.get(f"{populated.url}/ui/project/built-pkg?format=json").json()["versions"][0]["files"]
+    assert {f["origin"] for f in origins} == {"uploaded"}
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [

@@ -31,7 +31,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from nestegg_core.config.config import Config
-from nestegg_core.errors import NesteggError, NotFound, UnsafePath
+from nestegg_core.errors import ArchiveError, NesteggError, NotFound, UnsafePath
 from nestegg_core.index.repository import Repository
 from nestegg_core.installers import installer_env
 from nestegg_core.serve.server import Mirror
@@ -176,7 +176,10 @@ def _export_file(dist: DistFile, path: Path, files_dir: Path, nest: Path) -> Dis
                     metadata = kept.read()
             except FileNotFoundError:
                 source.seek(0)
-                metadata = wheel_metadata(source)
+                try:
+                    metadata = wheel_metadata(source, dist.filename)
+                except (ArchiveError, OSError) as exc:  # exported all the same, as the mirror serves it
+                    logger.warning("no PEP 658 metadata for %s: %s", dist.filename, exc)
     # listed as the mirror lists it: nestegg's own sha256 only where the upstream vouched for the bytes
     vouched = dist.origin == "private" or dist.sha256 is not None
     metadata_hashes = None

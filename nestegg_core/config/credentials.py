@@ -26,9 +26,11 @@ import secrets
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
-from nestegg_core.errors import ConfigError
+from nestegg_core.errors import Busy, ConfigError
+from nestegg_core.waits import blocking
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,13 @@ _SCRYPT_P = 1
 _SALT_BYTES = 16
 _HASH_BYTES = 32
 _VERIFIED_CACHE = 1024
+#: wrong (user, password) pairs remembered, so that one sent again costs no second check
+_REFUSED_CACHE = 4096
+#: password checks run at once in the process (each some tens of milliseconds of a core): a flood
+#: of made-up credentials leaves the other cores to pages, and to remembered credentials
+CHECKS_AT_ONCE = 1
+#: seconds a check waits for its turn before it is answered 503 (Retry-After)
+CHECK_WAIT = 5.0
 #: a token: the prefix, the user in URL-safe base64, a dot, the secret (neither base64 part has a dot)
 _TOKEN = re.compile(r"^nestegg\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{16,})$")
 NOT_A_TOKEN = (
@@ -127,9 +136,12 @@ class Credentials:
         self._stamp: tuple[int, int] | None = None
         self._lock = threading.Lock()
         # (user, password) already checked against a hash, keyed by an HMAC under a per-process key,
-        # so that a client sending the same credentials with every request pays for scrypt once
+        # so that a client sending the same credentials with every request pays for scrypt once;
+        # wrong ones too, apart (made-up ones never push out the right ones), with the hash they
+        # were checked against ("" for no user): a change of the user's line checks them again
         self._key = secrets.token_bytes(32)
         self._verified: OrderedDict[bytes, str] = OrderedDict()
+        self._refused: OrderedDict[bytes, str] = OrderedDict()
 
     def users(self) -> dict[str, str]:
         """User name to encoded hash, as the file says now (empty if it does not exist)."""
@@ -158,22 +170,52 @@ class Credentials:
             if owner is None:
                 return None  # no token: refused without a check (see NOT_A_TOKEN)
             user = owner
-        users = self.users()
-        encoded = users.get(user)
-        if encoded is None:
-            # as slow as a real check, so that timing does not tell which users exist
-            verify_password(password, _DUMMY_HASH)
-            return None
+        encoded = self.users().get(user)
         key = hmac.new(self._key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
-        if self._verified.get(key) == encoded:
-            return user
-        if not verify_password(password, encoded):
-            return None
+        known = self._known(key, encoded)
+        if known is not None:
+            return user if known else None
+        with _turn():
+            known = self._known(key, encoded)  # the same credentials checked while this one waited
+            if known is not None:
+                return user if known else None
+            # an unknown user is checked as slowly as a known one: timing tells no names
+            valid = verify_password(password, _DUMMY_HASH if encoded is None else encoded)
+            valid = valid and encoded is not None
         with self._lock:
-            self._verified[key] = encoded
-            while len(self._verified) > _VERIFIED_CACHE:
-                self._verified.popitem(last=False)
-        return user
+            cache, size = (self._verified, _VERIFIED_CACHE) if valid else (self._refused, _REFUSED_CACHE)
+            cache[key] = encoded or ""
+            cache.move_to_end(key)
+            while len(cache) > size:
+                cache.popitem(last=False)
+        return user if valid else None
+
+    def _known(self, key: bytes, encoded: str | None) -> bool | None:
+        """Whether the credentials of ``key`` were found right (or wrong) against ``encoded``
+        before; None if they were not checked against it."""
+        if encoded is not None and self._verified.get(key) == encoded:
+            return True
+        if self._refused.get(key) == (encoded or ""):
+            return False
+        return None
+
+
+#: taken by a password check while it runs (process-wide: both credentials objects of an app, and
+#: every app, share the cores)
+_CHECKS = threading.BoundedSemaphore(CHECKS_AT_ONCE)
+
+
+@contextlib.contextmanager
+def _turn() -> Iterator[None]:
+    """Held while a password is checked: waits (a declared wait) up to ``CHECK_WAIT`` seconds for
+    one of the ``CHECKS_AT_ONCE`` places, then :class:`Busy`."""
+    with blocking():
+        if not _CHECKS.acquire(timeout=CHECK_WAIT):
+            raise Busy("too many password checks at once: try again in a moment")
+    try:
+        yield
+    finally:
+        _CHECKS.release()
 
 
 _DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"

@@ -63,6 +63,7 @@ def error(
     reason: str | None = None,
     *,
     exc_info: Any = None,
+    retry_after: int | None = None,
 ) -> Iterable[bytes]:
     body = (message.replace("\n", " ") + "\n").encode()
     headers = [
@@ -70,6 +71,8 @@ def error(
         ("Content-Length", str(len(body))),
         ("Cache-Control", "no-store"),
     ]
+    if retry_after is not None:
+        headers.append(("Retry-After", str(retry_after)))
     if exc_info is None:
         start_response(status_line(status, reason), headers)
     else:  # replacing the headers of a response whose body has not started

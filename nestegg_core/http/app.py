@@ -14,7 +14,7 @@ from typing import Protocol
 
 from packaging.utils import canonicalize_name
 
-from nestegg_core.errors import BodyTooLarge, BuildError, NesteggError, NotFound
+from nestegg_core.errors import BodyTooLarge, BuildError, Busy, NesteggError, NotFound
 from nestegg_core.index.downloads import ClientGone
 from nestegg_core.index.repository import Repository
 from nestegg_core.simple.clients import profile_from_user_agent
@@ -92,7 +92,8 @@ class NesteggApp:
         except NesteggError as exc:
             # pip shows the reason phrase of a failed page, not the body: put a build's log path there
             reason = str(exc) if isinstance(exc, BuildError) else None
-            return error(environ, start_response, exc.status, str(exc), reason)
+            later = exc.retry_after if isinstance(exc, Busy) else None
+            return error(environ, start_response, exc.status, str(exc), reason, retry_after=later)
         except Exception:
             logger.exception("error answering %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             return error(environ, start_response, 500, "internal error; see the server log")
@@ -154,8 +155,8 @@ class NesteggApp:
             return error(environ, start_response, 406, _NOT_ACCEPTABLE)
         # with private_read_auth, the names of private projects are private too
         guard = self.guard
-        visible = guard.visible(environ) if guard is not None else None
-        rendered = self.repository.index(content_type, visible=visible)
+        shows = (lambda: guard.allows(environ)) if guard is not None else None
+        rendered = self.repository.index(content_type, shows_private=shows)
         return self._page(environ, start_response, content_type, rendered.body, rendered.etag)
 
     def _project(

@@ -97,17 +97,32 @@ class ReadGuard:
         self.credentials = credentials
         self.is_protected = is_protected
 
+    def allows(self, environ: Environ) -> bool:
+        """Whether ``environ`` carries valid credentials (see :meth:`Credentials.user_of`)."""
+        return self.credentials is not None and environ_user(self.credentials, environ) is not None
+
     def visible(self, environ: Environ) -> Callable[[str], bool]:
-        """Which project names ``environ``'s request may see listed (the root index, the web UI)."""
-        if self.credentials is not None and environ_user(self.credentials, environ) is not None:
-            return lambda _name: True
-        return lambda name: not self.is_protected(name)
+        """Which project names ``environ``'s request may see listed (the root index, the web UI).
+
+        Its credentials are checked when a protected name is first asked about, if ever: a list
+        of public names costs no password check, whatever credentials come with it.
+        """
+        allowed: list[bool] = []
+
+        def visible(name: str) -> bool:
+            if not self.is_protected(name):
+                return True
+            if not allowed:
+                allowed.append(self.allows(environ))
+            return allowed[0]
+
+        return visible
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes] | None:
         name = _project_of_path(environ.get("PATH_INFO", ""))
         if name is None or not self.is_protected(name):
             return None
-        if self.credentials is not None and environ_user(self.credentials, environ) is not None:
+        if self.allows(environ):
             return None
         sent = basic_credentials(environ)
         if self.credentials is None:

@@ -40,6 +40,10 @@ class ReadGuard(Protocol):
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes] | None: ...
 
+    def allows(self, environ: Environ) -> bool:
+        """Whether the request carries valid credentials."""
+        ...
+
     def visible(self, environ: Environ) -> Callable[[str], bool]:
         """Which project names the request may see listed (the root index, the web UI)."""
         ...

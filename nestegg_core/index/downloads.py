@@ -23,19 +23,21 @@ from typing import BinaryIO
 from filelock import Timeout as LockTimeout
 from packaging.utils import NormalizedName
 
-from nestegg_core.config.config import MAX_FILE_SIZE
+from nestegg_core.config.config import MAX_FILE_SIZE, MAX_METADATA_SIZE
 from nestegg_core.config.sizes import format_size
 from nestegg_core.errors import (
+    ArchiveError,
     InsufficientStorage,
     IntegrityError,
     NesteggError,
+    UnsafePath,
     UpstreamError,
     UpstreamTimeout,
     disk_full,
 )
 from nestegg_core.simple.distmeta import wheel_metadata
-from nestegg_core.simple.models import NO_HASHES, DistFile, can_check
-from nestegg_core.storage.fs import is_regular, write_atomic
+from nestegg_core.simple.models import NO_HASHES, DistFile, can_check, mismatch
+from nestegg_core.storage.fs import is_regular, unlink_below, write_atomic
 from nestegg_core.storage.store import CacheStore
 from nestegg_core.urls import mask_url
 from nestegg_core.waits import blocking
@@ -404,15 +406,61 @@ class Downloads:
         self, name: NormalizedName, record: DistFile, path: Path, *, vouched: bool
     ) -> DistFile:
         """The record with PEP 658 metadata taken from a wheel the upstream offered none for; its
-        hash is listed only if the wheel's bytes were vouched for."""
-        if record.core_metadata is not None or not record.filename.endswith(".whl"):
+        hash is listed only if the wheel's bytes were vouched for. Metadata kept from before that
+        does not match what the page says now (the upstream published other bytes under the same
+        name since) is replaced by the wheel's, if that matches, or removed."""
+        if not record.filename.endswith(".whl"):
             return record
-        metadata = wheel_metadata(path)
+        if record.core_metadata is not None:
+            self._renew_metadata(name, record, path)
+            return record
+        try:
+            metadata = wheel_metadata(path, record.filename)
+        except (ArchiveError, OSError) as exc:  # the wheel is served all the same, as the index has it
+            logger.warning("no PEP 658 metadata for %s/%s: %s", name, record.filename, exc)
+            return record
         if metadata is None:
             return record
-        write_atomic(self.store.metadata_path(name, record.filename), metadata, root=self.store.root)
+        self._keep_metadata(name, record.filename, metadata)
         hashes = {"sha256": hashlib.sha256(metadata).hexdigest()} if vouched else NO_HASHES
         return record.with_changes(core_metadata=hashes)
+
+    def _keep_metadata(self, name: NormalizedName, filename: str, metadata: bytes) -> None:
+        """Write the metadata of the wheel ``filename``, as what the page lists of it: the wheel's
+        record lists it with this metadata's hash, on the page made from any state."""
+        written = write_atomic(self.store.metadata_path(name, filename), metadata, root=self.store.root)
+        state = self.store.page_stamp(name)
+        if state is not None:
+            with contextlib.suppress(OSError, UnsafePath):  # only a head start for its requests
+                self.store.note_metadata_checked(name, filename, state, written)
+
+    def _renew_metadata(self, name: NormalizedName, record: DistFile, path: Path) -> None:
+        """Keep the metadata file of ``record`` only if it matches ``record.core_metadata``."""
+        target = self.store.metadata_path(name, record.filename)
+        hashes = record.core_metadata or {}
+        try:
+            with self.store.open_read(target) as handle:
+                kept: bytes | None = handle.read(MAX_METADATA_SIZE + 1)
+        except FileNotFoundError:
+            return  # fetched when asked for
+        except UnsafePath as exc:  # a link: never served nor followed, and left to its owner
+            logger.warning("%s", exc)
+            return
+        except OSError:
+            kept = None
+        if kept is not None and len(kept) <= MAX_METADATA_SIZE and mismatch(kept, hashes) is None:
+            return
+        # what it was found to match first: it names a file that is no more
+        with contextlib.suppress(OSError, UnsafePath):
+            unlink_below(self.store.root, self.store.metadata_check_path(name, record.filename))
+        metadata = wheel_metadata(path)
+        if metadata is not None and mismatch(metadata, hashes) is None:
+            self._keep_metadata(name, record.filename, metadata)
+            return
+        try:
+            unlink_below(self.store.root, target)
+        except (OSError, UnsafePath) as exc:  # a link: never served (``open_served``), left alone
+            logger.warning("cannot remove the stale metadata of %s: %s", record.filename, exc)
 
 
 def _open_plain(path: Path) -> BinaryIO:

@@ -126,6 +126,37 @@ class MirrorIndex:
         finally:
             lock.release()
 
+    def stored(self, name: NormalizedName) -> tuple[ProjectPage, frozenset[str]] | None:
+        """The page of ``name`` as this nest holds it, without asking the upstream, and the names
+        of its cached files: the page in memory (caught up with the disk), else the one its state
+        file and cached files make, then held as a page asked for is (the web UI shows what the
+        Simple API serves, from one model). None when the nest holds nothing of it."""
+        entry = self._hold(name)
+        try:
+            if entry.page is None:
+                self._make_room()
+                if entry.lock.acquire(blocking=False):  # else the upstream is being asked: not waited for
+                    try:
+                        mtime = self.store.page_stamp(name)
+                        state = self.store.read_page(name) if entry.page is None else None
+                        if state is not None:
+                            self._use(name, entry, state, mtime)
+                    finally:
+                        entry.lock.release()
+            page = entry.page
+            if page is not None:
+                self._catch_up(name, entry)
+                return self._remember(name, entry.page or page), entry.kept
+        finally:
+            with self._guard:
+                entry.users -= 1
+        state = self.store.read_page(name)  # being fetched, or no state: not held here
+        kept = self.store.kept_files(name)
+        if state is None and not kept:
+            return None
+        page = self._with_kept(state.page if state is not None else ProjectPage.build(name, ()), kept)
+        return page, frozenset(dist.filename for dist in kept)
+
     def fresh(self, checked: float) -> bool:
         """Whether a page the upstream confirmed at ``checked`` may be served without asking again."""
         return self.offline or (checked >= self._refresh_before and self.clock() < checked + self.ttl)
@@ -148,6 +179,15 @@ class MirrorIndex:
         if files_stamp is None or files_stamp != self._files_stamp(name):
             return None
         return state.checked if entry.page is page else None
+
+    def made_from(self, name: NormalizedName, page: ProjectPage) -> PageStamp | None:
+        """The stamp of the state file ``page`` was made from, if it is the page in memory of
+        ``name`` (and could be made again from that state); else None."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return None
+        mtime = entry.mtime  # read first: the page read again last says it belongs to it
+        return mtime if entry.page is page and entry.reloadable and entry.state is not None else None
 
     def file(self, name: NormalizedName, filename: str) -> DistFile:
         """The description of one file, from the page or, for a file upstream dropped, its record."""
@@ -358,7 +398,7 @@ class MirrorIndex:
             return
         now = self.clock()
         if fetched.page is None:  # 304: the page we hold is still right
-            assert state is not None
+            assert state is not None  # a 304 to a request without validators failed in _fetch
             state = PageState(
                 page=state.page, etag=state.etag, last_modified=state.last_modified, checked=now
             )
@@ -372,12 +412,10 @@ class MirrorIndex:
     def _fetch(self, name: NormalizedName, state: PageState | None) -> Fetched:
         """The upstream's answer for ``name``; any failure to get or read it is an UpstreamError
         (or NotFound), so that a page that cannot be read never replaces the one held."""
+        etag = state.etag if state else None
+        last_modified = state.last_modified if state else None
         try:
-            return self.fetcher.project(
-                name,
-                etag=state.etag if state else None,
-                last_modified=state.last_modified if state else None,
-            )
+            fetched = self.fetcher.project(name, etag=etag, last_modified=last_modified)
         except NesteggError:
             raise
         except Exception as exc:  # a page no parser foresaw: served stale like any upstream failure
@@ -385,6 +423,12 @@ class MirrorIndex:
             reason = " ".join(f"{type(exc).__name__}: {exc}".split())
             reason = reason if len(reason) <= 200 else reason[:197] + "..."
             raise UpstreamError(f"cannot read the upstream page of {name!r} ({reason})") from None
+        if fetched.page is None and not (etag or last_modified):
+            # "not modified" since a version it was never told of: there is no page to keep
+            raise UpstreamError(
+                f"upstream answered 304 Not Modified for the page of {name!r}, asked without a validator"
+            )
+        return fetched
 
     def _save(self, state: PageState) -> PageStamp | None:
         """Write the state; its file's stamp, or None when it could not be written."""

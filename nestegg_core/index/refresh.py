@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 #: the pages whose served kinds are remembered; past it, those noted longest ago are forgotten
 MAX_NAMES = 1024
+#: the kinds remembered of one page (each kind of installer makes several: ``compatible_only``);
+#: past it, those first noted are forgotten first
+MAX_KINDS = 32
 #: tries for a page whose change has not settled, before it is left to its next request
 TRIES = 3
 
@@ -45,7 +48,8 @@ class Refresher:
         self._render = render
         self._delay = delay
         self._busy = busy
-        self._kinds: OrderedDict[NormalizedName, frozenset[Hashable]] = OrderedDict()
+        #: the kinds served of each name, first noted first
+        self._kinds: OrderedDict[NormalizedName, tuple[Hashable, ...]] = OrderedDict()
         self._due: dict[NormalizedName, tuple[float, int]] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -53,12 +57,14 @@ class Refresher:
 
     def served(self, name: NormalizedName, kind: Hashable) -> None:
         """Note a kind of rendering served for ``name`` (called for every page answered); past
-        ``MAX_NAMES`` names, those first noted are forgotten first."""
+        ``MAX_NAMES`` names, or ``MAX_KINDS`` kinds of a name, those first noted are forgotten first."""
         kinds = self._kinds.get(name)
         if kinds is not None and kind in kinds:
             return  # the usual case, without the lock
         with self._cond:
-            self._kinds[name] = self._kinds.get(name, frozenset()) | {kind}
+            kinds = self._kinds.get(name, ())
+            if kind not in kinds:
+                self._kinds[name] = (*kinds, kind)[-MAX_KINDS:]
             self._kinds.move_to_end(name)
             while len(self._kinds) > MAX_NAMES:
                 self._kinds.popitem(last=False)

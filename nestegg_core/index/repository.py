@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import threading
 import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import quote
@@ -25,8 +26,10 @@ from packaging.utils import NormalizedName
 from nestegg_core.config.config import Config
 from nestegg_core.config.sizes import format_size
 from nestegg_core.errors import (
+    Busy,
     InsufficientStorage,
     IntegrityError,
+    NesteggError,
     NotFound,
     UnsafePath,
     UpstreamError,
@@ -34,7 +37,7 @@ from nestegg_core.errors import (
     disk_full,
 )
 from nestegg_core.simple.clients import ClientProfile, for_client
-from nestegg_core.simple.models import DistFile, ProjectPage, can_check
+from nestegg_core.simple.models import DistFile, ProjectPage, mismatch
 from nestegg_core.simple.render import is_json, project_pieces, quote_filename, render_index, render_project
 from nestegg_core.storage import store as _store
 from nestegg_core.storage.counters import Counters
@@ -42,7 +45,7 @@ from nestegg_core.storage.fs import open_read, write_atomic
 from nestegg_core.storage.generation import RECHECK
 from nestegg_core.storage.pagefiles import GZIP, PageFile, RenderedPages, compressor, disk_token, etag
 from nestegg_core.storage.private import PrivateStore
-from nestegg_core.storage.store import CHANGED, CacheStore
+from nestegg_core.storage.store import CHANGED, CacheStore, PageStamp, check_filename, check_note
 from nestegg_core.storage.usage import SizeLimit, mark_used
 from nestegg_core.urls import mask_url
 from nestegg_core.waits import blocking
@@ -72,6 +75,8 @@ _LARGE_STATE = 256 * 1024
 _LARGE_WAIT = 2.0
 #: names whose disk token is remembered (about 200 bytes each); past it, all are read again
 _MAX_TOKENS = 10_000
+#: metadata files whose note of their check is remembered (about 250 bytes each), likewise
+_MAX_CHECKED = 10_000
 #: seconds after its change settles that a page is made again in the background
 _REFRESH_AFTER = 0.1
 #: seconds without a request that the background waits for before it makes a page: the pages of
@@ -92,6 +97,22 @@ class Rendered:
     etag: str
     file: PageFile | None = None
     gzip: bool = False
+
+
+@dataclass
+class _Listing:
+    """The names of the root index as the stores held them, and the renderings made of them."""
+
+    #: the stores' generations and the mtimes of their folders when they were scanned
+    seen: tuple[bytes | None, bytes | None]
+    folders: tuple[int, ...]
+    names: list[str]
+    #: those of them that are private or merged, once asked for (``Repository._private_of``)
+    private: frozenset[str] | None = None
+    #: by (JSON, private names left out)
+    renderings: dict[tuple[bool, bool], Rendered] = field(default_factory=dict)
+    #: until when it is trusted while the generations hold
+    until: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -126,8 +147,7 @@ class Repository:
         self.store = CacheStore(config.nestegg_dir, config.upstream_url)
         self.mirror = MirrorIndex(self.store, fetcher, ttl=config.ttl, offline=config.offline)
         #: the mirror's pages as last rendered, served while nothing they were made from changes
-        rendered = self.store.root / "mirror" / self.store.key / "rendered"
-        self.pages = RenderedPages(rendered, root=self.store.root)
+        self.pages = RenderedPages(self.store.rendered, root=self.store.root)
         self._pages_dir = str(self.store.page_path(NormalizedName("x")).parent)
         self._files_dir = str(self.store.files)
         self._source_builds = frozenset(build.name for build in config.source_builds)
@@ -167,8 +187,13 @@ class Repository:
         #: none does, so that files asked once leave nothing behind
         self._metadata_locks: dict[str, tuple[threading.Lock, int]] = {}
         self._metadata_guard = threading.Lock()
+        #: the notes of metadata checks read or written (``_checked_metadata``), by name and file
+        self._checked: dict[tuple[str, str], bytes] = {}
         #: disk tokens by name, with the generations they were read in and until when they hold
         self._tokens: dict[str, tuple[tuple[bytes | None, bytes | None], str, float]] = {}
+        #: the root index, and the lock of its scans and renderings
+        self._index: _Listing | None = None
+        self._index_lock = threading.Lock()
 
     # pages -------------------------------------------------------------------------------
 
@@ -281,6 +306,23 @@ class Repository:
         finally:
             with self._render_lock:
                 self._making -= 1
+
+    @contextlib.contextmanager
+    def large_page(self, name: NormalizedName, *, wait: float) -> Iterator[None]:
+        """Held while something is made of the page of ``name`` besides its rendering (the web
+        UI's view of it), if the page is large: one large page at a time, as they are rendered.
+        Waits up to ``wait`` seconds (a declared wait), then :class:`Busy`."""
+        stamp = self.store.page_stamp(name)
+        if stamp is None or stamp[2] <= _LARGE_STATE:
+            yield
+            return
+        with blocking():
+            if not self._large_lock.acquire(timeout=wait):
+                raise Busy(f"another large page is being made before {name!r}'s: try again in a moment")
+        try:
+            yield
+        finally:
+            self._large_lock.release()
 
     def _read_rendered(self, name: NormalizedName, kind: str, token: str) -> Rendered | None:
         """The saved rendering for ``token`` if the TTL allows it: from memory, else from disk."""
@@ -419,15 +461,57 @@ class Repository:
                 _, dropped = self._rendered.popitem(last=False)
                 self._rendered_bytes -= len(dropped.body)
 
-    def index(self, content_type: str, *, visible: Callable[[str], bool] | None = None) -> Rendered:
+    def index(self, content_type: str, *, shows_private: Callable[[], bool] | None = None) -> Rendered:
         """The root page: every project the mirror knows (cached or private), not upstream's.
 
-        ``visible``, if given, says which names the asker may see.
+        ``shows_private``, if given, says whether the asker may see private (and merged) names;
+        it is asked only when the index has some. Made once per change of the stores, and kept.
         """
-        names = set(self.store.project_names())
-        names.update(self.private.names())
-        body = render_index(sorted(filter(visible, names) if visible else names), content_type)
-        return Rendered(None, body, etag(body))
+        listing = self._listing()
+        hide = shows_private is not None and bool(self._private_of(listing)) and not shows_private()
+        key = (is_json(content_type), hide)
+        rendered = listing.renderings.get(key)
+        if rendered is None:
+            with self._index_lock:
+                rendered = listing.renderings.get(key)
+                if rendered is None:
+                    if hide:
+                        hidden = self._private_of(listing)
+                        names = [n for n in listing.names if n not in hidden]
+                    else:
+                        names = listing.names
+                    body = render_index(names, content_type)
+                    rendered = listing.renderings[key] = Rendered(None, body, etag(body))
+        return rendered
+
+    def _listing(self) -> _Listing:
+        """The names of the root index, scanned again only when a store's generation or folders
+        changed (or, when a generation cannot be had, on every call)."""
+        held = self._index
+        seen = (self.store.generation.current(), self.private.generation.current())
+        if held is not None and held.seen == seen and None not in seen and time.monotonic() < held.until:
+            return held
+        with self._index_lock:  # one scan at a time: the others take what it made
+            # taken before the disk is looked at: a change made while it is leaves a generation unseen
+            seen = (self.store.generation.current(), self.private.generation.current())
+            folders = tuple(_mtime_ns(f) for f in (self.store.pages, self.store.files, self.private.root))
+            held = self._index
+            if held is not None and None not in seen and (held.seen, held.folders) == (seen, folders):
+                held.until = time.monotonic() + RECHECK  # nothing changed (checked every RECHECK)
+                return held
+            names = set(self.store.project_names())
+            names.update(self.private.names())
+            listing = _Listing(seen=seen, folders=folders, names=sorted(names))
+            listing.until = time.monotonic() + RECHECK
+            self._index = listing
+            return listing
+
+    def _private_of(self, listing: _Listing) -> frozenset[str]:
+        """The names of ``listing`` that are private or merged (what ``private_read_auth``
+        guards), found once per listing."""
+        if listing.private is None:
+            listing.private = self.private.protected(listing.names)
+        return listing.private
 
     # files -------------------------------------------------------------------------------
 
@@ -471,27 +555,110 @@ class Repository:
         self._asked = time.monotonic()
         if filename.endswith(".metadata") and self._plain_mirror(name):
             with contextlib.suppress(NotFound):
-                path = self.store.metadata_path(name, filename[: -len(".metadata")])
-                if path.is_file():  # written only once verified against the page's hash
+                path = self._checked_metadata(name, filename[: -len(".metadata")])
+                if path is not None:  # served without the page
                     return path, True
         if filename.endswith(".metadata") and self.project(name).file(filename) is None:
             return self.open_metadata(name, filename[: -len(".metadata")]), True
         return self.open_file(name, filename), False
 
     def open_metadata(self, name: NormalizedName, filename: str) -> Path:
-        """The PEP 658 core metadata file of ``filename``, fetched and verified if need be."""
-        dist = self._find(name, filename)
+        """The PEP 658 core metadata file of ``filename``, fetched and verified if need be: one
+        kept from before is served only if it matches what the page says of it now (the upstream
+        may have published other bytes under the same name since)."""
+        before = self.store.page_stamp(name)  # a change meanwhile is seen by the next request
+        page = self.project(name)
+        dist = page.file(filename)
+        if dist is None:
+            raise NotFound(f"project {name!r} has no file {filename!r}")
         if dist.core_metadata is None:
             raise NotFound(f"no metadata for {filename!r}")
         if dist.origin == "private":
             return self.private.metadata_path(name, filename)
         path = self.store.metadata_path(name, filename)
-        if path.is_file():
-            return path
-        with self._metadata_lock(f"{name}/{filename}"):
-            if not path.is_file():
-                self._fetch_metadata(dist, path)
+        status = self._matching_metadata(path, dist)
+        if status is None:
+            with self._metadata_lock(f"{name}/{filename}"):
+                status = self._matching_metadata(path, dist)  # another thread may have fetched it
+                if status is None:
+                    status = self._fetch_metadata(dist, path)
+        self._note_checked(name, filename, status, page, before)
         return path
+
+    def _matching_metadata(self, path: Path, dist: DistFile) -> os.stat_result | None:
+        """The status of the metadata file at ``path`` if it matches every hash the page gives of
+        it (``dist.core_metadata``); None if it does not, or is not there. A link in its place is
+        refused as a missing file, as :meth:`open_served` refuses it."""
+        limit = self.config.max_metadata_size
+        try:
+            with self.store.open_read(path) as handle:
+                data = handle.read(limit + 1)
+                status = os.fstat(handle.fileno())
+        except UnsafePath as exc:
+            logger.warning("%s", exc)
+            raise NotFound(f"no file {path.name!r}") from None
+        except OSError:
+            return None
+        if len(data) > limit or mismatch(data, dist.core_metadata or {}) is not None:
+            return None
+        return status
+
+    def _checked_metadata(self, name: NormalizedName, filename: str) -> Path | None:
+        """The metadata file of ``filename`` if it was found to match the page made from the state
+        on disk now (:meth:`_note_checked`), in this process or another; else None."""
+        identity = self._metadata_identity(name, filename)
+        if identity is None:
+            return None
+        key = (name, filename)
+        if self._checked.get(key) != identity:
+            # read once a process: finding the note costs a look at each folder on the way
+            if self.store.metadata_note(name, filename) != identity:
+                return None
+            self._remember_checked(key, identity)
+        return self.store.metadata_path(name, filename)
+
+    def _metadata_identity(self, name: NormalizedName, filename: str) -> bytes | None:
+        """The note a check of the metadata of ``filename`` against the page of the state on disk
+        now would leave (:func:`store.check_note`); None without a state or metadata file."""
+        base = check_filename(filename)
+        try:
+            # plain strings, as in _disk_token: pathlib's joins cost more than the stats
+            state = os.lstat(f"{self._pages_dir}/{name}.json")
+            metadata = os.lstat(f"{self._files_dir}/{name}/{base}.metadata")
+        except OSError:
+            return None
+        return check_note(state, metadata)
+
+    def _remember_checked(self, key: tuple[str, str], identity: bytes) -> None:
+        with self._render_lock:
+            if len(self._checked) >= _MAX_CHECKED:
+                self._checked.clear()
+            self._checked[key] = identity
+
+    def _note_checked(
+        self,
+        name: NormalizedName,
+        filename: str,
+        status: os.stat_result,
+        page: ProjectPage,
+        before: PageStamp | None,
+    ) -> None:
+        """Note that the metadata file of ``status`` matched ``page``, if ``page`` was made from
+        the state on disk, the same before and after (else the next request looks again)."""
+        if (
+            before is None
+            or self.mirror.made_from(name, page) != before
+            or self.store.page_stamp(name) != before
+        ):
+            return
+        try:
+            self.store.note_metadata_checked(name, filename, before, status)
+        except (OSError, UnsafePath) as exc:  # only a head start for the next request
+            logger.debug("cannot note the check of the metadata of %s: %s", filename, exc)
+            return
+        identity = self._metadata_identity(name, filename)
+        if identity is not None:
+            self._remember_checked((name, filename), identity)
 
     @contextlib.contextmanager
     def _metadata_lock(self, key: str) -> Iterator[None]:
@@ -511,20 +678,52 @@ class Repository:
                 else:
                     del self._metadata_locks[key]
 
-    def _fetch_metadata(self, dist: DistFile, path: Path) -> None:
+    def _fetch_metadata(self, dist: DistFile, path: Path) -> os.stat_result:
+        """Fetch the metadata of ``dist`` into ``path`` once it matches the page's hashes; the
+        status of the file written."""
         url = dist.url + ".metadata"
+        try:
+            data = bytes(self._read_metadata(url))
+        except NesteggError:
+            raise
+        except Exception as exc:  # an answer no check foresaw: an upstream failure like any other
+            logger.debug("cannot fetch %s", mask_url(url), exc_info=True)
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+            reason = reason if len(reason) <= 200 else reason[:197] + "..."
+            raise UpstreamError(f"cannot fetch the metadata {mask_url(url)} ({reason})") from None
+        # every hash the page gives that can be checked is (a wrong one of any form fails)
+        algorithm = mismatch(data, dist.core_metadata or {})
+        if algorithm is not None:
+            raise IntegrityError(
+                f"metadata of {dist.filename!r} from {mask_url(url)} does not match its {algorithm}"
+            )
+        try:
+            return write_atomic(path, data, root=self.store.root)
+        except OSError as exc:
+            if disk_full(exc):
+                raise InsufficientStorage(
+                    f"the disk is full: the metadata of {dist.filename!r} was not kept"
+                ) from None
+            raise
+
+    def _read_metadata(self, url: str) -> bytearray:
+        """The body of the upstream's metadata file at ``url``, within max_metadata_size and
+        page_deadline (:class:`UpstreamError`, :class:`UpstreamTimeout`)."""
         limit, seconds = self.config.max_metadata_size, self.config.page_deadline
         deadline = time.monotonic() + seconds
         stream = self.fetcher.open(url)
         data = bytearray()
+        too_large = UpstreamError(
+            f"upstream metadata {mask_url(url)} is larger than max_metadata_size "
+            f"({format_size(limit)}); raise nestegg.max_metadata_size"
+        )
         try:
+            if stream.size is not None and stream.size > limit:
+                raise too_large  # said before a byte is read
             for chunk in stream.chunks():
                 data += chunk
                 if len(data) > limit:
-                    raise UpstreamError(
-                        f"upstream metadata {mask_url(url)} is larger than max_metadata_size "
-                        f"({format_size(limit)}); raise nestegg.max_metadata_size"
-                    )
+                    raise too_large
                 if time.monotonic() > deadline:
                     raise UpstreamTimeout(
                         f"upstream {mask_url(url)} took longer than page_deadline ({seconds:g}s) to "
@@ -532,20 +731,7 @@ class Repository:
                     )
         finally:
             stream.close()
-        for algorithm, expected in (dist.core_metadata or {}).items():
-            # every hash the page gives that can be checked is (a wrong one of any form fails)
-            if can_check(algorithm) and hashlib.new(algorithm, data).hexdigest() != expected:
-                raise IntegrityError(
-                    f"metadata of {dist.filename!r} from {mask_url(url)} does not match its {algorithm}"
-                )
-        try:
-            write_atomic(path, bytes(data), root=self.store.root)
-        except OSError as exc:
-            if disk_full(exc):
-                raise InsufficientStorage(
-                    f"the disk is full: the metadata of {dist.filename!r} was not kept"
-                ) from None
-            raise
+        return data
 
     def open_served(self, path: Path) -> BinaryIO:
         """A file :meth:`open_any` gave, open for reading: a link in the nest on the way to it (or
@@ -569,6 +755,13 @@ class Repository:
     def metrics(self) -> dict[str, Any]:
         """The counters of the nest (every process's), see :mod:`nestegg_core.storage.counters`."""
         return self.counters.totals()
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _kind(content_type: str, client: ClientProfile | None) -> str:

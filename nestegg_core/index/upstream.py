@@ -38,6 +38,8 @@ _READ_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError
 #: when it is made of tiny entries (an HTML link of 15 bytes is a DistFile of hundreds)
 _BYTES_PER_FILE = 256
 _VALUE_SHARE = 64
+#: a Content-Length of more digits is no file's (an exabyte has 19), and no int() of it is made
+_MAX_LENGTH_DIGITS = 18
 
 
 def _pieces(raw: urllib3.BaseHTTPResponse, size: int, *, decode: bool) -> Iterator[bytes]:
@@ -80,13 +82,35 @@ class Fetcher(Protocol):
     def open(self, url: str) -> FileStream: ...
 
 
+def content_length(value: str | None, url: str) -> int | None:
+    """The length an answer's ``Content-Length`` field gives (None without one): ASCII digits, or
+    the same number repeated in a list (RFC 9110, 8.6). Any other value, or one longer than any
+    file, is an :class:`UpstreamError`: such an answer cannot be framed, nor its size checked."""
+    if value is None:
+        return None
+    numbers = {part.strip(" \t") for part in value.split(",")}
+    number = numbers.pop() if len(numbers) == 1 else ""
+    if not (number.isascii() and number.isdigit()):  # "²".isdigit() too, and int() refuses it
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise UpstreamError(f"upstream answered {mask_url(url)} with an invalid Content-Length {shown!r}")
+    if len(number.lstrip("0")) > _MAX_LENGTH_DIGITS:
+        raise UpstreamError(
+            f"upstream answered {mask_url(url)} with a Content-Length of {len(number)} digits, "
+            "larger than any file"
+        )
+    return int(number)
+
+
 class _ResponseStream:
     def __init__(self, response: requests.Response, url: str, timeout: float) -> None:
         self._response = response
         self._url = url
         self._timeout = timeout
-        length = response.headers.get("Content-Length")
-        self.size = int(length) if length and length.isdigit() else None
+        try:
+            self.size = content_length(response.headers.get("Content-Length"), url)
+        except UpstreamError:
+            response.close()
+            raise
 
     def chunks(self) -> Iterator[bytes]:
         try:

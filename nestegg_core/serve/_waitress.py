@@ -14,7 +14,11 @@ each internal named below and fails saying which one moved. What is borrowed:
   ``sendbuf_len``, ``parser_class`` (:class:`_Parser`, over ``HTTPRequestParser``'s state) and
   ``task_class`` (:class:`_Task`, over ``WSGITask.execute``);
 - ``utilities.Error.to_response`` for a refusal's answer, the server's ``_map`` and ``trigger``
-  to close every connection at shutdown.
+  to close every connection at shutdown;
+- the listeners' ``maintenance`` (run every ``cleanup_interval``), over their ``active_channels``,
+  ``_map`` and ``adj.connection_limit``, and the channels' ``request``, ``requests``,
+  ``total_outbufs_len``, ``last_activity`` and ``will_close``, to close connections that hold a
+  place without a request.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from waitress.channel import ClientDisconnected, HTTPChannel
@@ -35,7 +40,7 @@ from waitress.task import ThreadedTaskDispatcher, WSGITask
 from waitress.utilities import Error, RequestEntityTooLarge
 
 from nestegg_core import waits
-from nestegg_core.errors import BodyTooLarge, NesteggError
+from nestegg_core.errors import BodyTooLarge, Busy, NesteggError
 from nestegg_core.http.answers import status_line
 from nestegg_core.http.types import BodyGate, WSGIApp
 from nestegg_core.index.downloads import ClientGone
@@ -52,12 +57,49 @@ SEND_BLOCK = 256 * 1024
 SEND_TIMEOUT = 60.0
 
 
-def create(app: WSGIApp, *, dispatcher: PacedDispatcher, gate: BodyGate | None, **adjustments: Any) -> Any:
-    """waitress's server of ``app`` with our dispatcher and channels (``adjustments`` are waitress's)."""
+def create(
+    app: WSGIApp,
+    *,
+    dispatcher: PacedDispatcher,
+    gate: BodyGate | None,
+    head_timeout: float,
+    **adjustments: Any,
+) -> Any:
+    """waitress's server of ``app`` with our dispatcher and channels (``adjustments`` are waitress's);
+    a connection whose request's head has not come whole ``head_timeout`` seconds after its first
+    byte is closed."""
     server = create_server(app, _dispatcher=dispatcher, **adjustments)
     for listener in server.map.values() if isinstance(server, MultiSocketServer) else [server]:
         listener.channel_class = functools.partial(_Channel, gate=gate)
+        listener.maintenance = functools.partial(_maintenance, listener, head_timeout=head_timeout)
     return server
+
+
+def _maintenance(listener: Any, now: float, *, head_timeout: float) -> None:
+    """waitress's clean-up of a listener's connections (run every ``cleanup_interval`` seconds in
+    the event loop): those idle for ``channel_timeout`` are closed; and more:
+
+    - a connection whose request's head has not come whole within ``head_timeout`` is closed;
+    - past 90% of the connection limit open, those with no request in hand are closed, longest
+      idle first, down to 80%: waitress stops accepting at the limit, and idle connections held
+      every other client out until they timed out.
+    """
+    type(listener).maintenance(listener, now)
+    started_before = time.monotonic() - head_timeout
+    idle = []
+    for channel in list(listener.active_channels.values()):
+        request = channel.request
+        if request is not None and not request.headers_finished and request.started < started_before:
+            channel.will_close = True
+        elif request is None and not channel.requests and not channel.total_outbufs_len:
+            idle.append(channel)
+    crowd, limit = len(listener._map), listener.adj.connection_limit
+    if crowd > limit * 9 // 10 and idle:
+        idle.sort(key=lambda channel: channel.last_activity)
+        closing = idle[: crowd - limit * 8 // 10]
+        for channel in closing:
+            channel.will_close = True
+        logger.warning("%d connections open: closing %d that have no request", crowd, len(closing))
 
 
 def shut_down(server: Any, thread: threading.Thread | None, timeout: float) -> None:
@@ -265,12 +307,25 @@ class PacedDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress
 
 
 class _Task(WSGITask):  # type: ignore[misc]  # waitress has no type hints
-    """waitress's task, ending quietly when the app finds its client gone (as a write would)."""
+    """waitress's task, ending quietly when the app finds its client gone (as a write would), and
+    in one line when the app breaks a response off on purpose (a download that failed its check,
+    after bytes went out): waitress logs any other error with its traceback, at ERROR."""
+
+    request: Any
+    wrote_header: bool
 
     def execute(self) -> None:
         try:
             super().execute()
         except ClientGone:
+            raise ClientDisconnected from None
+        except NesteggError as exc:
+            if not self.wrote_header:
+                raise  # the app answers its errors before the first byte: this is a bug, seen as one
+            # the cause is the download's, which said it once (a warning); this is each client's
+            logger.info("broke off the answer to %s %s: %s", self.request.command, self.request.path, exc)
+            # ended as for a client gone: the connection closes without the response's end (no
+            # last chunk, short of its Content-Length), so no client takes it for a whole one
             raise ClientDisconnected from None
 
 
@@ -417,7 +472,8 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
     """waitress's request parser, asking a gate before it reads a body.
 
     It also refuses a request with both ``Content-Length`` and ``Transfer-Encoding`` (RFC 9112,
-    section 6.3: a front server may frame it otherwise, smuggling a request past it) and a
+    section 6.3: a front server may frame it otherwise, smuggling a request past it), with
+    ``chunked`` twice, an HTTP/1.0 one with ``Transfer-Encoding`` (section 6.1), and a
     ``Content-Length`` too long to be a number, which waitress fails on.
     """
 
@@ -437,9 +493,12 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
         self.check_started = False
         self._held = b""
         self._continue = False
+        #: when its first byte came (see ``create``'s ``head_timeout``)
+        self.started = time.monotonic()
 
     def parse_header(self, header_plus: bytes) -> None:
-        both = b"transfer-encoding" in header_plus.lower() and _framed_twice(header_plus)
+        framing = _framing(header_plus) if b"transfer-encoding" in header_plus.lower() else _UNENCODED
+        both = framing.encoded and framing.length
         try:
             super().parse_header(header_plus)
         except TransferEncodingNotImplemented:
@@ -449,6 +508,14 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
             raise ParsingError("Content-Length is invalid") from None
         if both:
             raise ParsingError("a request with both Content-Length and Transfer-Encoding is refused")
+        if framing.codings.count(b"chunked") > 1:
+            # RFC 9112, section 6.1: chunked is applied once; a server in front may read the
+            # twice-chunked body otherwise (waitress took it as chunked once)
+            raise ParsingError("a request with Transfer-Encoding chunked more than once is refused")
+        if framing.encoded and self.version == "1.0":
+            # RFC 9112, section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing
+            # (waitress framed it by its Content-Length, none: what followed was another request)
+            raise ParsingError("an HTTP/1.0 request with Transfer-Encoding is refused")
 
     def received(self, data: bytes) -> int:
         if self.checking is not None:  # kept until the check is done (a few KiB: one read)
@@ -520,14 +587,38 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
         return held
 
 
-def _framed_twice(header_plus: bytes) -> bool:
-    """Whether a request's head has both a Content-Length and a Transfer-Encoding field."""
-    names = {
-        line.partition(b":")[0].lower()
-        for line in header_plus.split(b"\r\n")[1:]
-        if line[:1] not in (b" ", b"\t")  # a folded line goes on the field before
-    }
-    return b"content-length" in names and b"transfer-encoding" in names
+@dataclass(frozen=True)
+class _Framing:
+    #: the head has a Transfer-Encoding field
+    encoded: bool
+    #: the head has a Content-Length field
+    length: bool
+    #: the transfer codings its Transfer-Encoding fields name, in order, lower-cased
+    codings: tuple[bytes, ...]
+
+
+def _framing(header_plus: bytes) -> _Framing:
+    """The framing fields of a request's head (one with a Transfer-Encoding field), read as
+    waitress reads fields: a folded line goes on the field before, two fields of a name are one."""
+    lines: list[bytes] = []
+    for line in header_plus.split(b"\r\n")[1:]:
+        if line[:1] in (b" ", b"\t") and lines:
+            lines[-1] += line
+        elif line:
+            lines.append(line)
+    encoded = length = False
+    codings: list[bytes] = []
+    for line in lines:
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = True
+        elif name.lower() == b"transfer-encoding":
+            encoded = True
+            codings += [c.strip(b" \t").lower() for c in value.split(b",") if c.strip(b" \t")]
+    return _Framing(encoded=encoded, length=length, codings=tuple(codings))
+
+
+_UNENCODED = _Framing(encoded=False, length=False, codings=())
 
 
 class _Refusal(Error):  # type: ignore[misc]  # waitress has no type hints
@@ -536,8 +627,11 @@ class _Refusal(Error):  # type: ignore[misc]  # waitress has no type hints
     def __init__(self, error: NesteggError) -> None:
         super().__init__(str(error))
         self.code = error.status
+        self.retry_after = error.retry_after if isinstance(error, Busy) else None
 
     def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:  # noqa: ARG002
         body = (" ".join(self.body.split()) + "\n").encode()
         headers = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
+        if self.retry_after is not None:
+            headers.append(("Retry-After", str(self.retry_after)))
         return status_line(self.code, self.body), headers, body

@@ -13,6 +13,12 @@ Requires-Python never drops anything, and 32-bit interpreters on 64-bit systems 
 the 64-bit processor) keep their 32-bit wheels. What cannot be seen from the User-Agent is pip's
 ``--platform``/``--python-version``/``--ignore-requires-python``: hence the filter is opt-in, and
 uv (which also resolves for other platforms: ``uv lock``) is never filtered.
+
+A profile keys the renderings of a page, so it holds only what the rules read, in a bounded form:
+the Python's major and minor (a file is dropped only when no release of that minor could take
+it), and a value outside the ones the rules know (an interpreter, system, processor or glibc of
+no wheel tag) as unknown, which they treat alike. Made-up User-Agents thus make no more kinds of
+page than real ones do; one whose Python is out of range gets the page of every file.
 """
 
 from __future__ import annotations
@@ -58,6 +64,17 @@ _MACOS = {
 _MACOS_ARCHES = frozenset({"arm64", "x86_64", "i386", "ppc", "ppc64", "intel", "fat", "fat3", "fat32",
                            "fat64", "universal", "universal2"})  # fmt: skip
 
+#: the interpreters whose wheel tags the rules read; every other is the same to them
+_IMPLEMENTATIONS = frozenset({"CPython", "PyPy"})
+#: a profile's interpreter when it is none of those
+UNKNOWN = "unknown"
+#: the processors the rules read, by system (on another system none is)
+_CPUS = {"Linux": _LINUX_ARCHES, "Windows": frozenset(_WINDOWS), "Darwin": frozenset(_MACOS)}
+#: the Pythons (major, then minor) and glibc minors a profile is made for; another is unknown
+_MAJORS = range(2, 5)
+_MAX_MINOR = 99
+_MAX_GLIBC_MINOR = 99
+
 _MANYLINUX_LEGACY = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
 _GLIBC_TAG = re.compile(r"^manylinux_(\d+)_(\d+)_")
 _PYTHON_TAG = re.compile(r"^(cp|py|pp)(\d)(\d*)$")
@@ -67,10 +84,10 @@ _PYTHON_TAG = re.compile(r"^(cp|py|pp)(\d)(\d*)$")
 class ClientProfile:
     """The interpreter an installer installs for, as far as its User-Agent tells."""
 
-    implementation: str  # "CPython", "PyPy", ...
-    python: Version  # the full interpreter version, for Requires-Python
-    system: str | None = None  # platform.system(): "Linux", "Darwin", "Windows"
-    cpu: str | None = None  # platform.machine()
+    implementation: str  # "CPython", "PyPy" or UNKNOWN
+    python: Version  # major.minor of the interpreter (a longer one is read as its major.minor)
+    system: str | None = None  # platform.system(): "Linux", "Darwin", "Windows"; None: unknown
+    cpu: str | None = None  # platform.machine(), if the rules know it on that system
     glibc: tuple[int, int] | None = None  # on Linux with glibc
 
     @property
@@ -80,7 +97,8 @@ class ClientProfile:
 
 @lru_cache(maxsize=256)
 def profile_from_user_agent(user_agent: str | None) -> ClientProfile | None:
-    """The profile pip's User-Agent describes, or None for any other client or an unreadable one."""
+    """The profile pip's User-Agent describes, in its bounded form (see the module docstring), or
+    None for any other client, an unreadable one, or a Python out of range."""
     if not user_agent or len(user_agent) > _MAX_USER_AGENT or not user_agent.startswith("pip/"):
         return None
     _, _, document = user_agent.partition(" ")
@@ -88,24 +106,28 @@ def profile_from_user_agent(user_agent: str | None) -> ClientProfile | None:
         data = json.loads(document)
         implementation = data["implementation"]["name"]
         full = parse_version(data["python"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return None
-    if full is None or not isinstance(implementation, str) or full.major < 2:
+    if full is None or not isinstance(implementation, str):
         return None
-    # pip compares Requires-Python with the release only (3.14.0 for 3.14.0rc1)
-    python = Version(".".join(str(part) for part in full.release[:3]))
+    major, minor = (*full.release, 0)[:2]
+    if major not in _MAJORS or minor > _MAX_MINOR:
+        return None
     system = _text(data.get("system"), "name")
-    libc = _mapping(data.get("distro")).get("libc")
+    system = system if system in _KNOWN_SYSTEMS else None
     glibc = None
+    libc = _mapping(data.get("distro")).get("libc")
     if system == "Linux" and _text(libc, "lib") == "glibc":
         match = re.match(r"^(\d+)\.(\d+)", _text(libc, "version") or "")
         glibc = _pair(match.group(1), match.group(2)) if match else None
+        if glibc is not None and (glibc[0] != 2 or glibc[1] > _MAX_GLIBC_MINOR):
+            glibc = None
     cpu = data.get("cpu")
     return ClientProfile(
-        implementation=implementation,
-        python=python,
+        implementation=implementation if implementation in _IMPLEMENTATIONS else UNKNOWN,
+        python=Version(f"{major}.{minor}"),
         system=system,
-        cpu=cpu if isinstance(cpu, str) and cpu else None,
+        cpu=cpu if isinstance(cpu, str) and cpu in _CPUS.get(system or "", ()) else None,
         glibc=glibc,
     )
 
@@ -126,7 +148,7 @@ def for_client(page: ProjectPage, profile: ClientProfile) -> ProjectPage:
 
 def fits(dist: DistFile, profile: ClientProfile) -> bool:
     """False only when pip, installing for ``profile``, would certainly reject ``dist``."""
-    if dist.requires_python is not None and not _python_allowed(dist.requires_python, profile.python):
+    if dist.requires_python is not None and not _python_allowed(dist.requires_python, profile.major_minor):
         return False
     if not dist.filename.endswith(".whl"):
         return True
@@ -140,11 +162,24 @@ def fits(dist: DistFile, profile: ClientProfile) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def _python_allowed(requires_python: str, python: Version) -> bool:
+def _python_allowed(requires_python: str, python: tuple[int, int]) -> bool:
+    """Whether some release of the Python minor ``python`` satisfies ``requires_python`` (pip
+    compares the interpreter's release: 3.11.4 for 3.11.4rc1)."""
     specifier = parse_specifier(requires_python)
     if specifier is None:
         return True  # pip ignores a Requires-Python it cannot parse, and so do we
-    return specifier.contains(python, prereleases=True)
+    major, minor = python
+    # the releases of the minor a specifier takes are bounded by the micros its clauses name
+    # (>=3.11.4, !=3.11.5): the least one it takes is 0 or one of those, or the one after
+    micros = {0}
+    for spec in specifier:
+        version = parse_version(spec.version.removesuffix(".*"))
+        if version is not None and version.release[:2] == (major, minor):
+            micro = version.release[2] if len(version.release) > 2 else 0
+            micros.update((micro, micro + 1))
+    return any(
+        specifier.contains(Version(f"{major}.{minor}.{micro}"), prereleases=True) for micro in sorted(micros)
+    )
 
 
 def _interpreter_fits(python: str, abi: str, profile: ClientProfile) -> bool:

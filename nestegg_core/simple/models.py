@@ -49,10 +49,14 @@ _MAX_FILENAME = 255
 
 def is_dist_filename(filename: str) -> bool:
     """Whether ``filename`` can be the name of a distribution file, and so of a file in a store: a
-    known distribution suffix (in any case), one path component, no leading dot. No name of a
-    sidecar file (records, metadata, markers, part and temporary files) passes."""
+    known distribution suffix (in any case), one path component, no leading dot, printable ASCII
+    only (as the filename specs say: a Kelvin sign or a fullwidth letter would alias an ASCII
+    name once normalized). No name of a sidecar file (records, metadata, markers, part and
+    temporary files) passes."""
     return (
         0 < len(filename) <= _MAX_FILENAME
+        and filename.isascii()
+        and filename.isprintable()
         and (filename.endswith(DIST_SUFFIXES) or filename.lower().endswith(DIST_SUFFIXES))
         and not filename.startswith(".")
         and "/" not in filename
@@ -220,6 +224,16 @@ def can_check(algorithm: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def mismatch(data: bytes, hashes: Mapping[str, str]) -> str | None:
+    """The first algorithm of ``hashes`` that can be checked (:func:`can_check`) and that ``data``
+    does not match, or None when every one matches (or none can be checked)."""
+    for algorithm, expected in hashes.items():
+        # a digest of another length or form than the algorithm's is a mismatch like any other
+        if can_check(algorithm) and hashlib.new(algorithm, data).hexdigest() != expected:
+            return algorithm
+    return None
 
 
 def compact_hashes(hashes: Mapping[str, str]) -> Mapping[str, str]:

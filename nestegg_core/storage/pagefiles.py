@@ -17,17 +17,24 @@ the index compress about five times. Files are replaced atomically; a damaged, c
 foreign one is a miss. When the token cannot be trusted (the marker changed within the last
 second, so a second change may hide in the same clock tick) nothing is read or saved. The
 repository takes the token's stats only when its store's generation changed (``generation``).
+
+The renderings for one kind of installer (``compatible_only``: kinds ``json-<client>``) lie in a
+folder of their page, ``<name>.clients``, which keeps those of at most ``MAX_CLIENTS`` installers:
+each User-Agent may make one, and made-up ones must not fill the disk. :meth:`RenderedPages.sweep`
+(``nestegg prune``, the size limit) removes the renderings that can never be served again: those
+of a page whose state is gone, and those older than their page's state or change marker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import stat
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from io import FileIO
 from pathlib import Path
@@ -37,9 +44,10 @@ from packaging.utils import NormalizedName
 
 from nestegg_core._version import __version__
 from nestegg_core.errors import UnsafePath
+from nestegg_core.simple.models import is_normalized
 
 from . import store as _store
-from .fs import atomic_file
+from .fs import atomic_file, scan_below, unlink_below
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +66,12 @@ _BLOCK = 64 * 1024
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+#: the folder of a page's renderings for kinds of installer, beside its own (no name has a dot)
+CLIENTS = ".clients"
+#: the kinds of installer whose renderings a page keeps; past it, the oldest written go
+MAX_CLIENTS = 8
+#: a temporary file of a rendering older than this (seconds) was left by a crash
+_STALE_TEMP = 24 * 3600.0
 
 
 def etag(body: bytes) -> str:
@@ -114,6 +128,8 @@ class RenderedPages:
         self.root = root
 
     def path(self, name: NormalizedName, kind: str) -> Path:
+        if "-" in kind:  # a kind of installer's: ``json-<client>``, ``html-<client>.gz``
+            return self.folder / f"{name}{CLIENTS}" / kind
         return self.folder / f"{name}.{kind}"
 
     def open(self, name: NormalizedName, kind: str, token: str) -> PageFile | None:
@@ -122,7 +138,7 @@ class RenderedPages:
             # unbuffered: the position after the header is the file descriptor's own, which is
             # where servers that send the file themselves (sendfile) start. A link is a miss, and
             # a FIFO planted in its place does not block the thread
-            fd = os.open(self.path(name, kind), os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC)
+            fd = _open_file(self.path(name, kind), nested="-" in kind)
         except OSError:
             return None
         try:
@@ -183,7 +199,119 @@ class RenderedPages:
         except (OSError, UnsafePath) as exc:
             logger.warning("cannot keep the rendered page of %r: %s", name, exc)
             return None
+        if "-" in kind:
+            self._bound_clients(name, kind.partition("-")[2])
         return self.open(name, kind + GZIP if gzip else kind, token)
+
+    def _bound_clients(self, name: NormalizedName, kept: str) -> None:
+        """Remove the renderings of the installers of ``name`` written longest ago while there are
+        more than ``MAX_CLIENTS``; never those of ``kept``, the one just written."""
+        folder = self.folder / f"{name}{CLIENTS}"
+        written: dict[str, float] = {}
+        files: dict[str, list[str]] = {}
+        with scan_below(self._root, folder) as entries:
+            for entry in entries:
+                client = _client_of(entry.name)
+                if client is None:
+                    continue
+                with contextlib.suppress(OSError):
+                    status = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(status.st_mode):
+                        written[client] = max(written.get(client, 0.0), status.st_mtime)
+                        files.setdefault(client, []).append(entry.name)
+        if len(written) <= MAX_CLIENTS:
+            return
+        oldest = sorted((when, client) for client, when in written.items() if client != kept)
+        for _, client in oldest[: len(written) - MAX_CLIENTS]:
+            for entry_name in files[client]:
+                with contextlib.suppress(OSError, UnsafePath):
+                    unlink_below(self._root, folder / entry_name)
+
+    @property
+    def _root(self) -> Path:
+        """Where reads and removals start, following no link below it: the nest, else the folder."""
+        return self.folder if self.root is None else self.root
+
+    def sweep(
+        self, state_of: Callable[[NormalizedName], tuple[Path, Path]], *, now: float | None = None
+    ) -> int:
+        """Remove the renderings that can never be served again, and temporary files a crash left;
+        returns how many files went. ``state_of(name)`` is the page's state file and change marker:
+        a rendering is stale once its page has no state, or one newer than it (or a newer marker).
+        """
+        abandoned = int(((time.time() if now is None else now) - _STALE_TEMP) * 1e9)
+        removed = 0
+        with scan_below(self._root, self.folder) as entries:
+            found = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+        for entry_name, is_folder in found:
+            name, dot, _ = entry_name.partition(".")
+            if not dot:
+                continue
+            if not name:  # ``.<file>.<random>.tmp``: a write, or one a crash cut short
+                removed += self._remove_older(self.folder / entry_name, abandoned)
+                continue
+            if not is_normalized(name):
+                continue
+            newest = _newest(*state_of(NormalizedName(name)))
+            if not is_folder:
+                removed += self._remove_older(self.folder / entry_name, newest)
+                continue
+            if entry_name != f"{name}{CLIENTS}":
+                continue
+            folder = self.folder / entry_name
+            with scan_below(self._root, folder) as inner:
+                names = [e.name for e in inner]
+            for inner_name in names:
+                before = abandoned if inner_name.startswith(".") else newest
+                removed += self._remove_older(folder / inner_name, before)
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # once empty; a link in its place is no folder, and stays
+        return removed
+
+    def _remove_older(self, path: Path, before: int | None) -> int:
+        """Remove the regular file ``path`` if it was written before ``before`` (ns; None: whenever);
+        1 if it went. A link or a folder is left alone."""
+        try:
+            status = os.lstat(path)
+            if not stat.S_ISREG(status.st_mode) or (before is not None and status.st_mtime_ns >= before):
+                return 0
+            return int(unlink_below(self._root, path))
+        except (OSError, UnsafePath):
+            return 0
+
+
+def _open_file(path: Path, *, nested: bool) -> int:
+    """A descriptor of the rendered file ``path``, a link at it refused; ``nested``: in a folder of
+    its page's, which must not be a link either (another user of a shared nest could plant one)."""
+    flags = os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC
+    if not nested or os.open not in os.supports_dir_fd:
+        return os.open(path, flags)
+    folder = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC)
+    try:
+        return os.open(path.name, flags, dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
+def _client_of(entry: str) -> str | None:
+    """The installer a rendering's file is for (``json-<client>.gz``: ``<client>``), or None."""
+    if entry.startswith("."):
+        return None  # a temporary file
+    kind = entry.removesuffix(GZIP)
+    _, dash, client = kind.partition("-")
+    return client if dash and client else None
+
+
+def _newest(state: Path, marker: Path) -> int | None:
+    """The time (ns) of the latest change of a page, its state file's or its change marker's; None
+    without a state: every rendering of it is stale."""
+    try:
+        newest = os.lstat(state).st_mtime_ns
+    except OSError:
+        return None
+    with contextlib.suppress(OSError):
+        newest = max(newest, os.lstat(marker).st_mtime_ns)
+    return newest
 
 
 def _blocks(pieces: Iterable[bytes]) -> Iterator[bytes]:

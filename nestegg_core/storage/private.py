@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -67,9 +68,11 @@ class PrivateStore:
         self.root = root
         #: the nestegg dir (by default the store's parent): no link below it is followed
         self.nest = root.parent if nest is None else nest
-        #: names and patterns that are private whatever is stored (config and private source builds)
-        self.reserved = tuple(canonicalize_name(p) if not _is_pattern(p) else p.lower()
-                              for p in reserved)  # fmt: skip
+        #: names and patterns that are private whatever is stored (config and private source builds),
+        #: in the form of the names they are matched against (see :func:`normalize_pattern`)
+        self.reserved = tuple(normalize_pattern(p) for p in reserved)
+        self._exact = frozenset(p for p in self.reserved if not _is_pattern(p))
+        self._patterns = [re.compile(fnmatch.translate(p)) for p in self.reserved if _is_pattern(p)]
         #: names whose private files are merged in front of upstream's (``private: no`` builds)
         self.merged = frozenset(canonicalize_name(n) for n in merged)
         self._pages: dict[str, tuple[int, ProjectPage]] = {}
@@ -84,12 +87,27 @@ class PrivateStore:
         """Whether the upstream must never be asked for ``name``."""
         if name in self.merged:
             return False
-        if any(fnmatch.fnmatchcase(name, p) if _is_pattern(p) else name == p for p in self.reserved):
+        if self.is_reserved(name):
             return True
         return self._stamp(name) is not None
 
+    def is_reserved(self, name: NormalizedName) -> bool:
+        """Whether ``name`` is one of the names, or matches one of the patterns, that are private
+        whatever is stored."""
+        return name in self._exact or any(p.match(name) for p in self._patterns)
+
     def is_merged(self, name: NormalizedName) -> bool:
         return name in self.merged
+
+    def protected(self, names: Iterable[str]) -> frozenset[str]:
+        """Those of ``names`` that are private or merged, as :meth:`is_private` and
+        :meth:`is_merged` say, with one look at the store's folder instead of one per name."""
+        folders: set[str] = set()
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.root) as entries:
+            folders = {e.name for e in entries}
+        return frozenset(
+            n for n in names if n in self.merged or n in folders or self.is_reserved(NormalizedName(n))
+        )
 
     def page(self, name: NormalizedName) -> ProjectPage | None:
         """The page of the private files of ``name``, or None if there are none."""
@@ -177,27 +195,25 @@ class PrivateStore:
                         f"File already exists: {filename!r} is the same distribution as {twin.filename!r}, "
                         "with other contents; use a new version"
                     )
-            metadata = metadata_of(path)
-            requires_python = None
-            if metadata is not None:
-                fields = metadata_fields(metadata)
-                meta_name = (fields.get("name") or [""])[0]
-                if meta_name and canonicalize_name(meta_name) != name:
-                    raise UploadError(f"{filename!r} holds metadata of project {meta_name!r}")
-                # compared as versions: 1.0 in the filename is the 1.0.0 of its metadata
-                meta_version = (fields.get("version") or [""])[0]
-                if meta_version and parse_version(meta_version) != version:
-                    raise UploadError(
-                        f"{filename!r} holds metadata of version {_cut(meta_version)!r}, "
-                        f"not {str(version)!r} as its filename says"
-                    )
-                requires_python = next(iter(fields.get("requires-python", [])), None)
-                if requires_python is not None and parse_specifier(requires_python) is None:
-                    raise UploadError(
-                        f"{filename!r} has an invalid Requires-Python {_cut(requires_python)!r}"
-                    )
-            elif filename.endswith(".whl"):
-                raise UploadError(f"{filename!r} is not a valid wheel (no .dist-info/METADATA)")
+            metadata = metadata_of(path, filename)  # ArchiveError past a bound or of another kind
+            if metadata is None:  # the sdist format has PKG-INFO at <name>-<version>/PKG-INFO
+                where = "*.dist-info/METADATA" if filename.endswith(".whl") else "<name>-<version>/PKG-INFO"
+                raise UploadError(f"{filename!r} has no metadata: no {where} in it")
+            fields = metadata_fields(metadata)
+            meta_name, meta_version = ((fields.get(key) or [""])[0] for key in ("name", "version"))
+            if not (meta_name and meta_version):
+                raise UploadError(f"{filename!r} holds metadata without a Name and a Version")
+            if canonicalize_name(meta_name) != name:
+                raise UploadError(f"{filename!r} holds metadata of project {_cut(meta_name)!r}")
+            # compared as versions: 1.0 in the filename is the 1.0.0 of its metadata
+            if parse_version(meta_version) != version:
+                raise UploadError(
+                    f"{filename!r} holds metadata of version {_cut(meta_version)!r}, "
+                    f"not {str(version)!r} as its filename says"
+                )
+            requires_python = next(iter(fields.get("requires-python", [])), None)
+            if requires_python is not None and parse_specifier(requires_python) is None:
+                raise UploadError(f"{filename!r} has an invalid Requires-Python {_cut(requires_python)!r}")
             record = DistFile(
                 filename=filename,
                 hashes={"sha256": sha256},
@@ -211,7 +227,7 @@ class PrivateStore:
             try:
                 make_folder(self.nest, folder)
                 self.generation.advance()
-                if metadata is not None and filename.endswith(".whl"):
+                if filename.endswith(".whl"):
                     write_atomic(folder / f"{filename}.metadata", metadata, root=self.nest)
                     record = record.with_changes(
                         core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()}
@@ -334,6 +350,70 @@ def _identity(filename: str) -> tuple[object, ...]:
 
 def _is_pattern(value: str) -> bool:
     return any(c in value for c in "*?[")
+
+
+def normalize_pattern(pattern: str) -> str:
+    """A name or fnmatch pattern in the form of the normalized names it is matched against (PEP
+    503: lower case, a run of ``-``, ``_`` and ``.`` one ``-``), its ``*``, ``?`` and ``[...]``
+    kept: ``acme_*`` matches ``acme-tools`` and ``Corp.[AB]*`` matches ``corp-api`` as meant.
+
+    In a class a separator stands for ``-`` (a class of separators only, ``[._]``, is one), and
+    ranges are lower-cased.
+    """
+    pieces: list[str | None] = []  # characters, wildcards and classes; None for a separator
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        end = _class_end(pattern, i) if char == "[" else None
+        if end is None:
+            pieces.append(None if char in _SEPARATORS else char.lower())
+            i += 1
+        else:
+            pieces.append(_normalize_class(pattern[i + 1 : end]))
+            i = end + 1
+    # a run of separators is one, as in a normalized name
+    kept = [p for k, p in enumerate(pieces) if p is not None or k == 0 or pieces[k - 1] is not None]
+    return "".join("-" if piece is None else piece for piece in kept)
+
+
+_SEPARATORS = "-_."
+
+
+def _class_end(pattern: str, start: int) -> int | None:
+    """Where the ``[`` class at ``start`` ends (its ``]``), as fnmatch reads it; None if it
+    does not end (then ``[`` is a literal)."""
+    j = start + 1
+    if j < len(pattern) and pattern[j] == "!":
+        j += 1
+    if j < len(pattern) and pattern[j] == "]":  # a ']' first is a member
+        j += 1
+    end = pattern.find("]", j)
+    return None if end < 0 else end
+
+
+def _normalize_class(body: str) -> str | None:
+    """The class ``[body]`` for normalized names (see :func:`normalize_pattern`); None when it
+    is a separator."""
+    negated = body.startswith("!")
+    if negated:
+        body = body[1:]
+    members: list[str] = []
+    separator = False
+    k = 0
+    while k < len(body):
+        if k + 2 < len(body) and body[k + 1] == "-":  # a range
+            members.append(f"{body[k].lower()}-{body[k + 2].lower()}")
+            k += 3
+        elif body[k] in _SEPARATORS:
+            separator = True
+            k += 1
+        else:
+            members.append(body[k].lower())
+            k += 1
+    if separator and not members and not negated:
+        return None
+    # a '-' last is a member, not a range (first, it would end a class that starts with ']')
+    return "[" + ("!" if negated else "") + "".join(members) + ("-" if separator else "") + "]"
 
 
 def _sort_key(dist: DistFile) -> tuple[int, object, str]:

@@ -7,7 +7,10 @@ folder per upstream index (see :func:`upstream_key`), so that two indexes never 
     mirror/<upstream>/files/<name>/<filename>      cached distribution files, complete and verified
     mirror/<upstream>/files/<name>/<filename>.json the record of a cached file (hashes, size, ...)
     mirror/<upstream>/files/<name>/<filename>.metadata   PEP 658 core metadata of a cached file
+    mirror/<upstream>/files/<name>/<filename>.metadata.checked   which page the metadata matched
     mirror/<upstream>/files/<name>/.<filename>.<pid>.<n>.part   a download in progress
+    mirror/<upstream>/rendered/<name>.<kind>       a page as served (``pagefiles``), and for kinds
+    mirror/<upstream>/rendered/<name>.clients/<kind>    of installer (``compatible_only``)
     mirror/<upstream>/.generation                  new bytes after every page change (``generation``)
     locks/<upstream>/<name>/<filename>.lock        inter-process locks (filelock)
 
@@ -78,6 +81,22 @@ def _stamp(status: os.stat_result) -> PageStamp:
     return (status.st_ino, status.st_mtime_ns, status.st_size)
 
 
+#: the longest note of a metadata file's check read (``check_note``)
+_MAX_CHECK_LINE = 512
+
+
+def check_note(state: os.stat_result | PageStamp, metadata: os.stat_result) -> bytes:
+    """The note of a check of a metadata file (``CacheStore.note_metadata_checked``): the
+    identities of the state file of the page it matched, and of the metadata file itself.
+
+    The state alone tells: a cached file changes what its page says of its metadata only when the
+    upstream offers none, and then that metadata is written with it (``downloads``).
+    """
+    stamp = _stamp(state) if isinstance(state, os.stat_result) else state
+    numbers = (*stamp, metadata.st_ino, metadata.st_mtime_ns, metadata.st_size)
+    return (" ".join(f"{number:x}" for number in numbers) + "\n").encode()
+
+
 def upstream_key(url: str) -> str:
     """A folder name for an upstream index: readable, and unique by a hash of the URL.
 
@@ -112,6 +131,8 @@ class CacheStore:
         self.pages = root / "mirror" / self.key / "pages"
         self.files = root / "mirror" / self.key / "files"
         self.locks = root / "locks" / self.key
+        #: the mirror's pages as rendered for clients (``pagefiles``)
+        self.rendered = root / "mirror" / self.key / "rendered"
         #: stamped after every write that changes a page: a state file, a file's ``CHANGED`` marker
         self.generation = Generation(root / "mirror" / self.key / ".generation", make_folder=self.make_folder)
 
@@ -159,6 +180,25 @@ class CacheStore:
 
     def metadata_path(self, name: NormalizedName, filename: str) -> Path:
         return self.files / name / f"{check_filename(filename)}.metadata"
+
+    def metadata_check_path(self, name: NormalizedName, filename: str) -> Path:
+        """The note of which metadata file matched the page made from which state."""
+        return self.files / name / f"{check_filename(filename)}.metadata.checked"
+
+    def note_metadata_checked(
+        self, name: NormalizedName, filename: str, state: PageStamp, metadata: os.stat_result
+    ) -> None:
+        """Note that the metadata file of ``filename``, of status ``metadata``, matches what the
+        page made from the state file of stamp ``state`` says of it (see :func:`check_note`)."""
+        write_atomic(self.metadata_check_path(name, filename), check_note(state, metadata), root=self.root)
+
+    def metadata_note(self, name: NormalizedName, filename: str) -> bytes | None:
+        """The note of the last check of the metadata file of ``filename``, or None."""
+        try:
+            with open_read(self.root, self.metadata_check_path(name, filename)) as handle:
+                return handle.read(_MAX_CHECK_LINE)
+        except (OSError, UnsafePath):
+            return None
 
     def page_changed(self, name: NormalizedName) -> None:
         """Note that a cached file of ``name`` changed its page (a record that tells more than the

@@ -4,7 +4,9 @@ A cached file's last use is the mtime of its record (``<filename>.json``), refre
 served and found older than :data:`USED_RESOLUTION` — one ``stat`` per hit and at most one ``utime``
 per file and minute, independent of ``atime`` (which ``noatime`` mounts never update). Only the
 mirror's files are pruned: the private store holds the only copy of what was uploaded or built here.
-Pages stay; a pruned file leaves the set of kept files and is fetched again when asked for.
+Pages stay; a pruned file leaves the set of kept files and is fetched again when asked for. Rendered
+pages that can never be served again (``pagefiles``: of a page with no state, or older than it) go
+with every prune, the size limit's too.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from nestegg_core.errors import UnsafePath
 from nestegg_core.simple.models import DistFile, is_dist_filename, is_normalized
 
 from .fs import make_folder, scan_below, unlink_below
-from .store import CacheStore
+from .pagefiles import RenderedPages
+from .store import CHANGED, CacheStore
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ class CachedFile:
     store: CacheStore
     name: NormalizedName
     filename: str
-    size: int  # the file, its record and its metadata file
+    size: int  # the file, its record, its metadata file and the note of its check
     used: float
 
 
@@ -108,8 +111,8 @@ def _project_files_on_disk(store: CacheStore, name: NormalizedName) -> list[Cach
         filename = entry_name.removesuffix(".json")
         if filename == entry_name or filename not in stats or not is_dist_filename(filename):
             continue
-        metadata = stats.get(f"{filename}.metadata")
-        size = stats[filename].st_size + record.st_size + (metadata.st_size if metadata else 0)
+        extras = (stats.get(f"{filename}{suffix}") for suffix in (".metadata", ".metadata.checked"))
+        size = stats[filename].st_size + record.st_size + sum(extra.st_size for extra in extras if extra)
         found.append(CachedFile(store=store, name=name, filename=filename, size=size, used=record.st_mtime))
     return found
 
@@ -125,6 +128,8 @@ class PruneResult:
     size: int
     #: leftover partial downloads and temporary files removed
     leftovers: int = 0
+    #: rendered pages removed that could never be served again
+    renderings: int = 0
 
     @property
     def freed(self) -> int:
@@ -156,12 +161,26 @@ def prune(
         if dry_run or _remove(cached):
             total -= cached.size
             removed.append(cached)
-    leftovers = 0 if dry_run else sum(_remove_leftovers(store, now) for store in nest_stores(root))
+    leftovers = renderings = 0
+    if not dry_run:
+        for store in nest_stores(root):
+            leftovers += _remove_leftovers(store, now)
+            renderings += sweep_renderings(store, now)
     if removed and not dry_run:
         logger.info("pruned %d cached files (%d bytes)", len(removed), sum(f.size for f in removed))
     return PruneResult(
-        removed=tuple(removed), kept=len(files) - len(removed), size=total, leftovers=leftovers
+        removed=tuple(removed),
+        kept=len(files) - len(removed),
+        size=total,
+        leftovers=leftovers,
+        renderings=renderings,
     )
+
+
+def sweep_renderings(store: CacheStore, now: float | None = None) -> int:
+    """Remove the rendered pages of ``store`` that can never be served again; returns how many."""
+    pages = RenderedPages(store.rendered, root=store.root)
+    return pages.sweep(lambda name: (store.page_path(name), store.files / name / CHANGED), now=now)
 
 
 def _remove(cached: CachedFile) -> bool:
@@ -172,6 +191,7 @@ def _remove(cached: CachedFile) -> bool:
             for path in (
                 store.record_path(name, filename),
                 store.file_path(name, filename),
+                store.metadata_check_path(name, filename),
                 store.metadata_path(name, filename),
             ):
                 unlink_below(store.root, path)  # a regular file; never through a link
@@ -272,6 +292,9 @@ class SizeLimit:
                 size = sum(f.size for f in cached_files(self.root))
                 if size > self.max_size:
                     size = prune(self.root, max_size=int(self.max_size * LOW_WATER)).size
+                else:  # what prune would also do: renderings that can never be served again go
+                    for store in nest_stores(self.root):
+                        sweep_renderings(store)
         except LockTimeout:
             return  # another process is pruning the nest right now
         with self._lock:

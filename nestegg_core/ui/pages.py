@@ -309,6 +309,8 @@ def project(
                     here="stored here" if row.here else "not cached",
                 )
             )
+        if entry.more_files:
+            rows.append(h('<tr><td colspan="6" class="muted">and {} more files</td></tr>', entry.more_files))
     if rows:
         parts.append(
             h(

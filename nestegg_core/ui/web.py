@@ -21,10 +21,11 @@ HTML is rendered by :mod:`nestegg_core.ui.pages`, which escapes every value it i
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import json
 import os
 import threading
+import weakref
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -40,8 +41,14 @@ from nestegg_core._version import __version__
 from nestegg_core.builds.runs import Run, RunStore
 from nestegg_core.config.config import Config, SourceBuild
 from nestegg_core.errors import BadRequest, NotFound
-from nestegg_core.simple.models import DistFile, format_time, is_valid_name, parse_version
-from nestegg_core.storage.pagestate import PageState
+from nestegg_core.simple.models import (
+    DistFile,
+    ProjectPage,
+    format_time,
+    is_valid_name,
+    parse_number,
+    parse_version,
+)
 from nestegg_core.urls import mask_text
 
 from . import pages as webpages
@@ -55,6 +62,14 @@ PER_PAGE = 50
 VERSIONS_PER_PAGE = 20
 MAX_PER_PAGE = 500
 _SUMMARY_CACHE = 8192
+#: files of one version a project page shows (a hostile page may give one version 100,000 files)
+FILES_PER_VERSION = 500
+#: project views kept (see _Versions), and the files and versions they may hold in all (some
+#: tens of bytes each); the last one made is kept whatever its size
+_VIEW_CACHE = 16
+_VIEW_ITEMS = 250_000
+#: seconds a page of the UI waits for another large page to be made before it answers 503
+_LARGE_WAIT = 30.0
 #: what the kinds of project are called: only private files, private files over the mirror's, mirrored
 PRIVATE, MERGED, MIRROR = "private", "private+mirror", "mirror"
 
@@ -120,6 +135,8 @@ class FileRow:
 class VersionRows:
     version: str
     files: tuple[FileRow, ...] = ()
+    #: files of the version past the ``FILES_PER_VERSION`` shown
+    more_files: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,6 +157,107 @@ class Pages:
 
     def to_json(self) -> dict[str, int]:
         return {"page": self.page, "per_page": self.per_page, "total": self.total, "pages": self.pages}
+
+
+class _Versions:
+    """The files of a project by version, newest version first, as its UI page lists them.
+
+    Made once per change of what it comes from (the mirror's page, the private page, the build
+    record), and shown a page of versions at a time: it holds where each file is in those pages,
+    in order, not the files, nor a row for each (a page of 200,000 files made 200,000 rows, a
+    version parsed for each, on every request).
+    """
+
+    def __init__(
+        self,
+        *,
+        mirrored: ProjectPage | None,
+        kept: frozenset[str],
+        private: ProjectPage | None,
+        built: dict[str, dict[str, str | None]],
+        built_stamp: int,
+        only_here: bool,
+    ) -> None:
+        #: what it was made of, compared by identity (a page made again is another object)
+        self.mirrored = None if mirrored is None else weakref.ref(mirrored)
+        self.private = None if private is None else weakref.ref(private)
+        self.built_stamp = built_stamp
+        self.kept = kept
+        self.built = built
+        ours = private.files if private is not None else ()
+        theirs = mirrored.files if mirrored is not None else ()
+        seen = {dist.filename for dist in ours}
+        # a file is its index in ours + theirs; no list per version (a page may have 200,000)
+        shown = list(range(len(ours))) + [
+            index
+            for index, dist in enumerate(theirs, len(ours))
+            if dist.filename not in seen and (not only_here or dist.filename in kept)
+        ]
+        version_of = [(ours[i] if i < len(ours) else theirs[i - len(ours)]).version or _OTHER for i in shown]
+        listed = mirrored.versions if mirrored is not None and not only_here else ()
+        self.versions = sorted(dict.fromkeys([*listed, *version_of]), key=_version_key, reverse=True)
+        rank = {version: r for r, version in enumerate(self.versions)}
+        #: the files of version ``v`` (the v-th) are ``order[bounds[v]:bounds[v + 1]]``, in
+        #: the order of their pages (the sort is stable)
+        ranks = array("l", (rank[version] for version in version_of))
+        self.order = array("l", (shown[k] for k in sorted(range(len(shown)), key=ranks.__getitem__)))
+        counts = array("l", [0]) * len(self.versions)
+        for r in ranks:
+            counts[r] += 1
+        self.bounds = array("l", [0])
+        for count in counts:
+            self.bounds.append(self.bounds[-1] + count)
+
+    def made_of(
+        self,
+        mirrored: ProjectPage | None,
+        kept: frozenset[str],
+        private: ProjectPage | None,
+        built_stamp: int,
+    ) -> bool:
+        return (
+            (None if self.mirrored is None else self.mirrored()) is mirrored
+            and (self.kept is kept or self.kept == kept)  # a file cached leaves its page as it was
+            and (None if self.private is None else self.private()) is private
+            and self.built_stamp == built_stamp
+        )
+
+    def __len__(self) -> int:
+        return len(self.versions)
+
+    @property
+    def size(self) -> int:
+        """What it holds, in files and versions."""
+        return len(self.order) + len(self.versions)
+
+    def rows(
+        self, start: int, stop: int, mirrored: ProjectPage | None, private: ProjectPage | None
+    ) -> list[VersionRows]:
+        """Versions ``start`` to ``stop``, with their files (up to ``FILES_PER_VERSION`` each),
+        from the pages this view was made of."""
+        ours = private.files if private is not None else ()
+        theirs = mirrored.files if mirrored is not None else ()
+        shown = []
+        for v in range(start, min(stop, len(self.versions))):
+            first, end = self.bounds[v], self.bounds[v + 1]
+            rows = []
+            for index in self.order[first : min(end, first + FILES_PER_VERSION)]:
+                if index < len(ours):
+                    dist = ours[index]
+                    origin = self.built.get(dist.filename)
+                    if origin is None:
+                        rows.append(FileRow(dist=dist, here=True, origin="uploaded"))
+                    else:
+                        rows.append(FileRow(dist=dist, here=True, origin="built", **origin))
+                else:
+                    dist = theirs[index - len(ours)]
+                    rows.append(FileRow(dist=dist, here=dist.filename in self.kept, origin="mirrored"))
+            more = max(0, end - first - FILES_PER_VERSION)
+            shown.append(VersionRows(version=self.versions[v], files=tuple(rows), more_files=more))
+        return shown
+
+
+_OTHER = "other files"
 
 
 # the project list -------------------------------------------------------------------------------
@@ -183,15 +301,13 @@ class ProjectIndex:
         private = self.repository.private
         mirrored = set(self.repository.store.project_names())
         stored = set(private.names())
-        patterns = [p for p in private.reserved if any(c in p for c in "*?[")]
-        exact = {p for p in private.reserved if p not in patterns}
         names = mirrored | stored | set(self.builds)
         listed = []
         for name in sorted(names):
             if name in private.merged:
                 kind = MERGED
-            elif name in stored or name in exact or any(fnmatch.fnmatchcase(name, p) for p in patterns):
-                kind = PRIVATE
+            elif name in stored or private.is_private(NormalizedName(name)):
+                kind = PRIVATE  # a name whose private files were all removed stays private
             else:
                 kind = MIRROR
             listed.append((name, kind))
@@ -234,9 +350,9 @@ class _Request:
         raw = self.arg(key)
         if raw is None or raw == "":
             return default
-        if not raw.isdigit() or int(raw) < 1:
-            raise BadRequest(f"{key}: expected a whole number >= 1, got {raw!r}")
-        value = int(raw)
+        value = parse_number(raw)  # ASCII digits, few: "²".isdigit() is true, and int() has a limit
+        if value is None or value < 1:
+            raise BadRequest(f"{key}: expected a whole number >= 1, got {_cut(raw)!r}")
         return min(value, maximum) if maximum else value
 
 
@@ -252,6 +368,7 @@ class WebUI:
         self.runs = RunStore(config.nestegg_dir)
         self.builds: dict[str, SourceBuild] = {build.name: build for build in config.source_builds}
         self._summaries: OrderedDict[str, tuple[tuple[int, ...], Summary]] = OrderedDict()
+        self._views: OrderedDict[tuple[str, bool], _Versions] = OrderedDict()
         self._lock = threading.Lock()
 
     # routing ----------------------------------------------------------------------------------
@@ -274,11 +391,12 @@ class WebUI:
             return self.ci(request)
         if head == "ci" and len(rest) == 1:
             return self.ci_project(request, rest[0])
-        if head == "ci" and len(rest) in (2, 3) and rest[1].isdigit() and rest[2:] in ([], ["log"]):
-            return self.run(request, rest[0], int(rest[1]), log_only=bool(rest[2:]))
+        run_id = parse_number(rest[1]) if head == "ci" and len(rest) in (2, 3) else None
+        if run_id is not None and rest[2:] in ([], ["log"]):
+            return self.run(request, rest[0], run_id, log_only=bool(rest[2:]))
         if head == "badge" and len(rest) == 1 and rest[0].endswith(".svg"):
             return self.badge(request, rest[0][: -len(".svg")])
-        raise NotFound(f"no page {environ.get('PATH_INFO', '')!r}")
+        raise NotFound(f"no page {_cut(str(environ.get('PATH_INFO', '')))!r}")
 
     # pages --------------------------------------------------------------------------------------
 
@@ -287,12 +405,14 @@ class WebUI:
         kind = request.arg("kind") or ""
         if kind not in ("", PRIVATE, MIRROR):
             raise BadRequest(f"kind: expected 'private' or 'mirror', got {kind!r}")
-        visible = self._visible(request.environ)
+        shows_private = self._shows_private(request.environ)
         needle = canonicalize_name(query) if query else ""
         rows = [
             (name, k)
             for name, k in self.index.listed()
-            if (not needle or needle in name) and (not kind or k in (kind, MERGED)) and visible(name)
+            if (not needle or needle in name)
+            and (not kind or k in (kind, MERGED))
+            and (k == MIRROR or shows_private())
         ]
         pages = Pages(
             page=request.number("page", 1),
@@ -330,13 +450,24 @@ class WebUI:
         if kind is None:
             raise NotFound(f"no project {name!r} in this nest")
         only_here = request.arg("here") in ("1", "yes", "true")
-        versions = self.versions(name, kind, only_here=only_here)
-        pages = Pages(
-            page=request.number("page", 1),
-            per_page=request.number("per_page", VERSIONS_PER_PAGE, MAX_PER_PAGE),
-            total=len(versions),
-        )
-        shown = versions[pages.offset : pages.offset + pages.per_page]
+        page = request.number("page", 1)
+        per_page = request.number("per_page", VERSIONS_PER_PAGE, MAX_PER_PAGE)
+        with self.repository.large_page(name, wait=_LARGE_WAIT):
+            mirrored, kept, private, built, built_stamp = self._sources(name, kind)
+            key = (name, only_here)
+            view = self._views.get(key)
+            if view is None or not view.made_of(mirrored, kept, private, built_stamp):
+                view = _Versions(
+                    mirrored=mirrored,
+                    kept=kept,
+                    private=private,
+                    built=built,
+                    built_stamp=built_stamp,
+                    only_here=only_here,
+                )
+            self._keep(key, view)
+            pages = Pages(page=page, per_page=per_page, total=len(view))
+            shown = view.rows(pages.offset, pages.offset + pages.per_page, mirrored, private)
         build = self.builds.get(name)
         last = self._latest_runs([name]).get(name)
         if request.json:
@@ -348,7 +479,12 @@ class WebUI:
                     "source_build": _build_json(build),
                     "ci": _outcome(last),
                     "versions": [
-                        {"version": v.version, "files": [f.to_json() for f in v.files]} for v in shown
+                        {
+                            "version": v.version,
+                            "files": [f.to_json() for f in v.files],
+                            "more_files": v.more_files,
+                        }
+                        for v in shown
                     ],
                     **pages.to_json(),
                 },
@@ -464,7 +600,12 @@ class WebUI:
         cached = self._summaries.get(name)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        summary = self._summarize(NormalizedName(name), kind)
+        # a large page's state is read by one request at a time (the others find what it made)
+        with self.repository.large_page(NormalizedName(name), wait=_LARGE_WAIT):
+            cached = self._summaries.get(name)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            summary = self._summarize(NormalizedName(name), kind)
         with self._lock:
             self._summaries[name] = (stamp, summary)
             self._summaries.move_to_end(name)
@@ -500,35 +641,31 @@ class WebUI:
             updated=updated,
         )
 
-    def versions(self, name: NormalizedName, kind: str, *, only_here: bool) -> list[VersionRows]:
-        """The files of ``name`` by version, newest version first, from what this nest holds."""
-        rows: list[FileRow] = []
-        listed: dict[str, None] = {}
-        if kind != MIRROR:
-            built = _built_files(self.config.nestegg_dir, name)
-            page = self.repository.private.page(name)
-            for dist in page.files if page is not None else ():
-                origin = built.get(dist.filename)
-                if origin is None:
-                    rows.append(FileRow(dist=dist, here=True, origin="uploaded"))
-                else:
-                    rows.append(FileRow(dist=dist, here=True, origin="built", **origin))
+    def _keep(self, key: tuple[str, bool], view: _Versions) -> None:
+        with self._lock:
+            self._views[key] = view
+            self._views.move_to_end(key)
+            held = sum(v.size for v in self._views.values())
+            while len(self._views) > 1 and (len(self._views) > _VIEW_CACHE or held > _VIEW_ITEMS):
+                held -= self._views.popitem(last=False)[1].size
+
+    def _sources(
+        self, name: NormalizedName, kind: str
+    ) -> tuple[ProjectPage | None, frozenset[str], ProjectPage | None, dict[str, dict[str, str | None]], int]:
+        """What the page of ``name`` is made of: the mirror's page and its cached files (the
+        model the Simple API serves from), the private page, and the build record and its mtime."""
+        mirrored, kept = None, frozenset[str]()
         if kind != PRIVATE:
-            seen = {row.dist.filename for row in rows}
-            state = self.repository.store.read_page(name)
-            kept = {d.filename: d for d in self.repository.store.kept_files(name)}
-            for dist in _mirrored(state, kept):
-                if dist.filename not in seen:
-                    rows.append(FileRow(dist=dist, here=dist.filename in kept, origin="mirrored"))
-            if state is not None and not only_here:
-                listed.update(dict.fromkeys(state.page.versions))
-        if only_here:
-            rows = [row for row in rows if row.here]
-        by_version: dict[str, list[FileRow]] = {v: [] for v in listed}
-        for row in rows:
-            by_version.setdefault(row.dist.version or "other files", []).append(row)
-        ordered = sorted(by_version, key=_version_key, reverse=True)
-        return [VersionRows(version=v, files=tuple(by_version[v])) for v in ordered]
+            held = self.repository.mirror.stored(name)
+            if held is not None:
+                mirrored, kept = held
+        private, built, built_stamp = None, {}, 0
+        if kind != MIRROR:
+            private = self.repository.private.page(name)
+            record = self.config.nestegg_dir / "builds" / f"{name}.json"
+            built_stamp = _mtime_ns(record)
+            built = _built_files(self.config.nestegg_dir, name)
+        return mirrored, kept, private, built, built_stamp
 
     def _latest_runs(self, names: list[str]) -> dict[str, Run]:
         if not names or not self.runs.exists():
@@ -543,8 +680,24 @@ class WebUI:
     # access -------------------------------------------------------------------------------------
 
     def _visible(self, environ: Environ) -> Callable[[str], bool]:
-        """Which names this request may see: with ``private_read_auth``, private ones need credentials."""
+        """Which names this request may see: with ``private_read_auth``, private ones need
+        credentials (checked when a private name is first asked about, if ever)."""
         return _everyone if self.guard is None else self.guard.visible(environ)
+
+    def _shows_private(self, environ: Environ) -> Callable[[], bool]:
+        """Whether this request may see private names listed, asked only of a list that has
+        some: their kind says which they are, without a look at each."""
+        guard = self.guard
+        if guard is None:
+            return lambda: True
+        allowed: list[bool] = []
+
+        def shows() -> bool:
+            if not allowed:
+                allowed.append(guard.allows(environ))
+            return allowed[0]
+
+        return shows
 
     def _refused(self, request: _Request, name: str) -> Iterable[bytes] | None:
         """The read guard's answer (401) when ``name`` is private and the request has no credentials."""
@@ -627,6 +780,11 @@ class WebUI:
 # helpers ----------------------------------------------------------------------------------------
 
 
+def _cut(text: str) -> str:
+    # a message names the bad value, not all 5000 digits of it
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _everyone(_name: str) -> bool:
     return True
 
@@ -677,18 +835,6 @@ def _count_records(folder: Path) -> int:
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
         return sum(1 for e in entries if e.name.endswith(".json") and not e.name.startswith("."))
     return 0
-
-
-def _mirrored(state: PageState | None, kept: dict[str, DistFile]) -> list[DistFile]:
-    """The upstream's files as last seen, with what was learned of cached ones, then cached files
-    the upstream dropped: the files the mirror serves, without asking the upstream."""
-    files = []
-    rest = dict(kept)
-    for dist in state.page.files if state is not None else ():
-        record = rest.pop(dist.filename, None)
-        files.append(dist if record is None else record.with_changes(yanked=dist.yanked, url=dist.url))
-    files.extend(rest.values())
-    return files
 
 
 def _built_files(root: Path, name: str) -> dict[str, dict[str, str | None]]:
