@@ -54,6 +54,63 @@ def test_command_of(argv: list[str], command: str | None) -> None:
     assert cli.command_of(argv) == command
 
 
+#: the options of every command, and a value for each (None: a flag)
+GLOBAL_OPTIONS = [
+    ("--cache-dir", "nest"),
+    ("--index-url", "https://example.com/simple/"),
+    ("--offline", None),
+    ("--config", "nestegg.yml"),
+    ("-q", None),
+    ("-v", None),
+]
+
+
+@pytest.mark.parametrize(("option", "value"), GLOBAL_OPTIONS, ids=[o for o, _ in GLOBAL_OPTIONS])
+@pytest.mark.parametrize(
+    "command", [["serve", "--port", "0"], ["prune", "--dry-run"], ["list"], ["export", "out"], ["ci"]]
+)
+def test_an_option_of_every_command_reads_alike_before_and_after_the_command(
+    command: list[str], option: str, value: str | None
+) -> None:
+    given = [option] if value is None else [option, value]
+
+    def parsed(argv: list[str]) -> dict[str, object]:
+        args = vars(cli.build_parser(cli.command_of(argv)).parse_args(argv))
+        return {key: value for key, value in args.items() if key != "func"}
+
+    before, after = parsed([*given, *command]), parsed([*command, *given])
+    assert before == after
+    assert before != parsed(command)  # the option was read, either way
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_the_help_of_a_command_shows_the_options_of_every_command(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    shown = capsys.readouterr().out
+    for option, _ in GLOBAL_OPTIONS:
+        assert f"{option} " in shown or f"{option}," in shown, (
+            f"nestegg {command} --help does not show {option}"
+        )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["prune", "--dry-run", "--max-size", "1G", "--cache-dir", "{nest}"],
+        ["--cache-dir", "{nest}", "prune", "--dry-run", "--max-size", "1G"],
+    ],
+    ids=["after", "before"],
+)
+def test_a_global_option_configures_the_command(tmp_path: Path, argv: list[str]) -> None:
+    argv = [arg.format(nest=tmp_path / "nest") for arg in argv]
+    args = cli.build_parser(cli.command_of(argv)).parse_args(argv)
+    assert cli.config_from(args).nestegg_dir == tmp_path / "nest"
+    assert cli.main(argv) == 0
+
+
 #: the modules of commands that a serving mirror does not use
 NOT_SERVING = (
     "nestegg_core.cli.manage",

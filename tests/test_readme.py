@@ -217,13 +217,12 @@ def test_a_command_example_parses(command: str) -> None:
     "command",
     [
         "nestegg serve --no-such-option",
-        "nestegg serve --config nestegg.yml",
         "nestegg frobnicate",
         "nestegg prune --max-size",
         "nestegg passwd alice --generat",
         "nestegg --offlin serve",
     ],
-    ids=["unknown", "global-after-command", "no-command", "no-value", "abbreviated", "abbreviated-global"],
+    ids=["unknown", "no-command", "no-value", "abbreviated", "abbreviated-global"],
 )
 def test_a_wrong_command_fails_to_parse(command: str) -> None:
     with pytest.raises(pytest.fail.Exception, match=r"does not parse|no option"):

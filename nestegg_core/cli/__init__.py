@@ -46,6 +46,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     else:  # help, or an unknown command to report with the list of known ones
         for module in dict.fromkeys(COMMANDS.values()):
             importlib.import_module(module).add_commands(commands)
+    # the options of every command are taken after the command's name too, and its --help shows them
+    for sub in {id(sub): sub for sub in commands.choices.values()}.values():
+        _add_global_options(
+            sub.add_argument_group("options of every command (also before it)"), suppress=True
+        )
     return parser
 
 
@@ -56,16 +61,29 @@ def _global_parser(
         prog="nestegg", description="On-demand, lightweight, package-building PyPI mirror.", **options
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (twice: debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    _add_global_options(parser, suppress=False)
+    return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, suppress: bool) -> None:
+    """-v, -q, --config and the settings' global options (--cache-dir, --index-url, --offline).
+
+    A sub-command's copy (``suppress``) sets only what is given after the command's name, so that
+    ``nestegg --cache-dir D serve`` and ``nestegg serve --cache-dir D`` read alike.
+    """
+    unset: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
+    parser.add_argument(
+        "-v", "--verbose", action="count", **(unset or {"default": 0}), help="log more (twice: debug)"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", **unset, help="log warnings and errors only")
     parser.add_argument(
         "--config",
         metavar="FILE",
+        **unset,
         help="nestegg.yml to read (default: $NESTEGG_CONFIG, ./nestegg.yml, ~/nestegg.yml, "
         "then the user config dir)",
     )
-    add_options(parser, Config, None)  # --cache-dir, --index-url, --offline
-    return parser
+    add_options(parser, Config, None, suppress=suppress)
 
 
 def command_of(argv: Sequence[str]) -> str | None:

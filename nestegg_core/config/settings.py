@@ -229,8 +229,16 @@ def default_text(field: dataclasses.Field[Any], declaration: Setting) -> str:
     return str(value)
 
 
-def add_options(parser: argparse.ArgumentParser, config_class: type, command: str | None) -> None:
-    """Add the options of the settings that ``command`` takes (None: the global ones)."""
+def add_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    config_class: type,
+    command: str | None,
+    *,
+    suppress: bool = False,
+) -> None:
+    """Add the options of the settings that ``command`` takes (None: the global ones); with
+    ``suppress``, an option not given sets nothing (a sub-command's copy of a global option must
+    not undo the value given before the sub-command)."""
     for field, declaration in declared(config_class):
         if declaration.option is None:
             continue
@@ -240,14 +248,15 @@ def add_options(parser: argparse.ArgumentParser, config_class: type, command: st
             continue
         help_text = f"{declaration.description} [{field.name}, default {default_text(field, declaration)}]"
         if declaration.kind is BOOLEAN:
-            parser.add_argument(declaration.option, dest=field.name, action="store_true", default=None,
-                                help=help_text)  # fmt: skip
+            parser.add_argument(declaration.option, dest=field.name, action="store_true",
+                                default=argparse.SUPPRESS if suppress else None, help=help_text)  # fmt: skip
         else:
             parser.add_argument(
                 declaration.option,
                 dest=field.name,
                 metavar=declaration.metavar,
                 type=int if declaration.kind in (PORT, COUNT) else str,
+                default=argparse.SUPPRESS if suppress else None,
                 help=help_text,
             )
 
