@@ -82,13 +82,46 @@ def disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
-class Busy(NesteggError):
-    """Too much of one kind of work is in hand to take more now (password checks): answered 503
-    with ``Retry-After``, which pip and uv wait for and retry."""
+class Unavailable(NesteggError):
+    """The server cannot take the request now (as many downloads as it runs at once, no file
+    descriptor left): answered 503 with a Retry-After; the same request may work shortly."""
 
     status = 503
-    #: seconds the client is asked to wait before it tries again
+    #: seconds the client is told to wait before it asks again
+    retry_after = 5
+
+
+class Busy(Unavailable):
+    """Too much of one kind of work is in hand to take more now (password checks, large pages):
+    answered 503 with ``Retry-After``, which pip and uv wait for and retry."""
+
     retry_after = 1
+
+
+class LoopDetected(NesteggError):
+    """A request that came round a loop of mirrors (its Via names this server): RFC 5842's 508."""
+
+    status = 508
+
+
+def out_of_files(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it: requests and urllib3 wrap it twice) says that the
+    process, or the system, has no file descriptor left."""
+    for _ in range(8):  # a chain of causes is short; a loop of them must not hang us
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            return True
+        cause = exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)
+        if cause is None and exc.args and isinstance(exc.args[0], BaseException):
+            cause = exc.args[0]  # requests' ConnectionError holds urllib3's error as its argument
+        if not isinstance(cause, BaseException):
+            return False
+        exc = cause
+    return False
+
+
+def no_files_left(what: str) -> Unavailable:
+    """What a client is told when no file descriptor was left for ``what`` (:func:`out_of_files`)."""
+    return Unavailable(f"the server has too many open files to {what} now; try again shortly")
 
 
 class AuthError(NesteggError):

@@ -29,7 +29,8 @@ from packaging.utils import NormalizedName
 from nestegg_core import Mirror
 from nestegg_core.config.config import Config
 from nestegg_core.errors import NotFound, UpstreamError, UpstreamTimeout
-from nestegg_core.index import repository
+from nestegg_core.index import downloads as downloads_module
+from nestegg_core.index import repository, upstream
 from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import Fetched, FileStream, HttpFetcher, content_length
 from nestegg_core.serve.compose import create_app
@@ -254,9 +255,11 @@ def test_file_faults_before_any_byte_are_clear_errors(
         http.get(f"{scripted_mirror.url}/files/pkg/{wheel}"), 504 if fault == "hang" else 502
     )
     assert wheel in message or "127.0.0.1" in message
-    # HEAD of an uncached file starts the download too: the same clear answer, without a body
+    # HEAD of an uncached file is answered from its page: it starts no download (issue 20)
     head = http.head(f"{scripted_mirror.url}/files/pkg/{sdist}")
-    assert head.status_code == (504 if fault == "hang" else 502)
+    assert head.status_code == 200
+    assert head.headers["Content-Length"] == str(len(scripted.files[sdist]))
+    assert scripted.server.count(f"/files/{sdist}") == 0
     assert verify_cache(cache(scripted_mirror)) == 0
     scripted.file_fault.clear()
     for filename in (wheel, sdist):
@@ -709,8 +712,10 @@ def test_a_file_is_checked_against_the_only_hash_its_page_gives(
     url = f"{mirror.url}/files/pkg/{one_file.filename}"
     assert failed(http, url) in ("broken", 502)
     assert verify_cache(cache(mirror)) == 0
-    # the right bytes: served, and their sha256 listed (the page vouched for them, by another hash)
+    # the right bytes: served, and their sha256 listed (the page vouched for them, by another hash),
+    # once the while a hash mismatch is remembered for is over
     one_file.file = Answer(body=PAYLOAD)
+    mirror.repository.downloads.failed_check_for = 0.0
     assert http.get(url).content == PAYLOAD
     (entry,) = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
     assert entry["hashes"] == {"sha256": sha256(PAYLOAD)}
@@ -1299,3 +1304,142 @@ def test_the_ui_page_of_a_large_project_costs_one_model_and_is_made_once(
     assert (version["version"], len(version["files"]), version["more_files"]) == ("0.1", 500, 700)
     html = http.get(f"{mirror.url}/ui/project/big?per_page=1&page=48801", timeout=60).text
     assert "and 700 more files" in html
+
+
+# the second attack round (issue 20) ---------------------------------------------------------------
+
+
+def test_a_filename_listed_twice_is_fetched_and_checked_as_its_first_entry(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    """Entry one has the right sha256, entry two no hash and other bytes: the page showed the
+    first, the download followed the second, unchecked (issue 20, second round, finding 6)."""
+    good = {"filename": one_file.filename, "url": one_file.server.url(f"/files/{one_file.filename}")}
+    evil = {"filename": one_file.filename, "url": one_file.server.url("/evil/pkg-1.0.tar.gz")}
+    page = {
+        "meta": {"api-version": "1.1"},
+        "name": "pkg",
+        "files": [{**good, "hashes": {"sha256": sha256(PAYLOAD)}}, evil],
+    }
+    one_file.page = Answer(body=json.dumps(page).encode(), headers={"Content-Type": JSON})
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=TIMEOUT)
+    (entry,) = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
+    assert entry["hashes"] == {"sha256": sha256(PAYLOAD)}
+    assert http.get(f"{mirror.url}/files/pkg/{one_file.filename}").content == PAYLOAD
+    assert one_file.server.count("/evil/pkg-1.0.tar.gz") == 0
+    (entry,) = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
+    assert entry["hashes"] == {"sha256": sha256(PAYLOAD)}
+
+
+def test_a_redirect_to_a_url_that_cannot_be_read_is_a_502(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    one_file.entry = {"core-metadata": True}
+    one_file.file = one_file.metadata = Answer(status=302, headers={"Location": "http://[::1"})
+    mirror = make_mirror(index_url=one_file.server.index_url, timeout=TIMEOUT)
+    for path in (one_file.filename, one_file.filename + ".metadata"):
+        message = assert_clear_error(http.get(f"{mirror.url}/files/pkg/{path}"), 502)
+        assert "redirected to a URL that cannot be read" in message
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def public_index(url: str) -> HttpFetcher:
+    """A fetcher of the index at ``url`` as if it were on a public address: no test reaches one."""
+    fetcher = HttpFetcher(url, timeout=TIMEOUT)
+    fetcher._internal = False
+    return fetcher
+
+
+def test_an_index_on_a_public_address_cannot_send_nestegg_to_an_internal_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An internal service (or the mirror itself) behind a file URL: refused, whatever the URL
+    names it, before a byte is sent to it (issue 20, second round, finding 11)."""
+    with RawUpstream(lambda method, path: Answer(body=b"secret")) as service:  # noqa: ARG005
+        fetcher = public_index("http://index.example.invalid/simple/")
+        port = service.port
+        for host in (
+            "127.0.0.1",
+            "127.1",
+            "2130706433",
+            "0x7f000001",
+            "[::1]",
+            "[::ffff:127.0.0.1]",
+            "localhost",
+            "0.0.0.0",  # noqa: S104 - a URL's host, which reaches this host
+        ):
+            with pytest.raises(UpstreamError, match="internal address"):
+                fetcher.open(f"http://{host}:{port}/files/pkg-1.0.tar.gz")
+        # a name the URL's text does not give away: the address is checked once connected
+        monkeypatch.setattr(upstream, "_literal_address", lambda host: None)  # noqa: ARG005
+        with pytest.raises(UpstreamError, match=r"localhost:\d+: it is at the internal address 127\.0\.0\.1"):
+            fetcher.open(f"http://localhost:{port}/files/pkg-1.0.tar.gz")
+        assert service.seen == []
+        # an index on an internal address may point at another (a company's file server)
+        assert HttpFetcher(service.index_url, timeout=TIMEOUT).open(service.url("/x")).size == 6
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.invalid/pkg-1.0.tar.gz", "gopher://x/"])
+def test_a_file_url_must_be_http(url: str) -> None:
+    with pytest.raises(UpstreamError, match="must be http:// or https://"):
+        HttpFetcher("http://127.0.0.1:9/simple/", timeout=TIMEOUT).open(url)
+
+
+@pytest.mark.parametrize(
+    ("index", "url", "sent"),
+    [
+        ("https://u:p@index.example.invalid/simple/", "https://index.example.invalid/files/x.whl", True),
+        ("https://u:p@index.example.invalid/simple/", "https://index.example.invalid:443/files/x.whl", True),
+        ("https://u:p@index.example.invalid/simple/", "http://index.example.invalid/files/x.whl", False),
+        ("https://u:p@index.example.invalid/simple/", "http://index.example.invalid:443/files/x.whl", False),
+        ("https://u:p@index.example.invalid/simple/", "https://index.example.invalid:8443/x.whl", False),
+        ("https://u:p@index.example.invalid/simple/", "https://files.example.invalid/x.whl", False),
+        ("http://u:p@index.example.invalid:8080/simple/", "http://index.example.invalid:8080/x.whl", True),
+        ("http://u:p@index.example.invalid:8080/simple/", "https://index.example.invalid:8080/x.whl", False),
+    ],
+)
+def test_the_index_credentials_go_only_to_its_own_origin(index: str, url: str, sent: bool) -> None:
+    assert (HttpFetcher(index)._auth_for(url) is not None) is sent
+
+
+def test_a_file_that_failed_its_check_is_not_downloaded_again_at_once(
+    upstream: PrivateIndex,
+    make_mirror: MirrorFactory,
+    faults: Faults,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each request for a tampered file downloaded it again and logged it again: for a while it
+    is answered 502 at once, with one line, and logged once."""
+    wheel, sdist = (r.filename for r in upstream.add("pkg", "1.0", payload_size=20_000))
+    mirror = make_mirror()
+    downloads = mirror.repository.downloads
+    faults.corrupt.update({f"/files/pkg/{wheel}", f"/files/pkg/{sdist}"})
+    url = f"{mirror.url}/files/pkg/{sdist}"
+
+    def warnings() -> list[str]:
+        return [
+            r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and sdist in r.getMessage()
+        ]
+
+    with pytest.raises(requests.RequestException):  # broken off before its last byte, or a 502
+        http.get(url).raise_for_status()
+    logged = warnings()
+    assert [line for line in logged if "does not match" in line] == logged[:1]
+    for _ in range(5):
+        message = assert_clear_error(http.get(url), 502)
+        assert "not downloaded again for 60s" in message
+    assert faults.count(f"/files/pkg/{sdist}") == 1
+    assert warnings() == logged
+    # bounded: the last failed file pushes out the first
+    monkeypatch.setattr(downloads_module, "MAX_FAILED_CHECKS", 1)
+    with pytest.raises(requests.RequestException):
+        http.get(f"{mirror.url}/files/pkg/{wheel}").raise_for_status()
+    assert len(downloads._failed_checks) == 1
+    faults.corrupt.clear()
+    assert http.get(url).status_code == 200
+    assert faults.count(f"/files/pkg/{sdist}") == 2
+    # and it is downloaded again once the while is over
+    downloads.failed_check_for = 0.0
+    assert http.get(f"{mirror.url}/files/pkg/{wheel}").status_code == 200

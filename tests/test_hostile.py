@@ -7,10 +7,12 @@ file from outside the served trees, never a secret, never a name made private by
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import logging
 import os
+import re
 import select
 import shutil
 import socket
@@ -833,6 +835,373 @@ def test_readers_of_a_download_stop_once_their_clients_went_away(
             assert health_ms(mirror.port) < QUICK_MS
         finally:
             trickle.release.set()
+
+
+# downloads without bound, loops of mirrors (issue 20, second round) -------------------------------
+
+
+class DrippingIndex:
+    """An index of project ``drip``: ``count`` files of ``SIZE`` bytes, each sent a piece every
+    20 ms (for hours) until :attr:`stop`; :attr:`sending` holds those being sent now."""
+
+    SIZE = 64 << 20
+
+    def __init__(self, count: int) -> None:
+        self.filenames = [f"drip-1.{i}.tar.gz" for i in range(count)]
+        self.stop = threading.Event()
+        self.sending: set[str] = set()
+        self._lock = threading.Lock()
+        self.server = RawUpstream(self.answer)
+
+    def __enter__(self) -> DrippingIndex:
+        self.server.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.server.__exit__(*exc)
+
+    def answer(self, method: str, path: str) -> Answer:  # noqa: ARG002
+        if path == "/simple/drip/":
+            url = self.server.url
+            files = [{"filename": f, "url": url(f"/files/{f}"), "size": self.SIZE} for f in self.filenames]
+            page = {"meta": {"api-version": "1.1"}, "name": "drip", "files": files}
+            return Answer(body=json.dumps(page).encode(), headers={"Content-Type": JSON})
+        filename = path.rsplit("/", 1)[-1]
+        return Answer(pieces=lambda: self._drip(filename), length=self.SIZE)
+
+    def _drip(self, filename: str) -> Iterator[bytes]:
+        with self._lock:
+            self.sending.add(filename)
+        try:
+            while not self.stop.wait(0.02):
+                yield b"x" * 4096
+        finally:  # a send failed (the mirror closed the connection), or the test ended
+            with self._lock:
+                self.sending.discard(filename)
+
+
+def read_head(client: socket.socket) -> str:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = client.recv(4096)
+        assert chunk, data
+        data += chunk
+    return data.partition(b"\r\n\r\n")[0].decode("latin-1").lower()
+
+
+def reading(port: int, path: str) -> socket.socket:
+    """A client that asked for ``path`` and got the head of a 200; the caller closes it."""
+    client = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        client.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert read_head(client).startswith("http/1.1 200 ")
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def answer_to(port: int, path: str) -> tuple[str, bytes]:
+    """The head of the answer to a GET of ``path`` (lowercase), and the body its Content-Length
+    gives (a 200 of a dripping file is not read on)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data and (chunk := client.recv(4096)):
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        text = head.decode("latin-1").lower()
+        if not text.startswith("http/1.1 200 "):
+            length = re.search(r"\r\ncontent-length: (\d+)", text)
+            while length is not None and len(body) < int(length[1]) and (chunk := client.recv(4096)):
+                body += chunk
+    return text, body
+
+
+def drip_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("nestegg-download-drip-")]
+
+
+def test_a_head_of_a_file_not_cached_starts_no_download(make_mirror: MirrorFactory) -> None:
+    """One connection asked HEAD of 350 files: 350 downloads of hours each, and the server ran
+    out of file descriptors. A HEAD is answered from the page."""
+    with DrippingIndex(50) as index:
+        mirror = make_mirror(index_url=index.server.index_url)
+        with socket.create_connection(("127.0.0.1", mirror.port), timeout=10) as client:
+            for filename in index.filenames:
+                client.sendall(f"HEAD /files/drip/{filename} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                head = read_head(client)
+                assert head.startswith("http/1.1 200 ")
+                assert f"content-length: {DrippingIndex.SIZE}\r\n" in head
+        assert [path for _, path, _ in index.server.seen] == ["/simple/drip/"]
+        assert not drip_threads()
+        assert not list((mirror.repository.store.files / "drip").glob(".*.part"))
+
+
+def test_downloads_past_the_limit_wait_briefly_then_are_503(make_mirror: MirrorFactory) -> None:
+    with DrippingIndex(3) as index:
+        mirror = make_mirror(index_url=index.server.index_url)
+        downloads = mirror.repository.downloads
+        downloads.slots.limit, downloads.slot_wait, downloads.abandon_after = 2, 0.5, 0.5
+        first, second, third = (f"/files/drip/{filename}" for filename in index.filenames)
+        clients = [reading(mirror.port, first), reading(mirror.port, second)]
+        try:
+            wait_until(lambda: len(index.sending) == 2, "two downloads")
+            started = time.monotonic()
+            head, body = answer_to(mirror.port, third)
+            assert head.startswith("http/1.1 503 "), head
+            assert time.monotonic() - started < 5
+            assert "\r\nretry-after: 5\r\n" in head
+            assert body.count(b"\n") == 1
+            assert b"2 downloads are running, the most this server runs at once" in body
+            # another reader of a running download takes no slot
+            clients.append(reading(mirror.port, first))
+            # a download whose readers all left is abandoned, and its slot is the next one's
+            clients.pop(0).close()
+            clients.pop().close()
+            wait_until(lambda: index.filenames[0] not in index.sending, "the first download abandoned")
+            clients.append(reading(mirror.port, third))
+            wait_until(lambda: index.filenames[2] in index.sending, "the third download")
+        finally:
+            for client in clients:
+                client.close()
+
+
+def test_a_download_nobody_waits_for_is_abandoned(make_mirror: MirrorFactory) -> None:
+    """Not left running for hours with its thread, upstream connection and part file."""
+    with DrippingIndex(1) as index:
+        mirror = make_mirror(index_url=index.server.index_url)
+        mirror.repository.downloads.abandon_after = 0.5
+        client = reading(mirror.port, f"/files/drip/{index.filenames[0]}")
+        try:
+            # a download with a reader is never cut, however long it takes
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                assert client.recv(65536)
+            assert index.sending
+        finally:
+            client.close()
+        wait_until(lambda: not index.sending, "the upstream connection closed")
+        wait_until(lambda: not drip_threads(), "the download's thread gone")
+        assert not list((mirror.repository.store.files / "drip").glob(".*.part"))
+        assert mirror.repository.downloads.slots.running == 0
+
+
+def test_a_download_near_its_end_is_finished_for_the_cache(
+    make_mirror: MirrorFactory, tmp_path: Path
+) -> None:
+    trickle = Trickle()
+    with PrivateIndex(tmp_path / "slow", middleware=trickle) as slow:
+        [wheel] = slow.add("held", "1.0", sdist=False, payload_size=200_000)
+        path = f"/files/held/{wheel.filename}"
+        trickle.paths.add(path)
+        mirror = make_mirror(index_url=slow.index_url)
+        downloads = mirror.repository.downloads
+        downloads.abandon_after = 0.0
+        try:
+            reading(mirror.port, path).close()
+            assert trickle.holding.wait(10)
+            (download,) = downloads._running.values()
+            wait_until(lambda: download.readers == 0, "its reader gone")
+        finally:
+            trickle.release.set()
+        # what is left of it is far less than a megabyte: it is finished, and cached
+        wait_until(lambda: download.done, "the download done")
+        assert verify_cache(mirror.repository.store.files, {wheel.filename: wheel.hashes["sha256"]}) == 1
+
+
+def test_no_file_descriptor_left_is_a_503(
+    make_mirror: MirrorFactory,
+    pkg: dict[str, bytes],
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """EMFILE (past the process's limit of open files) was a 500 and a traceback."""
+    mirror = make_mirror()
+    wheel, sdist = sorted(pkg)[::-1]
+
+    def no_file_left(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    http.get(f"{mirror.url}/files/pkg/{sdist}").raise_for_status()  # cached
+    with monkeypatch.context() as patched:
+        patched.setattr(CacheStore, "create_part", no_file_left)  # a download's part file
+        patched.setattr(mirror.repository, "open_served", no_file_left)  # a cached file
+        for filename in (wheel, sdist):
+            answer = http.get(f"{mirror.url}/files/pkg/{filename}")
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["Retry-After"] == "5"
+            assert answer.text.count("\n") == 1
+            assert "too many open files" in answer.text
+    assert http.get(f"{mirror.url}/files/pkg/{wheel}").content == pkg[wheel]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+class Republishing:
+    """An index of project ``flip``: one file, re-published (new bytes, new sha256) by
+    :meth:`republish`; the first publication's bytes are held after their first piece until
+    :attr:`release`."""
+
+    FILENAME = "flip-1.0.tar.gz"
+    OLD, NEW = b"A" * 300_000, b"B" * 300_000
+
+    def __init__(self) -> None:
+        self.generation = 1
+        self.release = threading.Event()
+        self.server = RawUpstream(self.answer)
+
+    def republish(self) -> None:
+        self.generation = 2
+
+    def answer(self, method: str, path: str) -> Answer:  # noqa: ARG002
+        if path == "/simple/flip/":
+            data = self.OLD if self.generation == 1 else self.NEW
+            entry = {
+                "filename": self.FILENAME,
+                "url": self.server.url(f"/f{self.generation}/{self.FILENAME}"),
+                "hashes": {"sha256": hashlib.sha256(data).hexdigest()},
+                "size": len(data),
+            }
+            page = {"meta": {"api-version": "1.1"}, "name": "flip", "files": [entry]}
+            return Answer(body=json.dumps(page).encode(), headers={"Content-Type": JSON})
+        if path.startswith("/f1/"):
+            return Answer(pieces=self._held, length=len(self.OLD))
+        return Answer(body=self.NEW)
+
+    def _held(self) -> Iterator[bytes]:
+        yield self.OLD[:1000]
+        self.release.wait(30)
+        yield self.OLD[1000:]
+
+
+def test_a_client_given_the_new_hash_never_gets_the_old_bytes(
+    make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    """The upstream re-published a file while its download ran: a client given the new page was
+    handed the old bytes (it joined the running download), and the old record then brought the
+    old hash back onto the page (finding 12)."""
+    index = Republishing()
+    with index.server:
+        mirror = make_mirror(index_url=index.server.index_url)
+        page_url = f"{mirror.url}/simple/flip/"
+        file_url = f"{mirror.url}/files/flip/{index.FILENAME}"
+        new_sha256 = hashlib.sha256(index.NEW).hexdigest()
+
+        def listed() -> str:
+            page = http.get(page_url, headers={"Accept": JSON}).json()
+            return str(page["files"][0]["hashes"]["sha256"])
+
+        assert listed() == hashlib.sha256(index.OLD).hexdigest()
+        old_reader = reading(mirror.port, f"/files/flip/{index.FILENAME}")
+        try:
+            index.republish()
+            mirror.repository.mirror.refresh_all()
+            assert listed() == new_sha256
+            answers: list[requests.Response] = []
+            asker = threading.Thread(target=lambda: answers.append(http.get(file_url, timeout=30)))
+            asker.start()
+            wait_until(lambda: len(mirror.repository.downloads._running) == 2, "a download of its own")
+            index.release.set()
+            asker.join(30)
+            (answer,) = answers
+            assert answer.status_code == 200
+            assert answer.content == index.NEW
+            # the old download, checked against the page it was started from, is not cached
+            received = b""
+            while chunk := old_reader.recv(65536):
+                received += chunk
+            assert index.OLD not in received
+        finally:
+            index.release.set()
+            old_reader.close()
+        assert listed() == new_sha256
+        mirror.repository.mirror.refresh_all()
+        assert listed() == new_sha256
+        assert http.get(file_url).content == index.NEW
+
+
+def test_a_file_another_download_cached_with_other_hashes_is_a_502(
+    make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    """As when another process, which does not know this page, cached the old publication: the
+    download for the new hashes finds the old file in place, and does not hand it out."""
+    index = Republishing()
+    with index.server:
+        mirror = make_mirror(index_url=index.server.index_url)
+        mirror.repository.downloads.current = None
+        file_url = f"{mirror.url}/files/flip/{index.FILENAME}"
+        http.get(f"{mirror.url}/simple/flip/").raise_for_status()
+        old_reader = reading(mirror.port, f"/files/flip/{index.FILENAME}")
+        try:
+            index.republish()
+            mirror.repository.mirror.refresh_all()
+            http.get(f"{mirror.url}/simple/flip/").raise_for_status()
+            answers: list[requests.Response] = []
+            asker = threading.Thread(target=lambda: answers.append(http.get(file_url, timeout=30)))
+            asker.start()
+            wait_until(lambda: len(mirror.repository.downloads._running) == 2, "a download of its own")
+            index.release.set()
+            asker.join(30)
+        finally:
+            index.release.set()
+            old_reader.close()
+        (answer,) = answers
+        assert answer.status_code == 502
+        assert answer.text.count("\n") == 1
+        assert "re-published" in answer.text
+
+
+def test_a_file_url_pointing_back_at_the_mirror_is_refused_not_followed(
+    make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    """pkg's file is at the mirror's /files/loop/..., loop's at its /files/pkg/...: one request
+    went round, a download, a thread and a connection each hop, until the upstream timeout."""
+    port = [0]
+
+    def answer(method: str, path: str) -> Answer:
+        name = path.split("/")[2] if path.startswith("/simple/") else ""
+        if name not in ("pkg", "loop"):
+            return Answer(status=404)
+        other = "loop" if name == "pkg" else "pkg"
+        url = f"http://127.0.0.1:{port[0]}/files/{other}/{other}-1.0.tar.gz"
+        page = {
+            "meta": {"api-version": "1.1"},
+            "name": name,
+            "files": [{"filename": f"{name}-1.0.tar.gz", "url": url}],
+        }
+        return Answer(body=json.dumps(page).encode(), headers={"Content-Type": JSON})
+
+    with RawUpstream(answer) as index:
+        mirror = make_mirror(index_url=index.index_url, timeout=5)
+        port[0] = mirror.port
+        started = time.monotonic()
+        answered = http.get(f"{mirror.url}/files/pkg/pkg-1.0.tar.gz", timeout=30)
+        assert answered.status_code == 502, answered.text
+        assert "/files/loop/loop-1.0.tar.gz with HTTP 508" in answered.text
+        assert time.monotonic() - started < 5
+        assert mirror.repository.downloads.count == 1  # the loop's file was never fetched
+
+
+def test_via_hops_are_passed_on_and_a_loop_of_mirrors_is_refused(mirror: Mirror, faults: Faults) -> None:
+    """Each mirror adds itself to the Via of its upstream requests: a request that names this one,
+    or more than eight mirrors, came round a loop (508)."""
+    upstream_hops = [f"1.1 nestegg-{i:016x}" for i in range(9)]
+    via = ", ".join(["1.0 proxy.example.invalid", *upstream_hops[:7]]).encode()
+    status, _, body = raw_request(mirror.port, b"/simple/pkg/", b"Via: " + via + b"\r\n")
+    assert status == 404, body  # asked of the upstream (a nestegg, which saw eight hops)
+    (seen,) = [s for s in faults.seen if s.path == "/simple/pkg/"]
+    assert seen.headers["via"] == ", ".join([*upstream_hops[:7], f"1.1 {mirror.repository.via_token}"])
+    eight = ", ".join(upstream_hops[:8]).encode()
+    assert raw_request(mirror.port, b"/health", b"Via: " + eight + b"\r\n")[0] == 200
+    for refused in (", ".join(upstream_hops), f"1.0 proxy, 1.1 {mirror.repository.via_token} (nestegg)"):
+        status, head, body = raw_request(mirror.port, b"/simple/pkg/", f"Via: {refused}\r\n".encode())
+        assert status == 508, body
+        assert head.startswith(b"HTTP/1.1 508 Loop Detected\r\n")
+        assert body.count(b"\n") == 1
+        assert b"loop" in body
+    assert len([s for s in faults.seen if s.path == "/simple/pkg/"]) == 1
 
 
 # uploads -----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from packaging.utils import NormalizedName
 
 from nestegg_core import Config
 from nestegg_core.index import repository as repository_module
+from nestegg_core.index.downloads import Download
 from nestegg_core.index.repository import Rendered, Repository
 from nestegg_core.index.upstream import Fetched, FileStream
 from nestegg_core.simple.models import DistFile, ProjectPage
@@ -142,7 +143,7 @@ def test_a_file_cached_with_more_than_the_index_says_makes_the_page_again(tmp_pa
     repo.close()  # nothing made in the background (test_refresh): the next request makes the page
     assert b"sha256" not in body(repo.rendered(NAME, JSON_V1))
     download = repo.open_file(NAME, "demo-1.0.tar.gz")
-    assert not isinstance(download, Path)
+    assert isinstance(download, Download)
     assert b"".join(download.read()) == upstream.data
     for thread in threading.enumerate():  # the download's thread ends once all is written
         if thread.name.startswith("nestegg-download-"):

@@ -3,13 +3,15 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import logging
 import re
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from nestegg_core.errors import UpstreamError
+from nestegg_core.simple.models import DistFile, ProjectPage
 from nestegg_core.simple.parse import PageTooLarge, parse_project_page, parse_project_stream
 
 BASE = "https://example.com/simple/pkg/"
@@ -335,3 +337,59 @@ def test_a_real_page_is_within_the_limits_of_its_size() -> None:
     # as the fetcher sets them for a max_page_size of the page's own size
     limits = {"max_files": len(body) // 256, "max_value": len(body) // 64}
     assert len(parse_project_stream("pkg", chunks(body, 64 * 1024), JSON, BASE, **limits).files) == 5_000
+
+
+def json_page(*entries: tuple[str, str, dict[str, str]]) -> bytes:
+    files = [{"filename": name, "url": url, "hashes": hashes} for name, url, hashes in entries]
+    return json.dumps({"meta": {"api-version": "1.1"}, "name": "pkg", "files": files}).encode()
+
+
+def html_page(*entries: tuple[str, str, dict[str, str]]) -> bytes:
+    links = "".join(
+        f'<a href="{url}{"".join(f"#{k}={v}" for k, v in hashes.items())}">{name}</a>'
+        for name, url, hashes in entries
+    )
+    return f"<html><body>{links}</body></html>".encode()
+
+
+@pytest.mark.parametrize(("make", "content_type"), [(json_page, JSON), (html_page, "text/html")])
+def test_a_file_listed_twice_is_its_first_entry(
+    make: Callable[..., bytes], content_type: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The page, the download and the check use one entry (issue 20, second round, finding 6)."""
+    caplog.set_level(logging.DEBUG, logger="nestegg_core.parse")
+    good = (
+        "pkg-1.0-py3-none-any.whl",
+        "https://example.com/good/pkg-1.0-py3-none-any.whl",
+        {"sha256": "ab" * 32},
+    )
+    no_hashes: dict[str, str] = {}
+    evil = ("pkg-1.0-py3-none-any.whl", "https://example.com/evil/pkg-1.0-py3-none-any.whl", no_hashes)
+    other = ("pkg-1.0.tar.gz", "https://example.com/good/pkg-1.0.tar.gz", no_hashes)
+    page = parse_project_page("pkg", make(good, other, evil, evil), content_type, BASE)
+    assert [(d.filename, d.url, dict(d.hashes)) for d in page.files] == [good, other]
+    assert page.file(good[0]) is page.files[0]
+    (line,) = [r.getMessage() for r in caplog.records if "lists before" in r.getMessage()]
+    assert "left 2 entries off the page of 'pkg'" in line
+
+
+@pytest.mark.parametrize(("make", "content_type"), [(json_page, JSON), (html_page, "text/html")])
+@pytest.mark.parametrize(
+    "url",
+    ["file:///srv/pkg-1.0.tar.gz", "ftp://example.com/pkg-1.0.tar.gz", "gopher://example.com/pkg-1.0.tar.gz"],
+)
+def test_a_file_not_at_an_http_url_is_left_off(
+    make: Callable[..., bytes], content_type: str, url: str
+) -> None:
+    """nestegg fetches files over HTTP(S) only (issue 20, second round, finding 11)."""
+    entries: list[tuple[str, str, dict[str, str]]] = [
+        ("pkg-1.0.tar.gz", url, {}),
+        ("pkg-1.0-py3-none-any.whl", "HTTPS://example.com/pkg-1.0-py3-none-any.whl", {}),
+    ]
+    page = parse_project_page("pkg", make(*entries), content_type, BASE)
+    assert [d.filename for d in page.files] == ["pkg-1.0-py3-none-any.whl"]
+
+
+def test_a_state_that_lists_a_file_twice_answers_with_its_first_entry() -> None:
+    first, second = DistFile(filename="pkg-1.0.tar.gz", url="a"), DistFile(filename="pkg-1.0.tar.gz", url="b")
+    assert ProjectPage.build("pkg", [first, second]).file("pkg-1.0.tar.gz") is first

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
+from nestegg_core.errors import BuildError, NesteggError, Unavailable
+
 from .types import Environ, StartResponse
 
 __all__ = ["error", "etag_matches", "http_date", "json_answer", "redirect", "status_line"]
@@ -78,6 +80,16 @@ def error(
     else:  # replacing the headers of a response whose body has not started
         start_response(status_line(status, reason), headers, exc_info)
     return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+
+def failed(
+    environ: Environ, start_response: StartResponse, exc: NesteggError, *, exc_info: Any = None
+) -> Iterable[bytes]:
+    """The answer of an error of ours: its status, its message, a Retry-After for a 503."""
+    # pip shows the reason phrase of a failed page, not the body: put a build's log path there
+    reason = str(exc) if isinstance(exc, BuildError) else None
+    retry = exc.retry_after if isinstance(exc, Unavailable) else None
+    return error(environ, start_response, exc.status, str(exc), reason, retry_after=retry, exc_info=exc_info)
 
 
 def etag_matches(header: str | None, etag: str) -> bool:

@@ -14,17 +14,26 @@ from typing import Protocol
 
 from packaging.utils import canonicalize_name
 
-from nestegg_core.errors import BodyTooLarge, BuildError, Busy, NesteggError, NotFound
+from nestegg_core.errors import (
+    BodyTooLarge,
+    LoopDetected,
+    NesteggError,
+    NotFound,
+    no_files_left,
+    out_of_files,
+)
 from nestegg_core.index.downloads import ClientGone
 from nestegg_core.index.repository import Repository
+from nestegg_core.index.upstream import hops_of, loop_in
 from nestegg_core.simple.clients import profile_from_user_agent
 from nestegg_core.simple.models import is_valid_name
 from nestegg_core.simple.render import accepts_gzip, negotiate
 from nestegg_core.storage.pagefiles import PageFile
 
-from .answers import error, etag_matches, json_answer, redirect, status_line
+from .answers import error, etag_matches, failed, json_answer, redirect, status_line
 from .files import BLOCK, FileRange, Files
 from .metrics import answer as metrics_answer
+from .middleware import loggable
 from .types import Admission, Environ, ReadGuard, Service, StartResponse, WSGIApp
 
 logger = logging.getLogger(__name__)
@@ -86,15 +95,21 @@ class NesteggApp:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
-            return self._route(environ, start_response)
+            via = environ.get("HTTP_VIA")
+            loop = loop_in(via, self.repository.via_token)
+            if loop is not None:
+                raise LoopDetected(f"refused: {loop}; an index's file URL may point back at a mirror")
+            # the upstream requests made for it (and the downloads it starts) carry its hops on
+            with hops_of(via):
+                return self._route(environ, start_response)
         except ClientGone:
             raise  # nobody to answer: the server ends the request
         except NesteggError as exc:
-            # pip shows the reason phrase of a failed page, not the body: put a build's log path there
-            reason = str(exc) if isinstance(exc, BuildError) else None
-            later = exc.retry_after if isinstance(exc, Busy) else None
-            return error(environ, start_response, exc.status, str(exc), reason, retry_after=later)
-        except Exception:
+            return failed(environ, start_response, exc)
+        except Exception as exc:
+            if out_of_files(exc):  # a 503 the client may retry, not an error of ours
+                logger.warning("cannot answer %s: %s", loggable(environ.get("PATH_INFO")), exc)
+                return failed(environ, start_response, no_files_left("answer"))
             logger.exception("error answering %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             return error(environ, start_response, 500, "internal error; see the server log")
 

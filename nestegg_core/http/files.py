@@ -6,18 +6,18 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from packaging.utils import NormalizedName
 
-from nestegg_core.errors import NesteggError, NotFound
+from nestegg_core.errors import NesteggError, NotFound, no_files_left, out_of_files
 from nestegg_core.index.downloads import Download
 from nestegg_core.index.repository import Repository
-from nestegg_core.simple.models import is_normalized, is_valid_name
+from nestegg_core.simple.models import DistFile, is_normalized, is_valid_name
 
-from .answers import error, etag_matches, http_date, status_line
+from .answers import etag_matches, failed, http_date, status_line
 from .types import Environ, Headers, StartResponse
 
 # ASCII digits, and few: int() refuses over 4300 digits, and no file is that large anyway
@@ -42,10 +42,22 @@ class Files:
         if not is_normalized(raw) or not is_valid_name(raw):  # the latter bounds the length
             raise NotFound(f"no project {raw!r}")
         name = NormalizedName(raw)
-        target, metadata = self.repository.open_any(name, filename)
+        # a HEAD starts no download: it is answered from the page
+        head = environ["REQUEST_METHOD"] == "HEAD"
+        target, metadata = self.repository.open_any(name, filename, fetch=not head)
         content_type = "text/plain; charset=utf-8" if metadata else "application/octet-stream"
+        if isinstance(target, DistFile):
+            return self._describe(environ, start_response, target)
         if isinstance(target, Download):
-            return self.stream(environ, start_response, target)
+            try:
+                body = self.stream(environ, start_response, target)
+            except BaseException:
+                target.leave()
+                raise
+            if isinstance(body, list):
+                target.leave()  # answered
+                return body
+            return _Reading(body, target.leave)
         return self.send_file(environ, start_response, target, content_type)
 
     def send_file(
@@ -138,16 +150,30 @@ class Files:
         # waitress says whether the client is still there: its reader stops waiting once it is not
         gone = environ.get("waitress.client_disconnected")
         download.wait_started(gone=gone)
-        size = download.size
+        wanted = self._start_download(environ, start_response, download.size)
+        if isinstance(wanted, list):
+            return wanted
+        if environ["REQUEST_METHOD"] == "HEAD":
+            return []
+        return self._until_first_byte(environ, start_response, download.read(*wanted, gone=gone))
+
+    def _describe(self, environ: Environ, start_response: StartResponse, dist: DistFile) -> Iterable[bytes]:
+        """The answer to a HEAD of a file not cached, from its page: no download is started."""
+        answer = self._start_download(environ, start_response, dist.size)
+        return answer if isinstance(answer, list) else []
+
+    def _start_download(
+        self, environ: Environ, start_response: StartResponse, size: int | None
+    ) -> tuple[int, int | None] | list[bytes]:
+        """Start the answer of a file being downloaded whose size is ``size``: the bytes to send
+        (start, end), or a whole answer (416)."""
         headers = [
             ("Content-Type", "application/octet-stream"),
             ("Cache-Control", FILE_CACHE_CONTROL),
         ]
         if size is None:  # the upstream sent no length: no ranges until the file is whole
             start_response(status_line(200), headers)
-            if environ["REQUEST_METHOD"] == "HEAD":
-                return []
-            return self._until_first_byte(environ, start_response, download.read(gone=gone))
+            return (0, None)
         headers.append(("Accept-Ranges", "bytes"))
         try:
             wanted = parse_range(environ, size, None)
@@ -155,9 +181,7 @@ class Files:
             return unsatisfiable(start_response, headers, size)
         start, end = wanted or (0, size)
         start_file(start_response, headers, start, end, size, partial=wanted is not None)
-        if environ["REQUEST_METHOD"] == "HEAD":
-            return []
-        return self._until_first_byte(environ, start_response, download.read(start, end, gone=gone))
+        return (start, end)
 
     def _until_first_byte(
         self, environ: Environ, start_response: StartResponse, body: Iterator[bytes]
@@ -171,7 +195,12 @@ class Files:
         try:
             first = next(body, b"")
         except NesteggError as exc:
-            yield from error(environ, start_response, exc.status, str(exc), exc_info=sys.exc_info())
+            yield from failed(environ, start_response, exc, exc_info=sys.exc_info())
+            return
+        except OSError as exc:
+            if not out_of_files(exc):
+                raise
+            yield from failed(environ, start_response, no_files_left("answer"), exc_info=sys.exc_info())
             return
         if first:
             yield first
@@ -187,7 +216,7 @@ def start_file(
     start_response(status_line(206 if partial else 200), headers)
 
 
-def unsatisfiable(start_response: StartResponse, headers: Headers, size: int) -> Iterable[bytes]:
+def unsatisfiable(start_response: StartResponse, headers: Headers, size: int) -> list[bytes]:
     body = b"range not satisfiable\n"
     start_response(
         status_line(416),
@@ -235,6 +264,28 @@ def parse_range(environ: Environ, size: int, etag: str | None) -> tuple[int, int
     if start >= size:
         raise _Unsatisfiable
     return (start, end)
+
+
+class _Reading:
+    """The body of a download's answer; its reader leaves the download when the server closes it
+    (as a generator not started would not), so that a download nobody reads can be abandoned."""
+
+    def __init__(self, body: Iterable[bytes], leave: Callable[[], None]) -> None:
+        self.body = body
+        self._leave: Callable[[], None] | None = leave
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            leave, self._leave = self._leave, None
+            if leave is not None:
+                leave()
 
 
 class FileRange:

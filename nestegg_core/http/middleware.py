@@ -102,10 +102,10 @@ def _log(env: Environ, seen: list[str], started: float) -> None:
     query = env.get("QUERY_STRING")
     access_log.info(
         '%s "%s %s%s" %s %s %.1fms',
-        _loggable(env.get("REMOTE_ADDR", "-")),
-        _loggable(env.get("REQUEST_METHOD")),
-        _loggable(env.get("PATH_INFO")),
-        f"?{_loggable(query)}" if query else "",
+        loggable(env.get("REMOTE_ADDR", "-")),
+        loggable(env.get("REQUEST_METHOD")),
+        loggable(env.get("PATH_INFO")),
+        f"?{loggable(query)}" if query else "",
         seen[0],
         seen[1],
         (time.perf_counter() - started) * 1000,
@@ -118,7 +118,8 @@ def _log(env: Environ, seen: list[str], started: float) -> None:
 _UNLOGGABLE = re.compile(r'[^\x20-\x7e]|["\\]')
 
 
-def _loggable(value: object) -> str:
+def loggable(value: object) -> str:
+    """``value`` as a log line may show it: printable ASCII, the rest escaped."""
     return _UNLOGGABLE.sub(_escaped, str(value))
 
 

@@ -5,11 +5,15 @@ partial file; every request for the same file (the first included) reads that pa
 grows. When the upstream is done the size and hash are checked against the index page; only a match
 is renamed into place. Across processes a file lock makes one process download while the others wait
 and then read the finished file.
+
+A process runs a bounded number of downloads at once (:class:`DownloadSlots`); a download that no
+client has waited for for a while, and that is not near its end, is abandoned.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import logging
 import os
@@ -20,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
+from filelock import BaseFileLock
 from filelock import Timeout as LockTimeout
 from packaging.utils import NormalizedName
 
@@ -30,10 +35,13 @@ from nestegg_core.errors import (
     InsufficientStorage,
     IntegrityError,
     NesteggError,
+    Unavailable,
     UnsafePath,
     UpstreamError,
     UpstreamTimeout,
     disk_full,
+    no_files_left,
+    out_of_files,
 )
 from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.simple.models import NO_HASHES, DistFile, can_check, mismatch
@@ -55,6 +63,75 @@ MIN_RATE = 1024
 RATE_WINDOW = 60.0
 #: seconds between looks, while a reader waits, at whether its client is still there
 GONE_POLL = 0.5
+#: the most downloads a process runs at once (fewer under a low limit of open files): each holds
+#: a thread, an upstream connection, a part file and a lock file, and each reader a file more
+MAX_DOWNLOADS = 64
+#: how long a request for a file not being downloaded waits for a download to end when as many
+#: run as may, before it is answered 503
+SLOT_WAIT = 5.0
+#: a download that no client has waited for for this long is abandoned (its part file removed),
+#: unless it is near its end: this many bytes from it, or this many seconds at its rate so far
+ABANDON_AFTER = 5.0
+NEAR_BYTES = 1024 * 1024
+NEAR_SECONDS = 5.0
+#: a file whose bytes failed their hash check is not downloaded again from the same URL for the same
+#: hashes for this many seconds (each request for it is answered 502 at once); at most this many
+#: such files are remembered
+FAILED_CHECK_FOR = 60.0
+MAX_FAILED_CHECKS = 1024
+
+
+def download_limit() -> int:
+    """How many downloads a process runs at once: ``MAX_DOWNLOADS``, or a sixteenth of its limit
+    of open files if that is less (at least 4)."""
+    try:
+        import resource  # noqa: PLC0415 - not on every system
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return MAX_DOWNLOADS
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return MAX_DOWNLOADS
+    return max(4, min(MAX_DOWNLOADS, soft // 16))
+
+
+class DownloadSlots:
+    """How many downloads run at once, at most ``limit``: one set for a process, shared by the
+    downloads of every upstream it mirrors."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+        self._cond = threading.Condition()
+
+    def take(self) -> bool:
+        """One slot, if one is free now."""
+        with self._cond:
+            if self.running >= self.limit:
+                return False
+            self.running += 1
+            return True
+
+    def give(self) -> None:
+        with self._cond:
+            self.running -= 1
+            self._cond.notify()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait (a declared wait) up to ``timeout`` seconds for a free slot; whether one is."""
+        with self._cond:
+            if self.running < self.limit:
+                return True
+            with blocking():
+                return self._cond.wait_for(lambda: self.running < self.limit, timeout)
+
+
+class _HashMismatch(IntegrityError):
+    """The bytes of a whole download do not match a hash its index gives."""
+
+
+class _Abandoned(Exception):
+    """A download was given up: no client waited for it."""
 
 
 class ClientGone(Exception):
@@ -79,6 +156,45 @@ class Download:
         self.error: NesteggError | None = None
         self._state = _WAITING
         self._cond = threading.Condition()
+        #: the requests reading it (see :meth:`attach`), and when the last of them left
+        self._readers = 0
+        self._left: float | None = None
+
+    @property
+    def readers(self) -> int:
+        """How many requests read it now (see :meth:`attach`)."""
+        return self._readers
+
+    def attach(self) -> bool:
+        """Count one more reader, who calls :meth:`leave` when done; False (and not counted) if
+        the download failed or was abandoned."""
+        with self._cond:
+            if self._state == _FAILED:
+                return False
+            self._readers += 1
+            return True
+
+    def leave(self) -> None:
+        """A reader is done with it (see :meth:`attach`)."""
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                self._left = time.monotonic()
+
+    def _abandon(self, now: float, after: float, *, near: bool) -> bool:
+        """Fail the download, if no reader has been there for ``after`` seconds and it is not
+        ``near`` its end; whether it was."""
+        with self._cond:
+            if self._readers or self._left is None or now - self._left < after or near:
+                return False
+            if self._state not in (_WAITING, _STREAMING):
+                return False
+            self.error = UpstreamError(
+                f"the download of {self.dist.filename!r} was abandoned: no client waited for it"
+            )
+            self._state = _FAILED
+            self._cond.notify_all()
+            return True
 
     # worker side -------------------------------------------------------------------------
 
@@ -109,6 +225,8 @@ class Download:
 
     def _fail(self, error: NesteggError) -> None:
         with self._cond:
+            if self._state == _FAILED:
+                return  # abandoned: its error stays
             self.error, self._state = error, _FAILED
             self._cond.notify_all()
 
@@ -241,63 +359,153 @@ class Downloads:
         on_cached: Callable[[NormalizedName, DistFile, bool], None] | None = None,
         *,
         max_file_size: int = MAX_FILE_SIZE,
+        slots: DownloadSlots | None = None,
     ) -> None:
         self.store = store
         self.fetcher = fetcher
         self.on_cached = on_cached
         self.max_file_size = max_file_size
+        #: the downloads this process may run at once (shared with the mounted upstreams')
+        self.slots = slots or DownloadSlots(download_limit())
         #: the least rate of a download, in bytes a second over ``rate_window`` seconds
         self.min_rate = MIN_RATE
         self.rate_window = RATE_WINDOW
+        self.slot_wait = SLOT_WAIT
+        self.abandon_after = ABANDON_AFTER
+        self.failed_check_for = FAILED_CHECK_FOR
+        #: the files whose check failed lately, oldest first: when, and the error
+        self._failed_checks: dict[_Key, tuple[float, _HashMismatch]] = {}
+        #: whether the page still lists a file as a download fetched it (not re-published since)
+        self.current: Callable[[NormalizedName, DistFile], bool] | None = None
         self._lock = threading.Lock()
-        self._running: dict[tuple[str, str], Download] = {}
+        self._running: dict[_Key, Download] = {}
         #: upstream downloads started by this process (for metrics and tests)
         self.count = 0
         #: the last download failed on a full disk: said once, until a file is cached again
         self._disk_full = False
 
     def get(self, name: NormalizedName, dist: DistFile) -> Download:
-        """The download of ``dist``, started if no thread of this process is fetching it yet."""
-        key = (name, dist.filename)
-        with self._lock:
-            download = self._running.get(key)
-            # a failed one may linger a moment before its thread drops it: start afresh
-            if download is None or download.failed:
-                download = Download(name, dist, self.store)
-                self._running[key] = download
-                thread = threading.Thread(
-                    target=self._run, args=(download,), name=f"nestegg-download-{dist.filename}"
+        """The download of ``dist``, with one more reader (the caller calls its ``leave()``):
+        the one a thread of this process runs, or a new one. With as many downloads running as
+        may, a new one waits ``slot_wait`` seconds for one to end, then raises
+        :class:`Unavailable`."""
+        key = _key(name, dist)
+        deadline = time.monotonic() + self.slot_wait
+        while True:
+            with self._lock:
+                self._unless_failed_lately(key)
+                download = self._running.get(key)
+                # one that failed may linger a moment before its thread drops it: start afresh
+                if download is not None and download.attach():
+                    return download
+                if self.slots.take():
+                    return self._start(key, name, dist)
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.slots.wait(left):
+                raise Unavailable(
+                    f"{dist.filename!r} is not cached, and {self.slots.limit} downloads are running, "
+                    "the most this server runs at once; try again shortly"
                 )
-                thread.daemon = True
-                thread.start()
+
+    def _start(self, key: _Key, name: NormalizedName, dist: DistFile) -> Download:
+        """A new download with its first reader, in a thread of its own (under ``_lock``, with a slot)."""
+        download = Download(name, dist, self.store)
+        download.attach()
+        # its upstream requests say which mirrors the request that started it passed (Via)
+        context = contextvars.copy_context()
+        thread = threading.Thread(
+            target=context.run, args=(self._run, download), name=f"nestegg-download-{dist.filename}"
+        )
+        thread.daemon = True
+        try:
+            thread.start()
+        except RuntimeError:  # no thread can be started now
+            self.slots.give()
+            raise Unavailable(
+                f"cannot start the download of {dist.filename!r} now; try again shortly"
+            ) from None
+        self._running[key] = download
         return download
 
     def _run(self, download: Download) -> None:
         name, dist = download.name, download.dist
         final = self.store.file_path(name, dist.filename)
         try:
-            with self.store.lock(name, dist.filename, timeout=LOCK_WAIT):
+            lock = self.store.lock(name, dist.filename)
+            self._acquire(lock, download)
+            try:
                 if is_regular(final):  # another process finished it while we waited
+                    self._check_cached(download)
                     download._finish(final)
                 else:
                     self.store.remove_parts(name, dist.filename)
                     self._fetch(download, final)
                     self._disk_full = False
+            finally:
+                lock.release()
+        except _Abandoned:
+            logger.info(
+                "abandoned the download of %s/%s: no client waited for it for %gs (%d bytes of %s)",
+                name, dist.filename, self.abandon_after, download.written, download.size or "?",
+            )  # fmt: skip
         except NesteggError as exc:
             logger.warning("%s", exc)
+            if isinstance(exc, _HashMismatch):  # not a break-off, which may be gone next time
+                self._failed_check(_key(name, dist), exc)
             download._fail(exc)
         except LockTimeout:
             download._fail(UpstreamError(f"timed out waiting for another download of {dist.filename!r}"))
         except Exception as exc:
             if disk_full(exc):  # its part file is gone, nothing is cached: the client gets a 507
                 download._fail(self._full(name, dist, exc))
+            elif out_of_files(exc):  # a 503: the same request may work in a moment
+                logger.warning("cannot download %s/%s: %s", name, dist.filename, exc)
+                download._fail(no_files_left(f"download {dist.filename!r}"))
             else:
                 logger.exception("download of %s failed", dist.filename)
                 download._fail(UpstreamError(f"download of {dist.filename!r} failed: {exc}"))
         finally:
+            self.slots.give()
+            key = _key(name, dist)
             with self._lock:
-                if self._running.get((name, dist.filename)) is download:
-                    del self._running[(name, dist.filename)]
+                if self._running.get(key) is download:
+                    del self._running[key]
+
+    def _unless_failed_lately(self, key: _Key) -> None:
+        """Raise the error of ``key``'s check if it failed within ``failed_check_for`` seconds
+        (under ``_lock``)."""
+        failed = self._failed_checks.get(key)
+        if failed is None:
+            return
+        when, error = failed
+        ago = time.monotonic() - when
+        if ago >= self.failed_check_for:
+            del self._failed_checks[key]
+            return
+        raise IntegrityError(f"{error} ({ago:.0f}s ago; not downloaded again for {self.failed_check_for:g}s)")
+
+    def _failed_check(self, key: _Key, error: _HashMismatch) -> None:
+        with self._lock:
+            self._failed_checks.pop(key, None)
+            self._failed_checks[key] = (time.monotonic(), error)
+            while len(self._failed_checks) > MAX_FAILED_CHECKS:
+                del self._failed_checks[next(iter(self._failed_checks))]
+
+    def _acquire(self, lock: BaseFileLock, download: Download) -> None:
+        """Take the file's lock, held by another download of it (in this process or another) for
+        as long as that runs: up to ``LOCK_WAIT`` seconds, unless nobody waits for this one."""
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                lock.acquire(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+            except LockTimeout:
+                now = time.monotonic()
+                if download._abandon(now, self.abandon_after, near=False):
+                    raise _Abandoned from None
+                if now >= deadline:
+                    raise
+            else:
+                return
 
     def _full(self, name: NormalizedName, dist: DistFile, exc: Exception) -> InsufficientStorage:
         error = InsufficientStorage(f"the disk is full: {name}/{dist.filename} was not cached ({exc})")
@@ -339,17 +547,16 @@ class Downloads:
                     if now >= window_end:
                         self._check_rate(dist, written - window_written, now - window_end + self.rate_window)
                         window_written, window_end = written, now + self.rate_window
+                    self._unless_unwanted(download, written, expected, now - started)
                 os.fsync(handle.fileno())
-            if expected is not None and written != expected:
-                raise IntegrityError(
-                    f"{dist.filename!r} from {mask_url(dist.url)}: got {written} bytes, "
-                    f"{'the index' if dist.size is not None else 'its Content-Length'} says {expected}"
-                )
+            _check_size(dist, written, expected)
             sha256 = digests.sha256.hexdigest()
             vouched = digests.verify(dist)
             # nestegg's own sha256 is listed only beside a digest of the index it checked
             hashes = {**dist.hashes, "sha256": sha256} if vouched else dist.hashes
             record = dist.with_changes(hashes=hashes, size=written, own_sha256=sha256)
+            if self.current is not None and not self.current(name, dist):
+                raise self._republished(dist)  # its readers break off; the new file is not this one
             record = self._with_metadata(name, record, part, vouched=vouched)
             # the record first: a file on disk without one is ignored as unfinished
             self.store.write_record(name, record)
@@ -364,6 +571,29 @@ class Downloads:
             "cached %s/%s (%d bytes, %.2fs)", name, dist.filename, written, time.monotonic() - started
         )
         self._announce(download, record, final)
+
+    def _check_cached(self, download: Download) -> None:
+        """Fail ``download`` if the file another download cached meanwhile is not the one it
+        was for (its hashes differ): the upstream re-published it, and the client is not handed the
+        other bytes."""
+        record = self.store.read_record(download.name, download.dist.filename)
+        if record is not None and _conflict(record.hashes, download.dist.hashes):
+            raise self._republished(download.dist)
+
+    @staticmethod
+    def _republished(dist: DistFile) -> UpstreamError:
+        return UpstreamError(
+            f"{dist.filename!r} was re-published by the upstream (another hash) while it was "
+            "downloaded; ask again"
+        )
+
+    def _unless_unwanted(self, download: Download, written: int, size: int | None, seconds: float) -> None:
+        """Raise :class:`_Abandoned` if nobody has waited for ``download`` for ``abandon_after``
+        seconds and it is not near its end."""
+        if not download._readers and download._abandon(
+            time.monotonic(), self.abandon_after, near=_near_end(written, size, seconds)
+        ):
+            raise _Abandoned
 
     def _too_long(self, dist: DistFile, expected: int | None, length: int | None) -> UpstreamError:
         where = f"{dist.filename!r} from {mask_url(dist.url)}"
@@ -463,8 +693,38 @@ class Downloads:
             logger.warning("cannot remove the stale metadata of %s: %s", record.filename, exc)
 
 
+def _near_end(written: int, size: int | None, seconds: float) -> bool:
+    """Whether a download is near its end: ``NEAR_BYTES`` from it, or ``NEAR_SECONDS`` at its
+    rate so far. One of unknown size never is."""
+    if size is None:
+        return False
+    left = size - written
+    return left <= NEAR_BYTES or (written > 0 and left * seconds <= NEAR_SECONDS * written)
+
+
+#: what a running download is found by: a request joins it only for the same URL and hashes
+_Key = tuple[str, str, str, tuple[tuple[str, str], ...]]
+
+
+def _key(name: NormalizedName, dist: DistFile) -> _Key:
+    return (name, dist.filename, dist.url, tuple(sorted(dist.hashes.items())))
+
+
+def _conflict(ours: Mapping[str, str], theirs: Mapping[str, str]) -> bool:
+    """Whether two sets of hashes tell different files: one algorithm, two digests."""
+    return any(theirs.get(algorithm, digest) != digest for algorithm, digest in ours.items())
+
+
 def _open_plain(path: Path) -> BinaryIO:
     return open(path, "rb")  # the reader closes it
+
+
+def _check_size(dist: DistFile, written: int, expected: int | None) -> None:
+    if expected is not None and written != expected:
+        raise IntegrityError(
+            f"{dist.filename!r} from {mask_url(dist.url)}: got {written} bytes, "
+            f"{'the index' if dist.size is not None else 'its Content-Length'} says {expected}"
+        )
 
 
 def _expected_size(dist: DistFile, length: int | None) -> int | None:
@@ -500,7 +760,7 @@ class _Digests:
             actual = hasher.hexdigest()
             # a digest of another length or form than the algorithm's is a mismatch like any other
             if actual != expected:
-                raise IntegrityError(
+                raise _HashMismatch(
                     f"{dist.filename!r} from {mask_url(dist.url)}: {algorithm} {actual} does not "
                     f"match the index's {_shortened(expected)}"
                 )

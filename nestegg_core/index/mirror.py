@@ -197,6 +197,12 @@ class MirrorIndex:
             raise NotFound(f"project {name!r} has no file {filename!r}")
         return dist
 
+    def listed(self, name: NormalizedName, filename: str) -> DistFile | None:
+        """The entry of ``filename`` on the page of ``name`` in memory, if any (asks nobody)."""
+        entry = self._entries.get(name)
+        page = None if entry is None else entry.page
+        return None if page is None else page.file(filename)
+
     def cached(self, name: NormalizedName, record: DistFile) -> None:
         """Note a newly cached file, so its page lists what was learned (metadata, hash)."""
         with self._guard:

@@ -54,7 +54,7 @@ from .counting import CountingFetcher
 from .downloads import Download, Downloads
 from .mirror import MirrorIndex
 from .refresh import Refresher
-from .upstream import Fetcher, HttpFetcher, OfflineFetcher
+from .upstream import Fetcher, HttpFetcher, OfflineFetcher, new_via_token
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +129,9 @@ class Repository:
 
     def __init__(self, config: Config, *, fetcher: Fetcher | None = None) -> None:
         self.config = config
+        #: the mirror's name in the Via header of its upstream requests: a request that carries it
+        #: came round a loop (``NesteggApp`` refuses it)
+        self.via_token = new_via_token()
         if fetcher is None:
             fetcher = (
                 OfflineFetcher()
@@ -138,6 +141,7 @@ class Repository:
                     timeout=config.timeout,
                     max_page_size=config.max_page_size,
                     page_deadline=config.page_deadline,
+                    via_token=self.via_token,
                 )
             )
         #: counts of every process of the nest (``/metrics``)
@@ -160,8 +164,12 @@ class Repository:
             SizeLimit(config.nestegg_dir, config.max_cache_size) if config.max_cache_size else None
         )
         self.downloads = Downloads(
-            self.store, fetcher, on_cached=self._cached, max_file_size=config.max_file_size
+            self.store,
+            fetcher,
+            on_cached=self._cached,
+            max_file_size=config.max_file_size,
         )
+        self.downloads.current = self._current
         #: called with a name before its private page is read (on-demand source builds)
         self.before_private: Callable[[NormalizedName], None] | None = None
         #: the URL clients reach this index at, once known (``Mirror.bind`` sets it); source builds
@@ -515,8 +523,11 @@ class Repository:
 
     # files -------------------------------------------------------------------------------
 
-    def open_file(self, name: NormalizedName, filename: str) -> Path | Download:
-        """A complete file on disk, or the download that is fetching it."""
+    def open_file(
+        self, name: NormalizedName, filename: str, *, fetch: bool = True
+    ) -> Path | Download | DistFile:
+        """A complete file on disk, or the download that is fetching it (with a reader counted,
+        see ``Download.attach``); without ``fetch``, the page's entry of a file not on disk."""
         path = self._cached_file(name, filename)
         if path is not None:
             return path
@@ -528,6 +539,8 @@ class Repository:
             self.counters.add("cache_hits")
             mark_used(self.store, name, filename)
             return path
+        if not fetch:
+            return dist
         self.counters.add("cache_misses")
         return self.downloads.get(name, dist)
 
@@ -537,6 +550,12 @@ class Repository:
             self.refresher.changed(name)
         if self.size_limit is not None:
             self.size_limit.cached(record)
+
+    def _current(self, name: NormalizedName, dist: DistFile) -> bool:
+        """Whether the page in memory lists ``dist`` as it is, or does not say: a file the
+        upstream re-published (other hashes) while it was downloaded is not cached."""
+        listed = self.mirror.listed(name, dist.filename)
+        return listed is None or all(listed.hashes.get(a, d) == d for a, d in dist.hashes.items())
 
     def _cached_file(self, name: NormalizedName, filename: str) -> Path | None:
         """A mirror's file complete on disk, found without the page: every cached file with its
@@ -550,8 +569,11 @@ class Repository:
         mark_used(self.store, name, filename)
         return path
 
-    def open_any(self, name: NormalizedName, filename: str) -> tuple[Path | Download, bool]:
-        """A file of the project or, for ``<file>.metadata``, its core metadata (then True)."""
+    def open_any(
+        self, name: NormalizedName, filename: str, *, fetch: bool = True
+    ) -> tuple[Path | Download | DistFile, bool]:
+        """A file of the project or, for ``<file>.metadata``, its core metadata (then True); see
+        :meth:`open_file` for ``fetch``."""
         self._asked = time.monotonic()
         if filename.endswith(".metadata") and self._plain_mirror(name):
             with contextlib.suppress(NotFound):
@@ -560,7 +582,7 @@ class Repository:
                     return path, True
         if filename.endswith(".metadata") and self.project(name).file(filename) is None:
             return self.open_metadata(name, filename[: -len(".metadata")]), True
-        return self.open_file(name, filename), False
+        return self.open_file(name, filename, fetch=fetch), False
 
     def open_metadata(self, name: NormalizedName, filename: str) -> Path:
         """The PEP 658 core metadata file of ``filename``, fetched and verified if need be: one

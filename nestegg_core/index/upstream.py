@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
+import secrets
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
@@ -16,7 +21,14 @@ import urllib3
 from nestegg_core._version import __version__
 from nestegg_core.config.config import MAX_PAGE_SIZE, PAGE_DEADLINE
 from nestegg_core.config.sizes import format_size
-from nestegg_core.errors import NotFound, UpstreamError, UpstreamTimeout
+from nestegg_core.errors import (
+    NesteggError,
+    NotFound,
+    UpstreamError,
+    UpstreamTimeout,
+    no_files_left,
+    out_of_files,
+)
 from nestegg_core.simple.models import ProjectPage
 from nestegg_core.simple.parse import PageTooLarge, parse_project_stream
 from nestegg_core.urls import mask_url, without_credentials
@@ -40,6 +52,87 @@ _BYTES_PER_FILE = 256
 _VALUE_SHARE = 64
 #: a Content-Length of more digits is no file's (an exabyte has 19), and no int() of it is made
 _MAX_LENGTH_DIGITS = 18
+
+
+#: what nestegg names itself in the Via header of every upstream request (RFC 9110, 7.6.3),
+#: followed by a token random to each mirror (two in one process, as a mirror and the index it
+#: mirrors in tests, are two): a request that arrives with the mirror's own token came round a
+#: loop (a file URL pointing back at the mirror, or at a mirror of it), and one with more than
+#: ``MAX_HOPS`` nestegg tokens went round a loop of mirrors whose tokens changed
+VIA_PREFIX = "nestegg-"
+MAX_HOPS = 8
+#: the nestegg hops of the request being answered, passed on in the requests made for it
+_hops: ContextVar[tuple[str, ...]] = ContextVar("nestegg_hops", default=())
+_PORTS = {"http": 80, "https": 443}
+
+
+def new_via_token() -> str:
+    """A mirror's name in Via headers, random."""
+    return VIA_PREFIX + secrets.token_hex(8)
+
+
+def nestegg_hops(via: str | None) -> tuple[str, ...]:
+    """The nestegg tokens of a Via header, in order (the received-by of each entry that has one)."""
+    if not via:
+        return ()
+    hops = []
+    for entry in via.split(","):
+        fields = entry.split(None, 2)
+        if len(fields) >= 2 and fields[1].startswith(VIA_PREFIX):
+            hops.append(fields[1][:64])
+    return tuple(hops)
+
+
+def loop_in(via: str | None, token: str) -> str | None:
+    """Why a request whose Via header is ``via`` came round a loop to the mirror whose token is
+    ``token``, or None if it did not."""
+    hops = nestegg_hops(via)
+    if token in hops:
+        return f"this request came round a loop: its Via header names this server ({token})"
+    if len(hops) > MAX_HOPS:
+        return f"this request passed more than {MAX_HOPS} nestegg mirrors (its Via header): a loop of mirrors"
+    return None
+
+
+@contextlib.contextmanager
+def hops_of(via: str | None) -> Iterator[None]:
+    """While it lasts, the upstream requests of this thread (and of the downloads it starts) pass
+    on the nestegg hops of ``via``, the Via header of the request being answered."""
+    token = _hops.set(nestegg_hops(via)[:MAX_HOPS])
+    try:
+        yield
+    finally:
+        _hops.reset(token)
+
+
+def _via(token: str) -> str:
+    return ", ".join(f"1.1 {hop}" for hop in (*_hops.get(), token))
+
+
+def _internal(address: str) -> bool:
+    """Whether an IP address is not one of the public internet's: loopback, private, link-local,
+    unspecified (``0.0.0.0`` reaches this host), shared or reserved."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global
+
+
+def _literal_address(host: str) -> str | None:
+    """The address a URL's host names without a lookup (an IP literal in any form the resolver
+    takes, such as ``127.1`` or ``2130706433``, or a ``localhost`` name), else None."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return "127.0.0.1"
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(host.partition("%")[0]))
+    try:
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 def _pieces(raw: urllib3.BaseHTTPResponse, size: int, *, decode: bool) -> Iterator[bytes]:
@@ -135,6 +228,44 @@ def _without_redirect_body(response: requests.Response, **_: object) -> requests
     return response
 
 
+def _origin(url: str) -> tuple[str, str, int]:
+    """A URL's scheme, host and port (the default one if it names none)."""
+    parts = urlsplit(url)
+    return (parts.scheme, parts.hostname or "", parts.port or _PORTS.get(parts.scheme, 0))
+
+
+class _CheckedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, whose connections (made without a proxy) are shown to ``check`` once
+    made, before a byte is sent on them: the address a name resolved to, at the moment it is
+    used, is the one checked (a name that resolves to another address later changes nothing)."""
+
+    def __init__(self, check: Callable[[str, socket.socket], None], **kwargs: Any) -> None:
+        self._check = check
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        check = self._check
+
+        class Http(urllib3.connection.HTTPConnection):
+            def connect(self) -> None:
+                super().connect()
+                check(self.host, self.sock)
+
+        class Https(urllib3.connection.HTTPSConnection):
+            def connect(self) -> None:
+                super().connect()
+                check(self.host, self.sock)
+
+        class HttpPool(urllib3.HTTPConnectionPool):
+            ConnectionCls = Http
+
+        class HttpsPool(urllib3.HTTPSConnectionPool):
+            ConnectionCls = Https
+
+        self.poolmanager.pool_classes_by_scheme = {"http": HttpPool, "https": HttpsPool}
+
+
 class HttpFetcher:
     """The upstream over HTTP(S): a session per thread (requests is not thread-safe) over one shared
     connection pool, so that connections are reused whichever thread asks (downloads each get a thread
@@ -147,20 +278,25 @@ class HttpFetcher:
         timeout: float = 30.0,
         max_page_size: int = MAX_PAGE_SIZE,
         page_deadline: float = PAGE_DEADLINE,
+        via_token: str | None = None,
     ) -> None:
         self.index_url = index_url.rstrip("/") + "/"
+        #: the name of the mirror in the Via header of its requests (see ``VIA_PREFIX``)
+        self.via_token = via_token or new_via_token()
         self.timeout = timeout
         self.max_page_size = max_page_size
         self.page_deadline = page_deadline
         self._local = threading.local()
         # urllib3's pools are thread-safe; sized for the server's threads plus downloads
-        self._adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=32)
+        self._adapter = _CheckedAdapter(self._check_peer, pool_connections=8, pool_maxsize=32)
         parts = urlsplit(self.index_url)
-        self._host = (parts.hostname, parts.port)
-        # files on the index's own host get the index's credentials, as pip gives them
+        self._origin = _origin(self.index_url)
+        # files at the index's own origin get the index's credentials, as pip gives them
         self._auth = (
             (unquote(parts.username), unquote(parts.password or "")) if parts.username is not None else None
         )
+        #: whether the index itself is on an internal address (see _index_internal)
+        self._internal: bool | None = None
 
     @property
     def session(self) -> requests.Session:
@@ -229,6 +365,7 @@ class HttpFetcher:
         )
 
     def open(self, url: str) -> FileStream:
+        self._check_url(url)
         with blocking():
             response = self._get(
                 url, headers={"Accept-Encoding": "identity"}, stream=True, auth=self._auth_for(url)
@@ -241,10 +378,65 @@ class HttpFetcher:
         return _ResponseStream(response, url, self.timeout)
 
     def _auth_for(self, url: str) -> tuple[str, str] | None:
-        parts = urlsplit(url)
-        if self._auth is None or parts.username is not None or (parts.hostname, parts.port) != self._host:
+        # the index's origin only: an http:// URL on the host of an https:// index would send
+        # them in the clear
+        if self._auth is None or urlsplit(url).username is not None or _origin(url) != self._origin:
             return None
         return self._auth
+
+    def _check_url(self, url: str) -> None:
+        """Refuse a file URL that is not http(s), or whose host names an internal address that
+        the index may not send nestegg to (see :meth:`_check_peer`, which checks the address
+        reached, whatever the name: this is for the connections a proxy makes)."""
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:
+            raise UpstreamError(f"cannot read the file URL {mask_url(url)!r}") from None
+        if parts.scheme not in _PORTS or not host:
+            raise UpstreamError(f"refused to fetch {mask_url(url)!r}: a file URL must be http:// or https://")
+        address = _literal_address(host)
+        if address is not None:
+            self._check_address(repr(mask_url(url)), address)
+
+    def _check_peer(self, host: str, sock: socket.socket) -> None:
+        """Refuse a connection, once made and before a byte is sent on it, to an address the index
+        may not send nestegg to: an index on a public address may not point it at a loopback,
+        private or link-local one (an internal service, the mirror itself); one on an internal
+        address may (a company's index and file server)."""
+        try:
+            address, port = sock.getpeername()[:2]
+        except OSError:
+            return  # no peer: the request fails on its own
+        try:
+            self._check_address(f"{host}:{port}", str(address))
+        except UpstreamError:
+            sock.close()
+            raise
+
+    def _check_address(self, what: str, address: str) -> None:
+        if _internal(address) and not self._index_internal():
+            raise UpstreamError(
+                f"refused to fetch from {what}: it is at the internal address {address}, and the "
+                f"index {mask_url(self.index_url)} is not"
+            )
+
+    def _index_internal(self) -> bool:
+        """Whether the index is on an internal address (any it resolves to), looked up once; one
+        that cannot be looked up counts as public (the stricter) until it can."""
+        if self._internal is None:
+            parts = urlsplit(self.index_url)
+            host = parts.hostname or ""
+            address = _literal_address(host)
+            if address is not None:
+                self._internal = _internal(address)
+            else:
+                try:
+                    found = socket.getaddrinfo(host, parts.port or _PORTS.get(parts.scheme, 443))
+                except OSError:
+                    return False
+                self._internal = any(_internal(str(info[4][0])) for info in found)
+        return self._internal
 
     def _get(
         self,
@@ -254,10 +446,15 @@ class HttpFetcher:
         stream: bool = False,
         auth: tuple[str, str] | None = None,
     ) -> requests.Response:
+        headers = {**headers, "Via": _via(self.via_token)}
         try:
             return self.session.get(url, headers=headers, timeout=self.timeout, stream=stream, auth=auth)
         except requests.RequestException as exc:
             raise self._failure(url, exc) from None
+        except ValueError as exc:  # a redirect to a URL urllib3 cannot read ("http://[::1")
+            raise UpstreamError(
+                f"upstream {mask_url(url)} redirected to a URL that cannot be read: {exc}"
+            ) from None
 
     def _page_body(self, url: str, response: requests.Response, deadline: float) -> Iterator[bytes]:
         """The page's body, decoded, in pieces of at least ``PAGE_CHUNK`` bytes (the last may be
@@ -311,8 +508,10 @@ class HttpFetcher:
         except _READ_ERRORS as exc:
             raise self._failure(url, exc) from None
 
-    def _failure(self, url: str, exc: Exception) -> UpstreamError:
+    def _failure(self, url: str, exc: Exception) -> NesteggError:
         """Ours for a failure of requests (or urllib3 under it) to get an answer or read its body."""
+        if out_of_files(exc):
+            return no_files_left("reach the upstream")
         if isinstance(exc, requests.Timeout):
             return UpstreamTimeout(f"upstream {mask_url(url)} did not answer in {self.timeout:g}s")
         # a body that stops coming is a timeout too; requests reports it as a ConnectionError

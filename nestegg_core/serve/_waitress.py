@@ -40,7 +40,7 @@ from waitress.task import ThreadedTaskDispatcher, WSGITask
 from waitress.utilities import Error, RequestEntityTooLarge
 
 from nestegg_core import waits
-from nestegg_core.errors import BodyTooLarge, Busy, NesteggError
+from nestegg_core.errors import BodyTooLarge, NesteggError, Unavailable
 from nestegg_core.http.answers import status_line
 from nestegg_core.http.types import BodyGate, WSGIApp
 from nestegg_core.index.downloads import ClientGone
@@ -627,7 +627,7 @@ class _Refusal(Error):  # type: ignore[misc]  # waitress has no type hints
     def __init__(self, error: NesteggError) -> None:
         super().__init__(str(error))
         self.code = error.status
-        self.retry_after = error.retry_after if isinstance(error, Busy) else None
+        self.retry_after = error.retry_after if isinstance(error, Unavailable) else None
 
     def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:  # noqa: ARG002
         body = (" ".join(self.body.split()) + "\n").encode()

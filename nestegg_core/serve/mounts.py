@@ -71,6 +71,7 @@ class UpstreamMounts:
         # (or listed in the root index) under a mount only with the credentials it needs at /simple/
         app = NesteggApp(repository, guard=self.mirror.nest.guard)
         repository.private = main.private
+        repository.downloads.slots = main.downloads.slots  # one bound on the downloads of a process
         repository.before_private = lambda name: main.before_private(name) if main.before_private else None
         if self.refresh:
             repository.mirror.refresh_all()

@@ -355,8 +355,9 @@ class ProjectPage:
 
     @cached_property
     def _by_filename(self) -> dict[str, DistFile]:
-        # pages with thousands of files are asked for one file per request
-        return {dist.filename: dist for dist in self.files}
+        # pages with thousands of files are asked for one file per request; a name listed twice
+        # (in a state saved before the parser dropped the second) is its first entry's
+        return {dist.filename: dist for dist in reversed(self.files)}
 
     def merged(self, first: Iterable[DistFile]) -> ProjectPage:
         """This page with ``first`` in front; a file of ``first`` hides one of the same name here."""

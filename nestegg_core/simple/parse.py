@@ -553,16 +553,42 @@ def _parse_html(name: str, texts: Iterable[str], base_url: str, limits: _Limits 
 
 
 def _distributions(name: str, files: list[DistFile]) -> list[DistFile]:
-    """The files whose names are distributions' (see ``is_dist_filename``); the others, which a
-    store could take for its own files (``<file>.json``, ``<file>.metadata``), are left off."""
+    """The files whose names are distributions' (see ``is_dist_filename``) at http(s) URLs, each
+    name once: the others are left off. A name a store could take for its own files
+    (``<file>.json``, ``<file>.metadata``) is no distribution's; a ``file:`` or other URL is not
+    nestegg's to fetch; a name listed again would have the page show one entry's hashes and the
+    download follow another's, so the first entry is the file."""
     kept = [dist for dist in files if is_dist_filename(dist.filename)]
     if len(kept) < len(files):
         left = [dist.filename for dist in files if not is_dist_filename(dist.filename)]
         logger.debug(
             "left %d links off the page of %r, not named as a distribution is: %s",
-            len(left), name, ", ".join(repr(f[:100]) for f in left[:5]) + (", ..." if len(left) > 5 else ""),
+            len(left), name, _some(left),
         )  # fmt: skip
-    return kept
+    # resolved against the page, every http(s) URL starts so (urljoin lowercases the scheme)
+    fetchable = [dist for dist in kept if dist.url.startswith(("https://", "http://"))]
+    if len(fetchable) < len(kept):
+        left = [dist.url for dist in kept if not dist.url.startswith(("https://", "http://"))]
+        logger.debug(
+            "left %d files off the page of %r, not at an http(s) URL: %s", len(left), name, _some(left)
+        )
+    unique: dict[str, DistFile] = {}
+    again = []
+    for dist in fetchable:
+        if unique.setdefault(dist.filename, dist) is not dist:
+            again.append(dist.filename)
+    if again:
+        logger.debug(
+            "left %d entries off the page of %r, of files it lists before them: %s",
+            len(again),
+            name,
+            _some(again),
+        )
+    return list(unique.values())
+
+
+def _some(texts: list[str]) -> str:
+    return ", ".join(repr(text[:100]) for text in texts[:5]) + (", ..." if len(texts) > 5 else "")
 
 
 def _feed(parser: _LinkParser, text: str | None, rest: Iterator[str], base_url: str) -> None:
