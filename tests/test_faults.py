@@ -684,6 +684,7 @@ def test_a_response_broken_off_on_purpose_stays_broken_and_is_logged_in_one_line
         one_file.entry["size"] = len(PAYLOAD)
     one_file.file = Answer(pieces=lambda: [TAMPERED], chunked=not sized)
     mirror = make_mirror(index_url=one_file.server.index_url, ttl=0, timeout=TIMEOUT)
+    mirror.repository.downloads.failed_check_for = 0.0  # each request downloads it again
     http.get(mirror.index_url + "pkg/").raise_for_status()
     path = f"/files/pkg/{one_file.filename}"
     with caplog.at_level(logging.INFO):

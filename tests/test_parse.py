@@ -357,7 +357,7 @@ def test_a_file_listed_twice_is_its_first_entry(
     make: Callable[..., bytes], content_type: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The page, the download and the check use one entry (issue 20, second round, finding 6)."""
-    caplog.set_level(logging.DEBUG, logger="nestegg_core.parse")
+    caplog.set_level(logging.DEBUG, logger="nestegg_core.simple.parse")
     good = (
         "pkg-1.0-py3-none-any.whl",
         "https://example.com/good/pkg-1.0-py3-none-any.whl",
