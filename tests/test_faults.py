@@ -50,6 +50,7 @@ from .loopback import (
     health_ms,
     refused_url,
     sha256,
+    unconnectable_url,
     verify_cache,
     wait_until,
 )
@@ -1299,3 +1300,14 @@ def test_the_ui_page_of_a_large_project_costs_one_model_and_is_made_once(
     assert (version["version"], len(version["files"]), version["more_files"]) == ("0.1", 500, 700)
     html = http.get(f"{mirror.url}/ui/project/big?per_page=1&page=48801", timeout=60).text
     assert "and 700 more files" in html
+
+
+def test_a_connection_that_is_never_made_fails_after_connect_timeout_not_timeout(tmp_path: Path) -> None:
+    # a black-holed route: the read timeout (30 s) is no bound on it, connect_timeout is
+    with unconnectable_url() as url:
+        config = Config(nestegg_dir=tmp_path, index_url=url, timeout=30.0, connect_timeout=0.5)
+        fetcher = Repository(config).fetcher
+        started = time.monotonic()
+        with pytest.raises(UpstreamTimeout, match=r"/simple/pkg/ did not connect in 0\.5s"):
+            fetcher.project("pkg", etag=None, last_modified=None)
+        assert time.monotonic() - started < 15  # generous: the machine is loaded; 30 without it

@@ -136,6 +136,7 @@ class Repository:
                 else HttpFetcher(
                     config.upstream_url,
                     timeout=config.timeout,
+                    connect_timeout=config.connect_timeout,
                     max_page_size=config.max_page_size,
                     page_deadline=config.page_deadline,
                 )

@@ -14,7 +14,7 @@ import requests
 import urllib3
 
 from nestegg_core._version import __version__
-from nestegg_core.config.config import MAX_PAGE_SIZE, PAGE_DEADLINE
+from nestegg_core.config.config import DEFAULT_CONNECT_TIMEOUT, MAX_PAGE_SIZE, PAGE_DEADLINE
 from nestegg_core.config.sizes import format_size
 from nestegg_core.errors import NotFound, UpstreamError, UpstreamTimeout
 from nestegg_core.simple.models import ProjectPage
@@ -145,11 +145,13 @@ class HttpFetcher:
         index_url: str,
         *,
         timeout: float = 30.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_page_size: int = MAX_PAGE_SIZE,
         page_deadline: float = PAGE_DEADLINE,
     ) -> None:
         self.index_url = index_url.rstrip("/") + "/"
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self.max_page_size = max_page_size
         self.page_deadline = page_deadline
         self._local = threading.local()
@@ -255,7 +257,9 @@ class HttpFetcher:
         auth: tuple[str, str] | None = None,
     ) -> requests.Response:
         try:
-            return self.session.get(url, headers=headers, timeout=self.timeout, stream=stream, auth=auth)
+            return self.session.get(
+                url, headers=headers, timeout=(self.connect_timeout, self.timeout), stream=stream, auth=auth
+            )
         except requests.RequestException as exc:
             raise self._failure(url, exc) from None
 
@@ -313,6 +317,8 @@ class HttpFetcher:
 
     def _failure(self, url: str, exc: Exception) -> UpstreamError:
         """Ours for a failure of requests (or urllib3 under it) to get an answer or read its body."""
+        if isinstance(exc, requests.ConnectTimeout):
+            return UpstreamTimeout(f"upstream {mask_url(url)} did not connect in {self.connect_timeout:g}s")
         if isinstance(exc, requests.Timeout):
             return UpstreamTimeout(f"upstream {mask_url(url)} did not answer in {self.timeout:g}s")
         # a body that stops coming is a timeout too; requests reports it as a ConnectionError
