@@ -203,10 +203,11 @@ def test_refused_upstream_serves_the_warm_cache_and_says_so_for_the_rest(
     assert http.get(cold.index_url + "pkg/", headers={"Accept": JSON}).json() == page
     body = http.get(f"{cold.url}/files/pkg/{wheel}").content
     assert sha256(body) == hashes[wheel]
+    # the upstream refused the page above: its circuit answers at once, and says why
     message = assert_clear_error(http.get(cold.index_url + "other/"), 502)
-    assert "cannot reach upstream" in message
+    assert "(connection refused)" in message
     assert verify_cache(cache(cold), hashes) == 1
-    assert "cannot reach upstream" in assert_clear_error(http.get(nowhere.index_url + "pkg/"), 502)
+    assert "(connection refused)" in assert_clear_error(http.get(nowhere.index_url + "pkg/"), 502)
 
 
 @pytest.mark.parametrize("fault", ScriptedIndex.FAULTS)
@@ -239,8 +240,8 @@ def test_page_faults_keep_warm_pages_and_fail_cold_ones_clearly(
         timeout = fault in ("hang", "stall")
         message = assert_clear_error(cold, 504 if timeout else 502)
         assert "cold" in message
-        if timeout:
-            assert f"{TIMEOUT:g}s" in message
+        if timeout:  # the warm page's revalidation above waited; its circuit answers this one at once
+            assert "is unreachable (timed out)" in message
     assert verify_cache(cache(scripted_mirror)) == 1
 
 
@@ -260,6 +261,7 @@ def test_file_faults_before_any_byte_are_clear_errors(
     assert head.status_code == (504 if fault == "hang" else 502)
     assert verify_cache(cache(scripted_mirror)) == 0
     scripted.file_fault.clear()
+    scripted_mirror.repository.circuits.reset()  # the upstream is back, as the circuit's probe finds
     for filename in (wheel, sdist):
         body = http.get(f"{scripted_mirror.url}/files/pkg/{filename}").content
         assert sha256(body) == sha256(scripted.files[filename])
@@ -305,6 +307,7 @@ def test_metadata_that_never_comes_is_a_timeout(
         assert_clear_error(http.get(f"{mirror.url}/files/pkg/{wheel}.metadata"), 504)
     finally:
         faults.gate.set()
+    mirror.repository.circuits.reset()  # the upstream is back, as the circuit's probe finds
     assert http.get(f"{mirror.url}/files/pkg/{wheel}.metadata").content.startswith(b"Metadata-Version")
 
 

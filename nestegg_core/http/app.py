@@ -14,7 +14,7 @@ from typing import Protocol
 
 from packaging.utils import canonicalize_name
 
-from nestegg_core.errors import BodyTooLarge, BuildError, Busy, NesteggError, NotFound
+from nestegg_core.errors import BodyTooLarge, Busy, NesteggError, NotFound
 from nestegg_core.index.downloads import ClientGone
 from nestegg_core.index.repository import Repository
 from nestegg_core.simple.clients import profile_from_user_agent
@@ -90,8 +90,8 @@ class NesteggApp:
         except ClientGone:
             raise  # nobody to answer: the server ends the request
         except NesteggError as exc:
-            # pip shows the reason phrase of a failed page, not the body: put a build's log path there
-            reason = str(exc) if isinstance(exc, BuildError) else None
+            # pip shows the reason phrase of a failed page, not the body: a build's log path, an outage
+            reason = str(exc) if exc.in_reason else None
             later = exc.retry_after if isinstance(exc, Busy) else None
             return error(environ, start_response, exc.status, str(exc), reason, retry_after=later)
         except Exception:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from packaging.utils import NormalizedName
 
-from nestegg_core.errors import NesteggError, NotFound, UnsafePath, UpstreamError
+from nestegg_core.errors import NesteggError, NotFound, UnsafePath, UpstreamDown, UpstreamError
 from nestegg_core.simple.models import DistFile, ProjectPage, is_dist_filename
 from nestegg_core.storage import store as _store
 from nestegg_core.storage.fs import scan_below
@@ -20,6 +20,7 @@ from nestegg_core.storage.pagestate import PageState
 from nestegg_core.storage.store import CacheStore, PageStamp
 from nestegg_core.waits import blocking
 
+from .circuit import Circuit
 from .upstream import Fetched, Fetcher
 
 logger = logging.getLogger(__name__)
@@ -69,8 +70,11 @@ class MirrorIndex:
         clock: Callable[[], float] = time.time,
         max_files: int = MAX_FILES,
         max_entries: int = MAX_ENTRIES,
+        circuit: Circuit | None = None,
     ) -> None:
         self.store = store
+        #: the upstream's circuit, told what was served in its place while it was down
+        self.circuit = circuit
         self.fetcher = fetcher
         self.ttl = ttl
         self.offline = offline
@@ -384,15 +388,27 @@ class MirrorIndex:
                     self._loaded_files -= self._loaded.pop(name, 0)
             return
         except UpstreamError as exc:
+            # an upstream that cannot be reached is said once, by its circuit, not once per page
+            down = exc.unreachable is not None and self.circuit is not None
             if entry.page is None:
                 kept = self.store.kept_files(name)
                 if not kept:
                     if self.offline:
                         raise NotFound(f"offline: project {name!r} is not in the cache") from None
+                    if down and self.circuit is not None and exc.unreachable is not None:
+                        self.circuit.missed(name)
+                        raise UpstreamDown(
+                            f"the cache has nothing for {name!r} and upstream {self.circuit.upstream} "
+                            f"is unreachable ({exc.unreachable})",
+                            reason=exc.unreachable,
+                        ) from None
                     raise
                 entry.page = ProjectPage.build(name, kept)
                 entry.reloadable = False
-            if not self.offline:
+            if down and self.circuit is not None:
+                self.circuit.served_stale()
+                logger.debug("%s; serving the cached page of %r", exc, name)
+            elif not self.offline:
                 logger.warning("%s; serving the cached page of %r", exc, name)
             entry.fresh_until = self.clock() + min(self.ttl, RETRY_AFTER)
             return

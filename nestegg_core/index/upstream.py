@@ -16,7 +16,16 @@ import urllib3
 from nestegg_core._version import __version__
 from nestegg_core.config.config import DEFAULT_CONNECT_TIMEOUT, MAX_PAGE_SIZE, PAGE_DEADLINE
 from nestegg_core.config.sizes import format_size
-from nestegg_core.errors import NotFound, UpstreamError, UpstreamTimeout
+from nestegg_core.errors import (
+    CONNECTION_FAILED,
+    NOT_RESOLVED,
+    REFUSED,
+    TIMED_OUT,
+    NotFound,
+    UpstreamError,
+    UpstreamTimeout,
+    unreachable,
+)
 from nestegg_core.simple.models import ProjectPage
 from nestegg_core.simple.parse import PageTooLarge, parse_project_stream
 from nestegg_core.urls import mask_url, without_credentials
@@ -316,20 +325,48 @@ class HttpFetcher:
             raise self._failure(url, exc) from None
 
     def _failure(self, url: str, exc: Exception) -> UpstreamError:
-        """Ours for a failure of requests (or urllib3 under it) to get an answer or read its body."""
+        """Ours for a failure of requests (or urllib3 under it) to get an answer or read its body;
+        one that never reached the upstream, or that waited for it in vain, says why
+        (:attr:`UpstreamError.unreachable`)."""
         if isinstance(exc, requests.ConnectTimeout):
-            return UpstreamTimeout(f"upstream {mask_url(url)} did not connect in {self.connect_timeout:g}s")
+            error: UpstreamError = UpstreamTimeout(
+                f"upstream {mask_url(url)} did not connect in {self.connect_timeout:g}s"
+            )
+            return unreachable(error, TIMED_OUT)
         if isinstance(exc, requests.Timeout):
-            return UpstreamTimeout(f"upstream {mask_url(url)} did not answer in {self.timeout:g}s")
+            error = UpstreamTimeout(f"upstream {mask_url(url)} did not answer in {self.timeout:g}s")
+            return unreachable(error, TIMED_OUT)
         # a body that stops coming is a timeout too; requests reports it as a ConnectionError
         if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError)) or (
             isinstance(exc, requests.ConnectionError)
             and any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
         ):
-            return UpstreamTimeout(f"upstream {mask_url(url)} stalled for {self.timeout:g}s")
+            error = UpstreamTimeout(f"upstream {mask_url(url)} stalled for {self.timeout:g}s")
+            return unreachable(error, TIMED_OUT)
         if isinstance(exc, requests.ConnectionError):
+            reason = _connection_failure(exc)
+            if reason is not None:
+                return unreachable(UpstreamError(f"cannot reach upstream {mask_url(url)} ({reason})"), reason)
             return UpstreamError(f"cannot reach upstream {mask_url(url)} (ConnectionError)")
         return UpstreamError(f"cannot reach upstream {mask_url(url)} ({type(exc).__name__})")
+
+
+def _connection_failure(exc: requests.ConnectionError) -> str | None:
+    """Why a connection to the upstream was never made (None: it was, and broke off later)."""
+    causes = [arg.reason if isinstance(arg, urllib3.exceptions.MaxRetryError) else arg for arg in exc.args]
+    for cause in causes:
+        if isinstance(cause, urllib3.exceptions.NameResolutionError):
+            return NOT_RESOLVED
+        if isinstance(cause, urllib3.exceptions.NewConnectionError):
+            seen: BaseException | None = cause
+            for _ in range(8):  # the OS error is a few causes down
+                if seen is None:
+                    break
+                if isinstance(seen, ConnectionRefusedError):
+                    return REFUSED
+                seen = seen.__cause__ or seen.__context__
+            return REFUSED if "refused" in str(cause).lower() else CONNECTION_FAILED
+    return None
 
 
 class OfflineFetcher:
