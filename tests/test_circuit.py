@@ -197,3 +197,45 @@ def test_only_a_failure_to_reach_the_upstream_opens_its_circuit(error: Exception
     if isinstance(error, UpstreamError):
         circuit.failed(error, lambda: None)
     assert (circuit.reason is not None) is opens
+
+
+# negative answers kept ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("down", ["hanging", "refused"])
+def test_a_404_is_kept_and_stays_a_404_while_the_upstream_is_down(
+    tmp_path: Path, switch: Switch, http: requests.Session, down: str
+) -> None:
+    mirror = warm_mirror(tmp_path, switch.server.index_url)
+    try:
+        assert http.get(f"{mirror.index_url}absent/", timeout=10).status_code == 404
+        assert http.get(f"{mirror.index_url}p0/", timeout=10).status_code == 200
+    finally:
+        mirror.stop()
+    if down == "hanging":
+        switch.hang = True
+    else:
+        switch.server.__exit__()
+    # the next run: a new process on the same cache, every page past its TTL
+    again = warm_mirror(tmp_path, switch.server.index_url)
+    try:
+        assert http.get(f"{again.index_url}p0/", timeout=30).status_code == 200  # stale
+        for _ in range(2):
+            answer = http.get(f"{again.index_url}absent/", timeout=30)
+            assert answer.status_code == 404, answer.text
+            assert "absent" in answer.text
+    finally:
+        again.stop()
+
+
+def test_a_kept_404_is_not_asked_again_within_the_ttl_by_the_next_run(
+    tmp_path: Path, switch: Switch, http: requests.Session
+) -> None:
+    config = Config(nestegg_dir=tmp_path / "nest", port=0, index_url=switch.server.index_url, ttl=600)
+    for _ in range(2):
+        mirror = Mirror(config).start()
+        try:
+            assert http.get(f"{mirror.index_url}absent/", timeout=10).status_code == 404
+        finally:
+            mirror.stop()
+    assert switch.server.count("/simple/absent/") == 1

@@ -372,9 +372,15 @@ class MirrorIndex:
                 if self.clock() < entry.fresh_until:
                     return
         state = entry.state
+        missing = self.store.missing_since(name) if state is None and entry.page is None else None
+        if missing is not None and self.fresh(missing):
+            # a 404 is kept like a page: not asked again within its TTL, in this process or the next
+            entry.missing_until = missing + self.ttl
+            return
         try:
             fetched = self._fetch(name, state)
         except NotFound:
+            self._note_missing(name)
             kept = self.store.kept_files(name)
             if kept:
                 logger.info("upstream has no project %r; serving its %d cached files", name, len(kept))
@@ -388,29 +394,7 @@ class MirrorIndex:
                     self._loaded_files -= self._loaded.pop(name, 0)
             return
         except UpstreamError as exc:
-            # an upstream that cannot be reached is said once, by its circuit, not once per page
-            down = exc.unreachable is not None and self.circuit is not None
-            if entry.page is None:
-                kept = self.store.kept_files(name)
-                if not kept:
-                    if self.offline:
-                        raise NotFound(f"offline: project {name!r} is not in the cache") from None
-                    if down and self.circuit is not None and exc.unreachable is not None:
-                        self.circuit.missed(name)
-                        raise UpstreamDown(
-                            f"the cache has nothing for {name!r} and upstream {self.circuit.upstream} "
-                            f"is unreachable ({exc.unreachable})",
-                            reason=exc.unreachable,
-                        ) from None
-                    raise
-                entry.page = ProjectPage.build(name, kept)
-                entry.reloadable = False
-            if down and self.circuit is not None:
-                self.circuit.served_stale()
-                logger.debug("%s; serving the cached page of %r", exc, name)
-            elif not self.offline:
-                logger.warning("%s; serving the cached page of %r", exc, name)
-            entry.fresh_until = self.clock() + min(self.ttl, RETRY_AFTER)
+            self._unanswered(name, entry, exc, missing)
             return
         now = self.clock()
         if fetched.page is None:  # 304: the page we hold is still right
@@ -424,6 +408,40 @@ class MirrorIndex:
             page=fetched.page, etag=fetched.etag, last_modified=fetched.last_modified, checked=now
         )
         self._use(name, entry, state, self._save(state))
+
+    def _unanswered(
+        self, name: NormalizedName, entry: _Entry, exc: UpstreamError, missing: float | None
+    ) -> None:
+        """The upstream failed: the page held (or made of the cached files) is served stale, a
+        404 it gave stays a 404; else the failure is raised, in a line that says what is missing."""
+        # an upstream that cannot be reached is said once, by its circuit, not once per page
+        down = exc.unreachable is not None and self.circuit is not None
+        if entry.page is None:
+            kept = self.store.kept_files(name)
+            if not kept:
+                if missing is not None:
+                    # what the upstream said last stands while it cannot say more: still a 404
+                    logger.debug("%s; %r is still missing, as the upstream said", exc, name)
+                    entry.missing_until = self.clock() + min(self.ttl, RETRY_AFTER)
+                    return
+                if self.offline:
+                    raise NotFound(f"offline: project {name!r} is not in the cache") from None
+                if down and self.circuit is not None and exc.unreachable is not None:
+                    self.circuit.missed(name)
+                    raise UpstreamDown(
+                        f"the cache has nothing for {name!r} and upstream {self.circuit.upstream} "
+                        f"is unreachable ({exc.unreachable})",
+                        reason=exc.unreachable,
+                    ) from None
+                raise exc
+            entry.page = ProjectPage.build(name, kept)
+            entry.reloadable = False
+        if down and self.circuit is not None:
+            self.circuit.served_stale()
+            logger.debug("%s; serving the cached page of %r", exc, name)
+        elif not self.offline:
+            logger.warning("%s; serving the cached page of %r", exc, name)
+        entry.fresh_until = self.clock() + min(self.ttl, RETRY_AFTER)
 
     def _fetch(self, name: NormalizedName, state: PageState | None) -> Fetched:
         """The upstream's answer for ``name``; any failure to get or read it is an UpstreamError
@@ -446,9 +464,17 @@ class MirrorIndex:
             )
         return fetched
 
+    def _note_missing(self, name: NormalizedName) -> None:
+        try:
+            self.store.note_missing(name, self.clock())
+        except (OSError, UnsafePath) as exc:
+            logger.warning("cannot keep that the upstream has no %r: %s", name, exc)
+
     def _save(self, state: PageState) -> PageStamp | None:
         """Write the state; its file's stamp, or None when it could not be written."""
         try:
+            if self.store.missing_since(state.page.name) is not None:
+                self.store.forget_missing(state.page.name)
             return self.store.write_page(state)
         except (OSError, UnsafePath) as exc:
             logger.warning("cannot write cache state of %r: %s", state.page.name, exc)
