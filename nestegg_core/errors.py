@@ -28,6 +28,13 @@ class NotFound(NesteggError):
     status = 404
 
 
+class NotCached(NotFound):
+    """A project the cache has nothing of while the upstream cannot be asked (offline): the
+    reason phrase says so, as pip shows that and not the body."""
+
+    in_reason = True
+
+
 class UnsafePath(NesteggError):
     """A symbolic link (or a file of another kind) where the nest keeps a folder or file of its own:
     nestegg never follows a link below its dir, so another user of a shared cache cannot make it

@@ -239,3 +239,34 @@ def test_a_kept_404_is_not_asked_again_within_the_ttl_by_the_next_run(
         finally:
             mirror.stop()
     assert switch.server.count("/simple/absent/") == 1
+
+
+# what pip shows: the reason phrase ------------------------------------------------------------
+
+
+def test_an_empty_cache_offline_says_so_in_the_reason_phrase(tmp_path: Path, http: requests.Session) -> None:
+    config = Config(nestegg_dir=tmp_path / "nest", port=0, index_url="http://example.invalid/simple/")
+    mirror = Mirror(config.with_changes(offline=True)).start()
+    try:
+        answer = http.get(f"{mirror.index_url}never-cached/", timeout=10)
+        assert answer.status_code == 404
+        assert "the cache has nothing for 'never-cached'" in answer.reason
+        assert "offline" in answer.reason
+        assert answer.text.count("\n") == 1
+    finally:
+        mirror.stop()
+
+
+def test_a_name_never_cached_behind_an_unreachable_upstream_says_so_in_the_reason_phrase(
+    tmp_path: Path, switch: Switch, http: requests.Session
+) -> None:
+    mirror = warm_mirror(tmp_path, switch.server.index_url)
+    try:
+        switch.server.__exit__()
+        for name in ("one", "two"):
+            answer = http.get(f"{mirror.index_url}{name}/", timeout=30)
+            assert answer.status_code == 502
+            assert f"the cache has nothing for {name!r}" in answer.reason
+            assert "is unreachable (connection refused)" in answer.reason
+    finally:
+        mirror.stop()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from packaging.utils import NormalizedName
 
-from nestegg_core.errors import NesteggError, NotFound, UnsafePath, UpstreamDown, UpstreamError
+from nestegg_core.errors import NesteggError, NotCached, NotFound, UnsafePath, UpstreamDown, UpstreamError
 from nestegg_core.simple.models import DistFile, ProjectPage, is_dist_filename
 from nestegg_core.storage import store as _store
 from nestegg_core.storage.fs import scan_below
@@ -379,8 +379,10 @@ class MirrorIndex:
             return
         try:
             fetched = self._fetch(name, state)
-        except NotFound:
-            self._note_missing(name)
+        except NotFound as exc:
+            offline = isinstance(exc, NotCached)  # the upstream said nothing: nothing to keep
+            if not offline:
+                self._note_missing(name)
             kept = self.store.kept_files(name)
             if kept:
                 logger.info("upstream has no project %r; serving its %d cached files", name, len(kept))
@@ -388,6 +390,8 @@ class MirrorIndex:
                 # the state on disk is not what is served: _catch_up must not take it in
                 self._use(name, entry, state, self.store.page_stamp(name), kept=kept)
             else:
+                if offline:
+                    raise
                 entry.page = entry.state = None
                 entry.missing_until = self.clock() + min(self.ttl, 60.0)
                 with self._guard:
@@ -425,7 +429,9 @@ class MirrorIndex:
                     entry.missing_until = self.clock() + min(self.ttl, RETRY_AFTER)
                     return
                 if self.offline:
-                    raise NotFound(f"offline: project {name!r} is not in the cache") from None
+                    raise NotCached(
+                        f"the cache has nothing for {name!r} and nestegg is offline: no upstream is asked"
+                    ) from None
                 if down and self.circuit is not None and exc.unreachable is not None:
                     self.circuit.missed(name)
                     raise UpstreamDown(

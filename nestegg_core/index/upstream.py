@@ -21,6 +21,7 @@ from nestegg_core.errors import (
     NOT_RESOLVED,
     REFUSED,
     TIMED_OUT,
+    NotCached,
     NotFound,
     UpstreamError,
     UpstreamTimeout,
@@ -373,7 +374,7 @@ class OfflineFetcher:
     """The fetcher of an offline mirror: every upstream question fails at once."""
 
     def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
-        raise NotFound(f"offline: project {name!r} is not in the cache")
+        raise NotCached(f"the cache has nothing for {name!r} and nestegg is offline: no upstream is asked")
 
     def open(self, url: str) -> FileStream:
         raise NotFound(f"offline: {mask_url(url)} is not in the cache")
