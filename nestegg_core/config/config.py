@@ -46,6 +46,9 @@ DEFAULT_PORT = 7654
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_TTL = 600.0
 DEFAULT_TIMEOUT = 30.0
+#: seconds to connect: the upstream is usually a CDN a few milliseconds away, and a network that
+#: drops packets should cost seconds, not the read timeout
+DEFAULT_CONNECT_TIMEOUT = 3.0
 DEFAULT_MAX_UPLOAD = 200 * 1024 * 1024
 DEFAULT_SENDFILE_PREFIX = "/_nestegg/"
 DEFAULT_CI_INTERVAL = 300.0
@@ -162,6 +165,9 @@ class Config:
     )
     timeout: float = setting(
         DEFAULT_TIMEOUT, kind=TIMEOUT, description="seconds each read from the upstream may take"
+    )
+    connect_timeout: float = setting(
+        DEFAULT_CONNECT_TIMEOUT, kind=TIMEOUT, description="seconds a connection to the upstream may take"
     )
     offline: bool = setting(
         False,

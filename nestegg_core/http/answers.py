@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
-from nestegg_core.errors import BuildError, NesteggError, Unavailable
+from nestegg_core.errors import NesteggError, Unavailable
 
 from .types import Environ, StartResponse
 
@@ -86,8 +86,8 @@ def failed(
     environ: Environ, start_response: StartResponse, exc: NesteggError, *, exc_info: Any = None
 ) -> Iterable[bytes]:
     """The answer of an error of ours: its status, its message, a Retry-After for a 503."""
-    # pip shows the reason phrase of a failed page, not the body: put a build's log path there
-    reason = str(exc) if isinstance(exc, BuildError) else None
+    # pip shows the reason phrase of a failed page, not the body: a build's log path, an outage
+    reason = str(exc) if exc.in_reason else None
     retry = exc.retry_after if isinstance(exc, Unavailable) else None
     return error(environ, start_response, exc.status, str(exc), reason, retry_after=retry, exc_info=exc_info)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from packaging.utils import NormalizedName
 
-from nestegg_core.errors import NesteggError, NotFound, UnsafePath, UpstreamError
+from nestegg_core.errors import NesteggError, NotCached, NotFound, UnsafePath, UpstreamDown, UpstreamError
 from nestegg_core.simple.models import DistFile, ProjectPage, is_dist_filename
 from nestegg_core.storage import store as _store
 from nestegg_core.storage.fs import scan_below
@@ -20,6 +20,7 @@ from nestegg_core.storage.pagestate import PageState
 from nestegg_core.storage.store import CacheStore, PageStamp
 from nestegg_core.waits import blocking
 
+from .circuit import Circuit
 from .upstream import Fetched, Fetcher
 
 logger = logging.getLogger(__name__)
@@ -69,8 +70,11 @@ class MirrorIndex:
         clock: Callable[[], float] = time.time,
         max_files: int = MAX_FILES,
         max_entries: int = MAX_ENTRIES,
+        circuit: Circuit | None = None,
     ) -> None:
         self.store = store
+        #: the upstream's circuit, told what was served in its place while it was down
+        self.circuit = circuit
         self.fetcher = fetcher
         self.ttl = ttl
         self.offline = offline
@@ -374,9 +378,17 @@ class MirrorIndex:
                 if self.clock() < entry.fresh_until:
                     return
         state = entry.state
+        missing = self.store.missing_since(name) if state is None and entry.page is None else None
+        if missing is not None and self.fresh(missing):
+            # a 404 is kept like a page: not asked again within its TTL, in this process or the next
+            entry.missing_until = missing + self.ttl
+            return
         try:
             fetched = self._fetch(name, state)
-        except NotFound:
+        except NotFound as exc:
+            offline = isinstance(exc, NotCached)  # the upstream said nothing: nothing to keep
+            if not offline:
+                self._note_missing(name)
             kept = self.store.kept_files(name)
             if kept:
                 logger.info("upstream has no project %r; serving its %d cached files", name, len(kept))
@@ -384,23 +396,15 @@ class MirrorIndex:
                 # the state on disk is not what is served: _catch_up must not take it in
                 self._use(name, entry, state, self.store.page_stamp(name), kept=kept)
             else:
+                if offline:
+                    raise
                 entry.page = entry.state = None
                 entry.missing_until = self.clock() + min(self.ttl, 60.0)
                 with self._guard:
                     self._loaded_files -= self._loaded.pop(name, 0)
             return
         except UpstreamError as exc:
-            if entry.page is None:
-                kept = self.store.kept_files(name)
-                if not kept:
-                    if self.offline:
-                        raise NotFound(f"offline: project {name!r} is not in the cache") from None
-                    raise
-                entry.page = ProjectPage.build(name, kept)
-                entry.reloadable = False
-            if not self.offline:
-                logger.warning("%s; serving the cached page of %r", exc, name)
-            entry.fresh_until = self.clock() + min(self.ttl, RETRY_AFTER)
+            self._unanswered(name, entry, exc, missing)
             return
         now = self.clock()
         if fetched.page is None:  # 304: the page we hold is still right
@@ -414,6 +418,42 @@ class MirrorIndex:
             page=fetched.page, etag=fetched.etag, last_modified=fetched.last_modified, checked=now
         )
         self._use(name, entry, state, self._save(state))
+
+    def _unanswered(
+        self, name: NormalizedName, entry: _Entry, exc: UpstreamError, missing: float | None
+    ) -> None:
+        """The upstream failed: the page held (or made of the cached files) is served stale, a
+        404 it gave stays a 404; else the failure is raised, in a line that says what is missing."""
+        # an upstream that cannot be reached is said once, by its circuit, not once per page
+        down = exc.unreachable is not None and self.circuit is not None
+        if entry.page is None:
+            kept = self.store.kept_files(name)
+            if not kept:
+                if missing is not None:
+                    # what the upstream said last stands while it cannot say more: still a 404
+                    logger.debug("%s; %r is still missing, as the upstream said", exc, name)
+                    entry.missing_until = self.clock() + min(self.ttl, RETRY_AFTER)
+                    return
+                if self.offline:
+                    raise NotCached(
+                        f"the cache has nothing for {name!r} and nestegg is offline: no upstream is asked"
+                    ) from None
+                if down and self.circuit is not None and exc.unreachable is not None:
+                    self.circuit.missed(name)
+                    raise UpstreamDown(
+                        f"the cache has nothing for {name!r} and upstream {self.circuit.upstream} "
+                        f"is unreachable ({exc.unreachable})",
+                        reason=exc.unreachable,
+                    ) from None
+                raise exc
+            entry.page = ProjectPage.build(name, kept)
+            entry.reloadable = False
+        if down and self.circuit is not None:
+            self.circuit.served_stale()
+            logger.debug("%s; serving the cached page of %r", exc, name)
+        elif not self.offline:
+            logger.warning("%s; serving the cached page of %r", exc, name)
+        entry.fresh_until = self.clock() + min(self.ttl, RETRY_AFTER)
 
     def _fetch(self, name: NormalizedName, state: PageState | None) -> Fetched:
         """The upstream's answer for ``name``; any failure to get or read it is an UpstreamError
@@ -436,9 +476,17 @@ class MirrorIndex:
             )
         return fetched
 
+    def _note_missing(self, name: NormalizedName) -> None:
+        try:
+            self.store.note_missing(name, self.clock())
+        except (OSError, UnsafePath) as exc:
+            logger.warning("cannot keep that the upstream has no %r: %s", name, exc)
+
     def _save(self, state: PageState) -> PageStamp | None:
         """Write the state; its file's stamp, or None when it could not be written."""
         try:
+            if self.store.missing_since(state.page.name) is not None:
+                self.store.forget_missing(state.page.name)
             return self.store.write_page(state)
         except (OSError, UnsafePath) as exc:
             logger.warning("cannot write cache state of %r: %s", state.page.name, exc)

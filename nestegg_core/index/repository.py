@@ -50,6 +50,7 @@ from nestegg_core.storage.usage import SizeLimit, mark_used
 from nestegg_core.urls import mask_url
 from nestegg_core.waits import blocking
 
+from .circuit import CircuitFetcher, Circuits
 from .counting import CountingFetcher
 from .downloads import Download, Downloads
 from .mirror import MirrorIndex
@@ -139,17 +140,24 @@ class Repository:
                 else HttpFetcher(
                     config.upstream_url,
                     timeout=config.timeout,
+                    connect_timeout=config.connect_timeout,
                     max_page_size=config.max_page_size,
                     page_deadline=config.page_deadline,
                     via_token=self.via_token,
                 )
             )
+        #: the upstreams that could not be reached, not waited for again at once
+        self.circuits = Circuits(config.upstream_url)
+        if not config.offline:
+            fetcher = CircuitFetcher(fetcher, self.circuits)
         #: counts of every process of the nest (``/metrics``)
         self.counters = Counters(config.nestegg_dir)
         fetcher = CountingFetcher(fetcher, self.counters)
         self.fetcher = fetcher
         self.store = CacheStore(config.nestegg_dir, config.upstream_url)
-        self.mirror = MirrorIndex(self.store, fetcher, ttl=config.ttl, offline=config.offline)
+        self.mirror = MirrorIndex(
+            self.store, fetcher, ttl=config.ttl, offline=config.offline, circuit=self.circuits.index
+        )
         #: the mirror's pages as last rendered, served while nothing they were made from changes
         self.pages = RenderedPages(self.store.rendered, root=self.store.root)
         self._pages_dir = str(self.store.page_path(NormalizedName("x")).parent)

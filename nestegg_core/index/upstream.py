@@ -19,15 +19,21 @@ import requests
 import urllib3
 
 from nestegg_core._version import __version__
-from nestegg_core.config.config import MAX_PAGE_SIZE, PAGE_DEADLINE
+from nestegg_core.config.config import DEFAULT_CONNECT_TIMEOUT, MAX_PAGE_SIZE, PAGE_DEADLINE
 from nestegg_core.config.sizes import format_size
 from nestegg_core.errors import (
+    CONNECTION_FAILED,
+    NOT_RESOLVED,
+    REFUSED,
+    TIMED_OUT,
     NesteggError,
+    NotCached,
     NotFound,
     UpstreamError,
     UpstreamTimeout,
     no_files_left,
     out_of_files,
+    unreachable,
 )
 from nestegg_core.simple.models import ProjectPage
 from nestegg_core.simple.parse import PageTooLarge, parse_project_stream
@@ -276,6 +282,7 @@ class HttpFetcher:
         index_url: str,
         *,
         timeout: float = 30.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_page_size: int = MAX_PAGE_SIZE,
         page_deadline: float = PAGE_DEADLINE,
         via_token: str | None = None,
@@ -284,6 +291,7 @@ class HttpFetcher:
         #: the name of the mirror in the Via header of its requests (see ``VIA_PREFIX``)
         self.via_token = via_token or new_via_token()
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self.max_page_size = max_page_size
         self.page_deadline = page_deadline
         self._local = threading.local()
@@ -448,7 +456,9 @@ class HttpFetcher:
     ) -> requests.Response:
         headers = {**headers, "Via": _via(self.via_token)}
         try:
-            return self.session.get(url, headers=headers, timeout=self.timeout, stream=stream, auth=auth)
+            return self.session.get(
+                url, headers=headers, timeout=(self.connect_timeout, self.timeout), stream=stream, auth=auth
+            )
         except requests.RequestException as exc:
             raise self._failure(url, exc) from None
         except ValueError as exc:  # a redirect to a URL urllib3 cannot read ("http://[::1")
@@ -509,27 +519,57 @@ class HttpFetcher:
             raise self._failure(url, exc) from None
 
     def _failure(self, url: str, exc: Exception) -> NesteggError:
-        """Ours for a failure of requests (or urllib3 under it) to get an answer or read its body."""
+        """Ours for a failure of requests (or urllib3 under it) to get an answer or read its body;
+        one that never reached the upstream, or that waited for it in vain, says why
+        (:attr:`UpstreamError.unreachable`)."""
         if out_of_files(exc):
             return no_files_left("reach the upstream")
+        if isinstance(exc, requests.ConnectTimeout):
+            error: UpstreamError = UpstreamTimeout(
+                f"upstream {mask_url(url)} did not connect in {self.connect_timeout:g}s"
+            )
+            return unreachable(error, TIMED_OUT)
         if isinstance(exc, requests.Timeout):
-            return UpstreamTimeout(f"upstream {mask_url(url)} did not answer in {self.timeout:g}s")
+            error = UpstreamTimeout(f"upstream {mask_url(url)} did not answer in {self.timeout:g}s")
+            return unreachable(error, TIMED_OUT)
         # a body that stops coming is a timeout too; requests reports it as a ConnectionError
         if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError)) or (
             isinstance(exc, requests.ConnectionError)
             and any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
         ):
-            return UpstreamTimeout(f"upstream {mask_url(url)} stalled for {self.timeout:g}s")
+            error = UpstreamTimeout(f"upstream {mask_url(url)} stalled for {self.timeout:g}s")
+            return unreachable(error, TIMED_OUT)
         if isinstance(exc, requests.ConnectionError):
+            reason = _connection_failure(exc)
+            if reason is not None:
+                return unreachable(UpstreamError(f"cannot reach upstream {mask_url(url)} ({reason})"), reason)
             return UpstreamError(f"cannot reach upstream {mask_url(url)} (ConnectionError)")
         return UpstreamError(f"cannot reach upstream {mask_url(url)} ({type(exc).__name__})")
+
+
+def _connection_failure(exc: requests.ConnectionError) -> str | None:
+    """Why a connection to the upstream was never made (None: it was, and broke off later)."""
+    causes = [arg.reason if isinstance(arg, urllib3.exceptions.MaxRetryError) else arg for arg in exc.args]
+    for cause in causes:
+        if isinstance(cause, urllib3.exceptions.NameResolutionError):
+            return NOT_RESOLVED
+        if isinstance(cause, urllib3.exceptions.NewConnectionError):
+            seen: BaseException | None = cause
+            for _ in range(8):  # the OS error is a few causes down
+                if seen is None:
+                    break
+                if isinstance(seen, ConnectionRefusedError):
+                    return REFUSED
+                seen = seen.__cause__ or seen.__context__
+            return REFUSED if "refused" in str(cause).lower() else CONNECTION_FAILED
+    return None
 
 
 class OfflineFetcher:
     """The fetcher of an offline mirror: every upstream question fails at once."""
 
     def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
-        raise NotFound(f"offline: project {name!r} is not in the cache")
+        raise NotCached(f"the cache has nothing for {name!r} and nestegg is offline: no upstream is asked")
 
     def open(self, url: str) -> FileStream:
         raise NotFound(f"offline: {mask_url(url)} is not in the cache")

@@ -130,6 +130,8 @@ class CacheStore:
         self.key = upstream_key(upstream) if key is None else key
         self.pages = root / "mirror" / self.key / "pages"
         self.files = root / "mirror" / self.key / "files"
+        #: names the upstream answered 404 for, each with when it said so
+        self.missing = root / "mirror" / self.key / "missing"
         self.locks = root / "locks" / self.key
         #: the mirror's pages as rendered for clients (``pagefiles``)
         self.rendered = root / "mirror" / self.key / "rendered"
@@ -172,6 +174,27 @@ class CacheStore:
             return _stamp(os.lstat(self.page_path(name)))
         except OSError:
             return None
+
+    def note_missing(self, name: NormalizedName, checked: float) -> None:
+        """Keep that the upstream said ``name`` is not there, at ``checked``."""
+        write_atomic(self.missing / name, f"{checked!r}\n".encode("ascii"), root=self.root)
+
+    def missing_since(self, name: NormalizedName) -> float | None:
+        """When the upstream last said ``name`` is not there; None if it never did (or said more since)."""
+        try:
+            with open_read(self.root, self.missing / name) as handle:
+                text = handle.read(64)
+            return float(text.decode("ascii"))
+        except FileNotFoundError:
+            return None
+        except (OSError, UnsafePath, ValueError) as exc:  # a damaged note: asked again, never an outage
+            logger.debug("ignoring the note of a missing project %r: %s", name, exc)
+            return None
+
+    def forget_missing(self, name: NormalizedName) -> None:
+        """The upstream has a page of ``name`` now."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.missing / name)
 
     # files -------------------------------------------------------------------------------
 
