@@ -595,14 +595,14 @@ def one_file() -> Iterator[OneFile]:
 
 
 def raw_get(
-    port: int, path: str, *, seconds: float = 20.0, limit: int = 16 << 20
+    port: int, path: str, *, seconds: float = 20.0, limit: int = 16 << 20, version: str = "1.1"
 ) -> tuple[int, dict[str, str], bytes]:
     """A GET read off a socket until the server closes, ``seconds`` pass or ``limit`` bytes come:
     the status, the header fields and the body (as sent: chunked, if it was)."""
     deadline = time.monotonic() + seconds
     data = b""
     with socket.create_connection(("127.0.0.1", port), timeout=seconds) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        sock.sendall(f"GET {path} HTTP/{version}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         while len(data) < limit and (left := deadline - time.monotonic()) > 0:
             sock.settimeout(left)
             try:
@@ -672,6 +672,25 @@ def test_an_over_long_body_never_gives_a_client_a_complete_answer(
     status, _, body = raw_get(mirror.port, path)
     assert (status, body) == (200, PAYLOAD)
     assert verify_cache(cache(mirror), {one_file.filename: sha256(PAYLOAD)}) == 1
+
+
+@pytest.mark.parametrize("tampered", [True, False], ids=["tampered", "right"])
+def test_an_http_1_0_client_never_gets_a_file_of_unknown_size_before_its_check(
+    one_file: OneFile, make_mirror: MirrorFactory, http: requests.Session, tampered: bool
+) -> None:
+    """HTTP/1.0 has no chunks: a body of unknown length ends with the connection, so one broken
+    off after its check failed looks whole. Such a client gets the file only once it is verified."""
+    one_file.entry = {"hashes": {"sha256": digest_of("sha256")}}  # no size on the page
+    one_file.file = Answer(pieces=lambda: [TAMPERED if tampered else PAYLOAD])  # nor a Content-Length
+    mirror = make_mirror(index_url=one_file.server.index_url, ttl=0, timeout=TIMEOUT)
+    http.get(mirror.index_url + "pkg/").raise_for_status()
+    status, fields, body = raw_get(mirror.port, f"/files/pkg/{one_file.filename}", version="1.0")
+    if tampered:
+        assert status == 502, (status, fields, body[:100])
+        assert b"does not match" in body
+    else:
+        assert (status, fields.get("content-length"), body) == (200, str(len(PAYLOAD)), PAYLOAD)
+    assert verify_cache(cache(mirror)) == (0 if tampered else 1)
 
 
 @pytest.mark.parametrize("sized", [True, False], ids=["content-length", "chunked"])

@@ -150,6 +150,11 @@ class Files:
         # waitress says whether the client is still there: its reader stops waiting once it is not
         gone = environ.get("waitress.client_disconnected")
         download.wait_started(gone=gone)
+        if download.size is None and environ.get("SERVER_PROTOCOL") == "HTTP/1.0":
+            # HTTP/1.0 has no chunks: a body of unknown length ends with the connection, so a
+            # response broken off would look whole to the client. It gets the file once verified.
+            path = download.wait_done(gone=gone)
+            return self.send_file(environ, start_response, path, "application/octet-stream")
         wanted = self._start_download(environ, start_response, download.size)
         if isinstance(wanted, list):
             return wanted

@@ -261,6 +261,20 @@ class Download:
     def _settled(self) -> bool:
         return self._state != _STREAMING
 
+    def wait_done(self, *, gone: Callable[[], bool] | None = None) -> Path:
+        """Block until the file is whole, verified and in place (its path), or raise the
+        download's error (:class:`ClientGone` once ``gone()`` says the client went away). The
+        download's own bounds (its rate, its size) end the wait."""
+        self.wait_started(gone=gone)
+        with self._cond:
+            while self._state == _STREAMING:
+                self._wait(self._settled, 60, gone)
+            if self._state == _FAILED:
+                assert self.error is not None
+                raise self.error
+            assert self.path is not None
+            return self.path
+
     def _available(self) -> int:
         """How many bytes of the file a reader may have now: all of it once it is verified and in
         place; before that never its last byte (with no size known, the last byte written), so that
