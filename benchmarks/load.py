@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from nestegg_core.server import is_loopback
+from nestegg_core.serve.server import is_loopback
 
 HTML = "text/html"
 JSON = "application/vnd.pypi.simple.v1+json"

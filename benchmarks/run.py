@@ -49,7 +49,7 @@ from servers import (
     wait_for,
 )
 
-from nestegg_core.config import pip_index_url
+from nestegg_core.config.pipindex import pip_index_url
 from nestegg_core.testing import find_uv, installer_env
 
 HERE = Path(__file__).resolve().parent

@@ -48,9 +48,9 @@ from typing import Any
 from packaging.utils import NormalizedName
 
 from nestegg_core import Config, Mirror
-from nestegg_core.distmeta import wheel_metadata
-from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
-from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.simple.distmeta import wheel_metadata
+from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 JSON = "application/vnd.pypi.simple.v1+json"
 MODES = ("healthy", "503", "slow", "refused", "corrupt")

@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from nestegg_core.dists import PackageSpec, make_wheel
-from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.testing.dists import PackageSpec, make_wheel
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 PROBE = "bench-probe"
 BIGPAGE = "bench-bigpage"

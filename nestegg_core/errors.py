@@ -14,6 +14,8 @@ class NesteggError(Exception):
 
     #: the HTTP status the WSGI layer answers with
     status = 500
+    #: the message is the answer's reason phrase too: pip shows that of a failed page, not its body
+    in_reason = False
 
 
 class ConfigError(NesteggError):
@@ -24,6 +26,13 @@ class NotFound(NesteggError):
     """A project or file that neither the private store, the cache nor the upstream has."""
 
     status = 404
+
+
+class NotCached(NotFound):
+    """A project the cache has nothing of while the upstream cannot be asked (offline): the
+    reason phrase says so, as pip shows that and not the body."""
+
+    in_reason = True
 
 
 class UnsafePath(NesteggError):
@@ -38,12 +47,40 @@ class UpstreamError(NesteggError):
     """The upstream index could not be reached or answered with an error or garbage."""
 
     status = 502
+    #: why the upstream could not be reached at all ("timed out", "connection refused", "name not
+    #: resolved", "connection failed"); None when it answered, however badly
+    unreachable: str | None = None
 
 
 class UpstreamTimeout(UpstreamError):
     """The upstream index did not answer in time."""
 
     status = 504
+
+
+class UpstreamDown(UpstreamError):
+    """An upstream that could not be reached moments ago is not asked again yet (its circuit is
+    open): answered at once, 504 after a time-out, 502 otherwise."""
+
+    in_reason = True
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.unreachable = reason
+        self.status = 504 if reason == TIMED_OUT else 502
+
+
+#: the reasons an upstream could not be reached, as :attr:`UpstreamError.unreachable` gives them
+TIMED_OUT = "timed out"
+REFUSED = "connection refused"
+NOT_RESOLVED = "name not resolved"
+CONNECTION_FAILED = "connection failed"
+
+
+def unreachable(error: UpstreamError, reason: str) -> UpstreamError:
+    """``error``, marked as a failure to reach the upstream for ``reason``."""
+    error.unreachable = reason
+    return error
 
 
 class IntegrityError(UpstreamError):
@@ -146,3 +183,4 @@ class BuildError(NesteggError):
     """A source build failed; the message gives the path of its log."""
 
     status = 502
+    in_reason = True

@@ -22,21 +22,18 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .app import NesteggApp, create_app
-from .config import Config, check_index_url, load_config
+from .config.config import Config, check_index_url, load_config
+from .config.settings import declared
 from .errors import ConfigError, NesteggError
+from .http.types import Environ, StartResponse, WSGIApp
+from .serve.compose import compose
 
 logger = logging.getLogger(__name__)
 
-Environ = dict[str, Any]
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
-#: the variables read, and the config field each sets
+#: the variables read, and the setting each sets (as declared on the config's fields)
 VARIABLES = {
-    "NESTEGG_CACHE_DIR": "nestegg_dir",
-    "NESTEGG_INDEX_URL": "index_url",
-    "NESTEGG_OFFLINE": "offline",
+    declaration.variable: field.name for field, declaration in declared(Config) if declaration.variable
 }
 _TRUE = ("1", "yes", "true", "on")
 _FALSE = ("0", "no", "false", "off", "")
@@ -66,13 +63,9 @@ def make_application(environ: Mapping[str, str] | None = None) -> WSGIApp:
 
     Background services of the app (CI polling) are started, as a server does once it listens.
     """
-    app = create_app(config_from_environ(environ))
-    nest = getattr(app, "app", None)
-    while nest is not None and not isinstance(nest, NesteggApp):
-        nest = getattr(nest, "app", None)  # under the access log and the byte counter
-    if nest is not None:
-        nest.start_services()
-    return app
+    composition = compose(config_from_environ(environ))
+    composition.app.start_services()
+    return composition.wsgi
 
 
 class LazyApplication:

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from nestegg_core import Config, Mirror
-from nestegg_core.pytest_plugin import PrivateIndex
-from nestegg_core.server import WSGIApp
+from nestegg_core.http.types import WSGIApp
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 
 @dataclass

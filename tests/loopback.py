@@ -1,6 +1,7 @@
 """Misbehaving upstreams on 127.0.0.1 for the fault, race and hostile-input tests.
 
 - :func:`refused_url`: an index URL where nothing listens (connection refused);
+- :func:`unconnectable_url`: an index URL whose connections are never made (dropped SYNs);
 - :class:`RawUpstream`: a hand-written HTTP/1.1 server whose answers a test scripts byte for byte,
   including never answering (a timeout), stopping halfway through a body, bodies without end or
   that drip, and framing of its own (``Content-Length: 10`` with a longer chunked body);
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-WSGIApp = Callable[..., Iterable[bytes]]
+from nestegg_core.http.types import WSGIApp
 
 
 def refused_url() -> str:
@@ -37,6 +38,19 @@ def refused_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/simple/"
+
+
+@contextlib.contextmanager
+def unconnectable_url() -> Iterator[str]:
+    """An index URL on a loopback port where a connection is never made: the socket listens with
+    a backlog of 0 and never accepts, and one connection fills its queue, so the kernel drops the
+    SYN of every other one (as a black-holed route does) and the client waits for its deadline."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(0)
+        port = sock.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            yield f"http://127.0.0.1:{port}/simple/"
 
 
 @dataclass

@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from nestegg_core import Mirror
-from nestegg_core.dists import PackageSpec, make_wheel
-from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.testing.dists import PackageSpec, make_wheel
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import MirrorFactory
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from nestegg_core import auth
-from nestegg_core.auth import (
+from nestegg_core.cli import main
+from nestegg_core.config import credentials as auth
+from nestegg_core.config.credentials import (
     NOT_A_TOKEN,
     Credentials,
-    basic_credentials,
     check_user_name,
     hash_password,
     make_token,
@@ -26,11 +26,11 @@ from nestegg_core.auth import (
     token_user,
     verify_password,
 )
-from nestegg_core.cli import main
-from nestegg_core.dists import PackageSpec, make_wheel
 from nestegg_core.errors import ConfigError
-from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.http.auth import basic_credentials, environ_user
 from nestegg_core.testing import find_uv, installer_env, make_venv
+from nestegg_core.testing.dists import PackageSpec, make_wheel
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory
 
@@ -155,8 +155,8 @@ def test_credentials_check_users_tokens_and_reload(tmp_path: Path) -> None:
     path.write_text(f"alice:{hash_password('new', **FAST)}\n")
     assert not credentials.check("alice", "pw")
     assert credentials.check("alice", "new")
-    assert credentials.check_environ({"HTTP_AUTHORIZATION": basic("alice", "new")}) == "alice"
-    assert credentials.check_environ({}) is None
+    assert environ_user(credentials, {"HTTP_AUTHORIZATION": basic("alice", "new")}) == "alice"
+    assert environ_user(credentials, {}) is None
 
 
 @pytest.mark.parametrize("user", ["ci", "alice@example.com", "ünïcode user", "a.b-c_d", "x" * 100])

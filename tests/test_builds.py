@@ -18,15 +18,16 @@ import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror, load_config
-from nestegg_core.builds import SourceBuilder, check_outputs
+from nestegg_core.builds.sources import SourceBuilder, check_outputs
+from nestegg_core.builds.vcs import Git, Mercurial, Transcript, find_hg
 from nestegg_core.cli import main
-from nestegg_core.config import Config, SourceBuild, SourceVersion
-from nestegg_core.dists import PackageSpec, make_sdist
+from nestegg_core.config.config import Config, SourceBuild, SourceVersion
 from nestegg_core.errors import BuildError
-from nestegg_core.private import PrivateStore
-from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.storage.private import PrivateStore
 from nestegg_core.testing import find_uv, installer_env, make_venv
-from nestegg_core.vcs import Git, Mercurial, Transcript, find_hg, mask_text
+from nestegg_core.testing.dists import PackageSpec, make_sdist
+from nestegg_core.testing.pytest_plugin import PrivateIndex
+from nestegg_core.urls import mask_text
 
 from .conftest import Faults
 
@@ -200,7 +201,7 @@ def builds_logged(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
 def test_pip_install_builds_on_demand_once_and_again_when_the_branch_moves(
     mirror: Mirror, git_repo: GitRepo, faults: Faults, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="nestegg_core.builds")
+    caplog.set_level(logging.INFO, logger="nestegg_core.builds.sources")
     # parallel first requests: one builds, the others wait for it and find it done
     answers: list[requests.Response] = []
     threads = [threading.Thread(target=lambda: answers.append(page(mirror, "my-package"))) for _ in range(3)]

@@ -17,12 +17,12 @@ import pytest
 import requests
 
 from nestegg_core import Mirror
-from nestegg_core.ci import remote_head, tox_results
+from nestegg_core.builds.ci import remote_head, tox_results
+from nestegg_core.builds.runs import MAX_LOG, EnvResult, RunStore, cap_log
+from nestegg_core.builds.vcs import find_hg
 from nestegg_core.cli import main
-from nestegg_core.config import CISettings, Config, SourceBuild, load_config, parse_config
+from nestegg_core.config.config import CISettings, Config, SourceBuild, load_config, parse_config
 from nestegg_core.errors import BuildError, ConfigError
-from nestegg_core.runs import MAX_LOG, EnvResult, RunStore, cap_log
-from nestegg_core.vcs import find_hg
 
 TOKEN = "s3cret-token-for-tests"  # noqa: S105 - a test token
 GIT = [

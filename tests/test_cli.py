@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from nestegg_core import cli
-from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 
 @pytest.mark.parametrize("module", sorted(set(cli.COMMANDS.values())))
@@ -54,16 +54,79 @@ def test_command_of(argv: list[str], command: str | None) -> None:
     assert cli.command_of(argv) == command
 
 
-#: the modules of commands that a serving mirror does not use (it does use upkeep's size limit)
-NOT_SERVING = ("nestegg_core.manage", "nestegg_core.export", "nestegg_core.ci")
+#: the options of every command, and a value for each (None: a flag)
+GLOBAL_OPTIONS = [
+    ("--cache-dir", "nest"),
+    ("--index-url", "https://example.com/simple/"),
+    ("--offline", None),
+    ("--config", "nestegg.yml"),
+    ("-q", None),
+    ("-v", None),
+]
+
+
+@pytest.mark.parametrize(("option", "value"), GLOBAL_OPTIONS, ids=[o for o, _ in GLOBAL_OPTIONS])
+@pytest.mark.parametrize(
+    "command", [["serve", "--port", "0"], ["prune", "--dry-run"], ["list"], ["export", "out"], ["ci"]]
+)
+def test_an_option_of_every_command_reads_alike_before_and_after_the_command(
+    command: list[str], option: str, value: str | None
+) -> None:
+    given = [option] if value is None else [option, value]
+
+    def parsed(argv: list[str]) -> dict[str, object]:
+        args = vars(cli.build_parser(cli.command_of(argv)).parse_args(argv))
+        return {key: value for key, value in args.items() if key != "func"}
+
+    before, after = parsed([*given, *command]), parsed([*command, *given])
+    assert before == after
+    assert before != parsed(command)  # the option was read, either way
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_the_help_of_a_command_shows_the_options_of_every_command(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    shown = capsys.readouterr().out
+    for option, _ in GLOBAL_OPTIONS:
+        assert f"{option} " in shown or f"{option}," in shown, (
+            f"nestegg {command} --help does not show {option}"
+        )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["prune", "--dry-run", "--max-size", "1G", "--cache-dir", "{nest}"],
+        ["--cache-dir", "{nest}", "prune", "--dry-run", "--max-size", "1G"],
+    ],
+    ids=["after", "before"],
+)
+def test_a_global_option_configures_the_command(tmp_path: Path, argv: list[str]) -> None:
+    argv = [arg.format(nest=tmp_path / "nest") for arg in argv]
+    args = cli.build_parser(cli.command_of(argv)).parse_args(argv)
+    assert cli.config_from(args).nestegg_dir == tmp_path / "nest"
+    assert cli.main(argv) == 0
+
+
+#: the modules of commands that a serving mirror does not use
+NOT_SERVING = (
+    "nestegg_core.cli.manage",
+    "nestegg_core.cli.export",
+    "nestegg_core.cli.ci",
+    "nestegg_core.cli.prune",
+)
 
 
 @pytest.mark.parametrize(
     ("command", "loaded"),
     [
         ("serve", set()),
-        ("list", {"nestegg_core.manage"}),
-        ("export", {"nestegg_core.export"}),
+        ("prune", {"nestegg_core.cli.prune"}),
+        ("list", {"nestegg_core.cli.manage"}),
+        ("export", {"nestegg_core.cli.export"}),
         (None, set(NOT_SERVING)),
     ],
 )
@@ -147,8 +210,13 @@ def test_a_serving_process_loads_no_other_command(tmp_path: Path, upstream: Priv
         process.send_signal(signal.SIGTERM)
         process.wait(30)
     imported = set(re.findall(r"^import time:.*\|\s*([\w.]+)$", (tmp_path / "log").read_text(), re.MULTILINE))
-    assert {"nestegg_core.server", "nestegg_core.upstream"} <= imported  # the log lists the imports
-    assert imported.isdisjoint({*NOT_SERVING, "nestegg_core.builds", "sqlite3"})
+    assert {
+        "nestegg_core.serve.server",
+        "nestegg_core.index.upstream",
+    } <= imported  # the log lists the imports
+    assert imported.isdisjoint(
+        {*NOT_SERVING, "nestegg_core.builds.sources", "nestegg_core.builds.ci", "sqlite3"}
+    )
 
 
 FORGED = "2024-01-01 00:00:00,000 INFO nestegg_core.access: forged line"

@@ -17,13 +17,13 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
 from nestegg_core.cli import build_parser, config_from
-from nestegg_core.clients import UNKNOWN, ClientProfile, fits, profile_from_user_agent
-from nestegg_core.config import load_config
+from nestegg_core.config.config import load_config
 from nestegg_core.errors import ConfigError
-from nestegg_core.models import DistFile
-from nestegg_core.pytest_plugin import PrivateIndex
-from nestegg_core.simple import JSON_V1
+from nestegg_core.simple.clients import UNKNOWN, ClientProfile, fits, profile_from_user_agent
+from nestegg_core.simple.models import DistFile
+from nestegg_core.simple.render import JSON_V1
 from nestegg_core.testing import find_uv, installer_env, make_venv
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import MirrorFactory
 

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from nestegg_core.config import Config, load_config, pip_index_url
+from nestegg_core.config.config import Config, load_config
+from nestegg_core.config.pipindex import pip_index_url
+from nestegg_core.config.settings import declared, keys, settings_rst
 from nestegg_core.errors import ConfigError
 
 SEED = """\
@@ -168,3 +171,19 @@ def test_pip_index_url_order(tmp_path: Path) -> None:
 def test_config_default_upstream_follows_pip(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIP_INDEX_URL", "https://example.com/from-pip")
     assert Config().upstream_url == "https://example.com/from-pip/"
+
+
+def test_the_readme_lists_every_setting_as_declared() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.rst").read_text(encoding="utf-8")
+    begin = readme.index(".. begin settings")
+    listed = readme[readme.index("\n\n", begin) + 2 : readme.index("\n.. end settings", begin)]
+    expected = settings_rst(Config)
+    assert listed == expected, (
+        f"the settings list of README.rst is not the declarations': make it\n{expected}"
+    )
+
+
+def test_every_field_of_the_config_is_a_declared_setting() -> None:
+    names = [field.name for field, _ in declared(Config)]
+    assert [f.name for f in fields(Config) if f.name != "source"] == names  # every field but the file's
+    assert {key: name for key, name in keys(Config).items() if key != name} == {}  # index-url: by its dashes

@@ -29,9 +29,9 @@ import pytest
 import requests
 import yaml
 
-from nestegg_core.pytest_plugin import PrivateIndex
-from nestegg_core.simple import HTML_V1, JSON_V1
+from nestegg_core.simple.render import HTML_V1, JSON_V1
 from nestegg_core.testing import find_uv, installer_env
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults
 

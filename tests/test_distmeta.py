@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from nestegg_core import distmeta
-from nestegg_core.distmeta import parse_dist_filename, sdist_metadata, wheel_metadata
 from nestegg_core.errors import ArchiveError, UploadError
+from nestegg_core.simple import distmeta
+from nestegg_core.simple.distmeta import parse_dist_filename, sdist_metadata, wheel_metadata
 
 from .test_faults import peak_growth
 

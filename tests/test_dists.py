@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import csv
 import hashlib
@@ -24,16 +25,17 @@ from packaging.metadata import Metadata
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from packaging.version import Version
 
-from nestegg_core.dists import (
+from nestegg_core.testing import find_uv, installer_env, make_venv, sdist_backend
+from nestegg_core.testing.dists import (
     PAYLOAD_NAME,
     PackageSpec,
+    backend_source,
     core_metadata,
     make_sdist,
     make_wheel,
     sdist_filename,
     wheel_filename,
 )
-from nestegg_core.testing import find_uv, installer_env, make_venv
 
 Maker = Callable[[PackageSpec, Path], Path]
 
@@ -493,3 +495,9 @@ def test_uv_installs_generated_sdist_and_wheels(find_links: Path, tmp_path: Path
         "payload": 4096,
         "installer": "uv",
     }
+
+
+def test_the_backend_an_sdist_carries_is_python_3_8_and_the_module_itself() -> None:
+    source = backend_source()
+    ast.parse(source, feature_version=(3, 8))  # it runs wherever an installer may build
+    assert source == Path(sdist_backend.__file__).read_bytes()

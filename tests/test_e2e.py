@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from nestegg_core import Mirror
-from nestegg_core.pytest_plugin import PrivateIndex
 from nestegg_core.testing import find_uv, installer_env, make_venv
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory
 

@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 
 from nestegg_core import Config, create_app
-from nestegg_core.dists import PackageSpec, make_wheel
 from nestegg_core.errors import NotFound, UpstreamError
-from nestegg_core.models import DistFile, ProjectPage, is_normalized, is_valid_name
-from nestegg_core.parse import parse_project_page
-from nestegg_core.repository import Repository
-from nestegg_core.upstream import Fetched
+from nestegg_core.index.repository import Repository
+from nestegg_core.index.upstream import Fetched
+from nestegg_core.simple.models import DistFile, ProjectPage, is_normalized, is_valid_name
+from nestegg_core.simple.parse import parse_project_page
+from nestegg_core.testing.dists import PackageSpec, make_wheel
 
 from .loopback import sha256
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from packaging.utils import NormalizedName
 
-from nestegg_core import generation
-from nestegg_core.dists import PackageSpec, make_wheel
-from nestegg_core.generation import Generation
-from nestegg_core.models import ProjectPage
-from nestegg_core.pagestate import PageState
-from nestegg_core.private import PrivateStore
-from nestegg_core.store import CacheStore
+from nestegg_core.simple.models import ProjectPage
+from nestegg_core.storage import generation
+from nestegg_core.storage.generation import Generation
+from nestegg_core.storage.pagestate import PageState
+from nestegg_core.storage.private import PrivateStore
+from nestegg_core.storage.store import CacheStore
+from nestegg_core.testing.dists import PackageSpec, make_wheel
 
 THING = NormalizedName("thing")
 
@@ -38,7 +38,7 @@ def test_an_advance_in_another_process_is_seen(tmp_path: Path) -> None:
     before = reader.current()
     assert before is not None
     assert (tmp_path / "nest" / ".generation").stat().st_size == 8
-    code = "import sys; from pathlib import Path; from nestegg_core.generation import Generation; "
+    code = "import sys; from pathlib import Path; from nestegg_core.storage.generation import Generation; "
     code += "Generation(Path(sys.argv[1])).advance()"
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "nest" / ".generation")], check=True)
     assert reader.current() != before

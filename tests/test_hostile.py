@@ -27,20 +27,23 @@ import pytest
 import requests
 from packaging.utils import NormalizedName
 
-from nestegg_core import Config, Mirror, auth, repository
-from nestegg_core import server as serving
-from nestegg_core.auth import NOT_A_TOKEN, Credentials, set_password
+from nestegg_core import Config, Mirror
 from nestegg_core.cli import main
-from nestegg_core.distmeta import wheel_metadata
-from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
-from nestegg_core.export import export
-from nestegg_core.models import ProjectPage
-from nestegg_core.mounts import UpstreamMounts
-from nestegg_core.pagestate import PageState
-from nestegg_core.pytest_plugin import PrivateIndex
-from nestegg_core.server import describe, make_server
-from nestegg_core.store import CacheStore
-from nestegg_core.upkeep import SizeLimit, cached_files, prune
+from nestegg_core.cli.export import export
+from nestegg_core.config import credentials as credentials_module
+from nestegg_core.config.credentials import NOT_A_TOKEN, Credentials, set_password
+from nestegg_core.index import repository
+from nestegg_core.serve import _waitress
+from nestegg_core.serve import server as serving
+from nestegg_core.serve.mounts import UpstreamMounts
+from nestegg_core.serve.server import describe, make_server
+from nestegg_core.simple.distmeta import wheel_metadata
+from nestegg_core.simple.models import ProjectPage
+from nestegg_core.storage.pagestate import PageState
+from nestegg_core.storage.store import CacheStore
+from nestegg_core.storage.usage import SizeLimit, cached_files, prune
+from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory
 from .loopback import (
@@ -336,7 +339,7 @@ def test_upstream_names_of_sidecars_never_reach_nestegg_s_own_files(
     route: str,
     html: bool,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="nestegg_core.parse")
+    caplog.set_level(logging.DEBUG, logger="nestegg_core.simple.parse")
     hostile = SidecarUpstream(tmp_path / "dists", html=html)
     with hostile.server:
         if route == "mirror":
@@ -377,7 +380,9 @@ def test_upstream_names_of_sidecars_never_reach_nestegg_s_own_files(
         # the upstream was never asked for one, and the page said why once, at debug level
         assert not [path for _, path, _ in hostile.server.seen if "/files/" in path and
                     unquote(path.rsplit("/", 1)[-1]) not in hostile.real]  # fmt: skip
-        left = [r for r in caplog.records if r.name == "nestegg_core.parse" and "left" in r.getMessage()]
+        left = [
+            r for r in caplog.records if r.name == "nestegg_core.simple.parse" and "left" in r.getMessage()
+        ]
         assert len(left) == 1, [r.getMessage() for r in left]
         assert left[0].levelno == logging.DEBUG
         assert verify_cache(store.files) == 2
@@ -722,7 +727,7 @@ def test_pipelined_slow_readers_are_cut_off_after_the_send_timeout(
 ) -> None:
     """A worker waits for a client to take the first answer before it starts the second; not
     for ever."""
-    monkeypatch.setattr(serving, "SEND_TIMEOUT", 1.0)
+    monkeypatch.setattr(_waitress, "SEND_TIMEOUT", 1.0)
     mirror, path = big_file
     request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     clients = never_reading(mirror.port, request * 2, 20)
@@ -1592,13 +1597,13 @@ def test_read_auth_hides_private_names_from_the_root_index(
 def scrypt_calls(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The start of every password check (scrypt) made from now on."""
     calls: list[float] = []
-    real = auth._scrypt
+    real = credentials_module._scrypt
 
     def counted(password: str, salt: bytes, *args: int, **kwargs: int) -> bytes:
         calls.append(time.monotonic())
         return real(password, salt, *args, **kwargs)
 
-    monkeypatch.setattr(auth, "_scrypt", counted)
+    monkeypatch.setattr(credentials_module, "_scrypt", counted)
     return calls
 
 
@@ -1638,7 +1643,7 @@ def test_password_checks_run_one_at_a_time_and_a_request_that_waits_too_long_is_
     set_password(users, USER, PASSWORD)
     running, most = [0], [0]
     lock = threading.Lock()
-    real = auth._scrypt
+    real = credentials_module._scrypt
 
     def watched(password: str, salt: bytes, *args: int, **kwargs: int) -> bytes:
         with lock:
@@ -1650,8 +1655,11 @@ def test_password_checks_run_one_at_a_time_and_a_request_that_waits_too_long_is_
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(auth, "_scrypt", watched)
-    monkeypatch.setattr(auth, "CHECK_WAIT", 60.0)  # eight checks in turn, on a loaded machine too
+    monkeypatch.setattr(credentials_module, "_scrypt", watched)
+    # eight checks in turn, on a loaded machine too
+    monkeypatch.setattr(
+        credentials_module, "CHECK_WAIT", 60.0
+    )  # eight checks in turn, on a loaded machine too
     mirror = make_mirror(credentials_file=users, private_read_auth=True, threads=4)
     mirror.repository.private.add(make_wheel(PackageSpec(name="hidden-thing", version="1.0"), tmp_path / "d"))
     page = f"{mirror.url}/simple/hidden-thing/"
@@ -1662,10 +1670,10 @@ def test_password_checks_run_one_at_a_time_and_a_request_that_waits_too_long_is_
 
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(ask, range(8))) == [401] * 8
-    assert most[0] == auth.CHECKS_AT_ONCE == 1
+    assert most[0] == credentials_module.CHECKS_AT_ONCE == 1
     # a check that cannot have its turn in time is answered 503, which pip and uv retry
-    monkeypatch.setattr(auth, "CHECK_WAIT", 0.2)
-    assert auth._CHECKS.acquire(timeout=10)
+    monkeypatch.setattr(credentials_module, "CHECK_WAIT", 0.2)
+    assert credentials_module._CHECKS.acquire(timeout=10)
     try:
         answer = http.get(page, auth=("made-up", "y"), timeout=10)
         assert (answer.status_code, answer.headers.get("Retry-After")) == (503, "1")
@@ -1674,7 +1682,7 @@ def test_password_checks_run_one_at_a_time_and_a_request_that_waits_too_long_is_
         assert (status, headers.get("retry-after")) == (503, "1")
         assert http.get(f"{mirror.url}/health", auth=("made-up", "z"), timeout=10).status_code == 200
     finally:
-        auth._CHECKS.release()
+        credentials_module._CHECKS.release()
     assert http.get(page, auth=(USER, PASSWORD), timeout=10).status_code == 200
 
 
@@ -1890,7 +1898,7 @@ def test_a_cache_dir_that_is_a_file_is_refused_at_start(
 def test_loopback_unless_told_and_a_warning_for_a_public_bind(caplog: pytest.LogCaptureFixture) -> None:
     assert Config().host == "127.0.0.1"
     app = Mirror(Config(port=0, offline=True, index_url="http://127.0.0.1:9/")).app
-    caplog.set_level(logging.WARNING, logger="nestegg_core.server")
+    caplog.set_level(logging.WARNING, logger="nestegg_core.serve.server")
     server = make_server(app, Config(port=0))
     server.close()
     assert not caplog.records

@@ -30,23 +30,27 @@ import pytest
 import requests
 from packaging.utils import NormalizedName
 
-from nestegg_core import Config, Mirror, distmeta, pagefiles, refresh, web
-from nestegg_core.app import create_app
-from nestegg_core.auth import set_password
+from nestegg_core import Config, Mirror
 from nestegg_core.cli import main
-from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.cli.export import export
+from nestegg_core.config.credentials import set_password
 from nestegg_core.errors import NotFound
-from nestegg_core.export import export
-from nestegg_core.mirror import MirrorIndex
-from nestegg_core.models import DistFile, ProjectPage
-from nestegg_core.mounts import UpstreamMounts
-from nestegg_core.pagestate import PageState
-from nestegg_core.private import PrivateStore
-from nestegg_core.pytest_plugin import PrivateIndex
-from nestegg_core.repository import Repository
-from nestegg_core.store import CacheStore
+from nestegg_core.index import refresh
+from nestegg_core.index.mirror import MirrorIndex
+from nestegg_core.index.repository import Repository
+from nestegg_core.index.upstream import Fetched, FileStream
+from nestegg_core.serve.compose import create_app
+from nestegg_core.serve.mounts import UpstreamMounts
+from nestegg_core.simple import distmeta
+from nestegg_core.simple.models import DistFile, ProjectPage
+from nestegg_core.storage import pagefiles
+from nestegg_core.storage.pagestate import PageState
+from nestegg_core.storage.private import PrivateStore
+from nestegg_core.storage.store import CacheStore
 from nestegg_core.testing import installer_env
-from nestegg_core.upstream import Fetched, FileStream
+from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.testing.pytest_plugin import PrivateIndex
+from nestegg_core.ui import web
 
 from .conftest import MirrorFactory, Served
 from .loopback import Answer, RawUpstream, sha256
@@ -262,7 +266,7 @@ def test_made_up_user_agents_leave_the_rendered_pages_bounded(
         assert answer.status_code == 200, answer.text
         assert get(mirror, "/simple/pkg/", HTML, _agent(python=f"3.{minor}.1")).status_code == 200
     assert len(_rendered_files(mirror)) <= 4 * (1 + pagefiles.MAX_CLIENTS)
-    assert len(mirror.repository.refresher._kinds["pkg"]) <= refresh.MAX_KINDS
+    assert len(mirror.repository.refresher._kinds[NormalizedName("pkg")]) <= refresh.MAX_KINDS
     # and what is kept is still right
     assert listed(mirror, PIP_AGENT)[0] == everything
 
@@ -280,8 +284,8 @@ def test_a_page_that_cannot_be_read_never_replaces_the_good_one(
         raise RecursionError("a page no parser foresaw")
 
     # any failure to read the page, not only those the parser names: the good page stays
-    monkeypatch.setattr("nestegg_core.upstream.parse_project_stream", unforeseen)
-    with caplog.at_level(logging.WARNING, logger="nestegg_core.mirror"):
+    monkeypatch.setattr("nestegg_core.index.upstream.parse_project_stream", unforeseen)
+    with caplog.at_level(logging.WARNING, logger="nestegg_core.index.mirror"):
         assert listed(mirror) == (index.good, ["1.0"])
     assert (
         caplog.messages
@@ -427,14 +431,14 @@ def with_metadata_version(path: Path, version: str, dest: Path) -> Path:
                 data = source.read(info)
                 copy.writestr(info, edited(data) if info.filename.endswith("/METADATA") else data)
         return target
-    with tarfile.open(path) as source, tarfile.open(target, "w:gz") as copy:
-        for member in source.getmembers():
-            handle = source.extractfile(member) if member.isfile() else None
+    with tarfile.open(path) as original, tarfile.open(target, "w:gz") as tar_copy:
+        for member in original.getmembers():
+            handle = original.extractfile(member) if member.isfile() else None
             data = b"" if handle is None else handle.read()
             if member.name.count("/") == 1 and member.name.endswith("/PKG-INFO"):
                 data = edited(data)
                 member.size = len(data)
-            copy.addfile(member, io.BytesIO(data) if member.isfile() else None)
+            tar_copy.addfile(member, io.BytesIO(data) if member.isfile() else None)
     return target
 
 

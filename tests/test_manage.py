@@ -8,8 +8,8 @@ import pytest
 from packaging.utils import NormalizedName
 
 from nestegg_core.cli import main
-from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
-from nestegg_core.private import PrivateStore
+from nestegg_core.storage.private import PrivateStore
+from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror
 from nestegg_core.errors import NotFound
-from nestegg_core.mirror import MirrorIndex
-from nestegg_core.models import DistFile, ProjectPage
-from nestegg_core.pytest_plugin import PrivateIndex
-from nestegg_core.store import CacheStore
-from nestegg_core.upstream import Fetched, FileStream
+from nestegg_core.index.mirror import MirrorIndex
+from nestegg_core.index.upstream import Fetched, FileStream
+from nestegg_core.simple.models import DistFile, ProjectPage
+from nestegg_core.storage.store import CacheStore
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from nestegg_core.models import (
+from nestegg_core.simple.models import (
     MAX_VERSION,
     DistFile,
     Hashes,
@@ -17,7 +17,6 @@ from nestegg_core.models import (
     parse_number,
     parse_specifier,
     parse_version,
-    project_of,
     version_of,
 )
 
@@ -188,8 +187,6 @@ def test_parse_number(text: str, expected: int | None) -> None:
 def test_versions_of_filenames(filename: str, version: str | None, unreadable: bool) -> None:
     assert version_of(filename) == version
     assert has_unreadable_version(filename) is unreadable
-    if unreadable:
-        assert project_of(filename) is None
 
 
 def test_a_page_leaves_out_versions_it_cannot_read() -> None:

@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from nestegg_core.pacing import PacedDispatcher, blocking
+from nestegg_core.serve._waitress import PacedDispatcher
+from nestegg_core.waits import blocking
 
 
 class Task:

@@ -15,17 +15,19 @@ import pytest
 import requests
 from packaging.utils import NormalizedName
 
-from nestegg_core import Config, pagefiles
-from nestegg_core import repository as repository_module
-from nestegg_core import store as store_module
-from nestegg_core.models import DistFile, ProjectPage
-from nestegg_core.pagefiles import RenderedPages, disk_token
-from nestegg_core.pytest_plugin import PrivateIndex
-from nestegg_core.repository import Rendered, Repository
-from nestegg_core.simple import HTML_V1, JSON_V1, TEXT_HTML, UrlFor, render_project
-from nestegg_core.store import CacheStore
-from nestegg_core.upkeep import prune
-from nestegg_core.upstream import Fetched, FileStream
+from nestegg_core import Config
+from nestegg_core.index import repository as repository_module
+from nestegg_core.index.downloads import Download
+from nestegg_core.index.repository import Rendered, Repository
+from nestegg_core.index.upstream import Fetched, FileStream
+from nestegg_core.simple.models import DistFile, ProjectPage
+from nestegg_core.simple.render import HTML_V1, JSON_V1, TEXT_HTML, UrlFor, render_project
+from nestegg_core.storage import pagefiles
+from nestegg_core.storage import store as store_module
+from nestegg_core.storage.pagefiles import RenderedPages, disk_token
+from nestegg_core.storage.store import CacheStore
+from nestegg_core.storage.usage import prune
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory, Served
 
@@ -141,7 +143,7 @@ def test_a_file_cached_with_more_than_the_index_says_makes_the_page_again(tmp_pa
     repo.close()  # nothing made in the background (test_refresh): the next request makes the page
     assert b"sha256" not in body(repo.rendered(NAME, JSON_V1))
     download = repo.open_file(NAME, "demo-1.0.tar.gz")
-    assert not isinstance(download, Path)
+    assert isinstance(download, Download)
     assert b"".join(download.read()) == upstream.data
     for thread in threading.enumerate():  # the download's thread ends once all is written
         if thread.name.startswith("nestegg-download-"):

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from packaging.utils import NormalizedName
 
-from nestegg_core.models import DistFile, Hashes, ProjectPage
-from nestegg_core.pagestate import PageState
-from nestegg_core.store import CacheStore
+from nestegg_core.simple.models import DistFile, Hashes, ProjectPage
+from nestegg_core.storage.pagestate import PageState
+from nestegg_core.storage.store import CacheStore
 
 NAME = NormalizedName("demo")
 DIGEST = "ab" * 32
@@ -154,7 +154,7 @@ def test_a_damaged_state_file_is_a_miss_with_a_warning(
     store.write_page(STATE)
     path = store.page_path(NAME)
     path.write_bytes(damage(path.read_bytes()))
-    with caplog.at_level(logging.WARNING, logger="nestegg_core.store"):
+    with caplog.at_level(logging.WARNING, logger="nestegg_core.storage.store"):
         assert store.read_page(NAME) is None
     (record,) = caplog.records
     assert "ignoring damaged cache state" in record.getMessage()

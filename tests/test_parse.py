@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from nestegg_core.errors import UpstreamError
-from nestegg_core.models import DistFile, ProjectPage
-from nestegg_core.parse import PageTooLarge, parse_project_page, parse_project_stream
+from nestegg_core.simple.models import DistFile, ProjectPage
+from nestegg_core.simple.parse import PageTooLarge, parse_project_page, parse_project_stream
 
 BASE = "https://example.com/simple/pkg/"
 
@@ -357,14 +357,15 @@ def test_a_file_listed_twice_is_its_first_entry(
     make: Callable[..., bytes], content_type: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The page, the download and the check use one entry (issue 20, second round, finding 6)."""
-    caplog.set_level(logging.DEBUG, logger="nestegg_core.parse")
+    caplog.set_level(logging.DEBUG, logger="nestegg_core.simple.parse")
     good = (
         "pkg-1.0-py3-none-any.whl",
         "https://example.com/good/pkg-1.0-py3-none-any.whl",
         {"sha256": "ab" * 32},
     )
-    evil = ("pkg-1.0-py3-none-any.whl", "https://example.com/evil/pkg-1.0-py3-none-any.whl", {})
-    other = ("pkg-1.0.tar.gz", "https://example.com/good/pkg-1.0.tar.gz", {})
+    no_hashes: dict[str, str] = {}
+    evil = ("pkg-1.0-py3-none-any.whl", "https://example.com/evil/pkg-1.0-py3-none-any.whl", no_hashes)
+    other = ("pkg-1.0.tar.gz", "https://example.com/good/pkg-1.0.tar.gz", no_hashes)
     page = parse_project_page("pkg", make(good, other, evil, evil), content_type, BASE)
     assert [(d.filename, d.url, dict(d.hashes)) for d in page.files] == [good, other]
     assert page.file(good[0]) is page.files[0]
@@ -381,7 +382,7 @@ def test_a_file_not_at_an_http_url_is_left_off(
     make: Callable[..., bytes], content_type: str, url: str
 ) -> None:
     """nestegg fetches files over HTTP(S) only (issue 20, second round, finding 11)."""
-    entries = [
+    entries: list[tuple[str, str, dict[str, str]]] = [
         ("pkg-1.0.tar.gz", url, {}),
         ("pkg-1.0-py3-none-any.whl", "HTTPS://example.com/pkg-1.0-py3-none-any.whl", {}),
     ]

@@ -10,11 +10,11 @@ import requests
 from packaging.utils import NormalizedName, canonicalize_name
 
 from nestegg_core import Mirror
-from nestegg_core.config import SourceBuild
-from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
-from nestegg_core.private import PrivateStore, normalize_pattern
-from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.config.config import SourceBuild
+from nestegg_core.storage.private import PrivateStore, normalize_pattern
 from nestegg_core.testing import find_uv, installer_env, make_venv
+from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory
 

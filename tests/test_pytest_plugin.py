@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 pytestmark = pytest.mark.slow
 

@@ -26,8 +26,8 @@ import pytest
 import requests
 
 from nestegg_core import Mirror
-from nestegg_core.dists import PackageSpec, make_sdist
-from nestegg_core.pytest_plugin import PrivateIndex
+from nestegg_core.testing.dists import PackageSpec, make_sdist
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults
 from .loopback import Trickle, sha256, sha256_file, verify_cache

@@ -15,16 +15,17 @@ import pytest
 from packaging.utils import NormalizedName
 
 from nestegg_core import Config, Mirror
-from nestegg_core import repository as repository_module
-from nestegg_core import store as store_module
-from nestegg_core.dists import PackageSpec, make_wheel
 from nestegg_core.errors import NotFound
-from nestegg_core.models import DistFile, ProjectPage
-from nestegg_core.refresh import MAX_KINDS, TRIES, Refresher
-from nestegg_core.repository import Repository
-from nestegg_core.simple import HTML_V1, JSON_V1
+from nestegg_core.index import repository as repository_module
+from nestegg_core.index.downloads import Download
+from nestegg_core.index.refresh import MAX_KINDS, TRIES, Refresher
+from nestegg_core.index.repository import Repository
+from nestegg_core.index.upstream import Fetched, FileStream
+from nestegg_core.simple.models import DistFile, ProjectPage
+from nestegg_core.simple.render import HTML_V1, JSON_V1
+from nestegg_core.storage import store as store_module
 from nestegg_core.testing import installer_env
-from nestegg_core.upstream import Fetched, FileStream
+from nestegg_core.testing.dists import PackageSpec, make_wheel
 
 from .conftest import Served
 
@@ -215,7 +216,7 @@ def test_the_renderings_a_download_made_stale_are_made_again(
     for content_type in (JSON_V1, HTML_V1):
         assert body(repo, content_type)[0]  # made, then saved
     download = repo.open_file(NAME, "demo-1.0.tar.gz")
-    assert not isinstance(download, Path)
+    assert isinstance(download, Download)
     assert b"".join(download.read()) == _Bare.data
     downloaded()
     asked = fetcher.asked

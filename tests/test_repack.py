@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from packaging.utils import parse_wheel_filename
 
-from nestegg_core.repack import RepackError, repack
+from .repack import RepackError, repack
 
 
 @pytest.mark.parametrize("name", ["packaging", "hatchling", "PyYAML"])

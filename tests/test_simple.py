@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from nestegg_core.models import DistFile, ProjectPage
-from nestegg_core.simple import (
+from nestegg_core.simple.models import DistFile, ProjectPage
+from nestegg_core.simple.render import (
     HTML_V1,
     JSON_V1,
     TEXT_HTML,

@@ -27,12 +27,12 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from nestegg_core import __version__
-from nestegg_core.pytest_plugin import PrivateIndex
-from nestegg_core.repack import repack
 from nestegg_core.testing import installer_env
-from nestegg_core.toxrun import PORT_FILE
+from nestegg_core.testing.pytest_plugin import PrivateIndex
+from nestegg_core.toxrun.run import PORT_FILE
 
 from .conftest import Faults
+from .repack import repack
 from .test_builds import GitRepo, write_tree
 
 pytestmark = pytest.mark.slow

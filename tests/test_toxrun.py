@@ -9,25 +9,23 @@ from pathlib import Path
 import pytest
 import requests
 
-from nestegg_core.config import Config
+from nestegg_core.config.config import Config
 from nestegg_core.errors import ConfigError, NesteggError
-from nestegg_core.mounts import PREFIX, upstream_key
-from nestegg_core.pytest_plugin import PrivateIndex
-from nestegg_core.store import upstream_key as store_key
-from nestegg_core.toxrun import (
+from nestegg_core.serve.mounts import PREFIX, upstream_key
+from nestegg_core.storage.store import upstream_key as store_key
+from nestegg_core.testing.pytest_plugin import PrivateIndex
+from nestegg_core.toxrun.run import (
     PORT_FILE,
     STABLE_PORTS,
     Found,
-    Settings,
     ToxRun,
-    command_installs,
     found_settings,
     install_variables,
     load_tox_config,
     port_candidates,
     read_port,
-    resolve_settings,
 )
+from nestegg_core.toxrun.settings import Settings, command_installs, resolve_settings
 
 from .conftest import Faults
 

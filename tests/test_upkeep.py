@@ -24,13 +24,13 @@ from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror
 from nestegg_core.cli import main
-from nestegg_core.config import parse_size
-from nestegg_core.dists import PackageSpec, make_sdist
-from nestegg_core.models import DistFile
-from nestegg_core.pytest_plugin import PrivateIndex
-from nestegg_core.store import CacheStore
+from nestegg_core.config.sizes import parse_size
+from nestegg_core.simple.models import DistFile
+from nestegg_core.storage.store import CacheStore
+from nestegg_core.storage.usage import USED_RESOLUTION, SizeLimit, cached_files, mark_used, prune
 from nestegg_core.testing import installer_env
-from nestegg_core.upkeep import USED_RESOLUTION, SizeLimit, cached_files, mark_used, prune
+from nestegg_core.testing.dists import PackageSpec, make_sdist
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory
 

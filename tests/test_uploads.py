@@ -7,19 +7,21 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import pytest
 import requests
 from packaging.utils import NormalizedName
 
-from nestegg_core import Mirror, private, uploads
-from nestegg_core.auth import NOT_A_TOKEN, make_token, set_password
+from nestegg_core import Mirror
 from nestegg_core.cli import main
-from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
-from nestegg_core.pytest_plugin import PrivateIndex
-from nestegg_core.store import atomic_file
+from nestegg_core.config.credentials import NOT_A_TOKEN, make_token, set_password
+from nestegg_core.http import uploads
+from nestegg_core.storage import private
+from nestegg_core.storage.fs import atomic_file
 from nestegg_core.testing import find_uv, installer_env, make_venv
+from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import FullDisk, MirrorFactory
 
@@ -124,7 +126,7 @@ def test_token_user_uploads(
 ) -> None:
     token = make_token("ci")
     set_password(users, "ci", token)
-    with caplog.at_level(logging.INFO, logger="nestegg_core.uploads"):
+    with caplog.at_level(logging.INFO, logger="nestegg_core.http.uploads"):
         assert post(server, wheel(dists), auth=("__token__", token)).status_code == 200
     # the log names the user whose password matched, not the name the client sent
     assert "upload of up-pkg/up_pkg-1.0-py3-none-any.whl by 'ci': published" in caplog.messages
@@ -251,7 +253,7 @@ def fill_the_disk(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
 
         def full(self: uploads._FormReader, suffix: str) -> tuple[IO[bytes], Path]:
             handle, path = new_file(self, suffix)
-            return FullDisk(handle, 0), path
+            return cast(IO[bytes], FullDisk(handle, 0)), path
 
         monkeypatch.setattr(uploads._FormReader, "_new_file", full)
         return
@@ -265,7 +267,7 @@ def fill_the_disk(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     if where == "file":
         monkeypatch.setattr(private, "copy_atomic", lambda _source, target, **kw: half_written(target, **kw))
         return
-    write_atomic = private.write_atomic
+    write_atomic = vars(private)["write_atomic"]  # the store's, as the private store calls it
 
     def full_at(path: Path, data: bytes, **kwargs: Any) -> Any:
         if path.name.endswith(f".{where}"):

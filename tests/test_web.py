@@ -10,13 +10,13 @@ import pytest
 import requests
 
 from nestegg_core import Mirror
-from nestegg_core.auth import set_password
-from nestegg_core.config import CISettings, SourceBuild
-from nestegg_core.dists import PackageSpec, make_sdist, make_wheel
-from nestegg_core.models import DistFile, ProjectPage
-from nestegg_core.pagestate import PageState
-from nestegg_core.pytest_plugin import PrivateIndex
-from nestegg_core.runs import EnvResult, RunStore
+from nestegg_core.builds.runs import EnvResult, RunStore
+from nestegg_core.config.config import CISettings, SourceBuild
+from nestegg_core.config.credentials import set_password
+from nestegg_core.simple.models import DistFile, ProjectPage
+from nestegg_core.storage.pagestate import PageState
+from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory
 

@@ -21,10 +21,10 @@ import requests
 
 from nestegg_core import Mirror
 from nestegg_core.cli import main
-from nestegg_core.config import load_config
-from nestegg_core.dists import PackageSpec, make_wheel
-from nestegg_core.models import DistFile, ProjectPage
-from nestegg_core.pagestate import PageState
+from nestegg_core.config.config import load_config
+from nestegg_core.simple.models import DistFile, ProjectPage
+from nestegg_core.storage.pagestate import PageState
+from nestegg_core.testing.dists import PackageSpec, make_wheel
 
 from .conftest import MirrorFactory
 from .test_ci import _commit, _seed_config, git_repo  # noqa: F401 - git_repo is a fixture

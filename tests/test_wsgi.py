@@ -17,18 +17,19 @@ import requests
 import yaml
 from packaging.utils import NormalizedName
 
-from nestegg_core import Config, Mirror, repository
-from nestegg_core.config import parse_config
-from nestegg_core.dists import PackageSpec, make_wheel
+from nestegg_core import Config, Mirror
+from nestegg_core.config.config import parse_config
 from nestegg_core.errors import ConfigError
-from nestegg_core.metrics import Counters, prometheus_text
-from nestegg_core.pytest_plugin import PrivateIndex
-from nestegg_core.store import CacheStore
+from nestegg_core.http.metrics import prometheus_text
+from nestegg_core.http.types import Environ
+from nestegg_core.index import repository
+from nestegg_core.storage.counters import Counters
+from nestegg_core.storage.store import CacheStore
+from nestegg_core.testing.dists import PackageSpec, make_wheel
+from nestegg_core.testing.pytest_plugin import PrivateIndex
 from nestegg_core.wsgi import LazyApplication, config_from_environ, make_application
 
 from .conftest import Faults, MirrorFactory
-
-Environ = dict[str, Any]
 
 
 def call(app: Any, path: str = "/health", **environ: Any) -> tuple[str, dict[str, str], bytes]:

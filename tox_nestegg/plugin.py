@@ -1,9 +1,12 @@
 """tox hooks of nestegg: every install of a tox run goes through an in-process nestegg mirror.
 
 Only the hooks live here; what they do is :mod:`nestegg_core.toxrun`. tox has no hook for the start
-and end of a session, so the mirror runs around the selected command's handler: environments are
-configured inside it (so they all see the running mirror) and it returns only after the last one,
-``tox p`` included.
+and end of a session, so the mirror runs around the selected command's handler
+(:mod:`nestegg_core.toxrun._tox`): environments are configured inside it (so they all see the
+running mirror) and it returns only after the last one, ``tox p`` included.
+
+Importing this module imports tox's and :mod:`nestegg_core.toxrun.settings` only: the mirror
+(waitress, requests, the cache) is loaded by a command that installs, never by ``tox -l``.
 """
 
 from __future__ import annotations
@@ -19,15 +22,8 @@ from typing import TYPE_CHECKING
 from tox.plugin import impl
 from tox.report import HandledError
 
-from nestegg_core.errors import NesteggError
-from nestegg_core.toxrun import (
-    DISABLE_HINT,
-    INDEX_VARIABLES,
-    ToxRun,
-    command_installs,
-    load_tox_config,
-    resolve_settings,
-)
+from nestegg_core.toxrun import _tox
+from nestegg_core.toxrun.settings import DISABLE_HINT, INDEX_VARIABLES, command_installs, resolve_settings
 
 if TYPE_CHECKING:
     from argparse import Namespace
@@ -35,6 +31,8 @@ if TYPE_CHECKING:
     from tox.config.cli.parser import ToxParser
     from tox.config.sets import ConfigSet, EnvConfigSet
     from tox.session.state import State
+
+    from nestegg_core.toxrun.run import ToxRun
 
 logger = logging.getLogger(__name__)
 
@@ -102,20 +100,21 @@ def tox_add_core_config(core_conf: ConfigSet, state: State) -> None:
     only_lists = any(getattr(opts, key, False) for key in ("list_envs", "list_envs_all", "show_config"))
     if opts.no_nestegg or not command_installs(opts.command, only_lists=only_lists):
         return
+
     # no public session start/end hook: wrap the handler main() looks up after provisioning
-    handlers = state._options.cmd_handlers
-    handler = handlers[opts.command]
+    def mirrored(handler: _tox.Handler) -> _tox.Handler:
+        def with_mirror(state: State) -> int:
+            _Active.run = run = _start(core_conf, opts)
+            try:
+                if run is not None:
+                    run.build_sources()  # before any environment installs; a line per project
+                return handler(state)
+            finally:
+                _stop_current()
 
-    def with_mirror(state: State) -> int:
-        _Active.run = run = _start(core_conf, opts)
-        try:
-            if run is not None:
-                run.build_sources()  # before any environment installs; a line per project
-            return handler(state)
-        finally:
-            _stop_current()
+        return with_mirror
 
-    handlers[opts.command] = with_mirror
+    _tox.wrap_handler(state, opts.command, mirrored)
 
 
 def _start(core_conf: ConfigSet, opts: Namespace) -> ToxRun | None:
@@ -132,6 +131,10 @@ def _start(core_conf: ConfigSet, opts: Namespace) -> ToxRun | None:
     )
     if not settings.enabled:
         return None
+    # the mirror, loaded only now: tox -l and the other commands that install nothing never do
+    from nestegg_core.errors import NesteggError  # noqa: PLC0415
+    from nestegg_core.toxrun.run import ToxRun, load_tox_config  # noqa: PLC0415
+
     try:
         config = load_tox_config(settings)
         run = ToxRun(

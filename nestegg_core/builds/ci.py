@@ -1,0 +1,513 @@
+"""Continuous integration of source builds: poll the repositories, test each new commit, keep every run.
+
+A source build with a ``ci`` entry is polled while nestegg serves (git ``ls-remote``, hg
+``identify``, every ``interval`` seconds, in a background thread); each commit of a watched
+branch or tag not tested before is queued, and a worker runs its tests in a fresh checkout:
+``tox`` by default, its installs pointed at this mirror and cut off from the machine's installer
+settings. A POST to ``/ci/trigger/<name>`` with the configured token (a git/hg hook) queues a
+run at once, and ``nestegg ci [NAME ...]`` runs them in the foreground. Runs are bounded (one at
+a time by default, at most one queued per ref, a time limit each) and recorded in the SQLite
+history of :mod:`nestegg_core.builds.runs`; a failing or hanging run is recorded as such and never
+disturbs serving.
+
+Clones are kept in ``<nestegg dir>/ci/repos/<name>`` (apart from the builds' own, so a run and a
+build never wait for each other); checkouts are made in ``<nestegg dir>/tmp/ci`` and removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import re
+import shlex
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from filelock import FileLock
+from packaging.utils import canonicalize_name
+
+from nestegg_core.config.config import CISettings, Config, SourceBuild
+from nestegg_core.errors import BadRequest, BuildError, NotFound
+from nestegg_core.installers import installer_env
+from nestegg_core.simple.models import is_valid_name
+from nestegg_core.urls import mask_text
+
+from .runs import ERROR, FAILED, INTERRUPTED, PASSED, TIMEOUT, EnvResult, Run, RunStore
+from .vcs import CheckoutWork, Transcript, find_hg, run_unattended
+
+if TYPE_CHECKING:
+    pass
+
+logger = logging.getLogger(__name__)
+
+#: seconds a poll of one ref (ls-remote, identify) may take
+POLL_TIMEOUT = 60.0
+#: seconds a stopped run's processes get between SIGTERM and SIGKILL
+KILL_GRACE = 5.0
+_HEX = re.compile(r"[0-9a-f]{40,64}")
+
+
+def settings_of(build: SourceBuild) -> CISettings:
+    """The CI settings of ``build``: its ``ci`` entry, else the defaults (for the trigger and the CLI)."""
+    return build.ci or CISettings()
+
+
+def watched(build: SourceBuild) -> tuple[str, ...]:
+    """The refs CI tests: the configured ones, else the default branch."""
+    return settings_of(build).watch or (("HEAD",) if build.repo_type == "git" else ("default",))
+
+
+# polling ----------------------------------------------------------------------------------------
+
+
+def remote_head(build: SourceBuild, ref: str, *, timeout: float = POLL_TIMEOUT) -> str:
+    """The commit ``ref`` names in the remote repository now, asked without fetching anything."""
+    if build.repo_type == "git":
+        env = dict(os.environ, GIT_TERMINAL_PROMPT="0", LC_ALL="C")
+        patterns = (
+            [ref]
+            if ref == "HEAD" or ref.startswith("refs/")
+            else [
+                f"refs/tags/{ref}",
+                f"refs/tags/{ref}^{{}}",
+                f"refs/heads/{ref}",
+            ]
+        )
+        output = _ask(["git", "ls-remote", "--", build.repo_url, *patterns], env, timeout)
+        found = {}
+        for line in output.splitlines():
+            commit, _, name = line.partition("\t")
+            found[name.strip()] = commit.strip()
+        # a peeled annotated tag names the commit; the tag itself, then a branch, come after
+        for pattern in (*patterns[1:2], *patterns[:1], *patterns[2:]):
+            commit = found.get(pattern, "")
+            if _HEX.fullmatch(commit):
+                return commit
+        raise BuildError(f"no branch or tag {ref!r} in {mask_text(build.repo_url)!r}")
+    env = dict(os.environ, HGPLAIN="1", LC_ALL="C")
+    output = _ask(
+        [find_hg(), "--noninteractive", "identify", "--debug", "--id", "--rev", ref, "--", build.repo_url],
+        env,
+        timeout,
+    )
+    commit = output.strip().split()[-1] if output.strip() else ""
+    if not _HEX.fullmatch(commit):
+        raise BuildError(f"no branch, bookmark or tag {ref!r} in {mask_text(build.repo_url)!r}")
+    return commit
+
+
+def _ask(command: list[str], env: Mapping[str, str], timeout: float) -> str:
+    shown = mask_text(" ".join(command))
+    try:
+        result = run_unattended(command, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"{shown!r} did not answer within {timeout:.0f}s") from None
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BuildError(f"{shown!r} failed (exit {result.returncode}): {mask_text(last)}")
+    return result.stdout
+
+
+# running ----------------------------------------------------------------------------------------
+
+
+class Runner(CheckoutWork[RunStore]):
+    """Runs the tests of one commit of a source build and records the run."""
+
+    def __init__(self, config: Config, store: RunStore, **options: Any) -> None:
+        super().__init__(config, store, **options)
+        self.root = config.nestegg_dir / "ci"
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def run(self, run: Run, build: SourceBuild, cancel: threading.Event | None = None) -> Run:
+        """Check out the run's commit (its ref's head when it has none yet), run the tests, record.
+
+        Never raises for what the tests or the repository do: a failure, a time-out or a
+        checkout that cannot be made is the run's outcome.
+        """
+        cancel = cancel or threading.Event()
+        settings = settings_of(build)
+        log = Transcript()
+        # runs of one project take turns: they share its clone
+        locks = self.root / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with self._project_lock(build.name), FileLock(locks / f"{build.name}.lock"):
+            run = self.store.start(run.id)
+            started = time.monotonic()
+            log.note(
+                f"# nestegg CI run #{run.id} of {build.name}: {build.repo_type} {run.ref} of {build.repo_url}"
+            )
+            try:
+                return self._run(run, build, settings, log, cancel=cancel, started=started)
+            except KeyboardInterrupt:
+                self.store.finish(
+                    run.id,
+                    outcome=INTERRUPTED,
+                    log=log.text(),
+                    message="interrupted",
+                    duration=time.monotonic() - started,
+                )
+                raise
+            except Exception as exc:  # a run must never take its worker (or the server) down
+                logger.exception("CI run #%d of %s failed unexpectedly", run.id, build.name)
+                log.note(f"# internal error: {exc!r}")
+                message = f"internal error: {exc}"
+                duration = time.monotonic() - started
+                return self.store.finish(
+                    run.id, outcome=ERROR, log=log.text(), message=message, duration=duration
+                )
+
+    def _run(
+        self,
+        run: Run,
+        build: SourceBuild,
+        settings: CISettings,
+        log: Transcript,
+        *,
+        cancel: threading.Event,
+        started: float,
+    ) -> Run:
+        def finish(outcome: str, message: str, **values: Any) -> Run:
+            if message:
+                log.note(f"# {outcome}: {message}")
+            return self.store.finish(
+                run.id,
+                outcome=outcome,
+                log=log.text(),
+                message=message,
+                duration=time.monotonic() - started,
+                **values,
+            )
+
+        vcs = self.backends(build.repo_type)
+        clone = self.root / "repos" / build.name
+        try:
+            vcs.update(build.repo_url, clone, log)
+            commit = run.commit or vcs.resolve(clone, run.ref, log)
+        except BuildError as exc:
+            return finish(ERROR, str(exc))
+        if run.commit is None:
+            self.store.set_commit(run.id, commit)
+        log.note(f"# commit {commit}")
+        work_root = self.config.nestegg_dir / "tmp" / "ci"
+        work_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=work_root, prefix=f"{build.name}-") as work:
+            source = Path(work) / "source"
+            try:
+                vcs.checkout(clone, commit, source, log)
+                command = self.command(settings)
+                env = self.env(Path(work))
+            except BuildError as exc:
+                return finish(ERROR, str(exc))
+            log.note(f"# installs from {env['PIP_INDEX_URL']}")
+            log.note(f"$ {shlex.join(command)}")
+            output = Path(work) / "output.log"
+            code, how = self._execute(command, source, env, output, timeout=settings.timeout, cancel=cancel)
+            log.parts.append(mask_text(_read_text(output)))
+            envs = tox_results(Path(work) / "result.json")
+            if how == TIMEOUT:
+                return finish(TIMEOUT, f"stopped after the time limit of {settings.timeout:g}s", envs=envs)
+            if how == INTERRUPTED:
+                return finish(INTERRUPTED, "stopped: the server is stopping", envs=envs)
+            if how == ERROR:
+                return finish(ERROR, f"cannot run {command[0]!r}: it is not installed (or not on PATH)")
+            log.note(f"[exit {code} after {time.monotonic() - started:.1f}s]")
+            failed = [env.name for env in envs if env.outcome == FAILED]
+            message = (
+                f"failed: {', '.join(failed)}" if code and failed else f"exit code {code}" if code else ""
+            )
+            return finish(PASSED if code == 0 else FAILED, message, exit_code=code, envs=envs)
+
+    def command(self, settings: CISettings) -> list[str]:
+        """The argument list of ``settings.command``; ``tox`` is this Python's tox."""
+        words = shlex.split(settings.command)
+        if words and words[0] == "tox":
+            return [self.python, "-m", "tox", *words[1:]]
+        return words
+
+    def env(self, work: Path) -> dict[str, str]:
+        """The environment of a run: installers see this mirror only; tox writes its result JSON."""
+        index_url = self.index_url()
+        base = {k: v for k, v in os.environ.items() if not k.upper().startswith("TOX")}
+        env = installer_env(index_url, base=base)
+        host = urlsplit(index_url).hostname
+        if host:  # never through a proxy to ourselves
+            for key in ("NO_PROXY", "no_proxy"):
+                env[key] = ",".join(filter(None, [host, env.get(key, "")]))
+        # tox reads its options' defaults from TOX_<OPTION>: the result JSON, and no user config
+        env["TOX_RESULT_JSON"] = str(work / "result.json")
+        env["TOX_USER_CONFIG_FILE"] = str(work / "no-tox-user-config.ini")
+        # installs already go to this mirror: nestegg's tox plugin need not start one of its own
+        env["TOX_NO_NESTEGG"] = "1"
+        return env
+
+    @staticmethod
+    def _execute(
+        command: Sequence[str],
+        cwd: Path,
+        env: Mapping[str, str],
+        output: Path,
+        *,
+        timeout: float,
+        cancel: threading.Event,
+    ) -> tuple[int | None, str]:
+        """Run ``command`` with its output to ``output``; (exit code, "" or how it was stopped)."""
+        with open(output, "wb") as sink:
+            try:
+                process = subprocess.Popen(
+                    list(command),
+                    cwd=cwd,
+                    env=dict(env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except (FileNotFoundError, PermissionError):
+                return None, ERROR
+            deadline = time.monotonic() + timeout
+            try:
+                while True:
+                    try:
+                        return process.wait(timeout=0.2), ""
+                    except subprocess.TimeoutExpired:
+                        pass
+                    if cancel.is_set():
+                        _kill(process)
+                        return process.returncode, INTERRUPTED
+                    if time.monotonic() >= deadline:
+                        _kill(process)
+                        return process.returncode, TIMEOUT
+            except BaseException:
+                _kill(process)
+                raise
+
+    def _project_lock(self, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    """Stop ``process`` and everything it started (its session): TERM, then KILL."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (getattr(signal, "SIGKILL", signal.SIGTERM), 30.0)):
+        with contextlib.suppress(OSError):
+            if hasattr(os, "killpg"):
+                os.killpg(process.pid, sig)
+            else:  # pragma: no cover - no process groups on Windows
+                process.kill()
+        try:
+            process.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    if hasattr(os, "killpg"):  # what the session left behind after its leader exited
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def tox_results(path: Path) -> tuple[EnvResult, ...]:
+    """The outcome of each environment in tox's ``--result-json`` file; none if there is no such file."""
+    try:
+        data = json.loads(path.read_bytes())
+        envs = data["testenvs"]
+        if not isinstance(envs, dict):
+            return ()
+    except (OSError, ValueError, KeyError, TypeError):
+        return ()
+    results = []
+    for name, env in envs.items():
+        result = env.get("result") if isinstance(env, dict) else None
+        if not isinstance(result, dict):
+            continue  # tox's own packaging environments carry no result
+        code = result.get("exit_code")
+        outcome = "skipped" if result.get("skipped") else PASSED if result.get("success") else FAILED
+        duration = result.get("duration")
+        results.append(
+            EnvResult(
+                name=str(name),
+                outcome=outcome,
+                exit_code=code if isinstance(code, int) else None,
+                duration=float(duration) if isinstance(duration, (int, float)) else None,
+            )
+        )
+    return tuple(results)
+
+
+# the service ------------------------------------------------------------------------------------
+
+
+class CIService:
+    """Polls the watched refs and runs queued runs in worker threads, while nestegg serves."""
+
+    def __init__(self, config: Config, store: RunStore, runner: Runner) -> None:
+        self.config = config
+        self.store = store
+        self.runner = runner
+        self.builds = {build.name: build for build in config.source_builds}
+        self.polled = [b for b in config.source_builds if b.ci is not None and b.ci.interval > 0]
+        self._queue: queue.Queue[int | None] = queue.Queue()
+        self._stopping = threading.Event()
+        self._poke = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._guard = threading.Lock()
+
+    def start(self) -> None:
+        """Start the poller (when a build is polled); the workers start with the first run queued."""
+        with self._guard:
+            if self._threads:
+                return
+            self._stopping.clear()
+            try:
+                recovered = self.store.interrupt_unfinished()
+            except Exception as exc:  # noqa: BLE001 - a damaged history must not stop the server
+                logger.warning("cannot read the CI history %s: %s", self.store.path, exc)
+            else:
+                if recovered:
+                    logger.info("marked %d CI runs of stopped processes interrupted", recovered)
+            if self.polled:
+                self._spawn(self._poll_loop, "nestegg-ci-poll")
+        self._ensure_workers()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop polling and running: a run in progress is stopped and recorded as interrupted."""
+        self._stopping.set()
+        self._poke.set()
+        with self._guard:
+            threads, self._threads = self._threads, []
+        for _ in threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            self.store.interrupt_unfinished(mine=True)
+        except Exception as exc:  # noqa: BLE001 - nor stopping it
+            logger.warning("cannot record the CI runs this server leaves unfinished: %s", exc)
+        self.store.close()
+        self._queue = queue.Queue()
+
+    # queueing ---------------------------------------------------------------------------------
+
+    def trigger(self, name: str, ref: str | None = None, *, how: str = "trigger") -> list[Run]:
+        """Queue a run of ``ref`` (default: every watched ref) of source build ``name`` at its head."""
+        build = self.build(name)
+        refs = watched(build)
+        if ref is not None:
+            if ref not in refs:
+                raise BadRequest(f"ref {ref!r} is not watched by {build.name!r} (watched: {', '.join(refs)})")
+            refs = (ref,)
+        return [self._enqueue(build, r, None, how)[0] for r in refs]
+
+    def poll(self, build: SourceBuild) -> list[Run]:
+        """Queue a run of each watched ref whose head is a commit not tested yet."""
+        queued = []
+        for ref in watched(build):
+            try:
+                commit = remote_head(build, ref)
+            except BuildError as exc:
+                logger.warning("CI of %s: cannot poll %s: %s", build.name, ref, exc)
+                continue
+            if self.store.tested(build.name, ref, commit):
+                continue
+            run, new = self._enqueue(build, ref, commit, "poll", untested=True)
+            if new:
+                logger.info("CI of %s: new commit %s on %s (run #%d)", build.name, commit[:12], ref, run.id)
+                queued.append(run)
+        return queued
+
+    def build(self, name: str) -> SourceBuild:
+        found = self.builds.get(canonicalize_name(name)) if is_valid_name(name) else None
+        if found is None:
+            known = ", ".join(sorted(self.builds)) or "none"
+            raise NotFound(f"{name!r} is not a source build (source builds: {known})")
+        return found
+
+    def _enqueue(
+        self, build: SourceBuild, ref: str, commit: str | None, how: str, *, untested: bool = False
+    ) -> tuple[Run, bool]:
+        run, new = self.store.queue(build.name, ref, commit, how, untested=untested)
+        if new:
+            self._ensure_workers()
+            self._queue.put(run.id)
+        return run, new
+
+    # threads ----------------------------------------------------------------------------------
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _ensure_workers(self) -> None:
+        with self._guard:
+            if self._stopping.is_set() or any(t.name.startswith("nestegg-ci-run") for t in self._threads):
+                return
+            for index in range(self.config.ci_jobs):
+                self._spawn(self._work_loop, f"nestegg-ci-run-{index}")
+
+    def _poll_loop(self) -> None:
+        due = dict.fromkeys((b.name for b in self.polled), 0.0)
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            for build in self.polled:
+                if self._stopping.is_set():
+                    break
+                if due[build.name] <= now:
+                    try:
+                        self.poll(build)
+                    except Exception:  # the poller outlives any surprise
+                        logger.exception("CI of %s: polling failed", build.name)
+                    assert build.ci is not None
+                    due[build.name] = time.monotonic() + build.ci.interval
+            self._poke.wait(max(0.05, min(due.values()) - time.monotonic()))
+            self._poke.clear()
+
+    def _work_loop(self) -> None:
+        work = self._queue
+        while not self._stopping.is_set():
+            run_id = work.get()
+            if run_id is None or self._stopping.is_set():
+                break
+            try:
+                run = self.store.get(run_id)
+                if run is None or run.outcome != "queued":
+                    continue
+                build = self.builds.get(canonicalize_name(run.project))
+                if build is None:
+                    self.store.start(run_id)
+                    self.store.finish(run_id, outcome=ERROR, log="", message="no longer a source build")
+                    continue
+                logger.info("CI run #%d of %s %s started", run.id, run.project, run.ref)
+                done = self.runner.run(run, build, self._stopping)
+                logger.info(
+                    "CI run #%d of %s %s: %s %s", done.id, done.project, done.ref, done.outcome, done.message
+                )
+            except Exception:
+                logger.exception("CI run #%d could not be run", run_id)
+
+
+def service(config: Config, *, index_url: Callable[[], str]) -> CIService | None:
+    """CI of ``config``'s source builds, to run while the mirror serves (its URL: ``index_url()``);
+    None when no source build has a ``ci`` entry and no trigger token is set."""
+    if not config.source_builds or not (config.ci_token or any(b.ci for b in config.source_builds)):
+        return None
+    store = RunStore(config.nestegg_dir)
+    return CIService(config, store, Runner(config, store, index_url=index_url))

@@ -1,0 +1,435 @@
+"""Source builds: the config's git/hg tags and branches built into the private store.
+
+For each configured version the tag (or branch) is resolved to a commit, and a build is keyed by
+that commit: an unchanged tag is never built again, a branch that moved is. A build checks out the
+commit, runs ``python -m build`` (isolated; the build environment installs from this mirror, so
+builds work from its cache and offline) and publishes the sdist and wheel it made. What was built
+before stays served when a build fails; its log is kept under ``<nestegg dir>/logs``.
+
+State, per project, in ``<nestegg dir>/builds/<name>.json``; clones in ``<nestegg dir>/repos``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from filelock import FileLock
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import Version
+
+from nestegg_core.config.config import Config, SourceBuild, SourceVersion
+from nestegg_core.errors import BuildError, NesteggError, NotFound
+from nestegg_core.installers import installer_env
+from nestegg_core.simple.distmeta import parse_dist_filename
+from nestegg_core.simple.models import format_time
+from nestegg_core.storage.fs import write_atomic
+from nestegg_core.storage.private import PrivateStore
+from nestegg_core.urls import mask_text
+
+from .vcs import VCS, CheckoutWork, Transcript
+
+if TYPE_CHECKING:
+    pass
+
+logger = logging.getLogger(__name__)
+
+#: seconds one ``python -m build`` may take
+BUILD_TIMEOUT = 1800.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOutcome:
+    """What happened to one configured version."""
+
+    name: NormalizedName
+    version: str
+    ref: str
+    #: "built" (new files), "current" (built before from this commit), "failed" (just now),
+    #: "failed before" (this commit failed earlier and was not retried)
+    status: str
+    commit: str | None = None
+    files: tuple[str, ...] = ()
+    log: Path | None = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("built", "current")
+
+    def describe(self) -> str:
+        commit = f" at {self.commit[:12]}" if self.commit else ""
+        head = f"{self.name} {self.version} ({self.ref}{commit})"
+        if self.ok:
+            return f"{head}: {self.status}: {', '.join(self.files)}"
+        # the log first: clients cut long reason phrases short
+        log = f" (log: {self.log})" if self.log else ""
+        return f"{head}: {self.status}{log}: {self.message}"
+
+
+def find_source_build(config: Config, name: str) -> SourceBuild:
+    """The source build ``name`` (any spelling) of ``config``; :class:`NotFound` naming the known ones."""
+    wanted = canonicalize_name(name)
+    for build in config.source_builds:
+        if build.name == wanted:
+            return build
+    where = f" in {config.source}" if config.source else ""
+    known = ", ".join(sorted(b.name for b in config.source_builds)) or "none"
+    raise NotFound(f"{name!r} is not a source build{where} (source builds: {known})")
+
+
+class SourceBuilder(CheckoutWork[PrivateStore]):
+    """Builds the configured versions of source-build projects into the private store."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: PrivateStore,
+        *,
+        index_url: Callable[[], str],
+        python: str = sys.executable,
+        backends: Mapping[str, VCS] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(config, store, index_url=index_url, python=python, backends=backends)
+        self.clock = clock
+        self.root = config.nestegg_dir
+        self._builds = {build.name: build for build in config.source_builds}
+        self._checked: dict[str, float] = {}
+        self._failures: dict[str, list[BuildOutcome]] = {}
+        self._guard = threading.Lock()
+
+    def source_build(self, name: str) -> SourceBuild:
+        return find_source_build(self.config, name)
+
+    # on demand -----------------------------------------------------------------------------
+
+    def ensure(self, name: NormalizedName) -> None:
+        """Build what is missing of ``name`` (at most once per ``ttl``); :class:`BuildError` if that failed.
+
+        What was built before stays served: only a version that failed just now with nothing
+        built before is an error, once. A commit that failed is not built again here (``nestegg
+        build`` retries it), so a broken tag costs one build, not one per request; but a private
+        project that has no files at all keeps answering with its build error, which says more
+        than an empty page.
+        """
+        build = self._builds.get(name)
+        if build is None:
+            return
+        last = self._checked.get(name)
+        if last is None or self.clock() - last >= self.config.ttl:
+            outcomes = self.build(name, retry_failed=False, refresh=False)
+            with self._guard:
+                self._checked[name] = self.clock()
+                self._failures[name] = [o for o in outcomes if not o.ok]
+            fresh = [o for o in outcomes if o.status == "failed" and not self._has_version(name, o.version)]
+            if fresh:
+                raise BuildError(_summary(fresh))
+        failures = self._failures.get(name)
+        if failures and build.private and self.store.page(name) is None:
+            raise BuildError(_summary(failures))
+
+    # builds ---------------------------------------------------------------------------------
+
+    def build(self, name: str, *, retry_failed: bool = True, refresh: bool = True) -> list[BuildOutcome]:
+        """Bring every configured version of ``name`` up to date; one outcome per version.
+
+        ``refresh`` fetches the repository even if it was fetched within ``ttl``;
+        ``retry_failed`` builds again a commit that failed before.
+        """
+        build = self.source_build(name)
+        if not build.versions:
+            return []
+        lock_path = self.root / "builds" / f"{build.name}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(lock_path):
+            state = _State.read(self._state_path(build.name))
+            log = Transcript()
+            fetched = self._update(build, state, log, refresh=refresh)
+            commits = self._resolve(build, log)
+            if (
+                not fetched
+                and not self.config.offline
+                and any(isinstance(c, BuildError) for c in commits.values())
+            ):
+                # a tag new since the last fetch: fetch now rather than fail until the ttl is over
+                self._update(build, state, log, refresh=True)
+                commits = self._resolve(build, log)
+            outcomes = []
+            for version in build.versions:
+                resolved = commits[version.version]
+                outcomes.append(
+                    self._build_version(build, version, resolved, state, log, retry_failed=retry_failed)
+                )
+                state.write(self._state_path(build.name))  # what is done stays done if this process dies
+        return outcomes
+
+    def _update(self, build: SourceBuild, state: _State, log: Transcript, *, refresh: bool) -> bool:
+        """Clone or fetch the repository unless that was done within ``ttl``; whether it was.
+
+        A failed fetch is logged and the last one used; a failed clone leaves no repository,
+        which the versions then report.
+        """
+        repo = self._repo_path(build.name)
+        if self.config.offline:
+            return False
+        if not refresh and self.clock() - state.checked_at < self.config.ttl and repo.exists():
+            return False  # another process or thread fetched it just now
+        logger.info("updating %s from %s", build.name, mask_text(build.repo_url))
+        try:
+            self.backends(build.repo_type).update(build.repo_url, repo, log)
+        except BuildError as exc:
+            if repo.exists():
+                logger.warning("cannot update %s, building from the last fetch: %s", build.name, exc)
+            else:
+                log.note(f"# cannot clone {build.repo_url}: {exc}")
+            return False
+        state.checked_at = self.clock()
+        return True
+
+    def _resolve(self, build: SourceBuild, log: Transcript) -> dict[str, str | BuildError]:
+        repo = self._repo_path(build.name)
+        commits: dict[str, str | BuildError] = {}
+        for version in build.versions:
+            if not repo.exists():
+                how = "offline, and it was never cloned" if self.config.offline else "cannot clone it"
+                commits[version.version] = BuildError(f"no repository {mask_text(build.repo_url)!r}: {how}")
+                continue
+            try:
+                commits[version.version] = self.backends(build.repo_type).resolve(repo, version.tag, log)
+            except BuildError as exc:
+                commits[version.version] = exc
+        return commits
+
+    def _build_version(
+        self,
+        build: SourceBuild,
+        version: SourceVersion,
+        resolved: str | BuildError,
+        state: _State,
+        update_log: Transcript,
+        *,
+        retry_failed: bool,
+    ) -> BuildOutcome:
+        key = str(Version(version.version))
+
+        def outcome(status: str, **values: Any) -> BuildOutcome:
+            return BuildOutcome(name=build.name, version=key, ref=version.tag, status=status, **values)
+
+        log = Transcript()
+        log.note(f"# nestegg source build of {build.name} {key} ({version.tag}) from {build.repo_url}")
+        log.parts.extend(update_log.parts)
+        if isinstance(resolved, BuildError):
+            path = self._write_log(build.name, key, "unresolved", log, str(resolved))
+            state.failed[key] = {"ref": version.tag, "commit": None, "log": str(path), "error": str(resolved)}
+            logger.error("source build of %s %s failed (log: %s): %s", build.name, key, path, resolved)
+            return outcome("failed", log=path, message=str(resolved))
+        commit = resolved
+        done = state.built.get(key)
+        if done and done.get("commit") == commit and self._present(build.name, done.get("files", [])):
+            state.failed.pop(key, None)  # a branch that came back to a commit built before
+            return outcome("current", commit=commit, files=tuple(done["files"]))
+        failed = state.failed.get(key)
+        if failed and failed.get("commit") == commit and not retry_failed:
+            message, log_path = str(failed.get("error", "")), failed.get("log")
+            logger.warning("not building %s %s again (run 'nestegg build %s' to retry): %s",
+                           build.name, key, build.name, message)  # fmt: skip
+            return outcome(
+                "failed before", commit=commit, message=message, log=Path(log_path) if log_path else None
+            )
+        logger.info(
+            "building %s %s from %s %s (%s)", build.name, key, build.repo_type, version.tag, commit[:12]
+        )
+        started = time.monotonic()
+        try:
+            files = self._run_build(build, version, commit, log, previous=done)
+        except (NesteggError, OSError, subprocess.SubprocessError) as exc:
+            path = self._write_log(build.name, key, commit, log, str(exc))
+            state.failed[key] = {"ref": version.tag, "commit": commit, "log": str(path), "error": str(exc)}
+            logger.error("source build of %s %s (%s at %s) failed (log: %s): %s",
+                         build.name, key, version.tag, commit[:12], path, exc)  # fmt: skip
+            return outcome("failed", commit=commit, log=path, message=str(exc))
+        path = self._write_log(build.name, key, commit, log, None)
+        state.built[key] = {
+            "ref": version.tag,
+            "commit": commit,
+            "files": list(files),
+            "built_at": format_time(datetime.now(timezone.utc)),
+        }
+        state.failed.pop(key, None)
+        logger.info("built %s %s in %.1fs: %s", build.name, key, time.monotonic() - started, ", ".join(files))
+        return outcome("built", commit=commit, files=files, log=path)
+
+    def _run_build(
+        self,
+        build: SourceBuild,
+        version: SourceVersion,
+        commit: str,
+        log: Transcript,
+        *,
+        previous: Mapping[str, Any] | None,
+    ) -> tuple[str, ...]:
+        work_root = self.root / "tmp" / "builds"
+        work_root.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(work_root, build.name)
+        with tempfile.TemporaryDirectory(dir=work_root, prefix=f"{build.name}-") as work:
+            source, out = Path(work) / "source", Path(work) / "dist"
+            self.backends(build.repo_type).checkout(self._repo_path(build.name), commit, source, log)
+            env = self.build_env()
+            log.note(f"# build environment installs from {env['PIP_INDEX_URL']}")
+            log.run(
+                [self.python, "-m", "build", "--outdir", str(out), str(source)],
+                cwd=Path(work),
+                env=env,
+                timeout=BUILD_TIMEOUT,
+                label="python -m build",
+            )
+            produced = sorted(out.iterdir()) if out.is_dir() else []
+            check_outputs(build, version, [p.name for p in produced])
+            for path in produced:
+                self.store.add(path, move=True, replace=True)
+            names = tuple(p.name for p in produced)
+        # files of the previous build of this version that this one did not make again
+        for stale in (previous or {}).get("files", []):
+            if stale not in names:
+                with contextlib.suppress(NotFound):
+                    self.store.remove(build.name, stale)
+        return names
+
+    def build_env(self) -> dict[str, str]:
+        """The environment of ``python -m build``: installers see this mirror and nothing else."""
+        index_url = self.index_url()
+        env = installer_env(index_url)
+        host = urlsplit(index_url).hostname
+        if host:  # never through a proxy to ourselves
+            for key in ("NO_PROXY", "no_proxy"):
+                env[key] = ",".join(filter(None, [host, env.get(key, "")]))
+        return env
+
+    # helpers --------------------------------------------------------------------------------
+
+    def _repo_path(self, name: str) -> Path:
+        return self.root / "repos" / name
+
+    def _state_path(self, name: str) -> Path:
+        return self.root / "builds" / f"{name}.json"
+
+    def _has_version(self, name: NormalizedName, version: str) -> bool:
+        page = self.store.page(name)
+        wanted = Version(version)
+        return page is not None and any(d.version and Version(d.version) == wanted for d in page.files)
+
+    def _present(self, name: NormalizedName, files: Iterable[str]) -> bool:
+        files = list(files)
+        if not files:
+            return False
+        try:
+            for filename in files:
+                self.store.file_path(name, filename)
+        except NotFound:
+            return False
+        return True
+
+    def _write_log(self, name: str, version: str, commit: str, log: Transcript, error: str | None) -> Path:
+        path = self.root / "logs" / f"{name}-{version}-{commit[:12]}.log"
+        if error is not None:
+            log.note(f"# FAILED: {error}")
+        try:
+            write_atomic(path, log.text().encode("utf-8"))
+        except OSError as exc:
+            logger.warning("cannot write build log %s: %s", path, exc)
+        return path
+
+
+def _summary(failed: list[BuildOutcome]) -> str:
+    more = f" (and {len(failed) - 1} more failed builds)" if len(failed) > 1 else ""
+    return failed[0].describe() + more
+
+
+def _remove_abandoned(work_root: Path, name: str) -> None:
+    """Remove work dirs of ``name``'s builds that a killed process left; call holding its build lock.
+
+    With the lock held no other build of ``name`` runs, so each of its dirs is a crash's leftover.
+    ``TemporaryDirectory`` adds 8 characters without a dash to the prefix: another project's dirs
+    (``<name>-more-xxxxxxxx``) never match.
+    """
+    pattern = re.compile(rf"{re.escape(name)}-[a-z0-9_]{{8}}")
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(work_root):
+            if pattern.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                logger.info("removing %s, left by a build that was killed", entry.path)
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def check_outputs(build: SourceBuild, version: SourceVersion, produced: list[str]) -> None:
+    """That a build made one sdist and a wheel of the configured name, version and ``dist_file``."""
+    made = ", ".join(produced) or "nothing"
+    wanted = Version(version.version)
+    for filename in produced:
+        try:
+            name, file_version = parse_dist_filename(filename)
+        except NesteggError:
+            raise BuildError(f"the build made {filename!r}, which is no wheel or sdist") from None
+        if name != build.name or file_version != wanted:
+            raise BuildError(
+                f"tag {version.tag!r} built {filename!r}, not {build.name} {version.version} as configured"
+            )
+    sdists = [f for f in produced if not f.endswith(".whl")]
+    wheels = [f for f in produced if f.endswith(".whl")]
+    if len(sdists) != 1 or not wheels:
+        raise BuildError(f"expected an sdist and a wheel, the build made {made}")
+    if version.dist_file is not None and version.dist_file not in produced:
+        if not any(_same_dist(version.dist_file, filename) for filename in produced):
+            raise BuildError(f"dist_file {version.dist_file!r} was not produced; the build made {made}")
+        logger.info("dist_file %r is spelled differently from what was built (%s)", version.dist_file, made)
+
+
+def _same_dist(expected: str, made: str) -> bool:
+    """Whether two filenames name the same kind of file of one project and version."""
+    try:
+        return (expected.endswith(".whl") == made.endswith(".whl")) and (
+            parse_dist_filename(expected) == parse_dist_filename(made)
+        )
+    except NesteggError:
+        return False
+
+
+class _State:
+    """The built and failed commits of one project's versions, on disk as JSON."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.checked_at = float(data.get("checked_at", 0.0))
+        self.built: dict[str, dict[str, Any]] = dict(data.get("built", {}))
+        self.failed: dict[str, dict[str, Any]] = dict(data.get("failed", {}))
+
+    @classmethod
+    def read(cls, path: Path) -> _State:
+        try:
+            data = json.loads(path.read_bytes())
+            if not isinstance(data, dict):
+                raise TypeError(f"expected an object, got {type(data).__name__}")
+            return cls(data)
+        except FileNotFoundError:
+            return cls({})
+        except (OSError, ValueError, TypeError) as exc:
+            logger.warning("ignoring damaged build state %s: %s", path, exc)
+            return cls({})
+
+    def write(self, path: Path) -> None:
+        data = {"checked_at": self.checked_at, "built": self.built, "failed": self.failed}
+        write_atomic(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())

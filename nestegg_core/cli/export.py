@@ -1,0 +1,285 @@
+"""``nestegg export``: cached and private files as a static PEP 503/691 index, for air-gapped machines.
+
+The tree is plain files that any static web server, file share or removable disk can carry::
+
+    DEST/simple/index.html, index.json           the project list (PEP 503 HTML, PEP 691 JSON)
+    DEST/simple/<name>/index.html, index.json    project pages whose links lead to ../../files/
+    DEST/files/<filename>, <filename>.metadata   every file, flat: also fit for pip --find-links
+
+What a requirements file needs is resolved by pip itself, against the mirror served in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import quote, unquote
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import Version
+
+from nestegg_core.config.config import Config
+from nestegg_core.errors import ArchiveError, NesteggError, NotFound, UnsafePath
+from nestegg_core.index.repository import Repository
+from nestegg_core.installers import installer_env
+from nestegg_core.serve.server import Mirror
+from nestegg_core.simple.distmeta import wheel_metadata
+from nestegg_core.simple.models import DistFile, ProjectPage, parse_specifier, parse_version
+from nestegg_core.simple.render import HTML_V1, JSON_V1, render_index, render_project
+from nestegg_core.storage.fs import atomic_file, open_read, sha256_file, write_atomic
+from nestegg_core.storage.store import check_filename
+
+logger = logging.getLogger(__name__)
+
+#: files to export: (project, filename) to the record to list and the file to copy
+Chosen = dict[tuple[NormalizedName, str], tuple[DistFile, Path]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportResult:
+    dest: Path
+    #: the files exported, by project
+    projects: dict[NormalizedName, tuple[DistFile, ...]] = field(default_factory=dict)
+
+    @property
+    def files(self) -> int:
+        return sum(len(files) for files in self.projects.values())
+
+
+def export(
+    config: Config,
+    dest: Path,
+    *,
+    projects: Sequence[str] = (),
+    requirements: Path | None = None,
+    pip_args: Sequence[str] = (),
+) -> ExportResult:
+    """Write the chosen files of the nest, with PEP 503 and PEP 691 pages, as a static tree at ``dest``.
+
+    ``projects`` are names or requirements (``name>=1.0``) picking cached and private files; with
+    ``requirements`` pip resolves the file against the mirror and what it downloaded (with the build
+    dependencies of sdists) is exported. With neither, everything cached and private is. Projects
+    exported into ``dest`` before stay listed.
+    """
+    repository = Repository(config.with_changes(offline=True))
+    chosen: Chosen = {}
+    if requirements is not None:
+        for name, filename in _resolve(config, requirements, pip_args):
+            chosen[(name, filename)] = _source(repository, name, filename)
+    for spec in projects:
+        found = _project_files(repository, spec)
+        if not found:
+            raise NotFound(f"nothing of {spec!r} is in the cache or the private store; install it "
+                           "through the mirror first, or export with --requirements")  # fmt: skip
+        chosen.update(found)
+    if requirements is None and not projects:
+        everything = set(repository.store.project_names()) | set(repository.private.names())
+        for project in sorted(everything):
+            chosen.update(_project_files(repository, project))
+    files_dir = dest / "files"
+    files_dir.mkdir(parents=True, exist_ok=True)
+    by_project: dict[NormalizedName, list[DistFile]] = {}
+    owners: dict[str, NormalizedName] = {}
+    for (name, filename), (dist, path) in sorted(chosen.items()):
+        if owners.setdefault(filename, name) != name:
+            raise NesteggError(f"projects {owners[filename]!r} and {name!r} both have a file {filename!r}")
+        try:
+            exported = _export_file(dist, path, files_dir, config.nestegg_dir)
+        except UnsafePath as exc:  # planted in a shared nest: never copied through
+            logger.warning("not exporting %s/%s: %s", name, filename, exc)
+            continue
+        by_project.setdefault(name, []).append(exported)
+    for name, files in by_project.items():
+        files.sort(key=_version_order)
+        page = ProjectPage.build(name, files)
+        for content_type, index in ((HTML_V1, "index.html"), (JSON_V1, "index.json")):
+            body = render_project(page, content_type, lambda d: "../../files/" + quote(d.filename))
+            write_atomic(dest / "simple" / name / index, body)
+    (dest / "simple").mkdir(exist_ok=True)
+    listed = sorted(  # earlier exports into ``dest`` stay listed
+        entry.name for entry in os.scandir(dest / "simple")
+        if entry.is_dir() and (Path(entry.path) / "index.html").is_file()
+    )  # fmt: skip
+    for content_type, index in ((HTML_V1, "index.html"), (JSON_V1, "index.json")):
+        write_atomic(dest / "simple" / index, render_index(listed, content_type))
+    exported_files = sum(len(files) for files in by_project.values())
+    logger.info("exported %d files of %d projects to %s", exported_files, len(by_project), dest)
+    return ExportResult(dest=dest, projects={n: tuple(f) for n, f in by_project.items()})
+
+
+def _project_files(
+    repository: Repository, spec: str
+) -> dict[tuple[NormalizedName, str], tuple[DistFile, Path]]:
+    """The cached and private files of a project whose versions ``spec`` allows."""
+    try:
+        requirement = Requirement(spec)
+    except InvalidRequirement as exc:
+        raise NesteggError(f"{spec!r} is not a project name or requirement: {exc}") from None
+    if parse_specifier(str(requirement.specifier)) is None:  # packaging reads its versions only when used
+        raise NesteggError(f"{spec!r} is not a project name or requirement: unreadable version")
+    name = canonicalize_name(requirement.name)
+    store = repository.store
+    found = {(name, d.filename): (d, store.file_path(name, d.filename)) for d in store.kept_files(name)}
+    page = repository.private.page(name)
+    for dist in page.files if page is not None else ():
+        found[(name, dist.filename)] = (dist, repository.private.root / name / dist.filename)
+    return {
+        key: value for key, value in found.items()
+        if not requirement.specifier or _allowed(requirement, value[0])
+    }  # fmt: skip
+
+
+def _allowed(requirement: Requirement, dist: DistFile) -> bool:
+    version = parse_version(dist.version or "")
+    return version is not None and requirement.specifier.contains(version, prereleases=True)
+
+
+def _source(repository: Repository, name: NormalizedName, filename: str) -> tuple[DistFile, Path]:
+    private = repository.private.page(name)
+    dist = private.file(filename) if private is not None else None
+    if dist is not None:
+        return dist, repository.private.root / name / filename
+    store = repository.store
+    record = store.read_record(name, filename)
+    path = store.file_path(name, filename)
+    if record is None or not path.is_file():
+        raise NotFound(f"{filename!r} was downloaded but is not in the cache (pruned meanwhile?)")
+    return record, path
+
+
+def _export_file(dist: DistFile, path: Path, files_dir: Path, nest: Path) -> DistFile:
+    """Copy one file (and its metadata) of the ``nest`` into ``files_dir``; the record the exported
+    pages list. A link in the nest is not followed (:class:`UnsafePath`)."""
+    target = files_dir / check_filename(dist.filename)
+    with open_read(nest, path) as source:
+        sha256 = dist.own_sha256 or dist.sha256 or _sha256(source)
+        if not (target.is_file() and sha256_file(target) == sha256):
+            source.seek(0)
+            with atomic_file(target) as handle:
+                shutil.copyfileobj(source, handle)
+        metadata: bytes | None = None
+        if dist.filename.endswith(".whl"):
+            try:
+                with open_read(nest, path.with_name(f"{path.name}.metadata")) as kept:
+                    metadata = kept.read()
+            except FileNotFoundError:
+                source.seek(0)
+                try:
+                    metadata = wheel_metadata(source, dist.filename)
+                except (ArchiveError, OSError) as exc:  # exported all the same, as the mirror serves it
+                    logger.warning("no PEP 658 metadata for %s: %s", dist.filename, exc)
+    # listed as the mirror lists it: nestegg's own sha256 only where the upstream vouched for the bytes
+    vouched = dist.origin == "private" or dist.sha256 is not None
+    metadata_hashes = None
+    if metadata is not None:
+        write_atomic(files_dir / f"{dist.filename}.metadata", metadata)
+        metadata_hashes = {"sha256": hashlib.sha256(metadata).hexdigest()} if vouched else {}
+    return dist.with_changes(url="", hashes={"sha256": sha256} if vouched else {},
+                             core_metadata=metadata_hashes, origin="mirror")  # fmt: skip
+
+
+def _sha256(handle: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _version_order(dist: DistFile) -> tuple[int, Version | str, str]:
+    version = parse_version(dist.version or "")
+    return (1, "", dist.filename) if version is None else (0, version, dist.filename)
+
+
+def _resolve(config: Config, requirements: Path, pip_args: Sequence[str]) -> list[tuple[NormalizedName, str]]:
+    """The files pip needs for ``requirements``, asked of this mirror served in-process.
+
+    pip is the resolver whose answer matters (markers, extras, Requires-Python, yanked files), so it
+    resolves; the mirror records every file it hands out during the run, which also catches the build
+    dependencies of sdists that ``pip download`` fetches but does not keep.
+    """
+    if not requirements.is_file():
+        raise NesteggError(f"requirements file {str(requirements)!r} does not exist")
+    served: list[tuple[NormalizedName, str]] = []
+    lock = threading.Lock()
+
+    def recorder(app: Any) -> Any:
+        def recording(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            def starting(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                parts = environ.get("PATH_INFO", "").split("/")
+                wanted = environ.get("REQUEST_METHOD") == "GET" and status[:3] in ("200", "206")
+                if wanted and len(parts) == 4 and parts[1] == "files" and not parts[3].endswith(".metadata"):
+                    with lock:
+                        served.append((NormalizedName(parts[2]), unquote(parts[3])))
+                return start_response(status, headers, exc_info)
+
+            return app(environ, starting)  # type: ignore[no-any-return]
+
+        return recording
+
+    # a mirror for pip alone: no credentials needed to read private projects, files sent in the
+    # body (no front server here), no size limit pruning what is about to be exported, no CI
+    local = config.with_changes(
+        host="127.0.0.1", port=0, credentials_file=None, private_read_auth=False, sendfile=None,
+        max_cache_size=None, ci_token=None,
+        source_builds=tuple(replace(build, ci=None) for build in config.source_builds),
+    )  # fmt: skip
+    with Mirror(local, middleware=recorder) as mirror, tempfile.TemporaryDirectory() as downloads:
+        command = [
+            sys.executable, "-m", "pip", "download", "--dest", downloads, "--progress-bar", "off",
+            "--index-url", mirror.index_url, "--requirement", str(requirements), *pip_args,
+        ]  # fmt: skip
+        # no pip cache: a file it kept from an earlier run would never be asked of the mirror
+        env = installer_env(mirror.index_url, PIP_NO_CACHE_DIR="1")
+        logger.info("resolving %s with pip against %s", requirements, mirror.index_url)
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            tail = "; ".join(result.stderr.strip().splitlines()[-3:])
+            raise NesteggError(f"pip could not download what {str(requirements)!r} needs: {tail}")
+    return list(dict.fromkeys(served))
+
+
+# the command line ---------------------------------------------------------------------------------
+
+
+def add_commands(commands: Any) -> None:
+    """``nestegg export``."""
+    parser = commands.add_parser(
+        "export", help="write cached and private files as a static index (for air-gapped machines)"
+    )
+    parser.add_argument("dest", metavar="DEST", help="directory to write the index into")
+    parser.add_argument(
+        "--project", metavar="SPEC", action="append", default=[],
+        help="a project name or requirement (like 'name>=2') whose cached files to export; repeatable",
+    )  # fmt: skip
+    parser.add_argument(
+        "-r", "--requirements", metavar="FILE",
+        help="export what pip needs to install FILE, fetched through the mirror as needed",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pip-arg", metavar="ARG", action="append", default=[],
+        help="an option for that pip download, like --platform=manylinux2014_x86_64; repeatable",
+    )  # fmt: skip
+    parser.set_defaults(func=_export_command)
+
+
+def _export_command(args: argparse.Namespace, config: Config) -> int:
+    requirements = Path(args.requirements) if args.requirements else None
+    result = export(config, Path(args.dest), projects=args.project, requirements=requirements,
+                    pip_args=args.pip_arg)  # fmt: skip
+    dest = result.dest.absolute()
+    print(f"exported {result.files} files of {len(result.projects)} projects to {dest}")
+    print(f"install with: pip install --index-url {dest.as_uri()}/simple/ ...")
+    print(f"          or: pip install --no-index --find-links {dest / 'files'} ...")
+    return 0

@@ -1,0 +1,454 @@
+"""Configuration: the seed's ``nestegg.yml`` format, its lookup, and the upstream pip would use.
+
+Nothing is read at import time; :func:`load_config` reads and validates, :class:`Config` is the value.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import platformdirs
+from packaging.utils import NormalizedName, canonicalize_name
+
+from nestegg_core.errors import ConfigError
+from nestegg_core.simple.models import is_valid_name, parse_version
+from nestegg_core.urls import mask_url
+
+from .pipindex import pip_index_url
+from .settings import (
+    BOOLEAN,
+    COUNT,
+    NAMES,
+    PATH,
+    PORT,
+    SECONDS,
+    SENDFILE,
+    SIZE,
+    STRING,
+    TIMEOUT,
+    TOKEN,
+    URL_PATH,
+    Kind,
+    Reader,
+    declared,
+    keys,
+    setting,
+)
+
+CONFIG_NAME = "nestegg.yml"
+DEFAULT_PORT = 7654
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_TTL = 600.0
+DEFAULT_TIMEOUT = 30.0
+#: seconds to connect: the upstream is usually a CDN a few milliseconds away, and a network that
+#: drops packets should cost seconds, not the read timeout
+DEFAULT_CONNECT_TIMEOUT = 3.0
+DEFAULT_MAX_UPLOAD = 200 * 1024 * 1024
+DEFAULT_SENDFILE_PREFIX = "/_nestegg/"
+DEFAULT_CI_INTERVAL = 300.0
+DEFAULT_CI_TIMEOUT = 3600.0
+# The limits of what is taken from the upstream: an endless or dripping answer must not grow the
+# server or hold a thread without end.
+#: bytes of a project page, decoded (the largest real pages are about 20 MB)
+MAX_PAGE_SIZE = 64 * 1024**2
+#: bytes of a PEP 658 metadata file
+MAX_METADATA_SIZE = 16 * 1024**2
+#: seconds a page or a metadata file may take in all, however steadily it comes
+PAGE_DEADLINE = 120.0
+#: bytes of a file whose size neither the index nor the answer gives
+MAX_FILE_SIZE = 20 * 1024**3
+
+
+def default_cache_dir() -> Path:
+    """The one nestegg cache of this user, shared by every tool and process."""
+    return Path(platformdirs.user_cache_dir("nestegg", appauthor=False))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceVersion:
+    """One ``versions`` entry of a source build: build ``tag`` (a tag or branch) as ``version``."""
+
+    version: str
+    tag: str
+    dist_file: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CISettings:
+    """The ``ci`` entry of a source build: what to run on each new commit of which refs, how often."""
+
+    #: run in the checkout, split like a shell would (no shell runs it); ``tox`` is this Python's tox
+    command: str = "tox"
+    #: branches and tags to test; empty means the default branch (git ``HEAD``, hg ``default``)
+    watch: tuple[str, ...] = ()
+    #: seconds between polls of the repository while serving; 0 polls never (trigger URL, CLI)
+    interval: float = DEFAULT_CI_INTERVAL
+    #: seconds a run may take before it is stopped and recorded as timed out
+    timeout: float = DEFAULT_CI_TIMEOUT
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceBuild:
+    """One ``source_builds`` entry: a git or hg repository whose tags are built into the store."""
+
+    name: NormalizedName
+    repo_type: str
+    repo_url: str
+    private: bool = True
+    versions: tuple[SourceVersion, ...] = ()
+    #: continuous integration of the repository; None: none
+    ci: CISettings | None = None
+
+
+def _index_url(reader: Reader, raw: Any, path: str) -> str:
+    return check_index_url(reader.string(raw, path), f"{reader.file}: {path}")
+
+
+def _source_builds(reader: Reader, raw: Any, path: str) -> tuple[SourceBuild, ...]:
+    return tuple(
+        _source_build(reader, item, f"{path}[{i}]") for i, item in enumerate(reader.sequence(raw, path))
+    )
+
+
+INDEX_URL = Kind("an http(s) URL", _index_url)
+SOURCE_BUILDS = Kind("a list of source builds, as above", _source_builds)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything a mirror needs; build one with :func:`load_config` or directly in tests."""
+
+    nestegg_dir: Path = setting(
+        factory=default_cache_dir,
+        kind=PATH,
+        option="--cache-dir",
+        metavar="DIR",
+        variable="NESTEGG_CACHE_DIR",
+        description="the nest: the cache and the private store",
+        default_text="the user cache directory",
+    )
+    host: str = setting(
+        DEFAULT_HOST,
+        kind=STRING,
+        option="--host",
+        metavar="HOST",
+        commands=("serve",),
+        description="the address to listen on; any but loopback lets every machine that reaches it in",
+    )
+    port: int = setting(
+        DEFAULT_PORT,
+        kind=PORT,
+        option="--port",
+        metavar="PORT",
+        commands=("serve",),
+        description="the port to listen on; 0 picks a free one",
+    )
+    #: the upstream Simple API root; None means "the index pip uses", resolved by ``upstream_url``
+    index_url: str | None = setting(
+        None,
+        kind=INDEX_URL,
+        aliases=("index-url",),
+        option="--index-url",
+        metavar="URL",
+        variable="NESTEGG_INDEX_URL",
+        description="the upstream Simple API",
+        default_text="the index pip uses: PIP_INDEX_URL, pip's configuration, else pip's default",
+    )
+    ttl: float = setting(
+        DEFAULT_TTL, kind=SECONDS, description="seconds before a page is revalidated with the upstream"
+    )
+    timeout: float = setting(
+        DEFAULT_TIMEOUT, kind=TIMEOUT, description="seconds each read from the upstream may take"
+    )
+    connect_timeout: float = setting(
+        DEFAULT_CONNECT_TIMEOUT, kind=TIMEOUT, description="seconds a connection to the upstream may take"
+    )
+    offline: bool = setting(
+        False,
+        kind=BOOLEAN,
+        option="--offline",
+        variable="NESTEGG_OFFLINE",
+        description="serve from the cache only, never ask the upstream",
+    )
+    #: pages for pip list only the files that fit the interpreter its User-Agent describes
+    #: (see ``clients``); off by default, as pip's ``--platform`` cannot be seen
+    compatible_only: bool = setting(
+        False,
+        kind=BOOLEAN,
+        option="--compatible-only",
+        commands=("serve",),
+        description="list to pip only the files that fit its interpreter and platform",
+    )
+    threads: int = setting(
+        16, kind=COUNT, option="--threads", metavar="N", commands=("serve",), description="worker threads"
+    )
+    source_builds: tuple[SourceBuild, ...] = setting(
+        (),
+        kind=SOURCE_BUILDS,
+        description="git and hg repositories whose tags are built into the private store",
+    )
+    #: names and fnmatch patterns that are private even before anything was uploaded
+    private_names: tuple[str, ...] = setting(
+        (), kind=NAMES, description="names and glob patterns that are private before anything is uploaded"
+    )
+    #: a file of ``user:hash`` lines (see ``credentials``); uploads need it
+    credentials_file: Path | None = setting(
+        None,
+        kind=PATH,
+        description="the file of users and password hashes ('nestegg passwd'); uploads need it",
+    )
+    private_read_auth: bool = setting(
+        False, kind=BOOLEAN, description="reading private projects needs credentials too"
+    )
+    max_upload_size: int = setting(
+        DEFAULT_MAX_UPLOAD, kind=COUNT, description="bytes an uploaded file may have", default_text="200 MiB"
+    )
+    #: the token a POST to ``/ci/trigger/<name>`` must send; None turns the trigger URL off
+    ci_token: str | None = setting(
+        None, kind=TOKEN, secret=True, description="the token a POST to /ci/trigger/<name> must send"
+    )
+    ci_jobs: int = setting(1, kind=COUNT, description="CI runs at the same time (per process)")
+    #: None: the app sends cached files; ``x-accel-redirect`` (nginx) or ``x-sendfile`` (Apache's
+    #: mod_xsendfile, lighttpd): it answers with a header and the front server sends the file
+    sendfile: str | None = setting(
+        None, kind=SENDFILE, description="let the front server send cached files (nginx, Apache)"
+    )
+    sendfile_prefix: str = setting(
+        DEFAULT_SENDFILE_PREFIX,
+        kind=URL_PATH,
+        description="the nginx internal location that aliases nestegg_dir (x-accel-redirect)",
+    )
+    max_cache_size: int | None = setting(
+        None,
+        kind=SIZE,
+        description="the most the cached files may take; the least recently used are pruned",
+        default_text="no limit",
+    )
+    #: bytes of an upstream project page (decoded) and of a PEP 658 metadata file; an answer over
+    #: it fails (502) and the cached page, if any, is served
+    max_page_size: int = setting(
+        MAX_PAGE_SIZE, kind=SIZE, description="the most an upstream project page may have, decoded"
+    )
+    max_metadata_size: int = setting(
+        MAX_METADATA_SIZE, kind=SIZE, description="the most a PEP 658 metadata file of the upstream may have"
+    )
+    page_deadline: float = setting(
+        PAGE_DEADLINE, kind=TIMEOUT, description="seconds an upstream page or metadata file may take in all"
+    )
+    max_file_size: int = setting(
+        MAX_FILE_SIZE,
+        kind=SIZE,
+        description="the most an upstream file may have when neither its page nor its answer gives its size",
+    )
+    #: the file this came from, for messages; None for defaults
+    source: Path | None = None
+
+    def with_changes(self, **changes: Any) -> Config:
+        return replace(self, **changes)
+
+    def without_ci(self) -> Config:
+        """This config with no CI (no polling, no trigger URL): for a mirror that serves one run."""
+        return replace(
+            self, ci_token=None, source_builds=tuple(replace(b, ci=None) for b in self.source_builds)
+        )
+
+    @property
+    def upstream_url(self) -> str:
+        """The upstream index URL with a trailing slash: configured, else the one pip uses."""
+        url = self.index_url or pip_index_url()
+        return url.rstrip("/") + "/"
+
+
+def config_candidates(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """Where a config is looked for when none is named, first match wins."""
+    env = os.environ if environ is None else environ
+    found = []
+    if env.get("NESTEGG_CONFIG"):
+        found.append(Path(env["NESTEGG_CONFIG"]))
+    found.append(Path.cwd() / CONFIG_NAME)
+    found.append(Path.home() / CONFIG_NAME)
+    found.append(Path(platformdirs.user_config_dir("nestegg", appauthor=False)) / CONFIG_NAME)
+    return found
+
+
+def find_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Path | None:
+    """The config file to read: ``path`` (which must exist), else the first candidate that exists."""
+    if path is not None:
+        chosen = Path(path)
+        if not chosen.is_file():
+            raise ConfigError(f"config file {str(chosen)!r} does not exist")
+        return chosen
+    env = os.environ if environ is None else environ
+    for index, candidate in enumerate(config_candidates(env)):
+        if candidate.is_file():
+            return candidate
+        if index == 0 and env.get("NESTEGG_CONFIG"):
+            raise ConfigError(f"config file {str(candidate)!r} (from $NESTEGG_CONFIG) does not exist")
+    return None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Config:
+    """Read the config (named, or found by :func:`config_candidates`) and apply ``overrides``.
+
+    Overrides whose value is None are ignored, so CLI options can be passed through as they are.
+    """
+    found = find_config(path, environ)
+    config = Config() if found is None else parse_config_file(found)
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    unknown = set(changes) - {f.name for f in fields(Config)}
+    if unknown:
+        raise TypeError(f"unknown config override(s): {sorted(unknown)}")
+    if "nestegg_dir" in changes:
+        changes["nestegg_dir"] = Path(changes["nestegg_dir"]).expanduser()
+    if "index_url" in changes:
+        changes["index_url"] = check_index_url(changes["index_url"], "--index-url")
+    # the same bounds as in the file: waitress would take port 99999 modulo 65536, 0 threads hang
+    port = changes.get("port")
+    if port is not None and not (isinstance(port, int) and 0 <= port <= 65535):
+        raise ConfigError(f"port: expected a port number 0-65535, got {port!r}")
+    threads = changes.get("threads")
+    if threads is not None and not (isinstance(threads, int) and threads >= 1):
+        raise ConfigError(f"threads: expected an integer >= 1, got {threads!r}")
+    return replace(config, **changes)
+
+
+def parse_config_file(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    import yaml  # noqa: PLC0415 - 12 ms of every start, and only a config file needs it
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}:{where}: {problem}") from None
+    return parse_config(data, source=path)
+
+
+def parse_config(data: Any, *, source: Path | None = None) -> Config:
+    """Validate the parsed YAML document (top key ``nestegg``) into a :class:`Config`."""
+    where = Reader(str(source) if source else "<config>", source.parent if source else None)
+    if data is None:
+        data = {"nestegg": {}}
+    top = where.mapping(data, "")
+    where.only(top, "", {"nestegg"})
+    # an empty ``nestegg:`` is no settings; ``nestegg: 0`` or ``nestegg: []`` is a mistake
+    body = where.mapping({} if top.get("nestegg") is None else top["nestegg"], "nestegg")
+    known = keys(Config)
+    where.only(body, "nestegg", set(known))
+    values: dict[str, Any] = {"source": source}
+    declarations = {field.name: declaration for field, declaration in declared(Config)}
+    for key, raw in body.items():
+        name = known[key.replace("-", "_")]
+        values[name] = declarations[name].kind.read(where, raw, f"nestegg.{key}")
+    names = [build.name for build in values.get("source_builds", ())]
+    for name in names:
+        if names.count(name) > 1:
+            raise where.error("nestegg.source_builds", f"project {name!r} is listed twice")
+    return Config(**values)
+
+
+def _source_build(where: Reader, raw: Any, path: str) -> SourceBuild:
+    item = where.mapping(raw, path)
+    where.only(item, path, {"name", "repo_type", "repo_url", "private", "versions", "ci"})
+    for key in ("name", "repo_type", "repo_url"):
+        if key not in item:
+            raise where.error(f"{path}.{key}", "is required")
+    name = where.string(item["name"], f"{path}.name")
+    if not is_valid_name(name):
+        raise where.error(f"{path}.name", f"{name!r} is not a valid project name")
+    repo_type = where.string(item["repo_type"], f"{path}.repo_type").lower()
+    if repo_type not in ("git", "hg"):
+        raise where.error(f"{path}.repo_type", f"expected 'git' or 'hg', got {repo_type!r}")
+    versions = []
+    for i, entry in enumerate(where.sequence(item.get("versions") or [], f"{path}.versions")):
+        vpath = f"{path}.versions[{i}]"
+        mapping = where.mapping(entry, vpath)
+        where.only(mapping, vpath, {"version", "tag", "dist_file"})
+        if "version" not in mapping:
+            raise where.error(f"{vpath}.version", "is required")
+        version = where.string(mapping["version"], f"{vpath}.version")
+        if parse_version(version) is None:
+            raise where.error(f"{vpath}.version", f"{version!r} is not a valid version")
+        tag = where.string(mapping.get("tag", version), f"{vpath}.tag")
+        dist_file = mapping.get("dist_file")
+        versions.append(
+            SourceVersion(
+                version=version,
+                tag=tag,
+                dist_file=None if dist_file is None else where.string(dist_file, f"{vpath}.dist_file"),
+            )
+        )
+    return SourceBuild(
+        name=canonicalize_name(name),
+        repo_type=repo_type,
+        repo_url=where.string(item["repo_url"], f"{path}.repo_url"),
+        private=where.boolean(item.get("private", True), f"{path}.private"),
+        versions=tuple(versions),
+        ci=_ci_settings(where, item["ci"], f"{path}.ci") if "ci" in item else None,
+    )
+
+
+def _ci_settings(where: Reader, raw: Any, path: str) -> CISettings | None:
+    """``ci: yes`` (the defaults), ``ci: no``, or a mapping of :class:`CISettings` keys."""
+    if isinstance(raw, bool):
+        return CISettings() if raw else None
+    item = where.mapping(raw, path)
+    where.only(item, path, {"command", "watch", "interval", "timeout"})
+    values: dict[str, Any] = {}
+    if "command" in item:
+        command = where.string(item["command"], f"{path}.command")
+        try:
+            words = shlex.split(command)
+        except ValueError as exc:
+            raise where.error(f"{path}.command", f"cannot split {command!r}: {exc}") from None
+        if not words:
+            raise where.error(f"{path}.command", f"expected a command, got {command!r}")
+        values["command"] = command
+    if "watch" in item:
+        raw_watch = item["watch"]
+        single = isinstance(raw_watch, (str, int, float))
+        refs = [raw_watch] if single else where.sequence(raw_watch, f"{path}.watch")
+        watch = []
+        for i, ref in enumerate(refs):
+            value = where.string(ref, f"{path}.watch[{i}]")
+            if value.startswith("-") or any(c.isspace() or ord(c) < 32 for c in value):
+                raise where.error(f"{path}.watch[{i}]", f"{value!r} is not a branch or tag name")
+            watch.append(value)
+        values["watch"] = tuple(dict.fromkeys(watch))
+    if "interval" in item:
+        values["interval"] = where.number(item["interval"], f"{path}.interval")
+    if "timeout" in item:
+        timeout = where.number(item["timeout"], f"{path}.timeout")
+        if timeout == 0:
+            raise where.error(f"{path}.timeout", "expected a number of seconds > 0, got 0")
+        values["timeout"] = timeout
+    return CISettings(**values)
+
+
+def check_index_url(url: str, where: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{where}: {mask_url(url)!r} is not an http(s) URL of an index (like https://example.com/simple/)"
+        )
+    return url

@@ -1,0 +1,1 @@
+"""The WSGI layer: routing, files and ranges, uploads, credentials checks, middleware."""

@@ -1,0 +1,104 @@
+"""Small answers of the WSGI layer: status lines, errors, redirects, JSON, validators."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote
+
+from nestegg_core.errors import NesteggError, Unavailable
+
+from .types import Environ, StartResponse
+
+__all__ = ["error", "etag_matches", "http_date", "json_answer", "redirect", "status_line"]
+
+_REASONS = {
+    200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified",
+    400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    406: "Not Acceptable", 413: "Content Too Large", 416: "Range Not Satisfiable",
+    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Gateway Timeout", 507: "Insufficient Storage", 508: "Loop Detected",
+}  # fmt: skip
+
+
+def status_line(code: int, reason: str | None = None) -> str:
+    if reason:  # one line of visible ASCII, short enough for any client
+        reason = " ".join(reason.split()).encode("ascii", "replace").decode("ascii")
+        reason = reason if len(reason) <= 300 else reason[:297] + "..."
+    return f"{code} {reason or _REASONS.get(code, 'Unknown')}"
+
+
+def redirect(environ: Environ, start_response: StartResponse, path: str) -> Iterable[bytes]:
+    location = quote(environ.get("SCRIPT_NAME", "").rstrip("/") + path)
+    body = f"moved to {location}\n".encode()
+    start_response(
+        status_line(301),
+        [
+            ("Location", location),
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+        ],
+    )
+    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+
+def json_answer(environ: Environ, start_response: StartResponse, data: object) -> Iterable[bytes]:
+    body = json.dumps(data).encode()
+    start_response(
+        status_line(200),
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ],
+    )
+    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+
+def error(
+    environ: Environ,
+    start_response: StartResponse,
+    status: int,
+    message: str,
+    reason: str | None = None,
+    *,
+    exc_info: Any = None,
+    retry_after: int | None = None,
+) -> Iterable[bytes]:
+    body = (message.replace("\n", " ") + "\n").encode()
+    headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-store"),
+    ]
+    if retry_after is not None:
+        headers.append(("Retry-After", str(retry_after)))
+    if exc_info is None:
+        start_response(status_line(status, reason), headers)
+    else:  # replacing the headers of a response whose body has not started
+        start_response(status_line(status, reason), headers, exc_info)
+    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+
+def failed(
+    environ: Environ, start_response: StartResponse, exc: NesteggError, *, exc_info: Any = None
+) -> Iterable[bytes]:
+    """The answer of an error of ours: its status, its message, a Retry-After for a 503."""
+    # pip shows the reason phrase of a failed page, not the body: a build's log path, an outage
+    reason = str(exc) if exc.in_reason else None
+    retry = exc.retry_after if isinstance(exc, Unavailable) else None
+    return error(environ, start_response, exc.status, str(exc), reason, retry_after=retry, exc_info=exc_info)
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
+
+
+def http_date(timestamp: float) -> str:
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(timestamp))

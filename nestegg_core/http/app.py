@@ -1,0 +1,293 @@
+"""The WSGI application: routing, HTTP semantics of the Simple API, errors to statuses.
+
+:class:`NesteggApp` is made of its pieces (the upload handler, the read guard, more routes and
+background services), which the composition root (:mod:`nestegg_core.serve.compose`) makes and
+hands to its constructor; :meth:`NesteggApp.add_route` and :meth:`NesteggApp.add_service` add
+more to a running one (the upstreams a tox run mounts).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
+
+from packaging.utils import canonicalize_name
+
+from nestegg_core.errors import (
+    BodyTooLarge,
+    LoopDetected,
+    NesteggError,
+    NotFound,
+    no_files_left,
+    out_of_files,
+)
+from nestegg_core.index.downloads import ClientGone
+from nestegg_core.index.repository import Repository
+from nestegg_core.index.upstream import hops_of, loop_in
+from nestegg_core.simple.clients import profile_from_user_agent
+from nestegg_core.simple.models import is_valid_name
+from nestegg_core.simple.render import accepts_gzip, negotiate
+from nestegg_core.storage.pagefiles import PageFile
+
+from .answers import error, etag_matches, failed, json_answer, redirect, status_line
+from .files import BLOCK, FileRange, Files
+from .metrics import answer as metrics_answer
+from .middleware import loggable
+from .types import Admission, Environ, ReadGuard, Service, StartResponse, WSGIApp
+
+logger = logging.getLogger(__name__)
+
+PAGE_CACHE_CONTROL = "max-age=0, must-revalidate"
+#: the most bytes of body a request other than an upload may send (the CI trigger sends none)
+SMALL_BODY = 64 * 1024
+UPLOAD_PATHS = ("/", "/legacy", "/legacy/")
+#: rendered pages up to this size are read whole; larger ones are sent a block at a time
+_READ_WHOLE = 64 * 1024
+
+
+class Upload(Protocol):
+    """The handler of upload POSTs (``/``, ``/legacy``, ``/legacy/``)."""
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]: ...
+
+    def admit(self, environ: Environ) -> Admission:
+        """Whether to read the body of an upload whose headers are all in."""
+        ...
+
+
+class NesteggApp:
+    """Routes requests to the :class:`Repository`; the only place errors become statuses."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        upload: Upload | None = None,
+        guard: ReadGuard | None = None,
+        routes: Mapping[str, WSGIApp] | None = None,
+        post_routes: Mapping[str, WSGIApp] | None = None,
+        services: Sequence[Service] = (),
+    ) -> None:
+        self.repository = repository
+        #: POST handler for uploads (``/``, ``/legacy``, ``/legacy/``)
+        self.upload = upload
+        #: called before every GET/HEAD; answers the requests it refuses (401), None lets them on
+        self.guard = guard
+        #: more GET routes by first path segment (web pages, mounted upstreams)
+        self.routes: dict[str, WSGIApp] = dict(routes or {})
+        #: more POST routes by first path segment (the CI trigger)
+        self.post_routes: dict[str, WSGIApp] = dict(post_routes or {})
+        #: background work (page refreshes, CI), started once the server listens and stopped with it
+        self.services: list[Service] = list(services)
+        self.files = Files(repository)
+
+    def add_route(self, prefix: str, handler: WSGIApp, *, method: str = "GET") -> None:
+        """Serve the paths under ``/<prefix>/`` with ``handler`` (GET and HEAD, or POST)."""
+        routes = self.post_routes if method == "POST" else self.routes
+        if prefix in routes:
+            raise ValueError(f"the route {prefix!r} is taken")
+        routes[prefix] = handler
+
+    def add_service(self, service: Service) -> None:
+        """Stop ``service`` with the others (a service added once they run is not started here)."""
+        self.services.append(service)
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            via = environ.get("HTTP_VIA")
+            loop = loop_in(via, self.repository.via_token)
+            if loop is not None:
+                raise LoopDetected(f"refused: {loop}; an index's file URL may point back at a mirror")
+            # the upstream requests made for it (and the downloads it starts) carry its hops on
+            with hops_of(via):
+                return self._route(environ, start_response)
+        except ClientGone:
+            raise  # nobody to answer: the server ends the request
+        except NesteggError as exc:
+            return failed(environ, start_response, exc)
+        except Exception as exc:
+            if out_of_files(exc):  # a 503 the client may retry, not an error of ours
+                logger.warning("cannot answer %s: %s", loggable(environ.get("PATH_INFO")), exc)
+                return failed(environ, start_response, no_files_left("answer"))
+            logger.exception("error answering %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            return error(environ, start_response, 500, "internal error; see the server log")
+
+    def start_services(self) -> None:
+        """Start the background services (the server calls this once it listens)."""
+        for service in self.services:
+            service.start()
+
+    def stop_services(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+
+    def _route(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = _path_info(environ)
+        parts = path.split("/")
+        if method == "POST":
+            if path in UPLOAD_PATHS and self.upload is not None:
+                return self.upload(environ, start_response)
+            post_handler = self.post_routes.get(parts[1] if len(parts) > 1 else "")
+            if post_handler is not None:
+                return post_handler(environ, start_response)
+            return error(environ, start_response, 405, "only uploads are accepted by POST")
+        if method not in ("GET", "HEAD"):
+            return error(environ, start_response, 405, f"method {method!r} is not allowed")
+        if ".." in parts or "" in parts[1:-1]:
+            raise NotFound(f"no such path {path!r}")
+        if self.guard is not None:
+            refused = self.guard(environ, start_response)
+            if refused is not None:
+                return refused
+        head = parts[1] if len(parts) > 1 else ""
+        if head == "simple":
+            if len(parts) == 2:  # /simple
+                return redirect(environ, start_response, "/simple/")
+            if len(parts) == 3 and parts[2] == "":
+                return self._index(environ, start_response)
+            if len(parts) in (3, 4) and (len(parts) == 3 or parts[3] == ""):
+                return self._project(environ, start_response, parts[2], trailing=len(parts) == 4)
+        elif head == "files" and len(parts) == 4:
+            return self.files(environ, start_response, parts[2], parts[3])
+        elif head == "health" and len(parts) == 2:
+            return json_answer(environ, start_response, {"status": "ok"})
+        elif head == "metrics" and len(parts) == 2:
+            return metrics_answer(environ, start_response, self.repository.counters)
+        elif head == "" and len(parts) == 2 and "" not in self.routes:
+            return self._home(environ, start_response)
+        handler = self.routes.get(head)
+        if handler is not None:
+            return handler(environ, start_response)
+        raise NotFound(f"no such path {path!r}")
+
+    # pages -------------------------------------------------------------------------------
+
+    def _index(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        content_type = negotiate(environ.get("HTTP_ACCEPT"))
+        if content_type is None:
+            return error(environ, start_response, 406, _NOT_ACCEPTABLE)
+        # with private_read_auth, the names of private projects are private too
+        guard = self.guard
+        shows = (lambda: guard.allows(environ)) if guard is not None else None
+        rendered = self.repository.index(content_type, shows_private=shows)
+        return self._page(environ, start_response, content_type, rendered.body, rendered.etag)
+
+    def _project(
+        self, environ: Environ, start_response: StartResponse, raw: str, *, trailing: bool
+    ) -> Iterable[bytes]:
+        if not is_valid_name(raw):
+            raise NotFound(f"{raw!r} is not a valid project name")
+        name = canonicalize_name(raw)
+        if raw != name or not trailing:
+            return redirect(environ, start_response, f"/simple/{name}/")
+        content_type = negotiate(environ.get("HTTP_ACCEPT"))
+        if content_type is None:
+            return error(environ, start_response, 406, _NOT_ACCEPTABLE)
+        vary, client = "Accept, Accept-Encoding", None
+        if self.repository.config.compatible_only:
+            vary += ", User-Agent"
+            client = profile_from_user_agent(environ.get("HTTP_USER_AGENT"))
+        gzip = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING"))
+        rendered = self.repository.rendered(name, content_type, client, gzip=gzip)
+        body = rendered.body if rendered.file is None else rendered.file
+        try:
+            return self._page(
+                environ, start_response, content_type, body, rendered.etag, vary=vary, gzip=rendered.gzip
+            )
+        except BaseException:
+            if rendered.file is not None:
+                rendered.file.close()
+            raise
+
+    def _page(
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        content_type: str,
+        body: bytes | PageFile,
+        etag: str,
+        *,
+        vary: str = "Accept",
+        gzip: bool = False,
+    ) -> Iterable[bytes]:
+        """A page's answer; a body that is a rendered file is closed, or handed to the server.
+        A ``gzip`` body is sent with that ``Content-Encoding``."""
+        headers = [
+            ("Vary", vary),
+            ("ETag", etag),
+            ("Cache-Control", PAGE_CACHE_CONTROL),
+        ]
+        if gzip:
+            headers.append(("Content-Encoding", "gzip"))
+        if etag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
+            if isinstance(body, PageFile):
+                body.close()
+            start_response(status_line(304), headers)
+            return []
+        media = content_type if content_type.endswith("json") else f"{content_type}; charset=utf-8"
+        size = body.size if isinstance(body, PageFile) else len(body)
+        headers += [("Content-Type", media), ("Content-Length", str(size))]
+        start_response(status_line(200), headers)
+        if not isinstance(body, PageFile):
+            return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+        if environ["REQUEST_METHOD"] == "HEAD" or size <= _READ_WHOLE:
+            data = b"" if environ["REQUEST_METHOD"] == "HEAD" else body.handle.readall()
+            body.close()
+            return [data] if data else []
+        wrapper = environ.get("wsgi.file_wrapper")
+        if wrapper is not None:
+            return wrapper(body.handle, BLOCK)  # type: ignore[no-any-return]
+        return FileRange(body.handle, body.handle.tell(), body.handle.tell() + size)
+
+    def _home(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        body = (
+            b"<!DOCTYPE html><html><head><title>nestegg</title></head><body>"
+            b'<h1>nestegg</h1><p>Use <a href="simple/">simple/</a> as the index URL.</p>'
+            b"</body></html>"
+        )
+        start_response(
+            status_line(200),
+            [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+
+
+_NOT_ACCEPTABLE = (
+    "none of the accepted types is served; ask for application/vnd.pypi.simple.v1+json, "
+    "application/vnd.pypi.simple.v1+html or text/html"
+)
+
+
+def _path_info(environ: Environ) -> str:
+    # PEP 3333 hands PATH_INFO over as latin-1; undo that to get the UTF-8 the client sent
+    raw = environ.get("PATH_INFO", "") or "/"
+    try:
+        return str(raw.encode("latin-1").decode("utf-8"))
+    except UnicodeError:
+        raise NotFound("path is not valid UTF-8") from None
+
+
+class BodyGate:
+    """What the server asks before it reads a request's body: an upload's handler decides for
+    uploads; any other request may send :data:`SMALL_BODY` bytes."""
+
+    def __init__(self, upload: Upload | None) -> None:
+        self.upload = upload
+
+    def __call__(self, environ: Environ) -> Admission:
+        method = environ.get("REQUEST_METHOD")
+        path = environ.get("PATH_INFO", "")
+        if method == "POST" and path in UPLOAD_PATHS and self.upload is not None:
+            return self.upload.admit(environ)
+        length = str(environ.get("CONTENT_LENGTH") or "0")
+        if length.isdigit() and int(length) > SMALL_BODY:
+            return Admission(
+                SMALL_BODY,
+                refusal=BodyTooLarge(
+                    f"a request body of {int(length)} bytes is over the limit of {SMALL_BODY} bytes "
+                    f"for {method} {path!r}"
+                ),
+            )
+        return Admission(SMALL_BODY)

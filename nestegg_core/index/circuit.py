@@ -1,0 +1,275 @@
+"""Circuits: an upstream that could not be reached is not waited for again at once.
+
+After a failure to reach an upstream (a time-out, a refused connection, a name that does not
+resolve), its circuit opens: every request to it fails at once with :class:`UpstreamDown` (the
+mirror serves its stale pages and answers what it never cached with one line), for ``window``
+seconds. Then one probe in a thread of its own asks the upstream again: an answer of any kind
+closes the circuit, another failure keeps it open twice as long (up to ``MAX_WINDOW``). So a
+request never waits for an upstream that is down, and a dead network costs one wait per upstream
+and run, not one per page. One line is logged when a circuit opens and one when it closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from nestegg_core.errors import NotFound, UpstreamDown, UpstreamError
+from nestegg_core.urls import mask_url
+
+from .upstream import Fetched, Fetcher, FileStream
+
+logger = logging.getLogger(__name__)
+
+#: seconds an upstream that could not be reached is not asked again, after its first failure
+WINDOW = 30.0
+#: the longest window, after failed probes have doubled it
+MAX_WINDOW = 300.0
+#: names kept of each kind in an outage's summary
+_MAX_NAMES = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outage:
+    """What a run saw of an upstream that could not be reached (or cannot be now)."""
+
+    upstream: str
+    reason: str
+    #: whether it is still down
+    down: bool
+    #: times a stale page was served in its place, and the names it was asked for and never cached
+    stale: int
+    missing: tuple[str, ...]
+
+    def describe(self) -> str:
+        """One line for the user: the upstream, why, and how the run went on without it."""
+        state = "unreachable" if self.down else "was unreachable"
+        missing = f"{len(self.missing)} names missing ({', '.join(self.missing[:5])}" + (
+            ", ...)" if len(self.missing) > 5 else ")"
+        )
+        return (
+            f"upstream {self.upstream} {state} ({self.reason}): {self.stale} cached pages served stale, "
+            + (missing if self.missing else "no names missing")
+        )
+
+
+class Circuit:
+    """The circuit of one upstream (an index, or a host its files are on)."""
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        window: float = WINDOW,
+        max_window: float = MAX_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        #: the upstream as messages name it (credentials masked)
+        self.upstream = mask_url(upstream)
+        self.window = window
+        self.max_window = max_window
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._reason: str | None = None  # None: closed
+        self._retry_at = 0.0
+        self._wait = window
+        self._probe: Callable[[], None] | None = None
+        self._probing = False
+        #: what the last outage saw (kept after it ends, for the run's summary)
+        self._last_reason: str | None = None
+        self._stale = 0
+        self._missing: dict[str, None] = {}
+
+    @property
+    def reason(self) -> str | None:
+        """Why the upstream cannot be reached, while its circuit is open; else None."""
+        return self._reason
+
+    def check(self) -> None:
+        """:class:`UpstreamDown` at once while the circuit is open; starts the probe when it is due."""
+        with self._lock:
+            reason = self._reason
+            if reason is None:
+                return
+            start = not self._probing and self._probe is not None and self.clock() >= self._retry_at
+            if start:
+                self._probing = True
+            left = max(self._retry_at - self.clock(), 0.0)
+        if start:
+            threading.Thread(target=self._run_probe, name="nestegg-probe", daemon=True).start()
+        ask = "asked again in the background" if start or left == 0 else f"asked again in {left:.0f}s"
+        raise UpstreamDown(f"upstream {self.upstream} is unreachable ({reason}); {ask}", reason=reason)
+
+    def failed(self, error: UpstreamError, probe: Callable[[], None]) -> None:
+        """Note ``error``; if it is a failure to reach the upstream, open the circuit, and keep
+        ``probe`` (a call that fails as the failed one did, or returns) to find it back with."""
+        reason = error.unreachable
+        if reason is None or isinstance(error, UpstreamDown):
+            return
+        with self._lock:
+            opening = self._reason is None
+            self._reason = self._last_reason = reason
+            self._probe = probe
+            if opening:
+                self._wait = self.window
+                self._stale = 0
+                self._missing.clear()
+            self._retry_at = self.clock() + self._wait
+        if opening:
+            logger.warning(
+                "upstream %s is unreachable (%s): serving cached pages, not asking it again for %gs",
+                self.upstream,
+                reason,
+                self._wait,
+            )
+
+    def reached(self) -> None:
+        """The upstream answered: close the circuit."""
+        if self._reason is None:
+            return
+        with self._lock:
+            if self._reason is None:
+                return
+            self._reason = None
+            self._probe = None
+            stale, missing = self._stale, len(self._missing)
+        logger.warning(
+            "upstream %s is reachable again (%d cached pages served stale, %d names missing meanwhile)",
+            self.upstream,
+            stale,
+            missing,
+        )
+
+    def served_stale(self) -> None:
+        """A cached page was served because the upstream could not be reached."""
+        with self._lock:
+            self._stale += 1
+
+    def missed(self, name: str) -> None:
+        """``name`` was asked for, never cached, while the upstream could not be reached."""
+        with self._lock:
+            if len(self._missing) < _MAX_NAMES:
+                self._missing[name] = None
+
+    def outage(self) -> Outage | None:
+        """What this run saw of the upstream's last outage; None if it never had one."""
+        with self._lock:
+            if self._last_reason is None:
+                return None
+            return Outage(
+                upstream=self.upstream,
+                reason=self._last_reason,
+                down=self._reason is not None,
+                stale=self._stale,
+                missing=tuple(self._missing),
+            )
+
+    def _run_probe(self) -> None:
+        with self._lock:
+            probe = self._probe
+        try:
+            if probe is not None:
+                probe()
+        except NotFound:
+            self.reached()
+        except UpstreamError as exc:
+            if exc.unreachable is None:
+                self.reached()  # it answered, if badly: not down
+            else:
+                with self._lock:
+                    self._wait = min(self._wait * 2, self.max_window)
+                    self._retry_at = self.clock() + self._wait
+                logger.debug("upstream %s still unreachable: %s", self.upstream, exc)
+        except Exception:  # a bug: seen, and the next request after the window probes again
+            logger.warning("probing upstream %s failed", self.upstream, exc_info=True)
+        else:
+            self.reached()
+        finally:
+            with self._lock:
+                self._probing = False
+
+
+def origin(url: str) -> str:
+    """The scheme, host and port of ``url``: what one circuit stands for."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+
+
+class Circuits:
+    """The circuits of one index: its own, and one per other host its files are on."""
+
+    def __init__(self, index_url: str, *, window: float = WINDOW, max_window: float = MAX_WINDOW) -> None:
+        self._origin = origin(index_url)
+        self._window = window
+        self._max_window = max_window
+        self.index = Circuit(index_url, window=window, max_window=max_window)
+        self._others: dict[str, Circuit] = {}
+        self._lock = threading.Lock()
+
+    def for_url(self, url: str) -> Circuit:
+        key = origin(url)
+        if key == self._origin:
+            return self.index
+        with self._lock:
+            circuit = self._others.get(key)
+            if circuit is None:
+                circuit = self._others[key] = Circuit(key, window=self._window, max_window=self._max_window)
+            return circuit
+
+    def reset(self) -> None:
+        """Close every circuit: ask each upstream again with the next request (an operator who
+        knows the network is back; tests)."""
+        with self._lock:
+            circuits = [self.index, *self._others.values()]
+        for circuit in circuits:
+            circuit.reached()
+
+    def outages(self) -> list[Outage]:
+        """What this run saw of each upstream that could not be reached."""
+        with self._lock:
+            circuits = [self.index, *self._others.values()]
+        return [outage for circuit in circuits if (outage := circuit.outage()) is not None]
+
+
+class CircuitFetcher:
+    """A :class:`Fetcher` that does not wait for an upstream its circuit says is down."""
+
+    def __init__(self, fetcher: Fetcher, circuits: Circuits) -> None:
+        self.fetcher = fetcher
+        self.circuits = circuits
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:
+        circuit = self.circuits.index
+        circuit.check()
+        try:
+            fetched = self.fetcher.project(name, etag=etag, last_modified=last_modified)
+        except NotFound:
+            circuit.reached()
+            raise
+        except UpstreamError as exc:
+            circuit.failed(exc, lambda: _discard(self.fetcher.project(name, etag=None, last_modified=None)))
+            raise
+        circuit.reached()
+        return fetched
+
+    def open(self, url: str) -> FileStream:
+        circuit = self.circuits.for_url(url)
+        circuit.check()
+        try:
+            stream = self.fetcher.open(url)
+        except NotFound:
+            circuit.reached()
+            raise
+        except UpstreamError as exc:
+            circuit.failed(exc, lambda: self.fetcher.open(url).close())
+            raise
+        circuit.reached()
+        return stream
+
+
+def _discard(_: object) -> None:
+    """A probe's answer is not kept: the request after it asks again, with its validators."""

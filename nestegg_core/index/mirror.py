@@ -1,0 +1,536 @@
+"""The mirror of the upstream index: pages revalidated after a TTL, served stale when it fails."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from packaging.utils import NormalizedName
+
+from nestegg_core.errors import NesteggError, NotCached, NotFound, UnsafePath, UpstreamDown, UpstreamError
+from nestegg_core.simple.models import DistFile, ProjectPage, is_dist_filename
+from nestegg_core.storage import store as _store
+from nestegg_core.storage.fs import scan_below
+from nestegg_core.storage.pagestate import PageState
+from nestegg_core.storage.store import CacheStore, PageStamp
+from nestegg_core.waits import blocking
+
+from .circuit import Circuit
+from .upstream import Fetched, Fetcher
+
+logger = logging.getLogger(__name__)
+
+#: after an upstream failure, how long a stale page is served before the upstream is asked again
+RETRY_AFTER = 30.0
+#: files of the pages a process keeps parsed in memory (about 700 bytes each); past it the least
+#: recently used pages are dropped and read again from their state file when next asked for. Warm
+#: pages and cached files are served without their page, so it is the last page asked for that
+#: matters (pip asks for a page, then its file), and that one is kept whatever its size
+MAX_FILES = 1_000
+#: names this process remembers (about 300 bytes each, the pages in memory among them); past it,
+#: the least recently asked for that hold no page are forgotten: a 404 or a page dropped from
+#: memory, asked of the upstream or read from disk again when next asked for
+MAX_ENTRIES = 4_096
+
+
+@dataclass(slots=True)
+class _Entry:
+    """What this process holds in memory for one project."""
+
+    state: PageState | None = None
+    page: ProjectPage | None = None  # upstream's files merged with the kept ones
+    fresh_until: float = 0.0
+    missing_until: float = 0.0  # the upstream said 404 and nothing is kept
+    mtime: PageStamp | None = None  # of the state file read or written, to notice other writes
+    kept: frozenset[str] = frozenset()  # the cached files on disk when ``page`` was made
+    files_stamp: int | None = None  # mtime of the project's files folder when ``kept`` was listed
+    reloadable: bool = False  # ``page`` can be made again from the state on disk (see _evict)
+    #: one upstream fetch (or catch-up) of the page at a time
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    #: threads in :meth:`MirrorIndex.page` with this entry: it is never forgotten while one is, so
+    #: that all of them take the same lock (see _forget)
+    users: int = 0
+
+
+class MirrorIndex:
+    """Project pages and file descriptions of the upstream, as cached on disk."""
+
+    def __init__(
+        self,
+        store: CacheStore,
+        fetcher: Fetcher,
+        *,
+        ttl: float = 600.0,
+        offline: bool = False,
+        clock: Callable[[], float] = time.time,
+        max_files: int = MAX_FILES,
+        max_entries: int = MAX_ENTRIES,
+        circuit: Circuit | None = None,
+    ) -> None:
+        self.store = store
+        #: the upstream's circuit, told what was served in its place while it was down
+        self.circuit = circuit
+        self.fetcher = fetcher
+        self.ttl = ttl
+        self.offline = offline
+        self.clock = clock
+        self.max_files = max_files
+        self.max_entries = max_entries
+        #: least recently asked for first
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._guard = threading.Lock()
+        self._refresh_before = 0.0
+        # the names whose page is in memory, least recently used first, with their file counts
+        self._loaded: OrderedDict[str, int] = OrderedDict()
+        self._loaded_files = 0
+
+    def refresh_all(self) -> None:
+        """Make every page revalidate on its next request (``--refresh``)."""
+        self._refresh_before = self.clock()
+        with self._guard:
+            for entry in self._entries.values():
+                entry.fresh_until = 0.0
+
+    def page(self, name: NormalizedName) -> ProjectPage:
+        """The project's page: upstream's files and, after them, every cached file it dropped."""
+        entry = self._hold(name)
+        try:
+            return self._page(name, entry)
+        finally:
+            with self._guard:
+                entry.users -= 1
+
+    def _page(self, name: NormalizedName, entry: _Entry) -> ProjectPage:
+        now = self.clock()
+        page = entry.page  # once: another thread may drop it from memory meanwhile (_evict)
+        if page is not None and now < entry.fresh_until:
+            self._catch_up(name, entry)
+            return self._remember(name, entry.page or page)
+        if page is None and now < entry.missing_until:
+            raise NotFound(f"project {name!r} is not on the upstream index")
+        lock = entry.lock
+        if page is not None and not lock.acquire(blocking=False):
+            return page  # another thread is revalidating; this answer may lag by one fetch
+        if page is None:
+            self._make_room()
+            with blocking():  # another thread asks the upstream
+                lock.acquire()
+        try:
+            if entry.page is not None and self.clock() < entry.fresh_until:
+                return self._remember(name, entry.page)  # revalidated while we waited for the lock
+            self._revalidate(name, entry)
+            if entry.page is None:
+                raise NotFound(f"project {name!r} is not on the upstream index")
+            return self._remember(name, entry.page)
+        finally:
+            lock.release()
+
+    def stored(self, name: NormalizedName) -> tuple[ProjectPage, frozenset[str]] | None:
+        """The page of ``name`` as this nest holds it, without asking the upstream, and the names
+        of its cached files: the page in memory (caught up with the disk), else the one its state
+        file and cached files make, then held as a page asked for is (the web UI shows what the
+        Simple API serves, from one model). None when the nest holds nothing of it."""
+        entry = self._hold(name)
+        try:
+            if entry.page is None:
+                self._make_room()
+                if entry.lock.acquire(blocking=False):  # else the upstream is being asked: not waited for
+                    try:
+                        mtime = self.store.page_stamp(name)
+                        state = self.store.read_page(name) if entry.page is None else None
+                        if state is not None:
+                            self._use(name, entry, state, mtime)
+                    finally:
+                        entry.lock.release()
+            page = entry.page
+            if page is not None:
+                self._catch_up(name, entry)
+                return self._remember(name, entry.page or page), entry.kept
+        finally:
+            with self._guard:
+                entry.users -= 1
+        state = self.store.read_page(name)  # being fetched, or no state: not held here
+        kept = self.store.kept_files(name)
+        if state is None and not kept:
+            return None
+        page = self._with_kept(state.page if state is not None else ProjectPage.build(name, ()), kept)
+        return page, frozenset(dist.filename for dist in kept)
+
+    def fresh(self, checked: float) -> bool:
+        """Whether a page the upstream confirmed at ``checked`` may be served without asking again."""
+        return self.offline or (checked >= self._refresh_before and self.clock() < checked + self.ttl)
+
+    def checked(self, name: NormalizedName, page: ProjectPage) -> float | None:
+        """When the upstream confirmed ``page``, if it is the page in memory and what the state
+        file and cached files on disk make now: not an older page answered while another thread
+        caught up, one made while the upstream failed or said 404, or one that another process's
+        state file or cached file has overtaken."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return None
+        # read once: another thread may evict the entry (and load it again) meanwhile, without
+        # this one's lock; the page read again last says the rest belongs to it
+        state, mtime, files_stamp = entry.state, entry.mtime, entry.files_stamp
+        if entry.page is not page or not entry.reloadable or state is None:
+            return None
+        if mtime is None or mtime != self.store.page_stamp(name):
+            return None
+        if files_stamp is None or files_stamp != self._files_stamp(name):
+            return None
+        return state.checked if entry.page is page else None
+
+    def made_from(self, name: NormalizedName, page: ProjectPage) -> PageStamp | None:
+        """The stamp of the state file ``page`` was made from, if it is the page in memory of
+        ``name`` (and could be made again from that state); else None."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return None
+        mtime = entry.mtime  # read first: the page read again last says it belongs to it
+        return mtime if entry.page is page and entry.reloadable and entry.state is not None else None
+
+    def file(self, name: NormalizedName, filename: str) -> DistFile:
+        """The description of one file, from the page or, for a file upstream dropped, its record."""
+        page = self.page(name)
+        dist = page.file(filename)
+        if dist is None:
+            raise NotFound(f"project {name!r} has no file {filename!r}")
+        return dist
+
+    def listed(self, name: NormalizedName, filename: str) -> DistFile | None:
+        """The entry of ``filename`` on the page of ``name`` in memory, if any (asks nobody)."""
+        entry = self._entries.get(name)
+        page = None if entry is None else entry.page
+        return None if page is None else page.file(filename)
+
+    def cached(self, name: NormalizedName, record: DistFile) -> None:
+        """Note a newly cached file, so its page lists what was learned (metadata, hash)."""
+        with self._guard:
+            entry = self._entries.get(name)
+            if entry is None or entry.page is None:
+                return
+            # the record is on disk now: _catch_up need not make the page again for it
+            entry.kept |= {record.filename}
+            if entry.page.file(record.filename) == record:
+                # nothing learned (the index gave size, hash and metadata): the page, and so its
+                # rendered bytes, stay as they are instead of being rebuilt for every file cached
+                return
+            files = tuple(record if d.filename == record.filename else d for d in entry.page.files)
+            if record.filename not in {d.filename for d in files}:
+                files += (record,)
+                if name in self._loaded:
+                    self._loaded_files += _weight(len(files)) - self._loaded[name]
+                    self._loaded[name] = _weight(len(files))
+            entry.page = ProjectPage.build(name, files, entry.page.versions)
+
+    # memory ------------------------------------------------------------------------------
+
+    def _remember(self, name: str, page: ProjectPage) -> ProjectPage:
+        """Note ``page`` as the most recently used, and drop the least recently used others while
+        the pages in memory hold more than ``max_files`` files."""
+        with self._guard:
+            self._loaded_files += _weight(len(page.files)) - self._loaded.pop(name, 0)
+            self._loaded[name] = _weight(len(page.files))
+        self._make_room(keep=name)
+        return page
+
+    def is_fresh(self, name: NormalizedName) -> bool:
+        """Whether the page of ``name`` may be answered now without asking the upstream."""
+        entry = self._entries.get(name)
+        return self.offline or (entry is not None and self.clock() < entry.fresh_until)
+
+    def trim(self) -> None:
+        """Drop pages from memory until those left hold at most ``max_files`` files."""
+        self._make_room()
+
+    def _make_room(self, keep: str | None = None) -> None:
+        """Drop the least recently used pages (but ``keep``'s) while those in memory hold more than
+        ``max_files`` files. Also done before a page is made: a page larger than that is held
+        while it is asked for (its page, then its file), not while the next one is made."""
+        victims = []
+        with self._guard:
+            excess = self._loaded_files - self.max_files
+            for other, count in self._loaded.items():
+                if excess <= 0 or other == keep:
+                    break
+                victims.append(other)
+                excess -= count
+        for victim in victims:
+            self._evict(victim)
+
+    def _evict(self, name: str) -> None:
+        """Drop the page of ``name`` from memory; its next request reads the state file again."""
+        entry = self._entries.get(name)
+        if entry is None:  # forgotten: nothing of it is held
+            with self._guard:
+                self._loaded_files -= self._loaded.pop(name, 0)
+            return
+        lock = entry.lock
+        if not lock.acquire(blocking=False):
+            return  # being revalidated or caught up: dropped another time
+        try:
+            with self._guard:
+                count = self._loaded.pop(name, None)
+                if count is None:
+                    return
+                self._loaded_files -= count
+                if not entry.reloadable:
+                    entry.fresh_until = 0.0  # made from what the disk does not hold: ask upstream
+                entry.page = entry.state = None
+                entry.mtime = entry.files_stamp = None
+                entry.kept = frozenset()
+        finally:
+            lock.release()
+
+    # internals ---------------------------------------------------------------------------
+
+    def _hold(self, name: str) -> _Entry:
+        """The entry of ``name``, made if need be, with one more user (the caller lets it go)."""
+        with self._guard:
+            entry = self._entries.get(name)
+            if entry is None:
+                entry = self._entries[name] = _Entry(users=1)
+                self._forget()
+            else:
+                self._entries.move_to_end(name)
+                entry.users += 1
+        return entry
+
+    def _forget(self) -> None:
+        """Under the guard: past ``max_entries`` names, forget the least recently asked for of
+        those that hold no page and that no thread uses (a 404 remembered, a page dropped from
+        memory). An entry in use is never forgotten: a thread that arrives meanwhile finds it,
+        so two threads never hold two locks of one name (and fetch its page twice at once)."""
+        looked = 0
+        while len(self._entries) > self.max_entries and looked < len(self._entries):
+            name, entry = next(iter(self._entries.items()))
+            if entry.users or entry.page is not None or name in self._loaded or entry.lock.locked():
+                self._entries.move_to_end(name)  # not looked at again before the others
+                looked += 1
+            else:
+                del self._entries[name]
+
+    def _catch_up(self, name: NormalizedName, entry: _Entry) -> None:
+        """Take in what other processes wrote since the page was made: a newer state, other files.
+
+        A stat and a directory listing per request, so that every worker process of a pre-forking
+        server (gunicorn, mod_wsgi) answers from the state on disk: the same page, the same ETag.
+        """
+        lock = entry.lock
+        if not lock.acquire(blocking=False):
+            return  # another thread is revalidating or catching up; this answer may lag by one
+        try:
+            if entry.page is None:
+                return  # dropped from memory (_evict) since the caller looked: it has its page
+            mtime = self.store.page_stamp(name)
+            if mtime is not None and mtime != entry.mtime:
+                state = self.store.read_page(name)
+                if state is not None:
+                    self._use(name, entry, state, mtime)
+                    return
+            stamp = self._files_stamp(name)
+            if stamp is not None and stamp == entry.files_stamp:
+                return
+            kept = self._kept_names(name)
+            entry.files_stamp = stamp
+            if kept != entry.kept:
+                base = entry.state.page if entry.state is not None else ProjectPage.build(name, ())
+                entry.kept = kept
+                entry.page = self._with_kept(base, self.store.kept_files(name))
+        finally:
+            lock.release()
+
+    def _files_stamp(self, name: NormalizedName) -> int | None:
+        """The files folder's mtime (0 when there is none), or None when it is too recent to trust.
+
+        A record renamed into the folder changes its mtime, so an unchanged mtime spares the
+        listing; one within the last second may yet hide a second change in the same tick.
+        """
+        try:
+            mtime = os.lstat(self.store.files / name).st_mtime_ns
+        except FileNotFoundError:
+            return 0
+        except OSError:
+            return None
+        return mtime if time.time_ns() - mtime > _store.SETTLE_NS else None
+
+    def _kept_names(self, name: NormalizedName) -> frozenset[str]:
+        """The files of ``name`` that have a record beside them on disk (a cheap ``kept_files``)."""
+        with scan_below(self.store.root, self.store.files / name) as entries:
+            names = {
+                e.name for e in entries if not e.name.startswith(".") and e.is_file(follow_symlinks=False)
+            }
+        return frozenset(
+            n[:-5] for n in names if n.endswith(".json") and n[:-5] in names and is_dist_filename(n[:-5])
+        )
+
+    def _revalidate(self, name: NormalizedName, entry: _Entry) -> None:
+        mtime = self.store.page_stamp(name)
+        if mtime is not None and mtime != entry.mtime:
+            # first use in this process, or another process wrote a newer state
+            state = self.store.read_page(name)
+            if state is not None:
+                self._use(name, entry, state, mtime)
+                if self.clock() < entry.fresh_until:
+                    return
+        state = entry.state
+        missing = self.store.missing_since(name) if state is None and entry.page is None else None
+        if missing is not None and self.fresh(missing):
+            # a 404 is kept like a page: not asked again within its TTL, in this process or the next
+            entry.missing_until = missing + self.ttl
+            return
+        try:
+            fetched = self._fetch(name, state)
+        except NotFound as exc:
+            offline = isinstance(exc, NotCached)  # the upstream said nothing: nothing to keep
+            if not offline:
+                self._note_missing(name)
+            kept = self.store.kept_files(name)
+            if kept:
+                logger.info("upstream has no project %r; serving its %d cached files", name, len(kept))
+                state = PageState(page=ProjectPage.build(name, ()), checked=self.clock())
+                # the state on disk is not what is served: _catch_up must not take it in
+                self._use(name, entry, state, self.store.page_stamp(name), kept=kept)
+            else:
+                if offline:
+                    raise
+                entry.page = entry.state = None
+                entry.missing_until = self.clock() + min(self.ttl, 60.0)
+                with self._guard:
+                    self._loaded_files -= self._loaded.pop(name, 0)
+            return
+        except UpstreamError as exc:
+            self._unanswered(name, entry, exc, missing)
+            return
+        now = self.clock()
+        if fetched.page is None:  # 304: the page we hold is still right
+            assert state is not None  # a 304 to a request without validators failed in _fetch
+            state = PageState(
+                page=state.page, etag=state.etag, last_modified=state.last_modified, checked=now
+            )
+            self._use(name, entry, state, self._save(state), reuse=True)
+            return
+        state = PageState(
+            page=fetched.page, etag=fetched.etag, last_modified=fetched.last_modified, checked=now
+        )
+        self._use(name, entry, state, self._save(state))
+
+    def _unanswered(
+        self, name: NormalizedName, entry: _Entry, exc: UpstreamError, missing: float | None
+    ) -> None:
+        """The upstream failed: the page held (or made of the cached files) is served stale, a
+        404 it gave stays a 404; else the failure is raised, in a line that says what is missing."""
+        # an upstream that cannot be reached is said once, by its circuit, not once per page
+        down = exc.unreachable is not None and self.circuit is not None
+        if entry.page is None:
+            kept = self.store.kept_files(name)
+            if not kept:
+                if missing is not None:
+                    # what the upstream said last stands while it cannot say more: still a 404
+                    logger.debug("%s; %r is still missing, as the upstream said", exc, name)
+                    entry.missing_until = self.clock() + min(self.ttl, RETRY_AFTER)
+                    return
+                if self.offline:
+                    raise NotCached(
+                        f"the cache has nothing for {name!r} and nestegg is offline: no upstream is asked"
+                    ) from None
+                if down and self.circuit is not None and exc.unreachable is not None:
+                    self.circuit.missed(name)
+                    raise UpstreamDown(
+                        f"the cache has nothing for {name!r} and upstream {self.circuit.upstream} "
+                        f"is unreachable ({exc.unreachable})",
+                        reason=exc.unreachable,
+                    ) from None
+                raise exc
+            entry.page = ProjectPage.build(name, kept)
+            entry.reloadable = False
+        if down and self.circuit is not None:
+            self.circuit.served_stale()
+            logger.debug("%s; serving the cached page of %r", exc, name)
+        elif not self.offline:
+            logger.warning("%s; serving the cached page of %r", exc, name)
+        entry.fresh_until = self.clock() + min(self.ttl, RETRY_AFTER)
+
+    def _fetch(self, name: NormalizedName, state: PageState | None) -> Fetched:
+        """The upstream's answer for ``name``; any failure to get or read it is an UpstreamError
+        (or NotFound), so that a page that cannot be read never replaces the one held."""
+        etag = state.etag if state else None
+        last_modified = state.last_modified if state else None
+        try:
+            fetched = self.fetcher.project(name, etag=etag, last_modified=last_modified)
+        except NesteggError:
+            raise
+        except Exception as exc:  # a page no parser foresaw: served stale like any upstream failure
+            logger.debug("cannot read the upstream page of %r", name, exc_info=True)
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+            reason = reason if len(reason) <= 200 else reason[:197] + "..."
+            raise UpstreamError(f"cannot read the upstream page of {name!r} ({reason})") from None
+        if fetched.page is None and not (etag or last_modified):
+            # "not modified" since a version it was never told of: there is no page to keep
+            raise UpstreamError(
+                f"upstream answered 304 Not Modified for the page of {name!r}, asked without a validator"
+            )
+        return fetched
+
+    def _note_missing(self, name: NormalizedName) -> None:
+        try:
+            self.store.note_missing(name, self.clock())
+        except (OSError, UnsafePath) as exc:
+            logger.warning("cannot keep that the upstream has no %r: %s", name, exc)
+
+    def _save(self, state: PageState) -> PageStamp | None:
+        """Write the state; its file's stamp, or None when it could not be written."""
+        try:
+            if self.store.missing_since(state.page.name) is not None:
+                self.store.forget_missing(state.page.name)
+            return self.store.write_page(state)
+        except (OSError, UnsafePath) as exc:
+            logger.warning("cannot write cache state of %r: %s", state.page.name, exc)
+            return None
+
+    def _use(
+        self,
+        name: NormalizedName,
+        entry: _Entry,
+        state: PageState,
+        mtime: PageStamp | None,
+        *,
+        kept: list[DistFile] | None = None,
+        reuse: bool = False,
+    ) -> None:
+        if not (reuse and entry.page is not None):
+            # both before the records are read: a file cached meanwhile is seen next time
+            entry.files_stamp = self._files_stamp(name)
+            entry.kept = self._kept_names(name)
+            entry.page = self._with_kept(state.page, self.store.kept_files(name) if kept is None else kept)
+        entry.state, entry.mtime = state, mtime
+        entry.reloadable = kept is None
+        entry.missing_until = 0.0
+        fresh = state.checked + self.ttl
+        entry.fresh_until = 0.0 if state.checked < self._refresh_before else fresh
+
+    @staticmethod
+    def _with_kept(page: ProjectPage, kept: list[DistFile]) -> ProjectPage:
+        """Upstream's files, with what we learned of cached ones, then cached files it dropped."""
+        if not kept:
+            return page
+        records = {dist.filename: dist for dist in kept}
+        files = []
+        for dist in page.files:
+            record = records.pop(dist.filename, None)
+            if record is not None:
+                # the upstream's current yank state wins; the rest we verified ourselves
+                files.append(record.with_changes(yanked=dist.yanked, url=dist.url))
+            else:
+                files.append(dist)
+        files.extend(records.values())
+        return ProjectPage.build(page.name, files, page.versions)
+
+
+def _weight(files: int) -> int:
+    """What a page counts against ``max_files``: its files, and at least one (an empty page too)."""
+    return max(files, 1)

@@ -1,0 +1,802 @@
+"""One index made of the private store and the mirror, with the rules that keep them apart.
+
+A private name is answered from the private store only; the upstream is never asked for it. A
+merged name (a ``private: no`` source build) lists private files in front of upstream's. Every
+other name is the mirror's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+from urllib.parse import quote
+
+from packaging.utils import NormalizedName
+
+from nestegg_core.config.config import Config
+from nestegg_core.config.sizes import format_size
+from nestegg_core.errors import (
+    Busy,
+    InsufficientStorage,
+    IntegrityError,
+    NesteggError,
+    NotFound,
+    UnsafePath,
+    UpstreamError,
+    UpstreamTimeout,
+    disk_full,
+)
+from nestegg_core.simple.clients import ClientProfile, for_client
+from nestegg_core.simple.models import DistFile, ProjectPage, mismatch
+from nestegg_core.simple.render import is_json, project_pieces, quote_filename, render_index, render_project
+from nestegg_core.storage import store as _store
+from nestegg_core.storage.counters import Counters
+from nestegg_core.storage.fs import open_read, write_atomic
+from nestegg_core.storage.generation import RECHECK
+from nestegg_core.storage.pagefiles import GZIP, PageFile, RenderedPages, compressor, disk_token, etag
+from nestegg_core.storage.private import PrivateStore
+from nestegg_core.storage.store import CHANGED, CacheStore, PageStamp, check_filename, check_note
+from nestegg_core.storage.usage import SizeLimit, mark_used
+from nestegg_core.urls import mask_url
+from nestegg_core.waits import blocking
+
+from .circuit import CircuitFetcher, Circuits
+from .counting import CountingFetcher
+from .downloads import Download, Downloads
+from .mirror import MirrorIndex
+from .refresh import Refresher
+from .upstream import Fetcher, HttpFetcher, OfflineFetcher, new_via_token
+
+logger = logging.getLogger(__name__)
+
+#: bytes of rendered pages kept; a rendered page also lives no longer than its page in memory
+_RENDER_CACHE_BYTES = 4 * 1024 * 1024
+#: saved renderings of up to ``_WARM_PAGE`` bytes are held in memory, ``_WARM_BYTES`` in all: a
+#: small warm page is answered without opening its file. A larger one is sent from its file, a
+#: block at a time: read whole, sixteen threads sending the largest pages at once (as uv asks for
+#: them) held each page twice (read, and copied into waitress's buffer), and the process kept that
+#: memory afterwards
+_WARM_PAGE = 64 * 1024
+_WARM_BYTES = 4 * 1024 * 1024
+#: pages whose state file is larger (about 700 files) are made one at a time: uv asks for every
+#: page at once, and a page's model (about 650 bytes a file) is held while it is rendered
+_LARGE_STATE = 256 * 1024
+#: how long such a page waits for another to be made, before it is made beside it: one that waits
+#: on a slow upstream (its TTL passed) holds the others back no longer than this
+_LARGE_WAIT = 2.0
+#: names whose disk token is remembered (about 200 bytes each); past it, all are read again
+_MAX_TOKENS = 10_000
+#: metadata files whose note of their check is remembered (about 250 bytes each), likewise
+_MAX_CHECKED = 10_000
+#: seconds after its change settles that a page is made again in the background
+_REFRESH_AFTER = 0.1
+#: seconds without a request that the background waits for before it makes a page: the pages of
+#: a running install are made by its requests, the background takes the quiet after it
+_IDLE = 1.0
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A page rendered for one content type, with its strong ETag.
+
+    The body is ``body``, or, for a page served from its rendered file, ``file``'s bytes; gzip
+    encoded if ``gzip``.
+    """
+
+    page: ProjectPage | None
+    body: bytes
+    etag: str
+    file: PageFile | None = None
+    gzip: bool = False
+
+
+@dataclass
+class _Listing:
+    """The names of the root index as the stores held them, and the renderings made of them."""
+
+    #: the stores' generations and the mtimes of their folders when they were scanned
+    seen: tuple[bytes | None, bytes | None]
+    folders: tuple[int, ...]
+    names: list[str]
+    #: those of them that are private or merged, once asked for (``Repository._private_of``)
+    private: frozenset[str] | None = None
+    #: by (JSON, private names left out)
+    renderings: dict[tuple[bool, bool], Rendered] = field(default_factory=dict)
+    #: until when it is trusted while the generations hold
+    until: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Cached:
+    """A rendered page as the cache keeps it: not holding its page, which the mirror may drop."""
+
+    page: weakref.ref[ProjectPage]
+    body: bytes
+    etag: str
+
+
+class Repository:
+    """The index the WSGI app serves."""
+
+    def __init__(self, config: Config, *, fetcher: Fetcher | None = None) -> None:
+        self.config = config
+        #: the mirror's name in the Via header of its upstream requests: a request that carries it
+        #: came round a loop (``NesteggApp`` refuses it)
+        self.via_token = new_via_token()
+        if fetcher is None:
+            fetcher = (
+                OfflineFetcher()
+                if config.offline
+                else HttpFetcher(
+                    config.upstream_url,
+                    timeout=config.timeout,
+                    connect_timeout=config.connect_timeout,
+                    max_page_size=config.max_page_size,
+                    page_deadline=config.page_deadline,
+                    via_token=self.via_token,
+                )
+            )
+        #: the upstreams that could not be reached, not waited for again at once
+        self.circuits = Circuits(config.upstream_url)
+        if not config.offline:
+            fetcher = CircuitFetcher(fetcher, self.circuits)
+        #: counts of every process of the nest (``/metrics``)
+        self.counters = Counters(config.nestegg_dir)
+        fetcher = CountingFetcher(fetcher, self.counters)
+        self.fetcher = fetcher
+        self.store = CacheStore(config.nestegg_dir, config.upstream_url)
+        self.mirror = MirrorIndex(
+            self.store, fetcher, ttl=config.ttl, offline=config.offline, circuit=self.circuits.index
+        )
+        #: the mirror's pages as last rendered, served while nothing they were made from changes
+        self.pages = RenderedPages(self.store.rendered, root=self.store.root)
+        self._pages_dir = str(self.store.page_path(NormalizedName("x")).parent)
+        self._files_dir = str(self.store.files)
+        self._source_builds = frozenset(build.name for build in config.source_builds)
+        reserved = list(config.private_names)
+        reserved += [b.name for b in config.source_builds if b.private]
+        merged = [b.name for b in config.source_builds if not b.private]
+        self.private = PrivateStore(config.nestegg_dir / "private", reserved=reserved, merged=merged)
+        #: prunes in the background when a new file takes the cache over ``max_cache_size``
+        self.size_limit = (
+            SizeLimit(config.nestegg_dir, config.max_cache_size) if config.max_cache_size else None
+        )
+        self.downloads = Downloads(
+            self.store,
+            fetcher,
+            on_cached=self._cached,
+            max_file_size=config.max_file_size,
+        )
+        self.downloads.current = self._current
+        #: called with a name before its private page is read (on-demand source builds)
+        self.before_private: Callable[[NormalizedName], None] | None = None
+        #: the URL clients reach this index at, once known (``Mirror.bind`` sets it); source builds
+        #: point their build environment at it
+        self.index_url: str | None = None
+        #: renderings that have no file, by name, content type, client and encoding
+        self._rendered: OrderedDict[tuple[str, str, ClientProfile | None, bool], _Cached] = OrderedDict()
+        self._rendered_bytes = 0
+        #: saved renderings read back, by name and kind: (token, checked, ETag, body)
+        self._warm: OrderedDict[tuple[str, str], tuple[str, float, str, bytes]] = OrderedDict()
+        self._warm_bytes = 0
+        self._render_lock = threading.Lock()
+        self._large_lock = threading.Lock()
+        #: pages being made now (by requests; the background's own is done when it looks), and
+        #: when the last page or file was asked for
+        self._making = 0
+        self._asked = 0.0
+        #: makes again, in the background, the renderings a cached file made stale
+        self.refresher = Refresher(
+            self._refresh, delay=lambda: _store.SETTLE_NS / 1e9 + _REFRESH_AFTER, busy=self._busy
+        )
+        #: the lock of each metadata file being fetched, with how many threads want it: gone when
+        #: none does, so that files asked once leave nothing behind
+        self._metadata_locks: dict[str, tuple[threading.Lock, int]] = {}
+        self._metadata_guard = threading.Lock()
+        #: the notes of metadata checks read or written (``_checked_metadata``), by name and file
+        self._checked: dict[tuple[str, str], bytes] = {}
+        #: disk tokens by name, with the generations they were read in and until when they hold
+        self._tokens: dict[str, tuple[tuple[bytes | None, bytes | None], str, float]] = {}
+        #: the root index, and the lock of its scans and renderings
+        self._index: _Listing | None = None
+        self._index_lock = threading.Lock()
+
+    # pages -------------------------------------------------------------------------------
+
+    def project(self, name: NormalizedName) -> ProjectPage:
+        """The page clients see for ``name``; :class:`NotFound` if nobody has it."""
+        if self.before_private is not None and self._is_source_build(name):
+            self.before_private(name)
+        if self.private.is_private(name):
+            page = self.private.page(name)
+            if page is None:
+                raise NotFound(f"private project {name!r} has no files yet")
+            return page
+        if self.private.is_merged(name):
+            private = self.private.page(name)
+            try:
+                upstream = self.mirror.page(name)
+            except (NotFound, UpstreamError) as exc:
+                if private is None:
+                    raise
+                logger.debug("serving only the private files of %r: %s", name, exc)
+                return private
+            return upstream if private is None else upstream.merged(private.files)
+        return self.mirror.page(name)
+
+    def rendered(
+        self,
+        name: NormalizedName,
+        content_type: str,
+        client: ClientProfile | None = None,
+        *,
+        gzip: bool = False,
+    ) -> Rendered:
+        """The page of ``name`` as bytes of ``content_type``, rendered once per change.
+
+        With ``client``, only the files that may fit that installer are listed. With ``gzip``, the
+        page comes gzip encoded.
+        """
+        self._asked = time.monotonic()
+        return self._rendered_page(name, content_type, client, gzip=gzip)
+
+    def _rendered_page(
+        self, name: NormalizedName, content_type: str, client: ClientProfile | None, *, gzip: bool
+    ) -> Rendered:
+        """:meth:`rendered`, for a request or the background."""
+        token = self._known_token(name)
+        kind = _kind(content_type, client)
+        wanted = kind + GZIP if gzip else kind
+        if token is not None or self._plain_mirror(name):  # no token yet: the page is new
+            self.refresher.served(name, (content_type, client, gzip))
+        if token is not None:
+            warm = self._read_rendered(name, wanted, token)
+            if warm is not None:
+                return warm
+            stamp = self.store.page_stamp(name)
+            if (
+                stamp is not None
+                and stamp[2] > _LARGE_STATE
+                and self._large_lock.acquire(timeout=_LARGE_WAIT)
+            ):
+                try:
+                    # another thread may have made it while this one waited
+                    token = self._disk_token(name)
+                    warm = None if token is None else self._read_rendered(name, wanted, token)
+                    if warm is not None:
+                        return warm
+                    return self._render(name, content_type, client, token, gzip=gzip)
+                finally:
+                    self._large_lock.release()
+        return self._render(name, content_type, client, token, gzip=gzip)
+
+    def _render(
+        self,
+        name: NormalizedName,
+        content_type: str,
+        client: ClientProfile | None,
+        token: str | None,
+        *,
+        gzip: bool,
+    ) -> Rendered:
+        """Make the rendering :meth:`rendered` did not find; ``token`` is the disk's before."""
+        with self._render_lock:
+            self._making += 1
+        try:
+            kind = _kind(content_type, client)
+            wanted = kind + GZIP if gzip else kind
+            page = self.project(name)
+            key = (name, content_type, client, gzip)
+            cached = self._rendered.get(key)
+            if cached is not None and cached.page() is page:
+                return Rendered(page, cached.body, cached.etag, gzip=gzip)
+            shown = page if client is None else for_client(page, client)
+            prefix = f"../../files/{quote(name)}/"
+
+            def url_for(dist: DistFile) -> str:
+                return prefix + quote_filename(dist.filename)
+
+            pieces = project_pieces(shown, content_type, url_for)
+            saved = self._write_rendered(name, kind, token, page, pieces, gzip=gzip)
+            if saved is not None:
+                served = self._from_file(name, wanted, saved)
+                if served is not None:
+                    return Rendered(page, served.body, served.etag, served.file, served.gzip)
+            body = render_project(shown, content_type, url_for)
+            if gzip:  # the same bytes as the rendering's file would hold: the same ETag in every process
+                packer = compressor()
+                body = packer.compress(body) + packer.flush()
+            result = Rendered(page, body, etag(body), gzip=gzip)
+            self._remember(key, _Cached(weakref.ref(page), body, result.etag))
+            return result
+        finally:
+            with self._render_lock:
+                self._making -= 1
+
+    @contextlib.contextmanager
+    def large_page(self, name: NormalizedName, *, wait: float) -> Iterator[None]:
+        """Held while something is made of the page of ``name`` besides its rendering (the web
+        UI's view of it), if the page is large: one large page at a time, as they are rendered.
+        Waits up to ``wait`` seconds (a declared wait), then :class:`Busy`."""
+        stamp = self.store.page_stamp(name)
+        if stamp is None or stamp[2] <= _LARGE_STATE:
+            yield
+            return
+        with blocking():
+            if not self._large_lock.acquire(timeout=wait):
+                raise Busy(f"another large page is being made before {name!r}'s: try again in a moment")
+        try:
+            yield
+        finally:
+            self._large_lock.release()
+
+    def _read_rendered(self, name: NormalizedName, kind: str, token: str) -> Rendered | None:
+        """The saved rendering for ``token`` if the TTL allows it: from memory, else from disk."""
+        held = self._warm.get((name, kind))
+        if held is not None and held[0] == token and self.mirror.fresh(held[1]):
+            with self._render_lock:
+                if (name, kind) in self._warm:
+                    self._warm.move_to_end((name, kind))
+            return Rendered(None, held[3], held[2], gzip=kind.endswith(GZIP))
+        found = self.pages.open(name, kind, token)
+        if found is None:
+            return None
+        if not self.mirror.fresh(found.checked):
+            found.close()  # the TTL has passed: the upstream is asked
+            return None
+        return self._from_file(name, kind, found)
+
+    def _from_file(self, name: NormalizedName, kind: str, found: PageFile) -> Rendered | None:
+        """A saved rendering as it is answered: a small one read and held, a larger one sent from
+        its file, a block at a time. None if the file was cut short meanwhile."""
+        gzip = kind.endswith(GZIP)
+        if found.size > _WARM_PAGE:
+            return Rendered(None, b"", found.etag, found, gzip)
+        try:
+            body = found.handle.readall()
+        finally:
+            found.close()
+        if len(body) != found.size:
+            return None
+        with self._render_lock:
+            old = self._warm.pop((name, kind), None)
+            self._warm_bytes += len(body) - (0 if old is None else len(old[3]))
+            self._warm[(name, kind)] = (found.token, found.checked, found.etag, body)
+            while self._warm_bytes > _WARM_BYTES:
+                _, dropped = self._warm.popitem(last=False)
+                self._warm_bytes -= len(dropped[3])
+        return Rendered(None, body, found.etag, gzip=gzip)
+
+    def _write_rendered(
+        self,
+        name: NormalizedName,
+        kind: str,
+        token: str | None,
+        page: ProjectPage,
+        pieces: Iterable[bytes],
+        *,
+        gzip: bool,
+    ) -> PageFile | None:
+        """Save the rendering of the mirror's page in ``pieces`` (and its gzip encoding), if it is
+        the page of what is on disk now, and open it (the encoded one if ``gzip``); None when it
+        is not (and ``pieces`` were not used), or could not be saved.
+
+        ``token`` is the disk's before the page was made; without one (the page was fetched just
+        now) the page must be the mirror's of the state file as it is, and the disk must not change
+        while that is checked.
+        """
+        if token is None:
+            token = self._disk_token(name)
+        checked = self.mirror.checked(name, page) if token is not None else None
+        if checked is None or token is None or self._disk_token(name) != token:
+            return None
+        return self.pages.write(name, kind, token=token, checked=checked, pieces=pieces, gzip=gzip)
+
+    def _refresh(self, name: NormalizedName, kinds: tuple[Hashable, ...]) -> bool:
+        """Make again the renderings of ``kinds`` (as :meth:`rendered` took them) that a cached
+        file made stale; False while the change has not settled."""
+        if self._disk_token(name) is None:
+            return False
+        if not self.mirror.is_fresh(name):
+            return True  # the upstream is due to be asked: left to the page's next request
+        try:
+            for served in kinds:
+                if self.refresher.stopped:
+                    break
+                content_type, client, gzip = cast(tuple[str, ClientProfile | None, bool], served)
+                made = self._rendered_page(name, content_type, client, gzip=gzip)
+                if made.file is not None:
+                    made.file.close()
+        finally:
+            self.mirror.trim()  # the page made last is held for its requests; this one has none
+        return True
+
+    def _busy(self) -> float:
+        """Seconds until the mirror counts as quiet: no page being made by a request, and none
+        asked for (nor a file) for ``_IDLE`` seconds. Background work waits for it, so that it
+        takes no time from an install, nor makes a second large page beside one of its."""
+        if self._making:
+            return _IDLE
+        return max(0.0, self._asked + _IDLE - time.monotonic())
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the background work, waiting up to ``timeout`` for a page being made (the server
+        calls this when it stops)."""
+        self.refresher.stop(timeout)
+        self.store.generation.close()
+        self.private.generation.close()
+
+    def _disk_token(self, name: NormalizedName) -> str | None:
+        """The token of the mirror's page of ``name`` on disk; None for private and merged names,
+        whose pages are made from more than the mirror's cache."""
+        if not self._plain_mirror(name):
+            return None
+        # plain strings: this runs for every page request, and pathlib's joins cost more than the stats
+        return disk_token(f"{self._pages_dir}/{name}.json", f"{self._files_dir}/{name}/{CHANGED}")
+
+    def _known_token(self, name: NormalizedName) -> str | None:
+        """:meth:`_disk_token`, without a look at the disk while neither store's generation has
+        changed since it was last looked at (and not for longer than ``RECHECK``)."""
+        seen = (self.store.generation.current(), self.private.generation.current())
+        now = time.monotonic()
+        held = self._tokens.get(name)
+        if held is not None and held[0] == seen and now < held[2]:
+            return held[1]
+        token = self._disk_token(name)
+        if token is not None and None not in seen:
+            if len(self._tokens) >= _MAX_TOKENS:
+                self._tokens.clear()
+            self._tokens[name] = (seen, token, now + RECHECK)
+        return token
+
+    def _plain_mirror(self, name: NormalizedName) -> bool:
+        """Whether ``name`` is the mirror's alone: not private, not merged, not a source build."""
+        return not (
+            name in self._source_builds or self.private.is_merged(name) or self.private.is_private(name)
+        )
+
+    def _remember(self, key: tuple[str, str, ClientProfile | None, bool], cached: _Cached) -> None:
+        with self._render_lock:
+            # what the mirror dropped from memory can never be served again: make room first
+            for dead in [k for k, v in self._rendered.items() if v.page() is None]:
+                self._rendered_bytes -= len(self._rendered.pop(dead).body)
+            old = self._rendered.pop(key, None)
+            self._rendered_bytes += len(cached.body) - (0 if old is None else len(old.body))
+            self._rendered[key] = cached
+            while self._rendered_bytes > _RENDER_CACHE_BYTES and len(self._rendered) > 1:
+                _, dropped = self._rendered.popitem(last=False)
+                self._rendered_bytes -= len(dropped.body)
+
+    def index(self, content_type: str, *, shows_private: Callable[[], bool] | None = None) -> Rendered:
+        """The root page: every project the mirror knows (cached or private), not upstream's.
+
+        ``shows_private``, if given, says whether the asker may see private (and merged) names;
+        it is asked only when the index has some. Made once per change of the stores, and kept.
+        """
+        listing = self._listing()
+        hide = shows_private is not None and bool(self._private_of(listing)) and not shows_private()
+        key = (is_json(content_type), hide)
+        rendered = listing.renderings.get(key)
+        if rendered is None:
+            with self._index_lock:
+                rendered = listing.renderings.get(key)
+                if rendered is None:
+                    if hide:
+                        hidden = self._private_of(listing)
+                        names = [n for n in listing.names if n not in hidden]
+                    else:
+                        names = listing.names
+                    body = render_index(names, content_type)
+                    rendered = listing.renderings[key] = Rendered(None, body, etag(body))
+        return rendered
+
+    def _listing(self) -> _Listing:
+        """The names of the root index, scanned again only when a store's generation or folders
+        changed (or, when a generation cannot be had, on every call)."""
+        held = self._index
+        seen = (self.store.generation.current(), self.private.generation.current())
+        if held is not None and held.seen == seen and None not in seen and time.monotonic() < held.until:
+            return held
+        with self._index_lock:  # one scan at a time: the others take what it made
+            # taken before the disk is looked at: a change made while it is leaves a generation unseen
+            seen = (self.store.generation.current(), self.private.generation.current())
+            folders = tuple(_mtime_ns(f) for f in (self.store.pages, self.store.files, self.private.root))
+            held = self._index
+            if held is not None and None not in seen and (held.seen, held.folders) == (seen, folders):
+                held.until = time.monotonic() + RECHECK  # nothing changed (checked every RECHECK)
+                return held
+            names = set(self.store.project_names())
+            names.update(self.private.names())
+            listing = _Listing(seen=seen, folders=folders, names=sorted(names))
+            listing.until = time.monotonic() + RECHECK
+            self._index = listing
+            return listing
+
+    def _private_of(self, listing: _Listing) -> frozenset[str]:
+        """The names of ``listing`` that are private or merged (what ``private_read_auth``
+        guards), found once per listing."""
+        if listing.private is None:
+            listing.private = self.private.protected(listing.names)
+        return listing.private
+
+    # files -------------------------------------------------------------------------------
+
+    def open_file(
+        self, name: NormalizedName, filename: str, *, fetch: bool = True
+    ) -> Path | Download | DistFile:
+        """A complete file on disk, or the download that is fetching it (with a reader counted,
+        see ``Download.attach``); without ``fetch``, the page's entry of a file not on disk."""
+        path = self._cached_file(name, filename)
+        if path is not None:
+            return path
+        dist = self._find(name, filename)
+        if dist.origin == "private":
+            return self.private.file_path(name, filename)
+        path = self.store.file_path(name, filename)
+        if path.is_file():
+            self.counters.add("cache_hits")
+            mark_used(self.store, name, filename)
+            return path
+        if not fetch:
+            return dist
+        self.counters.add("cache_misses")
+        return self.downloads.get(name, dist)
+
+    def _cached(self, name: NormalizedName, record: DistFile, changed: bool) -> None:
+        self.mirror.cached(name, record)
+        if changed:
+            self.refresher.changed(name)
+        if self.size_limit is not None:
+            self.size_limit.cached(record)
+
+    def _current(self, name: NormalizedName, dist: DistFile) -> bool:
+        """Whether the page in memory lists ``dist`` as it is, or does not say: a file the
+        upstream re-published (other hashes) while it was downloaded is not cached."""
+        listed = self.mirror.listed(name, dist.filename)
+        return listed is None or all(listed.hashes.get(a, d) == d for a, d in dist.hashes.items())
+
+    def _cached_file(self, name: NormalizedName, filename: str) -> Path | None:
+        """A mirror's file complete on disk, found without the page: every cached file with its
+        record is listed on the page (upstream's or kept), so no page is needed to serve it."""
+        if not self._plain_mirror(name):
+            return None
+        path = self.store.file_path(name, filename)
+        if not (path.is_file() and self.store.record_path(name, filename).is_file()):
+            return None
+        self.counters.add("cache_hits")
+        mark_used(self.store, name, filename)
+        return path
+
+    def open_any(
+        self, name: NormalizedName, filename: str, *, fetch: bool = True
+    ) -> tuple[Path | Download | DistFile, bool]:
+        """A file of the project or, for ``<file>.metadata``, its core metadata (then True); see
+        :meth:`open_file` for ``fetch``."""
+        self._asked = time.monotonic()
+        if filename.endswith(".metadata") and self._plain_mirror(name):
+            with contextlib.suppress(NotFound):
+                path = self._checked_metadata(name, filename[: -len(".metadata")])
+                if path is not None:  # served without the page
+                    return path, True
+        if filename.endswith(".metadata") and self.project(name).file(filename) is None:
+            return self.open_metadata(name, filename[: -len(".metadata")]), True
+        return self.open_file(name, filename, fetch=fetch), False
+
+    def open_metadata(self, name: NormalizedName, filename: str) -> Path:
+        """The PEP 658 core metadata file of ``filename``, fetched and verified if need be: one
+        kept from before is served only if it matches what the page says of it now (the upstream
+        may have published other bytes under the same name since)."""
+        before = self.store.page_stamp(name)  # a change meanwhile is seen by the next request
+        page = self.project(name)
+        dist = page.file(filename)
+        if dist is None:
+            raise NotFound(f"project {name!r} has no file {filename!r}")
+        if dist.core_metadata is None:
+            raise NotFound(f"no metadata for {filename!r}")
+        if dist.origin == "private":
+            return self.private.metadata_path(name, filename)
+        path = self.store.metadata_path(name, filename)
+        status = self._matching_metadata(path, dist)
+        if status is None:
+            with self._metadata_lock(f"{name}/{filename}"):
+                status = self._matching_metadata(path, dist)  # another thread may have fetched it
+                if status is None:
+                    status = self._fetch_metadata(dist, path)
+        self._note_checked(name, filename, status, page, before)
+        return path
+
+    def _matching_metadata(self, path: Path, dist: DistFile) -> os.stat_result | None:
+        """The status of the metadata file at ``path`` if it matches every hash the page gives of
+        it (``dist.core_metadata``); None if it does not, or is not there. A link in its place is
+        refused as a missing file, as :meth:`open_served` refuses it."""
+        limit = self.config.max_metadata_size
+        try:
+            with self.store.open_read(path) as handle:
+                data = handle.read(limit + 1)
+                status = os.fstat(handle.fileno())
+        except UnsafePath as exc:
+            logger.warning("%s", exc)
+            raise NotFound(f"no file {path.name!r}") from None
+        except OSError:
+            return None
+        if len(data) > limit or mismatch(data, dist.core_metadata or {}) is not None:
+            return None
+        return status
+
+    def _checked_metadata(self, name: NormalizedName, filename: str) -> Path | None:
+        """The metadata file of ``filename`` if it was found to match the page made from the state
+        on disk now (:meth:`_note_checked`), in this process or another; else None."""
+        identity = self._metadata_identity(name, filename)
+        if identity is None:
+            return None
+        key = (name, filename)
+        if self._checked.get(key) != identity:
+            # read once a process: finding the note costs a look at each folder on the way
+            if self.store.metadata_note(name, filename) != identity:
+                return None
+            self._remember_checked(key, identity)
+        return self.store.metadata_path(name, filename)
+
+    def _metadata_identity(self, name: NormalizedName, filename: str) -> bytes | None:
+        """The note a check of the metadata of ``filename`` against the page of the state on disk
+        now would leave (:func:`store.check_note`); None without a state or metadata file."""
+        base = check_filename(filename)
+        try:
+            # plain strings, as in _disk_token: pathlib's joins cost more than the stats
+            state = os.lstat(f"{self._pages_dir}/{name}.json")
+            metadata = os.lstat(f"{self._files_dir}/{name}/{base}.metadata")
+        except OSError:
+            return None
+        return check_note(state, metadata)
+
+    def _remember_checked(self, key: tuple[str, str], identity: bytes) -> None:
+        with self._render_lock:
+            if len(self._checked) >= _MAX_CHECKED:
+                self._checked.clear()
+            self._checked[key] = identity
+
+    def _note_checked(
+        self,
+        name: NormalizedName,
+        filename: str,
+        status: os.stat_result,
+        page: ProjectPage,
+        before: PageStamp | None,
+    ) -> None:
+        """Note that the metadata file of ``status`` matched ``page``, if ``page`` was made from
+        the state on disk, the same before and after (else the next request looks again)."""
+        if (
+            before is None
+            or self.mirror.made_from(name, page) != before
+            or self.store.page_stamp(name) != before
+        ):
+            return
+        try:
+            self.store.note_metadata_checked(name, filename, before, status)
+        except (OSError, UnsafePath) as exc:  # only a head start for the next request
+            logger.debug("cannot note the check of the metadata of %s: %s", filename, exc)
+            return
+        identity = self._metadata_identity(name, filename)
+        if identity is not None:
+            self._remember_checked((name, filename), identity)
+
+    @contextlib.contextmanager
+    def _metadata_lock(self, key: str) -> Iterator[None]:
+        """Held while one metadata file is fetched: a thread that asks for it meanwhile waits (on
+        the upstream, or on another thread that asks it) and then finds it on disk."""
+        with self._metadata_guard:
+            lock, users = self._metadata_locks.get(key) or (threading.Lock(), 0)
+            self._metadata_locks[key] = (lock, users + 1)
+        try:
+            with blocking(), lock:
+                yield
+        finally:
+            with self._metadata_guard:
+                users = self._metadata_locks[key][1] - 1
+                if users:
+                    self._metadata_locks[key] = (lock, users)
+                else:
+                    del self._metadata_locks[key]
+
+    def _fetch_metadata(self, dist: DistFile, path: Path) -> os.stat_result:
+        """Fetch the metadata of ``dist`` into ``path`` once it matches the page's hashes; the
+        status of the file written."""
+        url = dist.url + ".metadata"
+        try:
+            data = bytes(self._read_metadata(url))
+        except NesteggError:
+            raise
+        except Exception as exc:  # an answer no check foresaw: an upstream failure like any other
+            logger.debug("cannot fetch %s", mask_url(url), exc_info=True)
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+            reason = reason if len(reason) <= 200 else reason[:197] + "..."
+            raise UpstreamError(f"cannot fetch the metadata {mask_url(url)} ({reason})") from None
+        # every hash the page gives that can be checked is (a wrong one of any form fails)
+        algorithm = mismatch(data, dist.core_metadata or {})
+        if algorithm is not None:
+            raise IntegrityError(
+                f"metadata of {dist.filename!r} from {mask_url(url)} does not match its {algorithm}"
+            )
+        try:
+            return write_atomic(path, data, root=self.store.root)
+        except OSError as exc:
+            if disk_full(exc):
+                raise InsufficientStorage(
+                    f"the disk is full: the metadata of {dist.filename!r} was not kept"
+                ) from None
+            raise
+
+    def _read_metadata(self, url: str) -> bytearray:
+        """The body of the upstream's metadata file at ``url``, within max_metadata_size and
+        page_deadline (:class:`UpstreamError`, :class:`UpstreamTimeout`)."""
+        limit, seconds = self.config.max_metadata_size, self.config.page_deadline
+        deadline = time.monotonic() + seconds
+        stream = self.fetcher.open(url)
+        data = bytearray()
+        too_large = UpstreamError(
+            f"upstream metadata {mask_url(url)} is larger than max_metadata_size "
+            f"({format_size(limit)}); raise nestegg.max_metadata_size"
+        )
+        try:
+            if stream.size is not None and stream.size > limit:
+                raise too_large  # said before a byte is read
+            for chunk in stream.chunks():
+                data += chunk
+                if len(data) > limit:
+                    raise too_large
+                if time.monotonic() > deadline:
+                    raise UpstreamTimeout(
+                        f"upstream {mask_url(url)} took longer than page_deadline ({seconds:g}s) to "
+                        "send its metadata; raise nestegg.page_deadline"
+                    )
+        finally:
+            stream.close()
+        return data
+
+    def open_served(self, path: Path) -> BinaryIO:
+        """A file :meth:`open_any` gave, open for reading: a link in the nest on the way to it (or
+        in its place) is never followed, but refused as a missing file with a warning naming it."""
+        try:
+            return open_read(self.config.nestegg_dir, path)
+        except UnsafePath as exc:
+            logger.warning("%s", exc)
+            raise NotFound(f"no file {path.name!r}") from None
+
+    def _find(self, name: NormalizedName, filename: str) -> DistFile:
+        page = self.project(name)
+        dist = page.file(filename)
+        if dist is None:
+            raise NotFound(f"project {name!r} has no file {filename!r}")
+        return dist
+
+    def _is_source_build(self, name: str) -> bool:
+        return name in self._source_builds
+
+    def metrics(self) -> dict[str, Any]:
+        """The counters of the nest (every process's), see :mod:`nestegg_core.storage.counters`."""
+        return self.counters.totals()
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _kind(content_type: str, client: ClientProfile | None) -> str:
+    """The rendered file's suffix: the format (both HTML types are the same bytes) and client."""
+    kind = "json" if is_json(content_type) else "html"
+    if client is None:
+        return kind
+    return f"{kind}-{hashlib.sha256(repr(client).encode()).hexdigest()[:16]}"

@@ -1,0 +1,575 @@
+"""The client of the upstream index: project pages with revalidation, and file downloads."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote, unquote, urlsplit
+
+import requests
+import urllib3
+
+from nestegg_core._version import __version__
+from nestegg_core.config.config import DEFAULT_CONNECT_TIMEOUT, MAX_PAGE_SIZE, PAGE_DEADLINE
+from nestegg_core.config.sizes import format_size
+from nestegg_core.errors import (
+    CONNECTION_FAILED,
+    NOT_RESOLVED,
+    REFUSED,
+    TIMED_OUT,
+    NesteggError,
+    NotCached,
+    NotFound,
+    UpstreamError,
+    UpstreamTimeout,
+    no_files_left,
+    out_of_files,
+    unreachable,
+)
+from nestegg_core.simple.models import ProjectPage
+from nestegg_core.simple.parse import PageTooLarge, parse_project_stream
+from nestegg_core.urls import mask_url, without_credentials
+from nestegg_core.waits import blocking
+
+logger = logging.getLogger(__name__)
+
+ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
+CHUNK = 256 * 1024
+#: the pieces in which a project page is read and parsed
+PAGE_CHUNK = 64 * 1024
+#: the most of an answer without a page (an error page) read to keep its connection
+_DRAIN_LIMIT = 1024 * 1024
+#: what reading an answer's body can raise (requests wraps most of urllib3's)
+_READ_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+
+#: a page may list a file for every this many bytes of max_page_size, and hold no value (a file
+#: entry, the versions, a tag) over a this-th of it: a page's model costs far more than its text
+#: when it is made of tiny entries (an HTML link of 15 bytes is a DistFile of hundreds)
+_BYTES_PER_FILE = 256
+_VALUE_SHARE = 64
+#: a Content-Length of more digits is no file's (an exabyte has 19), and no int() of it is made
+_MAX_LENGTH_DIGITS = 18
+
+
+#: what nestegg names itself in the Via header of every upstream request (RFC 9110, 7.6.3),
+#: followed by a token random to each mirror (two in one process, as a mirror and the index it
+#: mirrors in tests, are two): a request that arrives with the mirror's own token came round a
+#: loop (a file URL pointing back at the mirror, or at a mirror of it), and one with more than
+#: ``MAX_HOPS`` nestegg tokens went round a loop of mirrors whose tokens changed
+VIA_PREFIX = "nestegg-"
+MAX_HOPS = 8
+#: the nestegg hops of the request being answered, passed on in the requests made for it
+_hops: ContextVar[tuple[str, ...]] = ContextVar("nestegg_hops", default=())
+_PORTS = {"http": 80, "https": 443}
+
+
+def new_via_token() -> str:
+    """A mirror's name in Via headers, random."""
+    return VIA_PREFIX + secrets.token_hex(8)
+
+
+def nestegg_hops(via: str | None) -> tuple[str, ...]:
+    """The nestegg tokens of a Via header, in order (the received-by of each entry that has one)."""
+    if not via:
+        return ()
+    hops = []
+    for entry in via.split(","):
+        fields = entry.split(None, 2)
+        if len(fields) >= 2 and fields[1].startswith(VIA_PREFIX):
+            hops.append(fields[1][:64])
+    return tuple(hops)
+
+
+def loop_in(via: str | None, token: str) -> str | None:
+    """Why a request whose Via header is ``via`` came round a loop to the mirror whose token is
+    ``token``, or None if it did not."""
+    hops = nestegg_hops(via)
+    if token in hops:
+        return f"this request came round a loop: its Via header names this server ({token})"
+    if len(hops) > MAX_HOPS:
+        return f"this request passed more than {MAX_HOPS} nestegg mirrors (its Via header): a loop of mirrors"
+    return None
+
+
+@contextlib.contextmanager
+def hops_of(via: str | None) -> Iterator[None]:
+    """While it lasts, the upstream requests of this thread (and of the downloads it starts) pass
+    on the nestegg hops of ``via``, the Via header of the request being answered."""
+    token = _hops.set(nestegg_hops(via)[:MAX_HOPS])
+    try:
+        yield
+    finally:
+        _hops.reset(token)
+
+
+def _via(token: str) -> str:
+    return ", ".join(f"1.1 {hop}" for hop in (*_hops.get(), token))
+
+
+def _internal(address: str) -> bool:
+    """Whether an IP address is not one of the public internet's: loopback, private, link-local,
+    unspecified (``0.0.0.0`` reaches this host), shared or reserved."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global
+
+
+def _literal_address(host: str) -> str | None:
+    """The address a URL's host names without a lookup (an IP literal in any form the resolver
+    takes, such as ``127.1`` or ``2130706433``, or a ``localhost`` name), else None."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return "127.0.0.1"
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(host.partition("%")[0]))
+    try:
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
+def _pieces(raw: urllib3.BaseHTTPResponse, size: int, *, decode: bool) -> Iterator[bytes]:
+    """An answer's body as it arrives: each piece is what one read of the socket gave (at most
+    ``size`` bytes, decoded if ``decode``), so that its reader sees it at once and can tell a body
+    that drips from one that comes. (``stream()`` waits for ``size`` bytes, however slowly they come.)
+    """
+    read1 = getattr(raw, "read1", None)
+    if read1 is None:  # urllib3 before 2.2
+        yield from raw.stream(size, decode_content=decode)
+        return
+    while piece := read1(size, decode_content=decode):
+        yield piece
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fetched:
+    """An upstream answer for a project page: a new page, or ``page=None`` for 304 Not Modified."""
+
+    page: ProjectPage | None
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+class FileStream(Protocol):
+    """An open upstream file download."""
+
+    size: int | None
+
+    def chunks(self) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class Fetcher(Protocol):
+    """The seam between the mirror and the network; tests and the offline mode swap it."""
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched: ...
+
+    def open(self, url: str) -> FileStream: ...
+
+
+def content_length(value: str | None, url: str) -> int | None:
+    """The length an answer's ``Content-Length`` field gives (None without one): ASCII digits, or
+    the same number repeated in a list (RFC 9110, 8.6). Any other value, or one longer than any
+    file, is an :class:`UpstreamError`: such an answer cannot be framed, nor its size checked."""
+    if value is None:
+        return None
+    numbers = {part.strip(" \t") for part in value.split(",")}
+    number = numbers.pop() if len(numbers) == 1 else ""
+    if not (number.isascii() and number.isdigit()):  # "²".isdigit() too, and int() refuses it
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise UpstreamError(f"upstream answered {mask_url(url)} with an invalid Content-Length {shown!r}")
+    if len(number.lstrip("0")) > _MAX_LENGTH_DIGITS:
+        raise UpstreamError(
+            f"upstream answered {mask_url(url)} with a Content-Length of {len(number)} digits, "
+            "larger than any file"
+        )
+    return int(number)
+
+
+class _ResponseStream:
+    def __init__(self, response: requests.Response, url: str, timeout: float) -> None:
+        self._response = response
+        self._url = url
+        self._timeout = timeout
+        try:
+            self.size = content_length(response.headers.get("Content-Length"), url)
+        except UpstreamError:
+            response.close()
+            raise
+
+    def chunks(self) -> Iterator[bytes]:
+        try:
+            # decode_content=False: a file is stored byte for byte as the index hashed it
+            yield from _pieces(self._response.raw, CHUNK, decode=False)
+        except urllib3.exceptions.ReadTimeoutError:
+            raise UpstreamTimeout(
+                f"download of {mask_url(self._url)} stalled for {self._timeout:g}s"
+            ) from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise UpstreamError(f"download of {mask_url(self._url)} broke off: {exc}") from None
+
+    def close(self) -> None:
+        self._response.close()
+
+
+def _without_redirect_body(response: requests.Response, **_: object) -> requests.Response:
+    """A redirect's connection closed unread: requests reads a redirect's body whole before it
+    follows it (``resolve_redirects``), however long it is, and at whatever pace it comes."""
+    if response.is_redirect:
+        response.close()
+    return response
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    """A URL's scheme, host and port (the default one if it names none)."""
+    parts = urlsplit(url)
+    return (parts.scheme, parts.hostname or "", parts.port or _PORTS.get(parts.scheme, 0))
+
+
+class _CheckedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, whose connections (made without a proxy) are shown to ``check`` once
+    made, before a byte is sent on them: the address a name resolved to, at the moment it is
+    used, is the one checked (a name that resolves to another address later changes nothing)."""
+
+    def __init__(self, check: Callable[[str, socket.socket], None], **kwargs: Any) -> None:
+        self._check = check
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        check = self._check
+
+        class Http(urllib3.connection.HTTPConnection):
+            def connect(self) -> None:
+                super().connect()
+                check(self.host, self.sock)
+
+        class Https(urllib3.connection.HTTPSConnection):
+            def connect(self) -> None:
+                super().connect()
+                check(self.host, self.sock)
+
+        class HttpPool(urllib3.HTTPConnectionPool):
+            ConnectionCls = Http
+
+        class HttpsPool(urllib3.HTTPSConnectionPool):
+            ConnectionCls = Https
+
+        self.poolmanager.pool_classes_by_scheme = {"http": HttpPool, "https": HttpsPool}
+
+
+class HttpFetcher:
+    """The upstream over HTTP(S): a session per thread (requests is not thread-safe) over one shared
+    connection pool, so that connections are reused whichever thread asks (downloads each get a thread
+    of their own): a new HTTPS connection costs round trips and loading the CA bundle again."""
+
+    def __init__(
+        self,
+        index_url: str,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        max_page_size: int = MAX_PAGE_SIZE,
+        page_deadline: float = PAGE_DEADLINE,
+        via_token: str | None = None,
+    ) -> None:
+        self.index_url = index_url.rstrip("/") + "/"
+        #: the name of the mirror in the Via header of its requests (see ``VIA_PREFIX``)
+        self.via_token = via_token or new_via_token()
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_page_size = max_page_size
+        self.page_deadline = page_deadline
+        self._local = threading.local()
+        # urllib3's pools are thread-safe; sized for the server's threads plus downloads
+        self._adapter = _CheckedAdapter(self._check_peer, pool_connections=8, pool_maxsize=32)
+        parts = urlsplit(self.index_url)
+        self._origin = _origin(self.index_url)
+        # files at the index's own origin get the index's credentials, as pip gives them
+        self._auth = (
+            (unquote(parts.username), unquote(parts.password or "")) if parts.username is not None else None
+        )
+        #: whether the index itself is on an internal address (see _index_internal)
+        self._internal: bool | None = None
+
+    @property
+    def session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = f"nestegg/{__version__}"
+            # the index's own credentials come from its URL; .netrc stays the user's business
+            session.trust_env = True
+            session.mount("https://", self._adapter)
+            session.mount("http://", self._adapter)
+            session.hooks["response"].append(_without_redirect_body)
+            self._local.session = session
+        return session
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:
+        url = f"{self.index_url}{quote(name)}/"
+        headers = {"Accept": ACCEPT}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        with blocking():
+            return self._project(url, name, headers, etag, last_modified)
+
+    def _project(
+        self, url: str, name: str, headers: dict[str, str], etag: str | None, last_modified: str | None
+    ) -> Fetched:
+        deadline = time.monotonic() + self.page_deadline
+        response = self._get(url, headers=headers, stream=True)
+        with response:
+            if response.status_code != 200:
+                self._drain(url, response, deadline)
+                if response.status_code == 304:
+                    return Fetched(page=None, etag=etag, last_modified=last_modified)
+                if response.status_code in (404, 410):
+                    raise NotFound(f"project {name!r} is not on the upstream index")
+                raise UpstreamError(f"upstream answered {mask_url(url)} with HTTP {response.status_code}")
+            # file URLs and messages without the index's credentials: it gets them back in open()
+            base = without_credentials(response.url)
+            content_type = response.headers.get("Content-Type", "")
+            new_etag = response.headers.get("ETag")
+            new_last_modified = response.headers.get("Last-Modified")
+            try:
+                # parsed as it arrives (content-encoding undone): a page of megabytes is never held
+                # whole, as bytes or as text, next to the model it becomes
+                page = parse_project_stream(
+                    name,
+                    self._page_body(url, response, deadline),
+                    content_type,
+                    base,
+                    max_files=self.max_page_size // _BYTES_PER_FILE,
+                    max_value=self.max_page_size // _VALUE_SHARE,
+                )
+            except _READ_ERRORS as exc:
+                raise self._failure(url, exc) from None
+            except PageTooLarge as exc:
+                raise UpstreamError(
+                    f"upstream page {mask_url(url)} {exc}, over what max_page_size "
+                    f"({format_size(self.max_page_size)}) allows; raise nestegg.max_page_size"
+                ) from None
+        return Fetched(
+            page=page,
+            etag=new_etag,
+            last_modified=new_last_modified,
+        )
+
+    def open(self, url: str) -> FileStream:
+        self._check_url(url)
+        with blocking():
+            response = self._get(
+                url, headers={"Accept-Encoding": "identity"}, stream=True, auth=self._auth_for(url)
+            )
+        if response.status_code != 200:
+            response.close()
+            if response.status_code in (404, 410):
+                raise NotFound(f"upstream has no file at {mask_url(url)}")
+            raise UpstreamError(f"upstream answered {mask_url(url)} with HTTP {response.status_code}")
+        return _ResponseStream(response, url, self.timeout)
+
+    def _auth_for(self, url: str) -> tuple[str, str] | None:
+        # the index's origin only: an http:// URL on the host of an https:// index would send
+        # them in the clear
+        if self._auth is None or urlsplit(url).username is not None or _origin(url) != self._origin:
+            return None
+        return self._auth
+
+    def _check_url(self, url: str) -> None:
+        """Refuse a file URL that is not http(s), or whose host names an internal address that
+        the index may not send nestegg to (see :meth:`_check_peer`, which checks the address
+        reached, whatever the name: this is for the connections a proxy makes)."""
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:
+            raise UpstreamError(f"cannot read the file URL {mask_url(url)!r}") from None
+        if parts.scheme not in _PORTS or not host:
+            raise UpstreamError(f"refused to fetch {mask_url(url)!r}: a file URL must be http:// or https://")
+        address = _literal_address(host)
+        if address is not None:
+            self._check_address(repr(mask_url(url)), address)
+
+    def _check_peer(self, host: str, sock: socket.socket) -> None:
+        """Refuse a connection, once made and before a byte is sent on it, to an address the index
+        may not send nestegg to: an index on a public address may not point it at a loopback,
+        private or link-local one (an internal service, the mirror itself); one on an internal
+        address may (a company's index and file server)."""
+        try:
+            address, port = sock.getpeername()[:2]
+        except OSError:
+            return  # no peer: the request fails on its own
+        try:
+            self._check_address(f"{host}:{port}", str(address))
+        except UpstreamError:
+            sock.close()
+            raise
+
+    def _check_address(self, what: str, address: str) -> None:
+        if _internal(address) and not self._index_internal():
+            raise UpstreamError(
+                f"refused to fetch from {what}: it is at the internal address {address}, and the "
+                f"index {mask_url(self.index_url)} is not"
+            )
+
+    def _index_internal(self) -> bool:
+        """Whether the index is on an internal address (any it resolves to), looked up once; one
+        that cannot be looked up counts as public (the stricter) until it can."""
+        if self._internal is None:
+            parts = urlsplit(self.index_url)
+            host = parts.hostname or ""
+            address = _literal_address(host)
+            if address is not None:
+                self._internal = _internal(address)
+            else:
+                try:
+                    found = socket.getaddrinfo(host, parts.port or _PORTS.get(parts.scheme, 443))
+                except OSError:
+                    return False
+                self._internal = any(_internal(str(info[4][0])) for info in found)
+        return self._internal
+
+    def _get(
+        self,
+        url: str,
+        *,
+        headers: dict[str, str],
+        stream: bool = False,
+        auth: tuple[str, str] | None = None,
+    ) -> requests.Response:
+        headers = {**headers, "Via": _via(self.via_token)}
+        try:
+            return self.session.get(
+                url, headers=headers, timeout=(self.connect_timeout, self.timeout), stream=stream, auth=auth
+            )
+        except requests.RequestException as exc:
+            raise self._failure(url, exc) from None
+        except ValueError as exc:  # a redirect to a URL urllib3 cannot read ("http://[::1")
+            raise UpstreamError(
+                f"upstream {mask_url(url)} redirected to a URL that cannot be read: {exc}"
+            ) from None
+
+    def _page_body(self, url: str, response: requests.Response, deadline: float) -> Iterator[bytes]:
+        """The page's body, decoded, in pieces of at least ``PAGE_CHUNK`` bytes (the last may be
+        less): :class:`UpstreamError` past ``max_page_size`` (a gzip bomb counts as what it
+        expands to), :class:`UpstreamTimeout` past the deadline, however steadily it comes."""
+        read = 0
+        held: list[bytes] = []
+        held_size = 0
+        try:
+            for piece in _pieces(response.raw, PAGE_CHUNK, decode=True):
+                read += len(piece)
+                if read > self.max_page_size:
+                    raise UpstreamError(
+                        f"upstream page {mask_url(url)} is larger than max_page_size "
+                        f"({format_size(self.max_page_size)}); raise nestegg.max_page_size"
+                    )
+                if time.monotonic() > deadline:
+                    raise self._late(url, "page")
+                held.append(piece)
+                held_size += len(piece)
+                # whole pieces for the parser: an HTML tag not yet closed is looked through again
+                # with each piece it is given, however small
+                if held_size >= PAGE_CHUNK:
+                    yield b"".join(held)
+                    held.clear()
+                    held_size = 0
+        except urllib3.exceptions.ProtocolError as exc:  # as requests words them (iter_content)
+            raise requests.exceptions.ChunkedEncodingError(exc) from None
+        except urllib3.exceptions.DecodeError as exc:
+            raise requests.exceptions.ContentDecodingError(exc) from None
+        if held:
+            yield b"".join(held)
+
+    def _late(self, url: str, what: str) -> UpstreamTimeout:
+        return UpstreamTimeout(
+            f"upstream {mask_url(url)} took longer than page_deadline ({self.page_deadline:g}s) to send "
+            f"its {what}; raise nestegg.page_deadline"
+        )
+
+    def _drain(self, url: str, response: requests.Response, deadline: float) -> None:
+        """Reads the body of an answer without a page: a connection read to the end goes back to
+        the pool (closed half-read, the next request would pay for a new one). Past
+        ``_DRAIN_LIMIT`` or the deadline the connection is closed instead: an error page is not
+        worth megabytes, nor minutes."""
+        try:
+            read = 0
+            for piece in _pieces(response.raw, CHUNK, decode=False):
+                read += len(piece)
+                if read > _DRAIN_LIMIT or time.monotonic() > deadline:
+                    break
+        except _READ_ERRORS as exc:
+            raise self._failure(url, exc) from None
+
+    def _failure(self, url: str, exc: Exception) -> NesteggError:
+        """Ours for a failure of requests (or urllib3 under it) to get an answer or read its body;
+        one that never reached the upstream, or that waited for it in vain, says why
+        (:attr:`UpstreamError.unreachable`)."""
+        if out_of_files(exc):
+            return no_files_left("reach the upstream")
+        if isinstance(exc, requests.ConnectTimeout):
+            error: UpstreamError = UpstreamTimeout(
+                f"upstream {mask_url(url)} did not connect in {self.connect_timeout:g}s"
+            )
+            return unreachable(error, TIMED_OUT)
+        if isinstance(exc, requests.Timeout):
+            error = UpstreamTimeout(f"upstream {mask_url(url)} did not answer in {self.timeout:g}s")
+            return unreachable(error, TIMED_OUT)
+        # a body that stops coming is a timeout too; requests reports it as a ConnectionError
+        if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError)) or (
+            isinstance(exc, requests.ConnectionError)
+            and any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
+        ):
+            error = UpstreamTimeout(f"upstream {mask_url(url)} stalled for {self.timeout:g}s")
+            return unreachable(error, TIMED_OUT)
+        if isinstance(exc, requests.ConnectionError):
+            reason = _connection_failure(exc)
+            if reason is not None:
+                return unreachable(UpstreamError(f"cannot reach upstream {mask_url(url)} ({reason})"), reason)
+            return UpstreamError(f"cannot reach upstream {mask_url(url)} (ConnectionError)")
+        return UpstreamError(f"cannot reach upstream {mask_url(url)} ({type(exc).__name__})")
+
+
+def _connection_failure(exc: requests.ConnectionError) -> str | None:
+    """Why a connection to the upstream was never made (None: it was, and broke off later)."""
+    causes = [arg.reason if isinstance(arg, urllib3.exceptions.MaxRetryError) else arg for arg in exc.args]
+    for cause in causes:
+        if isinstance(cause, urllib3.exceptions.NameResolutionError):
+            return NOT_RESOLVED
+        if isinstance(cause, urllib3.exceptions.NewConnectionError):
+            seen: BaseException | None = cause
+            for _ in range(8):  # the OS error is a few causes down
+                if seen is None:
+                    break
+                if isinstance(seen, ConnectionRefusedError):
+                    return REFUSED
+                seen = seen.__cause__ or seen.__context__
+            return REFUSED if "refused" in str(cause).lower() else CONNECTION_FAILED
+    return None
+
+
+class OfflineFetcher:
+    """The fetcher of an offline mirror: every upstream question fails at once."""
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+        raise NotCached(f"the cache has nothing for {name!r} and nestegg is offline: no upstream is asked")
+
+    def open(self, url: str) -> FileStream:
+        raise NotFound(f"offline: {mask_url(url)} is not in the cache")

@@ -1,0 +1,1 @@
+"""Serving: the composition of the app, the server and its pacing, mounted upstreams."""

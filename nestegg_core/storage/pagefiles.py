@@ -1,0 +1,358 @@
+"""Rendered mirror pages kept on disk: a warm page costs at most two stats and a read, in any process.
+
+A page of the mirror is made from what two places on disk hold: the state file of the upstream's
+page and the records of the cached files beside them. :func:`disk_token` names that pair (inode,
+mtime and size of the state file; mtime of the project's change marker, which a process touches
+when a file it caches or removes changes the page: a file cached just as the index lists it does
+not), and a rendering saved under the token it was made from is the page any process would
+render while the token stays the same. So a process that has never parsed a page (a tox run's
+fresh mirror, a worker of a pre-forking server) serves it straight from its rendered file, and
+one that dropped the page's model to save memory does not make it again to answer a warm request.
+
+A rendered file starts with one line -- format, token, the state's check time (for the TTL), the
+ETag and the length of the body, padded with spaces when it was written before the body was
+known -- followed by the bytes as served. Beside each rendering lies its gzip encoding (``.gz``,
+a file of the same form, made in the same pass) for clients that accept it: the large pages of
+the index compress about five times. Files are replaced atomically; a damaged, cut short or
+foreign one is a miss. When the token cannot be trusted (the marker changed within the last
+second, so a second change may hide in the same clock tick) nothing is read or saved. The
+repository takes the token's stats only when its store's generation changed (``generation``).
+
+The renderings for one kind of installer (``compatible_only``: kinds ``json-<client>``) lie in a
+folder of their page, ``<name>.clients``, which keeps those of at most ``MAX_CLIENTS`` installers:
+each User-Agent may make one, and made-up ones must not fill the disk. :meth:`RenderedPages.sweep`
+(``nestegg prune``, the size limit) removes the renderings that can never be served again: those
+of a page whose state is gone, and those older than their page's state or change marker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import stat
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from io import FileIO
+from pathlib import Path
+from typing import BinaryIO
+
+from packaging.utils import NormalizedName
+
+from nestegg_core._version import __version__
+from nestegg_core.errors import UnsafePath
+from nestegg_core.simple.models import is_normalized
+
+from . import store as _store
+from .fs import atomic_file, scan_below, unlink_below
+
+logger = logging.getLogger(__name__)
+
+#: the format, and the release that rendered: another release may render differently
+_MAGIC = f"nestegg-page-1/{__version__}".encode()
+_MAX_HEADER = 512
+#: the room a page written a piece at a time keeps for its header, filled in once the body is known
+_HEADER_ROOM = 256
+#: zlib's fastest level: it runs while a cold page is answered, and level 6 makes files only an
+#: eighth smaller for twice the time (most of a page is sha256 digests, which do not compress)
+_GZIP_LEVEL = 1
+#: the suffix of a rendering's gzip encoding
+GZIP = ".gz"
+#: a rendering is written (and compressed) in blocks of about this size
+_BLOCK = 64 * 1024
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+#: the folder of a page's renderings for kinds of installer, beside its own (no name has a dot)
+CLIENTS = ".clients"
+#: the kinds of installer whose renderings a page keeps; past it, the oldest written go
+MAX_CLIENTS = 8
+#: a temporary file of a rendering older than this (seconds) was left by a crash
+_STALE_TEMP = 24 * 3600.0
+
+
+def etag(body: bytes) -> str:
+    """The strong ETag of a page's bytes."""
+    return _etag(hashlib.sha256(body))
+
+
+def _etag(digest: hashlib._Hash) -> str:
+    return '"' + digest.hexdigest()[:32] + '"'
+
+
+def compressor() -> zlib._Compress:
+    """A gzip encoder of rendered pages: the same bytes in, the same bytes out, in every process."""
+    return zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+
+
+def disk_token(state_file: str | Path, changed_marker: str | Path) -> str | None:
+    """What the page on disk is made from, or None when there is no state or it is unsettled."""
+    try:
+        state = os.lstat(state_file)  # a link is not followed (and is read as no state: ``store``)
+    except OSError:
+        return None
+    try:
+        changed = os.lstat(changed_marker).st_mtime_ns
+    except FileNotFoundError:
+        changed = 0
+    except OSError:
+        return None
+    if changed and time.time_ns() - changed < _store.SETTLE_NS:
+        return None
+    return f"{state.st_ino:x}.{state.st_mtime_ns:x}.{state.st_size:x}.{changed:x}"
+
+
+@dataclass(frozen=True, slots=True)
+class PageFile:
+    """An open rendered page: its body is ``size`` bytes of ``handle`` from the current position."""
+
+    handle: FileIO
+    size: int
+    etag: str
+    checked: float
+    token: str
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class RenderedPages:
+    """The rendered pages of one mirror, one file per project and kind (``json``, ``html``, ...)."""
+
+    def __init__(self, folder: Path, *, root: Path | None = None) -> None:
+        self.folder = folder
+        #: the nest, below which writes follow no link (``store.atomic_file``)
+        self.root = root
+
+    def path(self, name: NormalizedName, kind: str) -> Path:
+        if "-" in kind:  # a kind of installer's: ``json-<client>``, ``html-<client>.gz``
+            return self.folder / f"{name}{CLIENTS}" / kind
+        return self.folder / f"{name}.{kind}"
+
+    def open(self, name: NormalizedName, kind: str, token: str) -> PageFile | None:
+        """The page rendered from ``token``'s state, or None (not saved, older, or damaged)."""
+        try:
+            # unbuffered: the position after the header is the file descriptor's own, which is
+            # where servers that send the file themselves (sendfile) start. A link is a miss, and
+            # a FIFO planted in its place does not block the thread
+            fd = _open_file(self.path(name, kind), nested="-" in kind)
+        except OSError:
+            return None
+        try:
+            handle = FileIO(fd, "rb")
+        except OSError:  # a folder
+            os.close(fd)
+            return None
+        try:
+            head = handle.read(_MAX_HEADER)
+            end = head.find(b"\n") + 1
+            parts = head[:end].split()
+            if not end or len(parts) != 5 or parts[0] != _MAGIC:
+                handle.close()
+                return None
+            found, checked, etag = parts[1].decode(), float(parts[2]), parts[3].decode()
+            status = os.fstat(handle.fileno())
+            size = status.st_size - end
+            # cut short (or grown), or no file at all: not what was saved
+            if size != int(parts[4]) or not stat.S_ISREG(status.st_mode):
+                handle.close()
+                return None
+            handle.seek(end)
+        except (OSError, ValueError, UnicodeDecodeError):
+            handle.close()
+            return None
+        if found != token:
+            handle.close()
+            return None
+        return PageFile(handle=handle, size=size, etag=etag, checked=checked, token=token)
+
+    def write(
+        self,
+        name: NormalizedName,
+        kind: str,
+        *,
+        token: str,
+        checked: float,
+        pieces: Iterable[bytes],
+        gzip: bool = False,
+    ) -> PageFile | None:
+        """Keep the page of ``pieces`` as rendered from ``token``, and its gzip encoding, written
+        as they come (a large page is never whole in memory); open the one asked for (``gzip``).
+        None when they could not be written.
+        """
+        packer = compressor()
+        try:
+            with (
+                atomic_file(self.path(name, kind), root=self.root) as plain_file,
+                atomic_file(self.path(name, kind + GZIP), root=self.root) as packed_file,
+            ):
+                plain, packed = _Body(plain_file), _Body(packed_file)
+                for block in _blocks(pieces):
+                    plain.add(block)
+                    packed.add(packer.compress(block))
+                packed.add(packer.flush())
+                plain.finish(token, checked)
+                packed.finish(token, checked)
+        except (OSError, UnsafePath) as exc:
+            logger.warning("cannot keep the rendered page of %r: %s", name, exc)
+            return None
+        if "-" in kind:
+            self._bound_clients(name, kind.partition("-")[2])
+        return self.open(name, kind + GZIP if gzip else kind, token)
+
+    def _bound_clients(self, name: NormalizedName, kept: str) -> None:
+        """Remove the renderings of the installers of ``name`` written longest ago while there are
+        more than ``MAX_CLIENTS``; never those of ``kept``, the one just written."""
+        folder = self.folder / f"{name}{CLIENTS}"
+        written: dict[str, float] = {}
+        files: dict[str, list[str]] = {}
+        with scan_below(self._root, folder) as entries:
+            for entry in entries:
+                client = _client_of(entry.name)
+                if client is None:
+                    continue
+                with contextlib.suppress(OSError):
+                    status = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(status.st_mode):
+                        written[client] = max(written.get(client, 0.0), status.st_mtime)
+                        files.setdefault(client, []).append(entry.name)
+        if len(written) <= MAX_CLIENTS:
+            return
+        oldest = sorted((when, client) for client, when in written.items() if client != kept)
+        for _, client in oldest[: len(written) - MAX_CLIENTS]:
+            for entry_name in files[client]:
+                with contextlib.suppress(OSError, UnsafePath):
+                    unlink_below(self._root, folder / entry_name)
+
+    @property
+    def _root(self) -> Path:
+        """Where reads and removals start, following no link below it: the nest, else the folder."""
+        return self.folder if self.root is None else self.root
+
+    def sweep(
+        self, state_of: Callable[[NormalizedName], tuple[Path, Path]], *, now: float | None = None
+    ) -> int:
+        """Remove the renderings that can never be served again, and temporary files a crash left;
+        returns how many files went. ``state_of(name)`` is the page's state file and change marker:
+        a rendering is stale once its page has no state, or one newer than it (or a newer marker).
+        """
+        abandoned = int(((time.time() if now is None else now) - _STALE_TEMP) * 1e9)
+        removed = 0
+        with scan_below(self._root, self.folder) as entries:
+            found = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+        for entry_name, is_folder in found:
+            name, dot, _ = entry_name.partition(".")
+            if not dot:
+                continue
+            if not name:  # ``.<file>.<random>.tmp``: a write, or one a crash cut short
+                removed += self._remove_older(self.folder / entry_name, abandoned)
+                continue
+            if not is_normalized(name):
+                continue
+            newest = _newest(*state_of(NormalizedName(name)))
+            if not is_folder:
+                removed += self._remove_older(self.folder / entry_name, newest)
+                continue
+            if entry_name != f"{name}{CLIENTS}":
+                continue
+            folder = self.folder / entry_name
+            with scan_below(self._root, folder) as inner:
+                names = [e.name for e in inner]
+            for inner_name in names:
+                before = abandoned if inner_name.startswith(".") else newest
+                removed += self._remove_older(folder / inner_name, before)
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # once empty; a link in its place is no folder, and stays
+        return removed
+
+    def _remove_older(self, path: Path, before: int | None) -> int:
+        """Remove the regular file ``path`` if it was written before ``before`` (ns; None: whenever);
+        1 if it went. A link or a folder is left alone."""
+        try:
+            status = os.lstat(path)
+            if not stat.S_ISREG(status.st_mode) or (before is not None and status.st_mtime_ns >= before):
+                return 0
+            return int(unlink_below(self._root, path))
+        except (OSError, UnsafePath):
+            return 0
+
+
+def _open_file(path: Path, *, nested: bool) -> int:
+    """A descriptor of the rendered file ``path``, a link at it refused; ``nested``: in a folder of
+    its page's, which must not be a link either (another user of a shared nest could plant one)."""
+    flags = os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC
+    if not nested or os.open not in os.supports_dir_fd:
+        return os.open(path, flags)
+    folder = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC)
+    try:
+        return os.open(path.name, flags, dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
+def _client_of(entry: str) -> str | None:
+    """The installer a rendering's file is for (``json-<client>.gz``: ``<client>``), or None."""
+    if entry.startswith("."):
+        return None  # a temporary file
+    kind = entry.removesuffix(GZIP)
+    _, dash, client = kind.partition("-")
+    return client if dash and client else None
+
+
+def _newest(state: Path, marker: Path) -> int | None:
+    """The time (ns) of the latest change of a page, its state file's or its change marker's; None
+    without a state: every rendering of it is stale."""
+    try:
+        newest = os.lstat(state).st_mtime_ns
+    except OSError:
+        return None
+    with contextlib.suppress(OSError):
+        newest = max(newest, os.lstat(marker).st_mtime_ns)
+    return newest
+
+
+def _blocks(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """``pieces`` joined into blocks of at least ``_BLOCK`` bytes (the last one shorter): a page
+    comes a file entry at a time, and compressing, hashing and writing 15,000 small pieces one by
+    one took a third longer than in blocks."""
+    held: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        held.append(piece)
+        size += len(piece)
+        if size >= _BLOCK:
+            yield b"".join(held)
+            held, size = [], 0
+    if held:
+        yield b"".join(held)
+
+
+class _Body:
+    """A rendered file being written: room for the header, the body, then the header."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.handle = handle
+        handle.write(b" " * (_HEADER_ROOM - 1) + b"\n")
+
+    def add(self, data: bytes) -> None:
+        if data:
+            self.digest.update(data)
+            self.size += len(data)
+            self.handle.write(data)
+
+    def finish(self, token: str, checked: float) -> None:
+        header = _header(token, checked, _etag(self.digest), self.size)
+        if len(header) > _HEADER_ROOM:  # a token of another shape: never made by disk_token
+            raise OSError(f"header of {len(header)} bytes")
+        self.handle.seek(0)
+        self.handle.write(header[:-1].ljust(_HEADER_ROOM - 1) + b"\n")
+
+
+def _header(token: str, checked: float, etag: str, size: int) -> bytes:
+    fields = (_MAGIC, token.encode(), repr(checked).encode(), etag.encode(), b"%d" % size)
+    return b" ".join(fields) + b"\n"

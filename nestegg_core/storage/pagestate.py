@@ -1,0 +1,249 @@
+"""The page state file: what the cache knows of an upstream project page, and its form on disk.
+
+The files are stored by column (every filename, then every URL, ...), a slice of at most 2,048
+values a line, so that a page of 15,000 files is written and read a line at a time: neither its
+text nor any whole column is ever in memory beside the page made of it. :class:`CacheStore`
+(``store``) keeps these files; this module only reads and writes their bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from nestegg_core.simple.models import (
+    NO_HASHES,
+    DistFile,
+    Hashes,
+    ProjectPage,
+    compact_hashes,
+    is_dist_filename,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PageState:
+    """What the cache knows of an upstream project page.
+
+    On disk the files are stored by column (every filename, then every URL, ...): lists of strings
+    are quick to write and read, and reading makes no dict per file, which for a page of 15,000
+    files is most of the time and memory. Each column starts a line, with at most 2,048 values a
+    line, so a reader takes a line at a time (see :func:`read_state`) and never holds the whole
+    text, nor a whole column. The older forms, a line per column, one line, or a list of file
+    mappings, are read too.
+    """
+
+    page: ProjectPage
+    etag: str | None = None
+    last_modified: str | None = None
+    checked: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self._header(), "columns": _columns(self.page.files)}
+
+    def _header(self) -> dict[str, Any]:
+        return {
+            "name": self.page.name,
+            "etag": self.etag,
+            "last_modified": self.last_modified,
+            "checked": self.checked,
+            "versions": list(self.page.versions),
+        }
+
+    def to_bytes(self) -> Iterator[bytes]:
+        """The JSON of :meth:`to_json` in pieces, a slice of a column at a time (a large page is
+        never whole)."""
+        header = json.dumps(self._header(), separators=(",", ":"))
+        yield header[:-1].encode() + _COLUMNS_START
+        files = self.page.files
+        for index, key in enumerate(_COLUMNS):
+            yield (b"," if index else b"") + json.dumps(key).encode() + b":["
+            # a slice of a column at a time: a whole column of a large page is megabytes (its
+            # URLs, or its hashes as hex text), all of them together a third of its model
+            for start in range(0, len(files), _SLICE):
+                values = _column_of(key, files[start : start + _SLICE])
+                part = json.dumps(values, separators=(",", ":"))
+                # a line each, read a line at a time too (JSON allows newlines between values;
+                # json.dumps writes none inside one)
+                yield (b",\n" if start else b"") + part[1:-1].encode()
+            yield b"]\n"
+        yield b"}}"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PageState:
+        if not isinstance(data, dict):
+            raise TypeError(f"state is a {type(data).__name__}, not an object")
+        columns = data.get("columns")
+        files = (
+            _from_columns({key: _column(key, columns[key]) for key in _COLUMNS})
+            if columns is not None
+            else [DistFile.from_json(entry) for entry in data["files"]]
+        )
+        return cls._of(data, files)
+
+    @classmethod
+    def _of(cls, data: dict[str, Any], files: list[DistFile]) -> PageState:
+        if not isinstance(data["name"], str):
+            raise TypeError(f"state names no project: {data['name']!r}")
+        # a state written before such names were left off lists them: not any more
+        files = [dist for dist in files if is_dist_filename(dist.filename)]
+        page = ProjectPage.build(data["name"], files, (str(v) for v in data.get("versions", ())))
+        return cls(
+            page=page,
+            etag=data.get("etag"),
+            last_modified=data.get("last_modified"),
+            checked=float(data.get("checked", 0.0)),
+        )
+
+
+# the columns of the state file, in order; a hash column holds a sha256 digest (a string), or a
+# mapping of several hashes; a core metadata column ``true`` for metadata without a hash
+_COLUMNS = (
+    "filename", "url", "hashes", "requires_python", "yanked", "size", "upload_time", "core_metadata",
+    "origin",
+)  # fmt: skip
+
+
+_SLICE = 2048
+
+#: what ends the first line of a state file, the one before its columns
+_COLUMNS_START = b',"columns":{\n'
+#: what starts the first line of a column: its name (any JSON string: a later release may add
+#: columns), and the list of its values
+_COLUMN_START = re.compile(rb',?\s*("(?:[^"\\]|\\.)*")\s*:\s*\[')
+
+
+def read_state(handle: BinaryIO) -> PageState:
+    """The state in a file (see :meth:`PageState.to_bytes`) read a line at a time, each made into
+    its values before the next is read: the text of a 15,000-file page (5 MB), and any of its
+    columns as text or parsed lists, are never whole in memory beside the page made of them.
+
+    Raises ValueError (JSONDecodeError among them), KeyError, TypeError, OverflowError or
+    RecursionError on a bad file.
+    """
+    first = handle.readline()
+    if not first.endswith(_COLUMNS_START):  # an older state file, one line
+        del first  # the whole text: not twice in memory
+        handle.seek(0)
+        return PageState.from_json(json.loads(handle.read()))
+    data = json.loads(first[: -len(_COLUMNS_START)] + b"}")
+    columns: dict[str, list[Any]] = {}
+    key: str | None = None  # of the column whose lines are being read
+    for line in handle:
+        if line == b"}}" and key is None:
+            break
+        if not line.endswith(b"\n"):
+            raise ValueError("state file ends before its last column")
+        part = line
+        if key is None:
+            start = _COLUMN_START.match(line)
+            if start is None:
+                raise ValueError(f"state file has a damaged column line {line[:40]!r}")
+            key, part = json.loads(start[1]), line[start.end() :]
+            columns[key] = []
+        if not part.endswith((b",\n", b"]\n")):
+            raise ValueError(f"state file has a damaged column line {line[:40]!r}")
+        convert = _CONVERT.get(key)
+        values = json.loads(b"[" + part[:-2] + b"]")
+        if convert is not None:  # else a column a later release added: left aside
+            columns[key].extend(convert(value) for value in values)
+        if part.endswith(b"]\n"):
+            key = None
+    else:
+        raise ValueError("state file ends before its last column")
+    return PageState._of(data, _from_columns(columns))
+
+
+def _columns(files: tuple[DistFile, ...]) -> dict[str, list[Any]]:
+    return {key: _column_of(key, files) for key in _COLUMNS}
+
+
+def _column_of(key: str, files: tuple[DistFile, ...]) -> list[Any]:
+    """The values of one column for ``files``, as the state file holds them."""
+    if key == "hashes":
+        return [_hash_value(d.hashes) for d in files]
+    if key == "core_metadata":
+        return [None if d.core_metadata is None else _hash_value(d.core_metadata) or True for d in files]
+    return [getattr(d, key) for d in files]
+
+
+def _hash_value(hashes: Mapping[str, str]) -> str | dict[str, str] | None:
+    if not hashes:
+        return None
+    if len(hashes) == 1 and "sha256" in hashes:
+        return hashes["sha256"]
+    return dict(hashes)
+
+
+def _hashes_of(value: Any) -> Mapping[str, str]:
+    if value is None or value is True:
+        return NO_HASHES
+    if isinstance(value, str):
+        return Hashes("sha256", value)
+    if isinstance(value, dict):
+        return compact_hashes({str(k): str(v) for k, v in value.items()})
+    raise TypeError(f"bad hashes {value!r}")
+
+
+def _filename(value: Any) -> str:
+    if not isinstance(value, str) or not value or "/" in value:
+        raise ValueError(f"bad filename {value!r}")
+    return value
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _interned(value: Any) -> str | None:
+    # a handful of values shared by thousands of files
+    return None if value is None else sys.intern(str(value))
+
+
+#: how each column's JSON values become the fields of :class:`DistFile`
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "filename": _filename,
+    "url": str,
+    "hashes": _hashes_of,
+    "requires_python": _interned,
+    "yanked": _text,
+    "size": lambda value: None if value is None else int(value),
+    "upload_time": _text,
+    "core_metadata": lambda value: None if value is None else _hashes_of(value),
+    "origin": _interned,
+}
+
+
+def _column(key: str, values: Any) -> list[Any]:
+    if not isinstance(values, list):
+        raise TypeError(f"column {key!r} is not a list")
+    convert = _CONVERT[key]
+    return [convert(value) for value in values]
+
+
+def _from_columns(columns: dict[str, list[Any]]) -> list[DistFile]:
+    """The files of a state file's columns, each converted by ``_CONVERT``; raises KeyError or
+    ValueError."""
+    lists = [columns[key] for key in _COLUMNS]
+    if any(len(values) != len(lists[0]) for values in lists):
+        raise ValueError("columns of different lengths")
+    return [
+        DistFile(
+            filename=filename,
+            url=url,
+            hashes=hashes,
+            requires_python=requires_python,
+            yanked=yanked,
+            size=size,
+            upload_time=upload_time,
+            core_metadata=metadata,
+            origin=origin,
+        )
+        for filename, url, hashes, requires_python, yanked, size, upload_time, metadata, origin in zip(
+            *lists, strict=True
+        )
+    ]

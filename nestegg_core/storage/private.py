@@ -1,0 +1,432 @@
+"""The private store: files uploaded or built here, served under names the upstream never answers for.
+
+Layout under ``<nestegg dir>/private``::
+
+    <name>/<filename>            the distribution file
+    <name>/<filename>.json       its record (hashes, size, upload time, requires-python, yanked)
+    <name>/<filename>.metadata   its core metadata (wheels), served as PEP 658 metadata
+    .generation                  new bytes after every change of a project (``generation``)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+
+from filelock import FileLock
+from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
+
+from nestegg_core.errors import InsufficientStorage, NotFound, UnsafePath, UploadError, disk_full
+from nestegg_core.simple.distmeta import metadata_fields, metadata_of, parse_dist_filename
+from nestegg_core.simple.models import (
+    DistFile,
+    ProjectPage,
+    format_time,
+    is_dist_filename,
+    is_normalized,
+    parse_specifier,
+    parse_version,
+)
+
+from .fs import (
+    copy_atomic,
+    is_regular,
+    make_folder,
+    open_read,
+    scan_below,
+    sha256_file,
+    unlink_below,
+    write_atomic,
+)
+from .generation import Generation
+from .store import check_filename
+
+logger = logging.getLogger(__name__)
+
+
+class PrivateStore:
+    """Private projects on disk, with their pages cached in memory until the directory changes."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        reserved: Iterable[str] = (),
+        merged: Iterable[str] = (),
+        nest: Path | None = None,
+    ) -> None:
+        self.root = root
+        #: the nestegg dir (by default the store's parent): no link below it is followed
+        self.nest = root.parent if nest is None else nest
+        #: names and patterns that are private whatever is stored (config and private source builds),
+        #: in the form of the names they are matched against (see :func:`normalize_pattern`)
+        self.reserved = tuple(normalize_pattern(p) for p in reserved)
+        self._exact = frozenset(p for p in self.reserved if not _is_pattern(p))
+        self._patterns = [re.compile(fnmatch.translate(p)) for p in self.reserved if _is_pattern(p)]
+        #: names whose private files are merged in front of upstream's (``private: no`` builds)
+        self.merged = frozenset(canonicalize_name(n) for n in merged)
+        self._pages: dict[str, tuple[int, ProjectPage]] = {}
+        self._lock = threading.Lock()
+        #: stamped after every change of a project's folder: its making (the name turns private)
+        #: and every file added, yanked or removed
+        self.generation = Generation(root / ".generation", make_folder=partial(make_folder, self.nest))
+
+    # questions ---------------------------------------------------------------------------
+
+    def is_private(self, name: NormalizedName) -> bool:
+        """Whether the upstream must never be asked for ``name``."""
+        if name in self.merged:
+            return False
+        if self.is_reserved(name):
+            return True
+        return self._stamp(name) is not None
+
+    def is_reserved(self, name: NormalizedName) -> bool:
+        """Whether ``name`` is one of the names, or matches one of the patterns, that are private
+        whatever is stored."""
+        return name in self._exact or any(p.match(name) for p in self._patterns)
+
+    def is_merged(self, name: NormalizedName) -> bool:
+        return name in self.merged
+
+    def protected(self, names: Iterable[str]) -> frozenset[str]:
+        """Those of ``names`` that are private or merged, as :meth:`is_private` and
+        :meth:`is_merged` say, with one look at the store's folder instead of one per name."""
+        folders: set[str] = set()
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.root) as entries:
+            folders = {e.name for e in entries}
+        return frozenset(
+            n for n in names if n in self.merged or n in folders or self.is_reserved(NormalizedName(n))
+        )
+
+    def page(self, name: NormalizedName) -> ProjectPage | None:
+        """The page of the private files of ``name``, or None if there are none."""
+        stamp = self._stamp(name)
+        if stamp is None:
+            return None
+        cached = self._pages.get(name)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        files = self._records(name)
+        if not files:
+            return None
+        files.sort(key=_sort_key)
+        page = ProjectPage.build(name, files)
+        with self._lock:
+            self._pages[name] = (stamp, page)
+        return page
+
+    def names(self) -> list[str]:
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(
+                entry.name for entry in os.scandir(self.root)
+                if entry.is_dir(follow_symlinks=False) and is_normalized(entry.name)
+                and self.page(NormalizedName(entry.name))
+            )  # fmt: skip
+        return []
+
+    def file_path(self, name: NormalizedName, filename: str) -> Path:
+        path = self.root / name / check_filename(filename)
+        if not path.is_file():
+            raise NotFound(f"private project {name!r} has no file {filename!r}")
+        return path
+
+    def metadata_path(self, name: NormalizedName, filename: str) -> Path:
+        path = self.root / name / f"{check_filename(filename)}.metadata"
+        if not path.is_file():
+            raise NotFound(f"no metadata for {filename!r}")
+        return path
+
+    # changes -----------------------------------------------------------------------------
+
+    def add(
+        self, path: Path, *, filename: str | None = None, move: bool = False, replace: bool = False
+    ) -> tuple[DistFile, bool]:
+        """Publish a file; returns its record and whether it is new.
+
+        The same bytes again change nothing; other bytes under an existing filename raise
+        :class:`UploadError` ("File already exists"), as PyPI answers, unless ``replace`` is true
+        (a source build of a branch that moved is a new build of the same version). A full disk
+        is :class:`InsufficientStorage`, with nothing of the file left behind.
+        """
+        filename = check_filename(filename or path.name)
+        try:
+            return self._add(path, filename, move=move, replace=replace)
+        except OSError as exc:
+            if disk_full(exc):
+                raise InsufficientStorage(f"the disk is full: {filename!r} was not published") from None
+            raise
+
+    def _add(self, path: Path, filename: str, *, move: bool, replace: bool) -> tuple[DistFile, bool]:
+        name, version = parse_dist_filename(filename)
+        sha256 = sha256_file(path)
+        folder = self.root / name
+        target = folder / filename
+        with self.lock(name):
+            existing = self._record(name, filename)
+            if target.is_file() and existing is not None:
+                if existing.sha256 == sha256:
+                    return existing, False
+                if replace:
+                    logger.info("replacing %s/%s with a new build", name, filename)
+                else:
+                    raise UploadError(
+                        f"File already exists ({filename!r}) with other contents; "
+                        "use a new version or remove the old file first"
+                    )
+            elif not replace:
+                # the same file spelled otherwise (PKG-1.0.tar.gz, pkg-1.0.0.tar.gz, a .zip sdist)
+                # would sit beside it as a second, different copy of one release: refused as PyPI does
+                twin = self._twin(name, filename)
+                if twin is not None:
+                    if twin.sha256 == sha256:
+                        return twin, False
+                    raise UploadError(
+                        f"File already exists: {filename!r} is the same distribution as {twin.filename!r}, "
+                        "with other contents; use a new version"
+                    )
+            metadata = metadata_of(path, filename)  # ArchiveError past a bound or of another kind
+            if metadata is None:  # the sdist format has PKG-INFO at <name>-<version>/PKG-INFO
+                where = "*.dist-info/METADATA" if filename.endswith(".whl") else "<name>-<version>/PKG-INFO"
+                raise UploadError(f"{filename!r} has no metadata: no {where} in it")
+            fields = metadata_fields(metadata)
+            meta_name, meta_version = ((fields.get(key) or [""])[0] for key in ("name", "version"))
+            if not (meta_name and meta_version):
+                raise UploadError(f"{filename!r} holds metadata without a Name and a Version")
+            if canonicalize_name(meta_name) != name:
+                raise UploadError(f"{filename!r} holds metadata of project {_cut(meta_name)!r}")
+            # compared as versions: 1.0 in the filename is the 1.0.0 of its metadata
+            if parse_version(meta_version) != version:
+                raise UploadError(
+                    f"{filename!r} holds metadata of version {_cut(meta_version)!r}, "
+                    f"not {str(version)!r} as its filename says"
+                )
+            requires_python = next(iter(fields.get("requires-python", [])), None)
+            if requires_python is not None and parse_specifier(requires_python) is None:
+                raise UploadError(f"{filename!r} has an invalid Requires-Python {_cut(requires_python)!r}")
+            record = DistFile(
+                filename=filename,
+                hashes={"sha256": sha256},
+                requires_python=requires_python,
+                size=path.stat().st_size,
+                upload_time=format_time(datetime.now(timezone.utc)),
+                origin="private",
+            )
+            # only now, every check passed: the folder's existence makes the name private for good
+            made = not os.path.lexists(folder)
+            try:
+                make_folder(self.nest, folder)
+                self.generation.advance()
+                if filename.endswith(".whl"):
+                    write_atomic(folder / f"{filename}.metadata", metadata, root=self.nest)
+                    record = record.with_changes(
+                        core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()}
+                    )
+                copy_atomic(path, target, move=move, root=self.nest)
+                self._write_record(name, record)
+            except (OSError, UnsafePath):
+                self._undo(name, filename, folder_made=made)
+                raise
+        logger.info("published %s/%s (version %s)", name, filename, version)
+        return record, True
+
+    def yank(self, name: NormalizedName, filename: str, reason: str | None) -> DistFile:
+        """Mark a file yanked (``reason`` may be empty) or, with ``reason=None``, not yanked."""
+        with self.lock(name):
+            record = self._record(name, filename)
+            if record is None:
+                raise NotFound(f"private project {name!r} has no file {filename!r}")
+            record = record.with_changes(yanked=reason)
+            self._write_record(name, record)
+        return record
+
+    def remove(self, name: NormalizedName, filename: str) -> None:
+        with self.lock(name):
+            folder = self.root / name
+            if not is_regular(folder / check_filename(filename)):
+                raise NotFound(f"private project {name!r} has no file {filename!r}")
+            # the record first: a crash in between leaves an unlisted file, never a listed ghost
+            for suffix in (".json", ".metadata", ""):
+                unlink_below(self.nest, folder / f"{filename}{suffix}")
+            self._changed(name)
+
+    def _undo(self, name: str, filename: str, *, folder_made: bool) -> None:
+        """Take back what a failed :meth:`add` wrote: the file, its record and metadata (the file
+        it replaced is gone too: no record outlives its file), and the folder it made, which would
+        make the name private with no file."""
+        folder = self.root / name
+        for suffix in (".json", ".metadata", ""):
+            with contextlib.suppress(OSError, UnsafePath):
+                unlink_below(self.nest, folder / f"{filename}{suffix}")
+        if folder_made:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only if empty: another file may have come meanwhile
+        self._changed(name)
+
+    def lock(self, name: NormalizedName) -> FileLock:
+        path = self.root / ".locks" / f"{name}.lock"
+        make_folder(self.nest, path.parent)
+        return FileLock(path)
+
+    # internals ---------------------------------------------------------------------------
+
+    def _stamp(self, name: str) -> int | None:
+        # a directory's mtime changes with every file renamed into or out of it
+        try:
+            return os.lstat(self.root / name).st_mtime_ns
+        except OSError:
+            return None
+
+    def _twin(self, name: str, filename: str) -> DistFile | None:
+        """A stored file that is ``filename`` under another spelling: the sdist of its version,
+        or a wheel of its version, build and tags."""
+        identity = _identity(filename)
+        for record in self._records(name):
+            if record.filename != filename:
+                with contextlib.suppress(UploadError, ValueError):  # InvalidWheelFilename is one
+                    if _identity(record.filename) == identity:
+                        return record
+        return None
+
+    def _records(self, name: str) -> list[DistFile]:
+        """The records of the files of ``name``, each beside its file (regular files: no link)."""
+        with scan_below(self.nest, self.root / name) as entries:
+            files = {e.name for e in entries if e.is_file(follow_symlinks=False)}
+            for link in (e.name for e in entries if e.is_symlink()):
+                logger.warning("ignoring %s: a symbolic link in the private store", self.root / name / link)
+        records = []
+        for entry in files:
+            filename = entry.removesuffix(".json")
+            if filename != entry and filename in files and is_dist_filename(filename):
+                record = self._record(name, filename)
+                if record is not None:
+                    records.append(record)
+        return records
+
+    def _record(self, name: str, filename: str) -> DistFile | None:
+        path = self.root / name / f"{filename}.json"
+        try:
+            with open_read(self.nest, path) as handle:
+                record = DistFile.from_json(json.loads(handle.read()))
+        except FileNotFoundError:
+            return None
+        except (OSError, UnsafePath, ValueError, KeyError, TypeError) as exc:
+            logger.warning("ignoring damaged private record %s: %s", path, exc)
+            return None
+        if record.filename != filename:  # a record answers for its own file only
+            logger.warning("ignoring private record %s: it is %r's", path, record.filename)
+            return None
+        return record
+
+    def _write_record(self, name: str, record: DistFile) -> None:
+        data = json.dumps(record.to_json(), separators=(",", ":")).encode()
+        write_atomic(self.root / name / f"{record.filename}.json", data, root=self.nest)
+        self._changed(name)
+
+    def _changed(self, name: str) -> None:
+        _touch(self.root / name)
+        with self._lock:
+            self._pages.pop(name, None)
+        self.generation.advance()
+
+
+def _identity(filename: str) -> tuple[object, ...]:
+    """What makes two filenames the same distribution: one sdist per release, one wheel per tags."""
+    if filename.endswith(".whl"):
+        _, version, build, tags = parse_wheel_filename(filename)
+        return ("wheel", version, build, tags)
+    return ("sdist", parse_dist_filename(filename)[1])
+
+
+def _is_pattern(value: str) -> bool:
+    return any(c in value for c in "*?[")
+
+
+def normalize_pattern(pattern: str) -> str:
+    """A name or fnmatch pattern in the form of the normalized names it is matched against (PEP
+    503: lower case, a run of ``-``, ``_`` and ``.`` one ``-``), its ``*``, ``?`` and ``[...]``
+    kept: ``acme_*`` matches ``acme-tools`` and ``Corp.[AB]*`` matches ``corp-api`` as meant.
+
+    In a class a separator stands for ``-`` (a class of separators only, ``[._]``, is one), and
+    ranges are lower-cased.
+    """
+    pieces: list[str | None] = []  # characters, wildcards and classes; None for a separator
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        end = _class_end(pattern, i) if char == "[" else None
+        if end is None:
+            pieces.append(None if char in _SEPARATORS else char.lower())
+            i += 1
+        else:
+            pieces.append(_normalize_class(pattern[i + 1 : end]))
+            i = end + 1
+    # a run of separators is one, as in a normalized name
+    kept = [p for k, p in enumerate(pieces) if p is not None or k == 0 or pieces[k - 1] is not None]
+    return "".join("-" if piece is None else piece for piece in kept)
+
+
+_SEPARATORS = "-_."
+
+
+def _class_end(pattern: str, start: int) -> int | None:
+    """Where the ``[`` class at ``start`` ends (its ``]``), as fnmatch reads it; None if it
+    does not end (then ``[`` is a literal)."""
+    j = start + 1
+    if j < len(pattern) and pattern[j] == "!":
+        j += 1
+    if j < len(pattern) and pattern[j] == "]":  # a ']' first is a member
+        j += 1
+    end = pattern.find("]", j)
+    return None if end < 0 else end
+
+
+def _normalize_class(body: str) -> str | None:
+    """The class ``[body]`` for normalized names (see :func:`normalize_pattern`); None when it
+    is a separator."""
+    negated = body.startswith("!")
+    if negated:
+        body = body[1:]
+    members: list[str] = []
+    separator = False
+    k = 0
+    while k < len(body):
+        if k + 2 < len(body) and body[k + 1] == "-":  # a range
+            members.append(f"{body[k].lower()}-{body[k + 2].lower()}")
+            k += 3
+        elif body[k] in _SEPARATORS:
+            separator = True
+            k += 1
+        else:
+            members.append(body[k].lower())
+            k += 1
+    if separator and not members and not negated:
+        return None
+    # a '-' last is a member, not a range (first, it would end a class that starts with ']')
+    return "[" + ("!" if negated else "") + "".join(members) + ("-" if separator else "") + "]"
+
+
+def _sort_key(dist: DistFile) -> tuple[int, object, str]:
+    version = parse_version(dist.version or "")
+    return (0, version, dist.filename) if version is not None else (1, "", dist.filename)
+
+
+def _cut(text: str) -> str:
+    # a message names the bad value, not all 5000 digits of it
+    return text if len(text) <= 200 else text[:180] + "..."
+
+
+def _touch(folder: Path) -> None:
+    # a rename over an existing record does not always change the directory's mtime: make sure
+    with contextlib.suppress(OSError):
+        os.utime(folder, follow_symlinks=False)

@@ -1,0 +1,1 @@
+"""The tox side of nestegg; ``tox_nestegg.plugin`` holds only the hooks."""

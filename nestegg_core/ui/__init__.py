@@ -1,0 +1,1 @@
+"""The web interface (pages for people), loaded on its first request."""

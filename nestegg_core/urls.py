@@ -1,0 +1,43 @@
+"""URLs as nestegg shows and compares them: passwords masked for logs and messages, credentials
+taken off, index URLs in one form."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["mask_text", "mask_url", "normalize_index_url", "without_credentials"]
+
+_URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, fit for logs and messages.
+
+    A user name without a password is masked too: it is how tokens are passed (``https://TOKEN@example.com``).
+    """
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    masked = f"{user}:***" if colon else "***"
+    return urlunsplit(parts._replace(netloc=f"{masked}@{host}"))
+
+
+def mask_text(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return _URL_IN_TEXT.sub(lambda match: mask_url(match.group(0)), text)
+
+
+def without_credentials(url: str) -> str:
+    """The URL without any user name or password (the fetcher adds the index's own to its host)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def normalize_index_url(url: str) -> str:
+    """The form index URLs are compared and keyed in: surrounding blanks gone, one trailing slash."""
+    return url.strip().rstrip("/") + "/"

@@ -1,0 +1,272 @@
+"""An upstream that cannot be reached is waited for once: then its circuit serves stale pages at once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from nestegg_core import Mirror
+from nestegg_core.config.config import Config
+from nestegg_core.errors import NOT_RESOLVED, REFUSED, TIMED_OUT, NotFound, UpstreamDown, UpstreamError
+from nestegg_core.index.circuit import Circuit
+
+from .loopback import Answer, RawUpstream, wait_until
+
+NAMES = [f"p{i}" for i in range(6)]
+TIMEOUT = 0.5
+
+
+class Switch:
+    """A scripted upstream that serves a page per name until it is told to hang or go away."""
+
+    def __init__(self) -> None:
+        self.hang = False
+        self.server = RawUpstream(self.answer)
+
+    def answer(self, _method: str, path: str) -> Answer:
+        if self.hang:
+            return Answer(hang=True)
+        name = path.strip("/").split("/")[-1]
+        if name not in NAMES:
+            return Answer(status=404, body=b"no")
+        link = f'<a href="/files/{name}-1.0.tar.gz">{name}-1.0.tar.gz</a>'
+        return Answer(body=link.encode(), headers={"Content-Type": "text/html"})
+
+    def asked(self) -> int:
+        with self.server._lock:
+            return len(self.server.seen)
+
+
+@pytest.fixture
+def switch() -> Iterator[Switch]:
+    switch = Switch()
+    with switch.server:
+        yield switch
+
+
+def warm_mirror(tmp_path: Path, url: str) -> Mirror:
+    """A mirror whose pages are past their TTL on every request (ttl 0), after one warm pass."""
+    config = Config(
+        nestegg_dir=tmp_path / "nest", port=0, index_url=url, ttl=0, timeout=TIMEOUT, connect_timeout=TIMEOUT
+    )
+    return Mirror(config).start()
+
+
+@pytest.mark.parametrize("down", ["hanging", "refused"])
+def test_an_unreachable_upstream_is_waited_for_once_then_stale_pages_are_served_at_once(
+    tmp_path: Path, switch: Switch, http: requests.Session, caplog: pytest.LogCaptureFixture, down: str
+) -> None:
+    mirror = warm_mirror(tmp_path, switch.server.index_url)
+    try:
+        for name in NAMES:
+            assert http.get(f"{mirror.index_url}{name}/", timeout=10).status_code == 200
+        if down == "hanging":
+            switch.hang = True
+        else:
+            switch.server.__exit__()  # the port is closed: every connection is refused
+        before = switch.asked()
+        caplog.set_level(logging.DEBUG)
+        for _ in range(2):
+            for name in NAMES:
+                answer = http.get(f"{mirror.index_url}{name}/", timeout=30)
+                assert answer.status_code == 200, answer.text
+                assert f"{name}-1.0.tar.gz" in answer.text
+        # the hanging socket saw one request of the whole pass: the upstream was waited for once
+        assert switch.asked() - before == (1 if down == "hanging" else 0)
+        # never cached: fails at once, saying which upstream and why
+        new = http.get(f"{mirror.index_url}never-cached/", timeout=30)
+        reason = TIMED_OUT if down == "hanging" else REFUSED
+        assert new.status_code == (504 if down == "hanging" else 502), new.text
+        assert switch.server.index_url.rstrip("/") in new.text
+        assert f"({reason})" in new.text
+        assert new.text.count("\n") == 1
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1, warnings
+        assert f"is unreachable ({reason})" in warnings[0]
+    finally:
+        mirror.stop()
+
+
+def test_a_name_that_does_not_resolve_is_said_so_and_not_asked_again(
+    tmp_path: Path, http: requests.Session
+) -> None:
+    mirror = warm_mirror(tmp_path, "http://nestegg-test.invalid/simple/")
+    try:
+        first = http.get(f"{mirror.index_url}one/", timeout=30)
+        assert first.status_code == 502
+        assert f"({NOT_RESOLVED})" in first.text
+        second = http.get(f"{mirror.index_url}two/", timeout=30)
+        assert second.status_code == 502
+        assert "is unreachable (name not resolved)" in second.text
+        assert mirror.repository.circuits.index.reason == NOT_RESOLVED
+    finally:
+        mirror.stop()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def down(reason: str) -> UpstreamError:
+    error = UpstreamError(f"cannot reach it ({reason})")
+    error.unreachable = reason
+    return error
+
+
+def test_a_circuit_probes_once_in_the_background_after_its_window_and_closes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    circuit = Circuit("http://user:secret@example.invalid/simple/", window=30, clock=clock)
+    circuit.check()  # closed: nothing raised
+    probes: list[str] = []
+    gate = threading.Event()
+
+    def probe() -> None:
+        probes.append("probe")
+        gate.wait(10)
+
+    caplog.set_level(logging.WARNING)
+    circuit.failed(down(TIMED_OUT), probe)
+    circuit.failed(down(TIMED_OUT), probe)  # a second failure meanwhile opens nothing more
+    with pytest.raises(
+        UpstreamDown, match=r"example\.invalid/simple/ is unreachable \(timed out\)"
+    ) as raised:
+        circuit.check()
+    assert raised.value.status == 504
+    assert "secret" not in str(raised.value)
+    assert probes == []  # not before the window
+    clock.now += 31
+    for _ in range(3):  # one probe, however many requests come while it runs
+        with pytest.raises(UpstreamDown):
+            circuit.check()
+    wait_until(lambda: probes, "the probe")
+    assert probes == ["probe"]
+    gate.set()
+    wait_until(lambda: circuit.reason is None, "the circuit to close")
+    circuit.check()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert "unreachable (timed out)" in lines[0]
+    assert "reachable again" in lines[1]
+
+
+def test_a_failed_probe_keeps_the_circuit_open_twice_as_long() -> None:
+    clock = Clock()
+    circuit = Circuit("http://example.invalid/simple/", window=30, clock=clock)
+    calls: list[int] = []
+
+    def probe() -> None:
+        calls.append(1)
+        raise down(REFUSED)
+
+    circuit.failed(down(REFUSED), probe)
+    clock.now += 31
+    with pytest.raises(UpstreamDown):
+        circuit.check()
+    wait_until(lambda: calls and not circuit._probing, "the probe")
+    clock.now += 31  # within the doubled window: no probe
+    with pytest.raises(UpstreamDown):
+        circuit.check()
+    assert len(calls) == 1
+    clock.now += 30
+    with pytest.raises(UpstreamDown):
+        circuit.check()
+    wait_until(lambda: len(calls) == 2, "the second probe")
+
+
+@pytest.mark.parametrize(
+    ("error", "opens"),
+    [
+        (down(TIMED_OUT), True),
+        (UpstreamError("upstream answered with HTTP 503"), False),
+        (NotFound("no such project"), False),
+    ],
+)
+def test_only_a_failure_to_reach_the_upstream_opens_its_circuit(error: Exception, opens: bool) -> None:
+    circuit = Circuit("http://example.invalid/simple/")
+    if isinstance(error, UpstreamError):
+        circuit.failed(error, lambda: None)
+    assert (circuit.reason is not None) is opens
+
+
+# negative answers kept ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("down", ["hanging", "refused"])
+def test_a_404_is_kept_and_stays_a_404_while_the_upstream_is_down(
+    tmp_path: Path, switch: Switch, http: requests.Session, down: str
+) -> None:
+    mirror = warm_mirror(tmp_path, switch.server.index_url)
+    try:
+        assert http.get(f"{mirror.index_url}absent/", timeout=10).status_code == 404
+        assert http.get(f"{mirror.index_url}p0/", timeout=10).status_code == 200
+    finally:
+        mirror.stop()
+    if down == "hanging":
+        switch.hang = True
+    else:
+        switch.server.__exit__()
+    # the next run: a new process on the same cache, every page past its TTL
+    again = warm_mirror(tmp_path, switch.server.index_url)
+    try:
+        assert http.get(f"{again.index_url}p0/", timeout=30).status_code == 200  # stale
+        for _ in range(2):
+            answer = http.get(f"{again.index_url}absent/", timeout=30)
+            assert answer.status_code == 404, answer.text
+            assert "absent" in answer.text
+    finally:
+        again.stop()
+
+
+def test_a_kept_404_is_not_asked_again_within_the_ttl_by_the_next_run(
+    tmp_path: Path, switch: Switch, http: requests.Session
+) -> None:
+    config = Config(nestegg_dir=tmp_path / "nest", port=0, index_url=switch.server.index_url, ttl=600)
+    for _ in range(2):
+        mirror = Mirror(config).start()
+        try:
+            assert http.get(f"{mirror.index_url}absent/", timeout=10).status_code == 404
+        finally:
+            mirror.stop()
+    assert switch.server.count("/simple/absent/") == 1
+
+
+# what pip shows: the reason phrase ------------------------------------------------------------
+
+
+def test_an_empty_cache_offline_says_so_in_the_reason_phrase(tmp_path: Path, http: requests.Session) -> None:
+    config = Config(nestegg_dir=tmp_path / "nest", port=0, index_url="http://example.invalid/simple/")
+    mirror = Mirror(config.with_changes(offline=True)).start()
+    try:
+        answer = http.get(f"{mirror.index_url}never-cached/", timeout=10)
+        assert answer.status_code == 404
+        assert "the cache has nothing for 'never-cached'" in answer.reason
+        assert "offline" in answer.reason
+        assert answer.text.count("\n") == 1
+    finally:
+        mirror.stop()
+
+
+def test_a_name_never_cached_behind_an_unreachable_upstream_says_so_in_the_reason_phrase(
+    tmp_path: Path, switch: Switch, http: requests.Session
+) -> None:
+    mirror = warm_mirror(tmp_path, switch.server.index_url)
+    try:
+        switch.server.__exit__()
+        for name in ("one", "two"):
+            answer = http.get(f"{mirror.index_url}{name}/", timeout=30)
+            assert answer.status_code == 502
+            assert f"the cache has nothing for {name!r}" in answer.reason
+            assert "is unreachable (connection refused)" in answer.reason
+    finally:
+        mirror.stop()

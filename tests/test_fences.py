@@ -1,0 +1,154 @@
+"""The fences around other projects' internals: each test fails saying what moved.
+
+nestegg borrows a few private APIs, each in one module that names it, under an upper version
+bound in setup.cfg: waitress (``nestegg_core.serve._waitress``), pip's default index
+(``nestegg_core.config._pip``) and tox's command handlers (``nestegg_core.toxrun._tox``). A new
+release that moves one of them fails here, by name, rather than in production.
+"""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import time
+from importlib.metadata import version
+from typing import Any
+
+import pytest
+from waitress.buffers import ReadOnlyFileBasedBuffer
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
+from waitress.server import BaseWSGIServer, create_server
+from waitress.task import ThreadedTaskDispatcher, WSGITask
+from waitress.utilities import Error
+
+from nestegg_core.config._pip import default_index
+
+from .conftest import MirrorFactory
+
+waitress_version = version("waitress")
+
+
+# waitress -------------------------------------------------------------------------------------
+
+# what nestegg_core.serve._waitress takes from waitress beyond its public API: a
+# waitress that renames or drops one of these must fail here, by name, not in production
+WAITRESS_INTERNALS = [
+    (HTTPChannel, "_flush_outbufs_below_high_watermark"),  # a slow client's wait, and its deadline
+    (HTTPChannel, "_flush_exception"),
+    (HTTPChannel, "_flush_some"),
+    (HTTPChannel, "parser_class"),  # the gate and the refusals
+    (HTTPChannel, "task_class"),
+    (HTTPChannel, "received"),
+    (HTTPChannel, "readable"),
+    (HTTPChannel, "send_continue"),
+    (HTTPChannel, "cancel"),
+    (HTTPChannel, "check_client_disconnected"),  # what environ["waitress.client_disconnected"] calls
+    (HTTPChannel, "request"),
+    (HTTPChannel, "sent_continue"),
+    (HTTPChannel, "total_outbufs_len"),
+    (HTTPChannel, "will_close"),
+    (HTTPRequestParser, "received"),
+    (HTTPRequestParser, "parse_header"),
+    (HTTPRequestParser, "headers_finished"),
+    (HTTPRequestParser, "completed"),
+    (HTTPRequestParser, "error"),
+    (HTTPRequestParser, "body_rcv"),
+    (HTTPRequestParser, "body_bytes_received"),
+    (HTTPRequestParser, "content_length"),
+    (HTTPRequestParser, "chunked"),
+    (HTTPRequestParser, "expect_continue"),
+    (HTTPRequestParser, "connection_close"),
+    (WSGITask, "execute"),
+    (WSGITask, "wrote_header"),  # whether an error of the app breaks a response off (_waitress._Task)
+    (Error, "to_response"),
+    (BaseWSGIServer, "maintenance"),  # the clean-up of idle connections and slow heads
+    (HTTPChannel, "last_activity"),
+    (ThreadedTaskDispatcher, "handler_thread"),  # the paced workers
+    (ThreadedTaskDispatcher, "set_thread_count"),
+    (ThreadedTaskDispatcher, "active_count"),
+    (ThreadedTaskDispatcher, "stop_count"),
+]
+
+
+@pytest.mark.parametrize(("owner", "name"), WAITRESS_INTERNALS, ids=lambda x: getattr(x, "__name__", x))
+def test_waitress_still_has_what_nestegg_overrides(owner: type, name: str) -> None:
+    assert hasattr(owner, name), f"waitress {waitress_version}: {owner.__qualname__}.{name} is gone"
+
+
+def test_waitress_still_has_the_instance_state_nestegg_uses(make_mirror: MirrorFactory) -> None:
+    mirror = make_mirror()
+    waitress_server: Any = mirror._server
+    with socket.create_connection(("127.0.0.1", mirror.port), timeout=10) as client:
+        client.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the request's head read, its body awaited
+            channels = list(waitress_server.active_channels.values())
+            if channels and getattr(channels[0].request, "headers_finished", False):
+                break
+            time.sleep(0.01)
+        [channel] = channels
+        for name in ("outbuf_lock", "requests_lock", "requests", "connected", "adj", "server", "addr"):
+            assert hasattr(channel, name), f"waitress {waitress_version}: a channel has no {name!r}"
+        assert hasattr(channel.outbuf_lock, "wait")
+        assert hasattr(waitress_server.trigger, "pull_trigger")
+        for name in ("active_channels", "_map", "adj"):
+            assert hasattr(waitress_server, name), f"waitress {waitress_version}: the server has no {name!r}"
+        assert "thunk" in inspect.signature(waitress_server.trigger.pull_trigger).parameters
+        parser = channel.request  # the request whose body has not come yet
+        for name in ("command", "path", "query", "headers", "version"):
+            assert hasattr(parser, name), f"waitress {waitress_version}: a parsed request has no {name!r}"
+    dispatcher = waitress_server.task_dispatcher
+    for name in ("lock", "queue", "queue_cv", "thread_exit_cv", "threads"):
+        assert hasattr(dispatcher, name), f"waitress {waitress_version}: the dispatcher has no {name!r}"
+    assert hasattr(channel, "socket")
+    environ_source = inspect.getsource(WSGITask.get_environment)
+    assert (
+        'environ["waitress.client_disconnected"] = self.channel.check_client_disconnected' in environ_source
+    )
+    assert "size" in inspect.signature(ReadOnlyFileBasedBuffer.prepare).parameters
+
+
+def test_waitress_still_takes_a_dispatcher_and_has_the_server_state_nestegg_uses(
+    make_mirror: MirrorFactory,
+) -> None:
+    # create_server's "test shim" runs the paced dispatcher; _map and trigger close connections
+    assert "_dispatcher" in inspect.signature(create_server).parameters, (
+        f"waitress {waitress_version}: create_server takes no _dispatcher any more"
+    )
+    waitress_server: Any = make_mirror()._server
+    for name in ("_map", "trigger", "task_dispatcher", "effective_port", "channel_class"):
+        assert hasattr(waitress_server, name), f"waitress {waitress_version}: its server has no {name!r}"
+
+
+# pip ------------------------------------------------------------------------------------------
+
+
+def test_pip_still_has_its_default_index_where_nestegg_reads_it() -> None:
+    # nestegg_core.config._pip: the upstream when nothing names one
+    pip_version = version("pip")
+    try:
+        from pip._internal.models.index import PyPI  # noqa: PLC0415 - the fenced internal itself
+    except ImportError as exc:
+        pytest.fail(f"pip {pip_version}: pip._internal.models.index.PyPI is gone ({exc})")
+    assert str(PyPI.simple_url).startswith("https://"), f"pip {pip_version}: PyPI.simple_url changed"
+    assert default_index() == PyPI.simple_url
+
+
+# tox ------------------------------------------------------------------------------------------
+
+
+def test_tox_still_runs_the_command_handler_the_plugin_wraps() -> None:
+    # nestegg_core.toxrun._tox: the mirror runs around state._options.cmd_handlers[command]
+    import tox.run  # noqa: PLC0415 - tox's own modules, read for what they do
+    from tox.config.cli.parse import Options  # noqa: PLC0415
+    from tox.session.state import State  # noqa: PLC0415
+
+    tox_version = version("tox")
+    assert "cmd_handlers" in Options.__annotations__, f"tox {tox_version}: Options has no cmd_handlers"
+    assert "self._options = options" in inspect.getsource(State.__init__), (
+        f"tox {tox_version}: State keeps its options elsewhere than _options"
+    )
+    assert "state._options.cmd_handlers[state.conf.options.command]" in inspect.getsource(tox.run), (
+        f"tox {tox_version}: tox.run no longer runs state._options.cmd_handlers[command]"
+    )
