@@ -378,7 +378,7 @@ def verify_cache(mirror: Mirror, known: Upstream) -> tuple[int, list[str]]:
             if path.name.endswith(".part") or (path.name.startswith(".") and not path.name.endswith(".tmp")):
                 problems.append(f"left over: {key}")
                 continue
-            if path.name.endswith((".json", ".tmp")):
+            if path.name.endswith((".json", ".tmp", ".metadata.checked")):  # records, notes of checks
                 continue
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             if path.name.endswith(".metadata"):

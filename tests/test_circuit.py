@@ -85,6 +85,11 @@ def test_an_unreachable_upstream_is_waited_for_once_then_stale_pages_are_served_
         assert switch.server.index_url.rstrip("/") in new.text
         assert f"({reason})" in new.text
         assert new.text.count("\n") == 1
+        # files not cached fail at once too, and the outage is still said once, not per download
+        for name in NAMES:
+            answer = http.get(f"{mirror.url}/files/{name}/{name}-1.0.tar.gz", timeout=30)
+            assert answer.status_code == (504 if down == "hanging" else 502), answer.text
+            assert f"({reason})" in answer.text
         warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert len(warnings) == 1, warnings
         assert f"is unreachable ({reason})" in warnings[0]

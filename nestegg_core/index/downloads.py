@@ -463,7 +463,9 @@ class Downloads:
                 name, dist.filename, self.abandon_after, download.written, download.size or "?",
             )  # fmt: skip
         except NesteggError as exc:
-            logger.warning("%s", exc)
+            # an upstream not reached: its circuit says so once per outage, not once per file
+            unreached = isinstance(exc, UpstreamError) and exc.unreachable is not None
+            logger.log(logging.DEBUG if unreached else logging.WARNING, "%s", exc)
             if isinstance(exc, _HashMismatch):  # not a break-off, which may be gone next time
                 self._failed_check(_key(name, dist), exc)
             download._fail(exc)
