@@ -219,6 +219,44 @@ def test_a_serving_process_loads_no_other_command(tmp_path: Path, upstream: Priv
     )
 
 
+def test_serve_logs_an_unreachable_upstream_once_per_outage(tmp_path: Path, upstream: PrivateIndex) -> None:
+    """The real ``serve`` command behind an upstream gone: one line when it goes, not one per page."""
+    for name in ("one", "two", "three"):
+        upstream.add(name, "1.0")
+    (tmp_path / "nestegg.yml").write_text("nestegg:\n  ttl: 0\n")  # every page asks the upstream
+    port_file = tmp_path / "port"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NESTEGG_", "PYTHON"))}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    command = [
+        sys.executable, "-m", "nestegg_core", "--config", str(tmp_path / "nestegg.yml"),
+        "--cache-dir", str(tmp_path / "nest"), "--index-url", upstream.index_url,
+        "serve", "--port", "0", "--port-file", str(port_file),
+    ]  # fmt: skip
+    with open(tmp_path / "log", "wb") as log:
+        process = subprocess.Popen(command, stderr=log, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert port_file.exists(), (tmp_path / "log").read_text()
+        base = f"http://127.0.0.1:{int(port_file.read_text())}/simple/"
+        with requests.Session() as session:
+            session.trust_env = False
+            for name in ("one", "two", "three"):
+                assert session.get(f"{base}{name}/", timeout=30).status_code == 200
+            upstream.stop()  # refused from now on
+            for _ in range(3):
+                for name in ("one", "two", "three"):
+                    assert session.get(f"{base}{name}/", timeout=30).status_code == 200  # stale
+                assert session.get(f"{base}never-cached/", timeout=30).status_code == 404
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    log_text = (tmp_path / "log").read_text()
+    assert log_text.count("is unreachable") == 1, log_text
+    assert "is unreachable (connection refused): serving cached pages" in log_text
+
+
 FORGED = "2024-01-01 00:00:00,000 INFO nestegg_core.access: forged line"
 
 

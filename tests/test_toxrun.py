@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -376,3 +377,34 @@ def test_offline_runs_never_ask_the_upstream(
     assert "offline" in run.describe()
     assert http.get(run.mirror.index_url + "dep/").status_code == 404
     assert faults.seen == []
+
+
+def test_the_end_of_a_run_says_once_which_upstreams_it_could_not_reach(
+    start_run: Callable[..., ToxRun],
+    upstream: PrivateIndex,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    upstream.add("dep", "1.0", sdist=False)
+    run = start_run(ttl=0)  # every page past its TTL: each request asks the upstream
+    assert http.get(run.mirror.index_url + "dep/").status_code == 200
+    mounted = run.variables({"PIP_EXTRA_INDEX_URL": "http://nestegg-test.invalid/simple/"})[
+        "PIP_EXTRA_INDEX_URL"
+    ]
+    main = upstream.index_url
+    upstream.stop()  # its port is closed: refused
+    caplog.set_level(logging.INFO)
+    for _ in range(3):
+        assert http.get(run.mirror.index_url + "dep/").status_code == 200  # served stale
+    assert http.get(run.mirror.index_url + "never-cached/").status_code == 404
+    for name in ("dep", "other"):
+        assert http.get(mounted + f"{name}/").status_code == 404
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []  # nothing said yet...
+    run.stop()
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert lines == [  # ...then one line per upstream, at the end
+        f"nestegg: upstream {main} unreachable (connection refused): 3 cached pages served stale, "
+        "1 names missing (never-cached)",
+        "nestegg: upstream http://nestegg-test.invalid/simple/ unreachable (name not resolved): "
+        "0 cached pages served stale, 2 names missing (dep, other)",
+    ]

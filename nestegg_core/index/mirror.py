@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from packaging.utils import NormalizedName
 
-from nestegg_core.errors import NesteggError, NotCached, NotFound, UnsafePath, UpstreamDown, UpstreamError
+from nestegg_core.errors import NesteggError, NotCached, NotFound, UnsafePath, UpstreamError
 from nestegg_core.simple.models import DistFile, ProjectPage, is_dist_filename
 from nestegg_core.storage import store as _store
 from nestegg_core.storage.fs import scan_below
@@ -440,10 +440,11 @@ class MirrorIndex:
                     ) from None
                 if down and self.circuit is not None and exc.unreachable is not None:
                     self.circuit.missed(name)
-                    raise UpstreamDown(
+                    # a 404, as offline: pip retries a 502 six times with back-off and uv stops at
+                    # it, where a 404 lets both go on to their other indexes at once
+                    raise NotCached(
                         f"the cache has nothing for {name!r} and upstream {self.circuit.upstream} "
-                        f"is unreachable ({exc.unreachable})",
-                        reason=exc.unreachable,
+                        f"is unreachable ({exc.unreachable})"
                     ) from None
                 raise exc
             entry.page = ProjectPage.build(name, kept)

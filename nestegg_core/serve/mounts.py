@@ -61,6 +61,11 @@ class UpstreamMounts:
                 self._mount(key, normalized)
         return f"{self.mirror.url}/{PREFIX}/{key}/simple/"
 
+    def repositories(self) -> list[Repository]:
+        """The repositories of the mounted upstreams, in the order they were mounted."""
+        with self._lock:
+            return [app.repository for app in self._apps.values()]
+
     def _mount(self, key: str, url: str) -> None:
         main = self.mirror.repository
         config = main.config.with_changes(index_url=url)

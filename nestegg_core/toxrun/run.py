@@ -40,6 +40,7 @@ from nestegg_core.config.config import DEFAULT_HOST, Config, load_config
 from nestegg_core.config.pipindex import pip_config_value
 from nestegg_core.errors import NesteggError
 from nestegg_core.http.types import WSGIApp
+from nestegg_core.index.circuit import Outage
 from nestegg_core.serve.mounts import UpstreamMounts
 from nestegg_core.serve.server import Mirror, describe
 from nestegg_core.storage.fs import write_atomic
@@ -282,6 +283,8 @@ class ToxRun:
         self._quiet("waitress", logging.ERROR)  # its queue-depth warnings would land in tox's output
         if not self.access_log:
             self._quiet("nestegg_core.access", logging.WARNING)
+            # an outage is said once, at the end of the run (stop), not when its circuit opens
+            self._quiet("nestegg_core.index.circuit", logging.ERROR)
         error: NesteggError | None = None
         for port in port_candidates(self.work_dir, read_port(self.port_file)):
             # no CI polling nor trigger: this mirror lives for one tox run; pages a run's
@@ -337,11 +340,22 @@ class ToxRun:
         return lines
 
     def stop(self) -> None:
-        """Stop serving (idempotent)."""
+        """Stop serving (idempotent); then a line per upstream the run could not reach, logged."""
         mirror, self._mirror = self._mirror, None
         if mirror is not None:
             mirror.stop()
         self._restore_logging()
+        if mirror is not None:
+            for outage in self._outages(mirror):
+                logger.warning("nestegg: %s", outage.describe())
+
+    def outages(self) -> list[Outage]:
+        """What the run saw of each upstream it could not reach: the main one's, then the mounts'."""
+        return self._outages(self.mirror)
+
+    def _outages(self, mirror: Mirror) -> list[Outage]:
+        repositories = [mirror.repository, *(self._mounts.repositories() if self._mounts else ())]
+        return [outage for repository in repositories for outage in repository.circuits.outages()]
 
     def describe(self) -> str:
         """The one line for tox's output: where the mirror is and which cache it uses."""
