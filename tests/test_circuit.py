@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import requests
 from nestegg_core import Mirror
 from nestegg_core.config.config import Config
 from nestegg_core.errors import NOT_RESOLVED, REFUSED, TIMED_OUT, NotFound, UpstreamDown, UpstreamError
+from nestegg_core.index import upstream as upstream_module
 from nestegg_core.index.circuit import Circuit
 
 from .loopback import Answer, RawUpstream, wait_until
@@ -93,6 +95,31 @@ def test_an_unreachable_upstream_is_waited_for_once_then_stale_pages_are_served_
         warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert len(warnings) == 1, warnings
         assert f"is unreachable ({reason})" in warnings[0]
+    finally:
+        mirror.stop()
+
+
+def test_a_page_held_is_served_stale_once_a_hanging_upstream_is_slow_to_answer_for_it(
+    tmp_path: Path, switch: Switch, http: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pip gives up on a page after 15 s: a mirror that waited its whole ``timeout`` (30 s) for
+    a hanging upstream before serving a page it holds made pip ask again, and wait again."""
+    monkeypatch.setattr(upstream_module, "REVALIDATE_TIMEOUT", 1.0)
+    config = Config(
+        nestegg_dir=tmp_path / "nest", port=0, index_url=switch.server.index_url, ttl=0, timeout=20.0
+    )
+    mirror = Mirror(config).start()
+    try:
+        for name in NAMES:
+            assert http.get(f"{mirror.index_url}{name}/", timeout=10).status_code == 200
+        switch.hang = True
+        before = switch.asked()
+        started = time.monotonic()
+        for name in NAMES:
+            answer = http.get(f"{mirror.index_url}{name}/", timeout=90)
+            assert answer.status_code == 200, answer.text
+        assert time.monotonic() - started < 15  # one wait of about a second, not of 20 s
+        assert switch.asked() - before == 1
     finally:
         mirror.stop()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -21,7 +22,7 @@ from nestegg_core.storage.store import CacheStore, PageStamp
 from nestegg_core.waits import blocking
 
 from .circuit import Circuit
-from .upstream import Fetched, Fetcher
+from .upstream import Fetched, Fetcher, holding
 
 logger = logging.getLogger(__name__)
 
@@ -383,8 +384,11 @@ class MirrorIndex:
             # a 404 is kept like a page: not asked again within its TTL, in this process or the next
             entry.missing_until = missing + self.ttl
             return
+        # a page held is served stale once the upstream is slow to answer for it (``holding``)
+        held = state is not None or entry.page is not None
         try:
-            fetched = self._fetch(name, state)
+            with holding() if held else contextlib.nullcontext():
+                fetched = self._fetch(name, state)
         except NotFound as exc:
             offline = isinstance(exc, NotCached)  # the upstream said nothing: nothing to keep
             if not offline:

@@ -69,6 +69,12 @@ VIA_PREFIX = "nestegg-"
 MAX_HOPS = 8
 #: the nestegg hops of the request being answered, passed on in the requests made for it
 _hops: ContextVar[tuple[str, ...]] = ContextVar("nestegg_hops", default=())
+#: seconds the upstream has to start answering for a page the mirror holds (if less than its
+#: ``timeout``): past them the held page is served stale, so a hanging network costs a run this
+#: once, after which the upstream's circuit answers at once (``circuit``)
+REVALIDATE_TIMEOUT = 5.0
+#: the page being fetched is one the mirror holds (see :func:`holding`)
+_holding: ContextVar[bool] = ContextVar("nestegg_holding", default=False)
 _PORTS = {"http": 80, "https": 443}
 
 
@@ -109,6 +115,17 @@ def hops_of(via: str | None) -> Iterator[None]:
         yield
     finally:
         _hops.reset(token)
+
+
+@contextlib.contextmanager
+def holding() -> Iterator[None]:
+    """While it lasts, the pages this thread fetches are pages the mirror holds and can serve
+    stale: the upstream has ``REVALIDATE_TIMEOUT`` seconds to answer each read."""
+    token = _holding.set(True)
+    try:
+        yield
+    finally:
+        _holding.reset(token)
 
 
 def _via(token: str) -> str:
@@ -334,7 +351,8 @@ class HttpFetcher:
         self, url: str, name: str, headers: dict[str, str], etag: str | None, last_modified: str | None
     ) -> Fetched:
         deadline = time.monotonic() + self.page_deadline
-        response = self._get(url, headers=headers, stream=True)
+        wait = min(self.timeout, REVALIDATE_TIMEOUT) if _holding.get() else self.timeout
+        response = self._get(url, headers=headers, stream=True, timeout=wait)
         with response:
             if response.status_code != 200:
                 self._drain(url, response, deadline)
@@ -360,7 +378,7 @@ class HttpFetcher:
                     max_value=self.max_page_size // _VALUE_SHARE,
                 )
             except _READ_ERRORS as exc:
-                raise self._failure(url, exc) from None
+                raise self._failure(url, exc, timeout=wait) from None
             except PageTooLarge as exc:
                 raise UpstreamError(
                     f"upstream page {mask_url(url)} {exc}, over what max_page_size "
@@ -453,14 +471,16 @@ class HttpFetcher:
         headers: dict[str, str],
         stream: bool = False,
         auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
     ) -> requests.Response:
         headers = {**headers, "Via": _via(self.via_token)}
+        wait = self.timeout if timeout is None else timeout
         try:
             return self.session.get(
-                url, headers=headers, timeout=(self.connect_timeout, self.timeout), stream=stream, auth=auth
+                url, headers=headers, timeout=(self.connect_timeout, wait), stream=stream, auth=auth
             )
         except requests.RequestException as exc:
-            raise self._failure(url, exc) from None
+            raise self._failure(url, exc, timeout=wait) from None
         except ValueError as exc:  # a redirect to a URL urllib3 cannot read ("http://[::1")
             raise UpstreamError(
                 f"upstream {mask_url(url)} redirected to a URL that cannot be read: {exc}"
@@ -518,7 +538,7 @@ class HttpFetcher:
         except _READ_ERRORS as exc:
             raise self._failure(url, exc) from None
 
-    def _failure(self, url: str, exc: Exception) -> NesteggError:
+    def _failure(self, url: str, exc: Exception, *, timeout: float | None = None) -> NesteggError:
         """Ours for a failure of requests (or urllib3 under it) to get an answer or read its body;
         one that never reached the upstream, or that waited for it in vain, says why
         (:attr:`UpstreamError.unreachable`)."""
@@ -530,14 +550,16 @@ class HttpFetcher:
             )
             return unreachable(error, TIMED_OUT)
         if isinstance(exc, requests.Timeout):
-            error = UpstreamTimeout(f"upstream {mask_url(url)} did not answer in {self.timeout:g}s")
+            waited = self.timeout if timeout is None else timeout
+            error = UpstreamTimeout(f"upstream {mask_url(url)} did not answer in {waited:g}s")
             return unreachable(error, TIMED_OUT)
         # a body that stops coming is a timeout too; requests reports it as a ConnectionError
         if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError)) or (
             isinstance(exc, requests.ConnectionError)
             and any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
         ):
-            error = UpstreamTimeout(f"upstream {mask_url(url)} stalled for {self.timeout:g}s")
+            waited = self.timeout if timeout is None else timeout
+            error = UpstreamTimeout(f"upstream {mask_url(url)} stalled for {waited:g}s")
             return unreachable(error, TIMED_OUT)
         if isinstance(exc, requests.ConnectionError):
             reason = _connection_failure(exc)
