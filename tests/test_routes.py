@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from nestegg_core import Config, Mirror
+from nestegg_core.cli import main
 from nestegg_core.config.config import Upstream
 from nestegg_core.serve.mounts import UpstreamMounts
 from nestegg_core.testing import find_uv, installer_env, make_venv
@@ -192,3 +193,40 @@ def test_pip_and_uv_install_the_routed_project_from_its_index_only(
     assert got["public-lib"] == "2.0"  # its dependency, from the default index
     assert asked(faults, "acme-tools") == []
     assert asked(internal_faults, "public-lib") == []
+
+
+@pytest.mark.usefixtures("confused")
+def test_the_web_ui_list_and_export_know_each_projects_index(
+    tmp_path: Path,
+    routed: Mirror,
+    upstream: PrivateIndex,
+    internal: PrivateIndex,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in ("acme-tools", "public-lib"):
+        page = requests.get(f"{routed.index_url}{name}/", headers=JSON, timeout=10)
+        for dist in page.json()["files"]:
+            assert requests.get(requests.compat.urljoin(page.url, dist["url"]), timeout=10).status_code == 200
+    listing = requests.get(f"{routed.url}/ui/?format=json", timeout=10).json()
+    index = {p["name"]: p["index"] for p in listing["projects"]}
+    assert index == {"acme-tools": internal.index_url, "public-lib": upstream.index_url}
+    assert requests.get(f"{routed.url}/ui/project/acme-tools?format=json", timeout=10).json()["index"] == (
+        internal.index_url
+    )
+    html = requests.get(f"{routed.url}/ui/project/acme-tools", timeout=10).text
+    assert internal.index_url in html
+    assert internal.index_url in requests.get(f"{routed.url}/ui/", timeout=10).text
+
+    nestegg = tmp_path / "nestegg.yml"
+    nestegg.write_text(
+        f"nestegg:\n  nestegg_dir: {tmp_path / 'nest'}\n  index_url: {upstream.index_url}\n"
+        f"  upstreams: [{{url: '{internal.index_url}', projects: ['acme-*']}}]\n"
+    )
+    assert main(["--config", str(nestegg), "list"]) == 0
+    assert f"acme-*  from {internal.index_url}" in capsys.readouterr().out
+    assert main(["--config", str(nestegg), "list", "acme-tools"]) != 0
+    assert f"it comes from {internal.index_url}" in capsys.readouterr().err
+    assert main(["--config", str(nestegg), "export", str(tmp_path / "out")]) == 0
+    exported = {p.name for p in (tmp_path / "out" / "files").iterdir()}
+    assert {"acme_tools-1.0-py3-none-any.whl", "acme_tools-1.0.tar.gz"} <= exported
+    assert not any("99.0" in name for name in exported)
