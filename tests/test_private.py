@@ -11,7 +11,8 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from nestegg_core import Mirror
 from nestegg_core.config.config import SourceBuild
-from nestegg_core.storage.private import PrivateStore, normalize_pattern
+from nestegg_core.simple.patterns import normalize_pattern
+from nestegg_core.storage.private import PrivateStore
 from nestegg_core.testing import find_uv, installer_env, make_venv
 from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex

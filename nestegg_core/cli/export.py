@@ -85,7 +85,10 @@ def export(
                            "through the mirror first, or export with --requirements")  # fmt: skip
         chosen.update(found)
     if requirements is None and not projects:
-        everything = set(repository.store.project_names()) | set(repository.private.names())
+        # every index's cache: a routed name's files are in its own index's namespace
+        stores = [repository.store, *(routed.store for _, routed in repository.routes.items())]
+        everything = {name for store in stores for name in store.project_names()}
+        everything |= set(repository.private.names())
         for project in sorted(everything):
             chosen.update(_project_files(repository, project))
     files_dir = dest / "files"
@@ -130,7 +133,7 @@ def _project_files(
     if parse_specifier(str(requirement.specifier)) is None:  # packaging reads its versions only when used
         raise NesteggError(f"{spec!r} is not a project name or requirement: unreadable version")
     name = canonicalize_name(requirement.name)
-    store = repository.store
+    store = repository.serving(name).store
     found = {(name, d.filename): (d, store.file_path(name, d.filename)) for d in store.kept_files(name)}
     page = repository.private.page(name)
     for dist in page.files if page is not None else ():
@@ -151,7 +154,7 @@ def _source(repository: Repository, name: NormalizedName, filename: str) -> tupl
     dist = private.file(filename) if private is not None else None
     if dist is not None:
         return dist, repository.private.root / name / filename
-    store = repository.store
+    store = repository.serving(name).store
     record = store.read_record(name, filename)
     path = store.file_path(name, filename)
     if record is None or not path.is_file():

@@ -22,7 +22,9 @@ from nestegg_core.config.credentials import check_user_name, make_token, set_pas
 from nestegg_core.errors import ConfigError, NesteggError, NotFound
 from nestegg_core.serve.server import Mirror
 from nestegg_core.simple.models import DistFile, parse_version
+from nestegg_core.simple.patterns import NamePatterns
 from nestegg_core.storage.private import PrivateStore
+from nestegg_core.urls import without_credentials
 
 
 def add_commands(commands: Any) -> None:
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return passwd(config, args.user, file=args.file, delete=args.delete, generate=args.generate)
     store = PrivateStore(config.nestegg_dir / "private")
     if args.command == "list":
-        return list_private(store, args.name)
+        return list_private(store, args.name, config)
     files = _targets(store, args.name, args.filename, args.target_version)
     name = canonicalize_name(args.name)
     for dist in files:
@@ -119,16 +121,25 @@ def build(config: Config, names: list[str]) -> int:
     return 1 if failed else 0
 
 
-def list_private(store: PrivateStore, name: str | None) -> int:
+def list_private(store: PrivateStore, name: str | None, config: Config | None = None) -> int:
+    """The private projects and, after them, the names each ``upstreams`` index alone serves;
+    or the files of the private project ``name``."""
+    upstreams = config.upstreams if config is not None else ()
     if name is None:
         for project in store.names():
             page = store.page(canonicalize_name(project))
             if page is not None:
                 versions = sorted({d.version for d in page.files if d.version}, key=Version)
                 print(f"{project}  {', '.join(versions)}")
+        for upstream in upstreams:
+            print(f"{', '.join(upstream.projects)}  from {without_credentials(upstream.url)}")
         return 0
     page = store.page(canonicalize_name(name))
     if page is None:
+        normalized = canonicalize_name(name)
+        routed = next((u for u in upstreams if NamePatterns(u.projects).matches(normalized)), None)
+        if routed is not None and not store.is_private(normalized):
+            raise NotFound(f"{name!r} is no private project: it comes from {without_credentials(routed.url)}")
         raise NotFound(f"no private project {name!r}")
     for dist in page.files:
         yanked = "" if dist.yanked is None else f"  yanked{': ' + dist.yanked if dist.yanked else ''}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +18,8 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from nestegg_core.errors import ConfigError
 from nestegg_core.simple.models import is_valid_name, parse_version
-from nestegg_core.urls import mask_url
+from nestegg_core.simple.patterns import common_name, normalize_pattern, pattern_problem
+from nestegg_core.urls import mask_url, normalize_index_url
 
 from .pipindex import pip_index_url
 from .settings import (
@@ -106,6 +107,19 @@ class SourceBuild:
     ci: CISettings | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class Upstream:
+    """One ``upstreams`` entry: an index that alone serves the projects its patterns match."""
+
+    #: the index's Simple API root, with one trailing slash (and any credentials it was given)
+    url: str = field(repr=False)
+    #: names and glob patterns, normalized (``simple.patterns.normalize_pattern``)
+    projects: tuple[str, ...]
+
+    def __repr__(self) -> str:  # never the index's password
+        return f"Upstream(url={mask_url(self.url)!r}, projects={self.projects!r})"
+
+
 def _index_url(reader: Reader, raw: Any, path: str) -> str:
     return check_index_url(reader.string(raw, path), f"{reader.file}: {path}")
 
@@ -116,7 +130,50 @@ def _source_builds(reader: Reader, raw: Any, path: str) -> tuple[SourceBuild, ..
     )
 
 
+def _upstreams(reader: Reader, raw: Any, path: str) -> tuple[Upstream, ...]:
+    found: list[Upstream] = []
+    #: each pattern with where it was read, for the message naming both of a clash
+    seen: list[tuple[str, str, str, int]] = []
+    for i, item in enumerate(reader.sequence(raw, path)):
+        where = f"{path}[{i}]"
+        entry = reader.mapping(item, where)
+        reader.only(entry, where, {"url", "projects"})
+        for key in ("url", "projects"):
+            if key not in entry:
+                raise reader.error(f"{where}.{key}", "is required")
+        url = normalize_index_url(
+            check_index_url(reader.string(entry["url"], f"{where}.url"), f"{reader.file}: {where}.url")
+        )
+        for other in found:
+            if normalize_index_url(other.url) == url:
+                raise reader.error(f"{where}.url", f"{mask_url(url)!r} is listed twice; give it one entry")
+        names = reader.sequence(entry["projects"], f"{where}.projects")
+        if not names:
+            raise reader.error(f"{where}.projects", "expected at least one name or pattern, got none")
+        patterns = []
+        for k, raw_name in enumerate(names):
+            key = f"{where}.projects[{k}]"
+            written = reader.string(raw_name, key)
+            problem = pattern_problem(written)
+            if problem is not None:
+                raise reader.error(key, f"{written!r} {problem}")
+            pattern = normalize_pattern(written)
+            for other_key, other_written, other_pattern, other_entry in seen:
+                common = common_name(pattern, other_pattern) if other_entry != i else None
+                if common is not None:
+                    raise reader.error(
+                        key,
+                        f"{written!r} and {other_key} {other_written!r} both match {common!r}: "
+                        "a project comes from one index; narrow one of them",
+                    )
+            seen.append((key, written, pattern, i))
+            patterns.append(pattern)
+        found.append(Upstream(url=url, projects=tuple(dict.fromkeys(patterns))))
+    return tuple(found)
+
+
 INDEX_URL = Kind("an http(s) URL", _index_url)
+UPSTREAMS = Kind("a list of indexes: url, projects (names and glob patterns)", _upstreams)
 SOURCE_BUILDS = Kind("a list of source builds, as above", _source_builds)
 
 
@@ -159,6 +216,12 @@ class Config:
         variable="NESTEGG_INDEX_URL",
         description="the upstream Simple API",
         default_text="the index pip uses: PIP_INDEX_URL, pip's configuration, else pip's default",
+    )
+    #: more indexes, each the only home of the projects it names: never merged with index_url
+    upstreams: tuple[Upstream, ...] = setting(
+        (),
+        kind=UPSTREAMS,
+        description="more indexes, each the only one asked for the projects its names and patterns match",
     )
     ttl: float = setting(
         DEFAULT_TTL, kind=SECONDS, description="seconds before a page is revalidated with the upstream"
@@ -364,7 +427,29 @@ def parse_config(data: Any, *, source: Path | None = None) -> Config:
     for name in names:
         if names.count(name) > 1:
             raise where.error("nestegg.source_builds", f"project {name!r} is listed twice")
+    _check_shadowing(where, values)
     return Config(**values)
+
+
+def _check_shadowing(where: Reader, values: dict[str, Any]) -> None:
+    """A route naming a private name (``private_names``, a ``private: yes`` source build) is an
+    error: the private store would answer for it and the route would never be used."""
+    private = [(f"nestegg.private_names[{i}]", p) for i, p in enumerate(values.get("private_names", ()))]
+    private += [
+        (f"nestegg.source_builds[{i}].name", b.name)
+        for i, b in enumerate(values.get("source_builds", ()))
+        if b.private
+    ]
+    for i, upstream in enumerate(values.get("upstreams", ())):
+        for k, pattern in enumerate(upstream.projects):
+            for key, written in private:
+                common = common_name(pattern, normalize_pattern(written))
+                if common is not None:
+                    raise where.error(
+                        f"nestegg.upstreams[{i}].projects[{k}]",
+                        f"{pattern!r} matches the private name {common!r} ({key} {written!r}): private "
+                        "projects come from the private store only; take it out of one of them",
+                    )
 
 
 def _source_build(where: Reader, raw: Any, path: str) -> SourceBuild:

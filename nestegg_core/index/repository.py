@@ -1,8 +1,9 @@
 """One index made of the private store and the mirror, with the rules that keep them apart.
 
 A private name is answered from the private store only; the upstream is never asked for it. A
-merged name (a ``private: no`` source build) lists private files in front of upstream's. Every
-other name is the mirror's.
+merged name (a ``private: no`` source build) lists private files in front of upstream's. A name
+an ``upstreams`` route matches is its index's alone (:mod:`.routes`): served by that index's own
+repository, the default upstream never asked. Every other name is the mirror's.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from urllib.parse import quote
 
 from packaging.utils import NormalizedName
 
-from nestegg_core.config.config import Config
+from nestegg_core.config.config import Config, Upstream
 from nestegg_core.config.sizes import format_size
 from nestegg_core.errors import (
     Busy,
@@ -47,7 +48,7 @@ from nestegg_core.storage.pagefiles import GZIP, PageFile, RenderedPages, compre
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.storage.store import CHANGED, CacheStore, PageStamp, check_filename, check_note
 from nestegg_core.storage.usage import SizeLimit, mark_used
-from nestegg_core.urls import mask_url
+from nestegg_core.urls import mask_url, without_credentials
 from nestegg_core.waits import blocking
 
 from .circuit import CircuitFetcher, Circuits
@@ -55,6 +56,7 @@ from .counting import CountingFetcher
 from .downloads import Download, Downloads
 from .mirror import MirrorIndex
 from .refresh import Refresher
+from .routes import Routes
 from .upstream import Fetcher, HttpFetcher, OfflineFetcher, new_via_token
 
 logger = logging.getLogger(__name__)
@@ -105,7 +107,7 @@ class _Listing:
     """The names of the root index as the stores held them, and the renderings made of them."""
 
     #: the stores' generations and the mtimes of their folders when they were scanned
-    seen: tuple[bytes | None, bytes | None]
+    seen: tuple[bytes | None, ...]
     folders: tuple[int, ...]
     names: list[str]
     #: those of them that are private or merged, once asked for (``Repository._private_of``)
@@ -128,7 +130,9 @@ class _Cached:
 class Repository:
     """The index the WSGI app serves."""
 
-    def __init__(self, config: Config, *, fetcher: Fetcher | None = None) -> None:
+    def __init__(
+        self, config: Config, *, fetcher: Fetcher | None = None, routes: Routes[Repository] | None = None
+    ) -> None:
         self.config = config
         #: the mirror's name in the Via header of its upstream requests: a request that carries it
         #: came round a loop (``NesteggApp`` refuses it)
@@ -210,11 +214,39 @@ class Repository:
         #: the root index, and the lock of its scans and renderings
         self._index: _Listing | None = None
         self._index_lock = threading.Lock()
+        #: the indexes of ``upstreams``, each the only one that serves the names it matches (a
+        #: mounted upstream is given its mirror's, so that a name has one home whatever the URL)
+        self.routes: Routes[Repository] = (
+            routes if routes is not None else Routes(config.upstreams, self._route)
+        )
+
+    def _route(self, upstream: Upstream) -> Repository:
+        """The mirror of a routed index: its own cache, TTL, circuit and downloads; this one's
+        private store (a private name is private everywhere) and source builds."""
+        routed = Repository(self.config.with_changes(index_url=upstream.url, upstreams=()))
+        routed.private = self.private
+        routed.downloads.slots = self.downloads.slots  # one bound on the downloads of a process
+        routed.before_private = lambda name: self.before_private(name) if self.before_private else None
+        return routed
+
+    def serving(self, name: NormalizedName) -> Repository:
+        """The repository that serves ``name``: a route's if one matches it, else this one."""
+        return self.routes.serving(name) or self
+
+    def index_of(self, name: NormalizedName) -> str:
+        """The index ``name`` comes from (credentials left out), for people: "private" for the
+        private store's names."""
+        if self.private.is_private(name):
+            return "private"
+        return without_credentials(self.serving(name).config.upstream_url)
 
     # pages -------------------------------------------------------------------------------
 
     def project(self, name: NormalizedName) -> ProjectPage:
         """The page clients see for ``name``; :class:`NotFound` if nobody has it."""
+        routed = self.routes.serving(name)
+        if routed is not None:  # the private store first: the route's repository asks it too
+            return routed.project(name)
         if self.before_private is not None and self._is_source_build(name):
             self.before_private(name)
         if self.private.is_private(name):
@@ -247,6 +279,9 @@ class Repository:
         With ``client``, only the files that may fit that installer are listed. With ``gzip``, the
         page comes gzip encoded.
         """
+        routed = self.routes.serving(name)
+        if routed is not None:
+            return routed.rendered(name, content_type, client, gzip=gzip)
         self._asked = time.monotonic()
         return self._rendered_page(name, content_type, client, gzip=gzip)
 
@@ -328,6 +363,11 @@ class Repository:
         """Held while something is made of the page of ``name`` besides its rendering (the web
         UI's view of it), if the page is large: one large page at a time, as they are rendered.
         Waits up to ``wait`` seconds (a declared wait), then :class:`Busy`."""
+        routed = self.routes.serving(name)
+        if routed is not None:
+            with routed.large_page(name, wait=wait):
+                yield
+            return
         stamp = self.store.page_stamp(name)
         if stamp is None or stamp[2] <= _LARGE_STATE:
             yield
@@ -504,18 +544,21 @@ class Repository:
         """The names of the root index, scanned again only when a store's generation or folders
         changed (or, when a generation cannot be had, on every call)."""
         held = self._index
-        seen = (self.store.generation.current(), self.private.generation.current())
+        stores = [self.store, *(routed.store for _, routed in self.routes.items())]
+        seen = (*(s.generation.current() for s in stores), self.private.generation.current())
         if held is not None and held.seen == seen and None not in seen and time.monotonic() < held.until:
             return held
         with self._index_lock:  # one scan at a time: the others take what it made
             # taken before the disk is looked at: a change made while it is leaves a generation unseen
-            seen = (self.store.generation.current(), self.private.generation.current())
-            folders = tuple(_mtime_ns(f) for f in (self.store.pages, self.store.files, self.private.root))
+            seen = (*(s.generation.current() for s in stores), self.private.generation.current())
+            places = [*(f for s in stores for f in (s.pages, s.files)), self.private.root]
+            folders = tuple(_mtime_ns(f) for f in places)
             held = self._index
             if held is not None and None not in seen and (held.seen, held.folders) == (seen, folders):
                 held.until = time.monotonic() + RECHECK  # nothing changed (checked every RECHECK)
                 return held
-            names = set(self.store.project_names())
+            # every index's names: a routed index's too (served by its route whatever the page)
+            names = {name for s in stores for name in s.project_names()}
             names.update(self.private.names())
             listing = _Listing(seen=seen, folders=folders, names=sorted(names))
             listing.until = time.monotonic() + RECHECK
@@ -536,6 +579,9 @@ class Repository:
     ) -> Path | Download | DistFile:
         """A complete file on disk, or the download that is fetching it (with a reader counted,
         see ``Download.attach``); without ``fetch``, the page's entry of a file not on disk."""
+        routed = self.routes.serving(name)
+        if routed is not None:
+            return routed.open_file(name, filename, fetch=fetch)
         path = self._cached_file(name, filename)
         if path is not None:
             return path
@@ -583,6 +629,9 @@ class Repository:
         """A file of the project or, for ``<file>.metadata``, its core metadata (then True); see
         :meth:`open_file` for ``fetch``."""
         self._asked = time.monotonic()
+        routed = self.routes.serving(name)
+        if routed is not None:
+            return routed.open_any(name, filename, fetch=fetch)
         if filename.endswith(".metadata") and self._plain_mirror(name):
             with contextlib.suppress(NotFound):
                 path = self._checked_metadata(name, filename[: -len(".metadata")])
@@ -596,6 +645,9 @@ class Repository:
         """The PEP 658 core metadata file of ``filename``, fetched and verified if need be: one
         kept from before is served only if it matches what the page says of it now (the upstream
         may have published other bytes under the same name since)."""
+        routed = self.routes.serving(name)
+        if routed is not None:
+            return routed.open_metadata(name, filename)
         before = self.store.page_stamp(name)  # a change meanwhile is seen by the next request
         page = self.project(name)
         dist = page.file(filename)

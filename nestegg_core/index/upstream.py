@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3
@@ -39,6 +39,8 @@ from nestegg_core.simple.models import ProjectPage
 from nestegg_core.simple.parse import PageTooLarge, parse_project_stream
 from nestegg_core.urls import mask_url, without_credentials
 from nestegg_core.waits import blocking
+
+from .logins import index_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +253,27 @@ def _without_redirect_body(response: requests.Response, **_: object) -> requests
     return response
 
 
+class _NoAuth(requests.auth.AuthBase):
+    """No credentials, said so: requests reads none from .netrc for the request."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
+_NO_AUTH = _NoAuth()
+
+
+class _Session(requests.Session):
+    """A session that never reads ``.netrc`` for the host a redirect leads to: requests does,
+    after it took the index's ``Authorization`` off a redirect to another host."""
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        url = prepared_request.url or ""
+        previous = response.request.url or ""
+        if "Authorization" in prepared_request.headers and self.should_strip_auth(previous, url):  # type: ignore[no-untyped-call]
+            del prepared_request.headers["Authorization"]
+
+
 def _origin(url: str) -> tuple[str, str, int]:
     """A URL's scheme, host and port (the default one if it names none)."""
     parts = urlsplit(url)
@@ -314,12 +337,10 @@ class HttpFetcher:
         self._local = threading.local()
         # urllib3's pools are thread-safe; sized for the server's threads plus downloads
         self._adapter = _CheckedAdapter(self._check_peer, pool_connections=8, pool_maxsize=32)
-        parts = urlsplit(self.index_url)
         self._origin = _origin(self.index_url)
-        # files at the index's own origin get the index's credentials, as pip gives them
-        self._auth = (
-            (unquote(parts.username), unquote(parts.password or "")) if parts.username is not None else None
-        )
+        # pages and files at the index's own origin get the index's credentials, as pip gives
+        # them: from its URL, .netrc or the keyring
+        self._auth = index_credentials(self.index_url)
         #: whether the index itself is on an internal address (see _index_internal)
         self._internal: bool | None = None
 
@@ -327,9 +348,9 @@ class HttpFetcher:
     def session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
+            session = _Session()
             session.headers["User-Agent"] = f"nestegg/{__version__}"
-            # the index's own credentials come from its URL; .netrc stays the user's business
+            # proxies from the environment; .netrc is read for the index's host only (logins)
             session.trust_env = True
             session.mount("https://", self._adapter)
             session.mount("http://", self._adapter)
@@ -352,7 +373,7 @@ class HttpFetcher:
     ) -> Fetched:
         deadline = time.monotonic() + self.page_deadline
         wait = min(self.timeout, REVALIDATE_TIMEOUT) if _holding.get() else self.timeout
-        response = self._get(url, headers=headers, stream=True, timeout=wait)
+        response = self._get(url, headers=headers, stream=True, auth=self._auth_for(url), timeout=wait)
         with response:
             if response.status_code != 200:
                 self._drain(url, response, deadline)
@@ -470,11 +491,13 @@ class HttpFetcher:
         *,
         headers: dict[str, str],
         stream: bool = False,
-        auth: tuple[str, str] | None = None,
+        auth: tuple[str, str] | requests.auth.AuthBase | None = None,
         timeout: float | None = None,
     ) -> requests.Response:
         headers = {**headers, "Via": _via(self.via_token)}
         wait = self.timeout if timeout is None else timeout
+        if auth is None and urlsplit(url).username is None:
+            auth = _NO_AUTH  # else requests reads .netrc for whatever host this is
         try:
             return self.session.get(
                 url, headers=headers, timeout=(self.connect_timeout, wait), stream=stream, auth=auth

@@ -61,7 +61,8 @@ def compose(config: Config, *, repository: Repository | None = None) -> Composit
         nest=config.nestegg_dir,
     )
     guard = read_guard(config, repository.private, credentials)
-    services: list[Service] = [repository.refresher]
+    # the routed indexes' renderings are made again in the background too
+    services: list[Service] = [repository.refresher, *(r.refresher for _, r in repository.routes.items())]
     post_routes: dict[str, WSGIApp] = {}
     if config.source_builds:
         # imported only when needed: a mirror without source builds never loads them (nor git, CI

@@ -69,7 +69,9 @@ class UpstreamMounts:
     def _mount(self, key: str, url: str) -> None:
         main = self.mirror.repository
         config = main.config.with_changes(index_url=url)
-        repository = Repository(config)
+        # the routes of the mirror apply here too: a routed name comes from its own index's
+        # mirror (the same one as at /simple/), whichever index was mounted
+        repository = Repository(config, routes=main.routes)
         # the routes of a Simple API only: the mirror's app in front already logs and counts, and
         # uploads, builds and web pages are the mirror's own. One private store, one builder and
         # one read guard for every route: a private name never reaches any upstream, and is read

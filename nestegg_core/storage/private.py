@@ -37,6 +37,8 @@ from nestegg_core.simple.models import (
     parse_specifier,
     parse_version,
 )
+from nestegg_core.simple.patterns import is_pattern as _is_pattern
+from nestegg_core.simple.patterns import normalize_pattern
 
 from .fs import (
     copy_atomic,
@@ -346,74 +348,6 @@ def _identity(filename: str) -> tuple[object, ...]:
         _, version, build, tags = parse_wheel_filename(filename)
         return ("wheel", version, build, tags)
     return ("sdist", parse_dist_filename(filename)[1])
-
-
-def _is_pattern(value: str) -> bool:
-    return any(c in value for c in "*?[")
-
-
-def normalize_pattern(pattern: str) -> str:
-    """A name or fnmatch pattern in the form of the normalized names it is matched against (PEP
-    503: lower case, a run of ``-``, ``_`` and ``.`` one ``-``), its ``*``, ``?`` and ``[...]``
-    kept: ``acme_*`` matches ``acme-tools`` and ``Corp.[AB]*`` matches ``corp-api`` as meant.
-
-    In a class a separator stands for ``-`` (a class of separators only, ``[._]``, is one), and
-    ranges are lower-cased.
-    """
-    pieces: list[str | None] = []  # characters, wildcards and classes; None for a separator
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        end = _class_end(pattern, i) if char == "[" else None
-        if end is None:
-            pieces.append(None if char in _SEPARATORS else char.lower())
-            i += 1
-        else:
-            pieces.append(_normalize_class(pattern[i + 1 : end]))
-            i = end + 1
-    # a run of separators is one, as in a normalized name
-    kept = [p for k, p in enumerate(pieces) if p is not None or k == 0 or pieces[k - 1] is not None]
-    return "".join("-" if piece is None else piece for piece in kept)
-
-
-_SEPARATORS = "-_."
-
-
-def _class_end(pattern: str, start: int) -> int | None:
-    """Where the ``[`` class at ``start`` ends (its ``]``), as fnmatch reads it; None if it
-    does not end (then ``[`` is a literal)."""
-    j = start + 1
-    if j < len(pattern) and pattern[j] == "!":
-        j += 1
-    if j < len(pattern) and pattern[j] == "]":  # a ']' first is a member
-        j += 1
-    end = pattern.find("]", j)
-    return None if end < 0 else end
-
-
-def _normalize_class(body: str) -> str | None:
-    """The class ``[body]`` for normalized names (see :func:`normalize_pattern`); None when it
-    is a separator."""
-    negated = body.startswith("!")
-    if negated:
-        body = body[1:]
-    members: list[str] = []
-    separator = False
-    k = 0
-    while k < len(body):
-        if k + 2 < len(body) and body[k + 1] == "-":  # a range
-            members.append(f"{body[k].lower()}-{body[k + 2].lower()}")
-            k += 3
-        elif body[k] in _SEPARATORS:
-            separator = True
-            k += 1
-        else:
-            members.append(body[k].lower())
-            k += 1
-    if separator and not members and not negated:
-        return None
-    # a '-' last is a member, not a range (first, it would end a class that starts with ']')
-    return "[" + ("!" if negated else "") + "".join(members) + ("-" if separator else "") + "]"
 
 
 def _sort_key(dist: DistFile) -> tuple[int, object, str]:

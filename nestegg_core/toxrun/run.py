@@ -305,6 +305,8 @@ class ToxRun:
         self._mounts = UpstreamMounts(self.mirror)
         if self.refresh:
             self.mirror.repository.mirror.refresh_all()
+            for _, routed in self.mirror.repository.routes.items():
+                routed.mirror.refresh_all()
             self._mounts.refresh = True
         self._pip_config = {
             name: value

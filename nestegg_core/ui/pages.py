@@ -198,13 +198,15 @@ def home(
         rows.append(
             h(
                 '<tr><td><a class="project" href="{href}">{name}</a></td>'
-                '<td><span class="kind {kind_class}">{kind}</span></td><td>{latest}</td>'
+                '<td><span class="kind {kind_class}">{kind}</span></td><td class="index">{index}</td>'
+                "<td>{latest}</td>"
                 '<td class="num">{versions}</td><td class="num">{files}</td>'
                 '<td class="when">{updated}</td><td>{ci}</td></tr>',
                 href=url(root, "project", summary.name),
                 name=summary.name,
                 kind=summary.kind,
                 kind_class=summary.kind.replace("+", "-"),
+                index=summary.index,
                 latest=summary.latest or "—",
                 versions=summary.versions,
                 files=summary.files_here,
@@ -214,7 +216,7 @@ def home(
         )
     table = (
         h(
-            '<table class="projects"><thead><tr><th>Project</th><th>Kind</th><th>Latest</th>'
+            '<table class="projects"><thead><tr><th>Project</th><th>Kind</th><th>From</th><th>Latest</th>'
             '<th class="num">Versions</th><th class="num">Files here</th><th>Updated</th><th>CI</th>'
             "</tr></thead><tbody>{}</tbody></table>",
             join(rows),
@@ -254,12 +256,15 @@ def project(
     build: SourceBuild | None,
     last: Run | None,
     index_url: str,
+    source: str = "",
 ) -> Safe:
     parts = [
         h(
             '<h1>{name} <span class="kind {kind_class}">{kind}</span></h1>'
+            '<p class="hint">from <code class="index">{source}</code></p>'
             '<p class="hint"><code>pip install --index-url {index} {name}</code></p>',
             name=name,
+            source=source,
             kind=kind,
             kind_class=kind.replace("+", "-"),
             index=index_url,

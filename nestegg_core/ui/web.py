@@ -89,6 +89,8 @@ class Summary:
     files_here: int = 0
     #: when the page was last checked with the upstream, or the newest private upload
     updated: str | None = None
+    #: the index it comes from (credentials left out), or "private"
+    index: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +100,7 @@ class Summary:
             "versions": self.versions,
             "files_here": self.files_here,
             "updated": self.updated,
+            "index": self.index,
         }
 
 
@@ -294,12 +297,18 @@ class ProjectIndex:
         return self._kinds.get(name)
 
     def _sources_stamp(self) -> tuple[int, ...]:
-        store, private = self.repository.store, self.repository.private
-        return tuple(_mtime_ns(path) for path in (store.pages, store.files, private.root))
+        stores = [self.repository.store, *(r.store for _, r in self.repository.routes.items())]
+        places = [
+            *(path for store in stores for path in (store.pages, store.files)),
+            self.repository.private.root,
+        ]
+        return tuple(_mtime_ns(path) for path in places)
 
     def _scan(self) -> list[tuple[str, str]]:
         private = self.repository.private
         mirrored = set(self.repository.store.project_names())
+        for _, routed in self.repository.routes.items():  # the routed indexes' names too
+            mirrored.update(routed.store.project_names())
         stored = set(private.names())
         names = mirrored | stored | set(self.builds)
         listed = []
@@ -476,6 +485,7 @@ class WebUI:
                 {
                     "name": name,
                     "kind": kind,
+                    "index": self.repository.index_of(name),
                     "source_build": _build_json(build),
                     "ci": _outcome(last),
                     "versions": [
@@ -493,6 +503,7 @@ class WebUI:
             root=request.root,
             name=name,
             kind=kind,
+            source=self.repository.index_of(name),
             versions=shown,
             pages=pages,
             only_here=only_here,
@@ -592,7 +603,7 @@ class WebUI:
 
     def summary(self, name: str, kind: str) -> Summary:
         """The list row of ``name``, read from disk once per change of its files."""
-        store, private = self.repository.store, self.repository.private
+        store, private = self.repository.serving(NormalizedName(name)).store, self.repository.private
         paths = [private.root / name] if kind != MIRROR else []
         if kind != PRIVATE:
             paths += [store.page_path(NormalizedName(name)), store.files / name]
@@ -624,15 +635,17 @@ class WebUI:
                 files_here += len(page.files)
                 times = [d.upload_time for d in page.files if d.upload_time]
                 updated = max(times) if times else None
+        serving = self.repository.serving(name)
         if kind != PRIVATE:
-            state = self.repository.store.read_page(name)
+            state = serving.store.read_page(name)
             if state is not None:
                 versions.update(dict.fromkeys(state.page.versions))
                 if state.checked > 0:
                     checked = format_time(datetime.fromtimestamp(state.checked, timezone.utc))
                     updated = max(filter(None, [updated, checked]))
-            files_here += _count_records(self.repository.store.files / name)
+            files_here += _count_records(serving.store.files / name)
         return Summary(
+            index=self.repository.index_of(name),
             name=name,
             kind=kind,
             latest=_latest(versions),
@@ -656,7 +669,7 @@ class WebUI:
         model the Simple API serves from), the private page, and the build record and its mtime."""
         mirrored, kept = None, frozenset[str]()
         if kind != PRIVATE:
-            held = self.repository.mirror.stored(name)
+            held = self.repository.serving(name).mirror.stored(name)
             if held is not None:
                 mirrored, kept = held
         private, built, built_stamp = None, {}, 0

@@ -1,0 +1,199 @@
+"""The credentials of a routed index: from its URL, ``.netrc`` or the keyring, sent to its own
+origin only (not to the file host it redirects to), and shown nowhere."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import sys
+import types
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from nestegg_core import Config, Mirror
+from nestegg_core.config.config import Upstream
+from nestegg_core.http.types import WSGIApp
+from nestegg_core.index.logins import index_credentials
+from nestegg_core.index.upstream import HttpFetcher
+from nestegg_core.testing.pytest_plugin import PrivateIndex
+
+from .conftest import Faults
+
+SECRET = "S3cret-of-the-internal-index"  # noqa: S105 - the test's own
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+
+def redirect_files(app: WSGIApp) -> WSGIApp:
+    """Files asked of the index at ``localhost`` are sent on to ``127.0.0.1``: another host."""
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        host = environ.get("HTTP_HOST", "")
+        if environ["PATH_INFO"].startswith("/files/") and host.startswith("localhost:"):
+            target = f"http://127.0.0.1:{host.rpartition(':')[2]}{environ['PATH_INFO']}"
+            start_response("302 Found", [("Location", target), ("Content-Length", "0")])
+            return [b""]
+        return app(environ, start_response)
+
+    return wrapped
+
+
+@pytest.fixture
+def internal_faults() -> Faults:
+    return Faults()
+
+
+@pytest.fixture
+def internal(tmp_path: Path, internal_faults: Faults) -> Iterator[PrivateIndex]:
+    index = PrivateIndex(tmp_path / "internal", middleware=lambda app: internal_faults(redirect_files(app)))
+    index.start()
+    index.add("acme-tools", "1.0")
+    try:
+        yield index
+    finally:
+        index.stop()
+
+
+def localhost(index: PrivateIndex, *, login: str = "") -> str:
+    return index.index_url.replace("127.0.0.1", f"{login}localhost")
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def fetch_everything(mirror: Mirror) -> list[bytes]:
+    """A page, its file, the root index, /metrics and the web UI: what a secret could leak into."""
+    page = requests.get(f"{mirror.index_url}acme-tools/", headers=JSON, timeout=10)
+    assert page.status_code == 200, page.reason
+    bodies = [page.content, requests.get(f"{mirror.index_url}acme-tools/", timeout=10).content]
+    for dist in page.json()["files"]:
+        got = requests.get(requests.compat.urljoin(page.url, dist["url"]), timeout=10)
+        assert got.status_code == 200, got.reason
+    for path in ("/simple/", "/metrics", "/ui/", "/ui/project/acme-tools", "/ui/?format=json"):
+        answer = requests.get(mirror.url + path, timeout=10)
+        bodies.append(answer.content + repr(answer.headers).encode())
+    return bodies
+
+
+def assert_kept_secret(tmp_path: Path, bodies: list[bytes], log: str) -> None:
+    encoded = base64.b64encode(f"alice:{SECRET}".encode())
+    for secret in (SECRET.encode(), encoded):
+        assert not any(secret in body for body in bodies)
+        assert secret.decode() not in log
+        for path in (tmp_path / "nest").rglob("*"):
+            assert not (path.is_file() and secret in path.read_bytes()), path
+
+
+def assert_only_its_origin(internal_faults: Faults, faults: Faults) -> None:
+    to_index = [s for s in internal_faults.seen if s.headers.get("host", "").startswith("localhost:")]
+    to_file_host = [s for s in internal_faults.seen if s.headers.get("host", "").startswith("127.0.0.1:")]
+    assert to_index, "the index was asked"
+    assert to_file_host, "the files were redirected to the other host"
+    assert all(s.headers.get("authorization") == basic("alice", SECRET) for s in to_index)
+    assert not any("authorization" in s.headers for s in to_file_host)
+    assert not any("authorization" in s.headers for s in faults.seen)
+
+
+def mirror_of(tmp_path: Path, upstream: PrivateIndex, url: str) -> Mirror:
+    config = Config(
+        nestegg_dir=tmp_path / "nest",
+        port=0,
+        index_url=upstream.index_url,
+        upstreams=(Upstream(url=url, projects=("acme-*",)),),
+    )
+    return Mirror(config)
+
+
+@pytest.mark.parametrize("source", ["url", "netrc"])
+def test_credentials_reach_the_routed_index_only_and_are_shown_nowhere(
+    tmp_path: Path,
+    upstream: PrivateIndex,
+    faults: Faults,
+    internal: PrivateIndex,
+    internal_faults: Faults,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    source: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    netrc = tmp_path / "netrc"
+    if source == "netrc":
+        netrc.write_text(f"machine localhost login alice password {SECRET}\n")
+        netrc.chmod(0o600)
+        url = localhost(internal)
+    else:
+        netrc.write_text("")
+        url = localhost(internal, login=f"alice:{SECRET}@")
+    monkeypatch.setenv("NETRC", str(netrc))
+    upstream.add("public-lib", "1.0")
+    with mirror_of(tmp_path, upstream, url) as mirror:
+        bodies = fetch_everything(mirror)
+        bodies.append(requests.get(f"{mirror.index_url}public-lib/", timeout=10).content)
+        internal_faults.status = 503  # a failure names the index, never its password
+        down = requests.get(f"{mirror.index_url}acme-x/", timeout=10)
+        assert down.status_code == 502
+        bodies.append(down.content + down.reason.encode())
+    assert_only_its_origin(internal_faults, faults)
+    assert_kept_secret(tmp_path, bodies, "\n".join(r.getMessage() for r in caplog.records))
+
+
+def test_netrc_is_read_for_the_index_host_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine index.example.com login alice password {SECRET}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setitem(sys.modules, "keyring", None)  # no keyring: an ImportError
+    assert index_credentials("https://index.example.com/simple/") == ("alice", SECRET)
+    assert index_credentials("https://files.example.com/simple/") is None
+    # a URL's own credentials come first
+    assert index_credentials("https://bob:pw@index.example.com/simple/") == ("bob", "pw")
+
+
+def test_the_keyring_is_asked_when_it_can_be_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    asked: list[str] = []
+
+    def get_credential(service: str, username: str | None) -> object:
+        asked.append(service)
+        if service == "keyring.example.com":  # pip asks by URL, then by host
+            return types.SimpleNamespace(username="carol", password=SECRET)
+        return None
+
+    fake = types.ModuleType("keyring")
+    fake.get_credential = get_credential  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "keyring", fake)
+    assert index_credentials("https://keyring.example.com/simple/") == ("carol", SECRET)
+    assert asked == ["https://keyring.example.com/simple/", "keyring.example.com"]
+    assert index_credentials("https://other.example.com/simple/") is None
+
+    def broken(service: str, username: str | None) -> object:
+        raise RuntimeError("no backend")
+
+    fake.get_credential = broken  # type: ignore[attr-defined]
+    assert index_credentials("https://keyring.example.com/simple/") is None
+
+
+def test_a_redirect_to_another_host_reads_no_netrc_for_it(
+    tmp_path: Path, internal: PrivateIndex, internal_faults: Faults, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # requests, left alone, reads .netrc again for the host a redirect leads to
+    netrc = tmp_path / "netrc"
+    netrc.write_text(
+        f"machine localhost login alice password {SECRET}\nmachine 127.0.0.1 login bob password x\n"
+    )
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    fetcher = HttpFetcher(localhost(internal))
+    page = fetcher.project("acme-tools", etag=None, last_modified=None).page
+    assert page is not None
+    for dist in page.files:
+        stream = fetcher.open(dist.url)
+        assert b"".join(stream.chunks())
+        stream.close()
+    assert_only_its_origin(internal_faults, Faults())
