@@ -14,7 +14,7 @@ from typing import Any
 
 from packaging.version import Version
 
-from .models import DistFile, ProjectPage, parse_version, version_of
+from .models import DistFile, ProjectPage, parse_version, version_key, version_of
 
 __all__ = ["find_release", "latest_release", "packagetype", "project_json", "releases_of"]
 
@@ -47,20 +47,13 @@ def packagetype(filename: str) -> str | None:
     return next((kind for suffix, kind in _PACKAGE_TYPES if lowered.endswith(suffix)), None)
 
 
-def _key(text: str) -> Version | str:
-    """What two spellings of one version share (``0.6c1`` and ``0.6rc1``, ``69.3`` and ``69.3.0``:
-    Versions compare so); the text itself if it is no PEP 440 version."""
-    version = parse_version(text)
-    return text if version is None else version
-
-
 def releases_of(page: ProjectPage) -> dict[str, list[DistFile]]:
     """The files of each release, by the version as the page's ``versions`` spell it (the
     upstream's spelling), else as the filename does; a version without files lists none."""
-    spelling: dict[Version | str, str] = {}
+    spelling: dict[str, str] = {}
     releases: dict[str, list[DistFile]] = {}
     for text in page.versions:
-        key = _key(text)
+        key = version_key(text)
         if key not in spelling:
             spelling[key] = text
             releases[text] = []
@@ -68,7 +61,7 @@ def releases_of(page: ProjectPage) -> dict[str, list[DistFile]]:
         version = version_of(dist.filename)  # normalized already
         if version is None or packagetype(dist.filename) is None:
             continue
-        text = spelling.setdefault(_key(version), version)
+        text = spelling.setdefault(version_key(version), version)
         releases.setdefault(text, []).append(dist)
     return releases
 
@@ -77,8 +70,8 @@ def find_release(releases: Mapping[str, Sequence[DistFile]], text: str) -> str |
     """The key of ``releases`` that is the version ``text`` in any spelling, or None."""
     if text in releases:
         return text
-    key = _key(text)
-    return next((version for version in releases if _key(version) == key), None)
+    key = version_key(text)
+    return next((version for version in releases if version_key(version) == key), None)
 
 
 def latest_release(releases: Mapping[str, Sequence[DistFile]]) -> str | None:
