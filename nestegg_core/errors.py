@@ -30,8 +30,11 @@ class NotFound(NesteggError):
 
 class NotCached(NotFound):
     """A project the cache has nothing of while the upstream cannot be asked (offline): the
-    reason phrase says so, as pip shows that and not the body."""
+    reason phrase says so, as pip shows that and not the body. A 410, not a 404: of a 404 uv
+    says only that the package is not in the registry, of another 4xx it shows the reason phrase
+    (and neither client retries a 4xx, as both retry a 5xx)."""
 
+    status = 410
     in_reason = True
 
 

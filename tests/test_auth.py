@@ -7,6 +7,7 @@ import io
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -239,22 +240,48 @@ def test_passwd_reads_stdin(
 ) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("s3cret\n"))
     assert main(["--config", str(config_file), "passwd", "alice"]) == 0
-    assert "added user 'alice'" in capsys.readouterr().out
+    assert "added user 'alice' to " in capsys.readouterr().err
     assert Credentials(config_file.parent / "users.txt").check("alice", "s3cret")
     monkeypatch.setattr("sys.stdin", io.StringIO("changed\n"))
     assert main(["--config", str(config_file), "passwd", "alice"]) == 0
-    assert "changed user 'alice'" in capsys.readouterr().out
+    assert "changed user 'alice' in " in capsys.readouterr().err
 
 
 def test_passwd_generates_a_token_and_deletes(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", str(config_file), "passwd", "ci", "--generate"]) == 0
-    out = capsys.readouterr().out
-    token = out.split("token: ")[1].strip()
+    token = capsys.readouterr().out.strip()
     assert token_user(token) == "ci"
     assert Credentials(config_file.parent / "users.txt").user_of("__token__", token) == "ci"
     assert main(["--config", str(config_file), "passwd", "ci", "--delete"]) == 0
     assert main(["--config", str(config_file), "passwd", "ci", "--delete"]) == 2
     assert "error: no user 'ci'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "stdin"),
+    [(["--generate"], ""), ([], "s3cret\n")],
+    ids=["generate", "stdin"],
+)
+def test_passwd_says_added_on_stderr_and_prints_only_the_token(
+    config_file: Path, tmp_path: Path, argv: list[str], stdin: str
+) -> None:
+    # as a user's shell runs it: TOKEN=$(nestegg passwd ci --generate)
+    command = [sys.executable, "-m", "nestegg_core", "--config", str(config_file), "passwd", "ci", *argv]
+    users = config_file.parent / "users.txt"
+    for said in ("added user 'ci' to", "changed user 'ci' in"):
+        done = subprocess.run(
+            command, input=stdin, capture_output=True, text=True, check=False, cwd=tmp_path, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == f"{said} {users}\n"
+        if argv:  # the token alone, a line of its own
+            token = done.stdout.removesuffix("\n")
+            assert token_user(token) == "ci"
+            assert "\n" not in token
+            assert Credentials(users).user_of("__token__", token) == "ci"
+        else:
+            assert done.stdout == ""
+            assert Credentials(users).check("ci", "s3cret")
 
 
 @pytest.mark.parametrize(

@@ -281,7 +281,7 @@ def test_an_empty_cache_offline_says_so_in_the_reason_phrase(tmp_path: Path, htt
     mirror = Mirror(config.with_changes(offline=True)).start()
     try:
         answer = http.get(f"{mirror.index_url}never-cached/", timeout=10)
-        assert answer.status_code == 404
+        assert answer.status_code == 410  # not a 404, which uv shows as 'not found' alone
         assert "the cache has nothing for 'never-cached'" in answer.reason
         assert "offline" in answer.reason
         assert answer.text.count("\n") == 1

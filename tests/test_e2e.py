@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nestegg_core import Mirror
+from nestegg_core import Config, Mirror
 from nestegg_core.testing import find_uv, installer_env, make_venv
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
@@ -114,3 +114,23 @@ def test_hash_checking_mode(tmp_path: Path, mirror: Mirror, upstream: PrivateInd
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_uv_says_an_offline_mirror_has_nothing_cached(tmp_path: Path) -> None:
+    # uv shows of a 404 only that the package is not in the registry: the mirror's words must reach it
+    config = Config(
+        nestegg_dir=tmp_path / "nest", port=0, index_url="http://127.0.0.1:9/simple/", offline=True
+    )
+    mirror = Mirror(config).start()
+    try:
+        python = make_venv(tmp_path / "venv")
+        uv = find_uv()
+        assert uv is not None
+        command = [uv, "pip", "install", "--no-cache", "--python", str(python), "Top_Pkg"]
+        env = installer_env(mirror.index_url)
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=120)
+    finally:
+        mirror.stop()
+    assert result.returncode != 0
+    output = " ".join((result.stdout + result.stderr).split())
+    assert "the cache has nothing for 'top-pkg' and nestegg is offline" in output, output

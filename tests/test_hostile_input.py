@@ -161,6 +161,34 @@ def assert_ui_answers(mirror: Mirror, latest: str | None) -> None:
     assert HUGE not in project.text
 
 
+# PEP 700 versions -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("html", "versions", "expected"),
+    [
+        # the upstream's list as it spells it, each version once, none added from the filenames
+        (False, ["0.6c1", "1.0", "69.3", "0.6rc1", "69.3.0"], ["0.6c1", "1.0", "69.3"]),
+        # no list (HTML, or JSON without one): the filenames' versions, each once
+        (True, None, ["1.0", "0.6rc1", "69.3.0"]),
+        (False, None, ["1.0", "0.6rc1", "69.3.0"]),
+    ],
+    ids=["json-list", "html", "json-without-list"],
+)
+def test_pep700_versions_are_the_upstreams_list_each_once(
+    make_mirror: MirrorFactory, index: Index, html: bool, versions: list[str] | None, expected: list[str]
+) -> None:
+    index.html, index.versions = html, versions
+    for filename in ("pkg-0.6rc1.tar.gz", "pkg-69.3.0.tar.gz", "pkg-69.3-py3-none-any.whl"):
+        index.extra.append(
+            {"filename": filename, "url": index.server.url(f"/files/{filename}"), "hashes": {}}
+        )
+    mirror = make_mirror(index_url=index.server.index_url)
+    assert listed(mirror)[1] == expected
+    mirror.stop()  # a new process reads the page's state back
+    assert listed(make_mirror(index_url=index.server.index_url, offline=True))[1] == expected
+
+
 # 9: numbers too large to read ---------------------------------------------------------------
 
 

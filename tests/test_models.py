@@ -193,7 +193,48 @@ def test_a_page_leaves_out_versions_it_cannot_read() -> None:
     files = [DistFile(filename=f) for f in ("pkg-1.0.tar.gz", "pkg-legacy.zip")]
     page = ProjectPage.build("pkg", files, ["0.9", HUGE, "legacy version text", "1." + "1" * MAX_VERSION])
     assert [d.filename for d in page.files] == ["pkg-1.0.tar.gz", "pkg-legacy.zip"]
-    assert page.versions == ("0.9", "legacy version text", "1.0")
+    # the index's list as it is (its files' 1.0 is not added to a list the index gave)
+    assert page.versions == ("0.9", "legacy version text")
+
+
+PEP700_FILES = ("pkg-0.6rc1.tar.gz", "pkg-69.3-py3-none-any.whl", "pkg-69.3.0.tar.gz", "pkg-2.0.tar.gz")
+
+
+@pytest.mark.parametrize(
+    ("versions", "expected"),
+    [
+        # the index's list passed through, each version once as the index spells it first
+        (["0.6c1", "0.6rc1", "69.3.0", "69.3", "1.5"], ("0.6c1", "69.3.0", "1.5")),
+        ([], ()),  # an empty list is a list: the files add nothing to it
+        # no list (an HTML page, a JSON page before api-version 1.1): the files' versions, once each
+        (None, ("0.6rc1", "69.3", "2.0")),
+    ],
+)
+def test_pep700_versions_pass_the_index_list_through(
+    versions: list[str] | None, expected: tuple[str, ...]
+) -> None:
+    page = ProjectPage.build("pkg", [DistFile(filename=f) for f in PEP700_FILES], versions)
+    assert page.versions == expected
+    assert page.index_versions == (None if versions is None else expected)
+
+
+@pytest.mark.parametrize(
+    ("versions", "expected"),
+    [
+        (["0.6c1", "69.3"], ("0.6c1", "69.3", "3.0")),  # private 69.3.0 is the listed 69.3
+        (None, ("0.6rc1", "69.3.0", "2.0", "3.0")),  # private files come first, so spell first
+    ],
+)
+def test_merged_private_files_add_their_versions_once(
+    versions: list[str] | None, expected: tuple[str, ...]
+) -> None:
+    upstream = ProjectPage.build("pkg", [DistFile(filename=f) for f in PEP700_FILES], versions)
+    private = [
+        DistFile(filename=f, origin="private") for f in ("pkg-3.0.tar.gz", "pkg-69.3.0-py3-none-any.whl")
+    ]
+    merged = upstream.merged(private)
+    assert set(merged.versions) == set(expected)
+    assert len(merged.versions) == len(expected)
 
 
 @pytest.mark.parametrize(

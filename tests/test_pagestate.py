@@ -58,7 +58,22 @@ def test_a_state_file_is_a_column_per_line_and_reads_back_whole(store: CacheStor
     read = store.read_page(NAME)
     assert read == STATE
     assert read is not None
-    assert read.page.versions == ("0.9", "1.0", "2.0")
+    assert (read.page.versions, read.page.listed) == (("0.9",), True)  # the index's list as it gave it
+
+
+def test_versions_made_from_the_files_are_made_again_on_reading(store: CacheStore) -> None:
+    # an index without a list (HTML): the file versions are not saved as if the index listed them
+    state = PageState(page=ProjectPage.build(NAME, FILES), etag=None, last_modified=None, checked=1.0)
+    store.write_page(state)
+    assert "versions" not in json.loads(store.page_path(NAME).read_bytes())
+    read = store.read_page(NAME)
+    assert read is not None
+    assert (read.page.versions, read.page.listed) == (("1.0", "2.0"), False)
+    # so that a file kept beside them adds its version, as a page without a list has it
+    kept = ProjectPage.build(
+        NAME, (*read.page.files, DistFile(filename="demo-0.5.tar.gz")), read.page.index_versions
+    )
+    assert kept.versions == ("1.0", "2.0", "0.5")
 
 
 def _files_form(state: PageState) -> bytes:

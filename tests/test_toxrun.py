@@ -375,7 +375,9 @@ def test_offline_runs_never_ask_the_upstream(
     upstream.add("dep", "1.0", sdist=False)
     run = start_run(offline=True)
     assert "offline" in run.describe()
-    assert http.get(run.mirror.index_url + "dep/").status_code == 404
+    assert (
+        http.get(run.mirror.index_url + "dep/").status_code == 410
+    )  # NotCached: the cache has nothing, offline
     assert faults.seen == []
 
 

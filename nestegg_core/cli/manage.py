@@ -56,7 +56,10 @@ def add_commands(commands: Any) -> None:
     passwd.add_argument(
         "--generate",
         action="store_true",
-        help="make a random token naming USER as the password and print it (sent as user __token__)",
+        help=(
+            "make a random token naming USER as the password and print it alone on stdout "
+            "(sent as user __token__)"
+        ),
     )
     passwd.set_defaults(func=run)
 
@@ -179,7 +182,7 @@ def passwd(config: Config, user: str, *, file: str | None, delete: bool, generat
     if delete:
         if not set_password(path, user, None):
             raise NotFound(f"no user {user!r} in {path}")
-        print(f"removed user {user!r} from {path}")
+        print(f"removed user {user!r} from {path}", file=sys.stderr)
         return 0
     if generate:
         password = make_token(user)
@@ -192,7 +195,10 @@ def passwd(config: Config, user: str, *, file: str | None, delete: bool, generat
         if getpass.getpass("again: ") != password:
             raise ConfigError("the passwords differ")
     existed = set_password(path, user, password)
-    print(f"{'changed' if existed else 'added'} user {user!r} in {path}")
+    # messages on stderr: stdout holds the token alone, for TOKEN=$(nestegg passwd ci --generate)
+    print(
+        f"changed user {user!r} in {path}" if existed else f"added user {user!r} to {path}", file=sys.stderr
+    )
     if generate:
-        print(f"token: {password}")
+        print(password)
     return 0

@@ -17,7 +17,7 @@ __all__ = ["error", "etag_matches", "http_date", "json_answer", "redirect", "sta
 _REASONS = {
     200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified",
     400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    406: "Not Acceptable", 413: "Content Too Large", 416: "Range Not Satisfiable",
+    406: "Not Acceptable", 410: "Gone", 413: "Content Too Large", 416: "Range Not Satisfiable",
     500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
     504: "Gateway Timeout", 507: "Insufficient Storage", 508: "Loop Detected",
 }  # fmt: skip

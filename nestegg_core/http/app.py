@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
+from urllib.parse import quote
 
 from packaging.utils import canonicalize_name
 
@@ -26,9 +27,11 @@ from nestegg_core.index.downloads import ClientGone
 from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import hops_of, loop_in
 from nestegg_core.simple.clients import profile_from_user_agent
+from nestegg_core.simple.distmeta import metadata_fields
+from nestegg_core.simple.jsonapi import find_release, latest_release, project_json, releases_of
 from nestegg_core.simple.models import is_valid_name
-from nestegg_core.simple.render import accepts_gzip, negotiate
-from nestegg_core.storage.pagefiles import PageFile
+from nestegg_core.simple.render import accepts_gzip, negotiate, quote_filename
+from nestegg_core.storage.pagefiles import PageFile, etag
 
 from .answers import error, etag_matches, failed, json_answer, redirect, status_line
 from .files import BLOCK, FileRange, Files
@@ -135,6 +138,11 @@ class NesteggApp:
             return error(environ, start_response, 405, "only uploads are accepted by POST")
         if method not in ("GET", "HEAD"):
             return error(environ, start_response, 405, f"method {method!r} is not allowed")
+        if ".." in parts:
+            # tools derive the JSON API's URL from an index URL: <index>/../pypi/<name>/json
+            target = _json_api_path(path)
+            if target is not None:
+                return redirect(environ, start_response, target)
         if ".." in parts or "" in parts[1:-1]:
             raise NotFound(f"no such path {path!r}")
         if self.guard is not None:
@@ -149,6 +157,8 @@ class NesteggApp:
                 return self._index(environ, start_response)
             if len(parts) in (3, 4) and (len(parts) == 3 or parts[3] == ""):
                 return self._project(environ, start_response, parts[2], trailing=len(parts) == 4)
+        elif head == "pypi" and len(parts) in (4, 5) and parts[-1] == "json":
+            return self._json_api(environ, start_response, parts[2], parts[3] if len(parts) == 5 else None)
         elif head == "files" and len(parts) == 4:
             return self.files(environ, start_response, parts[2], parts[3])
         elif head == "health" and len(parts) == 2:
@@ -200,6 +210,45 @@ class NesteggApp:
             if rendered.file is not None:
                 rendered.file.close()
             raise
+
+    def _json_api(
+        self, environ: Environ, start_response: StartResponse, raw: str, asked: str | None
+    ) -> Iterable[bytes]:
+        """Warehouse's JSON API of a project (``/pypi/<name>/json``) or of one of its releases
+        (``/pypi/<name>/<version>/json``), made of its page and the metadata nestegg holds."""
+        if not is_valid_name(raw):
+            raise NotFound(f"{raw!r} is not a valid project name")
+        name = canonicalize_name(raw)
+        if raw != name:
+            tail = "json" if asked is None else f"{asked}/json"
+            return redirect(environ, start_response, f"/pypi/{name}/{tail}")
+        page = self.repository.project(name)
+        releases = releases_of(page)
+        version = latest_release(releases) if asked is None else find_release(releases, asked)
+        if version is None:
+            if asked is None:
+                raise NotFound(f"project {name!r} has no releases")
+            raise NotFound(f"project {name!r} has no version {asked!r}")
+        files = releases[version]
+        held = self.repository.held_metadata(name, files)
+        try:
+            metadata = None if held is None else metadata_fields(held)
+        except ValueError:  # unreadable headers: said as unknown, as if not held
+            metadata = None
+        sized = {
+            key: [d.with_changes(size=self.repository.held_size(name, d)) for d in dists]
+            for key, dists in releases.items()
+        }
+        base = _base_url(environ) + f"/files/{quote(name)}/"
+        body = project_json(
+            page,
+            version,
+            sized,
+            metadata=metadata,
+            url_for=lambda dist: base + quote_filename(dist.filename),
+            with_releases=asked is None,
+        )
+        return self._page(environ, start_response, "application/json", body, etag(body))
 
     def _page(
         self,
@@ -258,6 +307,32 @@ _NOT_ACCEPTABLE = (
     "none of the accepted types is served; ask for application/vnd.pypi.simple.v1+json, "
     "application/vnd.pypi.simple.v1+html or text/html"
 )
+
+
+def _json_api_path(path: str) -> str | None:
+    """``path`` with its dot segments resolved if it is then one of the JSON API (at the root or
+    under a mounted upstream), else None: no other path is reached through ``..``."""
+    resolved: list[str] = []
+    for part in path.split("/")[1:]:
+        if part == "..":
+            if resolved:
+                resolved.pop()
+        elif part != ".":
+            resolved.append(part)
+    at = 2 if resolved[:1] == ["upstreams"] else 0
+    if resolved[at : at + 1] != ["pypi"] or "" in resolved or len(resolved) - at not in (3, 4):
+        return None
+    return "/" + "/".join(resolved)
+
+
+def _base_url(environ: Environ) -> str:
+    """The URL the client reached this app at (its files are named from it, as pip resolves the
+    relative links of a page: pip-tools takes a JSON API's hashes for files of the same URL)."""
+    host = (
+        environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '127.0.0.1')}:{environ.get('SERVER_PORT')}"
+    )
+    scheme = environ.get("wsgi.url_scheme", "http")
+    return f"{scheme}://{host}{str(environ.get('SCRIPT_NAME', '')).rstrip('/')}"
 
 
 def _path_info(environ: Environ) -> str:

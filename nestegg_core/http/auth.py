@@ -145,9 +145,10 @@ class ReadGuard:
 
 
 def _project_of_path(path: str) -> str | None:
-    """The normalized project a ``/simple/<name>/`` or ``/files/<name>/...`` path is about."""
+    """The normalized project a ``/simple/<name>/``, ``/files/<name>/...`` or ``/pypi/<name>/...``
+    path is about."""
     parts = path.split("/")
-    if len(parts) >= 3 and parts[1] in ("simple", "files") and parts[2]:
+    if len(parts) >= 3 and parts[1] in ("simple", "files", "pypi") and parts[2]:
         name = parts[2] if is_normalized(parts[2]) else canonicalize_name(parts[2])
         return name if is_normalized(name) else None
     return None

@@ -226,7 +226,7 @@ class MirrorIndex:
                 if name in self._loaded:
                     self._loaded_files += _weight(len(files)) - self._loaded[name]
                     self._loaded[name] = _weight(len(files))
-            entry.page = ProjectPage.build(name, files, entry.page.versions)
+            entry.page = ProjectPage.build(name, files, entry.page.index_versions)
 
     # memory ------------------------------------------------------------------------------
 
@@ -533,7 +533,7 @@ class MirrorIndex:
             else:
                 files.append(dist)
         files.extend(records.values())
-        return ProjectPage.build(page.name, files, page.versions)
+        return ProjectPage.build(page.name, files, page.index_versions)
 
 
 def _weight(files: int) -> int:

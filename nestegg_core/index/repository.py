@@ -38,6 +38,7 @@ from nestegg_core.errors import (
     disk_full,
 )
 from nestegg_core.simple.clients import ClientProfile, for_client
+from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.simple.models import DistFile, ProjectPage, mismatch
 from nestegg_core.simple.render import is_json, project_pieces, quote_filename, render_index, render_project
 from nestegg_core.storage import store as _store
@@ -814,6 +815,53 @@ class Repository:
         finally:
             stream.close()
         return data
+
+    def held_metadata(self, name: NormalizedName, dists: Iterable[DistFile]) -> bytes | None:
+        """The core metadata nestegg holds of one of ``dists`` (one release's files), wheels
+        first: a private file's, a mirrored file's PEP 658 file that matches the page, or the
+        METADATA of a cached wheel; None when it holds none. Nothing is fetched for it."""
+        ordered = sorted(dists, key=lambda dist: not dist.filename.endswith(".whl"))
+        for dist in ordered:
+            data = self._held_metadata(name, dist)
+            if data is not None:
+                return data
+        return None
+
+    def _held_metadata(self, name: NormalizedName, dist: DistFile) -> bytes | None:
+        limit = self.config.max_metadata_size
+        try:
+            if dist.origin == "private":
+                if dist.core_metadata is None:
+                    return None
+                with self.open_served(self.private.metadata_path(name, dist.filename)) as handle:
+                    data = handle.read(limit + 1)
+                return data if len(data) <= limit else None
+            path = self.store.metadata_path(name, dist.filename)
+            if dist.core_metadata is not None and self._matching_metadata(path, dist) is not None:
+                with self.open_served(path) as handle:
+                    data = handle.read(limit + 1)
+                if len(data) <= limit and mismatch(data, dist.core_metadata) is None:
+                    return data
+            path = self.store.file_path(name, dist.filename)
+            if dist.filename.endswith(".whl") and self.store.record_path(name, dist.filename).is_file():
+                with self.open_served(path) as handle:
+                    return wheel_metadata(handle, dist.filename)
+        except (NesteggError, OSError) as exc:  # not held, or not readable: another file may say
+            logger.debug("no metadata of %s held: %s", dist.filename, exc)
+        return None
+
+    def held_size(self, name: NormalizedName, dist: DistFile) -> int | None:
+        """The size of ``dist`` as the page says, else as its copy in the cache is; else None."""
+        if dist.size is not None:
+            return dist.size
+        try:
+            if dist.origin == "private":
+                return self.private.file_path(name, dist.filename).stat().st_size
+            if not self.store.record_path(name, dist.filename).is_file():
+                return None  # a part file, or one being placed
+            return self.store.file_path(name, dist.filename).stat().st_size
+        except (NesteggError, OSError):
+            return None
 
     def open_served(self, path: Path) -> BinaryIO:
         """A file :meth:`open_any` gave, open for reading: a link in the nest on the way to it (or

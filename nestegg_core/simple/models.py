@@ -328,27 +328,39 @@ class DistFile:
 
 @dataclass(frozen=True, kw_only=True)
 class ProjectPage:
-    """A project's files and versions, in index order."""
+    """A project's files and versions, in index order.
+
+    ``listed`` says that ``versions`` is the index's own list (PEP 700), passed through; else
+    they are the versions its files' names carry.
+    """
 
     name: NormalizedName
     files: tuple[DistFile, ...] = ()
     versions: tuple[str, ...] = ()
+    listed: bool = False
 
     @classmethod
-    def build(cls, name: str, files: Iterable[DistFile], versions: Iterable[str] = ()) -> ProjectPage:
-        """A page whose ``versions`` also hold every version its files carry (PEP 700).
+    def build(
+        cls, name: str, files: Iterable[DistFile], versions: Iterable[str] | None = None
+    ) -> ProjectPage:
+        """A page whose ``versions`` are ``versions`` (the index's list, PEP 700), or, when the
+        index gives none (None), every version its files carry. One version is listed once
+        however it is spelled (``0.6c1`` and ``0.6rc1``, ``69.3`` and ``69.3.0``), as first spelled.
 
         A version too long to read (a hostile index's, see :func:`parse_version`) is left out: a
         client would choke on it, and so would every comparison. (A file whose name carries one is
         not a distribution's, see :func:`is_dist_filename`.)
         """
         files = tuple(files)
-        seen = dict.fromkeys(version for version in versions if len(version) <= MAX_VERSION)
-        for dist in files:
-            version = dist.version
-            if version is not None:
-                seen.setdefault(version)
-        return cls(name=canonicalize_name(name), files=files, versions=tuple(seen))
+        listed = versions is not None
+        if versions is None:
+            versions = (version for dist in files if (version := dist.version) is not None)
+        return cls(name=canonicalize_name(name), files=files, versions=_distinct(versions), listed=listed)
+
+    @property
+    def index_versions(self) -> tuple[str, ...] | None:
+        """The index's own list of versions, or None when it gave none (to build a page again)."""
+        return self.versions if self.listed else None
 
     def file(self, filename: str) -> DistFile | None:
         return self._by_filename.get(filename)
@@ -364,4 +376,28 @@ class ProjectPage:
         first = tuple(first)
         names = {dist.filename for dist in first}
         rest = tuple(dist for dist in self.files if dist.filename not in names)
-        return ProjectPage.build(self.name, first + rest, self.versions)
+        versions = self.index_versions
+        if versions is not None:  # the first files' versions listed too (private ones)
+            versions += tuple(version for dist in first if (version := dist.version) is not None)
+        return ProjectPage.build(self.name, first + rest, versions)
+
+
+def _distinct(versions: Iterable[str]) -> tuple[str, ...]:
+    """``versions`` each once, compared as versions (as text if they are none), first spelling kept."""
+    seen: dict[str, str] = {}
+    for text in versions:
+        if len(text) <= MAX_VERSION:
+            seen.setdefault(version_key(text), text)
+    return tuple(seen.values())
+
+
+#: the zeros that end a normalized version's release (``69.3.0``: ``69.3``), which Version ignores
+_RELEASE_ZEROS = re.compile(r"^((?:\d+!)?\d+(?:\.\d+)*?)(?:\.0)+(?=$|[a-z+]|\.[a-z])")
+
+
+def version_key(text: str) -> str:
+    """What every spelling of one version shares, as Version compares them (``0.6c1`` and
+    ``0.6rc1``, ``69.3`` and ``69.3.0``); the text itself if it is no version. A string, not a
+    Version: pages list thousands, and the normalized text of each is cached already."""
+    normalized = _version(text)
+    return text if normalized is None else _RELEASE_ZEROS.sub(r"\1", normalized)

@@ -197,10 +197,11 @@ def _parse_json(name: str, texts: Iterable[str], base_url: str, limits: _Limits)
             raise TypeError("no files list")
         if error is not None:
             raise error
-        versions = data.get("versions") or []
-        if not isinstance(versions, list):
+        versions = data.get("versions")
+        if versions is not None and not isinstance(versions, list):
             raise TypeError("versions is not a list")
-        return ProjectPage.build(name, _distributions(name, data["files"]), (str(v) for v in versions))
+        listed = None if versions is None else (str(v) for v in versions)
+        return ProjectPage.build(name, _distributions(name, data["files"]), listed)
     except _PAGE_ERRORS as exc:
         raise _not_json(base_url, exc) from None
 

@@ -51,7 +51,8 @@ class PageState:
             "etag": self.etag,
             "last_modified": self.last_modified,
             "checked": self.checked,
-            "versions": list(self.page.versions),
+            # only the index's own list: versions made from the files are made again on reading
+            **({"versions": list(self.page.versions)} if self.page.listed else {}),
         }
 
     def to_bytes(self) -> Iterator[bytes]:
@@ -91,7 +92,9 @@ class PageState:
             raise TypeError(f"state names no project: {data['name']!r}")
         # a state written before such names were left off lists them: not any more
         files = [dist for dist in files if is_dist_filename(dist.filename)]
-        page = ProjectPage.build(data["name"], files, (str(v) for v in data.get("versions", ())))
+        versions = data.get("versions")
+        listed = None if versions is None else (str(v) for v in versions)
+        page = ProjectPage.build(data["name"], files, listed)
         return cls(
             page=page,
             etag=data.get("etag"),
