@@ -16,6 +16,7 @@ from nestegg_core.config.config import Config
 from nestegg_core.errors import NOT_RESOLVED, REFUSED, TIMED_OUT, NotFound, UpstreamDown, UpstreamError
 from nestegg_core.index import upstream as upstream_module
 from nestegg_core.index.circuit import Circuit
+from nestegg_core.serve.mounts import UpstreamMounts
 
 from .loopback import Answer, RawUpstream, wait_until
 
@@ -302,3 +303,18 @@ def test_a_name_never_cached_behind_an_unreachable_upstream_says_so_in_the_reaso
             assert "is unreachable (connection refused)" in answer.reason
     finally:
         mirror.stop()
+
+
+def test_an_extra_index_offline_answers_404_where_the_mirrors_own_answers_410(
+    tmp_path: Path, switch: Switch, http: requests.Session
+) -> None:
+    """uv goes on to the next index after a 404 and stops at a 410: an extra index mounted under
+    /upstreams/ answers 404 for what it has nothing of, so that uv reaches the mirror's own index,
+    which answers 410 with a reason uv shows. Both say why in the reason phrase."""
+    config = Config(nestegg_dir=tmp_path / "nest", port=0, index_url=switch.server.index_url, offline=True)
+    with Mirror(config) as mirror:
+        extra = UpstreamMounts(mirror).index_url("https://extra.example.invalid/simple/")
+        for index, status in ((extra, 404), (mirror.index_url, 410)):
+            answer = http.get(f"{index}never-cached/", timeout=30)
+            assert answer.status_code == status, (index, answer.text)
+            assert "the cache has nothing for 'never-cached'" in answer.reason

@@ -19,6 +19,7 @@ from nestegg_core.errors import (
     BodyTooLarge,
     LoopDetected,
     NesteggError,
+    NotCached,
     NotFound,
     no_files_left,
     out_of_files,
@@ -71,8 +72,14 @@ class NesteggApp:
         routes: Mapping[str, WSGIApp] | None = None,
         post_routes: Mapping[str, WSGIApp] | None = None,
         services: Sequence[Service] = (),
+        last_index: bool = True,
     ) -> None:
         self.repository = repository
+        #: whether clients ask this index last (the mirror's own, which pip and uv get as their
+        #: default index): a project it has nothing of while it cannot ask its upstream is a 410,
+        #: whose reason uv shows; an extra index (a mount) answers 404, on which uv goes on to
+        #: the next index where it would stop at a 410
+        self.last_index = last_index
         #: POST handler for uploads (``/``, ``/legacy``, ``/legacy/``)
         self.upload = upload
         #: called before every GET/HEAD; answers the requests it refuses (401), None lets them on
@@ -108,6 +115,8 @@ class NesteggApp:
         except ClientGone:
             raise  # nobody to answer: the server ends the request
         except NesteggError as exc:
+            if isinstance(exc, NotCached) and not self.last_index:
+                exc.status = 404
             return failed(environ, start_response, exc)
         except Exception as exc:
             if out_of_files(exc):  # a 503 the client may retry, not an error of ours

@@ -76,7 +76,8 @@ class UpstreamMounts:
         # uploads, builds and web pages are the mirror's own. One private store, one builder and
         # one read guard for every route: a private name never reaches any upstream, and is read
         # (or listed in the root index) under a mount only with the credentials it needs at /simple/
-        app = NesteggApp(repository, guard=self.mirror.nest.guard)
+        # an extra index: pip and uv go on to the next index after its 404 (uv stops at a 410)
+        app = NesteggApp(repository, guard=self.mirror.nest.guard, last_index=False)
         repository.private = main.private
         repository.downloads.slots = main.downloads.slots  # one bound on the downloads of a process
         repository.before_private = lambda name: main.before_private(name) if main.before_private else None
