@@ -299,6 +299,22 @@ class Download:
                     return self._opener(self.path)
                 raise UpstreamError(f"the download of {self.dist.filename!r} lost its file") from None
 
+    def peek(self, start: int, end: int) -> bytes | None:
+        """Bytes ``start`` to ``end`` (exclusive) if the download has written them already, else
+        None: no wait. They are as the upstream sent them, not yet checked against the page's
+        hash, as a range passed through from the upstream is not."""
+        with self._cond:
+            if self._state not in (_STREAMING, _DONE) or self.written < end:
+                return None
+        try:
+            handle = self._open()
+        except NesteggError:
+            return None
+        with handle:
+            handle.seek(start)
+            data = handle.read(end - start)
+        return data if len(data) == end - start else None
+
     def read(
         self, start: int = 0, end: int | None = None, *, gone: Callable[[], bool] | None = None
     ) -> Iterator[bytes]:
@@ -406,6 +422,12 @@ class Downloads:
                     f"{dist.filename!r} is not cached, and {self.slots.limit} downloads are running, "
                     "the most this server runs at once; try again shortly"
                 )
+
+    def running(self, name: NormalizedName, dist: DistFile) -> Download | None:
+        """The download of ``dist`` this process runs now, if any (no reader is counted)."""
+        with self._lock:
+            download = self._running.get(_key(name, dist))
+        return None if download is None or download.failed else download
 
     def _start(self, key: _Key, name: NormalizedName, dist: DistFile) -> Download:
         """A new download with its first reader, in a thread of its own (under ``_lock``, with a slot)."""

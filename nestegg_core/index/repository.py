@@ -54,6 +54,7 @@ from .circuit import CircuitFetcher, Circuits
 from .counting import CountingFetcher
 from .downloads import Download, Downloads
 from .mirror import MirrorIndex
+from .ranges import Ranges
 from .refresh import Refresher
 from .upstream import Fetcher, HttpFetcher, OfflineFetcher, new_via_token
 
@@ -178,6 +179,8 @@ class Repository:
             max_file_size=config.max_file_size,
         )
         self.downloads.current = self._current
+        #: ranges of files not cached, from their download or passed through from the upstream
+        self.ranges = Ranges(fetcher, self.downloads)
         #: called with a name before its private page is read (on-demand source builds)
         self.before_private: Callable[[NormalizedName], None] | None = None
         #: the URL clients reach this index at, once known (``Mirror.bind`` sets it); source builds
@@ -551,6 +554,14 @@ class Repository:
             return dist
         self.counters.add("cache_misses")
         return self.downloads.get(name, dist)
+
+    def read_range(self, name: NormalizedName, dist: DistFile, start: int, end: int) -> bytes | None:
+        """Bytes ``start`` to ``end`` (exclusive) of a mirrored file not cached (the page's entry
+        ``dist``), without its whole download: None if they are to come from that (see
+        :class:`Ranges`). The whole file is not downloaded for a range: lazy-wheel clients read a
+        few ranges of wheels they then mostly reject (docs/internals.rst)."""
+        self._asked = time.monotonic()
+        return self.ranges.read(name, dist, start, end)
 
     def _cached(self, name: NormalizedName, record: DistFile, changed: bool) -> None:
         self.mirror.cached(name, record)
