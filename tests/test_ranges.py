@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 
 import pytest
@@ -10,6 +11,7 @@ import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core.index import ranges as ranges_module
+from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory
@@ -198,3 +200,119 @@ def test_ranges_from_many_threads_are_each_right(
         thread.join(60)
     assert wrong == []
     assert faults.files(whole=True) == []
+
+
+# PEP 658 metadata of wheels whose upstream offers none ------------------------------------------
+
+
+def page_entries(http: requests.Session, mirror_index: str) -> dict[str, object]:
+    files = http.get(mirror_index + "pkg/", headers={"Accept": JSON}, timeout=30).json()["files"]
+    return {entry["filename"]: entry.get("core-metadata") for entry in files}
+
+
+def test_every_mirrored_wheel_offers_metadata_though_the_upstream_offers_none(
+    upstream: PrivateIndex, faults: Faults, make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    faults.no_metadata = True
+    upstream.add("pkg", "1.0")
+    mirror = make_mirror()
+    wheel, sdist = "pkg-1.0-py3-none-any.whl", "pkg-1.0.tar.gz"
+    assert page_entries(http, upstream.index_url) == {wheel: None, sdist: None}
+    assert page_entries(http, mirror.index_url) == {wheel: True, sdist: None}
+    html = http.get(mirror.index_url + "pkg/", headers={"Accept": "text/html"}, timeout=30).text
+    assert html.count('data-core-metadata="true"') == 1
+    assert faults.files() == []
+
+
+def test_the_metadata_of_a_wheel_not_cached_is_read_by_ranges_kept_and_then_checked_against_the_wheel(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    faults.no_metadata = True
+    filename, data = wheel_of(upstream, requires_dist=["other>=1"])
+    mirror = make_mirror()
+    url = f"{mirror.url}/files/pkg/{filename}"
+    response = http.get(url + ".metadata", timeout=30)
+    assert response.status_code == 200
+    expected = wheel_metadata(upstream.mirror.repository.private.file_path(NormalizedName("pkg"), filename))
+    assert expected is not None
+    assert response.content == expected
+    assert b"Requires-Dist: other>=1" in response.content
+    # the end of the zip (with its central directory), then the member: a few KiB, not 3 MiB
+    ranged = faults.files(whole=False)
+    assert faults.files(whole=True) == []
+    assert 1 <= len(ranged) <= 3
+    assert sum(s.length for s in ranged) < 200_000
+    store = mirror.repository.store
+    assert store.metadata_ranged_path(NormalizedName("pkg"), filename).is_file()
+    faults.reset()
+    assert http.get(url + ".metadata", timeout=30).content == expected  # kept: nothing asked
+    assert faults.files() == []
+    # the wheel cached: its own metadata is the same, the note goes, the page gives its hash
+    with caplog.at_level(logging.WARNING):
+        assert http.get(url, timeout=30).content == data
+    assert not store.metadata_ranged_path(NormalizedName("pkg"), filename).exists()
+    assert "read by ranges" not in caplog.text
+    assert page_entries(http, mirror.index_url)[filename] == {"sha256": sha256(expected)}
+    assert http.get(url + ".metadata", timeout=30).content == expected
+
+
+def test_metadata_read_by_ranges_that_is_not_the_wheels_is_replaced_when_the_wheel_is_cached(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    faults.no_metadata = True
+    filename, data = wheel_of(upstream)
+    mirror = make_mirror()
+    url = f"{mirror.url}/files/pkg/{filename}"
+    expected = http.get(url + ".metadata", timeout=30).content
+    store = mirror.repository.store
+    kept = store.metadata_path(NormalizedName("pkg"), filename)
+    kept.write_bytes(b"Metadata-Version: 2.1\nName: pkg\nVersion: 6.6\n")  # as a lying upstream's ranges
+    with caplog.at_level(logging.WARNING):
+        assert http.get(url, timeout=30).content == data
+    assert kept.read_bytes() == expected
+    assert "read by ranges was not the wheel's" in caplog.text
+    assert not store.metadata_ranged_path(NormalizedName("pkg"), filename).exists()
+    assert http.get(url + ".metadata", timeout=30).content == expected
+
+
+def test_the_metadata_of_a_wheel_whose_upstream_refuses_ranges_comes_from_the_whole_wheel(
+    upstream: PrivateIndex, faults: Faults, make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    faults.no_metadata = faults.no_ranges = True
+    filename, _ = wheel_of(upstream)
+    mirror = make_mirror()
+    response = http.get(f"{mirror.url}/files/pkg/{filename}.metadata", timeout=30)
+    assert response.status_code == 200
+    assert response.content.startswith(b"Metadata-Version")
+    # the one range asked was answered whole (closed unread), then the wheel downloaded whole
+    assert [("range" in s.headers) for s in faults.files()] == [True, False]
+    assert verify_cache(cache(mirror)) == 1
+    assert not mirror.repository.store.metadata_ranged_path(NormalizedName("pkg"), filename).exists()
+
+
+def test_a_damaged_wheel_upstream_is_a_502_for_its_metadata(
+    make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    filename = "pkg-1.0-py3-none-any.whl"
+
+    def answer(method: str, path: str) -> Answer:
+        if path == "/simple/pkg/":
+            return one_file_page(server, filename, PAYLOAD)
+        return Answer(
+            status=206,
+            body=PAYLOAD[-65557:],
+            headers={"Content-Range": f"bytes {len(PAYLOAD) - 65557}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}"},
+        )
+
+    with RawUpstream(answer) as server:
+        mirror = make_mirror(index_url=server.index_url, timeout=TIMEOUT)
+        message = assert_clear_error(http.get(f"{mirror.url}/files/pkg/{filename}.metadata", timeout=30), 502)
+        assert "not a zip archive" in message

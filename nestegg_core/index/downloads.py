@@ -258,6 +258,16 @@ class Download:
                     return
                 self._cond.wait(left if gone is None else min(left, GONE_POLL))
 
+    def wait_done(self, timeout: float = LOCK_WAIT, *, gone: Callable[[], bool] | None = None) -> None:
+        """Block until the file is checked and in place; raise the download's error if it failed."""
+        with self._cond:
+            self._wait(lambda: self._state in (_DONE, _FAILED), timeout, gone)
+            if self._state == _FAILED:
+                assert self.error is not None
+                raise self.error
+            if self._state != _DONE:
+                raise UpstreamError(f"timed out waiting for {self.dist.filename!r}")
+
     def _settled(self) -> bool:
         return self._state != _STREAMING
 
@@ -671,11 +681,35 @@ class Downloads:
         except (ArchiveError, OSError) as exc:  # the wheel is served all the same, as the index has it
             logger.warning("no PEP 658 metadata for %s/%s: %s", name, record.filename, exc)
             return record
+        self._check_ranged(name, record.filename, metadata)
         if metadata is None:
             return record
         self._keep_metadata(name, record.filename, metadata)
         hashes = {"sha256": hashlib.sha256(metadata).hexdigest()} if vouched else NO_HASHES
         return record.with_changes(core_metadata=hashes)
+
+    def _check_ranged(self, name: NormalizedName, filename: str, metadata: bytes | None) -> None:
+        """Forget that the metadata of ``filename`` kept was read by ranges, now that the wheel is
+        here: the wheel's own replaces it (its bytes are the ones the page vouches for), and a
+        difference is said."""
+        note = self.store.metadata_ranged_path(name, filename)
+        if not is_regular(note):
+            return
+        kept_path = self.store.metadata_path(name, filename)
+        try:
+            with self.store.open_read(kept_path) as handle:
+                kept = handle.read(MAX_METADATA_SIZE + 1)
+        except (OSError, UnsafePath):
+            kept = None
+        if kept != metadata:
+            logger.warning(
+                "the metadata of %s/%s read by ranges was not the wheel's: replaced", name, filename
+            )
+            if metadata is None:
+                with contextlib.suppress(OSError, UnsafePath):
+                    unlink_below(self.store.root, kept_path)
+        with contextlib.suppress(OSError, UnsafePath):
+            unlink_below(self.store.root, note)
 
     def _keep_metadata(self, name: NormalizedName, filename: str, metadata: bytes) -> None:
         """Write the metadata of the wheel ``filename``, as what the page lists of it: the wheel's
