@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core.index import ranges as ranges_module
+from nestegg_core.installers import installer_env
 from nestegg_core.simple.distmeta import wheel_metadata
+from nestegg_core.testing import find_uv
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory
@@ -316,3 +321,86 @@ def test_a_damaged_wheel_upstream_is_a_502_for_its_metadata(
         mirror = make_mirror(index_url=server.index_url, timeout=TIMEOUT)
         message = assert_clear_error(http.get(f"{mirror.url}/files/pkg/{filename}.metadata", timeout=30), 502)
         assert "not a zip archive" in message
+
+
+# real clients: a resolution that rejects a wheel downloads none of it ----------------------------
+
+
+@pytest.fixture
+def backtracking(upstream: PrivateIndex, faults: Faults) -> str:
+    """An upstream without PEP 658 metadata where resolving ``app`` with ``other==1.0`` reads the
+    metadata of app 2.0 (a large wheel) and rejects it; the filename of that wheel."""
+    faults.no_metadata = True
+    upstream.add("other", "1.0", sdist=False)
+    upstream.add("other", "2.0", sdist=False)
+    upstream.add("app", "1.0", requires_dist=["other<2"], sdist=False)
+    (rejected,) = upstream.add("app", "2.0", requires_dist=["other>=2"], sdist=False, payload_size=BIG)
+    return rejected.filename
+
+
+def whole_files(faults: Faults) -> list[str]:
+    return sorted(s.path.rsplit("/", 1)[1] for s in faults.files(whole=True))
+
+
+def test_pip_resolves_without_downloading_a_wheel_it_rejects(
+    backtracking: str, faults: Faults, make_mirror: MirrorFactory, tmp_path: Path
+) -> None:
+    mirror = make_mirror()
+    report = tmp_path / "report.json"
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-cache-dir", "--report", str(report),
+               "--ignore-installed", "app", "other==1.0"]  # fmt: skip
+    done = subprocess.run(
+        command, env=installer_env(mirror.index_url), capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    installed = {
+        item["metadata"]["name"]: item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+    }
+    assert installed == {"app": "1.0", "other": "1.0"}
+    assert backtracking not in whole_files(faults)
+    assert sum(s.length for s in faults.files()) < 500_000  # bytes of files sent by the upstream
+    # pip download: the wheels it keeps, whole (once, by either run); the one it rejected, never
+    dest = str(tmp_path / "dl")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-cache-dir", "-d", dest, "app", "other==1.0"],
+        env=installer_env(mirror.index_url), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == [
+        "app-1.0-py3-none-any.whl",
+        "other-1.0-py3-none-any.whl",
+    ]
+    assert whole_files(faults) == ["app-1.0-py3-none-any.whl", "other-1.0-py3-none-any.whl"]
+
+
+def test_uv_compiles_without_downloading_a_wheel_it_rejects(
+    backtracking: str, faults: Faults, make_mirror: MirrorFactory, tmp_path: Path
+) -> None:
+    uv = find_uv()
+    if uv is None:
+        pytest.skip("uv is not installed")
+    mirror = make_mirror()
+    (tmp_path / "requirements.in").write_text("app\nother==1.0\n")
+    command = [
+        uv,
+        "pip",
+        "compile",
+        "--no-cache",
+        "--python",
+        sys.executable,
+        str(tmp_path / "requirements.in"),
+    ]
+    done = subprocess.run(
+        command,
+        env=installer_env(mirror.index_url),
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "app==1.0" in done.stdout
+    assert "other==1.0" in done.stdout
+    assert whole_files(faults) == []
+    assert sum(s.length for s in faults.files()) < 500_000
