@@ -40,7 +40,7 @@ MAX_RANGE = 4 * 1024 * 1024
 REFUSED_FOR = 600.0
 #: the least bytes a read of a wheel's metadata by ranges asks for (its tail, and then a member's
 #: local header with its data, each come in one request when small)
-READ_AHEAD = 64 * 1024
+READ_AHEAD = 16 * 1024
 
 
 class RangesRefused(Exception):
