@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +27,9 @@ class Seen:
     method: str
     path: str
     headers: dict[str, str]
+    #: the answer's status and Content-Length, once it started
+    status: int = 0
+    length: int = 0
 
 
 @dataclass
@@ -48,6 +53,10 @@ class Faults:
     file_delay: float = 0.0
     #: when set, requests block until it is set (to hold a download open)
     gate: threading.Event | None = None
+    #: ignore Range headers: every file is answered whole (an upstream without ranges)
+    no_ranges: bool = False
+    #: offer no PEP 658 metadata: none on the pages, 404 for ``<file>.metadata``
+    no_metadata: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, path: str | None = None, *, prefix: str | None = None, method: str = "GET") -> int:
@@ -60,6 +69,16 @@ class Faults:
                 and (prefix is None or s.path.startswith(prefix))
             )
 
+    def files(self, *, whole: bool | None = None) -> list[Seen]:
+        """The GETs of files (not metadata) answered: only those answered whole (200), or by
+        ranges (206), if ``whole`` says."""
+        with self.lock:
+            found = [s for s in self.seen if s.method == "GET" and s.path.startswith("/files/")]
+        found = [s for s in found if not s.path.endswith(".metadata")]
+        if whole is not None:
+            found = [s for s in found if s.status == (200 if whole else 206)]
+        return found
+
     def reset(self) -> None:
         with self.lock:
             self.seen.clear()
@@ -70,10 +89,14 @@ class Faults:
             headers = {
                 k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
             }
+            seen = Seen(environ["REQUEST_METHOD"], path, headers)
             with self.lock:
-                self.seen.append(Seen(environ["REQUEST_METHOD"], path, headers))
+                self.seen.append(seen)
             status = self.status_for.get(path, self.status)
+            if self.no_metadata and path.endswith(".metadata"):
+                status = 404
             if status is not None:
+                seen.status = status
                 start_response(
                     f"{status} Injected", [("Content-Type", "text/plain"), ("Content-Length", "9")]
                 )
@@ -82,18 +105,32 @@ class Faults:
                 self.gate.wait(30)
             if self.html_only:
                 environ["HTTP_ACCEPT"] = "text/html"
-            if self.no_validators:
+            if self.no_validators or (self.no_metadata and path.startswith("/simple/")):
                 environ.pop("HTTP_IF_NONE_MATCH", None)
+            if self.no_ranges:
+                environ.pop("HTTP_RANGE", None)
+            strip = self.no_metadata and path.startswith("/simple/")
+            if strip:
+                environ["HTTP_ACCEPT_ENCODING"] = "identity"
             if path.startswith("/files/") and self.file_delay:
                 time.sleep(self.file_delay)
             mangle = path in self.corrupt or path in self.truncate
 
             def starting(status_: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-                if self.no_validators:
+                if self.no_validators or strip:
                     response_headers = [h for h in response_headers if h[0] not in ("ETag", "Last-Modified")]
+                seen.status = int(status_.split(maxsplit=1)[0])
+                seen.length = int(dict(response_headers).get("Content-Length", "0"))
+                if strip:
+                    response_headers = [h for h in response_headers if h[0] != "Content-Length"]
                 return start_response(status_, response_headers)
 
             result = app(environ, starting)
+            if strip:
+                body = b"".join(result)
+                with contextlib.suppress(Exception):
+                    result.close()  # type: ignore[attr-defined]
+                return [_without_metadata(body)]
             if not mangle:
                 return result
             body = b"".join(result)
@@ -104,6 +141,17 @@ class Faults:
             return [body[:-1] + bytes([body[-1] ^ 0xFF])]
 
         return wrapped
+
+
+def _without_metadata(page: bytes) -> bytes:
+    """A page (JSON or HTML) that offers no PEP 658 metadata."""
+    if page.startswith(b"{"):
+        data = json.loads(page)
+        for entry in data.get("files", ()):
+            entry.pop("core-metadata", None)
+            entry.pop("dist-info-metadata", None)
+        return json.dumps(data).encode()
+    return re.sub(rb' data-(core|dist-info)-metadata="[^"]*"', b"", page)
 
 
 @pytest.fixture

@@ -44,6 +44,10 @@ class Files:
         name = NormalizedName(raw)
         # a HEAD starts no download: it is answered from the page
         head = environ["REQUEST_METHOD"] == "HEAD"
+        if not head and environ.get("HTTP_RANGE") and not filename.endswith(".metadata"):
+            ranged = self._range(environ, start_response, name, filename)
+            if ranged is not None:
+                return ranged
         target, metadata = self.repository.open_any(name, filename, fetch=not head)
         content_type = "text/plain; charset=utf-8" if metadata else "application/octet-stream"
         if isinstance(target, DistFile):
@@ -145,6 +149,34 @@ class Files:
              ("Content-Length", "0")],
         )  # fmt: skip
         return []
+
+    def _range(
+        self, environ: Environ, start_response: StartResponse, name: NormalizedName, filename: str
+    ) -> Iterable[bytes] | None:
+        """The answer to a range of a file: from the cache, or for a file not cached, from its
+        download if it has the bytes, else from the upstream; None if it is to wait for the
+        whole file (see ``Repository.read_range``)."""
+        target = self.repository.open_file(name, filename, fetch=False)
+        if isinstance(target, Path):
+            return self.send_file(environ, start_response, target, "application/octet-stream")
+        if not isinstance(target, DistFile) or target.size is None:
+            return None
+        headers = [
+            ("Content-Type", "application/octet-stream"),
+            ("Cache-Control", FILE_CACHE_CONTROL),
+            ("Accept-Ranges", "bytes"),
+        ]
+        try:
+            wanted = parse_range(environ, target.size, None)
+        except _Unsatisfiable:
+            return unsatisfiable(start_response, headers, target.size)
+        if wanted is None:
+            return None
+        data = self.repository.read_range(name, target, *wanted)
+        if data is None:
+            return None
+        start_file(start_response, headers, *wanted, target.size, partial=True)
+        return [data]
 
     def stream(self, environ: Environ, start_response: StartResponse, download: Download) -> Iterable[bytes]:
         # waitress says whether the client is still there: its reader stops waiting once it is not

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from nestegg_core.errors import NotFound, UpstreamDown, UpstreamError
 from nestegg_core.urls import mask_url
 
-from .upstream import Fetched, Fetcher, FileStream
+from .upstream import Fetched, Fetcher, FileStream, RangeFetcher
 
 logger = logging.getLogger(__name__)
 
@@ -269,6 +269,23 @@ class CircuitFetcher:
             raise
         circuit.reached()
         return stream
+
+    def read_range(self, url: str, start: int, end: int, total: int) -> bytes | None:
+        """See :class:`RangeFetcher`; None also when the fetcher it wraps asks for no ranges."""
+        if not isinstance(self.fetcher, RangeFetcher):
+            return None
+        circuit = self.circuits.for_url(url)
+        circuit.check()
+        try:
+            data = self.fetcher.read_range(url, start, end, total)
+        except NotFound:
+            circuit.reached()
+            raise
+        except UpstreamError as exc:
+            circuit.failed(exc, lambda: self.fetcher.open(url).close())
+            raise
+        circuit.reached()
+        return data
 
 
 def _discard(_: object) -> None:

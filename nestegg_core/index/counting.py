@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from nestegg_core.errors import UpstreamError
 from nestegg_core.storage.counters import Counters
 
-from .upstream import Fetched, Fetcher, FileStream
+from .upstream import Fetched, Fetcher, FileStream, RangeFetcher
 
 
 class CountingFetcher:
@@ -32,6 +32,16 @@ class CountingFetcher:
             raise
         self.counters.add("upstream_downloads")
         return _CountingStream(stream, self.counters)
+
+    def read_range(self, url: str, start: int, end: int, total: int) -> bytes | None:
+        """See :class:`RangeFetcher`; None also when the fetcher it wraps asks for no ranges."""
+        if not isinstance(self.fetcher, RangeFetcher):
+            return None
+        try:
+            return self.fetcher.read_range(url, start, end, total)
+        except UpstreamError:
+            self.counters.add("upstream_errors")
+            raise
 
 
 class _CountingStream:

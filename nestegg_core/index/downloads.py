@@ -261,14 +261,18 @@ class Download:
     def _settled(self) -> bool:
         return self._state != _STREAMING
 
-    def wait_done(self, *, gone: Callable[[], bool] | None = None) -> Path:
+    def wait_done(self, timeout: float | None = None, *, gone: Callable[[], bool] | None = None) -> Path:
         """Block until the file is whole, verified and in place (its path), or raise the
-        download's error (:class:`ClientGone` once ``gone()`` says the client went away). The
-        download's own bounds (its rate, its size) end the wait."""
-        self.wait_started(gone=gone)
+        download's error (:class:`ClientGone` once ``gone()`` says the client went away), an
+        :class:`UpstreamError` after ``timeout`` seconds if given: without one, the download's
+        own bounds (its lock's wait, its rate, its size) end the wait."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._state == _STREAMING:
-                self._wait(self._settled, 60, gone)
+            while self._state in (_WAITING, _STREAMING):
+                left = 60.0 if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    raise UpstreamError(f"timed out waiting for {self.dist.filename!r}")
+                self._wait(lambda: self._state in (_DONE, _FAILED), min(left, 60.0), gone)
             if self._state == _FAILED:
                 assert self.error is not None
                 raise self.error
@@ -312,6 +316,22 @@ class Download:
                 if self._state == _DONE:
                     return self._opener(self.path)
                 raise UpstreamError(f"the download of {self.dist.filename!r} lost its file") from None
+
+    def peek(self, start: int, end: int) -> bytes | None:
+        """Bytes ``start`` to ``end`` (exclusive) if the download has written them already, else
+        None: no wait. They are as the upstream sent them, not yet checked against the page's
+        hash, as a range passed through from the upstream is not."""
+        with self._cond:
+            if self._state not in (_STREAMING, _DONE) or self.written < end:
+                return None
+        try:
+            handle = self._open()
+        except NesteggError:
+            return None
+        with handle:
+            handle.seek(start)
+            data = handle.read(end - start)
+        return data if len(data) == end - start else None
 
     def read(
         self, start: int = 0, end: int | None = None, *, gone: Callable[[], bool] | None = None
@@ -420,6 +440,12 @@ class Downloads:
                     f"{dist.filename!r} is not cached, and {self.slots.limit} downloads are running, "
                     "the most this server runs at once; try again shortly"
                 )
+
+    def running(self, name: NormalizedName, dist: DistFile) -> Download | None:
+        """The download of ``dist`` this process runs now, if any (no reader is counted)."""
+        with self._lock:
+            download = self._running.get(_key(name, dist))
+        return None if download is None or download.failed else download
 
     def _start(self, key: _Key, name: NormalizedName, dist: DistFile) -> Download:
         """A new download with its first reader, in a thread of its own (under ``_lock``, with a slot)."""
@@ -665,11 +691,35 @@ class Downloads:
         except (ArchiveError, OSError) as exc:  # the wheel is served all the same, as the index has it
             logger.warning("no PEP 658 metadata for %s/%s: %s", name, record.filename, exc)
             return record
+        self._check_ranged(name, record.filename, metadata)
         if metadata is None:
             return record
         self._keep_metadata(name, record.filename, metadata)
         hashes = {"sha256": hashlib.sha256(metadata).hexdigest()} if vouched else NO_HASHES
         return record.with_changes(core_metadata=hashes)
+
+    def _check_ranged(self, name: NormalizedName, filename: str, metadata: bytes | None) -> None:
+        """Forget that the metadata of ``filename`` kept was read by ranges, now that the wheel is
+        here: the wheel's own replaces it (its bytes are the ones the page vouches for), and a
+        difference is said."""
+        note = self.store.metadata_ranged_path(name, filename)
+        if not is_regular(note):
+            return
+        kept_path = self.store.metadata_path(name, filename)
+        try:
+            with self.store.open_read(kept_path) as handle:
+                kept = handle.read(MAX_METADATA_SIZE + 1)
+        except (OSError, UnsafePath):
+            kept = None
+        if kept != metadata:
+            logger.warning(
+                "the metadata of %s/%s read by ranges was not the wheel's: replaced", name, filename
+            )
+            if metadata is None:
+                with contextlib.suppress(OSError, UnsafePath):
+                    unlink_below(self.store.root, kept_path)
+        with contextlib.suppress(OSError, UnsafePath):
+            unlink_below(self.store.root, note)
 
     def _keep_metadata(self, name: NormalizedName, filename: str, metadata: bytes) -> None:
         """Write the metadata of the wheel ``filename``, as what the page lists of it: the wheel's

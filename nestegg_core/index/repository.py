@@ -27,6 +27,7 @@ from packaging.utils import NormalizedName
 from nestegg_core.config.config import Config, Upstream
 from nestegg_core.config.sizes import format_size
 from nestegg_core.errors import (
+    ArchiveError,
     Busy,
     InsufficientStorage,
     IntegrityError,
@@ -39,7 +40,7 @@ from nestegg_core.errors import (
 )
 from nestegg_core.simple.clients import ClientProfile, for_client
 from nestegg_core.simple.distmeta import wheel_metadata
-from nestegg_core.simple.models import DistFile, ProjectPage, mismatch
+from nestegg_core.simple.models import NO_HASHES, DistFile, ProjectPage, is_dist_filename, mismatch
 from nestegg_core.simple.render import is_json, project_pieces, quote_filename, render_index, render_project
 from nestegg_core.storage import store as _store
 from nestegg_core.storage.counters import Counters
@@ -54,8 +55,9 @@ from nestegg_core.waits import blocking
 
 from .circuit import CircuitFetcher, Circuits
 from .counting import CountingFetcher
-from .downloads import Download, Downloads
+from .downloads import LOCK_WAIT, Download, Downloads
 from .mirror import MirrorIndex
+from .ranges import Ranges, RangesRefused
 from .refresh import Refresher
 from .routes import Routes
 from .upstream import Fetcher, HttpFetcher, OfflineFetcher, new_via_token
@@ -183,6 +185,8 @@ class Repository:
             max_file_size=config.max_file_size,
         )
         self.downloads.current = self._current
+        #: ranges of files not cached, from their download or passed through from the upstream
+        self.ranges = Ranges(fetcher, self.downloads)
         #: called with a name before its private page is read (on-demand source builds)
         self.before_private: Callable[[NormalizedName], None] | None = None
         #: the URL clients reach this index at, once known (``Mirror.bind`` sets it); source builds
@@ -336,7 +340,7 @@ class Repository:
             cached = self._rendered.get(key)
             if cached is not None and cached.page() is page:
                 return Rendered(page, cached.body, cached.etag, gzip=gzip)
-            shown = page if client is None else for_client(page, client)
+            shown = self._advertised(page if client is None else for_client(page, client))
             prefix = f"../../files/{quote(name)}/"
 
             def url_for(dist: DistFile) -> str:
@@ -358,6 +362,28 @@ class Repository:
         finally:
             with self._render_lock:
                 self._making -= 1
+
+    def _advertised(self, page: ProjectPage) -> ProjectPage:
+        """``page`` offering PEP 658 metadata for every mirrored wheel not cached: one the upstream
+        offers none for is read from the wheel by ranges when asked (:meth:`open_metadata`),
+        without a hash until the wheel is cached, so that resolvers never download a wheel to
+        read it. (A cached wheel's record has its metadata, unless none could be read from it.)"""
+        if self.config.offline or not any(_lazy_metadata(dist) for dist in page.files):
+            return page
+        files = [
+            dist.with_changes(core_metadata=NO_HASHES) if self._lazy(page.name, dist) else dist
+            for dist in page.files
+        ]
+        return ProjectPage.build(page.name, files, page.versions)
+
+    def _lazy(self, name: NormalizedName, dist: DistFile) -> bool:
+        """Whether nestegg reads the metadata of ``dist`` by ranges: see :func:`_lazy_metadata`."""
+        return (
+            not self.config.offline
+            and _lazy_metadata(dist)
+            and is_dist_filename(dist.filename)  # no name of the store's own files
+            and not os.path.isfile(f"{self._files_dir}/{name}/{dist.filename}.json")
+        )
 
     @contextlib.contextmanager
     def large_page(self, name: NormalizedName, *, wait: float) -> Iterator[None]:
@@ -599,6 +625,14 @@ class Repository:
         self.counters.add("cache_misses")
         return self.downloads.get(name, dist)
 
+    def read_range(self, name: NormalizedName, dist: DistFile, start: int, end: int) -> bytes | None:
+        """Bytes ``start`` to ``end`` (exclusive) of a mirrored file not cached (the page's entry
+        ``dist``), without its whole download: None if they are to come from that (see
+        :class:`Ranges`). The whole file is not downloaded for a range: lazy-wheel clients read a
+        few ranges of wheels they then mostly reject (docs/internals.rst)."""
+        self._asked = time.monotonic()
+        return self.ranges.read(name, dist, start, end)
+
     def _cached(self, name: NormalizedName, record: DistFile, changed: bool) -> None:
         self.mirror.cached(name, record)
         if changed:
@@ -654,6 +688,8 @@ class Repository:
         dist = page.file(filename)
         if dist is None:
             raise NotFound(f"project {name!r} has no file {filename!r}")
+        if self._lazy(name, dist):
+            return self._ranged_metadata(name, dist)
         if dist.core_metadata is None:
             raise NotFound(f"no metadata for {filename!r}")
         if dist.origin == "private":
@@ -666,6 +702,55 @@ class Repository:
                 if status is None:
                     status = self._fetch_metadata(dist, path)
         self._note_checked(name, filename, status, page, before)
+        return path
+
+    def _ranged_metadata(self, name: NormalizedName, dist: DistFile) -> Path:
+        """The metadata of a mirrored wheel the upstream offers none for (``_advertised``): kept
+        from before, else read from the wheel by ranges and kept with a note that it was (the
+        wheel's own replaces it once the wheel is cached: ``Downloads``), else, from an upstream
+        without ranges, the wheel's once it is downloaded whole and cached."""
+        path = self.store.metadata_path(name, dist.filename)
+        if self._matching_metadata(path, dist) is not None:
+            return path
+        with self._metadata_lock(f"{name}/{dist.filename}"):
+            if self._matching_metadata(path, dist) is not None:
+                return path
+            try:
+                metadata = self.ranges.wheel_metadata(dist)
+            except RangesRefused:
+                return self._metadata_of_download(name, dist, path)
+            except ArchiveError as exc:
+                raise UpstreamError(f"no metadata read from {dist.filename!r} by ranges: {exc}") from None
+            if metadata is None:
+                raise NotFound(f"{dist.filename!r} holds no METADATA")
+            if len(metadata) > self.config.max_metadata_size:
+                raise UpstreamError(
+                    f"the metadata of {dist.filename!r} is larger than max_metadata_size "
+                    f"({format_size(self.config.max_metadata_size)}); raise nestegg.max_metadata_size"
+                )
+            try:
+                write_atomic(
+                    self.store.metadata_ranged_path(name, dist.filename), b"ranges\n", root=self.store.root
+                )
+                write_atomic(path, metadata, root=self.store.root)
+            except OSError as exc:
+                if disk_full(exc):
+                    raise InsufficientStorage(
+                        f"the disk is full: the metadata of {dist.filename!r} was not kept"
+                    ) from None
+                raise
+        return path
+
+    def _metadata_of_download(self, name: NormalizedName, dist: DistFile, path: Path) -> Path:
+        """The metadata of the wheel ``dist`` once downloaded whole and cached (``Downloads``
+        keeps it then)."""
+        download = self.downloads.get(name, dist)
+        try:
+            download.wait_done(LOCK_WAIT)
+        finally:
+            download.leave()
+        if self._matching_metadata(path, dist) is None:
+            raise NotFound(f"no metadata for {dist.filename!r}: none was found in the wheel")
         return path
 
     def _matching_metadata(self, path: Path, dist: DistFile) -> os.stat_result | None:
@@ -885,6 +970,11 @@ class Repository:
     def metrics(self) -> dict[str, Any]:
         """The counters of the nest (every process's), see :mod:`nestegg_core.storage.counters`."""
         return self.counters.totals()
+
+
+def _lazy_metadata(dist: DistFile) -> bool:
+    """Whether ``dist`` is a mirrored wheel the upstream offers no metadata for."""
+    return dist.core_metadata is None and dist.origin == "mirror" and dist.filename.endswith(".whl")
 
 
 def _mtime_ns(path: Path) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import re
 import secrets
 import socket
 import threading
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -198,6 +199,21 @@ class Fetcher(Protocol):
     def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched: ...
 
     def open(self, url: str) -> FileStream: ...
+
+
+@runtime_checkable
+class RangeFetcher(Protocol):
+    """A fetcher that can also ask for a byte range of a file (a fetcher without it never does)."""
+
+    def read_range(self, url: str, start: int, end: int, total: int) -> bytes | None:
+        """Bytes ``start`` to ``end`` (exclusive) of the file at ``url`` of ``total`` bytes, as the
+        upstream's 206 gave them after its Content-Range was checked; None if the upstream
+        answered with the whole file (it does not serve ranges)."""
+        ...
+
+
+#: a Content-Range of one satisfied range (RFC 9110, 14.4), in ASCII digits
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18})")
 
 
 def content_length(value: str | None, url: str) -> int | None:
@@ -423,6 +439,67 @@ class HttpFetcher:
                 raise NotFound(f"upstream has no file at {mask_url(url)}")
             raise UpstreamError(f"upstream answered {mask_url(url)} with HTTP {response.status_code}")
         return _ResponseStream(response, url, self.timeout)
+
+    def read_range(self, url: str, start: int, end: int, total: int) -> bytes | None:
+        """See :class:`RangeFetcher`: the same checks of the URL and of the address reached as
+        :meth:`open`, and its credentials; the answer read whole (``end - start`` bytes, which
+        the caller bounds) within the timeout and ``page_deadline``, so that nothing of a range
+        goes to a client before all of it is here and checked."""
+        self._check_url(url)
+        deadline = time.monotonic() + self.page_deadline
+        headers = {"Accept-Encoding": "identity", "Range": f"bytes={start}-{end - 1}"}
+        with blocking():
+            response = self._get(url, headers=headers, stream=True, auth=self._auth_for(url))
+            with response:
+                if response.status_code == 200:
+                    return None  # closed unread: the connection goes, not the whole file
+                if response.status_code in (404, 410):
+                    raise NotFound(f"upstream has no file at {mask_url(url)}")
+                if response.status_code != 206:
+                    raise UpstreamError(
+                        f"upstream answered the range {start}-{end - 1} of {mask_url(url)} with "
+                        f"HTTP {response.status_code}"
+                    )
+                self._check_partial(response, url, start, end, total)
+                return self._range_body(response, url, end - start, deadline)
+
+    @staticmethod
+    def _check_partial(response: requests.Response, url: str, start: int, end: int, total: int) -> None:
+        """Refuse a 206 that is not exactly the range asked for of a file of ``total`` bytes:
+        another range, another file (size), several ranges, or bytes encoded on the way."""
+        said = response.headers.get("Content-Range", "")
+        match = _CONTENT_RANGE.fullmatch(said.strip())
+        wanted = f"{start}-{end - 1}/{total}"
+        if match is None or tuple(int(group) for group in match.groups()) != (start, end - 1, total):
+            shown = said if len(said) <= 80 else said[:80] + "..."
+            raise UpstreamError(
+                f"upstream answered the range {wanted} of {mask_url(url)} with Content-Range {shown!r}"
+            )
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise UpstreamError(
+                f"upstream answered the range {wanted} of {mask_url(url)} encoded ({encoding[:40]!r})"
+            )
+        length = content_length(response.headers.get("Content-Length"), url)
+        if length is not None and length != end - start:
+            raise UpstreamError(
+                f"upstream answered the range {wanted} of {mask_url(url)} with a Content-Length of {length}"
+            )
+
+    def _range_body(self, response: requests.Response, url: str, length: int, deadline: float) -> bytes:
+        data = bytearray()
+        try:
+            for piece in _pieces(response.raw, CHUNK, decode=False):
+                data += piece
+                if len(data) > length:
+                    break
+                if time.monotonic() > deadline:
+                    raise self._late(url, "range")
+        except _READ_ERRORS as exc:
+            raise self._failure(url, exc) from None
+        if len(data) != length:
+            raise UpstreamError(f"upstream sent {len(data)} bytes for a range of {length} of {mask_url(url)}")
+        return bytes(data)
 
     def _auth_for(self, url: str) -> tuple[str, str] | None:
         # the index's origin only: an http:// URL on the host of an https:// index would send

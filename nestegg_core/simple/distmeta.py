@@ -160,6 +160,8 @@ _CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # one member's central directory hea
 _LENGTHS = struct.Struct("<3H")  # of its name, extra field and comment, at offset 28
 _LOCAL = struct.Struct("<4s2B4HL2L2H")  # the header before a member's data
 _CENTRAL_SIGNATURE = b"PK\x01\x02"
+#: the bytes after the end record looked through first (its comment is nearly always empty)
+_SHORT_TAIL = 8 * 1024
 #: the longest central directory header: its fixed part, a name, an extra field and a comment
 _MAX_HEADER = _CENTRAL.size + 3 * 0xFFFF
 _ENCRYPTED = 0x01 | 0x20 | 0x40  # encrypted, compressed patched data, strong encryption
@@ -187,10 +189,15 @@ class _Zip:
         self.handle = handle
         self.shown = shown
         end = handle.seek(0, os.SEEK_END)
-        tail_start = max(0, end - _END.size - 0xFFFF)  # the record, then a comment of up to 64 KiB
-        handle.seek(tail_start)
-        tail = handle.read()
-        at = tail.rfind(b"PK\x05\x06")  # the last one, as zipfile takes it
+        # the record, then a comment of up to 64 KiB: the last few KiB first, which hold the last
+        # record of nearly every zip (a wheel read by ranges costs that much)
+        for comment in (_SHORT_TAIL, 0xFFFF):
+            tail_start = max(0, end - _END.size - comment)
+            handle.seek(tail_start)
+            tail = handle.read()
+            at = tail.rfind(b"PK\x05\x06")  # the last one, as zipfile takes it
+            if at >= 0 or tail_start == 0:
+                break
         if at < 0 or at + _END.size > len(tail):
             raise ArchiveError(f"{shown!r} is not a zip archive")
         _, disk, directory_disk, on_disk, entries, size, offset, _ = _END.unpack_from(tail, at)

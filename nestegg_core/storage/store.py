@@ -8,6 +8,7 @@ folder per upstream index (see :func:`upstream_key`), so that two indexes never 
     mirror/<upstream>/files/<name>/<filename>.json the record of a cached file (hashes, size, ...)
     mirror/<upstream>/files/<name>/<filename>.metadata   PEP 658 core metadata of a cached file
     mirror/<upstream>/files/<name>/<filename>.metadata.checked   which page the metadata matched
+    mirror/<upstream>/files/<name>/<filename>.metadata.ranged    its metadata was read by ranges
     mirror/<upstream>/files/<name>/.<filename>.<pid>.<n>.part   a download in progress
     mirror/<upstream>/rendered/<name>.<kind>       a page as served (``pagefiles``), and for kinds
     mirror/<upstream>/rendered/<name>.clients/<kind>    of installer (``compatible_only``)
@@ -203,6 +204,11 @@ class CacheStore:
 
     def metadata_path(self, name: NormalizedName, filename: str) -> Path:
         return self.files / name / f"{check_filename(filename)}.metadata"
+
+    def metadata_ranged_path(self, name: NormalizedName, filename: str) -> Path:
+        """The note that the metadata of ``filename`` was read from the upstream by ranges (the
+        wheel not cached): replaced by the wheel's own, if it differs, once the wheel is."""
+        return self.files / name / f"{check_filename(filename)}.metadata.ranged"
 
     def metadata_check_path(self, name: NormalizedName, filename: str) -> Path:
         """The note of which metadata file matched the page made from which state."""

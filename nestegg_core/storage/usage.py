@@ -111,7 +111,10 @@ def _project_files_on_disk(store: CacheStore, name: NormalizedName) -> list[Cach
         filename = entry_name.removesuffix(".json")
         if filename == entry_name or filename not in stats or not is_dist_filename(filename):
             continue
-        extras = (stats.get(f"{filename}{suffix}") for suffix in (".metadata", ".metadata.checked"))
+        extras = (
+            stats.get(f"{filename}{suffix}")
+            for suffix in (".metadata", ".metadata.checked", ".metadata.ranged")
+        )
         size = stats[filename].st_size + record.st_size + sum(extra.st_size for extra in extras if extra)
         found.append(CachedFile(store=store, name=name, filename=filename, size=size, used=record.st_mtime))
     return found
@@ -192,6 +195,7 @@ def _remove(cached: CachedFile) -> bool:
                 store.record_path(name, filename),
                 store.file_path(name, filename),
                 store.metadata_check_path(name, filename),
+                store.metadata_ranged_path(name, filename),
                 store.metadata_path(name, filename),
             ):
                 unlink_below(store.root, path)  # a regular file; never through a link
