@@ -205,10 +205,10 @@ def test_refused_upstream_serves_the_warm_cache_and_says_so_for_the_rest(
     body = http.get(f"{cold.url}/files/pkg/{wheel}").content
     assert sha256(body) == hashes[wheel]
     # the upstream refused the page above: its circuit answers at once, and says why
-    message = assert_clear_error(http.get(cold.index_url + "other/"), 404)  # pip goes on at once
+    message = assert_clear_error(http.get(cold.index_url + "other/"), 410)  # pip goes on at once
     assert "(connection refused)" in message
     assert verify_cache(cache(cold), hashes) == 1
-    assert "(connection refused)" in assert_clear_error(http.get(nowhere.index_url + "pkg/"), 404)
+    assert "(connection refused)" in assert_clear_error(http.get(nowhere.index_url + "pkg/"), 410)
 
 
 @pytest.mark.parametrize("fault", ScriptedIndex.FAULTS)
@@ -239,8 +239,8 @@ def test_page_faults_keep_warm_pages_and_fail_cold_ones_clearly(
         assert cold.status_code == 200  # nothing says it is not the upstream's page
     else:
         timeout = fault in ("hang", "stall")
-        # unreachable (timed out): a 404 that says why, which pip does not retry; a bad answer: 502
-        message = assert_clear_error(cold, 404 if timeout else 502)
+        # unreachable (timed out): a 410 that says why, which pip does not retry; a bad answer: 502
+        message = assert_clear_error(cold, 410 if timeout else 502)
         assert "cold" in message
         if timeout:  # the warm page's revalidation above waited; its circuit answers this one at once
             assert "is unreachable (timed out)" in message
