@@ -248,7 +248,7 @@ def test_serve_logs_an_unreachable_upstream_once_per_outage(tmp_path: Path, upst
             for _ in range(3):
                 for name in ("one", "two", "three"):
                     assert session.get(f"{base}{name}/", timeout=30).status_code == 200  # stale
-                assert session.get(f"{base}never-cached/", timeout=30).status_code == 404
+                assert session.get(f"{base}never-cached/", timeout=30).status_code == 410
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)

@@ -398,7 +398,7 @@ def test_the_end_of_a_run_says_once_which_upstreams_it_could_not_reach(
     caplog.set_level(logging.INFO)
     for _ in range(3):
         assert http.get(run.mirror.index_url + "dep/").status_code == 200  # served stale
-    assert http.get(run.mirror.index_url + "never-cached/").status_code == 404
+    assert http.get(run.mirror.index_url + "never-cached/").status_code == 410
     for name in ("dep", "other"):
         assert http.get(mounted + f"{name}/").status_code == 404
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []  # nothing said yet...
