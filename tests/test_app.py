@@ -52,7 +52,7 @@ def test_project_page_negotiation_and_caching_headers(mirror: Mirror, http: requ
     html = http.get(url)
     assert html.status_code == 200
     assert html.headers["Content-Type"] == "text/html; charset=utf-8"
-    assert html.headers["Vary"] == "Accept, Accept-Encoding"
+    assert html.headers["Vary"] == "Accept, Accept-Encoding, User-Agent"
     assert "Cache-Control" in html.headers
     etag = html.headers["ETag"]
     assert etag.startswith('"')
@@ -111,7 +111,7 @@ def test_pages_are_gzip_encoded_for_clients_that_accept_it(
         response = http.get(url, headers={"Accept": accept, "Accept-Encoding": accept_encoding}, stream=True)
         raw = response.raw.read(decode_content=False)
         assert response.headers.get("Content-Encoding") == ("gzip" if encoded else None)
-        assert response.headers["Vary"] == "Accept, Accept-Encoding"
+        assert response.headers["Vary"] == "Accept, Accept-Encoding, User-Agent"
         assert int(response.headers["Content-Length"]) == len(raw)
         assert (gzip.decompress(raw) if encoded else raw) == plain.content
         # each encoding is a representation of its own, with its own validator
@@ -313,3 +313,33 @@ def test_renderings_for_made_up_hosts_are_bounded(mirror: Mirror, http: requests
     folder = mirror.repository.pages.folder / "my-pkg.clients"
     kinds = {path.name.removesuffix(".gz") for path in folder.iterdir()}
     assert len(kinds) <= MAX_CLIENTS
+
+
+PIP = 'pip/26.3 {"installer":{"name":"pip","version":"26.3"},"python":"3.11.7"}'
+
+
+@pytest.mark.parametrize("accept", [JSON, "text/html"])
+def test_pip_gets_no_metadata_of_a_cached_wheel_and_uv_keeps_it(
+    mirror: Mirror, upstream: PrivateIndex, http: requests.Session, accept: str
+) -> None:
+    upstream.add("meta", "1.0", sdist=False)
+    upstream.add("meta", "2.0", sdist=False)
+    url = mirror.index_url + "meta/"
+
+    def metadata_of(agent: str) -> dict[str, bool]:
+        answer = http.get(url, headers={"Accept": accept, "User-Agent": agent})
+        assert answer.status_code == 200
+        assert "User-Agent" in answer.headers["Vary"]
+        if accept == JSON:
+            return {f["filename"]: "core-metadata" in f for f in answer.json()["files"]}
+        lines = [line for line in answer.text.splitlines() if "<a href" in line]
+        return {line.split(">")[1].split("<")[0]: "data-core-metadata" in line for line in lines}
+
+    wheel = "meta-1.0-py3-none-any.whl"
+    # cached before its page is first rendered: a wheel cached just as its page lists it leaves
+    # the renderings be (the change marker is not touched), pip's too
+    http.get(f"{mirror.url}/files/meta/{wheel}").raise_for_status()
+    for _ in range(2):  # rendered, then served from its file
+        assert metadata_of(PIP) == {wheel: False, "meta-2.0-py3-none-any.whl": True}
+        assert metadata_of("uv/0.5.0") == {wheel: True, "meta-2.0-py3-none-any.whl": True}
+        assert metadata_of("") == {wheel: True, "meta-2.0-py3-none-any.whl": True}

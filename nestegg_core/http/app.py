@@ -27,7 +27,7 @@ from nestegg_core.errors import (
 from nestegg_core.index.downloads import ClientGone
 from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import hops_of, loop_in
-from nestegg_core.simple.clients import profile_from_user_agent
+from nestegg_core.simple.clients import lists_cached_metadata, profile_from_user_agent
 from nestegg_core.simple.models import is_valid_name
 from nestegg_core.simple.render import accepts_gzip, negotiate
 from nestegg_core.storage.pagefiles import PageFile
@@ -191,13 +191,16 @@ class NesteggApp:
         content_type = negotiate(environ.get("HTTP_ACCEPT"))
         if content_type is None:
             return error(environ, start_response, 406, _NOT_ACCEPTABLE)
-        vary, client = "Accept, Accept-Encoding", None
+        # pip and other clients get other metadata, and with compatible_only other files
+        vary, client = "Accept, Accept-Encoding, User-Agent", None
+        agent = environ.get("HTTP_USER_AGENT")
         if self.repository.config.compatible_only:
-            vary += ", User-Agent"
-            client = profile_from_user_agent(environ.get("HTTP_USER_AGENT"))
+            client = profile_from_user_agent(agent)
         gzip = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING"))
         base = base_url(environ, self.repository.config.public_url)
-        rendered = self.repository.rendered(name, content_type, client, gzip=gzip, base=base)
+        rendered = self.repository.rendered(
+            name, content_type, client, gzip=gzip, base=base, cached_metadata=lists_cached_metadata(agent)
+        )
         body = rendered.body if rendered.file is None else rendered.file
         try:
             return self._page(

@@ -242,25 +242,34 @@ class Repository:
         *,
         gzip: bool = False,
         base: str = "",
+        cached_metadata: bool = True,
     ) -> Rendered:
         """The page of ``name`` as bytes of ``content_type``, rendered once per change.
 
         With ``client``, only the files that may fit that installer are listed. With ``gzip``, the
         page comes gzip encoded. Its file URLs start with ``base`` (the URL of the mirror's root
-        the client reached), else they are relative.
+        the client reached), else they are relative. Without ``cached_metadata``, the wheels
+        already cached are listed without their PEP 658 metadata (``lists_cached_metadata``).
         """
         self._asked = time.monotonic()
-        return self._rendered_page(name, content_type, client, gzip=gzip, base=base)
+        return self._rendered_page(name, content_type, client, gzip=gzip, base=base, meta=cached_metadata)
 
     def _rendered_page(
-        self, name: NormalizedName, content_type: str, client: ClientProfile | None, *, gzip: bool, base: str
+        self,
+        name: NormalizedName,
+        content_type: str,
+        client: ClientProfile | None,
+        *,
+        gzip: bool,
+        base: str,
+        meta: bool = True,
     ) -> Rendered:
         """:meth:`rendered`, for a request or the background."""
         token = self._known_token(name)
-        kind = _kind(content_type, client, base)
+        kind = _kind(content_type, client, base, meta)
         wanted = kind + GZIP if gzip else kind
         if token is not None or self._plain_mirror(name):  # no token yet: the page is new
-            self.refresher.served(name, (content_type, client, gzip, base))
+            self.refresher.served(name, (content_type, client, gzip, base, meta))
         if token is not None:
             warm = self._read_rendered(name, wanted, token)
             if warm is not None:
@@ -277,10 +286,10 @@ class Repository:
                     warm = None if token is None else self._read_rendered(name, wanted, token)
                     if warm is not None:
                         return warm
-                    return self._render(name, content_type, client, token, gzip=gzip, base=base)
+                    return self._render(name, content_type, client, token, gzip=gzip, base=base, meta=meta)
                 finally:
                     self._large_lock.release()
-        return self._render(name, content_type, client, token, gzip=gzip, base=base)
+        return self._render(name, content_type, client, token, gzip=gzip, base=base, meta=meta)
 
     def _render(
         self,
@@ -291,19 +300,22 @@ class Repository:
         *,
         gzip: bool,
         base: str,
+        meta: bool,
     ) -> Rendered:
         """Make the rendering :meth:`rendered` did not find; ``token`` is the disk's before."""
         with self._render_lock:
             self._making += 1
         try:
-            kind = _kind(content_type, client, base)
+            kind = _kind(content_type, client, base, meta)
             wanted = kind + GZIP if gzip else kind
             page = self.project(name)
-            key = (name, content_type, client, gzip, base)
+            key = (name, content_type, client, gzip, base + ("" if meta else "!"))
             cached = self._rendered.get(key)
             if cached is not None and cached.page() is page:
                 return Rendered(page, cached.body, cached.etag, gzip=gzip)
             shown = page if client is None else for_client(page, client)
+            if not meta:
+                shown = self._without_cached_metadata(name, shown)
             prefix = f"{base}/files/{quote(name)}/" if base else f"../../files/{quote(name)}/"
 
             def url_for(dist: DistFile) -> str:
@@ -416,8 +428,10 @@ class Repository:
             for served in kinds:
                 if self.refresher.stopped:
                     break
-                content_type, client, gzip, base = cast(tuple[str, ClientProfile | None, bool, str], served)
-                made = self._rendered_page(name, content_type, client, gzip=gzip, base=base)
+                content_type, client, gzip, base, meta = cast(
+                    tuple[str, ClientProfile | None, bool, str, bool], served
+                )
+                made = self._rendered_page(name, content_type, client, gzip=gzip, base=base, meta=meta)
                 if made.file is not None:
                     made.file.close()
         finally:
@@ -554,6 +568,23 @@ class Repository:
             return dist
         self.counters.add("cache_misses")
         return self.downloads.get(name, dist)
+
+    def _without_cached_metadata(self, name: NormalizedName, page: ProjectPage) -> ProjectPage:
+        """``page`` without the PEP 658 metadata of the wheels whose file is cached (one scan of
+        the project's folder, for the pages of clients that download what they resolve: pip)."""
+        if not any(d.core_metadata is not None for d in page.files):
+            return page
+        try:
+            held = set(os.listdir(self.store.files / name))
+        except OSError:
+            return page
+        files = [
+            d.with_changes(core_metadata=None)
+            if d.core_metadata is not None and d.filename in held and f"{d.filename}.json" in held
+            else d
+            for d in page.files
+        ]
+        return ProjectPage.build(page.name, files, page.versions)
 
     def _cached(self, name: NormalizedName, record: DistFile, changed: bool) -> None:
         self.mirror.cached(name, record)
@@ -797,12 +828,14 @@ def _mtime_ns(path: Path) -> int:
         return 0
 
 
-def _kind(content_type: str, client: ClientProfile | None, base: str = "") -> str:
+def _kind(content_type: str, client: ClientProfile | None, base: str = "", meta: bool = True) -> str:
     """The rendered file's suffix: the format (both HTML types are the same bytes), the client and
     the base of the file URLs. Those of a client or a base are kept in the page's folder of
     renderings for installers (``pagefiles.CLIENTS``), at most ``MAX_CLIENTS`` pairs of them: a
     made-up Host header, like a made-up User-Agent, must not fill the disk."""
     kind = "json" if is_json(content_type) else "html"
+    if not meta:  # no metadata of cached wheels: pip's
+        kind += "_nm"
     if client is None and not base:
         return kind
     made_for = "" if client is None else hashlib.sha256(repr(client).encode()).hexdigest()[:16]
