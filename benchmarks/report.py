@@ -48,6 +48,9 @@ METRICS = (
     Metric("cold", "cold: pip download --no-deps, 34 packages", "s"),
     Metric("warm", "warm: pip download again, fresh directory", "s"),
     Metric("uv", "warm: uv pip install --no-cache, fresh venv", "s"),
+    Metric("small-cold", "small set: cold pip download --no-deps, 35 packages", "s"),
+    Metric("small-warm", "small set: warm pip download again, fresh directory", "s"),
+    Metric("small-uv", "small set: warm uv pip install --no-cache, fresh venv", "s"),
     Metric(
         "pages-1-html", "pages/s, 1 client, HTML (p50/p99 ms)", "/s", ("pages-1-html:p50", "pages-1-html:p99")
     ),

@@ -76,8 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--requirements",
         type=Path,
-        default=HERE / "requirements.txt",
+        default=workloads.PACKAGE_SETS["large"],
         help="pinned packages for the pip and uv workloads (closed under dependencies)",
+    )
+    parser.add_argument(
+        "--small-requirements",
+        type=Path,
+        default=workloads.PACKAGE_SETS["small"],
+        help="a second set (small and medium projects), measured the same way; 'none' skips it",
     )
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.rst", help="the report to write")
     parser.add_argument("--no-write", action="store_true", help="print the results, write no report")
@@ -153,6 +159,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 work=work,
                 number=number,
             )
+            if str(args.small_requirements) != "none":
+                remote_round(
+                    order,
+                    upstream,
+                    results,
+                    requirements=args.small_requirements,
+                    findlinks=work / "find-links-small",
+                    settings=settings,
+                    work=work,
+                    number=number,
+                    prefix="small-",
+                )
             spent.append(time.monotonic() - round_began)
         if not args.no_tox and "nestegg" in wanted:
             tox_workload(upstream, args.requirements, results, work, min(rounds, 2))
@@ -287,8 +305,10 @@ def remote_round(
     settings: Settings,
     work: Path,
     number: int,
+    prefix: str = "",
 ) -> None:
-    """pip and uv against the real upstream through each server, then page throughput."""
+    """pip and uv against the real upstream through each server, then page throughput; with a
+    ``prefix`` (a second package set), pip and uv only, their results' keys prefixed."""
     instances: dict[str, Instance] = {}
     for server in order:
         instance = _attempt(results, f"{server.name} start", server.start, upstream, "pypi", probe=None)
@@ -307,11 +327,11 @@ def remote_round(
             index_url=index,
         )
         if seconds is not None:
-            results.add("cold", column, seconds)
+            results.add(prefix + "cold", column, seconds)
             if column == "direct":
                 size = sum(p.stat().st_size for p in dest.iterdir())
-                results.add("direct-mb-per-s", column, size / seconds / 1e6)
-                results.facts["download_mb"] = f"{size / 1e6:.0f}"
+                results.add(prefix + "direct-mb-per-s", column, size / seconds / 1e6)
+                results.facts[prefix + "download_mb"] = f"{size / 1e6:.0f}"
                 if not findlinks.exists():
                     shutil.copytree(dest, findlinks)
     projects = workloads.requirement_names(requirements)
@@ -355,6 +375,7 @@ def remote_round(
                 dest=dest,
                 venv=work / "venv",
                 pip=column != "direct",
+                prefix=prefix,
             )
         finally:
             if served is not None:
@@ -363,8 +384,9 @@ def remote_round(
             pip_seconds[column] = seconds
     if "static" in pip_seconds and "static-absolute" in pip_seconds:
         # what relative file URLs cost pip, within one round
-        results.add("relative-urls", "nestegg", pip_seconds["static"] - pip_seconds["static-absolute"])
-    for name in names:
+        saved = pip_seconds["static"] - pip_seconds["static-absolute"]
+        results.add(prefix + "relative-urls", "nestegg", saved)
+    for name in names if not prefix else ():
         if name == "nestegg-compat":
             continue  # the load client is not pip: its pages are the plain nestegg's
         for kind, accept in (("html", load.HTML), ("json", load.JSON)):
@@ -391,7 +413,7 @@ def remote_round(
                     results.add(f"{key}:p99", name, outcome.percentile(0.99))
     for name, instance in instances.items():
         instance.process.stop()
-        results.add("rss", name, instance.process.peak_rss)
+        results.add(prefix + "rss", name, instance.process.peak_rss)
 
 
 def warm_runs(
@@ -403,6 +425,7 @@ def warm_runs(
     dest: Path,
     venv: Path,
     pip: bool = True,
+    prefix: str = "",
 ) -> float | None:
     """The warm pip download into ``dest`` (unless not ``pip``) and uv install into ``venv`` from
     ``source`` (an index URL or a find-links folder); the pip download's seconds, if measured."""
@@ -417,13 +440,13 @@ def warm_runs(
             **source,
         )
         if seconds is not None:
-            results.add("warm", column, seconds)
+            results.add(prefix + "warm", column, seconds)
     if find_uv() is not None:
         uv_seconds = _attempt(
             results, f"{column} uv install", workloads.uv_install, requirements, venv, **source
         )
         if uv_seconds is not None:
-            results.add("uv", column, uv_seconds)
+            results.add(prefix + "uv", column, uv_seconds)
     return seconds
 
 

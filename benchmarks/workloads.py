@@ -26,6 +26,14 @@ from servers import Instance, server_env
 
 from nestegg_core.testing import find_uv, installer_env
 
+#: the pinned package sets of the pip and uv workloads, closed under their dependencies: ``large``,
+#: projects with large pages (numpy, pydantic-core...); ``small``, small and medium projects
+#: (requests, click, rich, tox...), whose pages pip reads faster than it downloads them
+PACKAGE_SETS = {
+    "large": Path(__file__).with_name("requirements.txt"),
+    "small": Path(__file__).with_name("requirements-small.txt"),
+}
+
 _HREF = re.compile(r'href="([^"]+)"')
 #: loopback only: no proxy of this machine's environment in between
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -6,11 +6,15 @@ import gzip
 import hashlib
 import socket
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 import requests
 
 from nestegg_core import Mirror
+from nestegg_core.http.app import MOUNT, base_url
+from nestegg_core.serve.mounts import UpstreamMounts
+from nestegg_core.storage.pagefiles import MAX_CLIENTS
 from nestegg_core.testing.dists import PackageSpec, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
@@ -48,7 +52,7 @@ def test_project_page_negotiation_and_caching_headers(mirror: Mirror, http: requ
     html = http.get(url)
     assert html.status_code == 200
     assert html.headers["Content-Type"] == "text/html; charset=utf-8"
-    assert html.headers["Vary"] == "Accept, Accept-Encoding"
+    assert html.headers["Vary"] == "Accept, Accept-Encoding, User-Agent"
     assert "Cache-Control" in html.headers
     etag = html.headers["ETag"]
     assert etag.startswith('"')
@@ -56,7 +60,8 @@ def test_project_page_negotiation_and_caching_headers(mirror: Mirror, http: requ
     data = http.get(url, headers={"Accept": JSON}).json()
     assert data["meta"]["api-version"] == "1.1"
     assert data["versions"] == ["0.9", "1.0"]
-    assert all(f["url"].startswith("../../files/my-pkg/") for f in data["files"])
+    # absolute, from the Host the client reached: pip reads those a third faster than relative ones
+    assert all(f["url"].startswith(mirror.url + "/files/my-pkg/") for f in data["files"])
     assert all(f["url"].rsplit("/", 1)[1] == f["filename"] for f in data["files"])
     assert {f["filename"]: f.get("yanked") for f in data["files"]}["my_pkg-0.9.tar.gz"] == "use 1.0"
     again = http.get(url, headers={"If-None-Match": etag})
@@ -106,7 +111,7 @@ def test_pages_are_gzip_encoded_for_clients_that_accept_it(
         response = http.get(url, headers={"Accept": accept, "Accept-Encoding": accept_encoding}, stream=True)
         raw = response.raw.read(decode_content=False)
         assert response.headers.get("Content-Encoding") == ("gzip" if encoded else None)
-        assert response.headers["Vary"] == "Accept, Accept-Encoding"
+        assert response.headers["Vary"] == "Accept, Accept-Encoding, User-Agent"
         assert int(response.headers["Content-Length"]) == len(raw)
         assert (gzip.decompress(raw) if encoded else raw) == plain.content
         # each encoding is a representation of its own, with its own validator
@@ -169,7 +174,7 @@ def test_files_head_range_and_hash(mirror: Mirror, http: requests.Session, pkg: 
     wheel = pkg[0]
     page = http.get(mirror.index_url + "my-pkg/", headers={"Accept": JSON}).json()
     entry = next(f for f in page["files"] if f["filename"] == wheel)
-    url = mirror.index_url + "my-pkg/" + entry["url"]
+    url = urljoin(mirror.index_url + "my-pkg/", entry["url"])
     # the first request is a range on an uncached file: served while it downloads
     first = http.get(url, headers={"Range": "bytes=-100"})
     assert first.status_code == 206
@@ -229,3 +234,112 @@ def test_health_and_methods(mirror: Mirror, http: requests.Session) -> None:
     assert http.get(mirror.url + "/health").json() == {"status": "ok"}
     assert http.delete(mirror.index_url).status_code == 405
     assert http.get(mirror.url + "/").status_code == 200
+
+
+_SERVER = {"SERVER_NAME": "127.0.0.1", "SERVER_PORT": "7654", "wsgi.url_scheme": "http"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "public_url", "expected"),
+    [
+        ({"HTTP_HOST": "127.0.0.1:7654"}, None, "http://127.0.0.1:7654"),
+        ({"HTTP_HOST": "Mirror.Example.com"}, None, "http://mirror.example.com"),
+        ({"HTTP_HOST": "[::1]:8080"}, None, "http://[::1]:8080"),
+        ({"HTTP_HOST": "x.example.com", "wsgi.url_scheme": "https"}, None, "https://x.example.com"),
+        ({"HTTP_HOST": "x.example.com", "SCRIPT_NAME": "/pypi/"}, None, "http://x.example.com/pypi"),
+        ({"HTTP_HOST": "x.example.com", "SCRIPT_NAME": "/upstreams/ab", MOUNT: "/upstreams/ab"}, None,
+         "http://x.example.com/upstreams/ab"),
+        # no Host, or one that is no host: the server's own name and port
+        ({}, None, "http://127.0.0.1:7654"),
+        ({"HTTP_HOST": "evil.example.com/x?"}, None, "http://127.0.0.1:7654"),
+        ({"HTTP_HOST": 'a"><script>'}, None, "http://127.0.0.1:7654"),
+        ({"HTTP_HOST": "a b"}, None, "http://127.0.0.1:7654"),
+        ({"HTTP_HOST": "x:123456"}, None, "http://127.0.0.1:7654"),
+        # behind a proxy: the configured URL, whatever the Host or forwarded headers say
+        ({"HTTP_HOST": "10.0.0.5:8000", "HTTP_X_FORWARDED_HOST": "evil.example.com"},
+         "https://example.com/pypi", "https://example.com/pypi"),
+        ({"HTTP_HOST": "10.0.0.5:8000", MOUNT: "/upstreams/ab"}, "https://example.com",
+         "https://example.com/upstreams/ab"),
+    ],
+)  # fmt: skip
+def test_base_url(environ: dict[str, str], public_url: str | None, expected: str) -> None:
+    assert base_url({**_SERVER, **environ}, public_url) == expected
+
+
+@pytest.mark.usefixtures("pkg")
+@pytest.mark.parametrize("accept", [JSON, "text/html"])
+def test_file_urls_follow_the_host_each_client_reached(
+    mirror: Mirror, http: requests.Session, accept: str
+) -> None:
+    url = mirror.index_url + "my-pkg/"
+    port = mirror.url.rsplit(":", 1)[1]
+    pages = {}
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"127.0.0.1:{port}"):
+        answer = http.get(url, headers={"Accept": accept, "Host": host})
+        assert answer.status_code == 200
+        assert f"http://{host}/files/my-pkg/my_pkg-1.0-py3-none-any.whl" in answer.text
+        other = "localhost" if host.startswith("127") else "127.0.0.1"
+        assert f"{other}:{port}" not in answer.text
+        pages[host] = answer
+    # each kept apart: another Host never gets the first one's URLs, nor its ETag
+    assert pages[f"127.0.0.1:{port}"].headers["ETag"] != pages[f"localhost:{port}"].headers["ETag"]
+    wheel = http.get(f"http://localhost:{port}/files/my-pkg/my_pkg-1.0-py3-none-any.whl")
+    assert wheel.status_code == 200
+
+
+@pytest.mark.usefixtures("pkg")
+def test_a_public_url_starts_the_file_urls_of_every_page(
+    make_mirror: MirrorFactory, upstream: PrivateIndex, http: requests.Session
+) -> None:
+    # the mirror's own upstream is another (unreachable) index: the fake one is mounted
+    mirror = make_mirror(public_url="https://example.com/pypi", index_url="http://127.0.0.1:9/simple/")
+    mounted = UpstreamMounts(mirror).index_url(upstream.index_url)
+    prefix = mounted.removeprefix(mirror.url).removesuffix("/simple/")
+    assert prefix.startswith("/upstreams/")
+    for accept in (JSON, "text/html"):
+        page = http.get(mounted + "my-pkg/", headers={"Accept": accept, "Host": "10.0.0.5:8000"})
+        assert page.status_code == 200
+        assert f"https://example.com/pypi{prefix}/files/my-pkg/my_pkg-1.0-py3-none-any.whl" in page.text
+        assert "10.0.0.5" not in page.text
+        assert "../../files" not in page.text
+
+
+@pytest.mark.usefixtures("pkg")
+def test_renderings_for_made_up_hosts_are_bounded(mirror: Mirror, http: requests.Session) -> None:
+    url = mirror.index_url + "my-pkg/"
+    for number in range(MAX_CLIENTS + 5):
+        answer = http.get(url, headers={"Accept": JSON, "Host": f"host{number}.example.com"})
+        assert f"http://host{number}.example.com/files/" in answer.text
+    folder = mirror.repository.pages.folder / "my-pkg.clients"
+    kinds = {path.name.removesuffix(".gz") for path in folder.iterdir()}
+    assert len(kinds) <= MAX_CLIENTS
+
+
+PIP = 'pip/26.3 {"installer":{"name":"pip","version":"26.3"},"python":"3.11.7"}'
+
+
+@pytest.mark.parametrize("accept", [JSON, "text/html"])
+def test_pip_gets_no_metadata_of_a_cached_wheel_and_uv_keeps_it(
+    mirror: Mirror, upstream: PrivateIndex, http: requests.Session, accept: str
+) -> None:
+    upstream.add("meta", "1.0", sdist=False)
+    upstream.add("meta", "2.0", sdist=False)
+    url = mirror.index_url + "meta/"
+
+    def metadata_of(agent: str) -> dict[str, bool]:
+        answer = http.get(url, headers={"Accept": accept, "User-Agent": agent})
+        assert answer.status_code == 200
+        assert "User-Agent" in answer.headers["Vary"]
+        if accept == JSON:
+            return {f["filename"]: "core-metadata" in f for f in answer.json()["files"]}
+        lines = [line for line in answer.text.splitlines() if "<a href" in line]
+        return {line.split(">")[1].split("<")[0]: "data-core-metadata" in line for line in lines}
+
+    wheel = "meta-1.0-py3-none-any.whl"
+    # cached before its page is first rendered: a wheel cached just as its page lists it leaves
+    # the renderings be (the change marker is not touched), pip's too
+    http.get(f"{mirror.url}/files/meta/{wheel}").raise_for_status()
+    for _ in range(2):  # rendered, then served from its file
+        assert metadata_of(PIP) == {wheel: False, "meta-2.0-py3-none-any.whl": True}
+        assert metadata_of("uv/0.5.0") == {wheel: True, "meta-2.0-py3-none-any.whl": True}
+        assert metadata_of("") == {wheel: True, "meta-2.0-py3-none-any.whl": True}

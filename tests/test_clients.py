@@ -19,7 +19,13 @@ from packaging.version import Version
 from nestegg_core.cli import build_parser, config_from
 from nestegg_core.config.config import load_config
 from nestegg_core.errors import ConfigError
-from nestegg_core.simple.clients import UNKNOWN, ClientProfile, fits, profile_from_user_agent
+from nestegg_core.simple.clients import (
+    UNKNOWN,
+    ClientProfile,
+    fits,
+    lists_cached_metadata,
+    profile_from_user_agent,
+)
 from nestegg_core.simple.models import DistFile
 from nestegg_core.simple.render import JSON_V1
 from nestegg_core.testing import find_uv, installer_env, make_venv
@@ -365,3 +371,20 @@ def test_pip_in_a_venv_installs_through_a_trimmed_mirror(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Successfully installed plat-pkg-1.0" in result.stdout
     assert many_platforms in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "lists"),
+    [
+        ('pip/26.3 {"installer":{"name":"pip","version":"26.3"},"python":"3.11.7"}', False),
+        ("pip/9.0.1 CPython/3.6", False),
+        ("uv/0.5.0", True),
+        ("pdm/2.20 python-requests/2.32", True),
+        ("python-requests/2.32.3", True),
+        ("Mozilla/5.0 pip/26.3", True),
+        ("", True),
+        (None, True),
+    ],
+)
+def test_lists_cached_metadata(user_agent: str | None, lists: bool) -> None:
+    assert lists_cached_metadata(user_agent) is lists

@@ -59,6 +59,8 @@ from .loopback import (
 )
 
 JSON = "application/vnd.pypi.simple.v1+json"
+#: the mirrors' public URL where two processes must share their renderings
+PUBLIC = "http://mirror.example.com"
 SENTINEL = b"sentinel: this file must never be served"
 USER, PASSWORD = "alice", "correct horse"
 #: what pip on CPython 3.11, Linux x86_64 sends (``compatible_only`` reads it)
@@ -559,7 +561,8 @@ def test_a_linked_state_file_or_rendered_page_is_a_cache_miss(
     upstream: PrivateIndex, make_mirror: MirrorFactory, http: requests.Session, outside: Path, linked: str
 ) -> None:
     upstream.add("pkg", "1.0")
-    mirror = make_mirror()
+    # one public URL: both processes serve the same rendering, whatever their ports
+    mirror = make_mirror(public_url=PUBLIC)
     store = mirror.repository.store
     plain = {"Accept": JSON, "Accept-Encoding": "identity"}  # the rendering forged below, not its gzip
     first = http.get(mirror.index_url + "pkg/", headers=plain)
@@ -568,7 +571,8 @@ def test_a_linked_state_file_or_rendered_page_is_a_cache_miss(
     state = store.page_path(NormalizedName("pkg"))
     forged_state = outside / "state.json"
     forged_state.write_bytes(state.read_bytes().replace(b"pkg-1.0.tar.gz", b"pkg-6.6.tar.gz"))
-    rendered = mirror.repository.pages.path(NormalizedName("pkg"), "json")
+    rendered = mirror.repository.pages.path(NormalizedName("pkg"), repository._kind(JSON, None, PUBLIC))
+    assert rendered.is_file()
     forged_page = outside / "page.json"
     forged_page.write_bytes(rendered.read_bytes().replace(b"pkg-1.0.tar.gz", b"pkg-6.6.tar.gz"))
     before = snapshot(outside)
@@ -578,7 +582,7 @@ def test_a_linked_state_file_or_rendered_page_is_a_cache_miss(
         # the link takes the real file's times, so that it looks unchanged to a stat
         os.utime(link, ns=(status.st_atime_ns, status.st_mtime_ns), follow_symlinks=False)
     # another process of the nest (nothing in memory) serves the page
-    again = make_mirror()
+    again = make_mirror(public_url=PUBLIC)
     answer = http.get(again.index_url + "pkg/", headers=plain)
     assert answer.status_code == 200
     assert "pkg-6.6" not in answer.text
@@ -590,7 +594,7 @@ def test_a_linked_folder_of_renderings_for_installers_is_never_read_nor_written(
     upstream: PrivateIndex, make_mirror: MirrorFactory, http: requests.Session, outside: Path
 ) -> None:
     upstream.add("pkg", "1.0")
-    mirror = make_mirror(compatible_only=True)
+    mirror = make_mirror(compatible_only=True, public_url=PUBLIC)
     pip = {"Accept": JSON, "Accept-Encoding": "identity", "User-Agent": PIP_AGENT}
     first = http.get(mirror.index_url + "pkg/", headers=pip)
     assert first.status_code == 200
@@ -603,7 +607,7 @@ def test_a_linked_folder_of_renderings_for_installers_is_never_read_nor_written(
     before = snapshot(outside)
     plant(folder, forged)
     # another process of the nest (nothing in memory) serves the page to pip, and would save it
-    again = make_mirror(compatible_only=True)
+    again = make_mirror(compatible_only=True, public_url=PUBLIC)
     answer = http.get(again.index_url + "pkg/", headers=pip)
     assert answer.status_code == 200
     assert "pkg-6.6" not in answer.text

@@ -31,6 +31,9 @@ from nestegg_core.wsgi import LazyApplication, config_from_environ, make_applica
 
 from .conftest import Faults, MirrorFactory
 
+#: the address of workers that serve one mirror together
+PUBLIC = "http://mirror.example.com"
+
 
 def call(app: Any, path: str = "/health", **environ: Any) -> tuple[str, dict[str, str], bytes]:
     """One request straight into a WSGI application: status, headers, body."""
@@ -336,7 +339,8 @@ def test_workers_agree_on_a_page_once_another_cached_a_file(
 ) -> None:
     record = upstream.add("shared", "1.0", sdist=False)[0]
     faults.html_only = True  # no sizes upstream: the worker that caches the file learns it
-    first, second = make_mirror(), make_mirror()
+    # workers behind one address: the same Host, hence the same pages
+    first, second = make_mirror(public_url=PUBLIC), make_mirror(public_url=PUBLIC)
     json_type = {"Accept": "application/vnd.pypi.simple.v1+json"}
     before = {m: http.get(f"{m.index_url}shared/", headers=json_type) for m in (first, second)}
     assert before[first].headers["ETag"] == before[second].headers["ETag"]
@@ -403,7 +407,7 @@ def test_workers_agree_on_a_page_another_revalidated(
 ) -> None:
     monkeypatch.setattr(repository, "RECHECK", 600.0)  # not by the clock: by the generation
     upstream.add("moving", "1.0", sdist=False)
-    eager, lazy = make_mirror(ttl=0), make_mirror(ttl=600)
+    eager, lazy = make_mirror(ttl=0, public_url=PUBLIC), make_mirror(ttl=600, public_url=PUBLIC)
     for _ in range(3):  # rendered, saved, then answered warm
         etag = http.get(f"{lazy.index_url}moving/").headers["ETag"]
     assert etag == http.get(f"{eager.index_url}moving/").headers["ETag"]

@@ -174,6 +174,20 @@ def _upstreams(reader: Reader, raw: Any, path: str) -> tuple[Upstream, ...]:
 
 INDEX_URL = Kind("an http(s) URL", _index_url)
 UPSTREAMS = Kind("a list of indexes: url, projects (names and glob patterns)", _upstreams)
+
+
+def _public_url(reader: Reader, raw: Any, path: str) -> str:
+    url = reader.string(raw, path).strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise reader.error(
+            path, f"{url!r} is not an http(s) URL of the mirror (like https://example.com/pypi)"
+        )
+    # file URLs are made by appending their path: no slash at the end
+    return url.rstrip("/")
+
+
+PUBLIC_URL = Kind("an http(s) URL", _public_url)
 SOURCE_BUILDS = Kind("a list of source builds, as above", _source_builds)
 
 
@@ -222,6 +236,17 @@ class Config:
         (),
         kind=UPSTREAMS,
         description="more indexes, each the only one asked for the projects its names and patterns match",
+    )
+    #: where clients reach the mirror's root behind a proxy; None: the URL of each request (its Host)
+    public_url: str | None = setting(
+        None,
+        kind=PUBLIC_URL,
+        option="--public-url",
+        metavar="URL",
+        commands=("serve",),
+        variable="NESTEGG_PUBLIC_URL",
+        description="the URL clients reach the mirror at behind a proxy; pages' file URLs start with it",
+        default_text="the URL each request was made to (its Host header)",
     )
     ttl: float = setting(
         DEFAULT_TTL, kind=SECONDS, description="seconds before a page is revalidated with the upstream"

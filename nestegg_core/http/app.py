@@ -9,6 +9,7 @@ more to a running one (the upstreams a tox run mounts).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 from urllib.parse import quote
@@ -27,7 +28,7 @@ from nestegg_core.errors import (
 from nestegg_core.index.downloads import ClientGone
 from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import hops_of, loop_in
-from nestegg_core.simple.clients import profile_from_user_agent
+from nestegg_core.simple.clients import lists_cached_metadata, profile_from_user_agent
 from nestegg_core.simple.distmeta import metadata_fields
 from nestegg_core.simple.jsonapi import find_release, latest_release, project_json, releases_of
 from nestegg_core.simple.models import is_valid_name
@@ -48,6 +49,10 @@ SMALL_BODY = 64 * 1024
 UPLOAD_PATHS = ("/", "/legacy", "/legacy/")
 #: rendered pages up to this size are read whole; larger ones are sent a block at a time
 _READ_WHOLE = 64 * 1024
+#: the environ key of the path an app is mounted at below the mirror's root (``/upstreams/<key>``)
+MOUNT = "nestegg.mount"
+#: a Host header fit to start a URL with: a name or an IPv4 or bracketed IPv6 address, and a port
+_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?|\[[0-9a-f:.]{2,45}\])(?::[0-9]{1,5})?")
 
 
 class Upload(Protocol):
@@ -204,12 +209,16 @@ class NesteggApp:
         content_type = negotiate(environ.get("HTTP_ACCEPT"))
         if content_type is None:
             return error(environ, start_response, 406, _NOT_ACCEPTABLE)
-        vary, client = "Accept, Accept-Encoding", None
+        # pip and other clients get other metadata, and with compatible_only other files
+        vary, client = "Accept, Accept-Encoding, User-Agent", None
+        agent = environ.get("HTTP_USER_AGENT")
         if self.repository.config.compatible_only:
-            vary += ", User-Agent"
-            client = profile_from_user_agent(environ.get("HTTP_USER_AGENT"))
+            client = profile_from_user_agent(agent)
         gzip = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING"))
-        rendered = self.repository.rendered(name, content_type, client, gzip=gzip)
+        base = base_url(environ, self.repository.config.public_url)
+        rendered = self.repository.rendered(
+            name, content_type, client, gzip=gzip, base=base, cached_metadata=lists_cached_metadata(agent)
+        )
         body = rendered.body if rendered.file is None else rendered.file
         try:
             return self._page(
@@ -248,7 +257,7 @@ class NesteggApp:
             key: [d.with_changes(size=self.repository.held_size(name, d)) for d in dists]
             for key, dists in releases.items()
         }
-        base = _base_url(environ) + f"/files/{quote(name)}/"
+        base = base_url(environ, self.repository.config.public_url) + f"/files/{quote(name)}/"
         body = project_json(
             page,
             version,
@@ -334,14 +343,24 @@ def _json_api_path(path: str) -> str | None:
     return "/" + "/".join(resolved)
 
 
-def _base_url(environ: Environ) -> str:
-    """The URL the client reached this app at (its files are named from it, as pip resolves the
-    relative links of a page: pip-tools takes a JSON API's hashes for files of the same URL)."""
-    host = (
-        environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '127.0.0.1')}:{environ.get('SERVER_PORT')}"
-    )
-    scheme = environ.get("wsgi.url_scheme", "http")
-    return f"{scheme}://{host}{str(environ.get('SCRIPT_NAME', '')).rstrip('/')}"
+def base_url(environ: Environ, public_url: str | None) -> str:
+    """The URL of the app's root as the client reached it, which pages' absolute file URLs start
+    with: ``public_url`` (the mirror's root behind a proxy), else the request's scheme and Host
+    (else the server's name and port, when the Host is missing or no host), with the app's mount.
+
+    pip reads absolute URLs a third faster than relative ones; made from each request's own Host,
+    a mirror reached at another address (a new port, a proxy) never sends clients elsewhere.
+    """
+    mount = str(environ.get(MOUNT, ""))
+    if public_url is not None:
+        return public_url + mount
+    host = str(environ.get("HTTP_HOST", "")).lower()
+    if not _HOST.fullmatch(host):
+        host = f"{environ.get('SERVER_NAME', '127.0.0.1')}:{environ.get('SERVER_PORT', '80')}".lower()
+        if not _HOST.fullmatch(host):
+            host = "127.0.0.1"
+    scheme = "https" if environ.get("wsgi.url_scheme") == "https" else "http"
+    return f"{scheme}://{host}{quote(str(environ.get('SCRIPT_NAME', '')).rstrip('/'), safe='/')}"
 
 
 def _path_info(environ: Environ) -> str:

@@ -193,7 +193,7 @@ class Repository:
         #: point their build environment at it
         self.index_url: str | None = None
         #: renderings that have no file, by name, content type, client and encoding
-        self._rendered: OrderedDict[tuple[str, str, ClientProfile | None, bool], _Cached] = OrderedDict()
+        self._rendered: OrderedDict[tuple[str, str, ClientProfile | None, bool, str], _Cached] = OrderedDict()
         self._rendered_bytes = 0
         #: saved renderings read back, by name and kind: (token, checked, ETag, body)
         self._warm: OrderedDict[tuple[str, str], tuple[str, float, str, bytes]] = OrderedDict()
@@ -278,27 +278,38 @@ class Repository:
         client: ClientProfile | None = None,
         *,
         gzip: bool = False,
+        base: str = "",
+        cached_metadata: bool = True,
     ) -> Rendered:
         """The page of ``name`` as bytes of ``content_type``, rendered once per change.
 
         With ``client``, only the files that may fit that installer are listed. With ``gzip``, the
-        page comes gzip encoded.
+        page comes gzip encoded. Its file URLs start with ``base`` (the URL of the mirror's root
+        the client reached), else they are relative. Without ``cached_metadata``, the wheels
+        already cached are listed without their PEP 658 metadata (``lists_cached_metadata``).
         """
         routed = self.routes.serving(name)
         if routed is not None:
             return routed.rendered(name, content_type, client, gzip=gzip)
         self._asked = time.monotonic()
-        return self._rendered_page(name, content_type, client, gzip=gzip)
+        return self._rendered_page(name, content_type, client, gzip=gzip, base=base, meta=cached_metadata)
 
     def _rendered_page(
-        self, name: NormalizedName, content_type: str, client: ClientProfile | None, *, gzip: bool
+        self,
+        name: NormalizedName,
+        content_type: str,
+        client: ClientProfile | None,
+        *,
+        gzip: bool,
+        base: str,
+        meta: bool = True,
     ) -> Rendered:
         """:meth:`rendered`, for a request or the background."""
         token = self._known_token(name)
-        kind = _kind(content_type, client)
+        kind = _kind(content_type, client, base, meta)
         wanted = kind + GZIP if gzip else kind
         if token is not None or self._plain_mirror(name):  # no token yet: the page is new
-            self.refresher.served(name, (content_type, client, gzip))
+            self.refresher.served(name, (content_type, client, gzip, base, meta))
         if token is not None:
             warm = self._read_rendered(name, wanted, token)
             if warm is not None:
@@ -315,10 +326,10 @@ class Repository:
                     warm = None if token is None else self._read_rendered(name, wanted, token)
                     if warm is not None:
                         return warm
-                    return self._render(name, content_type, client, token, gzip=gzip)
+                    return self._render(name, content_type, client, token, gzip=gzip, base=base, meta=meta)
                 finally:
                     self._large_lock.release()
-        return self._render(name, content_type, client, token, gzip=gzip)
+        return self._render(name, content_type, client, token, gzip=gzip, base=base, meta=meta)
 
     def _render(
         self,
@@ -328,20 +339,24 @@ class Repository:
         token: str | None,
         *,
         gzip: bool,
+        base: str,
+        meta: bool,
     ) -> Rendered:
         """Make the rendering :meth:`rendered` did not find; ``token`` is the disk's before."""
         with self._render_lock:
             self._making += 1
         try:
-            kind = _kind(content_type, client)
+            kind = _kind(content_type, client, base, meta)
             wanted = kind + GZIP if gzip else kind
             page = self.project(name)
-            key = (name, content_type, client, gzip)
+            key = (name, content_type, client, gzip, base + ("" if meta else "!"))
             cached = self._rendered.get(key)
             if cached is not None and cached.page() is page:
                 return Rendered(page, cached.body, cached.etag, gzip=gzip)
             shown = self._advertised(page if client is None else for_client(page, client))
-            prefix = f"../../files/{quote(name)}/"
+            if not meta:
+                shown = self._without_cached_metadata(name, shown)
+            prefix = f"{base}/files/{quote(name)}/" if base else f"../../files/{quote(name)}/"
 
             def url_for(dist: DistFile) -> str:
                 return prefix + quote_filename(dist.filename)
@@ -480,8 +495,10 @@ class Repository:
             for served in kinds:
                 if self.refresher.stopped:
                     break
-                content_type, client, gzip = cast(tuple[str, ClientProfile | None, bool], served)
-                made = self._rendered_page(name, content_type, client, gzip=gzip)
+                content_type, client, gzip, base, meta = cast(
+                    tuple[str, ClientProfile | None, bool, str, bool], served
+                )
+                made = self._rendered_page(name, content_type, client, gzip=gzip, base=base, meta=meta)
                 if made.file is not None:
                     made.file.close()
         finally:
@@ -532,7 +549,7 @@ class Repository:
             name in self._source_builds or self.private.is_merged(name) or self.private.is_private(name)
         )
 
-    def _remember(self, key: tuple[str, str, ClientProfile | None, bool], cached: _Cached) -> None:
+    def _remember(self, key: tuple[str, str, ClientProfile | None, bool, str], cached: _Cached) -> None:
         with self._render_lock:
             # what the mirror dropped from memory can never be served again: make room first
             for dead in [k for k, v in self._rendered.items() if v.page() is None]:
@@ -632,6 +649,23 @@ class Repository:
         few ranges of wheels they then mostly reject (docs/internals.rst)."""
         self._asked = time.monotonic()
         return self.ranges.read(name, dist, start, end)
+
+    def _without_cached_metadata(self, name: NormalizedName, page: ProjectPage) -> ProjectPage:
+        """``page`` without the PEP 658 metadata of the wheels whose file is cached (one scan of
+        the project's folder, for the pages of clients that download what they resolve: pip)."""
+        if not any(d.core_metadata is not None for d in page.files):
+            return page
+        try:
+            held = set(os.listdir(self.store.files / name))
+        except OSError:
+            return page
+        files = [
+            d.with_changes(core_metadata=None)
+            if d.core_metadata is not None and d.filename in held and f"{d.filename}.json" in held
+            else d
+            for d in page.files
+        ]
+        return ProjectPage.build(page.name, files, page.versions)
 
     def _cached(self, name: NormalizedName, record: DistFile, changed: bool) -> None:
         self.mirror.cached(name, record)
@@ -984,9 +1018,17 @@ def _mtime_ns(path: Path) -> int:
         return 0
 
 
-def _kind(content_type: str, client: ClientProfile | None) -> str:
-    """The rendered file's suffix: the format (both HTML types are the same bytes) and client."""
+def _kind(content_type: str, client: ClientProfile | None, base: str = "", meta: bool = True) -> str:
+    """The rendered file's suffix: the format (both HTML types are the same bytes), the client and
+    the base of the file URLs. Those of a client or a base are kept in the page's folder of
+    renderings for installers (``pagefiles.CLIENTS``), at most ``MAX_CLIENTS`` pairs of them: a
+    made-up Host header, like a made-up User-Agent, must not fill the disk."""
     kind = "json" if is_json(content_type) else "html"
-    if client is None:
+    if not meta:  # no metadata of cached wheels: pip's
+        kind += "_nm"
+    if client is None and not base:
         return kind
-    return f"{kind}-{hashlib.sha256(repr(client).encode()).hexdigest()[:16]}"
+    made_for = "" if client is None else hashlib.sha256(repr(client).encode()).hexdigest()[:16]
+    if base:
+        made_for += "@" + hashlib.sha256(base.encode()).hexdigest()[:12]
+    return f"{kind}-{made_for}"

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable
 
 from nestegg_core.errors import NotFound
-from nestegg_core.http.app import NesteggApp
+from nestegg_core.http.app import MOUNT, NesteggApp
 from nestegg_core.http.types import Environ, StartResponse
 from nestegg_core.index.repository import Repository
 from nestegg_core.urls import mask_url, normalize_index_url
@@ -97,5 +97,6 @@ class UpstreamMounts:
             raise NotFound(f"no upstream is mounted at {PREFIX}/{key}")
         inner = dict(environ)
         inner["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "").rstrip("/") + f"/{PREFIX}/{key}"
+        inner[MOUNT] = f"/{PREFIX}/{key}"  # its pages' file URLs: under the public URL, if any
         inner["PATH_INFO"] = "/" + (parts[3] if len(parts) > 3 else "")
         return app(inner, start_response)

@@ -33,7 +33,7 @@ from packaging.version import Version
 
 from .models import DistFile, ProjectPage, parse_number, parse_specifier, parse_version
 
-__all__ = ["ClientProfile", "fits", "for_client", "profile_from_user_agent"]
+__all__ = ["ClientProfile", "fits", "for_client", "lists_cached_metadata", "profile_from_user_agent"]
 
 _MAX_USER_AGENT = 4096
 
@@ -130,6 +130,14 @@ def profile_from_user_agent(user_agent: str | None) -> ClientProfile | None:
         cpu=cpu if isinstance(cpu, str) and cpu in _CPUS.get(system or "", ()) else None,
         glibc=glibc,
     )
+
+
+def lists_cached_metadata(user_agent: str | None) -> bool:
+    """Whether a page for the client of ``user_agent`` lists the PEP 658 metadata of a wheel the
+    mirror has cached. pip downloads every wheel it resolved to, so for it a cached wheel costs
+    one request as the file alone and two as metadata plus file; uv (and every other client) may
+    resolve from metadata alone, and keeps it. Wheels not cached keep their metadata for all."""
+    return not (user_agent or "").startswith("pip/")
 
 
 def _mapping(value: object) -> dict[str, object]:
