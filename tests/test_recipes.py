@@ -8,6 +8,7 @@ kept between sessions (``$NESTEGG_TEST_CLIENTS``, else the temporary directory).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory
 from .recipes import Client, RefusingProxy, client_env, install_client, refusing_proxy, run
+from .repack import repack
+from .test_tox_plugin import closure
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -275,3 +278,126 @@ def test_pdm_source_of_another_name_still_asks_the_public_index(
     assert "No request may leave 127.0.0.1" in done.stdout + done.stderr
     assert [a.split()[0] for a in proxy.attempts()] == ["CONNECT"]  # to the public index's host
     proxy.reset()
+
+
+# --- hatch ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def hatch() -> Client:
+    return install_client(HATCH)
+
+
+@pytest.fixture(scope="session")
+def hatchling_wheels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """hatchling and what it needs, rebuilt from this interpreter: the project's build backend."""
+    out = tmp_path_factory.mktemp("hatchling")
+    return [repack(name, out) for name in closure(["hatchling"])]
+
+
+def hatch_project(root: Path, env_vars: str = "") -> Path:
+    write(root / "src" / "demo_app" / "__init__.py", "")
+    write(
+        root / "pyproject.toml",
+        f"""\
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "demo-app"
+version = "0.1"
+requires-python = ">=3.10"
+dependencies = ["demo-app-lib"]
+
+[tool.hatch.envs.default]
+dev-mode = false
+{env_vars}""",
+    )
+    return root
+
+
+HATCH_ENV_VARS = """
+[tool.hatch.envs.default.env-vars]
+PIP_INDEX_URL = "{index_url}"
+"""
+
+
+def test_hatch(
+    hatch: Client,
+    hatchling_wheels: list[Path],
+    upstream: PrivateIndex,
+    site: Mirror,
+    faults: Faults,
+    refused: RefusingProxy,
+    tmp_path: Path,
+) -> None:
+    for wheel in hatchling_wheels:  # the build backend, from the upstream as for a user
+        upstream.publish(wheel)
+    project = hatch_project(tmp_path / "app")
+    env = client_env(
+        tmp_path / "home", refused, PIP_INDEX_URL=site.index_url, UV_DEFAULT_INDEX=site.index_url
+    )
+    exe = hatch.bin("hatch")
+    run([exe, "run", "python", "-c", "import demo_app, demo_app_lib, demo_dep"], env=env, cwd=project)
+    run([exe, "build"], env=env, cwd=project)
+    assert sorted(p.name for p in (project / "dist").iterdir()) == [
+        "demo_app-0.1-py3-none-any.whl", "demo_app-0.1.tar.gz",
+    ]  # fmt: skip
+    asked_upstream(faults, "hatchling", "demo-app-lib", "demo-dep")
+
+
+def test_hatch_env_vars_do_not_reach_its_build_environment(
+    hatch: Client,
+    hatchling_wheels: list[Path],
+    upstream: PrivateIndex,
+    site: Mirror,
+    proxy: RefusingProxy,
+    tmp_path: Path,
+) -> None:
+    for wheel in hatchling_wheels:
+        upstream.publish(wheel)
+    project = hatch_project(tmp_path / "app", HATCH_ENV_VARS.format(index_url=site.index_url))
+    env = client_env(tmp_path / "home", proxy, UV_HTTP_RETRIES="0")  # hatch build runs uv
+    exe = hatch.bin("hatch")
+    proxy.reset()
+    # the environment's own installs (and the project's, built by pip) follow env-vars...
+    run([exe, "run", "python", "-c", "import demo_app, demo_app_lib, demo_dep"], env=env, cwd=project)
+    assert proxy.attempts() == []
+    # ...hatch build's environment does not: it asks the public index
+    done = subprocess.run([exe, "build"], env=env, cwd=project, capture_output=True, text=True, timeout=120,
+                          check=False)  # fmt: skip
+    assert done.returncode != 0
+    assert proxy.attempts() != []
+    assert {a.split()[0] for a in proxy.attempts()} == {"CONNECT"}
+    proxy.reset()
+
+
+# --- pip-tools -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pip_tools() -> Client:
+    return install_client(PIP_TOOLS)
+
+
+def test_pip_tools(
+    pip_tools: Client, site: Mirror, faults: Faults, refused: RefusingProxy, tmp_path: Path
+) -> None:
+    write(tmp_path / "requirements.in", "demo-app-lib\n")
+    env = client_env(tmp_path / "home", refused)
+    compile_ = [pip_tools.bin("pip-compile"), "--index-url", site.index_url, "--generate-hashes",
+                "--output-file", "requirements.txt", "requirements.in"]  # fmt: skip
+    run(compile_, env=env, cwd=tmp_path)
+    pinned = (tmp_path / "requirements.txt").read_text()
+    assert f"--index-url {site.index_url}" in pinned
+    for name in ("demo-app-lib", "demo-dep"):
+        assert re.search(rf"^{name}==1\.0 \\\n(    --hash=sha256:[0-9a-f]{{64}}.*\n){{2}}", pinned, re.M), (
+            pinned
+        )
+    # the hashes come from the JSON API and the resolution from PEP 658 metadata: no file downloaded
+    assert faults.files() == []
+    asked_upstream(faults, "demo-app-lib", "demo-dep")
+    python = make_venv(tmp_path / "venv")
+    run([python, "-m", "pip", "install", "--no-cache-dir", "-r", "requirements.txt"], env=env, cwd=tmp_path)
+    run([python, "-c", "import demo_app_lib, demo_dep"], env=env, cwd=tmp_path)
