@@ -450,7 +450,7 @@ def uploads(upstream: PrivateIndex, make_mirror: MirrorFactory, tmp_path: Path) 
     --generate`` with the mirror's nestegg.yml."""
     config = write(tmp_path / "nestegg.yml", "nestegg:\n  credentials_file: credentials\n")
     mirror = make_mirror(credentials_file=tmp_path / "credentials")
-    command = [sys.executable, "-m", "nestegg_core", "--config", config, "passwd", "ci", "--generate"]
+    command = [sys.executable, "-m", "nestegg_core", "--config", str(config), "passwd", "ci", "--generate"]
     token = run(command, env=installer_env(), cwd=tmp_path).stdout.strip()
     return mirror, token
 
