@@ -484,3 +484,35 @@ def test_uv_publish(uploads: tuple[Mirror, str], refused: RefusingProxy, tmp_pat
     )
     run([uv_exe(), "publish", "dist/*"], env=env, cwd=tmp_path)
     installs_from(mirror, "demo-uv-uploaded", tmp_path, refused)
+
+
+# --- the page says what the tests run ------------------------------------------------------------
+
+DOCS_URL = "https://nestegg.example.com/simple/"
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        f"[global]\n    index-url = {DOCS_URL}",
+        f"export PIP_INDEX_URL={DOCS_URL}",
+        f'[[tool.uv.index]]\n    name = "nestegg"\n    url = "{DOCS_URL}"\n    default = true',
+        f"export UV_DEFAULT_INDEX={DOCS_URL}",
+        f"poetry source add --priority=primary nestegg {DOCS_URL}",
+        f'[[tool.poetry.source]]\n    name = "nestegg"\n    url = "{DOCS_URL}"\n    priority = "primary"',
+        f'[[tool.pdm.source]]\n    name = "pypi"\n    url = "{DOCS_URL}"',
+        "[tool.hatch.envs.default.env-vars]",
+        f"pip-compile --index-url {DOCS_URL} --generate-hashes \\\n"
+        "        --output-file requirements.txt requirements.in",
+        f'[[source]]\n    name = "nestegg"\n    url = "{DOCS_URL}"\n    verify_ssl = true',
+        f"export PIPENV_PYPI_MIRROR={DOCS_URL}",
+        "TOKEN=$(nestegg passwd ci --generate)",
+        "export TWINE_USERNAME=__token__",
+        "twine upload --non-interactive dist/*",
+        'export UV_PUBLISH_TOKEN="$TOKEN"',
+        "uv publish dist/*",
+    ],
+)
+def test_the_page_shows_what_the_recipes_run(snippet: str) -> None:
+    page = (Path(__file__).parent.parent / "docs" / "clients.rst").read_text()
+    assert snippet in page
