@@ -15,6 +15,7 @@ import re
 import socket
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import threading
 import time
@@ -26,6 +27,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+import nestegg_core
 from nestegg_core import __version__
 from nestegg_core.testing import installer_env
 from nestegg_core.testing.pytest_plugin import PrivateIndex
@@ -448,3 +450,70 @@ def test_a_configured_source_build_is_built_before_environments_install(
 
     second = project.tox("run", "-r")
     assert f"nestegg: source build my-package: 1.0.0 current (v1.0.0 at {commit[:12]})" in second.out
+
+
+# provisioning ------------------------------------------------------------------------------
+
+PROVISIONED = textwrap.dedent("""\
+    [tox]
+    requires = {requires}
+    env_list = py
+
+    [testenv]
+    skip_install = true
+    deps = depdep
+    commands = python -c "import depdep; print('ran')"
+
+    # the provision environment's pip sees tox where the test venv has it (see visible_to_provisioned):
+    # tox's own install command runs pip with -I, which ignores PYTHONPATH
+    [testenv:.tox]
+    install_command = python -m pip install {{opts}} {{packages}}
+    """)
+#: the distributions of this package, as site-packages holds them (installed or editable)
+OURS = ("tox_nestegg", "nestegg_core", "__editable__.tox_nestegg", "__editable___tox_nestegg")
+
+
+def visible_to_provisioned(tmp_path: Path, *, with_plugin: bool) -> str:
+    """A PYTHONPATH that shows the provisioned tox this venv's tox; the plugin only ``with_plugin``.
+
+    tox passes every variable to the provision environment: its pip then finds tox (and the plugin)
+    already there and installs only what the fake upstream serves, and the provisioned tox imports them.
+    """
+    site = Path(sysconfig.get_paths()["purelib"])
+    if with_plugin:  # the source root too: an editable install's finder is not read from PYTHONPATH
+        return os.pathsep.join([str(site), str(Path(nestegg_core.__file__).parents[1])])
+    view = tmp_path / "site-without-nestegg"
+    view.mkdir()
+    for entry in site.iterdir():
+        if not entry.name.startswith(OURS):
+            (view / entry.name).symlink_to(entry)
+    return str(view)
+
+
+@pytest.mark.parametrize("with_plugin", [False, True])
+def test_a_provisioned_tox_says_it_runs_without_the_mirror_unless_required(
+    make_project: MakeProject, index: PrivateIndex, faults: Faults, tmp_path: Path, with_plugin: bool
+) -> None:
+    index.add("provisioned-only", "1.0", sdist=False)  # what this tox lacks, so that tox provisions
+    requires = "provisioned-only\n    tox-nestegg" if with_plugin else "provisioned-only"
+    project = make_project(tox_ini=PROVISIONED.format(requires=requires))
+    project.env["PYTHONPATH"] = visible_to_provisioned(tmp_path, with_plugin=with_plugin)
+    outcome = project.tox("run")
+    assert "will run in automatically provisioned tox" in outcome.out, outcome.out
+    assert "ran" in outcome.out, outcome.out
+    said = [line for line in outcome.out.splitlines() if "tox provisions itself" in line]
+    depdep = {
+        s.headers.get("user-agent", "").split("/")[0] for s in faults.seen if s.path == "/simple/depdep/"
+    }
+    if with_plugin:
+        assert said == [], outcome.out
+        # the provisioned tox runs the mirror (the outer one provisions before any mirror starts)
+        assert outcome.out.count("nestegg serving") == 1, outcome.out
+        assert depdep == {"nestegg"}
+    else:
+        assert said == [
+            "ROOT: nestegg: [tox] requires provisioned-only, so tox provisions itself and the provisioned "
+            "tox runs without the nestegg mirror; adding tox-nestegg to requires gives it"
+        ], outcome.out
+        assert "nestegg serving" not in outcome.out
+        assert depdep == {"pip"}  # the provisioned tox's install went straight to the upstream
