@@ -83,11 +83,14 @@ Script = Callable[[str, str], Answer]
 class RawUpstream:
     """A tiny threaded HTTP server on ``127.0.0.1:0`` answering what ``script(method, path)`` says."""
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, *, port: int = 0) -> None:
+        """``port``: the port of a server just stopped, to stand in for it at the same URL."""
         self.script = script
         self.seen: list[tuple[str, str, dict[str, str]]] = []
         self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
+        if port:  # its connections may linger in TIME_WAIT
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", port))
         self._sock.listen(64)
         self.port: int = self._sock.getsockname()[1]
         self._stop = threading.Event()

@@ -125,6 +125,43 @@ def test_a_page_held_is_served_stale_once_a_hanging_upstream_is_slow_to_answer_f
         mirror.stop()
 
 
+def test_a_burst_of_held_pages_meets_a_hanging_upstream_once(
+    tmp_path: Path, switch: Switch, http: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uv asks for pages in parallel: each request of a run's first burst waited for the hanging
+    upstream on a connection of its own (11 of 11 in a real tox-uv run)."""
+    monkeypatch.setattr(upstream_module, "REVALIDATE_TIMEOUT", 1.0)
+    config = Config(
+        nestegg_dir=tmp_path / "nest", port=0, index_url=switch.server.index_url, ttl=0, timeout=20.0
+    )
+    warm = Mirror(config).start()
+    try:
+        for name in NAMES:
+            assert http.get(f"{warm.index_url}{name}/", timeout=10).status_code == 200
+    finally:
+        warm.stop()
+    switch.hang = True
+    before = switch.asked()
+    mirror = Mirror(config).start()  # a new run: it has not heard from the upstream yet
+    try:
+        answers: dict[str, int] = {}
+
+        def get(name: str) -> None:
+            with requests.Session() as session:
+                session.trust_env = False
+                answers[name] = session.get(f"{mirror.index_url}{name}/", timeout=60).status_code
+
+        threads = [threading.Thread(target=get, args=(name,)) for name in NAMES]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert answers == dict.fromkeys(NAMES, 200)
+        assert switch.asked() - before == 1
+    finally:
+        mirror.stop()
+
+
 def test_a_name_that_does_not_resolve_is_said_so_and_not_asked_again(
     tmp_path: Path, http: requests.Session
 ) -> None:

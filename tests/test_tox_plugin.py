@@ -15,6 +15,7 @@ import re
 import socket
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import threading
 import time
@@ -26,12 +27,14 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+import nestegg_core
 from nestegg_core import __version__
 from nestegg_core.testing import installer_env
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 from nestegg_core.toxrun.run import PORT_FILE
 
 from .conftest import Faults
+from .loopback import Answer, RawUpstream
 from .repack import repack
 from .test_builds import GitRepo, write_tree
 
@@ -448,3 +451,139 @@ def test_a_configured_source_build_is_built_before_environments_install(
 
     second = project.tox("run", "-r")
     assert f"nestegg: source build my-package: 1.0.0 current (v1.0.0 at {commit[:12]})" in second.out
+
+
+# offline as users meet it ------------------------------------------------------------------
+
+#: the sample project's own dependency (tinydep) and these: a dozen names from the fake upstream
+DOZEN = [f"dep{i:02d}" for i in range(1, 11)] + ["depdep"]
+DNS_FAILS = "http://nestegg-test.invalid/simple/"
+OFFLINE_INI = f"""\
+[tox]
+env_list = py
+
+[testenv]
+package = wheel
+deps =
+{"".join(f"    {name}{chr(10)}" for name in DOZEN)}\
+# an extra index that never resolves: mirrored under /upstreams/<key>/ like the user's own
+set_env =
+    PIP_EXTRA_INDEX_URL = {DNS_FAILS}
+    UV_INDEX = {DNS_FAILS}
+commands = python -c "import sample, tinydep, dep10, depdep; print('imported', tinydep.__version__)"
+"""
+OUTAGE_LINE = re.compile(r"^.*nestegg: upstream (\S+) unreachable \(([^)]+)\): .*$", re.MULTILINE)
+
+
+def outages(outcome: Outcome) -> list[tuple[str, str]]:
+    """The upstreams the run said it could not reach, with the reason, sorted."""
+    return sorted((m.group(1), m.group(2)) for m in OUTAGE_LINE.finditer(outcome.out))
+
+
+@pytest.mark.parametrize(("runner", "ttl"), [("pip", None), ("pip", 0), ("uv", None), ("uv", 0)])
+def test_a_recreate_behind_a_dead_network_passes_and_says_so_once_per_upstream(
+    make_project: MakeProject, index: PrivateIndex, runner: str, ttl: int | None
+) -> None:
+    for name in DOZEN[:-1]:
+        index.add(name, "1.0", sdist=False)
+    project = make_project("setuptools", runner, tox_ini=OFFLINE_INI)
+    # past their TTL (ttl 0): every page asks the upstream; fresh: only names never cached do
+    (project.root / "nestegg.yml").write_text("nestegg:\n" + ("" if ttl is None else f"  ttl: {ttl}\n"))
+    times = {}
+
+    def timed(phase: str) -> Outcome:
+        started = time.monotonic()
+        outcome = project.tox("run", "-r")
+        times[phase] = time.monotonic() - started
+        assert "imported 1.1" in outcome.out, outcome.out
+        return outcome
+
+    assert outages(timed("online")) == [(DNS_FAILS, "name not resolved")]
+    main = index.index_url
+    port = int(main.split(":")[2].split("/")[0])
+
+    index.stop()  # nothing listens on its port: refused
+    # fresh pages and cached files: the main upstream is never asked, so never found down
+    asked = [(main, "connection refused")] if ttl == 0 else []
+    assert outages(timed("refused")) == sorted([*asked, (DNS_FAILS, "name not resolved")])
+
+    # the same URL accepts every connection and never answers
+    with RawUpstream(lambda _method, _path: Answer(hang=True), port=port) as hanging:
+        hung = timed("hanging")
+    expected = [(DNS_FAILS, "name not resolved")]
+    if ttl == 0:  # else every page is fresh and the hanging upstream is never asked
+        expected.append((main, "timed out"))
+    assert outages(hung) == sorted(expected), hung.out
+    pages = [path for _, path, _ in hanging.seen if path.startswith("/simple/")]
+    assert len(pages) <= 1, (pages, times)  # waited for once in the whole run, not once per page
+    print(f"\n{runner} ttl={ttl}: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()))
+    # generous (a loaded machine): a dead network costs seconds, not a wait per page
+    assert times["refused"] < times["online"] + 60, times
+    assert times["hanging"] < times["online"] + 60, times
+
+
+# provisioning ------------------------------------------------------------------------------
+
+PROVISIONED = textwrap.dedent("""\
+    [tox]
+    requires = {requires}
+    env_list = py
+
+    [testenv]
+    skip_install = true
+    deps = depdep
+    commands = python -c "import depdep; print('ran')"
+
+    # the provision environment's pip sees tox where the test venv has it (see visible_to_provisioned):
+    # tox's own install command runs pip with -I, which ignores PYTHONPATH
+    [testenv:.tox]
+    install_command = python -m pip install {{opts}} {{packages}}
+    """)
+#: the distributions of this package, as site-packages holds them (installed or editable)
+OURS = ("tox_nestegg", "nestegg_core", "__editable__.tox_nestegg", "__editable___tox_nestegg")
+
+
+def visible_to_provisioned(tmp_path: Path, *, with_plugin: bool) -> str:
+    """A PYTHONPATH that shows the provisioned tox this venv's tox; the plugin only ``with_plugin``.
+
+    tox passes every variable to the provision environment: its pip then finds tox (and the plugin)
+    already there and installs only what the fake upstream serves, and the provisioned tox imports them.
+    """
+    site = Path(sysconfig.get_paths()["purelib"])
+    if with_plugin:  # the source root too: an editable install's finder is not read from PYTHONPATH
+        return os.pathsep.join([str(site), str(Path(nestegg_core.__file__).parents[1])])
+    view = tmp_path / "site-without-nestegg"
+    view.mkdir()
+    for entry in site.iterdir():
+        if not entry.name.startswith(OURS):
+            (view / entry.name).symlink_to(entry)
+    return str(view)
+
+
+@pytest.mark.parametrize("with_plugin", [False, True])
+def test_a_provisioned_tox_says_it_runs_without_the_mirror_unless_required(
+    make_project: MakeProject, index: PrivateIndex, faults: Faults, tmp_path: Path, with_plugin: bool
+) -> None:
+    index.add("provisioned-only", "1.0", sdist=False)  # what this tox lacks, so that tox provisions
+    requires = "provisioned-only\n    tox-nestegg" if with_plugin else "provisioned-only"
+    project = make_project(tox_ini=PROVISIONED.format(requires=requires))
+    project.env["PYTHONPATH"] = visible_to_provisioned(tmp_path, with_plugin=with_plugin)
+    outcome = project.tox("run")
+    assert "will run in automatically provisioned tox" in outcome.out, outcome.out
+    assert "ran" in outcome.out, outcome.out
+    said = [line for line in outcome.out.splitlines() if "tox provisions itself" in line]
+    depdep = {
+        s.headers.get("user-agent", "").split("/")[0] for s in faults.seen if s.path == "/simple/depdep/"
+    }
+    if with_plugin:
+        assert said == [], outcome.out
+        # the provisioned tox runs the mirror (the outer one provisions before any mirror starts)
+        assert outcome.out.count("nestegg serving") == 1, outcome.out
+        assert depdep == {"nestegg"}
+    else:
+        assert said == [
+            "ROOT: nestegg: [tox] requires provisioned-only, so tox provisions itself and the provisioned "
+            "tox runs without the nestegg mirror; adding tox-nestegg to requires gives it"
+        ], outcome.out
+        assert "nestegg serving" not in outcome.out
+        assert depdep == {"pip"}  # the provisioned tox's install went straight to the upstream

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import socket
 from collections.abc import Callable, Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from packaging.requirements import Requirement
 
 from nestegg_core.config.config import Config
 from nestegg_core.errors import ConfigError, NesteggError
@@ -26,7 +28,14 @@ from nestegg_core.toxrun.run import (
     port_candidates,
     read_port,
 )
-from nestegg_core.toxrun.settings import Settings, command_installs, resolve_settings
+from nestegg_core.toxrun.settings import (
+    Settings,
+    command_installs,
+    installed_version,
+    provision_warning,
+    resolve_settings,
+    unmet_requires,
+)
 
 from .conftest import Faults
 
@@ -138,6 +147,64 @@ def test_read_port(tmp_path: Path, text: str, port: int | None) -> None:
 
 def test_read_port_of_a_missing_file(tmp_path: Path) -> None:
     assert read_port(tmp_path / PORT_FILE) is None
+
+
+# provisioning ------------------------------------------------------------------------------
+
+#: what the interpreter of these tables has installed (canonical names)
+INSTALLED = {"tox": "4.30.0", "tox-uv": "1.30.0rc1", "tox-nestegg": "0.1.0"}.get
+
+
+@pytest.mark.parametrize(
+    ("requires", "unmet"),
+    [
+        (["tox"], []),
+        (["tox>=4.20", "tox-uv>=1"], []),
+        (["tox>=5"], ["tox>=5"]),  # provisions a newer tox
+        (["covdefaults"], ["covdefaults"]),  # not installed at all
+        (["Tox_UV>=1.30.0rc0"], []),  # names as packaging compares them
+        (["tox-uv>=1.29"], []),  # a pre-release meets a specifier, as tox judges
+        (["tox-uv>=1.30"], ["tox-uv>=1.30"]),
+        (['covdefaults; python_version < "3"'], []),  # a marker that does not hold drops it
+        (['covdefaults; python_version >= "3"'], ['covdefaults; python_version >= "3"']),
+        (["tox @ https://example.invalid/tox-4.0-py3-none-any.whl"], []),  # installed: origin unjudged
+        (["tox-extra @ https://example.invalid/tox_extra-1-py3-none-any.whl"],
+         ["tox-extra@ https://example.invalid/tox_extra-1-py3-none-any.whl"]),
+    ],
+)  # fmt: skip
+def test_unmet_requires_are_what_tox_provisions_for(requires: list[str], unmet: list[str]) -> None:
+    assert [str(r) for r in unmet_requires(map(Requirement, requires), INSTALLED)] == [
+        str(Requirement(r)) for r in unmet
+    ]
+
+
+@pytest.mark.parametrize(
+    ("requires", "no_provision", "warned"),
+    [
+        (["tox"], False, False),  # no provisioning
+        (["tox>=5"], False, True),  # a provisioned tox without the plugin
+        (["tox>=5", "tox-nestegg"], False, False),  # the provisioned tox has the plugin
+        (["tox>=5", "Tox_Nestegg>=0.2"], False, False),  # unmet itself: provisioned with it
+        (["tox>=5"], True, False),  # --no-provision: tox fails instead
+        (["tox>=5"], "provision.json", False),  # --no-provision writing the requirements
+    ],
+)
+def test_a_provisioning_without_the_plugin_is_said(
+    requires: list[str], no_provision: bool | str, warned: bool
+) -> None:
+    line = provision_warning(map(Requirement, requires), INSTALLED, no_provision=no_provision)
+    if not warned:
+        assert line is None
+        return
+    assert line == (
+        "nestegg: [tox] requires tox>=5, so tox provisions itself and the provisioned tox runs "
+        "without the nestegg mirror; adding tox-nestegg to requires gives it"
+    )
+
+
+def test_installed_version_reads_this_interpreters_distributions() -> None:
+    assert installed_version("packaging") == importlib.metadata.version("packaging")
+    assert installed_version("not-installed-anywhere") is None
 
 
 # variables ---------------------------------------------------------------------------------

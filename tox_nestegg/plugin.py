@@ -23,7 +23,13 @@ from tox.plugin import impl
 from tox.report import HandledError
 
 from nestegg_core.toxrun import _tox
-from nestegg_core.toxrun.settings import DISABLE_HINT, INDEX_VARIABLES, command_installs, resolve_settings
+from nestegg_core.toxrun.settings import (
+    DISABLE_HINT,
+    INDEX_VARIABLES,
+    command_installs,
+    provision_warning,
+    resolve_settings,
+)
 
 if TYPE_CHECKING:
     from argparse import Namespace
@@ -100,6 +106,7 @@ def tox_add_core_config(core_conf: ConfigSet, state: State) -> None:
     only_lists = any(getattr(opts, key, False) for key in ("list_envs", "list_envs_all", "show_config"))
     if opts.no_nestegg or not command_installs(opts.command, only_lists=only_lists):
         return
+    _warn_of_provisioning(core_conf, opts)
 
     # no public session start/end hook: wrap the handler main() looks up after provisioning
     def mirrored(handler: _tox.Handler) -> _tox.Handler:
@@ -115,6 +122,20 @@ def tox_add_core_config(core_conf: ConfigSet, state: State) -> None:
         return with_mirror
 
     _tox.wrap_handler(state, opts.command, mirrored)
+
+
+def _warn_of_provisioning(core_conf: ConfigSet, opts: Namespace) -> None:
+    # tox added `requires` just before this hook and provisions after it when they are unmet
+    if "requires" not in core_conf or not core_conf["nestegg"]:
+        return
+    try:
+        requires = core_conf["requires"]
+    except Exception as exc:  # noqa: BLE001 - tox reports a broken `requires` itself, where it reads it
+        logger.debug("nestegg: cannot read [tox] requires: %s", exc)
+        return
+    line = provision_warning(requires, no_provision=getattr(opts, "no_provision", False))
+    if line is not None:
+        logger.warning("%s", line)
 
 
 def _start(core_conf: ConfigSet, opts: Namespace) -> ToxRun | None:

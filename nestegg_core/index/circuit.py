@@ -7,21 +7,25 @@ seconds. Then one probe in a thread of its own asks the upstream again: an answe
 closes the circuit, another failure keeps it open twice as long (up to ``MAX_WINDOW``). So a
 request never waits for an upstream that is down, and a dead network costs one wait per upstream
 and run, not one per page. One line is logged when a circuit opens and one when it closes.
+Until an upstream has answered once, one page request asks it and the others wait for that one
+(:meth:`Circuit.first`): a burst of requests (uv asks for pages in parallel) meets a hanging
+network once, not once per request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from nestegg_core.errors import NotFound, UpstreamDown, UpstreamError
 from nestegg_core.urls import mask_url
 
-from .upstream import Fetched, Fetcher, FileStream, RangeFetcher
+from .upstream import REVALIDATE_TIMEOUT, Fetched, Fetcher, FileStream, RangeFetcher
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +35,9 @@ WINDOW = 30.0
 MAX_WINDOW = 300.0
 #: names kept of each kind in an outage's summary
 _MAX_NAMES = 1000
+#: seconds a request waits for the first request to an upstream not yet heard from: past the held
+#: page's deadline of that first one, so that its failure (the circuit open) is seen
+FIRST_WAIT = REVALIDATE_TIMEOUT + 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +86,9 @@ class Circuit:
         self._wait = window
         self._probe: Callable[[], None] | None = None
         self._probing = False
+        #: whether the upstream answered once (so requests to it need not wait for a first one)
+        self._answered = False
+        self._first: threading.Event | None = None
         #: what the last outage saw (kept after it ends, for the run's summary)
         self._last_reason: str | None = None
         self._stale = 0
@@ -104,10 +114,32 @@ class Circuit:
         ask = "asked again in the background" if start or left == 0 else f"asked again in {left:.0f}s"
         raise UpstreamDown(f"upstream {self.upstream} is unreachable ({reason}); {ask}", reason=reason)
 
+    @contextlib.contextmanager
+    def first(self, wait: float = FIRST_WAIT) -> Iterator[None]:
+        """Around a request: until the upstream has answered once, only one request at a time asks
+        it; the others wait for its outcome (up to ``wait`` seconds), then :meth:`check` again."""
+        with self._lock:
+            ahead = None if self._answered else self._first
+            mine = threading.Event() if not self._answered and ahead is None else None
+            if mine is not None:
+                self._first = mine
+        if ahead is not None:
+            ahead.wait(wait)
+            self.check()  # the first one failed to reach it: not asked again
+        try:
+            yield
+        finally:
+            if mine is not None:
+                with self._lock:
+                    self._first = None
+                mine.set()
+
     def failed(self, error: UpstreamError, probe: Callable[[], None]) -> None:
         """Note ``error``; if it is a failure to reach the upstream, open the circuit, and keep
         ``probe`` (a call that fails as the failed one did, or returns) to find it back with."""
         reason = error.unreachable
+        if reason is None:
+            self._answered = True  # badly, but it answered
         if reason is None or isinstance(error, UpstreamDown):
             return
         with self._lock:
@@ -129,6 +161,7 @@ class Circuit:
 
     def reached(self) -> None:
         """The upstream answered: close the circuit."""
+        self._answered = True
         if self._reason is None:
             return
         with self._lock:
@@ -245,16 +278,19 @@ class CircuitFetcher:
     def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:
         circuit = self.circuits.index
         circuit.check()
-        try:
-            fetched = self.fetcher.project(name, etag=etag, last_modified=last_modified)
-        except NotFound:
+        with circuit.first():
+            try:
+                fetched = self.fetcher.project(name, etag=etag, last_modified=last_modified)
+            except NotFound:
+                circuit.reached()
+                raise
+            except UpstreamError as exc:
+                circuit.failed(
+                    exc, lambda: _discard(self.fetcher.project(name, etag=None, last_modified=None))
+                )
+                raise
             circuit.reached()
-            raise
-        except UpstreamError as exc:
-            circuit.failed(exc, lambda: _discard(self.fetcher.project(name, etag=None, last_modified=None)))
-            raise
-        circuit.reached()
-        return fetched
+            return fetched
 
     def open(self, url: str) -> FileStream:
         circuit = self.circuits.for_url(url)
