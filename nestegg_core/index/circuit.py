@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from nestegg_core.errors import NotFound, UpstreamDown, UpstreamError
@@ -28,6 +29,8 @@ from nestegg_core.urls import mask_url
 from .upstream import REVALIDATE_TIMEOUT, Fetched, Fetcher, FileStream, RangeFetcher
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: seconds an upstream that could not be reached is not asked again, after its first failure
 WINDOW = 30.0
@@ -279,49 +282,44 @@ class CircuitFetcher:
         circuit = self.circuits.index
         circuit.check()
         with circuit.first():
-            try:
-                fetched = self.fetcher.project(name, etag=etag, last_modified=last_modified)
-            except NotFound:
-                circuit.reached()
-                raise
-            except UpstreamError as exc:
-                circuit.failed(
-                    exc, lambda: _discard(self.fetcher.project(name, etag=None, last_modified=None))
-                )
-                raise
-            circuit.reached()
-            return fetched
+            return _through(
+                circuit,
+                lambda: self.fetcher.project(name, etag=etag, last_modified=last_modified),
+                lambda: _discard(self.fetcher.project(name, etag=None, last_modified=None)),
+            )
 
     def open(self, url: str) -> FileStream:
         circuit = self.circuits.for_url(url)
         circuit.check()
-        try:
-            stream = self.fetcher.open(url)
-        except NotFound:
-            circuit.reached()
-            raise
-        except UpstreamError as exc:
-            circuit.failed(exc, lambda: self.fetcher.open(url).close())
-            raise
-        circuit.reached()
-        return stream
+        return _through(circuit, lambda: self.fetcher.open(url), lambda: self.fetcher.open(url).close())
 
     def read_range(self, url: str, start: int, end: int, total: int) -> bytes | None:
         """See :class:`RangeFetcher`; None also when the fetcher it wraps asks for no ranges."""
-        if not isinstance(self.fetcher, RangeFetcher):
+        fetcher = self.fetcher
+        if not isinstance(fetcher, RangeFetcher):
             return None
         circuit = self.circuits.for_url(url)
         circuit.check()
-        try:
-            data = self.fetcher.read_range(url, start, end, total)
-        except NotFound:
-            circuit.reached()
-            raise
-        except UpstreamError as exc:
-            circuit.failed(exc, lambda: self.fetcher.open(url).close())
-            raise
+        return _through(
+            circuit,
+            lambda: fetcher.read_range(url, start, end, total),
+            lambda: self.fetcher.open(url).close(),
+        )
+
+
+def _through(circuit: Circuit, call: Callable[[], _T], probe: Callable[[], None]) -> _T:
+    """What ``call()`` gives, its outcome told to ``circuit``: a failure to reach the upstream
+    opens it (``probe`` then finds the upstream back), any answer closes it."""
+    try:
+        result = call()
+    except NotFound:
         circuit.reached()
-        return data
+        raise
+    except UpstreamError as exc:
+        circuit.failed(exc, probe)
+        raise
+    circuit.reached()
+    return result
 
 
 def _discard(_: object) -> None:
