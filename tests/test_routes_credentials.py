@@ -197,3 +197,45 @@ def test_a_redirect_to_another_host_reads_no_netrc_for_it(
         assert b"".join(stream.chunks())
         stream.close()
     assert_only_its_origin(internal_faults, Faults())
+
+
+def test_the_keyring_is_asked_only_once_the_index_asks_for_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As pip does: a keyring backend may take a fraction of a second to load, or ask its user to
+    unlock it, so an index that never answers 401 never has it asked; one that does, once."""
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    asked: list[str] = []
+    token = base64.b64encode(f"carol:{SECRET}".encode()).decode()
+
+    def get_credential(service: str, username: str | None) -> object:
+        asked.append(service)
+        return types.SimpleNamespace(username="carol", password=SECRET)
+
+    fake = types.ModuleType("keyring")
+    fake.get_credential = get_credential  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "keyring", fake)
+
+    def guarded(app: WSGIApp) -> WSGIApp:
+        def guard(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if environ.get("HTTP_AUTHORIZATION") != f"Basic {token}":
+                start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="x"')])
+                return [b"who are you\n"]
+            return app(environ, start_response)
+
+        return guard
+
+    with (
+        PrivateIndex(tmp_path / "open") as open_index,
+        PrivateIndex(tmp_path / "shut", middleware=guarded) as shut,
+    ):
+        open_index.add("pkg", "1.0")
+        shut.add("pkg", "1.0")
+        fetcher = HttpFetcher(open_index.index_url)
+        assert fetcher.project("pkg", etag=None, last_modified=None).page is not None
+        assert asked == []  # made and used without a look at the keyring
+        fetcher = HttpFetcher(shut.index_url)
+        assert asked == []
+        for _ in range(2):
+            assert fetcher.project("pkg", etag=None, last_modified=None).page is not None
+        assert len(asked) == 1  # asked by the index's URL, once, after its first 401

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from nestegg_core.urls import without_credentials
 
-__all__ = ["index_credentials"]
+__all__ = ["index_credentials", "keyring_login", "known_credentials"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +24,20 @@ Login = tuple[str, str]
 
 def index_credentials(index_url: str) -> Login | None:
     """The user and password for the index at ``index_url``, or None if none is known."""
+    host = urlsplit(index_url).hostname
+    return known_credentials(index_url) or (
+        keyring_login(without_credentials(index_url), host) if host else None
+    )
+
+
+def known_credentials(index_url: str) -> Login | None:
+    """The credentials of its URL, else of ``.netrc``: what is sent from the first request on. The
+    keyring is asked only once the index wants credentials (a 401), as pip asks it: a keyring
+    backend may take a fraction of a second to load, or ask its user to unlock it."""
     parts = urlsplit(index_url)
     if parts.username is not None:
         return unquote(parts.username), unquote(parts.password or "")
-    host = parts.hostname
-    if not host:
-        return None
-    return netrc_login(host) or keyring_login(without_credentials(index_url), host)
+    return netrc_login(parts.hostname) if parts.hostname else None
 
 
 def netrc_file() -> Path | None:

@@ -41,7 +41,7 @@ from nestegg_core.simple.parse import PageTooLarge, parse_project_stream
 from nestegg_core.urls import mask_url, without_credentials
 from nestegg_core.waits import blocking
 
-from .logins import index_credentials
+from .logins import keyring_login, known_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -355,8 +355,10 @@ class HttpFetcher:
         self._adapter = _CheckedAdapter(self._check_peer, pool_connections=8, pool_maxsize=32)
         self._origin = _origin(self.index_url)
         # pages and files at the index's own origin get the index's credentials, as pip gives
-        # them: from its URL, .netrc or the keyring
-        self._auth = index_credentials(self.index_url)
+        # them: from its URL or .netrc, and from the keyring once the index asks for them (a 401)
+        self._auth = known_credentials(self.index_url)
+        self._keyring_asked = False
+        self._keyring_lock = threading.Lock()
         #: whether the index itself is on an internal address (see _index_internal)
         self._internal: bool | None = None
 
@@ -501,6 +503,16 @@ class HttpFetcher:
             raise UpstreamError(f"upstream sent {len(data)} bytes for a range of {length} of {mask_url(url)}")
         return bytes(data)
 
+    def _keyring(self) -> tuple[str, str] | None:
+        """The keyring's credentials for the index, asked once (after its first 401)."""
+        with self._keyring_lock:
+            if not self._keyring_asked:
+                self._keyring_asked = True
+                host = urlsplit(self.index_url).hostname
+                if host and self._auth is None:
+                    self._auth = keyring_login(without_credentials(self.index_url), host)
+            return self._auth
+
     def _auth_for(self, url: str) -> tuple[str, str] | None:
         # the index's origin only: an http:// URL on the host of an https:// index would send
         # them in the clear
@@ -576,9 +588,17 @@ class HttpFetcher:
         if auth is None and urlsplit(url).username is None:
             auth = _NO_AUTH  # else requests reads .netrc for whatever host this is
         try:
-            return self.session.get(
+            response = self.session.get(
                 url, headers=headers, timeout=(self.connect_timeout, wait), stream=stream, auth=auth
             )
+            if response.status_code == 401 and auth is _NO_AUTH and _origin(url) == self._origin:
+                login = self._keyring()
+                if login is not None:  # asked again once, with what the keyring gave
+                    response.close()
+                    response = self.session.get(
+                        url, headers=headers, timeout=(self.connect_timeout, wait), stream=stream, auth=login
+                    )
+            return response
         except requests.RequestException as exc:
             raise self._failure(url, exc, timeout=wait) from None
         except ValueError as exc:  # a redirect to a URL urllib3 cannot read ("http://[::1")
