@@ -49,8 +49,13 @@ def snapshot(index_url: str, names: list[str], downloaded: Path, root: Path) -> 
     for name in names:
         page_url = f"{index_url}{name}/"
         body = _get(page_url, load.PIP_ACCEPT, JSON)
-        (pages / f"{name}.json").write_bytes(body)
-        for entry in json.loads(body)["files"]:
+        page = json.loads(body)
+        # nestegg's file URLs are absolute, to itself: the static server's pages name its files
+        # relative to the page, as they are served (absolute_pages makes them absolute again)
+        for entry in page["files"]:
+            entry["url"] = "../.." + urlsplit(urljoin(page_url, entry["url"])).path
+        (pages / f"{name}.json").write_text(json.dumps(page, separators=(",", ":")))
+        for entry in page["files"]:
             if entry["filename"] not in wanted:
                 continue
             if not entry.get("core-metadata"):
