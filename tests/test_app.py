@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import socket
+import time
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -14,11 +15,13 @@ import requests
 from nestegg_core import Mirror
 from nestegg_core.http.app import MOUNT, base_url
 from nestegg_core.serve.mounts import UpstreamMounts
+from nestegg_core.simple import clients
 from nestegg_core.storage.pagefiles import MAX_CLIENTS
+from nestegg_core.storage.store import SETTLE_NS
 from nestegg_core.testing.dists import PackageSpec, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
-from .conftest import MirrorFactory
+from .conftest import Faults, MirrorFactory
 
 JSON = "application/vnd.pypi.simple.v1+json"
 
@@ -318,28 +321,106 @@ def test_renderings_for_made_up_hosts_are_bounded(mirror: Mirror, http: requests
 PIP = 'pip/26.3 {"installer":{"name":"pip","version":"26.3"},"python":"3.11.7"}'
 
 
+def metadata_listed(http: requests.Session, url: str, accept: str, agent: str) -> dict[str, bool]:
+    """Whether the page at ``url`` lists each file with PEP 658 metadata, for ``agent``."""
+    answer = http.get(url, headers={"Accept": accept, "User-Agent": agent})
+    assert answer.status_code == 200
+    assert "User-Agent" in answer.headers["Vary"]
+    if accept == JSON:
+        return {f["filename"]: "core-metadata" in f for f in answer.json()["files"]}
+    lines = [line for line in answer.text.splitlines() if "<a href" in line]
+    return {line.split(">")[1].split("<")[0]: "data-core-metadata" in line for line in lines}
+
+
 @pytest.mark.parametrize("accept", [JSON, "text/html"])
-def test_pip_gets_no_metadata_of_a_cached_wheel_and_uv_keeps_it(
-    mirror: Mirror, upstream: PrivateIndex, http: requests.Session, accept: str
+@pytest.mark.parametrize(
+    ("large_from", "pip_sees"),
+    [
+        # the default: these wheels are small, so pip gets no metadata of any
+        (
+            clients.PIP_METADATA_MIN_SIZE,
+            {"meta-1.0-py3-none-any.whl": False, "meta-2.0-py3-none-any.whl": False},
+        ),
+        # every wheel large: pip gets the metadata of the one not cached
+        (1, {"meta-1.0-py3-none-any.whl": False, "meta-2.0-py3-none-any.whl": True}),
+    ],
+)
+def test_pip_gets_metadata_only_of_large_wheels_not_cached_and_uv_of_all(
+    mirror: Mirror,
+    upstream: PrivateIndex,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+    accept: str,
+    large_from: int,
+    pip_sees: dict[str, bool],
 ) -> None:
+    monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", large_from)
     upstream.add("meta", "1.0", sdist=False)
     upstream.add("meta", "2.0", sdist=False)
     url = mirror.index_url + "meta/"
-
-    def metadata_of(agent: str) -> dict[str, bool]:
-        answer = http.get(url, headers={"Accept": accept, "User-Agent": agent})
-        assert answer.status_code == 200
-        assert "User-Agent" in answer.headers["Vary"]
-        if accept == JSON:
-            return {f["filename"]: "core-metadata" in f for f in answer.json()["files"]}
-        lines = [line for line in answer.text.splitlines() if "<a href" in line]
-        return {line.split(">")[1].split("<")[0]: "data-core-metadata" in line for line in lines}
-
     wheel = "meta-1.0-py3-none-any.whl"
     # cached before its page is first rendered: a wheel cached just as its page lists it leaves
     # the renderings be (the change marker is not touched), pip's too
     http.get(f"{mirror.url}/files/meta/{wheel}").raise_for_status()
     for _ in range(2):  # rendered, then served from its file
-        assert metadata_of(PIP) == {wheel: False, "meta-2.0-py3-none-any.whl": True}
-        assert metadata_of("uv/0.5.0") == {wheel: True, "meta-2.0-py3-none-any.whl": True}
-        assert metadata_of("") == {wheel: True, "meta-2.0-py3-none-any.whl": True}
+        assert metadata_listed(http, url, accept, PIP) == pip_sees
+        assert metadata_listed(http, url, accept, "uv/0.5.0") == {
+            wheel: True,
+            "meta-2.0-py3-none-any.whl": True,
+        }
+        assert metadata_listed(http, url, accept, "") == {wheel: True, "meta-2.0-py3-none-any.whl": True}
+
+
+def rendering_files(mirror: Mirror, name: str) -> dict[str, int]:
+    """The renderings of the page of ``name`` on disk, by file name: their inode and mtime."""
+    found = {}
+    folder = mirror.repository.pages.folder
+    for path in [*folder.glob(f"{name}.*"), *folder.glob(f"{name}.clients/*")]:
+        if path.is_file():
+            status = path.stat()
+            found[str(path.relative_to(mirror.repository.pages.folder))] = hash(
+                (status.st_ino, status.st_mtime_ns)
+            )
+    return found
+
+
+@pytest.mark.parametrize(
+    ("large_from", "pip_made_again"),
+    [
+        (clients.PIP_METADATA_MIN_SIZE, False),  # small: pip listed no metadata, and lists none
+        (1, True),  # large: pip listed the metadata read by ranges, and lists none once cached
+    ],
+)
+def test_a_wheel_cached_with_metadata_learned_remakes_pips_rendering_only_if_pip_saw_it(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+    large_from: int,
+    pip_made_again: bool,
+) -> None:
+    monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", large_from)
+    faults.no_metadata = True  # what the mirror learns from the wheel changes the page
+    upstream.add("meta", "1.0", sdist=False)
+    mirror = make_mirror()
+    url = mirror.index_url + "meta/"
+    wheel = "meta-1.0-py3-none-any.whl"
+    pip_before = http.get(url, headers={"Accept": JSON, "User-Agent": PIP})
+    uv_before = http.get(url, headers={"Accept": JSON, "User-Agent": "uv/0.5.0"})
+    assert [f.get("core-metadata") for f in uv_before.json()["files"]] == [True]  # read by ranges
+    made = rendering_files(mirror, "meta")
+    assert len(made) == 4  # pip's and uv's, each with its gzip encoding
+    http.get(f"{mirror.url}/files/meta/{wheel}").raise_for_status()
+    time.sleep(SETTLE_NS / 1e9 + 0.1)  # the change marker settles
+    pip_after = http.get(url, headers={"Accept": JSON, "User-Agent": PIP})
+    uv_after = http.get(url, headers={"Accept": JSON, "User-Agent": "uv/0.5.0"})
+    [entry] = uv_after.json()["files"]
+    assert set(entry["core-metadata"]) == {"sha256"}  # the wheel's own, with its hash
+    assert uv_after.headers["ETag"] != uv_before.headers["ETag"]
+    assert [f.get("core-metadata") for f in pip_after.json()["files"]] == [None]
+    assert (pip_after.headers["ETag"] != pip_before.headers["ETag"]) is pip_made_again
+    pip_files = {k: v for k, v in made.items() if "_nm" in k}
+    assert len(pip_files) == 2
+    now = rendering_files(mirror, "meta")
+    assert all((now.get(k) != v) is pip_made_again for k, v in pip_files.items())

@@ -43,6 +43,7 @@ from nestegg_core.errors import (
     no_files_left,
     out_of_files,
 )
+from nestegg_core.simple.clients import pip_lists_metadata
 from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.simple.models import NO_HASHES, DistFile, can_check, mismatch
 from nestegg_core.storage.fs import is_regular, unlink_below, write_atomic
@@ -664,9 +665,12 @@ class Downloads:
             changed = record != download.dist
             if changed:
                 # the page lists what was learned (size, hash, metadata): its renderings are stale.
-                # A file that is just as the index lists it leaves them be, in every process
+                # A file that is just as the index lists it leaves them be, in every process, and
+                # one that only brought metadata leaves pip's (which list none for it) be
                 try:
-                    self.store.page_changed(download.name)
+                    self.store.page_changed(
+                        download.name, metadata_only=_metadata_only(download.dist, record)
+                    )
                 except OSError as exc:
                     logger.warning("cannot mark the page of %r changed: %s", download.name, exc)
             if self.on_cached is not None:
@@ -802,6 +806,15 @@ def _expected_size(dist: DistFile, length: int | None) -> int | None:
             f"the index says {dist.size}"
         )
     return dist.size if dist.size is not None else length
+
+
+def _metadata_only(listed: DistFile, record: DistFile) -> bool:
+    """Whether the ``record`` of a file cached tells no more than the page's entry ``listed`` but
+    its metadata, and pip's pages listed none for it before (``pip_lists_metadata``) nor do after
+    (a cached wheel's): a change that pip's renderings of the page do not show."""
+    return not pip_lists_metadata(listed) and record.with_changes(core_metadata=None) == listed.with_changes(
+        core_metadata=None
+    )
 
 
 class _Digests:

@@ -38,7 +38,7 @@ from nestegg_core.errors import (
     UpstreamTimeout,
     disk_full,
 )
-from nestegg_core.simple.clients import ClientProfile, for_client
+from nestegg_core.simple.clients import ClientProfile, for_client, pip_lists_metadata
 from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.simple.models import NO_HASHES, DistFile, ProjectPage, is_dist_filename, mismatch
 from nestegg_core.simple.render import is_json, project_pieces, quote_filename, render_index, render_project
@@ -48,7 +48,14 @@ from nestegg_core.storage.fs import open_read, write_atomic
 from nestegg_core.storage.generation import RECHECK
 from nestegg_core.storage.pagefiles import GZIP, PageFile, RenderedPages, compressor, disk_token, etag
 from nestegg_core.storage.private import PrivateStore
-from nestegg_core.storage.store import CHANGED, CacheStore, PageStamp, check_filename, check_note
+from nestegg_core.storage.store import (
+    CHANGED,
+    CHANGED_METADATA,
+    CacheStore,
+    PageStamp,
+    check_filename,
+    check_note,
+)
 from nestegg_core.storage.usage import SizeLimit, mark_used
 from nestegg_core.urls import mask_url, without_credentials
 from nestegg_core.waits import blocking
@@ -215,7 +222,7 @@ class Repository:
         #: the notes of metadata checks read or written (``_checked_metadata``), by name and file
         self._checked: dict[tuple[str, str], bytes] = {}
         #: disk tokens by name, with the generations they were read in and until when they hold
-        self._tokens: dict[str, tuple[tuple[bytes | None, bytes | None], str, float]] = {}
+        self._tokens: dict[tuple[str, bool], tuple[tuple[bytes | None, bytes | None], str, float]] = {}
         #: the root index, and the lock of its scans and renderings
         self._index: _Listing | None = None
         self._index_lock = threading.Lock()
@@ -305,7 +312,7 @@ class Repository:
         meta: bool = True,
     ) -> Rendered:
         """:meth:`rendered`, for a request or the background."""
-        token = self._known_token(name)
+        token = self._known_token(name, meta)
         kind = _kind(content_type, client, base, meta)
         wanted = kind + GZIP if gzip else kind
         if token is not None or self._plain_mirror(name):  # no token yet: the page is new
@@ -322,7 +329,7 @@ class Repository:
             ):
                 try:
                     # another thread may have made it while this one waited
-                    token = self._disk_token(name)
+                    token = self._disk_token(name, meta)
                     warm = None if token is None else self._read_rendered(name, wanted, token)
                     if warm is not None:
                         return warm
@@ -353,16 +360,18 @@ class Repository:
             cached = self._rendered.get(key)
             if cached is not None and cached.page() is page:
                 return Rendered(page, cached.body, cached.etag, gzip=gzip)
-            shown = self._advertised(page if client is None else for_client(page, client))
+            shown = page if client is None else for_client(page, client)
+            held = self._held(name, shown)
+            shown = self._advertised(shown, held)
             if not meta:
-                shown = self._without_cached_metadata(name, shown)
+                shown = _for_pip(shown, held)
             prefix = f"{base}/files/{quote(name)}/" if base else f"../../files/{quote(name)}/"
 
             def url_for(dist: DistFile) -> str:
                 return prefix + quote_filename(dist.filename)
 
             pieces = project_pieces(shown, content_type, url_for)
-            saved = self._write_rendered(name, kind, token, page, pieces, gzip=gzip)
+            saved = self._write_rendered(name, kind, token, page, pieces, gzip=gzip, meta=meta)
             if saved is not None:
                 served = self._from_file(name, wanted, saved)
                 if served is not None:
@@ -378,27 +387,39 @@ class Repository:
             with self._render_lock:
                 self._making -= 1
 
-    def _advertised(self, page: ProjectPage) -> ProjectPage:
+    def _advertised(self, page: ProjectPage, held: frozenset[str]) -> ProjectPage:
         """``page`` offering PEP 658 metadata for every mirrored wheel not cached: one the upstream
         offers none for is read from the wheel by ranges when asked (:meth:`open_metadata`),
         without a hash until the wheel is cached, so that resolvers never download a wheel to
-        read it. (A cached wheel's record has its metadata, unless none could be read from it.)"""
+        read it. (A cached wheel's record has its metadata, unless none could be read from it.)
+        ``held`` is what the project's folder of files holds (:meth:`_held`)."""
         if self.config.offline or not any(_lazy_metadata(dist) for dist in page.files):
             return page
         files = [
-            dist.with_changes(core_metadata=NO_HASHES) if self._lazy(page.name, dist) else dist
+            dist.with_changes(core_metadata=NO_HASHES) if self._lazy(dist, held) else dist
             for dist in page.files
         ]
         return ProjectPage.build(page.name, files, page.versions)
 
-    def _lazy(self, name: NormalizedName, dist: DistFile) -> bool:
+    def _lazy(self, dist: DistFile, held: frozenset[str]) -> bool:
         """Whether nestegg reads the metadata of ``dist`` by ranges: see :func:`_lazy_metadata`."""
         return (
             not self.config.offline
             and _lazy_metadata(dist)
             and is_dist_filename(dist.filename)  # no name of the store's own files
-            and not os.path.isfile(f"{self._files_dir}/{name}/{dist.filename}.json")
+            and f"{dist.filename}.json" not in held
         )
+
+    def _held(self, name: NormalizedName, page: ProjectPage) -> frozenset[str]:
+        """The names in the folder of the cached files of ``name``, if ``page`` lists a wheel (none
+        otherwise): one scan of the folder, where a look for each wheel's record cost a page of
+        thousands of wheels as many stats."""
+        if not any(dist.filename.endswith(".whl") for dist in page.files):
+            return frozenset()
+        try:
+            return frozenset(os.listdir(f"{self._files_dir}/{name}"))
+        except OSError:
+            return frozenset()
 
     @contextlib.contextmanager
     def large_page(self, name: NormalizedName, *, wait: float) -> Iterator[None]:
@@ -468,6 +489,7 @@ class Repository:
         pieces: Iterable[bytes],
         *,
         gzip: bool,
+        meta: bool,
     ) -> PageFile | None:
         """Save the rendering of the mirror's page in ``pieces`` (and its gzip encoding), if it is
         the page of what is on disk now, and open it (the encoded one if ``gzip``); None when it
@@ -475,12 +497,12 @@ class Repository:
 
         ``token`` is the disk's before the page was made; without one (the page was fetched just
         now) the page must be the mirror's of the state file as it is, and the disk must not change
-        while that is checked.
+        while that is checked. ``meta`` is :meth:`rendered`'s ``cached_metadata``.
         """
         if token is None:
-            token = self._disk_token(name)
+            token = self._disk_token(name, meta)
         checked = self.mirror.checked(name, page) if token is not None else None
-        if checked is None or token is None or self._disk_token(name) != token:
+        if checked is None or token is None or self._disk_token(name, meta) != token:
             return None
         return self.pages.write(name, kind, token=token, checked=checked, pieces=pieces, gzip=gzip)
 
@@ -520,27 +542,32 @@ class Repository:
         self.store.generation.close()
         self.private.generation.close()
 
-    def _disk_token(self, name: NormalizedName) -> str | None:
+    def _disk_token(self, name: NormalizedName, meta: bool = True) -> str | None:
         """The token of the mirror's page of ``name`` on disk; None for private and merged names,
-        whose pages are made from more than the mirror's cache."""
+        whose pages are made from more than the mirror's cache. Without ``meta`` (pip's pages),
+        a change of the metadata of cached wheels alone (``CHANGED_METADATA``) is not in it."""
         if not self._plain_mirror(name):
             return None
         # plain strings: this runs for every page request, and pathlib's joins cost more than the stats
-        return disk_token(f"{self._pages_dir}/{name}.json", f"{self._files_dir}/{name}/{CHANGED}")
+        folder = f"{self._files_dir}/{name}/"
+        state = f"{self._pages_dir}/{name}.json"
+        if not meta:
+            return disk_token(state, folder + CHANGED)
+        return disk_token(state, folder + CHANGED, folder + CHANGED_METADATA)
 
-    def _known_token(self, name: NormalizedName) -> str | None:
+    def _known_token(self, name: NormalizedName, meta: bool = True) -> str | None:
         """:meth:`_disk_token`, without a look at the disk while neither store's generation has
         changed since it was last looked at (and not for longer than ``RECHECK``)."""
         seen = (self.store.generation.current(), self.private.generation.current())
         now = time.monotonic()
-        held = self._tokens.get(name)
+        held = self._tokens.get((name, meta))
         if held is not None and held[0] == seen and now < held[2]:
             return held[1]
-        token = self._disk_token(name)
+        token = self._disk_token(name, meta)
         if token is not None and None not in seen:
             if len(self._tokens) >= _MAX_TOKENS:
                 self._tokens.clear()
-            self._tokens[name] = (seen, token, now + RECHECK)
+            self._tokens[(name, meta)] = (seen, token, now + RECHECK)
         return token
 
     def _plain_mirror(self, name: NormalizedName) -> bool:
@@ -650,23 +677,6 @@ class Repository:
         self._asked = time.monotonic()
         return self.ranges.read(name, dist, start, end)
 
-    def _without_cached_metadata(self, name: NormalizedName, page: ProjectPage) -> ProjectPage:
-        """``page`` without the PEP 658 metadata of the wheels whose file is cached (one scan of
-        the project's folder, for the pages of clients that download what they resolve: pip)."""
-        if not any(d.core_metadata is not None for d in page.files):
-            return page
-        try:
-            held = set(os.listdir(self.store.files / name))
-        except OSError:
-            return page
-        files = [
-            d.with_changes(core_metadata=None)
-            if d.core_metadata is not None and d.filename in held and f"{d.filename}.json" in held
-            else d
-            for d in page.files
-        ]
-        return ProjectPage.build(page.name, files, page.versions)
-
     def _cached(self, name: NormalizedName, record: DistFile, changed: bool) -> None:
         self.mirror.cached(name, record)
         if changed:
@@ -722,7 +732,10 @@ class Repository:
         dist = page.file(filename)
         if dist is None:
             raise NotFound(f"project {name!r} has no file {filename!r}")
-        if self._lazy(name, dist):
+        record = f"{dist.filename}.json"
+        if self._lazy(
+            dist, frozenset({record}) if os.path.isfile(f"{self._files_dir}/{name}/{record}") else frozenset()
+        ):
             return self._ranged_metadata(name, dist)
         if dist.core_metadata is None:
             raise NotFound(f"no metadata for {filename!r}")
@@ -1004,6 +1017,22 @@ class Repository:
     def metrics(self) -> dict[str, Any]:
         """The counters of the nest (every process's), see :mod:`nestegg_core.storage.counters`."""
         return self.counters.totals()
+
+
+def _for_pip(page: ProjectPage, held: frozenset[str]) -> ProjectPage:
+    """``page`` as pip's pages list it: no PEP 658 metadata for a wheel cached (``held`` has it
+    and its record), nor for a small one (:func:`pip_lists_metadata`). pip downloads what it
+    resolved to, so for those the metadata is one request more and saves none."""
+    if not any(d.core_metadata is not None for d in page.files):
+        return page
+    files = [
+        d.with_changes(core_metadata=None)
+        if d.core_metadata is not None
+        and (not pip_lists_metadata(d) or (d.filename in held and f"{d.filename}.json" in held))
+        else d
+        for d in page.files
+    ]
+    return ProjectPage.build(page.name, files, page.versions)
 
 
 def _lazy_metadata(dist: DistFile) -> bool:

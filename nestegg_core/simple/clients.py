@@ -33,7 +33,15 @@ from packaging.version import Version
 
 from .models import DistFile, ProjectPage, parse_number, parse_specifier, parse_version
 
-__all__ = ["ClientProfile", "fits", "for_client", "lists_cached_metadata", "profile_from_user_agent"]
+__all__ = [
+    "PIP_METADATA_MIN_SIZE",
+    "ClientProfile",
+    "fits",
+    "for_client",
+    "lists_cached_metadata",
+    "pip_lists_metadata",
+    "profile_from_user_agent",
+]
 
 _MAX_USER_AGENT = 4096
 
@@ -136,8 +144,24 @@ def lists_cached_metadata(user_agent: str | None) -> bool:
     """Whether a page for the client of ``user_agent`` lists the PEP 658 metadata of a wheel the
     mirror has cached. pip downloads every wheel it resolved to, so for it a cached wheel costs
     one request as the file alone and two as metadata plus file; uv (and every other client) may
-    resolve from metadata alone, and keeps it. Wheels not cached keep their metadata for all."""
+    resolve from metadata alone, and keeps it. Wheels not cached keep their metadata for all,
+    but for pip only the large ones (:func:`pip_lists_metadata`)."""
     return not (user_agent or "").startswith("pip/")
+
+
+#: the size from which a wheel not cached is listed with its PEP 658 metadata on pip's pages: pip
+#: downloads the wheel it resolved to whether or not it read the metadata first, so the metadata
+#: saves pip a download only of a wheel it then rejects (backtracking), and costs a request
+#: (and the mirror some ranges of the upstream's wheel) always. About 0.3 s of a 7 MB/s link.
+PIP_METADATA_MIN_SIZE = 2 * 1024 * 1024
+
+
+def pip_lists_metadata(dist: DistFile) -> bool:
+    """Whether a page for pip lists the PEP 658 metadata of ``dist``, a file the mirror has not
+    cached: only that of a wheel of at least :data:`PIP_METADATA_MIN_SIZE` or of unknown size.
+    A small wheel comes whole at about the cost of its metadata, and pip's page of it then stays
+    the same once it is cached (no rendering made again)."""
+    return dist.size is None or dist.size >= PIP_METADATA_MIN_SIZE
 
 
 def _mapping(value: object) -> dict[str, object]:

@@ -88,21 +88,25 @@ def compressor() -> zlib._Compress:
     return zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
 
 
-def disk_token(state_file: str | Path, changed_marker: str | Path) -> str | None:
-    """What the page on disk is made from, or None when there is no state or it is unsettled."""
+def disk_token(state_file: str | Path, *markers: str | Path) -> str | None:
+    """What the page on disk is made from (its state file and the change ``markers`` a rendering
+    depends on), or None when there is no state or a marker is unsettled."""
     try:
         state = os.lstat(state_file)  # a link is not followed (and is read as no state: ``store``)
     except OSError:
         return None
-    try:
-        changed = os.lstat(changed_marker).st_mtime_ns
-    except FileNotFoundError:
-        changed = 0
-    except OSError:
-        return None
-    if changed and time.time_ns() - changed < _store.SETTLE_NS:
-        return None
-    return f"{state.st_ino:x}.{state.st_mtime_ns:x}.{state.st_size:x}.{changed:x}"
+    token = f"{state.st_ino:x}.{state.st_mtime_ns:x}.{state.st_size:x}"
+    for marker in markers:
+        try:
+            changed = os.lstat(marker).st_mtime_ns
+        except FileNotFoundError:
+            changed = 0
+        except OSError:
+            return None
+        if changed and time.time_ns() - changed < _store.SETTLE_NS:
+            return None
+        token += f".{changed:x}"
+    return token
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,8 @@ SETTLE_NS = 1_000_000_000
 
 #: the file in a project's files folder whose mtime says when a cached file last changed its page
 CHANGED = ".changed"
+#: the same, for a change only the pages that list the metadata of cached wheels show (not pip's)
+CHANGED_METADATA = ".changed-metadata"
 
 #: the identity of a state file on disk (see ``CacheStore.page_stamp``)
 PageStamp = tuple[int, int, int]
@@ -229,11 +231,15 @@ class CacheStore:
         except (OSError, UnsafePath):
             return None
 
-    def page_changed(self, name: NormalizedName) -> None:
+    def page_changed(self, name: NormalizedName, *, metadata_only: bool = False) -> None:
         """Note that a cached file of ``name`` changed its page (a record that tells more than the
-        index, a file removed): the renderings of the page made before are stale (``pagefiles``)."""
+        index, a file removed): the renderings of the page made before are stale (``pagefiles``).
+        With ``metadata_only``, the change is only the PEP 658 metadata of a cached wheel, which
+        only the renderings that list it (not pip's) show: the others stay."""
         # a new file, not a touch: a link planted in its place is replaced, not followed
-        write_atomic(self.files / name / CHANGED, b"", root=self.root)
+        write_atomic(
+            self.files / name / (CHANGED_METADATA if metadata_only else CHANGED), b"", root=self.root
+        )
         self.generation.advance()
 
     def record_path(self, name: NormalizedName, filename: str) -> Path:
