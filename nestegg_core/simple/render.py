@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from html import escape
 from typing import Any
 from urllib.parse import quote
@@ -27,6 +27,9 @@ _ALIASES = {
 _PREFERENCE = (JSON_V1, HTML_V1, TEXT_HTML)
 
 UrlFor = Callable[[DistFile], str]
+#: the PEP 658 metadata a page lists for a file (its hashes, or None for none), where it is not
+#: the file's own ``core_metadata``: what a mirror offers, or not, for a client (no copy of the page)
+MetadataFor = Callable[[DistFile], Mapping[str, str] | None]
 
 # a JSON string literal of a str, as json.dumps writes it (ASCII, escaped)
 _quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
@@ -125,23 +128,28 @@ def is_json(content_type: str) -> bool:
     return content_type == JSON_V1
 
 
-def render_project(page: ProjectPage, content_type: str, url_for: UrlFor) -> bytes:
+def render_project(
+    page: ProjectPage, content_type: str, url_for: UrlFor, metadata_for: MetadataFor | None = None
+) -> bytes:
     """The page as one body; :func:`project_pieces` for writing it out a piece at a time.
 
     Written piece by piece into one buffer: the text of a page of 15,000 files is never held
     twice (as a list of pieces and joined, or as a str and as bytes).
     """
     out = io.BytesIO()
-    for piece in project_pieces(page, content_type, url_for):
+    for piece in project_pieces(page, content_type, url_for, metadata_for):
         out.write(piece)
     return out.getvalue()
 
 
-def project_pieces(page: ProjectPage, content_type: str, url_for: UrlFor) -> Iterator[bytes]:
-    """The bytes of the page in pieces, a file at a time; joined they are :func:`render_project`."""
+def project_pieces(
+    page: ProjectPage, content_type: str, url_for: UrlFor, metadata_for: MetadataFor | None = None
+) -> Iterator[bytes]:
+    """The bytes of the page in pieces, a file at a time; joined they are :func:`render_project`.
+    Each file's PEP 658 metadata is ``metadata_for(file)``, if given, else its ``core_metadata``."""
     if is_json(content_type):
-        return _project_json(page, url_for)
-    return _project_html(page, url_for)
+        return _project_json(page, url_for, metadata_for)
+    return _project_html(page, url_for, metadata_for)
 
 
 def render_index(names: Iterable[str], content_type: str) -> bytes:
@@ -155,7 +163,7 @@ def render_project_json(page: ProjectPage, url_for: UrlFor) -> bytes:
     return render_project(page, JSON_V1, url_for)
 
 
-def _project_json(page: ProjectPage, url_for: UrlFor) -> Iterator[bytes]:
+def _project_json(page: ProjectPage, url_for: UrlFor, metadata_for: MetadataFor | None) -> Iterator[bytes]:
     # no dict per file: for a page of 15,000 files that was most of the time
     yield b'{"meta":{"api-version":"' + API_VERSION.encode() + b'"},"name":'
     yield _ascii(page.name) + b',"files":['
@@ -179,8 +187,9 @@ def _project_json(page: ProjectPage, url_for: UrlFor) -> Iterator[bytes]:
             entry += ',"upload-time":' + _quote(dist.upload_time)
         if dist.yanked is not None:
             entry += ',"yanked":' + (_quote(dist.yanked) if dist.yanked else "true")
-        if dist.core_metadata is not None:
-            metadata = dist.core_metadata.get("sha256")
+        listed = dist.core_metadata if metadata_for is None else metadata_for(dist)
+        if listed is not None:
+            metadata = listed.get("sha256")
             entry += ',"core-metadata":' + ('{"sha256":' + _quote(metadata) + "}" if metadata else "true")
         yield (entry + "}").encode()
     yield b'],"versions":' + json.dumps(list(page.versions), separators=(",", ":")).encode() + b"}"
@@ -194,7 +203,7 @@ def render_project_html(page: ProjectPage, url_for: UrlFor) -> bytes:
     return render_project(page, HTML_V1, url_for)
 
 
-def _project_html(page: ProjectPage, url_for: UrlFor) -> Iterator[bytes]:
+def _project_html(page: ProjectPage, url_for: UrlFor, metadata_for: MetadataFor | None) -> Iterator[bytes]:
     name = escape(page.name)
     head = [
         "<!DOCTYPE html>",
@@ -217,8 +226,9 @@ def _project_html(page: ProjectPage, url_for: UrlFor) -> Iterator[bytes]:
             line += f' data-requires-python="{escape(dist.requires_python)}"'
         if dist.yanked is not None:
             line += f' data-yanked="{escape(dist.yanked)}"'
-        if dist.core_metadata is not None:
-            value = _metadata_attribute(dist.core_metadata)
+        listed = dist.core_metadata if metadata_for is None else metadata_for(dist)
+        if listed is not None:
+            value = _metadata_attribute(listed)
             # the old attribute too, for pip releases that predate PEP 714's rename
             line += f' data-core-metadata="{value}" data-dist-info-metadata="{value}"'
         yield f"{line}>{escape(dist.filename)}</a><br>".encode()
