@@ -25,6 +25,8 @@ JSON = "application/vnd.pypi.simple.v1+json"
 PAGE_ENCODING = "gzip, deflate"
 #: what pip asks for: JSON preferred, HTML accepted
 PIP_ACCEPT = f"{JSON}, application/vnd.pypi.simple.v1+html; q=0.1, {HTML}; q=0.01"
+#: what pip's User-Agent starts with (its linehaul data follows): the mirror's pages for pip go by it
+PIP_USER_AGENT = 'pip/23.2.1 {"installer":{"name":"pip","version":"23.2.1"}}'
 
 
 class HttpError(Exception):
@@ -42,13 +44,14 @@ class Response:
 class Connection:
     """One keep-alive connection to an HTTP server (``http://127.0.0.1:PORT``)."""
 
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, timeout: float = 60.0, *, user_agent: str = "nestegg-bench") -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or not is_loopback(parts.hostname or ""):
             raise ValueError(f"the benchmark only talks to loopback over http, not {url!r}")
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
         self.timeout = timeout
+        self.user_agent = user_agent
         self._sock: socket.socket | None = None
         self._buffer = b""
 
@@ -74,7 +77,7 @@ class Connection:
         """
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAccept: {accept}\r\n"
-            f"Accept-Encoding: {encoding}\r\nUser-Agent: nestegg-bench\r\n\r\n"
+            f"Accept-Encoding: {encoding}\r\nUser-Agent: {self.user_agent}\r\n\r\n"
         ).encode()
         for attempt in (0, 1):
             sock = self._connect()

@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 SERVERS = ("nestegg", "nestegg-compat", "devpi", "proxpi")
@@ -69,6 +70,9 @@ METRICS = (
         "/s",
         ("pages-8-json:p50", "pages-8-json:p99"),
     ),
+    Metric("fresh-max", "fresh process, pages rendered before: first answer (slowest page)", "ms"),
+    Metric("fresh-median", "  the same, median page", "ms"),
+    Metric("small-fresh-max", "small set: fresh process, first answer (slowest page)", "ms"),
     Metric("bigpage-cold", "large page ({files} files): cold, JSON", "ms"),
     Metric("bigpage-json", "large page: warm, JSON", "ms"),
     Metric("bigpage-html", "large page: warm, HTML", "ms"),
@@ -287,7 +291,39 @@ def targets(results: Results) -> list[Target]:
         for column, label in (("nestegg", "nestegg"), ("nestegg-compat", "nestegg with compatible_only")):
             add(f"{text} ({label})", lambda column=column: check(column))  # type: ignore[misc]
 
+    def versus(key: str, column: str, most: float, what: str) -> tuple[bool, str] | None:
+        """nestegg's ``key`` at most ``most`` times ``column``'s (a time)."""
+        mine, theirs = v(key, "nestegg"), v(key, column)
+        if mine is None or theirs is None:
+            return None
+        return mine / theirs <= most, f"{mine:.2f} s, {mine / theirs:.2f}x {what}'s {theirs:.2f} s"
+
+    def fresh(prefix: str) -> tuple[bool, str] | None:
+        slowest, median = v(prefix + "fresh-max", "nestegg"), v(prefix + "fresh-median", "nestegg")
+        if slowest is None:
+            return None
+        detail = f"slowest page {slowest * 1000:.1f} ms"
+        if median is not None:
+            detail += f", median {median * 1000:.1f} ms"
+        return slowest <= 0.005, detail
+
     add("start-up ≤ 50 ms in-process", startup_inprocess)
+    for prefix, label in (("small-", "small set"), ("", "own set")):
+        for text, key, column, most, what in (
+            ("warm pip download ≤ 0.8x the upstream direct", "warm", "direct", 0.8, "the upstream direct"),
+            ("warm pip download ≥ 1.3x faster than proxpi", "warm", "proxpi", 1 / 1.3, "proxpi"),
+            ("cold pip download ≤ 1.2x the upstream direct", "cold", "direct", 1.2, "the upstream direct"),
+            (
+                "warm uv install no slower than from the upstream direct",
+                "uv",
+                "direct",
+                1.0,
+                "the upstream direct",
+            ),
+        ):
+            add(f"{text} ({label})", partial(versus, prefix + key, column, most, what))
+    add("a fresh process answers each page rendered before in ≤ 5 ms (own set)", partial(fresh, ""))
+    add("a fresh process answers each page rendered before in ≤ 5 ms (small set)", partial(fresh, "small-"))
     add("start-up ≥ 6x faster than devpi-server (its fastest settings)", startup_devpi)
     each(warm_peer, "warm pip download ≥ 1.5x faster than the fastest peer")
     each(warm_limit, "warm pip download ≤ 1.15x the --find-links limit")

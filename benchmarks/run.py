@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -346,7 +347,7 @@ def remote_round(
     # the baselines take their turn among the servers, rotated every round as they are
     for column in _rotate(columns, number):
         served: Process | None = None
-        if column == "direct":  # uv only: pip's download from the upstream is the cold row's
+        if column == "direct":  # pip again too: the warm rows' reference, in turn with the servers
             source: dict[str, Any] = {"index_url": upstream}
         elif column == "find-links":
             source = {"find_links": findlinks}
@@ -374,7 +375,6 @@ def remote_round(
                 requirements=requirements,
                 dest=dest,
                 venv=work / "venv",
-                pip=column != "direct",
                 prefix=prefix,
             )
         finally:
@@ -414,6 +414,14 @@ def remote_round(
     for name, instance in instances.items():
         instance.process.stop()
         results.add(prefix + "rss", name, instance.process.peak_rss)
+    nestegg = instances.get("nestegg")
+    if nestegg is not None:
+        # a tox run's mirror or a new WSGI worker: every page rendered before, the process new
+        fresh = _attempt(results, "nestegg fresh process", workloads.fresh_first_pages, nestegg, projects)
+        nestegg.process.stop()
+        if fresh:
+            results.add(prefix + "fresh-max", "nestegg", max(fresh))
+            results.add(prefix + "fresh-median", "nestegg", statistics.median(fresh))
 
 
 def warm_runs(
@@ -424,23 +432,20 @@ def warm_runs(
     requirements: Path,
     dest: Path,
     venv: Path,
-    pip: bool = True,
     prefix: str = "",
 ) -> float | None:
-    """The warm pip download into ``dest`` (unless not ``pip``) and uv install into ``venv`` from
-    ``source`` (an index URL or a find-links folder); the pip download's seconds, if measured."""
-    seconds = None
-    if pip:
-        seconds = _attempt(
-            results,
-            f"{column} warm pip download",
-            workloads.pip_download,
-            requirements,
-            dest,
-            **source,
-        )
-        if seconds is not None:
-            results.add(prefix + "warm", column, seconds)
+    """The warm pip download into ``dest`` and uv install into ``venv`` from ``source`` (an index
+    URL or a find-links folder); the pip download's seconds, if measured."""
+    seconds: float | None = _attempt(
+        results,
+        f"{column} warm pip download",
+        workloads.pip_download,
+        requirements,
+        dest,
+        **source,
+    )
+    if seconds is not None:
+        results.add(prefix + "warm", column, seconds)
     if find_uv() is not None:
         uv_seconds = _attempt(
             results, f"{column} uv install", workloads.uv_install, requirements, venv, **source
@@ -651,18 +656,25 @@ METHOD = f"""\
 - **pip and uv** run with ``installer_env`` (no setting of this machine), ``--only-binary=:all:``,
   ``--no-cache-dir``/``--no-cache``, the requirements of ``benchmarks/requirements.txt``. Cold is
   each server's first download (empty cache); warm repeats it into a fresh directory; uv installs
-  into a fresh virtualenv made beforehand (not timed), and also straight from the upstream (the
-  "upstream direct" cell of the uv row). The find-links limit is ``pip download
-  --no-index --find-links`` (and the same for uv) on a directory holding the same files.
-  "Static pages" is the floor for nestegg's pages as they are (relative file URLs, PEP 658
-  metadata): the warm nestegg's JSON pages, the same files and their ``.metadata``, saved at its
-  first turn and served as files by ``benchmarks/static.py`` (``http.server``, keep-alive,
-  ``sendfile``, no work per request), so the installer reads the very same links. "Static,
-  absolute URLs" serves the same pages with each file's URL given whole instead of relative to
-  the page: the difference between the two is what relative URLs cost the installer. The
-  baselines take their turn among the servers, in the order rotated every round.
+  into a fresh virtualenv made beforehand (not timed). "Upstream direct" is the same pip
+  download or uv install straight from the upstream, with no cache: the cold row's is the first
+  of the round, the warm rows' another one, in turn with the warm servers. The find-links limit is
+  ``pip download --no-index --find-links`` (and the same for uv) on a directory holding the same
+  files. "Static pages" is the floor for nestegg's pages as pip gets them: the warm nestegg's
+  JSON pages for pip's User-Agent (file URLs made relative to the page), the same files and the
+  ``.metadata`` those pages list, saved at its first turn and served as files by
+  ``benchmarks/static.py`` (``http.server``, keep-alive, ``sendfile``, no work per request), so
+  the installer reads the very same links. "Static, absolute URLs" serves the same pages with
+  each file's URL given whole, as nestegg gives them: the difference between the two is what
+  relative URLs cost the installer. The baselines take their turn among the servers, in the
+  order rotated every round.
+- **Fresh process**: once a round's installs are done, nestegg is stopped and started again on
+  its cache and port (a tox run's mirror, a new WSGI worker); the time each project page of the
+  requirements takes to be answered the first time, as pip asks (its Accept, gzip and
+  User-Agent, a connection each): the slowest and the median page.
 - **Pages/s** come from a small keep-alive HTTP client in threads (``benchmarks/load.py``) cycling
-  over the warm project pages of the requirements, at most {Settings(False).max_requests} requests
+  over the warm project pages of the requirements (each asked once before, not timed), at most
+  {Settings(False).max_requests} requests
   or {Settings(False).max_seconds:g} s a run; p50/p99 are per-request latencies seen by the client.
   It asks as pip does (``Accept-Encoding: gzip, deflate``), so each server may compress pages;
   nestegg does, from a gzip file written beside each rendering.

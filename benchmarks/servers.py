@@ -178,6 +178,10 @@ class Instance:
     #: the Simple API root, ending in a slash
     index_url: str
     started_in: float = 0.0
+    #: what it was started with: its cache, upstream and role (see :meth:`Server.restart`)
+    cache: Path | None = None
+    upstream: str = ""
+    role: str = ""
 
     def page_url(self, project: str) -> str:
         return f"{self.index_url}{project}/"
@@ -221,7 +225,17 @@ class Server(ABC):
         else:
             wait_for(base + self.ready_path(), timeout=timeout, process=process)
         elapsed = time.perf_counter() - launched
-        return Instance(self, process, base, index_url, elapsed)
+        return Instance(self, process, base, index_url, elapsed, cache, upstream, role)
+
+    def restart(self, instance: Instance, *, timeout: float = 120.0) -> Process:
+        """A new process of the stopped ``instance``: its cache as it left it, its port (so that
+        pages name the same URLs), ready when it answers."""
+        assert instance.cache is not None
+        port = int(instance.base_url.rsplit(":", 1)[1])
+        command, env = self.command(port, instance.cache, instance.upstream, instance.role)
+        process = launch(self.name, command, env=env, log=self.work / "server.log")
+        wait_for(instance.base_url + self.ready_path(), timeout=timeout, process=process)
+        return process
 
     def ready_path(self) -> str:
         return "/"

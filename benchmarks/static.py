@@ -39,8 +39,9 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 def snapshot(index_url: str, names: list[str], downloaded: Path, root: Path) -> None:
     """Save into ``root`` what the static server serves of the Simple API at ``index_url``.
 
-    ``root/pages`` gets the JSON page of each of ``names``; ``root/files`` gets a copy of each file
-    in ``downloaded`` (what pip fetched) and its PEP 658 ``.metadata``, which the page must list.
+    ``root/pages`` gets the JSON page of each of ``names`` as pip gets it (its User-Agent: a page
+    for pip lists other metadata); ``root/files`` gets a copy of each file in ``downloaded`` (what
+    pip fetched) and its PEP 658 ``.metadata`` where the page lists one.
     """
     pages, files = root / "pages", root / "files"
     pages.mkdir(parents=True, exist_ok=True)
@@ -48,7 +49,7 @@ def snapshot(index_url: str, names: list[str], downloaded: Path, root: Path) -> 
     wanted = {path.name for path in downloaded.iterdir()}
     for name in names:
         page_url = f"{index_url}{name}/"
-        body = _get(page_url, load.PIP_ACCEPT, JSON)
+        body = _get(page_url, load.PIP_ACCEPT, JSON, user_agent=load.PIP_USER_AGENT)
         page = json.loads(body)
         # nestegg's file URLs are absolute, to itself: the static server's pages name its files
         # relative to the page, as they are served (absolute_pages makes them absolute again)
@@ -58,16 +59,14 @@ def snapshot(index_url: str, names: list[str], downloaded: Path, root: Path) -> 
         for entry in page["files"]:
             if entry["filename"] not in wanted:
                 continue
-            if not entry.get("core-metadata"):
-                # nestegg learns it from every wheel it caches: without it, not its warm page
-                raise RuntimeError(f"{page_url} lists no metadata for {entry['filename']}")
             shutil.copyfile(downloaded / entry["filename"], files / entry["filename"])
-            metadata = _get(urljoin(page_url, entry["url"]) + ".metadata", "*/*", None)
-            (files / f"{entry['filename']}.metadata").write_bytes(metadata)
+            if entry.get("core-metadata"):
+                metadata = _get(urljoin(page_url, entry["url"]) + ".metadata", "*/*", None)
+                (files / f"{entry['filename']}.metadata").write_bytes(metadata)
 
 
-def _get(url: str, accept: str, content_type: str | None) -> bytes:
-    request = urllib.request.Request(url, headers={"Accept": accept})
+def _get(url: str, accept: str, content_type: str | None, *, user_agent: str = "nestegg-bench") -> bytes:
+    request = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": user_agent})
     with _OPENER.open(request, timeout=60) as response:
         if content_type is not None and response.headers.get_content_type() != content_type:
             raise RuntimeError(f"{url} answered {response.headers['Content-Type']}, not {content_type}")

@@ -280,8 +280,16 @@ def throughput(
     max_requests: int,
     max_seconds: float,
 ) -> load.LoadResult:
-    """Warm project pages, round-robin, from ``clients`` concurrent keep-alive connections."""
+    """Warm project pages, round-robin, from ``clients`` concurrent keep-alive connections: each
+    page is asked for once before (not timed), so that a kind of page no installer asked for
+    before (HTML) is measured warm too."""
     paths = [urlsplit(instance.page_url(project)).path for project in projects]
+    connection = load.Connection(instance.base_url)
+    try:
+        for path in paths:
+            connection.get(path, accept)
+    finally:
+        connection.close()
     return load.load(
         instance.base_url,
         paths,
@@ -290,6 +298,26 @@ def throughput(
         max_requests=max_requests,
         max_seconds=max_seconds,
     )
+
+
+def fresh_first_pages(instance: Instance, projects: Sequence[str], *, timeout: float = 120) -> list[float]:
+    """Seconds a fresh process of ``instance``'s server (stopped, then started again on its cache
+    and port) takes to answer each project page the first time, as pip asks for it (its Accept,
+    gzip and User-Agent, a new connection each), in the order of ``projects``."""
+    instance.process.stop()
+    instance.process = instance.server.restart(instance, timeout=timeout)
+    times = []
+    for project in projects:
+        connection = load.Connection(instance.base_url, user_agent=load.PIP_USER_AGENT)
+        try:
+            started = time.perf_counter()
+            response = connection.get(urlsplit(instance.page_url(project)).path, load.PIP_ACCEPT)
+            times.append(time.perf_counter() - started)
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise RuntimeError(f"{instance.page_url(project)} answered {response.status} when fresh")
+    return times
 
 
 TOX_INI = """\
