@@ -356,7 +356,7 @@ def remote_round(
                 results,
                 "static pages" + (", absolute URLs" if column == "static-absolute" else ""),
                 start_static,
-                work,
+                work / f"{prefix}static",
                 instances["nestegg"],
                 projects,
                 findlinks,
@@ -376,6 +376,8 @@ def remote_round(
                 dest=dest,
                 venv=work / "venv",
                 prefix=prefix,
+                # pip's pages, which uv is not given by nestegg (and http.server has no HEAD)
+                uv=column not in ("static", "static-absolute"),
             )
         finally:
             if served is not None:
@@ -433,6 +435,7 @@ def warm_runs(
     dest: Path,
     venv: Path,
     prefix: str = "",
+    uv: bool = True,
 ) -> float | None:
     """The warm pip download into ``dest`` and uv install into ``venv`` from ``source`` (an index
     URL or a find-links folder); the pip download's seconds, if measured."""
@@ -446,7 +449,7 @@ def warm_runs(
     )
     if seconds is not None:
         results.add(prefix + "warm", column, seconds)
-    if find_uv() is not None:
+    if uv and find_uv() is not None:
         uv_seconds = _attempt(
             results, f"{column} uv install", workloads.uv_install, requirements, venv, **source
         )
@@ -456,14 +459,13 @@ def warm_runs(
 
 
 def start_static(
-    work: Path, nestegg: Instance, projects: list[str], findlinks: Path, *, absolute: bool = False
+    root: Path, nestegg: Instance, projects: list[str], findlinks: Path, *, absolute: bool = False
 ) -> tuple[Process, str]:
-    """The static server of the warm nestegg's pages (saved at the first turn of either static
-    column, after nestegg's warm runs in the first round), with absolute file URLs if asked; its
-    Simple API URL."""
-    root = work / "static"
+    """The static server of the warm nestegg's pages of ``projects`` kept in ``root`` (saved at the
+    first turn of either static column, after nestegg's warm runs in the first round), with
+    absolute file URLs if asked; its Simple API URL."""
     if not root.exists():
-        staging = work / "static.part"
+        staging = root.with_name(root.name + ".part")
         shutil.rmtree(staging, ignore_errors=True)
         static.snapshot(nestegg.index_url, projects, findlinks, staging)
         staging.rename(root)
@@ -471,7 +473,7 @@ def start_static(
     command = [sys.executable, str(HERE / "static.py"), str(root), "--port", str(port)]
     if absolute:
         command.append("--absolute")
-    process = launch("static", command, env=server_env(), log=work / "static.log")
+    process = launch("static", command, env=server_env(), log=root.parent / f"{root.name}.log")
     index_url = f"http://127.0.0.1:{port}/simple/"
     try:
         wait_for(f"{index_url}{projects[0]}/", timeout=30, process=process, accept=load.PIP_ACCEPT)
