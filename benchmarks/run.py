@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=15.0,
         help="start no new round that would end after this many minutes",
     )
+    parser.add_argument(
+        "--pip-python",
+        type=Path,
+        help="the interpreter whose pip the pip download workloads run (default: this one)",
+    )
     parser.add_argument("--no-tox", action="store_true", help="skip the tox workload")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, caches)")
     return parser
@@ -109,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.pip_python is not None:
+        workloads.PIP_PYTHON = str(args.pip_python)
     # the index pip would use with this machine's settings, read before anything is isolated
     upstream = pip_index_url().rstrip("/") + "/"
     rounds = args.rounds or (1 if args.quick else 3)
@@ -578,7 +585,7 @@ def finish(
             "nestegg": f"{versions.get('nestegg', '?')} ({_git_revision()})",
             "devpi-server": versions.get("devpi", "not run"),
             "proxpi": f"{versions.get('proxpi', 'not run')} (gunicorn, 1 worker, 16 threads)",
-            "pip": report.tool_version([sys.executable, "-m", "pip", "--version"]).split(" from ")[0],
+            "pip": report.tool_version([workloads.PIP_PYTHON, "-m", "pip", "--version"]).split(" from ")[0],
             "uv": report.tool_version([find_uv() or "uv", "--version"]),
             "upstream": f"the index pip uses; {results.facts.get('download_mb', '?')} MB of wheels at "
             f"{_rate(results)} MB/s direct (host not recorded)",

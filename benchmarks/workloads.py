@@ -34,6 +34,9 @@ PACKAGE_SETS = {
     "small": Path(__file__).with_name("requirements-small.txt"),
 }
 
+#: the interpreter whose pip the pip workloads run (``run.py --pip-python``): this one's by default
+PIP_PYTHON = sys.executable
+
 _HREF = re.compile(r'href="([^"]+)"')
 #: loopback only: no proxy of this machine's environment in between
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -109,7 +112,7 @@ def pip_download(
     """Seconds for ``pip download --no-deps --no-cache-dir -r requirements`` into an empty ``dest``."""
     shutil.rmtree(dest, ignore_errors=True)
     command = [
-        sys.executable,
+        PIP_PYTHON,
         "-m",
         "pip",
         "download",
