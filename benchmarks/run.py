@@ -180,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     prefix="small-",
                 )
             spent.append(time.monotonic() - round_began)
+            results.facts["rounds"] = str(number + 1)  # the rounds run, which the report says
         if not args.no_tox and "nestegg" in wanted:
             tox_workload(upstream, args.requirements, results, work, min(rounds, 2))
     finally:

@@ -351,8 +351,10 @@ def tox_compare(
     ``UV_NO_CACHE``), as on a fresh CI machine: with the plugin the packages come from nestegg's
     warm cache, without it from the upstream. Returns why not, as text, when it cannot be measured.
     """
-    tox = shutil.which("tox") or str(Path(sys.executable).with_name("tox"))
-    if not Path(tox).exists():
+    # this interpreter's tox (where the plugin is installed) before any other on the PATH
+    beside = Path(sys.executable).with_name("tox")
+    tox = str(beside) if beside.exists() else shutil.which("tox")
+    if tox is None:
         return "tox is not installed"
     env = installer_env(upstream, PIP_NO_CACHE_DIR="1", UV_NO_CACHE="1")
     probe = subprocess.run([tox, "--help"], env=env, capture_output=True, text=True, check=False)
