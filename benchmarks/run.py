@@ -707,50 +707,45 @@ BOUNDS = """\
 Where a target is missed, what bounds it (profiles of the same workloads with cProfile, py-spy,
 strace and tracemalloc):
 
-- *Warm pip download, plain nestegg, vs the peers and --find-links.* pip itself; the "static
-  pages" column measures it in every run: the same pages served as files take pip about as long
-  as nestegg does. A server of the whole page could take off at most what these pages cost pip
-  beyond that: the ``urljoin`` of relative URLs, which the "static, absolute URLs" column
-  measures (0.3-0.4 s for these 49,000 links; the target's line gives the fastest peer against
-  that copy, short of 1.5x in these runs), and the PEP 658 metadata requests (about 0.2 s, below).
-  A warm nestegg spends about 0.1 s of CPU on the whole download (pages are answered from
-  renderings in memory or on disk), while pip parses and evaluates every file entry of every
-  project page: about
-  49,000 links for the pinned set (pydantic-core, numpy, sqlalchemy and the like list thousands
-  of wheels each), against one file per project for ``--find-links``. In cProfile,
-  ``Link.from_json`` and ``evaluate_links`` take three quarters of pip's time, ``urljoin`` of
-  relative file URLs about a sixth (nestegg's pages now name their files absolutely, from each
-  request's ``Host``, or ``public_url`` behind a proxy, so pip is spared it). Every index that
-  lists the whole page pays this floor: the peers' extra time over nestegg is what they add to
-  pip's own work. On this machine nestegg's
-  pages also advertise the PEP 658 metadata it learned from the wheels of the cold run (the
-  index pip uses here lists none, nor do proxpi's pages), so pip asks for 34 ``.metadata`` files
-  before the wheels: about 0.2 s of pip's time, a cost of the feature. Those pages must be
-  made again: in the background once the mirror has had a second without requests
-  (``nestegg_core/refresh.py``). Here that happens while the other servers do their cold runs
-  (each workload runs on every server in turn), about 0.5 s of CPU beside them; had the warm
-  run followed the cold one at once, its requests would have made the pages (3.3 s instead of
-  2.6 s in a separate measurement). ``compatible_only`` is the way under the floor: pip
-  then reads about 7,000 links (only the files that can fit its interpreter) and the same
-  download takes about half the time.
-- *Warm pip download with compatible_only vs --find-links.* Still pip: 102 HTTP requests (34
-  pages, 34 PEP 658 metadata files, 34 wheels) through pip's requests stack, about 3 ms of pip's
-  CPU each, and the ~7,000 remaining links (every sdist and every compatible wheel of every
-  version: the server cannot know the pins), against a directory listing of 34 files.
-- *Cold downloads, plain nestegg.* The same pip floor as direct, plus three costs that add up to the
-  gap (measured apart, each page then its file as pip asks, one client). First pip's ``urljoin`` of
-  relative file URLs, which the static pages' columns still measure (nestegg's own pages name their
-  files absolutely now, from the request's ``Host`` or ``public_url``). Then the server's
-  work on the 34 pages, about 1.0 s over fetching them directly: each upstream page is parsed as it
-  arrives, but its state and its rendering (and that rendering gzip encoded) are written before the
-  answer starts (the 15,000-file pydantic-core page: ~0.27 s from request to answer; parsing 49,000
-  entries in Python is about 0.3 s of the 34 pages, against 0.08 s for ``json.loads`` of the same
-  bytes, which would hold each page whole; rendering, compressing and writing a quarter, the state
-  file a tenth). Last, about 9 ms a file, 0.3 s in all, over fetching the files directly: a file's
-  last byte waits until its sha256 is checked, the file is synced to disk (0.06 s for the 34) and
-  its PEP 658 metadata taken out (0.03 s), so a client never gets a file that the cache does not
-  hold whole. With ``compatible_only`` pip's share shrinks more than the server adds, hence below 1x
-  direct.
+- *Warm pip download, plain nestegg, vs the upstream direct, the peers and --find-links.* pip
+  itself. The "static pages" columns are nestegg's pages for pip served as files: pip takes about
+  as long with them as with nestegg, so what is left to a server of whole pages is what the pages
+  cost pip. A warm nestegg answers a page or a file in about 0.3 ms of its own (1 ms as pip's
+  requests stack sees it, against 2.5-3 ms from the upstream here, on a fast network): the whole
+  gain over the upstream direct is those round trips, 0.1-0.2 s of a pinned set. The rest is pip
+  parsing and evaluating every file entry of every page (about 49,000 links for the own set,
+  9,000 for the small one, against one file a project for ``--find-links``). With pip 23.2 that
+  evaluation (``Link.from_json``, and ``Wheel.supported`` scanning its list of ~1,000 tags for
+  each wheel) is three quarters of its time, and absolute URLs save it nothing measurable; pip 26
+  checks tags against a set and reads absolute URLs a fifth faster (the "static, absolute URLs"
+  column), so the server's share, and the gain over the upstream, are larger with it. pip's
+  pages list no PEP 658 metadata of a wheel cached, nor of a wheel under 2 MiB
+  (``pip_lists_metadata``): pip downloads what it resolved to, so for those the metadata was one
+  request more (34 requests a warm run). And a wheel cached with only its metadata learned no
+  longer makes pip's renderings stale (a marker of its own, ``.changed-metadata``): the warm run
+  right after a cold one no longer makes every page again (0.3 s of that run before). Shorter
+  than that floor is ``compatible_only``: pip reads only the files that can fit its interpreter.
+- *Warm pip download with compatible_only vs --find-links.* Still pip: 68 HTTP requests (34
+  pages, 34 wheels) through pip's requests stack, and the remaining links (every sdist and every
+  compatible wheel of every version: the server cannot know the pins), against a directory
+  listing of 34 files.
+- *Cold downloads, plain nestegg.* The same pip work as direct, plus the server's own work on the
+  critical path of each first request: a page is fetched (the same round trip as pip's), parsed
+  as it arrives (about 9 us a file entry in Python: 87 ms for coverage's 9,555 files, 143 ms for
+  pydantic-core's 15,057), its state written, rendered for the asker, gzip encoded and kept; a
+  file's last byte waits until its hashes are checked, the file synced and its record written (a
+  client that then asks for the page sees what was learned, in any process). Timed in-process on
+  the small set, a cold page took about 17 ms from request to answer against 3 ms for the same
+  page straight from the upstream, and a cold file about 11 ms against 3 ms; the large set's pages
+  cost more (0.1-0.5 s each for pages of 4,000-15,000 files). Two changes took that down: pip's
+  pages no longer offer the metadata of small wheels (cold, pip asked for it and the mirror read it
+  from the upstream's wheel by ranges before the wheel itself: a third request per package), and
+  the metadata a page lists is worked out as it is written instead of by copies of the page
+  (coverage's cold page 490 -> 305 ms). What is left is spread thin (parse about half, rendering
+  and writing the rest); reading the whole body with ``json.loads`` instead of entry by entry was
+  measured and saved nothing once warm (and would hold a page whole), and letting the last byte of
+  a file go before it is kept breaks what a client that asks for the page next sees. pip 26 spends
+  less of its own time per page than pip 23, so the same server work weighs more in its ratio.
 - *What the hostile-input fixes cost (issue 20).* Measured where each was made, on the loaded
   machine: warm pages after the server's fixes for slow and gone clients (sends from the event
   loop, send deadlines, the look at a client gone) served 1,611 HTML pages/s against 1,776 before,
