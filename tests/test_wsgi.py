@@ -367,9 +367,9 @@ def test_a_page_asked_once_a_file_is_served_lists_what_it_learned(
         assert "size" not in http.get(f"{mirror.index_url}learned/", headers=json_type).json()["files"][0]
     page_changed = CacheStore.page_changed
 
-    def slowly(store: CacheStore, name: NormalizedName) -> None:
+    def slowly(store: CacheStore, name: NormalizedName, *, metadata_only: bool = False) -> None:
         time.sleep(0.5)
-        page_changed(store, name)
+        page_changed(store, name, metadata_only=metadata_only)
 
     monkeypatch.setattr(CacheStore, "page_changed", slowly)
     http.get(f"{first.url}/files/learned/{record.filename}").raise_for_status()
