@@ -406,7 +406,7 @@ class Repository:
 
         def listed(dist: DistFile) -> Mapping[str, str] | None:
             value = dist.core_metadata
-            if value is None and lazy and self._lazy(dist, held):
+            if value is None and lazy and self._lazy(dist, cached=f"{dist.filename}.json" in held):
                 value = NO_HASHES
             if value is not None and not meta:
                 cached = dist.filename in held and f"{dist.filename}.json" in held
@@ -416,13 +416,14 @@ class Repository:
 
         return listed
 
-    def _lazy(self, dist: DistFile, held: frozenset[str]) -> bool:
-        """Whether nestegg reads the metadata of ``dist`` by ranges: see :func:`_lazy_metadata`."""
+    def _lazy(self, dist: DistFile, *, cached: bool) -> bool:
+        """Whether nestegg reads the metadata of ``dist`` by ranges (see :func:`_lazy_metadata`);
+        ``cached``: whether the file's record is in the store."""
         return (
-            not self.config.offline
+            not cached
+            and not self.config.offline
             and _lazy_metadata(dist)
             and is_dist_filename(dist.filename)  # no name of the store's own files
-            and f"{dist.filename}.json" not in held
         )
 
     def _held(self, name: NormalizedName, page: ProjectPage) -> frozenset[str]:
@@ -747,10 +748,7 @@ class Repository:
         dist = page.file(filename)
         if dist is None:
             raise NotFound(f"project {name!r} has no file {filename!r}")
-        record = f"{dist.filename}.json"
-        if self._lazy(
-            dist, frozenset({record}) if os.path.isfile(f"{self._files_dir}/{name}/{record}") else frozenset()
-        ):
+        if self._lazy(dist, cached=os.path.isfile(f"{self._files_dir}/{name}/{dist.filename}.json")):
             return self._ranged_metadata(name, dist)
         if dist.core_metadata is None:
             raise NotFound(f"no metadata for {filename!r}")
