@@ -214,6 +214,13 @@ def test_a_private_project(make_mirror: MirrorFactory, http: requests.Session, t
     assert http.get(entry["url"]).content == wheel.read_bytes()
 
 
+def sent_as_is(http: requests.Session, url: str) -> requests.Response:
+    """GET ``url`` with its dot segments as written (requests would resolve them), no redirect followed."""
+    request = requests.Request("GET", url).prepare()
+    request.url = url
+    return http.send(request, allow_redirects=False)
+
+
 @pytest.mark.parametrize(
     ("path", "location"),
     [
@@ -229,9 +236,7 @@ def test_redirects(
 ) -> None:
     upstream.add("dep-one", "1.0")
     mirror = make_mirror()
-    answer = requests.Request("GET", mirror.url + path).prepare()
-    answer.url = mirror.url + path  # as sent: requests would resolve the dot segments itself
-    moved = http.send(answer, allow_redirects=False)
+    moved = sent_as_is(http, mirror.url + path)
     assert (moved.status_code, moved.headers["Location"]) == (301, location)
     assert http.get(mirror.url + location).status_code == 200
 
@@ -248,9 +253,7 @@ def test_dot_segments_reach_the_json_api_only(
     make_mirror: MirrorFactory, http: requests.Session, path: str
 ) -> None:
     mirror = make_mirror()
-    request = requests.Request("GET", mirror.url + path).prepare()
-    request.url = mirror.url + path
-    assert http.send(request, allow_redirects=False).status_code == 404
+    assert sent_as_is(http, mirror.url + path).status_code == 404
 
 
 @pytest.mark.parametrize(
