@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,9 +17,12 @@ from packaging.utils import NormalizedName
 from nestegg_core import Mirror
 from nestegg_core.errors import NotFound
 from nestegg_core.index.mirror import MirrorIndex
+from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import Fetched, FileStream
 from nestegg_core.simple.models import DistFile, ProjectPage
+from nestegg_core.storage import store as store_module
 from nestegg_core.storage.store import CacheStore
+from nestegg_core.testing import installer_env
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory
@@ -271,3 +276,115 @@ def test_pages_in_memory_stay_within_the_budget(
         assert index.file(NormalizedName(name), page.files[0].filename) == page.files[0]
     assert fetcher.held == held  # each page fetched once, holding then only these
     assert sorted(index._loaded) == after
+
+
+class _Answers:
+    """A fetcher that answers each page fetch with the next of ``answers``: a page, or None for
+    a 304 Not Modified; with ``etag``, or the one of the answer's number when ``etag`` is None."""
+
+    def __init__(self, answers: list[ProjectPage | None], etags: list[str | None]) -> None:
+        self.answers, self.etags = answers, etags
+        self.asked: list[str | None] = []
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+        self.asked.append(etag)
+        answer, given = self.answers[len(self.asked) - 1], self.etags[len(self.asked) - 1]
+        return Fetched(page=answer, etag=given if answer is not None else etag)
+
+    def open(self, url: str) -> FileStream:
+        raise NotFound(url)
+
+
+def _page(*versions: str) -> ProjectPage:
+    names = [f"pkg-{version}.tar.gz" for version in versions]
+    return ProjectPage.build("pkg", [DistFile(filename=n, url=f"https://example.com/{n}") for n in names])
+
+
+@pytest.mark.parametrize(
+    ("second", "etag", "rewritten"),
+    [
+        (None, '"1"', False),  # 304 Not Modified
+        (_page("1.0"), '"1"', False),  # the same page, the same validator
+        (_page("1.0"), None, False),  # the same page from an index without validators
+        (_page("1.0"), '"2"', True),  # the same files under a new validator: kept for the next ask
+        (_page("1.0", "2.0"), '"2"', True),  # a new release
+    ],
+    ids=["304", "same", "same-no-validators", "new-etag", "changed"],
+)
+def test_a_page_the_upstream_gives_again_keeps_its_state_file(
+    tmp_path: Path, second: ProjectPage | None, etag: str | None, rewritten: bool
+) -> None:
+    """A page the upstream gives again unchanged is not written again: its state file stays (and
+    with it every rendering made from it, which hang on that file) and a note says when. Other
+    processes on the nest, fresh or holding the page, take the note as the time it was checked."""
+    first_etag = None if etag is None else '"1"'
+    fetcher = _Answers([_page("1.0"), second], [first_etag, etag])
+    now = [0.0]
+    store = CacheStore(tmp_path, "https://example.com/simple/")
+    index = MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0])
+    other = MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0])  # another process, page held
+    name = NormalizedName("pkg")
+    index.page(name)
+    other.page(name)
+    stamp = store.page_stamp(name)
+    now[0] = 100.0
+    page = index.page(name)
+    assert fetcher.asked == [None, first_etag]
+    assert page == (second or _page("1.0"))
+    assert (store.page_stamp(name) != stamp) is rewritten
+    state = store.read_page(name)
+    assert state is not None
+    assert (state.checked, state.page, state.etag) == (100.0, page, etag)
+    now[0] = 150.0  # past the TTL of the first fetch, within that of the second
+    fresh = MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0])
+    assert fresh.page(name) == other.page(name) == page
+    assert len(fetcher.asked) == 2  # neither asked the upstream again
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("validators", [True, False], ids=["etag", "no-validators"])
+def test_pip_past_the_ttl_of_pages_the_upstream_gives_again_gets_the_renderings_kept(
+    make_mirror: MirrorFactory,
+    upstream: PrivateIndex,
+    faults: Faults,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    validators: bool,
+) -> None:
+    """The next tox run, its mirror a new process past the TTL: each page is asked of the upstream
+    again, and as none changed, none is made again (nor its state written again)."""
+    monkeypatch.setattr(store_module, "SETTLE_NS", 0)
+    faults.no_validators = not validators
+    for name in ("alpha", "beta-two"):
+        upstream.add(name, "1.0", sdist=False)
+
+    def download(mirror: Mirror, dest: str) -> None:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--dest"]
+        result = subprocess.run(
+            [*command, str(tmp_path / dest), "alpha", "beta-two"],
+            env=installer_env(mirror.index_url),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    first = make_mirror()
+    download(first, "cold")
+    download(first, "warm")  # pip's pages as they are once its wheels are cached
+    port, nest = first.port, first.repository.store
+    first.stop()
+    pages = {name: nest.page_stamp(NormalizedName(name)) for name in ("alpha", "beta-two")}
+    made = sorted((p.name, p.stat().st_ino, p.stat().st_mtime_ns) for p in nest.rendered.rglob("*"))
+    faults.reset()
+    monkeypatch.setattr(Repository, "_write_rendered", _no_rendering)
+    second = make_mirror(ttl=0, port=port)  # every page past its TTL
+    download(second, "again")
+    assert faults.count("/simple/alpha/") == faults.count("/simple/beta-two/") == 1
+    assert faults.count(prefix="/files/") == 0
+    assert {name: nest.page_stamp(NormalizedName(name)) for name in pages} == pages
+    assert sorted((p.name, p.stat().st_ino, p.stat().st_mtime_ns) for p in nest.rendered.rglob("*")) == made
+
+
+def _no_rendering(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a page was made again")

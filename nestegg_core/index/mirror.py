@@ -9,7 +9,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from packaging.utils import NormalizedName
 
@@ -378,6 +378,13 @@ class MirrorIndex:
                 self._use(name, entry, state, mtime)
                 if self.clock() < entry.fresh_until:
                     return
+        elif entry.state is not None and mtime is not None:
+            # another process may have had the same page from the upstream since (``_confirm``)
+            confirmed = self.store.confirmed_at(name)
+            if confirmed is not None and confirmed > entry.state.checked:
+                self._use(name, entry, replace(entry.state, checked=confirmed), mtime, reuse=True)
+                if self.clock() < entry.fresh_until:
+                    return
         state = entry.state
         missing = self.store.missing_since(name) if state is None and entry.page is None else None
         if missing is not None and self.fresh(missing):
@@ -411,13 +418,12 @@ class MirrorIndex:
             self._unanswered(name, entry, exc, missing)
             return
         now = self.clock()
-        if fetched.page is None:  # 304: the page we hold is still right
-            assert state is not None  # a 304 to a request without validators failed in _fetch
-            state = PageState(
-                page=state.page, etag=state.etag, last_modified=state.last_modified, checked=now
-            )
-            self._use(name, entry, state, self._save(state), reuse=True)
+        if state is not None and (fetched.page is None or _same(fetched, state)):
+            # a 304, or the same page again: the page we hold is still right, and so is its state
+            self._use(name, entry, replace(state, checked=now), self._confirm(name, entry, now), reuse=True)
             return
+        # a 304 to a request without validators failed in _fetch
+        assert fetched.page is not None
         state = PageState(
             page=fetched.page, etag=fetched.etag, last_modified=fetched.last_modified, checked=now
         )
@@ -497,6 +503,22 @@ class MirrorIndex:
             logger.warning("cannot write cache state of %r: %s", state.page.name, exc)
             return None
 
+    def _confirm(self, name: NormalizedName, entry: _Entry, checked: float) -> PageStamp | None:
+        """Keep that the upstream gave the state held again at ``checked``; the stamp of its file.
+
+        The state file is not written again (a note beside it says when, ``CacheStore.confirm``):
+        a page rendered from it stays valid, and a run after the TTL whose pages did not change
+        renders none of them again. A state not on disk as held is written whole.
+        """
+        assert entry.state is not None
+        if entry.mtime is None or entry.mtime != self.store.page_stamp(name):
+            return self._save(replace(entry.state, checked=checked))
+        try:
+            self.store.confirm(name, checked)
+        except (OSError, UnsafePath) as exc:
+            logger.warning("cannot keep that the page of %r is unchanged: %s", name, exc)
+        return entry.mtime
+
     def _use(
         self,
         name: NormalizedName,
@@ -539,3 +561,12 @@ class MirrorIndex:
 def _weight(files: int) -> int:
     """What a page counts against ``max_files``: its files, and at least one (an empty page too)."""
     return max(files, 1)
+
+
+def _same(fetched: Fetched, state: PageState) -> bool:
+    """Whether the upstream's answer is the page of ``state``, with the same validators."""
+    return (
+        fetched.page == state.page
+        and fetched.etag == state.etag
+        and fetched.last_modified == state.last_modified
+    )

@@ -17,7 +17,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import quote
@@ -363,6 +363,16 @@ class Repository:
             kind = _kind(content_type, client, base, meta)
             wanted = kind + GZIP if gzip else kind
             page = self.project(name)
+            if (
+                token is not None
+                and self.mirror.checked(name, page) is not None
+                and self._disk_token(name, meta) == token
+            ):
+                # the page of the state the rendering was made from, just given again by the
+                # upstream (``MirrorIndex._confirm``) or kept while it fails: what is saved stands
+                warm = self._read_rendered(name, wanted, token, confirmed=True)
+                if warm is not None:
+                    return warm
             key = (name, content_type, client, gzip, base + ("" if meta else "!"))
             cached = self._rendered.get(key)
             if cached is not None and cached.page() is page:
@@ -459,21 +469,38 @@ class Repository:
         finally:
             self._large_lock.release()
 
-    def _read_rendered(self, name: NormalizedName, kind: str, token: str) -> Rendered | None:
-        """The saved rendering for ``token`` if the TTL allows it: from memory, else from disk."""
+    def _read_rendered(
+        self, name: NormalizedName, kind: str, token: str, *, confirmed: bool = False
+    ) -> Rendered | None:
+        """The saved rendering for ``token`` if the TTL allows it (or the mirror has just
+        ``confirmed`` its page): from memory, else from disk."""
         held = self._warm.get((name, kind))
-        if held is not None and held[0] == token and self.mirror.fresh(held[1]):
+        checked = None if held is None or held[0] != token else self._fresh(name, held[1], confirmed)
+        if held is not None and checked is not None:
             with self._render_lock:
-                if (name, kind) in self._warm:
+                if self._warm.get((name, kind)) is held:
+                    self._warm[(name, kind)] = (held[0], checked, held[2], held[3])
                     self._warm.move_to_end((name, kind))
             return Rendered(None, held[3], held[2], gzip=kind.endswith(GZIP))
         found = self.pages.open(name, kind, token)
         if found is None:
             return None
-        if not self.mirror.fresh(found.checked):
+        checked = self._fresh(name, found.checked, confirmed)
+        if checked is None:
             found.close()  # the TTL has passed: the upstream is asked
             return None
-        return self._from_file(name, kind, found)
+        return self._from_file(name, kind, replace(found, checked=checked))
+
+    def _fresh(self, name: NormalizedName, checked: float, confirmed: bool = False) -> float | None:
+        """When the upstream last gave the page a rendering made at ``checked`` shows: then, or
+        since, with the state unchanged (``CacheStore.confirm``); None once the TTL has passed,
+        unless the mirror has just ``confirmed`` the page."""
+        if confirmed or self.mirror.fresh(checked):
+            return checked
+        noted = self.store.confirmed_at(name)
+        if noted is not None and noted > checked and self.mirror.fresh(noted):
+            return noted
+        return None
 
     def _from_file(self, name: NormalizedName, kind: str, found: PageFile) -> Rendered | None:
         """A saved rendering as it is answered: a small one read and held, a larger one sent from

@@ -4,6 +4,8 @@ Layout under the nestegg dir (one dir shared by every process of the user), with
 folder per upstream index (see :func:`upstream_key`), so that two indexes never mix::
 
     mirror/<upstream>/pages/<name>.json            page state (validators, time, files: ``pagestate``)
+    mirror/<upstream>/confirmed/<name>             when the upstream last gave that page again
+    mirror/<upstream>/missing/<name>               when the upstream said it has no such project
     mirror/<upstream>/files/<name>/<filename>      cached distribution files, complete and verified
     mirror/<upstream>/files/<name>/<filename>.json the record of a cached file (hashes, size, ...)
     mirror/<upstream>/files/<name>/<filename>.metadata   PEP 658 core metadata of a cached file
@@ -24,10 +26,12 @@ a record.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -135,6 +139,8 @@ class CacheStore:
         self.files = root / "mirror" / self.key / "files"
         #: names the upstream answered 404 for, each with when it said so
         self.missing = root / "mirror" / self.key / "missing"
+        #: names whose state the upstream confirmed since it was written, each with when it last did
+        self.confirmed = root / "mirror" / self.key / "confirmed"
         self.locks = root / "locks" / self.key
         #: the mirror's pages as rendered for clients (``pagefiles``)
         self.rendered = root / "mirror" / self.key / "rendered"
@@ -151,16 +157,39 @@ class CacheStore:
         return self.pages / f"{name}.json"
 
     def read_page(self, name: NormalizedName) -> PageState | None:
+        """The state of ``name``, checked when the upstream last confirmed it (:meth:`confirm`)."""
         path = self.page_path(name)
         try:
             with open_read(self.root, path) as handle:
-                return read_state(handle)
+                state = read_state(handle)
         except FileNotFoundError:
             return None
         except (OSError, UnsafePath, ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
             # a damaged state file (or a link) is a cache miss, never an outage; the next fetch rewrites it
             logger.warning("ignoring damaged cache state %s: %s", path, exc)
             return None
+        confirmed = self.confirmed_at(name)
+        if confirmed is not None and confirmed > state.checked:
+            return dataclasses.replace(state, checked=confirmed)
+        return state
+
+    def confirm(self, name: NormalizedName, checked: float) -> None:
+        """Keep that the upstream gave the page of the state on disk again at ``checked``, without
+        writing the state anew: the renderings made from it stay what the disk serves."""
+        write_atomic(self.confirmed / name, f"{checked!r}\n".encode("ascii"), root=self.root)
+
+    def confirmed_at(self, name: NormalizedName) -> float | None:
+        """When the upstream last gave the page of ``name``'s state again (:meth:`confirm`); None if
+        it never did. Older than the state's own ``checked`` once a newer state is written."""
+        try:
+            with open_read(self.root, self.confirmed / name) as handle:
+                checked = float(handle.read(64).decode("ascii"))
+        except FileNotFoundError:
+            return None
+        except (OSError, UnsafePath, ValueError) as exc:  # a damaged note: asked again, never an outage
+            logger.debug("ignoring the note of a confirmed page %r: %s", name, exc)
+            return None
+        return checked if math.isfinite(checked) else None
 
     def write_page(self, state: PageState) -> PageStamp:
         """Write the state; returns the stamp of the file written (see :meth:`page_stamp`)."""

@@ -606,7 +606,8 @@ class WebUI:
         store, private = self.repository.serving(NormalizedName(name)).store, self.repository.private
         paths = [private.root / name] if kind != MIRROR else []
         if kind != PRIVATE:
-            paths += [store.page_path(NormalizedName(name)), store.files / name]
+            # the note of a page the upstream gave again changes when it was last checked
+            paths += [store.page_path(NormalizedName(name)), store.confirmed / name, store.files / name]
         stamp = (*(_mtime_ns(path) for path in paths), hash(kind))
         cached = self._summaries.get(name)
         if cached is not None and cached[0] == stamp:
