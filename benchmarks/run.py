@@ -428,10 +428,15 @@ def remote_round(
     if nestegg is not None:
         # a tox run's mirror or a new WSGI worker: every page rendered before, the process new
         fresh = _attempt(results, "nestegg fresh process", workloads.fresh_first_pages, nestegg, projects)
-        nestegg.process.stop()
         if fresh:
             results.add(prefix + "fresh-max", "nestegg", max(fresh))
             results.add(prefix + "fresh-median", "nestegg", statistics.median(fresh))
+        past = _attempt(
+            results, "nestegg past the TTL", workloads.past_ttl_download, nestegg, requirements, dest, work
+        )
+        nestegg.process.stop()
+        if past is not None:
+            results.add(prefix + "past-ttl", "nestegg", past)
 
 
 def warm_runs(
@@ -682,6 +687,10 @@ METHOD = f"""\
   its cache and port (a tox run's mirror, a new WSGI worker); the time each project page of the
   requirements takes to be answered the first time, as pip asks (its Accept, gzip and
   User-Agent, a connection each): the slowest and the median page.
+- **Past the TTL**: then it is started again with ``ttl: 0``, every page past its TTL, and pip
+  downloads the requirements once more: the next tox run after the TTL, in which nestegg asks the
+  upstream for every page again and (the upstream unchanged) makes none of them again. Compared
+  with the upstream direct's warm run.
 - **Pages/s** come from a small keep-alive HTTP client in threads (``benchmarks/load.py``) cycling
   over the warm project pages of the requirements (each asked once before, not timed), at most
   {Settings(False).max_requests} requests

@@ -227,12 +227,13 @@ class Server(ABC):
         elapsed = time.perf_counter() - launched
         return Instance(self, process, base, index_url, elapsed, cache, upstream, role)
 
-    def restart(self, instance: Instance, *, timeout: float = 120.0) -> Process:
+    def restart(self, instance: Instance, *, timeout: float = 120.0, extra: Sequence[str] = ()) -> Process:
         """A new process of the stopped ``instance``: its cache as it left it, its port (so that
-        pages name the same URLs), ready when it answers."""
+        pages name the same URLs), ready when it answers; ``extra`` arguments after its command."""
         assert instance.cache is not None
         port = int(instance.base_url.rsplit(":", 1)[1])
         command, env = self.command(port, instance.cache, instance.upstream, instance.role)
+        command = [*command, *extra]
         process = launch(self.name, command, env=env, log=self.work / "server.log")
         wait_for(instance.base_url + self.ready_path(), timeout=timeout, process=process)
         return process

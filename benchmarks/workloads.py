@@ -323,6 +323,17 @@ def fresh_first_pages(instance: Instance, projects: Sequence[str], *, timeout: f
     return times
 
 
+def past_ttl_download(instance: Instance, requirements: Path, dest: Path, work: Path) -> float:
+    """Seconds for ``pip download`` from a fresh process of ``instance``'s nestegg (stopped, then
+    started again on its cache and port) whose pages are all past their TTL (``ttl: 0``): the next
+    tox run after the TTL, which asks the upstream for every page again and finds none changed."""
+    config = work / "nestegg-ttl-0.yml"
+    config.write_text("nestegg:\n  ttl: 0\n")
+    instance.process.stop()
+    instance.process = instance.server.restart(instance, extra=["--config", str(config)])
+    return pip_download(requirements, dest, index_url=instance.index_url)
+
+
 TOX_INI = """\
 [tox]
 env_list = uv, pip
