@@ -7,6 +7,7 @@ lengths and hashes, or answers garbage, and the uncached side must fail with a c
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -1481,3 +1482,51 @@ def test_a_connection_that_is_never_made_fails_after_connect_timeout_not_timeout
         with pytest.raises(UpstreamTimeout, match=r"/simple/pkg/ did not connect in 0\.5s"):
             fetcher.project("pkg", etag=None, last_modified=None)
         assert time.monotonic() - started < 15  # generous: the machine is loaded; 30 without it
+
+
+def _page_body(*versions: str) -> bytes:
+    files = [{"filename": f"pkg-{v}.tar.gz", "url": f"pkg-{v}.tar.gz", "hashes": {}} for v in versions]
+    return json.dumps({"meta": {"api-version": "1.0"}, "name": "pkg", "files": files}).encode()
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        (Answer(body=_page_body("1.0")), Answer(body=_page_body("1.0")), True),
+        # the same page gzip-encoded, and in pieces: the digest is of what it decodes to
+        (
+            Answer(body=_page_body("1.0")),
+            Answer(body=gzip.compress(_page_body("1.0")), headers={"Content-Encoding": "gzip"}),
+            True,
+        ),
+        (
+            Answer(body=_page_body("1.0")),
+            Answer(
+                pieces=lambda: [_page_body("1.0")[:20], _page_body("1.0")[20:]], length=len(_page_body("1.0"))
+            ),
+            True,
+        ),
+        (Answer(body=_page_body("1.0")), Answer(body=_page_body("1.0", "2.0")), False),
+        (Answer(body=_page_body("1.0")), Answer(body=_page_body("1.0") + b" "), False),  # other bytes
+    ],
+    ids=["same", "gzip", "pieces", "changed", "other-bytes"],
+)
+def test_an_upstream_page_comes_with_the_digest_of_what_it_was_read_from(
+    first: Answer, second: Answer, same: bool
+) -> None:
+    answers = iter([first, second])
+
+    def script(_method: str, _path: str) -> Answer:
+        answer = next(answers)
+        headers = {"Content-Type": JSON, **answer.headers}
+        return dataclasses.replace(answer, headers=headers)
+
+    with RawUpstream(script) as server:
+        fetcher = HttpFetcher(server.index_url, timeout=TIMEOUT)
+        one = fetcher.project("pkg", etag=None, last_modified=None)
+        two = fetcher.project("pkg", etag=None, last_modified=None)
+    assert None not in (one.digest, two.digest)
+    assert (one.digest == two.digest) is same
+    assert one.page is not None
+    assert two.page is not None
+    assert (one.page.versions == two.page.versions) is (same or second.body.endswith(b" "))

@@ -15,12 +15,13 @@ import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror
-from nestegg_core.errors import NotFound
+from nestegg_core.errors import NotFound, UpstreamError
 from nestegg_core.index.mirror import MirrorIndex
 from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import Fetched, FileStream
 from nestegg_core.simple.models import DistFile, ProjectPage
 from nestegg_core.storage import store as store_module
+from nestegg_core.storage.pagestate import PageState
 from nestegg_core.storage.store import CacheStore
 from nestegg_core.testing import installer_env
 from nestegg_core.testing.pytest_plugin import PrivateIndex
@@ -352,7 +353,8 @@ def test_pip_past_the_ttl_of_pages_the_upstream_gives_again_gets_the_renderings_
     validators: bool,
 ) -> None:
     """The next tox run, its mirror a new process past the TTL: each page is asked of the upstream
-    again, and as none changed, none is made again (nor its state written again)."""
+    again, and as none changed, none is made again (nor its state written again). Without
+    validators, the answer is the page: no state is read whole either."""
     monkeypatch.setattr(store_module, "SETTLE_NS", 0)
     faults.no_validators = not validators
     for name in ("alpha", "beta-two"):
@@ -378,6 +380,8 @@ def test_pip_past_the_ttl_of_pages_the_upstream_gives_again_gets_the_renderings_
     made = sorted((p.name, p.stat().st_ino, p.stat().st_mtime_ns) for p in nest.rendered.rglob("*"))
     faults.reset()
     monkeypatch.setattr(Repository, "_write_rendered", _no_rendering)
+    if not validators:  # the upstream's answer, the same as the state's by its digest, is the page
+        monkeypatch.setattr(CacheStore, "read_page", _no_state_read)
     second = make_mirror(ttl=0, port=port)  # every page past its TTL
     download(second, "again")
     assert faults.count("/simple/alpha/") == faults.count("/simple/beta-two/") == 1
@@ -388,3 +392,66 @@ def test_pip_past_the_ttl_of_pages_the_upstream_gives_again_gets_the_renderings_
 
 def _no_rendering(*args: object, **kwargs: object) -> None:
     raise AssertionError("a page was made again")
+
+
+def _no_state_read(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a state file was read whole")
+
+
+class _Digested:
+    """A fetcher whose answers carry a digest, as ``HttpFetcher``'s do, and no validators: each
+    fetch gives the next of ``answers`` (a page and its digest), or raises it."""
+
+    def __init__(self, answers: list[tuple[ProjectPage, str] | Exception]) -> None:
+        self.answers = answers
+        self.asked: list[str | None] = []
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+        self.asked.append(etag)
+        answer = self.answers[len(self.asked) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return Fetched(page=answer[0], digest=answer[1])
+
+    def open(self, url: str) -> FileStream:
+        raise NotFound(url)
+
+
+@pytest.mark.parametrize(
+    ("second", "rewritten", "read"),
+    [
+        ((_page("1.0"), "d1"), False, False),  # the same answer: its state stands, never read
+        ((_page("1.0", "2.0"), "d2"), True, False),  # a new release: written, the old never read
+        (UpstreamError("upstream answered with HTTP 503"), False, True),  # served stale: read then
+    ],
+    ids=["same", "changed", "upstream-fails"],
+)
+def test_a_new_process_past_the_ttl_asks_the_upstream_before_it_reads_the_state(
+    tmp_path: Path, second: tuple[ProjectPage, str] | Exception, rewritten: bool, read: bool
+) -> None:
+    """A page past its TTL in a process that never read it: the state's first line says what the
+    upstream's answer must be to be the same (its digest); the rest, the files, is read only if the
+    upstream does not answer. The answer, when the same, is the page."""
+    fetcher = _Digested([(_page("1.0"), "d1"), second])
+    now = [0.0]
+    store = CacheStore(tmp_path, "https://example.com/simple/")
+    name = NormalizedName("pkg")
+    MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0]).page(name)
+    stamp = store.page_stamp(name)
+    now[0] = 100.0
+    reads: list[str] = []
+    read_page = store.read_page
+
+    def counted(name: NormalizedName) -> PageState | None:
+        reads.append(name)
+        return read_page(name)
+
+    store.read_page = counted  # type: ignore[method-assign]
+    page = MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0]).page(name)
+    assert page == (second[0] if isinstance(second, tuple) else _page("1.0"))
+    assert (store.page_stamp(name) != stamp) is rewritten
+    assert bool(reads) is read
+    state = read_page(name)
+    assert state is not None
+    assert (state.page, state.digest) == (page, second[1] if isinstance(second, tuple) else "d1")
+    assert state.checked == (0.0 if isinstance(second, Exception) else 100.0)

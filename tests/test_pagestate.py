@@ -6,13 +6,14 @@ import json
 import logging
 import tracemalloc
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from packaging.utils import NormalizedName
 
 from nestegg_core.simple.models import DistFile, Hashes, ProjectPage
-from nestegg_core.storage.pagestate import PageState
+from nestegg_core.storage.pagestate import PageState, StateHeader
 from nestegg_core.storage.store import CacheStore
 
 NAME = NormalizedName("demo")
@@ -220,3 +221,49 @@ def test_a_large_state_is_written_and_read_a_slice_of_a_column_at_a_time(
     # beside the page read: a slice, and the columns' lists of references to the values the
     # page keeps (9 columns, 8 bytes a file); whole columns took 1.6 MB for 10,000 files
     assert peak - held - before < 600_000 + 9 * 8 * files
+
+
+@pytest.mark.parametrize(
+    ("state", "confirmed", "header"),
+    [
+        (STATE, None, StateHeader(etag='"v1"', last_modified="Tue, 01 Oct 2024", checked=12.5)),
+        (
+            replace(STATE, digest="12" * 32),
+            None,
+            StateHeader(etag='"v1"', last_modified="Tue, 01 Oct 2024", checked=12.5, digest="12" * 32),
+        ),
+        # the note of the page given again since: its time
+        (replace(STATE, etag=None, last_modified=None), 40.0, StateHeader(checked=40.0)),
+        (STATE, 10.0, StateHeader(etag='"v1"', last_modified="Tue, 01 Oct 2024", checked=12.5)),  # older
+    ],
+    ids=["validators", "digest", "confirmed", "confirmed-before"],
+)
+def test_the_header_of_a_state_is_its_first_line(
+    store: CacheStore, state: PageState, confirmed: float | None, header: StateHeader
+) -> None:
+    store.write_page(state)
+    if confirmed is not None:
+        store.confirm(NAME, confirmed)
+    assert store.read_page_header(NAME) == header
+    read = store.read_page(NAME)
+    assert read is not None
+    assert (read.digest, read.checked) == (state.digest, header.checked)
+
+
+@pytest.mark.parametrize("older", [_one_line_form, _files_form], ids=["one-line", "file-mappings"])
+def test_a_state_of_an_older_form_has_no_header_it_is_read_whole(
+    store: CacheStore, older: Callable[[PageState], bytes]
+) -> None:
+    store.page_path(NAME).parent.mkdir(parents=True)
+    store.page_path(NAME).write_bytes(older(STATE))
+    assert store.read_page_header(NAME) is None
+    assert store.read_page(NAME) == STATE
+
+
+@pytest.mark.parametrize("note", [b"nan\n", b"inf\n", b"soon\n", b""], ids=["nan", "inf", "text", "empty"])
+def test_a_damaged_note_of_a_page_given_again_is_no_note(store: CacheStore, note: bytes) -> None:
+    store.write_page(STATE)
+    store.confirmed.mkdir(parents=True)
+    (store.confirmed / NAME).write_bytes(note)
+    assert store.confirmed_at(NAME) is None
+    assert store.read_page(NAME) == STATE

@@ -17,7 +17,7 @@ from nestegg_core.errors import NesteggError, NotCached, NotFound, UnsafePath, U
 from nestegg_core.simple.models import DistFile, ProjectPage, is_dist_filename
 from nestegg_core.storage import store as _store
 from nestegg_core.storage.fs import scan_below
-from nestegg_core.storage.pagestate import PageState
+from nestegg_core.storage.pagestate import PageState, StateHeader
 from nestegg_core.storage.store import CacheStore, PageStamp
 from nestegg_core.waits import blocking
 
@@ -371,13 +371,18 @@ class MirrorIndex:
 
     def _revalidate(self, name: NormalizedName, entry: _Entry) -> None:
         mtime = self.store.page_stamp(name)
+        #: the first line of a state on disk past its TTL, whose files are read only if needed
+        header: StateHeader | None = None
         if mtime is not None and mtime != entry.mtime:
             # first use in this process, or another process wrote a newer state
-            state = self.store.read_page(name)
-            if state is not None:
-                self._use(name, entry, state, mtime)
-                if self.clock() < entry.fresh_until:
-                    return
+            header = None if self.offline else self.store.read_page_header(name)
+            if not _asked_first(header, self.fresh):
+                header = None
+                state = self.store.read_page(name)
+                if state is not None:
+                    self._use(name, entry, state, mtime)
+                    if self.clock() < entry.fresh_until:
+                        return
         elif entry.state is not None and mtime is not None:
             # another process may have had the same page from the upstream since (``_confirm``)
             confirmed = self.store.confirmed_at(name)
@@ -385,39 +390,35 @@ class MirrorIndex:
                 self._use(name, entry, replace(entry.state, checked=confirmed), mtime, reuse=True)
                 if self.clock() < entry.fresh_until:
                     return
-        state = entry.state
-        missing = self.store.missing_since(name) if state is None and entry.page is None else None
+        # asked first, the upstream is asked as the state on disk would ask it, not as one older held
+        state = entry.state if header is None else None
+        on_disk = state is not None or entry.page is not None or header is not None
+        missing = None if on_disk else self.store.missing_since(name)
         if missing is not None and self.fresh(missing):
             # a 404 is kept like a page: not asked again within its TTL, in this process or the next
             entry.missing_until = missing + self.ttl
             return
         # a page held is served stale once the upstream is slow to answer for it (``holding``)
-        held = state is not None or entry.page is not None
         try:
-            with holding() if held else contextlib.nullcontext():
+            with holding() if on_disk else contextlib.nullcontext():
                 fetched = self._fetch(name, state)
         except NotFound as exc:
-            offline = isinstance(exc, NotCached)  # the upstream said nothing: nothing to keep
-            if not offline:
-                self._note_missing(name)
-            kept = self.store.kept_files(name)
-            if kept:
-                logger.info("upstream has no project %r; serving its %d cached files", name, len(kept))
-                state = PageState(page=ProjectPage.build(name, ()), checked=self.clock())
-                # the state on disk is not what is served: _catch_up must not take it in
-                self._use(name, entry, state, self.store.page_stamp(name), kept=kept)
-            else:
-                if offline:
-                    raise
-                entry.page = entry.state = None
-                entry.missing_until = self.clock() + min(self.ttl, 60.0)
-                with self._guard:
-                    self._loaded_files -= self._loaded.pop(name, 0)
+            self._not_found(name, entry, exc)
             return
         except UpstreamError as exc:
+            if header is not None:  # the state on disk is served stale: read whole now
+                state = self.store.read_page(name)
+                if state is not None:
+                    self._use(name, entry, state, mtime)
             self._unanswered(name, entry, exc, missing)
             return
         now = self.clock()
+        if header is not None and fetched.page is not None and _same(fetched, header):
+            # the answer the state on disk was read from: it stands, and the page just read is its
+            state = PageState(page=fetched.page, checked=now, digest=fetched.digest)
+            self._use(name, entry, state, mtime)
+            self._use(name, entry, state, self._confirm(name, entry, now), reuse=True)
+            return
         if state is not None and (fetched.page is None or _same(fetched, state)):
             # a 304, or the same page again: the page we hold is still right, and so is its state
             self._use(name, entry, replace(state, checked=now), self._confirm(name, entry, now), reuse=True)
@@ -425,9 +426,33 @@ class MirrorIndex:
         # a 304 to a request without validators failed in _fetch
         assert fetched.page is not None
         state = PageState(
-            page=fetched.page, etag=fetched.etag, last_modified=fetched.last_modified, checked=now
+            page=fetched.page,
+            etag=fetched.etag,
+            last_modified=fetched.last_modified,
+            checked=now,
+            digest=fetched.digest,
         )
         self._use(name, entry, state, self._save(state))
+
+    def _not_found(self, name: NormalizedName, entry: _Entry, exc: NotFound) -> None:
+        """The upstream has no page of ``name`` (or, offline, nothing was asked): its cached files
+        are served, if any; else the 404 is kept, or the error raised."""
+        offline = isinstance(exc, NotCached)  # the upstream said nothing: nothing to keep
+        if not offline:
+            self._note_missing(name)
+        kept = self.store.kept_files(name)
+        if kept:
+            logger.info("upstream has no project %r; serving its %d cached files", name, len(kept))
+            state = PageState(page=ProjectPage.build(name, ()), checked=self.clock())
+            # the state on disk is not what is served: _catch_up must not take it in
+            self._use(name, entry, state, self.store.page_stamp(name), kept=kept)
+            return
+        if offline:
+            raise exc
+        entry.page = entry.state = None
+        entry.missing_until = self.clock() + min(self.ttl, 60.0)
+        with self._guard:
+            self._loaded_files -= self._loaded.pop(name, 0)
 
     def _unanswered(
         self, name: NormalizedName, entry: _Entry, exc: UpstreamError, missing: float | None
@@ -563,10 +588,23 @@ def _weight(files: int) -> int:
     return max(files, 1)
 
 
-def _same(fetched: Fetched, state: PageState) -> bool:
-    """Whether the upstream's answer is the page of ``state``, with the same validators."""
+def _same(fetched: Fetched, state: PageState | StateHeader) -> bool:
+    """Whether the upstream's answer is the page of ``state``, with the same validators: the
+    same digest of what it was read from when both have one, else the same page."""
+    if fetched.etag != state.etag or fetched.last_modified != state.last_modified:
+        return False
+    if fetched.digest is not None and state.digest is not None:
+        return fetched.digest == state.digest
+    return isinstance(state, PageState) and fetched.page == state.page
+
+
+def _asked_first(header: StateHeader | None, fresh: Callable[[float], bool]) -> bool:
+    """Whether the upstream is asked for a page before its state on disk is read whole: the state
+    is past its TTL, and the answer, if it is the same, will say so by its digest alone (without
+    validators, an upstream answers whole; with them, a 304 would need the state's files)."""
     return (
-        fetched.page == state.page
-        and fetched.etag == state.etag
-        and fetched.last_modified == state.last_modified
+        header is not None
+        and header.digest is not None
+        and not (header.etag or header.last_modified)
+        and not fresh(header.checked)
     )

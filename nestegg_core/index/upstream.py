@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import logging
 import re
@@ -174,6 +175,18 @@ def _pieces(raw: urllib3.BaseHTTPResponse, size: int, *, decode: bool) -> Iterat
         yield piece
 
 
+def page_digest(content_type: str, base_url: str) -> hashlib._Hash:
+    """The digest a page's body is added to (``Fetched.digest``): a page read by another release
+    of nestegg, or of another type or URL, is another page, whatever its bytes."""
+    return hashlib.sha256(f"nestegg {__version__}\n{content_type}\n{base_url}\n".encode())
+
+
+def _hashed(pieces: Iterator[bytes], digest: hashlib._Hash) -> Iterator[bytes]:
+    for piece in pieces:
+        digest.update(piece)
+        yield piece
+
+
 @dataclass(frozen=True, kw_only=True)
 class Fetched:
     """An upstream answer for a project page: a new page, or ``page=None`` for 304 Not Modified."""
@@ -181,6 +194,9 @@ class Fetched:
     page: ProjectPage | None
     etag: str | None = None
     last_modified: str | None = None
+    #: what the page was read from (the body, its content type and base URL, the reader's
+    #: release), as a hex digest: the same digest, the same page (``page_digest``); None if unknown
+    digest: str | None = None
 
 
 class FileStream(Protocol):
@@ -405,12 +421,13 @@ class HttpFetcher:
             content_type = response.headers.get("Content-Type", "")
             new_etag = response.headers.get("ETag")
             new_last_modified = response.headers.get("Last-Modified")
+            digest = page_digest(content_type, base)
             try:
                 # parsed as it arrives (content-encoding undone): a page of megabytes is never held
                 # whole, as bytes or as text, next to the model it becomes
                 page = parse_project_stream(
                     name,
-                    self._page_body(url, response, deadline),
+                    _hashed(self._page_body(url, response, deadline), digest),
                     content_type,
                     base,
                     max_files=self.max_page_size // _BYTES_PER_FILE,
@@ -427,6 +444,7 @@ class HttpFetcher:
             page=page,
             etag=new_etag,
             last_modified=new_last_modified,
+            digest=digest.hexdigest(),
         )
 
     def open(self, url: str) -> FileStream:

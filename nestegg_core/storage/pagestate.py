@@ -41,6 +41,8 @@ class PageState:
     etag: str | None = None
     last_modified: str | None = None
     checked: float = 0.0
+    #: the digest of the upstream's answer the page was read from (``Fetched.digest``), if known
+    digest: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {**self._header(), "columns": _columns(self.page.files)}
@@ -51,6 +53,7 @@ class PageState:
             "etag": self.etag,
             "last_modified": self.last_modified,
             "checked": self.checked,
+            **({"digest": self.digest} if self.digest is not None else {}),
             # only the index's own list: versions made from the files are made again on reading
             **({"versions": list(self.page.versions)} if self.page.listed else {}),
         }
@@ -100,7 +103,42 @@ class PageState:
             etag=data.get("etag"),
             last_modified=data.get("last_modified"),
             checked=float(data.get("checked", 0.0)),
+            digest=_digest(data),
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class StateHeader:
+    """A state file's first line: what revalidating its page needs before its files (which a
+    page the upstream gives again unchanged never needs, see ``MirrorIndex._revalidate``)."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    checked: float = 0.0
+    digest: str | None = None
+
+
+def read_header(handle: BinaryIO) -> StateHeader | None:
+    """The header of the state in a file, read from its first line alone; None for a file of an
+    older form (one line), which is read whole. Raises as :func:`read_state` does."""
+    first = handle.readline(_MAX_HEADER + 1)
+    if not first.endswith(_COLUMNS_START):
+        return None
+    data = json.loads(first[: -len(_COLUMNS_START)] + b"}")
+    if not isinstance(data, dict):
+        raise TypeError(f"state is a {type(data).__name__}, not an object")
+    etag, last_modified = data.get("etag"), data.get("last_modified")
+    return StateHeader(
+        etag=etag if isinstance(etag, str) else None,
+        last_modified=last_modified if isinstance(last_modified, str) else None,
+        checked=float(data.get("checked", 0.0)),
+        digest=_digest(data),
+    )
+
+
+def _digest(data: dict[str, Any]) -> str | None:
+    value = data.get("digest")
+    return value if isinstance(value, str) else None
 
 
 # the columns of the state file, in order; a hash column holds a sha256 digest (a string), or a
@@ -112,6 +150,8 @@ _COLUMNS = (
 
 
 _SLICE = 2048
+#: the longest first line :func:`read_header` reads (a page's versions are in it)
+_MAX_HEADER = 16 * 1024 * 1024
 
 #: what ends the first line of a state file, the one before its columns
 _COLUMNS_START = b',"columns":{\n'

@@ -57,7 +57,7 @@ from .fs import (
     write_atomic,
 )
 from .generation import Generation
-from .pagestate import PageState, read_state
+from .pagestate import PageState, StateHeader, read_header, read_state
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +172,22 @@ class CacheStore:
         if confirmed is not None and confirmed > state.checked:
             return dataclasses.replace(state, checked=confirmed)
         return state
+
+    def read_page_header(self, name: NormalizedName) -> StateHeader | None:
+        """The first line of the state of ``name`` (validators, check time, digest), checked when
+        the upstream last confirmed it; None when there is none, or it is damaged or of an older
+        form (``read_page`` reads those whole)."""
+        try:
+            with open_read(self.root, self.page_path(name)) as handle:
+                header = read_header(handle)
+        except (OSError, UnsafePath, ValueError, KeyError, TypeError, OverflowError, RecursionError):
+            return None  # read_page says what is wrong with it
+        if header is None:
+            return None
+        confirmed = self.confirmed_at(name)
+        if confirmed is not None and confirmed > header.checked:
+            return dataclasses.replace(header, checked=confirmed)
+        return header
 
     def confirm(self, name: NormalizedName, checked: float) -> None:
         """Keep that the upstream gave the page of the state on disk again at ``checked``, without
