@@ -3,7 +3,7 @@
 Layout under the nestegg dir (one dir shared by every process of the user), with one ``<upstream>``
 folder per upstream index (see :func:`upstream_key`), so that two indexes never mix::
 
-    mirror/<upstream>/pages/<name>.json            page state (validators, time, digest, files)
+    mirror/<upstream>/pages/<name>.json            page state (validators, time, digest, files: ``pagestate``)
     mirror/<upstream>/confirmed/<name>             when the upstream last gave that page again
     mirror/<upstream>/missing/<name>               when the upstream said it has no such project
     mirror/<upstream>/files/<name>/<filename>      cached distribution files, complete and verified
