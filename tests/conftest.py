@@ -7,6 +7,8 @@ import errno
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,6 +21,7 @@ import requests
 
 from nestegg_core import Config, Mirror
 from nestegg_core.http.types import WSGIApp
+from nestegg_core.testing import installer_env
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 
@@ -240,3 +243,13 @@ class FullDisk:
 
     def __exit__(self, *exc: object) -> None:
         self.handle.close()
+
+
+def pip_download(index_url: str, dest: Path, *names: str) -> None:
+    """``pip download --no-deps`` of ``names`` from ``index_url`` into ``dest``, isolated from this
+    machine's pip settings; fails the test with pip's output if pip fails."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--dest", str(dest)]
+    result = subprocess.run(
+        [*command, *names], env=installer_env(index_url), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,10 +21,9 @@ from nestegg_core.simple.models import DistFile, ProjectPage
 from nestegg_core.storage import store as store_module
 from nestegg_core.storage.pagestate import PageState
 from nestegg_core.storage.store import CacheStore
-from nestegg_core.testing import installer_env
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
-from .conftest import Faults, MirrorFactory
+from .conftest import Faults, MirrorFactory, pip_download
 
 JSON = "application/vnd.pypi.simple.v1+json"
 PAGE = "/simple/pkg/"
@@ -361,15 +358,7 @@ def test_pip_past_the_ttl_of_pages_the_upstream_gives_again_gets_the_renderings_
         upstream.add(name, "1.0", sdist=False)
 
     def download(mirror: Mirror, dest: str) -> None:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--dest"]
-        result = subprocess.run(
-            [*command, str(tmp_path / dest), "alpha", "beta-two"],
-            env=installer_env(mirror.index_url),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+        pip_download(mirror.index_url, tmp_path / dest, "alpha", "beta-two")
 
     first = make_mirror()
     download(first, "cold")

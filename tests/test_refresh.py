@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Hashable, Iterator
@@ -24,10 +22,9 @@ from nestegg_core.index.upstream import Fetched, FileStream
 from nestegg_core.simple.models import DistFile, ProjectPage
 from nestegg_core.simple.render import HTML_V1, JSON_V1
 from nestegg_core.storage import store as store_module
-from nestegg_core.testing import installer_env
 from nestegg_core.testing.dists import PackageSpec, make_wheel
 
-from .conftest import Served
+from .conftest import Served, pip_download
 
 NAME = NormalizedName("demo")
 DELAY = 0.05
@@ -266,15 +263,7 @@ def test_pip_finds_the_pages_made_again_on_its_next_run(
     caplog.set_level(logging.INFO, logger="nestegg_core.access")
 
     def download(mirror: Mirror, dest: str) -> None:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--dest"]
-        result = subprocess.run(
-            [*command, str(tmp_path / dest), "alpha", "beta-two"],
-            env=installer_env(mirror.index_url),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+        pip_download(mirror.index_url, tmp_path / dest, "alpha", "beta-two")
 
     with Mirror(config, fetcher=_WheelsOnly(wheels)) as first:
         download(first, "cold")  # the mirror learns each wheel's hash and metadata
