@@ -11,6 +11,7 @@ from urllib.parse import urljoin
 
 import pytest
 import requests
+from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror
 from nestegg_core.http.app import MOUNT, base_url
@@ -21,7 +22,8 @@ from nestegg_core.storage.store import SETTLE_NS
 from nestegg_core.testing.dists import PackageSpec, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
-from .conftest import Faults, MirrorFactory
+from .conftest import Faults, MirrorFactory, pip_download
+from .loopback import wait_until
 
 JSON = "application/vnd.pypi.simple.v1+json"
 
@@ -369,6 +371,75 @@ def test_pip_gets_metadata_only_of_large_wheels_not_cached_and_uv_of_all(
             "meta-2.0-py3-none-any.whl": True,
         }
         assert metadata_listed(http, url, accept, "") == {wheel: True, "meta-2.0-py3-none-any.whl": True}
+
+
+@pytest.mark.parametrize(
+    ("agent", "method", "changes", "ahead"),
+    [
+        (PIP, "GET", {}, True),  # pip resolved to the wheel: it asks for it once it resolved the rest
+        (PIP, "HEAD", {}, False),
+        ("uv/0.5.0", "GET", {}, False),  # uv reads the metadata of versions it never installs
+        ("", "GET", {}, False),
+        (PIP, "GET", {"fetch_ahead": 0}, False),  # turned off
+        (PIP, "GET", {"fetch_ahead": 1000}, False),  # the wheel is larger than that
+    ],
+)
+def test_pips_read_of_a_wheels_metadata_starts_the_wheels_download(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+    agent: str,
+    method: str,
+    changes: dict[str, object],
+    ahead: bool,
+) -> None:
+    monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", 1)
+    [wheel] = upstream.add("big", "1.0", sdist=False, payload_size=200_000)
+    mirror = make_mirror(**changes)
+    assert http.get(mirror.index_url + "big/", headers={"Accept": JSON, "User-Agent": agent}).ok
+    answer = http.request(
+        method, f"{mirror.url}/files/big/{wheel.filename}.metadata", headers={"User-Agent": agent}
+    )
+    assert answer.status_code == 200
+    cached = mirror.repository.store.file_path(NormalizedName("big"), wheel.filename)
+    if ahead:
+        wait_until(cached.is_file, "the wheel cached without a request for it")
+        assert mirror.repository.downloads.ahead_count == 1
+    else:
+        time.sleep(0.5)
+        assert not cached.exists()
+        assert mirror.repository.downloads.ahead_count == 0
+    assert len(faults.files()) == (1 if ahead else 0)
+    # the wheel's own request reads that download or the cached file: the upstream sent it once
+    got = http.get(f"{mirror.url}/files/big/{wheel.filename}", headers={"User-Agent": agent})
+    assert hashlib.sha256(got.content).hexdigest() == wheel.hashes["sha256"]
+    assert len(faults.files()) == 1
+
+
+def test_pip_gets_a_large_wheel_whose_download_ran_while_it_resolved(
+    upstream: PrivateIndex,
+    faults: Faults,
+    mirror: Mirror,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """pip reads the metadata of the large wheels it resolves to and downloads them only once it
+    has resolved everything: those downloads start at the metadata, and pip reads them."""
+    monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", 100_000)
+    [big] = upstream.add("big", "1.0", sdist=False, payload_size=300_000)
+    [small] = upstream.add("small", "1.0", sdist=False)
+    pip_download(mirror.index_url, tmp_path / "got", "big", "small")
+    for wheel in (big, small):
+        got = (tmp_path / "got" / wheel.filename).read_bytes()
+        assert hashlib.sha256(got).hexdigest() == wheel.hashes["sha256"]
+    assert mirror.repository.downloads.ahead_count == 1  # the large one's; pip gets the small one whole
+    assert sorted(seen.path for seen in faults.files()) == [
+        f"/files/big/{big.filename}",
+        f"/files/small/{small.filename}",
+    ]
+    assert faults.count(f"/files/big/{big.filename}.metadata") == 1
 
 
 def rendering_files(mirror: Mirror, name: str) -> dict[str, int]:

@@ -107,6 +107,8 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         ("nestegg: {max_metadata_size: 0}", "nestegg.max_metadata_size: expected a size like 500M"),
         ("nestegg: {max_file_size: [20G]}", "nestegg.max_file_size: expected a size like 500M"),
+        ("nestegg: {fetch_ahead: -1}", "nestegg.fetch_ahead: expected a size like 500M or 20G, got int -1"),
+        ("nestegg: {fetch_ahead: yes}", "nestegg.fetch_ahead: expected a size like 500M or 20G, got bool"),
         ("nestegg: {page_deadline: 0}", "nestegg.page_deadline: expected a number of seconds > 0, got 0"),
         ("nestegg: {page_deadline: soon}", "nestegg.page_deadline: expected a number of seconds >= 0"),
     ],
@@ -119,6 +121,23 @@ def test_bad_config_is_one_line_naming_file_and_key(tmp_path: Path, text: str, m
     assert message in str(info.value)
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("", 64 * 1024**2),
+        ("fetch_ahead: 16M", 16 * 1024**2),
+        ("fetch-ahead: 1000", 1000),
+        ("fetch_ahead: 0", 0),
+        ("fetch_ahead: '0'", 0),
+        ("fetch_ahead: no", 0),
+    ],
+)
+def test_fetch_ahead_is_a_size_or_no(tmp_path: Path, text: str, size: int) -> None:
+    path = tmp_path / "nestegg.yml"
+    path.write_text(f"nestegg: {{{text}}}\n")
+    assert load_config(path).fetch_ahead == size
 
 
 def test_limits_of_upstream_answers(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from nestegg_core.cli.export import export
 from nestegg_core.config import credentials as credentials_module
 from nestegg_core.config.credentials import NOT_A_TOKEN, Credentials, set_password
 from nestegg_core.index import repository
+from nestegg_core.index.downloads import AHEAD_AT_ONCE
 from nestegg_core.serve import _waitress
 from nestegg_core.serve import server as serving
 from nestegg_core.serve.mounts import UpstreamMounts
@@ -850,8 +851,11 @@ class DrippingIndex:
 
     SIZE = 64 << 20
 
-    def __init__(self, count: int) -> None:
-        self.filenames = [f"drip-1.{i}.tar.gz" for i in range(count)]
+    def __init__(self, count: int, *, wheels: bool = False) -> None:
+        # wheels come with their PEP 658 metadata, which is sent at once
+        self.wheels = wheels
+        pattern = "drip-1.{}-py3-none-any.whl" if wheels else "drip-1.{}.tar.gz"
+        self.filenames = [pattern.format(i) for i in range(count)]
         self.stop = threading.Event()
         self.sending: set[str] = set()
         self._lock = threading.Lock()
@@ -868,10 +872,16 @@ class DrippingIndex:
     def answer(self, method: str, path: str) -> Answer:  # noqa: ARG002
         if path == "/simple/drip/":
             url = self.server.url
-            files = [{"filename": f, "url": url(f"/files/{f}"), "size": self.SIZE} for f in self.filenames]
+            files = [
+                {"filename": f, "url": url(f"/files/{f}"), "size": self.SIZE, "core-metadata": self.wheels}
+                for f in self.filenames
+            ]
             page = {"meta": {"api-version": "1.1"}, "name": "drip", "files": files}
             return Answer(body=json.dumps(page).encode(), headers={"Content-Type": JSON})
         filename = path.rsplit("/", 1)[-1]
+        if filename.endswith(".metadata"):
+            version = filename.split("-")[1]
+            return Answer(body=f"Metadata-Version: 2.1\nName: drip\nVersion: {version}\n".encode())
         return Answer(pieces=lambda: self._drip(filename), length=self.SIZE)
 
     def _drip(self, filename: str) -> Iterator[bytes]:
@@ -990,6 +1000,38 @@ def test_a_download_nobody_waits_for_is_abandoned(make_mirror: MirrorFactory) ->
         wait_until(lambda: not drip_threads(), "the download's thread gone")
         assert not list((mirror.repository.store.files / "drip").glob(".*.part"))
         assert mirror.repository.downloads.slots.running == 0
+
+
+def test_downloads_ahead_of_pip_are_bounded_and_abandoned_when_nobody_asks(
+    make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    """pip's read of a wheel's metadata starts the wheel's download (``fetch_ahead``): a client that
+    reads the metadata of many wheels and never asks for one, from an upstream that drips, holds
+    at most ``AHEAD_AT_ONCE`` downloads, each for ``abandon_after`` seconds, and no client's slot."""
+    with DrippingIndex(4, wheels=True) as index:
+        mirror = make_mirror(index_url=index.server.index_url)
+        downloads = mirror.repository.downloads
+        downloads.abandon_after = 1.0
+        for filename in index.filenames:
+            answer = http.get(
+                f"{mirror.url}/files/drip/{filename}.metadata", headers={"User-Agent": PIP_AGENT}
+            )
+            assert answer.status_code == 200
+            assert answer.text.startswith("Metadata-Version: 2.1\nName: drip\n")
+        assert downloads.ahead_count == AHEAD_AT_ONCE
+        wait_until(lambda: len(index.sending) == AHEAD_AT_ONCE, "the downloads ahead running")
+        assert set(index.sending) == set(index.filenames[:AHEAD_AT_ONCE])
+        # a client's own request is served beside them
+        client = reading(mirror.port, f"/files/drip/{index.filenames[-1]}")
+        try:
+            wait_until(lambda: not set(index.sending) & set(index.filenames[:AHEAD_AT_ONCE]), "abandoned")
+            assert index.filenames[-1] in index.sending  # the one a client reads goes on
+        finally:
+            client.close()
+        wait_until(lambda: not index.sending, "the upstream connections closed")
+        wait_until(lambda: not drip_threads(), "the downloads' threads gone")
+        assert not list((mirror.repository.store.files / "drip").glob(".*.part"))
+        assert downloads.slots.running == 0
 
 
 def test_a_download_near_its_end_is_finished_for_the_cache(

@@ -31,6 +31,7 @@ from .settings import (
     SECONDS,
     SENDFILE,
     SIZE,
+    SIZE_OR_NO,
     STRING,
     TIMEOUT,
     TOKEN,
@@ -64,6 +65,8 @@ MAX_METADATA_SIZE = 16 * 1024**2
 PAGE_DEADLINE = 120.0
 #: bytes of a file whose size neither the index nor the answer gives
 MAX_FILE_SIZE = 20 * 1024**3
+#: the largest wheel downloaded ahead of pip's request for it (``fetch_ahead``)
+FETCH_AHEAD = 64 * 1024**2
 
 
 def default_cache_dir() -> Path:
@@ -328,6 +331,13 @@ class Config:
     )
     page_deadline: float = setting(
         PAGE_DEADLINE, kind=TIMEOUT, description="seconds an upstream page or metadata file may take in all"
+    )
+    #: pip asks for a wheel's metadata once it resolved to the wheel, and for the wheel itself
+    #: only after resolving everything else: its download can run meanwhile
+    fetch_ahead: int = setting(
+        FETCH_AHEAD,
+        kind=SIZE_OR_NO,
+        description="the largest wheel downloaded ahead once pip has read its metadata (no: none)",
     )
     max_file_size: int = setting(
         MAX_FILE_SIZE,

@@ -125,6 +125,13 @@ def _size(reader: Reader, raw: Any, path: str) -> int:
         raise reader.error(path, str(exc)) from None
 
 
+def _size_or_no(reader: Reader, raw: Any, path: str) -> int:
+    """A size, or 0 for ``0`` or ``no`` (turned off)."""
+    if raw is False or (type(raw) is int and raw == 0) or (isinstance(raw, str) and raw.strip() == "0"):
+        return 0
+    return _size(reader, raw, path)
+
+
 def _names(reader: Reader, raw: Any, path: str) -> tuple[str, ...]:
     return tuple(reader.string(item, f"{path}[{i}]") for i, item in enumerate(reader.sequence(raw, path)))
 
@@ -157,6 +164,7 @@ PORT = Kind("a port number 0-65535", _port)
 SECONDS = Kind("seconds", Reader.number)
 TIMEOUT = Kind("seconds > 0", _timeout)
 SIZE = Kind("a size like 500M or 20G", _size)
+SIZE_OR_NO = Kind("a size like 500M or 20G, or no", _size_or_no)
 COUNT = Kind("an integer >= 1", lambda reader, raw, path: reader.integer(raw, path, minimum=1))
 BOOLEAN = Kind("yes or no", Reader.boolean)
 NAMES = Kind("a list of names and glob patterns", _names)
@@ -222,7 +230,7 @@ def default_text(field: dataclasses.Field[Any], declaration: Setting) -> str:
         return "none"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if declaration.kind is SIZE and isinstance(value, int):
+    if declaration.kind in (SIZE, SIZE_OR_NO) and isinstance(value, int):
         return format_size(value)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))

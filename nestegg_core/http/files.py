@@ -15,6 +15,7 @@ from packaging.utils import NormalizedName
 from nestegg_core.errors import NesteggError, NotFound, no_files_left, out_of_files
 from nestegg_core.index.downloads import Download
 from nestegg_core.index.repository import Repository
+from nestegg_core.simple.clients import downloads_after_metadata
 from nestegg_core.simple.models import DistFile, is_normalized, is_valid_name
 
 from .answers import etag_matches, failed, http_date, status_line
@@ -49,6 +50,8 @@ class Files:
             if ranged is not None:
                 return ranged
         target, metadata = self.repository.open_any(name, filename, fetch=not head)
+        if metadata and not head and downloads_after_metadata(environ.get("HTTP_USER_AGENT")):
+            self.repository.fetch_ahead(name, filename[: -len(".metadata")])
         content_type = "text/plain; charset=utf-8" if metadata else "application/octet-stream"
         if isinstance(target, DistFile):
             return self._describe(environ, start_response, target)

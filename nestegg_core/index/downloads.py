@@ -80,6 +80,10 @@ NEAR_SECONDS = 5.0
 #: such files are remembered
 FAILED_CHECK_FOR = 60.0
 MAX_FAILED_CHECKS = 1024
+#: downloads a process runs ahead of their clients at once (``Downloads.ahead``), and the share of
+#: its download slots they may take: a client's own request never waits behind them
+AHEAD_AT_ONCE = 2
+AHEAD_SHARE = 0.5
 
 
 def download_limit() -> int:
@@ -416,6 +420,9 @@ class Downloads:
         self._running: dict[_Key, Download] = {}
         #: upstream downloads started by this process (for metrics and tests)
         self.count = 0
+        #: downloads started ahead of their clients (:meth:`ahead`): how many, and those running
+        self.ahead_count = 0
+        self._ahead: set[_Key] = set()
         #: the last download failed on a full disk: said once, until a file is cached again
         self._disk_full = False
 
@@ -441,6 +448,32 @@ class Downloads:
                     f"{dist.filename!r} is not cached, and {self.slots.limit} downloads are running, "
                     "the most this server runs at once; try again shortly"
                 )
+
+    def ahead(self, name: NormalizedName, dist: DistFile) -> bool:
+        """Start the download of ``dist`` with no reader, if none runs, it did not fail its check
+        lately, fewer than ``AHEAD_AT_ONCE`` run ahead and a slot is free within ``AHEAD_SHARE`` of
+        them; never waits. Whether it started. Nobody waiting for it, it is abandoned as any other
+        download is (``abandon_after``), unless near its end; a request for it reads it as it grows."""
+        key = _key(name, dist)
+        with self._lock:
+            if key in self._running or len(self._ahead) >= AHEAD_AT_ONCE:
+                return False
+            if self.slots.running >= self.slots.limit * AHEAD_SHARE:
+                return False
+            try:
+                self._unless_failed_lately(key)
+            except IntegrityError:
+                return False
+            if not self.slots.take():
+                return False
+            try:
+                download = self._start(key, name, dist)
+            except Unavailable:
+                return False
+            self._ahead.add(key)
+            self.ahead_count += 1
+        download.leave()  # from now on nobody waits for it
+        return True
 
     def running(self, name: NormalizedName, dist: DistFile) -> Download | None:
         """The download of ``dist`` this process runs now, if any (no reader is counted)."""
@@ -513,6 +546,7 @@ class Downloads:
             with self._lock:
                 if self._running.get(key) is download:
                     del self._running[key]
+                    self._ahead.discard(key)
 
     def _unless_failed_lately(self, key: _Key) -> None:
         """Raise the error of ``key``'s check if it failed within ``failed_check_for`` seconds

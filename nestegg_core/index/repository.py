@@ -712,6 +712,24 @@ class Repository:
         self.counters.add("cache_misses")
         return self.downloads.get(name, dist)
 
+    def fetch_ahead(self, name: NormalizedName, filename: str) -> bool:
+        """Start the download of the mirrored wheel ``filename``, not cached, with nobody waiting
+        for it yet (``Downloads.ahead``): pip just read its metadata, so it resolved to it, and asks
+        for it once it has resolved the rest. Only a wheel the page in memory lists at up to
+        ``fetch_ahead`` bytes; whether a download started."""
+        routed = self.routes.serving(name)
+        if routed is not None:
+            return routed.fetch_ahead(name, filename)
+        limit = self.config.fetch_ahead
+        if not limit or self.config.offline or not filename.endswith(".whl"):
+            return False
+        dist = self.mirror.listed(name, filename)
+        if dist is None or dist.origin != "mirror" or dist.size is None or dist.size > limit:
+            return False
+        if os.path.isfile(self.store.file_path(name, filename)):
+            return False
+        return self.downloads.ahead(name, dist)
+
     def read_range(self, name: NormalizedName, dist: DistFile, start: int, end: int) -> bytes | None:
         """Bytes ``start`` to ``end`` (exclusive) of a mirrored file not cached (the page's entry
         ``dist``), without its whole download: None if they are to come from that (see

@@ -36,6 +36,7 @@ from .models import DistFile, ProjectPage, parse_number, parse_specifier, parse_
 __all__ = [
     "PIP_METADATA_MIN_SIZE",
     "ClientProfile",
+    "downloads_after_metadata",
     "fits",
     "for_client",
     "lists_cached_metadata",
@@ -147,6 +148,14 @@ def lists_cached_metadata(user_agent: str | None) -> bool:
     resolve from metadata alone, and keeps it. Wheels not cached keep their metadata for all,
     but for pip only the large ones (:func:`pip_lists_metadata`)."""
     return not (user_agent or "").startswith("pip/")
+
+
+def downloads_after_metadata(user_agent: str | None) -> bool:
+    """Whether the client, having read a wheel's PEP 658 metadata, most likely asks for that wheel
+    next: pip does, once it has resolved the rest (``download``, ``install``, ``wheel``; not a
+    dry run or ``pip lock``, nor after backtracking). uv and poetry read the metadata of every
+    version they weigh, most of which they never download."""
+    return (user_agent or "").startswith("pip/")
 
 
 #: the size from which a wheel not cached is listed with its PEP 658 metadata on pip's pages: pip
