@@ -408,7 +408,7 @@ def test_pips_read_of_a_wheels_metadata_starts_the_wheels_download(
         wait_until(cached.is_file, "the wheel cached without a request for it")
         assert mirror.repository.downloads.ahead_count == 1
     else:
-        time.sleep(0.5)
+        time.sleep(mirror.repository.downloads.ahead_after + 0.5)
         assert not cached.exists()
         assert mirror.repository.downloads.ahead_count == 0
     assert len(faults.files()) == (1 if ahead else 0)
@@ -416,6 +416,47 @@ def test_pips_read_of_a_wheels_metadata_starts_the_wheels_download(
     got = http.get(f"{mirror.url}/files/big/{wheel.filename}", headers={"User-Agent": agent})
     assert hashlib.sha256(got.content).hexdigest() == wheel.hashes["sha256"]
     assert len(faults.files()) == 1
+
+
+@pytest.mark.parametrize(
+    ("then", "ahead", "started"),
+    [
+        ("/files/big/big-1.0-py3-none-any.whl", False, 0),  # rejected 2.0 (backtracking): dropped
+        ("/files/big/big-1.0-py3-none-any.whl.metadata", False, 1),  # and 1.0's instead
+        ("/files/big/big-2.0-py3-none-any.whl.metadata", True, 1),  # the same file's metadata again
+        ("/simple/other/", True, 1),  # on to another project
+        ("/files/other/other-1.0-py3-none-any.whl", True, 1),
+    ],
+)
+def test_a_download_ahead_waits_and_is_dropped_when_pip_asks_for_another_file_of_the_project(
+    upstream: PrivateIndex,
+    faults: Faults,
+    mirror: Mirror,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+    then: str,
+    ahead: bool,
+    started: int,
+) -> None:
+    monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", 1)
+    upstream.add("big", "1.0", sdist=False)
+    [rejected] = upstream.add("big", "2.0", sdist=False, payload_size=200_000)
+    upstream.add("other", "1.0", sdist=False)
+    downloads = mirror.repository.downloads
+    downloads.ahead_after = 5.0  # pip's next request comes within it however loaded the machine
+    pip = {"User-Agent": PIP, "Accept": JSON}
+    assert http.get(mirror.index_url + "big/", headers=pip).ok
+    assert http.get(f"{mirror.url}/files/big/{rejected.filename}.metadata", headers=pip).ok
+    assert http.get(mirror.url + then, headers=pip).ok
+    assert faults.count(f"/files/big/{rejected.filename}") == 0  # nothing started yet
+    cached = mirror.repository.store.file_path(NormalizedName("big"), rejected.filename)
+    if ahead:
+        wait_until(cached.is_file, "the wheel cached without a request for it", timeout=15)
+    else:
+        time.sleep(downloads.ahead_after + 0.5)
+        assert not cached.exists()
+    assert faults.count(f"/files/big/{rejected.filename}") == int(ahead)
+    wait_until(lambda: downloads.ahead_count == started, "the downloads ahead started")
 
 
 def test_pip_gets_a_large_wheel_whose_download_ran_while_it_resolved(
@@ -428,6 +469,7 @@ def test_pip_gets_a_large_wheel_whose_download_ran_while_it_resolved(
     """pip reads the metadata of the large wheels it resolves to and downloads them only once it
     has resolved everything: those downloads start at the metadata, and pip reads them."""
     monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", 100_000)
+    mirror.repository.downloads.ahead_after = 0.0  # pip resolves two projects faster than the wait
     [big] = upstream.add("big", "1.0", sdist=False, payload_size=300_000)
     [small] = upstream.add("small", "1.0", sdist=False)
     pip_download(mirror.index_url, tmp_path / "got", "big", "small")

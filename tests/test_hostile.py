@@ -852,9 +852,10 @@ class DrippingIndex:
     SIZE = 64 << 20
 
     def __init__(self, count: int, *, wheels: bool = False) -> None:
-        # wheels come with their PEP 658 metadata, which is sent at once
+        # wheels are of projects of their own (drip0, drip1...), with their PEP 658 metadata,
+        # which is sent at once
         self.wheels = wheels
-        pattern = "drip-1.{}-py3-none-any.whl" if wheels else "drip-1.{}.tar.gz"
+        pattern = "drip{}-1.0-py3-none-any.whl" if wheels else "drip-1.{}.tar.gz"
         self.filenames = [pattern.format(i) for i in range(count)]
         self.stop = threading.Event()
         self.sending: set[str] = set()
@@ -870,18 +871,20 @@ class DrippingIndex:
         self.server.__exit__(*exc)
 
     def answer(self, method: str, path: str) -> Answer:  # noqa: ARG002
-        if path == "/simple/drip/":
+        if path.startswith("/simple/drip"):
+            name = path.split("/")[2]
             url = self.server.url
             files = [
                 {"filename": f, "url": url(f"/files/{f}"), "size": self.SIZE, "core-metadata": self.wheels}
                 for f in self.filenames
+                if f.startswith(f"{name}-")
             ]
-            page = {"meta": {"api-version": "1.1"}, "name": "drip", "files": files}
+            page = {"meta": {"api-version": "1.1"}, "name": name, "files": files}
             return Answer(body=json.dumps(page).encode(), headers={"Content-Type": JSON})
         filename = path.rsplit("/", 1)[-1]
         if filename.endswith(".metadata"):
-            version = filename.split("-")[1]
-            return Answer(body=f"Metadata-Version: 2.1\nName: drip\nVersion: {version}\n".encode())
+            name = filename.split("-")[0]
+            return Answer(body=f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode())
         return Answer(pieces=lambda: self._drip(filename), length=self.SIZE)
 
     def _drip(self, filename: str) -> Iterator[bytes]:
@@ -934,7 +937,7 @@ def answer_to(port: int, path: str) -> tuple[str, bytes]:
 
 
 def drip_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("nestegg-download-drip-")]
+    return [t for t in threading.enumerate() if t.name.startswith("nestegg-download-drip")]
 
 
 def test_a_head_of_a_file_not_cached_starts_no_download(make_mirror: MirrorFactory) -> None:
@@ -1012,17 +1015,18 @@ def test_downloads_ahead_of_pip_are_bounded_and_abandoned_when_nobody_asks(
         mirror = make_mirror(index_url=index.server.index_url)
         downloads = mirror.repository.downloads
         downloads.abandon_after = 1.0
-        for filename in index.filenames:
+        for number, filename in enumerate(index.filenames):
             answer = http.get(
-                f"{mirror.url}/files/drip/{filename}.metadata", headers={"User-Agent": PIP_AGENT}
+                f"{mirror.url}/files/drip{number}/{filename}.metadata", headers={"User-Agent": PIP_AGENT}
             )
             assert answer.status_code == 200
-            assert answer.text.startswith("Metadata-Version: 2.1\nName: drip\n")
-        assert downloads.ahead_count == AHEAD_AT_ONCE
+            assert answer.text.startswith(f"Metadata-Version: 2.1\nName: drip{number}\n")
         wait_until(lambda: len(index.sending) == AHEAD_AT_ONCE, "the downloads ahead running")
+        time.sleep(downloads.ahead_after)  # every one of them was due
+        assert downloads.ahead_count == AHEAD_AT_ONCE
         assert set(index.sending) == set(index.filenames[:AHEAD_AT_ONCE])
         # a client's own request is served beside them
-        client = reading(mirror.port, f"/files/drip/{index.filenames[-1]}")
+        client = reading(mirror.port, f"/files/drip3/{index.filenames[-1]}")
         try:
             wait_until(lambda: not set(index.sending) & set(index.filenames[:AHEAD_AT_ONCE]), "abandoned")
             assert index.filenames[-1] in index.sending  # the one a client reads goes on
@@ -1030,7 +1034,8 @@ def test_downloads_ahead_of_pip_are_bounded_and_abandoned_when_nobody_asks(
             client.close()
         wait_until(lambda: not index.sending, "the upstream connections closed")
         wait_until(lambda: not drip_threads(), "the downloads' threads gone")
-        assert not list((mirror.repository.store.files / "drip").glob(".*.part"))
+        for number in range(len(index.filenames)):
+            assert not list((mirror.repository.store.files / f"drip{number}").glob(".*.part"))
         assert downloads.slots.running == 0
 
 

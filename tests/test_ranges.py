@@ -348,6 +348,10 @@ def test_pip_resolves_without_downloading_a_wheel_it_rejects(
     backtracking: str, faults: Faults, make_mirror: MirrorFactory, tmp_path: Path
 ) -> None:
     mirror = make_mirror()
+    # pip reads app 2.0's metadata (which starts its download ahead once ``ahead_after`` has
+    # passed) and rejects it at once, asking for app 1.0, which drops it: in milliseconds, but a
+    # loaded machine must not make pip late
+    mirror.repository.downloads.ahead_after = 5.0
     report = tmp_path / "report.json"
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-cache-dir", "--report", str(report),
                "--ignore-installed", "app", "other==1.0"]  # fmt: skip

@@ -50,8 +50,11 @@ class Files:
             if ranged is not None:
                 return ranged
         target, metadata = self.repository.open_any(name, filename, fetch=not head)
-        if metadata and not head and downloads_after_metadata(environ.get("HTTP_USER_AGENT")):
-            self.repository.fetch_ahead(name, filename[: -len(".metadata")])
+        if not head and downloads_after_metadata(environ.get("HTTP_USER_AGENT")):
+            wheel = filename.removesuffix(".metadata")
+            self.repository.passed_over(name, wheel)
+            if metadata:
+                self.repository.fetch_ahead(name, wheel)
         content_type = "text/plain; charset=utf-8" if metadata else "application/octet-stream"
         if isinstance(target, DistFile):
             return self._describe(environ, start_response, target)

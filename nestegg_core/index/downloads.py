@@ -84,6 +84,11 @@ MAX_FAILED_CHECKS = 1024
 #: its download slots they may take: a client's own request never waits behind them
 AHEAD_AT_ONCE = 2
 AHEAD_SHARE = 0.5
+#: seconds a download ahead waits before it starts: a resolver that rejects the file (pip
+#: backtracking) asks for another of the project within them, which drops it (``passed_over``)
+AHEAD_AFTER = 0.5
+#: projects with a download ahead waiting at once; past it the one due first is dropped
+MAX_PENDING = 64
 
 
 def download_limit() -> int:
@@ -422,7 +427,12 @@ class Downloads:
         self.count = 0
         #: downloads started ahead of their clients (:meth:`ahead`): how many, and those running
         self.ahead_count = 0
+        self.ahead_after = AHEAD_AFTER
         self._ahead: set[_Key] = set()
+        #: the downloads ahead waiting to start, one a project: the file, and when it is due
+        self._pending: dict[NormalizedName, tuple[DistFile, float]] = {}
+        self._pending_cond = threading.Condition()
+        self._pending_thread: threading.Thread | None = None
         #: the last download failed on a full disk: said once, until a file is cached again
         self._disk_full = False
 
@@ -449,11 +459,65 @@ class Downloads:
                     "the most this server runs at once; try again shortly"
                 )
 
-    def ahead(self, name: NormalizedName, dist: DistFile) -> bool:
+    def ahead(self, name: NormalizedName, dist: DistFile) -> None:
+        """Download ``dist`` ahead of its request, ``ahead_after`` seconds from now unless
+        :meth:`passed_over` drops it first (see :meth:`_start_ahead`); it replaces one of the
+        same project waiting (the client moved on to this file). Never waits."""
+        with self._pending_cond:
+            self._pending.pop(name, None)
+            self._pending[name] = (dist, time.monotonic() + self.ahead_after)
+            while len(self._pending) > MAX_PENDING:
+                del self._pending[next(iter(self._pending))]
+            if self._pending_thread is None:
+                thread = threading.Thread(target=self._run_pending, name="nestegg-ahead", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread can be started now: nothing is ahead
+                    self._pending.clear()
+                    return
+                self._pending_thread = thread
+            self._pending_cond.notify()
+
+    def passed_over(self, name: NormalizedName, filename: str) -> None:
+        """The client asked for ``filename`` of ``name``: a download ahead of another file of it,
+        still waiting, is dropped (the client rejected that one)."""
+        with self._pending_cond:
+            waiting = self._pending.get(name)
+            if waiting is not None and waiting[0].filename != filename:
+                del self._pending[name]
+
+    def drop_pending(self) -> None:
+        """Start none of the downloads ahead still waiting (the server stops)."""
+        with self._pending_cond:
+            self._pending.clear()
+            self._pending_cond.notify()
+
+    def _run_pending(self) -> None:
+        """The thread that starts downloads ahead when due; it ends when none waits."""
+        while True:
+            with self._pending_cond:
+                while True:
+                    if not self._pending:
+                        self._pending_thread = None
+                        return
+                    name, (dist, due) = min(self._pending.items(), key=lambda item: item[1][1])
+                    wait = due - time.monotonic()
+                    if wait <= 0:
+                        del self._pending[name]
+                        break
+                    self._pending_cond.wait(wait)
+            try:
+                self._start_ahead(name, dist)
+            except Exception:  # a download ahead is a guess: none started is no failure
+                logger.debug("no download ahead of %s", dist.filename, exc_info=True)
+
+    def _start_ahead(self, name: NormalizedName, dist: DistFile) -> bool:
         """Start the download of ``dist`` with no reader, if none runs, it did not fail its check
         lately, fewer than ``AHEAD_AT_ONCE`` run ahead and a slot is free within ``AHEAD_SHARE`` of
-        them; never waits. Whether it started. Nobody waiting for it, it is abandoned as any other
-        download is (``abandon_after``), unless near its end; a request for it reads it as it grows."""
+        them. Whether it started. Nobody waiting for it, it is abandoned as any other download is
+        (``abandon_after``), unless near its end; a request for it reads it as it grows."""
+        if is_regular(self.store.file_path(name, dist.filename)):
+            return False  # the client's own request came first
         key = _key(name, dist)
         with self._lock:
             if key in self._running or len(self._ahead) >= AHEAD_AT_ONCE:

@@ -582,6 +582,7 @@ class Repository:
         """Stop the background work, waiting up to ``timeout`` for a page being made (the server
         calls this when it stops)."""
         self.refresher.stop(timeout)
+        self.downloads.drop_pending()
         self.store.generation.close()
         self.private.generation.close()
 
@@ -713,10 +714,10 @@ class Repository:
         return self.downloads.get(name, dist)
 
     def fetch_ahead(self, name: NormalizedName, filename: str) -> bool:
-        """Start the download of the mirrored wheel ``filename``, not cached, with nobody waiting
-        for it yet (``Downloads.ahead``): pip just read its metadata, so it resolved to it, and asks
-        for it once it has resolved the rest. Only a wheel the page in memory lists at up to
-        ``fetch_ahead`` bytes; whether a download started."""
+        """Download the mirrored wheel ``filename``, not cached, ahead of its request
+        (``Downloads.ahead``): pip just read its metadata, so it resolved to it, and asks for it
+        once it has resolved the rest. Only a wheel the page in memory lists at up to
+        ``fetch_ahead`` bytes; whether it was taken."""
         routed = self.routes.serving(name)
         if routed is not None:
             return routed.fetch_ahead(name, filename)
@@ -728,7 +729,14 @@ class Repository:
             return False
         if os.path.isfile(self.store.file_path(name, filename)):
             return False
-        return self.downloads.ahead(name, dist)
+        self.downloads.ahead(name, dist)
+        return True
+
+    def passed_over(self, name: NormalizedName, filename: str) -> None:
+        """pip asked for ``filename`` of ``name`` (a file or a file's metadata): a download ahead
+        of another file of it, not started yet, is dropped, pip having rejected that file."""
+        routed = self.routes.serving(name)
+        (self.downloads if routed is None else routed.downloads).passed_over(name, filename)
 
     def read_range(self, name: NormalizedName, dist: DistFile, start: int, end: int) -> bytes | None:
         """Bytes ``start`` to ``end`` (exclusive) of a mirrored file not cached (the page's entry
