@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import socket
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror
-from nestegg_core.http.app import MOUNT, base_url
+from nestegg_core.http.app import MOUNT, base_url, same_machine
 from nestegg_core.serve.mounts import UpstreamMounts
 from nestegg_core.simple import clients
 from nestegg_core.storage.pagefiles import MAX_CLIENTS
@@ -49,6 +50,44 @@ def test_canonical_redirects(mirror: Mirror, http: requests.Session, path: str, 
     response = http.get(mirror.url + path, allow_redirects=False)
     assert response.status_code == 301
     assert response.headers["Location"] == location
+
+
+@pytest.mark.parametrize(
+    ("remote_addr", "host", "public_url", "same"),
+    [
+        ("127.0.0.1", "127.0.0.1:7654", None, True),  # a tox run's mirror
+        ("127.0.0.1", "localhost:7654", None, True),
+        ("127.0.0.1", "LocalHost", None, True),
+        ("::1", "[::1]:7654", None, True),
+        ("127.0.0.2", "127.0.0.5:80", None, True),
+        # a front server on this machine that passes the Host on (as the README's nginx does)
+        ("127.0.0.1", "pypi.example.com", None, False),
+        ("127.0.0.1", "127.0.0.1:7654", "https://example.com/pypi", False),  # behind a proxy
+        ("10.0.0.7", "127.0.0.1:7654", None, False),  # another machine, whatever it says
+        ("10.0.0.7", "localhost", None, False),
+        ("", "127.0.0.1:7654", None, False),  # a server that gives no address
+        ("127.0.0.1", "", None, False),
+        ("127.0.0.1", "[::1", None, False),
+        ("127.0.0.1", "localhost.example.com", None, False),
+    ],
+)
+def test_same_machine(remote_addr: str, host: str, public_url: str | None, same: bool) -> None:
+    assert same_machine({"REMOTE_ADDR": remote_addr, "HTTP_HOST": host}, public_url) is same
+
+
+def test_a_client_on_this_machine_gets_pages_as_they_are(
+    mirror: Mirror, http: requests.Session, pkg: list[str]
+) -> None:
+    """pip and uv accept gzip, which over loopback costs both ends more than the bytes: a page
+    is sent plain, and only that rendering is kept."""
+    url = mirror.index_url + "my-pkg/"
+    for _ in range(2):  # rendered, then as kept
+        answer = http.get(url, headers={"Accept": JSON, "Accept-Encoding": "gzip, deflate"}, stream=True)
+        raw = answer.raw.read(decode_content=False)
+        assert "Content-Encoding" not in answer.headers
+        assert {f["filename"] for f in json.loads(raw)["files"]} >= set(pkg)
+    [kept] = rendering_files(mirror, "my-pkg")
+    assert not kept.endswith(".gz")
 
 
 @pytest.mark.usefixtures("pkg")
@@ -95,16 +134,22 @@ def test_project_page_negotiation_and_caching_headers(mirror: Mirror, http: requ
 )
 @pytest.mark.parametrize("private", [False, True])
 @pytest.mark.parametrize("accept", [JSON, "text/html"])
-def test_pages_are_gzip_encoded_for_clients_that_accept_it(
+@pytest.mark.parametrize("host", ["pypi.example.com", "localhost"])
+def test_pages_are_gzip_encoded_for_clients_that_accept_it_across_a_network(
     make_mirror: MirrorFactory,
     http: requests.Session,
     tmp_path: Path,
+    host: str,
     accept: str,
     private: bool,
     accept_encoding: str,
     encoded: bool,
 ) -> None:
+    """A client that asked for the mirror by a name of another machine (a front server passed its
+    Host on) gets gzip if it accepts it; one on this machine never does (``same_machine``)."""
     mirror = make_mirror()
+    http.headers["Host"] = f"{host}:{mirror.port}"
+    encoded = encoded and host != "localhost"
     name = "my-pkg"
     if private:  # its page is rendered in memory, never saved
         name = "mine"
@@ -523,7 +568,7 @@ def test_a_wheel_cached_with_metadata_learned_remakes_pips_rendering_only_if_pip
     uv_before = http.get(url, headers={"Accept": JSON, "User-Agent": "uv/0.5.0"})
     assert [f.get("core-metadata") for f in uv_before.json()["files"]] == [True]  # read by ranges
     made = rendering_files(mirror, "meta")
-    assert len(made) == 4  # pip's and uv's, each with its gzip encoding
+    assert len(made) == 2  # pip's and uv's, not gzip encoded: they run on this machine
     http.get(f"{mirror.url}/files/meta/{wheel}").raise_for_status()
     time.sleep(SETTLE_NS / 1e9 + 0.1)  # the change marker settles
     pip_after = http.get(url, headers={"Accept": JSON, "User-Agent": PIP})
@@ -534,6 +579,6 @@ def test_a_wheel_cached_with_metadata_learned_remakes_pips_rendering_only_if_pip
     assert [f.get("core-metadata") for f in pip_after.json()["files"]] == [None]
     assert (pip_after.headers["ETag"] != pip_before.headers["ETag"]) is pip_made_again
     pip_files = {k: v for k, v in made.items() if "_nm" in k}
-    assert len(pip_files) == 2
+    assert len(pip_files) == 1
     now = rendering_files(mirror, "meta")
     assert all((now.get(k) != v) is pip_made_again for k, v in pip_files.items())

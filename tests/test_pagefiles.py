@@ -268,7 +268,9 @@ def test_a_page_written_in_pieces_reads_back_whole(tmp_path: Path, pieces: list[
     assert again is not None
     assert (again.etag, again.checked, again.handle.readall()) == (pagefiles.etag(whole), 12.5, whole)
     again.close()
-    packed = pages.open(NAME, "json.gz", stamp)
+    # the gzip encoding is made when asked for, not beside the plain one
+    assert pages.open(NAME, "json.gz", stamp) is None
+    packed = pages.write(NAME, "json", token=stamp, checked=12.5, pieces=iter(pieces), gzip=True)
     assert packed is not None
     encoded = packed.handle.readall()
     packed.close()

@@ -8,6 +8,7 @@ more to a running one (the upstreams a tox run mounts).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -214,8 +215,9 @@ class NesteggApp:
         agent = environ.get("HTTP_USER_AGENT")
         if self.repository.config.compatible_only:
             client = profile_from_user_agent(agent)
-        gzip = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING"))
-        base = base_url(environ, self.repository.config.public_url)
+        public_url = self.repository.config.public_url
+        gzip = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING")) and not same_machine(environ, public_url)
+        base = base_url(environ, public_url)
         rendered = self.repository.rendered(
             name, content_type, client, gzip=gzip, base=base, cached_metadata=lists_cached_metadata(agent)
         )
@@ -361,6 +363,27 @@ def base_url(environ: Environ, public_url: str | None) -> str:
             host = "127.0.0.1"
     scheme = "https" if environ.get("wsgi.url_scheme") == "https" else "http"
     return f"{scheme}://{host}{quote(str(environ.get('SCRIPT_NAME', '')).rstrip('/'), safe='/')}"
+
+
+def same_machine(environ: Environ, public_url: str | None) -> bool:
+    """Whether the client runs on this machine and reached the app directly: its address and the
+    host it asked for are loopback ones, and no ``public_url`` says a front server is in between.
+    Its pages are sent as they are, whatever it accepts: gzip costs both ends more time than the
+    bytes it saves take over loopback (a tox run's mirror, a desktop one)."""
+    if public_url is not None or not _loopback(str(environ.get("REMOTE_ADDR", ""))):
+        return False
+    host = str(environ.get("HTTP_HOST", "")).lower()
+    if not _HOST.fullmatch(host):
+        return False
+    name = host[1 : host.index("]")] if host.startswith("[") else host.partition(":")[0]
+    return name == "localhost" or _loopback(name)
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def _path_info(environ: Environ) -> str:

@@ -183,29 +183,28 @@ class RenderedPages:
         pieces: Iterable[bytes],
         gzip: bool = False,
     ) -> PageFile | None:
-        """Keep the page of ``pieces`` as rendered from ``token``, and its gzip encoding, written
-        as they come (a large page is never whole in memory); open the one asked for (``gzip``).
-        None when they could not be written.
+        """Keep the page of ``pieces`` as rendered from ``token``, in the encoding asked for
+        (``gzip``), written as it comes (a large page is never whole in memory), and open it. The
+        other encoding is made when a client asks for it: one on this machine never asks for
+        gzip (``same_machine``), one across a network always does. None when it could not be
+        written.
         """
-        packer = compressor()
+        wanted = kind + GZIP if gzip else kind
+        packer = compressor() if gzip else None
         try:
-            with (
-                atomic_file(self.path(name, kind), root=self.root) as plain_file,
-                atomic_file(self.path(name, kind + GZIP), root=self.root) as packed_file,
-            ):
-                plain, packed = _Body(plain_file), _Body(packed_file)
+            with atomic_file(self.path(name, wanted), root=self.root) as out:
+                body = _Body(out)
                 for block in _blocks(pieces):
-                    plain.add(block)
-                    packed.add(packer.compress(block))
-                packed.add(packer.flush())
-                plain.finish(token, checked)
-                packed.finish(token, checked)
+                    body.add(block if packer is None else packer.compress(block))
+                if packer is not None:
+                    body.add(packer.flush())
+                body.finish(token, checked)
         except (OSError, UnsafePath) as exc:
             logger.warning("cannot keep the rendered page of %r: %s", name, exc)
             return None
         if "-" in kind:
             self._bound_clients(name, kind.partition("-")[2])
-        return self.open(name, kind + GZIP if gzip else kind, token)
+        return self.open(name, wanted, token)
 
     def _bound_clients(self, name: NormalizedName, kept: str) -> None:
         """Remove the renderings of the installers of ``name`` written longest ago while there are
