@@ -254,11 +254,18 @@ def test_renderings_that_can_never_be_served_again_are_removed(
     tmp_path: Path, make_mirror: MirrorFactory, http: requests.Session, wheels: dict[str, str], by: str
 ) -> None:
     mirror = make_mirror(compatible_only=True)
+    # asked for by another machine's name (through a front server), each encoding is kept
+    http.headers["Host"] = f"pypi.example.com:{mirror.port}"
     for name in wheels:
         for agent in (None, PIP):
             for accept in ("text/html", "application/vnd.pypi.simple.v1+json"):
-                headers = {"Accept": accept, **({"User-Agent": agent} if agent else {})}
-                http.get(f"{mirror.index_url}{name}/", headers=headers).raise_for_status()
+                for encoding in ("identity", "gzip"):
+                    headers = {
+                        "Accept": accept,
+                        "Accept-Encoding": encoding,
+                        **({"User-Agent": agent} if agent else {}),
+                    }
+                    http.get(f"{mirror.index_url}{name}/", headers=headers).raise_for_status()
     store, rendered = mirror.repository.store, mirror.repository.pages.folder
 
     def renderings(name: str) -> list[Path]:
