@@ -12,15 +12,18 @@ from pathlib import Path
 
 import pytest
 import requests
+from packaging.utils import NormalizedName
 
 from nestegg_core import Config, Mirror
 from nestegg_core.cli import main
 from nestegg_core.config.config import Upstream
 from nestegg_core.serve.mounts import UpstreamMounts
+from nestegg_core.simple import clients
 from nestegg_core.testing import find_uv, installer_env, make_venv
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults
+from .loopback import wait_until
 
 
 @pytest.fixture
@@ -230,3 +233,29 @@ def test_the_web_ui_list_and_export_know_each_projects_index(
     exported = {p.name for p in (tmp_path / "out" / "files").iterdir()}
     assert {"acme_tools-1.0-py3-none-any.whl", "acme_tools-1.0.tar.gz"} <= exported
     assert not any("99.0" in name for name in exported)
+
+
+def test_a_routed_wheel_is_downloaded_ahead_from_its_index_only(
+    routed: Mirror,
+    faults: Faults,
+    internal_faults: Faults,
+    upstream: PrivateIndex,
+    internal: PrivateIndex,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pip's read of a routed wheel's metadata starts the wheel's download (``fetch_ahead``), by
+    the route's own repository: from the internal index, never the default one."""
+    monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", 1)
+    upstream.add("acme-big", "1.0", sdist=False, payload_size=100_000)  # someone else's
+    [wheel] = internal.add("acme-big", "1.0", sdist=False, payload_size=200_000)
+    pip = {**JSON, "User-Agent": "pip/26.3"}
+    assert requests.get(f"{routed.index_url}acme-big/", headers=pip, timeout=10).ok
+    metadata = f"{routed.url}/files/acme-big/{wheel.filename}.metadata"
+    assert requests.get(metadata, headers=pip, timeout=10).ok
+    route = routed.repository.routes.serving("acme-big")
+    assert route is not None
+    cached = route.store.file_path(NormalizedName("acme-big"), wheel.filename)
+    wait_until(cached.is_file, "the routed wheel cached without a request for it")
+    assert route.downloads.ahead_count == 1
+    assert [seen.path for seen in internal_faults.files()] == [f"/files/acme-big/{wheel.filename}"]
+    assert asked(faults, "acme-big") == []
