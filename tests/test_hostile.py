@@ -1014,7 +1014,8 @@ def test_downloads_ahead_of_pip_are_bounded_and_abandoned_when_nobody_asks(
     with DrippingIndex(4, wheels=True) as index:
         mirror = make_mirror(index_url=index.server.index_url)
         downloads = mirror.repository.downloads
-        downloads.abandon_after = 1.0
+        # long enough that both are still running when the others fall due (ahead_after later)
+        downloads.abandon_after = 2.0
         for number, filename in enumerate(index.filenames):
             answer = http.get(
                 f"{mirror.url}/files/drip{number}/{filename}.metadata", headers={"User-Agent": PIP_AGENT}
