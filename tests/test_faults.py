@@ -452,6 +452,87 @@ def test_the_fetcher_parses_a_page_as_it_arrives_and_a_broken_one_fails_as_a_who
         assert fetcher.project("same", etag='"e0"', last_modified=None) == Fetched(page=None, etag='"e0"')
 
 
+def _pkg_page(files: int) -> bytes:
+    entries = [
+        {
+            "filename": f"pkg-{i}.0.tar.gz",
+            "url": f"../../files/pkg-{i}.0.tar.gz",
+            "hashes": {"sha256": sha256(b"%d" % i)},
+        }
+        for i in range(files)
+    ]
+    return json.dumps({"meta": {"api-version": "1.1"}, "name": "pkg", "files": entries}).encode()
+
+
+@pytest.mark.parametrize(
+    ("files", "again", "parsed"),
+    [
+        (3, {}, False),  # the body the digest was taken of: not parsed
+        (3, {"gzip": True}, False),  # encoded otherwise: the digest is of the body decoded
+        (3, {"files": 4}, True),  # a new release
+        (3, {"etag": '"e2"'}, True),  # the same body with a validator the state does not hold
+        (3, {"content_type": "application/vnd.pypi.simple.v1+json; charset=utf-8"}, True),
+        (3, {"digest": "0" * 64}, True),  # asked by another digest
+        (8000, {}, False),  # over a megabyte: held in a temporary file, not in memory
+        (8000, {"files": 8001}, True),
+    ],
+    ids=["same", "same-gzip", "changed", "new-etag", "new-type", "other-digest", "large", "large-changed"],
+)
+def test_the_fetcher_asked_by_digest_does_not_parse_the_page_it_was_taken_of(
+    files: int, again: dict[str, Any], parsed: bool
+) -> None:
+    """Past the TTL, a page held is asked by the digest of what it was read from: the same body,
+    with the same validators, is answered ``page=None`` without being parsed; any other is parsed."""
+    answers = {"/simple/pkg/": Answer(body=_pkg_page(files), headers={"Content-Type": JSON})}
+    assert (len(answers["/simple/pkg/"].body) > upstream._SPOOL_IN_MEMORY) is (files > 3)
+    with RawUpstream(lambda _method, path: answers[path]) as server:
+        fetcher = HttpFetcher(server.index_url, timeout=TIMEOUT)
+        first = fetcher.project("pkg", etag=None, last_modified=None)
+        assert first.page is not None
+        assert first.digest is not None
+        body = _pkg_page(again.get("files", files))
+        headers = {"Content-Type": again.get("content_type", JSON)}
+        if "etag" in again:
+            headers["ETag"] = again["etag"]
+        if again.get("gzip"):
+            body = gzip.compress(body)
+            headers["Content-Encoding"] = "gzip"
+        answers["/simple/pkg/"] = Answer(body=body, headers=headers)
+        asked = again.get("digest", first.digest)
+        fetched = fetcher.project("pkg", etag=None, last_modified=None, digest=asked)
+    if not parsed:
+        assert fetched == Fetched(page=None, digest=first.digest)
+        return
+    assert fetched.page is not None
+    assert len(fetched.page.files) == again.get("files", files)
+    assert fetched.etag == again.get("etag")
+    assert (fetched.digest == first.digest) is ("files" not in again and "content_type" not in again)
+
+
+@pytest.mark.parametrize("how", ["cut", "stall", "too-large"])
+def test_a_page_asked_by_digest_that_breaks_off_fails_as_a_page_parsed_as_it_arrives(how: str) -> None:
+    """Read whole before its digest is known, a broken page fails as it did when parsed as it
+    came: never taken for the page held."""
+    body = _pkg_page(3000)
+    answers = {
+        "cut": Answer(body=body[: len(body) // 2], headers={"Content-Type": JSON}, length=len(body)),
+        "stall": Answer(body=body, headers={"Content-Type": JSON}, stall_after=len(body) // 2),
+        "too-large": Answer(body=body, headers={"Content-Type": JSON}),
+    }
+    with RawUpstream(lambda _method, _path: answers[how]) as server:
+        limit = len(body) // 2 if how == "too-large" else len(body) * 2
+        fetcher = HttpFetcher(server.index_url, timeout=TIMEOUT, max_page_size=limit)
+        digest = upstream.page_digest(JSON, server.index_url + "pkg/")
+        digest.update(body)
+        expected = {
+            "cut": "cannot reach",
+            "stall": "stalled for",
+            "too-large": "is larger than max_page_size",
+        }
+        with pytest.raises(UpstreamError, match=expected[how]):
+            fetcher.project("pkg", etag=None, last_modified=None, digest=digest.hexdigest())
+
+
 def test_an_error_page_is_read_to_keep_its_connection_but_not_past_a_megabyte() -> None:
     # 2 MiB of a 404 page, then silence: read on, the fetcher would wait for the timeout
     page = Answer(status=404, body=b"x" * (8 << 20), stall_after=2 << 20)
@@ -931,7 +1012,7 @@ class _Unforeseen:
     def __init__(self, when: str) -> None:
         self.when = when
 
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+    def project(self, name: str, *, etag: str | None, last_modified: str | None, **_: object) -> Fetched:  # noqa: ARG002
         dist = DistFile(
             filename="pkg-1.0-py3-none-any.whl", url="https://example.invalid/pkg.whl", core_metadata={}
         )

@@ -173,7 +173,7 @@ class MemoryFetcher:
             size=len(self.data),
         )
 
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+    def project(self, name: str, *, etag: str | None, last_modified: str | None, **_: object) -> Fetched:  # noqa: ARG002
         if name != "pkg":
             raise NotFound(f"project {name!r} is not on the upstream index")
         return Fetched(page=ProjectPage.build(name, [self.dist]))

@@ -127,7 +127,7 @@ class _Bare:
         self.data = b"not really a tarball"
         self.listed = True
 
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+    def project(self, name: str, *, etag: str | None, last_modified: str | None, **_: object) -> Fetched:  # noqa: ARG002
         md5 = {"md5": hashlib.md5(self.data).hexdigest()}  # noqa: S324 - an old index's hash
         files = [DistFile(filename="demo-1.0.tar.gz", url="https://example.com/demo-1.0.tar.gz", hashes=md5)]
         return Fetched(page=ProjectPage.build(name, files if self.listed else []))
@@ -406,7 +406,7 @@ class _Upstream:
     def __init__(self) -> None:
         self.files = ["demo-1.0.tar.gz"]
 
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+    def project(self, name: str, *, etag: str | None, last_modified: str | None, **_: object) -> Fetched:  # noqa: ARG002
         files = [DistFile(filename=f, url=f"https://example.com/{f}") for f in self.files]
         return Fetched(page=ProjectPage.build(name, files))
 

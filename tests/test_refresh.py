@@ -169,7 +169,7 @@ class _Bare:
     def __init__(self) -> None:
         self.asked = 0
 
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+    def project(self, name: str, *, etag: str | None, last_modified: str | None, **_: object) -> Fetched:  # noqa: ARG002
         self.asked += 1
         md5 = {"md5": hashlib.md5(self.data).hexdigest()}  # noqa: S324 - an old index's hash
         files = [DistFile(filename="demo-1.0.tar.gz", url="https://example.com/demo-1.0.tar.gz", hashes=md5)]
@@ -238,7 +238,7 @@ class _WheelsOnly:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+    def project(self, name: str, *, etag: str | None, last_modified: str | None, **_: object) -> Fetched:  # noqa: ARG002
         files = [
             DistFile(filename=path.name, url=f"https://example.com/{path.name}")
             for path in sorted(self.folder.glob(f"{name.replace('-', '_')}-*.whl"))

@@ -278,13 +278,15 @@ class CircuitFetcher:
         self.fetcher = fetcher
         self.circuits = circuits
 
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:
+    def project(
+        self, name: str, *, etag: str | None, last_modified: str | None, digest: str | None = None
+    ) -> Fetched:
         circuit = self.circuits.index
         circuit.check()
         with circuit.first():
             return _through(
                 circuit,
-                lambda: self.fetcher.project(name, etag=etag, last_modified=last_modified),
+                lambda: self.fetcher.project(name, etag=etag, last_modified=last_modified, digest=digest),
                 lambda: _discard(self.fetcher.project(name, etag=None, last_modified=None)),
             )
 

@@ -17,9 +17,11 @@ class CountingFetcher:
         self.fetcher = fetcher
         self.counters = counters
 
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:
+    def project(
+        self, name: str, *, etag: str | None, last_modified: str | None, digest: str | None = None
+    ) -> Fetched:
         try:
-            return self.fetcher.project(name, etag=etag, last_modified=last_modified)
+            return self.fetcher.project(name, etag=etag, last_modified=last_modified, digest=digest)
         except UpstreamError:
             self.counters.add("upstream_errors")
             raise

@@ -9,6 +9,7 @@ import logging
 import re
 import secrets
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -50,6 +51,9 @@ ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+ht
 CHUNK = 256 * 1024
 #: the pieces in which a project page is read and parsed
 PAGE_CHUNK = 64 * 1024
+#: the most of a page read before its digest is known (``digest=``) that is held in memory; the
+#: rest waits in a temporary file, so that a page of megabytes is not held whole
+_SPOOL_IN_MEMORY = 1024 * 1024
 #: the most of an answer without a page (an error page) read to keep its connection
 _DRAIN_LIMIT = 1024 * 1024
 #: what reading an answer's body can raise (requests wraps most of urllib3's)
@@ -181,6 +185,20 @@ def page_digest(content_type: str, base_url: str) -> hashlib._Hash:
     return hashlib.sha256(f"nestegg {__version__}\n{content_type}\n{base_url}\n".encode())
 
 
+def _spooled(pieces: Iterator[bytes]) -> tempfile.SpooledTemporaryFile[bytes]:
+    """``pieces`` written to a temporary file, in memory up to ``_SPOOL_IN_MEMORY``, read from its start."""
+    # returned open: the caller closes it
+    spool: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
+    try:
+        for piece in pieces:
+            spool.write(piece)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
 def _hashed(pieces: Iterator[bytes], digest: hashlib._Hash) -> Iterator[bytes]:
     for piece in pieces:
         digest.update(piece)
@@ -212,7 +230,13 @@ class FileStream(Protocol):
 class Fetcher(Protocol):
     """The seam between the mirror and the network; tests and the offline mode swap it."""
 
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched: ...
+    def project(
+        self, name: str, *, etag: str | None, last_modified: str | None, digest: str | None = None
+    ) -> Fetched:
+        """The page of ``name``, asked with the validators held; ``page=None`` when the upstream
+        says it is the one held: a 304, or, with ``digest`` (what the page held was read from,
+        ``Fetched.digest``), the same validators and a body of that digest, which is not parsed."""
+        ...
 
     def open(self, url: str) -> FileStream: ...
 
@@ -392,7 +416,9 @@ class HttpFetcher:
             self._local.session = session
         return session
 
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:
+    def project(
+        self, name: str, *, etag: str | None, last_modified: str | None, digest: str | None = None
+    ) -> Fetched:
         url = f"{self.index_url}{quote(name)}/"
         headers = {"Accept": ACCEPT}
         if etag:
@@ -400,10 +426,17 @@ class HttpFetcher:
         if last_modified:
             headers["If-Modified-Since"] = last_modified
         with blocking():
-            return self._project(url, name, headers, etag, last_modified)
+            return self._project(url, name, headers, etag=etag, last_modified=last_modified, known=digest)
 
     def _project(
-        self, url: str, name: str, headers: dict[str, str], etag: str | None, last_modified: str | None
+        self,
+        url: str,
+        name: str,
+        headers: dict[str, str],
+        *,
+        etag: str | None,
+        last_modified: str | None,
+        known: str | None,
     ) -> Fetched:
         deadline = time.monotonic() + self.page_deadline
         wait = min(self.timeout, REVALIDATE_TIMEOUT) if _holding.get() else self.timeout
@@ -422,12 +455,21 @@ class HttpFetcher:
             new_etag = response.headers.get("ETag")
             new_last_modified = response.headers.get("Last-Modified")
             digest = page_digest(content_type, base)
+            body = _hashed(self._page_body(url, response, deadline), digest)
+            spool = None
             try:
+                if known is not None and (new_etag, new_last_modified) == (etag, last_modified):
+                    # read whole before a byte is parsed: the page held stands if its digest is
+                    # the same, and parsing it again would cost more than reading its state
+                    spool = held = _spooled(body)
+                    if digest.hexdigest() == known:
+                        return Fetched(page=None, etag=etag, last_modified=last_modified, digest=known)
+                    body = iter(lambda: held.read(PAGE_CHUNK), b"")
                 # parsed as it arrives (content-encoding undone): a page of megabytes is never held
                 # whole, as bytes or as text, next to the model it becomes
                 page = parse_project_stream(
                     name,
-                    _hashed(self._page_body(url, response, deadline), digest),
+                    body,
                     content_type,
                     base,
                     max_files=self.max_page_size // _BYTES_PER_FILE,
@@ -440,6 +482,9 @@ class HttpFetcher:
                     f"upstream page {mask_url(url)} {exc}, over what max_page_size "
                     f"({format_size(self.max_page_size)}) allows; raise nestegg.max_page_size"
                 ) from None
+            finally:
+                if spool is not None:
+                    spool.close()
         return Fetched(
             page=page,
             etag=new_etag,
@@ -728,7 +773,14 @@ def _connection_failure(exc: requests.ConnectionError) -> str | None:
 class OfflineFetcher:
     """The fetcher of an offline mirror: every upstream question fails at once."""
 
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+    def project(
+        self,
+        name: str,
+        *,
+        etag: str | None,  # noqa: ARG002
+        last_modified: str | None,  # noqa: ARG002
+        digest: str | None = None,  # noqa: ARG002
+    ) -> Fetched:
         raise NotCached(f"the cache has nothing for {name!r} and nestegg is offline: no upstream is asked")
 
     def open(self, url: str) -> FileStream:
