@@ -316,6 +316,7 @@ def test_a_page_that_cannot_be_read_never_replaces_the_good_one(
 
     # any failure to read the page, not only those the parser names: the good page stays
     monkeypatch.setattr("nestegg_core.index.upstream.parse_project_stream", unforeseen)
+    index.versions = ["1.0"]  # another body: parsed (the same one would be known by its digest)
     with caplog.at_level(logging.WARNING, logger="nestegg_core.index.mirror"):
         assert listed(mirror) == (index.good, ["1.0"])
     assert (
@@ -569,7 +570,7 @@ def test_read_auth_guards_private_names_under_mounted_upstreams(
 class _Nothing:
     """An upstream that has no project at all, answered at once (no sockets: 40,000 names)."""
 
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+    def project(self, name: str, *, etag: str | None, last_modified: str | None, **_: object) -> Fetched:  # noqa: ARG002
         raise NotFound(f"project {name!r} is not on the upstream index")
 
     def open(self, url: str) -> FileStream:
@@ -640,7 +641,7 @@ class _Held:
         self.most = 0
         self.lock = threading.Lock()
 
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+    def project(self, name: str, *, etag: str | None, last_modified: str | None, **_: object) -> Fetched:  # noqa: ARG002
         if name != "x":
             if self.empty:
                 return Fetched(page=ProjectPage.build(name, ()))
@@ -706,7 +707,7 @@ class _WithMetadata:
     def __init__(self, files: int) -> None:
         self.files = [f"meta-{n}.0-py3-none-any.whl" for n in range(files)]
 
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+    def project(self, name: str, *, etag: str | None, last_modified: str | None, **_: object) -> Fetched:  # noqa: ARG002
         made = [
             DistFile(
                 filename=f, url=f"https://example.invalid/{f}", core_metadata={"sha256": sha256(f.encode())}

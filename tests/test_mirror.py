@@ -14,6 +14,7 @@ from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror
 from nestegg_core.errors import NotFound, UpstreamError
+from nestegg_core.index import upstream as upstream_module
 from nestegg_core.index.mirror import MirrorIndex
 from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import Fetched, FileStream
@@ -238,7 +239,7 @@ class _MadeUp:
         self.index: MirrorIndex | None = None
         self.held: list[list[str]] = []
 
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+    def project(self, name: str, *, etag: str | None, last_modified: str | None, **_: object) -> Fetched:  # noqa: ARG002
         assert self.index is not None
         self.held.append(sorted(self.index._loaded))
         files = [
@@ -284,7 +285,7 @@ class _Answers:
         self.answers, self.etags = answers, etags
         self.asked: list[str | None] = []
 
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+    def project(self, name: str, *, etag: str | None, last_modified: str | None, **_: object) -> Fetched:  # noqa: ARG002
         self.asked.append(etag)
         answer, given = self.answers[len(self.asked) - 1], self.etags[len(self.asked) - 1]
         return Fetched(page=answer, etag=given if answer is not None else etag)
@@ -350,8 +351,8 @@ def test_pip_past_the_ttl_of_pages_the_upstream_gives_again_gets_the_renderings_
     validators: bool,
 ) -> None:
     """The next tox run, its mirror a new process past the TTL: each page is asked of the upstream
-    again, and as none changed, none is made again (nor its state written again). Without
-    validators, the answer is the page: no state is read whole either."""
+    again, and as none changed, none is parsed or made again (nor its state written again).
+    Without validators, the answer's digest confirms the state: no state is read whole either."""
     monkeypatch.setattr(store_module, "SETTLE_NS", 0)
     faults.no_validators = not validators
     for name in ("alpha", "beta-two"):
@@ -369,7 +370,9 @@ def test_pip_past_the_ttl_of_pages_the_upstream_gives_again_gets_the_renderings_
     made = sorted((p.name, p.stat().st_ino, p.stat().st_mtime_ns) for p in nest.rendered.rglob("*"))
     faults.reset()
     monkeypatch.setattr(Repository, "_write_rendered", _no_rendering)
-    if not validators:  # the upstream's answer, the same as the state's by its digest, is the page
+    # a 304, or the body the state was read from (its digest): nothing is parsed
+    monkeypatch.setattr(upstream_module, "parse_project_stream", _no_parse)
+    if not validators:  # confirmed by its digest, the state is not read either
         monkeypatch.setattr(CacheStore, "read_page", _no_state_read)
     second = make_mirror(ttl=0, port=port)  # every page past its TTL
     download(second, "again")
@@ -381,6 +384,10 @@ def test_pip_past_the_ttl_of_pages_the_upstream_gives_again_gets_the_renderings_
 
 def _no_rendering(*args: object, **kwargs: object) -> None:
     raise AssertionError("a page was made again")
+
+
+def _no_parse(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a page the upstream gave again was parsed")
 
 
 def _no_state_read(*args: object, **kwargs: object) -> None:
@@ -395,7 +402,14 @@ class _Digested:
         self.answers = answers
         self.asked: list[str | None] = []
 
-    def project(self, name: str, *, etag: str | None, last_modified: str | None) -> Fetched:  # noqa: ARG002
+    def project(
+        self,
+        name: str,  # noqa: ARG002
+        *,
+        etag: str | None,
+        last_modified: str | None,  # noqa: ARG002
+        digest: str | None = None,  # noqa: ARG002
+    ) -> Fetched:
         self.asked.append(etag)
         answer = self.answers[len(self.asked) - 1]
         if isinstance(answer, Exception):
@@ -444,3 +458,110 @@ def test_a_new_process_past_the_ttl_asks_the_upstream_before_it_reads_the_state(
     assert state is not None
     assert (state.page, state.digest) == (page, second[1] if isinstance(second, tuple) else "d1")
     assert state.checked == (0.0 if isinstance(second, Exception) else 100.0)
+
+
+class _ByDigest(_Digested):
+    """:class:`_Digested` answering as ``HttpFetcher`` does when asked by digest: ``page=None``,
+    nothing parsed, for the answer of that digest."""
+
+    def __init__(self, answers: list[tuple[ProjectPage, str] | Exception]) -> None:
+        super().__init__(answers)
+        self.digests: list[str | None] = []
+
+    def project(
+        self, name: str, *, etag: str | None, last_modified: str | None, digest: str | None = None
+    ) -> Fetched:
+        self.digests.append(digest)
+        fetched = super().project(name, etag=etag, last_modified=last_modified)
+        if digest is not None and fetched.digest == digest:
+            return Fetched(page=None, digest=digest)
+        return fetched
+
+
+def _counting_reads(store: CacheStore) -> list[str]:
+    reads: list[str] = []
+    read_page = store.read_page
+
+    def counted(name: NormalizedName) -> PageState | None:
+        reads.append(name)
+        return read_page(name)
+
+    store.read_page = counted  # type: ignore[method-assign]
+    return reads
+
+
+@pytest.mark.parametrize(
+    ("second", "answered", "read", "rewritten"),
+    [
+        # the same answer: confirmed on disk, the state neither parsed again nor read
+        ((_page("1.0"), "d1"), True, False, False),
+        ((_page("1.0", "2.0"), "d2"), _page("1.0", "2.0"), False, True),  # a new release: the new page
+        (UpstreamError("upstream answered with HTTP 503"), _page("1.0"), True, False),  # the held one, stale
+    ],
+    ids=["same", "changed", "upstream-fails"],
+)
+def test_a_new_process_reconfirms_a_page_past_its_ttl_by_digest_without_reading_it(
+    tmp_path: Path,
+    second: tuple[ProjectPage, str] | Exception,
+    answered: bool | ProjectPage,
+    read: bool,
+    rewritten: bool,
+) -> None:
+    """What a fresh process does before it serves a rendering kept of a page past its TTL: the
+    upstream is asked by the digest of what the state was read from; whatever the answer, the
+    page is then had without asking it again."""
+    fetcher = _ByDigest([(_page("1.0"), "d1"), second])
+    now = [0.0]
+    store = CacheStore(tmp_path, "https://example.com/simple/")
+    name = NormalizedName("pkg")
+    MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0]).page(name)
+    stamp = store.page_stamp(name)
+    now[0] = 100.0
+    reads = _counting_reads(store)
+    index = MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0])
+    assert index.reconfirm(name) == answered
+    assert fetcher.digests == [None, "d1"]
+    assert bool(reads) is read
+    assert (store.page_stamp(name) != stamp) is rewritten
+    assert store.confirmed_at(name) == (100.0 if answered is True else None)
+    assert index.page(name) == (_page("1.0") if answered is True else answered)
+    assert len(fetcher.asked) == 2
+
+
+@pytest.mark.parametrize("case", ["within-ttl", "held", "offline"])
+def test_reconfirm_asks_nothing_of_a_page_it_is_not_for(tmp_path: Path, case: str) -> None:
+    """A page within its TTL, or held in memory (past its TTL, :meth:`page` asks by digest), or
+    an offline mirror: nothing is asked, nothing confirmed."""
+    fetcher = _ByDigest([(_page("1.0"), "d1"), (_page("1.0"), "d1")])
+    now = [0.0]
+    store = CacheStore(tmp_path, "https://example.com/simple/")
+    name = NormalizedName("pkg")
+    first = MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0])
+    held = first.page(name)
+    now[0] = 30.0 if case == "within-ttl" else 100.0
+    index = (
+        first
+        if case == "held"
+        else MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0], offline=case == "offline")
+    )
+    assert index.reconfirm(name) is False
+    assert len(fetcher.asked) == 1
+    assert store.confirmed_at(name) is None
+    if case == "held":  # asked by digest, the same answer: the page held stands, nothing parsed
+        assert index.page(name) is held
+        assert fetcher.digests == [None, "d1"]
+
+
+def test_a_reconfirmed_page_gone_from_the_upstream_is_not_found(tmp_path: Path) -> None:
+    fetcher = _ByDigest([(_page("1.0"), "d1"), NotFound("project 'pkg' is not on the upstream index")])
+    now = [0.0]
+    store = CacheStore(tmp_path, "https://example.com/simple/")
+    name = NormalizedName("pkg")
+    MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0]).page(name)
+    now[0] = 100.0
+    index = MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0])
+    with pytest.raises(NotFound, match="not on the upstream index"):
+        index.reconfirm(name)
+    with pytest.raises(NotFound, match="not on the upstream index"):
+        index.page(name)
+    assert len(fetcher.asked) == 2

@@ -131,6 +131,37 @@ class MirrorIndex:
         finally:
             lock.release()
 
+    def reconfirm(self, name: NormalizedName) -> bool | ProjectPage:
+        """Ask the upstream whether it gives again, unchanged, the page whose state on disk is
+        past its TTL and not held in memory, by the digest of what that state was read from
+        (a state with validators, or within its TTL, or a page held, is left to :meth:`page`).
+
+        True once the page is confirmed on disk (``CacheStore.confirm``), its state not read, so
+        that what was rendered from it is served again; the page the answer made otherwise (a new
+        one, or the one held if the upstream failed), as :meth:`page` gives it; False if nothing
+        was asked. :class:`NotFound` as :meth:`page` raises it.
+        """
+        if self.offline or not _asked_first(self.store.read_page_header(name), self.fresh):
+            return False
+        entry = self._hold(name)
+        try:
+            if entry.page is not None:
+                return False
+            self._make_room()  # the page is read if it cannot be confirmed
+            with blocking():  # another thread may be asking the upstream
+                entry.lock.acquire()
+            try:
+                if entry.page is None and self._revalidate(name, entry, need_page=False):
+                    return True
+                if entry.page is None:
+                    raise NotFound(f"project {name!r} is not on the upstream index")
+                return self._remember(name, entry.page)
+            finally:
+                entry.lock.release()
+        finally:
+            with self._guard:
+                entry.users -= 1
+
     def stored(self, name: NormalizedName) -> tuple[ProjectPage, frozenset[str]] | None:
         """The page of ``name`` as this nest holds it, without asking the upstream, and the names
         of its cached files: the page in memory (caught up with the disk), else the one its state
@@ -369,7 +400,13 @@ class MirrorIndex:
             n[:-5] for n in names if n.endswith(".json") and n[:-5] in names and is_dist_filename(n[:-5])
         )
 
-    def _revalidate(self, name: NormalizedName, entry: _Entry) -> None:
+    def _revalidate(
+        self, name: NormalizedName, entry: _Entry, *, need_page: bool = True, by_digest: bool = True
+    ) -> bool:
+        """Make ``entry`` hold the page of ``name`` as fresh as the upstream can tell. Without
+        ``need_page``, a state on disk the upstream gives again unchanged (its digest) is only
+        confirmed on disk, not read: True then, and the entry holds no page. Without
+        ``by_digest``, a page the upstream answers is parsed even if it is the one held."""
         mtime = self.store.page_stamp(name)
         #: the first line of a state on disk past its TTL, whose files are read only if needed
         header: StateHeader | None = None
@@ -382,14 +419,14 @@ class MirrorIndex:
                 if state is not None:
                     self._use(name, entry, state, mtime)
                     if self.clock() < entry.fresh_until:
-                        return
+                        return False
         elif entry.state is not None and mtime is not None:
             # another process may have had the same page from the upstream since (``_confirm``)
             confirmed = self.store.confirmed_at(name)
             if confirmed is not None and confirmed > entry.state.checked:
                 self._use(name, entry, replace(entry.state, checked=confirmed), mtime, reuse=True)
                 if self.clock() < entry.fresh_until:
-                    return
+                    return False
         # asked first, the upstream is asked as the state on disk would ask it, not as one older held
         state = entry.state if header is None else None
         on_disk = state is not None or entry.page is not None or header is not None
@@ -397,32 +434,38 @@ class MirrorIndex:
         if missing is not None and self.fresh(missing):
             # a 404 is kept like a page: not asked again within its TTL, in this process or the next
             entry.missing_until = missing + self.ttl
-            return
+            return False
+        # asked with the digest of what the page held was read from: the same body is not parsed
+        held = state or header
+        known = held.digest if by_digest and held is not None else None
         # a page held is served stale once the upstream is slow to answer for it (``holding``)
         try:
             with holding() if on_disk else contextlib.nullcontext():
-                fetched = self._fetch(name, state)
+                fetched = self._fetch(name, state, known)
         except NotFound as exc:
             self._not_found(name, entry, exc)
-            return
+            return False
         except UpstreamError as exc:
             if header is not None:  # the state on disk is served stale: read whole now
                 state = self.store.read_page(name)
                 if state is not None:
                     self._use(name, entry, state, mtime)
             self._unanswered(name, entry, exc, missing)
-            return
+            return False
         now = self.clock()
+        if header is not None and fetched.page is None:
+            # the body the state on disk was read from, given again
+            return self._given_again(name, entry, fetched, mtime, need_page=need_page)
         if header is not None and fetched.page is not None and _same(fetched, header):
             # the answer the state on disk was read from: it stands, and the page just read is its
             state = PageState(page=fetched.page, checked=now, digest=fetched.digest)
             self._use(name, entry, state, mtime)
             self._use(name, entry, state, self._confirm(name, entry, now), reuse=True)
-            return
+            return False
         if state is not None and (fetched.page is None or _same(fetched, state)):
             # a 304, or the same page again: the page we hold is still right, and so is its state
             self._use(name, entry, replace(state, checked=now), self._confirm(name, entry, now), reuse=True)
-            return
+            return False
         # a 304 to a request without validators failed in _fetch
         assert fetched.page is not None
         state = PageState(
@@ -433,6 +476,31 @@ class MirrorIndex:
             digest=fetched.digest,
         )
         self._use(name, entry, state, self._save(state))
+        return False
+
+    def _given_again(
+        self,
+        name: NormalizedName,
+        entry: _Entry,
+        fetched: Fetched,
+        mtime: PageStamp | None,
+        *,
+        need_page: bool,
+    ) -> bool:
+        """The upstream gave again the body the state on disk (``mtime``) was read from: that
+        state stands, confirmed on disk, and is read unless the page is not ``need_page``-ed."""
+        now = self.clock()
+        if not need_page and self.store.page_stamp(name) == mtime:
+            self._note_confirmed(name, now)
+            return True
+        state = self.store.read_page(name)
+        if state is None or not _same(fetched, state):
+            # replaced or damaged meanwhile: the upstream is asked again, for a page to parse
+            return self._revalidate(name, entry, need_page=need_page, by_digest=False)
+        state = replace(state, checked=now)
+        self._use(name, entry, state, mtime)
+        self._use(name, entry, state, self._confirm(name, entry, now), reuse=True)
+        return False
 
     def _not_found(self, name: NormalizedName, entry: _Entry, exc: NotFound) -> None:
         """The upstream has no page of ``name`` (or, offline, nothing was asked): its cached files
@@ -491,13 +559,14 @@ class MirrorIndex:
             logger.warning("%s; serving the cached page of %r", exc, name)
         entry.fresh_until = self.clock() + min(self.ttl, RETRY_AFTER)
 
-    def _fetch(self, name: NormalizedName, state: PageState | None) -> Fetched:
-        """The upstream's answer for ``name``; any failure to get or read it is an UpstreamError
-        (or NotFound), so that a page that cannot be read never replaces the one held."""
+    def _fetch(self, name: NormalizedName, state: PageState | None, digest: str | None = None) -> Fetched:
+        """The upstream's answer for ``name``, asked with the validators of ``state`` and the
+        ``digest`` of what the page held was read from; any failure to get or read it is an
+        UpstreamError (or NotFound), so that a page that cannot be read never replaces the one held."""
         etag = state.etag if state else None
         last_modified = state.last_modified if state else None
         try:
-            fetched = self.fetcher.project(name, etag=etag, last_modified=last_modified)
+            fetched = self.fetcher.project(name, etag=etag, last_modified=last_modified, digest=digest)
         except NesteggError:
             raise
         except Exception as exc:  # a page no parser foresaw: served stale like any upstream failure
@@ -505,12 +574,18 @@ class MirrorIndex:
             reason = " ".join(f"{type(exc).__name__}: {exc}".split())
             reason = reason if len(reason) <= 200 else reason[:197] + "..."
             raise UpstreamError(f"cannot read the upstream page of {name!r} ({reason})") from None
-        if fetched.page is None and not (etag or last_modified):
+        if fetched.page is None and fetched.digest is None and not (etag or last_modified):
             # "not modified" since a version it was never told of: there is no page to keep
             raise UpstreamError(
                 f"upstream answered 304 Not Modified for the page of {name!r}, asked without a validator"
             )
         return fetched
+
+    def _note_confirmed(self, name: NormalizedName, checked: float) -> None:
+        try:
+            self.store.confirm(name, checked)
+        except (OSError, UnsafePath) as exc:
+            logger.warning("cannot keep that the page of %r is unchanged: %s", name, exc)
 
     def _note_missing(self, name: NormalizedName) -> None:
         try:
@@ -538,10 +613,7 @@ class MirrorIndex:
         assert entry.state is not None
         if entry.mtime is None or entry.mtime != self.store.page_stamp(name):
             return self._save(replace(entry.state, checked=checked))
-        try:
-            self.store.confirm(name, checked)
-        except (OSError, UnsafePath) as exc:
-            logger.warning("cannot keep that the page of %r is unchanged: %s", name, exc)
+        self._note_confirmed(name, checked)
         return entry.mtime
 
     def _use(

@@ -322,12 +322,23 @@ class Repository:
         token = self._known_token(name, meta)
         kind = _kind(content_type, client, base, meta)
         wanted = kind + GZIP if gzip else kind
+        #: the page the upstream's answer made, if :meth:`MirrorIndex.reconfirm` asked it
+        page: ProjectPage | None = None
         if token is not None or self._plain_mirror(name):  # no token yet: the page is new
             self.refresher.served(name, (content_type, client, gzip, base, meta))
         if token is not None:
             warm = self._read_rendered(name, wanted, token)
             if warm is not None:
                 return warm
+            # past its TTL, a page the upstream gives again unchanged is served as rendered,
+            # its state neither parsed again from the upstream's answer nor read from disk
+            answered = self.mirror.reconfirm(name)
+            if answered is True and self._disk_token(name, meta) == token:
+                warm = self._read_rendered(name, wanted, token, confirmed=True)
+                if warm is not None:
+                    return warm
+            elif isinstance(answered, ProjectPage):
+                page = answered
             stamp = self.store.page_stamp(name)
             if (
                 stamp is not None
@@ -340,10 +351,12 @@ class Repository:
                     warm = None if token is None else self._read_rendered(name, wanted, token)
                     if warm is not None:
                         return warm
-                    return self._render(name, content_type, client, token, gzip=gzip, base=base, meta=meta)
+                    return self._render(
+                        name, content_type, client, token, gzip=gzip, base=base, meta=meta, page=page
+                    )
                 finally:
                     self._large_lock.release()
-        return self._render(name, content_type, client, token, gzip=gzip, base=base, meta=meta)
+        return self._render(name, content_type, client, token, gzip=gzip, base=base, meta=meta, page=page)
 
     def _render(
         self,
@@ -355,14 +368,17 @@ class Repository:
         gzip: bool,
         base: str,
         meta: bool,
+        page: ProjectPage | None = None,
     ) -> Rendered:
-        """Make the rendering :meth:`rendered` did not find; ``token`` is the disk's before."""
+        """Make the rendering :meth:`rendered` did not find; ``token`` is the disk's before, and
+        ``page`` the project's page if it was just had from the upstream."""
         with self._render_lock:
             self._making += 1
         try:
             kind = _kind(content_type, client, base, meta)
             wanted = kind + GZIP if gzip else kind
-            page = self.project(name)
+            if page is None:
+                page = self.project(name)
             if (
                 token is not None
                 and self.mirror.checked(name, page) is not None
