@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import socket
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urljoin
@@ -16,10 +17,12 @@ from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror
 from nestegg_core.http.app import MOUNT, base_url, same_machine
+from nestegg_core.index import later, repository
 from nestegg_core.serve.mounts import UpstreamMounts
 from nestegg_core.simple import clients
 from nestegg_core.storage.pagefiles import MAX_CLIENTS
-from nestegg_core.storage.store import SETTLE_NS
+from nestegg_core.storage.pagestate import PageState
+from nestegg_core.storage.store import SETTLE_NS, CacheStore, PageStamp
 from nestegg_core.testing.dists import PackageSpec, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
@@ -588,3 +591,59 @@ def test_a_wheel_cached_with_metadata_learned_remakes_pips_rendering_only_if_pip
         ),
         "pip's rendering as expected",
     )
+
+
+@pytest.mark.parametrize(
+    ("agent", "project", "answered_first"),
+    [
+        (PIP, "pkg", True),  # pip waits on each answer: the page is written once it has it
+        ("uv/0.13.9 (x86_64-unknown-linux-gnu)", "pkg", True),
+        ("python-requests/2.32.3", "pkg", False),  # a script finds on disk what it was answered
+        (None, "pkg", False),
+        (PIP, "big", False),  # over later.MAX_FILES: written as it is rendered, before the answer
+    ],
+    ids=["pip", "uv", "script", "no-agent", "pip-large-page"],
+)
+def test_a_page_fetched_just_now_is_written_after_an_installer_has_its_answer(
+    make_mirror: MirrorFactory,
+    upstream: PrivateIndex,
+    faults: Faults,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+    agent: str | None,
+    project: str,
+    answered_first: bool,
+) -> None:
+    """The state and the rendering of a page fetched just now cost an installer no wait: they are
+    written once the answer is sent, and a process started after serves the page from them."""
+    upstream.add("pkg", "1.0")  # two files
+    upstream.add("big", "1.0")
+    upstream.add("big", "2.0")  # four
+    monkeypatch.setattr(later, "MAX_FILES", 2)
+    answered = threading.Event()
+    seen_at_write: list[bool] = []
+    write_page = CacheStore.write_page
+
+    def watched(store: CacheStore, state: PageState) -> PageStamp:
+        # an answer sent before the write comes in while the write waits for it (never, if after)
+        seen_at_write.append(answered.wait(10 if answered_first else 0.5))
+        return write_page(store, state)
+
+    monkeypatch.setattr(CacheStore, "write_page", watched)
+    mirror = make_mirror()
+    headers = {"Accept": JSON, **({} if agent is None else {"User-Agent": agent})}
+    first = http.get(mirror.index_url + f"{project}/", headers=headers)
+    answered.set()
+    assert first.status_code == 200
+    store = mirror.repository.store
+    name = NormalizedName(project)
+    kind = repository._kind(JSON, None, mirror.url, meta=clients.lists_cached_metadata(agent))
+    rendered = mirror.repository.pages.path(name, kind)
+    wait_until(lambda: store.page_stamp(name) is not None and rendered.is_file(), "the page written")
+    assert seen_at_write == [answered_first]
+    port = mirror.port
+    mirror.stop()
+    # a new process of the nest answers from what was written: the upstream is not asked again
+    again = make_mirror(port=port)
+    assert http.get(again.index_url + f"{project}/", headers=headers).json() == first.json()
+    assert faults.count(f"/simple/{project}/") == 1

@@ -22,6 +22,7 @@ from nestegg_core.errors import ConfigError
 from nestegg_core.simple.clients import (
     UNKNOWN,
     ClientProfile,
+    answered_before_writing,
     fits,
     lists_cached_metadata,
     profile_from_user_agent,
@@ -388,3 +389,22 @@ def test_pip_in_a_venv_installs_through_a_trimmed_mirror(
 )
 def test_lists_cached_metadata(user_agent: str | None, lists: bool) -> None:
     assert lists_cached_metadata(user_agent) is lists
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "first"),
+    [
+        ('pip/26.3 {"installer":{"name":"pip","version":"26.3"},"python":"3.11.7"}', True),
+        ("uv/0.13.9 (x86_64-unknown-linux-gnu)", True),
+        ("pdm/2.20 python-requests/2.32", False),
+        ("python-requests/2.32.3", False),
+        ("Mozilla/5.0 pip/26.3", False),
+        ("curl/8.5.0", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_answered_before_writing(user_agent: str | None, first: bool) -> None:
+    """Installers are answered a page fetched just now before it is written; other clients find
+    on disk what they were answered."""
+    assert answered_before_writing(user_agent) is first

@@ -601,6 +601,8 @@ def test_a_linked_folder_of_renderings_for_installers_is_never_read_nor_written(
     assert first.status_code == 200
     # a copy of the renderings for pip, changed to list another file, linked in their folder's place
     folder = mirror.repository.pages.folder / "pkg.clients"
+    # written once pip had its answer (``later``)
+    wait_until(lambda: folder.is_dir() and any(folder.iterdir()), "pip's rendering written")
     forged = outside / "clients"
     shutil.copytree(folder, forged)
     for path in forged.iterdir():

@@ -26,10 +26,15 @@ from nestegg_core.errors import (
     no_files_left,
     out_of_files,
 )
+from nestegg_core.index import later
 from nestegg_core.index.downloads import ClientGone
 from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import hops_of, loop_in
-from nestegg_core.simple.clients import lists_cached_metadata, profile_from_user_agent
+from nestegg_core.simple.clients import (
+    answered_before_writing,
+    lists_cached_metadata,
+    profile_from_user_agent,
+)
 from nestegg_core.simple.distmeta import metadata_fields
 from nestegg_core.simple.jsonapi import find_release, latest_release, project_json, releases_of
 from nestegg_core.simple.models import is_valid_name
@@ -218,18 +223,31 @@ class NesteggApp:
         public_url = self.repository.config.public_url
         gzip = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING")) and not same_machine(environ, public_url)
         base = base_url(environ, public_url)
-        rendered = self.repository.rendered(
-            name, content_type, client, gzip=gzip, base=base, cached_metadata=lists_cached_metadata(agent)
-        )
+        # a page fetched just now is written once an installer has its answer: it waits for no disk
+        with later.collecting(answered_before_writing(agent)) as work:
+            try:
+                rendered = self.repository.rendered(
+                    name,
+                    content_type,
+                    client,
+                    gzip=gzip,
+                    base=base,
+                    cached_metadata=lists_cached_metadata(agent),
+                )
+            except BaseException:
+                later.run(work)
+                raise
         body = rendered.body if rendered.file is None else rendered.file
         try:
-            return self._page(
+            answer = self._page(
                 environ, start_response, content_type, body, rendered.etag, vary=vary, gzip=rendered.gzip
             )
         except BaseException:
             if rendered.file is not None:
                 rendered.file.close()
+            later.run(work)
             raise
+        return later.after(answer, work)
 
     def _json_api(
         self, environ: Environ, start_response: StartResponse, raw: str, asked: str | None

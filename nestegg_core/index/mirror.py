@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -21,6 +22,7 @@ from nestegg_core.storage.pagestate import PageState, StateHeader
 from nestegg_core.storage.store import CacheStore, PageStamp
 from nestegg_core.waits import blocking
 
+from . import later
 from .circuit import Circuit
 from .upstream import Fetched, Fetcher, holding
 
@@ -475,8 +477,22 @@ class MirrorIndex:
             checked=now,
             digest=fetched.digest,
         )
+        if mtime is None and later.deferring(len(state.page.files)):
+            # a new page, no state on disk that another thread could take in meanwhile: written
+            # once its answer is sent, the client's wait spared (``later``)
+            self._use(name, entry, state, None)
+            later.defer(functools.partial(self._save_later, entry, state))
+            return False
         self._use(name, entry, state, self._save(state))
         return False
+
+    def _save_later(self, entry: _Entry, state: PageState) -> None:
+        """Write the state of a new page, held since it was fetched, and note its file as the
+        entry's unless the entry moved on meanwhile (``_catch_up`` takes it in then)."""
+        stamp = self._save(state)
+        with self._guard:
+            if entry.state is state and entry.mtime is None:
+                entry.mtime = stamp
 
     def _given_again(
         self,

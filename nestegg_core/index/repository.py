@@ -9,6 +9,7 @@ repository, the default upstream never asked. Every other name is the mirror's.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -67,6 +68,7 @@ from nestegg_core.storage.usage import SizeLimit, mark_used
 from nestegg_core.urls import mask_url, without_credentials
 from nestegg_core.waits import blocking
 
+from . import later
 from .circuit import CircuitFetcher, Circuits
 from .counting import CountingFetcher
 from .downloads import LOCK_WAIT, Download, Downloads
@@ -87,6 +89,9 @@ _RENDER_CACHE_BYTES = 4 * 1024 * 1024
 #: memory afterwards
 _WARM_PAGE = 64 * 1024
 _WARM_BYTES = 4 * 1024 * 1024
+#: what a rendering is kept in memory under: name, content type, client, gzip, base URL (and "!"
+#: when the metadata of cached wheels is left out)
+_RenderKey = tuple[str, str, "ClientProfile | None", bool, str]
 #: pages whose state file is larger (about 700 files) are made one at a time: uv asks for every
 #: page at once, and a page's model (about 650 bytes a file) is held while it is rendered
 _LARGE_STATE = 256 * 1024
@@ -400,6 +405,12 @@ class Repository:
             def url_for(dist: DistFile) -> str:
                 return prefix + quote_filename(dist.filename)
 
+            if token is None and later.deferring(len(page.files)):
+                # a page fetched just now: answered from memory, its rendering kept after the answer
+                plain = render_project(shown, content_type, url_for, metadata_for)
+                write = functools.partial(self._write_later, name, kind, page, plain, gzip=gzip, meta=meta)
+                later.defer(write)
+                return self._in_memory(key, page, plain, gzip=gzip)
             pieces = project_pieces(shown, content_type, url_for, metadata_for)
             saved = self._write_rendered(name, kind, token, page, pieces, gzip=gzip, meta=meta)
             if saved is not None:
@@ -407,15 +418,29 @@ class Repository:
                 if served is not None:
                     return Rendered(page, served.body, served.etag, served.file, served.gzip)
             body = render_project(shown, content_type, url_for, metadata_for)
-            if gzip:  # the same bytes as the rendering's file would hold: the same ETag in every process
-                packer = compressor()
-                body = packer.compress(body) + packer.flush()
-            result = Rendered(page, body, etag(body), gzip=gzip)
-            self._remember(key, _Cached(weakref.ref(page), body, result.etag))
-            return result
+            return self._in_memory(key, page, body, gzip=gzip)
         finally:
             with self._render_lock:
                 self._making -= 1
+
+    def _in_memory(self, key: _RenderKey, page: ProjectPage, body: bytes, *, gzip: bool) -> Rendered:
+        """The answer of a rendering not read from its file, kept for the page's next requests."""
+        if gzip:  # the same bytes as the rendering's file would hold: the same ETag in every process
+            packer = compressor()
+            body = packer.compress(body) + packer.flush()
+        result = Rendered(page, body, etag(body), gzip=gzip)
+        self._remember(key, _Cached(weakref.ref(page), body, result.etag))
+        return result
+
+    def _write_later(
+        self, name: NormalizedName, kind: str, page: ProjectPage, body: bytes, *, gzip: bool, meta: bool
+    ) -> None:
+        """Save the rendering of a page fetched just now, once its answer is sent (after its state),
+        and hold it as a warm page is held."""
+        saved = self._write_rendered(name, kind, None, page, [body], gzip=gzip, meta=meta)
+        held = None if saved is None else self._from_file(name, kind + GZIP if gzip else kind, saved)
+        if held is not None and held.file is not None:
+            held.file.close()  # too large to hold: sent from its file when asked
 
     def _metadata_for(self, name: NormalizedName, page: ProjectPage, meta: bool) -> MetadataFor | None:
         """The PEP 658 metadata ``page`` lists of each file (None: each file's own). Every mirrored
@@ -636,7 +661,7 @@ class Repository:
             name in self._source_builds or self.private.is_merged(name) or self.private.is_private(name)
         )
 
-    def _remember(self, key: tuple[str, str, ClientProfile | None, bool, str], cached: _Cached) -> None:
+    def _remember(self, key: _RenderKey, cached: _Cached) -> None:
         with self._render_lock:
             # what the mirror dropped from memory can never be served again: make room first
             for dead in [k for k, v in self._rendered.items() if v.page() is None]:

@@ -158,6 +158,14 @@ def downloads_after_metadata(user_agent: str | None) -> bool:
     return (user_agent or "").startswith("pip/")
 
 
+def answered_before_writing(user_agent: str | None) -> bool:
+    """Whether a page the mirror fetched just now for the client is answered before it is written
+    to the cache: an installer (pip, uv) waits on each answer before it goes on, and the disk is not
+    its business. Any other client (a script, a monitor, a browser) finds on disk what it was
+    answered once it has it."""
+    return (user_agent or "").startswith(("pip/", "uv/"))
+
+
 #: the size from which a wheel not cached is listed with its PEP 658 metadata on pip's pages: pip
 #: downloads the wheel it resolved to whether or not it read the metadata first, so the metadata
 #: saves pip a download only of a wheel it then rejects (backtracking), and costs a request

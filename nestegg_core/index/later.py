@@ -1,0 +1,94 @@
+"""Work an answer leaves for after it is sent.
+
+A sequential installer (pip) asks for its next file only once it has read an answer. What the
+mirror must still do for a page it fetched just now, but that the client does not wait on
+(writing its state and its rendering, for the next request and other processes), is done once
+the answer is handed to the server, while the installer reads it. The HTTP layer collects that
+work for a request (:func:`collecting`) and runs it once the answer is closed (:func:`run`);
+outside a request (a background thread, a command) :func:`defer` does it at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
+
+__all__ = ["MAX_FILES", "after", "collecting", "defer", "deferring", "run"]
+
+logger = logging.getLogger(__name__)
+
+#: a page fetched just now with at most this many files (a rendering of about 300 KB) is answered
+#: from memory and written once the answer is sent; a larger one is written before, its rendering
+#: as it is made (never whole in memory), and answered from its file
+MAX_FILES = 600
+
+Work = list[Callable[[], None]]
+
+_pending: ContextVar[Work | None] = ContextVar("nestegg_later", default=None)
+
+
+@contextlib.contextmanager
+def collecting(active: bool = True) -> Iterator[Work]:
+    """Within the block, :func:`defer` collects work in the list given, for :func:`run` (unless
+    not ``active``: then it does it at once, and the list stays empty)."""
+    work: Work = []
+    if not active:
+        yield work
+        return
+    token = _pending.set(work)
+    try:
+        yield work
+    finally:
+        _pending.reset(token)
+
+
+def deferring(files: int) -> bool:
+    """Whether the work for a page of ``files`` files is left for after the answer: a request
+    collects such work, and the page is no larger than ``MAX_FILES``."""
+    return files <= MAX_FILES and _pending.get() is not None
+
+
+def defer(action: Callable[[], None]) -> None:
+    """Do ``action`` once the answer of the request being made is sent (in the order deferred),
+    or now outside a request."""
+    work = _pending.get()
+    if work is None:
+        action()
+    else:
+        work.append(action)
+
+
+def run(work: Work) -> None:
+    """Do the work collected, in order; a failure is logged, never raised: the answer is out."""
+    while work:
+        action = work.pop(0)
+        try:
+            action()
+        except Exception:
+            logger.exception("work left for after an answer failed")
+
+
+class _After:
+    """An answer's body that runs ``work`` once the server closes it."""
+
+    def __init__(self, body: Iterable[bytes], work: Work) -> None:
+        self.body = body
+        self.work = work
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            run(self.work)
+
+
+def after(body: Iterable[bytes], work: Work) -> Iterable[bytes]:
+    """``body``, with ``work`` done once the server closes it (``body`` itself without work)."""
+    return _After(body, work) if work else body
