@@ -89,3 +89,13 @@ def test_a_failure_of_deferred_work_is_logged_and_the_rest_done(caplog: pytest.L
 def test_an_answer_without_work_is_the_body_itself() -> None:
     body = [b"page"]
     assert later.after(body, []) is body
+
+
+def test_a_closing_body_calls_back_once_even_unread() -> None:
+    """The server closes a body it never read (a HEAD, a client gone): the work is done all the
+    same, and once however often it is closed."""
+    done: list[str] = []
+    body = later.Closing(Body(done), lambda: done.append("then"))
+    body.close()
+    body.close()
+    assert done == ["body closed", "then", "body closed"]

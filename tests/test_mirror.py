@@ -21,7 +21,7 @@ from nestegg_core.index.upstream import Fetched, FileStream
 from nestegg_core.simple.models import DistFile, ProjectPage
 from nestegg_core.storage import store as store_module
 from nestegg_core.storage.pagestate import PageState
-from nestegg_core.storage.store import CacheStore
+from nestegg_core.storage.store import CacheStore, PageStamp
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory, pip_download
@@ -436,20 +436,9 @@ def test_a_new_process_past_the_ttl_asks_the_upstream_before_it_reads_the_state(
     upstream's answer must be to be the same (its digest); the rest, the files, is read only if the
     upstream does not answer. The answer, when the same, is the page."""
     fetcher = _Digested([(_page("1.0"), "d1"), second])
-    now = [0.0]
-    store = CacheStore(tmp_path, "https://example.com/simple/")
-    name = NormalizedName("pkg")
-    MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0]).page(name)
-    stamp = store.page_stamp(name)
-    now[0] = 100.0
-    reads: list[str] = []
+    store, name, stamp, now = _past_the_ttl(tmp_path, fetcher)
     read_page = store.read_page
-
-    def counted(name: NormalizedName) -> PageState | None:
-        reads.append(name)
-        return read_page(name)
-
-    store.read_page = counted  # type: ignore[method-assign]
+    reads = _counting_reads(store)
     page = MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0]).page(name)
     assert page == (second[0] if isinstance(second, tuple) else _page("1.0"))
     assert (store.page_stamp(name) != stamp) is rewritten
@@ -476,6 +465,20 @@ class _ByDigest(_Digested):
         if digest is not None and fetched.digest == digest:
             return Fetched(page=None, digest=digest)
         return fetched
+
+
+def _past_the_ttl(
+    tmp_path: Path, fetcher: _Digested
+) -> tuple[CacheStore, NormalizedName, PageStamp | None, list[float]]:
+    """A nest whose page of "pkg" a process had from ``fetcher`` at 0, the stamp of its state,
+    and a clock at 100 for the next process: past the TTL of 60."""
+    now = [0.0]
+    store = CacheStore(tmp_path, "https://example.com/simple/")
+    name = NormalizedName("pkg")
+    MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0]).page(name)
+    stamp = store.page_stamp(name)
+    now[0] = 100.0
+    return store, name, stamp, now
 
 
 def _counting_reads(store: CacheStore) -> list[str]:
@@ -511,12 +514,7 @@ def test_a_new_process_reconfirms_a_page_past_its_ttl_by_digest_without_reading_
     upstream is asked by the digest of what the state was read from; whatever the answer, the
     page is then had without asking it again."""
     fetcher = _ByDigest([(_page("1.0"), "d1"), second])
-    now = [0.0]
-    store = CacheStore(tmp_path, "https://example.com/simple/")
-    name = NormalizedName("pkg")
-    MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0]).page(name)
-    stamp = store.page_stamp(name)
-    now[0] = 100.0
+    store, name, stamp, now = _past_the_ttl(tmp_path, fetcher)
     reads = _counting_reads(store)
     index = MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0])
     assert index.reconfirm(name) == answered
@@ -554,11 +552,7 @@ def test_reconfirm_asks_nothing_of_a_page_it_is_not_for(tmp_path: Path, case: st
 
 def test_a_reconfirmed_page_gone_from_the_upstream_is_not_found(tmp_path: Path) -> None:
     fetcher = _ByDigest([(_page("1.0"), "d1"), NotFound("project 'pkg' is not on the upstream index")])
-    now = [0.0]
-    store = CacheStore(tmp_path, "https://example.com/simple/")
-    name = NormalizedName("pkg")
-    MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0]).page(name)
-    now[0] = 100.0
+    store, name, _, now = _past_the_ttl(tmp_path, fetcher)
     index = MirrorIndex(store, fetcher, ttl=60, clock=lambda: now[0])
     with pytest.raises(NotFound, match="not on the upstream index"):
         index.reconfirm(name)

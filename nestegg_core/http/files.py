@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from packaging.utils import NormalizedName
 
 from nestegg_core.errors import NesteggError, NotFound, no_files_left, out_of_files
 from nestegg_core.index.downloads import Download
+from nestegg_core.index.later import Closing
 from nestegg_core.index.repository import Repository
 from nestegg_core.simple.clients import downloads_after_metadata
 from nestegg_core.simple.models import DistFile, is_normalized, is_valid_name
@@ -67,7 +68,8 @@ class Files:
             if isinstance(body, list):
                 target.leave()  # answered
                 return body
-            return _Reading(body, target.leave)
+            # the reader leaves the download when the server closes it: one nobody reads is abandoned
+            return Closing(body, target.leave)
         return self.send_file(environ, start_response, target, content_type)
 
     def send_file(
@@ -307,28 +309,6 @@ def parse_range(environ: Environ, size: int, etag: str | None) -> tuple[int, int
     if start >= size:
         raise _Unsatisfiable
     return (start, end)
-
-
-class _Reading:
-    """The body of a download's answer; its reader leaves the download when the server closes it
-    (as a generator not started would not), so that a download nobody reads can be abandoned."""
-
-    def __init__(self, body: Iterable[bytes], leave: Callable[[], None]) -> None:
-        self.body = body
-        self._leave: Callable[[], None] | None = leave
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self.body)
-
-    def close(self) -> None:
-        try:
-            close = getattr(self.body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            leave, self._leave = self._leave, None
-            if leave is not None:
-                leave()
 
 
 class FileRange:

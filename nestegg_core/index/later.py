@@ -11,11 +11,12 @@ outside a request (a background thread, a command) :func:`defer` does it at once
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 
-__all__ = ["MAX_FILES", "after", "collecting", "defer", "deferring", "run"]
+__all__ = ["MAX_FILES", "Closing", "after", "collecting", "defer", "deferring", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +71,14 @@ def run(work: Work) -> None:
             logger.exception("work left for after an answer failed")
 
 
-class _After:
-    """An answer's body that runs ``work`` once the server closes it."""
+class Closing:
+    """An answer's body that calls ``then`` once the server closes it, after closing the body
+    itself, and once only: the server closes a body it never read too (a generator's own code
+    would not run then)."""
 
-    def __init__(self, body: Iterable[bytes], work: Work) -> None:
+    def __init__(self, body: Iterable[bytes], then: Callable[[], None]) -> None:
         self.body = body
-        self.work = work
+        self._then: Callable[[], None] | None = then
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.body)
@@ -86,9 +89,11 @@ class _After:
             if close is not None:
                 close()
         finally:
-            run(self.work)
+            then, self._then = self._then, None
+            if then is not None:
+                then()
 
 
 def after(body: Iterable[bytes], work: Work) -> Iterable[bytes]:
     """``body``, with ``work`` done once the server closes it (``body`` itself without work)."""
-    return _After(body, work) if work else body
+    return Closing(body, functools.partial(run, work)) if work else body
