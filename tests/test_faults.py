@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import socket
+import tempfile
 import threading
 import time
 import zlib
@@ -531,6 +532,24 @@ def test_a_page_asked_by_digest_that_breaks_off_fails_as_a_page_parsed_as_it_arr
         }
         with pytest.raises(UpstreamError, match=expected[how]):
             fetcher.project("pkg", etag=None, last_modified=None, digest=digest.hexdigest())
+
+
+def test_a_page_asked_by_digest_that_cannot_be_held_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A temporary directory that cannot be written is said as such, not as an upstream out of reach."""
+    body = _pkg_page(3)
+    with RawUpstream(lambda _method, _path: Answer(body=body, headers={"Content-Type": JSON})) as server:
+        fetcher = HttpFetcher(server.index_url, timeout=TIMEOUT)
+        first = fetcher.project("pkg", etag=None, last_modified=None)
+        monkeypatch.setattr(upstream, "_SPOOL_IN_MEMORY", 10)
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+        with pytest.raises(UpstreamError) as held:
+            fetcher.project("pkg", etag=None, last_modified=None, digest=first.digest)
+    assert str(held.value) == (
+        f"cannot hold upstream page {server.index_url}pkg/ in a temporary file in {tmp_path / 'gone'} "
+        "(No such file or directory); free space there or set TMPDIR"
+    )
 
 
 def test_an_error_page_is_read_to_keep_its_connection_but_not_past_a_megabyte() -> None:

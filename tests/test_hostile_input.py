@@ -53,7 +53,7 @@ from nestegg_core.testing.pytest_plugin import PrivateIndex
 from nestegg_core.ui import web
 
 from .conftest import MirrorFactory, Served
-from .loopback import Answer, RawUpstream, sha256
+from .loopback import Answer, RawUpstream, busy_workers, sha256, wait_until
 
 USER, PASSWORD = "alice", "correct horse"
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -254,6 +254,9 @@ def _agent(**changes: Any) -> str:
 
 
 def _rendered_files(mirror: Mirror) -> list[Path]:
+    """The renderings on disk once every answer's work is done: pip's new pages are written after
+    their answers (``later``)."""
+    wait_until(lambda: busy_workers(mirror._server) == 0, "the answers' work done")
     return [path for path in mirror.repository.pages.folder.rglob("*") if path.is_file()]
 
 

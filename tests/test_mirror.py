@@ -14,6 +14,7 @@ from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror
 from nestegg_core.errors import NotFound, UpstreamError
+from nestegg_core.index import later, repository
 from nestegg_core.index import upstream as upstream_module
 from nestegg_core.index.mirror import MirrorIndex
 from nestegg_core.index.repository import Repository
@@ -559,3 +560,41 @@ def test_a_reconfirmed_page_gone_from_the_upstream_is_not_found(tmp_path: Path) 
     with pytest.raises(NotFound, match="not on the upstream index"):
         index.page(name)
     assert len(fetcher.asked) == 2
+
+
+def test_a_state_left_for_after_the_answer_is_written_once_by_whoever_needs_it_first(tmp_path: Path) -> None:
+    """A new page's state left for after its answer (``later``) is written by another request that
+    must save a rendering under it, or by its own request, once."""
+    fetcher = _Digested([(_page("1.0"), "d1")])
+    store = CacheStore(tmp_path, "https://example.com/simple/")
+    name = NormalizedName("pkg")
+    index = MirrorIndex(store, fetcher, ttl=60, clock=lambda: 0.0)
+    with later.collecting() as work:
+        page = index.page(name)
+    assert store.page_stamp(name) is None
+    assert index.checked(name, page) is None  # not on disk: nothing may be saved under it yet
+    index.settle(name)
+    stamp = store.page_stamp(name)
+    assert stamp is not None
+    assert index.checked(name, page) == 0.0
+    later.run(work)  # the request that fetched it: written already
+    assert store.page_stamp(name) == stamp
+
+
+def test_renderings_left_for_after_their_answers_are_saved_in_any_order(
+    make_mirror: MirrorFactory, upstream: PrivateIndex
+) -> None:
+    """Two installers' first requests for a page, the second's work done first: it writes the
+    page's state before its rendering, and both renderings are kept."""
+    upstream.add("pkg", "1.0")
+    repo = make_mirror().repository
+    name = NormalizedName("pkg")
+    with later.collecting() as first:
+        repo.rendered(name, JSON, gzip=False, base="http://a.example.com", cached_metadata=False)
+    with later.collecting() as second:
+        repo.rendered(name, JSON, gzip=False, base="http://b.example.com", cached_metadata=False)
+    assert repo.store.page_stamp(name) is None
+    later.run(second)
+    later.run(first)
+    for base in ("http://a.example.com", "http://b.example.com"):
+        assert repo.pages.path(name, repository._kind(JSON, None, base, meta=False)).is_file()

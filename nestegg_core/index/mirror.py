@@ -58,6 +58,10 @@ class _Entry:
     #: threads in :meth:`MirrorIndex.page` with this entry: it is never forgotten while one is, so
     #: that all of them take the same lock (see _forget)
     users: int = 0
+    #: the state of a page fetched just now, not written yet (``later``), and who writes it: the
+    #: request that fetched it once its answer is sent, or one that must see it on disk first
+    unsaved: PageState | None = None
+    saving: threading.Lock = field(default_factory=threading.Lock)
 
 
 class MirrorIndex:
@@ -481,18 +485,36 @@ class MirrorIndex:
             # a new page, no state on disk that another thread could take in meanwhile: written
             # once its answer is sent, the client's wait spared (``later``)
             self._use(name, entry, state, None)
-            later.defer(functools.partial(self._save_later, entry, state))
+            entry.unsaved = state
+            later.defer(functools.partial(self._settle, entry))
             return False
         self._use(name, entry, state, self._save(state))
         return False
 
-    def _save_later(self, entry: _Entry, state: PageState) -> None:
-        """Write the state of a new page, held since it was fetched, and note its file as the
+    def settle(self, name: NormalizedName) -> None:
+        """Write now the state of the page of ``name`` fetched just now, if its writing was left
+        for after the answer of the request that fetched it (``later``) and is not done yet:
+        another request's rendering of the page is saved under that state."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            self._settle(entry)  # also waits for a write under way in another thread
+
+    def held(self, name: NormalizedName) -> ProjectPage | None:
+        """The page of ``name`` in memory, if any (asks nobody, reads nothing)."""
+        entry = self._entries.get(name)
+        return None if entry is None else entry.page
+
+    def _settle(self, entry: _Entry) -> None:
+        """Write the unsaved state of ``entry``, once whoever asks first, and note its file as the
         entry's unless the entry moved on meanwhile (``_catch_up`` takes it in then)."""
-        stamp = self._save(state)
-        with self._guard:
-            if entry.state is state and entry.mtime is None:
-                entry.mtime = stamp
+        with entry.saving:
+            state, entry.unsaved = entry.unsaved, None
+            if state is None:
+                return  # written by the other
+            stamp = self._save(state)
+            with self._guard:
+                if entry.state is state and entry.mtime is None:
+                    entry.mtime = stamp
 
     def _given_again(
         self,

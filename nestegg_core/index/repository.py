@@ -437,10 +437,14 @@ class Repository:
     ) -> None:
         """Save the rendering of a page fetched just now, once its answer is sent (after its state),
         and hold it as a warm page is held."""
+        self.mirror.settle(name)  # its state first, if another request fetched it and has not written it yet
+        held = self.mirror.held(name)
+        if held is not None and held is not page and held == page:
+            page = held  # made again meanwhile (a request after this one's answer), the same
         saved = self._write_rendered(name, kind, None, page, [body], gzip=gzip, meta=meta)
-        held = None if saved is None else self._from_file(name, kind + GZIP if gzip else kind, saved)
-        if held is not None and held.file is not None:
-            held.file.close()  # too large to hold: sent from its file when asked
+        warm = None if saved is None else self._from_file(name, kind + GZIP if gzip else kind, saved)
+        if warm is not None and warm.file is not None:
+            warm.file.close()  # too large to hold: sent from its file when asked
 
     def _metadata_for(self, name: NormalizedName, page: ProjectPage, meta: bool) -> MetadataFor | None:
         """The PEP 658 metadata ``page`` lists of each file (None: each file's own). Every mirrored

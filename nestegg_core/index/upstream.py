@@ -185,13 +185,21 @@ def page_digest(content_type: str, base_url: str) -> hashlib._Hash:
     return hashlib.sha256(f"nestegg {__version__}\n{content_type}\n{base_url}\n".encode())
 
 
-def _spooled(pieces: Iterator[bytes]) -> tempfile.SpooledTemporaryFile[bytes]:
-    """``pieces`` written to a temporary file, in memory up to ``_SPOOL_IN_MEMORY``, read from its start."""
+def _spooled(pieces: Iterator[bytes], url: str) -> tempfile.SpooledTemporaryFile[bytes]:
+    """``pieces`` written to a temporary file, in memory up to ``_SPOOL_IN_MEMORY``, read from its
+    start. A file that cannot be written is an :class:`UpstreamError` that says where, not a
+    failure to read the upstream."""
     # returned open: the caller closes it
     spool: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
     try:
         for piece in pieces:
-            spool.write(piece)
+            try:
+                spool.write(piece)
+            except OSError as exc:
+                raise UpstreamError(
+                    f"cannot hold upstream page {mask_url(url)} in a temporary file in "
+                    f"{tempfile.gettempdir()} ({exc.strerror or exc}); free space there or set TMPDIR"
+                ) from None
         spool.seek(0)
     except BaseException:
         spool.close()
@@ -461,7 +469,7 @@ class HttpFetcher:
                 if known is not None and (new_etag, new_last_modified) == (etag, last_modified):
                     # read whole before a byte is parsed: the page held stands if its digest is
                     # the same, and parsing it again would cost more than reading its state
-                    spool = held = _spooled(body)
+                    spool = held = _spooled(body, url)
                     if digest.hexdigest() == known:
                         return Fetched(page=None, etag=etag, last_modified=last_modified, digest=known)
                     body = iter(lambda: held.read(PAGE_CHUNK), b"")
