@@ -20,6 +20,7 @@ from nestegg_core.http.app import MOUNT, base_url, same_machine
 from nestegg_core.index import later, repository
 from nestegg_core.serve.mounts import UpstreamMounts
 from nestegg_core.simple import clients
+from nestegg_core.simple.models import DistFile
 from nestegg_core.storage.pagefiles import MAX_CLIENTS
 from nestegg_core.storage.pagestate import PageState
 from nestegg_core.storage.store import SETTLE_NS, CacheStore, PageStamp
@@ -647,3 +648,61 @@ def test_a_page_fetched_just_now_is_written_after_an_installer_has_its_answer(
     again = make_mirror(port=port)
     assert http.get(again.index_url + f"{project}/", headers=headers).json() == first.json()
     assert faults.count(f"/simple/{project}/") == 1
+
+
+@pytest.mark.parametrize(
+    ("agent", "whole_first"),
+    [
+        (PIP, True),  # has the last byte once the file is checked, while the cache is written
+        ("uv/0.13.9 (x86_64-unknown-linux-gnu)", True),
+        ("python-requests/2.32.3", False),  # a script finds the file in the cache once it has it
+        (None, False),
+    ],
+    ids=["pip", "uv", "script", "no-agent"],
+)
+def test_a_file_fetched_just_now_is_put_in_place_after_an_installer_has_it_whole(
+    make_mirror: MirrorFactory,
+    upstream: PrivateIndex,
+    faults: Faults,
+    monkeypatch: pytest.MonkeyPatch,
+    agent: str | None,
+    whole_first: bool,
+) -> None:
+    """A page asked for meanwhile, in the same process, waits for the file to be in place: it lists
+    what the download learned."""
+    (wheel,) = upstream.add("pkg", "1.0", sdist=False)
+    served = (upstream.mirror.repository.private.root / "pkg" / wheel.filename).read_bytes()
+    faults.html_only = True  # no sizes upstream: the download learns it
+    placed = threading.Event()
+    write_record = CacheStore.write_record
+
+    def held(store: CacheStore, name: NormalizedName, dist: DistFile) -> None:
+        placed.wait(10)
+        write_record(store, name, dist)
+
+    monkeypatch.setattr(CacheStore, "write_record", held)
+    mirror = make_mirror()
+    headers = {} if agent is None else {"User-Agent": agent}
+    page_url, json_type = mirror.index_url + "pkg/", {"Accept": JSON, **headers}
+    assert "size" not in requests.get(page_url, headers=json_type, timeout=30).json()["files"][0]
+    got: dict[str, requests.Response] = {}
+
+    def fetch(what: str, url: str, headers: dict[str, str]) -> threading.Thread:
+        thread = threading.Thread(
+            target=lambda: got.update({what: requests.get(url, headers=headers, timeout=30)})
+        )
+        thread.start()
+        return thread
+
+    file = fetch("file", f"{mirror.url}/files/pkg/{wheel.filename}", headers)
+    file.join(10 if whole_first else 0.5)
+    assert file.is_alive() is not whole_first
+    page = fetch("page", page_url, json_type)
+    page.join(0.5)
+    assert page.is_alive()  # the file is checked, not yet in place: the page waits for it
+    placed.set()
+    for thread in (file, page):
+        thread.join(30)
+    assert got["file"].content == served
+    assert got["page"].json()["files"][0]["size"] == len(served)
+    assert mirror.repository.store.file_path(NormalizedName("pkg"), wheel.filename).read_bytes() == served

@@ -8,6 +8,7 @@ lengths and hashes, or answers garbage, and the uncached side must fail with a c
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gzip
 import hashlib
 import io
@@ -622,6 +623,51 @@ def test_a_full_disk_while_caching_breaks_the_download_off_and_caches_nothing(
     assert verify_cache(cache(mirror)) == 2
 
 
+@pytest.mark.parametrize(
+    ("agent", "whole"),
+    [
+        ('pip/26.3 {"python":"3.11.7"}', True),  # has every checked byte before the cache is written
+        ("uv/0.13.9 (x86_64-unknown-linux-gnu)", True),
+        ("python-requests/2.32.3", False),  # answered once the file is in place: broken off
+    ],
+    ids=["pip", "uv", "script"],
+)
+def test_a_full_disk_once_a_file_is_checked_caches_nothing_and_fails_only_who_waits_for_the_cache(
+    upstream: PrivateIndex,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+    agent: str,
+    whole: bool,
+) -> None:
+    (wheel,) = upstream.add("pkg", "1.0", sdist=False, payload_size=300_000)
+    served = (upstream.mirror.repository.private.root / "pkg" / wheel.filename).read_bytes()
+    mirror = make_mirror()
+
+    def full(*_args: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(CacheStore, "write_record", full)  # after the check, before the rename
+    http.get(mirror.index_url + "pkg/").raise_for_status()
+    url = f"{mirror.url}/files/pkg/{wheel.filename}"
+    with http.get(url, headers={"User-Agent": agent}, timeout=30, stream=True) as answer:
+        assert answer.status_code == 200
+        if whole:
+            assert answer.content == served
+        else:
+            with pytest.raises(BROKEN):
+                answer.content  # noqa: B018 - read to its end
+    # nothing cached, no part file left; with room again it is fetched and cached whole
+    folder = cache(mirror) / "pkg"
+    wait_until(lambda: not any(folder.iterdir()), "the part file removed")
+    assert verify_cache(cache(mirror)) == 0
+    monkeypatch.undo()
+    assert http.get(url, headers={"User-Agent": agent}, timeout=30).content == served
+    placed = mirror.repository.store.file_path(NormalizedName("pkg"), wheel.filename)
+    wait_until(placed.is_file, "the file in place")  # an installer may have it before
+    assert verify_cache(cache(mirror)) == 1
+
+
 def test_a_full_disk_while_keeping_metadata_is_a_507(
     upstream: PrivateIndex,
     make_mirror: MirrorFactory,
@@ -809,7 +855,13 @@ def test_a_response_broken_off_on_purpose_stays_broken_and_is_logged_in_one_line
     one_file.entry = {"hashes": {"sha256": digest_of("sha256")}}
     if sized:
         one_file.entry["size"] = len(PAYLOAD)
-    one_file.file = Answer(pieces=lambda: [TAMPERED], chunked=not sized)
+
+    def slowly() -> Iterator[bytes]:
+        yield TAMPERED[:-1]
+        time.sleep(0.2)  # the client is answered by then: the check can only break it off
+        yield TAMPERED[-1:]
+
+    one_file.file = Answer(pieces=slowly, chunked=not sized)
     mirror = make_mirror(index_url=one_file.server.index_url, ttl=0, timeout=TIMEOUT)
     mirror.repository.downloads.failed_check_for = 0.0  # each request downloads it again
     http.get(mirror.index_url + "pkg/").raise_for_status()

@@ -16,7 +16,7 @@ from nestegg_core.errors import NesteggError, NotFound, no_files_left, out_of_fi
 from nestegg_core.index.downloads import Download
 from nestegg_core.index.later import Closing
 from nestegg_core.index.repository import Repository
-from nestegg_core.simple.clients import downloads_after_metadata
+from nestegg_core.simple.clients import answered_before_writing, downloads_after_metadata
 from nestegg_core.simple.models import DistFile, is_normalized, is_valid_name
 
 from .answers import etag_matches, failed, http_date, status_line
@@ -200,7 +200,10 @@ class Files:
             return wanted
         if environ["REQUEST_METHOD"] == "HEAD":
             return []
-        return self._until_first_byte(environ, start_response, download.read(*wanted, gone=gone))
+        # an installer has the last byte once the file is checked, before it is durable in the cache
+        early = answered_before_writing(environ.get("HTTP_USER_AGENT"))
+        body = download.read(*wanted, gone=gone, early=early)
+        return self._until_first_byte(environ, start_response, body)
 
     def _describe(self, environ: Environ, start_response: StartResponse, dist: DistFile) -> Iterable[bytes]:
         """The answer to a HEAD of a file not cached, from its page: no download is started."""

@@ -90,6 +90,9 @@ AHEAD_AFTER = 0.5
 #: projects with a download ahead waiting at once; past it the one due first is dropped
 MAX_PENDING = 64
 
+#: at most how long a page waits for a file a client already has to be put in place (an fsync)
+SETTLE_WAIT = 5.0
+
 
 def download_limit() -> int:
     """How many downloads a process runs at once: ``MAX_DOWNLOADS``, or a sixteenth of its limit
@@ -148,7 +151,8 @@ class ClientGone(Exception):
     """The client of a reader went away while it waited for bytes."""
 
 
-_WAITING, _STREAMING, _DONE, _FAILED = range(4)
+#: a download's states: ``_VERIFIED`` is whole and checked, but not yet durable nor in place
+_WAITING, _STREAMING, _VERIFIED, _DONE, _FAILED = range(5)
 
 
 class Download:
@@ -198,7 +202,7 @@ class Download:
             if self._readers or self._left is None or now - self._left < after or near:
                 return False
             if self._state not in (_WAITING, _STREAMING):
-                return False
+                return False  # a verified one is only being put in place
             self.error = UpstreamError(
                 f"the download of {self.dist.filename!r} was abandoned: no client waited for it"
             )
@@ -219,6 +223,14 @@ class Download:
         with self._cond:
             self.written = written
             self._cond.notify_all()
+
+    def _verified(self) -> None:
+        """Every byte is written and checked (size, hash, still listed): an early reader
+        (:meth:`read`) may have the last one while the file is made durable and put in place."""
+        with self._cond:
+            if self._state == _STREAMING:
+                self._state = _VERIFIED
+                self._cond.notify_all()
 
     def _place(self, final: Path, part: Path) -> None:
         """The checked file renamed into place; its readers still wait for :meth:`_finish`."""
@@ -268,8 +280,13 @@ class Download:
                     return
                 self._cond.wait(left if gone is None else min(left, GONE_POLL))
 
-    def _settled(self) -> bool:
-        return self._state != _STREAMING
+    def _settled(self, early: bool = False) -> bool:
+        """Whether the download is over for a reader: failed or done, or for an ``early`` one verified."""
+        return self._state in (_DONE, _FAILED) or (early and self._state == _VERIFIED)
+
+    def _whole(self, early: bool) -> bool:
+        """Whether a reader may have every byte: the file is done, or for an ``early`` one verified."""
+        return self._state == _DONE or (early and self._state == _VERIFIED)
 
     def wait_done(self, timeout: float | None = None, *, gone: Callable[[], bool] | None = None) -> Path:
         """Block until the file is whole, verified and in place (its path), or raise the
@@ -278,7 +295,7 @@ class Download:
         own bounds (its lock's wait, its rate, its size) end the wait."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._state in (_WAITING, _STREAMING):
+            while self._state in (_WAITING, _STREAMING, _VERIFIED):
                 left = 60.0 if deadline is None else deadline - time.monotonic()
                 if left <= 0:
                     raise UpstreamError(f"timed out waiting for {self.dist.filename!r}")
@@ -289,18 +306,19 @@ class Download:
             assert self.path is not None
             return self.path
 
-    def _available(self) -> int:
+    def _available(self, early: bool = False) -> int:
         """How many bytes of the file a reader may have now: all of it once it is verified and in
-        place; before that never its last byte (with no size known, the last byte written), so that
-        a client whose file then fails sees a response broken off, never a complete wrong file."""
-        if self._state == _DONE:
+        place (an ``early`` reader: once verified); before that never its last byte (with no size
+        known, the last byte written), so that a client whose file then fails sees a response
+        broken off, never a complete wrong file."""
+        if self._whole(early):
             return self.written
         if self.size is None:
             return self.written - 1
         return min(self.written, self.size - 1)
 
-    def _beyond(self, position: int) -> bool:
-        return self._available() > position or self._state != _STREAMING
+    def _beyond(self, position: int, early: bool) -> bool:
+        return self._available(early) > position or self._settled(early)
 
     @property
     def failed(self) -> bool:
@@ -319,7 +337,7 @@ class Download:
             except FileNotFoundError:
                 # a failing worker removes its partial file just before it says so: wait for that
                 with blocking():
-                    self._cond.wait_for(lambda: self._state != _STREAMING, timeout=60)
+                    self._cond.wait_for(lambda: self._state in (_DONE, _FAILED), timeout=60)
                 if self._state == _FAILED:
                     assert self.error is not None
                     raise self.error from None
@@ -332,7 +350,7 @@ class Download:
         None: no wait. They are as the upstream sent them, not yet checked against the page's
         hash, as a range passed through from the upstream is not."""
         with self._cond:
-            if self._state not in (_STREAMING, _DONE) or self.written < end:
+            if self._state not in (_STREAMING, _VERIFIED, _DONE) or self.written < end:
                 return None
         try:
             handle = self._open()
@@ -344,7 +362,12 @@ class Download:
         return data if len(data) == end - start else None
 
     def read(
-        self, start: int = 0, end: int | None = None, *, gone: Callable[[], bool] | None = None
+        self,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        gone: Callable[[], bool] | None = None,
+        early: bool = False,
     ) -> Iterator[bytes]:
         """Bytes ``start`` to ``end`` (exclusive; None: to the end), waiting for them as needed.
 
@@ -352,6 +375,8 @@ class Download:
         client never takes a truncated or corrupt file for a whole one. A range that ends before
         the last byte would be complete before the hash check: it waits for the whole file.
         Raises :class:`ClientGone` if ``gone()`` says, while it waits, that the client went away.
+        An ``early`` reader has the last byte once the file is checked, not once it is durable and
+        in place: a client that does not look at the cache (an installer) goes on meanwhile.
         """
         self.wait_started(gone=gone)
         verified_only = end is not None and (self.size is None or end < self.size)
@@ -359,18 +384,20 @@ class Download:
         try:
             position = start
             handle.seek(start)
+            settled = partial(self._settled, early)
+            whole = False
             while end is None or position < end:
                 with self._cond:
-                    ready = self._settled if verified_only else partial(self._beyond, position)
+                    ready = settled if verified_only else partial(self._beyond, position, early)
                     self._wait(ready, 60, gone)
                     if self._state == _FAILED:
                         assert self.error is not None
                         raise self.error
-                    finished = self._state == _DONE
+                    whole = self._whole(early)
                     # a range short of the end gets nothing before the check
-                    available = position if verified_only and not finished else self._available()
+                    available = position if verified_only and not whole else self._available(early)
                 if available <= position:
-                    if finished:
+                    if whole:
                         return
                     continue
                 limit = available if end is None else min(available, end)
@@ -380,14 +407,18 @@ class Download:
                         break
                     position += len(chunk)
                     yield chunk
-            if self._state != _DONE:
+                if whole:
+                    # every byte is checked: what the cache then does (a full disk) is no matter here
+                    return
+            if not whole:
                 # all that was asked for (an empty file, an empty range) is no answer before the check
                 with self._cond:
-                    self._wait(self._settled, 60, gone)
-                if self._state == _FAILED:
+                    self._wait(settled, 60, gone)
+                    whole = self._whole(early)
+                if self._state == _FAILED and not whole:
                     assert self.error is not None
                     raise self.error
-                if self._state != _DONE:
+                if not whole:
                     raise UpstreamError(f"timed out waiting for the check of {self.dist.filename!r}")
         finally:
             handle.close()
@@ -458,6 +489,15 @@ class Downloads:
                     f"{dist.filename!r} is not cached, and {self.slots.limit} downloads are running, "
                     "the most this server runs at once; try again shortly"
                 )
+
+    def settle(self, name: NormalizedName, timeout: float = SETTLE_WAIT) -> None:
+        """Wait, up to ``timeout`` seconds, for the files of ``name`` that an early reader has
+        whole to be in place: a page asked for once a client has a file lists what was learned."""
+        with self._lock:
+            verified = [d for d in self._running.values() if d.name == name and d._state == _VERIFIED]
+        for download in verified:
+            with contextlib.suppress(NesteggError):  # the page is answered all the same
+                download.wait_done(timeout)
 
     def ahead(self, name: NormalizedName, dist: DistFile) -> None:
         """Download ``dist`` ahead of its request, ``ahead_after`` seconds from now unless
@@ -689,15 +729,12 @@ class Downloads:
                         self._check_rate(dist, written - window_written, now - window_end + self.rate_window)
                         window_written, window_end = written, now + self.rate_window
                     self._unless_unwanted(download, written, expected, now - started)
+                sha256, vouched = self._check(download, digests, written, expected)
+                download._verified()
                 os.fsync(handle.fileno())
-            _check_size(dist, written, expected)
-            sha256 = digests.sha256.hexdigest()
-            vouched = digests.verify(dist)
             # nestegg's own sha256 is listed only beside a digest of the index it checked
             hashes = {**dist.hashes, "sha256": sha256} if vouched else dist.hashes
             record = dist.with_changes(hashes=hashes, size=written, own_sha256=sha256)
-            if self.current is not None and not self.current(name, dist):
-                raise self._republished(dist)  # its readers break off; the new file is not this one
             record = self._with_metadata(name, record, part, vouched=vouched)
             # the record first: a file on disk without one is ignored as unfinished
             self.store.write_record(name, record)
@@ -712,6 +749,17 @@ class Downloads:
             "cached %s/%s (%d bytes, %.2fs)", name, dist.filename, written, time.monotonic() - started
         )
         self._announce(download, record, final)
+
+    def _check(
+        self, download: Download, digests: _Digests, written: int, expected: int | None
+    ) -> tuple[str, bool]:
+        """Check a whole download against its page (size, hashes, still listed): its sha256, and
+        whether a digest of the index vouched for it."""
+        _check_size(download.dist, written, expected)
+        vouched = digests.verify(download.dist)
+        if self.current is not None and not self.current(download.name, download.dist):
+            raise self._republished(download.dist)  # its readers break off: the file is not this one
+        return digests.sha256.hexdigest(), vouched
 
     def _check_cached(self, download: Download) -> None:
         """Fail ``download`` if the file another download cached meanwhile is not the one it

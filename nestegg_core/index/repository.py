@@ -311,6 +311,7 @@ class Repository:
         if routed is not None:
             return routed.rendered(name, content_type, client, gzip=gzip)
         self._asked = time.monotonic()
+        self.downloads.settle(name)  # a file an installer has whole is listed as it was learned
         return self._rendered_page(name, content_type, client, gzip=gzip, base=base, meta=cached_metadata)
 
     def _rendered_page(
@@ -825,6 +826,8 @@ class Repository:
         routed = self.routes.serving(name)
         if routed is not None:
             return routed.open_any(name, filename, fetch=fetch)
+        if filename.endswith(".metadata"):
+            self.downloads.settle(name)  # the wheel's, if an installer has it whole, is being kept
         if filename.endswith(".metadata") and self._plain_mirror(name):
             with contextlib.suppress(NotFound):
                 path = self._checked_metadata(name, filename[: -len(".metadata")])
