@@ -706,3 +706,25 @@ def test_a_file_fetched_just_now_is_put_in_place_after_an_installer_has_it_whole
     assert got["file"].content == served
     assert got["page"].json()["files"][0]["size"] == len(served)
     assert mirror.repository.store.file_path(NormalizedName("pkg"), wheel.filename).read_bytes() == served
+
+
+def test_a_mirror_stopped_once_an_installer_has_a_file_keeps_it(
+    make_mirror: MirrorFactory, upstream: PrivateIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tox run's process ends once its mirror stops: the file pip has is in the cache by then."""
+    (wheel,) = upstream.add("pkg", "1.0", sdist=False)
+    write_record = CacheStore.write_record
+
+    def slowly(store: CacheStore, name: NormalizedName, dist: DistFile) -> None:
+        time.sleep(0.5)
+        write_record(store, name, dist)
+
+    monkeypatch.setattr(CacheStore, "write_record", slowly)
+    mirror = make_mirror()
+    pip = {"User-Agent": PIP}
+    requests.get(mirror.index_url + "pkg/", headers=pip, timeout=30).raise_for_status()
+    got = requests.get(f"{mirror.url}/files/pkg/{wheel.filename}", headers=pip, timeout=30)
+    placed = mirror.repository.store.file_path(NormalizedName("pkg"), wheel.filename)
+    assert not placed.exists()  # pip has it; the cache's record is still being written
+    mirror.stop()
+    assert placed.read_bytes() == got.content

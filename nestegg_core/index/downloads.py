@@ -490,14 +490,16 @@ class Downloads:
                     "the most this server runs at once; try again shortly"
                 )
 
-    def settle(self, name: NormalizedName, timeout: float = SETTLE_WAIT) -> None:
-        """Wait, up to ``timeout`` seconds, for the files of ``name`` that an early reader has
-        whole to be in place: a page asked for once a client has a file lists what was learned."""
+    def settle(self, name: NormalizedName | None, timeout: float = SETTLE_WAIT) -> None:
+        """Wait, up to ``timeout`` seconds, for the files of ``name`` (None: every project) that an
+        early reader has whole to be in place: a page asked for once a client has a file lists what
+        was learned, and a server that stops keeps the files its clients have."""
         with self._lock:
-            verified = [d for d in self._running.values() if d.name == name and d._state == _VERIFIED]
+            verified = [d for d in self._running.values() if d._state == _VERIFIED and name in (None, d.name)]
+        deadline = time.monotonic() + timeout
         for download in verified:
             with contextlib.suppress(NesteggError):  # the page is answered all the same
-                download.wait_done(timeout)
+                download.wait_done(max(0.0, deadline - time.monotonic()))
 
     def ahead(self, name: NormalizedName, dist: DistFile) -> None:
         """Download ``dist`` ahead of its request, ``ahead_after`` seconds from now unless

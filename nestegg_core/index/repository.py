@@ -624,9 +624,17 @@ class Repository:
             return _IDLE
         return max(0.0, self._asked + _IDLE - time.monotonic())
 
+    def keep_files_served(self, timeout: float = 5.0) -> None:
+        """Wait, up to ``timeout`` seconds, for the files an installer already has whole to be put
+        in the cache (``Downloads.settle``), this index's and its routed ones'."""
+        deadline = time.monotonic() + timeout
+        for downloads in (self.downloads, *(routed.downloads for _, routed in self.routes.items())):
+            downloads.settle(None, max(0.0, deadline - time.monotonic()))
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop the background work, waiting up to ``timeout`` for a page being made (the server
         calls this when it stops)."""
+        self.keep_files_served(timeout)
         self.refresher.stop(timeout)
         self.downloads.drop_pending()
         self.store.generation.close()

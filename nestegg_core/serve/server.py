@@ -126,6 +126,8 @@ class Mirror:
         self.nest.stop_services()
         _waitress.shut_down(server, self._thread, timeout)
         self._thread = None
+        # a process may end once stopped: the files its clients have are put in the cache first
+        self.repository.keep_files_served(timeout)
 
     def __enter__(self) -> Mirror:
         return self.start()
