@@ -1,0 +1,108 @@
+"""A download's readers around its check: what an early reader (an installer) and any other reader
+get once the file is whole and checked but not yet in place, and after a failure then."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from packaging.utils import NormalizedName
+
+from nestegg_core.errors import InsufficientStorage, NesteggError
+from nestegg_core.index.downloads import Download
+from nestegg_core.simple.models import DistFile
+
+DATA = bytes(range(256)) * 40  # 10,240 bytes
+
+
+@pytest.fixture
+def checked(tmp_path: Path) -> Iterator[Download]:
+    """A download driven by hand: every byte written and checked (``_verified``), not in place."""
+    dist = DistFile(filename="demo-1.0.tar.gz", url="http://example.com/demo-1.0.tar.gz", size=len(DATA))
+    download = Download(NormalizedName("demo"), dist)
+    part = tmp_path / ".demo-1.0.tar.gz.part"
+    part.write_bytes(DATA)
+    download._stream(part, len(DATA))
+    download._progress(len(DATA))
+    download._verified()
+    yield download
+    if not download.done and not download.failed:
+        download._fail(InsufficientStorage("the test is over"))
+
+
+class Reader(threading.Thread):
+    """A reader in a thread of its own: the pieces it got so far, and the error it ended with."""
+
+    def __init__(self, download: Download, start: int, end: int | None, *, early: bool) -> None:
+        super().__init__(daemon=True)
+        self.pieces: list[bytes] = []
+        self.error: NesteggError | None = None
+        self._read = functools.partial(download.read, start, end, early=early)
+        self.start()
+
+    def run(self) -> None:
+        try:
+            for piece in self._read():
+                self.pieces.append(piece)
+        except NesteggError as exc:
+            self.error = exc
+
+    @property
+    def got(self) -> bytes:
+        return b"".join(self.pieces)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(0, None), (0, 10), (100, len(DATA)), (len(DATA) - 1, len(DATA))],
+    ids=["whole", "range-at-the-start", "range-to-the-end", "last-byte"],
+)
+@pytest.mark.parametrize("early", [True, False], ids=["installer", "other"])
+def test_a_checked_file_is_whole_for_an_installer_and_waits_for_its_place_for_others(
+    checked: Download, tmp_path: Path, start: int, end: int | None, early: bool
+) -> None:
+    reader = Reader(checked, start, end, early=early)
+    reader.join(0.5)
+    assert reader.is_alive() is not early
+    if not early:
+        # all but the last byte at most, and nothing of a range short of the end, before the place
+        assert len(reader.got) <= max(0, len(DATA) - 1 - start)
+        if end is not None and end < len(DATA):
+            assert reader.got == b""
+        final = tmp_path / "demo-1.0.tar.gz"
+        checked._place(final, tmp_path / ".demo-1.0.tar.gz.part")
+        checked._finish(final)
+        reader.join(5)
+        assert not reader.is_alive()
+    assert (reader.got, reader.error) == (DATA[start:end], None)
+
+
+@pytest.mark.parametrize("early", [True, False], ids=["installer", "other"])
+def test_a_cache_that_fails_once_the_file_is_checked_breaks_off_only_who_waits_for_it(
+    checked: Download, early: bool
+) -> None:
+    reader = Reader(checked, 0, None, early=early)
+    reader.join(0.5)
+    error = InsufficientStorage("the disk is full")
+    checked._fail(error)
+    reader.join(5)
+    assert not reader.is_alive()
+    if early:
+        assert (reader.got, reader.error) == (DATA, None)  # checked bytes, had before the cache failed
+    else:
+        # never whole: the last byte waited for the place, and the answer breaks off
+        assert (reader.got, reader.error) == (DATA[:-1], error)
+    # a reader that comes after the failure gets the error, installer or not
+    with pytest.raises(InsufficientStorage):
+        list(checked.read(early=early))
+
+
+def test_a_checked_download_is_not_abandoned(checked: Download) -> None:
+    """Nobody reads it any more: only its place is left to make, and the file is kept."""
+    assert checked.attach()
+    checked.leave()
+    assert not checked._abandon(float("inf"), 0.0, near=False)
+    assert not checked.failed
