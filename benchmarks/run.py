@@ -739,36 +739,43 @@ strace and tracemalloc):
   compatible wheel of every version: the server cannot know the pins), against a directory
   listing of 34 files.
 - *Cold downloads, plain nestegg.* The same pip work as direct, plus the server's own work on the
-  critical path of each first request: a page is fetched (the same round trip as pip's), parsed
-  as it arrives (about 9 us a file entry in Python: 87 ms for coverage's 9,555 files, 143 ms for
-  pydantic-core's 15,057), its state written, rendered for the asker, gzip encoded and kept; a
-  file's last byte waits until its hashes are checked, the file synced and its record written (a
-  client that then asks for the page sees what was learned, in any process). Timed in-process on
-  the small set, a cold page took about 17 ms from request to answer against 3 ms for the same
-  page straight from the upstream, and a cold file about 11 ms against 3 ms; the large set's pages
-  cost more (0.1-0.5 s each for pages of 4,000-15,000 files). Two changes took that down: pip's
-  pages no longer offer the metadata of small wheels (cold, pip asked for it and the mirror read it
-  from the upstream's wheel by ranges before the wheel itself: a third request per package), and
-  the metadata a page lists is worked out as it is written instead of by copies of the page
-  (coverage's cold page 490 -> 305 ms). What is left is spread thin (parse about half, rendering
-  and writing the rest); reading the whole body with ``json.loads`` instead of entry by entry was
-  measured and saved nothing once warm (and would hold a page whole), and letting the last byte of
-  a file go before it is kept breaks what a client that asks for the page next sees. pip 26 spends
-  less of its own time per page than pip 23, so the same server work weighs more in its ratio.
+  critical path of each first request. Seen from pip (its requests stack timed in its own process,
+  the small set, 3 runs): pip's own time between requests is the same through nestegg as direct
+  (0.35 s), and its time inside requests is 0.28 s direct, 0.59 s through a cold nestegg and 0.09 s
+  through a warm one; the cold server takes 0.52 s from each request to its last byte, about half
+  of it the upstream's. Timed in-process, the median small page: the upstream's first byte at
+  2.8 ms, parsed as it arrives (1.7 ms more; about 8 us a file entry in Python, 0.36 s for the own
+  set's pages and 0.08 s for the small set's), rendered for pip (0.5 ms) and answered at 5.5 ms;
+  its state and rendering are written after the answer for pip and uv (1.4 ms, while pip reads it),
+  for pages of up to 3,000 files. A larger page is written as it is rendered, before its answer
+  (0.1-0.2 s each for pages of 4,000-15,000 files). The median small file: 0.9 ms before the
+  upstream is asked (the download's thread, its lock), the upstream's first byte 3 ms later, and
+  pip's last byte once its size and hashes are checked; the fsync (0.8 ms), the metadata read from
+  the wheel (0.4 ms) and the record follow while pip goes on (other clients wait for them, and a
+  page of the project asked meanwhile in the process too). Before, those came before the last byte:
+  the own set's cold run went from 3.52 to 3.32 s with that change alone, and answering pages of up
+  to 3,000 files before writing them (600 before) took it to 3.30 s against 3.41 s, the small set to
+  1.34 against 1.38 s (A/B runs of two trees, 5-6 rounds, not this table's run). What is left is
+  spread thin: parsing is about half, then rendering, the thread hand-overs of each download and the
+  round trip to the server. Reading the whole body with ``json.loads`` instead of entry by entry
+  saves about a third of the parse but holds a page whole, and a hostile page of nested empty lists
+  is about 20 times its size in objects. pip 26 spends less of its own time per page than pip 23, so
+  the same server work weighs more in its ratio.
 - *What the hostile-input fixes cost (issue 20).* Measured where each was made, on the loaded
   machine: warm pages after the server's fixes for slow and gone clients (sends from the event
   loop, send deadlines, the look at a client gone) served 1,611 HTML pages/s against 1,776 before,
   p99 17.5 ms against 14 ms (the look at the socket instead of waitress's lookahead won back
   1,426 -> 1,781 HTML and 1,384 -> 2,184 JSON pages/s); opening a cached file walks its folders
   without following links, 12 system calls (about 25-30 us) a file; a file's last byte still
-  waits for its check, as before. The keyring is asked only after a 401 (it cost every start
+  waits for its check. The keyring is asked only after a 401 (it cost every start
   190 ms when asked up front).
 - *Peak RSS.* About 34 MB is the interpreter with its imports before any request (``requests``,
   ``urllib3`` and ``ssl`` alone ~17 MB: requests is a dependency of the design; ``serve`` loads
   none of the other commands' modules, which took 2 MB more). No page is whole
   in memory as bytes or text: upstream pages are parsed as they arrive, rendered into their files
   a piece at a time and sent from them, at most 256 KiB read at a time per connection (waitress
-  read 4 MiB, the socket's send buffer on loopback); only pages up to 64 KiB are held in memory
+  read 4 MiB, the socket's send buffer on loopback); only pages up to 64 KiB are held in memory,
+  and one fetched just now for pip or uv (up to 3,000 files, about 1 MB) while it is answered
   (4 MiB in all). What sets the peak is the largest page's model while it is made: pydantic-core's
   15,000 files, 10.0 MB in tracemalloc. Its state file is written a slice of 2,048 values of a
   column at a time (building its columns first took 4 MB more: pydantic-core's cold page alone
