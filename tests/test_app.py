@@ -8,6 +8,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -650,6 +651,18 @@ def test_a_page_fetched_just_now_is_written_after_an_installer_has_its_answer(
     assert faults.count(f"/simple/{project}/") == 1
 
 
+def delay_records(monkeypatch: pytest.MonkeyPatch, wait: Callable[[], object]) -> None:
+    """Each downloaded file's record is written once ``wait()`` returns: until then the file is
+    checked, and not in place."""
+    write_record = CacheStore.write_record
+
+    def delayed(store: CacheStore, name: NormalizedName, dist: DistFile) -> None:
+        wait()
+        write_record(store, name, dist)
+
+    monkeypatch.setattr(CacheStore, "write_record", delayed)
+
+
 @pytest.mark.parametrize(
     ("agent", "whole_first"),
     [
@@ -674,13 +687,7 @@ def test_a_file_fetched_just_now_is_put_in_place_after_an_installer_has_it_whole
     served = (upstream.mirror.repository.private.root / "pkg" / wheel.filename).read_bytes()
     faults.html_only = True  # no sizes upstream: the download learns it
     placed = threading.Event()
-    write_record = CacheStore.write_record
-
-    def held(store: CacheStore, name: NormalizedName, dist: DistFile) -> None:
-        placed.wait(10)
-        write_record(store, name, dist)
-
-    monkeypatch.setattr(CacheStore, "write_record", held)
+    delay_records(monkeypatch, lambda: placed.wait(10))
     mirror = make_mirror()
     headers = {} if agent is None else {"User-Agent": agent}
     page_url, json_type = mirror.index_url + "pkg/", {"Accept": JSON, **headers}
@@ -713,13 +720,7 @@ def test_a_mirror_stopped_once_an_installer_has_a_file_keeps_it(
 ) -> None:
     """A tox run's process ends once its mirror stops: the file pip has is in the cache by then."""
     (wheel,) = upstream.add("pkg", "1.0", sdist=False)
-    write_record = CacheStore.write_record
-
-    def slowly(store: CacheStore, name: NormalizedName, dist: DistFile) -> None:
-        time.sleep(0.5)
-        write_record(store, name, dist)
-
-    monkeypatch.setattr(CacheStore, "write_record", slowly)
+    delay_records(monkeypatch, lambda: time.sleep(0.5))
     mirror = make_mirror()
     pip = {"User-Agent": PIP}
     requests.get(mirror.index_url + "pkg/", headers=pip, timeout=30).raise_for_status()
