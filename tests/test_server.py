@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ import requests
 from waitress.buffers import ReadOnlyFileBasedBuffer
 from waitress.channel import HTTPChannel
 
+from nestegg_core import Config, Mirror
 from nestegg_core.serve import _waitress
 from nestegg_core.serve._waitress import PacedDispatcher
 from nestegg_core.testing.pytest_plugin import PrivateIndex
@@ -61,3 +64,24 @@ def test_the_server_paces_its_workers_and_marks_slow_clients_as_waits(make_mirro
     # the method the channel wraps is waitress's own: a waitress that renamed it would leave a
     # slow client's wait undeclared (the watchdog would still let another task run)
     assert "_flush_outbufs_below_high_watermark" in vars(HTTPChannel)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts this process's descriptors in /proc")
+def test_a_stopped_mirror_holds_no_file_or_connection_open(upstream: PrivateIndex, tmp_path: Path) -> None:
+    """A test run or a program that starts mirrors one after another would run out of descriptors:
+    each kept its nest's generation files and its connections to the upstream open."""
+    (wheel,) = upstream.add("pkg", "1.0", sdist=False)
+
+    def one_mirror(nest: Path) -> None:
+        with (
+            Mirror(Config(nestegg_dir=nest, port=0, index_url=upstream.index_url)) as mirror,
+            requests.Session() as http,
+        ):
+            http.get(mirror.index_url + "pkg/").raise_for_status()
+            http.get(f"{mirror.url}/files/pkg/{wheel.filename}").raise_for_status()
+
+    one_mirror(tmp_path / "first")  # what is made once a process (imports, the upstream's own)
+    before = len(os.listdir("/proc/self/fd"))
+    for number in range(5):
+        one_mirror(tmp_path / f"nest-{number}")
+    assert len(os.listdir("/proc/self/fd")) - before <= 2  # 6 a mirror before

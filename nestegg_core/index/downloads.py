@@ -494,6 +494,8 @@ class Downloads:
         """Wait, up to ``timeout`` seconds, for the files of ``name`` (None: every project) that an
         early reader has whole to be in place: a page asked for once a client has a file lists what
         was learned, and a server that stops keeps the files its clients have."""
+        if not self._running:  # every warm page asks: no lock taken when nothing downloads
+            return
         with self._lock:
             verified = [d for d in self._running.values() if d._state == _VERIFIED and name in (None, d.name)]
         deadline = time.monotonic() + timeout

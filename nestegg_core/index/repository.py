@@ -159,6 +159,8 @@ class Repository:
         #: the mirror's name in the Via header of its upstream requests: a request that carries it
         #: came round a loop (``NesteggApp`` refuses it)
         self.via_token = new_via_token()
+        #: the fetcher this repository made, whose connections it closes (:meth:`close`)
+        self._own_fetcher: HttpFetcher | None = None
         if fetcher is None:
             fetcher = (
                 OfflineFetcher()
@@ -172,6 +174,7 @@ class Repository:
                     via_token=self.via_token,
                 )
             )
+            self._own_fetcher = fetcher if isinstance(fetcher, HttpFetcher) else None
         #: the upstreams that could not be reached, not waited for again at once
         self.circuits = Circuits(config.upstream_url)
         if not config.offline:
@@ -632,13 +635,16 @@ class Repository:
             downloads.settle(None, max(0.0, deadline - time.monotonic()))
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the background work, waiting up to ``timeout`` for a page being made (the server
-        calls this when it stops)."""
+        """Stop the background work, waiting up to ``timeout`` for a page being made, once the files
+        an installer has are in place; let go of the files and connections held open (the server
+        calls this when it stops: a later use opens them again)."""
         self.keep_files_served(timeout)
         self.refresher.stop(timeout)
         self.downloads.drop_pending()
         self.store.generation.close()
         self.private.generation.close()
+        if self._own_fetcher is not None:
+            self._own_fetcher.close()
 
     def _disk_token(self, name: NormalizedName, meta: bool = True) -> str | None:
         """The token of the mirror's page of ``name`` on disk; None for private and merged names,

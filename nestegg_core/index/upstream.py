@@ -410,6 +410,10 @@ class HttpFetcher:
         #: whether the index itself is on an internal address (see _index_internal)
         self._internal: bool | None = None
 
+    def close(self) -> None:
+        """Close the connections kept open to the upstream (a later request opens new ones)."""
+        self._adapter.close()
+
     @property
     def session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)

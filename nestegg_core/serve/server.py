@@ -127,7 +127,8 @@ class Mirror:
         _waitress.shut_down(server, self._thread, timeout)
         self._thread = None
         # a process may end once stopped: the files its clients have are put in the cache first
-        self.repository.keep_files_served(timeout)
+        for repository in (self.repository, *(routed for _, routed in self.repository.routes.items())):
+            repository.close(timeout)
 
     def __enter__(self) -> Mirror:
         return self.start()

@@ -347,7 +347,7 @@ class ToxRun:
         if mirror is not None:
             mirror.stop()
             for mounted in self._mounts.repositories() if self._mounts else ():
-                mounted.keep_files_served()  # as the mirror's own: before tox's process ends
+                mounted.close()  # as the mirror's own: its files kept before tox's process ends
         self._restore_logging()
         if mirror is not None:
             for outage in self._outages(mirror):
