@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import subprocess
 import sys
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -246,11 +248,10 @@ def test_the_metadata_of_a_wheel_not_cached_is_read_by_ranges_kept_and_then_chec
     assert expected is not None
     assert response.content == expected
     assert b"Requires-Dist: other>=1" in response.content
-    # the end of the zip (its central directory, and here its METADATA): a few KiB, not 3 MiB
+    # the end of the zip (its central directory, and here its METADATA) in one request, not 3 MiB
     ranged = faults.files(whole=False)
     assert faults.files(whole=True) == []
-    assert 1 <= len(ranged) <= 3
-    assert sum(s.length for s in ranged) < 32 * 1024  # the last 8 KiB, and what else it lacks
+    assert [s.length for s in ranged] == [ranges_module.TAIL]
     store = mirror.repository.store
     assert store.metadata_ranged_path(NormalizedName("pkg"), filename).is_file()
     faults.reset()
@@ -263,6 +264,68 @@ def test_the_metadata_of_a_wheel_not_cached_is_read_by_ranges_kept_and_then_chec
     assert "read by ranges" not in caplog.text
     assert page_entries(http, mirror.index_url)[filename] == {"sha256": sha256(expected)}
     assert http.get(url + ".metadata", timeout=30).content == expected
+
+
+def handmade_wheel(folder: Path, *, dist_info_first: bool, members: int) -> tuple[Path, bytes]:
+    """A wheel of ``pkg`` 2.0 with ``members`` modules beside 1 MiB of data, its .dist-info
+    first or last in the archive: its path and METADATA."""
+    metadata = b"Metadata-Version: 2.1\nName: pkg\nVersion: 2.0\nRequires-Dist: other>=2\n"
+    info = [
+        ("pkg-2.0.dist-info/METADATA", metadata),
+        (
+            "pkg-2.0.dist-info/WHEEL",
+            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        ),
+    ]
+    modules = [
+        (f"pkg/a_module_with_a_rather_long_name_to_fill_the_directory_{i:05}.py", b"") for i in range(members)
+    ]
+    data = [("pkg/data.bin", bytes(range(256)) * 4096)]
+    ordered = info + modules + data if dist_info_first else modules + data + info
+    path = folder / "pkg-2.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, body in ordered:
+            archive.writestr(
+                name, body, zipfile.ZIP_STORED if name.endswith(".bin") else zipfile.ZIP_DEFLATED
+            )
+        archive.writestr("pkg-2.0.dist-info/RECORD", "".join(f"{name},,\n" for name, _ in ordered))
+    return path, metadata
+
+
+@pytest.mark.parametrize(
+    ("dist_info_first", "members", "requests_made"),
+    [
+        (False, 150, 1),  # the wheel spec's order: the tail holds the directory and the METADATA
+        (True, 150, 2),  # the tail holds the directory; the METADATA, far before it, in one more
+        (True, 1500, 3),  # a directory larger than the tail: the rest of it, then the METADATA
+    ],
+)
+def test_a_wheels_metadata_takes_few_ranges_and_no_byte_twice(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    tmp_path: Path,
+    dist_info_first: bool,
+    members: int,
+    requests_made: int,
+) -> None:
+    # each request is a round trip to the upstream, which may be far: 3 or 4 of them were 8 KiB
+    faults.no_metadata = True
+    path, metadata = handmade_wheel(tmp_path, dist_info_first=dist_info_first, members=members)
+    upstream.publish(path)
+    mirror = make_mirror()
+    response = http.get(f"{mirror.url}/files/pkg/{path.name}.metadata", timeout=30)
+    assert response.status_code == 200
+    assert response.content == metadata
+    ranged = faults.files(whole=False)
+    assert faults.files(whole=True) == []
+    assert len(ranged) == requests_made
+    spans = sorted(
+        tuple(int(n) for n in s.headers["range"].removeprefix("bytes=").split("-")) for s in ranged
+    )
+    assert all(last < first for (_, last), (first, _) in itertools.pairwise(spans))
+    assert spans[-1][1] == path.stat().st_size - 1  # the first one: the end of the wheel
 
 
 def test_metadata_read_by_ranges_that_is_not_the_wheels_is_replaced_when_the_wheel_is_cached(
@@ -308,16 +371,17 @@ def test_a_damaged_wheel_upstream_is_a_502_for_its_metadata(
 ) -> None:
     filename = "pkg-1.0-py3-none-any.whl"
 
-    # the ranges asked, in turn: the last 8 KiB, then the last 64 KiB (no end record in either)
-    tails = iter([22 + 8 * 1024, 22 + 0xFFFF])
+    # the ranges asked, in turn: the last 64 KiB, then the few bytes before them that the longest
+    # end record with its comment would take (no end record in either)
+    size, tail = len(PAYLOAD), ranges_module.TAIL
+    spans = iter([(size - tail, size), (size - 22 - 0xFFFF, size - tail)])
 
     def answer(method: str, path: str) -> Answer:
         if path == "/simple/pkg/":
             return one_file_page(server, filename, PAYLOAD)
-        tail = next(tails)
-        start = len(PAYLOAD) - tail
-        content_range = f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}"
-        return Answer(status=206, body=PAYLOAD[start:], headers={"Content-Range": content_range})
+        start, end = next(spans)
+        content_range = f"bytes {start}-{end - 1}/{size}"
+        return Answer(status=206, body=PAYLOAD[start:end], headers={"Content-Range": content_range})
 
     with RawUpstream(answer) as server:
         mirror = make_mirror(index_url=server.index_url, timeout=TIMEOUT)

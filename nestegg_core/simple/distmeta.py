@@ -166,6 +166,9 @@ _SHORT_TAIL = 8 * 1024
 _MAX_HEADER = _CENTRAL.size + 3 * 0xFFFF
 _ENCRYPTED = 0x01 | 0x20 | 0x40  # encrypted, compressed patched data, strong encryption
 _UTF8 = 0x800
+#: the bytes of a local header's extra field a reader of ranges is told to expect (wheels' are
+#: empty or a few dozen bytes; a longer one is read as it comes)
+_LOCAL_EXTRA = 1024
 _STORED, _DEFLATED = 0, 8
 
 
@@ -294,6 +297,9 @@ class _Zip:
         stored = entry.method == _STORED
         if entry.packed_size > 2 * _MAX_METADATA or (stored and entry.packed_size != entry.size):
             raise ArchiveError(f"{where} is damaged: {entry.packed_size:,} bytes packed for {entry.size:,}")
+        expect = getattr(self.handle, "expect", None)
+        if expect is not None:  # a file read by ranges: its header, name and data in one request
+            expect(entry.offset, _LOCAL.size + len(entry.raw_name) + _LOCAL_EXTRA + entry.packed_size)
         self.handle.seek(entry.offset)
         header = self.handle.read(_LOCAL.size)
         if len(header) < _LOCAL.size or not header.startswith(b"PK\x03\x04"):
