@@ -52,6 +52,8 @@ METRICS = (
     Metric("small-cold", "small set: cold pip download --no-deps, 35 packages", "s"),
     Metric("small-warm", "small set: warm pip download again, fresh directory", "s"),
     Metric("small-uv", "small set: warm uv pip install --no-cache, fresh venv", "s"),
+    Metric("distant-cold", "cold, upstream {rtt} ms farther: pip download --no-deps", "s"),
+    Metric("small-distant-cold", "small set: the same", "s"),
     Metric(
         "pages-1-html", "pages/s, 1 client, HTML (p50/p99 ms)", "/s", ("pages-1-html:p50", "pages-1-html:p99")
     ),
@@ -158,7 +160,11 @@ def cells(results: Results, metric: Metric) -> list[str]:
 
 def table(results: Results) -> str:
     """An RST simple table (also readable as plain text) of medians and ratios to nestegg."""
-    labels = {"files": results.facts.get("bigpage_files", "?"), "mb": results.facts.get("bigwheel_mb", "?")}
+    labels = {
+        "files": results.facts.get("bigpage_files", "?"),
+        "mb": results.facts.get("bigwheel_mb", "?"),
+        "rtt": results.facts.get("rtt_ms", "?"),
+    }
     rows = [["workload", *(_HEADERS[c] for c in COLUMNS)]]
     for metric in METRICS:
         row = cells(results, metric)
@@ -324,6 +330,13 @@ def targets(results: Results) -> list[Target]:
             ),
         ):
             add(f"{text} ({label})", partial(versus, prefix + key, column, most, what))
+
+    rtt = results.facts.get("rtt_ms", "?")
+    for prefix, label in (("small-", "small set"), ("", "own set")):
+        add(
+            f"cold pip download ≤ 1.2x the upstream direct, both {rtt} ms farther from it ({label})",
+            partial(versus, prefix + "distant-cold", "direct", 1.2, "the upstream direct"),
+        )
 
     def past_ttl(prefix: str) -> tuple[bool, str] | None:
         """The warm run past the TTL, which asks the upstream for every page, against the direct's."""

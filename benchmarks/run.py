@@ -18,9 +18,11 @@ installers' cold downloads stays on loopback. Needs Linux (peak RSS is read from
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -107,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="the interpreter whose pip the pip download workloads run (default: this one)",
     )
+    parser.add_argument(
+        "--upstream-rtt-ms",
+        type=float,
+        default=20.0,
+        help="round trip added to the upstream for the distant cold rows (a proxy on loopback; 0: none)",
+    )
     parser.add_argument("--no-tox", action="store_true", help="skip the tox workload")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, caches)")
     return parser
@@ -143,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for server in servers:
             server.prepare({"pypi": upstream, "local": described["index_url"]})
         findlinks = work / "find-links"
+        proxy = start_distance(work, upstream, args.upstream_rtt_ms, results)
         spent: list[float] = []
         for number in range(rounds):
             elapsed = time.monotonic() - began
@@ -179,6 +188,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                     number=number,
                     prefix="small-",
                 )
+            if proxy is not None:
+                sets = [("distant-", args.requirements)]
+                if str(args.small_requirements) != "none":
+                    sets.append(("small-distant-", args.small_requirements))
+                for prefix, requirements in sets:
+                    distant_round(
+                        order,
+                        upstream,
+                        results,
+                        requirements=requirements,
+                        proxy=proxy,
+                        work=work,
+                        prefix=prefix,
+                    )
             spent.append(time.monotonic() - round_began)
             results.facts["rounds"] = str(number + 1)  # the rounds run, which the report says
         if not args.no_tox and "nestegg" in wanted:
@@ -439,6 +462,51 @@ def remote_round(
             results.add(prefix + "past-ttl", "nestegg", past)
 
 
+def distant_round(
+    order: list[Server],
+    upstream: str,
+    results: report.Results,
+    *,
+    requirements: Path,
+    proxy: str,
+    work: Path,
+    prefix: str,
+) -> None:
+    """The cold pip download through each server started afresh, then straight from the upstream,
+    all reaching the upstream through ``proxy`` (farther away by ``--upstream-rtt-ms``)."""
+    dest = work / "download-distant"
+    for server in order:
+        instance = _attempt(
+            results, f"{server.name} start (distant)", server.start, upstream, "pypi", probe=None, proxy=proxy
+        )
+        if instance is None:
+            continue
+        try:
+            seconds = _attempt(
+                results,
+                f"{server.name} cold pip download, upstream farther",
+                workloads.pip_download,
+                requirements,
+                dest,
+                index_url=instance.index_url,
+            )
+        finally:
+            instance.process.stop()
+        if seconds is not None:
+            results.add(prefix + "cold", server.name, seconds)
+    seconds = _attempt(
+        results,
+        "direct cold pip download, upstream farther",
+        workloads.pip_download,
+        requirements,
+        dest,
+        index_url=upstream,
+        proxy=proxy,
+    )
+    if seconds is not None:
+        results.add(prefix + "cold", "direct", seconds)
+
+
 def warm_runs(
     results: report.Results,
     column: str,
@@ -542,6 +610,31 @@ def start_upstream(work: Path, args: argparse.Namespace) -> tuple[subprocess.Pop
         process.wait(30)
         raise RuntimeError(f"the local upstream failed; see {work / 'upstream.log'}")
     return process, json.loads(line)
+
+
+def start_distance(work: Path, upstream: str, rtt_ms: float, results: report.Results) -> str | None:
+    """The URL of a proxy (``latency.py``) that adds ``rtt_ms`` to every round trip to the
+    upstream, or None: none asked, an upstream that is not HTTPS, or a machine that reaches it
+    through a proxy of its own (which this one would bypass)."""
+    if rtt_ms <= 0:
+        return None
+    if not upstream.startswith("https://"):
+        results.notes.append("no distant rows: the upstream is not reached over HTTPS")
+        return None
+    if any(key.lower() in ("https_proxy", "all_proxy") for key in os.environ):
+        results.notes.append("no distant rows: this machine reaches the upstream through a proxy")
+        return None
+    port = free_port()
+    command = [sys.executable, str(HERE / "latency.py"), "--port", str(port), "--rtt-ms", f"{rtt_ms:g}"]
+    launch("latency", command, env=server_env(), log=work / "latency.log")
+    for _ in range(500):  # it listens within a second
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            break
+        time.sleep(0.01)
+    else:
+        raise RuntimeError(f"the latency proxy did not listen; see {work / 'latency.log'}")
+    results.facts["rtt_ms"] = f"{rtt_ms:g}"
+    return f"http://127.0.0.1:{port}"
 
 
 def stop_upstream(process: subprocess.Popen[str]) -> None:

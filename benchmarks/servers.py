@@ -211,11 +211,16 @@ class Server(ABC):
     def index_path(self, role: str) -> str:
         """The path of the Simple API root of an instance serving the ``role`` upstream."""
 
-    def start(self, upstream: str, role: str, *, probe: str | None, timeout: float = 120.0) -> Instance:
-        """Start with an empty cache; time from launch to the first 200 on ``probe``'s page."""
+    def start(
+        self, upstream: str, role: str, *, probe: str | None, timeout: float = 120.0, proxy: str | None = None
+    ) -> Instance:
+        """Start with an empty cache; time from launch to the first 200 on ``probe``'s page. With a
+        ``proxy``, the server reaches an HTTPS upstream through it (``HTTPS_PROXY``)."""
         cache = self.work / f"cache-{role}-{secrets.token_hex(4)}"
         port = free_port()
         command, env = self.command(port, cache, upstream, role)
+        if proxy is not None:
+            env = {**env, "HTTPS_PROXY": proxy}
         base = f"http://127.0.0.1:{port}"
         index_url = base + self.index_path(role)
         launched = time.perf_counter()

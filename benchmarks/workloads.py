@@ -108,8 +108,10 @@ def pip_download(
     index_url: str | None = None,
     find_links: Path | None = None,
     timeout: float = 600,
+    proxy: str | None = None,
 ) -> float:
-    """Seconds for ``pip download --no-deps --no-cache-dir -r requirements`` into an empty ``dest``."""
+    """Seconds for ``pip download --no-deps --no-cache-dir -r requirements`` into an empty ``dest``
+    (through ``proxy`` to an HTTPS index, if given)."""
     shutil.rmtree(dest, ignore_errors=True)
     command = [
         PIP_PYTHON,
@@ -128,7 +130,7 @@ def pip_download(
     ]
     if find_links is not None:
         command += ["--no-index", "--find-links", str(find_links)]
-    env = installer_env(index_url)
+    env = installer_env(index_url) if proxy is None else installer_env(index_url, HTTPS_PROXY=proxy)
     elapsed = _timed(command, env, f"pip download from {index_url or find_links}", timeout)
     expected = len(requirement_names(requirements))
     got = len(list(dest.iterdir()))
