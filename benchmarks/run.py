@@ -58,6 +58,8 @@ from nestegg_core.testing import find_uv, installer_env
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CONCURRENT_CLIENTS = 16
+#: the round trip the distant rows add to the upstream (a machine farther from the index)
+DEFAULT_RTT_MS = 20.0
 
 
 class Settings:
@@ -112,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--upstream-rtt-ms",
         type=float,
-        default=20.0,
+        default=DEFAULT_RTT_MS,
         help="round trip added to the upstream for the distant cold rows (a proxy on loopback; 0: none)",
     )
     parser.add_argument("--no-tox", action="store_true", help="skip the tox workload")
@@ -784,6 +786,14 @@ METHOD = f"""\
   downloads the requirements once more: the next tox run after the TTL, in which nestegg asks the
   upstream for every page again and (the upstream unchanged) makes none of them again. Compared
   with the upstream direct's warm run.
+- **Distant rows**: each server started afresh (empty cache), then pip straight from the upstream,
+  all reaching the upstream through ``benchmarks/latency.py``, a CONNECT proxy on loopback that
+  holds every byte, each way, for half of ``--upstream-rtt-ms`` ({DEFAULT_RTT_MS:g} ms unless
+  said): every round trip to the upstream (the TCP connect, the TLS handshake, each request)
+  takes that much longer, as from a machine farther from the index. The bandwidth stays the
+  machine's. The proxy relays every byte in Python on the same two cores, which weighs on a
+  server's run (three processes) more than on pip direct (two). Not run when the upstream is not
+  HTTPS, or when this machine reaches it through a proxy of its own.
 - **Pages/s** come from a small keep-alive HTTP client in threads (``benchmarks/load.py``) cycling
   over the warm project pages of the requirements (each asked once before, not timed), at most
   {Settings(False).max_requests} requests
@@ -850,10 +860,29 @@ strace and tracemalloc):
   to 3,000 files before writing them (600 before) took it to 3.30 s against 3.41 s, the small set to
   1.34 against 1.38 s (A/B runs of two trees, 5-6 rounds, not this table's run). What is left is
   spread thin: parsing is about half, then rendering, the thread hand-overs of each download and the
-  round trip to the server. Reading the whole body with ``json.loads`` instead of entry by entry
-  saves about a third of the parse but holds a page whole, and a hostile page of nested empty lists
-  is about 20 times its size in objects. pip 26 spends less of its own time per page than pip 23, so
-  the same server work weighs more in its ratio.
+  round trip to the server. Of the parse (7.3 us a file entry, the own set's 48,953 entries in
+  0.36 s of CPU, which is on the critical path: the bodies themselves came in 0.12-0.16 s in all),
+  the C decoder takes 1.7 us, making the file's model 3.3 us (its frozen dataclass's ``__init__``
+  alone 1.4 us), and checking the names and the rest 2.3 us. Reading the whole body with
+  ``json.loads`` and the same hook instead of entry by entry saves about a fifth (0.29 s against
+  0.36 s, the checks included) but holds a page whole, and a hostile page of nested empty lists is
+  about 20 times its size in objects; stepping through entries without the generic reader's calls
+  saved nothing measurable. pip 26 spends less of its own time per page than pip 23, so the same
+  server work weighs more in its ratio.
+- *Cold downloads with the upstream farther (the distant rows).* The server's own time on each
+  first request stays what it is near the upstream, while every round trip, pip's direct ones and
+  the server's alike, grows: 20 ms farther, the small set goes from about 1.35x to 1.18x direct and
+  the own set from about 1.4x to 1.3x. What keeps the own set above is its pages' parse (0.36 s of
+  CPU) and its 4 large wheels the index pip uses here lists no PEP 658 metadata for: pip's pages
+  list their metadata (a wheel of 2 MiB or more, see above), which nestegg reads by ranges, one
+  round trip each. Those were 14 requests for the 4 wheels with the last 8 KiB asked first, and are
+  9 with the last 64 KiB (the central directory of most wheels, and the METADATA of a wheel that
+  puts its ``.dist-info`` last, in one request; no byte asked for twice; a member's header and data
+  together). A/B runs of the two trees 20 ms farther, 3 rounds: the own set 5.61 -> 5.50 s (direct
+  4.14 s), the small set 3.32 -> 3.12 s (direct 2.67 s; its virtualenv wheel, 3 requests -> 1). The
+  file then comes from the download started ahead once pip read its metadata, which near this
+  upstream saves little (its 37 MB come at several hundred MB/s) and on a slower link saves the
+  whole download's time.
 - *What the hostile-input fixes cost (issue 20).* Measured where each was made, on the loaded
   machine: warm pages after the server's fixes for slow and gone clients (sends from the event
   loop, send deadlines, the look at a client gone) served 1,611 HTML pages/s against 1,776 before,
