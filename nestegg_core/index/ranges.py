@@ -9,8 +9,8 @@ downloaded whole, as before.
 A wheel's METADATA is read by ranges as from a file (:func:`simple.distmeta.wheel_metadata`, with
 its bounds): the end of the zip (its last ``TAIL`` bytes), then what the central directory has
 before that, if anything, then the member's local header and data, in one request (the reader
-says what it reads next). Each request is one round trip to the upstream: an upstream 20 ms
-away took 3 or 4 of them for a large wheel, 60-80 ms, when the end asked for was 8 KiB.
+says what it reads next). Each request is a round trip to an upstream that may be far away, and
+a client waits on all of them: few larger requests beat many small ones.
 """
 
 from __future__ import annotations
