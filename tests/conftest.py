@@ -33,6 +33,8 @@ class Seen:
     #: the answer's status and Content-Length, once it started
     status: int = 0
     length: int = 0
+    #: the client's port: which connection the request came on
+    port: str = ""
 
 
 @dataclass
@@ -92,7 +94,7 @@ class Faults:
             headers = {
                 k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
             }
-            seen = Seen(environ["REQUEST_METHOD"], path, headers)
+            seen = Seen(environ["REQUEST_METHOD"], path, headers, port=environ.get("REMOTE_PORT", ""))
             with self.lock:
                 self.seen.append(seen)
             status = self.status_for.get(path, self.status)

@@ -468,6 +468,32 @@ def test_pips_read_of_a_wheels_metadata_starts_the_wheels_download(
     assert len(faults.files()) == 1
 
 
+def test_a_download_ahead_leaves_pips_connection_to_pip(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a download no client waits on takes a connection of its own: pip's next request finds the
+    # one it used idle, where it would wait for a new one (three round trips to a far upstream)
+    monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", 1)
+    [big] = upstream.add("big", "1.0", sdist=False, payload_size=200_000)
+    [small] = upstream.add("small", "1.0", sdist=False)
+    mirror = make_mirror()
+    mirror.repository.downloads.ahead_after = 0.0
+    faults.file_delay = 1.0  # the download ahead is still running when pip asks on
+    assert http.get(mirror.index_url + "big/", headers={"Accept": JSON, "User-Agent": PIP}).ok
+    metadata = f"/files/big/{big.filename}.metadata"
+    assert http.get(mirror.url + metadata, headers={"User-Agent": PIP}).ok
+    wait_until(lambda: faults.count(f"/files/big/{big.filename}") == 1, "the download ahead")
+    assert http.get(mirror.index_url + "small/", headers={"Accept": JSON, "User-Agent": PIP}).ok
+    assert http.get(f"{mirror.url}/files/small/{small.filename}", headers={"User-Agent": PIP}).ok
+    port = {s.path: s.port for s in faults.seen}
+    assert port[metadata] == port["/simple/small/"] == port[f"/files/small/{small.filename}"]
+    assert port[f"/files/big/{big.filename}"] != port[metadata]
+
+
 @pytest.mark.parametrize(
     ("then", "ahead", "started"),
     [

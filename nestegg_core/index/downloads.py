@@ -51,7 +51,7 @@ from nestegg_core.storage.store import CacheStore
 from nestegg_core.urls import mask_url
 from nestegg_core.waits import blocking
 
-from .upstream import Fetcher
+from .upstream import Fetcher, in_background
 
 logger = logging.getLogger(__name__)
 
@@ -575,7 +575,7 @@ class Downloads:
             if not self.slots.take():
                 return False
             try:
-                download = self._start(key, name, dist)
+                download = self._start(key, name, dist, ahead=True)
             except Unavailable:
                 return False
             self._ahead.add(key)
@@ -589,15 +589,15 @@ class Downloads:
             download = self._running.get(_key(name, dist))
         return None if download is None or download.failed else download
 
-    def _start(self, key: _Key, name: NormalizedName, dist: DistFile) -> Download:
-        """A new download with its first reader, in a thread of its own (under ``_lock``, with a slot)."""
+    def _start(self, key: _Key, name: NormalizedName, dist: DistFile, *, ahead: bool = False) -> Download:
+        """A new download with its first reader, in a thread of its own (under ``_lock``, with a
+        slot); one ``ahead`` of its client on connections of its own (``upstream.in_background``)."""
         download = Download(name, dist, self.store)
         download.attach()
         # its upstream requests say which mirrors the request that started it passed (Via)
         context = contextvars.copy_context()
-        thread = threading.Thread(
-            target=context.run, args=(self._run, download), name=f"nestegg-download-{dist.filename}"
-        )
+        run = partial(self._run_ahead, download) if ahead else partial(self._run, download)
+        thread = threading.Thread(target=context.run, args=(run,), name=f"nestegg-download-{dist.filename}")
         thread.daemon = True
         try:
             thread.start()
@@ -608,6 +608,10 @@ class Downloads:
             ) from None
         self._running[key] = download
         return download
+
+    def _run_ahead(self, download: Download) -> None:
+        with in_background():
+            self._run(download)
 
     def _run(self, download: Download) -> None:
         name, dist = download.name, download.dist

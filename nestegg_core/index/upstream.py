@@ -83,6 +83,8 @@ _hops: ContextVar[tuple[str, ...]] = ContextVar("nestegg_hops", default=())
 REVALIDATE_TIMEOUT = 5.0
 #: the page being fetched is one the mirror holds (see :func:`holding`)
 _holding: ContextVar[bool] = ContextVar("nestegg_holding", default=False)
+#: the requests being made are for work no client waits on (see :func:`in_background`)
+_background: ContextVar[bool] = ContextVar("nestegg_background", default=False)
 _PORTS = {"http": 80, "https": 443}
 
 
@@ -123,6 +125,18 @@ def hops_of(via: str | None) -> Iterator[None]:
         yield
     finally:
         _hops.reset(token)
+
+
+@contextlib.contextmanager
+def in_background() -> Iterator[None]:
+    """While it lasts, this thread's upstream requests go through connections of their own (a
+    download started ahead of its client): a client's next request then finds the connection it
+    would have taken idle, and waits for no new one (three round trips with TLS)."""
+    token = _background.set(True)
+    try:
+        yield
+    finally:
+        _background.reset(token)
 
 
 @contextlib.contextmanager
@@ -401,6 +415,8 @@ class HttpFetcher:
         self._local = threading.local()
         # urllib3's pools are thread-safe; sized for the server's threads plus downloads
         self._adapter = _CheckedAdapter(self._check_peer, pool_connections=8, pool_maxsize=32)
+        # and those of work no client waits on (in_background): a few downloads ahead at once
+        self._background_adapter = _CheckedAdapter(self._check_peer, pool_connections=4, pool_maxsize=4)
         self._origin = _origin(self.index_url)
         # pages and files at the index's own origin get the index's credentials, as pip gives
         # them: from its URL or .netrc, and from the keyring once the index asks for them (a 401)
@@ -413,19 +429,23 @@ class HttpFetcher:
     def close(self) -> None:
         """Close the connections kept open to the upstream (a later request opens new ones)."""
         self._adapter.close()
+        self._background_adapter.close()
 
     @property
     def session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
+        background = _background.get()
+        name = "background_session" if background else "session"
+        session: requests.Session | None = getattr(self._local, name, None)
         if session is None:
             session = _Session()
             session.headers["User-Agent"] = f"nestegg/{__version__}"
             # proxies from the environment; .netrc is read for the index's host only (logins)
             session.trust_env = True
-            session.mount("https://", self._adapter)
-            session.mount("http://", self._adapter)
+            adapter = self._background_adapter if background else self._adapter
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
             session.hooks["response"].append(_without_redirect_body)
-            self._local.session = session
+            setattr(self._local, name, session)
         return session
 
     def project(
