@@ -393,7 +393,8 @@ class _CheckedAdapter(requests.adapters.HTTPAdapter):
 class HttpFetcher:
     """The upstream over HTTP(S): a session per thread (requests is not thread-safe) over one shared
     connection pool, so that connections are reused whichever thread asks (downloads each get a thread
-    of their own): a new HTTPS connection costs round trips and loading the CA bundle again."""
+    of their own): a new HTTPS connection costs round trips and loading the CA bundle again. Work no
+    client waits on has a pool of its own (:func:`in_background`)."""
 
     def __init__(
         self,
