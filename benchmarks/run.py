@@ -871,8 +871,9 @@ strace and tracemalloc):
   server work weighs more in its ratio.
 - *Cold downloads with the upstream farther (the distant rows).* The server's own time on each
   first request stays what it is near the upstream, while every round trip, pip's direct ones and
-  the server's alike, grows: 20 ms farther, the small set goes from about 1.35x to 1.18x direct and
-  the own set from about 1.4x to 1.3x. What keeps the own set above is its pages' parse (0.36 s of
+  the server's alike, grows. 20 ms farther, the small set went from 1.35x to 1.18x direct in one run
+  (ab8a872) and from 1.46x to 1.23x in another (9283ecd, this table's), the own set from 1.41x to
+  1.29x and from 1.43x to 1.28x. What keeps the own set above is its pages' parse (0.36 s of
   CPU) and its 4 large wheels the index pip uses here lists no PEP 658 metadata for: pip's pages
   list their metadata (a wheel of 2 MiB or more, see above), which nestegg reads by ranges, one
   round trip each. Those were 14 requests for the 4 wheels with the last 8 KiB asked first, and are
