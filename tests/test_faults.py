@@ -668,6 +668,46 @@ def test_a_full_disk_once_a_file_is_checked_caches_nothing_and_fails_only_who_wa
     assert verify_cache(cache(mirror)) == 1
 
 
+def test_a_request_while_a_download_fails_starts_it_afresh(
+    upstream: PrivateIndex,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between removing its partial file and telling its error, a failing download takes no new
+    reader: the request that comes then downloads the file again instead of sharing that error."""
+    (wheel,) = upstream.add("pkg", "1.0", sdist=False, payload_size=300_000)
+    served = (upstream.mirror.repository.private.root / "pkg" / wheel.filename).read_bytes()
+    mirror = make_mirror()
+    failing, retried = threading.Event(), threading.Event()
+    write_record, tell = CacheStore.write_record, downloads_module.Downloads._full
+
+    def full(*_args: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def held(self: downloads_module.Downloads, *args: Any) -> Any:
+        failing.set()
+        retried.wait(5)  # its error is told once the next request is answered (or given up on)
+        return tell(self, *args)
+
+    monkeypatch.setattr(CacheStore, "write_record", full)
+    monkeypatch.setattr(downloads_module.Downloads, "_full", held)
+    http.get(mirror.index_url + "pkg/").raise_for_status()
+    url = f"{mirror.url}/files/pkg/{wheel.filename}"
+    pip = {"User-Agent": 'pip/26.3 {"python":"3.11.7"}'}
+    assert http.get(url, headers=pip, timeout=30).content == served  # checked bytes, then the disk fails
+    assert failing.wait(10)
+    monkeypatch.setattr(CacheStore, "write_record", write_record)  # room again
+    try:
+        again = http.get(url, headers=pip, timeout=30)
+    finally:
+        retried.set()
+    assert (again.status_code, again.content == served) == (200, True)
+    placed = mirror.repository.store.file_path(NormalizedName("pkg"), wheel.filename)
+    wait_until(placed.is_file, "the file in place")
+    assert verify_cache(cache(mirror)) == 1
+
+
 def test_a_full_disk_while_keeping_metadata_is_a_507(
     upstream: PrivateIndex,
     make_mirror: MirrorFactory,

@@ -173,6 +173,8 @@ class Download:
         #: the requests reading it (see :meth:`attach`), and when the last of them left
         self._readers = 0
         self._left: float | None = None
+        #: its worker is failing (see :meth:`_failing`): it takes no new reader
+        self._doomed = False
 
     @property
     def readers(self) -> int:
@@ -181,9 +183,9 @@ class Download:
 
     def attach(self) -> bool:
         """Count one more reader, who calls :meth:`leave` when done; False (and not counted) if
-        the download failed or was abandoned."""
+        the download failed, is failing or was abandoned."""
         with self._cond:
-            if self._state == _FAILED:
+            if self._state == _FAILED or self._doomed:
                 return False
             self._readers += 1
             return True
@@ -244,6 +246,12 @@ class Download:
             self.path, self._state = final, _DONE
             self.size = self.written = final.stat().st_size
             self._cond.notify_all()
+
+    def _failing(self) -> None:
+        """The worker gives up and removes its partial file; :meth:`_fail` says why once the
+        error is told. A request in between starts afresh instead of sharing that failure."""
+        with self._cond:
+            self._doomed = True
 
     def _fail(self, error: NesteggError) -> None:
         with self._cond:
@@ -587,7 +595,7 @@ class Downloads:
         """The download of ``dist`` this process runs now, if any (no reader is counted)."""
         with self._lock:
             download = self._running.get(_key(name, dist))
-        return None if download is None or download.failed else download
+        return None if download is None or download.failed or download._doomed else download
 
     def _start(self, key: _Key, name: NormalizedName, dist: DistFile, *, ahead: bool = False) -> Download:
         """A new download with its first reader, in a thread of its own (under ``_lock``, with a
@@ -748,6 +756,7 @@ class Downloads:
             self.store.write_record(name, record)
             download._place(final, part)
         except BaseException:
+            download._failing()
             with contextlib.suppress(OSError):
                 os.unlink(part)
             raise
