@@ -136,8 +136,9 @@ class RawUpstream:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
-        client.settimeout(30)
+        # a client closed by __exit__ before this thread ran is done with too
         with contextlib.suppress(OSError), client:
+            client.settimeout(30)
             self._exchange(client)
 
     def _exchange(self, client: socket.socket) -> None:
