@@ -6,9 +6,11 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
+import os
 import re
 import secrets
 import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -358,6 +360,37 @@ def _origin(url: str) -> tuple[str, str, int]:
     return (parts.scheme, parts.hostname or "", parts.port or _PORTS.get(parts.scheme, 0))
 
 
+#: TLS contexts with a CA bundle loaded, by the bundle's path and what its stat says
+_CONTEXTS: dict[tuple[str, int, int, int], ssl.SSLContext] = {}
+_CONTEXTS_LOCK = threading.Lock()
+#: the attribute of such a context that gives its bundle's path
+_BUNDLE = "nestegg_bundle"
+
+
+def bundle_context(path: str) -> ssl.SSLContext | None:
+    """A TLS context that verifies with the CA bundle file at ``path``, loaded once for as long as
+    the file is the same (its inode, size and time); None if it cannot be read as one (requests
+    then says why, as it would have)."""
+    try:
+        found = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    key = (path, found.st_ino, found.st_size, found.st_mtime_ns)
+    with _CONTEXTS_LOCK:
+        context = _CONTEXTS.get(key)
+        if context is None:
+            context = urllib3.util.create_urllib3_context()
+            try:
+                context.load_verify_locations(cafile=path)
+            except (OSError, ValueError, ssl.SSLError):
+                return None
+            setattr(context, _BUNDLE, path)
+            if len(_CONTEXTS) >= 8:  # a bundle rewritten again and again keeps only the last few
+                _CONTEXTS.pop(next(iter(_CONTEXTS)))
+            _CONTEXTS[key] = context
+        return context
+
+
 class _CheckedAdapter(requests.adapters.HTTPAdapter):
     """requests' adapter, whose connections (made without a proxy) are shown to ``check`` once
     made, before a byte is sent on them: the address a name resolved to, at the moment it is
@@ -388,6 +421,31 @@ class _CheckedAdapter(requests.adapters.HTTPAdapter):
             ConnectionCls = Https
 
         self.poolmanager.pool_classes_by_scheme = {"http": HttpPool, "https": HttpsPool}
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: bool | str, cert: str | tuple[str, str] | None = None
+    ) -> Any:
+        # requests names the CA bundle (its own, or REQUESTS_CA_BUNDLE's) to every new connection,
+        # and urllib3 loads it again each time: 24 ms of CPU for a system's bundle, on the path of
+        # the request that opens it. One context a bundle, loaded once, serves them all.
+        host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
+        if verify and pool["cert_reqs"] == "CERT_REQUIRED" and "ca_cert_dir" not in pool:
+            path = verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH
+            context = bundle_context(path)
+            if context is not None:
+                pool.pop("ca_certs", None)
+                pool["ssl_context"] = context
+        return host, pool
+
+    def cert_verify(
+        self, conn: Any, url: str, verify: bool | str, cert: str | tuple[str, str] | None
+    ) -> None:
+        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]  # untyped stub
+        # the bundle requests names here is the one the pool's context holds already (a urllib3
+        # without conn_kw leaves it named: loaded again, as before; tests/test_upstream.py says so)
+        context = getattr(conn, "conn_kw", {}).get("ssl_context")
+        if context is not None and getattr(conn, "ca_certs", None) == getattr(context, _BUNDLE, None):
+            conn.ca_certs = None
 
 
 class HttpFetcher:

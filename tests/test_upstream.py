@@ -1,0 +1,147 @@
+"""The upstream client over TLS: a CA bundle named by the environment is loaded once for every
+connection made with it, and still verifies what the upstream says it is."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nestegg_core.errors import UpstreamError
+from nestegg_core.index.upstream import HttpFetcher, in_background
+
+trustme = pytest.importorskip("trustme", reason="trustme makes the test CA (pip install -e '.[test]')")
+
+WHEEL_NAME = "pkg-1.0-py3-none-any.whl"
+PAGE = {
+    "meta": {"api-version": "1.1"},
+    "name": "pkg",
+    "files": [{"filename": WHEEL_NAME, "url": f"/files/{WHEEL_NAME}", "hashes": {}}],
+}
+WHEEL = b"not really a wheel" * 100
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # connections are kept: each new one is a new TLS handshake
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/simple/pkg/"):
+            body, kind = json.dumps(PAGE).encode(), "application/vnd.pypi.simple.v1+json"
+        else:
+            body, kind = WHEEL, "application/octet-stream"
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+class TlsIndex(ThreadingHTTPServer):
+    """An index over HTTPS on 127.0.0.1:0 with a certificate of ``ca``; it counts connections."""
+
+    daemon_threads = True
+
+    def __init__(self, ca: Any) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(context)
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+        self.connections = 0
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def verify_request(self, *_args: Any) -> bool:
+        self.connections += 1
+        return True
+
+    @property
+    def index_url(self) -> str:
+        return f"https://127.0.0.1:{self.server_address[1]}/simple/"
+
+    def __enter__(self) -> TlsIndex:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def ca() -> Any:
+    return trustme.CA()
+
+
+@pytest.fixture
+def index(ca: Any) -> Iterator[TlsIndex]:
+    with TlsIndex(ca) as served:
+        yield served
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The CA bundles loaded into a TLS context from now on, by anyone."""
+    loaded: list[Any] = []
+    load = ssl.SSLContext.load_verify_locations
+
+    def counted(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loaded.append(args or kwargs)
+        load(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    return loaded
+
+
+@pytest.fixture
+def bundle(ca: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "bundle.pem"
+    ca.cert_pem.write_to_path(str(path))
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return path
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_a_ca_bundle_is_loaded_once_for_every_connection(
+    index: TlsIndex, bundle: Path, loads: list[Any], monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, str(bundle))
+    fetcher = HttpFetcher(index.index_url)
+    try:
+        for _ in range(3):
+            assert fetcher.project("pkg", etag=None, last_modified=None).page is not None
+            fetcher.close()  # the next request opens a new connection
+        with in_background():  # and a connection of the other pool
+            stream = fetcher.open(f"https://127.0.0.1:{index.server_address[1]}/files/{WHEEL_NAME}")
+            assert b"".join(stream.chunks()) == WHEEL
+            stream.close()
+    finally:
+        fetcher.close()
+    assert index.connections == 4
+    assert len(loads) == 1
+
+
+def test_a_bundle_without_the_upstreams_ca_still_refuses_it(
+    index: TlsIndex, bundle: Path, loads: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    fetcher = HttpFetcher(index.index_url)
+    try:
+        assert fetcher.project("pkg", etag=None, last_modified=None).page is not None
+        fetcher.close()
+        trustme.CA().cert_pem.write_to_path(str(bundle))  # rewritten with another CA only
+        with pytest.raises(UpstreamError, match=r"127\.0\.0\.1"):
+            fetcher.project("pkg", etag=None, last_modified=None)
+    finally:
+        fetcher.close()
+    assert len(loads) == 2  # once for each bundle
