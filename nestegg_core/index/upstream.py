@@ -429,7 +429,8 @@ class _CheckedAdapter(requests.adapters.HTTPAdapter):
         # and urllib3 loads it again each time: 24 ms of CPU for a system's bundle, on the path of
         # the request that opens it. One context a bundle, loaded once, serves them all.
         host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
-        if verify and pool["cert_reqs"] == "CERT_REQUIRED" and "ca_cert_dir" not in pool:
+        # not with a client certificate: urllib3 would load it into the context all share
+        if verify and not cert and pool.get("cert_reqs") == "CERT_REQUIRED" and "ca_cert_dir" not in pool:
             path = verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH
             context = bundle_context(path)
             if context is not None:
