@@ -44,6 +44,7 @@ WAITRESS_INTERNALS = [
     (HTTPChannel, "send_continue"),
     (HTTPChannel, "cancel"),
     (HTTPChannel, "check_client_disconnected"),  # what environ["waitress.client_disconnected"] calls
+    (HTTPChannel, "del_channel"),  # a connection closed: the background may start once none is left
     (HTTPChannel, "request"),
     (HTTPChannel, "sent_continue"),
     (HTTPChannel, "total_outbufs_len"),
@@ -88,7 +89,8 @@ def test_waitress_still_has_the_instance_state_nestegg_uses(make_mirror: MirrorF
                 break
             time.sleep(0.01)
         [channel] = channels
-        for name in ("outbuf_lock", "requests_lock", "requests", "connected", "adj", "server", "addr"):
+        held = ("outbuf_lock", "requests_lock", "requests", "connected", "adj", "server", "addr", "_fileno")
+        for name in held:
             assert hasattr(channel, name), f"waitress {waitress_version}: a channel has no {name!r}"
         assert hasattr(channel.outbuf_lock, "wait")
         assert hasattr(waitress_server.trigger, "pull_trigger")

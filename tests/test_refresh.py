@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Hashable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.utils import NormalizedName
@@ -286,18 +287,31 @@ def _refuse(name: str) -> None:
     raise AssertionError(f"the state of {name!r} was read: its page was made again")
 
 
+@pytest.mark.parametrize(
+    ("gone", "waits"),
+    [
+        (None, True),  # a server that cannot tell (another WSGI server): a while after each request
+        (False, True),  # a client's connection open: an install may go on
+        (True, False),  # the clients gone: at once, however recent the last request
+    ],
+    ids=["unknown", "a-client", "gone"],
+)
 def test_the_repository_is_busy_for_a_while_after_each_request(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gone: bool | None, waits: bool
 ) -> None:
     monkeypatch.setattr(repository_module, "_IDLE", 0.5)
     repo = Repository(
         Config(nestegg_dir=tmp_path / "nest", index_url="https://example.com/simple/"), fetcher=_Bare()
     )
     repo.close()
+    repo.serve_clients(None if gone is None else lambda: gone)
     assert repo._busy() == 0.0
     started = time.monotonic()
     body(repo, JSON_V1)
     busy = repo._busy()
+    if not waits:
+        assert busy == 0.0
+        return
     assert 0.5 - (time.monotonic() - started) <= busy <= 0.5
     time.sleep(busy + 0.05)
     assert repo._busy() == 0.0
@@ -312,3 +326,35 @@ def test_the_background_stops_and_starts_with_the_mirror(tmp_path: Path) -> None
         with mirror:
             assert not refresher.stopped
         assert refresher.stopped
+
+
+@pytest.mark.slow
+def test_an_install_run_just_after_another_finds_its_pages_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the quiet between two pip runs back to back (tox's next environment, a script) is the
+    # background's: the second run's requests make no page the first made stale
+    monkeypatch.setattr(store_module, "SETTLE_NS", 0)
+    wheels = tmp_path / "wheels"
+    for name in ("alpha", "beta-two"):
+        make_wheel(PackageSpec(name=name, version="1.0"), wheels)
+    run = ["first"]
+    made: list[tuple[str, str, str]] = []  # (run, page, thread)
+    render = Repository._render
+
+    def noted(self: Repository, name: NormalizedName, *args: Any, **kwargs: Any) -> Any:
+        made.append((run[0], name, threading.current_thread().name))
+        return render(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(Repository, "_render", noted)
+    config = Config(nestegg_dir=tmp_path / "nest", index_url="https://example.com/simple/", port=0)
+    with Mirror(config, fetcher=_WheelsOnly(wheels)) as mirror:
+        pip_download(mirror.index_url, tmp_path / "first", "alpha", "beta-two")
+        run[0] = "between"
+        time.sleep(0.3)  # with pip's start-up, half a second from one run's end to the next's
+        run[0] = "second"
+        pip_download(mirror.index_url, tmp_path / "second", "alpha", "beta-two")
+    by_requests = sorted((when, name) for when, name, thread in made if thread != "nestegg-refresh")
+    in_background = sorted(name for _, name, thread in made if thread == "nestegg-refresh")
+    assert by_requests == [("first", "alpha"), ("first", "beta-two")], made
+    assert in_background == ["alpha", "beta-two"], made

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from waitress.buffers import ReadOnlyFileBasedBuffer
 from waitress.channel import HTTPChannel
 
 from nestegg_core import Config, Mirror
+from nestegg_core.index.refresh import Refresher
 from nestegg_core.serve import _waitress
 from nestegg_core.serve._waitress import PacedDispatcher
 from nestegg_core.testing.pytest_plugin import PrivateIndex
@@ -85,3 +87,50 @@ def test_a_stopped_mirror_holds_no_file_or_connection_open(upstream: PrivateInde
     for number in range(5):
         one_mirror(tmp_path / f"nest-{number}")
     assert len(os.listdir("/proc/self/fd")) - before <= 2  # 6 a mirror before
+
+
+@pytest.mark.parametrize(
+    ("requests_each", "gone"),
+    [
+        ((2, 3), [False, True]),  # installers' connections, kept alive: gone once both close
+        ((1, 1), [False, False]),  # a connection for each request (a proxy's): never counts as gone
+        ((3, 1), [False, False]),  # the last to close served one request: not said (the idle rule)
+    ],
+    ids=["kept-alive", "one-request-each", "last-one-request"],
+)
+def test_the_background_is_told_when_the_clients_are_gone(
+    make_mirror: MirrorFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    requests_each: tuple[int, int],
+    gone: list[bool],
+) -> None:
+    pokes: list[int] = []
+    monkeypatch.setattr(Refresher, "poke", lambda self: pokes.append(1))  # noqa: ARG005
+    mirror = make_mirror()
+    clients = _waitress.clients_of(mirror._server)
+    assert mirror.repository.clients_gone is not None
+    sessions = []
+    for count in requests_each:
+        session = requests.Session()
+        session.trust_env = False
+        for _ in range(count):
+            assert session.get(f"{mirror.url}/health", timeout=10).status_code == 200
+        sessions.append(session)
+    seen = []
+    for session in sessions:
+        before = len(mirror._server.active_channels)
+        session.close()
+        deadline = time.monotonic() + 10
+        while len(mirror._server.active_channels) == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)  # told in the same turn of the event loop
+        seen.append(mirror.repository.clients_gone())
+    assert seen == gone
+    assert len(pokes) == gone.count(True)
+    # a new connection: not gone any more
+    with requests.Session() as session:
+        session.trust_env = False
+        session.get(f"{mirror.url}/health", timeout=10)
+        assert not clients.gone
+    mirror.stop()
+    assert mirror.repository.clients_gone is None

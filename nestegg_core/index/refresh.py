@@ -80,6 +80,11 @@ class Refresher:
                 self._thread.start()
             self._cond.notify()
 
+    def poke(self) -> None:
+        """Look again, now, whether the page due may be made (the server just went quiet)."""
+        with self._cond:
+            self._cond.notify()
+
     def pending(self) -> int:
         """How many pages wait to be made again."""
         with self._cond:

@@ -105,7 +105,8 @@ _MAX_CHECKED = 10_000
 #: seconds after its change settles that a page is made again in the background
 _REFRESH_AFTER = 0.1
 #: seconds without a request that the background waits for before it makes a page: the pages of
-#: a running install are made by its requests, the background takes the quiet after it
+#: a running install are made by its requests, the background takes the quiet after it (at once
+#: when the server can tell that its clients are gone: ``Repository.clients_gone``)
 _IDLE = 1.0
 
 
@@ -226,6 +227,10 @@ class Repository:
         #: when the last page or file was asked for
         self._making = 0
         self._asked = 0.0
+        #: whether the server's clients are gone, if it can tell (waitress): the installers closed
+        #: the connections they kept over their install (pip and uv do as they exit), and no other
+        #: is open. Then the install is over, and the background need not wait for a quiet second
+        self.clients_gone: Callable[[], bool] | None = None
         #: makes again, in the background, the renderings a cached file made stale
         self.refresher = Refresher(
             self._refresh, delay=lambda: _store.SETTLE_NS / 1e9 + _REFRESH_AFTER, busy=self._busy
@@ -625,7 +630,16 @@ class Repository:
         takes no time from an install, nor makes a second large page beside one of its."""
         if self._making:
             return _IDLE
+        if self.clients_gone is not None and self.clients_gone():
+            return 0.0  # an install over, however recent its last request
         return max(0.0, self._asked + _IDLE - time.monotonic())
+
+    def serve_clients(self, gone: Callable[[], bool] | None) -> None:
+        """Take from the server whether its clients are gone (see ``clients_gone``), here and in
+        the routed indexes; the server pokes the refreshers when they go."""
+        self.clients_gone = gone
+        for _, routed in self.routes.items():
+            routed.clients_gone = gone
 
     def keep_files_served(self, timeout: float = 5.0) -> None:
         """Wait, up to ``timeout`` seconds, for the files an installer already has whole to be put

@@ -10,7 +10,10 @@ each internal named below and fails saying which one moved. What is borrowed:
   ``active_count``, ``stop_count``, ``thread_exit_cv``);
 - the listeners' ``channel_class``: :class:`_Channel` overrides ``HTTPChannel``'s
   ``_flush_outbufs_below_high_watermark`` (a slow client's wait, declared and with a deadline),
-  ``readable``, ``received`` and ``check_client_disconnected`` (a peek at the socket), and sets
+  ``readable``, ``received``, ``check_client_disconnected`` (a peek at the socket) and
+  ``del_channel`` (a connection closed: the listeners' ``active_channels`` tell how many are
+  left; its ``_fileno``, None once closed, that it was open, and the task's ``channel`` how many
+  requests it served: :class:`Clients`), and sets
   ``sendbuf_len``, ``parser_class`` (:class:`_Parser`, over ``HTTPRequestParser``'s state) and
   ``task_class`` (:class:`_Task`, over ``WSGITask.execute``);
 - ``utilities.Error.to_response`` for a refusal's answer, the server's ``_map`` and ``trigger``
@@ -63,16 +66,50 @@ def create(
     dispatcher: PacedDispatcher,
     gate: BodyGate | None,
     head_timeout: float,
+    on_quiet: Callable[[], None] | None = None,
     **adjustments: Any,
 ) -> Any:
     """waitress's server of ``app`` with our dispatcher and channels (``adjustments`` are waitress's);
     a connection whose request's head has not come whole ``head_timeout`` seconds after its first
-    byte is closed."""
+    byte is closed. ``on_quiet`` is called (in the event loop) whenever the clients are gone
+    (:class:`Clients`)."""
     server = create_server(app, _dispatcher=dispatcher, **adjustments)
-    for listener in server.map.values() if isinstance(server, MultiSocketServer) else [server]:
-        listener.channel_class = functools.partial(_Channel, gate=gate)
+    listeners = list(server.map.values()) if isinstance(server, MultiSocketServer) else [server]
+    server.nestegg_clients = clients = Clients(listeners, on_quiet)
+    for listener in listeners:
+        listener.channel_class = functools.partial(_Channel, gate=gate, clients=clients)
         listener.maintenance = functools.partial(_maintenance, listener, head_timeout=head_timeout)
     return server
+
+
+def clients_of(server: Any) -> Clients:
+    """The :class:`Clients` of a server made by :func:`create`."""
+    clients: Clients = server.nestegg_clients
+    return clients
+
+
+class Clients:
+    """A server's client connections as the background sees them: gone (:attr:`gone`) once the
+    last one open closes after more than one request on it, until another opens.
+
+    An installer keeps its connections over its whole install and closes them as it exits (pip,
+    uv): then the install is over, however recent its last request. A connection that served one
+    request (a proxy that opens one for each, a health check) says nothing of that.
+    """
+
+    def __init__(self, listeners: list[Any], on_quiet: Callable[[], None] | None) -> None:
+        self._listeners = listeners
+        self._on_quiet = on_quiet
+        self.gone = False
+
+    def opened(self) -> None:
+        self.gone = False
+
+    def closed(self, served: int) -> None:
+        if served > 1 and not any(listener.active_channels for listener in self._listeners):
+            self.gone = True
+            if self._on_quiet is not None:
+                self._on_quiet()
 
 
 def _maintenance(listener: Any, now: float, *, head_timeout: float) -> None:
@@ -312,9 +349,11 @@ class _Task(WSGITask):  # type: ignore[misc]  # waitress has no type hints
     after bytes went out): waitress logs any other error with its traceback, at ERROR."""
 
     request: Any
+    channel: Any
     wrote_header: bool
 
     def execute(self) -> None:
+        self.channel.served += 1
         try:
             super().execute()
         except ClientGone:
@@ -341,6 +380,8 @@ class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
     - Requests are parsed by :class:`_Parser`, which asks ``gate`` before reading a body; a
       check it must make off the event loop (a password) is run on a worker meanwhile, and the
       connection is not read until it is done.
+    - It tells the server's :class:`Clients` that it opened, and once closed how many requests
+      it served.
     """
 
     task_class = _Task
@@ -348,14 +389,31 @@ class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
     connected: bool
     request: Any
 
-    def __init__(self, *args: Any, gate: BodyGate | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        gate: BodyGate | None = None,
+        clients: Clients | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.parser_class = functools.partial(_Parser, gate=gate)
+        self._clients = clients
+        #: requests taken up on this connection (by ``_Task``)
+        self.served = 0
         #: a refusal is being answered: nothing more is read; the connection closes after it
         self.refusing = False
         super().__init__(*args, **kwargs)
         self.sendbuf_len = min(self.sendbuf_len, SEND_BLOCK)
+        if clients is not None:
+            clients.opened()
 
     # event loop ----------------------------------------------------------------------------
+
+    def del_channel(self, map: Any = None) -> None:
+        had = self._fileno is not None  # once: a channel closed again is no other connection
+        super().del_channel(map)
+        if had and self._clients is not None:
+            self._clients.closed(self.served)
 
     def readable(self) -> bool:
         request = self.request

@@ -16,6 +16,7 @@ from nestegg_core.errors import NesteggError
 from nestegg_core.http.app import NesteggApp
 from nestegg_core.http.types import BodyGate, WSGIApp
 from nestegg_core.http.uploads import FIELDS_ALLOWANCE
+from nestegg_core.index.refresh import Refresher
 from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import Fetcher
 from nestegg_core.urls import mask_url
@@ -94,10 +95,19 @@ class Mirror:
         """Open the listening socket (raises :class:`NesteggError` if it cannot) without serving."""
         if self._server is None:
             self.repository.store.prepare()
-            self._server = make_server(self.served, self.config, gate=self._gate)
+            server = make_server(self.served, self.config, gate=self._gate, on_quiet=self._quiet)
+            self._server = server
+            clients = _waitress.clients_of(server)
+            self.repository.serve_clients(lambda: clients.gone)
             self.repository.index_url = self.index_url
             self.nest.start_services()
         return self
+
+    def _quiet(self) -> None:
+        """The clients are gone (an install is over): the background may start at once."""
+        for service in self.nest.services:
+            if isinstance(service, Refresher):
+                service.poke()
 
     def start(self) -> Mirror:
         """Bind and serve in a daemon thread; returns once the socket accepts connections."""
@@ -125,6 +135,7 @@ class Mirror:
             return
         self.nest.stop_services()
         _waitress.shut_down(server, self._thread, timeout)
+        self.repository.serve_clients(None)
         self._thread = None
         # a process may end once stopped: the files its clients have are put in the cache first
         for repository in (self.repository, *(routed for _, routed in self.repository.routes.items())):
@@ -139,10 +150,13 @@ class Mirror:
         self.stop()
 
 
-def make_server(app: WSGIApp, config: Config, *, gate: BodyGate | None = None) -> Any:
+def make_server(
+    app: WSGIApp, config: Config, *, gate: BodyGate | None = None, on_quiet: Callable[[], None] | None = None
+) -> Any:
     """A waitress server bound to the configured address; warns when that is not loopback.
 
-    ``gate`` is asked before the body of each request is read: whether to read it, and how much.
+    ``gate`` is asked before the body of each request is read: whether to read it, and how much;
+    ``on_quiet`` is called whenever the clients are gone (see ``_waitress.Clients``).
     """
     if not is_loopback(config.host):
         logger.warning(
@@ -160,6 +174,7 @@ def make_server(app: WSGIApp, config: Config, *, gate: BodyGate | None = None) -
             dispatcher=dispatcher,
             gate=gate,
             head_timeout=HEAD_TIMEOUT,
+            on_quiet=on_quiet,
             host=config.host,
             port=config.port,
             threads=config.threads,
