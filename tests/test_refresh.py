@@ -358,3 +358,36 @@ def test_an_install_run_just_after_another_finds_its_pages_made_again(
     in_background = sorted(name for _, name, thread in made if thread == "nestegg-refresh")
     assert by_requests == [("first", "alpha"), ("first", "beta-two")], made
     assert in_background == ["alpha", "beta-two"], made
+
+
+def test_a_page_made_while_its_change_settled_is_saved_once_it_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the run right after a cold one makes a page whose cached wheel changed it (its size learned)
+    # while that change settles: held in memory, it must still reach the disk once it
+    # can, for the next process (a tox run's mirror) to read rather than make again
+    monkeypatch.setattr(store_module, "SETTLE_NS", 0)
+    wheels = tmp_path / "wheels"
+    [wheel] = [make_wheel(PackageSpec(name="alpha", version="1.0"), wheels)]
+    config = Config(nestegg_dir=tmp_path / "nest", index_url="https://example.com/simple/")
+    repo = Repository(config, fetcher=_WheelsOnly(wheels))
+    repo.close()  # no background: each rendering below is a request's
+    alpha = NormalizedName("alpha")
+    repo.rendered(alpha, JSON_V1)
+    download = repo.open_file(alpha, wheel.name)
+    assert isinstance(download, Download)
+    b"".join(download.read())
+    downloaded()
+    monkeypatch.setattr(store_module, "SETTLE_NS", 60 * 10**9)  # the change is settling
+    settling = repo.rendered(alpha, JSON_V1)
+    assert settling.page is not None
+    assert f'"size":{wheel.stat().st_size}'.encode() in settling.body
+    monkeypatch.setattr(store_module, "SETTLE_NS", 0)  # settled
+    settled = repo.rendered(alpha, JSON_V1)
+    assert settled.body == settling.body
+    later = Repository(config, fetcher=_WheelsOnly(wheels))
+    later.store.read_page = _refuse  # type: ignore[method-assign]
+    again = later.rendered(alpha, JSON_V1)
+    assert again.page is None  # read from its file, not made again
+    assert again.body == settling.body
+    later.close()

@@ -405,7 +405,9 @@ class Repository:
                     return warm
             key = (name, content_type, client, gzip, base + ("" if meta else "!"))
             cached = self._rendered.get(key)
-            if cached is not None and cached.page() is page:
+            # held while no rendering can be saved (a change settling, a private name); once the
+            # disk has a token, made again and saved, or a new process would make it once more
+            if cached is not None and cached.page() is page and token is None:
                 return Rendered(page, cached.body, cached.etag, gzip=gzip)
             shown = page if client is None else for_client(page, client)
             metadata_for = self._metadata_for(name, shown, meta)
