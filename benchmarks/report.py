@@ -48,9 +48,11 @@ METRICS = (
     Metric("import", "  (import nestegg_core, before the above)", "ms"),
     Metric("cold", "cold: pip download --no-deps, 34 packages", "s"),
     Metric("warm", "warm: pip download again, fresh directory", "s"),
+    Metric("again", "  the same, at once after the cold run", "s"),
     Metric("uv", "warm: uv pip install --no-cache, fresh venv", "s"),
     Metric("small-cold", "small set: cold pip download --no-deps, 35 packages", "s"),
     Metric("small-warm", "small set: warm pip download again, fresh directory", "s"),
+    Metric("small-again", "  the same, at once after the cold run", "s"),
     Metric("small-uv", "small set: warm uv pip install --no-cache, fresh venv", "s"),
     Metric("distant-cold", "cold, upstream {rtt} ms farther: pip download --no-deps", "s"),
     Metric("small-distant-cold", "small set: the same", "s"),
@@ -330,6 +332,17 @@ def targets(results: Results) -> list[Target]:
             ),
         ):
             add(f"{text} ({label})", partial(versus, prefix + key, column, most, what))
+
+    def again(prefix: str) -> tuple[bool, str] | None:
+        """The warm run at once after the cold one (tox's next environment) against a later one."""
+        mine, later = v(prefix + "again", "nestegg"), v(prefix + "warm", "nestegg")
+        if mine is None or later is None:
+            return None
+        return mine <= later * 1.05, f"{mine:.2f} s, {mine / later:.2f}x the later warm run's {later:.2f} s"
+
+    for prefix, label in (("", "own set"), ("small-", "small set")):
+        text = f"a warm run at once after the cold one ≤ 1.05x a later warm run ({label})"
+        add(text, partial(again, prefix))
 
     rtt = results.facts.get("rtt_ms", "?")
     for prefix, label in (("small-", "small set"), ("", "own set")):

@@ -362,6 +362,18 @@ def remote_round(
         )
         if seconds is not None:
             results.add(prefix + "cold", column, seconds)
+            if column != "direct":
+                # at once, as tox's next environment installs: what the cold run left undone is paid
+                again = _attempt(
+                    results,
+                    f"{column} pip download at once after the cold one",
+                    workloads.pip_download,
+                    requirements,
+                    dest,
+                    index_url=index,
+                )
+                if again is not None:
+                    results.add(prefix + "again", column, again)
             if column == "direct":
                 size = sum(p.stat().st_size for p in dest.iterdir())
                 results.add(prefix + "direct-mb-per-s", column, size / seconds / 1e6)
@@ -765,7 +777,10 @@ METHOD = f"""\
   interpreter started afresh, importing requests and fetching that page itself (no server).
 - **pip and uv** run with ``installer_env`` (no setting of this machine), ``--only-binary=:all:``,
   ``--no-cache-dir``/``--no-cache``, the requirements of ``benchmarks/requirements.txt``. Cold is
-  each server's first download (empty cache); warm repeats it into a fresh directory; uv installs
+  each server's first download (empty cache), and "at once after the cold run" its second, started
+  as soon as the first ends (as tox's next environment installs: the work a cold run leaves for
+  the quiet after it, such as pages made again, is paid there if anywhere); warm repeats it into a
+  fresh directory later, in turn with the other servers; uv installs
   into a fresh virtualenv made beforehand (not timed). "Upstream direct" is the same pip
   download or uv install straight from the upstream, with no cache: the cold row's is the first
   of the round, the warm rows' another one, in turn with the warm servers. The find-links limit is
