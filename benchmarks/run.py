@@ -852,6 +852,20 @@ strace and tracemalloc):
   longer makes pip's renderings stale (a marker of its own, ``.changed-metadata``): the warm run
   right after a cold one no longer makes every page again (0.3 s of that run before). Shorter
   than that floor is ``compatible_only``: pip reads only the files that can fit its interpreter.
+- *The warm run at once after the cold one* (tox's next environment, a script's second install).
+  A cold run leaves work for the quiet after it: the pages its large wheels made stale (their
+  metadata, listed for pip while they were not cached, no longer is) are made again in the
+  background. That quiet was a second without requests; pip's exit and the next pip's start take
+  about 0.45 s, so the next run made them on its own requests: in a set of 34 other projects
+  (boto3, botocore, coverage, sphinx, django, aiohttp, lxml, pillow...), 6 pages and 129 ms of the
+  first warm run, and 0.15-0.2 s of the own set's (A/B runs, 2-3 rounds: 2.05 -> 1.88 s with the
+  background free to work at once). The quiet now starts as soon as the installer closes its
+  connections (waitress tells when the last one open, kept over more than one request, closes):
+  this row and the later warm run are alike (1.00x and 1.01x here). Letting the background work
+  in the gaps of an install (0.2 s without requests) did as much for the warm run but cost the
+  cold runs of large pages 2-8%. A page made while the change it shows settled was held in memory
+  only, so a new process made it once more (virtualenv's, 9 ms, the small set's slowest fresh
+  page in the run before this one; 1.9 ms here).
 - *Warm pip download with compatible_only vs --find-links.* Still pip: 68 HTTP requests (34
   pages, 34 wheels) through pip's requests stack, and the remaining links (every sdist and every
   compatible wheel of every version: the server cannot know the pins), against a directory
@@ -884,21 +898,21 @@ strace and tracemalloc):
   about 20 times its size in objects; stepping through entries without the generic reader's calls
   saved nothing measurable. pip 26 spends less of its own time per page than pip 23, so the same
   server work weighs more in its ratio.
-- *Cold downloads with the upstream farther (the distant rows).* The server's own time on each
-  first request stays what it is near the upstream, while every round trip, pip's direct ones and
-  the server's alike, grows. 20 ms farther, the small set went from 1.35x to 1.18x direct in one run
-  (ab8a872) and from 1.46x to 1.23x in another (9283ecd, this table's), the own set from 1.41x to
-  1.29x and from 1.43x to 1.28x. What keeps the own set above is its pages' parse (0.36 s of
-  CPU) and its 4 large wheels the index pip uses here lists no PEP 658 metadata for: pip's pages
-  list their metadata (a wheel of 2 MiB or more, see above), which nestegg reads by ranges, one
-  round trip each. Those were 14 requests for the 4 wheels with the last 8 KiB asked first, and are
-  9 with the last 64 KiB (the central directory of most wheels, and the METADATA of a wheel that
-  puts its ``.dist-info`` last, in one request; no byte asked for twice; a member's header and data
-  together). A/B runs of the two trees 20 ms farther, 3 rounds: the own set 5.61 -> 5.50 s (direct
-  4.14 s), the small set 3.32 -> 3.12 s (direct 2.67 s; its virtualenv wheel, 3 requests -> 1). The
-  file then comes from the download started ahead once pip read its metadata, which near this
-  upstream saves little (its 37 MB come at several hundred MB/s) and on a slower link saves the
-  whole download's time.
+- *Cold downloads with the upstream farther (the distant rows).* The server's own time on each first
+  request stays what it is near the upstream, while every round trip, pip's direct ones and the
+  server's alike, grows. 20 ms farther, the small set went from 1.35x to 1.18x direct in one run
+  (ab8a872) and from 1.46x to 1.23x in another (9283ecd), the own set from 1.41x to 1.29x and from
+  1.43x to 1.28x (this table's run, 8a437cc: 1.42x to 1.18x, and 1.34x to 1.32x). What keeps the own
+  set above is its pages' parse (0.36 s of CPU) and its 4 large wheels the index pip uses here lists
+  no PEP 658 metadata for: pip's pages list their metadata (a wheel of 2 MiB or more, see above),
+  which nestegg reads by ranges, one round trip each. Those were 14 requests for the 4 wheels with
+  the last 8 KiB asked first, and are 9 with the last 64 KiB (the central directory of most wheels,
+  and the METADATA of a wheel that puts its ``.dist-info`` last, in one request; no byte asked for
+  twice; a member's header and data together). A/B runs of the two trees 20 ms farther, 3 rounds:
+  the own set 5.61 -> 5.50 s (direct 4.14 s), the small set 3.32 -> 3.12 s (direct 2.67 s; its
+  virtualenv wheel, 3 requests -> 1). The file then comes from the download started ahead once pip
+  read its metadata, which near this upstream saves little (its 37 MB come at several hundred MB/s)
+  and on a slower link saves the whole download's time.
 - *What the hostile-input fixes cost (issue 20).* Measured where each was made, on the loaded
   machine: warm pages after the server's fixes for slow and gone clients (sends from the event
   loop, send deadlines, the look at a client gone) served 1,611 HTML pages/s against 1,776 before,
