@@ -352,34 +352,28 @@ def remote_round(
     dest = work / "download"
     for column in [*names, "direct"]:
         index = upstream if column == "direct" else instances[column].index_url
-        seconds = _attempt(
-            results,
-            f"{column} cold pip download",
-            workloads.pip_download,
-            requirements,
-            dest,
-            index_url=index,
-        )
-        if seconds is not None:
-            results.add(prefix + "cold", column, seconds)
-            if column != "direct":
-                # at once, as tox's next environment installs: what the cold run left undone is paid
-                again = _attempt(
-                    results,
-                    f"{column} pip download at once after the cold one",
-                    workloads.pip_download,
-                    requirements,
-                    dest,
-                    index_url=index,
-                )
-                if again is not None:
-                    results.add(prefix + "again", column, again)
-            if column == "direct":
-                size = sum(p.stat().st_size for p in dest.iterdir())
-                results.add(prefix + "direct-mb-per-s", column, size / seconds / 1e6)
-                results.facts[prefix + "download_mb"] = f"{size / 1e6:.0f}"
-                if not findlinks.exists():
-                    shutil.copytree(dest, findlinks)
+
+        def download(what: str, column: str = column, index: str = index) -> float | None:
+            seconds: float | None = _attempt(
+                results, f"{column} {what}", workloads.pip_download, requirements, dest, index_url=index
+            )
+            return seconds
+
+        seconds = download("cold pip download")
+        if seconds is None:
+            continue
+        results.add(prefix + "cold", column, seconds)
+        if column != "direct":
+            # at once, as tox's next environment installs: what the cold run left undone is paid
+            again = download("pip download at once after the cold one")
+            if again is not None:
+                results.add(prefix + "again", column, again)
+            continue
+        size = sum(p.stat().st_size for p in dest.iterdir())
+        results.add(prefix + "direct-mb-per-s", column, size / seconds / 1e6)
+        results.facts[prefix + "download_mb"] = f"{size / 1e6:.0f}"
+        if not findlinks.exists():
+            shutil.copytree(dest, findlinks)
     projects = workloads.requirement_names(requirements)
     columns = [*names, "direct"]
     if findlinks.exists():
