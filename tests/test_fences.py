@@ -3,13 +3,16 @@
 nestegg borrows a few private APIs, each in one module that names it, under an upper version
 bound in setup.cfg: waitress (``nestegg_core.serve._waitress``), pip's default index
 (``nestegg_core.config._pip``) and tox's command handlers (``nestegg_core.toxrun._tox``). A new
-release that moves one of them fails here, by name, rather than in production.
+release that moves one of them fails here, by name, rather than in production. The page parser
+also calls the json module's scanner, which its docs do not name (``nestegg_core.simple.parse``).
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import socket
+import sys
 import time
 from importlib.metadata import version
 from typing import Any
@@ -154,3 +157,20 @@ def test_tox_still_runs_the_command_handler_the_plugin_wraps() -> None:
     assert "state._options.cmd_handlers[state.conf.options.command]" in inspect.getsource(tox.run), (
         f"tox {tox_version}: tox.run no longer runs state._options.cmd_handlers[command]"
     )
+
+
+# Python's json module ------------------------------------------------------------------------
+
+
+def test_json_still_has_the_scanner_the_page_parser_calls() -> None:
+    # nestegg_core.simple.parse: a page's entries are decoded by JSONDecoder.scan_once, which
+    # raw_decode calls and the json module's docs do not name
+    python = sys.version.split()[0]
+    scan = getattr(json.JSONDecoder(), "scan_once", None)
+    assert callable(scan), f"Python {python}: json.JSONDecoder has no scan_once"
+    text = '[{"a": [1, {"b": null}]}, 2]'
+    assert scan(text, 1) == ({"a": [1, {"b": None}]}, 24), f"Python {python}: scan_once answers otherwise"
+    with pytest.raises(StopIteration):  # where no value starts
+        scan(text, len(text))
+    with pytest.raises(json.JSONDecodeError, match="Expecting ':' delimiter"):  # a bad value
+        scan('{"a" 1}', 0)

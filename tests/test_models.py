@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import sys
 
 import pytest
@@ -277,3 +279,20 @@ def test_a_record_keeps_nestegg_s_own_sha256_apart_from_what_a_page_may_list() -
     assert DistFile.from_json(vouched.to_json()).own_sha256 == SHA256
     # the page's entry and the record of the same file are the same file (mirror.cached)
     assert unvouched == DistFile(filename="a-1.0.tar.gz", size=3)
+
+
+def test_a_file_s_own_constructor_takes_every_field_by_name_with_the_field_s_default() -> None:
+    # DistFile sets its slots itself (for speed): its signature must stay the dataclass's
+    parameters = inspect.signature(DistFile).parameters
+    assert list(parameters) == [field.name for field in dataclasses.fields(DistFile)]
+    for field in dataclasses.fields(DistFile):
+        assert parameters[field.name].kind is inspect.Parameter.KEYWORD_ONLY
+        default = inspect.Parameter.empty if field.default is dataclasses.MISSING else field.default
+        assert parameters[field.name].default is default, field.name
+    # each value lands in its own field, and the file stays frozen
+    values = {field.name: object() for field in dataclasses.fields(DistFile)}
+    dist = DistFile(**values)  # type: ignore[arg-type]
+    assert {name: getattr(dist, name) for name in values} == values
+    assert dist.with_changes(size=1).size == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        dist.size = 2  # type: ignore[misc]

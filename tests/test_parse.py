@@ -152,6 +152,24 @@ def test_a_page_in_pieces_parses_as_the_whole(body: bytes, content_type: str) ->
         assert parse_project_stream("pkg", pieces, content_type, BASE) == whole, cut
 
 
+@pytest.mark.parametrize(
+    "layout",
+    [{"separators": (",", ":")}, {}, {"indent": 1}, {"indent": "\t", "separators": (" ,", " : ")}],
+    ids=["compact", "spaced", "indented", "odd"],
+)
+def test_a_page_reads_the_same_however_its_json_is_laid_out(layout: dict[str, object]) -> None:
+    # the usual entries take a shorter way than the others (after ",{" or ", {", all held):
+    # every layout, and every cut in two of it, reads as the one page
+    document = json.loads(TRICKY_JSON)
+    document["files"] += [dict(document["files"][0], filename=f"pkg-{n}.0.tar.gz") for n in (3, 4)]
+    expected = parse_project_page("pkg", json.dumps(document).encode(), JSON, BASE)
+    assert len(expected.files) == 4
+    body = json.dumps(document, **layout).encode()  # type: ignore[arg-type]
+    for cut in range(len(body) + 1):
+        pieces = iter([body[:cut], body[cut:]])
+        assert parse_project_stream("pkg", pieces, JSON, BASE) == expected, cut
+
+
 def test_a_pages_errors_do_not_depend_on_its_pieces() -> None:
     good = TRICKY_JSON.encode()
     bodies = [

@@ -471,13 +471,18 @@ class Repository:
         held = self._held(name, page)
 
         def listed(dist: DistFile) -> Mapping[str, str] | None:
+            # asked for every file of every page rendered: the cheap tests first
             value = dist.core_metadata
-            if value is None and lazy and self._lazy(dist, cached=f"{dist.filename}.json" in held):
-                value = NO_HASHES
-            if value is not None and not meta:
-                cached = dist.filename in held and f"{dist.filename}.json" in held
-                if cached or not pip_lists_metadata(dist):
+            if value is None:
+                if not lazy or not _lazy_metadata(dist):
                     return None
+                if not self._lazy(dist, cached=f"{dist.filename}.json" in held):
+                    return None
+                value = NO_HASHES
+            if not meta and (
+                not pip_lists_metadata(dist) or (dist.filename in held and f"{dist.filename}.json" in held)
+            ):
+                return None
             return value
 
         return listed

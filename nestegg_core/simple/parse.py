@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from html.parser import HTMLParser
@@ -206,6 +206,18 @@ def _parse_json(name: str, texts: Iterable[str], base_url: str, limits: _Limits)
         raise _not_json(base_url, exc) from None
 
 
+#: no entry read yet (None is JSON's null)
+_UNREAD = object()
+
+
+def _scanner(decoder: json.JSONDecoder) -> Callable[[str, int], tuple[Any, int]]:
+    """The scanner ``decoder.raw_decode`` calls: ``(value, end)`` of the JSON value at an index,
+    StopIteration where none starts, ValueError for a bad one. Not in the json module's docs
+    (tests/test_fences.py names it)."""
+    scan: Callable[[str, int], tuple[Any, int]] = decoder.scan_once  # type: ignore[attr-defined]
+    return scan
+
+
 class _Invalid(Exception):
     """The text is not JSON; the message is the one ``json.loads`` gives for the whole of it."""
 
@@ -215,8 +227,10 @@ class _JsonReader:
 
     Its "files" array is walked entry by entry: each entry becomes a DistFile as soon as it is
     complete, and only that entry and the rest of the current piece are held as text. Every other
-    value is decoded whole (the name, meta, versions: small). Objects anywhere go through the same
-    hook as in a whole decode, so the result is what ``json.loads`` with that hook would give.
+    value is decoded whole (the name, meta, versions: small). Objects outside the files go through
+    the same hook as in a whole decode, so the result is what ``json.loads`` with that hook would
+    give; an entry is decoded as plain JSON, then made a file (a hook on its hashes' objects too
+    cost a tenth of the parse).
     """
 
     def __init__(self, texts: Iterable[str], base_url: str, limits: _Limits = _NO_LIMITS) -> None:
@@ -224,6 +238,7 @@ class _JsonReader:
         self._base_url = base_url
         self._limits = limits
         self._decoder = json.JSONDecoder(object_hook=partial(_file_or_dict, base_url))
+        self._entries = json.JSONDecoder()
         self._text = ""
         self._pos = 0  # in _text: what lies before is consumed
         self._ended = False  # the last piece is in _text
@@ -271,17 +286,35 @@ class _JsonReader:
         self._pos += 1
         more = self._peek() != "]"
         counted = 0  # files, once for each hash: a file's hashes cost memory as files do
+        scan = _scanner(self._entries)
         while more:
-            entry = self._value()
+            # The usual entry, an object whose text is all held, is decoded here by the decoder's
+            # own scanner, what _value calls (the steps around it were a tenth of a page's parse).
+            # Anything else (cut short, not an object, bad) is read by _value, as before.
+            text, pos = self._text, self._pos
+            entry: Any = _UNREAD
+            if text.startswith("{", pos):
+                try:
+                    entry, self._pos = scan(text, pos)
+                except (StopIteration, ValueError, RecursionError):
+                    entry = _UNREAD
+            if entry is _UNREAD:
+                entry = self._value(self._entries)
             if error is None:
                 # as a whole decode would fail on it: after the whole document is known to be JSON
                 try:
-                    files.append(entry if isinstance(entry, DistFile) else _json_file(entry, self._base_url))
+                    files.append(_json_file(entry, self._base_url))
                     counted += max(1, len(files[-1].hashes))
                 except _PAGE_ERRORS as exc:
                     error = exc
             self._limits.files(counted)
-            more = self._next("]", "array")
+            text, pos = self._text, self._pos
+            if text.startswith(",{", pos):  # another entry, as most pages put it: not a trailing comma
+                self._pos = pos + 1
+            elif text.startswith(", {", pos):
+                self._pos = pos + 2
+            else:
+                more = self._next("]", "array")
         self._pos += 1
         return files, error
 
@@ -308,13 +341,15 @@ class _JsonReader:
             self._fail(f"Illegal trailing comma before end of {kind}", comma)
         return True
 
-    def _value(self) -> Any:
-        """The JSON value after the position (and whitespace), decoded whole."""
+    def _value(self, decoder: json.JSONDecoder | None = None) -> Any:
+        """The JSON value after the position (and whitespace), decoded whole (by ``decoder``, else
+        with the hook)."""
+        decoder = decoder or self._decoder
         self._peek()
         while True:
             ended = self._ended
             try:
-                value, end = self._decoder.raw_decode(self._text, self._pos)
+                value, end = decoder.raw_decode(self._text, self._pos)
             except (ValueError, RecursionError) as exc:
                 if ended:
                     self._fail_with(exc)
@@ -424,7 +459,7 @@ def _json_file(entry: Mapping[str, Any], base_url: str) -> DistFile:
     url = entry["url"]
     if not isinstance(filename, str) or not isinstance(url, str):
         raise TypeError(f"bad file entry {entry!r}")
-    hashes = entry.get("hashes") or {}
+    hashes = entry.get("hashes") or _EMPTY
     if not isinstance(hashes, dict):
         raise TypeError(f"bad hashes in {filename!r}")
     yanked = entry.get("yanked", False)
@@ -435,7 +470,8 @@ def _json_file(entry: Mapping[str, Any], base_url: str) -> DistFile:
     _check_filename(filename)
     return DistFile(
         filename=filename,
-        url=_absolute(base_url, url),
+        # the usual URL, absolute and without a fragment, without a call
+        url=url if url.startswith(("https://", "http://")) and "#" not in url else _absolute(base_url, url),
         hashes=_hashes(hashes),
         # shared by most files of a page: one copy each
         requires_python=sys.intern(requires_python) if isinstance(requires_python, str) else None,
@@ -446,10 +482,17 @@ def _json_file(entry: Mapping[str, Any], base_url: str) -> DistFile:
     )
 
 
+#: an entry's hashes when it has none
+_EMPTY: dict[str, str] = {}
+
+
 def _hashes(value: dict[Any, Any]) -> Mapping[str, str]:
     """The hashes a file can be checked with (see ``models.can_check``); others are left out."""
     if len(value) == 1:
         # the usual entry, {"sha256": "<lowercase hex>"}: no new dict on the way
+        digest = value.get("sha256")
+        if type(digest) is str and digest:
+            return Hashes("sha256", digest.lower())
         ((algorithm, digest),) = value.items()
         if type(algorithm) is str and type(digest) is str and digest:
             algorithm = algorithm.lower()
