@@ -870,11 +870,11 @@ strace and tracemalloc):
   (0.35 s), and its time inside requests is 0.28 s direct, 0.59 s through a cold nestegg and 0.09 s
   through a warm one; the cold server takes 0.52 s from each request to its last byte, about half
   of it the upstream's. Timed in-process, the median small page: the upstream's first byte at
-  2.8 ms, parsed as it arrives (1.7 ms more; about 8 us a file entry in Python, 0.36 s for the own
-  set's pages and 0.08 s for the small set's), rendered for pip (0.5 ms) and answered at 5.5 ms;
-  its state and rendering are written after the answer for pip and uv (1.4 ms, while pip reads it),
-  for pages of up to 3,000 files. A larger page is written as it is rendered, before its answer
-  (0.1-0.2 s each for pages of 4,000-15,000 files). The median small file: 0.9 ms before the
+  2.8 ms, parsed as it arrives (1.7 ms more; about 8 us a file entry in Python then, 5.6 us now),
+  rendered for pip (0.5 ms) and answered at 5.5 ms; its state and rendering are written after the
+  answer for pip and uv (1.4 ms, while pip reads it), for pages of up to 6,000 files (3,000
+  before). A larger page is written as it is rendered, before its answer (0.1-0.2 s each for pages
+  of 7,000-15,000 files). The median small file: 0.9 ms before the
   upstream is asked (the download's thread, its lock), the upstream's first byte 3 ms later, and
   pip's last byte once its size and hashes are checked; the fsync (0.8 ms), the metadata read from
   the wheel (0.4 ms) and the record follow while pip goes on (other clients wait for them, and a
@@ -885,13 +885,15 @@ strace and tracemalloc):
   spread thin: parsing is about half, then rendering, the thread hand-overs of each download and the
   round trip to the server. Of the parse (7.3 us a file entry, the own set's 48,953 entries in
   0.36 s of CPU, which is on the critical path: the bodies themselves came in 0.12-0.16 s in all),
-  the C decoder takes 1.7 us, making the file's model 3.3 us (its frozen dataclass's ``__init__``
-  alone 1.4 us), and checking the names and the rest 2.3 us. Reading the whole body with
-  ``json.loads`` and the same hook instead of entry by entry saves about a fifth (0.29 s against
-  0.36 s, the checks included) but holds a page whole, and a hostile page of nested empty lists is
-  about 20 times its size in objects; stepping through entries without the generic reader's calls
-  saved nothing measurable. pip 26 spends less of its own time per page than pip 23, so the same
-  server work weighs more in its ratio.
+  the C decoder took 1.7 us, making the file's model 3.3 us (its frozen dataclass's ``__init__``
+  alone 1.4 us), and checking the names and the rest 2.3 us. It is 5.6 us now (0.27-0.31 s for the
+  own set, 0.05 s for the small set's 9,134 entries): each entry is decoded by the json module's
+  scanner itself, without the reader's steps around it and without a hook on its hashes' objects,
+  and the model's own ``__init__`` sets its slots (0.5 us). Reading the whole body with
+  ``json.loads`` and the same hook instead of entry by entry saved about a fifth then, but holds a
+  page whole, and a hostile page of nested empty lists is about 20 times its size in objects.
+  pip 26 spends less of its own time per page than pip 23, so the same server work weighs more in
+  its ratio.
 - *Cold downloads with the upstream farther (the distant rows).* The server's own time on each first
   request stays what it is near the upstream, while every round trip, pip's direct ones and the
   server's alike, grows. 20 ms farther, the small set went from 1.35x to 1.18x direct in one run
@@ -921,7 +923,7 @@ strace and tracemalloc):
   in memory as bytes or text: upstream pages are parsed as they arrive, rendered into their files
   a piece at a time and sent from them, at most 256 KiB read at a time per connection (waitress
   read 4 MiB, the socket's send buffer on loopback); only pages up to 64 KiB are held in memory,
-  and one fetched just now for pip or uv (up to 3,000 files, about 1 MB) while it is answered
+  and one fetched just now for pip or uv (up to 6,000 files, about 2 MB) while it is answered
   (4 MiB in all). What sets the peak is the largest page's model while it is made: pydantic-core's
   15,000 files, 10.0 MB in tracemalloc. Its state file is written a slice of 2,048 values of a
   column at a time (building its columns first took 4 MB more: pydantic-core's cold page alone
