@@ -855,11 +855,11 @@ strace and tracemalloc):
   first warm run, and 0.15-0.2 s of the own set's (A/B runs, 2-3 rounds: 2.05 -> 1.88 s with the
   background free to work at once). The quiet now starts as soon as the installer closes its
   connections (waitress tells when the last one open, kept over more than one request, closes):
-  this row and the later warm run are alike (1.00x and 1.01x here). Letting the background work
+  this row and the later warm run are alike (1.04x and 1.01x here). Letting the background work
   in the gaps of an install (0.2 s without requests) did as much for the warm run but cost the
   cold runs of large pages 2-8%. A page made while the change it shows settled was held in memory
   only, so a new process made it once more (virtualenv's, 9 ms, the small set's slowest fresh
-  page in the run before this one; 1.9 ms here).
+  page before that was fixed; 1.8 ms here).
 - *Warm pip download with compatible_only vs --find-links.* Still pip: 68 HTTP requests (34
   pages, 34 wheels) through pip's requests stack, and the remaining links (every sdist and every
   compatible wheel of every version: the server cannot know the pins), against a directory
@@ -898,8 +898,9 @@ strace and tracemalloc):
   request stays what it is near the upstream, while every round trip, pip's direct ones and the
   server's alike, grows. 20 ms farther, the small set went from 1.35x to 1.18x direct in one run
   (ab8a872) and from 1.46x to 1.23x in another (9283ecd), the own set from 1.41x to 1.29x and from
-  1.43x to 1.28x (this table's run, 8a437cc: 1.42x to 1.18x, and 1.34x to 1.32x). What keeps the own
-  set above is its pages' parse (0.36 s of CPU) and its 4 large wheels the index pip uses here lists
+  1.43x to 1.28x (8a437cc: 1.42x to 1.18x, and 1.34x to 1.32x; this table's run, 213e2b3: 1.35x
+  to 1.13x, and 1.41x to 1.26x). What keeps the own set above is its pages' parse (0.27-0.31 s of
+  CPU) and its 4 large wheels the index pip uses here lists
   no PEP 658 metadata for: pip's pages list their metadata (a wheel of 2 MiB or more, see above),
   which nestegg reads by ranges, one round trip each. Those were 14 requests for the 4 wheels with
   the last 8 KiB asked first, and are 9 with the last 64 KiB (the central directory of most wheels,
