@@ -212,8 +212,8 @@ _UNREAD = object()
 
 def _scanner(decoder: json.JSONDecoder) -> Callable[[str, int], tuple[Any, int]]:
     """The scanner ``decoder.raw_decode`` calls: ``(value, end)`` of the JSON value at an index,
-    StopIteration where none starts, ValueError for a bad one. Not in the json module's docs
-    (tests/test_fences.py names it)."""
+    StopIteration or ValueError where none can be read (StopIteration too for a bad value in an
+    object). Not in the json module's docs (tests/test_fences.py names it)."""
     scan: Callable[[str, int], tuple[Any, int]] = decoder.scan_once  # type: ignore[attr-defined]
     return scan
 
@@ -441,11 +441,9 @@ class _JsonReader:
 
 
 def _file_or_dict(base_url: str, entry: dict[str, Any]) -> Any:
-    """A JSON object that looks like a file entry as its DistFile; any other object as it is.
-
-    An entry that fails to convert stays a dict: if it is in the files list, converting it again
-    there raises the error for the page.
-    """
+    """A JSON object outside the files list that looks like a file entry as its DistFile (a
+    top-level object that does, is no page); any other object as it is, and so is one that fails
+    to convert. The entries of the files list are made files by the reader (``_files``)."""
     if "filename" not in entry or "url" not in entry:
         return entry
     try:
