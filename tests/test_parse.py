@@ -242,6 +242,66 @@ def test_a_large_page_is_never_held_whole() -> None:
     assert peak - model < len(body) // 8, (peak, model, len(body))
 
 
+_ABSENT = object()
+
+
+@pytest.mark.parametrize(
+    ("member", "value", "field", "expected"),
+    [
+        ("size", 12, "size", 12),
+        ("size", 0, "size", 0),
+        ("size", -1, "size", None),
+        ("size", True, "size", None),  # a bool is no size, though Python counts it an int
+        ("size", 12.0, "size", None),
+        ("size", "12", "size", None),
+        ("size", None, "size", None),
+        ("yanked", True, "yanked", ""),
+        ("yanked", "why", "yanked", "why"),
+        ("yanked", "", "yanked", ""),
+        ("yanked", 1, "yanked", ""),
+        ("yanked", 0, "yanked", None),
+        ("yanked", False, "yanked", None),
+        ("yanked", None, "yanked", None),
+        ("requires-python", ">=3.8", "requires_python", ">=3.8"),
+        ("requires-python", 3, "requires_python", None),
+        ("upload-time", "2024-01-01T00:00:00Z", "upload_time", "2024-01-01T00:00:00Z"),
+        ("upload-time", 1704067200, "upload_time", None),
+        ("core-metadata", True, "core_metadata", {}),
+        ("core-metadata", {"sha256": "AB"}, "core_metadata", {"sha256": "ab"}),
+        ("core-metadata", False, "core_metadata", None),
+        ("core-metadata", "yes", "core_metadata", None),
+        ("core-metadata", [], "core_metadata", None),
+        ("dist-info-metadata", True, "core_metadata", {}),  # the name before PEP 714
+        ("hashes", {"SHA256": "AB"}, "hashes", {"sha256": "ab"}),
+        ("hashes", None, "hashes", {}),
+        ("hashes", [], "hashes", {}),
+        ("hashes", 0, "hashes", {}),
+        ("hashes", ["ab"], "hashes", TypeError),
+        ("hashes", "ab", "hashes", TypeError),
+        ("filename", 1, "filename", TypeError),
+        ("url", None, "url", TypeError),
+    ],
+)
+def test_each_member_of_an_entry_is_read_by_its_json_type(
+    member: str, value: object, field: str, expected: object
+) -> None:
+    entry: dict[str, object] = {"filename": "pkg-1.0.tar.gz", "url": "/f/pkg-1.0.tar.gz", member: value}
+    body = json.dumps({"files": [entry]}).encode()
+    if expected is TypeError:
+        with pytest.raises(UpstreamError, match="not valid PEP 691 JSON: bad "):
+            parse_project_page("pkg", body, JSON, BASE)
+        return
+    (dist,) = parse_project_page("pkg", body, JSON, BASE).files
+    assert getattr(dist, field) == expected
+
+
+def test_core_metadata_given_null_is_no_metadata_whatever_the_older_name_says() -> None:
+    entry = {"filename": "pkg-1.0.tar.gz", "url": "/f/pkg-1.0.tar.gz", "core-metadata": None}
+    body = json.dumps({"files": [{**entry, "dist-info-metadata": True}]}).encode()
+    (dist,) = parse_project_page("pkg", body, JSON, BASE).files
+    assert dist.core_metadata is None
+
+
 # hashes and limits ---------------------------------------------------------------------------
 
 

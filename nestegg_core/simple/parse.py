@@ -453,13 +453,19 @@ def _file_or_dict(base_url: str, entry: dict[str, Any]) -> Any:
 
 
 def _json_file(entry: Mapping[str, Any], base_url: str) -> DistFile:
+    """The file of a decoded entry. Its values are as JSON decodes them, never a subclass of str,
+    int or dict: ``type(value) is`` tells them apart, faster than isinstance (a tenth of a parse)."""
     filename = entry["filename"]
     url = entry["url"]
-    if not isinstance(filename, str) or not isinstance(url, str):
+    if type(filename) is not str or type(url) is not str:
         raise TypeError(f"bad file entry {entry!r}")
-    hashes = entry.get("hashes") or _EMPTY
-    if not isinstance(hashes, dict):
-        raise TypeError(f"bad hashes in {filename!r}")
+    hashes = entry.get("hashes")
+    if hashes:
+        if type(hashes) is not dict:
+            raise TypeError(f"bad hashes in {filename!r}")
+        hashes = _hashes(hashes)
+    else:
+        hashes = NO_HASHES
     yanked = entry.get("yanked", False)
     metadata = entry.get("core-metadata", entry.get("dist-info-metadata", False))
     size = entry.get("size")
@@ -470,18 +476,16 @@ def _json_file(entry: Mapping[str, Any], base_url: str) -> DistFile:
         filename=filename,
         # the usual URL, absolute and without a fragment, without a call
         url=url if url.startswith(("https://", "http://")) and "#" not in url else _absolute(base_url, url),
-        hashes=_hashes(hashes),
+        hashes=hashes,
         # shared by most files of a page: one copy each
-        requires_python=sys.intern(requires_python) if isinstance(requires_python, str) else None,
-        yanked=(yanked or "") if isinstance(yanked, str) else ("" if yanked else None),
-        size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
-        upload_time=upload_time if isinstance(upload_time, str) else None,
-        core_metadata=_metadata_value(metadata),
+        requires_python=sys.intern(requires_python) if type(requires_python) is str else None,
+        yanked=(yanked or "") if type(yanked) is str else ("" if yanked else None),
+        size=size if type(size) is int and size >= 0 else None,
+        upload_time=upload_time if type(upload_time) is str else None,
+        core_metadata=_hashes(metadata)
+        if type(metadata) is dict
+        else (NO_HASHES if metadata is True else None),
     )
-
-
-#: an entry's hashes when it has none
-_EMPTY: dict[str, str] = {}
 
 
 def _hashes(value: dict[Any, Any]) -> Mapping[str, str]:
@@ -517,12 +521,6 @@ def _absolute(base_url: str, url: str) -> str:
     if not url.startswith(("https://", "http://")):
         url = urljoin(base_url, url)
     return urldefrag(url)[0] if "#" in url else url
-
-
-def _metadata_value(value: Any) -> Mapping[str, str] | None:
-    if isinstance(value, dict):
-        return _hashes(value)
-    return NO_HASHES if value is True else None
 
 
 def _check_filename(filename: str) -> None:
