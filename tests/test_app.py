@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import socket
 import threading
 import time
@@ -424,6 +425,43 @@ def test_pip_gets_metadata_only_of_large_wheels_not_cached_and_uv_of_all(
 
 
 @pytest.mark.parametrize(
+    ("upstream_lists", "ranged_from", "pip_reads"),
+    [
+        # the upstream's own metadata of a large wheel: pip reads it, as it would from the upstream
+        (True, 10**9, True),
+        # none upstream: read by ranges only for the largest wheels, else pip downloads the wheel
+        # as it would from the upstream, without the request and the round trips of the ranges
+        (False, 10**9, False),
+        (False, 1, True),
+    ],
+)
+def test_pip_reads_metadata_the_mirror_reads_by_ranges_only_of_the_largest_wheels(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    upstream_lists: bool,
+    ranged_from: int,
+    pip_reads: bool,
+) -> None:
+    caplog.set_level(logging.INFO, logger="nestegg_core.access")
+    monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", 1)  # every wheel is large
+    monkeypatch.setattr(clients, "PIP_RANGED_METADATA_MIN_SIZE", ranged_from)
+    faults.no_metadata = not upstream_lists
+    [wheel] = upstream.add("big", "1.0", sdist=False, payload_size=200_000)
+    mirror = make_mirror()
+    pip_download(mirror.index_url, tmp_path, "big==1.0")
+    assert hashlib.sha256((tmp_path / wheel.filename).read_bytes()).hexdigest() == wheel.hashes["sha256"]
+    access = "\n".join(r.getMessage() for r in caplog.records if r.name == "nestegg_core.access")
+    assert (f'{wheel.filename}.metadata" 200' in access) is pip_reads
+    # the upstream: the wheel whole once, and ranges of it only for metadata read by ranges
+    assert len(faults.files(whole=True)) == 1
+    assert bool(faults.files(whole=False)) is (pip_reads and not upstream_lists)
+
+
+@pytest.mark.parametrize(
     ("agent", "method", "changes", "ahead"),
     [
         (PIP, "GET", {}, True),  # pip resolved to the wheel: it asks for it once it resolved the rest
@@ -576,7 +614,7 @@ def rendering_files(mirror: Mirror, name: str) -> dict[str, int]:
 @pytest.mark.parametrize(
     ("large_from", "pip_made_again"),
     [
-        (clients.PIP_METADATA_MIN_SIZE, False),  # small: pip listed no metadata, and lists none
+        (clients.PIP_RANGED_METADATA_MIN_SIZE, False),  # small: pip listed no metadata, and lists none
         (1, True),  # large: pip listed the metadata read by ranges, and lists none once cached
     ],
 )
@@ -590,6 +628,7 @@ def test_a_wheel_cached_with_metadata_learned_remakes_pips_rendering_only_if_pip
     pip_made_again: bool,
 ) -> None:
     monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", large_from)
+    monkeypatch.setattr(clients, "PIP_RANGED_METADATA_MIN_SIZE", large_from)
     faults.no_metadata = True  # what the mirror learns from the wheel changes the page
     upstream.add("meta", "1.0", sdist=False)
     mirror = make_mirror()

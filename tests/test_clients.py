@@ -25,6 +25,7 @@ from nestegg_core.simple.clients import (
     answered_before_writing,
     fits,
     lists_cached_metadata,
+    pip_lists_metadata,
     profile_from_user_agent,
 )
 from nestegg_core.simple.models import DistFile
@@ -389,6 +390,26 @@ def test_pip_in_a_venv_installs_through_a_trimmed_mirror(
 )
 def test_lists_cached_metadata(user_agent: str | None, lists: bool) -> None:
     assert lists_cached_metadata(user_agent) is lists
+
+
+MIB = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("size", "ranged", "listed"),
+    [
+        (None, False, True),  # of unknown size: maybe large
+        (None, True, True),
+        (2 * MIB - 1, False, False),  # small: it comes whole at about the cost of its metadata
+        (2 * MIB, False, True),  # the upstream's metadata: one request, as pip makes to the upstream
+        (2 * MIB, True, False),  # read by ranges: round trips pip does not make to the upstream
+        (16 * MIB - 1, True, False),
+        (16 * MIB, True, True),  # large enough that a wheel pip rejects costs far more
+    ],
+)
+def test_pip_lists_metadata(size: int | None, ranged: bool, listed: bool) -> None:
+    dist = DistFile(filename="pkg-1.0-py3-none-any.whl", size=size)
+    assert pip_lists_metadata(dist, ranged=ranged) is listed
 
 
 @pytest.mark.parametrize(

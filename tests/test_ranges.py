@@ -17,6 +17,7 @@ from packaging.utils import NormalizedName
 
 from nestegg_core.index import ranges as ranges_module
 from nestegg_core.installers import installer_env
+from nestegg_core.simple import clients
 from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.testing import find_uv
 from nestegg_core.testing.pytest_plugin import PrivateIndex
@@ -408,9 +409,25 @@ def whole_files(faults: Faults) -> list[str]:
     return sorted(s.path.rsplit("/", 1)[1] for s in faults.files(whole=True))
 
 
+@pytest.mark.parametrize(
+    ("ranged_from", "downloaded"),
+    [
+        (BIG, False),  # large enough: pip reads its metadata, which the mirror reads by ranges
+        # the default (16 MiB): pip downloads the wheel whole to read it, as from the upstream,
+        # and is spared the ranges' round trips for every wheel it keeps
+        (clients.PIP_RANGED_METADATA_MIN_SIZE, True),
+    ],
+)
 def test_pip_resolves_without_downloading_a_wheel_it_rejects(
-    backtracking: str, faults: Faults, make_mirror: MirrorFactory, tmp_path: Path
+    backtracking: str,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ranged_from: int,
+    downloaded: bool,
 ) -> None:
+    monkeypatch.setattr(clients, "PIP_RANGED_METADATA_MIN_SIZE", ranged_from)
     mirror = make_mirror()
     # pip reads app 2.0's metadata (which starts its download ahead once ``ahead_after`` has
     # passed) and rejects it at once, asking for app 1.0, which drops it: in milliseconds, but a
@@ -428,8 +445,10 @@ def test_pip_resolves_without_downloading_a_wheel_it_rejects(
         for item in json.loads(report.read_text())["install"]
     }
     assert installed == {"app": "1.0", "other": "1.0"}
-    assert backtracking not in whole_files(faults)
-    assert sum(s.length for s in faults.files()) < 500_000  # bytes of files sent by the upstream
+    assert (backtracking in whole_files(faults)) is downloaded
+    if not downloaded:
+        assert sum(s.length for s in faults.files()) < 500_000  # bytes of files sent by the upstream
+        assert faults.files(whole=False)  # its metadata, read by ranges
     # pip download: the wheels it keeps, whole (once, by either run); the one it rejected, never
     dest = str(tmp_path / "dl")
     done = subprocess.run(
@@ -441,7 +460,8 @@ def test_pip_resolves_without_downloading_a_wheel_it_rejects(
         "app-1.0-py3-none-any.whl",
         "other-1.0-py3-none-any.whl",
     ]
-    assert whole_files(faults) == ["app-1.0-py3-none-any.whl", "other-1.0-py3-none-any.whl"]
+    kept = ["app-1.0-py3-none-any.whl", "other-1.0-py3-none-any.whl"]
+    assert whole_files(faults) == sorted([*kept, backtracking] if downloaded else kept)
 
 
 def test_uv_compiles_without_downloading_a_wheel_it_rejects(

@@ -473,14 +473,16 @@ class Repository:
         def listed(dist: DistFile) -> Mapping[str, str] | None:
             # asked for every file of every page rendered: the cheap tests first
             value = dist.core_metadata
-            if value is None:
+            ranged = value is None
+            if ranged:
                 if not lazy or not _lazy_metadata(dist):
                     return None
                 if not self._lazy(dist, cached=f"{dist.filename}.json" in held):
                     return None
                 value = NO_HASHES
             if not meta and (
-                not pip_lists_metadata(dist) or (dist.filename in held and f"{dist.filename}.json" in held)
+                not pip_lists_metadata(dist, ranged=ranged)
+                or (dist.filename in held and f"{dist.filename}.json" in held)
             ):
                 return None
             return value
