@@ -904,9 +904,9 @@ strace and tracemalloc):
   request stays what it is near the upstream, while every round trip, pip's direct ones and the
   server's alike, grows. 20 ms farther, the small set went from 1.35x to 1.18x direct in one run
   (ab8a872) and from 1.46x to 1.23x in another (9283ecd), the own set from 1.41x to 1.29x and from
-  1.43x to 1.28x (8a437cc: 1.42x to 1.18x, and 1.34x to 1.32x; this table's run, 213e2b3: 1.35x
-  to 1.13x, and 1.41x to 1.26x). What kept the own set above was its pages' parse (0.27-0.31 s of
-  CPU) and its 4 large wheels the index pip uses here lists
+  1.43x to 1.28x (8a437cc: 1.42x to 1.18x, and 1.34x to 1.32x; 213e2b3: 1.35x to 1.13x, and
+  1.41x to 1.26x; this table's run, 1d7d2cf: 1.30x to 1.10x, and 1.36x to 1.22x). What kept the
+  own set above was its pages' parse (0.27-0.31 s of CPU) and its 4 large wheels the index pip uses here lists
   no PEP 658 metadata for: pip's pages listed their metadata (a wheel of 2 MiB or more, see above),
   which nestegg reads by ranges, one round trip each. Those were 14 requests for the 4 wheels with
   the last 8 KiB asked first, and are 9 with the last 64 KiB (the central directory of most wheels,
