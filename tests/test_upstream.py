@@ -1,11 +1,13 @@
 """The upstream client over TLS: a CA bundle named by the environment is loaded once for every
-connection made with it, and still verifies what the upstream says it is."""
+connection made with it (ahead of the first one, as a mirror starts), and still verifies what the
+upstream says it is."""
 
 from __future__ import annotations
 
 import json
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from nestegg_core import Config, Mirror
 from nestegg_core.errors import UpstreamError
 from nestegg_core.index.upstream import HttpFetcher, in_background
 
@@ -145,3 +148,57 @@ def test_a_bundle_without_the_upstreams_ca_still_refuses_it(
     finally:
         fetcher.close()
     assert len(loads) == 2  # once for each bundle
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_prepare_loads_the_bundle_before_any_connection(
+    index: TlsIndex, bundle: Path, loads: list[Any], monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, str(bundle))
+    fetcher = HttpFetcher(index.index_url)
+    try:
+        fetcher.prepare()
+        assert (len(loads), index.connections) == (1, 0)  # nothing was sent upstream
+        assert fetcher.project("pkg", etag=None, last_modified=None).page is not None
+    finally:
+        fetcher.close()
+    assert (len(loads), index.connections) == (1, 1)  # the request found it loaded
+
+
+@pytest.mark.parametrize(
+    ("value", "loaded"),
+    [
+        ("missing.pem", 0),  # requests says what is wrong at the first request, as before
+        (".", 0),  # a folder of CAs: OpenSSL reads what it needs as it verifies
+    ],
+)
+def test_prepare_leaves_what_it_cannot_load_to_the_first_request(
+    index: TlsIndex, bundle: Path, loads: list[Any], monkeypatch: pytest.MonkeyPatch, value: str, loaded: int
+) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle.parent / value))
+    fetcher = HttpFetcher(index.index_url)
+    try:
+        fetcher.prepare()
+    finally:
+        fetcher.close()
+    assert (len(loads), index.connections) == (loaded, 0)
+
+
+@pytest.mark.parametrize(("offline", "loaded"), [(False, 1), (True, 0)])
+def test_a_mirror_prepares_its_upstream_client_as_it_starts(
+    index: TlsIndex,
+    bundle: Path,
+    loads: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    offline: bool,
+    loaded: int,
+) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    config = Config(nestegg_dir=tmp_path / "nest", index_url=index.index_url, port=0, offline=offline)
+    with Mirror(config) as mirror:
+        deadline = time.monotonic() + 10
+        while len(loads) < loaded and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (len(loads), index.connections) == (loaded, 0)
+        assert (mirror.repository.prepare() is None) is offline

@@ -657,6 +657,34 @@ class Repository:
         for downloads in (self.downloads, *(routed.downloads for _, routed in self.routes.items())):
             downloads.settle(None, max(0.0, deadline - time.monotonic()))
 
+    def prepare(self) -> threading.Thread | None:
+        """Get the upstream clients of this index and its routed ones ready for their first request,
+        in a thread of its own (``HttpFetcher.prepare``): the thread, or None when no index is
+        reached over HTTP (offline, or a fetcher given)."""
+        fetchers = [
+            repository._own_fetcher
+            for repository in (self, *(routed for _, routed in self.routes.items()))
+            if repository._own_fetcher is not None
+        ]
+        if not fetchers:
+            return None
+
+        def prepare() -> None:
+            for fetcher in fetchers:
+                try:
+                    fetcher.prepare()
+                except Exception:  # a head start only: the first request does it again, and says what fails
+                    logger.debug(
+                        "could not prepare the client of %s", mask_url(fetcher.index_url), exc_info=True
+                    )
+
+        thread = threading.Thread(target=prepare, name="nestegg-prepare", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no thread can be started now: the first request loads it
+            return None
+        return thread
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop the background work, waiting up to ``timeout`` for a page being made, once the files
         an installer has are in place; let go of the files and connections held open (the server

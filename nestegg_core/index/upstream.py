@@ -491,6 +491,18 @@ class HttpFetcher:
         self._adapter.close()
         self._background_adapter.close()
 
+    def prepare(self) -> None:
+        """Load the CA bundle the first connection to the upstream would load, as requests would
+        name it for the index (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE`` or its own): 20-70 ms
+        that ``ssl`` spends with the GIL let go. A mirror calls this in the background as it
+        starts; its first cold request then waits for no bundle. Nothing is sent upstream."""
+        verify = self.session.merge_environment_settings(self.index_url, {}, None, None, None)["verify"]
+        if not verify:
+            return
+        path = verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH
+        if not os.path.isdir(path):  # a folder of CAs is read by OpenSSL as it needs them
+            bundle_context(path)
+
     @property
     def session(self) -> requests.Session:
         background = _background.get()

@@ -101,6 +101,7 @@ class Mirror:
             self.repository.serve_clients(lambda: clients.gone)
             self.repository.index_url = self.index_url
             self.nest.start_services()
+            self.repository.prepare()
         return self
 
     def _quiet(self) -> None:
