@@ -17,6 +17,7 @@ import pytest
 
 from nestegg_core import Config, Mirror
 from nestegg_core.errors import UpstreamError
+from nestegg_core.index.repository import PREPARE_QUIET
 from nestegg_core.index.upstream import HttpFetcher, in_background
 
 trustme = pytest.importorskip("trustme", reason="trustme makes the test CA (pip install -e '.[test]')")
@@ -202,3 +203,23 @@ def test_a_mirror_prepares_its_upstream_client_as_it_starts(
             time.sleep(0.01)
         assert (len(loads), index.connections) == (loaded, 0)
         assert (mirror.repository.prepare() is None) is offline
+
+
+def test_a_mirror_prepares_once_no_request_has_come_for_a_moment(
+    index: TlsIndex, bundle: Path, loads: list[Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A warm run's first pages, asked at once, do not share the cores with the bundle's load."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    config = Config(nestegg_dir=tmp_path / "nest", index_url=index.index_url, port=0)
+    with Mirror(config) as mirror:
+        repository = mirror.repository
+        asking_until = time.monotonic() + 0.5
+        while time.monotonic() < asking_until:  # pages asked for, one every 10 ms
+            repository._asked = time.monotonic()
+            time.sleep(0.01)
+        assert loads == []
+        deadline = time.monotonic() + 10
+        while not loads and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(loads) == 1
+        assert time.monotonic() - repository._asked >= PREPARE_QUIET

@@ -108,6 +108,10 @@ _REFRESH_AFTER = 0.1
 #: a running install are made by its requests, the background takes the quiet after it (at once
 #: when the server can tell that its clients are gone: ``Repository.clients_gone``)
 _IDLE = 1.0
+#: seconds without a request after which a mirror loads its upstream client's CA bundle, once, as
+#: it starts (``Repository.prepare``): its 20-70 ms of CPU, on the other core, slowed the first
+#: pages of a fresh process asked at once (a warm tox run's) by a few milliseconds each
+PREPARE_QUIET = 0.05
 
 
 @dataclass(frozen=True)
@@ -658,18 +662,26 @@ class Repository:
             downloads.settle(None, max(0.0, deadline - time.monotonic()))
 
     def prepare(self) -> threading.Thread | None:
-        """Get the upstream clients of this index and its routed ones ready for their first request,
-        in a thread of its own (``HttpFetcher.prepare``): the thread, or None when no index is
-        reached over HTTP (offline, or a fetcher given)."""
-        fetchers = [
-            repository._own_fetcher
-            for repository in (self, *(routed for _, routed in self.routes.items()))
-            if repository._own_fetcher is not None
-        ]
+        """Get the upstream clients of this index and its routed ones ready for their first request
+        (``HttpFetcher.prepare``), in a thread of its own once no page nor file has been asked for
+        for ``PREPARE_QUIET`` seconds: the thread, or None when no index is reached over HTTP
+        (offline, or a fetcher given)."""
+        repositories = (self, *(routed for _, routed in self.routes.items()))
+        fetchers = [r._own_fetcher for r in repositories if r._own_fetcher is not None]
         if not fetchers:
             return None
 
+        def quiet_for() -> float:
+            """Seconds until no request has been made for ``PREPARE_QUIET`` seconds (0: now)."""
+            if any(r._making for r in repositories):
+                return PREPARE_QUIET
+            return max(r._asked for r in repositories) + PREPARE_QUIET - time.monotonic()
+
         def prepare() -> None:
+            # a moment first: a warm run's first pages, asked at once, have both cores to themselves
+            time.sleep(PREPARE_QUIET)
+            while (wait := quiet_for()) > 0:
+                time.sleep(wait)
             for fetcher in fetchers:
                 try:
                     fetcher.prepare()
