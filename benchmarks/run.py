@@ -905,7 +905,8 @@ strace and tracemalloc):
   server's alike, grows. 20 ms farther, the small set went from 1.35x to 1.18x direct in one run
   (ab8a872) and from 1.46x to 1.23x in another (9283ecd), the own set from 1.41x to 1.29x and from
   1.43x to 1.28x (8a437cc: 1.42x to 1.18x, and 1.34x to 1.32x; 213e2b3: 1.35x to 1.13x, and
-  1.41x to 1.26x; this table's run, 1d7d2cf: 1.30x to 1.10x, and 1.36x to 1.22x). What kept the
+  1.41x to 1.26x; 1d7d2cf: 1.30x to 1.10x, and 1.36x to 1.22x; this table's run, 7e45714, on a
+  slower machine: 1.46x to 1.14x, and 1.34x to 1.21x). What kept the
   own set above was its pages' parse (0.27-0.31 s of CPU) and its 4 large wheels the index pip uses here lists
   no PEP 658 metadata for: pip's pages listed their metadata (a wheel of 2 MiB or more, see above),
   which nestegg reads by ranges, one round trip each. Those were 14 requests for the 4 wheels with
@@ -924,6 +925,35 @@ strace and tracemalloc):
   round trip added to each request), 3 rounds, this parse and that change together: the held-out
   set 4.99 -> 4.81 s (direct 3.72 s), the own set 4.56 -> 4.24 s (direct 3.27 s), the small set
   2.67 -> 2.66 s (one range before; direct 2.22 s).
+- *The first cold request, and a cold request's fixed time.* The first request a mirror made to
+  its upstream loaded the CA bundle requests names to every new connection (nestegg loads it once
+  a process): 20-70 ms of CPU on the critical path of the first cold page. A mirror now loads it
+  as it starts, in a thread, once no page nor file has been asked for for 50 ms
+  (``HttpFetcher.prepare``, ``PREPARE_QUIET``; nothing is sent upstream, an offline mirror does
+  nothing), and ``ssl`` lets the GIL go while it reads the bundle. Against a local replay of the
+  upstream (its recorded pages, gzip-encoded, and the files pip downloads; the server in a process
+  of its own), the first cold page asked 0.2 s after the start took 6-11 ms, against 22-26 ms
+  before (5 starts each). Loaded at once as the mirror starts, the bundle's load on the other core
+  slowed a fresh process's first pages asked at once, as a warm tox run asks them: the small set's
+  slowest from 1.5 to 5.5 ms, the own set's from 3.9 to 5.4 ms (10 and 6 alternating starts). Two
+  runs of this table were made so (91d8929, on the same slower machine as this one): their
+  fresh-process rows read 5.9 and 6.9 ms, 5.1 and 5.9 ms. The rest of a cold request's fixed time,
+  timed on that replay: a small page 2.8 ms against 0.35 ms direct (1.0 ms to requests' answer,
+  where http.client alone takes 0.3 ms and requests reads the whole environment twice a request
+  for proxies, 0.14-0.25 ms; the parse 0.55 ms; the rendering 0.16 ms; the mirror's own
+  bookkeeping 0.5 ms; its state and rendering written after the answer, 0.7 ms, while pip parses
+  it); a small file 5.8 ms against about 1 ms direct (0.8 ms to the app, 0.5 ms to the download's
+  thread, 0.75-1.3 ms for its lock, of which 0.2-0.5 ms to make a new project's lock folder on
+  this disk, 1.2-2.1 ms to the upstream's headers, 0.2-0.3 ms for the part file, 0.7 ms for the
+  body). Near the upstream all of it is Python work under one GIL. Tried and not kept, in
+  alternating rounds: the upstream's file request made in a thread of its own while the download
+  takes its lock (no change: the two threads take turns at the GIL); the work left for after a
+  page's answer done by a thread of its own rather than the request's (no change: pip's parse of
+  the page hides it already); pages of up to 16,000 files answered before they are written (the
+  own set's cold pages 45 ms faster in 0.9 s, peak RSS 53 -> 62 MB); a project's folders made as
+  its page is fetched (about 0.3 ms a cold file, within the noise); the lock files of all projects
+  in one folder (0.3 ms a cold file, and an older nestegg sharing the cache would take other
+  locks); pip's rendering written in batches of entries (0.3 us an entry of 1.9).
 - *What the hostile-input fixes cost (issue 20).* Measured where each was made, on the loaded
   machine: warm pages after the server's fixes for slow and gone clients (sends from the event
   loop, send deadlines, the look at a client gone) served 1,611 HTML pages/s against 1,776 before,
