@@ -115,13 +115,22 @@ def bundle(ca: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.mark.parametrize("prepared", [False, True], ids=["by-the-first-connection", "prepared"])
 @pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
 def test_a_ca_bundle_is_loaded_once_for_every_connection(
-    index: TlsIndex, bundle: Path, loads: list[Any], monkeypatch: pytest.MonkeyPatch, variable: str
+    index: TlsIndex,
+    bundle: Path,
+    loads: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    prepared: bool,
 ) -> None:
     monkeypatch.setenv(variable, str(bundle))
     fetcher = HttpFetcher(index.index_url)
     try:
+        if prepared:  # ahead of any connection, as a mirror does when it starts: nothing is sent
+            fetcher.prepare()
+            assert (len(loads), index.connections) == (1, 0)
         for _ in range(3):
             assert fetcher.project("pkg", etag=None, last_modified=None).page is not None
             fetcher.close()  # the next request opens a new connection
@@ -149,21 +158,6 @@ def test_a_bundle_without_the_upstreams_ca_still_refuses_it(
     finally:
         fetcher.close()
     assert len(loads) == 2  # once for each bundle
-
-
-@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
-def test_prepare_loads_the_bundle_before_any_connection(
-    index: TlsIndex, bundle: Path, loads: list[Any], monkeypatch: pytest.MonkeyPatch, variable: str
-) -> None:
-    monkeypatch.setenv(variable, str(bundle))
-    fetcher = HttpFetcher(index.index_url)
-    try:
-        fetcher.prepare()
-        assert (len(loads), index.connections) == (1, 0)  # nothing was sent upstream
-        assert fetcher.project("pkg", etag=None, last_modified=None).page is not None
-    finally:
-        fetcher.close()
-    assert (len(loads), index.connections) == (1, 1)  # the request found it loaded
 
 
 @pytest.mark.parametrize(
