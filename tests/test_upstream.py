@@ -161,22 +161,22 @@ def test_a_bundle_without_the_upstreams_ca_still_refuses_it(
 
 
 @pytest.mark.parametrize(
-    ("value", "loaded"),
+    "value",
     [
-        ("missing.pem", 0),  # requests says what is wrong at the first request, as before
-        (".", 0),  # a folder of CAs: OpenSSL reads what it needs as it verifies
+        "missing.pem",  # requests says what is wrong at the first request, as before
+        ".",  # a folder of CAs: OpenSSL reads what it needs as it verifies
     ],
 )
 def test_prepare_leaves_what_it_cannot_load_to_the_first_request(
-    index: TlsIndex, bundle: Path, loads: list[Any], monkeypatch: pytest.MonkeyPatch, value: str, loaded: int
+    index: TlsIndex, bundle: Path, loads: list[Any], monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle.parent / value))
     fetcher = HttpFetcher(index.index_url)
     try:
-        fetcher.prepare()
+        fetcher.prepare()  # quietly
     finally:
         fetcher.close()
-    assert (len(loads), index.connections) == (loaded, 0)
+    assert (len(loads), index.connections) == (0, 0)
 
 
 @pytest.mark.parametrize(("offline", "loaded"), [(False, 1), (True, 0)])
