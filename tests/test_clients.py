@@ -25,6 +25,7 @@ from nestegg_core.simple.clients import (
     answered_before_writing,
     fits,
     lists_cached_metadata,
+    marker_environment,
     pip_lists_metadata,
     profile_from_user_agent,
 )
@@ -429,3 +430,42 @@ def test_answered_before_writing(user_agent: str | None, first: bool) -> None:
     """Installers are answered a page fetched just now before it is written; other clients find
     on disk what they were answered."""
     assert answered_before_writing(user_agent) is first
+
+
+HERE = dict(marker_environment(None))
+
+
+@pytest.mark.parametrize(
+    ("agent", "expected"),
+    [
+        (
+            'pip/26.3 {"python":"3.10.14","implementation":{"name":"PyPy","version":"7.3.16"},'
+            '"system":{"name":"Darwin","release":"23.1.0"},"cpu":"arm64"}',
+            {"python_version": "3.10", "python_full_version": "3.10.14", "implementation_name": "pypy",
+             "platform_python_implementation": "PyPy", "implementation_version": "7.3.16",
+             "platform_system": "Darwin", "sys_platform": "darwin", "os_name": "posix",
+             "platform_release": "23.1.0", "platform_machine": "arm64"},
+        ),
+        (
+            'uv/0.9.0 {"python":"3.13.0","implementation":{"name":"CPython"},"system":{"name":"Windows"},'
+            '"cpu":"AMD64"}',
+            {"python_version": "3.13", "python_full_version": "3.13.0", "implementation_name": "cpython",
+             "sys_platform": "win32", "os_name": "nt", "platform_system": "Windows",
+             "platform_machine": "AMD64"},
+        ),
+        # a system the markers know no sys_platform of keeps this one's, and says its own name
+        ('pip/26.3 {"system":{"name":"FreeBSD"}}', {"platform_system": "FreeBSD"}),
+        # what cannot be read is this interpreter's
+        ('pip/26.3 {"python":"3.x","implementation":{"name":"C Python"},"cpu":7}', {}),
+        ("pip/26.3 not json", {}),
+        ('pip/26.3 ["python"]', {}),
+        ('poetry/2.0 {"python":"3.9.1"}', {}),  # another client's document is not read
+        ("", {}),
+        (None, {}),
+        ("pip/26.3 " + "[" * 10_000, {}),  # too long
+    ],
+)  # fmt: skip
+def test_marker_environment_is_the_installers_as_far_as_its_user_agent_tells(
+    agent: str | None, expected: dict[str, str]
+) -> None:
+    assert dict(marker_environment(agent)) == {**HERE, **expected}

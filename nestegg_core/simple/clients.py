@@ -26,9 +26,12 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from types import MappingProxyType
 
+from packaging.markers import default_environment
 from packaging.version import Version
 
 from .models import DistFile, ProjectPage, parse_number, parse_specifier, parse_version
@@ -40,6 +43,7 @@ __all__ = [
     "fits",
     "for_client",
     "lists_cached_metadata",
+    "marker_environment",
     "pip_lists_metadata",
     "profile_from_user_agent",
 ]
@@ -139,6 +143,52 @@ def profile_from_user_agent(user_agent: str | None) -> ClientProfile | None:
         cpu=cpu if isinstance(cpu, str) and cpu in _CPUS.get(system or "", ()) else None,
         glibc=glibc,
     )
+
+
+#: ``sys.platform`` and ``os.name`` of an interpreter, by ``platform.system()``
+_SYS_PLATFORMS = {"Linux": ("linux", "posix"), "Darwin": ("darwin", "posix"), "Windows": ("win32", "nt")}
+_INSTALLER = re.compile(r"^(pip|uv)/[0-9][^ ]* ")
+_RELEASE = re.compile(r"[0-9]{1,4}\.[0-9]{1,4}(\.[0-9]{1,4})?")
+
+
+@lru_cache(maxsize=64)
+def marker_environment(user_agent: str | None) -> Mapping[str, str]:
+    """The environment markers of the interpreter an installer installs for, as far as its
+    User-Agent tells (pip's and uv's carry pip's "linehaul" document); the rest, and all of it for
+    another client, is this interpreter's. A guess, for fetching ahead what the client may ask: a
+    value that cannot be read is left as this interpreter's."""
+    environment = {key: str(value) for key, value in default_environment().items()}
+    if not user_agent or len(user_agent) > _MAX_USER_AGENT or not _INSTALLER.match(user_agent):
+        return MappingProxyType(environment)
+    try:
+        data = json.loads(user_agent.partition(" ")[2])
+    except (ValueError, RecursionError):
+        return MappingProxyType(environment)
+    data = _mapping(data)
+    python = data.get("python")
+    if isinstance(python, str) and _RELEASE.fullmatch(python):
+        environment["python_full_version"] = python
+        environment["python_version"] = ".".join(python.split(".")[:2])
+    implementation = _text(data.get("implementation"), "name")
+    if implementation is not None and implementation.isidentifier():
+        environment["platform_python_implementation"] = implementation
+        environment["implementation_name"] = implementation.lower()
+        version = _text(data.get("implementation"), "version")
+        if version is not None and _RELEASE.fullmatch(version):
+            environment["implementation_version"] = version
+    system = _text(data.get("system"), "name")
+    if system is not None and system.isprintable():
+        environment["platform_system"] = system
+        environment["sys_platform"], environment["os_name"] = _SYS_PLATFORMS.get(
+            system, (environment["sys_platform"], environment["os_name"])
+        )
+        release = _text(data.get("system"), "release")
+        if release is not None and release.isprintable():
+            environment["platform_release"] = release
+    cpu = data.get("cpu")
+    if isinstance(cpu, str) and cpu.isprintable() and cpu:
+        environment["platform_machine"] = cpu
+    return MappingProxyType(environment)
 
 
 def lists_cached_metadata(user_agent: str | None) -> bool:
