@@ -99,3 +99,13 @@ def test_a_closing_body_calls_back_once_even_unread() -> None:
     body.close()
     body.close()
     assert done == ["body closed", "then", "body closed"]
+
+
+def test_a_block_that_does_not_collect_does_the_work_at_once_within_one_that_does() -> None:
+    # the background thread that makes a page ahead runs in a copy of a request's context
+    done: list[str] = []
+    with later.collecting() as outer:
+        with later.collecting(active=False) as inner:
+            later.defer(lambda: done.append("written"))
+        assert done == ["written"]
+        assert inner == outer == []

@@ -37,10 +37,9 @@ def collecting(active: bool = True) -> Iterator[Work]:
     """Within the block, :func:`defer` collects work in the list given, for :func:`run` (unless
     not ``active``: then it does it at once, and the list stays empty)."""
     work: Work = []
-    if not active:
-        yield work
-        return
-    token = _pending.set(work)
+    # not active, it does the work at once within a block that collects too (a thread of the
+    # background running in a copy of a request's context)
+    token = _pending.set(work if active else None)
     try:
         yield work
     finally:
