@@ -339,6 +339,13 @@ class Config:
         kind=SIZE_OR_NO,
         description="the largest wheel downloaded ahead once pip has read its metadata (no: none)",
     )
+    #: an installer that read a wheel's metadata, or got the wheel, asks next for the pages of the
+    #: projects it requires, one round trip to the upstream after another
+    pages_ahead: bool = setting(
+        True,
+        kind=BOOLEAN,
+        description="fetch the pages of the projects a wheel requires before the installer asks for them",
+    )
     max_file_size: int = setting(
         MAX_FILE_SIZE,
         kind=SIZE,

@@ -27,6 +27,7 @@ from nestegg_core.errors import (
     out_of_files,
 )
 from nestegg_core.index import later
+from nestegg_core.index.ahead import PageRequest
 from nestegg_core.index.downloads import ClientGone
 from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import hops_of, loop_in
@@ -223,6 +224,10 @@ class NesteggApp:
         public_url = self.repository.config.public_url
         gzip = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING")) and not same_machine(environ, public_url)
         base = base_url(environ, public_url)
+        cached_metadata = lists_cached_metadata(agent)
+        self.files.page_asked(agent, PageRequest(
+            content_type=content_type, client=client, gzip=gzip, base=base, cached_metadata=cached_metadata
+        ))  # fmt: skip
         # a page fetched just now is written once an installer has its answer: it waits for no disk
         with later.collecting(answered_before_writing(agent)) as work:
             try:
@@ -232,7 +237,7 @@ class NesteggApp:
                     client,
                     gzip=gzip,
                     base=base,
-                    cached_metadata=lists_cached_metadata(agent),
+                    cached_metadata=cached_metadata,
                 )
             except BaseException:
                 later.run(work)

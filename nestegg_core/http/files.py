@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,11 @@ from typing import Any
 from packaging.utils import NormalizedName
 
 from nestegg_core.errors import NesteggError, NotFound, no_files_left, out_of_files
+from nestegg_core.index.ahead import PageRequest
 from nestegg_core.index.downloads import Download
 from nestegg_core.index.later import Closing
 from nestegg_core.index.repository import Repository
-from nestegg_core.simple.clients import answered_before_writing, downloads_after_metadata
+from nestegg_core.simple.clients import answered_before_writing, downloads_after_metadata, marker_environment
 from nestegg_core.simple.models import DistFile, is_normalized, is_valid_name
 
 from .answers import etag_matches, failed, http_date, status_line
@@ -30,6 +33,8 @@ _PLAIN_PATH = re.compile(r"^[A-Za-z0-9._+!~=/-]+$")
 FILE_CACHE_CONTROL = "max-age=31536000, immutable"
 
 BLOCK = 256 * 1024
+#: User-Agents whose way of asking for pages is kept (a machine's installers: a few)
+_AGENTS = 16
 
 
 class Files:
@@ -37,6 +42,19 @@ class Files:
 
     def __init__(self, repository: Repository) -> None:
         self.repository = repository
+        #: how each User-Agent last asked for a page: the pages made ahead for it are made so
+        self._requests: OrderedDict[str | None, PageRequest] = OrderedDict()
+        self._requests_lock = threading.Lock()
+
+    def page_asked(self, agent: str | None, request: PageRequest) -> None:
+        """Note how the client of ``agent`` asks for pages (see ``Repository.ahead_of``)."""
+        with self._requests_lock:
+            if self._requests.get(agent) == request:
+                return
+            self._requests[agent] = request
+            self._requests.move_to_end(agent)
+            while len(self._requests) > _AGENTS:
+                self._requests.popitem(last=False)
 
     def __call__(
         self, environ: Environ, start_response: StartResponse, raw: str, filename: str
@@ -51,11 +69,21 @@ class Files:
             if ranged is not None:
                 return ranged
         target, metadata = self.repository.open_any(name, filename, fetch=not head)
-        if not head and downloads_after_metadata(environ.get("HTTP_USER_AGENT")):
-            wheel = filename.removesuffix(".metadata")
+        agent = environ.get("HTTP_USER_AGENT")
+        wheel = filename.removesuffix(".metadata")
+        if not head and downloads_after_metadata(agent):
             self.repository.passed_over(name, wheel)
             if metadata:
                 self.repository.fetch_ahead(name, wheel)
+        if not head and (metadata or isinstance(target, Download)) and wheel.endswith(".whl"):
+            # the client asks next for the pages of the projects the wheel requires
+            self.repository.ahead_of(
+                name,
+                wheel,
+                environment=marker_environment(agent),
+                request=self._requests.get(agent),
+                metadata=target if metadata and isinstance(target, Path) else None,
+            )
         content_type = "text/plain; charset=utf-8" if metadata else "application/octet-stream"
         if isinstance(target, DistFile):
             return self._describe(environ, start_response, target)

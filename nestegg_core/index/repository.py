@@ -69,6 +69,7 @@ from nestegg_core.urls import mask_url, without_credentials
 from nestegg_core.waits import blocking
 
 from . import later
+from .ahead import PageRequest, PagesAhead
 from .circuit import CircuitFetcher, Circuits
 from .counting import CountingFetcher
 from .downloads import LOCK_WAIT, Download, Downloads
@@ -112,6 +113,10 @@ _IDLE = 1.0
 #: it starts (``Repository.prepare``): its 20-70 ms of CPU, on the other core, slowed the first
 #: pages of a fresh process asked at once (a warm tox run's) by a few milliseconds each
 PREPARE_QUIET = 0.05
+#: wheels being downloaded whose requirements are waited for (``Repository.ahead_of``)
+_MAX_AFTER_DOWNLOAD = 64
+#: bytes of a metadata file read for its requirements: they come before its description
+_AHEAD_METADATA = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -250,6 +255,18 @@ class Repository:
         #: the root index, and the lock of its scans and renderings
         self._index: _Listing | None = None
         self._index_lock = threading.Lock()
+        #: fetches the pages of the projects a wheel requires ahead of the client's requests; one
+        #: for all routes (a wheel of one index may require projects of another)
+        self.ahead: PagesAhead | None = None
+        if config.pages_ahead and not config.offline:
+            self.ahead = PagesAhead(self._needs_page, self._page_ahead)
+        self._own_ahead = self.ahead  # what close stops: a route's is its root's
+        #: the wheels being downloaded whose requirements are read once they are cached, with the
+        #: environment and page request of the client getting them (``ahead_of``)
+        self._after_download: OrderedDict[tuple[str, str], tuple[Mapping[str, str], PageRequest | None]] = (
+            OrderedDict()
+        )
+        self._after_lock = threading.Lock()
         #: the indexes of ``upstreams``, each the only one that serves the names it matches (a
         #: mounted upstream is given its mirror's, so that a name has one home whatever the URL)
         self.routes: Routes[Repository] = (
@@ -262,6 +279,7 @@ class Repository:
         routed = Repository(self.config.with_changes(index_url=upstream.url, upstreams=()))
         routed.private = self.private
         routed.downloads.slots = self.downloads.slots  # one bound on the downloads of a process
+        routed.ahead = self.ahead  # whose pages it makes through this one's routes
         routed.before_private = lambda name: self.before_private(name) if self.before_private else None
         return routed
 
@@ -323,6 +341,8 @@ class Repository:
         if routed is not None:
             return routed.rendered(name, content_type, client, gzip=gzip)
         self._asked = time.monotonic()
+        if self.ahead is not None:  # a page being made ahead is this one's answer
+            self.ahead.wait(name, self.config.page_deadline)
         self.downloads.settle(name)  # a file an installer has whole is listed as it was learned
         return self._rendered_page(name, content_type, client, gzip=gzip, base=base, meta=cached_metadata)
 
@@ -702,6 +722,8 @@ class Repository:
         an installer has are in place; let go of the files and connections held open (the server
         calls this when it stops: a later use opens them again)."""
         self.keep_files_served(timeout)
+        if self.ahead is not None and self.ahead is self._own_ahead:
+            self.ahead.close(timeout)
         self.refresher.stop(timeout)
         self.downloads.drop_pending()
         self.store.generation.close()
@@ -869,7 +891,83 @@ class Repository:
         self._asked = time.monotonic()
         return self.ranges.read(name, dist, start, end)
 
+    # pages ahead --------------------------------------------------------------------------
+
+    def ahead_of(
+        self,
+        name: NormalizedName,
+        filename: str,
+        *,
+        environment: Mapping[str, str],
+        request: PageRequest | None,
+        metadata: Path | None = None,
+    ) -> None:
+        """Fetch ahead the pages of the projects the wheel ``filename`` requires in the client's
+        ``environment`` (:class:`PagesAhead`), rendered as ``request`` asks: the client read the
+        wheel's metadata (served from ``metadata``), or gets the wheel itself, which the mirror is
+        downloading (its requirements are read once it is cached). Never waits."""
+        routed = self.routes.serving(name)
+        if routed is not None:
+            routed.ahead_of(name, filename, environment=environment, request=request, metadata=metadata)
+            return
+        if self.ahead is None or not filename.endswith(".whl"):
+            return
+        key = (name, filename)
+        if metadata is None:
+            with self._after_lock:
+                self._after_download[key] = (environment, request)
+                while len(self._after_download) > _MAX_AFTER_DOWNLOAD:
+                    self._after_download.popitem(last=False)
+            # the download may have ended before it was noted: then it is read here
+            if not os.path.isfile(self.store.file_path(name, filename)):
+                return
+            with self._after_lock:
+                if self._after_download.pop(key, None) is None:
+                    return  # read by _cached
+        read = functools.partial(self._requirements_of, name, filename, metadata)
+        self.ahead.wheel(key, read, of=name, environment=environment, request=request)
+
+    def _requirements_of(self, name: NormalizedName, filename: str, metadata: Path | None) -> bytes | None:
+        """The metadata of the wheel ``filename``: from ``metadata``, else from the cached wheel."""
+        if metadata is not None:
+            with self.open_served(metadata) as handle:
+                return handle.read(_AHEAD_METADATA)
+        with self.open_served(self.store.file_path(name, filename)) as handle:
+            return wheel_metadata(handle, filename)
+
+    def _needs_page(self, name: NormalizedName) -> bool:
+        """Whether the page of ``name`` is to be fetched ahead: the mirror's, neither fresh in
+        memory nor on disk."""
+        repository = self.serving(name)
+        if not repository._plain_mirror(name) or repository.config.offline:
+            return False
+        if repository.mirror.is_fresh(name):
+            return False
+        header = repository.store.read_page_header(name)
+        return header is None or not repository.mirror.fresh(header.checked)
+
+    def _page_ahead(self, name: NormalizedName, request: PageRequest | None) -> None:
+        """Fetch the page of ``name``, and make the rendering ``request`` asks for."""
+        if request is None:
+            self.project(name)
+            return
+        rendered = self.rendered(
+            name,
+            request.content_type,
+            request.client,
+            gzip=request.gzip,
+            base=request.base,
+            cached_metadata=request.cached_metadata,
+        )
+        if rendered.file is not None:
+            rendered.file.close()
+
     def _cached(self, name: NormalizedName, record: DistFile, changed: bool) -> None:
+        with self._after_lock:
+            after = self._after_download.pop((name, record.filename), None) if self._after_download else None
+        if after is not None and self.ahead is not None:
+            read = functools.partial(self._requirements_of, name, record.filename, None)
+            self.ahead.wheel((name, record.filename), read, of=name, environment=after[0], request=after[1])
         self.mirror.cached(name, record)
         if changed:
             self.refresher.changed(name)

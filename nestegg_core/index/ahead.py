@@ -1,0 +1,212 @@
+"""Pages fetched ahead of an installer's request: those of the projects a wheel requires.
+
+An installer that read a wheel's metadata (pip and uv resolving, before any download), or got a
+wheel, asks next for the pages of the projects it requires, one after another, each a round trip
+to the upstream through a cold mirror. :class:`PagesAhead` fetches those pages in a thread of its
+own as soon as the wheel's requirements are known, while the installer is still busy: its request
+then finds the page made, or joins the fetch under way.
+
+It is a guess, and bounded: the requirements are read for the installer's environment (its
+User-Agent), without extras; at most ``MAX_WAITING`` pages wait, one is made at a time, a page
+fresh in the cache is not fetched again, and a request for a page that waits makes it itself.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+
+from packaging.utils import NormalizedName
+
+from nestegg_core.errors import NesteggError
+from nestegg_core.simple.clients import ClientProfile
+from nestegg_core.simple.requires import required_names
+
+from . import later
+from .upstream import in_background
+
+__all__ = ["MAX_WAITING", "PageRequest", "PagesAhead"]
+
+logger = logging.getLogger(__name__)
+
+#: pages waiting to be made ahead; past it, a new one is not taken (the installer is far behind)
+MAX_WAITING = 128
+#: wheels whose requirements were taken lately, not read again (a warm run asks for each again)
+MAX_READ = 1024
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PageRequest:
+    """How a client asks for pages: the rendering a page made ahead of its request is made in."""
+
+    content_type: str
+    client: ClientProfile | None = None
+    gzip: bool = False
+    base: str = ""
+    cached_metadata: bool = True
+
+
+#: reads a wheel's metadata; None when it has none (or it is gone)
+Reader = Callable[[], bytes | None]
+#: ``needed(name)``: whether the page of ``name`` is to be fetched (not fresh, not private)
+Needed = Callable[[NormalizedName], bool]
+#: ``make(name, request)``: fetch the page, and make the rendering ``request`` asks for (if any)
+Make = Callable[[NormalizedName, PageRequest | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Wheel:
+    key: Hashable
+    read: Reader
+    of: NormalizedName
+    environment: Mapping[str, str]
+    request: PageRequest | None
+    context: contextvars.Context
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    request: PageRequest | None
+    context: contextvars.Context
+
+
+class PagesAhead:
+    """Makes, in a thread of its own, the pages the wheels it is given require (see the module).
+
+    The thread runs while there is work and ends when there is none. :meth:`wait` is what a request
+    for a page calls first; :meth:`close` drops what waits and waits for the page being made.
+    """
+
+    def __init__(self, needed: Needed, make: Make) -> None:
+        self._needed = needed
+        self._make = make
+        self._cond = threading.Condition()
+        self._wheels: list[_Wheel] = []
+        self._pages: OrderedDict[NormalizedName, _Page] = OrderedDict()
+        self._read: OrderedDict[Hashable, None] = OrderedDict()
+        #: the page being made, and the thread making it
+        self._making: NormalizedName | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        #: pages made ahead
+        self.made = 0
+
+    def wheel(
+        self,
+        key: Hashable,
+        read: Reader,
+        *,
+        of: NormalizedName,
+        environment: Mapping[str, str],
+        request: PageRequest | None,
+    ) -> None:
+        """Make the pages the wheel ``key`` (of the project ``of``) requires in ``environment``,
+        its metadata read by ``read`` in the thread; ``request`` says how they are asked for. A
+        wheel given lately is not read again. Never waits."""
+        with self._cond:
+            if self._closed or key in self._read:
+                return
+            self._read[key] = None
+            while len(self._read) > MAX_READ:
+                self._read.popitem(last=False)
+            self._wheels.append(_Wheel(key, read, of, environment, request, contextvars.copy_context()))
+            self._wake()
+
+    def wait(self, name: NormalizedName, timeout: float) -> None:
+        """Called before a request makes the page of ``name``: one waiting to be made ahead is
+        left to the request; one being made is waited for, up to ``timeout`` seconds (then the
+        request joins it, or finds it made)."""
+        with self._cond:
+            self._pages.pop(name, None)
+            if self._making == name and threading.current_thread() is not self._thread:
+                self._cond.wait_for(lambda: self._making != name, timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Make nothing more; wait up to ``timeout`` for the page being made."""
+        with self._cond:
+            self._closed = True
+            self._wheels.clear()
+            self._pages.clear()
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _wake(self) -> None:
+        """Under the condition: start the thread unless it runs."""
+        if self._thread is not None:
+            self._cond.notify_all()
+            return
+        thread = threading.Thread(target=self._run, name="nestegg-pages-ahead", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no thread can be started now: nothing is made ahead
+            self._wheels.clear()
+            self._pages.clear()
+            return
+        self._thread = thread
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if self._closed or not (self._wheels or self._pages):
+                    self._thread = None
+                    self._cond.notify_all()
+                    return
+                # a wheel's requirements first: the pages it adds may be the next asked for
+                wheel = self._wheels.pop(0) if self._wheels else None
+                if wheel is None:
+                    name, page = self._pages.popitem(last=False)
+                    self._making = name
+            if wheel is not None:
+                wheel.context.run(self._take, wheel)
+                continue
+            try:
+                page.context.run(self._page, name, page.request)
+            finally:
+                with self._cond:
+                    self._making = None
+                    self._cond.notify_all()
+
+    def _take(self, wheel: _Wheel) -> None:
+        """Queue the pages ``wheel`` requires that are to be fetched."""
+        try:
+            metadata = wheel.read()
+        except Exception:  # a guess: a wheel unread is no failure
+            logger.debug("no requirements read of %r", wheel.key, exc_info=True)
+            return
+        if metadata is None:
+            return
+        for name in required_names(metadata, wheel.environment, of=wheel.of):
+            with self._cond:
+                if self._closed or name in self._pages or name == self._making:
+                    continue
+                if len(self._pages) >= MAX_WAITING:
+                    return
+            try:
+                needed = self._needed(name)
+            except Exception:
+                logger.debug("cannot tell whether the page of %r is needed", name, exc_info=True)
+                continue
+            if needed:
+                with self._cond:
+                    self._pages[name] = _Page(wheel.request, wheel.context)
+
+    def _page(self, name: NormalizedName, request: PageRequest | None) -> None:
+        try:
+            if not self._needed(name):  # made by a request since it was queued
+                return
+            # its work is done now, not left to a request whose context it runs in
+            with later.collecting(active=False), in_background():
+                self._make(name, request)
+        except NesteggError as exc:  # the request for it will say what is wrong
+            logger.debug("page of %r not made ahead: %s", name, exc)
+            return
+        except Exception:
+            logger.debug("page of %r not made ahead", name, exc_info=True)
+            return
+        self.made += 1

@@ -1,0 +1,387 @@
+"""Pages fetched ahead (``index/ahead.py``): the queue on its own, then a mirror with real clients."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from packaging.utils import NormalizedName
+
+from nestegg_core.index import ahead as ahead_module
+from nestegg_core.index import repository
+from nestegg_core.index.ahead import PageRequest, PagesAhead
+from nestegg_core.simple import clients
+from nestegg_core.simple.models import ProjectPage
+from nestegg_core.testing import find_uv, installer_env, make_venv
+from nestegg_core.testing.pytest_plugin import PrivateIndex
+
+from .conftest import Faults, MirrorFactory, pip_download
+from .loopback import wait_until
+
+JSON = "application/vnd.pypi.simple.v1+json"
+PIP = (
+    'pip/26.3 {"installer":{"name":"pip","version":"26.3"},"python":"3.11.7",'
+    '"implementation":{"name":"CPython","version":"3.11.7"},"system":{"name":"Linux","release":"6.1"},'
+    '"cpu":"x86_64"}'
+)
+UV = 'uv/0.9.0 {"installer":{"name":"uv","version":"0.9.0"},"python":"3.12.1","system":{"name":"Windows"}}'
+ENVIRONMENT = dict(clients.marker_environment(PIP))
+
+
+def metadata(*requires: str) -> bytes:
+    return "".join(
+        ["Metadata-Version: 2.1\nName: top\nVersion: 1.0\n"] + [f"Requires-Dist: {r}\n" for r in requires]
+    ).encode()
+
+
+class Recorder:
+    """The callables of a PagesAhead: which pages it asked about and made, in order."""
+
+    def __init__(self, fresh: frozenset[str] = frozenset(), fail: frozenset[str] = frozenset()) -> None:
+        self.fresh = fresh
+        self.fail = fail
+        self.made: list[tuple[str, PageRequest | None]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def needed(self, name: NormalizedName) -> bool:
+        return name not in self.fresh
+
+    def make(self, name: NormalizedName, request: PageRequest | None) -> None:
+        self.gate.wait(10)
+        if name in self.fail:
+            raise ValueError(f"cannot make {name}")
+        self.made.append((name, request))
+
+
+def idle(ahead: PagesAhead) -> Callable[[], bool]:
+    return lambda: ahead._thread is None
+
+
+# --- the queue ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requires", "fresh", "fail", "made"),
+    [
+        (("a", "b>=2"), (), (), ["a", "b"]),
+        (("a", "b"), ("a",), (), ["b"]),  # fresh in the cache: not fetched again
+        (("a", "b"), (), ("a",), ["b"]),  # a page that fails is left to its request
+        (("top", "a"), (), (), ["a"]),  # the wheel's own project
+        (('a; sys_platform == "win32"', 'b; python_version >= "3"'), (), (), ["b"]),
+        (('a; extra == "x"', "b[x]"), (), (), ["b"]),  # extras are not guessed
+        (("A_B", "a-b", "a.b"), (), (), ["a-b"]),  # each project once
+    ],
+)
+def test_the_pages_a_wheel_requires_are_made_in_order(
+    requires: tuple[str, ...], fresh: tuple[str, ...], fail: tuple[str, ...], made: list[str]
+) -> None:
+    recorder = Recorder(frozenset(fresh), frozenset(fail))
+    ahead = PagesAhead(recorder.needed, recorder.make)
+    request = PageRequest(content_type=JSON, base="http://127.0.0.1:1")
+    ahead.wheel(
+        "w", lambda: metadata(*requires), of=NormalizedName("top"), environment=ENVIRONMENT, request=request
+    )
+    wait_until(idle(ahead), "the pages made")
+    assert recorder.made == [(name, request) for name in made]
+    assert ahead.made == len(made)
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda: None,  # no metadata (the wheel has none, or is gone)
+        lambda: b"\xff\xfe not metadata",
+        lambda: (_ for _ in ()).throw(OSError("gone")),  # cannot be read
+    ],
+)
+def test_a_wheel_whose_requirements_cannot_be_read_makes_nothing(read: Callable[[], bytes | None]) -> None:
+    recorder = Recorder()
+    ahead = PagesAhead(recorder.needed, recorder.make)
+    ahead.wheel("w", read, of=NormalizedName("top"), environment=ENVIRONMENT, request=None)
+    wait_until(idle(ahead), "the wheel read")
+    assert recorder.made == []
+
+
+def test_a_wheel_given_again_is_not_read_again() -> None:
+    reads = []
+    recorder = Recorder()
+    ahead = PagesAhead(recorder.needed, recorder.make)
+
+    def read() -> bytes:
+        reads.append(1)
+        return metadata("a")
+
+    for _ in range(3):
+        ahead.wheel("w", read, of=NormalizedName("top"), environment=ENVIRONMENT, request=None)
+        wait_until(idle(ahead), "the wheel read")
+    assert len(reads) == 1
+    assert [name for name, _ in recorder.made] == ["a"]
+
+
+def test_a_request_takes_a_waiting_page_and_waits_for_the_one_being_made() -> None:
+    recorder = Recorder()
+    recorder.gate.clear()  # the first page is held while being made
+    ahead = PagesAhead(recorder.needed, recorder.make)
+    ahead.wheel(
+        "w", lambda: metadata("a", "b", "c"), of=NormalizedName("top"), environment=ENVIRONMENT, request=None
+    )
+    wait_until(lambda: ahead._making == "a", "a being made")
+    ahead.wait(NormalizedName("b"), 5)  # waiting: the request makes it itself
+    waited = threading.Event()
+
+    def request() -> None:
+        ahead.wait(NormalizedName("a"), 10)
+        waited.set()
+
+    waiter = threading.Thread(target=request)
+    waiter.start()
+    time.sleep(0.2)
+    assert not waited.is_set()  # a request for "a" waits for the page being made
+    recorder.gate.set()
+    waiter.join(10)
+    assert waited.is_set()
+    wait_until(idle(ahead), "the pages made")
+    assert [name for name, _ in recorder.made] == ["a", "c"]
+
+
+def test_a_request_waits_no_longer_than_its_timeout() -> None:
+    recorder = Recorder()
+    recorder.gate.clear()
+    ahead = PagesAhead(recorder.needed, recorder.make)
+    ahead.wheel("w", lambda: metadata("a"), of=NormalizedName("top"), environment=ENVIRONMENT, request=None)
+    wait_until(lambda: ahead._making == "a", "a being made")
+    start = time.monotonic()
+    ahead.wait(NormalizedName("a"), 0.2)
+    assert 0.15 < time.monotonic() - start < 2
+    recorder.gate.set()
+    ahead.close()
+
+
+def test_the_pages_waiting_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ahead_module, "MAX_WAITING", 3)
+    recorder = Recorder()
+    ahead = PagesAhead(recorder.needed, recorder.make)
+    many = [f"p{i}" for i in range(10)]
+    ahead.wheel("w", lambda: metadata(*many), of=NormalizedName("top"), environment=ENVIRONMENT, request=None)
+    wait_until(idle(ahead), "the pages made")
+    assert [name for name, _ in recorder.made] == ["p0", "p1", "p2"]
+
+
+def test_close_drops_what_waits_and_waits_for_the_page_being_made() -> None:
+    recorder = Recorder()
+    recorder.gate.clear()
+    ahead = PagesAhead(recorder.needed, recorder.make)
+    ahead.wheel(
+        "w", lambda: metadata("a", "b"), of=NormalizedName("top"), environment=ENVIRONMENT, request=None
+    )
+    wait_until(lambda: ahead._making == "a", "a being made")
+    threading.Timer(0.2, recorder.gate.set).start()
+    ahead.close(timeout=5)
+    assert idle(ahead)()
+    assert [name for name, _ in recorder.made] == ["a"]
+    ahead.wheel("w2", lambda: metadata("c"), of=NormalizedName("top"), environment=ENVIRONMENT, request=None)
+    assert ahead._thread is None  # closed: nothing more is taken
+
+
+# --- a mirror -----------------------------------------------------------------------------
+
+
+def count_renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the pages the repository renders from now on."""
+    renders: list[str] = []
+    for function in ("render_project", "project_pieces"):
+        original = getattr(repository, function)
+
+        def counting(page: ProjectPage, *args: Any, original: Any = original) -> Any:
+            renders.append(page.name)
+            return original(page, *args)
+
+        monkeypatch.setattr(repository, function, counting)
+    return renders
+
+
+def page_asked(faults: Faults, name: str) -> Callable[[], bool]:
+    return lambda: faults.count(f"/simple/{name}/") > 0
+
+
+@pytest.mark.parametrize(
+    ("agent", "fetched", "left"),
+    [
+        (PIP, ["dep", "linux-only"], ["win-only", "extra-only"]),
+        (UV, ["dep", "win-only"], ["linux-only", "extra-only"]),  # uv's User-Agent says Windows
+    ],
+)
+def test_a_read_of_a_wheels_metadata_fetches_the_pages_it_requires(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+    agent: str,
+    fetched: list[str],
+    left: list[str],
+) -> None:
+    monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", 1)  # pip is shown the metadata too
+    requires = ["dep>=1", 'linux-only; sys_platform == "linux"', 'win-only; sys_platform == "win32"',
+                'extra-only; extra == "x"']  # fmt: skip
+    [wheel] = upstream.add("top", "1.0", sdist=False, requires_dist=requires, extras={"x": ["extra-only"]})
+    for name in ("dep", "linux-only", "win-only", "extra-only"):
+        upstream.add(name, "1.0", sdist=False)
+    mirror = make_mirror(fetch_ahead=0)
+    assert http.get(mirror.index_url + "top/", headers={"Accept": JSON, "User-Agent": agent}).ok
+    assert http.get(f"{mirror.url}/files/top/{wheel.filename}.metadata", headers={"User-Agent": agent}).ok
+    for name in fetched:
+        wait_until(page_asked(faults, name), f"the page of {name} fetched ahead")
+    ahead = mirror.repository.ahead
+    assert ahead is not None
+    wait_until(lambda: ahead.made == len(fetched), "the pages made ahead")
+    assert not [name for name in left if faults.count(f"/simple/{name}/")]
+    # asked for now, each is answered as made ahead: neither the upstream asked nor a page rendered
+    renders = count_renders(monkeypatch)
+    for name in fetched:
+        answer = http.get(mirror.index_url + f"{name}/", headers={"Accept": JSON, "User-Agent": agent})
+        assert answer.json()["name"] == name
+        assert faults.count(f"/simple/{name}/") == 1
+    assert renders == []
+
+
+@pytest.mark.parametrize(("changes", "made"), [({}, 2), ({"pages_ahead": False}, 0)])
+def test_pip_download_without_deps_gets_the_pages_of_what_it_downloaded_made_ahead(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    tmp_path: Path,
+    changes: dict[str, object],
+    made: int,
+) -> None:
+    # no metadata read (a small wheel): the wheel's own requirements, once it is cached
+    upstream.add("top", "1.0", sdist=False, requires_dist=["dep-a", "dep-b"])
+    upstream.add("dep-a", "1.0", sdist=False)
+    upstream.add("dep-b", "1.0", sdist=False)
+    mirror = make_mirror(**changes)
+    pip_download(mirror.index_url, tmp_path, "top==1.0")
+    if made:
+        wait_until(lambda: page_asked(faults, "dep-a")() and page_asked(faults, "dep-b")(), "the pages ahead")
+        ahead = mirror.repository.ahead
+        assert ahead is not None
+        wait_until(lambda: ahead.made == made, "the pages made ahead")
+    else:
+        assert mirror.repository.ahead is None
+        time.sleep(0.5)
+    assert faults.count("/simple/dep-a/") == faults.count("/simple/dep-b/") == (1 if made else 0)
+    pip_download(mirror.index_url, tmp_path, "dep-a==1.0", "dep-b==1.0")
+    assert faults.count("/simple/dep-a/") == faults.count("/simple/dep-b/") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("installer", ["pip", "uv"])
+def test_an_install_with_dependencies_asks_the_upstream_once_a_page(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    installer: str,
+) -> None:
+    monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", 1)  # pip reads every wheel's metadata
+    upstream.add("top", "1.0", sdist=False, requires_dist=["mid-a", "mid-b"])
+    upstream.add("mid-a", "1.0", sdist=False, requires_dist=["leaf"])
+    upstream.add("mid-b", "1.0", sdist=False, requires_dist=["leaf>=1"])
+    upstream.add("leaf", "1.0", sdist=False)
+    mirror = make_mirror()
+    python = make_venv(tmp_path / "venv")
+    if installer == "pip":
+        command = [str(python), "-m", "pip", "install", "--no-cache-dir", "top"]
+    else:
+        uv = find_uv()
+        assert uv is not None
+        command = [uv, "pip", "install", "--no-cache", "--python", str(python), "top"]
+    result = subprocess.run(
+        command, env=installer_env(mirror.index_url), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    check = subprocess.run(
+        [str(python), "-c", "import top, mid_a, mid_b, leaf"], capture_output=True, check=False
+    )
+    assert check.returncode == 0, check.stderr
+    ahead = mirror.repository.ahead
+    assert ahead is not None
+    assert ahead.made >= 1  # some pages were made before the installer asked
+    for name in ("top", "mid-a", "mid-b", "leaf"):
+        assert faults.count(f"/simple/{name}/") == 1, name
+
+
+def test_a_private_name_required_is_never_asked_of_the_upstream(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", 1)
+    [wheel] = upstream.add("top", "1.0", sdist=False, requires_dist=["secret-lib", "dep"])
+    upstream.add("dep", "1.0", sdist=False)
+    mirror = make_mirror(private_names=("secret-*",))
+    assert http.get(mirror.index_url + "top/", headers={"Accept": JSON, "User-Agent": PIP}).ok
+    assert http.get(f"{mirror.url}/files/top/{wheel.filename}.metadata", headers={"User-Agent": PIP}).ok
+    wait_until(page_asked(faults, "dep"), "the page of dep fetched ahead")
+    assert mirror.repository.ahead is not None
+    wait_until(idle(mirror.repository.ahead), "the pages made ahead")
+    assert faults.count("/simple/secret-lib/") == 0
+
+
+def test_a_hostile_wheel_costs_a_bounded_number_of_pages(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", 1)
+    requires = [f"name-{i}" for i in range(2000)]
+    [wheel] = upstream.add("top", "1.0", sdist=False, requires_dist=requires)
+    mirror = make_mirror()
+    assert http.get(mirror.index_url + "top/", headers={"Accept": JSON, "User-Agent": PIP}).ok
+    assert http.get(f"{mirror.url}/files/top/{wheel.filename}.metadata", headers={"User-Agent": PIP}).ok
+    assert mirror.repository.ahead is not None
+    wait_until(lambda: faults.count(prefix="/simple/name-") > 0, "pages fetched ahead")
+    wait_until(idle(mirror.repository.ahead), "the pages made ahead", timeout=30)
+    from nestegg_core.simple.requires import MAX_NAMES  # noqa: PLC0415
+
+    assert faults.count(prefix="/simple/name-") == MAX_NAMES  # each a 404, asked once
+
+
+def test_a_stopping_mirror_drops_the_pages_waiting(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", 1)
+    [wheel] = upstream.add("top", "1.0", sdist=False, requires_dist=[f"dep-{i}" for i in range(20)])
+    mirror = make_mirror()
+    assert http.get(mirror.index_url + "top/", headers={"Accept": JSON, "User-Agent": PIP}).ok
+    metadata = f"{mirror.url}/files/top/{wheel.filename}.metadata"
+    assert http.head(metadata, headers={"User-Agent": PIP}).ok  # a HEAD makes nothing ahead
+    assert mirror.repository.ahead is not None
+    assert mirror.repository.ahead.made == 0
+    gate = threading.Event()
+    faults.gate = gate  # the upstream holds every request from now on
+    try:
+        assert http.get(metadata, headers={"User-Agent": PIP}).ok  # fetched before: no upstream
+        wait_until(lambda: faults.count(prefix="/simple/dep-") == 1, "the first page asked")
+        start = time.monotonic()
+        mirror.stop()
+        assert time.monotonic() - start < 8  # the page being made waited for 5 s at most
+    finally:
+        gate.set()
+    time.sleep(0.3)
+    assert faults.count(prefix="/simple/dep-") == 1  # the 19 waiting were dropped
