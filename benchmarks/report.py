@@ -56,6 +56,7 @@ METRICS = (
     Metric("small-uv", "small set: warm uv pip install --no-cache, fresh venv", "s"),
     Metric("distant-cold", "cold, upstream {rtt} ms farther: pip download --no-deps", "s"),
     Metric("small-distant-cold", "small set: the same", "s"),
+    Metric("small-distant-deps", "  its roots, pip finding the rest (pip download ROOTS -c SET)", "s"),
     Metric(
         "pages-1-html", "pages/s, 1 client, HTML (p50/p99 ms)", "/s", ("pages-1-html:p50", "pages-1-html:p99")
     ),
@@ -350,6 +351,11 @@ def targets(results: Results) -> list[Target]:
             f"cold pip download ≤ 1.2x the upstream direct, both {rtt} ms farther from it ({label})",
             partial(versus, prefix + "distant-cold", "direct", 1.2, "the upstream direct"),
         )
+    add(
+        f"cold pip download of the roots with their dependencies ≤ 1.2x the upstream direct, both {rtt} ms"
+        " farther from it (small set)",
+        partial(versus, "small-distant-deps", "direct", 1.2, "the upstream direct"),
+    )
 
     def past_ttl(prefix: str) -> tuple[bool, str] | None:
         """The warm run past the TTL, which asks the upstream for every page, against the direct's."""

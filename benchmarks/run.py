@@ -191,10 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     prefix="small-",
                 )
             if proxy is not None:
-                sets = [("distant-", args.requirements)]
+                sets: list[tuple[str, Path, list[str] | None]] = [("distant-", args.requirements, None)]
                 if str(args.small_requirements) != "none":
-                    sets.append(("small-distant-", args.small_requirements))
-                for prefix, requirements in sets:
+                    # and its roots with their dependencies, as an install finds them (no wheels: none)
+                    roots = workloads.roots_of(work / "find-links-small") or None
+                    sets.append(("small-distant-", args.small_requirements, roots))
+                for prefix, requirements, roots in sets:
                     distant_round(
                         order,
                         upstream,
@@ -203,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         proxy=proxy,
                         work=work,
                         prefix=prefix,
+                        roots=roots,
                     )
             spent.append(time.monotonic() - round_began)
             results.facts["rounds"] = str(number + 1)  # the rounds run, which the report says
@@ -479,40 +482,44 @@ def distant_round(
     proxy: str,
     work: Path,
     prefix: str,
+    roots: list[str] | None = None,
 ) -> None:
     """The cold pip download through each server started afresh, then straight from the upstream,
-    all reaching the upstream through ``proxy`` (farther away by ``--upstream-rtt-ms``)."""
+    all reaching the upstream through ``proxy`` (farther away by ``--upstream-rtt-ms``); with
+    ``roots``, then the download of those with their dependencies, likewise."""
     dest = work / "download-distant"
-    for server in order:
-        instance = _attempt(
-            results, f"{server.name} start (distant)", server.start, upstream, "pypi", probe=None, proxy=proxy
-        )
-        if instance is None:
-            continue
-        try:
-            seconds = _attempt(
-                results,
-                f"{server.name} cold pip download, upstream farther",
-                workloads.pip_download,
-                requirements,
-                dest,
-                index_url=instance.index_url,
-            )
-        finally:
-            instance.process.stop()
+    runs: list[tuple[str, list[str]]] = [("cold", [])]
+    if roots:
+        runs.append(("deps", roots))
+    for key, names in runs:
+        what = "cold pip download" + (" with dependencies" if names else "") + ", upstream farther"
+        for server in order:
+            instance = _attempt(
+                results, f"{server.name} start (distant)", server.start, upstream, "pypi",
+                probe=None, proxy=proxy,
+            )  # fmt: skip
+            if instance is None:
+                continue
+            try:
+                seconds = _attempt(
+                    results,
+                    f"{server.name} {what}",
+                    workloads.pip_download,
+                    requirements,
+                    dest,
+                    index_url=instance.index_url,
+                    roots=names,
+                )
+            finally:
+                instance.process.stop()
+            if seconds is not None:
+                results.add(prefix + key, server.name, seconds)
+        seconds = _attempt(
+            results, f"direct {what}", workloads.pip_download, requirements, dest, index_url=upstream,
+            proxy=proxy, roots=names,
+        )  # fmt: skip
         if seconds is not None:
-            results.add(prefix + "cold", server.name, seconds)
-    seconds = _attempt(
-        results,
-        "direct cold pip download, upstream farther",
-        workloads.pip_download,
-        requirements,
-        dest,
-        index_url=upstream,
-        proxy=proxy,
-    )
-    if seconds is not None:
-        results.add(prefix + "cold", "direct", seconds)
+            results.add(prefix + key, "direct", seconds)
 
 
 def warm_runs(

@@ -22,8 +22,12 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import load
+from packaging.utils import parse_wheel_filename
 from servers import Instance, server_env
 
+from nestegg_core.simple.clients import marker_environment
+from nestegg_core.simple.distmeta import wheel_metadata
+from nestegg_core.simple.requires import required_names
 from nestegg_core.testing import find_uv, installer_env
 
 #: the pinned package sets of the pip and uv workloads, closed under their dependencies: ``large``,
@@ -109,34 +113,37 @@ def pip_download(
     find_links: Path | None = None,
     timeout: float = 600,
     proxy: str | None = None,
+    roots: Sequence[str] = (),
 ) -> float:
     """Seconds for ``pip download --no-deps --no-cache-dir -r requirements`` into an empty ``dest``
-    (through ``proxy`` to an HTTPS index, if given)."""
+    (through ``proxy`` to an HTTPS index, if given); with ``roots``, ``pip download ROOTS -c
+    requirements`` instead: pip finds their dependencies on the way, as an install does."""
     shutil.rmtree(dest, ignore_errors=True)
-    command = [
-        PIP_PYTHON,
-        "-m",
-        "pip",
-        "download",
-        "--quiet",
-        "--no-deps",
-        "--no-cache-dir",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        "--dest",
-        str(dest),
-        "-r",
-        str(requirements),
-    ]
+    command = [PIP_PYTHON, "-m", "pip", "download", "--quiet", "--no-cache-dir", "--only-binary=:all:",
+               "--disable-pip-version-check", "--dest", str(dest)]  # fmt: skip
+    command += [*roots, "-c", str(requirements)] if roots else ["--no-deps", "-r", str(requirements)]
     if find_links is not None:
         command += ["--no-index", "--find-links", str(find_links)]
     env = installer_env(index_url) if proxy is None else installer_env(index_url, HTTPS_PROXY=proxy)
     elapsed = _timed(command, env, f"pip download from {index_url or find_links}", timeout)
     expected = len(requirement_names(requirements))
     got = len(list(dest.iterdir()))
-    if got != expected:
+    # with roots, the set's projects that only another platform or Python needs are left out
+    if got != expected and not (roots and len(roots) <= got <= expected):
         raise RuntimeError(f"pip download from {index_url or find_links}: {got} files, expected {expected}")
     return elapsed
+
+
+def roots_of(wheels: Path) -> list[str]:
+    """The projects of the wheels in ``wheels`` (a package set downloaded) that none of the others
+    requires on this interpreter and platform: what a user would install, the rest coming along."""
+    required: set[str] = set()
+    names = []
+    for wheel in sorted(wheels.glob("*.whl")):
+        name = parse_wheel_filename(wheel.name)[0]
+        names.append(name)
+        required.update(required_names(wheel_metadata(wheel) or b"", marker_environment(None), of=name))
+    return [name for name in names if name not in required]
 
 
 def uv_install(
