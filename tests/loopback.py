@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from nestegg_core.http.types import WSGIApp
+from nestegg_core.testing import find_uv
 
 
 def refused_url() -> str:
@@ -320,3 +321,13 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 10.0
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def install_command(installer: str, python: Path, *requirements: str) -> list[str]:
+    """The command that installs ``requirements`` into the venv of ``python`` with ``installer``
+    ("pip" or "uv"), neither keeping a cache."""
+    if installer == "pip":
+        return [str(python), "-m", "pip", "install", "--no-cache-dir", *requirements]
+    uv = find_uv()
+    assert uv is not None
+    return [uv, "pip", "install", "--no-cache", "--python", str(python), *requirements]

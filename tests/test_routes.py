@@ -19,11 +19,11 @@ from nestegg_core.cli import main
 from nestegg_core.config.config import Upstream
 from nestegg_core.serve.mounts import UpstreamMounts
 from nestegg_core.simple import clients
-from nestegg_core.testing import find_uv, installer_env, make_venv
+from nestegg_core.testing import installer_env, make_venv
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults
-from .loopback import wait_until
+from .loopback import install_command, wait_until
 
 
 @pytest.fixture
@@ -181,12 +181,7 @@ def test_pip_and_uv_install_the_routed_project_from_its_index_only(
     tmp_path: Path, routed: Mirror, faults: Faults, internal_faults: Faults, installer: str
 ) -> None:
     python = make_venv(tmp_path / "venv")
-    if installer == "pip":
-        command = [str(python), "-m", "pip", "install", "--no-cache-dir", "acme-tools"]
-    else:
-        uv = find_uv()
-        assert uv is not None
-        command = [uv, "pip", "install", "--no-cache", "--python", str(python), "acme-tools"]
+    command = install_command(installer, python, "acme-tools")
     result = subprocess.run(
         command, env=installer_env(routed.index_url), capture_output=True, text=True, check=False
     )
