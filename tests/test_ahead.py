@@ -215,6 +215,19 @@ def read_metadata(http: requests.Session, mirror: Mirror, wheel: DistFile, agent
     assert http.get(f"{mirror.url}/files/top/{wheel.filename}.metadata", headers={"User-Agent": agent}).ok
 
 
+def count_wheel_reads(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """The wheels whose requirements the repository reads from the wheel itself from now on."""
+    reads: list[str | None] = []
+    original = repository.wheel_metadata
+
+    def counting(path: Any, filename: str | None = None) -> bytes | None:
+        reads.append(filename)
+        return original(path, filename)
+
+    monkeypatch.setattr(repository, "wheel_metadata", counting)
+    return reads
+
+
 def page_asked(faults: Faults, name: str) -> Callable[[], bool]:
     return lambda: faults.count(f"/simple/{name}/") > 0
 
@@ -259,16 +272,27 @@ def test_a_read_of_a_wheels_metadata_fetches_the_pages_it_requires(
     assert renders == []
 
 
-@pytest.mark.parametrize(("changes", "made"), [({}, 2), ({"pages_ahead": False}, 0)])
+@pytest.mark.parametrize(
+    ("changes", "listed", "made"),
+    [
+        ({}, True, 2),  # the requirements read from the cached wheel
+        ({}, False, 2),  # from the metadata kept of it (the upstream lists none)
+        ({"pages_ahead": False}, True, 0),
+    ],
+)
 def test_pip_download_without_deps_gets_the_pages_of_what_it_downloaded_made_ahead(
     upstream: PrivateIndex,
     faults: Faults,
     make_mirror: MirrorFactory,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     changes: dict[str, object],
+    listed: bool,
     made: int,
 ) -> None:
     # no metadata read (a small wheel): the wheel's own requirements, once it is cached
+    faults.no_metadata = not listed
+    reads = count_wheel_reads(monkeypatch)
     upstream.add("top", "1.0", sdist=False, requires_dist=["dep-a", "dep-b"])
     upstream.add("dep-a", "1.0", sdist=False)
     upstream.add("dep-b", "1.0", sdist=False)
@@ -283,6 +307,7 @@ def test_pip_download_without_deps_gets_the_pages_of_what_it_downloaded_made_ahe
         assert mirror.repository.ahead is None
         time.sleep(0.5)
     assert faults.count("/simple/dep-a/") == faults.count("/simple/dep-b/") == (1 if made else 0)
+    assert reads == (["top-1.0-py3-none-any.whl"] if made and listed else [])
     pip_download(mirror.index_url, tmp_path, "dep-a==1.0", "dep-b==1.0")
     assert faults.count("/simple/dep-a/") == faults.count("/simple/dep-b/") == 1
 

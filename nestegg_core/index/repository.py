@@ -257,9 +257,8 @@ class Repository:
         self._index_lock = threading.Lock()
         #: fetches the pages of the projects a wheel requires ahead of the client's requests; one
         #: for all routes (a wheel of one index may require projects of another)
-        self.ahead: PagesAhead | None = None
-        if config.pages_ahead and not config.offline:
-            self.ahead = PagesAhead(self._needs_page, self._page_ahead)
+        ahead = config.pages_ahead and not config.offline
+        self.ahead: PagesAhead | None = PagesAhead(self._needs_page, self._page_ahead) if ahead else None
         self._own_ahead = self.ahead  # what close stops: a route's is its root's
         #: the wheels being downloaded whose requirements are read once they are cached, with the
         #: environment and page request of the client getting them (``ahead_of``)
@@ -928,7 +927,10 @@ class Repository:
         self.ahead.wheel(key, read, of=name, environment=environment, request=request)
 
     def _requirements_of(self, name: NormalizedName, filename: str, metadata: Path | None) -> bytes | None:
-        """The metadata of the wheel ``filename``: from ``metadata``, else from the cached wheel."""
+        """The metadata of the wheel ``filename``: from ``metadata``, else the one kept of it, else
+        from the cached wheel (whose central directory costs a large wheel some milliseconds)."""
+        if metadata is None and os.path.isfile(kept := self.store.metadata_path(name, filename)):
+            metadata = kept
         if metadata is not None:
             with self.open_served(metadata) as handle:
                 return handle.read(_AHEAD_METADATA)
