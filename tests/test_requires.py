@@ -45,3 +45,10 @@ def test_required_names_are_bounded() -> None:
     assert len(found) == requires.MAX_NAMES
     assert found[:2] == ("name-0", "name-1")
     assert required_names(HEAD + many, LINUX, limit=3) == ("name-0", "name-1", "name-2")
+
+
+def test_only_the_first_headers_are_read() -> None:
+    # past MAX_HEADERS bytes of headers, a field is not read; a file of short lines costs no list
+    filler = b"Classifier: x\n" * (requires.MAX_HEADERS // 14 + 1)
+    assert required_names(HEAD + b"Requires-Dist: a\n" + filler + b"Requires-Dist: b\n", LINUX) == ("a",)
+    assert required_names(b"x\n" * 5_000_000, LINUX) == ()

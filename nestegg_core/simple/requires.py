@@ -1,12 +1,13 @@
 """The projects a wheel's metadata requires, for one environment: what its installer asks next.
 
 The metadata comes from upstreams, so it is read within bounds: only its headers (up to the first
-empty line), lines of up to ``MAX_LINE`` characters, and at most ``limit`` names.
+empty line, in its first ``MAX_HEADERS`` bytes), one line at a time, lines of up to ``MAX_LINE``
+characters, and at most ``limit`` names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
@@ -14,12 +15,14 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from .models import is_valid_name
 
-__all__ = ["MAX_LINE", "MAX_NAMES", "required_names"]
+__all__ = ["MAX_HEADERS", "MAX_LINE", "MAX_NAMES", "required_names"]
 
 #: the longest Requires-Dist line read (real ones are under 200 characters)
 MAX_LINE = 1000
 #: the most names taken from one wheel (the largest real lists are about 60 long, extras included)
 MAX_NAMES = 64
+#: the bytes of a metadata file read for its headers (a folded Description of old ones included)
+MAX_HEADERS = 1024 * 1024
 
 _FIELD = b"requires-dist:"
 #: what a marker packaging cannot evaluate raises; such a requirement is not taken
@@ -36,10 +39,7 @@ def required_names(
     names: dict[NormalizedName, None] = {}
     own = canonicalize_name(of) if of is not None else None
     context = {**environment, "extra": ""}
-    for raw in metadata.split(b"\n"):
-        line = raw.rstrip(b"\r")
-        if not line:
-            break  # the headers end: the rest is the description
+    for line in _headers(metadata[:MAX_HEADERS]):
         if len(line) > MAX_LINE or line[: len(_FIELD)].lower() != _FIELD:
             continue
         try:
@@ -56,3 +56,18 @@ def required_names(
             if len(names) >= limit:
                 break
     return tuple(names)
+
+
+def _headers(metadata: bytes) -> Iterator[bytes]:
+    """The lines of ``metadata`` up to the first empty one (the description follows it), one at a
+    time: a hostile file of short lines would make a list many times its size."""
+    start = 0
+    while start < len(metadata):
+        end = metadata.find(b"\n", start)
+        if end < 0:
+            end = len(metadata)
+        line = metadata[start:end].rstrip(b"\r")
+        if not line:
+            return
+        yield line
+        start = end + 1
