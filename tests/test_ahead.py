@@ -18,8 +18,9 @@ from nestegg_core.index import ahead as ahead_module
 from nestegg_core.index import repository
 from nestegg_core.index.ahead import PageRequest, PagesAhead
 from nestegg_core.simple import clients
+from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.simple.models import DistFile, ProjectPage
-from nestegg_core.simple.requires import MAX_NAMES
+from nestegg_core.simple.requires import MAX_NAMES, required_names
 from nestegg_core.testing import installer_env, make_venv
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
@@ -163,7 +164,7 @@ def test_a_request_waits_no_longer_than_its_timeout() -> None:
     ahead.wait(NormalizedName("a"), 0.2)
     assert 0.15 < time.monotonic() - start < 2
     recorder.gate.set()
-    ahead.close()
+    ahead.stop()
 
 
 def test_the_pages_waiting_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,20 +177,60 @@ def test_the_pages_waiting_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [name for name, _ in recorder.made] == ["p0", "p1", "p2"]
 
 
-def test_close_drops_what_waits_and_waits_for_the_page_being_made() -> None:
+def give(ahead: PagesAhead, key: str, *requires: str) -> None:
+    ahead.wheel(
+        key, lambda: metadata(*requires), of=NormalizedName("top"), environment=ENVIRONMENT, request=None
+    )
+
+
+def test_stop_drops_what_waits_and_waits_for_the_page_being_made() -> None:
     recorder = Recorder()
     recorder.gate.clear()
     ahead = PagesAhead(recorder.needed, recorder.make)
-    ahead.wheel(
-        "w", lambda: metadata("a", "b"), of=NormalizedName("top"), environment=ENVIRONMENT, request=None
-    )
+    give(ahead, "w", "a", "b")
     wait_until(lambda: ahead._making == "a", "a being made")
     threading.Timer(0.2, recorder.gate.set).start()
-    ahead.close(timeout=5)
+    ahead.stop(timeout=5)
     assert idle(ahead)()
     assert [name for name, _ in recorder.made] == ["a"]
-    ahead.wheel("w2", lambda: metadata("c"), of=NormalizedName("top"), environment=ENVIRONMENT, request=None)
-    assert ahead._thread is None  # closed: nothing more is taken
+    give(ahead, "w2", "c")
+    assert ahead._thread is None  # stopped: nothing more is taken
+    ahead.start()  # a server started again
+    give(ahead, "w3", "d")
+    wait_until(idle(ahead), "the page made")
+    assert [name for name, _ in recorder.made] == ["a", "d"]
+
+
+def test_the_wheels_waiting_are_bounded_the_latest_kept() -> None:
+    recorder = Recorder()
+    recorder.gate.clear()  # the worker is held making a page: wheels pile up
+    ahead = PagesAhead(recorder.needed, recorder.make)
+    give(ahead, "first", "a")
+    wait_until(lambda: ahead._making == "a", "a being made")
+    for i in range(ahead_module.MAX_WHEELS * 10):
+        give(ahead, f"w{i}", f"p{i}")
+    assert len(ahead._wheels) == ahead_module.MAX_WHEELS
+    recorder.gate.set()
+    wait_until(idle(ahead), "the pages made")
+    last = [f"p{i}" for i in range(ahead_module.MAX_WHEELS * 9, ahead_module.MAX_WHEELS * 10)]
+    assert [name for name, _ in recorder.made] == ["a", *last]
+
+
+def test_a_wheel_that_fails_to_read_leaves_the_thread_to_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = required_names
+
+    def failing(metadata: bytes, *args: Any, **kwargs: Any) -> tuple[NormalizedName, ...]:
+        if b"boom" in metadata:
+            raise MemoryError("boom")
+        return original(metadata, *args, **kwargs)
+
+    monkeypatch.setattr(ahead_module, "required_names", failing)
+    recorder = Recorder()
+    ahead = PagesAhead(recorder.needed, recorder.make)
+    give(ahead, "w1", "boom")
+    give(ahead, "w2", "a")
+    wait_until(idle(ahead), "the pages made")
+    assert [name for name, _ in recorder.made] == ["a"]
 
 
 # --- a mirror -----------------------------------------------------------------------------
@@ -218,7 +259,7 @@ def read_metadata(http: requests.Session, mirror: Mirror, wheel: DistFile, agent
 def count_wheel_reads(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
     """The wheels whose requirements the repository reads from the wheel itself from now on."""
     reads: list[str | None] = []
-    original = repository.wheel_metadata
+    original = wheel_metadata
 
     def counting(path: Any, filename: str | None = None) -> bytes | None:
         reads.append(filename)
@@ -261,7 +302,8 @@ def test_a_read_of_a_wheels_metadata_fetches_the_pages_it_requires(
         wait_until(page_asked(faults, name), f"the page of {name} fetched ahead")
     ahead = mirror.repository.ahead
     assert ahead is not None
-    wait_until(lambda: ahead.made == len(fetched), "the pages made ahead")
+    wait_until(idle(ahead), "the pages made ahead")
+    assert ahead.made == len(fetched)
     assert not [name for name in left if faults.count(f"/simple/{name}/")]
     # asked for now, each is answered as made ahead: neither the upstream asked nor a page rendered
     renders = count_renders(monkeypatch)
@@ -388,10 +430,10 @@ def test_a_stopping_mirror_drops_the_pages_waiting(
     mirror = make_mirror()
     assert http.get(mirror.index_url + "top/", headers={"Accept": JSON, "User-Agent": PIP}).ok
     metadata = f"{mirror.url}/files/top/{wheel.filename}.metadata"
-    assert http.head(metadata, headers={"User-Agent": PIP}).ok  # a HEAD makes nothing ahead
-    assert mirror.repository.ahead is not None
-    time.sleep(0.3)
-    assert faults.count(prefix="/simple/dep-") == 0
+    assert http.head(metadata, headers={"User-Agent": PIP}).ok
+    ahead = mirror.repository.ahead
+    assert ahead is not None
+    assert not ahead._read  # a HEAD makes nothing ahead
     gate = threading.Event()
     faults.gate = gate  # the upstream holds every request from now on
     try:
@@ -402,5 +444,8 @@ def test_a_stopping_mirror_drops_the_pages_waiting(
         assert time.monotonic() - start < 8  # the page being made waited for 5 s at most
     finally:
         gate.set()
-    time.sleep(0.3)
+    wait_until(idle(ahead), "the page being made ended")
     assert faults.count(prefix="/simple/dep-") == 1  # the 19 waiting were dropped
+    assert ahead._stopped
+    mirror.start()  # started again, it makes pages ahead again (a service of the server)
+    assert not ahead._stopped

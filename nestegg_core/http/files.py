@@ -49,10 +49,8 @@ class Files:
     def page_asked(self, agent: str | None, request: PageRequest) -> None:
         """Note how the client of ``agent`` asks for pages (see ``Repository.ahead_of``)."""
         with self._requests_lock:
-            if self._requests.get(agent) == request:
-                return
             self._requests[agent] = request
-            self._requests.move_to_end(agent)
+            self._requests.move_to_end(agent)  # the least recently asking go first
             while len(self._requests) > _AGENTS:
                 self._requests.popitem(last=False)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 
@@ -25,11 +25,12 @@ from packaging.utils import NormalizedName
 from nestegg_core.errors import NesteggError
 from nestegg_core.simple.clients import ClientProfile
 from nestegg_core.simple.requires import required_names
+from nestegg_core.waits import blocking
 
 from . import later
 from .upstream import in_background
 
-__all__ = ["MAX_WAITING", "PageRequest", "PagesAhead"]
+__all__ = ["MAX_WAITING", "MAX_WHEELS", "PageRequest", "PagesAhead"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 MAX_WAITING = 128
 #: wheels whose requirements were taken lately, not read again (a warm run asks for each again)
 MAX_READ = 1024
+#: wheels waiting to be read; past it, the oldest are dropped (the installer has moved on)
+MAX_WHEELS = 64
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -78,20 +81,22 @@ class PagesAhead:
     """Makes, in a thread of its own, the pages the wheels it is given require (see the module).
 
     The thread runs while there is work and ends when there is none. :meth:`wait` is what a request
-    for a page calls first; :meth:`close` drops what waits and waits for the page being made.
+    for a page calls first. A service of the server: :meth:`stop` drops what waits and waits for
+    the page being made, :meth:`start` takes wheels again.
     """
 
     def __init__(self, needed: Needed, make: Make) -> None:
         self._needed = needed
         self._make = make
         self._cond = threading.Condition()
-        self._wheels: list[_Wheel] = []
+        #: the wheels to read, the latest last; past ``MAX_WHEELS``, the oldest are dropped
+        self._wheels: deque[_Wheel] = deque(maxlen=MAX_WHEELS)
         self._pages: OrderedDict[NormalizedName, _Page] = OrderedDict()
         self._read: OrderedDict[Hashable, None] = OrderedDict()
         #: the page being made, and the thread making it
         self._making: NormalizedName | None = None
         self._thread: threading.Thread | None = None
-        self._closed = False
+        self._stopped = False
         #: pages made ahead
         self.made = 0
 
@@ -108,7 +113,7 @@ class PagesAhead:
         its metadata read by ``read`` in the thread; ``request`` says how they are asked for. A
         wheel given lately is not read again. Never waits."""
         with self._cond:
-            if self._closed or key in self._read:
+            if self._stopped or key in self._read:
                 return
             self._read[key] = None
             while len(self._read) > MAX_READ:
@@ -122,13 +127,23 @@ class PagesAhead:
         request joins it, or finds it made)."""
         with self._cond:
             self._pages.pop(name, None)
-            if self._making == name and threading.current_thread() is not self._thread:
+            if self._making != name or threading.current_thread() is self._thread:
+                return
+            with blocking():
                 self._cond.wait_for(lambda: self._making != name, timeout)
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Make nothing more; wait up to ``timeout`` for the page being made."""
+    def start(self) -> None:
+        """Take wheels again after :meth:`stop`."""
         with self._cond:
-            self._closed = True
+            self._stopped = False
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Take no more wheels, drop those and the pages waiting, and wait up to ``timeout`` for
+        the page being made."""
+        with self._cond:
+            if self._stopped:
+                return  # stopped before: waited for already
+            self._stopped = True
             self._wheels.clear()
             self._pages.clear()
             self._cond.notify_all()
@@ -151,42 +166,52 @@ class PagesAhead:
         self._thread = thread
 
     def _run(self) -> None:
-        while True:
+        try:
+            while self._next():
+                pass
+        finally:
             with self._cond:
-                if self._closed or not (self._wheels or self._pages):
-                    self._thread = None
-                    self._cond.notify_all()
-                    return
-                # a wheel's requirements first: the pages it adds may be the next asked for
-                wheel = self._wheels.pop(0) if self._wheels else None
-                if wheel is None:
-                    name, page = self._pages.popitem(last=False)
-                    self._making = name
-            if wheel is not None:
-                wheel.context.run(self._take, wheel)
-                continue
-            try:
-                page.context.run(self._page, name, page.request)
-            finally:
-                with self._cond:
-                    self._making = None
-                    self._cond.notify_all()
+                self._thread = None
+                self._making = None
+                self._cond.notify_all()
+
+    def _next(self) -> bool:
+        """Read the next wheel, else make the next page; False when there is nothing to do."""
+        with self._cond:
+            if self._stopped or not (self._wheels or self._pages):
+                return False
+            # a wheel's requirements first: the pages it adds may be the next asked for
+            wheel = self._wheels.popleft() if self._wheels else None
+            if wheel is None:
+                name, page = self._pages.popitem(last=False)
+                self._making = name
+        if wheel is not None:
+            wheel.context.run(self._take, wheel)
+            return True
+        work: later.Work = []
+        try:
+            work = page.context.run(self._page, name, page.request)
+        finally:
+            with self._cond:
+                self._making = None
+                self._cond.notify_all()
+        later.run(work)  # what the page leaves for later, once its waiters have it
+        return True
 
     def _take(self, wheel: _Wheel) -> None:
         """Queue the pages ``wheel`` requires that are to be fetched."""
         try:
             metadata = wheel.read()
+            names = () if metadata is None else required_names(metadata, wheel.environment, of=wheel.of)
         except Exception:  # a guess: a wheel unread is no failure
             logger.debug("no requirements read of %r", wheel.key, exc_info=True)
             return
-        if metadata is None:
-            return
-        for name in required_names(metadata, wheel.environment, of=wheel.of):
+        for name in names:
             with self._cond:
-                if self._closed or name in self._pages or name == self._making:
-                    continue
-                if len(self._pages) >= MAX_WAITING:
+                if self._stopped or len(self._pages) >= MAX_WAITING:
                     return
+                if name in self._pages or name == self._making:
+                    continue
             try:
                 needed = self._needed(name)
             except Exception:
@@ -196,17 +221,19 @@ class PagesAhead:
                 with self._cond:
                     self._pages[name] = _Page(wheel.request, wheel.context)
 
-    def _page(self, name: NormalizedName, request: PageRequest | None) -> None:
-        try:
-            if not self._needed(name):  # made by a request since it was queued
-                return
-            # its work is done now, not left to a request whose context it runs in
-            with later.collecting(active=False), in_background():
-                self._make(name, request)
-        except NesteggError as exc:  # the request for it will say what is wrong
-            logger.debug("page of %r not made ahead: %s", name, exc)
-            return
-        except Exception:
-            logger.debug("page of %r not made ahead", name, exc_info=True)
-            return
+    def _page(self, name: NormalizedName, request: PageRequest | None) -> later.Work:
+        """Make the page of ``name``; the work it leaves for after its answer."""
+        with later.collecting() as work:
+            try:
+                if not self._needed(name):  # made by a request since it was queued
+                    return work
+                with in_background():
+                    self._make(name, request)
+            except NesteggError as exc:  # the request for it will say what is wrong
+                logger.debug("page of %r not made ahead: %s", name, exc)
+                return work
+            except Exception:
+                logger.debug("page of %r not made ahead", name, exc_info=True)
+                return work
         self.made += 1
+        return work

@@ -722,7 +722,7 @@ class Repository:
         calls this when it stops: a later use opens them again)."""
         self.keep_files_served(timeout)
         if self.ahead is not None and self.ahead is self._own_ahead:
-            self.ahead.close(timeout)
+            self.ahead.stop(timeout)
         self.refresher.stop(timeout)
         self.downloads.drop_pending()
         self.store.generation.close()

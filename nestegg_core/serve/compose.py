@@ -63,6 +63,8 @@ def compose(config: Config, *, repository: Repository | None = None) -> Composit
     guard = read_guard(config, repository.private, credentials)
     # the routed indexes' renderings are made again in the background too
     services: list[Service] = [repository.refresher, *(r.refresher for _, r in repository.routes.items())]
+    if repository.ahead is not None:  # the routed indexes share it
+        services.append(repository.ahead)
     post_routes: dict[str, WSGIApp] = {}
     if config.source_builds:
         # imported only when needed: a mirror without source builds never loads them (nor git, CI
