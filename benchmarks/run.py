@@ -916,8 +916,8 @@ strace and tracemalloc):
   (ab8a872) and from 1.46x to 1.23x in another (9283ecd), the own set from 1.41x to 1.29x and from
   1.43x to 1.28x (8a437cc: 1.42x to 1.18x, and 1.34x to 1.32x; 213e2b3: 1.35x to 1.13x, and
   1.41x to 1.26x; 1d7d2cf: 1.30x to 1.10x, and 1.36x to 1.22x; 7e45714, on a slower machine:
-  1.46x to 1.14x, and 1.34x to 1.21x; this table's run, 4d5fbaa, with the pages ahead below:
-  1.39x to 1.10x, and 1.39x to 1.14x). What kept the
+  1.46x to 1.14x, and 1.34x to 1.21x; 4d5fbaa, with the pages ahead below: 1.39x to 1.10x, and
+  1.39x to 1.14x; this table's run, 69cdc65: 1.28x to 1.12x, and 1.46x to 1.14x). What kept the
   own set above was its pages' parse (0.27-0.31 s of CPU) and its 4 large wheels the index pip uses here lists
   no PEP 658 metadata for: pip's pages listed their metadata (a wheel of 2 MiB or more, see above),
   which nestegg reads by ranges, one round trip each. Those were 14 requests for the 4 wheels with
@@ -974,10 +974,15 @@ strace and tracemalloc):
   a round trip saved. A/B runs against the local replay of the upstream 20 ms farther, alternating
   rounds (4, 4 and 3): the small set's 7 roots with their dependencies went from 1.25x to 1.00x
   the direct time, the small set from 1.28x to 1.21x, the own set from 1.34x to 1.30x; near it,
-  1.56x, 1.63x and 1.47x before, 1.56x, 1.64x and 1.50x after. In this table's run (4d5fbaa) the
-  roots row reads 0.87x the direct time (2.68 against 3.09 s), where proxpi takes 2.81x and
-  devpi-server 2.92x nestegg's. Warm uv through two warm servers, the tree before and this one
-  (8 and 6 alternating rounds): 1.21 against 1.22 s (small set), 3.02 against 3.06 s (own set).
+  1.56x, 1.63x and 1.47x before, 1.56x, 1.64x and 1.50x after. A page made ahead then left its
+  writes for after the request waiting for it had it, as a request's own page does: the roots
+  1.17x -> 0.94x, the small set 1.27x -> 1.20x (4 rounds); near it, the small set 1.72x -> 1.74x
+  (10 rounds, within their spread). In this table's run (69cdc65) the roots row reads 0.89x the
+  direct time (2.41 against 2.71 s), where devpi-server takes 2.68x and proxpi 2.85x nestegg's;
+  in run 9 (4d5fbaa, before that change) 0.87x. Warm uv through two warm servers, the tree before
+  and this one (8 and 6 alternating rounds): 1.21 against 1.22 s (small set), 3.02 against
+  3.06 s (own set); through a fresh process each time (as tox starts one): 1.35 against 1.31 s,
+  3.72 against 3.68 s.
 - *What the hostile-input fixes cost (issue 20).* Measured where each was made, on the loaded
   machine: warm pages after the server's fixes for slow and gone clients (sends from the event
   loop, send deadlines, the look at a client gone) served 1,611 HTML pages/s against 1,776 before,
