@@ -17,9 +17,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import filelock
 import pytest
 
+from nestegg_core.storage.locks import FileLock
 from nestegg_core.testing import installer_env, make_venv, venv_python
 
 # Settings of the other clients: each would override what the recipe configures.
@@ -63,7 +63,7 @@ def install_client(*requirements: str) -> Client:
     venv = root / key
     done = venv / ".nestegg-installed"
     # Two sessions at once (xdist, two checkouts) install each client once.
-    with filelock.FileLock(str(root / f"{key}.lock"), timeout=_INSTALL_TIMEOUT):
+    with FileLock(root / f"{key}.lock", timeout=_INSTALL_TIMEOUT):
         if not done.exists():
             shutil.rmtree(venv, ignore_errors=True)
             try:

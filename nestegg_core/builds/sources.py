@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from filelock import FileLock
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
@@ -39,6 +38,7 @@ from nestegg_core.installers import installer_env
 from nestegg_core.simple.distmeta import parse_dist_filename
 from nestegg_core.simple.models import format_time
 from nestegg_core.storage.fs import write_atomic
+from nestegg_core.storage.locks import FileLock
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.urls import mask_text
 

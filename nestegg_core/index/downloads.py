@@ -45,8 +45,7 @@ from nestegg_core.simple.clients import pip_lists_metadata
 from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.simple.models import NO_HASHES, DistFile, can_check, mismatch
 from nestegg_core.storage.fs import is_regular, unlink_below, write_atomic
-from filelock import BaseFileLock
-from filelock import Timeout as LockTimeout
+from nestegg_core.storage.locks import FileLock, LockTimeout
 from nestegg_core.storage.store import CacheStore
 from nestegg_core.urls import mask_url
 from nestegg_core.waits import blocking
@@ -690,7 +689,7 @@ class Downloads:
             while len(self._failed_checks) > MAX_FAILED_CHECKS:
                 del self._failed_checks[next(iter(self._failed_checks))]
 
-    def _acquire(self, lock: BaseFileLock, download: Download) -> None:
+    def _acquire(self, lock: FileLock, download: Download) -> None:
         """Take the file's lock, held by another download of it (in this process or another) for
         as long as that runs: up to ``LOCK_WAIT`` seconds, unless nobody waits for this one."""
         deadline = time.monotonic() + LOCK_WAIT

@@ -17,12 +17,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-from filelock import Timeout as LockTimeout
-
 from nestegg_core.errors import UnsafePath
 
 from .fs import make_folder, open_read, write_atomic
+from .locks import FileLock, LockTimeout
 
 logger = logging.getLogger(__name__)
 

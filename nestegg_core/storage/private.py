@@ -23,7 +23,6 @@ from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
-from filelock import FileLock
 from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
 
 from nestegg_core.errors import InsufficientStorage, NotFound, UnsafePath, UploadError, disk_full
@@ -51,6 +50,7 @@ from .fs import (
     write_atomic,
 )
 from .generation import Generation
+from .locks import FileLock
 from .store import check_filename
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ folder per upstream index (see :func:`upstream_key`), so that two indexes never 
     mirror/<upstream>/rendered/<name>.<kind>       a page as served (``pagefiles``), and for kinds
     mirror/<upstream>/rendered/<name>.clients/<kind>    of installer (``compatible_only``)
     mirror/<upstream>/.generation                  new bytes after every page change (``generation``)
-    locks/<upstream>/<name>/<filename>.lock        inter-process locks (filelock)
+    locks/<upstream>/<name>/<filename>.lock        inter-process locks (flock)
 
 Every write goes to a temporary file in the same directory and is renamed into place, and no
 symbolic link below the nestegg dir is followed (:mod:`nestegg_core.storage.fs`); no file a store
@@ -39,8 +39,6 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from filelock import FileLock
-from filelock import Timeout as LockTimeout
 from packaging.utils import NormalizedName
 
 from nestegg_core.errors import NesteggError, NotFound, UnsafePath
@@ -57,6 +55,7 @@ from .fs import (
     write_atomic,
 )
 from .generation import Generation
+from .locks import FileLock, LockTimeout
 from .pagestate import PageState, StateHeader, read_header, read_state
 
 logger = logging.getLogger(__name__)

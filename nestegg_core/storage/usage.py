@@ -20,14 +20,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock
-from filelock import Timeout as LockTimeout
 from packaging.utils import NormalizedName
 
 from nestegg_core.errors import UnsafePath
 from nestegg_core.simple.models import DistFile, is_dist_filename, is_normalized
 
 from .fs import make_folder, scan_below, unlink_below
+from .locks import FileLock, LockTimeout
 from .pagefiles import RenderedPages
 from .store import CHANGED, CacheStore
 
