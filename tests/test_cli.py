@@ -217,6 +217,44 @@ def test_a_serving_process_loads_no_other_command(tmp_path: Path, upstream: Priv
     assert imported.isdisjoint(
         {*NOT_SERVING, "nestegg_core.builds.sources", "nestegg_core.builds.ci", "sqlite3"}
     )
+    # nor requests' character detector (cli/_requests.py; an import refused is listed, its
+    # submodules are not), nor filelock where flock serves
+    unwanted = ("charset_normalizer.", "chardet.", *(() if os.name == "nt" else ("filelock",)))
+    assert not [name for name in imported if name.startswith(unwanted)]
+    assert "requests.adapters" in imported
+
+
+_WITHOUT_DETECTOR = """
+import sys
+from nestegg_core.cli._requests import import_without_detector
+import_without_detector()
+import requests
+assert "charset_normalizer" not in sys.modules and "chardet" not in sys.modules, "a detector was loaded"
+response = requests.Response()
+response._content = "caf\u00e9".encode()
+print(response.apparent_encoding, response.text)
+try:
+    import charset_normalizer  # this process may still import it
+except ImportError:
+    pass
+import_without_detector()  # imported already: no change
+"""
+
+
+def test_requests_without_a_character_detector() -> None:
+    """The fence of cli/_requests.py: requests takes a process without charset_normalizer or chardet
+    (warnings as errors: the one it gives is silenced), and decodes a body naming no charset as UTF-8.
+    If this fails, requests no longer accepts it: drop ``import_without_detector``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", _WITHOUT_DETECTOR],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["utf-8", "caf\u00e9"]
 
 
 def test_serve_logs_an_unreachable_upstream_once_per_outage(tmp_path: Path, upstream: PrivateIndex) -> None:

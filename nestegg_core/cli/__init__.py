@@ -21,6 +21,8 @@ from nestegg_core.config.config import Config, load_config
 from nestegg_core.config.settings import add_options, option_values
 from nestegg_core.errors import NesteggError
 
+from ._requests import import_without_detector
+
 logger = logging.getLogger(__name__)
 
 #: sub-commands by name, and the module that adds each
@@ -128,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for errors a user can fix)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = command_of(argv)
+    if command in ("serve", ""):  # the server's process: the leaner requests, before its import
+        import_without_detector()
     parser = build_parser(command or ("serve" if command == "" else None))
     args = parser.parse_args(argv)
     if args.command is None:
