@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from nestegg_core import Config, Mirror
 from nestegg_core.errors import UpstreamError
@@ -217,3 +218,56 @@ def test_a_mirror_prepares_once_no_request_has_come_for_a_moment(
             time.sleep(0.01)
         assert len(loads) == 1
         assert time.monotonic() - repository._asked >= PREPARE_QUIET
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Answers any GET with 2 bytes, recording its request target (a proxy gets a whole URL)."""
+
+    seen: list[str]
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_the_environment_is_read_once_an_origin_each_with_its_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """NO_PROXY names one host: its requests go straight, the other's through the proxy, however
+    many there are; requests reads the environment for the first request to each origin only."""
+    seen: list[str] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Recorder", (_Recorder,), {"seen": seen}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    reads: list[object] = []
+    environ_proxies = requests.sessions.get_environ_proxies
+
+    def counted(url: str, no_proxy: str | None = None) -> dict[str, str]:
+        reads.append(url)
+        return environ_proxies(url, no_proxy)
+
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", counted)
+    fetcher = HttpFetcher(f"http://127.0.0.1:{port}/simple/")
+    try:
+        for _ in range(3):
+            for host in ("127.0.0.1", "localhost"):
+                stream = fetcher.open(f"http://{host}:{port}/files/demo-1.0.tar.gz")
+                assert b"".join(stream.chunks()) == b"ok"
+                stream.close()
+    finally:
+        fetcher.close()
+        server.shutdown()
+        server.server_close()
+    assert seen == ["/files/demo-1.0.tar.gz", f"http://localhost:{port}/files/demo-1.0.tar.gz"] * 3
+    assert len(reads) == 2
