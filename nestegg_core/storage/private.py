@@ -293,27 +293,35 @@ class PrivateStore:
         """A stored file that is ``filename`` under another spelling: the sdist of its version,
         or a wheel of its version, build and tags."""
         identity = _identity(filename)
-        for record in self._records(name):
-            if record.filename != filename:
+        # told by their names: reading every record made each upload read them all (3,000 uploads
+        # to one project took 4 minutes)
+        for other in self._filenames(name):
+            if other != filename:
                 with contextlib.suppress(UploadError, ValueError):  # InvalidWheelFilename is one
-                    if _identity(record.filename) == identity:
-                        return record
+                    if _identity(other) == identity:
+                        record = self._record(name, other)
+                        if record is not None:
+                            return record
         return None
 
-    def _records(self, name: str) -> list[DistFile]:
-        """The records of the files of ``name``, each beside its file (regular files: no link)."""
+    def _filenames(self, name: str) -> list[str]:
+        """The names of the files of ``name`` that have a record beside them (regular files: no link)."""
         with scan_below(self.nest, self.root / name) as entries:
             files = {e.name for e in entries if e.is_file(follow_symlinks=False)}
             for link in (e.name for e in entries if e.is_symlink()):
                 logger.warning("ignoring %s: a symbolic link in the private store", self.root / name / link)
-        records = []
-        for entry in files:
-            filename = entry.removesuffix(".json")
-            if filename != entry and filename in files and is_dist_filename(filename):
-                record = self._record(name, filename)
-                if record is not None:
-                    records.append(record)
-        return records
+        return [
+            filename
+            for entry in files
+            if (filename := entry.removesuffix(".json")) != entry
+            and filename in files
+            and is_dist_filename(filename)
+        ]
+
+    def _records(self, name: str) -> list[DistFile]:
+        """The records of the files of ``name``, each beside its file (regular files: no link)."""
+        records = (self._record(name, filename) for filename in self._filenames(name))
+        return [record for record in records if record is not None]
 
     def _record(self, name: str, filename: str) -> DistFile | None:
         path = self.root / name / f"{filename}.json"
