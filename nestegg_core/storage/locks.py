@@ -41,6 +41,10 @@ if sys.platform == "win32":  # pragma: no cover - no flock; filelock's msvcrt lo
             self.timeout = timeout
             self._lock = filelock.FileLock(path)
 
+        @property
+        def is_locked(self) -> bool:
+            return self._lock.is_locked
+
         def acquire(self, timeout: float | None = None) -> None:
             try:
                 self._lock.acquire(timeout=self.timeout if timeout is None else timeout)
