@@ -894,7 +894,15 @@ strace and tracemalloc):
   to 3,000 files before writing them (600 before) took it to 3.30 s against 3.41 s, the small set to
   1.34 against 1.38 s (A/B runs of two trees, 5-6 rounds, not this table's run). What is left is
   spread thin: parsing is about half, then rendering, the thread hand-overs of each download and the
-  round trip to the server. Of the parse (7.3 us a file entry, the own set's 48,953 entries in
+  round trip to the server. Two costs of each cold request came off since: the download's lock,
+  which filelock took with 0.2-0.3 ms of Python (670 calls) and is now ``flock`` on the same lock
+  file (three system calls), and requests' reading of the whole environment twice for each
+  request's proxies, now once for each origin (a request to the upstream 0.74 -> 0.63 ms, median of
+  30 files). Against the local replay of the upstream (8 and 6 alternating rounds) the small set
+  went from 1.46x to 1.42x the direct time, within the rounds' spread, and the own set stayed at
+  1.56-1.57x; on this machine's disk a new folder or file costs 0.03-2 ms from one minute to the
+  next, which each cold file meets three times (the project's lock folder, its lock file, its part
+  file). Of the parse (7.3 us a file entry, the own set's 48,953 entries in
   0.36 s of CPU, which is on the critical path: the bodies themselves came in 0.12-0.16 s in all),
   the C decoder took 1.7 us, making the file's model 3.3 us (its frozen dataclass's ``__init__``
   alone 1.4 us), and checking the names and the rest 2.3 us. It is 5.2 us now (0.25-0.28 s for the
@@ -917,7 +925,8 @@ strace and tracemalloc):
   1.43x to 1.28x (8a437cc: 1.42x to 1.18x, and 1.34x to 1.32x; 213e2b3: 1.35x to 1.13x, and
   1.41x to 1.26x; 1d7d2cf: 1.30x to 1.10x, and 1.36x to 1.22x; 7e45714, on a slower machine:
   1.46x to 1.14x, and 1.34x to 1.21x; 4d5fbaa, with the pages ahead below: 1.39x to 1.10x, and
-  1.39x to 1.14x; this table's run, 69cdc65: 1.28x to 1.12x, and 1.46x to 1.14x). What kept the
+  1.39x to 1.14x; 69cdc65: 1.28x to 1.12x, and 1.46x to 1.14x; this table's run, 6ad9c2c: 1.28x to
+  1.08x, and 1.38x to 1.18x). What kept the
   own set above was its pages' parse (0.27-0.31 s of CPU) and its 4 large wheels the index pip uses here lists
   no PEP 658 metadata for: pip's pages listed their metadata (a wheel of 2 MiB or more, see above),
   which nestegg reads by ranges, one round trip each. Those were 14 requests for the 4 wheels with
@@ -977,9 +986,10 @@ strace and tracemalloc):
   1.56x, 1.63x and 1.47x before, 1.56x, 1.64x and 1.50x after. A page made ahead then left its
   writes for after the request waiting for it had it, as a request's own page does: the roots
   1.17x -> 0.94x, the small set 1.27x -> 1.20x (4 rounds); near it, the small set 1.72x -> 1.74x
-  (10 rounds, within their spread). In this table's run (69cdc65) the roots row reads 0.89x the
-  direct time (2.41 against 2.71 s), where devpi-server takes 2.68x and proxpi 2.85x nestegg's;
-  in run 9 (4d5fbaa, before that change) 0.87x. Warm uv through two warm servers, the tree before
+  (10 rounds, within their spread). In run 10 (69cdc65) the roots row read 0.89x the direct time
+  (2.41 against 2.71 s), where devpi-server took 2.68x and proxpi 2.85x nestegg's; in run 9
+  (4d5fbaa, before that change) 0.87x; in this table's run (6ad9c2c) 0.86x (2.37 against 2.74 s;
+  devpi-server 2.73x, proxpi 2.99x). Warm uv through two warm servers, the tree before
   and this one (8 and 6 alternating rounds): 1.21 against 1.22 s (small set), 3.02 against
   3.06 s (own set); through a fresh process each time (as tox starts one): 1.35 against 1.31 s,
   3.72 against 3.68 s.
@@ -991,9 +1001,15 @@ strace and tracemalloc):
   without following links, 12 system calls (about 25-30 us) a file; a file's last byte still
   waits for its check. The keyring is asked only after a 401 (it cost every start
   190 ms when asked up front).
-- *Peak RSS.* About 34 MB is the interpreter with its imports before any request (``requests``,
-  ``urllib3`` and ``ssl`` alone ~17 MB: requests is a dependency of the design; ``serve`` loads
-  none of the other commands' modules, which took 2 MB more). No page is whole
+- *Peak RSS.* About 33 MB is the interpreter with its imports before any request (``requests``,
+  ``urllib3`` and ``ssl`` alone ~14 MB: requests is a dependency of the design; ``serve`` loads
+  none of the other commands' modules, which took 2 MB more, nor requests' character detector,
+  charset_normalizer, 2.7 MB, nor filelock, 1.1 MB). The peaks of the runs before this table's
+  (58 MB) were two, each of 59-63 MB: 16 readers of the cold 32 MB wheel (each read 256 KiB of
+  the file still downloading and copied it into waitress's buffer for its connection, which
+  waited once 256 KiB were queued: 43 -> 57-61 MB; at 128 KiB each, 43 -> 49-50 MB, in the same
+  0.70 s from the upstream at 50 MB/s), and the own set's cold pip download (40 -> 59 MB). No
+  page is whole
   in memory as bytes or text: upstream pages are parsed as they arrive, rendered into their files
   a piece at a time and sent from them, at most 256 KiB read at a time per connection (waitress
   read 4 MiB, the socket's send buffer on loopback); only pages up to 64 KiB are held in memory,
@@ -1044,9 +1060,11 @@ strace and tracemalloc):
   that fetches its first page with requests, a dependency of the design. Timed
   inside the process (medians of 7-11 starts, compiled venv): the interpreter ~10 ms; importing
   ``nestegg_core.cli`` ~150 ms, of which requests alone is 84 ms (urllib3, http.client, ssl,
-  charset_normalizer, ``importlib.metadata``), waitress, packaging, platformdirs and filelock
-  ~50 ms more, nestegg's own modules ~20 ms (``serve`` loads none of the other commands'; of
-  what it loads, the upload handler with multipart, tarfile and the email parser is ~4 ms); then
+  ``importlib.metadata``; the server's process no longer loads requests' character detector,
+  charset_normalizer, 7 ms), waitress, packaging and platformdirs ~40 ms more (filelock, 10 ms,
+  is no longer loaded: the cache's locks are ``flock``), nestegg's own modules ~20 ms (``serve``
+  loads none of the other commands'; of what it loads, the upload handler with multipart, tarfile
+  and the email parser is ~4 ms); then
   ~15 ms to bind and answer the first page (fetch, parse, render). devpi-server is compared with
   its argon2 key derivation made cheap, which by default dominates its start.
 - *tox*: the setup is mostly installing: unpacking the wheels (and, for pip, compiling them), which
