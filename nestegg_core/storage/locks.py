@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 __all__ = ["FileLock", "LockTimeout"]
 
@@ -30,10 +31,32 @@ class LockTimeout(TimeoutError):
         self.path = path
 
 
+_L = TypeVar("_L", bound="_Lock")
+
+
+class _Lock:
+    """``with lock:`` takes it and lets it go, whichever lock it is."""
+
+    def acquire(self, timeout: float | None = None) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _L) -> _L:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
 if sys.platform == "win32":  # pragma: no cover - no flock; filelock's msvcrt lock
     import filelock
 
-    class FileLock:
+    class FileLock(_Lock):
         """filelock's lock, raising :class:`LockTimeout`."""
 
         def __init__(self, path: Path, *, timeout: float = -1) -> None:
@@ -54,22 +77,13 @@ if sys.platform == "win32":  # pragma: no cover - no flock; filelock's msvcrt lo
         def release(self) -> None:
             self._lock.release()
 
-        def __enter__(self) -> FileLock:
-            self.acquire()
-            return self
-
-        def __exit__(
-            self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
-        ) -> None:
-            self.release()
-
 else:
     import fcntl
 
     #: the lock file's own name is never a link followed (one planted in the cache would be)
     _FLAGS = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 
-    class FileLock:
+    class FileLock(_Lock):
         """An exclusive lock on ``path`` (made if missing), held until :meth:`release`.
 
         Not reentrant: each holder opens the file anew, and two opens of one file exclude each
@@ -120,15 +134,6 @@ else:
             fd, self._fd = self._fd, None
             if fd is not None:
                 os.close(fd)  # closing the only descriptor of the open file drops its flock
-
-        def __enter__(self) -> FileLock:
-            self.acquire()
-            return self
-
-        def __exit__(
-            self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
-        ) -> None:
-            self.release()
 
         def __del__(self) -> None:
             self.release()
