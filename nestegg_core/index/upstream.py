@@ -11,6 +11,7 @@ import re
 import secrets
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 import time
@@ -353,25 +354,33 @@ class _Session(requests.Session):
     after it took the index's ``Authorization`` off a redirect to another host. It reads the
     environment's proxies and CA bundle once for each origin, not for every request."""
 
-    def __init__(self) -> None:
+    def __init__(self, environment: dict[tuple[str, str], _Settings] | None = None) -> None:
         super().__init__()
-        #: what the environment gave for the requests to an origin (see merge_environment_settings)
-        self._settings: dict[tuple[str, str, int], _Settings] = {}
+        #: what the environment gave for the requests to an origin (scheme and netloc, as requests
+        #: matches NO_PROXY), shared by the sessions of a fetcher (a download's thread is new)
+        self._environment: dict[tuple[str, str], _Settings] = {} if environment is None else environment
 
     def merge_environment_settings(
         self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> _Settings:
         # requests goes through the whole environment twice for each request's proxies (0.1 ms,
-        # an eighth of a request's time here); a server's environment is the one it started with
-        if proxies or verify is not None or cert is not None or not isinstance(url, str):
+        # an eighth of a request's time here); a server's environment is the one it started with,
+        # but macOS's and Windows' own proxy settings, which requests reads too, may change
+        if (
+            proxies
+            or verify is not None
+            or cert is not None
+            or not isinstance(url, str)
+            or sys.platform in ("darwin", "win32")
+        ):
             return super().merge_environment_settings(url, proxies, stream, verify, cert)
-        origin = _origin(url)
-        found = self._settings.get(origin)
+        origin = urlsplit(url)[:2]
+        found = self._environment.get(origin)
         if found is None:
             found = super().merge_environment_settings(url, {}, None, None, None)
-            if len(self._settings) >= _MAX_ORIGINS:  # redirects to ever new hosts
-                self._settings.clear()
-            self._settings[origin] = found
+            if len(self._environment) >= _MAX_ORIGINS:  # redirects to ever new hosts
+                self._environment.clear()
+            self._environment[origin] = found
         settings: _Settings = {
             "proxies": dict(found["proxies"]),  # requests may change the one it is given
             "stream": stream,
@@ -506,6 +515,8 @@ class HttpFetcher:
         self.max_page_size = max_page_size
         self.page_deadline = page_deadline
         self._local = threading.local()
+        #: what the environment gives for the requests to each origin (see _Session)
+        self._environment: dict[tuple[str, str], _Settings] = {}
         # urllib3's pools are thread-safe; sized for the server's threads plus downloads
         self._adapter = _CheckedAdapter(self._check_peer, pool_connections=8, pool_maxsize=32)
         # and those of work no client waits on (in_background): a few downloads ahead at once
@@ -542,7 +553,7 @@ class HttpFetcher:
         name = "background_session" if background else "session"
         session: requests.Session | None = getattr(self._local, name, None)
         if session is None:
-            session = _Session()
+            session = _Session(self._environment)
             session.headers["User-Agent"] = f"nestegg/{__version__}"
             # proxies from the environment; .netrc is read for the index's host only (logins)
             session.trust_env = True
