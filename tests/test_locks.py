@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from nestegg_core.storage.locks import FileLock, LockTimeout
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock: Windows keeps filelock")
+fcntl = pytest.importorskip("fcntl")
 
 
 def test_taken_and_let_go(tmp_path: Path) -> None:
@@ -31,7 +33,7 @@ def test_taken_and_let_go(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("timeout", "least", "most"),
     [
-        (0, 0.0, 0.05),  # a single try
+        (0, 0.0, 0.19),  # a single try, not the wait of the next case
         (0.2, 0.2, 0.5),  # tries until the time is up
     ],
 )
@@ -156,3 +158,26 @@ def test_a_failed_open_leaves_nothing_held(tmp_path: Path) -> None:
         lock.acquire()
     assert not lock.is_locked
     assert not os.path.exists(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("code", "raised"),
+    [
+        (errno.EAGAIN, LockTimeout),  # held: the usual word
+        (errno.EACCES, LockTimeout),  # held, as some file systems (SMB) say it
+        (errno.ENOLCK, OSError),  # no locks at all here (an NFS without its lock daemon): at once
+    ],
+)
+def test_what_a_try_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, raised: type) -> None:
+    def refused(fd: int, operation: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "flock", refused)  # the module the lock takes it from
+    started = time.monotonic()
+    with pytest.raises(raised) as caught, FileLock(tmp_path / "a.lock", timeout=0.1):
+        pass
+    if raised is OSError:  # not a LockTimeout, which is one too
+        assert isinstance(caught.value, OSError)
+        assert not isinstance(caught.value, LockTimeout)
+        assert caught.value.errno == code
+        assert time.monotonic() - started < 0.09  # no waiting for a lock that cannot be had

@@ -9,6 +9,7 @@ takes its locks with filelock, excludes this one and the other way round. Window
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -80,6 +81,8 @@ if sys.platform == "win32":  # pragma: no cover - no flock; filelock's msvcrt lo
 else:
     import fcntl
 
+    #: what a try of a lock held by another says: EAGAIN, and EACCES on some file systems (SMB)
+    _HELD = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
     #: the lock file's own name is never a link followed (one planted in the cache would be)
     _FLAGS = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 
@@ -110,17 +113,19 @@ else:
                     fcntl.flock(fd, fcntl.LOCK_EX)  # the GIL is let go while it waits
                 else:
                     self._poll(fd, time.monotonic() + wait)
+                self._fd = fd
             except BaseException:
                 os.close(fd)
                 raise
-            self._fd = fd
 
         def _poll(self, fd: int, deadline: float) -> None:
             pause = _FIRST_PAUSE
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
+                except OSError as exc:
+                    if exc.errno not in _HELD:
+                        raise
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise LockTimeout(self.path) from None
@@ -133,7 +138,10 @@ else:
             """Let the lock go (the file stays: removing it would race another's open)."""
             fd, self._fd = self._fd, None
             if fd is not None:
-                os.close(fd)  # closing the only descriptor of the open file drops its flock
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_UN)  # a child forked meanwhile shares the open file
+                finally:
+                    os.close(fd)
 
         def __del__(self) -> None:
             self.release()
