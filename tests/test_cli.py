@@ -230,6 +230,8 @@ from nestegg_core.cli._requests import import_without_detector
 import_without_detector()
 import requests
 assert "charset_normalizer" not in sys.modules and "chardet" not in sys.modules, "a detector was loaded"
+import warnings, urllib3  # the filters urllib3 adds as it is imported are still there
+assert any(f[2] is urllib3.exceptions.DependencyWarning for f in warnings.filters), warnings.filters
 response = requests.Response()
 response._content = "caf\u00e9".encode()
 print(response.apparent_encoding, response.text)

@@ -28,10 +28,12 @@ def import_without_detector() -> None:
     blocked = [name for name in _DETECTORS if name not in sys.modules]
     for name in blocked:
         sys.modules[name] = None  # type: ignore[assignment]  # an import of it fails
+    # for good: a catch_warnings() around the import would drop the filters urllib3 and requests add
+    warnings.filterwarnings(
+        "ignore", message="Unable to find acceptable character detection", module="requests"
+    )
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Unable to find acceptable character detection")
-            importlib.import_module("requests")
+        importlib.import_module("requests")
     finally:
         for name in blocked:  # whatever else this process imports later finds them as usual
             if name in sys.modules and sys.modules[name] is None:
