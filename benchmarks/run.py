@@ -925,8 +925,8 @@ strace and tracemalloc):
   1.43x to 1.28x (8a437cc: 1.42x to 1.18x, and 1.34x to 1.32x; 213e2b3: 1.35x to 1.13x, and
   1.41x to 1.26x; 1d7d2cf: 1.30x to 1.10x, and 1.36x to 1.22x; 7e45714, on a slower machine:
   1.46x to 1.14x, and 1.34x to 1.21x; 4d5fbaa, with the pages ahead below: 1.39x to 1.10x, and
-  1.39x to 1.14x; 69cdc65: 1.28x to 1.12x, and 1.46x to 1.14x; this table's run, 6ad9c2c: 1.28x to
-  1.08x, and 1.38x to 1.18x). What kept the
+  1.39x to 1.14x; 69cdc65: 1.28x to 1.12x, and 1.46x to 1.14x; 6ad9c2c: 1.28x to 1.08x, and 1.38x
+  to 1.18x; this table's run, da69ac5: 1.28x to 1.09x, and 1.43x to 1.11x). What kept the
   own set above was its pages' parse (0.27-0.31 s of CPU) and its 4 large wheels the index pip uses here lists
   no PEP 658 metadata for: pip's pages listed their metadata (a wheel of 2 MiB or more, see above),
   which nestegg reads by ranges, one round trip each. Those were 14 requests for the 4 wheels with
@@ -988,8 +988,9 @@ strace and tracemalloc):
   1.17x -> 0.94x, the small set 1.27x -> 1.20x (4 rounds); near it, the small set 1.72x -> 1.74x
   (10 rounds, within their spread). In run 10 (69cdc65) the roots row read 0.89x the direct time
   (2.41 against 2.71 s), where devpi-server took 2.68x and proxpi 2.85x nestegg's; in run 9
-  (4d5fbaa, before that change) 0.87x; in this table's run (6ad9c2c) 0.86x (2.37 against 2.74 s;
-  devpi-server 2.73x, proxpi 2.99x). Warm uv through two warm servers, the tree before
+  (4d5fbaa, before that change) 0.87x; in run 11 (6ad9c2c) 0.86x (2.37 against 2.74 s;
+  devpi-server 2.73x, proxpi 2.99x); in this table's run (da69ac5) 0.87x (2.46 against 2.82 s;
+  devpi-server 2.89x, proxpi 2.91x). Warm uv through two warm servers, the tree before
   and this one (8 and 6 alternating rounds): 1.21 against 1.22 s (small set), 3.02 against
   3.06 s (own set); through a fresh process each time (as tox starts one): 1.35 against 1.31 s,
   3.72 against 3.68 s.
@@ -1004,12 +1005,12 @@ strace and tracemalloc):
 - *Peak RSS.* About 33 MB is the interpreter with its imports before any request (``requests``,
   ``urllib3`` and ``ssl`` alone ~14 MB: requests is a dependency of the design; ``serve`` loads
   none of the other commands' modules, which took 2 MB more, nor requests' character detector,
-  charset_normalizer, 2.7 MB, nor filelock, 1.1 MB). The peaks of the runs before this table's
-  (58 MB) were two, each of 59-63 MB: 16 readers of the cold 32 MB wheel (each read 256 KiB of
-  the file still downloading and copied it into waitress's buffer for its connection, which
-  waited once 256 KiB were queued: 43 -> 57-61 MB; at 128 KiB each, 43 -> 49-50 MB, in the same
-  0.70 s from the upstream at 50 MB/s), and the own set's cold pip download (40 -> 59 MB). No
-  page is whole
+  charset_normalizer, 2.7 MB, nor filelock, 1.1 MB). The peaks of the runs before run 11 (58 MB)
+  and this table's (57 MB) were two, each of 59-63 MB: 16 readers of the cold 32 MB wheel (each
+  read 256 KiB of the file still downloading and copied it into waitress's buffer for its
+  connection, which waited once 256 KiB were queued: 43 -> 57-61 MB; at 128 KiB each, 43 -> 49-50
+  MB, in the same 0.70 s from the upstream at 50 MB/s; the synthetic workloads peaked at 49 MB in
+  runs 11 and 12), and the own set's cold pip download (40 -> 59 MB). No page is whole
   in memory as bytes or text: upstream pages are parsed as they arrive, rendered into their files
   a piece at a time and sent from them, at most 256 KiB read at a time per connection (waitress
   read 4 MiB, the socket's send buffer on loopback); only pages up to 64 KiB are held in memory,
