@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from nestegg_core.errors import NesteggError, UnsafePath
 from nestegg_core.storage.locks import FileLock, LockTimeout
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock: Windows keeps filelock")
@@ -147,7 +148,7 @@ def test_a_planted_link_is_not_followed(tmp_path: Path) -> None:
     target.write_bytes(b"not a lock")
     path = tmp_path / "a.lock"
     path.symlink_to(target)
-    with pytest.raises(OSError, match="symbolic links"), FileLock(path, timeout=0):
+    with pytest.raises(UnsafePath, match="a symbolic link"), FileLock(path, timeout=0):
         pass
     assert target.read_bytes() == b"not a lock"
 
@@ -165,7 +166,7 @@ def test_a_failed_open_leaves_nothing_held(tmp_path: Path) -> None:
     [
         (errno.EAGAIN, LockTimeout),  # held: the usual word
         (errno.EACCES, LockTimeout),  # held, as some file systems (SMB) say it
-        (errno.ENOLCK, OSError),  # no locks at all here (an NFS without its lock daemon): at once
+        (errno.ENOLCK, NesteggError),  # no locks at all here (an NFS without its lock daemon): at once
     ],
 )
 def test_what_a_try_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, raised: type) -> None:
@@ -176,8 +177,9 @@ def test_what_a_try_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: 
     started = time.monotonic()
     with pytest.raises(raised) as caught, FileLock(tmp_path / "a.lock", timeout=0.1):
         pass
-    if raised is OSError:  # not a LockTimeout, which is one too
-        assert isinstance(caught.value, OSError)
-        assert not isinstance(caught.value, LockTimeout)
-        assert caught.value.errno == code
+    if raised is NesteggError:  # one line that says what to change
+        assert str(caught.value) == (
+            f"cannot lock {str(tmp_path / 'a.lock')!r}: {os.strerror(code)} (keep the nest on a file "
+            "system that gives locks, such as a local disk)"
+        )
         assert time.monotonic() - started < 0.09  # no waiting for a lock that cannot be had

@@ -17,6 +17,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
+from nestegg_core.errors import NesteggError
+
+from .fs import refused
+
 __all__ = ["FileLock", "LockTimeout"]
 
 #: first and last pause between tries of a lock held elsewhere
@@ -107,13 +111,26 @@ else:
             if self._fd is not None:
                 raise RuntimeError(f"the lock {str(self.path)!r} is held already by this holder")
             wait = self.timeout if timeout is None else timeout
-            fd = os.open(self.path, _FLAGS, 0o644)
+            try:
+                fd = os.open(self.path, _FLAGS, 0o644)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:  # O_NOFOLLOW's word for a link
+                    raise refused(self.path, "file") from None
+                raise
             try:
                 if wait < 0:
                     fcntl.flock(fd, fcntl.LOCK_EX)  # the GIL is let go while it waits
                 else:
                     self._poll(fd, time.monotonic() + wait)
                 self._fd = fd
+            except OSError as exc:
+                os.close(fd)
+                if isinstance(exc, LockTimeout):
+                    raise
+                raise NesteggError(
+                    f"cannot lock {str(self.path)!r}: {exc.strerror or exc} (keep the nest on a file "
+                    "system that gives locks, such as a local disk)"
+                ) from None
             except BaseException:
                 os.close(fd)
                 raise
