@@ -341,6 +341,55 @@ def test_a_page_the_upstream_gives_again_keeps_its_state_file(
     assert len(fetcher.asked) == 2  # neither asked the upstream again
 
 
+def test_a_file_another_process_cached_is_on_every_thread_s_page_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests for a page while a file another process cached is taken in: the second waits
+    for the first's catch-up and answers its page, not the one before (gunicorn's workers gave two
+    ETags for one page); and meanwhile the page before is never vouched for as the disk's now,
+    which would save its rendering for every process."""
+    monkeypatch.setattr(store_module, "SETTLE_NS", 0)
+    store = CacheStore(tmp_path, "https://example.com/simple/")
+    index = MirrorIndex(store, _Answers([_page("1.0", "2.0")], ['"1"']), ttl=60, clock=lambda: 0.0)
+    name = NormalizedName("pkg")
+    before = index.page(name)
+    learned = before.files[0].with_changes(size=3)  # the upstream gave no size: the download did
+    store.make_folder(store.files / name)
+    store.file_path(name, learned.filename).write_bytes(b"abc")
+    store.write_record(name, learned)
+
+    inside, go = threading.Event(), threading.Event()
+    with_kept = MirrorIndex._with_kept
+
+    def paused(page: ProjectPage, kept: list[DistFile]) -> ProjectPage:
+        if threading.current_thread().name == "first":
+            inside.set()
+            assert go.wait(10)
+        return with_kept(page, kept)
+
+    monkeypatch.setattr(MirrorIndex, "_with_kept", staticmethod(paused))
+    answers: dict[str, ProjectPage] = {}
+
+    def ask(thread: str) -> None:
+        answers[thread] = index.page(name)
+
+    first = threading.Thread(target=ask, args=("first",), name="first")
+    second = threading.Thread(target=ask, args=("second",), name="second")
+    first.start()
+    try:
+        assert inside.wait(10)
+        assert index.checked(name, before) is None
+        second.start()
+        second.join(0.5)  # before: it answered the page before at once
+    finally:
+        go.set()
+        first.join(10)
+    second.join(10)
+    assert answers["first"].file(learned.filename) == learned
+    assert answers["second"] is answers["first"]
+    assert index.checked(name, answers["first"]) == 0.0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("validators", [True, False], ids=["etag", "no-validators"])
 def test_pip_past_the_ttl_of_pages_the_upstream_gives_again_gets_the_renderings_kept(

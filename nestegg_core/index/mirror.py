@@ -39,6 +39,9 @@ MAX_FILES = 1_000
 #: the least recently asked for that hold no page are forgotten: a 404 or a page dropped from
 #: memory, asked of the upstream or read from disk again when next asked for
 MAX_ENTRIES = 4_096
+#: how long a request waits for another thread's catch-up of the same page (a stat and a listing,
+#: or the records of a project): past it, it answers the page it has
+CATCH_UP_WAIT = 2.0
 
 
 @dataclass(slots=True)
@@ -360,7 +363,11 @@ class MirrorIndex:
         """
         lock = entry.lock
         if not lock.acquire(blocking=False):
-            return  # another thread is revalidating or catching up; this answer may lag by one
+            # another thread catches up (a revalidation does not run while the page is fresh):
+            # its page is this answer too, the same in every thread, as in every process
+            with blocking():
+                if not lock.acquire(timeout=CATCH_UP_WAIT):
+                    return  # revalidating after all: this answer may lag by one
         try:
             if entry.page is None:
                 return  # dropped from memory (_evict) since the caller looked: it has its page
@@ -374,11 +381,13 @@ class MirrorIndex:
             if stamp is not None and stamp == entry.files_stamp:
                 return
             kept = self._kept_names(name)
-            entry.files_stamp = stamp
             if kept != entry.kept:
                 base = entry.state.page if entry.state is not None else ProjectPage.build(name, ())
-                entry.kept = kept
                 entry.page = self._with_kept(base, self.store.kept_files(name))
+                entry.kept = kept
+            # after the page: checked() must never see the new stamp beside the page before it,
+            # or a rendering of that page would be saved as the disk's now, for every process
+            entry.files_stamp = stamp
         finally:
             lock.release()
 
@@ -666,9 +675,9 @@ class MirrorIndex:
     ) -> None:
         if not (reuse and entry.page is not None):
             # both before the records are read: a file cached meanwhile is seen next time
-            entry.files_stamp = self._files_stamp(name)
-            entry.kept = self._kept_names(name)
+            stamp, names = self._files_stamp(name), self._kept_names(name)
             entry.page = self._with_kept(state.page, self.store.kept_files(name) if kept is None else kept)
+            entry.kept, entry.files_stamp = names, stamp  # after the page, as in _catch_up
         entry.state, entry.mtime = state, mtime
         entry.reloadable = kept is None
         entry.missing_until = 0.0
