@@ -226,6 +226,8 @@ def gunicorn(env: dict[str, str], logs: Path, *, workers: int = 4) -> Iterator[s
             "--graceful-timeout", "5", "--access-logfile", str(logs / "access.log"),
             "--access-logformat", ACCESS_FORMAT, "nestegg_core.wsgi:application",
         ]  # fmt: skip
+        # gunicorn 25+ makes a control socket in $XDG_RUNTIME_DIR, else in ~/.gunicorn: the test's own
+        env = {**env, "XDG_RUNTIME_DIR": str(logs)}
         process = subprocess.Popen(
             command, env=env, cwd=logs, pass_fds=(listener.fileno(),), stdout=log, stderr=subprocess.STDOUT
         )
