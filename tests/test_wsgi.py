@@ -281,6 +281,20 @@ def test_counters_of_processes_add_up_in_the_nest(tmp_path: Path) -> None:
     assert Counters(tmp_path).totals()["since"] == since  # kept across restarts
 
 
+def test_a_stopped_mirror_has_written_its_counts_and_writes_nothing_more(
+    make_mirror: MirrorFactory, http: requests.Session, wheel: tuple[str, str]
+) -> None:
+    """The counts are in the nest when the server's stop returns, not added by a timer a second
+    later: a test that removed its nest at once (a temporary folder) found it refilled."""
+    mirror = make_mirror()
+    http.get(mirror.index_url + "front-pkg/")
+    assert http.get(f"{mirror.url}/files/front-pkg/{wheel[0]}").status_code == 200
+    mirror.stop()
+    written = json.loads((mirror.config.nestegg_dir / "metrics.json").read_bytes())["counters"]
+    assert written["cache_misses"] == written["upstream_downloads"] == 1
+    assert written["bytes_served"] > 0
+
+
 def test_counters_survive_an_unwritable_nest(tmp_path: Path) -> None:
     (tmp_path / "locks").write_text("a file where a directory belongs")
     counters = Counters(tmp_path)

@@ -47,6 +47,7 @@ class Counters:
         self._pending: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
+        self._last_timer: threading.Timer | None = None
         self._broken = False
 
     def add(self, name: str, amount: int = 1) -> None:
@@ -57,8 +58,10 @@ class Counters:
             if self._timer is None and self.path is not None:
                 # a daemon timer: counts of a worker that gets no more requests still arrive
                 self._timer = threading.Timer(self.flush_after, self.flush)
+                self._timer.name = "nestegg-metrics"
                 self._timer.daemon = True
                 self._timer.start()
+                self._last_timer = self._timer
 
     def flush(self) -> None:
         """Add this process's counts to the shared totals (kept for later if that fails)."""
@@ -82,6 +85,19 @@ class Counters:
                 logger.warning("cannot write metrics to %s: %s", self.path, exc)
                 self._broken = True
             self._keep(pending)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Add this process's counts to the totals now, and stop its timer (waiting up to
+        ``timeout`` for one flushing already): a stopped server writes nothing more in the nest,
+        which its user may remove at once. A later count starts a timer again."""
+        with self._lock:
+            # the last timer started, not ``_timer``: one that fired clears that as it flushes
+            timer, self._last_timer, self._timer = self._last_timer, None, None
+        if timer is not None:
+            timer.cancel()
+            if timer is not threading.current_thread():
+                timer.join(timeout)
+        self.flush()
 
     def _keep(self, pending: Counter[str]) -> None:
         with self._lock:
