@@ -383,8 +383,8 @@ class MirrorIndex:
             kept = self._kept_names(name)
             if kept != entry.kept:
                 base = entry.state.page if entry.state is not None else ProjectPage.build(name, ())
-                entry.page = self._with_kept(base, self.store.kept_files(name))
                 entry.kept = kept
+                entry.page = self._with_kept(base, self.store.kept_files(name))
             # after the page: checked() must never see the new stamp beside the page before it,
             # or a rendering of that page would be saved as the disk's now, for every process
             entry.files_stamp = stamp
@@ -675,9 +675,9 @@ class MirrorIndex:
     ) -> None:
         if not (reuse and entry.page is not None):
             # both before the records are read: a file cached meanwhile is seen next time
-            stamp, names = self._files_stamp(name), self._kept_names(name)
+            stamp, entry.kept = self._files_stamp(name), self._kept_names(name)
             entry.page = self._with_kept(state.page, self.store.kept_files(name) if kept is None else kept)
-            entry.kept, entry.files_stamp = names, stamp  # after the page, as in _catch_up
+            entry.files_stamp = stamp  # after the page, as in _catch_up
         entry.state, entry.mtime = state, mtime
         entry.reloadable = kept is None
         entry.missing_until = 0.0
