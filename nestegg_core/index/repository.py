@@ -729,7 +729,7 @@ class Repository:
         self.private.generation.close()
         if self._own_fetcher is not None:
             self._own_fetcher.close()
-        self.counters.close(timeout)
+        self.counters.close()
 
     def _disk_token(self, name: NormalizedName, meta: bool = True) -> str | None:
         """The token of the mirror's page of ``name`` on disk; None for private and merged names,

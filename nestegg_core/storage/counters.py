@@ -46,8 +46,9 @@ class Counters:
         self.flush_after = flush_after
         self._pending: Counter[str] = Counter()
         self._lock = threading.Lock()
+        #: held for a whole flush: one that returns has seen every other one end
+        self._flushing = threading.Lock()
         self._timer: threading.Timer | None = None
-        self._last_timer: threading.Timer | None = None
         self._broken = False
 
     def add(self, name: str, amount: int = 1) -> None:
@@ -61,13 +62,18 @@ class Counters:
                 self._timer.name = "nestegg-metrics"
                 self._timer.daemon = True
                 self._timer.start()
-                self._last_timer = self._timer
 
     def flush(self) -> None:
         """Add this process's counts to the shared totals (kept for later if that fails)."""
-        with self._lock:
-            pending, self._pending = self._pending, Counter()
-            self._timer = None
+        with self._flushing:
+            with self._lock:
+                pending, self._pending = self._pending, Counter()
+                timer, self._timer = self._timer, None
+            if timer is not None and timer is not threading.current_thread():
+                timer.cancel()  # its counts are these: a timer left waiting would write after close()
+            self._write(pending)
+
+    def _write(self, pending: Counter[str]) -> None:
         # no nest yet (or no more: a test's temporary one), nothing to add to; never make one here
         if not pending or self.path is None or self._file_lock is None or not self.path.parent.is_dir():
             self._keep(pending)
@@ -86,17 +92,10 @@ class Counters:
                 self._broken = True
             self._keep(pending)
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Add this process's counts to the totals now, and stop its timer (waiting up to
-        ``timeout`` for one flushing already): a stopped server writes nothing more in the nest,
-        which its user may remove at once. A later count starts a timer again."""
-        with self._lock:
-            # the last timer started, not ``_timer``: one that fired clears that as it flushes
-            timer, self._last_timer, self._timer = self._last_timer, None, None
-        if timer is not None:
-            timer.cancel()
-            if timer is not threading.current_thread():
-                timer.join(timeout)
+    def close(self) -> None:
+        """Add this process's counts to the totals now, once any flush under way has ended, and
+        stop the timer: a stopped server writes nothing more in the nest, which its user may
+        remove at once. A later count starts a timer again."""
         self.flush()
 
     def _keep(self, pending: Counter[str]) -> None:
