@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from packaging.utils import NormalizedName
 from nestegg_core import Mirror
 from nestegg_core.errors import NotFound, UpstreamError
 from nestegg_core.index import later, repository
+from nestegg_core.index import mirror as mirror_module
 from nestegg_core.index import upstream as upstream_module
 from nestegg_core.index.mirror import MirrorIndex
 from nestegg_core.index.repository import Repository
@@ -388,6 +390,45 @@ def test_a_file_another_process_cached_is_on_every_thread_s_page_at_once(
     assert answers["first"].file(learned.filename) == learned
     assert answers["second"] is answers["first"]
     assert index.checked(name, answers["first"]) == 0.0
+
+
+class _Held(_Answers):
+    """:class:`_Answers` whose second fetch waits until ``go`` is set (``asking`` says it began)."""
+
+    def __init__(self, answers: list[ProjectPage | None], etags: list[str | None]) -> None:
+        super().__init__(answers, etags)
+        self.asking, self.go = threading.Event(), threading.Event()
+
+    def project(self, name: str, *, etag: str | None, last_modified: str | None, **_: object) -> Fetched:
+        if self.asked:
+            self.asking.set()
+            assert self.go.wait(10)
+        return super().project(name, etag=etag, last_modified=last_modified)
+
+
+def test_the_web_ui_is_not_held_up_by_a_revalidation_of_the_page(tmp_path: Path) -> None:
+    """A catch-up waits for another catch-up, never for the upstream another thread asks."""
+    fetcher = _Held([_page("1.0"), _page("1.0", "2.0")], ['"1"', '"2"'])
+    now = [0.0]
+    index = MirrorIndex(
+        CacheStore(tmp_path, "https://example.com/simple/"), fetcher, ttl=60, clock=lambda: now[0]
+    )
+    name = NormalizedName("pkg")
+    before = index.page(name)
+    now[0] = 100.0  # past the TTL: the next request asks the upstream
+    revalidating = threading.Thread(target=index.page, args=(name,))
+    revalidating.start()
+    try:
+        assert fetcher.asking.wait(10)
+        started = time.monotonic()
+        stored = index.stored(name)
+        assert time.monotonic() - started < mirror_module.CATCH_UP_WAIT / 2
+        assert stored is not None
+        assert stored[0] is before
+    finally:
+        fetcher.go.set()
+        revalidating.join(10)
+    assert index.page(name) == _page("1.0", "2.0")
 
 
 @pytest.mark.slow

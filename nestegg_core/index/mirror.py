@@ -58,6 +58,8 @@ class _Entry:
     reloadable: bool = False  # ``page`` can be made again from the state on disk (see _evict)
     #: one upstream fetch (or catch-up) of the page at a time
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: the lock is held by a catch-up (disk work only), which another request waits for
+    catching_up: bool = False
     #: threads in :meth:`MirrorIndex.page` with this entry: it is never forgotten while one is, so
     #: that all of them take the same lock (see _forget)
     users: int = 0
@@ -250,9 +252,19 @@ class MirrorIndex:
 
     def cached(self, name: NormalizedName, record: DistFile) -> None:
         """Note a newly cached file, so its page lists what was learned (metadata, hash)."""
+        entry = self._entries.get(name)
+        # under the page's lock, or not at all: a catch-up (or a fetch) that holds it reads the
+        # disk, this record on it, and one in between would be undone by this older page
+        if entry is None or not entry.lock.acquire(blocking=False):
+            return
+        try:
+            self._cached(name, entry, record)
+        finally:
+            entry.lock.release()
+
+    def _cached(self, name: NormalizedName, entry: _Entry, record: DistFile) -> None:
         with self._guard:
-            entry = self._entries.get(name)
-            if entry is None or entry.page is None:
+            if entry.page is None:
                 return
             # the record is on disk now: _catch_up need not make the page again for it
             entry.kept |= {record.filename}
@@ -363,11 +375,14 @@ class MirrorIndex:
         """
         lock = entry.lock
         if not lock.acquire(blocking=False):
-            # another thread catches up (a revalidation does not run while the page is fresh):
-            # its page is this answer too, the same in every thread, as in every process
+            if not entry.catching_up:
+                return  # the upstream is being asked: this answer may lag by one fetch
+            # another thread catches up: its page is this answer too, in every thread as in
+            # every process (a catch-up reads the disk only, but a state may be large)
             with blocking():
                 if not lock.acquire(timeout=CATCH_UP_WAIT):
-                    return  # revalidating after all: this answer may lag by one
+                    return
+        entry.catching_up = True
         try:
             if entry.page is None:
                 return  # dropped from memory (_evict) since the caller looked: it has its page
@@ -389,6 +404,7 @@ class MirrorIndex:
             # or a rendering of that page would be saved as the disk's now, for every process
             entry.files_stamp = stamp
         finally:
+            entry.catching_up = False
             lock.release()
 
     def _files_stamp(self, name: NormalizedName) -> int | None:
