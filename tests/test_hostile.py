@@ -1026,6 +1026,24 @@ def test_a_download_nobody_waits_for_is_abandoned(make_mirror: MirrorFactory) ->
         assert mirror.repository.downloads.slots.running == 0
 
 
+def test_a_download_under_way_ends_with_the_server_and_leaves_nothing(make_mirror: MirrorFactory) -> None:
+    """A server's stop gives up the downloads still running and waits for their threads: no
+    part file, thread or upstream connection is left, and nothing is written in the nest after
+    the stop returns (a download finishing later filled a folder its user was removing)."""
+    with DrippingIndex(1) as index:
+        mirror = make_mirror(index_url=index.server.index_url)
+        # its reader gone, the download would go on for this long
+        mirror.repository.downloads.abandon_after = 60
+        with reading(mirror.port, f"/files/drip/{index.filenames[0]}") as client:
+            assert client.recv(65536)
+        started = time.monotonic()
+        mirror.stop()
+        assert time.monotonic() - started < 5
+        assert not drip_threads()
+        assert not list((mirror.repository.store.files / "drip").glob(".*.part"))
+        wait_until(lambda: not index.sending, "the upstream connection closed")
+
+
 def test_downloads_ahead_of_pip_are_bounded_and_abandoned_when_nobody_asks(
     make_mirror: MirrorFactory, http: requests.Session
 ) -> None:

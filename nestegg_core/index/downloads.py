@@ -50,7 +50,7 @@ from nestegg_core.storage.store import CacheStore
 from nestegg_core.urls import mask_url
 from nestegg_core.waits import blocking
 
-from .upstream import Fetcher, in_background
+from .upstream import Fetcher, FileStream, in_background
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class _HashMismatch(IntegrityError):
 
 
 class _Abandoned(Exception):
-    """A download was given up: no client waited for it."""
+    """A download was given up: no client waited for it, or the server stops."""
 
 
 class ClientGone(Exception):
@@ -176,6 +176,10 @@ class Download:
         self._left: float | None = None
         #: its worker is failing (see :meth:`_failing`): it takes no new reader
         self._doomed = False
+        #: the server stops: given up at its next piece unless whole (see :meth:`Downloads.stop`)
+        self._stopping = False
+        #: the thread that runs it
+        self._thread: threading.Thread | None = None
 
     @property
     def readers(self) -> int:
@@ -545,6 +549,26 @@ class Downloads:
             self._pending.clear()
             self._pending_cond.notify()
 
+    def stop(self, timeout: float = 5.0) -> None:
+        """Give up the downloads still running, but those already whole (see :meth:`settle`), and
+        wait up to ``timeout`` seconds for the threads of those under way to remove their partial
+        files: no client of a stopped server waits for them, and the nest is left as it is once
+        the stop returns. One still waiting for the upstream's answer (or another process's
+        download) is not waited for: it ends without writing anything."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            running = list(self._running.values())
+        under_way = []
+        for download in running:
+            with download._cond:
+                download._stopping = True
+                if download._state != _WAITING:
+                    under_way.append(download)
+        for download in under_way:
+            thread = download._thread
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
     def _run_pending(self) -> None:
         """The thread that starts downloads ahead when due; it ends when none waits."""
         while True:
@@ -615,6 +639,7 @@ class Downloads:
             raise Unavailable(
                 f"cannot start the download of {dist.filename!r} now; try again shortly"
             ) from None
+        download._thread = thread
         self._running[key] = download
         return download
 
@@ -639,9 +664,14 @@ class Downloads:
             finally:
                 lock.release()
         except _Abandoned:
+            if download._stopping:
+                why = "the server stops"
+                download._fail(UpstreamError(f"the download of {dist.filename!r} stopped with the server"))
+            else:  # failed already, with its own error (``Download._abandon``)
+                why = f"no client waited for it for {self.abandon_after:g}s"
             logger.info(
-                "abandoned the download of %s/%s: no client waited for it for %gs (%d bytes of %s)",
-                name, dist.filename, self.abandon_after, download.written, download.size or "?",
+                "abandoned the download of %s/%s: %s (%d bytes of %s)",
+                name, dist.filename, why, download.written, download.size or "?",
             )  # fmt: skip
         except NesteggError as exc:
             # an upstream not reached: its circuit says so once per outage, not once per file
@@ -698,7 +728,7 @@ class Downloads:
                 lock.acquire(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
             except LockTimeout:
                 now = time.monotonic()
-                if download._abandon(now, self.abandon_after, near=False):
+                if download._stopping or download._abandon(now, self.abandon_after, near=False):
                     raise _Abandoned from None
                 if now >= deadline:
                     raise
@@ -716,13 +746,7 @@ class Downloads:
         name, dist = download.name, download.dist
         started = time.monotonic()
         self.count += 1
-        stream = self.fetcher.open(dist.url)
-        try:
-            expected = _expected_size(dist, stream.size)
-            part, handle = self.store.create_part(name, dist.filename)  # no link followed on the way
-        except BaseException:
-            stream.close()
-            raise
+        stream, expected, part, handle = self._begin(download)
         limit = self.max_file_size if expected is None else expected
         digests = _Digests(dist.hashes)
         update = digests.update
@@ -731,7 +755,6 @@ class Downloads:
         window_written, window_end = 0, started + self.rate_window
         try:
             with handle:
-                download._stream(part, expected)
                 for chunk in stream.chunks():
                     if written + len(chunk) > limit:
                         raise self._too_long(dist, expected, stream.size)
@@ -768,6 +791,25 @@ class Downloads:
         )
         self._announce(download, record, final)
 
+    def _begin(self, download: Download) -> tuple[FileStream, int | None, Path, BinaryIO]:
+        """The upstream's answer for the file of ``download``, its expected size, and the partial
+        file made for it, open for writing (its readers told to follow it)."""
+        stream = self.fetcher.open(download.dist.url)
+        try:
+            expected = _expected_size(download.dist, stream.size)
+            # under the lock the server's stop reads (Downloads.stop): it waits for the downloads
+            # under way, with their part files, and none is begun once it stops
+            with download._cond:
+                if download._stopping:
+                    raise _Abandoned
+                # no link followed on the way
+                part, handle = self.store.create_part(download.name, download.dist.filename)
+                download._stream(part, expected)
+        except BaseException:
+            stream.close()
+            raise
+        return stream, expected, part, handle
+
     def _check(
         self, download: Download, digests: _Digests, written: int, expected: int | None
     ) -> tuple[str, bool]:
@@ -795,8 +837,10 @@ class Downloads:
         )
 
     def _unless_unwanted(self, download: Download, written: int, size: int | None, seconds: float) -> None:
-        """Raise :class:`_Abandoned` if nobody has waited for ``download`` for ``abandon_after``
-        seconds and it is not near its end."""
+        """Raise :class:`_Abandoned` if the server stops, or nobody has waited for ``download`` for
+        ``abandon_after`` seconds and it is not near its end."""
+        if download._stopping:
+            raise _Abandoned
         if not download._readers and download._abandon(
             time.monotonic(), self.abandon_after, near=_near_end(written, size, seconds)
         ):

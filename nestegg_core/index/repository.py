@@ -720,11 +720,16 @@ class Repository:
         """Stop the background work, waiting up to ``timeout`` for a page being made, once the files
         an installer has are in place; let go of the files and connections held open (the server
         calls this when it stops: a later use opens them again)."""
+        deadline = time.monotonic() + timeout
         self.keep_files_served(timeout)
         if self.ahead is not None and self.ahead is self._own_ahead:
             self.ahead.stop(timeout)
         self.refresher.stop(timeout)
         self.downloads.drop_pending()
+        # nothing more is written in the nest once the server's stop returns (a test may remove it)
+        self.downloads.stop(max(0.0, deadline - time.monotonic()))
+        if self.size_limit is not None:
+            self.size_limit.wait(max(0.0, deadline - time.monotonic()))
         self.store.generation.close()
         self.private.generation.close()
         if self._own_fetcher is not None:

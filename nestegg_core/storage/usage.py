@@ -270,7 +270,7 @@ class SizeLimit:
             self._thread = thread
 
     def wait(self, timeout: float | None = None) -> None:
-        """Wait for a background prune to finish (for tests)."""
+        """Wait for a background prune to finish (tests, and a server that stops)."""
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
