@@ -392,6 +392,63 @@ def test_a_file_another_process_cached_is_on_every_thread_s_page_at_once(
     assert index.checked(name, answers["first"]) == 0.0
 
 
+def test_a_file_cached_while_the_page_catches_up_is_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The download's note of its file (``cached``) while a request catches up with the disk: it
+    is left to the catch-up, which reads the file's record, rather than half made beside it (the
+    names of the files noted, not yet the page: the catch-up then kept the page before, which
+    ``checked`` vouched for as the disk's)."""
+    monkeypatch.setattr(store_module, "SETTLE_NS", 0)
+    store = CacheStore(tmp_path, "https://example.com/simple/")
+    index = MirrorIndex(store, _Answers([_page("1.0", "2.0")], ['"1"']), ttl=60, clock=lambda: 0.0)
+    name = NormalizedName("pkg")
+    before = index.page(name)
+    learned = before.files[0].with_changes(size=3)
+    store.make_folder(store.files / name)
+    store.file_path(name, learned.filename).write_bytes(b"abc")
+    store.write_record(name, learned)
+
+    catching, caught = threading.Event(), threading.Event()
+    noting, noted = threading.Event(), threading.Event()
+    kept_names, build = MirrorIndex._kept_names, ProjectPage.build
+
+    def paused_names(self: MirrorIndex, project: NormalizedName) -> frozenset[str]:
+        names = kept_names(self, project)
+        if threading.current_thread().name == "request":
+            catching.set()
+            assert caught.wait(10)
+        return names
+
+    def paused_build(*args: object, **kwargs: object) -> ProjectPage:
+        if threading.current_thread().name == "download":
+            noting.set()
+            assert noted.wait(10)
+        return build(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(MirrorIndex, "_kept_names", paused_names)
+    monkeypatch.setattr(ProjectPage, "build", staticmethod(paused_build))
+    request = threading.Thread(target=index.page, args=(name,), name="request")
+    download = threading.Thread(target=index.cached, args=(name, learned), name="download")
+    request.start()
+    try:
+        assert catching.wait(10)
+        download.start()
+        noting.wait(1)  # before: the note got this far, beside the catch-up
+        caught.set()
+        deadline = time.monotonic() + 10
+        while request.is_alive() and time.monotonic() < deadline:
+            assert index.checked(name, before) is None
+            time.sleep(0.001)
+        assert index.checked(name, before) is None
+    finally:
+        caught.set()
+        noted.set()
+        request.join(10)
+        download.join(10)
+    assert index.page(name).file(learned.filename) == learned
+
+
 class _Held(_Answers):
     """:class:`_Answers` whose second fetch waits until ``go`` is set (``asking`` says it began)."""
 

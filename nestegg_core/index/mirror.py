@@ -257,9 +257,11 @@ class MirrorIndex:
         # disk, this record on it, and one in between would be undone by this older page
         if entry is None or not entry.lock.acquire(blocking=False):
             return
+        entry.catching_up = True  # a request for the page waits for it, as for a catch-up
         try:
             self._cached(name, entry, record)
         finally:
+            entry.catching_up = False
             entry.lock.release()
 
     def _cached(self, name: NormalizedName, entry: _Entry, record: DistFile) -> None:
