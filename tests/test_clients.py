@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import itertools
 import json
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,14 +26,17 @@ from nestegg_core.simple.clients import (
     ClientProfile,
     answered_before_writing,
     fits,
+    for_pip,
     lists_cached_metadata,
     marker_environment,
+    pip_installs_from,
     pip_lists_metadata,
     profile_from_user_agent,
 )
-from nestegg_core.simple.models import DistFile
-from nestegg_core.simple.render import JSON_V1
+from nestegg_core.simple.models import DistFile, ProjectPage
+from nestegg_core.simple.render import HTML_V1, JSON_V1
 from nestegg_core.testing import find_uv, installer_env, make_venv
+from nestegg_core.testing.dists import PackageSpec, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import MirrorFactory
@@ -411,6 +416,138 @@ MIB = 1024 * 1024
 def test_pip_lists_metadata(size: int | None, ranged: bool, listed: bool) -> None:
     dist = DistFile(filename="pkg-1.0-py3-none-any.whl", size=size)
     assert pip_lists_metadata(dist, ranged=ranged) is listed
+
+
+@pytest.mark.parametrize(
+    ("filename", "taken"),
+    [
+        ("pkg-1.0-py3-none-any.whl", True),
+        ("pkg-1.0.tar.gz", True),
+        ("pkg-1.0.zip", True),
+        ("pkg-1.0.tgz", True),
+        ("pkg-1.0.tar", True),
+        ("pkg-1.0.tar.bz2", True),
+        ("pkg-1.0.tbz", True),
+        ("pkg-1.0.tar.xz", True),
+        ("pkg-1.0.txz", True),
+        ("pkg-1.0.tlz", True),
+        ("pkg-1.0.tar.lz", True),
+        ("pkg-1.0.tar.lzma", True),
+        ("PKG-1.0.ZIP", True),  # pip reads the suffix as spelled: kept, in doubt
+        ("pkg-1.0.TAR.GZ", True),
+        ("pkg-1.0-py3.11.egg", False),
+        ("pkg-1.0.win-amd64.exe", False),
+        ("pkg-1.0.win32-py2.7.msi", False),
+        ("pkg-1.0-1.noarch.rpm", False),
+        ("pkg-1.0.macosx-10.6.dmg", False),
+        ("pkg_1.0_all.deb", False),
+        ("pkg-1.0.tar.Z", False),  # an archive pip does not unpack
+    ],
+)
+def test_pip_installs_from(filename: str, taken: bool) -> None:
+    assert pip_installs_from(DistFile(filename=filename)) is taken
+
+
+def test_for_pip_drops_what_no_pip_takes_and_keeps_every_version() -> None:
+    files = [DistFile(filename=f) for f in ("pkg-2.0-py3.11.egg", "pkg-1.0.tar.gz", "pkg-2.0.win32.exe")]
+    page = ProjectPage.build("pkg", files, ["2.0", "1.0"])
+    trimmed = for_pip(page)
+    assert [d.filename for d in trimmed.files] == ["pkg-1.0.tar.gz"]
+    assert trimmed.versions == page.versions == ("2.0", "1.0")
+    whole = ProjectPage.build("pkg", files[1:2])
+    assert for_pip(whole) is whole  # nothing to drop: no copy
+
+
+#: what an old project's page still lists beside its wheel: files no pip takes, of a newer version
+NOT_FOR_PIP = ("old_pkg-2.0-py3.11.egg", "old-pkg-2.0.win-amd64.exe", "old-pkg-2.0.tar.Z")
+
+
+@pytest.fixture
+def old_project(tmp_path: Path) -> Iterator[str]:
+    """An upstream (http.server on 127.0.0.1) whose page of ``old-pkg`` lists a wheel of 1.0, and
+    for 2.0 only an egg, a Windows installer and an archive pip cannot unpack. Its index URL."""
+    wheel = make_wheel(PackageSpec(name="old-pkg", version="1.0"), tmp_path / "old-pkg")
+    bodies = {wheel.name: wheel.read_bytes(), **dict.fromkeys(NOT_FOR_PIP, b"not for pip")}
+    entries = [
+        {"filename": name, "url": f"/files/{name}", "hashes": {"sha256": hashlib.sha256(body).hexdigest()}}
+        for name, body in bodies.items()
+    ]
+    document = {
+        "meta": {"api-version": "1.1"},
+        "name": "old-pkg",
+        "files": entries,
+        "versions": ["1.0", "2.0"],
+    }
+    page = json.dumps(document).encode()
+
+    class Upstream(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/simple/old-pkg/":
+                body, kind = page, JSON_V1
+            elif self.path.startswith("/files/") and self.path[len("/files/") :] in bodies:
+                body, kind = bodies[self.path[len("/files/") :]], "application/octet-stream"
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
+        finally:
+            server.shutdown()
+            thread.join(5)
+
+
+@pytest.mark.parametrize("accept", [JSON_V1, HTML_V1])
+def test_pips_page_lists_no_file_pip_skips_the_others_list_all(
+    make_mirror: MirrorFactory, old_project: str, http: requests.Session, accept: str
+) -> None:
+    mirror = make_mirror(index_url=old_project)
+    url = f"{mirror.index_url}old-pkg/"
+    found = {}
+    for agent in (pip_agent(), "pip/9.0.1 CPython/3.6", "uv/0.13.9", "python-requests/2.32.3"):
+        response = http.get(url, headers={"Accept": accept, "User-Agent": agent})
+        response.raise_for_status()
+        found[agent.split("/")[0], agent] = [n for n in (*NOT_FOR_PIP, "old_pkg-1.0") if n in response.text]
+    for (client, _), names in found.items():
+        assert names == (["old_pkg-1.0"] if client == "pip" else [*NOT_FOR_PIP, "old_pkg-1.0"]), client
+    if accept == JSON_V1:  # every version is still listed (PEP 700), as to every other client
+        pages = [
+            http.get(url, headers={"Accept": accept, "User-Agent": a}).json()
+            for a in (pip_agent(), "uv/0.13.9")
+        ]
+        assert pages[0]["versions"] == pages[1]["versions"] == ["1.0", "2.0"]
+
+
+@pytest.mark.slow
+def test_pip_never_sees_the_links_it_would_skip(
+    tmp_path: Path, make_mirror: MirrorFactory, old_project: str
+) -> None:
+    """Real pip, verbose, through the mirror: it downloads the wheel and meets none of the other
+    links (straight from the upstream it skips each, saying so)."""
+    mirror = make_mirror(index_url=old_project)
+    seen = {}
+    for where, index in (("mirror", mirror.index_url), ("upstream", old_project)):
+        dest = tmp_path / f"download-{where}"
+        command = [sys.executable, "-m", "pip", "download", "-vv", "--no-cache-dir", "--no-deps",
+                   "-d", str(dest), "old-pkg"]  # fmt: skip
+        result = subprocess.run(
+            command, env=installer_env(index), capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert sorted(p.name for p in dest.iterdir()) == ["old_pkg-1.0-py3-none-any.whl"]
+        seen[where] = [name for name in NOT_FOR_PIP if name in result.stdout + result.stderr]
+    assert seen == {"mirror": [], "upstream": list(NOT_FOR_PIP)}
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ from nestegg_core.errors import (
     UpstreamTimeout,
     disk_full,
 )
-from nestegg_core.simple.clients import ClientProfile, for_client, pip_lists_metadata
+from nestegg_core.simple.clients import ClientProfile, for_client, for_pip, pip_lists_metadata
 from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.simple.models import NO_HASHES, DistFile, ProjectPage, is_dist_filename, mismatch
 from nestegg_core.simple.render import (
@@ -433,6 +433,8 @@ class Repository:
             if cached is not None and cached.page() is page and token is None:
                 return Rendered(page, cached.body, cached.etag, gzip=gzip)
             shown = page if client is None else for_client(page, client)
+            if not meta:  # pip's page: without the links it skips, each as costly to it as a wheel's
+                shown = for_pip(shown)
             metadata_for = self._metadata_for(name, shown, meta)
             prefix = f"{base}/files/{quote(name)}/" if base else f"../../files/{quote(name)}/"
 

