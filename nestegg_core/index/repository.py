@@ -496,19 +496,19 @@ class Repository:
         held = self._held(name, page)
 
         def listed(dist: DistFile) -> Mapping[str, str] | None:
-            # asked for every file of every page rendered: the cheap tests first
+            # asked for every file of every page rendered: the cheap tests first (on pip's pages,
+            # its size rules out most wheels before a look at the name or the folder)
             value = dist.core_metadata
             ranged = value is None
+            if not meta and not pip_lists_metadata(dist, ranged=ranged):
+                return None
             if ranged:
                 if not lazy or not _lazy_metadata(dist):
                     return None
                 if not self._lazy(dist, cached=f"{dist.filename}.json" in held):
                     return None
                 value = NO_HASHES
-            if not meta and (
-                not pip_lists_metadata(dist, ranged=ranged)
-                or (dist.filename in held and f"{dist.filename}.json" in held)
-            ):
+            if not meta and dist.filename in held and f"{dist.filename}.json" in held:
                 return None
             return value
 
