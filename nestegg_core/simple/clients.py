@@ -240,8 +240,8 @@ def pip_lists_metadata(dist: DistFile, *, ranged: bool = False) -> bool:
     return dist.size is None or dist.size >= least
 
 
-#: the files pip installs from: a wheel, or a source distribution in an archive it unpacks (pip's
-#: ``SUPPORTED_EXTENSIONS``, the same since pip 1.x); it skips every other link of a page
+#: the files pip installs from: a wheel, or a source distribution in an archive it unpacks (pip
+#: 26's ``SUPPORTED_EXTENSIONS``; older releases take no others); it skips every other link
 _PIP_SUFFIXES = (
     ".whl", ".zip", ".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tlz", ".tar.lz",
     ".tar.lzma",
