@@ -19,7 +19,7 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
 from nestegg_core.cli import build_parser, config_from
-from nestegg_core.config.config import load_config
+from nestegg_core.config.config import Upstream, load_config
 from nestegg_core.errors import ConfigError
 from nestegg_core.simple.clients import (
     UNKNOWN,
@@ -508,11 +508,15 @@ def old_project(tmp_path: Path) -> Iterator[str]:
             thread.join(5)
 
 
+@pytest.mark.parametrize("routed", [False, True], ids=["mirrored", "routed"])
 @pytest.mark.parametrize("accept", [JSON_V1, HTML_V1])
 def test_pips_page_lists_no_file_pip_skips_the_others_list_all(
-    make_mirror: MirrorFactory, old_project: str, http: requests.Session, accept: str
+    make_mirror: MirrorFactory, old_project: str, http: requests.Session, accept: str, routed: bool
 ) -> None:
-    mirror = make_mirror(index_url=old_project)
+    if routed:  # the name's own index (``upstreams``), beside the default one: the same rules for pip
+        mirror = make_mirror(upstreams=(Upstream(url=old_project, projects=("old-pkg",)),))
+    else:
+        mirror = make_mirror(index_url=old_project)
     url = f"{mirror.index_url}old-pkg/"
     found = {}
     for agent in (pip_agent(), "pip/9.0.1 CPython/3.6", "uv/0.13.9", "python-requests/2.32.3"):
@@ -527,6 +531,10 @@ def test_pips_page_lists_no_file_pip_skips_the_others_list_all(
             for a in (pip_agent(), "uv/0.13.9")
         ]
         assert pages[0]["versions"] == pages[1]["versions"] == ["1.0", "2.0"]
+        # and pip's file URLs are whole, to the mirror it asked
+        assert [f["url"] for f in pages[0]["files"]] == [
+            f"{mirror.url}/files/old-pkg/old_pkg-1.0-py3-none-any.whl"
+        ]
 
 
 @pytest.mark.slow

@@ -338,7 +338,9 @@ class Repository:
         """
         routed = self.routes.serving(name)
         if routed is not None:
-            return routed.rendered(name, content_type, client, gzip=gzip)
+            return routed.rendered(
+                name, content_type, client, gzip=gzip, base=base, cached_metadata=cached_metadata
+            )
         self._asked = time.monotonic()
         if self.ahead is not None:  # a page being made ahead is this one's answer
             self.ahead.wait(name, self.config.page_deadline)
