@@ -278,7 +278,7 @@ def _text(value: object, key: str) -> str | None:
 
 def for_client(page: ProjectPage, profile: ClientProfile) -> ProjectPage:
     """``page`` with only the files that may fit ``profile`` (all versions still listed)."""
-    return ProjectPage.build(page.name, [d for d in page.files if fits(d, profile)], page.versions)
+    return replace(page, files=tuple(d for d in page.files if fits(d, profile)))
 
 
 def fits(dist: DistFile, profile: ClientProfile) -> bool:
