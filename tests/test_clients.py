@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import itertools
@@ -244,6 +245,19 @@ def test_no_wheel_pip_accepts_is_dropped(system: str) -> None:
     assert dropped > 3 * kept
 
 
+@contextlib.contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[int]:
+    """``handler`` answering on 127.0.0.1, a thread for each connection; the port, until stopped."""
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield server.server_address[1]
+        finally:
+            server.shutdown()
+            thread.join(5)
+
+
 @pytest.fixture(scope="session")
 def real_pip_agent(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The User-Agent this environment's pip sends, as a loopback index sees it (pip's own
@@ -258,18 +272,12 @@ def real_pip_agent(tmp_path_factory: pytest.TempPathFactory) -> str:
         def log_message(self, *args: object) -> None:
             pass
 
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            index = f"http://127.0.0.1:{server.server_address[1]}/simple/"
-            dest = str(tmp_path_factory.mktemp("agent"))
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir",
-                       "--retries", "0", "-d", dest, "no-such-project"]  # fmt: skip
-            subprocess.run(command, env=installer_env(index), capture_output=True, check=False, timeout=120)
-        finally:
-            server.shutdown()
-            thread.join(5)
+    with serving(Recorder) as port:
+        index = f"http://127.0.0.1:{port}/simple/"
+        dest = str(tmp_path_factory.mktemp("agent"))
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir",
+                   "--retries", "0", "-d", dest, "no-such-project"]  # fmt: skip
+        subprocess.run(command, env=installer_env(index), capture_output=True, check=False, timeout=120)
     assert seen, "pip asked the loopback index nothing"
     return seen[0]
 
@@ -498,14 +506,8 @@ def old_project(tmp_path: Path) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
-        finally:
-            server.shutdown()
-            thread.join(5)
+    with serving(Upstream) as port:
+        yield f"http://127.0.0.1:{port}/simple/"
 
 
 @pytest.mark.parametrize("routed", [False, True], ids=["mirrored", "routed"])
