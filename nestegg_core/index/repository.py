@@ -435,7 +435,7 @@ class Repository:
             if cached is not None and cached.page() is page and token is None:
                 return Rendered(page, cached.body, cached.etag, gzip=gzip)
             shown = page if client is None else for_client(page, client)
-            if not meta:  # pip's page: without the links it skips, each as costly to it as a wheel's
+            if not meta:  # pip's page: without the links it skips, each near a wheel's cost to it
                 shown = for_pip(shown)
             metadata_for = self._metadata_for(name, shown, meta)
             prefix = f"{base}/files/{quote(name)}/" if base else f"../../files/{quote(name)}/"
