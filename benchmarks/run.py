@@ -980,8 +980,8 @@ strace and tracemalloc):
   pip 0.38 s through a cold nestegg against 0.16 s direct, and its files' headers 0.37 against
   0.15 s: about 6 ms more a page and 6 ms more a file, the whole of the gap.
 
-  - A median small page: the request reaches the app 0.7 ms after pip sends it (0.73 ms with no
-    other work in the server); the upstream's headers come 3.7 ms later (2.9 ms to a bare
+  - A median small page: the request reaches the app 0.7 ms after pip sends it, whether or not
+    other work runs in the server; the upstream's headers come 3.7 ms later (2.9 ms to a bare
     ``requests`` session), its body and parse take 2.0 ms; pip has the page 1.2 ms after the
     app returns it.
   - A median small file: 0.8 ms to the app, 0.3-0.65 ms to the download's thread, its lock
@@ -989,8 +989,9 @@ strace and tracemalloc):
     new folder costs 0.3-0.4 ms on this disk outside the server). pip has the last byte 2 ms
     after the upstream's headers, against 0.2 ms direct.
   - The own set's gap (0.9 s) is mostly its largest pages. pydantic-core's (15,057 files) took
-    232 ms against 27 ms direct: its parse 125-150 ms of CPU, its state written before the
-    answer 34-38 ms and its rendering 41-55 ms (a page of more than ``later.MAX_FILES`` files).
+    232 ms against 27 ms direct: its body read and parsed in 125-165 ms, its state written
+    before the answer in 34-38 ms and its rendering in 41-55 ms (a page of more than
+    ``later.MAX_FILES`` files).
     sqlalchemy's (6,796 files) took 112 ms against 14 ms.
   - The parse of pydantic-core's page alone took 105-170 ms, and 90-96 ms with the garbage
     collector off. In a whole cold run of the own set the collector ran 221 times for 83 ms,
