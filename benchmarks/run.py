@@ -1009,9 +1009,9 @@ strace and tracemalloc):
     decoding) for its 6.9 MB of text, where the peak RSS allows 60 MB in all.
   - Tried and not kept:
 
-    - the part file made in a thread of its own while the upstream answers: 1-1.5 ms less a
-      file in a loop of 35 files; with pip (10 alternating rounds) 1.67 against 1.60 s, within
-      the rounds' spread;
+    - the part file made in a thread of its own while the upstream answers: 1.4-1.8 ms less a
+      file in 3 of 4 loops of 35 files (0.5 ms more in the fourth); with pip (10 alternating
+      rounds) 1.67 against 1.60 s, within the rounds' spread;
     - a GIL switch interval of 0.5 ms: no change in 3 alternating runs;
     - the collector's first threshold at 20,000: no change. With the collector off, the own set
       took 3.82 against 4.01 s (6 rounds), but a server cannot turn it off in its host's
