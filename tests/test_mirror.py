@@ -264,8 +264,26 @@ class _MadeUp:
         ({"a": 4, "b": 4, "c": 4}, ["a", "b", "c"], [[], ["a"], ["a", "b"]], ["b", "c"]),
         ({"a": 4, "b": 4, "c": 4}, ["a", "b", "a", "c"], [[], ["a"], ["a", "b"]], ["a", "c"]),
         ({"a": 4, "big": 20, "c": 4}, ["a", "big", "c"], [[], ["a"], []], ["c"]),
+        # "~": made ahead, in the background; the page a client asked for last stays meanwhile...
+        ({"big": 20, "small": 3}, ["big", "~small"], [[], ["big"]], ["big", "small"]),
+        ({"big": 20, "a": 4, "b": 4}, ["big", "~a", "~b"], [[], ["big"], ["big"]], ["b", "big"]),
+        # ...until a client asks for another page
+        ({"big": 20, "small": 3}, ["big", "~small", "small"], [[], ["big"]], ["small"]),
+        # "@": a client asked for it, answered from its rendering (``asked``): it stays too
+        ({"big": 20, "small": 3}, ["~big", "@big", "~small"], [[], ["big"]], ["big", "small"]),
+        ({"big": 20, "small": 3}, ["~big", "~small"], [[], []], ["small"]),
     ],
-    ids=["large-page", "lru", "lru-reused", "large-between"],
+    ids=[
+        "large-page",
+        "lru",
+        "lru-reused",
+        "large-between",
+        "made-ahead",
+        "made-ahead-lru",
+        "asked-after",
+        "rendering-asked",
+        "ahead-of-nobody",
+    ],
 )
 def test_pages_in_memory_stay_within_the_budget(
     tmp_path: Path, sizes: dict[str, int], asked: list[str], held: list[list[str]], after: list[str]
@@ -273,9 +291,14 @@ def test_pages_in_memory_stay_within_the_budget(
     fetcher = _MadeUp(sizes)
     index = MirrorIndex(CacheStore(tmp_path, "https://example.com/simple/"), fetcher, max_files=10)
     fetcher.index = index
-    for name in asked:
-        page = index.page(NormalizedName(name))
-        assert index.file(NormalizedName(name), page.files[0].filename) == page.files[0]
+    for step in asked:
+        name = NormalizedName(step.lstrip("~@"))
+        if step.startswith("@"):
+            index.asked(name)
+            continue
+        with upstream_module.in_background() if step.startswith("~") else contextlib.nullcontext():
+            page = index.page(name)
+            assert index.file(name, page.files[0].filename) == page.files[0]
     assert fetcher.held == held  # each page fetched once, holding then only these
     assert sorted(index._loaded) == after
 

@@ -77,7 +77,7 @@ from .mirror import MirrorIndex
 from .ranges import Ranges, RangesRefused
 from .refresh import Refresher
 from .routes import Routes
-from .upstream import Fetcher, HttpFetcher, OfflineFetcher, new_via_token
+from .upstream import Fetcher, HttpFetcher, OfflineFetcher, in_background, new_via_token
 
 logger = logging.getLogger(__name__)
 
@@ -342,6 +342,8 @@ class Repository:
                 name, content_type, client, gzip=gzip, base=base, cached_metadata=cached_metadata
             )
         self._asked = time.monotonic()
+        # before the wait: the next page made ahead must not drop this one once it is made
+        self.mirror.asked(name)
         if self.ahead is not None:  # a page being made ahead is this one's answer
             self.ahead.wait(name, self.config.page_deadline)
         self.downloads.settle(name)  # a file an installer has whole is listed as it was learned
@@ -646,18 +648,20 @@ class Repository:
             return False
         if not self.mirror.is_fresh(name):
             return True  # the upstream is due to be asked: left to the page's next request
-        try:
-            for served in kinds:
-                if self.refresher.stopped:
-                    break
-                content_type, client, gzip, base, meta = cast(
-                    tuple[str, ClientProfile | None, bool, str, bool], served
-                )
-                made = self._rendered_page(name, content_type, client, gzip=gzip, base=base, meta=meta)
-                if made.file is not None:
-                    made.file.close()
-        finally:
-            self.mirror.trim()  # the page made last is held for its requests; this one has none
+        # no client waits on it: the pages it makes are no client's last (MirrorIndex.asked)
+        with in_background():
+            try:
+                for served in kinds:
+                    if self.refresher.stopped:
+                        break
+                    content_type, client, gzip, base, meta = cast(
+                        tuple[str, ClientProfile | None, bool, str, bool], served
+                    )
+                    made = self._rendered_page(name, content_type, client, gzip=gzip, base=base, meta=meta)
+                    if made.file is not None:
+                        made.file.close()
+            finally:
+                self.mirror.trim()  # the page made last is held for its requests; this one has none
         return True
 
     def _busy(self) -> float:

@@ -147,6 +147,11 @@ def in_background() -> Iterator[None]:
         _background.reset(token)
 
 
+def background() -> bool:
+    """Whether this thread works for no client now (within :func:`in_background`)."""
+    return _background.get()
+
+
 @contextlib.contextmanager
 def holding() -> Iterator[None]:
     """While it lasts, the pages this thread fetches are pages the mirror holds and can serve
