@@ -136,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results.facts["load_before"] = _loadavg()
     work = Path(tempfile.mkdtemp(prefix="nestegg-bench-"))
     results.facts.update(rounds=str(rounds), bigwheel_mb=str(args.wheel_mb))
+    results.facts["packages"] = str(len(workloads.requirement_names(args.requirements)))
+    if str(args.small_requirements) != "none":
+        results.facts["small_packages"] = str(len(workloads.requirement_names(args.small_requirements)))
     local: subprocess.Popen[str] | None = None
     try:
         kinds: dict[str, Callable[[Path], Server]] = {
