@@ -1020,6 +1020,38 @@ strace and tracemalloc):
       took 3.82 against 4.01 s (6 rounds), but a server cannot turn it off in its host's
       process (tox's).
 
+- *A set held out, and the page a client asked for last* (3d2f978). A third set, kept out of
+  the repository: 45 projects uploaded before June 2025 and pinned by uv for CPython 3.11 on
+  Linux (boto3, botocore, s3transfer, jmespath; sphinx with docutils, babel and its six
+  sphinxcontrib packages; coverage, pytest-cov, lxml, pillow, mypy, black, pyyaml, tomli, attrs;
+  and their dependencies), measured by ``run.py --requirements`` (3 rounds, no small set, no tox).
+
+  - Warm: 2.12 s, 0.76x the upstream direct (2.77 s) and 1.39x faster than proxpi (2.95 s);
+    the static pages with absolute URLs took 1.87 s. The same requests sent one after another
+    (10 alternating rounds, one connection) took 0.44 against 0.30 ms a page and 0.52 against
+    0.31 ms a file, the median, 19 ms a run in all; 8 alternating pip rounds read 2.28 against
+    2.20 s.
+  - Cold: 3.22 s against 2.44 s direct (1.32x), 1.08x with the upstream 20 ms farther. Warm uv:
+    2.17 s against 4.65 s direct. A fresh process's slowest page: 2.9 ms.
+  - Its peak RSS read 63 MB (the synthetic workloads 51 MB). A replay of its cold pip run, the
+    same again and the warm uv install in one process peaked at 57 MB (55 MB in the uv install),
+    so which workload took the benchmark's process to 63 MB is not known.
+  - Timed request by request, its files boto3 and botocore took pip 31-47 and 36-69 ms to
+    their headers through a cold nestegg, against 3.2-3.6 ms direct; so did the own set's
+    pydantic-core, 65-100 ms. Each had its page read again from its state file: pip had asked
+    for that page, and a page made ahead for a wheel got just before (``PagesAhead``, botocore
+    for boto3's wheel, typing-extensions for pydantic's) dropped it from memory, the pages in
+    memory being held to 1,000 files but the one a client asked for last. Work in the
+    background now leaves that page alone, one a request got from its rendering included: 8 ms
+    for boto3's and botocore's files, 8-14 ms for pydantic-core's. The tree before and this one,
+    in alternating rounds, pip's requests to the files' headers summed: the own set 0.357
+    against 0.286 s (6 rounds; the runs 3.670 against 3.546 s); the held-out set 0.385 against
+    0.347 s (6 rounds; the runs 3.433 against 3.544 s) and 0.471 against 0.391 s (8 rounds;
+    3.994 against 3.801 s). Whole runs alone are too noisy to show it: 8 alternating rounds read
+    4.64 against 4.03 s (own set) and 4.16 against 4.11 s (held-out set), each spread over
+    3.4-5.1 s. A page made ahead is now held beside the client's, two pages where one was; the
+    trim once the mirror is quiet drops both (``MirrorIndex.trim``).
+
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
