@@ -1051,6 +1051,14 @@ strace and tracemalloc):
     4.64 against 4.03 s (own set) and 4.16 against 4.11 s (held-out set), each spread over
     3.4-5.1 s. A page made ahead is now held beside the client's, two pages where one was; the
     trim once the mirror is quiet drops both (``MirrorIndex.trim``).
+  - Run 16, this table's (52a6d42, the code of that change), came in a slow hour: the upstream
+    direct took 2.69 s cold and 2.74 s warm (2.41 and 2.55 s in run 15) and the load average
+    rose to 1.28. Its warm run at once after the cold one read 1.21x a later one; the tree
+    before and this one, 6 alternating rounds of a cold, an at-once and a later warm run in one
+    server, took 4.170 and 4.130 s cold, 2.696 and 2.713 s at once, 2.614 and 2.715 s later.
+    That row, and the own set's cold 1.52x, were the hour. The small set's cold row read 1.17x
+    the direct time, the first run under 1.2x near the upstream: one run in such an hour
+    shows no more than run 15's 1.30x.
 
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
