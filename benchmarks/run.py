@@ -929,7 +929,7 @@ strace and tracemalloc):
   1.41x to 1.26x; 1d7d2cf: 1.30x to 1.10x, and 1.36x to 1.22x; 7e45714, on a slower machine:
   1.46x to 1.14x, and 1.34x to 1.21x; 4d5fbaa, with the pages ahead below: 1.39x to 1.10x, and
   1.39x to 1.14x; 69cdc65: 1.28x to 1.12x, and 1.46x to 1.14x; 6ad9c2c: 1.28x to 1.08x, and 1.38x
-  to 1.18x; this table's run, da69ac5: 1.28x to 1.09x, and 1.43x to 1.11x). What kept the
+  to 1.18x; the run at da69ac5: 1.28x to 1.09x, and 1.43x to 1.11x). What kept the
   own set above was its pages' parse (0.27-0.31 s of CPU) and its 4 large wheels the index pip uses here lists
   no PEP 658 metadata for: pip's pages listed their metadata (a wheel of 2 MiB or more, see above),
   which nestegg reads by ranges, one round trip each. Those were 14 requests for the 4 wheels with
@@ -1075,7 +1075,7 @@ strace and tracemalloc):
   (10 rounds, within their spread). In run 10 (69cdc65) the roots row read 0.89x the direct time
   (2.41 against 2.71 s), where devpi-server took 2.68x and proxpi 2.85x nestegg's; in run 9
   (4d5fbaa, before that change) 0.87x; in run 11 (6ad9c2c) 0.86x (2.37 against 2.74 s;
-  devpi-server 2.73x, proxpi 2.99x); in this table's run (da69ac5) 0.87x (2.46 against 2.82 s;
+  devpi-server 2.73x, proxpi 2.99x); in the run at da69ac5 0.87x (2.46 against 2.82 s;
   devpi-server 2.89x, proxpi 2.91x). Warm uv through two warm servers, the tree before
   and this one (8 and 6 alternating rounds): 1.21 against 1.22 s (small set), 3.02 against
   3.06 s (own set); through a fresh process each time (as tox starts one): 1.35 against 1.31 s,
