@@ -170,6 +170,45 @@ def test_a_page_reads_the_same_however_its_json_is_laid_out(layout: dict[str, ob
         assert parse_project_stream("pkg", pieces, JSON, BASE) == expected, cut
 
 
+#: entries whose strings and nested values hold what separates entries ("},{", "}, {"), and
+#: one that is no file: entries held together are decoded at once up to the last separator
+SEPARATED_ENTRIES = [
+    {"filename": "pkg-1.0.tar.gz", "url": "https://example.com/a},{b/pkg-1.0.tar.gz", "yanked": "no}, {"},
+    {"filename": "pkg-1.1.tar.gz", "url": "/f/pkg-1.1.tar.gz", "x": [{"a": 1}, {"b": [{"c": "}, {"}, {}]}]},
+    {"filename": "pkg-1.2.tar.gz", "url": "/f/pkg-1.2.tar.gz", "hashes": {"sha256": "AB"}, "y": '"}, {"\\'},
+    {"filename": "pkg-1.3.tar.gz", "url": "/f/pkg-1.3.tar.gz", "core-metadata": {"sha256": "},{"}},
+]
+
+
+@pytest.mark.parametrize("separators", [(",", ":"), (", ", ": ")], ids=["compact", "spaced"])
+@pytest.mark.parametrize("bad", [None, 0, 5, 11], ids=["good", "bad-first", "bad-inside", "bad-last"])
+def test_entries_read_together_read_as_each_alone(separators: tuple[str, str], bad: int | None) -> None:
+    entries = [
+        dict(entry, filename=entry["filename"].replace("pkg-1", f"pkg-{n}"))
+        for n in range(3)
+        for entry in SEPARATED_ENTRIES
+    ]
+    if bad is not None:
+        entries[bad] = dict(entries[bad], filename=1)
+    body = json.dumps({"files": entries}, separators=separators).encode()
+    expected: list[DistFile] | str = []
+    try:
+        expected = [
+            parse_project_page("pkg", json.dumps({"files": [entry]}).encode(), JSON, BASE).files[0]
+            for entry in entries
+        ]
+    except UpstreamError as exc:
+        expected = str(exc)
+    for size in (1, 7, 64, 200, 4096, len(body)):
+        try:
+            read: list[DistFile] | str = list(
+                parse_project_stream("pkg", chunks(body, size), JSON, BASE).files
+            )
+        except UpstreamError as exc:
+            read = str(exc)
+        assert read == expected, size
+
+
 def test_a_pages_errors_do_not_depend_on_its_pieces() -> None:
     good = TRICKY_JSON.encode()
     bodies = [

@@ -301,6 +301,33 @@ class DistFile:
         _set_origin(self, origin)
         _set_own_sha256(self, own_sha256)
 
+    @classmethod
+    def listed(  # noqa: PLR0917  # by position: the keywords cost a fifth of it
+        cls,
+        filename: str,
+        url: str,
+        hashes: Mapping[str, str],
+        requires_python: str | None,
+        yanked: str | None,
+        size: int | None,
+        upload_time: str | None,
+        core_metadata: Mapping[str, str] | None,
+    ) -> DistFile:
+        """A mirrored file as a page lists it (no ``own_sha256``): the parse makes one per file,
+        and taken by position it costs a fifth less than through the keywords of ``__init__``."""
+        dist = object.__new__(cls)
+        _set_filename(dist, filename)
+        _set_url(dist, url)
+        _set_hashes(dist, hashes)
+        _set_requires_python(dist, requires_python)
+        _set_yanked(dist, yanked)
+        _set_size(dist, size)
+        _set_upload_time(dist, upload_time)
+        _set_core_metadata(dist, core_metadata)
+        _set_origin(dist, "mirror")
+        _set_own_sha256(dist, None)
+        return dist
+
     @property
     def sha256(self) -> str | None:
         """The sha256 a page may list (see ``hashes``); None when none was vouched for."""

@@ -206,10 +206,6 @@ def _parse_json(name: str, texts: Iterable[str], base_url: str, limits: _Limits)
         raise _not_json(base_url, exc) from None
 
 
-#: no entry read yet (None is JSON's null)
-_UNREAD = object()
-
-
 def _scanner(decoder: json.JSONDecoder) -> Callable[[str, int], tuple[Any, int]]:
     """The scanner ``decoder.raw_decode`` calls: ``(value, end)`` of the JSON value at an index,
     StopIteration or ValueError where none can be read (StopIteration too for a bad value in an
@@ -246,6 +242,8 @@ class _JsonReader:
         self._offset = 0
         self._lines = 0
         self._last_newline = -1
+        #: a text in which no run of entries was found (see _run)
+        self._tried: str | None = None
 
     def document(self) -> tuple[Any, BaseException | None]:
         """The decoded document, and the error of the first bad entry of its "files" array if any.
@@ -288,35 +286,69 @@ class _JsonReader:
         counted = 0  # files, once for each hash: a file's hashes cost memory as files do
         scan = _scanner(self._entries)
         while more:
-            # The usual entry, an object whose text is all held, is decoded here by the decoder's
-            # own scanner, what _value calls (the steps around it were a tenth of a page's parse).
-            # Anything else (cut short, not an object, bad) is read by _value, as before.
-            text, pos = self._text, self._pos
-            entry: Any = _UNREAD
-            if text.startswith("{", pos):
-                try:
-                    entry, self._pos = scan(text, pos)
-                except (StopIteration, ValueError, RecursionError):
-                    entry = _UNREAD
-            if entry is _UNREAD:
-                entry = self._value(self._entries)
+            entries = self._run()
+            single = entries is None
+            if entries is None:
+                entries = [self._entry(scan)]
             if error is None:
                 # as a whole decode would fail on it: after the whole document is known to be JSON
-                try:
-                    files.append(_json_file(entry, self._base_url))
-                    counted += max(1, len(files[-1].hashes))
-                except _PAGE_ERRORS as exc:
-                    error = exc
+                for entry in entries:
+                    try:
+                        dist = _json_file(entry, self._base_url)
+                    except _PAGE_ERRORS as exc:
+                        error = exc
+                        break
+                    files.append(dist)
+                    counted += max(1, len(dist.hashes))
             self._limits.files(counted)
-            text, pos = self._text, self._pos
-            if text.startswith(",{", pos):  # another entry, as most pages put it: not a trailing comma
-                self._pos = pos + 1
-            elif text.startswith(", {", pos):
-                self._pos = pos + 2
-            else:
-                more = self._next("]", "array")
+            if single:
+                more = self._after_entry()
         self._pos += 1
         return files, error
+
+    def _run(self) -> list[Any] | None:
+        """The entries from the position up to the last "},{" (or "}, {") of the text held,
+        decoded at once, a third faster than one by one; the position is then at the entry after
+        them. None when there are none, or they do not decode: that text is not looked through
+        again. Cut inside a string or a nested value, the text cannot decode as entries."""
+        text, pos = self._text, self._pos
+        if text is self._tried or not text.startswith("{", pos):
+            return None
+        cut = max(text.rfind("},{", pos), text.rfind("}, {", pos))
+        try:
+            entries = self._entries.decode("[" + text[pos : cut + 1] + "]") if cut > pos else None
+        except (ValueError, RecursionError):
+            entries = None
+        if entries is None:
+            self._tried = text
+            return None
+        self._pos = text.index("{", cut + 1)
+        return entries  # type: ignore[no-any-return]
+
+    def _entry(self, scan: Callable[[str, int], tuple[Any, int]]) -> Any:
+        """The entry at the position: an object whose text is all held by the decoder's own
+        scanner, what _value calls (the steps around it were a tenth of a page's parse); anything
+        else (cut short, not an object, bad) by _value."""
+        text, pos = self._text, self._pos
+        if text.startswith("{", pos):
+            try:
+                entry, self._pos = scan(text, pos)
+            except (StopIteration, ValueError, RecursionError):
+                pass
+            else:
+                return entry
+        return self._value(self._entries)
+
+    def _after_entry(self) -> bool:
+        """Past the "," after an entry: whether another follows (else at the "]")."""
+        text, pos = self._text, self._pos
+        if text.startswith(",{", pos):  # another entry, as most pages put it: not a trailing comma
+            self._pos = pos + 1
+            return True
+        if text.startswith(", {", pos):
+            self._pos = pos + 2
+            return True
+        return self._next("]", "array")
 
     def _key(self) -> Any:
         """The name of an object's member, and the ":" after it."""
@@ -472,19 +504,17 @@ def _json_file(entry: Mapping[str, Any], base_url: str) -> DistFile:
     upload_time = entry.get("upload-time")
     requires_python = entry.get("requires-python")
     _check_filename(filename)
-    return DistFile(
-        filename=filename,
+    return DistFile.listed(
+        filename,
         # the usual URL, absolute and without a fragment, without a call
-        url=url if url.startswith(("https://", "http://")) and "#" not in url else _absolute(base_url, url),
-        hashes=hashes,
+        url if url.startswith(("https://", "http://")) and "#" not in url else _absolute(base_url, url),
+        hashes,
         # shared by most files of a page: one copy each
-        requires_python=sys.intern(requires_python) if type(requires_python) is str else None,
-        yanked=(yanked or "") if type(yanked) is str else ("" if yanked else None),
-        size=size if type(size) is int and size >= 0 else None,
-        upload_time=upload_time if type(upload_time) is str else None,
-        core_metadata=_hashes(metadata)
-        if type(metadata) is dict
-        else (NO_HASHES if metadata is True else None),
+        sys.intern(requires_python) if type(requires_python) is str else None,
+        (yanked or "") if type(yanked) is str else ("" if yanked else None),
+        size if type(size) is int and size >= 0 else None,
+        upload_time if type(upload_time) is str else None,
+        _hashes(metadata) if type(metadata) is dict else (NO_HASHES if metadata is True else None),
     )
 
 
