@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import re
@@ -16,6 +17,7 @@ import pytest
 import requests
 
 from nestegg_core import cli
+from nestegg_core.serve.server import Mirror
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 
@@ -295,6 +297,26 @@ def test_serve_logs_an_unreachable_upstream_once_per_outage(tmp_path: Path, upst
     log_text = (tmp_path / "log").read_text()
     assert log_text.count("is unreachable") == 1, log_text
     assert "is unreachable (connection refused): serving cached pages" in log_text
+
+
+def test_serve_leaves_what_it_started_with_out_of_full_collections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frozen: list[int] = []
+
+    def serve_forever(mirror: Mirror) -> None:
+        frozen.append(gc.get_freeze_count())
+        mirror.stop()
+
+    monkeypatch.setattr(Mirror, "serve_forever", serve_forever)
+    gc.unfreeze()
+    try:
+        assert cli.main(["serve", "--port", "0", "--cache-dir", str(tmp_path / "nest")]) == 0
+    finally:
+        gc.unfreeze()
+    # the modules and the app at least: tens of thousands of objects
+    assert len(frozen) == 1
+    assert frozen[0] > 10_000, frozen
 
 
 FORGED = "2024-01-01 00:00:00,000 INFO nestegg_core.access: forged line"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -40,6 +41,9 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     if args.port_file:
         # atomically: a reader polling for the file never sees it empty
         write_atomic(Path(args.port_file).absolute(), f"{mirror.port}\n".encode())
+    # what the process holds once started (modules, the app: 32,000 objects) is left out of
+    # the collector's full passes: a cold run of 45 projects had two, 14-18 ms each, in requests
+    gc.freeze()
     mirror.serve_forever()
     logger.info("nestegg stopped")
     return 0
