@@ -13,7 +13,7 @@ import pytest
 import requests
 from packaging.utils import NormalizedName
 
-from nestegg_core import Mirror
+from nestegg_core import Mirror, waits
 from nestegg_core.index import ahead as ahead_module
 from nestegg_core.index import repository
 from nestegg_core.index import upstream as upstream_module
@@ -176,6 +176,61 @@ def test_the_pages_waiting_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     ahead.wheel("w", lambda: metadata(*many), of=NormalizedName("top"), environment=ENVIRONMENT, request=None)
     wait_until(idle(ahead), "the pages made")
     assert [name for name, _ in recorder.made] == ["p0", "p1", "p2"]
+
+
+@pytest.mark.parametrize(
+    ("served", "awaited", "gives_way"),
+    [
+        (False, False, False),  # no request worked on
+        (True, False, True),  # a request worked on: the page waits between two pieces
+        (True, True, False),  # and another waits for this very page: it goes on
+    ],
+    ids=["idle", "served", "awaited"],
+)
+def test_a_page_made_ahead_gives_way_to_the_requests_worked_on(
+    monkeypatch: pytest.MonkeyPatch, served: bool, awaited: bool, gives_way: bool
+) -> None:
+    monkeypatch.setattr(ahead_module, "PIECE_WAIT", 0.4)
+    ready, paused = threading.Event(), []
+
+    class Pausing(Recorder):
+        def make(self, name: NormalizedName, request: PageRequest | None) -> None:
+            ready.wait(10)
+            pause = upstream_module._pause.get()  # what the upstream calls between two pieces
+            assert pause is not None
+            start = time.monotonic()
+            pause()
+            paused.append(time.monotonic() - start)
+            super().make(name, request)
+
+    recorder = Pausing()
+    ahead = PagesAhead(recorder.needed, recorder.make)
+    leave = threading.Event()
+    threads = []
+
+    def request(wait_for: str | None) -> None:
+        with waits.serving():
+            if wait_for is not None:
+                ahead.wait(NormalizedName(wait_for), 10)
+            leave.wait(10)
+
+    ahead.wheel("w", lambda: metadata("a"), of=NormalizedName("top"), environment=ENVIRONMENT, request=None)
+    wait_until(lambda: ahead._making == "a", "a being made")
+    for wait_for in ([None] if served else []) + (["a"] if awaited else []):
+        threads.append(threading.Thread(target=request, args=(wait_for,)))
+        threads[-1].start()
+    wait_until(waits.busy if served else lambda: True, "a request worked on")
+    if awaited:
+        wait_until(ahead._awaited, "a request waiting for a")
+    ready.set()
+    try:
+        wait_until(lambda: bool(paused), "the page made")
+    finally:
+        leave.set()
+        for thread in threads:
+            thread.join(10)
+    assert (0.3 < paused[0] < 5) if gives_way else paused[0] < 0.2, paused
+    wait_until(idle(ahead), "the pages made")
 
 
 def give(ahead: PagesAhead, key: str, *requires: str) -> None:

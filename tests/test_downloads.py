@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from packaging.utils import NormalizedName
 
+from nestegg_core import waits
 from nestegg_core.errors import InsufficientStorage, NesteggError
+from nestegg_core.index import upstream as upstream_module
 from nestegg_core.index.downloads import Download
+from nestegg_core.simple import clients
 from nestegg_core.simple.models import DistFile
+from nestegg_core.testing.pytest_plugin import PrivateIndex
+
+from .conftest import MirrorFactory
+from .loopback import wait_until
 
 DATA = bytes(range(256)) * 40  # 10,240 bytes
 
@@ -106,3 +115,40 @@ def test_a_checked_download_is_not_abandoned(checked: Download) -> None:
     checked.leave()
     assert not checked._abandon(float("inf"), 0.0, near=False)
     assert not checked.failed
+
+
+PIP = 'pip/26.3 {"installer":{"name":"pip","version":"26.3"}}'
+
+
+@pytest.mark.parametrize("ahead", [False, True], ids=["for-a-client", "ahead"])
+def test_a_download_works_for_a_client_only_when_one_waits_for_it(
+    upstream: PrivateIndex,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+    ahead: bool,
+) -> None:
+    """A client's download counts as work for it (``waits.serving``): pages made ahead give way
+    to it, while the request that started it waits. A download ahead of its client does not."""
+    monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", 1)  # pip reads the metadata: a download ahead
+    [wheel] = upstream.add("big", "1.0", sdist=False, payload_size=200_000)
+    mirror = make_mirror()
+    seen: list[bool] = []
+    original = upstream_module.HttpFetcher.open
+
+    def opening(fetcher: upstream_module.HttpFetcher, url: str) -> upstream_module.FileStream:
+        if url.endswith(wheel.filename):
+            time.sleep(0.3)  # the request that started it waits by now
+            seen.append(waits.busy())
+        return original(fetcher, url)
+
+    monkeypatch.setattr(upstream_module.HttpFetcher, "open", opening)
+    assert http.get(mirror.index_url + "big/", headers={"User-Agent": PIP}).ok
+    if ahead:
+        url = f"{mirror.url}/files/big/{wheel.filename}.metadata"
+        assert http.get(url, headers={"User-Agent": PIP}).ok
+        cached = mirror.repository.store.file_path(NormalizedName("big"), wheel.filename)
+        wait_until(cached.is_file, "the wheel downloaded ahead")
+    else:
+        assert http.get(f"{mirror.url}/files/big/{wheel.filename}", headers={"User-Agent": PIP}).ok
+    assert seen == [not ahead]

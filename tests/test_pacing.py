@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from nestegg_core import waits
 from nestegg_core.serve._waitress import PacedDispatcher
 from nestegg_core.waits import blocking
 
@@ -316,3 +317,20 @@ def test_shutdown_stops_extra_threads_too(dispatch: Callable[..., PacedDispatche
     dispatcher.shutdown(timeout=5)
     assert not dispatcher.threads
     assert dispatcher._extras == 0
+
+
+def test_a_task_works_for_its_client_except_while_it_waits(dispatch: Callable[..., PacedDispatcher]) -> None:
+    dispatcher = dispatch(threads=2)
+    seen: list[bool] = []
+
+    def work() -> None:
+        seen.append(waits.busy())
+        with blocking():
+            seen.append(waits.busy())
+        seen.append(waits.busy())
+
+    task = Task(work)
+    dispatcher.add_task(task)
+    assert task.done.wait(10)
+    assert seen == [True, False, True]
+    assert not waits.busy()

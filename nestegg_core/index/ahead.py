@@ -9,6 +9,8 @@ then finds the page made, or joins the fetch under way.
 It is a guess, and bounded: the requirements are read for the installer's environment (its
 User-Agent), without extras; at most ``MAX_WAITING`` pages wait, one is made at a time, a page
 fresh in the cache is not fetched again, and a request for a page that waits makes it itself.
+While a client's request is worked on, the thread gives way to it (``waits.give_way``), unless
+that request waits for the page being made.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from packaging.utils import NormalizedName
 
 from nestegg_core.errors import NesteggError
 from nestegg_core.simple.clients import ClientProfile
 from nestegg_core.simple.requires import required_names
-from nestegg_core.waits import blocking
+from nestegg_core.waits import blocking, give_way
 
 from . import later
 from .upstream import in_background
@@ -40,6 +43,10 @@ MAX_WAITING = 128
 MAX_READ = 1024
 #: wheels waiting to be read; past it, the oldest are dropped (the installer has moved on)
 MAX_WHEELS = 64
+#: seconds a page made ahead waits at most, between two pieces of the upstream's answer, while
+#: clients' requests are worked on: its request is sent at once (the round trip is what it saves),
+#: its parse waits. Bounded: a server never idle still makes its pages ahead, slowly
+PIECE_WAIT = 0.02
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -93,8 +100,9 @@ class PagesAhead:
         self._wheels: deque[_Wheel] = deque(maxlen=MAX_WHEELS)
         self._pages: OrderedDict[NormalizedName, _Page] = OrderedDict()
         self._read: OrderedDict[Hashable, None] = OrderedDict()
-        #: the page being made, and the thread making it
+        #: the page being made, the requests waiting for it, and the thread making it
         self._making: NormalizedName | None = None
+        self._waiting = 0
         self._thread: threading.Thread | None = None
         self._stopped = False
         #: pages made ahead
@@ -129,8 +137,12 @@ class PagesAhead:
             self._pages.pop(name, None)
             if self._making != name or threading.current_thread() is self._thread:
                 return
-            with blocking():
-                self._cond.wait_for(lambda: self._making != name, timeout)
+            self._waiting += 1
+            try:
+                with blocking():
+                    self._cond.wait_for(lambda: self._making != name, timeout)
+            finally:
+                self._waiting -= 1
 
     def start(self) -> None:
         """Take wheels again after :meth:`stop`."""
@@ -198,6 +210,10 @@ class PagesAhead:
         later.run(work)  # what the page leaves for later, once its waiters have it
         return True
 
+    def _awaited(self) -> bool:
+        """Whether a request waits for the page being made (it no longer gives way)."""
+        return self._waiting > 0
+
     def _take(self, wheel: _Wheel) -> None:
         """Queue the pages ``wheel`` requires that are to be fetched."""
         try:
@@ -227,7 +243,7 @@ class PagesAhead:
             try:
                 if not self._needed(name):  # made by a request since it was queued
                     return work
-                with in_background():
+                with in_background(pause=partial(give_way, PIECE_WAIT, self._awaited)):
                     self._make(name, request)
             except NesteggError as exc:  # the request for it will say what is wrong
                 logger.debug("page of %r not made ahead: %s", name, exc)

@@ -48,7 +48,7 @@ from nestegg_core.storage.fs import is_regular, unlink_below, write_atomic
 from nestegg_core.storage.locks import FileLock, LockTimeout
 from nestegg_core.storage.store import CacheStore
 from nestegg_core.urls import mask_url
-from nestegg_core.waits import blocking
+from nestegg_core.waits import blocking, serving
 
 from .upstream import Fetcher, FileStream, in_background
 
@@ -629,7 +629,7 @@ class Downloads:
         download.attach()
         # its upstream requests say which mirrors the request that started it passed (Via)
         context = contextvars.copy_context()
-        run = partial(self._run_ahead, download) if ahead else partial(self._run, download)
+        run = partial(self._run_ahead, download) if ahead else partial(self._run_for_client, download)
         thread = threading.Thread(target=context.run, args=(run,), name=f"nestegg-download-{dist.filename}")
         thread.daemon = True
         try:
@@ -645,6 +645,10 @@ class Downloads:
 
     def _run_ahead(self, download: Download) -> None:
         with in_background():
+            self._run(download)
+
+    def _run_for_client(self, download: Download) -> None:
+        with serving():  # its client waits for it: work in the background gives way
             self._run(download)
 
     def _run(self, download: Download) -> None:

@@ -91,6 +91,8 @@ REVALIDATE_TIMEOUT = 5.0
 _holding: ContextVar[bool] = ContextVar("nestegg_holding", default=False)
 #: the requests being made are for work no client waits on (see :func:`in_background`)
 _background: ContextVar[bool] = ContextVar("nestegg_background", default=False)
+#: called between the pieces of a page read in the background (see :func:`in_background`)
+_pause: ContextVar[Callable[[], None] | None] = ContextVar("nestegg_pause", default=None)
 _PORTS = {"http": 80, "https": 443}
 #: origins whose environment settings a session keeps (see _Session)
 _MAX_ORIGINS = 64
@@ -136,14 +138,17 @@ def hops_of(via: str | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def in_background() -> Iterator[None]:
+def in_background(pause: Callable[[], None] | None = None) -> Iterator[None]:
     """While it lasts, this thread's upstream requests go through connections of their own (a
     download started ahead of its client): a client's next request then finds the connection it
-    would have taken idle, and waits for no new one (three round trips with TLS)."""
+    would have taken idle, and waits for no new one (three round trips with TLS). ``pause`` is
+    called between the pieces of each page read, as they come (``waits.give_way``)."""
     token = _background.set(True)
+    paused = _pause.set(pause)
     try:
         yield
     finally:
+        _pause.reset(paused)
         _background.reset(token)
 
 
@@ -578,7 +583,7 @@ class HttpFetcher:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        with blocking():
+        with blocking(working=True):  # it parses the page as it comes
             return self._project(url, name, headers, etag=etag, last_modified=last_modified, known=digest)
 
     def _project(
@@ -829,8 +834,13 @@ class HttpFetcher:
         read = 0
         held: list[bytes] = []
         held_size = 0
+        pause = _pause.get()
         try:
             for piece in _pieces(response.raw, PAGE_CHUNK, decode=True):
+                if pause is not None:  # the time it gives way is not the upstream's
+                    paused = time.monotonic()
+                    pause()
+                    deadline += time.monotonic() - paused
                 read += len(piece)
                 if read > self.max_page_size:
                     raise UpstreamError(

@@ -242,7 +242,8 @@ class PacedDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress
                 self._serving += 1
                 self._progress_at = time.monotonic()
             try:
-                task.service()
+                with waits.serving():
+                    task.service()
             except BaseException:
                 self.logger.exception("Exception when servicing %r", task)
             finally:
