@@ -15,7 +15,7 @@ from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror, waits
 from nestegg_core.index import ahead as ahead_module
-from nestegg_core.index import repository
+from nestegg_core.index import later, repository
 from nestegg_core.index import upstream as upstream_module
 from nestegg_core.index.ahead import PageRequest, PagesAhead
 from nestegg_core.simple import clients
@@ -191,17 +191,17 @@ def test_a_page_made_ahead_gives_way_to_the_requests_worked_on(
     monkeypatch: pytest.MonkeyPatch, served: bool, awaited: bool, gives_way: bool
 ) -> None:
     monkeypatch.setattr(ahead_module, "PIECE_WAIT", 0.4)
-    ready, paused = threading.Event(), []
+    ready, paused, written = threading.Event(), [], []
 
     class Pausing(Recorder):
         def make(self, name: NormalizedName, request: PageRequest | None) -> None:
             ready.wait(10)
-            pause = upstream_module._pause.get()  # what the upstream calls between two pieces
-            assert pause is not None
             start = time.monotonic()
-            pause()
+            upstream_module.pause_in_background()  # as between two pieces, and before a rendering
             paused.append(time.monotonic() - start)
             super().make(name, request)
+            made = time.monotonic()
+            later.defer(lambda: written.append(time.monotonic() - made))  # the state, written later
 
     recorder = Pausing()
     ahead = PagesAhead(recorder.needed, recorder.make)
@@ -224,13 +224,15 @@ def test_a_page_made_ahead_gives_way_to_the_requests_worked_on(
         wait_until(ahead._awaited, "a request waiting for a")
     ready.set()
     try:
-        wait_until(lambda: bool(paused), "the page made")
+        wait_until(lambda: bool(written), "the page made, and what it left for later done")
     finally:
         leave.set()
         for thread in threads:
             thread.join(10)
     assert (0.3 < paused[0] < 5) if gives_way else paused[0] < 0.2, paused
     wait_until(idle(ahead), "the pages made")
+    # what it left for later gives way too, once the page is made (its waiters have it)
+    assert (0.3 < written[0] < 5) if served else written[0] < 0.2, written
 
 
 def give(ahead: PagesAhead, key: str, *requires: str) -> None:
@@ -408,6 +410,25 @@ def test_pip_download_without_deps_gets_the_pages_of_what_it_downloaded_made_ahe
     assert reads == (["top-1.0-py3-none-any.whl"] if made and listed else [])
     pip_download(mirror.index_url, tmp_path, "dep-a==1.0", "dep-b==1.0")
     assert faults.count("/simple/dep-a/") == faults.count("/simple/dep-b/") == 1
+
+
+def test_a_page_made_ahead_gives_way_before_it_is_rendered(
+    upstream: PrivateIndex, make_mirror: MirrorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upstream.add("top", "1.0", sdist=False, requires_dist=["dep"])
+    upstream.add("dep", "1.0", sdist=False)
+    mirror = make_mirror()
+    rendered: list[bool] = []  # for each rendering made: whether it was made ahead, and gave way
+
+    def pausing() -> None:
+        rendered.append(upstream_module._pause.get() is not None)
+
+    monkeypatch.setattr(repository, "pause_in_background", pausing)
+    pip_download(mirror.index_url, tmp_path, "top==1.0")
+    ahead = mirror.repository.ahead
+    assert ahead is not None
+    wait_until(lambda: ahead.made == 1, "the page of dep made ahead")
+    assert rendered.count(True) == 1  # dep's page, ahead of pip; the others for pip
 
 
 @pytest.mark.parametrize("made_ahead", [False, True], ids=["made-for-pip", "made-ahead-for-pip"])

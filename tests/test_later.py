@@ -86,6 +86,15 @@ def test_a_failure_of_deferred_work_is_logged_and_the_rest_done(caplog: pytest.L
     assert "No space left on device" in caplog.text
 
 
+def test_work_done_in_the_background_pauses_before_each_piece() -> None:
+    done: list[str] = []
+    with later.collecting() as work:
+        later.defer(lambda: done.append("state"))
+        later.defer(lambda: done.append("rendering"))
+    later.run(work, pause=lambda: done.append("pause"))
+    assert done == ["pause", "state", "pause", "rendering"]
+
+
 def test_an_answer_without_work_is_the_body_itself() -> None:
     body = [b"page"]
     assert later.after(body, []) is body

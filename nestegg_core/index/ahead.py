@@ -207,7 +207,9 @@ class PagesAhead:
             with self._cond:
                 self._making = None
                 self._cond.notify_all()
-        later.run(work)  # what the page leaves for later, once its waiters have it
+        # what the page leaves for later (its state and rendering written), once its waiters
+        # have it: work for nobody now, as its parse was
+        later.run(work, pause=partial(give_way, PIECE_WAIT))
         return True
 
     def _awaited(self) -> bool:

@@ -62,9 +62,12 @@ def defer(action: Callable[[], None]) -> None:
         work.append(action)
 
 
-def run(work: Work) -> None:
-    """Do the work collected, in order; a failure is logged, never raised: the answer is out."""
+def run(work: Work, pause: Callable[[], None] | None = None) -> None:
+    """Do the work collected, in order, calling ``pause`` before each piece (if given); a failure
+    is logged, never raised: the answer is out."""
     while work:
+        if pause is not None:
+            pause()
         action = work.pop(0)
         try:
             action()

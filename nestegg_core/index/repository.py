@@ -77,7 +77,7 @@ from .mirror import MirrorIndex
 from .ranges import Ranges, RangesRefused
 from .refresh import Refresher
 from .routes import Routes
-from .upstream import Fetcher, HttpFetcher, OfflineFetcher, in_background, new_via_token
+from .upstream import Fetcher, HttpFetcher, OfflineFetcher, in_background, new_via_token, pause_in_background
 
 logger = logging.getLogger(__name__)
 
@@ -420,6 +420,7 @@ class Repository:
             wanted = kind + GZIP if gzip else kind
             if page is None:
                 page = self.project(name)
+            pause_in_background()  # a page made ahead: rendered once no client's request is worked on
             if (
                 token is not None
                 and self.mirror.checked(name, page) is not None

@@ -152,6 +152,13 @@ def in_background(pause: Callable[[], None] | None = None) -> Iterator[None]:
         _background.reset(token)
 
 
+def pause_in_background() -> None:
+    """Between two steps of work in the background: the pause :func:`in_background` was given."""
+    given = _pause.get()
+    if given is not None:
+        given()
+
+
 def background() -> bool:
     """Whether this thread works for no client now (within :func:`in_background`)."""
     return _background.get()
