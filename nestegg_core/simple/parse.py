@@ -308,9 +308,10 @@ class _JsonReader:
 
     def _run(self) -> list[Any] | None:
         """The entries from the position up to the last "},{" (or "}, {") of the text held,
-        decoded at once, a third faster than one by one; the position is then at the entry after
-        them. None when there are none, or they do not decode: that text is not looked through
-        again. Cut inside a string or a nested value, the text cannot decode as entries."""
+        decoded in one call (coverage's page of 9,674 files parsed in 50-54 ms, against 60 ms an
+        entry at a time); the position is then at the entry after them. None when there are none,
+        or they do not decode: that text is not looked through again. Cut inside a string or a
+        nested value, the text cannot decode as entries."""
         text, pos = self._text, self._pos
         if text is self._tried or not text.startswith("{", pos):
             return None
