@@ -1051,7 +1051,7 @@ strace and tracemalloc):
     4.64 against 4.03 s (own set) and 4.16 against 4.11 s (held-out set), each spread over
     3.4-5.1 s. A page made ahead is now held beside the client's, two pages where one was; the
     trim once the mirror is quiet drops both (``MirrorIndex.trim``).
-  - Run 16, this table's (52a6d42, the code of that change), came in a slow hour: the upstream
+  - Run 16 (52a6d42, the code of that change) came in a slow hour: the upstream
     direct took 2.69 s cold and 2.74 s warm (2.41 and 2.55 s in run 15) and the load average
     rose to 1.28. Its warm run at once after the cold one read 1.21x a later one; the tree
     before and this one, 6 alternating rounds of a cold, an at-once and a later warm run in one
@@ -1059,6 +1059,48 @@ strace and tracemalloc):
     That row, and the own set's cold 1.52x, were the hour. The small set's cold row read 1.17x
     the direct time, the first run under 1.2x near the upstream: one run in such an hour
     shows no more than run 15's 1.30x.
+
+- *Pages made ahead give way* (c6430de..4d13ed4). Timed request by request on the held-out set
+  cold, boto3's page took pip 98 ms with pages ahead and 56 ms without them (6 alternating
+  rounds): a page made ahead (click's, for black's wheel) was parsed beside it under one GIL.
+  Pages ahead off took the run from 4.00 to 3.70 s in one set of rounds and from 4.34 to 4.13 s
+  in another (6 and 10 rounds): they saved small pages 3-15 ms each and cost the large ones more.
+
+  - A thread now says when it works for a client (``waits.serving``: each request a worker
+    serves, a download a client waits on; not while it waits on another thread). A page made
+    ahead waits (20 ms at most at a time) between two pieces of the upstream's answer, before its
+    rendering and before each piece of work it left for later, while one does, unless a request
+    waits for that very page; its request to the upstream is still sent at once.
+  - Held-out set, cold, alternating rounds against the tree before: 4.46 against 4.06 s
+    (8 rounds; the upstream direct 3.48 s, pages ahead off 4.25 s); with the rendering and the
+    work left for later giving way too, 4.27 against 3.87 s (8 rounds; direct 3.04 s). pip's page
+    requests summed 0.94 -> 0.80 s and 0.84 -> 0.77 s, its file requests 0.48 -> 0.45 s and
+    0.43 -> 0.42 s; boto3's page 109 -> 77 ms and 89 -> 63 ms, botocore's 127 -> 101 ms.
+  - The stream parser decodes the entries its text holds whole, up to the last separator, in one
+    call, and makes each file by position (``DistFile.listed``): coverage's page 60 -> 50-54 ms,
+    botocore's 32 -> 28-30 ms (the best of 40, alternating trees).
+  - ``nestegg serve`` freezes what the started process holds (``gc.freeze``): a cold held-out run
+    had two full collections of 14-18 ms, one of 1-7 ms after.
+  - ``run.py`` on the held-out set at 4d13ed4 (3 rounds, a load average of 1.1-1.6): cold 3.38 s
+    against 2.72 s direct, 1.24x (1.32x before); warm 2.21 s, 0.66x the direct 3.36 s and 1.50x
+    faster than proxpi (3.31 s); at once after the cold run 0.94x a later one; warm uv 2.28 s
+    against 5.51 s; a fresh process's slowest page 3.0 ms; peak RSS 60 MB (62 MB with
+    ``compatible_only``). 20 ms farther from the upstream it read 1.16x (1.08x before), as run 17
+    did on both sets: a page made ahead there waits while a client's page is awaited from the
+    upstream, which it did not before. Counting a page's fetch as work only once the upstream
+    answers, for those rows, took the held-out set near the upstream from 4.02 to 4.22 s
+    (6 alternating rounds; pages 0.73 -> 0.82 s): not kept.
+  - Tried and not kept: the work a request leaves for after its answer, and a download's once its
+    client has every byte, giving way too (4.70 against 4.74 s, 8 rounds); a GIL switch interval
+    of 0.5 ms (4.52 against 4.57 s, 5 rounds); a render of the page from plain strings joined once
+    (17.9-18.7 against 18.5-19.8 ms for coverage's page).
+  - Run 17, this table's (9fdc8eb, whose code is 4d13ed4's), came in a slow hour: nestegg's start
+    in-process took 49.3 ms (37.9 ms in run 16), its import 236 ms (199 ms), the upstream direct
+    2.97 s cold and 3.40 s warm (2.69 and 2.74 s), and the load average rose to 1.41. The own set
+    read 1.33x the direct time cold (1.52x in run 16), the small set 1.29x (1.17x); warm 0.74x and
+    0.72x the direct time, 1.23x and 1.27x faster than proxpi (1.39x and 0.99x). Pages/s at 8
+    clients read 905 and 877 (1,050 and 980): the tree before and this one, 10 alternating rounds
+    of 3 s at 8 clients of the small set's pages, served 1,240 and 1,258 pages/s.
 
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
