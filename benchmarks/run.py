@@ -1086,10 +1086,11 @@ strace and tracemalloc):
     faster than proxpi (3.31 s); at once after the cold run 0.94x a later one; warm uv 2.28 s
     against 5.51 s; a fresh process's slowest page 3.0 ms; peak RSS 60 MB (62 MB with
     ``compatible_only``). 20 ms farther from the upstream it read 1.16x (1.08x before), as run 17
-    did on both sets: a page made ahead there waits while a client's page is awaited from the
-    upstream, which it did not before. Counting a page's fetch as work only once the upstream
-    answers, for those rows, took the held-out set near the upstream from 4.02 to 4.22 s
-    (6 alternating rounds; pages 0.73 -> 0.82 s): not kept.
+    read 1.17x and 1.05x (1.07x and 1.01x): alternating rounds through the same latency proxy
+    (5 rounds) took 6.12 s before and 6.11 s after, the upstream direct 5.56 s (pip's pages
+    1.66 -> 1.54 s), so those readings were the hour. Counting a page's fetch as work only once
+    the upstream answers took 6.04 s there, and the held-out set near the upstream from 4.02 to
+    4.22 s (6 rounds; pages 0.73 -> 0.82 s): not kept.
   - Tried and not kept: the work a request leaves for after its answer, and a download's once its
     client has every byte, giving way too (4.70 against 4.74 s, 8 rounds); a GIL switch interval
     of 0.5 ms (4.52 against 4.57 s, 5 rounds); a render of the page from plain strings joined once
