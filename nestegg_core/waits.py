@@ -79,10 +79,10 @@ def busy() -> bool:
 def give_way(limit: float, unless: Callable[[], bool] | None = None) -> None:
     """Wait while a thread works for a client, at most ``limit`` seconds, and not once ``unless()``
     is true (a client waits for this very work). Work in the background calls it between steps."""
-    if not _working.count:
+    if not busy():
         return
     deadline = time.monotonic() + limit
-    while _working.count and not (unless is not None and unless()) and time.monotonic() < deadline:
+    while busy() and not (unless is not None and unless()) and time.monotonic() < deadline:
         time.sleep(_PAUSE)
 
 
