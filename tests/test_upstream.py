@@ -1,6 +1,6 @@
 """The upstream client over TLS: a CA bundle named by the environment is loaded once for every
 connection made with it (ahead of the first one, as a mirror starts), and still verifies what the
-upstream says it is."""
+upstream says it is; a file's body comes in pieces joined from its TLS records."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ import requests
 
 from nestegg_core import Config, Mirror
 from nestegg_core.errors import UpstreamError
+from nestegg_core.index import upstream
 from nestegg_core.index.repository import PREPARE_QUIET
-from nestegg_core.index.upstream import HttpFetcher, in_background
+from nestegg_core.index.upstream import CHUNK, HttpFetcher, in_background
 
 trustme = pytest.importorskip("trustme", reason="trustme makes the test CA (pip install -e '.[test]')")
 
@@ -30,6 +31,8 @@ PAGE = {
     "files": [{"filename": WHEEL_NAME, "url": f"/files/{WHEEL_NAME}", "hashes": {}}],
 }
 WHEEL = b"not really a wheel" * 100
+#: a file of 128 TLS records (16 KiB each)
+LARGE = bytes(range(256)) * 8192
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -38,6 +41,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path.startswith("/simple/pkg/"):
             body, kind = json.dumps(PAGE).encode(), "application/vnd.pypi.simple.v1+json"
+        elif self.path == "/files/large":
+            body, kind = LARGE, "application/octet-stream"
         else:
             body, kind = WHEEL, "application/octet-stream"
         self.send_response(200)
@@ -143,6 +148,68 @@ def test_a_ca_bundle_is_loaded_once_for_every_connection(
         fetcher.close()
     assert index.connections == 4
     assert len(loads) == 1
+
+
+@pytest.mark.parametrize(
+    ("gather", "largest", "most_pieces"),
+    [
+        (0.0, 16 * 1024, len(LARGE)),  # a piece a record
+        (0.5, CHUNK, len(LARGE) // CHUNK + 2),  # records joined up to CHUNK while they come
+    ],
+    ids=["a-record-a-piece", "gathered"],
+)
+def test_a_file_over_tls_comes_in_pieces_joined_from_its_records(
+    index: TlsIndex,
+    bundle: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    gather: float,
+    largest: int,
+    most_pieces: int,
+) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    monkeypatch.setattr(upstream, "GATHER", gather)
+    fetcher = HttpFetcher(index.index_url)
+    try:
+        stream = fetcher.open(f"https://127.0.0.1:{index.server_address[1]}/files/large")
+        pieces = list(stream.chunks())
+        stream.close()
+    finally:
+        fetcher.close()
+    assert b"".join(pieces) == LARGE
+    assert max(map(len, pieces)) <= largest
+    assert len(pieces) <= most_pieces
+
+
+class _Dripping:
+    """A body that gives one byte a read, each read taking ``pause`` seconds."""
+
+    def __init__(self, size: int, pause: float) -> None:
+        self.left, self.pause = size, pause
+
+    def read1(self, amount: int, *, decode_content: bool) -> bytes:  # noqa: ARG002
+        if not self.left:
+            return b""
+        time.sleep(self.pause)
+        self.left -= 1
+        return b"x"
+
+
+@pytest.mark.parametrize(
+    ("gather", "largest"),
+    [
+        (0.0, 1),  # a piece a read
+        # the window ends within the second read (each takes ten times as long): a piece is handed
+        # on at most one read after its first, however slowly the bytes come
+        (upstream.GATHER, 2),
+        (5.0, 7),  # a window longer than the whole body: one piece
+    ],
+    ids=["not-gathered", "default-window", "long-window"],
+)
+def test_a_dripping_body_is_handed_on_within_a_read_of_its_window(gather: float, largest: int) -> None:
+    body = _Dripping(7, pause=0.02)
+    pieces = list(upstream._pieces(body, CHUNK, decode=False, gather=gather))  # type: ignore[arg-type]
+    assert b"".join(pieces) == b"x" * 7
+    assert max(map(len, pieces)) == largest
 
 
 def test_a_bundle_without_the_upstreams_ca_still_refuses_it(

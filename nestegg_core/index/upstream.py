@@ -55,6 +55,11 @@ logger = logging.getLogger(__name__)
 
 ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 CHUNK = 256 * 1024
+#: a file's body is handed on in pieces of up to ``CHUNK`` joined from the reads that come within
+#: this many seconds: one read of a TLS socket gives one record (16 KiB), and each piece costs the
+#: download a write, a hash update and a wake-up of its readers, each of them a send (a cold 13.6 MB
+#: wheel from a fast upstream reached its reader in 109 ms, 76 ms gathered; 35 ms direct)
+GATHER = 0.002
 #: the pieces in which a project page is read and parsed
 PAGE_CHUNK = 64 * 1024
 #: the most of a page read before its digest is known (``digest=``) that is held in memory; the
@@ -205,16 +210,31 @@ def _literal_address(host: str) -> str | None:
         return None
 
 
-def _pieces(raw: urllib3.BaseHTTPResponse, size: int, *, decode: bool) -> Iterator[bytes]:
+def _pieces(
+    raw: urllib3.BaseHTTPResponse, size: int, *, decode: bool, gather: float = 0.0
+) -> Iterator[bytes]:
     """An answer's body as it arrives: each piece is what one read of the socket gave (at most
     ``size`` bytes, decoded if ``decode``), so that its reader sees it at once and can tell a body
     that drips from one that comes. (``stream()`` waits for ``size`` bytes, however slowly they come.)
+
+    With ``gather``, a piece joins the reads that come within that many seconds of its first,
+    up to ``size`` bytes: a fast body comes in fewer, larger pieces, and a slow one is handed on
+    at most one read later.
     """
     read1 = getattr(raw, "read1", None)
     if read1 is None:  # urllib3 before 2.2
         yield from raw.stream(size, decode_content=decode)
         return
     while piece := read1(size, decode_content=decode):
+        if gather and len(piece) < size:
+            parts, held, until = [piece], len(piece), time.monotonic() + gather
+            while held < size and time.monotonic() < until:
+                more = read1(size - held, decode_content=decode)
+                if not more:
+                    break  # the end: the next read says so again
+                parts.append(more)
+                held += len(more)
+            piece = b"".join(parts)
         yield piece
 
 
@@ -336,7 +356,7 @@ class _ResponseStream:
     def chunks(self) -> Iterator[bytes]:
         try:
             # decode_content=False: a file is stored byte for byte as the index hashed it
-            yield from _pieces(self._response.raw, CHUNK, decode=False)
+            yield from _pieces(self._response.raw, CHUNK, decode=False, gather=GATHER)
         except urllib3.exceptions.ReadTimeoutError:
             raise UpstreamTimeout(
                 f"download of {mask_url(self._url)} stalled for {self._timeout:g}s"
