@@ -1122,6 +1122,14 @@ strace and tracemalloc):
     yields the CPU (median of 90 pages, requests as the client), but pip's whole cold run took as
     long either way (4.08 against 4.09 s, 8 rounds): that work then overlaps pip's reading of the
     page instead.
+  - Run 18, this table's (15bff39), came in an hour when the upstream direct was slow for the own
+    set (3.48 s cold, 2.97 s in run 17) and fast for the small one (1.22 s, 1.38 s): nestegg took
+    3.84 s and 1.67 s cold (3.94 s and 1.78 s in run 17), 1.10x and 1.37x the direct time. Warm,
+    the small set read 1.12 s, 0.84x the direct 1.32 s and 0.98x proxpi's 1.09 s, where its pages
+    served as static files took 1.25 s and with absolute URLs 1.03 s: pip's floor, within the
+    rounds' spread. Pages/s at 8
+    clients read 670 and 744 (905 and 877): the tree before and this one, 8 alternating rounds of
+    the same load outside the benchmark, served 1,612 and 1,540 pages/s (each round 1,148-2,356).
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
