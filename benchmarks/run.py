@@ -1130,6 +1130,14 @@ strace and tracemalloc):
     rounds' spread. Pages/s at 8
     clients read 670 and 744 (905 and 877): the tree before and this one, 8 alternating rounds of
     the same load outside the benchmark, served 1,612 and 1,540 pages/s (each round 1,148-2,356).
+    The held-out set through ``run.py`` at d6469c1: cold 3.77 s, 1.37x the direct 2.75 s (1.24x at
+    4d13ed4); warm 2.12 s, 0.75x the direct 2.81 s and 1.55x faster than proxpi (3.27 s). Cold,
+    8 alternating rounds just after on a quiet machine: 3.60 s before this change, 3.63 s after,
+    2.48 s direct (medians, pip's exit not counted); its time from a file's headers to its next
+    request 0.53 -> 0.42 s, the rest within the rounds' spread. What nestegg adds to a cold run
+    is about a second, most of it CPU (7 pages of 2,000-9,700 files parsed and rendered, its share
+    of 90 requests; its process used 1.6-1.9 s of CPU in such a run, pip 2.4-2.7 s), so the ratio
+    follows the upstream's speed: 1.24-1.45x across these hours.
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
