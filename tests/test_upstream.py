@@ -31,7 +31,9 @@ PAGE = {
     "files": [{"filename": WHEEL_NAME, "url": f"/files/{WHEEL_NAME}", "hashes": {}}],
 }
 WHEEL = b"not really a wheel" * 100
-#: a file of 128 TLS records (16 KiB each)
+#: the most one read of a TLS socket gives: one record
+RECORD = 16 * 1024
+#: a file of 128 records
 LARGE = bytes(range(256)) * 8192
 
 
@@ -150,66 +152,85 @@ def test_a_ca_bundle_is_loaded_once_for_every_connection(
     assert len(loads) == 1
 
 
-@pytest.mark.parametrize(
-    ("gather", "largest", "most_pieces"),
-    [
-        (0.0, 16 * 1024, len(LARGE)),  # a piece a record
-        (0.5, CHUNK, len(LARGE) // CHUNK + 2),  # records joined up to CHUNK while they come
-    ],
-    ids=["a-record-a-piece", "gathered"],
-)
+@pytest.mark.parametrize("gather", [0.0, 0.5], ids=["a-record-a-piece", "gathered"])
 def test_a_file_over_tls_comes_in_pieces_joined_from_its_records(
-    index: TlsIndex,
-    bundle: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    gather: float,
-    largest: int,
-    most_pieces: int,
+    index: TlsIndex, bundle: Path, monkeypatch: pytest.MonkeyPatch, gather: float
 ) -> None:
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
     monkeypatch.setattr(upstream, "GATHER", gather)
     fetcher = HttpFetcher(index.index_url)
     try:
         stream = fetcher.open(f"https://127.0.0.1:{index.server_address[1]}/files/large")
+        time.sleep(0.2)  # the records sent meanwhile are at hand
         pieces = list(stream.chunks())
         stream.close()
     finally:
         fetcher.close()
     assert b"".join(pieces) == LARGE
-    assert max(map(len, pieces)) <= largest
-    assert len(pieces) <= most_pieces
+    records = len(LARGE) // RECORD
+    if gather:
+        assert max(map(len, pieces)) <= CHUNK
+        assert len(pieces) < records
+    else:
+        assert max(map(len, pieces)) <= RECORD
+        assert len(pieces) >= records
 
 
-class _Dripping:
-    """A body that gives one byte a read, each read taking ``pause`` seconds."""
-
-    def __init__(self, size: int, pause: float) -> None:
-        self.left, self.pause = size, pause
-
-    def read1(self, amount: int, *, decode_content: bool) -> bytes:  # noqa: ARG002
-        if not self.left:
-            return b""
-        time.sleep(self.pause)
-        self.left -= 1
-        return b"x"
+#: what the holding upstream sends first: not a whole number of pieces
+FIRST = len(LARGE) // 2 + 100
 
 
-@pytest.mark.parametrize(
-    ("gather", "largest"),
-    [
-        (0.0, 1),  # a piece a read
-        # the window ends within the second read (each takes ten times as long): a piece is handed
-        # on at most one read after its first, however slowly the bytes come
-        (upstream.GATHER, 2),
-        (5.0, 7),  # a window longer than the whole body: one piece
-    ],
-    ids=["not-gathered", "default-window", "long-window"],
-)
-def test_a_dripping_body_is_handed_on_within_a_read_of_its_window(gather: float, largest: int) -> None:
-    body = _Dripping(7, pause=0.02)
-    pieces = list(upstream._pieces(body, CHUNK, decode=False, gather=gather))  # type: ignore[arg-type]
-    assert b"".join(pieces) == b"x" * 7
-    assert max(map(len, pieces)) == largest
+class _Holding(BaseHTTPRequestHandler):
+    """Sends ``FIRST`` bytes of ``LARGE``, and the rest once ``release`` is set (5 s at most)."""
+
+    protocol_version = "HTTP/1.1"
+    release: threading.Event
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(LARGE)))
+        self.end_headers()
+        self.wfile.write(LARGE[:FIRST])
+        self.wfile.flush()
+        self.release.wait(5)
+        self.wfile.write(LARGE[FIRST:])
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("gather", [0.0, upstream.GATHER, 5.0], ids=["none", "default", "long"])
+def test_the_bytes_received_are_handed_on_while_the_upstream_holds_the_rest(
+    monkeypatch: pytest.MonkeyPatch, gather: float
+) -> None:
+    """However long the window, no byte waits in a piece for bytes the upstream has not sent: a
+    reader of the download (a client, a range) gets what came so far."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setattr(upstream, "GATHER", gather)
+    release = threading.Event()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Holding", (_Holding,), {"release": release}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    fetcher = HttpFetcher(f"http://127.0.0.1:{port}/simple/")
+    try:
+        stream = fetcher.open(f"http://127.0.0.1:{port}/files/large")
+        pieces = stream.chunks()
+        got, started = b"", time.monotonic()
+        while len(got) < FIRST:
+            got += next(pieces)
+        assert time.monotonic() - started < 2.5  # not once the upstream sent the rest
+        assert not release.is_set()
+        release.set()
+        got += b"".join(pieces)
+        stream.close()
+    finally:
+        release.set()
+        fetcher.close()
+        server.shutdown()
+        server.server_close()
+    assert got == LARGE
 
 
 def test_a_bundle_without_the_upstreams_ca_still_refuses_it(

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import secrets
+import select
 import socket
 import ssl
 import sys
@@ -55,10 +56,11 @@ logger = logging.getLogger(__name__)
 
 ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 CHUNK = 256 * 1024
-#: a file's body is handed on in pieces of up to ``CHUNK`` joined from the reads that come within
-#: this many seconds: one read of a TLS socket gives one record (16 KiB), and each piece costs the
-#: download a write, a hash update and a wake-up of its readers, each of them a send (a cold 13.6 MB
-#: wheel from a fast upstream reached its reader in 109 ms, 76 ms gathered; 35 ms direct)
+#: a file's body is handed on in pieces of up to ``CHUNK`` joined from the reads that find their
+#: bytes received within this many seconds: one read of a TLS socket gives one record (16 KiB),
+#: and each piece costs the download a write, a hash update and a wake-up of its readers, each of
+#: them a send (a cold 13.6 MB wheel from a fast upstream reached its reader in 109 ms, 76 ms
+#: gathered; 35 ms direct)
 GATHER = 0.002
 #: the pieces in which a project page is read and parsed
 PAGE_CHUNK = 64 * 1024
@@ -217,9 +219,9 @@ def _pieces(
     ``size`` bytes, decoded if ``decode``), so that its reader sees it at once and can tell a body
     that drips from one that comes. (``stream()`` waits for ``size`` bytes, however slowly they come.)
 
-    With ``gather``, a piece joins the reads that come within that many seconds of its first,
-    up to ``size`` bytes: a fast body comes in fewer, larger pieces, and a slow one is handed on
-    at most one read later.
+    With ``gather``, a piece also takes the reads that find their bytes already received
+    (:func:`_at_hand`) within that many seconds of its first, up to ``size`` bytes: a fast body
+    comes in fewer, larger pieces, and no byte waits in a piece for the upstream's next ones.
     """
     read1 = getattr(raw, "read1", None)
     if read1 is None:  # urllib3 before 2.2
@@ -228,7 +230,7 @@ def _pieces(
     while piece := read1(size, decode_content=decode):
         if gather and len(piece) < size:
             parts, held, until = [piece], len(piece), time.monotonic() + gather
-            while held < size and time.monotonic() < until:
+            while held < size and time.monotonic() < until and _at_hand(raw):
                 more = read1(size - held, decode_content=decode)
                 if not more:
                     break  # the end: the next read says so again
@@ -236,6 +238,25 @@ def _pieces(
                 held += len(more)
             piece = b"".join(parts)
         yield piece
+
+
+def _at_hand(raw: urllib3.BaseHTTPResponse) -> bool:
+    """Whether the next read of ``raw`` finds bytes already received: decrypted and not yet read,
+    or on its socket (where a TLS record may still lack its end: that read waits for it, as any
+    read would). False when that cannot be told (no socket, no ``poll``)."""
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    poll = getattr(select, "poll", None)
+    if sock is None or poll is None:
+        return False
+    pending = getattr(sock, "pending", None)  # an SSLSocket's
+    if pending is not None and pending():
+        return True
+    try:
+        watch = poll()  # not select(): a descriptor past 1023 is fine
+        watch.register(sock, select.POLLIN)
+        return bool(watch.poll(0))
+    except (OSError, ValueError):  # closed meanwhile
+        return False
 
 
 def page_digest(content_type: str, base_url: str) -> hashlib._Hash:
