@@ -1106,17 +1106,17 @@ strace and tracemalloc):
 - *A downloaded file in larger pieces* (bb2ad7d). One read of a TLS socket gives one record,
   16 KiB: a cold 13.6 MB wheel (botocore's) came in 834 pieces, each a write, a flush, a hash
   update and a wake-up of its readers, each of them a send. The reads that find their bytes
-  already received within 2 ms are now joined, up to 256 KiB (about 52 pieces): no byte waits in
-  a piece for bytes the upstream has not sent yet (a first cut that read on regardless held the
+  already received within 2 ms are now joined, up to 256 KiB (about 52 pieces): no byte waits in a
+  piece for bytes the upstream has not sent yet (a first cut that read on regardless held the
   bytes of an upstream that paused, which 4 tests of held downloads caught). That wheel reached a
   client in 76 ms instead of 109 ms (35 ms direct; 4 rounds, a fresh server each), and in 83 ms
-  against 119 ms with the reads checked first. In pip's cold runs, alternating rounds against the tree before, the time from a
-  file's headers to pip's next request (its body, mostly) summed 0.450 -> 0.368 s for the own set
-  (numpy's wheel 118 -> 85 ms, pandas' 111 -> 79 ms; direct 60 and 61 ms; 6 rounds) and
-  0.514 -> 0.450 s for the held-out set (6 rounds); with the reads checked first, 0.404 ->
-  0.336 s for the own set (numpy's wheel 123 -> 87 ms; whole runs 3.88 -> 3.85 s, direct 2.93 s;
-  6 rounds). 256 KiB reads by the readers or a larger waitress watermark were no faster (4 rounds
-  each, the three largest wheels).
+  against 119 ms with the reads checked first. In pip's cold runs, alternating rounds against the
+  tree before, the time from a file's headers to pip's next request (its body, mostly) summed
+  0.450 -> 0.368 s for the own set (numpy's wheel 118 -> 85 ms, pandas' 111 -> 79 ms; direct 60
+  and 61 ms; 6 rounds) and 0.514 -> 0.450 s for the held-out set (6 rounds); with the reads
+  checked first, 0.404 -> 0.336 s for the own set (numpy's wheel 123 -> 87 ms; whole runs 3.88 ->
+  3.85 s, direct 2.93 s; 6 rounds). 256 KiB reads by the readers or a larger waitress watermark
+  were no faster (4 rounds each, the three largest wheels).
 
   - Looked at and not changed: a cold file's request takes 4.5-5 ms more than direct before its
     headers: about 0.7 ms to reach the app, 0.5 ms to start the download's thread, 1 ms of
@@ -1126,8 +1126,9 @@ strace and tracemalloc):
     yields the CPU (median of 90 pages, requests as the client), but pip's whole cold run took as
     long either way (4.08 against 4.09 s, 8 rounds): that work then overlaps pip's reading of the
     page instead.
-  - Run 18, this table's (15bff39), came in an hour when the upstream direct was slow for the own
-    set (3.48 s cold, 2.97 s in run 17) and fast for the small one (1.22 s, 1.38 s): nestegg took
+  - Run 18, this table's (15bff39, with the first cut of the joined reads), came in an hour
+    when the upstream direct was slow for the own set (3.48 s cold, 2.97 s in run 17) and fast
+    for the small one (1.22 s, 1.38 s): nestegg took
     3.84 s and 1.67 s cold (3.94 s and 1.78 s in run 17), 1.10x and 1.37x the direct time. Warm,
     the small set read 1.12 s, 0.84x the direct 1.32 s and 0.98x proxpi's 1.09 s, where its pages
     served as static files took 1.25 s and with absolute URLs 1.03 s: pip's floor, within the
