@@ -59,8 +59,8 @@ CHUNK = 256 * 1024
 #: a file's body is handed on in pieces of up to ``CHUNK`` joined from the reads that find their
 #: bytes received within this many seconds: one read of a TLS socket gives one record (16 KiB),
 #: and each piece costs the download a write, a hash update and a wake-up of its readers, each of
-#: them a send (a cold 13.6 MB wheel from a fast upstream reached its reader in 109 ms, 76 ms
-#: gathered; 35 ms direct)
+#: them a send (a cold 13.6 MB wheel from a fast upstream reached its reader in 119 ms, 83 ms
+#: gathered; 38 ms direct)
 GATHER = 0.002
 #: the pieces in which a project page is read and parsed
 PAGE_CHUNK = 64 * 1024
