@@ -1143,6 +1143,33 @@ strace and tracemalloc):
     is about a second, most of it CPU (7 pages of 2,000-9,700 files parsed and rendered, its share
     of 90 requests; its process used 1.6-1.9 s of CPU in such a run, pip 2.4-2.7 s), so the ratio
     follows the upstream's speed: 1.24-1.45x across these hours.
+- *A cold run's fixed time, request by request* (5aa6f6f). Timed on one clock in pip and in the
+  server, small set, in pip's order (a page, then its file): a small cold wheel had its headers
+  5.9 ms after pip asked (median of 105; direct 1.6-2.9 ms). Before the upstream is asked: 0.6 ms
+  to reach the app, 0.3 ms to find the file not cached, 0.2 ms to start the download's thread,
+  0.35 ms for its lock and 0.2 ms for leftover parts. After the upstream's answer (2.4 ms): 0.4 ms
+  to make the part file, 0.5 ms until the waiting request wakes (the download's thread keeps the
+  interpreter until a small file is whole), 0.9 ms until pip has the headers. A small cold page:
+  0.6 ms before the upstream is asked, then its parse (5.9 us a file; json's C decoder alone takes
+  1.7 us) and its rendering (1.5 us a file), for 260 files a page on average. The server used
+  0.4-0.5 s of user and 0.3-0.45 s of system CPU in such a run (pip 0.85-0.9 s, as direct); perf
+  put 12% of its samples in ext4's search for a free inode (each lock file, part file and
+  project folder made after many temporary caches were removed), which a quiet disk would not
+  show.
+
+  - Looked at and not changed (alternating rounds against this tree): asking the upstream before
+    the file's lock is taken, in a thread of its own, had each file's answer 0.4-1.3 ms sooner
+    (files summed 0.335 -> 0.289 s, 8 rounds), but a second process on the same nest then asks
+    the upstream for a file the first one is downloading (``tests/test_races.py``'s one download
+    a file fails); asked once the lock is taken, with the part file made meanwhile, it came no
+    sooner (7.10 against 6.85 ms, 6 rounds). The nest's folders kept open and walked from there,
+    a switch interval of 0.5 or 1 ms (5 ms by default), no metadata taken from a cold wheel after
+    its answer (1.448 against 1.475 s, 10 rounds) and no fsync were all within the rounds'
+    spread.
+  - The small set through ``run.py``, nestegg and proxpi only (5 rounds): warm 1.03 s, 1.15x
+    faster than proxpi (1.19 s), 0.81x the direct 1.27 s, with its pages as static files 0.99 s:
+    1.3x faster than proxpi on this set would be under pip's floor. Cold 1.82 s, 1.33x the direct
+    1.37 s; 20 ms farther 1.11x.
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
