@@ -1154,8 +1154,8 @@ strace and tracemalloc):
   1.7 us) and its rendering (1.5 us a file), for 260 files a page on average. The server used
   0.4-0.5 s of user and 0.3-0.45 s of system CPU in such a run (pip 0.85-0.9 s, as direct); perf
   put 12% of its samples in ext4's search for a free inode (each lock file, part file and
-  project folder made after many temporary caches were removed), which a quiet disk would not
-  show.
+  project folder), which passes over the inodes freed lately: every round removes a temporary
+  cache.
 
   - Looked at and not changed (alternating rounds against this tree): asking the upstream before
     the file's lock is taken, in a thread of its own, had each file's answer 0.4-1.3 ms sooner
