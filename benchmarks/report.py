@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 
 SERVERS = ("nestegg", "nestegg-compat", "devpi", "proxpi")
-BASELINES = ("direct", "static", "static-absolute", "find-links")
+BASELINES = ("direct", "bare", "static", "static-absolute", "find-links")
 COLUMNS = (*SERVERS, *BASELINES)
 _HEADERS = {
     "nestegg": "nestegg",
@@ -25,6 +25,7 @@ _HEADERS = {
     "devpi": "devpi-server",
     "proxpi": "proxpi",
     "direct": "upstream direct",
+    "bare": "bare proxy",
     "static": "static pages",
     "static-absolute": "static, absolute URLs",
     "find-links": "--find-links (limit)",
@@ -310,7 +311,11 @@ def targets(results: Results) -> list[Target]:
         mine, theirs = v(key, "nestegg"), v(key, column)
         if mine is None or theirs is None:
             return None
-        return mine / theirs <= most, f"{mine:.2f} s, {mine / theirs:.2f}x {what}'s {theirs:.2f} s"
+        detail = f"{mine:.2f} s, {mine / theirs:.2f}x {what}'s {theirs:.2f} s"
+        floor = v(key, "bare")
+        if floor is not None:  # the cold rows: what any proxy on nestegg's stack takes
+            detail += f"; the bare proxy took {floor:.2f} s, {floor / theirs:.2f}x"
+        return mine / theirs <= most, detail
 
     def fresh(prefix: str) -> tuple[bool, str] | None:
         slowest, median = v(prefix + "fresh-max", "nestegg"), v(prefix + "fresh-median", "nestegg")

@@ -38,6 +38,7 @@ import report
 import static
 import workloads
 from servers import (
+    Bare,
     Devpi,
     Instance,
     Nestegg,
@@ -151,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for server in servers:
             _say(f"installing {server.name}")
             server.install(upstream)
+        # the cold rows' floor, in nestegg's interpreter
+        bare = next((Bare(work, s) for s in servers if isinstance(s, Nestegg) and s.name == "nestegg"), None)
         local, described = start_upstream(work, args)
         results.facts["bigpage_files"] = str(described["bigpage"]["files"])
         for server in servers:
@@ -180,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings=settings,
                 work=work,
                 number=number,
+                bare=bare,
             )
             if str(args.small_requirements) != "none":
                 remote_round(
@@ -192,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     work=work,
                     number=number,
                     prefix="small-",
+                    bare=bare,
                 )
             if proxy is not None:
                 sets: list[tuple[str, Path, list[str] | None]] = [("distant-", args.requirements, None)]
@@ -209,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         work=work,
                         prefix=prefix,
                         roots=roots,
+                        bare=bare,
+                        number=number,
                     )
             spent.append(time.monotonic() - round_began)
             results.facts["rounds"] = str(number + 1)  # the rounds run, which the report says
@@ -346,9 +353,11 @@ def remote_round(
     work: Path,
     number: int,
     prefix: str = "",
+    bare: Server | None = None,
 ) -> None:
     """pip and uv against the real upstream through each server, then page throughput; with a
-    ``prefix`` (a second package set), pip and uv only, their results' keys prefixed."""
+    ``prefix`` (a second package set), pip and uv only, their results' keys prefixed. ``bare``
+    (the floor) runs the cold download only, in a place among the servers that turns each round."""
     instances: dict[str, Instance] = {}
     for server in order:
         instance = _attempt(results, f"{server.name} start", server.start, upstream, "pypi", probe=None)
@@ -356,7 +365,17 @@ def remote_round(
             instances[server.name] = instance
     names = [s.name for s in order if s.name in instances]
     dest = work / "download"
-    for column in [*names, "direct"]:
+    cold = [*names]
+    if bare is not None:
+        cold.insert(number % (len(names) + 1), bare.name)
+    for column in [*cold, "direct"]:
+        if bare is not None and column == bare.name:
+            seconds = _attempt(
+                results, "bare proxy cold pip download", bare_download, bare, upstream, requirements, dest
+            )
+            if seconds is not None:
+                results.add(prefix + "cold", column, seconds)
+            continue
         index = upstream if column == "direct" else instances[column].index_url
 
         def download(what: str, column: str = column, index: str = index) -> float | None:
@@ -486,17 +505,23 @@ def distant_round(
     work: Path,
     prefix: str,
     roots: list[str] | None = None,
+    bare: Server | None = None,
+    number: int = 0,
 ) -> None:
     """The cold pip download through each server started afresh, then straight from the upstream,
     all reaching the upstream through ``proxy`` (farther away by ``--upstream-rtt-ms``); with
-    ``roots``, then the download of those with their dependencies, likewise."""
+    ``roots``, then the download of those with their dependencies, likewise. ``bare`` (the floor)
+    takes a place among the servers that turns each round."""
     dest = work / "download-distant"
     runs: list[tuple[str, list[str]]] = [("cold", [])]
     if roots:
         runs.append(("deps", roots))
+    servers = [*order]
+    if bare is not None:
+        servers.insert(number % (len(order) + 1), bare)
     for key, names in runs:
         what = "cold pip download" + (" with dependencies" if names else "") + ", upstream farther"
-        for server in order:
+        for server in servers:
             instance = _attempt(
                 results, f"{server.name} start (distant)", server.start, upstream, "pypi",
                 probe=None, proxy=proxy,
@@ -523,6 +548,16 @@ def distant_round(
         )  # fmt: skip
         if seconds is not None:
             results.add(prefix + key, "direct", seconds)
+
+
+def bare_download(bare: Server, upstream: str, requirements: Path, dest: Path) -> float:
+    """The cold pip download through the bare proxy, started for it and stopped after."""
+    instance = bare.start(upstream, "pypi", probe=None)
+    try:
+        seconds: float = workloads.pip_download(requirements, dest, index_url=instance.index_url)
+    finally:
+        instance.process.stop()
+    return seconds
 
 
 def warm_runs(
@@ -796,7 +831,11 @@ METHOD = f"""\
   the installer reads the very same links. "Static, absolute URLs" serves the same pages with
   each file's URL given whole, as nestegg gives them: the difference between the two is what
   relative URLs cost the installer. The baselines take their turn among the servers, in the
-  order rotated every round.
+  order rotated every round. "Bare proxy" is the cold rows' floor: ``benchmarks/bare.py`` in
+  nestegg's interpreter, on waitress and requests as nestegg is, each page parsed and written again
+  by json's C code with its file URLs made its own, each file streamed from the upstream as it
+  comes and written to disk on the way; no lock, no check, no page kept. It runs the cold download
+  only, started afresh, in a place among the servers that turns every round.
 - **Fresh process**: once a round's installs are done, nestegg is stopped and started again on
   its cache and port (a tox run's mirror, a new WSGI worker); the time each project page of the
   requirements takes to be answered the first time, as pip asks (its Accept, gzip and

@@ -323,6 +323,28 @@ class NesteggCompatible(Nestegg):
         return [*command, "--compatible-only"], env
 
 
+class Bare(Server):
+    """``benchmarks/bare.py`` in nestegg's interpreter: the cold rows' floor, not a peer."""
+
+    name = "bare"
+
+    def __init__(self, work: Path, nestegg: Nestegg) -> None:
+        super().__init__(work)
+        self.nestegg = nestegg
+        self.version = "benchmarks/bare.py"
+
+    def command(self, port: int, cache: Path, upstream: str, role: str) -> tuple[list[str], dict[str, str]]:  # noqa: ARG002
+        script = str(ROOT / "benchmarks" / "bare.py")
+        command = [str(self.nestegg.python), script, "--port", str(port), "--upstream", upstream]
+        return [*command, "--cache", str(cache)], server_env()
+
+    def index_path(self, role: str) -> str:  # noqa: ARG002
+        return "/simple/"
+
+    def ready_path(self) -> str:
+        return "/health"
+
+
 class Devpi(Server):
     """devpi-server at its fastest: initialised beforehand, mirrors without the project list, and
     the argon2 cost of its login secret lowered (``default_settings`` turns that off)."""
