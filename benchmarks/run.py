@@ -1165,9 +1165,9 @@ strace and tracemalloc):
     yields the CPU (median of 90 pages, requests as the client), but pip's whole cold run took as
     long either way (4.08 against 4.09 s, 8 rounds): that work then overlaps pip's reading of the
     page instead.
-  - Run 18, this table's (15bff39, with the first cut of the joined reads), came in an hour
-    when the upstream direct was slow for the own set (3.48 s cold, 2.97 s in run 17) and fast
-    for the small one (1.22 s, 1.38 s): nestegg took
+  - Run 18 (15bff39, with the first cut of the joined reads; the table before run 19's) came in
+    an hour when the upstream direct was slow for the own set (3.48 s cold, 2.97 s in run 17) and
+    fast for the small one (1.22 s, 1.38 s): nestegg took
     3.84 s and 1.67 s cold (3.94 s and 1.78 s in run 17), 1.10x and 1.37x the direct time. Warm,
     the small set read 1.12 s, 0.84x the direct 1.32 s and 0.98x proxpi's 1.09 s, where its pages
     served as static files took 1.25 s and with absolute URLs 1.03 s: pip's floor, within the
@@ -1209,6 +1209,29 @@ strace and tracemalloc):
     faster than proxpi (1.19 s), 0.81x the direct 1.27 s, with its pages as static files 0.99 s:
     1.3x faster than proxpi on this set would be under pip's floor. Cold 1.82 s, 1.33x the direct
     1.37 s; 20 ms farther 1.11x.
+- *The cold rows' floor: a bare proxy* (681380d). ``benchmarks/bare.py`` does what any mirror
+  made of waitress and requests does cold, and nothing more: each page parsed and written again by
+  json's C code, each file streamed as it comes and written to disk; no lock, no check, no page
+  kept. In run 19, this table's, it took 1.18x the direct time for the small set and 1.24x for the
+  own set, where nestegg took 1.31x and 1.29x; 20 ms farther, 1.10x and 1.15x against nestegg's
+  1.04x and 1.16x, and 1.11x against 0.84x for the small set's roots with their dependencies
+  (nestegg fetches their pages ahead). The 1.2x goal near the upstream lies at that floor. On the
+  small set outside the benchmark, alternating rounds, pip's requests timed in its own process:
+
+  - 8 rounds: direct 1.15 s, the bare proxy 1.27 s (1.11x), nestegg 1.25 s (1.09x). nestegg's
+    pages came sooner (0.21 s summed, against 0.28 s; direct 0.13 s) and its files' headers later
+    (0.21 s against 0.14 s; direct 0.13 s).
+  - 6 rounds, each file timed to its last byte: direct 1.20 s, the bare proxy 1.47 s (1.22x),
+    nestegg 1.49 s (1.24x). The files took 0.18, 0.22 and 0.32 s in all, nestegg's difference
+    all before their headers: the steps of the bullet above, 2-3 ms a file.
+  - The bare proxy's fixed time, per request (an earlier cut of it, 3 rounds): 0.5 ms from pip's
+    request to the app, the upstream's headers 2.6-2.8 ms after that (pip's whole request direct:
+    2.0-2.3 ms), and 0.55-0.75 ms from the app's answer to pip's end of it. That is the hop
+    itself, about 2 ms a request of waitress's threads and of requests, which any mirror on this
+    stack pays.
+  - Tried again and not kept: asking the upstream for a file before its lock is taken, as above,
+    over 10 alternating rounds. The files' headers came 12 ms sooner in all (0.212 -> 0.200 s),
+    the whole run no sooner (1.318 against 1.326 s).
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
