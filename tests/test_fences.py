@@ -10,6 +10,7 @@ also calls the json module's scanner, which its docs do not name (``nestegg_core
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import socket
 import sys
@@ -112,6 +113,31 @@ def test_waitress_still_has_the_instance_state_nestegg_uses(make_mirror: MirrorF
         'environ["waitress.client_disconnected"] = self.channel.check_client_disconnected' in environ_source
     )
     assert "size" in inspect.signature(ReadOnlyFileBasedBuffer.prepare).parameters
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "chunk = outbuf.get(self.sendbuf_len)",
+        "num_sent = self.send(chunk, do_close=do_close)",
+        "outbuf.skip(num_sent, True)",
+        "self.total_outbufs_len -= num_sent",
+        "toclose = self.outbufs.pop(0)",
+        "self.last_activity = time.time()",
+    ],
+)
+def test_waitress_still_sends_its_buffers_as_the_copied_loop_does(line: str) -> None:
+    """``_waitress._Channel._flush_some`` is waitress 3.0's loop with files sent by ``sendfile``:
+    a waitress whose loop changed has the copy looked at again."""
+    source = inspect.getsource(HTTPChannel._flush_some)
+    assert line in source, f"waitress {waitress_version}: HTTPChannel._flush_some no longer has {line!r}"
+
+
+def test_waitress_file_buffer_still_has_the_file_and_size_sendfile_uses() -> None:
+    buffer = ReadOnlyFileBasedBuffer(io.BytesIO(b"abcdef"))
+    assert buffer.prepare(4) == 4
+    assert buffer.remain == 4, f"waitress {waitress_version}: ReadOnlyFileBasedBuffer has no remain"
+    assert isinstance(buffer.file, io.BytesIO), f"waitress {waitress_version}: its file buffer has no file"
 
 
 def test_waitress_still_takes_a_dispatcher_and_has_the_server_state_nestegg_uses(

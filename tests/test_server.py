@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import threading
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -18,6 +20,7 @@ from nestegg_core import Config, Mirror
 from nestegg_core.index.refresh import Refresher
 from nestegg_core.serve import _waitress
 from nestegg_core.serve._waitress import PacedDispatcher
+from nestegg_core.serve.server import make_server
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import MirrorFactory
@@ -39,23 +42,99 @@ def _record_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return reads
 
 
-def test_a_file_is_sent_a_block_at_a_time(
+def _record_sendfile(monkeypatch: pytest.MonkeyPatch, fails: int | None) -> list[int]:
+    """The bytes each ``os.sendfile`` call sent, as they happen; with ``fails``, every call raises
+    that errno instead, as for a file on a file system the kernel cannot send from."""
+    sent: list[int] = []
+    original = os.sendfile
+
+    def sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        if fails is not None:
+            raise OSError(fails, os.strerror(fails))
+        done = original(out_fd, in_fd, offset, count)
+        sent.append(done)
+        return done
+
+    monkeypatch.setattr(os, "sendfile", sendfile)
+    return sent
+
+
+@pytest.mark.parametrize(
+    ("kernel", "fails", "read"),
+    [
+        (True, None, False),  # from the page cache to the socket: waitress reads none of it
+        (True, errno.EINVAL, True),  # a file the kernel cannot send: read and sent, as without
+        (False, None, True),  # no sendfile (not Linux): read a block at a time
+    ],
+    ids=["sendfile", "sendfile-refused", "read"],
+)
+def test_a_file_is_sent_by_the_kernel_else_a_block_at_a_time(
     make_mirror: MirrorFactory,
     upstream: PrivateIndex,
     http: requests.Session,
     monkeypatch: pytest.MonkeyPatch,
+    kernel: bool,
+    fails: int | None,
+    read: bool,
 ) -> None:
+    if kernel and not _waitress.SENDFILE:
+        pytest.skip("sendfile is used on Linux only")
+    monkeypatch.setattr(_waitress, "SENDFILE", kernel)
     [wheel] = upstream.add("big", "1.0", sdist=False, payload_size=3_000_000)
     mirror = make_mirror()
     url = f"{mirror.url}/files/big/{wheel.filename}"
     http.get(url).raise_for_status()  # cached: sent from disk from now on
     reads = _record_reads(monkeypatch)
+    sent = _record_sendfile(monkeypatch, fails)
     response = http.get(url)
     response.raise_for_status()
     assert hashlib.sha256(response.content).hexdigest() == wheel.sha256
-    assert sum(reads) == len(response.content) > 8 * _waitress.SEND_BLOCK
-    # not in blocks of the socket's send buffer (4 MiB on Linux's loopback)
-    assert max(reads) <= _waitress.SEND_BLOCK
+    if read:
+        assert not sent
+        assert sum(reads) == len(response.content) > 8 * _waitress.SEND_BLOCK
+        # not in blocks of the socket's send buffer (4 MiB on Linux's loopback)
+        assert max(reads) <= _waitress.SEND_BLOCK
+    else:
+        assert not reads
+        assert sum(sent) == len(response.content)
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["sendfile", "read"])
+def test_a_file_that_shrinks_while_it_is_sent_breaks_its_answer_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel: bool
+) -> None:
+    """The client is told the size the file had; the file then ends sooner. The connection is
+    closed: the client sees a short body, never an answer that looks whole (waitress alone would
+    wait on, and its client with it)."""
+    if kernel and not _waitress.SENDFILE:
+        pytest.skip("sendfile is used on Linux only")
+    monkeypatch.setattr(_waitress, "SENDFILE", kernel)
+    data = os.urandom(1_500_000)
+    path = tmp_path / "file"
+    path.write_bytes(data)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Length", str(len(data)))])
+        return environ["wsgi.file_wrapper"](open(path, "rb"), 65536)
+
+    original = ReadOnlyFileBasedBuffer.prepare
+
+    def prepare(self: ReadOnlyFileBasedBuffer, size: int | None = None) -> Any:
+        remain = original(self, size)
+        os.truncate(path, len(data) // 3)  # after waitress took its size
+        return remain
+
+    monkeypatch.setattr(ReadOnlyFileBasedBuffer, "prepare", prepare)
+    server = make_server(app, Config(port=0))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        response = requests.get(f"http://127.0.0.1:{server.effective_port}/", stream=True, timeout=10)
+        assert response.headers["Content-Length"] == str(len(data))
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            response.content  # noqa: B018 - read to the end
+    finally:
+        _waitress.shut_down(server, thread, 5)
 
 
 def test_the_server_paces_its_workers_and_marks_slow_clients_as_waits(make_mirror: MirrorFactory) -> None:

@@ -9,6 +9,8 @@ each internal named below and fails saying which one moved. What is borrowed:
   and ``shutdown`` on its state (``lock``, ``queue``, ``queue_cv``, ``threads``,
   ``active_count``, ``stop_count``, ``thread_exit_cv``);
 - the listeners' ``channel_class``: :class:`_Channel` overrides ``HTTPChannel``'s
+  ``_flush_some`` (its loop, copied, with files sent by ``sendfile``: the ``file`` and ``remain``
+  of ``ReadOnlyFileBasedBuffer``, its ``outbufs`` and ``total_outbufs_len``),
   ``_flush_outbufs_below_high_watermark`` (a slow client's wait, declared and with a deadline),
   ``readable``, ``received``, ``check_client_disconnected`` (a peek at the socket) and
   ``del_channel`` (a connection closed: the listeners' ``active_channels`` tell how many are
@@ -27,15 +29,19 @@ each internal named below and fails saying which one moved. What is borrowed:
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
+import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from waitress.buffers import ReadOnlyFileBasedBuffer
 from waitress.channel import ClientDisconnected, HTTPChannel
 from waitress.parser import HTTPRequestParser, ParsingError, TransferEncodingNotImplemented
 from waitress.server import MultiSocketServer, create_server
@@ -53,8 +59,18 @@ from .pacing import EXTRA_IDLE, RUNNING, STALL
 
 logger = logging.getLogger(__name__)
 
-#: the most waitress reads of a file (and sends) at a time, per connection
+#: the most waitress reads of a file (and sends) at a time, per connection, where the kernel
+#: cannot send it (:data:`SENDFILE`)
 SEND_BLOCK = 256 * 1024
+#: whether a file answered (``wsgi.file_wrapper``) goes from the page cache to the socket with
+#: ``os.sendfile``, not through two reads of each block into memory; Linux only, where it is tested
+SENDFILE = hasattr(os, "sendfile") and sys.platform.startswith("linux")
+#: errors of ``sendfile`` that say this file cannot be sent so: it is read and sent instead
+_NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
+#: errors of a socket whose client went away, as waitress's ``send`` tells them
+_DISCONNECTED = frozenset(
+    {errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED, errno.EPIPE, errno.EBADF}
+)
 #: seconds a worker waits for a client that takes none of what it was sent before the connection
 #: is closed: twice the upstream's default ``timeout``; pip and uv read as fast as they can
 SEND_TIMEOUT = 60.0
@@ -372,8 +388,9 @@ class _Task(WSGITask):  # type: ignore[misc]  # waitress has no type hints
 class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
     """waitress's connection, with deadlines and a gate.
 
-    - It reads what it sends (a file) at most ``SEND_BLOCK`` at a time: waitress reads a file in
-      blocks of the socket's send buffer, which Linux makes 4 MiB on loopback.
+    - A file it answers with (``wsgi.file_wrapper``) is sent by the kernel (``sendfile``) where
+      it can be; else it reads it at most ``SEND_BLOCK`` at a time: waitress reads a file in
+      blocks of the socket's send buffer, which Linux makes 4 MiB on loopback, each block twice.
     - A worker waiting for the client to read (a response over the high watermark) declares the
       wait (``pacing``) and gives up after ``SEND_TIMEOUT`` seconds without a byte taken: the
       connection is closed and the task ends. waitress waits without end, and its idle
@@ -451,6 +468,84 @@ class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
             self.send_continue()
         if held:
             self.received(held)
+
+    def _flush_some(self, do_close: bool = True) -> bool:
+        # waitress's own loop (3.0), with a file sent by the kernel: its get() reads a block into
+        # memory and its skip() reads it again to move on, on the event loop, under the GIL
+        sent = 0
+        while True:
+            outbuf = self.outbufs[0]
+            outbuflen = outbuf.__len__()
+            kernel = SENDFILE and type(outbuf) is ReadOnlyFileBasedBuffer
+            stop = False
+            while outbuflen > 0:
+                num_sent = self._send_file(outbuf, outbuflen, do_close) if kernel else None
+                if num_sent is None:  # not a file the kernel can send: as waitress sends it
+                    kernel = False
+                    chunk = outbuf.get(self.sendbuf_len)
+                    if not chunk:  # a file that ended before its size (waitress would wait on)
+                        self._ended_early(outbuflen)
+                        stop = True
+                        break
+                    num_sent = self.send(chunk, do_close=do_close)
+                    if num_sent:
+                        outbuf.skip(num_sent, True)
+                if not num_sent:  # nothing taken: the client reads later, or is gone
+                    stop = True
+                    break
+                outbuflen -= num_sent
+                sent += num_sent
+                self.total_outbufs_len -= num_sent
+            else:
+                if len(self.outbufs) > 1:
+                    done = self.outbufs.pop(0)
+                    try:
+                        done.close()
+                    except Exception:
+                        logger.exception("closing a sent buffer failed")
+                else:
+                    stop = True  # all sent; self.outbufs[-1] stays, to be written to
+            if stop:
+                break
+        if sent:
+            self.last_activity = time.time()
+            return True
+        return False
+
+    def _send_file(self, outbuf: Any, count: int, do_close: bool) -> int | None:
+        """Up to ``count`` bytes of the file of ``outbuf`` sent from where it stands, as many as
+        the socket takes; 0 for none now, or the client gone, or the file ended early (the
+        connection then closes: its client gets fewer bytes than it was told); None if this file
+        cannot be sent by the kernel."""
+        file = outbuf.file
+        try:
+            source, offset = file.fileno(), file.tell()
+        except (AttributeError, OSError, ValueError):
+            return None
+        try:
+            num_sent = os.sendfile(self.socket.fileno(), source, offset, count)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            if exc.errno in _NO_SENDFILE:
+                return None
+            if exc.errno in _DISCONNECTED:
+                if do_close:
+                    self.handle_close()
+                return 0
+            raise
+        if num_sent == 0:
+            self._ended_early(count)
+            return 0
+        file.seek(offset + num_sent)
+        outbuf.remain -= num_sent
+        return num_sent
+
+    def _ended_early(self, missing: int) -> None:
+        """A file answered ends ``missing`` bytes before the size its client was told: the answer
+        cannot be whole, so the connection closes (the event loop does, once this flush returns)."""
+        logger.warning("a file sent to %s:%s ended %d bytes early", *self.addr[:2], missing)
+        self.will_close = True
 
     # worker ----------------------------------------------------------------------------
 
