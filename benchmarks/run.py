@@ -1212,11 +1212,16 @@ strace and tracemalloc):
 - *The cold rows' floor: a bare proxy* (681380d). ``benchmarks/bare.py`` does what any mirror
   made of waitress and requests does cold, and nothing more: each page parsed and written again by
   json's C code, each file streamed as it comes and written to disk; no lock, no check, no page
-  kept. In run 19, this table's, it took 1.18x the direct time for the small set and 1.24x for the
+  kept. In run 19 (681380d) it took 1.18x the direct time for the small set and 1.24x for the
   own set, where nestegg took 1.31x and 1.29x; 20 ms farther, 1.10x and 1.15x against nestegg's
   1.04x and 1.16x, and 1.11x against 0.84x for the small set's roots with their dependencies
-  (nestegg fetches their pages ahead). The 1.2x goal near the upstream lies at that floor. On the
-  small set outside the benchmark, alternating rounds, pip's requests timed in its own process:
+  (nestegg fetches their pages ahead). In run 20, this table's, 1.05x and 1.65x against 1.38x
+  and 1.24x (its own set's large pages cost it most: json writes each whole page again), 1.04x
+  and 1.15x against 1.06x and 1.09x farther, 1.04x against 0.86x for the roots. Three rounds each,
+  with nestegg's cold run started with the peers beside it and the bare proxy's alone: the two
+  runs disagree on the small set by more than its whole difference. The 1.2x goal near the
+  upstream lies at that floor. On the small set outside the benchmark, alternating rounds, pip's
+  requests timed in its own process:
 
   - 8 rounds: direct 1.15 s, the bare proxy 1.27 s (1.11x), nestegg 1.25 s (1.09x). nestegg's
     pages came sooner (0.21 s summed, against 0.28 s; direct 0.13 s) and its files' headers later
@@ -1264,14 +1269,15 @@ strace and tracemalloc):
   ``urllib3`` and ``ssl`` alone ~14 MB: requests is a dependency of the design; ``serve`` loads
   none of the other commands' modules, which took 2 MB more, nor requests' character detector,
   charset_normalizer, 2.7 MB, nor filelock, 1.1 MB). The peaks of the runs before run 11 (58 MB)
-  and this table's (57 MB) were two, each of 59-63 MB: 16 readers of the cold 32 MB wheel (each
+  and of runs 18-20 (57-60 MB) were two, each of 59-63 MB: 16 readers of the cold 32 MB wheel (each
   read 256 KiB of the file still downloading and copied it into waitress's buffer for its
   connection, which waited once 256 KiB were queued: 43 -> 57-61 MB; at 128 KiB each, 43 -> 49-50
   MB, in the same 0.70 s from the upstream at 50 MB/s; the synthetic workloads peaked at 49 MB in
   runs 11 and 12), and the own set's cold pip download (40 -> 59 MB). No page is whole
   in memory as bytes or text: upstream pages are parsed as they arrive, rendered into their files
-  a piece at a time and sent from them, at most 256 KiB read at a time per connection (waitress
-  read 4 MiB, the socket's send buffer on loopback); only pages up to 64 KiB are held in memory,
+  a piece at a time and sent from them by the kernel (``sendfile``; without it, at most 256 KiB
+  read at a time per connection, where waitress read 4 MiB, the socket's send buffer on loopback);
+  only pages up to 64 KiB are held in memory,
   and one fetched just now for pip or uv (up to 6,000 files, about 2 MB) while it is answered
   (4 MiB in all). What sets the peak is the largest page's model while it is made: pydantic-core's
   15,000 files, 10.0 MB in tracemalloc. Its state file is written a slice of 2,048 values of a
@@ -1306,7 +1312,17 @@ strace and tracemalloc):
   fewer pages/s than 16 free workers (the hand-over of the dispatcher's own lock and its watchdog's
   wake-ups). A client of 8 processes instead of threads gave the same p99, a GIL switch interval
   of 1 ms or 20 ms instead of 5 did not change it, nor did a larger waitress ``send_bytes`` or the
-  cyclic GC switched off.
+  cyclic GC switched off. (3) A page over 64 KiB goes out as a file (``wsgi.file_wrapper``), which
+  waitress read into memory a block at a time on its event loop, each block twice (once to send
+  it, once to move past it); the kernel now sends it (``sendfile``, 6f2791d). The same load, 6
+  alternating rounds outside the benchmark: JSON 833 -> 1,165 pages/s, p99 46.8 -> 21.2 ms; HTML
+  913 -> 1,287 pages/s, p99 35.2 -> 17.9 ms. Run 20 read 1,358 and 1,200 pages/s, p99 17.5 and
+  19.1 ms (714 and 727, 42.6 and 43.6 ms in run 19). A fresh process's slowest page of the own set,
+  pydantic-core's (5.5 MB as pip gets it), over 6 starts: median 4.5 -> 1.8 ms, the slowest
+  5.9 -> 3.0 ms; asked again of a warm process 4.5-5.3 -> 3.0 ms, where ``benchmarks/static.py``
+  (``http.server`` with ``sendfile``) took 2.6-3.4 ms. The fresh-process row of run 20 still read
+  4.3 ms (4.5 ms in run 19): there the nest also holds the pages made for uv and the throughput
+  runs, and which page is the slowest was not recorded; not looked into further.
 - *Start-up, CLI vs devpi-server.* Every server's virtualenv is compiled at install; runs before
   that left the peers' modules uncompiled on this machine (it sets PYTHONDONTWRITEBYTECODE), and
   devpi-server then took over 1.3 s, twice its time here. The "upstream direct" cell of the
