@@ -751,6 +751,34 @@ def test_a_state_left_for_after_the_answer_is_written_once_by_whoever_needs_it_f
     assert store.page_stamp(name) == stamp
 
 
+@pytest.mark.parametrize(
+    ("answer", "made"),
+    [
+        ((_page("1.0"), "d1"), True),  # a new project with a file: its first download's lock folder
+        ((ProjectPage.build("pkg", []), "d1"), False),  # no file to download: no folder
+        (NotFound("project 'pkg' is not on the upstream index"), False),  # nothing for a name made up
+    ],
+    ids=["files", "no-files", "404"],
+)
+def test_a_new_page_has_its_lock_folder_made_once_its_answer_is_out(
+    tmp_path: Path, answer: tuple[ProjectPage, str] | Exception, made: bool
+) -> None:
+    """The folder of the locks of a new project's files is made once its page is answered, not on
+    the way of the client's request for a file, where it costs an inode. Its files' folder is
+    not: its mtime stamps the files kept, and a new one would hold off the page's renderings."""
+    store = CacheStore(tmp_path, "https://example.com/simple/")
+    name = NormalizedName("pkg")
+    index = MirrorIndex(store, _Digested([answer]), ttl=60, clock=lambda: 0.0)
+    with later.collecting() as work, contextlib.suppress(NotFound):
+        page = index.page(name)
+    assert not (store.locks / name).exists()  # the answer waits for none of it
+    later.run(work)
+    assert (store.locks / name).is_dir() is made
+    assert not (store.files / name).exists()
+    if made:
+        assert index.checked(name, page) == 0.0  # its renderings may be saved
+
+
 def test_renderings_left_for_after_their_answers_are_saved_in_any_order(
     make_mirror: MirrorFactory, upstream: PrivateIndex
 ) -> None:

@@ -532,15 +532,25 @@ class MirrorIndex:
             checked=now,
             digest=fetched.digest,
         )
-        if mtime is None and later.deferring(len(state.page.files)):
-            # a new page, no state on disk that another thread could take in meanwhile: written
-            # once its answer is sent, the client's wait spared (``later``)
+        if mtime is None:
+            self._take_new(name, entry, state)
+        else:
+            self._use(name, entry, state, self._save(state))
+        return False
+
+    def _take_new(self, name: NormalizedName, entry: _Entry, state: PageState) -> None:
+        """Hold the page of a project new to the nest. Its state is written once its answer is
+        sent, the client's wait spared (``later``), unless the page is large; the folder of its
+        files' locks is made then too, before the client asks for a file."""
+        if state.page.files:
+            later.defer(functools.partial(self._make_lock_folder, name))
+        if later.deferring(len(state.page.files)):
+            # no state on disk that another thread could take in meanwhile
             self._use(name, entry, state, None)
             entry.unsaved = state
             later.defer(functools.partial(self._settle, entry))
-            return False
-        self._use(name, entry, state, self._save(state))
-        return False
+        else:
+            self._use(name, entry, state, self._save(state))
 
     def settle(self, name: NormalizedName) -> None:
         """Write now the state of the page of ``name`` fetched just now, if its writing was left
@@ -681,6 +691,12 @@ class MirrorIndex:
             self.store.note_missing(name, self.clock())
         except (OSError, UnsafePath) as exc:
             logger.warning("cannot keep that the upstream has no %r: %s", name, exc)
+
+    def _make_lock_folder(self, name: NormalizedName) -> None:
+        try:
+            self.store.make_lock_folder(name)
+        except (OSError, UnsafePath) as exc:  # a download makes it, or says why it cannot
+            logger.debug("cannot make the folder of %r's locks yet: %s", name, exc)
 
     def _save(self, state: PageState) -> PageStamp | None:
         """Write the state; its file's stamp, or None when it could not be written."""

@@ -297,6 +297,13 @@ class CacheStore:
         self.make_folder(path.parent)
         return FileLock(path, timeout=timeout)
 
+    def make_lock_folder(self, name: NormalizedName) -> None:
+        """Make the folder of the locks of the files of ``name``, if missing. Made once its page
+        is fetched (``MirrorIndex``): a new folder is an inode to allocate, 0.1-0.8 ms on a busy
+        disk, on the way of the client's first file otherwise. (The files' own folder is not: its
+        mtime stamps the files kept; the first download of one of them makes it.)"""
+        self.make_folder(self.locks / name)
+
     def create_part(self, name: NormalizedName, filename: str) -> tuple[Path, BinaryIO]:
         """A new partial download of one file, open for writing: made in its folder (reached
         without following a link, :class:`UnsafePath`), never over an existing file or link."""
