@@ -14,7 +14,8 @@ import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core import waits
-from nestegg_core.errors import InsufficientStorage, NesteggError
+from nestegg_core.errors import InsufficientStorage, NesteggError, UpstreamError
+from nestegg_core.index import downloads as downloads_module
 from nestegg_core.index import upstream as upstream_module
 from nestegg_core.index.downloads import Download
 from nestegg_core.simple import clients
@@ -22,7 +23,7 @@ from nestegg_core.simple.models import DistFile
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import MirrorFactory
-from .loopback import wait_until
+from .loopback import sha256, wait_until
 
 DATA = bytes(range(256)) * 40  # 10,240 bytes
 
@@ -152,3 +153,88 @@ def test_a_download_works_for_a_client_only_when_one_waits_for_it(
     else:
         assert http.get(f"{mirror.url}/files/big/{wheel.filename}", headers={"User-Agent": PIP}).ok
     assert seen == [not ahead]
+
+
+def _parts(folder: Path, filename: str) -> list[Path]:
+    return sorted(folder.glob(f".{filename}.*.part"))
+
+
+@pytest.mark.parametrize(
+    ("case", "parts_when_asked", "status"),
+    [
+        ("made-meanwhile", 1, 200),  # by the time the upstream is asked, the part file is there
+        ("swept", 1, 200),  # removed before the lock was ours (a sweep): the download makes another
+        ("no-makers", 0, 200),  # the makers shut down (the server stops): the download makes it
+        ("upstream-fails", 1, 502),  # never begun: removed before the client hears of the failure
+    ],
+)
+def test_a_download_s_part_file_is_made_while_it_takes_its_lock_and_asks_the_upstream(
+    upstream: PrivateIndex,
+    make_mirror: MirrorFactory,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    parts_when_asked: int,
+    status: int,
+) -> None:
+    """A new file is an inode to allocate: the part file a download writes is made by another
+    thread while the download takes its lock and waits for the upstream, not after."""
+    [wheel] = upstream.add("early", "1.0", sdist=False, payload_size=50_000)
+    mirror = make_mirror()
+    downloads = mirror.repository.downloads
+    folder = mirror.repository.store.files / "early"
+    if case == "no-makers":
+        monkeypatch.setattr(downloads, "_early_part", lambda _download: downloads_module._EarlyPart(None))
+    seen: list[int] = []
+    original = upstream_module.HttpFetcher.open
+
+    def opening(fetcher: upstream_module.HttpFetcher, url: str) -> upstream_module.FileStream:
+        if url.endswith(wheel.filename):
+            if case != "no-makers":
+                wait_until(lambda: _parts(folder, wheel.filename), "the part file made meanwhile")
+            seen.append(len(_parts(folder, wheel.filename)))
+            if case == "swept":
+                for part in _parts(folder, wheel.filename):
+                    part.unlink()
+            if case == "upstream-fails":
+                raise UpstreamError("the upstream broke down")
+        return original(fetcher, url)
+
+    monkeypatch.setattr(upstream_module.HttpFetcher, "open", opening)
+    answer = http.get(f"{mirror.url}/files/early/{wheel.filename}", headers={"User-Agent": PIP})
+    assert (answer.status_code, seen) == (status, [parts_when_asked])
+    cached = folder / wheel.filename
+    if status == 200:  # an installer has the file once checked, before it is in place
+        wait_until(cached.is_file, "the file in place")
+        assert sha256(answer.content) == wheel.hashes["sha256"] == sha256(cached.read_bytes())
+    else:
+        assert not cached.exists()
+    assert _parts(folder, wheel.filename) == []
+
+
+def test_a_part_file_made_while_another_holds_the_lock_is_used_once_it_is_free(
+    upstream: PrivateIndex, make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    """Another process downloads the file (its lock held): this one's part file is made while it
+    waits, and used once the lock is free and the file still not cached."""
+    [wheel] = upstream.add("held", "1.0", sdist=False, payload_size=50_000)
+    mirror = make_mirror()
+    store = mirror.repository.store
+    folder = store.files / "held"
+    lock = store.lock(NormalizedName("held"), wheel.filename)
+    lock.acquire()
+    answers: list[requests.Response] = []
+    url = f"{mirror.url}/files/held/{wheel.filename}"
+    client = threading.Thread(target=lambda: answers.append(http.get(url, headers={"User-Agent": PIP})))
+    try:
+        client.start()
+        wait_until(lambda: _parts(folder, wheel.filename), "the part file made while the lock is held")
+        time.sleep(0.2)
+        assert not answers  # still waiting for the lock
+    finally:
+        lock.release()
+    client.join(30)
+    [answer] = answers
+    assert sha256(answer.content) == wheel.hashes["sha256"]
+    wait_until((folder / wheel.filename).is_file, "the file in place")
+    assert _parts(folder, wheel.filename) == []

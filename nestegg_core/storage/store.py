@@ -301,7 +301,7 @@ class CacheStore:
         """Make the folder of the locks of the files of ``name``, if missing. Made once its page
         is fetched (``MirrorIndex``): a new folder is an inode to allocate, 0.1-0.8 ms on a busy
         disk, on the way of the client's first file otherwise. (The files' own folder is not: its
-        mtime stamps the files kept; the first download of one of them makes it.)"""
+        mtime stamps the files kept, and the first part file's maker makes it, ``Downloads``.)"""
         self.make_folder(self.locks / name)
 
     def create_part(self, name: NormalizedName, filename: str) -> tuple[Path, BinaryIO]:
@@ -325,13 +325,14 @@ class CacheStore:
         """A file of this store (cached, metadata, partial) open for reading: see :func:`open_read`."""
         return open_read(self.root, path)
 
-    def remove_parts(self, name: NormalizedName, filename: str) -> None:
-        """Remove leftover partial downloads of one file; call only while holding its lock."""
+    def remove_parts(self, name: NormalizedName, filename: str, *, spare: str | None = None) -> None:
+        """Remove leftover partial downloads of one file, but the one named ``spare`` (the
+        caller's); call only while holding its lock."""
         folder = self.files / name
         prefix = f".{filename}."
         with scan_below(self.root, folder) as entries:
             for entry in entries:
-                if entry.name.startswith(prefix) and entry.name.endswith(".part"):
+                if entry.name.startswith(prefix) and entry.name.endswith(".part") and entry.name != spare:
                     logger.info("removing partial download %s", folder / entry.name)
                     with contextlib.suppress(OSError, UnsafePath):
                         unlink_below(self.root, folder / entry.name)
@@ -362,7 +363,8 @@ class CacheStore:
         """Remove the partial downloads no process is writing; returns how many.
 
         A download holds its file's lock from its first byte until the rename, so a part file
-        whose lock is free is abandoned, however young.
+        whose lock is free is abandoned, however young, or not begun: one made before its lock
+        is taken (empty), which its download makes again once it finds it gone.
         """
         removed = 0
         with scan_below(self.root, self.files) as folders:
