@@ -943,8 +943,9 @@ strace and tracemalloc):
   30 files). Against the local replay of the upstream (8 and 6 alternating rounds) the small set
   went from 1.46x to 1.42x the direct time, within the rounds' spread, and the own set stayed at
   1.56-1.57x; on this machine's disk a new folder or file costs 0.03-2 ms from one minute to the
-  next, which each cold file meets three times (the project's lock folder, its lock file, its part
-  file). Of the parse (7.3 us a file entry, the own set's 48,953 entries in
+  next, which each cold file met four times before its first byte (the project's lock folder, its
+  lock file, the project's files folder, its part file); three are now made while something else
+  waits (see *the cold rows' floor*). Of the parse (7.3 us a file entry, the own set's 48,953 entries in
   0.36 s of CPU, which is on the critical path: the bodies themselves came in 0.12-0.16 s in all),
   the C decoder took 1.7 us, making the file's model 3.3 us (its frozen dataclass's ``__init__``
   alone 1.4 us), and checking the names and the rest 2.3 us. It is 5.2 us now (0.25-0.28 s for the
@@ -1013,7 +1014,8 @@ strace and tracemalloc):
   page's answer done by a thread of its own rather than the request's (no change: pip's parse of
   the page hides it already); pages of up to 16,000 files answered before they are written (the
   own set's cold pages 45 ms faster in 0.9 s, peak RSS 53 -> 62 MB); a project's folders made as
-  its page is fetched (about 0.3 ms a cold file, within the noise); the lock files of all projects
+  its page is fetched (about 0.3 ms a cold file, within the noise; its lock folder is now made
+  once the page is answered, see *the cold rows' floor*); the lock files of all projects
   in one folder (0.3 ms a cold file, and an older nestegg sharing the cache would take other
   locks); pip's rendering written in batches of entries (0.3 us an entry of 1.9).
 - *A cold run against the index pip uses here, request by request* (e6be649, pip 26.3's requests
@@ -1053,7 +1055,8 @@ strace and tracemalloc):
 
     - the part file made in a thread of its own while the upstream answers: 1.4-1.8 ms less a
       file in 3 of 4 loops of 35 files (0.5 ms more in the fourth); with pip (10 alternating
-      rounds) 1.67 against 1.60 s, within the rounds' spread;
+      rounds) 1.67 against 1.60 s, within the rounds' spread (kept since, made from before the
+      lock is taken: see *the cold rows' floor*);
     - a GIL switch interval of 0.5 ms: no change in 3 alternating runs;
     - the collector's first threshold at 20,000: no change. With the collector off, the own set
       took 3.82 against 4.01 s (6 rounds), but a server cannot turn it off in its host's
@@ -1215,10 +1218,12 @@ strace and tracemalloc):
   kept. In run 19 (681380d) it took 1.18x the direct time for the small set and 1.24x for the
   own set, where nestegg took 1.31x and 1.29x; 20 ms farther, 1.10x and 1.15x against nestegg's
   1.04x and 1.16x, and 1.11x against 0.84x for the small set's roots with their dependencies
-  (nestegg fetches their pages ahead). In run 20, this table's, 1.05x and 1.65x against 1.38x
+  (nestegg fetches their pages ahead). In run 20 (55e4cb0), 1.05x and 1.65x against 1.38x
   and 1.24x (its own set's large pages cost it most: json writes each whole page again), 1.04x
-  and 1.15x against 1.06x and 1.09x farther, 1.04x against 0.86x for the roots. Three rounds each,
-  with nestegg's cold run started with the peers beside it and the bare proxy's alone: the two
+  and 1.15x against 1.06x and 1.09x farther, 1.04x against 0.86x for the roots. In run 21, this
+  table's (ad6ad76, a cold file's inodes below), 1.12x and 1.27x against 1.23x and 1.26x, 1.02x
+  and 1.31x against 0.99x and 1.22x farther, 1.09x against 0.87x for the roots. Three rounds
+  each, with nestegg's cold run started with the peers beside it and the bare proxy's alone: the
   runs disagree on the small set by more than its whole difference. The 1.2x goal near the
   upstream lies at that floor. On the small set outside the benchmark, alternating rounds, pip's
   requests timed in its own process:
@@ -1237,6 +1242,22 @@ strace and tracemalloc):
   - Tried again and not kept: asking the upstream for a file before its lock is taken, as above,
     over 10 alternating rounds. The files' headers came 12 ms sooner in all (0.212 -> 0.200 s),
     the whole run no sooner (1.318 against 1.326 s).
+  - A cold file's inodes (ce725d9, ad6ad76). A new file or folder on this disk took 0.03-0.2 ms
+    in a quiet hour and 0.4-0.8 ms (2 ms at worst) in a busy one: ext4's allocator passes over
+    the inodes deleted lately (``recently_deleted`` under ``ext4_create`` in ``perf``), and each
+    round deletes a nest. Before its first byte a cold file waited for four, where the bare
+    proxy makes one: the project's lock folder (0.8 ms timed in the server that hour), its lock
+    file (0.5-0.7 ms), the project's files folder and its part file (1.4 ms both). The lock
+    folder is now made once the project's page is answered, while pip reads it, and the part file
+    with its folder by another thread while the download takes its lock and asks the upstream;
+    the lock file is left. Alternating pip rounds of the two trees on the small set: 1.758 ->
+    1.685 s (16 rounds; its files 0.360 -> 0.340 s to their last bytes), and 1.610 -> 1.608 s
+    in another hour (10 rounds; the files 0.362 -> 0.311 s, direct 0.167 s). In a quiet hour
+    the gain is lost in the spread (35 files, 2 loops of each tree: their headers at 7.6 and
+    6.2 ms before, 6.3 and 6.8 ms after). The server's CPU over a cold small-set run, before:
+    0.31 s in Python and 0.31 s in the kernel, against 0.21 and 0.07 s for the bare proxy (4
+    rounds); its walks that open each folder from the nest's root without following a link come
+    to 5,400 ``openat`` a run, 17 us a walk, about 17 ms.
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
@@ -1269,7 +1290,7 @@ strace and tracemalloc):
   ``urllib3`` and ``ssl`` alone ~14 MB: requests is a dependency of the design; ``serve`` loads
   none of the other commands' modules, which took 2 MB more, nor requests' character detector,
   charset_normalizer, 2.7 MB, nor filelock, 1.1 MB). The peaks of the runs before run 11 (58 MB)
-  and of runs 18-20 (57-60 MB) were two, each of 59-63 MB: 16 readers of the cold 32 MB wheel (each
+  and of runs 18-21 (57-60 MB) were two, each of 59-63 MB: 16 readers of the cold 32 MB wheel (each
   read 256 KiB of the file still downloading and copied it into waitress's buffer for its
   connection, which waited once 256 KiB were queued: 43 -> 57-61 MB; at 128 KiB each, 43 -> 49-50
   MB, in the same 0.70 s from the upstream at 50 MB/s; the synthetic workloads peaked at 49 MB in
@@ -1317,12 +1338,13 @@ strace and tracemalloc):
   it, once to move past it); the kernel now sends it (``sendfile``, 6f2791d). The same load, 6
   alternating rounds outside the benchmark: JSON 833 -> 1,165 pages/s, p99 46.8 -> 21.2 ms; HTML
   913 -> 1,287 pages/s, p99 35.2 -> 17.9 ms. Run 20 read 1,358 and 1,200 pages/s, p99 17.5 and
-  19.1 ms (714 and 727, 42.6 and 43.6 ms in run 19). A fresh process's slowest page of the own set,
-  pydantic-core's (5.5 MB as pip gets it), over 6 starts: median 4.5 -> 1.8 ms, the slowest
-  5.9 -> 3.0 ms; asked again of a warm process 4.5-5.3 -> 3.0 ms, where ``benchmarks/static.py``
-  (``http.server`` with ``sendfile``) took 2.6-3.4 ms. The fresh-process row of run 20 still read
-  4.3 ms (4.5 ms in run 19): there the nest also holds the pages made for uv and the throughput
-  runs, and which page is the slowest was not recorded; not looked into further.
+  19.1 ms (714 and 727, 42.6 and 43.6 ms in run 19), run 21 1,222 and 1,276, p99 18.4 and
+  16.3 ms. A fresh process's slowest page of the own set, pydantic-core's (5.5 MB as pip gets
+  it), over 6 starts: median 4.5 -> 1.8 ms, the slowest 5.9 -> 3.0 ms; asked again of a warm
+  process 4.5-5.3 -> 3.0 ms, where ``benchmarks/static.py`` (``http.server`` with ``sendfile``)
+  took 2.6-3.4 ms. The fresh-process row of run 20 still read 4.3 ms (4.5 ms in run 19, 3.7 ms
+  in run 21): there the nest also holds the pages made for uv and the throughput runs, and
+  which page is the slowest was not recorded; not looked into further.
 - *Start-up, CLI vs devpi-server.* Every server's virtualenv is compiled at install; runs before
   that left the peers' modules uncompiled on this machine (it sets PYTHONDONTWRITEBYTECODE), and
   devpi-server then took over 1.3 s, twice its time here. The "upstream direct" cell of the
