@@ -4,6 +4,8 @@ get once the file is whole and checked but not yet in place, and after a failure
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from nestegg_core.index import upstream as upstream_module
 from nestegg_core.index.downloads import Download
 from nestegg_core.simple import clients
 from nestegg_core.simple.models import DistFile
+from nestegg_core.storage import blanks as blanks_module
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import MirrorFactory
@@ -238,3 +241,28 @@ def test_a_part_file_made_while_another_holds_the_lock_is_used_once_it_is_free(
     assert sha256(answer.content) == wheel.hashes["sha256"]
     wait_until((folder / wheel.filename).is_file, "the file in place")
     assert _parts(folder, wheel.filename) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="blanks: O_TMPFILE, Linux only")
+def test_a_cold_file_s_lock_file_is_named_from_a_blank_made_during_an_earlier_download(
+    upstream: PrivateIndex, make_mirror: MirrorFactory, http: requests.Session
+) -> None:
+    """A new file is an inode to allocate: once a download had the part makers make blanks, the
+    next cold file's lock file is one of them, named, not a file made on its way; a stopped
+    mirror lets those left go."""
+    wheels = [upstream.add(f"blank{i}", "1.0", sdist=False, payload_size=10_000)[0] for i in range(2)]
+    mirror = make_mirror()
+    downloads, store = mirror.repository.downloads, mirror.repository.store
+
+    def get(i: int) -> None:
+        answer = http.get(f"{mirror.url}/files/blank{i}/{wheels[i].filename}", headers={"User-Agent": PIP})
+        assert sha256(answer.content) == wheels[i].hashes["sha256"]
+
+    get(0)
+    wait_until(lambda: downloads._blanks.ready == blanks_module.KEEP, "the blanks made")
+    made = {os.fstat(fd).st_ino for fd in downloads._blanks._fds}
+    get(1)
+    lock = store.locks / "blank1" / f"{wheels[1].filename}.lock"
+    assert os.lstat(lock).st_ino in made
+    mirror.stop()
+    assert (downloads._blanks.usable, downloads._blanks.ready) == (False, 0)

@@ -536,6 +536,8 @@ class Downloads:
         self._disk_full = False
         #: the threads that make partial files (``_EarlyPart``), started with the first download
         self._part_makers: ThreadPoolExecutor | None = None
+        #: lock files made ahead by the part makers: a cold file's lock is then a name to give
+        self._blanks = store.blanks()
         self._stopped = False
 
     def get(self, name: NormalizedName, dist: DistFile) -> Download:
@@ -619,6 +621,7 @@ class Downloads:
             makers, self._part_makers, self._stopped = self._part_makers, None, True
         if makers is not None:  # a part not begun yet is made by its download, if it goes on
             makers.shutdown(wait=False, cancel_futures=True)
+        self._blanks.close()
         under_way = []
         for download in running:
             with download._cond:
@@ -759,7 +762,7 @@ class Downloads:
 
     def _locked(self, download: Download, final: Path, part: _EarlyPart) -> None:
         """Download the file under its lock, unless another process cached it meanwhile."""
-        lock = self.store.lock(download.name, download.dist.filename)
+        lock = self.store.lock(download.name, download.dist.filename, blanks=self._blanks)
         self._acquire(lock, download)
         try:
             if is_regular(final):  # another process finished it while we waited
@@ -780,9 +783,12 @@ class Downloads:
         if makers is None:
             return _EarlyPart(None)
         try:
-            return _EarlyPart(makers.submit(self.store.create_part, download.name, download.dist.filename))
+            part = _EarlyPart(makers.submit(self.store.create_part, download.name, download.dist.filename))
+            if self._blanks.wanted():  # for the next downloads' locks, once this part is made
+                makers.submit(self._blanks.fill)
         except RuntimeError:  # shut down meanwhile (the server stops)
             return _EarlyPart(None)
+        return part
 
     def _unless_failed_lately(self, key: _Key) -> None:
         """Raise the error of ``key``'s check if it failed within ``failed_check_for`` seconds

@@ -15,11 +15,14 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from nestegg_core.errors import NesteggError
 
 from .fs import refused
+
+if TYPE_CHECKING:
+    from .blanks import Blanks
 
 __all__ = ["FileLock", "LockTimeout"]
 
@@ -64,7 +67,13 @@ if sys.platform == "win32":  # pragma: no cover - no flock; filelock's msvcrt lo
     class FileLock(_Lock):
         """filelock's lock, raising :class:`LockTimeout`."""
 
-        def __init__(self, path: Path, *, timeout: float = -1) -> None:
+        def __init__(
+            self,
+            path: Path,
+            *,
+            timeout: float = -1,
+            blanks: Blanks | None = None,  # noqa: ARG002 - no O_TMPFILE here
+        ) -> None:
             self.path = path
             self.timeout = timeout
             self._lock = filelock.FileLock(path)
@@ -98,10 +107,12 @@ else:
         ever, 0 a single try; :class:`LockTimeout` when it is up.
         """
 
-        def __init__(self, path: Path, *, timeout: float = -1) -> None:
+        def __init__(self, path: Path, *, timeout: float = -1, blanks: Blanks | None = None) -> None:
             self.path = path
             self.timeout = timeout
             self._fd: int | None = None
+            #: where a missing lock file is named from a file made ahead (see :mod:`.blanks`)
+            self._blanks = blanks
 
         @property
         def is_locked(self) -> bool:
@@ -111,12 +122,14 @@ else:
             if self._fd is not None:
                 raise RuntimeError(f"the lock {str(self.path)!r} is held already by this holder")
             wait = self.timeout if timeout is None else timeout
-            try:
-                fd = os.open(self.path, _FLAGS, 0o644)
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:  # O_NOFOLLOW's word for a link
-                    raise refused(self.path, "file") from None
-                raise
+            fd = self._blanks.place(self.path) if self._blanks is not None else None
+            if fd is None:
+                try:
+                    fd = os.open(self.path, _FLAGS, 0o644)
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:  # O_NOFOLLOW's word for a link
+                        raise refused(self.path, "file") from None
+                    raise
             try:
                 if wait < 0:
                     fcntl.flock(fd, fcntl.LOCK_EX)  # the GIL is let go while it waits

@@ -44,6 +44,7 @@ from packaging.utils import NormalizedName
 from nestegg_core.errors import NesteggError, NotFound, UnsafePath
 from nestegg_core.simple.models import DistFile, is_dist_filename, is_normalized
 
+from .blanks import Blanks
 from .fs import (
     make_folder,
     open_below,
@@ -292,10 +293,18 @@ class CacheStore:
     def part_path(self, name: NormalizedName, filename: str) -> Path:
         return self.files / name / f".{check_filename(filename)}.{os.getpid()}.{next(_counter)}.part"
 
-    def lock(self, name: NormalizedName, filename: str, *, timeout: float = -1) -> FileLock:
+    def lock(
+        self, name: NormalizedName, filename: str, *, timeout: float = -1, blanks: Blanks | None = None
+    ) -> FileLock:
+        """The lock of a file's download; a missing lock file is named from ``blanks`` if given (made
+        below :attr:`locks`, see :meth:`blanks`)."""
         path = self.locks / name / f"{check_filename(filename)}.lock"
         self.make_folder(path.parent)
-        return FileLock(path, timeout=timeout)
+        return FileLock(path, timeout=timeout, blanks=blanks)
+
+    def blanks(self) -> Blanks:
+        """Files made ahead for the lock files of :meth:`lock` (their owner closes them)."""
+        return Blanks(self.root, self.locks)
 
     def make_lock_folder(self, name: NormalizedName) -> None:
         """Make the folder of the locks of the files of ``name``, if missing. Made once its page
