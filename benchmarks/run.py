@@ -840,10 +840,10 @@ METHOD = f"""\
   its cache and port (a tox run's mirror, a new WSGI worker); the time each project page of the
   requirements takes to be answered the first time, as pip asks (its Accept, gzip and
   User-Agent, a connection each): the slowest and the median page.
-- **Past the TTL**: then it is started again with ``ttl: 0``, every page past its TTL, and pip
-  downloads the requirements once more: the next tox run after the TTL, in which nestegg asks the
-  upstream for every page again and (the upstream unchanged) makes none of them again. Compared
-  with the upstream direct's warm run.
+- **Past the TTL**: then it is started again with ``ttl: 10``, and once 10 s have passed, every
+  page past its TTL, pip downloads the requirements once more: the next tox run after the TTL,
+  in which nestegg asks the upstream for every page again and (the upstream unchanged) makes none
+  of them again. Compared with the upstream direct's warm run.
 - **Distant rows**: each server started afresh (empty cache), then pip straight from the upstream,
   all reaching the upstream through ``benchmarks/latency.py``, a CONNECT proxy on loopback that
   holds every byte, each way, for half of ``--upstream-rtt-ms`` ({DEFAULT_RTT_MS:g} ms unless

@@ -332,14 +332,21 @@ def fresh_first_pages(instance: Instance, projects: Sequence[str], *, timeout: f
     return times
 
 
+#: the TTL of the run past it: a TTL of 0 would have every request ask the upstream again, by
+#: configuration, where a real one lets what asks a run's pages together keep them fresh for it
+PAST_TTL = 10.0
+
+
 def past_ttl_download(instance: Instance, requirements: Path, dest: Path, work: Path) -> float:
     """Seconds for ``pip download`` from a fresh process of ``instance``'s nestegg (stopped, then
-    started again on its cache and port) whose pages are all past their TTL (``ttl: 0``): the next
-    tox run after the TTL, which asks the upstream for every page again and finds none changed."""
-    config = work / "nestegg-ttl-0.yml"
-    config.write_text("nestegg:\n  ttl: 0\n")
+    started again on its cache and port with ``ttl: PAST_TTL``, that long ago) whose pages are all
+    past their TTL: the next tox run after the TTL, which asks the upstream for every page again
+    and finds none changed."""
+    config = work / "nestegg-past-ttl.yml"
+    config.write_text(f"nestegg:\n  ttl: {PAST_TTL:g}\n")
     instance.process.stop()
     instance.process = instance.server.restart(instance, extra=["--config", str(config)])
+    time.sleep(PAST_TTL)  # every page was last had before the restart
     return pip_download(requirements, dest, index_url=instance.index_url)
 
 

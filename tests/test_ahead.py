@@ -572,3 +572,102 @@ def test_a_stopping_mirror_drops_the_pages_waiting(
     assert ahead._stopped
     mirror.start()  # started again, it makes pages ahead again (a service of the server)
     assert not ahead._stopped
+
+
+# --- the pages a run asked, past their TTL ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("times", "checked", "most", "together"),
+    [
+        # those checked after it, in order, then those before it, the latest first
+        ({"a": 100, "b": 101, "c": 102, "d": 103}, 101.5, 128, ["c", "d", "b", "a"]),
+        # a gap of a minute or more parts two runs
+        ({"a": 0, "b": 10, "c": 200, "d": 210}, 5, 128, ["b", "a"]),
+        ({"a": 0, "b": 10, "c": 200, "d": 210}, 205, 128, ["d", "c"]),
+        ({"a": 0, "b": 59.9, "c": 119.8}, 0, 128, ["a", "b", "c"]),  # step by step, not from the first
+        ({"a": 0, "b": 200}, 100, 128, []),  # checked in a run of its own
+        ({f"p{i}": i for i in range(10)}, 4.5, 3, ["p5", "p6", "p7"]),  # at most ``most``, after first
+        ({f"p{i}": i for i in range(10)}, 8.5, 3, ["p9", "p8", "p7"]),
+        ({}, 1.0, 128, []),
+    ],
+)
+def test_the_pages_checked_together_are_those_of_the_same_run(
+    times: dict[str, float], checked: float, most: int, together: list[str]
+) -> None:
+    named = {NormalizedName(name): when for name, when in times.items()}
+    assert ahead_module.checked_together(named, checked, gap=60.0, most=most) == together
+
+
+def test_the_pages_of_a_run_are_made_unless_fresh_and_its_key_taken_once() -> None:
+    recorder = Recorder(fresh=frozenset({"b"}))
+    ahead = PagesAhead(recorder.needed, recorder.make)
+    request = PageRequest(content_type=JSON, base="http://127.0.0.1:1")
+    looked_up: list[int] = []
+
+    def names() -> list[NormalizedName]:
+        looked_up.append(1)
+        return [NormalizedName(name) for name in ("a", "b", "c")]
+
+    for _ in range(2):
+        ahead.together("run", names, request=request)
+        wait_until(idle(ahead), "the pages made")
+    assert recorder.made == [("a", request), ("c", request)]
+    assert looked_up == [1]  # given again lately: not looked up again
+    ahead.together("run", lambda: (_ for _ in ()).throw(OSError("no scan")), request=request)
+    ahead.together("other", lambda: (_ for _ in ()).throw(OSError("no scan")), request=request)
+    wait_until(idle(ahead), "the failed look-up passed over")
+    assert len(recorder.made) == 2
+
+
+def _pip_page(mirror: Mirror, name: str) -> None:
+    headers = {"User-Agent": PIP, "Accept": JSON}
+    assert requests.get(f"{mirror.index_url}{name}/", headers=headers, timeout=30).ok
+
+
+@pytest.mark.parametrize(
+    ("case", "ahead_of_pip"),
+    [
+        ("past-ttl", ["b", "c"]),  # the run's other pages, asked again before pip asks them
+        ("another-run", ["b"]),  # c was checked in a run of its own: not guessed
+        ("ttl-too-short", []),  # made ahead, they would be stale again when asked
+        ("pages-ahead-off", []),
+    ],
+)
+def test_past_their_ttl_the_pages_asked_together_are_asked_again_together(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    ahead_of_pip: list[str],
+) -> None:
+    """A fresh mirror past the TTL (the next tox run): the first page a client asks again has the
+    pages checked with it revalidated ahead of their requests, each asked of the upstream once."""
+    for name in ("a", "b", "c"):
+        upstream.add(name, "1.0", sdist=False)
+    # long enough for a slow machine's pip to ask every page still fresh, once they are made
+    ttl = 3.0
+    monkeypatch.setattr(ahead_module, "TOGETHER_MIN_TTL", 5.0 if case == "ttl-too-short" else 0.5)
+    monkeypatch.setattr(ahead_module, "TOGETHER_GAP", 1.0)
+    changes: dict[str, Any] = {"ttl": ttl, "pages_ahead": case != "pages-ahead-off"}
+    first = make_mirror(**changes)
+    same_run = ["a==1.0", "b==1.0"] + ([] if case == "another-run" else ["c==1.0"])
+    pip_download(first.index_url, tmp_path / "one", *same_run)
+    if case == "another-run":
+        time.sleep(1.5)  # more than the gap: a run of its own
+        pip_download(first.index_url, tmp_path / "one", "c==1.0")
+    first.stop()
+    time.sleep(ttl + 0.2)
+    mirror = make_mirror(**changes)
+    _pip_page(mirror, "a")
+    wait_until(lambda: all(faults.count(f"/simple/{n}/") == 2 for n in ahead_of_pip), "the pages ahead")
+    time.sleep(0.3)
+    asked = {name: faults.count(f"/simple/{name}/") for name in ("a", "b", "c")}
+    assert asked == {"a": 2, **{name: 2 if name in ahead_of_pip else 1 for name in ("b", "c")}}
+    pip_download(mirror.index_url, tmp_path / "two", "a==1.0", "b==1.0", "c==1.0")
+    assert {name: faults.count(f"/simple/{name}/") for name in ("a", "b", "c")} == {"a": 2, "b": 2, "c": 2}
+    if ahead_of_pip:
+        assert mirror.repository.ahead is not None
+        assert mirror.repository.ahead.made == len(ahead_of_pip)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import replace
@@ -267,3 +268,22 @@ def test_a_damaged_note_of_a_page_given_again_is_no_note(store: CacheStore, note
     (store.confirmed / NAME).write_bytes(note)
     assert store.confirmed_at(NAME) is None
     assert store.read_page(NAME) == STATE
+
+
+def test_the_times_of_the_checks_are_those_of_the_states_and_their_confirmations(
+    store: CacheStore, tmp_path: Path
+) -> None:
+    """What ``ahead.checked_together`` reads: when each page was last had, a scan of two folders."""
+    for name in ("a", "b", "c"):
+        store.write_page(PageState(page=ProjectPage.build(name, ()), checked=1.0))
+    store.confirm(NormalizedName("b"), 2.0)
+    for name in ("a", "b"):
+        os.utime(store.page_path(NormalizedName(name)), (1000, 1000))
+    os.utime(store.confirmed / "b", (3000, 3000))
+    (store.pages / "Not_Normalized.json").write_text("{}")  # no page of the store's own naming
+    (store.pages / ".a.json.tmp").write_text("{}")
+    times = store.checked_times()
+    assert set(times) == {"a", "b", "c"}
+    assert (times[NormalizedName("a")], times[NormalizedName("b")]) == (1000, 3000)  # its confirmation's
+    assert times[NormalizedName("c")] > 3000  # written just now
+    assert CacheStore(tmp_path / "empty", "https://example.com/simple/").checked_times() == {}

@@ -344,7 +344,10 @@ class Config:
     pages_ahead: bool = setting(
         True,
         kind=BOOLEAN,
-        description="fetch the pages of the projects a wheel requires before the installer asks for them",
+        description=(
+            "fetch before the installer asks: the pages of what a wheel requires, and past the TTL "
+            "those asked with a page"
+        ),
     )
     max_file_size: int = setting(
         MAX_FILE_SIZE,

@@ -6,6 +6,11 @@ to the upstream through a cold mirror. :class:`PagesAhead` fetches those pages i
 own as soon as the wheel's requirements are known, while the installer is still busy: its request
 then finds the page made, or joins the fetch under way.
 
+Past their TTL, the pages a run asked are asked again, each a round trip to the upstream on the
+installer's way. The pages checked together are asked together (the same requirements, a tox
+run after another): the first page asked past its TTL has those checked with it last time
+(:func:`checked_together`) revalidated the same way (:meth:`PagesAhead.together`).
+
 It is a guess, and bounded: the requirements are read for the installer's environment (its
 User-Agent), without extras; at most ``MAX_WAITING`` pages wait, one is made at a time, a page
 fresh in the cache is not fetched again, and a request for a page that waits makes it itself.
@@ -18,8 +23,9 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+from bisect import bisect_left
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -33,7 +39,15 @@ from nestegg_core.waits import blocking, give_way
 from . import later
 from .upstream import in_background
 
-__all__ = ["MAX_WAITING", "MAX_WHEELS", "PageRequest", "PagesAhead"]
+__all__ = [
+    "MAX_WAITING",
+    "MAX_WHEELS",
+    "TOGETHER_GAP",
+    "TOGETHER_MIN_TTL",
+    "PageRequest",
+    "PagesAhead",
+    "checked_together",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +61,11 @@ MAX_WHEELS = 64
 #: clients' requests are worked on: its request is sent at once (the round trip is what it saves),
 #: its parse waits. Bounded: a server never idle still makes its pages ahead, slowly
 PIECE_WAIT = 0.02
+#: seconds between two pages' checks that part two runs (a run asks its next page within it)
+TOGETHER_GAP = 60.0
+#: the least TTL with which pages are revalidated together: a page made ahead must still be fresh
+#: when its request comes (with a TTL of 0 every request asks the upstream again, as configured)
+TOGETHER_MIN_TTL = 5.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -62,18 +81,57 @@ class PageRequest:
 
 #: reads a wheel's metadata; None when it has none (or it is gone)
 Reader = Callable[[], bytes | None]
+#: gives the names of the pages to make, in the order they are wanted (read in the thread)
+Names = Callable[[], Iterable[NormalizedName]]
 #: ``needed(name)``: whether the page of ``name`` is to be fetched (not fresh, not private)
 Needed = Callable[[NormalizedName], bool]
 #: ``make(name, request)``: fetch the page, and make the rendering ``request`` asks for (if any)
 Make = Callable[[NormalizedName, PageRequest | None], None]
 
 
+def checked_together(
+    times: Mapping[NormalizedName, float],
+    checked: float,
+    *,
+    gap: float = TOGETHER_GAP,
+    most: int = MAX_WAITING,
+) -> list[NormalizedName]:
+    """The names of ``times`` (when each page was last checked) checked in the same run as a page
+    checked at ``checked``: the run being the checks with less than ``gap`` seconds between one
+    and the next. Those after ``checked`` first, in the order they were checked (a run asks again
+    in the order it asked), then those before it, the latest first; at most ``most``."""
+    ordered = sorted(times.items(), key=lambda item: item[1])
+    at = bisect_left([when for _, when in ordered], checked)
+    after: list[NormalizedName] = []
+    last = checked
+    for name, when in ordered[at:]:
+        if when - last >= gap or len(after) >= most:
+            break
+        after.append(name)
+        last = when
+    before: list[NormalizedName] = []
+    last = checked
+    for name, when in reversed(ordered[:at]):
+        if last - when >= gap or len(after) + len(before) >= most:
+            break
+        before.append(name)
+        last = when
+    return after + before
+
+
+def _requirements(
+    read: Reader, environment: Mapping[str, str], of: NormalizedName
+) -> Iterable[NormalizedName]:
+    metadata = read()
+    return () if metadata is None else required_names(metadata, environment, of=of)
+
+
 @dataclass(frozen=True, slots=True)
-class _Wheel:
+class _Source:
+    """Where names of pages to make come from: a wheel's requirements, or a run's pages."""
+
     key: Hashable
-    read: Reader
-    of: NormalizedName
-    environment: Mapping[str, str]
+    names: Names
     request: PageRequest | None
     context: contextvars.Context
 
@@ -96,8 +154,9 @@ class PagesAhead:
         self._needed = needed
         self._make = make
         self._cond = threading.Condition()
-        #: the wheels to read, the latest last; past ``MAX_WHEELS``, the oldest are dropped
-        self._wheels: deque[_Wheel] = deque(maxlen=MAX_WHEELS)
+        #: the wheels to read (and runs to look up), the latest last; past ``MAX_WHEELS``, the
+        #: oldest are dropped
+        self._wheels: deque[_Source] = deque(maxlen=MAX_WHEELS)
         self._pages: OrderedDict[NormalizedName, _Page] = OrderedDict()
         self._read: OrderedDict[Hashable, None] = OrderedDict()
         #: the page being made, the requests waiting for it, and the thread making it
@@ -120,13 +179,22 @@ class PagesAhead:
         """Make the pages the wheel ``key`` (of the project ``of``) requires in ``environment``,
         its metadata read by ``read`` in the thread; ``request`` says how they are asked for. A
         wheel given lately is not read again. Never waits."""
+        self._add(key, partial(_requirements, read, environment, of), request)
+
+    def together(self, key: Hashable, names: Names, *, request: PageRequest | None) -> None:
+        """Make the pages ``names()`` gives, called in the thread (the pages asked with one asked
+        past its TTL, :func:`checked_together`); ``request`` says how they are asked for. A
+        ``key`` given lately is not taken again. Never waits."""
+        self._add(key, names, request)
+
+    def _add(self, key: Hashable, names: Names, request: PageRequest | None) -> None:
         with self._cond:
             if self._stopped or key in self._read:
                 return
             self._read[key] = None
             while len(self._read) > MAX_READ:
                 self._read.popitem(last=False)
-            self._wheels.append(_Wheel(key, read, of, environment, request, contextvars.copy_context()))
+            self._wheels.append(_Source(key, names, request, contextvars.copy_context()))
             self._wake()
 
     def wait(self, name: NormalizedName, timeout: float) -> None:
@@ -216,13 +284,13 @@ class PagesAhead:
         """Whether a request waits for the page being made (it no longer gives way)."""
         return self._waiting > 0
 
-    def _take(self, wheel: _Wheel) -> None:
-        """Queue the pages ``wheel`` requires that are to be fetched."""
+    def _take(self, wheel: _Source) -> None:
+        """Queue the pages ``wheel`` gives (a wheel's requirements, a run's pages) that are to be
+        fetched."""
         try:
-            metadata = wheel.read()
-            names = () if metadata is None else required_names(metadata, wheel.environment, of=wheel.of)
+            names = list(wheel.names())
         except Exception:  # a guess: a wheel unread is no failure
-            logger.debug("no requirements read of %r", wheel.key, exc_info=True)
+            logger.debug("no pages read of %r", wheel.key, exc_info=True)
             return
         for name in names:
             with self._cond:

@@ -68,8 +68,9 @@ from nestegg_core.storage.usage import SizeLimit, mark_used
 from nestegg_core.urls import mask_url, without_credentials
 from nestegg_core.waits import blocking
 
+from . import ahead as ahead_module
 from . import later
-from .ahead import PageRequest, PagesAhead
+from .ahead import PageRequest, PagesAhead, checked_together
 from .circuit import CircuitFetcher, Circuits
 from .counting import CountingFetcher
 from .downloads import LOCK_WAIT, Download, Downloads
@@ -77,7 +78,15 @@ from .mirror import MirrorIndex
 from .ranges import Ranges, RangesRefused
 from .refresh import Refresher
 from .routes import Routes
-from .upstream import Fetcher, HttpFetcher, OfflineFetcher, in_background, new_via_token, pause_in_background
+from .upstream import (
+    Fetcher,
+    HttpFetcher,
+    OfflineFetcher,
+    background,
+    in_background,
+    new_via_token,
+    pause_in_background,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +124,9 @@ _IDLE = 1.0
 PREPARE_QUIET = 0.05
 #: wheels being downloaded whose requirements are waited for (``Repository.ahead_of``)
 _MAX_AFTER_DOWNLOAD = 64
+#: seconds the store's times of its pages' checks are used before it is scanned again
+#: (``Repository._checked_with``): a run asks its pages past their TTL within them
+CHECKED_TIMES_FOR = 60.0
 #: bytes of a metadata file read for its requirements: they come before its description
 _AHEAD_METADATA = 1024 * 1024
 
@@ -161,6 +173,9 @@ class _Cached:
 
 class Repository:
     """The index the WSGI app serves."""
+
+    #: when each page was last checked, as the store last said, and when it said so
+    _checked_times: tuple[float, dict[NormalizedName, float]] | None = None
 
     def __init__(
         self, config: Config, *, fetcher: Fetcher | None = None, routes: Routes[Repository] | None = None
@@ -371,6 +386,8 @@ class Repository:
             warm = self._read_rendered(name, wanted, token)
             if warm is not None:
                 return warm
+            self._together(name, PageRequest(content_type=content_type, client=client, gzip=gzip, base=base,
+                                              cached_metadata=meta))  # fmt: skip
             # past its TTL, a page the upstream gives again unchanged is served as rendered,
             # its state neither parsed again from the upstream's answer nor read from disk
             answered = self.mirror.reconfirm(name)
@@ -398,6 +415,29 @@ class Repository:
                 finally:
                     self._large_lock.release()
         return self._render(name, content_type, client, token, gzip=gzip, base=base, meta=meta, page=page)
+
+    def _together(self, name: NormalizedName, request: PageRequest) -> None:
+        """A client's page of ``name`` is past its TTL, the upstream about to be asked for it: so
+        are, ahead of their requests, the pages checked with it last time (a run asks again what
+        it asked then), made as ``request`` asks (``PagesAhead.together``). Never waits."""
+        if self.ahead is None or background() or self.mirror.ttl < ahead_module.TOGETHER_MIN_TTL:
+            return
+        header = self.store.read_page_header(name)
+        if header is None or self.mirror.fresh(header.checked):
+            return
+        names = functools.partial(self._checked_with, name, header.checked)
+        self.ahead.together(("together", name, header.checked), names, request=request)
+
+    def _checked_with(self, name: NormalizedName, checked: float) -> list[NormalizedName]:
+        """The pages checked in the same run as that of ``name`` at ``checked``: the store's
+        times, looked up again once ``CHECKED_TIMES_FOR`` seconds old (a scan of its pages)."""
+        now = time.monotonic()
+        known = self._checked_times
+        if known is None or now - known[0] > CHECKED_TIMES_FOR:
+            known = self._checked_times = (now, self.store.checked_times())
+        times = dict(known[1])
+        times.pop(name, None)
+        return checked_together(times, checked, gap=ahead_module.TOGETHER_GAP)
 
     def _render(
         self,

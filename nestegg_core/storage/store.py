@@ -423,6 +423,25 @@ class CacheStore:
                     kept.append(record)
         return kept
 
+    def checked_times(self) -> dict[NormalizedName, float]:
+        """When each page of the cache was last had from the upstream, as the times its state was
+        written and confirmed (their files' mtimes, not their content: a folder's scan, not a
+        read a page). A guess of which pages were asked together (``ahead.checked_together``)."""
+        times: dict[NormalizedName, float] = {}
+        for folder, suffix in ((self.pages, ".json"), (self.confirmed, "")):
+            with scan_below(self.root, folder) as entries:
+                for entry in entries:
+                    name = entry.name[: -len(suffix)] if suffix else entry.name
+                    if not entry.name.endswith(suffix) or not is_normalized(name):
+                        continue
+                    try:
+                        when = entry.stat(follow_symlinks=False).st_mtime
+                    except OSError:  # removed meanwhile
+                        continue
+                    key = NormalizedName(name)
+                    times[key] = max(when, times.get(key, when))
+        return times
+
     def project_names(self) -> Iterator[str]:
         """Every project the cache holds a page or a file of."""
         seen: set[str] = set()
