@@ -595,8 +595,11 @@ def test_a_stopping_mirror_drops_the_pages_waiting(
 def test_the_pages_checked_together_are_those_of_the_same_run(
     times: dict[str, float], checked: float, most: int, together: list[str]
 ) -> None:
-    named = {NormalizedName(name): when for name, when in times.items()}
-    assert ahead_module.checked_together(named, checked, gap=60.0, most=most) == together
+    ordered = sorted(((NormalizedName(name), when) for name, when in times.items()), key=lambda item: item[1])
+    assert ahead_module.checked_together(ordered, checked, gap=60.0, most=most) == together
+    if together and most >= len(times):  # the page asked is left out, wherever it was checked
+        asked = NormalizedName(together[0])
+        assert ahead_module.checked_together(ordered, checked, but=asked, gap=60.0) == together[1:]
 
 
 def test_the_pages_of_a_run_are_made_unless_fresh_and_its_key_taken_once() -> None:

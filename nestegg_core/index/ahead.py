@@ -25,9 +25,10 @@ import logging
 import threading
 from bisect import bisect_left
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from operator import itemgetter
 
 from packaging.utils import NormalizedName
 
@@ -90,31 +91,36 @@ Make = Callable[[NormalizedName, PageRequest | None], None]
 
 
 def checked_together(
-    times: Mapping[NormalizedName, float],
+    ordered: Sequence[tuple[NormalizedName, float]],
     checked: float,
     *,
+    but: NormalizedName | None = None,
     gap: float = TOGETHER_GAP,
     most: int = MAX_WAITING,
 ) -> list[NormalizedName]:
-    """The names of ``times`` (when each page was last checked) checked in the same run as a page
-    checked at ``checked``: the run being the checks with less than ``gap`` seconds between one
-    and the next. Those after ``checked`` first, in the order they were checked (a run asks again
-    in the order it asked), then those before it, the latest first; at most ``most``."""
-    ordered = sorted(times.items(), key=lambda item: item[1])
-    at = bisect_left([when for _, when in ordered], checked)
+    """The names of ``ordered`` (when each page was last checked, the earliest first) checked in
+    the same run as a page checked at ``checked`` (``but`` itself left out): the run being the
+    checks with less than ``gap`` seconds between one and the next. Those after ``checked``
+    first, in the order they were checked (a run asks again in the order it asked), then those
+    before it, the latest first; at most ``most``."""
+    at = bisect_left(ordered, checked, key=itemgetter(1))
     after: list[NormalizedName] = []
     last = checked
-    for name, when in ordered[at:]:
+    for index in range(at, len(ordered)):
+        name, when = ordered[index]
         if when - last >= gap or len(after) >= most:
             break
-        after.append(name)
+        if name != but:
+            after.append(name)
         last = when
     before: list[NormalizedName] = []
     last = checked
-    for name, when in reversed(ordered[:at]):
+    for index in range(at - 1, -1, -1):
+        name, when = ordered[index]
         if last - when >= gap or len(after) + len(before) >= most:
             break
-        before.append(name)
+        if name != but:
+            before.append(name)
         last = when
     return after + before
 

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import operator
 import os
 import threading
 import time
@@ -127,6 +128,9 @@ _MAX_AFTER_DOWNLOAD = 64
 #: seconds the store's times of its pages' checks are used before it is scanned again
 #: (``Repository._checked_with``): a run asks its pages past their TTL within them
 CHECKED_TIMES_FOR = 60.0
+#: past this many pages in the cache, which were asked together is not guessed: the scan's time
+#: and memory (about 150 bytes a page) grow with it, and a shared cache mixes many clients' runs
+MAX_CHECKED_TIMES = 20_000
 #: bytes of a metadata file read for its requirements: they come before its description
 _AHEAD_METADATA = 1024 * 1024
 
@@ -174,8 +178,8 @@ class _Cached:
 class Repository:
     """The index the WSGI app serves."""
 
-    #: when each page was last checked, as the store last said, and when it said so
-    _checked_times: tuple[float, dict[NormalizedName, float]] | None = None
+    #: when each page was last checked, the earliest first, as the store last said, and when it said so
+    _checked_times: tuple[float, list[tuple[NormalizedName, float]]] | None = None
 
     def __init__(
         self, config: Config, *, fetcher: Fetcher | None = None, routes: Routes[Repository] | None = None
@@ -430,14 +434,14 @@ class Repository:
 
     def _checked_with(self, name: NormalizedName, checked: float) -> list[NormalizedName]:
         """The pages checked in the same run as that of ``name`` at ``checked``: the store's
-        times, looked up again once ``CHECKED_TIMES_FOR`` seconds old (a scan of its pages)."""
+        times, looked up again once ``CHECKED_TIMES_FOR`` seconds old (a scan of its pages); none
+        in a cache of more than ``MAX_CHECKED_TIMES`` pages."""
         now = time.monotonic()
         known = self._checked_times
         if known is None or now - known[0] > CHECKED_TIMES_FOR:
-            known = self._checked_times = (now, self.store.checked_times())
-        times = dict(known[1])
-        times.pop(name, None)
-        return checked_together(times, checked, gap=ahead_module.TOGETHER_GAP)
+            times = self.store.checked_times(MAX_CHECKED_TIMES) or {}
+            known = self._checked_times = (now, sorted(times.items(), key=operator.itemgetter(1)))
+        return checked_together(known[1], checked, but=name, gap=ahead_module.TOGETHER_GAP)
 
     def _render(
         self,

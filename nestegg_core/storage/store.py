@@ -423,13 +423,16 @@ class CacheStore:
                     kept.append(record)
         return kept
 
-    def checked_times(self) -> dict[NormalizedName, float]:
+    def checked_times(self, most: int) -> dict[NormalizedName, float] | None:
         """When each page of the cache was last had from the upstream, as the times its state was
         written and confirmed (their files' mtimes, not their content: a folder's scan, not a
-        read a page). A guess of which pages were asked together (``ahead.checked_together``)."""
+        read a page); None past ``most`` pages. A guess of which pages were asked together
+        (``ahead.checked_together``)."""
         times: dict[NormalizedName, float] = {}
         for folder, suffix in ((self.pages, ".json"), (self.confirmed, "")):
             with scan_below(self.root, folder) as entries:
+                if len(entries) > most:
+                    return None
                 for entry in entries:
                     name = entry.name[: -len(suffix)] if suffix else entry.name
                     if not entry.name.endswith(suffix) or not is_normalized(name):
