@@ -266,12 +266,13 @@ class _MadeUp:
         ({"a": 4, "big": 20, "c": 4}, ["a", "big", "c"], [[], ["a"], []], ["c"]),
         # "~": made ahead, in the background; the page a client asked for last stays meanwhile...
         ({"big": 20, "small": 3}, ["big", "~small"], [[], ["big"]], ["big", "small"]),
-        ({"big": 20, "a": 4, "b": 4}, ["big", "~a", "~b"], [[], ["big"], ["big"]], ["b", "big"]),
+        ({"big": 20, "a": 4, "b": 4}, ["big", "~a", "~b"], [[], ["big"], ["a", "big"]], ["a", "b", "big"]),
         # ...until a client asks for another page
         ({"big": 20, "small": 3}, ["big", "~small", "small"], [[], ["big"]], ["small"]),
         # "@": a client asked for it, answered from its rendering (``asked``): it stays too
         ({"big": 20, "small": 3}, ["~big", "@big", "~small"], [[], ["big"]], ["big", "small"]),
-        ({"big": 20, "small": 3}, ["~big", "~small"], [[], []], ["small"]),
+        # made ahead of nobody yet: held (within their own budget, see the next test)
+        ({"big": 20, "small": 3}, ["~big", "~small"], [[], ["big"]], ["big", "small"]),
     ],
     ids=[
         "large-page",
@@ -301,6 +302,44 @@ def test_pages_in_memory_stay_within_the_budget(
             assert index.file(name, page.files[0].filename) == page.files[0]
     assert fetcher.held == held  # each page fetched once, holding then only these
     assert sorted(index._loaded) == after
+
+
+@pytest.mark.parametrize(
+    ("asked", "held", "ahead"),
+    [
+        # pages made ahead stay beside the budget of 10 files, within their own 8, oldest out first
+        (["~a", "~b", "~c", "~d"], ["a", "b", "c", "d"], ["c", "d"]),
+        (["~a", "~b", "~c", "~d", "~e"], ["b", "c", "d", "e"], ["d", "e"]),
+        # a client's request takes a page made ahead: it counts against the budget again
+        (["~a", "~b", "a", "b", "~c", "~d"], ["a", "b", "c", "d"], ["c", "d"]),
+        (["~a", "~b", "~c", "a", "b", "c"], ["b", "c"], []),
+        # the mirror quiet, none is spared
+        (["~a", "~b", "~c", "!"], ["b", "c"], []),
+    ],
+    ids=["within", "oldest-out", "taken-then-more", "all-taken", "quiet"],
+)
+def test_pages_made_ahead_are_held_until_a_client_takes_them(
+    tmp_path: Path, asked: list[str], held: list[str], ahead: list[str]
+) -> None:
+    sizes = dict.fromkeys("abcde", 4)
+    fetcher = _MadeUp(sizes)
+    index = MirrorIndex(
+        CacheStore(tmp_path, "https://example.com/simple/"), fetcher, max_files=10, max_ahead_files=8
+    )
+    fetcher.index = index
+    for step in asked:
+        if step == "!":
+            index.trim()
+            continue
+        name = NormalizedName(step.lstrip("~"))
+        with upstream_module.in_background() if step.startswith("~") else contextlib.nullcontext():
+            page = index.page(name)
+            assert index.file(name, page.files[0].filename) == page.files[0]
+    assert len(fetcher.held) == len({step.lstrip("~") for step in asked} - {"!"})  # each fetched once
+    assert sorted(index._loaded) == held
+    assert sorted(index._ahead) == ahead
+    assert index._ahead_files == sum(sizes[name] for name in index._ahead)
+    assert index._loaded_files == sum(sizes[name] for name in index._loaded)
 
 
 class _Answers:
