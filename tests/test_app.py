@@ -20,6 +20,7 @@ from packaging.utils import NormalizedName
 from nestegg_core import Mirror
 from nestegg_core.http.app import MOUNT, base_url, same_machine
 from nestegg_core.index import later, repository
+from nestegg_core.index.guesses import MAX_MISSES
 from nestegg_core.serve.mounts import UpstreamMounts
 from nestegg_core.simple import clients
 from nestegg_core.simple.models import DistFile
@@ -372,6 +373,13 @@ def test_renderings_for_made_up_hosts_are_bounded(mirror: Mirror, http: requests
 
 
 PIP = 'pip/26.3 {"installer":{"name":"pip","version":"26.3"},"python":"3.11.7"}'
+#: one that says what pip installs for: the file it takes from a page can be guessed
+FULL_PIP = (
+    'pip/26.3 {"installer":{"name":"pip","version":"26.3"},"python":"3.11.7","implementation":'
+    '{"name":"CPython","version":"3.11.7"},"distro":{"libc":{"lib":"glibc","version":"2.36"}},'
+    '"system":{"name":"Linux","release":"6.1.0"},"cpu":"x86_64"}'
+)
+UV = 'uv/0.9.0 {"installer":{"name":"uv","version":"0.9.0"},"python":"3.11.7"}'
 
 
 def metadata_listed(http: requests.Session, url: str, accept: str, agent: str) -> dict[str, bool]:
@@ -590,12 +598,119 @@ def test_pip_gets_a_large_wheel_whose_download_ran_while_it_resolved(
     for wheel in (big, small):
         got = (tmp_path / "got" / wheel.filename).read_bytes()
         assert hashlib.sha256(got).hexdigest() == wheel.hashes["sha256"]
-    assert mirror.repository.downloads.ahead_count == 1  # the large one's; pip gets the small one whole
+    # the large one's at its metadata, the small one's (no metadata shown) as pip got its page
+    assert mirror.repository.downloads.ahead_count == 2
+    assert mirror.repository.guesses.right == 2
     assert sorted(seen.path for seen in faults.files()) == [
         f"/files/big/{big.filename}",
         f"/files/small/{small.filename}",
     ]
     assert faults.count(f"/files/big/{big.filename}.metadata") == 1
+
+
+@pytest.mark.parametrize(
+    ("asked", "changes", "shown", "ahead", "right", "wrong"),
+    [
+        # unpinned: each wheel pip takes was guessed, its download begun as pip was given its page
+        (["a", "b", "c"], {}, False, 3, 3, 0),
+        # pinned to older releases: guessed wrong; after MAX_MISSES + 1 downloads none is begun
+        # for nothing (those are cached all the same)
+        (["a==1.0", "b==1.0", "c==1.0", "d==1.0"], {}, False, MAX_MISSES + 1, 0, 4),
+        (["a==2.0", "b==1.0", "c==2.0", "d==2.0"], {}, False, 4, 3, 1),
+        # a wheel shown with its metadata is fetched ahead once pip read that (not within the test)
+        (["a", "b", "c"], {}, True, 0, 3, 0),
+        (["a", "b", "c"], {"fetch_ahead": 0}, False, 0, 0, 0),
+        (["a", "b", "c"], {"pages_ahead": False}, False, 3, 3, 0),
+    ],
+    ids=["unpinned", "pinned", "one-pinned", "metadata-shown", "fetch-ahead-off", "no-pages-ahead"],
+)
+def test_pip_reads_the_wheel_it_was_guessed_to_take_from_its_download_begun_with_the_page(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    asked: list[str],
+    changes: dict[str, object],
+    shown: bool,
+    ahead: int,
+    right: int,
+    wrong: int,
+) -> None:
+    if shown:
+        monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", 1)
+    taken: dict[str, DistFile] = {}
+    guessed: dict[str, DistFile] = {}
+    for name in ("a", "b", "c", "d"):
+        [old] = upstream.add(name, "1.0", sdist=False)
+        [new] = upstream.add(name, "2.0", sdist=False)
+        upstream.add(name, "3.0b1", sdist=False)  # a pre-release: neither pip nor the guess takes it
+        guessed[name] = new
+        taken[name] = old if f"{name}==1.0" in asked else new
+    mirror = make_mirror(**changes)
+    downloads = mirror.repository.downloads
+    downloads.ahead_after = 60.0  # the fetch ahead at a read of the metadata: not within the test
+    pip_download(mirror.index_url, tmp_path / "got", *asked)
+    names = [a.partition("==")[0] for a in asked]
+    for name in names:
+        got = (tmp_path / "got" / taken[name].filename).read_bytes()
+        assert hashlib.sha256(got).hexdigest() == taken[name].hashes["sha256"]
+    assert downloads.ahead_count == ahead
+    assert (mirror.repository.guesses.right, mirror.repository.guesses.wrong) == (right, wrong)
+    # pip read each download begun ahead (the upstream sent each file once), and those begun for
+    # nothing were the first ones guessed wrong
+    wrongly = [name for name in names if taken[name] != guessed[name]][: ahead - right]
+    files = [f"/files/{n}/{taken[n].filename}" for n in names]
+    files += [f"/files/{n}/{guessed[n].filename}" for n in wrongly]
+    wait_until(lambda: len(faults.files()) >= len(files), "the downloads begun for nothing")
+    assert sorted(seen.path for seen in faults.files()) == sorted(files)
+
+
+def test_a_wheel_guessed_and_whole_before_pip_asks_for_it_leaves_its_page_saved_and_pages_made_ahead(
+    upstream: PrivateIndex, faults: Faults, mirror: Mirror, http: requests.Session
+) -> None:
+    [top] = upstream.add("top", "1.0", sdist=False, requires_dist=["dep>=1"])
+    upstream.add("dep", "1.0", sdist=False)
+    assert http.get(mirror.index_url + "top/", headers={"Accept": JSON, "User-Agent": FULL_PIP}).ok
+    cached = mirror.repository.store.file_path(NormalizedName("top"), top.filename)
+    wait_until(cached.is_file, "the guessed wheel cached")
+    # no request for it came: the pages it requires are made ahead all the same
+    wait_until(lambda: faults.count("/simple/dep/") == 1, "the page of dep made ahead")
+    # the page was saved before the download began (a change of its files folder holds it back)
+    assert list(mirror.repository.pages.folder.glob("top.*"))
+    assert faults.count("/simple/top/") == 1
+
+
+def test_a_guess_that_fails_leaves_the_page_answered(
+    upstream: PrivateIndex, mirror: Mirror, http: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(mirror.repository.guesses, "pick", broken)
+    upstream.add("a", "1.0", sdist=False)
+    answer = http.get(mirror.index_url + "a/", headers={"Accept": JSON, "User-Agent": FULL_PIP})
+    assert answer.status_code == 200
+    assert answer.json()["name"] == "a"
+    assert mirror.repository.downloads.ahead_count == 0
+
+
+def test_only_pips_page_gets_its_file_guessed(
+    upstream: PrivateIndex, faults: Faults, mirror: Mirror, http: requests.Session
+) -> None:
+    [wheel] = upstream.add("a", "1.0", sdist=False)
+    # uv downloads what it resolved, not what it was shown; a pip that says not what it installs
+    # for is not guessed for; nor a HEAD
+    for agent in (UV, PIP, FULL_PIP):
+        assert http.head(mirror.index_url + "a/", headers={"Accept": JSON, "User-Agent": agent}).ok
+        assert mirror.repository.downloads.ahead_count == 0
+        assert http.get(mirror.index_url + "a/", headers={"Accept": JSON, "User-Agent": agent}).ok
+    cached = mirror.repository.store.file_path(NormalizedName("a"), wheel.filename)
+    wait_until(cached.is_file, "the download begun as pip was given the page")
+    assert mirror.repository.downloads.ahead_count == 1
+    assert http.get(f"{mirror.url}/files/a/{wheel.filename}", headers={"User-Agent": FULL_PIP}).ok
+    assert (mirror.repository.guesses.right, mirror.repository.guesses.wrong) == (1, 0)
+    assert len(faults.files()) == 1
 
 
 def rendering_files(mirror: Mirror, name: str) -> dict[str, int]:

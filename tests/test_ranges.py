@@ -461,7 +461,10 @@ def test_pip_resolves_without_downloading_a_wheel_it_rejects(
         "other-1.0-py3-none-any.whl",
     ]
     kept = ["app-1.0-py3-none-any.whl", "other-1.0-py3-none-any.whl"]
-    assert whole_files(faults) == sorted([*kept, backtracking] if downloaded else kept)
+    # and other 2.0, guessed as pip was given other's page (the newest release; pip pinned 1.0)
+    guessed = "other-2.0-py3-none-any.whl"
+    assert whole_files(faults) == sorted([*kept, guessed, backtracking] if downloaded else [*kept, guessed])
+    assert mirror.repository.guesses.wrong == 2  # other's, in each run
 
 
 def test_uv_compiles_without_downloading_a_wheel_it_rejects(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 from urllib.parse import quote
@@ -33,6 +34,7 @@ from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import hops_of, loop_in
 from nestegg_core.simple.clients import (
     answered_before_writing,
+    downloads_after_metadata,
     lists_cached_metadata,
     profile_from_user_agent,
 )
@@ -216,6 +218,7 @@ class NesteggApp:
         content_type = negotiate(environ.get("HTTP_ACCEPT"))
         if content_type is None:
             return error(environ, start_response, 406, _NOT_ACCEPTABLE)
+        asked_at = time.monotonic()
         # pip and other clients get other metadata, and with compatible_only other files
         vary, client = "Accept, Accept-Encoding, User-Agent", None
         agent = environ.get("HTTP_USER_AGENT")
@@ -225,9 +228,10 @@ class NesteggApp:
         gzip = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING")) and not same_machine(environ, public_url)
         base = base_url(environ, public_url)
         cached_metadata = lists_cached_metadata(agent)
-        self.files.page_asked(agent, PageRequest(
+        request = PageRequest(
             content_type=content_type, client=client, gzip=gzip, base=base, cached_metadata=cached_metadata
-        ))  # fmt: skip
+        )
+        self.files.page_asked(agent, request)
         # a page fetched just now is written once an installer has its answer: it waits for no disk
         with later.collecting(answered_before_writing(agent)) as work:
             try:
@@ -242,6 +246,11 @@ class NesteggApp:
             except BaseException:
                 later.run(work)
                 raise
+        if environ["REQUEST_METHOD"] == "GET" and downloads_after_metadata(agent):
+            # pip asks next for the file it takes: guessed, and fetched ahead, after the answer
+            with later.collecting(answered_before_writing(agent)) as more:
+                self.repository.guess_file(name, agent, request, since=asked_at, page=rendered.page)
+            work += more
         body = rendered.body if rendered.file is None else rendered.file
         try:
             answer = self._page(

@@ -70,6 +70,7 @@ class Files:
         agent = environ.get("HTTP_USER_AGENT")
         wheel = filename.removesuffix(".metadata")
         if not head and downloads_after_metadata(agent):
+            self.repository.file_taken(name, wheel, agent)
             self.repository.passed_over(name, wheel)
             if metadata:
                 self.repository.fetch_ahead(name, wheel)

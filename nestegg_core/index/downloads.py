@@ -576,13 +576,21 @@ class Downloads:
             with contextlib.suppress(NesteggError):  # the page is answered all the same
                 download.wait_done(max(0.0, deadline - time.monotonic()))
 
-    def ahead(self, name: NormalizedName, dist: DistFile) -> None:
-        """Download ``dist`` ahead of its request, ``ahead_after`` seconds from now unless
-        :meth:`passed_over` drops it first (see :meth:`_start_ahead`); it replaces one of the
-        same project waiting (the client moved on to this file). Never waits."""
+    def ahead(self, name: NormalizedName, dist: DistFile, *, after: float | None = None) -> None:
+        """Download ``dist`` ahead of its request, ``after`` seconds from now (``ahead_after``
+        unless given) unless :meth:`passed_over` drops it first (see :meth:`_start_ahead`); it
+        replaces one of the same project waiting (the client moved on to this file). Never waits."""
+        delay = self.ahead_after if after is None else after
+        if delay <= 0:  # in this thread: a wake of the pending thread's would come later
+            self.passed_over(name, dist.filename)
+            try:
+                self._start_ahead(name, dist)
+            except Exception:  # a download ahead is a guess: none started is no failure
+                logger.debug("no download ahead of %s", dist.filename, exc_info=True)
+            return
         with self._pending_cond:
             self._pending.pop(name, None)
-            self._pending[name] = (dist, time.monotonic() + self.ahead_after)
+            self._pending[name] = (dist, time.monotonic() + delay)
             while len(self._pending) > MAX_PENDING:
                 del self._pending[next(iter(self._pending))]
             if self._pending_thread is None:

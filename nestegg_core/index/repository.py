@@ -40,7 +40,14 @@ from nestegg_core.errors import (
     UpstreamTimeout,
     disk_full,
 )
-from nestegg_core.simple.clients import ClientProfile, for_client, for_pip, pip_lists_metadata
+from nestegg_core.simple.clients import (
+    ClientProfile,
+    for_client,
+    for_pip,
+    marker_environment,
+    pip_lists_metadata,
+    profile_from_user_agent,
+)
 from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.simple.models import NO_HASHES, DistFile, ProjectPage, is_dist_filename, mismatch
 from nestegg_core.simple.render import (
@@ -75,6 +82,7 @@ from .ahead import PageRequest, PagesAhead, checked_together
 from .circuit import CircuitFetcher, Circuits
 from .counting import CountingFetcher
 from .downloads import LOCK_WAIT, Download, Downloads
+from .guesses import Guesses
 from .mirror import MirrorIndex
 from .ranges import Ranges, RangesRefused
 from .refresh import Refresher
@@ -236,6 +244,8 @@ class Repository:
             max_file_size=config.max_file_size,
         )
         self.downloads.current = self._current
+        #: the files pip was guessed to take after its pages, and how the guesses fared
+        self.guesses = Guesses()
         #: ranges of files not cached, from their download or passed through from the upstream
         self.ranges = Ranges(fetcher, self.downloads)
         #: called with a name before its private page is read (on-demand source builds)
@@ -253,8 +263,7 @@ class Repository:
         self._large_lock = threading.Lock()
         #: pages being made now (by requests; the background's own is done when it looks), and
         #: when the last page or file was asked for
-        self._making = 0
-        self._asked = 0.0
+        self._making, self._asked = 0, 0.0
         #: whether the server's clients are gone, if it can tell (waitress): the installers closed
         #: the connections they kept over their install (pip and uv do as they exit), and no other
         #: is open. Then the install is over, and the background need not wait for a quiet second
@@ -934,6 +943,68 @@ class Repository:
             return False
         self.downloads.ahead(name, dist)
         return True
+
+    def guess_file(
+        self,
+        name: NormalizedName,
+        agent: str | None,
+        request: PageRequest,
+        *,
+        since: float,
+        page: ProjectPage | None = None,
+    ) -> None:
+        """pip is being answered the page of ``name`` it asked for at ``since``
+        (``time.monotonic``): guess the file it takes next (``likely_pick``, of ``page`` or the
+        page in memory), and download it ahead of pip's request when it is a mirrored wheel pip
+        is shown no metadata for (so asks for it at once), of up to ``fetch_ahead`` bytes, not
+        cached, and this client's guesses were right lately (``Guesses``). Once the answer is
+        out and the page written (``later``): the download makes the project's files folder, and a
+        page is not saved while that folder's change settles. The pages its wheel requires are
+        made ahead as ``request`` asked for this one, as for a wheel pip gets (:meth:`ahead_of`),
+        even if it is whole before pip asks. Never waits."""
+        routed = self.routes.serving(name)
+        if routed is not None:
+            routed.guess_file(name, agent, request, since=since, page=page)
+            return
+        profile = profile_from_user_agent(agent)
+        if profile is None or not self.config.fetch_ahead or self.config.offline:
+            return
+        if page is None:
+            page = self.mirror.held(name)
+            if page is None:  # answered from its rendering, warm: its files most likely are too
+                return
+        later.defer(functools.partial(self._guess, name, agent, profile, page, request=request, since=since))
+
+    def _guess(
+        self,
+        name: NormalizedName,
+        agent: str | None,
+        profile: ClientProfile,
+        page: ProjectPage,
+        *,
+        request: PageRequest,
+        since: float,
+    ) -> None:
+        try:
+            dist = self.guesses.pick(name, profile, page)
+        except Exception:  # a guess: none made is no failure, and the page is answered all the same
+            logger.debug("no guess of pip's file of %s", name, exc_info=True)
+            return
+        if dist is None or not self.guesses.guessed(agent, name, dist.filename, since=since):
+            return
+        if dist.origin != "mirror" or dist.size is None or dist.size > self.config.fetch_ahead:
+            return
+        # a wheel listed with its metadata is asked for once pip has resolved: see fetch_ahead
+        if pip_lists_metadata(dist, ranged=_lazy_metadata(dist)):
+            return
+        if not os.path.isfile(self.store.file_path(name, dist.filename)):
+            self.downloads.ahead(name, dist, after=0.0)
+            self.ahead_of(name, dist.filename, environment=marker_environment(agent), request=request)
+
+    def file_taken(self, name: NormalizedName, filename: str, agent: str | None) -> None:
+        """pip asks for ``filename`` of ``name``, or its metadata: a guess is judged by it."""
+        routed = self.routes.serving(name)
+        (self.guesses if routed is None else routed.guesses).taken(agent, name, filename)
 
     def passed_over(self, name: NormalizedName, filename: str) -> None:
         """pip asked for ``filename`` of ``name`` (a file or a file's metadata): a download ahead
