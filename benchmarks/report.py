@@ -55,6 +55,7 @@ METRICS = (
     Metric("small-warm", "small set: warm pip download again, fresh directory", "s"),
     Metric("small-again", "  the same, at once after the cold run", "s"),
     Metric("small-uv", "small set: warm uv pip install --no-cache, fresh venv", "s"),
+    Metric("small-latest-cold", "small set unpinned (newest releases): cold pip download --no-deps", "s"),
     Metric("distant-cold", "cold, upstream {rtt} ms farther: pip download --no-deps", "s"),
     Metric("small-distant-cold", "small set: the same", "s"),
     Metric("small-distant-deps", "  its roots, pip finding the rest (pip download ROOTS -c SET)", "s"),
@@ -353,6 +354,10 @@ def targets(results: Results) -> list[Target]:
         text = f"a warm run at once after the cold one ≤ 1.05x a later warm run ({label})"
         add(text, partial(again, prefix))
 
+    add(
+        "cold pip download of the newest releases ≤ 1.2x the upstream direct (small set unpinned)",
+        partial(versus, "small-latest-cold", "direct", 1.2, "the upstream direct"),
+    )
     rtt = results.facts.get("rtt_ms", "?")
     for prefix, label in (("small-", "small set"), ("", "own set")):
         add(

@@ -198,6 +198,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     prefix="small-",
                     bare=bare,
                 )
+                # the same projects unpinned: their newest releases, as an install of bare names
+                latest = work / "latest-small.txt"
+                names = workloads.requirement_names(args.small_requirements)
+                latest.write_text("".join(f"{name}\n" for name in names))
+                distant_round(
+                    order, upstream, results, requirements=latest, proxy=None, work=work,
+                    prefix="small-latest-", bare=bare, number=number,
+                )  # fmt: skip
             if proxy is not None:
                 sets: list[tuple[str, Path, list[str] | None]] = [("distant-", args.requirements, None)]
                 if str(args.small_requirements) != "none":
@@ -501,7 +509,7 @@ def distant_round(
     results: report.Results,
     *,
     requirements: Path,
-    proxy: str,
+    proxy: str | None,
     work: Path,
     prefix: str,
     roots: list[str] | None = None,
@@ -509,9 +517,9 @@ def distant_round(
     number: int = 0,
 ) -> None:
     """The cold pip download through each server started afresh, then straight from the upstream,
-    all reaching the upstream through ``proxy`` (farther away by ``--upstream-rtt-ms``); with
-    ``roots``, then the download of those with their dependencies, likewise. ``bare`` (the floor)
-    takes a place among the servers that turns each round."""
+    all reaching the upstream through ``proxy`` (farther away by ``--upstream-rtt-ms``; None: as
+    this machine does); with ``roots``, then the download of those with their dependencies,
+    likewise. ``bare`` (the floor) takes a place among the servers that turns each round."""
     dest = work / "download-distant"
     runs: list[tuple[str, list[str]]] = [("cold", [])]
     if roots:
@@ -520,7 +528,8 @@ def distant_round(
     if bare is not None:
         servers.insert(number % (len(order) + 1), bare)
     for key, names in runs:
-        what = "cold pip download" + (" with dependencies" if names else "") + ", upstream farther"
+        what = "cold pip download" + (" with dependencies" if names else "")
+        what += ", upstream farther" if proxy is not None else f" ({prefix.strip('-')})"
         for server in servers:
             instance = _attempt(
                 results, f"{server.name} start (distant)", server.start, upstream, "pypi",
@@ -855,6 +864,12 @@ METHOD = f"""\
   downloaded a second way: only its roots (the projects none of its wheels requires here), pip
   finding the rest on the way (``pip download ROOTS -c SET``, the set as constraints), as an
   install of a few top-level requirements does.
+- **Unpinned row**: the small set's names without their versions, cold through each server
+  started afresh (the bare proxy too), then straight from the upstream: each project's newest
+  release, as an install of bare names (``tox``'s ``deps = pytest``) takes. nestegg begins the
+  download of the wheel pip most likely takes from a page as it answers the page, while its
+  guesses for that pip were right lately: here they are; in the pinned rows they are not, and
+  after the first two none is acted on.
 - **Pages/s** come from a small keep-alive HTTP client in threads (``benchmarks/load.py``) cycling
   over the warm project pages of the requirements (each asked once before, not timed), at most
   {Settings(False).max_requests} requests
