@@ -1239,7 +1239,9 @@ strace and tracemalloc):
   table's (ad6ad76, a cold file's inodes below), 1.12x and 1.27x against 1.23x and 1.26x, 1.02x
   and 1.31x against 0.99x and 1.22x farther, 1.09x against 0.87x for the roots. In run 22
   (167d942, the lock file below), 1.53x and 1.22x against 1.39x and 1.23x, 1.09x and 1.37x
-  against 1.04x and 1.25x farther, 1.07x against 0.84x for the roots. Three rounds
+  against 1.04x and 1.25x farther, 1.07x against 0.84x for the roots. In run 23 (1e58e96), 1.03x
+  and 1.47x against 1.28x and 1.39x, 1.09x and 1.20x against 1.02x and 1.09x farther, 1.09x
+  against 0.85x for the roots. Three rounds
   each, with nestegg's cold run started with the peers beside it and the bare proxy's alone: the
   runs disagree on the small set by more than its whole difference. The 1.2x goal near the
   upstream lies at that floor. On the small set outside the benchmark, alternating rounds, pip's
@@ -1298,6 +1300,27 @@ strace and tracemalloc):
   (5 rounds, direct 1.054 s; pip's 35 page requests 0.32 -> 0.08 s a run), the own set 2.729 ->
   2.321 s (3 rounds, direct 2.422 s; its pages 0.62 -> 0.12 s a run). In run 22, this table's,
   0.91x and 0.96x the direct warm run.
+- *The file pip takes from a page, guessed* (ba0ee1c). pip asks for a small wheel (one shown
+  without metadata) as soon as it has read its page; the wheel's download began with that
+  request, a round trip to the upstream after pip's own. The wheel pip most likely takes (the
+  newest final release's, ranked by tags as pip ranks them; the file pip 26.3 chose for each of
+  the 52 projects it reported in a dry run of the two sets' names, unpinned) now begins downloading once the page is
+  answered and written, while pip reads it. Alternating rounds outside the benchmark, small set
+  unpinned, 8 rounds: files 7.88 -> 5.31 ms from pip's request to their last byte (median;
+  direct 2.91 ms), pages 6.25 -> 6.88 ms, the run 1.29x -> 1.17x the direct time (the bare
+  proxy 1.20x). A pinned set's guesses are wrong: after two wrong of its last eight none is
+  acted on, and the small set pinned read 1.275 s with guesses and 1.438 s with ``fetch_ahead:
+  no`` (10 rounds, medians; pip's requests summed 5.99 s against 6.19 s). In run 23, this
+  table's, the unpinned row read 1.40x direct against the bare proxy's 1.32x (3 rounds).
+
+  - Begun before the answer, the download made the project's files folder while the page was
+    being written, and a page is not saved while that folder's change settles: pip's rendering
+    was left unsaved. It begins after the page is written, a millisecond or so later.
+  - Pages made ahead, a dozen at a time (a wheel's requirements), dropped each other from memory
+    before pip asked for their files: each cold file then read its page again, 0.94 ms (median,
+    8 rounds of the small set's roots), 0.12 ms once they stay (3d0362c, up to 10,000 files).
+    Peak RSS of a server through cold, again and uv's warm install of the own set, 2 rounds
+    each: 58.8 and 65.6 MB before, 55.9 and 57.7 MB after (uv's run sets the peak, and varies).
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
