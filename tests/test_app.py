@@ -681,6 +681,41 @@ def test_a_wheel_guessed_and_whole_before_pip_asks_for_it_leaves_its_page_saved_
     assert faults.count("/simple/top/") == 1
 
 
+def test_a_large_page_answered_from_its_file_is_handed_to_the_server_as_a_file_though_guessed(
+    upstream: PrivateIndex, mirror: Mirror, http: requests.Session
+) -> None:
+    # the guess of a page answered from its saved rendering is made before the answer: nothing
+    # is left for after it, and the server gets the file (sendfile) rather than an iterable
+    for n in range(400):
+        upstream.add("big", f"1.{n}", sdist=False)
+    pip = {"Accept": JSON, "User-Agent": FULL_PIP}
+    assert http.get(mirror.index_url + "big/", headers=pip).ok  # made, then saved
+    wait_until(lambda: mirror.repository.downloads.ahead_count == 1, "the guessed wheel's download")
+
+    class Wrapper:
+        def __init__(self, handle: object, *_: object) -> None:
+            self.handle = handle
+
+    environ = {
+        "REQUEST_METHOD": "GET", "PATH_INFO": "/simple/big/", "SCRIPT_NAME": "", "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": str(mirror.port), "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": f"127.0.0.1:{mirror.port}", "HTTP_ACCEPT": JSON,
+        "HTTP_USER_AGENT": FULL_PIP, "wsgi.url_scheme": "http", "wsgi.file_wrapper": Wrapper,
+    }  # fmt: skip
+    statuses: list[str] = []
+
+    def start_response(status: str, *_: object) -> None:
+        statuses.append(status)
+
+    body = mirror.app(environ, start_response)
+    try:
+        assert statuses == ["200 OK"]
+        assert isinstance(body, Wrapper)
+    finally:
+        body.handle.close()  # type: ignore[attr-defined]
+    assert (mirror.repository.guesses.right, mirror.repository.guesses.wrong) == (0, 0)  # none asked yet
+
+
 def test_a_guess_that_fails_leaves_the_page_answered(
     upstream: PrivateIndex, mirror: Mirror, http: requests.Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -247,8 +247,10 @@ class NesteggApp:
                 later.run(work)
                 raise
         if environ["REQUEST_METHOD"] == "GET" and downloads_after_metadata(agent):
-            # pip asks next for the file it takes: guessed, and fetched ahead, after the answer
-            with later.collecting(answered_before_writing(agent)) as more:
+            # pip asks next for the file it takes: guessed, and fetched ahead; after the page is
+            # written if it is written after the answer, else now (an answer with no work left
+            # is handed to the server as it is: a large page's file is sent by sendfile)
+            with later.collecting(bool(work)) as more:
                 self.repository.guess_file(name, agent, request, since=asked_at, page=rendered.page)
             work += more
         body = rendered.body if rendered.file is None else rendered.file

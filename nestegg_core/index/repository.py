@@ -958,8 +958,9 @@ class Repository:
         page in memory), and download it ahead of pip's request when it is a mirrored wheel pip
         is shown no metadata for (so asks for it at once), of up to ``fetch_ahead`` bytes, not
         cached, and this client's guesses were right lately (``Guesses``). Once the answer is
-        out and the page written (``later``): the download makes the project's files folder, and a
-        page is not saved while that folder's change settles. The pages its wheel requires are
+        out and the page written, if its writing is left for then (``later``): the download makes
+        the project's files folder, and a page is not saved while that folder's change settles;
+        else at once (a page answered from its saved rendering). The pages its wheel requires are
         made ahead as ``request`` asked for this one, as for a wheel pip gets (:meth:`ahead_of`),
         even if it is whole before pip asks. Never waits."""
         routed = self.routes.serving(name)
