@@ -333,11 +333,12 @@ class Config:
         PAGE_DEADLINE, kind=TIMEOUT, description="seconds an upstream page or metadata file may take in all"
     )
     #: pip asks for a wheel's metadata once it resolved to the wheel, and for the wheel itself
-    #: only after resolving everything else: its download can run meanwhile
+    #: only after resolving everything else: its download can run meanwhile; a small wheel it
+    #: asks for as soon as it has read its page, whose answer starts the one pip likely takes
     fetch_ahead: int = setting(
         FETCH_AHEAD,
         kind=SIZE_OR_NO,
-        description="the largest wheel downloaded ahead once pip has read its metadata (no: none)",
+        description="the largest wheel fetched before pip asks: its metadata read, or guessed (no: none)",
     )
     #: an installer that read a wheel's metadata, or got the wheel, asks next for the pages of the
     #: projects it requires, one round trip to the upstream after another
