@@ -129,13 +129,13 @@ class Blanks:
             self._forked()
             if not self._fds or not self._folder_fd:
                 return None
-            fd = self._fds.pop()
+            fd = self._fds.pop(0)  # the oldest: one made meanwhile is the next's
             try:
                 # linkat(2) with AT_SYMLINK_FOLLOW through /proc: what names an O_TMPFILE file
                 os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=self._folder_fd[0], follow_symlinks=True)
             except OSError as exc:
                 if exc.errno in _MADE_OTHERWISE:
-                    self._fds.append(fd)  # kept for the next: this path is made otherwise
+                    self._fds.insert(0, fd)  # kept for the next: this path is made otherwise
                 else:
                     os.close(fd)
                     self._unusable(exc)
