@@ -247,10 +247,10 @@ class NesteggApp:
                 later.run(work)
                 raise
         if environ["REQUEST_METHOD"] == "GET" and downloads_after_metadata(agent):
-            # pip asks next for the file it takes: guessed, and fetched ahead; after the page is
-            # written if it is written after the answer, else now (an answer with no work left
-            # is handed to the server as it is: a large page's file is sent by sendfile)
-            with later.collecting(bool(work)) as more:
+            # pip asks next for the file it takes: guessed, and fetched ahead, after the answer
+            # (and the page's writing, if left for then); before it for a page sent from its
+            # file with nothing left for after: the server gets that file whole (sendfile)
+            with later.collecting(bool(work) or rendered.file is None) as more:
                 self.repository.guess_file(name, agent, request, since=asked_at, page=rendered.page)
             work += more
         body = rendered.body if rendered.file is None else rendered.file
