@@ -1300,20 +1300,19 @@ strace and tracemalloc):
   (5 rounds, direct 1.054 s; pip's 35 page requests 0.32 -> 0.08 s a run), the own set 2.729 ->
   2.321 s (3 rounds, direct 2.422 s; its pages 0.62 -> 0.12 s a run). In run 22, this table's,
   0.91x and 0.96x the direct warm run.
-- *The file pip takes from a page, guessed* (ba0ee1c). pip asks for a small wheel (one shown
-  without metadata) as soon as it has read its page; the wheel's download began with that
-  request, a round trip to the upstream after pip's own. The wheel pip most likely takes (the
-  newest final release's, ranked by tags as pip ranks them; the file pip 26.3 chose for each of
-  the 52 projects it reported in a dry run of the two sets' names, unpinned) now begins
-  downloading once the page is answered and written, while pip reads it (before the answer when
-  the page comes from its saved rendering, as a page made ahead does; 9030669). Alternating
-  rounds outside the benchmark, small set unpinned, 8 rounds: files 7.88 -> 5.31 ms from pip's
-  request to their last byte (median; direct 2.91 ms), pages 6.25 -> 6.88 ms, the run 1.29x ->
-  1.17x the direct time (the bare proxy 1.20x). A pinned set's guesses are wrong: after two
-  wrong of its last eight none is acted on, and the small set pinned read 1.275 s with guesses
-  and 1.438 s with ``fetch_ahead: no`` (10 rounds, medians; pip's requests summed 5.99 s against
-  6.19 s). In run 23, this table's, the unpinned row read 1.40x direct against the bare
-  proxy's 1.32x (3 rounds).
+- *The file pip takes from a page, guessed* (ba0ee1c). pip asks for a small wheel (one shown without
+  metadata) as soon as it has read its page; the wheel's download began with that request, a round
+  trip to the upstream after pip's own. The wheel pip most likely takes (the newest final release's,
+  ranked by tags as pip ranks them; the file pip 26.3 chose for each of the 52 projects it reported
+  in a dry run of the two sets' names, unpinned) now begins downloading once the page is answered
+  and written, while pip reads it (2 ms after a page sent from its file). Alternating rounds outside
+  the benchmark, 8 each: the small set unpinned, files 7.88 -> 5.31 ms from pip's request to their
+  last byte (median; direct 2.91 ms), pages 6.25 -> 6.88 ms, the run 1.29x -> 1.17x the direct time
+  (the bare proxy 1.20x); its roots unpinned, pip finding the rest, files 6.22 -> 3.52 ms (direct
+  1.93 ms), the run 1.28x -> 1.17x. A pinned set's guesses are wrong: after two wrong of its last
+  eight none is acted on, and the small set pinned read 1.275 s with guesses and 1.438 s with
+  ``fetch_ahead: no`` (10 rounds, medians; pip's requests summed 5.99 s against 6.19 s). In run 23,
+  this table's, the unpinned row read 1.40x direct against the bare proxy's 1.32x (3 rounds).
 
   - Begun before the answer, the download made the project's files folder while the page was
     being written, and a page is not saved while that folder's change settles: pip's rendering
