@@ -137,6 +137,9 @@ _MAX_AFTER_DOWNLOAD = 64
 #: starts (``Repository.guess_file``): its thread started in the request's took pages made ahead
 #: 1.6 ms longer (median), and pip reads a page for longer than this
 GUESS_BEFORE_ANSWER = 0.002
+#: the largest page whose guess is made before its answer (the pick takes 0.5-0.7 us a file);
+#: a larger one's after it
+GUESS_NOW_FILES = 1_000
 #: seconds the store's times of its pages' checks are used before it is scanned again
 #: (``Repository._checked_with``): a run asks its pages past their TTL within them
 CHECKED_TIMES_FOR = 60.0
@@ -956,6 +959,7 @@ class Repository:
         *,
         since: float,
         page: ProjectPage | None = None,
+        now: bool = False,
     ) -> None:
         """pip is being answered the page of ``name`` it asked for at ``since``
         (``time.monotonic``): guess the file it takes next (``likely_pick``, of ``page`` or the
@@ -965,13 +969,14 @@ class Repository:
         requires are made ahead as ``request`` asked for this one, as for a wheel pip gets
         (:meth:`ahead_of`), even if it is whole before pip asks.
 
-        Done once the answer is out when the caller collects work for then (``later``), after
-        the page's writing: the download makes the project's files folder, and a page is not
-        saved while that folder's change settles. Otherwise at once, the download starting
+        Done once the answer is out (``later``), after the page's writing: the download makes
+        the project's files folder, and a page is not saved while that folder's change settles.
+        ``now`` (an answer the server sends whole only with nothing left for after it: a file),
+        done at once for a page of up to ``GUESS_NOW_FILES`` files, the download starting
         ``GUESS_BEFORE_ANSWER`` seconds later, off the answer's way. Never waits."""
         routed = self.routes.serving(name)
         if routed is not None:
-            routed.guess_file(name, agent, request, since=since, page=page)
+            routed.guess_file(name, agent, request, since=since, page=page, now=now)
             return
         profile = profile_from_user_agent(agent)
         if profile is None or not self.config.fetch_ahead or self.config.offline:
@@ -980,10 +985,11 @@ class Repository:
             page = self.mirror.held(name)
             if page is None:  # answered from its rendering, warm: its files most likely are too
                 return
-        # before the answer, the download's thread starts a moment later: not on the answer's way
-        delay = 0.0 if later.deferring(0) else GUESS_BEFORE_ANSWER
         guess = functools.partial(self._guess, name, agent, profile, page, request=request, since=since)
-        later.defer(functools.partial(guess, delay=delay))
+        if now and len(page.files) <= GUESS_NOW_FILES:
+            guess(delay=GUESS_BEFORE_ANSWER)
+        else:
+            later.defer(functools.partial(guess, delay=0.0))
 
     def _guess(
         self,
