@@ -2,12 +2,12 @@
 the next.
 
 A page answered to pip makes a guess of the file pip takes from it (``simple.picks``); the mirror
-downloads that file ahead of pip's request only while its guesses for that client were right:
-a pinned install (its versions not the newest) is guessed wrong from its first pages on, and then
-costs no download. A guess is right when the client's next request for a file of the project (or
-its metadata) names it; wrong when it names another, or none comes within ``GUESS_FOR`` seconds
-(pip had what it needed). Guesses are made, and judged, also while none is acted on: a client
-whose guesses turn right again gets its downloads back.
+downloads that file ahead of pip's request only while its guesses for that client were right: a
+pinned install (its versions not the newest) is guessed wrong from its first pages on, and past
+``MAX_MISSES`` wrong guesses costs no more downloads. A guess is right when the client's next
+request for a file of the project (or its metadata) names it; wrong when it names another, or none
+comes within ``GUESS_FOR`` seconds (pip had what it needed). Guesses are made, and judged, also
+while none is acted on: a client whose guesses turn right again gets its downloads back.
 """
 
 from __future__ import annotations
