@@ -48,6 +48,7 @@ __all__ = [
     "pip_installs_from",
     "pip_lists_metadata",
     "profile_from_user_agent",
+    "wheel_tag_sets",
 ]
 
 _MAX_USER_AGENT = 4096
@@ -287,13 +288,23 @@ def fits(dist: DistFile, profile: ClientProfile) -> bool:
         return False
     if not dist.filename.endswith(".whl"):
         return True
-    parts = dist.filename[: -len(".whl")].split("-")
-    if len(parts) not in (5, 6):
+    tag_sets = wheel_tag_sets(dist.filename)
+    if tag_sets is None:
         return True
-    pythons, abis, platforms = (part.split(".") for part in parts[-3:])
+    pythons, abis, platforms = tag_sets
     return any(_interpreter_fits(python, abi, profile) for python in pythons for abi in abis) and any(
         _platform_fits(platform, profile) for platform in platforms
     )
+
+
+def wheel_tag_sets(filename: str) -> tuple[list[str], list[str], list[str]] | None:
+    """The Python, ABI and platform tags a wheel's name gives, each set unexpanded (``py2.py3``
+    is two); None for a name of neither 5 nor 6 parts."""
+    parts = filename[: -len(".whl")].split("-")
+    if len(parts) not in (5, 6):
+        return None
+    pythons, abis, platforms = (part.split(".") for part in parts[-3:])
+    return pythons, abis, platforms
 
 
 @lru_cache(maxsize=4096)

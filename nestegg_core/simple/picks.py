@@ -16,7 +16,7 @@ from functools import lru_cache
 from packaging import tags
 from packaging.version import Version
 
-from .clients import ClientProfile, fits, pip_installs_from
+from .clients import ClientProfile, fits, pip_installs_from, wheel_tag_sets
 from .models import DistFile, ProjectPage, parse_version, version_of
 
 __all__ = ["likely_pick", "supported_tags"]
@@ -72,13 +72,13 @@ def _best_wheel(wheels: list[DistFile], profile: ClientProfile) -> DistFile | No
 
 
 def _rank(filename: str, ranks: dict[str, int]) -> int | None:
-    """The rank of the wheel ``filename``'s first tag in ``ranks``; None for none, or for a wheel
+    """The best rank in ``ranks`` of the wheel ``filename``'s tags; None for none, or for a wheel
     of more than ``_MAX_TAGS`` tags (a name made to cost: each of its compressed tag sets
     multiplies the others)."""
-    parts = filename[: -len(".whl")].split("-")
-    if len(parts) not in (5, 6):
+    tag_sets = wheel_tag_sets(filename)
+    if tag_sets is None:
         return None
-    pythons, abis, platforms = (part.split(".") for part in parts[-3:])
+    pythons, abis, platforms = tag_sets
     if len(pythons) * len(abis) * len(platforms) > _MAX_TAGS:
         return None
     found = [ranks.get(f"{p}-{a}-{x}") for p in pythons for a in abis for x in platforms]
