@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from datetime import datetime, timezone
 
 import pytest
 from packaging import tags
@@ -11,7 +12,7 @@ from packaging.version import Version
 
 from nestegg_core.simple.clients import ClientProfile
 from nestegg_core.simple.models import DistFile, ProjectPage
-from nestegg_core.simple.picks import likely_pick, supported_tags
+from nestegg_core.simple.picks import likely_pick, likely_picks, supported_tags, uploaded_at
 
 LINUX = ClientProfile(
     implementation="CPython", python=Version("3.11"), system="Linux", cpu="x86_64", glibc=(2, 36)
@@ -141,6 +142,109 @@ def test_the_likely_pick_is_the_newest_final_releases_best_wheel(
 ) -> None:
     picked = likely_pick(page(*files), profile)
     assert (picked.filename if picked else None) == expected
+
+
+def up(filename: str, when: str | None, **fields: object) -> DistFile:
+    return dist(filename, upload_time=when, **fields)
+
+
+DAY = datetime(2024, 6, 1, tzinfo=timezone.utc)
+WHEEL = "pkg-2.0-py3-none-any.whl"
+
+
+@pytest.mark.parametrize(
+    ("files", "uploaded_by", "newest", "dated"),
+    [
+        # the newest release uploaded by then, as a lock file made that day pins it
+        (
+            [
+                up("pkg-3.0-py3-none-any.whl", "2024-09-01T00:00:00Z"),
+                up("pkg-2.0-py3-none-any.whl", "2024-05-01T00:00:00.123456Z"),
+                up("pkg-1.0-py3-none-any.whl", "2023-01-01T00:00:00Z"),
+            ],
+            DAY,
+            "pkg-3.0-py3-none-any.whl",
+            "pkg-2.0-py3-none-any.whl",
+        ),
+        # uploaded by then: to the second, in any zone; a release is as old as its first file
+        ([up("pkg-2.0-py3-none-any.whl", "2024-06-01T00:00:00Z")], DAY, *["pkg-2.0-py3-none-any.whl"] * 2),
+        ([up("pkg-2.0-py3-none-any.whl", "2024-06-01T00:00:01Z")], DAY, "pkg-2.0-py3-none-any.whl", None),
+        ([up(WHEEL, "2024-06-01T00:00:00.4Z")], DAY.replace(microsecond=500_000), WHEEL, WHEEL),
+        ([up(WHEEL, "2024-06-01T00:00:00.6Z")], DAY.replace(microsecond=500_000), WHEEL, None),
+        ([up(WHEEL, "2024-05-31T23:59:59.999999Z")], DAY, WHEEL, WHEEL),
+        ([up(WHEEL, "2024-06-01T01:30:00+02:00")], DAY, WHEEL, WHEEL),
+        (
+            [
+                up("pkg-2.0-cp311-cp311-manylinux_2_17_x86_64.whl", "2024-07-01T00:00:00Z"),
+                up("pkg-2.0-py3-none-any.whl", "2024-05-01T00:00:00Z"),
+            ],
+            DAY,
+            *["pkg-2.0-cp311-cp311-manylinux_2_17_x86_64.whl"] * 2,
+        ),
+        # no time asked, a page that dates no file, or a time no release is as old as: no dated pick
+        ([up("pkg-2.0-py3-none-any.whl", "2024-05-01T00:00:00Z")], None, "pkg-2.0-py3-none-any.whl", None),
+        (["pkg-2.0-py3-none-any.whl", "pkg-1.0-py3-none-any.whl"], DAY, "pkg-2.0-py3-none-any.whl", None),
+        ([up("pkg-2.0-py3-none-any.whl", "yesterday")], DAY, "pkg-2.0-py3-none-any.whl", None),
+        ([up("pkg-2.0-py3-none-any.whl", "2025-01-01T00:00:00Z")], DAY, "pkg-2.0-py3-none-any.whl", None),
+        # the dated release passes over what the newest does: pre-releases, yanked, other Pythons
+        (
+            [
+                up("pkg-2.0-py3-none-any.whl", "2024-09-01T00:00:00Z"),
+                up("pkg-1.5b1-py3-none-any.whl", "2024-05-01T00:00:00Z"),
+                up("pkg-1.4-py3-none-any.whl", "2024-04-01T00:00:00Z", yanked=""),
+                up("pkg-1.3-py3-none-any.whl", "2024-03-01T00:00:00Z", requires_python=">=3.12"),
+                up("pkg-1.2-py3-none-any.whl", "2024-02-01T00:00:00Z"),
+            ],
+            DAY,
+            "pkg-2.0-py3-none-any.whl",
+            "pkg-1.2-py3-none-any.whl",
+        ),
+        # a dated release with only an sdist for it: no file guessed
+        (
+            [up(WHEEL, "2024-09-01T00:00:00Z"), up("pkg-1.0.tar.gz", "2024-01-01T00:00:00Z")],
+            DAY,
+            "pkg-2.0-py3-none-any.whl",
+            None,
+        ),
+    ],
+    ids=[
+        "older",
+        "to-the-second",
+        "a-second-late",
+        "within-the-second",
+        "later-in-the-second",
+        "the-second-before",
+        "other-zone",
+        "first-file",
+        "no-time",
+        "undated-page",
+        "unreadable",
+        "none-that-old",
+        "passed-over",
+        "sdist-only",
+    ],
+)
+def test_the_dated_pick_is_the_newest_release_uploaded_by_then(
+    files: list[str | DistFile], uploaded_by: datetime | None, newest: str | None, dated: str | None
+) -> None:
+    picks = likely_picks(page(*files), LINUX, uploaded_by=uploaded_by)
+    assert (picks.newest.filename if picks.newest else None) == newest
+    assert (picks.dated.filename if picks.dated else None) == dated
+
+
+@pytest.mark.parametrize(
+    ("when", "expected"),
+    [
+        ("2024-06-01T00:00:00Z", DAY),
+        ("2024-06-01T00:00:00.5Z", DAY.replace(microsecond=500_000)),
+        ("2024-06-01T02:00:00+02:00", DAY),
+        ("2024-06-01T00:00:00", DAY),  # no zone: UTC, as PEP 700 gives it
+        ("June 1st", None),
+        (None, None),
+    ],
+)
+def test_upload_times_are_read_in_utc(when: str | None, expected: datetime | None) -> None:
+    assert uploaded_at(up("pkg-1.0-py3-none-any.whl", when)) == expected
 
 
 @pytest.mark.skipif(
