@@ -962,10 +962,10 @@ class Repository:
         now: bool = False,
     ) -> None:
         """pip is being answered the page of ``name`` it asked for at ``since``
-        (``time.monotonic``): guess the file it takes next (``likely_pick``, of ``page`` or the
+        (``time.monotonic``): guess the file it takes next (``likely_picks``, of ``page`` or the
         page in memory), and download it ahead of pip's request when it is a mirrored wheel pip
         is shown no metadata for (so asks for it at once), of up to ``fetch_ahead`` bytes, not
-        cached, and this client's guesses were right lately (``Guesses``). The pages its wheel
+        cached, and this client's guesses of that way were right lately (``Guesses``). The pages its wheel
         requires are made ahead as ``request`` asked for this one, as for a wheel pip gets
         (:meth:`ahead_of`), even if it is whole before pip asks.
 
@@ -1003,11 +1003,12 @@ class Repository:
         delay: float,
     ) -> None:
         try:
-            dist = self.guesses.pick(name, profile, page)
+            picks = self.guesses.pick(name, profile, page, uploaded_by=self.guesses.horizon(agent))
         except Exception:  # a guess: none made is no failure, and the page is answered all the same
             logger.debug("no guess of pip's file of %s", name, exc_info=True)
             return
-        if dist is None or not self.guesses.guessed(agent, name, dist.filename, since=since):
+        dist = self.guesses.guessed(agent, name, picks, since=since)
+        if dist is None:
             return
         if dist.origin != "mirror" or dist.size is None or dist.size > self.config.fetch_ahead:
             return
@@ -1019,9 +1020,14 @@ class Repository:
             self.ahead_of(name, dist.filename, environment=marker_environment(agent), request=request)
 
     def file_taken(self, name: NormalizedName, filename: str, agent: str | None) -> None:
-        """pip asks for ``filename`` of ``name``, or its metadata: a guess is judged by it."""
+        """pip asks for ``filename`` of ``name``, or its metadata: a guess is judged by it, and
+        the page in memory tells when it was uploaded (the day its pins were made, or after)."""
         routed = self.routes.serving(name)
-        (self.guesses if routed is None else routed.guesses).taken(agent, name, filename)
+        if routed is not None:
+            routed.file_taken(name, filename, agent)
+            return
+        page = self.mirror.held(name)
+        self.guesses.taken(agent, name, filename, None if page is None else page.file(filename))
 
     def passed_over(self, name: NormalizedName, filename: str) -> None:
         """pip asked for ``filename`` of ``name`` (a file or a file's metadata): a download ahead
