@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -24,6 +25,7 @@ from nestegg_core.index.guesses import MAX_MISSES
 from nestegg_core.serve.mounts import UpstreamMounts
 from nestegg_core.simple import clients
 from nestegg_core.simple.models import DistFile
+from nestegg_core.storage import private
 from nestegg_core.storage.pagefiles import MAX_CLIENTS
 from nestegg_core.storage.pagestate import PageState
 from nestegg_core.storage.store import SETTLE_NS, CacheStore, PageStamp
@@ -664,6 +666,62 @@ def test_pip_reads_the_wheel_it_was_guessed_to_take_from_its_download_begun_with
     files += [f"/files/{n}/{guessed[n].filename}" for n in wrongly]
     wait_until(lambda: len(faults.files()) >= len(files), "the downloads begun for nothing")
     assert sorted(seen.path for seen in faults.files()) == sorted(files)
+
+
+class _Uploads:
+    """``datetime`` for the private store that makes the fake upstream: each file it publishes is
+    dated with the next of ``times``."""
+
+    def __init__(self, times: list[datetime]) -> None:
+        self.times = iter(times)
+
+    def now(self, tz: timezone | None = None) -> datetime:  # noqa: ARG002 - as datetime.now
+        return next(self.times)
+
+
+@pytest.mark.parametrize(
+    ("asked", "ahead", "right", "wrong", "wasted"),
+    [
+        # pinned to the releases newest on 2024-06-01: the first guess is of the newest release,
+        # the next ones of the newest uploaded by the time of the first file pip took
+        (["a==2.0", "b==2.0", "c==2.0", "d==2.0"], 4, 3, 1, ["a-3.0"]),
+        # unpinned: the newest way stays the one acted on
+        (["a", "b", "c", "d"], 4, 4, 0, []),
+    ],
+    ids=["pinned-a-day", "unpinned"],
+)
+def test_a_pinned_install_has_its_files_guessed_by_the_day_of_the_first_it_took(
+    upstream: PrivateIndex,
+    faults: Faults,
+    make_mirror: MirrorFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    asked: list[str],
+    ahead: int,
+    right: int,
+    wrong: int,
+    wasted: list[str],
+) -> None:
+    names = ["a", "b", "c", "d"]
+    # 1.0 in 2023, 2.0 in May 2024 (a's last), 3.0 in 2025: one wheel each
+    times = [datetime(2023, 1, 1 + i, tzinfo=timezone.utc) for i in range(4)]
+    times += [datetime(2024, 5, 4 - i, tzinfo=timezone.utc) for i in range(4)]
+    times += [datetime(2025, 1, 1 + i, tzinfo=timezone.utc) for i in range(4)]
+    monkeypatch.setattr(private, "datetime", _Uploads(times))
+    wheels = {f"{n}-{v}": upstream.add(n, v, sdist=False)[0] for v in ("1.0", "2.0", "3.0") for n in names}
+    mirror = make_mirror()
+    pip_download(mirror.index_url, tmp_path / "got", *asked)
+    taken = [f"{n}-2.0" if "==" in asked[0] else f"{n}-3.0" for n in names]
+    for key in taken:
+        got = (tmp_path / "got" / wheels[key].filename).read_bytes()
+        assert hashlib.sha256(got).hexdigest() == wheels[key].hashes["sha256"]
+    assert mirror.repository.downloads.ahead_count == ahead
+    assert (mirror.repository.guesses.right, mirror.repository.guesses.wrong) == (right, wrong)
+    # the upstream sent each file pip took once (read from the download begun ahead), and the wrong
+    # guess's
+    files = sorted(f"/files/{key.partition('-')[0]}/{wheels[key].filename}" for key in [*taken, *wasted])
+    wait_until(lambda: len(faults.files()) >= len(files), "the downloads begun for nothing")
+    assert sorted(seen.path for seen in faults.files()) == files
 
 
 def test_a_wheel_guessed_and_whole_before_pip_asks_for_it_leaves_its_page_saved_and_pages_made_ahead(
