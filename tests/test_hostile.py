@@ -46,7 +46,7 @@ from nestegg_core.storage.usage import SizeLimit, cached_files, prune
 from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
-from .conftest import Faults, MirrorFactory
+from .conftest import Faults, MirrorFactory, pip_download
 from .loopback import (
     Answer,
     RawUpstream,
@@ -389,6 +389,53 @@ def test_upstream_names_of_sidecars_never_reach_nestegg_s_own_files(
         assert len(left) == 1, [r.getMessage() for r in left]
         assert left[0].levelno == logging.DEBUG
         assert verify_cache(store.files) == 2
+
+
+@pytest.mark.parametrize(
+    "upload_time",
+    [
+        "0001-01-01T00:00:00+01:00",  # no time in UTC: before its first day
+        "9999-12-31T23:59:59-01:00",  # after its last
+        "2024-06-01T00:00:00+25:00",
+        "2024-06-01T00:00:00Z" + "9" * 1000,
+        "not a time at all",
+    ],
+    ids=["year-1-east", "year-9999-west", "offset-25h", "long", "garbage"],
+)
+def test_odd_upload_times_leave_pip_served(
+    make_mirror: MirrorFactory, tmp_path: Path, upload_time: str
+) -> None:
+    # pip's file requests date what it takes, and its next pages are guessed by that date
+    wheels = {}
+    for version in ("1.0", "2.0"):
+        for name in ("pkg", "other"):
+            path = make_wheel(PackageSpec(name=name, version=version), tmp_path / "dists")
+            wheels[path.name] = path.read_bytes()
+
+    def answer(_method: str, path: str) -> Answer:
+        name = path.removeprefix("/simple/").strip("/")
+        if path.startswith("/simple/"):
+            entries = [
+                {
+                    "filename": f,
+                    "url": f"/files/{f}",
+                    "hashes": {"sha256": sha256(d)},
+                    "upload-time": upload_time,
+                }
+                for f, d in wheels.items()
+                if f.startswith(f"{name}-")
+            ]
+            body = json.dumps({"meta": {"api-version": "1.1"}, "name": name, "files": entries}).encode()
+            return Answer(body=body, headers={"Content-Type": JSON})
+        data = wheels.get(path.removeprefix("/files/"))
+        return Answer(status=404) if data is None else Answer(body=data)
+
+    with RawUpstream(answer) as hostile:
+        mirror = make_mirror(index_url=hostile.index_url)
+        got = tmp_path / "got"
+        pip_download(mirror.index_url, got, "pkg==1.0", "other==1.0")
+        pip_download(mirror.index_url, got, "pkg", "other")
+    assert {p.name: p.read_bytes() for p in got.iterdir()} == wheels
 
 
 def test_a_record_answers_only_for_its_own_file(tmp_path: Path) -> None:

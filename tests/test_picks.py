@@ -241,6 +241,10 @@ def test_the_dated_pick_is_the_newest_release_uploaded_by_then(
         ("2024-06-01T00:00:00", DAY),  # no zone: UTC, as PEP 700 gives it
         ("June 1st", None),
         (None, None),
+        # an upstream's times that have no UTC (before the first day, after the last)
+        ("0001-01-01T00:00:00+01:00", None),
+        ("9999-12-31T23:59:59-01:00", None),
+        ("2024-06-01T00:00:00+25:00", None),
     ],
 )
 def test_upload_times_are_read_in_utc(when: str | None, expected: datetime | None) -> None:

@@ -123,9 +123,11 @@ def _when(text: str) -> datetime | None:
     try:
         # "Z" is read by fromisoformat from Python 3.11 on
         parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=timezone.utc)
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # year 1 an hour east of UTC is before the first day
         return None
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
 
 
 @lru_cache(maxsize=8192)
