@@ -774,18 +774,24 @@ def test_a_large_page_answered_from_its_file_is_handed_to_the_server_as_a_file_t
     assert (mirror.repository.guesses.right, mirror.repository.guesses.wrong) == (0, 0)  # none asked yet
 
 
-def test_a_guess_that_fails_leaves_the_page_answered(
-    upstream: PrivateIndex, mirror: Mirror, http: requests.Session, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("step", ["pick", "taken"])
+def test_a_guess_that_fails_leaves_the_page_and_the_file_answered(
+    upstream: PrivateIndex, mirror: Mirror, http: requests.Session, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
-    def broken(*_: object) -> None:
+    def broken(*_: object, **__: object) -> None:
         raise ValueError("a bug")
 
-    monkeypatch.setattr(mirror.repository.guesses, "pick", broken)
-    upstream.add("a", "1.0", sdist=False)
-    answer = http.get(mirror.index_url + "a/", headers={"Accept": JSON, "User-Agent": FULL_PIP})
+    monkeypatch.setattr(mirror.repository.guesses, step, broken)
+    [wheel] = upstream.add("a", "1.0", sdist=False)
+    pip = {"Accept": JSON, "User-Agent": FULL_PIP}
+    answer = http.get(mirror.index_url + "a/", headers=pip)
     assert answer.status_code == 200
     assert answer.json()["name"] == "a"
-    assert mirror.repository.downloads.ahead_count == 0
+    got = http.get(urljoin(mirror.index_url, answer.json()["files"][0]["url"]), headers=pip)
+    assert got.status_code == 200
+    assert hashlib.sha256(got.content).hexdigest() == wheel.hashes["sha256"]
+    if step == "pick":
+        assert mirror.repository.downloads.ahead_count == 0
 
 
 def test_only_pips_page_gets_its_file_guessed(

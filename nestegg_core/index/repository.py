@@ -1027,7 +1027,10 @@ class Repository:
             routed.file_taken(name, filename, agent)
             return
         page = self.mirror.held(name)
-        self.guesses.taken(agent, name, filename, None if page is None else page.file(filename))
+        try:
+            self.guesses.taken(agent, name, filename, None if page is None else page.file(filename))
+        except Exception:  # a guess judged: none is no failure, and the file is answered all the same
+            logger.debug("no judgement of the guesses of %s", name, exc_info=True)
 
     def passed_over(self, name: NormalizedName, filename: str) -> None:
         """pip asked for ``filename`` of ``name`` (a file or a file's metadata): a download ahead
