@@ -172,6 +172,7 @@ WHEEL = "pkg-2.0-py3-none-any.whl"
         ([up(WHEEL, "2024-06-01T00:00:00.4Z")], DAY.replace(microsecond=500_000), WHEEL, WHEEL),
         ([up(WHEEL, "2024-06-01T00:00:00.6Z")], DAY.replace(microsecond=500_000), WHEEL, None),
         ([up(WHEEL, "2024-05-31T23:59:59.999999Z")], DAY, WHEEL, WHEEL),
+        ([up(WHEEL, "0500-01-01T00:00:00Z")], datetime(1, 1, 1, tzinfo=timezone.utc), WHEEL, None),
         ([up(WHEEL, "2024-06-01T01:30:00+02:00")], DAY, WHEEL, WHEEL),
         (
             [
@@ -214,6 +215,7 @@ WHEEL = "pkg-2.0-py3-none-any.whl"
         "within-the-second",
         "later-in-the-second",
         "the-second-before",
+        "years-of-three-digits",
         "other-zone",
         "first-file",
         "no-time",

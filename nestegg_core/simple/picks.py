@@ -99,7 +99,7 @@ class _Moment:
 
     def __init__(self, when: datetime) -> None:
         self.when = when.astimezone(timezone.utc)
-        self.second = self.when.strftime("%Y-%m-%dT%H:%M:%S")
+        self.second = self.when.replace(tzinfo=None).isoformat(timespec="seconds")  # years of 4 digits
 
     def follows(self, files: list[DistFile]) -> bool:
         """Whether one of ``files`` was uploaded by then (a release the newest then, or older)."""
