@@ -22,9 +22,10 @@ from nestegg_core import Mirror
 from nestegg_core.http.app import MOUNT, base_url, same_machine
 from nestegg_core.index import later, repository
 from nestegg_core.index.guesses import MAX_MISSES
+from nestegg_core.index.repository import Rendered
 from nestegg_core.serve.mounts import UpstreamMounts
 from nestegg_core.simple import clients
-from nestegg_core.simple.models import DistFile
+from nestegg_core.simple.models import DistFile, ProjectPage
 from nestegg_core.storage import private
 from nestegg_core.storage.pagefiles import MAX_CLIENTS
 from nestegg_core.storage.pagestate import PageState
@@ -881,9 +882,10 @@ def test_a_wheel_cached_with_metadata_learned_remakes_pips_rendering_only_if_pip
         ("uv/0.13.9 (x86_64-unknown-linux-gnu)", "pkg", True),
         ("python-requests/2.32.3", "pkg", False),  # a script finds on disk what it was answered
         (None, "pkg", False),
-        (PIP, "big", False),  # over later.MAX_FILES: written as it is rendered, before the answer
+        (PIP, "big", True),  # over later.MAX_FILES: sent from the file it is rendered into
+        ("python-requests/2.32.3", "big", False),
     ],
-    ids=["pip", "uv", "script", "no-agent", "pip-large-page"],
+    ids=["pip", "uv", "script", "no-agent", "pip-large-page", "script-large-page"],
 )
 def test_a_page_fetched_just_now_is_written_after_an_installer_has_its_answer(
     make_mirror: MirrorFactory,
@@ -922,12 +924,66 @@ def test_a_page_fetched_just_now_is_written_after_an_installer_has_its_answer(
     rendered = mirror.repository.pages.path(name, kind)
     wait_until(lambda: store.page_stamp(name) is not None and rendered.is_file(), "the page written")
     assert seen_at_write == [answered_first]
+    assert not [p.name for p in rendered.parent.iterdir() if p.name.endswith(".tmp")]
     port = mirror.port
     mirror.stop()
     # a new process of the nest answers from what was written: the upstream is not asked again
     again = make_mirror(port=port)
     assert http.get(again.index_url + f"{project}/", headers=headers).json() == first.json()
     assert faults.count(f"/simple/{project}/") == 1
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "mirror.example.com"], ids=["this-machine", "gzip"])
+def test_a_large_page_fetched_just_now_is_answered_from_the_file_it_is_rendered_into(
+    make_mirror: MirrorFactory,
+    upstream: PrivateIndex,
+    faults: Faults,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+    host: str,
+) -> None:
+    """A page over ``later.MAX_FILES`` fetched just now for pip is rendered a piece at a time into
+    a file (never whole in memory) and answered from it; once its state is written the file is
+    kept, and a new process answers the same bytes under the same ETag without the upstream."""
+    upstream.add("big", "1.0")
+    upstream.add("big", "2.0")  # four files
+    monkeypatch.setattr(later, "MAX_FILES", 2)
+    mirror = make_mirror()
+    whole: list[bytes] = []
+    in_memory = mirror.repository._in_memory
+
+    def watched(key: repository._RenderKey, page: ProjectPage, body: bytes, *, gzip: bool) -> Rendered:
+        whole.append(body)
+        return in_memory(key, page, body, gzip=gzip)
+
+    monkeypatch.setattr(mirror.repository, "_in_memory", watched)
+    http.headers["Host"] = f"{host}:{mirror.port}"
+    headers = {"Accept": JSON, "User-Agent": PIP, "Accept-Encoding": "gzip"}
+    first = http.get(mirror.index_url + "big/", headers=headers, stream=True)
+    body = first.raw.read(decode_content=False)
+    assert first.status_code == 200
+    assert first.headers.get("Content-Encoding") == ("gzip" if host != "127.0.0.1" else None)
+    assert int(first.headers["Content-Length"]) == len(body)
+    assert whole == []
+    folder = mirror.repository.pages.folder
+    name = NormalizedName("big")
+    wait_until(lambda: mirror.repository.store.page_stamp(name) is not None, "the state written")
+    wait_until(lambda: not list(folder.rglob("*.tmp")), "the rendering kept")
+    [kept] = [p for p in folder.rglob("*") if p.is_file() and p.name != "big.json" and "big" in str(p)]
+    header, _, kept_body = kept.read_bytes().partition(b"\n")
+    assert kept_body.lstrip(b" \n") == body  # the bytes sent, under the state's token and the ETag sent
+    assert first.headers["ETag"].encode() in header.split()
+    # newer than the state it was made from, or a prune would take it for stale
+    assert kept.stat().st_mtime_ns >= mirror.repository.store.page_path(name).stat().st_mtime_ns
+    port = mirror.port
+    mirror.stop()
+    again = make_mirror(port=port)
+    second = http.get(again.index_url + "big/", headers=headers, stream=True)
+    assert second.raw.read(decode_content=False) == body
+    assert second.headers["ETag"] == first.headers["ETag"]
+    assert faults.count("/simple/big/") == 1
+    plain = gzip.decompress(body) if host != "127.0.0.1" else body
+    assert len(json.loads(plain)["files"]) == 4
 
 
 def delay_records(monkeypatch: pytest.MonkeyPatch, wait: Callable[[], object]) -> None:

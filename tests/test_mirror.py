@@ -791,6 +791,37 @@ def test_a_state_left_for_after_the_answer_is_written_once_by_whoever_needs_it_f
 
 
 @pytest.mark.parametrize(
+    ("collecting", "in_background", "max_files", "written_after"),
+    [
+        (True, False, later.MAX_FILES, True),  # a request answered first: written after, from memory
+        (True, False, 0, True),  # a large page too (answered from the file it is rendered into)
+        (True, True, later.MAX_FILES, True),  # made ahead: held in memory, written after
+        (True, True, 0, False),  # made ahead, large: a request that waits for it finds it on disk
+        (False, False, later.MAX_FILES, False),  # a script: finds on disk what it was answered
+    ],
+    ids=["request", "request-large", "background", "background-large", "script"],
+)
+def test_a_new_state_is_written_after_the_answer_unless_nobody_waits_on_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    collecting: bool,
+    in_background: bool,
+    max_files: int,
+    written_after: bool,
+) -> None:
+    monkeypatch.setattr(later, "MAX_FILES", max_files)
+    store = CacheStore(tmp_path, "https://example.com/simple/")
+    name = NormalizedName("pkg")
+    index = MirrorIndex(store, _Digested([(_page("1.0"), "d1")]), ttl=60, clock=lambda: 0.0)
+    context = upstream_module.in_background() if in_background else contextlib.nullcontext()
+    with later.collecting(collecting) as work, context:
+        index.page(name)
+    assert (store.page_stamp(name) is None) is written_after
+    later.run(work)
+    assert store.page_stamp(name) is not None
+
+
+@pytest.mark.parametrize(
     ("answer", "made"),
     [
         ((_page("1.0"), "d1"), True),  # a new project with a file: its first download's lock folder

@@ -312,6 +312,63 @@ def test_a_page_that_cannot_be_written_is_no_file_and_leaves_nothing(tmp_path: P
     assert set(os.listdir(tmp_path / "rendered")) <= {"demo.json", "demo.json.gz"}
 
 
+@pytest.mark.parametrize("kind", ["json", "json-pip"])
+@pytest.mark.parametrize("gzip_asked", [False, True])
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_page_written_before_its_state_is_sent_then_kept_or_dropped(
+    tmp_path: Path, kind: str, gzip_asked: bool, kept: bool
+) -> None:
+    """A rendering written before its state is on disk is sent from its temporary file; kept, it
+    is what :meth:`RenderedPages.write` would have saved for the token, dropped it leaves nothing."""
+    folder = tmp_path / "rendered"
+    pages, stamp = RenderedPages(folder), "a.b.c.d"
+    pieces = [b"{", b'"a":', b"x" * 70_000, b"}"]
+    whole = b"".join(pieces)
+    pending = pages.pending(NAME, kind, iter(pieces), gzip=gzip_asked)
+    assert pending is not None
+    assert pages.open(NAME, kind + ".gz" if gzip_asked else kind, stamp) is None  # nothing kept yet
+    sent = pending.file.handle.readall()
+    pending.file.close()
+    assert (gzip.decompress(sent) if gzip_asked else sent) == whole
+    assert (pending.file.size, pending.file.etag) == (len(sent), pagefiles.etag(sent))
+    if kept:
+        assert pending.keep(stamp, 12.5)
+    else:
+        pending.drop()
+    found = pages.open(NAME, kind + ".gz" if gzip_asked else kind, stamp)
+    if kept:
+        assert found is not None
+        assert (found.handle.readall(), found.etag, found.checked) == (sent, pending.file.etag, 12.5)
+        found.close()
+        again = pages.write(NAME, kind, token=stamp, checked=12.5, pieces=iter(pieces), gzip=gzip_asked)
+        assert again is not None
+        assert (again.handle.readall(), again.etag) == (sent, pending.file.etag)  # the same file
+        again.close()
+    else:
+        assert found is None
+    assert not [p for p in folder.rglob("*") if p.name.startswith(".")]  # no temporary file left
+
+
+def test_a_page_written_before_its_state_that_cannot_be_kept_leaves_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "rendered"
+    pages = RenderedPages(folder)
+    pages.path(NAME, "json").mkdir(parents=True)  # the rename onto it fails
+    pending = pages.pending(NAME, "json", [b"{}"])
+    assert pending is not None
+    pending.file.close()
+    assert not pending.keep("a.b.c.d", 1.0)
+    assert not [p for p in folder.rglob("*") if p.name.startswith(".")]
+    pending = pages.pending(NAME, "html", [b"<html>"])
+    assert pending is not None
+    pending.file.close()
+    assert not pending.keep("x" * 300, 1.0)  # a token of another shape: no room in the header
+    assert pages.open(NAME, "html", "x" * 300) is None
+    assert not [p for p in folder.rglob("*") if p.name.startswith(".")]
+    with pytest.raises(KeyboardInterrupt):  # an interruption is not swallowed, and cleans up too
+        pages.pending(NAME, "other", _interrupted())
+    assert not [p for p in folder.rglob("*") if p.name.startswith(".")]
+
+
 def _interrupted() -> Iterator[bytes]:
     yield b"{"
     raise KeyboardInterrupt

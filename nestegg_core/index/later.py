@@ -16,15 +16,16 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 
-__all__ = ["MAX_FILES", "Closing", "after", "collecting", "defer", "deferring", "run"]
+__all__ = ["MAX_FILES", "Closing", "active", "after", "collecting", "defer", "deferring", "run"]
 
 logger = logging.getLogger(__name__)
 
 #: a page fetched just now with at most this many files (a rendering of about 2 MB for pip) is
-#: answered from memory and written once the answer is sent; a larger one is written before, its
-#: rendering as it is made (never whole in memory), and answered from its file. 6,000 (3,000
+#: answered from memory; a larger one from a temporary file it is rendered into as it is made
+#: (never whole in memory), kept once its state is written. Either way its state is written once
+#: the answer is sent (a larger page made in the background, before it is made). 6,000 (3,000
 #: before) took a cold run of 34 mixed projects, 6 of them between the two, from 3.45 to 3.25 s
-#: near the upstream; 12,000 saved no more, and its peak RSS was 59 MB against 52-54
+#: near the upstream; held in memory up to 16,000, a cold run's peak RSS was 67-77 MB against 56-68
 MAX_FILES = 6000
 
 Work = list[Callable[[], None]]
@@ -46,10 +47,16 @@ def collecting(active: bool = True) -> Iterator[Work]:
         _pending.reset(token)
 
 
+def active() -> bool:
+    """Whether work deferred now is left for after an answer (a request collects it)."""
+    return _pending.get() is not None
+
+
 def deferring(files: int) -> bool:
-    """Whether the work for a page of ``files`` files is left for after the answer: a request
-    collects such work, and the page is no larger than ``MAX_FILES``."""
-    return files <= MAX_FILES and _pending.get() is not None
+    """Whether a page of ``files`` files fetched just now is answered from memory, its writing
+    left for after the answer: a request collects such work, and the page is no larger than
+    ``MAX_FILES``."""
+    return files <= MAX_FILES and active()
 
 
 def defer(action: Callable[[], None]) -> None:

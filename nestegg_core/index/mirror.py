@@ -565,11 +565,13 @@ class MirrorIndex:
 
     def _take_new(self, name: NormalizedName, entry: _Entry, state: PageState) -> None:
         """Hold the page of a project new to the nest. Its state is written once its answer is
-        sent, the client's wait spared (``later``), unless the page is large; the folder of its
-        files' locks is made then too, before the client asks for a file."""
+        sent, the client's wait spared (``later``), whatever its size (15,000 files took 16-23 ms);
+        the folder of its files' locks is made then too, before the client asks for a file. A
+        large page made in the background is written at once: a request that waited for it finds
+        it on disk, and does not make it again."""
         if state.page.files:
             later.defer(functools.partial(self._make_lock_folder, name))
-        if later.deferring(len(state.page.files)):
+        if later.deferring(len(state.page.files)) or (later.active() and not background()):
             # no state on disk that another thread could take in meanwhile
             self._use(name, entry, state, None)
             entry.unsaved = state

@@ -62,7 +62,15 @@ from nestegg_core.storage import store as _store
 from nestegg_core.storage.counters import Counters
 from nestegg_core.storage.fs import open_read, write_atomic
 from nestegg_core.storage.generation import RECHECK
-from nestegg_core.storage.pagefiles import GZIP, PageFile, RenderedPages, compressor, disk_token, etag
+from nestegg_core.storage.pagefiles import (
+    GZIP,
+    PageFile,
+    PendingPage,
+    RenderedPages,
+    compressor,
+    disk_token,
+    etag,
+)
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.storage.store import (
     CHANGED,
@@ -513,6 +521,13 @@ class Repository:
                 later.defer(write)
                 return self._in_memory(key, page, plain, gzip=gzip)
             pieces = project_pieces(shown, content_type, url_for, metadata_for)
+            if token is None and later.active() and not background():
+                # a large one: answered from the file it is rendered into, kept after the answer
+                pending = self.pages.pending(name, kind, pieces, gzip=gzip)
+                if pending is not None:
+                    later.defer(functools.partial(self._keep_later, name, page, pending, meta=meta))
+                    return Rendered(page, b"", pending.file.etag, pending.file, gzip)
+                pieces = project_pieces(shown, content_type, url_for, metadata_for)
             saved = self._write_rendered(name, kind, token, page, pieces, gzip=gzip, meta=meta)
             if saved is not None:
                 served = self._from_file(name, wanted, saved)
@@ -546,6 +561,24 @@ class Repository:
         warm = None if saved is None else self._from_file(name, kind + GZIP if gzip else kind, saved)
         if warm is not None and warm.file is not None:
             warm.file.close()  # too large to hold: sent from its file when asked
+
+    def _keep_later(
+        self, name: NormalizedName, page: ProjectPage, pending: PendingPage, *, meta: bool
+    ) -> None:
+        """Keep the rendering of a page fetched just now that was answered from ``pending``, once
+        the answer is sent, under the state it was made from (written first if need be); dropped
+        if the disk holds another by then."""
+        kept = False
+        try:
+            self.mirror.settle(name)
+            held = self.mirror.held(name)
+            if held is not None and held is not page and held == page:
+                page = held  # made again meanwhile (a request after this one's answer), the same
+            made_from = self._made_from(name, page, meta)
+            kept = made_from is not None and pending.keep(*made_from)
+        finally:
+            if not kept:
+                pending.drop()
 
     def _metadata_for(self, name: NormalizedName, page: ProjectPage, meta: bool) -> MetadataFor | None:
         """The PEP 658 metadata ``page`` lists of each file (None: each file's own). Every mirrored
@@ -695,12 +728,24 @@ class Repository:
         now) the page must be the mirror's of the state file as it is, and the disk must not change
         while that is checked. ``meta`` is :meth:`rendered`'s ``cached_metadata``.
         """
+        made_from = self._made_from(name, page, meta, token)
+        if made_from is None:
+            return None
+        token, checked = made_from
+        return self.pages.write(name, kind, token=token, checked=checked, pieces=pieces, gzip=gzip)
+
+    def _made_from(
+        self, name: NormalizedName, page: ProjectPage, meta: bool, token: str | None = None
+    ) -> tuple[str, float] | None:
+        """The disk token and check time a rendering of ``page`` is saved under, if ``page`` is
+        the mirror's of the disk as it is (``token``, the disk's before the page was made, must be
+        it still), the disk not changing while that is checked; None otherwise."""
         if token is None:
             token = self._disk_token(name, meta)
         checked = self.mirror.checked(name, page) if token is not None else None
         if checked is None or token is None or self._disk_token(name, meta) != token:
             return None
-        return self.pages.write(name, kind, token=token, checked=checked, pieces=pieces, gzip=gzip)
+        return token, checked
 
     def _refresh(self, name: NormalizedName, kinds: tuple[Hashable, ...]) -> bool:
         """Make again the renderings of ``kinds`` (as :meth:`rendered` took them) that a cached

@@ -47,7 +47,7 @@ from nestegg_core.errors import UnsafePath
 from nestegg_core.simple.models import is_normalized
 
 from . import store as _store
-from .fs import atomic_file, scan_below, unlink_below
+from .fs import atomic_file, open_below, rename_below, scan_below, temp_file, unlink_below
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,56 @@ class PageFile:
 
     def close(self) -> None:
         self.handle.close()
+
+
+class PendingPage:
+    """A rendering written before its state is on disk (:meth:`RenderedPages.pending`): sent from
+    :attr:`file` meanwhile, then kept under the state's token (:meth:`keep`) or dropped
+    (:meth:`drop`). Its temporary file goes either way; a crash leaves it for ``sweep``."""
+
+    def __init__(
+        self,
+        pages: RenderedPages,
+        *,
+        name: NormalizedName,
+        kind: str,
+        target: Path,
+        temp: Path,
+        file: PageFile,
+    ) -> None:
+        self._pages = pages
+        self._name = name
+        self._kind = kind
+        self._target = target
+        self._temp = temp
+        #: the body, open at its start (the sender closes it)
+        self.file = file
+
+    def keep(self, token: str, checked: float) -> bool:
+        """Keep the page as rendered from ``token``'s state (checked at ``checked``): its header
+        written in the room left for it (the write makes the file newer than the state, or
+        ``sweep`` would take it for stale), then put in place. False (and dropped) if it cannot."""
+        root = self._pages._root
+        try:
+            header = _header_room(token, checked, self.file.etag, self.file.size)
+            fd = open_below(root, self._temp, os.O_WRONLY)
+            try:
+                os.pwrite(fd, header, 0)
+            finally:
+                os.close(fd)
+            rename_below(root, self._temp, self._target)
+        except (OSError, UnsafePath) as exc:
+            logger.warning("cannot keep the rendered page of %r: %s", self._name, exc)
+            self.drop()
+            return False
+        if "-" in self._kind:
+            self._pages._bound_clients(self._name, self._kind.partition("-")[2])
+        return True
+
+    def drop(self) -> None:
+        """Remove the temporary file (the body sent from it may still be read)."""
+        with contextlib.suppress(OSError, UnsafePath):
+            unlink_below(self._pages._root, self._temp)
 
 
 class RenderedPages:
@@ -205,6 +255,42 @@ class RenderedPages:
         if "-" in kind:
             self._bound_clients(name, kind.partition("-")[2])
         return self.open(name, wanted, token)
+
+    def pending(
+        self, name: NormalizedName, kind: str, pieces: Iterable[bytes], *, gzip: bool = False
+    ) -> PendingPage | None:
+        """The page of ``pieces`` written as :meth:`write` writes it, before the state it is made
+        from is on disk (a page fetched just now, its state written after the answer): in a
+        temporary file beside where it is kept, open to be sent (:attr:`PendingPage.file`), and
+        kept or dropped later. None when it could not be written."""
+        target = self.path(name, kind + GZIP if gzip else kind)
+        packer = compressor() if gzip else None
+        try:
+            fd, temp = temp_file(self._root, target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        except (OSError, UnsafePath) as exc:
+            logger.warning("cannot write the rendered page of %r: %s", name, exc)
+            return None
+        try:
+            with os.fdopen(fd, "wb") as out:
+                body = _Body(out)
+                for block in _blocks(pieces):
+                    body.add(block if packer is None else packer.compress(block))
+                if packer is not None:
+                    body.add(packer.flush())
+            handle = FileIO(open_below(self._root, temp, os.O_RDONLY | _NONBLOCK), "rb")
+            handle.seek(_HEADER_ROOM)
+        except (OSError, UnsafePath) as exc:
+            with contextlib.suppress(OSError, UnsafePath):
+                unlink_below(self._root, temp)
+            logger.warning("cannot write the rendered page of %r: %s", name, exc)
+            return None
+        except BaseException:
+            with contextlib.suppress(OSError, UnsafePath):
+                unlink_below(self._root, temp)
+            raise
+        etag = _etag(body.digest)
+        page = PageFile(handle=handle, size=body.size, etag=etag, checked=0.0, token="")
+        return PendingPage(self, name=name, kind=kind, target=target, temp=temp, file=page)
 
     def _bound_clients(self, name: NormalizedName, kept: str) -> None:
         """Remove the renderings of the installers of ``name`` written longest ago while there are
@@ -349,13 +435,19 @@ class _Body:
             self.handle.write(data)
 
     def finish(self, token: str, checked: float) -> None:
-        header = _header(token, checked, _etag(self.digest), self.size)
-        if len(header) > _HEADER_ROOM:  # a token of another shape: never made by disk_token
-            raise OSError(f"header of {len(header)} bytes")
+        header = _header_room(token, checked, _etag(self.digest), self.size)
         self.handle.seek(0)
-        self.handle.write(header[:-1].ljust(_HEADER_ROOM - 1) + b"\n")
+        self.handle.write(header)
 
 
 def _header(token: str, checked: float, etag: str, size: int) -> bytes:
     fields = (_MAGIC, token.encode(), repr(checked).encode(), etag.encode(), b"%d" % size)
     return b" ".join(fields) + b"\n"
+
+
+def _header_room(token: str, checked: float, etag: str, size: int) -> bytes:
+    """The header padded to fill the room a file written a piece at a time kept for it."""
+    header = _header(token, checked, etag, size)
+    if len(header) > _HEADER_ROOM:  # a token of another shape: never made by disk_token
+        raise OSError(f"header of {len(header)} bytes")
+    return header[:-1].ljust(_HEADER_ROOM - 1) + b"\n"
