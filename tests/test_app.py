@@ -813,6 +813,52 @@ def test_only_pips_page_gets_its_file_guessed(
     assert len(faults.files()) == 1
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["none-cached", "warm"])
+def test_a_page_answered_from_its_rendering_without_its_model_has_its_file_guessed_unless_warm(
+    upstream: PrivateIndex, faults: Faults, mirror: Mirror, http: requests.Session, cached: bool
+) -> None:
+    """A page made before (ahead of pip) and dropped from memory is answered from its rendering;
+    with none of its files cached, its page is read once the answer is out, and pip's file
+    guessed from it (pip's request for the file then finds the page in memory). A warm page's
+    files are most likely cached: nothing is read."""
+    [wheel] = upstream.add("a", "1.0", sdist=False)
+    name = NormalizedName("a")
+    index = mirror.repository.mirror
+    repo = mirror.repository
+    file = repo.store.file_path(name, wheel.filename)
+    unguessed = {"Accept": JSON, "User-Agent": PIP}  # the same rendering as pip's, never guessed for
+    if cached:
+        assert http.get(f"{mirror.url}/files/a/{wheel.filename}", headers={"User-Agent": PIP}).ok
+        wait_until(file.is_file, "the file cached")
+    kind = repository._kind(JSON, None, mirror.url, meta=clients.lists_cached_metadata(PIP))
+
+    def saved() -> bool:
+        assert http.get(mirror.index_url + "a/", headers=unguessed).ok
+        found = repo.pages.open(name, kind, repo._disk_token(name, meta=False) or "")
+        if found is not None:
+            found.close()
+        return found is not None
+
+    wait_until(saved, "pip's rendering saved, once the change of the cached file settled")
+    index.max_files = index.max_ahead_files = 0
+    index.trim()
+    assert index.held(name) is None
+    pip = {"Accept": JSON, "User-Agent": FULL_PIP}
+    assert http.get(mirror.index_url + "a/", headers=pip).json()["name"] == "a"
+    if cached:
+        # the work after that answer is done before this request on the same connection
+        assert http.get(f"{mirror.url}/files/a/{wheel.filename}", headers={"User-Agent": FULL_PIP}).ok
+        assert (index.held(name), repo.downloads.ahead_count) == (None, 0)
+        return
+    wait_until(file.is_file, "pip's wheel guessed from the page read after the answer")
+    assert repo.downloads.ahead_count == 1
+    assert index.held(name) is not None
+    assert http.get(f"{mirror.url}/files/a/{wheel.filename}", headers={"User-Agent": FULL_PIP}).ok
+    assert (repo.guesses.right, repo.guesses.wrong) == (1, 0)
+    assert faults.count("/simple/a/") == 1
+    assert len(faults.files()) == 1
+
+
 def rendering_files(mirror: Mirror, name: str) -> dict[str, int]:
     """The renderings of the page of ``name`` on disk, by file name: their inode and mtime."""
     found = {}

@@ -1028,13 +1028,46 @@ class Repository:
             return
         if page is None:
             page = self.mirror.held(name)
-            if page is None:  # answered from its rendering, warm: its files most likely are too
+            if page is None:
+                # answered from its rendering: warm, its files most likely cached too. With none
+                # cached (a page made ahead, dropped from memory before pip asked for it), the
+                # page is read once the answer is out, for the guess and for pip's next request:
+                # 15-24 ms for 5,000 files, that request's otherwise
+                if not self._holds_files(name):
+                    read = functools.partial(
+                        self._guess_read, name, agent, profile, request=request, since=since
+                    )
+                    later.defer(read)
                 return
         guess = functools.partial(self._guess, name, agent, profile, page, request=request, since=since)
         if now and len(page.files) <= GUESS_NOW_FILES:
             guess(delay=GUESS_BEFORE_ANSWER)
         else:
             later.defer(functools.partial(guess, delay=0.0))
+
+    def _holds_files(self, name: NormalizedName) -> bool:
+        """Whether the cache holds a file of ``name`` (its folder is made by its first download)."""
+        try:
+            return any(is_dist_filename(entry) for entry in os.listdir(f"{self._files_dir}/{name}"))
+        except OSError:
+            return False
+
+    def _guess_read(
+        self,
+        name: NormalizedName,
+        agent: str | None,
+        profile: ClientProfile,
+        *,
+        request: PageRequest,
+        since: float,
+    ) -> None:
+        """:meth:`_guess`, of the page read first (from the disk, while it is fresh)."""
+        try:
+            page = self.project(name)
+        except NesteggError as exc:  # pip's own request for the file will say what is wrong
+            logger.debug("no guess of pip's file of %s: %s", name, exc)
+            return
+        self._guess(name, agent, profile, page, request=request, since=since, delay=0.0)
 
     def _guess(
         self,
