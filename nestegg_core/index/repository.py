@@ -1007,8 +1007,9 @@ class Repository:
         now: bool = False,
     ) -> None:
         """pip is being answered the page of ``name`` it asked for at ``since``
-        (``time.monotonic``): guess the file it takes next (``likely_picks``, of ``page`` or the
-        page in memory), and download it ahead of pip's request when it is a mirrored wheel pip
+        (``time.monotonic``): guess the file it takes next (``likely_picks``, of ``page``, the
+        page in memory, or the page read once the answer is out when none of its files is
+        cached), and download it ahead of pip's request when it is a mirrored wheel pip
         is shown no metadata for (so asks for it at once), of up to ``fetch_ahead`` bytes, not
         cached, and this client's guesses of that way were right lately (``Guesses``). The pages its wheel
         requires are made ahead as ``request`` asked for this one, as for a wheel pip gets
