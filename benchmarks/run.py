@@ -1336,6 +1336,24 @@ strace and tracemalloc):
     8 rounds of the small set's roots), 0.12 ms once they stay (3d0362c, up to 10,000 files).
     Peak RSS of a server through cold, again and uv's warm install of the own set, 2 rounds
     each: 58.8 and 65.6 MB before, 55.9 and 57.7 MB after (uv's run sets the peak, and varies).
+- *Large pages, and pages made ahead then dropped* (fbca5b8, eb2db56). A second held-out set, 72
+  projects resolved for CPython 3.11 (fastapi, aiohttp, scipy, pyarrow, grpcio, celery, pylint and
+  their dependencies; 150 MB of wheels, 4 pages of 9,000-15,000 files), at ab34b05 in 3 rounds:
+  cold 1.24x the direct time (the bare proxy 1.34x), warm 0.86x, 1.32x faster than proxpi, peak
+  RSS 71 MB. Its cold pages cost 0.78 s a run more than direct, 485 ms of it grpcio's,
+  pydantic-core's, aiohttp's and regex's: parsed (grpcio's 11,343 files in 51 ms idle, 15 ms of
+  it ``json.loads``), then state written (16 ms) and rendered into its file (18 ms) before the
+  answer. Now a page over 6,000 files is answered from a temporary file it is rendered into, its
+  state written and the file kept after the answer: those pages 15-22 ms sooner each (three runs
+  of 6 rounds), no run-level change seen in the noise. Pages made ahead past 10,000 files of
+  them were dropped from memory before pip asked, answered from their renderings unguessed, and
+  read again on pip's request for the file (8 pages, 72 ms a run: yarl's 24 ms). With none of
+  its files cached, such a page is now read once the answer is out and its file guessed: those
+  files 25.8 -> 2.5 ms (yarl), 24.9 -> 3.0 (multidict), 38.2 -> 19.8 ms (sqlalchemy). Both
+  changes, 6 alternating rounds twice: medians 6.03 -> 5.45 s and 5.45 -> 5.55 s, means 5.96 ->
+  5.47 s and 5.63 -> 5.39 s (direct 4.50 and 4.35 s); the own set unchanged (8 rounds), the small
+  set untouched (no such page). Held in memory up to 16,000 files instead, the pages saved as
+  much, but a cold run's peak RSS went from 56-68 to 67-77 MB.
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
