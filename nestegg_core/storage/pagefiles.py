@@ -123,54 +123,46 @@ class PageFile:
         self.handle.close()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PendingPage:
     """A rendering written before its state is on disk (:meth:`RenderedPages.pending`): sent from
     :attr:`file` meanwhile, then kept under the state's token (:meth:`keep`) or dropped
     (:meth:`drop`). Its temporary file goes either way; a crash leaves it for ``sweep``."""
 
-    def __init__(
-        self,
-        pages: RenderedPages,
-        *,
-        name: NormalizedName,
-        kind: str,
-        target: Path,
-        temp: Path,
-        file: PageFile,
-    ) -> None:
-        self._pages = pages
-        self._name = name
-        self._kind = kind
-        self._target = target
-        self._temp = temp
-        #: the body, open at its start (the sender closes it)
-        self.file = file
+    pages: RenderedPages
+    name: NormalizedName
+    kind: str
+    #: where it is kept, and where it is written meanwhile
+    target: Path
+    temp: Path
+    #: the body, open at its start (the sender closes it)
+    file: PageFile
 
     def keep(self, token: str, checked: float) -> bool:
         """Keep the page as rendered from ``token``'s state (checked at ``checked``): its header
         written in the room left for it (the write makes the file newer than the state, or
         ``sweep`` would take it for stale), then put in place. False (and dropped) if it cannot."""
-        root = self._pages._root
+        root = self.pages._root
         try:
             header = _header_room(token, checked, self.file.etag, self.file.size)
-            fd = open_below(root, self._temp, os.O_WRONLY)
+            fd = open_below(root, self.temp, os.O_WRONLY)
             try:
                 os.pwrite(fd, header, 0)
             finally:
                 os.close(fd)
-            rename_below(root, self._temp, self._target)
+            rename_below(root, self.temp, self.target)
         except (OSError, UnsafePath) as exc:
-            logger.warning("cannot keep the rendered page of %r: %s", self._name, exc)
+            logger.warning("cannot keep the rendered page of %r: %s", self.name, exc)
             self.drop()
             return False
-        if "-" in self._kind:
-            self._pages._bound_clients(self._name, self._kind.partition("-")[2])
+        if "-" in self.kind:
+            self.pages._bound_clients(self.name, self.kind.partition("-")[2])
         return True
 
     def drop(self) -> None:
         """Remove the temporary file (the body sent from it may still be read)."""
         with contextlib.suppress(OSError, UnsafePath):
-            unlink_below(self._pages._root, self._temp)
+            unlink_below(self.pages._root, self.temp)
 
 
 class RenderedPages:
@@ -290,7 +282,7 @@ class RenderedPages:
             raise
         etag = _etag(body.digest)
         page = PageFile(handle=handle, size=body.size, etag=etag, checked=0.0, token="")
-        return PendingPage(self, name=name, kind=kind, target=target, temp=temp, file=page)
+        return PendingPage(pages=self, name=name, kind=kind, target=target, temp=temp, file=page)
 
     def _bound_clients(self, name: NormalizedName, kept: str) -> None:
         """Remove the renderings of the installers of ``name`` written longest ago while there are
