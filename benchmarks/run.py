@@ -1347,7 +1347,7 @@ strace and tracemalloc):
   state written and the file kept after the answer: those pages 15-22 ms sooner each (three runs
   of 6 rounds), no run-level change seen in the noise. Pages made ahead past 10,000 files of
   them were dropped from memory before pip asked, answered from their renderings unguessed, and
-  read again on pip's request for the file (8 pages, 72 ms a run: yarl's 24 ms). With none of
+  read again on pip's request for the file (14 reads, 72 ms a run: yarl's 24 ms). With none of
   its files cached, such a page is now read once the answer is out and its file guessed: those
   files 25.8 -> 2.5 ms (yarl), 24.9 -> 3.0 (multidict), 38.2 -> 19.8 ms (sqlalchemy). Both
   changes, 6 alternating rounds twice: medians 6.03 -> 5.45 s and 5.45 -> 5.55 s, means 5.96 ->
