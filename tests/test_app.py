@@ -818,7 +818,7 @@ def test_a_page_answered_from_its_rendering_without_its_model_has_its_file_guess
     upstream: PrivateIndex, faults: Faults, mirror: Mirror, http: requests.Session, cached: bool
 ) -> None:
     """A page made before (ahead of pip) and dropped from memory is answered from its rendering;
-    with none of its files cached, its page is read once the answer is out, and pip's file
+    with none of its files ever downloaded, its page is read once the answer is out, and pip's file
     guessed from it (pip's request for the file then finds the page in memory). A warm page's
     files are most likely cached: nothing is read."""
     [wheel] = upstream.add("a", "1.0", sdist=False)

@@ -1031,7 +1031,7 @@ class Repository:
             page = self.mirror.held(name)
             if page is None:
                 # answered from its rendering: warm, its files most likely cached too. With none
-                # cached (a page made ahead, dropped from memory before pip asked for it), the
+                # downloaded (a page made ahead, dropped from memory before pip asked for it), the
                 # page is read once the answer is out, for the guess and for pip's next request:
                 # 15-24 ms for 5,000 files, that request's otherwise
                 if not self._holds_files(name):
@@ -1047,11 +1047,9 @@ class Repository:
             later.defer(functools.partial(guess, delay=0.0))
 
     def _holds_files(self, name: NormalizedName) -> bool:
-        """Whether the cache holds a file of ``name`` (its folder is made by its first download)."""
-        try:
-            return any(is_dist_filename(entry) for entry in os.listdir(f"{self._files_dir}/{name}"))
-        except OSError:
-            return False
+        """Whether a file of ``name`` was ever downloaded: its folder is made by the first (a
+        stat, on every warm page pip asks for; a listing of it took 9 us)."""
+        return os.path.isdir(f"{self._files_dir}/{name}")
 
     def _guess_read(
         self,
