@@ -1354,6 +1354,31 @@ strace and tracemalloc):
   5.47 s and 5.63 -> 5.39 s (direct 4.50 and 4.35 s); the own set unchanged (8 rounds), the small
   set untouched (no such page). Held in memory up to 16,000 files instead, the pages saved as
   much, but a cold run's peak RSS went from 56-68 to 67-77 MB.
+
+  - *That set's cold run, request by request, and what did not move it* (c11ff63). Eleven
+    alternating comparisons with the direct run (1-6 rounds each, one hour) put nestegg at
+    1.15-1.34x its time, median 1.24x; the bare proxy, in three of them, at 1.24-1.39x. From pip's
+    requests (timed in its own process, a dozen runs or more each way): its own time between
+    requests is about the same through nestegg (2.6-3.4 s, direct 2.7-3.2 s), its pages take
+    0.99-1.26 s (direct 0.24-0.39 s), its files 0.58-0.81 s (direct 0.38-0.49 s). Of the pages'
+    775 ms more in one run: grpcio's, pydantic-core's, aiohttp's and regex's 370 ms,
+    sqlalchemy's 59, numpy's 34, seven more 10-25 ms each, and 62 pages of under 20 ms 230 ms
+    (4.4 ms each, median). Replayed in the process from a local copy of those pages
+    (no network), a large page's cold answer takes 7.2-7.5 us a file (grpcio's 11,343 files
+    78-85 ms), of which the decoding of its JSON 1.3-1.4 us; its parse, model and rendering are
+    the rest. The files' 146 ms are small wheels (9-10 ms against 2-3 ms direct): pip asks for one
+    2 ms after its page, and its guessed download begins once the page's folder, state and
+    rendering are written (2.5-3 ms after the answer). A request that comes while such writes run
+    (35 of 147) waits 2.1 ms (median) for the server to take it, 0.5 ms otherwise. Tried, each
+    within the rounds' spread (nestegg's medians, the tree before second): the guess begun before
+    the writes (6 rounds: 5.18 against 5.06 s), downloads not synced to disk (4: 5.44 against
+    5.37 s), a GIL switch interval of 1 ms and of 0.2 ms (4: 4.96 and 4.95 against 5.04 s), the
+    writes after an answer giving way to other requests (4: 4.57 against 4.67 s), the background
+    threads at nice 10 (6: 5.33 against 5.28 s), the writes left for 20 ms without requests (6:
+    5.46 against 5.37 s; pip's own time rose), ``pages_ahead: no`` (5: 5.13 against 5.12 s); and,
+    in the process, a ``Hashes`` made through its slots (341 against 313 ns) and pip's JSON
+    written 256 entries at a time (the same). ``fetch_ahead: no`` took 5.66 against 5.12 s: the
+    guesses are a tenth of the run.
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
