@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+from packaging.utils import NormalizedName
 
 from nestegg_core import Config, Mirror
+from nestegg_core.index.repository import Repository
+from nestegg_core.simple.models import DistFile
+from nestegg_core.storage.pagestate import PageState, StateHeader
 from nestegg_core.testing import find_uv, installer_env, make_venv
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
@@ -134,3 +140,50 @@ def test_uv_says_an_offline_mirror_has_nothing_cached(tmp_path: Path) -> None:
     assert result.returncode != 0
     output = " ".join((result.stdout + result.stderr).split())
     assert "the cache has nothing for 'top-pkg' and nestegg is offline" in output, output
+
+
+@pytest.mark.usefixtures("packages")
+def test_uv_gets_its_files_without_their_pages_made_again(
+    tmp_path: Path, make_mirror: MirrorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uv asks for every page, then for each wheel's metadata and file, many at once: by then the
+    pages are dropped from memory (here all but one), and each file's entry is read from its
+    page's state alone, not the page made again from it (``MirrorIndex.entry``)."""
+    mirror = make_mirror()
+    mirror.repository.refresher.stop()  # its pages made again once uv is gone are not counted
+    index = mirror.repository.mirror
+    index.max_files = 1
+    local = threading.local()
+    made: list[str] = []  # pages made again from their state for a file or its metadata
+    entries: list[str] = []
+    read_page, read_entry = index.store.read_page, index.store.read_page_entry
+
+    def page_read(name: NormalizedName) -> PageState | None:
+        if getattr(local, "file", False):
+            made.append(name)
+        return read_page(name)
+
+    def entry_read(name: NormalizedName, filename: str) -> tuple[StateHeader, DistFile | None] | None:
+        entries.append(filename)
+        return read_entry(name, filename)
+
+    open_any = Repository.open_any
+
+    def opening(self: Repository, *args: Any, **kwargs: Any) -> Any:
+        local.file = True
+        try:
+            return open_any(self, *args, **kwargs)
+        finally:
+            local.file = False
+
+    monkeypatch.setattr(index.store, "read_page", page_read)
+    monkeypatch.setattr(index.store, "read_page_entry", entry_read)
+    monkeypatch.setattr(Repository, "open_any", opening)
+    python = make_venv(tmp_path / "venv")
+    result = uv_install(python, mirror.index_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert EXPECTED.items() <= installed(python).items()
+    assert made == []
+    # the wheels' metadata and the files of the pages dropped from memory by then: all but the
+    # one or two a client asked for last, of five
+    assert len(set(entries)) >= 3, entries

@@ -289,3 +289,105 @@ def test_the_times_of_the_checks_are_those_of_the_states_and_their_confirmations
     assert times[NormalizedName("c")] > 3000  # written just now
     assert store.checked_times(most=3) is None  # past it, not guessed: 5 entries in the folder
     assert CacheStore(tmp_path / "empty", "https://example.com/simple/").checked_times(most=10) == {}
+
+
+def _twice(state: PageState) -> PageState:
+    """``state`` with its first file listed again last, at another URL (a state saved before the
+    parser dropped the second)."""
+    first = state.page.files[0]
+    again = replace(first, url=first.url + "?again")
+    return replace(state, page=ProjectPage.build(NAME, (*state.page.files, again), state.page.index_versions))
+
+
+def _written(state: PageState) -> bytes:
+    return b"".join(state.to_bytes())
+
+
+@pytest.mark.parametrize(
+    ("state", "form"),
+    [
+        (STATE, _written),
+        (_large_state(2048), _written),  # one whole line a column
+        (_large_state(2049), _written),  # a second line of one value
+        (LARGE, _written),
+        (LARGE, _line_per_column_form),
+        (_twice(STATE), _written),  # the first entry of a name listed twice, as the page has it
+        (replace(STATE, digest="12" * 32), _written),
+    ],
+    ids=["small", "2048", "2049", "large", "line-per-column", "listed-twice", "digest"],
+)
+def test_an_entry_is_read_from_the_state_alone_as_its_page_lists_it(
+    store: CacheStore, state: PageState, form: Callable[[PageState], bytes]
+) -> None:
+    store.page_path(NAME).parent.mkdir(parents=True)
+    store.page_path(NAME).write_bytes(form(state))
+    read = store.read_page(NAME)
+    assert read is not None
+    header = store.read_page_header(NAME)
+    assert header is not None
+    files = read.page.files
+    # each file of a small page; of a large one, those at the ends of its lines too
+    picks = {0, len(files) - 1, *range(2045, min(len(files), 2052)), *range(0, len(files), 97)}
+    for index in sorted(pick for pick in picks if pick < len(files)):
+        filename = files[index].filename
+        assert store.read_page_entry(NAME, filename) == (header, read.page.file(filename)), index
+    assert store.read_page_entry(NAME, "demo-9.9.tar.gz") == (header, None)
+    assert store.read_page_entry(NAME, "demo-1.0.whl.metadata") == (header, None)  # no file's name
+
+
+def test_an_entry_is_read_with_the_time_the_page_was_given_again(store: CacheStore) -> None:
+    store.write_page(STATE)
+    store.confirm(NAME, 40.0)
+    assert store.read_page_entry(NAME, FILES[1].filename) == (
+        StateHeader(etag='"v1"', last_modified="Tue, 01 Oct 2024", checked=40.0),
+        FILES[1],
+    )
+
+
+@pytest.mark.parametrize("older", [_one_line_form, _files_form], ids=["one-line", "file-mappings"])
+def test_no_entry_is_read_from_a_state_of_an_older_form(
+    store: CacheStore, older: Callable[[PageState], bytes]
+) -> None:
+    store.page_path(NAME).parent.mkdir(parents=True)
+    store.page_path(NAME).write_bytes(older(STATE))
+    assert store.read_page_entry(NAME, FILES[0].filename) is None  # read_page reads it whole
+
+
+# every damage but another file's name, which the entry's reading does not look at
+ENTRY_DAMAGES = {key: damage for key, (damage, _) in DAMAGES.items() if key != "bad-filename"}
+
+
+@pytest.mark.parametrize("damage", ENTRY_DAMAGES.values(), ids=ENTRY_DAMAGES.keys())
+def test_no_entry_is_read_from_a_damaged_state(store: CacheStore, damage: Callable[[bytes], bytes]) -> None:
+    store.write_page(STATE)
+    path = store.page_path(NAME)
+    path.write_bytes(damage(path.read_bytes()))
+    assert store.read_page_entry(NAME, FILES[0].filename) is None
+    assert store.read_page(NAME) is None  # the page is a miss too (and says why: above)
+
+
+def test_no_entry_is_read_from_columns_cut_into_lines_unlike_the_filenames(store: CacheStore) -> None:
+    store.write_page(LARGE)
+    path = store.page_path(NAME)
+    lines = path.read_bytes().split(b"\n")
+    # the URLs' first two lines as one: every other column still has three lines
+    url = next(index for index, line in enumerate(lines) if line.startswith(b',"url":['))
+    path.write_bytes(b"\n".join([*lines[:url], lines[url] + lines[url + 1], *lines[url + 2 :]]))
+    assert store.read_page_entry(NAME, LARGE.page.files[2048].filename) is None
+    assert store.read_page_entry(NAME, LARGE.page.files[0].filename) is None
+
+
+def test_no_entry_is_read_without_a_state(store: CacheStore) -> None:
+    assert store.read_page_entry(NAME, FILES[0].filename) is None
+
+
+@pytest.mark.parametrize(
+    "column", [b',"signature":[null,null,null]', b', "sha3_256" : [null,\nnull,null]', b',"\\"x\\"":[]']
+)
+def test_an_entry_leaves_a_column_a_later_release_adds_aside(store: CacheStore, column: bytes) -> None:
+    store.write_page(STATE)
+    path = store.page_path(NAME)
+    path.write_bytes(path.read_bytes().replace(b"\n}}", b"\n" + column + b"\n}}"))
+    found = store.read_page_entry(NAME, FILES[2].filename)
+    assert found is not None
+    assert found[1] == FILES[2]

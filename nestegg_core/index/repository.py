@@ -1243,7 +1243,7 @@ class Repository:
                 path = self._checked_metadata(name, filename[: -len(".metadata")])
                 if path is not None:  # served without the page
                     return path, True
-        if filename.endswith(".metadata") and self.project(name).file(filename) is None:
+        if filename.endswith(".metadata"):  # never a listed file's name (is_dist_filename)
             return self.open_metadata(name, filename[: -len(".metadata")]), True
         return self.open_file(name, filename, fetch=fetch), False
 
@@ -1255,10 +1255,7 @@ class Repository:
         if routed is not None:
             return routed.open_metadata(name, filename)
         before = self.store.page_stamp(name)  # a change meanwhile is seen by the next request
-        page = self.project(name)
-        dist = page.file(filename)
-        if dist is None:
-            raise NotFound(f"project {name!r} has no file {filename!r}")
+        dist, made = self._entry(name, filename)
         if self._lazy(dist, cached=os.path.isfile(f"{self._files_dir}/{name}/{dist.filename}.json")):
             return self._ranged_metadata(name, dist)
         if dist.core_metadata is None:
@@ -1272,7 +1269,7 @@ class Repository:
                 status = self._matching_metadata(path, dist)  # another thread may have fetched it
                 if status is None:
                     status = self._fetch_metadata(dist, path)
-        self._note_checked(name, filename, status, page, before)
+        self._note_checked(name, filename, status, made, before)
         return path
 
     def _ranged_metadata(self, name: NormalizedName, dist: DistFile) -> Path:
@@ -1379,16 +1376,13 @@ class Repository:
         name: NormalizedName,
         filename: str,
         status: os.stat_result,
-        page: ProjectPage,
+        made: PageStamp | None,
         before: PageStamp | None,
     ) -> None:
-        """Note that the metadata file of ``status`` matched ``page``, if ``page`` was made from
-        the state on disk, the same before and after (else the next request looks again)."""
-        if (
-            before is None
-            or self.mirror.made_from(name, page) != before
-            or self.store.page_stamp(name) != before
-        ):
+        """Note that the metadata file of ``status`` matched the entry read from the state file of
+        stamp ``made``, if that is the state on disk, the same before and after (else the next
+        request looks again)."""
+        if before is None or made != before or self.store.page_stamp(name) != before:
             return
         try:
             self.store.note_metadata_checked(name, filename, before, status)
@@ -1529,11 +1523,18 @@ class Repository:
             raise NotFound(f"no file {path.name!r}") from None
 
     def _find(self, name: NormalizedName, filename: str) -> DistFile:
+        return self._entry(name, filename)[0]
+
+    def _entry(self, name: NormalizedName, filename: str) -> tuple[DistFile, PageStamp | None]:
+        """The entry of ``filename`` on the page clients see, and the stamp of the state file it
+        was read from (``MirrorIndex.entry``, which spares making a page not held for it)."""
+        if self._plain_mirror(name):
+            return self.mirror.entry(name, filename)
         page = self.project(name)
         dist = page.file(filename)
         if dist is None:
             raise NotFound(f"project {name!r} has no file {filename!r}")
-        return dist
+        return dist, self.mirror.made_from(name, page)
 
     def _is_source_build(self, name: str) -> bool:
         return name in self._source_builds

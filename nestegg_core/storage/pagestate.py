@@ -124,9 +124,60 @@ def read_header(handle: BinaryIO) -> StateHeader | None:
     first = handle.readline(_MAX_HEADER + 1)
     if not first.endswith(_COLUMNS_START):
         return None
+    return _header_of(_first_line(first))
+
+
+def read_entry(handle: BinaryIO, filename: str) -> tuple[StateHeader, DistFile | None] | None:
+    """The header of the state in a file and its entry of ``filename`` (None when it lists none),
+    as the page :func:`read_state` makes lists it, without making that page: the filename column
+    is decoded until ``filename`` is found, and of each other column only the line that holds its
+    value (a 15,000-file page is made in 60-100 ms, one entry is read in a few). None for a file
+    of an older form (one line), which is read whole. Raises as :func:`read_state` does for what
+    it reads (the values on other lines are not looked at), and ValueError when the columns are
+    not cut into lines alike.
+    """
+    first = handle.readline(_MAX_HEADER + 1)
+    if not first.endswith(_COLUMNS_START):
+        return None
+    data = _first_line(first)
+    header = _header_of(data)
+    if not isinstance(data["name"], str):
+        raise TypeError(f"state names no project: {data['name']!r}")
+    found: tuple[int, int] | None = None  # the entry's line (in every column) and place on it
+    lengths: dict[str, int] = {}  # lines of each column
+    fields: dict[str, Any] = {}
+    width = 0  # values on the entry's line of the filename column
+    for key, text, _ in _column_lines(handle):
+        if key not in _CONVERT:
+            continue  # a column a later release added: left aside, however it is cut
+        line = lengths[key] = lengths.get(key, -1) + 1
+        if key == "filename" and found is None:
+            names = json.loads(b"[" + text + b"]")
+            if filename in names:
+                found, width = (line, names.index(filename)), len(names)
+                fields[key] = _filename(filename)
+        elif found is not None and line == found[0]:
+            values = json.loads(b"[" + text + b"]")
+            if len(values) != width:
+                raise ValueError(f"column {key!r} is cut into lines unlike the filenames")
+            fields[key] = _CONVERT[key](values[found[1]])
+    if any(count != lengths.get("filename") for count in lengths.values()):
+        raise ValueError("columns of different lengths")
+    if found is None:
+        return header, None
+    dist = _dist(*(fields[key] for key in _COLUMNS))
+    return header, dist if is_dist_filename(dist.filename) else None
+
+
+def _first_line(first: bytes) -> dict[str, Any]:
+    """The fields of a state file's first line (the one that ends with ``_COLUMNS_START``)."""
     data = json.loads(first[: -len(_COLUMNS_START)] + b"}")
     if not isinstance(data, dict):
         raise TypeError(f"state is a {type(data).__name__}, not an object")
+    return data
+
+
+def _header_of(data: dict[str, Any]) -> StateHeader:
     etag, last_modified = data.get("etag"), data.get("last_modified")
     return StateHeader(
         etag=etag if isinstance(etag, str) else None,
@@ -175,30 +226,39 @@ def read_state(handle: BinaryIO) -> PageState:
         return PageState.from_json(json.loads(handle.read()))
     data = json.loads(first[: -len(_COLUMNS_START)] + b"}")
     columns: dict[str, list[Any]] = {}
+    for key, text, opens in _column_lines(handle):
+        if opens:
+            columns[key] = []
+        convert = _CONVERT.get(key)
+        values = json.loads(b"[" + text + b"]")
+        if convert is not None:  # else a column a later release added: left aside
+            columns[key].extend(convert(value) for value in values)
+    return PageState._of(data, _from_columns(columns))
+
+
+def _column_lines(handle: BinaryIO) -> Iterator[tuple[str, bytes, bool]]:
+    """The lines of a state file's columns, after its first line: each one's column, the text of
+    its values (without the brackets), and whether it is the column's first line. Raises
+    ValueError on a damaged line or a file that ends before its last column."""
     key: str | None = None  # of the column whose lines are being read
     for line in handle:
         if line == b"}}" and key is None:
-            break
+            return
         if not line.endswith(b"\n"):
             raise ValueError("state file ends before its last column")
         part = line
+        opens = key is None
         if key is None:
             start = _COLUMN_START.match(line)
             if start is None:
                 raise ValueError(f"state file has a damaged column line {line[:40]!r}")
             key, part = json.loads(start[1]), line[start.end() :]
-            columns[key] = []
         if not part.endswith((b",\n", b"]\n")):
             raise ValueError(f"state file has a damaged column line {line[:40]!r}")
-        convert = _CONVERT.get(key)
-        values = json.loads(b"[" + part[:-2] + b"]")
-        if convert is not None:  # else a column a later release added: left aside
-            columns[key].extend(convert(value) for value in values)
+        yield key, part[:-2], opens
         if part.endswith(b"]\n"):
             key = None
-    else:
-        raise ValueError("state file ends before its last column")
-    return PageState._of(data, _from_columns(columns))
+    raise ValueError("state file ends before its last column")
 
 
 def _columns(files: tuple[DistFile, ...]) -> dict[str, list[Any]]:
@@ -274,19 +334,28 @@ def _from_columns(columns: dict[str, list[Any]]) -> list[DistFile]:
     lists = [columns[key] for key in _COLUMNS]
     if any(len(values) != len(lists[0]) for values in lists):
         raise ValueError("columns of different lengths")
-    return [
-        DistFile(
-            filename=filename,
-            url=url,
-            hashes=hashes,
-            requires_python=requires_python,
-            yanked=yanked,
-            size=size,
-            upload_time=upload_time,
-            core_metadata=metadata,
-            origin=origin,
-        )
-        for filename, url, hashes, requires_python, yanked, size, upload_time, metadata, origin in zip(
-            *lists, strict=True
-        )
-    ]
+    return [_dist(*values) for values in zip(*lists, strict=True)]
+
+
+def _dist(  # noqa: PLR0917  # a state's columns, in their order
+    filename: str,
+    url: str,
+    hashes: Mapping[str, str],
+    requires_python: str | None,
+    yanked: str | None,
+    size: int | None,
+    upload_time: str | None,
+    metadata: Mapping[str, str] | None,
+    origin: str,
+) -> DistFile:
+    return DistFile(
+        filename=filename,
+        url=url,
+        hashes=hashes,
+        requires_python=requires_python,
+        yanked=yanked,
+        size=size,
+        upload_time=upload_time,
+        core_metadata=metadata,
+        origin=origin,
+    )

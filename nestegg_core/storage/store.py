@@ -57,7 +57,7 @@ from .fs import (
 )
 from .generation import Generation
 from .locks import FileLock, LockTimeout
-from .pagestate import PageState, StateHeader, read_header, read_state
+from .pagestate import PageState, StateHeader, read_entry, read_header, read_state
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +188,25 @@ class CacheStore:
         if confirmed is not None and confirmed > header.checked:
             return dataclasses.replace(header, checked=confirmed)
         return header
+
+    def read_page_entry(
+        self, name: NormalizedName, filename: str
+    ) -> tuple[StateHeader, DistFile | None] | None:
+        """The header of the state of ``name`` (checked when the upstream last confirmed it) and
+        its entry of ``filename``, read without the rest of its files (:func:`read_entry`); None
+        when there is no state, or it is damaged or of an older form (``read_page`` reads those)."""
+        try:
+            with open_read(self.root, self.page_path(name)) as handle:
+                found = read_entry(handle, filename)
+        except (OSError, UnsafePath, ValueError, KeyError, TypeError, OverflowError, RecursionError):
+            return None  # read_page says what is wrong with it
+        if found is None:
+            return None
+        header, dist = found
+        confirmed = self.confirmed_at(name)
+        if confirmed is not None and confirmed > header.checked:
+            header = dataclasses.replace(header, checked=confirmed)
+        return header, dist
 
     def confirm(self, name: NormalizedName, checked: float) -> None:
         """Keep that the upstream gave the page of the state on disk again at ``checked``, without
