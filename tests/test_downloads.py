@@ -133,7 +133,8 @@ def test_a_download_works_for_a_client_only_when_one_waits_for_it(
     ahead: bool,
 ) -> None:
     """A client's download counts as work for it (``waits.serving``): pages made ahead give way
-    to it, while the request that started it waits. A download ahead of its client does not."""
+    to it, while the request that started it waits, and the pages made again wait for it
+    (``Downloads.serving``). A download ahead of its client does neither."""
     monkeypatch.setattr(clients, "PIP_METADATA_MIN_SIZE", 1)  # pip reads the metadata: a download ahead
     [wheel] = upstream.add("big", "1.0", sdist=False, payload_size=200_000)
     mirror = make_mirror()
@@ -144,6 +145,8 @@ def test_a_download_works_for_a_client_only_when_one_waits_for_it(
         if url.endswith(wheel.filename):
             time.sleep(0.3)  # the request that started it waits by now
             seen.append(waits.busy())
+            # the background (pages made again) waits for a download a client reads, not for one ahead
+            seen.append(mirror.repository.downloads.serving())
         return original(fetcher, url)
 
     monkeypatch.setattr(upstream_module.HttpFetcher, "open", opening)
@@ -155,7 +158,7 @@ def test_a_download_works_for_a_client_only_when_one_waits_for_it(
         wait_until(cached.is_file, "the wheel downloaded ahead")
     else:
         assert http.get(f"{mirror.url}/files/big/{wheel.filename}", headers={"User-Agent": PIP}).ok
-    assert seen == [not ahead]
+    assert seen == [not ahead, not ahead]
 
 
 def _parts(folder: Path, filename: str) -> list[Path]:

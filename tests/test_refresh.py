@@ -304,7 +304,7 @@ def test_the_repository_is_busy_for_a_while_after_each_request(
         Config(nestegg_dir=tmp_path / "nest", index_url="https://example.com/simple/"), fetcher=_Bare()
     )
     repo.close()
-    repo.serve_clients(None if gone is None else lambda: gone)
+    repo.serve_clients(None if gone is None else lambda: gone, lambda: False)
     assert repo._busy() == 0.0
     started = time.monotonic()
     body(repo, JSON_V1)
@@ -391,3 +391,27 @@ def test_a_page_made_while_its_change_settled_is_saved_once_it_has(
     assert again.page is None  # read from its file, not made again
     assert again.body == settling.body
     later.close()
+
+
+@pytest.mark.parametrize(
+    ("sending", "downloading", "busy"),
+    [
+        (False, False, 0.0),
+        (True, False, 0.5),  # an answer still sent (uv reads its wheels for seconds after asking)
+        (False, True, 0.5),  # a download a client reads (under any WSGI server)
+    ],
+    ids=["quiet", "sending", "downloading"],
+)
+def test_the_repository_is_busy_while_a_client_is_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sending: bool, downloading: bool, busy: float
+) -> None:
+    """However long ago the last request came: the pages made again would take a core from a
+    client on the same machine."""
+    monkeypatch.setattr(repository_module, "_IDLE", 0.5)
+    repo = Repository(
+        Config(nestegg_dir=tmp_path / "nest", index_url="https://example.com/simple/"), fetcher=_Bare()
+    )
+    repo.close()
+    repo.serve_clients(lambda: False, lambda: sending)
+    monkeypatch.setattr(repo.downloads, "serving", lambda: downloading)
+    assert repo._busy() == busy

@@ -137,6 +137,38 @@ def test_a_file_that_shrinks_while_it_is_sent_breaks_its_answer_off(
         _waitress.shut_down(server, thread, 5)
 
 
+def test_the_server_tells_while_an_answer_is_still_sent(tmp_path: Path) -> None:
+    """What the background waits for besides a request (``Clients.sending``): uv asks for every
+    wheel at once, then reads them for seconds while it unpacks them."""
+    data = b"\0" * 40_000_000  # more than loopback's socket buffers take
+    path = tmp_path / "file"
+    path.write_bytes(data)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Length", str(len(data)))])
+        return environ["wsgi.file_wrapper"](open(path, "rb"), 65536)
+
+    server = make_server(app, Config(port=0))
+    clients = _waitress.clients_of(server)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        assert not clients.sending()
+        with requests.Session() as session:
+            session.trust_env = False
+            response = session.get(f"http://127.0.0.1:{server.effective_port}/", stream=True, timeout=10)
+            time.sleep(0.2)  # the request served, its answer waits for the client
+            assert clients.sending()
+            assert len(response.content) == len(data)
+            deadline = time.monotonic() + 10
+            while clients.sending() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not clients.sending()  # its connection still open, idle
+            assert server.active_channels
+    finally:
+        _waitress.shut_down(server, thread, 5)
+
+
 def test_the_server_paces_its_workers_and_marks_slow_clients_as_waits(make_mirror: MirrorFactory) -> None:
     mirror = make_mirror()
     waitress_server: Any = mirror._server

@@ -688,6 +688,13 @@ class Downloads:
         download.leave()  # from now on nobody waits for it
         return True
 
+    def serving(self) -> bool:
+        """Whether a download that a client reads runs now (one made ahead for nobody does not count)."""
+        if not self._running:
+            return False
+        with self._lock:
+            return any(download.readers for download in self._running.values())
+
     def running(self, name: NormalizedName, dist: DistFile) -> Download | None:
         """The download of ``dist`` this process runs now, if any (no reader is counted)."""
         with self._lock:

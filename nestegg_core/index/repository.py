@@ -203,6 +203,9 @@ class Repository:
 
     #: when each page was last checked, the earliest first, as the store last said, and when it said so
     _checked_times: tuple[float, list[tuple[NormalizedName, float]]] | None = None
+    #: whether a client's request is still served, its answer still being sent, if the server can
+    #: tell (waitress, see ``serve_clients``): the background waits for that too
+    clients_sending: Callable[[], bool] | None = None
 
     def __init__(
         self, config: Config, *, fetcher: Fetcher | None = None, routes: Routes[Repository] | None = None
@@ -771,21 +774,27 @@ class Repository:
         return True
 
     def _busy(self) -> float:
-        """Seconds until the mirror counts as quiet: no page being made by a request, and none
-        asked for (nor a file) for ``_IDLE`` seconds. Background work waits for it, so that it
-        takes no time from an install, nor makes a second large page beside one of its."""
-        if self._making:
+        """Seconds until the mirror counts as quiet: no page being made by a request, no download
+        a client reads nor answer being sent, and no page asked for (nor a file) for ``_IDLE``
+        seconds. Background work waits for it, so that it takes no time from an install, nor makes
+        a second large page beside one of its. (uv asks for every wheel at once, then reads them
+        for seconds while it unpacks them: pages made again meanwhile took a core from it.)"""
+        sending = self.clients_sending
+        if self._making or self.downloads.serving() or (sending is not None and sending()):
             return _IDLE
         if self.clients_gone is not None and self.clients_gone():
             return 0.0  # an install over, however recent its last request
         return max(0.0, self._asked + _IDLE - time.monotonic())
 
-    def serve_clients(self, gone: Callable[[], bool] | None) -> None:
-        """Take from the server whether its clients are gone (see ``clients_gone``), here and in
-        the routed indexes; the server pokes the refreshers when they go."""
-        self.clients_gone = gone
-        for _, routed in self.routes.items():
-            routed.clients_gone = gone
+    def serve_clients(
+        self, gone: Callable[[], bool] | None, sending: Callable[[], bool] | None = None
+    ) -> None:
+        """Take from the server whether its clients are gone and whether one is still served (see
+        ``clients_gone``, ``clients_sending``), here and in the routed indexes; the server pokes
+        the refreshers when they go."""
+        for repository in (self, *(routed for _, routed in self.routes.items())):
+            repository.clients_gone = gone
+            repository.clients_sending = sending
 
     def keep_files_served(self, timeout: float = 5.0) -> None:
         """Wait, up to ``timeout`` seconds, for the files an installer already has whole to be put

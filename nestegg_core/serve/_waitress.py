@@ -15,7 +15,8 @@ each internal named below and fails saying which one moved. What is borrowed:
   ``readable``, ``received``, ``check_client_disconnected`` (a peek at the socket) and
   ``del_channel`` (a connection closed: the listeners' ``active_channels`` tell how many are
   left; its ``_fileno``, None once closed, that it was open, and the task's ``channel`` how many
-  requests it served: :class:`Clients`), and sets
+  requests it served; their ``requests`` and ``total_outbufs_len``, whether one is still served:
+  :class:`Clients`), and sets
   ``sendbuf_len``, ``parser_class`` (:class:`_Parser`, over ``HTTPRequestParser``'s state) and
   ``task_class`` (:class:`_Task`, over ``WSGITask.execute``);
 - ``utilities.Error.to_response`` for a refusal's answer, the server's ``_map`` and ``trigger``
@@ -120,6 +121,17 @@ class Clients:
 
     def opened(self) -> None:
         self.gone = False
+
+    def sending(self) -> bool:
+        """Whether a connection has a request in hand or an answer not all sent: a client on the
+        same machine (uv reading dozens of wheels at once) still works, and the background would
+        take a core from it."""
+        for listener in self._listeners:
+            # a copy made in one step: the event loop may add or drop a connection meanwhile
+            for channel in list(listener.active_channels.values()):
+                if channel.requests or channel.total_outbufs_len:
+                    return True
+        return False
 
     def closed(self, served: int) -> None:
         if served > 1 and not any(listener.active_channels for listener in self._listeners):

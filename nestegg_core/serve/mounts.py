@@ -81,6 +81,7 @@ class UpstreamMounts:
         repository.private = main.private
         repository.downloads.slots = main.downloads.slots  # one bound on the downloads of a process
         repository.clients_gone = main.clients_gone  # the server's: its background starts when they go
+        repository.clients_sending = main.clients_sending
         repository.before_private = lambda name: main.before_private(name) if main.before_private else None
         if self.refresh:
             repository.mirror.refresh_all()

@@ -98,7 +98,7 @@ class Mirror:
             server = make_server(self.served, self.config, gate=self._gate, on_quiet=self._quiet)
             self._server = server
             clients = _waitress.clients_of(server)
-            self.repository.serve_clients(lambda: clients.gone)
+            self.repository.serve_clients(lambda: clients.gone, clients.sending)
             self.repository.index_url = self.index_url
             self.nest.start_services()
             self.repository.prepare()
