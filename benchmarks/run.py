@@ -185,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 number=number,
                 bare=bare,
             )
+            cold_uv_round(order, upstream, results, requirements=args.requirements, work=work)
             if str(args.small_requirements) != "none":
                 remote_round(
                     order,
@@ -197,6 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     number=number,
                     prefix="small-",
                     bare=bare,
+                )
+                cold_uv_round(
+                    order, upstream, results, requirements=args.small_requirements, work=work, prefix="small-"
                 )
                 # the same projects unpinned: their newest releases, as an install of bare names
                 latest = work / "latest-small.txt"
@@ -559,6 +563,46 @@ def distant_round(
             results.add(prefix + key, "direct", seconds)
 
 
+def cold_uv_round(
+    order: list[Server],
+    upstream: str,
+    results: report.Results,
+    *,
+    requirements: Path,
+    work: Path,
+    prefix: str = "",
+) -> None:
+    """``uv pip install --no-cache`` of the set into a fresh virtualenv through each server started
+    afresh (an empty cache), then straight from the upstream. uv asks for every page at once, then
+    for every wheel's metadata, then for the files, and unpacks them as they come: the server's
+    work shares the cores with it, where pip waits for one answer at a time."""
+    if find_uv() is None:
+        return
+    venv = work / "venv-cold-uv"
+    for server in order:
+        if server.name == "nestegg-compat":
+            continue  # uv is never filtered: the plain nestegg's row
+        instance = _attempt(
+            results, f"{server.name} start (cold uv)", server.start, upstream, "pypi", probe=None
+        )
+        if instance is None:
+            continue
+        try:
+            seconds = _attempt(
+                results, f"{server.name} cold uv install", workloads.uv_install, requirements, venv,
+                index_url=instance.index_url,
+            )  # fmt: skip
+        finally:
+            instance.process.stop()
+        if seconds is not None:
+            results.add(prefix + "uv-cold", server.name, seconds)
+    seconds = _attempt(
+        results, "direct cold uv install", workloads.uv_install, requirements, venv, index_url=upstream
+    )
+    if seconds is not None:
+        results.add(prefix + "uv-cold", "direct", seconds)
+
+
 def bare_download(bare: Server, upstream: str, requirements: Path, dest: Path) -> float:
     """The cold pip download through the bare proxy, started for it and stopped after."""
     instance = bare.start(upstream, "pypi", probe=None)
@@ -864,6 +908,10 @@ METHOD = f"""\
   downloaded a second way: only its roots (the projects none of its wheels requires here), pip
   finding the rest on the way (``pip download ROOTS -c SET``, the set as constraints), as an
   install of a few top-level requirements does.
+- **Cold uv rows**: ``uv pip install --no-cache`` of each set into a fresh virtualenv through
+  each server started afresh (empty cache), then straight from the upstream. uv asks for every
+  page at once, then for every wheel's metadata, then for all the files, and unpacks them as they
+  come: the server's work shares the two cores with it, where pip waits for one answer at a time.
 - **Unpinned row**: the small set's names without their versions, cold through each server
   started afresh (the bare proxy too), then straight from the upstream: each project's newest
   release, as an install of bare names (``tox``'s ``deps = pytest``) takes. nestegg begins the
