@@ -1431,6 +1431,37 @@ strace and tracemalloc):
     parse and rendering or longer: grpcio's 73 against 68 ms, pydantic-core's 105 against 94,
     aiohttp's 80 against 60 (best of 7, in the process). In Python the checks and the writing
     cost what the model does, so a model made after the answer would save nothing.
+- *uv cold: pages made again for its files, and beside its downloads* (5f0c070, d1699dc). No row
+  measured uv cold before (see *Cold uv rows*). On the second held-out set it took 1.40-1.46x the
+  direct time (6 alternating rounds, three times), where pip cold took 1.17x that hour. uv asks
+  for all 72 pages at once, then for every wheel's metadata, then for all the files, and unpacks
+  them as they come. By its metadata requests every page but the last was dropped from memory
+  (``MAX_FILES``), and each metadata and each file request made its page again from its state:
+  216 state reads a run, 11.8 s summed over the threads that waited on them, 60-100 ms of the
+  GIL for a page of 15,000 files. A file's entry is now read from the state of a page not held,
+  within its TTL, without the page (``read_entry``: the filename column decoded until the name is
+  found, then the one line of each other column that holds its values): 5.4 ms against 47 ms for
+  pydantic-core's whole state, 3.8 against 32 ms for grpcio's, in an idle process; none of those
+  216 reads is left but the 72 the pages made again after the install make. Those started a
+  second after uv's last request, while it was still reading 72 answers (1.35 s of CPU beside
+  its unpacking, py-spy): the background now also waits for a download a client reads
+  (``Downloads.serving``) and for an answer not all sent (``Clients.sending``). Alternating
+  rounds against the tree before (d687a76), medians: 10.06 -> 9.64 s with the first change
+  (6 rounds, direct 7.20 s), 10.45 -> 9.76 s and 9.53 -> 8.49 s with both (6 rounds each, direct
+  7.30 and 6.46 s): 1.43-1.48x -> 1.32-1.34x. The small set cold through uv: 1.68 -> 1.60 s (4
+  rounds), under uv's own 3.46 s direct. pip's cold run of the held-out set unchanged: 5.21
+  against 5.27 s (4 rounds, direct 4.45 s). What is left of uv's cold run is the downloads' own
+  work on the two cores uv unpacks on: the server used 2.8 s of user and 1.0 s of system CPU in
+  a run of 8-10 s.
+- *Looked at and left* (d1699dc). With the garbage collector off in the server, the held-out
+  set's cold pip run took 5.69 against 5.66 s (8 alternating rounds): its 90 ms of collections
+  are not on pip's way. With the installers' own caches on (warmed once, as a desktop keeps
+  them), the small set's warm pip download took 0.74x the direct time through nestegg (6 rounds;
+  pip revalidates each page with both) and uv's warm install 0.63x. A large page passed on with
+  its file URLs rewritten by a regular expression, in C, takes 11-18 ms (grpcio's 14 ms, 5 MB)
+  against 68-112 ms parsed, modelled and rendered; on the held-out set that is about 0.3 s of a
+  5 s cold run, with a second renderer whose pages differ from the model's (the upstream's
+  fields and order, no check of what a client never asked for): not taken.
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
