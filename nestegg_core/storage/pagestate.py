@@ -165,7 +165,8 @@ def read_entry(handle: BinaryIO, filename: str) -> tuple[StateHeader, DistFile |
         raise ValueError("columns of different lengths")
     if found is None:
         return header, None
-    dist = _dist(*(fields[key] for key in _COLUMNS))
+    # the columns are named as the fields they hold
+    dist = DistFile(**{key: fields[key] for key in _COLUMNS})
     return header, dist if is_dist_filename(dist.filename) else None
 
 
@@ -334,28 +335,19 @@ def _from_columns(columns: dict[str, list[Any]]) -> list[DistFile]:
     lists = [columns[key] for key in _COLUMNS]
     if any(len(values) != len(lists[0]) for values in lists):
         raise ValueError("columns of different lengths")
-    return [_dist(*values) for values in zip(*lists, strict=True)]
-
-
-def _dist(  # noqa: PLR0917  # a state's columns, in their order
-    filename: str,
-    url: str,
-    hashes: Mapping[str, str],
-    requires_python: str | None,
-    yanked: str | None,
-    size: int | None,
-    upload_time: str | None,
-    metadata: Mapping[str, str] | None,
-    origin: str,
-) -> DistFile:
-    return DistFile(
-        filename=filename,
-        url=url,
-        hashes=hashes,
-        requires_python=requires_python,
-        yanked=yanked,
-        size=size,
-        upload_time=upload_time,
-        core_metadata=metadata,
-        origin=origin,
-    )
+    return [
+        DistFile(
+            filename=filename,
+            url=url,
+            hashes=hashes,
+            requires_python=requires_python,
+            yanked=yanked,
+            size=size,
+            upload_time=upload_time,
+            core_metadata=metadata,
+            origin=origin,
+        )
+        for filename, url, hashes, requires_python, yanked, size, upload_time, metadata, origin in zip(
+            *lists, strict=True
+        )
+    ]
