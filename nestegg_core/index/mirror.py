@@ -262,7 +262,7 @@ class MirrorIndex:
         entry is read from the state alone (``CacheStore.read_page_entry``) when no record of the
         file is kept beside it (a cached file's record is what the page lists). uv asks for every
         page, then for each wheel's metadata and file, dozens at once: each of those made its
-        page again, 60-100 ms of a 15,000-file page under the GIL, three times a project.
+        page again, 60-100 ms of a 15,000-file page under the GIL, twice a project.
         """
         held = self._entries.get(name)
         if held is None or (

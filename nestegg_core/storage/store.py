@@ -182,12 +182,7 @@ class CacheStore:
                 header = read_header(handle)
         except (OSError, UnsafePath, ValueError, KeyError, TypeError, OverflowError, RecursionError):
             return None  # read_page says what is wrong with it
-        if header is None:
-            return None
-        confirmed = self.confirmed_at(name)
-        if confirmed is not None and confirmed > header.checked:
-            return dataclasses.replace(header, checked=confirmed)
-        return header
+        return None if header is None else self._confirmed(name, header)
 
     def read_page_entry(
         self, name: NormalizedName, filename: str
@@ -200,13 +195,14 @@ class CacheStore:
                 found = read_entry(handle, filename)
         except (OSError, UnsafePath, ValueError, KeyError, TypeError, OverflowError, RecursionError):
             return None  # read_page says what is wrong with it
-        if found is None:
-            return None
-        header, dist = found
+        return None if found is None else (self._confirmed(name, found[0]), found[1])
+
+    def _confirmed(self, name: NormalizedName, header: StateHeader) -> StateHeader:
+        """``header``, checked when the upstream last gave its page again, if that is later."""
         confirmed = self.confirmed_at(name)
         if confirmed is not None and confirmed > header.checked:
-            header = dataclasses.replace(header, checked=confirmed)
-        return header, dist
+            return dataclasses.replace(header, checked=confirmed)
+        return header
 
     def confirm(self, name: NormalizedName, checked: float) -> None:
         """Keep that the upstream gave the page of the state on disk again at ``checked``, without
