@@ -1452,7 +1452,10 @@ strace and tracemalloc):
   rounds), under uv's own 3.46 s direct. pip's cold run of the held-out set unchanged: 5.21
   against 5.27 s (4 rounds, direct 4.45 s). What is left of uv's cold run is the downloads' own
   work on the two cores uv unpacks on: the server used 2.8 s of user and 1.0 s of system CPU in
-  a run of 8-10 s.
+  a run of 8-10 s. Through ``run.py`` with its new cold uv rows (2d2edcd, 3 rounds, nestegg and
+  proxpi): 5.89 s against 5.51 s direct (1.07x), proxpi 8.54 s; uv's warm install there read
+  4.93 s against 3.71 s direct and 5.02 s from ``--find-links``, uv's own time straight from
+  the index swinging from 1.5 to 7 s between runs of an hour.
 - *Looked at and left* (d1699dc). With the garbage collector off in the server, the held-out
   set's cold pip run took 5.69 against 5.66 s (8 alternating rounds): its 90 ms of collections
   are not on pip's way. With the installers' own caches on (warmed once, as a desktop keeps
