@@ -252,12 +252,13 @@ def test_the_header_of_a_state_is_its_first_line(
 
 
 @pytest.mark.parametrize("older", [_one_line_form, _files_form], ids=["one-line", "file-mappings"])
-def test_a_state_of_an_older_form_has_no_header_it_is_read_whole(
+def test_a_state_of_an_older_form_has_no_header_nor_entry_it_is_read_whole(
     store: CacheStore, older: Callable[[PageState], bytes]
 ) -> None:
     store.page_path(NAME).parent.mkdir(parents=True)
     store.page_path(NAME).write_bytes(older(STATE))
     assert store.read_page_header(NAME) is None
+    assert store.read_page_entry(NAME, FILES[0].filename) is None
     assert store.read_page(NAME) == STATE
 
 
@@ -342,15 +343,6 @@ def test_an_entry_is_read_with_the_time_the_page_was_given_again(store: CacheSto
         StateHeader(etag='"v1"', last_modified="Tue, 01 Oct 2024", checked=40.0),
         FILES[1],
     )
-
-
-@pytest.mark.parametrize("older", [_one_line_form, _files_form], ids=["one-line", "file-mappings"])
-def test_no_entry_is_read_from_a_state_of_an_older_form(
-    store: CacheStore, older: Callable[[PageState], bytes]
-) -> None:
-    store.page_path(NAME).parent.mkdir(parents=True)
-    store.page_path(NAME).write_bytes(older(STATE))
-    assert store.read_page_entry(NAME, FILES[0].filename) is None  # read_page reads it whole
 
 
 # every damage but another file's name, which the entry's reading does not look at
