@@ -45,7 +45,7 @@ from nestegg_core.errors import (
 from nestegg_core.simple.clients import pip_lists_metadata
 from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.simple.models import NO_HASHES, DistFile, can_check, mismatch
-from nestegg_core.storage.fs import is_regular, unlink_below, write_atomic
+from nestegg_core.storage.fs import is_regular, read_at_most, unlink_below, write_atomic
 from nestegg_core.storage.locks import FileLock, LockTimeout
 from nestegg_core.storage.store import CacheStore
 from nestegg_core.urls import mask_url
@@ -1036,7 +1036,7 @@ class Downloads:
         kept_path = self.store.metadata_path(name, filename)
         try:
             with self.store.open_read(kept_path) as handle:
-                kept = handle.read(MAX_METADATA_SIZE + 1)
+                kept = read_at_most(handle, MAX_METADATA_SIZE + 1)
         except (OSError, UnsafePath):
             kept = None
         if kept != metadata:
@@ -1064,7 +1064,7 @@ class Downloads:
         hashes = record.core_metadata or {}
         try:
             with self.store.open_read(target) as handle:
-                kept: bytes | None = handle.read(MAX_METADATA_SIZE + 1)
+                kept: bytes | None = read_at_most(handle, MAX_METADATA_SIZE + 1)
         except FileNotFoundError:
             return  # fetched when asked for
         except UnsafePath as exc:  # a link: never served nor followed, and left to its owner

@@ -60,7 +60,7 @@ from nestegg_core.simple.render import (
 )
 from nestegg_core.storage import store as _store
 from nestegg_core.storage.counters import Counters
-from nestegg_core.storage.fs import open_read, write_atomic
+from nestegg_core.storage.fs import open_read, read_at_most, write_atomic
 from nestegg_core.storage.generation import RECHECK
 from nestegg_core.storage.pagefiles import (
     GZIP,
@@ -1175,7 +1175,7 @@ class Repository:
             metadata = kept
         if metadata is not None:
             with self.open_served(metadata) as handle:
-                return handle.read(_AHEAD_METADATA)
+                return read_at_most(handle, _AHEAD_METADATA)
         with self.open_served(self.store.file_path(name, filename)) as handle:
             return wheel_metadata(handle, filename)
 
@@ -1337,7 +1337,7 @@ class Repository:
         limit = self.config.max_metadata_size
         try:
             with self.store.open_read(path) as handle:
-                data = handle.read(limit + 1)
+                data = read_at_most(handle, limit + 1)
                 status = os.fstat(handle.fileno())
         except UnsafePath as exc:
             logger.warning("%s", exc)
@@ -1493,12 +1493,12 @@ class Repository:
                 if dist.core_metadata is None:
                     return None
                 with self.open_served(self.private.metadata_path(name, dist.filename)) as handle:
-                    data = handle.read(limit + 1)
+                    data = read_at_most(handle, limit + 1)
                 return data if len(data) <= limit else None
             path = self.store.metadata_path(name, dist.filename)
             if dist.core_metadata is not None and self._matching_metadata(path, dist) is not None:
                 with self.open_served(path) as handle:
-                    data = handle.read(limit + 1)
+                    data = read_at_most(handle, limit + 1)
                 if len(data) <= limit and mismatch(data, dist.core_metadata) is None:
                     return data
             path = self.store.file_path(name, dist.filename)

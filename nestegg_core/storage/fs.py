@@ -119,6 +119,17 @@ def open_read(root: Path, path: Path) -> BinaryIO:
         raise
 
 
+def read_at_most(handle: BinaryIO, count: int) -> bytes:
+    """What ``handle.read(count)`` gives of a regular file, taking memory only for the bytes it
+    holds: ``read`` takes ``count`` bytes up front (16 MiB for a metadata file of a few kilobytes
+    read against its limit, in each thread that reads one)."""
+    wanted = min(max(os.fstat(handle.fileno()).st_size - handle.tell(), 0) + 1, count)
+    data = handle.read(wanted)
+    if len(data) == wanted < count:  # it grew since its size was read
+        data += handle.read(count - wanted)
+    return data
+
+
 def make_folder(root: Path, folder: Path) -> None:
     """Make ``folder`` below ``root`` if it is missing, without following a link on the way."""
     if _BY_FD:
