@@ -5,6 +5,7 @@ waiting for bytes the upstream has not sent."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import threading
@@ -22,9 +23,11 @@ from nestegg_core.errors import UpstreamError
 from nestegg_core.index import upstream
 from nestegg_core.index.repository import PREPARE_QUIET
 from nestegg_core.index.upstream import CHUNK, HttpFetcher, in_background
+from tests.loopback import Answer, RawUpstream
 
 trustme = pytest.importorskip("trustme", reason="trustme makes the test CA (pip install -e '.[test]')")
 
+JSON = "application/vnd.pypi.simple.v1+json"
 WHEEL_NAME = "pkg-1.0-py3-none-any.whl"
 PAGE = {
     "meta": {"api-version": "1.1"},
@@ -370,3 +373,129 @@ def test_the_environment_is_read_once_an_origin_each_with_its_proxy(
         server.server_close()
     assert seen == ["/files/demo-1.0.tar.gz", f"http://localhost:{port}/files/demo-1.0.tar.gz"] * 3
     assert len(reads) == 2
+
+
+def _files_page(name: str, files: int) -> bytes:
+    entries = [
+        {"filename": f"{name}-{i}.0.tar.gz", "url": f"{name}-{i}.0.tar.gz", "hashes": {}}
+        for i in range(files)
+    ]
+    return json.dumps({"meta": {"api-version": "1.1"}, "name": name, "files": entries}).encode()
+
+
+#: files of a page well past LARGE_PAGE_BYTES (about 80 bytes each), and of one well under it
+LARGE_FILES, SMALL_FILES = 8000, 100
+#: what the held page sends before it waits: past LARGE_PAGE_BYTES, so that it takes the gate
+HELD_PART = upstream.LARGE_PAGE_BYTES + 2 * upstream.PAGE_CHUNK
+
+
+class _HeldPage:
+    """An upstream whose page ``held`` stops past ``LARGE_PAGE_BYTES`` until ``go`` is set (or,
+    ``broken``, breaks off there), every other page ``<name>`` sent whole at once."""
+
+    def __init__(self, *, broken: bool = False) -> None:
+        self.go = threading.Event()
+        self.broken = broken
+        self.body = _files_page("held", LARGE_FILES)
+        assert len(self.body) > HELD_PART
+
+    def _drip(self) -> Iterator[bytes]:
+        yield self.body[:HELD_PART]
+        self.go.wait(30)
+        if not self.broken:
+            yield self.body[HELD_PART:]
+
+    def __call__(self, _method: str, path: str) -> Answer:
+        name = path.strip("/").split("/")[-1]
+        if name == "held":
+            # broken: the connection closes short of the length it gave
+            length = len(self.body) if self.broken else None
+            return Answer(pieces=self._drip, headers={"Content-Type": JSON}, length=length)
+        files = SMALL_FILES if name == "small" else LARGE_FILES
+        return Answer(body=_files_page(name, files), headers={"Content-Type": JSON})
+
+
+def _fetch_in_thread(
+    fetcher: HttpFetcher, name: str, into: dict[str, Any], *, background: bool = False
+) -> threading.Thread:
+    def fetch() -> None:
+        try:
+            with in_background() if background else contextlib.nullcontext():
+                into[name] = fetcher.project(name, etag=None, last_modified=None).page
+        except Exception as exc:  # noqa: BLE001 - what the test looks at
+            into[name] = exc
+
+    thread = threading.Thread(target=fetch, name=f"fetch-{name}")
+    thread.start()
+    return thread
+
+
+def _until_held(fetcher: HttpFetcher) -> None:
+    deadline = time.monotonic() + 10
+    while not fetcher._large_pages.locked():  # the held page is past LARGE_PAGE_BYTES
+        assert time.monotonic() < deadline, "the held page never took the gate"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("other", "waits"),
+    [
+        ("large", True),  # one large page's model grows at a time, as uv asks for every page at once
+        ("small", False),  # a page that stays under LARGE_PAGE_BYTES never waits
+        ("background", False),  # nor one fetched ahead: few at once, and no client waits on it
+        ("past-the-wait", False),  # nor any longer than LARGE_PAGE_WAIT, however slow the other
+    ],
+)
+def test_a_large_page_is_parsed_for_a_client_while_no_other_large_one_is(
+    other: str, waits: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(upstream, "LARGE_PAGE_WAIT", 0.3 if other == "past-the-wait" else 30.0)
+    script = _HeldPage()
+    pages: dict[str, Any] = {}
+    with RawUpstream(script) as server:
+        fetcher = HttpFetcher(server.index_url, timeout=30)
+        try:
+            held = _fetch_in_thread(fetcher, "held", pages)
+            _until_held(fetcher)
+            started = time.monotonic()
+            second = _fetch_in_thread(fetcher, other, pages, background=other == "background")
+            second.join(1.5 if waits else 10)
+            assert second.is_alive() is waits
+            assert "held" not in pages
+            script.go.set()
+            held.join(10)
+            second.join(10)
+            assert not held.is_alive()
+            assert not second.is_alive()
+            if other == "past-the-wait":
+                assert time.monotonic() - started >= upstream.LARGE_PAGE_WAIT
+        finally:
+            script.go.set()
+            fetcher.close()
+    assert [file.filename for file in pages["held"].files] == [
+        f"held-{i}.0.tar.gz" for i in range(LARGE_FILES)
+    ]
+    assert len(pages[other].files) == (SMALL_FILES if other == "small" else LARGE_FILES)
+    assert not fetcher._large_pages.locked()
+
+
+def test_a_large_page_that_breaks_off_lets_the_next_one_through() -> None:
+    script = _HeldPage(broken=True)
+    pages: dict[str, Any] = {}
+    with RawUpstream(script) as server:
+        fetcher = HttpFetcher(server.index_url, timeout=30)
+        try:
+            held = _fetch_in_thread(fetcher, "held", pages)
+            _until_held(fetcher)
+            script.go.set()
+            held.join(10)
+            assert isinstance(pages["held"], UpstreamError)
+            started = time.monotonic()
+            page = fetcher.project("large", etag=None, last_modified=None).page
+            assert time.monotonic() - started < upstream.LARGE_PAGE_WAIT  # it did not wait for the gate
+            assert page is not None
+            assert len(page.files) == LARGE_FILES
+        finally:
+            script.go.set()
+            fetcher.close()
+    assert not fetcher._large_pages.locked()

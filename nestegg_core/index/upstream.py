@@ -62,6 +62,13 @@ CHUNK = 256 * 1024
 #: them a send (a cold 13.6 MB wheel from a fast upstream reached its reader in 119 ms, 83 ms
 #: gathered; 38 ms direct)
 GATHER = 0.002
+#: decoded bytes of a page (about 700 files) past which a client's page is parsed on only while
+#: no other is: uv asks for every page at once, and each page's model grows as it is parsed
+#: (about 650 bytes a file), so that a cold uv install held a dozen large ones at a time
+LARGE_PAGE_BYTES = 256 * 1024
+#: seconds such a page waits for another to be parsed before it goes on beside it: one that drips
+#: from a slow upstream holds the others back no longer than this
+LARGE_PAGE_WAIT = 2.0
 #: the pieces in which a project page is read and parsed
 PAGE_CHUNK = 64 * 1024
 #: the most of a page read before its digest is known (``digest=``) that is held in memory; the
@@ -587,6 +594,8 @@ class HttpFetcher:
         self._keyring_lock = threading.Lock()
         #: whether the index itself is on an internal address (see _index_internal)
         self._internal: bool | None = None
+        #: held while a large page is parsed for a client (``LARGE_PAGE_BYTES``)
+        self._large_pages = threading.Lock()
 
     def close(self) -> None:
         """Close the connections kept open to the upstream (a later request opens new ones)."""
@@ -878,11 +887,16 @@ class HttpFetcher:
     def _page_body(self, url: str, response: requests.Response, deadline: float) -> Iterator[bytes]:
         """The page's body, decoded, in pieces of at least ``PAGE_CHUNK`` bytes (the last may be
         less): :class:`UpstreamError` past ``max_page_size`` (a gzip bomb counts as what it
-        expands to), :class:`UpstreamTimeout` past the deadline, however steadily it comes."""
+        expands to), :class:`UpstreamTimeout` past the deadline, however steadily it comes. Past
+        ``LARGE_PAGE_BYTES``, a client's page is read on once no other large one is being read, or
+        ``LARGE_PAGE_WAIT`` seconds later (a time not counted against its deadline)."""
         read = 0
         held: list[bytes] = []
         held_size = 0
         pause = _pause.get()
+        # the background's pages are few at once, and keep no client's waiting
+        to_gate = pause is None and not _background.get()
+        in_gate = False
         try:
             for piece in _pieces(response.raw, PAGE_CHUNK, decode=True):
                 if pause is not None:  # the time it gives way is not the upstream's
@@ -890,6 +904,11 @@ class HttpFetcher:
                     pause()
                     deadline += time.monotonic() - paused
                 read += len(piece)
+                if to_gate and read > LARGE_PAGE_BYTES:
+                    to_gate = False
+                    waited = time.monotonic()
+                    in_gate = self._large_pages.acquire(timeout=LARGE_PAGE_WAIT)
+                    deadline += time.monotonic() - waited
                 if read > self.max_page_size:
                     raise UpstreamError(
                         f"upstream page {mask_url(url)} is larger than max_page_size "
@@ -909,6 +928,9 @@ class HttpFetcher:
             raise requests.exceptions.ChunkedEncodingError(exc) from None
         except urllib3.exceptions.DecodeError as exc:
             raise requests.exceptions.ContentDecodingError(exc) from None
+        finally:
+            if in_gate:
+                self._large_pages.release()
         if held:
             yield b"".join(held)
 
