@@ -91,6 +91,7 @@ METRICS = (
     Metric("concurrent-upstream", "  upstream downloads for those 16 (max)", "n"),
     Metric("rss", "peak RSS of the server (max)", "MB"),
     Metric("rss-local", "  of which synthetic workloads only (max)", "MB"),
+    Metric("rss-uv-cold", "peak RSS in the cold uv installs, both sets (max, not above)", "MB"),
     *(
         Metric(key, label, "s", setup=f"{key}:setup")
         for key, label in (
@@ -103,7 +104,7 @@ METRICS = (
     ),
 )
 #: metrics whose summary is the maximum over rounds, not the median
-_MAX_OF = {"concurrent-upstream", "rss", "rss-local"}
+_MAX_OF = {"concurrent-upstream", "rss", "rss-local", "rss-uv-cold"}
 
 
 @dataclass

@@ -596,6 +596,7 @@ def cold_uv_round(
             instance.process.stop()
         if seconds is not None:
             results.add(prefix + "uv-cold", server.name, seconds)
+            results.add("rss-uv-cold", server.name, instance.process.peak_rss)
     seconds = _attempt(
         results, "direct cold uv install", workloads.uv_install, requirements, venv, index_url=upstream
     )
@@ -932,7 +933,8 @@ METHOD = f"""\
   itself, "direct") for the large wheel it has not cached; time until the last has every byte; the
   upstream counts its downloads; a further download checks the served sha256.
 - **Peak RSS** is the high-water mark (VmHWM) of the server process, children included, read before
-  each instance stops; the table shows the largest.
+  each instance stops; the table shows the largest. The servers of the cold uv installs have a
+  row of their own: uv asks for every page at once.
 - **tox**: ``tox -r`` of a sample project whose environments install the requirements (one with
   tox-uv's runner, one with tox's own, pip) and import a few of them, with the plugin against its
   warm cache and with ``--no-nestegg``, in turn; installers keep no cache of their own. Beside each
