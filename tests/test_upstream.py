@@ -383,8 +383,9 @@ def _files_page(name: str, files: int) -> bytes:
     return json.dumps({"meta": {"api-version": "1.1"}, "name": name, "files": entries}).encode()
 
 
-#: files of a page well past LARGE_PAGE_BYTES (about 80 bytes each), and of one well under it
-LARGE_FILES, SMALL_FILES = 8000, 100
+#: files of a page well past LARGE_PAGE_BYTES (about 80 bytes each), of one just past it, and of
+#: one well under it
+LARGE_FILES, MEDIUM_FILES, SMALL_FILES = 8000, 4000, 100
 #: what the held page sends before it waits: past LARGE_PAGE_BYTES, so that it takes the gate
 HELD_PART = upstream.LARGE_PAGE_BYTES + 2 * upstream.PAGE_CHUNK
 
@@ -411,7 +412,7 @@ class _HeldPage:
             # broken: the connection closes short of the length it gave
             length = len(self.body) if self.broken else None
             return Answer(pieces=self._drip, headers={"Content-Type": JSON}, length=length)
-        files = SMALL_FILES if name == "small" else LARGE_FILES
+        files = {"small": SMALL_FILES, "medium": MEDIUM_FILES}.get(name, LARGE_FILES)
         return Answer(body=_files_page(name, files), headers={"Content-Type": JSON})
 
 
@@ -499,3 +500,24 @@ def test_a_large_page_that_breaks_off_lets_the_next_one_through() -> None:
             script.go.set()
             fetcher.close()
     assert not fetcher._large_pages.locked()
+
+
+def test_a_large_page_refused_midway_lets_the_next_one_through_while_its_error_is_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the error's traceback holds the fetch's frames, and with them the page's reader
+    monkeypatch.setattr(upstream, "LARGE_PAGE_WAIT", 5.0)
+    with RawUpstream(_HeldPage()) as server:
+        # past 5,000 files, refused as they are parsed: after the gate was taken at about 3,300
+        fetcher = HttpFetcher(server.index_url, timeout=30, max_page_size=5000 * upstream._BYTES_PER_FILE)
+        try:
+            with pytest.raises(UpstreamError, match="more than 5,000 files") as refused:
+                fetcher.project("large", etag=None, last_modified=None)
+            started = time.monotonic()
+            page = fetcher.project("medium", etag=None, last_modified=None).page
+            assert time.monotonic() - started < upstream.LARGE_PAGE_WAIT  # it did not wait for the gate
+        finally:
+            fetcher.close()
+    assert refused.value is not None
+    assert page is not None
+    assert len(page.files) == MEDIUM_FILES

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -670,7 +670,8 @@ class HttpFetcher:
             new_etag = response.headers.get("ETag")
             new_last_modified = response.headers.get("Last-Modified")
             digest = page_digest(content_type, base)
-            body = _hashed(self._page_body(url, response, deadline), digest)
+            pieces = self._page_body(url, response, deadline)
+            body = _hashed(pieces, digest)
             spool = None
             try:
                 if known is not None and (new_etag, new_last_modified) == (etag, last_modified):
@@ -698,6 +699,9 @@ class HttpFetcher:
                     f"({format_size(self.max_page_size)}) allows; raise nestegg.max_page_size"
                 ) from None
             finally:
+                # now, not once nothing refers to it: an error kept (its traceback holds this
+                # frame) would keep the reader, and the large page's gate with it
+                pieces.close()
                 if spool is not None:
                     spool.close()
         return Fetched(
@@ -884,7 +888,9 @@ class HttpFetcher:
                 f"upstream {mask_url(url)} redirected to a URL that cannot be read: {exc}"
             ) from None
 
-    def _page_body(self, url: str, response: requests.Response, deadline: float) -> Iterator[bytes]:
+    def _page_body(
+        self, url: str, response: requests.Response, deadline: float
+    ) -> Generator[bytes, None, None]:
         """The page's body, decoded, in pieces of at least ``PAGE_CHUNK`` bytes (the last may be
         less): :class:`UpstreamError` past ``max_page_size`` (a gzip bomb counts as what it
         expands to), :class:`UpstreamTimeout` past the deadline, however steadily it comes. Past
