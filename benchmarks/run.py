@@ -1467,6 +1467,31 @@ strace and tracemalloc):
   against 68-112 ms parsed, modelled and rendered; on the held-out set that is about 0.3 s of a
   5 s cold run, with a second renderer whose pages differ from the model's (the upstream's
   fields and order, no check of what a client never asked for): not taken.
+- *Peak RSS, workload by workload, and uv's pages at once* (d18636e, 4efb343, 747fa06). The
+  server's VmHWM read after each workload of a run of the own set (3 rounds): 37 MB started, 56-60
+  MB after the cold pip download, and in one round of three 56 -> 70 MB in uv's warm install, the
+  first to ask for uv's renderings: made from the pages' states, the small ones side by side and
+  the 11 pages with states over 256 KiB one at a time (pydantic-core's 5.6 MB state, 15,000
+  files, among them), on a heap the cold run left in pieces. Replayed with 3 s of quiet before
+  it, the peak rose 0-4 MB in 5 runs of 6 and 14 MB in one; after 25 s of quiet (the peers' cold
+  runs in the benchmark) RSS rose 50 -> 60-66 MB in 3 runs of 5. The cold uv installs, whose
+  servers no row counted, peaked at 75-82 MB: with 13-15 pages fetched at once, each page's model
+  grew as it was parsed, a dozen large ones side by side (tracemalloc at the peak: the models of
+  24,000 files, 16 MB, two thirds of it the strings json made), and a 16 MiB buffer, the
+  ``read(limit + 1)`` of a metadata file of a few kilobytes (each thread that read one took
+  that much up front; ``read_at_most`` takes what the file holds). Now past 256 KiB of its
+  answer a client's page is parsed on only while no other large one is (``LARGE_PAGE_BYTES``,
+  waiting at most 2 s; pages fetched ahead never wait). Alternating runs against the tree
+  before: cold uv of the second held-out set, peak 94.5 -> 80.5 MB (medians of 10), 8.60 ->
+  8.53 s; of the own set 72-78 -> 66-72 MB (6 each); pip's cold run of the held-out set 4.56 ->
+  4.47 s, 62 MB both (5 each). The same held-out set warm (8 alternating rounds): pip through
+  nestegg 2.73 s, its pages served as static files with absolute URLs 2.68 s, direct 3.35 s
+  (0.815x and 0.80x); the server's own time in each run 50-90 ms (timed in waitress). uv's warm
+  install there: 6.05 s through nestegg, 6.19 s direct, 6.40 s from ``--find-links`` (5 rounds):
+  uv's own unpacking. ``MALLOC_ARENA_MAX=2`` changed no peak (54 and 58 against 54-55 MB). Run 29
+  (75a43ba): the cold uv installs peaked at 74 MB (proxpi 189 MB, devpi 375 MB), the rest at 74
+  MB (not read workload by workload there; by the reads above, uv's warm install). uv's
+  renderings made from the states' columns, with no model, would spare that: not done.
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
