@@ -670,11 +670,13 @@ class HttpFetcher:
             new_etag = response.headers.get("ETag")
             new_last_modified = response.headers.get("Last-Modified")
             digest = page_digest(content_type, base)
-            pieces = self._page_body(url, response, deadline)
+            spooled = known is not None and (new_etag, new_last_modified) == (etag, last_modified)
+            # a page read whole into its spool is no model yet: it waits for no other
+            pieces = self._page_body(url, response, deadline, gated=not spooled)
             body = _hashed(pieces, digest)
             spool = None
             try:
-                if known is not None and (new_etag, new_last_modified) == (etag, last_modified):
+                if spooled:
                     # read whole before a byte is parsed: the page held stands if its digest is
                     # the same, and parsing it again would cost more than reading its state
                     spool = held = _spooled(body, url)
@@ -889,19 +891,19 @@ class HttpFetcher:
             ) from None
 
     def _page_body(
-        self, url: str, response: requests.Response, deadline: float
+        self, url: str, response: requests.Response, deadline: float, *, gated: bool
     ) -> Generator[bytes, None, None]:
         """The page's body, decoded, in pieces of at least ``PAGE_CHUNK`` bytes (the last may be
         less): :class:`UpstreamError` past ``max_page_size`` (a gzip bomb counts as what it
         expands to), :class:`UpstreamTimeout` past the deadline, however steadily it comes. Past
         ``LARGE_PAGE_BYTES``, a client's page is read on once no other large one is being read, or
-        ``LARGE_PAGE_WAIT`` seconds later (a time not counted against its deadline)."""
+        ``LARGE_PAGE_WAIT`` seconds later (a time not counted against its deadline), if ``gated``."""
         read = 0
         held: list[bytes] = []
         held_size = 0
         pause = _pause.get()
         # the background's pages are few at once, and keep no client's waiting
-        to_gate = pause is None and not _background.get()
+        to_gate = gated and pause is None and not _background.get()
         in_gate = False
         try:
             for piece in _pieces(response.raw, PAGE_CHUNK, decode=True):
