@@ -1491,7 +1491,13 @@ strace and tracemalloc):
   uv's own unpacking. ``MALLOC_ARENA_MAX=2`` changed no peak (54 and 58 against 54-55 MB). Run 29
   (75a43ba): the cold uv installs peaked at 74 MB (proxpi 189 MB, devpi 375 MB), the rest at 74
   MB (not read workload by workload there; by the reads above, uv's warm install). uv's
-  renderings made from the states' columns, with no model, would spare that: not done.
+  renderings made from the states' columns, with no model, would spare that: not done. The
+  second held-out set through ``run.py`` (42c328a, 3 rounds, nestegg and proxpi, ``--no-tox``):
+  cold uv 7.14 s against 6.45 s direct (1.11x), proxpi 9.75 s, its servers' peak 91 MB (the
+  largest of 3; four more runs outside it read 77-83 MB; proxpi 258 MB); the other workloads'
+  peak 88 MB (77 MB in the last stop's run of this set); cold pip 1.43x the direct time, the bare
+  proxy 1.52x (an hour when proxying cost more); warm pip 0.81x, 1.26x faster than proxpi; warm
+  uv 3.66 s against 5.61 s direct.
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
