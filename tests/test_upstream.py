@@ -530,3 +530,26 @@ def test_a_large_page_refused_midway_lets_the_next_one_through_while_its_error_i
             fetcher.close()
     assert page is not None
     assert len(page.files) == MEDIUM_FILES
+
+
+def test_the_wait_for_the_gate_is_not_counted_against_the_page_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(upstream, "LARGE_PAGE_WAIT", 1.0)
+    script = _HeldPage()
+    pages: dict[str, Any] = {}
+    with RawUpstream(script) as server:
+        # the other page waits out LARGE_PAGE_WAIT, longer than its whole deadline
+        fetcher = HttpFetcher(server.index_url, timeout=30, page_deadline=0.5)
+        held = _fetch_in_thread(fetcher, "held", pages)
+        try:
+            _until_held(fetcher)
+            started = time.monotonic()
+            page = fetcher.project("large", etag=None, last_modified=None).page
+            assert time.monotonic() - started >= upstream.LARGE_PAGE_WAIT
+        finally:
+            script.go.set()
+            held.join(10)
+            fetcher.close()
+    assert page is not None
+    assert len(page.files) == LARGE_FILES
