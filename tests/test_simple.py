@@ -11,8 +11,11 @@ from nestegg_core.simple.render import (
     TEXT_HTML,
     accepts_gzip,
     negotiate,
+    quote_filename,
+    rebased,
     render_index_html,
     render_index_json,
+    render_project,
     render_project_html,
     render_project_json,
 )
@@ -130,6 +133,40 @@ def test_html_page_escapes_and_marks_yanked_and_metadata() -> None:
     # a yank without reason still carries a value: pip ignores a bare attribute
     assert '<a href="../../files/my-pkg/my_pkg-0.8.tar.gz" data-yanked="" data-core-metadata="true"' in html
     assert "md5" not in html
+
+
+OLD = "http://old.example.com:8080/files/my-pkg/"
+
+
+def _tricky_page() -> ProjectPage:
+    """A page whose texts hold what a file URL starts with in either format, escaped as rendered."""
+    return ProjectPage.build(
+        "my-pkg",
+        [
+            *_page().files,
+            DistFile(filename="my_pkg-1.1+local.tar.gz", yanked=f'","url":"{OLD}\n<a href="{OLD}', size=9),
+            DistFile(filename="my_pkg-1.2.tar.gz", requires_python=f'"{OLD}', hashes={"sha256": "12" * 32}),
+        ],
+    )
+
+
+@pytest.mark.parametrize("content_type", [JSON_V1, HTML_V1])
+@pytest.mark.parametrize("old", [OLD, "../../files/my-pkg/"])
+@pytest.mark.parametrize(
+    "new", ["http://127.0.0.1:5/files/my-pkg/", OLD.replace("/files/", "/nest/files/"), "../../files/my-pkg/"]
+)
+@pytest.mark.parametrize("piece", [1, 3, 17, 1000, None])
+def test_rebased_is_the_page_rendered_for_the_new_base(
+    content_type: str, old: str, new: str, piece: int | None
+) -> None:
+    page = _tricky_page()
+    before = render_project(page, content_type, lambda dist: old + quote_filename(dist.filename))
+    after = render_project(page, content_type, lambda dist: new + quote_filename(dist.filename))
+    size = piece or len(before)
+    pieces = [before[start : start + size] for start in range(0, len(before), size)]
+    assert b"".join(rebased(pieces, content_type, old, new)) == after
+    # nothing is held longer than a URL's start may be cut: out as the pieces come
+    assert max(map(len, rebased(pieces, content_type, old, new))) <= 2 * (size + len(old) + 16)
 
 
 def test_index_pages() -> None:

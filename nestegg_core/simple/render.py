@@ -152,6 +152,41 @@ def project_pieces(
     return _project_html(page, url_for, metadata_for)
 
 
+def rebased(pieces: Iterable[bytes], content_type: str, old: str, new: str) -> Iterator[bytes]:
+    """The bytes of a page rendered (:func:`project_pieces`) with file URLs that start with ``old``,
+    in pieces, with those URLs starting with ``new`` instead: the page for another base URL,
+    without its model. Only the start of a file URL can match: in JSON a ``"url"`` key can only
+    follow a string's closing quote, which no string holds unescaped; in HTML no text or value
+    holds ``<`` unescaped."""
+    if is_json(content_type):
+        before, after = _json_url_start(old), _json_url_start(new)
+    else:
+        before, after = _html_url_start(old), _html_url_start(new)
+    held = b""
+    for piece in pieces:
+        data = held + piece
+        # what may be the start of a URL that the next piece ends is held back for it
+        cut = len(data) - len(before) + 1
+        last = data.rfind(before)
+        if last >= 0 and last + len(before) > cut:
+            cut = last + len(before)
+        cut = max(cut, 0)
+        held = data[cut:]
+        if cut:
+            yield data[:cut].replace(before, after)
+    if held:
+        yield held.replace(before, after)
+
+
+def _json_url_start(prefix: str) -> bytes:
+    # the end of the filename's string, then the URL's key and the start of its string
+    return b'","url":' + _quote(prefix)[:-1].encode()
+
+
+def _html_url_start(prefix: str) -> bytes:
+    return b'\n<a href="' + escape(prefix).encode()
+
+
 def render_index(names: Iterable[str], content_type: str) -> bytes:
     if is_json(content_type):
         return render_index_json(names)
