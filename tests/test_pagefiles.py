@@ -29,7 +29,7 @@ from nestegg_core.storage.store import CacheStore
 from nestegg_core.storage.usage import prune
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
-from .conftest import Faults, MirrorFactory, Served
+from .conftest import Faults, MirrorFactory, Served, pip_download
 
 NAME = NormalizedName("demo")
 SECRET = NormalizedName("secret")
@@ -61,6 +61,19 @@ def body(rendered: Rendered) -> bytes:
         rendered.file.close()
 
 
+def state_reads(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names whose state ``repo`` reads from now on."""
+    reads: list[str] = []
+    read_page = repo.store.read_page
+
+    def counted(name: NormalizedName) -> object:
+        reads.append(name)
+        return read_page(name)
+
+    monkeypatch.setattr(repo.store, "read_page", counted)
+    return reads
+
+
 def no_state_reads(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(name: str) -> None:
         raise AssertionError(f"the state of {name!r} was read")
@@ -82,6 +95,80 @@ def test_a_new_process_serves_the_rendered_page_without_reading_its_state(
     assert again.page is None  # read back, the page never made
     assert (body(again), again.etag) == (first.body, first.etag)
     assert faults.count() == 0  # within the TTL: the upstream is not asked either
+
+
+BASE_A, BASE_B = "http://127.0.0.1:8001", "http://mirror.example.com:8002/nest"
+PIP = 'pip/26.3 {"installer":{"name":"pip","version":"26.3"},"python":"3.11.7"}'
+
+
+@pytest.mark.usefixtures("published")
+@pytest.mark.parametrize("content_type", [JSON_V1, HTML_V1])
+@pytest.mark.parametrize("gzip_asked", [False, True])
+@pytest.mark.parametrize("meta", [True, False])
+def test_a_page_for_another_base_is_made_from_its_rendering_for_one_without_its_state(
+    tmp_path: Path, upstream: PrivateIndex, faults: Faults, monkeypatch: pytest.MonkeyPatch,
+    content_type: str, gzip_asked: bool, meta: bool,
+) -> None:  # fmt: skip
+    repository(tmp_path, upstream).rendered(NAME, content_type, base=BASE_A, cached_metadata=meta)
+    faults.reset()
+    later = repository(tmp_path, upstream)
+    no_state_reads(later, monkeypatch)
+    made = later.rendered(NAME, content_type, base=BASE_B, gzip=gzip_asked, cached_metadata=meta)
+    assert made.page is None
+    # what a nest that never saw BASE_A renders for BASE_B, byte for byte
+    rendered = repository(tmp_path / "elsewhere", upstream).rendered(
+        NAME, content_type, base=BASE_B, gzip=gzip_asked, cached_metadata=meta
+    )
+    assert (body(made), made.etag, made.gzip) == (body(rendered), rendered.etag, gzip_asked)
+    assert faults.count(prefix="/simple/demo") == 1  # the other nest's
+    # and kept: the next process reads it back
+    again = repository(tmp_path, upstream).rendered(
+        NAME, content_type, base=BASE_B, gzip=gzip_asked, cached_metadata=meta
+    )
+    assert again.etag == made.etag
+
+
+@pytest.mark.usefixtures("published")
+@pytest.mark.parametrize("case", ["past the ttl", "state changed", "another kind", "no base said"])
+def test_a_rendering_for_another_base_is_not_used_when_it_may_not_be_the_page(
+    tmp_path: Path, upstream: PrivateIndex, faults: Faults, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    first = repository(tmp_path, upstream)
+    first.rendered(NAME, JSON_V1, base=BASE_A, cached_metadata=case != "another kind")
+    if case == "state changed":  # what the rendering was made from is not what is on disk
+        state = first.store.page_path(NAME)
+        os.utime(state, ns=(time.time_ns(), time.time_ns() + 10**9))
+    if case == "no base said":
+        monkeypatch.setattr(pagefiles, "_MAX_BASE", 0)
+        first.rendered(NAME, JSON_V1, base=BASE_A.replace("8001", "8003"))
+        monkeypatch.undo()
+        monkeypatch.setattr(store_module, "SETTLE_NS", 0)
+        first.pages.path(NAME, "json-@" + hashlib.sha256(BASE_A.encode()).hexdigest()[:12]).unlink()
+    faults.reset()
+    later = repository(tmp_path, upstream, ttl=0 if case == "past the ttl" else 600)
+    reads = state_reads(later, monkeypatch)
+    made = later.rendered(NAME, JSON_V1, base=BASE_B)
+    assert reads == [NAME] or faults.count(prefix="/simple/demo") == 1  # made from the page
+    rendered = repository(tmp_path / "elsewhere", upstream).rendered(NAME, JSON_V1, base=BASE_B)
+    assert body(made) == body(rendered)
+
+
+@pytest.mark.usefixtures("published")
+def test_pip_through_a_mirror_on_a_new_port_gets_the_page_made_from_the_last_one_s(
+    make_mirror: MirrorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http: requests.Session
+) -> None:
+    first = make_mirror()
+    pip_download(first.index_url, tmp_path / "one", "demo")
+    first.stop()
+    second = make_mirror()
+    reads = state_reads(second.repository, monkeypatch)
+    pip_download(second.index_url, tmp_path / "two", "demo")
+    assert reads == []  # the page's state was not read, nor its model made
+    assert os.listdir(tmp_path / "two") == os.listdir(tmp_path / "one") == ["demo-1.1-py3-none-any.whl"]
+    page = http.get(second.index_url + "demo/", headers={"User-Agent": PIP, "Accept": JSON_V1}).json()
+    assert [entry["url"] for entry in page["files"]] == [
+        f"{second.url}/files/demo/{entry['filename']}" for entry in page["files"]
+    ]
 
 
 @pytest.mark.usefixtures("published")
@@ -249,6 +336,52 @@ def test_open_only_what_was_saved_for_the_token(tmp_path: Path, token: str) -> N
     assert found is not None
     assert (found.size, found.etag, found.checked, found.handle.readall()) == (2, written.etag, 12.5, b"{}")
     found.close()
+
+
+@pytest.mark.parametrize(
+    ("base", "kept"),
+    [
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("https://mirror.example.com/nest", "https://mirror.example.com/nest"),
+        (None, None),
+        ("", None),
+        ("http://example.com/" + "a" * 200, None),  # past what a header holds: unsaid
+        ("http://example.com/a b", None),  # no URL: unsaid
+        ("http://example.com/\u00e9", None),
+    ],
+)
+@pytest.mark.parametrize("pending", [False, True])
+def test_a_rendering_keeps_the_base_of_its_file_urls(
+    tmp_path: Path, base: str | None, kept: str | None, pending: bool
+) -> None:
+    pages, stamp = RenderedPages(tmp_path), "a.b.c.d"
+    if pending:
+        made = pages.pending(NAME, "json-@1", [b"{}"], base=base)
+        assert made is not None
+        assert made.keep(stamp, 1.0)
+        made.file.close()
+    else:
+        written = pages.write(NAME, "json-@1", token=stamp, checked=1.0, pieces=[b"{}"], base=base)
+        assert written is not None
+        written.close()
+    found = pages.open(NAME, "json-@1", stamp)
+    assert found is not None
+    assert (found.base, found.handle.readall()) == (kept, b"{}")
+    found.close()
+
+
+def test_the_renderings_for_other_bases_are_those_of_the_same_kind(tmp_path: Path) -> None:
+    pages, stamp = RenderedPages(tmp_path), "a.b.c.d"
+    for kind in ("json_nm-@1", "json_nm-@2", "json_nm-@3", "json-@4", "json_nm-c@5", "html_nm-@6"):
+        written = pages.write(NAME, kind, token=stamp, checked=1.0, pieces=[b"{}"], gzip=kind == "json_nm-@3")
+        assert written is not None
+        written.close()
+    newer = time.time_ns() + 10**9
+    os.utime(pages.path(NAME, "json_nm-@1"), ns=(newer, newer))
+    assert pages.elsewhere(NAME, "json_nm-@9") == ["json_nm-@1", "json_nm-@2"]  # newest first, no gzip
+    assert pages.elsewhere(NAME, "json_nm-@2") == ["json_nm-@1"]
+    assert pages.elsewhere(NAME, "json_nm-c@9") == ["json_nm-c@5"]
+    assert pages.elsewhere(NAME, "json_nm") == pages.elsewhere(SECRET, "json_nm-@1") == []
 
 
 @pytest.mark.parametrize("pieces", [[], [b"{}"], [b"{", b"", b'"a":', b"1}"], [b"x" * 70_000] * 3])

@@ -55,6 +55,7 @@ from nestegg_core.simple.render import (
     is_json,
     project_pieces,
     quote_filename,
+    rebased,
     render_index,
     render_project,
 )
@@ -116,6 +117,8 @@ _RENDER_CACHE_BYTES = 4 * 1024 * 1024
 #: memory afterwards
 _WARM_PAGE = 64 * 1024
 _WARM_BYTES = 4 * 1024 * 1024
+#: a rendering made for another base URL is read and written in blocks of this size
+_REBASE_BLOCK = 64 * 1024
 #: what a rendering is kept in memory under: name, content type, client, gzip, base URL (and "!"
 #: when the metadata of cached wheels is left out)
 _RenderKey = tuple[str, str, "ClientProfile | None", bool, str]
@@ -415,6 +418,8 @@ class Repository:
             self.refresher.served(name, (content_type, client, gzip, base, meta))
         if token is not None:
             warm = self._read_rendered(name, wanted, token)
+            if warm is None and base:
+                warm = self._rebased(name, kind, content_type, token, base, gzip=gzip)
             if warm is not None:
                 return warm
             self._together(name, PageRequest(content_type=content_type, client=client, gzip=gzip, base=base,
@@ -512,7 +517,7 @@ class Repository:
             if not meta:  # pip's page: without the links it skips, each near a wheel's cost to it
                 shown = for_pip(shown)
             metadata_for = self._metadata_for(name, shown, meta)
-            prefix = f"{base}/files/{quote(name)}/" if base else f"../../files/{quote(name)}/"
+            prefix = _files_prefix(base, name)
 
             def url_for(dist: DistFile) -> str:
                 return prefix + quote_filename(dist.filename)
@@ -520,18 +525,20 @@ class Repository:
             if token is None and later.deferring(len(page.files)):
                 # a page fetched just now: answered from memory, its rendering kept after the answer
                 plain = render_project(shown, content_type, url_for, metadata_for)
-                write = functools.partial(self._write_later, name, kind, page, plain, gzip=gzip, meta=meta)
+                write = functools.partial(
+                    self._write_later, name, kind, page, plain, gzip=gzip, meta=meta, base=base
+                )
                 later.defer(write)
                 return self._in_memory(key, page, plain, gzip=gzip)
             pieces = project_pieces(shown, content_type, url_for, metadata_for)
             if token is None and later.active() and not background():
                 # a large one: answered from the file it is rendered into, kept after the answer
-                pending = self.pages.pending(name, kind, pieces, gzip=gzip)
+                pending = self.pages.pending(name, kind, pieces, gzip=gzip, base=base)
                 if pending is not None:
                     later.defer(functools.partial(self._keep_later, name, page, pending, meta=meta))
                     return Rendered(page, b"", pending.file.etag, pending.file, gzip)
                 pieces = project_pieces(shown, content_type, url_for, metadata_for)
-            saved = self._write_rendered(name, kind, token, page, pieces, gzip=gzip, meta=meta)
+            saved = self._write_rendered(name, kind, token, page, pieces, gzip=gzip, meta=meta, base=base)
             if saved is not None:
                 served = self._from_file(name, wanted, saved)
                 if served is not None:
@@ -552,7 +559,15 @@ class Repository:
         return result
 
     def _write_later(
-        self, name: NormalizedName, kind: str, page: ProjectPage, body: bytes, *, gzip: bool, meta: bool
+        self,
+        name: NormalizedName,
+        kind: str,
+        page: ProjectPage,
+        body: bytes,
+        *,
+        gzip: bool,
+        meta: bool,
+        base: str,
     ) -> None:
         """Save the rendering of a page fetched just now, once its answer is sent (after its state),
         and hold it as a warm page is held."""
@@ -560,7 +575,7 @@ class Repository:
         held = self.mirror.held(name)
         if held is not None and held is not page and held == page:
             page = held  # made again meanwhile (a request after this one's answer), the same
-        saved = self._write_rendered(name, kind, None, page, [body], gzip=gzip, meta=meta)
+        saved = self._write_rendered(name, kind, None, page, [body], gzip=gzip, meta=meta, base=base)
         warm = None if saved is None else self._from_file(name, kind + GZIP if gzip else kind, saved)
         if warm is not None and warm.file is not None:
             warm.file.close()  # too large to hold: sent from its file when asked
@@ -680,6 +695,37 @@ class Repository:
             return None
         return self._from_file(name, kind, replace(found, checked=checked))
 
+    def _rebased(
+        self, name: NormalizedName, kind: str, content_type: str, token: str, base: str, *, gzip: bool
+    ) -> Rendered | None:
+        """The page of ``kind`` made from a rendering of the same page, state and client saved for
+        another base URL (a mirror started on a new port, or reached by another name), its file
+        URLs' base replaced a block at a time: none of the page's model nor its state is read (a
+        new port's first request for pydantic-core's page took 76 ms and 12 MB, parsing its state
+        and rendering it). None when no such rendering is saved, within its TTL, with its base."""
+        for other in self.pages.elsewhere(name, kind):
+            found = self.pages.open(name, other, token)
+            if found is None:
+                continue
+            with found.handle:
+                checked = self._fresh(name, found.checked)
+                if found.base is None or checked is None:
+                    continue
+                pieces = rebased(
+                    iter(functools.partial(found.handle.read, _REBASE_BLOCK), b""),
+                    content_type,
+                    _files_prefix(found.base, name),
+                    _files_prefix(base, name),
+                )
+                saved = self.pages.write(
+                    name, kind, token=token, checked=checked, pieces=pieces, gzip=gzip, base=base
+                )
+            if saved is None:
+                return None
+            logger.debug("made the page of %r for %s from its rendering for %s", name, base, found.base)
+            return self._from_file(name, kind + GZIP if gzip else kind, saved)
+        return None
+
     def _fresh(self, name: NormalizedName, checked: float, confirmed: bool = False) -> float | None:
         """When the upstream last gave the page a rendering made at ``checked`` shows: then, or
         since, with the state unchanged (``CacheStore.confirm``); None once the TTL has passed,
@@ -722,6 +768,7 @@ class Repository:
         *,
         gzip: bool,
         meta: bool,
+        base: str = "",
     ) -> PageFile | None:
         """Save the rendering of the mirror's page in ``pieces`` (and its gzip encoding), if it is
         the page of what is on disk now, and open it (the encoded one if ``gzip``); None when it
@@ -729,13 +776,14 @@ class Repository:
 
         ``token`` is the disk's before the page was made; without one (the page was fetched just
         now) the page must be the mirror's of the state file as it is, and the disk must not change
-        while that is checked. ``meta`` is :meth:`rendered`'s ``cached_metadata``.
+        while that is checked. ``meta`` is :meth:`rendered`'s ``cached_metadata``; ``base`` the
+        base URL of its file URLs, kept with it (see :meth:`_rebased`).
         """
         made_from = self._made_from(name, page, meta, token)
         if made_from is None:
             return None
         token, checked = made_from
-        return self.pages.write(name, kind, token=token, checked=checked, pieces=pieces, gzip=gzip)
+        return self.pages.write(name, kind, token=token, checked=checked, pieces=pieces, gzip=gzip, base=base)
 
     def _made_from(
         self, name: NormalizedName, page: ProjectPage, meta: bool, token: str | None = None
@@ -1551,6 +1599,12 @@ class Repository:
     def metrics(self) -> dict[str, Any]:
         """The counters of the nest (every process's), see :mod:`nestegg_core.storage.counters`."""
         return self.counters.totals()
+
+
+def _files_prefix(base: str, name: NormalizedName) -> str:
+    """How the file URLs of the page of ``name`` start: from ``base`` (the mirror's root as the
+    client reached it), else relative to the page."""
+    return f"{base}/files/{quote(name)}/" if base else f"../../files/{quote(name)}/"
 
 
 def _lazy_metadata(dist: DistFile) -> bool:

@@ -10,19 +10,23 @@ fresh mirror, a worker of a pre-forking server) serves it straight from its rend
 one that dropped the page's model to save memory does not make it again to answer a warm request.
 
 A rendered file starts with one line -- format, token, the state's check time (for the TTL), the
-ETag and the length of the body, padded with spaces when it was written before the body was
-known -- followed by the bytes as served. Beside each rendering lies its gzip encoding (``.gz``,
-a file of the same form, made in the same pass) for clients that accept it: the large pages of
-the index compress about five times. Files are replaced atomically; a damaged, cut short or
-foreign one is a miss. When the token cannot be trusted (the marker changed within the last
-second, so a second change may hide in the same clock tick) nothing is read or saved. The
-repository takes the token's stats only when its store's generation changed (``generation``).
+ETag, the length of the body and the base URL its file URLs start with (``-`` if not known),
+padded with spaces when it was written before the body was known -- followed by the bytes as
+served. Beside each rendering lies its gzip encoding (``.gz``, a file of the same form, made in
+the same pass) for clients that accept it: the large pages of the index compress about five
+times. Files are replaced atomically; a damaged, cut short or foreign one is a miss. When the
+token cannot be trusted (the marker changed within the last second, so a second change may hide
+in the same clock tick) nothing is read or saved. The repository takes the token's stats only
+when its store's generation changed (``generation``).
 
-The renderings for one kind of installer (``compatible_only``: kinds ``json-<client>``) lie in a
-folder of their page, ``<name>.clients``, which keeps those of at most ``MAX_CLIENTS`` installers:
-each User-Agent may make one, and made-up ones must not fill the disk. :meth:`RenderedPages.sweep`
-(``nestegg prune``, the size limit) removes the renderings that can never be served again: those
-of a page whose state is gone, and those older than their page's state or change marker.
+The renderings for one kind of installer (``compatible_only``: kinds ``json-<client>``) or for
+one base URL (``json-@<base>``) lie in a folder of their page, ``<name>.clients``, which keeps
+those of at most ``MAX_CLIENTS`` of them: each User-Agent or Host may make one, and made-up ones
+must not fill the disk. :meth:`RenderedPages.elsewhere` lists those of another base, from which
+the repository makes a new base's without the page (``render.rebased``).
+:meth:`RenderedPages.sweep` (``nestegg prune``, the size limit) removes the renderings that can
+never be served again: those of a page whose state is gone, and those older than their page's
+state or change marker.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ _MAGIC = f"nestegg-page-1/{__version__}".encode()
 _MAX_HEADER = 512
 #: the room a page written a piece at a time keeps for its header, filled in once the body is known
 _HEADER_ROOM = 256
+#: the longest base URL a header keeps (a longer one, a proxy's public URL, goes unsaid)
+_MAX_BASE = 100
 #: zlib's fastest level: it runs while a cold page is answered, and level 6 makes files only an
 #: eighth smaller for twice the time (most of a page is sha256 digests, which do not compress)
 _GZIP_LEVEL = 1
@@ -118,6 +124,8 @@ class PageFile:
     etag: str
     checked: float
     token: str
+    #: the base URL its file URLs start with, if the header says it (see ``render.rebased``)
+    base: str | None = None
 
     def close(self) -> None:
         self.handle.close()
@@ -137,6 +145,8 @@ class PendingPage:
     temp: Path
     #: the body, open at its start (the sender closes it)
     file: PageFile
+    #: the base URL its file URLs start with (see :meth:`RenderedPages.write`)
+    base: str | None = None
 
     def keep(self, token: str, checked: float) -> bool:
         """Keep the page as rendered from ``token``'s state (checked at ``checked``): its header
@@ -144,7 +154,7 @@ class PendingPage:
         ``sweep`` would take it for stale), then put in place. False (and dropped) if it cannot."""
         root = self.pages._root
         try:
-            header = _header_room(token, checked, self.file.etag, self.file.size)
+            header = _header_room(token, checked, self.file.etag, self.file.size, self.base)
             fd = open_below(root, self.temp, os.O_WRONLY)
             try:
                 os.pwrite(fd, header, 0)
@@ -196,7 +206,7 @@ class RenderedPages:
             head = handle.read(_MAX_HEADER)
             end = head.find(b"\n") + 1
             parts = head[:end].split()
-            if not end or len(parts) != 5 or parts[0] != _MAGIC:
+            if not end or len(parts) not in (5, 6) or parts[0] != _MAGIC:
                 handle.close()
                 return None
             found, checked, etag = parts[1].decode(), float(parts[2]), parts[3].decode()
@@ -213,7 +223,8 @@ class RenderedPages:
         if found != token:
             handle.close()
             return None
-        return PageFile(handle=handle, size=size, etag=etag, checked=checked, token=token)
+        base = parts[5].decode() if len(parts) == 6 and parts[5] != b"-" else None
+        return PageFile(handle=handle, size=size, etag=etag, checked=checked, token=token, base=base)
 
     def write(
         self,
@@ -224,12 +235,14 @@ class RenderedPages:
         checked: float,
         pieces: Iterable[bytes],
         gzip: bool = False,
+        base: str | None = None,
     ) -> PageFile | None:
         """Keep the page of ``pieces`` as rendered from ``token``, in the encoding asked for
         (``gzip``), written as it comes (a large page is never whole in memory), and open it. The
         other encoding is made when a client asks for it: one on this machine never asks for
-        gzip (``same_machine``), one across a network always does. None when it could not be
-        written.
+        gzip (``same_machine``), one across a network always does. ``base`` is the base URL its
+        file URLs start with, kept in its header (unless too long for it). None when it could not
+        be written.
         """
         wanted = kind + GZIP if gzip else kind
         packer = compressor() if gzip else None
@@ -240,7 +253,7 @@ class RenderedPages:
                     body.add(block if packer is None else packer.compress(block))
                 if packer is not None:
                     body.add(packer.flush())
-                body.finish(token, checked)
+                body.finish(token, checked, base)
         except (OSError, UnsafePath) as exc:
             logger.warning("cannot keep the rendered page of %r: %s", name, exc)
             return None
@@ -249,7 +262,13 @@ class RenderedPages:
         return self.open(name, wanted, token)
 
     def pending(
-        self, name: NormalizedName, kind: str, pieces: Iterable[bytes], *, gzip: bool = False
+        self,
+        name: NormalizedName,
+        kind: str,
+        pieces: Iterable[bytes],
+        *,
+        gzip: bool = False,
+        base: str | None = None,
     ) -> PendingPage | None:
         """The page of ``pieces`` written as :meth:`write` writes it, before the state it is made
         from is on disk (a page fetched just now, its state written after the answer): in a
@@ -282,7 +301,26 @@ class RenderedPages:
             raise
         etag = _etag(body.digest)
         page = PageFile(handle=handle, size=body.size, etag=etag, checked=0.0, token="")
-        return PendingPage(pages=self, name=name, kind=kind, target=target, temp=temp, file=page)
+        return PendingPage(pages=self, name=name, kind=kind, target=target, temp=temp, file=page, base=base)
+
+    def elsewhere(self, name: NormalizedName, kind: str) -> list[str]:
+        """The kinds of the renderings of ``name`` saved for the installer of ``kind`` as reached at
+        other base URLs (``<format>-<client>@<base>``, another ``<base>``), the newest first; not
+        their gzip encodings. None of them is read."""
+        prefix, at, _ = kind.rpartition("@")
+        if not at or "-" not in prefix:
+            return []
+        written: list[tuple[int, str]] = []
+        try:
+            with scan_below(self._root, self.folder / f"{name}{CLIENTS}") as entries:
+                for entry in entries:
+                    other = entry.name
+                    if other != kind and other.startswith(prefix + "@") and not other.endswith(GZIP):
+                        with contextlib.suppress(OSError):
+                            written.append((entry.stat(follow_symlinks=False).st_mtime_ns, other))
+        except OSError:
+            return []
+        return [other for _, other in sorted(written, reverse=True)]
 
     def _bound_clients(self, name: NormalizedName, kept: str) -> None:
         """Remove the renderings of the installers of ``name`` written longest ago while there are
@@ -426,20 +464,29 @@ class _Body:
             self.size += len(data)
             self.handle.write(data)
 
-    def finish(self, token: str, checked: float) -> None:
-        header = _header_room(token, checked, _etag(self.digest), self.size)
+    def finish(self, token: str, checked: float, base: str | None = None) -> None:
+        header = _header_room(token, checked, _etag(self.digest), self.size, base)
         self.handle.seek(0)
         self.handle.write(header)
 
 
-def _header(token: str, checked: float, etag: str, size: int) -> bytes:
-    fields = (_MAGIC, token.encode(), repr(checked).encode(), etag.encode(), b"%d" % size)
+def _header(token: str, checked: float, etag: str, size: int, base: str | None = None) -> bytes:
+    fields = (_MAGIC, token.encode(), repr(checked).encode(), etag.encode(), b"%d" % size, _base_field(base))
     return b" ".join(fields) + b"\n"
 
 
-def _header_room(token: str, checked: float, etag: str, size: int) -> bytes:
+def _base_field(base: str | None) -> bytes:
+    """``base`` as the header holds it: ``-`` when there is none, or one a header cannot hold."""
+    if not base or not base.isascii() or not base.isprintable() or " " in base or len(base) > _MAX_BASE:
+        return b"-"
+    return base.encode()
+
+
+def _header_room(token: str, checked: float, etag: str, size: int, base: str | None = None) -> bytes:
     """The header padded to fill the room a file written a piece at a time kept for it."""
-    header = _header(token, checked, etag, size)
+    header = _header(token, checked, etag, size, base)
+    if len(header) > _HEADER_ROOM:  # a long base is left out: the page is only not made for others
+        header = _header(token, checked, etag, size)
     if len(header) > _HEADER_ROOM:  # a token of another shape: never made by disk_token
         raise OSError(f"header of {len(header)} bytes")
     return header[:-1].ljust(_HEADER_ROOM - 1) + b"\n"
