@@ -499,6 +499,17 @@ def remote_round(
         if fresh:
             results.add(prefix + "fresh-max", "nestegg", max(fresh))
             results.add(prefix + "fresh-median", "nestegg", statistics.median(fresh))
+        # a test's mirror (port 0) or another project's tox run: rendered before, for another port
+        moved = _attempt(
+            results,
+            "nestegg fresh process on another port",
+            workloads.fresh_port_first_pages,
+            nestegg,
+            projects,
+        )
+        if moved:
+            results.add(prefix + "fresh-port-max", "nestegg", max(moved))
+            results.add(prefix + "fresh-port-median", "nestegg", statistics.median(moved))
         past = _attempt(
             results, "nestegg past the TTL", workloads.past_ttl_download, nestegg, requirements, dest, work
         )
@@ -893,7 +904,9 @@ METHOD = f"""\
 - **Fresh process**: once a round's installs are done, nestegg is stopped and started again on
   its cache and port (a tox run's mirror, a new WSGI worker); the time each project page of the
   requirements takes to be answered the first time, as pip asks (its Accept, gzip and
-  User-Agent, a connection each): the slowest and the median page.
+  User-Agent, a connection each): the slowest and the median page. Then the same on another
+  port (a test's mirror on port 0, another project's tox run), each page rendered before for the
+  first port only; then it is started again on its own.
 - **Past the TTL**: then it is started again with ``ttl: 10``, and once 10 s have passed, every
   page past its TTL, pip downloads the requirements once more: the next tox run after the TTL,
   in which nestegg asks the upstream for every page again and (the upstream unchanged) makes none

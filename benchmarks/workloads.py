@@ -6,6 +6,7 @@ Installers run with :func:`nestegg_core.testing.installer_env`, so no setting of
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import re
@@ -22,6 +23,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import load
+import servers
 from packaging.utils import parse_wheel_filename
 from servers import Instance, server_env
 
@@ -330,6 +332,26 @@ def fresh_first_pages(instance: Instance, projects: Sequence[str], *, timeout: f
         if response.status != 200:
             raise RuntimeError(f"{instance.page_url(project)} answered {response.status} when fresh")
     return times
+
+
+def fresh_port_first_pages(
+    instance: Instance, projects: Sequence[str], *, timeout: float = 120
+) -> list[float]:
+    """:func:`fresh_first_pages` for a fresh process started on another port (a test's mirror on
+    port 0, another project's tox run): each page was rendered before for the first port only.
+    The server is started again on its own port after."""
+    port = servers.free_port()
+    old = instance.base_url.rsplit(":", 1)[1]
+    moved = dataclasses.replace(
+        instance,
+        base_url=instance.base_url.removesuffix(old) + str(port),
+        index_url=instance.index_url.replace(f":{old}/", f":{port}/", 1),
+    )
+    try:  # the process on its own port stopped, one started on the other
+        return fresh_first_pages(moved, projects, timeout=timeout)
+    finally:
+        moved.process.stop()
+        instance.process = instance.server.restart(instance, timeout=timeout)
 
 
 #: the TTL of the run past it: a TTL of 0 would have every request ask the upstream again, by
