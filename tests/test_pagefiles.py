@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -129,15 +130,17 @@ def test_a_page_for_another_base_is_made_from_its_rendering_for_one_without_its_
 
 
 @pytest.mark.usefixtures("published")
-@pytest.mark.parametrize("case", ["past the ttl", "state changed", "another kind", "no base said"])
+@pytest.mark.parametrize(
+    "case", ["past the ttl", "state changed", "another kind", "no base said", "cut short"]
+)
 def test_a_rendering_for_another_base_is_not_used_when_it_may_not_be_the_page(
     tmp_path: Path, upstream: PrivateIndex, faults: Faults, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
     first = repository(tmp_path, upstream)
     first.rendered(NAME, JSON_V1, base=BASE_A, cached_metadata=case != "another kind")
-    if case == "state changed":  # what the rendering was made from is not what is on disk
-        state = first.store.page_path(NAME)
-        os.utime(state, ns=(time.time_ns(), time.time_ns() + 10**9))
+    if case == "state changed":  # a new release: the rendering for BASE_A is of the page before
+        upstream.add("demo", "2.0")
+        repository(tmp_path, upstream, ttl=0).rendered(NAME, JSON_V1)
     if case == "no base said":
         monkeypatch.setattr(pagefiles, "_MAX_BASE", 0)
         first.rendered(NAME, JSON_V1, base=BASE_A.replace("8001", "8003"))
@@ -146,11 +149,23 @@ def test_a_rendering_for_another_base_is_not_used_when_it_may_not_be_the_page(
         first.pages.path(NAME, "json-@" + hashlib.sha256(BASE_A.encode()).hexdigest()[:12]).unlink()
     faults.reset()
     later = repository(tmp_path, upstream, ttl=0 if case == "past the ttl" else 600)
+    if case == "cut short":  # the rendering for BASE_A is not the length its header says once read
+        opened, source = later.pages.open, "json-@" + hashlib.sha256(BASE_A.encode()).hexdigest()[:12]
+
+        def cut(name: NormalizedName, kind: str, token: str) -> pagefiles.PageFile | None:
+            found = opened(name, kind, token)
+            return found if found is None or kind != source else replace(found, size=found.size + 1)
+
+        monkeypatch.setattr(later.pages, "open", cut)
     reads = state_reads(later, monkeypatch)
-    made = later.rendered(NAME, JSON_V1, base=BASE_B)
-    assert reads == [NAME] or faults.count(prefix="/simple/demo") == 1  # made from the page
+    made = body(later.rendered(NAME, JSON_V1, base=BASE_B))
+    if case == "past the ttl":
+        assert faults.count(prefix="/simple/demo") == 1  # the upstream asked, as for any page past it
+    else:
+        assert reads == [NAME]  # made from the page
     rendered = repository(tmp_path / "elsewhere", upstream).rendered(NAME, JSON_V1, base=BASE_B)
-    assert body(made) == body(rendered)
+    assert made == body(rendered)
+    assert (b"demo-2.0" in made) == (case == "state changed")
 
 
 @pytest.mark.usefixtures("published")
@@ -367,6 +382,32 @@ def test_a_rendering_keeps_the_base_of_its_file_urls(
     found = pages.open(NAME, "json-@1", stamp)
     assert found is not None
     assert (found.base, found.handle.readall()) == (kept, b"{}")
+    found.close()
+
+
+@pytest.mark.parametrize("field", [b"\xff\xfe", b"http://a b", b"- extra"])
+def test_a_header_with_a_bad_base_is_a_miss(tmp_path: Path, field: bytes) -> None:
+    pages, stamp = RenderedPages(tmp_path), "a.b.c.d"
+    written = pages.write(NAME, "json-@1", token=stamp, checked=1.0, pieces=[b"{}"], base="http://a")
+    assert written is not None
+    written.close()
+    path = pages.path(NAME, "json-@1")
+    data = path.read_bytes()
+    path.write_bytes(
+        data.replace(b" http://a ", b" " + field + b" ".ljust(len(b" http://a ") - len(field) - 1), 1)
+    )
+    assert pages.open(NAME, "json-@1", stamp) is None
+
+
+def test_a_base_the_header_has_no_room_for_goes_unsaid(tmp_path: Path) -> None:
+    pages, stamp = RenderedPages(tmp_path), "a" * 300  # no token is this long: the room is
+    made = pages.pending(NAME, "json-@1", [b"{}"], base="http://example.com/" + "b" * 100)
+    assert made is not None
+    assert made.keep(stamp, 1.0)
+    made.file.close()
+    found = pages.open(NAME, "json-@1", stamp)
+    assert found is not None
+    assert (found.base, found.handle.readall()) == (None, b"{}")
     found.close()
 
 

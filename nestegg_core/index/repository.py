@@ -709,10 +709,12 @@ class Repository:
                 continue
             with found.handle:
                 checked = self._fresh(name, found.checked)
-                if found.base is None or checked is None:
+                if checked is None:
+                    return None  # past the TTL: so is every rendering of this state
+                if found.base is None:
                     continue
                 pieces = rebased(
-                    iter(functools.partial(found.handle.read, _REBASE_BLOCK), b""),
+                    _body_blocks(found),
                     content_type,
                     _files_prefix(found.base, name),
                     _files_prefix(base, name),
@@ -1599,6 +1601,20 @@ class Repository:
     def metrics(self) -> dict[str, Any]:
         """The counters of the nest (every process's), see :mod:`nestegg_core.storage.counters`."""
         return self.counters.totals()
+
+
+def _body_blocks(found: PageFile) -> Iterator[bytes]:
+    """The body of a saved rendering, a block at a time; OSError if it is not ``size`` bytes (cut
+    short or grown since it was opened), so that nothing is made of it."""
+    left = found.size
+    while left > 0:
+        block = found.handle.read(min(left, _REBASE_BLOCK))
+        if not block:
+            raise OSError(f"a rendering of {found.size} bytes ended {left} bytes short")
+        left -= len(block)
+        yield block
+    if found.handle.read(1):
+        raise OSError(f"a rendering of {found.size} bytes has grown")
 
 
 def _files_prefix(base: str, name: NormalizedName) -> str:

@@ -59,9 +59,9 @@ logger = logging.getLogger(__name__)
 _MAGIC = f"nestegg-page-1/{__version__}".encode()
 _MAX_HEADER = 512
 #: the room a page written a piece at a time keeps for its header, filled in once the body is known
-_HEADER_ROOM = 256
+_HEADER_ROOM = 384
 #: the longest base URL a header keeps (a longer one, a proxy's public URL, goes unsaid)
-_MAX_BASE = 100
+_MAX_BASE = 200
 #: zlib's fastest level: it runs while a cold page is answered, and level 6 makes files only an
 #: eighth smaller for twice the time (most of a page is sha256 digests, which do not compress)
 _GZIP_LEVEL = 1
@@ -210,6 +210,7 @@ class RenderedPages:
                 handle.close()
                 return None
             found, checked, etag = parts[1].decode(), float(parts[2]), parts[3].decode()
+            base = parts[5].decode() if len(parts) == 6 and parts[5] != b"-" else None
             status = os.fstat(handle.fileno())
             size = status.st_size - end
             # cut short (or grown), or no file at all: not what was saved
@@ -223,7 +224,6 @@ class RenderedPages:
         if found != token:
             handle.close()
             return None
-        base = parts[5].decode() if len(parts) == 6 and parts[5] != b"-" else None
         return PageFile(handle=handle, size=size, etag=etag, checked=checked, token=token, base=base)
 
     def write(
