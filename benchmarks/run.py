@@ -1524,7 +1524,8 @@ strace and tracemalloc):
   139 -> 56 ms (6 each); the second held-out set's slowest 81.9 -> 11.6 ms, all 72 654 -> 130
   ms, +13 -> +2 MB (4 each). pip's warm download through such a process: the own set 1.90 ->
   1.67 s, peak +14 -> +2 MB (8 each); the small set 0.70 -> 0.60 s, the second held-out set 3.86
-  -> 3.37 s (6 each). The new rows *fresh process on another port* measure it in each run. The
+  -> 3.37 s (6 each). The new rows *fresh process on another port* measure it in each run (run
+  30, df4569b: slowest page 10.7 ms, median 1.0 ms; the small set's slowest 2.9 ms). The
   largest page stays over 5 ms: a 5.5 MB rendering read, its URLs replaced, written and hashed
   for its ETag (the same ETag as a rendering made from the page for that base).
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
