@@ -535,8 +535,8 @@ def test_a_page_written_before_its_state_that_cannot_be_kept_leaves_nothing(tmp_
     pending = pages.pending(NAME, "html", [b"<html>"])
     assert pending is not None
     pending.file.close()
-    assert not pending.keep("x" * 300, 1.0)  # a token of another shape: no room in the header
-    assert pages.open(NAME, "html", "x" * 300) is None
+    assert not pending.keep("x" * 400, 1.0)  # a token of another shape: no room in the header
+    assert pages.open(NAME, "html", "x" * 400) is None
     assert not [p for p in folder.rglob("*") if p.name.startswith(".")]
     with pytest.raises(KeyboardInterrupt):  # an interruption is not swallowed, and cleans up too
         pages.pending(NAME, "other", _interrupted())
