@@ -1527,7 +1527,13 @@ strace and tracemalloc):
   -> 3.37 s (6 each). The new rows *fresh process on another port* measure it in each run (run
   30, df4569b: slowest page 10.7 ms, median 1.0 ms; the small set's slowest 2.9 ms). The
   largest page stays over 5 ms: a 5.5 MB rendering read, its URLs replaced, written and hashed
-  for its ETag (the same ETag as a rendering made from the page for that base).
+  for its ETag (the same ETag as a rendering made from the page for that base). The second
+  held-out set through ``run.py`` (d0f5b4a, 3 rounds, nestegg and proxpi, ``--no-tox``): on
+  another port the slowest page 8.9 ms, the median 0.9 ms; cold pip 1.29x the direct time (the
+  bare proxy 1.54x); warm pip 0.84x, 1.46x faster than proxpi; warm uv 6.23 s against 5.07 s
+  direct (proxpi 6.70 s); the warm run at once after the cold one 1.21x a later one (4
+  alternating runs outside, the tree before and after this change: 3.40 and 3.27 s, cold 4.87
+  and 4.83 s); peak RSS 79 MB, the cold uv installs' 84 MB (proxpi 322 and 256 MB).
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
