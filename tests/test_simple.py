@@ -14,11 +14,13 @@ from nestegg_core.simple.render import (
     negotiate,
     quote_filename,
     rebased,
+    rebased_length,
     render_index_html,
     render_index_json,
     render_project,
     render_project_html,
     render_project_json,
+    url_growth,
 )
 
 
@@ -158,7 +160,13 @@ def _tricky_page() -> ProjectPage:
 @pytest.mark.parametrize("old", [OLD, ODD, "../../files/my-pkg/"])
 @pytest.mark.parametrize(
     "new",
-    ["http://127.0.0.1:5/files/my-pkg/", OLD.replace("/files/", "/nest/files/"), ODD, "../../files/my-pkg/"],
+    [
+        "http://127.0.0.1:5/files/my-pkg/",
+        OLD.replace("/files/", "/nest/files/"),
+        OLD.replace("8080", "8081"),  # as long: another port of as many digits
+        ODD,
+        "../../files/my-pkg/",
+    ],
 )
 @pytest.mark.parametrize("piece", [1, 3, 17, 1000, None])
 @pytest.mark.parametrize("empty", [False, True])
@@ -171,6 +179,9 @@ def test_rebased_is_the_page_rendered_for_the_new_base(
     size = piece or len(before)
     pieces = [before[start : start + size] for start in range(0, len(before), size)]
     assert b"".join(rebased(pieces, content_type, old, new)) == after
+    # and its length is known before it is made (an answer's Content-Length)
+    assert rebased_length(pieces, content_type, old, new) == len(after)
+    assert len(after) - len(before) == url_growth(content_type, old, new) * len(page.files)
     # out as the pieces come: no more is held back than a URL's start (escaped) may be cut
     taken = 0
 

@@ -158,24 +158,54 @@ def rebased(pieces: Iterable[bytes], content_type: str, old: str, new: str) -> I
     without its model. Only the start of a file URL can match: in JSON a ``"url"`` key can only
     follow a string's closing quote, which no string holds unescaped; in HTML no text or value
     holds ``<`` unescaped."""
-    if is_json(content_type):
-        before, after = _json_url_start(old), _json_url_start(new)
-    else:
-        before, after = _html_url_start(old), _html_url_start(new)
+    before, after = _url_starts(content_type, old, new)
     held = b""
     for piece in pieces:
         data = held + piece
-        # what may be the start of a URL that the next piece ends is held back for it
-        cut = len(data) - len(before) + 1
-        last = data.rfind(before)
-        if last >= 0 and last + len(before) > cut:
-            cut = last + len(before)
-        cut = max(cut, 0)
+        cut = _settled(data, before)
         held = data[cut:]
         if cut:
             yield data[:cut].replace(before, after)
     if held:
         yield held.replace(before, after)
+
+
+def rebased_length(pieces: Iterable[bytes], content_type: str, old: str, new: str) -> int:
+    """The length of :func:`rebased`'s bytes for the same arguments, counted without making them:
+    an answer's Content-Length, known before its first byte is made (that of ``pieces`` when
+    :func:`url_growth` is none)."""
+    before, after = _url_starts(content_type, old, new)
+    length = found = 0
+    held = b""
+    for piece in pieces:
+        length += len(piece)
+        data = held + piece
+        found += data.count(before)  # what is held back holds none whole: each is counted once
+        held = data[_settled(data, before) :]
+    return length + found * (len(after) - len(before))
+
+
+def url_growth(content_type: str, old: str, new: str) -> int:
+    """How many bytes longer :func:`rebased` makes each file URL: none for another port of as many
+    digits, so that the page is as long as the one it is made from."""
+    before, after = _url_starts(content_type, old, new)
+    return len(after) - len(before)
+
+
+def _url_starts(content_type: str, old: str, new: str) -> tuple[bytes, bytes]:
+    if is_json(content_type):
+        return _json_url_start(old), _json_url_start(new)
+    return _html_url_start(old), _html_url_start(new)
+
+
+def _settled(data: bytes, before: bytes) -> int:
+    """Where the bytes held can be cut: what may be the start of a URL that the next piece ends
+    is held back for it."""
+    cut = len(data) - len(before) + 1
+    last = data.rfind(before)
+    if last >= 0 and last + len(before) > cut:
+        cut = last + len(before)
+    return max(cut, 0)
 
 
 def _json_url_start(prefix: str) -> bytes:
