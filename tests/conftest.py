@@ -21,6 +21,7 @@ import requests
 
 from nestegg_core import Config, Mirror
 from nestegg_core.http.types import WSGIApp
+from nestegg_core.index.refresh import Refresher
 from nestegg_core.testing import installer_env
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
@@ -245,6 +246,16 @@ class FullDisk:
 
     def __exit__(self, *exc: object) -> None:
         self.handle.close()
+
+
+def idle(refresher: Refresher) -> None:
+    """Wait until the refresher has nothing left and its thread has ended."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if refresher.pending() == 0 and refresher._thread is None:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the refresher did not finish")
 
 
 def pip_download(index_url: str, dest: Path, *names: str) -> None:

@@ -17,6 +17,7 @@ import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core import Config
+from nestegg_core.index import later as later_module
 from nestegg_core.index import repository as repository_module
 from nestegg_core.index.downloads import Download
 from nestegg_core.index.repository import Rendered, Repository
@@ -30,7 +31,7 @@ from nestegg_core.storage.store import CacheStore
 from nestegg_core.storage.usage import prune
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
-from .conftest import Faults, MirrorFactory, Served, pip_download
+from .conftest import Faults, MirrorFactory, Served, idle, pip_download
 
 NAME = NormalizedName("demo")
 SECRET = NormalizedName("secret")
@@ -54,6 +55,8 @@ def repository(tmp_path: Path, upstream: PrivateIndex, **changes: object) -> Rep
 
 
 def body(rendered: Rendered) -> bytes:
+    if rendered.stream is not None:
+        return b"".join(rendered.stream)
     if rendered.file is None:
         return rendered.body
     try:
@@ -106,36 +109,63 @@ PIP = 'pip/26.3 {"installer":{"name":"pip","version":"26.3"},"python":"3.11.7"}'
 @pytest.mark.parametrize("content_type", [JSON_V1, HTML_V1])
 @pytest.mark.parametrize("gzip_asked", [False, True])
 @pytest.mark.parametrize("meta", [True, False])
+@pytest.mark.parametrize("asked", ["outside a request", "small", "large", "large, as long"])
 def test_a_page_for_another_base_is_made_from_its_rendering_for_one_without_its_state(
     tmp_path: Path, upstream: PrivateIndex, faults: Faults, monkeypatch: pytest.MonkeyPatch,
-    content_type: str, gzip_asked: bool, meta: bool,
+    content_type: str, gzip_asked: bool, meta: bool, asked: str,
 ) -> None:  # fmt: skip
-    repository(tmp_path, upstream).rendered(NAME, content_type, base=BASE_A, cached_metadata=meta)
+    first = repository(tmp_path, upstream).rendered(NAME, content_type, base=BASE_A, cached_metadata=meta)
     faults.reset()
     later = repository(tmp_path, upstream)
     no_state_reads(later, monkeypatch)
-    made = later.rendered(NAME, content_type, base=BASE_B, gzip=gzip_asked, cached_metadata=meta)
+    if asked.startswith("large"):  # held in memory no longer: sent as it is made
+        monkeypatch.setattr(repository_module, "_WARM_PAGE", 0)
+    # another port of as many digits: a page as long as the one it is made from
+    new_base = BASE_A.replace("8001", "9001") if asked.endswith("as long") else BASE_B
+    monkeypatch.setattr(repository_module, "_IDLE", 0.05)
+    renderings = later.pages.folder / "demo.clients"
+    before = set(os.listdir(renderings))
+    # an installer's request: a plain page is answered first, and kept once the mirror is quiet
+    with later_module.collecting(asked != "outside a request"):
+        made = later.rendered(NAME, content_type, base=new_base, gzip=gzip_asked, cached_metadata=meta)
     assert made.page is None
-    # what a nest that never saw BASE_A renders for BASE_B, byte for byte
+    assert (made.stream is not None) == (asked.startswith("large") and not gzip_asked)
+    answered_first = asked != "outside a request" and not gzip_asked
+    assert (set(os.listdir(renderings)) == before) == answered_first
+    made_body = body(made)
+    if made.stream is not None:
+        assert made.stream.size == len(made_body)
+    idle(later.refresher)
+    assert len(set(os.listdir(renderings)) - before) == 1
+    # what a nest that never saw BASE_A renders for the new base, byte for byte
     rendered = repository(tmp_path / "elsewhere", upstream).rendered(
-        NAME, content_type, base=BASE_B, gzip=gzip_asked, cached_metadata=meta
+        NAME, content_type, base=new_base, gzip=gzip_asked, cached_metadata=meta
     )
-    assert (body(made), made.etag, made.gzip) == (body(rendered), rendered.etag, gzip_asked)
+    assert (made_body, made.gzip) == (body(rendered), gzip_asked)
+    # a plain page's ETag is known before its bytes are made; a gzip one's is its bytes' digest
+    prefixes = (f"{BASE_A}/files/demo/", f"{new_base}/files/demo/")
+    expected = rendered.etag if gzip_asked else pagefiles.rebased_etag(first.etag, *prefixes)
+    assert made.etag == expected
     assert faults.count(prefix="/simple/demo") == 1  # the other nest's
-    # and kept: the next process reads it back
-    again = repository(tmp_path, upstream).rendered(
-        NAME, content_type, base=BASE_B, gzip=gzip_asked, cached_metadata=meta
-    )
-    assert again.etag == made.etag
+    # and kept under that ETag: the next process reads it back
+    again = repository(tmp_path, upstream)
+    no_state_reads(again, monkeypatch)
+    kept = again.rendered(NAME, content_type, base=new_base, gzip=gzip_asked, cached_metadata=meta)
+    assert (body(kept), kept.etag, kept.stream) == (made_body, made.etag, None)
 
 
 @pytest.mark.usefixtures("published")
 @pytest.mark.parametrize(
     "case", ["past the ttl", "state changed", "another kind", "no base said", "cut short"]
 )
+@pytest.mark.parametrize("in_request", [False, True])
+@pytest.mark.parametrize("large", [False, True])
 def test_a_rendering_for_another_base_is_not_used_when_it_may_not_be_the_page(
-    tmp_path: Path, upstream: PrivateIndex, faults: Faults, monkeypatch: pytest.MonkeyPatch, case: str
-) -> None:
+    tmp_path: Path, upstream: PrivateIndex, faults: Faults, monkeypatch: pytest.MonkeyPatch, case: str,
+    in_request: bool, large: bool,
+) -> None:  # fmt: skip
+    if large:
+        monkeypatch.setattr(repository_module, "_WARM_PAGE", 0)
     first = repository(tmp_path, upstream)
     first.rendered(NAME, JSON_V1, base=BASE_A, cached_metadata=case != "another kind")
     if case == "state changed":  # a new release: the rendering for BASE_A is of the page before
@@ -146,6 +176,8 @@ def test_a_rendering_for_another_base_is_not_used_when_it_may_not_be_the_page(
         first.rendered(NAME, JSON_V1, base=BASE_A.replace("8001", "8003"))
         monkeypatch.undo()
         monkeypatch.setattr(store_module, "SETTLE_NS", 0)
+        if large:
+            monkeypatch.setattr(repository_module, "_WARM_PAGE", 0)
         first.pages.path(NAME, "json-@" + hashlib.sha256(BASE_A.encode()).hexdigest()[:12]).unlink()
     faults.reset()
     later = repository(tmp_path, upstream, ttl=0 if case == "past the ttl" else 600)
@@ -158,7 +190,9 @@ def test_a_rendering_for_another_base_is_not_used_when_it_may_not_be_the_page(
 
         monkeypatch.setattr(later.pages, "open", cut)
     reads = state_reads(later, monkeypatch)
-    made = body(later.rendered(NAME, JSON_V1, base=BASE_B))
+    with later_module.collecting(in_request) as work:
+        made = body(later.rendered(NAME, JSON_V1, base=BASE_B))
+    later_module.run(work)
     if case == "past the ttl":
         assert faults.count(prefix="/simple/demo") == 1  # the upstream asked, as for any page past it
     else:
@@ -184,6 +218,63 @@ def test_pip_through_a_mirror_on_a_new_port_gets_the_page_made_from_the_last_one
     assert [entry["url"] for entry in page["files"]] == [
         f"{second.url}/files/demo/{entry['filename']}" for entry in page["files"]
     ]
+
+
+@pytest.mark.usefixtures("published")
+@pytest.mark.parametrize("large", [False, True])
+def test_a_page_answered_before_it_is_kept_for_a_new_port_answers_as_any_page(
+    make_mirror: MirrorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http: requests.Session,
+    large: bool,
+) -> None:  # fmt: skip
+    first = make_mirror()
+    pip_download(first.index_url, tmp_path / "one", "demo")
+    first.stop()
+    streams: list[pagefiles.PageStream] = []
+
+    class Counted(pagefiles.PageStream):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            streams.append(self)
+
+    monkeypatch.setattr(repository_module, "PageStream", Counted)
+    monkeypatch.setattr(repository_module, "_IDLE", 0.05)
+    if large:  # sent as it is made, not held
+        monkeypatch.setattr(repository_module, "_WARM_PAGE", 0)
+    headers = {"User-Agent": PIP, "Accept": JSON_V1}
+    second = make_mirror()
+    url = second.index_url + "demo/"
+    head = http.head(url, headers=headers)  # a HEAD made as it is sent too: nothing is
+    assert (head.status_code, len(streams)) == (200, int(large))
+    third = make_mirror()
+    url = third.index_url + "demo/"
+    sent = http.get(url, headers=headers)
+    assert (sent.status_code, len(streams)) == (200, 2 * large)
+    assert int(sent.headers["Content-Length"]) == len(sent.content)
+    assert [entry["url"] for entry in sent.json()["files"]] == [
+        f"{third.url}/files/demo/{entry['filename']}" for entry in sent.json()["files"]
+    ]
+    # answered again as it was while the mirror is busy; kept once it is quiet, under the ETag
+    # it was sent with: read back then, and a copy of it is current
+    busy = http.get(url, headers=headers)
+    assert (busy.content, busy.headers["ETag"], len(streams)) == (
+        sent.content,
+        sent.headers["ETag"],
+        3 * large,
+    )
+    idle(third.repository.refresher)
+    again = http.get(url, headers=headers)
+    assert (again.content, again.headers["ETag"], len(streams)) == (
+        sent.content,
+        sent.headers["ETag"],
+        3 * large,
+    )
+    unchanged = http.get(url, headers={**headers, "If-None-Match": sent.headers["ETag"]})
+    assert (unchanged.status_code, unchanged.content) == (304, b"")
+    # as a port whose page is rendered anew would send it
+    fresh = make_mirror(nestegg_dir=tmp_path / "fresh")
+    assert http.get(fresh.index_url + "demo/", headers=headers).content == sent.content.replace(
+        third.url.encode(), fresh.url.encode()
+    )
 
 
 @pytest.mark.usefixtures("published")
@@ -455,6 +546,100 @@ def test_a_page_written_in_pieces_reads_back_whole(tmp_path: Path, pieces: list[
     assert encoded == packer.compress(whole) + packer.flush()
     # no temporary file left
     assert sorted(os.listdir(tmp_path / "rendered")) == ["demo.json", "demo.json.gz"]
+
+
+def test_a_page_written_with_its_etag_is_not_hashed_again(tmp_path: Path) -> None:
+    pages, stamp = RenderedPages(tmp_path), "a.b.c.d"
+    tag = pagefiles.rebased_etag('"1"', "http://a/files/demo/", "http://b/files/demo/")
+    written = pages.write(NAME, "json", token=stamp, checked=1.0, pieces=[b"{}"], etag=tag)
+    assert written is not None
+    written.close()
+    again = pages.open(NAME, "json", stamp)
+    assert again is not None
+    again.close()
+    assert (written.etag, again.etag) == (tag, tag)
+    # the bases and the source's ETag each make another
+    others = {
+        pagefiles.rebased_etag('"2"', "http://a/files/demo/", "http://b/files/demo/"),
+        pagefiles.rebased_etag('"1"', "http://c/files/demo/", "http://b/files/demo/"),
+        pagefiles.rebased_etag('"1"', "http://a/files/demo/", "http://c/files/demo/"),
+    }
+    assert len(others | {tag}) == 4
+
+
+@pytest.mark.parametrize("change", ["none", "cut short", "grown"])
+def test_a_rendering_is_read_in_blocks_where_it_lies(tmp_path: Path, change: str) -> None:
+    pages, stamp, whole = RenderedPages(tmp_path), "a.b.c.d", bytes(range(256)) * 600
+    written = pages.write(NAME, "json", token=stamp, checked=1.0, pieces=[whole])
+    assert written is not None
+    written.handle.read(10)  # the handle's position is not where it reads
+    path = pages.path(NAME, "json")
+    if change == "cut short":
+        os.truncate(path, path.stat().st_size - 1)
+    elif change == "grown":
+        with path.open("ab") as out:
+            out.write(b"!")
+    if change == "none":
+        assert b"".join(written.blocks()) == b"".join(written.blocks()) == whole
+        assert max(map(len, written.blocks())) <= 64 * 1024
+    else:
+        with pytest.raises(OSError, match=change.replace("grown", "has grown").replace("cut short", "short")):
+            b"".join(written.blocks())
+    written.close()
+
+
+@pytest.mark.parametrize(
+    ("made", "said", "sent"),
+    [
+        ([b"ab", b"cd", b"e"], 5, b"abcde"),
+        ([b"ab", b"", b"cd"], 4, b"abcd"),
+        ([], 0, b""),
+        # shorter than said: the last piece is not sent, so the answer is seen cut
+        ([b"ab", b"cd", b"e"], 6, b"abcd"),
+        ([b"ab"], 3, b""),
+        # longer: nothing past what was said, and not all of it either
+        ([b"ab", b"cd", b"e"], 4, b"ab"),
+        ([b"abc"], 2, b""),
+        ([b"ab", b"cd"], 3, b""),
+        # the rendering cut short as it is read
+        ([b"ab", b"cd", OSError("cut")], 5, b"ab"),
+    ],
+)
+def test_a_page_sent_as_it_is_made_is_never_whole_looking_and_wrong(
+    tmp_path: Path, made: list[bytes | Exception], said: int, sent: bytes
+) -> None:
+    stamp = "a.b.c.d"
+    source = RenderedPages(tmp_path).write(NAME, "json", token=stamp, checked=1.0, pieces=[b"{}"])
+    assert source is not None
+
+    def pieces() -> Iterator[bytes]:
+        for piece in made:
+            if isinstance(piece, Exception):
+                raise piece
+            yield piece
+
+    stream = pagefiles.PageStream(source, said, pieces())
+    assert b"".join(stream) == sent
+    assert source.handle.closed
+
+
+def test_a_page_sent_as_it_is_made_and_closed_halfway_closes_its_rendering(tmp_path: Path) -> None:
+    stamp = "a.b.c.d"
+    source = RenderedPages(tmp_path).write(NAME, "json", token=stamp, checked=1.0, pieces=[b"{}"])
+    assert source is not None
+    closed = []
+
+    def pieces() -> Iterator[bytes]:
+        try:
+            yield b"ab"
+            yield b"cd"
+        finally:
+            closed.append("pieces")
+
+    stream = pagefiles.PageStream(source, 4, pieces())
+    assert next(iter(stream)) == b"ab"
+    stream.close()  # the client went away: the server closes the answer
+    assert (closed, source.handle.closed) == (["pieces"], True)
 
 
 @pytest.mark.parametrize("gzip_asked", [False, True])

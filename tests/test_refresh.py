@@ -25,7 +25,7 @@ from nestegg_core.simple.render import HTML_V1, JSON_V1
 from nestegg_core.storage import store as store_module
 from nestegg_core.testing.dists import PackageSpec, make_wheel
 
-from .conftest import Served, pip_download
+from .conftest import Served, idle, pip_download
 
 NAME = NormalizedName("demo")
 DELAY = 0.05
@@ -47,16 +47,6 @@ class _Log:
         if isinstance(answer, Exception):
             raise answer
         return answer
-
-
-def idle(refresher: Refresher) -> None:
-    """Wait until the refresher has nothing left and its thread has ended."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if refresher.pending() == 0 and refresher._thread is None:
-            return
-        time.sleep(0.01)
-    raise AssertionError("the refresher did not finish")
 
 
 def downloaded() -> None:

@@ -42,7 +42,7 @@ from nestegg_core.simple.distmeta import metadata_fields
 from nestegg_core.simple.jsonapi import find_release, latest_release, project_json, releases_of
 from nestegg_core.simple.models import is_valid_name
 from nestegg_core.simple.render import accepts_gzip, negotiate, quote_filename
-from nestegg_core.storage.pagefiles import PageFile, etag
+from nestegg_core.storage.pagefiles import PageFile, PageStream, etag
 
 from .answers import error, etag_matches, failed, json_answer, redirect, status_line
 from .files import BLOCK, FileRange, Files
@@ -256,14 +256,13 @@ class NesteggApp:
                     now=not work and rendered.file is not None,
                 )  # fmt: skip
             work += more
-        body = rendered.body if rendered.file is None else rendered.file
+        body = rendered.stream or rendered.file or rendered.body
         try:
             answer = self._page(
                 environ, start_response, content_type, body, rendered.etag, vary=vary, gzip=rendered.gzip
             )
         except BaseException:
-            if rendered.file is not None:
-                rendered.file.close()
+            rendered.close()
             later.run(work)
             raise
         return later.after(answer, work)
@@ -312,14 +311,14 @@ class NesteggApp:
         environ: Environ,
         start_response: StartResponse,
         content_type: str,
-        body: bytes | PageFile,
+        body: bytes | PageFile | PageStream,
         etag: str,
         *,
         vary: str = "Accept",
         gzip: bool = False,
     ) -> Iterable[bytes]:
-        """A page's answer; a body that is a rendered file is closed, or handed to the server.
-        A ``gzip`` body is sent with that ``Content-Encoding``."""
+        """A page's answer; a body that is a rendered file or made as it is sent is closed, or
+        handed to the server. A ``gzip`` body is sent with that ``Content-Encoding``."""
         headers = [
             ("Vary", vary),
             ("ETag", etag),
@@ -328,16 +327,21 @@ class NesteggApp:
         if gzip:
             headers.append(("Content-Encoding", "gzip"))
         if etag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
-            if isinstance(body, PageFile):
+            if not isinstance(body, bytes):
                 body.close()
             start_response(status_line(304), headers)
             return []
         media = content_type if content_type.endswith("json") else f"{content_type}; charset=utf-8"
-        size = body.size if isinstance(body, PageFile) else len(body)
+        size = len(body) if isinstance(body, bytes) else body.size
         headers += [("Content-Type", media), ("Content-Length", str(size))]
         start_response(status_line(200), headers)
-        if not isinstance(body, PageFile):
+        if isinstance(body, bytes):
             return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+        if isinstance(body, PageStream):
+            if environ["REQUEST_METHOD"] == "HEAD":
+                body.close()
+                return []
+            return body
         if environ["REQUEST_METHOD"] == "HEAD" or size <= _READ_WHOLE:
             data = b"" if environ["REQUEST_METHOD"] == "HEAD" else body.handle.readall()
             body.close()

@@ -56,8 +56,10 @@ from nestegg_core.simple.render import (
     project_pieces,
     quote_filename,
     rebased,
+    rebased_length,
     render_index,
     render_project,
+    url_growth,
 )
 from nestegg_core.storage import store as _store
 from nestegg_core.storage.counters import Counters
@@ -66,11 +68,13 @@ from nestegg_core.storage.generation import RECHECK
 from nestegg_core.storage.pagefiles import (
     GZIP,
     PageFile,
+    PageStream,
     PendingPage,
     RenderedPages,
     compressor,
     disk_token,
     etag,
+    rebased_etag,
 )
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.storage.store import (
@@ -117,8 +121,9 @@ _RENDER_CACHE_BYTES = 4 * 1024 * 1024
 #: memory afterwards
 _WARM_PAGE = 64 * 1024
 _WARM_BYTES = 4 * 1024 * 1024
-#: a rendering made for another base URL is read and written in blocks of this size
-_REBASE_BLOCK = 64 * 1024
+#: the renderings answered for new base URLs that wait for a quiet mirror to be kept; past it,
+#: those answered longest ago are not (each is made again while asked for)
+_MAX_UNKEPT = 1024
 #: what a rendering is kept in memory under: name, content type, client, gzip, base URL (and "!"
 #: when the metadata of cached wheels is left out)
 _RenderKey = tuple[str, str, "ClientProfile | None", bool, str]
@@ -165,8 +170,8 @@ _AHEAD_METADATA = 1024 * 1024
 class Rendered:
     """A page rendered for one content type, with its strong ETag.
 
-    The body is ``body``, or, for a page served from its rendered file, ``file``'s bytes; gzip
-    encoded if ``gzip``.
+    The body is ``body``, or, for a page served from its rendered file, ``file``'s bytes, or, for
+    one sent as it is made, ``stream``'s; gzip encoded if ``gzip``.
     """
 
     page: ProjectPage | None
@@ -174,6 +179,14 @@ class Rendered:
     etag: str
     file: PageFile | None = None
     gzip: bool = False
+    stream: PageStream | None = None
+
+    def close(self) -> None:
+        """Close the file the body is read from, if any: for a caller that does not send it."""
+        if self.stream is not None:
+            self.stream.close()
+        elif self.file is not None:
+            self.file.close()
 
 
 @dataclass
@@ -280,8 +293,10 @@ class Repository:
         #: saved renderings read back, by name and kind: (token, checked, ETag, body)
         self._warm: OrderedDict[tuple[str, str], tuple[str, float, str, bytes]] = OrderedDict()
         self._warm_bytes = 0
-        self._render_lock = threading.Lock()
-        self._large_lock = threading.Lock()
+        #: the renderings answered for a new base URL and not kept yet (:meth:`_rebased_now`), by
+        #: page and kind: written once the mirror is quiet (:meth:`_refresh`), not as an install asks
+        self._unkept: OrderedDict[tuple[NormalizedName, str], Callable[[], None]] = OrderedDict()
+        self._render_lock, self._large_lock = threading.Lock(), threading.Lock()
         #: pages being made now (by requests; the background's own is done when it looks), and
         #: when the last page or file was asked for
         self._making, self._asked = 0, 0.0
@@ -702,31 +717,133 @@ class Repository:
         another base URL (a mirror started on a new port, or reached by another name), its file
         URLs' base replaced a block at a time: none of the page's model nor its state is read (a
         new port's first request for pydantic-core's page took 76 ms and 12 MB, parsing its state
-        and rendering it). None when no such rendering is saved, within its TTL, with its base."""
+        and rendering it). None when no such rendering is saved, within its TTL, with its base.
+
+        An installer's plain page is answered first, its ETag one the bases give (``rebased_etag``),
+        and kept once the mirror is quiet (:meth:`_rebased_now`): written and hashed before the
+        answer, pydantic-core's took 11 ms. Any other is kept first, then sent from its file."""
         for other in self.pages.elsewhere(name, kind):
             found = self.pages.open(name, other, token)
             if found is None:
                 continue
-            with found.handle:
-                checked = self._fresh(name, found.checked)
+            checked = self._fresh(name, found.checked)
+            if checked is None or found.base is None:
+                found.close()
                 if checked is None:
                     return None  # past the TTL: so is every rendering of this state
-                if found.base is None:
-                    continue
-                pieces = rebased(
-                    _body_blocks(found),
-                    content_type,
-                    _files_prefix(found.base, name),
-                    _files_prefix(base, name),
+                continue
+            old, new = _files_prefix(found.base, name), _files_prefix(base, name)
+            tag = rebased_etag(found.etag, old, new)
+            logger.debug("making the page of %r for %s from its rendering for %s", name, base, found.base)
+            if not gzip and later.active() and not background():
+                return self._rebased_now(
+                    name,
+                    kind,
+                    replace(found, checked=checked),
+                    source=other,
+                    content_type=content_type,
+                    rebase=(old, new, tag),
+                    base=base,
                 )
+            with found.handle:
                 saved = self.pages.write(
-                    name, kind, token=token, checked=checked, pieces=pieces, gzip=gzip, base=base
+                    name,
+                    kind,
+                    token=token,
+                    checked=checked,
+                    pieces=rebased(found.blocks(), content_type, old, new),
+                    gzip=gzip,
+                    base=base,
+                    etag=None if gzip else tag,
                 )
             if saved is None:
                 return None
-            logger.debug("made the page of %r for %s from its rendering for %s", name, base, found.base)
             return self._from_file(name, kind + GZIP if gzip else kind, saved)
         return None
+
+    def _rebased_now(
+        self,
+        name: NormalizedName,
+        kind: str,
+        found: PageFile,
+        *,
+        source: str,
+        content_type: str,
+        rebase: tuple[str, str, str],
+        base: str,
+    ) -> Rendered | None:
+        """:meth:`_rebased`'s answer to an installer, made from ``found`` (the rendering of kind
+        ``source``) with the file URLs' start ``rebase[0]`` made ``rebase[1]``, its ETag
+        ``rebase[2]``: a small page made whole and held, a larger one sent as it is made
+        (``PageStream``), its length counted first. It is kept once the mirror is quiet: written
+        at once after the answer, it took the next request's time. None (``found`` closed) if that
+        rendering is cut short or grown."""
+        old, new, tag = rebase
+        try:
+            if found.size > _WARM_PAGE:
+                # another port of as many digits: as long, known without reading it
+                grown = url_growth(content_type, old, new)
+                size = rebased_length(found.blocks(), content_type, old, new) if grown else found.size
+                answer = Rendered(
+                    None,
+                    b"",
+                    tag,
+                    stream=PageStream(found, size, rebased(found.blocks(), content_type, old, new)),
+                )
+            else:
+                with found.handle:
+                    body = b"".join(rebased(found.blocks(), content_type, old, new))
+                self._hold(name, kind, (found.token, found.checked, tag, body))
+                answer = Rendered(None, body, tag)
+        except OSError:
+            found.close()
+            return None
+        keep = functools.partial(
+            self._keep_rebased,
+            name,
+            kind,
+            source=source,
+            content_type=content_type,
+            token=found.token,
+            base=base,
+        )
+        with self._render_lock:
+            self._unkept[(name, kind)] = keep
+            self._unkept.move_to_end((name, kind))
+            while len(self._unkept) > _MAX_UNKEPT:
+                self._unkept.popitem(last=False)
+        self.refresher.changed(name)
+        return answer
+
+    def _keep_rebased(
+        self, name: NormalizedName, kind: str, *, source: str, content_type: str, token: str, base: str
+    ) -> None:
+        """Keep the page of ``kind`` that :meth:`_rebased_now` answered, made again from the
+        rendering of kind ``source``: unless it is kept already (another request's), or that
+        rendering is gone or past its TTL meanwhile."""
+        kept = self.pages.open(name, kind, token)
+        if kept is not None:
+            kept.close()
+            return
+        found = self.pages.open(name, source, token)
+        if found is None:
+            return
+        with found.handle:
+            checked = self._fresh(name, found.checked)
+            if checked is None or found.base is None:
+                return
+            old, new = _files_prefix(found.base, name), _files_prefix(base, name)
+            kept = self.pages.write(
+                name,
+                kind,
+                token=token,
+                checked=checked,
+                pieces=rebased(found.blocks(), content_type, old, new),
+                base=base,
+                etag=rebased_etag(found.etag, old, new),
+            )
+        if kept is not None:
+            kept.close()
 
     def _fresh(self, name: NormalizedName, checked: float, confirmed: bool = False) -> float | None:
         """When the upstream last gave the page a rendering made at ``checked`` shows: then, or
@@ -751,14 +868,20 @@ class Repository:
             found.close()
         if len(body) != found.size:
             return None
+        self._hold(name, kind, (found.token, found.checked, found.etag, body))
+        return Rendered(None, body, found.etag, gzip=gzip)
+
+    def _hold(self, name: NormalizedName, kind: str, held: tuple[str, float, str, bytes]) -> None:
+        """Hold a small rendering of ``kind`` in memory for the page's next requests: its token,
+        check time, ETag and body."""
+        body = held[3]
         with self._render_lock:
             old = self._warm.pop((name, kind), None)
             self._warm_bytes += len(body) - (0 if old is None else len(old[3]))
-            self._warm[(name, kind)] = (found.token, found.checked, found.etag, body)
+            self._warm[(name, kind)] = held
             while self._warm_bytes > _WARM_BYTES:
                 _, dropped = self._warm.popitem(last=False)
                 self._warm_bytes -= len(dropped[3])
-        return Rendered(None, body, found.etag, gzip=gzip)
 
     def _write_rendered(
         self,
@@ -802,7 +925,13 @@ class Repository:
 
     def _refresh(self, name: NormalizedName, kinds: tuple[Hashable, ...]) -> bool:
         """Make again the renderings of ``kinds`` (as :meth:`rendered` took them) that a cached
-        file made stale; False while the change has not settled."""
+        file made stale; False while the change has not settled. Keep first those of the page
+        answered for a new base URL (:meth:`_rebased_now`)."""
+        with self._render_lock:
+            unkept = [key for key in self._unkept if key[0] == name]
+            keeps = [self._unkept.pop(key) for key in unkept]
+        for keep in keeps:
+            keep()
         if self._disk_token(name) is None:
             return False
         if not self.mirror.is_fresh(name):
@@ -817,8 +946,7 @@ class Repository:
                         tuple[str, ClientProfile | None, bool, str, bool], served
                     )
                     made = self._rendered_page(name, content_type, client, gzip=gzip, base=base, meta=meta)
-                    if made.file is not None:
-                        made.file.close()
+                    made.close()
             finally:
                 self.mirror.trim()  # the page made last is held for its requests; this one has none
         return True
@@ -1253,8 +1381,7 @@ class Repository:
             base=request.base,
             cached_metadata=request.cached_metadata,
         )
-        if rendered.file is not None:
-            rendered.file.close()
+        rendered.close()
 
     def _cached(self, name: NormalizedName, record: DistFile, changed: bool) -> None:
         with self._after_lock:
@@ -1601,20 +1728,6 @@ class Repository:
     def metrics(self) -> dict[str, Any]:
         """The counters of the nest (every process's), see :mod:`nestegg_core.storage.counters`."""
         return self.counters.totals()
-
-
-def _body_blocks(found: PageFile) -> Iterator[bytes]:
-    """The body of a saved rendering, a block at a time; OSError if it is not ``size`` bytes (cut
-    short or grown since it was opened), so that nothing is made of it."""
-    left = found.size
-    while left > 0:
-        block = found.handle.read(min(left, _REBASE_BLOCK))
-        if not block:
-            raise OSError(f"a rendering of {found.size} bytes ended {left} bytes short")
-        left -= len(block)
-        yield block
-    if found.handle.read(1):
-        raise OSError(f"a rendering of {found.size} bytes has grown")
 
 
 def _files_prefix(base: str, name: NormalizedName) -> str:

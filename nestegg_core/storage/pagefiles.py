@@ -89,6 +89,14 @@ def _etag(digest: hashlib._Hash) -> str:
     return '"' + digest.hexdigest()[:32] + '"'
 
 
+def rebased_etag(etag: str, old: str, new: str) -> str:
+    """The strong ETag of the page whose bytes are those of ETag ``etag`` with the file URLs' start
+    ``old`` made ``new`` (``render.rebased``): known before those bytes are made, without hashing
+    them. It is not the ETag the same bytes get when rendered from the page's state; a client
+    reaching the mirror at the new base has no copy under the other anyway."""
+    return _etag(hashlib.sha256(f"{etag} {old} {new}".encode()))
+
+
 def compressor() -> zlib._Compress:
     """A gzip encoder of rendered pages: the same bytes in, the same bytes out, in every process."""
     return zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
@@ -126,9 +134,68 @@ class PageFile:
     token: str
     #: the base URL its file URLs start with, if the header says it (see ``render.rebased``)
     base: str | None = None
+    #: where in the file the body starts
+    start: int = 0
 
     def close(self) -> None:
         self.handle.close()
+
+    def blocks(self) -> Iterator[bytes]:
+        """The body a block at a time, read where it lies (again at each call, the handle's
+        position untouched); OSError if it is not ``size`` bytes (cut short or grown since it was
+        opened), so that nothing is made of it."""
+        fd, at, end = self.handle.fileno(), self.start, self.start + self.size
+        while at < end:
+            block = os.pread(fd, min(end - at, _BLOCK), at)
+            if not block:
+                raise OSError(f"a rendering of {self.size} bytes ended {end - at} bytes short")
+            at += len(block)
+            yield block
+        if os.pread(fd, 1, end):
+            raise OSError(f"a rendering of {self.size} bytes has grown")
+
+
+class PageStream:
+    """An answer's body of ``size`` bytes made a piece at a time from a rendering (``source``) and
+    sent as it is made: a page rebased from another base's rendering (``render.rebased``). A piece
+    goes out once the next one is made, the last once the whole is known to be ``size`` bytes:
+    a body that comes out longer or shorter is cut short (its client sees the answer fail), never
+    sent whole-looking and wrong. Closing it closes ``source``."""
+
+    def __init__(self, source: PageFile, size: int, pieces: Iterator[bytes]) -> None:
+        self.source = source
+        self.size = size
+        self._pieces = pieces
+
+    def __iter__(self) -> Iterator[bytes]:
+        made, held = 0, b""
+        try:
+            for piece in self._pieces:
+                made += len(piece)
+                if made > self.size:
+                    break
+                if held:
+                    yield held
+                held = piece
+            if made == self.size:
+                if held:
+                    yield held
+            else:
+                logger.warning(
+                    "a page made from a rendering of %d bytes was not the %d bytes said",
+                    self.source.size,
+                    self.size,
+                )
+        except OSError as exc:
+            logger.warning("cannot send a page made from its rendering for another base: %s", exc)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
+        self.source.close()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,7 +291,9 @@ class RenderedPages:
         if found != token:
             handle.close()
             return None
-        return PageFile(handle=handle, size=size, etag=etag, checked=checked, token=token, base=base)
+        return PageFile(
+            handle=handle, size=size, etag=etag, checked=checked, token=token, base=base, start=end
+        )
 
     def write(
         self,
@@ -236,19 +305,21 @@ class RenderedPages:
         pieces: Iterable[bytes],
         gzip: bool = False,
         base: str | None = None,
+        etag: str | None = None,
     ) -> PageFile | None:
         """Keep the page of ``pieces`` as rendered from ``token``, in the encoding asked for
         (``gzip``), written as it comes (a large page is never whole in memory), and open it. The
         other encoding is made when a client asks for it: one on this machine never asks for
         gzip (``same_machine``), one across a network always does. ``base`` is the base URL its
-        file URLs start with, kept in its header (unless too long for it). None when it could not
-        be written.
+        file URLs start with, kept in its header (unless too long for it); ``etag`` the ETag of
+        the bytes written, if one was given for them already (:func:`rebased_etag`), else their
+        digest's. None when it could not be written.
         """
         wanted = kind + GZIP if gzip else kind
         packer = compressor() if gzip else None
         try:
             with atomic_file(self.path(name, wanted), root=self.root) as out:
-                body = _Body(out)
+                body = _Body(out, etag)
                 for block in _blocks(pieces):
                     body.add(block if packer is None else packer.compress(block))
                 if packer is not None:
@@ -299,8 +370,8 @@ class RenderedPages:
             with contextlib.suppress(OSError, UnsafePath):
                 unlink_below(self._root, temp)
             raise
-        etag = _etag(body.digest)
-        page = PageFile(handle=handle, size=body.size, etag=etag, checked=0.0, token="")
+        etag = body.tag()
+        page = PageFile(handle=handle, size=body.size, etag=etag, checked=0.0, token="", start=_HEADER_ROOM)
         return PendingPage(pages=self, name=name, kind=kind, target=target, temp=temp, file=page, base=base)
 
     def elsewhere(self, name: NormalizedName, kind: str) -> list[str]:
@@ -452,7 +523,9 @@ def _blocks(pieces: Iterable[bytes]) -> Iterator[bytes]:
 class _Body:
     """A rendered file being written: room for the header, the body, then the header."""
 
-    def __init__(self, handle: BinaryIO) -> None:
+    def __init__(self, handle: BinaryIO, etag: str | None = None) -> None:
+        #: the ETag given for the bytes, if any: else they are hashed as they are written
+        self.known = etag
         self.digest = hashlib.sha256()
         self.size = 0
         self.handle = handle
@@ -460,12 +533,17 @@ class _Body:
 
     def add(self, data: bytes) -> None:
         if data:
-            self.digest.update(data)
+            if self.known is None:
+                self.digest.update(data)
             self.size += len(data)
             self.handle.write(data)
 
+    def tag(self) -> str:
+        """The ETag of the bytes written so far (all of them, once done)."""
+        return _etag(self.digest) if self.known is None else self.known
+
     def finish(self, token: str, checked: float, base: str | None = None) -> None:
-        header = _header_room(token, checked, _etag(self.digest), self.size, base)
+        header = _header_room(token, checked, self.tag(), self.size, base)
         self.handle.seek(0)
         self.handle.write(header)
 
