@@ -420,5 +420,6 @@ def test_remote_head_hg(tmp_path: Path) -> None:
 
 def test_no_ci_no_service(tmp_path: Path) -> None:
     mirror = Mirror(Config(nestegg_dir=tmp_path, port=0, offline=True))
-    assert mirror.nest.services == [mirror.repository.refresher]  # pages made again, no CI
+    # pages made again and kept, no CI
+    assert mirror.nest.services == [mirror.repository.refresher, mirror.repository.keeper]
     assert "ci" not in mirror.nest.post_routes

@@ -135,7 +135,7 @@ def test_a_page_for_another_base_is_made_from_its_rendering_for_one_without_its_
     made_body = body(made)
     if made.stream is not None:
         assert made.stream.size == len(made_body)
-    idle(later.refresher)
+    idle(later.keeper)
     assert len(set(os.listdir(renderings)) - before) == 1
     # what a nest that never saw BASE_A renders for the new base, byte for byte
     rendered = repository(tmp_path / "elsewhere", upstream).rendered(
@@ -152,6 +152,36 @@ def test_a_page_for_another_base_is_made_from_its_rendering_for_one_without_its_
     no_state_reads(again, monkeypatch)
     kept = again.rendered(NAME, content_type, base=new_base, gzip=gzip_asked, cached_metadata=meta)
     assert (body(kept), kept.etag, kept.stream) == (made_body, made.etag, None)
+
+
+@pytest.mark.usefixtures("published")
+@pytest.mark.parametrize("case", ["state changed", "unkept past the bound"])
+def test_a_page_answered_first_is_not_kept_when_it_may_no_longer_be_the_page(
+    tmp_path: Path, upstream: PrivateIndex, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    repository(tmp_path, upstream).rendered(NAME, JSON_V1, base=BASE_A)
+    later = repository(tmp_path, upstream)
+    monkeypatch.setattr(repository_module, "_IDLE", 0.05)
+    monkeypatch.setattr(repository_module, "_MAX_UNKEPT", 1)
+    renderings = later.pages.folder / "demo.clients"
+    before = set(os.listdir(renderings))
+    later.keeper.stop()  # nothing kept until the page has changed, or more were answered
+    with later_module.collecting():
+        later.rendered(NAME, JSON_V1, base=BASE_B)
+    if case == "state changed":  # a new release: what was answered is the page before it
+        upstream.add("demo", "2.0")
+        repository(tmp_path, upstream, ttl=0).rendered(NAME, JSON_V1)
+    else:  # a second base answered: past the bound, the first one's is not kept
+        with later_module.collecting():
+            later.rendered(NAME, JSON_V1, base=BASE_A.replace("8001", "8003"))
+    later.keeper.start()
+    later.keeper.changed(NAME)
+    idle(later.keeper)
+    made = set(os.listdir(renderings)) - before
+    assert len(made) == (0 if case == "state changed" else 1)
+    if made:  # the one answered last
+        (kept,) = made
+        assert kept == "json-@" + hashlib.sha256(BASE_A.replace("8001", "8003").encode()).hexdigest()[:12]
 
 
 @pytest.mark.usefixtures("published")
@@ -261,13 +291,15 @@ def test_a_page_answered_before_it_is_kept_for_a_new_port_answers_as_any_page(
         sent.headers["ETag"],
         3 * large,
     )
-    idle(third.repository.refresher)
+    idle(third.repository.keeper)
     again = http.get(url, headers=headers)
     assert (again.content, again.headers["ETag"], len(streams)) == (
         sent.content,
         sent.headers["ETag"],
         3 * large,
     )
+    kept_for = "@" + hashlib.sha256(third.url.encode()).hexdigest()[:12]  # the kind's end
+    assert any(kept.endswith(kept_for) for kept in os.listdir(third.repository.pages.folder / "demo.clients"))
     unchanged = http.get(url, headers={**headers, "If-None-Match": sent.headers["ETag"]})
     assert (unchanged.status_code, unchanged.content) == (304, b"")
     # as a port whose page is rendered anew would send it
@@ -275,6 +307,7 @@ def test_a_page_answered_before_it_is_kept_for_a_new_port_answers_as_any_page(
     assert http.get(fresh.index_url + "demo/", headers=headers).content == sent.content.replace(
         third.url.encode(), fresh.url.encode()
     )
+    assert all(stream.source.handle.closed for stream in streams)  # sent, or not: closed
 
 
 @pytest.mark.usefixtures("published")

@@ -246,18 +246,18 @@ class NesteggApp:
             except BaseException:
                 later.run(work)
                 raise
-        if environ["REQUEST_METHOD"] == "GET" and downloads_after_metadata(agent):
-            # pip asks next for the file it takes: guessed, and fetched ahead, after the answer
-            # (and the page's writing, if left for then); before it, if cheap, for a page sent
-            # from its file with nothing left for after: the server gets that file whole (sendfile)
-            with later.collecting() as more:
-                self.repository.guess_file(
-                    name, agent, request, since=asked_at, page=rendered.page,
-                    now=not work and rendered.file is not None,
-                )  # fmt: skip
-            work += more
-        body = rendered.stream or rendered.file or rendered.body
         try:
+            if environ["REQUEST_METHOD"] == "GET" and downloads_after_metadata(agent):
+                # pip asks next for the file it takes: guessed, and fetched ahead, after the answer
+                # (and the page's writing, if left for then); before it, if cheap, for a page sent
+                # from its file with nothing left for after: the server gets that file whole
+                with later.collecting() as more:
+                    self.repository.guess_file(
+                        name, agent, request, since=asked_at, page=rendered.page,
+                        now=not work and rendered.file is not None,
+                    )  # fmt: skip
+                work += more
+            body = rendered.stream or rendered.file or rendered.body
             answer = self._page(
                 environ, start_response, content_type, body, rendered.etag, vary=vary, gzip=rendered.gzip
             )

@@ -304,9 +304,11 @@ class Repository:
         #: the connections they kept over their install (pip and uv do as they exit), and no other
         #: is open. Then the install is over, and the background need not wait for a quiet second
         self.clients_gone: Callable[[], bool] | None = None
-        #: makes again, in the background, the renderings a cached file made stale
-        self.refresher = Refresher(
-            self._refresh, delay=lambda: _store.SETTLE_NS / 1e9 + _REFRESH_AFTER, busy=self._busy
+        #: makes again, in the background, the renderings a cached file made stale; and writes,
+        #: once the mirror is quiet, those answered before they were kept (``keeper``)
+        self.refresher, self.keeper = (
+            Refresher(self._refresh, delay=lambda: _store.SETTLE_NS / 1e9 + _REFRESH_AFTER, busy=self._busy),
+            Refresher(self._keep_unkept, delay=lambda: 0.0, busy=self._busy),
         )
         #: the lock of each metadata file being fetched, with how many threads want it: gone when
         #: none does, so that files asked once leave nothing behind
@@ -434,7 +436,7 @@ class Repository:
         if token is not None:
             warm = self._read_rendered(name, wanted, token)
             if warm is None and base:
-                warm = self._rebased(name, kind, content_type, token, base, gzip=gzip)
+                warm = self._rebased(name, kind, content_type, token, base, gzip=gzip, meta=meta)
             if warm is not None:
                 return warm
             self._together(name, PageRequest(content_type=content_type, client=client, gzip=gzip, base=base,
@@ -711,7 +713,15 @@ class Repository:
         return self._from_file(name, kind, replace(found, checked=checked))
 
     def _rebased(
-        self, name: NormalizedName, kind: str, content_type: str, token: str, base: str, *, gzip: bool
+        self,
+        name: NormalizedName,
+        kind: str,
+        content_type: str,
+        token: str,
+        base: str,
+        *,
+        gzip: bool,
+        meta: bool,
     ) -> Rendered | None:
         """The page of ``kind`` made from a rendering of the same page, state and client saved for
         another base URL (a mirror started on a new port, or reached by another name), its file
@@ -719,9 +729,8 @@ class Repository:
         new port's first request for pydantic-core's page took 76 ms and 12 MB, parsing its state
         and rendering it). None when no such rendering is saved, within its TTL, with its base.
 
-        An installer's plain page is answered first, its ETag one the bases give (``rebased_etag``),
-        and kept once the mirror is quiet (:meth:`_rebased_now`): written and hashed before the
-        answer, pydantic-core's took 11 ms. Any other is kept first, then sent from its file."""
+        An installer's plain page is answered before it is kept (:meth:`_rebased_now`); any other
+        is kept first, then sent from its file."""
         for other in self.pages.elsewhere(name, kind):
             found = self.pages.open(name, other, token)
             if found is None:
@@ -736,14 +745,19 @@ class Repository:
             tag = rebased_etag(found.etag, old, new)
             logger.debug("making the page of %r for %s from its rendering for %s", name, base, found.base)
             if not gzip and later.active() and not background():
-                return self._rebased_now(
+                keep = functools.partial(
+                    self._keep_rebased,
                     name,
                     kind,
-                    replace(found, checked=checked),
                     source=other,
                     content_type=content_type,
-                    rebase=(old, new, tag),
+                    token=token,
                     base=base,
+                    meta=meta,
+                )
+                made = replace(found, checked=checked)
+                return self._rebased_now(
+                    name, kind, made, content_type=content_type, old=old, new=new, etag=tag, keep=keep
                 )
             with found.handle:
                 saved = self.pages.write(
@@ -767,63 +781,61 @@ class Repository:
         kind: str,
         found: PageFile,
         *,
-        source: str,
         content_type: str,
-        rebase: tuple[str, str, str],
-        base: str,
+        old: str,
+        new: str,
+        etag: str,
+        keep: Callable[[], None],
     ) -> Rendered | None:
-        """:meth:`_rebased`'s answer to an installer, made from ``found`` (the rendering of kind
-        ``source``) with the file URLs' start ``rebase[0]`` made ``rebase[1]``, its ETag
-        ``rebase[2]``: a small page made whole and held, a larger one sent as it is made
-        (``PageStream``), its length counted first. It is kept once the mirror is quiet: written
-        at once after the answer, it took the next request's time. None (``found`` closed) if that
-        rendering is cut short or grown."""
-        old, new, tag = rebase
+        """:meth:`_rebased`'s answer to an installer, made from the rendering ``found`` with the
+        file URLs' start ``old`` made ``new`` (ETag ``etag``), before it is kept: a small page made
+        whole and held, a larger one sent as it is made (``PageStream``), its length counted first.
+        ``keep`` writes it once the mirror is quiet: written after each answer, it took the next
+        request's time. None (``found`` closed) if that rendering is cut short or grown."""
         try:
             if found.size > _WARM_PAGE:
                 # another port of as many digits: as long, known without reading it
                 grown = url_growth(content_type, old, new)
                 size = rebased_length(found.blocks(), content_type, old, new) if grown else found.size
-                answer = Rendered(
-                    None,
-                    b"",
-                    tag,
-                    stream=PageStream(found, size, rebased(found.blocks(), content_type, old, new)),
-                )
+                stream = PageStream(found, size, rebased(found.blocks(), content_type, old, new))
+                answer = Rendered(None, b"", etag, stream=stream)
             else:
                 with found.handle:
                     body = b"".join(rebased(found.blocks(), content_type, old, new))
-                self._hold(name, kind, (found.token, found.checked, tag, body))
-                answer = Rendered(None, body, tag)
+                self._hold(name, kind, (found.token, found.checked, etag, body))
+                answer = Rendered(None, body, etag)
         except OSError:
             found.close()
             return None
-        keep = functools.partial(
-            self._keep_rebased,
-            name,
-            kind,
-            source=source,
-            content_type=content_type,
-            token=found.token,
-            base=base,
-        )
         with self._render_lock:
             self._unkept[(name, kind)] = keep
             self._unkept.move_to_end((name, kind))
             while len(self._unkept) > _MAX_UNKEPT:
                 self._unkept.popitem(last=False)
-        self.refresher.changed(name)
+        self.keeper.served(name, kind)
+        self.keeper.changed(name)
         return answer
 
     def _keep_rebased(
-        self, name: NormalizedName, kind: str, *, source: str, content_type: str, token: str, base: str
+        self,
+        name: NormalizedName,
+        kind: str,
+        *,
+        source: str,
+        content_type: str,
+        token: str,
+        base: str,
+        meta: bool,
     ) -> None:
         """Keep the page of ``kind`` that :meth:`_rebased_now` answered, made again from the
-        rendering of kind ``source``: unless it is kept already (another request's), or that
-        rendering is gone or past its TTL meanwhile."""
+        rendering of kind ``source``: unless it is kept already (another request's), the page
+        changed since (a rendering of the new state must not be replaced), or that rendering is
+        gone or past its TTL meanwhile."""
         kept = self.pages.open(name, kind, token)
         if kept is not None:
             kept.close()
+            return
+        if self._disk_token(name, meta) != token:
             return
         found = self.pages.open(name, source, token)
         if found is None:
@@ -925,13 +937,7 @@ class Repository:
 
     def _refresh(self, name: NormalizedName, kinds: tuple[Hashable, ...]) -> bool:
         """Make again the renderings of ``kinds`` (as :meth:`rendered` took them) that a cached
-        file made stale; False while the change has not settled. Keep first those of the page
-        answered for a new base URL (:meth:`_rebased_now`)."""
-        with self._render_lock:
-            unkept = [key for key in self._unkept if key[0] == name]
-            keeps = [self._unkept.pop(key) for key in unkept]
-        for keep in keeps:
-            keep()
+        file made stale; False while the change has not settled."""
         if self._disk_token(name) is None:
             return False
         if not self.mirror.is_fresh(name):
@@ -949,6 +955,18 @@ class Repository:
                     made.close()
             finally:
                 self.mirror.trim()  # the page made last is held for its requests; this one has none
+        return True
+
+    def _keep_unkept(self, name: NormalizedName, _kinds: tuple[Hashable, ...]) -> bool:
+        """Write the renderings of ``name`` answered before they were kept (:meth:`_rebased_now`),
+        each on its own: one that fails is logged, and the others are still written."""
+        with self._render_lock:
+            keeps = [self._unkept.pop(key) for key in [key for key in self._unkept if key[0] == name]]
+        for keep in keeps:
+            try:
+                keep()
+            except (OSError, NesteggError) as exc:
+                logger.warning("cannot keep a rendered page of %r: %s", name, exc)
         return True
 
     def _busy(self) -> float:
@@ -1026,6 +1044,7 @@ class Repository:
         if self.ahead is not None and self.ahead is self._own_ahead:
             self.ahead.stop(timeout)
         self.refresher.stop(timeout)
+        self.keeper.stop(timeout)  # what it has not written is made again when next asked for
         self.downloads.drop_pending()
         # nothing more is written in the nest once the server's stop returns (a test may remove it)
         self.downloads.stop(max(0.0, deadline - time.monotonic()))

@@ -61,8 +61,9 @@ def compose(config: Config, *, repository: Repository | None = None) -> Composit
         nest=config.nestegg_dir,
     )
     guard = read_guard(config, repository.private, credentials)
-    # the routed indexes' renderings are made again in the background too
-    services: list[Service] = [repository.refresher, *(r.refresher for _, r in repository.routes.items())]
+    # the routed indexes' renderings are made again, and kept, in the background too
+    repositories = [repository, *(routed for _, routed in repository.routes.items())]
+    services: list[Service] = [service for r in repositories for service in (r.refresher, r.keeper)]
     if repository.ahead is not None:  # the routed indexes share it
         services.append(repository.ahead)
     post_routes: dict[str, WSGIApp] = {}

@@ -85,8 +85,9 @@ class UpstreamMounts:
         repository.before_private = lambda name: main.before_private(name) if main.before_private else None
         if self.refresh:
             repository.mirror.refresh_all()
-        # its pages made again in the background, and made ahead, stopped with the mirror
+        # its pages made again and kept in the background, and made ahead, stopped with the mirror
         self.mirror.nest.add_service(repository.refresher)
+        self.mirror.nest.add_service(repository.keeper)
         if repository.ahead is not None:
             self.mirror.nest.add_service(repository.ahead)
         self._apps[key] = app
