@@ -1548,7 +1548,11 @@ strace and tracemalloc):
   such a process: the own set 1.77 -> 1.70 s (8 each), the small set 0.67 s both (8 each), the
   second held-out set 3.75 -> 3.61 s (6 each). The largest page stays over 5 ms: its 5.5 MB go
   through waitress's buffers a piece at a time (a file of them goes by ``sendfile``: 3.9 ms on
-  its own port).
+  its own port). Run 31 (e021dbd; the review's fixes after it change only when such a page is
+  written): another port's slowest first page 6.6 ms (run 30: 10.7 ms), the median 1.0 ms, the
+  small set's slowest 1.8 ms (2.9 ms). Its cold rows missed with the bare proxy as far off (own
+  set 1.23x the direct time, the bare proxy 1.25x; small set 1.39x and 1.38x): an hour when
+  proxying cost more, on no path this change touches.
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
