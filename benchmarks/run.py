@@ -1552,7 +1552,13 @@ strace and tracemalloc):
   written): another port's slowest first page 6.6 ms (run 30: 10.7 ms), the median 1.0 ms, the
   small set's slowest 1.8 ms (2.9 ms). Its cold rows missed with the bare proxy as far off (own
   set 1.23x the direct time, the bare proxy 1.25x; small set 1.39x and 1.38x): an hour when
-  proxying cost more, on no path this change touches.
+  proxying cost more, on no path this change touches. The second held-out set through
+  ``run.py`` (2624301, 3 rounds, nestegg and proxpi, ``--no-tox``; a load average of 2.3-2.7 at
+  its end): another port's slowest first page 9.0 ms (8.9 ms at d0f5b4a), the median 1.0 ms;
+  the same port's 4.0 ms; cold pip 1.25x the direct time (the bare proxy 1.31x); warm pip 0.87x
+  (its pages served as static files with absolute URLs 1.00x nestegg's time), 1.43x faster than
+  proxpi; warm uv 5.45 s against 5.96 s direct; the warm run at once after the cold one 1.12x a
+  later one; peak RSS 85 MB, the cold uv installs' 83 MB (proxpi 320 and 263 MB).
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
