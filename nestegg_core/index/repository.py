@@ -741,10 +741,10 @@ class Repository:
                 if checked is None:
                     return None  # past the TTL: so is every rendering of this state
                 continue
-            old, new = _files_prefix(found.base, name), _files_prefix(base, name)
-            tag = rebased_etag(found.etag, old, new)
             logger.debug("making the page of %r for %s from its rendering for %s", name, base, found.base)
             if not gzip and later.active() and not background():
+                old, new = _files_prefix(found.base, name), _files_prefix(base, name)
+                tag = rebased_etag(found.etag, old, new)
                 keep = functools.partial(
                     self._keep_rebased,
                     name,
@@ -760,15 +760,15 @@ class Repository:
                     name, kind, made, content_type=content_type, old=old, new=new, etag=tag, keep=keep
                 )
             with found.handle:
-                saved = self.pages.write(
+                saved = self._write_rebased(
                     name,
                     kind,
+                    found,
+                    content_type=content_type,
                     token=token,
                     checked=checked,
-                    pieces=rebased(found.blocks(), content_type, old, new),
-                    gzip=gzip,
                     base=base,
-                    etag=None if gzip else tag,
+                    gzip=gzip,
                 )
             if saved is None:
                 return None
@@ -842,20 +842,42 @@ class Repository:
             return
         with found.handle:
             checked = self._fresh(name, found.checked)
-            if checked is None or found.base is None:
+            if checked is None:
                 return
-            old, new = _files_prefix(found.base, name), _files_prefix(base, name)
-            kept = self.pages.write(
-                name,
-                kind,
-                token=token,
-                checked=checked,
-                pieces=rebased(found.blocks(), content_type, old, new),
-                base=base,
-                etag=rebased_etag(found.etag, old, new),
+            kept = self._write_rebased(
+                name, kind, found, content_type=content_type, token=token, checked=checked, base=base
             )
         if kept is not None:
             kept.close()
+
+    def _write_rebased(
+        self,
+        name: NormalizedName,
+        kind: str,
+        found: PageFile,
+        *,
+        content_type: str,
+        token: str,
+        checked: float,
+        base: str,
+        gzip: bool = False,
+    ) -> PageFile | None:
+        """Keep the page of ``kind`` made from the rendering ``found`` for ``base``, in the encoding
+        asked for; a plain one under the ETag its answer had (``rebased_etag``). None when it
+        could not be written, or ``found`` says no base."""
+        if found.base is None:
+            return None
+        old, new = _files_prefix(found.base, name), _files_prefix(base, name)
+        return self.pages.write(
+            name,
+            kind,
+            token=token,
+            checked=checked,
+            pieces=rebased(found.blocks(), content_type, old, new),
+            gzip=gzip,
+            base=base,
+            etag=None if gzip else rebased_etag(found.etag, old, new),
+        )
 
     def _fresh(self, name: NormalizedName, checked: float, confirmed: bool = False) -> float | None:
         """When the upstream last gave the page a rendering made at ``checked`` shows: then, or
