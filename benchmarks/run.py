@@ -1559,6 +1559,43 @@ strace and tracemalloc):
   (its pages served as static files with absolute URLs 1.00x nestegg's time), 1.43x faster than
   proxpi; warm uv 5.45 s against 5.96 s direct; the warm run at once after the cold one 1.12x a
   later one; peak RSS 85 MB, the cold uv installs' 83 MB (proxpi 320 and 263 MB).
+- *A third held-out set* (7fb0b14). 90 projects resolved for CPython 3.11 (boto3, django,
+  flask, sqlalchemy, pandas, matplotlib, pillow, lxml, cryptography, google-api-core,
+  opentelemetry-sdk, black, mypy, pytest, hypothesis, coverage, hatchling, setuptools, cython,
+  numba, httpx, sphinx and their dependencies; 209 MB of wheels, 95,197 links, 11 pages of
+  3,000-9,200 files), through ``run.py`` (3 rounds, nestegg and proxpi, ``--no-tox``): cold pip
+  1.08x the direct time (the bare proxy 1.53x), 0.94x with the upstream 20 ms farther; warm pip
+  0.88x, 1.24x faster than proxpi, its pages served as static files with absolute URLs 0.93x
+  nestegg's time (5 alternating rounds outside the run: 4.17 against 4.19 s, the server's own
+  time 60 ms a run by its access log); at once after the cold run 0.99x a later run; past the
+  TTL 0.71x; warm uv 12.70 against 12.15 s (eight alternating installs outside took 3.3, 7.5,
+  12.2, 14.7, 16.3, 16.4, 16.1 and 16.0 s, each later one slower, nestegg's and direct's
+  alike); a fresh process's slowest page 2.1 ms, on another port 3.8 ms; peak RSS 82 MB (a
+  replay: 63 MB after the cold pip run, 75 MB after the first uv install on the cache pip
+  filled), the cold uv installs 86 MB (proxpi 267 and 249 MB). Its cold run page by page (the
+  access log, one run): the 90 pages took 1.29 s, against 0.7-0.8 s for the same pages fetched
+  from the upstream one after another; 56 were made on request (31 MB, 1.24 s), the 34 others
+  answered in under 3 ms (made ahead); its files 0.34 s for 209 MB (fetched ahead). Each page's
+  parse took 8.6 us of CPU a file entry in the server (7.0 us with pages and files ahead off),
+  4.8 us outside it (coverage's page, from memory). The small set's cold runs, the same way: 35
+  pages in 214-390 ms (3 runs) against 92 ms fetched directly; a tiny page's own cost, on a
+  local upstream, 1.3-2.0 ms. Outside the run, cold pip through a fresh nestegg against direct
+  in alternating rounds: the own set 2.39 against 2.00 s (1.19x, 6 rounds), the small set 0.98
+  against 0.86 s (1.13x, 8 rounds); while another process wrote 128 MB files and synced each in
+  a loop (a quarter of a core, and the kernel's writeback), the small set 1.38 against 0.92 s
+  (1.50x, 5 rounds), though few of nestegg's own file system calls stalled then (strace: 4 over
+  4 ms in a run); right after a uv install of the own set (as the run's order has it), 1.33x (4
+  rounds), nestegg's runs slower round after round (1.06 to 1.55 s) where direct's stayed at
+  0.91-1.16 s, and 1.20x with a sync between the two. After such an install its own answers
+  took longer (4 runs, access log): the small set's pages 361-496 ms a run against 214-235 ms,
+  its files 90-198 against 77-83 ms. A cold nestegg's work runs beside pip's on the two cores,
+  and whatever else runs then takes from it (here most likely the kernel writing an earlier
+  install back: right after one, the cores were idle, with 180 MB left to write); pip alone has
+  a core to spare. A sync before each timed run, with 300 MB written 27 s before it, changed
+  nothing (4 rounds: 1.21x with it, 1.09x without). Tried on another port's largest page and
+  not kept: its pieces made in a thread of their own while the worker sends (6.1 -> 9.3 ms, the
+  two passing the GIL), and a piece sent by the worker before it goes into waitress's buffers
+  (5.5 MB in a bare waitress 2.8 -> 2.2 ms, the page 6.15 -> 6.06 ms).
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
