@@ -1596,6 +1596,33 @@ strace and tracemalloc):
   not kept: its pieces made in a thread of their own while the worker sends (6.1 -> 9.3 ms, the
   two passing the GIL), and a piece sent by the worker before it goes into waitress's buffers
   (5.5 MB in a bare waitress 2.8 -> 2.2 ms, the page 6.15 -> 6.06 ms).
+- *Run 32, on a slower machine* (3fa12d8). An Intel Xeon of 2 cores where run 31 had an AMD EPYC:
+  a bare interpreter took 107 ms to import requests and fetch a page (76 ms in run 31), the
+  import of nestegg_core 288 ms (142 ms), its start in-process 43.7 ms (28.7 ms). Cold pip 1.24x
+  the direct time for the own set (the bare proxy 1.32x), 1.09x for the small set (1.21x);
+  outside the run, a fresh nestegg each time against direct in alternating rounds: the own set
+  3.81 against 3.11 s (1.22x, 6 rounds), the small set 1.55 against 1.40 s (1.10x, 6). The own
+  set's cold run request by request (access log, one run of 3.77 s): its pages took 1.03 s, its
+  files 0.38 s; pydantic-core's page 232 ms, which curl fetches and decompresses in 46-56 ms.
+  That page's cold request under cProfile: 450 ms, of which the parse 314 ms and the rendering
+  written and sent 121 ms; its state (86 ms) is written after the answer. Its entries decoded by
+  ``json.loads``, made into dicts again and dumped, without a check of any of them: 6.0 us an
+  entry against 8.6 us parsed and rendered (from memory), the most a second renderer could save.
+  Warm uv of the own set 1.19x the direct time in the run, where ``--find-links`` on a directory
+  of the same wheels took 2.15 s against direct's 1.87 s; outside it, 6 alternating rounds:
+  nestegg 2.13 s, direct 2.23 s, ``--find-links`` 2.34 s. The tox-uv row ran once each way (4.45
+  against 3.89 s; run 31 had 4.42 against 5.26 s). Another port's slowest first page 10.4 ms (6.6
+  ms in run 31), most likely the largest, pydantic-core's: its 5.5 MB hold 15,057 file URLs, and
+  ``bytes.replace`` of their base over the page takes 3.7 ms in CPython 3.11 (a search for 16
+  bytes it does not hold, 1.5 ms), ``render.rebased`` a block at a time 5.1-5.6 ms, reading the
+  blocks 0.45 ms. A first answer after the machine idled is slower whatever serves it: a bare
+  server sending 1.5 MB with ``sendfile`` took a median 1.5 ms back to back, 3.2 ms after 0.2 s
+  idle, 4.6 ms after 1 s, 6.7 ms after 2 s and 10.1 ms after 5 s (5 each); the fresh-process rows
+  ask at once after the server answered its readiness probe. pip 26.3 reads every link's upload
+  time with ``datetime.fromisoformat`` (C; ``--uploaded-prior-to`` needs it). A GET of a tiny
+  local page took 1.07 ms through requests, 0.49 ms through urllib3 and 0.34 ms through
+  http.client: some 40 ms over the 70 upstream requests of a cold own-set run, not worth
+  requests' proxy, netrc and redirect rules.
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
