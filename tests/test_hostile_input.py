@@ -571,7 +571,7 @@ def test_read_auth_guards_private_names_under_mounted_upstreams(
 
 
 class _Nothing:
-    """An upstream that has no project at all, answered at once (no sockets: 40,000 names)."""
+    """An upstream that has no project at all, answered at once (no sockets: 7,000 names)."""
 
     def project(self, name: str, *, etag: str | None, last_modified: str | None, **_: object) -> Fetched:  # noqa: ARG002
         raise NotFound(f"project {name!r} is not on the upstream index")
@@ -585,7 +585,7 @@ def test_names_asked_once_leave_memory_bounded_by_the_caps(tmp_path: Path) -> No
     repository = Repository(config, fetcher=_Nothing())
     app = create_app(config, repository=repository)
     mirror = repository.mirror
-    mirror.max_entries = 500  # a small cap: what it holds is far from what 40,000 names would
+    mirror.max_entries = 500  # a small cap: what it holds is far from what 7,000 names would
 
     def ask(path: str) -> str:
         environ = {
@@ -607,19 +607,19 @@ def test_names_asked_once_leave_memory_bounded_by_the_caps(tmp_path: Path) -> No
                 assert ask(f"/files/unknown-{i}/unknown_{i}-1.0.tar.gz").startswith("404")
                 assert ask(f"/files/unknown-{i}/unknown_{i}-1.0-py3-none-any.whl.metadata").startswith("404")
 
-    names(0, 30_000)
+    names(0, 3_000)  # past every cap a name fills (the largest: 1,024 names refreshed)
     assert len(mirror._entries) == 500
+    # CPython's table of interned strings (pathlib interns each name it joins) grows once under
+    # churn, to a size set by the strings alive: churned first, it is not measured
+    for i in range(300_000):
+        sys.intern(f"churn-{i}")
     # traced from here on, so that a structure at its cap, churned, counts as what it holds
     tracemalloc.start()
     try:
-        names(30_000, 1_000)  # whatever is made once is made now
-        # CPython's table of interned strings (pathlib interns each name it joins) grows once
-        # under churn, to a size set by the strings alive: churned first, it is not measured
-        for i in range(300_000):
-            sys.intern(f"churn-{i}")
+        names(3_000, 1_000)  # whatever is made once is made now
         gc.collect()
         before = tracemalloc.get_traced_memory()[0]
-        names(31_000, 9_000)
+        names(4_000, 3_000)
         gc.collect()
         grown = tracemalloc.get_traced_memory()[0] - before
     finally:
@@ -627,7 +627,7 @@ def test_names_asked_once_leave_memory_bounded_by_the_caps(tmp_path: Path) -> No
     assert len(mirror._entries) == 500
     assert len(repository.refresher._kinds) <= refresh.MAX_NAMES
     assert not repository._metadata_locks
-    # before the caps, about 250 bytes a name: 2 MB for these 9,000
+    # before the caps, about 250 bytes a name: 750 KB for these 3,000
     assert grown < 100_000, grown
 
 
