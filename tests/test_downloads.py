@@ -31,15 +31,20 @@ from .loopback import sha256, wait_until
 DATA = bytes(range(256)) * 40  # 10,240 bytes
 
 
-@pytest.fixture
-def checked(tmp_path: Path) -> Iterator[Download]:
-    """A download driven by hand: every byte written and checked (``_verified``), not in place."""
+def written(part: Path) -> Download:
+    """A download driven by hand: every byte written into ``part``, none checked yet."""
     dist = DistFile(filename="demo-1.0.tar.gz", url="http://example.com/demo-1.0.tar.gz", size=len(DATA))
     download = Download(NormalizedName("demo"), dist)
-    part = tmp_path / ".demo-1.0.tar.gz.part"
     part.write_bytes(DATA)
     download._stream(part, len(DATA))
     download._progress(len(DATA))
+    return download
+
+
+@pytest.fixture
+def checked(tmp_path: Path) -> Iterator[Download]:
+    """A download driven by hand: every byte written and checked (``_verified``), not in place."""
+    download = written(tmp_path / ".demo-1.0.tar.gz.part")
     download._verified()
     yield download
     if not download.done and not download.failed:
@@ -111,6 +116,31 @@ def test_a_cache_that_fails_once_the_file_is_checked_breaks_off_only_who_waits_f
     # a reader that comes after the failure gets the error, installer or not
     with pytest.raises(InsufficientStorage):
         list(checked.read(early=early))
+
+
+@pytest.mark.parametrize("early", [True, False], ids=["installer", "other"])
+def test_a_reader_that_wakes_only_once_the_cache_failed_after_the_check_gets_what_it_may(
+    tmp_path: Path, early: bool
+) -> None:
+    """The check and the cache's failure both come while the reader waits for the last byte (a
+    loaded machine): an installer still has every checked byte, from the file it holds open."""
+    part = tmp_path / ".demo-1.0.tar.gz.part"
+    download = written(part)
+    pieces = download.read(early=early)  # driven from here: it wakes only when asked to
+    got = b""
+    while len(got) < len(DATA) - 1:
+        got += next(pieces)
+    assert got == DATA[:-1]  # never the last byte before the check
+    error = InsufficientStorage("the disk is full")
+    download._verified()
+    download._failing()
+    part.unlink()  # as the failing worker does, before it says why
+    download._fail(error)
+    if early:
+        assert got + b"".join(pieces) == DATA
+    else:
+        with pytest.raises(InsufficientStorage):
+            next(pieces)
 
 
 def test_a_checked_download_is_not_abandoned(checked: Download) -> None:

@@ -174,6 +174,9 @@ class Download:
         self.written = 0
         self.error: NesteggError | None = None
         self._state = _WAITING
+        #: every byte was checked (it reached ``_VERIFIED``): kept when the cache then fails, for
+        #: an early reader who woke only after that failure and holds the file open
+        self._checked = False
         self._cond = threading.Condition()
         #: the requests reading it (see :meth:`attach`), and when the last of them left
         self._readers = 0
@@ -240,7 +243,7 @@ class Download:
         (:meth:`read`) may have the last one while the file is made durable and put in place."""
         with self._cond:
             if self._state == _STREAMING:
-                self._state = _VERIFIED
+                self._state, self._checked = _VERIFIED, True
                 self._cond.notify_all()
 
     def _place(self, final: Path, part: Path) -> None:
@@ -302,8 +305,9 @@ class Download:
         return self._state in (_DONE, _FAILED) or (early and self._state == _VERIFIED)
 
     def _whole(self, early: bool) -> bool:
-        """Whether a reader may have every byte: the file is done, or for an ``early`` one verified."""
-        return self._state == _DONE or (early and self._state == _VERIFIED)
+        """Whether a reader may have every byte: the file is done, or for an ``early`` one checked
+        (if the cache failed since, the reader's open file still has them)."""
+        return self._state == _DONE or (early and self._checked)
 
     def wait_done(self, timeout: float | None = None, *, gone: Callable[[], bool] | None = None) -> Path:
         """Block until the file is whole, verified and in place (its path), or raise the
@@ -407,10 +411,10 @@ class Download:
                 with self._cond:
                     ready = settled if verified_only else partial(self._beyond, position, early)
                     self._wait(ready, 60, gone)
-                    if self._state == _FAILED:
+                    whole = self._whole(early)
+                    if self._state == _FAILED and not whole:
                         assert self.error is not None
                         raise self.error
-                    whole = self._whole(early)
                     # a range short of the end gets nothing before the check
                     available = position if verified_only and not whole else self._available(early)
                 if available <= position:
