@@ -73,6 +73,65 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_config(tmp_path / "arg.yml", port=5).port == 5
 
 
+def test_the_project_directory_comes_after_nestegg_config_and_before_the_current_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, cwd = tmp_path / "project", tmp_path / "project" / "sub"
+    cwd.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("NESTEGG_CONFIG", raising=False)
+    (cwd / "nestegg.yml").write_text("nestegg: {port: 1}\n")
+    assert load_config(project=project).port == 1
+    (project / "nestegg.yml").write_text("nestegg: {port: 2}\n")
+    assert load_config(project=project).port == 2
+    assert load_config().port == 1  # only a project named is looked in
+    (tmp_path / "env.yml").write_text("nestegg: {port: 3}\n")
+    monkeypatch.setenv("NESTEGG_CONFIG", str(tmp_path / "env.yml"))
+    assert load_config(project=project).port == 3
+
+
+ONE_RUN = {"host": "127.0.0.1", "public_url": None, "sendfile": None, "ci_token": None}
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("", {}),
+        ("host: 0.0.0.0", {}),
+        ("public_url: https://nestegg.example.com/", {}),
+        ("sendfile: x-accel-redirect\n  sendfile_prefix: /protected/", {"sendfile_prefix": "/protected/"}),
+        ("sendfile: x-sendfile", {}),
+        ("ci_token: 0123456789abcdef0123", {}),
+        (
+            "ttl: 30\n  threads: 4\n  compatible_only: yes",
+            {"ttl": 30.0, "threads": 4, "compatible_only": True},
+        ),
+    ],
+)
+def test_a_mirror_for_one_run_is_on_loopback_sends_its_files_and_runs_no_ci(
+    tmp_path: Path, text: str, kept: dict[str, object]
+) -> None:
+    path = tmp_path / "nestegg.yml"
+    path.write_text(f"nestegg:\n  nestegg_dir: {tmp_path}\n  {text}\n")
+    config = load_config(path).for_one_run()
+    assert {key: getattr(config, key) for key in ONE_RUN} == ONE_RUN
+    assert {key: getattr(config, key) for key in kept} == kept
+    assert config.nestegg_dir == tmp_path
+
+
+def test_a_mirror_for_one_run_keeps_its_source_builds_without_their_ci(tmp_path: Path) -> None:
+    path = tmp_path / "nestegg.yml"
+    path.write_text(
+        "nestegg:\n  source_builds:\n    - name: lib\n      repo_type: git\n"
+        "      repo_url: https://example.com/lib.git\n      ci: {watch: [main]}\n"
+    )
+    config = load_config(path)
+    assert [build.ci is not None for build in config.source_builds] == [True]
+    (build,) = config.for_one_run().source_builds
+    assert (build.name, build.repo_url, build.ci) == ("lib", "https://example.com/lib.git", None)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

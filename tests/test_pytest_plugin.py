@@ -56,6 +56,12 @@ def test_outside_project_uses_the_fixtures(
 ) -> None:
     upstream.add("mirrored-pkg", "1.0")
     pytester.makepyfile(test_outside=OUTSIDE_TEST)
+    # the project's nestegg.yml, written for `nestegg serve` behind nginx and a proxy: the session's
+    # mirror still sends its files itself, at its own URL
+    pytester.makefile(
+        ".yml", nestegg="nestegg:\n  public_url: http://127.0.0.1:9/\n  sendfile: x-accel-redirect\n"
+    )
+    monkeypatch.delenv("NESTEGG_CONFIG", raising=False)
     cache = tmp_path_factory.mktemp("kept-cache")
     # the session mirror's upstream is the index pip is configured with: point that at our fake
     monkeypatch.setenv("PIP_INDEX_URL", upstream.index_url)

@@ -356,6 +356,36 @@ def test_settings_in_tox_config(make_project: MakeProject, tmp_path: Path, fault
     assert faults.seen == []
 
 
+@pytest.mark.parametrize(("runner", "start_in"), [("pip", "."), ("uv", "."), ("pip", "sample")])
+def test_a_nestegg_yml_for_a_served_mirror_serves_the_tox_run_wherever_it_starts(
+    make_project: MakeProject, tmp_path: Path, faults: Faults, runner: str, start_in: str
+) -> None:
+    # written for `nestegg serve` behind nginx and a proxy: the tox run's mirror sends its files
+    # itself, at its own URL, from the loopback; found beside tox.ini though tox starts below it
+    project = make_project("hatchling", runner)
+    cache = tmp_path / "project-cache"
+    (project.root / "nestegg.yml").write_text(
+        "nestegg:\n  host: 0.0.0.0\n  public_url: http://127.0.0.1:9/\n  sendfile: x-accel-redirect\n"
+        f"  nestegg_dir: {cache}\n"
+    )
+    process = subprocess.run(
+        [sys.executable, "-m", "tox", "run", "-e", "sdist"],
+        cwd=project.root / start_in,
+        env=project.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    outcome = Outcome(process.returncode, process.stdout)
+    assert outcome.code == 0, outcome.out
+    assert f"cache {cache})" in outcome.out
+    assert outcome.out.count("imported 1.1") == 1, outcome.out
+    assert any(cache.glob("mirror/*/files/tinydep/tinydep-*")), sorted(cache.rglob("*"))
+    only_the_mirror_asked(faults)
+
+
 TOX_TOML = """\
 env_list = ["py"]
 {core}

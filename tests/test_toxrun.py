@@ -117,6 +117,30 @@ def test_the_mirror_of_a_tox_run_is_on_loopback_whatever_the_config(tmp_path: Pa
     assert (config.host, config.offline, config.nestegg_dir) == ("127.0.0.1", True, tmp_path / "nest")
 
 
+@pytest.mark.parametrize(
+    ("named", "environ", "port"),
+    [
+        (False, {}, 1),  # beside tox.ini, wherever tox starts
+        (True, {}, 2),  # nestegg_config / --nestegg-config
+        (False, {"NESTEGG_CONFIG": "env.yml"}, 3),
+    ],
+)
+def test_the_nestegg_yml_of_a_tox_run_is_the_one_in_its_root_unless_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named: bool, environ: dict[str, str], port: int
+) -> None:
+    root, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (elsewhere / "nestegg.yml").write_text("nestegg: {port: 4}\n")
+    (root / "nestegg.yml").write_text("nestegg: {port: 1}\n")
+    (root / "ci.yml").write_text("nestegg: {port: 2}\n")
+    (tmp_path / "env.yml").write_text("nestegg: {port: 3}\n")
+    settings = resolve_settings(config_key="ci.yml" if named else "", root=root)
+    environ = {key: str(tmp_path / value) for key, value in environ.items()}
+    assert load_tox_config(settings, environ=environ, root=root).port == port
+
+
 # ports -------------------------------------------------------------------------------------
 
 

@@ -157,7 +157,7 @@ def _start(core_conf: ConfigSet, opts: Namespace) -> ToxRun | None:
     from nestegg_core.toxrun.run import ToxRun, load_tox_config  # noqa: PLC0415
 
     try:
-        config = load_tox_config(settings)
+        config = load_tox_config(settings, root=Path(core_conf["tox_root"]))
         run = ToxRun(
             config,
             work_dir=Path(core_conf["work_dir"]),

@@ -48,7 +48,7 @@ def _ci_command(args: argparse.Namespace, config: Config) -> int:
         if not chosen:
             raise BadRequest("no source build has a 'ci' entry: name the builds to test")
     # the mirror the runs install from; it neither polls nor offers the trigger
-    served = config.without_ci().with_changes(port=0, host="127.0.0.1")
+    served = config.for_one_run().with_changes(port=0)
     for build in chosen:
         if args.ref and args.ref not in watched(build):
             raise BadRequest(

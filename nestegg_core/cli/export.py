@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote, unquote
@@ -231,13 +231,11 @@ def _resolve(config: Config, requirements: Path, pip_args: Sequence[str]) -> lis
 
         return recording
 
-    # a mirror for pip alone: no credentials needed to read private projects, files sent in the
-    # body (no front server here), no size limit pruning what is about to be exported, no CI
-    local = config.with_changes(
-        host="127.0.0.1", port=0, credentials_file=None, private_read_auth=False, sendfile=None,
-        max_cache_size=None, ci_token=None,
-        source_builds=tuple(replace(build, ci=None) for build in config.source_builds),
-    )  # fmt: skip
+    # a mirror for pip alone (``for_one_run``): no credentials needed to read private projects,
+    # no size limit pruning what is about to be exported
+    local = config.for_one_run().with_changes(
+        port=0, credentials_file=None, private_read_auth=False, max_cache_size=None
+    )
     with Mirror(local, middleware=recorder) as mirror, tempfile.TemporaryDirectory() as downloads:
         command = [
             sys.executable, "-m", "pip", "download", "--dest", downloads, "--progress-bar", "off",

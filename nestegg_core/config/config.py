@@ -361,10 +361,19 @@ class Config:
     def with_changes(self, **changes: Any) -> Config:
         return replace(self, **changes)
 
-    def without_ci(self) -> Config:
-        """This config with no CI (no polling, no trigger URL): for a mirror that serves one run."""
+    def for_one_run(self) -> Config:
+        """This config for a mirror that serves one run on this machine (a tox run, a test
+        session, ``nestegg ci``, ``nestegg export``): on loopback, sending its files itself at the
+        URL each request was made to, and with no CI (no polling, no trigger URL). A nestegg.yml
+        written for ``nestegg serve`` behind a front server (``sendfile``) or a proxy
+        (``public_url``) would otherwise have every download of the run fail."""
         return replace(
-            self, ci_token=None, source_builds=tuple(replace(b, ci=None) for b in self.source_builds)
+            self,
+            host=DEFAULT_HOST,
+            public_url=None,
+            sendfile=None,
+            ci_token=None,
+            source_builds=tuple(replace(b, ci=None) for b in self.source_builds),
         )
 
     @property
@@ -374,12 +383,15 @@ class Config:
         return url.rstrip("/") + "/"
 
 
-def config_candidates(environ: Mapping[str, str] | None = None) -> list[Path]:
-    """Where a config is looked for when none is named, first match wins."""
+def config_candidates(environ: Mapping[str, str] | None = None, project: Path | None = None) -> list[Path]:
+    """Where a config is looked for when none is named, first match wins; ``project`` is a
+    directory looked in before the current one (a tox run's root, wherever tox is started)."""
     env = os.environ if environ is None else environ
     found = []
     if env.get("NESTEGG_CONFIG"):
         found.append(Path(env["NESTEGG_CONFIG"]))
+    if project is not None:
+        found.append(project / CONFIG_NAME)
     found.append(Path.cwd() / CONFIG_NAME)
     found.append(Path.home() / CONFIG_NAME)
     found.append(Path(platformdirs.user_config_dir("nestegg", appauthor=False)) / CONFIG_NAME)
@@ -387,7 +399,9 @@ def config_candidates(environ: Mapping[str, str] | None = None) -> list[Path]:
 
 
 def find_config(
-    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    project: Path | None = None,
 ) -> Path | None:
     """The config file to read: ``path`` (which must exist), else the first candidate that exists."""
     if path is not None:
@@ -396,7 +410,7 @@ def find_config(
             raise ConfigError(f"config file {str(chosen)!r} does not exist")
         return chosen
     env = os.environ if environ is None else environ
-    for index, candidate in enumerate(config_candidates(env)):
+    for index, candidate in enumerate(config_candidates(env, project)):
         if candidate.is_file():
             return candidate
         if index == 0 and env.get("NESTEGG_CONFIG"):
@@ -408,13 +422,15 @@ def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
     environ: Mapping[str, str] | None = None,
+    project: Path | None = None,
     **overrides: Any,
 ) -> Config:
-    """Read the config (named, or found by :func:`config_candidates`) and apply ``overrides``.
+    """Read the config (named, or found by :func:`config_candidates`, ``project`` first) and
+    apply ``overrides``.
 
     Overrides whose value is None are ignored, so CLI options can be passed through as they are.
     """
-    found = find_config(path, environ)
+    found = find_config(path, environ, project)
     config = Config() if found is None else parse_config_file(found)
     changes = {key: value for key, value in overrides.items() if value is not None}
     unknown = set(changes) - {f.name for f in fields(Config)}

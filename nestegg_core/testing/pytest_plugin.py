@@ -171,9 +171,8 @@ def nestegg_mirror(
         nestegg_dir=Path(cache_dir) if cache_dir else tmp_path_factory.mktemp("nestegg-mirror"),
         offline=True if request.config.getoption("--nestegg-offline") else None,
         port=0,
-        host="127.0.0.1",
     )
-    with Mirror(config) as mirror:
+    with Mirror(config.for_one_run()) as mirror:
         yield mirror
 
 

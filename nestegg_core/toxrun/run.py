@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nestegg_core.builds.sources import BuildOutcome, SourceBuilder
-from nestegg_core.config.config import DEFAULT_HOST, Config, load_config
+from nestegg_core.config.config import Config, load_config
 from nestegg_core.config.pipindex import pip_config_value
 from nestegg_core.errors import NesteggError
 from nestegg_core.http.types import WSGIApp
@@ -80,11 +80,15 @@ _NAMED_INDEX = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)=(.+)$")
 # the mirror's config ----------------------------------------------------------------------------------
 
 
-def load_tox_config(settings: Settings, environ: Mapping[str, str] | None = None) -> Config:
-    """The mirror's config: nestegg.yml (named or looked up), served on loopback only."""
-    config = load_config(settings.config_file, environ=environ, offline=True if settings.offline else None)
-    # a nestegg.yml may open `nestegg serve` to the network; a tox run's mirror is this machine's
-    return config.with_changes(host=DEFAULT_HOST)
+def load_tox_config(
+    settings: Settings, environ: Mapping[str, str] | None = None, *, root: Path | None = None
+) -> Config:
+    """The mirror's config: nestegg.yml (named, else looked up, in the tox ``root`` first), for
+    this run alone (``for_one_run``: a nestegg.yml may open ``nestegg serve`` to the network, or
+    put it behind a front server)."""
+    offline = True if settings.offline else None
+    config = load_config(settings.config_file, environ=environ, project=root, offline=offline)
+    return config.for_one_run()
 
 
 # ports -------------------------------------------------------------------------------------
@@ -289,7 +293,7 @@ class ToxRun:
         for port in port_candidates(self.work_dir, read_port(self.port_file)):
             # no CI polling nor trigger: this mirror lives for one tox run; pages a run's
             # downloads made stale are still made again, for the next run
-            mirror = Mirror(self.config.without_ci().with_changes(port=port), middleware=self._middleware)
+            mirror = Mirror(self.config.with_changes(port=port), middleware=self._middleware)
             try:
                 mirror.start()
             except NesteggError as exc:

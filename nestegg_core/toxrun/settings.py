@@ -54,7 +54,8 @@ class Settings:
     """What the user asked of nestegg for this tox run."""
 
     enabled: bool = True
-    #: the nestegg.yml to read; None means the core's lookup (``NESTEGG_CONFIG``, ./, ~, config dir)
+    #: the nestegg.yml to read; None means the core's lookup (``NESTEGG_CONFIG``, the tox root,
+    #: ./, ~, the config dir)
     config_file: Path | None = None
     offline: bool = False
     refresh: bool = False
