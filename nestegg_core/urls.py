@@ -16,7 +16,12 @@ def mask_url(url: str) -> str:
 
     A user name without a password is masked too: it is how tokens are passed (``https://TOKEN@example.com``).
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unparsable ("http://[::1"): all before its last "@" but the scheme is masked
+        head, at, tail = url.rpartition("@")
+        scheme, slashes, _ = head.partition("://")
+        return f"{scheme}{slashes}***@{tail}" if at else url
     userinfo, at, host = parts.netloc.rpartition("@")
     if not at:
         return url

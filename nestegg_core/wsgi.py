@@ -20,42 +20,19 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
-from .config.config import Config, check_index_url, load_config
-from .config.settings import declared
-from .errors import ConfigError, NesteggError
+from .config.config import Config, environ_settings, load_config
+from .errors import NesteggError
 from .http.types import Environ, StartResponse, WSGIApp
 from .serve.compose import compose
 
 logger = logging.getLogger(__name__)
 
 
-#: the variables read, and the setting each sets (as declared on the config's fields)
-VARIABLES = {
-    declaration.variable: field.name for field, declaration in declared(Config) if declaration.variable
-}
-_TRUE = ("1", "yes", "true", "on")
-_FALSE = ("0", "no", "false", "off", "")
-
-
 def config_from_environ(environ: Mapping[str, str] | None = None) -> Config:
     """The config that ``NESTEGG_CONFIG`` and the other ``NESTEGG_*`` variables of ``environ`` say."""
     env = dict(os.environ if environ is None else environ)
-    overrides: dict[str, Any] = {}
-    for variable, key in VARIABLES.items():
-        value = env.get(variable)
-        if value is None:
-            continue
-        if key == "offline":
-            if value.strip().lower() not in _TRUE + _FALSE:
-                raise ConfigError(f"${variable}: expected yes or no (1 or 0), got {value!r}")
-            overrides[key] = value.strip().lower() in _TRUE
-        elif key == "index_url":
-            overrides[key] = check_index_url(value, f"${variable}")
-        elif value:
-            overrides[key] = value
-    return load_config(environ=env, **overrides)
+    return load_config(environ=env, **environ_settings(env))
 
 
 def make_application(environ: Mapping[str, str] | None = None) -> WSGIApp:

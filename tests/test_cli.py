@@ -168,6 +168,76 @@ def test_the_version_is_said_once(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("argv", "variables", "nest"),
+    [
+        (["prune", "--dry-run", "--max-size", "1G"], {"NESTEGG_CACHE_DIR": "{tmp}/env"}, "env"),
+        (["--cache-dir", "{tmp}/option", "prune", "--dry-run", "--max-size", "1G"],
+         {"NESTEGG_CACHE_DIR": "{tmp}/env"}, "option"),
+        (["prune", "--dry-run", "--max-size", "1G", "--config", "{tmp}/nestegg.yml"], {}, "file"),
+        (["prune", "--dry-run", "--max-size", "1G", "--config", "{tmp}/nestegg.yml"],
+         {"NESTEGG_CACHE_DIR": "{tmp}/env"}, "env"),
+    ],
+)  # fmt: skip
+def test_nestegg_variables_set_every_command_over_the_file_and_under_the_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], variables: dict[str, str], nest: str
+) -> None:
+    (tmp_path / "nestegg.yml").write_text(f"nestegg:\n  nestegg_dir: {tmp_path / 'file'}\n")
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value.format(tmp=tmp_path))
+    argv = [arg.format(tmp=tmp_path) for arg in argv]
+    args = cli.build_parser(cli.command_of(argv)).parse_args(argv)
+    assert cli.config_from(args).nestegg_dir == tmp_path / nest
+    assert cli.main(argv) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["list", "--cache-dir", "{file}"], "error: cannot use '{file}/"),
+        (["prune", "--max-size", "1G", "--cache-dir", "{file}"], "error: cannot use '{file}'"),
+        (["export", "{tmp}/out", "--cache-dir", "{file}"], "error: cannot use '{file}'"),
+        (["export", "{file}", "--cache-dir", "{tmp}/nest"], "error: cannot use '{file}/"),
+        (["serve", "--port", "0", "--port-file", "{tmp}"], "error: --port-file: '{tmp}' is a directory"),
+        (["serve", "--port", "0", "--port-file", "{file}/port"], "error: --port-file: '{file}' is not a dir"),
+        (["serve", "--cache-dir", ""], "error: --cache-dir: expected a directory, got ''"),
+    ],
+)
+def test_a_path_that_cannot_be_used_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    names = {"tmp": tmp_path, "file": tmp_path / "a-file"}
+    argv = [arg.format(**names) for arg in argv]
+    assert cli.main([*argv, "--index-url", "http://127.0.0.1:9/simple/"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message.format(**names)), err
+    assert err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["serve", "--threads", "512", "--port", "0"], {"threads": 512, "port": 0}),
+        (["serve", "--public-url", "https://example.com/pypi/"], {"public_url": "https://example.com/pypi"}),
+        (["--offline", "serve"], {"offline": True}),
+    ],
+)
+def test_serve_options_set_their_settings(argv: list[str], expected: dict[str, object]) -> None:
+    config = cli.config_from(cli.build_parser("serve").parse_args(argv))
+    assert {key: getattr(config, key) for key in expected} == expected
+
+
+def test_a_bad_nestegg_variable_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NESTEGG_INDEX_URL", "http://example.com:99999/simple/")
+    assert cli.main(["list"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "$NESTEGG_INDEX_URL: 'http://example.com:99999/simple/' is not" in err
+
+
+@pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["no-such-command"], "invalid choice: 'no-such-command' (choose from 'serve', 'build',"),

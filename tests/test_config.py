@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from nestegg_core.config.config import Config, load_config
+from nestegg_core.config.config import Config, environ_settings, load_config
 from nestegg_core.config.pipindex import pip_index_url
 from nestegg_core.config.settings import declared, keys, settings_rst
 from nestegg_core.errors import ConfigError
@@ -144,6 +146,11 @@ def test_a_mirror_for_one_run_keeps_its_source_builds_without_their_ci(tmp_path:
         ("nestegg: {index-url: 'example.com'}", "'example.com' is not an http(s) URL"),
         ("nestegg: {offline: maybe}", "nestegg.offline: expected yes/no"),
         ("nestegg: {ttl: -1}", "nestegg.ttl: expected a number of seconds >= 0"),
+        ("nestegg: {timeout: -5}", "nestegg.timeout: expected a number of seconds > 0, got -5"),
+        ("nestegg: {timeout: 0}", "nestegg.timeout: expected a number of seconds > 0, got 0"),
+        ("nestegg: {threads: 0}", "nestegg.threads: expected an integer >= 1, got 0"),
+        ("nestegg: {threads: 100000}", "nestegg.threads: expected an integer 1-512, got 100000"),
+        ("nestegg: {public_url: 'http://[::1'}", "nestegg.public_url: 'http://[::1' is not an http(s) URL"),
         ("nestegg: {source_builds: {}}", "nestegg.source_builds: expected a list"),
         (
             "nestegg: {source_builds: [{name: a, repo_type: svn, repo_url: x}]}",
@@ -265,3 +272,110 @@ def test_every_field_of_the_config_is_a_declared_setting() -> None:
     names = [field.name for field, _ in declared(Config)]
     assert [f.name for f in fields(Config) if f.name != "source"] == names  # every field but the file's
     assert {key: name for key, name in keys(Config).items() if key != name} == {}  # index-url: by its dashes
+
+
+BAD_URLS = [
+    "http://[::1",
+    "http://example.com:99999/simple/",
+    "http://example.com:abc/simple/",
+    "http://example.com:0/simple/",
+    "http://example.com/simple/?page=1",
+    "http://example.com/simple/#top",
+    "http://exa mple.com/simple/",
+    "http://example.com/sim\x7fple/",
+    "ftp://example.com/simple/",
+    "not a url",
+]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+@pytest.mark.parametrize(
+    ("where", "key"),
+    [("--index-url", "index_url"), ("--public-url", "public_url"), ("nestegg.yml", "index_url"),
+     ("nestegg.yml", "public_url"), ("$NESTEGG_INDEX_URL", "index_url"),
+     ("$NESTEGG_PUBLIC_URL", "public_url"), ("$PIP_INDEX_URL", "index_url")],
+)  # fmt: skip
+def test_a_url_that_cannot_be_an_index_or_the_mirrors_is_one_line_naming_where(
+    tmp_path: Path, url: str, where: str, key: str
+) -> None:
+    path = tmp_path / "nestegg.yml"
+    path.write_text("nestegg: {}\n")
+    environ = {"PIP_CONFIG_FILE": os.devnull}
+    overrides: dict[str, Any] = {}
+    if where == "nestegg.yml":
+        path.write_text(f"nestegg:\n  {key}: {json.dumps(url)}\n")
+    elif where.startswith("$"):
+        environ[where[1:]] = url
+    else:
+        overrides[key] = url
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ=environ, **environ_settings(environ), **overrides)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: nestegg.{key}: " if where == "nestegg.yml" else f"{where}")
+    assert "is not an http(s) URL of " in message
+
+
+@pytest.mark.parametrize(
+    ("key", "given", "kept"),
+    [
+        (
+            "index_url",
+            " https://user:token@example.com:8443/simple/ ",
+            "https://user:token@example.com:8443/simple/",
+        ),
+        ("index_url", "http://[::1]:8080/simple", "http://[::1]:8080/simple"),
+        ("public_url", "https://example.com/pypi/ ", "https://example.com/pypi"),
+    ],
+)
+def test_urls_are_kept_without_the_blanks_around_them(
+    tmp_path: Path, key: str, given: str, kept: str
+) -> None:
+    overrides: dict[str, Any] = {key: given}
+    assert getattr(load_config(environ={"PIP_CONFIG_FILE": os.devnull}, **overrides), key) == kept
+
+
+def test_the_index_pip_uses_is_checked_naming_the_file_that_sets_it(tmp_path: Path) -> None:
+    pip_conf = tmp_path / "pip.conf"
+    pip_conf.write_text("[global]\nindex-url = http://example.com:99999/simple/\n")
+    environ = {
+        "PIP_CONFIG_FILE": str(pip_conf),
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_DIRS": str(tmp_path / "none"),
+    }
+    with pytest.raises(ConfigError, match=rf"^{pip_conf}: index-url \(the index pip uses\): "):
+        load_config(environ=environ)
+    # a configured index_url is the upstream: pip's is not looked at
+    assert load_config(environ=environ, index_url="https://example.com/simple/").index_url
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({}, {}),
+        ({"NESTEGG_OFFLINE": " Yes "}, {"offline": True}),
+        ({"NESTEGG_OFFLINE": ""}, {"offline": False}),
+        ({"NESTEGG_CACHE_DIR": "~/nest"}, {"nestegg_dir": Path("~/nest").expanduser()}),
+        ({"NESTEGG_CACHE_DIR": " "}, {}),
+        ({"NESTEGG_INDEX_URL": "https://example.com/simple/"}, {"index_url": "https://example.com/simple/"}),
+        ({"NESTEGG_PUBLIC_URL": "https://example.com/pypi/"}, {"public_url": "https://example.com/pypi"}),
+    ],
+)
+def test_environ_settings(variables: dict[str, str], expected: dict[str, object]) -> None:
+    assert environ_settings(variables) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("http://alice:pw@[::1", "http://***@[::1"),
+        ("http://TOKEN@example.com:99999/simple/", "http://***@example.com:99999/simple/"),
+        ("http://[::1", "http://[::1"),
+    ],
+)
+def test_a_url_in_a_message_is_masked_even_unparsable(url: str, masked: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(environ={}, index_url=url)
+    assert repr(masked) in str(raised.value)
+    assert "pw" not in str(raised.value)
+    assert "TOKEN" not in str(raised.value)

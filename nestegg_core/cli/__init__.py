@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from nestegg_core._version import __version__
-from nestegg_core.config.config import Config, load_config
+from nestegg_core.config.config import Config, environ_settings, load_config
 from nestegg_core.config.settings import add_options, option_values
 from nestegg_core.errors import NesteggError
 
@@ -122,8 +123,10 @@ class _Probe(argparse.ArgumentParser):
 
 
 def config_from(args: argparse.Namespace) -> Config:
-    """The config the file and the options of ``args`` name (those of settings, each command's)."""
-    return load_config(args.config, **option_values(args, Config))
+    """The config the file, the ``NESTEGG_*`` variables and the options of ``args`` name (those of
+    settings, each command's), each over the one before."""
+    given = {key: value for key, value in option_values(args, Config).items() if value is not None}
+    return load_config(args.config, **{**environ_settings(os.environ), **given})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,10 +145,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NesteggError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path the user gave that cannot be used (a file for a folder...)
+        logger.debug("%s", exc, exc_info=True)
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     finally:
         undo()
+
+
+def os_error_message(exc: OSError) -> str:
+    """What an OSError says, on one line, with the path (or paths) it names."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return reason
+    if exc.filename2 is not None:
+        return f"cannot use {str(exc.filename)!r} and {str(exc.filename2)!r}: {reason}"
+    return f"cannot use {str(exc.filename)!r}: {reason}"
 
 
 class LogFormatter(logging.Formatter):

@@ -21,10 +21,11 @@ from nestegg_core.simple.models import is_valid_name, parse_version
 from nestegg_core.simple.patterns import common_name, normalize_pattern, pattern_problem
 from nestegg_core.urls import mask_url, normalize_index_url
 
-from .pipindex import pip_index_url
+from .pipindex import pip_index_setting, pip_index_url
 from .settings import (
     BOOLEAN,
     COUNT,
+    MAX_THREADS,
     NAMES,
     PATH,
     PORT,
@@ -33,6 +34,7 @@ from .settings import (
     SIZE,
     SIZE_OR_NO,
     STRING,
+    THREADS,
     TIMEOUT,
     TOKEN,
     URL_PATH,
@@ -180,14 +182,7 @@ UPSTREAMS = Kind("a list of indexes: url, projects (names and glob patterns)", _
 
 
 def _public_url(reader: Reader, raw: Any, path: str) -> str:
-    url = reader.string(raw, path).strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise reader.error(
-            path, f"{url!r} is not an http(s) URL of the mirror (like https://example.com/pypi)"
-        )
-    # file URLs are made by appending their path: no slash at the end
-    return url.rstrip("/")
+    return check_public_url(reader.string(raw, path), f"{reader.file}: {path}")
 
 
 PUBLIC_URL = Kind("an http(s) URL", _public_url)
@@ -277,7 +272,7 @@ class Config:
         description="list to pip only the files that fit its interpreter and platform",
     )
     threads: int = setting(
-        16, kind=COUNT, option="--threads", metavar="N", commands=("serve",), description="worker threads"
+        16, kind=THREADS, option="--threads", metavar="N", commands=("serve",), description="worker threads"
     )
     source_builds: tuple[SourceBuild, ...] = setting(
         (),
@@ -437,17 +432,58 @@ def load_config(
     if unknown:
         raise TypeError(f"unknown config override(s): {sorted(unknown)}")
     if "nestegg_dir" in changes:
+        if not str(changes["nestegg_dir"]).strip():
+            raise ConfigError("--cache-dir: expected a directory, got ''")
         changes["nestegg_dir"] = Path(changes["nestegg_dir"]).expanduser()
     if "index_url" in changes:
         changes["index_url"] = check_index_url(changes["index_url"], "--index-url")
+    if "public_url" in changes:
+        changes["public_url"] = check_public_url(changes["public_url"], "--public-url")
     # the same bounds as in the file: waitress would take port 99999 modulo 65536, 0 threads hang
     port = changes.get("port")
     if port is not None and not (isinstance(port, int) and 0 <= port <= 65535):
         raise ConfigError(f"port: expected a port number 0-65535, got {port!r}")
     threads = changes.get("threads")
-    if threads is not None and not (isinstance(threads, int) and threads >= 1):
-        raise ConfigError(f"threads: expected an integer >= 1, got {threads!r}")
-    return replace(config, **changes)
+    if threads is not None and not (isinstance(threads, int) and 1 <= threads <= MAX_THREADS):
+        raise ConfigError(f"threads: expected an integer 1-{MAX_THREADS}, got {threads!r}")
+    config = replace(config, **changes)
+    if config.index_url is None:  # the index pip uses: checked as a configured one is
+        url, where = pip_index_setting(os.environ if environ is None else environ)
+        check_index_url(url, where)
+    return config
+
+
+#: the ``NESTEGG_*`` variables, and the setting each sets (as declared on the config's fields)
+VARIABLES = {
+    declaration.variable: field.name for field, declaration in declared(Config) if declaration.variable
+}
+_TRUE = ("1", "yes", "true", "on")
+_FALSE = ("0", "no", "false", "off", "")
+
+
+def environ_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings the ``NESTEGG_*`` variables of ``environ`` give (``NESTEGG_CONFIG`` aside),
+    each checked as in a nestegg.yml; one set empty says nothing (``NESTEGG_OFFLINE`` no)."""
+    found: dict[str, Any] = {}
+    for variable, key in VARIABLES.items():
+        value = environ.get(variable)
+        if value is None:
+            continue
+        if key == "offline":
+            if value.strip().lower() not in _TRUE + _FALSE:
+                raise ConfigError(f"${variable}: expected yes or no (1 or 0), got {value!r}")
+            found[key] = value.strip().lower() in _TRUE
+        elif not value.strip():
+            continue
+        elif key == "index_url":
+            found[key] = check_index_url(value, f"${variable}")
+        elif key == "public_url":
+            found[key] = check_public_url(value, f"${variable}")
+        elif key == "nestegg_dir":
+            found[key] = Path(value).expanduser()
+        else:
+            found[key] = value
+    return found
 
 
 def parse_config_file(path: Path) -> Config:
@@ -592,10 +628,45 @@ def _ci_settings(where: Reader, raw: Any, path: str) -> CISettings | None:
     return CISettings(**values)
 
 
+def _http_url(url: str) -> bool:
+    """Whether ``url`` is an http(s) URL with a host, a port in range if any, and no query,
+    fragment, blank or control character: one that paths can be appended to. urllib raises on
+    some of the rest ("http://[::1", a port out of range) and takes others apart quietly."""
+    if not url.isprintable() or any(char.isspace() for char in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for one out of range or not a number
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and port != 0
+        and not parts.query
+        and not parts.fragment
+        and "?" not in url
+        and "#" not in url
+    )
+
+
 def check_index_url(url: str, where: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    """``url`` (blanks around it dropped), if it is an http(s) URL of an index; else a ConfigError
+    that names ``where`` it comes from."""
+    url = url.strip()
+    if not _http_url(url):
         raise ConfigError(
             f"{where}: {mask_url(url)!r} is not an http(s) URL of an index (like https://example.com/simple/)"
         )
     return url
+
+
+def check_public_url(url: str, where: str) -> str:
+    """``url`` without blanks around it nor a slash at its end (file URLs are made by appending
+    their path), if it is an http(s) URL of the mirror; else a ConfigError naming ``where``."""
+    url = url.strip()
+    if not _http_url(url):
+        raise ConfigError(
+            f"{where}: {url!r} is not an http(s) URL of the mirror (like https://example.com/pypi)"
+        )
+    return url.rstrip("/")

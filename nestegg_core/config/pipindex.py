@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import _pip
 
-__all__ = ["pip_config_value", "pip_index_url"]
+__all__ = ["pip_config_value", "pip_index_setting", "pip_index_url"]
 
 
 def pip_index_url(environ: Mapping[str, str] | None = None) -> str:
@@ -24,10 +24,19 @@ def pip_index_url(environ: Mapping[str, str] | None = None) -> str:
     later ones winning and an ``[install]`` section over ``[global]``; ``PIP_CONFIG_FILE`` set to
     the null device turns them all off, as in pip.
     """
+    return pip_index_setting(environ)[0]
+
+
+def pip_index_setting(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """:func:`pip_index_url`, and where it is set, for people: ``$PIP_INDEX_URL``, a config
+    file's ``index-url``, or pip's default."""
     env = os.environ if environ is None else environ
     if env.get("PIP_INDEX_URL"):
-        return env["PIP_INDEX_URL"]
-    return pip_config_value("index-url", env) or _pip.default_index()
+        return env["PIP_INDEX_URL"], "$PIP_INDEX_URL (the index pip uses)"
+    found = _pip_config_setting("index-url", env)
+    if found is not None:
+        return found[0], f"{found[1]}: index-url (the index pip uses)"
+    return _pip.default_index(), "pip's default index"
 
 
 def pip_config_value(option: str, environ: Mapping[str, str] | None = None) -> str | None:
@@ -36,7 +45,12 @@ def pip_config_value(option: str, environ: Mapping[str, str] | None = None) -> s
     Files and sections are read as :func:`pip_index_url` describes; environment variables are
     not looked at.
     """
-    env = os.environ if environ is None else environ
+    found = _pip_config_setting(option, os.environ if environ is None else environ)
+    return None if found is None else found[0]
+
+
+def _pip_config_setting(option: str, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """:func:`pip_config_value`, and the file it is read from."""
     found = None
     for path in _pip_config_files(env):
         parser = configparser.RawConfigParser()
@@ -48,7 +62,7 @@ def pip_config_value(option: str, environ: Mapping[str, str] | None = None) -> s
             if parser.has_section(section):
                 for key, value in parser.items(section):
                     if key.replace("_", "-") == option and value.strip():
-                        found = value.strip()
+                        found = (value.strip(), path)
     return found
 
 

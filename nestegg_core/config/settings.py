@@ -3,9 +3,9 @@ their declaration (:func:`setting`), and the rest is made from it.
 
 A declaration names how a value of ``nestegg.yml`` is read and checked (its :class:`Kind`), what
 the setting does, the YAML keys besides its name, the command-line option that sets it and the
-sub-commands that take that option, and the ``NESTEGG_*`` variable of the WSGI entry point. From
-the declarations come the validation of ``nestegg.yml`` (one-line errors naming file and key),
-the options of ``nestegg`` and their ``--help``, the variables of ``nestegg_core.wsgi`` and the
+sub-commands that take that option, and its ``NESTEGG_*`` variable. From the declarations come
+the validation of ``nestegg.yml`` (one-line errors naming file and key), the options of
+``nestegg`` and their ``--help``, the variables it and ``nestegg_core.wsgi`` read and the
 list of settings in the README (:func:`settings_rst`, which ``tests/test_config.py`` compares).
 """
 
@@ -112,10 +112,22 @@ def _port(reader: Reader, raw: Any, path: str) -> int:
 
 
 def _timeout(reader: Reader, raw: Any, path: str) -> float:
-    seconds = reader.number(raw, path)
-    if seconds == 0:  # a socket timeout of 0 fails every request
-        raise reader.error(path, "expected a number of seconds > 0, got 0")
-    return seconds
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool) and raw <= 0:
+        # a socket timeout of 0 fails every request
+        raise reader.error(path, f"expected a number of seconds > 0, got {raw!r}")
+    return reader.number(raw, path)
+
+
+#: worker threads at most: each holds a stack and a connection; past a few hundred they only wait
+#: on each other (100,000 took 380 MB and 5 s before the interpreter could start no more)
+MAX_THREADS = 512
+
+
+def _threads(reader: Reader, raw: Any, path: str) -> int:
+    threads = reader.integer(raw, path, minimum=1)
+    if threads > MAX_THREADS:
+        raise reader.error(path, f"expected an integer 1-{MAX_THREADS}, got {threads!r}")
+    return threads
 
 
 def _size(reader: Reader, raw: Any, path: str) -> int:
@@ -166,6 +178,7 @@ TIMEOUT = Kind("seconds > 0", _timeout)
 SIZE = Kind("a size like 500M or 20G", _size)
 SIZE_OR_NO = Kind("a size like 500M or 20G, or no", _size_or_no)
 COUNT = Kind("an integer >= 1", lambda reader, raw, path: reader.integer(raw, path, minimum=1))
+THREADS = Kind(f"an integer 1-{MAX_THREADS}", _threads)
 BOOLEAN = Kind("yes or no", Reader.boolean)
 NAMES = Kind("a list of names and glob patterns", _names)
 TOKEN = Kind("a secret of 16 characters or more", _token)
@@ -187,7 +200,7 @@ class Setting:
     option: str | None = None
     metavar: str | None = None
     commands: tuple[str, ...] = ()
-    #: the variable that sets it for ``nestegg_core.wsgi:application``
+    #: the variable that sets it for the command line (under its option) and ``nestegg_core.wsgi``
     variable: str | None = None
     #: the default as people read it, where the field's default says too little or too much
     default_text: str | None = None
@@ -263,7 +276,7 @@ def add_options(
                 declaration.option,
                 dest=field.name,
                 metavar=declaration.metavar,
-                type=int if declaration.kind in (PORT, COUNT) else str,
+                type=int if declaration.kind in (PORT, COUNT, THREADS) else str,
                 default=argparse.SUPPRESS if suppress else None,
                 help=help_text,
             )
