@@ -23,7 +23,7 @@ from waitress.buffers import ReadOnlyFileBasedBuffer
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import BaseWSGIServer, create_server
-from waitress.task import ThreadedTaskDispatcher, WSGITask
+from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 from waitress.utilities import Error
 
 from nestegg_core.config._pip import default_index
@@ -43,6 +43,10 @@ WAITRESS_INTERNALS = [
     (HTTPChannel, "_flush_some"),
     (HTTPChannel, "parser_class"),  # the gate and the refusals
     (HTTPChannel, "task_class"),
+    (HTTPChannel, "error_task_class"),  # the access log line of what waitress answers itself
+    (ErrorTask, "execute"),
+    (ErrorTask, "status"),
+    (ErrorTask, "content_length"),
     (HTTPChannel, "received"),
     (HTTPChannel, "readable"),
     (HTTPChannel, "send_continue"),

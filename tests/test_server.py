@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
+import socket
 import threading
 import time
 from importlib.metadata import version
@@ -247,3 +249,28 @@ def test_the_background_is_told_when_the_clients_are_gone(
         assert not clients.gone
     mirror.stop()
     assert mirror.repository.clients_gone is None
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "logged"),
+    [
+        (b"GET /simple/ HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", '"GET /simple/" 413 '),
+        (b"GET /simple/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", '"GET /simple/" 501 '),
+        (b"NOT A REQUEST\r\n\r\n", '"- -" 400 '),
+    ],
+    ids=["too-large", "unknown-coding", "unparsable"],
+)
+def test_what_the_server_answers_itself_has_its_access_log_line(
+    make_mirror: MirrorFactory, caplog: pytest.LogCaptureFixture, request_bytes: bytes, logged: str
+) -> None:
+    mirror = make_mirror()
+    with caplog.at_level(logging.INFO, logger="nestegg_core.access"):
+        with socket.create_connection(("127.0.0.1", mirror.port), timeout=10) as client:
+            client.sendall(request_bytes)
+            answer = client.recv(65536)
+        deadline = time.monotonic() + 5
+        while not caplog.records and time.monotonic() < deadline:
+            time.sleep(0.01)
+    lines = [r.getMessage() for r in caplog.records if r.name == "nestegg_core.access"]
+    assert len(lines) == 1, (lines, answer)
+    assert logged in lines[0], (lines, answer)

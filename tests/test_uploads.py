@@ -6,6 +6,7 @@ import hashlib
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -119,6 +120,22 @@ def test_same_bytes_again_change_nothing(server: Mirror, dists: Path) -> None:
     page = server.repository.private.page(NormalizedName("up-pkg"))
     assert page is not None
     assert page.files[0] == record
+
+
+@pytest.mark.parametrize(
+    "auth", [None, (USER, "wrong"), ("nobody", PASSWORD)], ids=["none", "wrong", "unknown"]
+)
+def test_an_upload_refused_before_its_body_is_read_has_its_access_log_line(
+    server: Mirror, dists: Path, caplog: pytest.LogCaptureFixture, auth: tuple[str, str] | None
+) -> None:
+    with caplog.at_level(logging.INFO, logger="nestegg_core.access"):
+        refused = post(server, wheel(dists), auth=auth)
+        deadline = time.monotonic() + 5
+        while not caplog.records and time.monotonic() < deadline:  # logged once the answer is out
+            time.sleep(0.01)
+    assert refused.status_code in (401, 403), refused.text
+    [line] = [r.getMessage() for r in caplog.records if r.name == "nestegg_core.access"]
+    assert f'"POST /legacy/" {refused.status_code} {len(refused.content)} ' in line, line
 
 
 def test_token_user_uploads(

@@ -38,9 +38,9 @@ class AccessLog:
         result = self.app(environ, recording)
         if isinstance(result, list) or type(result) is environ.get("wsgi.file_wrapper"):
             # a page, or a file the server sends itself (kept unwrapped for its fast path)
-            _log(environ, seen, started)
+            log_access(environ, seen[0], seen[1], started)
             return result
-        return _Closing(result, lambda _sent: _log(environ, seen, started))
+        return _Closing(result, lambda _sent: log_access(environ, seen[0], seen[1], started))
 
 
 class CountBytes:
@@ -98,7 +98,9 @@ class _Closing:
             self.done(self.sent)
 
 
-def _log(env: Environ, seen: list[str], started: float) -> None:
+def log_access(env: Environ, status: str, length: str, started: float) -> None:
+    """The access log line of a request: its client, method, path, status (the code), length
+    (``-`` if unknown) and time since ``started`` (``time.perf_counter``)."""
     query = env.get("QUERY_STRING")
     access_log.info(
         '%s "%s %s%s" %s %s %.1fms',
@@ -106,8 +108,8 @@ def _log(env: Environ, seen: list[str], started: float) -> None:
         loggable(env.get("REQUEST_METHOD")),
         loggable(env.get("PATH_INFO")),
         f"?{loggable(query)}" if query else "",
-        seen[0],
-        seen[1],
+        status,
+        length,
         (time.perf_counter() - started) * 1000,
     )
 

@@ -18,7 +18,9 @@ each internal named below and fails saying which one moved. What is borrowed:
   requests it served; their ``requests`` and ``total_outbufs_len``, whether one is still served:
   :class:`Clients`), and sets
   ``sendbuf_len``, ``parser_class`` (:class:`_Parser`, over ``HTTPRequestParser``'s state) and
-  ``task_class`` (:class:`_Task`, over ``WSGITask.execute``);
+  ``task_class`` (:class:`_Task`, over ``WSGITask.execute``) and ``error_task_class``
+  (:class:`_ErrorTask`, over ``ErrorTask.execute``, reading its ``request``'s ``command``,
+  ``path`` and ``query``, its ``status`` and ``content_length``, its channel's ``addr``);
 - ``utilities.Error.to_response`` for a refusal's answer, the server's ``_map`` and ``trigger``
   to close every connection at shutdown;
 - the listeners' ``maintenance`` (run every ``cleanup_interval``), over their ``active_channels``,
@@ -46,12 +48,13 @@ from waitress.buffers import ReadOnlyFileBasedBuffer
 from waitress.channel import ClientDisconnected, HTTPChannel
 from waitress.parser import HTTPRequestParser, ParsingError, TransferEncodingNotImplemented
 from waitress.server import MultiSocketServer, create_server
-from waitress.task import ThreadedTaskDispatcher, WSGITask
+from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 from waitress.utilities import Error, RequestEntityTooLarge
 
 from nestegg_core import waits
 from nestegg_core.errors import BodyTooLarge, NesteggError, Unavailable
 from nestegg_core.http.answers import status_line
+from nestegg_core.http.middleware import log_access
 from nestegg_core.http.types import BodyGate, WSGIApp
 from nestegg_core.index.downloads import ClientGone
 from nestegg_core.waits import blocking
@@ -397,6 +400,24 @@ class _Task(WSGITask):  # type: ignore[misc]  # waitress has no type hints
             raise ClientDisconnected from None
 
 
+class _ErrorTask(ErrorTask):  # type: ignore[misc]  # waitress has no type hints
+    """waitress's answer to a request it answers itself (a gate's refusal, a request it cannot
+    parse or that is over its limits), with the access log line the app's answers get: an
+    upload refused for its credentials is a line like any other request's."""
+
+    def execute(self) -> None:
+        started = time.perf_counter()
+        super().execute()
+        request = self.request  # one whose head was never read whole has no command nor path
+        environ = {
+            "REMOTE_ADDR": (self.channel.addr or ("-",))[0],
+            "REQUEST_METHOD": getattr(request, "command", None) or "-",
+            "PATH_INFO": getattr(request, "path", None) or "-",
+            "QUERY_STRING": getattr(request, "query", None) or "",
+        }
+        log_access(environ, str(self.status).split(" ", 1)[0], str(self.content_length), started)
+
+
 class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
     """waitress's connection, with deadlines and a gate.
 
@@ -415,6 +436,7 @@ class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
     """
 
     task_class = _Task
+    error_task_class = _ErrorTask
     sendbuf_len: int
     connected: bool
     request: Any
