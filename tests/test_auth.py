@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 
+from nestegg_core import Config
 from nestegg_core.cli import main
 from nestegg_core.config import credentials as auth
 from nestegg_core.config.credentials import (
@@ -29,6 +32,7 @@ from nestegg_core.config.credentials import (
 )
 from nestegg_core.errors import ConfigError
 from nestegg_core.http.auth import basic_credentials, environ_user
+from nestegg_core.serve.compose import create_app
 from nestegg_core.testing import find_uv, installer_env, make_venv
 from nestegg_core.testing.dists import PackageSpec, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex
@@ -376,3 +380,29 @@ def test_pip_and_uv_send_credentials_from_the_index_url(
     done = run(command, env=installer_env(with_credentials))
     assert done.returncode == 0, done.stdout + done.stderr
     assert faults.count(prefix="/simple/secret-pkg") == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda path: path.mkdir(), r"cannot read credentials file '.*creds': Is a directory"),
+        (lambda path: path.write_text("alice:plain\n"), r"creds:1: expected 'user:scrypt\$\.\.\.'"),
+        (lambda _path: None, None),  # not yet: said, and read once it exists
+    ],
+    ids=["directory", "malformed", "missing"],
+)
+def test_a_credentials_file_is_read_when_the_server_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, make: Callable[[Path], object], error: str | None
+) -> None:
+    path = tmp_path / "creds"
+    make(path)
+    config = Config(
+        nestegg_dir=tmp_path / "nest", index_url="http://127.0.0.1:9/simple/", credentials_file=path
+    )
+    if error is not None:
+        with pytest.raises(ConfigError, match=error):
+            create_app(config)
+        return
+    with caplog.at_level(logging.WARNING, logger="nestegg_core.config.credentials"):
+        create_app(config)
+    assert f"credentials file {str(path)!r} does not exist: uploads are refused until" in caplog.text

@@ -127,6 +127,22 @@ def check_user_name(user: str) -> str:
     return user
 
 
+def open_credentials(path: Path) -> Credentials:
+    """The users of ``path``, read once now: a file that cannot be read or parsed is an error
+    when the server starts, not a 500 at the first upload; one that does not exist yet is said
+    (``nestegg passwd`` makes it, and it is read once it exists)."""
+    credentials = Credentials(path)
+    if not os.path.lexists(path):
+        logger.warning(
+            "credentials file %r does not exist: uploads are refused until 'nestegg passwd USER' "
+            "adds a user to it",
+            str(path),
+        )
+    else:
+        credentials.users()
+    return credentials
+
+
 class Credentials:
     """The users of a credentials file, re-read whenever the file changes."""
 

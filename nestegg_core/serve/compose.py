@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nestegg_core.config.config import Config
-from nestegg_core.config.credentials import Credentials
+from nestegg_core.config.credentials import open_credentials
 from nestegg_core.errors import BuildError
 from nestegg_core.http.app import BodyGate, NesteggApp
 from nestegg_core.http.auth import read_guard
@@ -52,7 +52,7 @@ def create_app(config: Config, *, repository: Repository | None = None) -> WSGIA
 def compose(config: Config, *, repository: Repository | None = None) -> Composition:
     """Make every piece of a mirror for ``config`` and wire them into one app."""
     repository = repository or Repository(config)
-    credentials = None if config.credentials_file is None else Credentials(config.credentials_file)
+    credentials = None if config.credentials_file is None else open_credentials(config.credentials_file)
     upload = UploadHandler(
         repository.private,
         credentials=credentials,
