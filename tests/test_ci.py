@@ -19,7 +19,7 @@ import requests
 from nestegg_core import Mirror
 from nestegg_core.builds.ci import remote_head, tox_results
 from nestegg_core.builds.runs import MAX_LOG, EnvResult, RunStore, cap_log
-from nestegg_core.builds.vcs import find_hg
+from nestegg_core.builds.vcs import failure_line, find_hg
 from nestegg_core.cli import main
 from nestegg_core.config.config import CISettings, Config, SourceBuild, load_config, parse_config
 from nestegg_core.errors import BuildError, ConfigError
@@ -400,6 +400,27 @@ def test_remote_head_git(git_repo: Path) -> None:
     assert remote_head(build, "v1") == first  # the commit, not the annotated tag object
     with pytest.raises(BuildError, match="no branch or tag 'nope'"):
         remote_head(build, "nope")
+
+
+def test_a_repository_that_is_none_says_why_in_gits_words(tmp_path: Path) -> None:
+    build = SourceBuild(name="demo", repo_type="git", repo_url=str(tmp_path / "none"))  # type: ignore[arg-type]
+    with pytest.raises(BuildError, match=r"failed \(exit 128\): fatal: '.*none' does not appear to be a git"):
+        remote_head(build, "HEAD")
+
+
+@pytest.mark.parametrize(
+    ("output", "line"),
+    [
+        ("fatal: 'x' does not appear to be a git repository\nfatal: Could not read\n\nPlease make sure\n"
+         "and the repository exists.\n", "fatal: 'x' does not appear to be a git repository"),
+        ("searching\nabort: repository /x not found\n", "abort: repository /x not found"),
+        ("warning: a\nsomething broke\n", "something broke"),
+        ("error: https://alice:pw@example.com/r refused\n", "error: https://alice:***@example.com/r refused"),
+        ("\n  \n", "no output"),
+    ],
+)  # fmt: skip
+def test_the_line_that_says_why_a_command_failed(output: str, line: str) -> None:
+    assert failure_line(output) == line
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ from nestegg_core.storage.locks import FileLock
 from nestegg_core.urls import mask_text
 
 from .runs import ERROR, FAILED, INTERRUPTED, PASSED, TIMEOUT, EnvResult, Run, RunStore
-from .vcs import CheckoutWork, Transcript, find_hg, run_unattended
+from .vcs import CheckoutWork, Transcript, failure_line, find_hg, run_unattended
 
 if TYPE_CHECKING:
     pass
@@ -113,8 +113,7 @@ def _ask(command: list[str], env: Mapping[str, str], timeout: float) -> str:
     except subprocess.TimeoutExpired:
         raise BuildError(f"{shown!r} did not answer within {timeout:.0f}s") from None
     if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise BuildError(f"{shown!r} failed (exit {result.returncode}): {mask_text(last)}")
+        raise BuildError(f"{shown!r} failed (exit {result.returncode}): {failure_line(result.stderr)}")
     return result.stdout
 
 

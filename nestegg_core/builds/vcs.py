@@ -112,6 +112,20 @@ def _last_line(output: str) -> str:
     return mask_text(lines[-1]) if lines else "no output"
 
 
+#: how git ("fatal: ...", "error: ...") and hg ("abort: ...") start the line that says what failed
+_FAILURE = ("fatal:", "error:", "abort:")
+
+
+def failure_line(output: str) -> str:
+    """The line of a failed command's ``output`` that says why, masked: the first one git or hg
+    starts with ``fatal:``, ``error:`` or ``abort:``, else the last (git's advice after its reason,
+    "and the repository exists.", says nothing)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    if not lines:
+        return "no output"
+    return mask_text(next((line for line in lines if line.lower().startswith(_FAILURE)), lines[-1]))
+
+
 class VCS(Protocol):
     """A version control system nestegg builds from."""
 
