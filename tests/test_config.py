@@ -146,6 +146,10 @@ def test_a_mirror_for_one_run_keeps_its_source_builds_without_their_ci(tmp_path:
         ("nestegg: {index-url: 'example.com'}", "'example.com' is not an http(s) URL"),
         ("nestegg: {offline: maybe}", "nestegg.offline: expected yes/no"),
         ("nestegg: {ttl: -1}", "nestegg.ttl: expected a number of seconds >= 0"),
+        (
+            "nestegg: {index_url: 'https://example.com/a/', index-url: 'https://example.com/b/'}",
+            "nestegg.index-url: sets index_url as nestegg.index_url does; keep one",
+        ),
         ("nestegg: {timeout: -5}", "nestegg.timeout: expected a number of seconds > 0, got -5"),
         ("nestegg: {timeout: 0}", "nestegg.timeout: expected a number of seconds > 0, got 0"),
         ("nestegg: {threads: 0}", "nestegg.threads: expected an integer >= 1, got 0"),

@@ -212,8 +212,12 @@ def test_prune_command_line(
     assert "error: say what to prune: --max-size SIZE, --older-than DAYS" in capsys.readouterr().err
     assert cli(tmp_path, upstream, "prune", "--max-size", "lots") == 2
     assert "error: --max-size: expected a size like 500M or 20G, got str 'lots'" in capsys.readouterr().err
-    assert cli(tmp_path, upstream, "prune", "--older-than", "-1") == 2
-    capsys.readouterr()
+    for days in ("-1", "nan", "inf"):
+        assert cli(tmp_path, upstream, "prune", "--older-than", days) == 2
+        assert (
+            f"error: --older-than: expected a number of days >= 0, got {float(days)!r}"
+            in capsys.readouterr().err
+        )
     assert cli(tmp_path, upstream, "prune", "--max-size", "1k", "--dry-run") == 0
     out = capsys.readouterr().out
     assert out.startswith(f"alpha/{wheels['alpha']} (")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from typing import Any
 
@@ -36,7 +37,7 @@ def _prune_command(args: argparse.Namespace, config: Config) -> int:
             max_size = parse_size(args.max_size)
         except ValueError as exc:
             raise NesteggError(f"--max-size: {exc}") from None
-    if args.older_than is not None and args.older_than < 0:
+    if args.older_than is not None and not 0 <= args.older_than < math.inf:  # nan, inf too
         raise NesteggError(f"--older-than: expected a number of days >= 0, got {args.older_than!r}")
     if max_size is None and args.older_than is None:
         raise NesteggError(

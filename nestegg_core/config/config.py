@@ -518,8 +518,12 @@ def parse_config(data: Any, *, source: Path | None = None) -> Config:
     where.only(body, "nestegg", set(known))
     values: dict[str, Any] = {"source": source}
     declarations = {field.name: declaration for field, declaration in declared(Config)}
+    spelled: dict[str, str] = {}
     for key, raw in body.items():
         name = known[key.replace("-", "_")]
+        if name in spelled:  # index_url and index-url: which one wins would be a guess
+            raise where.error(f"nestegg.{key}", f"sets {name} as nestegg.{spelled[name]} does; keep one")
+        spelled[name] = key
         values[name] = declarations[name].kind.read(where, raw, f"nestegg.{key}")
     names = [build.name for build in values.get("source_builds", ())]
     for name in names:
