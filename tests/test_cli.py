@@ -77,8 +77,9 @@ def test_an_option_of_every_command_reads_alike_before_and_after_the_command(
     given = [option] if value is None else [option, value]
 
     def parsed(argv: list[str]) -> dict[str, object]:
-        args = vars(cli.build_parser(cli.command_of(argv)).parse_args(argv))
-        return {key: value for key, value in args.items() if key != "func"}
+        namespace = cli.build_parser(cli.command_of(argv)).parse_args(argv)
+        args = {key: value for key, value in vars(namespace).items() if key not in ("func", "verbose_after")}
+        return {**args, "verbose": cli.verbosity(namespace)}  # -v after the name is counted apart
 
     before, after = parsed([*given, *command]), parsed([*command, *given])
     assert before == after
@@ -225,6 +226,22 @@ def test_a_path_that_cannot_be_used_is_a_one_line_error(
 def test_serve_options_set_their_settings(argv: list[str], expected: dict[str, object]) -> None:
     config = cli.config_from(cli.build_parser("serve").parse_args(argv))
     assert {key: getattr(config, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "count"),
+    [
+        ([], 0),
+        (["-v"], 1),
+        (["-vv"], 2),
+        (["-v", "serve", "-v"], 2),
+        (["serve", "-v"], 1),
+        (["list", "-vv"], 2),
+    ],
+)
+def test_every_v_counts_wherever_it_is(argv: list[str], count: int) -> None:
+    args = cli.build_parser(cli.command_of(argv) or "serve").parse_args(argv)
+    assert cli.verbosity(args) == count
 
 
 def test_a_bad_nestegg_variable_is_a_one_line_error(

@@ -75,8 +75,14 @@ def _add_global_options(parser: argparse.ArgumentParser | argparse._ArgumentGrou
     ``nestegg --cache-dir D serve`` and ``nestegg serve --cache-dir D`` read alike.
     """
     unset: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
+    # counted apart after the command's name, then added (argparse would keep only that count)
     parser.add_argument(
-        "-v", "--verbose", action="count", **(unset or {"default": 0}), help="log more (twice: debug)"
+        "-v",
+        "--verbose",
+        action="count",
+        dest="verbose_after" if suppress else "verbose",
+        **(unset or {"default": 0}),
+        help="log more (twice: debug)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", **unset, help="log warnings and errors only")
     parser.add_argument(
@@ -139,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args([*argv, "serve"])
-    undo = _configure_logging(args.verbose, args.quiet)
+    undo = _configure_logging(verbosity(args), args.quiet)
     try:
         return int(args.func(args, config_from(args)))
     except NesteggError as exc:
@@ -153,6 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         undo()
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """How many ``-v`` were given, before the command's name and after it."""
+    return int(args.verbose) + int(getattr(args, "verbose_after", 0))
 
 
 def os_error_message(exc: OSError) -> str:
