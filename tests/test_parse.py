@@ -90,6 +90,9 @@ def test_html_page() -> None:
         (b'{"files": [{"url": "x"}]}', "application/vnd.pypi.simple.v1+json"),
         (b"[]", "application/json"),
         (b"\x89PNG", "image/png"),
+        (b"", ""),  # a 200 cut off before its body: no page, not one without files
+        (b" \r\n\t", "text/html"),
+        (b"", "application/vnd.pypi.simple.v1+json"),
     ],
 )
 def test_garbage_is_an_upstream_error(body: bytes, content_type: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import ssl
 import threading
 import time
@@ -19,7 +20,7 @@ import pytest
 import requests
 
 from nestegg_core import Config, Mirror
-from nestegg_core.errors import UpstreamError
+from nestegg_core.errors import UpstreamError, UpstreamTimeout
 from nestegg_core.index import upstream
 from nestegg_core.index.repository import PREPARE_QUIET
 from nestegg_core.index.upstream import CHUNK, HttpFetcher, in_background
@@ -553,3 +554,75 @@ def test_the_wait_for_the_gate_is_not_counted_against_the_page_deadline(
             fetcher.close()
     assert page is not None
     assert len(page.files) == LARGE_FILES
+
+
+class DrippingHead:
+    """An upstream on 127.0.0.1:0 that answers every request with a status line, then a header
+    field a byte every ``pace`` seconds, never ending its head (for ``bound`` seconds at most)."""
+
+    def __init__(self, pace: float = 0.05, bound: float = 20.0) -> None:
+        self.pace, self.bound = pace, bound
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(8)
+        self.index_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/simple/"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> DrippingHead:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):  # wakes the accept
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._thread.join(5)
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while not self._stop.is_set():
+                client, _ = self._sock.accept()
+                threading.Thread(target=self._drip, args=(client,), daemon=True).start()
+
+    def _drip(self, client: socket.socket) -> None:
+        with contextlib.suppress(OSError), client:
+            client.recv(65536)
+            client.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+            ends = time.monotonic() + self.bound
+            while not self._stop.is_set() and time.monotonic() < ends:
+                client.sendall(b"a")
+                self._stop.wait(self.pace)
+
+
+@pytest.mark.parametrize("what", ["page", "file"])
+def test_an_answer_whose_head_drips_is_a_timeout_within_the_read_timeout(what: str) -> None:
+    with DrippingHead() as server:
+        fetcher = HttpFetcher(server.index_url, timeout=1)
+        file_url = server.index_url.replace("/simple/", "/files/demo-1.0.tar.gz")
+
+        def ask() -> object:
+            if what == "page":
+                return fetcher.project("demo", etag=None, last_modified=None)
+            return fetcher.open(file_url)
+
+        started = time.monotonic()
+        try:
+            with pytest.raises(UpstreamTimeout, match=r"did not answer in 1s"):
+                ask()
+        finally:
+            fetcher.close()
+        # a byte every 50 ms kept each read of the socket under 1 s; the head as a whole is not
+        assert time.monotonic() - started < 4
+
+
+def test_an_answer_cut_off_in_its_head_is_no_page() -> None:
+    # http.client takes the head for whole at the end of the connection: a 200 without a body
+    with RawUpstream(lambda _method, _path: Answer(raw=b"Content-Type: text/html\r\nX-Cut: b")) as server:
+        fetcher = HttpFetcher(server.index_url, timeout=5)
+        try:
+            with pytest.raises(UpstreamError, match=r"is empty"):
+                fetcher.project("demo", etag=None, last_modified=None)
+        finally:
+            fetcher.close()

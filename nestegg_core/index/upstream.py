@@ -498,6 +498,46 @@ def bundle_context(path: str) -> ssl.SSLContext | None:
         return context
 
 
+def head_within_timeout(connection: Any, read_head: Callable[[], Any]) -> Any:
+    """``read_head()`` (an answer's status line and header fields) within the read timeout of
+    ``connection`` in all, not only between two reads of its socket: an upstream that sends its
+    head a byte a second would hold the request, its thread and its download slot for good. Past
+    it, the socket is shut down and ``TimeoutError`` raised (urllib3 makes it a read timeout)."""
+    limit = connection.timeout  # urllib3 sets the read timeout on the connection before the read
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0:
+        return read_head()
+    lock = threading.Lock()
+    state = {"read": False, "cut": False}
+
+    def cut() -> None:
+        with lock:
+            if state["read"]:
+                return
+            state["cut"] = True
+        with contextlib.suppress(OSError, AttributeError):
+            connection.sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(limit, cut)
+    timer.daemon = True
+    timer.start()
+    late = TimeoutError(f"the answer's head took more than {limit:g}s")
+    try:
+        head = read_head()
+    except Exception:
+        if state["cut"]:
+            raise late from None
+        raise
+    finally:
+        with lock:
+            state["read"] = True
+        timer.cancel()
+    if state["cut"]:  # http.client takes a head cut short for a whole one: it is not
+        with contextlib.suppress(Exception):
+            head.close()
+        raise late
+    return head
+
+
 class _CheckedAdapter(requests.adapters.HTTPAdapter):
     """requests' adapter, whose connections (made without a proxy) are shown to ``check`` once
     made, before a byte is sent on them: the address a name resolved to, at the moment it is
@@ -516,10 +556,16 @@ class _CheckedAdapter(requests.adapters.HTTPAdapter):
                 super().connect()
                 check(self.host, self.sock)
 
+            def getresponse(self) -> Any:
+                return head_within_timeout(self, super().getresponse)
+
         class Https(urllib3.connection.HTTPSConnection):
             def connect(self) -> None:
                 super().connect()
                 check(self.host, self.sock)
+
+            def getresponse(self) -> Any:
+                return head_within_timeout(self, super().getresponse)
 
         class HttpPool(urllib3.HTTPConnectionPool):
             ConnectionCls = Http

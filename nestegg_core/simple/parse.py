@@ -584,10 +584,14 @@ class _LinkParser(HTMLParser):
 def _parse_html(name: str, texts: Iterable[str], base_url: str, limits: _Limits = _NO_LIMITS) -> ProjectPage:
     parser = _LinkParser(limits)
     pieces = iter(texts)
+    said = False
     for text in pieces:
+        said = said or (bool(text) and not text.isspace())
         _feed(parser, text, pieces, base_url)
         limits.tag(len(parser.rawdata))  # a tag not yet closed, held
     _feed(parser, None, pieces, base_url)
+    if not said:  # a 200 with nothing in it (an answer cut off before its body) lists no file
+        raise UpstreamError(f"upstream page {base_url} is empty: no HTML, not even a page without links")
     try:
         base = urljoin(base_url, parser.base) if parser.base else base_url
     except ValueError:  # an unparsable <base href>, like "http://[": the page's own URL instead
