@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote
 
 import pytest
@@ -885,6 +886,83 @@ def test_a_request_head_sent_a_byte_at_a_time_is_cut_off(
                 closed = closed_by_server(client)
         assert closed, "the connection was held open"
         assert time.monotonic() < deadline - 10  # within a few seconds of HEAD_TIMEOUT
+
+
+@pytest.mark.parametrize("rate", [20, 4000], ids=["drips", "steady"])
+def test_a_request_body_slower_than_the_least_rate_is_cut_off(
+    make_mirror: MirrorFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, rate: int
+) -> None:
+    """A body of an allowed size sent a byte at a time held its connection, and a file
+    descriptor: 245 such took every descriptor a process had. One at the least rate is not cut."""
+    monkeypatch.setattr(serving, "HEAD_TIMEOUT", 1.0)
+    monkeypatch.setattr(serving, "CLEANUP_INTERVAL", 1)
+    monkeypatch.setattr(_waitress, "MIN_BODY_RATE", 1000)
+    mirror = make_mirror()
+    size = 12_000  # at 4,000 bytes a second: 3 s, within 1 s + 12 s
+    with socket.create_connection(("127.0.0.1", mirror.port), timeout=10) as client:
+        client.sendall(f"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode())
+        sent, closed = 0, False
+        started = time.monotonic()
+        while sent < size and time.monotonic() < started + 15:
+            try:
+                client.sendall(b"x" * (rate // 20))
+            except OSError:  # reset: the server closed it
+                closed = True
+                break
+            sent += rate // 20
+            readable, _, _ = select.select([client], [], [], 0.05)
+            if readable:
+                try:
+                    closed = client.recv(1, socket.MSG_PEEK) == b""  # peeked: an answer stays
+                except OSError:  # reset
+                    closed = True
+                if closed:
+                    break
+        if rate == 20:
+            assert closed, "the connection was held open"
+            assert time.monotonic() < started + 6  # within a few seconds of HEAD_TIMEOUT
+            assert "its request's body came at less than 1000 bytes a second" in caplog.text
+        else:
+            assert not closed
+            assert read_head(client).startswith("http/1.1 "), "the request was answered"
+
+
+class _NoDescriptorLeft:
+    """A listening socket whose ``accept`` fails as with no file descriptor left, until ``until``."""
+
+    def __init__(self, sock: socket.socket, until: float) -> None:
+        self._sock, self.until, self.tries = sock, until, 0
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if time.monotonic() < self.until:
+            self.tries += 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return self._sock.accept()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def test_with_no_file_descriptor_left_the_server_pauses_and_says_so_once(
+    make_mirror: MirrorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """waitress tried accept() again at once: a core at 100% and a traceback logged each time."""
+    mirror = make_mirror()
+    listener: Any = mirror._server
+    fake = _NoDescriptorLeft(listener.socket, time.monotonic() + 2.0)
+    listener.socket = fake
+    try:
+        with caplog.at_level(logging.WARNING):
+            waiting = socket.create_connection(("127.0.0.1", mirror.port), timeout=10)  # in the backlog
+            with waiting:
+                waiting.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert read_head(waiting).startswith("http/1.1 200")  # accepted once it could be
+    finally:
+        listener.socket = fake._sock
+    assert 1 <= fake.tries <= 8, fake.tries  # a try every ACCEPT_PAUSE, not thousands
+    said = [r for r in caplog.records if "no file descriptor left" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in caplog.records]
+    assert "accept() threw" not in caplog.text
 
 
 def test_readers_of_a_download_stop_once_their_clients_went_away(

@@ -23,6 +23,8 @@ each internal named below and fails saying which one moved. What is borrowed:
   ``path`` and ``query``, its ``status`` and ``content_length``, its channel's ``addr``);
 - ``utilities.Error.to_response`` for a refusal's answer, the server's ``_map`` and ``trigger``
   to close every connection at shutdown;
+- the listeners' ``accept`` and ``readable`` (wasyncore's and waitress's, called as they are: a
+  pause once no file descriptor is left), and their ``socket``;
 - the listeners' ``maintenance`` (run every ``cleanup_interval``), over their ``active_channels``,
   ``_map`` and ``adj.connection_limit``, and the channels' ``request``, ``requests``,
   ``total_outbufs_len``, ``last_activity`` and ``will_close``, to close connections that hold a
@@ -78,6 +80,15 @@ _DISCONNECTED = frozenset(
 #: seconds a worker waits for a client that takes none of what it was sent before the connection
 #: is closed: twice the upstream's default ``timeout``; pip and uv read as fast as they can
 SEND_TIMEOUT = 60.0
+#: bytes a second a request's body must come at, on average, once ``head_timeout`` seconds are
+#: past its head (the upstream's bodies are held to the same): one sent a byte a second held its
+#: connection, and its file descriptor, for as long as it liked
+MIN_BODY_RATE = 1024
+#: seconds the listeners stop accepting once the process has no file descriptor left for a new
+#: connection; the kernel keeps those clients in its backlog meanwhile
+ACCEPT_PAUSE = 0.5
+#: seconds between two warnings that no file descriptor is left
+ACCEPT_WARN_EVERY = 10.0
 
 
 def create(
@@ -99,7 +110,40 @@ def create(
     for listener in listeners:
         listener.channel_class = functools.partial(_Channel, gate=gate, clients=clients)
         listener.maintenance = functools.partial(_maintenance, listener, head_timeout=head_timeout)
+        listener.nestegg_resume = 0.0  # when a listener that found no file descriptor accepts again
+        listener.nestegg_warned = -ACCEPT_WARN_EVERY
+        listener.accept = functools.partial(_accept, listener)
+        listener.readable = functools.partial(_readable, listener)
     return server
+
+
+def _accept(listener: Any) -> Any:
+    """The listener's ``accept``; with no file descriptor left (EMFILE, ENFILE), None (what
+    waitress takes for "nothing to accept") and no accepting for ``ACCEPT_PAUSE`` seconds. The
+    listening socket stays readable, and waitress tried again at once: a core at 100% and a
+    warning with its traceback each time (196 MB of log in 100 s), every client shut out."""
+    try:
+        return type(listener).accept(listener)
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        now = time.monotonic()
+        listener.nestegg_resume = now + ACCEPT_PAUSE
+        if now - listener.nestegg_warned >= ACCEPT_WARN_EVERY:
+            listener.nestegg_warned = now
+            logger.warning(
+                "no file descriptor left for a new connection (%s): accepting again in %gs; "
+                "raise the limit of open files (ulimit -n)",
+                exc.strerror,
+                ACCEPT_PAUSE,
+            )
+        return None
+
+
+def _readable(listener: Any) -> bool:
+    """The listener's ``readable`` (its clean-up, its connection limit), not while it pauses."""
+    readable = bool(type(listener).readable(listener))
+    return readable and time.monotonic() >= listener.nestegg_resume
 
 
 def clients_of(server: Any) -> Clients:
@@ -147,7 +191,8 @@ def _maintenance(listener: Any, now: float, *, head_timeout: float) -> None:
     """waitress's clean-up of a listener's connections (run every ``cleanup_interval`` seconds in
     the event loop): those idle for ``channel_timeout`` are closed; and more:
 
-    - a connection whose request's head has not come whole within ``head_timeout`` is closed;
+    - a connection whose request's head has not come whole within ``head_timeout`` is closed, and
+      one whose body comes slower than ``MIN_BODY_RATE`` on average once ``head_timeout`` is past;
     - past 90% of the connection limit open, those with no request in hand are closed, longest
       idle first, down to 80%: waitress stops accepting at the limit, and idle connections held
       every other client out until they timed out.
@@ -159,6 +204,13 @@ def _maintenance(listener: Any, now: float, *, head_timeout: float) -> None:
         request = channel.request
         if request is not None and not request.headers_finished and request.started < started_before:
             channel.will_close = True
+        elif request is not None and _body_too_slow(request, head_timeout):
+            logger.warning(
+                "closing the connection of %s: its request's body came at less than %d bytes a second",
+                channel.addr[0] if channel.addr else "-",
+                MIN_BODY_RATE,
+            )
+            channel.will_close = True
         elif request is None and not channel.requests and not channel.total_outbufs_len:
             idle.append(channel)
     crowd, limit = len(listener._map), listener.adj.connection_limit
@@ -168,6 +220,16 @@ def _maintenance(listener: Any, now: float, *, head_timeout: float) -> None:
         for channel in closing:
             channel.will_close = True
         logger.warning("%d connections open: closing %d that have no request", crowd, len(closing))
+
+
+def _body_too_slow(request: Any, head_timeout: float) -> bool:
+    """Whether a request whose head has come is still reading a body that came at less than
+    ``MIN_BODY_RATE`` on average since ``head_timeout`` seconds after its head."""
+    done = getattr(request, "head_done", None)
+    if done is None or request.completed or getattr(request, "checking", None) is not None:
+        return False
+    allowed = head_timeout + int(request.body_bytes_received) / MIN_BODY_RATE
+    return time.monotonic() - float(done) > allowed
 
 
 def shut_down(server: Any, thread: threading.Thread | None, timeout: float) -> None:
@@ -681,8 +743,9 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
         self.check_started = False
         self._held = b""
         self._continue = False
-        #: when its first byte came (see ``create``'s ``head_timeout``)
+        #: when its first byte came (see ``create``'s ``head_timeout``), when its head was whole
         self.started = time.monotonic()
+        self.head_done: float | None = None
 
     def parse_header(self, header_plus: bytes) -> None:
         framing = _framing(header_plus) if b"transfer-encoding" in header_plus.lower() else _UNENCODED
@@ -714,6 +777,7 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
         in_headers = not self.headers_finished
         consumed: int = super().received(data)
         if in_headers and self.headers_finished:
+            self.head_done = time.monotonic()
             if (
                 self.gate is not None
                 and isinstance(self.error, RequestEntityTooLarge)
