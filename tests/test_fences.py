@@ -73,6 +73,7 @@ WAITRESS_INTERNALS = [
     (Error, "to_response"),
     (BaseWSGIServer, "maintenance"),  # the clean-up of idle connections and slow heads
     (HTTPChannel, "last_activity"),
+    (HTTPChannel, "handle_close"),  # a client that takes nothing of its answer (_waitress._maintenance)
     (ThreadedTaskDispatcher, "handler_thread"),  # the paced workers
     (ThreadedTaskDispatcher, "set_thread_count"),
     (ThreadedTaskDispatcher, "active_count"),

@@ -796,6 +796,33 @@ def test_pipelined_slow_readers_are_cut_off_after_the_send_timeout(
             client.close()
 
 
+@pytest.mark.parametrize("pipelined", [False, True], ids=["queued", "worker-waits"])
+def test_clients_that_take_nothing_of_their_answers_are_closed_after_the_send_timeout(
+    big_file: tuple[Mirror, str], monkeypatch: pytest.MonkeyPatch, pipelined: bool
+) -> None:
+    """A cached file is sent from the event loop as the client takes it, and a client that never
+    does held its connection, and a file descriptor, for good: 260 such made every other request
+    a 503 at a limit of 512 open files. Closed from the event loop, without a byte read."""
+    monkeypatch.setattr(_waitress, "SEND_TIMEOUT", 1.0)
+    monkeypatch.setattr(serving, "CLEANUP_INTERVAL", 1)
+    mirror, path = big_file
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    clients = never_reading(mirror.port, request * (2 if pipelined else 1), 10)
+    try:
+        channels = mirror._server.active_channels
+
+        def held() -> int:  # connections with an answer not all sent (the fixture's own is idle)
+            return sum(1 for channel in list(channels.values()) if channel.total_outbufs_len)
+
+        wait_until(lambda: held() >= 10, "10 answers held")
+        wait_until(lambda: held() == 0, "the connections closed", timeout=15)
+        assert all(closed_by_server(client) for client in clients)
+        assert health_ms(mirror.port) < QUICK_MS
+    finally:
+        for client in clients:
+            client.close()
+
+
 def closed_by_server(client: socket.socket) -> bool:
     """Whether the server closed ``client``'s connection (what it had sent is read first)."""
     received = 0

@@ -28,7 +28,8 @@ each internal named below and fails saying which one moved. What is borrowed:
 - the listeners' ``maintenance`` (run every ``cleanup_interval``), over their ``active_channels``,
   ``_map`` and ``adj.connection_limit``, and the channels' ``request``, ``requests``,
   ``total_outbufs_len``, ``last_activity`` and ``will_close``, to close connections that hold a
-  place without a request.
+  place without a request, and their ``connected`` and ``handle_close`` to close those whose
+  client takes nothing of its answer.
 """
 
 from __future__ import annotations
@@ -193,6 +194,8 @@ def _maintenance(listener: Any, now: float, *, head_timeout: float) -> None:
 
     - a connection whose request's head has not come whole within ``head_timeout`` is closed, and
       one whose body comes slower than ``MIN_BODY_RATE`` on average once ``head_timeout`` is past;
+    - so is one whose client took nothing of its queued answer for ``SEND_TIMEOUT`` seconds, or
+      that its worker gave up on for that;
     - past 90% of the connection limit open, those with no request in hand are closed, longest
       idle first, down to 80%: waitress stops accepting at the limit, and idle connections held
       every other client out until they timed out.
@@ -204,6 +207,17 @@ def _maintenance(listener: Any, now: float, *, head_timeout: float) -> None:
         request = channel.request
         if request is not None and not request.headers_finished and request.started < started_before:
             channel.will_close = True
+        elif channel.connected and _taking_nothing(channel, now):
+            logger.info(
+                "closing the connection of %s: it took nothing of its answer for %ds",
+                channel.addr[0] if channel.addr else "-",
+                SEND_TIMEOUT,
+            )
+            channel.handle_close()
+        elif not channel.connected and channel.will_close and channel.total_outbufs_len:
+            # given up by its worker (``_flush_outbufs_below_high_watermark``): the event loop
+            # would close it on its next write, which a client that reads nothing never allows
+            channel.handle_close()
         elif request is not None and _body_too_slow(request, head_timeout):
             logger.warning(
                 "closing the connection of %s: its request's body came at less than %d bytes a second",
@@ -220,6 +234,15 @@ def _maintenance(listener: Any, now: float, *, head_timeout: float) -> None:
         for channel in closing:
             channel.will_close = True
         logger.warning("%d connections open: closing %d that have no request", crowd, len(closing))
+
+
+def _taking_nothing(channel: Any, now: float) -> bool:
+    """Whether the connection has an answer queued (a file sent from the event loop: no worker
+    waits on it) that its client took nothing of for ``SEND_TIMEOUT`` seconds. The event loop
+    sends as the socket takes, and one that never does held the connection for good."""
+    if channel.requests or not channel.total_outbufs_len:
+        return False
+    return bool(now - channel.last_activity > SEND_TIMEOUT)
 
 
 def _body_too_slow(request: Any, head_timeout: float) -> bool:
