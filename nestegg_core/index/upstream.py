@@ -498,6 +498,51 @@ def bundle_context(path: str) -> ssl.SSLContext | None:
         return context
 
 
+class _LateHeads:
+    """The answers whose head is awaited, and one thread that cuts off those past their deadline
+    while there are any: a timer thread a request was a thread started for each, and thousands
+    outlived their requests on a loaded machine."""
+
+    #: seconds between two looks (a head is cut off at most this late)
+    PERIOD = 0.25
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._awaited: dict[int, tuple[float, Callable[[], None]]] = {}
+        self._next = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: float, cut: Callable[[], None]) -> int:
+        with self._lock:
+            key = self._next
+            self._next += 1
+            self._awaited[key] = (deadline, cut)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="nestegg-late-heads", daemon=True)
+                self._thread.start()
+            return key
+
+    def remove(self, key: int) -> None:
+        with self._lock:
+            self._awaited.pop(key, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.PERIOD)
+            now = time.monotonic()
+            with self._lock:
+                cuts = [self._awaited.pop(key)[1] for key, (deadline, _) in list(self._awaited.items())
+                        if deadline <= now]  # fmt: skip
+                if not self._awaited and not cuts:
+                    self._thread = None  # the next add starts another
+                    return
+            for cut in cuts:
+                cut()
+
+
+_LATE_HEADS = _LateHeads()
+
+
 def head_within_timeout(connection: Any, read_head: Callable[[], Any]) -> Any:
     """``read_head()`` (an answer's status line and header fields) within the read timeout of
     ``connection`` in all, not only between two reads of its socket: an upstream that sends its
@@ -517,9 +562,7 @@ def head_within_timeout(connection: Any, read_head: Callable[[], Any]) -> Any:
         with contextlib.suppress(OSError, AttributeError):
             connection.sock.shutdown(socket.SHUT_RDWR)
 
-    timer = threading.Timer(limit, cut)
-    timer.daemon = True
-    timer.start()
+    key = _LATE_HEADS.add(time.monotonic() + limit, cut)
     late = TimeoutError(f"the answer's head took more than {limit:g}s")
     try:
         head = read_head()
@@ -530,7 +573,7 @@ def head_within_timeout(connection: Any, read_head: Callable[[], Any]) -> Any:
     finally:
         with lock:
             state["read"] = True
-        timer.cancel()
+        _LATE_HEADS.remove(key)
     if state["cut"]:  # http.client takes a head cut short for a whole one: it is not
         with contextlib.suppress(Exception):
             head.close()
