@@ -35,6 +35,7 @@ from nestegg_core.cli import main
 from nestegg_core.cli.export import export
 from nestegg_core.config.credentials import set_password
 from nestegg_core.errors import NotFound
+from nestegg_core.index import mirror as mirror_module
 from nestegg_core.index import refresh
 from nestegg_core.index.mirror import MirrorIndex
 from nestegg_core.index.repository import Repository
@@ -629,6 +630,9 @@ def test_names_asked_once_leave_memory_bounded_by_the_caps(tmp_path: Path) -> No
     assert not repository._metadata_locks
     # without the cap of the names refreshed, these 3,000 grew it by 1.2 MB (5 KB with it)
     assert grown < 100_000, grown
+    # and the disk: a note of a few bytes (a block) each, 7,000 left without the trim
+    notes = list(repository.store.missing.iterdir())
+    assert 0 < len(notes) <= mirror_module.MAX_MISSING_NOTES + mirror_module.TRIM_MISSING_EVERY
 
 
 class _Held:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -921,3 +922,24 @@ def test_a_file_of_a_page_not_held_is_read_from_its_state_alone(
     assert len(fetcher.asked) == asked
     assert bool(reads) is read
     assert (name in index._loaded) is (case in ("held", "past-ttl", "kept", "unlisted"))
+
+
+@pytest.mark.parametrize(
+    ("ages", "keep", "left"),
+    [
+        ([100, 50, 10, 5], 10, ["n2", "n3"]),  # past the TTL (older than 30 s): dropped
+        ([10, 9, 8, 7, 6], 3, ["n2", "n3", "n4"]),  # over the cap: the oldest dropped
+        ([100, 9, 8], 1, ["n2"]),
+        ([], 5, []),
+    ],
+)
+def test_notes_of_missing_projects_are_trimmed_by_age_then_count(
+    tmp_path: Path, ages: list[int], keep: int, left: list[str]
+) -> None:
+    store = CacheStore(tmp_path, "https://example.com/simple/")
+    now = time.time()
+    for i, age in enumerate(ages):
+        store.note_missing(NormalizedName(f"n{i}"), now - age)
+        os.utime(store.missing / f"n{i}", (now - age, now - age))
+    store.trim_missing(keep=keep, expired_before=now - 30)
+    assert sorted(path.name for path in store.missing.glob("*")) == left

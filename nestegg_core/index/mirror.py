@@ -48,6 +48,10 @@ MAX_ENTRIES = 4_096
 #: how long a request waits for another thread's catch-up of the same page (a stat and a listing,
 #: or the records of a project): past it, it answers the page it has
 CATCH_UP_WAIT = 2.0
+#: notes of missing projects kept on disk at most (a file of a few bytes each, a block on disk),
+#: those past their TTL dropped first; looked through once every ``TRIM_MISSING_EVERY`` notes
+MAX_MISSING_NOTES = 4_096
+TRIM_MISSING_EVERY = 256
 
 
 @dataclass(slots=True)
@@ -98,6 +102,8 @@ class MirrorIndex:
         self.ttl = ttl
         self.offline = offline
         self.clock = clock
+        #: notes of missing projects written by this process (they are trimmed every so many)
+        self._missing_notes = 0
         self.max_files = max_files
         self.max_ahead_files = max_ahead_files
         self.max_entries = max_entries
@@ -749,6 +755,9 @@ class MirrorIndex:
     def _note_missing(self, name: NormalizedName) -> None:
         try:
             self.store.note_missing(name, self.clock())
+            self._missing_notes += 1
+            if self._missing_notes % TRIM_MISSING_EVERY == 0:
+                self.store.trim_missing(keep=MAX_MISSING_NOTES, expired_before=self.clock() - self.ttl)
         except (OSError, UnsafePath) as exc:
             logger.warning("cannot keep that the upstream has no %r: %s", name, exc)
 

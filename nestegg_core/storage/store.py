@@ -254,6 +254,27 @@ class CacheStore:
             logger.debug("ignoring the note of a missing project %r: %s", name, exc)
             return None
 
+    def trim_missing(self, *, keep: int, expired_before: float) -> int:
+        """Drop the notes of missing projects taken before ``expired_before`` (past their TTL: they
+        say nothing any more), then the oldest past ``keep``: a client asking made-up names would
+        otherwise leave a file each for ever. How many were dropped."""
+        notes: list[tuple[float, str]] = []
+        try:
+            with os.scandir(self.missing) as entries:
+                for entry in entries:
+                    with contextlib.suppress(OSError):
+                        notes.append((entry.stat(follow_symlinks=False).st_mtime, entry.name))
+        except FileNotFoundError:
+            return 0
+        notes.sort()
+        expired = sum(1 for when, _ in notes if when < expired_before)
+        dropped = 0
+        for _, name in notes[: max(expired, len(notes) - keep)]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.missing / name)
+                dropped += 1
+        return dropped
+
     def forget_missing(self, name: NormalizedName) -> None:
         """The upstream has a page of ``name`` now."""
         with contextlib.suppress(FileNotFoundError):
