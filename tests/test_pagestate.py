@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 from packaging.utils import NormalizedName
 
+from nestegg_core.errors import Unavailable
 from nestegg_core.simple.models import DistFile, Hashes, ProjectPage
+from nestegg_core.storage import store as store_module
 from nestegg_core.storage.pagestate import PageState, StateHeader
 from nestegg_core.storage.store import CacheStore
 
@@ -176,6 +179,23 @@ def test_a_damaged_state_file_is_a_miss_with_a_warning(
     (record,) = caplog.records
     assert "ignoring damaged cache state" in record.getMessage()
     assert reason in record.getMessage()
+
+
+def test_a_state_that_cannot_be_opened_for_want_of_descriptors_is_no_damage(
+    store: CacheStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Taken for damage, the page counted as never cached: refused while the upstream was down."""
+    store.write_page(STATE)
+
+    def no_descriptor(*_args: object, **_kwargs: object) -> object:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(store_module, "open_read", no_descriptor)
+    with caplog.at_level(logging.WARNING), pytest.raises(Unavailable, match="too many open files"):
+        store.read_page(NAME)
+    assert "damaged" not in caplog.text
+    monkeypatch.undo()
+    assert store.read_page(NAME) is not None  # whole, as it was
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 from packaging.utils import NormalizedName
 
-from nestegg_core.errors import NesteggError, NotFound, UnsafePath
+from nestegg_core.errors import NesteggError, NotFound, UnsafePath, no_files_left, out_of_files
 from nestegg_core.simple.models import DistFile, is_dist_filename, is_normalized
 
 from .blanks import Blanks
@@ -164,7 +164,12 @@ class CacheStore:
                 state = read_state(handle)
         except FileNotFoundError:
             return None
-        except (OSError, UnsafePath, ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
+        except OSError as exc:
+            if out_of_files(exc):  # no descriptor to read it with: the state is whole, try later
+                raise no_files_left("read its cache") from None
+            logger.warning("ignoring damaged cache state %s: %s", path, exc)
+            return None
+        except (UnsafePath, ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
             # a damaged state file (or a link) is a cache miss, never an outage; the next fetch rewrites it
             logger.warning("ignoring damaged cache state %s: %s", path, exc)
             return None
