@@ -53,6 +53,8 @@ class UpstreamError(NesteggError):
     #: why the upstream could not be reached at all ("timed out", "connection refused", "name not
     #: resolved", "connection failed"); None when it answered, however badly
     unreachable: str | None = None
+    #: the URL whose host failed, when not the one asked (a redirect's); None: the one asked
+    failed_url: str | None = None
 
 
 class UpstreamTimeout(UpstreamError):

@@ -18,7 +18,7 @@ from nestegg_core.index import upstream as upstream_module
 from nestegg_core.index.circuit import Circuit
 from nestegg_core.serve.mounts import UpstreamMounts
 
-from .loopback import Answer, RawUpstream, wait_until
+from .loopback import Answer, RawUpstream, refused_url, wait_until
 
 NAMES = [f"p{i}" for i in range(6)]
 TIMEOUT = 0.5
@@ -355,3 +355,49 @@ def test_an_extra_index_offline_answers_404_where_the_mirrors_own_answers_410(
             answer = http.get(f"{index}never-cached/", timeout=30)
             assert answer.status_code == status, (index, answer.text)
             assert "the cache has nothing for 'never-cached'" in answer.reason
+
+
+# a file's failure -------------------------------------------------------------------------------
+
+
+class FilesFail:
+    """Pages for every name; the file of ``hangs`` never answers, that of ``moved`` is redirected
+    to a port nothing listens on; other files are served."""
+
+    def __init__(self, gone: str) -> None:
+        self.gone = gone
+        self.server = RawUpstream(self.answer)
+
+    def answer(self, _method: str, path: str) -> Answer:
+        parts = path.strip("/").split("/")
+        if parts[0] == "simple":
+            name = parts[-1]
+            link = f'<a href="/files/{name}-1.0.tar.gz">{name}-1.0.tar.gz</a>'
+            return Answer(body=link.encode(), headers={"Content-Type": "text/html"})
+        if parts[-1] == "hangs-1.0.tar.gz":
+            return Answer(hang=True)
+        if parts[-1] == "moved-1.0.tar.gz":
+            return Answer(status=302, headers={"Location": self.gone})
+        return Answer(body=b"a file", headers={"Content-Type": "application/octet-stream"})
+
+
+@pytest.mark.parametrize("bad", ["hangs", "moved"])
+def test_a_file_that_fails_leaves_the_pages_of_its_index_to_be_asked(
+    tmp_path: Path, http: requests.Session, bad: str
+) -> None:
+    """One file (on the index's own host) that never answered opened the circuit of the whole
+    index: every page not cached was a 410 at once for 30 s."""
+    upstream = FilesFail(refused_url().removesuffix("simple/") + "elsewhere/moved-1.0.tar.gz")
+    with upstream.server:
+        config = Config(
+            nestegg_dir=tmp_path / "nest", port=0, index_url=upstream.server.index_url,
+            timeout=TIMEOUT, connect_timeout=TIMEOUT,
+        )  # fmt: skip
+        with Mirror(config) as mirror:
+            assert http.get(f"{mirror.url}/simple/{bad}/").status_code == 200
+            assert http.get(f"{mirror.url}/files/{bad}/{bad}-1.0.tar.gz").status_code in (502, 504)
+            assert http.get(f"{mirror.url}/simple/p1/").status_code == 200  # asked, not refused
+            # the host the redirect went to is the one down: the index's files are still had; a
+            # file that hung opened the circuit of the index's files, not of its pages
+            served = http.get(f"{mirror.url}/files/p1/p1-1.0.tar.gz")
+            assert served.status_code == (200 if bad == "moved" else 504), served.text  # its files wait

@@ -236,20 +236,35 @@ def origin(url: str) -> str:
 
 
 class Circuits:
-    """The circuits of one index: its own, and one per other host its files are on."""
+    """The circuits of one index: its pages', its files', and one per other host its files are on.
+
+    A file of the index's own host that cannot be had (one that never answers, one redirected to
+    a host that is down) opens the circuit of its files, not of its pages: one bad file made every
+    page not cached a 410 for 30 s. A file of that host is not asked for while its pages' circuit
+    is open (the host is down: no second wait)."""
 
     def __init__(self, index_url: str, *, window: float = WINDOW, max_window: float = MAX_WINDOW) -> None:
         self._origin = origin(index_url)
         self._window = window
         self._max_window = max_window
         self.index = Circuit(index_url, window=window, max_window=max_window)
+        self.index_files = Circuit(self._origin, window=window, max_window=max_window)
         self._others: dict[str, Circuit] = {}
         self._lock = threading.Lock()
+
+    def for_file(self, url: str) -> Circuit:
+        """The circuit of the file at ``url``, checked (:meth:`Circuit.check`); the index's pages'
+        too when the file is on its host."""
+        if origin(url) == self._origin:
+            self.index.check()
+        circuit = self.for_url(url)
+        circuit.check()
+        return circuit
 
     def for_url(self, url: str) -> Circuit:
         key = origin(url)
         if key == self._origin:
-            return self.index
+            return self.index_files
         with self._lock:
             circuit = self._others.get(key)
             if circuit is None:
@@ -260,14 +275,14 @@ class Circuits:
         """Close every circuit: ask each upstream again with the next request (an operator who
         knows the network is back; tests)."""
         with self._lock:
-            circuits = [self.index, *self._others.values()]
+            circuits = [self.index, self.index_files, *self._others.values()]
         for circuit in circuits:
             circuit.reached()
 
     def outages(self) -> list[Outage]:
         """What this run saw of each upstream that could not be reached."""
         with self._lock:
-            circuits = [self.index, *self._others.values()]
+            circuits = [self.index, self.index_files, *self._others.values()]
         return [outage for circuit in circuits if (outage := circuit.outage()) is not None]
 
 
@@ -291,19 +306,18 @@ class CircuitFetcher:
             )
 
     def open(self, url: str) -> FileStream:
-        circuit = self.circuits.for_url(url)
-        circuit.check()
-        return _through(circuit, lambda: self.fetcher.open(url), lambda: self.fetcher.open(url).close())
+        return _file_through(
+            self.circuits, url, lambda: self.fetcher.open(url), lambda: self.fetcher.open(url).close()
+        )
 
     def read_range(self, url: str, start: int, end: int, total: int) -> bytes | None:
         """See :class:`RangeFetcher`; None also when the fetcher it wraps asks for no ranges."""
         fetcher = self.fetcher
         if not isinstance(fetcher, RangeFetcher):
             return None
-        circuit = self.circuits.for_url(url)
-        circuit.check()
-        return _through(
-            circuit,
+        return _file_through(
+            self.circuits,
+            url,
             lambda: fetcher.read_range(url, start, end, total),
             lambda: self.fetcher.open(url).close(),
         )
@@ -319,6 +333,23 @@ def _through(circuit: Circuit, call: Callable[[], _T], probe: Callable[[], None]
         raise
     except UpstreamError as exc:
         circuit.failed(exc, probe)
+        raise
+    circuit.reached()
+    return result
+
+
+def _file_through(circuits: Circuits, url: str, call: Callable[[], _T], probe: Callable[[], None]) -> _T:
+    """:func:`_through` for a file (its circuit: :meth:`Circuits.for_file`); a redirect's target
+    that cannot be reached opens that host's circuit, not the one of the host asked."""
+    circuit = circuits.for_file(url)
+    try:
+        result = call()
+    except NotFound:
+        circuit.reached()
+        raise
+    except UpstreamError as exc:
+        failed = circuit if exc.failed_url is None else circuits.for_url(exc.failed_url)
+        failed.failed(exc, probe)
         raise
     circuit.reached()
     return result

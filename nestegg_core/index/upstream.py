@@ -1057,6 +1057,13 @@ class HttpFetcher:
         (:attr:`UpstreamError.unreachable`)."""
         if out_of_files(exc):
             return no_files_left("reach the upstream")
+        error = self._unreached(url, exc, timeout=timeout)
+        asked = getattr(getattr(exc, "request", None), "url", None)
+        if isinstance(asked, str) and asked != url:  # a redirect's target failed, not the URL asked
+            error.failed_url = asked
+        return error
+
+    def _unreached(self, url: str, exc: Exception, *, timeout: float | None) -> UpstreamError:
         if isinstance(exc, requests.ConnectTimeout):
             error: UpstreamError = UpstreamTimeout(
                 f"upstream {mask_url(url)} did not connect in {self.connect_timeout:g}s"
