@@ -323,16 +323,22 @@ class CircuitFetcher:
         )
 
 
-def _through(circuit: Circuit, call: Callable[[], _T], probe: Callable[[], None]) -> _T:
+def _through(
+    circuit: Circuit,
+    call: Callable[[], _T],
+    probe: Callable[[], None],
+    blamed: Callable[[UpstreamError], Circuit] | None = None,
+) -> _T:
     """What ``call()`` gives, its outcome told to ``circuit``: a failure to reach the upstream
-    opens it (``probe`` then finds the upstream back), any answer closes it."""
+    opens it (or the circuit ``blamed`` names for the failure; ``probe`` then finds the upstream
+    back), any answer closes it."""
     try:
         result = call()
     except NotFound:
         circuit.reached()
         raise
     except UpstreamError as exc:
-        circuit.failed(exc, probe)
+        (circuit if blamed is None else blamed(exc)).failed(exc, probe)
         raise
     circuit.reached()
     return result
@@ -342,17 +348,11 @@ def _file_through(circuits: Circuits, url: str, call: Callable[[], _T], probe: C
     """:func:`_through` for a file (its circuit: :meth:`Circuits.for_file`); a redirect's target
     that cannot be reached opens that host's circuit, not the one of the host asked."""
     circuit = circuits.for_file(url)
-    try:
-        result = call()
-    except NotFound:
-        circuit.reached()
-        raise
-    except UpstreamError as exc:
-        failed = circuit if exc.failed_url is None else circuits.for_url(exc.failed_url)
-        failed.failed(exc, probe)
-        raise
-    circuit.reached()
-    return result
+
+    def blamed(exc: UpstreamError) -> Circuit:
+        return circuit if exc.failed_url is None else circuits.for_url(exc.failed_url)
+
+    return _through(circuit, call, probe, blamed)
 
 
 def _discard(_: object) -> None:
