@@ -7,6 +7,7 @@ import logging
 import re
 import tracemalloc
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -86,7 +87,6 @@ def test_html_page() -> None:
     [
         (b"{not json", "application/vnd.pypi.simple.v1+json"),
         (b'{"files": 3}', "application/vnd.pypi.simple.v1+json"),
-        (b'{"files": [{"filename": "a/../b", "url": "x"}]}', "application/vnd.pypi.simple.v1+json"),
         (b'{"files": [{"url": "x"}]}', "application/vnd.pypi.simple.v1+json"),
         (b"[]", "application/json"),
         (b"\x89PNG", "image/png"),
@@ -175,7 +175,7 @@ def test_a_page_reads_the_same_however_its_json_is_laid_out(layout: dict[str, ob
 
 #: entries whose strings and nested values hold what separates entries ("},{", "}, {"), and
 #: one that is no file: entries held together are decoded at once up to the last separator
-SEPARATED_ENTRIES = [
+SEPARATED_ENTRIES: list[dict[str, Any]] = [
     {"filename": "pkg-1.0.tar.gz", "url": "https://example.com/a},{b/pkg-1.0.tar.gz", "yanked": "no}, {"},
     {"filename": "pkg-1.1.tar.gz", "url": "/f/pkg-1.1.tar.gz", "x": [{"a": 1}, {"b": [{"c": "}, {"}, {}]}]},
     {"filename": "pkg-1.2.tar.gz", "url": "/f/pkg-1.2.tar.gz", "hashes": {"sha256": "AB"}, "y": '"}, {"\\'},
@@ -508,6 +508,79 @@ def test_a_file_not_at_an_http_url_is_left_off(
     ]
     page = parse_project_page("pkg", make(*entries), content_type, BASE)
     assert [d.filename for d in page.files] == ["pkg-1.0-py3-none-any.whl"]
+
+
+@pytest.mark.parametrize(
+    ("make", "content_type", "filename", "url"),
+    [
+        (json_page, JSON, "../pkg-1.0.tar.gz", "https://example.com/f/pkg-1.0.tar.gz"),
+        (json_page, JSON, "sub/pkg-1.0.tar.gz", "https://example.com/f/pkg-1.0.tar.gz"),
+        (json_page, JSON, "..\\pkg-1.0.tar.gz", "https://example.com/f/pkg-1.0.tar.gz"),
+        (html_page, "text/html", "", "https://example.com/f/..%2Fpkg-1.0.tar.gz"),
+        (html_page, "text/html", "", "https://example.com/f/sub%5Cpkg-1.0.tar.gz"),
+    ],
+)
+def test_a_file_whose_name_holds_a_path_is_left_off_with_a_warning(
+    make: Callable[..., bytes], content_type: str, filename: str, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One such entry costs its file, not the page, in either format (it failed a JSON page whole)."""
+    good: tuple[str, str, dict[str, str]] = (
+        "pkg-1.0-py3-none-any.whl",
+        "https://example.com/f/pkg-1.0-py3-none-any.whl",
+        {},
+    )
+    page = parse_project_page("pkg", make((filename, url, {}), good), content_type, BASE)
+    assert [d.filename for d in page.files] == [good[0]]
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert line.startswith("left 1 files off the page of 'pkg', their names hold a path: ")
+
+
+SHA256 = hashlib.sha256(b"x").hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("hashes", "kept"),
+    [
+        # a digest that can be no digest of its algorithm beside one that can: the sound one is kept
+        ({"sha256": SHA256, "md5": "zz"}, {"sha256": SHA256}),
+        ({"sha256": SHA256, "sha512": SHA256}, {"sha256": SHA256}),
+        ({"sha256": "zz", "md5": "ab" * 16}, {"md5": "ab" * 16}),
+        ({"sha256": SHA256.upper(), "md5": "zz"}, {"sha256": SHA256}),
+        # alone, it is kept: no bytes match it, so the file is never served (mismatch)
+        ({"sha256": "zz"}, {"sha256": "zz"}),
+        ({"sha256": "zz", "md5": "yy"}, {"sha256": "zz", "md5": "yy"}),
+        (
+            {"sha256": SHA256, "md5": "cd" * 16},
+            {"sha256": SHA256, "md5": "cd" * 16},
+        ),
+    ],
+)
+def test_a_malformed_digest_beside_a_sound_one_is_left_out(
+    hashes: dict[str, str], kept: dict[str, str]
+) -> None:
+    entry = {"filename": "pkg-1.0.tar.gz", "url": "/f/pkg-1.0.tar.gz", "hashes": hashes}
+    (dist,) = parse_project_page("pkg", json.dumps({"files": [entry]}).encode(), JSON, BASE).files
+    assert dict(dist.hashes) == kept
+
+
+@pytest.mark.parametrize(
+    ("fragment", "hashes"),
+    [
+        (f"sha256={SHA256}", {"sha256": SHA256}),
+        (f"egg=pkg&sha256={SHA256}", {"sha256": SHA256}),  # the first hash among its parts, as pip reads it
+        (f"sha256={SHA256}&md5=00", {"sha256": SHA256}),
+        (f"foo=1&MD5={SHA256[:32].upper()}", {"md5": SHA256[:32]}),
+        (f"sha256={SHA256}#sha256=00", {"sha256": f"{SHA256}#sha256=00"}),  # pip keeps it whole too
+        ("egg=pkg", {}),
+        ("sha256=", {}),
+    ],
+)
+def test_a_links_hash_is_read_from_its_fragment_as_pip_reads_it(
+    fragment: str, hashes: dict[str, str]
+) -> None:
+    html = f'<a href="/f/pkg-1.0.tar.gz#{fragment}">pkg-1.0.tar.gz</a>'.encode()
+    (dist,) = parse_project_page("pkg", html, "text/html", BASE).files
+    assert dict(dist.hashes) == hashes
 
 
 def test_a_state_that_lists_a_file_twice_answers_with_its_first_entry() -> None:

@@ -226,6 +226,20 @@ def can_check(algorithm: str) -> bool:
     return True
 
 
+@lru_cache(maxsize=64)
+def _hex_length(algorithm: str) -> int:
+    return hashlib.new(algorithm).digest_size * 2 if can_check(algorithm) else 0
+
+
+def well_formed(algorithm: str, digest: str) -> bool:
+    """Whether ``digest`` can be a digest of ``algorithm``: lowercase hex of its length. One that
+    cannot matches no file."""
+    return 0 < len(digest) == _hex_length(algorithm) and digest.isascii() and not digest.strip(_HEX)
+
+
+_HEX = "0123456789abcdef"
+
+
 def mismatch(data: bytes, hashes: Mapping[str, str]) -> str | None:
     """The first algorithm of ``hashes`` that can be checked (:func:`can_check`) and that ``data``
     does not match, or None when every one matches (or none can be checked)."""

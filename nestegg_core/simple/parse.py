@@ -20,7 +20,16 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 from nestegg_core.errors import UpstreamError
 
-from .models import NO_HASHES, DistFile, Hashes, ProjectPage, can_check, compact_hashes, is_dist_filename
+from .models import (
+    NO_HASHES,
+    DistFile,
+    Hashes,
+    ProjectPage,
+    can_check,
+    compact_hashes,
+    is_dist_filename,
+    well_formed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -504,7 +513,7 @@ def _json_file(entry: Mapping[str, Any], base_url: str) -> DistFile:
     size = entry.get("size")
     upload_time = entry.get("upload-time")
     requires_python = entry.get("requires-python")
-    _check_filename(filename)
+    # a name that is no file's (``../x.whl``) is left off by _distributions, as on an HTML page
     return DistFile.listed(
         filename,
         # the usual URL, absolute and without a fragment, without a call
@@ -530,13 +539,15 @@ def _hashes(value: dict[Any, Any]) -> Mapping[str, str]:
         if type(algorithm) is str and type(digest) is str and digest:
             algorithm = algorithm.lower()
             return Hashes(algorithm, digest.lower()) if _checkable(algorithm) else NO_HASHES
-    return compact_hashes(
-        {
-            sys.intern(algorithm): str(digest).lower()
-            for algorithm, digest in ((str(k).lower(), v) for k, v in value.items())
-            if digest and _checkable(algorithm)
-        }
-    )
+    hashes = {
+        sys.intern(algorithm): str(digest).lower()
+        for algorithm, digest in ((str(k).lower(), v) for k, v in value.items())
+        if digest and _checkable(algorithm)
+    }
+    # a digest that is none (``"md5": "zz"``) beside one that is: checked as pip checks, by those
+    # that can match; alone, it stays, and no bytes match it
+    sound = {algorithm: digest for algorithm, digest in hashes.items() if well_formed(algorithm, digest)}
+    return compact_hashes(sound or hashes)
 
 
 def _checkable(algorithm: str) -> bool:
@@ -552,16 +563,6 @@ def _absolute(base_url: str, url: str) -> str:
     if not url.startswith(("https://", "http://")):
         url = urljoin(base_url, url)
     return urldefrag(url)[0] if "#" in url else url
-
-
-def _check_filename(filename: str) -> None:
-    if not filename or "/" in filename or "\\" in filename or filename in (".", ".."):
-        raise ValueError(f"unsafe filename {filename!r}")
-
-
-def _file(**values: Any) -> DistFile:
-    _check_filename(values["filename"])
-    return DistFile(**values)
 
 
 class _LinkParser(HTMLParser):
@@ -606,24 +607,17 @@ def _parse_html(name: str, texts: Iterable[str], base_url: str, limits: _Limits 
             filename = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
         except ValueError:
             continue  # an unparsable link (urllib refuses "http://[x"): no file of ours
-        hashes = NO_HASHES
-        algorithm, _, digest = fragment.partition("=")
-        if digest and _checkable(algorithm.lower()):
-            hashes = Hashes(algorithm.lower(), digest.lower())
         metadata = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
-        try:
-            files.append(
-                _file(
-                    filename=filename,
-                    url=url,
-                    hashes=hashes,
-                    requires_python=sys.intern(attrs.get("data-requires-python") or "") or None,
-                    yanked=(attrs["data-yanked"] or "") if "data-yanked" in attrs else None,
-                    core_metadata=None if metadata is None else _html_metadata(metadata),
-                )
+        files.append(
+            DistFile(
+                filename=filename,
+                url=url,
+                hashes=_fragment_hashes(fragment) if fragment else NO_HASHES,
+                requires_python=sys.intern(attrs.get("data-requires-python") or "") or None,
+                yanked=(attrs["data-yanked"] or "") if "data-yanked" in attrs else None,
+                core_metadata=None if metadata is None else _html_metadata(metadata),
             )
-        except ValueError:
-            continue  # a link that names no file (navigation, a directory): not a distribution
+        )
     return ProjectPage.build(name, _distributions(name, files))
 
 
@@ -636,6 +630,15 @@ def _distributions(name: str, files: list[DistFile]) -> list[DistFile]:
     kept = [dist for dist in files if is_dist_filename(dist.filename)]
     if len(kept) < len(files):
         left = [dist.filename for dist in files if not is_dist_filename(dist.filename)]
+        # a name with a path in it is no index's mistake of form: said louder than a directory link
+        paths = [filename for filename in left if "/" in filename or "\\" in filename]
+        if paths:
+            logger.warning(
+                "left %d files off the page of %r, their names hold a path: %s",
+                len(paths),
+                name,
+                _some(paths),
+            )
         logger.debug(
             "left %d links off the page of %r, not named as a distribution is: %s",
             len(left), name, _some(left),
@@ -677,6 +680,17 @@ def _feed(parser: _LinkParser, text: str | None, rest: Iterator[str], base_url: 
         for _ in rest:  # the rest read first, as by a read of the whole body
             pass
         raise UpstreamError(f"upstream page {base_url} is not valid HTML: {exc}") from None
+
+
+def _fragment_hashes(fragment: str) -> Mapping[str, str]:
+    """The hash of a link's fragment, read as pip reads it: the first ``<algorithm>=<digest>`` of
+    an algorithm that can be checked among its ``&``-separated parts (``egg=x&sha256=...``)."""
+    for part in fragment.split("&"):
+        algorithm, _, digest = part.partition("=")
+        algorithm = algorithm.lower()
+        if digest and _checkable(algorithm):
+            return Hashes(algorithm, digest.lower())
+    return NO_HASHES
 
 
 def _html_metadata(value: str) -> Mapping[str, str] | None:
