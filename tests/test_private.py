@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from nestegg_core import Mirror
 from nestegg_core.config.config import SourceBuild
 from nestegg_core.simple.patterns import normalize_pattern
+from nestegg_core.storage import private
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.testing import find_uv, installer_env, make_venv
 from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
@@ -204,3 +207,62 @@ def test_pip_and_uv_only_see_private_versions(
     assert faults.count(prefix="/simple/shared-name") == 0
     assert faults.count(prefix="/simple/reserved-name") == 0
     assert faults.count(prefix="/files/") == 0
+
+
+# a publish cut short -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["copy_atomic", "rename_folder_below"])
+def test_a_publish_cut_short_leaves_a_new_name_public_and_its_leftovers_are_swept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A kill between the first write and the last: the upload was never answered, so the name
+    must not turn private with no file (it hid the upstream's project for good)."""
+    store = PrivateStore(tmp_path / "nest" / "private")
+    path = make_wheel(PackageSpec(name="new-name", version="1.0"), tmp_path / "dists")
+
+    def killed(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt  # no clean-up runs, as after a kill -9
+
+    monkeypatch.setattr(private, where, killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.add(path)
+    name = NormalizedName("new-name")
+    assert not store.is_private(name)
+    assert (store.page(name), store.names(), store.emptied()) == (None, [], [])
+    assert store.protected(["new-name"]) == frozenset()
+    (aside,) = [p for p in store.root.iterdir() if p.name.startswith(".new-")]
+    assert aside.name.startswith(".new-new-name.")
+    # swept once untouched long enough, not before
+    assert store.sweep(time.time() - 3600) == 0
+    assert aside.exists()
+    assert store.sweep(time.time() + 1) >= 1
+    assert not aside.exists()
+    monkeypatch.undo()
+    assert store.add(path)[1]
+    assert store.is_private(name)
+    assert [d.filename for d in store.page(name).files] == [path.name]  # type: ignore[union-attr]
+
+
+def test_a_published_file_is_on_the_disk_before_the_upload_is_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store holds the only copy: its file, metadata, record and their names are synced."""
+    store = PrivateStore(tmp_path / "nest" / "private")
+    synced: list[str] = []
+    fsync = private.os.fsync
+
+    def noted(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(private.os, "fsync", noted)
+    path = make_wheel(PackageSpec(name="durable", version="1.0"), tmp_path / "dists")
+    store.add(path)
+    folder = store.root / "durable"
+    names = {Path(p).name for p in synced if not Path(p).name.endswith(".tmp")}
+    # the new name's folder is synced as it is filled, aside, and the store's once it is renamed in
+    assert {path.name, "private"} <= names, synced
+    assert any(name.startswith(".new-durable.") for name in names), synced
+    assert sum(".metadata." in p or ".json." in p for p in synced) == 2, synced  # before their renames
+    assert folder.is_dir()

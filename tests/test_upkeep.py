@@ -26,10 +26,11 @@ from nestegg_core import Mirror
 from nestegg_core.cli import main
 from nestegg_core.config.sizes import parse_size
 from nestegg_core.simple.models import DistFile
+from nestegg_core.storage.private import UPLOADS, PrivateStore
 from nestegg_core.storage.store import CacheStore
 from nestegg_core.storage.usage import USED_RESOLUTION, SizeLimit, cached_files, mark_used, prune
 from nestegg_core.testing import installer_env
-from nestegg_core.testing.dists import PackageSpec, make_sdist
+from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory
@@ -197,6 +198,31 @@ def test_prune_leaves_a_file_being_downloaded_and_removes_old_leftovers(
     assert not old_tmp.exists()
     assert in_progress.exists()
     assert new_tmp.exists()
+
+
+def test_prune_removes_what_crashes_left_of_uploads_and_keeps_what_is_young_or_published(
+    tmp_path: Path, upstream: PrivateIndex
+) -> None:
+    nest = tmp_path / "nest"
+    store = PrivateStore(nest / "private")
+    wheel = make_wheel(PackageSpec(name="mine", version="1.0"), tmp_path / "dists")
+    store.add(wheel)
+    uploads = nest / UPLOADS
+    uploads.mkdir(parents=True)
+    received = [uploads / ".upload-old.whl", uploads / ".upload-new.whl"]
+    half = [store.root / "mine" / f".{wheel.name}.metadata.old.tmp", store.root / "mine" / ".x.json.new.tmp"]
+    aside = store.root / ".new-other.123.abcd"
+    aside.mkdir()
+    (aside / "other-1.0.tar.gz").write_bytes(b"x")
+    old = time.time() - 2 * DAY
+    for path in (*received, *half):
+        path.write_bytes(b"x" * 1000)
+    for path in (received[0], half[0], aside):
+        os.utime(path, (old, old))
+    assert cli(tmp_path, upstream, "prune", "--older-than", "30") == 0
+    assert [p.exists() for p in (*received, *half, aside)] == [False, True, False, True, False]
+    assert store.page(NormalizedName("mine")) is not None
+    assert wheel.name in {p.name for p in (store.root / "mine").iterdir()}
 
 
 def test_prune_command_line(

@@ -22,6 +22,7 @@ from nestegg_core.http.middleware import AccessLog, CountBytes
 from nestegg_core.http.types import Environ, ReadGuard, Service, StartResponse, WSGIApp
 from nestegg_core.http.uploads import UploadHandler
 from nestegg_core.index.repository import Repository
+from nestegg_core.storage.private import UPLOADS
 
 if TYPE_CHECKING:
     from nestegg_core.ui.web import WebUI
@@ -56,7 +57,7 @@ def compose(config: Config, *, repository: Repository | None = None) -> Composit
     upload = UploadHandler(
         repository.private,
         credentials=credentials,
-        tmp_dir=config.nestegg_dir / "tmp" / "uploads",
+        tmp_dir=config.nestegg_dir / UPLOADS,
         max_size=config.max_upload_size,
         nest=config.nestegg_dir,
     )

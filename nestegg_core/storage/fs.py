@@ -328,6 +328,50 @@ def rename_below(root: Path, source: Path, target: Path) -> None:
         os.replace(source.name, target.name, src_dir_fd=folder, dst_dir_fd=folder)
 
 
+def rename_folder_below(root: Path, source: Path, target: Path) -> None:
+    """Rename the folder ``source`` to ``target``, a name not taken, in their one folder, reached
+    without following a link; a ``source`` that is no folder (a link swapped in) is refused."""
+    if not _BY_FD:
+        os.rename(source, target)
+        return
+    with folder_of(root, target) as folder:
+        if not stat.S_ISDIR(os.stat(source.name, dir_fd=folder, follow_symlinks=False).st_mode):
+            raise refused(source, "folder")
+        os.rename(source.name, target.name, src_dir_fd=folder, dst_dir_fd=folder)
+
+
+def sync_file(path: Path) -> None:
+    """Write what the system holds of the file at ``path`` to the disk (its data, not its name)."""
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_folder(root: Path, folder: Path) -> None:
+    """Write the names of ``folder`` below ``root`` to the disk (a rename into it lasts a power cut)."""
+    fd = open_folder(root, folder) if _BY_FD else os.open(folder, os.O_RDONLY | _CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_folder_below(root: Path, folder: Path) -> int:
+    """Remove ``folder`` below ``root`` and the regular files in it, reached without following a
+    link; returns how many files went. One that holds anything else stays (with what it holds)."""
+    removed = 0
+    with scan_below(root, folder) as entries:
+        names = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+    for name in names:
+        with contextlib.suppress(OSError, UnsafePath):
+            removed += unlink_below(root, folder / name)
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)
+    return removed
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

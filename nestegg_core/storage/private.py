@@ -5,6 +5,7 @@ Layout under ``<nestegg dir>/private``::
     <name>/<filename>            the distribution file
     <name>/<filename>.json       its record (hashes, size, upload time, requires-python, yanked)
     <name>/<filename>.metadata   its core metadata (wheels), served as PEP 658 metadata
+    .new-<name>.<pid>.<random>   a new name's folder while its first file is written into it
     .generation                  new bytes after every change of a project (``generation``)
 """
 
@@ -17,6 +18,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import threading
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -24,6 +26,7 @@ from functools import partial
 from pathlib import Path
 
 from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
 from nestegg_core.errors import InsufficientStorage, NotFound, UnsafePath, UploadError, disk_full
 from nestegg_core.simple.distmeta import metadata_fields, metadata_of, parse_dist_filename
@@ -44,8 +47,12 @@ from .fs import (
     is_regular,
     make_folder,
     open_read,
+    remove_folder_below,
+    rename_folder_below,
     scan_below,
     sha256_file,
+    sync_file,
+    sync_folder,
     unlink_below,
     write_atomic,
 )
@@ -54,6 +61,11 @@ from .locks import FileLock
 from .store import check_filename
 
 logger = logging.getLogger(__name__)
+
+#: where uploads are received, in the nest, before they are published
+UPLOADS = Path("tmp", "uploads")
+#: the start of the name of a new project's folder while it is filled, in the private store
+STAGED = ".new-"
 
 
 class PrivateStore:
@@ -161,7 +173,9 @@ class PrivateStore:
         (a source build of a branch that moved is a new build of the same version). A full disk
         is :class:`InsufficientStorage`, with nothing of the file left behind.
         """
-        filename = check_filename(filename or path.name)
+        filename = filename or path.name
+        parse_dist_filename(filename)  # UploadError, saying what is wrong with the name
+        filename = check_filename(filename)
         try:
             return self._add(path, filename, move=move, replace=replace)
         except OSError as exc:
@@ -197,48 +211,8 @@ class PrivateStore:
                         f"File already exists: {filename!r} is the same distribution as {twin.filename!r}, "
                         "with other contents; use a new version"
                     )
-            metadata = metadata_of(path, filename)  # ArchiveError past a bound or of another kind
-            if metadata is None:  # the sdist format has PKG-INFO at <name>-<version>/PKG-INFO
-                where = "*.dist-info/METADATA" if filename.endswith(".whl") else "<name>-<version>/PKG-INFO"
-                raise UploadError(f"{filename!r} has no metadata: no {where} in it")
-            fields = metadata_fields(metadata)
-            meta_name, meta_version = ((fields.get(key) or [""])[0] for key in ("name", "version"))
-            if not (meta_name and meta_version):
-                raise UploadError(f"{filename!r} holds metadata without a Name and a Version")
-            if canonicalize_name(meta_name) != name:
-                raise UploadError(f"{filename!r} holds metadata of project {_cut(meta_name)!r}")
-            # compared as versions: 1.0 in the filename is the 1.0.0 of its metadata
-            if parse_version(meta_version) != version:
-                raise UploadError(
-                    f"{filename!r} holds metadata of version {_cut(meta_version)!r}, "
-                    f"not {str(version)!r} as its filename says"
-                )
-            requires_python = next(iter(fields.get("requires-python", [])), None)
-            if requires_python is not None and parse_specifier(requires_python) is None:
-                raise UploadError(f"{filename!r} has an invalid Requires-Python {_cut(requires_python)!r}")
-            record = DistFile(
-                filename=filename,
-                hashes={"sha256": sha256},
-                requires_python=requires_python,
-                size=path.stat().st_size,
-                upload_time=format_time(datetime.now(timezone.utc)),
-                origin="private",
-            )
-            # only now, every check passed: the folder's existence makes the name private for good
-            made = not os.path.lexists(folder)
-            try:
-                make_folder(self.nest, folder)
-                self.generation.advance()
-                if filename.endswith(".whl"):
-                    write_atomic(folder / f"{filename}.metadata", metadata, root=self.nest)
-                    record = record.with_changes(
-                        core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()}
-                    )
-                copy_atomic(path, target, move=move, root=self.nest)
-                self._write_record(name, record)
-            except (OSError, UnsafePath):
-                self._undo(name, filename, folder_made=made)
-                raise
+            record, metadata = _checked(path, filename, name, version, sha256)
+            self._publish(name, path, record, metadata, move=move)
         logger.info("published %s/%s (version %s)", name, filename, version)
         return record, True
 
@@ -262,18 +236,72 @@ class PrivateStore:
                 unlink_below(self.nest, folder / f"{filename}{suffix}")
             self._changed(name)
 
-    def _undo(self, name: str, filename: str, *, folder_made: bool) -> None:
-        """Take back what a failed :meth:`add` wrote: the file, its record and metadata (the file
-        it replaced is gone too: no record outlives its file), and the folder it made, which would
-        make the name private with no file."""
+    def _publish(self, name: str, path: Path, record: DistFile, metadata: bytes, *, move: bool) -> None:
+        """Write the checked file: every check passed, and the folder's existence makes the name
+        private for good. A new name's folder is filled aside and renamed in whole, so a crash
+        leaves no name private without a file, which no upload was answered for."""
+        folder = self.root / name
+        if os.path.lexists(folder):
+            try:
+                self._write(folder, path, record, metadata, move=move)
+            except (OSError, UnsafePath):
+                self._undo(name, record.filename)
+                raise
+        else:
+            aside = self.root / f"{STAGED}{name}.{os.getpid()}.{secrets.token_hex(4)}"
+            try:
+                self._write(aside, path, record, metadata, move=move)
+                rename_folder_below(self.nest, aside, folder)
+                sync_folder(self.nest, self.root)
+            except (OSError, UnsafePath):
+                remove_folder_below(self.nest, aside)
+                raise
+        self._changed(name)
+
+    def _write(self, folder: Path, path: Path, record: DistFile, metadata: bytes, *, move: bool) -> None:
+        """The file of ``record``, its metadata (a wheel's) and the record, written into ``folder``
+        to the disk: the store holds the only copy, and an upload is answered once it is written."""
+        make_folder(self.nest, folder)
+        if record.core_metadata is not None:
+            write_atomic(folder / f"{record.filename}.metadata", metadata, durable=True, root=self.nest)
+        copy_atomic(path, folder / record.filename, move=move, root=self.nest)
+        sync_file(folder / record.filename)
+        data = json.dumps(record.to_json(), separators=(",", ":")).encode()
+        write_atomic(folder / f"{record.filename}.json", data, durable=True, root=self.nest)
+        sync_folder(self.nest, folder)
+
+    def _undo(self, name: str, filename: str) -> None:
+        """Take back what a failed :meth:`add` wrote into a folder that was there: the file, its
+        record and metadata (the file it replaced is gone too: no record outlives its file)."""
         folder = self.root / name
         for suffix in (".json", ".metadata", ""):
             with contextlib.suppress(OSError, UnsafePath):
                 unlink_below(self.nest, folder / f"{filename}{suffix}")
-        if folder_made:
-            with contextlib.suppress(OSError):
-                os.rmdir(folder)  # only if empty: another file may have come meanwhile
         self._changed(name)
+
+    def emptied(self) -> list[str]:
+        """The names that stay private with no file left (each was removed): a folder and no record."""
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(
+                entry.name for entry in os.scandir(self.root)
+                if entry.is_dir(follow_symlinks=False) and is_normalized(entry.name)
+                and not self._filenames(entry.name)
+            )  # fmt: skip
+        return []
+
+    def sweep(self, before: float) -> int:
+        """Remove what crashes left, untouched since ``before`` (a time): folders of new names
+        filled aside, temporary files in the projects' folders, and uploads received (``UPLOADS``
+        in the nest). Returns how many files went."""
+        removed = 0
+        with scan_below(self.nest, self.root) as entries:
+            folders = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+        for folder in folders:
+            if folder.startswith(STAGED) and _untouched(self.root / folder, before):
+                removed += remove_folder_below(self.nest, self.root / folder)
+            elif is_normalized(folder):
+                removed += _remove_old(self.nest, self.root / folder, before, ".tmp")
+        return removed + _remove_old(self.nest, self.nest / UPLOADS, before, "")
 
     def lock(self, name: NormalizedName) -> FileLock:
         path = self.root / ".locks" / f"{name}.lock"
@@ -348,6 +376,67 @@ class PrivateStore:
         with self._lock:
             self._pages.pop(name, None)
         self.generation.advance()
+
+
+def _checked(path: Path, filename: str, name: str, version: Version, sha256: str) -> tuple[DistFile, bytes]:
+    """The record of the file at ``path`` and its metadata, once its metadata says it is the
+    release its filename says; :class:`UploadError` otherwise."""
+    metadata = metadata_of(path, filename)  # ArchiveError past a bound or of another kind
+    if metadata is None:
+        where = (
+            "a wheel holds one *.dist-info/METADATA, and it has none or more than one"
+            if filename.endswith(".whl")
+            else "no PKG-INFO in a top-level folder, where an sdist has it (<name>-<version>/PKG-INFO)"
+        )
+        raise UploadError(f"{filename!r} has no metadata: {where}")
+    fields = metadata_fields(metadata)
+    meta_name, meta_version = ((fields.get(key) or [""])[0] for key in ("name", "version"))
+    if not (meta_name and meta_version):
+        raise UploadError(f"{filename!r} holds metadata without a Name and a Version")
+    if canonicalize_name(meta_name) != name:
+        raise UploadError(f"{filename!r} holds metadata of project {_cut(meta_name)!r}")
+    # compared as versions: 1.0 in the filename is the 1.0.0 of its metadata
+    if parse_version(meta_version) != version:
+        raise UploadError(
+            f"{filename!r} holds metadata of version {_cut(meta_version)!r}, "
+            f"not {str(version)!r} as its filename says"
+        )
+    requires_python = next(iter(fields.get("requires-python", [])), None)
+    if requires_python is not None and parse_specifier(requires_python) is None:
+        raise UploadError(f"{filename!r} has an invalid Requires-Python {_cut(requires_python)!r}")
+    record = DistFile(
+        filename=filename,
+        hashes={"sha256": sha256},
+        requires_python=requires_python,
+        size=path.stat().st_size,
+        upload_time=format_time(datetime.now(timezone.utc)),
+        origin="private",
+        core_metadata={"sha256": hashlib.sha256(metadata).hexdigest()} if filename.endswith(".whl") else None,
+    )
+    return record, metadata
+
+
+def _untouched(path: Path, before: float) -> bool:
+    try:
+        return os.lstat(path).st_mtime < before
+    except OSError:
+        return False
+
+
+def _remove_old(root: Path, folder: Path, before: float, suffix: str) -> int:
+    """Remove the regular files of ``folder`` whose names start with a dot and end with
+    ``suffix``, untouched since ``before``."""
+    removed = 0
+    with scan_below(root, folder) as entries:
+        old = [
+            e.name for e in entries
+            if e.name.startswith(".") and e.name.endswith(suffix) and e.is_file(follow_symlinks=False)
+            and e.stat(follow_symlinks=False).st_mtime < before
+        ]  # fmt: skip
+    for name in old:
+        with contextlib.suppress(OSError, UnsafePath):
+            removed += unlink_below(root, folder / name)
+    return removed
 
 
 def _identity(filename: str) -> tuple[object, ...]:

@@ -28,6 +28,7 @@ from nestegg_core.simple.models import DistFile, is_dist_filename, is_normalized
 from .fs import make_folder, scan_below, unlink_below
 from .locks import FileLock, LockTimeout
 from .pagefiles import RenderedPages
+from .private import PrivateStore
 from .store import CHANGED, CacheStore
 
 logger = logging.getLogger(__name__)
@@ -168,6 +169,8 @@ def prune(
         for store in nest_stores(root):
             leftovers += _remove_leftovers(store, now)
             renderings += sweep_renderings(store, now)
+        # what crashes left of uploads and of files being published; the published ones stay
+        leftovers += PrivateStore(root / "private", nest=root).sweep(now - STALE_AFTER)
     if removed and not dry_run:
         logger.info("pruned %d cached files (%d bytes)", len(removed), sum(f.size for f in removed))
     return PruneResult(
