@@ -75,6 +75,22 @@ def test_remove(nest: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert left == [wheel, f"{wheel}.json", f"{wheel}.metadata"]
 
 
+def test_a_name_whose_files_were_all_removed_is_listed_and_said_to_stay_private(
+    nest: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert nestegg(nest, "remove", "other", "--version", "0.1") == 0
+    capsys.readouterr()
+    assert PrivateStore(nest / "private").is_private(NormalizedName("other"))  # as the server says
+    assert nestegg(nest, "list") == 0
+    assert capsys.readouterr().out == "my-lib  1.0, 2.0\nother  (no files left; the name stays private)\n"
+    for argv in (["list", "Other"], ["remove", "other", "--version", "0.1"]):
+        assert nestegg(nest, *argv) == 2
+        assert capsys.readouterr().err == (
+            "error: private project 'Other' has no files left: each was removed, and the name stays private "
+            f"(remove the folder {nest / 'private' / 'other'} to let the upstream answer for it)\n"
+        ).replace("'Other'", f"'{argv[1]}'")
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -134,6 +134,8 @@ def list_private(store: PrivateStore, name: str | None, config: Config | None = 
             if page is not None:
                 versions = sorted({d.version for d in page.files if d.version}, key=Version)
                 print(f"{project}  {', '.join(versions)}")
+        for project in store.emptied():
+            print(f"{project}  (no files left; the name stays private)")
         for upstream in upstreams:
             print(f"{', '.join(upstream.projects)}  from {without_credentials(upstream.url)}")
         return 0
@@ -143,11 +145,21 @@ def list_private(store: PrivateStore, name: str | None, config: Config | None = 
         routed = next((u for u in upstreams if NamePatterns(u.projects).matches(normalized)), None)
         if routed is not None and not store.is_private(normalized):
             raise NotFound(f"{name!r} is no private project: it comes from {without_credentials(routed.url)}")
-        raise NotFound(f"no private project {name!r}")
+        raise _missing(store, name)
     for dist in page.files:
         yanked = "" if dist.yanked is None else f"  yanked{': ' + dist.yanked if dist.yanked else ''}"
         print(f"{dist.filename}  {dist.size} bytes  {dist.upload_time}{yanked}")
     return 0
+
+
+def _missing(store: PrivateStore, name: str) -> NotFound:
+    normalized = canonicalize_name(name)
+    if normalized in store.emptied():
+        return NotFound(
+            f"private project {name!r} has no files left: each was removed, and the name stays private "
+            f"(remove the folder {store.root / normalized} to let the upstream answer for it)"
+        )
+    return NotFound(f"no private project {name!r}")
 
 
 def _targets(store: PrivateStore, name: str, filename: str | None, version: str | None) -> list[DistFile]:
@@ -155,7 +167,7 @@ def _targets(store: PrivateStore, name: str, filename: str | None, version: str 
         raise NesteggError("name either a FILENAME or --version V")
     page = store.page(canonicalize_name(name))
     if page is None:
-        raise NotFound(f"no private project {name!r}")
+        raise _missing(store, name)
     if filename is not None:
         dist = page.file(filename)
         if dist is None:
