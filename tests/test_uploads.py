@@ -198,6 +198,11 @@ def test_no_credentials_file_means_no_uploads(make_mirror: MirrorFactory, dists:
         ("up_pkg-2.0-py3-none-any.whl", {}, "does not match project 'up-pkg' version '1.0'"),
         ("up_pkg-1.0.exe", {}, "invalid distribution filename 'up_pkg-1.0.exe'"),
         ("up-pkg-1.0-py3-none-any.whl", {}, "invalid distribution filename"),
+        # tags packaging reads as any text between the dashes: pip would find no wheel in them
+        ("up_pkg-1.0-py3-none-any .whl", {}, "its tags 'py3-none-any ' are not made of letters, digits"),
+        ("up_pkg-1.0-py3-none-any#x.whl", {}, "its tags 'py3-none-any#x' are not made of letters, digits"),
+        ("up_pkg-1.0-py3-none-" + "x" * 210 + ".whl", {}, ": 234 characters, over the 224 nestegg stores"),
+        ("up_pkg-1.0.tar.bz2", {}, "expected a wheel (.whl) or an sdist (.tar.gz or .zip)"),
         (None, {"sha256_digest": "0" * 64}, "sha256_digest '000"),
         (None, {"blake2_256_digest": "f" * 64}, "blake2_256_digest 'fff"),
         (None, {"md5_digest": "abc"}, "md5_digest 'abc' does not match"),
@@ -246,6 +251,9 @@ def test_too_large(make_mirror: MirrorFactory, users: Path, dists: Path) -> None
          "malformed multipart/form-data body"),
         ("multipart/form-data; boundary=xyz", b"garbage", "malformed multipart/form-data body"),
         ("multipart/form-data; boundary=xyz", b"--xyz--\r\n", "unsupported :action None"),
+        ("multipart/form-data; boundary=xyz",
+         b"--xyz\r\nContent-Disposition: form-data; name=\"content\"\r\n\r\n\xff\xfe\r\n--xyz--\r\n",
+         "the 'content' field has no filename: send the distribution as a file"),
     ],
 )  # fmt: skip
 def test_malformed_bodies(server: Mirror, content_type: str, body: bytes, message: str) -> None:

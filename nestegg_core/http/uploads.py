@@ -148,7 +148,8 @@ class UploadHandler:
         file_name, file_version = parse_dist_filename(filename)
         if file_name != name or file_version != version:
             raise UploadError(
-                f"filename {filename!r} does not match project {raw_name!r} version {raw_version!r}"
+                f"filename {filename!r} does not match project {raw_name!r} version {raw_version!r}, "
+                "as sent with it (twine and uv send those of the file's metadata)"
             )
         filetype = form.get("filetype")
         kind = "bdist_wheel" if filename.endswith(".whl") else "sdist"
@@ -253,7 +254,9 @@ class _FormReader:
 
     def _start(self, segment: Any) -> None:
         self._name = segment.name or ""
-        if self._name == "content" and segment.filename is not None:
+        if self._name == "content" and segment.filename is None:
+            raise UploadError("the 'content' field has no filename: send the distribution as a file")
+        if self._name == "content":
             if self.form.path is not None:
                 raise UploadError("more than one 'content' file in the upload")
             # the store reads metadata by the kind of file its name says

@@ -13,6 +13,7 @@ import contextlib
 import gzip
 import io
 import os
+import re
 import struct
 import tarfile
 import zlib
@@ -28,7 +29,7 @@ from packaging.version import Version
 
 from nestegg_core.errors import ArchiveError, UploadError
 
-from .models import MAX_VERSION, has_unreadable_version
+from .models import MAX_FILENAME, MAX_VERSION, has_unreadable_version
 
 _MAX_METADATA = 10 * 1024 * 1024
 #: the most members a zip may list (a scan takes about 1 us each): the largest real wheels hold
@@ -43,7 +44,6 @@ MAX_UNPACKED = 2 * 1024 * 1024 * 1024
 #: the most bytes of headers one tar member may have (pax and GNU records, sparse maps)
 _MAX_TAR_HEADER = 1024 * 1024
 _PIECE = 1024 * 1024
-_MAX_FILENAME = 255
 
 
 def parse_dist_filename(filename: str) -> tuple[NormalizedName, Version]:
@@ -55,17 +55,30 @@ def parse_dist_filename(filename: str) -> tuple[NormalizedName, Version]:
         raise UploadError(
             f"invalid distribution filename {_cut(filename)!r}: its version is over {MAX_VERSION} characters"
         )
+    if len(filename) > MAX_FILENAME:
+        raise UploadError(
+            f"invalid distribution filename {_cut(filename)!r}: {len(filename)} characters, "
+            f"over the {MAX_FILENAME} nestegg stores"
+        )
     try:
         if filename.endswith(".whl"):
             name, version, _, _ = parse_wheel_filename(filename)
+            # packaging reads any text between the dashes as tags: pip would find no wheel in it
+            tags = filename[: -len(".whl")].rsplit("-", 3)[1:]
+            if not all(_TAG.fullmatch(tag) for tag in tags):
+                raise ValueError(f"its tags {'-'.join(tags)!r} are not made of letters, digits, '_' and '.'")
             return name, version
         if filename.endswith((".tar.gz", ".zip")):
             return parse_sdist_filename(filename)
     except ValueError as exc:  # packaging's Invalid*Filename, InvalidVersion, a huge build number
         raise UploadError(f"invalid distribution filename {_cut(filename)!r}: {_cut(str(exc))}") from None
     raise UploadError(
-        f"invalid distribution filename {filename!r}: expected a wheel (.whl) or sdist (.tar.gz)"
+        f"invalid distribution filename {filename!r}: expected a wheel (.whl) or an sdist (.tar.gz or .zip)"
     )
+
+
+#: a wheel's python, abi or platform tag: a set of tags, each of letters, digits and '_', joined by '.'
+_TAG = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
 
 
 def _cut(text: str) -> str:
@@ -139,7 +152,7 @@ def _opened(path: Path | BinaryIO) -> Iterator[BinaryIO]:
 
 def _names(folder: str, release: tuple[NormalizedName, Version] | None) -> bool:
     """Whether ``folder`` is the ``<name>-<version>`` of ``release`` (in any spelling)."""
-    if release is None or len(folder) > _MAX_FILENAME:
+    if release is None or len(folder) > MAX_FILENAME:
         return False
     try:
         return parse_sdist_filename(f"{folder}.tar.gz") == release

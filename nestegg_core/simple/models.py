@@ -44,7 +44,9 @@ DIST_SUFFIXES = (
     ".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar.xz", ".tar", ".egg", ".exe", ".msi", ".rpm",
     ".dmg", ".deb", ".tbz", ".txz", ".tlz", ".tar.lz", ".tar.lzma", ".tar.z",
 )  # fmt: skip
-_MAX_FILENAME = 255
+#: the longest filename a store takes: its longest sidecar's temporary file
+#: (``.<filename>.metadata.checked.<8 letters>.tmp``) within the 255 bytes a filesystem allows a name
+MAX_FILENAME = 255 - 31
 
 
 def is_dist_filename(filename: str) -> bool:
@@ -54,7 +56,7 @@ def is_dist_filename(filename: str) -> bool:
     name once normalized). No name of a sidecar file (records, metadata, markers, part and
     temporary files) passes."""
     return (
-        0 < len(filename) <= _MAX_FILENAME
+        0 < len(filename) <= MAX_FILENAME
         and filename.isascii()
         and filename.isprintable()
         and (filename.endswith(DIST_SUFFIXES) or filename.lower().endswith(DIST_SUFFIXES))
