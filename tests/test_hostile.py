@@ -2096,6 +2096,8 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         (["--index-url", "ftp://user:s3cr3t@host/simple/", "serve"], "--index-url"),
         (["--index-url", "https://tok3n-s3cr3t@/simple/", "serve"], "--index-url"),
         (["serve", "--host", "no such host.invalid", "--port", "0"], "cannot listen"),
+        # packaging's message goes on with a caret under the fault
+        (["export", "out", "--project", "foo>>1"], "'foo>>1' is not a project name or requirement: Expected"),
     ],
 )
 @pytest.mark.usefixtures("cli")

@@ -129,7 +129,9 @@ def _project_files(
     try:
         requirement = Requirement(spec)
     except InvalidRequirement as exc:
-        raise NesteggError(f"{spec!r} is not a project name or requirement: {exc}") from None
+        # packaging's message goes on with the spec and a caret under the fault: its first line says it
+        first = str(exc).splitlines()[0]
+        raise NesteggError(f"{spec!r} is not a project name or requirement: {first}") from None
     if parse_specifier(str(requirement.specifier)) is None:  # packaging reads its versions only when used
         raise NesteggError(f"{spec!r} is not a project name or requirement: unreadable version")
     name = canonicalize_name(requirement.name)
