@@ -33,6 +33,7 @@ from nestegg_core.cli import main
 from nestegg_core.cli.export import export
 from nestegg_core.config import credentials as credentials_module
 from nestegg_core.config.credentials import NOT_A_TOKEN, Credentials, set_password
+from nestegg_core.errors import NesteggError
 from nestegg_core.index import repository
 from nestegg_core.index.downloads import AHEAD_AT_ONCE
 from nestegg_core.serve import _waitress
@@ -2153,6 +2154,10 @@ def test_loopback_unless_told_and_a_warning_for_a_public_bind(caplog: pytest.Log
     assert record.levelno == logging.WARNING
     assert "0.0.0.0" in record.getMessage()  # noqa: S104 - a string, not a bind
     assert "uploads are off" in record.getMessage()
+    caplog.clear()
+    with pytest.raises(NesteggError, match=r"cannot listen on 999\.1\.1\.1"):
+        make_server(app, Config(host="999.1.1.1", port=0))
+    assert not caplog.records  # no word of listening where it could not
 
 
 SECRET = "s3cr3t-Pa55"  # noqa: S105 - the secret a test makes sure never shows

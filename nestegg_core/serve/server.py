@@ -159,12 +159,6 @@ def make_server(
     ``gate`` is asked before the body of each request is read: whether to read it, and how much;
     ``on_quiet`` is called whenever the clients are gone (see ``_waitress.Clients``).
     """
-    if not is_loopback(config.host):
-        logger.warning(
-            "listening on %s: every machine that reaches it can use this mirror%s",
-            config.host,
-            "" if config.credentials_file else " (and uploads are off without a credentials file)",
-        )
     # waitress starts its workers before it binds: made here, so that a failed bind can stop them
     # a thread for every connection at most, should each wait on a slow client or upstream
     dispatcher = _waitress.PacedDispatcher(extra=max(0, CONNECTION_LIMIT - config.threads))
@@ -206,6 +200,12 @@ def make_server(
                 f"cannot listen on {where}: the port is in use (choose another with --port)"
             ) from None
         raise NesteggError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    if not is_loopback(config.host):  # once it listens: a host it cannot listen on is only an error
+        logger.warning(
+            "listening on %s: every machine that reaches it can use this mirror%s",
+            config.host,
+            "" if config.credentials_file else " (and uploads are off without a credentials file)",
+        )
     return server
 
 
