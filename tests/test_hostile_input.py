@@ -233,8 +233,8 @@ def test_huge_numbers_in_requires_python_and_wheel_tags_under_compatible_only(
         url = index.server.url(f"/files/{filename}")
         index.extra.append({"filename": filename, "url": url, "hashes": {}, "requires-python": spec})
     unreadable = ["pkg-0.0.tar.gz", "pkg-0.1.tar.gz", "pkg-0.2.tar.gz"]
-    # numbers in tags as long as a filename allows (255 characters): no Python, no glibc has them
-    digits = "1" * 200
+    # numbers in tags as long as a filename allows (MAX_FILENAME): no Python, no glibc has them
+    digits = "1" * 180
     newer = [
         f"pkg-1.0-cp3{digits}-none-any.whl",  # a Python minor
         f"pkg-1.0-py3-none-manylinux_{digits}_17_x86_64.whl",  # a glibc major
@@ -789,7 +789,9 @@ def twine_upload(server: Mirror, path: Path) -> subprocess.CompletedProcess[str]
 
 
 PKG_INFO = b"Metadata-Version: 2.1\nName: up-pkg\nVersion: 1.0\n"
-NO_PKG_INFO = "has no metadata: no <name>-<version>/PKG-INFO in it"
+NO_PKG_INFO = (
+    "has no metadata: no PKG-INFO in a top-level folder, where an sdist has it (<name>-<version>/PKG-INFO)"
+)
 NO_VERSION = PKG_INFO.replace(b"Version: 1.0", b"")
 ANOTHER_FIRST = {"other-1.0/PKG-INFO": PKG_INFO, "up_pkg-1.0/PKG-INFO": PKG_INFO.replace(b"1.0", b"6.6")}
 
