@@ -10,6 +10,7 @@ import types
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -19,9 +20,11 @@ from nestegg_core.config.config import Upstream
 from nestegg_core.http.types import WSGIApp
 from nestegg_core.index.logins import index_credentials
 from nestegg_core.index.upstream import HttpFetcher
+from nestegg_core.serve.server import describe
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults
+from .loopback import refused_url
 
 SECRET = "S3cret-of-the-internal-index"  # noqa: S105 - the test's own
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
@@ -139,6 +142,28 @@ def test_credentials_reach_the_routed_index_only_and_are_shown_nowhere(
         bodies.append(down.content + down.reason.encode())
     assert_only_its_origin(internal_faults, faults)
     assert_kept_secret(tmp_path, bodies, "\n".join(r.getMessage() for r in caplog.records))
+
+
+@pytest.mark.parametrize(
+    ("login", "masked"),
+    [(f"{SECRET}@", "***@"), (f"{SECRET}:@", "***@"), (f"alice:{SECRET}@", "alice:***@")],
+    ids=["token", "token-colon", "password"],
+)
+def test_an_index_that_cannot_be_reached_is_named_without_its_credentials(
+    tmp_path: Path, upstream: PrivateIndex, caplog: pytest.LogCaptureFixture, login: str, masked: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = refused_url().replace("http://", f"http://{login}")
+    shown_as = f"http://{masked}127.0.0.1:{urlsplit(url).port}/simple/"
+    with mirror_of(tmp_path, upstream, url) as mirror:
+        down = requests.get(f"{mirror.index_url}acme-x/", timeout=10)
+    assert down.status_code == 410  # the cache has nothing for it: pip and uv go on at once
+    assert shown_as in down.reason
+    with Mirror(Config(nestegg_dir=tmp_path / "default", port=0, index_url=url)) as default:
+        serving = describe(default)  # the line the server starts with
+    assert f"upstream {shown_as}" in serving
+    shown = [down.reason, down.text, caplog.text, serving]
+    assert not any(SECRET in text for text in shown), shown
 
 
 def test_netrc_is_read_for_the_index_host_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
