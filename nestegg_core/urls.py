@@ -14,7 +14,8 @@ _URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", re.IGNORECASE)
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***``, fit for logs and messages.
 
-    A user name without a password is masked too: it is how tokens are passed (``https://TOKEN@example.com``).
+    A user name without a password, or with an empty one, is masked whole: it is how tokens are
+    passed (``https://TOKEN@example.com``, ``https://TOKEN:@example.com``).
     """
     try:
         parts = urlsplit(url)
@@ -25,8 +26,8 @@ def mask_url(url: str) -> str:
     userinfo, at, host = parts.netloc.rpartition("@")
     if not at:
         return url
-    user, colon, _ = userinfo.partition(":")
-    masked = f"{user}:***" if colon else "***"
+    user, _, password = userinfo.partition(":")
+    masked = f"{user}:***" if password else "***"
     return urlunsplit(parts._replace(netloc=f"{masked}@{host}"))
 
 

@@ -12,14 +12,15 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror
-from nestegg_core.http.app import MOUNT, base_url, same_machine
+from nestegg_core.http.answers import MOUNT, location
+from nestegg_core.http.app import base_url, same_machine
 from nestegg_core.index import later, repository
 from nestegg_core.index.guesses import MAX_MISSES
 from nestegg_core.index.repository import Rendered
@@ -60,6 +61,57 @@ def test_canonical_redirects(mirror: Mirror, http: requests.Session, path: str, 
     response = http.get(mirror.url + path, allow_redirects=False)
     assert response.status_code == 301
     assert response.headers["Location"] == location
+
+
+PROXY = "http://proxy.example.com/pypi"  # a front server that serves the mirror under /pypi/
+
+
+@pytest.mark.parametrize(
+    ("public_url", "path", "location"),
+    [
+        (None, "/simple/My_Pkg/?format=json", "/simple/my-pkg/?format=json"),
+        (None, "/pypi/My_Pkg/json", "/pypi/my-pkg/json"),
+        (PROXY, "/simple", "/pypi/simple/"),
+        (PROXY, "/simple/Alpha/", "/pypi/simple/alpha/"),
+        (PROXY, "/simple/alpha", "/pypi/simple/alpha/"),
+        (PROXY, "/simple/Foo_Bar/?format=x&q=a%20b", "/pypi/simple/foo-bar/?format=x&q=a%20b"),
+        (PROXY, "/pypi/Alpha/json", "/pypi/pypi/alpha/json"),
+        (PROXY, "/pypi/Alpha/1.0/json?x=1", "/pypi/pypi/alpha/1.0/json?x=1"),
+        (PROXY + "/", "/simple/Alpha/", "/pypi/simple/alpha/"),
+        ("https://proxy.example.com", "/simple/Alpha/", "/simple/alpha/"),
+    ],
+)
+def test_redirects_stay_under_the_public_urls_path_with_their_query(
+    make_mirror: MirrorFactory, http: requests.Session, public_url: str | None, path: str, location: str
+) -> None:
+    mirror = make_mirror(public_url=public_url and public_url.rstrip("/"))
+    moved = http.get(mirror.url + path, allow_redirects=False)
+    assert (moved.status_code, moved.headers["Location"]) == (301, location)
+    # a mounted index's own, under its mount
+    mounted = UpstreamMounts(mirror).index_url("http://127.0.0.1:9/other/simple/")
+    mount = mounted.removeprefix(mirror.url).removesuffix("/simple/")
+    moved = http.get(mounted.removesuffix("/simple/") + path, allow_redirects=False)
+    prefix = urlsplit(public_url or "").path.rstrip("/")
+    assert moved.headers["Location"] == prefix + mount + location.removeprefix(prefix)
+
+
+@pytest.mark.parametrize(
+    ("environ", "public_url", "path", "expected"),
+    [
+        ({}, None, "/simple/", "/simple/"),
+        ({"SCRIPT_NAME": "/mirror/"}, None, "/simple/a/", "/mirror/simple/a/"),
+        ({"SCRIPT_NAME": "/a b"}, None, "/simple/a/", "/a%20b/simple/a/"),
+        ({"SCRIPT_NAME": "/mirror"}, "https://example.com/pypi", "/simple/a/", "/pypi/simple/a/"),
+        ({"SCRIPT_NAME": "/upstreams/ab", MOUNT: "/upstreams/ab"}, None, "/ui/", "/upstreams/ab/ui/"),
+        ({"SCRIPT_NAME": "/upstreams/ab", MOUNT: "/upstreams/ab"}, "https://example.com/pypi", "/ui/",
+         "/pypi/upstreams/ab/ui/"),
+        ({}, "https://example.com", "/ui/", "/ui/"),
+        ({"QUERY_STRING": "q=a%20b&page=2"}, None, "/ui/", "/ui/?q=a%20b&page=2"),
+        ({"QUERY_STRING": 'q="<x>"\r\n'}, None, "/ui/", "/ui/?q=%22%3Cx%3E%22%0D%0A"),
+    ],
+)  # fmt: skip
+def test_location(environ: dict[str, str], public_url: str | None, path: str, expected: str) -> None:
+    assert location(environ, path, public_url) == expected
 
 
 @pytest.mark.parametrize(

@@ -193,6 +193,91 @@ def test_bad_config_is_one_line_naming_file_and_key(tmp_path: Path, text: str, m
     assert "\n" not in str(info.value)
 
 
+PASSWORD = "pw-S3CRET"  # noqa: S105 - the secrets the errors must not show
+TOKEN = "abcdefghijklmnopqrstuvwxyz-S3CRET"  # noqa: S105
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            f"nestegg:\n  upstreams:\n    url: http://u:{PASSWORD}@127.0.0.1:9/simple\n",
+            "nestegg.upstreams: expected a list, got dict {'url': 'http://u:***@127.0.0.1:9/simple'}",
+        ),
+        (
+            f"nestegg:\n  upstreams:\n    - http://u:{PASSWORD}@127.0.0.1:9/simple\n",
+            "nestegg.upstreams[0]: expected a mapping, got str 'http://u:***@127.0.0.1:9/simple'",
+        ),
+        (
+            f"nestegg:\n  upstreams:\n    - {{url: [http://{TOKEN}@127.0.0.1:9/simple], projects: [a]}}\n",
+            "nestegg.upstreams[0].url: expected a non-empty string, got list ['http://***@127.0.0.1:9/simple']",
+        ),
+        (
+            f"nestegg:\n  index_url: [http://u:{PASSWORD}@127.0.0.1:9/simple]\n",
+            "nestegg.index_url: expected a non-empty string, got list ['http://u:***@127.0.0.1:9/simple']",
+        ),
+        (  # a blank in the password: the whole string is taken as one URL
+            f"nestegg:\n  index_url: ['http://u:{PASSWORD} x@127.0.0.1:9/simple']\n",
+            "got list ['http://u:***@127.0.0.1:9/simple']",
+        ),
+        (
+            f"nestegg:\n  index_url: 'http://u:{PASSWORD}@127.0.0.1:9/sim ple'\n",
+            "nestegg.index_url: 'http://u:***@127.0.0.1:9/sim ple' is not an http(s) URL",
+        ),
+        (
+            f"nestegg:\n  public_url: 'http://u:{PASSWORD}@127.0.0.1:9/py pi'\n",
+            "nestegg.public_url: 'http://u:***@127.0.0.1:9/py pi' is not an http(s) URL",
+        ),
+        (
+            f"nestegg:\n  source_builds: [{{name: a, repo_type: git, repo_url: [https://{TOKEN}:@example.com/a]}}]\n",
+            "nestegg.source_builds[0].repo_url: expected a non-empty string, got list ['https://***@example.com/a']",
+        ),
+        (
+            f"nestegg:\n  http://u:{PASSWORD}@example.com/simple/: 1\n",
+            "nestegg.http://u:***@example.com/simple/: unknown key 'http://u:***@example.com/simple/'",
+        ),
+        # a secret setting: its type only, however it is spelled or nested
+        (f"nestegg:\n  ci_token: [{TOKEN}]\n", "nestegg.ci_token: expected a non-empty string, got list"),
+        (
+            f"nestegg:\n  ci-token: {{a: {TOKEN}}}\n",
+            "nestegg.ci-token: expected a non-empty string, got dict",
+        ),
+        (
+            f"nestegg:\n  ci_token: {PASSWORD}\n",
+            "nestegg.ci_token: expected a token of at least 16 characters, got 9",
+        ),
+        (f"nestegg:\n  - ci_token: {TOKEN}\n", "nestegg: expected a mapping, got list [{'ci_token': '***'}]"),
+        (
+            f"- nestegg: {{ci-token: {TOKEN}}}\n",
+            "top level: expected a mapping, got list [{'nestegg': {'ci-token': '***'}}]",
+        ),
+    ],
+    ids=[
+        "upstreams-a-mapping",
+        "upstream-a-string",
+        "upstream-url-a-list",
+        "index-url-a-list",
+        "password-with-a-blank",
+        "index-url-invalid",
+        "public-url-invalid",
+        "repo-url-a-list",
+        "key-a-url",
+        "ci-token-a-list",
+        "ci-token-a-mapping",
+        "ci-token-short",
+        "nestegg-a-list",
+        "document-a-list",
+    ],
+)
+def test_an_error_shows_no_secret(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "nestegg.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).endswith(message) or f"{message} " in str(info.value), str(info.value)
+    assert "S3CRET" not in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("text", "size"),
     [

@@ -1616,6 +1616,11 @@ def test_a_file_url_must_be_http(url: str) -> None:
         ("https://u:p@index.example.invalid/simple/", "https://files.example.invalid/x.whl", False),
         ("http://u:p@index.example.invalid:8080/simple/", "http://index.example.invalid:8080/x.whl", True),
         ("http://u:p@index.example.invalid:8080/simple/", "https://index.example.invalid:8080/x.whl", False),
+        # a token alone (pip sends it as the user, with an empty password), its page's URL too
+        ("https://TOKEN@index.example.invalid/simple/", "https://TOKEN@index.example.invalid/simple/", True),
+        ("https://TOKEN@index.example.invalid/simple/", "https://index.example.invalid/files/x.whl", True),
+        ("https://TOKEN@index.example.invalid/simple/", "http://index.example.invalid/files/x.whl", False),
+        ("https://TOKEN@index.example.invalid/simple/", "https://files.example.invalid/x.whl", False),
     ],
 )
 def test_the_index_credentials_go_only_to_its_own_origin(index: str, url: str, sent: bool) -> None:

@@ -23,7 +23,7 @@ from nestegg_core.testing import installer_env, make_venv
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults
-from .loopback import install_command, wait_until
+from .loopback import install_command, refused_url, wait_until
 
 
 @pytest.fixture
@@ -102,6 +102,24 @@ def test_a_routed_index_down_fails_naming_it_and_never_falls_through(
     page = requests.get(f"{routed.index_url}acme-tools/", timeout=10)
     assert page.status_code == 502
     assert internal.url.removeprefix("http://") in page.reason + page.text
+    assert asked(faults, "acme-tools") == []
+
+
+@pytest.mark.usefixtures("confused")
+def test_a_routed_index_that_cannot_be_reached_is_a_410_naming_it(
+    tmp_path: Path, upstream: PrivateIndex, faults: Faults
+) -> None:
+    unreachable = refused_url()
+    config = Config(
+        nestegg_dir=tmp_path / "nest",
+        port=0,
+        index_url=upstream.index_url,
+        upstreams=(Upstream(url=unreachable, projects=("acme-*",)),),
+    )
+    with Mirror(config) as mirror:
+        page = requests.get(f"{mirror.index_url}acme-tools/", timeout=10)
+    assert page.status_code == 410  # nothing cached, as for the default index: installers go on at once
+    assert unreachable.removeprefix("http://") in page.reason + page.text
     assert asked(faults, "acme-tools") == []
 
 

@@ -69,6 +69,24 @@ def test_root_and_prefix_redirect(mirror: Mirror, http: requests.Session) -> Non
     assert response.headers["Location"] == "/ui/project/my-pkg?here=1"
 
 
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("/", "/pypi/ui/"),
+        ("/?q=a", "/pypi/ui/?q=a"),
+        ("/ui", "/pypi/ui/"),
+        ("/ui/project/My_Pkg?here=1", "/pypi/ui/project/my-pkg?here=1"),
+        ("/ui/ci/My_Pkg", "/pypi/ui/ci/my-pkg"),
+    ],
+)
+def test_redirects_stay_under_the_public_urls_path(
+    make_mirror: MirrorFactory, http: requests.Session, path: str, location: str
+) -> None:
+    mirror = make_mirror(public_url="http://proxy.example.com/pypi")
+    response = http.get(mirror.url + path, allow_redirects=False)
+    assert (response.status_code, response.headers["Location"]) == (302, location)
+
+
 def test_home_lists_cached_and_private_projects(populated: Mirror, http: requests.Session) -> None:
     data = http.get(f"{populated.url}/ui/?format=json").json()
     rows = {row["name"]: row for row in data["projects"]}

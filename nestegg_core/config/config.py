@@ -19,7 +19,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from nestegg_core.errors import ConfigError
 from nestegg_core.simple.models import is_valid_name, parse_version
 from nestegg_core.simple.patterns import common_name, normalize_pattern, pattern_problem
-from nestegg_core.urls import mask_url, normalize_index_url
+from nestegg_core.urls import mask_text, mask_url, normalize_index_url
 
 from .pipindex import pip_index_setting, pip_index_url
 from .settings import (
@@ -42,6 +42,7 @@ from .settings import (
     Reader,
     declared,
     keys,
+    secret_keys,
     setting,
 )
 
@@ -507,7 +508,9 @@ def parse_config_file(path: Path) -> Config:
 
 def parse_config(data: Any, *, source: Path | None = None) -> Config:
     """Validate the parsed YAML document (top key ``nestegg``) into a :class:`Config`."""
-    where = Reader(str(source) if source else "<config>", source.parent if source else None)
+    where = Reader(
+        str(source) if source else "<config>", source.parent if source else None, secrets=secret_keys(Config)
+    )
     if data is None:
         data = {"nestegg": {}}
     top = where.mapping(data, "")
@@ -607,9 +610,9 @@ def _ci_settings(where: Reader, raw: Any, path: str) -> CISettings | None:
         try:
             words = shlex.split(command)
         except ValueError as exc:
-            raise where.error(f"{path}.command", f"cannot split {command!r}: {exc}") from None
+            raise where.error(f"{path}.command", f"cannot split {mask_text(command)!r}: {exc}") from None
         if not words:
-            raise where.error(f"{path}.command", f"expected a command, got {command!r}")
+            raise where.error(f"{path}.command", f"expected a command, got {mask_text(command)!r}")
         values["command"] = command
     if "watch" in item:
         raw_watch = item["watch"]
@@ -671,6 +674,6 @@ def check_public_url(url: str, where: str) -> str:
     url = url.strip()
     if not _http_url(url):
         raise ConfigError(
-            f"{where}: {url!r} is not an http(s) URL of the mirror (like https://example.com/pypi)"
+            f"{where}: {mask_url(url)!r} is not an http(s) URL of the mirror (like https://example.com/pypi)"
         )
     return url.rstrip("/")

@@ -16,12 +16,13 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nestegg_core.errors import ConfigError
+from nestegg_core.urls import mask_text, mask_url
 
 from .sizes import format_size, parse_size
 
@@ -34,22 +35,30 @@ SENDFILE_MODES = ("x-accel-redirect", "x-sendfile")
 class Reader:
     """Type checks that raise one-line errors naming the file and the dotted key path."""
 
-    def __init__(self, file: str, base: Path | None = None) -> None:
+    def __init__(self, file: str, base: Path | None = None, *, secrets: Collection[str] = ()) -> None:
         self.file = file
         #: what relative paths in the file are relative to
         self.base = base or Path.cwd()
+        #: the keys whose values are secret (``ci_token``): an error shows their type only
+        self.secrets = frozenset(key.replace("-", "_") for key in secrets)
 
     def error(self, path: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.file}: {path or 'top level'}: {message}")
+        # a key may be a URL written where a setting's name goes
+        return ConfigError(f"{self.file}: {mask_text(path) or 'top level'}: {message}")
+
+    def describe(self, value: Any, path: str) -> str:
+        """``value``, read at ``path``, as an error shows it (see :func:`describe`)."""
+        secret = path.rpartition(".")[2].replace("-", "_") in self.secrets
+        return describe(value, secret=secret, hidden=self.secrets)
 
     def mapping(self, value: Any, path: str) -> dict[str, Any]:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise self.error(path, f"expected a mapping, got {describe(value)}")
+            raise self.error(path, f"expected a mapping, got {self.describe(value, path)}")
         return value
 
     def sequence(self, value: Any, path: str) -> list[Any]:
         if not isinstance(value, list):
-            raise self.error(path, f"expected a list, got {describe(value)}")
+            raise self.error(path, f"expected a list, got {self.describe(value, path)}")
         return value
 
     def only(self, value: dict[str, Any], path: str, allowed: set[str]) -> None:
@@ -57,37 +66,55 @@ class Reader:
             if key.replace("-", "_") not in allowed:
                 choices = ", ".join(sorted(allowed))
                 where = f"{path}.{key}" if path else key
-                raise self.error(where, f"unknown key {key!r} (known: {choices})")
+                raise self.error(where, f"unknown key {mask_text(key)!r} (known: {choices})")
 
     def string(self, value: Any, path: str) -> str:
         # YAML reads a tag like 1.0 as a float: accept scalars, as the seed's configs rely on it
         if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value == "":
-            raise self.error(path, f"expected a non-empty string, got {describe(value)}")
+            raise self.error(path, f"expected a non-empty string, got {self.describe(value, path)}")
         return str(value)
 
     def integer(self, value: Any, path: str, minimum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(path, f"expected an integer, got {describe(value)}")
+            raise self.error(path, f"expected an integer, got {self.describe(value, path)}")
         if minimum is not None and value < minimum:
             raise self.error(path, f"expected an integer >= {minimum}, got {value!r}")
         return value
 
     def number(self, value: Any, path: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-            raise self.error(path, f"expected a number of seconds >= 0, got {describe(value)}")
+            raise self.error(path, f"expected a number of seconds >= 0, got {self.describe(value, path)}")
         return float(value)
 
     def boolean(self, value: Any, path: str) -> bool:
         if not isinstance(value, bool):
-            raise self.error(path, f"expected yes/no (true/false), got {describe(value)}")
+            raise self.error(path, f"expected yes/no (true/false), got {self.describe(value, path)}")
         return value
 
 
-def describe(value: Any) -> str:
-    """A value of the file as an error message shows it."""
+def describe(value: Any, *, secret: bool = False, hidden: Collection[str] = ()) -> str:
+    """A value of the file as an error message shows it: a ``secret`` one by its type alone, any
+    other without the credentials of a URL in it, nor what it holds under a key in ``hidden``."""
     if value is None:
         return "nothing"
-    return f"{type(value).__name__} {value!r}"
+    if secret and value != "":
+        return type(value).__name__
+    return f"{type(value).__name__} {_masked(value, hidden)!r}"
+
+
+def _masked(value: Any, hidden: Collection[str]) -> Any:
+    """``value`` with each string's URLs masked (a whole string as one URL too: its password may
+    hold a blank) and ``***`` for what a key in ``hidden`` holds, at any depth."""
+    if isinstance(value, str):
+        return mask_text(mask_url(value))
+    if isinstance(value, dict):
+        return {
+            _masked(key, hidden): "***" if str(key).replace("-", "_") in hidden else _masked(item, hidden)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_masked(item, hidden) for item in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -204,16 +231,18 @@ class Setting:
     variable: str | None = None
     #: the default as people read it, where the field's default says too little or too much
     default_text: str | None = None
+    #: its value is never shown: not in reprs, nor in the file's errors
+    secret: bool = False
 
 
 def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, secret: bool = False,
             **declaration: Any) -> Any:  # fmt: skip
-    """A field of ``Config`` with its :class:`Setting` (``secret`` ones stay out of reprs)."""
+    """A field of ``Config`` with its :class:`Setting` (``secret`` ones stay out of reprs and errors)."""
     return dataclasses.field(
         default=default,
         default_factory=factory,
         repr=not secret,
-        metadata={"setting": Setting(**declaration)},
+        metadata={"setting": Setting(secret=secret, **declaration)},
     )
 
 
@@ -232,6 +261,12 @@ def keys(config_class: type) -> dict[str, str]:
         for key in (field.name, *declaration.aliases):
             found[key.replace("-", "_")] = field.name
     return found
+
+
+def secret_keys(config_class: type) -> set[str]:
+    """The YAML keys of the settings whose values are secret (dashes read as underscores)."""
+    secret = {field.name for field, declaration in declared(config_class) if declaration.secret}
+    return {key for key, name in keys(config_class).items() if name in secret}
 
 
 def default_text(field: dataclasses.Field[Any], declaration: Setting) -> str:

@@ -6,13 +6,27 @@ import json
 import time
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from nestegg_core.errors import NesteggError, Unavailable
 
 from .types import Environ, StartResponse
 
-__all__ = ["error", "etag_matches", "http_date", "json_answer", "redirect", "status_line"]
+__all__ = [
+    "MOUNT",
+    "error",
+    "etag_matches",
+    "http_date",
+    "json_answer",
+    "location",
+    "redirect",
+    "status_line",
+]
+
+#: the environ key of the path an app is mounted at below the mirror's root (``/upstreams/<key>``)
+MOUNT = "nestegg.mount"
+#: what a query keeps as it came in a Location: its escapes and delimiters (anything else is escaped)
+_QUERY_SAFE = "=&;%+/?:@,!$'()*~"
 
 _REASONS = {
     200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified",
@@ -30,13 +44,33 @@ def status_line(code: int, reason: str | None = None) -> str:
     return f"{code} {reason or _REASONS.get(code, 'Unknown')}"
 
 
-def redirect(environ: Environ, start_response: StartResponse, path: str) -> Iterable[bytes]:
-    location = quote(environ.get("SCRIPT_NAME", "").rstrip("/") + path)
-    body = f"moved to {location}\n".encode()
+def _app_path(environ: Environ, public_url: str | None) -> str:
+    """The URL path of the app's root as the client asked for it, with no slash at its end: that
+    of ``public_url`` (the mirror's root behind a proxy) with the app's mount, else SCRIPT_NAME."""
+    if public_url is not None:
+        return urlsplit(public_url).path.rstrip("/") + str(environ.get(MOUNT, ""))
+    return quote(str(environ.get("SCRIPT_NAME", "")).rstrip("/"))
+
+
+def location(environ: Environ, path: str, public_url: str | None) -> str:
+    """Where a redirect to ``path`` of the app sends the client: under the app's root as it reached
+    it (see :func:`_app_path`), with the request's query."""
+    query = str(environ.get("QUERY_STRING", ""))
+    return (
+        _app_path(environ, public_url) + quote(path) + (f"?{quote(query, safe=_QUERY_SAFE)}" if query else "")
+    )
+
+
+def redirect(
+    environ: Environ, start_response: StartResponse, path: str, *, public_url: str | None
+) -> Iterable[bytes]:
+    """A 301 to ``path`` of the app (see :func:`location`)."""
+    moved_to = location(environ, path, public_url)
+    body = f"moved to {moved_to}\n".encode()
     start_response(
         status_line(301),
         [
-            ("Location", location),
+            ("Location", moved_to),
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(body))),
         ],

@@ -44,7 +44,7 @@ from nestegg_core.simple.models import is_valid_name
 from nestegg_core.simple.render import accepts_gzip, negotiate, quote_filename
 from nestegg_core.storage.pagefiles import PageFile, PageStream, etag
 
-from .answers import error, etag_matches, failed, json_answer, redirect, status_line
+from .answers import MOUNT, error, etag_matches, failed, json_answer, redirect, status_line
 from .files import BLOCK, FileRange, Files
 from .metrics import answer as metrics_answer
 from .middleware import loggable
@@ -58,8 +58,6 @@ SMALL_BODY = 64 * 1024
 UPLOAD_PATHS = ("/", "/legacy", "/legacy/")
 #: rendered pages up to this size are read whole; larger ones are sent a block at a time
 _READ_WHOLE = 64 * 1024
-#: the environ key of the path an app is mounted at below the mirror's root (``/upstreams/<key>``)
-MOUNT = "nestegg.mount"
 #: a Host header fit to start a URL with: a name or an IPv4 or bracketed IPv6 address, and a port
 _HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?|\[[0-9a-f:.]{2,45}\])(?::[0-9]{1,5})?")
 
@@ -165,7 +163,7 @@ class NesteggApp:
             # tools derive the JSON API's URL from an index URL: <index>/../pypi/<name>/json
             target = _json_api_path(path)
             if target is not None:
-                return redirect(environ, start_response, target)
+                return self._redirect(environ, start_response, target)
         if ".." in parts or "" in parts[1:-1]:
             raise NotFound(f"no such path {path!r}")
         if self.guard is not None:
@@ -175,7 +173,7 @@ class NesteggApp:
         head = parts[1] if len(parts) > 1 else ""
         if head == "simple":
             if len(parts) == 2:  # /simple
-                return redirect(environ, start_response, "/simple/")
+                return self._redirect(environ, start_response, "/simple/")
             if len(parts) == 3 and parts[2] == "":
                 return self._index(environ, start_response)
             if len(parts) in (3, 4) and (len(parts) == 3 or parts[3] == ""):
@@ -194,6 +192,10 @@ class NesteggApp:
         if handler is not None:
             return handler(environ, start_response)
         raise NotFound(f"no such path {path!r}")
+
+    def _redirect(self, environ: Environ, start_response: StartResponse, path: str) -> Iterable[bytes]:
+        # under the path of the public URL, if one is set: the front server's, not the app's
+        return redirect(environ, start_response, path, public_url=self.repository.config.public_url)
 
     # pages -------------------------------------------------------------------------------
 
@@ -214,7 +216,7 @@ class NesteggApp:
             raise NotFound(f"{raw!r} is not a valid project name")
         name = canonicalize_name(raw)
         if raw != name or not trailing:
-            return redirect(environ, start_response, f"/simple/{name}/")
+            return self._redirect(environ, start_response, f"/simple/{name}/")
         content_type = negotiate(environ.get("HTTP_ACCEPT"))
         if content_type is None:
             return error(environ, start_response, 406, _NOT_ACCEPTABLE)
@@ -277,7 +279,7 @@ class NesteggApp:
         name = canonicalize_name(raw)
         if raw != name:
             tail = "json" if asked is None else f"{asked}/json"
-            return redirect(environ, start_response, f"/pypi/{name}/{tail}")
+            return self._redirect(environ, start_response, f"/pypi/{name}/{tail}")
         page = self.repository.project(name)
         releases = releases_of(page)
         version = latest_release(releases) if asked is None else find_release(releases, asked)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Generator, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import requests
 import urllib3
@@ -887,9 +887,14 @@ class HttpFetcher:
             return self._auth
 
     def _auth_for(self, url: str) -> tuple[str, str] | None:
+        parts = urlsplit(url)
+        if parts.username is not None:
+            # a URL's own, as pip sends them: requests sends none for a user name without a
+            # password (a token: https://TOKEN@example.com), and reads .netrc instead
+            return unquote(parts.username), unquote(parts.password or "")
         # the index's origin only: an http:// URL on the host of an https:// index would send
         # them in the clear
-        if self._auth is None or urlsplit(url).username is not None or _origin(url) != self._origin:
+        if self._auth is None or _origin(url) != self._origin:
             return None
         return self._auth
 
@@ -958,7 +963,7 @@ class HttpFetcher:
     ) -> requests.Response:
         headers = {**headers, "Via": _via(self.via_token)}
         wait = self.timeout if timeout is None else timeout
-        if auth is None and urlsplit(url).username is None:
+        if auth is None:
             auth = _NO_AUTH  # else requests reads .netrc for whatever host this is
         try:
             response = self.session.get(

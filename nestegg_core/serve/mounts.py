@@ -18,7 +18,8 @@ import threading
 from collections.abc import Iterable
 
 from nestegg_core.errors import NotFound
-from nestegg_core.http.app import MOUNT, NesteggApp
+from nestegg_core.http.answers import MOUNT
+from nestegg_core.http.app import NesteggApp
 from nestegg_core.http.types import Environ, StartResponse
 from nestegg_core.index.repository import Repository
 from nestegg_core.urls import mask_url, normalize_index_url

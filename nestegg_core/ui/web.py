@@ -41,6 +41,7 @@ from nestegg_core._version import __version__
 from nestegg_core.builds.runs import Run, RunStore
 from nestegg_core.config.config import Config, SourceBuild
 from nestegg_core.errors import BadRequest, NotFound
+from nestegg_core.http.answers import location
 from nestegg_core.simple.models import (
     DistFile,
     ProjectPage,
@@ -727,10 +728,8 @@ class WebUI:
         if not is_valid_name(raw):
             raise NotFound(f"{raw!r} is not a project name")
         name = canonicalize_name(raw)
-        if name != raw:
-            query = request.environ.get("QUERY_STRING")
-            target = f"{PREFIX}/{where}/{name}" + (f"?{query}" if query else "")
-            return self._redirect(request.environ, request.start_response, target)
+        if name != raw:  # the query goes with it
+            return self._redirect(request.environ, request.start_response, f"{PREFIX}/{where}/{name}")
         refused = self._refused(request, name)
         return name if refused is None else list(refused)
 
@@ -776,14 +775,14 @@ class WebUI:
         )
         return [] if request.environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
-    @staticmethod
-    def _redirect(environ: Environ, start_response: StartResponse, target: str) -> list[bytes]:
-        location = str(environ.get("SCRIPT_NAME", "")).rstrip("/") + "/" + target
-        body = f"see {location}\n".encode()
+    def _redirect(self, environ: Environ, start_response: StartResponse, target: str) -> list[bytes]:
+        # under the path of the public URL, if one is set: the front server's, not the app's
+        moved_to = location(environ, "/" + target, self.config.public_url)
+        body = f"see {moved_to}\n".encode()
         start_response(
             "302 Found",
             [
-                ("Location", location),
+                ("Location", moved_to),
                 ("Content-Type", "text/plain; charset=utf-8"),
                 ("Content-Length", str(len(body))),
             ],

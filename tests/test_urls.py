@@ -1,0 +1,42 @@
+"""URLs as nestegg shows them: no password, and no token given as a user name, ever shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from nestegg_core.urls import mask_text, mask_url, without_credentials
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("https://example.com/simple/", "https://example.com/simple/"),
+        ("https://alice:pw@example.com/simple/", "https://alice:***@example.com/simple/"),
+        # a token as the user name, with no password or an empty one, as pip takes it: the user is the secret
+        ("https://TOKEN@example.com/simple/", "https://***@example.com/simple/"),
+        ("https://TOKEN:@example.com/simple/", "https://***@example.com/simple/"),
+        ("https://:pw@example.com/simple/", "https://:***@example.com/simple/"),
+        ("http://alice:p@ss@127.0.0.1:8080/simple/", "http://alice:***@127.0.0.1:8080/simple/"),
+        ("http://TOKEN:@[::1", "http://***@[::1"),  # unparsable
+        ("http://[::1", "http://[::1"),
+    ],
+)
+def test_mask_url(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_mask_text_masks_a_token_with_an_empty_password() -> None:
+    text = "upstream http://TOKEN:@127.0.0.1:1/simple/ is unreachable"
+    assert mask_text(text) == "upstream http://***@127.0.0.1:1/simple/ is unreachable"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://TOKEN@example.com/simple/",
+        "https://TOKEN:@example.com/simple/",
+        "https://a:b@example.com/simple/",
+    ],
+)
+def test_without_credentials(url: str) -> None:
+    assert without_credentials(url) == "https://example.com/simple/"
