@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from nestegg_core.urls import mask_text, mask_url, without_credentials
@@ -40,3 +42,34 @@ def test_mask_text_masks_a_token_with_an_empty_password() -> None:
 )
 def test_without_credentials(url: str) -> None:
     assert without_credentials(url) == "https://example.com/simple/"
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("git+https://u:secret@example.com/r.git", "git+https://u:***@example.com/r.git"),
+        ("word-https://u:secret@example.com/", "word-https://u:***@example.com/"),  # one scheme
+        ("(https://u:secret@example.com/)", "(https://u:***@example.com/)"),
+        ("a" * 50 + "://u:secret@example.com/", "a" * 50 + "://u:***@example.com/"),
+    ],
+)
+def test_a_url_in_text_is_masked_wherever_it_starts(text: str, masked: str) -> None:
+    assert mask_text(text) == masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a" * 200_000,  # a build that prints one long word
+        "ab-" * 70_000 + " https://u:secret@example.com/",
+        "a1+." * 50_000 + "://",
+    ],
+    ids=["word", "word-then-url", "scheme-letters"],
+)
+def test_a_long_word_is_masked_in_linear_time(text: str) -> None:
+    """Tried from every letter of a word, the pattern took time quadratic in its length: 80,000
+    letters took 35 s, so these took minutes. A bound, not a benchmark: linear, they take ms."""
+    start = time.monotonic()
+    masked = mask_text(text)
+    assert time.monotonic() - start < 5
+    assert "secret" not in masked
