@@ -313,14 +313,50 @@ def test_missing_named_config(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yml")
 
 
-def test_yaml_scalars_as_tags(tmp_path: Path) -> None:
-    # YAML reads an unquoted 1.0 as a float: the seed's configs rely on it being the string
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("1.0", "1.0"),  # YAML reads an unquoted 1.0 as a float: the seed's configs rely on the string
+        ("1.10", "1.10"),  # the float 1.1: another release, another tag
+        ("2", "2"),
+        ("010", "010"),  # the int 8 in YAML 1.1
+        ("1_000", "1_000"),
+        ("1e3", "1e3"),
+        ("'1.10'", "1.10"),
+        ("1.10.0", "1.10.0"),
+    ],
+)
+def test_yaml_scalars_as_versions_and_tags_are_read_as_written(
+    tmp_path: Path, written: str, read: str
+) -> None:
     path = tmp_path / "nestegg.yml"
     path.write_text(
-        "nestegg:\n  source_builds:\n"
-        "  - {name: a, repo_type: hg, repo_url: x, versions: [{version: 1.0, tag: 1.0}]}\n"
+        "nestegg:\n  port: 7654\n  source_builds:\n"
+        f"  - {{name: a, repo_type: hg, repo_url: x, versions: [{{version: 1.0, tag: {written}}}]}}\n"
     )
-    assert load_config(path).source_builds[0].versions[0].tag == "1.0"
+    config = load_config(path)
+    assert config.source_builds[0].versions[0].tag == read
+    assert config.source_builds[0].versions[0].version == "1.0"
+    assert type(config.port) is int  # a number read as a number is a plain one
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "shown"),
+    [
+        ("1.1.0", "'1.1'", "'1.1' is listed already, as '1.1.0'"),
+        ("1.0", "1.0", "'1.0' is listed already, as '1.0'"),
+    ],
+)
+def test_a_version_listed_twice_is_an_error(tmp_path: Path, first: str, second: str, shown: str) -> None:
+    """Which entry's build would be served under it was the last one's, whatever its tag."""
+    path = tmp_path / "nestegg.yml"
+    path.write_text(
+        "nestegg:\n  source_builds:\n  - {name: a, repo_type: git, repo_url: x, versions: "
+        f"[{{version: {first}, tag: v1}}, {{version: {second}, tag: main}}]}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: nestegg.source_builds[0].versions[1].version: {shown}; keep one"
 
 
 def test_pip_index_url_order(tmp_path: Path) -> None:

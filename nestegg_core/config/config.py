@@ -5,6 +5,7 @@ Nothing is read at import time; :func:`load_config` reads and validates, :class:
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 from collections.abc import Mapping
@@ -40,6 +41,8 @@ from .settings import (
     URL_PATH,
     Kind,
     Reader,
+    WrittenFloat,
+    WrittenInt,
     declared,
     keys,
     secret_keys,
@@ -497,13 +500,35 @@ def parse_config_file(path: Path) -> Config:
     import yaml  # noqa: PLC0415 - 12 ms of every start, and only a config file needs it
 
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader, numbers kept as written
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{path}:{where}: {problem}") from None
     return parse_config(data, source=path)
+
+
+@functools.cache
+def _loader() -> Any:
+    """YAML's safe loader, whose numbers keep the text they were written as (see ``Reader.string``)."""
+    import yaml  # noqa: PLC0415
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def written(kind: type[WrittenInt | WrittenFloat], read: Any) -> Any:
+        def construct(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+            number = kind(read(loader, node))
+            number.written = node.value
+            return number
+
+        return construct
+
+    safe = yaml.SafeLoader
+    Loader.add_constructor("tag:yaml.org,2002:int", written(WrittenInt, safe.construct_yaml_int))
+    Loader.add_constructor("tag:yaml.org,2002:float", written(WrittenFloat, safe.construct_yaml_float))
+    return Loader
 
 
 def parse_config(data: Any, *, source: Path | None = None) -> Config:
@@ -569,7 +594,7 @@ def _source_build(where: Reader, raw: Any, path: str) -> SourceBuild:
     repo_type = where.string(item["repo_type"], f"{path}.repo_type").lower()
     if repo_type not in ("git", "hg"):
         raise where.error(f"{path}.repo_type", f"expected 'git' or 'hg', got {repo_type!r}")
-    versions = []
+    versions: list[SourceVersion] = []
     for i, entry in enumerate(where.sequence(item.get("versions") or [], f"{path}.versions")):
         vpath = f"{path}.versions[{i}]"
         mapping = where.mapping(entry, vpath)
@@ -577,8 +602,13 @@ def _source_build(where: Reader, raw: Any, path: str) -> SourceBuild:
         if "version" not in mapping:
             raise where.error(f"{vpath}.version", "is required")
         version = where.string(mapping["version"], f"{vpath}.version")
-        if parse_version(version) is None:
+        parsed = parse_version(version)
+        if parsed is None:
             raise where.error(f"{vpath}.version", f"{version!r} is not a valid version")
+        # which entry's build would be served under it would be a guess (1.1.0 and 1.1 are one)
+        again = next((v.version for v in versions if parse_version(v.version) == parsed), None)
+        if again is not None:
+            raise where.error(f"{vpath}.version", f"{version!r} is listed already, as {again!r}; keep one")
         tag = where.string(mapping.get("tag", version), f"{vpath}.tag")
         dist_file = mapping.get("dist_file")
         versions.append(

@@ -32,6 +32,18 @@ __all__ = ["Kind", "Reader", "Setting", "add_options", "declared", "setting", "s
 SENDFILE_MODES = ("x-accel-redirect", "x-sendfile")
 
 
+class WrittenInt(int):
+    """An integer of a YAML file that keeps its text (``010``), for a setting read as a string."""
+
+    written: str
+
+
+class WrittenFloat(float):
+    """A float of a YAML file that keeps its text (``1.10``), for a setting read as a string."""
+
+    written: str
+
+
 class Reader:
     """Type checks that raise one-line errors naming the file and the dotted key path."""
 
@@ -69,17 +81,18 @@ class Reader:
                 raise self.error(where, f"unknown key {mask_text(key)!r} (known: {choices})")
 
     def string(self, value: Any, path: str) -> str:
-        # YAML reads a tag like 1.0 as a float: accept scalars, as the seed's configs rely on it
+        # YAML reads a tag like 1.0 as a float: accept scalars, as the seed's configs rely on it,
+        # as they were written (1.10 is no 1.1, 010 no 8)
         if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value == "":
             raise self.error(path, f"expected a non-empty string, got {self.describe(value, path)}")
-        return str(value)
+        return value.written if isinstance(value, (WrittenInt, WrittenFloat)) else str(value)
 
     def integer(self, value: Any, path: str, minimum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(path, f"expected an integer, got {self.describe(value, path)}")
         if minimum is not None and value < minimum:
             raise self.error(path, f"expected an integer >= {minimum}, got {value!r}")
-        return value
+        return int(value)
 
     def number(self, value: Any, path: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
@@ -97,9 +110,17 @@ def describe(value: Any, *, secret: bool = False, hidden: Collection[str] = ()) 
     other without the credentials of a URL in it, nor what it holds under a key in ``hidden``."""
     if value is None:
         return "nothing"
+    value = plain(value)
     if secret and value != "":
         return type(value).__name__
     return f"{type(value).__name__} {_masked(value, hidden)!r}"
+
+
+def plain(value: Any) -> Any:
+    """``value``, a number of a YAML file (:class:`WrittenInt`, :class:`WrittenFloat`) as a plain one."""
+    if isinstance(value, WrittenInt):
+        return int(value)
+    return float(value) if isinstance(value, WrittenFloat) else value
 
 
 def _masked(value: Any, hidden: Collection[str]) -> Any:
@@ -159,13 +180,14 @@ def _threads(reader: Reader, raw: Any, path: str) -> int:
 
 def _size(reader: Reader, raw: Any, path: str) -> int:
     try:
-        return parse_size(raw)
+        return parse_size(plain(raw))
     except ValueError as exc:
         raise reader.error(path, str(exc)) from None
 
 
 def _size_or_no(reader: Reader, raw: Any, path: str) -> int:
     """A size, or 0 for ``0`` or ``no`` (turned off)."""
+    raw = plain(raw)
     if raw is False or (type(raw) is int and raw == 0) or (isinstance(raw, str) and raw.strip() == "0"):
         return 0
     return _size(reader, raw, path)
