@@ -204,10 +204,19 @@ def test_a_mirrored_project(
 
 def test_a_private_project(make_mirror: MirrorFactory, http: requests.Session, tmp_path: Path) -> None:
     mirror = make_mirror()
-    wheel = make_wheel(PackageSpec(name="secret-pkg", version="2.0", summary="Ours"), tmp_path)
+    # the metadata is UTF-8, and its body the description (it was read as bytes: "J\ufffd\ufffdrg", null)
+    spec = PackageSpec(
+        name="secret-pkg", version="2.0", summary="Ours, by J\u00f6rg \u2603", description="# Caf\u00e9\n"
+    )
+    wheel = make_wheel(spec, tmp_path)
     mirror.repository.private.add(wheel)
     document = http.get(f"{mirror.url}/pypi/secret-pkg/2.0/json").json()
-    assert (document["info"]["name"], document["info"]["summary"]) == ("secret-pkg", "Ours")
+    info = document["info"]
+    assert (info["name"], info["summary"], info["description"]) == (
+        "secret-pkg",
+        spec.summary,
+        "# Caf\u00e9\n",
+    )
     (entry,) = document["urls"]
     assert entry["digests"]["sha256"] == sha256_of(wheel)
     assert entry["size"] == wheel.stat().st_size

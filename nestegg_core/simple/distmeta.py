@@ -19,7 +19,7 @@ import tarfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.parser import BytesParser
+from email.parser import Parser
 from email.policy import compat32
 from pathlib import Path
 from typing import BinaryIO
@@ -132,11 +132,16 @@ def metadata_of(path: Path, filename: str | None = None) -> bytes | None:
 
 
 def metadata_fields(data: bytes) -> dict[str, list[str]]:
-    """Core metadata headers, each name lower-cased, with every value it has."""
-    message = BytesParser(policy=compat32).parsebytes(data, headersonly=True)
+    """Core metadata headers, each name lower-cased, with every value it has; with no Description
+    header, the body (where metadata 2.1 puts it) is the description."""
+    # UTF-8, as the core metadata spec says: read as bytes, "Jörg" came out as "J\ufffd\ufffdrg"
+    message = Parser(policy=compat32).parsestr(data.decode("utf-8", "replace"))
     fields: dict[str, list[str]] = {}
     for key, value in message.items():
         fields.setdefault(key.lower(), []).append(str(value).strip())
+    body = message.get_payload()
+    if "description" not in fields and isinstance(body, str) and body.strip():
+        fields["description"] = [body]
     return fields
 
 

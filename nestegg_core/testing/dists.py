@@ -76,6 +76,8 @@ class PackageSpec:
     requires_python: str | None = None
     extras: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     summary: str = ""
+    #: the long description, the metadata's body
+    description: str = ""
     files: Mapping[str, str] = field(default_factory=dict)
     payload_size: int = 0
     wheel_tag: str = "py3-none-any"
@@ -221,7 +223,8 @@ def core_metadata(spec: PackageSpec) -> bytes:
     for extra, reqs in sorted((canonicalize_name(k), v) for k, v in spec.extras.items()):
         lines.append(f"Provides-Extra: {extra}")
         lines.extend(f"Requires-Dist: {_with_extra_marker(req, extra)}" for req in reqs)
-    return "".join(line + "\n" for line in lines).encode("utf-8")
+    body = f"\n{spec.description}" if spec.description else ""
+    return ("".join(line + "\n" for line in lines) + body).encode("utf-8")
 
 
 def wheel_filename(spec: PackageSpec) -> str:
