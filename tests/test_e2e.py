@@ -94,6 +94,33 @@ def test_pip_and_uv_install_through_the_mirror_then_offline(
 
 
 @pytest.mark.usefixtures("packages")
+def test_uv_installs_the_wheels_pip_cached_with_the_upstream_down_then_offline(
+    tmp_path: Path, make_mirror: MirrorFactory, faults: Faults
+) -> None:
+    # pip takes small wheels whole, never their metadata; uv reads each wheel's metadata first
+    mirror = make_mirror(ttl=0)
+    python = make_venv(tmp_path / "venv-pip")
+    result = pip_install(python, mirror.index_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not [seen.path for seen in faults.seen if seen.path.endswith(".metadata")]
+
+    faults.status = 503
+    for name, install in (("uv", uv_install), ("pip", pip_install)):
+        python = make_venv(tmp_path / f"venv-{name}-down")
+        result = install(python, mirror.index_url)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert EXPECTED.items() <= installed(python).items(), name
+
+    mirror.stop()
+    offline = make_mirror(offline=True)
+    for name, install in (("uv", uv_install), ("pip", pip_install)):
+        python = make_venv(tmp_path / f"venv-{name}-offline")
+        result = install(python, offline.index_url)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert EXPECTED.items() <= installed(python).items(), name
+
+
+@pytest.mark.usefixtures("packages")
 def test_hash_checking_mode(tmp_path: Path, mirror: Mirror, upstream: PrivateIndex) -> None:
     # pip's --require-hashes compares against what the mirror serves: it must be the upstream's hash
     page = upstream.mirror.repository.private.page("dep-one")  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from nestegg_core.index import upstream as upstream_module
 from nestegg_core.index.mirror import MirrorIndex
 from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import Fetched, FileStream
+from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.simple.models import DistFile, ProjectPage
 from nestegg_core.storage import store as store_module
 from nestegg_core.storage.pagestate import PageState
@@ -232,6 +233,54 @@ def test_metadata_from_upstream_is_verified_and_kept(
     count = faults.count(f"/files/pkg/{wheel}.metadata")
     http.get(file_url(mirror, wheel + ".metadata"))
     assert faults.count(f"/files/pkg/{wheel}.metadata") == count
+
+
+@pytest.mark.parametrize("upstream_then", ["down", "other-bytes", "offline"])
+def test_the_metadata_of_a_cached_wheel_is_taken_from_it(
+    make_mirror: MirrorFactory,
+    faults: Faults,
+    files: dict[str, str],
+    http: requests.Session,
+    upstream_then: str,
+) -> None:
+    # pip caches a small wheel without asking for its metadata; uv asks for it later
+    mirror = make_mirror()
+    wheel = next(f for f in files if f.endswith(".whl") and "-1.0-" in f)
+    http.get(mirror.index_url + "pkg/")
+    assert http.get(file_url(mirror, wheel)).status_code == 200
+    listed = next(f for f in mirror.repository.project(NormalizedName("pkg")).files if f.filename == wheel)
+    faults.reset()
+    if upstream_then == "down":
+        faults.status = 500
+    elif upstream_then == "other-bytes":  # not what its page vouches for, unlike the wheel's own
+        faults.corrupt.add(f"/files/pkg/{wheel}.metadata")
+    else:
+        mirror.stop()
+        mirror = make_mirror(offline=True)
+    for _ in range(2):
+        answer = http.get(file_url(mirror, wheel + ".metadata"))
+        assert answer.status_code == 200, answer.text
+        assert answer.content == wheel_metadata(cached(mirror, wheel))
+        assert listed.core_metadata == {"sha256": hashlib.sha256(answer.content).hexdigest()}
+    assert faults.count(f"/files/pkg/{wheel}.metadata") == 0
+
+
+def test_the_metadata_of_a_cached_wheel_is_not_served_unless_it_matches_its_page(
+    make_mirror: MirrorFactory, faults: Faults, files: dict[str, str], http: requests.Session
+) -> None:
+    first = make_mirror()
+    wheel = next(f for f in files if f.endswith(".whl") and "-1.0-" in f)
+    http.get(first.index_url + "pkg/")
+    http.get(file_url(first, wheel))
+    first.stop()
+    store, name = first.repository.store, NormalizedName("pkg")
+    record = store.read_record(name, wheel)
+    assert record is not None
+    store.write_record(name, record.with_changes(core_metadata={"sha256": "0" * 64}))
+    faults.status = 500
+    mirror = make_mirror()
+    assert http.get(file_url(mirror, wheel + ".metadata")).status_code == 502
+    assert not store.metadata_path(name, wheel).exists()
 
 
 class _MadeUp:
