@@ -180,12 +180,37 @@ def test_files_deleted_upstream_stay_listed_and_installable(
     for filename in files:
         if "1.0" in filename:
             upstream.mirror.repository.private.remove("pkg", filename)  # type: ignore[arg-type]
-    listed = {
-        f["filename"] for f in http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
-    }
+    page = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()
+    listed = {f["filename"] for f in page["files"]}
     assert wheel in listed
     assert not any(f.endswith(".tar.gz") and "1.0" in f for f in listed)  # never cached: gone
+    assert page["versions"] == ["2.0", "1.0"]  # PEP 700: the upstream's, and the cached wheel's
     assert hashlib.sha256(http.get(file_url(mirror, wheel)).content).hexdigest() == files[wheel]
+
+
+@pytest.mark.parametrize(
+    ("listed", "versions", "kept", "expected"),
+    [
+        # the upstream dropped 1.0, whose wheel is cached: listed with its version (PEP 700)
+        (["pkg-2.0.tar.gz"], ["2.0"], ["pkg-1.0-py3-none-any.whl"], ("2.0", "1.0")),
+        # spelled otherwise than the upstream's list: listed once, as the upstream spells it
+        (["pkg-2.0.tar.gz"], ["1.0.0", "2.0"], ["pkg-1.0-py3-none-any.whl"], ("1.0.0", "2.0")),
+        # still listed by the upstream: its list as it is
+        (["pkg-1.0-py3-none-any.whl"], ["1.0", "0.9"], ["pkg-1.0-py3-none-any.whl"], ("1.0", "0.9")),
+        # a file that carries no version adds none
+        (["pkg-2.0.tar.gz"], ["2.0"], ["pkg-1.0.win32.exe"], ("2.0",)),
+        # no list of the upstream's (an HTML page): the versions of the files listed
+        (["pkg-2.0.tar.gz"], None, ["pkg-1.0-py3-none-any.whl"], ("2.0", "1.0")),
+    ],
+    ids=["dropped", "spelled-otherwise", "still-listed", "no-version", "no-list"],
+)
+def test_cached_files_the_upstream_dropped_keep_their_versions_listed(
+    listed: list[str], versions: list[str] | None, kept: list[str], expected: tuple[str, ...]
+) -> None:
+    page = ProjectPage.build("pkg", [DistFile(filename=f) for f in listed], versions)
+    merged = MirrorIndex._with_kept(page, [DistFile(filename=f, size=1) for f in kept])
+    assert merged.versions == expected
+    assert {f.filename for f in merged.files} == {*listed, *kept}
 
 
 @pytest.mark.parametrize("variant", ["html_only", "no_validators"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from packaging.utils import NormalizedName
 
 from nestegg_core.errors import NesteggError, NotCached, NotFound, UnsafePath, UpstreamError
-from nestegg_core.simple.models import DistFile, ProjectPage, is_dist_filename
+from nestegg_core.simple.models import DistFile, ProjectPage, is_dist_filename, versions_with
 from nestegg_core.storage import store as _store
 from nestegg_core.storage.fs import scan_below
 from nestegg_core.storage.pagestate import PageState, StateHeader
@@ -327,15 +327,17 @@ class MirrorIndex:
                 # rendered bytes, stay as they are instead of being rebuilt for every file cached
                 return
             files = tuple(record if d.filename == record.filename else d for d in entry.page.files)
+            versions = entry.page.index_versions
             if record.filename not in {d.filename for d in files}:
                 files += (record,)
+                versions = versions_with(versions, (record,))
                 if name in self._loaded:
                     self._loaded_files += _weight(len(files)) - self._loaded[name]
                     self._loaded[name] = _weight(len(files))
                 if name in self._ahead:
                     self._ahead_files += _weight(len(files)) - self._ahead[name]
                     self._ahead[name] = _weight(len(files))
-            entry.page = ProjectPage.build(name, files, entry.page.index_versions)
+            entry.page = ProjectPage.build(name, files, versions)
 
     # memory ------------------------------------------------------------------------------
 
@@ -813,7 +815,8 @@ class MirrorIndex:
 
     @staticmethod
     def _with_kept(page: ProjectPage, kept: list[DistFile]) -> ProjectPage:
-        """Upstream's files, with what we learned of cached ones, then cached files it dropped."""
+        """Upstream's files, with what we learned of cached ones, then cached files it dropped (and
+        their versions, if it lists its own)."""
         if not kept:
             return page
         records = {dist.filename: dist for dist in kept}
@@ -825,8 +828,8 @@ class MirrorIndex:
                 files.append(record.with_changes(yanked=dist.yanked, url=dist.url))
             else:
                 files.append(dist)
-        files.extend(records.values())
-        return ProjectPage.build(page.name, files, page.index_versions)
+        dropped = list(records.values())
+        return ProjectPage.build(page.name, files + dropped, versions_with(page.index_versions, dropped))
 
 
 def _weight(files: int) -> int:
