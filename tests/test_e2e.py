@@ -19,6 +19,7 @@ from nestegg_core.testing import find_uv, installer_env, make_venv
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory
+from .loopback import install_command
 
 pytestmark = pytest.mark.slow
 
@@ -118,6 +119,30 @@ def test_uv_installs_the_wheels_pip_cached_with_the_upstream_down_then_offline(
         result = install(python, offline.index_url)
         assert result.returncode == 0, result.stdout + result.stderr
         assert EXPECTED.items() <= installed(python).items(), name
+
+
+def test_pip_and_uv_install_the_cached_version_offline(
+    tmp_path: Path, make_mirror: MirrorFactory, upstream: PrivateIndex
+) -> None:
+    # an offline page that listed 2.0, never cached, had both pick it and fail on its 404
+    upstream.add("alpha", "1.0")
+    upstream.add("alpha", "2.0")
+    online = make_mirror(fetch_ahead=0, pages_ahead=False)
+    python = make_venv(tmp_path / "venv-online")
+    command = install_command("pip", python, "alpha==1.0")
+    result = subprocess.run(
+        command, env=installer_env(online.index_url), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    online.stop()
+    offline = make_mirror(offline=True, fetch_ahead=0, pages_ahead=False)
+    for installer in ("pip", "uv"):
+        python = make_venv(tmp_path / f"venv-{installer}-offline")
+        command = install_command(installer, python, "alpha")
+        env = installer_env(offline.index_url)
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert installed(python)["alpha"] == "1.0", installer
 
 
 @pytest.mark.usefixtures("packages")

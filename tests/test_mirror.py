@@ -244,6 +244,41 @@ def test_offline_serves_the_cache_only(
     assert faults.seen == []
 
 
+def test_offline_pages_list_the_cached_files_only(
+    make_mirror: MirrorFactory,
+    files: dict[str, str],
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(store_module, "SETTLE_NS", 0)  # every rendering is saved, and read back
+    wheel = next(f for f in files if f.endswith(".whl") and "-1.0-" in f)
+    pip = {"User-Agent": "pip/24.0 {}"}
+
+    def listed(mirror: Mirror, **headers: str) -> tuple[set[str], list[str]]:
+        page = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON, **headers}).json()
+        return {f["filename"] for f in page["files"]}, page["versions"]
+
+    online = make_mirror(fetch_ahead=0, pages_ahead=False)
+    assert listed(online) == (set(files), ["1.0", "2.0"])
+    assert http.get(online.index_url + "pkg/").status_code == 200  # HTML
+    assert listed(online, **pip)[0] == set(files)
+    assert http.get(file_url(online, wheel)).status_code == 200
+    online.stop()
+    # offline and online again, each from the renderings the other left, both ways
+    for offline in (True, False, True):
+        mirror = make_mirror(offline=offline, fetch_ahead=0, pages_ahead=False)
+        expected = ({wheel}, ["1.0"]) if offline else (set(files), ["1.0", "2.0"])
+        for _ in range(2):  # made, then read back
+            assert listed(mirror) == expected
+            assert listed(mirror, **pip)[0] == expected[0]
+            html = http.get(mirror.index_url + "pkg/").text
+            assert {f for f in files if f in html} == expected[0]
+        if offline:
+            missing = http.get(file_url(mirror, next(f for f in files if "-2.0-" in f)))
+            assert missing.status_code == 404
+        mirror.stop()
+
+
 def test_metadata_from_upstream_is_verified_and_kept(
     mirror: Mirror, faults: Faults, files: dict[str, str], http: requests.Session
 ) -> None:
@@ -500,11 +535,11 @@ def test_a_file_another_process_cached_is_on_every_thread_s_page_at_once(
     inside, go = threading.Event(), threading.Event()
     with_kept = MirrorIndex._with_kept
 
-    def paused(page: ProjectPage, kept: list[DistFile]) -> ProjectPage:
+    def paused(page: ProjectPage, kept: list[DistFile], *, only_kept: bool = False) -> ProjectPage:
         if threading.current_thread().name == "first":
             inside.set()
             assert go.wait(10)
-        return with_kept(page, kept)
+        return with_kept(page, kept, only_kept=only_kept)
 
     monkeypatch.setattr(MirrorIndex, "_with_kept", staticmethod(paused))
     answers: dict[str, ProjectPage] = {}

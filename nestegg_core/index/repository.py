@@ -1081,15 +1081,20 @@ class Repository:
     def _disk_token(self, name: NormalizedName, meta: bool = True) -> str | None:
         """The token of the mirror's page of ``name`` on disk; None for private and merged names,
         whose pages are made from more than the mirror's cache. Without ``meta`` (pip's pages),
-        a change of the metadata of cached wheels alone (``CHANGED_METADATA``) is not in it."""
+        a change of the metadata of cached wheels alone (``CHANGED_METADATA``) is not in it.
+        Offline, the page lists the cached files alone: the folder that holds them is in it too."""
         if not self._plain_mirror(name):
             return None
         # plain strings: this runs for every page request, and pathlib's joins cost more than the stats
         folder = f"{self._files_dir}/{name}/"
         state = f"{self._pages_dir}/{name}.json"
-        if not meta:
-            return disk_token(state, folder + CHANGED)
-        return disk_token(state, folder + CHANGED, folder + CHANGED_METADATA)
+        markers: tuple[str, ...] = (folder + CHANGED,)
+        if meta:
+            markers += (folder + CHANGED_METADATA,)
+        if self.config.offline:
+            # one field more: never the token of a rendering made online, which lists every file
+            markers += (folder[:-1],)
+        return disk_token(state, *markers)
 
     def _known_token(self, name: NormalizedName, meta: bool = True) -> str | None:
         """:meth:`_disk_token`, without a look at the disk while neither store's generation has
