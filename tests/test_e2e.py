@@ -19,6 +19,7 @@ from nestegg_core.testing import find_uv, installer_env, make_venv
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory
+from .loopback import install_command
 
 pytestmark = pytest.mark.slow
 
@@ -91,6 +92,57 @@ def test_pip_and_uv_install_through_the_mirror_then_offline(
         assert result.returncode == 0, result.stdout + result.stderr
         assert EXPECTED.items() <= installed(python).items(), name
     assert all(seen.path.startswith("/simple/") for seen in faults.seen)
+
+
+@pytest.mark.usefixtures("packages")
+def test_uv_installs_the_wheels_pip_cached_with_the_upstream_down_then_offline(
+    tmp_path: Path, make_mirror: MirrorFactory, faults: Faults
+) -> None:
+    # pip takes small wheels whole, never their metadata; uv reads each wheel's metadata first
+    mirror = make_mirror(ttl=0)
+    python = make_venv(tmp_path / "venv-pip")
+    result = pip_install(python, mirror.index_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not [seen.path for seen in faults.seen if seen.path.endswith(".metadata")]
+
+    faults.status = 503
+    for name, install in (("uv", uv_install), ("pip", pip_install)):
+        python = make_venv(tmp_path / f"venv-{name}-down")
+        result = install(python, mirror.index_url)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert EXPECTED.items() <= installed(python).items(), name
+
+    mirror.stop()
+    offline = make_mirror(offline=True)
+    for name, install in (("uv", uv_install), ("pip", pip_install)):
+        python = make_venv(tmp_path / f"venv-{name}-offline")
+        result = install(python, offline.index_url)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert EXPECTED.items() <= installed(python).items(), name
+
+
+def test_pip_and_uv_install_the_cached_version_offline(
+    tmp_path: Path, make_mirror: MirrorFactory, upstream: PrivateIndex
+) -> None:
+    # an offline page that listed 2.0, never cached, had both pick it and fail on its 404
+    upstream.add("alpha", "1.0")
+    upstream.add("alpha", "2.0")
+    online = make_mirror(fetch_ahead=0, pages_ahead=False)
+    python = make_venv(tmp_path / "venv-online")
+    command = install_command("pip", python, "alpha==1.0")
+    result = subprocess.run(
+        command, env=installer_env(online.index_url), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    online.stop()
+    offline = make_mirror(offline=True, fetch_ahead=0, pages_ahead=False)
+    for installer in ("pip", "uv"):
+        python = make_venv(tmp_path / f"venv-{installer}-offline")
+        command = install_command(installer, python, "alpha")
+        env = installer_env(offline.index_url)
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert installed(python)["alpha"] == "1.0", installer
 
 
 @pytest.mark.usefixtures("packages")

@@ -1468,7 +1468,8 @@ def test_the_ui_page_of_a_large_project_costs_one_model_and_is_made_once(
 ) -> None:
     """50,000 files: two requests at once hold one model of the page between them (the mirror's,
     made one at a time), /health answers beside them, and later pages of it cost milliseconds."""
-    mirror = make_mirror(offline=True)
+    mirror = make_mirror()
+    # within its TTL: the upstream is not asked (offline, the page lists only the files cached)
     mirror.repository.store.write_page(
         PageState(page=big_page(48_800, one_version=1_200), checked=time.time())
     )

@@ -22,6 +22,7 @@ from nestegg_core.index import upstream as upstream_module
 from nestegg_core.index.mirror import MirrorIndex
 from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import Fetched, FileStream
+from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.simple.models import DistFile, ProjectPage
 from nestegg_core.storage import store as store_module
 from nestegg_core.storage.pagestate import PageState
@@ -179,12 +180,37 @@ def test_files_deleted_upstream_stay_listed_and_installable(
     for filename in files:
         if "1.0" in filename:
             upstream.mirror.repository.private.remove("pkg", filename)  # type: ignore[arg-type]
-    listed = {
-        f["filename"] for f in http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()["files"]
-    }
+    page = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON}).json()
+    listed = {f["filename"] for f in page["files"]}
     assert wheel in listed
     assert not any(f.endswith(".tar.gz") and "1.0" in f for f in listed)  # never cached: gone
+    assert page["versions"] == ["2.0", "1.0"]  # PEP 700: the upstream's, and the cached wheel's
     assert hashlib.sha256(http.get(file_url(mirror, wheel)).content).hexdigest() == files[wheel]
+
+
+@pytest.mark.parametrize(
+    ("listed", "versions", "kept", "expected"),
+    [
+        # the upstream dropped 1.0, whose wheel is cached: listed with its version (PEP 700)
+        (["pkg-2.0.tar.gz"], ["2.0"], ["pkg-1.0-py3-none-any.whl"], ("2.0", "1.0")),
+        # spelled otherwise than the upstream's list: listed once, as the upstream spells it
+        (["pkg-2.0.tar.gz"], ["1.0.0", "2.0"], ["pkg-1.0-py3-none-any.whl"], ("1.0.0", "2.0")),
+        # still listed by the upstream: its list as it is
+        (["pkg-1.0-py3-none-any.whl"], ["1.0", "0.9"], ["pkg-1.0-py3-none-any.whl"], ("1.0", "0.9")),
+        # a file that carries no version adds none
+        (["pkg-2.0.tar.gz"], ["2.0"], ["pkg-1.0.win32.exe"], ("2.0",)),
+        # no list of the upstream's (an HTML page): the versions of the files listed
+        (["pkg-2.0.tar.gz"], None, ["pkg-1.0-py3-none-any.whl"], ("2.0", "1.0")),
+    ],
+    ids=["dropped", "spelled-otherwise", "still-listed", "no-version", "no-list"],
+)
+def test_cached_files_the_upstream_dropped_keep_their_versions_listed(
+    listed: list[str], versions: list[str] | None, kept: list[str], expected: tuple[str, ...]
+) -> None:
+    page = ProjectPage.build("pkg", [DistFile(filename=f) for f in listed], versions)
+    merged = MirrorIndex._with_kept(page, [DistFile(filename=f, size=1) for f in kept])
+    assert merged.versions == expected
+    assert {f.filename for f in merged.files} == {*listed, *kept}
 
 
 @pytest.mark.parametrize("variant", ["html_only", "no_validators"])
@@ -218,6 +244,41 @@ def test_offline_serves_the_cache_only(
     assert faults.seen == []
 
 
+def test_offline_pages_list_the_cached_files_only(
+    make_mirror: MirrorFactory,
+    files: dict[str, str],
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(store_module, "SETTLE_NS", 0)  # every rendering is saved, and read back
+    wheel = next(f for f in files if f.endswith(".whl") and "-1.0-" in f)
+    pip = {"User-Agent": "pip/24.0 {}"}
+
+    def listed(mirror: Mirror, **headers: str) -> tuple[set[str], list[str]]:
+        page = http.get(mirror.index_url + "pkg/", headers={"Accept": JSON, **headers}).json()
+        return {f["filename"] for f in page["files"]}, page["versions"]
+
+    online = make_mirror(fetch_ahead=0, pages_ahead=False)
+    assert listed(online) == (set(files), ["1.0", "2.0"])
+    assert http.get(online.index_url + "pkg/").status_code == 200  # HTML
+    assert listed(online, **pip)[0] == set(files)
+    assert http.get(file_url(online, wheel)).status_code == 200
+    online.stop()
+    # offline and online again, each from the renderings the other left, both ways
+    for offline in (True, False, True):
+        mirror = make_mirror(offline=offline, fetch_ahead=0, pages_ahead=False)
+        expected = ({wheel}, ["1.0"]) if offline else (set(files), ["1.0", "2.0"])
+        for _ in range(2):  # made, then read back
+            assert listed(mirror) == expected
+            assert listed(mirror, **pip)[0] == expected[0]
+            html = http.get(mirror.index_url + "pkg/").text
+            assert {f for f in files if f in html} == expected[0]
+        if offline:
+            missing = http.get(file_url(mirror, next(f for f in files if "-2.0-" in f)))
+            assert missing.status_code == 404
+        mirror.stop()
+
+
 def test_metadata_from_upstream_is_verified_and_kept(
     mirror: Mirror, faults: Faults, files: dict[str, str], http: requests.Session
 ) -> None:
@@ -232,6 +293,54 @@ def test_metadata_from_upstream_is_verified_and_kept(
     count = faults.count(f"/files/pkg/{wheel}.metadata")
     http.get(file_url(mirror, wheel + ".metadata"))
     assert faults.count(f"/files/pkg/{wheel}.metadata") == count
+
+
+@pytest.mark.parametrize("upstream_then", ["down", "other-bytes", "offline"])
+def test_the_metadata_of_a_cached_wheel_is_taken_from_it(
+    make_mirror: MirrorFactory,
+    faults: Faults,
+    files: dict[str, str],
+    http: requests.Session,
+    upstream_then: str,
+) -> None:
+    # pip caches a small wheel without asking for its metadata; uv asks for it later
+    mirror = make_mirror()
+    wheel = next(f for f in files if f.endswith(".whl") and "-1.0-" in f)
+    http.get(mirror.index_url + "pkg/")
+    assert http.get(file_url(mirror, wheel)).status_code == 200
+    listed = next(f for f in mirror.repository.project(NormalizedName("pkg")).files if f.filename == wheel)
+    faults.reset()
+    if upstream_then == "down":
+        faults.status = 500
+    elif upstream_then == "other-bytes":  # not what its page vouches for, unlike the wheel's own
+        faults.corrupt.add(f"/files/pkg/{wheel}.metadata")
+    else:
+        mirror.stop()
+        mirror = make_mirror(offline=True)
+    for _ in range(2):
+        answer = http.get(file_url(mirror, wheel + ".metadata"))
+        assert answer.status_code == 200, answer.text
+        assert answer.content == wheel_metadata(cached(mirror, wheel))
+        assert listed.core_metadata == {"sha256": hashlib.sha256(answer.content).hexdigest()}
+    assert faults.count(f"/files/pkg/{wheel}.metadata") == 0
+
+
+def test_the_metadata_of_a_cached_wheel_is_not_served_unless_it_matches_its_page(
+    make_mirror: MirrorFactory, faults: Faults, files: dict[str, str], http: requests.Session
+) -> None:
+    first = make_mirror()
+    wheel = next(f for f in files if f.endswith(".whl") and "-1.0-" in f)
+    http.get(first.index_url + "pkg/")
+    http.get(file_url(first, wheel))
+    first.stop()
+    store, name = first.repository.store, NormalizedName("pkg")
+    record = store.read_record(name, wheel)
+    assert record is not None
+    store.write_record(name, record.with_changes(core_metadata={"sha256": "0" * 64}))
+    faults.status = 500
+    mirror = make_mirror()
+    assert http.get(file_url(mirror, wheel + ".metadata")).status_code == 502
+    assert not store.metadata_path(name, wheel).exists()
 
 
 class _MadeUp:
@@ -426,11 +535,11 @@ def test_a_file_another_process_cached_is_on_every_thread_s_page_at_once(
     inside, go = threading.Event(), threading.Event()
     with_kept = MirrorIndex._with_kept
 
-    def paused(page: ProjectPage, kept: list[DistFile]) -> ProjectPage:
+    def paused(page: ProjectPage, kept: list[DistFile], *, only_kept: bool = False) -> ProjectPage:
         if threading.current_thread().name == "first":
             inside.set()
             assert go.wait(10)
-        return with_kept(page, kept)
+        return with_kept(page, kept, only_kept=only_kept)
 
     monkeypatch.setattr(MirrorIndex, "_with_kept", staticmethod(paused))
     answers: dict[str, ProjectPage] = {}

@@ -1070,7 +1070,7 @@ class Downloads:
             with self.store.open_read(target) as handle:
                 kept: bytes | None = read_at_most(handle, MAX_METADATA_SIZE + 1)
         except FileNotFoundError:
-            return  # fetched when asked for
+            return  # taken from the wheel (or fetched) when asked for: ``Repository.open_metadata``
         except UnsafePath as exc:  # a link: never served nor followed, and left to its owner
             logger.warning("%s", exc)
             return

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from packaging.utils import NormalizedName
 
 from nestegg_core.errors import NesteggError, NotCached, NotFound, UnsafePath, UpstreamError
-from nestegg_core.simple.models import DistFile, ProjectPage, is_dist_filename
+from nestegg_core.simple.models import DistFile, ProjectPage, is_dist_filename, versions_with
 from nestegg_core.storage import store as _store
 from nestegg_core.storage.fs import scan_below
 from nestegg_core.storage.pagestate import PageState, StateHeader
@@ -221,7 +221,8 @@ class MirrorIndex:
         kept = self.store.kept_files(name)
         if state is None and not kept:
             return None
-        page = self._with_kept(state.page if state is not None else ProjectPage.build(name, ()), kept)
+        base = state.page if state is not None else ProjectPage.build(name, ())
+        page = self._with_kept(base, kept, only_kept=self.offline)
         return page, frozenset(dist.filename for dist in kept)
 
     def fresh(self, checked: float) -> bool:
@@ -327,15 +328,17 @@ class MirrorIndex:
                 # rendered bytes, stay as they are instead of being rebuilt for every file cached
                 return
             files = tuple(record if d.filename == record.filename else d for d in entry.page.files)
+            versions = entry.page.index_versions
             if record.filename not in {d.filename for d in files}:
                 files += (record,)
+                versions = versions_with(versions, (record,))
                 if name in self._loaded:
                     self._loaded_files += _weight(len(files)) - self._loaded[name]
                     self._loaded[name] = _weight(len(files))
                 if name in self._ahead:
                     self._ahead_files += _weight(len(files)) - self._ahead[name]
                     self._ahead[name] = _weight(len(files))
-            entry.page = ProjectPage.build(name, files, entry.page.index_versions)
+            entry.page = ProjectPage.build(name, files, versions)
 
     # memory ------------------------------------------------------------------------------
 
@@ -488,7 +491,7 @@ class MirrorIndex:
             if kept != entry.kept:
                 base = entry.state.page if entry.state is not None else ProjectPage.build(name, ())
                 entry.kept = kept
-                entry.page = self._with_kept(base, self.store.kept_files(name))
+                entry.page = self._with_kept(base, self.store.kept_files(name), only_kept=self.offline)
             # after the page: checked() must never see the new stamp beside the page before it,
             # or a rendering of that page would be saved as the disk's now, for every process
             entry.files_stamp = stamp
@@ -803,7 +806,8 @@ class MirrorIndex:
         if not (reuse and entry.page is not None):
             # both before the records are read: a file cached meanwhile is seen next time
             stamp, entry.kept = self._files_stamp(name), self._kept_names(name)
-            entry.page = self._with_kept(state.page, self.store.kept_files(name) if kept is None else kept)
+            files = self.store.kept_files(name) if kept is None else kept
+            entry.page = self._with_kept(state.page, files, only_kept=self.offline)
             entry.files_stamp = stamp  # after the page, as in _catch_up
         entry.state, entry.mtime = state, mtime
         entry.reloadable = kept is None
@@ -812,10 +816,12 @@ class MirrorIndex:
         entry.fresh_until = 0.0 if state.checked < self._refresh_before else fresh
 
     @staticmethod
-    def _with_kept(page: ProjectPage, kept: list[DistFile]) -> ProjectPage:
-        """Upstream's files, with what we learned of cached ones, then cached files it dropped."""
+    def _with_kept(page: ProjectPage, kept: list[DistFile], *, only_kept: bool = False) -> ProjectPage:
+        """Upstream's files, with what we learned of cached ones, then cached files it dropped (and
+        their versions, if it lists its own). With ``only_kept`` (offline), the cached files alone,
+        with their versions: an installer picks only what can be served."""
         if not kept:
-            return page
+            return ProjectPage.build(page.name, ()) if only_kept else page
         records = {dist.filename: dist for dist in kept}
         files = []
         for dist in page.files:
@@ -823,10 +829,12 @@ class MirrorIndex:
             if record is not None:
                 # the upstream's current yank state wins; the rest we verified ourselves
                 files.append(record.with_changes(yanked=dist.yanked, url=dist.url))
-            else:
+            elif not only_kept:
                 files.append(dist)
-        files.extend(records.values())
-        return ProjectPage.build(page.name, files, page.index_versions)
+        dropped = list(records.values())
+        if only_kept:
+            return ProjectPage.build(page.name, files + dropped)
+        return ProjectPage.build(page.name, files + dropped, versions_with(page.index_versions, dropped))
 
 
 def _weight(files: int) -> int:

@@ -1081,15 +1081,20 @@ class Repository:
     def _disk_token(self, name: NormalizedName, meta: bool = True) -> str | None:
         """The token of the mirror's page of ``name`` on disk; None for private and merged names,
         whose pages are made from more than the mirror's cache. Without ``meta`` (pip's pages),
-        a change of the metadata of cached wheels alone (``CHANGED_METADATA``) is not in it."""
+        a change of the metadata of cached wheels alone (``CHANGED_METADATA``) is not in it.
+        Offline, the page lists the cached files alone: the folder that holds them is in it too."""
         if not self._plain_mirror(name):
             return None
         # plain strings: this runs for every page request, and pathlib's joins cost more than the stats
         folder = f"{self._files_dir}/{name}/"
         state = f"{self._pages_dir}/{name}.json"
-        if not meta:
-            return disk_token(state, folder + CHANGED)
-        return disk_token(state, folder + CHANGED, folder + CHANGED_METADATA)
+        markers: tuple[str, ...] = (folder + CHANGED,)
+        if meta:
+            markers += (folder + CHANGED_METADATA,)
+        if self.config.offline:
+            # one field more: never the token of a rendering made online, which lists every file
+            markers += (folder[:-1],)
+        return disk_token(state, *markers)
 
     def _known_token(self, name: NormalizedName, meta: bool = True) -> str | None:
         """:meth:`_disk_token`, without a look at the disk while neither store's generation has
@@ -1475,9 +1480,10 @@ class Repository:
         return self.open_file(name, filename, fetch=fetch), False
 
     def open_metadata(self, name: NormalizedName, filename: str) -> Path:
-        """The PEP 658 core metadata file of ``filename``, fetched and verified if need be: one
-        kept from before is served only if it matches what the page says of it now (the upstream
-        may have published other bytes under the same name since)."""
+        """The PEP 658 core metadata file of ``filename``, taken from the wheel if it is cached,
+        else fetched, and verified either way: one kept from before is served only if it matches
+        what the page says of it now (the upstream may have published other bytes under the same
+        name since)."""
         routed = self.routes.serving(name)
         if routed is not None:
             return routed.open_metadata(name, filename)
@@ -1494,6 +1500,8 @@ class Repository:
         if status is None:
             with self._metadata_lock(f"{name}/{filename}"):
                 status = self._matching_metadata(path, dist)  # another thread may have fetched it
+                if status is None:
+                    status = self._metadata_of_cached(name, dist, path)
                 if status is None:
                     status = self._fetch_metadata(dist, path)
         self._note_checked(name, filename, status, made, before)
@@ -1547,6 +1555,34 @@ class Repository:
         if self._matching_metadata(path, dist) is None:
             raise NotFound(f"no metadata for {dist.filename!r}: none was found in the wheel")
         return path
+
+    def _metadata_of_cached(self, name: NormalizedName, dist: DistFile, path: Path) -> os.stat_result | None:
+        """Keep at ``path`` the METADATA of the wheel ``dist`` if it is cached and matches every
+        hash the page gives of it: the status of the file written; None otherwise. An installer
+        that reads the metadata of a wheel another cached has it with the upstream down, offline,
+        or sending other bytes than its page vouches for."""
+        if not dist.filename.endswith(".whl") or not self.store.record_path(name, dist.filename).is_file():
+            return None
+        try:
+            with self.store.open_read(self.store.file_path(name, dist.filename)) as handle:
+                metadata = wheel_metadata(handle, dist.filename)
+        except (NesteggError, OSError) as exc:  # not readable: the upstream's is asked for
+            logger.debug("no metadata of the cached %s: %s", dist.filename, exc)
+            return None
+        if (
+            metadata is None
+            or len(metadata) > self.config.max_metadata_size
+            or mismatch(metadata, dist.core_metadata or {}) is not None
+        ):
+            return None
+        try:
+            return write_atomic(path, metadata, root=self.store.root)
+        except OSError as exc:
+            if disk_full(exc):
+                raise InsufficientStorage(
+                    f"the disk is full: the metadata of {dist.filename!r} was not kept"
+                ) from None
+            raise
 
     def _matching_metadata(self, path: Path, dist: DistFile) -> os.stat_result | None:
         """The status of the metadata file at ``path`` if it matches every hash the page gives of

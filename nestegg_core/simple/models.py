@@ -461,10 +461,16 @@ class ProjectPage:
         first = tuple(first)
         names = {dist.filename for dist in first}
         rest = tuple(dist for dist in self.files if dist.filename not in names)
-        versions = self.index_versions
-        if versions is not None:  # the first files' versions listed too (private ones)
-            versions += tuple(version for dist in first if (version := dist.version) is not None)
-        return ProjectPage.build(self.name, first + rest, versions)
+        return ProjectPage.build(self.name, first + rest, versions_with(self.index_versions, first))
+
+
+def versions_with(versions: tuple[str, ...] | None, files: Iterable[DistFile]) -> tuple[str, ...] | None:
+    """The index's list of ``versions`` (PEP 700) and those of ``files``, which nestegg lists beside
+    the index's (private ones, cached ones the index dropped): a version whose files a page lists is
+    in its list. None when the index gives none: a page's versions are then its files'."""
+    if versions is None:
+        return None
+    return versions + tuple(version for dist in files if (version := dist.version) is not None)
 
 
 def _distinct(versions: Iterable[str]) -> tuple[str, ...]:
