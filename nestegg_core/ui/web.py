@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import threading
 import weakref
 from array import array
@@ -362,8 +361,6 @@ class _Request:
         if raw is None or raw == "":
             return default
         value = parse_number(raw)  # ASCII digits, few: "²".isdigit() is true, and int() has a limit
-        if value is None and raw.isascii() and raw.isdigit() and raw.strip("0"):
-            value = sys.maxsize  # a number of more digits than any count: as many as there are
         if value is None or value < 1:
             raise BadRequest(f"{key}: expected a whole number >= 1, got {_cut(raw)!r}")
         return min(value, maximum) if maximum else value
