@@ -160,8 +160,13 @@ def test_project_page_follows_what_it_is_made_of(
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("page=0", "page: expected a whole number >= 1, got '0'"),
-        ("per_page=many", "per_page: expected a whole number >= 1, got 'many'"),
+        ("page=0", "page: expected a whole number >= 1 of at most 9 digits, got '0'"),
+        ("per_page=many", "per_page: expected a whole number >= 1 of at most 9 digits, got 'many'"),
+        # not "no whole number": one of more digits than a count has
+        (
+            "per_page=9999999999999",
+            "per_page: expected a whole number >= 1 of at most 9 digits, got '9999999999999'",
+        ),
         ("kind=public", "kind: expected 'private' or 'mirror', got 'public'"),
         ("format=xml", "format: expected 'html' or 'json', got 'xml'"),
     ],

@@ -25,7 +25,7 @@ MAX_VERSION = 256
 #: the longest Requires-Python (or other specifier set) read; real ones stay under a hundred
 MAX_SPECIFIER = 1024
 #: digits of the numbers of wheel tags and glibc versions (a Python minor, a glibc version)
-_MAX_DIGITS = 9
+MAX_DIGITS = 9
 
 
 def is_valid_name(name: str) -> bool:
@@ -104,7 +104,7 @@ def parse_specifier(text: str) -> SpecifierSet | None:
 def parse_number(text: str) -> int | None:
     """The number ``text`` holds in ASCII digits (a wheel tag's Python minor, a glibc version), or
     None when it holds none or has more digits than any such number has."""
-    if not text.isascii() or not text.isdigit() or len(text) > _MAX_DIGITS:
+    if not text.isascii() or not text.isdigit() or len(text) > MAX_DIGITS:
         return None
     return int(text)
 

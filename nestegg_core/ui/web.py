@@ -43,6 +43,7 @@ from nestegg_core.config.config import Config, SourceBuild
 from nestegg_core.errors import BadRequest, NotFound
 from nestegg_core.http.answers import location
 from nestegg_core.simple.models import (
+    MAX_DIGITS,
     DistFile,
     ProjectPage,
     format_time,
@@ -362,7 +363,8 @@ class _Request:
             return default
         value = parse_number(raw)  # ASCII digits, few: "²".isdigit() is true, and int() has a limit
         if value is None or value < 1:
-            raise BadRequest(f"{key}: expected a whole number >= 1, got {_cut(raw)!r}")
+            expected = f"a whole number >= 1 of at most {MAX_DIGITS} digits"
+            raise BadRequest(f"{key}: expected {expected}, got {_cut(raw)!r}")
         return min(value, maximum) if maximum else value
 
 
