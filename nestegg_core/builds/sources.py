@@ -33,12 +33,12 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from nestegg_core.config.config import Config, SourceBuild, SourceVersion
-from nestegg_core.errors import BuildError, NesteggError, NotFound
+from nestegg_core.errors import BuildError, NesteggError, NotFound, Unavailable
 from nestegg_core.installers import installer_env
 from nestegg_core.simple.distmeta import parse_dist_filename
 from nestegg_core.simple.models import format_time
 from nestegg_core.storage.fs import write_atomic
-from nestegg_core.storage.locks import FileLock
+from nestegg_core.storage.locks import FileLock, LockTimeout
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.urls import mask_text
 
@@ -51,6 +51,11 @@ logger = logging.getLogger(__name__)
 
 #: seconds one ``python -m build`` may take
 BUILD_TIMEOUT = 1800.0
+#: seconds a request waits for a build of its project that runs (here or in another process)
+#: before it is answered 503: a hung build must not take every worker thread of the server
+BUILD_WAIT = 5.0
+#: seconds :meth:`SourceBuilder.stop` waits for the builds it stopped to end
+STOP_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +118,24 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         self._checked: dict[str, float] = {}
         self._failures: dict[str, list[BuildOutcome]] = {}
         self._guard = threading.Lock()
+        #: set while the server stops: running builds are ended, none is started
+        self._stopping = threading.Event()
+        self._running = 0
+        self._idle = threading.Condition(self._guard)
+
+    # the server's service: running builds end with it ----------------------------------------
+
+    def start(self) -> None:
+        self._stopping.clear()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """End the builds that run (their processes, whole) and wait for them, at most ``timeout``
+        seconds (:data:`STOP_TIMEOUT`)."""
+        self._stopping.set()
+        deadline = time.monotonic() + (STOP_TIMEOUT if timeout is None else timeout)
+        with self._idle:
+            while self._running and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
 
     def source_build(self, name: str) -> SourceBuild:
         return find_source_build(self.config, name)
@@ -120,7 +143,8 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
     # on demand -----------------------------------------------------------------------------
 
     def ensure(self, name: NormalizedName) -> None:
-        """Build what is missing of ``name`` (at most once per ``ttl``); :class:`BuildError` if that failed.
+        """Build what is missing of ``name`` (at most once per ``ttl``); :class:`BuildError` if that
+        failed, :class:`Unavailable` while another request's build of it runs past :data:`BUILD_WAIT`.
 
         What was built before stays served: only a version that failed just now with nothing
         built before is an error, once. A commit that failed is not built again here (``nestegg
@@ -133,7 +157,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             return
         last = self._checked.get(name)
         if last is None or self.clock() - last >= self.config.ttl:
-            outcomes = self.build(name, retry_failed=False, refresh=False)
+            outcomes = self.build(name, retry_failed=False, refresh=False, wait=BUILD_WAIT)
             with self._guard:
                 self._checked[name] = self.clock()
                 self._failures[name] = [o for o in outcomes if not o.ok]
@@ -146,37 +170,57 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
 
     # builds ---------------------------------------------------------------------------------
 
-    def build(self, name: str, *, retry_failed: bool = True, refresh: bool = True) -> list[BuildOutcome]:
+    def build(
+        self, name: str, *, retry_failed: bool = True, refresh: bool = True, wait: float = -1
+    ) -> list[BuildOutcome]:
         """Bring every configured version of ``name`` up to date; one outcome per version.
 
         ``refresh`` fetches the repository even if it was fetched within ``ttl``;
-        ``retry_failed`` builds again a commit that failed before.
+        ``retry_failed`` builds again a commit that failed before. A build of ``name`` that
+        runs already is waited for ``wait`` seconds (-1: until it ends), then
+        :class:`Unavailable` says so.
         """
         build = self.source_build(name)
         if not build.versions:
             return []
         lock_path = self.root / "builds" / f"{build.name}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(lock_path):
-            state = _State.read(self._state_path(build.name))
-            log = Transcript()
-            fetched = self._update(build, state, log, refresh=refresh)
+        lock = FileLock(lock_path, timeout=wait)
+        try:
+            lock.acquire()
+        except LockTimeout:
+            raise Unavailable(f"a build of {build.name} is in progress; try again shortly") from None
+        with self._guard:
+            self._running += 1
+        try:
+            return self._build_all(build, retry_failed=retry_failed, refresh=refresh)
+        finally:
+            lock.release()
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
+
+    def _build_all(self, build: SourceBuild, *, retry_failed: bool, refresh: bool) -> list[BuildOutcome]:
+        """:meth:`build`, its lock held."""
+        state = _State.read(self._state_path(build.name))
+        log = Transcript(self._stopping)
+        fetched = self._update(build, state, log, refresh=refresh)
+        commits = self._resolve(build, log)
+        if (
+            not fetched
+            and not self.config.offline
+            and any(isinstance(c, BuildError) for c in commits.values())
+        ):
+            # a tag new since the last fetch: fetch now rather than fail until the ttl is over
+            self._update(build, state, log, refresh=True)
             commits = self._resolve(build, log)
-            if (
-                not fetched
-                and not self.config.offline
-                and any(isinstance(c, BuildError) for c in commits.values())
-            ):
-                # a tag new since the last fetch: fetch now rather than fail until the ttl is over
-                self._update(build, state, log, refresh=True)
-                commits = self._resolve(build, log)
-            outcomes = []
-            for version in build.versions:
-                resolved = commits[version.version]
-                outcomes.append(
-                    self._build_version(build, version, resolved, state, log, retry_failed=retry_failed)
-                )
-                state.write(self._state_path(build.name))  # what is done stays done if this process dies
+        outcomes = []
+        for version in build.versions:
+            resolved = commits[version.version]
+            outcomes.append(
+                self._build_version(build, version, resolved, state, log, retry_failed=retry_failed)
+            )
+            state.write(self._state_path(build.name))  # what is done stays done if this process dies
         return outcomes
 
     def _update(self, build: SourceBuild, state: _State, log: Transcript, *, refresh: bool) -> bool:
@@ -207,7 +251,14 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         commits: dict[str, str | BuildError] = {}
         for version in build.versions:
             if not repo.exists():
-                how = "offline, and it was never cloned" if self.config.offline else "cannot clone it"
+                # the clone's own words: the last command of this transcript that failed
+                how = (
+                    "offline, and it was never cloned"
+                    if self.config.offline
+                    else f"cannot clone it: {log.reason}"
+                    if log.reason
+                    else "cannot clone it"
+                )
                 commits[version.version] = BuildError(f"no repository {mask_text(build.repo_url)!r}: {how}")
                 continue
             try:
@@ -231,7 +282,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         def outcome(status: str, **values: Any) -> BuildOutcome:
             return BuildOutcome(name=build.name, version=key, ref=version.tag, status=status, **values)
 
-        log = Transcript()
+        log = Transcript(self._stopping)
         log.note(f"# nestegg source build of {build.name} {key} ({version.tag}) from {build.repo_url}")
         log.parts.extend(update_log.parts)
         if isinstance(resolved, BuildError):
@@ -259,6 +310,9 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         try:
             files = self._run_build(build, version, commit, log, previous=done)
         except (NesteggError, OSError, subprocess.SubprocessError) as exc:
+            if self._stopping.is_set():  # no failure of the commit's: built again next time
+                logger.warning("build of %s %s stopped: the server is stopping", build.name, key)
+                return outcome("failed", commit=commit, message=f"stopped: {exc}")
             path = self._write_log(build.name, key, commit, log, str(exc))
             state.failed[key] = {"ref": version.tag, "commit": commit, "log": str(path), "error": str(exc)}
             logger.error("source build of %s %s (%s at %s) failed (log: %s): %s",
@@ -291,6 +345,9 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             source, out = Path(work) / "source", Path(work) / "dist"
             self.backends(build.repo_type).checkout(self._repo_path(build.name), commit, source, log)
             env = self.build_env()
+            # its build environment (``build-env-*``) goes where it is removed, even if killed
+            (Path(work) / "tmp").mkdir()
+            env.update(dict.fromkeys(("TMPDIR", "TEMP", "TMP"), str(Path(work) / "tmp")))
             log.note(f"# build environment installs from {env['PIP_INDEX_URL']}")
             log.run(
                 [self.python, "-m", "build", "--outdir", str(out), str(source)],
