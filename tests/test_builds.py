@@ -718,6 +718,48 @@ def one_build(
 
 
 @pytest.mark.slow
+def test_a_tag_that_is_not_there_leaves_the_built_versions_served(
+    tmp_path: Path, upstream: PrivateIndex, git_repo: GitRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="nestegg_core.builds.sources")
+    versions = (
+        SourceVersion(version="1.0.0", tag="1.0.0"),
+        SourceVersion(version="3.0.0", tag="no-such-tag"),
+    )
+    with Mirror(one_build(tmp_path, upstream, git_repo, *versions, ttl=3600)) as mirror:
+        python = make_venv(tmp_path / "venv")
+        pip = [str(python), "-m", "pip", "install", "--no-cache-dir", "--retries", "0", "my_package==1.0.0"]
+        done = run(pip, env=installer_env(mirror.index_url))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert sorted(files(mirror, "my-package")) == [
+            "my_package-1.0.0-py3-none-any.whl",
+            "my_package-1.0.0.tar.gz",
+        ]
+    # said once a ttl, as a warning, and recorded with the builds' failures
+    said = [r for r in caplog.records if "no-such-tag" in r.getMessage()]
+    assert [r.levelname for r in said] == ["WARNING"]
+    assert said[0].getMessage().startswith("source build of my-package 3.0.0 failed (log: ")
+    state = json.loads((tmp_path / "nest" / "builds" / "my-package.json").read_text())
+    assert state["failed"]["3.0.0"]["error"] == "no tag, branch or commit 'no-such-tag' in the git repository"
+    assert list(state["built"]) == ["1.0.0"]
+
+
+@pytest.mark.slow
+def test_a_broken_version_leaves_the_built_ones_served(
+    tmp_path: Path, upstream: PrivateIndex, git_repo: GitRepo, http: requests.Session
+) -> None:
+    write_tree(git_repo.path, "my_package", "3.0.0", requires="!")
+    git_repo.commit("broken", tag="3.0.0")
+    versions = (SourceVersion(version="1.0.0", tag="1.0.0"), SourceVersion(version="3.0.0", tag="3.0.0"))
+    with Mirror(one_build(tmp_path, upstream, git_repo, *versions)) as mirror:
+        answer = http.get(f"{mirror.url}/simple/my-package/", headers=JSON)
+        assert answer.status_code == 200, answer.reason
+        assert [f["filename"] for f in answer.json()["files"]] == [
+            "my_package-1.0.0-py3-none-any.whl", "my_package-1.0.0.tar.gz",
+        ]  # fmt: skip
+
+
+@pytest.mark.slow
 def test_a_loud_build_keeps_the_head_and_the_tail_of_its_output(
     tmp_path: Path, upstream: PrivateIndex, git_repo: GitRepo, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -143,14 +143,15 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
     # on demand -----------------------------------------------------------------------------
 
     def ensure(self, name: NormalizedName) -> None:
-        """Build what is missing of ``name`` (at most once per ``ttl``); :class:`BuildError` if that
-        failed, :class:`Unavailable` while another request's build of it runs past :data:`BUILD_WAIT`.
+        """Build what is missing of ``name`` (at most once per ``ttl``); :class:`BuildError` if that failed
+        with nothing of ``name`` built, :class:`Unavailable` while another request's build of it
+        runs past :data:`BUILD_WAIT`.
 
-        What was built before stays served: only a version that failed just now with nothing
-        built before is an error, once. A commit that failed is not built again here (``nestegg
-        build`` retries it), so a broken tag costs one build, not one per request; but a private
-        project that has no files at all keeps answering with its build error, which says more
-        than an empty page.
+        What is built is served: a version that fails (a broken build, a tag that is gone) is
+        logged and recorded, and leaves the others served. Only a project with nothing built is
+        an error: once, or for as long as it has nothing, if private (its build error says more
+        than an empty page). A commit that failed is not built again here (``nestegg build``
+        retries it), so a broken tag costs one build, not one per request.
         """
         build = self._builds.get(name)
         if build is None:
@@ -161,8 +162,8 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             with self._guard:
                 self._checked[name] = self.clock()
                 self._failures[name] = [o for o in outcomes if not o.ok]
-            fresh = [o for o in outcomes if o.status == "failed" and not self._has_version(name, o.version)]
-            if fresh:
+            fresh = [o for o in outcomes if o.status == "failed"]
+            if fresh and self.store.page(name) is None:
                 raise BuildError(_summary(fresh))
         failures = self._failures.get(name)
         if failures and build.private and self.store.page(name) is None:
@@ -288,7 +289,8 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         if isinstance(resolved, BuildError):
             path = self._write_log(build.name, key, "unresolved", log, str(resolved))
             state.failed[key] = {"ref": version.tag, "commit": None, "log": str(path), "error": str(resolved)}
-            logger.error("source build of %s %s failed (log: %s): %s", build.name, key, path, resolved)
+            # tried again (and said again) once per ttl, as the tag may come
+            logger.warning("source build of %s %s failed (log: %s): %s", build.name, key, path, resolved)
             return outcome("failed", log=path, message=str(resolved))
         commit = resolved
         done = state.built.get(key)
@@ -385,11 +387,6 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
 
     def _state_path(self, name: str) -> Path:
         return self.root / "builds" / f"{name}.json"
-
-    def _has_version(self, name: NormalizedName, version: str) -> bool:
-        page = self.store.page(name)
-        wanted = Version(version)
-        return page is not None and any(d.version and Version(d.version) == wanted for d in page.files)
 
     def _present(self, name: NormalizedName, files: Iterable[str]) -> bool:
         files = list(files)
