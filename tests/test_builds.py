@@ -760,6 +760,40 @@ def test_a_broken_version_leaves_the_built_ones_served(
 
 
 @pytest.mark.slow
+def test_an_sdist_whose_wheel_cannot_be_built_here_is_served_alone(
+    tmp_path: Path, upstream: PrivateIndex, git_repo: GitRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    no_compiler = tmp_path / "no-compiler"
+    no_compiler.touch()
+    write_tree(git_repo.path, "my_package", "3.0.0")
+    add_to_backend(
+        git_repo.path,
+        f"_sdist_only = build_wheel\n\n\n"
+        f"def build_wheel(*args, **kwargs):\n"
+        f"    if _os.path.exists({str(no_compiler)!r}):\n"
+        f"        raise SystemExit(\"error: command 'gcc' failed: No such file or directory\")\n"
+        f"    return _sdist_only(*args, **kwargs)\n".replace("_os.", "__import__('os')."),
+    )
+    git_repo.commit("a C extension", tag="3.0.0")
+    versions = (SourceVersion(version="3.0.0", tag="3.0.0", dist_file="my_package-3.0.0.tar.gz"),)
+    with Mirror(one_build(tmp_path, upstream, git_repo, *versions)) as mirror:
+        assert list(files(mirror, "my-package")) == ["my_package-3.0.0.tar.gz"]
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert (
+            "serving the sdist of my-package 3.0.0 alone: its wheel could not be built: "
+            "error: command 'gcc' failed: No such file or directory" in warned
+        )
+        no_compiler.unlink()  # the machine that installs it has one
+        python = make_venv(tmp_path / "venv")
+        pip = [str(python), "-m", "pip", "install", "--no-cache-dir", "my_package==3.0.0"]
+        done = run(pip, env=installer_env(mirror.index_url))
+        assert done.returncode == 0, done.stdout + done.stderr
+    # a build that made no sdist either is still a failure
+    with pytest.raises(BuildError, match=r"expected an sdist, the build made nothing"):
+        check_outputs(*source(), [], wheel=False)
+
+
+@pytest.mark.slow
 def test_a_loud_build_keeps_the_head_and_the_tail_of_its_output(
     tmp_path: Path, upstream: PrivateIndex, git_repo: GitRepo, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,9 +19,11 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -42,7 +44,7 @@ from nestegg_core.storage.locks import FileLock, LockTimeout
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.urls import mask_text
 
-from .vcs import VCS, CheckoutWork, Transcript
+from .vcs import VCS, CheckoutWork, Transcript, failed
 
 if TYPE_CHECKING:
     pass
@@ -81,7 +83,8 @@ class BuildOutcome:
         commit = f" at {self.commit[:12]}" if self.commit else ""
         head = f"{self.name} {self.version} ({self.ref}{commit})"
         if self.ok:
-            return f"{head}: {self.status}: {', '.join(self.files)}"
+            note = f" ({self.message})" if self.message else ""
+            return f"{head}: {self.status}: {', '.join(self.files)}{note}"
         # the log first: clients cut long reason phrases short
         log = f" (log: {self.log})" if self.log else ""
         return f"{head}: {self.status}{log}: {self.message}"
@@ -310,7 +313,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         )
         started = time.monotonic()
         try:
-            files = self._run_build(build, version, commit, log, previous=done)
+            files, no_wheel = self._run_build(build, version, commit, log, previous=done)
         except (NesteggError, OSError, subprocess.SubprocessError) as exc:
             if self._stopping.is_set():  # no failure of the commit's: built again next time
                 logger.warning("build of %s %s stopped: the server is stopping", build.name, key)
@@ -329,7 +332,8 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         }
         state.failed.pop(key, None)
         logger.info("built %s %s in %.1fs: %s", build.name, key, time.monotonic() - started, ", ".join(files))
-        return outcome("built", commit=commit, files=files, log=path)
+        message = f"no wheel: {no_wheel}" if no_wheel else ""
+        return outcome("built", commit=commit, files=files, log=path, message=message)
 
     def _run_build(
         self,
@@ -339,7 +343,8 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         log: Transcript,
         *,
         previous: Mapping[str, Any] | None,
-    ) -> tuple[str, ...]:
+    ) -> tuple[tuple[str, ...], str]:
+        """Build ``commit`` and publish what it made; the files, and why no wheel was made ("")."""
         work_root = self.root / "tmp" / "builds"
         work_root.mkdir(parents=True, exist_ok=True)
         _remove_abandoned(work_root, build.name)
@@ -351,15 +356,27 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             (Path(work) / "tmp").mkdir()
             env.update(dict.fromkeys(("TMPDIR", "TEMP", "TMP"), str(Path(work) / "tmp")))
             log.note(f"# build environment installs from {env['PIP_INDEX_URL']}")
-            log.run(
+            label = "python -m build"
+            result = log.run(
                 [self.python, "-m", "build", "--outdir", str(out), str(source)],
                 cwd=Path(work),
                 env=env,
                 timeout=BUILD_TIMEOUT,
-                label="python -m build",
+                label=label,
+                check=False,
             )
             produced = sorted(out.iterdir()) if out.is_dir() else []
-            check_outputs(build, version, [p.name for p in produced])
+            no_wheel = ""
+            if result.returncode != 0:
+                # the sdist was built, its wheel was not (a C extension that does not compile
+                # here): served as the original nestegg served it, which built only the sdist
+                if len(produced) != 1 or produced[0].suffix == ".whl" or not _whole_archive(produced[0]):
+                    raise failed(label, result)
+                no_wheel = log.reason
+                logger.warning("serving the sdist of %s %s alone: its wheel could not be built: %s",
+                               build.name, version.version, no_wheel)  # fmt: skip
+                log.note(f"# the sdist alone is served: its wheel could not be built: {no_wheel}")
+            check_outputs(build, version, [p.name for p in produced], wheel=not no_wheel)
             for path in produced:
                 self.store.add(path, move=True, replace=True)
             names = tuple(p.name for p in produced)
@@ -368,7 +385,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             if stale not in names:
                 with contextlib.suppress(NotFound):
                     self.store.remove(build.name, stale)
-        return names
+        return names, no_wheel
 
     def build_env(self) -> dict[str, str]:
         """The environment of ``python -m build``: installers see this mirror and nothing else."""
@@ -430,8 +447,11 @@ def _remove_abandoned(work_root: Path, name: str) -> None:
                 shutil.rmtree(entry.path, ignore_errors=True)
 
 
-def check_outputs(build: SourceBuild, version: SourceVersion, produced: list[str]) -> None:
-    """That a build made one sdist and a wheel of the configured name, version and ``dist_file``."""
+def check_outputs(
+    build: SourceBuild, version: SourceVersion, produced: list[str], *, wheel: bool = True
+) -> None:
+    """That a build made one sdist and a wheel (unless not ``wheel``) of the configured name,
+    version and ``dist_file``."""
     made = ", ".join(produced) or "nothing"
     wanted = Version(version.version)
     for filename in produced:
@@ -445,12 +465,26 @@ def check_outputs(build: SourceBuild, version: SourceVersion, produced: list[str
             )
     sdists = [f for f in produced if not f.endswith(".whl")]
     wheels = [f for f in produced if f.endswith(".whl")]
-    if len(sdists) != 1 or not wheels:
-        raise BuildError(f"expected an sdist and a wheel, the build made {made}")
+    if len(sdists) != 1 or (wheel and not wheels):
+        raise BuildError(f"expected an sdist{' and a wheel' if wheel else ''}, the build made {made}")
     if version.dist_file is not None and version.dist_file not in produced:
         if not any(_same_dist(version.dist_file, filename) for filename in produced):
             raise BuildError(f"dist_file {version.dist_file!r} was not produced; the build made {made}")
         logger.info("dist_file %r is spelled differently from what was built (%s)", version.dist_file, made)
+
+
+def _whole_archive(path: Path) -> bool:
+    """Whether the sdist at ``path`` reads to its end (a build that failed may have cut it short)."""
+    try:
+        if path.name.endswith(".zip"):
+            with zipfile.ZipFile(path) as archive:
+                return archive.testzip() is None
+        with tarfile.open(path) as archive:
+            for _ in archive:  # every member's header, its data decompressed on the way (and checked)
+                pass
+    except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile):
+        return False
+    return True
 
 
 def _same_dist(expected: str, made: str) -> bool:
