@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tarfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +22,9 @@ import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror, load_config
+from nestegg_core.builds import sources, vcs
 from nestegg_core.builds.sources import SourceBuilder, check_outputs
-from nestegg_core.builds.vcs import Git, Mercurial, Transcript, find_hg
+from nestegg_core.builds.vcs import Git, Mercurial, Transcript, find_hg, run_unattended
 from nestegg_core.cli import main
 from nestegg_core.config.config import Config, SourceBuild, SourceVersion
 from nestegg_core.errors import BuildError
@@ -74,6 +79,64 @@ def write_tree(root: Path, name: str, version: str, *, requires: str = "", extra
         pyproject.write_text(pyproject.read_text().replace("requires = []", f'requires = ["{requires}"]'))
     if extra:
         (root / name.replace("-", "_") / "extra.py").write_text(f"EXTRA = {extra!r}\n")
+
+
+def add_to_backend(root: Path, code: str) -> None:
+    """Append ``code`` to the in-tree build backend of the project tree at ``root``."""
+    backend = next(root.glob("_nestegg_backend/*.py"))
+    backend.write_text(backend.read_text() + "\n" + code)
+
+
+#: a build backend (or script) that starts a child, says its process group, then hangs
+HANG = """
+import os as _os, subprocess as _subprocess, sys as _sys, time as _time
+_child = _subprocess.Popen([_sys.executable, "-c", "import time; time.sleep(600)"])
+with open({mark!r} + ".part", "w") as _file:
+    _file.write(str(_os.getpgid(0)))
+_os.replace({mark!r} + ".part", {mark!r})
+for _ in range({hang}):
+    _time.sleep(0.1)
+"""
+
+
+def group_members(pgid: int, wait: float = 5.0) -> list[int]:
+    """The processes of group ``pgid`` that live (a zombie PID 1 has not reaped is no process),
+    after up to ``wait`` seconds for them to end (a KILL takes effect a moment after it is sent)."""
+    deadline = time.monotonic() + wait
+    while (members := _members(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return members
+
+
+def _members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                members.append(int(entry.name))
+    return members
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def hung_group(mark: Path) -> Iterator[Callable[[], int]]:
+    """The process group a hung command wrote to ``mark``, killed at the end whatever happened."""
+    try:
+        yield lambda: int(mark.read_text())
+    finally:
+        if mark.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(mark.read_text()), signal.SIGKILL)
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
 
 
 class GitRepo:
@@ -199,10 +262,17 @@ def builds_logged(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
 
 @pytest.mark.slow
 def test_pip_install_builds_on_demand_once_and_again_when_the_branch_moves(
-    mirror: Mirror, git_repo: GitRepo, faults: Faults, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    mirror: Mirror,
+    git_repo: GitRepo,
+    faults: Faults,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.INFO, logger="nestegg_core.builds.sources")
-    # parallel first requests: one builds, the others wait for it and find it done
+    # parallel first requests: one builds, the others wait for it (past the 503 a request gets
+    # after BUILD_WAIT) and find it done
+    monkeypatch.setattr(sources, "BUILD_WAIT", 120.0)
     answers: list[requests.Response] = []
     threads = [threading.Thread(target=lambda: answers.append(page(mirror, "my-package"))) for _ in range(3)]
     for thread in threads:
@@ -452,3 +522,332 @@ def test_build_env_points_at_the_mirror_only(tmp_path: Path, monkeypatch: pytest
     assert "UV_EXTRA_INDEX_URL" not in env
     assert env["PIP_CONFIG_FILE"] == os.devnull
     assert env["NO_PROXY"].split(",")[0] == "127.0.0.1"
+
+
+# processes ------------------------------------------------------------------------------------
+
+
+@needs_proc
+@pytest.mark.parametrize(
+    ("hang", "timed_out"),
+    [
+        (6000, True),  # hangs: stopped at its time limit, its child too
+        (0, False),  # exits, its child holding the output pipe: not waited for, and ended
+    ],
+)
+def test_a_command_leaves_no_process_of_its_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hang: int, timed_out: bool
+) -> None:
+    monkeypatch.setattr(vcs, "KILL_GRACE", 1.0)
+    mark = tmp_path / "group"
+    command = [sys.executable, "-c", "print('started', flush=True)" + HANG.format(mark=str(mark), hang=hang)]
+    started = time.monotonic()
+    with hung_group(mark) as group:
+        if timed_out:
+            with pytest.raises(subprocess.TimeoutExpired) as raised:
+                run_unattended(command, env=None, timeout=2, merge_output=True)
+            assert raised.value.output == "started\n"
+        else:
+            done = run_unattended(command, env=None, timeout=30, merge_output=True)
+            assert (done.returncode, done.stdout) == (0, "started\n")
+        assert time.monotonic() - started < 15
+        assert group_members(group()) == []
+
+
+@needs_proc
+def test_a_stopped_command_leaves_no_process_of_its_group(tmp_path: Path) -> None:
+    mark, stop = tmp_path / "group", threading.Event()
+    log = Transcript(stop)
+    errors: list[BaseException] = []
+
+    def hang() -> None:
+        try:
+            log.run([sys.executable, "-c", HANG.format(mark=str(mark), hang=6000)], timeout=600, label="hang")
+        except BuildError as exc:
+            errors.append(exc)
+
+    with hung_group(mark) as group:
+        thread = threading.Thread(target=hang)
+        thread.start()
+        wait_for(mark.exists, "process group")
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive()
+        assert [str(e) for e in errors] == ["stopped: the server is stopping"]
+        assert group_members(group()) == []
+    with pytest.raises(BuildError, match="stopped: the server is stopping"):
+        log.run(["git", "--version"])  # none starts once stopped
+
+
+@pytest.fixture
+def hung_repo(tmp_path: Path) -> tuple[GitRepo, Path]:
+    """hung_package 1.0.0, whose build starts a child and hangs (its group written to the Path)."""
+    repo, mark = GitRepo(tmp_path / "repos" / "hung_package"), tmp_path / "group"
+    write_tree(repo.path, "hung_package", "1.0.0")
+    add_to_backend(repo.path, HANG.format(mark=str(mark), hang=6000))
+    repo.commit("hangs", tag="1.0.0")
+    return repo, mark
+
+
+def hung_config(tmp_path: Path, upstream: PrivateIndex, repo: GitRepo) -> Config:
+    version = SourceVersion(version="1.0.0", tag="1.0.0")
+    build = SourceBuild(
+        name=NormalizedName("hung-package"), repo_type="git", repo_url=str(repo.path), versions=(version,)
+    )
+    return Config(
+        nestegg_dir=tmp_path / "nest", port=0, index_url=upstream.index_url, source_builds=(build,), ttl=0
+    )
+
+
+@needs_proc
+@pytest.mark.slow
+def test_a_build_past_its_time_limit_leaves_no_process_and_no_temporary_dir(
+    tmp_path: Path, upstream: PrivateIndex, hung_repo: tuple[GitRepo, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo, mark = hung_repo
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(system_tmp))  # where build makes its build-env-* unless told
+    monkeypatch.setattr(sources, "BUILD_TIMEOUT", 5.0)
+    monkeypatch.setattr(vcs, "KILL_GRACE", 1.0)
+    config = hung_config(tmp_path, upstream, repo)
+    builder = SourceBuilder(
+        config, PrivateStore(config.nestegg_dir / "private"), index_url=lambda: upstream.index_url
+    )
+    with hung_group(mark) as group:
+        [outcome] = builder.build("hung-package")
+        assert outcome.status == "failed"
+        assert outcome.message == "'python -m build' did not finish within 5s"
+        assert group_members(group()) == []
+    assert list(system_tmp.iterdir()) == []
+    assert list((config.nestegg_dir / "tmp" / "builds").iterdir()) == []
+
+
+@needs_proc
+@pytest.mark.slow
+def test_stopping_the_mirror_ends_the_build_it_runs(
+    tmp_path: Path,
+    upstream: PrivateIndex,
+    hung_repo: tuple[GitRepo, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    http: requests.Session,
+) -> None:
+    repo, mark = hung_repo
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(system_tmp))
+    monkeypatch.setattr(vcs, "KILL_GRACE", 1.0)
+    config = hung_config(tmp_path, upstream, repo)
+    answers: list[requests.Response] = []
+    with hung_group(mark) as group:
+        mirror = Mirror(config).start()
+        try:
+            asked = threading.Thread(
+                target=lambda: answers.append(http.get(f"{mirror.url}/simple/hung-package/", headers=JSON))
+            )
+            asked.start()
+            wait_for(mark.exists, "build")
+        finally:
+            started = time.monotonic()
+            mirror.stop()
+        assert time.monotonic() - started < 15
+        asked.join(30)
+        assert group_members(group()) == []
+    assert [a.status_code for a in answers] == [502]
+    assert "stopped: the server is stopping" in answers[0].reason
+    assert list(system_tmp.iterdir()) == []
+    assert list((config.nestegg_dir / "tmp" / "builds").iterdir()) == []
+    # not taken for a failure of the commit: the next server builds it again
+    state = json.loads((config.nestegg_dir / "builds" / "hung-package.json").read_text())
+    assert state["failed"] == {}
+
+
+@needs_proc
+@pytest.mark.slow
+def test_a_hung_build_holds_up_no_other_request(
+    tmp_path: Path,
+    upstream: PrivateIndex,
+    hung_repo: tuple[GitRepo, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    http: requests.Session,
+) -> None:
+    repo, mark = hung_repo
+    monkeypatch.setattr(sources, "BUILD_WAIT", 0.5)
+    monkeypatch.setattr(vcs, "KILL_GRACE", 1.0)
+    upstream.add("public-package", "1.0")
+    config = hung_config(tmp_path, upstream, repo).with_changes(threads=4)
+    with hung_group(mark) as group, Mirror(config) as mirror:
+        url = f"{mirror.url}/simple/hung-package/"
+        building = threading.Thread(target=lambda: http.get(url, headers=JSON), daemon=True)
+        building.start()
+        wait_for(mark.exists, "build")
+        answers: list[requests.Response] = []
+        started = time.monotonic()
+        # more than the server's threads, each asking as pip would, all at once
+        askers = [
+            threading.Thread(target=lambda: answers.append(requests.get(url, headers=JSON, timeout=30)))
+            for _ in range(config.threads * 2)
+        ]
+        for asker in askers:
+            asker.start()
+        for asker in askers:
+            asker.join(30)
+        assert time.monotonic() - started < 10
+        assert {(a.status_code, a.headers.get("Retry-After")) for a in answers} == {(503, "5")}
+        assert answers[0].text == "a build of hung-package is in progress; try again shortly\n"
+        # the server answers all else meanwhile
+        assert http.get(f"{mirror.url}/health", timeout=5).status_code == 200
+        assert http.get(f"{mirror.url}/simple/public-package/", headers=JSON, timeout=5).status_code == 200
+        assert group_members(group(), wait=0)  # the build still hangs, to be ended with the server
+    building.join(30)
+    assert group_members(group()) == []
+
+
+# what a build serves when part of it fails -----------------------------------------------------
+
+
+def one_build(
+    tmp_path: Path, upstream: PrivateIndex, repo: GitRepo, *versions: SourceVersion, ttl: int = 0
+) -> Config:
+    build = SourceBuild(
+        name=NormalizedName("my-package"), repo_type="git", repo_url=str(repo.path), versions=versions
+    )
+    return Config(
+        nestegg_dir=tmp_path / "nest", port=0, index_url=upstream.index_url, source_builds=(build,), ttl=ttl
+    )
+
+
+@pytest.mark.slow
+def test_a_tag_that_is_not_there_leaves_the_built_versions_served(
+    tmp_path: Path, upstream: PrivateIndex, git_repo: GitRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="nestegg_core.builds.sources")
+    versions = (
+        SourceVersion(version="1.0.0", tag="1.0.0"),
+        SourceVersion(version="3.0.0", tag="no-such-tag"),
+    )
+    with Mirror(one_build(tmp_path, upstream, git_repo, *versions, ttl=3600)) as mirror:
+        python = make_venv(tmp_path / "venv")
+        pip = [str(python), "-m", "pip", "install", "--no-cache-dir", "--retries", "0", "my_package==1.0.0"]
+        done = run(pip, env=installer_env(mirror.index_url))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert sorted(files(mirror, "my-package")) == [
+            "my_package-1.0.0-py3-none-any.whl",
+            "my_package-1.0.0.tar.gz",
+        ]
+    # said once a ttl, as a warning, and recorded with the builds' failures
+    said = [r for r in caplog.records if "no-such-tag" in r.getMessage()]
+    assert [r.levelname for r in said] == ["WARNING"]
+    assert said[0].getMessage().startswith("source build of my-package 3.0.0 failed (log: ")
+    state = json.loads((tmp_path / "nest" / "builds" / "my-package.json").read_text())
+    assert state["failed"]["3.0.0"]["error"] == "no tag, branch or commit 'no-such-tag' in the git repository"
+    assert list(state["built"]) == ["1.0.0"]
+
+
+@pytest.mark.slow
+def test_a_broken_version_leaves_the_built_ones_served(
+    tmp_path: Path, upstream: PrivateIndex, git_repo: GitRepo, http: requests.Session
+) -> None:
+    write_tree(git_repo.path, "my_package", "3.0.0", requires="!")
+    git_repo.commit("broken", tag="3.0.0")
+    versions = (SourceVersion(version="1.0.0", tag="1.0.0"), SourceVersion(version="3.0.0", tag="3.0.0"))
+    with Mirror(one_build(tmp_path, upstream, git_repo, *versions)) as mirror:
+        answer = http.get(f"{mirror.url}/simple/my-package/", headers=JSON)
+        assert answer.status_code == 200, answer.reason
+        assert [f["filename"] for f in answer.json()["files"]] == [
+            "my_package-1.0.0-py3-none-any.whl", "my_package-1.0.0.tar.gz",
+        ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_an_sdist_whose_wheel_cannot_be_built_here_is_served_alone(
+    tmp_path: Path, upstream: PrivateIndex, git_repo: GitRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    no_compiler = tmp_path / "no-compiler"
+    no_compiler.touch()
+    write_tree(git_repo.path, "my_package", "3.0.0")
+    add_to_backend(
+        git_repo.path,
+        f"_sdist_only = build_wheel\n\n\n"
+        f"def build_wheel(*args, **kwargs):\n"
+        f"    if _os.path.exists({str(no_compiler)!r}):\n"
+        f"        raise SystemExit(\"error: command 'gcc' failed: No such file or directory\")\n"
+        f"    return _sdist_only(*args, **kwargs)\n".replace("_os.", "__import__('os')."),
+    )
+    git_repo.commit("a C extension", tag="3.0.0")
+    versions = (SourceVersion(version="3.0.0", tag="3.0.0", dist_file="my_package-3.0.0.tar.gz"),)
+    with Mirror(one_build(tmp_path, upstream, git_repo, *versions)) as mirror:
+        assert list(files(mirror, "my-package")) == ["my_package-3.0.0.tar.gz"]
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert (
+            "serving the sdist of my-package 3.0.0 alone: its wheel could not be built: "
+            "error: command 'gcc' failed: No such file or directory" in warned
+        )
+        no_compiler.unlink()  # the machine that installs it has one
+        python = make_venv(tmp_path / "venv")
+        pip = [str(python), "-m", "pip", "install", "--no-cache-dir", "my_package==3.0.0"]
+        done = run(pip, env=installer_env(mirror.index_url))
+        assert done.returncode == 0, done.stdout + done.stderr
+    # a build that made no sdist either is still a failure
+    with pytest.raises(BuildError, match=r"expected an sdist, the build made nothing"):
+        check_outputs(*source(), [], wheel=False)
+
+
+@pytest.mark.slow
+def test_a_loud_build_keeps_the_head_and_the_tail_of_its_output(
+    tmp_path: Path, upstream: PrivateIndex, git_repo: GitRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vcs, "MAX_OUTPUT", 64 * 1024)
+    monkeypatch.setattr(vcs, "OUTPUT_HEAD", 16 * 1024)
+    write_tree(git_repo.path, "my_package", "3.0.0")
+    add_to_backend(
+        git_repo.path, "import sys as _sys\nfor _ in range(40000):\n    print('y' * 79, file=_sys.stderr)\n"
+    )
+    commit = git_repo.commit("loud", tag="3.0.0")
+    config = one_build(tmp_path, upstream, git_repo, SourceVersion(version="3.0.0", tag="3.0.0"))
+    builder = SourceBuilder(
+        config, PrivateStore(config.nestegg_dir / "private"), index_url=lambda: upstream.index_url
+    )
+    [outcome] = builder.build("my-package")
+    assert outcome.status == "built", outcome.message
+    log = (config.nestegg_dir / "logs" / f"my-package-3.0.0-{commit[:12]}.log").read_text()
+    assert len(log) < 80 * 1024  # of some 3.2 MB a hook each
+    assert "Getting build dependencies for sdist" in log  # the head
+    assert "Successfully built" in log  # the tail
+    assert " bytes of output cut ...]" in log
+
+
+@pytest.mark.parametrize(("size", "kept"), [(10, 10), (100, 100), (101, 100), (10_000, 100)])
+def test_output_is_cut_to_its_head_and_tail(size: int, kept: int) -> None:
+    output, data = vcs.CappedOutput(limit=100, head=30), bytes(ord("a") + i % 26 for i in range(size))
+    for start in range(0, size, 7):
+        output.write(data[start : start + 7])
+        assert output.held <= 100  # never more in memory
+    if kept == size:
+        assert (output.text(), output.cut) == (data.decode(), 0)
+    else:
+        note = f"\n[... {size - kept} bytes of output cut ...]\n"
+        assert output.text() == data[:30].decode() + note + data[-70:].decode()
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("{missing}", "fatal: repository '{missing}' does not exist"),
+        ("ext::sh -c true", "fatal: transport 'ext' not allowed"),
+    ],
+)
+def test_a_clone_that_fails_says_why(tmp_path: Path, url: str, said: str) -> None:
+    missing = str(tmp_path / "missing")
+    build = SourceBuild(
+        name=NormalizedName("my-package"),
+        repo_type="git",
+        repo_url=url.format(missing=missing),
+        versions=(SourceVersion(version="1.0.0", tag="1.0.0"),),
+    )
+    config = Config(nestegg_dir=tmp_path / "nest", source_builds=(build,))
+    builder = SourceBuilder(
+        config, PrivateStore(tmp_path / "private"), index_url=lambda: "http://127.0.0.1:9/"
+    )
+    [outcome] = builder.build("my-package")
+    assert outcome.message.endswith(f": cannot clone it: {said.format(missing=missing)}")

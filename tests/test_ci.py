@@ -417,6 +417,22 @@ def test_a_repository_that_is_none_says_why_in_gits_words(tmp_path: Path) -> Non
         ("warning: a\nsomething broke\n", "something broke"),
         ("error: https://alice:pw@example.com/r refused\n", "error: https://alice:***@example.com/r refused"),
         ("\n  \n", "no output"),
+        # a build: the backend's exception, not the frontend's closing words
+        ('  File "<string>", line 2\n    setup(name="bad"\n         ^\n'
+         "SyntaxError: '(' was never closed\n\nTIP pass --env-dir\n"
+         "ERROR Backend subprocess exited when trying to invoke get_requires_for_build_sdist\n",
+         "SyntaxError: '(' was never closed"),
+        ("Traceback (most recent call last):\n  File \"setup.py\", line 1\n"
+         "ModuleNotFoundError: No module named 'numpy'\nERROR Backend subprocess exited\n",
+         "ModuleNotFoundError: No module named 'numpy'"),
+        ("build.BuildBackendException: Backend 'x' is not available.\nERROR Backend 'x' is not available.\n",
+         "build.BuildBackendException: Backend 'x' is not available."),
+        # a command that failed says why in its own lines, not in the exception that wraps it
+        ("ERROR: No matching distribution found for nope\nsubprocess.CalledProcessError: Command 'pip' "
+         "returned non-zero exit status 1.\n", "ERROR: No matching distribution found for nope"),
+        ("ValueError: https://alice:pw@example.com/r\n", "ValueError: https://alice:***@example.com/r"),
+        ("Note: this is fine\nWarning: so is this\n", "Warning: so is this"),
+        ("RuntimeError: " + "x" * 1000, "RuntimeError: " + "x" * 383 + "..."),
     ],
 )  # fmt: skip
 def test_the_line_that_says_why_a_command_failed(output: str, line: str) -> None:

@@ -16,14 +16,12 @@ build never wait for each other); checkouts are made in ``<nestegg dir>/tmp/ci``
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import queue
 import re
 import shlex
-import signal
 import subprocess
 import tempfile
 import threading
@@ -43,7 +41,7 @@ from nestegg_core.storage.locks import FileLock
 from nestegg_core.urls import mask_text
 
 from .runs import ERROR, FAILED, INTERRUPTED, PASSED, TIMEOUT, EnvResult, Run, RunStore
-from .vcs import CheckoutWork, Transcript, failure_line, find_hg, run_unattended
+from .vcs import CheckoutWork, Transcript, end_group, failure_line, find_hg, run_unattended
 
 if TYPE_CHECKING:
     pass
@@ -52,8 +50,6 @@ logger = logging.getLogger(__name__)
 
 #: seconds a poll of one ref (ls-remote, identify) may take
 POLL_TIMEOUT = 60.0
-#: seconds a stopped run's processes get between SIGTERM and SIGKILL
-KILL_GRACE = 5.0
 _HEX = re.compile(r"[0-9a-f]{40,64}")
 
 
@@ -283,36 +279,18 @@ class Runner(CheckoutWork[RunStore]):
                     except subprocess.TimeoutExpired:
                         pass
                     if cancel.is_set():
-                        _kill(process)
+                        end_group(process)
                         return process.returncode, INTERRUPTED
                     if time.monotonic() >= deadline:
-                        _kill(process)
+                        end_group(process)
                         return process.returncode, TIMEOUT
             except BaseException:
-                _kill(process)
+                end_group(process)
                 raise
 
     def _project_lock(self, name: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(name, threading.Lock())
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    """Stop ``process`` and everything it started (its session): TERM, then KILL."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (getattr(signal, "SIGKILL", signal.SIGTERM), 30.0)):
-        with contextlib.suppress(OSError):
-            if hasattr(os, "killpg"):
-                os.killpg(process.pid, sig)
-            else:  # pragma: no cover - no process groups on Windows
-                process.kill()
-        try:
-            process.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    if hasattr(os, "killpg"):  # what the session left behind after its leader exited
-        with contextlib.suppress(OSError):
-            os.killpg(process.pid, getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def _read_text(path: Path) -> str:

@@ -19,9 +19,11 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,16 +35,16 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from nestegg_core.config.config import Config, SourceBuild, SourceVersion
-from nestegg_core.errors import BuildError, NesteggError, NotFound
+from nestegg_core.errors import BuildError, NesteggError, NotFound, Unavailable
 from nestegg_core.installers import installer_env
 from nestegg_core.simple.distmeta import parse_dist_filename
 from nestegg_core.simple.models import format_time
 from nestegg_core.storage.fs import write_atomic
-from nestegg_core.storage.locks import FileLock
+from nestegg_core.storage.locks import FileLock, LockTimeout
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.urls import mask_text
 
-from .vcs import VCS, CheckoutWork, Transcript
+from .vcs import VCS, CheckoutWork, Transcript, failed
 
 if TYPE_CHECKING:
     pass
@@ -51,6 +53,11 @@ logger = logging.getLogger(__name__)
 
 #: seconds one ``python -m build`` may take
 BUILD_TIMEOUT = 1800.0
+#: seconds a request waits for a build of its project that runs (here or in another process)
+#: before it is answered 503: a hung build must not take every worker thread of the server
+BUILD_WAIT = 5.0
+#: seconds :meth:`SourceBuilder.stop` waits for the builds it stopped to end
+STOP_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,7 +83,8 @@ class BuildOutcome:
         commit = f" at {self.commit[:12]}" if self.commit else ""
         head = f"{self.name} {self.version} ({self.ref}{commit})"
         if self.ok:
-            return f"{head}: {self.status}: {', '.join(self.files)}"
+            note = f" ({self.message})" if self.message else ""
+            return f"{head}: {self.status}: {', '.join(self.files)}{note}"
         # the log first: clients cut long reason phrases short
         log = f" (log: {self.log})" if self.log else ""
         return f"{head}: {self.status}{log}: {self.message}"
@@ -113,6 +121,24 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         self._checked: dict[str, float] = {}
         self._failures: dict[str, list[BuildOutcome]] = {}
         self._guard = threading.Lock()
+        #: set while the server stops: running builds are ended, none is started
+        self._stopping = threading.Event()
+        self._running = 0
+        self._idle = threading.Condition(self._guard)
+
+    # the server's service: running builds end with it ----------------------------------------
+
+    def start(self) -> None:
+        self._stopping.clear()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """End the builds that run (their processes, whole) and wait for them, at most ``timeout``
+        seconds (:data:`STOP_TIMEOUT`)."""
+        self._stopping.set()
+        deadline = time.monotonic() + (STOP_TIMEOUT if timeout is None else timeout)
+        with self._idle:
+            while self._running and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
 
     def source_build(self, name: str) -> SourceBuild:
         return find_source_build(self.config, name)
@@ -120,25 +146,27 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
     # on demand -----------------------------------------------------------------------------
 
     def ensure(self, name: NormalizedName) -> None:
-        """Build what is missing of ``name`` (at most once per ``ttl``); :class:`BuildError` if that failed.
+        """Build what is missing of ``name`` (at most once per ``ttl``); :class:`BuildError` if that failed
+        with nothing of ``name`` built, :class:`Unavailable` while another request's build of it
+        runs past :data:`BUILD_WAIT`.
 
-        What was built before stays served: only a version that failed just now with nothing
-        built before is an error, once. A commit that failed is not built again here (``nestegg
-        build`` retries it), so a broken tag costs one build, not one per request; but a private
-        project that has no files at all keeps answering with its build error, which says more
-        than an empty page.
+        What is built is served: a version that fails (a broken build, a tag that is gone) is
+        logged and recorded, and leaves the others served. Only a project with nothing built is
+        an error: once, or for as long as it has nothing, if private (its build error says more
+        than an empty page). A commit that failed is not built again here (``nestegg build``
+        retries it), so a broken tag costs one build, not one per request.
         """
         build = self._builds.get(name)
         if build is None:
             return
         last = self._checked.get(name)
         if last is None or self.clock() - last >= self.config.ttl:
-            outcomes = self.build(name, retry_failed=False, refresh=False)
+            outcomes = self.build(name, retry_failed=False, refresh=False, wait=BUILD_WAIT)
             with self._guard:
                 self._checked[name] = self.clock()
                 self._failures[name] = [o for o in outcomes if not o.ok]
-            fresh = [o for o in outcomes if o.status == "failed" and not self._has_version(name, o.version)]
-            if fresh:
+            fresh = [o for o in outcomes if o.status == "failed"]
+            if fresh and self.store.page(name) is None:
                 raise BuildError(_summary(fresh))
         failures = self._failures.get(name)
         if failures and build.private and self.store.page(name) is None:
@@ -146,37 +174,57 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
 
     # builds ---------------------------------------------------------------------------------
 
-    def build(self, name: str, *, retry_failed: bool = True, refresh: bool = True) -> list[BuildOutcome]:
+    def build(
+        self, name: str, *, retry_failed: bool = True, refresh: bool = True, wait: float = -1
+    ) -> list[BuildOutcome]:
         """Bring every configured version of ``name`` up to date; one outcome per version.
 
         ``refresh`` fetches the repository even if it was fetched within ``ttl``;
-        ``retry_failed`` builds again a commit that failed before.
+        ``retry_failed`` builds again a commit that failed before. A build of ``name`` that
+        runs already is waited for ``wait`` seconds (-1: until it ends), then
+        :class:`Unavailable` says so.
         """
         build = self.source_build(name)
         if not build.versions:
             return []
         lock_path = self.root / "builds" / f"{build.name}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(lock_path):
-            state = _State.read(self._state_path(build.name))
-            log = Transcript()
-            fetched = self._update(build, state, log, refresh=refresh)
+        lock = FileLock(lock_path, timeout=wait)
+        try:
+            lock.acquire()
+        except LockTimeout:
+            raise Unavailable(f"a build of {build.name} is in progress; try again shortly") from None
+        with self._guard:
+            self._running += 1
+        try:
+            return self._build_all(build, retry_failed=retry_failed, refresh=refresh)
+        finally:
+            lock.release()
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
+
+    def _build_all(self, build: SourceBuild, *, retry_failed: bool, refresh: bool) -> list[BuildOutcome]:
+        """:meth:`build`, its lock held."""
+        state = _State.read(self._state_path(build.name))
+        log = Transcript(self._stopping)
+        fetched = self._update(build, state, log, refresh=refresh)
+        commits = self._resolve(build, log)
+        if (
+            not fetched
+            and not self.config.offline
+            and any(isinstance(c, BuildError) for c in commits.values())
+        ):
+            # a tag new since the last fetch: fetch now rather than fail until the ttl is over
+            self._update(build, state, log, refresh=True)
             commits = self._resolve(build, log)
-            if (
-                not fetched
-                and not self.config.offline
-                and any(isinstance(c, BuildError) for c in commits.values())
-            ):
-                # a tag new since the last fetch: fetch now rather than fail until the ttl is over
-                self._update(build, state, log, refresh=True)
-                commits = self._resolve(build, log)
-            outcomes = []
-            for version in build.versions:
-                resolved = commits[version.version]
-                outcomes.append(
-                    self._build_version(build, version, resolved, state, log, retry_failed=retry_failed)
-                )
-                state.write(self._state_path(build.name))  # what is done stays done if this process dies
+        outcomes = []
+        for version in build.versions:
+            resolved = commits[version.version]
+            outcomes.append(
+                self._build_version(build, version, resolved, state, log, retry_failed=retry_failed)
+            )
+            state.write(self._state_path(build.name))  # what is done stays done if this process dies
         return outcomes
 
     def _update(self, build: SourceBuild, state: _State, log: Transcript, *, refresh: bool) -> bool:
@@ -207,7 +255,14 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         commits: dict[str, str | BuildError] = {}
         for version in build.versions:
             if not repo.exists():
-                how = "offline, and it was never cloned" if self.config.offline else "cannot clone it"
+                # the clone's own words: the last command of this transcript that failed
+                how = (
+                    "offline, and it was never cloned"
+                    if self.config.offline
+                    else f"cannot clone it: {log.reason}"
+                    if log.reason
+                    else "cannot clone it"
+                )
                 commits[version.version] = BuildError(f"no repository {mask_text(build.repo_url)!r}: {how}")
                 continue
             try:
@@ -231,13 +286,14 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         def outcome(status: str, **values: Any) -> BuildOutcome:
             return BuildOutcome(name=build.name, version=key, ref=version.tag, status=status, **values)
 
-        log = Transcript()
+        log = Transcript(self._stopping)
         log.note(f"# nestegg source build of {build.name} {key} ({version.tag}) from {build.repo_url}")
         log.parts.extend(update_log.parts)
         if isinstance(resolved, BuildError):
             path = self._write_log(build.name, key, "unresolved", log, str(resolved))
             state.failed[key] = {"ref": version.tag, "commit": None, "log": str(path), "error": str(resolved)}
-            logger.error("source build of %s %s failed (log: %s): %s", build.name, key, path, resolved)
+            # tried again (and said again) once per ttl, as the tag may come
+            logger.warning("source build of %s %s failed (log: %s): %s", build.name, key, path, resolved)
             return outcome("failed", log=path, message=str(resolved))
         commit = resolved
         done = state.built.get(key)
@@ -257,8 +313,11 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         )
         started = time.monotonic()
         try:
-            files = self._run_build(build, version, commit, log, previous=done)
+            files, no_wheel = self._run_build(build, version, commit, log, previous=done)
         except (NesteggError, OSError, subprocess.SubprocessError) as exc:
+            if self._stopping.is_set():  # no failure of the commit's: built again next time
+                logger.warning("build of %s %s stopped: the server is stopping", build.name, key)
+                return outcome("failed", commit=commit, message=f"stopped: {exc}")
             path = self._write_log(build.name, key, commit, log, str(exc))
             state.failed[key] = {"ref": version.tag, "commit": commit, "log": str(path), "error": str(exc)}
             logger.error("source build of %s %s (%s at %s) failed (log: %s): %s",
@@ -273,7 +332,8 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         }
         state.failed.pop(key, None)
         logger.info("built %s %s in %.1fs: %s", build.name, key, time.monotonic() - started, ", ".join(files))
-        return outcome("built", commit=commit, files=files, log=path)
+        message = f"no wheel: {no_wheel}" if no_wheel else ""
+        return outcome("built", commit=commit, files=files, log=path, message=message)
 
     def _run_build(
         self,
@@ -283,7 +343,8 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         log: Transcript,
         *,
         previous: Mapping[str, Any] | None,
-    ) -> tuple[str, ...]:
+    ) -> tuple[tuple[str, ...], str]:
+        """Build ``commit`` and publish what it made; the files, and why no wheel was made ("")."""
         work_root = self.root / "tmp" / "builds"
         work_root.mkdir(parents=True, exist_ok=True)
         _remove_abandoned(work_root, build.name)
@@ -291,16 +352,31 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             source, out = Path(work) / "source", Path(work) / "dist"
             self.backends(build.repo_type).checkout(self._repo_path(build.name), commit, source, log)
             env = self.build_env()
+            # its build environment (``build-env-*``) goes where it is removed, even if killed
+            (Path(work) / "tmp").mkdir()
+            env.update(dict.fromkeys(("TMPDIR", "TEMP", "TMP"), str(Path(work) / "tmp")))
             log.note(f"# build environment installs from {env['PIP_INDEX_URL']}")
-            log.run(
+            label = "python -m build"
+            result = log.run(
                 [self.python, "-m", "build", "--outdir", str(out), str(source)],
                 cwd=Path(work),
                 env=env,
                 timeout=BUILD_TIMEOUT,
-                label="python -m build",
+                label=label,
+                check=False,
             )
             produced = sorted(out.iterdir()) if out.is_dir() else []
-            check_outputs(build, version, [p.name for p in produced])
+            no_wheel = ""
+            if result.returncode != 0:
+                # the sdist was built, its wheel was not (a C extension that does not compile
+                # here): served as the original nestegg served it, which built only the sdist
+                if len(produced) != 1 or produced[0].suffix == ".whl" or not _whole_archive(produced[0]):
+                    raise failed(label, result)
+                no_wheel = log.reason
+                logger.warning("serving the sdist of %s %s alone: its wheel could not be built: %s",
+                               build.name, version.version, no_wheel)  # fmt: skip
+                log.note(f"# the sdist alone is served: its wheel could not be built: {no_wheel}")
+            check_outputs(build, version, [p.name for p in produced], wheel=not no_wheel)
             for path in produced:
                 self.store.add(path, move=True, replace=True)
             names = tuple(p.name for p in produced)
@@ -309,7 +385,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             if stale not in names:
                 with contextlib.suppress(NotFound):
                     self.store.remove(build.name, stale)
-        return names
+        return names, no_wheel
 
     def build_env(self) -> dict[str, str]:
         """The environment of ``python -m build``: installers see this mirror and nothing else."""
@@ -328,11 +404,6 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
 
     def _state_path(self, name: str) -> Path:
         return self.root / "builds" / f"{name}.json"
-
-    def _has_version(self, name: NormalizedName, version: str) -> bool:
-        page = self.store.page(name)
-        wanted = Version(version)
-        return page is not None and any(d.version and Version(d.version) == wanted for d in page.files)
 
     def _present(self, name: NormalizedName, files: Iterable[str]) -> bool:
         files = list(files)
@@ -376,8 +447,11 @@ def _remove_abandoned(work_root: Path, name: str) -> None:
                 shutil.rmtree(entry.path, ignore_errors=True)
 
 
-def check_outputs(build: SourceBuild, version: SourceVersion, produced: list[str]) -> None:
-    """That a build made one sdist and a wheel of the configured name, version and ``dist_file``."""
+def check_outputs(
+    build: SourceBuild, version: SourceVersion, produced: list[str], *, wheel: bool = True
+) -> None:
+    """That a build made one sdist and a wheel (unless not ``wheel``) of the configured name,
+    version and ``dist_file``."""
     made = ", ".join(produced) or "nothing"
     wanted = Version(version.version)
     for filename in produced:
@@ -391,12 +465,26 @@ def check_outputs(build: SourceBuild, version: SourceVersion, produced: list[str
             )
     sdists = [f for f in produced if not f.endswith(".whl")]
     wheels = [f for f in produced if f.endswith(".whl")]
-    if len(sdists) != 1 or not wheels:
-        raise BuildError(f"expected an sdist and a wheel, the build made {made}")
+    if len(sdists) != 1 or (wheel and not wheels):
+        raise BuildError(f"expected an sdist{' and a wheel' if wheel else ''}, the build made {made}")
     if version.dist_file is not None and version.dist_file not in produced:
         if not any(_same_dist(version.dist_file, filename) for filename in produced):
             raise BuildError(f"dist_file {version.dist_file!r} was not produced; the build made {made}")
         logger.info("dist_file %r is spelled differently from what was built (%s)", version.dist_file, made)
+
+
+def _whole_archive(path: Path) -> bool:
+    """Whether the sdist at ``path`` reads to its end (a build that failed may have cut it short)."""
+    try:
+        if path.name.endswith(".zip"):
+            with zipfile.ZipFile(path) as archive:
+                return archive.testzip() is None
+        with tarfile.open(path) as archive:
+            for _ in archive:  # every member's header, its data decompressed on the way (and checked)
+                pass
+    except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile):
+        return False
+    return True
 
 
 def _same_dist(expected: str, made: str) -> bool:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -19,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from nestegg_core.errors import BuildError
 from nestegg_core.urls import mask_text
@@ -31,13 +32,29 @@ S = TypeVar("S")
 
 #: seconds a clone or fetch may take
 FETCH_TIMEOUT = 600.0
+#: seconds a stopped command's processes get between SIGTERM and SIGKILL
+KILL_GRACE = 5.0
+#: bytes of one command's output kept, as the CI log keeps its runs': its head and its tail
+MAX_OUTPUT = 2 * 1024 * 1024
+OUTPUT_HEAD = 256 * 1024
+#: seconds between looks at a running command's clock and stop event
+_POLL = 0.1
+#: seconds the output is read for once the command's processes are gone (a daemon that left
+#: its process group may hold the pipe for good)
+_DRAIN = 5.0
 
 
 class Transcript:
-    """Runs commands and keeps what they said, for a build's log; URLs are masked."""
+    """Runs commands and keeps what they said, for a build's log; URLs are masked.
 
-    def __init__(self) -> None:
+    ``stop`` set ends the command that runs (and refuses the next ones): the server is stopping.
+    """
+
+    def __init__(self, stop: threading.Event | None = None) -> None:
         self.parts: list[str] = []
+        self.stop = stop
+        #: the line that says why the last command that failed did, masked ("" while none did)
+        self.reason = ""
 
     def note(self, text: str) -> None:
         self.parts.append(mask_text(text.rstrip("\n")) + "\n")
@@ -52,7 +69,8 @@ class Transcript:
         check: bool = True,
         label: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``command``; on failure (``check``) raise :class:`BuildError` with its last words.
+        """Run ``command``; on failure (``check``) raise :class:`BuildError` with the line that says why
+        (:func:`failure_line`).
 
         Messages name the command as ``label``, else as run (the program without its directory).
         """
@@ -60,21 +78,36 @@ class Transcript:
         shown = label or " ".join([os.path.basename(command[0]), *command[1:]])
         started = time.monotonic()
         try:
-            result = run_unattended(command, cwd=cwd, env=env, timeout=timeout, merge_output=True)
-        except subprocess.TimeoutExpired:
+            result = run_unattended(
+                command, cwd=cwd, env=env, timeout=timeout, merge_output=True, stop=self.stop
+            )
+        except subprocess.TimeoutExpired as exc:
+            if exc.output:
+                self.note(str(exc.output))
             self.note(f"[timed out after {timeout:.0f}s]")
+            self.reason = f"did not finish within {timeout:.0f}s"
             raise BuildError(f"{mask_text(shown)!r} did not finish within {timeout:.0f}s") from None
+        except BuildError as exc:
+            self.note(f"[{exc}]")
+            self.reason = str(exc)
+            raise
         if result.stdout:
             self.note(result.stdout)
         self.note(f"[exit {result.returncode} after {time.monotonic() - started:.1f}s]")
-        if check and result.returncode != 0:
-            raise BuildError(
-                f"{mask_text(shown)!r} failed (exit {result.returncode}): {_last_line(result.stdout)}"
-            )
+        if result.returncode != 0:
+            self.reason = failure_line(result.stdout)
+            if check:
+                raise failed(shown, result)
         return result
 
     def text(self) -> str:
         return "".join(self.parts)
+
+
+def failed(shown: str, result: subprocess.CompletedProcess[str]) -> BuildError:
+    """The error of ``result``, a command (``shown``) that exited with an error, saying why."""
+    why = failure_line(result.stdout)
+    return BuildError(f"{mask_text(shown)!r} failed (exit {result.returncode}): {why}")
 
 
 def run_unattended(
@@ -84,46 +117,165 @@ def run_unattended(
     timeout: float,
     cwd: Path | None = None,
     merge_output: bool = False,
+    stop: threading.Event | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``command`` with no input and no terminal, its output captured as text (stderr into
-    stdout with ``merge_output``); :class:`BuildError` if it is not installed. A time-out is
-    raised as :class:`subprocess.TimeoutExpired`, for the caller to word."""
+    stdout with ``merge_output``; each cut to its head and tail past :data:`MAX_OUTPUT`);
+    :class:`BuildError` if it is not installed, or when ``stop`` is set. A time-out is raised as
+    :class:`subprocess.TimeoutExpired` (with the output so far), for the caller to word.
+
+    Whatever way it ends, nothing the command started is left running: its process group (a
+    session of its own) is stopped, TERM then KILL, as is what it left behind when it exited.
+    """
+    if stop is not None and stop.is_set():
+        raise BuildError("stopped: the server is stopping")
     try:
-        return subprocess.run(
+        process = subprocess.Popen(
             list(command),
             cwd=cwd,
             env=dict(env) if env is not None else None,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-            check=False,
-            # no controlling terminal: ssh and credential helpers fail instead of prompting
+            # no controlling terminal: ssh and credential helpers fail instead of prompting; and a
+            # process group of its own, ended whole
             start_new_session=True,
         )
     except FileNotFoundError:
         raise BuildError(f"cannot run {command[0]!r}: it is not installed (or not on PATH)") from None
+    pipes = [pipe for pipe in (process.stdout, process.stderr) if pipe is not None]
+    outputs = [CappedOutput() for _ in pipes]
+    readers = [
+        threading.Thread(target=output.read_from, args=(pipe,), name="nestegg-output", daemon=True)
+        for pipe, output in zip(pipes, outputs, strict=True)
+    ]
+    for reader in readers:
+        reader.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                code = process.wait(timeout=max(0.0, min(_POLL, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if stop is not None and stop.is_set():
+                end_group(process)
+                raise BuildError("stopped: the server is stopping")
+            if time.monotonic() >= deadline:
+                end_group(process)
+                _join(readers)
+                raise subprocess.TimeoutExpired(list(command), timeout, output=outputs[0].text())
+    except BaseException:
+        end_group(process)
+        raise
+    finally:
+        _kill_leftovers(process.pid)
+        _join(readers)
+    texts = [output.text() for output in outputs]
+    return subprocess.CompletedProcess(list(command), code, texts[0], None if merge_output else texts[1])
 
 
-def _last_line(output: str) -> str:
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    return mask_text(lines[-1]) if lines else "no output"
+def end_group(process: subprocess.Popen[bytes], grace: float | None = None) -> None:
+    """Stop ``process`` and everything it started (its session): TERM, then KILL after ``grace``
+    seconds (:data:`KILL_GRACE`)."""
+    grace = KILL_GRACE if grace is None else grace
+    for sig, wait in ((signal.SIGTERM, grace), (getattr(signal, "SIGKILL", signal.SIGTERM), 30.0)):
+        with contextlib.suppress(OSError):
+            if hasattr(os, "killpg"):
+                os.killpg(process.pid, sig)
+            else:  # pragma: no cover - no process groups on Windows
+                process.kill()
+        try:
+            process.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    _kill_leftovers(process.pid)
+
+
+def _kill_leftovers(pgid: int) -> None:
+    """KILL what a process group's leader, gone, left behind (a daemon holding the output pipe)."""
+    if hasattr(os, "killpg"):
+        with contextlib.suppress(OSError):
+            os.killpg(pgid, getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+def _join(readers: Sequence[threading.Thread]) -> None:
+    deadline = time.monotonic() + _DRAIN
+    for reader in readers:
+        reader.join(max(0.0, deadline - time.monotonic()))
+
+
+class CappedOutput:
+    """A command's output as it is read, never more than ``limit`` bytes of it in memory: the
+    first ``head`` bytes and the last ones, with a note of how many were cut between."""
+
+    def __init__(self, limit: int | None = None, head: int | None = None) -> None:
+        self.limit = MAX_OUTPUT if limit is None else limit
+        self.head_size = min(self.limit, OUTPUT_HEAD if head is None else head)
+        self._head = bytearray()
+        self._tail = bytearray()
+        self.cut = 0
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            room = self.head_size - len(self._head)
+            if room > 0:
+                self._head += data[:room]
+                data = data[room:]
+            self._tail += data
+            excess = len(self._tail) - (self.limit - self.head_size)
+            if excess > 0:
+                del self._tail[:excess]  # cheap: a bytearray drops its front without copying
+                self.cut += excess
+
+    @property
+    def held(self) -> int:
+        """Bytes of output in memory."""
+        return len(self._head) + len(self._tail)
+
+    def read_from(self, pipe: IO[bytes]) -> None:
+        """Keep what ``pipe`` gives until it ends (a reader thread's work)."""
+        with contextlib.suppress(OSError, ValueError), pipe:
+            while chunk := pipe.read1(64 * 1024) if hasattr(pipe, "read1") else pipe.read(64 * 1024):
+                self.write(chunk)
+
+    def text(self) -> str:
+        with self._lock:
+            middle = f"\n[... {self.cut} bytes of output cut ...]\n".encode() if self.cut else b""
+            return (bytes(self._head) + middle + bytes(self._tail)).decode("utf-8", "replace")
 
 
 #: how git ("fatal: ...", "error: ...") and hg ("abort: ...") start the line that says what failed
 _FAILURE = ("fatal:", "error:", "abort:")
+#: the last line of a Python traceback, ``SyntaxError: '(' was never closed``: what a build's
+#: backend died of (its frontend's closing "ERROR Backend subprocess exited ..." says nothing)
+_EXCEPTION = re.compile(r"(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)(?::\s.*)?")
+#: an exception that only says a command failed: that command's own lines say why
+_WRAPPERS = ("CalledProcessError", "subprocess.CalledProcessError")
+#: characters of the telling line kept (a line of megabytes is no message)
+_LINE_LIMIT = 400
 
 
 def failure_line(output: str) -> str:
-    """The line of a failed command's ``output`` that says why, masked: the first one git or hg
-    starts with ``fatal:``, ``error:`` or ``abort:``, else the last (git's advice after its reason,
-    "and the repository exists.", says nothing)."""
+    """The line of a failed command's ``output`` that says why, masked: the last Python exception
+    line (``ModuleNotFoundError: ...``), else the first one git, hg or pip starts with ``fatal:``,
+    ``error:`` or ``abort:``, else the last (git's advice after its reason, "and the repository
+    exists.", says nothing)."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     if not lines:
         return "no output"
-    return mask_text(next((line for line in lines if line.lower().startswith(_FAILURE)), lines[-1]))
+    raised = [
+        line for line in lines if _EXCEPTION.fullmatch(line) and line.partition(":")[0] not in _WRAPPERS
+    ]
+    line = mask_text(  # before it is cut: a cut URL's password would not be seen as one
+        raised[-1]
+        if raised
+        else next((line for line in lines if line.lower().startswith(_FAILURE)), lines[-1])
+    )
+    return line if len(line) <= _LINE_LIMIT else line[: _LINE_LIMIT - 3] + "..."
 
 
 class VCS(Protocol):

@@ -76,7 +76,9 @@ def compose(config: Config, *, repository: Repository | None = None) -> Composit
         from nestegg_core.http.trigger import TriggerHandler  # noqa: PLC0415
 
         index_url = _own_index_url(repository, config)
-        repository.before_private = SourceBuilder(config, repository.private, index_url=index_url).ensure
+        builder = SourceBuilder(config, repository.private, index_url=index_url)
+        repository.before_private = builder.ensure
+        services.append(builder)  # stopped with the server: so are the builds it runs
         service = ci.service(config, index_url=index_url)
         if service is not None:
             services.append(service)
