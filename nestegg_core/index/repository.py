@@ -1575,14 +1575,7 @@ class Repository:
             or mismatch(metadata, dist.core_metadata or {}) is not None
         ):
             return None
-        try:
-            return write_atomic(path, metadata, root=self.store.root)
-        except OSError as exc:
-            if disk_full(exc):
-                raise InsufficientStorage(
-                    f"the disk is full: the metadata of {dist.filename!r} was not kept"
-                ) from None
-            raise
+        return self._keep_metadata(path, metadata, dist)
 
     def _matching_metadata(self, path: Path, dist: DistFile) -> os.stat_result | None:
         """The status of the metadata file at ``path`` if it matches every hash the page gives of
@@ -1693,6 +1686,10 @@ class Repository:
             raise IntegrityError(
                 f"metadata of {dist.filename!r} from {mask_url(url)} does not match its {algorithm}"
             )
+        return self._keep_metadata(path, data, dist)
+
+    def _keep_metadata(self, path: Path, data: bytes, dist: DistFile) -> os.stat_result:
+        """Write the checked metadata of ``dist`` at ``path``; a full disk is :class:`InsufficientStorage`."""
         try:
             return write_atomic(path, data, root=self.store.root)
         except OSError as exc:
