@@ -50,6 +50,9 @@ def test_without_credentials(url: str) -> None:
         ("git+https://u:secret@example.com/r.git", "git+https://u:***@example.com/r.git"),
         ("word-https://u:secret@example.com/", "word-https://u:***@example.com/"),  # one scheme
         ("(https://u:secret@example.com/)", "(https://u:***@example.com/)"),
+        ("-https://u:secret@example.com/", "-https://u:***@example.com/"),
+        ("1https://TOKEN@example.com/", "1https://***@example.com/"),
+        ("--.+9git+https://u:secret@example.com/", "--.+9git+https://u:***@example.com/"),
         ("a" * 50 + "://u:secret@example.com/", "a" * 50 + "://u:***@example.com/"),
     ],
 )
@@ -60,11 +63,12 @@ def test_a_url_in_text_is_masked_wherever_it_starts(text: str, masked: str) -> N
 @pytest.mark.parametrize(
     "text",
     [
-        "a" * 200_000,  # a build that prints one long word
+        "a" * 200_000 + "://",  # a build that prints one long word
         "ab-" * 70_000 + " https://u:secret@example.com/",
-        "a1+." * 50_000 + "://",
+        "a1+." * 50_000 + " x",
+        "-" * 100_000 + "https://u:secret@example.com/",
     ],
-    ids=["word", "word-then-url", "scheme-letters"],
+    ids=["word", "word-then-url", "scheme-letters", "dashes-then-url"],
 )
 def test_a_long_word_is_masked_in_linear_time(text: str) -> None:
     """Tried from every letter of a word, the pattern took time quadratic in its length: 80,000
