@@ -544,6 +544,11 @@ def _hashes(value: dict[Any, Any]) -> Mapping[str, str]:
         for algorithm, digest in ((str(k).lower(), v) for k, v in value.items())
         if digest and _checkable(algorithm)
     }
+    for algorithm, digest in hashes.items():
+        if not well_formed(algorithm, digest):
+            break
+    else:  # the usual case, every digest sound: no second dict (a loop, not all(): a third less)
+        return compact_hashes(hashes)
     # a digest that is none (``"md5": "zz"``) beside one that is: checked as pip checks, by those
     # that can match; alone, it stays, and no bytes match it
     sound = {algorithm: digest for algorithm, digest in hashes.items() if well_formed(algorithm, digest)}
