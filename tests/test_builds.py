@@ -28,6 +28,7 @@ from nestegg_core.builds.vcs import Git, Mercurial, Transcript, find_hg, run_una
 from nestegg_core.cli import main
 from nestegg_core.config.config import Config, SourceBuild, SourceVersion
 from nestegg_core.errors import BuildError
+from nestegg_core.storage.locks import FileLock
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.testing import find_uv, installer_env, make_venv
 from nestegg_core.testing.dists import PackageSpec, make_sdist
@@ -758,6 +759,27 @@ def test_a_broken_version_leaves_the_built_ones_served(
         assert [f["filename"] for f in answer.json()["files"]] == [
             "my_package-1.0.0-py3-none-any.whl", "my_package-1.0.0.tar.gz",
         ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_what_is_built_is_served_while_another_build_of_it_runs(
+    tmp_path: Path,
+    upstream: PrivateIndex,
+    git_repo: GitRepo,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fetch or a ``nestegg build`` holding the project's lock made it a 503 once its ttl was
+    past, though its files were there to serve."""
+    monkeypatch.setattr(sources, "BUILD_WAIT", 0.5)
+    versions = (SourceVersion(version="1.0.0", tag="1.0.0"),)
+    with Mirror(one_build(tmp_path, upstream, git_repo, *versions)) as mirror:  # ttl 0: looked at each time
+        url = f"{mirror.url}/simple/my-package/"
+        assert http.get(url, headers=JSON).status_code == 200
+        with FileLock(tmp_path / "nest" / "builds" / "my-package.lock"):  # another process's build
+            answer = http.get(url, headers=JSON)
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["files"]) == 2
 
 
 @pytest.mark.slow

@@ -147,8 +147,8 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
 
     def ensure(self, name: NormalizedName) -> None:
         """Build what is missing of ``name`` (at most once per ``ttl``); :class:`BuildError` if that failed
-        with nothing of ``name`` built, :class:`Unavailable` while another request's build of it
-        runs past :data:`BUILD_WAIT`.
+        with nothing of ``name`` built, :class:`Unavailable` while another build of it, with
+        nothing built yet, runs past :data:`BUILD_WAIT`.
 
         What is built is served: a version that fails (a broken build, a tag that is gone) is
         logged and recorded, and leaves the others served. Only a project with nothing built is
@@ -161,7 +161,12 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             return
         last = self._checked.get(name)
         if last is None or self.clock() - last >= self.config.ttl:
-            outcomes = self.build(name, retry_failed=False, refresh=False, wait=BUILD_WAIT)
+            try:
+                outcomes = self.build(name, retry_failed=False, refresh=False, wait=BUILD_WAIT)
+            except Unavailable:
+                if self.store.page(name) is None:
+                    raise
+                return  # another build of it runs (a fetch, a rebuild): what is built is served meanwhile
             with self._guard:
                 self._checked[name] = self.clock()
                 self._failures[name] = [o for o in outcomes if not o.ok]
