@@ -811,6 +811,16 @@ def test_an_sdist_whose_wheel_cannot_be_built_here_is_served_alone(
         pip = [str(python), "-m", "pip", "install", "--no-cache-dir", "my_package==3.0.0"]
         done = run(pip, env=installer_env(mirror.index_url))
         assert done.returncode == 0, done.stdout + done.stderr
+        config = mirror.config
+    # on demand it stays as it is; nestegg build (retry_failed) tries the wheel again, which builds now
+    builder = SourceBuilder(
+        config, PrivateStore(config.nestegg_dir / "private"), index_url=lambda: upstream.index_url
+    )
+    [outcome] = builder.build("my-package", retry_failed=False)
+    assert (outcome.status, outcome.files) == ("current", ("my_package-3.0.0.tar.gz",))
+    [outcome] = builder.build("my-package")
+    assert outcome.status == "built", outcome.message
+    assert sorted(outcome.files) == ["my_package-3.0.0-py3-none-any.whl", "my_package-3.0.0.tar.gz"]
     # a build that made no sdist either is still a failure
     with pytest.raises(BuildError, match=r"expected an sdist, the build made nothing"):
         check_outputs(*source(), [], wheel=False)

@@ -302,7 +302,13 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             return outcome("failed", log=path, message=str(resolved))
         commit = resolved
         done = state.built.get(key)
-        if done and done.get("commit") == commit and self._present(build.name, done.get("files", [])):
+        if (
+            done
+            and done.get("commit") == commit
+            and self._present(build.name, done.get("files", []))
+            # an sdist served without its wheel: a compiler installed since, a mirror back up
+            and not (retry_failed and done.get("no_wheel"))
+        ):
             state.failed.pop(key, None)  # a branch that came back to a commit built before
             return outcome("current", commit=commit, files=tuple(done["files"]))
         failed = state.failed.get(key)
@@ -334,6 +340,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             "commit": commit,
             "files": list(files),
             "built_at": format_time(datetime.now(timezone.utc)),
+            **({"no_wheel": no_wheel} if no_wheel else {}),
         }
         state.failed.pop(key, None)
         logger.info("built %s %s in %.1fs: %s", build.name, key, time.monotonic() - started, ", ".join(files))
@@ -374,8 +381,14 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             no_wheel = ""
             if result.returncode != 0:
                 # the sdist was built, its wheel was not (a C extension that does not compile
-                # here): served as the original nestegg served it, which built only the sdist
-                if len(produced) != 1 or produced[0].suffix == ".whl" or not _whole_archive(produced[0]):
+                # here): served as the original nestegg served it, which built only the sdist; a
+                # build killed (a signal: out of memory) made no sdist to trust alone
+                if (
+                    result.returncode < 0
+                    or len(produced) != 1
+                    or produced[0].suffix == ".whl"
+                    or not _whole_archive(produced[0])
+                ):
                     raise failed(label, result)
                 no_wheel = log.reason
                 logger.warning("serving the sdist of %s %s alone: its wheel could not be built: %s",
