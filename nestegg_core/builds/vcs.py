@@ -152,53 +152,81 @@ def run_unattended(
     for reader in readers:
         reader.start()
     deadline = time.monotonic() + timeout
+    ended = False
     try:
-        while True:
-            try:
-                code = process.wait(timeout=max(0.0, min(_POLL, deadline - time.monotonic())))
-                break
-            except subprocess.TimeoutExpired:
-                pass
+        while not exited(process, min(_POLL, max(0.0, deadline - time.monotonic()))):
             if stop is not None and stop.is_set():
+                ended = True
                 end_group(process)
                 raise BuildError("stopped: the server is stopping")
             if time.monotonic() >= deadline:
+                ended = True
                 end_group(process)
                 _join(readers)
                 raise subprocess.TimeoutExpired(list(command), timeout, output=outputs[0].text())
+        # exited, not reaped: its id is still its group's, whose leftovers (a daemon holding the
+        # output pipe) are ended before the id is given up
+        _signal_group(process, _KILL)
+        code = process.wait()
     except BaseException:
-        end_group(process)
+        if not ended:
+            end_group(process)
         raise
     finally:
-        _kill_leftovers(process.pid)
         _join(readers)
     texts = [output.text() for output in outputs]
     return subprocess.CompletedProcess(list(command), code, texts[0], None if merge_output else texts[1])
 
 
+_KILL = getattr(signal, "SIGKILL", signal.SIGTERM)
+
+
 def end_group(process: subprocess.Popen[bytes], grace: float | None = None) -> None:
     """Stop ``process`` and everything it started (its session): TERM, then KILL after ``grace``
-    seconds (:data:`KILL_GRACE`)."""
-    grace = KILL_GRACE if grace is None else grace
-    for sig, wait in ((signal.SIGTERM, grace), (getattr(signal, "SIGKILL", signal.SIGTERM), 30.0)):
-        with contextlib.suppress(OSError):
-            if hasattr(os, "killpg"):
-                os.killpg(process.pid, sig)
-            else:  # pragma: no cover - no process groups on Windows
-                process.kill()
-        try:
-            process.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    _kill_leftovers(process.pid)
+    seconds (:data:`KILL_GRACE`). The group is signalled only while its leader is not reaped:
+    once it is, its id may be another process's."""
+    if process.returncode is not None:
+        return
+    _signal_group(process, signal.SIGTERM)
+    exited(process, KILL_GRACE if grace is None else grace)
+    _signal_group(process, _KILL)  # what TERM left, the leader too if it did not heed it
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=30.0)
 
 
-def _kill_leftovers(pgid: int) -> None:
-    """KILL what a process group's leader, gone, left behind (a daemon holding the output pipe)."""
-    if hasattr(os, "killpg"):
-        with contextlib.suppress(OSError):
-            os.killpg(pgid, getattr(signal, "SIGKILL", signal.SIGTERM))
+def exited(process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Whether ``process`` exits within ``timeout`` seconds, told without reaping it where the
+    system allows (``waitid`` with ``WNOWAIT``), so that its group can still be signalled."""
+    deadline = time.monotonic() + timeout
+    delay = 0.0005  # doubled up to 20 ms, as Popen.wait waits: most commands end in milliseconds
+    while True:
+        if process.returncode is not None:
+            return True
+        if _WAITID:
+            try:
+                if os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    return True
+            except ChildProcessError:  # reaped by someone else: gone
+                return True
+        elif process.poll() is not None:  # pragma: no cover - reaps: no group signalled after it
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        delay = min(delay * 2, 0.02, max(0.0, deadline - time.monotonic()))
+        time.sleep(delay)
+
+
+_WAITID = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    if process.returncode is not None:  # reaped: its id is no longer its own
+        return
+    with contextlib.suppress(OSError):
+        if hasattr(os, "killpg"):
+            os.killpg(process.pid, sig)
+        else:  # pragma: no cover - no process groups on Windows
+            process.send_signal(sig)
 
 
 def _join(readers: Sequence[threading.Thread]) -> None:
