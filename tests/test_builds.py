@@ -664,6 +664,23 @@ def test_stopping_the_mirror_ends_the_build_it_runs(
     assert state["failed"] == {}
 
 
+def test_a_fetch_cut_short_by_a_stop_is_no_failure_of_its_versions(
+    tmp_path: Path, upstream: PrivateIndex, git_repo: GitRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The clone or the tag's lookup that a stopping server ends says nothing of the versions."""
+    config = one_build(tmp_path, upstream, git_repo, SourceVersion(version="1.0.0", tag="1.0.0"))
+    builder = SourceBuilder(
+        config, PrivateStore(config.nestegg_dir / "private"), index_url=lambda: upstream.index_url
+    )
+    builder.stop()
+    [outcome] = builder.build("my-package")
+    assert (outcome.status, outcome.message) == ("failed", "stopped: the server is stopping")
+    state = json.loads((config.nestegg_dir / "builds" / "my-package.json").read_text())
+    assert state["failed"] == {}
+    assert not (config.nestegg_dir / "logs").exists() or not list((config.nestegg_dir / "logs").iterdir())
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 @needs_proc
 @pytest.mark.slow
 def test_a_hung_build_holds_up_no_other_request(

@@ -247,6 +247,8 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         try:
             self.backends(build.repo_type).update(build.repo_url, repo, log)
         except BuildError as exc:
+            if self._stopping.is_set():
+                return False
             if repo.exists():
                 logger.warning("cannot update %s, building from the last fetch: %s", build.name, exc)
             else:
@@ -294,6 +296,8 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         log = Transcript(self._stopping)
         log.note(f"# nestegg source build of {build.name} {key} ({version.tag}) from {build.repo_url}")
         log.parts.extend(update_log.parts)
+        if self._stopping.is_set():  # its fetch or its tag's lookup was cut short: no failure of it
+            return outcome("failed", message="stopped: the server is stopping")
         if isinstance(resolved, BuildError):
             path = self._write_log(build.name, key, "unresolved", log, str(resolved))
             state.failed[key] = {"ref": version.tag, "commit": None, "log": str(path), "error": str(resolved)}
