@@ -129,8 +129,9 @@ class Mirror:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving: finish running requests, close every connection (idle keep-alive ones
-        too) and join the threads; returns within about ``2 * timeout`` (and the page being made
-        in the background, if one is)."""
+        too) and join the threads; returns within about ``2 * timeout``, and the page being made
+        in the background, if one is, and running source builds, which are ended (TERM, then KILL
+        5 s later: ``builds.vcs.KILL_GRACE``)."""
         server, self._server = self._server, None
         if server is None:
             return
