@@ -21,6 +21,7 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 from nestegg_core.errors import UpstreamError
 
 from .models import (
+    MAX_FILENAME,
     NO_HASHES,
     DistFile,
     Hashes,
@@ -640,10 +641,14 @@ def _distributions(name: str, files: list[DistFile]) -> list[DistFile]:
         if paths:
             logger.warning(
                 "left %d files off the page of %r, their names hold a path: %s",
-                len(paths),
-                name,
-                _some(paths),
-            )
+                len(paths), name, _some(paths),
+            )  # fmt: skip
+        long = [f for f in left if len(f) > MAX_FILENAME and "/" not in f and "\\" not in f]
+        if long:
+            logger.warning(
+                "left %d files off the page of %r, their names are over the %d characters nestegg stores: %s",
+                len(long), name, MAX_FILENAME, _some(long),
+            )  # fmt: skip
         logger.debug(
             "left %d links off the page of %r, not named as a distribution is: %s",
             len(left), name, _some(left),
