@@ -244,6 +244,7 @@ def test_a_publish_cut_short_leaves_a_new_name_public_and_its_leftovers_are_swep
     assert [d.filename for d in store.page(name).files] == [path.name]  # type: ignore[union-attr]
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names descriptors through /proc")
 def test_a_published_file_is_on_the_disk_before_the_upload_is_answered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

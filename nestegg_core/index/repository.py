@@ -1531,17 +1531,8 @@ class Repository:
                     f"the metadata of {dist.filename!r} is larger than max_metadata_size "
                     f"({format_size(self.config.max_metadata_size)}); raise nestegg.max_metadata_size"
                 )
-            try:
-                write_atomic(
-                    self.store.metadata_ranged_path(name, dist.filename), b"ranges\n", root=self.store.root
-                )
-                write_atomic(path, metadata, root=self.store.root)
-            except OSError as exc:
-                if disk_full(exc):
-                    raise InsufficientStorage(
-                        f"the disk is full: the metadata of {dist.filename!r} was not kept"
-                    ) from None
-                raise
+            self._keep_metadata(self.store.metadata_ranged_path(name, dist.filename), b"ranges\n", dist)
+            self._keep_metadata(path, metadata, dist)
         return path
 
     def _metadata_of_download(self, name: NormalizedName, dist: DistFile, path: Path) -> Path:
