@@ -1623,6 +1623,14 @@ strace and tracemalloc):
   local page took 1.07 ms through requests, 0.49 ms through urllib3 and 0.34 ms through
   http.client: some 40 ms over the 70 upstream requests of a cold own-set run, not worth
   requests' proxy, netrc and redirect rules.
+- *Run 33, after the audits of the edges* (687bf6b, 3 rounds, the Xeon of run 32). No change
+  aimed at speed; the page paths gained a check of a file's digests where it lists more than one
+  (1.9 us a file against 1.2) and offline renderings of their own. Warm pip 0.71x the direct time
+  for the small set (0.83x in run 32) and 0.84x for the own set (0.84x); cold 1.19x and 1.20x
+  (1.09x and 1.24x); warm uv of the own set 0.69x (1.19x); a fresh process's slowest page 2.7 ms
+  (4.7 ms). Cold pages made in-process from a local copy of the upstream, against the tree before
+  the audits (3d2ecbc), 3 alternating rounds of 7: pydantic-core's medians 152.6, 158.9 and 151.1
+  ms against 156.1, 158.3 and 156.7 ms; numpy's 51.4, 52.7 and 50.4 against 54.3, 53.6 and 52.5.
 - *Pages ahead (the distant rows).* An installer that read a wheel's metadata, or got a wheel
   the mirror downloaded, asks next for the pages of the projects that wheel requires, one round
   trip to the upstream after another. The mirror now fetches those pages in a thread as soon as it
