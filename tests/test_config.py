@@ -170,6 +170,17 @@ def test_a_mirror_for_one_run_keeps_its_source_builds_without_their_ci(tmp_path:
             "nestegg: {source_builds: [{name: a, repo_type: git, repo_url: x, colour: red}]}",
             "source_builds[0].colour: unknown key",
         ),
+        # refused by the builds too, at the first build: said at start
+        (
+            "nestegg: {source_builds: [{name: a, repo_type: git, repo_url: x,"
+            " versions: [{version: '1.0', tag: --upload-pack=x}]}]}",
+            "source_builds[0].versions[0].tag: '--upload-pack=x' is not a branch or tag name",
+        ),
+        (
+            "nestegg: {source_builds: [{name: a, repo_type: hg, repo_url: x,"
+            " versions: [{version: '1.0', tag: '1.0 rc'}]}]}",
+            "source_builds[0].versions[0].tag: '1.0 rc' is not a branch or tag name",
+        ),
         ("nestegg: {port: 1\n", "line"),
         (
             "nestegg: {max_page_size: lots}",

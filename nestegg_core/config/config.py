@@ -609,7 +609,7 @@ def _source_build(where: Reader, raw: Any, path: str) -> SourceBuild:
         again = next((v.version for v in versions if parse_version(v.version) == parsed), None)
         if again is not None:
             raise where.error(f"{vpath}.version", f"{version!r} is listed already, as {again!r}; keep one")
-        tag = where.string(mapping.get("tag", version), f"{vpath}.tag")
+        tag = _ref(where, mapping.get("tag", version), f"{vpath}.tag")
         dist_file = mapping.get("dist_file")
         versions.append(
             SourceVersion(
@@ -626,6 +626,15 @@ def _source_build(where: Reader, raw: Any, path: str) -> SourceBuild:
         versions=tuple(versions),
         ci=_ci_settings(where, item["ci"], f"{path}.ci") if "ci" in item else None,
     )
+
+
+def _ref(where: Reader, raw: Any, path: str) -> str:
+    """A tag or branch name: no option (``-x``), blank or control character, which the builds
+    refuse too (checked here, it is an error at start, not at the first build)."""
+    value = where.string(raw, path)
+    if value.startswith("-") or any(c.isspace() or ord(c) < 32 for c in value):
+        raise where.error(path, f"{value!r} is not a branch or tag name")
+    return value
 
 
 def _ci_settings(where: Reader, raw: Any, path: str) -> CISettings | None:
@@ -650,10 +659,7 @@ def _ci_settings(where: Reader, raw: Any, path: str) -> CISettings | None:
         refs = [raw_watch] if single else where.sequence(raw_watch, f"{path}.watch")
         watch = []
         for i, ref in enumerate(refs):
-            value = where.string(ref, f"{path}.watch[{i}]")
-            if value.startswith("-") or any(c.isspace() or ord(c) < 32 for c in value):
-                raise where.error(f"{path}.watch[{i}]", f"{value!r} is not a branch or tag name")
-            watch.append(value)
+            watch.append(_ref(where, ref, f"{path}.watch[{i}]"))
         values["watch"] = tuple(dict.fromkeys(watch))
     if "interval" in item:
         values["interval"] = where.number(item["interval"], f"{path}.interval")
