@@ -501,6 +501,16 @@ def test_hg_resolves_tags_and_branches(hg_repo: HgRepo, tmp_path: Path) -> None:
     assert not (tmp_path / "out" / ".hgtags").exists()
 
 
+def test_a_repo_url_that_reads_as_an_option_is_a_url_to_git(git_repo: GitRepo, tmp_path: Path) -> None:
+    """``git remote set-url origin --delete`` was git's own usage error; ``--`` makes it a URL,
+    which the fetch then fails on, saying so."""
+    git, log, clone = Git(), Transcript(), tmp_path / "clone"
+    git.update(str(git_repo.path), clone, log)
+    with pytest.raises(BuildError, match=r"^'git -C .* fetch --prune --force --quiet origin' failed"):
+        git.update("--delete", clone, log)
+    assert run(["git", "-C", str(clone), "remote", "get-url", "origin"]).stdout.strip() == "--delete"
+
+
 def test_clone_failure_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(
         BuildError,

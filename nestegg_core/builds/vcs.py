@@ -342,7 +342,7 @@ class Git:
     def update(self, url: str, path: Path, run: Transcript) -> None:
         env = self.env()
         if (path / "HEAD").is_file() and (path / "objects").is_dir():
-            run.run(self._git("-C", str(path), "remote", "set-url", "origin", url), env=env)
+            run.run(self._git("-C", str(path), "remote", "set-url", "origin", "--", url), env=env)
             run.run(self._git("-C", str(path), "fetch", "--prune", "--force", "--quiet", "origin"), env=env)
             return
         _replace_dir(
