@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import html
 import json
+import re
+import threading
 import time
+from collections.abc import Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 import requests
 
-from nestegg_core import Mirror
+from nestegg_core import Config, Mirror
 from nestegg_core.builds.runs import EnvResult, RunStore
 from nestegg_core.config.config import CISettings, SourceBuild
 from nestegg_core.config.credentials import set_password
@@ -18,7 +26,7 @@ from nestegg_core.storage.pagestate import PageState
 from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
-from .conftest import Faults, MirrorFactory
+from .conftest import Faults, MirrorFactory, pip_download
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 EVIL = "<script>alert(1)</script>"
@@ -31,22 +39,32 @@ def _publish_private(mirror: Mirror, tmp_path: Path, name: str, version: str) ->
     return [mirror.repository.private.add(path)[0].filename for path in paths]
 
 
+#: the source build of the populated mirror
+BUILT = SourceBuild(
+    name="built-pkg", repo_type="git", repo_url="https://user:hunter2@example.com/built.git",  # type: ignore[arg-type]
+    ci=CISettings(interval=0),
+)  # fmt: skip
+
+
 @pytest.fixture
 def populated(
     upstream: PrivateIndex, make_mirror: MirrorFactory, http: requests.Session, tmp_path: Path
 ) -> Mirror:
     """A mirror with a cached project (one file cached), a private upload and a private source build."""
+    mirror = make_mirror(source_builds=(BUILT,))
+    _populate(upstream, mirror, mirror.url, http, tmp_path)
+    return mirror
+
+
+def _populate(
+    upstream: PrivateIndex, mirror: Mirror, url: str, http: requests.Session, tmp_path: Path
+) -> None:
+    """What ``populated`` holds, put in ``mirror`` (reached at ``url``)."""
     upstream.add("My_Pkg", "1.0")
     upstream.add("My_Pkg", "1.1", yanked=EVIL)
     upstream.add("My_Pkg", "2.0rc1")
-    mirror = make_mirror(
-        source_builds=(
-            SourceBuild(name="built-pkg", repo_type="git", repo_url="https://user:hunter2@example.com/built.git",  # type: ignore[arg-type]
-                        ci=CISettings(interval=0)),
-        ),
-    )  # fmt: skip
-    assert http.get(mirror.index_url + "my-pkg/").status_code == 200
-    assert http.get(f"{mirror.url}/files/my-pkg/my_pkg-1.0-py3-none-any.whl").status_code == 200
+    assert http.get(url + "/simple/my-pkg/").status_code == 200
+    assert http.get(f"{url}/files/my-pkg/my_pkg-1.0-py3-none-any.whl").status_code == 200
     _publish_private(mirror, tmp_path, "secret-tool", "0.1")
     built = _publish_private(mirror, tmp_path, "built-pkg", "1.0.0")
     state = {
@@ -56,7 +74,6 @@ def populated(
     }
     (mirror.config.nestegg_dir / "builds").mkdir()
     (mirror.config.nestegg_dir / "builds" / "built-pkg.json").write_text(json.dumps(state))
-    return mirror
 
 
 def test_root_and_prefix_redirect(mirror: Mirror, http: requests.Session) -> None:
@@ -85,6 +102,148 @@ def test_redirects_stay_under_the_public_urls_path(
     mirror = make_mirror(public_url="http://proxy.example.com/pypi")
     response = http.get(mirror.url + path, allow_redirects=False)
     assert (response.status_code, response.headers["Location"]) == (302, location)
+
+
+# behind a front server ----------------------------------------------------------------------------
+
+#: the path a front server serves the mirror under
+UNDER = "/pypi"
+
+
+class PrefixProxy:
+    """A front server on 127.0.0.1 that serves the mirror under ``/pypi/``, the prefix taken off
+    (nginx's ``location /pypi/ { proxy_pass http://mirror/; }``); any other path is its own 404."""
+
+    def __init__(self) -> None:
+        self.target = ""
+        self.session = requests.Session()
+        self.session.trust_env = False
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                proxy.forward(self)
+
+            do_HEAD = do_GET  # noqa: N815 - the name http.server calls
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def forward(self, request: BaseHTTPRequestHandler) -> None:
+        if not request.path.startswith(UNDER + "/"):
+            request.send_error(404, "not under the front server's /pypi/")
+            return
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "connection")}
+        answer = self.session.request(
+            request.command, self.target + request.path[len(UNDER) :], headers=headers,
+            allow_redirects=False, stream=True, timeout=30,
+        )  # fmt: skip
+        body = answer.raw.read(decode_content=False)
+        request.send_response(answer.status_code)
+        for key, value in answer.headers.items():
+            if key.lower() not in ("connection", "transfer-encoding", "content-length", "keep-alive"):
+                request.send_header(key, value)
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        if request.command != "HEAD":
+            request.wfile.write(body)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.session.close()
+
+
+def mounted_at(prefix: str) -> Any:
+    """WSGI middleware that mounts the app at ``prefix``, as a WSGI server mounts it: the prefix
+    moves from PATH_INFO to SCRIPT_NAME; any other path is a 404."""
+
+    def wrap(app: Any) -> Any:
+        def mounted(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if not path.startswith(prefix + "/"):
+                start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "0")])
+                return []
+            return app({**environ, "SCRIPT_NAME": prefix, "PATH_INFO": path[len(prefix) :]}, start_response)
+
+        return mounted
+
+    return wrap
+
+
+@pytest.fixture(params=["public_url", "script_name"])
+def under_a_path(
+    request: pytest.FixtureRequest, upstream: PrivateIndex, tmp_path: Path, http: requests.Session
+) -> Iterator[tuple[Mirror, str]]:
+    """A populated mirror reached at ``<origin>/pypi/``: behind a front server that takes the prefix
+    off (public_url says where), or mounted there by the WSGI server (SCRIPT_NAME); and that URL."""
+    config = Config(
+        nestegg_dir=tmp_path / "nest", port=0, index_url=upstream.index_url, source_builds=(BUILT,)
+    )
+    with contextlib.ExitStack() as stack:
+        if request.param == "public_url":
+            proxy = PrefixProxy()
+            stack.callback(proxy.close)
+            mirror = Mirror(config.with_changes(public_url=proxy.url + UNDER)).start()
+            stack.callback(mirror.stop)
+            proxy.target = mirror.url
+            url = proxy.url + UNDER
+        else:
+            mirror = Mirror(config, middleware=mounted_at(UNDER)).start()
+            stack.callback(mirror.stop)
+            url = mirror.url + UNDER
+        _populate(upstream, mirror, url, http, tmp_path)
+        store = RunStore(mirror.config.nestegg_dir)
+        run, _ = store.queue("built-pkg", "main", COMMIT, "poll")
+        store.start(run.id)
+        store.finish(run.id, outcome="passed", log="fine\n", duration=1.0, exit_code=0, envs=[])
+        store.close()
+        yield mirror, url
+
+
+_LINK = re.compile(r'(?:href|src|action)="([^"]*)"')
+
+
+def test_every_link_of_the_ui_works_under_a_path(
+    under_a_path: tuple[Mirror, str], http: requests.Session, tmp_path: Path
+) -> None:
+    """Every link of every page the UI shows, followed from its home, answers 200 under /pypi/; and
+    the index URL the UI gives pip is the one pip installs from."""
+    _, url = under_a_path
+    origin = urlsplit(url)
+    # pages that have a pager and a form besides their links
+    todo = [f"{url}/ui/", f"{url}/ui/?per_page=1&q=pkg", f"{url}/ui/project/my-pkg?per_page=1&page=2"]
+    seen: set[str] = set()
+    while todo and len(seen) < 200:
+        page = todo.pop()
+        if page in seen:
+            continue
+        seen.add(page)
+        answer = http.get(page, allow_redirects=False)
+        assert answer.status_code == 200, page
+        if not answer.headers["Content-Type"].startswith("text/html"):
+            continue
+        for link in _LINK.findall(answer.text):
+            target = urljoin(page, html.unescape(link))
+            if target.startswith("data:"):
+                continue
+            parts = urlsplit(target)
+            assert (parts.netloc, parts.path[: len(UNDER) + 1]) == (origin.netloc, UNDER + "/"), (page, link)
+            todo.append(target.partition("#")[0])
+    visited = {urlsplit(page).path for page in seen}
+    assert {f"{UNDER}/ui/project/built-pkg", f"{UNDER}/ui/ci/built-pkg", f"{UNDER}/ui/badge/built-pkg.svg",
+            f"{UNDER}/ui/ci/built-pkg/1/log", f"{UNDER}/ui/project/my-pkg"} <= visited  # fmt: skip
+    home = http.get(f"{url}/ui/").text
+    (index_url,) = re.findall(r"Use <code>([^<]*)</code> as the index URL", home)
+    assert index_url == f"{url}/simple/"
+    assert f"pip install --index-url {index_url} my-pkg" in http.get(f"{url}/ui/project/my-pkg").text
+    pip_download(index_url, tmp_path / "got", "my-pkg==1.0")
+    assert (tmp_path / "got" / "my_pkg-1.0-py3-none-any.whl").is_file()
 
 
 def test_home_lists_cached_and_private_projects(populated: Mirror, http: requests.Session) -> None:

@@ -14,6 +14,7 @@ from .types import Environ, StartResponse
 
 __all__ = [
     "MOUNT",
+    "app_path",
     "error",
     "etag_matches",
     "http_date",
@@ -44,7 +45,7 @@ def status_line(code: int, reason: str | None = None) -> str:
     return f"{code} {reason or _REASONS.get(code, 'Unknown')}"
 
 
-def _app_path(environ: Environ, public_url: str | None) -> str:
+def app_path(environ: Environ, public_url: str | None) -> str:
     """The URL path of the app's root as the client asked for it, with no slash at its end: that
     of ``public_url`` (the mirror's root behind a proxy) with the app's mount, else SCRIPT_NAME."""
     if public_url is not None:
@@ -54,10 +55,10 @@ def _app_path(environ: Environ, public_url: str | None) -> str:
 
 def location(environ: Environ, path: str, public_url: str | None) -> str:
     """Where a redirect to ``path`` of the app sends the client: under the app's root as it reached
-    it (see :func:`_app_path`), with the request's query."""
+    it (see :func:`app_path`), with the request's query."""
     query = str(environ.get("QUERY_STRING", ""))
     return (
-        _app_path(environ, public_url) + quote(path) + (f"?{quote(query, safe=_QUERY_SAFE)}" if query else "")
+        app_path(environ, public_url) + quote(path) + (f"?{quote(query, safe=_QUERY_SAFE)}" if query else "")
     )
 
 

@@ -82,7 +82,7 @@ def compose(config: Config, *, repository: Repository | None = None) -> Composit
         service = ci.service(config, index_url=index_url)
         if service is not None:
             services.append(service)
-            post_routes["ci"] = TriggerHandler(service, config.ci_token)
+            post_routes["ci"] = TriggerHandler(service, config.ci_token, public_url=config.public_url)
     ui = LazyWebUI(repository, config, guard)
     app = NesteggApp(
         repository,

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
@@ -41,7 +41,8 @@ from nestegg_core._version import __version__
 from nestegg_core.builds.runs import Run, RunStore
 from nestegg_core.config.config import Config, SourceBuild
 from nestegg_core.errors import BadRequest, NotFound
-from nestegg_core.http.answers import location
+from nestegg_core.http.answers import app_path, location
+from nestegg_core.http.app import base_url
 from nestegg_core.simple.models import (
     MAX_DIGITS,
     DistFile,
@@ -340,6 +341,9 @@ class _Request:
     environ: Environ
     start_response: StartResponse
     query: dict[str, list[str]] = field(default_factory=dict)
+    #: the URL path the UI's links start with: the app's root as the client reached it (under
+    #: public_url's path behind a front server, else under SCRIPT_NAME), no slash at its end
+    root: str = ""
 
     def arg(self, key: str) -> str | None:
         values = self.query.get(key)
@@ -351,11 +355,6 @@ class _Request:
         if wanted not in (None, "html", "json"):
             raise BadRequest(f"format: expected 'html' or 'json', got {wanted!r}")
         return wanted == "json"
-
-    @property
-    def root(self) -> str:
-        """The URL path the app is mounted at (empty at the server's root)."""
-        return str(self.environ.get("SCRIPT_NAME", "")).rstrip("/")
 
     def number(self, key: str, default: int, maximum: int | None = None) -> int:
         raw = self.arg(key)
@@ -391,7 +390,8 @@ class WebUI:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         parts = str(environ.get("PATH_INFO", "")).encode("latin-1").decode("utf-8", "replace").split("/")[2:]
-        request = _Request(environ, start_response, parse_qs(str(environ.get("QUERY_STRING", ""))))
+        query = parse_qs(str(environ.get("QUERY_STRING", "")))
+        request = _Request(environ, start_response, query, root=app_path(environ, self.config.public_url))
         if not parts:  # /ui
             return self._redirect(environ, start_response, f"{PREFIX}/")
         head, rest = parts[0], parts[1:]
@@ -736,12 +736,8 @@ class WebUI:
         return name if refused is None else list(refused)
 
     def _index_url(self, environ: Environ) -> str:
-        host = (
-            environ.get("HTTP_HOST")
-            or f"{environ.get('SERVER_NAME', '127.0.0.1')}:{environ.get('SERVER_PORT')}"
-        )
-        scheme = environ.get("wsgi.url_scheme", "http")
-        return f"{scheme}://{host}{str(environ.get('SCRIPT_NAME', '')).rstrip('/')}/simple/"
+        """The index URL to give pip: the Simple API's, as the pages' file URLs start."""
+        return base_url(environ, self.config.public_url) + "/simple/"
 
     # answers ------------------------------------------------------------------------------------
 
@@ -827,7 +823,8 @@ def _build_json(build: SourceBuild | None) -> dict[str, Any] | None:
 def _with_format_json(request: _Request) -> str:
     query = {k: v for k, v in request.query.items() if k != "format"}
     pairs = [(k, value) for k, values in query.items() for value in values] + [("format", "json")]
-    path = str(request.environ.get("PATH_INFO", ""))
+    # PATH_INFO is the bytes the client sent, read as latin-1: escaped as they came
+    path = quote(str(request.environ.get("PATH_INFO", "")).encode("latin-1", "replace"))
     return f"{request.root}{path}?{urlencode(pairs)}"
 
 
