@@ -101,6 +101,8 @@ def test_redirects_stay_under_the_public_urls_path_with_their_query(
         ({}, None, "/simple/", "/simple/"),
         ({"SCRIPT_NAME": "/mirror/"}, None, "/simple/a/", "/mirror/simple/a/"),
         ({"SCRIPT_NAME": "/a b"}, None, "/simple/a/", "/a%20b/simple/a/"),
+        # the bytes of /café as PEP 3333 gives them (read as latin-1), escaped as they came
+        ({"SCRIPT_NAME": "/caf\xc3\xa9"}, None, "/simple/a/", "/caf%C3%A9/simple/a/"),
         ({"SCRIPT_NAME": "/mirror"}, "https://example.com/pypi", "/simple/a/", "/pypi/simple/a/"),
         ({"SCRIPT_NAME": "/upstreams/ab", MOUNT: "/upstreams/ab"}, None, "/ui/", "/upstreams/ab/ui/"),
         ({"SCRIPT_NAME": "/upstreams/ab", MOUNT: "/upstreams/ab"}, "https://example.com/pypi", "/ui/",
@@ -359,6 +361,7 @@ _SERVER = {"SERVER_NAME": "127.0.0.1", "SERVER_PORT": "7654", "wsgi.url_scheme":
         ({"HTTP_HOST": "[::1]:8080"}, None, "http://[::1]:8080"),
         ({"HTTP_HOST": "x.example.com", "wsgi.url_scheme": "https"}, None, "https://x.example.com"),
         ({"HTTP_HOST": "x.example.com", "SCRIPT_NAME": "/pypi/"}, None, "http://x.example.com/pypi"),
+        ({"HTTP_HOST": "x.example.com", "SCRIPT_NAME": "/caf\xc3\xa9"}, None, "http://x.example.com/caf%C3%A9"),
         ({"HTTP_HOST": "x.example.com", "SCRIPT_NAME": "/upstreams/ab", MOUNT: "/upstreams/ab"}, None,
          "http://x.example.com/upstreams/ab"),
         # no Host, or one that is no host: the server's own name and port

@@ -47,10 +47,11 @@ def status_line(code: int, reason: str | None = None) -> str:
 
 def app_path(environ: Environ, public_url: str | None) -> str:
     """The URL path of the app's root as the client asked for it, with no slash at its end: that
-    of ``public_url`` (the mirror's root behind a proxy) with the app's mount, else SCRIPT_NAME."""
+    of ``public_url`` (the mirror's root behind a proxy) with the app's mount, else SCRIPT_NAME
+    (escaped as the bytes it is: PEP 3333 gives the path the client sent read as latin-1)."""
     if public_url is not None:
         return urlsplit(public_url).path.rstrip("/") + str(environ.get(MOUNT, ""))
-    return quote(str(environ.get("SCRIPT_NAME", "")).rstrip("/"))
+    return quote(str(environ.get("SCRIPT_NAME", "")).rstrip("/").encode("latin-1", "replace"))
 
 
 def location(environ: Environ, path: str, public_url: str | None) -> str:

@@ -405,7 +405,9 @@ def base_url(environ: Environ, public_url: str | None) -> str:
         if not _HOST.fullmatch(host):
             host = "127.0.0.1"
     scheme = "https" if environ.get("wsgi.url_scheme") == "https" else "http"
-    return f"{scheme}://{host}{quote(str(environ.get('SCRIPT_NAME', '')).rstrip('/'), safe='/')}"
+    # SCRIPT_NAME is the bytes the client sent, read as latin-1 (PEP 3333): escaped as they came
+    script_name = str(environ.get("SCRIPT_NAME", "")).rstrip("/").encode("latin-1", "replace")
+    return f"{scheme}://{host}{quote(script_name)}"
 
 
 def same_machine(environ: Environ, public_url: str | None) -> bool:
