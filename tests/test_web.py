@@ -25,6 +25,7 @@ from nestegg_core.simple.models import DistFile, ProjectPage
 from nestegg_core.storage.pagestate import PageState
 from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex
+from nestegg_core.ui.web import DESCRIPTION_CHARS
 
 from .conftest import Faults, MirrorFactory, pip_download
 
@@ -366,6 +367,40 @@ def test_project_page_files_and_origins(populated: Mirror, http: requests.Sessio
     page = http.get(f"{populated.url}/ui/project/my-pkg").text
     assert EVIL not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_project_page_shows_the_long_description_escaped_and_cut(
+    mirror: Mirror, http: requests.Session, tmp_path: Path
+) -> None:
+    long = f"Usage\n=====\n\n    {EVIL} & more\n" + "x" * (DESCRIPTION_CHARS + 1234)
+    spec = PackageSpec(name="described", version="1.0", description=long)
+    mirror.repository.private.add(make_wheel(spec, tmp_path / "dists"))
+    page = http.get(f"{mirror.url}/ui/project/described").text
+    shown = re.search(r'<pre class="description">(.*?)</pre>', page, re.DOTALL)
+    assert shown is not None
+    assert shown[1] == html.escape(long[:DESCRIPTION_CHARS])  # as written: not markup, lines kept
+    assert EVIL not in page
+    cut = len(long) - DESCRIPTION_CHARS
+    assert f"Cut here: {cut:,} more characters." in page
+    (whole,) = re.findall(r'href="([^"]*)">the JSON API', page)
+    assert http.get(mirror.url + whole).json()["info"]["description"].rstrip("\n") == long
+    data = http.get(f"{mirror.url}/ui/project/described?format=json").json()["description"]
+    assert (data["version"], data["text"], data["cut"]) == ("1.0", long[:DESCRIPTION_CHARS], cut)
+
+
+def test_a_mirrored_projects_description_is_of_the_newest_version_held(
+    upstream: PrivateIndex, mirror: Mirror, http: requests.Session
+) -> None:
+    upstream.add("told", "1.0", description="The first one.", sdist=False)
+    upstream.add("told", "2.0", description="The second one.", sdist=False)
+    assert http.get(mirror.index_url + "told/").status_code == 200
+    assert "<pre" not in http.get(f"{mirror.url}/ui/project/told").text  # nothing held: none shown
+    assert http.get(f"{mirror.url}/files/told/told-1.0-py3-none-any.whl").status_code == 200
+    page = http.get(f"{mirror.url}/ui/project/told").text
+    assert '<h2>Description of 1.0</h2><pre class="description">The first one.' in page
+    assert "Cut here" not in page
+    assert http.get(f"{mirror.url}/files/told/told-2.0-py3-none-any.whl").status_code == 200
+    assert "Description of 2.0" in http.get(f"{mirror.url}/ui/project/told").text
 
 
 def test_project_pages_paginate_versions(populated: Mirror, http: requests.Session) -> None:

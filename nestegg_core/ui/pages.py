@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from nestegg_core.builds.runs import Run
     from nestegg_core.config.config import SourceBuild
 
-    from .web import Pages, Summary, VersionRows
+    from .web import Description, Pages, Summary, VersionRows
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
@@ -257,6 +257,7 @@ def project(
     last: Run | None,
     index_url: str,
     source: str = "",
+    description: Description | None = None,
 ) -> Safe:
     parts = [
         h(
@@ -270,6 +271,8 @@ def project(
             index=index_url,
         )
     ]
+    if description is not None:
+        parts.append(long_description(root, name, description))
     if build is not None:
         parts.append(source_build(root, build, last))
     toggle = (
@@ -328,6 +331,29 @@ def project(
         parts.append(h('<p class="empty">No files{}.</p>', " stored here" if only_here else ""))
     parts.append(pager(root, ["project", name], pages, here=1 if only_here else None))
     return join(parts)
+
+
+def long_description(root: str, name: str, description: Description) -> Safe:
+    """A version's description as written (no markup of it is rendered), cut where it is long."""
+    kind = h(' <span class="muted">({}, shown as written)</span>', description.content_type)
+    cut = (
+        h(
+            '<p class="hint">Cut here: {more} more characters. The whole description is in '
+            '<a href="{json}">the JSON API</a>.</p>',
+            more=f"{description.cut:,}",
+            json=f"{root}/pypi/{quote(name, safe='')}/{quote(description.version, safe='')}/json",
+        )
+        if description.cut
+        else ""
+    )
+    return h(
+        '<section class="description"><h2>Description of {version}{kind}</h2>'
+        '<pre class="description">{text}</pre>{cut}</section>',
+        version=description.version,
+        kind=kind if description.content_type else "",
+        text=description.text,
+        cut=cut,
+    )
 
 
 def source_build(root: str, build: SourceBuild, last: Run | None) -> Safe:
@@ -596,5 +622,8 @@ img.badge { vertical-align: middle; }
 pre.log { background: #1e2329; color: #dfe3e8; padding: 1em; overflow: auto; max-height: 70vh;
   font: .82em/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; white-space: pre-wrap;
   word-break: break-all; border-radius: 4px; }
+pre.description { background: #f7f8fa; padding: .8em 1em; max-height: 40em; overflow: auto;
+  white-space: pre-wrap; overflow-wrap: anywhere; border: 1px solid var(--line); border-radius: 4px;
+  font: .85em/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 section.build { border: 1px solid var(--line); border-radius: 6px; padding: .2em 1em; margin: 1em 0; }
 """

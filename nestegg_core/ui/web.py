@@ -43,6 +43,7 @@ from nestegg_core.config.config import Config, SourceBuild
 from nestegg_core.errors import BadRequest, NotFound
 from nestegg_core.http.answers import app_path, location
 from nestegg_core.http.app import base_url
+from nestegg_core.simple.distmeta import metadata_fields
 from nestegg_core.simple.models import (
     MAX_DIGITS,
     DistFile,
@@ -71,6 +72,10 @@ FILES_PER_VERSION = 500
 #: tens of bytes each); the last one made is kept whatever its size
 _VIEW_CACHE = 16
 _VIEW_ITEMS = 250_000
+#: characters of a long description a project page shows (a description may have megabytes)
+DESCRIPTION_CHARS = 20_000
+#: versions a project page looks through, newest first, for a description this nest holds
+_DESCRIBED_VERSIONS = 20
 #: seconds a page of the UI waits for another large page to be made before it answers 503
 _LARGE_WAIT = 30.0
 #: what the kinds of project are called: only private files, private files over the mirror's, mirrored
@@ -146,6 +151,27 @@ class VersionRows:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Description:
+    """The long description of a version, as its core metadata gives it, cut to its first
+    :data:`DESCRIPTION_CHARS` characters."""
+
+    version: str
+    text: str
+    #: its Description-Content-Type (text/markdown, text/x-rst...): shown as written all the same
+    content_type: str | None = None
+    #: characters left out past ``text``
+    cut: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "text": self.text,
+            "content_type": self.content_type,
+            "cut": self.cut,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
 class Pages:
     """Where a paginated list is: page ``page`` (from 1) of ``pages``, ``per_page`` items each."""
 
@@ -213,6 +239,8 @@ class _Versions:
         self.bounds = array("l", [0])
         for count in counts:
             self.bounds.append(self.bounds[-1] + count)
+        #: the description of its latest version, once read (:meth:`WebUI._description`)
+        self.description: Description | _Unread | None = _UNREAD
 
     def made_of(
         self,
@@ -264,6 +292,13 @@ class _Versions:
 
 
 _OTHER = "other files"
+
+
+class _Unread:
+    """What a view's description is until it is read."""
+
+
+_UNREAD = _Unread()
 
 
 # the project list -------------------------------------------------------------------------------
@@ -480,6 +515,9 @@ class WebUI:
             self._keep(key, view)
             pages = Pages(page=page, per_page=per_page, total=len(view))
             shown = view.rows(pages.offset, pages.offset + pages.per_page, mirrored, private)
+            if isinstance(view.description, _Unread):
+                view.description = self._description(name, view, mirrored, private)
+            description = view.description
         build = self.builds.get(name)
         last = self._latest_runs([name]).get(name)
         if request.json:
@@ -491,6 +529,7 @@ class WebUI:
                     "index": self.repository.index_of(name),
                     "source_build": _build_json(build),
                     "ci": _outcome(last),
+                    "description": None if description is None else description.to_json(),
                     "versions": [
                         {
                             "version": v.version,
@@ -513,6 +552,7 @@ class WebUI:
             build=build,
             last=last,
             index_url=self._index_url(request.environ),
+            description=description,
         )
         return self._html(request, name, body)
 
@@ -665,6 +705,26 @@ class WebUI:
             held = sum(v.size for v in self._views.values())
             while len(self._views) > 1 and (len(self._views) > _VIEW_CACHE or held > _VIEW_ITEMS):
                 held -= self._views.popitem(last=False)[1].size
+
+    def _description(
+        self, name: NormalizedName, view: _Versions, mirrored: ProjectPage | None, private: ProjectPage | None
+    ) -> Description | None:
+        """The long description of the latest version of ``view`` (as the project list shows it),
+        else of the newest other one whose core metadata this nest holds (a mirrored project's
+        latest may not be cached); None if it holds none of :data:`_DESCRIBED_VERSIONS` of them.
+        Nothing is fetched."""
+        latest = _latest(view.versions)
+        if latest is None:
+            return None
+        tried = [latest, *(v for v in view.versions if v != latest)][:_DESCRIBED_VERSIONS]
+        serving = self.repository.serving(name)
+        for version in tried:
+            where = view.versions.index(version)
+            (rows,) = view.rows(where, where + 1, mirrored, private)
+            held = serving.held_metadata(name, [row.dist for row in rows.files]) if rows.files else None
+            if held is not None:
+                return _described(version, held)
+        return None
 
     def _sources(
         self, name: NormalizedName, kind: str
@@ -826,6 +886,24 @@ def _with_format_json(request: _Request) -> str:
     # PATH_INFO is the bytes the client sent, read as latin-1: escaped as they came
     path = quote(str(request.environ.get("PATH_INFO", "")).encode("latin-1", "replace"))
     return f"{request.root}{path}?{urlencode(pairs)}"
+
+
+def _described(version: str, metadata: bytes) -> Description | None:
+    """The description ``metadata`` gives ``version``, cut to :data:`DESCRIPTION_CHARS`."""
+    try:
+        fields = metadata_fields(metadata)
+    except ValueError:  # unreadable headers: as if none were held
+        return None
+    text = (fields.get("description") or [""])[0]
+    if not text.strip():
+        return None
+    content_type = next(iter(fields.get("description-content-type", ())), None)
+    return Description(
+        version=version,
+        text=text[:DESCRIPTION_CHARS],
+        content_type=content_type,
+        cut=max(0, len(text) - DESCRIPTION_CHARS),
+    )
 
 
 def _version_key(version: str) -> tuple[int, Version | str]:
