@@ -337,6 +337,29 @@ def test_bad_parameters(mirror: Mirror, http: requests.Session, query: str, mess
     assert response.text.strip() == message
 
 
+@pytest.mark.parametrize(
+    ("path", "said", "previous"),
+    [
+        ("/ui/?page=9", "No project on page 9: there is one.", "/ui/?page=1"),
+        ("/ui/?per_page=2&page=7", "No project on page 7: the last is page 2.", "/ui/?page=2&amp;per_page=2"),
+        ("/ui/project/my-pkg?page=5", "No version on page 5: there is one.", "/ui/project/my-pkg?page=1"),
+        ("/ui/ci?page=3", "No run on page 3: there is one.", "/ui/ci?page=1"),
+        ("/ui/ci/built-pkg?page=3", "No run on page 3: there is one.", "/ui/ci/built-pkg?page=1"),
+    ],
+)
+def test_a_page_past_the_last_says_so_and_leads_to_the_last(
+    populated: Mirror, http: requests.Session, path: str, said: str, previous: str
+) -> None:
+    """It said "No project yet: install something." of a nest with projects, "No files." of a
+    project with files, and had no link back."""
+    store = RunStore(populated.config.nestegg_dir)
+    store.queue("built-pkg", "main", COMMIT, "poll")
+    store.close()
+    page = http.get(populated.url + path).text
+    assert f'<p class="empty">{said}</p>' in page
+    assert f'<a rel="prev" href="{previous}">' in page
+
+
 def test_project_page_files_and_origins(populated: Mirror, http: requests.Session) -> None:
     data = http.get(f"{populated.url}/ui/project/my-pkg?format=json").json()
     assert [v["version"] for v in data["versions"]] == ["2.0rc1", "1.1", "1.0"]

@@ -116,15 +116,17 @@ def url(root: str, *segments: str, **query: str | int | None) -> str:
 
 
 def pager(root: str, segments: Sequence[str], pages: Pages, **query: str | int | None) -> Safe:
-    if pages.pages <= 1:
+    if pages.pages <= 1 and pages.page == 1:
         return Safe("")
     per_page = pages.per_page if pages.per_page != _default_per_page(segments) else None
     links = []
     if pages.page > 1:
+        # from past the last page, to the last
+        previous = min(pages.page - 1, pages.pages)
         links.append(
             h(
                 '<a rel="prev" href="{}">« previous</a>',
-                url(root, *segments, **query, page=pages.page - 1, per_page=per_page),
+                url(root, *segments, **query, page=previous, per_page=per_page),
             )
         )
     links.append(h("<span>page {} of {} ({} in all)</span>", pages.page, pages.pages, pages.total))
@@ -136,6 +138,12 @@ def pager(root: str, segments: Sequence[str], pages: Pages, **query: str | int |
             )
         )
     return h('<nav class="pager">{}</nav>', join(links))
+
+
+def past(pages: Pages, what: str) -> str:
+    """What a page past the last shows instead of its items."""
+    last = f"the last is page {pages.pages}" if pages.pages > 1 else "there is one"
+    return f"No {what} on page {pages.page}: {last}."
 
 
 def _default_per_page(segments: Sequence[str]) -> int:
@@ -222,6 +230,8 @@ def home(
             join(rows),
         )
         if rows
+        else h('<p class="empty">{}</p>', past(pages, "project"))
+        if pages.total
         else h(
             '<p class="empty">No project{}.</p>', " matches" if query or kind else " yet: install something"
         )
@@ -327,6 +337,8 @@ def project(
                 join(rows),
             )
         )
+    elif pages.total:
+        parts.append(h('<p class="empty">{}</p>', past(pages, "version")))
     else:
         parts.append(h('<p class="empty">No files{}.</p>', " stored here" if only_here else ""))
     parts.append(pager(root, ["project", name], pages, here=1 if only_here else None))
@@ -387,8 +399,10 @@ def source_build(root: str, build: SourceBuild, last: Run | None) -> Safe:
     )
 
 
-def runs_table(root: str, runs: list[Run], *, with_project: bool) -> Safe:
+def runs_table(root: str, runs: list[Run], *, with_project: bool, pages: Pages | None = None) -> Safe:
     if not runs:
+        if pages is not None and pages.total and pages.page > pages.pages:
+            return h('<p class="empty">{}</p>', past(pages, "run"))
         return h('<p class="empty">No runs yet.</p>')
     rows = []
     for run in runs:
@@ -462,7 +476,7 @@ def ci(
     return h(
         "<h1>Continuous integration</h1><h2>Source builds</h2>{builds}<h2>Runs</h2>{runs}{pager}",
         builds=builds_table,
-        runs=runs_table(root, runs, with_project=True),
+        runs=runs_table(root, runs, with_project=True, pages=pages),
         pager=pager(root, ["ci"], pages),
     )
 
@@ -479,7 +493,7 @@ def ci_project(
         name=name,
         badge=url(root, "badge", f"{name}.svg"),
         trigger=f"{root}/ci/trigger/{name}",
-        runs=runs_table(root, runs, with_project=False),
+        runs=runs_table(root, runs, with_project=False, pages=pages),
         pager=pager(root, ["ci", name], pages),
     )
 
