@@ -338,6 +338,23 @@ def test_bad_parameters(mirror: Mirror, http: requests.Session, query: str, mess
 
 
 @pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("/ui/ci/", "/ui/ci"),
+        ("/ui/project/my-pkg/?here=1", "/ui/project/my-pkg?here=1"),
+        ("/ui/ci/built-pkg/1/", "/ui/ci/built-pkg/1"),
+        ("/ui/badge/built-pkg.svg/", "/ui/badge/built-pkg.svg"),
+    ],
+)
+def test_a_page_with_a_slash_at_its_end_moved_to_the_page(
+    populated: Mirror, http: requests.Session, path: str, location: str
+) -> None:
+    """/ui/ci/ was a 404 saying "'' is not a project name"."""
+    moved = http.get(populated.url + path, allow_redirects=False)
+    assert (moved.status_code, moved.headers["Location"]) == (302, location)
+
+
+@pytest.mark.parametrize(
     ("path", "said", "previous"),
     [
         ("/ui/?page=9", "No project on page 9: there is one.", "/ui/?page=1"),

@@ -429,6 +429,8 @@ class WebUI:
         request = _Request(environ, start_response, query, root=app_path(environ, self.config.public_url))
         if not parts:  # /ui
             return self._redirect(environ, start_response, f"{PREFIX}/")
+        if len(parts) > 1 and parts[-1] == "":  # /ui/ci/, /ui/project/a/: the page without the slash
+            return self._redirect(environ, start_response, "/".join([PREFIX, *parts[:-1]]))
         head, rest = parts[0], parts[1:]
         if head == "" and not rest:
             return self.home(request)
