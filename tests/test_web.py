@@ -354,6 +354,30 @@ def test_a_page_with_a_slash_at_its_end_moved_to_the_page(
     assert (moved.status_code, moved.headers["Location"]) == (302, location)
 
 
+LONG = "a" * 60_000
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        (f"/ui/project/{LONG}", 404, f"'{'a' * 77}...' is not a project name"),
+        (f"/ui/ci/{LONG}", 404, f"'{'a' * 77}...' is not a project name"),
+        (f"/ui/ci/{LONG}/1", 404, f"no CI run #1 of '{'a' * 77}...'"),
+        (f"/ui/badge/{LONG}.svg", 404, f"'{'a' * 77}...' is not a project name"),
+        (f"/ui/?format={LONG}", 400, f"format: expected 'html' or 'json', got '{'a' * 77}...'"),
+        (f"/ui/?kind={LONG}", 400, f"kind: expected 'private' or 'mirror', got '{'a' * 77}...'"),
+        ("/ui/?" + "&".join(["q=x"] * 65), 400, "too many query fields: a page takes 64 at most"),
+    ],
+)
+def test_what_a_client_sends_is_not_echoed_whole(
+    mirror: Mirror, http: requests.Session, path: str, status: int, message: str
+) -> None:
+    """A 60,000-letter name came back whole in the error; 20,000 query fields took 0.2 s to echo
+    in the page's links."""
+    answer = http.get(mirror.url + path)
+    assert (answer.status_code, answer.text.strip()) == (status, message)
+
+
 @pytest.mark.parametrize(
     ("path", "said", "previous"),
     [

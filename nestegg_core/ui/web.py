@@ -63,6 +63,8 @@ if TYPE_CHECKING:
 
 PREFIX = "ui"
 PER_PAGE = 50
+#: fields a page's query may have (its links repeat them)
+MAX_QUERY_FIELDS = 64
 VERSIONS_PER_PAGE = 20
 MAX_PER_PAGE = 500
 _SUMMARY_CACHE = 8192
@@ -388,7 +390,7 @@ class _Request:
     def json(self) -> bool:
         wanted = self.arg("format")
         if wanted not in (None, "html", "json"):
-            raise BadRequest(f"format: expected 'html' or 'json', got {wanted!r}")
+            raise BadRequest(f"format: expected 'html' or 'json', got {_cut(wanted)!r}")
         return wanted == "json"
 
     def number(self, key: str, default: int, maximum: int | None = None) -> int:
@@ -425,7 +427,10 @@ class WebUI:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         parts = str(environ.get("PATH_INFO", "")).encode("latin-1").decode("utf-8", "replace").split("/")[2:]
-        query = parse_qs(str(environ.get("QUERY_STRING", "")))
+        try:
+            query = parse_qs(str(environ.get("QUERY_STRING", "")), max_num_fields=MAX_QUERY_FIELDS)
+        except ValueError:  # each field is echoed in the page's links: 20,000 of them took 0.2 s
+            raise BadRequest(f"too many query fields: a page takes {MAX_QUERY_FIELDS} at most") from None
         request = _Request(environ, start_response, query, root=app_path(environ, self.config.public_url))
         if not parts:  # /ui
             return self._redirect(environ, start_response, f"{PREFIX}/")
@@ -453,7 +458,7 @@ class WebUI:
         query = (request.arg("q") or "").strip()
         kind = request.arg("kind") or ""
         if kind not in ("", PRIVATE, MIRROR):
-            raise BadRequest(f"kind: expected 'private' or 'mirror', got {kind!r}")
+            raise BadRequest(f"kind: expected 'private' or 'mirror', got {_cut(kind)!r}")
         shows_private = self._shows_private(request.environ)
         needle = canonicalize_name(query) if query else ""
         rows = [
@@ -497,7 +502,7 @@ class WebUI:
             return name
         kind = self.index.kind(name)
         if kind is None:
-            raise NotFound(f"no project {name!r} in this nest")
+            raise NotFound(f"no project {_cut(name)!r} in this nest")
         only_here = request.arg("here") in ("1", "yes", "true")
         page = request.number("page", 1)
         per_page = request.number("per_page", VERSIONS_PER_PAGE, MAX_PER_PAGE)
@@ -591,7 +596,7 @@ class WebUI:
         total = self.runs.count(name) if self.runs.exists() else 0
         build = self.builds.get(name)
         if build is None and total == 0:
-            raise NotFound(f"{name!r} is no source build and has no CI runs")
+            raise NotFound(f"{_cut(name)!r} is no source build and has no CI runs")
         pages = Pages(
             page=request.number("page", 1),
             per_page=request.number("per_page", PER_PAGE, MAX_PER_PAGE),
@@ -618,7 +623,7 @@ class WebUI:
         name = canonicalize_name(raw) if is_valid_name(raw) else None
         run = self.runs.get(run_id) if self.runs.exists() else None
         if name is None or run is None or run.project != name:
-            raise NotFound(f"no CI run #{run_id} of {raw!r}")
+            raise NotFound(f"no CI run #{run_id} of {_cut(raw)!r}")
         refused = self._refused(request, name)
         if refused is not None:
             return refused
@@ -633,7 +638,7 @@ class WebUI:
 
     def badge(self, request: _Request, raw: str) -> Iterable[bytes]:
         if not is_valid_name(raw):
-            raise NotFound(f"{raw!r} is not a project name")
+            raise NotFound(f"{_cut(raw)!r} is not a project name")
         name = canonicalize_name(raw)
         refused = self._refused(request, name)
         if refused is not None:
@@ -790,7 +795,7 @@ class WebUI:
         """The normalized project name; else the answer: a redirect to the page under that name,
         or the read guard's 401 for a private project without credentials."""
         if not is_valid_name(raw):
-            raise NotFound(f"{raw!r} is not a project name")
+            raise NotFound(f"{_cut(raw)!r} is not a project name")
         name = canonicalize_name(raw)
         if name != raw:  # the query goes with it
             return self._redirect(request.environ, request.start_response, f"{PREFIX}/{where}/{name}")
