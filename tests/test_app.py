@@ -344,6 +344,26 @@ def test_root_lists_known_projects_only(mirror: Mirror, http: requests.Session) 
     assert '<a href="my-pkg/">' in http.get(mirror.index_url).text
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("DELETE", "/simple/", "GET, HEAD"),
+        ("OPTIONS", "/ui/", "GET, HEAD"),
+        ("PUT", "/ui/project/my-pkg", "GET, HEAD"),
+        ("POST", "/ui/", "GET, HEAD"),
+        ("POST", "/simple/my-pkg/", "GET, HEAD"),
+        ("PUT", "/legacy/", "GET, HEAD, POST"),
+        ("PATCH", "/", "GET, HEAD, POST"),
+    ],
+)
+def test_a_method_not_allowed_says_which_are(
+    mirror: Mirror, http: requests.Session, method: str, path: str, allow: str
+) -> None:
+    """A 405 must say what is allowed (RFC 9110): it said nothing."""
+    answer = http.request(method, mirror.url + path)
+    assert (answer.status_code, answer.headers.get("Allow")) == (405, allow)
+
+
 def test_health_and_methods(mirror: Mirror, http: requests.Session) -> None:
     assert http.get(mirror.url + "/health").json() == {"status": "ok"}
     assert http.delete(mirror.index_url).status_code == 405

@@ -102,7 +102,9 @@ def error(
     *,
     exc_info: Any = None,
     retry_after: int | None = None,
+    allow: str | None = None,
 ) -> Iterable[bytes]:
+    """A short plain-text answer of ``status``; a 503's ``Retry-After``, a 405's ``Allow``."""
     body = (message.replace("\n", " ") + "\n").encode()
     headers = [
         ("Content-Type", "text/plain; charset=utf-8"),
@@ -111,6 +113,8 @@ def error(
     ]
     if retry_after is not None:
         headers.append(("Retry-After", str(retry_after)))
+    if allow is not None:
+        headers.append(("Allow", allow))
     if exc_info is None:
         start_response(status_line(status, reason), headers)
     else:  # replacing the headers of a response whose body has not started
