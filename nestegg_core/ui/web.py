@@ -567,14 +567,20 @@ class WebUI:
         visible = self._visible(request.environ)
         builds = [b for b in self.builds.values() if visible(b.name)]
         latest = self._latest_runs([b.name for b in builds])
-        total = self.runs.count() if self.runs.exists() else 0
+        # the runs of private projects are left out, and out of the count: a request without
+        # credentials saw short pages and how many runs they had
+        among = None
+        if self.runs.exists() and self.guard is not None:
+            projects = self.runs.projects()
+            shown = [name for name in projects if visible(name)]
+            among = shown if len(shown) < len(projects) else None
+        total = self.runs.count(among=among) if self.runs.exists() else 0
         pages = Pages(
             page=request.number("page", 1),
             per_page=request.number("per_page", PER_PAGE, MAX_PER_PAGE),
             total=total,
         )
-        runs = self._runs(None, pages)
-        runs = [run for run in runs if visible(run.project)]
+        runs = self._runs(None, pages, among=among)
         if request.json:
             return self._json(
                 request,
@@ -756,10 +762,10 @@ class WebUI:
             return {}
         return self.runs.latest(names)
 
-    def _runs(self, name: str | None, pages: Pages) -> list[Run]:
+    def _runs(self, name: str | None, pages: Pages, *, among: list[str] | None = None) -> list[Run]:
         if not self.runs.exists():
             return []
-        return self.runs.runs(name, limit=pages.per_page, offset=pages.offset)
+        return self.runs.runs(name, limit=pages.per_page, offset=pages.offset, among=among)
 
     # access -------------------------------------------------------------------------------------
 
