@@ -25,6 +25,7 @@ from nestegg_core.simple.models import DistFile, ProjectPage
 from nestegg_core.storage.pagestate import PageState
 from nestegg_core.testing.dists import PackageSpec, make_sdist, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex
+from nestegg_core.ui import web
 from nestegg_core.ui.web import DESCRIPTION_CHARS
 
 from .conftest import Faults, MirrorFactory, pip_download
@@ -470,6 +471,24 @@ def test_a_mirrored_projects_description_is_of_the_newest_version_held(
 def test_project_pages_paginate_versions(populated: Mirror, http: requests.Session) -> None:
     data = http.get(f"{populated.url}/ui/project/my-pkg?format=json&per_page=1&page=3").json()
     assert (data["pages"], [v["version"] for v in data["versions"]]) == (3, ["1.0"])
+
+
+def test_a_project_page_shows_so_many_files_in_all(
+    populated: Mirror, http: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """500 versions of 100 files each made 14 MB of HTML in 2 s, for any client that asked for
+    per_page=500: past ``FILES_PER_PAGE`` the versions only say how many files they have."""
+    monkeypatch.setattr(web, "FILES_PER_PAGE", 3)
+    data = http.get(f"{populated.url}/ui/project/my-pkg?format=json").json()
+    assert [(v["version"], len(v["files"]), v["more_files"]) for v in data["versions"]] == [
+        ("2.0rc1", 2, 0),
+        ("1.1", 1, 1),
+        ("1.0", 0, 2),
+    ]
+    page = http.get(f"{populated.url}/ui/project/my-pkg").text
+    assert page.count('<td class="file">') == 3
+    assert "Files are left out: fewer versions a page (per_page) show more of each." in page
+    assert "Files are left out" not in http.get(f"{populated.url}/ui/project/my-pkg?per_page=1").text
 
 
 def test_pages_never_ask_the_upstream(populated: Mirror, http: requests.Session, faults: Faults) -> None:

@@ -292,6 +292,7 @@ def project(
     )
     parts.append(h('<p class="toggle">{}</p>', toggle))
     rows = []
+    cut = False
     for entry in versions:
         rows.append(h('<tr class="version"><th colspan="6" id="v-{0}">{0}</th></tr>', entry.version))
         if not entry.files:
@@ -329,6 +330,7 @@ def project(
             )
         if entry.more_files:
             rows.append(h('<tr><td colspan="6" class="muted">and {} more files</td></tr>', entry.more_files))
+            cut = True
     if rows:
         parts.append(
             h(
@@ -341,6 +343,10 @@ def project(
         parts.append(h('<p class="empty">{}</p>', past(pages, "version")))
     else:
         parts.append(h('<p class="empty">No files{}.</p>', " stored here" if only_here else ""))
+    if cut and pages.per_page > 1:
+        parts.append(
+            h('<p class="hint">Files are left out: fewer versions a page (per_page) show more of each.</p>')
+        )
     parts.append(pager(root, ["project", name], pages, here=1 if only_here else None))
     return join(parts)
 
