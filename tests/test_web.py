@@ -595,6 +595,10 @@ def test_the_runs_of_private_projects_are_left_out_of_the_ci_page_and_its_count(
     assert listed(("alice", "wonderland")) == (5, ["secret-tool"])
     assert "secret-tool" not in http.get(f"{mirror.url}/ui/ci?page=2&per_page=1").text
     assert http.get(f"{mirror.url}/ui/ci/secret-tool").status_code == 401
+    # whether a number is a run of a private project is no answer without credentials either
+    for run in range(1, 8):
+        for tail in ("", "/log"):
+            assert http.get(f"{mirror.url}/ui/ci/secret-tool/{run}{tail}").status_code == 401
 
 
 def _fake_cache(mirror: Mirror, count: int, versions: int = 10) -> None:

@@ -633,12 +633,14 @@ class WebUI:
 
     def run(self, request: _Request, raw: str, run_id: int, *, log_only: bool) -> Iterable[bytes]:
         name = canonicalize_name(raw) if is_valid_name(raw) else None
+        # a private project's runs are asked credentials for before they are looked up: which
+        # numbers are its runs is no answer for a request without them (it was: 401 or 404)
+        refused = None if name is None else self._refused(request, name)
+        if refused is not None:
+            return refused
         run = self.runs.get(run_id) if self.runs.exists() else None
         if name is None or run is None or run.project != name:
             raise NotFound(f"no CI run #{run_id} of {_cut(raw)!r}")
-        refused = self._refused(request, name)
-        if refused is not None:
-            return refused
         log = self.runs.log(run_id)
         if log_only:
             body = log.encode("utf-8", "replace")
