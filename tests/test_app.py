@@ -108,6 +108,10 @@ def test_redirects_stay_under_the_public_urls_path_with_their_query(
         ({"SCRIPT_NAME": "/upstreams/ab", MOUNT: "/upstreams/ab"}, "https://example.com/pypi", "/ui/",
          "/pypi/upstreams/ab/ui/"),
         ({}, "https://example.com", "/ui/", "/ui/"),
+        # a public URL's path escaped as a URL's, once: a Location header is latin-1
+        ({}, "https://example.com/日本", "/ui/", "/%E6%97%A5%E6%9C%AC/ui/"),
+        ({}, "https://example.com/café/", "/ui/", "/caf%C3%A9/ui/"),
+        ({}, "https://example.com/a%20b", "/ui/", "/a%20b/ui/"),
         ({"QUERY_STRING": "q=a%20b&page=2"}, None, "/ui/", "/ui/?q=a%20b&page=2"),
         ({"QUERY_STRING": 'q="<x>"\r\n'}, None, "/ui/", "/ui/?q=%22%3Cx%3E%22%0D%0A"),
     ],

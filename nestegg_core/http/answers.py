@@ -28,6 +28,8 @@ __all__ = [
 MOUNT = "nestegg.mount"
 #: what a query keeps as it came in a Location: its escapes and delimiters (anything else is escaped)
 _QUERY_SAFE = "=&;%+/?:@,!$'()*~"
+#: what a path keeps as it came: its escapes, sub-delimiters and separators (RFC 3986, 3.3)
+_PATH_SAFE = "/%!$&'()*+,;=:@~"
 
 _REASONS = {
     200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified",
@@ -50,7 +52,9 @@ def app_path(environ: Environ, public_url: str | None) -> str:
     of ``public_url`` (the mirror's root behind a proxy) with the app's mount, else SCRIPT_NAME
     (escaped as the bytes it is: PEP 3333 gives the path the client sent read as latin-1)."""
     if public_url is not None:
-        return urlsplit(public_url).path.rstrip("/") + str(environ.get(MOUNT, ""))
+        # escaped as a URL's path, what escapes it has kept: a Location header is latin-1 (a
+        # public_url at /日本 made every redirect a 500)
+        return quote(urlsplit(public_url).path.rstrip("/"), safe=_PATH_SAFE) + str(environ.get(MOUNT, ""))
     return quote(str(environ.get("SCRIPT_NAME", "")).rstrip("/").encode("latin-1", "replace"))
 
 
