@@ -19,7 +19,7 @@ import requests
 
 from nestegg_core import Config, Mirror
 from nestegg_core.builds.runs import EnvResult, RunStore
-from nestegg_core.config.config import CISettings, SourceBuild
+from nestegg_core.config.config import CISettings, SourceBuild, Upstream
 from nestegg_core.config.credentials import set_password
 from nestegg_core.simple.models import DistFile, ProjectPage
 from nestegg_core.storage.pagestate import PageState
@@ -29,6 +29,7 @@ from nestegg_core.ui import web
 from nestegg_core.ui.web import DESCRIPTION_CHARS
 
 from .conftest import Faults, MirrorFactory, pip_download
+from .loopback import refused_url
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 EVIL = "<script>alert(1)</script>"
@@ -453,9 +454,13 @@ def test_project_page_shows_the_long_description_escaped_and_cut(
     assert (data["version"], data["text"], data["cut"]) == ("1.0", long[:DESCRIPTION_CHARS], cut)
 
 
+@pytest.mark.parametrize("routed", [False, True])
 def test_a_mirrored_projects_description_is_of_the_newest_version_held(
-    upstream: PrivateIndex, mirror: Mirror, http: requests.Session
+    upstream: PrivateIndex, make_mirror: MirrorFactory, http: requests.Session, routed: bool
 ) -> None:
+    # routed: the project comes from an index of ``upstreams``, whose cache is its own
+    route = {"index_url": refused_url(), "upstreams": (Upstream(url=upstream.index_url, projects=("told",)),)}
+    mirror = make_mirror(**(route if routed else {}))
     upstream.add("told", "1.0", description="The first one.", sdist=False)
     upstream.add("told", "2.0", description="The second one.", sdist=False)
     assert http.get(mirror.index_url + "told/").status_code == 200

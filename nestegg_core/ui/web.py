@@ -738,11 +738,15 @@ class WebUI:
         if latest is None:
             return None
         tried = [latest, *(v for v in view.versions if v != latest)][:_DESCRIBED_VERSIONS]
-        serving = self.repository.serving(name)
+        serving = self.repository.serving(name)  # a routed index's cache holds its files
         for version in tried:
             where = view.versions.index(version)
             (rows,) = view.rows(where, where + 1, mirrored, private)
-            held = serving.held_metadata(name, [row.dist for row in rows.files]) if rows.files else None
+            ours = [row.dist for row in rows.files if row.dist.origin == "private"]
+            theirs = [row.dist for row in rows.files if row.dist.origin != "private"]
+            held = (self.repository.held_metadata(name, ours) if ours else None) or (
+                serving.held_metadata(name, theirs) if theirs else None
+            )
             if held is not None:
                 return _described(version, held)
         return None
