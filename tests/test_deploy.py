@@ -12,6 +12,7 @@ import hashlib
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -294,6 +295,44 @@ def test_a_gunicorn_worker_stopped_ends_the_build_it_runs(
         asking.join(30)
         assert group_members(group()) == []
     assert answers == [502]
+
+
+@needs_proc
+@pytest.mark.parametrize(("stop_signal", "ended"), [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_waitress_serve_stopped_by_ctrl_c_ends_the_build_it_runs(
+    tmp_path: Path,
+    upstream: PrivateIndex,
+    hung_repo: tuple[GitRepo, Path],  # noqa: F811 - the fixture imported above
+    stop_signal: int,
+    ended: bool,
+) -> None:
+    """waitress-serve stops on Ctrl-C and the interpreter exits: the build is ended. SIGTERM, for
+    which it sets no handler, kills it outright: nothing of the worker runs, the build is left
+    (as the README says)."""
+    repo, mark = hung_repo
+    with socket.socket() as probe:  # waitress-serve binds a port itself: one free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        where = f"127.0.0.1:{probe.getsockname()[1]}"
+    command = [sys.executable, "-m", "waitress", "--listen", where, "nestegg_core.wsgi:application"]
+
+    def ask() -> None:
+        with contextlib.suppress(requests.RequestException):  # no answer from a server killed
+            requests.get(f"http://{where}/simple/hung-package/", timeout=60)
+
+    with hung_group(mark) as group, open(tmp_path / "waitress.log", "wb") as log:
+        process = subprocess.Popen(command, env=hung_nest(tmp_path, upstream, repo), stdout=log, stderr=log)
+        try:
+            wait_ready(f"http://{where}", process, tmp_path / "waitress.log")
+            threading.Thread(target=ask, daemon=True).start()
+            deadline = time.monotonic() + 60
+            while not mark.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert mark.exists(), _tail(tmp_path / "waitress.log")
+            process.send_signal(stop_signal)
+            process.wait(30)
+        finally:
+            stop(process)
+        assert (group_members(group()) == []) is ended
 
 
 def gunicorn_etags(access_log: Path) -> tuple[dict[tuple[str, str], set[str]], set[str]]:
