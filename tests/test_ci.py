@@ -18,11 +18,12 @@ import requests
 
 from nestegg_core import Mirror
 from nestegg_core.builds.ci import remote_head, tox_results
-from nestegg_core.builds.runs import MAX_LOG, EnvResult, RunStore, cap_log
+from nestegg_core.builds.runs import MAX_LOG, EnvResult, Run, RunStore, cap_log
 from nestegg_core.builds.vcs import failure_line, find_hg
 from nestegg_core.cli import main
 from nestegg_core.config.config import CISettings, Config, SourceBuild, load_config, parse_config
 from nestegg_core.errors import BuildError, ConfigError
+from nestegg_core.http.trigger import TriggerHandler
 
 TOKEN = "s3cret-token-for-tests"  # noqa: S105 - a test token
 GIT = [
@@ -309,6 +310,37 @@ def test_polled_commits_trigger_and_restart(
     badge = http.get(f"{again.url}/ui/badge/my-package.svg")
     assert badge.headers["Content-Type"].startswith("image/svg+xml")
     assert "failing" in badge.text
+
+
+class _Queues:
+    """A CI service that queues run 7 of whatever it is asked to."""
+
+    def trigger(self, name: str, ref: str | None = None) -> list[Run]:
+        return [Run(id=7, project=name, ref=ref or "main", commit=None, trigger="trigger", queued=0.0)]
+
+
+@pytest.mark.parametrize(
+    ("public_url", "script_name", "url"),
+    [
+        (None, "", "/ui/ci/my-package/7"),
+        (None, "/mirror/", "/mirror/ui/ci/my-package/7"),
+        ("https://example.com/pypi", "", "/pypi/ui/ci/my-package/7"),
+        ("https://example.com/pypi", "/mirror", "/pypi/ui/ci/my-package/7"),  # the front server's path
+        ("https://example.com", "/mirror", "/ui/ci/my-package/7"),
+    ],
+)
+def test_the_trigger_answers_with_the_runs_url_under_the_public_urls_path(
+    public_url: str | None, script_name: str, url: str
+) -> None:
+    handler = TriggerHandler(_Queues(), TOKEN, public_url=public_url)  # type: ignore[arg-type]
+    seen: list[str] = []
+    environ = {
+        "REQUEST_METHOD": "POST", "PATH_INFO": "/ci/trigger/my-package", "SCRIPT_NAME": script_name,
+        "HTTP_AUTHORIZATION": f"Bearer {TOKEN}",
+    }  # fmt: skip
+    body = b"".join(handler(environ, lambda status, _headers: seen.append(status)))
+    assert seen == ["202 Accepted"]
+    assert json.loads(body)["runs"][0]["url"] == url
 
 
 @pytest.mark.slow
