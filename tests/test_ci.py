@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import requests
 from nestegg_core import Mirror
 from nestegg_core.builds.ci import remote_head, tox_results
 from nestegg_core.builds.runs import MAX_LOG, EnvResult, RunStore, cap_log
-from nestegg_core.builds.vcs import failure_line, find_hg
+from nestegg_core.builds.vcs import MAX_OUTPUT, failure_line, find_hg
 from nestegg_core.cli import main
 from nestegg_core.config.config import CISettings, Config, SourceBuild, load_config, parse_config
 from nestegg_core.errors import BuildError, ConfigError
@@ -118,6 +120,9 @@ def test_tox_results(tmp_path: Path) -> None:
         EnvResult(name="lint", outcome="failed", exit_code=3, duration=0.25),
         EnvResult(name="old", outcome="skipped", exit_code=0, duration=None),
     )
+    # tox's result holds every command's output again: past its limit it is not read at all
+    assert tox_results(path, limit=path.stat().st_size) != ()
+    assert tox_results(path, limit=path.stat().st_size - 1) == ()
     path.write_text("not json")
     assert tox_results(path) == ()
     assert tox_results(tmp_path / "missing.json") == ()
@@ -374,6 +379,43 @@ def test_cli_runs_and_records(
     mirror = Mirror(load_config(config_path)).start()
     mirrors.append(mirror)
     assert [run["trigger"] for run in _runs(http, mirror)] == ["cli", "cli"]
+
+
+@pytest.mark.slow
+def test_a_chatty_run_keeps_the_head_and_tail_of_its_output_in_bounded_memory(
+    tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _commit(git_repo, "pass")
+    chatty = 96 * 1024 * 1024  # far more than the 2 MiB kept
+    script = (
+        "import sys; out = sys.stdout.buffer; out.write(b'FIRST-LINE\\n'); line = b'x' * 1023 + b'\\n'\n"
+        f"for _ in range({chatty // 1024}): out.write(line)\n"
+        "out.write(b'LAST-LINE\\n')"
+    )
+    command = shlex.join([sys.executable, "-c", script])
+    config_path = _seed_config(tmp_path, git_repo, json.dumps({"command": command, "interval": 0}))
+    tracemalloc.start()
+    try:
+        assert main(["--config", str(config_path), "ci", "my-package"]) == 0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ": passed" in capsys.readouterr().out
+    # the output is read as it comes, never whole: the cap and the log made of it, a few times over
+    assert peak < 24 * 1024 * 1024, peak
+    store = RunStore(tmp_path / "nest")
+    try:
+        (run,) = store.runs()
+        log = store.log(run.id)
+    finally:
+        store.close()
+    assert "FIRST-LINE" in log
+    assert log.rstrip().endswith("LAST-LINE") or "LAST-LINE\n[exit 0" in log
+    cut = re.search(r"\[\.\.\. (\d+) bytes of output cut \.\.\.\]", log)
+    assert cut is not None
+    assert int(cut.group(1)) > chatty - 2 * MAX_OUTPUT
+    assert "characters cut" not in log  # cut once, as it was read
+    assert len(log) < MAX_LOG + 64 * 1024
 
 
 def test_checkout_failure_is_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -34,14 +34,25 @@ from urllib.parse import urlsplit
 from packaging.utils import canonicalize_name
 
 from nestegg_core.config.config import CISettings, Config, SourceBuild
+from nestegg_core.config.sizes import format_size
 from nestegg_core.errors import BadRequest, BuildError, NotFound
 from nestegg_core.installers import installer_env
 from nestegg_core.simple.models import is_valid_name
+from nestegg_core.storage.fs import read_at_most
 from nestegg_core.storage.locks import FileLock
 from nestegg_core.urls import mask_text
 
-from .runs import ERROR, FAILED, INTERRUPTED, PASSED, TIMEOUT, EnvResult, Run, RunStore
-from .vcs import CheckoutWork, Transcript, end_group, failure_line, find_hg, run_unattended
+from .runs import ERROR, FAILED, INTERRUPTED, MAX_LOG, PASSED, TIMEOUT, EnvResult, Run, RunStore
+from .vcs import (
+    STOPPED,
+    TIMED_OUT,
+    CheckoutWork,
+    Transcript,
+    failure_line,
+    find_hg,
+    run_unattended,
+    supervise,
+)
 
 if TYPE_CHECKING:
     pass
@@ -50,6 +61,10 @@ logger = logging.getLogger(__name__)
 
 #: seconds a poll of one ref (ls-remote, identify) may take
 POLL_TIMEOUT = 60.0
+#: bytes of tox's result file read for the outcomes of its environments
+MAX_RESULT = 16 * 1024 * 1024
+#: characters of a run's log left to the lines around its command's output (git's, nestegg's)
+LOG_ROOM = 64 * 1024
 _HEX = re.compile(r"[0-9a-f]{40,64}")
 
 
@@ -207,16 +222,27 @@ class Runner(CheckoutWork[RunStore]):
                 return finish(ERROR, str(exc))
             log.note(f"# installs from {env['PIP_INDEX_URL']}")
             log.note(f"$ {shlex.join(command)}")
-            output = Path(work) / "output.log"
-            code, how = self._execute(command, source, env, output, timeout=settings.timeout, cancel=cancel)
-            log.parts.append(mask_text(_read_text(output)))
+            try:
+                ended = supervise(
+                    command,
+                    cwd=source,
+                    env=env,
+                    timeout=settings.timeout,
+                    merge_output=True,
+                    stop=cancel,
+                    limit=MAX_LOG - LOG_ROOM,
+                )
+            except BuildError as exc:
+                return finish(ERROR, str(exc))
+            # read as it comes, its head and tail kept (with room in the log for the rest): a chatty
+            # job takes no more memory than that, nor any disk
+            log.parts.append(mask_text(ended.output))
+            code = ended.code
             envs = tox_results(Path(work) / "result.json")
-            if how == TIMEOUT:
+            if ended.stopped == TIMED_OUT:
                 return finish(TIMEOUT, f"stopped after the time limit of {settings.timeout:g}s", envs=envs)
-            if how == INTERRUPTED:
+            if ended.stopped == STOPPED:
                 return finish(INTERRUPTED, "stopped: the server is stopping", envs=envs)
-            if how == ERROR:
-                return finish(ERROR, f"cannot run {command[0]!r}: it is not installed (or not on PATH)")
             log.note(f"[exit {code} after {time.monotonic() - started:.1f}s]")
             failed = [env.name for env in envs if env.outcome == FAILED]
             message = (
@@ -247,63 +273,21 @@ class Runner(CheckoutWork[RunStore]):
         env["TOX_NO_NESTEGG"] = "1"
         return env
 
-    @staticmethod
-    def _execute(
-        command: Sequence[str],
-        cwd: Path,
-        env: Mapping[str, str],
-        output: Path,
-        *,
-        timeout: float,
-        cancel: threading.Event,
-    ) -> tuple[int | None, str]:
-        """Run ``command`` with its output to ``output``; (exit code, "" or how it was stopped)."""
-        with open(output, "wb") as sink:
-            try:
-                process = subprocess.Popen(
-                    list(command),
-                    cwd=cwd,
-                    env=dict(env),
-                    stdin=subprocess.DEVNULL,
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except (FileNotFoundError, PermissionError):
-                return None, ERROR
-            deadline = time.monotonic() + timeout
-            try:
-                while True:
-                    try:
-                        return process.wait(timeout=0.2), ""
-                    except subprocess.TimeoutExpired:
-                        pass
-                    if cancel.is_set():
-                        end_group(process)
-                        return process.returncode, INTERRUPTED
-                    if time.monotonic() >= deadline:
-                        end_group(process)
-                        return process.returncode, TIMEOUT
-            except BaseException:
-                end_group(process)
-                raise
-
     def _project_lock(self, name: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(name, threading.Lock())
 
 
-def _read_text(path: Path) -> str:
+def tox_results(path: Path, limit: int = MAX_RESULT) -> tuple[EnvResult, ...]:
+    """The outcome of each environment in tox's ``--result-json`` file; none if there is no such
+    file, or it is over ``limit`` bytes (it holds the output of every command again)."""
     try:
-        return path.read_bytes().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def tox_results(path: Path) -> tuple[EnvResult, ...]:
-    """The outcome of each environment in tox's ``--result-json`` file; none if there is no such file."""
-    try:
-        data = json.loads(path.read_bytes())
+        with path.open("rb") as handle:
+            raw = read_at_most(handle, limit + 1)
+        if len(raw) > limit:
+            logger.warning("not reading tox's result file %s: it is over %s", path, format_size(limit))
+            return ()
+        data = json.loads(raw)
         envs = data["testenvs"]
         if not isinstance(envs, dict):
             return ()
