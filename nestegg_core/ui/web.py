@@ -573,13 +573,17 @@ class WebUI:
         return self._html(request, f"CI of {name}", body)
 
     def run(self, request: _Request, raw: str, run_id: int, *, log_only: bool) -> Iterable[bytes]:
-        name = canonicalize_name(raw) if is_valid_name(raw) else None
-        run = self.runs.get(run_id) if self.runs.exists() else None
-        if name is None or run is None or run.project != name:
+        if not is_valid_name(raw):
             raise NotFound(f"no CI run #{run_id} of {raw!r}")
+        name = canonicalize_name(raw)
+        # credentials first, as every page of a private project asks: a 404 would tell whether it
+        # has that run
         refused = self._refused(request, name)
         if refused is not None:
             return refused
+        run = self.runs.get(run_id) if self.runs.exists() else None
+        if run is None or run.project != name:
+            raise NotFound(f"no CI run #{run_id} of {raw!r}")
         log = self.runs.log(run_id)
         if log_only:
             body = log.encode("utf-8", "replace")
