@@ -470,3 +470,60 @@ def test_export_of_requirements_installs_offline_and_from_a_static_server(
             index_url=f"{url}/simple/",
         )
     assert (tmp_path / "c" / "exp_lib").is_dir()
+
+
+def _export_from(nest: Path, dest: Path, *args: str) -> int:
+    """``nestegg export`` of the nest ``nest`` (no upstream asked) into ``dest``."""
+    config = nest.parent / "nestegg.yml"
+    config.write_text("nestegg: {}\n")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return main(
+            ["--config", str(config), "--cache-dir", str(nest), "--offline", "export", str(dest), *args]
+        )
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+@pytest.mark.slow
+def test_a_project_exported_again_from_another_index_is_that_exports_and_kept_metadata_is_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wheels = {}
+    for nest, version in (("team-a", "2.0"), ("team-b", "1.0")):
+        store = PrivateStore(tmp_path / nest / "nest" / "private")
+        spec = PackageSpec(name="exp-lib", version=version)
+        wheel = make_wheel(spec, tmp_path / "dists" / nest)
+        store.add(wheel)
+        store.add(make_sdist(spec, tmp_path / "dists" / nest))
+        wheels[nest] = wheel
+    # team-b's metadata kept beside its wheel is not the one its page gives: it asks for a
+    # project that is nowhere, and pip would resolve with it
+    kept = tmp_path / "team-b" / "nest" / "private" / "exp-lib" / f"{wheels['team-b'].name}.metadata"
+    own = kept.read_bytes()
+    kept.write_bytes(own.replace(b"\n", b"\nRequires-Dist: not-anywhere\n", 1))
+    dest = tmp_path / "air-gap"
+
+    assert _export_from(tmp_path / "team-a" / "nest", dest, "--project", "exp-lib") == 0
+    capsys.readouterr()
+    assert _export_from(tmp_path / "team-b" / "nest", dest, "--project", "exp-lib") == 0
+    err = capsys.readouterr().err
+    assert f"removed {dest / 'files' / wheels['team-a'].name}: this export of exp-lib does not have it" in err
+    assert f"removed {dest / 'files' / 'exp_lib-2.0.tar.gz'}" in err
+    assert (
+        f"not exporting the metadata kept of {wheels['team-b'].name}: its sha256 is not the one its page "
+        "gives; the wheel's own is"
+    ) in err
+    assert sorted(p.name for p in (dest / "files").iterdir()) == [
+        "exp_lib-1.0-py3-none-any.whl", "exp_lib-1.0-py3-none-any.whl.metadata", "exp_lib-1.0.tar.gz",
+    ]  # fmt: skip
+    assert (dest / "files" / f"{wheels['team-b'].name}.metadata").read_bytes() == own
+
+    # pip finds what the pages list, whichever way it reads the export
+    offline = ("--no-index", "--find-links", str(dest / "files"))
+    pip("install", *offline, "--target", str(tmp_path / "a"), "exp-lib")
+    pip("install", "--target", str(tmp_path / "b"), "exp-lib", index_url=(dest / "simple").as_uri() + "/")
+    for target in ("a", "b"):
+        assert [p.name for p in (tmp_path / target).glob("*.dist-info")] == ["exp_lib-1.0.dist-info"]
