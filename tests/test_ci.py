@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import textwrap
@@ -416,6 +417,45 @@ def test_a_chatty_run_keeps_the_head_and_tail_of_its_output_in_bounded_memory(
     assert int(cut.group(1)) > chatty - 2 * MAX_OUTPUT
     assert "characters cut" not in log  # cut once, as it was read
     assert len(log) < MAX_LOG + 64 * 1024
+
+
+def _ignoring_nothing() -> None:
+    # a child of a process that ignores SIGINT (a test worker may) would ignore it too
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_nestegg_ci_stops_its_run_and_records_it_interrupted(
+    tmp_path: Path, git_repo: Path, sig: signal.Signals
+) -> None:
+    _commit(git_repo, "pass")
+    pid_file = tmp_path / "run.pid"
+    script = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    command = shlex.join([sys.executable, "-c", script])
+    config_path = _seed_config(tmp_path, git_repo, json.dumps({"command": command, "interval": 0}))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nestegg_core", "--config", str(config_path), "ci"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_ignoring_nothing,  # noqa: PLW1509 - no threads of the test's in the child
+    )
+    try:
+        _wait_for(lambda: pid_file.exists() and pid_file.read_text(), 60)
+        process.send_signal(sig)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130, output
+    assert b"Traceback" not in output
+    _wait_for(lambda: not _alive(int(pid_file.read_text())), 10)  # ended with its group
+    store = RunStore(tmp_path / "nest")
+    try:
+        (run,) = store.runs()
+    finally:
+        store.close()
+    assert (run.outcome, run.message) == ("interrupted", "interrupted")
 
 
 def test_checkout_failure_is_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
