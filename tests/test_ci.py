@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -456,6 +457,61 @@ def test_a_stopped_nestegg_ci_stops_its_run_and_records_it_interrupted(
     finally:
         store.close()
     assert (run.outcome, run.message) == ("interrupted", "interrupted")
+
+
+def test_nestegg_ci_tests_again_a_commit_whose_run_a_killed_process_left_running(
+    tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    commit = _commit(git_repo, "pass")
+    config_path = _seed_config(
+        tmp_path, git_repo, json.dumps({"command": shlex.join([sys.executable, "-c", "pass"]), "interval": 0})
+    )
+    store = RunStore(tmp_path / "nest")
+    left, _ = store.queue("my-package", "HEAD", commit, "cli")
+    store.start(left.id)
+    store.close()
+    # its process is gone (the id of none alive): killed with -9 before it recorded the end
+    with sqlite3.connect(tmp_path / "nest" / "ci.sqlite3") as db:
+        db.execute("UPDATE runs SET owner = ? WHERE id = ?", (f"{2**22 + 1}:dead", left.id))
+    db.close()
+    assert main(["--config", str(config_path), "ci", "--new"]) == 0
+    assert f"my-package HEAD {commit[:12]}: passed" in capsys.readouterr().out
+    store = RunStore(tmp_path / "nest")
+    try:
+        assert [run.outcome for run in store.runs()] == ["passed", "interrupted"]
+    finally:
+        store.close()
+
+
+def test_nestegg_ci_new_goes_on_past_a_repository_out_of_reach(
+    tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    commit = _commit(git_repo, "pass")
+    ci = {"command": shlex.join([sys.executable, "-c", "pass"]), "interval": 0}
+    config_path = _seed_config(tmp_path, git_repo, json.dumps(ci))
+    text = config_path.read_text()
+    gone = (
+        text[text.index("    - name: My_Package") :]
+        .replace("My_Package", "Gone")
+        .replace(str(git_repo), str(tmp_path / "gone"))
+    )
+    config_path.write_text(text + gone)
+    assert main(["--config", str(config_path), "ci", "--new", "gone", "my-package"]) == 1
+    out = capsys.readouterr().out
+    assert "gone HEAD: cannot poll: " in out
+    assert f"my-package HEAD {commit[:12]}: passed" in out
+
+
+def test_a_damaged_ci_history_is_one_line(
+    tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_path = _seed_config(tmp_path, git_repo, "{interval: 0}")
+    (tmp_path / "nest").mkdir()
+    (tmp_path / "nest" / "ci.sqlite3").write_bytes(b"not a database, " * 1024)
+    assert main(["--config", str(config_path), "ci"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot use the CI history {str(tmp_path / 'nest' / 'ci.sqlite3')!r}: ")
+    assert err.count("\n") == 1
 
 
 def test_checkout_failure_is_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
