@@ -527,3 +527,41 @@ def test_a_project_exported_again_from_another_index_is_that_exports_and_kept_me
     pip("install", "--target", str(tmp_path / "b"), "exp-lib", index_url=(dest / "simple").as_uri() + "/")
     for target in ("a", "b"):
         assert [p.name for p in (tmp_path / target).glob("*.dist-info")] == ["exp_lib-1.0.dist-info"]
+
+
+@pytest.mark.parametrize("inside", [".", "private", "mirror/anything"])
+def test_an_export_into_the_nest_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], inside: str
+) -> None:
+    nest = tmp_path / "nest"
+    store = PrivateStore(nest / "private")
+    store.add(make_wheel(PackageSpec(name="exp-lib", version="1.0"), tmp_path / "dists"))
+    dest = nest / inside
+    assert _export_from(nest, dest, "--project", "exp-lib") == 2
+    assert capsys.readouterr().err == (
+        f"error: cannot export into {str(dest)!r}: it is inside the nest {str(nest.resolve())!r}; "
+        "name a folder outside it\n"
+    )
+    # its files/ and simple/ were no private projects of those names
+    assert store.names() == ["exp-lib"]
+    assert not (dest / "files").exists()
+
+
+def test_an_export_cut_short_leaves_every_file_its_pages_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for nest, version in (("team-a", "2.0"), ("team-b", "1.0")):
+        store = PrivateStore(tmp_path / nest / "nest" / "private")
+        store.add(make_wheel(PackageSpec(name="exp-lib", version=version), tmp_path / "dists" / nest))
+    dest = tmp_path / "air-gap"
+    assert _export_from(tmp_path / "team-a" / "nest", dest, "--project", "exp-lib") == 0
+
+    def cut_short(*args: object) -> bytes:
+        raise KeyboardInterrupt
+
+    # its files copied, its page not written yet: Ctrl-C
+    monkeypatch.setattr("nestegg_core.cli.export.render_project", cut_short)
+    assert _export_from(tmp_path / "team-b" / "nest", dest, "--project", "exp-lib") == 130
+    for page in (dest / "simple").glob("*/index.json"):
+        for entry in json.loads(page.read_text())["files"]:
+            assert (dest / "files" / entry["filename"]).is_file()

@@ -88,6 +88,12 @@ def export(
     dependencies of sdists) is exported. With neither, everything cached and private is. Projects
     exported into ``dest`` before stay listed.
     """
+    nest = config.nestegg_dir.resolve()
+    if dest.resolve().is_relative_to(nest):
+        # its files/ and simple/ would be taken for the nest's own (private projects of those names)
+        raise NesteggError(
+            f"cannot export into {str(dest)!r}: it is inside the nest {str(nest)!r}; name a folder outside it"
+        )
     repository = Repository(config.with_changes(offline=True))
     chosen: Chosen = {}
     if requirements is not None:
@@ -121,8 +127,9 @@ def export(
             continue
         by_project.setdefault(name, []).append(exported)
     # a project exported again is what this export says of it: the files an earlier one (of other
-    # versions, or from another index) left of it go, or --find-links would still find them
-    _remove_left_over(files_dir, dest / "simple", by_project, config.max_page_size)
+    # versions, or from another index) left of it go, or --find-links would still find them; once
+    # its new page is written (cut short, an export leaves more files, never a page's gone)
+    left_over = _left_over(files_dir, dest / "simple", by_project, config.max_page_size)
     for name, files in by_project.items():
         files.sort(key=_version_order)
         page = ProjectPage.build(name, files)
@@ -136,6 +143,10 @@ def export(
     )  # fmt: skip
     for content_type, index in ((HTML_V1, "index.html"), (JSON_V1, "index.json")):
         write_atomic(dest / "simple" / index, render_index(listed, content_type))
+    for filename, name in left_over:
+        if _remove(files_dir / filename):
+            logger.info("removed %s: this export of %s does not have it", files_dir / filename, name)
+        _remove(files_dir / f"{filename}.metadata")
     exported_files = sum(len(files) for files in by_project.values())
     logger.info("exported %d files of %d projects to %s", exported_files, len(by_project), dest)
     return ExportResult(dest=dest, projects={n: tuple(f) for n, f in by_project.items()})
@@ -251,13 +262,12 @@ def _kept_metadata(
     return data
 
 
-def _remove_left_over(
+def _left_over(
     files_dir: Path, simple: Path, exported: Mapping[NormalizedName, Sequence[DistFile]], limit: int
-) -> None:
-    """Remove from ``files_dir`` the files of each project of ``exported`` that are not among its
-    files now: those its page in ``simple`` listed before, and those named as its distributions."""
-    if not exported:
-        return
+) -> list[tuple[str, NormalizedName]]:
+    """The files in ``files_dir`` of each project of ``exported`` that are not among its files now
+    (filename and project): those its page in ``simple`` listed before, and those named as its
+    distributions."""
     keep = {name: {dist.filename for dist in files} for name, files in exported.items()}
     left: dict[str, NormalizedName] = {}
     for name in exported:
@@ -273,13 +283,11 @@ def _remove_left_over(
                 continue  # no distribution's name: only a page that listed it says whose it is
             if name in exported:
                 left[entry.name] = name
-    for filename, name in sorted(left.items()):
-        # a name a page gave is no path: one that is no distribution's is never looked at
-        if filename in keep[name] or not is_dist_filename(filename):
-            continue
-        if _remove(files_dir / filename):
-            logger.info("removed %s: this export of %s does not have it", files_dir / filename, name)
-        _remove(files_dir / f"{filename}.metadata")
+    # a name a page gave is no path: one that is no distribution's is never looked at
+    return [
+        (filename, name) for filename, name in sorted(left.items())
+        if filename not in keep[name] and is_dist_filename(filename)
+    ]  # fmt: skip
 
 
 def _remove(path: Path) -> bool:
