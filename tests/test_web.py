@@ -324,6 +324,26 @@ def test_a_private_projects_ci_run_asks_for_credentials_before_it_says_whether_i
     assert http.get(f"{mirror.url}/ui/ci/open-tool/999").status_code == 404
 
 
+def test_the_ci_list_neither_shows_nor_counts_a_private_projects_runs_without_credentials(
+    make_mirror: MirrorFactory, http: requests.Session, tmp_path: Path
+) -> None:
+    credentials = tmp_path / "users.txt"
+    set_password(credentials, "alice", "wonderland")
+    mirror = make_mirror(private_read_auth=True, credentials_file=credentials, offline=True)
+    _publish_private(mirror, tmp_path, "secret-tool", "0.1")
+    store = RunStore(mirror.config.nestegg_dir)
+    opened = [store.queue("open-tool", f"ref-{n}", COMMIT, "poll")[0].id for n in range(3)]
+    for n in range(3):
+        store.queue("secret-tool", f"ref-{n}", COMMIT, "poll")
+    store.close()
+    anonymous = http.get(f"{mirror.url}/ui/ci?format=json&per_page=2").json()
+    assert (anonymous["total"], anonymous["pages"]) == (3, 2)
+    assert [run["id"] for run in anonymous["runs"]] == opened[::-1][:2]  # a page of two, full
+    assert "secret-tool" not in http.get(f"{mirror.url}/ui/ci").text
+    allowed = http.get(f"{mirror.url}/ui/ci?format=json", auth=("alice", "wonderland")).json()
+    assert allowed["total"] == len(allowed["runs"]) == 6
+
+
 def _fake_cache(mirror: Mirror, count: int, versions: int = 10) -> None:
     """``count`` projects as the cache stores them, each with ``versions`` versions of two files."""
     store = mirror.repository.store

@@ -520,14 +520,17 @@ class WebUI:
         visible = self._visible(request.environ)
         builds = [b for b in self.builds.values() if visible(b.name)]
         latest = self._latest_runs([b.name for b in builds])
-        total = self.runs.count() if self.runs.exists() else 0
+        # the runs of the projects this request may see: those of a private one are neither shown
+        # nor counted (a count would tell that it had runs, and pages would come out short)
+        projects = self.runs.projects() if self.runs.exists() else []
+        shown = None if all(visible(p) for p in projects) else [p for p in projects if visible(p)]
+        total = self.runs.count(only=shown) if projects else 0
         pages = Pages(
             page=request.number("page", 1),
             per_page=request.number("per_page", PER_PAGE, MAX_PER_PAGE),
             total=total,
         )
-        runs = self._runs(None, pages)
-        runs = [run for run in runs if visible(run.project)]
+        runs = self.runs.runs(only=shown, limit=pages.per_page, offset=pages.offset) if projects else []
         if request.json:
             return self._json(
                 request,
