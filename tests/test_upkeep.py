@@ -565,3 +565,28 @@ def test_an_export_cut_short_leaves_every_file_its_pages_list(
     for page in (dest / "simple").glob("*/index.json"):
         for entry in json.loads(page.read_text())["files"]:
             assert (dest / "files" / entry["filename"]).is_file()
+
+
+@pytest.mark.parametrize(
+    ("requirements", "message"),
+    [
+        ("missing.txt", "error: requirements file {path!r} does not exist\n"),
+        (".", "error: requirements file {path!r} is not a file\n"),
+    ],
+)
+def test_an_export_says_what_is_wrong_with_its_requirements_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], requirements: str, message: str
+) -> None:
+    path = str(tmp_path / requirements)
+    assert _export_from(tmp_path / "nest", tmp_path / "out", "-r", path) == 2
+    assert capsys.readouterr().err == message.format(path=path)
+
+
+def test_an_export_says_what_it_did_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    PrivateStore(tmp_path / "nest" / "private").add(
+        make_wheel(PackageSpec(name="exp-lib", version="1.0"), tmp_path / "dists")
+    )
+    assert _export_from(tmp_path / "nest", tmp_path / "out", "--project", "exp-lib") == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"exported 1 files of 1 projects to {tmp_path / 'out'}\n")
+    assert "exported" not in captured.err

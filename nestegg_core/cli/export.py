@@ -148,7 +148,8 @@ def export(
             logger.info("removed %s: this export of %s does not have it", files_dir / filename, name)
         _remove(files_dir / f"{filename}.metadata")
     exported_files = sum(len(files) for files in by_project.values())
-    logger.info("exported %d files of %d projects to %s", exported_files, len(by_project), dest)
+    # the command says it on stdout: the log says it again only when asked to (-vv)
+    logger.debug("exported %d files of %d projects to %s", exported_files, len(by_project), dest)
     return ExportResult(dest=dest, projects={n: tuple(f) for n, f in by_project.items()})
 
 
@@ -333,7 +334,8 @@ def _resolve(config: Config, requirements: Path, pip_args: Sequence[str]) -> lis
     dependencies of sdists that ``pip download`` fetches but does not keep.
     """
     if not requirements.is_file():
-        raise NesteggError(f"requirements file {str(requirements)!r} does not exist")
+        why = "is not a file" if requirements.exists() else "does not exist"
+        raise NesteggError(f"requirements file {str(requirements)!r} {why}")
     served: list[tuple[NormalizedName, str]] = []
     lock = threading.Lock()
 
