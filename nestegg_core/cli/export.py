@@ -197,7 +197,9 @@ def _source(repository: Repository, name: NormalizedName, filename: str) -> tupl
 
 def _metadata_hashes(repository: Repository, name: NormalizedName, dist: DistFile) -> Mapping[str, str]:
     """The hashes of ``dist``'s metadata that its page gives now: the mirror's page, else the
-    record the file was kept with (a private file's page is its record)."""
+    record the file was kept with (a private file's page is its record). Only a wheel has any."""
+    if not dist.filename.endswith(".whl"):
+        return {}
     if dist.origin != "private":
         found = repository.serving(name).store.read_page_entry(name, dist.filename)
         if found is not None and found[1] is not None:
