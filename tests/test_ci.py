@@ -432,7 +432,10 @@ def test_a_stopped_nestegg_ci_stops_its_run_and_records_it_interrupted(
 ) -> None:
     _commit(git_repo, "pass")
     pid_file = tmp_path / "run.pid"
-    script = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    script = (
+        "import os, time; print('said before', 'it was stopped', flush=True); "
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    )
     command = shlex.join([sys.executable, "-c", script])
     config_path = _seed_config(tmp_path, git_repo, json.dumps({"command": command, "interval": 0}))
     process = subprocess.Popen(
@@ -454,9 +457,11 @@ def test_a_stopped_nestegg_ci_stops_its_run_and_records_it_interrupted(
     store = RunStore(tmp_path / "nest")
     try:
         (run,) = store.runs()
+        log = store.log(run.id)
     finally:
         store.close()
     assert (run.outcome, run.message) == ("interrupted", "interrupted")
+    assert "said before it was stopped" in log
 
 
 def test_nestegg_ci_tests_again_a_commit_whose_run_a_killed_process_left_running(

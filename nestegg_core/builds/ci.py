@@ -46,6 +46,7 @@ from .runs import ERROR, FAILED, INTERRUPTED, MAX_LOG, PASSED, TIMEOUT, EnvResul
 from .vcs import (
     STOPPED,
     TIMED_OUT,
+    CappedOutput,
     CheckoutWork,
     Transcript,
     failure_line,
@@ -222,20 +223,19 @@ class Runner(CheckoutWork[RunStore]):
                 return finish(ERROR, str(exc))
             log.note(f"# installs from {env['PIP_INDEX_URL']}")
             log.note(f"$ {shlex.join(command)}")
-            try:
-                ended = supervise(
-                    command,
-                    cwd=source,
-                    env=env,
-                    timeout=settings.timeout,
-                    merge_output=True,
-                    stop=cancel,
-                    limit=MAX_LOG - LOG_ROOM,
-                )
-            except BuildError as exc:
-                return finish(ERROR, str(exc))
             # read as it comes, its head and tail kept (with room in the log for the rest): a chatty
             # job takes no more memory than that, nor any disk
+            output = CappedOutput(MAX_LOG - LOG_ROOM)
+            try:
+                ended = supervise(
+                    command, cwd=source, env=env, timeout=settings.timeout, merge_output=True, stop=cancel,
+                    output=output,
+                )  # fmt: skip
+            except BuildError as exc:
+                return finish(ERROR, str(exc))
+            except BaseException:  # Ctrl-C: the run is recorded with what its command said
+                log.parts.append(mask_text(output.text()))
+                raise
             log.parts.append(mask_text(ended.output))
             code = ended.code
             envs = tox_results(Path(work) / "result.json")
