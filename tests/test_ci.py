@@ -488,6 +488,23 @@ def test_nestegg_ci_tests_again_a_commit_whose_run_a_killed_process_left_running
         store.close()
 
 
+def test_a_run_removes_the_checkouts_runs_of_its_project_left(
+    tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _commit(git_repo, "pass")
+    command = shlex.join([sys.executable, "-c", "pass"])
+    config_path = _seed_config(tmp_path, git_repo, json.dumps({"command": command, "interval": 0}))
+    work = tmp_path / "nest" / "tmp" / "ci"
+    left = work / "my-package.k1ll3d_x"  # a run killed with -9: its checkout and tox environments
+    (left / "source" / ".tox").mkdir(parents=True)
+    others = [work / "my-package-two.abcd1234", work / "other.abcd1234", work / "my-package.notmine"]
+    for other in others:
+        other.mkdir()
+    assert main(["--config", str(config_path), "ci"]) == 0
+    assert not left.exists()
+    assert all(other.is_dir() for other in others)
+
+
 def test_nestegg_ci_new_goes_on_past_a_repository_out_of_reach(
     tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -22,6 +22,7 @@ import os
 import queue
 import re
 import shlex
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -213,7 +214,9 @@ class Runner(CheckoutWork[RunStore]):
         log.note(f"# commit {commit}")
         work_root = self.config.nestegg_dir / "tmp" / "ci"
         work_root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=work_root, prefix=f"{build.name}-") as work:
+        _remove_left_checkouts(work_root, build.name)
+        # no normalized name holds a dot: "a." starts none of "a-b"'s checkouts
+        with tempfile.TemporaryDirectory(dir=work_root, prefix=f"{build.name}.") as work:
             source = Path(work) / "source"
             try:
                 vcs.checkout(clone, commit, source, log)
@@ -276,6 +279,16 @@ class Runner(CheckoutWork[RunStore]):
     def _project_lock(self, name: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(name, threading.Lock())
+
+
+def _remove_left_checkouts(work_root: Path, name: str) -> None:
+    """Remove the checkouts of ``name``'s runs that a process killed outright left in ``work_root``
+    (with their tox environments): none is in use while the caller holds the project's lock."""
+    left = re.compile(re.escape(name) + r"\.[A-Za-z0-9_]{8}")
+    for entry in os.scandir(work_root):
+        if left.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+            logger.info("removing %s, left by a CI run that did not end", entry.path)
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def tox_results(path: Path, limit: int = MAX_RESULT) -> tuple[EnvResult, ...]:
