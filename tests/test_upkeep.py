@@ -590,3 +590,28 @@ def test_an_export_says_what_it_did_once(tmp_path: Path, capsys: pytest.CaptureF
     captured = capsys.readouterr()
     assert captured.out.startswith(f"exported 1 files of 1 projects to {tmp_path / 'out'}\n")
     assert "exported" not in captured.err
+
+
+def test_an_export_keeps_a_file_it_writes_whichever_projects_name_it_bears(tmp_path: Path) -> None:
+    nest, upstream = tmp_path / "nest", "http://127.0.0.1:9/simple/"
+    PrivateStore(nest / "private").add(make_wheel(PackageSpec(name="exp-lib", version="1.0"), tmp_path / "d"))
+    # an upstream's page of "odd" listed a file named as exp-lib's, and it was cached
+    store = CacheStore(nest, upstream)
+    odd, data = NormalizedName("odd"), b"an sdist of odd's"
+    store.file_path(odd, "exp_lib-9.0.tar.gz").parent.mkdir(parents=True)
+    store.file_path(odd, "exp_lib-9.0.tar.gz").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    store.write_record(
+        odd,
+        DistFile(
+            filename="exp_lib-9.0.tar.gz",
+            url="https://example.com/x",
+            hashes={"sha256": digest},
+            size=len(data),
+        ),
+    )
+    dest = tmp_path / "air-gap"
+    assert _export_from(nest, dest, "--index-url", upstream) == 0
+    listed = json.loads((dest / "simple" / "odd" / "index.json").read_text())["files"]
+    assert [entry["filename"] for entry in listed] == ["exp_lib-9.0.tar.gz"]
+    assert (dest / "files" / "exp_lib-9.0.tar.gz").read_bytes() == data

@@ -271,7 +271,8 @@ def _left_over(
     """The files in ``files_dir`` of each project of ``exported`` that are not among its files now
     (filename and project): those its page in ``simple`` listed before, and those named as its
     distributions."""
-    keep = {name: {dist.filename for dist in files} for name, files in exported.items()}
+    # a file this export writes stays, whichever project's name it bears
+    keep = {dist.filename for files in exported.values() for dist in files}
     left: dict[str, NormalizedName] = {}
     for name in exported:
         for filename in _listed(simple / name / "index.json", limit):
@@ -289,7 +290,7 @@ def _left_over(
     # a name a page gave is no path: one that is no distribution's is never looked at
     return [
         (filename, name) for filename, name in sorted(left.items())
-        if filename not in keep[name] and is_dist_filename(filename)
+        if filename not in keep and is_dist_filename(filename)
     ]  # fmt: skip
 
 
