@@ -237,7 +237,8 @@ def test_prune_command_line(
     assert cli(tmp_path, upstream, "prune") == 2
     assert "error: say what to prune: --max-size SIZE, --older-than DAYS" in capsys.readouterr().err
     assert cli(tmp_path, upstream, "prune", "--max-size", "lots") == 2
-    assert "error: --max-size: expected a size like 500M or 20G, got str 'lots'" in capsys.readouterr().err
+    expected = "error: --max-size: expected a size like 500M or 20G (K, M, G, T), got 'lots'"
+    assert expected in capsys.readouterr().err
     for days in ("-1", "nan", "inf"):
         assert cli(tmp_path, upstream, "prune", "--older-than", days) == 2
         assert (
@@ -615,3 +616,20 @@ def test_an_export_keeps_a_file_it_writes_whichever_projects_name_it_bears(tmp_p
     listed = json.loads((dest / "simple" / "odd" / "index.json").read_text())["files"]
     assert [entry["filename"] for entry in listed] == ["exp_lib-9.0.tar.gz"]
     assert (dest / "files" / "exp_lib-9.0.tar.gz").read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "say what to prune: --max-size SIZE, --older-than DAYS, or max_cache_size in the config"),
+        (["--max-size", "0"], "--max-size: expected a size like 500M or 20G (K, M, G, T), got '0'"),
+        (["--max-size", "5X"], "--max-size: expected a size like 500M or 20G (K, M, G, T), got '5X'"),
+        (["--older-than", "-1"], "--older-than: expected a number of days >= 0, got -1.0"),
+        (["--older-than", "nan"], "--older-than: expected a number of days >= 0, got nan"),
+    ],
+)
+def test_prune_says_what_is_wrong_in_one_line(
+    tmp_path: Path, upstream: PrivateIndex, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert cli(tmp_path, upstream, "prune", *args) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"

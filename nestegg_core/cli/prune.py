@@ -35,8 +35,10 @@ def _prune_command(args: argparse.Namespace, config: Config) -> int:
     if args.max_size is not None:
         try:
             max_size = parse_size(args.max_size)
-        except ValueError as exc:
-            raise NesteggError(f"--max-size: {exc}") from None
+        except ValueError:  # its message names the type too, which is always text here
+            raise NesteggError(
+                f"--max-size: expected a size like 500M or 20G (K, M, G, T), got {args.max_size!r}"
+            ) from None
     if args.older_than is not None and not 0 <= args.older_than < math.inf:  # nan, inf too
         raise NesteggError(f"--older-than: expected a number of days >= 0, got {args.older_than!r}")
     if max_size is None and args.older_than is None:
