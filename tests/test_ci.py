@@ -524,6 +524,16 @@ def test_nestegg_ci_new_goes_on_past_a_repository_out_of_reach(
     assert f"my-package HEAD {commit[:12]}: passed" in out
 
 
+def test_a_build_named_twice_is_tested_once(
+    tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _commit(git_repo, "pass")
+    ci = {"command": shlex.join([sys.executable, "-c", "pass"]), "interval": 0}
+    config_path = _seed_config(tmp_path, git_repo, json.dumps(ci))
+    assert main(["--config", str(config_path), "ci", "My_Package", "my-package"]) == 0
+    assert capsys.readouterr().out.count(": passed") == 1
+
+
 def test_a_damaged_ci_history_is_one_line(
     tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

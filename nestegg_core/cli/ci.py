@@ -46,7 +46,8 @@ def _ci_command(args: argparse.Namespace, config: Config) -> int:
                 raise NotFound(
                     f"{name!r} is not a source build (source builds: {', '.join(builds) or 'none'})"
                 )
-            chosen.append(build)
+            if build not in chosen:  # named twice (My_Package my-package): tested once
+                chosen.append(build)
     else:
         chosen = [b for b in config.source_builds if b.ci is not None]
         if not chosen:
