@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from nestegg_core.builds.vcs import MAX_OUTPUT, failure_line, find_hg
 from nestegg_core.cli import main
 from nestegg_core.config.config import CISettings, Config, SourceBuild, load_config, parse_config
 from nestegg_core.errors import BuildError, ConfigError
+from nestegg_core.storage.locks import FileLock
 
 TOKEN = "s3cret-token-for-tests"  # noqa: S105 - a test token
 GIT = [
@@ -532,6 +534,26 @@ def test_a_build_named_twice_is_tested_once(
     config_path = _seed_config(tmp_path, git_repo, json.dumps(ci))
     assert main(["--config", str(config_path), "ci", "My_Package", "my-package"]) == 0
     assert capsys.readouterr().out.count(": passed") == 1
+
+
+def test_nestegg_ci_says_it_waits_for_another_processs_run_of_the_project(
+    tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _commit(git_repo, "pass")
+    ci = {"command": shlex.join([sys.executable, "-c", "pass"]), "interval": 0}
+    config_path = _seed_config(tmp_path, git_repo, json.dumps(ci))
+    (tmp_path / "nest" / "ci" / "locks").mkdir(parents=True)
+    other = FileLock(tmp_path / "nest" / "ci" / "locks" / "my-package.lock")
+    other.acquire()  # a server's run of it
+    release = threading.Timer(1.0, other.release)
+    release.start()
+    try:
+        assert main(["--config", str(config_path), "ci"]) == 0
+    finally:
+        release.join()
+    captured = capsys.readouterr()
+    assert "CI of my-package: waiting for the run another process makes of it to end" in captured.err
+    assert ": passed" in captured.out
 
 
 def test_a_damaged_ci_history_is_one_line(

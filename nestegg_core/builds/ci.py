@@ -16,6 +16,7 @@ build never wait for each other); checkouts are made in ``<nestegg dir>/tmp/ci``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -40,7 +41,7 @@ from nestegg_core.errors import BadRequest, BuildError, NotFound
 from nestegg_core.installers import installer_env
 from nestegg_core.simple.models import is_valid_name
 from nestegg_core.storage.fs import read_at_most
-from nestegg_core.storage.locks import FileLock
+from nestegg_core.storage.locks import FileLock, LockTimeout
 from nestegg_core.urls import mask_text
 
 from .runs import ERROR, FAILED, INTERRUPTED, MAX_LOG, PASSED, TIMEOUT, EnvResult, Run, RunStore
@@ -154,7 +155,10 @@ class Runner(CheckoutWork[RunStore]):
         # runs of one project take turns: they share its clone
         locks = self.root / "locks"
         locks.mkdir(parents=True, exist_ok=True)
-        with self._project_lock(build.name), FileLock(locks / f"{build.name}.lock"):
+        with (
+            self._project_lock(build.name),
+            _taking_turns(FileLock(locks / f"{build.name}.lock"), build.name),
+        ):
             run = self.store.start(run.id)
             started = time.monotonic()
             log.note(
@@ -279,6 +283,20 @@ class Runner(CheckoutWork[RunStore]):
     def _project_lock(self, name: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(name, threading.Lock())
+
+
+@contextlib.contextmanager
+def _taking_turns(lock: FileLock, name: str) -> Iterator[None]:
+    """Hold ``lock``, the turn of ``name``'s runs; a wait for another process's run is said."""
+    try:
+        lock.acquire(timeout=0)
+    except LockTimeout:
+        logger.info("CI of %s: waiting for the run another process makes of it to end", name)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _remove_left_checkouts(work_root: Path, name: str) -> None:
