@@ -633,3 +633,15 @@ def test_prune_says_what_is_wrong_in_one_line(
 ) -> None:
     assert cli(tmp_path, upstream, "prune", *args) == 2
     assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_a_pip_arg_without_requirements_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("--project", "exp-lib", "--pip-arg=--platform=manylinux2014_x86_64")
+    assert _export_from(tmp_path / "nest", tmp_path / "out", *args) == 2
+    assert capsys.readouterr().err == (
+        "error: --pip-arg '--platform=manylinux2014_x86_64': it is for the pip that resolves "
+        "--requirements FILE\n"
+    )
+    assert not (tmp_path / "out").exists()

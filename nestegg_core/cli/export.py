@@ -402,6 +402,10 @@ def add_commands(commands: Any) -> None:
 
 def _export_command(args: argparse.Namespace, config: Config) -> int:
     requirements = Path(args.requirements) if args.requirements else None
+    if args.pip_arg and requirements is None:  # it would change nothing, silently
+        raise NesteggError(
+            f"--pip-arg {args.pip_arg[0]!r}: it is for the pip that resolves --requirements FILE"
+        )
     result = export(config, Path(args.dest), projects=args.project, requirements=requirements,
                     pip_args=args.pip_arg)  # fmt: skip
     dest = result.dest.absolute()
