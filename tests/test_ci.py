@@ -497,13 +497,21 @@ def test_a_run_removes_the_checkouts_runs_of_its_project_left(
     command = shlex.join([sys.executable, "-c", "pass"])
     config_path = _seed_config(tmp_path, git_repo, json.dumps({"command": command, "interval": 0}))
     work = tmp_path / "nest" / "tmp" / "ci"
-    left = work / "my-package.k1ll3d_x"  # a run killed with -9: its checkout and tox environments
-    (left / "source" / ".tox").mkdir(parents=True)
-    others = [work / "my-package-two.abcd1234", work / "other.abcd1234", work / "my-package.notmine"]
+    # runs killed with -9: their checkouts and tox environments (named as runs name them, and as
+    # they named them before)
+    left = [work / "my-package.k1ll3d_x", work / "my-package-k1ll3d_y"]
+    for checkout in left:
+        (checkout / "source" / ".tox").mkdir(parents=True)
+    others = [
+        work / "my-package-two.abcd1234",
+        work / "my-package-two-abcd1234",
+        work / "other.abcd1234",
+        work / "my-package.notmine",
+    ]
     for other in others:
         other.mkdir()
     assert main(["--config", str(config_path), "ci"]) == 0
-    assert not left.exists()
+    assert not any(checkout.exists() for checkout in left)
     assert all(other.is_dir() for other in others)
 
 

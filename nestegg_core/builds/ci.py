@@ -302,11 +302,13 @@ def _taking_turns(lock: FileLock, name: str) -> Iterator[None]:
 def _remove_left_checkouts(work_root: Path, name: str) -> None:
     """Remove the checkouts of ``name``'s runs that a process killed outright left in ``work_root``
     (with their tox environments): none is in use while the caller holds the project's lock."""
-    left = re.compile(re.escape(name) + r"\.[A-Za-z0-9_]{8}")
-    for entry in os.scandir(work_root):
-        if left.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
-            logger.info("removing %s, left by a CI run that did not end", entry.path)
-            shutil.rmtree(entry.path, ignore_errors=True)
+    # <name>-<random> is how earlier releases named them: no other project's checkout is named so
+    left = re.compile(re.escape(name) + r"[.-][a-z0-9_]{8}")
+    with os.scandir(work_root) as entries:
+        found = [e.path for e in entries if left.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+    for path in found:
+        logger.info("removing %s, left by a CI run that did not end", path)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def tox_results(path: Path, limit: int = MAX_RESULT) -> tuple[EnvResult, ...]:
