@@ -382,7 +382,11 @@ def _resolve(config: Config, requirements: Path, pip_args: Sequence[str]) -> lis
 def add_commands(commands: Any) -> None:
     """``nestegg export``."""
     parser = commands.add_parser(
-        "export", help="write cached and private files as a static index (for air-gapped machines)"
+        "export",
+        help="write cached and private files as a static index (for air-gapped machines)",
+        description="Write cached and private files, with PEP 503 and PEP 691 pages, as a static index in "
+        "DEST (outside the nest) that any web server, file share or removable disk can carry. Exports into "
+        "one DEST add up; a project exported again is what the last export holds of it.",
     )
     parser.add_argument("dest", metavar="DEST", help="directory to write the index into")
     parser.add_argument(

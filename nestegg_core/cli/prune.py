@@ -16,7 +16,11 @@ from nestegg_core.storage.usage import prune
 def add_commands(commands: Any) -> None:
     """``nestegg prune``."""
     prune_parser = commands.add_parser(
-        "prune", help="remove least recently used cached files (private files are never removed)"
+        "prune",
+        help="remove least recently used cached files (private files are never removed)",
+        description="Remove the cached files nobody used for DAYS days, or the least recently used down "
+        "to SIZE; and what crashes left (partial downloads, uploads cut short). Uploaded and built files "
+        "are never removed; a pruned file is downloaded again when asked for.",
     )
     prune_parser.add_argument(
         "--max-size",
