@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from nestegg_core import Mirror
-from nestegg_core.builds.ci import remote_head, tox_results
+from nestegg_core.builds.ci import Runner, remote_head, tox_results
 from nestegg_core.builds.runs import MAX_LOG, EnvResult, RunStore, cap_log
 from nestegg_core.builds.vcs import MAX_OUTPUT, failure_line, find_hg
 from nestegg_core.cli import main
@@ -562,6 +562,27 @@ def test_nestegg_ci_says_it_waits_for_another_processs_run_of_the_project(
     captured = capsys.readouterr()
     assert "CI of my-package: waiting for the run another process makes of it to end" in captured.err
     assert ": passed" in captured.out
+
+
+def test_a_queued_run_made_by_another_is_not_made_again(tmp_path: Path, git_repo: Path) -> None:
+    _commit(git_repo, "pass")
+    made = tmp_path / "made.txt"
+    script = f"open({str(made)!r}, 'a').write('made\\n')"
+    ci = {"command": shlex.join([sys.executable, "-c", script]), "interval": 0}
+    config = load_config(_seed_config(tmp_path, git_repo, json.dumps(ci)))
+    (build,) = config.source_builds
+    store = RunStore(config.nestegg_dir)
+    try:
+        # a server queued it; nestegg ci took it (the one queued run of the ref), then the server's
+        # worker, which had seen it queued, got its turn
+        queued, _ = store.queue(build.name, "HEAD", None, "poll")
+        runner = Runner(config, store, index_url=lambda: "http://127.0.0.1:9/simple/")
+        first = runner.run(queued, build)
+        second = runner.run(queued, build)
+    finally:
+        store.close()
+    assert made.read_text() == "made\n"
+    assert (first.outcome, second.outcome, second.id) == ("passed", "passed", first.id)
 
 
 def test_a_damaged_ci_history_is_one_line(

@@ -44,7 +44,7 @@ from nestegg_core.storage.fs import read_at_most
 from nestegg_core.storage.locks import FileLock, LockTimeout
 from nestegg_core.urls import mask_text
 
-from .runs import ERROR, FAILED, INTERRUPTED, MAX_LOG, PASSED, TIMEOUT, EnvResult, Run, RunStore
+from .runs import ERROR, FAILED, INTERRUPTED, MAX_LOG, PASSED, QUEUED, TIMEOUT, EnvResult, Run, RunStore
 from .vcs import (
     STOPPED,
     TIMED_OUT,
@@ -147,7 +147,8 @@ class Runner(CheckoutWork[RunStore]):
         """Check out the run's commit (its ref's head when it has none yet), run the tests, record.
 
         Never raises for what the tests or the repository do: a failure, a time-out or a
-        checkout that cannot be made is the run's outcome.
+        checkout that cannot be made is the run's outcome. A run another process (or worker)
+        made meanwhile is not made again: it is returned as it ended.
         """
         cancel = cancel or threading.Event()
         settings = settings_of(build)
@@ -159,6 +160,11 @@ class Runner(CheckoutWork[RunStore]):
             self._project_lock(build.name),
             _taking_turns(FileLock(locks / f"{build.name}.lock"), build.name),
         ):
+            # a run queued by a server may be taken by nestegg ci (one queued run per ref): the
+            # one of them that comes second finds it done
+            current = self.store.get(run.id)
+            if current is not None and current.outcome != QUEUED:
+                return current
             run = self.store.start(run.id)
             started = time.monotonic()
             log.note(
