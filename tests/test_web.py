@@ -606,6 +606,55 @@ def test_the_runs_of_private_projects_are_left_out_of_the_ci_page_and_its_count(
             assert http.get(f"{mirror.url}/ui/ci/secret-tool/{run}{tail}").status_code == 401
 
 
+def test_a_private_projects_ci_run_asks_for_credentials_before_it_says_whether_it_exists(
+    make_mirror: MirrorFactory, http: requests.Session, tmp_path: Path
+) -> None:
+    credentials = tmp_path / "users.txt"
+    set_password(credentials, "alice", "wonderland")
+    mirror = make_mirror(private_read_auth=True, credentials_file=credentials, offline=True)
+    _publish_private(mirror, tmp_path, "secret-tool", "0.1")
+    store = RunStore(mirror.config.nestegg_dir)
+    secret, _ = store.queue("secret-tool", "main", COMMIT, "poll")
+    public, _ = store.queue("open-tool", "main", COMMIT, "poll")
+    for run in (secret, public):
+        store.start(run.id)
+        store.finish(run.id, outcome="passed", log="the log\n", duration=1.0, exit_code=0)
+    store.close()
+    auth = ("alice", "wonderland")
+    # a run of the project, none, another project's, a name written otherwise: all alike
+    for path in (f"{secret.id}", f"{secret.id}/log", "999", "999/log", f"{public.id}"):
+        for name in ("secret-tool", "Secret_Tool"):
+            anonymous = http.get(f"{mirror.url}/ui/ci/{name}/{path}")
+            assert anonymous.status_code == 401, path
+            assert "WWW-Authenticate" in anonymous.headers
+            assert http.get(f"{mirror.url}/ui/ci/{name}/{path}", auth=("alice", "wrong")).status_code == 401
+    assert http.get(f"{mirror.url}/ui/ci/secret-tool/{secret.id}/log", auth=auth).text == "the log\n"
+    for path in ("999", f"{public.id}"):
+        assert http.get(f"{mirror.url}/ui/ci/secret-tool/{path}", auth=auth).status_code == 404
+    assert http.get(f"{mirror.url}/ui/ci/open-tool/{public.id}").status_code == 200
+    assert http.get(f"{mirror.url}/ui/ci/open-tool/999").status_code == 404
+
+
+def test_the_ci_list_neither_shows_nor_counts_a_private_projects_runs_without_credentials(
+    make_mirror: MirrorFactory, http: requests.Session, tmp_path: Path
+) -> None:
+    credentials = tmp_path / "users.txt"
+    set_password(credentials, "alice", "wonderland")
+    mirror = make_mirror(private_read_auth=True, credentials_file=credentials, offline=True)
+    _publish_private(mirror, tmp_path, "secret-tool", "0.1")
+    store = RunStore(mirror.config.nestegg_dir)
+    opened = [store.queue("open-tool", f"ref-{n}", COMMIT, "poll")[0].id for n in range(3)]
+    for n in range(3):
+        store.queue("secret-tool", f"ref-{n}", COMMIT, "poll")
+    store.close()
+    anonymous = http.get(f"{mirror.url}/ui/ci?format=json&per_page=2").json()
+    assert (anonymous["total"], anonymous["pages"]) == (3, 2)
+    assert [run["id"] for run in anonymous["runs"]] == opened[::-1][:2]  # a page of two, full
+    assert "secret-tool" not in http.get(f"{mirror.url}/ui/ci").text
+    allowed = http.get(f"{mirror.url}/ui/ci?format=json", auth=("alice", "wonderland")).json()
+    assert allowed["total"] == len(allowed["runs"]) == 6
+
+
 def _fake_cache(mirror: Mirror, count: int, versions: int = 10) -> None:
     """``count`` projects as the cache stores them, each with ``versions`` versions of two files."""
     store = mirror.repository.store
