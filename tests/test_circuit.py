@@ -34,6 +34,8 @@ class Switch:
     def answer(self, _method: str, path: str) -> Answer:
         if self.hang:
             return Answer(hang=True)
+        if path.startswith("/files/"):
+            return Answer(body=b"a file", headers={"Content-Type": "application/octet-stream"})
         name = path.strip("/").split("/")[-1]
         if name not in NAMES:
             return Answer(status=404, body=b"no")
@@ -60,42 +62,57 @@ def warm_mirror(tmp_path: Path, url: str) -> Mirror:
     return Mirror(config).start()
 
 
+def cache_file(mirror: Mirror, http: requests.Session, name: str) -> None:
+    """Cache the one file of ``name``'s page: a page served in the upstream's place lists it."""
+    assert http.get(f"{mirror.url}/files/{name}/{name}-1.0.tar.gz", timeout=10).status_code == 200
+
+
 @pytest.mark.parametrize("down", ["hanging", "refused"])
 def test_an_unreachable_upstream_is_waited_for_once_then_stale_pages_are_served_at_once(
     tmp_path: Path, switch: Switch, http: requests.Session, caplog: pytest.LogCaptureFixture, down: str
 ) -> None:
     mirror = warm_mirror(tmp_path, switch.server.index_url)
+    kept, bare = NAMES[:3], NAMES[3:]
     try:
         for name in NAMES:
             assert http.get(f"{mirror.index_url}{name}/", timeout=10).status_code == 200
+        for name in kept:
+            cache_file(mirror, http, name)
         if down == "hanging":
             switch.hang = True
         else:
             switch.server.__exit__()  # the port is closed: every connection is refused
         before = switch.asked()
         caplog.set_level(logging.DEBUG)
+        reason = TIMED_OUT if down == "hanging" else REFUSED
         for _ in range(2):
             for name in NAMES:
                 answer = http.get(f"{mirror.index_url}{name}/", timeout=30)
-                assert answer.status_code == 200, answer.text
-                assert f"{name}-1.0.tar.gz" in answer.text
+                if name in kept:
+                    assert answer.status_code == 200, answer.text
+                    assert f"{name}-1.0.tar.gz" in answer.text
+                else:  # nothing cached: said so, as of a name never cached (not an empty page)
+                    assert answer.status_code == 410, answer.text
+                    assert f"the cache has nothing for {name!r}" in answer.reason
+                    assert f"is unreachable ({reason})" in answer.reason
         # the hanging socket saw one request of the whole pass: the upstream was waited for once
         assert switch.asked() - before == (1 if down == "hanging" else 0)
         # never cached: fails at once, saying which upstream and why
         new = http.get(f"{mirror.index_url}never-cached/", timeout=30)
-        reason = TIMED_OUT if down == "hanging" else REFUSED
         assert new.status_code == 410, new.text  # a 502 pip would retry six times, a 404 uv shows bare
         assert switch.server.index_url.rstrip("/") in new.text
         assert f"({reason})" in new.text
         assert new.text.count("\n") == 1
         # files not cached fail at once too, and the outage is still said once, not per download
-        for name in NAMES:
+        for name in bare:
             answer = http.get(f"{mirror.url}/files/{name}/{name}-1.0.tar.gz", timeout=30)
             assert answer.status_code == (504 if down == "hanging" else 502), answer.text
             assert f"({reason})" in answer.text
         warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-        assert len(warnings) == 1, warnings
         assert f"is unreachable ({reason})" in warnings[0]
+        # and each page that lists its cached files alone says so once, not once per request
+        assert len(warnings) == 1 + len(kept), warnings
+        assert all("with its cached files only (1)" in line for line in warnings[1:])
     finally:
         mirror.stop()
 
@@ -113,12 +130,14 @@ def test_a_page_held_is_served_stale_once_a_hanging_upstream_is_slow_to_answer_f
     try:
         for name in NAMES:
             assert http.get(f"{mirror.index_url}{name}/", timeout=10).status_code == 200
+        cache_file(mirror, http, NAMES[0])
         switch.hang = True
         before = switch.asked()
         started = time.monotonic()
         for name in NAMES:
             answer = http.get(f"{mirror.index_url}{name}/", timeout=90)
-            assert answer.status_code == 200, answer.text
+            # served stale, its cached file alone; the others have nothing cached: said so
+            assert answer.status_code == (200 if name == NAMES[0] else 410), answer.text
         assert time.monotonic() - started < 15  # one wait of about a second, not of 20 s
         assert switch.asked() - before == 1
     finally:
@@ -138,6 +157,7 @@ def test_a_burst_of_held_pages_meets_a_hanging_upstream_once(
     try:
         for name in NAMES:
             assert http.get(f"{warm.index_url}{name}/", timeout=10).status_code == 200
+            cache_file(warm, http, name)
     finally:
         warm.stop()
     switch.hang = True
@@ -280,6 +300,7 @@ def test_a_404_is_kept_and_stays_a_404_while_the_upstream_is_down(
     try:
         assert http.get(f"{mirror.index_url}absent/", timeout=10).status_code == 404
         assert http.get(f"{mirror.index_url}p0/", timeout=10).status_code == 200
+        cache_file(mirror, http, "p0")
     finally:
         mirror.stop()
     if down == "hanging":
