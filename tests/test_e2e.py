@@ -192,7 +192,7 @@ def test_pip_and_uv_install_the_cached_version_while_the_upstream_is_down(
         assert installed(python)["alpha"] == "2.0", installer
 
 
-@pytest.mark.parametrize("down", ["refused"])
+@pytest.mark.parametrize("down", ["offline", "refused"])
 def test_pip_and_uv_say_the_cache_has_nothing_of_a_project_whose_page_alone_is_kept(
     tmp_path: Path,
     make_mirror: MirrorFactory,
@@ -205,8 +205,13 @@ def test_pip_and_uv_say_the_cache_has_nothing_of_a_project_whose_page_alone_is_k
     upstream.add("alpha", "1.0")
     mirror = make_mirror(ttl=0, fetch_ahead=0, pages_ahead=False)
     assert http.get(mirror.index_url + "alpha/").status_code == 200  # its page kept, no file
-    upstream.stop()
-    why = "is unreachable (connection refused)"
+    if down == "offline":
+        mirror.stop()
+        mirror = make_mirror(offline=True)
+        why = "nestegg is offline"
+    else:
+        upstream.stop()
+        why = "is unreachable (connection refused)"
     for name in ("alpha", "never-asked"):  # the same answer
         answer = http.get(f"{mirror.index_url}{name}/")
         assert answer.status_code == 410, answer.text

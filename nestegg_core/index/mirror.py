@@ -138,13 +138,20 @@ class MirrorIndex:
                 entry.fresh_until = 0.0
 
     def page(self, name: NormalizedName) -> ProjectPage:
-        """The project's page: upstream's files and, after them, every cached file it dropped."""
+        """The project's page: upstream's files and, after them, every cached file it dropped.
+        Offline, the cached files alone: :class:`NotCached` when there are none, as for a name
+        never cached (an empty page said nothing of why)."""
         entry = self._hold(name)
         try:
-            return self._page(name, entry)
+            page = self._page(name, entry)
         finally:
             with self._guard:
                 entry.users -= 1
+        if not page.files and self.offline:
+            raise NotCached(
+                f"the cache has nothing for {name!r} and nestegg is offline: no upstream is asked"
+            )
+        return page
 
     def down(self, name: NormalizedName) -> str | None:
         """Why the page of ``name`` is served in the upstream's place now, if it is: its circuit
