@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -15,10 +16,12 @@ from nestegg_core import Mirror
 from nestegg_core.config.config import Config
 from nestegg_core.errors import NOT_RESOLVED, REFUSED, TIMED_OUT, NotFound, UpstreamDown, UpstreamError
 from nestegg_core.index import upstream as upstream_module
-from nestegg_core.index.circuit import Circuit
+from nestegg_core.index.circuit import Circuit, CircuitFetcher, Circuits
 from nestegg_core.serve.mounts import UpstreamMounts
+from nestegg_core.testing import installer_env, make_venv
+from nestegg_core.testing.dists import PackageSpec, make_wheel
 
-from .loopback import Answer, RawUpstream, refused_url, wait_until
+from .loopback import Answer, RawUpstream, install_command, refused_url, wait_until
 
 NAMES = [f"p{i}" for i in range(6)]
 TIMEOUT = 0.5
@@ -422,3 +425,93 @@ def test_a_file_that_fails_leaves_the_pages_of_its_index_to_be_asked(
             # file that hung opened the circuit of the index's files, not of its pages
             served = http.get(f"{mirror.url}/files/p1/p1-1.0.tar.gz")
             assert served.status_code == (200 if bad == "moved" else 504), served.text  # its files wait
+
+
+class OneHangs:
+    """Real wheels of ``first``, ``second`` and ``third``; the file of ``hangs`` never answers."""
+
+    def __init__(self, tmp: Path) -> None:
+        made = (
+            make_wheel(PackageSpec(name=name, version="1.0"), tmp) for name in ("first", "second", "third")
+        )
+        self.wheels = {path.name.split("-")[0]: (path.name, path.read_bytes()) for path in made}
+        self.server = RawUpstream(self.answer)
+
+    def answer(self, _method: str, path: str) -> Answer:
+        parts = path.strip("/").split("/")
+        if parts[0] == "simple":
+            name = parts[-1]
+            filename = self.wheels[name][0] if name in self.wheels else f"{name}-1.0.tar.gz"
+            link = f'<a href="/files/{filename}">{filename}</a>'
+            return Answer(body=link.encode(), headers={"Content-Type": "text/html"})
+        if parts[-1] == "hangs-1.0.tar.gz":
+            return Answer(hang=True)
+        for filename, data in self.wheels.values():
+            if parts[-1] == filename:
+                return Answer(body=data, headers={"Content-Type": "application/octet-stream"})
+        return Answer(status=404, body=b"not here\n")
+
+
+def test_a_file_that_never_answers_leaves_pip_and_uv_the_other_files_of_its_host(
+    tmp_path: Path, http: requests.Session
+) -> None:
+    """One file that never answered opened the circuit of its host's files, although the host
+    answered another file meanwhile: every file not cached was a 504 for 30 s (pip and uv
+    failed), then as long again after each probe, which asked that file again."""
+    upstream = OneHangs(tmp_path / "made")
+    with upstream.server:
+        config = Config(
+            nestegg_dir=tmp_path / "nest", port=0, index_url=upstream.server.index_url,
+            timeout=3.0, connect_timeout=3.0,
+        )  # fmt: skip
+        with Mirror(config) as mirror:
+            assert http.get(f"{mirror.index_url}hangs/").status_code == 200
+            answers: list[int] = []
+
+            def hanging() -> None:
+                with requests.Session() as session:
+                    session.trust_env = False
+                    answers.append(
+                        session.get(f"{mirror.url}/files/hangs/hangs-1.0.tar.gz", timeout=30).status_code
+                    )
+
+            thread = threading.Thread(target=hanging)
+            thread.start()
+            wait_until(lambda: upstream.server.count("/files/hangs-1.0.tar.gz") == 1, "the hanging request")
+            first = http.get(f"{mirror.index_url}first/").text.split('href="')[1].split('"')[0]
+            assert http.get(requests.compat.urljoin(f"{mirror.index_url}first/", first)).status_code == 200
+            thread.join(30)
+            assert answers == [504]  # that file: the host answered another meanwhile
+            for installer, name in (("pip", "second"), ("uv", "third")):
+                python = make_venv(tmp_path / f"venv-{installer}")
+                command = install_command(installer, python, name)
+                env = installer_env(mirror.index_url)
+                result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+                assert result.returncode == 0, result.stdout + result.stderr
+
+
+class _Opened:
+    def close(self) -> None:
+        pass
+
+
+def test_the_circuit_of_a_host_s_files_is_probed_at_its_root_not_at_the_file_that_failed() -> None:
+    asked: list[str] = []
+
+    class Fetcher:
+        def open(self, url: str) -> _Opened:
+            asked.append(url)
+            if url.endswith(".tar.gz"):
+                raise down(TIMED_OUT)  # that file, forever
+            return _Opened()
+
+    circuits = Circuits("https://example.invalid/simple/", window=0.01)
+    fetcher = CircuitFetcher(Fetcher(), circuits)  # type: ignore[arg-type]
+    with pytest.raises(UpstreamError):
+        fetcher.open("https://example.invalid/files/x-1.0.tar.gz")
+    assert circuits.index_files.reason == TIMED_OUT  # nothing else of the host answered meanwhile
+    time.sleep(0.02)
+    with pytest.raises(UpstreamDown):
+        fetcher.open("https://example.invalid/files/y-1.0.tar.gz")  # starts the probe
+    wait_until(lambda: circuits.index_files.reason is None, "the circuit to close")
+    assert asked == ["https://example.invalid/files/x-1.0.tar.gz", "https://example.invalid/"]
