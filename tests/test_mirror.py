@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import threading
 import time
@@ -17,6 +18,7 @@ import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror
+from nestegg_core.config.config import SourceBuild
 from nestegg_core.errors import NotFound, UpstreamError
 from nestegg_core.index import later, repository
 from nestegg_core.index import mirror as mirror_module
@@ -29,6 +31,7 @@ from nestegg_core.simple.models import DistFile, ProjectPage
 from nestegg_core.storage import store as store_module
 from nestegg_core.storage.pagestate import PageState
 from nestegg_core.storage.store import CacheStore, PageStamp
+from nestegg_core.testing.dists import PackageSpec, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults, MirrorFactory, pip_download
@@ -1148,3 +1151,35 @@ def test_notes_of_missing_projects_are_trimmed_by_age_then_count(
         os.utime(store.missing / f"n{i}", (now - age, now - age))
     store.trim_missing(keep=keep, expired_before=now - 30)
     assert sorted(path.name for path in store.missing.glob("*")) == left
+
+
+def test_a_merged_source_build_s_page_while_down_lists_its_built_and_cached_files(
+    make_mirror: MirrorFactory,
+    upstream: PrivateIndex,
+    faults: Faults,
+    files: dict[str, str],
+    http: requests.Session,
+) -> None:
+    # a source build merged with the upstream's files (private: no), its upstream answering 503
+    wheel = next(f for f in files if f.endswith(".whl") and "-1.0-" in f)
+    mirror = make_mirror()
+    assert http.get(file_url(mirror, wheel)).status_code == 200  # cached
+    mirror.stop()
+    build = SourceBuild(name=NormalizedName("pkg"), repo_type="git", repo_url="x", private=False)
+    config = mirror.config.with_changes(ttl=0, source_builds=(build,))
+    repository = Repository(config)  # no server: nothing is built on demand
+    try:
+        built = make_wheel(PackageSpec(name="pkg", version="3.0"), mirror.config.nestegg_dir)
+        repository.private.add(built)
+
+        def listed() -> set[str]:
+            rendered = repository.rendered(NormalizedName("pkg"), JSON)
+            return {f["filename"] for f in json.loads(rendered.body)["files"]}
+
+        assert listed() == {*files, built.name}
+        faults.status = 503
+        assert listed() == {wheel, built.name}
+        faults.status = None
+        assert listed() == {*files, built.name}
+    finally:
+        repository.close()
