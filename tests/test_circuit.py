@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -15,10 +16,12 @@ from nestegg_core import Mirror
 from nestegg_core.config.config import Config
 from nestegg_core.errors import NOT_RESOLVED, REFUSED, TIMED_OUT, NotFound, UpstreamDown, UpstreamError
 from nestegg_core.index import upstream as upstream_module
-from nestegg_core.index.circuit import Circuit
+from nestegg_core.index.circuit import Circuit, CircuitFetcher, Circuits
 from nestegg_core.serve.mounts import UpstreamMounts
+from nestegg_core.testing import installer_env, make_venv
+from nestegg_core.testing.dists import PackageSpec, make_wheel
 
-from .loopback import Answer, RawUpstream, refused_url, wait_until
+from .loopback import Answer, RawUpstream, install_command, refused_url, wait_until
 
 NAMES = [f"p{i}" for i in range(6)]
 TIMEOUT = 0.5
@@ -34,6 +37,8 @@ class Switch:
     def answer(self, _method: str, path: str) -> Answer:
         if self.hang:
             return Answer(hang=True)
+        if path.startswith("/files/"):
+            return Answer(body=b"a file", headers={"Content-Type": "application/octet-stream"})
         name = path.strip("/").split("/")[-1]
         if name not in NAMES:
             return Answer(status=404, body=b"no")
@@ -60,42 +65,57 @@ def warm_mirror(tmp_path: Path, url: str) -> Mirror:
     return Mirror(config).start()
 
 
+def cache_file(mirror: Mirror, http: requests.Session, name: str) -> None:
+    """Cache the one file of ``name``'s page: a page served in the upstream's place lists it."""
+    assert http.get(f"{mirror.url}/files/{name}/{name}-1.0.tar.gz", timeout=10).status_code == 200
+
+
 @pytest.mark.parametrize("down", ["hanging", "refused"])
 def test_an_unreachable_upstream_is_waited_for_once_then_stale_pages_are_served_at_once(
     tmp_path: Path, switch: Switch, http: requests.Session, caplog: pytest.LogCaptureFixture, down: str
 ) -> None:
     mirror = warm_mirror(tmp_path, switch.server.index_url)
+    kept, bare = NAMES[:3], NAMES[3:]
     try:
         for name in NAMES:
             assert http.get(f"{mirror.index_url}{name}/", timeout=10).status_code == 200
+        for name in kept:
+            cache_file(mirror, http, name)
         if down == "hanging":
             switch.hang = True
         else:
             switch.server.__exit__()  # the port is closed: every connection is refused
         before = switch.asked()
         caplog.set_level(logging.DEBUG)
+        reason = TIMED_OUT if down == "hanging" else REFUSED
         for _ in range(2):
             for name in NAMES:
                 answer = http.get(f"{mirror.index_url}{name}/", timeout=30)
-                assert answer.status_code == 200, answer.text
-                assert f"{name}-1.0.tar.gz" in answer.text
+                if name in kept:
+                    assert answer.status_code == 200, answer.text
+                    assert f"{name}-1.0.tar.gz" in answer.text
+                else:  # nothing cached: said so, as of a name never cached (not an empty page)
+                    assert answer.status_code == 410, answer.text
+                    assert f"the cache has nothing for {name!r}" in answer.reason
+                    assert f"is unreachable ({reason})" in answer.reason
         # the hanging socket saw one request of the whole pass: the upstream was waited for once
         assert switch.asked() - before == (1 if down == "hanging" else 0)
         # never cached: fails at once, saying which upstream and why
         new = http.get(f"{mirror.index_url}never-cached/", timeout=30)
-        reason = TIMED_OUT if down == "hanging" else REFUSED
         assert new.status_code == 410, new.text  # a 502 pip would retry six times, a 404 uv shows bare
         assert switch.server.index_url.rstrip("/") in new.text
         assert f"({reason})" in new.text
         assert new.text.count("\n") == 1
         # files not cached fail at once too, and the outage is still said once, not per download
-        for name in NAMES:
+        for name in bare:
             answer = http.get(f"{mirror.url}/files/{name}/{name}-1.0.tar.gz", timeout=30)
             assert answer.status_code == (504 if down == "hanging" else 502), answer.text
             assert f"({reason})" in answer.text
         warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-        assert len(warnings) == 1, warnings
         assert f"is unreachable ({reason})" in warnings[0]
+        # and each page that lists its cached files alone says so once, not once per request
+        assert len(warnings) == 1 + len(kept), warnings
+        assert all("with its cached files only (1)" in line for line in warnings[1:])
     finally:
         mirror.stop()
 
@@ -113,12 +133,14 @@ def test_a_page_held_is_served_stale_once_a_hanging_upstream_is_slow_to_answer_f
     try:
         for name in NAMES:
             assert http.get(f"{mirror.index_url}{name}/", timeout=10).status_code == 200
+        cache_file(mirror, http, NAMES[0])
         switch.hang = True
         before = switch.asked()
         started = time.monotonic()
         for name in NAMES:
             answer = http.get(f"{mirror.index_url}{name}/", timeout=90)
-            assert answer.status_code == 200, answer.text
+            # served stale, its cached file alone; the others have nothing cached: said so
+            assert answer.status_code == (200 if name == NAMES[0] else 410), answer.text
         assert time.monotonic() - started < 15  # one wait of about a second, not of 20 s
         assert switch.asked() - before == 1
     finally:
@@ -138,6 +160,7 @@ def test_a_burst_of_held_pages_meets_a_hanging_upstream_once(
     try:
         for name in NAMES:
             assert http.get(f"{warm.index_url}{name}/", timeout=10).status_code == 200
+            cache_file(warm, http, name)
     finally:
         warm.stop()
     switch.hang = True
@@ -280,6 +303,7 @@ def test_a_404_is_kept_and_stays_a_404_while_the_upstream_is_down(
     try:
         assert http.get(f"{mirror.index_url}absent/", timeout=10).status_code == 404
         assert http.get(f"{mirror.index_url}p0/", timeout=10).status_code == 200
+        cache_file(mirror, http, "p0")
     finally:
         mirror.stop()
     if down == "hanging":
@@ -401,3 +425,93 @@ def test_a_file_that_fails_leaves_the_pages_of_its_index_to_be_asked(
             # file that hung opened the circuit of the index's files, not of its pages
             served = http.get(f"{mirror.url}/files/p1/p1-1.0.tar.gz")
             assert served.status_code == (200 if bad == "moved" else 504), served.text  # its files wait
+
+
+class OneHangs:
+    """Real wheels of ``first``, ``second`` and ``third``; the file of ``hangs`` never answers."""
+
+    def __init__(self, tmp: Path) -> None:
+        made = (
+            make_wheel(PackageSpec(name=name, version="1.0"), tmp) for name in ("first", "second", "third")
+        )
+        self.wheels = {path.name.split("-")[0]: (path.name, path.read_bytes()) for path in made}
+        self.server = RawUpstream(self.answer)
+
+    def answer(self, _method: str, path: str) -> Answer:
+        parts = path.strip("/").split("/")
+        if parts[0] == "simple":
+            name = parts[-1]
+            filename = self.wheels[name][0] if name in self.wheels else f"{name}-1.0.tar.gz"
+            link = f'<a href="/files/{filename}">{filename}</a>'
+            return Answer(body=link.encode(), headers={"Content-Type": "text/html"})
+        if parts[-1] == "hangs-1.0.tar.gz":
+            return Answer(hang=True)
+        for filename, data in self.wheels.values():
+            if parts[-1] == filename:
+                return Answer(body=data, headers={"Content-Type": "application/octet-stream"})
+        return Answer(status=404, body=b"not here\n")
+
+
+def test_a_file_that_never_answers_leaves_pip_and_uv_the_other_files_of_its_host(
+    tmp_path: Path, http: requests.Session
+) -> None:
+    """One file that never answered opened the circuit of its host's files, although the host
+    answered another file meanwhile: every file not cached was a 504 for 30 s (pip and uv
+    failed), then as long again after each probe, which asked that file again."""
+    upstream = OneHangs(tmp_path / "made")
+    with upstream.server:
+        config = Config(
+            nestegg_dir=tmp_path / "nest", port=0, index_url=upstream.server.index_url,
+            timeout=3.0, connect_timeout=3.0,
+        )  # fmt: skip
+        with Mirror(config) as mirror:
+            assert http.get(f"{mirror.index_url}hangs/").status_code == 200
+            answers: list[int] = []
+
+            def hanging() -> None:
+                with requests.Session() as session:
+                    session.trust_env = False
+                    answers.append(
+                        session.get(f"{mirror.url}/files/hangs/hangs-1.0.tar.gz", timeout=30).status_code
+                    )
+
+            thread = threading.Thread(target=hanging)
+            thread.start()
+            wait_until(lambda: upstream.server.count("/files/hangs-1.0.tar.gz") == 1, "the hanging request")
+            first = http.get(f"{mirror.index_url}first/").text.split('href="')[1].split('"')[0]
+            assert http.get(requests.compat.urljoin(f"{mirror.index_url}first/", first)).status_code == 200
+            thread.join(30)
+            assert answers == [504]  # that file: the host answered another meanwhile
+            for installer, name in (("pip", "second"), ("uv", "third")):
+                python = make_venv(tmp_path / f"venv-{installer}")
+                command = install_command(installer, python, name)
+                env = installer_env(mirror.index_url)
+                result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+                assert result.returncode == 0, result.stdout + result.stderr
+
+
+class _Opened:
+    def close(self) -> None:
+        pass
+
+
+def test_the_circuit_of_a_host_s_files_is_probed_at_its_root_not_at_the_file_that_failed() -> None:
+    asked: list[str] = []
+
+    class Fetcher:
+        def open(self, url: str) -> _Opened:
+            asked.append(url)
+            if url.endswith(".tar.gz"):
+                raise down(TIMED_OUT)  # that file, forever
+            return _Opened()
+
+    circuits = Circuits("https://example.invalid/simple/", window=0.01)
+    fetcher = CircuitFetcher(Fetcher(), circuits)  # type: ignore[arg-type]
+    with pytest.raises(UpstreamError):
+        fetcher.open("https://example.invalid/files/x-1.0.tar.gz")
+    assert circuits.index_files.reason == TIMED_OUT  # nothing else of the host answered meanwhile
+    time.sleep(0.02)
+    with pytest.raises(UpstreamDown):
+        fetcher.open("https://example.invalid/files/y-1.0.tar.gz")  # starts the probe
+    wait_until(lambda: circuits.index_files.reason is None, "the circuit to close")
+    assert asked == ["https://example.invalid/files/x-1.0.tar.gz", "https://example.invalid/"]

@@ -372,7 +372,12 @@ def test_serve_logs_an_unreachable_upstream_once_per_outage(tmp_path: Path, upst
         with requests.Session() as session:
             session.trust_env = False
             for name in ("one", "two", "three"):
-                assert session.get(f"{base}{name}/", timeout=30).status_code == 200
+                page = session.get(
+                    f"{base}{name}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}, timeout=30
+                )
+                assert page.status_code == 200
+                wheel = next(f["url"] for f in page.json()["files"] if f["filename"].endswith(".whl"))
+                assert session.get(requests.compat.urljoin(page.url, wheel), timeout=30).status_code == 200
             upstream.stop()  # refused from now on
             for _ in range(3):
                 for name in ("one", "two", "three"):
@@ -382,8 +387,9 @@ def test_serve_logs_an_unreachable_upstream_once_per_outage(tmp_path: Path, upst
         process.send_signal(signal.SIGTERM)
         process.wait(30)
     log_text = (tmp_path / "log").read_text()
-    assert log_text.count("is unreachable") == 1, log_text
-    assert "is unreachable (connection refused): serving cached pages" in log_text
+    assert log_text.count("is unreachable (connection refused): serving cached pages") == 1, log_text
+    # and each page, which lists its cached file alone, says so once
+    assert log_text.count("with its cached files only (1) while upstream") == 3, log_text
 
 
 def test_serve_leaves_what_it_started_with_out_of_full_collections(

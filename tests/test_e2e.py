@@ -7,8 +7,10 @@ import subprocess
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core import Config, Mirror
@@ -143,6 +145,89 @@ def test_pip_and_uv_install_the_cached_version_offline(
         result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
         assert installed(python)["alpha"] == "1.0", installer
+
+
+def _install(installer: str, python: Path, requirement: str, index_url: str) -> None:
+    command = install_command(installer, python, requirement)
+    env = installer_env(index_url)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("down", ["error", "refused"])
+def test_pip_and_uv_install_the_cached_version_while_the_upstream_is_down(
+    tmp_path: Path,
+    make_mirror: MirrorFactory,
+    upstream: PrivateIndex,
+    faults: Faults,
+    caplog: pytest.LogCaptureFixture,
+    down: str,
+) -> None:
+    # the page served in the upstream's place listed 2.0, never cached: both picked it and failed
+    # on its 502; once the upstream answers again, its whole page is served, 2.0 installed
+    upstream.add("alpha", "1.0")
+    upstream.add("alpha", "2.0")
+    mirror = make_mirror(ttl=0, fetch_ahead=0, pages_ahead=False)
+    _install("pip", make_venv(tmp_path / "venv-up"), "alpha==1.0", mirror.index_url)
+    port = urlsplit(upstream.url).port
+    if down == "error":
+        faults.status = 503
+    else:
+        upstream.stop()  # every connection refused
+    caplog.set_level(logging.INFO, logger="nestegg_core")
+    for installer in ("pip", "uv"):
+        python = make_venv(tmp_path / f"venv-{installer}-down")
+        _install(installer, python, "alpha", mirror.index_url)
+        assert installed(python)["alpha"] == "1.0", installer
+    said = [r.getMessage() for r in caplog.records if "cached files only" in r.getMessage()]
+    assert len(said) == 1, said  # once for the project, not once per request
+    if down == "error":
+        faults.status = None
+    else:
+        upstream.mirror = Mirror(upstream.mirror.config.with_changes(port=port), middleware=faults).start()
+        mirror.repository.circuits.reset()  # the probe would find it back after the circuit's window
+    for installer in ("pip", "uv"):
+        python = make_venv(tmp_path / f"venv-{installer}-back")
+        _install(installer, python, "alpha", mirror.index_url)
+        assert installed(python)["alpha"] == "2.0", installer
+
+
+@pytest.mark.parametrize("down", ["offline", "refused"])
+def test_pip_and_uv_say_the_cache_has_nothing_of_a_project_whose_page_alone_is_kept(
+    tmp_path: Path,
+    make_mirror: MirrorFactory,
+    upstream: PrivateIndex,
+    http: requests.Session,
+    down: str,
+) -> None:
+    # a page kept with no file cached was an empty 200 (offline) or listed what could not come
+    # (down): 'no matching distribution', where a name never asked was a 410 that says why
+    upstream.add("alpha", "1.0")
+    mirror = make_mirror(ttl=0, fetch_ahead=0, pages_ahead=False)
+    assert http.get(mirror.index_url + "alpha/").status_code == 200  # its page kept, no file
+    if down == "offline":
+        mirror.stop()
+        mirror = make_mirror(offline=True)
+        why = "nestegg is offline"
+    else:
+        upstream.stop()
+        why = "is unreachable (connection refused)"
+    for name in ("alpha", "never-asked"):  # the same answer
+        answer = http.get(f"{mirror.index_url}{name}/")
+        assert answer.status_code == 410, answer.text
+        assert answer.reason.startswith(f"the cache has nothing for {name!r} and "), answer.reason
+        assert why in answer.reason
+    for installer in ("pip", "uv"):
+        python = make_venv(tmp_path / f"venv-{installer}")
+        command = install_command(installer, python, "alpha")
+        result = subprocess.run(
+            command, env=installer_env(mirror.index_url), capture_output=True, text=True, check=False
+        )
+        assert result.returncode != 0
+        output = " ".join((result.stdout + result.stderr).split())
+        # pip shows no page's reason, as for a name never cached; uv shows the mirror's words
+        said = "(from versions: none)" if installer == "pip" else "the cache has nothing for 'alpha'"
+        assert said in output, (installer, output)
 
 
 @pytest.mark.usefixtures("packages")

@@ -478,9 +478,10 @@ def test_the_end_of_a_run_says_once_which_upstreams_it_could_not_reach(
     http: requests.Session,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    upstream.add("dep", "1.0", sdist=False)
+    (wheel,) = upstream.add("dep", "1.0", sdist=False)
     run = start_run(ttl=0)  # every page past its TTL: each request asks the upstream
     assert http.get(run.mirror.index_url + "dep/").status_code == 200
+    assert http.get(f"{run.mirror.url}/files/dep/{wheel.filename}").status_code == 200
     mounted = run.variables({"PIP_EXTRA_INDEX_URL": "http://nestegg-test.invalid/simple/"})[
         "PIP_EXTRA_INDEX_URL"
     ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -91,6 +92,8 @@ class Circuit:
         self._probing = False
         #: whether the upstream answered once (so requests to it need not wait for a first one)
         self._answered = False
+        #: when it last answered (``clock``)
+        self._answered_at = -math.inf
         self._first: threading.Event | None = None
         #: what the last outage saw (kept after it ends, for the run's summary)
         self._last_reason: str | None = None
@@ -137,13 +140,18 @@ class Circuit:
                     self._first = None
                 mine.set()
 
-    def failed(self, error: UpstreamError, probe: Callable[[], None]) -> None:
+    def failed(self, error: UpstreamError, probe: Callable[[], None], *, since: float | None = None) -> None:
         """Note ``error``; if it is a failure to reach the upstream, open the circuit, and keep
-        ``probe`` (a call that fails as the failed one did, or returns) to find it back with."""
+        ``probe`` (a call that fails as the failed one did, or returns) to find it back with.
+        With ``since`` (the ``clock`` when the failed request started), not if the upstream
+        answered another request meanwhile: that request failed, not the upstream."""
         reason = error.unreachable
         if reason is None:
             self._answered = True  # badly, but it answered
         if reason is None or isinstance(error, UpstreamDown):
+            return
+        if since is not None and self._answered_at >= since:
+            logger.debug("%s; upstream %s answered meanwhile: not taken for down", error, self.upstream)
             return
         with self._lock:
             opening = self._reason is None
@@ -165,6 +173,7 @@ class Circuit:
     def reached(self) -> None:
         """The upstream answered: close the circuit."""
         self._answered = True
+        self._answered_at = self.clock()
         if self._reason is None:
             return
         with self._lock:
@@ -306,9 +315,7 @@ class CircuitFetcher:
             )
 
     def open(self, url: str) -> FileStream:
-        return _file_through(
-            self.circuits, url, lambda: self.fetcher.open(url), lambda: self.fetcher.open(url).close()
-        )
+        return _file_through(self.circuits, url, lambda: self.fetcher.open(url), self._probe)
 
     def read_range(self, url: str, start: int, end: int, total: int) -> bytes | None:
         """See :class:`RangeFetcher`; None also when the fetcher it wraps asks for no ranges."""
@@ -316,43 +323,57 @@ class CircuitFetcher:
         if not isinstance(fetcher, RangeFetcher):
             return None
         return _file_through(
-            self.circuits,
-            url,
-            lambda: fetcher.read_range(url, start, end, total),
-            lambda: self.fetcher.open(url).close(),
+            self.circuits, url, lambda: fetcher.read_range(url, start, end, total), self._probe
         )
+
+    def _probe(self, url: str) -> Callable[[], None]:
+        """What finds the host of the file at ``url`` back: its root asked, any answer will do.
+        Not the file: one that never answers kept the circuit of a host that serves every other
+        file open, twice as long after each probe."""
+        parts = urlsplit(url)
+        root = f"{parts.scheme}://{parts.netloc}/"
+        return lambda: self.fetcher.open(root).close()
 
 
 def _through(
     circuit: Circuit,
     call: Callable[[], _T],
     probe: Callable[[], None],
-    blamed: Callable[[UpstreamError], Circuit] | None = None,
+    blamed: Callable[[UpstreamError], tuple[Circuit, Callable[[], None]]] | None = None,
+    *,
+    since: float | None = None,
 ) -> _T:
     """What ``call()`` gives, its outcome told to ``circuit``: a failure to reach the upstream
-    opens it (or the circuit ``blamed`` names for the failure; ``probe`` then finds the upstream
-    back), any answer closes it."""
+    opens it (or the circuit ``blamed`` names for the failure, with its probe; ``probe`` then
+    finds the upstream back), any answer closes it. ``since``: see :meth:`Circuit.failed`."""
     try:
         result = call()
     except NotFound:
         circuit.reached()
         raise
     except UpstreamError as exc:
-        (circuit if blamed is None else blamed(exc)).failed(exc, probe)
+        failed, again = (circuit, probe) if blamed is None else blamed(exc)
+        failed.failed(exc, again, since=since)
         raise
     circuit.reached()
     return result
 
 
-def _file_through(circuits: Circuits, url: str, call: Callable[[], _T], probe: Callable[[], None]) -> _T:
+def _file_through(
+    circuits: Circuits, url: str, call: Callable[[], _T], probe: Callable[[str], Callable[[], None]]
+) -> _T:
     """:func:`_through` for a file (its circuit: :meth:`Circuits.for_file`); a redirect's target
-    that cannot be reached opens that host's circuit, not the one of the host asked."""
+    that cannot be reached opens that host's circuit, not the one of the host asked. A file of a
+    host that answered another request meanwhile (a file slow to answer, a host that is up) opens
+    none: one that never answered made every file of its host a 504 for 30 s and more. ``probe``
+    gives what finds the host of a URL back."""
     circuit = circuits.for_file(url)
 
-    def blamed(exc: UpstreamError) -> Circuit:
-        return circuit if exc.failed_url is None else circuits.for_url(exc.failed_url)
+    def blamed(exc: UpstreamError) -> tuple[Circuit, Callable[[], None]]:
+        failed = url if exc.failed_url is None else exc.failed_url
+        return circuits.for_url(failed), probe(failed)
 
-    return _through(circuit, call, probe, blamed)
+    return _through(circuit, call, probe(url), blamed, since=circuit.clock())
 
 
 def _discard(_: object) -> None:

@@ -27,6 +27,9 @@ from .circuit import Circuit
 from .upstream import Fetched, Fetcher, background, holding
 
 logger = logging.getLogger(__name__)
+#: what a page lists while the upstream is down, said once per project (a tox run says its
+#: outages once, at its end, and quiets this as it does the circuits)
+down_logger = logging.getLogger(f"{__name__}.down")
 
 #: after an upstream failure, how long a stale page is served before the upstream is asked again
 RETRY_AFTER = 30.0
@@ -120,6 +123,12 @@ class MirrorIndex:
         self._ahead_files = 0
         #: the page a client asked for last: work in the background does not drop it
         self._asked_last: str | None = None
+        #: the names whose page the upstream answered with an error when last asked (a 5xx, a page
+        #: it cannot read), served in its place meanwhile, with the error's message and status;
+        #: empty while none is (a page answered from its rendering looks at nothing else)
+        self.failing: dict[str, tuple[str, int]] = {}
+        #: the names whose page was said (once) to list its cached files alone while down
+        self._said_down: set[str] = set()
 
     def refresh_all(self) -> None:
         """Make every page revalidate on its next request (``--refresh``)."""
@@ -129,13 +138,61 @@ class MirrorIndex:
                 entry.fresh_until = 0.0
 
     def page(self, name: NormalizedName) -> ProjectPage:
-        """The project's page: upstream's files and, after them, every cached file it dropped."""
+        """The project's page: upstream's files and, after them, every cached file it dropped.
+        Offline, the cached files alone: :class:`NotCached` when there are none, as for a name
+        never cached (an empty page said nothing of why)."""
         entry = self._hold(name)
         try:
-            return self._page(name, entry)
+            page = self._page(name, entry)
         finally:
             with self._guard:
                 entry.users -= 1
+        if not page.files and self.offline:
+            raise NotCached(
+                f"the cache has nothing for {name!r} and nestegg is offline: no upstream is asked"
+            )
+        return page
+
+    def down(self, name: NormalizedName) -> str | None:
+        """Why the page of ``name`` is served in the upstream's place now, if it is: its circuit
+        is open (it could not be reached, nor can the files on its host), or it answered the page
+        with an error when last asked (again after ``RETRY_AFTER``). None otherwise."""
+        circuit = self.circuit
+        reason = None if circuit is None else circuit.reason
+        if reason is not None and circuit is not None:
+            return f"upstream {circuit.upstream} is unreachable ({reason})"
+        failed = self.failing.get(name)
+        return None if failed is None else f"the upstream failed: {failed[0]}"
+
+    def cached_only(
+        self, name: NormalizedName, page: ProjectPage, reason: str, *, also: frozenset[str] = frozenset()
+    ) -> ProjectPage:
+        """``page`` as served while the upstream cannot give it (``reason``, see :meth:`down`):
+        its cached files alone (and those named in ``also``), with their versions, as offline, so
+        that an installer picks what can be served. Said once per project. With none, what a name
+        never cached gets: :class:`NotCached` (the upstream unreachable), else the upstream's error."""
+        kept = self._kept_names(name) | also
+        page = ProjectPage.build(name, [dist for dist in page.files if dist.filename in kept])
+        if not page.files:
+            failed = self.failing.get(name)
+            if failed is not None and self.circuit is not None and self.circuit.reason is None:
+                error = UpstreamError(failed[0])
+                error.status = failed[1]
+                raise error
+            if self.circuit is not None:
+                self.circuit.missed(name)
+            raise NotCached(f"the cache has nothing for {name!r} and {reason}")
+        if name not in self._said_down:
+            if len(self._said_down) >= self.max_entries:
+                self._said_down.clear()
+            self._said_down.add(name)
+            down_logger.warning(
+                "serving the page of %r with its cached files only (%d) while %s",
+                name,
+                len(page.files),
+                reason,
+            )
+        return page
 
     def _page(self, name: NormalizedName, entry: _Entry) -> ProjectPage:
         now = self.clock()
@@ -425,6 +482,7 @@ class MirrorIndex:
                 self._ahead_files -= self._ahead.pop(name, 0)
                 if not entry.reloadable:
                     entry.fresh_until = 0.0  # made from what the disk does not hold: ask upstream
+                self.failing.pop(name, None)  # asked again when next asked for
                 entry.page = entry.state = None
                 entry.mtime = entry.files_stamp = None
                 entry.kept = frozenset()
@@ -575,6 +633,7 @@ class MirrorIndex:
                     self._use(name, entry, state, mtime)
             self._unanswered(name, entry, exc, missing)
             return False
+        self._said_down.discard(name)  # answered: said again if it goes down again
         now = self.clock()
         if header is not None and fetched.page is None:
             # the body the state on disk was read from, given again
@@ -673,7 +732,9 @@ class MirrorIndex:
         """The upstream has no page of ``name`` (or, offline, nothing was asked): its cached files
         are served, if any; else the 404 is kept, or the error raised."""
         offline = isinstance(exc, NotCached)  # the upstream said nothing: nothing to keep
+        self.failing.pop(name, None)
         if not offline:
+            self._said_down.discard(name)
             self._note_missing(name)
         kept = self.store.kept_files(name)
         if kept:
@@ -725,6 +786,7 @@ class MirrorIndex:
             logger.debug("%s; serving the cached page of %r", exc, name)
         elif not self.offline:
             logger.warning("%s; serving the cached page of %r", exc, name)
+            self.failing[name] = (str(exc), exc.status)
         entry.fresh_until = self.clock() + min(self.ttl, RETRY_AFTER)
 
     def _fetch(self, name: NormalizedName, state: PageState | None, digest: str | None = None) -> Fetched:
@@ -812,6 +874,8 @@ class MirrorIndex:
         entry.state, entry.mtime = state, mtime
         entry.reloadable = kept is None
         entry.missing_until = 0.0
+        if self.failing:  # a state had from the upstream (or another process that had it)
+            self.failing.pop(name, None)
         fresh = state.checked + self.ttl
         entry.fresh_until = 0.0 if state.checked < self._refresh_before else fresh
 

@@ -36,6 +36,7 @@ from nestegg_core.errors import (
     NesteggError,
     NotFound,
     UnsafePath,
+    UpstreamDown,
     UpstreamError,
     UpstreamTimeout,
     disk_full,
@@ -426,6 +427,11 @@ class Repository:
         meta: bool = True,
     ) -> Rendered:
         """:meth:`rendered`, for a request or the background."""
+        if self.mirror.failing or self.circuits.index.reason is not None:
+            # the upstream cannot give some page: this one's renderings may list what cannot come
+            down = self._rendered_down(name, content_type, client, gzip=gzip, base=base, meta=meta)
+            if down is not None:
+                return down
         token = self._known_token(name, meta)
         kind = _kind(content_type, client, base, meta)
         wanted = kind + GZIP if gzip else kind
@@ -513,6 +519,13 @@ class Repository:
             wanted = kind + GZIP if gzip else kind
             if page is None:
                 page = self.project(name)
+            if self.mirror.failing or self.circuits.index.reason is not None:
+                # the upstream failed to give the page just now
+                down = self._rendered_down(
+                    name, content_type, client, gzip=gzip, base=base, meta=meta, page=page
+                )
+                if down is not None:
+                    return down
             pause_in_background()  # a page made ahead: rendered once no client's request is worked on
             if (
                 token is not None
@@ -565,6 +578,54 @@ class Repository:
         finally:
             with self._render_lock:
                 self._making -= 1
+
+    def _rendered_down(
+        self,
+        name: NormalizedName,
+        content_type: str,
+        client: ClientProfile | None,
+        *,
+        gzip: bool,
+        base: str,
+        meta: bool,
+        page: ProjectPage | None = None,
+    ) -> Rendered | None:
+        """The page of ``name`` while the upstream cannot give it (:meth:`MirrorIndex.down`): its
+        cached files alone (and a merged name's private ones), made for this request and never
+        kept, so that no rendering of it outlives the outage, nor is one made while the upstream
+        answers served in its place. None when the upstream gives the page (it is served as
+        ever). ``page`` is the project's, if the caller has it."""
+        if self.mirror.down(name) is None or self.private.is_private(name):
+            return None
+        circuit = self.circuits.index
+        if circuit.reason is not None:
+            # a page within its TTL asks no upstream: its probe starts here once due
+            with contextlib.suppress(UpstreamDown):
+                circuit.check()
+        if page is None:
+            page = self.project(name)  # asks the upstream again once its failure is RETRY_AFTER old
+        reason = self.mirror.down(name)
+        if reason is None:
+            return None
+        built: frozenset[str] = frozenset()
+        if not self._plain_mirror(name):  # a merged source build: its built files can be served
+            private = self.private.page(name)
+            built = frozenset() if private is None else frozenset(d.filename for d in private.files)
+        shown = self.mirror.cached_only(name, page, reason, also=built)
+        if client is not None:
+            shown = for_client(shown, client)
+        if not meta:
+            shown = for_pip(shown)
+        prefix = _files_prefix(base, name)
+
+        def url_for(dist: DistFile) -> str:
+            return prefix + quote_filename(dist.filename)
+
+        body = render_project(shown, content_type, url_for, self._metadata_for(name, shown, meta))
+        if gzip:
+            packer = compressor()
+            body = packer.compress(body) + packer.flush()
+        return Rendered(shown, body, etag(body), gzip=gzip)
 
     def _in_memory(self, key: _RenderKey, page: ProjectPage, body: bytes, *, gzip: bool) -> Rendered:
         """The answer of a rendering not read from its file, kept for the page's next requests."""

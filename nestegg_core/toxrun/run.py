@@ -287,8 +287,10 @@ class ToxRun:
         self._quiet("waitress", logging.ERROR)  # its queue-depth warnings would land in tox's output
         if not self.access_log:
             self._quiet("nestegg_core.access", logging.WARNING)
-            # an outage is said once, at the end of the run (stop), not when its circuit opens
+            # an outage is said once, at the end of the run (stop), not when its circuit opens,
+            # nor as each page lists its cached files alone
             self._quiet("nestegg_core.index.circuit", logging.ERROR)
+            self._quiet("nestegg_core.index.mirror.down", logging.ERROR)
         error: NesteggError | None = None
         for port in port_candidates(self.work_dir, read_port(self.port_file)):
             # no CI polling nor trigger: this mirror lives for one tox run; pages a run's
