@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import json
 import os
+import pkgutil
 import re
 import subprocess
 import sys
@@ -19,11 +21,28 @@ from typing import IO, Any
 import pytest
 import requests
 
+import nestegg_core
+import tox_nestegg
 from nestegg_core import Config, Mirror
 from nestegg_core.http.types import WSGIApp
 from nestegg_core.index.refresh import Refresher
 from nestegg_core.testing import installer_env
 from nestegg_core.testing.pytest_plugin import PrivateIndex
+
+
+def _import_every_module() -> None:
+    """Import the project's modules now, in the main thread. pytest rewrites them as they are
+    imported (the project is a pytest plugin's distribution), with ``ast``; CPython 3.11.7's AST
+    conversion keeps its depth in a state the threads share (gh-106905), so a module first
+    imported by a server's thread while a test parsed source failed one of them with "AST
+    constructor recursion depth mismatch"."""
+    for package in (nestegg_core, tox_nestegg):
+        for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            if not module.name.endswith(".__main__"):  # it runs the command line
+                importlib.import_module(module.name)
+
+
+_import_every_module()
 
 
 @dataclass
