@@ -24,7 +24,7 @@ from packaging.utils import NormalizedName
 from nestegg_core import Mirror, load_config
 from nestegg_core.builds import sources, vcs
 from nestegg_core.builds.sources import SourceBuilder, check_outputs
-from nestegg_core.builds.vcs import Git, Mercurial, Transcript, find_hg, run_unattended
+from nestegg_core.builds.vcs import Git, Mercurial, Resolved, Transcript, find_hg, run_unattended
 from nestegg_core.cli import main
 from nestegg_core.config.config import Config, SourceBuild, SourceVersion
 from nestegg_core.errors import BuildError
@@ -469,36 +469,97 @@ def test_mask_text(text: str, masked: str) -> None:
     assert mask_text(text) == masked
 
 
-def test_git_resolves_tags_branches_and_commits(git_repo: GitRepo, tmp_path: Path) -> None:
+def test_git_resolves_tags_and_branches(git_repo: GitRepo, tmp_path: Path) -> None:
     git, log, clone = Git(), Transcript(), tmp_path / "clone"
+    git_repo("tag", "--annotate", "-m", "annotated", "v1-annotated", "1.0.0")
+    git_repo("tag", "main", "1.0.0")  # a tag and a branch of one name: the tag is built
+    git_repo("branch", "feature", "1.0.0")
     git.update(str(git_repo.path), clone, log)
-    assert git.resolve(clone, "1.0.0", log) == git_repo("rev-parse", "1.0.0^{commit}")
-    assert git.resolve(clone, "main", log) == git_repo("rev-parse", "main")
-    head = git_repo("rev-parse", "main")
-    assert git.resolve(clone, head[:10], log) == head
-    for ref in ("nope", "-x", "with space"):
-        with pytest.raises(BuildError, match=repr(ref).replace("(", r"\(")):
-            git.resolve(clone, ref, log)
+    tagged, head = git_repo("rev-parse", "1.0.0^{commit}"), git_repo("rev-parse", "refs/heads/main")
+    assert git.resolve(clone, "1.0.0", log) == Resolved(commit=tagged, kind="tag")
+    assert git.resolve(clone, "v1-annotated", log) == Resolved(commit=tagged, kind="tag")
+    assert git.resolve(clone, "main", log) == Resolved(commit=tagged, kind="tag")
+    assert git.resolve(clone, "refs/heads/main", log) == Resolved(commit=head, kind="branch")
+    assert git.resolve(clone, "feature", log) == Resolved(commit=tagged, kind="branch")
+    assert git.resolve(clone, "HEAD", log) == Resolved(commit=head, kind="branch")  # what CI watches
     git.checkout(clone, head, tmp_path / "out", log)
     assert "2.0.0" in (tmp_path / "out" / "PKG-INFO").read_text()
     write_tree(git_repo.path, "my_package", "2.0.0", extra="x")
     moved = git_repo.commit("moved")
     git.update(str(git_repo.path), clone, log)
-    assert git.resolve(clone, "main", log) == moved
+    assert git.resolve(clone, "refs/heads/main", log).commit == moved
 
 
-def test_hg_resolves_tags_and_branches(hg_repo: HgRepo, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("ref", "error"),
+    [
+        # revision expressions: each names a commit, none a tag
+        ("1.0.0~1", "'1.0.0~1' is not a branch or tag name: git names hold no '~'"),
+        ("1.0.0^", "'1.0.0^' is not a branch or tag name: git names hold no '^'"),
+        ("main:setup.py", "'main:setup.py' is not a branch or tag name: git names hold no ':'"),
+        ("main@{1}", "'main@{1}' is not a branch or tag name: git names hold no '@{'"),
+        ("@", "'@' is not a branch or tag name"),
+        ("1.0.0..main", "'1.0.0..main' is not a branch or tag name: git names hold no '..'"),
+        ("-x", "'-x' is not a branch or tag name: it would be read as an option"),
+        ("with space", "'with space' is not a branch or tag name: it holds a blank"),
+        # a commit id is no tag, nor is a tag or branch that is not there
+        ("COMMIT", "no tag or branch 'COMMIT'"),
+        ("SHORT", "no tag or branch 'SHORT'"),
+        ("nope", "no tag or branch 'nope'"),
+    ],
+)
+def test_git_resolves_no_revision_expression_nor_commit(
+    git_repo: GitRepo, tmp_path: Path, ref: str, error: str
+) -> None:
+    git, log, clone = Git(), Transcript(), tmp_path / "clone"
+    git.update(str(git_repo.path), clone, log)
+    commit = git_repo("rev-parse", "1.0.0")
+    ref = {"COMMIT": commit, "SHORT": commit[:10]}.get(ref, ref)
+    error = error.replace("'COMMIT'", repr(commit)).replace("'SHORT'", repr(commit[:10]))
+    with pytest.raises(BuildError) as info:
+        git.resolve(clone, ref, log)
+    assert str(info.value).startswith(error)
+
+
+def test_hg_resolves_tags_bookmarks_and_branches(hg_repo: HgRepo, tmp_path: Path) -> None:
     hg, log, clone = Mercurial(), Transcript(), tmp_path / "clone"
-    hg.update(str(hg_repo.path), clone, log)
     tagged = hg_repo("log", "-r", "1.0.0", "--template", "{node}")
-    assert hg.resolve(clone, "1.0.0", log) == tagged
+    hg_repo("bookmark", "--rev", "1.0.0", "marked")
+    hg.update(str(hg_repo.path), clone, log)
+    assert hg.resolve(clone, "1.0.0", log) == Resolved(commit=tagged, kind="tag")
+    assert hg.resolve(clone, "marked", log) == Resolved(commit=tagged, kind="bookmark")
     tip = hg_repo("log", "-r", "tip", "--template", "{node}")
-    assert hg.resolve(clone, "default", log) == tip
-    with pytest.raises(BuildError, match="no tag, bookmark, branch or commit 'nope'"):
-        hg.resolve(clone, "nope", log)
+    assert hg.resolve(clone, "default", log) == Resolved(commit=tip, kind="branch")
     hg.checkout(clone, tagged, tmp_path / "out", log)
     assert (tmp_path / "out" / "PKG-INFO").is_file()
     assert not (tmp_path / "out" / ".hgtags").exists()
+
+
+@pytest.mark.parametrize(
+    ("ref", "error"),
+    [
+        ("tip", "'tip' is not a branch or tag name: 'tip' is a revision hg reserves"),
+        ("null", "'null' is not a branch or tag name: 'null' is a revision hg reserves"),
+        (".", "'.' is not a branch or tag name: '.' is a revision hg reserves"),
+        ("0", "'0' is not a branch or tag name: hg names are no whole numbers"),
+        ("1.0.0:tip", "'1.0.0:tip' is not a branch or tag name: hg names hold no ':'"),
+        # a revset is a name to look up, never run: neither tip nor the tag
+        ("1.0.0')or(tip", 'no tag, bookmark or branch "1.0.0\')or(tip"'),
+        ("max(all())", "no tag, bookmark or branch 'max(all())'"),
+        ("1.0.0~1", "no tag, bookmark or branch '1.0.0~1'"),
+        ("COMMIT", "no tag, bookmark or branch 'COMMIT'"),
+        ("SHORT", "no tag, bookmark or branch 'SHORT'"),
+    ],
+)
+def test_hg_resolves_no_revset_nor_commit(hg_repo: HgRepo, tmp_path: Path, ref: str, error: str) -> None:
+    hg, log, clone = Mercurial(), Transcript(), tmp_path / "clone"
+    hg.update(str(hg_repo.path), clone, log)
+    commit = hg_repo("log", "-r", "1.0.0", "--template", "{node}")
+    ref = {"COMMIT": commit, "SHORT": commit[:12]}.get(ref, ref)
+    error = error.replace("'COMMIT'", repr(commit)).replace("'SHORT'", repr(commit[:12]))
+    with pytest.raises(BuildError) as info:
+        hg.resolve(clone, ref, log)
+    assert str(info.value).startswith(error)
 
 
 def test_a_repo_url_that_reads_as_an_option_is_a_url_to_git(git_repo: GitRepo, tmp_path: Path) -> None:
@@ -747,13 +808,30 @@ def one_build(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("tag", "error"),
+    [
+        ("no-such-tag", "no tag or branch 'no-such-tag' in 'URL'"),
+        # a commit id, or a revision expression, is no tag: it built some commit under the version
+        ("COMMIT", "no tag or branch 'COMMIT' in 'URL'"),
+        ("main~1", "'main~1' is not a branch or tag name: git names hold no '~': it reads as a revision"),
+    ],
+)
 def test_a_tag_that_is_not_there_leaves_the_built_versions_served(
-    tmp_path: Path, upstream: PrivateIndex, git_repo: GitRepo, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    upstream: PrivateIndex,
+    git_repo: GitRepo,
+    caplog: pytest.LogCaptureFixture,
+    tag: str,
+    error: str,
 ) -> None:
     caplog.set_level(logging.INFO, logger="nestegg_core.builds.sources")
+    commit = git_repo("rev-parse", "main")
+    tag = tag.replace("COMMIT", commit)
+    error = error.replace("COMMIT", commit).replace("URL", str(git_repo.path))
     versions = (
         SourceVersion(version="1.0.0", tag="1.0.0"),
-        SourceVersion(version="3.0.0", tag="no-such-tag"),
+        SourceVersion(version="3.0.0", tag=tag),
     )
     with Mirror(one_build(tmp_path, upstream, git_repo, *versions, ttl=3600)) as mirror:
         python = make_venv(tmp_path / "venv")
@@ -765,11 +843,12 @@ def test_a_tag_that_is_not_there_leaves_the_built_versions_served(
             "my_package-1.0.0.tar.gz",
         ]
     # said once a ttl, as a warning, and recorded with the builds' failures
-    said = [r for r in caplog.records if "no-such-tag" in r.getMessage()]
+    said = [r for r in caplog.records if tag in r.getMessage()]
     assert [r.levelname for r in said] == ["WARNING"]
     assert said[0].getMessage().startswith("source build of my-package 3.0.0 failed (log: ")
+    assert error in said[0].getMessage()
     state = json.loads((tmp_path / "nest" / "builds" / "my-package.json").read_text())
-    assert state["failed"]["3.0.0"]["error"] == "no tag, branch or commit 'no-such-tag' in the git repository"
+    assert state["failed"]["3.0.0"]["error"].startswith(error)
     assert list(state["built"]) == ["1.0.0"]
 
 

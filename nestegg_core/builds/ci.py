@@ -41,7 +41,7 @@ from nestegg_core.storage.locks import FileLock
 from nestegg_core.urls import mask_text
 
 from .runs import ERROR, FAILED, INTERRUPTED, PASSED, TIMEOUT, EnvResult, Run, RunStore
-from .vcs import CheckoutWork, Transcript, end_group, failure_line, find_hg, run_unattended
+from .vcs import CheckoutWork, MissingRef, Transcript, end_group, failure_line, find_hg, run_unattended
 
 if TYPE_CHECKING:
     pass
@@ -189,7 +189,9 @@ class Runner(CheckoutWork[RunStore]):
         clone = self.root / "repos" / build.name
         try:
             vcs.update(build.repo_url, clone, log)
-            commit = run.commit or vcs.resolve(clone, run.ref, log)
+            commit = run.commit or vcs.resolve(clone, run.ref, log).commit
+        except MissingRef as exc:
+            return finish(ERROR, f"{exc} in {mask_text(build.repo_url)!r}")
         except BuildError as exc:
             return finish(ERROR, str(exc))
         if run.commit is None:

@@ -44,7 +44,7 @@ from nestegg_core.storage.locks import FileLock, LockTimeout
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.urls import mask_text
 
-from .vcs import VCS, CheckoutWork, Transcript, failed
+from .vcs import VCS, CheckoutWork, MissingRef, Resolved, Transcript, failed
 
 if TYPE_CHECKING:
     pass
@@ -257,9 +257,10 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         state.checked_at = self.clock()
         return True
 
-    def _resolve(self, build: SourceBuild, log: Transcript) -> dict[str, str | BuildError]:
+    def _resolve(self, build: SourceBuild, log: Transcript) -> dict[str, Resolved | BuildError]:
         repo = self._repo_path(build.name)
-        commits: dict[str, str | BuildError] = {}
+        url = mask_text(build.repo_url)
+        commits: dict[str, Resolved | BuildError] = {}
         for version in build.versions:
             if not repo.exists():
                 # the clone's own words: the last command of this transcript that failed
@@ -270,10 +271,12 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
                     if log.reason
                     else "cannot clone it"
                 )
-                commits[version.version] = BuildError(f"no repository {mask_text(build.repo_url)!r}: {how}")
+                commits[version.version] = BuildError(f"no repository {url!r}: {how}")
                 continue
             try:
                 commits[version.version] = self.backends(build.repo_type).resolve(repo, version.tag, log)
+            except MissingRef as exc:
+                commits[version.version] = BuildError(f"{exc} in {url!r}")
             except BuildError as exc:
                 commits[version.version] = exc
         return commits
@@ -282,7 +285,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         self,
         build: SourceBuild,
         version: SourceVersion,
-        resolved: str | BuildError,
+        resolved: Resolved | BuildError,
         state: _State,
         update_log: Transcript,
         *,
@@ -304,7 +307,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             # tried again (and said again) once per ttl, as the tag may come
             logger.warning("source build of %s %s failed (log: %s): %s", build.name, key, path, resolved)
             return outcome("failed", log=path, message=str(resolved))
-        commit = resolved
+        commit = resolved.commit
         done = state.built.get(key)
         if (
             done
