@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,7 @@ from nestegg_core.testing.pytest_plugin import PrivateIndex
 from nestegg_core.urls import mask_text
 
 from .conftest import Faults
+from .loopback import Answer, RawUpstream
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 HELPER = "nestegg-build-helper"
@@ -393,6 +395,74 @@ def test_nestegg_build_command(config_file: Path, capsys: pytest.CaptureFixture[
     assert ": current: " in capsys.readouterr().out
     assert main(["--config", str(config_file), "list"]) == 0
     assert capsys.readouterr().out == "hg-package  1.0.0\n"
+
+
+@pytest.mark.slow
+def test_nestegg_build_says_a_fetch_failed_and_serves_what_is_built(
+    config_file: Path, git_repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A repository that cannot be fetched was a warning, and 'current': a tag moved since, or
+    removed, went unseen."""
+    assert main(["--config", str(config_file), "build", "my_package"]) == 0
+    built = capsys.readouterr().out
+    url, commit = str(git_repo.path), git_repo("rev-parse", "1.0.0")
+    git_repo.path.rename(tmp_path / "elsewhere")
+    assert main(["--config", str(config_file), "build", "my_package"]) == 1
+    out, err = capsys.readouterr()
+    said = f"error: my-package: cannot fetch {url!r}: fatal: {url!r} does not appear to be a git repository\n"
+    assert err.endswith(f"\n{said}")  # after the log's lines
+    assert out.splitlines()[0] == (
+        f"my-package 1.0.0 (1.0.0 at {commit[:12]}): current as of the last fetch: "
+        "my_package-1.0.0-py3-none-any.whl, my_package-1.0.0.tar.gz"
+    )
+    assert len(out.splitlines()) == len(built.splitlines()) == 2
+    state = json.loads((tmp_path / "nest" / "builds" / "my-package.json").read_text())
+    assert state["fetch_error"] == said.removeprefix("error: my-package: ").rstrip("\n")
+    assert main(["--config", str(config_file), "list", "my_package"]) == 0  # still served
+    assert "my_package-1.0.0.tar.gz" in capsys.readouterr().out
+    # back where it was: fetched, and said so
+    (tmp_path / "elsewhere").rename(git_repo.path)
+    assert main(["--config", str(config_file), "build", "my_package"]) == 0
+    assert ": current: " in capsys.readouterr().out
+    assert json.loads((tmp_path / "nest" / "builds" / "my-package.json").read_text())["fetch_error"] == ""
+
+
+def _refusing(method: str, path: str) -> Answer:
+    """A git server that wants credentials, and takes none."""
+    return Answer(status=401, headers={"WWW-Authenticate": 'Basic realm="git"'}, body=b"no\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("credentials", ["me:secret@", ""])
+def test_a_repo_url_that_changed_builds_nothing_from_the_old_clone(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], credentials: str
+) -> None:
+    """The clone of the old repo_url is no copy of the new one: what is built of it stays
+    served, nothing is looked up or built in it; and git asks nobody for a password."""
+    assert main(["--config", str(config_file), "build", "my_package"]) == 0
+    capsys.readouterr()
+    with RawUpstream(_refusing) as server:
+        url = f"http://{credentials}127.0.0.1:{server.port}/me/my_package.git"
+        text = config_file.read_text()
+        config_file.write_text(re.sub(r"repo_url: \S+my_package", f"repo_url: {url}", text))
+        started = time.monotonic()
+        assert main(["--config", str(config_file), "build", "my_package"]) == 1
+        assert time.monotonic() - started < 60
+    out, err = capsys.readouterr()
+    shown = mask_text(url)
+    said = (
+        f"fatal: Authentication failed for 'http://127.0.0.1:{server.port}/me/my_package.git/'"
+        if credentials
+        else f"fatal: could not read Username for 'http://127.0.0.1:{server.port}': terminal prompts disabled"
+    )
+    assert err.endswith(f"\nerror: my-package: cannot clone {shown!r}: {said}\n")
+    assert "secret" not in out + err
+    for line, version in zip(out.splitlines(), ["1.0.0", "2.0.0"], strict=True):
+        assert line.startswith(f"my-package {version} ({'1.0.0' if version == '1.0.0' else 'main'}): failed")
+        assert line.endswith(f": no repository {shown!r}: cannot clone it: {said}")
+    assert not (tmp_path / "nest" / "repos" / "my-package").exists()
+    assert main(["--config", str(config_file), "list", "my_package"]) == 0  # still served
+    assert "my_package-2.0.0.tar.gz" in capsys.readouterr().out
 
 
 def test_nestegg_build_names_only_source_builds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -849,6 +919,36 @@ def test_a_tag_that_is_not_there_leaves_the_built_versions_served(
     assert error in said[0].getMessage()
     state = json.loads((tmp_path / "nest" / "builds" / "my-package.json").read_text())
     assert state["failed"]["3.0.0"]["error"].startswith(error)
+    assert list(state["built"]) == ["1.0.0"]
+
+
+@pytest.mark.slow
+def test_a_repository_that_cannot_be_fetched_leaves_the_built_versions_served(
+    tmp_path: Path,
+    upstream: PrivateIndex,
+    git_repo: GitRepo,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="nestegg_core.builds.sources")
+    config = one_build(tmp_path, upstream, git_repo, SourceVersion(version="1.0.0", tag="1.0.0"))
+    with Mirror(config) as mirror:
+        url = f"{mirror.url}/simple/my-package/"
+        served = http.get(url, headers=JSON)
+        assert served.status_code == 200
+        shutil.rmtree(git_repo.path)
+        caplog.clear()
+        again = http.get(url, headers=JSON)
+        assert again.status_code == 200
+        assert again.json()["files"] == served.json()["files"]
+    [said] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    where = str(git_repo.path)
+    assert said.startswith(f"cannot fetch my-package from {where!r}, building from the fetch of 20")
+    assert said.endswith(
+        f"(what is built stays served): fatal: {where!r} does not appear to be a git repository"
+    )
+    state = json.loads((tmp_path / "nest" / "builds" / "my-package.json").read_text())
+    assert state["fetch_error"].startswith(f"cannot fetch {str(git_repo.path)!r}: fatal: ")
     assert list(state["built"]) == ["1.0.0"]
 
 

@@ -12,6 +12,7 @@ State, per project, in ``<nestegg dir>/builds/<name>.json``; clones in ``<nesteg
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -74,6 +75,9 @@ class BuildOutcome:
     files: tuple[str, ...] = ()
     log: Path | None = None
     message: str = ""
+    #: why the repository could not be fetched ("": it was, or it was not due): the version was
+    #: looked up, and built, in the last fetch
+    fetch_error: str = ""
 
     @property
     def ok(self) -> bool:
@@ -84,7 +88,8 @@ class BuildOutcome:
         head = f"{self.name} {self.version} ({self.ref}{commit})"
         if self.ok:
             note = f" ({self.message})" if self.message else ""
-            return f"{head}: {self.status}: {', '.join(self.files)}{note}"
+            stale = " as of the last fetch" if self.fetch_error else ""
+            return f"{head}: {self.status}{stale}: {', '.join(self.files)}{note}"
         # the log first: clients cut long reason phrases short
         log = f" (log: {self.log})" if self.log else ""
         return f"{head}: {self.status}{log}: {self.message}"
@@ -216,46 +221,61 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         fetched = self._update(build, state, log, refresh=refresh)
         commits = self._resolve(build, log)
         if (
-            not fetched
+            fetched is None
             and not self.config.offline
             and any(isinstance(c, BuildError) for c in commits.values())
         ):
             # a tag new since the last fetch: fetch now rather than fail until the ttl is over
-            self._update(build, state, log, refresh=True)
+            fetched = self._update(build, state, log, refresh=True)
             commits = self._resolve(build, log)
+        state.fetch_error = fetched or ""
         outcomes = []
         for version in build.versions:
             resolved = commits[version.version]
-            outcomes.append(
-                self._build_version(build, version, resolved, state, log, retry_failed=retry_failed)
-            )
+            outcome = self._build_version(build, version, resolved, state, log, retry_failed=retry_failed)
+            outcomes.append(dataclasses.replace(outcome, fetch_error=state.fetch_error))
             state.write(self._state_path(build.name))  # what is done stays done if this process dies
         return outcomes
 
-    def _update(self, build: SourceBuild, state: _State, log: Transcript, *, refresh: bool) -> bool:
-        """Clone or fetch the repository unless that was done within ``ttl``; whether it was.
+    def _update(self, build: SourceBuild, state: _State, log: Transcript, *, refresh: bool) -> str | None:
+        """Clone or fetch the repository unless that was done within ``ttl``: None if it was not
+        (offline, or done just now), "" once done, else why it failed (a line naming the URL).
 
-        A failed fetch is logged and the last one used; a failed clone leaves no repository,
-        which the versions then report.
+        A failed fetch is warned of and the last one used; a failed clone leaves no repository,
+        which the versions then report. A clone of another ``repo_url`` than the configured one
+        is removed first: no version is built from the repository the config no longer names.
         """
         repo = self._repo_path(build.name)
         if self.config.offline:
-            return False
+            return None
+        url = mask_text(build.repo_url)  # a password changed is no other repository
+        if state.fetched_from not in (None, url) and repo.exists():
+            logger.warning("the repo_url of %s is now %s (it was %s): cloning it afresh",
+                           build.name, url, state.fetched_from)  # fmt: skip
+            log.note(f"# repo_url changed from {state.fetched_from}: cloned afresh")
+            shutil.rmtree(repo)
+            state.checked_at = 0.0
         if not refresh and self.clock() - state.checked_at < self.config.ttl and repo.exists():
-            return False  # another process or thread fetched it just now
-        logger.info("updating %s from %s", build.name, mask_text(build.repo_url))
+            return None  # another process or thread fetched it just now
+        logger.info("updating %s from %s", build.name, url)
         try:
             self.backends(build.repo_type).update(build.repo_url, repo, log)
         except BuildError as exc:
             if self._stopping.is_set():
-                return False
+                return None
+            why = log.reason or str(exc)
             if repo.exists():
-                logger.warning("cannot update %s, building from the last fetch: %s", build.name, exc)
-            else:
-                log.note(f"# cannot clone {build.repo_url}: {exc}")
-            return False
+                logger.warning(
+                    "cannot fetch %s from %r, building from the fetch of %s (what is built stays served): %s",
+                    build.name, url, _when(state.checked_at), why,
+                )  # fmt: skip
+                log.note(f"# cannot fetch {url}: {why}")
+                return f"cannot fetch {url!r}: {why}"
+            log.note(f"# cannot clone {url}: {why}")
+            return f"cannot clone {url!r}: {why}"
         state.checked_at = self.clock()
-        return True
+        state.fetched_from = url
+        return ""
 
     def _resolve(self, build: SourceBuild, log: Transcript) -> dict[str, Resolved | BuildError]:
         repo = self._repo_path(build.name)
@@ -452,6 +472,11 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         return path
 
 
+def _when(timestamp: float) -> str:
+    """A time of the state file (seconds since the epoch; 0: never) as it is shown."""
+    return format_time(datetime.fromtimestamp(timestamp, timezone.utc)) if timestamp > 0 else "never"
+
+
 def _summary(failed: list[BuildOutcome]) -> str:
     more = f" (and {len(failed) - 1} more failed builds)" if len(failed) > 1 else ""
     return failed[0].describe() + more
@@ -523,10 +548,15 @@ def _same_dist(expected: str, made: str) -> bool:
 
 
 class _State:
-    """The built and failed commits of one project's versions, on disk as JSON."""
+    """The built and failed commits of one project's versions, and its last fetch, on disk as JSON."""
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.checked_at = float(data.get("checked_at", 0.0))
+        #: the repo_url (masked) of the last fetch that worked; None: not known (an older state)
+        fetched_from = data.get("fetched_from")
+        self.fetched_from = fetched_from if isinstance(fetched_from, str) else None
+        #: why the last fetch failed ("": it did not)
+        self.fetch_error = str(data.get("fetch_error") or "")
         self.built: dict[str, dict[str, Any]] = dict(data.get("built", {}))
         self.failed: dict[str, dict[str, Any]] = dict(data.get("failed", {}))
 
@@ -544,5 +574,11 @@ class _State:
             return cls({})
 
     def write(self, path: Path) -> None:
-        data = {"checked_at": self.checked_at, "built": self.built, "failed": self.failed}
+        data = {
+            "checked_at": self.checked_at,
+            "fetched_from": self.fetched_from,
+            "fetch_error": self.fetch_error,
+            "built": self.built,
+            "failed": self.failed,
+        }
         write_atomic(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
