@@ -465,6 +465,35 @@ def test_a_repo_url_that_changed_builds_nothing_from_the_old_clone(
     assert "my_package-2.0.0.tar.gz" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("dist_file", "made"),
+    [
+        ("my_package-1.0.0.zip", "it names a .zip sdist, not a .tar.gz sdist"),
+        (
+            "my_package-1.0.0-py2.py3-none-any.whl",
+            "it names a wheel for py2.py3-none-any, not a wheel for py3-none-any",
+        ),
+    ],
+)
+def test_a_dist_file_of_another_format_or_tags_is_not_published(
+    config_file: Path, capsys: pytest.CaptureFixture[str], dist_file: str, made: str
+) -> None:
+    """A .zip sdist or a wheel of other tags than dist_file names was taken for it (said at INFO)."""
+    config_file.write_text(
+        config_file.read_text().replace("dist_file: my_package-1.0.0.tar.gz", f"dist_file: {dist_file}")
+    )
+    assert main(["--config", str(config_file), "build", "my_package"]) == 1
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("my-package 1.0.0 (1.0.0 at ")
+    assert first.endswith(
+        f": dist_file {dist_file!r} was not produced; the build made my_package-1.0.0-py3-none-any.whl, "
+        f"my_package-1.0.0.tar.gz ({made})"
+    )
+    assert main(["--config", str(config_file), "list", "my_package"]) == 0
+    assert "1.0.0" not in capsys.readouterr().out  # 2.0.0 only
+
+
 def test_nestegg_build_names_only_source_builds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "nestegg.yml"
     config.write_text(
@@ -505,6 +534,20 @@ BOTH = ["my_package-1.0.0-py3-none-any.whl", "my_package-1.0.0.tar.gz"]
         ("mypackage-1.0.0.tar.gz", BOTH,
          "dist_file 'mypackage-1.0.0.tar.gz' was not produced; the build made my_package-1.0.0-py3"),
         ("my_package-1.0.1.tar.gz", BOTH, "dist_file 'my_package-1.0.1.tar.gz' was not produced"),
+        ("My.Package-1.0.tar.gz", BOTH, None),  # its name and version spelled otherwise
+        ("my_package-1.0.0-py3-none-any.whl", BOTH, None),
+        # another format, other tags or another build are another file
+        ("my_package-1.0.0.zip", BOTH,
+         "dist_file 'my_package-1.0.0.zip' was not produced; the build made my_package-1.0.0-py3-none-any"
+         ".whl, my_package-1.0.0.tar.gz (it names a .zip sdist, not a .tar.gz sdist)"),
+        ("my_package-1.0.0.tar.gz", ["my_package-1.0.0-py3-none-any.whl", "my_package-1.0.0.zip"],
+         "(it names a .tar.gz sdist, not a .zip sdist)"),
+        ("my_package-1.0.0-py2.py3-none-any.whl", BOTH,
+         "(it names a wheel for py2.py3-none-any, not a wheel for py3-none-any)"),
+        ("my_package-1.0.0-cp312-cp312-manylinux_2_17_x86_64.whl", BOTH,
+         "(it names a wheel for cp312-cp312-manylinux_2_17_x86_64, not a wheel for py3-none-any)"),
+        ("my_package-1.0.0-1-py3-none-any.whl", BOTH,
+         "(it names a wheel for py3-none-any (build 1), not a wheel for py3-none-any)"),
         (None, ["my_package-1.0.0.tar.gz"], "expected an sdist and a wheel, the build made my_package-1"),
         (None, [], "expected an sdist and a wheel, the build made nothing"),
         (None, ["my_package-1.0.1.tar.gz"], "tag 'v1' built 'my_package-1.0.1.tar.gz', not my-package 1.0.0"),

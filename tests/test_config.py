@@ -183,6 +183,11 @@ def test_a_mirror_for_one_run_keeps_its_source_builds_without_their_ci(tmp_path:
             " versions: [{version: '1.0', tag: '1.0 rc'}]}]}",
             "source_builds[0].versions[0].tag: '1.0 rc' is not a branch or tag name",
         ),
+        (
+            "nestegg: {source_builds: [{name: a, repo_type: git, repo_url: x,"
+            " versions: [{version: '1.0', dist_file: a-1.0.tgz}]}]}",
+            "versions[0].dist_file: invalid distribution filename 'a-1.0.tgz': expected a wheel (.whl) or",
+        ),
         ("nestegg: {port: 1\n", "line"),
         (
             "nestegg: {max_page_size: lots}",

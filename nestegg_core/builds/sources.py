@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from packaging.utils import NormalizedName, canonicalize_name
+from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 from nestegg_core.config.config import Config, SourceBuild, SourceVersion
@@ -518,9 +518,15 @@ def check_outputs(
     if len(sdists) != 1 or (wheel and not wheels):
         raise BuildError(f"expected an sdist{' and a wheel' if wheel else ''}, the build made {made}")
     if version.dist_file is not None and version.dist_file not in produced:
-        if not any(_same_dist(version.dist_file, filename) for filename in produced):
-            raise BuildError(f"dist_file {version.dist_file!r} was not produced; the build made {made}")
-        logger.info("dist_file %r is spelled differently from what was built (%s)", version.dist_file, made)
+        wanted_file = dist_identity(version.dist_file)
+        same = [f for f in produced if dist_identity(f) == wanted_file]
+        if not same:
+            # a file of its project, version and kind, not of its format or tags: say which
+            near = [f for f in produced if wanted_file and (dist_identity(f) or ())[:3] == wanted_file[:3]]
+            how = f" (it names {_form(version.dist_file)}, not {_form(near[0])})" if near else ""
+            raise BuildError(f"dist_file {version.dist_file!r} was not produced; the build made {made}{how}")
+        # the name and version spelled otherwise (older setuptools wrote My-Package-1.0.tar.gz)
+        logger.info("dist_file %r is %s as it is built", version.dist_file, same[0])
 
 
 def _whole_archive(path: Path) -> bool:
@@ -537,14 +543,27 @@ def _whole_archive(path: Path) -> bool:
     return True
 
 
-def _same_dist(expected: str, made: str) -> bool:
-    """Whether two filenames name the same kind of file of one project and version."""
+def dist_identity(filename: str) -> tuple[object, ...] | None:
+    """What a ``dist_file`` names, whatever the spelling of its name and version: an sdist of one
+    project, version and archive format, or a wheel of one project, version, build and tags
+    (a py2.py3 wheel is no py3 wheel, a linux one no pure one); None if it names no dist."""
     try:
-        return (expected.endswith(".whl") == made.endswith(".whl")) and (
-            parse_dist_filename(expected) == parse_dist_filename(made)
-        )
+        name, version = parse_dist_filename(filename)
     except NesteggError:
-        return False
+        return None
+    if filename.endswith(".whl"):
+        _, _, build, tags = parse_wheel_filename(filename)
+        return ("wheel", name, version, build, frozenset(tags))
+    return ("sdist", name, version, ".zip" if filename.endswith(".zip") else ".tar.gz")
+
+
+def _form(filename: str) -> str:
+    """The format of an sdist, or the build and tags of a wheel, as a message names them."""
+    if filename.endswith(".whl"):
+        parts = filename[: -len(".whl")].split("-")
+        build = f" (build {parts[2]})" if len(parts) == 6 else ""
+        return f"a wheel for {'-'.join(parts[-3:])}{build}"
+    return f"a {'.zip' if filename.endswith('.zip') else '.tar.gz'} sdist"
 
 
 class _State:

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 import platformdirs
 from packaging.utils import NormalizedName, canonicalize_name
 
-from nestegg_core.errors import ConfigError
+from nestegg_core.errors import ConfigError, NesteggError
+from nestegg_core.simple.distmeta import parse_dist_filename
 from nestegg_core.simple.models import is_valid_name, parse_version
 from nestegg_core.simple.patterns import common_name, normalize_pattern, pattern_problem
 from nestegg_core.urls import mask_text, mask_url, normalize_index_url
@@ -619,13 +620,9 @@ def _source_build(where: Reader, raw: Any, path: str) -> SourceBuild:
         else:
             tag = version
         dist_file = mapping.get("dist_file")
-        versions.append(
-            SourceVersion(
-                version=version,
-                tag=tag,
-                dist_file=None if dist_file is None else where.string(dist_file, f"{vpath}.dist_file"),
-            )
-        )
+        if dist_file is not None:
+            dist_file = _dist_file(where, dist_file, f"{vpath}.dist_file")
+        versions.append(SourceVersion(version=version, tag=tag, dist_file=dist_file))
     return SourceBuild(
         name=canonicalize_name(name),
         repo_type=repo_type,
@@ -634,6 +631,17 @@ def _source_build(where: Reader, raw: Any, path: str) -> SourceBuild:
         versions=tuple(versions),
         ci=_ci_settings(where, item["ci"], f"{path}.ci", repo_type) if "ci" in item else None,
     )
+
+
+def _dist_file(where: Reader, raw: Any, path: str) -> str:
+    """A ``dist_file``: the name of an sdist or wheel (which the build must make, spelled as older
+    tools spelled it or as it is built: the build checks its project, version, format and tags)."""
+    value = where.string(raw, path)
+    try:
+        parse_dist_filename(value)
+    except NesteggError as exc:
+        raise where.error(path, str(exc)) from None
+    return value
 
 
 def _ref(where: Reader, raw: Any, path: str, repo_type: str, *, head: bool = False) -> str:
