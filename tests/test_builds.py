@@ -996,6 +996,45 @@ def test_a_repository_that_cannot_be_fetched_leaves_the_built_versions_served(
 
 
 @pytest.mark.slow
+def test_a_moved_tag_is_warned_of_with_the_files_it_replaced(
+    tmp_path: Path,
+    upstream: PrivateIndex,
+    git_repo: GitRepo,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Other bytes under a name pip or uv cached or pinned fail their hash check: a tag that moved
+    said so at INFO only (a branch moves by design: INFO)."""
+    caplog.set_level(logging.INFO, logger="nestegg_core.builds.sources")
+    upstream.add(HELPER, "1.0", sdist=False)
+    versions = (SourceVersion(version="1.0.0", tag="1.0.0"), SourceVersion(version="2.0.0", tag="main"))
+    old_tag, old_main = git_repo("rev-parse", "1.0.0"), git_repo("rev-parse", "main")
+    with Mirror(one_build(tmp_path, upstream, git_repo, *versions)) as mirror:
+        before = files(mirror, "my-package")
+        write_tree(git_repo.path, "my_package", "1.0.0", extra="retagged")
+        new_tag = git_repo.commit("1.0.0 again")
+        git_repo("tag", "--force", "1.0.0")
+        write_tree(git_repo.path, "my_package", "2.0.0", requires=HELPER, extra="moved")
+        new_main = git_repo.commit("main moves on")
+        caplog.clear()
+        after = files(mirror, "my-package")
+    assert sorted(after) == sorted(before) == [
+        "my_package-1.0.0-py3-none-any.whl", "my_package-1.0.0.tar.gz",
+        "my_package-2.0.0-py3-none-any.whl", "my_package-2.0.0.tar.gz",
+    ]  # fmt: skip
+    assert all(after[name] != before[name] for name in after)
+    both = "my_package-{0}-py3-none-any.whl, my_package-{0}.tar.gz"
+    how = "other bytes under the same names: clients that cached or pinned them fail their hash check"
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "replaced" in r.getMessage()]
+    assert said == [
+        ("WARNING", f"tag '1.0.0' of my-package 1.0.0 moved from {old_tag[:12]} to {new_tag[:12]}: "
+                    f"{both.format('1.0.0')} replaced by {how}"),
+        ("INFO", f"branch 'main' of my-package 2.0.0 moved from {old_main[:12]} to {new_main[:12]}: "
+                 f"{both.format('2.0.0')} replaced by {how}"),
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
 def test_a_broken_version_leaves_the_built_ones_served(
     tmp_path: Path, upstream: PrivateIndex, git_repo: GitRepo, http: requests.Session
 ) -> None:
@@ -1044,7 +1083,12 @@ def test_an_sdist_whose_wheel_cannot_be_built_here_is_served_alone(
         f"def build_wheel(*args, **kwargs):\n"
         f"    if _os.path.exists({str(no_compiler)!r}):\n"
         f"        raise SystemExit(\"error: command 'gcc' failed: No such file or directory\")\n"
-        f"    return _sdist_only(*args, **kwargs)\n".replace("_os.", "__import__('os')."),
+        f"    return _sdist_only(*args, **kwargs)\n".replace("_os.", "__import__('os').")
+        # an sdist of other bytes each time it is made (as an mtime in it makes one)
+        + "\n\n_same_sdist = build_sdist\n\n\ndef build_sdist(*args, **kwargs):\n"
+        "    with open('my_package/stamp.py', 'w') as stamp:\n"
+        "        stamp.write(repr(__import__('time').time_ns()))\n"
+        "    return _same_sdist(*args, **kwargs)\n",
     )
     git_repo.commit("a C extension", tag="3.0.0")
     versions = (SourceVersion(version="3.0.0", tag="3.0.0", dist_file="my_package-3.0.0.tar.gz"),)
@@ -1067,9 +1111,12 @@ def test_an_sdist_whose_wheel_cannot_be_built_here_is_served_alone(
     )
     [outcome] = builder.build("my-package", retry_failed=False)
     assert (outcome.status, outcome.files) == ("current", ("my_package-3.0.0.tar.gz",))
+    sdist = config.nestegg_dir / "private" / "my-package" / "my_package-3.0.0.tar.gz"
+    served = sdist.read_bytes()
     [outcome] = builder.build("my-package")
     assert outcome.status == "built", outcome.message
     assert sorted(outcome.files) == ["my_package-3.0.0-py3-none-any.whl", "my_package-3.0.0.tar.gz"]
+    assert sdist.read_bytes() == served  # the same commit's: kept, as clients hashed it
     # a build that made no sdist either is still a failure
     with pytest.raises(BuildError, match=r"expected an sdist, the build made nothing"):
         check_outputs(*source(), [], wheel=False)

@@ -40,7 +40,7 @@ from nestegg_core.errors import BuildError, NesteggError, NotFound, Unavailable
 from nestegg_core.installers import installer_env
 from nestegg_core.simple.distmeta import parse_dist_filename
 from nestegg_core.simple.models import format_time
-from nestegg_core.storage.fs import write_atomic
+from nestegg_core.storage.fs import sha256_file, write_atomic
 from nestegg_core.storage.locks import FileLock, LockTimeout
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.urls import mask_text
@@ -351,7 +351,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         )
         started = time.monotonic()
         try:
-            files, no_wheel = self._run_build(build, version, commit, log, previous=done)
+            files, no_wheel, replaced = self._run_build(build, version, commit, log, previous=done)
         except (NesteggError, OSError, subprocess.SubprocessError) as exc:
             if self._stopping.is_set():  # no failure of the commit's: built again next time
                 logger.warning("build of %s %s stopped: the server is stopping", build.name, key)
@@ -361,6 +361,8 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             logger.error("source build of %s %s (%s at %s) failed (log: %s): %s",
                          build.name, key, version.tag, commit[:12], path, exc)  # fmt: skip
             return outcome("failed", commit=commit, log=path, message=str(exc))
+        if replaced and done:
+            self._replaced(build, version, resolved=resolved, done=done, replaced=replaced, log=log)
         path = self._write_log(build.name, key, commit, log, None)
         state.built[key] = {
             "ref": version.tag,
@@ -374,6 +376,36 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         message = f"no wheel: {no_wheel}" if no_wheel else ""
         return outcome("built", commit=commit, files=files, log=path, message=message)
 
+    def _replaced(
+        self,
+        build: SourceBuild,
+        version: SourceVersion,
+        *,
+        resolved: Resolved,
+        done: Mapping[str, Any],
+        replaced: list[str],
+        log: Transcript,
+    ) -> None:
+        """Say that files served before were replaced by other bytes under the same names: pip and
+        uv, which cached or pinned their hashes, then fail their hash checks. A branch moves by
+        design (INFO); a tag that moved, or a version built from another tag, is warned of."""
+        old_ref, old_commit = str(done.get("ref", "")), str(done.get("commit", ""))[:12]
+        files = ", ".join(replaced)
+        how = "other bytes under the same names: clients that cached or pinned them fail their hash check"
+        if old_ref != version.tag:
+            line = (
+                f"{build.name} {version.version} is now built from {resolved.kind} {version.tag!r} at "
+                f"{resolved.commit[:12]} (it was {old_ref!r} at {old_commit}): {files} replaced by {how}"
+            )
+        else:
+            line = (
+                f"{resolved.kind} {version.tag!r} of {build.name} {version.version} moved from "
+                f"{old_commit} to {resolved.commit[:12]}: {files} replaced by {how}"
+            )
+        log.note(f"# {line}")
+        level = logging.INFO if old_ref == version.tag and resolved.kind != "tag" else logging.WARNING
+        logger.log(level, "%s", line)
+
     def _run_build(
         self,
         build: SourceBuild,
@@ -382,8 +414,13 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         log: Transcript,
         *,
         previous: Mapping[str, Any] | None,
-    ) -> tuple[tuple[str, ...], str]:
-        """Build ``commit`` and publish what it made; the files, and why no wheel was made ("")."""
+    ) -> tuple[tuple[str, ...], str, list[str]]:
+        """Build ``commit`` and publish what it made; the files, why no wheel was made (""), and
+        the files served before that other bytes replaced.
+
+        A file built before from the same commit (the sdist, when its wheel is built again) is
+        kept as it was: the same source, and the bytes clients have.
+        """
         work_root = self.root / "tmp" / "builds"
         work_root.mkdir(parents=True, exist_ok=True)
         _remove_abandoned(work_root, build.name)
@@ -422,7 +459,17 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
                                build.name, version.version, no_wheel)  # fmt: skip
                 log.note(f"# the sdist alone is served: its wheel could not be built: {no_wheel}")
             check_outputs(build, version, [p.name for p in produced], wheel=not no_wheel)
+            page = self.store.page(build.name)
+            served = {d.filename: d.sha256 for d in page.files} if page is not None else {}
+            same = previous is not None and previous.get("commit") == commit
+            kept = set(previous.get("files", ())) if previous is not None and same else set()
+            replaced = []
             for path in produced:
+                if path.name in kept and path.name in served:
+                    log.note(f"# {path.name} was built from this commit before: kept as it was")
+                    continue
+                if path.name in served and served[path.name] != sha256_file(path):
+                    replaced.append(path.name)
                 self.store.add(path, move=True, replace=True)
             names = tuple(p.name for p in produced)
         # files of the previous build of this version that this one did not make again
@@ -430,7 +477,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             if stale not in names:
                 with contextlib.suppress(NotFound):
                     self.store.remove(build.name, stale)
-        return names, no_wheel
+        return names, no_wheel, replaced
 
     def build_env(self) -> dict[str, str]:
         """The environment of ``python -m build``: installers see this mirror and nothing else."""
