@@ -494,6 +494,35 @@ def test_a_dist_file_of_another_format_or_tags_is_not_published(
     assert "1.0.0" not in capsys.readouterr().out  # 2.0.0 only
 
 
+@pytest.mark.parametrize("kind", ["git", "hg"])
+def test_a_repository_asking_for_a_password_gets_no_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """git ran the askpass program a desktop or an editor sets (SSH_ASKPASS, GIT_ASKPASS), though
+    no terminal prompt: on a server, a prompt nobody answers, which held the build 10 minutes."""
+    asked = tmp_path / "asked"
+    askpass = tmp_path / "askpass"
+    askpass.write_text(f'#!/bin/sh\necho "$@" >> {asked}\necho guess\n')
+    askpass.chmod(0o755)
+    for key in ("SSH_ASKPASS", "GIT_ASKPASS"):
+        monkeypatch.setenv(key, str(askpass))
+    monkeypatch.setenv("DISPLAY", ":0")
+    with RawUpstream(_refusing) as server:
+        url = f"http://127.0.0.1:{server.port}/me/my_package"
+        vcs_ = Git() if kind == "git" else Mercurial()
+        started = time.monotonic()
+        with pytest.raises(BuildError) as info:
+            vcs_.update(url, tmp_path / "clone", Transcript())
+        assert time.monotonic() - started < 60
+    assert not asked.exists(), asked.read_text()
+    said = (
+        f"fatal: could not read Username for 'http://127.0.0.1:{server.port}': terminal prompts disabled"
+        if kind == "git"
+        else f"abort: http authorization required for {url}"
+    )
+    assert str(info.value).endswith(said)
+
+
 def test_nestegg_build_names_only_source_builds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "nestegg.yml"
     config.write_text(

@@ -41,7 +41,17 @@ from nestegg_core.storage.locks import FileLock
 from nestegg_core.urls import mask_text
 
 from .runs import ERROR, FAILED, INTERRUPTED, PASSED, TIMEOUT, EnvResult, Run, RunStore
-from .vcs import CheckoutWork, MissingRef, Transcript, end_group, failure_line, find_hg, run_unattended
+from .vcs import (
+    CheckoutWork,
+    MissingRef,
+    Transcript,
+    end_group,
+    failure_line,
+    find_hg,
+    git_env,
+    hg_env,
+    run_unattended,
+)
 
 if TYPE_CHECKING:
     pass
@@ -69,7 +79,7 @@ def watched(build: SourceBuild) -> tuple[str, ...]:
 def remote_head(build: SourceBuild, ref: str, *, timeout: float = POLL_TIMEOUT) -> str:
     """The commit ``ref`` names in the remote repository now, asked without fetching anything."""
     if build.repo_type == "git":
-        env = dict(os.environ, GIT_TERMINAL_PROMPT="0", LC_ALL="C")
+        env = git_env()
         patterns = (
             [ref]
             if ref == "HEAD" or ref.startswith("refs/")
@@ -90,7 +100,7 @@ def remote_head(build: SourceBuild, ref: str, *, timeout: float = POLL_TIMEOUT) 
             if _HEX.fullmatch(commit):
                 return commit
         raise BuildError(f"no branch or tag {ref!r} in {mask_text(build.repo_url)!r}")
-    env = dict(os.environ, HGPLAIN="1", LC_ALL="C")
+    env = hg_env()
     output = _ask(
         [find_hg(), "--noninteractive", "identify", "--debug", "--id", "--rev", ref, "--", build.repo_url],
         env,

@@ -355,9 +355,7 @@ class Git:
 
     @staticmethod
     def env() -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C")
-        return env
+        return git_env()
 
     def _git(self, *args: str) -> list[str]:
         return [self.executable, *args]
@@ -434,10 +432,7 @@ class Mercurial:
 
     @staticmethod
     def env() -> dict[str, str]:
-        env = dict(os.environ)
-        # plain output whatever the user's hgrc says; [auth] and [ui] ssh settings still apply
-        env.update(HGPLAIN="1", LC_ALL="C")
-        return env
+        return hg_env()
 
     def _hg(self, *args: str) -> list[str]:
         return [self.executable, "--noninteractive", *args]
@@ -471,6 +466,30 @@ class Mercurial:
     def checkout(self, path: Path, commit: str, dest: Path, run: Transcript) -> None:
         clone = ("clone", "--quiet", "--updaterev", commit, "--", str(path), str(dest))
         run.run(self._hg(*clone), env=self.env())
+
+
+def unattended_env() -> dict[str, str]:
+    """This process's environment, but for what would ask someone for a password or passphrase:
+    no askpass program runs (``GIT_ASKPASS``, ``core.askPass``, ``SSH_ASKPASS``: desktops and
+    editors set them, to prompts nobody answers on a server), nor an interactive credential
+    manager. Credential helpers, ssh agents and keys, hgrc ``[auth]`` still work."""
+    env = dict(os.environ)
+    for key in ("SSH_ASKPASS", "DISPLAY", "WAYLAND_DISPLAY"):  # ssh before 8.4 asks with DISPLAY set
+        env.pop(key, None)
+    # an empty GIT_ASKPASS ends git's search for one (core.askPass, SSH_ASKPASS) and asks nothing
+    env.update(GIT_ASKPASS="", SSH_ASKPASS_REQUIRE="never", GCM_INTERACTIVE="never", LC_ALL="C")
+    return env
+
+
+def git_env() -> dict[str, str]:
+    """The environment git runs in: :func:`unattended_env`, no terminal prompt either."""
+    return {**unattended_env(), "GIT_TERMINAL_PROMPT": "0"}
+
+
+def hg_env() -> dict[str, str]:
+    """The environment hg runs in (with ``--noninteractive``): :func:`unattended_env`, and plain
+    output whatever the user's hgrc says ([auth] and [ui] ssh settings still apply)."""
+    return {**unattended_env(), "HGPLAIN": "1"}
 
 
 def find_hg() -> str:
