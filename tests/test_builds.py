@@ -16,6 +16,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -984,6 +985,13 @@ def test_a_tag_that_is_not_there_leaves_the_built_versions_served(
             "my_package-1.0.0-py3-none-any.whl",
             "my_package-1.0.0.tar.gz",
         ]
+        ui = f"{mirror.url}/ui/project/my-package?format=json"
+        with requests.Session() as session:
+            session.trust_env = False
+            status = session.get(ui, timeout=60).json()["source_build"]["status"]
+    assert list(status["failed"]) == ["3.0.0"]
+    assert status["failed"]["3.0.0"].startswith(error)
+    assert status["fetch_error"] is None
     # said once a ttl, as a warning, and recorded with the builds' failures
     said = [r for r in caplog.records if tag in r.getMessage()]
     assert [r.levelname for r in said] == ["WARNING"]
@@ -1013,6 +1021,9 @@ def test_a_repository_that_cannot_be_fetched_leaves_the_built_versions_served(
         again = http.get(url, headers=JSON)
         assert again.status_code == 200
         assert again.json()["files"] == served.json()["files"]
+        # the project's page says it too, not that all is well
+        status = http.get(f"{mirror.url}/ui/project/my-package?format=json").json()["source_build"]["status"]
+        html = http.get(f"{mirror.url}/ui/project/my-package").text
     [said] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     where = str(git_repo.path)
     assert said.startswith(f"cannot fetch my-package from {where!r}, building from the fetch of 20")
@@ -1022,6 +1033,10 @@ def test_a_repository_that_cannot_be_fetched_leaves_the_built_versions_served(
     state = json.loads((tmp_path / "nest" / "builds" / "my-package.json").read_text())
     assert state["fetch_error"].startswith(f"cannot fetch {str(git_repo.path)!r}: fatal: ")
     assert list(state["built"]) == ["1.0.0"]
+    assert status["fetch_error"] == state["fetch_error"]
+    assert status["fetched_at"].startswith("20")
+    assert status["failed"] == {}
+    assert html_escape(state["fetch_error"]) in html
 
 
 @pytest.mark.slow

@@ -196,6 +196,7 @@ def test_project_page_files_and_origins(populated: Mirror, http: requests.Sessio
     built = http.get(f"{populated.url}/ui/project/built-pkg?format=json").json()
     assert built["kind"] == "private"
     assert built["source_build"]["repo_url"] == "https://user:***@example.com/built.git"
+    assert built["source_build"]["status"] == {"fetched_at": None, "fetch_error": None, "failed": {}}
     (version,) = built["versions"]
     assert {(f["origin"], f["ref"], f["commit"]) for f in version["files"]} == {("built", "v1.0.0", COMMIT)}
     uploaded = http.get(f"{populated.url}/ui/project/secret-tool?format=json").json()
