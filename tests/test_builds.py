@@ -399,33 +399,50 @@ def test_nestegg_build_command(config_file: Path, capsys: pytest.CaptureFixture[
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["git", "hg"])
 def test_nestegg_build_says_a_fetch_failed_and_serves_what_is_built(
-    config_file: Path, git_repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    config_file: Path,
+    git_repo: GitRepo,
+    hg_repo: HgRepo,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    kind: str,
 ) -> None:
     """A repository that cannot be fetched was a warning, and 'current': a tag moved since, or
     removed, went unseen."""
-    assert main(["--config", str(config_file), "build", "my_package"]) == 0
+    name = "my-package" if kind == "git" else "hg-package"
+    repo = git_repo if kind == "git" else hg_repo
+    assert main(["--config", str(config_file), "build", name]) == 0
     built = capsys.readouterr().out
-    url, commit = str(git_repo.path), git_repo("rev-parse", "1.0.0")
-    git_repo.path.rename(tmp_path / "elsewhere")
-    assert main(["--config", str(config_file), "build", "my_package"]) == 1
-    out, err = capsys.readouterr()
-    said = f"error: my-package: cannot fetch {url!r}: fatal: {url!r} does not appear to be a git repository\n"
-    assert err.endswith(f"\n{said}")  # after the log's lines
-    assert out.splitlines()[0] == (
-        f"my-package 1.0.0 (1.0.0 at {commit[:12]}): current as of the last fetch: "
-        "my_package-1.0.0-py3-none-any.whl, my_package-1.0.0.tar.gz"
+    url = str(repo.path)
+    commit = (
+        git_repo("rev-parse", "1.0.0") if kind == "git" else hg_repo("log", "-r", "1.0.0", "-T", "{node}")
     )
-    assert len(out.splitlines()) == len(built.splitlines()) == 2
-    state = json.loads((tmp_path / "nest" / "builds" / "my-package.json").read_text())
-    assert state["fetch_error"] == said.removeprefix("error: my-package: ").rstrip("\n")
-    assert main(["--config", str(config_file), "list", "my_package"]) == 0  # still served
-    assert "my_package-1.0.0.tar.gz" in capsys.readouterr().out
+    repo.path.rename(tmp_path / "elsewhere")
+    assert main(["--config", str(config_file), "build", name]) == 1
+    out, err = capsys.readouterr()
+    why = (
+        f"fatal: {url!r} does not appear to be a git repository"
+        if kind == "git"
+        else f"abort: repository {url} not found"
+    )
+    said = f"error: {name}: cannot fetch {url!r}: {why}\n"
+    assert err.endswith(f"\n{said}")  # after the log's lines
+    dist = name.replace("-", "_")
+    assert out.splitlines()[0] == (
+        f"{name} 1.0.0 (1.0.0 at {commit[:12]}): current as of the last fetch: "
+        f"{dist}-1.0.0-py3-none-any.whl, {dist}-1.0.0.tar.gz"
+    )
+    assert len(out.splitlines()) == len(built.splitlines())
+    state = json.loads((tmp_path / "nest" / "builds" / f"{name}.json").read_text())
+    assert state["fetch_error"] == said.removeprefix(f"error: {name}: ").rstrip("\n")
+    assert main(["--config", str(config_file), "list", name]) == 0  # still served
+    assert f"{dist}-1.0.0.tar.gz" in capsys.readouterr().out
     # back where it was: fetched, and said so
-    (tmp_path / "elsewhere").rename(git_repo.path)
-    assert main(["--config", str(config_file), "build", "my_package"]) == 0
+    (tmp_path / "elsewhere").rename(repo.path)
+    assert main(["--config", str(config_file), "build", name]) == 0
     assert ": current: " in capsys.readouterr().out
-    assert json.loads((tmp_path / "nest" / "builds" / "my-package.json").read_text())["fetch_error"] == ""
+    assert json.loads((tmp_path / "nest" / "builds" / f"{name}.json").read_text())["fetch_error"] == ""
 
 
 def _refusing(method: str, path: str) -> Answer:
@@ -434,36 +451,40 @@ def _refusing(method: str, path: str) -> Answer:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("credentials", ["me:secret@", ""])
+@pytest.mark.parametrize(("kind", "credentials"), [("git", "me:secret@"), ("git", ""), ("hg", "me:secret@")])
 def test_a_repo_url_that_changed_builds_nothing_from_the_old_clone(
-    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], credentials: str
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, credentials: str
 ) -> None:
     """The clone of the old repo_url is no copy of the new one: what is built of it stays
-    served, nothing is looked up or built in it; and git asks nobody for a password."""
-    assert main(["--config", str(config_file), "build", "my_package"]) == 0
+    served, nothing is looked up or built in it; and git or hg asks nobody for a password."""
+    name, dist = ("my-package", "my_package") if kind == "git" else ("hg-package", "hg_package")
+    assert main(["--config", str(config_file), "build", name]) == 0
     capsys.readouterr()
     with RawUpstream(_refusing) as server:
-        url = f"http://{credentials}127.0.0.1:{server.port}/me/my_package.git"
+        url = f"http://{credentials}127.0.0.1:{server.port}/me/{dist}"
         text = config_file.read_text()
-        config_file.write_text(re.sub(r"repo_url: \S+my_package", f"repo_url: {url}", text))
+        config_file.write_text(re.sub(rf"repo_url: \S+{dist}", f"repo_url: {url}", text))
         started = time.monotonic()
-        assert main(["--config", str(config_file), "build", "my_package"]) == 1
+        assert main(["--config", str(config_file), "build", name]) == 1
         assert time.monotonic() - started < 60
     out, err = capsys.readouterr()
     shown = mask_text(url)
     said = (
-        f"fatal: Authentication failed for 'http://127.0.0.1:{server.port}/me/my_package.git/'"
+        "abort: authorization failed"
+        if kind == "hg"
+        else f"fatal: Authentication failed for 'http://127.0.0.1:{server.port}/me/{dist}/'"
         if credentials
         else f"fatal: could not read Username for 'http://127.0.0.1:{server.port}': terminal prompts disabled"
     )
-    assert err.endswith(f"\nerror: my-package: cannot clone {shown!r}: {said}\n")
+    assert err.endswith(f"\nerror: {name}: cannot clone {shown!r}: {said}\n")
     assert "secret" not in out + err
-    for line, version in zip(out.splitlines(), ["1.0.0", "2.0.0"], strict=True):
-        assert line.startswith(f"my-package {version} ({'1.0.0' if version == '1.0.0' else 'main'}): failed")
+    versions = ["1.0.0", "2.0.0"] if kind == "git" else ["1.0.0"]
+    for line, version in zip(out.splitlines(), versions, strict=True):
+        assert line.startswith(f"{name} {version} ({'1.0.0' if version == '1.0.0' else 'main'}): failed")
         assert line.endswith(f": no repository {shown!r}: cannot clone it: {said}")
-    assert not (tmp_path / "nest" / "repos" / "my-package").exists()
-    assert main(["--config", str(config_file), "list", "my_package"]) == 0  # still served
-    assert "my_package-2.0.0.tar.gz" in capsys.readouterr().out
+    assert not (tmp_path / "nest" / "repos" / name).exists()
+    assert main(["--config", str(config_file), "list", name]) == 0  # still served
+    assert f"{dist}-1.0.0.tar.gz" in capsys.readouterr().out
 
 
 @pytest.mark.slow
