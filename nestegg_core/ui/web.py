@@ -496,7 +496,7 @@ class WebUI:
             pages = Pages(page=page, per_page=per_page, total=len(view))
             shown = view.rows(pages.offset, pages.offset + pages.per_page, mirrored, private)
         build = self.builds.get(name)
-        status = _build_status(self.config.nestegg_dir, name) if build is not None else None
+        status = _build_status(self.config.nestegg_dir, build) if build is not None else None
         last = self._latest_runs([name]).get(name)
         if request.json:
             return self._json(
@@ -870,16 +870,18 @@ def _count_records(folder: Path) -> int:
     return 0
 
 
-def _build_status(root: Path, name: str) -> BuildStatus:
-    """What ``builds``' record of ``name`` says of its last fetch and of the versions that fail."""
+def _build_status(root: Path, build: SourceBuild) -> BuildStatus:
+    """What ``builds``' record of ``build`` says of its last fetch and of its configured versions
+    that fail (one taken out of the config since is no failure)."""
     try:
-        data = json.loads((root / "builds" / f"{name}.json").read_bytes())
+        data = json.loads((root / "builds" / f"{build.name}.json").read_bytes())
     except (OSError, ValueError):
         data = None
     if not isinstance(data, dict):
         return BuildStatus()
     checked = data.get("checked_at")
     failed = data.get("failed")
+    configured = {str(v) for v in (parse_version(c.version) for c in build.versions) if v is not None}
     return BuildStatus(
         fetched_at=format_time(datetime.fromtimestamp(checked, timezone.utc))
         if isinstance(checked, (int, float)) and 0 < checked < 1e11
@@ -888,7 +890,7 @@ def _build_status(root: Path, name: str) -> BuildStatus:
         failed={
             str(version): mask_text(str(entry.get("error", "")))
             for version, entry in (failed.items() if isinstance(failed, dict) else ())
-            if isinstance(entry, dict)
+            if isinstance(entry, dict) and version in configured
         },
     )
 
