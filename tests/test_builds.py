@@ -1100,6 +1100,49 @@ def test_a_moved_tag_is_warned_of_with_the_files_it_replaced(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("offline", [False, True])
+def test_nothing_is_built_from_a_clone_of_another_repo_url(
+    tmp_path: Path,
+    upstream: PrivateIndex,
+    git_repo: GitRepo,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+    offline: bool,
+) -> None:
+    """Offline, or with the old clone not removable, the repo_url changed: the clone is another
+    repository's, whose tags are no versions of the configured one."""
+    config = one_build(tmp_path, upstream, git_repo, SourceVersion(version="1.0.0", tag="1.0.0"))
+    with Mirror(config) as mirror:
+        assert http.get(f"{mirror.url}/simple/my-package/", headers=JSON).status_code == 200
+    other = tmp_path / "other.git"
+    assert run(["git", "clone", "--quiet", "--bare", str(git_repo.path), str(other)]).returncode == 0
+    build = dataclasses.replace(config.source_builds[0], repo_url=str(other))
+    config = config.with_changes(source_builds=(build,), offline=offline)
+    repo = tmp_path / "nest" / "repos" / "my-package"
+    removing = shutil.rmtree
+
+    def refused(path: object, *args: object, **kwargs: object) -> None:
+        if Path(str(path)) == repo:
+            raise PermissionError(13, "Permission denied", str(path))
+        removing(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sources.shutil, "rmtree", refused)
+    builder = SourceBuilder(
+        config, PrivateStore(tmp_path / "nest" / "private"), index_url=lambda: "http://127.0.0.1:9/"
+    )
+    [outcome] = builder.build("my-package")
+    assert (outcome.status, outcome.commit) == ("failed", None)
+    assert (
+        outcome.message
+        == f"the clone in {repo} is of {str(git_repo.path)!r}, not of the repo_url {str(other)!r}"
+    )
+    if not offline:
+        assert outcome.fetch_error.startswith(f"cannot remove {repo}, the clone of the repo_url before (")
+        assert outcome.fetch_error.endswith(f"Permission denied: {str(repo)!r}")
+    assert repo.exists()
+
+
+@pytest.mark.slow
 def test_a_broken_version_leaves_the_built_ones_served(
     tmp_path: Path, upstream: PrivateIndex, git_repo: GitRepo, http: requests.Session
 ) -> None:

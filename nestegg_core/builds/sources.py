@@ -219,7 +219,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         state = _State.read(self._state_path(build.name))
         log = Transcript(self._stopping)
         fetched = self._update(build, state, log, refresh=refresh)
-        commits = self._resolve(build, log)
+        commits = self._resolve(build, state, log)
         if (
             fetched is None
             and not self.config.offline
@@ -227,7 +227,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         ):
             # a tag new since the last fetch: fetch now rather than fail until the ttl is over
             fetched = self._update(build, state, log, refresh=True)
-            commits = self._resolve(build, log)
+            commits = self._resolve(build, state, log)
         state.fetch_error = fetched or ""
         outcomes = []
         for version in build.versions:
@@ -253,7 +253,12 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             logger.warning("the repo_url of %s is now %s (it was %s): cloning it afresh",
                            build.name, url, state.fetched_from)  # fmt: skip
             log.note(f"# repo_url changed from {state.fetched_from}: cloned afresh")
-            shutil.rmtree(repo)
+            try:
+                shutil.rmtree(repo)
+            except OSError as exc:
+                why = f"cannot remove {repo}, the clone of the repo_url before ({state.fetched_from}): {exc}"
+                log.note(f"# {why}")
+                return why
             state.checked_at = 0.0
         if not refresh and self.clock() - state.checked_at < self.config.ttl and repo.exists():
             return None  # another process or thread fetched it just now
@@ -277,11 +282,18 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         state.fetched_from = url
         return ""
 
-    def _resolve(self, build: SourceBuild, log: Transcript) -> dict[str, Resolved | BuildError]:
+    def _resolve(
+        self, build: SourceBuild, state: _State, log: Transcript
+    ) -> dict[str, Resolved | BuildError]:
         repo = self._repo_path(build.name)
         url = mask_text(build.repo_url)
         commits: dict[str, Resolved | BuildError] = {}
         for version in build.versions:
+            if state.fetched_from not in (None, url) and repo.exists():  # offline, or not removed
+                commits[version.version] = BuildError(
+                    f"the clone in {repo} is of {state.fetched_from!r}, not of the repo_url {url!r}"
+                )
+                continue
             if not repo.exists():
                 # the clone's own words: the last command of this transcript that failed
                 how = (
