@@ -1166,14 +1166,17 @@ def test_what_is_built_is_served_while_another_build_of_it_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A fetch or a ``nestegg build`` holding the project's lock made it a 503 once its ttl was
-    past, though its files were there to serve."""
-    monkeypatch.setattr(sources, "BUILD_WAIT", 0.5)
+    past, though its files were there to serve; then each request waited BUILD_WAIT for it (a
+    slow repository's fetch made every page of the project 5 s late)."""
+    monkeypatch.setattr(sources, "BUILD_WAIT", 30.0)
     versions = (SourceVersion(version="1.0.0", tag="1.0.0"),)
     with Mirror(one_build(tmp_path, upstream, git_repo, *versions)) as mirror:  # ttl 0: looked at each time
         url = f"{mirror.url}/simple/my-package/"
         assert http.get(url, headers=JSON).status_code == 200
         with FileLock(tmp_path / "nest" / "builds" / "my-package.lock"):  # another process's build
+            started = time.monotonic()
             answer = http.get(url, headers=JSON)
+            assert time.monotonic() - started < 10
         assert answer.status_code == 200, answer.text
         assert len(answer.json()["files"]) == 2
 

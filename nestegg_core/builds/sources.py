@@ -166,12 +166,17 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             return
         last = self._checked.get(name)
         if last is None or self.clock() - last >= self.config.ttl:
+            # with something built, another build of it (a slow fetch, a rebuild) is not waited
+            # for: what is built is served meanwhile
+            built = self.store.page(name) is not None
             try:
-                outcomes = self.build(name, retry_failed=False, refresh=False, wait=BUILD_WAIT)
+                outcomes = self.build(
+                    name, retry_failed=False, refresh=False, wait=0 if built else BUILD_WAIT
+                )
             except Unavailable:
-                if self.store.page(name) is None:
+                if not built and self.store.page(name) is None:
                     raise
-                return  # another build of it runs (a fetch, a rebuild): what is built is served meanwhile
+                return
             with self._guard:
                 self._checked[name] = self.clock()
                 self._failures[name] = [o for o in outcomes if not o.ok]
