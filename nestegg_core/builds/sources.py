@@ -582,11 +582,11 @@ def check_outputs(
     if len(sdists) != 1 or (wheel and not wheels):
         raise BuildError(f"expected an sdist{' and a wheel' if wheel else ''}, the build made {made}")
     if version.dist_file is not None and version.dist_file not in produced:
-        wanted_file = dist_identity(version.dist_file)
-        same = [f for f in produced if dist_identity(f) == wanted_file]
+        wanted_file = _dist_identity(version.dist_file)
+        same = [f for f in produced if _dist_identity(f) == wanted_file]
         if not same:
             # a file of its project, version and kind, not of its format or tags: say which
-            near = [f for f in produced if wanted_file and (dist_identity(f) or ())[:3] == wanted_file[:3]]
+            near = [f for f in produced if wanted_file and (_dist_identity(f) or ())[:3] == wanted_file[:3]]
             how = f" (it names {_form(version.dist_file)}, not {_form(near[0])})" if near else ""
             raise BuildError(f"dist_file {version.dist_file!r} was not produced; the build made {made}{how}")
         # the name and version spelled otherwise (older setuptools wrote My-Package-1.0.tar.gz)
@@ -607,7 +607,7 @@ def _whole_archive(path: Path) -> bool:
     return True
 
 
-def dist_identity(filename: str) -> tuple[object, ...] | None:
+def _dist_identity(filename: str) -> tuple[object, ...] | None:
     """What a ``dist_file`` names, whatever the spelling of its name and version: an sdist of one
     project, version and archive format, or a wheel of one project, version, build and tags
     (a py2.py3 wheel is no py3 wheel, a linux one no pure one); None if it names no dist."""
