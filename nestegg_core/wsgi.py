@@ -12,21 +12,40 @@ process. Under a pre-forking server (gunicorn, mod_wsgi daemons) that is after t
 worker inherits another's threads or open files, even with gunicorn's ``--preload``. The worker
 processes share the cache dir safely: a file is downloaded once across all of them (file locks) and
 every worker renders a page from the same state on disk.
+
+A worker stops what its app started when it exits, as ``nestegg serve`` does when it stops: the
+source builds that run (with every process they started), CI runs, the background's work; and
+it writes its counts to the nest. That is done by whichever comes first of: the interpreter's
+exit, before it joins the threads that are not daemons (gunicorn's gthread pool, whose request may
+wait on a build) and again in :mod:`atexit` (mod_wsgi runs those when a daemon process shuts
+down, waitress-serve once Ctrl-C stopped it); and a SIGTERM that has a Python handler of the
+server's, which is called next (gunicorn's way of stopping a worker gracefully: a worker would
+wait for a request that waits on a build, and be killed at its graceful timeout, the build left
+running). The handler can be set from the main thread only: where the app is built on the first
+request of a sync worker, or in gunicorn's ``post_worker_init`` hook below (``gunicorn -c
+python:nestegg_core.wsgi``), which any worker class runs there.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from types import FrameType
 
 from .config.config import Config, environ_settings, load_config
 from .errors import NesteggError
 from .http.types import Environ, StartResponse, WSGIApp
-from .serve.compose import compose
+from .serve._threading import before_threads_are_joined
+from .serve.compose import Composition, compose
 
 logger = logging.getLogger(__name__)
+
+#: seconds the stop of an app waits for each of its repositories' work (a file being cached)
+STOP_TIMEOUT = 5.0
 
 
 def config_from_environ(environ: Mapping[str, str] | None = None) -> Config:
@@ -38,11 +57,73 @@ def config_from_environ(environ: Mapping[str, str] | None = None) -> Config:
 def make_application(environ: Mapping[str, str] | None = None) -> WSGIApp:
     """The mirror's WSGI application for the config of ``environ`` (default ``os.environ``).
 
-    Background services of the app (CI polling) are started, as a server does once it listens.
+    Background services of the app (CI polling) are started, as a server does once it listens,
+    and stopped when the process exits (see the module's docstring).
     """
     composition = compose(config_from_environ(environ))
     composition.app.start_services()
+    _EXIT.add(composition)
     return composition.wsgi
+
+
+class _Exit:
+    """The apps this process made, each stopped once when it exits, whichever way comes first;
+    a second caller returns once the first has stopped them (the interpreter then goes on)."""
+
+    def __init__(self) -> None:
+        self._apps: list[Composition] = []
+        self._lock = threading.Lock()
+        self._hooked = False
+        self._previous: Callable[[int, FrameType | None], object] | None = None
+
+    def add(self, composition: Composition) -> None:
+        with self._lock:
+            self._apps.append(composition)
+            if not self._hooked:
+                self._hooked = True
+                before_threads_are_joined(self.stop)
+                atexit.register(self.stop)
+        self.on_sigterm()
+
+    def stop(self) -> None:
+        with self._lock:  # held throughout: whoever comes next waits for it
+            apps, self._apps = self._apps, []
+            for composition in apps:
+                try:
+                    composition.stop(STOP_TIMEOUT)
+                except Exception:  # an exit goes on: what else there is to stop is stopped
+                    logger.exception("cannot stop nestegg in process %d", os.getpid())
+
+    def on_sigterm(self) -> bool:
+        """Stop the apps on SIGTERM too, then call the handler the server set (in this thread it
+        would wait for a request that may wait on a build); whether it will. Only the main thread
+        may set a handler, and only a Python handler is called on: the default one ends the
+        process at once, and another set outside Python cannot be called."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        if self._previous is not None:
+            return True
+        previous = signal.getsignal(signal.SIGTERM)
+        if not callable(previous):
+            return False
+        self._previous = previous
+        signal.signal(signal.SIGTERM, self._terminated)
+        return True
+
+    def _terminated(self, signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=self.stop, name="nestegg-stop", daemon=True).start()
+        if self._previous is not None:
+            self._previous(signum, frame)
+
+
+_EXIT = _Exit()
+
+
+def post_worker_init(_worker: object) -> None:
+    """gunicorn's hook, run in each worker's main thread before it serves: its SIGTERM stops the
+    app too, whatever thread builds it (``gunicorn -c python:nestegg_core.wsgi``, or a config
+    file that imports this)."""
+    _EXIT.on_sigterm()
 
 
 class LazyApplication:

@@ -101,11 +101,17 @@ def test_redirects_stay_under_the_public_urls_path_with_their_query(
         ({}, None, "/simple/", "/simple/"),
         ({"SCRIPT_NAME": "/mirror/"}, None, "/simple/a/", "/mirror/simple/a/"),
         ({"SCRIPT_NAME": "/a b"}, None, "/simple/a/", "/a%20b/simple/a/"),
+        # the bytes of /café as PEP 3333 gives them (read as latin-1), escaped as they came
+        ({"SCRIPT_NAME": "/caf\xc3\xa9"}, None, "/simple/a/", "/caf%C3%A9/simple/a/"),
         ({"SCRIPT_NAME": "/mirror"}, "https://example.com/pypi", "/simple/a/", "/pypi/simple/a/"),
         ({"SCRIPT_NAME": "/upstreams/ab", MOUNT: "/upstreams/ab"}, None, "/ui/", "/upstreams/ab/ui/"),
         ({"SCRIPT_NAME": "/upstreams/ab", MOUNT: "/upstreams/ab"}, "https://example.com/pypi", "/ui/",
          "/pypi/upstreams/ab/ui/"),
         ({}, "https://example.com", "/ui/", "/ui/"),
+        # a public URL's path escaped as a URL's, once: a Location header is latin-1
+        ({}, "https://example.com/日本", "/ui/", "/%E6%97%A5%E6%9C%AC/ui/"),
+        ({}, "https://example.com/café/", "/ui/", "/caf%C3%A9/ui/"),
+        ({}, "https://example.com/a%20b", "/ui/", "/a%20b/ui/"),
         ({"QUERY_STRING": "q=a%20b&page=2"}, None, "/ui/", "/ui/?q=a%20b&page=2"),
         ({"QUERY_STRING": 'q="<x>"\r\n'}, None, "/ui/", "/ui/?q=%22%3Cx%3E%22%0D%0A"),
     ],
@@ -342,6 +348,26 @@ def test_root_lists_known_projects_only(mirror: Mirror, http: requests.Session) 
     assert '<a href="my-pkg/">' in http.get(mirror.index_url).text
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("DELETE", "/simple/", "GET, HEAD"),
+        ("OPTIONS", "/ui/", "GET, HEAD"),
+        ("PUT", "/ui/project/my-pkg", "GET, HEAD"),
+        ("POST", "/ui/", "GET, HEAD"),
+        ("POST", "/simple/my-pkg/", "GET, HEAD"),
+        ("PUT", "/legacy/", "GET, HEAD, POST"),
+        ("PATCH", "/", "GET, HEAD, POST"),
+    ],
+)
+def test_a_method_not_allowed_says_which_are(
+    mirror: Mirror, http: requests.Session, method: str, path: str, allow: str
+) -> None:
+    """A 405 must say what is allowed (RFC 9110): it said nothing."""
+    answer = http.request(method, mirror.url + path)
+    assert (answer.status_code, answer.headers.get("Allow")) == (405, allow)
+
+
 def test_health_and_methods(mirror: Mirror, http: requests.Session) -> None:
     assert http.get(mirror.url + "/health").json() == {"status": "ok"}
     assert http.delete(mirror.index_url).status_code == 405
@@ -359,6 +385,7 @@ _SERVER = {"SERVER_NAME": "127.0.0.1", "SERVER_PORT": "7654", "wsgi.url_scheme":
         ({"HTTP_HOST": "[::1]:8080"}, None, "http://[::1]:8080"),
         ({"HTTP_HOST": "x.example.com", "wsgi.url_scheme": "https"}, None, "https://x.example.com"),
         ({"HTTP_HOST": "x.example.com", "SCRIPT_NAME": "/pypi/"}, None, "http://x.example.com/pypi"),
+        ({"HTTP_HOST": "x.example.com", "SCRIPT_NAME": "/caf\xc3\xa9"}, None, "http://x.example.com/caf%C3%A9"),
         ({"HTTP_HOST": "x.example.com", "SCRIPT_NAME": "/upstreams/ab", MOUNT: "/upstreams/ab"}, None,
          "http://x.example.com/upstreams/ab"),
         # no Host, or one that is no host: the server's own name and port

@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "nestegg_core._version",
             "nestegg_core.errors",
             "nestegg_core.waits",
+            "nestegg_core.signals",
             "nestegg_core.urls",
             "nestegg_core.installers",
         ),

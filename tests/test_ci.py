@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
+import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +22,14 @@ import pytest
 import requests
 
 from nestegg_core import Mirror
-from nestegg_core.builds.ci import remote_head, tox_results
-from nestegg_core.builds.runs import MAX_LOG, EnvResult, RunStore, cap_log
-from nestegg_core.builds.vcs import failure_line, find_hg
+from nestegg_core.builds.ci import Runner, remote_head, tox_results
+from nestegg_core.builds.runs import MAX_LOG, EnvResult, Run, RunStore, cap_log
+from nestegg_core.builds.vcs import MAX_OUTPUT, failure_line, find_hg
 from nestegg_core.cli import main
 from nestegg_core.config.config import CISettings, Config, SourceBuild, load_config, parse_config
 from nestegg_core.errors import BuildError, ConfigError
+from nestegg_core.http.trigger import TriggerHandler
+from nestegg_core.storage.locks import FileLock
 
 TOKEN = "s3cret-token-for-tests"  # noqa: S105 - a test token
 GIT = [
@@ -118,6 +125,9 @@ def test_tox_results(tmp_path: Path) -> None:
         EnvResult(name="lint", outcome="failed", exit_code=3, duration=0.25),
         EnvResult(name="old", outcome="skipped", exit_code=0, duration=None),
     )
+    # tox's result holds every command's output again: past its limit it is not read at all
+    assert tox_results(path, limit=path.stat().st_size) != ()
+    assert tox_results(path, limit=path.stat().st_size - 1) == ()
     path.write_text("not json")
     assert tox_results(path) == ()
     assert tox_results(tmp_path / "missing.json") == ()
@@ -311,6 +321,37 @@ def test_polled_commits_trigger_and_restart(
     assert "failing" in badge.text
 
 
+class _Queues:
+    """A CI service that queues run 7 of whatever it is asked to."""
+
+    def trigger(self, name: str, ref: str | None = None) -> list[Run]:
+        return [Run(id=7, project=name, ref=ref or "main", commit=None, trigger="trigger", queued=0.0)]
+
+
+@pytest.mark.parametrize(
+    ("public_url", "script_name", "url"),
+    [
+        (None, "", "/ui/ci/my-package/7"),
+        (None, "/mirror/", "/mirror/ui/ci/my-package/7"),
+        ("https://example.com/pypi", "", "/pypi/ui/ci/my-package/7"),
+        ("https://example.com/pypi", "/mirror", "/pypi/ui/ci/my-package/7"),  # the front server's path
+        ("https://example.com", "/mirror", "/ui/ci/my-package/7"),
+    ],
+)
+def test_the_trigger_answers_with_the_runs_url_under_the_public_urls_path(
+    public_url: str | None, script_name: str, url: str
+) -> None:
+    handler = TriggerHandler(_Queues(), TOKEN, public_url=public_url)  # type: ignore[arg-type]
+    seen: list[str] = []
+    environ = {
+        "REQUEST_METHOD": "POST", "PATH_INFO": "/ci/trigger/my-package", "SCRIPT_NAME": script_name,
+        "HTTP_AUTHORIZATION": f"Bearer {TOKEN}",
+    }  # fmt: skip
+    body = b"".join(handler(environ, lambda status, _headers: seen.append(status)))
+    assert seen == ["202 Accepted"]
+    assert json.loads(body)["runs"][0]["url"] == url
+
+
 @pytest.mark.slow
 def test_hanging_run_times_out_while_serving_goes_on(
     tmp_path: Path, git_repo: Path, http: requests.Session, mirrors: list[Mirror]
@@ -374,6 +415,218 @@ def test_cli_runs_and_records(
     mirror = Mirror(load_config(config_path)).start()
     mirrors.append(mirror)
     assert [run["trigger"] for run in _runs(http, mirror)] == ["cli", "cli"]
+
+
+@pytest.mark.slow
+def test_a_chatty_run_keeps_the_head_and_tail_of_its_output_in_bounded_memory(
+    tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _commit(git_repo, "pass")
+    chatty = 96 * 1024 * 1024  # far more than the 2 MiB kept
+    script = (
+        "import sys; out = sys.stdout.buffer; out.write(b'FIRST-LINE\\n'); line = b'x' * 1023 + b'\\n'\n"
+        f"for _ in range({chatty // 1024}): out.write(line)\n"
+        "out.write(b'LAST-LINE\\n')"
+    )
+    command = shlex.join([sys.executable, "-c", script])
+    config_path = _seed_config(tmp_path, git_repo, json.dumps({"command": command, "interval": 0}))
+    tracemalloc.start()
+    try:
+        assert main(["--config", str(config_path), "ci", "my-package"]) == 0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ": passed" in capsys.readouterr().out
+    # the output is read as it comes, never whole: the cap and the log made of it, a few times over
+    assert peak < 24 * 1024 * 1024, peak
+    store = RunStore(tmp_path / "nest")
+    try:
+        (run,) = store.runs()
+        log = store.log(run.id)
+    finally:
+        store.close()
+    assert "FIRST-LINE" in log
+    assert log.rstrip().endswith("LAST-LINE") or "LAST-LINE\n[exit 0" in log
+    cut = re.search(r"\[\.\.\. (\d+) bytes of output cut \.\.\.\]", log)
+    assert cut is not None
+    assert int(cut.group(1)) > chatty - 2 * MAX_OUTPUT
+    assert "characters cut" not in log  # cut once, as it was read
+    assert len(log) < MAX_LOG + 64 * 1024
+
+
+def _ignoring_nothing() -> None:
+    # a child of a process that ignores SIGINT (a test worker may) would ignore it too
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_nestegg_ci_stops_its_run_and_records_it_interrupted(
+    tmp_path: Path, git_repo: Path, sig: signal.Signals
+) -> None:
+    _commit(git_repo, "pass")
+    pid_file = tmp_path / "run.pid"
+    script = (
+        "import os, time; print('said before', 'it was stopped', flush=True); "
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    )
+    command = shlex.join([sys.executable, "-c", script])
+    config_path = _seed_config(tmp_path, git_repo, json.dumps({"command": command, "interval": 0}))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nestegg_core", "--config", str(config_path), "ci"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_ignoring_nothing,  # noqa: PLW1509 - no threads of the test's in the child
+    )
+    try:
+        _wait_for(lambda: pid_file.exists() and pid_file.read_text(), 60)
+        process.send_signal(sig)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130, output
+    assert b"Traceback" not in output
+    _wait_for(lambda: not _alive(int(pid_file.read_text())), 10)  # ended with its group
+    store = RunStore(tmp_path / "nest")
+    try:
+        (run,) = store.runs()
+        log = store.log(run.id)
+    finally:
+        store.close()
+    assert (run.outcome, run.message) == ("interrupted", "interrupted")
+    assert "said before it was stopped" in log
+
+
+def test_nestegg_ci_tests_again_a_commit_whose_run_a_killed_process_left_running(
+    tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    commit = _commit(git_repo, "pass")
+    config_path = _seed_config(
+        tmp_path, git_repo, json.dumps({"command": shlex.join([sys.executable, "-c", "pass"]), "interval": 0})
+    )
+    store = RunStore(tmp_path / "nest")
+    left, _ = store.queue("my-package", "HEAD", commit, "cli")
+    store.start(left.id)
+    store.close()
+    # its process is gone (the id of none alive): killed with -9 before it recorded the end
+    with sqlite3.connect(tmp_path / "nest" / "ci.sqlite3") as db:
+        db.execute("UPDATE runs SET owner = ? WHERE id = ?", (f"{2**22 + 1}:dead", left.id))
+    db.close()
+    assert main(["--config", str(config_path), "ci", "--new"]) == 0
+    assert f"my-package HEAD {commit[:12]}: passed" in capsys.readouterr().out
+    store = RunStore(tmp_path / "nest")
+    try:
+        assert [run.outcome for run in store.runs()] == ["passed", "interrupted"]
+    finally:
+        store.close()
+
+
+def test_a_run_removes_the_checkouts_runs_of_its_project_left(
+    tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _commit(git_repo, "pass")
+    command = shlex.join([sys.executable, "-c", "pass"])
+    config_path = _seed_config(tmp_path, git_repo, json.dumps({"command": command, "interval": 0}))
+    work = tmp_path / "nest" / "tmp" / "ci"
+    # runs killed with -9: their checkouts and tox environments (named as runs name them, and as
+    # they named them before)
+    left = [work / "my-package.k1ll3d_x", work / "my-package-k1ll3d_y"]
+    for checkout in left:
+        (checkout / "source" / ".tox").mkdir(parents=True)
+    others = [
+        work / "my-package-two.abcd1234",
+        work / "my-package-two-abcd1234",
+        work / "other.abcd1234",
+        work / "my-package.notmine",
+    ]
+    for other in others:
+        other.mkdir()
+    assert main(["--config", str(config_path), "ci"]) == 0
+    assert not any(checkout.exists() for checkout in left)
+    assert all(other.is_dir() for other in others)
+
+
+def test_nestegg_ci_new_goes_on_past_a_repository_out_of_reach(
+    tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    commit = _commit(git_repo, "pass")
+    ci = {"command": shlex.join([sys.executable, "-c", "pass"]), "interval": 0}
+    config_path = _seed_config(tmp_path, git_repo, json.dumps(ci))
+    text = config_path.read_text()
+    gone = (
+        text[text.index("    - name: My_Package") :]
+        .replace("My_Package", "Gone")
+        .replace(str(git_repo), str(tmp_path / "gone"))
+    )
+    config_path.write_text(text + gone)
+    assert main(["--config", str(config_path), "ci", "--new", "gone", "my-package"]) == 1
+    out = capsys.readouterr().out
+    assert "gone HEAD: cannot poll: " in out
+    assert f"my-package HEAD {commit[:12]}: passed" in out
+
+
+def test_a_build_named_twice_is_tested_once(
+    tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _commit(git_repo, "pass")
+    ci = {"command": shlex.join([sys.executable, "-c", "pass"]), "interval": 0}
+    config_path = _seed_config(tmp_path, git_repo, json.dumps(ci))
+    assert main(["--config", str(config_path), "ci", "My_Package", "my-package"]) == 0
+    assert capsys.readouterr().out.count(": passed") == 1
+
+
+def test_nestegg_ci_says_it_waits_for_another_processs_run_of_the_project(
+    tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _commit(git_repo, "pass")
+    ci = {"command": shlex.join([sys.executable, "-c", "pass"]), "interval": 0}
+    config_path = _seed_config(tmp_path, git_repo, json.dumps(ci))
+    (tmp_path / "nest" / "ci" / "locks").mkdir(parents=True)
+    other = FileLock(tmp_path / "nest" / "ci" / "locks" / "my-package.lock")
+    other.acquire()  # a server's run of it
+    release = threading.Timer(1.0, other.release)
+    release.start()
+    try:
+        assert main(["--config", str(config_path), "ci"]) == 0
+    finally:
+        release.join()
+    captured = capsys.readouterr()
+    assert "CI of my-package: waiting for the run another process makes of it to end" in captured.err
+    assert ": passed" in captured.out
+
+
+def test_a_queued_run_made_by_another_is_not_made_again(tmp_path: Path, git_repo: Path) -> None:
+    _commit(git_repo, "pass")
+    made = tmp_path / "made.txt"
+    script = f"open({str(made)!r}, 'a').write('made\\n')"
+    ci = {"command": shlex.join([sys.executable, "-c", script]), "interval": 0}
+    config = load_config(_seed_config(tmp_path, git_repo, json.dumps(ci)))
+    (build,) = config.source_builds
+    store = RunStore(config.nestegg_dir)
+    try:
+        # a server queued it; nestegg ci took it (the one queued run of the ref), then the server's
+        # worker, which had seen it queued, got its turn
+        queued, _ = store.queue(build.name, "HEAD", None, "poll")
+        runner = Runner(config, store, index_url=lambda: "http://127.0.0.1:9/simple/")
+        first = runner.run(queued, build)
+        second = runner.run(queued, build)
+    finally:
+        store.close()
+    assert made.read_text() == "made\n"
+    assert (first.outcome, second.outcome, second.id) == ("passed", "passed", first.id)
+
+
+def test_a_damaged_ci_history_is_one_line(
+    tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_path = _seed_config(tmp_path, git_repo, "{interval: 0}")
+    (tmp_path / "nest").mkdir()
+    (tmp_path / "nest" / "ci.sqlite3").write_bytes(b"not a database, " * 1024)
+    assert main(["--config", str(config_path), "ci"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot use the CI history {str(tmp_path / 'nest' / 'ci.sqlite3')!r}: ")
+    assert err.count("\n") == 1
 
 
 def test_checkout_failure_is_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -442,3 +442,13 @@ def test_log_lines_escape_control_characters(
     assert not [line for line in lines if line.startswith(FORGED[:10]) and "forged" in line]
     assert not {"\x1b", "\r", "\u2028"} & set(err)
     assert "  Traceback (most recent call last):" in lines  # a traceback keeps its lines
+
+
+@pytest.mark.parametrize("command", ["ci", "export", "list", "remove", "prune"])
+def test_a_commands_help_says_what_it_does(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main([command, "--help"])
+    assert exited.value.code == 0
+    paragraphs = capsys.readouterr().out.split("\n\n")
+    assert paragraphs[0].startswith(f"usage: nestegg {command}")
+    assert not paragraphs[1].startswith(("positional arguments", "options")), paragraphs[1]

@@ -12,6 +12,7 @@ import hashlib
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +35,8 @@ from nestegg_core.testing import find_uv, installer_env
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults
+from .test_builds import GitRepo, group_members, hung_group, hung_repo, needs_proc  # noqa: F401 - a fixture
+from .test_wsgi import hung_nest
 
 pytestmark = pytest.mark.slow
 
@@ -213,6 +216,17 @@ def _tail(path: Path, lines: int = 40) -> str:
 @contextlib.contextmanager
 def gunicorn(env: dict[str, str], logs: Path, *, workers: int = 4) -> Iterator[str]:
     """gunicorn serving the mirror on a socket this test bound to 127.0.0.1:0 (``fd://``)."""
+    options = ("--workers", str(workers), "--worker-class", "gthread", "--threads", "4")
+    with gunicorn_process(env, logs, *options) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def gunicorn_process(
+    env: dict[str, str], logs: Path, *options: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """gunicorn with ``options`` serving the mirror on a socket this test bound to 127.0.0.1:0
+    (``fd://``): its URL and its process, stopped at the end if it still runs."""
     if find_spec("gunicorn") is None:
         pytest.skip("gunicorn is not installed (it is in the 'test' extra)")
     logs.mkdir(parents=True, exist_ok=True)
@@ -222,9 +236,8 @@ def gunicorn(env: dict[str, str], logs: Path, *, workers: int = 4) -> Iterator[s
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         command = [
             sys.executable, "-m", "gunicorn", "--bind", f"fd://{listener.fileno()}",
-            "--workers", str(workers), "--worker-class", "gthread", "--threads", "4",
             "--graceful-timeout", "5", "--access-logfile", str(logs / "access.log"),
-            "--access-logformat", ACCESS_FORMAT, "nestegg_core.wsgi:application",
+            "--access-logformat", ACCESS_FORMAT, *options, "nestegg_core.wsgi:application",
         ]  # fmt: skip
         # gunicorn 25+ makes a control socket in $XDG_RUNTIME_DIR, else in ~/.gunicorn: the test's own
         env = {**env, "XDG_RUNTIME_DIR": str(logs)}
@@ -233,9 +246,93 @@ def gunicorn(env: dict[str, str], logs: Path, *, workers: int = 4) -> Iterator[s
         )
     try:
         wait_ready(url, process, logs / "gunicorn.log")
-        yield url
+        yield url, process
     finally:
         stop(process)
+
+
+@needs_proc
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--worker-class", "sync"],  # the app is built in the worker's main thread
+        # built in a pool thread: gunicorn's hook, in the main thread, is what hears the SIGTERM
+        ["--worker-class", "gthread", "--threads", "4", "--config", "python:nestegg_core.wsgi"],
+    ],
+)
+def test_a_gunicorn_worker_stopped_ends_the_build_it_runs(
+    tmp_path: Path,
+    upstream: PrivateIndex,
+    hung_repo: tuple[GitRepo, Path],  # noqa: F811 - the fixture imported above
+    options: list[str],
+) -> None:
+    """gunicorn stops a worker with SIGTERM and waits for its requests up to its graceful timeout,
+    then kills it: a request that waits on a build held the worker until then, and the build was
+    left running."""
+    repo, mark = hung_repo
+    answers: list[int | str] = []
+
+    def ask(url: str) -> None:
+        try:
+            answers.append(requests.get(f"{url}/simple/hung-package/", timeout=60).status_code)
+        except requests.RequestException as exc:  # the worker killed before it answered
+            answers.append(type(exc).__name__)
+
+    with (
+        hung_group(mark) as group,
+        gunicorn_process(hung_nest(tmp_path, upstream, repo), tmp_path / "logs", *options) as (url, process),
+    ):
+        asking = threading.Thread(target=ask, args=(url,))
+        asking.start()
+        deadline = time.monotonic() + 60
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mark.exists(), _tail(tmp_path / "logs" / "gunicorn.log")
+        stopped = time.monotonic()
+        process.terminate()
+        assert process.wait(30) == 0
+        assert time.monotonic() - stopped < 5, "the worker was killed at its graceful timeout"
+        asking.join(30)
+        assert group_members(group()) == []
+    assert answers == [502]
+
+
+@needs_proc
+@pytest.mark.parametrize(("stop_signal", "ended"), [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_waitress_serve_stopped_by_ctrl_c_ends_the_build_it_runs(
+    tmp_path: Path,
+    upstream: PrivateIndex,
+    hung_repo: tuple[GitRepo, Path],  # noqa: F811 - the fixture imported above
+    stop_signal: int,
+    ended: bool,
+) -> None:
+    """waitress-serve stops on Ctrl-C and the interpreter exits: the build is ended. SIGTERM, for
+    which it sets no handler, kills it outright: nothing of the worker runs, the build is left
+    (as the README says)."""
+    repo, mark = hung_repo
+    with socket.socket() as probe:  # waitress-serve binds a port itself: one free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        where = f"127.0.0.1:{probe.getsockname()[1]}"
+    command = [sys.executable, "-m", "waitress", "--listen", where, "nestegg_core.wsgi:application"]
+
+    def ask() -> None:
+        with contextlib.suppress(requests.RequestException):  # no answer from a server killed
+            requests.get(f"http://{where}/simple/hung-package/", timeout=60)
+
+    with hung_group(mark) as group, open(tmp_path / "waitress.log", "wb") as log:
+        process = subprocess.Popen(command, env=hung_nest(tmp_path, upstream, repo), stdout=log, stderr=log)
+        try:
+            wait_ready(f"http://{where}", process, tmp_path / "waitress.log")
+            threading.Thread(target=ask, daemon=True).start()
+            deadline = time.monotonic() + 60
+            while not mark.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert mark.exists(), _tail(tmp_path / "waitress.log")
+            process.send_signal(stop_signal)
+            process.wait(30)
+        finally:
+            stop(process)
+        assert (group_members(group()) == []) is ended
 
 
 def gunicorn_etags(access_log: Path) -> tuple[dict[tuple[str, str], set[str]], set[str]]:

@@ -2,7 +2,8 @@
 
 nestegg borrows a few private APIs, each in one module that names it, under an upper version
 bound in setup.cfg: waitress (``nestegg_core.serve._waitress``), pip's default index
-(``nestegg_core.config._pip``) and tox's command handlers (``nestegg_core.toxrun._tox``). A new
+(``nestegg_core.config._pip``), tox's command handlers (``nestegg_core.toxrun._tox``) and the
+threading module's exit functions (``nestegg_core.serve._threading``). A new
 release that moves one of them fails here, by name, rather than in production. The page parser
 also calls the json module's scanner, which its docs do not name (``nestegg_core.simple.parse``).
 """
@@ -13,6 +14,7 @@ import inspect
 import io
 import json
 import socket
+import subprocess
 import sys
 import time
 from importlib.metadata import version
@@ -205,3 +207,24 @@ def test_json_still_has_the_scanner_the_page_parser_calls() -> None:
         scan(text, len(text))
     with pytest.raises(json.JSONDecodeError, match="Expecting ':' delimiter"):  # a bad value
         scan('{"a" 1}', 0)
+
+
+# threading ------------------------------------------------------------------------------------
+
+
+def test_threading_still_calls_its_exit_functions_before_it_joins_the_threads() -> None:
+    """A function registered by ``before_threads_are_joined`` runs at exit while a thread that is
+    no daemon still waits (here, on the event the function sets): the WSGI workers' stop."""
+    code = (
+        "import threading, time\n"
+        "from nestegg_core.serve._threading import before_threads_are_joined\n"
+        "done = threading.Event()\n"
+        "threading.Thread(target=lambda: print('joined', done.wait(20), flush=True)).start()\n"
+        "assert before_threads_are_joined(lambda: print('first', flush=True) or done.set())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (result.returncode, result.stdout) == (0, "first\njoined True\n"), (
+        "threading._register_atexit moved (CPython " + sys.version.split()[0] + "): " + result.stderr
+    )

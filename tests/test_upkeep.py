@@ -237,7 +237,8 @@ def test_prune_command_line(
     assert cli(tmp_path, upstream, "prune") == 2
     assert "error: say what to prune: --max-size SIZE, --older-than DAYS" in capsys.readouterr().err
     assert cli(tmp_path, upstream, "prune", "--max-size", "lots") == 2
-    assert "error: --max-size: expected a size like 500M or 20G, got str 'lots'" in capsys.readouterr().err
+    expected = "error: --max-size: expected a size like 500M or 20G (K, M, G, T), got 'lots'"
+    assert expected in capsys.readouterr().err
     for days in ("-1", "nan", "inf"):
         assert cli(tmp_path, upstream, "prune", "--older-than", days) == 2
         assert (
@@ -470,3 +471,177 @@ def test_export_of_requirements_installs_offline_and_from_a_static_server(
             index_url=f"{url}/simple/",
         )
     assert (tmp_path / "c" / "exp_lib").is_dir()
+
+
+def _export_from(nest: Path, dest: Path, *args: str) -> int:
+    """``nestegg export`` of the nest ``nest`` (no upstream asked) into ``dest``."""
+    config = nest.parent / "nestegg.yml"
+    config.write_text("nestegg: {}\n")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return main(
+            ["--config", str(config), "--cache-dir", str(nest), "--offline", "export", str(dest), *args]
+        )
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+@pytest.mark.slow
+def test_a_project_exported_again_from_another_index_is_that_exports_and_kept_metadata_is_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wheels = {}
+    for nest, version in (("team-a", "2.0"), ("team-b", "1.0")):
+        store = PrivateStore(tmp_path / nest / "nest" / "private")
+        spec = PackageSpec(name="exp-lib", version=version)
+        wheel = make_wheel(spec, tmp_path / "dists" / nest)
+        store.add(wheel)
+        store.add(make_sdist(spec, tmp_path / "dists" / nest))
+        wheels[nest] = wheel
+    # team-b's metadata kept beside its wheel is not the one its page gives: it asks for a
+    # project that is nowhere, and pip would resolve with it
+    kept = tmp_path / "team-b" / "nest" / "private" / "exp-lib" / f"{wheels['team-b'].name}.metadata"
+    own = kept.read_bytes()
+    kept.write_bytes(own.replace(b"\n", b"\nRequires-Dist: not-anywhere\n", 1))
+    dest = tmp_path / "air-gap"
+
+    assert _export_from(tmp_path / "team-a" / "nest", dest, "--project", "exp-lib") == 0
+    capsys.readouterr()
+    assert _export_from(tmp_path / "team-b" / "nest", dest, "--project", "exp-lib") == 0
+    err = capsys.readouterr().err
+    assert f"removed {dest / 'files' / wheels['team-a'].name}: this export of exp-lib does not have it" in err
+    assert f"removed {dest / 'files' / 'exp_lib-2.0.tar.gz'}" in err
+    assert (
+        f"not exporting the metadata kept of {wheels['team-b'].name}: its sha256 is not the one its page "
+        "gives; the wheel's own is"
+    ) in err
+    assert sorted(p.name for p in (dest / "files").iterdir()) == [
+        "exp_lib-1.0-py3-none-any.whl", "exp_lib-1.0-py3-none-any.whl.metadata", "exp_lib-1.0.tar.gz",
+    ]  # fmt: skip
+    assert (dest / "files" / f"{wheels['team-b'].name}.metadata").read_bytes() == own
+
+    # pip finds what the pages list, whichever way it reads the export
+    offline = ("--no-index", "--find-links", str(dest / "files"))
+    pip("install", *offline, "--target", str(tmp_path / "a"), "exp-lib")
+    pip("install", "--target", str(tmp_path / "b"), "exp-lib", index_url=(dest / "simple").as_uri() + "/")
+    for target in ("a", "b"):
+        assert [p.name for p in (tmp_path / target).glob("*.dist-info")] == ["exp_lib-1.0.dist-info"]
+
+
+@pytest.mark.parametrize("inside", [".", "private", "mirror/anything"])
+def test_an_export_into_the_nest_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], inside: str
+) -> None:
+    nest = tmp_path / "nest"
+    store = PrivateStore(nest / "private")
+    store.add(make_wheel(PackageSpec(name="exp-lib", version="1.0"), tmp_path / "dists"))
+    dest = nest / inside
+    assert _export_from(nest, dest, "--project", "exp-lib") == 2
+    assert capsys.readouterr().err == (
+        f"error: cannot export into {str(dest)!r}: it is inside the nest {str(nest.resolve())!r}; "
+        "name a folder outside it\n"
+    )
+    # its files/ and simple/ were no private projects of those names
+    assert store.names() == ["exp-lib"]
+    assert not (dest / "files").exists()
+
+
+def test_an_export_cut_short_leaves_every_file_its_pages_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for nest, version in (("team-a", "2.0"), ("team-b", "1.0")):
+        store = PrivateStore(tmp_path / nest / "nest" / "private")
+        store.add(make_wheel(PackageSpec(name="exp-lib", version=version), tmp_path / "dists" / nest))
+    dest = tmp_path / "air-gap"
+    assert _export_from(tmp_path / "team-a" / "nest", dest, "--project", "exp-lib") == 0
+
+    def cut_short(*args: object) -> bytes:
+        raise KeyboardInterrupt
+
+    # its files copied, its page not written yet: Ctrl-C
+    monkeypatch.setattr("nestegg_core.cli.export.render_project", cut_short)
+    assert _export_from(tmp_path / "team-b" / "nest", dest, "--project", "exp-lib") == 130
+    for page in (dest / "simple").glob("*/index.json"):
+        for entry in json.loads(page.read_text())["files"]:
+            assert (dest / "files" / entry["filename"]).is_file()
+
+
+@pytest.mark.parametrize(
+    ("requirements", "message"),
+    [
+        ("missing.txt", "error: requirements file {path!r} does not exist\n"),
+        (".", "error: requirements file {path!r} is not a file\n"),
+    ],
+)
+def test_an_export_says_what_is_wrong_with_its_requirements_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], requirements: str, message: str
+) -> None:
+    path = str(tmp_path / requirements)
+    assert _export_from(tmp_path / "nest", tmp_path / "out", "-r", path) == 2
+    assert capsys.readouterr().err == message.format(path=path)
+
+
+def test_an_export_says_what_it_did_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    PrivateStore(tmp_path / "nest" / "private").add(
+        make_wheel(PackageSpec(name="exp-lib", version="1.0"), tmp_path / "dists")
+    )
+    assert _export_from(tmp_path / "nest", tmp_path / "out", "--project", "exp-lib") == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"exported 1 files of 1 projects to {tmp_path / 'out'}\n")
+    assert "exported" not in captured.err
+
+
+def test_an_export_keeps_a_file_it_writes_whichever_projects_name_it_bears(tmp_path: Path) -> None:
+    nest, upstream = tmp_path / "nest", "http://127.0.0.1:9/simple/"
+    PrivateStore(nest / "private").add(make_wheel(PackageSpec(name="exp-lib", version="1.0"), tmp_path / "d"))
+    # an upstream's page of "odd" listed a file named as exp-lib's, and it was cached
+    store = CacheStore(nest, upstream)
+    odd, data = NormalizedName("odd"), b"an sdist of odd's"
+    store.file_path(odd, "exp_lib-9.0.tar.gz").parent.mkdir(parents=True)
+    store.file_path(odd, "exp_lib-9.0.tar.gz").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    store.write_record(
+        odd,
+        DistFile(
+            filename="exp_lib-9.0.tar.gz",
+            url="https://example.com/x",
+            hashes={"sha256": digest},
+            size=len(data),
+        ),
+    )
+    dest = tmp_path / "air-gap"
+    assert _export_from(nest, dest, "--index-url", upstream) == 0
+    listed = json.loads((dest / "simple" / "odd" / "index.json").read_text())["files"]
+    assert [entry["filename"] for entry in listed] == ["exp_lib-9.0.tar.gz"]
+    assert (dest / "files" / "exp_lib-9.0.tar.gz").read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "say what to prune: --max-size SIZE, --older-than DAYS, or max_cache_size in the config"),
+        (["--max-size", "0"], "--max-size: expected a size like 500M or 20G (K, M, G, T), got '0'"),
+        (["--max-size", "5X"], "--max-size: expected a size like 500M or 20G (K, M, G, T), got '5X'"),
+        (["--older-than", "-1"], "--older-than: expected a number of days >= 0, got -1.0"),
+        (["--older-than", "nan"], "--older-than: expected a number of days >= 0, got nan"),
+    ],
+)
+def test_prune_says_what_is_wrong_in_one_line(
+    tmp_path: Path, upstream: PrivateIndex, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert cli(tmp_path, upstream, "prune", *args) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_a_pip_arg_without_requirements_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("--project", "exp-lib", "--pip-arg=--platform=manylinux2014_x86_64")
+    assert _export_from(tmp_path / "nest", tmp_path / "out", *args) == 2
+    assert capsys.readouterr().err == (
+        "error: --pip-arg '--platform=manylinux2014_x86_64': it is for the pip that resolves "
+        "--requirements FILE\n"
+    )
+    assert not (tmp_path / "out").exists()

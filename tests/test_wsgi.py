@@ -25,11 +25,13 @@ from nestegg_core.http.types import Environ
 from nestegg_core.index import repository
 from nestegg_core.storage.counters import Counters
 from nestegg_core.storage.store import CacheStore
+from nestegg_core.testing import installer_env
 from nestegg_core.testing.dists import PackageSpec, make_wheel
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 from nestegg_core.wsgi import LazyApplication, config_from_environ, make_application
 
 from .conftest import Faults, MirrorFactory
+from .test_builds import GitRepo, group_members, hung_group, hung_repo, needs_proc  # noqa: F401 - a fixture
 
 #: the address of workers that serve one mirror together
 PUBLIC = "http://mirror.example.com"
@@ -161,6 +163,75 @@ def test_make_application_serves_the_mirror(tmp_path: Path, upstream: PrivateInd
     status, _, body = call(app, "/simple/lazy-pkg/", HTTP_ACCEPT="application/vnd.pypi.simple.v1+json")
     assert status.startswith("200"), body
     assert b"lazy_pkg-1.0-py3-none-any.whl" in body
+
+
+# a worker that exits ends what its app started ---------------------------------------------------
+
+
+def hung_nest(tmp_path: Path, upstream: PrivateIndex, repo: GitRepo) -> dict[str, str]:
+    """The environment of a WSGI process whose nest builds hung_package, whose build hangs."""
+    config = tmp_path / "nestegg.yml"
+    build = {"name": "hung_package", "repo_type": "git", "repo_url": str(repo.path),
+             "versions": [{"version": "1.0.0", "tag": "1.0.0"}]}  # fmt: skip
+    # the mirror's own URL, which builds need, is where the WSGI server listens (nothing, here)
+    settings = {"ttl": 0, "port": 9, "source_builds": [build]}
+    config.write_text(yaml.safe_dump({"nestegg": settings}), encoding="utf-8")
+    return installer_env(
+        NESTEGG_CONFIG=str(config),
+        NESTEGG_CACHE_DIR=str(tmp_path / "nest"),
+        NESTEGG_INDEX_URL=upstream.index_url,
+    )
+
+
+#: a process that loads the WSGI app, asks it for the page of a project whose build hangs, and exits
+#: once the build runs; the request in a daemon thread (waitress's workers) or in a pool's
+#: (gunicorn's gthread workers: the interpreter joins its threads at exit)
+EXITS_WHILE_BUILDING = """
+import concurrent.futures, sys, threading, time
+from pathlib import Path
+from nestegg_core.wsgi import application
+
+def ask():
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/simple/hung-package/", "SERVER_NAME": "127.0.0.1",
+               "SERVER_PORT": "9", "wsgi.url_scheme": "http"}
+    list(application(environ, lambda status, headers, exc_info=None: None))
+
+if sys.argv[2] == "daemon":
+    threading.Thread(target=ask, daemon=True).start()
+else:
+    concurrent.futures.ThreadPoolExecutor(1).submit(ask)
+mark = Path(sys.argv[1])
+deadline = time.monotonic() + 60
+while not mark.exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("building" if mark.exists() else "no build", flush=True)
+"""
+
+
+@needs_proc
+@pytest.mark.slow
+@pytest.mark.parametrize("thread", ["daemon", "pool"])
+def test_a_process_that_exits_ends_the_build_its_app_runs(
+    tmp_path: Path,
+    upstream: PrivateIndex,
+    hung_repo: tuple[GitRepo, Path],  # noqa: F811 - the fixture imported above
+    thread: str,
+) -> None:
+    repo, mark = hung_repo
+    env = hung_nest(tmp_path, upstream, repo)
+    with hung_group(mark) as group:
+        process = subprocess.Popen(
+            [sys.executable, "-c", EXITS_WHILE_BUILDING, str(mark), thread],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            out, _ = process.communicate(timeout=60)
+        finally:
+            process.kill()
+            process.wait()
+        assert out.startswith("building"), out
+        assert process.returncode == 0, out
+        assert group_members(group()) == []
 
 
 # files handed to the front server ----------------------------------------------------------------

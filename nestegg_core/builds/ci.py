@@ -16,17 +16,19 @@ build never wait for each other); checkouts are made in ``<nestegg dir>/tmp/ci``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import queue
 import re
 import shlex
+import shutil
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -34,23 +36,28 @@ from urllib.parse import urlsplit
 from packaging.utils import canonicalize_name
 
 from nestegg_core.config.config import CISettings, Config, SourceBuild
+from nestegg_core.config.sizes import format_size
 from nestegg_core.errors import BadRequest, BuildError, NotFound
 from nestegg_core.installers import installer_env
 from nestegg_core.simple.models import is_valid_name
-from nestegg_core.storage.locks import FileLock
+from nestegg_core.storage.fs import read_at_most
+from nestegg_core.storage.locks import FileLock, LockTimeout
 from nestegg_core.urls import mask_text
 
-from .runs import ERROR, FAILED, INTERRUPTED, PASSED, TIMEOUT, EnvResult, Run, RunStore
+from .runs import ERROR, FAILED, INTERRUPTED, MAX_LOG, PASSED, QUEUED, TIMEOUT, EnvResult, Run, RunStore
 from .vcs import (
+    STOPPED,
+    TIMED_OUT,
+    CappedOutput,
     CheckoutWork,
     MissingRef,
     Transcript,
-    end_group,
     failure_line,
     find_hg,
     git_env,
     hg_env,
     run_unattended,
+    supervise,
 )
 
 if TYPE_CHECKING:
@@ -60,6 +67,10 @@ logger = logging.getLogger(__name__)
 
 #: seconds a poll of one ref (ls-remote, identify) may take
 POLL_TIMEOUT = 60.0
+#: bytes of tox's result file read for the outcomes of its environments
+MAX_RESULT = 16 * 1024 * 1024
+#: characters of a run's log left to the lines around its command's output (git's, nestegg's)
+LOG_ROOM = 64 * 1024
 _HEX = re.compile(r"[0-9a-f]{40,64}")
 
 
@@ -139,7 +150,8 @@ class Runner(CheckoutWork[RunStore]):
         """Check out the run's commit (its ref's head when it has none yet), run the tests, record.
 
         Never raises for what the tests or the repository do: a failure, a time-out or a
-        checkout that cannot be made is the run's outcome.
+        checkout that cannot be made is the run's outcome. A run another process (or worker)
+        made meanwhile is not made again: it is returned as it ended.
         """
         cancel = cancel or threading.Event()
         settings = settings_of(build)
@@ -147,7 +159,15 @@ class Runner(CheckoutWork[RunStore]):
         # runs of one project take turns: they share its clone
         locks = self.root / "locks"
         locks.mkdir(parents=True, exist_ok=True)
-        with self._project_lock(build.name), FileLock(locks / f"{build.name}.lock"):
+        with (
+            self._project_lock(build.name),
+            _taking_turns(FileLock(locks / f"{build.name}.lock"), build.name),
+        ):
+            # a run queued by a server may be taken by nestegg ci (one queued run per ref): the
+            # one of them that comes second finds it done
+            current = self.store.get(run.id)
+            if current is not None and current.outcome != QUEUED:
+                return current
             run = self.store.start(run.id)
             started = time.monotonic()
             log.note(
@@ -209,7 +229,9 @@ class Runner(CheckoutWork[RunStore]):
         log.note(f"# commit {commit}")
         work_root = self.config.nestegg_dir / "tmp" / "ci"
         work_root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=work_root, prefix=f"{build.name}-") as work:
+        _remove_left_checkouts(work_root, build.name)
+        # no normalized name holds a dot: "a." starts none of "a-b"'s checkouts
+        with tempfile.TemporaryDirectory(dir=work_root, prefix=f"{build.name}.") as work:
             source = Path(work) / "source"
             try:
                 vcs.checkout(clone, commit, source, log)
@@ -219,16 +241,26 @@ class Runner(CheckoutWork[RunStore]):
                 return finish(ERROR, str(exc))
             log.note(f"# installs from {env['PIP_INDEX_URL']}")
             log.note(f"$ {shlex.join(command)}")
-            output = Path(work) / "output.log"
-            code, how = self._execute(command, source, env, output, timeout=settings.timeout, cancel=cancel)
-            log.parts.append(mask_text(_read_text(output)))
+            # read as it comes, its head and tail kept (with room in the log for the rest): a chatty
+            # job takes no more memory than that, nor any disk
+            output = CappedOutput(MAX_LOG - LOG_ROOM)
+            try:
+                ended = supervise(
+                    command, cwd=source, env=env, timeout=settings.timeout, merge_output=True, stop=cancel,
+                    output=output,
+                )  # fmt: skip
+            except BuildError as exc:
+                return finish(ERROR, str(exc))
+            except BaseException:  # Ctrl-C: the run is recorded with what its command said
+                log.parts.append(mask_text(output.text()))
+                raise
+            log.parts.append(mask_text(ended.output))
+            code = ended.code
             envs = tox_results(Path(work) / "result.json")
-            if how == TIMEOUT:
+            if ended.stopped == TIMED_OUT:
                 return finish(TIMEOUT, f"stopped after the time limit of {settings.timeout:g}s", envs=envs)
-            if how == INTERRUPTED:
+            if ended.stopped == STOPPED:
                 return finish(INTERRUPTED, "stopped: the server is stopping", envs=envs)
-            if how == ERROR:
-                return finish(ERROR, f"cannot run {command[0]!r}: it is not installed (or not on PATH)")
             log.note(f"[exit {code} after {time.monotonic() - started:.1f}s]")
             failed = [env.name for env in envs if env.outcome == FAILED]
             message = (
@@ -259,63 +291,47 @@ class Runner(CheckoutWork[RunStore]):
         env["TOX_NO_NESTEGG"] = "1"
         return env
 
-    @staticmethod
-    def _execute(
-        command: Sequence[str],
-        cwd: Path,
-        env: Mapping[str, str],
-        output: Path,
-        *,
-        timeout: float,
-        cancel: threading.Event,
-    ) -> tuple[int | None, str]:
-        """Run ``command`` with its output to ``output``; (exit code, "" or how it was stopped)."""
-        with open(output, "wb") as sink:
-            try:
-                process = subprocess.Popen(
-                    list(command),
-                    cwd=cwd,
-                    env=dict(env),
-                    stdin=subprocess.DEVNULL,
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except (FileNotFoundError, PermissionError):
-                return None, ERROR
-            deadline = time.monotonic() + timeout
-            try:
-                while True:
-                    try:
-                        return process.wait(timeout=0.2), ""
-                    except subprocess.TimeoutExpired:
-                        pass
-                    if cancel.is_set():
-                        end_group(process)
-                        return process.returncode, INTERRUPTED
-                    if time.monotonic() >= deadline:
-                        end_group(process)
-                        return process.returncode, TIMEOUT
-            except BaseException:
-                end_group(process)
-                raise
-
     def _project_lock(self, name: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(name, threading.Lock())
 
 
-def _read_text(path: Path) -> str:
+@contextlib.contextmanager
+def _taking_turns(lock: FileLock, name: str) -> Iterator[None]:
+    """Hold ``lock``, the turn of ``name``'s runs; a wait for another process's run is said."""
     try:
-        return path.read_bytes().decode("utf-8", "replace")
-    except OSError:
-        return ""
+        lock.acquire(timeout=0)
+    except LockTimeout:
+        logger.info("CI of %s: waiting for the run another process makes of it to end", name)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
-def tox_results(path: Path) -> tuple[EnvResult, ...]:
-    """The outcome of each environment in tox's ``--result-json`` file; none if there is no such file."""
+def _remove_left_checkouts(work_root: Path, name: str) -> None:
+    """Remove the checkouts of ``name``'s runs that a process killed outright left in ``work_root``
+    (with their tox environments): none is in use while the caller holds the project's lock."""
+    # <name>-<random> is how earlier releases named them: no other project's checkout is named so
+    left = re.compile(re.escape(name) + r"[.-][a-z0-9_]{8}")
+    with os.scandir(work_root) as entries:
+        found = [e.path for e in entries if left.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+    for path in found:
+        logger.info("removing %s, left by a CI run that did not end", path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def tox_results(path: Path, limit: int = MAX_RESULT) -> tuple[EnvResult, ...]:
+    """The outcome of each environment in tox's ``--result-json`` file; none if there is no such
+    file, or it is over ``limit`` bytes (it holds the output of every command again)."""
     try:
-        data = json.loads(path.read_bytes())
+        with path.open("rb") as handle:
+            raw = read_at_most(handle, limit + 1)
+        if len(raw) > limit:
+            logger.warning("not reading tox's result file %s: it is over %s", path, format_size(limit))
+            return ()
+        data = json.loads(raw)
         envs = data["testenvs"]
         if not isinstance(envs, dict):
             return ()

@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -289,17 +289,23 @@ class RunStore:
         row = self._db().execute("SELECT text FROM logs WHERE run_id = ?", (run_id,)).fetchone()
         return "" if row is None else str(row[0])
 
-    def runs(self, project: str | None = None, *, limit: int = 50, offset: int = 0) -> list[Run]:
-        """Runs, newest first: of ``project``, or of every project."""
-        where, args = ("", ()) if project is None else ("WHERE project = ?", (project,))
+    def runs(
+        self,
+        project: str | None = None,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        among: Sequence[str] | None = None,
+    ) -> list[Run]:
+        """Runs, newest first: of ``project``, or of every project (of those ``among``, if given)."""
+        where, args = _where(project, among)
         query = f"SELECT {_COLUMNS} FROM runs {where} ORDER BY id DESC LIMIT ? OFFSET ?"  # noqa: S608
         return [Run.from_row(row) for row in self._db().execute(query, (*args, limit, offset))]
 
-    def count(self, project: str | None = None) -> int:
-        if project is None:
-            row = self._db().execute("SELECT COUNT(*) FROM runs").fetchone()
-        else:
-            row = self._db().execute("SELECT COUNT(*) FROM runs WHERE project = ?", (project,)).fetchone()
+    def count(self, project: str | None = None, *, among: Sequence[str] | None = None) -> int:
+        """How many runs :meth:`runs` has in all."""
+        where, args = _where(project, among)
+        row = self._db().execute(f"SELECT COUNT(*) FROM runs {where}", args).fetchone()  # noqa: S608
         return int(row[0])
 
     def latest(self, projects: Iterable[str], *, finished: bool = True) -> dict[str, Run]:
@@ -396,3 +402,12 @@ def _alive(owner: object) -> bool:
     except OSError:  # it exists, as another user's
         return True
     return True
+
+
+def _where(project: str | None, among: Sequence[str] | None) -> tuple[str, tuple[str, ...]]:
+    """The WHERE clause of the runs of ``project``, else of every project ``among``, else of all."""
+    if project is not None:
+        return "WHERE project = ?", (project,)
+    if among is not None:
+        return f"WHERE project IN ({', '.join('?' for _ in among)})", tuple(among)
+    return "", ()

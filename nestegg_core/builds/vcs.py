@@ -126,11 +126,56 @@ def run_unattended(
     :class:`BuildError` if it is not installed, or when ``stop`` is set. A time-out is raised as
     :class:`subprocess.TimeoutExpired` (with the output so far), for the caller to word.
 
-    Whatever way it ends, nothing the command started is left running: its process group (a
-    session of its own) is stopped, TERM then KILL, as is what it left behind when it exited.
+    Whatever way it ends, nothing the command started is left running (see :func:`supervise`).
     """
     if stop is not None and stop.is_set():
         raise BuildError("stopped: the server is stopping")
+    ended = supervise(command, env=env, timeout=timeout, cwd=cwd, merge_output=merge_output, stop=stop)
+    if ended.stopped == STOPPED:
+        raise BuildError("stopped: the server is stopping")
+    if ended.stopped == TIMED_OUT:
+        raise subprocess.TimeoutExpired(list(command), timeout, output=ended.output)
+    assert ended.code is not None  # it exited, and was reaped
+    return subprocess.CompletedProcess(list(command), ended.code, ended.output, ended.errors)
+
+
+#: how :func:`supervise` ended a command that had not exited: its time limit, or ``stop``
+TIMED_OUT, STOPPED = "timed out", "stopped"
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a command :func:`supervise` ran ended, and what it said."""
+
+    #: its exit status (negative: the signal that ended it); None if it could not be reaped
+    code: int | None
+    #: "" when it exited of itself, else :data:`TIMED_OUT` or :data:`STOPPED`
+    stopped: str
+    #: its output (with stderr, merged), cut to its head and tail past :data:`MAX_OUTPUT`
+    output: str
+    #: its stderr when not merged, else None
+    errors: str | None
+
+
+def supervise(
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str] | None,
+    timeout: float,
+    cwd: Path | None = None,
+    merge_output: bool = False,
+    stop: threading.Event | None = None,
+    limit: int | None = None,
+    output: CappedOutput | None = None,
+) -> Ended:
+    """Run ``command`` with no input and no terminal until it exits, ``timeout`` seconds pass or
+    ``stop`` is set; its output is read as it comes, never more than ``limit`` bytes of it held
+    (:class:`CappedOutput`; default :data:`MAX_OUTPUT`). :class:`BuildError` if it cannot be started.
+    Given ``output``, its output goes there: what it said is there too when this raises (Ctrl-C).
+
+    Whatever way it ends, nothing the command started is left running: its process group (a
+    session of its own) is stopped, TERM then KILL, as is what it left behind when it exited.
+    """
     try:
         process = subprocess.Popen(
             list(command),
@@ -145,8 +190,10 @@ def run_unattended(
         )
     except FileNotFoundError:
         raise BuildError(f"cannot run {command[0]!r}: it is not installed (or not on PATH)") from None
+    except PermissionError:
+        raise BuildError(f"cannot run {command[0]!r}: it is not executable") from None
     pipes = [pipe for pipe in (process.stdout, process.stderr) if pipe is not None]
-    outputs = [CappedOutput() for _ in pipes]
+    outputs = [output or CappedOutput(limit), *(CappedOutput(limit) for _ in pipes[1:])]
     readers = [
         threading.Thread(target=output.read_from, args=(pipe,), name="nestegg-output", daemon=True)
         for pipe, output in zip(pipes, outputs, strict=True)
@@ -154,30 +201,29 @@ def run_unattended(
     for reader in readers:
         reader.start()
     deadline = time.monotonic() + timeout
-    ended = False
+    stopped = ""
     try:
         while not exited(process, min(_POLL, max(0.0, deadline - time.monotonic()))):
             if stop is not None and stop.is_set():
-                ended = True
-                end_group(process)
-                raise BuildError("stopped: the server is stopping")
+                stopped = STOPPED
+                break
             if time.monotonic() >= deadline:
-                ended = True
-                end_group(process)
-                _join(readers)
-                raise subprocess.TimeoutExpired(list(command), timeout, output=outputs[0].text())
-        # exited, not reaped: its id is still its group's, whose leftovers (a daemon holding the
-        # output pipe) are ended before the id is given up
-        _signal_group(process, _KILL)
-        code = process.wait()
-    except BaseException:
-        if not ended:
+                stopped = TIMED_OUT
+                break
+        if stopped:
             end_group(process)
+        else:
+            # exited, not reaped: its id is still its group's, whose leftovers (a daemon holding
+            # the output pipe) are ended before the id is given up
+            _signal_group(process, _KILL)
+            process.wait()
+    except BaseException:
+        end_group(process)
         raise
     finally:
         _join(readers)
     texts = [output.text() for output in outputs]
-    return subprocess.CompletedProcess(list(command), code, texts[0], None if merge_output else texts[1])
+    return Ended(process.returncode, stopped, texts[0], None if merge_output else texts[1])
 
 
 _KILL = getattr(signal, "SIGKILL", signal.SIGTERM)

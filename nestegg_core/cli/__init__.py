@@ -21,6 +21,7 @@ from nestegg_core._version import __version__
 from nestegg_core.config.config import Config, environ_settings, load_config
 from nestegg_core.config.settings import add_options, option_values
 from nestegg_core.errors import NesteggError
+from nestegg_core.signals import stop_on_signals
 
 from ._requests import import_without_detector
 
@@ -147,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args([*argv, "serve"])
     undo = _configure_logging(verbosity(args), args.quiet)
     try:
-        return int(args.func(args, config_from(args)))
+        with stop_on_signals():  # killed, a command ends as on Ctrl-C: what it started stopped
+            return int(args.func(args, config_from(args)))
     except NesteggError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

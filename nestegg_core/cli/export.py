@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -35,10 +36,24 @@ from nestegg_core.errors import ArchiveError, NesteggError, NotFound, UnsafePath
 from nestegg_core.index.repository import Repository
 from nestegg_core.installers import installer_env
 from nestegg_core.serve.server import Mirror
-from nestegg_core.simple.distmeta import wheel_metadata
-from nestegg_core.simple.models import DistFile, ProjectPage, parse_specifier, parse_version
+from nestegg_core.simple.distmeta import parse_dist_filename, wheel_metadata
+from nestegg_core.simple.models import (
+    DistFile,
+    ProjectPage,
+    can_check,
+    is_dist_filename,
+    mismatch,
+    parse_specifier,
+    parse_version,
+)
 from nestegg_core.simple.render import HTML_V1, JSON_V1, render_index, render_project
-from nestegg_core.storage.fs import atomic_file, open_read, sha256_file, write_atomic
+from nestegg_core.storage.fs import (
+    atomic_file,
+    open_read,
+    read_at_most,
+    sha256_file,
+    write_atomic,
+)
 from nestegg_core.storage.store import check_filename
 
 logger = logging.getLogger(__name__)
@@ -73,6 +88,12 @@ def export(
     dependencies of sdists) is exported. With neither, everything cached and private is. Projects
     exported into ``dest`` before stay listed.
     """
+    nest = config.nestegg_dir.resolve()
+    if dest.resolve().is_relative_to(nest):
+        # its files/ and simple/ would be taken for the nest's own (private projects of those names)
+        raise NesteggError(
+            f"cannot export into {str(dest)!r}: it is inside the nest {str(nest)!r}; name a folder outside it"
+        )
     repository = Repository(config.with_changes(offline=True))
     chosen: Chosen = {}
     if requirements is not None:
@@ -99,11 +120,16 @@ def export(
         if owners.setdefault(filename, name) != name:
             raise NesteggError(f"projects {owners[filename]!r} and {name!r} both have a file {filename!r}")
         try:
-            exported = _export_file(dist, path, files_dir, config.nestegg_dir)
+            metadata_hashes = _metadata_hashes(repository, name, dist)
+            exported = _export_file(dist, path, files_dir, config, metadata_hashes)
         except UnsafePath as exc:  # planted in a shared nest: never copied through
             logger.warning("not exporting %s/%s: %s", name, filename, exc)
             continue
         by_project.setdefault(name, []).append(exported)
+    # a project exported again is what this export says of it: the files an earlier one (of other
+    # versions, or from another index) left of it go, or --find-links would still find them; once
+    # its new page is written (cut short, an export leaves more files, never a page's gone)
+    left_over = _left_over(files_dir, dest / "simple", by_project, config.max_page_size)
     for name, files in by_project.items():
         files.sort(key=_version_order)
         page = ProjectPage.build(name, files)
@@ -117,8 +143,13 @@ def export(
     )  # fmt: skip
     for content_type, index in ((HTML_V1, "index.html"), (JSON_V1, "index.json")):
         write_atomic(dest / "simple" / index, render_index(listed, content_type))
+    for filename, name in left_over:
+        if _remove(files_dir / filename):
+            logger.info("removed %s: this export of %s does not have it", files_dir / filename, name)
+        _remove(files_dir / f"{filename}.metadata")
     exported_files = sum(len(files) for files in by_project.values())
-    logger.info("exported %d files of %d projects to %s", exported_files, len(by_project), dest)
+    # the command says it on stdout: the log says it again only when asked to (-vv)
+    logger.debug("exported %d files of %d projects to %s", exported_files, len(by_project), dest)
     return ExportResult(dest=dest, projects={n: tuple(f) for n, f in by_project.items()})
 
 
@@ -164,9 +195,25 @@ def _source(repository: Repository, name: NormalizedName, filename: str) -> tupl
     return record, path
 
 
-def _export_file(dist: DistFile, path: Path, files_dir: Path, nest: Path) -> DistFile:
-    """Copy one file (and its metadata) of the ``nest`` into ``files_dir``; the record the exported
-    pages list. A link in the nest is not followed (:class:`UnsafePath`)."""
+def _metadata_hashes(repository: Repository, name: NormalizedName, dist: DistFile) -> Mapping[str, str]:
+    """The hashes of ``dist``'s metadata that its page gives now: the mirror's page, else the
+    record the file was kept with (a private file's page is its record). Only a wheel has any."""
+    if not dist.filename.endswith(".whl"):
+        return {}
+    if dist.origin != "private":
+        found = repository.serving(name).store.read_page_entry(name, dist.filename)
+        if found is not None and found[1] is not None:
+            return found[1].core_metadata or {}
+    return dist.core_metadata or {}
+
+
+def _export_file(
+    dist: DistFile, path: Path, files_dir: Path, config: Config, metadata_hashes: Mapping[str, str]
+) -> DistFile:
+    """Copy one file (and its metadata) of the nest into ``files_dir``; the record the exported
+    pages list. A link in the nest is not followed (:class:`UnsafePath`). The metadata kept beside
+    a wheel is copied only when it matches ``metadata_hashes``, its page's: else the wheel's own is."""
+    nest = config.nestegg_dir
     target = files_dir / check_filename(dist.filename)
     with open_read(nest, path) as source:
         sha256 = dist.own_sha256 or dist.sha256 or _sha256(source)
@@ -176,10 +223,8 @@ def _export_file(dist: DistFile, path: Path, files_dir: Path, nest: Path) -> Dis
                 shutil.copyfileobj(source, handle)
         metadata: bytes | None = None
         if dist.filename.endswith(".whl"):
-            try:
-                with open_read(nest, path.with_name(f"{path.name}.metadata")) as kept:
-                    metadata = kept.read()
-            except FileNotFoundError:
+            metadata = _kept_metadata(dist, path, nest, metadata_hashes, config.max_metadata_size)
+            if metadata is None:
                 source.seek(0)
                 try:
                     metadata = wheel_metadata(source, dist.filename)
@@ -187,12 +232,89 @@ def _export_file(dist: DistFile, path: Path, files_dir: Path, nest: Path) -> Dis
                     logger.warning("no PEP 658 metadata for %s: %s", dist.filename, exc)
     # listed as the mirror lists it: nestegg's own sha256 only where the upstream vouched for the bytes
     vouched = dist.origin == "private" or dist.sha256 is not None
-    metadata_hashes = None
+    exported_hashes = None
     if metadata is not None:
         write_atomic(files_dir / f"{dist.filename}.metadata", metadata)
-        metadata_hashes = {"sha256": hashlib.sha256(metadata).hexdigest()} if vouched else {}
+        exported_hashes = {"sha256": hashlib.sha256(metadata).hexdigest()} if vouched else {}
+    else:  # an earlier export's would be served beside a page that lists none
+        _remove(files_dir / f"{dist.filename}.metadata")
     return dist.with_changes(url="", hashes={"sha256": sha256} if vouched else {},
-                             core_metadata=metadata_hashes, origin="mirror")  # fmt: skip
+                             core_metadata=exported_hashes, origin="mirror")  # fmt: skip
+
+
+def _kept_metadata(
+    dist: DistFile, path: Path, nest: Path, hashes: Mapping[str, str], limit: int
+) -> bytes | None:
+    """The metadata file kept beside the wheel at ``path`` if its page gives a hash of it that it
+    matches (one said refused when it does not); else None: the wheel's own is read."""
+    if not any(can_check(algorithm) for algorithm in hashes):
+        return None  # nothing vouches for it: the wheel's own is sure
+    try:
+        with open_read(nest, path.with_name(f"{path.name}.metadata")) as kept:
+            data = read_at_most(kept, limit + 1)
+    except FileNotFoundError:
+        return None
+    algorithm = mismatch(data, hashes) if len(data) <= limit else "size"
+    if algorithm is not None:
+        logger.warning(
+            "not exporting the metadata kept of %s: its %s is not the one its page gives; the wheel's own is",
+            dist.filename,
+            algorithm,
+        )
+        return None
+    return data
+
+
+def _left_over(
+    files_dir: Path, simple: Path, exported: Mapping[NormalizedName, Sequence[DistFile]], limit: int
+) -> list[tuple[str, NormalizedName]]:
+    """The files in ``files_dir`` of each project of ``exported`` that are not among its files now
+    (filename and project): those its page in ``simple`` listed before, and those named as its
+    distributions."""
+    # a file this export writes stays, whichever project's name it bears
+    keep = {dist.filename for files in exported.values() for dist in files}
+    left: dict[str, NormalizedName] = {}
+    for name in exported:
+        for filename in _listed(simple / name / "index.json", limit):
+            left[filename] = name
+    with os.scandir(files_dir) as entries:
+        for entry in entries:
+            if entry.name.endswith(".metadata") or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                name = parse_dist_filename(entry.name)[0]
+            except NesteggError:
+                continue  # no distribution's name: only a page that listed it says whose it is
+            if name in exported:
+                left[entry.name] = name
+    # a name a page gave is no path: one that is no distribution's is never looked at
+    return [
+        (filename, name) for filename, name in sorted(left.items())
+        if filename not in keep and is_dist_filename(filename)
+    ]  # fmt: skip
+
+
+def _remove(path: Path) -> bool:
+    """Remove the file (or link) ``path`` of the export; whether it was there."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _listed(page: Path, limit: int) -> list[str]:
+    """The filenames an exported PEP 691 page lists; none if it is not there or not one."""
+    try:
+        with page.open("rb") as handle:
+            data = read_at_most(handle, limit + 1)
+        files = json.loads(data)["files"] if len(data) <= limit else []
+        return [str(entry["filename"]) for entry in files if isinstance(entry, dict)]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("not reading the page exported before %s: %s", page, exc)
+        return []
 
 
 def _sha256(handle: BinaryIO) -> str:
@@ -215,7 +337,8 @@ def _resolve(config: Config, requirements: Path, pip_args: Sequence[str]) -> lis
     dependencies of sdists that ``pip download`` fetches but does not keep.
     """
     if not requirements.is_file():
-        raise NesteggError(f"requirements file {str(requirements)!r} does not exist")
+        why = "is not a file" if requirements.exists() else "does not exist"
+        raise NesteggError(f"requirements file {str(requirements)!r} {why}")
     served: list[tuple[NormalizedName, str]] = []
     lock = threading.Lock()
 
@@ -259,7 +382,11 @@ def _resolve(config: Config, requirements: Path, pip_args: Sequence[str]) -> lis
 def add_commands(commands: Any) -> None:
     """``nestegg export``."""
     parser = commands.add_parser(
-        "export", help="write cached and private files as a static index (for air-gapped machines)"
+        "export",
+        help="write cached and private files as a static index (for air-gapped machines)",
+        description="Write cached and private files, with PEP 503 and PEP 691 pages, as a static index in "
+        "DEST (outside the nest) that any web server, file share or removable disk can carry. Exports into "
+        "one DEST add up; a project exported again is what the last export holds of it.",
     )
     parser.add_argument("dest", metavar="DEST", help="directory to write the index into")
     parser.add_argument(
@@ -279,6 +406,10 @@ def add_commands(commands: Any) -> None:
 
 def _export_command(args: argparse.Namespace, config: Config) -> int:
     requirements = Path(args.requirements) if args.requirements else None
+    if args.pip_arg and requirements is None:  # it would change nothing, silently
+        raise NesteggError(
+            f"--pip-arg {args.pip_arg[0]!r}: it is for the pip that resolves --requirements FILE"
+        )
     result = export(config, Path(args.dest), projects=args.project, requirements=requirements,
                     pip_args=args.pip_arg)  # fmt: skip
     dest = result.dest.absolute()

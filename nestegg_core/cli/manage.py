@@ -33,11 +33,21 @@ def add_commands(commands: Any) -> None:
     build.add_argument("names", nargs="*", metavar="NAME", help="source build projects to build")
     build.set_defaults(func=run)
 
-    listing = commands.add_parser("list", help="list private projects, or the files of one")
+    listing = commands.add_parser(
+        "list",
+        help="list private projects, or the files of one",
+        description="List the private projects with their versions, and the names each of the upstreams "
+        "alone serves; or, given NAME, the files of that private project.",
+    )
     listing.add_argument("name", nargs="?", metavar="NAME", help="the project whose files to list")
     listing.set_defaults(func=run)
 
-    remove = commands.add_parser("remove", help="remove a private file, or every file of a version")
+    remove = commands.add_parser(
+        "remove",
+        help="remove a private file, or every file of a version",
+        description="Remove FILENAME of the private project NAME, or every file of its version V; the name "
+        "stays private. A serving mirror stops listing them at once. Cached files go with 'nestegg prune'.",
+    )
     _add_target(remove)
 
     yank = commands.add_parser("yank", help="mark a private file (or version) yanked: installers skip it")

@@ -16,7 +16,11 @@ from nestegg_core.storage.usage import prune
 def add_commands(commands: Any) -> None:
     """``nestegg prune``."""
     prune_parser = commands.add_parser(
-        "prune", help="remove least recently used cached files (private files are never removed)"
+        "prune",
+        help="remove least recently used cached files (private files are never removed)",
+        description="Remove the cached files nobody used for DAYS days, or the least recently used down "
+        "to SIZE; and what crashes left (partial downloads, uploads cut short). Uploaded and built files "
+        "are never removed; a pruned file is downloaded again when asked for.",
     )
     prune_parser.add_argument(
         "--max-size",
@@ -35,8 +39,10 @@ def _prune_command(args: argparse.Namespace, config: Config) -> int:
     if args.max_size is not None:
         try:
             max_size = parse_size(args.max_size)
-        except ValueError as exc:
-            raise NesteggError(f"--max-size: {exc}") from None
+        except ValueError:  # its message names the type too, which is always text here
+            raise NesteggError(
+                f"--max-size: expected a size like 500M or 20G (K, M, G, T), got {args.max_size!r}"
+            ) from None
     if args.older_than is not None and not 0 <= args.older_than < math.inf:  # nan, inf too
         raise NesteggError(f"--older-than: expected a number of days >= 0, got {args.older_than!r}")
     if max_size is None and args.older_than is None:

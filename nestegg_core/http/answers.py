@@ -14,6 +14,7 @@ from .types import Environ, StartResponse
 
 __all__ = [
     "MOUNT",
+    "app_path",
     "error",
     "etag_matches",
     "http_date",
@@ -27,6 +28,8 @@ __all__ = [
 MOUNT = "nestegg.mount"
 #: what a query keeps as it came in a Location: its escapes and delimiters (anything else is escaped)
 _QUERY_SAFE = "=&;%+/?:@,!$'()*~"
+#: what a path keeps as it came: its escapes, sub-delimiters and separators (RFC 3986, 3.3)
+_PATH_SAFE = "/%!$&'()*+,;=:@~"
 
 _REASONS = {
     200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified",
@@ -44,20 +47,23 @@ def status_line(code: int, reason: str | None = None) -> str:
     return f"{code} {reason or _REASONS.get(code, 'Unknown')}"
 
 
-def _app_path(environ: Environ, public_url: str | None) -> str:
+def app_path(environ: Environ, public_url: str | None) -> str:
     """The URL path of the app's root as the client asked for it, with no slash at its end: that
-    of ``public_url`` (the mirror's root behind a proxy) with the app's mount, else SCRIPT_NAME."""
+    of ``public_url`` (the mirror's root behind a proxy) with the app's mount, else SCRIPT_NAME
+    (escaped as the bytes it is: PEP 3333 gives the path the client sent read as latin-1)."""
     if public_url is not None:
-        return urlsplit(public_url).path.rstrip("/") + str(environ.get(MOUNT, ""))
-    return quote(str(environ.get("SCRIPT_NAME", "")).rstrip("/"))
+        # escaped as a URL's path, what escapes it has kept: a Location header is latin-1 (a
+        # public_url at /日本 made every redirect a 500)
+        return quote(urlsplit(public_url).path.rstrip("/"), safe=_PATH_SAFE) + str(environ.get(MOUNT, ""))
+    return quote(str(environ.get("SCRIPT_NAME", "")).rstrip("/").encode("latin-1", "replace"))
 
 
 def location(environ: Environ, path: str, public_url: str | None) -> str:
     """Where a redirect to ``path`` of the app sends the client: under the app's root as it reached
-    it (see :func:`_app_path`), with the request's query."""
+    it (see :func:`app_path`), with the request's query."""
     query = str(environ.get("QUERY_STRING", ""))
     return (
-        _app_path(environ, public_url) + quote(path) + (f"?{quote(query, safe=_QUERY_SAFE)}" if query else "")
+        app_path(environ, public_url) + quote(path) + (f"?{quote(query, safe=_QUERY_SAFE)}" if query else "")
     )
 
 
@@ -100,7 +106,9 @@ def error(
     *,
     exc_info: Any = None,
     retry_after: int | None = None,
+    allow: str | None = None,
 ) -> Iterable[bytes]:
+    """A short plain-text answer of ``status``; a 503's ``Retry-After``, a 405's ``Allow``."""
     body = (message.replace("\n", " ") + "\n").encode()
     headers = [
         ("Content-Type", "text/plain; charset=utf-8"),
@@ -109,6 +117,8 @@ def error(
     ]
     if retry_after is not None:
         headers.append(("Retry-After", str(retry_after)))
+    if allow is not None:
+        headers.append(("Allow", allow))
     if exc_info is None:
         start_response(status_line(status, reason), headers)
     else:  # replacing the headers of a response whose body has not started

@@ -150,15 +150,16 @@ class NesteggApp:
         method = environ.get("REQUEST_METHOD", "GET")
         path = _path_info(environ)
         parts = path.split("/")
-        if method == "POST":
-            if path in UPLOAD_PATHS and self.upload is not None:
-                return self.upload(environ, start_response)
-            post_handler = self.post_routes.get(parts[1] if len(parts) > 1 else "")
-            if post_handler is not None:
-                return post_handler(environ, start_response)
-            return error(environ, start_response, 405, "only uploads are accepted by POST")
         if method not in ("GET", "HEAD"):
-            return error(environ, start_response, 405, f"method {method!r} is not allowed")
+            post_handler = self._post_handler(path, parts)
+            if method == "POST" and post_handler is not None:
+                return post_handler(environ, start_response)
+            # a 405 says what is allowed (RFC 9110, 15.5.6)
+            allow = "GET, HEAD" if post_handler is None else "GET, HEAD, POST"
+            said = f"method {method!r} is not allowed"
+            if method == "POST":
+                said = "only uploads are accepted by POST"
+            return error(environ, start_response, 405, said, allow=allow)
         if ".." in parts:
             # tools derive the JSON API's URL from an index URL: <index>/../pypi/<name>/json
             target = _json_api_path(path)
@@ -192,6 +193,12 @@ class NesteggApp:
         if handler is not None:
             return handler(environ, start_response)
         raise NotFound(f"no such path {path!r}")
+
+    def _post_handler(self, path: str, parts: list[str]) -> WSGIApp | Upload | None:
+        """What answers a POST to ``path``: the upload handler, or a POST route (the CI trigger)."""
+        if path in UPLOAD_PATHS and self.upload is not None:
+            return self.upload
+        return self.post_routes.get(parts[1] if len(parts) > 1 else "")
 
     def _redirect(self, environ: Environ, start_response: StartResponse, path: str) -> Iterable[bytes]:
         # under the path of the public URL, if one is set: the front server's, not the app's
@@ -405,7 +412,9 @@ def base_url(environ: Environ, public_url: str | None) -> str:
         if not _HOST.fullmatch(host):
             host = "127.0.0.1"
     scheme = "https" if environ.get("wsgi.url_scheme") == "https" else "http"
-    return f"{scheme}://{host}{quote(str(environ.get('SCRIPT_NAME', '')).rstrip('/'), safe='/')}"
+    # SCRIPT_NAME is the bytes the client sent, read as latin-1 (PEP 3333): escaped as they came
+    script_name = str(environ.get("SCRIPT_NAME", "")).rstrip("/").encode("latin-1", "replace")
+    return f"{scheme}://{host}{quote(script_name)}"
 
 
 def same_machine(environ: Environ, public_url: str | None) -> bool:

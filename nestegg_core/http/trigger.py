@@ -13,6 +13,7 @@ from packaging.utils import canonicalize_name
 
 from nestegg_core.errors import AuthError, NotFound
 
+from .answers import app_path
 from .types import Environ, StartResponse
 
 if TYPE_CHECKING:
@@ -22,9 +23,11 @@ if TYPE_CHECKING:
 class TriggerHandler:
     """``POST /ci/trigger/<name>[?ref=REF]`` with ``Authorization: Bearer <ci_token>`` queues runs."""
 
-    def __init__(self, service: CIService, token: str | None) -> None:
+    def __init__(self, service: CIService, token: str | None, *, public_url: str | None = None) -> None:
         self.service = service
         self.token = token
+        #: the mirror's URL behind a front server: the runs' URLs are under its path
+        self.public_url = public_url
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         parts = str(environ.get("PATH_INFO", "")).split("/")
@@ -41,7 +44,7 @@ class TriggerHandler:
         query = parse_qs(str(environ.get("QUERY_STRING", "")))
         refs = query.get("ref")
         runs = self.service.trigger(parts[3], refs[-1] if refs else None)
-        prefix = str(environ.get("SCRIPT_NAME", "")).rstrip("/")
+        prefix = app_path(environ, self.public_url)
         body = json.dumps(
             {
                 "project": runs[0].project if runs else canonicalize_name(parts[3]),

@@ -44,6 +44,15 @@ class Composition:
     #: asked by the server before it reads a request's body
     gate: BodyGate
 
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop what the app runs besides its answers, as a server does when it stops: the
+        background services (source builds and CI runs are ended, with every process they
+        started), then each repository's work and files (the counts are written to the nest)."""
+        self.app.stop_services()
+        repository = self.app.repository
+        for each in (repository, *(routed for _, routed in repository.routes.items())):
+            each.close(timeout)
+
 
 def create_app(config: Config, *, repository: Repository | None = None) -> WSGIApp:
     """The WSGI application of a mirror for ``config``; nothing global, so many can coexist."""
@@ -82,7 +91,7 @@ def compose(config: Config, *, repository: Repository | None = None) -> Composit
         service = ci.service(config, index_url=index_url)
         if service is not None:
             services.append(service)
-            post_routes["ci"] = TriggerHandler(service, config.ci_token)
+            post_routes["ci"] = TriggerHandler(service, config.ci_token, public_url=config.public_url)
     ui = LazyWebUI(repository, config, guard)
     app = NesteggApp(
         repository,

@@ -5,10 +5,9 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
-import signal
 import threading
 from collections.abc import Callable
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
 from nestegg_core.config.config import Config
@@ -19,6 +18,7 @@ from nestegg_core.http.uploads import FIELDS_ALLOWANCE
 from nestegg_core.index.refresh import Refresher
 from nestegg_core.index.repository import Repository
 from nestegg_core.index.upstream import Fetcher
+from nestegg_core.signals import stop_on_signals
 from nestegg_core.urls import mask_url
 
 from . import _waitress
@@ -121,7 +121,7 @@ class Mirror:
     def serve_forever(self) -> None:
         """Serve in this thread until SIGINT or SIGTERM."""
         self.bind()
-        with _stop_on_signals():
+        with stop_on_signals():
             try:
                 self._server.run()
             finally:
@@ -218,23 +218,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-class _stop_on_signals:  # noqa: N801 - used like a function
-    """Turn SIGTERM into the KeyboardInterrupt that waitress stops cleanly on."""
-
-    def __enter__(self) -> None:
-        self._previous = signal.getsignal(signal.SIGTERM)
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._raise)
-
-    @staticmethod
-    def _raise(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    def __exit__(self, *exc: object) -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._previous)
 
 
 def describe(mirror: Mirror) -> str:

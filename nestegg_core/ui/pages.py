@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from nestegg_core.builds.runs import Run
     from nestegg_core.config.config import SourceBuild
 
-    from .web import BuildStatus, Pages, Summary, VersionRows
+    from .web import BuildStatus, Description, Pages, Summary, VersionRows
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
@@ -116,15 +116,17 @@ def url(root: str, *segments: str, **query: str | int | None) -> str:
 
 
 def pager(root: str, segments: Sequence[str], pages: Pages, **query: str | int | None) -> Safe:
-    if pages.pages <= 1:
+    if pages.pages <= 1 and pages.page == 1:
         return Safe("")
     per_page = pages.per_page if pages.per_page != _default_per_page(segments) else None
     links = []
     if pages.page > 1:
+        # from past the last page, to the last
+        previous = min(pages.page - 1, pages.pages)
         links.append(
             h(
                 '<a rel="prev" href="{}">« previous</a>',
-                url(root, *segments, **query, page=pages.page - 1, per_page=per_page),
+                url(root, *segments, **query, page=previous, per_page=per_page),
             )
         )
     links.append(h("<span>page {} of {} ({} in all)</span>", pages.page, pages.pages, pages.total))
@@ -136,6 +138,12 @@ def pager(root: str, segments: Sequence[str], pages: Pages, **query: str | int |
             )
         )
     return h('<nav class="pager">{}</nav>', join(links))
+
+
+def past(pages: Pages, what: str) -> str:
+    """What a page past the last shows instead of its items."""
+    last = f"the last is page {pages.pages}" if pages.pages > 1 else "there is one"
+    return f"No {what} on page {pages.page}: {last}."
 
 
 def _default_per_page(segments: Sequence[str]) -> int:
@@ -222,6 +230,8 @@ def home(
             join(rows),
         )
         if rows
+        else h('<p class="empty">{}</p>', past(pages, "project"))
+        if pages.total
         else h(
             '<p class="empty">No project{}.</p>', " matches" if query or kind else " yet: install something"
         )
@@ -258,6 +268,7 @@ def project(
     index_url: str,
     source: str = "",
     status: BuildStatus | None = None,
+    description: Description | None = None,
 ) -> Safe:
     parts = [
         h(
@@ -271,6 +282,8 @@ def project(
             index=index_url,
         )
     ]
+    if description is not None:
+        parts.append(long_description(root, name, description))
     if build is not None:
         parts.append(source_build(root, build, last, status))
     toggle = (
@@ -280,6 +293,7 @@ def project(
     )
     parts.append(h('<p class="toggle">{}</p>', toggle))
     rows = []
+    cut = False
     for entry in versions:
         rows.append(h('<tr class="version"><th colspan="6" id="v-{0}">{0}</th></tr>', entry.version))
         if not entry.files:
@@ -317,6 +331,7 @@ def project(
             )
         if entry.more_files:
             rows.append(h('<tr><td colspan="6" class="muted">and {} more files</td></tr>', entry.more_files))
+            cut = True
     if rows:
         parts.append(
             h(
@@ -325,8 +340,14 @@ def project(
                 join(rows),
             )
         )
+    elif pages.total:
+        parts.append(h('<p class="empty">{}</p>', past(pages, "version")))
     else:
         parts.append(h('<p class="empty">No files{}.</p>', " stored here" if only_here else ""))
+    if cut and pages.per_page > 1:
+        parts.append(
+            h('<p class="hint">Files are left out: fewer versions a page (per_page) show more of each.</p>')
+        )
     parts.append(pager(root, ["project", name], pages, here=1 if only_here else None))
     return join(parts)
 
@@ -344,6 +365,29 @@ def build_status(status: BuildStatus) -> Safe:
     for version, error in sorted(status.failed.items()):
         parts.append(h('<dt>{}</dt><dd><span class="pill failed">failing</span> {}</dd>', version, error))
     return join(parts)
+
+
+def long_description(root: str, name: str, description: Description) -> Safe:
+    """A version's description as written (no markup of it is rendered), cut where it is long."""
+    kind = h(' <span class="muted">({}, shown as written)</span>', description.content_type)
+    cut = (
+        h(
+            '<p class="hint">Cut here: {more} more characters. The whole description is in '
+            '<a href="{json}">the JSON API</a>.</p>',
+            more=f"{description.cut:,}",
+            json=f"{root}/pypi/{quote(name, safe='')}/{quote(description.version, safe='')}/json",
+        )
+        if description.cut
+        else ""
+    )
+    return h(
+        '<section class="description"><h2>Description of {version}{kind}</h2>'
+        '<pre class="description">{text}</pre>{cut}</section>',
+        version=description.version,
+        kind=kind if description.content_type else "",
+        text=description.text,
+        cut=cut,
+    )
 
 
 def source_build(root: str, build: SourceBuild, last: Run | None, status: BuildStatus | None = None) -> Safe:
@@ -378,8 +422,10 @@ def source_build(root: str, build: SourceBuild, last: Run | None, status: BuildS
     )
 
 
-def runs_table(root: str, runs: list[Run], *, with_project: bool) -> Safe:
+def runs_table(root: str, runs: list[Run], *, with_project: bool, pages: Pages | None = None) -> Safe:
     if not runs:
+        if pages is not None and pages.total and pages.page > pages.pages:
+            return h('<p class="empty">{}</p>', past(pages, "run"))
         return h('<p class="empty">No runs yet.</p>')
     rows = []
     for run in runs:
@@ -453,7 +499,7 @@ def ci(
     return h(
         "<h1>Continuous integration</h1><h2>Source builds</h2>{builds}<h2>Runs</h2>{runs}{pager}",
         builds=builds_table,
-        runs=runs_table(root, runs, with_project=True),
+        runs=runs_table(root, runs, with_project=True, pages=pages),
         pager=pager(root, ["ci"], pages),
     )
 
@@ -470,7 +516,7 @@ def ci_project(
         name=name,
         badge=url(root, "badge", f"{name}.svg"),
         trigger=f"{root}/ci/trigger/{name}",
-        runs=runs_table(root, runs, with_project=False),
+        runs=runs_table(root, runs, with_project=False, pages=pages),
         pager=pager(root, ["ci", name], pages),
     )
 
@@ -613,5 +659,8 @@ img.badge { vertical-align: middle; }
 pre.log { background: #1e2329; color: #dfe3e8; padding: 1em; overflow: auto; max-height: 70vh;
   font: .82em/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; white-space: pre-wrap;
   word-break: break-all; border-radius: 4px; }
+pre.description { background: #f7f8fa; padding: .8em 1em; max-height: 40em; overflow: auto;
+  white-space: pre-wrap; overflow-wrap: anywhere; border: 1px solid var(--line); border-radius: 4px;
+  font: .85em/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 section.build { border: 1px solid var(--line); border-radius: 6px; padding: .2em 1em; margin: 1em 0; }
 """

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
@@ -41,7 +41,9 @@ from nestegg_core._version import __version__
 from nestegg_core.builds.runs import Run, RunStore
 from nestegg_core.config.config import Config, SourceBuild
 from nestegg_core.errors import BadRequest, NotFound
-from nestegg_core.http.answers import location
+from nestegg_core.http.answers import app_path, location
+from nestegg_core.http.app import base_url
+from nestegg_core.simple.distmeta import metadata_fields
 from nestegg_core.simple.models import (
     MAX_DIGITS,
     DistFile,
@@ -61,15 +63,23 @@ if TYPE_CHECKING:
 
 PREFIX = "ui"
 PER_PAGE = 50
+#: fields a page's query may have (its links repeat them)
+MAX_QUERY_FIELDS = 64
 VERSIONS_PER_PAGE = 20
 MAX_PER_PAGE = 500
 _SUMMARY_CACHE = 8192
 #: files of one version a project page shows (a hostile page may give one version 100,000 files)
 FILES_PER_VERSION = 500
+#: files a project page shows in all: 500 versions of 100 files each made 14 MB of HTML in 2 s
+FILES_PER_PAGE = 5_000
 #: project views kept (see _Versions), and the files and versions they may hold in all (some
 #: tens of bytes each); the last one made is kept whatever its size
 _VIEW_CACHE = 16
 _VIEW_ITEMS = 250_000
+#: characters of a long description a project page shows (a description may have megabytes)
+DESCRIPTION_CHARS = 20_000
+#: versions a project page looks through, newest first, for a description this nest holds
+_DESCRIBED_VERSIONS = 20
 #: seconds a page of the UI waits for another large page to be made before it answers 503
 _LARGE_WAIT = 30.0
 #: what the kinds of project are called: only private files, private files over the mirror's, mirrored
@@ -155,8 +165,29 @@ class FileRow:
 class VersionRows:
     version: str
     files: tuple[FileRow, ...] = ()
-    #: files of the version past the ``FILES_PER_VERSION`` shown
+    #: files of the version not shown: past ``FILES_PER_VERSION``, or ``FILES_PER_PAGE`` of the page
     more_files: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Description:
+    """The long description of a version, as its core metadata gives it, cut to its first
+    :data:`DESCRIPTION_CHARS` characters."""
+
+    version: str
+    text: str
+    #: its Description-Content-Type (text/markdown, text/x-rst...): shown as written all the same
+    content_type: str | None = None
+    #: characters left out past ``text``
+    cut: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "text": self.text,
+            "content_type": self.content_type,
+            "cut": self.cut,
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,6 +258,8 @@ class _Versions:
         self.bounds = array("l", [0])
         for count in counts:
             self.bounds.append(self.bounds[-1] + count)
+        #: the description of its latest version, once read (:meth:`WebUI._description`)
+        self.description: Description | _Unread | None = _UNREAD
 
     def made_of(
         self,
@@ -253,15 +286,18 @@ class _Versions:
     def rows(
         self, start: int, stop: int, mirrored: ProjectPage | None, private: ProjectPage | None
     ) -> list[VersionRows]:
-        """Versions ``start`` to ``stop``, with their files (up to ``FILES_PER_VERSION`` each),
-        from the pages this view was made of."""
+        """Versions ``start`` to ``stop``, with their files (up to ``FILES_PER_VERSION`` each,
+        ``FILES_PER_PAGE`` in all), from the pages this view was made of."""
         ours = private.files if private is not None else ()
         theirs = mirrored.files if mirrored is not None else ()
         shown = []
+        left = FILES_PER_PAGE
         for v in range(start, min(stop, len(self.versions))):
             first, end = self.bounds[v], self.bounds[v + 1]
+            taken = min(end - first, FILES_PER_VERSION, left)
+            left -= taken
             rows = []
-            for index in self.order[first : min(end, first + FILES_PER_VERSION)]:
+            for index in self.order[first : first + taken]:
                 if index < len(ours):
                     dist = ours[index]
                     origin = self.built.get(dist.filename)
@@ -272,12 +308,19 @@ class _Versions:
                 else:
                     dist = theirs[index - len(ours)]
                     rows.append(FileRow(dist=dist, here=dist.filename in self.kept, origin="mirrored"))
-            more = max(0, end - first - FILES_PER_VERSION)
+            more = end - first - taken
             shown.append(VersionRows(version=self.versions[v], files=tuple(rows), more_files=more))
         return shown
 
 
 _OTHER = "other files"
+
+
+class _Unread:
+    """What a view's description is until it is read."""
+
+
+_UNREAD = _Unread()
 
 
 # the project list -------------------------------------------------------------------------------
@@ -355,6 +398,9 @@ class _Request:
     environ: Environ
     start_response: StartResponse
     query: dict[str, list[str]] = field(default_factory=dict)
+    #: the URL path the UI's links start with: the app's root as the client reached it (under
+    #: public_url's path behind a front server, else under SCRIPT_NAME), no slash at its end
+    root: str = ""
 
     def arg(self, key: str) -> str | None:
         values = self.query.get(key)
@@ -364,13 +410,8 @@ class _Request:
     def json(self) -> bool:
         wanted = self.arg("format")
         if wanted not in (None, "html", "json"):
-            raise BadRequest(f"format: expected 'html' or 'json', got {wanted!r}")
+            raise BadRequest(f"format: expected 'html' or 'json', got {_cut(wanted)!r}")
         return wanted == "json"
-
-    @property
-    def root(self) -> str:
-        """The URL path the app is mounted at (empty at the server's root)."""
-        return str(self.environ.get("SCRIPT_NAME", "")).rstrip("/")
 
     def number(self, key: str, default: int, maximum: int | None = None) -> int:
         raw = self.arg(key)
@@ -406,9 +447,15 @@ class WebUI:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         parts = str(environ.get("PATH_INFO", "")).encode("latin-1").decode("utf-8", "replace").split("/")[2:]
-        request = _Request(environ, start_response, parse_qs(str(environ.get("QUERY_STRING", ""))))
+        try:
+            query = parse_qs(str(environ.get("QUERY_STRING", "")), max_num_fields=MAX_QUERY_FIELDS)
+        except ValueError:  # each field is echoed in the page's links: 20,000 of them took 0.2 s
+            raise BadRequest(f"too many query fields: a page takes {MAX_QUERY_FIELDS} at most") from None
+        request = _Request(environ, start_response, query, root=app_path(environ, self.config.public_url))
         if not parts:  # /ui
             return self._redirect(environ, start_response, f"{PREFIX}/")
+        if len(parts) > 1 and parts[-1] == "":  # /ui/ci/, /ui/project/a/: the page without the slash
+            return self._redirect(environ, start_response, "/".join([PREFIX, *parts[:-1]]))
         head, rest = parts[0], parts[1:]
         if head == "" and not rest:
             return self.home(request)
@@ -431,7 +478,7 @@ class WebUI:
         query = (request.arg("q") or "").strip()
         kind = request.arg("kind") or ""
         if kind not in ("", PRIVATE, MIRROR):
-            raise BadRequest(f"kind: expected 'private' or 'mirror', got {kind!r}")
+            raise BadRequest(f"kind: expected 'private' or 'mirror', got {_cut(kind)!r}")
         shows_private = self._shows_private(request.environ)
         needle = canonicalize_name(query) if query else ""
         rows = [
@@ -475,7 +522,7 @@ class WebUI:
             return name
         kind = self.index.kind(name)
         if kind is None:
-            raise NotFound(f"no project {name!r} in this nest")
+            raise NotFound(f"no project {_cut(name)!r} in this nest")
         only_here = request.arg("here") in ("1", "yes", "true")
         page = request.number("page", 1)
         per_page = request.number("per_page", VERSIONS_PER_PAGE, MAX_PER_PAGE)
@@ -495,6 +542,9 @@ class WebUI:
             self._keep(key, view)
             pages = Pages(page=page, per_page=per_page, total=len(view))
             shown = view.rows(pages.offset, pages.offset + pages.per_page, mirrored, private)
+            if isinstance(view.description, _Unread):
+                view.description = self._description(name, view, mirrored, private)
+            description = view.description
         build = self.builds.get(name)
         status = _build_status(self.config.nestegg_dir, build) if build is not None else None
         last = self._latest_runs([name]).get(name)
@@ -507,6 +557,7 @@ class WebUI:
                     "index": self.repository.index_of(name),
                     "source_build": _build_json(build, status),
                     "ci": _outcome(last),
+                    "description": None if description is None else description.to_json(),
                     "versions": [
                         {
                             "version": v.version,
@@ -515,6 +566,7 @@ class WebUI:
                         }
                         for v in shown
                     ],
+                    "files_per_page": FILES_PER_PAGE,
                     **pages.to_json(),
                 },
             )
@@ -530,6 +582,7 @@ class WebUI:
             status=status,
             last=last,
             index_url=self._index_url(request.environ),
+            description=description,
         )
         return self._html(request, name, body)
 
@@ -537,14 +590,20 @@ class WebUI:
         visible = self._visible(request.environ)
         builds = [b for b in self.builds.values() if visible(b.name)]
         latest = self._latest_runs([b.name for b in builds])
-        total = self.runs.count() if self.runs.exists() else 0
+        # the runs of private projects are left out, and out of the count: a request without
+        # credentials saw short pages and how many runs they had
+        among = None
+        if self.runs.exists() and self.guard is not None:
+            projects = self.runs.projects()
+            shown = [name for name in projects if visible(name)]
+            among = shown if len(shown) < len(projects) else None
+        total = self.runs.count(among=among) if self.runs.exists() else 0
         pages = Pages(
             page=request.number("page", 1),
             per_page=request.number("per_page", PER_PAGE, MAX_PER_PAGE),
             total=total,
         )
-        runs = self._runs(None, pages)
-        runs = [run for run in runs if visible(run.project)]
+        runs = self._runs(None, pages, among=among)
         if request.json:
             return self._json(
                 request,
@@ -566,7 +625,7 @@ class WebUI:
         total = self.runs.count(name) if self.runs.exists() else 0
         build = self.builds.get(name)
         if build is None and total == 0:
-            raise NotFound(f"{name!r} is no source build and has no CI runs")
+            raise NotFound(f"{_cut(name)!r} is no source build and has no CI runs")
         pages = Pages(
             page=request.number("page", 1),
             per_page=request.number("per_page", PER_PAGE, MAX_PER_PAGE),
@@ -591,12 +650,14 @@ class WebUI:
 
     def run(self, request: _Request, raw: str, run_id: int, *, log_only: bool) -> Iterable[bytes]:
         name = canonicalize_name(raw) if is_valid_name(raw) else None
-        run = self.runs.get(run_id) if self.runs.exists() else None
-        if name is None or run is None or run.project != name:
-            raise NotFound(f"no CI run #{run_id} of {raw!r}")
-        refused = self._refused(request, name)
+        # a private project's runs are asked credentials for before they are looked up: which
+        # numbers are its runs is no answer for a request without them (it was: 401 or 404)
+        refused = None if name is None else self._refused(request, name)
         if refused is not None:
             return refused
+        run = self.runs.get(run_id) if self.runs.exists() else None
+        if name is None or run is None or run.project != name:
+            raise NotFound(f"no CI run #{run_id} of {_cut(raw)!r}")
         log = self.runs.log(run_id)
         if log_only:
             body = log.encode("utf-8", "replace")
@@ -608,7 +669,7 @@ class WebUI:
 
     def badge(self, request: _Request, raw: str) -> Iterable[bytes]:
         if not is_valid_name(raw):
-            raise NotFound(f"{raw!r} is not a project name")
+            raise NotFound(f"{_cut(raw)!r} is not a project name")
         name = canonicalize_name(raw)
         refused = self._refused(request, name)
         if refused is not None:
@@ -683,6 +744,30 @@ class WebUI:
             while len(self._views) > 1 and (len(self._views) > _VIEW_CACHE or held > _VIEW_ITEMS):
                 held -= self._views.popitem(last=False)[1].size
 
+    def _description(
+        self, name: NormalizedName, view: _Versions, mirrored: ProjectPage | None, private: ProjectPage | None
+    ) -> Description | None:
+        """The long description of the latest version of ``view`` (as the project list shows it),
+        else of the newest other one whose core metadata this nest holds (a mirrored project's
+        latest may not be cached); None if it holds none of :data:`_DESCRIBED_VERSIONS` of them.
+        Nothing is fetched."""
+        latest = _latest(view.versions)
+        if latest is None:
+            return None
+        tried = [latest, *(v for v in view.versions if v != latest)][:_DESCRIBED_VERSIONS]
+        serving = self.repository.serving(name)  # a routed index's cache holds its files
+        for version in tried:
+            where = view.versions.index(version)
+            (rows,) = view.rows(where, where + 1, mirrored, private)
+            ours = [row.dist for row in rows.files if row.dist.origin == "private"]
+            theirs = [row.dist for row in rows.files if row.dist.origin != "private"]
+            held = (self.repository.held_metadata(name, ours) if ours else None) or (
+                serving.held_metadata(name, theirs) if theirs else None
+            )
+            if held is not None:
+                return _described(version, held)
+        return None
+
     def _sources(
         self, name: NormalizedName, kind: str
     ) -> tuple[ProjectPage | None, frozenset[str], ProjectPage | None, dict[str, dict[str, str | None]], int]:
@@ -706,10 +791,10 @@ class WebUI:
             return {}
         return self.runs.latest(names)
 
-    def _runs(self, name: str | None, pages: Pages) -> list[Run]:
+    def _runs(self, name: str | None, pages: Pages, *, among: list[str] | None = None) -> list[Run]:
         if not self.runs.exists():
             return []
-        return self.runs.runs(name, limit=pages.per_page, offset=pages.offset)
+        return self.runs.runs(name, limit=pages.per_page, offset=pages.offset, among=among)
 
     # access -------------------------------------------------------------------------------------
 
@@ -745,7 +830,7 @@ class WebUI:
         """The normalized project name; else the answer: a redirect to the page under that name,
         or the read guard's 401 for a private project without credentials."""
         if not is_valid_name(raw):
-            raise NotFound(f"{raw!r} is not a project name")
+            raise NotFound(f"{_cut(raw)!r} is not a project name")
         name = canonicalize_name(raw)
         if name != raw:  # the query goes with it
             return self._redirect(request.environ, request.start_response, f"{PREFIX}/{where}/{name}")
@@ -753,12 +838,8 @@ class WebUI:
         return name if refused is None else list(refused)
 
     def _index_url(self, environ: Environ) -> str:
-        host = (
-            environ.get("HTTP_HOST")
-            or f"{environ.get('SERVER_NAME', '127.0.0.1')}:{environ.get('SERVER_PORT')}"
-        )
-        scheme = environ.get("wsgi.url_scheme", "http")
-        return f"{scheme}://{host}{str(environ.get('SCRIPT_NAME', '')).rstrip('/')}/simple/"
+        """The index URL to give pip: the Simple API's, as the pages' file URLs start."""
+        return base_url(environ, self.config.public_url) + "/simple/"
 
     # answers ------------------------------------------------------------------------------------
 
@@ -845,8 +926,27 @@ def _build_json(build: SourceBuild | None, status: BuildStatus | None = None) ->
 def _with_format_json(request: _Request) -> str:
     query = {k: v for k, v in request.query.items() if k != "format"}
     pairs = [(k, value) for k, values in query.items() for value in values] + [("format", "json")]
-    path = str(request.environ.get("PATH_INFO", ""))
+    # PATH_INFO is the bytes the client sent, read as latin-1: escaped as they came
+    path = quote(str(request.environ.get("PATH_INFO", "")).encode("latin-1", "replace"))
     return f"{request.root}{path}?{urlencode(pairs)}"
+
+
+def _described(version: str, metadata: bytes) -> Description | None:
+    """The description ``metadata`` gives ``version``, cut to :data:`DESCRIPTION_CHARS`."""
+    try:
+        fields = metadata_fields(metadata)
+    except ValueError:  # unreadable headers: as if none were held
+        return None
+    text = (fields.get("description") or [""])[0]
+    if not text.strip():
+        return None
+    content_type = next(iter(fields.get("description-content-type", ())), None)
+    return Description(
+        version=version,
+        text=text[:DESCRIPTION_CHARS],
+        content_type=content_type,
+        cut=max(0, len(text) - DESCRIPTION_CHARS),
+    )
 
 
 def _version_key(version: str) -> tuple[int, Version | str]:
