@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ from packaging.utils import NormalizedName
 from nestegg_core import Mirror, load_config
 from nestegg_core.builds import sources, vcs
 from nestegg_core.builds.sources import SourceBuilder, check_outputs
-from nestegg_core.builds.vcs import Git, Mercurial, Transcript, find_hg, run_unattended
+from nestegg_core.builds.vcs import Git, Mercurial, Resolved, Transcript, find_hg, run_unattended
 from nestegg_core.cli import main
 from nestegg_core.config.config import Config, SourceBuild, SourceVersion
 from nestegg_core.errors import BuildError
@@ -36,6 +38,7 @@ from nestegg_core.testing.pytest_plugin import PrivateIndex
 from nestegg_core.urls import mask_text
 
 from .conftest import Faults
+from .loopback import Answer, RawUpstream
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 HELPER = "nestegg-build-helper"
@@ -395,6 +398,153 @@ def test_nestegg_build_command(config_file: Path, capsys: pytest.CaptureFixture[
     assert capsys.readouterr().out == "hg-package  1.0.0\n"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["git", "hg"])
+def test_nestegg_build_says_a_fetch_failed_and_serves_what_is_built(
+    config_file: Path,
+    git_repo: GitRepo,
+    hg_repo: HgRepo,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    kind: str,
+) -> None:
+    """A repository that cannot be fetched was a warning, and 'current': a tag moved since, or
+    removed, went unseen."""
+    name = "my-package" if kind == "git" else "hg-package"
+    repo = git_repo if kind == "git" else hg_repo
+    assert main(["--config", str(config_file), "build", name]) == 0
+    built = capsys.readouterr().out
+    url = str(repo.path)
+    commit = (
+        git_repo("rev-parse", "1.0.0") if kind == "git" else hg_repo("log", "-r", "1.0.0", "-T", "{node}")
+    )
+    repo.path.rename(tmp_path / "elsewhere")
+    assert main(["--config", str(config_file), "build", name]) == 1
+    out, err = capsys.readouterr()
+    why = (
+        f"fatal: {url!r} does not appear to be a git repository"
+        if kind == "git"
+        else f"abort: repository {url} not found"
+    )
+    said = f"error: {name}: cannot fetch {url!r}: {why}\n"
+    assert err.endswith(f"\n{said}")  # after the log's lines
+    dist = name.replace("-", "_")
+    assert out.splitlines()[0] == (
+        f"{name} 1.0.0 (1.0.0 at {commit[:12]}): current as of the last fetch: "
+        f"{dist}-1.0.0-py3-none-any.whl, {dist}-1.0.0.tar.gz"
+    )
+    assert len(out.splitlines()) == len(built.splitlines())
+    state = json.loads((tmp_path / "nest" / "builds" / f"{name}.json").read_text())
+    assert state["fetch_error"] == said.removeprefix(f"error: {name}: ").rstrip("\n")
+    assert main(["--config", str(config_file), "list", name]) == 0  # still served
+    assert f"{dist}-1.0.0.tar.gz" in capsys.readouterr().out
+    # back where it was: fetched, and said so
+    (tmp_path / "elsewhere").rename(repo.path)
+    assert main(["--config", str(config_file), "build", name]) == 0
+    assert ": current: " in capsys.readouterr().out
+    assert json.loads((tmp_path / "nest" / "builds" / f"{name}.json").read_text())["fetch_error"] == ""
+
+
+def _refusing(method: str, path: str) -> Answer:
+    """A git server that wants credentials, and takes none."""
+    return Answer(status=401, headers={"WWW-Authenticate": 'Basic realm="git"'}, body=b"no\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "credentials"), [("git", "me:secret@"), ("git", ""), ("hg", "me:secret@")])
+def test_a_repo_url_that_changed_builds_nothing_from_the_old_clone(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, credentials: str
+) -> None:
+    """The clone of the old repo_url is no copy of the new one: what is built of it stays
+    served, nothing is looked up or built in it; and git or hg asks nobody for a password."""
+    name, dist = ("my-package", "my_package") if kind == "git" else ("hg-package", "hg_package")
+    assert main(["--config", str(config_file), "build", name]) == 0
+    capsys.readouterr()
+    with RawUpstream(_refusing) as server:
+        url = f"http://{credentials}127.0.0.1:{server.port}/me/{dist}"
+        text = config_file.read_text()
+        config_file.write_text(re.sub(rf"repo_url: \S+{dist}", f"repo_url: {url}", text))
+        started = time.monotonic()
+        assert main(["--config", str(config_file), "build", name]) == 1
+        assert time.monotonic() - started < 60
+    out, err = capsys.readouterr()
+    shown = mask_text(url)
+    said = (
+        "abort: authorization failed"
+        if kind == "hg"
+        else f"fatal: Authentication failed for 'http://127.0.0.1:{server.port}/me/{dist}/'"
+        if credentials
+        else f"fatal: could not read Username for 'http://127.0.0.1:{server.port}': terminal prompts disabled"
+    )
+    assert err.endswith(f"\nerror: {name}: cannot clone {shown!r}: {said}\n")
+    assert "secret" not in out + err
+    versions = ["1.0.0", "2.0.0"] if kind == "git" else ["1.0.0"]
+    for line, version in zip(out.splitlines(), versions, strict=True):
+        assert line.startswith(f"{name} {version} ({'1.0.0' if version == '1.0.0' else 'main'}): failed")
+        assert line.endswith(f": no repository {shown!r}: cannot clone it: {said}")
+    assert not (tmp_path / "nest" / "repos" / name).exists()
+    assert main(["--config", str(config_file), "list", name]) == 0  # still served
+    assert f"{dist}-1.0.0.tar.gz" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("dist_file", "made"),
+    [
+        ("my_package-1.0.0.zip", "it names a .zip sdist, not a .tar.gz sdist"),
+        (
+            "my_package-1.0.0-py2.py3-none-any.whl",
+            "it names a wheel for py2.py3-none-any, not a wheel for py3-none-any",
+        ),
+    ],
+)
+def test_a_dist_file_of_another_format_or_tags_is_not_published(
+    config_file: Path, capsys: pytest.CaptureFixture[str], dist_file: str, made: str
+) -> None:
+    """A .zip sdist or a wheel of other tags than dist_file names was taken for it (said at INFO)."""
+    config_file.write_text(
+        config_file.read_text().replace("dist_file: my_package-1.0.0.tar.gz", f"dist_file: {dist_file}")
+    )
+    assert main(["--config", str(config_file), "build", "my_package"]) == 1
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("my-package 1.0.0 (1.0.0 at ")
+    assert first.endswith(
+        f": dist_file {dist_file!r} was not produced; the build made my_package-1.0.0-py3-none-any.whl, "
+        f"my_package-1.0.0.tar.gz ({made})"
+    )
+    assert main(["--config", str(config_file), "list", "my_package"]) == 0
+    assert "1.0.0" not in capsys.readouterr().out  # 2.0.0 only
+
+
+@pytest.mark.parametrize("kind", ["git", "hg"])
+def test_a_repository_asking_for_a_password_gets_no_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """git ran the askpass program a desktop or an editor sets (SSH_ASKPASS, GIT_ASKPASS), though
+    no terminal prompt: on a server, a prompt nobody answers, which held the build 10 minutes."""
+    asked = tmp_path / "asked"
+    askpass = tmp_path / "askpass"
+    askpass.write_text(f'#!/bin/sh\necho "$@" >> {asked}\necho guess\n')
+    askpass.chmod(0o755)
+    for key in ("SSH_ASKPASS", "GIT_ASKPASS"):
+        monkeypatch.setenv(key, str(askpass))
+    monkeypatch.setenv("DISPLAY", ":0")
+    with RawUpstream(_refusing) as server:
+        url = f"http://127.0.0.1:{server.port}/me/my_package"
+        vcs_ = Git() if kind == "git" else Mercurial()
+        started = time.monotonic()
+        with pytest.raises(BuildError) as info:
+            vcs_.update(url, tmp_path / "clone", Transcript())
+        assert time.monotonic() - started < 60
+    assert not asked.exists(), asked.read_text()
+    said = (
+        f"fatal: could not read Username for 'http://127.0.0.1:{server.port}': terminal prompts disabled"
+        if kind == "git"
+        else f"abort: http authorization required for {url}"
+    )
+    assert str(info.value).endswith(said)
+
+
 def test_nestegg_build_names_only_source_builds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "nestegg.yml"
     config.write_text(
@@ -435,6 +585,20 @@ BOTH = ["my_package-1.0.0-py3-none-any.whl", "my_package-1.0.0.tar.gz"]
         ("mypackage-1.0.0.tar.gz", BOTH,
          "dist_file 'mypackage-1.0.0.tar.gz' was not produced; the build made my_package-1.0.0-py3"),
         ("my_package-1.0.1.tar.gz", BOTH, "dist_file 'my_package-1.0.1.tar.gz' was not produced"),
+        ("My.Package-1.0.tar.gz", BOTH, None),  # its name and version spelled otherwise
+        ("my_package-1.0.0-py3-none-any.whl", BOTH, None),
+        # another format, other tags or another build are another file
+        ("my_package-1.0.0.zip", BOTH,
+         "dist_file 'my_package-1.0.0.zip' was not produced; the build made my_package-1.0.0-py3-none-any"
+         ".whl, my_package-1.0.0.tar.gz (it names a .zip sdist, not a .tar.gz sdist)"),
+        ("my_package-1.0.0.tar.gz", ["my_package-1.0.0-py3-none-any.whl", "my_package-1.0.0.zip"],
+         "(it names a .tar.gz sdist, not a .zip sdist)"),
+        ("my_package-1.0.0-py2.py3-none-any.whl", BOTH,
+         "(it names a wheel for py2.py3-none-any, not a wheel for py3-none-any)"),
+        ("my_package-1.0.0-cp312-cp312-manylinux_2_17_x86_64.whl", BOTH,
+         "(it names a wheel for cp312-cp312-manylinux_2_17_x86_64, not a wheel for py3-none-any)"),
+        ("my_package-1.0.0-1-py3-none-any.whl", BOTH,
+         "(it names a wheel for py3-none-any (build 1), not a wheel for py3-none-any)"),
         (None, ["my_package-1.0.0.tar.gz"], "expected an sdist and a wheel, the build made my_package-1"),
         (None, [], "expected an sdist and a wheel, the build made nothing"),
         (None, ["my_package-1.0.1.tar.gz"], "tag 'v1' built 'my_package-1.0.1.tar.gz', not my-package 1.0.0"),
@@ -469,36 +633,97 @@ def test_mask_text(text: str, masked: str) -> None:
     assert mask_text(text) == masked
 
 
-def test_git_resolves_tags_branches_and_commits(git_repo: GitRepo, tmp_path: Path) -> None:
+def test_git_resolves_tags_and_branches(git_repo: GitRepo, tmp_path: Path) -> None:
     git, log, clone = Git(), Transcript(), tmp_path / "clone"
+    git_repo("tag", "--annotate", "-m", "annotated", "v1-annotated", "1.0.0")
+    git_repo("tag", "main", "1.0.0")  # a tag and a branch of one name: the tag is built
+    git_repo("branch", "feature", "1.0.0")
     git.update(str(git_repo.path), clone, log)
-    assert git.resolve(clone, "1.0.0", log) == git_repo("rev-parse", "1.0.0^{commit}")
-    assert git.resolve(clone, "main", log) == git_repo("rev-parse", "main")
-    head = git_repo("rev-parse", "main")
-    assert git.resolve(clone, head[:10], log) == head
-    for ref in ("nope", "-x", "with space"):
-        with pytest.raises(BuildError, match=repr(ref).replace("(", r"\(")):
-            git.resolve(clone, ref, log)
+    tagged, head = git_repo("rev-parse", "1.0.0^{commit}"), git_repo("rev-parse", "refs/heads/main")
+    assert git.resolve(clone, "1.0.0", log) == Resolved(commit=tagged, kind="tag")
+    assert git.resolve(clone, "v1-annotated", log) == Resolved(commit=tagged, kind="tag")
+    assert git.resolve(clone, "main", log) == Resolved(commit=tagged, kind="tag")
+    assert git.resolve(clone, "refs/heads/main", log) == Resolved(commit=head, kind="branch")
+    assert git.resolve(clone, "feature", log) == Resolved(commit=tagged, kind="branch")
+    assert git.resolve(clone, "HEAD", log) == Resolved(commit=head, kind="branch")  # what CI watches
     git.checkout(clone, head, tmp_path / "out", log)
     assert "2.0.0" in (tmp_path / "out" / "PKG-INFO").read_text()
     write_tree(git_repo.path, "my_package", "2.0.0", extra="x")
     moved = git_repo.commit("moved")
     git.update(str(git_repo.path), clone, log)
-    assert git.resolve(clone, "main", log) == moved
+    assert git.resolve(clone, "refs/heads/main", log).commit == moved
 
 
-def test_hg_resolves_tags_and_branches(hg_repo: HgRepo, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("ref", "error"),
+    [
+        # revision expressions: each names a commit, none a tag
+        ("1.0.0~1", "'1.0.0~1' is not a branch or tag name: git names hold no '~'"),
+        ("1.0.0^", "'1.0.0^' is not a branch or tag name: git names hold no '^'"),
+        ("main:setup.py", "'main:setup.py' is not a branch or tag name: git names hold no ':'"),
+        ("main@{1}", "'main@{1}' is not a branch or tag name: git names hold no '@{'"),
+        ("@", "'@' is not a branch or tag name"),
+        ("1.0.0..main", "'1.0.0..main' is not a branch or tag name: git names hold no '..'"),
+        ("-x", "'-x' is not a branch or tag name: it would be read as an option"),
+        ("with space", "'with space' is not a branch or tag name: it holds a blank"),
+        # a commit id is no tag, nor is a tag or branch that is not there
+        ("COMMIT", "no tag or branch 'COMMIT'"),
+        ("SHORT", "no tag or branch 'SHORT'"),
+        ("nope", "no tag or branch 'nope'"),
+    ],
+)
+def test_git_resolves_no_revision_expression_nor_commit(
+    git_repo: GitRepo, tmp_path: Path, ref: str, error: str
+) -> None:
+    git, log, clone = Git(), Transcript(), tmp_path / "clone"
+    git.update(str(git_repo.path), clone, log)
+    commit = git_repo("rev-parse", "1.0.0")
+    ref = {"COMMIT": commit, "SHORT": commit[:10]}.get(ref, ref)
+    error = error.replace("'COMMIT'", repr(commit)).replace("'SHORT'", repr(commit[:10]))
+    with pytest.raises(BuildError) as info:
+        git.resolve(clone, ref, log)
+    assert str(info.value).startswith(error)
+
+
+def test_hg_resolves_tags_bookmarks_and_branches(hg_repo: HgRepo, tmp_path: Path) -> None:
     hg, log, clone = Mercurial(), Transcript(), tmp_path / "clone"
-    hg.update(str(hg_repo.path), clone, log)
     tagged = hg_repo("log", "-r", "1.0.0", "--template", "{node}")
-    assert hg.resolve(clone, "1.0.0", log) == tagged
+    hg_repo("bookmark", "--rev", "1.0.0", "marked")
+    hg.update(str(hg_repo.path), clone, log)
+    assert hg.resolve(clone, "1.0.0", log) == Resolved(commit=tagged, kind="tag")
+    assert hg.resolve(clone, "marked", log) == Resolved(commit=tagged, kind="bookmark")
     tip = hg_repo("log", "-r", "tip", "--template", "{node}")
-    assert hg.resolve(clone, "default", log) == tip
-    with pytest.raises(BuildError, match="no tag, bookmark, branch or commit 'nope'"):
-        hg.resolve(clone, "nope", log)
+    assert hg.resolve(clone, "default", log) == Resolved(commit=tip, kind="branch")
     hg.checkout(clone, tagged, tmp_path / "out", log)
     assert (tmp_path / "out" / "PKG-INFO").is_file()
     assert not (tmp_path / "out" / ".hgtags").exists()
+
+
+@pytest.mark.parametrize(
+    ("ref", "error"),
+    [
+        ("tip", "'tip' is not a branch or tag name: 'tip' is a revision hg reserves"),
+        ("null", "'null' is not a branch or tag name: 'null' is a revision hg reserves"),
+        (".", "'.' is not a branch or tag name: '.' is a revision hg reserves"),
+        ("0", "'0' is not a branch or tag name: hg names are no whole numbers"),
+        ("1.0.0:tip", "'1.0.0:tip' is not a branch or tag name: hg names hold no ':'"),
+        # a revset is a name to look up, never run: neither tip nor the tag
+        ("1.0.0')or(tip", 'no tag, bookmark or branch "1.0.0\')or(tip"'),
+        ("max(all())", "no tag, bookmark or branch 'max(all())'"),
+        ("1.0.0~1", "no tag, bookmark or branch '1.0.0~1'"),
+        ("COMMIT", "no tag, bookmark or branch 'COMMIT'"),
+        ("SHORT", "no tag, bookmark or branch 'SHORT'"),
+    ],
+)
+def test_hg_resolves_no_revset_nor_commit(hg_repo: HgRepo, tmp_path: Path, ref: str, error: str) -> None:
+    hg, log, clone = Mercurial(), Transcript(), tmp_path / "clone"
+    hg.update(str(hg_repo.path), clone, log)
+    commit = hg_repo("log", "-r", "1.0.0", "--template", "{node}")
+    ref = {"COMMIT": commit, "SHORT": commit[:12]}.get(ref, ref)
+    error = error.replace("'COMMIT'", repr(commit)).replace("'SHORT'", repr(commit[:12]))
+    with pytest.raises(BuildError) as info:
+        hg.resolve(clone, ref, log)
+    assert str(info.value).startswith(error)
 
 
 def test_a_repo_url_that_reads_as_an_option_is_a_url_to_git(git_repo: GitRepo, tmp_path: Path) -> None:
@@ -747,13 +972,30 @@ def one_build(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("tag", "error"),
+    [
+        ("no-such-tag", "no tag or branch 'no-such-tag' in 'URL'"),
+        # a commit id, or a revision expression, is no tag: it built some commit under the version
+        ("COMMIT", "no tag or branch 'COMMIT' in 'URL'"),
+        ("main~1", "'main~1' is not a branch or tag name: git names hold no '~': it reads as a revision"),
+    ],
+)
 def test_a_tag_that_is_not_there_leaves_the_built_versions_served(
-    tmp_path: Path, upstream: PrivateIndex, git_repo: GitRepo, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    upstream: PrivateIndex,
+    git_repo: GitRepo,
+    caplog: pytest.LogCaptureFixture,
+    tag: str,
+    error: str,
 ) -> None:
     caplog.set_level(logging.INFO, logger="nestegg_core.builds.sources")
+    commit = git_repo("rev-parse", "main")
+    tag = tag.replace("COMMIT", commit)
+    error = error.replace("COMMIT", commit).replace("URL", str(git_repo.path))
     versions = (
         SourceVersion(version="1.0.0", tag="1.0.0"),
-        SourceVersion(version="3.0.0", tag="no-such-tag"),
+        SourceVersion(version="3.0.0", tag=tag),
     )
     with Mirror(one_build(tmp_path, upstream, git_repo, *versions, ttl=3600)) as mirror:
         python = make_venv(tmp_path / "venv")
@@ -764,13 +1006,140 @@ def test_a_tag_that_is_not_there_leaves_the_built_versions_served(
             "my_package-1.0.0-py3-none-any.whl",
             "my_package-1.0.0.tar.gz",
         ]
+        ui = f"{mirror.url}/ui/project/my-package?format=json"
+        with requests.Session() as session:
+            session.trust_env = False
+            status = session.get(ui, timeout=60).json()["source_build"]["status"]
+    assert list(status["failed"]) == ["3.0.0"]
+    assert status["failed"]["3.0.0"].startswith(error)
+    assert status["fetch_error"] is None
     # said once a ttl, as a warning, and recorded with the builds' failures
-    said = [r for r in caplog.records if "no-such-tag" in r.getMessage()]
+    said = [r for r in caplog.records if tag in r.getMessage()]
     assert [r.levelname for r in said] == ["WARNING"]
     assert said[0].getMessage().startswith("source build of my-package 3.0.0 failed (log: ")
+    assert error in said[0].getMessage()
     state = json.loads((tmp_path / "nest" / "builds" / "my-package.json").read_text())
-    assert state["failed"]["3.0.0"]["error"] == "no tag, branch or commit 'no-such-tag' in the git repository"
+    assert state["failed"]["3.0.0"]["error"].startswith(error)
     assert list(state["built"]) == ["1.0.0"]
+
+
+@pytest.mark.slow
+def test_a_repository_that_cannot_be_fetched_leaves_the_built_versions_served(
+    tmp_path: Path,
+    upstream: PrivateIndex,
+    git_repo: GitRepo,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="nestegg_core.builds.sources")
+    config = one_build(tmp_path, upstream, git_repo, SourceVersion(version="1.0.0", tag="1.0.0"))
+    with Mirror(config) as mirror:
+        url = f"{mirror.url}/simple/my-package/"
+        served = http.get(url, headers=JSON)
+        assert served.status_code == 200
+        shutil.rmtree(git_repo.path)
+        caplog.clear()
+        again = http.get(url, headers=JSON)
+        assert again.status_code == 200
+        assert again.json()["files"] == served.json()["files"]
+        # the project's page says it too, not that all is well
+        status = http.get(f"{mirror.url}/ui/project/my-package?format=json").json()["source_build"]["status"]
+        html = http.get(f"{mirror.url}/ui/project/my-package").text
+    [said] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    where = str(git_repo.path)
+    assert said.startswith(f"cannot fetch my-package from {where!r}, building from the fetch of 20")
+    assert said.endswith(
+        f"(what is built stays served): fatal: {where!r} does not appear to be a git repository"
+    )
+    state = json.loads((tmp_path / "nest" / "builds" / "my-package.json").read_text())
+    assert state["fetch_error"].startswith(f"cannot fetch {str(git_repo.path)!r}: fatal: ")
+    assert list(state["built"]) == ["1.0.0"]
+    assert status["fetch_error"] == state["fetch_error"]
+    assert status["fetched_at"].startswith("20")
+    assert status["failed"] == {}
+    assert html_escape(state["fetch_error"]) in html
+
+
+@pytest.mark.slow
+def test_a_moved_tag_is_warned_of_with_the_files_it_replaced(
+    tmp_path: Path,
+    upstream: PrivateIndex,
+    git_repo: GitRepo,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Other bytes under a name pip or uv cached or pinned fail their hash check: a tag that moved
+    said so at INFO only (a branch moves by design: INFO)."""
+    caplog.set_level(logging.INFO, logger="nestegg_core.builds.sources")
+    upstream.add(HELPER, "1.0", sdist=False)
+    versions = (SourceVersion(version="1.0.0", tag="1.0.0"), SourceVersion(version="2.0.0", tag="main"))
+    old_tag, old_main = git_repo("rev-parse", "1.0.0"), git_repo("rev-parse", "main")
+    with Mirror(one_build(tmp_path, upstream, git_repo, *versions)) as mirror:
+        before = files(mirror, "my-package")
+        write_tree(git_repo.path, "my_package", "1.0.0", extra="retagged")
+        new_tag = git_repo.commit("1.0.0 again")
+        git_repo("tag", "--force", "1.0.0")
+        write_tree(git_repo.path, "my_package", "2.0.0", requires=HELPER, extra="moved")
+        new_main = git_repo.commit("main moves on")
+        caplog.clear()
+        after = files(mirror, "my-package")
+    assert sorted(after) == sorted(before) == [
+        "my_package-1.0.0-py3-none-any.whl", "my_package-1.0.0.tar.gz",
+        "my_package-2.0.0-py3-none-any.whl", "my_package-2.0.0.tar.gz",
+    ]  # fmt: skip
+    assert all(after[name] != before[name] for name in after)
+    both = "my_package-{0}-py3-none-any.whl, my_package-{0}.tar.gz"
+    how = "other bytes under the same names: clients that cached or pinned them fail their hash check"
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "replaced" in r.getMessage()]
+    assert said == [
+        ("WARNING", f"tag '1.0.0' of my-package 1.0.0 moved from {old_tag[:12]} to {new_tag[:12]}: "
+                    f"{both.format('1.0.0')} replaced by {how}"),
+        ("INFO", f"branch 'main' of my-package 2.0.0 moved from {old_main[:12]} to {new_main[:12]}: "
+                 f"{both.format('2.0.0')} replaced by {how}"),
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("offline", [False, True])
+def test_nothing_is_built_from_a_clone_of_another_repo_url(
+    tmp_path: Path,
+    upstream: PrivateIndex,
+    git_repo: GitRepo,
+    http: requests.Session,
+    monkeypatch: pytest.MonkeyPatch,
+    offline: bool,
+) -> None:
+    """Offline, or with the old clone not removable, the repo_url changed: the clone is another
+    repository's, whose tags are no versions of the configured one."""
+    config = one_build(tmp_path, upstream, git_repo, SourceVersion(version="1.0.0", tag="1.0.0"))
+    with Mirror(config) as mirror:
+        assert http.get(f"{mirror.url}/simple/my-package/", headers=JSON).status_code == 200
+    other = tmp_path / "other.git"
+    assert run(["git", "clone", "--quiet", "--bare", str(git_repo.path), str(other)]).returncode == 0
+    build = dataclasses.replace(config.source_builds[0], repo_url=str(other))
+    config = config.with_changes(source_builds=(build,), offline=offline)
+    repo = tmp_path / "nest" / "repos" / "my-package"
+    removing = shutil.rmtree
+
+    def refused(path: object, *args: object, **kwargs: object) -> None:
+        if Path(str(path)) == repo:
+            raise PermissionError(13, "Permission denied", str(path))
+        removing(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sources.shutil, "rmtree", refused)
+    builder = SourceBuilder(
+        config, PrivateStore(tmp_path / "nest" / "private"), index_url=lambda: "http://127.0.0.1:9/"
+    )
+    [outcome] = builder.build("my-package")
+    assert (outcome.status, outcome.commit) == ("failed", None)
+    assert (
+        outcome.message
+        == f"the clone in {repo} is of {str(git_repo.path)!r}, not of the repo_url {str(other)!r}"
+    )
+    if not offline:
+        assert outcome.fetch_error.startswith(f"cannot remove {repo}, the clone of the repo_url before (")
+        assert outcome.fetch_error.endswith(f"Permission denied: {str(repo)!r}")
+    assert repo.exists()
 
 
 @pytest.mark.slow
@@ -797,14 +1166,17 @@ def test_what_is_built_is_served_while_another_build_of_it_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A fetch or a ``nestegg build`` holding the project's lock made it a 503 once its ttl was
-    past, though its files were there to serve."""
-    monkeypatch.setattr(sources, "BUILD_WAIT", 0.5)
+    past, though its files were there to serve; then each request waited BUILD_WAIT for it (a
+    slow repository's fetch made every page of the project 5 s late)."""
+    monkeypatch.setattr(sources, "BUILD_WAIT", 30.0)
     versions = (SourceVersion(version="1.0.0", tag="1.0.0"),)
     with Mirror(one_build(tmp_path, upstream, git_repo, *versions)) as mirror:  # ttl 0: looked at each time
         url = f"{mirror.url}/simple/my-package/"
         assert http.get(url, headers=JSON).status_code == 200
         with FileLock(tmp_path / "nest" / "builds" / "my-package.lock"):  # another process's build
+            started = time.monotonic()
             answer = http.get(url, headers=JSON)
+            assert time.monotonic() - started < 10
         assert answer.status_code == 200, answer.text
         assert len(answer.json()["files"]) == 2
 
@@ -822,7 +1194,12 @@ def test_an_sdist_whose_wheel_cannot_be_built_here_is_served_alone(
         f"def build_wheel(*args, **kwargs):\n"
         f"    if _os.path.exists({str(no_compiler)!r}):\n"
         f"        raise SystemExit(\"error: command 'gcc' failed: No such file or directory\")\n"
-        f"    return _sdist_only(*args, **kwargs)\n".replace("_os.", "__import__('os')."),
+        f"    return _sdist_only(*args, **kwargs)\n".replace("_os.", "__import__('os').")
+        # an sdist of other bytes each time it is made (as an mtime in it makes one)
+        + "\n\n_same_sdist = build_sdist\n\n\ndef build_sdist(*args, **kwargs):\n"
+        "    with open('my_package/stamp.py', 'w') as stamp:\n"
+        "        stamp.write(repr(__import__('time').time_ns()))\n"
+        "    return _same_sdist(*args, **kwargs)\n",
     )
     git_repo.commit("a C extension", tag="3.0.0")
     versions = (SourceVersion(version="3.0.0", tag="3.0.0", dist_file="my_package-3.0.0.tar.gz"),)
@@ -845,9 +1222,12 @@ def test_an_sdist_whose_wheel_cannot_be_built_here_is_served_alone(
     )
     [outcome] = builder.build("my-package", retry_failed=False)
     assert (outcome.status, outcome.files) == ("current", ("my_package-3.0.0.tar.gz",))
+    sdist = config.nestegg_dir / "private" / "my-package" / "my_package-3.0.0.tar.gz"
+    served = sdist.read_bytes()
     [outcome] = builder.build("my-package")
     assert outcome.status == "built", outcome.message
     assert sorted(outcome.files) == ["my_package-3.0.0-py3-none-any.whl", "my_package-3.0.0.tar.gz"]
+    assert sdist.read_bytes() == served  # the same commit's: kept, as clients hashed it
     # a build that made no sdist either is still a failure
     with pytest.raises(BuildError, match=r"expected an sdist, the build made nothing"):
         check_outputs(*source(), [], wheel=False)

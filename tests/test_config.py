@@ -2,14 +2,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nestegg_core.config.config import Config, environ_settings, load_config
+from nestegg_core.config.config import CISettings, Config, environ_settings, load_config
 from nestegg_core.config.pipindex import pip_index_url
+from nestegg_core.config.refs import ref_problem
 from nestegg_core.config.settings import declared, keys, settings_rst
 from nestegg_core.errors import ConfigError
 
@@ -181,6 +183,11 @@ def test_a_mirror_for_one_run_keeps_its_source_builds_without_their_ci(tmp_path:
             " versions: [{version: '1.0', tag: '1.0 rc'}]}]}",
             "source_builds[0].versions[0].tag: '1.0 rc' is not a branch or tag name",
         ),
+        (
+            "nestegg: {source_builds: [{name: a, repo_type: git, repo_url: x,"
+            " versions: [{version: '1.0', dist_file: a-1.0.tgz}]}]}",
+            "versions[0].dist_file: invalid distribution filename 'a-1.0.tgz': expected a wheel (.whl) or",
+        ),
         ("nestegg: {port: 1\n", "line"),
         (
             "nestegg: {max_page_size: lots}",
@@ -325,6 +332,91 @@ def test_missing_named_config(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("repo_type", "tag", "message"),
+    [
+        # revision expressions: each would build another commit than a tag's under the version
+        (
+            "git",
+            "HEAD~1",
+            "'HEAD~1' is not a branch or tag name: git names hold no '~': it reads as a revision",
+        ),
+        ("git", "v1^", "'v1^' is not a branch or tag name: git names hold no '^'"),
+        ("git", "v1~2", "'v1~2' is not a branch or tag name: git names hold no '~'"),
+        ("git", "'@{u}'", "'@{u}' is not a branch or tag name: git names hold no '@{'"),
+        ("git", "main:path", "'main:path' is not a branch or tag name: git names hold no ':'"),
+        ("git", "v1..v2", "'v1..v2' is not a branch or tag name: git names hold no '..'"),
+        ("git", "HEAD", "'HEAD' is not a branch or tag name: HEAD is no tag: name the tag (or branch)"),
+        ("git", "'v*'", "'v*' is not a branch or tag name: git names hold no '*'"),
+        ("git", "v1.lock", "'v1.lock' is not a branch or tag name: no part of a git name"),
+        ("git", "a//b", "'a//b' is not a branch or tag name: git names neither start nor end with '/'"),
+        ("hg", "tip", "'tip' is not a branch or tag name: 'tip' is a revision hg reserves, not a tag"),
+        ("hg", "'.'", "'.' is not a branch or tag name: '.' is a revision hg reserves"),
+        ("hg", "'42'", "'42' is not a branch or tag name: hg names are no whole numbers"),
+        ("hg", "'1.0:2.0'", "'1.0:2.0' is not a branch or tag name: hg names hold no ':'"),
+    ],
+)
+def test_a_tag_is_a_tag_or_branch_name_never_a_revision(
+    tmp_path: Path, repo_type: str, tag: str, message: str
+) -> None:
+    path = tmp_path / "nestegg.yml"
+    for key in (f"versions: [{{version: '1.0', tag: {tag}}}]", f"ci: {{watch: [ok, {tag}]}}"):
+        path.write_text(
+            f"nestegg: {{source_builds: [{{name: a, repo_type: {repo_type}, repo_url: x, {key}}}]}}"
+        )
+        where = "versions[0].tag" if key.startswith("versions") else "ci.watch[1]"
+        if tag == "HEAD" and where == "ci.watch[1]":  # what CI watches by default: the default branch
+            assert load_config(path).source_builds[0].ci == CISettings(watch=("ok", "HEAD"))
+            continue
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert str(info.value).startswith(f"{path}: nestegg.source_builds[0].{where}: {message}")
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("repo_type", "tags"),
+    [
+        ("git", ["v1.0", "1.0.0", "release/1.x", "2", "v1@2", "r_1-2+local"]),
+        ("hg", ["v1.0", "1.0.0", "1_0", "v1~2", "default"]),
+    ],
+)
+def test_tag_and_branch_names_are_read(tmp_path: Path, repo_type: str, tags: list[str]) -> None:
+    path = tmp_path / "nestegg.yml"
+    versions = ", ".join(f"{{version: '{i}.0', tag: '{tag}'}}" for i, tag in enumerate(tags, 1))
+    build = f"{{name: a, repo_type: {repo_type}, repo_url: x, versions: [{versions}]}}"
+    path.write_text(f"nestegg: {{source_builds: [{build}]}}")
+    assert [v.tag for v in load_config(path).source_builds[0].versions] == tags
+
+
+def test_a_version_that_is_no_tag_name_needs_its_tag(tmp_path: Path) -> None:
+    path = tmp_path / "nestegg.yml"
+    path.write_text(
+        "nestegg: {source_builds: [{name: a, repo_type: hg, repo_url: x, versions: [{version: '2024'}]}]}"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (
+        f"{path}: nestegg.source_builds[0].versions[0].tag: is required: the version '2024' is no tag name "
+        "(hg names are no whole numbers: it reads as a revision number, not a tag)"
+    )
+    path.write_text(
+        "nestegg: {source_builds: [{name: a, repo_type: git, repo_url: x, versions: [{version: '2024'}]}]}"
+    )
+    assert load_config(path).source_builds[0].versions[0].tag == "2024"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["v1.0", "HEAD~1", "v1^", "@{u}", "main:path", "v1..v2", "v*", "a//b", "/a", "a/", ".a", "a/.b",
+     "a.lock", "a.", "@", "a@b", "release/1.x", "a\\b", "a?", "a[1]"],
+)  # fmt: skip
+def test_git_names_are_checked_as_git_checks_them(name: str) -> None:
+    """The config's rule is git's own (``git check-ref-format``), for a tag of that name."""
+    checked = subprocess.run(["git", "check-ref-format", f"refs/tags/{name}"], check=False)
+    assert (ref_problem(name, "git") is None) is (checked.returncode == 0 and name != "@")
+
+
+@pytest.mark.parametrize(
     ("written", "read"),
     [
         ("1.0", "1.0"),  # YAML reads an unquoted 1.0 as a float: the seed's configs rely on the string
@@ -343,7 +435,7 @@ def test_yaml_scalars_as_versions_and_tags_are_read_as_written(
     path = tmp_path / "nestegg.yml"
     path.write_text(
         "nestegg:\n  port: 7654\n  source_builds:\n"
-        f"  - {{name: a, repo_type: hg, repo_url: x, versions: [{{version: 1.0, tag: {written}}}]}}\n"
+        f"  - {{name: a, repo_type: git, repo_url: x, versions: [{{version: 1.0, tag: {written}}}]}}\n"
     )
     config = load_config(path)
     assert config.source_builds[0].versions[0].tag == read

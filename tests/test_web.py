@@ -19,7 +19,7 @@ import requests
 
 from nestegg_core import Config, Mirror
 from nestegg_core.builds.runs import EnvResult, RunStore
-from nestegg_core.config.config import CISettings, SourceBuild, Upstream
+from nestegg_core.config.config import CISettings, SourceBuild, SourceVersion, Upstream
 from nestegg_core.config.credentials import set_password
 from nestegg_core.simple.models import DistFile, ProjectPage
 from nestegg_core.storage.pagestate import PageState
@@ -422,6 +422,7 @@ def test_project_page_files_and_origins(populated: Mirror, http: requests.Sessio
     built = http.get(f"{populated.url}/ui/project/built-pkg?format=json").json()
     assert built["kind"] == "private"
     assert built["source_build"]["repo_url"] == "https://user:***@example.com/built.git"
+    assert built["source_build"]["status"] == {"fetched_at": None, "fetch_error": None, "failed": {}}
     (version,) = built["versions"]
     assert {(f["origin"], f["ref"], f["commit"]) for f in version["files"]} == {("built", "v1.0.0", COMMIT)}
     uploaded = http.get(f"{populated.url}/ui/project/secret-tool?format=json").json()
@@ -433,6 +434,35 @@ def test_project_page_files_and_origins(populated: Mirror, http: requests.Sessio
     page = http.get(f"{populated.url}/ui/project/my-pkg").text
     assert EVIL not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_a_source_builds_status_names_its_failing_versions(
+    make_mirror: MirrorFactory, http: requests.Session, tmp_path: Path
+) -> None:
+    """A version failed once, then taken out of the config, is no failure of the build now."""
+    versions = (SourceVersion(version="1.0", tag="v1.0"), SourceVersion(version="2.0", tag="v2.0"))
+    build = SourceBuild(name="built-pkg", repo_type="git", repo_url="x", versions=versions)  # type: ignore[arg-type]
+    mirror = make_mirror(source_builds=(build,))
+    _publish_private(mirror, tmp_path, "built-pkg", "1.0")
+    error = f"no tag or branch {EVIL!r} in 'https://u:***@example.com/r.git'"
+    state = {
+        "checked_at": 1714979289.0,
+        "fetch_error": "cannot fetch 'https://u:***@example.com/r.git': fatal: gone",
+        "failed": {"2.0": {"error": error}, "0.9": {"error": "an old failure"}},
+    }
+    (mirror.config.nestegg_dir / "builds").mkdir()
+    (mirror.config.nestegg_dir / "builds" / "built-pkg.json").write_text(json.dumps(state))
+    data = http.get(f"{mirror.url}/ui/project/built-pkg?format=json").json()
+    assert data["source_build"]["status"] == {
+        "fetched_at": "2024-05-06T07:08:09.000000Z",
+        "fetch_error": state["fetch_error"],
+        "failed": {"2.0": error},
+    }
+    html = http.get(f"{mirror.url}/ui/project/built-pkg").text
+    assert "cannot fetch &#x27;https://u:***@example.com/r.git&#x27;: fatal: gone" in html
+    assert "&lt;script&gt;" in html
+    assert EVIL not in html
+    assert "an old failure" not in html
 
 
 def test_project_page_shows_the_long_description_escaped_and_cut(

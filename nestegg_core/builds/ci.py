@@ -50,9 +50,12 @@ from .vcs import (
     TIMED_OUT,
     CappedOutput,
     CheckoutWork,
+    MissingRef,
     Transcript,
     failure_line,
     find_hg,
+    git_env,
+    hg_env,
     run_unattended,
     supervise,
 )
@@ -87,7 +90,7 @@ def watched(build: SourceBuild) -> tuple[str, ...]:
 def remote_head(build: SourceBuild, ref: str, *, timeout: float = POLL_TIMEOUT) -> str:
     """The commit ``ref`` names in the remote repository now, asked without fetching anything."""
     if build.repo_type == "git":
-        env = dict(os.environ, GIT_TERMINAL_PROMPT="0", LC_ALL="C")
+        env = git_env()
         patterns = (
             [ref]
             if ref == "HEAD" or ref.startswith("refs/")
@@ -108,7 +111,7 @@ def remote_head(build: SourceBuild, ref: str, *, timeout: float = POLL_TIMEOUT) 
             if _HEX.fullmatch(commit):
                 return commit
         raise BuildError(f"no branch or tag {ref!r} in {mask_text(build.repo_url)!r}")
-    env = dict(os.environ, HGPLAIN="1", LC_ALL="C")
+    env = hg_env()
     output = _ask(
         [find_hg(), "--noninteractive", "identify", "--debug", "--id", "--rev", ref, "--", build.repo_url],
         env,
@@ -216,7 +219,9 @@ class Runner(CheckoutWork[RunStore]):
         clone = self.root / "repos" / build.name
         try:
             vcs.update(build.repo_url, clone, log)
-            commit = run.commit or vcs.resolve(clone, run.ref, log)
+            commit = run.commit or vcs.resolve(clone, run.ref, log).commit
+        except MissingRef as exc:
+            return finish(ERROR, f"{exc} in {mask_text(build.repo_url)!r}")
         except BuildError as exc:
             return finish(ERROR, str(exc))
         if run.commit is None:

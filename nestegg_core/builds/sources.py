@@ -12,6 +12,7 @@ State, per project, in ``<nestegg dir>/builds/<name>.json``; clones in ``<nesteg
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from packaging.utils import NormalizedName, canonicalize_name
+from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 from nestegg_core.config.config import Config, SourceBuild, SourceVersion
@@ -39,12 +40,12 @@ from nestegg_core.errors import BuildError, NesteggError, NotFound, Unavailable
 from nestegg_core.installers import installer_env
 from nestegg_core.simple.distmeta import parse_dist_filename
 from nestegg_core.simple.models import format_time
-from nestegg_core.storage.fs import write_atomic
+from nestegg_core.storage.fs import sha256_file, write_atomic
 from nestegg_core.storage.locks import FileLock, LockTimeout
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.urls import mask_text
 
-from .vcs import VCS, CheckoutWork, Transcript, failed
+from .vcs import VCS, CheckoutWork, MissingRef, Resolved, Transcript, failed
 
 if TYPE_CHECKING:
     pass
@@ -74,6 +75,9 @@ class BuildOutcome:
     files: tuple[str, ...] = ()
     log: Path | None = None
     message: str = ""
+    #: why the repository could not be fetched ("": it was, or it was not due): the version was
+    #: looked up, and built, in the last fetch
+    fetch_error: str = ""
 
     @property
     def ok(self) -> bool:
@@ -84,7 +88,8 @@ class BuildOutcome:
         head = f"{self.name} {self.version} ({self.ref}{commit})"
         if self.ok:
             note = f" ({self.message})" if self.message else ""
-            return f"{head}: {self.status}: {', '.join(self.files)}{note}"
+            stale = " as of the last fetch" if self.fetch_error else ""
+            return f"{head}: {self.status}{stale}: {', '.join(self.files)}{note}"
         # the log first: clients cut long reason phrases short
         log = f" (log: {self.log})" if self.log else ""
         return f"{head}: {self.status}{log}: {self.message}"
@@ -161,12 +166,17 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             return
         last = self._checked.get(name)
         if last is None or self.clock() - last >= self.config.ttl:
+            # with something built, another build of it (a slow fetch, a rebuild) is not waited
+            # for: what is built is served meanwhile
+            built = self.store.page(name) is not None
             try:
-                outcomes = self.build(name, retry_failed=False, refresh=False, wait=BUILD_WAIT)
+                outcomes = self.build(
+                    name, retry_failed=False, refresh=False, wait=0 if built else BUILD_WAIT
+                )
             except Unavailable:
-                if self.store.page(name) is None:
+                if not built and self.store.page(name) is None:
                     raise
-                return  # another build of it runs (a fetch, a rebuild): what is built is served meanwhile
+                return
             with self._guard:
                 self._checked[name] = self.clock()
                 self._failures[name] = [o for o in outcomes if not o.ok]
@@ -214,53 +224,81 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         state = _State.read(self._state_path(build.name))
         log = Transcript(self._stopping)
         fetched = self._update(build, state, log, refresh=refresh)
-        commits = self._resolve(build, log)
+        commits = self._resolve(build, state, log)
         if (
-            not fetched
+            fetched is None
             and not self.config.offline
             and any(isinstance(c, BuildError) for c in commits.values())
         ):
             # a tag new since the last fetch: fetch now rather than fail until the ttl is over
-            self._update(build, state, log, refresh=True)
-            commits = self._resolve(build, log)
+            fetched = self._update(build, state, log, refresh=True)
+            commits = self._resolve(build, state, log)
+        state.fetch_error = fetched or ""
         outcomes = []
         for version in build.versions:
             resolved = commits[version.version]
-            outcomes.append(
-                self._build_version(build, version, resolved, state, log, retry_failed=retry_failed)
-            )
+            outcome = self._build_version(build, version, resolved, state, log, retry_failed=retry_failed)
+            outcomes.append(dataclasses.replace(outcome, fetch_error=state.fetch_error))
             state.write(self._state_path(build.name))  # what is done stays done if this process dies
         return outcomes
 
-    def _update(self, build: SourceBuild, state: _State, log: Transcript, *, refresh: bool) -> bool:
-        """Clone or fetch the repository unless that was done within ``ttl``; whether it was.
+    def _update(self, build: SourceBuild, state: _State, log: Transcript, *, refresh: bool) -> str | None:
+        """Clone or fetch the repository unless that was done within ``ttl``: None if it was not
+        (offline, or done just now), "" once done, else why it failed (a line naming the URL).
 
-        A failed fetch is logged and the last one used; a failed clone leaves no repository,
-        which the versions then report.
+        A failed fetch is warned of and the last one used; a failed clone leaves no repository,
+        which the versions then report. A clone of another ``repo_url`` than the configured one
+        is removed first: no version is built from the repository the config no longer names.
         """
         repo = self._repo_path(build.name)
         if self.config.offline:
-            return False
+            return None
+        url = mask_text(build.repo_url)  # a password changed is no other repository
+        if state.fetched_from not in (None, url) and repo.exists():
+            logger.warning("the repo_url of %s is now %s (it was %s): cloning it afresh",
+                           build.name, url, state.fetched_from)  # fmt: skip
+            log.note(f"# repo_url changed from {state.fetched_from}: cloned afresh")
+            try:
+                shutil.rmtree(repo)
+            except OSError as exc:
+                why = f"cannot remove {repo}, the clone of the repo_url before ({state.fetched_from}): {exc}"
+                log.note(f"# {why}")
+                return why
+            state.checked_at = 0.0
         if not refresh and self.clock() - state.checked_at < self.config.ttl and repo.exists():
-            return False  # another process or thread fetched it just now
-        logger.info("updating %s from %s", build.name, mask_text(build.repo_url))
+            return None  # another process or thread fetched it just now
+        logger.info("updating %s from %s", build.name, url)
         try:
             self.backends(build.repo_type).update(build.repo_url, repo, log)
         except BuildError as exc:
             if self._stopping.is_set():
-                return False
+                return None
+            why = log.reason or str(exc)
             if repo.exists():
-                logger.warning("cannot update %s, building from the last fetch: %s", build.name, exc)
-            else:
-                log.note(f"# cannot clone {build.repo_url}: {exc}")
-            return False
+                logger.warning(
+                    "cannot fetch %s from %r, building from the fetch of %s (what is built stays served): %s",
+                    build.name, url, _when(state.checked_at), why,
+                )  # fmt: skip
+                log.note(f"# cannot fetch {url}: {why}")
+                return f"cannot fetch {url!r}: {why}"
+            log.note(f"# cannot clone {url}: {why}")
+            return f"cannot clone {url!r}: {why}"
         state.checked_at = self.clock()
-        return True
+        state.fetched_from = url
+        return ""
 
-    def _resolve(self, build: SourceBuild, log: Transcript) -> dict[str, str | BuildError]:
+    def _resolve(
+        self, build: SourceBuild, state: _State, log: Transcript
+    ) -> dict[str, Resolved | BuildError]:
         repo = self._repo_path(build.name)
-        commits: dict[str, str | BuildError] = {}
+        url = mask_text(build.repo_url)
+        commits: dict[str, Resolved | BuildError] = {}
         for version in build.versions:
+            if state.fetched_from not in (None, url) and repo.exists():  # offline, or not removed
+                commits[version.version] = BuildError(
+                    f"the clone in {repo} is of {state.fetched_from!r}, not of the repo_url {url!r}"
+                )
+                continue
             if not repo.exists():
                 # the clone's own words: the last command of this transcript that failed
                 how = (
@@ -270,10 +308,12 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
                     if log.reason
                     else "cannot clone it"
                 )
-                commits[version.version] = BuildError(f"no repository {mask_text(build.repo_url)!r}: {how}")
+                commits[version.version] = BuildError(f"no repository {url!r}: {how}")
                 continue
             try:
                 commits[version.version] = self.backends(build.repo_type).resolve(repo, version.tag, log)
+            except MissingRef as exc:
+                commits[version.version] = BuildError(f"{exc} in {url!r}")
             except BuildError as exc:
                 commits[version.version] = exc
         return commits
@@ -282,7 +322,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         self,
         build: SourceBuild,
         version: SourceVersion,
-        resolved: str | BuildError,
+        resolved: Resolved | BuildError,
         state: _State,
         update_log: Transcript,
         *,
@@ -304,7 +344,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             # tried again (and said again) once per ttl, as the tag may come
             logger.warning("source build of %s %s failed (log: %s): %s", build.name, key, path, resolved)
             return outcome("failed", log=path, message=str(resolved))
-        commit = resolved
+        commit = resolved.commit
         done = state.built.get(key)
         if (
             done
@@ -328,7 +368,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         )
         started = time.monotonic()
         try:
-            files, no_wheel = self._run_build(build, version, commit, log, previous=done)
+            files, no_wheel, replaced = self._run_build(build, version, commit, log, previous=done)
         except (NesteggError, OSError, subprocess.SubprocessError) as exc:
             if self._stopping.is_set():  # no failure of the commit's: built again next time
                 logger.warning("build of %s %s stopped: the server is stopping", build.name, key)
@@ -338,6 +378,8 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             logger.error("source build of %s %s (%s at %s) failed (log: %s): %s",
                          build.name, key, version.tag, commit[:12], path, exc)  # fmt: skip
             return outcome("failed", commit=commit, log=path, message=str(exc))
+        if replaced and done:
+            self._replaced(build, version, resolved=resolved, done=done, replaced=replaced, log=log)
         path = self._write_log(build.name, key, commit, log, None)
         state.built[key] = {
             "ref": version.tag,
@@ -351,6 +393,36 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         message = f"no wheel: {no_wheel}" if no_wheel else ""
         return outcome("built", commit=commit, files=files, log=path, message=message)
 
+    def _replaced(
+        self,
+        build: SourceBuild,
+        version: SourceVersion,
+        *,
+        resolved: Resolved,
+        done: Mapping[str, Any],
+        replaced: list[str],
+        log: Transcript,
+    ) -> None:
+        """Say that files served before were replaced by other bytes under the same names: pip and
+        uv, which cached or pinned their hashes, then fail their hash checks. A branch moves by
+        design (INFO); a tag that moved, or a version built from another tag, is warned of."""
+        old_ref, old_commit = str(done.get("ref", "")), str(done.get("commit", ""))[:12]
+        files = ", ".join(replaced)
+        how = "other bytes under the same names: clients that cached or pinned them fail their hash check"
+        if old_ref != version.tag:
+            line = (
+                f"{build.name} {version.version} is now built from {resolved.kind} {version.tag!r} at "
+                f"{resolved.commit[:12]} (it was {old_ref!r} at {old_commit}): {files} replaced by {how}"
+            )
+        else:
+            line = (
+                f"{resolved.kind} {version.tag!r} of {build.name} {version.version} moved from "
+                f"{old_commit} to {resolved.commit[:12]}: {files} replaced by {how}"
+            )
+        log.note(f"# {line}")
+        level = logging.INFO if old_ref == version.tag and resolved.kind != "tag" else logging.WARNING
+        logger.log(level, "%s", line)
+
     def _run_build(
         self,
         build: SourceBuild,
@@ -359,8 +431,13 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         log: Transcript,
         *,
         previous: Mapping[str, Any] | None,
-    ) -> tuple[tuple[str, ...], str]:
-        """Build ``commit`` and publish what it made; the files, and why no wheel was made ("")."""
+    ) -> tuple[tuple[str, ...], str, list[str]]:
+        """Build ``commit`` and publish what it made; the files, why no wheel was made (""), and
+        the files served before that other bytes replaced.
+
+        A file built before from the same commit (the sdist, when its wheel is built again) is
+        kept as it was: the same source, and the bytes clients have.
+        """
         work_root = self.root / "tmp" / "builds"
         work_root.mkdir(parents=True, exist_ok=True)
         _remove_abandoned(work_root, build.name)
@@ -399,7 +476,17 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
                                build.name, version.version, no_wheel)  # fmt: skip
                 log.note(f"# the sdist alone is served: its wheel could not be built: {no_wheel}")
             check_outputs(build, version, [p.name for p in produced], wheel=not no_wheel)
+            page = self.store.page(build.name)
+            served = {d.filename: d.sha256 for d in page.files} if page is not None else {}
+            same = previous is not None and previous.get("commit") == commit
+            kept = set(previous.get("files", ())) if previous is not None and same else set()
+            replaced = []
             for path in produced:
+                if path.name in kept and path.name in served:
+                    log.note(f"# {path.name} was built from this commit before: kept as it was")
+                    continue
+                if path.name in served and served[path.name] != sha256_file(path):
+                    replaced.append(path.name)
                 self.store.add(path, move=True, replace=True)
             names = tuple(p.name for p in produced)
         # files of the previous build of this version that this one did not make again
@@ -407,7 +494,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
             if stale not in names:
                 with contextlib.suppress(NotFound):
                     self.store.remove(build.name, stale)
-        return names, no_wheel
+        return names, no_wheel, replaced
 
     def build_env(self) -> dict[str, str]:
         """The environment of ``python -m build``: installers see this mirror and nothing else."""
@@ -447,6 +534,11 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         except OSError as exc:
             logger.warning("cannot write build log %s: %s", path, exc)
         return path
+
+
+def _when(timestamp: float) -> str:
+    """A time of the state file (seconds since the epoch; 0: never) as it is shown."""
+    return format_time(datetime.fromtimestamp(timestamp, timezone.utc)) if timestamp > 0 else "never"
 
 
 def _summary(failed: list[BuildOutcome]) -> str:
@@ -490,9 +582,15 @@ def check_outputs(
     if len(sdists) != 1 or (wheel and not wheels):
         raise BuildError(f"expected an sdist{' and a wheel' if wheel else ''}, the build made {made}")
     if version.dist_file is not None and version.dist_file not in produced:
-        if not any(_same_dist(version.dist_file, filename) for filename in produced):
-            raise BuildError(f"dist_file {version.dist_file!r} was not produced; the build made {made}")
-        logger.info("dist_file %r is spelled differently from what was built (%s)", version.dist_file, made)
+        wanted_file = _dist_identity(version.dist_file)
+        same = [f for f in produced if _dist_identity(f) == wanted_file]
+        if not same:
+            # a file of its project, version and kind, not of its format or tags: say which
+            near = [f for f in produced if wanted_file and (_dist_identity(f) or ())[:3] == wanted_file[:3]]
+            how = f" (it names {_form(version.dist_file)}, not {_form(near[0])})" if near else ""
+            raise BuildError(f"dist_file {version.dist_file!r} was not produced; the build made {made}{how}")
+        # the name and version spelled otherwise (older setuptools wrote My-Package-1.0.tar.gz)
+        logger.info("dist_file %r is %s as it is built", version.dist_file, same[0])
 
 
 def _whole_archive(path: Path) -> bool:
@@ -509,21 +607,39 @@ def _whole_archive(path: Path) -> bool:
     return True
 
 
-def _same_dist(expected: str, made: str) -> bool:
-    """Whether two filenames name the same kind of file of one project and version."""
+def _dist_identity(filename: str) -> tuple[object, ...] | None:
+    """What a ``dist_file`` names, whatever the spelling of its name and version: an sdist of one
+    project, version and archive format, or a wheel of one project, version, build and tags
+    (a py2.py3 wheel is no py3 wheel, a linux one no pure one); None if it names no dist."""
     try:
-        return (expected.endswith(".whl") == made.endswith(".whl")) and (
-            parse_dist_filename(expected) == parse_dist_filename(made)
-        )
+        name, version = parse_dist_filename(filename)
     except NesteggError:
-        return False
+        return None
+    if filename.endswith(".whl"):
+        _, _, build, tags = parse_wheel_filename(filename)
+        return ("wheel", name, version, build, frozenset(tags))
+    return ("sdist", name, version, ".zip" if filename.endswith(".zip") else ".tar.gz")
+
+
+def _form(filename: str) -> str:
+    """The format of an sdist, or the build and tags of a wheel, as a message names them."""
+    if filename.endswith(".whl"):
+        parts = filename[: -len(".whl")].split("-")
+        build = f" (build {parts[2]})" if len(parts) == 6 else ""
+        return f"a wheel for {'-'.join(parts[-3:])}{build}"
+    return f"a {'.zip' if filename.endswith('.zip') else '.tar.gz'} sdist"
 
 
 class _State:
-    """The built and failed commits of one project's versions, on disk as JSON."""
+    """The built and failed commits of one project's versions, and its last fetch, on disk as JSON."""
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.checked_at = float(data.get("checked_at", 0.0))
+        #: the repo_url (masked) of the last fetch that worked; None: not known (an older state)
+        fetched_from = data.get("fetched_from")
+        self.fetched_from = fetched_from if isinstance(fetched_from, str) else None
+        #: why the last fetch failed ("": it did not)
+        self.fetch_error = str(data.get("fetch_error") or "")
         self.built: dict[str, dict[str, Any]] = dict(data.get("built", {}))
         self.failed: dict[str, dict[str, Any]] = dict(data.get("failed", {}))
 
@@ -541,5 +657,11 @@ class _State:
             return cls({})
 
     def write(self, path: Path) -> None:
-        data = {"checked_at": self.checked_at, "built": self.built, "failed": self.failed}
+        data = {
+            "checked_at": self.checked_at,
+            "fetched_from": self.fetched_from,
+            "fetch_error": self.fetch_error,
+            "built": self.built,
+            "failed": self.failed,
+        }
         write_atomic(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Generic, Protocol, TypeVar
 
+from nestegg_core.config.refs import ref_problem
 from nestegg_core.errors import BuildError
 from nestegg_core.urls import mask_text
 
@@ -353,6 +354,25 @@ def failure_line(output: str) -> str:
     return line if len(line) <= _LINE_LIMIT else line[: _LINE_LIMIT - 3] + "..."
 
 
+_HEX = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a tag or branch names: its commit, and whether it is a tag, a branch or a bookmark."""
+
+    commit: str
+    kind: str
+
+
+class MissingRef(BuildError):
+    """A repository has no tag or branch of the name asked for."""
+
+    def __init__(self, ref: str, kinds: str) -> None:
+        super().__init__(f"no {kinds} {ref!r}")
+        self.ref = ref
+
+
 class VCS(Protocol):
     """A version control system nestegg builds from."""
 
@@ -362,8 +382,10 @@ class VCS(Protocol):
     def update(self, url: str, path: Path, run: Transcript) -> None:
         """Make ``path`` an up-to-date copy of the repository at ``url`` (clone or fetch)."""
 
-    def resolve(self, path: Path, ref: str, run: Transcript) -> str:
-        """The full commit id that tag, branch (or commit) ``ref`` names now; :class:`BuildError` if none."""
+    def resolve(self, path: Path, ref: str, run: Transcript) -> Resolved:
+        """The commit the tag or branch (hg: or bookmark) named ``ref`` names now, never a revision
+        expression or a commit id; :class:`MissingRef` if there is none, :class:`BuildError` if
+        ``ref`` can name none (:func:`ref_problem`)."""
 
     def checkout(self, path: Path, commit: str, dest: Path, run: Transcript) -> None:
         """Write a clean checkout of ``commit`` to the new directory ``dest``."""
@@ -379,9 +401,7 @@ class Git:
 
     @staticmethod
     def env() -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C")
-        return env
+        return git_env()
 
     def _git(self, *args: str) -> list[str]:
         return [self.executable, *args]
@@ -396,19 +416,48 @@ class Git:
             path, lambda tmp: run.run(self._git("clone", "--mirror", "--quiet", "--", url, str(tmp)), env=env)
         )
 
-    def resolve(self, path: Path, ref: str, run: Transcript) -> str:
-        _check_ref(ref)
-        for candidate in (f"refs/tags/{ref}", f"refs/heads/{ref}", ref):
+    def resolve(self, path: Path, ref: str, run: Transcript) -> Resolved:
+        _check_ref(ref, self.kind)
+        if ref == "HEAD":  # the default branch, which CI watches
             result = run.run(
-                self._git("-C", str(path), "rev-parse", "--verify", "--quiet", "--end-of-options",
-                          f"{candidate}^{{commit}}"),
+                self._git("-C", str(path), "rev-parse", "--verify", "--quiet", "HEAD^{commit}"),
                 env=self.env(),
                 check=False,
-            )  # fmt: skip
+            )
             commit = result.stdout.strip()
-            if result.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit):
-                return commit
-        raise BuildError(f"no tag, branch or commit {ref!r} in the git repository")
+            if result.returncode == 0 and _HEX.fullmatch(commit):
+                return Resolved(commit=commit, kind="branch")
+            raise MissingRef(ref, "default branch")
+        # refs by their exact names: rev-parse would take what is no ref (a commit id, a
+        # revision expression) and look in other namespaces (refs/remotes/...) too
+        names = [ref] if ref.startswith("refs/") else [f"refs/tags/{ref}", f"refs/heads/{ref}"]
+        fields = "%(refname) %(objectname) %(objecttype) %(*objectname) %(*objecttype)"  # no blank in a ref
+        result = run.run(self._git("-C", str(path), "for-each-ref", f"--format={fields}", "--", *names),
+                         env=self.env())  # fmt: skip
+        found: dict[str, tuple[str, ...]] = {}
+        for line in result.stdout.splitlines():
+            name, *values = line.split(" ")
+            found[name] = tuple(values)
+        for name in names:
+            if name not in found:
+                continue
+            kind = "tag" if name.startswith("refs/tags/") else "branch"
+            oid, kind_of, peeled, peeled_kind = (*found[name], "", "", "", "")[:4]
+            if kind_of == "commit" and _HEX.fullmatch(oid):
+                return Resolved(commit=oid, kind=kind)
+            if peeled_kind == "commit" and _HEX.fullmatch(peeled):
+                return Resolved(commit=peeled, kind=kind)
+            if _HEX.fullmatch(oid):  # a tag of a tag: peeled whole (its id is no expression)
+                peel = run.run(
+                    self._git("-C", str(path), "rev-parse", "--verify", "--quiet", f"{oid}^{{commit}}"),
+                    env=self.env(),
+                    check=False,
+                )
+                commit = peel.stdout.strip()
+                if peel.returncode == 0 and _HEX.fullmatch(commit):
+                    return Resolved(commit=commit, kind=kind)
+            raise BuildError(f"{kind} {ref!r} names no commit (a {kind_of or 'missing object'})")
+        raise MissingRef(ref, "tag or branch")
 
     def checkout(self, path: Path, commit: str, dest: Path, run: Transcript) -> None:
         env, here = self.env(), str(dest)
@@ -429,10 +478,7 @@ class Mercurial:
 
     @staticmethod
     def env() -> dict[str, str]:
-        env = dict(os.environ)
-        # plain output whatever the user's hgrc says; [auth] and [ui] ssh settings still apply
-        env.update(HGPLAIN="1", LC_ALL="C")
-        return env
+        return hg_env()
 
     def _hg(self, *args: str) -> list[str]:
         return [self.executable, "--noninteractive", *args]
@@ -447,26 +493,49 @@ class Mercurial:
             lambda tmp: run.run(self._hg("clone", "--noupdate", "--quiet", "--", url, str(tmp)), env=env),
         )
 
-    def resolve(self, path: Path, ref: str, run: Transcript) -> str:
-        _check_ref(ref)
+    def resolve(self, path: Path, ref: str, run: Transcript) -> Resolved:
+        _check_ref(ref, self.kind)
+        # names as literal strings of revset functions: never a revset, a revision number or id
         literal = _revset_string(f"literal:{ref}")
-        candidates = [f"tag({literal})", f"bookmark({literal})", f"max(branch({literal}))"]
-        if re.fullmatch(r"[0-9a-f]{6,40}", ref):
-            candidates.append(_revset_string(ref))
-        for revset in candidates:
+        for kind in ("tag", "bookmark", "branch"):
+            revset = f"max({kind}({literal}))"
             result = run.run(
                 self._hg("--repository", str(path), "log", "--rev", revset, "--template", "{node}\\n"),
                 env=self.env(),
                 check=False,
             )
             nodes = result.stdout.split()
-            if result.returncode == 0 and len(nodes) == 1 and re.fullmatch(r"[0-9a-f]{40}", nodes[0]):
-                return nodes[0]
-        raise BuildError(f"no tag, bookmark, branch or commit {ref!r} in the hg repository")
+            if result.returncode == 0 and len(nodes) == 1 and _HEX.fullmatch(nodes[0]):
+                return Resolved(commit=nodes[0], kind=kind)
+        raise MissingRef(ref, "tag, bookmark or branch")
 
     def checkout(self, path: Path, commit: str, dest: Path, run: Transcript) -> None:
         clone = ("clone", "--quiet", "--updaterev", commit, "--", str(path), str(dest))
         run.run(self._hg(*clone), env=self.env())
+
+
+def unattended_env() -> dict[str, str]:
+    """This process's environment, but for what would ask someone for a password or passphrase:
+    no askpass program runs (``GIT_ASKPASS``, ``core.askPass``, ``SSH_ASKPASS``: desktops and
+    editors set them, to prompts nobody answers on a server), nor an interactive credential
+    manager. Credential helpers, ssh agents and keys, hgrc ``[auth]`` still work."""
+    env = dict(os.environ)
+    for key in ("SSH_ASKPASS", "DISPLAY", "WAYLAND_DISPLAY"):  # ssh before 8.4 asks with DISPLAY set
+        env.pop(key, None)
+    # an empty GIT_ASKPASS ends git's search for one (core.askPass, SSH_ASKPASS) and asks nothing
+    env.update(GIT_ASKPASS="", SSH_ASKPASS_REQUIRE="never", GCM_INTERACTIVE="never", LC_ALL="C")
+    return env
+
+
+def git_env() -> dict[str, str]:
+    """The environment git runs in: :func:`unattended_env`, no terminal prompt either."""
+    return {**unattended_env(), "GIT_TERMINAL_PROMPT": "0"}
+
+
+def hg_env() -> dict[str, str]:
+    """The environment hg runs in (with ``--noninteractive``): :func:`unattended_env`, and plain
+    output whatever the user's hgrc says ([auth] and [ui] ssh settings still apply)."""
+    return {**unattended_env(), "HGPLAIN": "1"}
 
 
 def find_hg() -> str:
@@ -521,9 +590,10 @@ def backend(kind: str) -> VCS:
     raise BuildError(f"unknown repo_type {kind!r}: expected 'git' or 'hg'")
 
 
-def _check_ref(ref: str) -> None:
-    if not ref or ref.startswith("-") or any(c.isspace() or ord(c) < 32 for c in ref):
-        raise BuildError(f"invalid tag or branch name {ref!r}")
+def _check_ref(ref: str, kind: str) -> None:
+    problem = ref_problem(ref, kind, head=True)
+    if problem is not None:
+        raise BuildError(f"{ref!r} is not a branch or tag name: {problem}")
 
 
 def _revset_string(value: str) -> str:

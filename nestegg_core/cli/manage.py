@@ -128,7 +128,14 @@ def build(config: Config, names: list[str]) -> int:
         builder = SourceBuilder(config, mirror.repository.private, index_url=lambda: mirror.index_url)
         failed = 0
         for name in chosen:
-            for outcome in builder.build(name, retry_failed=True, refresh=True):
+            outcomes = builder.build(name, retry_failed=True, refresh=True)
+            # a fetch that failed is an error, even with every version built before: they may
+            # not be what the repository holds now (a tag moved, a repo_url changed)
+            unfetched = next((o.fetch_error for o in outcomes if o.fetch_error), "")
+            if unfetched:
+                print(f"error: {name}: {unfetched}", file=sys.stderr)
+                failed += 1
+            for outcome in outcomes:
                 print(outcome.describe())
                 failed += not outcome.ok
     return 1 if failed else 0

@@ -17,12 +17,14 @@ from urllib.parse import urlsplit
 import platformdirs
 from packaging.utils import NormalizedName, canonicalize_name
 
-from nestegg_core.errors import ConfigError
+from nestegg_core.errors import ConfigError, NesteggError
+from nestegg_core.simple.distmeta import parse_dist_filename
 from nestegg_core.simple.models import is_valid_name, parse_version
 from nestegg_core.simple.patterns import common_name, normalize_pattern, pattern_problem
 from nestegg_core.urls import mask_text, mask_url, normalize_index_url
 
 from .pipindex import pip_index_setting, pip_index_url
+from .refs import ref_problem
 from .settings import (
     BOOLEAN,
     COUNT,
@@ -609,35 +611,51 @@ def _source_build(where: Reader, raw: Any, path: str) -> SourceBuild:
         again = next((v.version for v in versions if parse_version(v.version) == parsed), None)
         if again is not None:
             raise where.error(f"{vpath}.version", f"{version!r} is listed already, as {again!r}; keep one")
-        tag = _ref(where, mapping.get("tag", version), f"{vpath}.tag")
-        dist_file = mapping.get("dist_file")
-        versions.append(
-            SourceVersion(
-                version=version,
-                tag=tag,
-                dist_file=None if dist_file is None else where.string(dist_file, f"{vpath}.dist_file"),
+        if "tag" in mapping:
+            tag = _ref(where, mapping["tag"], f"{vpath}.tag", repo_type)
+        elif problem := ref_problem(version, repo_type):  # the tag is the version, unless named
+            raise where.error(
+                f"{vpath}.tag", f"is required: the version {version!r} is no tag name ({problem})"
             )
-        )
+        else:
+            tag = version
+        dist_file = mapping.get("dist_file")
+        if dist_file is not None:
+            dist_file = _dist_file(where, dist_file, f"{vpath}.dist_file")
+        versions.append(SourceVersion(version=version, tag=tag, dist_file=dist_file))
     return SourceBuild(
         name=canonicalize_name(name),
         repo_type=repo_type,
         repo_url=where.string(item["repo_url"], f"{path}.repo_url"),
         private=where.boolean(item.get("private", True), f"{path}.private"),
         versions=tuple(versions),
-        ci=_ci_settings(where, item["ci"], f"{path}.ci") if "ci" in item else None,
+        ci=_ci_settings(where, item["ci"], f"{path}.ci", repo_type) if "ci" in item else None,
     )
 
 
-def _ref(where: Reader, raw: Any, path: str) -> str:
-    """A tag or branch name: no option (``-x``), blank or control character, which the builds
-    refuse too (checked here, it is an error at start, not at the first build)."""
+def _dist_file(where: Reader, raw: Any, path: str) -> str:
+    """A ``dist_file``: the name of an sdist or wheel (which the build must make, spelled as older
+    tools spelled it or as it is built: the build checks its project, version, format and tags)."""
     value = where.string(raw, path)
-    if value.startswith("-") or any(c.isspace() or ord(c) < 32 for c in value):
-        raise where.error(path, f"{value!r} is not a branch or tag name")
+    try:
+        parse_dist_filename(value)
+    except NesteggError as exc:
+        raise where.error(path, str(exc)) from None
     return value
 
 
-def _ci_settings(where: Reader, raw: Any, path: str) -> CISettings | None:
+def _ref(where: Reader, raw: Any, path: str, repo_type: str, *, head: bool = False) -> str:
+    """A tag or branch name of a ``repo_type`` repository (``head``: or git's ``HEAD``), never a
+    revision expression (:func:`ref_problem`), which the builds refuse too (checked here, it is an
+    error at start, not at the first build)."""
+    value = where.string(raw, path)
+    problem = ref_problem(value, repo_type, head=head)
+    if problem is not None:
+        raise where.error(path, f"{value!r} is not a branch or tag name: {problem}")
+    return value
+
+
+def _ci_settings(where: Reader, raw: Any, path: str, repo_type: str) -> CISettings | None:
     """``ci: yes`` (the defaults), ``ci: no``, or a mapping of :class:`CISettings` keys."""
     if isinstance(raw, bool):
         return CISettings() if raw else None
@@ -659,7 +677,7 @@ def _ci_settings(where: Reader, raw: Any, path: str) -> CISettings | None:
         refs = [raw_watch] if single else where.sequence(raw_watch, f"{path}.watch")
         watch = []
         for i, ref in enumerate(refs):
-            watch.append(_ref(where, ref, f"{path}.watch[{i}]"))
+            watch.append(_ref(where, ref, f"{path}.watch[{i}]", repo_type, head=True))
         values["watch"] = tuple(dict.fromkeys(watch))
     if "interval" in item:
         values["interval"] = where.number(item["interval"], f"{path}.interval")

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from nestegg_core.builds.runs import Run
     from nestegg_core.config.config import SourceBuild
 
-    from .web import Description, Pages, Summary, VersionRows
+    from .web import BuildStatus, Description, Pages, Summary, VersionRows
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
@@ -267,6 +267,7 @@ def project(
     last: Run | None,
     index_url: str,
     source: str = "",
+    status: BuildStatus | None = None,
     description: Description | None = None,
 ) -> Safe:
     parts = [
@@ -284,7 +285,7 @@ def project(
     if description is not None:
         parts.append(long_description(root, name, description))
     if build is not None:
-        parts.append(source_build(root, build, last))
+        parts.append(source_build(root, build, last, status))
     toggle = (
         h('<a href="{}">show every version the index lists</a>', url(root, "project", name))
         if only_here
@@ -351,6 +352,21 @@ def project(
     return join(parts)
 
 
+def build_status(status: BuildStatus) -> Safe:
+    """The last fetch of a source build and the versions that fail, as rows of its list."""
+    fetched = (
+        h("{}", iso_when(status.fetched_at)) if status.fetched_at else h('<span class="muted">never</span>')
+    )
+    parts = [h("<dt>Fetched</dt><dd>{}</dd>", fetched)]
+    if status.fetch_error:
+        parts.append(
+            h('<dt>Last fetch</dt><dd><span class="pill failed">failed</span> {}</dd>', status.fetch_error)
+        )
+    for version, error in sorted(status.failed.items()):
+        parts.append(h('<dt>{}</dt><dd><span class="pill failed">failing</span> {}</dd>', version, error))
+    return join(parts)
+
+
 def long_description(root: str, name: str, description: Description) -> Safe:
     """A version's description as written (no markup of it is rendered), cut where it is long."""
     kind = h(' <span class="muted">({}, shown as written)</span>', description.content_type)
@@ -374,7 +390,7 @@ def long_description(root: str, name: str, description: Description) -> Safe:
     )
 
 
-def source_build(root: str, build: SourceBuild, last: Run | None) -> Safe:
+def source_build(root: str, build: SourceBuild, last: Run | None, status: BuildStatus | None = None) -> Safe:
     tags = ", ".join(f"{v.version} ({v.tag})" for v in build.versions) or "none"
     ci = build.ci
     if ci is None:
@@ -391,13 +407,14 @@ def source_build(root: str, build: SourceBuild, last: Run | None) -> Safe:
     return h(
         '<section class="build"><h2>Source build</h2><dl>'
         "<dt>Repository</dt><dd><code>{url}</code> ({kind})</dd>"
-        "<dt>Versions</dt><dd>{tags}</dd>"
+        "<dt>Versions</dt><dd>{tags}</dd>{status}"
         "<dt>CI</dt><dd>{ci}</dd>"
         '<dt>Last run</dt><dd>{last} <a href="{runs}"><img class="badge" alt="CI status" src="{badge}"></a> '
         '<a href="{runs}">all runs</a></dd></dl></section>',
         url=mask_text(build.repo_url),
         kind=build.repo_type,
         tags=tags,
+        status=build_status(status) if status is not None else Safe(""),
         ci=ci_text,
         last=outcome(last.outcome, url(root, "ci", last.project, str(last.id))) if last else outcome(None),
         runs=url(root, "ci", build.name),

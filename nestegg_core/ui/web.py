@@ -117,6 +117,21 @@ class Summary:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BuildStatus:
+    """What the builds of a source build say: its last fetch, and the versions that fail."""
+
+    #: when the repository was last fetched (a PEP 700 time); None: never
+    fetched_at: str | None = None
+    #: why the last fetch failed (the versions were built from the one before); None: it did not
+    fetch_error: str | None = None
+    #: version to the error it failed with
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fetched_at": self.fetched_at, "fetch_error": self.fetch_error, "failed": dict(self.failed)}
+
+
+@dataclass(frozen=True, kw_only=True)
 class FileRow:
     """A file of a project page, with where it came from and whether it is stored here."""
 
@@ -531,6 +546,7 @@ class WebUI:
                 view.description = self._description(name, view, mirrored, private)
             description = view.description
         build = self.builds.get(name)
+        status = _build_status(self.config.nestegg_dir, build) if build is not None else None
         last = self._latest_runs([name]).get(name)
         if request.json:
             return self._json(
@@ -539,7 +555,7 @@ class WebUI:
                     "name": name,
                     "kind": kind,
                     "index": self.repository.index_of(name),
-                    "source_build": _build_json(build),
+                    "source_build": _build_json(build, status),
                     "ci": _outcome(last),
                     "description": None if description is None else description.to_json(),
                     "versions": [
@@ -563,6 +579,7 @@ class WebUI:
             pages=pages,
             only_here=only_here,
             build=build,
+            status=status,
             last=last,
             index_url=self._index_url(request.environ),
             description=description,
@@ -889,11 +906,12 @@ def _outcome(run: Run | None) -> str | None:
     return None if run is None else run.outcome
 
 
-def _build_json(build: SourceBuild | None) -> dict[str, Any] | None:
+def _build_json(build: SourceBuild | None, status: BuildStatus | None = None) -> dict[str, Any] | None:
     if build is None:
         return None
     ci = build.ci
     return {
+        **({"status": status.to_json()} if status is not None else {}),
         "name": build.name,
         "repo_type": build.repo_type,
         "repo_url": mask_text(build.repo_url),
@@ -950,6 +968,31 @@ def _count_records(folder: Path) -> int:
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
         return sum(1 for e in entries if e.name.endswith(".json") and not e.name.startswith("."))
     return 0
+
+
+def _build_status(root: Path, build: SourceBuild) -> BuildStatus:
+    """What ``builds``' record of ``build`` says of its last fetch and of its configured versions
+    that fail (one taken out of the config since is no failure)."""
+    try:
+        data = json.loads((root / "builds" / f"{build.name}.json").read_bytes())
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        return BuildStatus()
+    checked = data.get("checked_at")
+    failed = data.get("failed")
+    configured = {str(v) for v in (parse_version(c.version) for c in build.versions) if v is not None}
+    return BuildStatus(
+        fetched_at=format_time(datetime.fromtimestamp(checked, timezone.utc))
+        if isinstance(checked, (int, float)) and 0 < checked < 1e11
+        else None,
+        fetch_error=mask_text(error) if isinstance(error := data.get("fetch_error"), str) and error else None,
+        failed={
+            str(version): mask_text(str(entry.get("error", "")))
+            for version, entry in (failed.items() if isinstance(failed, dict) else ())
+            if isinstance(entry, dict) and version in configured
+        },
+    )
 
 
 def _built_files(root: Path, name: str) -> dict[str, dict[str, str | None]]:
