@@ -413,8 +413,9 @@ def base_url(environ: Environ, public_url: str | None) -> str:
             host = "127.0.0.1"
     scheme = "https" if environ.get("wsgi.url_scheme") == "https" else "http"
     # SCRIPT_NAME is the bytes the client sent, read as latin-1 (PEP 3333): escaped as they came
-    script_name = str(environ.get("SCRIPT_NAME", "")).rstrip("/").encode("latin-1", "replace")
-    return f"{scheme}://{host}{quote(script_name)}"
+    # (given as text, quote keeps its fast way out for the empty one most deployments have)
+    script_name = str(environ.get("SCRIPT_NAME", "")).rstrip("/")
+    return f"{scheme}://{host}{quote(script_name, encoding='latin-1', errors='replace')}"
 
 
 def same_machine(environ: Environ, public_url: str | None) -> bool:
