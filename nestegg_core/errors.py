@@ -8,6 +8,15 @@ from __future__ import annotations
 
 import errno
 
+#: the most characters of a message an answer shows (a client's 60,000-letter name came back whole)
+MAX_MESSAGE = 1000
+
+
+def cut(text: str, limit: int = 200) -> str:
+    """``text`` as a message shows it: whole, or its first ``limit`` characters ending in "..."
+    (a message names the bad value, not all 5000 digits of it)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 class NesteggError(Exception):
     """Base of every error nestegg raises on purpose; its message is one line for a user."""

@@ -19,6 +19,7 @@ import requests
 from packaging.utils import NormalizedName
 
 from nestegg_core import Mirror
+from nestegg_core.errors import MAX_MESSAGE
 from nestegg_core.http.answers import MOUNT, location
 from nestegg_core.http.app import base_url, same_machine
 from nestegg_core.index import later, repository
@@ -276,6 +277,27 @@ def test_hostile_paths_are_404(mirror: Mirror, path: str) -> None:
     status, body = raw_get(mirror.port, path.encode("utf-8"))
     assert status in (400, 404, 301), body
     assert b"root:" not in body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/simple/" + "a" * 60_000 + "/",
+        "/files/" + "a" * 60_000 + "/a-1.0.tar.gz",
+        "/files/my-pkg/" + "a" * 60_000 + ".whl",
+        "/pypi/" + "a" * 60_000 + "/json",
+        "/" + "a" * 60_000,
+    ],
+)
+def test_an_error_shows_a_bounded_part_of_what_the_client_sent(
+    mirror: Mirror, http: requests.Session, path: str
+) -> None:
+    """A 60,000-letter name came back whole in the 404 of any page but the web UI's."""
+    response = http.get(mirror.url + path)
+    assert 400 <= response.status_code < 500
+    assert len(response.content) <= MAX_MESSAGE + 1
+    assert "aaaa" in response.text  # the value is named, cut
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def raw_get(port: int, path: bytes) -> tuple[int, bytes]:

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from nestegg_core.errors import NesteggError, Unavailable
+from nestegg_core.errors import MAX_MESSAGE, NesteggError, Unavailable, cut
 
 from .types import Environ, StartResponse
 
@@ -43,7 +43,7 @@ _REASONS = {
 def status_line(code: int, reason: str | None = None) -> str:
     if reason:  # one line of visible ASCII, short enough for any client
         reason = " ".join(reason.split()).encode("ascii", "replace").decode("ascii")
-        reason = reason if len(reason) <= 300 else reason[:297] + "..."
+        reason = cut(reason, 300)
     return f"{code} {reason or _REASONS.get(code, 'Unknown')}"
 
 
@@ -109,11 +109,12 @@ def error(
     allow: str | None = None,
 ) -> Iterable[bytes]:
     """A short plain-text answer of ``status``; a 503's ``Retry-After``, a 405's ``Allow``."""
-    body = (message.replace("\n", " ") + "\n").encode()
+    body = (cut(message.replace("\n", " "), MAX_MESSAGE) + "\n").encode()
     headers = [
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", str(len(body))),
         ("Cache-Control", "no-store"),
+        ("X-Content-Type-Options", "nosniff"),  # what a client sent, echoed, is never run as HTML
     ]
     if retry_after is not None:
         headers.append(("Retry-After", str(retry_after)))

@@ -27,7 +27,7 @@ from typing import BinaryIO
 from packaging.utils import NormalizedName, parse_sdist_filename, parse_wheel_filename
 from packaging.version import Version
 
-from nestegg_core.errors import ArchiveError, UploadError
+from nestegg_core.errors import ArchiveError, UploadError, cut
 
 from .models import MAX_FILENAME, MAX_VERSION, has_unreadable_version
 
@@ -50,14 +50,14 @@ def parse_dist_filename(filename: str) -> tuple[NormalizedName, Version]:
     """Project name and version of a wheel or sdist filename; :class:`UploadError` otherwise."""
     if not (filename.isascii() and filename.isprintable()):
         # the filename specs allow ASCII only: K-1.0.tar.gz with a Kelvin sign is no name of k's
-        raise UploadError(f"invalid distribution filename {_cut(filename)!r}: not printable ASCII")
+        raise UploadError(f"invalid distribution filename {cut(filename)!r}: not printable ASCII")
     if has_unreadable_version(filename):
         raise UploadError(
-            f"invalid distribution filename {_cut(filename)!r}: its version is over {MAX_VERSION} characters"
+            f"invalid distribution filename {cut(filename)!r}: its version is over {MAX_VERSION} characters"
         )
     if len(filename) > MAX_FILENAME:
         raise UploadError(
-            f"invalid distribution filename {_cut(filename)!r}: {len(filename)} characters, "
+            f"invalid distribution filename {cut(filename)!r}: {len(filename)} characters, "
             f"over the {MAX_FILENAME} nestegg stores"
         )
     try:
@@ -71,7 +71,7 @@ def parse_dist_filename(filename: str) -> tuple[NormalizedName, Version]:
         if filename.endswith((".tar.gz", ".zip")):
             return parse_sdist_filename(filename)
     except ValueError as exc:  # packaging's Invalid*Filename, InvalidVersion, a huge build number
-        raise UploadError(f"invalid distribution filename {_cut(filename)!r}: {_cut(str(exc))}") from None
+        raise UploadError(f"invalid distribution filename {cut(filename)!r}: {cut(str(exc))}") from None
     raise UploadError(
         f"invalid distribution filename {filename!r}: expected a wheel (.whl) or an sdist (.tar.gz or .zip)"
     )
@@ -79,11 +79,6 @@ def parse_dist_filename(filename: str) -> tuple[NormalizedName, Version]:
 
 #: a wheel's python, abi or platform tag: a set of tags, each of letters, digits and '_', joined by '.'
 _TAG = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
-
-
-def _cut(text: str) -> str:
-    # a message names the bad value, not all 5000 digits of it
-    return text if len(text) <= 200 else text[:180] + "..."
 
 
 def wheel_metadata(path: Path | BinaryIO, filename: str | None = None) -> bytes | None:
@@ -376,7 +371,7 @@ def _tar_pkg_info(
     except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, RecursionError) as exc:
         # a damaged gzip or tar (a pax length of 5000 digits; a chain of pax headers nests as
         # deep as it is long)
-        raise ArchiveError(f"{filename!r} is not a readable .tar.gz: {_cut(str(exc))}") from None
+        raise ArchiveError(f"{filename!r} is not a readable .tar.gz: {cut(str(exc))}") from None
     return fallback
 
 

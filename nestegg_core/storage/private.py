@@ -28,7 +28,7 @@ from pathlib import Path
 from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from nestegg_core.errors import InsufficientStorage, NotFound, UnsafePath, UploadError, disk_full
+from nestegg_core.errors import InsufficientStorage, NotFound, UnsafePath, UploadError, cut, disk_full
 from nestegg_core.simple.distmeta import metadata_fields, metadata_of, parse_dist_filename
 from nestegg_core.simple.models import (
     DistFile,
@@ -394,16 +394,16 @@ def _checked(path: Path, filename: str, name: str, version: Version, sha256: str
     if not (meta_name and meta_version):
         raise UploadError(f"{filename!r} holds metadata without a Name and a Version")
     if canonicalize_name(meta_name) != name:
-        raise UploadError(f"{filename!r} holds metadata of project {_cut(meta_name)!r}")
+        raise UploadError(f"{filename!r} holds metadata of project {cut(meta_name)!r}")
     # compared as versions: 1.0 in the filename is the 1.0.0 of its metadata
     if parse_version(meta_version) != version:
         raise UploadError(
-            f"{filename!r} holds metadata of version {_cut(meta_version)!r}, "
+            f"{filename!r} holds metadata of version {cut(meta_version)!r}, "
             f"not {str(version)!r} as its filename says"
         )
     requires_python = next(iter(fields.get("requires-python", [])), None)
     if requires_python is not None and parse_specifier(requires_python) is None:
-        raise UploadError(f"{filename!r} has an invalid Requires-Python {_cut(requires_python)!r}")
+        raise UploadError(f"{filename!r} has an invalid Requires-Python {cut(requires_python)!r}")
     record = DistFile(
         filename=filename,
         hashes={"sha256": sha256},
@@ -450,11 +450,6 @@ def _identity(filename: str) -> tuple[object, ...]:
 def _sort_key(dist: DistFile) -> tuple[int, object, str]:
     version = parse_version(dist.version or "")
     return (0, version, dist.filename) if version is not None else (1, "", dist.filename)
-
-
-def _cut(text: str) -> str:
-    # a message names the bad value, not all 5000 digits of it
-    return text if len(text) <= 200 else text[:180] + "..."
 
 
 def _touch(folder: Path) -> None:

@@ -40,7 +40,7 @@ from packaging.version import Version
 from nestegg_core._version import __version__
 from nestegg_core.builds.runs import Run, RunStore
 from nestegg_core.config.config import Config, SourceBuild
-from nestegg_core.errors import BadRequest, NotFound
+from nestegg_core.errors import BadRequest, NotFound, cut
 from nestegg_core.http.answers import app_path, location
 from nestegg_core.http.app import base_url
 from nestegg_core.simple.distmeta import metadata_fields
@@ -410,7 +410,7 @@ class _Request:
     def json(self) -> bool:
         wanted = self.arg("format")
         if wanted not in (None, "html", "json"):
-            raise BadRequest(f"format: expected 'html' or 'json', got {_cut(wanted)!r}")
+            raise BadRequest(f"format: expected 'html' or 'json', got {cut(wanted, 80)!r}")
         return wanted == "json"
 
     def number(self, key: str, default: int, maximum: int | None = None) -> int:
@@ -420,7 +420,7 @@ class _Request:
         value = parse_number(raw)  # ASCII digits, few: "²".isdigit() is true, and int() has a limit
         if value is None or value < 1:
             expected = f"a whole number >= 1 of at most {MAX_DIGITS} digits"
-            raise BadRequest(f"{key}: expected {expected}, got {_cut(raw)!r}")
+            raise BadRequest(f"{key}: expected {expected}, got {cut(raw, 80)!r}")
         return min(value, maximum) if maximum else value
 
 
@@ -470,7 +470,7 @@ class WebUI:
             return self.run(request, rest[0], run_id, log_only=bool(rest[2:]))
         if head == "badge" and len(rest) == 1 and rest[0].endswith(".svg"):
             return self.badge(request, rest[0][: -len(".svg")])
-        raise NotFound(f"no page {_cut(str(environ.get('PATH_INFO', '')))!r}")
+        raise NotFound(f"no page {cut(str(environ.get('PATH_INFO', '')), 80)!r}")
 
     # pages --------------------------------------------------------------------------------------
 
@@ -478,7 +478,7 @@ class WebUI:
         query = (request.arg("q") or "").strip()
         kind = request.arg("kind") or ""
         if kind not in ("", PRIVATE, MIRROR):
-            raise BadRequest(f"kind: expected 'private' or 'mirror', got {_cut(kind)!r}")
+            raise BadRequest(f"kind: expected 'private' or 'mirror', got {cut(kind, 80)!r}")
         shows_private = self._shows_private(request.environ)
         needle = canonicalize_name(query) if query else ""
         rows = [
@@ -522,7 +522,7 @@ class WebUI:
             return name
         kind = self.index.kind(name)
         if kind is None:
-            raise NotFound(f"no project {_cut(name)!r} in this nest")
+            raise NotFound(f"no project {cut(name, 80)!r} in this nest")
         only_here = request.arg("here") in ("1", "yes", "true")
         page = request.number("page", 1)
         per_page = request.number("per_page", VERSIONS_PER_PAGE, MAX_PER_PAGE)
@@ -625,7 +625,7 @@ class WebUI:
         total = self.runs.count(name) if self.runs.exists() else 0
         build = self.builds.get(name)
         if build is None and total == 0:
-            raise NotFound(f"{_cut(name)!r} is no source build and has no CI runs")
+            raise NotFound(f"{cut(name, 80)!r} is no source build and has no CI runs")
         pages = Pages(
             page=request.number("page", 1),
             per_page=request.number("per_page", PER_PAGE, MAX_PER_PAGE),
@@ -657,7 +657,7 @@ class WebUI:
             return refused
         run = self.runs.get(run_id) if self.runs.exists() else None
         if name is None or run is None or run.project != name:
-            raise NotFound(f"no CI run #{run_id} of {_cut(raw)!r}")
+            raise NotFound(f"no CI run #{run_id} of {cut(raw, 80)!r}")
         log = self.runs.log(run_id)
         if log_only:
             body = log.encode("utf-8", "replace")
@@ -669,7 +669,7 @@ class WebUI:
 
     def badge(self, request: _Request, raw: str) -> Iterable[bytes]:
         if not is_valid_name(raw):
-            raise NotFound(f"{_cut(raw)!r} is not a project name")
+            raise NotFound(f"{cut(raw, 80)!r} is not a project name")
         name = canonicalize_name(raw)
         refused = self._refused(request, name)
         if refused is not None:
@@ -830,7 +830,7 @@ class WebUI:
         """The normalized project name; else the answer: a redirect to the page under that name,
         or the read guard's 401 for a private project without credentials."""
         if not is_valid_name(raw):
-            raise NotFound(f"{_cut(raw)!r} is not a project name")
+            raise NotFound(f"{cut(raw, 80)!r} is not a project name")
         name = canonicalize_name(raw)
         if name != raw:  # the query goes with it
             return self._redirect(request.environ, request.start_response, f"{PREFIX}/{where}/{name}")
@@ -891,11 +891,6 @@ class WebUI:
 
 
 # helpers ----------------------------------------------------------------------------------------
-
-
-def _cut(text: str) -> str:
-    # a message names the bad value, not all 5000 digits of it
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _everyone(_name: str) -> bool:
