@@ -607,35 +607,6 @@ def test_private_projects_need_credentials_when_reads_do(
     assert http.get(f"{mirror.url}/ui/project/secret-tool", auth=auth).status_code == 200
 
 
-def test_the_runs_of_private_projects_are_left_out_of_the_ci_page_and_its_count(
-    make_mirror: MirrorFactory, http: requests.Session, tmp_path: Path
-) -> None:
-    """Without credentials they were left off each page once it was made: pages came short, and
-    said how many runs there were in all."""
-    credentials = tmp_path / "users.txt"
-    set_password(credentials, "alice", "wonderland")
-    mirror = make_mirror(
-        private_read_auth=True, credentials_file=credentials, offline=True, private_names=("secret-*",)
-    )
-    store = RunStore(mirror.config.nestegg_dir)
-    for project in ("open-tool", "secret-tool", "secret-tool", "open-tool", "secret-tool"):
-        store.queue(project, f"ref-{store.count()}", COMMIT, "poll")
-    store.close()
-
-    def listed(auth: tuple[str, str] | None) -> tuple[int, list[str]]:
-        data = http.get(f"{mirror.url}/ui/ci?format=json&per_page=1", auth=auth).json()
-        return data["total"], [run["project"] for run in data["runs"]]
-
-    assert listed(None) == (2, ["open-tool"])
-    assert listed(("alice", "wonderland")) == (5, ["secret-tool"])
-    assert "secret-tool" not in http.get(f"{mirror.url}/ui/ci?page=2&per_page=1").text
-    assert http.get(f"{mirror.url}/ui/ci/secret-tool").status_code == 401
-    # whether a number is a run of a private project is no answer without credentials either
-    for run in range(1, 8):
-        for tail in ("", "/log"):
-            assert http.get(f"{mirror.url}/ui/ci/secret-tool/{run}{tail}").status_code == 401
-
-
 def test_a_private_projects_ci_run_asks_for_credentials_before_it_says_whether_it_exists(
     make_mirror: MirrorFactory, http: requests.Session, tmp_path: Path
 ) -> None:
