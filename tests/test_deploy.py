@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -197,6 +198,19 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: f
     pytest.fail(f"server at {url} did not answer in {timeout}s:\n{_tail(log)}")
 
 
+def waitress_listening(process: subprocess.Popen[bytes], log: Path, timeout: float = 45) -> str:
+    """The ``host:port`` waitress-serve listens on, bound to port 0, as its log says it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(r"Serving on http://([0-9.]+:[0-9]+)", log.read_text(errors="replace"))
+        if found:
+            return found.group(1)
+        if process.poll() is not None:
+            pytest.fail(f"waitress-serve exited with {process.returncode}:\n{_tail(log)}")
+        time.sleep(0.05)
+    pytest.fail(f"waitress-serve said no port in {timeout}s:\n{_tail(log)}")
+
+
 def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
     if process.poll() is None:
         process.terminate()
@@ -310,10 +324,8 @@ def test_waitress_serve_stopped_by_ctrl_c_ends_the_build_it_runs(
     which it sets no handler, kills it outright: nothing of the worker runs, the build is left
     (as the README says)."""
     repo, mark = hung_repo
-    with socket.socket() as probe:  # waitress-serve binds a port itself: one free a moment ago
-        probe.bind(("127.0.0.1", 0))
-        where = f"127.0.0.1:{probe.getsockname()[1]}"
-    command = [sys.executable, "-m", "waitress", "--listen", where, "nestegg_core.wsgi:application"]
+    command = [sys.executable, "-m", "waitress", "--listen", "127.0.0.1:0", "nestegg_core.wsgi:application"]
+    where = ""
 
     def ask() -> None:
         with contextlib.suppress(requests.RequestException):  # no answer from a server killed
@@ -322,6 +334,7 @@ def test_waitress_serve_stopped_by_ctrl_c_ends_the_build_it_runs(
     with hung_group(mark) as group, open(tmp_path / "waitress.log", "wb") as log:
         process = subprocess.Popen(command, env=hung_nest(tmp_path, upstream, repo), stdout=log, stderr=log)
         try:
+            where = waitress_listening(process, tmp_path / "waitress.log")
             wait_ready(f"http://{where}", process, tmp_path / "waitress.log")
             threading.Thread(target=ask, daemon=True).start()
             deadline = time.monotonic() + 60
