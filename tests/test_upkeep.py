@@ -25,7 +25,8 @@ from packaging.utils import NormalizedName
 from nestegg_core import Mirror
 from nestegg_core.cli import main
 from nestegg_core.config.sizes import parse_size
-from nestegg_core.simple.models import DistFile
+from nestegg_core.simple.models import DistFile, ProjectPage
+from nestegg_core.storage.pagestate import PageState
 from nestegg_core.storage.private import UPLOADS, PrivateStore
 from nestegg_core.storage.store import CacheStore
 from nestegg_core.storage.usage import USED_RESOLUTION, SizeLimit, cached_files, mark_used, prune
@@ -616,6 +617,41 @@ def test_an_export_keeps_a_file_it_writes_whichever_projects_name_it_bears(tmp_p
     listed = json.loads((dest / "simple" / "odd" / "index.json").read_text())["files"]
     assert [entry["filename"] for entry in listed] == ["exp_lib-9.0.tar.gz"]
     assert (dest / "files" / "exp_lib-9.0.tar.gz").read_bytes() == data
+
+
+def test_an_export_reads_a_cached_projects_page_state_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nest, upstream, name = tmp_path / "nest", "http://127.0.0.1:9/simple/", NormalizedName("exp-lib")
+    store = CacheStore(nest, upstream)
+    files = []
+    for version in ("1.0", "2.0", "3.0"):
+        wheel = make_wheel(PackageSpec(name="exp-lib", version=version), tmp_path / "d")
+        store.file_path(name, wheel.name).parent.mkdir(parents=True, exist_ok=True)
+        store.file_path(name, wheel.name).write_bytes(wheel.read_bytes())
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        dist = DistFile(filename=wheel.name, url=f"https://example.com/{wheel.name}",
+                        hashes={"sha256": digest}, size=wheel.stat().st_size,
+                        core_metadata={"sha256": "0" * 64})  # fmt: skip
+        store.write_record(name, dist)
+        files.append(dist)
+    store.write_page(PageState(page=ProjectPage.build(name, files)))
+    reads: list[str] = []
+    for method in ("read_page", "read_page_entry"):
+        original = getattr(CacheStore, method)
+
+        def counted(
+            self: CacheStore, *args: object, _original: object = original, _method: str = method
+        ) -> object:
+            reads.append(_method)
+            return _original(self, *args)  # type: ignore[operator]
+
+        monkeypatch.setattr(CacheStore, method, counted)
+    assert _export_from(nest, tmp_path / "out", "--index-url", upstream, "--project", "exp-lib") == 0
+    assert len(reads) == 1, reads
+    # each wheel's kept metadata was checked against the hash the page gives (no file kept: its own)
+    listed = json.loads((tmp_path / "out" / "simple" / "exp-lib" / "index.json").read_text())["files"]
+    assert [entry["filename"] for entry in listed] == [dist.filename for dist in files]
 
 
 @pytest.mark.parametrize(

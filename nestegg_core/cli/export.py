@@ -116,11 +116,12 @@ def export(
     files_dir.mkdir(parents=True, exist_ok=True)
     by_project: dict[NormalizedName, list[DistFile]] = {}
     owners: dict[str, NormalizedName] = {}
+    page_metadata = _PageMetadata(repository)
     for (name, filename), (dist, path) in sorted(chosen.items()):
         if owners.setdefault(filename, name) != name:
             raise NesteggError(f"projects {owners[filename]!r} and {name!r} both have a file {filename!r}")
         try:
-            metadata_hashes = _metadata_hashes(repository, name, dist)
+            metadata_hashes = page_metadata.hashes(name, dist)
             exported = _export_file(dist, path, files_dir, config, metadata_hashes)
         except UnsafePath as exc:  # planted in a shared nest: never copied through
             logger.warning("not exporting %s/%s: %s", name, filename, exc)
@@ -195,16 +196,32 @@ def _source(repository: Repository, name: NormalizedName, filename: str) -> tupl
     return record, path
 
 
-def _metadata_hashes(repository: Repository, name: NormalizedName, dist: DistFile) -> Mapping[str, str]:
-    """The hashes of ``dist``'s metadata that its page gives now: the mirror's page, else the
-    record the file was kept with (a private file's page is its record). Only a wheel has any."""
-    if not dist.filename.endswith(".whl"):
-        return {}
-    if dist.origin != "private":
-        found = repository.serving(name).store.read_page_entry(name, dist.filename)
-        if found is not None and found[1] is not None:
-            return found[1].core_metadata or {}
-    return dist.core_metadata or {}
+class _PageMetadata:
+    """The hashes of a wheel's metadata that its page gives now: the mirror's page, else the
+    record the file was kept with (a private file's page is its record). Only a wheel has any.
+
+    The files of a project are exported one after another: its page's state is read once, for
+    the first of its wheels, and kept until the next project's (never every project's at once)."""
+
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+        self.name: NormalizedName | None = None
+        #: the metadata hashes the page of ``name`` gives each of its wheels
+        self.listed: dict[str, Mapping[str, str]] = {}
+
+    def hashes(self, name: NormalizedName, dist: DistFile) -> Mapping[str, str]:
+        if not dist.filename.endswith(".whl"):
+            return {}
+        if dist.origin != "private":
+            if name != self.name:
+                state = self.repository.serving(name).store.read_page(name)
+                files = state.page.files if state is not None else ()
+                self.name = name
+                wheels = (d for d in files if d.filename.endswith(".whl"))
+                self.listed = {d.filename: d.core_metadata or {} for d in wheels}
+            if dist.filename in self.listed:
+                return self.listed[dist.filename]
+        return dist.core_metadata or {}
 
 
 def _export_file(
