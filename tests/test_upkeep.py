@@ -25,7 +25,8 @@ from packaging.utils import NormalizedName
 from nestegg_core import Mirror
 from nestegg_core.cli import main
 from nestegg_core.config.sizes import parse_size
-from nestegg_core.simple.models import DistFile
+from nestegg_core.simple.models import DistFile, ProjectPage
+from nestegg_core.storage.pagestate import PageState
 from nestegg_core.storage.private import UPLOADS, PrivateStore
 from nestegg_core.storage.store import CacheStore
 from nestegg_core.storage.usage import USED_RESOLUTION, SizeLimit, cached_files, mark_used, prune
@@ -616,6 +617,194 @@ def test_an_export_keeps_a_file_it_writes_whichever_projects_name_it_bears(tmp_p
     listed = json.loads((dest / "simple" / "odd" / "index.json").read_text())["files"]
     assert [entry["filename"] for entry in listed] == ["exp_lib-9.0.tar.gz"]
     assert (dest / "files" / "exp_lib-9.0.tar.gz").read_bytes() == data
+
+
+def _cache_of_odd(nest: Path, upstream: str, tmp_path: Path) -> Path:
+    """A nest with a private exp-lib 1.0 and a cached project 'odd' whose upstream page listed a
+    wheel named as exp-lib's (9.0): the wheel."""
+    PrivateStore(nest / "private").add(make_wheel(PackageSpec(name="exp-lib", version="1.0"), tmp_path / "d"))
+    store, odd = CacheStore(nest, upstream), NormalizedName("odd")
+    wheel = make_wheel(PackageSpec(name="exp-lib", version="9.0"), tmp_path / "odd")
+    store.file_path(odd, wheel.name).parent.mkdir(parents=True)
+    store.file_path(odd, wheel.name).write_bytes(wheel.read_bytes())
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    store.write_record(odd, DistFile(filename=wheel.name, url="https://example.com/x",
+                                     hashes={"sha256": digest}, size=wheel.stat().st_size))  # fmt: skip
+    return wheel
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "exports",
+    [
+        # odd's page lists a file named as exp-lib's; exp-lib's own never did
+        [("nest", ()), ("nest", ("--project", "exp-lib"))],
+        # exp-lib's earlier page listed it too, and odd's export wrote it again
+        [
+            ("team", ("--project", "exp-lib")),
+            ("nest", ("--project", "odd")),
+            ("nest", ("--project", "exp-lib")),
+        ],
+    ],
+)
+def test_an_export_again_of_one_project_keeps_a_file_another_projects_page_lists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], exports: list[tuple[str, tuple[str, ...]]]
+) -> None:
+    upstream = "http://127.0.0.1:9/simple/"
+    wheel = _cache_of_odd(tmp_path / "nest" / "nest", upstream, tmp_path)
+    PrivateStore(tmp_path / "team" / "nest" / "private").add(wheel)  # the same exp-lib 9.0
+    dest = tmp_path / "air-gap"
+    for nest, args in exports:
+        assert _export_from(tmp_path / nest / "nest", dest, "--index-url", upstream, *args) == 0
+    assert "this export of" not in capsys.readouterr().err  # nothing removed
+    assert json.loads((dest / "simple" / "exp-lib" / "index.json").read_text())["files"][0]["filename"] == (
+        "exp_lib-1.0-py3-none-any.whl"
+    )
+    listed = json.loads((dest / "simple" / "odd" / "index.json").read_text())["files"]
+    assert [entry["filename"] for entry in listed] == [wheel.name]
+    exported = (dest / "files" / wheel.name).read_bytes()
+    assert hashlib.sha256(exported).hexdigest() == listed[0]["hashes"]["sha256"]
+    # --find-links finds every file a page lists
+    pip("install", "--no-index", "--find-links", str(dest / "files"), "--target", str(tmp_path / "a"),
+        "exp-lib==9.0")  # fmt: skip
+    assert [p.name for p in (tmp_path / "a").glob("*.dist-info")] == ["exp_lib-9.0.dist-info"]
+
+
+@pytest.mark.slow
+def test_an_export_removes_only_files_an_export_wrote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for nest, version in (("team-a", "1.0"), ("team-b", "2.0")):
+        spec = PackageSpec(name="exp-lib", version=version)
+        PrivateStore(tmp_path / nest / "nest" / "private").add(make_wheel(spec, tmp_path / "dists" / nest))
+    dest = tmp_path / "usb"
+    # the user's own, as ``pip download -d usb/files exp-lib==0.5 other-lib`` would put them
+    mine = [
+        make_wheel(PackageSpec(name=n, version="0.5"), tmp_path / "mine") for n in ("exp-lib", "other-lib")
+    ]
+    (dest / "files").mkdir(parents=True)
+    for wheel in mine:
+        (dest / "files" / wheel.name).write_bytes(wheel.read_bytes())
+
+    assert _export_from(tmp_path / "team-a" / "nest", dest, "--project", "exp-lib") == 0  # the first
+    assert "removed" not in capsys.readouterr().err
+    assert _export_from(tmp_path / "team-b" / "nest", dest, "--project", "exp-lib") == 0  # exp-lib again
+    err = capsys.readouterr().err
+    assert f"removed {dest / 'files' / 'exp_lib-1.0-py3-none-any.whl'}: this export of exp-lib" in err
+    assert err.count("removed") == 1
+    assert sorted(p.name for p in (dest / "files").glob("*.whl")) == [
+        "exp_lib-0.5-py3-none-any.whl", "exp_lib-2.0-py3-none-any.whl", "other_lib-0.5-py3-none-any.whl",
+    ]  # fmt: skip
+    # the user's wheel is still there for --find-links; the index lists the export's
+    pip("install", "--no-index", "--find-links", str(dest / "files"), "--target", str(tmp_path / "a"),
+        "exp-lib==0.5")  # fmt: skip
+    pip("install", "--target", str(tmp_path / "b"), "exp-lib", index_url=(dest / "simple").as_uri() + "/")
+    for target, version in (("a", "0.5"), ("b", "2.0")):
+        assert [p.name for p in (tmp_path / target).glob("*.dist-info")] == [f"exp_lib-{version}.dist-info"]
+
+
+@pytest.mark.slow
+def test_an_export_cut_short_before_its_pages_leaves_no_file_the_next_does_not_know_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for nest, version in (("team-a", "2.0"), ("team-b", "1.0")):
+        store = PrivateStore(tmp_path / nest / "nest" / "private")
+        store.add(make_wheel(PackageSpec(name="exp-lib", version=version), tmp_path / "dists" / nest))
+    dest = tmp_path / "air-gap"
+
+    def cut_short(*args: object) -> bytes:
+        raise KeyboardInterrupt
+
+    # the first export into dest: its file copied, no page written yet: Ctrl-C
+    with monkeypatch.context() as patch:
+        patch.setattr("nestegg_core.cli.export.render_project", cut_short)
+        assert _export_from(tmp_path / "team-a" / "nest", dest, "--project", "exp-lib") == 130
+    assert (dest / "files" / "exp_lib-2.0-py3-none-any.whl").is_file()
+    assert not (dest / "simple").exists()
+    # its manifest says whose it is: the next export of exp-lib removes it
+    assert _export_from(tmp_path / "team-b" / "nest", dest, "--project", "exp-lib") == 0
+    assert f"removed {dest / 'files' / 'exp_lib-2.0-py3-none-any.whl'}" in capsys.readouterr().err
+    pip(
+        "install",
+        "--no-index",
+        "--find-links",
+        str(dest / "files"),
+        "--target",
+        str(tmp_path / "a"),
+        "exp-lib",
+    )
+    assert [p.name for p in (tmp_path / "a").glob("*.dist-info")] == ["exp_lib-1.0.dist-info"]
+
+
+@pytest.mark.parametrize(
+    ("manifest", "warning"),
+    [
+        (b"{not json", "Expecting property name"),
+        (b'{"files": ["exp_lib-0.5-py3-none-any.whl"]}', "'files' is no mapping: list"),
+        # an entry of no canonical project name, or no distribution's filename, is left aside
+        (b'{"files": {"exp_lib-0.5-py3-none-any.whl": "Exp_Lib"}}', None),
+        (b'{"files": {"../exp_lib-0.5-py3-none-any.whl": "exp-lib"}}', None),
+    ],
+)
+def test_an_export_says_its_manifest_is_damaged_and_removes_no_file_it_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], manifest: bytes, warning: str | None
+) -> None:
+    nest = tmp_path / "nest"
+    PrivateStore(nest / "private").add(make_wheel(PackageSpec(name="exp-lib", version="1.0"), tmp_path / "d"))
+    dest = tmp_path / "usb"
+    (dest / "files").mkdir(parents=True)
+    mine = make_wheel(PackageSpec(name="exp-lib", version="0.5"), dest / "files")
+    (tmp_path / mine.name).write_bytes(mine.read_bytes())  # what the '../' entry would name
+    (dest / ".nestegg-export.json").write_bytes(manifest)
+    assert _export_from(nest, dest, "--project", "exp-lib") == 0
+    err = capsys.readouterr().err
+    assert "this export of" not in err  # no file removed
+    assert mine.is_file()
+    assert (tmp_path / mine.name).is_file()
+    if warning is not None:
+        assert (
+            f"not reading {dest / '.nestegg-export.json'} (only files the exported pages list are removed)"
+            in err
+        )
+        assert warning in err
+    # the manifest is whole again, with the export's own file alone
+    written = json.loads((dest / ".nestegg-export.json").read_text())
+    assert written == {"files": {"exp_lib-1.0-py3-none-any.whl": "exp-lib"}}
+
+
+def test_an_export_reads_a_cached_projects_page_state_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nest, upstream, name = tmp_path / "nest", "http://127.0.0.1:9/simple/", NormalizedName("exp-lib")
+    store = CacheStore(nest, upstream)
+    files = []
+    for version in ("1.0", "2.0", "3.0"):
+        wheel = make_wheel(PackageSpec(name="exp-lib", version=version), tmp_path / "d")
+        store.file_path(name, wheel.name).parent.mkdir(parents=True, exist_ok=True)
+        store.file_path(name, wheel.name).write_bytes(wheel.read_bytes())
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        dist = DistFile(filename=wheel.name, url=f"https://example.com/{wheel.name}",
+                        hashes={"sha256": digest}, size=wheel.stat().st_size,
+                        core_metadata={"sha256": "0" * 64})  # fmt: skip
+        store.write_record(name, dist)
+        files.append(dist)
+    store.write_page(PageState(page=ProjectPage.build(name, files)))
+    reads: list[str] = []
+    for method in ("read_page", "read_page_entry"):
+        original = getattr(CacheStore, method)
+
+        def counted(
+            self: CacheStore, *args: object, _original: object = original, _method: str = method
+        ) -> object:
+            reads.append(_method)
+            return _original(self, *args)  # type: ignore[operator]
+
+        monkeypatch.setattr(CacheStore, method, counted)
+    assert _export_from(nest, tmp_path / "out", "--index-url", upstream, "--project", "exp-lib") == 0
+    assert len(reads) == 1, reads
+    # each wheel's kept metadata was checked against the hash the page gives (no file kept: its own)
+    listed = json.loads((tmp_path / "out" / "simple" / "exp-lib" / "index.json").read_text())["files"]
+    assert [entry["filename"] for entry in listed] == [dist.filename for dist in files]
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ The tree is plain files that any static web server, file share or removable disk
     DEST/simple/index.html, index.json           the project list (PEP 503 HTML, PEP 691 JSON)
     DEST/simple/<name>/index.html, index.json    project pages whose links lead to ../../files/
     DEST/files/<filename>, <filename>.metadata   every file, flat: also fit for pip --find-links
+    DEST/.nestegg-export.json                    the files exports wrote, by project (``MANIFEST``)
 
 What a requirements file needs is resolved by pip itself, against the mirror served in-process.
 """
@@ -36,7 +37,7 @@ from nestegg_core.errors import ArchiveError, NesteggError, NotFound, UnsafePath
 from nestegg_core.index.repository import Repository
 from nestegg_core.installers import installer_env
 from nestegg_core.serve.server import Mirror
-from nestegg_core.simple.distmeta import parse_dist_filename, wheel_metadata
+from nestegg_core.simple.distmeta import wheel_metadata
 from nestegg_core.simple.models import (
     DistFile,
     ProjectPage,
@@ -60,6 +61,12 @@ logger = logging.getLogger(__name__)
 
 #: files to export: (project, filename) to the record to list and the file to copy
 Chosen = dict[tuple[NormalizedName, str], tuple[DistFile, Path]]
+
+#: in DEST: the files of DEST/files exports wrote, by project (``{"files": {filename: project}}``);
+#: only those are ever removed, never a file put there otherwise (``pip download -d DEST/files``)
+MANIFEST = ".nestegg-export.json"
+#: a manifest larger than this is not read (some 700,000 files' names)
+MAX_MANIFEST = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,41 +102,34 @@ def export(
             f"cannot export into {str(dest)!r}: it is inside the nest {str(nest)!r}; name a folder outside it"
         )
     repository = Repository(config.with_changes(offline=True))
-    chosen: Chosen = {}
-    if requirements is not None:
-        for name, filename in _resolve(config, requirements, pip_args):
-            chosen[(name, filename)] = _source(repository, name, filename)
-    for spec in projects:
-        found = _project_files(repository, spec)
-        if not found:
-            raise NotFound(f"nothing of {spec!r} is in the cache or the private store; install it "
-                           "through the mirror first, or export with --requirements")  # fmt: skip
-        chosen.update(found)
-    if requirements is None and not projects:
-        # every index's cache: a routed name's files are in its own index's namespace
-        stores = [repository.store, *(routed.store for _, routed in repository.routes.items())]
-        everything = {name for store in stores for name in store.project_names()}
-        everything |= set(repository.private.names())
-        for project in sorted(everything):
-            chosen.update(_project_files(repository, project))
-    files_dir = dest / "files"
-    files_dir.mkdir(parents=True, exist_ok=True)
-    by_project: dict[NormalizedName, list[DistFile]] = {}
+    chosen = _choose(config, repository, projects, requirements, pip_args)
     owners: dict[str, NormalizedName] = {}
-    for (name, filename), (dist, path) in sorted(chosen.items()):
+    for name, filename in sorted(chosen):
         if owners.setdefault(filename, name) != name:
             raise NesteggError(f"projects {owners[filename]!r} and {name!r} both have a file {filename!r}")
+    files_dir = dest / "files"
+    files_dir.mkdir(parents=True, exist_ok=True)
+    # what earlier exports wrote, read before this one rewrites any page: their pages, and the
+    # manifest (which also has the files of an export cut short before its pages were written)
+    pages = _exported_pages(dest / "simple", config.max_page_size)
+    written = {filename: name for name, files in pages.items() for filename in files}
+    written.update(_read_manifest(dest / MANIFEST))
+    # said before any file is copied: an export cut short leaves no file the next does not know of
+    _write_manifest(dest / MANIFEST, {**written, **owners})
+    by_project: dict[NormalizedName, list[DistFile]] = {}
+    page_metadata = _PageMetadata(repository)
+    for (name, filename), (dist, path) in sorted(chosen.items()):
         try:
-            metadata_hashes = _metadata_hashes(repository, name, dist)
+            metadata_hashes = page_metadata.hashes(name, dist)
             exported = _export_file(dist, path, files_dir, config, metadata_hashes)
         except UnsafePath as exc:  # planted in a shared nest: never copied through
             logger.warning("not exporting %s/%s: %s", name, filename, exc)
             continue
         by_project.setdefault(name, []).append(exported)
     # a project exported again is what this export says of it: the files an earlier one (of other
-    # versions, or from another index) left of it go, or --find-links would still find them; once
+    # versions, or from another index) wrote of it go, or --find-links would still find them; once
     # its new page is written (cut short, an export leaves more files, never a page's gone)
-    left_over = _left_over(files_dir, dest / "simple", by_project, config.max_page_size)
+    left_over = _left_over(written, pages, by_project)
     for name, files in by_project.items():
         files.sort(key=_version_order)
         page = ProjectPage.build(name, files)
@@ -147,10 +147,42 @@ def export(
         if _remove(files_dir / filename):
             logger.info("removed %s: this export of %s does not have it", files_dir / filename, name)
         _remove(files_dir / f"{filename}.metadata")
+    written.update((dist.filename, name) for name, files in by_project.items() for dist in files)
+    with os.scandir(files_dir) as entries:  # a file gone (removed, by hand too) is no export's any more
+        present = {entry.name for entry in entries}
+    _write_manifest(dest / MANIFEST, {f: name for f, name in written.items() if f in present})
     exported_files = sum(len(files) for files in by_project.values())
     # the command says it on stdout: the log says it again only when asked to (-vv)
     logger.debug("exported %d files of %d projects to %s", exported_files, len(by_project), dest)
     return ExportResult(dest=dest, projects={n: tuple(f) for n, f in by_project.items()})
+
+
+def _choose(
+    config: Config,
+    repository: Repository,
+    projects: Sequence[str],
+    requirements: Path | None,
+    pip_args: Sequence[str],
+) -> Chosen:
+    """The files to export (see :func:`export`)."""
+    chosen: Chosen = {}
+    if requirements is not None:
+        for name, filename in _resolve(config, requirements, pip_args):
+            chosen[(name, filename)] = _source(repository, name, filename)
+    for spec in projects:
+        found = _project_files(repository, spec)
+        if not found:
+            raise NotFound(f"nothing of {spec!r} is in the cache or the private store; install it "
+                           "through the mirror first, or export with --requirements")  # fmt: skip
+        chosen.update(found)
+    if requirements is None and not projects:
+        # every index's cache: a routed name's files are in its own index's namespace
+        stores = [repository.store, *(routed.store for _, routed in repository.routes.items())]
+        everything = {name for store in stores for name in store.project_names()}
+        everything |= set(repository.private.names())
+        for project in sorted(everything):
+            chosen.update(_project_files(repository, project))
+    return chosen
 
 
 def _project_files(
@@ -195,16 +227,32 @@ def _source(repository: Repository, name: NormalizedName, filename: str) -> tupl
     return record, path
 
 
-def _metadata_hashes(repository: Repository, name: NormalizedName, dist: DistFile) -> Mapping[str, str]:
-    """The hashes of ``dist``'s metadata that its page gives now: the mirror's page, else the
-    record the file was kept with (a private file's page is its record). Only a wheel has any."""
-    if not dist.filename.endswith(".whl"):
-        return {}
-    if dist.origin != "private":
-        found = repository.serving(name).store.read_page_entry(name, dist.filename)
-        if found is not None and found[1] is not None:
-            return found[1].core_metadata or {}
-    return dist.core_metadata or {}
+class _PageMetadata:
+    """The hashes of a wheel's metadata that its page gives now: the mirror's page, else the
+    record the file was kept with (a private file's page is its record). Only a wheel has any.
+
+    The files of a project are exported one after another: its page's state is read once, for
+    the first of its wheels, and kept until the next project's (never every project's at once)."""
+
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+        self.name: NormalizedName | None = None
+        #: the metadata hashes the page of ``name`` gives each of its wheels
+        self.listed: dict[str, Mapping[str, str]] = {}
+
+    def hashes(self, name: NormalizedName, dist: DistFile) -> Mapping[str, str]:
+        if not dist.filename.endswith(".whl"):
+            return {}
+        if dist.origin != "private":
+            if name != self.name:
+                state = self.repository.serving(name).store.read_page(name)
+                files = state.page.files if state is not None else ()
+                self.name = name
+                wheels = (d for d in files if d.filename.endswith(".whl"))
+                self.listed = {d.filename: d.core_metadata or {} for d in wheels}
+            if dist.filename in self.listed:
+                return self.listed[dist.filename]
+        return dist.core_metadata or {}
 
 
 def _export_file(
@@ -266,32 +314,61 @@ def _kept_metadata(
 
 
 def _left_over(
-    files_dir: Path, simple: Path, exported: Mapping[NormalizedName, Sequence[DistFile]], limit: int
+    written: Mapping[str, NormalizedName],
+    pages: Mapping[NormalizedName, Sequence[str]],
+    exported: Mapping[NormalizedName, Sequence[DistFile]],
 ) -> list[tuple[str, NormalizedName]]:
-    """The files in ``files_dir`` of each project of ``exported`` that are not among its files now
-    (filename and project): those its page in ``simple`` listed before, and those named as its
-    distributions."""
-    # a file this export writes stays, whichever project's name it bears
+    """The files an earlier export wrote of each project of ``exported`` (``written``, and what its
+    page listed in ``pages``) that are not among its files now (filename and project). A file this
+    export writes stays, whichever project's name it bears, and so does a file the page of a
+    project this export does not rewrite lists."""
     keep = {dist.filename for files in exported.values() for dist in files}
-    left: dict[str, NormalizedName] = {}
+    keep.update(filename for name, files in pages.items() if name not in exported for filename in files)
+    left = {filename: name for filename, name in written.items() if name in exported}
     for name in exported:
-        for filename in _listed(simple / name / "index.json", limit):
-            left[filename] = name
-    with os.scandir(files_dir) as entries:
-        for entry in entries:
-            if entry.name.endswith(".metadata") or not entry.is_file(follow_symlinks=False):
-                continue
-            try:
-                name = parse_dist_filename(entry.name)[0]
-            except NesteggError:
-                continue  # no distribution's name: only a page that listed it says whose it is
-            if name in exported:
-                left[entry.name] = name
+        left.update((filename, name) for filename in pages.get(name, ()))
     # a name a page gave is no path: one that is no distribution's is never looked at
     return [
         (filename, name) for filename, name in sorted(left.items())
         if filename not in keep and is_dist_filename(filename)
     ]  # fmt: skip
+
+
+def _exported_pages(simple: Path, limit: int) -> dict[NormalizedName, list[str]]:
+    """The filenames each project page an earlier export wrote in ``simple`` lists."""
+    try:
+        with os.scandir(simple) as entries:
+            names = sorted(entry.name for entry in entries if entry.is_dir())
+    except FileNotFoundError:
+        return {}
+    return {NormalizedName(name): _listed(simple / name / "index.json", limit) for name in names}
+
+
+def _read_manifest(path: Path) -> dict[str, NormalizedName]:
+    """The files of DEST/files exports wrote, by project, as :data:`MANIFEST` says; none (said
+    in a line) when it is damaged: then only what the pages list is known to be an export's."""
+    try:
+        with path.open("rb") as handle:
+            data = read_at_most(handle, MAX_MANIFEST + 1)
+        if len(data) > MAX_MANIFEST:
+            raise ValueError(f"larger than {MAX_MANIFEST} bytes")
+        files = json.loads(data)["files"]
+        if not isinstance(files, dict):
+            raise TypeError(f"'files' is no mapping: {type(files).__name__}")
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        logger.warning("not reading %s (only files the exported pages list are removed): %s", path, exc)
+        return {}
+    return {
+        filename: NormalizedName(name) for filename, name in files.items()
+        if is_dist_filename(filename) and isinstance(name, str) and canonicalize_name(name) == name
+    }  # fmt: skip
+
+
+def _write_manifest(path: Path, files: Mapping[str, NormalizedName]) -> None:
+    body = {"files": dict(sorted(files.items()))}
+    write_atomic(path, json.dumps(body, indent=0, separators=(",", ":")).encode() + b"\n")
 
 
 def _remove(path: Path) -> bool:
