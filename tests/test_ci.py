@@ -619,6 +619,76 @@ def test_a_queued_run_made_by_another_is_not_made_again(tmp_path: Path, git_repo
     assert (first.outcome, second.outcome, second.id) == ("passed", "passed", first.id)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_nestegg_ci_stopped_as_it_waits_its_turn_leaves_no_queued_run(
+    tmp_path: Path, git_repo: Path, sig: signal.Signals
+) -> None:
+    _commit(git_repo, "pass")
+    config_path = _seed_config(tmp_path, git_repo, json.dumps({"command": "true", "interval": 0}))
+    (tmp_path / "nest" / "ci" / "locks").mkdir(parents=True)
+    other = FileLock(tmp_path / "nest" / "ci" / "locks" / "my-package.lock")
+    other.acquire()  # a server's run of the project
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nestegg_core", "--config", str(config_path), "-v", "ci"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_ignoring_nothing,  # noqa: PLW1509 - no threads of the test's in the child
+    )
+    try:
+
+        def queued() -> bool:
+            store = RunStore(tmp_path / "nest")
+            try:
+                return store.exists() and bool(store.runs())
+            finally:
+                store.close()
+
+        _wait_for(queued, 60)
+        time.sleep(0.5)  # and waiting for the lock
+        process.send_signal(sig)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+        other.release()
+    assert process.returncode in (130, -signal.SIGTERM), output
+    store = RunStore(tmp_path / "nest")
+    try:
+        (run,) = store.runs()
+        assert (run.outcome, run.message) == ("interrupted", "nestegg ci was stopped before it ran")
+        # a server's CI queues its own run of the ref, which it then makes
+        again, new = store.queue("my-package", "HEAD", None, "trigger")
+    finally:
+        store.close()
+    assert (new, again.id != run.id) == (True, True)
+
+
+def test_a_run_a_killed_process_left_running_is_made_by_the_worker_that_reaches_it(
+    tmp_path: Path, git_repo: Path
+) -> None:
+    _commit(git_repo, "pass")
+    ci = {"command": shlex.join([sys.executable, "-c", "pass"]), "interval": 0}
+    config = load_config(_seed_config(tmp_path, git_repo, json.dumps(ci)))
+    (build,) = config.source_builds
+    store = RunStore(config.nestegg_dir)
+    try:
+        # a server queued it, nestegg ci took it and was killed with -9 as it ran it; the server's
+        # worker, which had seen it queued, gets its turn
+        queued, _ = store.queue(build.name, "HEAD", None, "poll")
+        store.start(queued.id)
+        with sqlite3.connect(config.nestegg_dir / "ci.sqlite3") as db:
+            db.execute("UPDATE runs SET owner = ? WHERE id = ?", (f"{2**22 + 1}:dead", queued.id))
+        db.close()
+        done = Runner(config, store, index_url=lambda: "http://127.0.0.1:9/simple/").run(queued, build)
+        # one a process alive runs is its own
+        store.start(queued.id)
+        assert not store.runnable(queued.id)[1]
+    finally:
+        store.close()
+    assert (done.id, done.outcome) == (queued.id, "passed")
+
+
 def test_a_damaged_ci_history_is_one_line(
     tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
