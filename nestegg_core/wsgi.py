@@ -134,13 +134,12 @@ class _Exit:
                     logger.exception("cannot stop nestegg in process %d", os.getpid())
 
     def stop_services(self) -> None:
-        with self._lock:
-            apps = list(self._apps)
-        for app in apps:
-            try:
-                app.stop_services()
-            except Exception:  # the server's own handler is called all the same
-                logger.exception("cannot stop nestegg's builds in process %d", os.getpid())
+        with self._lock:  # held throughout: the exit's stop comes after, not beside it
+            for app in self._apps:
+                try:
+                    app.stop_services()
+                except Exception:  # the server's own handler is called all the same
+                    logger.exception("cannot stop nestegg's builds in process %d", os.getpid())
 
     def on_sigterm(self) -> bool:
         """Stop the apps' builds and CI on SIGTERM, then call the handler the server set (in this
