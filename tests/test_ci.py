@@ -23,6 +23,7 @@ import requests
 
 from nestegg_core import Mirror
 from nestegg_core.builds.ci import Runner, remote_head, tox_results
+from nestegg_core.builds.ci import service as ci_service
 from nestegg_core.builds.runs import MAX_LOG, EnvResult, Run, RunStore, cap_log
 from nestegg_core.builds.vcs import MAX_OUTPUT, failure_line, find_hg
 from nestegg_core.cli import main
@@ -687,6 +688,28 @@ def test_a_run_a_killed_process_left_running_is_made_by_the_worker_that_reaches_
     finally:
         store.close()
     assert (done.id, done.outcome) == (queued.id, "passed")
+
+
+def test_a_servers_worker_makes_a_run_a_killed_process_left_running(tmp_path: Path, git_repo: Path) -> None:
+    _commit(git_repo, "pass")
+    ci = {"command": shlex.join([sys.executable, "-c", "pass"]), "interval": 0}
+    config = load_config(_seed_config(tmp_path, git_repo, json.dumps(ci)))
+    service = ci_service(config, index_url=lambda: "http://127.0.0.1:9/simple/")
+    assert service is not None
+    service.start()
+    try:
+        # the server queued it; nestegg ci took it, then was killed with -9 before the worker came
+        run, _ = service.store.queue("my-package", "HEAD", None, "poll")
+        service.store.start(run.id)
+        with sqlite3.connect(config.nestegg_dir / "ci.sqlite3") as db:
+            db.execute("UPDATE runs SET owner = ? WHERE id = ?", (f"{2**22 + 1}:dead", run.id))
+        db.close()
+        service._ensure_workers()
+        service._queue.put(run.id)  # as the server queued it
+        _wait_for(lambda: (got := service.store.get(run.id)) is not None and got.finished, 60)
+        assert service.store.get(run.id).outcome == "passed"  # type: ignore[union-attr]
+    finally:
+        service.stop()
 
 
 def test_a_damaged_ci_history_is_one_line(
