@@ -1270,6 +1270,29 @@ def test_output_is_cut_to_its_head_and_tail(size: int, kept: int) -> None:
         assert output.text() == data[:30].decode() + note + data[-70:].decode()
 
 
+class _Sized(vcs.CappedOutput):
+    """An output that has a length, so is false while empty."""
+
+    def __len__(self) -> int:
+        return self.held
+
+
+def test_supervise_writes_to_the_output_given_even_one_that_is_false() -> None:
+    output = _Sized(limit=1000)
+    assert not output
+    command = [sys.executable, "-c", "print('said')"]
+    ended = vcs.supervise(command, env=None, timeout=60, merge_output=True, output=output)
+    assert output.text() == ended.output == "said\n"
+
+
+def test_supervise_refuses_a_limit_that_is_not_its_outputs() -> None:
+    command = [sys.executable, "-c", "pass"]
+    with pytest.raises(ValueError, match="limit=5 and an output of limit 1000"):
+        vcs.supervise(command, env=None, timeout=60, output=vcs.CappedOutput(limit=1000), limit=5)
+    ended = vcs.supervise(command, env=None, timeout=60, output=vcs.CappedOutput(limit=1000), limit=1000)
+    assert ended.code == 0
+
+
 @pytest.mark.parametrize(
     ("url", "said"),
     [

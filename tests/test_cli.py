@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -297,7 +298,8 @@ def test_a_serving_process_loads_no_other_command(tmp_path: Path, upstream: Priv
         assert "demo-1.0" in page.text
     finally:
         process.send_signal(signal.SIGTERM)
-        process.wait(30)
+        code = process.wait(30)
+    assert code == 0  # a server stopped by SIGTERM stops cleanly (waitress ends its loop)
     imported = set(re.findall(r"^import time:.*\|\s*([\w.]+)$", (tmp_path / "log").read_text(), re.MULTILINE))
     assert {
         "nestegg_core.serve.server",
@@ -458,3 +460,23 @@ def test_a_commands_help_says_what_it_does(command: str, capsys: pytest.CaptureF
     paragraphs = capsys.readouterr().out.split("\n\n")
     assert paragraphs[0].startswith(f"usage: nestegg {command}")
     assert not paragraphs[1].startswith(("positional arguments", "options")), paragraphs[1]
+
+
+def _sigterm(_args: object) -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(10)  # the handler raises in this thread first
+
+
+def _ctrl_c(_args: object) -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(("stop", "code"), [(_sigterm, 143), (_ctrl_c, 130)])
+def test_a_stopped_command_returns_128_and_its_signal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: Callable[[object], None], code: int
+) -> None:
+    monkeypatch.setattr(cli, "config_from", stop)
+    before, started = signal.getsignal(signal.SIGTERM), time.monotonic()
+    assert cli.main(["--config", str(tmp_path / "none.yml"), "list"]) == code
+    assert time.monotonic() - started < 5
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler before it is back

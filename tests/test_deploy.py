@@ -36,6 +36,7 @@ from nestegg_core.testing import find_uv, installer_env
 from nestegg_core.testing.pytest_plugin import PrivateIndex
 
 from .conftest import Faults
+from .loopback import Trickle
 from .test_builds import GitRepo, group_members, hung_group, hung_repo, needs_proc  # noqa: F401 - a fixture
 from .test_wsgi import hung_nest
 
@@ -309,6 +310,55 @@ def test_a_gunicorn_worker_stopped_ends_the_build_it_runs(
         asking.join(30)
         assert group_members(group()) == []
     assert answers == [502]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--worker-class", "sync"],  # the SIGTERM handler set where the app is built
+        ["--worker-class", "gthread", "--threads", "4", "--config", "python:nestegg_core.wsgi"],
+    ],
+)
+def test_a_download_in_flight_when_gunicorn_stops_a_worker_is_served_whole(
+    tmp_path: Path, options: list[str]
+) -> None:
+    """gunicorn's SIGTERM is its graceful stop (HUP, rolling restarts): the worker finishes its
+    requests, up to its graceful timeout. The app stops its builds at once, and its downloads
+    only at the exit (they were cut, the client got a part of the file)."""
+    trickle = Trickle()
+    with PrivateIndex(tmp_path / "slow", middleware=trickle) as slow:
+        [wheel] = slow.add("held", "1.0", sdist=False, payload_size=300_000)
+        trickle.paths.add(f"/files/held/{wheel.filename}")
+        env = installer_env(
+            NESTEGG_CONFIG="", NESTEGG_CACHE_DIR=str(tmp_path / "nest"), NESTEGG_INDEX_URL=slow.index_url
+        )
+        got: list[bytes | str] = []
+        with gunicorn_process(env, tmp_path / "logs", *options) as (url, process):
+            page = requests.get(f"{url}/simple/held/", timeout=30)
+            assert page.status_code == 200, page.text
+            [href] = re.findall(r'href="([^"#]+held-1\.0[^"#]*)', page.text)
+
+            def download() -> None:
+                try:
+                    with requests.get(urljoin(page.url, href), timeout=60, stream=True) as answer:
+                        got.append(b"".join(answer.iter_content(1 << 16)))
+                except requests.RequestException as exc:
+                    got.append(type(exc).__name__)
+
+            downloading = threading.Thread(target=download)
+            downloading.start()
+            try:
+                assert trickle.holding.wait(30), _tail(tmp_path / "logs" / "gunicorn.log")
+                time.sleep(0.5)  # its first bytes on their way to the client
+                process.terminate()  # to its workers: SIGTERM
+                time.sleep(1.0)  # the workers heard it
+            finally:
+                trickle.release.set()
+                downloading.join(60)
+            assert process.wait(30) == 0
+    assert len(got) == 1
+    assert isinstance(got[0], bytes), got
+    assert hashlib.sha256(got[0]).hexdigest() == wheel.hashes["sha256"], len(got[0])
 
 
 @needs_proc

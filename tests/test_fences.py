@@ -13,9 +13,11 @@ from __future__ import annotations
 import inspect
 import io
 import json
+import logging
 import socket
 import subprocess
 import sys
+import threading
 import time
 from importlib.metadata import version
 from typing import Any
@@ -29,6 +31,7 @@ from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 from waitress.utilities import Error
 
 from nestegg_core.config._pip import default_index
+from nestegg_core.serve import _threading
 
 from .conftest import MirrorFactory
 
@@ -228,3 +231,58 @@ def test_threading_still_calls_its_exit_functions_before_it_joins_the_threads() 
     assert (result.returncode, result.stdout) == (0, "first\njoined True\n"), (
         "threading._register_atexit moved (CPython " + sys.version.split()[0] + "): " + result.stderr
     )
+
+
+def test_threading_fence_was_tested_on_this_cpython() -> None:
+    """Tested on CPython 3.11: a newer one fails here until the fence is checked on it (the tests
+    around) and ``_threading.TESTED_UP_TO`` raised."""
+    assert _threading.TESTED_UP_TO == (3, 11)
+    now = sys.version_info[:2]
+    assert now <= _threading.TESTED_UP_TO, (
+        f"CPython {now[0]}.{now[1]} is newer than the versions nestegg_core.serve._threading was tested"
+        f" on (up to {_threading.TESTED_UP_TO[0]}.{_threading.TESTED_UP_TO[1]})"
+    )
+
+
+def test_threading_calls_the_exit_function_before_concurrent_futures_waits_for_its_pools() -> None:
+    """Registered after a pool's thread (which waits on the event the function sets): called
+    first, that thread then ends; after concurrent.futures' exit function, it would wait 5 s."""
+    code = (
+        "import threading\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from nestegg_core.serve._threading import before_threads_are_joined\n"
+        "done = threading.Event()\n"
+        "ThreadPoolExecutor(1).submit(lambda: print('joined', done.wait(5), flush=True))\n"
+        "assert before_threads_are_joined(lambda: print('first', flush=True) or done.set())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (result.returncode, result.stdout) == (0, "first\njoined True\n"), (
+        "threading._register_atexit no longer runs before concurrent.futures' exit (CPython "
+        + sys.version.split()[0]
+        + "): "
+        + result.stdout
+        + result.stderr
+    )
+
+
+@pytest.mark.parametrize("why", ["missing", "exiting"])
+def test_the_fence_says_once_when_it_cannot_register(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, why: str
+) -> None:
+    monkeypatch.setattr(_threading, "_said", set())
+    if why == "missing":
+        monkeypatch.delattr(threading, "_register_atexit")
+    else:
+
+        def shutting_down(*_args: object) -> None:
+            raise RuntimeError("can't register atexit after shutdown")
+
+        monkeypatch.setattr(threading, "_register_atexit", shutting_down)
+    with caplog.at_level(logging.WARNING, logger=_threading.__name__):
+        assert not _threading.before_threads_are_joined(lambda: None)
+        assert not _threading.before_threads_are_joined(lambda: None)
+    [record] = caplog.records
+    said = "has no threading._register_atexit" if why == "missing" else "the interpreter is exiting already"
+    assert said in record.getMessage()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
+import signal
 import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -95,6 +98,18 @@ def test_the_application_is_built_once_by_concurrent_first_requests() -> None:
 def test_setenv_values_of_the_first_request_configure_it(tmp_path: Path) -> None:
     (tmp_path / "nest").mkdir()
     app = LazyApplication()
+    try:
+        _setenv_values_configure(app, tmp_path)
+        assert app._built is not None
+        built = weakref.ref(app._built.composition)
+    finally:
+        app.stop()
+    # what it built is let go of, by the process's exit hooks too: one built again leaks none
+    gc.collect()
+    assert (app._app, built()) == (None, None)
+
+
+def _setenv_values_configure(app: LazyApplication, tmp_path: Path) -> None:
     status, _, body = call(
         app, NESTEGG_CACHE_DIR=str(tmp_path / "nest"), NESTEGG_OFFLINE="yes",
         NESTEGG_CONFIG=str(tmp_path / "none.yml"),
@@ -160,9 +175,44 @@ def test_make_application_serves_the_mirror(tmp_path: Path, upstream: PrivateInd
             "NESTEGG_INDEX_URL": upstream.index_url,
         }
     )
-    status, _, body = call(app, "/simple/lazy-pkg/", HTTP_ACCEPT="application/vnd.pypi.simple.v1+json")
+    try:
+        status, _, body = call(app, "/simple/lazy-pkg/", HTTP_ACCEPT="application/vnd.pypi.simple.v1+json")
+    finally:
+        app.stop()
     assert status.startswith("200"), body
     assert b"lazy_pkg-1.0-py3-none-any.whl" in body
+
+
+def test_make_application_leaves_the_process_as_it_was_and_its_caller_stops_it(
+    tmp_path: Path, upstream: PrivateIndex
+) -> None:
+    """An application that embeds the mirror keeps its own SIGTERM handler and exit, and lets go
+    of a mirror it stopped (one it makes again leaves none behind)."""
+    upstream.add("embedded", "1.0", sdist=False)
+    environ = {
+        "NESTEGG_CONFIG": "",
+        "NESTEGG_CACHE_DIR": str(tmp_path / "nest"),
+        "NESTEGG_INDEX_URL": upstream.index_url,
+    }
+
+    def own_handler(_signum: int, _frame: object) -> None:
+        pass
+
+    previous = signal.signal(signal.SIGTERM, own_handler)
+    try:
+        app = make_application(environ)
+        assert signal.getsignal(signal.SIGTERM) is own_handler
+        assert call(app, "/simple/embedded/")[0].startswith("200")
+        app.stop()
+        app.stop()  # once only
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    # stopped: its counts are in the nest, and nothing of the process holds it
+    assert json.loads((tmp_path / "nest" / "metrics.json").read_bytes())["counters"]["bytes_served"] > 0
+    made = weakref.ref(app.composition)
+    del app
+    gc.collect()
+    assert made() is None
 
 
 # a worker that exits ends what its app started ---------------------------------------------------

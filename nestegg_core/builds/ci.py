@@ -44,7 +44,7 @@ from nestegg_core.storage.fs import read_at_most
 from nestegg_core.storage.locks import FileLock, LockTimeout
 from nestegg_core.urls import mask_text
 
-from .runs import ERROR, FAILED, INTERRUPTED, MAX_LOG, PASSED, QUEUED, TIMEOUT, EnvResult, Run, RunStore
+from .runs import ERROR, FAILED, INTERRUPTED, MAX_LOG, PASSED, RUNNING, TIMEOUT, EnvResult, Run, RunStore
 from .vcs import (
     STOPPED,
     TIMED_OUT,
@@ -151,7 +151,8 @@ class Runner(CheckoutWork[RunStore]):
 
         Never raises for what the tests or the repository do: a failure, a time-out or a
         checkout that cannot be made is the run's outcome. A run another process (or worker)
-        made meanwhile is not made again: it is returned as it ended.
+        made meanwhile is not made again: it is returned as it ended; one it left running when
+        it died is made.
         """
         cancel = cancel or threading.Event()
         settings = settings_of(build)
@@ -164,10 +165,13 @@ class Runner(CheckoutWork[RunStore]):
             _taking_turns(FileLock(locks / f"{build.name}.lock"), build.name),
         ):
             # a run queued by a server may be taken by nestegg ci (one queued run per ref): the
-            # one of them that comes second finds it done
-            current = self.store.get(run.id)
-            if current is not None and current.outcome != QUEUED:
+            # one of them that comes second finds it done, or left running by a process killed
+            # outright, which it makes again
+            current, free = self.store.runnable(run.id)
+            if current is not None and not free:
                 return current
+            if current is not None and current.outcome == RUNNING:
+                logger.info("CI run #%d of %s: made again, its process is gone", run.id, build.name)
             run = self.store.start(run.id)
             started = time.monotonic()
             log.note(
@@ -492,8 +496,8 @@ class CIService:
             if run_id is None or self._stopping.is_set():
                 break
             try:
-                run = self.store.get(run_id)
-                if run is None or run.outcome != "queued":
+                run, free = self.store.runnable(run_id)
+                if run is None or not free:  # made by another, or being made
                     continue
                 build = self.builds.get(canonicalize_name(run.project))
                 if build is None:

@@ -262,9 +262,11 @@ class RunStore:
         assert run is not None
         return run
 
-    def interrupt_unfinished(self, *, mine: bool = False) -> int:
-        """Mark queued and running runs "interrupted": this store's own (``mine``), else those of
-        processes that are no longer alive; returns how many."""
+    def interrupt_unfinished(
+        self, *, mine: bool = False, message: str = "stopped before it finished (the server stopped)"
+    ) -> int:
+        """Mark queued and running runs "interrupted" with ``message``: this store's own (``mine``),
+        else those of processes that are no longer alive; returns how many."""
         with self._write() as db:
             rows = db.execute(
                 "SELECT id, owner FROM runs WHERE outcome IN (?, ?)", (QUEUED, RUNNING)
@@ -273,12 +275,23 @@ class RunStore:
             for run_id in stale:
                 db.execute(
                     "UPDATE runs SET outcome = ?, message = ? WHERE id = ?",
-                    (INTERRUPTED, "stopped before it finished (the server stopped)", run_id),
+                    (INTERRUPTED, message, run_id),
                 )
                 db.execute("INSERT OR IGNORE INTO logs (run_id, text) VALUES (?, '')", (run_id,))
         return len(stale)
 
     # reads ---------------------------------------------------------------------------------
+
+    def runnable(self, run_id: int) -> tuple[Run | None, bool]:
+        """The run as stored, and whether a worker may run it: it is queued, or it was left
+        running by a process that is gone (``nestegg ci`` killed with -9 while it ran a run a
+        server had queued)."""
+        query = f"SELECT {_COLUMNS}, owner FROM runs WHERE id = ?"  # noqa: S608 - constants only
+        row = self._db().execute(query, (run_id,)).fetchone()
+        if row is None:
+            return None, False
+        run = Run.from_row(row[:-1])
+        return run, run.outcome == QUEUED or (run.outcome == RUNNING and not _alive(row[-1]))
 
     def get(self, run_id: int) -> Run | None:
         query = f"SELECT {_COLUMNS} FROM runs WHERE id = ?"  # noqa: S608 - constants only

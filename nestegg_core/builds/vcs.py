@@ -171,11 +171,14 @@ def supervise(
     """Run ``command`` with no input and no terminal until it exits, ``timeout`` seconds pass or
     ``stop`` is set; its output is read as it comes, never more than ``limit`` bytes of it held
     (:class:`CappedOutput`; default :data:`MAX_OUTPUT`). :class:`BuildError` if it cannot be started.
-    Given ``output``, its output goes there: what it said is there too when this raises (Ctrl-C).
+    Given ``output``, its output goes there, held to that output's own limit (``limit`` is then
+    left out, or the same): what it said is there too when this raises (Ctrl-C).
 
     Whatever way it ends, nothing the command started is left running: its process group (a
     session of its own) is stopped, TERM then KILL, as is what it left behind when it exited.
     """
+    if output is not None and limit is not None and limit != output.limit:
+        raise ValueError(f"limit={limit} and an output of limit {output.limit}: give one or the other")
     try:
         process = subprocess.Popen(
             list(command),
@@ -193,7 +196,7 @@ def supervise(
     except PermissionError:
         raise BuildError(f"cannot run {command[0]!r}: it is not executable") from None
     pipes = [pipe for pipe in (process.stdout, process.stderr) if pipe is not None]
-    outputs = [output or CappedOutput(limit), *(CappedOutput(limit) for _ in pipes[1:])]
+    outputs = [CappedOutput(limit) if output is None else output, *(CappedOutput(limit) for _ in pipes[1:])]
     readers = [
         threading.Thread(target=output.read_from, args=(pipe,), name="nestegg-output", daemon=True)
         for pipe, output in zip(pipes, outputs, strict=True)

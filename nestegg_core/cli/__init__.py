@@ -21,7 +21,7 @@ from nestegg_core._version import __version__
 from nestegg_core.config.config import Config, environ_settings, load_config
 from nestegg_core.config.settings import add_options, option_values
 from nestegg_core.errors import NesteggError
-from nestegg_core.signals import stop_on_signals
+from nestegg_core.signals import end_process, exit_code, stop_on_signals
 
 from ._requests import import_without_detector
 
@@ -137,7 +137,8 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (2 for errors a user can fix)."""
+    """Run the command line; returns the exit code (2 for errors a user can fix, 130 when stopped
+    by Ctrl-C and 143 by SIGTERM)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = command_of(argv)
     if command in ("serve", ""):  # the server's process: the leaner requests, before its import
@@ -157,10 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.debug("%s", exc, exc_info=True)
         print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:  # 130 for Ctrl-C, 143 for SIGTERM (a service manager's stop)
+        return exit_code(exc)
     finally:
         undo()
+
+
+def run() -> NoReturn:
+    """The ``nestegg`` program: :func:`main`, ended as its exit code says (a SIGTERM by SIGTERM)."""
+    end_process(main())
 
 
 def verbosity(args: argparse.Namespace) -> int:

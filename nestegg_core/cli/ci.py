@@ -76,28 +76,41 @@ def _run_all(
         logger.info("marked %d CI runs of stopped processes interrupted", recovered)
     # the mirror the runs install from; it neither polls nor offers the trigger
     served = config.for_one_run().with_changes(port=0)
-    failures = 0
-    with Mirror(served) as mirror:
-        runner = Runner(config, store, index_url=lambda: mirror.index_url)
-        for build in chosen:
-            for watched_ref in [ref] if ref else watched(build):
-                commit = None
-                if new:
-                    try:
-                        commit = remote_head(build, watched_ref)
-                    except BuildError as exc:  # one repository out of reach stops no other's runs
-                        print(f"{build.name} {watched_ref}: cannot poll: {exc}")
-                        failures += 1
-                        continue
-                    if store.tested(build.name, watched_ref, commit):
-                        print(f"{build.name} {watched_ref} {commit[:12]}: tested before")
-                        continue
-                run, _ = store.queue(build.name, watched_ref, commit, "cli")
-                done = runner.run(run, build)
-                envs = " ".join(f"{env.name}:{env.outcome}" for env in done.envs)
-                print(
-                    f"{build.name} {watched_ref} {(done.commit or '?')[:12]}: {done.outcome} in "
-                    f"{done.duration or 0:.1f}s (run #{done.id}) {envs} {done.message}".rstrip()
-                )
-                failures += done.outcome != PASSED
+    try:
+        with Mirror(served) as mirror:
+            failures = _run_each(config, chosen, store, mirror, ref=ref, new=new)
+    except KeyboardInterrupt:
+        # a run queued, then stopped as it waited its turn (another process's run of its project):
+        # left queued, a server's CI would take it for its own queued run of that ref, never run
+        store.interrupt_unfinished(mine=True, message="nestegg ci was stopped before it ran")
+        raise
     return 1 if failures else 0
+
+
+def _run_each(
+    config: Config, chosen: list[SourceBuild], store: RunStore, mirror: Mirror, *, ref: str | None, new: bool
+) -> int:
+    failures = 0
+    runner = Runner(config, store, index_url=lambda: mirror.index_url)
+    for build in chosen:
+        for watched_ref in [ref] if ref else watched(build):
+            commit = None
+            if new:
+                try:
+                    commit = remote_head(build, watched_ref)
+                except BuildError as exc:  # one repository out of reach stops no other's runs
+                    print(f"{build.name} {watched_ref}: cannot poll: {exc}")
+                    failures += 1
+                    continue
+                if store.tested(build.name, watched_ref, commit):
+                    print(f"{build.name} {watched_ref} {commit[:12]}: tested before")
+                    continue
+            run, _ = store.queue(build.name, watched_ref, commit, "cli")
+            done = runner.run(run, build)
+            envs = " ".join(f"{env.name}:{env.outcome}" for env in done.envs)
+            print(
+                f"{build.name} {watched_ref} {(done.commit or '?')[:12]}: {done.outcome} in "
+                f"{done.duration or 0:.1f}s (run #{done.id}) {envs} {done.message}".rstrip()
+            )
+            failures += done.outcome != PASSED
+    return failures
