@@ -233,17 +233,6 @@ def test_threading_still_calls_its_exit_functions_before_it_joins_the_threads() 
     )
 
 
-def test_threading_fence_was_tested_on_this_cpython() -> None:
-    """Tested on CPython 3.11: a newer one fails here until the fence is checked on it (the tests
-    around) and ``_threading.TESTED_UP_TO`` raised."""
-    assert _threading.TESTED_UP_TO == (3, 11)
-    now = sys.version_info[:2]
-    assert now <= _threading.TESTED_UP_TO, (
-        f"CPython {now[0]}.{now[1]} is newer than the versions nestegg_core.serve._threading was tested"
-        f" on (up to {_threading.TESTED_UP_TO[0]}.{_threading.TESTED_UP_TO[1]})"
-    )
-
-
 def test_threading_calls_the_exit_function_before_concurrent_futures_waits_for_its_pools() -> None:
     """Registered after a pool's thread (which waits on the event the function sets): called
     first, that thread then ends; after concurrent.futures' exit function, it would wait 5 s."""

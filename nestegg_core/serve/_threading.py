@@ -1,6 +1,8 @@
 """The fence around ``threading._register_atexit``: the one private API of the threading module
-nestegg calls. Tested on CPython 3.11 (:data:`TESTED_UP_TO`), by tests/test_fences.py, which fails
-on a newer CPython until the fence is checked there and the bound raised; CPython added it in 3.9.
+nestegg calls (CPython added it in 3.9). Tested on CPython 3.11 (:data:`TESTED_UP_TO`); on any
+other, tests/test_fences.py checks what nestegg relies on (called before the threads are joined,
+and before ``concurrent.futures``' exit function) and fails naming the change, where a bound on the
+interpreter's version would fail an install that works.
 
 It registers a function that interpreter exit calls before it joins the threads that are not
 daemons, the last registered first: before ``concurrent.futures``' own, registered when that is
