@@ -274,6 +274,27 @@ def test_the_wheels_waiting_are_bounded_the_latest_kept() -> None:
     assert [name for name, _ in recorder.made] == ["a", *last]
 
 
+def test_a_wheel_given_as_the_thread_finds_nothing_more_to_do_is_read() -> None:
+    """A wheel given between the thread's last look at the queue and its end was left in the
+    queue, no thread to read it (seen once in a full run, as the test below)."""
+    recorder = Recorder()
+
+    class Racing(PagesAhead):
+        given = False
+
+        def _next(self) -> bool:
+            found = super()._next()
+            if not found and not self.given:  # another request's wheel, at that very moment
+                self.given = True
+                give(self, "late", "b")
+            return found
+
+    ahead = Racing(recorder.needed, recorder.make)
+    give(ahead, "w1", "a")
+    wait_until(lambda: ahead.given and idle(ahead)(), "the pages made")
+    assert [name for name, _ in recorder.made] == ["a", "b"]
+
+
 def test_a_wheel_that_fails_to_read_leaves_the_thread_to_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
     original = required_names
 

@@ -257,14 +257,20 @@ class PagesAhead:
                 pass
         finally:
             with self._cond:
+                if self._thread is threading.current_thread():  # ended by an error
+                    self._thread = None
+                    self._making = None
+                    self._cond.notify_all()
+
+    def _next(self) -> bool:
+        """Read the next wheel, else make the next page; False when there is nothing to do, the
+        thread then let go of under the same lock as :meth:`_wake` looks at it: a wheel added
+        once it found nothing starts another (it was added to a thread about to end, and left)."""
+        with self._cond:
+            if self._stopped or not (self._wheels or self._pages):
                 self._thread = None
                 self._making = None
                 self._cond.notify_all()
-
-    def _next(self) -> bool:
-        """Read the next wheel, else make the next page; False when there is nothing to do."""
-        with self._cond:
-            if self._stopped or not (self._wheels or self._pages):
                 return False
             # a wheel's requirements first: the pages it adds may be the next asked for
             wheel = self._wheels.popleft() if self._wheels else None
