@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from nestegg_core.config.config import Config
 from nestegg_core.errors import NOT_RESOLVED, REFUSED, TIMED_OUT, NotFound, UpstreamDown, UpstreamError
 from nestegg_core.index import upstream as upstream_module
 from nestegg_core.index.circuit import Circuit, CircuitFetcher, Circuits
+from nestegg_core.index.upstream import HttpFetcher
 from nestegg_core.serve.mounts import UpstreamMounts
 from nestegg_core.testing import installer_env, make_venv
 from nestegg_core.testing.dists import PackageSpec, make_wheel
@@ -495,23 +497,220 @@ class _Opened:
         pass
 
 
-def test_the_circuit_of_a_host_s_files_is_probed_at_its_root_not_at_the_file_that_failed() -> None:
-    asked: list[str] = []
+class Never:
+    """A fake fetcher: every page and file fails as a time-out, but a probe of a host answers."""
 
-    class Fetcher:
-        def open(self, url: str) -> _Opened:
-            asked.append(url)
-            if url.endswith(".tar.gz"):
-                raise down(TIMED_OUT)  # that file, forever
-            return _Opened()
+    def __init__(self, *, prober: bool) -> None:
+        self.asked: list[str] = []
+        if prober:
+            self.answers = self.asked.append
 
+    def project(self, name: str, **_: object) -> object:
+        self.asked.append(name)
+        raise down(TIMED_OUT)  # that page, forever
+
+    def open(self, url: str) -> _Opened:
+        self.asked.append(url)
+        if url.endswith(".tar.gz"):
+            raise down(TIMED_OUT)  # that file, forever
+        return _Opened()
+
+
+def _page(fetcher: CircuitFetcher, name: str) -> object:
+    return fetcher.project(name, etag=None, last_modified=None)
+
+
+def _file(fetcher: CircuitFetcher, name: str) -> object:
+    return fetcher.open(f"https://example.invalid/files/{name}-1.0.tar.gz")
+
+
+@pytest.mark.parametrize("prober", [True, False], ids=["prober", "plain-fetcher"])
+@pytest.mark.parametrize(
+    ("ask", "circuit", "failed", "probed"),
+    [
+        # a page that never answered kept the index's circuit open: its probe asked it again
+        (_page, "index", "x", "https://example.invalid/simple/"),
+        (_file, "index_files", "https://example.invalid/files/x-1.0.tar.gz", "https://example.invalid/"),
+    ],
+    ids=["page", "file"],
+)
+def test_a_circuit_is_probed_at_its_index_or_root_not_at_what_failed(
+    ask: Callable[[CircuitFetcher, str], object], circuit: str, failed: str, probed: str, prober: bool
+) -> None:
+    never = Never(prober=prober)
     circuits = Circuits("https://example.invalid/simple/", window=0.01)
-    fetcher = CircuitFetcher(Fetcher(), circuits)  # type: ignore[arg-type]
+    fetcher = CircuitFetcher(never, circuits)  # type: ignore[arg-type]
     with pytest.raises(UpstreamError):
-        fetcher.open("https://example.invalid/files/x-1.0.tar.gz")
-    assert circuits.index_files.reason == TIMED_OUT  # nothing else of the host answered meanwhile
+        ask(fetcher, "x")
+    assert getattr(circuits, circuit).reason == TIMED_OUT  # nothing else of the host answered meanwhile
     time.sleep(0.02)
     with pytest.raises(UpstreamDown):
-        fetcher.open("https://example.invalid/files/y-1.0.tar.gz")  # starts the probe
-    wait_until(lambda: circuits.index_files.reason is None, "the circuit to close")
-    assert asked == ["https://example.invalid/files/x-1.0.tar.gz", "https://example.invalid/"]
+        ask(fetcher, "y")  # starts the probe
+    wait_until(lambda: getattr(circuits, circuit).reason is None, "the circuit to close")
+    assert never.asked == [failed, probed]
+
+
+class Meanwhile:
+    """A fake fetcher whose page or file ``hangs`` times out after the host answered ``answer``
+    (a page or a file of it, 200 or 503) while it was asked."""
+
+    def __init__(self, hangs: str, answer: str | None, status: int) -> None:
+        self.hangs = hangs
+        self.answer = answer
+        self.status = status
+        self.fetcher: CircuitFetcher | None = None
+
+    def _asked(self, what: str) -> _Opened:
+        if what == self.hangs:
+            if self.answer is not None and self.fetcher is not None:
+                with contextlib.suppress(UpstreamError):
+                    (_page if self.answer.startswith("page") else _file)(self.fetcher, self.answer)
+            raise down(TIMED_OUT)
+        if self.status != 200:
+            raise UpstreamError(f"upstream answered {what} with HTTP {self.status}")
+        return _Opened()
+
+    def project(self, name: str, **_: object) -> _Opened:
+        return self._asked(name)
+
+    def open(self, url: str) -> _Opened:
+        return self._asked(url.rsplit("/", 1)[-1].removesuffix("-1.0.tar.gz"))
+
+
+@pytest.mark.parametrize(
+    ("hangs", "answer", "status", "opens"),
+    [
+        # a devpi or Artifactory serves its own files: a page answered says the host is up
+        ("file", "page", 200, None),
+        ("file", "page", 503, None),  # a 5xx is an answer too
+        ("file", "file-other", 503, None),
+        # one page slow to come (or that never comes) made every page cached-only, and every
+        # page with nothing cached a 410, while the upstream answered them
+        ("page", "page-other", 200, None),
+        ("page", "page-other", 503, None),
+        ("page", "file", 200, None),
+        ("page", None, 200, TIMED_OUT),  # nothing answered meanwhile: the host is down
+        ("file", None, 200, TIMED_OUT),
+    ],
+)
+def test_what_fails_while_its_host_answers_something_else_fails_alone(
+    hangs: str, answer: str | None, status: int, opens: str | None
+) -> None:
+    upstream = Meanwhile(hangs, answer, status)
+    circuits = Circuits("https://example.invalid/simple/")
+    fetcher = upstream.fetcher = CircuitFetcher(upstream, circuits)  # type: ignore[arg-type]
+    with pytest.raises(UpstreamError):
+        (_page if hangs == "page" else _file)(fetcher, hangs)
+    circuit = circuits.index if hangs == "page" else circuits.index_files
+    assert circuit.reason == opens
+
+
+@pytest.mark.parametrize(
+    "root",
+    [
+        # a CDN's root that sends to a website nestegg cannot reach: followed, the probe failed
+        # and the circuit of every file of the CDN never closed
+        Answer(status=302, headers={"Location": "REFUSED"}),
+        Answer(status=401, body=b"log in"),
+        Answer(status=404, body=b"no"),
+        Answer(status=503, body=b"busy"),
+    ],
+    ids=["redirect-elsewhere", "401", "404", "503"],
+)
+def test_any_http_answer_of_a_host_s_root_closes_its_circuit(root: Answer) -> None:
+    elsewhere = refused_url()
+    hangs = threading.Event()
+    hangs.set()
+
+    def answer(_method: str, path: str) -> Answer:
+        if path == "/":
+            location = root.headers.get("Location")
+            return root if location is None else Answer(status=root.status, headers={"Location": elsewhere})
+        if hangs.is_set():
+            return Answer(hang=True)
+        return Answer(body=b"a file", headers={"Content-Type": "application/octet-stream"})
+
+    with RawUpstream(answer) as server:
+        fetcher = HttpFetcher(server.index_url, timeout=TIMEOUT, connect_timeout=TIMEOUT)
+        circuits = Circuits(server.index_url, window=0.05, max_window=0.1)
+        files = CircuitFetcher(fetcher, circuits)
+        url = server.index_url.split("/simple")[0] + "/files/x-1.0.tar.gz"
+        with pytest.raises(UpstreamError):
+            files.open(url)
+        assert circuits.index_files.reason == TIMED_OUT
+        hangs.clear()  # the host serves its files again
+        time.sleep(0.06)
+        with contextlib.suppress(UpstreamDown):
+            files.open(url).close()  # starts the probe
+        wait_until(lambda: circuits.index_files.reason is None, "the circuit to close", timeout=5)
+        assert server.count("/") == 1
+
+
+class SlowPage:
+    """Real wheels 1.0 and 2.0 of ``slow``, ``other`` and ``third``; the page of ``slow`` never
+    answers once ``hang`` is set."""
+
+    def __init__(self, tmp: Path) -> None:
+        made = [
+            make_wheel(PackageSpec(name=name, version=version), tmp)
+            for name in ("slow", "other", "third")
+            for version in ("1.0", "2.0")
+        ]
+        self.wheels = {path.name: path.read_bytes() for path in made}
+        self.hang = threading.Event()
+        self.server = RawUpstream(self.answer)
+
+    def answer(self, _method: str, path: str) -> Answer:
+        name = path.strip("/").split("/")[-1]
+        if path.startswith("/files/"):
+            return Answer(body=self.wheels[name], headers={"Content-Type": "application/octet-stream"})
+        if name == "slow" and self.hang.is_set():
+            return Answer(hang=True)
+        files = [file for file in self.wheels if file.startswith(f"{name}-")]
+        links = "".join(f'<a href="/files/{file}">{file}</a>' for file in files)
+        return Answer(body=links.encode(), headers={"Content-Type": "text/html"})
+
+
+def test_one_page_that_never_answers_leaves_pip_and_uv_every_other_page_whole(
+    tmp_path: Path, http: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page held that took ``REVALIDATE_TIMEOUT`` opened the index's circuit although the
+    upstream answered another page meanwhile: every page was served with its cached files alone
+    (an unpinned install got 1.0, not 2.0) and one with none cached was a 410, for 30 s, then as
+    long again after each probe, which asked that page again."""
+    monkeypatch.setattr(upstream_module, "REVALIDATE_TIMEOUT", TIMEOUT)
+    upstream = SlowPage(tmp_path / "made")
+    with upstream.server:
+        config = Config(
+            nestegg_dir=tmp_path / "nest", port=0, index_url=upstream.server.index_url, ttl=0,
+            timeout=10.0, connect_timeout=3.0,
+        )  # fmt: skip
+        with Mirror(config) as mirror:
+            for name in ("slow", "other", "third"):
+                assert http.get(f"{mirror.index_url}{name}/").status_code == 200
+            assert http.get(f"{mirror.url}/files/other/other-1.0-py3-none-any.whl").status_code == 200
+            upstream.hang.set()
+            answers: list[int] = []
+            thread = threading.Thread(
+                target=lambda: answers.append(http_get(f"{mirror.index_url}slow/").status_code)
+            )
+            thread.start()
+            wait_until(lambda: upstream.server.count("/simple/slow/") == 2, "the hanging request")
+            assert "other-2.0" in http.get(f"{mirror.index_url}other/").text  # answered meanwhile
+            thread.join(30)
+            assert answers == [504]  # that page alone: it has nothing cached
+            assert mirror.repository.circuits.index.reason is None
+            for installer, name in (("pip", "other"), ("uv", "third")):
+                python = make_venv(tmp_path / f"venv-{installer}")
+                command = install_command(installer, python, name)
+                env = installer_env(mirror.index_url)
+                result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+                assert result.returncode == 0, result.stdout + result.stderr
+                said = result.stdout + result.stderr
+                assert f"{name}-2.0" in said or f"{name}==2.0" in said, said  # pip's words, uv's
+
+
+def http_get(url: str) -> requests.Response:
+    with requests.Session() as session:
+        session.trust_env = False
+        return session.get(url, timeout=30)

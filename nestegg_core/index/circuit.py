@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from nestegg_core.errors import NotFound, UpstreamDown, UpstreamError
 from nestegg_core.urls import mask_url
 
-from .upstream import REVALIDATE_TIMEOUT, Fetched, Fetcher, FileStream, RangeFetcher
+from .upstream import REVALIDATE_TIMEOUT, Fetched, Fetcher, FileStream, Prober, RangeFetcher
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,16 @@ class Outage:
         )
 
 
+class Heard:
+    """When a host last answered anything (``clock``): shared by the circuits of one host, its
+    pages' and its files', so that a page answered tells a file's circuit the host is up."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at = -math.inf
+
+
 class Circuit:
     """The circuit of one upstream (an index, or a host its files are on)."""
 
@@ -78,6 +88,7 @@ class Circuit:
         window: float = WINDOW,
         max_window: float = MAX_WINDOW,
         clock: Callable[[], float] = time.monotonic,
+        heard: Heard | None = None,
     ) -> None:
         #: the upstream as messages name it (credentials masked)
         self.upstream = mask_url(upstream)
@@ -92,8 +103,8 @@ class Circuit:
         self._probing = False
         #: whether the upstream answered once (so requests to it need not wait for a first one)
         self._answered = False
-        #: when it last answered (``clock``)
-        self._answered_at = -math.inf
+        #: when its host last answered (``clock``), this circuit's requests or another's of it
+        self._heard = Heard() if heard is None else heard
         self._first: threading.Event | None = None
         #: what the last outage saw (kept after it ends, for the run's summary)
         self._last_reason: str | None = None
@@ -147,10 +158,11 @@ class Circuit:
         answered another request meanwhile: that request failed, not the upstream."""
         reason = error.unreachable
         if reason is None:
-            self._answered = True  # badly, but it answered
+            self._answered = True  # badly (a 5xx), but it answered
+            self._heard.at = self.clock()
         if reason is None or isinstance(error, UpstreamDown):
             return
-        if since is not None and self._answered_at >= since:
+        if since is not None and self._heard.at >= since:
             logger.debug("%s; upstream %s answered meanwhile: not taken for down", error, self.upstream)
             return
         with self._lock:
@@ -173,7 +185,7 @@ class Circuit:
     def reached(self) -> None:
         """The upstream answered: close the circuit."""
         self._answered = True
-        self._answered_at = self.clock()
+        self._heard.at = self.clock()
         if self._reason is None:
             return
         with self._lock:
@@ -253,11 +265,14 @@ class Circuits:
     is open (the host is down: no second wait)."""
 
     def __init__(self, index_url: str, *, window: float = WINDOW, max_window: float = MAX_WINDOW) -> None:
+        #: the index's URL: what finds it back once its circuit opened (not a page that failed)
+        self.index_url = index_url
         self._origin = origin(index_url)
         self._window = window
         self._max_window = max_window
-        self.index = Circuit(index_url, window=window, max_window=max_window)
-        self.index_files = Circuit(self._origin, window=window, max_window=max_window)
+        heard = Heard()  # a page answered tells that the host of the index's own files is up, and back
+        self.index = Circuit(index_url, window=window, max_window=max_window, heard=heard)
+        self.index_files = Circuit(self._origin, window=window, max_window=max_window, heard=heard)
         self._others: dict[str, Circuit] = {}
         self._lock = threading.Lock()
 
@@ -301,6 +316,10 @@ class CircuitFetcher:
     def __init__(self, fetcher: Fetcher, circuits: Circuits) -> None:
         self.fetcher = fetcher
         self.circuits = circuits
+        #: what asks a host whether it answers (a fetcher without it: a GET of that URL)
+        self._answers = fetcher.answers if isinstance(fetcher, Prober) else self._opens
+        index = circuits.index_url
+        self._index_probe = lambda: self._answers(index)
 
     def project(
         self, name: str, *, etag: str | None, last_modified: str | None, digest: str | None = None
@@ -308,10 +327,13 @@ class CircuitFetcher:
         circuit = self.circuits.index
         circuit.check()
         with circuit.first():
+            # a page that fails while its host answers another request fails alone (a page slow
+            # to come); the index is probed at its URL: the page that failed may never answer
             return _through(
                 circuit,
                 lambda: self.fetcher.project(name, etag=etag, last_modified=last_modified, digest=digest),
-                lambda: _discard(self.fetcher.project(name, etag=None, last_modified=None)),
+                self._index_probe,
+                since=circuit.clock(),
             )
 
     def open(self, url: str) -> FileStream:
@@ -327,12 +349,16 @@ class CircuitFetcher:
         )
 
     def _probe(self, url: str) -> Callable[[], None]:
-        """What finds the host of the file at ``url`` back: its root asked, any answer will do.
-        Not the file: one that never answers kept the circuit of a host that serves every other
-        file open, twice as long after each probe."""
+        """What finds the host of the file at ``url`` back: its root asked, any answer will do (a
+        redirect not followed: a CDN's root may send to a website nestegg cannot reach). Not the
+        file: one that never answers kept the circuit of a host that serves every other file
+        open, twice as long after each probe."""
         parts = urlsplit(url)
         root = f"{parts.scheme}://{parts.netloc}/"
-        return lambda: self.fetcher.open(root).close()
+        return lambda: self._answers(root)
+
+    def _opens(self, url: str) -> None:
+        self.fetcher.open(url).close()
 
 
 def _through(
@@ -374,7 +400,3 @@ def _file_through(
         return circuits.for_url(failed), probe(failed)
 
     return _through(circuit, call, probe(url), blamed, since=circuit.clock())
-
-
-def _discard(_: object) -> None:
-    """A probe's answer is not kept: the request after it asks again, with its validators."""

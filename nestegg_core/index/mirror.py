@@ -756,8 +756,9 @@ class MirrorIndex:
     ) -> None:
         """The upstream failed: the page held (or made of the cached files) is served stale, a
         404 it gave stays a 404; else the failure is raised, in a line that says what is missing."""
-        # an upstream that cannot be reached is said once, by its circuit, not once per page
-        down = exc.unreachable is not None and self.circuit is not None
+        # an upstream that cannot be reached is said once, by its circuit, not once per page; a
+        # page that failed alone (its host answered meanwhile: the circuit stayed closed) is said
+        down = exc.unreachable is not None and self.circuit is not None and self.circuit.reason is not None
         if entry.page is None:
             kept = self.store.kept_files(name)
             if not kept:

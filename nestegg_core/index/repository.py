@@ -543,15 +543,9 @@ class Repository:
             # disk has a token, made again and saved, or a new process would make it once more
             if cached is not None and cached.page() is page and token is None:
                 return Rendered(page, cached.body, cached.etag, gzip=gzip)
-            shown = page if client is None else for_client(page, client)
-            if not meta:  # pip's page: without the links it skips, each near a wheel's cost to it
-                shown = for_pip(shown)
+            shown = _listed(page, client, meta)
             metadata_for = self._metadata_for(name, shown, meta)
-            prefix = _files_prefix(base, name)
-
-            def url_for(dist: DistFile) -> str:
-                return prefix + quote_filename(dist.filename)
-
+            url_for = _file_urls(base, name)
             if token is None and later.deferring(len(page.files)):
                 # a page fetched just now: answered from memory, its rendering kept after the answer
                 plain = render_project(shown, content_type, url_for, metadata_for)
@@ -611,27 +605,17 @@ class Repository:
         if not self._plain_mirror(name):  # a merged source build: its built files can be served
             private = self.private.page(name)
             built = frozenset() if private is None else frozenset(d.filename for d in private.files)
-        shown = self.mirror.cached_only(name, page, reason, also=built)
-        if client is not None:
-            shown = for_client(shown, client)
-        if not meta:
-            shown = for_pip(shown)
-        prefix = _files_prefix(base, name)
-
-        def url_for(dist: DistFile) -> str:
-            return prefix + quote_filename(dist.filename)
-
-        body = render_project(shown, content_type, url_for, self._metadata_for(name, shown, meta))
+        shown = _listed(self.mirror.cached_only(name, page, reason, also=built), client, meta)
+        metadata_for = self._metadata_for(name, shown, meta)
+        body = render_project(shown, content_type, _file_urls(base, name), metadata_for)
         if gzip:
-            packer = compressor()
-            body = packer.compress(body) + packer.flush()
+            body = _gzipped(body)
         return Rendered(shown, body, etag(body), gzip=gzip)
 
     def _in_memory(self, key: _RenderKey, page: ProjectPage, body: bytes, *, gzip: bool) -> Rendered:
         """The answer of a rendering not read from its file, kept for the page's next requests."""
         if gzip:  # the same bytes as the rendering's file would hold: the same ETag in every process
-            packer = compressor()
-            body = packer.compress(body) + packer.flush()
+            body = _gzipped(body)
         result = Rendered(page, body, etag(body), gzip=gzip)
         self._remember(key, _Cached(weakref.ref(page), body, result.etag))
         return result
@@ -1860,6 +1844,29 @@ def _files_prefix(base: str, name: NormalizedName) -> str:
     """How the file URLs of the page of ``name`` start: from ``base`` (the mirror's root as the
     client reached it), else relative to the page."""
     return f"{base}/files/{quote(name)}/" if base else f"../../files/{quote(name)}/"
+
+
+def _file_urls(base: str, name: NormalizedName) -> Callable[[DistFile], str]:
+    """The URL a page of ``name`` gives each file (see :func:`_files_prefix`)."""
+    prefix = _files_prefix(base, name)
+
+    def url_for(dist: DistFile) -> str:
+        return prefix + quote_filename(dist.filename)
+
+    return url_for
+
+
+def _listed(page: ProjectPage, client: ClientProfile | None, meta: bool) -> ProjectPage:
+    """The files of ``page`` its page for ``client`` lists: those that may fit it; pip's (without
+    ``meta``) without the links it skips, each near a wheel's cost to it."""
+    shown = page if client is None else for_client(page, client)
+    return shown if meta else for_pip(shown)
+
+
+def _gzipped(body: bytes) -> bytes:
+    """``body`` as a rendering's ``.gz`` file holds it: the same bytes, so the same ETag, in every process."""
+    packer = compressor()
+    return packer.compress(body) + packer.flush()
 
 
 def _lazy_metadata(dist: DistFile) -> bool:

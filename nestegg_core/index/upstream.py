@@ -337,6 +337,16 @@ class Fetcher(Protocol):
 
 
 @runtime_checkable
+class Prober(Protocol):
+    """A fetcher that can tell whether a host answers, whatever it answers."""
+
+    def answers(self, url: str) -> None:
+        """Returns once ``url`` got an HTTP answer of any status (a redirect not followed: its
+        target may be a host that is down while this one is up); :class:`UpstreamError` if none."""
+        ...
+
+
+@runtime_checkable
 class RangeFetcher(Protocol):
     """A fetcher that can also ask for a byte range of a file (a fetcher without it never does)."""
 
@@ -814,6 +824,24 @@ class HttpFetcher:
                 raise NotFound(f"upstream has no file at {mask_url(url)}")
             raise UpstreamError(f"upstream answered {mask_url(url)} with HTTP {response.status_code}")
         return _ResponseStream(response, url, self.timeout)
+
+    def answers(self, url: str) -> None:
+        """See :class:`Prober`: the headers of ``url`` read, its body never (an index's root may
+        list every project), no redirect followed, no login sent (a 401 is an answer)."""
+        self._check_url(url)
+        with blocking():
+            try:
+                response = self.session.get(
+                    url,
+                    headers={"Via": _via(self.via_token)},
+                    timeout=(self.connect_timeout, self.timeout),
+                    stream=True,
+                    auth=_NO_AUTH,
+                    allow_redirects=False,
+                )
+            except requests.RequestException as exc:
+                raise self._failure(url, exc) from None
+        response.close()
 
     def read_range(self, url: str, start: int, end: int, total: int) -> bytes | None:
         """See :class:`RangeFetcher`: the same checks of the URL and of the address reached as
