@@ -707,11 +707,14 @@ def test_hg_resolves_tags_bookmarks_and_branches(hg_repo: HgRepo, tmp_path: Path
         (".", "'.' is not a branch or tag name: '.' is a revision hg reserves"),
         ("0", "'0' is not a branch or tag name: hg names are no whole numbers"),
         ("1.0.0:tip", "'1.0.0:tip' is not a branch or tag name: hg names hold no ':'"),
-        # a revset is a name to look up, never run: neither tip nor the tag
-        ("1.0.0')or(tip", 'no tag, bookmark or branch "1.0.0\')or(tip"'),
-        ("max(all())", "no tag, bookmark or branch 'max(all())'"),
-        ("1.0.0~1", "no tag, bookmark or branch '1.0.0~1'"),
-        ("COMMIT", "no tag, bookmark or branch 'COMMIT'"),
+        # a revset is never run: neither tip nor the tag
+        (
+            "1.0.0')or(tip",
+            '"1.0.0\')or(tip" is not a branch or tag name: a name holding "\'()" reads as an hg',
+        ),
+        ("max(all())", "'max(all())' is not a branch or tag name: a name holding '()' reads as an hg revset"),
+        ("1.0.0~1", "'1.0.0~1' is not a branch or tag name: a name holding '~' reads as an hg revset"),
+        ("COMMIT", "'COMMIT' is not a branch or tag name: it is a commit id, not a tag"),
         ("SHORT", "no tag, bookmark or branch 'SHORT'"),
     ],
 )
