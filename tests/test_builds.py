@@ -1146,6 +1146,41 @@ def test_nothing_is_built_from_a_clone_of_another_repo_url(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["git", "hg"])
+def test_a_repo_url_changed_with_the_upgrade_to_noting_it_is_cloned_afresh(
+    tmp_path: Path, upstream: PrivateIndex, kind: str
+) -> None:
+    """A state written before the repo_url of the last fetch was noted in it (``fetched_from``):
+    the clone's own remote tells it is of another repository (hg pulled an unrelated one into it,
+    which aborted, and built from the old clone; git fetched into it)."""
+    repos: list[GitRepo | HgRepo] = []
+    for where, extra in (("old", ""), ("new", "new = True")):
+        repo = (GitRepo if kind == "git" else HgRepo)(tmp_path / where / "my_package")
+        write_tree(repo.path, "my_package", "1.0.0", extra=extra)
+        repos.append(repo)
+    old, new = (repo.commit("1.0.0", tag="1.0.0") for repo in repos)
+    nest, store = tmp_path / "nest", PrivateStore(tmp_path / "nest" / "private")
+    for repo, commit in zip(repos, (old, new), strict=True):
+        version = SourceVersion(version="1.0.0", tag="1.0.0")
+        build = SourceBuild(name=NormalizedName("my-package"), repo_type=kind, repo_url=str(repo.path),
+                            versions=(version,))  # fmt: skip
+        config = Config(nestegg_dir=nest, port=0, index_url=upstream.index_url, source_builds=(build,), ttl=0)
+        [outcome] = SourceBuilder(config, store, index_url=lambda: "http://127.0.0.1:9/").build("my-package")
+        assert (outcome.status, outcome.commit, outcome.fetch_error) == ("built", commit, "")
+        state = nest / "builds" / "my-package.json"
+        state.write_text(
+            json.dumps({k: v for k, v in json.loads(state.read_text()).items() if k != "fetched_from"})
+        )
+    clone = str(nest / "repos" / "my-package")
+    look = (
+        ["git", "-C", clone, "cat-file", "-e", old]
+        if kind == "git"
+        else [find_hg(), "-R", clone, "log", "-r", old]
+    )
+    assert run(look).returncode != 0
+
+
+@pytest.mark.slow
 def test_a_broken_version_leaves_the_built_ones_served(
     tmp_path: Path, upstream: PrivateIndex, git_repo: GitRepo, http: requests.Session
 ) -> None:

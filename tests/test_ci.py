@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -806,3 +807,29 @@ def test_a_ref_that_moved_since_its_poll_is_not_tested_under_the_polled_commit(
         "it moved since (the next poll tests its head), or the poll read it otherwise"
     )
     assert not made.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["git", "hg"])
+def test_a_changed_repo_url_is_cloned_afresh_for_ci(tmp_path: Path, kind: str) -> None:
+    """CI kept its clone: hg pulled the new repository into it (an unrelated one aborted every
+    run, a fork's commits mixed with the old), git kept the old one's commits."""
+    (old,) = _repository(tmp_path / "old", kind, "old")
+    (new,) = _repository(tmp_path / "new", kind, "new")
+    runner, build, store, made = _recording_runner(tmp_path, kind, tmp_path / "old")
+    ref = "HEAD" if kind == "git" else "default"
+    try:
+        first = runner.run(store.queue(build.name, ref, None, "trigger")[0], build)
+        build = dataclasses.replace(build, repo_url=str(tmp_path / "new"))
+        second = runner.run(store.queue(build.name, ref, None, "trigger")[0], build)
+    finally:
+        store.close()
+    assert [(run.outcome, run.commit) for run in (first, second)] == [("passed", old), ("passed", new)]
+    assert made.read_text() == "old\nnew\n"
+    clone = tmp_path / "nest" / "ci" / "repos" / "my-package"
+    look = (
+        ["git", "-C", str(clone), "cat-file", "-e", old]
+        if kind == "git"
+        else [find_hg(), "-R", str(clone), "log", "-r", old]
+    )
+    assert subprocess.run(look, capture_output=True, check=False).returncode != 0

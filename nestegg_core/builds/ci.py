@@ -53,6 +53,7 @@ from .vcs import (
     CheckoutWork,
     MissingRef,
     Transcript,
+    drop_clone_of_other_url,
     failure_line,
     find_hg,
     git_env,
@@ -222,6 +223,9 @@ class Runner(CheckoutWork[RunStore]):
         vcs = self.backends(build.repo_type)
         clone = self.root / "repos" / build.name
         try:
+            if drop_clone_of_other_url(vcs, clone, build.repo_url, log):
+                logger.warning("CI of %s: the repo_url is now %s: cloning it afresh", build.name,
+                               mask_text(build.repo_url))  # fmt: skip
             vcs.update(build.repo_url, clone, log)
             # the ref's exact name, as builds look it up: what a poll found (git ls-remote, hg
             # identify, which takes a commit id's prefix too) only says when to run

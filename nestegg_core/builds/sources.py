@@ -45,7 +45,16 @@ from nestegg_core.storage.locks import FileLock, LockTimeout
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.urls import mask_text
 
-from .vcs import VCS, CheckoutWork, MissingRef, Resolved, Transcript, failed
+from .vcs import (
+    VCS,
+    CheckoutWork,
+    MissingRef,
+    Resolved,
+    Transcript,
+    drop_clone_of_other_url,
+    failed,
+    other_origin,
+)
 
 if TYPE_CHECKING:
     pass
@@ -253,23 +262,22 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         repo = self._repo_path(build.name)
         if self.config.offline:
             return None
-        url = mask_text(build.repo_url)  # a password changed is no other repository
-        if state.fetched_from not in (None, url) and repo.exists():
-            logger.warning("the repo_url of %s is now %s (it was %s): cloning it afresh",
-                           build.name, url, state.fetched_from)  # fmt: skip
-            log.note(f"# repo_url changed from {state.fetched_from}: cloned afresh")
-            try:
-                shutil.rmtree(repo)
-            except OSError as exc:
-                why = f"cannot remove {repo}, the clone of the repo_url before ({state.fetched_from}): {exc}"
-                log.note(f"# {why}")
-                return why
+        url = mask_text(build.repo_url)
+        vcs = self.backends(build.repo_type)
+        try:
+            other = drop_clone_of_other_url(vcs, repo, build.repo_url, log, recorded=state.fetched_from)
+        except BuildError as exc:
+            return str(exc)
+        if other is not None:
+            logger.warning(
+                "the repo_url of %s is now %s (it was %s): cloning it afresh", build.name, url, other
+            )
             state.checked_at = 0.0
         if not refresh and self.clock() - state.checked_at < self.config.ttl and repo.exists():
             return None  # another process or thread fetched it just now
         logger.info("updating %s from %s", build.name, url)
         try:
-            self.backends(build.repo_type).update(build.repo_url, repo, log)
+            vcs.update(build.repo_url, repo, log)
         except BuildError as exc:
             if self._stopping.is_set():
                 return None
@@ -292,11 +300,14 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
     ) -> dict[str, Resolved | BuildError]:
         repo = self._repo_path(build.name)
         url = mask_text(build.repo_url)
+        vcs = self.backends(build.repo_type)
+        # offline, or not removed: nothing is looked up in a clone of another repository
+        other = other_origin(vcs, repo, build.repo_url, log, recorded=state.fetched_from)
         commits: dict[str, Resolved | BuildError] = {}
         for version in build.versions:
-            if state.fetched_from not in (None, url) and repo.exists():  # offline, or not removed
+            if other is not None:
                 commits[version.version] = BuildError(
-                    f"the clone in {repo} is of {state.fetched_from!r}, not of the repo_url {url!r}"
+                    f"the clone in {repo} is of {other!r}, not of the repo_url {url!r}"
                 )
                 continue
             if not repo.exists():
@@ -311,7 +322,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
                 commits[version.version] = BuildError(f"no repository {url!r}: {how}")
                 continue
             try:
-                commits[version.version] = self.backends(build.repo_type).resolve(repo, version.tag, log)
+                commits[version.version] = vcs.resolve(repo, version.tag, log)
             except MissingRef as exc:
                 commits[version.version] = BuildError(f"{exc} in {url!r}")
             except BuildError as exc:
