@@ -104,6 +104,55 @@ class BuildOutcome:
         return f"{head}: {self.status}{log}: {self.message}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class BuildRecord:
+    """What the state of one project's builds says, for those who show it (the web UI)."""
+
+    #: when its repository was last fetched, in seconds since the epoch; None: never
+    fetched_at: float | None = None
+    #: why the last fetch failed, masked ("": it did not)
+    fetch_error: str = ""
+    #: version (as ``str(Version)``) to the error it failed with, masked; versions no longer
+    #: configured too
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: file name to the ref, commit and time (PEP 700) it was built from
+    files: dict[str, dict[str, str | None]] = dataclasses.field(default_factory=dict)
+
+
+def state_path(nestegg_dir: Path, name: str) -> Path:
+    """The file of the state of the builds of project ``name`` (normalized)."""
+    return nestegg_dir / "builds" / f"{name}.json"
+
+
+def read_record(nestegg_dir: Path, name: str) -> BuildRecord:
+    """What the state of project ``name``'s builds says; an empty record when there is none or
+    it cannot be read (said nowhere: the builds warn of a damaged one when they read it)."""
+    state = _State.read(state_path(nestegg_dir, name), warn=False)
+    files: dict[str, dict[str, str | None]] = {}
+    for entry in state.built.values():
+        if not isinstance(entry, dict):
+            continue
+        origin = {key: _str(entry.get(key)) for key in ("ref", "commit", "built_at")}
+        names = entry.get("files", ())
+        for filename in names if isinstance(names, list) else ():
+            if isinstance(filename, str):
+                files[filename] = origin
+    return BuildRecord(
+        fetched_at=state.checked_at if 0 < state.checked_at < 1e11 else None,
+        fetch_error=mask_text(state.fetch_error),
+        failed={
+            str(version): mask_text(str(entry.get("error", "")))
+            for version, entry in state.failed.items()
+            if isinstance(entry, dict)
+        },
+        files=files,
+    )
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def find_source_build(config: Config, name: str) -> SourceBuild:
     """The source build ``name`` (any spelling) of ``config``; :class:`NotFound` naming the known ones."""
     wanted = canonicalize_name(name)
@@ -523,7 +572,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         return self.root / "repos" / name
 
     def _state_path(self, name: str) -> Path:
-        return self.root / "builds" / f"{name}.json"
+        return state_path(self.config.nestegg_dir, name)
 
     def _present(self, name: NormalizedName, files: Iterable[str]) -> bool:
         files = list(files)
@@ -655,7 +704,7 @@ class _State:
         self.failed: dict[str, dict[str, Any]] = dict(data.get("failed", {}))
 
     @classmethod
-    def read(cls, path: Path) -> _State:
+    def read(cls, path: Path, *, warn: bool = True) -> _State:
         try:
             data = json.loads(path.read_bytes())
             if not isinstance(data, dict):
@@ -664,7 +713,8 @@ class _State:
         except FileNotFoundError:
             return cls({})
         except (OSError, ValueError, TypeError) as exc:
-            logger.warning("ignoring damaged build state %s: %s", path, exc)
+            if warn:
+                logger.warning("ignoring damaged build state %s: %s", path, exc)
             return cls({})
 
     def write(self, path: Path) -> None:
