@@ -655,33 +655,47 @@ def test_git_resolves_tags_and_branches(git_repo: GitRepo, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
-    ("ref", "error"),
+    ("kind", "ref", "error"),
     [
         # revision expressions: each names a commit, none a tag
-        ("1.0.0~1", "'1.0.0~1' is not a branch or tag name: git names hold no '~'"),
-        ("1.0.0^", "'1.0.0^' is not a branch or tag name: git names hold no '^'"),
-        ("main:setup.py", "'main:setup.py' is not a branch or tag name: git names hold no ':'"),
-        ("main@{1}", "'main@{1}' is not a branch or tag name: git names hold no '@{'"),
-        ("@", "'@' is not a branch or tag name"),
-        ("1.0.0..main", "'1.0.0..main' is not a branch or tag name: git names hold no '..'"),
-        ("-x", "'-x' is not a branch or tag name: it would be read as an option"),
-        ("with space", "'with space' is not a branch or tag name: it holds a blank"),
-        # a commit id is no tag, nor is a tag or branch that is not there
-        ("COMMIT", "no tag or branch 'COMMIT'"),
-        ("SHORT", "no tag or branch 'SHORT'"),
-        ("nope", "no tag or branch 'nope'"),
+        ("git", "1.0.0~1", "'1.0.0~1' is not a branch or tag name: git names hold no '~'"),
+        ("git", "1.0.0^", "'1.0.0^' is not a branch or tag name: git names hold no '^'"),
+        ("git", "main:setup.py", "'main:setup.py' is not a branch or tag name: git names hold no ':'"),
+        ("git", "main@{1}", "'main@{1}' is not a branch or tag name: git names hold no '@{'"),
+        ("git", "@", "'@' is not a branch or tag name"),
+        ("git", "1.0.0..main", "'1.0.0..main' is not a branch or tag name: git names hold no '..'"),
+        ("git", "-x", "'-x' is not a branch or tag name: it would be read as an option"),
+        ("git", "with space", "'with space' is not a branch or tag name: it holds a blank"),
+        ("hg", "tip", "'tip' is not a branch or tag name: 'tip' is a revision hg reserves"),
+        ("hg", "null", "'null' is not a branch or tag name: 'null' is a revision hg reserves"),
+        ("hg", ".", "'.' is not a branch or tag name: '.' is a revision hg reserves"),
+        ("hg", "0", "'0' is not a branch or tag name: hg names are no whole numbers"),
+        ("hg", "1.0.0:tip", "'1.0.0:tip' is not a branch or tag name: hg names hold no ':'"),
+        # a revset is never run: neither tip nor the tag
+        ("hg", "1.0.0')or(tip", "\"1.0.0')or(tip\" is not a branch or tag name: a name holding \"'()\""),
+        ("hg", "max(all())", "'max(all())' is not a branch or tag name: a name holding '()' reads as an hg"),
+        ("hg", "1.0.0~1", "'1.0.0~1' is not a branch or tag name: a name holding '~' reads as an hg revset"),
+        ("hg", "-x", "'-x' is not a branch or tag name: it would be read as an option"),
+        # a commit id is no tag, nor is its prefix, nor a tag or branch that is not there
+        ("git", "COMMIT", "no tag or branch 'COMMIT'"),
+        ("hg", "COMMIT", "'COMMIT' is not a branch or tag name: it is a commit id, not a tag"),
+        ("git", "SHORT", "no tag or branch 'SHORT'"),
+        ("hg", "SHORT", "no tag, bookmark or branch 'SHORT'"),
+        ("git", "nope", "no tag or branch 'nope'"),
+        ("hg", "nope", "no tag, bookmark or branch 'nope'"),
     ],
-)
-def test_git_resolves_no_revision_expression_nor_commit(
-    git_repo: GitRepo, tmp_path: Path, ref: str, error: str
+)  # fmt: skip
+def test_a_ref_is_resolved_as_a_name_never_a_revision_nor_a_commit(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str, ref: str, error: str
 ) -> None:
-    git, log, clone = Git(), Transcript(), tmp_path / "clone"
-    git.update(str(git_repo.path), clone, log)
-    commit = git_repo("rev-parse", "1.0.0")
-    ref = {"COMMIT": commit, "SHORT": commit[:10]}.get(ref, ref)
-    error = error.replace("'COMMIT'", repr(commit)).replace("'SHORT'", repr(commit[:10]))
+    repo: GitRepo | HgRepo = request.getfixturevalue(f"{kind}_repo")
+    backend, log, clone = (Git() if kind == "git" else Mercurial()), Transcript(), tmp_path / "clone"
+    backend.update(str(repo.path), clone, log)
+    commit = repo("rev-parse", "1.0.0") if kind == "git" else repo("log", "-r", "1.0.0", "-T", "{node}")
+    ref = {"COMMIT": commit, "SHORT": commit[:12]}.get(ref, ref)
+    error = error.replace("'COMMIT'", repr(commit)).replace("'SHORT'", repr(commit[:12]))
     with pytest.raises(BuildError) as info:
-        git.resolve(clone, ref, log)
+        backend.resolve(clone, ref, log)
     assert str(info.value).startswith(error)
 
 
@@ -697,36 +711,6 @@ def test_hg_resolves_tags_bookmarks_and_branches(hg_repo: HgRepo, tmp_path: Path
     hg.checkout(clone, tagged, tmp_path / "out", log)
     assert (tmp_path / "out" / "PKG-INFO").is_file()
     assert not (tmp_path / "out" / ".hgtags").exists()
-
-
-@pytest.mark.parametrize(
-    ("ref", "error"),
-    [
-        ("tip", "'tip' is not a branch or tag name: 'tip' is a revision hg reserves"),
-        ("null", "'null' is not a branch or tag name: 'null' is a revision hg reserves"),
-        (".", "'.' is not a branch or tag name: '.' is a revision hg reserves"),
-        ("0", "'0' is not a branch or tag name: hg names are no whole numbers"),
-        ("1.0.0:tip", "'1.0.0:tip' is not a branch or tag name: hg names hold no ':'"),
-        # a revset is never run: neither tip nor the tag
-        (
-            "1.0.0')or(tip",
-            '"1.0.0\')or(tip" is not a branch or tag name: a name holding "\'()" reads as an hg',
-        ),
-        ("max(all())", "'max(all())' is not a branch or tag name: a name holding '()' reads as an hg revset"),
-        ("1.0.0~1", "'1.0.0~1' is not a branch or tag name: a name holding '~' reads as an hg revset"),
-        ("COMMIT", "'COMMIT' is not a branch or tag name: it is a commit id, not a tag"),
-        ("SHORT", "no tag, bookmark or branch 'SHORT'"),
-    ],
-)
-def test_hg_resolves_no_revset_nor_commit(hg_repo: HgRepo, tmp_path: Path, ref: str, error: str) -> None:
-    hg, log, clone = Mercurial(), Transcript(), tmp_path / "clone"
-    hg.update(str(hg_repo.path), clone, log)
-    commit = hg_repo("log", "-r", "1.0.0", "--template", "{node}")
-    ref = {"COMMIT": commit, "SHORT": commit[:12]}.get(ref, ref)
-    error = error.replace("'COMMIT'", repr(commit)).replace("'SHORT'", repr(commit[:12]))
-    with pytest.raises(BuildError) as info:
-        hg.resolve(clone, ref, log)
-    assert str(info.value).startswith(error)
 
 
 def test_a_repo_url_that_reads_as_an_option_is_a_url_to_git(git_repo: GitRepo, tmp_path: Path) -> None:
