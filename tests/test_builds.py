@@ -713,6 +713,31 @@ def test_hg_resolves_tags_bookmarks_and_branches(hg_repo: HgRepo, tmp_path: Path
     assert not (tmp_path / "out" / ".hgtags").exists()
 
 
+@pytest.mark.parametrize(
+    ("recorded", "now", "other"),
+    [
+        (None, "https://me:old@example.com/r.git", None),
+        (None, "https://me:new@example.com/r.git/", None),  # a password changed: the same repository
+        (None, "https://example.com/r.git", None),
+        (None, "https://me:old@example.com/fork.git", "https://me:***@example.com/r.git"),
+        ("https://me:***@example.com/r.git", "https://me:new@example.com/r.git", None),
+        ("https://me:***@example.com/r.git", "https://example.com/fork", "https://me:***@example.com/r.git"),
+    ],
+)  # fmt: skip
+def test_a_clone_of_another_url_is_told_by_the_state_else_by_its_own_remote(
+    git_repo: GitRepo, tmp_path: Path, recorded: str | None, now: str, other: str | None
+) -> None:
+    git, log, clone = Git(), Transcript(), tmp_path / "clone"
+    git.update(str(git_repo.path), clone, log)
+    assert vcs.other_origin(git, clone, str(git_repo.path), log) is None
+    assert vcs.other_origin(git, clone, str(git_repo.path) + "/", log) is None
+    assert vcs.other_origin(git, clone, str(tmp_path / "elsewhere"), log) == str(git_repo.path)
+    moved = ["git", "-C", str(clone), "remote", "set-url", "origin", "https://me:old@example.com/r.git"]
+    assert run(moved).returncode == 0
+    assert vcs.other_origin(git, clone, now, log, recorded=recorded) == other
+    assert vcs.other_origin(git, tmp_path / "no-clone", now, log, recorded=recorded) is None
+
+
 def test_a_repo_url_that_reads_as_an_option_is_a_url_to_git(git_repo: GitRepo, tmp_path: Path) -> None:
     """``git remote set-url origin --delete`` was git's own usage error; ``--`` makes it a URL,
     which the fetch then fails on, saying so."""
