@@ -655,33 +655,47 @@ def test_git_resolves_tags_and_branches(git_repo: GitRepo, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
-    ("ref", "error"),
+    ("kind", "ref", "error"),
     [
         # revision expressions: each names a commit, none a tag
-        ("1.0.0~1", "'1.0.0~1' is not a branch or tag name: git names hold no '~'"),
-        ("1.0.0^", "'1.0.0^' is not a branch or tag name: git names hold no '^'"),
-        ("main:setup.py", "'main:setup.py' is not a branch or tag name: git names hold no ':'"),
-        ("main@{1}", "'main@{1}' is not a branch or tag name: git names hold no '@{'"),
-        ("@", "'@' is not a branch or tag name"),
-        ("1.0.0..main", "'1.0.0..main' is not a branch or tag name: git names hold no '..'"),
-        ("-x", "'-x' is not a branch or tag name: it would be read as an option"),
-        ("with space", "'with space' is not a branch or tag name: it holds a blank"),
-        # a commit id is no tag, nor is a tag or branch that is not there
-        ("COMMIT", "no tag or branch 'COMMIT'"),
-        ("SHORT", "no tag or branch 'SHORT'"),
-        ("nope", "no tag or branch 'nope'"),
+        ("git", "1.0.0~1", "'1.0.0~1' is not a branch or tag name: git names hold no '~'"),
+        ("git", "1.0.0^", "'1.0.0^' is not a branch or tag name: git names hold no '^'"),
+        ("git", "main:setup.py", "'main:setup.py' is not a branch or tag name: git names hold no ':'"),
+        ("git", "main@{1}", "'main@{1}' is not a branch or tag name: git names hold no '@{'"),
+        ("git", "@", "'@' is not a branch or tag name"),
+        ("git", "1.0.0..main", "'1.0.0..main' is not a branch or tag name: git names hold no '..'"),
+        ("git", "-x", "'-x' is not a branch or tag name: it would be read as an option"),
+        ("git", "with space", "'with space' is not a branch or tag name: it holds a blank"),
+        ("hg", "tip", "'tip' is not a branch or tag name: 'tip' is a revision hg reserves"),
+        ("hg", "null", "'null' is not a branch or tag name: 'null' is a revision hg reserves"),
+        ("hg", ".", "'.' is not a branch or tag name: '.' is a revision hg reserves"),
+        ("hg", "0", "'0' is not a branch or tag name: hg names are no whole numbers"),
+        ("hg", "1.0.0:tip", "'1.0.0:tip' is not a branch or tag name: hg names hold no ':'"),
+        # a revset is never run: neither tip nor the tag
+        ("hg", "1.0.0')or(tip", "\"1.0.0')or(tip\" is not a branch or tag name: a name holding \"'()\""),
+        ("hg", "max(all())", "'max(all())' is not a branch or tag name: a name holding '()' reads as an hg"),
+        ("hg", "1.0.0~1", "'1.0.0~1' is not a branch or tag name: a name holding '~' reads as an hg revset"),
+        ("hg", "-x", "'-x' is not a branch or tag name: it would be read as an option"),
+        # a commit id is no tag, nor is its prefix, nor a tag or branch that is not there
+        ("git", "COMMIT", "no tag or branch 'COMMIT'"),
+        ("hg", "COMMIT", "'COMMIT' is not a branch or tag name: it is a commit id, not a tag"),
+        ("git", "SHORT", "no tag or branch 'SHORT'"),
+        ("hg", "SHORT", "no tag, bookmark or branch 'SHORT'"),
+        ("git", "nope", "no tag or branch 'nope'"),
+        ("hg", "nope", "no tag, bookmark or branch 'nope'"),
     ],
-)
-def test_git_resolves_no_revision_expression_nor_commit(
-    git_repo: GitRepo, tmp_path: Path, ref: str, error: str
+)  # fmt: skip
+def test_a_ref_is_resolved_as_a_name_never_a_revision_nor_a_commit(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str, ref: str, error: str
 ) -> None:
-    git, log, clone = Git(), Transcript(), tmp_path / "clone"
-    git.update(str(git_repo.path), clone, log)
-    commit = git_repo("rev-parse", "1.0.0")
-    ref = {"COMMIT": commit, "SHORT": commit[:10]}.get(ref, ref)
-    error = error.replace("'COMMIT'", repr(commit)).replace("'SHORT'", repr(commit[:10]))
+    repo: GitRepo | HgRepo = request.getfixturevalue(f"{kind}_repo")
+    backend, log, clone = (Git() if kind == "git" else Mercurial()), Transcript(), tmp_path / "clone"
+    backend.update(str(repo.path), clone, log)
+    commit = repo("rev-parse", "1.0.0") if kind == "git" else repo("log", "-r", "1.0.0", "-T", "{node}")
+    ref = {"COMMIT": commit, "SHORT": commit[:12]}.get(ref, ref)
+    error = error.replace("'COMMIT'", repr(commit)).replace("'SHORT'", repr(commit[:12]))
     with pytest.raises(BuildError) as info:
-        git.resolve(clone, ref, log)
+        backend.resolve(clone, ref, log)
     assert str(info.value).startswith(error)
 
 
@@ -700,30 +714,28 @@ def test_hg_resolves_tags_bookmarks_and_branches(hg_repo: HgRepo, tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    ("ref", "error"),
+    ("recorded", "now", "other"),
     [
-        ("tip", "'tip' is not a branch or tag name: 'tip' is a revision hg reserves"),
-        ("null", "'null' is not a branch or tag name: 'null' is a revision hg reserves"),
-        (".", "'.' is not a branch or tag name: '.' is a revision hg reserves"),
-        ("0", "'0' is not a branch or tag name: hg names are no whole numbers"),
-        ("1.0.0:tip", "'1.0.0:tip' is not a branch or tag name: hg names hold no ':'"),
-        # a revset is a name to look up, never run: neither tip nor the tag
-        ("1.0.0')or(tip", 'no tag, bookmark or branch "1.0.0\')or(tip"'),
-        ("max(all())", "no tag, bookmark or branch 'max(all())'"),
-        ("1.0.0~1", "no tag, bookmark or branch '1.0.0~1'"),
-        ("COMMIT", "no tag, bookmark or branch 'COMMIT'"),
-        ("SHORT", "no tag, bookmark or branch 'SHORT'"),
+        (None, "https://me:old@example.com/r.git", None),
+        (None, "https://me:new@example.com/r.git/", None),  # a password changed: the same repository
+        (None, "https://example.com/r.git", None),
+        (None, "https://me:old@example.com/fork.git", "https://me:***@example.com/r.git"),
+        ("https://me:***@example.com/r.git", "https://me:new@example.com/r.git", None),
+        ("https://me:***@example.com/r.git", "https://example.com/fork", "https://me:***@example.com/r.git"),
     ],
-)
-def test_hg_resolves_no_revset_nor_commit(hg_repo: HgRepo, tmp_path: Path, ref: str, error: str) -> None:
-    hg, log, clone = Mercurial(), Transcript(), tmp_path / "clone"
-    hg.update(str(hg_repo.path), clone, log)
-    commit = hg_repo("log", "-r", "1.0.0", "--template", "{node}")
-    ref = {"COMMIT": commit, "SHORT": commit[:12]}.get(ref, ref)
-    error = error.replace("'COMMIT'", repr(commit)).replace("'SHORT'", repr(commit[:12]))
-    with pytest.raises(BuildError) as info:
-        hg.resolve(clone, ref, log)
-    assert str(info.value).startswith(error)
+)  # fmt: skip
+def test_a_clone_of_another_url_is_told_by_the_state_else_by_its_own_remote(
+    git_repo: GitRepo, tmp_path: Path, recorded: str | None, now: str, other: str | None
+) -> None:
+    git, log, clone = Git(), Transcript(), tmp_path / "clone"
+    git.update(str(git_repo.path), clone, log)
+    assert vcs.other_origin(git, clone, str(git_repo.path), log) is None
+    assert vcs.other_origin(git, clone, str(git_repo.path) + "/", log) is None
+    assert vcs.other_origin(git, clone, str(tmp_path / "elsewhere"), log) == str(git_repo.path)
+    moved = ["git", "-C", str(clone), "remote", "set-url", "origin", "https://me:old@example.com/r.git"]
+    assert run(moved).returncode == 0
+    assert vcs.other_origin(git, clone, now, log, recorded=recorded) == other
+    assert vcs.other_origin(git, tmp_path / "no-clone", now, log, recorded=recorded) is None
 
 
 def test_a_repo_url_that_reads_as_an_option_is_a_url_to_git(git_repo: GitRepo, tmp_path: Path) -> None:
@@ -1140,6 +1152,41 @@ def test_nothing_is_built_from_a_clone_of_another_repo_url(
         assert outcome.fetch_error.startswith(f"cannot remove {repo}, the clone of the repo_url before (")
         assert outcome.fetch_error.endswith(f"Permission denied: {str(repo)!r}")
     assert repo.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["git", "hg"])
+def test_a_repo_url_changed_with_the_upgrade_to_noting_it_is_cloned_afresh(
+    tmp_path: Path, upstream: PrivateIndex, kind: str
+) -> None:
+    """A state written before the repo_url of the last fetch was noted in it (``fetched_from``):
+    the clone's own remote tells it is of another repository (hg pulled an unrelated one into it,
+    which aborted, and built from the old clone; git fetched into it)."""
+    repos: list[GitRepo | HgRepo] = []
+    for where, extra in (("old", ""), ("new", "new = True")):
+        repo = (GitRepo if kind == "git" else HgRepo)(tmp_path / where / "my_package")
+        write_tree(repo.path, "my_package", "1.0.0", extra=extra)
+        repos.append(repo)
+    old, new = (repo.commit("1.0.0", tag="1.0.0") for repo in repos)
+    nest, store = tmp_path / "nest", PrivateStore(tmp_path / "nest" / "private")
+    for repo, commit in zip(repos, (old, new), strict=True):
+        version = SourceVersion(version="1.0.0", tag="1.0.0")
+        build = SourceBuild(name=NormalizedName("my-package"), repo_type=kind, repo_url=str(repo.path),
+                            versions=(version,))  # fmt: skip
+        config = Config(nestegg_dir=nest, port=0, index_url=upstream.index_url, source_builds=(build,), ttl=0)
+        [outcome] = SourceBuilder(config, store, index_url=lambda: "http://127.0.0.1:9/").build("my-package")
+        assert (outcome.status, outcome.commit, outcome.fetch_error) == ("built", commit, "")
+        state = nest / "builds" / "my-package.json"
+        state.write_text(
+            json.dumps({k: v for k, v in json.loads(state.read_text()).items() if k != "fetched_from"})
+        )
+    clone = str(nest / "repos" / "my-package")
+    look = (
+        ["git", "-C", clone, "cat-file", "-e", old]
+        if kind == "git"
+        else [find_hg(), "-R", clone, "log", "-r", old]
+    )
+    assert run(look).returncode != 0
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -808,3 +809,122 @@ def test_no_ci_no_service(tmp_path: Path) -> None:
     # pages made again and kept, no CI
     assert mirror.nest.services == [mirror.repository.refresher, mirror.repository.keeper]
     assert "ci" not in mirror.nest.post_routes
+
+
+# what a run tests -----------------------------------------------------------------------------------
+
+HG_ENV = {"HGPLAIN": "1", "HGUSER": "nestegg <nestegg@example.invalid>"}
+
+
+def _hg(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        [find_hg(), "--cwd", str(repo), *args], check=True, capture_output=True, text=True,
+        env={**os.environ, **HG_ENV},
+    ).stdout.strip()  # fmt: skip
+
+
+def _repository(path: Path, kind: str, *verdicts: str) -> list[str]:
+    """A git or hg repository at ``path`` of a commit per verdict: their ids, oldest first."""
+    if kind == "git":
+        subprocess.run([*GIT, "init", "--quiet", str(path)], check=True)
+        return [_commit(path, verdict) for verdict in verdicts]
+    path.mkdir(parents=True)
+    _hg(path, "init")
+    commits = []
+    for verdict in verdicts:
+        (path / "verdict").write_text(verdict + "\n")
+        _hg(path, "commit", "--addremove", "--quiet", "-m", f"tests {verdict}")
+        commits.append(_hg(path, "log", "-r", ".", "--template", "{node}"))
+    return commits
+
+
+def _recording_runner(tmp_path: Path, kind: str, repo: Path) -> tuple[Runner, SourceBuild, RunStore, Path]:
+    """A runner of a build of ``repo`` whose command notes each commit it tests in ``made``."""
+    made = tmp_path / "made.txt"
+    script = f"open({str(made)!r}, 'a').write(open('verdict').read())"
+    ci = {"command": shlex.join([sys.executable, "-c", script]), "interval": 0}
+    path = _seed_config(tmp_path, repo, json.dumps(ci))
+    path.write_text(path.read_text().replace("repo_type: git", f"repo_type: {kind}"))
+    config = load_config(path)
+    store = RunStore(config.nestegg_dir)
+    return (
+        Runner(config, store, index_url=lambda: "http://127.0.0.1:9/simple/"),
+        config.source_builds[0],
+        store,
+        made,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["git", "hg"])
+@pytest.mark.parametrize("watch", ["first(all())", "PREFIX", "max(all())"])
+def test_a_run_tests_the_commit_its_ref_names_never_a_revset_nor_a_commit_id(
+    tmp_path: Path, kind: str, watch: str
+) -> None:
+    """hg identify, which CI polls with, runs a revset (of a local repository) and looks a commit
+    id's prefix up: the run tested what it named. The run looks its ref up as builds do."""
+    commits = _repository(tmp_path / "repo", kind, "first", "second")
+    ref = commits[0][:12] if watch == "PREFIX" else watch
+    runner, build, store, made = _recording_runner(tmp_path, kind, tmp_path / "repo")
+    if kind == "hg" and watch == "PREFIX":
+        assert remote_head(build, ref) == commits[0]  # what a poll finds
+    try:
+        queued, _ = store.queue(build.name, ref, commits[watch == "max(all())"], "poll")
+        done = runner.run(queued, build)
+    finally:
+        store.close()
+    missing = "tag or branch" if kind == "git" else "tag, bookmark or branch"
+    expected = (
+        f"'{ref}' is not a branch or tag name: a name holding '()' reads as an hg revset, not a tag"
+        if kind == "hg" and watch != "PREFIX"
+        else f"no {missing} '{ref}' in {str(tmp_path / 'repo')!r}"
+    )
+    assert (done.outcome, done.message) == ("error", expected)
+    assert not made.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["git", "hg"])
+def test_a_ref_that_moved_since_its_poll_is_not_tested_under_the_polled_commit(
+    tmp_path: Path, kind: str
+) -> None:
+    polled, head = _repository(tmp_path / "repo", kind, "first", "second")
+    runner, build, store, made = _recording_runner(tmp_path, kind, tmp_path / "repo")
+    ref = "HEAD" if kind == "git" else "default"
+    try:
+        queued, _ = store.queue(build.name, ref, polled, "poll")
+        done = runner.run(queued, build)
+    finally:
+        store.close()
+    assert (done.outcome, done.commit) == ("error", polled)
+    assert done.message == (
+        f"{ref!r} names commit {head} in {str(tmp_path / 'repo')!r} now, not {polled}, the one polled: "
+        "it moved since (the next poll tests its head), or the poll read it otherwise"
+    )
+    assert not made.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["git", "hg"])
+def test_a_changed_repo_url_is_cloned_afresh_for_ci(tmp_path: Path, kind: str) -> None:
+    """CI kept its clone: hg pulled the new repository into it (an unrelated one aborted every
+    run, a fork's commits mixed with the old), git kept the old one's commits."""
+    (old,) = _repository(tmp_path / "old", kind, "old")
+    (new,) = _repository(tmp_path / "new", kind, "new")
+    runner, build, store, made = _recording_runner(tmp_path, kind, tmp_path / "old")
+    ref = "HEAD" if kind == "git" else "default"
+    try:
+        first = runner.run(store.queue(build.name, ref, None, "trigger")[0], build)
+        build = dataclasses.replace(build, repo_url=str(tmp_path / "new"))
+        second = runner.run(store.queue(build.name, ref, None, "trigger")[0], build)
+    finally:
+        store.close()
+    assert [(run.outcome, run.commit) for run in (first, second)] == [("passed", old), ("passed", new)]
+    assert made.read_text() == "old\nnew\n"
+    clone = tmp_path / "nest" / "ci" / "repos" / "my-package"
+    look = (
+        ["git", "-C", str(clone), "cat-file", "-e", old]
+        if kind == "git"
+        else [find_hg(), "-R", str(clone), "log", "-r", old]
+    )
+    assert subprocess.run(look, capture_output=True, check=False).returncode != 0

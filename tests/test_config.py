@@ -353,6 +353,25 @@ def test_missing_named_config(tmp_path: Path) -> None:
         ("hg", "'.'", "'.' is not a branch or tag name: '.' is a revision hg reserves"),
         ("hg", "'42'", "'42' is not a branch or tag name: hg names are no whole numbers"),
         ("hg", "'1.0:2.0'", "'1.0:2.0' is not a branch or tag name: hg names hold no ':'"),
+        # a revset, which hg evaluates where it can (CI polls a local repository with identify)
+        (
+            "hg",
+            "'first(all())'",
+            "'first(all())' is not a branch or tag name: a name holding '()' reads as an hg",
+        ),
+        (
+            "hg",
+            "'max(all())'",
+            "'max(all())' is not a branch or tag name: a name holding '()' reads as an hg",
+        ),
+        ("hg", "v1~2", "'v1~2' is not a branch or tag name: a name holding '~' reads as an hg revset, not"),
+        ("hg", "'a&b'", "'a&b' is not a branch or tag name: a name holding '&' reads as an hg revset, not"),
+        ("hg", "'x#y[0]'", "'x#y[0]' is not a branch or tag name: a name holding '#[]' reads as an hg"),
+        (
+            "hg",
+            "13a2ba489df4" + "0" * 28,
+            "'13a2ba489df4" + "0" * 28 + "' is not a branch or tag name: it is a commit id, not a tag",
+        ),
     ],
 )
 def test_a_tag_is_a_tag_or_branch_name_never_a_revision(
@@ -377,7 +396,7 @@ def test_a_tag_is_a_tag_or_branch_name_never_a_revision(
     ("repo_type", "tags"),
     [
         ("git", ["v1.0", "1.0.0", "release/1.x", "2", "v1@2", "r_1-2+local"]),
-        ("hg", ["v1.0", "1.0.0", "1_0", "v1~2", "default"]),
+        ("hg", ["v1.0", "1.0.0", "1_0", "1.0-rc1", "v1+local", "release/1.x", "default"]),
     ],
 )
 def test_tag_and_branch_names_are_read(tmp_path: Path, repo_type: str, tags: list[str]) -> None:

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from packaging.utils import canonicalize_name
 
 from nestegg_core.config.config import CISettings, Config, SourceBuild
+from nestegg_core.config.refs import ref_problem
 from nestegg_core.config.sizes import format_size
 from nestegg_core.errors import BadRequest, BuildError, NotFound
 from nestegg_core.installers import installer_env
@@ -52,6 +53,7 @@ from .vcs import (
     CheckoutWork,
     MissingRef,
     Transcript,
+    drop_clone_of_other_url,
     failure_line,
     find_hg,
     git_env,
@@ -111,6 +113,9 @@ def remote_head(build: SourceBuild, ref: str, *, timeout: float = POLL_TIMEOUT) 
             if _HEX.fullmatch(commit):
                 return commit
         raise BuildError(f"no branch or tag {ref!r} in {mask_text(build.repo_url)!r}")
+    problem = ref_problem(ref, "hg")
+    if problem is not None:
+        raise BuildError(f"{ref!r} is not a branch or tag name: {problem}")
     env = hg_env()
     output = _ask(
         [find_hg(), "--noninteractive", "identify", "--debug", "--id", "--rev", ref, "--", build.repo_url],
@@ -222,14 +227,26 @@ class Runner(CheckoutWork[RunStore]):
         vcs = self.backends(build.repo_type)
         clone = self.root / "repos" / build.name
         try:
+            if drop_clone_of_other_url(vcs, clone, build.repo_url, log):
+                logger.warning("CI of %s: the repo_url is now %s: cloning it afresh", build.name,
+                               mask_text(build.repo_url))  # fmt: skip
             vcs.update(build.repo_url, clone, log)
-            commit = run.commit or vcs.resolve(clone, run.ref, log).commit
+            # the ref's exact name, as builds look it up: what a poll found (git ls-remote, hg
+            # identify, which takes a commit id's prefix too) only says when to run
+            commit = vcs.resolve(clone, run.ref, log).commit
         except MissingRef as exc:
             return finish(ERROR, f"{exc} in {mask_text(build.repo_url)!r}")
         except BuildError as exc:
             return finish(ERROR, str(exc))
         if run.commit is None:
             self.store.set_commit(run.id, commit)
+        elif run.commit != commit:
+            where = mask_text(build.repo_url)
+            return finish(
+                ERROR,
+                f"{run.ref!r} names commit {commit} in {where!r} now, not {run.commit}, the one polled: "
+                "it moved since (the next poll tests its head), or the poll read it otherwise",
+            )
         log.note(f"# commit {commit}")
         work_root = self.config.nestegg_dir / "tmp" / "ci"
         work_root.mkdir(parents=True, exist_ok=True)

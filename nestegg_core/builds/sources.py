@@ -45,7 +45,16 @@ from nestegg_core.storage.locks import FileLock, LockTimeout
 from nestegg_core.storage.private import PrivateStore
 from nestegg_core.urls import mask_text
 
-from .vcs import VCS, CheckoutWork, MissingRef, Resolved, Transcript, failed
+from .vcs import (
+    VCS,
+    CheckoutWork,
+    MissingRef,
+    Resolved,
+    Transcript,
+    drop_clone_of_other_url,
+    failed,
+    other_origin,
+)
 
 if TYPE_CHECKING:
     pass
@@ -93,6 +102,55 @@ class BuildOutcome:
         # the log first: clients cut long reason phrases short
         log = f" (log: {self.log})" if self.log else ""
         return f"{head}: {self.status}{log}: {self.message}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildRecord:
+    """What the state of one project's builds says, for those who show it (the web UI)."""
+
+    #: when its repository was last fetched, in seconds since the epoch; None: never
+    fetched_at: float | None = None
+    #: why the last fetch failed, masked ("": it did not)
+    fetch_error: str = ""
+    #: version (as ``str(Version)``) to the error it failed with, masked; versions no longer
+    #: configured too
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: file name to the ref, commit and time (PEP 700) it was built from
+    files: dict[str, dict[str, str | None]] = dataclasses.field(default_factory=dict)
+
+
+def state_path(nestegg_dir: Path, name: str) -> Path:
+    """The file of the state of the builds of project ``name`` (normalized)."""
+    return nestegg_dir / "builds" / f"{name}.json"
+
+
+def read_record(nestegg_dir: Path, name: str) -> BuildRecord:
+    """What the state of project ``name``'s builds says; an empty record when there is none or
+    it cannot be read (said nowhere: the builds warn of a damaged one when they read it)."""
+    state = _State.read(state_path(nestegg_dir, name), warn=False)
+    files: dict[str, dict[str, str | None]] = {}
+    for entry in state.built.values():
+        if not isinstance(entry, dict):
+            continue
+        origin = {key: _str(entry.get(key)) for key in ("ref", "commit", "built_at")}
+        names = entry.get("files", ())
+        for filename in names if isinstance(names, list) else ():
+            if isinstance(filename, str):
+                files[filename] = origin
+    return BuildRecord(
+        fetched_at=state.checked_at if 0 < state.checked_at < 1e11 else None,
+        fetch_error=mask_text(state.fetch_error),
+        failed={
+            str(version): mask_text(str(entry.get("error", "")))
+            for version, entry in state.failed.items()
+            if isinstance(entry, dict)
+        },
+        files=files,
+    )
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def find_source_build(config: Config, name: str) -> SourceBuild:
@@ -253,23 +311,22 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         repo = self._repo_path(build.name)
         if self.config.offline:
             return None
-        url = mask_text(build.repo_url)  # a password changed is no other repository
-        if state.fetched_from not in (None, url) and repo.exists():
-            logger.warning("the repo_url of %s is now %s (it was %s): cloning it afresh",
-                           build.name, url, state.fetched_from)  # fmt: skip
-            log.note(f"# repo_url changed from {state.fetched_from}: cloned afresh")
-            try:
-                shutil.rmtree(repo)
-            except OSError as exc:
-                why = f"cannot remove {repo}, the clone of the repo_url before ({state.fetched_from}): {exc}"
-                log.note(f"# {why}")
-                return why
+        url = mask_text(build.repo_url)
+        vcs = self.backends(build.repo_type)
+        try:
+            other = drop_clone_of_other_url(vcs, repo, build.repo_url, log, recorded=state.fetched_from)
+        except BuildError as exc:
+            return str(exc)
+        if other is not None:
+            logger.warning(
+                "the repo_url of %s is now %s (it was %s): cloning it afresh", build.name, url, other
+            )
             state.checked_at = 0.0
         if not refresh and self.clock() - state.checked_at < self.config.ttl and repo.exists():
             return None  # another process or thread fetched it just now
         logger.info("updating %s from %s", build.name, url)
         try:
-            self.backends(build.repo_type).update(build.repo_url, repo, log)
+            vcs.update(build.repo_url, repo, log)
         except BuildError as exc:
             if self._stopping.is_set():
                 return None
@@ -292,11 +349,14 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
     ) -> dict[str, Resolved | BuildError]:
         repo = self._repo_path(build.name)
         url = mask_text(build.repo_url)
+        vcs = self.backends(build.repo_type)
+        # offline, or not removed: nothing is looked up in a clone of another repository
+        other = other_origin(vcs, repo, build.repo_url, log, recorded=state.fetched_from)
         commits: dict[str, Resolved | BuildError] = {}
         for version in build.versions:
-            if state.fetched_from not in (None, url) and repo.exists():  # offline, or not removed
+            if other is not None:
                 commits[version.version] = BuildError(
-                    f"the clone in {repo} is of {state.fetched_from!r}, not of the repo_url {url!r}"
+                    f"the clone in {repo} is of {other!r}, not of the repo_url {url!r}"
                 )
                 continue
             if not repo.exists():
@@ -311,7 +371,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
                 commits[version.version] = BuildError(f"no repository {url!r}: {how}")
                 continue
             try:
-                commits[version.version] = self.backends(build.repo_type).resolve(repo, version.tag, log)
+                commits[version.version] = vcs.resolve(repo, version.tag, log)
             except MissingRef as exc:
                 commits[version.version] = BuildError(f"{exc} in {url!r}")
             except BuildError as exc:
@@ -512,7 +572,7 @@ class SourceBuilder(CheckoutWork[PrivateStore]):
         return self.root / "repos" / name
 
     def _state_path(self, name: str) -> Path:
-        return self.root / "builds" / f"{name}.json"
+        return state_path(self.config.nestegg_dir, name)
 
     def _present(self, name: NormalizedName, files: Iterable[str]) -> bool:
         files = list(files)
@@ -644,7 +704,7 @@ class _State:
         self.failed: dict[str, dict[str, Any]] = dict(data.get("failed", {}))
 
     @classmethod
-    def read(cls, path: Path) -> _State:
+    def read(cls, path: Path, *, warn: bool = True) -> _State:
         try:
             data = json.loads(path.read_bytes())
             if not isinstance(data, dict):
@@ -653,7 +713,8 @@ class _State:
         except FileNotFoundError:
             return cls({})
         except (OSError, ValueError, TypeError) as exc:
-            logger.warning("ignoring damaged build state %s: %s", path, exc)
+            if warn:
+                logger.warning("ignoring damaged build state %s: %s", path, exc)
             return cls({})
 
     def write(self, path: Path) -> None:

@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from nestegg_core.config.refs import ref_problem
 from nestegg_core.errors import BuildError
-from nestegg_core.urls import mask_text
+from nestegg_core.urls import mask_text, without_credentials
 
 if TYPE_CHECKING:
     from nestegg_core.config.config import Config
@@ -385,6 +385,9 @@ class VCS(Protocol):
     def update(self, url: str, path: Path, run: Transcript) -> None:
         """Make ``path`` an up-to-date copy of the repository at ``url`` (clone or fetch)."""
 
+    def origin(self, path: Path, run: Transcript) -> str | None:
+        """The URL the clone at ``path`` fetches from (as it holds it); None if it says none."""
+
     def resolve(self, path: Path, ref: str, run: Transcript) -> Resolved:
         """The commit the tag or branch (hg: or bookmark) named ``ref`` names now, never a revision
         expression or a commit id; :class:`MissingRef` if there is none, :class:`BuildError` if
@@ -418,6 +421,12 @@ class Git:
         _replace_dir(
             path, lambda tmp: run.run(self._git("clone", "--mirror", "--quiet", "--", url, str(tmp)), env=env)
         )
+
+    def origin(self, path: Path, run: Transcript) -> str | None:
+        result = run.run(
+            self._git("-C", str(path), "remote", "get-url", "origin"), env=self.env(), check=False
+        )
+        return (result.stdout.strip() or None) if result.returncode == 0 else None
 
     def resolve(self, path: Path, ref: str, run: Transcript) -> Resolved:
         _check_ref(ref, self.kind)
@@ -496,6 +505,11 @@ class Mercurial:
             lambda tmp: run.run(self._hg("clone", "--noupdate", "--quiet", "--", url, str(tmp)), env=env),
         )
 
+    def origin(self, path: Path, run: Transcript) -> str | None:
+        command = self._hg("--repository", str(path), "paths", "default")
+        result = run.run(command, env=self.env(), check=False)
+        return (result.stdout.strip() or None) if result.returncode == 0 else None
+
     def resolve(self, path: Path, ref: str, run: Transcript) -> Resolved:
         _check_ref(ref, self.kind)
         # names as literal strings of revset functions: never a revset, a revision number or id
@@ -515,6 +529,51 @@ class Mercurial:
     def checkout(self, path: Path, commit: str, dest: Path, run: Transcript) -> None:
         clone = ("clone", "--quiet", "--updaterev", commit, "--", str(path), str(dest))
         run.run(self._hg(*clone), env=self.env())
+
+
+def other_origin(
+    vcs: VCS, path: Path, url: str, run: Transcript, *, recorded: str | None = None
+) -> str | None:
+    """The URL (masked) ``path`` is a clone of when that is another than ``url``, the repo_url now;
+    None when it is a clone of ``url``, is no clone, or cannot tell.
+
+    ``recorded`` is the URL of its last fetch, as its owner noted it; without it (a state older
+    than the note, CI's clones) the clone's own remote says (git's origin, hg's default path).
+    Credentials do not count: a password or user name changed is no other repository.
+    """
+    if not path.exists():
+        return None
+    known = recorded if recorded is not None else vcs.origin(path, run)
+    if known is None or _comparable(known) == _comparable(url):
+        return None
+    return mask_text(known)
+
+
+def drop_clone_of_other_url(
+    vcs: VCS, path: Path, url: str, run: Transcript, *, recorded: str | None = None
+) -> str | None:
+    """Remove ``path`` when it is a clone of another URL than ``url`` (:func:`other_origin`), for
+    :meth:`VCS.update` to clone ``url`` afresh: fetched into the old clone, another repository's
+    commits would mix with the old one's (hg pulls both histories into one) or fail each time.
+    The other URL (masked) if it was removed, else None; :class:`BuildError` if it cannot be."""
+    other = other_origin(vcs, path, url, run, recorded=recorded)
+    if other is None:
+        return None
+    run.note(f"# repo_url changed from {other}: cloned afresh")
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        why = f"cannot remove {path}, the clone of the repo_url before ({other}): {exc}"
+        run.note(f"# {why}")
+        raise BuildError(why) from None
+    return other
+
+
+def _comparable(url: str) -> str:
+    url = without_credentials(url)
+    if "://" in url or re.match(r"[^/]+:", url):  # a URL, scp-like user@host:path
+        return url.rstrip("/")
+    return os.path.abspath(url)  # a path: hg holds it absolute
 
 
 def unattended_env() -> dict[str, str]:

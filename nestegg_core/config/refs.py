@@ -8,8 +8,15 @@ taken as one, it would build some other commit under the version. git's rules ar
 
 from __future__ import annotations
 
+import re
+
 #: characters git allows in no ref name: each makes a revision expression or a pattern
 _GIT_FORBIDDEN = "~^:?*[\\"
+#: characters of hg's revset operators, calls, strings and subscripts (``first(all())``,
+#: ``a&b``, ``x~1``, ``'x'``, ``x#y[0]``): hg evaluates a name holding one as a revset where it
+#: can (``hg identify --rev`` of a local repository, as CI polls it), so it names no tag of ours
+_HG_FORBIDDEN = "()[]&|!~^%,=#'\"\\"
+_HEX_ID = re.compile(r"[0-9a-fA-F]{40}")
 
 
 def ref_problem(name: str, repo_type: str, *, head: bool = False) -> str | None:
@@ -49,6 +56,11 @@ def _git_problem(name: str) -> str | None:
 def _hg_problem(name: str) -> str | None:
     if ":" in name:
         return "hg names hold no ':': it reads as a range of revisions, not a tag"
+    forbidden = "".join(sorted({c for c in name if c in _HG_FORBIDDEN}))
+    if forbidden:
+        return f"a name holding {forbidden!r} reads as an hg revset, not a tag"
+    if _HEX_ID.fullmatch(name):  # hg looks a full id up before any name
+        return "it is a commit id, not a tag: name the tag (or branch) to build"
     if name in ("tip", "null", "."):
         return f"{name!r} is a revision hg reserves, not a tag: name the tag (or branch) to build"
     if "_" not in name:  # hg's own test: int() reads 1_0 as 10, hg takes it as a name

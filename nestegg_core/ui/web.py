@@ -39,6 +39,7 @@ from packaging.version import Version
 
 from nestegg_core._version import __version__
 from nestegg_core.builds.runs import Run, RunStore
+from nestegg_core.builds.sources import read_record, state_path
 from nestegg_core.config.config import Config, SourceBuild
 from nestegg_core.errors import BadRequest, NotFound, cut
 from nestegg_core.http.answers import app_path, location
@@ -781,9 +782,8 @@ class WebUI:
         private, built, built_stamp = None, {}, 0
         if kind != MIRROR:
             private = self.repository.private.page(name)
-            record = self.config.nestegg_dir / "builds" / f"{name}.json"
-            built_stamp = _mtime_ns(record)
-            built = _built_files(self.config.nestegg_dir, name)
+            built_stamp = _mtime_ns(state_path(self.config.nestegg_dir, name))
+            built = read_record(self.config.nestegg_dir, name).files
         return mirrored, kept, private, built, built_stamp
 
     def _latest_runs(self, names: list[str]) -> dict[str, Run]:
@@ -968,49 +968,12 @@ def _count_records(folder: Path) -> int:
 def _build_status(root: Path, build: SourceBuild) -> BuildStatus:
     """What ``builds``' record of ``build`` says of its last fetch and of its configured versions
     that fail (one taken out of the config since is no failure)."""
-    try:
-        data = json.loads((root / "builds" / f"{build.name}.json").read_bytes())
-    except (OSError, ValueError):
-        data = None
-    if not isinstance(data, dict):
-        return BuildStatus()
-    checked = data.get("checked_at")
-    failed = data.get("failed")
+    record = read_record(root, build.name)
     configured = {str(v) for v in (parse_version(c.version) for c in build.versions) if v is not None}
     return BuildStatus(
-        fetched_at=format_time(datetime.fromtimestamp(checked, timezone.utc))
-        if isinstance(checked, (int, float)) and 0 < checked < 1e11
+        fetched_at=format_time(datetime.fromtimestamp(record.fetched_at, timezone.utc))
+        if record.fetched_at is not None
         else None,
-        fetch_error=mask_text(error) if isinstance(error := data.get("fetch_error"), str) and error else None,
-        failed={
-            str(version): mask_text(str(entry.get("error", "")))
-            for version, entry in (failed.items() if isinstance(failed, dict) else ())
-            if isinstance(entry, dict) and version in configured
-        },
+        fetch_error=record.fetch_error or None,
+        failed={version: error for version, error in record.failed.items() if version in configured},
     )
-
-
-def _built_files(root: Path, name: str) -> dict[str, dict[str, str | None]]:
-    """Filename to the ref, commit and time it was built from, by ``builds``' record of ``name``."""
-    try:
-        data = json.loads((root / "builds" / f"{name}.json").read_bytes())
-        built = data.get("built", {}) if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-    found: dict[str, dict[str, str | None]] = {}
-    for entry in built.values() if isinstance(built, dict) else ():
-        if not isinstance(entry, dict):
-            continue
-        origin = {
-            "ref": _str(entry.get("ref")),
-            "commit": _str(entry.get("commit")),
-            "built_at": _str(entry.get("built_at")),
-        }
-        for filename in entry.get("files", ()):
-            if isinstance(filename, str):
-                found[filename] = origin
-    return found
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
