@@ -529,7 +529,7 @@ def _file(fetcher: CircuitFetcher, name: str) -> object:
     ("ask", "circuit", "failed", "probed"),
     [
         # a page that never answered kept the index's circuit open: its probe asked it again
-        (_page, "index", "x", "https://example.invalid/simple/"),
+        (_page, "index", "x", "https://example.invalid/simple/-/"),
         (_file, "index_files", "https://example.invalid/files/x-1.0.tar.gz", "https://example.invalid/"),
     ],
     ids=["page", "file"],

@@ -318,8 +318,10 @@ class CircuitFetcher:
         self.circuits = circuits
         #: what asks a host whether it answers (a fetcher without it: a GET of that URL)
         self._answers = fetcher.answers if isinstance(fetcher, Prober) else self._opens
-        index = circuits.index_url
-        self._index_probe = lambda: self._answers(index)
+        # the page of a name no project can have: a quick 404 where the index's root page may
+        # be a listing some servers take longer to start than the timeout
+        nobody = circuits.index_url.rstrip("/") + "/-/"
+        self._index_probe = lambda: self._answers(nobody)
 
     def project(
         self, name: str, *, etag: str | None, last_modified: str | None, digest: str | None = None
@@ -328,7 +330,7 @@ class CircuitFetcher:
         circuit.check()
         with circuit.first():
             # a page that fails while its host answers another request fails alone (a page slow
-            # to come); the index is probed at its URL: the page that failed may never answer
+            # to come); the index is probed at a page nobody has: the page that failed may never answer
             return _through(
                 circuit,
                 lambda: self.fetcher.project(name, etag=etag, last_modified=last_modified, digest=digest),
