@@ -772,6 +772,35 @@ def test_an_export_says_its_manifest_is_damaged_and_removes_no_file_it_names(
     assert written == {"files": {"exp_lib-1.0-py3-none-any.whl": "exp-lib"}}
 
 
+@pytest.mark.parametrize(
+    ("planted", "warning"),
+    [
+        # the manifest gives another project's file to the project exported
+        ({".nestegg-export.json": b'{"files": {"bar-1.0-py3-none-any.whl": "exp-lib"}}'}, None),
+        # so does a page left in DEST
+        ({"simple/exp-lib/index.json": b'{"files": [{"filename": "bar-1.0-py3-none-any.whl"}]}'}, None),
+        # a page nested past Python's recursion limit: a traceback before
+        ({"simple/exp-lib/index.json": b"[" * 100_000 + b"]" * 100_000}, "not reading the page exported"),
+    ],
+)
+def test_an_export_removes_no_file_of_another_project_whatever_dest_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], planted: dict[str, bytes], warning: str | None
+) -> None:
+    nest = tmp_path / "nest"
+    PrivateStore(nest / "private").add(make_wheel(PackageSpec(name="exp-lib", version="1.0"), tmp_path / "d"))
+    dest = tmp_path / "usb"
+    (dest / "files").mkdir(parents=True)
+    theirs = make_wheel(PackageSpec(name="bar", version="1.0"), dest / "files")
+    for path, body in planted.items():
+        (dest / path).parent.mkdir(parents=True, exist_ok=True)
+        (dest / path).write_bytes(body)
+    assert _export_from(nest, dest, "--project", "exp-lib") == 0
+    err = capsys.readouterr().err
+    assert "removed" not in err
+    assert theirs.is_file()
+    assert warning is None or warning in err
+
+
 def test_an_export_reads_a_cached_projects_page_state_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,11 +33,11 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from nestegg_core.config.config import Config
-from nestegg_core.errors import ArchiveError, NesteggError, NotFound, UnsafePath
+from nestegg_core.errors import ArchiveError, NesteggError, NotFound, UnsafePath, UploadError
 from nestegg_core.index.repository import Repository
 from nestegg_core.installers import installer_env
 from nestegg_core.serve.server import Mirror
-from nestegg_core.simple.distmeta import wheel_metadata
+from nestegg_core.simple.distmeta import parse_dist_filename, wheel_metadata
 from nestegg_core.simple.models import (
     DistFile,
     ProjectPage,
@@ -327,11 +327,20 @@ def _left_over(
     left = {filename: name for filename, name in written.items() if name in exported}
     for name in exported:
         left.update((filename, name) for filename in pages.get(name, ()))
-    # a name a page gave is no path: one that is no distribution's is never looked at
+    # a name a page or the manifest gave is no path, and a file of another project than the one
+    # it is listed under is not that project's: a damaged or planted list removes nothing else
     return [
         (filename, name) for filename, name in sorted(left.items())
-        if filename not in keep and is_dist_filename(filename)
+        if filename not in keep and is_dist_filename(filename) and _project_of(filename) == name
     ]  # fmt: skip
+
+
+def _project_of(filename: str) -> NormalizedName | None:
+    """The project a distribution's filename names, or None if it names none."""
+    try:
+        return parse_dist_filename(filename)[0]
+    except UploadError:
+        return None
 
 
 def _exported_pages(simple: Path, limit: int) -> dict[NormalizedName, list[str]]:
@@ -389,7 +398,7 @@ def _listed(page: Path, limit: int) -> list[str]:
         return [str(entry["filename"]) for entry in files if isinstance(entry, dict)]
     except FileNotFoundError:
         return []
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         logger.warning("not reading the page exported before %s: %s", page, exc)
         return []
 
