@@ -722,6 +722,9 @@ def test_hg_resolves_tags_bookmarks_and_branches(hg_repo: HgRepo, tmp_path: Path
         (None, "https://me:old@example.com/fork.git", "https://me:***@example.com/r.git"),
         ("https://me:***@example.com/r.git", "https://me:new@example.com/r.git", None),
         ("https://me:***@example.com/r.git", "https://example.com/fork", "https://me:***@example.com/r.git"),
+        ("git@example.com:r.git", "example.com:r.git", None),  # scp-like: the user name does not count
+        ("example.com:r.git", "git@example.com:r.git/", None),
+        ("git@example.com:r.git", "git@example.com:fork.git", "git@example.com:r.git"),
     ],
 )  # fmt: skip
 def test_a_clone_of_another_url_is_told_by_the_state_else_by_its_own_remote(

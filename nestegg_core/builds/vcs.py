@@ -571,8 +571,10 @@ def drop_clone_of_other_url(
 
 def _comparable(url: str) -> str:
     url = without_credentials(url)
-    if "://" in url or re.match(r"[^/]+:", url):  # a URL, scp-like user@host:path
+    if "://" in url:
         return url.rstrip("/")
+    if re.match(r"[^/]+:", url):  # scp-like [user@]host:path: the user name does not count either
+        return re.sub(r"\A[^/@:]*@", "", url).rstrip("/")
     return os.path.abspath(url)  # a path: hg holds it absolute
 
 
