@@ -423,8 +423,12 @@ class Git:
         )
 
     def origin(self, path: Path, run: Transcript) -> str | None:
+        # the stored URL: ``remote get-url`` rewrites it by the user's ``url.<base>.insteadOf``
+        # rules, and ``-C`` searches the parent folders of a path that is no repository
         result = run.run(
-            self._git("-C", str(path), "remote", "get-url", "origin"), env=self.env(), check=False
+            self._git(f"--git-dir={path}", "config", "--get", "remote.origin.url"),
+            env=self.env(),
+            check=False,
         )
         return (result.stdout.strip() or None) if result.returncode == 0 else None
 
