@@ -238,15 +238,13 @@ class Runner(CheckoutWork[RunStore]):
             return finish(ERROR, f"{exc} in {mask_text(build.repo_url)!r}")
         except BuildError as exc:
             return finish(ERROR, str(exc))
-        if run.commit is None:
+        if run.commit != commit:
+            # the ref moved since the poll (a run that waited behind another, on a busy branch):
+            # its head now is what runs, and the run says so (tested() then finds it, not the
+            # commit polled, which no longer heads the ref and no poll queues again)
+            if run.commit is not None:
+                log.note(f"# {run.ref!r} moved since its poll from {run.commit}: testing its head")
             self.store.set_commit(run.id, commit)
-        elif run.commit != commit:
-            where = mask_text(build.repo_url)
-            return finish(
-                ERROR,
-                f"{run.ref!r} names commit {commit} in {where!r} now, not {run.commit}, the one polled: "
-                "it moved since (the next poll tests its head), or the poll read it otherwise",
-            )
         log.note(f"# commit {commit}")
         work_root = self.config.nestegg_dir / "tmp" / "ci"
         work_root.mkdir(parents=True, exist_ok=True)
