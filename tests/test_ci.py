@@ -26,7 +26,7 @@ from nestegg_core import Mirror
 from nestegg_core.builds.ci import Runner, remote_head, tox_results
 from nestegg_core.builds.ci import service as ci_service
 from nestegg_core.builds.runs import MAX_LOG, EnvResult, Run, RunStore, cap_log
-from nestegg_core.builds.vcs import MAX_OUTPUT, failure_line, find_hg
+from nestegg_core.builds.vcs import MAX_OUTPUT, Git, Mercurial, failure_line, find_hg
 from nestegg_core.cli import main
 from nestegg_core.config.config import CISettings, Config, SourceBuild, load_config, parse_config
 from nestegg_core.errors import BuildError, ConfigError
@@ -903,6 +903,33 @@ def test_a_ref_that_moved_since_its_poll_tests_its_head_and_says_so(tmp_path: Pa
     assert made.read_text() == "second\n"
     assert tested == (True, False)  # the next poll of the head queues nothing
     assert f"# {ref!r} moved since its poll from {polled}: testing its head" in log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["git", "hg"])
+def test_ci_notes_the_url_its_clone_was_fetched_from_and_asks_the_clone_no_more(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI asked the clone's own remote on every run (a git or hg process), which git rewrote by
+    the user's insteadOf rules: the clone read as another URL's, cloned afresh each run."""
+    (commit,) = _repository(tmp_path / "repo", kind, "first")
+    runner, build, store, made = _recording_runner(tmp_path, kind, tmp_path / "repo")
+    ref = "HEAD" if kind == "git" else "default"
+    try:
+        first = runner.run(store.queue(build.name, ref, None, "trigger")[0], build)
+        note = tmp_path / "nest" / "ci" / "repos" / "my-package.fetched-from"
+        assert note.read_text() == str(tmp_path / "repo")
+
+        def asked(*args: object) -> str | None:
+            pytest.fail("the clone's remote was asked although the fetch was noted")
+
+        monkeypatch.setattr(Git, "origin", asked)
+        monkeypatch.setattr(Mercurial, "origin", asked)
+        second = runner.run(store.queue(build.name, ref, None, "trigger")[0], build)
+    finally:
+        store.close()
+    assert [(run.outcome, run.commit) for run in (first, second)] == [("passed", commit)] * 2
+    assert made.read_text() == "first\nfirst\n"
 
 
 @pytest.mark.slow
