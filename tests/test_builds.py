@@ -722,6 +722,9 @@ def test_hg_resolves_tags_bookmarks_and_branches(hg_repo: HgRepo, tmp_path: Path
         (None, "https://me:old@example.com/fork.git", "https://me:***@example.com/r.git"),
         ("https://me:***@example.com/r.git", "https://me:new@example.com/r.git", None),
         ("https://me:***@example.com/r.git", "https://example.com/fork", "https://me:***@example.com/r.git"),
+        ("git@example.com:r.git", "example.com:r.git", None),  # scp-like: the user name does not count
+        ("example.com:r.git", "git@example.com:r.git/", None),
+        ("git@example.com:r.git", "git@example.com:fork.git", "git@example.com:r.git"),
     ],
 )  # fmt: skip
 def test_a_clone_of_another_url_is_told_by_the_state_else_by_its_own_remote(
@@ -736,6 +739,26 @@ def test_a_clone_of_another_url_is_told_by_the_state_else_by_its_own_remote(
     assert run(moved).returncode == 0
     assert vcs.other_origin(git, clone, now, log, recorded=recorded) == other
     assert vcs.other_origin(git, tmp_path / "no-clone", now, log, recorded=recorded) is None
+
+
+def test_a_git_clone_s_origin_is_its_stored_url_not_rewritten_nor_a_parent_s(
+    git_repo: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``git remote get-url`` rewrote the URL by the user's ``url.<base>.insteadOf`` rules: the
+    clone read as one of another URL, cloned afresh on every CI run; ``git -C`` read a parent
+    folder's repository for a folder that is none."""
+    git, log, clone = Git(), Transcript(), tmp_path / "clone"
+    git.update(str(git_repo.path), clone, log)
+    rules = tmp_path / "gitconfig"
+    rules.write_text(f'[url "https://example.com/mirror/"]\n\tinsteadOf = {git_repo.path}\n')
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(rules))
+    rewritten = run(["git", "ls-remote", "--get-url", str(git_repo.path)])
+    assert rewritten.stdout.strip() == "https://example.com/mirror/"  # the rule applies
+    assert git.origin(clone, log) == str(git_repo.path)
+    assert vcs.other_origin(git, clone, str(git_repo.path), log) is None
+    no_clone = git_repo.path / "not-a-clone"
+    no_clone.mkdir()
+    assert git.origin(no_clone, log) is None
 
 
 def test_a_repo_url_that_reads_as_an_option_is_a_url_to_git(git_repo: GitRepo, tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ from nestegg_core.config.sizes import format_size
 from nestegg_core.errors import BadRequest, BuildError, NotFound
 from nestegg_core.installers import installer_env
 from nestegg_core.simple.models import is_valid_name
-from nestegg_core.storage.fs import read_at_most
+from nestegg_core.storage.fs import read_at_most, write_atomic
 from nestegg_core.storage.locks import FileLock, LockTimeout
 from nestegg_core.urls import mask_text
 
@@ -49,6 +49,7 @@ from .runs import ERROR, FAILED, INTERRUPTED, MAX_LOG, PASSED, RUNNING, TIMEOUT,
 from .vcs import (
     STOPPED,
     TIMED_OUT,
+    VCS,
     CappedOutput,
     CheckoutWork,
     MissingRef,
@@ -227,10 +228,7 @@ class Runner(CheckoutWork[RunStore]):
         vcs = self.backends(build.repo_type)
         clone = self.root / "repos" / build.name
         try:
-            if drop_clone_of_other_url(vcs, clone, build.repo_url, log):
-                logger.warning("CI of %s: the repo_url is now %s: cloning it afresh", build.name,
-                               mask_text(build.repo_url))  # fmt: skip
-            vcs.update(build.repo_url, clone, log)
+            _fetch(vcs, clone, build, log)
             # the ref's exact name, as builds look it up: what a poll found (git ls-remote, hg
             # identify, which takes a commit id's prefix too) only says when to run
             commit = vcs.resolve(clone, run.ref, log).commit
@@ -238,15 +236,13 @@ class Runner(CheckoutWork[RunStore]):
             return finish(ERROR, f"{exc} in {mask_text(build.repo_url)!r}")
         except BuildError as exc:
             return finish(ERROR, str(exc))
-        if run.commit is None:
+        if run.commit != commit:
+            # the ref moved since the poll (a run that waited behind another, on a busy branch):
+            # its head now is what runs, and the run says so (tested() then finds it, not the
+            # commit polled, which no longer heads the ref and no poll queues again)
+            if run.commit is not None:
+                log.note(f"# {run.ref!r} moved since its poll from {run.commit}: testing its head")
             self.store.set_commit(run.id, commit)
-        elif run.commit != commit:
-            where = mask_text(build.repo_url)
-            return finish(
-                ERROR,
-                f"{run.ref!r} names commit {commit} in {where!r} now, not {run.commit}, the one polled: "
-                "it moved since (the next poll tests its head), or the poll read it otherwise",
-            )
         log.note(f"# commit {commit}")
         work_root = self.config.nestegg_dir / "tmp" / "ci"
         work_root.mkdir(parents=True, exist_ok=True)
@@ -329,6 +325,32 @@ def _taking_turns(lock: FileLock, name: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def _fetch(vcs: VCS, clone: Path, build: SourceBuild, log: Transcript) -> None:
+    """Fetch ``build``'s repo_url into ``clone``, cloned afresh when it is another URL's clone,
+    which the note of its last fetch's URL (masked) tells, as builds note it: without the note (a
+    clone older than it) the clone's own remote says, read by a git or hg process."""
+    fetched = clone.with_name(f"{clone.name}.fetched-from")  # no normalized name holds a dot
+    recorded = _read_note(fetched)
+    if drop_clone_of_other_url(vcs, clone, build.repo_url, log, recorded=recorded):
+        logger.warning("CI of %s: the repo_url is now %s: cloning it afresh", build.name,
+                       mask_text(build.repo_url))  # fmt: skip
+    vcs.update(build.repo_url, clone, log)
+    if recorded != mask_text(build.repo_url):
+        with contextlib.suppress(OSError):  # unnoted, the next run asks the clone
+            write_atomic(fetched, mask_text(build.repo_url).encode())
+
+
+def _read_note(path: Path) -> str | None:
+    """The text of the small note at ``path`` (at most 64 KiB read), None when there is none."""
+    try:
+        with path.open("rb") as handle:
+            return read_at_most(handle, 64 * 1024).decode("utf-8", "replace").strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BuildError(f"cannot read {path}: {exc}") from None
 
 
 def _remove_left_checkouts(work_root: Path, name: str) -> None:

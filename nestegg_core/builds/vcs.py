@@ -423,8 +423,12 @@ class Git:
         )
 
     def origin(self, path: Path, run: Transcript) -> str | None:
+        # the stored URL: ``remote get-url`` rewrites it by the user's ``url.<base>.insteadOf``
+        # rules, and ``-C`` searches the parent folders of a path that is no repository
         result = run.run(
-            self._git("-C", str(path), "remote", "get-url", "origin"), env=self.env(), check=False
+            self._git(f"--git-dir={path}", "config", "--get", "remote.origin.url"),
+            env=self.env(),
+            check=False,
         )
         return (result.stdout.strip() or None) if result.returncode == 0 else None
 
@@ -571,8 +575,10 @@ def drop_clone_of_other_url(
 
 def _comparable(url: str) -> str:
     url = without_credentials(url)
-    if "://" in url or re.match(r"[^/]+:", url):  # a URL, scp-like user@host:path
+    if "://" in url:
         return url.rstrip("/")
+    if re.match(r"[^/]+:", url):  # scp-like [user@]host:path: the user name does not count either
+        return re.sub(r"\A[^/@:]*@", "", url).rstrip("/")
     return os.path.abspath(url)  # a path: hg holds it absolute
 
 
