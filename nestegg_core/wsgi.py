@@ -160,9 +160,13 @@ class _Exit:
     def _terminated(self, signum: int, frame: FrameType | None) -> None:
         # gunicorn's graceful stop: its requests in flight are finished before the process exits,
         # whose hooks stop the rest (downloads under way among it)
-        threading.Thread(target=self.stop_services, name="nestegg-stop", daemon=True).start()
-        if self._previous is not None:
-            self._previous(signum, frame)
+        try:
+            threading.Thread(target=self.stop_services, name="nestegg-stop", daemon=True).start()
+        except RuntimeError:  # the interpreter is exiting: its hooks stop the app, the server's go on
+            logger.debug("no thread to stop nestegg's services on SIGTERM", exc_info=True)
+        finally:
+            if self._previous is not None:
+                self._previous(signum, frame)
 
 
 #: what the entry point made: stopped at the process's exit

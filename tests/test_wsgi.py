@@ -20,7 +20,7 @@ import requests
 import yaml
 from packaging.utils import NormalizedName
 
-from nestegg_core import Config, Mirror
+from nestegg_core import Config, Mirror, wsgi
 from nestegg_core.config.config import parse_config
 from nestegg_core.errors import ConfigError
 from nestegg_core.http.metrics import prometheus_text
@@ -256,6 +256,22 @@ while not mark.exists() and time.monotonic() < deadline:
     time.sleep(0.05)
 print("building" if mark.exists() else "no build", flush=True)
 """
+
+
+def test_sigterm_reaches_the_servers_handler_when_no_thread_can_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """During the interpreter's exit no thread starts: gunicorn's own handler was then skipped."""
+    calls: list[int] = []
+    ending = wsgi._Exit()
+    ending._previous = lambda signum, _frame: calls.append(signum)
+
+    def refused(_thread: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    ending._terminated(signal.SIGTERM, None)
+    assert calls == [signal.SIGTERM]
 
 
 @needs_proc
