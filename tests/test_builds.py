@@ -1161,7 +1161,7 @@ def test_nothing_is_built_from_a_clone_of_another_repo_url(
             raise PermissionError(13, "Permission denied", str(path))
         removing(path, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(sources.shutil, "rmtree", refused)
+    monkeypatch.setattr(shutil, "rmtree", refused)
     builder = SourceBuilder(
         config, PrivateStore(tmp_path / "nest" / "private"), index_url=lambda: "http://127.0.0.1:9/"
     )
