@@ -251,13 +251,13 @@ def test_a_published_file_is_on_the_disk_before_the_upload_is_answered(
     """The store holds the only copy: its file, metadata, record and their names are synced."""
     store = PrivateStore(tmp_path / "nest" / "private")
     synced: list[str] = []
-    fsync = private.os.fsync
+    fsync = os.fsync
 
     def noted(fd: int) -> None:
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         fsync(fd)
 
-    monkeypatch.setattr(private.os, "fsync", noted)
+    monkeypatch.setattr(os, "fsync", noted)
     path = make_wheel(PackageSpec(name="durable", version="1.0"), tmp_path / "dists")
     store.add(path)
     folder = store.root / "durable"

@@ -172,7 +172,10 @@ def mounted_at(prefix: str) -> Any:
             if not path.startswith(prefix + "/"):
                 start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "0")])
                 return []
-            return app({**environ, "SCRIPT_NAME": prefix, "PATH_INFO": path[len(prefix) :]}, start_response)
+            body: Iterable[bytes] = app(
+                {**environ, "SCRIPT_NAME": prefix, "PATH_INFO": path[len(prefix) :]}, start_response
+            )
+            return body
 
         return mounted
 
